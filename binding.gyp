@@ -1,0 +1,28 @@
+{
+  "targets": [
+    {
+      "target_name": "takeover",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/tcp_parse.cc",
+        "native/flow_table.cc",
+        "native/capture.cc",
+        "native/forge.cc",
+        "native/sockdiag.cc",
+        "native/pidfd.cc",
+        "native/socket_ops.cc",
+        "native/netlink_addr.cc",
+        "native/neigh_announce.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none" }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,19 @@
+#include <napi.h>
+
+#include "modules.h"
+
+namespace {
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  takeover::InitParse(env, exports);
+  takeover::InitCapture(env, exports);
+  takeover::InitForge(env, exports);
+  takeover::InitSockDiag(env, exports);
+  takeover::InitPidfd(env, exports);
+  takeover::InitSocketOps(env, exports);
+  takeover::InitNetlinkAddr(env, exports);
+  takeover::InitNeighAnnounce(env, exports);
+  return exports;
+}
+}  // namespace
+
+NODE_API_MODULE(takeover, Init)

@@ -1,0 +1,5 @@
+// stub: filled in by its module owner
+#include "modules.h"
+namespace takeover {
+void InitNetlinkAddr(Napi::Env, Napi::Object) {}
+}  // namespace takeover

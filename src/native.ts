@@ -1,0 +1,194 @@
+// Typed loader for the C++ addon. The addon does syscalls and bytes only; everything that
+// decides lives in TypeScript. Each section below is implemented by one native/*.cc file.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+// src/native.ts and dist/native.js both sit one level below the package root.
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A Node-style system error raised by the addon. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+// ---- tcp_parse.cc -----------------------------------------------------------------------
+export const LINK_ETHERNET = 1;
+export const LINK_RAW_IP = 0;
+
+/** TCP flag bits as on the wire. */
+export const TCP_FIN = 0x01;
+export const TCP_SYN = 0x02;
+export const TCP_RST = 0x04;
+export const TCP_PSH = 0x08;
+export const TCP_ACK = 0x10;
+export const TCP_URG = 0x20;
+
+/** One TCP segment's headers, as parsed by the addon. Addresses are text (1.2.3.4 / ::1). */
+export interface ParsedSegment {
+  family: 4 | 6;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  seq: number; // uint32
+  ack: number; // uint32
+  flags: number;
+  window: number; // raw 16-bit field, unscaled
+  urgentPointer: number;
+  payloadLength: number;
+  mss?: number;
+  wscale?: number;
+  sackPermitted?: boolean;
+  tsval?: number;
+  tsecr?: number;
+  /** Present only when the capture was asked for payload bytes. */
+  payload?: Buffer;
+  /** Capture timestamp in nanoseconds since the epoch (bigint-free: ms float). */
+  timeMs?: number;
+}
+
+// ---- flow_table.cc + capture.cc ---------------------------------------------------------
+export type FlowState =
+  | 'SYN_SENT' | 'SYN_RECEIVED' | 'ESTABLISHED' | 'FIN_WAIT' | 'CLOSING' | 'CLOSED' | 'RESET';
+
+/** What one side of a flow has been seen to send. */
+export interface FlowSide {
+  address: string;
+  port: number;
+  /** seq of the next byte this side will send (its SND.NXT as seen on the wire). */
+  nextSeq: number;
+  /** Highest ack this side has sent (its RCV.NXT when it last acked). */
+  ack: number;
+  /** Last advertised window, scaled by the side's wscale when known. */
+  window: number;
+  wscale: number; // -1 when the SYN was not seen
+  mss: number; // 0 when unknown
+  sackPermitted: boolean;
+  tsval: number; // last TSval sent, 0 when none
+  tsecr: number;
+  finSent: boolean;
+  lastSeenMs: number;
+  packets: number;
+  bytes: number;
+}
+
+export interface FlowRecord {
+  family: 4 | 6;
+  /** 'a' is the side that sent the SYN when the handshake was seen, else the first side seen. */
+  a: FlowSide;
+  b: FlowSide;
+  state: FlowState;
+  handshakeSeen: boolean;
+  firstSeenMs: number;
+  lastSeenMs: number;
+}
+
+export interface CaptureOptions {
+  interface: string;
+  /** Classic BPF program as struct sock_filter[] bytes (8 bytes per instruction). */
+  filter?: Buffer;
+  /** Ring geometry; defaults 1 MiB blocks x 8. */
+  blockSize?: number;
+  blockCount?: number;
+  /** Deliver up to this many payload bytes per segment to onSegments (0 = none, the default). */
+  payloadBytes?: number;
+  /** Flows idle longer than this are expired on each poll (default 600000 ms). */
+  idleTimeoutMs?: number;
+}
+
+export interface CaptureStats {
+  packets: number; // seen by our ring
+  drops: number; // dropped by the kernel (PACKET_STATISTICS)
+  malformed: number; // not a valid TCP segment
+  flows: number;
+}
+
+export interface NativeCapture {
+  /** Starts uv_poll on the ring; onSegments (optional) gets each batch of parsed segments. */
+  start(onSegments?: (segments: ParsedSegment[]) => void): void;
+  stop(): void;
+  /** Stops and releases the socket and ring; idempotent. */
+  close(): void;
+  flows(): FlowRecord[];
+  stats(): CaptureStats;
+}
+
+// ---- forge.cc ---------------------------------------------------------------------------
+export interface SegmentSpec {
+  src: string;
+  dst: string; // same family as src
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window?: number; // default 65535 (raw field)
+  urgentPointer?: number;
+  payload?: Uint8Array;
+  /** When set, a timestamp option (NOP NOP TS) is added with these values. */
+  tsval?: number;
+  tsecr?: number;
+  ttl?: number; // IPv4 TTL / IPv6 hop limit, default 64
+}
+
+export interface NativeRawSender {
+  /** Sends one forged segment; returns the number of bytes written. */
+  send(spec: SegmentSpec): number;
+  close(): void;
+}
+
+// ---- sockdiag.cc ------------------------------------------------------------------------
+export interface DiagSocket {
+  family: 4 | 6;
+  state: number; // TCP_ESTABLISHED = 1, ... as in include/net/tcp_states.h
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  inode: number;
+  uid: number;
+  /** sock cookie as a decimal string (64-bit). */
+  cookie: string;
+}
+
+// ---- socket_ops.cc ----------------------------------------------------------------------
+export interface RepairSeq {
+  sendSeq: number; // write_seq (SND.NXT + unsent)
+  recvSeq: number; // rcv_nxt
+}
+
+export interface NativeBindings {
+  parsePacket(buf: Uint8Array, linkType: number): ParsedSegment | null;
+  Capture: new (options: CaptureOptions) => NativeCapture;
+
+  buildSegment(spec: SegmentSpec): Buffer;
+  RawSender: new (family: 4 | 6) => NativeRawSender;
+
+  tcpSockets(family: 4 | 6): DiagSocket[];
+  destroySocket(sock: Pick<DiagSocket, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'>): void;
+
+  /** pidfd_open(pid) then pidfd_getfd(fd): a duplicate of another process's fd (CAP_SYS_PTRACE). */
+  borrowFd(pid: number, fd: number): number;
+  /** send(2) on an fd, MSG_OOB when oob; returns bytes written. Never blocks (MSG_DONTWAIT). */
+  sendOnFd(fd: number, data: Uint8Array, oob: boolean): number;
+  shutdownWrite(fd: number): void;
+  closeFd(fd: number): void;
+  /** TCP_REPAIR peek of a local socket's kernel sequence numbers (CAP_NET_ADMIN). */
+  tcpRepairSeq(fd: number): RepairSeq;
+
+  addAddress(ifname: string, address: string, prefixLength: number): void;
+  removeAddress(ifname: string, address: string, prefixLength: number): void;
+  /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for address on ifname. */
+  announceAddress(ifname: string, address: string): void;
+}
+
+function load(): NativeBindings {
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeBindings;
+  return nodeGypBuild(packageRoot);
+}
+
+export const native: NativeBindings = load();
