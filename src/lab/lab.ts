@@ -1,0 +1,189 @@
+// A network lab made of namespaces: every host is a namespace with one `eth0` on a bridge that
+// lives in a switch namespace of its own, so nothing touches the machine's own interfaces.
+// Used by `takeover demo`, the tests and the benchmarks. Addresses come from the benchmarking
+// range 198.18.0.0/15 and the ULA fd7a:6b00::/48, never from a range a real network uses.
+import { randomBytes } from 'node:crypto';
+import { run, runQuiet } from './exec.js';
+import { NodeChild, spawnNode } from './node-child.js';
+
+export interface LabHost {
+  name: string;
+  ns: string;
+  ifname: 'eth0';
+  ipv4: string;
+  ipv6: string;
+  mac: string;
+  /** The bridge port in the switch namespace that this host hangs on. */
+  port: string;
+}
+
+export interface LabOptions {
+  hosts: string[];
+  /** Third octet of 198.18.X.0/24 and 16-bit group of fd7a:6b00:X::/64; default random. */
+  subnet?: number;
+  /** Make the bridge flood every frame to every port (a hub), so a host can track others' flows. */
+  hub?: boolean;
+}
+
+/** Prefix of every namespace the lab makes; a sweep removes leftovers of crashed runs. */
+export const LAB_PREFIX = 'tko';
+
+export class Lab {
+  readonly id: string;
+  readonly switchNs: string;
+  readonly hosts = new Map<string, LabHost>();
+  readonly subnet: number;
+  private readonly children = new Set<NodeChild>();
+  private destroyed = false;
+
+  private constructor(id: string, subnet: number) {
+    this.id = id;
+    this.subnet = subnet;
+    this.switchNs = `${LAB_PREFIX}${id}-sw`;
+  }
+
+  /** Builds the lab; on any failure everything made so far is removed before rethrowing. */
+  static async create(options: LabOptions): Promise<Lab> {
+    const subnet = options.subnet ?? 1 + (randomBytes(1)[0]! % 250);
+    const lab = new Lab(randomBytes(3).toString('hex'), subnet);
+    try {
+      await lab.build(options);
+    } catch (err) {
+      await lab.destroy();
+      throw err;
+    }
+    return lab;
+  }
+
+  host(name: string): LabHost {
+    const h = this.hosts.get(name);
+    if (!h) throw new Error(`lab has no host named ${name}`);
+    return h;
+  }
+
+  /** Runs a command inside a host's namespace. */
+  exec(host: string, cmd: string, args: string[], input?: string) {
+    return run('ip', ['netns', 'exec', this.host(host).ns, cmd, ...args], input);
+  }
+
+  /** Starts a Node script (TS or JS) inside a host's namespace; killed by destroy(). */
+  spawn(host: string, script: string, args: string[] = [], env: Record<string, string> = {}): NodeChild {
+    const child = spawnNode(this.host(host).ns, script, args, env);
+    this.children.add(child);
+    child.process.once('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  /**
+   * Makes a host die silently, as a panicked node does: no FIN, no RST, no ARP or ND answers.
+   * 'nft' drops everything inside the host (inet and arp families); 'port' takes its bridge
+   * port down, which the other hosts cannot tell from a panic either.
+   */
+  async killSilently(host: string, mode: 'nft' | 'port' = 'nft'): Promise<void> {
+    const h = this.host(host);
+    if (mode === 'port') {
+      await run('ip', ['-n', this.switchNs, 'link', 'set', h.port, 'down']);
+      return;
+    }
+    const rules = [
+      'table inet takeover_lab_dead {',
+      '  chain in { type filter hook input priority -400; policy drop; }',
+      '  chain out { type filter hook output priority -400; policy drop; }',
+      '  chain fwd { type filter hook forward priority -400; policy drop; }',
+      '}',
+      'table arp takeover_lab_dead {',
+      '  chain in { type filter hook input priority -400; policy drop; }',
+      '  chain out { type filter hook output priority -400; policy drop; }',
+      '}',
+    ].join('\n');
+    await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], rules);
+  }
+
+  /** Kills every child, deletes every namespace. Safe to call twice and after a failed build. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    await Promise.all([...this.children].map((c) => c.kill()));
+    for (const ns of [...[...this.hosts.values()].map((h) => h.ns), this.switchNs]) {
+      await killNamespaceProcesses(ns);
+      await runQuiet('ip', ['netns', 'del', ns]);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.destroy();
+  }
+
+  private async build(options: LabOptions): Promise<void> {
+    await run('ip', ['netns', 'add', this.switchNs]);
+    const sw = ['-n', this.switchNs];
+    await run('ip', [...sw, 'link', 'add', 'br0', 'type', 'bridge', ...(options.hub ? ['ageing_time', '0'] : [])]);
+    await run('ip', [...sw, 'link', 'set', 'br0', 'up']);
+    let n = 1;
+    for (const name of options.hosts) {
+      if (!/^[a-z][a-z0-9]{0,7}$/.test(name)) throw new Error(`lab host name must be [a-z][a-z0-9]{0,7}: ${name}`);
+      const index = n++;
+      const mac = `02:7a:6b:${this.subnet.toString(16).padStart(2, '0')}:00:${index.toString(16).padStart(2, '0')}`;
+      const host: LabHost = {
+        name,
+        ns: `${LAB_PREFIX}${this.id}-${name}`,
+        ifname: 'eth0',
+        ipv4: `198.18.${this.subnet}.${index}`,
+        ipv6: `fd7a:6b00:${this.subnet.toString(16)}::${index}`,
+        mac,
+        port: name,
+      };
+      this.hosts.set(name, host);
+      await run('ip', ['netns', 'add', host.ns]);
+      await run('ip', [...sw, 'link', 'add', host.port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.ns]);
+      await run('ip', [...sw, 'link', 'set', host.port, 'master', 'br0', 'up']);
+      const hn = ['-n', host.ns];
+      await run('ip', [...hn, 'link', 'set', 'lo', 'up']);
+      await run('ip', [...hn, 'link', 'set', 'eth0', 'address', mac]);
+      await run('ip', [...hn, 'addr', 'add', `${host.ipv4}/24`, 'dev', 'eth0']);
+      await run('ip', [...hn, 'addr', 'add', `${host.ipv6}/64`, 'dev', 'eth0', 'nodad']);
+      await run('ip', [...hn, 'link', 'set', 'eth0', 'up']);
+    }
+  }
+}
+
+async function killNamespaceProcesses(ns: string): Promise<void> {
+  try {
+    const { stdout } = await run('ip', ['netns', 'pids', ns]);
+    const pids = stdout.split(/\s+/).filter(Boolean).map(Number);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  } catch {
+    // namespace already gone
+  }
+}
+
+/** Removes namespaces left by lab runs that crashed before their teardown. */
+export async function sweepStaleLabs(): Promise<string[]> {
+  const { stdout } = await run('ip', ['netns', 'list']);
+  const stale = stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter((ns) => new RegExp(`^${LAB_PREFIX}[0-9a-f]{6}-`).test(ns));
+  for (const ns of stale) {
+    await killNamespaceProcesses(ns);
+    await runQuiet('ip', ['netns', 'del', ns]);
+  }
+  return stale;
+}
+
+/** The kernel's TCP timer sysctls in a namespace, for computing what TCP alone would do. */
+export async function tcpTimerSysctls(lab: Lab, host: string) {
+  const read = async (key: string) => Number((await lab.exec(host, 'sysctl', ['-n', key])).stdout.trim());
+  return {
+    retries2: await read('net.ipv4.tcp_retries2'),
+    keepaliveTime: await read('net.ipv4.tcp_keepalive_time'),
+    keepaliveIntvl: await read('net.ipv4.tcp_keepalive_intvl'),
+    keepaliveProbes: await read('net.ipv4.tcp_keepalive_probes'),
+  };
+}

@@ -1,0 +1,329 @@
+// The state machine that ends the connections of a dead remote side, one per connection, all in
+// parallel. It only decides: segments go out through `io.send`, the peers' answers come in through
+// `answer()`, and time through `io.now()` + `tick()`, so it is tested without privileges against a
+// model of the peer's kernel, and driven for real by close-remote.ts.
+//
+// Kernel facts it relies on (Linux, RFC 5961, verified in ANCHORS.md):
+// - a RST resets only when seq == RCV.NXT; a seq inside the window draws a challenge ACK carrying
+//   RCV.NXT (ack) and SND.NXT (seq); an out-of-window segment draws a duplicate ACK with the same;
+// - both answers are rate-limited per socket (one per 500 ms);
+// - a segment for a connection the peer no longer has draws a RST.
+import type { SegmentSpec } from '../native.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_URG } from '../native.js';
+import type { CloseMethod } from './close-method.js';
+import { methodName } from './close-method.js';
+import type { CloseOutcome, CloseResult } from './close-result.js';
+import { connectionKey, type Endpoint } from './endpoint.js';
+import { seqAdd, seqDiff } from './seq.js';
+
+/** What the survivor knows of a connection from tracking it before the failure. */
+export interface TrackedState {
+  /** The dead side's SND.NXT as last seen on the wire. */
+  deadNextSeq: number;
+  /** The peer's SND.NXT as last seen. */
+  peerNextSeq: number;
+  /** The highest ack the peer sent (its RCV.NXT when it last acked). */
+  peerAck: number;
+  /** Raw window field the dead side last sent. */
+  deadWindow?: number;
+  /** Last TSval each side sent, when the connection uses timestamps. */
+  deadTsval?: number;
+  peerTsval?: number;
+  /** For goodbyes: whether the streams sit at a message boundary, and why not. */
+  atBoundary?: boolean;
+  boundaryReason?: string;
+}
+
+export interface DeadConnection {
+  /** The failed side: its address is now ours. */
+  local: Endpoint;
+  peer: Endpoint;
+  tracked?: TrackedState;
+}
+
+/** A segment the peer sent towards the dead side. */
+export interface PeerAnswer {
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  tsval?: number;
+  tsecr?: number;
+}
+
+export interface EngineIO {
+  send(spec: SegmentSpec): void;
+  now(): number;
+}
+
+export interface EngineOptions {
+  /** How long to wait for a peer's answer before trying again. */
+  answerTimeoutMs?: number;
+  /** Attempts per step (each after the per-socket rate limit has passed). */
+  attempts?: number;
+  /** The peer kernel's per-socket answer rate limit (net.ipv4.tcp_invalid_ratelimit). */
+  rateLimitMs?: number;
+  /** Send the method as asked even when the goodbye boundary is unknown (operator override). */
+  assumeBoundary?: boolean;
+}
+
+type Phase =
+  /** Waiting for a challenge/dup ACK that tells the peer's exact RCV.NXT. */
+  | 'learning'
+  /** The closing segment is out; waiting for the peer's ACK of it (or silence, for RST). */
+  | 'closing'
+  | 'done';
+
+interface Conn {
+  c: DeadConnection;
+  action: CloseMethod['kind'] | 'rst';
+  fallback?: string;
+  phase: Phase;
+  rcvNxt?: number;
+  sndNxt?: number;
+  seqSource?: CloseResult['seqSource'];
+  peerTsval?: number;
+  deadTsval?: number;
+  sentSeq?: number;
+  /** The ack the peer must send to show it took our FIN / data. */
+  expectAck?: number;
+  attempts: number;
+  /** False when the outcome follows from kernel semantics rather than an answer from the peer. */
+  verified: boolean;
+  deadline: number;
+  started: number;
+  result?: CloseResult;
+}
+
+const PROBE_BACKOFF = 0x1000_0000; // far behind RCV.NXT: out of any window, never acceptable
+
+export class CloseEngine {
+  private readonly conns = new Map<string, Conn>();
+  private readonly timeout: number;
+  private readonly attempts: number;
+  private readonly rateLimit: number;
+
+  constructor(
+    connections: DeadConnection[],
+    private readonly method: CloseMethod,
+    private readonly io: EngineIO,
+    private readonly options: EngineOptions = {},
+  ) {
+    this.timeout = options.answerTimeoutMs ?? 250;
+    this.attempts = options.attempts ?? 3;
+    this.rateLimit = options.rateLimitMs ?? 550;
+    const now = io.now();
+    for (const c of connections) {
+      const key = connectionKey(c.local, c.peer);
+      if (this.conns.has(key)) continue;
+      this.conns.set(key, { c, action: method.kind, phase: 'learning', attempts: 0, verified: true, deadline: now, started: now });
+    }
+  }
+
+  /** Sends every connection's first segment(s). */
+  start(): void {
+    for (const k of this.conns.values()) this.begin(k);
+  }
+
+  /** Feeds a segment seen on the wire; ignores anything that is not from a peer we are closing. */
+  answer(seg: PeerAnswer): void {
+    const k = this.conns.get(connectionKey({ address: seg.dst, port: seg.dport }, { address: seg.src, port: seg.sport }));
+    if (!k || k.phase === 'done') return;
+    if (seg.flags & TCP_RST) {
+      // Our segment reached a peer with no such connection: either our RST already did its job
+      // (the answer to the verification probe) or the peer had closed on its own.
+      this.finish(k, k.phase === 'closing' && k.action === 'rst' ? 'reset' : 'not-connected', true);
+      return;
+    }
+    if (!(seg.flags & TCP_ACK)) return;
+    if (seg.tsval !== undefined) k.peerTsval = seg.tsval;
+    // The peer echoes the last TSval it accepted from the dead side: anything above passes PAWS.
+    if (seg.tsecr !== undefined && (k.deadTsval === undefined || seqDiff(k.deadTsval, seg.tsecr) > 0)) k.deadTsval = seg.tsecr;
+    if (k.phase === 'closing' && k.expectAck !== undefined && seqDiff(k.expectAck, seg.ack) >= 0) {
+      const outcome: CloseOutcome =
+        k.action === 'fin' ? 'closed' : k.action === 'break' ? 'urgent-delivered' : 'goodbye-delivered';
+      this.finish(k, outcome, true);
+      return;
+    }
+    // A challenge or duplicate ACK: it carries the peer's exact RCV.NXT and SND.NXT.
+    const learnedFrom = k.phase === 'learning' && k.sentSeq === undefined ? 'dup-ack' : 'challenge-ack';
+    const changed = k.rcvNxt !== seg.ack;
+    k.rcvNxt = seg.ack;
+    k.sndNxt = seg.seq;
+    k.seqSource = learnedFrom;
+    if (k.phase === 'closing' && !changed && k.action !== 'rst') return; // a plain ACK of older data
+    const tracked = k.c.tracked;
+    const offTrack = tracked !== undefined && seqDiff(tracked.deadNextSeq, seg.ack) !== 0;
+    if (k.action === 'goodbye' && offTrack) {
+      k.fallback ??= `peer's RCV.NXT ${seg.ack} differs from the tracked stream position`;
+      k.action = 'rst';
+    } else if (k.phase === 'closing' && k.action !== 'rst' && changed) {
+      // The peer had not received everything the dead side sent: the stream position we planned
+      // for is wrong, so no message can be placed; a RST at the exact value still works.
+      k.fallback ??= `peer's RCV.NXT ${seg.ack} differs from the tracked stream position`;
+      k.action = 'rst';
+    }
+    this.sendClosing(k);
+  }
+
+  /** Advances timers; call every few milliseconds. */
+  tick(): void {
+    const now = this.io.now();
+    for (const k of this.conns.values()) {
+      if (k.phase === 'done' || now < k.deadline) continue;
+      if (k.attempts >= this.attempts) {
+        const what = k.phase === 'learning' ? 'no answer to probes' : `no answer to the ${k.action}`;
+        this.finish(k, 'failed', false, `${what} after ${k.attempts} attempts`);
+        continue;
+      }
+      if (k.phase === 'learning') this.probe(k);
+      else this.sendClosing(k);
+    }
+  }
+
+  get done(): boolean {
+    for (const k of this.conns.values()) if (k.phase !== 'done') return false;
+    return true;
+  }
+
+  /** The earliest time tick() has work to do, for drivers that sleep. */
+  nextDeadline(): number {
+    let d = Infinity;
+    for (const k of this.conns.values()) if (k.phase !== 'done') d = Math.min(d, k.deadline);
+    return d;
+  }
+
+  results(): CloseResult[] {
+    return [...this.conns.values()].map((k) => k.result ?? this.resultOf(k, 'failed', false, 'not finished'));
+  }
+
+  private begin(k: Conn): void {
+    const t = k.c.tracked;
+    if (this.method.kind === 'goodbye' && !this.options.assumeBoundary && t?.atBoundary !== true) {
+      k.action = 'rst';
+      k.fallback = t?.boundaryReason ?? 'stream position unknown: the connection was not tracked with its payload';
+    }
+    if (t) {
+      k.deadTsval = t.deadTsval;
+      k.peerTsval = t.peerTsval;
+      const exact = seqDiff(t.deadNextSeq, t.peerAck) === 0;
+      if (k.action === 'rst' || exact) {
+        // Our best value. If it is wrong but inside the window, the RST draws a challenge ACK
+        // with the exact one (handled in answer()).
+        k.rcvNxt = t.deadNextSeq;
+        k.sndNxt = t.peerNextSeq;
+        k.seqSource = 'tracked';
+        this.sendClosing(k);
+        return;
+      }
+    }
+    this.probe(k);
+  }
+
+  private probe(k: Conn): void {
+    k.phase = 'learning';
+    const base = k.rcvNxt ?? k.c.tracked?.deadNextSeq;
+    const seqs =
+      base === undefined
+        ? // Nothing known: two probes half the sequence space apart, so one is out of any window.
+          [randomSeq(), 0].map((s, i, a) => (i === 0 ? s : seqAdd(a[0]!, 0x8000_0000)))
+        : [seqAdd(base, -PROBE_BACKOFF)];
+    for (const seq of seqs) this.io.send(this.spec(k, { seq, ack: k.sndNxt ?? 0, flags: TCP_ACK }));
+    this.arm(k);
+  }
+
+  private sendClosing(k: Conn): void {
+    k.phase = 'closing';
+    const seq = k.rcvNxt!;
+    const ack = k.sndNxt ?? 0;
+    k.sentSeq = seq;
+    const ts = this.timestamps(k);
+    switch (k.action) {
+      case 'rst':
+        this.io.send(this.spec(k, { seq, ack, flags: TCP_RST | TCP_ACK, window: 0 }));
+        // Verification probe: if the RST was exact, the peer no longer has the connection and
+        // answers this with a RST; if not, it answers with its exact RCV.NXT.
+        k.expectAck = undefined;
+        if (k.seqSource !== 'tracked') {
+          // The value came from the peer's own ACK, so the RST is exact and final; a further
+          // probe inside the peer's 500 ms rate limit would go unanswered anyway.
+          k.verified = false;
+          this.finish(k, 'reset', true);
+          return;
+        }
+        this.io.send(this.spec(k, { seq: seqAdd(seq, -PROBE_BACKOFF), ack, flags: TCP_ACK }));
+        break;
+      case 'fin':
+        this.io.send(this.spec(k, { seq, ack, flags: TCP_FIN | TCP_ACK, ...ts }));
+        k.expectAck = seqAdd(seq, 1);
+        break;
+      case 'break': {
+        // One byte of urgent data, as Oracle Net's break: the peer sees it with recv(MSG_OOB)
+        // or SIGURG. Linux (tcp_stdurg=0) takes the byte before the urgent pointer as urgent.
+        this.io.send(this.spec(k, { seq, ack, flags: TCP_URG | TCP_PSH | TCP_ACK, urgentPointer: 1, payload: Buffer.from('!'), ...ts }));
+        k.expectAck = seqAdd(seq, 1);
+        break;
+      }
+      case 'goodbye': {
+        const payload = (this.method as Extract<CloseMethod, { kind: 'goodbye' }>).plugin.message();
+        this.io.send(this.spec(k, { seq, ack, flags: TCP_PSH | TCP_FIN | TCP_ACK, payload, ...ts }));
+        k.expectAck = seqAdd(seq, payload.length + 1);
+        break;
+      }
+    }
+    this.arm(k);
+  }
+
+  /** A timestamp option the peer's PAWS check accepts, when the connection uses timestamps. */
+  private timestamps(k: Conn): { tsval?: number; tsecr?: number } {
+    if (k.deadTsval === undefined || k.peerTsval === undefined) return {};
+    return { tsval: seqAdd(k.deadTsval, 1), tsecr: k.peerTsval };
+  }
+
+  private arm(k: Conn): void {
+    k.attempts++;
+    // Retries wait out the peer's per-socket rate limit, or the retry would be ignored.
+    k.deadline = this.io.now() + (k.attempts === 1 ? this.timeout : Math.max(this.timeout, this.rateLimit));
+  }
+
+  private spec(k: Conn, s: Omit<SegmentSpec, 'src' | 'dst' | 'sport' | 'dport'>): SegmentSpec {
+    return {
+      src: k.c.local.address,
+      sport: k.c.local.port,
+      dst: k.c.peer.address,
+      dport: k.c.peer.port,
+      window: k.c.tracked?.deadWindow ?? 65535,
+      ...s,
+    };
+  }
+
+  private finish(k: Conn, outcome: CloseOutcome, ok: boolean, error?: string): void {
+    k.phase = 'done';
+    k.result = this.resultOf(k, outcome, ok, error);
+  }
+
+  private resultOf(k: Conn, outcome: CloseOutcome, ok: boolean, error?: string): CloseResult {
+    const action = k.action === 'goodbye' ? methodName(this.method) : k.action;
+    return {
+      local: k.c.local,
+      peer: k.c.peer,
+      method: methodName(this.method),
+      action,
+      ...(k.sentSeq !== undefined ? { seq: k.sentSeq, ack: k.sndNxt ?? 0 } : {}),
+      ...(k.seqSource ? { seqSource: k.seqSource } : {}),
+      outcome,
+      ok,
+      verified: ok && k.verified,
+      ...(k.fallback ? { fallback: k.fallback } : {}),
+      ...(error ? { error } : {}),
+      elapsedMs: Math.round((this.io.now() - k.started) * 1000) / 1000,
+    };
+  }
+}
+
+function randomSeq(): number {
+  return Math.floor(Math.random() * 0x1_0000_0000);
+}

@@ -1,0 +1,41 @@
+// What closing one connection did, for the CLI's report and the library's callers.
+import type { Endpoint } from './endpoint.js';
+
+export type CloseOutcome =
+  /** The peer's connection was reset (RST accepted, or its kernel no longer knows it). */
+  | 'reset'
+  /** The peer acknowledged our FIN: its read returned end-of-file. */
+  | 'closed'
+  /** The peer acknowledged the urgent byte. */
+  | 'urgent-delivered'
+  /** The peer acknowledged the protocol goodbye and the FIN after it. */
+  | 'goodbye-delivered'
+  /** The peer answered with a RST: it had no such connection any more. */
+  | 'not-connected'
+  | 'failed';
+
+export interface CloseResult {
+  /** The failed side of the connection (whose address we speak for). */
+  local: Endpoint;
+  peer: Endpoint;
+  /** The method asked for. */
+  method: string;
+  /** What was actually sent last ('rst' after a fallback). */
+  action: string;
+  /** Sequence number of the closing segment (the peer's RCV.NXT), when one was sent. */
+  seq?: number;
+  ack?: number;
+  /** Where the exact sequence number came from. */
+  seqSource?: 'tracked' | 'challenge-ack' | 'dup-ack' | 'socket';
+  outcome: CloseOutcome;
+  ok: boolean;
+  /**
+   * True when an answer from the peer proves the outcome (its RST to our probe, its ACK of our
+   * FIN or data). An exact RST learned from a challenge ACK is final by RFC 5961 but unanswered.
+   */
+  verified: boolean;
+  /** Why the method asked for was not used. */
+  fallback?: string;
+  error?: string;
+  elapsedMs: number;
+}

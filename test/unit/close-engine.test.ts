@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import { TCP_ACK, TCP_RST, type SegmentSpec } from '../../src/native.js';
+import { CloseEngine, type DeadConnection, type PeerAnswer } from '../../src/net/close-engine.js';
+import { parseCloseMethod } from '../../src/net/close-method.js';
+import { seqAdd } from '../../src/net/seq.js';
+import { postgresErrorResponse } from '../../src/net/goodbye/postgres.js';
+import { PeerModel } from './peer-model.js';
+
+const DEAD = { address: '198.18.1.1', port: 5432 };
+
+/** Runs an engine against peer models on a simulated clock with a 0.1 ms one-way delay. */
+function simulate(peers: PeerModel[], conns: DeadConnection[], method: string, opts = {}) {
+  let now = 0;
+  const inFlight: Array<{ at: number; answer: PeerAnswer }> = [];
+  const sent: SegmentSpec[] = [];
+  const byPort = new Map(peers.map((p) => [p.port, p]));
+  const engine = new CloseEngine(conns, parseCloseMethod(method), {
+    now: () => now,
+    send: (s) => {
+      sent.push(s);
+      for (const a of byPort.get(s.dport)!.receive(s, now + 0.1)) inFlight.push({ at: now + 0.2, answer: a });
+    },
+  }, opts);
+  engine.start();
+  for (let step = 0; step < 100_000 && !engine.done; step++) {
+    now += 0.1;
+    for (const f of inFlight.splice(0).filter((f) => (f.at <= now ? true : (inFlight.push(f), false)))) engine.answer(f.answer);
+    engine.tick();
+  }
+  return { results: engine.results(), sent, elapsed: now };
+}
+
+function peer(port: number, rcvNxt = 1000, sndNxt = 5000, extra: Partial<{ silent: boolean }> = {}) {
+  return new PeerModel('198.18.1.2', port, rcvNxt, sndNxt, 65535, 500, extra.silent ?? false);
+}
+const conn = (port: number, tracked?: DeadConnection['tracked']): DeadConnection => ({
+  local: DEAD,
+  peer: { address: '198.18.1.2', port },
+  ...(tracked ? { tracked } : {}),
+});
+const exactTrack = { deadNextSeq: 1000, peerNextSeq: 5000, peerAck: 1000 };
+
+describe('CloseEngine against a model of the peer kernel', () => {
+  it('tracked exact RST: resets and is verified by the probe that draws a RST', () => {
+    const p = peer(40000);
+    const { results } = simulate([p], [conn(40000, exactTrack)], 'rst');
+    expect(p.wasReset).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'reset', ok: true, verified: true, seq: 1000, seqSource: 'tracked', action: 'rst' });
+    expect(results[0]!.elapsedMs).toBeLessThan(1);
+  });
+
+  it('a wrong in-window RST is ignored (RFC 5961) and the challenge ACK gives the exact value', () => {
+    const p = peer(40001);
+    const { results, sent } = simulate([p], [conn(40001, { ...exactTrack, deadNextSeq: 1000 + 700, peerAck: 1000 })], 'rst');
+    expect(p.ignoredRsts).toBe(1);
+    expect(p.wasReset).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'reset', ok: true, seq: 1000, seqSource: 'challenge-ack' });
+    const rsts = sent.filter((s) => s.flags & TCP_RST).map((s) => s.seq);
+    expect(rsts).toEqual([1700, 1000]);
+  });
+
+  it('an untracked connection is learned through a probe and reset', () => {
+    const p = peer(40002, 0xfffffff0, 77);
+    const { results } = simulate([p], [conn(40002)], 'rst');
+    expect(p.wasReset).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'reset', seq: 0xfffffff0, ack: 77, seqSource: 'dup-ack' });
+  });
+
+  it('FIN: tracked exact goes straight out and is acknowledged; untracked is probed first', () => {
+    const a = peer(40003);
+    const b = peer(40004, 123456, 654321);
+    const { results, sent } = simulate([a, b], [conn(40003, exactTrack), conn(40004)], 'fin');
+    expect(a.gotFin && b.gotFin).toBe(true);
+    expect(a.wasReset || b.wasReset).toBe(false);
+    expect(results.map((r) => r.outcome)).toEqual(['closed', 'closed']);
+    expect(results[1]).toMatchObject({ seq: 123456, ack: 654321, seqSource: 'dup-ack', verified: true });
+    expect(sent.filter((s) => s.dport === 40003 && s.flags === TCP_ACK)).toHaveLength(0);
+  });
+
+  it('break: one urgent byte at the exact sequence number', () => {
+    const p = peer(40005);
+    const { results } = simulate([p], [conn(40005)], 'break');
+    expect(p.urgent).toEqual([0x21]);
+    expect(results[0]).toMatchObject({ outcome: 'urgent-delivered', ok: true });
+  });
+
+  it('goodbye at a boundary delivers the protocol bytes then FIN; without one it falls back to RST', () => {
+    const a = peer(40006);
+    const b = peer(40007);
+    const { results } = simulate(
+      [a, b],
+      [conn(40006, { ...exactTrack, atBoundary: true }), conn(40007, { ...exactTrack, atBoundary: false, boundaryReason: 'mid-message' })],
+      'goodbye:postgres',
+    );
+    expect(a.data.equals(postgresErrorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' }))).toBe(true);
+    expect(a.gotFin).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'goodbye-delivered', action: 'goodbye:postgres' });
+    expect(b.wasReset).toBe(true);
+    expect(results[1]).toMatchObject({ outcome: 'reset', action: 'rst', fallback: 'mid-message' });
+  });
+
+  it('goodbye falls back to RST when the peer missed data the tracker saw', () => {
+    const p = peer(40008, 1000);
+    const { results } = simulate([p], [conn(40008, { deadNextSeq: 1500, peerAck: 1000, peerNextSeq: 5000, atBoundary: true })], 'goodbye:postgres');
+    expect(p.data.length).toBe(0);
+    expect(p.wasReset).toBe(true);
+    expect(results[0]!.fallback).toMatch(/differs from the tracked stream position/);
+  });
+
+  it('a silent peer fails after bounded attempts, waiting out the rate limit between them', () => {
+    const p = peer(40009, 1, 1, { silent: true });
+    const { results, elapsed } = simulate([p], [conn(40009)], 'fin', { attempts: 3, answerTimeoutMs: 100, rateLimitMs: 550 });
+    expect(results[0]).toMatchObject({ outcome: 'failed', ok: false });
+    expect(results[0]!.error).toMatch(/no answer to probes after 3 attempts/);
+    expect(elapsed).toBeGreaterThanOrEqual(100 + 550 + 550);
+    expect(elapsed).toBeLessThan(1300);
+  });
+
+  it('a peer that no longer has the connection is reported as not connected', () => {
+    const p = peer(40010);
+    p.open = false;
+    const { results } = simulate([p], [conn(40010)], 'fin');
+    expect(results[0]).toMatchObject({ outcome: 'not-connected', ok: true });
+  });
+
+  it('1,000 tracked connections are all reset, each with its own exact seq', () => {
+    const peers = Array.from({ length: 1000 }, (_, i) => peer(20000 + i, seqAdd(1000, i * 7919), i));
+    const conns = peers.map((p) => conn(p.port, { deadNextSeq: p.rcvNxt, peerAck: p.rcvNxt, peerNextSeq: p.sndNxt }));
+    const { results } = simulate(peers, conns, 'rst');
+    expect(results.every((r) => r.outcome === 'reset' && r.verified)).toBe(true);
+    expect(peers.every((p) => p.wasReset)).toBe(true);
+  });
+
+  it('rejects unknown methods with a clear message', () => {
+    expect(() => parseCloseMethod('kill')).toThrow(/unknown close method "kill"/);
+    expect(() => parseCloseMethod('goodbye:smtp')).toThrow(/unknown goodbye protocol "smtp"/);
+  });
+});

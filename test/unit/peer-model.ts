@@ -1,0 +1,62 @@
+// A model of how a Linux peer's TCP answers segments sent on behalf of a dead side (RFC 793,
+// RFC 5961 as implemented: exact RST resets, in-window RST draws a challenge ACK, out-of-window
+// segments draw a duplicate ACK, both rate-limited per socket; no socket -> RST).
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_URG, type SegmentSpec } from '../../src/native.js';
+import type { PeerAnswer } from '../../src/net/close-engine.js';
+import { seqAdd, seqDiff } from '../../src/net/seq.js';
+
+export class PeerModel {
+  open = true;
+  wasReset = false;
+  gotFin = false;
+  urgent: number[] = [];
+  data = Buffer.alloc(0);
+  ignoredRsts = 0;
+  private lastAnswerAt = -Infinity;
+
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    public rcvNxt: number,
+    public sndNxt: number,
+    readonly window = 65535,
+    readonly rateLimitMs = 500,
+    readonly silent = false,
+  ) {}
+
+  receive(s: SegmentSpec, now: number): PeerAnswer[] {
+    if (this.silent) return [];
+    const len = (s.payload?.length ?? 0) + (s.flags & TCP_FIN ? 1 : 0);
+    if (!this.open) return s.flags & TCP_RST ? [] : [this.answer(s, { seq: s.ack, ack: 0, flags: TCP_RST })];
+    const offset = seqDiff(this.rcvNxt, s.seq);
+    const inWindow = offset >= 0 && offset < this.window;
+    if (s.flags & TCP_RST) {
+      if (offset === 0) {
+        this.open = false;
+        this.wasReset = true;
+        return [];
+      }
+      this.ignoredRsts++;
+      return inWindow ? this.limited(s, now) : [];
+    }
+    if (!inWindow || offset !== 0) return this.limited(s, now);
+    if (s.payload && s.payload.length > 0) {
+      if (s.flags & TCP_URG) this.urgent.push(s.payload[(s.urgentPointer ?? 1) - 1]!);
+      else this.data = Buffer.concat([this.data, s.payload]);
+    }
+    if (s.flags & TCP_FIN) this.gotFin = true;
+    if (len === 0) return [];
+    this.rcvNxt = seqAdd(this.rcvNxt, len);
+    return [this.answer(s, { seq: this.sndNxt, ack: this.rcvNxt, flags: TCP_ACK })];
+  }
+
+  private limited(s: SegmentSpec, now: number): PeerAnswer[] {
+    if (now - this.lastAnswerAt < this.rateLimitMs) return [];
+    this.lastAnswerAt = now;
+    return [this.answer(s, { seq: this.sndNxt, ack: this.rcvNxt, flags: TCP_ACK })];
+  }
+
+  private answer(s: SegmentSpec, f: { seq: number; ack: number; flags: number }): PeerAnswer {
+    return { src: s.dst, sport: s.dport, dst: s.src, dport: s.sport, ...f };
+  }
+}
