@@ -1,5 +1,128 @@
-// stub: filled in by its module owner
+// Plain operations on a socket fd that JS holds by number (typically one borrowed from
+// another process with borrowFd), plus a TCP_REPAIR peek at a socket's sequence numbers.
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "arg_checks.h"
+#include "errors.h"
 #include "modules.h"
+
 namespace takeover {
-void InitSocketOps(Napi::Env, Napi::Object) {}
+namespace {
+
+// sendOnFd(fd, data, oob): bytes written. MSG_DONTWAIT because the fd may be a blocking
+// socket of another process and the JS thread must never hang on a full send buffer
+// (the caller sees EAGAIN instead); MSG_NOSIGNAL so a reset peer cannot SIGPIPE us.
+Napi::Value SendOnFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (!info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    ThrowInvalidArg(env, "data must be a Uint8Array");
+  auto data = info[1].As<Napi::Uint8Array>();
+  if (!info[2].IsBoolean()) ThrowInvalidArg(env, "oob must be a boolean");
+  int flags = MSG_DONTWAIT | MSG_NOSIGNAL | (info[2].As<Napi::Boolean>().Value() ? MSG_OOB : 0);
+
+  for (;;) {
+    ssize_t n = send(fd, data.Data(), data.ByteLength(), flags);
+    if (n >= 0) return Napi::Number::New(env, static_cast<double>(n));
+    if (errno != EINTR) ThrowErrno(env, "send", errno);
+  }
+}
+
+// shutdownWrite(fd): FIN to the peer once queued data is sent. It acts on the socket, not the
+// fd, so it also ends the write side for every other holder of the socket.
+Napi::Value ShutdownWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (shutdown(FdArg(info, 0), SHUT_WR) != 0) ThrowErrno(env, "shutdown", errno);
+  return env.Undefined();
+}
+
+// closeFd(fd). EINTR is not an error on Linux: the fd is released before close returns, and
+// retrying could close an fd another thread has just been given.
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (close(FdArg(info, 0)) != 0 && errno != EINTR) ThrowErrno(env, "close", errno);
+  return env.Undefined();
+}
+
+void SetInt(Napi::Env env, int fd, int level, int name, int value) {
+  if (setsockopt(fd, level, name, &value, sizeof value) != 0) ThrowErrno(env, "setsockopt", errno);
+}
+
+uint32_t GetQueueSeq(Napi::Env env, int fd) {
+  uint32_t seq = 0;
+  socklen_t len = sizeof seq;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, &seq, &len) != 0)
+    ThrowErrno(env, "getsockopt", errno);
+  return seq;
+}
+
+// Takes the socket out of repair mode however the peek ends. Entering repair mode also set
+// sk_reuse to "force", and leaving it sets "no reuse", so the socket's own SO_REUSEADDR is
+// put back afterwards. Errors here are ignored: the peek's own error (if any) matters more,
+// and there is nothing better to do.
+class RepairModeGuard {
+ public:
+  RepairModeGuard(int fd, int reuse) : fd_(fd), reuse_(reuse) {}
+  RepairModeGuard(const RepairModeGuard&) = delete;
+  RepairModeGuard& operator=(const RepairModeGuard&) = delete;
+  ~RepairModeGuard() {
+    int no_queue = TCP_NO_QUEUE;
+    setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR_QUEUE, &no_queue, sizeof no_queue);
+    // OFF_NO_WP: the peer must not see a window probe from a mere look (Linux 4.16+);
+    // older kernels refuse it with EINVAL and get the plain OFF, which sends one.
+    int off = TCP_REPAIR_OFF_NO_WP;
+    if (setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off) != 0) {
+      off = TCP_REPAIR_OFF;
+      setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
+    }
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &reuse_, sizeof reuse_);
+  }
+
+ private:
+  int fd_;
+  int reuse_;
+};
+
+// tcpRepairSeq(fd): { sendSeq: write_seq, recvSeq: rcv_nxt } of a connected TCP socket.
+// While the send queue is selected, the kernel would mark queued segments as sent without
+// transmitting them (they then go out on retransmit), so that window is kept to the single
+// getsockopt that needs it.
+Napi::Value TcpRepairSeq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+
+  int reuse = 0;
+  socklen_t reuse_len = sizeof reuse;
+  if (getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &reuse_len) != 0)
+    ThrowErrno(env, "getsockopt", errno);
+  SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON);
+  RepairModeGuard guard(fd, reuse);
+
+  SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
+  uint32_t recv_seq = GetQueueSeq(env, fd);
+  SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+  uint32_t send_seq = GetQueueSeq(env, fd);
+  SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE);
+
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("sendSeq", Napi::Number::New(env, send_seq));
+  out.Set("recvSeq", Napi::Number::New(env, recv_seq));
+  return out;
+}
+
+}  // namespace
+
+void InitSocketOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("sendOnFd", Napi::Function::New(env, SendOnFd, "sendOnFd"));
+  exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("tcpRepairSeq", Napi::Function::New(env, TcpRepairSeq, "tcpRepairSeq"));
+}
+
 }  // namespace takeover

@@ -149,11 +149,18 @@ export interface DiagSocket {
   sport: number;
   dst: string;
   dport: number;
+  /** Device the socket is bound to (0 = none); needed to destroy e.g. IPv6 link-local ones. */
+  ifindex: number;
+  /** 0 for sockets no fd refers to (TIME_WAIT, NEW_SYN_RECV). */
   inode: number;
   uid: number;
   /** sock cookie as a decimal string (64-bit). */
   cookie: string;
 }
+
+/** What SOCK_DESTROY needs to name one socket exactly; ifindex defaults to 0. */
+export type DiagSocketId = Pick<DiagSocket, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'> &
+  Partial<Pick<DiagSocket, 'ifindex'>>;
 
 // ---- socket_ops.cc ----------------------------------------------------------------------
 export interface RepairSeq {
@@ -169,7 +176,8 @@ export interface NativeBindings {
   RawSender: new (family: 4 | 6) => NativeRawSender;
 
   tcpSockets(family: 4 | 6): DiagSocket[];
-  destroySocket(sock: Pick<DiagSocket, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'>): void;
+  /** SOCK_DESTROY (CAP_NET_ADMIN): RST to the peer, ECONNABORTED to the owner. ENOENT if gone. */
+  destroySocket(sock: DiagSocketId): void;
 
   /** pidfd_open(pid) then pidfd_getfd(fd): a duplicate of another process's fd (CAP_SYS_PTRACE). */
   borrowFd(pid: number, fd: number): number;
