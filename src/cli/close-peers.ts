@@ -1,0 +1,114 @@
+// `takeover close-peers`: the local (--pid) and remote (--address) ways of ending the wait.
+import { spawnSync } from 'node:child_process';
+import { closeLocalPeers, sameNetworkNamespace } from '../net/close-local.js';
+import type { CloseResult } from '../net/close-result.js';
+import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from '../net/close-remote.js';
+import { FlowTracker } from '../net/capture.js';
+import { deadConnectionsFromFlows, mergeConnections, readFlowSnapshot } from '../net/flow-knowledge.js';
+import { familyOf } from '../net/endpoint.js';
+import { EXIT_INCOMPLETE, EXIT_OK, UsageError, requireCapabilities } from './errors.js';
+import { closeResultsTable, printJson } from './output.js';
+import { addressOption, interfaceOption, intOption, methodOption, peersOption, portOption } from './parse-args.js';
+
+export interface ClosePeersOptions {
+  pid?: string;
+  address?: string;
+  port?: string;
+  peers?: string;
+  fromFlows?: string;
+  interface?: string;
+  takeoverAddress?: boolean;
+  prefixLength: string;
+  method: string;
+  assumeBoundary?: boolean;
+  guard: boolean;
+  timeoutMs: string;
+  json?: boolean;
+}
+
+export async function closePeersCommand(o: ClosePeersOptions): Promise<number> {
+  if ((o.pid === undefined) === (o.address === undefined)) throw new UsageError('close-peers needs exactly one of --pid or --address');
+  const method = methodOption(o.method);
+  if (o.pid !== undefined) return closeLocal(o, method);
+  return closeRemote(o, method);
+}
+
+async function closeLocal(o: ClosePeersOptions, method: ReturnType<typeof methodOption>): Promise<number> {
+  for (const bad of ['peers', 'fromFlows', 'takeoverAddress', 'interface'] as const) {
+    if (o[bad] !== undefined) throw new UsageError(`--${bad.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --address, not --pid`);
+  }
+  const pid = intOption('--pid', o.pid!, 1, 2 ** 22);
+  const ports = o.port === undefined ? undefined : [portOption('--port', o.port)];
+  await requireCapabilities('close-peers --pid', method.kind === 'rst' ? ['CAP_NET_ADMIN'] : ['CAP_NET_ADMIN', 'CAP_SYS_PTRACE']);
+  let inOurNs: boolean;
+  try {
+    inOurNs = sameNetworkNamespace(pid);
+  } catch {
+    throw new UsageError(`--pid ${pid}: no such process`);
+  }
+  if (!inOurNs) {
+    // sock_diag sees only our own network namespace: run this same command inside the target's.
+    const r = spawnSync('nsenter', ['-t', String(pid), '-n', process.execPath, ...process.argv.slice(1)], { stdio: 'inherit' });
+    if (r.error) throw new UsageError(`cannot enter the network namespace of ${pid}: ${r.error.message}`);
+    return r.status ?? EXIT_INCOMPLETE;
+  }
+  const results = closeLocalPeers(pid, method, { ...(ports ? { ports } : {}), assumeBoundary: o.assumeBoundary === true });
+  return report(o, results, { pid });
+}
+
+async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof methodOption>): Promise<number> {
+  const address = addressOption('--address', o.address!);
+  if (o.port === undefined) throw new UsageError('--address needs --port (the dead side\'s port)');
+  const port = portOption('--port', o.port);
+  if (o.peers === undefined && o.fromFlows === undefined) throw new UsageError('--address needs --peers or --from-flows (which connections to close)');
+  const peers = o.peers === undefined ? [] : peersOption(o.peers);
+  for (const p of peers) {
+    if (familyOf(p.address) !== familyOf(address)) throw new UsageError(`--peers: ${p.address} is not of the same family as ${address}`);
+  }
+  if (o.takeoverAddress && o.interface === undefined) throw new UsageError('--takeover-address needs --interface');
+  const prefixLength = intOption('--prefix-length', o.prefixLength, 1, familyOf(address) === 4 ? 32 : 128);
+  const timeoutMs = intOption('--timeout-ms', o.timeoutMs, 1, 600_000);
+  let tracked: ReturnType<typeof deadConnectionsFromFlows> = [];
+  if (o.fromFlows !== undefined) {
+    try {
+      tracked = deadConnectionsFromFlows(readFlowSnapshot(o.fromFlows), { address, port });
+    } catch (err) {
+      throw new UsageError(`--from-flows: ${(err as Error).message}`);
+    }
+  }
+  await requireCapabilities('close-peers --address', ['CAP_NET_RAW', 'CAP_NET_ADMIN']);
+  const ifname = o.interface === undefined ? interfaceOfAddress(address) : interfaceOption(o.interface);
+  if (ifname === undefined) {
+    throw new UsageError(`${address} is not an address of this host; pass --takeover-address --interface IF to take it over`);
+  }
+  const connections = mergeConnections({ address, port }, peers, tracked);
+  // Listen before anything is sent or announced, so no answer is missed.
+  const tracker = new FlowTracker({ interface: ifname, hosts: [address], ports: [port] });
+  let remote: RemoteCloseReport;
+  try {
+    tracker.start();
+    remote = await closeRemotePeers({
+      connections,
+      method,
+      answers: tracker,
+      ...(o.takeoverAddress ? { takeover: { interface: ifname, prefixLength } } : {}),
+      ...(o.guard === false ? { guard: false } : {}),
+      engine: { assumeBoundary: o.assumeBoundary === true },
+      timeoutMs,
+    });
+  } finally {
+    tracker.close();
+  }
+  return report(o, remote.results, { address, port, takeover: remote.takeover, guard: remote.guard, elapsedMs: remote.elapsedMs });
+}
+
+function report(o: ClosePeersOptions, results: CloseResult[], context: Record<string, unknown>): number {
+  const failed = results.filter((r) => !r.ok).length;
+  if (o.json) printJson({ ...context, connections: results.length, failed, results });
+  else if (results.length === 0) process.stdout.write('no connections to close\n');
+  else {
+    process.stdout.write(`${closeResultsTable(results)}\n`);
+    process.stdout.write(`${results.length - failed} of ${results.length} connections closed${failed ? `, ${failed} failed` : ''}\n`);
+  }
+  return failed > 0 ? EXIT_INCOMPLETE : EXIT_OK;
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// The `takeover` command.
+import { Command, CommanderError, Option } from 'commander';
+import { EXIT_USAGE, UsageError } from './errors.js';
+import { closePeersCommand } from './close-peers.js';
+import { flowsCommand } from './flows.js';
+import { demoCommand } from './demo.js';
+import { METHOD_HELP } from '../net/close-method.js';
+
+const program = new Command('takeover')
+  .description('Ends the wait of TCP peers of a failed process or node.')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+  .showSuggestionAfterError(true);
+
+program
+  .command('close-peers')
+  .description('close the connections of a hung local process (--pid) or of a dead remote side (--address)')
+  .option('--pid <pid>', 'a local process whose connections to close')
+  .option('--address <ip>', 'the dead side\'s address (now ours, or taken over with --takeover-address)')
+  .option('--port <port>', 'the dead side\'s port (with --address), or only this local port (with --pid)')
+  .option('--peers <list>', 'connections to close, as ADDRESS:PORT,... of the peers')
+  .option('--from-flows <file>', 'tracked connections: a file written by `takeover flows --json`')
+  .option('--interface <if>', 'interface where the peers\' answers arrive (default: the one holding --address)')
+  .option('--takeover-address', 'add --address to --interface and announce it (gratuitous ARP / unsolicited NA)')
+  .option('--prefix-length <n>', 'prefix length for --takeover-address', '24')
+  .addOption(new Option('--method <method>', METHOD_HELP).default('rst'))
+  .option('--assume-boundary', 'send a goodbye even where no tracked stream proves a message boundary')
+  .option('--no-guard', 'let this host\'s kernel RSTs through while closing (see docs)')
+  .option('--timeout-ms <ms>', 'upper bound for the whole operation', '5000')
+  .option('--json', 'print one JSON document')
+  .action(async (opts) => {
+    process.exitCode = await closePeersCommand(opts);
+  });
+
+program
+  .command('flows')
+  .description('track TCP flows on an interface and print the live table')
+  .requiredOption('--interface <if>', 'interface to capture on')
+  .option('--port <port>', 'only flows with this port on either side')
+  .option('--host <ip>', 'only flows with this address on either side')
+  .option('--interval-ms <ms>', 'time between snapshots', '1000')
+  .option('--count <n>', 'stop after this many snapshots (default: until interrupted)')
+  .option('--json', 'print each snapshot as one JSON line (the format --from-flows reads)')
+  .action(async (opts) => {
+    process.exitCode = await flowsCommand(opts);
+  });
+
+program
+  .command('demo')
+  .description('a namespace lab: a client blocked in read on a server whose node dies silently, and takeover ending its wait')
+  .option('--method <method>', METHOD_HELP, 'rst')
+  .option('--json', 'print the timeline as JSON')
+  .action(async (opts) => {
+    process.exitCode = await demoCommand(opts);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Commander has printed its message; help and version are not failures.
+    process.exitCode = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : EXIT_USAGE;
+  } else if (err instanceof UsageError) {
+    process.stderr.write(`takeover: ${err.message}\n`);
+    process.exitCode = EXIT_USAGE;
+  } else {
+    const e = err as NodeJS.ErrnoException;
+    const priv = e.code === 'EPERM' || e.code === 'EACCES';
+    process.stderr.write(`takeover: ${e.message}${priv ? ' (missing privileges: run as root)' : ''}\n`);
+    process.exitCode = priv ? EXIT_USAGE : 1;
+  }
+}

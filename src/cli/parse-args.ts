@@ -1,0 +1,46 @@
+// Validation of CLI option values: each failure names the option and the value.
+import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
+import { canonicalAddress, parseEndpoint, type Endpoint } from '../net/endpoint.js';
+import net from 'node:net';
+import { UsageError } from './errors.js';
+
+export function intOption(name: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value)) throw new UsageError(`${name} must be an integer, got "${value}"`);
+  const n = Number(value);
+  if (n < min || n > max) throw new UsageError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+export function portOption(name: string, value: string): number {
+  return intOption(name, value, 1, 65535);
+}
+
+export function addressOption(name: string, value: string): string {
+  if (net.isIP(value) === 0) throw new UsageError(`${name} must be an IPv4 or IPv6 address, got "${value}"`);
+  return canonicalAddress(value);
+}
+
+export function methodOption(value: string): CloseMethod {
+  try {
+    return parseCloseMethod(value);
+  } catch (err) {
+    throw new UsageError(`--method: ${(err as Error).message}`);
+  }
+}
+
+export function peersOption(value: string): Endpoint[] {
+  const parts = value.split(',').map((p) => p.trim()).filter(Boolean);
+  if (parts.length === 0) throw new UsageError('--peers must list at least one ADDRESS:PORT');
+  return parts.map((p) => {
+    try {
+      return parseEndpoint(p);
+    } catch (err) {
+      throw new UsageError(`--peers: ${(err as Error).message}`);
+    }
+  });
+}
+
+export function interfaceOption(value: string): string {
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(value)) throw new UsageError(`--interface must be an interface name, got "${value}"`);
+  return value;
+}

@@ -1,0 +1,123 @@
+// Ends the connections of a dead remote side: owns its address (takes it over if asked), listens
+// for the peers' answers, and drives the close engine with forged segments.
+import os from 'node:os';
+import type { ParsedSegment } from '../native.js';
+import { takeOverAddress } from './address.js';
+import { CloseEngine, type DeadConnection, type EngineOptions } from './close-engine.js';
+import type { CloseMethod } from './close-method.js';
+import type { CloseResult } from './close-result.js';
+import { canonicalAddress, familyOf } from './endpoint.js';
+import { SegmentForge } from './forge.js';
+import { RstGuard } from './rst-guard.js';
+
+/** Anything that delivers the segments seen on the wire (a FlowTracker does). */
+export interface SegmentSource {
+  onSegments(listener: (segments: ParsedSegment[]) => void): () => void;
+}
+
+export interface RemoteCloseOptions {
+  connections: DeadConnection[];
+  method: CloseMethod;
+  /** Where the peers' answers arrive; must already be capturing. */
+  answers: SegmentSource;
+  /** Take the dead side's address over first (add it, then gratuitous ARP / unsolicited NA). */
+  takeover?: { interface: string; prefixLength: number; announce?: number };
+  /**
+   * Drop this host's own RSTs from the dead address while closing (nftables), so a FIN, break or
+   * goodbye is not overtaken by the kernel resetting the peer. Default: on for those methods.
+   */
+  guard?: boolean;
+  engine?: EngineOptions;
+  /** Upper bound for the whole operation. */
+  timeoutMs?: number;
+}
+
+export interface RemoteCloseReport {
+  results: CloseResult[];
+  takeover?: { interface: string; address: string; added: boolean };
+  guard: 'installed' | 'off' | { failed: string };
+  elapsedMs: number;
+}
+
+/** The interface holding an address on this host, or undefined when the address is not ours. */
+export function interfaceOfAddress(address: string): string | undefined {
+  const want = canonicalAddress(address);
+  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
+    if (addrs?.some((a) => canonicalAddress(a.address.split('%')[0]!) === want)) return name;
+  }
+  return undefined;
+}
+
+export async function closeRemotePeers(options: RemoteCloseOptions): Promise<RemoteCloseReport> {
+  const started = performance.now();
+  const { connections, method } = options;
+  const deadAddresses = [...new Set(connections.map((c) => c.local.address))];
+  const report: RemoteCloseReport = { results: [], guard: 'off', elapsedMs: 0 };
+  if (connections.length === 0) return report;
+
+  if (options.takeover) {
+    for (const address of deadAddresses) {
+      const prefix = familyOf(address) === 4 ? options.takeover.prefixLength : Math.max(options.takeover.prefixLength, 64);
+      const r = await takeOverAddress(options.takeover.interface, address, prefix, { announce: options.takeover.announce ?? 3 });
+      report.takeover = { interface: options.takeover.interface, address, added: r.added };
+    }
+  }
+  for (const address of deadAddresses) {
+    if (!interfaceOfAddress(address)) {
+      throw Object.assign(
+        new Error(`${address} is not an address of this host: the peers' answers would not reach us (take it over first)`),
+        { code: 'ERR_ADDRESS_NOT_OWNED' },
+      );
+    }
+  }
+
+  let guard: RstGuard | undefined;
+  if (options.guard ?? method.kind !== 'rst') {
+    try {
+      guard = await RstGuard.install(deadAddresses);
+      report.guard = 'installed';
+    } catch (err) {
+      report.guard = { failed: (err as Error).message };
+    }
+  }
+
+  const forges = new Map<4 | 6, SegmentForge>();
+  const forgeFor = (family: 4 | 6) => {
+    let f = forges.get(family);
+    if (!f) forges.set(family, (f = new SegmentForge(family)));
+    return f;
+  };
+  const engine = new CloseEngine(connections, method, {
+    now: () => performance.now(),
+    send: (spec) => forgeFor(familyOf(spec.src)).send(spec),
+  }, options.engine);
+  // Answers arrive through the capture's uv_poll callback; the engine reacts to each at once,
+  // and this loop only wakes for the engine's timers or when the last connection is done.
+  let wake: () => void = () => {};
+  const unsubscribe = options.answers.onSegments((segments) => {
+    for (const s of segments) engine.answer(s);
+    if (engine.done) wake();
+  });
+  try {
+    engine.start();
+    const deadline = performance.now() + (options.timeoutMs ?? 5000);
+    while (!engine.done && performance.now() < deadline) {
+      const wait = Math.max(1, Math.min(deadline, engine.nextDeadline()) - performance.now());
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      engine.tick();
+    }
+  } finally {
+    unsubscribe();
+    for (const f of forges.values()) f.close();
+    if (guard) await guard.remove();
+  }
+  report.results = engine.results();
+  report.elapsedMs = Math.round((performance.now() - started) * 1000) / 1000;
+  return report;
+}
