@@ -48,7 +48,7 @@ async function closeLocal(o: ClosePeersOptions, method: ReturnType<typeof method
   }
   if (!inOurNs) {
     // sock_diag sees only our own network namespace: run this same command inside the target's.
-    const r = spawnSync('nsenter', ['-t', String(pid), '-n', process.execPath, ...process.argv.slice(1)], { stdio: 'inherit' });
+    const r = spawnSync('nsenter', ['-t', String(pid), '-n', process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
     if (r.error) throw new UsageError(`cannot enter the network namespace of ${pid}: ${r.error.message}`);
     return r.status ?? EXIT_INCOMPLETE;
   }

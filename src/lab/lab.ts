@@ -4,7 +4,7 @@
 // range 198.18.0.0/15 and the ULA fd7a:6b00::/48, never from a range a real network uses.
 import { randomBytes } from 'node:crypto';
 import { run, runQuiet } from './exec.js';
-import { NodeChild, spawnNode } from './node-child.js';
+import { NodeChild, spawnInNamespace, spawnNode } from './node-child.js';
 
 export interface LabHost {
   name: string;
@@ -68,7 +68,15 @@ export class Lab {
 
   /** Starts a Node script (TS or JS) inside a host's namespace; killed by destroy(). */
   spawn(host: string, script: string, args: string[] = [], env: Record<string, string> = {}): NodeChild {
-    const child = spawnNode(this.host(host).ns, script, args, env);
+    return this.adopt(spawnNode(this.host(host).ns, script, args, env));
+  }
+
+  /** Starts any command that speaks JSON lines inside a host's namespace; killed by destroy(). */
+  spawnCommand(host: string, cmd: string, args: string[] = []): NodeChild {
+    return this.adopt(spawnInNamespace(this.host(host).ns, cmd, args));
+  }
+
+  private adopt(child: NodeChild): NodeChild {
     this.children.add(child);
     child.process.once('exit', () => this.children.delete(child));
     return child;

@@ -1,4 +1,4 @@
-// A Node process inside a namespace that talks JSON lines: commands on stdin, events on stdout.
+// A process inside a namespace (usually Node) that talks JSON lines: commands on stdin, events on stdout.
 // Lab fixtures (servers, clients, survivors) are such processes.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -83,14 +83,19 @@ export class NodeChild {
   }
 }
 
-/** Spawns `node SCRIPT` in namespace ns (TypeScript sources run through tsx). */
-export function spawnNode(ns: string, script: string, args: string[], env: Record<string, string> = {}): NodeChild {
-  const nodeArgs = script.endsWith('.ts') ? ['--import', 'tsx', script, ...args] : [script, ...args];
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...nodeArgs], {
+/** Spawns any JSON-lines speaking command in namespace ns. */
+export function spawnInNamespace(ns: string, cmd: string, args: string[], env: Record<string, string> = {}): NodeChild {
+  const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
   return new NodeChild(child);
+}
+
+/** Spawns `node SCRIPT` in namespace ns (TypeScript sources run through tsx). */
+export function spawnNode(ns: string, script: string, args: string[], env: Record<string, string> = {}): NodeChild {
+  const nodeArgs = script.endsWith('.ts') ? ['--import', 'tsx', script, ...args] : [script, ...args];
+  return spawnInNamespace(ns, process.execPath, nodeArgs, env);
 }
 
 /** Path of a lab fixture next to this file, as .ts when running from source, .js from dist. */

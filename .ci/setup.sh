@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need and is missing, as root, idempotently; then builds the project.
+# Run by `npm test` (and so by .ci/run) on a fresh machine: nothing installed by hand is assumed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "takeover tests need root (network namespaces, raw sockets, TCP_REPAIR): run as root" >&2
+  exit 2
+fi
+
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
+command -v python3 >/dev/null || missing+=(python3)
+command -v nsenter >/dev/null || missing+=(util-linux)
+command -v tcpdump >/dev/null || missing+=(tcpdump)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v g++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps the package's own PostgreSQL cluster from starting: tests start their own.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Dependencies, the addon (node-gyp, via the install script) and dist/ (the prepare script).
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+[ -f build/Release/takeover.node ] || [ -d prebuilds ] || npx node-gyp rebuild
+[ -f dist/cli/main.js ] && [ -z "$(find src -newer dist/cli/main.js -name '*.ts' | head -1)" ] || npx tsc -p tsconfig.build.json

@@ -1,0 +1,25 @@
+// The public API of takeover.
+export { FlowTracker } from './net/capture.js';
+export type { FlowTrackerOptions } from './net/capture.js';
+export { BoundaryWatch, StreamFollower } from './net/boundary-watch.js';
+export { CloseEngine } from './net/close-engine.js';
+export type { DeadConnection, TrackedState, PeerAnswer, EngineIO, EngineOptions } from './net/close-engine.js';
+export { closeLocalPeers, connectionsOfPid, sameNetworkNamespace } from './net/close-local.js';
+export type { LocalCloseOptions } from './net/close-local.js';
+export { closeRemotePeers, interfaceOfAddress } from './net/close-remote.js';
+export type { RemoteCloseOptions, RemoteCloseReport, SegmentSource } from './net/close-remote.js';
+export { parseCloseMethod, methodName, METHOD_HELP } from './net/close-method.js';
+export type { CloseMethod } from './net/close-method.js';
+export type { CloseResult, CloseOutcome } from './net/close-result.js';
+export { parseEndpoint, formatEndpoint, canonicalAddress } from './net/endpoint.js';
+export type { Endpoint } from './net/endpoint.js';
+export { deadConnectionsFromFlows, mergeConnections, readFlowSnapshot } from './net/flow-knowledge.js';
+export { goodbyePlugin, goodbyeNames, registerGoodbye } from './net/goodbye/index.js';
+export type { GoodbyePlugin, BoundaryTracker } from './net/goodbye/index.js';
+export { SegmentForge, buildSegment } from './net/forge.js';
+export { addAddress, removeAddress, announceAddress, takeOverAddress } from './net/address.js';
+export { listTcpSockets, socketsOfPid, destroySocket } from './net/sockdiag.js';
+export { BorrowedSocket } from './net/borrowed-socket.js';
+export { RstGuard } from './net/rst-guard.js';
+export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';
+export type { NativeError, ParsedSegment, FlowRecord, FlowSide, SegmentSpec, DiagSocket } from './native.js';

@@ -1,0 +1,74 @@
+// A real PostgreSQL server inside a lab host, started for a test and stopped after it (even on
+// failure: the lab's destroy() kills every process left in its namespaces).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Lab } from '../../src/lab/lab.js';
+import { exited, run } from '../../src/lab/exec.js';
+
+function binDir(): string {
+  const root = '/usr/lib/postgresql';
+  let versions: string[];
+  try {
+    versions = readdirSync(root).sort((a, b) => Number(b) - Number(a));
+  } catch {
+    throw new Error('PostgreSQL is not installed (Debian package postgresql); `npm test` installs it via .ci/setup.sh');
+  }
+  if (versions.length === 0) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql');
+  return path.join(root, versions[0]!, 'bin');
+}
+
+export interface PgServer {
+  host: string;
+  port: number;
+  dataDir: string;
+  process: ChildProcess;
+  /** Kills the server and removes its data directory. */
+  stop(): Promise<void>;
+}
+
+/** initdb + postgres as the `postgres` user inside the host's namespace, listening on all its addresses. */
+export async function startPostgres(lab: Lab, host: string, port = 5432): Promise<PgServer> {
+  const bin = binDir();
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'tko-pg-'));
+  const pgUid = Number((await run('id', ['-u', 'postgres'])).stdout);
+  const pgGid = Number((await run('id', ['-g', 'postgres'])).stdout);
+  chownSync(dataDir, pgUid, pgGid);
+  await run('runuser', ['-u', 'postgres', '--', path.join(bin, 'initdb'), '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
+  const ns = lab.host(host).ns;
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, 'runuser', '-u', 'postgres', '--', path.join(bin, 'postgres'), '-D', dataDir, '-p', String(port),
+      '-k', dataDir, '-c', 'listen_addresses=*', '-c', 'fsync=off', '-c', 'shared_buffers=16MB', '-c', 'max_connections=20'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      await run('ip', ['netns', 'exec', ns, path.join(bin, 'pg_isready'), '-q', '-h', '127.0.0.1', '-p', String(port)]);
+      break;
+    } catch {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        rmSync(dataDir, { recursive: true, force: true });
+        throw new Error(`PostgreSQL did not start in ${host}: ${log}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return {
+    host,
+    port,
+    dataDir,
+    process: child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited(child);
+      // Backends outlive a SIGKILLed postmaster briefly; the lab's destroy() kills the rest.
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

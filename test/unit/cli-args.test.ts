@@ -1,0 +1,66 @@
+// Bad CLI input: one clear line on stderr, exit code 2, and nothing done.
+import { spawnSync } from 'node:child_process';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
+
+function cli(args: string[], asNobody = false) {
+  const argv = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const cmd = asNobody ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', ...argv] : argv;
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', cwd: path.dirname(CLI) });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
+}
+
+const badFlows = path.join(mkdtempSync(path.join(tmpdir(), 'tko-cli-')), 'flows.jsonl');
+writeFileSync(badFlows, '{"time":1,"flows":[{"a":{"address":"198.18.0.1"},"b":{},"state":"ESTABLISHED"}]}\n');
+
+describe('takeover CLI argument errors', () => {
+  it.each([
+    [['close-peers'], /exactly one of --pid or --address/],
+    [['close-peers', '--pid', 'abc'], /--pid must be an integer, got "abc"/],
+    [['close-peers', '--pid', '1', '--address', '198.18.0.1'], /exactly one of --pid or --address/],
+    [['close-peers', '--pid', '1', '--peers', '198.18.0.1:1'], /--peers goes with --address/],
+    [['close-peers', '--pid', '1', '--method', 'kill'], /--method: unknown close method "kill"/],
+    [['close-peers', '--pid', '1', '--method', 'goodbye:smtp'], /unknown goodbye protocol "smtp"/],
+    [['close-peers', '--address', '1.2.3', '--port', '1', '--peers', '198.18.0.2:1'], /--address must be an IPv4 or IPv6 address, got "1.2.3"/],
+    [['close-peers', '--address', '198.18.0.1', '--peers', '198.18.0.2:1'], /--address needs --port/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '70000', '--peers', '198.18.0.2:1'], /--port must be between 1 and 65535, got 70000/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000'], /needs --peers or --from-flows/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2'], /--peers: expected ADDRESS:PORT/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '[fd7a:6b00::2]:5'], /not of the same family/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:5', '--takeover-address'], /--takeover-address needs --interface/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--from-flows', '/nonexistent/flows'], /--from-flows: .*ENOENT/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--from-flows', badFlows], /--from-flows: .*flows\[0\]\.a\.port: not a number/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:5'], /198\.18\.0\.1 is not an address of this host/],
+    [['close-peers', '--bogus'], /unknown option '--bogus'/],
+    [['flows'], /required option '--interface <if>' not specified/],
+    [['flows', '--interface', 'lo', '--interval-ms', '-5'], /--interval-ms must be an integer/],
+    [['flows', '--interface', 'no/such/if'], /--interface must be an interface name/],
+    [['nonsense'], /unknown command 'nonsense'/],
+  ])('%j', (args, message) => {
+    const r = cli(args);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+  });
+
+  it('missing privileges: one line naming the capability, exit 2', () => {
+    const flows = cli(['flows', '--interface', 'lo', '--count', '1'], true);
+    expect(flows).toMatchObject({ code: 2, stdout: '' });
+    expect(flows.stderr).toBe('takeover: flows needs CAP_NET_RAW (run as root): missing privileges');
+    const close = cli(['close-peers', '--pid', '1', '--method', 'fin'], true);
+    expect(close.code).toBe(2);
+    expect(close.stderr).toBe('takeover: close-peers --pid needs CAP_NET_ADMIN and CAP_SYS_PTRACE (run as root): missing privileges');
+  });
+
+  it('--help exits 0', () => {
+    const r = cli(['close-peers', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('--method <method>');
+  });
+});
