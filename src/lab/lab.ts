@@ -90,7 +90,7 @@ export class Lab {
   async killSilently(host: string, mode: 'nft' | 'port' = 'nft'): Promise<void> {
     const h = this.host(host);
     if (mode === 'port') {
-      await run('ip', ['-n', this.switchNs, 'link', 'set', h.port, 'down']);
+      await run('ip', ['-n', this.switchNs, 'link', 'set', 'dev', h.port, 'down']);
       return;
     }
     const rules = [
@@ -139,12 +139,12 @@ export class Lab {
         ipv4: `198.18.${this.subnet}.${index}`,
         ipv6: `fd7a:6b00:${this.subnet.toString(16)}::${index}`,
         mac,
-        port: name,
+        port: `p-${name}`,
       };
       this.hosts.set(name, host);
       await run('ip', ['netns', 'add', host.ns]);
-      await run('ip', [...sw, 'link', 'add', host.port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.ns]);
-      await run('ip', [...sw, 'link', 'set', host.port, 'master', 'br0', 'up']);
+      await run('ip', [...sw, 'link', 'add', 'name', host.port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.ns]);
+      await run('ip', [...sw, 'link', 'set', 'dev', host.port, 'master', 'br0', 'up']);
       const hn = ['-n', host.ns];
       await run('ip', [...hn, 'link', 'set', 'lo', 'up']);
       await run('ip', [...hn, 'link', 'set', 'eth0', 'address', mac]);

@@ -1,0 +1,115 @@
+// `npm run bench`: each benchmark runs its baseline and ours in the same run, on the same lab,
+// and prints the ratio. Machines here are noisy: read ratios, not absolute times.
+// Select with BENCH=close,forge,destroy,capture (default: all). Needs root.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import { Lab, tcpTimerSysctls } from '../src/lab/lab.js';
+import { fixturePath, nowMs } from '../src/lab/node-child.js';
+import type { RemoteCloseReport } from '../src/net/close-remote.js';
+import { describeTcpAlone } from '../src/net/tcp-alone.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const fx = (name: string) => path.join(here, 'fixtures', name);
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture').split(','));
+const out = (s: string) => process.stdout.write(`${s}\n`);
+const fmt = (n: number, d = 2) => n.toFixed(d);
+
+async function closeLatency(n: number): Promise<void> {
+  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+  try {
+    const srv = lab.host('server');
+    const server = lab.spawn('server', fixturePath('server'), ['--port', '7000']);
+    await server.waitFor('listening');
+    const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--address', srv.ipv4, '--port', '7000']);
+    await survivor.waitFor('tracking');
+    const clients = lab.spawn('client', fx('many-clients.ts'), [srv.ipv4, '7000', String(n)]);
+    await clients.waitFor('connected', 60_000);
+    const keepalive = n === 1 ? lab.spawnCommand('client', 'python3', [fx('keepalive_client.py'), srv.ipv4, '7000']) : undefined;
+    if (keepalive) await keepalive.waitFor('connected');
+    await new Promise((r) => setTimeout(r, 300)); // requests read and acknowledged
+    const failedAt = nowMs();
+    await lab.killSilently('server', 'port');
+    survivor.send({ cmd: 'close', method: 'rst', takeover: true, prefixLength: 24 });
+    const closed = await survivor.waitFor('closed', 60_000);
+    const all = await clients.waitFor('all-ended', 30_000);
+    const report = closed.report as RemoteCloseReport;
+    const decided = Number(closed.decidedAt);
+    const ours = Number(all.last) - decided;
+    const alone = describeTcpAlone(await tcpTimerSysctls(lab, 'client'));
+    const ok = report.results.filter((r) => r.ok).length;
+    out(`close ${n} conn: decide -> last peer error ${fmt(ours)} ms (first ${fmt(Number(all.first) - decided)} ms), ${ok}/${n} closed, ends ${JSON.stringify(all.codes)}; target < ${n === 1 ? 5 : 100} ms: ${ours < (n === 1 ? 5 : 100) ? 'met' : 'MISSED'}`);
+    out(`  TCP alone: idle reader ${alone.idleReader}; unacked request ${alone.unackedRequest}`);
+    if (keepalive) {
+      const ka = await keepalive.waitFor('error', 30_000);
+      const kaMs = Number(ka.t) - failedAt;
+      out(`  keepalive 1/1/3 (measured): ${fmt(kaMs / 1000)} s (${String(ka.code)}); ratio keepalive / ours (from failure, decision at once) = ${fmt(kaMs / (Number(all.last) - failedAt), 0)}x`);
+    }
+  } finally {
+    await lab.destroy();
+  }
+}
+
+async function forge(): Promise<void> {
+  const lab = await Lab.create({ hosts: ['a', 'b'] });
+  try {
+    const a = lab.host('a');
+    const b = lab.host('b');
+    const count = '20000';
+    const oursR = await lab.spawn('a', fx('forge-loop.ts'), [a.ipv4, b.ipv4, count]).waitFor('result', 60_000);
+    const pyR = await lab.spawnCommand('a', 'python3', [fx('forge_loop.py'), a.ipv4, b.ipv4, count]).waitFor('result', 60_000);
+    out(`forge RST per connection: ours ${fmt(oursR.usPerSegment as number)} us, Python raw socket ${fmt(pyR.usPerSegment as number)} us; ratio python / ours = ${fmt((pyR.usPerSegment as number) / (oursR.usPerSegment as number))}x`);
+  } finally {
+    await lab.destroy();
+  }
+}
+
+async function destroy(): Promise<void> {
+  const lab = await Lab.create({ hosts: ['a'] });
+  try {
+    const r = await lab.spawn('a', fx('destroy-loop.ts'), ['40']).waitFor('result', 60_000);
+    out(`destroy local socket: ours (one netlink message) ${fmt(r.oursMsPerConnection as number, 3)} ms, \`ss -K\` per connection ${fmt(r.ssMsPerConnection as number)} ms; ratio ss / ours = ${fmt((r.ssMsPerConnection as number) / (r.oursMsPerConnection as number), 0)}x`);
+  } finally {
+    await lab.destroy();
+  }
+}
+
+async function capture(): Promise<void> {
+  const lab = await Lab.create({ hosts: ['sender', 'sink', 'watch'], hub: true });
+  try {
+    const sink = lab.spawn('sink', fixturePath('server'), ['--port', '7100']);
+    await sink.waitFor('listening');
+    const ms = 3000;
+    const ours = lab.spawn('watch', fx('capture-count.ts'), ['eth0', '7100', String(ms + 500)]);
+    await ours.waitFor('started');
+    const tcpdump = spawn('ip', ['netns', 'exec', lab.host('watch').ns, 'tcpdump', '-i', 'eth0', '-w', '/dev/null', '-B', '8192', 'tcp port 7100'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let tdErr = '';
+    tcpdump.stderr.on('data', (d) => (tdErr += d));
+    await new Promise((r) => setTimeout(r, 500));
+    const blast = lab.spawn('sender', fx('blast.ts'), [lab.host('sink').ipv4, '7100', String(ms)]);
+    await blast.waitFor('done', ms + 20_000);
+    const oursR = await ours.waitFor('done', 20_000);
+    const stat = readFileSync(`/proc/${tcpdump.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const tdCpuMs = ((Number(stat[11]) + Number(stat[12])) * 1000) / 100; // utime+stime in USER_HZ=100
+    tcpdump.kill('SIGINT');
+    await new Promise((r) => tcpdump.once('exit', r));
+    const captured = Number(/(\d+) packets? captured/.exec(tdErr)?.[1] ?? NaN);
+    const tdDropped = Number(/(\d+) packets? dropped by kernel/.exec(tdErr)?.[1] ?? NaN);
+    const oursPkts = Number(oursR.packets);
+    const oursRate = oursPkts / (Number(oursR.cpuMs) / 1000);
+    const tdRate = captured / (tdCpuMs / 1000);
+    out(`capture+tracking: ours ${oursPkts} packets, ${String(oursR.drops)} dropped, ${String(oursR.flows)} flows, ${fmt(Number(oursR.cpuMs), 0)} ms CPU; tcpdump -w /dev/null ${captured} packets, ${tdDropped} dropped, ${fmt(tdCpuMs, 0)} ms CPU`);
+    out(`  packets per CPU-second: ours ${fmt(oursRate, 0)}, tcpdump ${fmt(tdRate, 0)}; ratio ours / tcpdump = ${fmt(oursRate / tdRate)} (target >= 1)`);
+  } finally {
+    await lab.destroy();
+  }
+}
+
+if (only.has('close')) {
+  await closeLatency(1);
+  await closeLatency(1000);
+}
+if (only.has('forge')) await forge();
+if (only.has('destroy')) await destroy();
+if (only.has('capture')) await capture();
