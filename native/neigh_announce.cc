@@ -1,5 +1,152 @@
-// stub: filled in by its module owner
+// announceAddress: tells every neighbour on a link that an address now lives at our MAC, so
+// peers of a dead node send to its successor at once instead of to a stale neighbour entry.
+// IPv4: gratuitous ARP request. IPv6: unsolicited Neighbour Advertisement with Override.
+// Both go out as whole Ethernet frames on a packet socket, so neither routing nor source
+// address selection (nor a still-tentative address) can get in the way.
+#include <net/if_arp.h>
+#include <net/ethernet.h>
+#include <netpacket/packet.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "address_arg.h"
+#include "errors.h"
+#include "inet_checksum.h"
 #include "modules.h"
+#include "unique_fd.h"
+
 namespace takeover {
-void InitNeighAnnounce(Napi::Env, Napi::Object) {}
+namespace {
+
+using Mac = std::array<uint8_t, ETH_ALEN>;
+
+constexpr size_t kMinEthernetFrame = 60;  // without FCS; shorter frames are padded with zeros
+constexpr Mac kBroadcastMac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+constexpr Mac kAllNodesMac = {0x33, 0x33, 0x00, 0x00, 0x00, 0x01};  // for ff02::1 (RFC 2464)
+constexpr uint8_t kAllNodes[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+
+struct Frame {
+  std::array<uint8_t, 128> bytes{};
+  size_t len = 0;
+  uint16_t ethertype = 0;
+  Mac dst{};
+};
+
+size_t PutEthernet(uint8_t* p, const Mac& dst, const Mac& src, uint16_t ethertype) {
+  std::memcpy(p, dst.data(), ETH_ALEN);
+  std::memcpy(p + ETH_ALEN, src.data(), ETH_ALEN);
+  PutBe16(p + 2 * ETH_ALEN, ethertype);
+  return ETH_HLEN;
+}
+
+// ARP request with sender IP = target IP = address: arp_process() treats it as gratuitous
+// and overrides an existing neighbour entry with the sender MAC, without creating entries
+// on hosts that never talked to the address. Target MAC is zero, as in any request.
+Frame GratuitousArp(const Mac& mac, const uint8_t address[4]) {
+  Frame f;
+  f.ethertype = ETH_P_ARP;
+  f.dst = kBroadcastMac;
+  uint8_t* p = f.bytes.data();
+  uint8_t* arp = p + PutEthernet(p, f.dst, mac, ETH_P_ARP);
+  PutBe16(arp, ARPHRD_ETHER);
+  PutBe16(arp + 2, ETH_P_IP);
+  arp[4] = ETH_ALEN;
+  arp[5] = 4;
+  PutBe16(arp + 6, ARPOP_REQUEST);
+  std::memcpy(arp + 8, mac.data(), ETH_ALEN);  // sender hardware address
+  std::memcpy(arp + 14, address, 4);           // sender protocol address
+  // arp + 18: target hardware address, left zero
+  std::memcpy(arp + 24, address, 4);           // target protocol address
+  f.len = kMinEthernetFrame;  // 42 bytes of content, zero padded
+  return f;
+}
+
+// Unsolicited NA (RFC 4861 section 7.2.6): Override set, Solicited and Router clear, to all
+// nodes, hop limit 255 (receivers drop any other), with our MAC as target link-layer address.
+Frame UnsolicitedNa(const Mac& mac, const uint8_t address[16]) {
+  constexpr size_t kIcmpLen = 24 + 8;  // NA body + one 8-byte option
+  Frame f;
+  f.ethertype = ETH_P_IPV6;
+  f.dst = kAllNodesMac;
+  uint8_t* p = f.bytes.data();
+  uint8_t* ip = p + PutEthernet(p, f.dst, mac, ETH_P_IPV6);
+  ip[0] = 0x60;
+  PutBe16(ip + 4, kIcmpLen);
+  ip[6] = IPPROTO_ICMPV6;
+  ip[7] = 255;
+  std::memcpy(ip + 8, address, 16);
+  std::memcpy(ip + 24, kAllNodes, 16);
+
+  uint8_t* icmp = ip + 40;
+  icmp[0] = 136;   // Neighbour Advertisement
+  icmp[1] = 0;     // code
+  icmp[4] = 0x20;  // R=0, S=0, O=1
+  std::memcpy(icmp + 8, address, 16);  // target
+  icmp[24] = 2;    // option: target link-layer address
+  icmp[25] = 1;    // length in units of 8 bytes
+  std::memcpy(icmp + 26, mac.data(), ETH_ALEN);
+
+  InetChecksum sum;  // over the IPv6 pseudo-header, then the message
+  sum.Add(ip + 8, 32);
+  sum.Add32(kIcmpLen);
+  sum.Add16(IPPROTO_ICMPV6);
+  sum.Add(icmp, kIcmpLen);
+  PutBe16(icmp + 2, sum.Finish());
+  f.len = ETH_HLEN + 40 + kIcmpLen;  // 86 bytes, above the Ethernet minimum
+  return f;
+}
+
+Mac InterfaceMac(Napi::Env env, int fd, const std::string& ifname) {
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());  // size < IFNAMSIZ, checked
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) != 0) ThrowErrno(env, "ioctl", errno);
+  // ARP and NDP over Ethernet only: other link types (loopback, tunnels) have no neighbours
+  // to tell, or a different frame format.
+  if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER) ThrowErrno(env, "announceAddress", EOPNOTSUPP);
+  Mac mac;
+  std::memcpy(mac.data(), ifr.ifr_hwaddr.sa_data, ETH_ALEN);
+  return mac;
+}
+
+Napi::Value AnnounceAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = IfnameValue(env, info[0]);
+  IpAddress addr = AddressValue(env, info[1], "address");
+  unsigned ifindex = IfIndex(env, ifname);
+
+  // Protocol 0: the socket only sends; it is never bound to a protocol, so the kernel never
+  // queues received frames on it.
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  if (!fd) ThrowErrno(env, "socket", errno);
+  Mac mac = InterfaceMac(env, fd.get(), ifname);
+  Frame frame = addr.family == AF_INET ? GratuitousArp(mac, addr.bytes)
+                                       : UnsolicitedNa(mac, addr.bytes);
+
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_protocol = htons(frame.ethertype);
+  to.sll_ifindex = static_cast<int>(ifindex);
+  to.sll_halen = ETH_ALEN;
+  std::memcpy(to.sll_addr, frame.dst.data(), ETH_ALEN);
+  ssize_t n;
+  do {  // one frame to the device queue: never blocks meaningfully
+    n = sendto(fd.get(), frame.bytes.data(), frame.len, 0, reinterpret_cast<sockaddr*>(&to),
+               sizeof to);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) ThrowErrno(env, "sendto", errno);
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitNeighAnnounce(Napi::Env env, Napi::Object exports) {
+  exports.Set("announceAddress", Napi::Function::New<AnnounceAddress>(env, "announceAddress"));
+}
+
 }  // namespace takeover

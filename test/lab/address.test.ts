@@ -1,0 +1,160 @@
+// Address takeover against a real kernel: rtnetlink add/remove inside namespace A, and
+// announcements from A that must rewrite namespace B's neighbour entry for the address.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import type { NodeChild, LabEvent } from '../../src/lab/node-child.js';
+import { native } from '../../src/native.js';
+import { eventually, NetnsPair } from './netns-pair.js';
+
+const fixture = fileURLToPath(new URL('fixtures/address-ops.ts', import.meta.url));
+const STALE_MAC = '02:00:00:00:00:99';
+
+let pair: NetnsPair;
+let ops: NodeChild;
+let nextReq = 1;
+
+beforeAll(async () => {
+  pair = await NetnsPair.create('addr');
+  ops = pair.spawn(pair.a, fixture);
+  await ops.waitFor('ready');
+});
+
+afterAll(async () => {
+  await pair?.destroy();
+});
+
+/** Runs one address operation inside namespace A. */
+async function op(cmd: Record<string, unknown>): Promise<LabEvent> {
+  const reqId = nextReq++;
+  ops.send({ ...cmd, reqId });
+  return ops.waitFor('result', 10_000, (e) => e.reqId === reqId);
+}
+
+interface AddrInfo {
+  local: string;
+  prefixlen: number;
+  tentative?: boolean;
+}
+
+async function addressesOfA(): Promise<AddrInfo[]> {
+  const { stdout } = await pair.ip(pair.a, ['-j', 'addr', 'show', 'dev', pair.a.ifname]);
+  const links = JSON.parse(stdout) as Array<{ addr_info: AddrInfo[] }>;
+  return links.flatMap((l) => l.addr_info);
+}
+
+async function neighMacInB(address: string): Promise<string | undefined> {
+  const { stdout } = await pair.ip(pair.b, ['-j', 'neigh', 'show', 'to', address, 'dev', pair.b.ifname]);
+  const entries = JSON.parse(stdout) as Array<{ dst: string; lladdr?: string }>;
+  return entries.find((e) => e.dst === address)?.lladdr;
+}
+
+/** Waits until B's entry for address points at A's MAC; the error shows B's whole table. */
+async function expectBPointsToA(address: string): Promise<void> {
+  try {
+    const pointsToA = async () => ((await neighMacInB(address)) === pair.a.mac ? true : undefined);
+    await eventually(pointsToA, 3000, `B's entry for ${address} to become ${pair.a.mac}`);
+  } catch (err) {
+    const { stdout } = await pair.ip(pair.b, ['neigh', 'show', 'dev', pair.b.ifname]);
+    throw new Error(`${(err as Error).message}; B's table:\n${stdout}`);
+  }
+}
+
+async function poisonB(address: string): Promise<void> {
+  await pair.ip(pair.b, ['neigh', 'replace', address, 'lladdr', STALE_MAC, 'dev', pair.b.ifname, 'nud', 'stale']);
+  expect(await neighMacInB(address)).toBe(STALE_MAC);
+}
+
+describe.each([
+  { family: 4, address: '198.18.0.10', prefix: 24 },
+  { family: 6, address: 'fd7a:6b00::10', prefix: 64 },
+])('IPv$family address', ({ address, prefix }) => {
+  const ifname = 'a0';
+
+  it('addAddress adds it (usable at once: not tentative), removeAddress removes it', async () => {
+    expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+    const added = (await addressesOfA()).find((a) => a.local === address);
+    expect(added).toMatchObject({ local: address, prefixlen: prefix });
+    expect(added?.tentative).toBeFalsy();
+
+    expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+    expect((await addressesOfA()).find((a) => a.local === address)).toBeUndefined();
+  });
+
+  it('reports EEXIST on a second add and EADDRNOTAVAIL on removing what is not there', async () => {
+    expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+    expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({
+      ok: false,
+      code: 'EEXIST',
+      errno: -17,
+      syscall: 'rtnetlink',
+    });
+    expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+    expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({
+      ok: false,
+      code: 'EADDRNOTAVAIL',
+      syscall: 'rtnetlink',
+    });
+  });
+
+  it('reports ENODEV for an unknown interface', async () => {
+    expect(await op({ cmd: 'add', ifname: 'nosuch0', address, prefixLength: prefix })).toMatchObject({
+      ok: false,
+      code: 'ENODEV',
+      errno: -19,
+      syscall: 'if_nametoindex',
+    });
+    expect(await op({ cmd: 'announce', ifname: 'nosuch0', address })).toMatchObject({ ok: false, code: 'ENODEV' });
+  });
+
+  it("takeOverAddress adds and announces: B's stale neighbour entry moves to A's MAC", async () => {
+    await poisonB(address);
+    expect(await op({ cmd: 'takeover', ifname, address, prefixLength: prefix, announce: 1 })).toMatchObject({
+      ok: true,
+      value: { added: true },
+    });
+    await expectBPointsToA(address);
+    // Already owned: not an error, and it announces again.
+    await poisonB(address);
+    expect(await op({ cmd: 'takeover', ifname, address, prefixLength: prefix, announce: 1 })).toMatchObject({
+      ok: true,
+      value: { added: false },
+    });
+    await expectBPointsToA(address);
+  });
+
+  it("announceAddress alone (one frame) overrides B's entry", async () => {
+    // The address is on A from the previous test; the kernel itself announced nothing.
+    await poisonB(address);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await neighMacInB(address)).toBe(STALE_MAC);
+    expect(await op({ cmd: 'announce', ifname, address, count: 1 })).toMatchObject({ ok: true });
+    await expectBPointsToA(address);
+    expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+  });
+});
+
+describe('argument validation (no namespace needed)', () => {
+  const invalid = (fn: () => void, field: RegExp) => {
+    let caught: unknown;
+    try {
+      fn();
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(TypeError);
+    expect((caught as { code: string }).code).toBe('ERR_INVALID_ARG_VALUE');
+    expect((caught as Error).message).toMatch(field);
+  };
+
+  it('rejects bad addresses, prefix lengths and interface names before any syscall', () => {
+    invalid(() => native.addAddress('lo', '198.18.0.300', 24), /address/);
+    invalid(() => native.addAddress('lo', '198.18.0.1', 33), /prefixLength/);
+    invalid(() => native.removeAddress('lo', 'fd7a:6b00::1', 129), /prefixLength/);
+    invalid(() => native.addAddress('x'.repeat(16), '198.18.0.1', 24), /ifname/);
+    invalid(() => native.announceAddress('lo', 'nope'), /address/);
+  });
+
+  it('refuses to announce on a non-Ethernet interface', () => {
+    expect(() => native.announceAddress('lo', '127.0.0.1')).toThrow(expect.objectContaining({ code: 'EOPNOTSUPP' }));
+  });
+});
