@@ -152,6 +152,15 @@ export class Lab {
       await run('ip', [...hn, 'addr', 'add', `${host.ipv6}/64`, 'dev', 'eth0', 'nodad']);
       await run('ip', [...hn, 'link', 'set', 'eth0', 'up']);
     }
+    // Until linkwatch reports a new veth up (up to a second later) IPv6 has no ff00::/8 route
+    // on it and drops every multicast packet, unsolicited neighbour advertisements included.
+    for (const h of this.hosts.values()) {
+      const deadline = Date.now() + 5000;
+      while (!(await run('ip', ['-n', h.ns, '-6', 'route', 'show', 'table', 'local', 'ff00::/8', 'dev', 'eth0'])).stdout.trim()) {
+        if (Date.now() > deadline) throw new Error(`no IPv6 multicast route on ${h.ns} after 5 s`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
   }
 }
 

@@ -35,23 +35,28 @@ export class NodeChild {
     const seen = this.events.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const waiter = { match: pred, resolve };
-      this.waiters.push(waiter);
+      const settle = () => {
+        clearTimeout(timer);
+        this.process.off('exit', onExit);
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+      };
+      const waiter = {
+        match: pred,
+        resolve: (e: LabEvent) => {
+          settle();
+          resolve(e);
+        },
+      };
       const timer = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        settle();
         reject(new Error(`no '${name}' event from pid ${this.pid} in ${timeoutMs} ms; events: ${JSON.stringify(this.events)}; stderr: ${this.stderr}`));
       }, timeoutMs);
-      waiter.resolve = (e) => {
-        clearTimeout(timer);
-        resolve(e);
-      };
       const onExit = () => {
-        if (this.waiters.includes(waiter)) {
-          clearTimeout(timer);
-          this.waiters.splice(this.waiters.indexOf(waiter), 1);
-          reject(new Error(`pid ${this.pid} exited (${this.process.exitCode ?? this.process.signalCode}) before '${name}'; events: ${JSON.stringify(this.events)}; stderr: ${this.stderr}`));
-        }
+        settle();
+        reject(new Error(`pid ${this.pid} exited (${this.process.exitCode ?? this.process.signalCode}) before '${name}'; events: ${JSON.stringify(this.events)}; stderr: ${this.stderr}`));
       };
+      this.waiters.push(waiter);
       this.process.once('exit', onExit);
     });
   }
@@ -74,12 +79,7 @@ export class NodeChild {
       return;
     }
     this.events.push(e);
-    for (const w of [...this.waiters]) {
-      if (w.match(e)) {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        w.resolve(e);
-      }
-    }
+    for (const w of [...this.waiters]) if (w.match(e)) w.resolve(e);
   }
 }
 
