@@ -5,9 +5,9 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
-        "native/tcp_parse.cc",
-        "native/flow_table.cc",
-        "native/capture.cc",
+        "native/packet_parse.cc",
+        "native/tcp_flows.cc",
+        "native/packet_capture.cc",
         "native/forge.cc",
         "native/sockdiag.cc",
         "native/pidfd.cc",

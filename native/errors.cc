@@ -1,13 +1,19 @@
 #include "errors.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace takeover {
 
 Napi::Error ErrnoError(Napi::Env env, const char* syscall, int err) {
   const char* name = strerrorname_np(err);
-  std::string code = name ? name : "E" + std::to_string(err);
+  char unknown[32];
+  if (!name) {
+    std::snprintf(unknown, sizeof unknown, "E%d", err);  // an errno glibc has no name for
+    name = unknown;
+  }
+  std::string code = name;
   std::string message = code + ": " + std::strerror(err) + ", " + syscall;
   Napi::Error e = Napi::Error::New(env, message);
   Napi::Object o = e.Value();

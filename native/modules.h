@@ -3,8 +3,8 @@
 #include <napi.h>
 
 namespace takeover {
-void InitCapture(Napi::Env env, Napi::Object exports);      // capture.cc + flow_table.cc
-void InitParse(Napi::Env env, Napi::Object exports);        // tcp_parse.cc (exposed for tests/fuzz)
+void InitCapture(Napi::Env env, Napi::Object exports);      // packet_capture.cc (+ tcp_flows.cc)
+void InitParse(Napi::Env env, Napi::Object exports);        // packet_capture.cc (packet_parse.cc, for tests/fuzz)
 void InitForge(Napi::Env env, Napi::Object exports);        // forge.cc
 void InitSockDiag(Napi::Env env, Napi::Object exports);     // sockdiag.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);        // pidfd.cc

@@ -1,6 +1,6 @@
 // The public API of takeover.
-export { FlowTracker } from './net/capture.js';
-export type { FlowTrackerOptions } from './net/capture.js';
+export { FlowTracker } from './net/flow-tracker.js';
+export type { FlowTrackerOptions } from './net/flow-tracker.js';
 export { BoundaryWatch, StreamFollower } from './net/boundary-watch.js';
 export { CloseEngine } from './net/close-engine.js';
 export type { DeadConnection, TrackedState, PeerAnswer, EngineIO, EngineOptions } from './net/close-engine.js';

@@ -15,7 +15,7 @@ export interface NativeError extends Error {
   syscall: string;
 }
 
-// ---- tcp_parse.cc -----------------------------------------------------------------------
+// ---- packet_parse.cc (parsePacket is exported by packet_capture.cc) ----------------------
 export const LINK_ETHERNET = 1;
 export const LINK_RAW_IP = 0;
 
@@ -47,11 +47,11 @@ export interface ParsedSegment {
   tsecr?: number;
   /** Present only when the capture was asked for payload bytes. */
   payload?: Buffer;
-  /** Capture timestamp in nanoseconds since the epoch (bigint-free: ms float). */
+  /** When the kernel captured the frame, in ms since the epoch (sub-ms precision). */
   timeMs?: number;
 }
 
-// ---- flow_table.cc + capture.cc ---------------------------------------------------------
+// ---- tcp_flows.cc + packet_capture.cc ---------------------------------------------------
 export type FlowState =
   | 'SYN_SENT' | 'SYN_RECEIVED' | 'ESTABLISHED' | 'FIN_WAIT' | 'CLOSING' | 'CLOSED' | 'RESET';
 
@@ -101,15 +101,18 @@ export interface CaptureOptions {
 }
 
 export interface CaptureStats {
-  packets: number; // seen by our ring
-  drops: number; // dropped by the kernel (PACKET_STATISTICS)
-  malformed: number; // not a valid TCP segment
+  packets: number; // frames read from our ring
+  drops: number; // dropped by the kernel because the ring was full (PACKET_STATISTICS)
+  malformed: number; // frames that were not a valid, whole TCP segment
   flows: number;
+  refused: number; // segments that could not start a flow (lone RST, table full)
 }
 
 export interface NativeCapture {
-  /** Starts uv_poll on the ring; onSegments (optional) gets each batch of parsed segments. */
-  start(onSegments?: (segments: ParsedSegment[]) => void): void;
+  /** Starts uv_poll on the ring; onSegments gets each batch while delivery is on. */
+  start(onSegments: (segments: ParsedSegment[]) => void): void;
+  /** Whether parsed segments are turned into JS objects and delivered (off: tracking only). */
+  setDeliver(on: boolean): void;
   stop(): void;
   /** Stops and releases the socket and ring; idempotent. */
   close(): void;
@@ -169,7 +172,7 @@ export interface RepairSeq {
 }
 
 export interface NativeBindings {
-  parsePacket(buf: Uint8Array, linkType: number): ParsedSegment | null;
+  parsePacket(buf: Uint8Array, linkType: number, options?: { verifyChecksum?: boolean }): ParsedSegment | null;
   Capture: new (options: CaptureOptions) => NativeCapture;
 
   buildSegment(spec: SegmentSpec): Buffer;

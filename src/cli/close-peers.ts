@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { closeLocalPeers, sameNetworkNamespace } from '../net/close-local.js';
 import type { CloseResult } from '../net/close-result.js';
 import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from '../net/close-remote.js';
-import { FlowTracker } from '../net/capture.js';
+import { FlowTracker } from '../net/flow-tracker.js';
 import { deadConnectionsFromFlows, mergeConnections, readFlowSnapshot } from '../net/flow-knowledge.js';
 import { familyOf } from '../net/endpoint.js';
 import { EXIT_INCOMPLETE, EXIT_OK, UsageError, requireCapabilities } from './errors.js';

@@ -1,5 +1,5 @@
 // `takeover flows`: the live table of tracked TCP flows on an interface.
-import { FlowTracker } from '../net/capture.js';
+import { FlowTracker } from '../net/flow-tracker.js';
 import { formatEndpoint } from '../net/endpoint.js';
 import type { FlowRecord } from '../native.js';
 import { EXIT_OK, requireCapabilities } from './errors.js';

@@ -95,13 +95,13 @@ export class Lab {
     }
     const rules = [
       'table inet takeover_lab_dead {',
-      '  chain in { type filter hook input priority -400; policy drop; }',
-      '  chain out { type filter hook output priority -400; policy drop; }',
-      '  chain fwd { type filter hook forward priority -400; policy drop; }',
+      '  chain drop_in { type filter hook input priority -400; policy drop; }',
+      '  chain drop_out { type filter hook output priority -400; policy drop; }',
+      '  chain drop_fwd { type filter hook forward priority -400; policy drop; }',
       '}',
       'table arp takeover_lab_dead {',
-      '  chain in { type filter hook input priority -400; policy drop; }',
-      '  chain out { type filter hook output priority -400; policy drop; }',
+      '  chain drop_in { type filter hook input priority -400; policy drop; }',
+      '  chain drop_out { type filter hook output priority -400; policy drop; }',
       '}',
     ].join('\n');
     await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], rules);

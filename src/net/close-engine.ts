@@ -52,6 +52,8 @@ export interface PeerAnswer {
   flags: number;
   tsval?: number;
   tsecr?: number;
+  /** Data the peer sent (a retransmission of its own, not an answer to us). */
+  payloadLength?: number;
 }
 
 export interface EngineIO {
@@ -148,8 +150,14 @@ export class CloseEngine {
       this.finish(k, outcome, true);
       return;
     }
-    // A challenge or duplicate ACK: it carries the peer's exact RCV.NXT and SND.NXT.
-    const learnedFrom = k.phase === 'learning' && k.sentSeq === undefined ? 'dup-ack' : 'challenge-ack';
+    // A segment that crossed our RST on the wire and acks exactly the value we used confirms
+    // it; the verification probe's answer will follow.
+    if (k.phase === 'closing' && k.action === 'rst' && k.sentSeq !== undefined && seg.ack === k.sentSeq) return;
+    // A challenge or duplicate ACK (or any segment of the peer's): its ack field is the peer's
+    // exact RCV.NXT, its seq the peer's SND.NXT.
+    const learnedFrom: CloseResult['seqSource'] = (seg.payloadLength ?? 0) > 0
+      ? 'peer-segment'
+      : k.phase === 'learning' && k.sentSeq === undefined ? 'dup-ack' : 'challenge-ack';
     const changed = k.rcvNxt !== seg.ack;
     k.rcvNxt = seg.ack;
     k.sndNxt = seg.seq;

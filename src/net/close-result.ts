@@ -26,7 +26,12 @@ export interface CloseResult {
   seq?: number;
   ack?: number;
   /** Where the exact sequence number came from. */
-  seqSource?: 'tracked' | 'challenge-ack' | 'dup-ack' | 'socket';
+  /**
+   * Where the exact sequence number came from: tracking, the peer's RFC 5961 challenge ACK,
+   * its duplicate ACK to our out-of-window probe, a data segment of its own (a retransmission),
+   * or the local socket itself.
+   */
+  seqSource?: 'tracked' | 'challenge-ack' | 'dup-ack' | 'peer-segment' | 'socket';
   outcome: CloseOutcome;
   ok: boolean;
   /**

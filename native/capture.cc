@@ -1,5 +1,0 @@
-// stub: filled in by its module owner
-#include "modules.h"
-namespace takeover {
-void InitCapture(Napi::Env, Napi::Object) {}
-}  // namespace takeover

@@ -1,0 +1,378 @@
+// Capture: an AF_PACKET socket with a TPACKET_V3 receive ring and a classic BPF filter, watched
+// by uv_poll on the event loop. Each ready block is parsed into the flow table; segments are
+// turned into JS objects only when JS asked for them (setDeliver), with payload copies only up
+// to payloadBytes. Also exports parsePacket() so tests and fuzzing reach the same parser.
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <net/if_arp.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "arg_checks.h"
+#include "errors.h"
+#include "modules.h"
+#include "packet_parse.h"
+#include "tcp_flows.h"
+#include "unique_fd.h"
+
+namespace takeover {
+namespace {
+
+double NowMs() {
+  using namespace std::chrono;
+  return duration<double, std::milli>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string AddressText(int family, const uint8_t* addr) {
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, buf, sizeof buf);
+  return buf;
+}
+
+Napi::Object SegmentObject(Napi::Env env, const TcpSegment& s, double timeMs, uint32_t payloadBytes) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("family", s.family);
+  o.Set("src", AddressText(s.family, s.src));
+  o.Set("dst", AddressText(s.family, s.dst));
+  o.Set("sport", s.sport);
+  o.Set("dport", s.dport);
+  o.Set("seq", Napi::Number::New(env, s.seq));
+  o.Set("ack", Napi::Number::New(env, s.ack));
+  o.Set("flags", s.flags);
+  o.Set("window", s.window);
+  o.Set("urgentPointer", s.urgentPointer);
+  o.Set("payloadLength", Napi::Number::New(env, s.payloadLength));
+  if (s.mss) o.Set("mss", s.mss);
+  if (s.wscale >= 0) o.Set("wscale", s.wscale);
+  if (s.sackPermitted) o.Set("sackPermitted", true);
+  if (s.hasTimestamp) {
+    o.Set("tsval", Napi::Number::New(env, s.tsval));
+    o.Set("tsecr", Napi::Number::New(env, s.tsecr));
+  }
+  if (payloadBytes > 0 && s.payloadCaptured > 0) {
+    uint32_t n = s.payloadCaptured < payloadBytes ? s.payloadCaptured : payloadBytes;
+    o.Set("payload", Napi::Buffer<uint8_t>::Copy(env, s.payload, n));
+  }
+  if (timeMs > 0) o.Set("timeMs", timeMs);
+  return o;
+}
+
+Napi::Object SideObject(Napi::Env env, const Flow& f, const FlowSideState& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("address", AddressText(f.family, s.ep.addr));
+  o.Set("port", s.ep.port);
+  o.Set("nextSeq", Napi::Number::New(env, s.nextSeq));
+  o.Set("ack", Napi::Number::New(env, s.ack));
+  o.Set("window", Napi::Number::New(env, f.ScaledWindow(s)));
+  o.Set("wscale", f.WindowShift(s));
+  o.Set("mss", s.mss);
+  o.Set("sackPermitted", s.sackPermitted);
+  o.Set("tsval", Napi::Number::New(env, s.tsKnown ? s.tsval : 0));
+  o.Set("tsecr", Napi::Number::New(env, s.tsKnown ? s.tsecr : 0));
+  o.Set("finSent", s.finSent);
+  o.Set("lastSeenMs", s.lastSeenMs);
+  o.Set("packets", Napi::Number::New(env, static_cast<double>(s.packets)));
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(s.bytes)));
+  return o;
+}
+
+class Capture : public Napi::ObjectWrap<Capture> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Capture",
+                       {InstanceMethod<&Capture::Start>("start"), InstanceMethod<&Capture::Stop>("stop"),
+                        InstanceMethod<&Capture::Close>("close"), InstanceMethod<&Capture::Flows>("flows"),
+                        InstanceMethod<&Capture::Stats>("stats"), InstanceMethod<&Capture::SetDeliver>("setDeliver")});
+  }
+
+  explicit Capture(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Capture>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) ThrowInvalidArg(env, "options must be an object");
+    Napi::Object opts = info[0].As<Napi::Object>();
+    if (!opts.Get("interface").IsString()) ThrowInvalidArg(env, "options.interface must be a string");
+    std::string ifname = opts.Get("interface").As<Napi::String>();
+    if (ifname.empty() || ifname.size() >= IFNAMSIZ) ThrowInvalidArg(env, "options.interface must be an interface name");
+    auto optInt = [&](const char* name, int64_t min, int64_t max, int64_t fallback) {
+      Napi::Value v = opts.Get(name);
+      return v.IsUndefined() ? fallback : IntValue(env, v, (std::string("options.") + name).c_str(), min, max);
+    };
+    const long page = sysconf(_SC_PAGESIZE);
+    blockSize_ = static_cast<uint32_t>(optInt("blockSize", page, 64 << 20, 1 << 20));
+    blockCount_ = static_cast<uint32_t>(optInt("blockCount", 1, 1024, 8));
+    if (blockSize_ % page) ThrowInvalidArg(env, "options.blockSize must be a multiple of the page size");
+    payloadBytes_ = static_cast<uint32_t>(optInt("payloadBytes", 0, 65535, 0));
+    idleMs_ = static_cast<double>(optInt("idleTimeoutMs", 1, int64_t{1} << 40, 600000));
+
+    int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+    if (ifindex == 0) ThrowErrno(env, "if_nametoindex", errno);
+    // Protocol 0: the socket receives nothing until bind(), so no frame slips in before the
+    // filter and the ring are in place.
+    UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) ThrowErrno(env, "socket", errno);
+
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
+    if (ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) ThrowErrno(env, "ioctl", errno);
+    uint16_t hw = ifr.ifr_hwaddr.sa_family;
+    link_ = (hw == ARPHRD_ETHER || hw == ARPHRD_LOOPBACK) ? LinkType::kEthernet : LinkType::kRawIp;
+    loopback_ = hw == ARPHRD_LOOPBACK;
+
+    Napi::Value filter = opts.Get("filter");
+    if (!filter.IsUndefined()) {
+      if (!filter.IsBuffer()) ThrowInvalidArg(env, "options.filter must be a Buffer of struct sock_filter");
+      auto buf = filter.As<Napi::Buffer<uint8_t>>();
+      if (buf.Length() == 0 || buf.Length() % sizeof(sock_filter) || buf.Length() / sizeof(sock_filter) > BPF_MAXINSNS)
+        ThrowInvalidArg(env, "options.filter must hold 1 to 4096 instructions of 8 bytes");
+      sock_fprog prog{static_cast<unsigned short>(buf.Length() / sizeof(sock_filter)),
+                      reinterpret_cast<sock_filter*>(buf.Data())};
+      if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) ThrowErrno(env, "setsockopt", errno);
+    }
+    int version = TPACKET_V3;
+    if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) ThrowErrno(env, "setsockopt", errno);
+    tpacket_req3 req{};
+    req.tp_block_size = blockSize_;
+    req.tp_block_nr = blockCount_;
+    req.tp_frame_size = 2048;  // only a unit for tp_frame_nr under V3; frames are variable
+    req.tp_frame_nr = blockSize_ / req.tp_frame_size * blockCount_;
+    req.tp_retire_blk_tov = 2;  // ms: a partly filled block is handed over quickly
+    if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) ThrowErrno(env, "setsockopt", errno);
+    ringSize_ = static_cast<size_t>(blockSize_) * blockCount_;
+    void* ring = mmap(nullptr, ringSize_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    if (ring == MAP_FAILED) ThrowErrno(env, "mmap", errno);
+    ring_ = static_cast<uint8_t*>(ring);
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = ifindex;
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) {
+      int err = errno;
+      munmap(ring_, ringSize_);
+      ring_ = nullptr;
+      ThrowErrno(env, "bind", err);
+    }
+    fd_ = std::move(fd);
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &Capture::EnvCleanup, this);
+  }
+
+  ~Capture() override {
+    Release();
+    if (env_) napi_remove_env_cleanup_hook(env_, &Capture::EnvCleanup, this);
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!fd_) ThrowErrno(env, "uv_poll_start", EBADF);
+    if (!info[0].IsFunction()) ThrowInvalidArg(env, "start(onSegments) needs a function");
+    if (poll_) return env.Undefined();
+    callback_ = Napi::Persistent(info[0].As<Napi::Function>());
+    asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "takeover:capture");
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    poll_ = new uv_poll_t;
+    int rc = uv_poll_init(loop, poll_, fd_.get());
+    if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, &Capture::OnReadable);
+    if (rc != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      ThrowErrno(env, "uv_poll_start", -rc);
+    }
+    poll_->data = this;
+    Ref();  // a running capture is kept alive (and keeps the loop alive) until stop/close
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    StopPoll();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Release();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetDeliver(const Napi::CallbackInfo& info) {
+    deliver_ = info[0].ToBoolean();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Flows(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env, flows_.size());
+    uint32_t i = 0;
+    flows_.ForEach([&](const Flow& f) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("family", f.family);
+      o.Set("a", SideObject(env, f, f.a));
+      o.Set("b", SideObject(env, f, f.b));
+      o.Set("state", FlowStateName(f.state));
+      o.Set("handshakeSeen", f.handshakeSeen);
+      o.Set("firstSeenMs", f.firstSeenMs);
+      o.Set("lastSeenMs", f.lastSeenMs);
+      out.Set(i++, o);
+    });
+    return out;
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ReadKernelStats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("packets", Napi::Number::New(env, static_cast<double>(packets_)));
+    o.Set("drops", Napi::Number::New(env, static_cast<double>(drops_)));
+    o.Set("malformed", Napi::Number::New(env, static_cast<double>(malformed_)));
+    o.Set("flows", Napi::Number::New(env, static_cast<double>(flows_.size())));
+    o.Set("refused", Napi::Number::New(env, static_cast<double>(flows_.stats().refusedFull + flows_.stats().ignoredStray)));
+    return o;
+  }
+
+  // The kernel resets its counters on every read, so they are accumulated here.
+  void ReadKernelStats() {
+    if (!fd_) return;
+    tpacket_stats_v3 st{};
+    socklen_t len = sizeof st;
+    if (getsockopt(fd_.get(), SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) drops_ += st.tp_drops;
+  }
+
+  static void OnReadable(uv_poll_t* handle, int status, int events) {
+    auto* self = static_cast<Capture*>(handle->data);
+    if (self == nullptr) return;
+    self->Drain();
+  }
+
+  void Drain() {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Array batch;
+    uint32_t n = 0;
+    const bool deliver = deliver_ && !callback_.IsEmpty();
+    if (deliver) batch = Napi::Array::New(env);
+    const double now = NowMs();
+    // At most one pass over the ring per wake-up, so a flood cannot starve the event loop.
+    for (uint32_t seen = 0; seen < blockCount_; seen++) {
+      auto* block = reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<size_t>(current_) * blockSize_);
+      if (!(block->hdr.bh1.block_status & TP_STATUS_USER)) break;
+      auto* hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
+      for (uint32_t i = 0; i < block->hdr.bh1.num_pkts; i++) {
+        auto* sll = reinterpret_cast<sockaddr_ll*>(reinterpret_cast<uint8_t*>(hdr) + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+        // On loopback every packet is seen leaving and arriving: count it once.
+        if (!(loopback_ && sll->sll_pkttype == PACKET_OUTGOING)) {
+          packets_++;
+          TcpSegment seg;
+          std::span<const uint8_t> frame(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_mac, hdr->tp_snaplen);
+          if (ParseTcpFrame(frame, hdr->tp_len, link_, seg)) {
+            double t = hdr->tp_sec * 1000.0 + hdr->tp_nsec / 1e6;
+            flows_.Update(seg, t);
+            if (deliver) batch.Set(n++, SegmentObject(env, seg, t, payloadBytes_));
+          } else {
+            malformed_++;
+          }
+        }
+        hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_next_offset);
+      }
+      block->hdr.bh1.block_status = TP_STATUS_KERNEL;
+      current_ = (current_ + 1) % blockCount_;
+    }
+    if (now - lastExpire_ > 1000) {
+      flows_.Expire(now, idleMs_);
+      lastExpire_ = now;
+    }
+    if (deliver && n > 0) {
+      try {
+        callback_.MakeCallback(Value(), {batch}, *asyncContext_);
+      } catch (const Napi::Error& e) {
+        // A throwing listener is the application's bug: surface it as Node would.
+        napi_fatal_exception(env, e.Value());
+      }
+    }
+  }
+
+  // Stops the poll; its handle is freed by libuv once closed. JS state (the callback, our own
+  // reference) is only touched when JS may run, i.e. not during finalization or env teardown.
+  void StopPoll() {
+    if (!poll_) return;
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
+    if (!finalizing_) {
+      callback_.Reset();
+      asyncContext_.reset();
+      Unref();
+    }
+  }
+
+  // Stops polling and frees the ring and the socket. Safe to call more than once.
+  void Release() {
+    StopPoll();
+    if (ring_) {
+      munmap(ring_, ringSize_);
+      ring_ = nullptr;
+    }
+    fd_.reset();
+  }
+
+  void Finalize(Napi::Env) override { finalizing_ = true; }
+
+  static void EnvCleanup(void* arg) { static_cast<Capture*>(arg)->ReleaseAtTeardown(); }
+  void ReleaseAtTeardown() {
+    finalizing_ = true;  // no JS calls at teardown
+    Release();
+    env_ = nullptr;
+  }
+
+  UniqueFd fd_;
+  uint8_t* ring_ = nullptr;
+  size_t ringSize_ = 0;
+  uint32_t blockSize_ = 0;
+  uint32_t blockCount_ = 0;
+  uint32_t current_ = 0;
+  uint32_t payloadBytes_ = 0;
+  double idleMs_ = 600000;
+  double lastExpire_ = 0;
+  LinkType link_ = LinkType::kEthernet;
+  bool loopback_ = false;
+  bool deliver_ = false;
+  bool finalizing_ = false;
+  uv_poll_t* poll_ = nullptr;
+  Napi::FunctionReference callback_;
+  std::unique_ptr<Napi::AsyncContext> asyncContext_;
+  napi_env env_ = nullptr;
+  FlowTable flows_;
+  uint64_t packets_ = 0;
+  uint64_t drops_ = 0;
+  uint64_t malformed_ = 0;
+};
+
+Napi::Value ParsePacket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) ThrowInvalidArg(env, "parsePacket(buf, linkType) needs a Uint8Array");
+  auto arr = info[0].As<Napi::Uint8Array>();
+  int64_t link = IntValue(env, info[1], "linkType", 0, 1);
+  bool verify = info.Length() > 2 && info[2].IsObject() && info[2].As<Napi::Object>().Get("verifyChecksum").ToBoolean();
+  TcpSegment seg;
+  std::span<const uint8_t> frame(arr.Data(), arr.ByteLength());
+  if (!ParseTcpFrame(frame, arr.ByteLength(), link == 1 ? LinkType::kEthernet : LinkType::kRawIp, seg, verify)) return env.Null();
+  return SegmentObject(env, seg, 0, 65535);
+}
+
+}  // namespace
+
+void InitParse(Napi::Env env, Napi::Object exports) { exports.Set("parsePacket", Napi::Function::New<ParsePacket>(env, "parsePacket")); }
+
+void InitCapture(Napi::Env env, Napi::Object exports) { exports.Set("Capture", Capture::Define(env)); }
+
+}  // namespace takeover

@@ -1,0 +1,167 @@
+// A classic BPF program for the capture socket: TCP over IPv4 or IPv6, optionally only to or
+// from some hosts and ports, returning at most `snapLength` bytes of each frame so the kernel
+// copies no payload we did not ask for. Built here (a format, not a syscall) and attached by
+// the addon with SO_ATTACH_FILTER.
+import net from 'node:net';
+
+// Opcodes of struct sock_filter (include/uapi/linux/filter.h).
+const LD_H_ABS = 0x28;
+const LD_B_ABS = 0x30;
+const LD_W_ABS = 0x20;
+const LD_H_IND = 0x48;
+const LDX_B_MSH = 0xb1;
+const JEQ_K = 0x15;
+const JSET_K = 0x45;
+const RET_K = 0x06;
+
+export interface BpfFilterOptions {
+  hosts?: string[];
+  ports?: number[];
+  /** Bytes kept per frame; headers of any TCP/IP packet fit in 256. */
+  snapLength?: number;
+  /** 14 for Ethernet (and loopback), 0 for raw-IP interfaces (tun). */
+  linkHeaderLength?: 0 | 14;
+}
+
+type Insn = { code: number; jt: number | string; jf: number | string; k: number } | { label: string };
+
+export const MAX_FILTER_HOSTS = 8;
+export const MAX_FILTER_PORTS = 16;
+
+export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
+  const hosts = options.hosts ?? [];
+  const ports = options.ports ?? [];
+  if (hosts.length > MAX_FILTER_HOSTS) throw new RangeError(`at most ${MAX_FILTER_HOSTS} hosts in a capture filter`);
+  if (ports.length > MAX_FILTER_PORTS) throw new RangeError(`at most ${MAX_FILTER_PORTS} ports in a capture filter`);
+  for (const p of ports) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new RangeError(`bad port ${p}`);
+  for (const h of hosts) if (net.isIP(h) === 0) throw new TypeError(`bad host address ${h}`);
+  const snap = options.snapLength ?? 256;
+  if (!Number.isInteger(snap) || snap < 64 || snap > 0x40000) throw new RangeError(`bad snap length ${snap}`);
+  const l2 = options.linkHeaderLength ?? 14;
+  const v4 = hosts.filter((h) => net.isIPv4(h)).map(ipv4Word);
+  const v6 = hosts.filter((h) => net.isIPv6(h)).map(ipv6Words);
+
+  const p: Insn[] = [];
+  const ins = (code: number, k: number, jt: number | string = 0, jf: number | string = 0) => p.push({ code, jt, jf, k });
+  const label = (name: string) => p.push({ label: name });
+
+  if (l2 === 14) {
+    ins(LD_H_ABS, 12);
+    ins(JEQ_K, 0x0800, 'v4', 0);
+    ins(JEQ_K, 0x86dd, 'v6', 'drop');
+  } else {
+    ins(LD_B_ABS, 0);
+    ins(0x54 /* AND K */, 0xf0);
+    ins(JEQ_K, 0x40, 'v4', 0);
+    ins(JEQ_K, 0x60, 'v6', 'drop');
+  }
+
+  label('v4');
+  ins(LD_B_ABS, l2 + 9);
+  ins(JEQ_K, 6, 0, 'drop');
+  ins(LD_H_ABS, l2 + 6);
+  ins(JSET_K, 0x1fff, 'drop', 0); // a later fragment has no TCP header
+  if (hosts.length > 0) {
+    if (v4.length === 0) ins(RET_K, 0);
+    for (const w of v4) {
+      ins(LD_W_ABS, l2 + 12);
+      ins(JEQ_K, w, 'v4host', 0);
+      ins(LD_W_ABS, l2 + 16);
+      ins(JEQ_K, w, 'v4host', 0);
+    }
+    ins(RET_K, 0);
+    label('v4host');
+  }
+  if (ports.length > 0) {
+    ins(LDX_B_MSH, l2); // X = IPv4 header length
+    for (const port of ports) {
+      ins(LD_H_IND, l2);
+      ins(JEQ_K, port, 'accept', 0);
+      ins(LD_H_IND, l2 + 2);
+      ins(JEQ_K, port, 'accept', 0);
+    }
+    ins(RET_K, 0);
+  } else {
+    ins(RET_K, snap);
+  }
+
+  label('v6');
+  // TCP directly after the fixed header; extension headers before TCP are rare for TCP and
+  // are not followed by this filter.
+  ins(LD_B_ABS, l2 + 6);
+  ins(JEQ_K, 6, 0, 'drop');
+  if (hosts.length > 0) {
+    if (v6.length === 0) ins(RET_K, 0);
+    v6.forEach((words, i) => {
+      for (const base of [l2 + 8, l2 + 24]) {
+        const next = `v6h${i}_${base}`;
+        words.forEach((w, j) => {
+          ins(LD_W_ABS, base + 4 * j);
+          ins(JEQ_K, w, j === 3 ? 'v6host' : 0, next);
+        });
+        label(next);
+      }
+    });
+    ins(RET_K, 0);
+    label('v6host');
+  }
+  if (ports.length > 0) {
+    for (const port of ports) {
+      ins(LD_H_ABS, l2 + 40);
+      ins(JEQ_K, port, 'accept', 0);
+      ins(LD_H_ABS, l2 + 42);
+      ins(JEQ_K, port, 'accept', 0);
+    }
+  }
+  if (ports.length === 0) ins(RET_K, snap);
+  label('drop');
+  ins(RET_K, 0);
+  label('accept');
+  ins(RET_K, snap);
+  return assemble(p);
+}
+
+/** Resolves labels into relative jump offsets and encodes struct sock_filter[]. */
+function assemble(program: Insn[]): Buffer {
+  const at = new Map<string, number>();
+  const code: Array<{ code: number; jt: number | string; jf: number | string; k: number }> = [];
+  for (const i of program) {
+    if ('label' in i) at.set(i.label, code.length);
+    else code.push(i);
+  }
+  const out = Buffer.alloc(code.length * 8);
+  code.forEach((i, n) => {
+    const rel = (j: number | string) => {
+      if (typeof j === 'number') return j;
+      const target = at.get(j);
+      if (target === undefined) throw new Error(`BPF label ${j} undefined`);
+      const d = target - n - 1;
+      if (d < 0 || d > 255) throw new Error(`BPF jump to ${j} out of range (${d})`);
+      return d;
+    };
+    out.writeUInt16LE(i.code, n * 8);
+    out.writeUInt8(rel(i.jt), n * 8 + 2);
+    out.writeUInt8(rel(i.jf), n * 8 + 3);
+    out.writeUInt32LE(i.k >>> 0, n * 8 + 4);
+  });
+  return out;
+}
+
+function ipv4Word(a: string): number {
+  return a.split('.').reduce((w, o) => ((w << 8) | Number(o)) >>> 0, 0);
+}
+
+function ipv6Words(a: string): number[] {
+  const sa = new net.SocketAddress({ address: a, family: 'ipv6' }).address;
+  const [head, tail] = sa.includes('::') ? sa.split('::') : [sa, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  const nums = groups.flatMap((g) => (g.includes('.') ? ipv4Pair(g) : [parseInt(g, 16)]));
+  return [0, 1, 2, 3].map((i) => ((nums[2 * i]! << 16) | nums[2 * i + 1]!) >>> 0);
+}
+
+function ipv4Pair(dotted: string): number[] {
+  const w = ipv4Word(dotted);
+  return [w >>> 16, w & 0xffff];
+}

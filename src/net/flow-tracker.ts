@@ -1,0 +1,118 @@
+// FlowTracker: the capture ring and flow table of the addon, with a filter built from hosts and
+// ports, and segment listeners. While no listener is registered the addon builds no JS objects
+// per packet: tracking alone stays in C++.
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { native, type CaptureStats, type FlowRecord, type FlowSide, type NativeCapture, type ParsedSegment } from '../native.js';
+import { buildTcpFilter } from './bpf-filter.js';
+import type { SegmentSource } from './close-remote.js';
+import { canonicalAddress, type Endpoint } from './endpoint.js';
+
+export interface FlowTrackerOptions {
+  interface: string;
+  /** Only segments to or from these addresses (at most 8). */
+  hosts?: string[];
+  /** Only segments to or from these ports (at most 16). */
+  ports?: number[];
+  /** Payload bytes per segment handed to listeners (0 = headers only, the default). */
+  payloadBytes?: number;
+  idleTimeoutMs?: number;
+  blockSize?: number;
+  blockCount?: number;
+}
+
+export interface FoundFlow {
+  flow: FlowRecord;
+  local: FlowSide;
+  remote: FlowSide;
+}
+
+export class FlowTracker implements SegmentSource, Disposable {
+  private readonly capture: NativeCapture;
+  private readonly listeners = new Set<(segments: ParsedSegment[]) => void>();
+  private started = false;
+  private closed = false;
+
+  constructor(readonly options: FlowTrackerOptions) {
+    const payloadBytes = options.payloadBytes ?? 0;
+    for (const h of options.hosts ?? []) if (net.isIP(h) === 0) throw new TypeError(`FlowTracker: bad host ${h}`);
+    const filter = buildTcpFilter({
+      ...(options.hosts ? { hosts: options.hosts } : {}),
+      ...(options.ports ? { ports: options.ports } : {}),
+      // Headers fit in 256 bytes; payload only as far as asked for.
+      snapLength: payloadBytes > 0 ? Math.min(0x40000, 256 + payloadBytes) : 256,
+      linkHeaderLength: isRawIpInterface(options.interface) ? 0 : 14,
+    });
+    this.capture = new native.Capture({
+      interface: options.interface,
+      filter,
+      payloadBytes,
+      ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+      ...(options.blockSize ? { blockSize: options.blockSize } : {}),
+      ...(options.blockCount ? { blockCount: options.blockCount } : {}),
+    });
+  }
+
+  /** Starts reading the ring on the event loop. Keeps the process alive until close(). */
+  start(): void {
+    if (this.closed) throw new Error('FlowTracker is closed');
+    if (this.started) return;
+    this.started = true;
+    this.capture.start((segments) => {
+      for (const l of [...this.listeners]) l(segments);
+    });
+    this.capture.setDeliver(this.listeners.size > 0);
+  }
+
+  /** Registers a listener for every batch of captured segments; returns its removal. */
+  onSegments(listener: (segments: ParsedSegment[]) => void): () => void {
+    this.listeners.add(listener);
+    this.capture.setDeliver(true);
+    return () => {
+      this.listeners.delete(listener);
+      if (!this.closed) this.capture.setDeliver(this.listeners.size > 0);
+    };
+  }
+
+  flows(): FlowRecord[] {
+    return this.closed ? [] : this.capture.flows();
+  }
+
+  /** The flow between local and remote, with its sides named from local's point of view. */
+  findFlow(local: Endpoint, remote: Endpoint): FoundFlow | undefined {
+    const l = canonicalAddress(local.address);
+    const r = canonicalAddress(remote.address);
+    const is = (s: FlowSide, a: string, port: number) => canonicalAddress(s.address) === a && s.port === port;
+    for (const flow of this.flows()) {
+      if (is(flow.a, l, local.port) && is(flow.b, r, remote.port)) return { flow, local: flow.a, remote: flow.b };
+      if (is(flow.b, l, local.port) && is(flow.a, r, remote.port)) return { flow, local: flow.b, remote: flow.a };
+    }
+    return undefined;
+  }
+
+  stats(): CaptureStats {
+    return this.capture.stats();
+  }
+
+  /** Stops capturing and frees the ring and socket; idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.listeners.clear();
+    this.capture.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** tun-style interfaces carry bare IP packets; everything else here has an Ethernet header. */
+function isRawIpInterface(ifname: string): boolean {
+  try {
+    // ARPHRD_NONE (65534) is what tun devices report.
+    return Number(readFileSync(`/sys/class/net/${ifname}/type`, 'utf8').trim()) === 65534;
+  } catch {
+    return false; // the addon reports an unknown interface with ENODEV
+  }
+}
