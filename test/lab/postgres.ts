@@ -1,7 +1,7 @@
 // A real PostgreSQL server inside a lab host, started for a test and stopped after it (even on
 // failure: the lab's destroy() kills every process left in its namespaces).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Lab } from '../../src/lab/lab.js';
@@ -36,6 +36,8 @@ export async function startPostgres(lab: Lab, host: string, port = 5432): Promis
   const pgGid = Number((await run('id', ['-g', 'postgres'])).stdout);
   chownSync(dataDir, pgUid, pgGid);
   await run('runuser', ['-u', 'postgres', '--', path.join(bin, 'initdb'), '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
+  // initdb trusts only loopback; the lab's clients come from the lab's own addresses.
+  appendFileSync(path.join(dataDir, 'pg_hba.conf'), 'host all all 198.18.0.0/15 trust\nhost all all fd7a:6b00::/32 trust\n');
   const ns = lab.host(host).ns;
   const child = spawn(
     'ip',
