@@ -10,6 +10,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <mutex>
+
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -114,16 +116,28 @@ Mac InterfaceMac(Napi::Env env, int fd, const std::string& ifname) {
   return mac;
 }
 
+// One packet socket for the life of the process. Closing a packet socket waits for an RCU
+// grace period (synchronize_net, 8-16 ms measured here), and an address takeover announces
+// several times at the moment that matters most. Protocol 0: the socket only sends; it is
+// never bound to a protocol, so the kernel never queues received frames on it.
+const UniqueFd& AnnounceSocket(Napi::Env env) {
+  static std::mutex lock;
+  static UniqueFd fd;
+  std::lock_guard<std::mutex> guard(lock);
+  if (!fd) {
+    fd.reset(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+    if (!fd) ThrowErrno(env, "socket", errno);
+  }
+  return fd;
+}
+
 Napi::Value AnnounceAddress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string ifname = IfnameValue(env, info[0]);
   IpAddress addr = AddressValue(env, info[1], "address");
   unsigned ifindex = IfIndex(env, ifname);
 
-  // Protocol 0: the socket only sends; it is never bound to a protocol, so the kernel never
-  // queues received frames on it.
-  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
-  if (!fd) ThrowErrno(env, "socket", errno);
+  const UniqueFd& fd = AnnounceSocket(env);
   Mac mac = InterfaceMac(env, fd.get(), ifname);
   Frame frame = addr.family == AF_INET ? GratuitousArp(mac, addr.bytes)
                                        : UnsolicitedNa(mac, addr.bytes);

@@ -87,6 +87,13 @@ export interface FlowRecord {
   lastSeenMs: number;
 }
 
+/** A flow table snapshot as the addon copies it out: numbers per flow, two addresses per flow. */
+export interface RawFlows {
+  count: number;
+  numbers: Float64Array;
+  addresses: string[];
+}
+
 export interface CaptureOptions {
   interface: string;
   /** Classic BPF program as struct sock_filter[] bytes (8 bytes per instruction). */
@@ -116,7 +123,8 @@ export interface NativeCapture {
   stop(): void;
   /** Stops and releases the socket and ring; idempotent. */
   close(): void;
-  flows(): FlowRecord[];
+  /** The flow table, flat (see FLOW_FIELDS in net/flow-tracker.ts); FlowTracker.flows() builds records. */
+  flows(): RawFlows;
   stats(): CaptureStats;
 }
 

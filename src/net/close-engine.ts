@@ -104,6 +104,8 @@ const PROBE_BACKOFF = 0x1000_0000; // far behind RCV.NXT: out of any window, nev
 
 export class CloseEngine {
   private readonly conns = new Map<string, Conn>();
+  /** While start() runs: verification probes held back until every closing segment is out. */
+  private deferProbes: SegmentSpec[] | undefined;
   private readonly timeout: number;
   private readonly attempts: number;
   private readonly rateLimit: number;
@@ -125,9 +127,16 @@ export class CloseEngine {
     }
   }
 
-  /** Sends every connection's first segment(s). */
+  /**
+   * Sends every connection's first segment. Verification probes go out after all the closing
+   * segments, so with many connections the last peer is not kept waiting behind probes.
+   */
   start(): void {
+    this.deferProbes = [];
     for (const k of this.conns.values()) this.begin(k);
+    const probes = this.deferProbes;
+    this.deferProbes = undefined;
+    for (const p of probes) this.io.send(p);
   }
 
   /** Feeds a segment seen on the wire; ignores anything that is not from a peer we are closing. */
@@ -262,7 +271,9 @@ export class CloseEngine {
           this.finish(k, 'reset', true);
           return;
         }
-        this.io.send(this.spec(k, { seq: seqAdd(seq, -PROBE_BACKOFF), ack, flags: TCP_ACK }));
+        const probe = this.spec(k, { seq: seqAdd(seq, -PROBE_BACKOFF), ack, flags: TCP_ACK });
+        if (this.deferProbes) this.deferProbes.push(probe);
+        else this.io.send(probe);
         break;
       case 'fin':
         this.io.send(this.spec(k, { seq, ack, flags: TCP_FIN | TCP_ACK, ...ts }));

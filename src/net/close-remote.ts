@@ -55,15 +55,17 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
   const report: RemoteCloseReport = { results: [], guard: 'off', elapsedMs: 0 };
   if (connections.length === 0) return report;
 
+  const taken = new Set<string>();
   if (options.takeover) {
     for (const address of deadAddresses) {
       const prefix = familyOf(address) === 4 ? options.takeover.prefixLength : Math.max(options.takeover.prefixLength, 64);
       const r = await takeOverAddress(options.takeover.interface, address, prefix, { announce: options.takeover.announce ?? 3 });
       report.takeover = { interface: options.takeover.interface, address, added: r.added };
+      taken.add(address);
     }
   }
   for (const address of deadAddresses) {
-    if (!interfaceOfAddress(address)) {
+    if (!taken.has(address) && !interfaceOfAddress(address)) {
       throw Object.assign(
         new Error(`${address} is not an address of this host: the peers' answers would not reach us (take it over first)`),
         { code: 'ERR_ADDRESS_NOT_OWNED' },

@@ -1,6 +1,7 @@
 // Turns tracked flows (live or from a snapshot file) into what the close engine needs to know
 // about each connection of a dead side.
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import type { FlowRecord, FlowSide } from '../native.js';
 import type { DeadConnection } from './close-engine.js';
 import { canonicalAddress, connectionKey, type Endpoint } from './endpoint.js';
@@ -11,8 +12,10 @@ export interface DeadSide {
   port?: number;
 }
 
-function isDeadSide(side: FlowSide, dead: DeadSide): boolean {
-  return canonicalAddress(side.address) === canonicalAddress(dead.address) && (dead.port === undefined || side.port === dead.port);
+// Flow addresses come from the addon's inet_ntop, already in canonical form (as does a
+// snapshot file written from them): only the dead side's address needs canonicalising.
+function isDeadSide(side: FlowSide, deadAddress: string, deadPort: number | undefined): boolean {
+  return side.address === deadAddress && (deadPort === undefined || side.port === deadPort);
 }
 
 /** The raw 16-bit window field a side would put on the wire for its last advertised window. */
@@ -24,13 +27,14 @@ function rawWindow(side: FlowSide): number {
 /** Connections of the dead side among the flows, with what tracking saw of each. */
 export function deadConnectionsFromFlows(flows: FlowRecord[], dead: DeadSide): DeadConnection[] {
   const out: DeadConnection[] = [];
+  const address = canonicalAddress(dead.address);
   for (const f of flows) {
     if (f.state === 'CLOSED' || f.state === 'RESET') continue;
-    const [d, p] = isDeadSide(f.a, dead) ? [f.a, f.b] : isDeadSide(f.b, dead) ? [f.b, f.a] : [];
+    const [d, p] = isDeadSide(f.a, address, dead.port) ? [f.a, f.b] : isDeadSide(f.b, address, dead.port) ? [f.b, f.a] : [];
     if (!d || !p) continue;
     out.push({
-      local: { address: canonicalAddress(d.address), port: d.port },
-      peer: { address: canonicalAddress(p.address), port: p.port },
+      local: { address, port: d.port },
+      peer: { address: p.address, port: p.port },
       tracked: {
         deadNextSeq: d.nextSeq,
         peerNextSeq: p.nextSeq,
@@ -82,7 +86,12 @@ export function readFlowSnapshot(file: string): FlowRecord[] {
   const flows = Array.isArray(parsed) ? parsed : (parsed as Partial<FlowSnapshot>).flows;
   if (!Array.isArray(flows)) throw new Error(`${file}: the last line has no "flows" array`);
   flows.forEach((f, i) => validateFlow(f, `${file}: flows[${i}]`));
-  return flows as FlowRecord[];
+  // Hand-edited files may spell addresses differently from the addon; match on one form.
+  return (flows as FlowRecord[]).map((f) => ({
+    ...f,
+    a: { ...f.a, address: canonicalAddress(f.a.address) },
+    b: { ...f.b, address: canonicalAddress(f.b.address) },
+  }));
 }
 
 function validateFlow(f: unknown, where: string): void {
@@ -91,7 +100,7 @@ function validateFlow(f: unknown, where: string): void {
   for (const sideName of ['a', 'b']) {
     const side = o[sideName] as Record<string, unknown> | undefined;
     if (typeof side !== 'object' || side === null) throw new Error(`${where}.${sideName}: missing`);
-    if (typeof side.address !== 'string') throw new Error(`${where}.${sideName}.address: not a string`);
+    if (typeof side.address !== 'string' || net.isIP(side.address) === 0) throw new Error(`${where}.${sideName}.address: not an IP address`);
     for (const k of ['port', 'nextSeq', 'ack', 'window', 'wscale', 'tsval']) {
       if (typeof side[k] !== 'number' || !Number.isFinite(side[k])) throw new Error(`${where}.${sideName}.${k}: not a number`);
     }

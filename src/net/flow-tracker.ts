@@ -3,7 +3,7 @@
 // per packet: tracking alone stays in C++.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { native, type CaptureStats, type FlowRecord, type FlowSide, type NativeCapture, type ParsedSegment } from '../native.js';
+import { native, type CaptureStats, type FlowRecord, type FlowSide, type FlowState, type NativeCapture, type ParsedSegment, type RawFlows } from '../native.js';
 import { buildTcpFilter } from './bpf-filter.js';
 import type { SegmentSource } from './close-remote.js';
 import { canonicalAddress, type Endpoint } from './endpoint.js';
@@ -75,7 +75,7 @@ export class FlowTracker implements SegmentSource, Disposable {
   }
 
   flows(): FlowRecord[] {
-    return this.closed ? [] : this.capture.flows();
+    return this.closed ? [] : decodeFlows(this.capture.flows());
   }
 
   /** The flow between local and remote, with its sides named from local's point of view. */
@@ -115,4 +115,48 @@ function isRawIpInterface(ifname: string): boolean {
   } catch {
     return false; // the addon reports an unknown interface with ENODEV
   }
+}
+
+// Layout of RawFlows.numbers (native/packet_capture.cc, Flows()): per flow FLOW_FIELDS numbers,
+// five for the flow, then SIDE_FIELDS for side a and SIDE_FIELDS for side b.
+const SIDE_FIELDS = 13;
+const FLOW_FIELDS = 5 + 2 * SIDE_FIELDS;
+// The order of native FlowState.
+const STATES: FlowState[] = ['SYN_SENT', 'SYN_RECEIVED', 'ESTABLISHED', 'FIN_WAIT', 'CLOSING', 'CLOSED', 'RESET'];
+
+function decodeSide(n: Float64Array, o: number, address: string): FlowSide {
+  return {
+    address,
+    port: n[o]!,
+    nextSeq: n[o + 1]!,
+    ack: n[o + 2]!,
+    window: n[o + 3]!,
+    wscale: n[o + 4]!,
+    mss: n[o + 5]!,
+    sackPermitted: n[o + 6] === 1,
+    tsval: n[o + 7]!,
+    tsecr: n[o + 8]!,
+    finSent: n[o + 9] === 1,
+    lastSeenMs: n[o + 10]!,
+    packets: n[o + 11]!,
+    bytes: n[o + 12]!,
+  };
+}
+
+export function decodeFlows(raw: RawFlows): FlowRecord[] {
+  const out: FlowRecord[] = new Array(raw.count);
+  const n = raw.numbers;
+  for (let i = 0; i < raw.count; i++) {
+    const o = i * FLOW_FIELDS;
+    out[i] = {
+      family: n[o] as 4 | 6,
+      state: STATES[n[o + 1]!]!,
+      handshakeSeen: n[o + 2] === 1,
+      firstSeenMs: n[o + 3]!,
+      lastSeenMs: n[o + 4]!,
+      a: decodeSide(n, o + 5, raw.addresses[2 * i]!),
+      b: decodeSide(n, o + 5 + SIDE_FIELDS, raw.addresses[2 * i + 1]!),
+    };
+  }
+  return out;
 }
