@@ -31,6 +31,9 @@ async function closeLatency(n: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 300)); // requests read and acknowledged
     const failedAt = nowMs();
     await lab.killSilently('server', 'port');
+    // The keepalive baseline runs its course first: once the backup owns the address, its
+    // kernel would answer the keepalive probes with RSTs and end the baseline early.
+    const ka = keepalive ? await keepalive.waitFor('error', 30_000) : undefined;
     survivor.send({ cmd: 'close', method: 'rst', takeover: true, prefixLength: 24 });
     const closed = await survivor.waitFor('closed', 60_000);
     const all = await clients.waitFor('all-ended', 30_000);
@@ -39,12 +42,11 @@ async function closeLatency(n: number): Promise<void> {
     const ours = Number(all.last) - decided;
     const alone = describeTcpAlone(await tcpTimerSysctls(lab, 'client'));
     const ok = report.results.filter((r) => r.ok).length;
-    out(`close ${n} conn: decide -> last peer error ${fmt(ours)} ms (first ${fmt(Number(all.first) - decided)} ms), ${ok}/${n} closed, ends ${JSON.stringify(all.codes)}; target < ${n === 1 ? 5 : 100} ms: ${ours < (n === 1 ? 5 : 100) ? 'met' : 'MISSED'}`);
+    out(`close ${n} conn: decide -> last peer error ${fmt(ours)} ms (first ${fmt(Number(all.first) - decided)} ms), ${ok}/${report.results.length} closed, ends ${JSON.stringify(all.codes)}; target < ${n === 1 ? 5 : 100} ms: ${ours < (n === 1 ? 5 : 100) ? 'met' : 'MISSED'}`);
     out(`  TCP alone: idle reader ${alone.idleReader}; unacked request ${alone.unackedRequest}`);
-    if (keepalive) {
-      const ka = await keepalive.waitFor('error', 30_000);
+    if (ka) {
       const kaMs = Number(ka.t) - failedAt;
-      out(`  keepalive 1/1/3 (measured): ${fmt(kaMs / 1000)} s (${String(ka.code)}); ratio keepalive / ours (from failure, decision at once) = ${fmt(kaMs / (Number(all.last) - failedAt), 0)}x`);
+      out(`  keepalive 1/1/3 (measured): ${fmt(kaMs / 1000)} s (${String(ka.code)}); ratio keepalive / ours (ours from the decision) = ${fmt(kaMs / ours, 0)}x`);
     }
   } finally {
     await lab.destroy();
@@ -81,7 +83,7 @@ async function capture(): Promise<void> {
     const sink = lab.spawn('sink', fixturePath('server'), ['--port', '7100']);
     await sink.waitFor('listening');
     const ms = 3000;
-    const ours = lab.spawn('watch', fx('capture-count.ts'), ['eth0', '7100', String(ms + 500)]);
+    const ours = lab.spawn('watch', fx('capture-count.ts'), ['eth0', '7100']);
     await ours.waitFor('started');
     const tcpdump = spawn('ip', ['netns', 'exec', lab.host('watch').ns, 'tcpdump', '-i', 'eth0', '-w', '/dev/null', '-B', '8192', 'tcp port 7100'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let tdErr = '';
@@ -89,8 +91,10 @@ async function capture(): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
     const blast = lab.spawn('sender', fx('blast.ts'), [lab.host('sink').ipv4, '7100', String(ms)]);
     await blast.waitFor('done', ms + 20_000);
-    const oursR = await ours.waitFor('done', 20_000);
+    await new Promise((r) => setTimeout(r, 200)); // let both drain the last frames
+    ours.send({ cmd: 'stop' });
     const stat = readFileSync(`/proc/${tcpdump.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const oursR = await ours.waitFor('done', 20_000);
     const tdCpuMs = ((Number(stat[11]) + Number(stat[12])) * 1000) / 100; // utime+stime in USER_HZ=100
     tcpdump.kill('SIGINT');
     await new Promise((r) => tcpdump.once('exit', r));
