@@ -1,0 +1,99 @@
+// The CLI's remote path end to end, run inside the backup's namespace as an operator would:
+// `takeover flows --json` records the flows, `takeover close-peers --from-flows` or `--peers`
+// ends the connections of the dead server, and the exit code says whether all were closed.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Lab } from '../../src/lab/lab.js';
+import { fixturePath, type NodeChild } from '../../src/lab/node-child.js';
+import { readEnding } from './scenario.js';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
+let lab: Lab | undefined;
+afterEach(async () => {
+  await lab?.destroy();
+  lab = undefined;
+});
+
+function cliIn(ns: string, args: string[]) {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('exit', (code) => resolve({ code, stdout, stderr })),
+  );
+  return { child, done, stdout: () => stdout };
+}
+
+async function setup(): Promise<{ lab: Lab; server: string }> {
+  lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+  const server = lab.host('server').ipv4;
+  const srv = lab.spawn('server', fixturePath('server'), ['--port', '7000']);
+  await srv.waitFor('listening');
+  return { lab, server };
+}
+
+async function connectClient(l: Lab, server: string): Promise<{ client: NodeChild; clientPort: number }> {
+  const client = l.spawn('client', fixturePath('client'), ['--host', server, '--port', '7000', '--request', 'PING\n']);
+  const { localPort } = await client.waitFor('connected');
+  return { client, clientPort: Number(localPort) };
+}
+
+describe('takeover CLI, remote side', () => {
+  it('flows --json records the flows; close-peers --from-flows --takeover-address resets with the tracked seq', async () => {
+    const s = await setup();
+    const dir = mkdtempSync(path.join(tmpdir(), 'tko-flows-'));
+    const file = path.join(dir, 'flows.jsonl');
+    const flows = cliIn(s.lab.host('backup').ns, ['flows', '--interface', 'eth0', '--port', '7000', '--json', '--interval-ms', '100']);
+    await new Promise((r) => setTimeout(r, 1500)); // the capture is up before the client connects
+    const { client, clientPort } = await connectClient(s.lab, s.server);
+    const deadline = Date.now() + 5000;
+    while (!flows.stdout().includes(`"port":${clientPort}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    flows.child.kill('SIGTERM');
+    const f = await flows.done;
+    expect(f.code).toBe(0);
+    writeFileSync(file, f.stdout);
+    const last = JSON.parse(f.stdout.trim().split('\n').pop()!);
+    expect(last).toMatchObject({ interface: 'eth0', flows: [{ state: 'ESTABLISHED', handshakeSeen: true }] });
+
+    await s.lab.killSilently('server', 'nft');
+    const close = cliIn(s.lab.host('backup').ns, ['close-peers', '--address', s.server, '--port', '7000', '--from-flows', file, '--takeover-address', '--interface', 'eth0', '--json']);
+    const r = await close.done;
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ connections: 1, failed: 0, takeover: { address: s.server, added: true } });
+    expect(doc.results[0]).toMatchObject({ peer: { port: clientPort }, outcome: 'reset', seqSource: 'tracked', verified: true });
+    expect(await readEnding(client)).toMatchObject({ event: 'error', code: 'ECONNRESET' });
+  });
+
+  it('close-peers --peers --method fin: an untracked connection learned by probing gets EOF; the table is printed', async () => {
+    const s = await setup();
+    const { client, clientPort } = await connectClient(s.lab, s.server);
+    await s.lab.killSilently('server', 'nft');
+    const close = cliIn(s.lab.host('backup').ns, ['close-peers', '--address', s.server, '--port', '7000', '--peers', `${s.lab.host('client').ipv4}:${clientPort}`, '--takeover-address', '--interface', 'eth0', '--method', 'fin']);
+    const r = await close.done;
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/LOCAL\s+PEER\s+METHOD\s+ACTION\s+SEQ\s+SEQ FROM\s+RESULT/);
+    expect(r.stdout).toMatch(/fin\s+fin\s+\d+\s+dup-ack\s+closed/);
+    expect(r.stdout).toContain('1 of 1 connections closed');
+    expect(await readEnding(client)).toMatchObject({ event: 'end' });
+  });
+
+  it('a peer that never answers is reported as failed, exit code 1', async () => {
+    const s = await setup();
+    await s.lab.killSilently('server', 'nft');
+    const nobody = s.server.replace(/\.\d+$/, '.99');
+    const close = cliIn(s.lab.host('backup').ns, ['close-peers', '--address', s.server, '--port', '7000', '--peers', `${nobody}:40000`, '--takeover-address', '--interface', 'eth0', '--json']);
+    const r = await close.done;
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ connections: 1, failed: 1 });
+    expect(doc.results[0]).toMatchObject({ ok: false, outcome: 'failed', error: expect.stringMatching(/no answer to probes after 3 attempts/) });
+  });
+});
