@@ -1,0 +1,55 @@
+// Exercises every native entry point of the sanitizer build (path in argv[2]), successes and
+// failures, with real loopback traffic through the capture. Run by run.sh.
+const net = require('node:net');
+const addon = require(process.argv[2]);
+const { spawn } = require('node:child_process');
+function attempt(f) { try { return f(); } catch (e) { return e; } }
+(async () => {
+  // parser on random and valid-ish input
+  let seed = 7;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  for (let i = 0; i < 20000; i++) {
+    const b = Buffer.alloc(Math.floor(rnd() * 200));
+    for (let j = 0; j < b.length; j++) b[j] = Math.floor(rnd() * 256);
+    if (b.length > 14 && rnd() < 0.5) { b[12] = 8; b[13] = 0; if (b.length > 23) { b[14] = 0x45; b[23] = 6; } }
+    addon.parsePacket(b, i % 2, { verifyChecksum: i % 3 === 0 });
+  }
+  const server = net.createServer((s) => { s.on('data', () => {}); s.on('error', () => {}); });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const port = server.address().port;
+  const cap = new addon.Capture({ interface: 'lo', payloadBytes: 64 });
+  let segs = 0;
+  cap.start((batch) => { segs += batch.length; });
+  cap.setDeliver(true);
+  const clients = [];
+  for (let i = 0; i < 20; i++) clients.push(await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => r(c)); }));
+  for (const c of clients) c.write(Buffer.alloc(100000, 1));
+  await new Promise((r) => setTimeout(r, 500));
+  const flows = cap.flows();
+  const stats = cap.stats();
+  const socks = addon.tcpSockets(4).filter((s) => s.sport === port && s.state === 1);
+  for (const s of socks.slice(0, 5)) addon.destroySocket(s);
+  attempt(() => addon.destroySocket({ family: 4, src: '127.0.0.1', sport: 1, dst: '127.0.0.1', dport: 2, cookie: '5' }));
+  const fd = clients[10]._handle.fd;
+  const seq = addon.tcpRepairSeq(fd);
+  const borrowed = addon.borrowFd(process.pid, fd);
+  addon.sendOnFd(borrowed, Buffer.from('x'), true);
+  addon.sendOnFd(borrowed, Buffer.from('hello'), false);
+  addon.shutdownWrite(borrowed);
+  addon.closeFd(borrowed);
+  attempt(() => addon.borrowFd(0x3fffff, 0));
+  const f4 = new addon.RawSender(4), f6 = new addon.RawSender(6);
+  for (let i = 0; i < 1000; i++) {
+    f4.send({ src: '127.0.0.1', dst: '127.0.0.1', sport: 9, dport: port, seq: i, ack: 1, flags: 0x14, tsval: i, tsecr: 1, payload: Buffer.alloc(i % 50) });
+    f6.send({ src: '::1', dst: '::1', sport: 9, dport: port, seq: i, ack: 1, flags: 0x18, urgentPointer: 1, payload: Buffer.alloc(1) });
+    attempt(() => addon.buildSegment({ src: 'x', dst: '::1', sport: 1, dport: 2, seq: 0, ack: 0, flags: 0 }));
+  }
+  f4.close(); f6.close(); attempt(() => f4.send({}));
+  attempt(() => addon.addAddress('nosuch0', '198.18.0.1', 24));
+  attempt(() => addon.announceAddress('lo', '127.0.0.1'));
+  cap.close(); cap.close();
+  for (const c of clients) c.destroy();
+  server.close();
+  console.log(JSON.stringify({ segs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));
+  global.gc?.();
+})();
