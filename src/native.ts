@@ -73,6 +73,7 @@ export interface FlowSide {
   finSent: boolean;
   lastSeenMs: number;
   packets: number;
+  /** Payload bytes seen from this side, retransmissions included. */
   bytes: number;
 }
 
