@@ -4,6 +4,8 @@ export type { FlowTrackerOptions } from './net/flow-tracker.js';
 export { BoundaryWatch, StreamFollower } from './net/boundary-watch.js';
 export { CloseEngine } from './net/close-engine.js';
 export type { DeadConnection, TrackedState, PeerAnswer, EngineIO, EngineOptions } from './net/close-engine.js';
+export { closePeers } from './net/close-peers.js';
+export type { ClosePeersOptions, ClosePeersReport, LocalTarget, RemoteTarget } from './net/close-peers.js';
 export { closeLocalPeers, connectionsOfPid, sameNetworkNamespace } from './net/close-local.js';
 export type { LocalCloseOptions } from './net/close-local.js';
 export { closeRemotePeers, interfaceOfAddress } from './net/close-remote.js';

@@ -1,10 +1,11 @@
 // `takeover close-peers`: the local (--pid) and remote (--address) ways of ending the wait.
 import { spawnSync } from 'node:child_process';
-import { closeLocalPeers, sameNetworkNamespace } from '../net/close-local.js';
+import { sameNetworkNamespace } from '../net/close-local.js';
 import type { CloseResult } from '../net/close-result.js';
-import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from '../net/close-remote.js';
-import { FlowTracker } from '../net/flow-tracker.js';
-import { deadConnectionsFromFlows, mergeConnections, readFlowSnapshot } from '../net/flow-knowledge.js';
+import { interfaceOfAddress } from '../net/close-remote.js';
+import { closePeers } from '../net/close-peers.js';
+import { readFlowSnapshot } from '../net/flow-knowledge.js';
+import type { FlowRecord } from '../native.js';
 import { familyOf } from '../net/endpoint.js';
 import { EXIT_INCOMPLETE, EXIT_OK, UsageError, requireCapabilities } from './errors.js';
 import { closeResultsTable, printJson } from './output.js';
@@ -52,7 +53,7 @@ async function closeLocal(o: ClosePeersOptions, method: ReturnType<typeof method
     if (r.error) throw new UsageError(`cannot enter the network namespace of ${pid}: ${r.error.message}`);
     return r.status ?? EXIT_INCOMPLETE;
   }
-  const results = closeLocalPeers(pid, method, { ...(ports ? { ports } : {}), assumeBoundary: o.assumeBoundary === true });
+  const { results } = await closePeers({ pid, ...(ports ? { ports } : {}) }, { method, assumeBoundary: o.assumeBoundary === true });
   return report(o, results, { pid });
 }
 
@@ -68,10 +69,10 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
   if (o.takeoverAddress && o.interface === undefined) throw new UsageError('--takeover-address needs --interface');
   const prefixLength = intOption('--prefix-length', o.prefixLength, 1, familyOf(address) === 4 ? 32 : 128);
   const timeoutMs = intOption('--timeout-ms', o.timeoutMs, 1, 600_000);
-  let tracked: ReturnType<typeof deadConnectionsFromFlows> = [];
+  let flows: FlowRecord[] = [];
   if (o.fromFlows !== undefined) {
     try {
-      tracked = deadConnectionsFromFlows(readFlowSnapshot(o.fromFlows), { address, port });
+      flows = readFlowSnapshot(o.fromFlows);
     } catch (err) {
       throw new UsageError(`--from-flows: ${(err as Error).message}`);
     }
@@ -81,24 +82,10 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
   if (ifname === undefined) {
     throw new UsageError(`${address} is not an address of this host; pass --takeover-address --interface IF to take it over`);
   }
-  const connections = mergeConnections({ address, port }, peers, tracked);
-  // Listen before anything is sent or announced, so no answer is missed.
-  const tracker = new FlowTracker({ interface: ifname, hosts: [address], ports: [port] });
-  let remote: RemoteCloseReport;
-  try {
-    tracker.start();
-    remote = await closeRemotePeers({
-      connections,
-      method,
-      answers: tracker,
-      ...(o.takeoverAddress ? { takeover: { interface: ifname, prefixLength } } : {}),
-      ...(o.guard === false ? { guard: false } : {}),
-      engine: { assumeBoundary: o.assumeBoundary === true },
-      timeoutMs,
-    });
-  } finally {
-    tracker.close();
-  }
+  const remote = await closePeers(
+    { address, port, peers, flows, interface: ifname, ...(o.takeoverAddress ? { takeover: { interface: ifname, prefixLength } } : {}) },
+    { method, assumeBoundary: o.assumeBoundary === true, ...(o.guard === false ? { guard: false } : {}), timeoutMs },
+  );
   return report(o, remote.results, { address, port, takeover: remote.takeover, guard: remote.guard, elapsedMs: remote.elapsedMs });
 }
 

@@ -41,27 +41,38 @@ describe.each([4, 6] as const)('IPv%s: the backup closes the peers of a silently
     for (const r of report.results) expect(r).toMatchObject({ ok: true, outcome: 'closed', action: 'fin', verified: true });
   });
 
-  it('goodbye:http: the client waiting for a response reads a 503 with Connection: close, then EOF', async () => {
+  it('goodbye:http: readers waiting for a response (request acked, or unacked) read a 503 with Connection: close, then EOF', async () => {
     s = await buildScenario(family, ['--goodbye', 'http']);
     const idle = await idleReader(s);
+    const late = await quietClient(s);
     await s.lab.killSilently('server', 'nft');
+    await writeUnacked(late);
     const { report } = await closeFromBackup(s, { method: 'goodbye:http' });
-    expect(await readEnding(idle)).toMatchObject({ event: 'end' });
-    const text = idle.events.filter((e) => e.event === 'data').map((e) => e.text).join('');
-    expect(text).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n/);
-    expect(text).toContain('Connection: close');
-    expect(report.results[0]).toMatchObject({ ok: true, outcome: 'goodbye-delivered', action: 'goodbye:http' });
+    for (const c of [idle, late]) {
+      expect(await readEnding(c)).toMatchObject({ event: 'end' });
+      const text = c.events.filter((e) => e.event === 'data').map((e) => e.text).join('');
+      expect(text).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n/);
+      expect(text).toContain('Connection: close');
+    }
+    expect(report.results).toHaveLength(2);
+    for (const r of report.results) expect(r).toMatchObject({ ok: true, outcome: 'goodbye-delivered', action: 'goodbye:http', verified: true });
   });
 
-  it('break: a client waiting in select() reads the urgent byte with recv(MSG_OOB)', async () => {
+  it('break: clients waiting in select() read the urgent byte with recv(MSG_OOB), with and without unacked data', async () => {
     s = await buildScenario(family);
-    const c = s.lab.spawnCommand('client', 'python3', [OOB_CLIENT, s.serverAddress, String(PORT), 'BEGIN;']);
-    await c.waitFor('connected');
-    await s.server.waitFor('data');
+    const idle = s.lab.spawnCommand('client', 'python3', [OOB_CLIENT, s.serverAddress, String(PORT), 'BEGIN;']);
+    await idle.waitFor('connected');
+    const late = s.lab.spawnCommand('client', 'python3', [OOB_CLIENT, s.serverAddress, String(PORT), 'BEGIN;']);
+    await late.waitFor('connected');
+    await s.server.waitFor('data', 5000, (e) => e.id === 2);
     await s.lab.killSilently('server', 'nft');
+    late.send({ cmd: 'write', data: 'SELECT 1;' });
+    await late.waitFor('written');
     const { report } = await closeFromBackup(s, { method: 'break' });
-    expect(await readEnding(c)).toMatchObject({ event: 'urgent', byte: 0x21 });
-    expect(report.results[0]).toMatchObject({ ok: true, outcome: 'urgent-delivered', action: 'break', verified: true });
+    expect(await readEnding(idle)).toMatchObject({ event: 'urgent', byte: 0x21 });
+    expect(await readEnding(late)).toMatchObject({ event: 'urgent', byte: 0x21 });
+    expect(report.results).toHaveLength(2);
+    for (const r of report.results) expect(r).toMatchObject({ ok: true, outcome: 'urgent-delivered', action: 'break', verified: true });
   });
 
   it('a connection the tracker never saw is closed through elicitation (dup ACK gives the exact seq)', async () => {

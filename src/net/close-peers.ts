@@ -1,0 +1,76 @@
+// closePeers: the one call for both cases. A local hung process ({ pid }) is closed through its
+// own sockets; a dead remote side ({ address, port }) through forged segments, with the
+// connections from a live tracker, a flows snapshot and/or a list of peers.
+import type { FlowRecord } from '../native.js';
+import { closeLocalPeers } from './close-local.js';
+import { parseCloseMethod, type CloseMethod } from './close-method.js';
+import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from './close-remote.js';
+import type { CloseResult } from './close-result.js';
+import type { EngineOptions } from './close-engine.js';
+import { canonicalAddress, type Endpoint } from './endpoint.js';
+import { deadConnectionsFromFlows, mergeConnections } from './flow-knowledge.js';
+import { FlowTracker } from './flow-tracker.js';
+
+export interface LocalTarget {
+  pid: number;
+  /** Only connections on these local ports. */
+  ports?: number[];
+}
+
+export interface RemoteTarget {
+  /** The dead side's address and port. */
+  address: string;
+  port: number;
+  /** Peers to close that tracking may not know (learned by probing). */
+  peers?: Endpoint[];
+  /** Tracked flows, e.g. from readFlowSnapshot(). */
+  flows?: FlowRecord[];
+  /** A running tracker: its flows are used, and it hears the answers. */
+  tracker?: FlowTracker;
+  /** Where answers arrive when no tracker is given (default: the interface holding address). */
+  interface?: string;
+  /** Take the address over on this interface first. */
+  takeover?: { interface: string; prefixLength: number; announce?: number };
+}
+
+export interface ClosePeersOptions {
+  method?: CloseMethod | string;
+  assumeBoundary?: boolean;
+  guard?: boolean;
+  engine?: EngineOptions;
+  timeoutMs?: number;
+}
+
+export type ClosePeersReport = { results: CloseResult[] } & Partial<Omit<RemoteCloseReport, 'results'>>;
+
+export async function closePeers(target: LocalTarget | RemoteTarget, options: ClosePeersOptions = {}): Promise<ClosePeersReport> {
+  const method = typeof options.method === 'string' ? parseCloseMethod(options.method) : (options.method ?? { kind: 'rst' });
+  if ('pid' in target) {
+    return { results: closeLocalPeers(target.pid, method, { ...(target.ports ? { ports: target.ports } : {}), assumeBoundary: options.assumeBoundary === true }) };
+  }
+  const dead = { address: canonicalAddress(target.address), port: target.port };
+  const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead);
+  const connections = mergeConnections(dead, target.peers ?? [], tracked);
+  const ifname = target.takeover?.interface ?? target.interface ?? interfaceOfAddress(dead.address);
+  if (ifname === undefined && !target.tracker) {
+    throw Object.assign(new Error(`${dead.address} is not an address of this host; take it over (takeover option) or pass the interface`), {
+      code: 'ERR_ADDRESS_NOT_OWNED',
+    });
+  }
+  // Listen before anything is sent or announced, so no answer is missed.
+  const tracker = target.tracker ?? new FlowTracker({ interface: ifname!, hosts: [dead.address], ports: [dead.port] });
+  try {
+    if (!target.tracker) tracker.start();
+    return await closeRemotePeers({
+      connections,
+      method,
+      answers: tracker,
+      ...(target.takeover ? { takeover: target.takeover } : {}),
+      ...(options.guard !== undefined ? { guard: options.guard } : {}),
+      engine: { ...options.engine, assumeBoundary: options.assumeBoundary === true },
+      ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
+    });
+  } finally {
+    if (!target.tracker) tracker.close();
+  }
+}
