@@ -59,6 +59,20 @@ describe('CloseEngine against a model of the peer kernel', () => {
     expect(rsts).toEqual([1700, 1000]);
   });
 
+  it('a data segment of the peer crossing our exact RST confirms the value instead of being taken for a challenge ACK', () => {
+    let now = 0;
+    const sent: SegmentSpec[] = [];
+    const engine = new CloseEngine([conn(40011, exactTrack)], parseCloseMethod('rst'), { now: () => now, send: (x) => sent.push(x) });
+    engine.start();
+    // The peer's own retransmission, sent before our RST arrived: its ack is the value we used.
+    engine.answer({ src: '198.18.1.2', sport: 40011, dst: DEAD.address, dport: DEAD.port, seq: 5000, ack: 1000, flags: TCP_ACK, payloadLength: 20 });
+    expect(sent.filter((x) => x.flags & TCP_RST)).toHaveLength(1);
+    // Then the verification probe's answer: the peer no longer has the connection.
+    now = 0.3;
+    engine.answer({ src: '198.18.1.2', sport: 40011, dst: DEAD.address, dport: DEAD.port, seq: 1, ack: 0, flags: TCP_RST });
+    expect(engine.results()[0]).toMatchObject({ outcome: 'reset', seqSource: 'tracked', verified: true });
+  });
+
   it('an untracked connection is learned through a probe and reset', () => {
     const p = peer(40002, 0xfffffff0, 77);
     const { results } = simulate([p], [conn(40002)], 'rst');
