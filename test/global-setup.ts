@@ -1,6 +1,5 @@
 // Runs once around the whole suite: the suite needs root and must leave nothing behind.
-import { LAB_PREFIX, sweepStaleLabs } from '../src/lab/lab.js';
-import { run } from '../src/lab/exec.js';
+import { staleLabNamespaces, sweepStaleLabs } from '../src/lab/lab.js';
 
 export async function setup(): Promise<void> {
   if (process.getuid?.() !== 0) {
@@ -10,9 +9,9 @@ export async function setup(): Promise<void> {
 }
 
 export async function teardown(): Promise<void> {
-  // Every test tears down what it made; a namespace left now is a bug in a test or the harness.
-  const { stdout } = await run('ip', ['netns', 'list']);
-  const left = stdout.split('\n').filter((l) => l.startsWith(LAB_PREFIX));
+  // Every test tears down what it made; a lab left now (its creator, a test worker, has exited)
+  // is a bug in a test or the harness. Labs of other live runs on the machine are not ours.
+  const left = await staleLabNamespaces();
   await sweepStaleLabs();
   if (left.length > 0) throw new Error(`tests left network namespaces behind: ${left.join(', ')}`);
 }

@@ -45,7 +45,8 @@ export class Lab {
   /** Builds the lab; on any failure everything made so far is removed before rethrowing. */
   static async create(options: LabOptions): Promise<Lab> {
     const subnet = options.subnet ?? 1 + (randomBytes(1)[0]! % 250);
-    const lab = new Lab(randomBytes(3).toString('hex'), subnet);
+    // The creating pid is part of the name: a sweep removes only labs whose creator is gone.
+    const lab = new Lab(`${process.pid.toString(16)}x${randomBytes(2).toString('hex')}`, subnet);
     try {
       await lab.build(options);
     } catch (err) {
@@ -180,13 +181,32 @@ async function killNamespaceProcesses(ns: string): Promise<void> {
   }
 }
 
-/** Removes namespaces left by lab runs that crashed before their teardown. */
-export async function sweepStaleLabs(): Promise<string[]> {
+const LAB_NAME = new RegExp(`^${LAB_PREFIX}([0-9a-f]+)x[0-9a-f]{4}-`);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Namespaces of labs whose creating process is gone (a run that crashed before its teardown). */
+export async function staleLabNamespaces(): Promise<string[]> {
   const { stdout } = await run('ip', ['netns', 'list']);
-  const stale = stdout
+  return stdout
     .split('\n')
     .map((l) => l.split(' ')[0] ?? '')
-    .filter((ns) => new RegExp(`^${LAB_PREFIX}[0-9a-f]{6}-`).test(ns));
+    .filter((ns) => {
+      const m = LAB_NAME.exec(ns);
+      return m !== null && !alive(parseInt(m[1]!, 16));
+    });
+}
+
+/** Removes the namespaces of labs whose creator is gone; labs of live processes are left alone. */
+export async function sweepStaleLabs(): Promise<string[]> {
+  const stale = await staleLabNamespaces();
   for (const ns of stale) {
     await killNamespaceProcesses(ns);
     await runQuiet('ip', ['netns', 'del', ns]);
