@@ -1,0 +1,26 @@
+// Example: a backup that tracks a server's connections and, when told the server is dead
+// (SIGUSR1 here; the agent's failure detector in a real deployment), takes the address over and
+// closes every peer with the exact sequence numbers it saw.
+//
+//   node --import tsx docs/examples/backup.ts eth0 198.18.1.2 5432 rst
+//
+// Run it as root in the backup's network namespace. test/lab/example.test.ts runs it.
+import { closePeers, FlowTracker } from '../../src/index.js';
+
+const [ifname = 'eth0', address = '198.18.1.2', port = '5432', method = 'rst'] = process.argv.slice(2);
+
+const tracker = new FlowTracker({ interface: ifname, hosts: [address], ports: [Number(port)] });
+tracker.start();
+console.log(`tracking ${address}:${port} on ${ifname}; send SIGUSR1 when it is dead`);
+
+process.once('SIGUSR1', async () => {
+  const report = await closePeers(
+    { address, port: Number(port), tracker, takeover: { interface: ifname, prefixLength: 24 } },
+    { method },
+  );
+  for (const r of report.results) {
+    console.log(`${r.peer.address}:${r.peer.port} ${r.action} seq=${r.seq} (${r.seqSource}) -> ${r.outcome}`);
+  }
+  tracker.close();
+  process.exitCode = report.results.every((r) => r.ok) ? 0 : 1;
+});
