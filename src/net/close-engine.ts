@@ -172,14 +172,10 @@ export class CloseEngine {
     k.sndNxt = seg.seq;
     k.seqSource = learnedFrom;
     if (k.phase === 'closing' && !changed && k.action !== 'rst') return; // a plain ACK of older data
+    // A peer that never received all the dead side sent is not where the tracked stream says:
+    // no message can be placed there. A FIN, an urgent byte or a RST at its exact value still works.
     const tracked = k.c.tracked;
-    const offTrack = tracked !== undefined && seqDiff(tracked.deadNextSeq, seg.ack) !== 0;
-    if (k.action === 'goodbye' && offTrack) {
-      k.fallback ??= `peer's RCV.NXT ${seg.ack} differs from the tracked stream position`;
-      k.action = 'rst';
-    } else if (k.phase === 'closing' && k.action !== 'rst' && changed) {
-      // The peer had not received everything the dead side sent: the stream position we planned
-      // for is wrong, so no message can be placed; a RST at the exact value still works.
+    if (k.action === 'goodbye' && tracked !== undefined && seqDiff(tracked.deadNextSeq, seg.ack) !== 0) {
       k.fallback ??= `peer's RCV.NXT ${seg.ack} differs from the tracked stream position`;
       k.action = 'rst';
     }

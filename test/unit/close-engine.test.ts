@@ -121,6 +121,15 @@ describe('CloseEngine against a model of the peer kernel', () => {
     expect(results[0]!.fallback).toMatch(/differs from the tracked stream position/);
   });
 
+  it('FIN at a tracked value the peer is not at: its challenge ACK gives the exact value and the FIN is resent there', () => {
+    const p = peer(40012, 1000);
+    const { results, sent } = simulate([p], [conn(40012, { deadNextSeq: 1300, peerAck: 1300, peerNextSeq: 5000 })], 'fin');
+    expect(p.gotFin).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'closed', action: 'fin', seq: 1000, seqSource: 'challenge-ack' });
+    expect(results[0]!.fallback).toBeUndefined();
+    expect(sent.filter((x) => x.flags & 0x01).map((x) => x.seq)).toEqual([1300, 1000]);
+  });
+
   it('a silent peer fails after bounded attempts, waiting out the rate limit between them', () => {
     const p = peer(40009, 1, 1, { silent: true });
     const { results, elapsed } = simulate([p], [conn(40009)], 'fin', { attempts: 3, answerTimeoutMs: 100, rateLimitMs: 550 });
