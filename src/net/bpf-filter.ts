@@ -13,6 +13,7 @@ const LDX_B_MSH = 0xb1;
 const JEQ_K = 0x15;
 const JSET_K = 0x45;
 const RET_K = 0x06;
+const JA = 0x05;
 
 export interface BpfFilterOptions {
   hosts?: string[];
@@ -23,7 +24,9 @@ export interface BpfFilterOptions {
   linkHeaderLength?: 0 | 14;
 }
 
-type Insn = { code: number; jt: number | string; jf: number | string; k: number } | { label: string };
+// A conditional jump reaches at most 255 instructions ahead; `ja` (an unconditional jump with
+// a 32-bit offset) carries the long jumps, so every conditional target below stays near.
+type Insn = { code: number; jt: number | string; jf: number | string; k: number | string } | { label: string };
 
 export const MAX_FILTER_HOSTS = 8;
 export const MAX_FILTER_PORTS = 16;
@@ -42,27 +45,31 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
   const v6 = hosts.filter((h) => net.isIPv6(h)).map(ipv6Words);
 
   const p: Insn[] = [];
-  const ins = (code: number, k: number, jt: number | string = 0, jf: number | string = 0) => p.push({ code, jt, jf, k });
+  const ins = (code: number, k: number | string, jt: number | string = 0, jf: number | string = 0) => p.push({ code, jt, jf, k });
   const label = (name: string) => p.push({ label: name });
 
   if (l2 === 14) {
     ins(LD_H_ABS, 12);
-    ins(JEQ_K, 0x0800, 'v4', 0);
-    ins(JEQ_K, 0x86dd, 'v6', 'drop');
+    ins(JEQ_K, 0x0800, 0, 1);
+    ins(JA, 'v4');
+    ins(JEQ_K, 0x86dd, 0, 1);
+    ins(JA, 'v6');
   } else {
     ins(LD_B_ABS, 0);
     ins(0x54 /* AND K */, 0xf0);
-    ins(JEQ_K, 0x40, 'v4', 0);
-    ins(JEQ_K, 0x60, 'v6', 'drop');
+    ins(JEQ_K, 0x40, 0, 1);
+    ins(JA, 'v4');
+    ins(JEQ_K, 0x60, 0, 1);
+    ins(JA, 'v6');
   }
+  ins(RET_K, 0);
 
   label('v4');
   ins(LD_B_ABS, l2 + 9);
-  ins(JEQ_K, 6, 0, 'drop');
+  ins(JEQ_K, 6, 0, 'v4drop');
   ins(LD_H_ABS, l2 + 6);
-  ins(JSET_K, 0x1fff, 'drop', 0); // a later fragment has no TCP header
+  ins(JSET_K, 0x1fff, 'v4drop', 0); // a later fragment has no TCP header
   if (hosts.length > 0) {
-    if (v4.length === 0) ins(RET_K, 0);
     for (const w of v4) {
       ins(LD_W_ABS, l2 + 12);
       ins(JEQ_K, w, 'v4host', 0);
@@ -76,22 +83,24 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
     ins(LDX_B_MSH, l2); // X = IPv4 header length
     for (const port of ports) {
       ins(LD_H_IND, l2);
-      ins(JEQ_K, port, 'accept', 0);
+      ins(JEQ_K, port, 'v4accept', 0);
       ins(LD_H_IND, l2 + 2);
-      ins(JEQ_K, port, 'accept', 0);
+      ins(JEQ_K, port, 'v4accept', 0);
     }
-    ins(RET_K, 0);
   } else {
     ins(RET_K, snap);
   }
+  label('v4drop');
+  ins(RET_K, 0);
+  label('v4accept');
+  ins(RET_K, snap);
 
   label('v6');
   // TCP directly after the fixed header; extension headers before TCP are rare for TCP and
   // are not followed by this filter.
   ins(LD_B_ABS, l2 + 6);
-  ins(JEQ_K, 6, 0, 'drop');
+  ins(JEQ_K, 6, 0, 'v6drop');
   if (hosts.length > 0) {
-    if (v6.length === 0) ins(RET_K, 0);
     v6.forEach((words, i) => {
       for (const base of [l2 + 8, l2 + 24]) {
         const next = `v6h${i}_${base}`;
@@ -105,18 +114,16 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
     ins(RET_K, 0);
     label('v6host');
   }
-  if (ports.length > 0) {
-    for (const port of ports) {
-      ins(LD_H_ABS, l2 + 40);
-      ins(JEQ_K, port, 'accept', 0);
-      ins(LD_H_ABS, l2 + 42);
-      ins(JEQ_K, port, 'accept', 0);
-    }
+  for (const port of ports) {
+    ins(LD_H_ABS, l2 + 40);
+    ins(JEQ_K, port, 'v6accept', 0);
+    ins(LD_H_ABS, l2 + 42);
+    ins(JEQ_K, port, 'v6accept', 0);
   }
   if (ports.length === 0) ins(RET_K, snap);
-  label('drop');
+  label('v6drop');
   ins(RET_K, 0);
-  label('accept');
+  label('v6accept');
   ins(RET_K, snap);
   return assemble(p);
 }
@@ -124,7 +131,7 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
 /** Resolves labels into relative jump offsets and encodes struct sock_filter[]. */
 function assemble(program: Insn[]): Buffer {
   const at = new Map<string, number>();
-  const code: Array<{ code: number; jt: number | string; jf: number | string; k: number }> = [];
+  const code: Array<{ code: number; jt: number | string; jf: number | string; k: number | string }> = [];
   for (const i of program) {
     if ('label' in i) at.set(i.label, code.length);
     else code.push(i);
@@ -139,10 +146,12 @@ function assemble(program: Insn[]): Buffer {
       if (d < 0 || d > 255) throw new Error(`BPF jump to ${j} out of range (${d})`);
       return d;
     };
+    const k = typeof i.k === 'number' ? i.k : at.get(i.k)! - n - 1; // a `ja` target
+    if (typeof i.k === 'string' && !at.has(i.k)) throw new Error(`BPF label ${i.k} undefined`);
     out.writeUInt16LE(i.code, n * 8);
     out.writeUInt8(rel(i.jt), n * 8 + 2);
     out.writeUInt8(rel(i.jf), n * 8 + 3);
-    out.writeUInt32LE(i.k >>> 0, n * 8 + 4);
+    out.writeUInt32LE(k >>> 0, n * 8 + 4);
   });
   return out;
 }
