@@ -144,8 +144,14 @@ export class CloseEngine {
     const k = this.conns.get(connectionKey({ address: seg.dst, port: seg.dport }, { address: seg.src, port: seg.sport }));
     if (!k || k.phase === 'done') return;
     if (seg.flags & TCP_RST) {
-      // Our segment reached a peer with no such connection: either our RST already did its job
-      // (the answer to the verification probe) or the peer had closed on its own.
+      // A RST that acks our FIN or data: the peer took it, then closed its side with a reset
+      // (Linux does, closing with unread data). It had the connection.
+      if (k.phase === 'closing' && k.expectAck !== undefined && seg.flags & TCP_ACK && seqDiff(k.expectAck, seg.ack) >= 0) {
+        this.finish(k, this.deliveredOutcome(k), true);
+        return;
+      }
+      // Otherwise our segment reached a peer with no such connection: either our RST already
+      // did its job (the answer to the verification probe) or the peer had closed on its own.
       this.finish(k, k.phase === 'closing' && k.action === 'rst' ? 'reset' : 'not-connected', true);
       return;
     }
@@ -154,9 +160,7 @@ export class CloseEngine {
     // The peer echoes the last TSval it accepted from the dead side: anything above passes PAWS.
     if (seg.tsecr !== undefined && (k.deadTsval === undefined || seqDiff(k.deadTsval, seg.tsecr) > 0)) k.deadTsval = seg.tsecr;
     if (k.phase === 'closing' && k.expectAck !== undefined && seqDiff(k.expectAck, seg.ack) >= 0) {
-      const outcome: CloseOutcome =
-        k.action === 'fin' ? 'closed' : k.action === 'break' ? 'urgent-delivered' : 'goodbye-delivered';
-      this.finish(k, outcome, true);
+      this.finish(k, this.deliveredOutcome(k), true);
       return;
     }
     // A segment that crossed our RST on the wire and acks exactly the value we used confirms
@@ -313,6 +317,10 @@ export class CloseEngine {
       window: k.c.tracked?.deadWindow ?? 65535,
       ...s,
     };
+  }
+
+  private deliveredOutcome(k: Conn): CloseOutcome {
+    return k.action === 'fin' ? 'closed' : k.action === 'break' ? 'urgent-delivered' : 'goodbye-delivered';
   }
 
   private finish(k: Conn, outcome: CloseOutcome, ok: boolean, error?: string): void {

@@ -139,6 +139,15 @@ describe('CloseEngine against a model of the peer kernel', () => {
     expect(elapsed).toBeLessThan(1300);
   });
 
+  it('a peer that takes the urgent byte and then resets (RST acking it) counts as delivered', () => {
+    let now = 0;
+    const engine = new CloseEngine([conn(40013, exactTrack)], parseCloseMethod('break'), { now: () => now, send: () => {} });
+    engine.start();
+    now = 0.2;
+    engine.answer({ src: '198.18.1.2', sport: 40013, dst: DEAD.address, dport: DEAD.port, seq: 5000, ack: 1001, flags: TCP_RST | TCP_ACK });
+    expect(engine.results()[0]).toMatchObject({ outcome: 'urgent-delivered', ok: true, verified: true });
+  });
+
   it('a peer that no longer has the connection is reported as not connected', () => {
     const p = peer(40010);
     p.open = false;

@@ -113,7 +113,7 @@ describe('parsePacket: seeded random input', () => {
       } else {
         b = Buffer.from(seeds[Math.floor(rnd() * seeds.length)]!);
         const flips = 1 + Math.floor(rnd() * 4);
-        for (let f = 0; f < flips; f++) b[Math.floor(rnd() * b.length)] ^= 1 << Math.floor(rnd() * 8);
+        for (let f = 0; f < flips; f++) { const at = Math.floor(rnd() * b.length); b[at] = b[at]! ^ (1 << Math.floor(rnd() * 8)); }
         if (rnd() < 0.3) b = b.subarray(0, Math.floor(rnd() * b.length));
       }
       const verify = rnd() < 0.5;
