@@ -11,6 +11,7 @@
         "native/forge.cc",
         "native/sockdiag.cc",
         "native/pidfd.cc",
+        "native/pidfd_watch.cc",
         "native/socket_ops.cc",
         "native/netlink_addr.cc",
         "native/neigh_announce.cc"

@@ -9,10 +9,11 @@ import { Lab, tcpTimerSysctls } from '../src/lab/lab.js';
 import { fixturePath, nowMs } from '../src/lab/node-child.js';
 import type { RemoteCloseReport } from '../src/net/close-remote.js';
 import { describeTcpAlone } from '../src/net/tcp-alone.js';
+import { ProcessExitWatch } from '../src/monitor/process-exit.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
-const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture').split(','));
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
@@ -110,6 +111,40 @@ async function capture(): Promise<void> {
   }
 }
 
+/** A process's death noticed by pidfd vs by polling /proc every 100 ms, median of 15 kills. */
+async function processExit(): Promise<void> {
+  const dead = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+    } catch {
+      return true;
+    }
+  };
+  const ours: number[] = [];
+  const polled: number[] = [];
+  for (let i = 0; i < 15; i++) {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const watch = new ProcessExitWatch(child.pid!);
+    const poll = new Promise<number>((resolve) => {
+      const t = setInterval(() => {
+        if (dead(child.pid!)) {
+          clearInterval(t);
+          resolve(nowMs());
+        }
+      }, 100);
+    });
+    // Kill at a random phase of the polling interval, as a real failure would come.
+    await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
+    const killedAt = nowMs();
+    child.kill('SIGKILL');
+    ours.push((await watch.exited) - killedAt);
+    polled.push((await poll) - killedAt);
+    watch.close();
+  }
+  const median = (v: number[]) => v.sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+  out(`process exit noticed: pidfd ${fmt(median(ours), 3)} ms, polling every 100 ms ${fmt(median(polled))} ms (medians of 15); ratio polling / pidfd = ${fmt(median(polled) / median(ours), 0)}x`);
+}
+
 if (only.has('close')) {
   await closeLatency(1);
   await closeLatency(1000);
@@ -117,3 +152,4 @@ if (only.has('close')) {
 if (only.has('forge')) await forge();
 if (only.has('destroy')) await destroy();
 if (only.has('capture')) await capture();
+if (only.has('exit')) await processExit();

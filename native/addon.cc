@@ -9,6 +9,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitForge(env, exports);
   takeover::InitSockDiag(env, exports);
   takeover::InitPidfd(env, exports);
+  takeover::InitPidfdWatch(env, exports);
   takeover::InitSocketOps(env, exports);
   takeover::InitNetlinkAddr(env, exports);
   takeover::InitNeighAnnounce(env, exports);

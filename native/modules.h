@@ -8,6 +8,7 @@ void InitParse(Napi::Env env, Napi::Object exports);        // packet_capture.cc
 void InitForge(Napi::Env env, Napi::Object exports);        // forge.cc
 void InitSockDiag(Napi::Env env, Napi::Object exports);     // sockdiag.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);        // pidfd.cc
+void InitPidfdWatch(Napi::Env env, Napi::Object exports);   // pidfd_watch.cc
 void InitSocketOps(Napi::Env env, Napi::Object exports);    // socket_ops.cc
 void InitNetlinkAddr(Napi::Env env, Napi::Object exports);  // netlink_addr.cc
 void InitNeighAnnounce(Napi::Env env, Napi::Object exports);  // neigh_announce.cc

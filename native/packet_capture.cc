@@ -11,7 +11,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <uv.h>
 
 #include <cerrno>
 #include <chrono>
@@ -25,6 +24,7 @@
 #include "packet_parse.h"
 #include "tcp_flows.h"
 #include "unique_fd.h"
+#include "uv_poll_watch.h"
 
 namespace takeover {
 namespace {
@@ -180,20 +180,17 @@ class Capture : public Napi::ObjectWrap<Capture> {
     Napi::Env env = info.Env();
     if (!fd_) ThrowErrno(env, "uv_poll_start", EBADF);
     if (!info[0].IsFunction()) ThrowInvalidArg(env, "start(onSegments) needs a function");
-    if (poll_) return env.Undefined();
+    if (poll_.active()) return env.Undefined();
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
     asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "takeover:capture");
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    poll_ = new uv_poll_t;
-    int rc = uv_poll_init(loop, poll_, fd_.get());
-    if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, &Capture::OnReadable);
+    int rc = poll_.Start(loop, fd_.get(), [this] { Drain(); });
     if (rc != 0) {
-      delete poll_;
-      poll_ = nullptr;
+      callback_.Reset();
+      asyncContext_.reset();
       ThrowErrno(env, "uv_poll_start", -rc);
     }
-    poll_->data = this;
     Ref();  // a running capture is kept alive (and keeps the loop alive) until stop/close
     return env.Undefined();
   }
@@ -259,12 +256,6 @@ class Capture : public Napi::ObjectWrap<Capture> {
     if (getsockopt(fd_.get(), SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) drops_ += st.tp_drops;
   }
 
-  static void OnReadable(uv_poll_t* handle, int status, int events) {
-    auto* self = static_cast<Capture*>(handle->data);
-    if (self == nullptr) return;
-    self->Drain();
-  }
-
   void Drain() {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
@@ -312,14 +303,11 @@ class Capture : public Napi::ObjectWrap<Capture> {
     }
   }
 
-  // Stops the poll; its handle is freed by libuv once closed. JS state (the callback, our own
-  // reference) is only touched when JS may run, i.e. not during finalization or env teardown.
+  // Stops the poll. JS state (the callback, our own reference) is only touched when JS may
+  // run, i.e. not during finalization or env teardown.
   void StopPoll() {
-    if (!poll_) return;
-    uv_poll_stop(poll_);
-    poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-    poll_ = nullptr;
+    if (!poll_.active()) return;
+    poll_.Stop();
     if (!finalizing_) {
       callback_.Reset();
       asyncContext_.reset();
@@ -359,7 +347,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
   bool loopback_ = false;
   bool deliver_ = false;
   bool finalizing_ = false;
-  uv_poll_t* poll_ = nullptr;
+  UvPollWatch poll_;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
   napi_env env_ = nullptr;

@@ -23,5 +23,6 @@ export { addAddress, removeAddress, announceAddress, takeOverAddress } from './n
 export { listTcpSockets, socketsOfPid, destroySocket } from './net/sockdiag.js';
 export { BorrowedSocket } from './net/borrowed-socket.js';
 export { RstGuard } from './net/rst-guard.js';
+export { ProcessExitWatch } from './monitor/process-exit.js';
 export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';
 export type { NativeError, ParsedSegment, FlowRecord, FlowSide, SegmentSpec, DiagSocket } from './native.js';

@@ -191,6 +191,9 @@ export interface NativeBindings {
   /** SOCK_DESTROY (CAP_NET_ADMIN): RST to the peer, ECONNABORTED to the owner. ENOENT if gone. */
   destroySocket(sock: DiagSocketId): void;
 
+  /** pidfd_open(pid) watched with uv_poll: onExit(timeMs) runs once when the process exits. */
+  ProcessWatch: new (pid: number) => { start(onExit: (timeMs: number) => void): void; close(): void };
+
   /** pidfd_open(pid) then pidfd_getfd(fd): a duplicate of another process's fd (CAP_SYS_PTRACE). */
   borrowFd(pid: number, fd: number): number;
   /** send(2) on an fd, MSG_OOB when oob; returns bytes written. Never blocks (MSG_DONTWAIT). */

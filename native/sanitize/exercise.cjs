@@ -48,6 +48,13 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   attempt(() => addon.addAddress('nosuch0', '198.18.0.1', 24));
   attempt(() => addon.announceAddress('lo', '127.0.0.1'));
   cap.close(); cap.close();
+  const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+  const watch = new addon.ProcessWatch(child.pid);
+  const exited = new Promise((r) => watch.start(r));
+  child.kill('SIGKILL');
+  await exited;
+  watch.close();
+  attempt(() => new addon.ProcessWatch(0x3fffff));
   for (const c of clients) c.destroy();
   server.close();
   console.log(JSON.stringify({ segs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));
