@@ -22,7 +22,7 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   cap.start((batch) => { segs += batch.length; });
   cap.setDeliver(true);
   const clients = [];
-  for (let i = 0; i < 20; i++) clients.push(await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => r(c)); }));
+  for (let i = 0; i < 20; i++) clients.push(await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => r(c)); c.on('error', () => {}); }));
   for (const c of clients) c.write(Buffer.alloc(100000, 1));
   await new Promise((r) => setTimeout(r, 500));
   const flows = cap.flows();
