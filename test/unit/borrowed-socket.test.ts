@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { native, type NativeError } from '../../src/native.js';
 import { BorrowedSocket } from '../../src/net/borrowed-socket.js';
 import { socketsOfPid, TCP_ESTABLISHED } from '../../src/net/sockdiag.js';
-import { LineChild, openFdCount, spawnNodeScript } from './socket-fixtures.js';
+import { caught, LineChild, openFdCount, spawnNodeScript } from './socket-fixtures.js';
 
 // Accepts one connection and then does nothing with it (the test stops it anyway).
 const SERVER = `
@@ -141,14 +141,6 @@ describe('BorrowedSocket', () => {
 });
 
 describe('borrowFd errors', () => {
-  function caught(f: () => unknown): NativeError {
-    try {
-      f();
-    } catch (e) {
-      return e as NativeError;
-    }
-    throw new Error('did not throw');
-  }
 
   it('nonexistent pid: ESRCH from pidfd_open', () => {
     const e = caught(() => native.borrowFd(0x7fffffff, 0));

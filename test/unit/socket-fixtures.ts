@@ -1,4 +1,5 @@
 // Real TCP connections and child processes for the sockdiag / borrowFd / socket_ops tests.
+import type { NativeError } from '../../src/native.js';
 import net from 'node:net';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
@@ -131,4 +132,14 @@ export class LineChild {
 /** A child Node process running `source` (a CommonJS script given to node -e). */
 export function spawnNodeScript(source: string, args: string[] = []): LineChild {
   return LineChild.spawn(process.execPath, ['-e', source, '--', ...args]);
+}
+
+/** The NativeError thrown by f; fails the test when f does not throw. */
+export function caught(f: () => unknown): NativeError {
+  try {
+    f();
+  } catch (e) {
+    return e as NativeError;
+  }
+  throw new Error('did not throw');
 }

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import { native, type NativeError } from '../../src/native.js';
-import { fdOf, LineChild, openFdCount, readBytes, tcpPair, type TcpPair } from './socket-fixtures.js';
+import { caught, fdOf, LineChild, openFdCount, readBytes, tcpPair, type TcpPair } from './socket-fixtures.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -17,14 +17,6 @@ async function pair(): Promise<TcpPair> {
   return p;
 }
 
-function caught(f: () => unknown): NativeError {
-  try {
-    f();
-  } catch (e) {
-    return e as NativeError;
-  }
-  throw new Error('did not throw');
-}
 
 const u32 = (n: number) => n >>> 0;
 
