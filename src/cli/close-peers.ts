@@ -86,7 +86,7 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
     { address, port, peers, flows, interface: ifname, ...(o.takeoverAddress ? { takeover: { interface: ifname, prefixLength } } : {}) },
     { method, assumeBoundary: o.assumeBoundary === true, ...(o.guard === false ? { guard: false } : {}), timeoutMs },
   );
-  return report(o, remote.results, { address, port, takeover: remote.takeover, guard: remote.guard, elapsedMs: remote.elapsedMs });
+  return report(o, remote.results, { address, port, takeovers: remote.takeovers, guard: remote.guard, elapsedMs: remote.elapsedMs });
 }
 
 function report(o: ClosePeersOptions, results: CloseResult[], context: Record<string, unknown>): number {

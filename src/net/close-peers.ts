@@ -63,6 +63,7 @@ export async function closePeers(target: LocalTarget | RemoteTarget, options: Cl
     if (!target.tracker) tracker.start();
     return await closeRemotePeers({
       connections,
+      addresses: [dead.address], // taken over even when no connection is known
       method,
       answers: tracker,
       ...(target.takeover ? { takeover: target.takeover } : {}),

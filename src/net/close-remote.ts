@@ -17,6 +17,8 @@ export interface SegmentSource {
 
 export interface RemoteCloseOptions {
   connections: DeadConnection[];
+  /** The dead side's addresses, when no connection may name them (takeover with no peers). */
+  addresses?: string[];
   method: CloseMethod;
   /** Where the peers' answers arrive; must already be capturing. */
   answers: SegmentSource;
@@ -34,7 +36,8 @@ export interface RemoteCloseOptions {
 
 export interface RemoteCloseReport {
   results: CloseResult[];
-  takeover?: { interface: string; address: string; added: boolean };
+  /** Addresses added (added: true) or found already here (false), then announced. */
+  takeovers: Array<{ interface: string; address: string; added: boolean }>;
   guard: 'installed' | 'off' | { failed: string };
   elapsedMs: number;
 }
@@ -51,19 +54,19 @@ export function interfaceOfAddress(address: string): string | undefined {
 export async function closeRemotePeers(options: RemoteCloseOptions): Promise<RemoteCloseReport> {
   const started = performance.now();
   const { connections, method } = options;
-  const deadAddresses = [...new Set(connections.map((c) => c.local.address))];
-  const report: RemoteCloseReport = { results: [], guard: 'off', elapsedMs: 0 };
-  if (connections.length === 0) return report;
+  const deadAddresses = [...new Set([...(options.addresses ?? []).map(canonicalAddress), ...connections.map((c) => c.local.address)])];
+  const report: RemoteCloseReport = { results: [], takeovers: [], guard: 'off', elapsedMs: 0 };
 
   const taken = new Set<string>();
   if (options.takeover) {
     for (const address of deadAddresses) {
       const prefix = familyOf(address) === 4 ? options.takeover.prefixLength : Math.max(options.takeover.prefixLength, 64);
       const r = await takeOverAddress(options.takeover.interface, address, prefix, { announce: options.takeover.announce ?? 3 });
-      report.takeover = { interface: options.takeover.interface, address, added: r.added };
+      report.takeovers.push({ interface: options.takeover.interface, address, added: r.added });
       taken.add(address);
     }
   }
+  if (connections.length === 0) return report;
   for (const address of deadAddresses) {
     if (!taken.has(address) && !interfaceOfAddress(address)) {
       throw Object.assign(

@@ -67,7 +67,7 @@ describe('takeover CLI, remote side', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.stdout);
-    expect(doc).toMatchObject({ connections: 1, failed: 0, takeover: { address: s.server, added: true } });
+    expect(doc).toMatchObject({ connections: 1, failed: 0, takeovers: [{ address: s.server, added: true }] });
     expect(doc.results[0]).toMatchObject({ peer: { port: clientPort }, outcome: 'reset', seqSource: 'tracked', verified: true });
     expect(await readEnding(client)).toMatchObject({ event: 'error', code: 'ECONNRESET' });
   });
