@@ -25,8 +25,13 @@ async function closeLatency(n: number): Promise<void> {
     await server.waitFor('listening');
     const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--address', srv.ipv4, '--port', '7000']);
     await survivor.waitFor('tracking');
-    const clients = lab.spawn('client', fx('many-clients.ts'), [srv.ipv4, '7000', String(n)]);
-    await clients.waitFor('connected', 60_000);
+    // The connections come from several client processes, as 1,000 peers of a server do; one
+    // Node process handling 1,000 socket errors alone would measure mostly itself.
+    const procs = Math.min(4, n);
+    const clients = Array.from({ length: procs }, (_, i) =>
+      lab.spawn('client', fx('many-clients.ts'), [srv.ipv4, '7000', String(Math.floor(n / procs) + (i < n % procs ? 1 : 0))]),
+    );
+    await Promise.all(clients.map((c) => c.waitFor('connected', 60_000)));
     const keepalive = n === 1 ? lab.spawnCommand('client', 'python3', [fx('keepalive_client.py'), srv.ipv4, '7000']) : undefined;
     if (keepalive) await keepalive.waitFor('connected');
     await new Promise((r) => setTimeout(r, 300)); // requests read and acknowledged
@@ -37,13 +42,16 @@ async function closeLatency(n: number): Promise<void> {
     const ka = keepalive ? await keepalive.waitFor('error', 30_000) : undefined;
     survivor.send({ cmd: 'close', method: 'rst', takeover: true, prefixLength: 24 });
     const closed = await survivor.waitFor('closed', 60_000);
-    const all = await clients.waitFor('all-ended', 30_000);
+    const ends = await Promise.all(clients.map((c) => c.waitFor('all-ended', 30_000)));
+    const codes: Record<string, number> = {};
+    for (const e of ends) for (const [k, v] of Object.entries(e.codes as Record<string, number>)) codes[k] = (codes[k] ?? 0) + v;
+    const all = { first: Math.min(...ends.map((e) => Number(e.first))), last: Math.max(...ends.map((e) => Number(e.last))), codes };
     const report = closed.report as RemoteCloseReport;
     const decided = Number(closed.decidedAt);
     const ours = Number(all.last) - decided;
     const alone = describeTcpAlone(await tcpTimerSysctls(lab, 'client'));
     const ok = report.results.filter((r) => r.ok).length;
-    out(`close ${n} conn: decide -> last peer error ${fmt(ours)} ms (first ${fmt(Number(all.first) - decided)} ms), ${ok}/${report.results.length} closed, ends ${JSON.stringify(all.codes)}; target < ${n === 1 ? 5 : 100} ms: ${ours < (n === 1 ? 5 : 100) ? 'met' : 'MISSED'}`);
+    out(`close ${n} conn (${procs} client process${procs > 1 ? "es" : ""}): decide -> last peer error ${fmt(ours)} ms (first ${fmt(Number(all.first) - decided)} ms), ${ok}/${report.results.length} closed, ends ${JSON.stringify(all.codes)}; target < ${n === 1 ? 5 : 100} ms: ${ours < (n === 1 ? 5 : 100) ? 'met' : 'MISSED'}`);
     out(`  TCP alone: idle reader ${alone.idleReader}; unacked request ${alone.unackedRequest}`);
     if (ka) {
       const kaMs = Number(ka.t) - failedAt;

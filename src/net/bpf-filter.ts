@@ -22,7 +22,12 @@ export interface BpfFilterOptions {
   snapLength?: number;
   /** 14 for Ethernet (and loopback), 0 for raw-IP interfaces (tun). */
   linkHeaderLength?: 0 | 14;
+  /** Drop packets carrying this skb mark (the agent's own forged segments). */
+  excludeMark?: number;
 }
+
+// Ancillary load of skb->mark (SKF_AD_OFF + SKF_AD_MARK in include/uapi/linux/filter.h).
+const SKF_AD_MARK = 0xfffff000 + 20;
 
 // A conditional jump reaches at most 255 instructions ahead; `ja` (an unconditional jump with
 // a 32-bit offset) carries the long jumps, so every conditional target below stays near.
@@ -48,6 +53,11 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
   const ins = (code: number, k: number | string, jt: number | string = 0, jf: number | string = 0) => p.push({ code, jt, jf, k });
   const label = (name: string) => p.push({ label: name });
 
+  if (options.excludeMark !== undefined) {
+    ins(LD_W_ABS, SKF_AD_MARK);
+    ins(JEQ_K, options.excludeMark >>> 0, 0, 1);
+    ins(RET_K, 0);
+  }
   if (l2 === 14) {
     ins(LD_H_ABS, 12);
     ins(JEQ_K, 0x0800, 0, 1);

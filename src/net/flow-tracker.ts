@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { native, type CaptureStats, type FlowRecord, type FlowSide, type FlowState, type NativeCapture, type ParsedSegment, type RawFlows } from '../native.js';
 import { buildTcpFilter } from './bpf-filter.js';
+import { FORGE_MARK } from './forge.js';
 import type { SegmentSource } from './close-remote.js';
 import { canonicalAddress, type Endpoint } from './endpoint.js';
 
@@ -42,6 +43,9 @@ export class FlowTracker implements SegmentSource, Disposable {
       // Headers fit in 256 bytes; payload only as far as asked for.
       snapLength: payloadBytes > 0 ? Math.min(0x40000, 256 + payloadBytes) : 256,
       linkHeaderLength: isRawIpInterface(options.interface) ? 0 : 14,
+      // Our own forged segments say nothing new about a flow and would only load the ring
+      // while a thousand connections are being closed.
+      excludeMark: FORGE_MARK,
     });
     this.capture = new native.Capture({
       interface: options.interface,

@@ -6,7 +6,7 @@ import { buildTcpFilter, type BpfFilterOptions } from '../../src/net/bpf-filter.
 import { frame, type FrameSpec } from './packet-frames.js';
 
 /** Runs a sock_filter program over a packet; returns the number of bytes to keep (0 = drop). */
-function runBpf(prog: Buffer, pkt: Buffer): number {
+function runBpf(prog: Buffer, pkt: Buffer, mark = 0): number {
   let a = 0;
   let x = 0;
   const ld = (off: number, size: number) => {
@@ -24,7 +24,7 @@ function runBpf(prog: Buffer, pkt: Buffer): number {
       return true;
     };
     switch (code) {
-      case 0x20: if (!load(ld(k, 4))) return 0; break;
+      case 0x20: if (k === 0xfffff014) a = mark; else if (!load(ld(k, 4))) return 0; break;
       case 0x28: if (!load(ld(k, 2))) return 0; break;
       case 0x30: if (!load(ld(k, 1))) return 0; break;
       case 0x48: if (!load(ld(x + k, 2))) return 0; break;
@@ -74,6 +74,13 @@ describe('buildTcpFilter', () => {
     expect(runBpf(only4, frame({ src: c6, dst: s6 }))).toBe(0);
   });
 
+  it('drops the agent\'s own marked segments when asked', () => {
+    const p = buildTcpFilter({ excludeMark: 0x7a6b });
+    expect(runBpf(p, f({}), 0)).toBe(256);
+    expect(runBpf(p, f({}), 0x7a6b)).toBe(0);
+    expect(runBpf(p, f({}), 0x7a6c)).toBe(256);
+  });
+
   it('raw-IP interfaces (no link header)', () => {
     const p = buildTcpFilter({ ports: [5432], linkHeaderLength: 0 });
     expect(runBpf(p, f({ rawIp: true }))).toBe(256);
@@ -92,7 +99,7 @@ describe('buildTcpFilter', () => {
   });
 
   it('the kernel accepts the programs (SO_ATTACH_FILTER on a real packet socket)', () => {
-    for (const options of [{}, { ports: [1, 2, 3] }, { hosts: [s4, s6, c4, c6], ports: [5432], snapLength: 65535 }, { hosts: Array.from({ length: 8 }, (_, i) => `fd7a:6b00::${i + 1}`), ports: Array.from({ length: 16 }, (_, i) => i + 1) }]) {
+    for (const options of [{}, { ports: [1, 2, 3], excludeMark: 0x7a6b }, { hosts: [s4, s6, c4, c6], ports: [5432], snapLength: 65535 }, { hosts: Array.from({ length: 8 }, (_, i) => `fd7a:6b00::${i + 1}`), ports: Array.from({ length: 16 }, (_, i) => i + 1) }]) {
       const cap = new native.Capture({ interface: 'lo', filter: buildTcpFilter(options) });
       cap.close();
     }

@@ -155,6 +155,21 @@ describe('CloseEngine against a model of the peer kernel', () => {
     expect(results[0]).toMatchObject({ outcome: 'not-connected', ok: true });
   });
 
+  it('verification probes wait until every closing segment is out, and a while longer', () => {
+    let now = 0;
+    const sent: Array<{ at: number; flags: number }> = [];
+    const conns = Array.from({ length: 200 }, (_, i) => conn(30000 + i, exactTrack));
+    const engine = new CloseEngine(conns, parseCloseMethod('rst'), { now: () => now, send: (x) => sent.push({ at: now, flags: x.flags }) });
+    engine.start();
+    expect(sent.every((x) => x.flags & TCP_RST)).toBe(true);
+    expect(sent).toHaveLength(200);
+    expect(engine.nextDeadline()).toBe(10); // 0.05 ms per connection
+    now = 10;
+    engine.tick();
+    expect(sent.slice(200).every((x) => x.flags === TCP_ACK && x.at === 10)).toBe(true);
+    expect(sent).toHaveLength(400);
+  });
+
   it('1,000 tracked connections are all reset, each with its own exact seq', () => {
     const peers = Array.from({ length: 1000 }, (_, i) => peer(20000 + i, seqAdd(1000, i * 7919), i));
     const conns = peers.map((p) => conn(p.port, { deadNextSeq: p.rcvNxt, peerAck: p.rcvNxt, peerNextSeq: p.sndNxt }));
