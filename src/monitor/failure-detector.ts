@@ -1,0 +1,119 @@
+// Decides, from authenticated heartbeats, when a peer node has failed (seed 004): a node is
+// down only when every one of its links has been silent for `misses` intervals; one silent link
+// while another still carries heartbeats is a link failure, reported as such, and no failover.
+// Pure state machine: heartbeats in through observe(), time through tick(now), events out.
+import type { Heartbeat } from './heartbeat-packet.js';
+
+export type DetectorEvent =
+  | { kind: 'node-up'; node: string; incarnation: bigint; at: number }
+  | { kind: 'node-down'; node: string; incarnation: bigint; at: number; lastHeardAt: number }
+  | { kind: 'link-down'; node: string; link: number; at: number }
+  | { kind: 'link-up'; node: string; link: number; at: number };
+
+export interface DetectorOptions {
+  intervalMs: number;
+  misses: number;
+  /** The link ids every peer is expected on (e.g. [0, 1]: main and failsafe). */
+  links: number[];
+}
+
+export interface DetectorCounters {
+  accepted: number;
+  replayed: number; // sequence not above the last one seen in the same incarnation
+  staleIncarnation: number; // from an incarnation older than the current one
+}
+
+interface PeerState {
+  incarnation: bigint;
+  lastSeq: Map<number, bigint>; // per link: replays are judged per link
+  lastHeard: Map<number, number>; // per link
+  linkUp: Map<number, boolean>;
+  up: boolean;
+}
+
+export class FailureDetector {
+  private readonly peers = new Map<string, PeerState>();
+  readonly counters: DetectorCounters = { accepted: 0, replayed: 0, staleIncarnation: 0 };
+
+  constructor(private readonly options: DetectorOptions) {
+    if (!(options.intervalMs > 0) || !Number.isInteger(options.misses) || options.misses < 1 || options.links.length === 0) {
+      throw new RangeError('FailureDetector needs intervalMs > 0, misses >= 1 and at least one link');
+    }
+  }
+
+  /**
+   * Silence, in ms, after which a link (or, on every link, a node) is declared down: `misses`
+   * heartbeats in a row overdue, each counted as missed one interval after it was due. With a
+   * 100 ms interval and 3 misses a node that dies is declared down 300-400 ms later.
+   */
+  get timeoutMs(): number {
+    return this.options.intervalMs * (this.options.misses + 1);
+  }
+
+  /** Takes an authenticated heartbeat that arrived on `link`; returns the events it causes. */
+  observe(hb: Heartbeat, link: number, now: number): DetectorEvent[] {
+    const events: DetectorEvent[] = [];
+    let p = this.peers.get(hb.node);
+    if (p && hb.incarnation < p.incarnation) {
+      this.counters.staleIncarnation++;
+      return events;
+    }
+    if (!p || hb.incarnation > p.incarnation) {
+      // A new node, or one that restarted: its sequence numbers start over.
+      const wasUp = p?.up ?? false;
+      p = { incarnation: hb.incarnation, lastSeq: new Map(), lastHeard: new Map(), linkUp: new Map(), up: false };
+      this.peers.set(hb.node, p);
+      if (wasUp) events.push({ kind: 'node-down', node: hb.node, incarnation: hb.incarnation - 1n, at: now, lastHeardAt: now });
+    }
+    const last = p.lastSeq.get(link);
+    if (last !== undefined && hb.seq <= last) {
+      this.counters.replayed++;
+      return events;
+    }
+    this.counters.accepted++;
+    p.lastSeq.set(link, hb.seq);
+    p.lastHeard.set(link, now);
+    if (p.up && p.linkUp.get(link) === false) events.push({ kind: 'link-up', node: hb.node, link, at: now });
+    p.linkUp.set(link, true);
+    if (!p.up) {
+      p.up = true;
+      for (const l of this.options.links) if (!p.linkUp.has(l)) p.linkUp.set(l, true);
+      // Links not heard yet get a full timeout from now before they count as down.
+      for (const l of this.options.links) if (!p.lastHeard.has(l)) p.lastHeard.set(l, now);
+      events.push({ kind: 'node-up', node: hb.node, incarnation: hb.incarnation, at: now });
+    }
+    return events;
+  }
+
+  /** Declares silent links and nodes down; returns the events. */
+  tick(now: number): DetectorEvent[] {
+    const events: DetectorEvent[] = [];
+    for (const [node, p] of this.peers) {
+      if (!p.up) continue;
+      const silent = this.options.links.filter((l) => now - (p.lastHeard.get(l) ?? -Infinity) > this.timeoutMs);
+      if (silent.length === this.options.links.length) {
+        p.up = false;
+        const lastHeardAt = Math.max(...this.options.links.map((l) => p.lastHeard.get(l) ?? -Infinity));
+        events.push({ kind: 'node-down', node, incarnation: p.incarnation, at: now, lastHeardAt });
+        continue;
+      }
+      for (const l of silent) {
+        if (p.linkUp.get(l) !== false) {
+          p.linkUp.set(l, false);
+          events.push({ kind: 'link-down', node, link: l, at: now });
+        }
+      }
+    }
+    return events;
+  }
+
+  /** Per peer: up or down, incarnation, and each link's state. */
+  status(): Array<{ node: string; up: boolean; incarnation: bigint; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> }> {
+    return [...this.peers].map(([node, p]) => ({
+      node,
+      up: p.up,
+      incarnation: p.incarnation,
+      links: this.options.links.map((link) => ({ link, up: p.up && p.linkUp.get(link) !== false, lastHeardAt: p.lastHeard.get(link) })),
+    }));
+  }
+}
