@@ -15,6 +15,8 @@ export interface LabHost {
   mac: string;
   /** The bridge port in the switch namespace that this host hangs on. */
   port: string;
+  /** The second link (seed 004's failsafe link) when the lab has one: eth1 on its own bridge. */
+  failsafe?: { ifname: 'eth1'; ipv4: string; ipv6: string; port: string };
 }
 
 export interface LabOptions {
@@ -23,6 +25,8 @@ export interface LabOptions {
   subnet?: number;
   /** Make the bridge flood every frame to every port (a hub), so a host can track others' flows. */
   hub?: boolean;
+  /** Give every host a second link (eth1, 198.19.X.0/24, fd7a:6b01:X::/64) on a second bridge. */
+  failsafeLink?: boolean;
 }
 
 /** Prefix of every namespace the lab makes; a sweep removes leftovers of crashed runs. */
@@ -91,7 +95,9 @@ export class Lab {
   async killSilently(host: string, mode: 'nft' | 'port' = 'nft'): Promise<void> {
     const h = this.host(host);
     if (mode === 'port') {
-      await run('ip', ['-n', this.switchNs, 'link', 'set', 'dev', h.port, 'down']);
+      for (const port of [h.port, ...(h.failsafe ? [h.failsafe.port] : [])]) {
+        await run('ip', ['-n', this.switchNs, 'link', 'set', 'dev', port, 'down']);
+      }
       return;
     }
     const rules = [
@@ -106,6 +112,14 @@ export class Lab {
       '}',
     ].join('\n');
     await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], rules);
+  }
+
+  /** Cuts one of a host's links at the switch (its bridge port goes down); the host lives on. */
+  async cutLink(host: string, link: 'main' | 'failsafe'): Promise<void> {
+    const h = this.host(host);
+    const port = link === 'main' ? h.port : h.failsafe?.port;
+    if (!port) throw new Error(`lab host ${host} has no ${link} link`);
+    await run('ip', ['-n', this.switchNs, 'link', 'set', 'dev', port, 'down']);
   }
 
   /** Kills every child, deletes every namespace. Safe to call twice and after a failed build. */
@@ -126,8 +140,11 @@ export class Lab {
   private async build(options: LabOptions): Promise<void> {
     await run('ip', ['netns', 'add', this.switchNs]);
     const sw = ['-n', this.switchNs];
-    await run('ip', [...sw, 'link', 'add', 'br0', 'type', 'bridge', ...(options.hub ? ['ageing_time', '0'] : [])]);
-    await run('ip', [...sw, 'link', 'set', 'br0', 'up']);
+    const bridges = options.failsafeLink ? ['br0', 'br1'] : ['br0'];
+    for (const br of bridges) {
+      await run('ip', [...sw, 'link', 'add', br, 'type', 'bridge', ...(options.hub ? ['ageing_time', '0'] : [])]);
+      await run('ip', [...sw, 'link', 'set', br, 'up']);
+    }
     let n = 1;
     for (const name of options.hosts) {
       if (!/^[a-z][a-z0-9]{0,7}$/.test(name)) throw new Error(`lab host name must be [a-z][a-z0-9]{0,7}: ${name}`);
@@ -141,6 +158,9 @@ export class Lab {
         ipv6: `fd7a:6b00:${this.subnet.toString(16)}::${index}`,
         mac,
         port: `p-${name}`,
+        ...(options.failsafeLink
+          ? { failsafe: { ifname: 'eth1' as const, ipv4: `198.19.${this.subnet}.${index}`, ipv6: `fd7a:6b01:${this.subnet.toString(16)}::${index}`, port: `q-${name}` } }
+          : {}),
       };
       this.hosts.set(name, host);
       await run('ip', ['netns', 'add', host.ns]);
@@ -152,6 +172,14 @@ export class Lab {
       await run('ip', [...hn, 'addr', 'add', `${host.ipv4}/24`, 'dev', 'eth0']);
       await run('ip', [...hn, 'addr', 'add', `${host.ipv6}/64`, 'dev', 'eth0', 'nodad']);
       await run('ip', [...hn, 'link', 'set', 'eth0', 'up']);
+      if (host.failsafe) {
+        const f = host.failsafe;
+        await run('ip', [...sw, 'link', 'add', 'name', f.port, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', host.ns]);
+        await run('ip', [...sw, 'link', 'set', 'dev', f.port, 'master', 'br1', 'up']);
+        await run('ip', [...hn, 'addr', 'add', `${f.ipv4}/24`, 'dev', 'eth1']);
+        await run('ip', [...hn, 'addr', 'add', `${f.ipv6}/64`, 'dev', 'eth1', 'nodad']);
+        await run('ip', [...hn, 'link', 'set', 'eth1', 'up']);
+      }
     }
     // Until linkwatch reports a new veth up (up to a second later) IPv6 has no ff00::/8 route
     // on it and drops every multicast packet, unsolicited neighbour advertisements included.

@@ -97,6 +97,11 @@ export class FailureDetector {
         events.push({ kind: 'node-down', node, incarnation: p.incarnation, at: now, lastHeardAt });
         continue;
       }
+      // A link is down only while another is plainly alive (heard within two intervals): when a
+      // node dies, its links fall silent a few ms apart, and that is a node failure, not a
+      // link failure followed by one.
+      const aliveElsewhere = this.options.links.some((l) => now - (p.lastHeard.get(l) ?? -Infinity) <= 2 * this.options.intervalMs);
+      if (!aliveElsewhere) continue;
       for (const l of silent) {
         if (p.linkUp.get(l) !== false) {
           p.linkUp.set(l, false);

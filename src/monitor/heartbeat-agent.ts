@@ -1,0 +1,113 @@
+// Sends and receives heartbeats on every link (one UDP socket per link) and feeds the failure
+// detector; emits the detector's events. Bad datagrams (wrong key, malformed, a link id that
+// does not match the socket it came in on) are counted and dropped, never acted upon.
+import dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { FailureDetector, type DetectorEvent } from './failure-detector.js';
+import { decodeHeartbeat, encodeHeartbeat, type HeartbeatRejection } from './heartbeat-packet.js';
+
+export interface HeartbeatLink {
+  id: number;
+  /** Local address and port this link's socket binds to. */
+  address: string;
+  port: number;
+}
+
+export interface HeartbeatPeer {
+  node: string;
+  /** Where the peer listens on each link (same ids as ours). */
+  links: Array<{ id: number; address: string; port: number }>;
+}
+
+export interface HeartbeatAgentOptions {
+  node: string;
+  /** Changes at every start of the agent (e.g. a boot counter or the start time). */
+  incarnation: bigint;
+  key: Buffer;
+  intervalMs: number;
+  misses: number;
+  links: HeartbeatLink[];
+  peers: HeartbeatPeer[];
+}
+
+export type RejectionCounters = Record<HeartbeatRejection | 'wrong-link' | 'own', number>;
+
+export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
+  readonly detector: FailureDetector;
+  readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, node: 0, length: 0, hmac: 0, 'wrong-link': 0, own: 0 };
+  private readonly sockets = new Map<number, dgram.Socket>();
+  private seq = 0n;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: HeartbeatAgentOptions) {
+    super();
+    this.detector = new FailureDetector({ intervalMs: options.intervalMs, misses: options.misses, links: options.links.map((l) => l.id) });
+  }
+
+  async start(): Promise<void> {
+    for (const link of this.options.links) {
+      const socket = dgram.createSocket(net.isIPv6(link.address) ? 'udp6' : 'udp4');
+      socket.on('message', (msg) => this.receive(link.id, msg));
+      socket.on('error', () => {
+        // A send to an unreachable peer reports here; silence is what the detector judges.
+      });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.bind(link.port, link.address, () => {
+          socket.off('error', reject);
+          resolve();
+        });
+      });
+      this.sockets.set(link.id, socket);
+    }
+    this.beat();
+    // Ticks several times per interval so a decision lands within a few ms of its deadline.
+    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(this.options.intervalMs / 10)));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    for (const s of this.sockets.values()) s.close();
+    this.sockets.clear();
+  }
+
+  private lastBeat = 0;
+
+  private tick(): void {
+    const now = performance.timeOrigin + performance.now();
+    if (now - this.lastBeat >= this.options.intervalMs) this.beat();
+    for (const e of this.detector.tick(now)) this.emit('event', e);
+  }
+
+  private beat(): void {
+    const now = performance.timeOrigin + performance.now();
+    this.lastBeat = now;
+    this.seq++;
+    for (const [id, socket] of this.sockets) {
+      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now }, this.options.key);
+      for (const peer of this.options.peers) {
+        const to = peer.links.find((l) => l.id === id);
+        if (to) socket.send(msg, to.port, to.address);
+      }
+    }
+  }
+
+  private receive(link: number, msg: Buffer): void {
+    const r = decodeHeartbeat(msg, this.options.key);
+    if (!r.ok) {
+      this.rejected[r.reason]++;
+      return;
+    }
+    if (r.heartbeat.link !== link) {
+      this.rejected['wrong-link']++;
+      return;
+    }
+    if (r.heartbeat.node === this.options.node) {
+      this.rejected.own++;
+      return;
+    }
+    const now = performance.timeOrigin + performance.now();
+    for (const e of this.detector.observe(r.heartbeat, link, now)) this.emit('event', e);
+  }
+}

@@ -1,0 +1,72 @@
+// Authenticated heartbeats between three agents on two links each (seed 004's main and
+// failsafe links): a link cut is a link failure, a silent node is a node failure, and forged
+// heartbeats are ignored and counted.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Lab } from '../../src/lab/lab.js';
+import { fixturePath, nowMs, type NodeChild } from '../../src/lab/node-child.js';
+
+const FORGER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hb-forger.ts');
+const INTERVAL = 100;
+const KEY = 'a shared cluster key';
+let lab: Lab | undefined;
+afterEach(async () => {
+  await lab?.destroy();
+  lab = undefined;
+});
+
+async function cluster(): Promise<{ lab: Lab; agents: Map<string, NodeChild> }> {
+  lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  const names = ['a', 'b', 'c'];
+  const linksOf = (n: string) => [
+    { id: 0, address: lab!.host(n).ipv4, port: 7400 },
+    { id: 1, address: lab!.host(n).failsafe!.ipv4, port: 7400 },
+  ];
+  const agents = new Map<string, NodeChild>();
+  for (const n of names) {
+    const config = { node: n, incarnation: '5', key: KEY, intervalMs: INTERVAL, misses: 3, links: linksOf(n), peers: names.filter((p) => p !== n).map((p) => ({ node: p, links: linksOf(p) })) };
+    agents.set(n, lab.spawn(n, fixturePath('heartbeat-node'), ['--config', JSON.stringify(config)]));
+  }
+  for (const [n, agent] of agents) {
+    for (const p of names.filter((x) => x !== n)) await agent.waitFor('node-up', 10_000, (e) => e.node === p);
+  }
+  return { lab, agents };
+}
+
+describe('heartbeats on a main and a failsafe link', () => {
+  it('the main link down only: a link failure, reported as such, and no node failure', async () => {
+    const { lab: l, agents } = await cluster();
+    await l.cutLink('a', 'main');
+    for (const n of ['b', 'c']) {
+      expect(await agents.get(n)!.waitFor('link-down', 5000, (e) => e.node === 'a')).toMatchObject({ node: 'a', link: 0 });
+    }
+    await new Promise((r) => setTimeout(r, 6 * INTERVAL));
+    for (const n of ['b', 'c']) expect(agents.get(n)!.events.filter((e) => e.event === 'node-down')).toEqual([]);
+  });
+
+  it('a node that dies silently (nft, ARP included) is declared failed by both survivors within 4 intervals', async () => {
+    const { lab: l, agents } = await cluster();
+    const killedAt = nowMs();
+    await l.killSilently('a', 'nft');
+    for (const n of ['b', 'c']) {
+      const down = await agents.get(n)!.waitFor('node-down', 5000, (e) => e.node === 'a');
+      // The detector's own bound: declared 4 intervals after the last heartbeat, plus one tick.
+      expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual(4 * INTERVAL + INTERVAL / 10 + 5);
+      expect(Number(down.at) - killedAt).toBeLessThanOrEqual(4 * INTERVAL + 100); // loose: scheduling on 2 cores
+      expect(agents.get(n)!.events.filter((e) => e.event === 'link-down')).toEqual([]);
+    }
+  });
+
+  it('forged heartbeats (wrong key, replayed sequence, old incarnation, garbage) are ignored and counted', async () => {
+    const { lab: l, agents } = await cluster();
+    const f = l.spawn('c', FORGER, ['--to', l.host('b').ipv4, '--port', '7400', '--key', KEY, '--node', 'a', '--incarnation', '5']);
+    await new Promise((r) => f.process.once('exit', r));
+    await new Promise((r) => setTimeout(r, 100));
+    const b = agents.get('b')!;
+    b.send({ cmd: 'counters' });
+    const counters = await b.waitFor('counters');
+    expect(counters).toMatchObject({ rejected: { hmac: 1, short: 1 }, replayed: 1, staleIncarnation: 1 });
+    expect(b.events.filter((e) => e.event === 'node-down' || e.event === 'link-down')).toEqual([]);
+  });
+});
