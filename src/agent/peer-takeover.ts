@@ -1,0 +1,65 @@
+// The failure plan for a dead peer node: when the heartbeat detector declares it down, speak for
+// its service — take the address over and close every connection the tracker saw — at once.
+// The first piece of the agent (issue 3): detection (heartbeats) wired to action (closePeers).
+import { EventEmitter } from 'node:events';
+import type { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import type { DetectorEvent } from '../monitor/failure-detector.js';
+import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
+import type { CloseMethod } from '../net/close-method.js';
+import type { FlowTracker } from '../net/flow-tracker.js';
+
+export interface PeerTakeoverOptions {
+  heartbeat: HeartbeatAgent;
+  /** The peer node whose service this host takes over. */
+  peer: string;
+  service: { address: string; port: number };
+  /** Tracks the service's connections before the failure (and hears the peers' answers after). */
+  tracker: FlowTracker;
+  interface: string;
+  prefixLength: number;
+  method?: CloseMethod | string;
+}
+
+export interface TakeoverDone {
+  down: Extract<DetectorEvent, { kind: 'node-down' }>;
+  report: ClosePeersReport;
+  /** When closePeers was called and when it returned (ms since the epoch). */
+  startedAt: number;
+  doneAt: number;
+}
+
+export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error] }> {
+  private running = false;
+  private readonly onEvent = (e: DetectorEvent) => {
+    if (e.kind === 'node-down' && e.node === this.options.peer && !this.running) void this.takeOver(e);
+  };
+
+  constructor(private readonly options: PeerTakeoverOptions) {
+    super();
+    options.heartbeat.on('event', this.onEvent);
+  }
+
+  close(): void {
+    this.options.heartbeat.off('event', this.onEvent);
+  }
+
+  private async takeOver(down: Extract<DetectorEvent, { kind: 'node-down' }>): Promise<void> {
+    this.running = true;
+    const startedAt = performance.timeOrigin + performance.now();
+    try {
+      const report = await closePeers(
+        {
+          ...this.options.service,
+          tracker: this.options.tracker,
+          takeover: { interface: this.options.interface, prefixLength: this.options.prefixLength },
+        },
+        { method: this.options.method ?? 'rst' },
+      );
+      this.emit('done', { down, report, startedAt, doneAt: performance.timeOrigin + performance.now() });
+    } catch (err) {
+      this.emit('failed', err as Error);
+    } finally {
+      this.running = false;
+    }
+  }
+}

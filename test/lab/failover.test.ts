@@ -1,0 +1,45 @@
+// Detection wired to action: the primary's node dies silently, the backup's heartbeats declare it
+// down within 4 intervals, and the backup closes the primary's peers with no one telling it to.
+import { afterEach, expect, it } from 'vitest';
+import { Lab } from '../../src/lab/lab.js';
+import { fixturePath, nowMs } from '../../src/lab/node-child.js';
+import { readEnding } from './scenario.js';
+
+let lab: Lab | undefined;
+afterEach(async () => {
+  await lab?.destroy();
+  lab = undefined;
+});
+
+it('a silent node death is detected by heartbeats and its clients get ECONNRESET, unattended', async () => {
+  lab = await Lab.create({ hosts: ['client', 'primary', 'backup'], hub: true, failsafeLink: true });
+  const links = (n: string) => [
+    { id: 0, address: lab!.host(n).ipv4, port: 7400 },
+    { id: 1, address: lab!.host(n).failsafe!.ipv4, port: 7400 },
+  ];
+  const base = { key: 'k', intervalMs: 100, misses: 3 };
+  const primary = lab.spawn('primary', fixturePath('heartbeat-node'), ['--config', JSON.stringify({ ...base, node: 'primary', incarnation: '1', links: links('primary'), peers: [{ node: 'backup', links: links('backup') }] })]);
+  const server = lab.spawn('primary', fixturePath('server'), ['--port', '5432']);
+  await server.waitFor('listening');
+  const service = { address: lab.host('primary').ipv4, port: 5432 };
+  const backup = lab.spawn('backup', fixturePath('backup-agent'), ['--config', JSON.stringify({
+    ...base, node: 'backup', peer: 'primary', links: links('backup'), peers: [{ node: 'primary', links: links('primary') }],
+    service, interface: 'eth0', prefixLength: 24, method: 'rst',
+  })]);
+  await backup.waitFor('node-up', 10_000, (e) => e.node === 'primary');
+  await primary.waitFor('started');
+  const clients = [0, 1, 2].map(() => lab!.spawn('client', fixturePath('client'), ['--host', service.address, '--port', '5432', '--request', 'Q']));
+  for (const c of clients) await c.waitFor('connected');
+  await new Promise((r) => setTimeout(r, 200));
+
+  const killedAt = nowMs();
+  await lab.killSilently('primary', 'nft');
+  const done = await backup.waitFor('takeover-done', 5000);
+  const endings = await Promise.all(clients.map((c) => readEnding(c)));
+  for (const e of endings) expect(e).toMatchObject({ event: 'error', code: 'ECONNRESET' });
+  expect(done.results).toHaveLength(3);
+  expect(backup.events.filter((e) => e.event === 'node-down')).toHaveLength(1);
+  // Detection within 4 heartbeat intervals (+ scheduling slack); the close follows at once.
+  expect(Number(done.downAt) - killedAt).toBeLessThan(400 + 100);
+  expect(Math.max(...endings.map((e) => Number(e.t))) - Number(done.downAt)).toBeLessThan(100);
+});
