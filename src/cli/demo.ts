@@ -51,21 +51,26 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
     unacked.send({ cmd: 'write', data: 'GET /late\n' });
     await unacked.waitFor('written');
     const down = await backup.waitFor('node-down', 15_000, (e) => e.node === 'server');
-    const rel = (t: unknown) => `+${(Number(t) - failedAt).toFixed(2)} ms`.padEnd(13);
-    log(`t=${rel(down.at)} backup declares the server dead: ${HEARTBEAT.misses} heartbeats missed on both links`);
     const done = await backup.waitFor('takeover-done', 15_000);
     const results = done.results as CloseResult[];
-    log(`t=${rel(done.doneAt)} backup has taken over ${server.ipv4} (gratuitous ARP) and closed ${results.length} connections with ${o.method}`);
     const outcomes = await Promise.all([idle, unacked].map((c) => Promise.race([c.waitFor('error', 5000), c.waitFor('end', 5000)]).catch(() => undefined)));
     const alone = describeTcpAlone(await tcpTimerSysctls(lab, 'client'));
     const rows = [
       { client: 'idle reader (request acked, reply awaited)', outcome: outcomes[0], alone: alone.idleReader },
       { client: 'request unacked', outcome: outcomes[1], alone: alone.unackedRequest },
     ];
-    for (const r of rows) {
-      const what = r.outcome ? (r.outcome.event === 'error' ? String(r.outcome.code) : 'EOF') : 'still blocked';
-      log(`t=${r.outcome ? rel(r.outcome.t) : '?'.padEnd(13)} client ${r.client}: read ends with ${what}; TCP alone: ${r.alone}`);
-    }
+    // The timeline in the order things happened.
+    const rel = (t: number) => `+${(t - failedAt).toFixed(2)} ms`.padEnd(13);
+    const timeline: Array<[number, string]> = [
+      [Number(down.at), `backup declares the server dead: ${HEARTBEAT.misses} heartbeats missed on both links`],
+      [Number(done.startedAt), `backup takes over ${server.ipv4} (gratuitous ARP) and closes ${results.length} connections with ${o.method}`],
+      [Number(done.doneAt), 'backup has every result (verified where the peer answered)'],
+      ...rows.map((r): [number, string] => [
+        r.outcome ? Number(r.outcome.t) : Infinity,
+        `client ${r.client}: read ends with ${r.outcome ? (r.outcome.event === 'error' ? String(r.outcome.code) : 'EOF') : 'nothing (still blocked)'}; TCP alone: ${r.alone}`,
+      ]),
+    ];
+    for (const [t, line] of timeline.sort((a, b) => a[0] - b[0])) log(`t=${Number.isFinite(t) ? rel(t) : '?'.padEnd(13)} ${line}`);
     log('');
     log(closeResultsTable(results));
     if (o.json) {

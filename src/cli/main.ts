@@ -7,6 +7,12 @@ import { flowsCommand } from './flows.js';
 import { demoCommand } from './demo.js';
 import { METHOD_HELP } from '../net/close-method.js';
 
+// A reader that goes away (`takeover flows | head`) is not an error of ours; stop quietly, and
+// let finally blocks (lab teardown) run.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+});
+
 const program = new Command('takeover')
   .description('Ends the wait of TCP peers of a failed process or node.')
   .exitOverride()
