@@ -11,7 +11,10 @@ afterEach(async () => {
   lab = undefined;
 });
 
-it('a silent node death is detected by heartbeats and its clients get ECONNRESET, unattended', async () => {
+it.each([
+  ['rst', { event: 'error', code: 'ECONNRESET' }],
+  ['fin', { event: 'end' }],
+])('a silent node death is detected by heartbeats and its clients are closed (%s), unattended', async (method, ending) => {
   lab = await Lab.create({ hosts: ['client', 'primary', 'backup'], hub: true, failsafeLink: true });
   const links = (n: string) => [
     { id: 0, address: lab!.host(n).ipv4, port: 7400 },
@@ -24,7 +27,7 @@ it('a silent node death is detected by heartbeats and its clients get ECONNRESET
   const service = { address: lab.host('primary').ipv4, port: 5432 };
   const backup = lab.spawn('backup', fixturePath('backup-agent'), ['--config', JSON.stringify({
     ...base, node: 'backup', peer: 'primary', links: links('backup'), peers: [{ node: 'primary', links: links('primary') }],
-    service, interface: 'eth0', prefixLength: 24, method: 'rst',
+    service, interface: 'eth0', prefixLength: 24, method,
   })]);
   await backup.waitFor('node-up', 10_000, (e) => e.node === 'primary');
   await primary.waitFor('started');
@@ -36,7 +39,7 @@ it('a silent node death is detected by heartbeats and its clients get ECONNRESET
   await lab.killSilently('primary', 'nft');
   const done = await backup.waitFor('takeover-done', 5000);
   const endings = await Promise.all(clients.map((c) => readEnding(c)));
-  for (const e of endings) expect(e).toMatchObject({ event: 'error', code: 'ECONNRESET' });
+  for (const e of endings) expect(e).toMatchObject(ending);
   expect(done.results).toHaveLength(3);
   expect(backup.events.filter((e) => e.event === 'node-down')).toHaveLength(1);
   // Detection within 4 heartbeat intervals (+ scheduling slack); the close follows at once.
