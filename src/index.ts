@@ -30,6 +30,8 @@ export { FailureDetector } from './monitor/failure-detector.js';
 export type { DetectorEvent, DetectorOptions } from './monitor/failure-detector.js';
 export { encodeHeartbeat, decodeHeartbeat } from './monitor/heartbeat-packet.js';
 export type { Heartbeat } from './monitor/heartbeat-packet.js';
+export { HealthMonitor, tcpConnectProbe, requestProbe, execProbe } from './monitor/health-probe.js';
+export type { HealthMonitorOptions, HealthEvent, Probe } from './monitor/health-probe.js';
 export { PeerTakeover } from './agent/peer-takeover.js';
 export type { PeerTakeoverOptions, TakeoverDone } from './agent/peer-takeover.js';
 export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';
