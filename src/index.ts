@@ -32,6 +32,8 @@ export { encodeHeartbeat, decodeHeartbeat } from './monitor/heartbeat-packet.js'
 export type { Heartbeat } from './monitor/heartbeat-packet.js';
 export { HealthMonitor, tcpConnectProbe, requestProbe, execProbe } from './monitor/health-probe.js';
 export type { HealthMonitorOptions, HealthEvent, Probe } from './monitor/health-probe.js';
+export { Supervisor } from './monitor/supervisor.js';
+export type { SupervisorOptions, SupervisorEvent, RestartPolicy } from './monitor/supervisor.js';
 export { PeerTakeover } from './agent/peer-takeover.js';
 export type { PeerTakeoverOptions, TakeoverDone } from './agent/peer-takeover.js';
 export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';
