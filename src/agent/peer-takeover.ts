@@ -48,7 +48,13 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
    */
   async prepare(): Promise<void> {
     const kind = typeof this.options.method === 'string' ? this.options.method : this.options.method?.kind;
-    if (kind !== undefined && kind !== 'rst' && !this.guard) this.guard = await RstGuard.install([this.options.service.address]);
+    if (kind === undefined || kind === 'rst' || this.guard) return;
+    try {
+      this.guard = await RstGuard.install([this.options.service.address]);
+    } catch {
+      // No nftables here: closePeers tries again at failover and reports the guard as failed.
+      this.guard = undefined;
+    }
   }
 
   close(): void {
