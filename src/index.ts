@@ -34,6 +34,7 @@ export { HealthMonitor, tcpConnectProbe, requestProbe, execProbe } from './monit
 export type { HealthMonitorOptions, HealthEvent, Probe } from './monitor/health-probe.js';
 export { Supervisor } from './monitor/supervisor.js';
 export type { SupervisorOptions, SupervisorEvent, RestartPolicy } from './monitor/supervisor.js';
+export * from './events/index.js';
 export { PeerTakeover } from './agent/peer-takeover.js';
 export type { PeerTakeoverOptions, TakeoverDone } from './agent/peer-takeover.js';
 export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';

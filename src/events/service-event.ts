@@ -1,0 +1,129 @@
+// The FAN event model (seed 001 Tables 1 and 2, seed 000 Table 3). Every event has an envelope
+// (type, status, reason, incarnation, timestamp) and exactly the location fields its type's
+// row of Table 2 names; anything missing or extra is rejected with the field named, so a
+// subscriber can match an event against session signatures without guessing.
+
+export const EVENT_TYPES = ['service', 'service_member', 'database', 'instance', 'node'] as const;
+export const EVENT_STATUSES = ['UP', 'DOWN', 'NOT_RESTARTING', 'COMING_UP', 'GOING_DOWN'] as const;
+export const ROLES = ['primary', 'secondary', 'offline'] as const;
+
+export type EventType = (typeof EVENT_TYPES)[number];
+export type EventStatus = (typeof EVENT_STATUSES)[number];
+export type Role = (typeof ROLES)[number];
+
+export interface ServiceEvent {
+  type: EventType;
+  status: EventStatus;
+  /**
+   * The cause, one lower-case token: 'user' for a planned change (an operator's stop or start),
+   * anything else ('failure', 'hang', 'link', ...) for an unplanned one. `isPlanned()` says which.
+   */
+  reason: string;
+  /** Orders the events of one source; a subscriber drops one not above the last it took. */
+  incarnation: number;
+  /** ISO 8601, UTC. */
+  timestamp: string;
+  service?: string;
+  database?: string;
+  instance?: string;
+  node?: string;
+  role?: Role;
+  /** How many members serve the service after the change (for rebalancing on UP). */
+  cardinality?: number;
+}
+
+type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role';
+
+/** Table 2: the location fields each type carries (all required but role, which is optional). */
+export const FIELDS_BY_TYPE: Readonly<Record<EventType, readonly LocationField[]>> = {
+  service: ['service', 'database'],
+  service_member: ['service', 'database', 'instance', 'node', 'cardinality', 'role'],
+  database: ['service', 'database', 'cardinality'],
+  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role'],
+  node: ['node'],
+};
+const OPTIONAL: ReadonlySet<LocationField> = new Set(['role']);
+const ENVELOPE = ['type', 'status', 'reason', 'incarnation', 'timestamp'] as const;
+const NAME = /^[A-Za-z0-9_.:@-]{1,128}$/;
+const CAUSE = /^[a-z][a-z0-9_-]{0,31}$/;
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+
+export class EventError extends Error {
+  override readonly name = 'EventError';
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+  }
+}
+
+export function isPlanned(e: Pick<ServiceEvent, 'reason'>): boolean {
+  return e.reason === 'user';
+}
+
+/** Checks an untrusted value and returns a ServiceEvent copy; throws EventError naming the field. */
+export function validateEvent(input: unknown): ServiceEvent {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new EventError('event', 'not an object');
+  const o = input as Record<string, unknown>;
+  const type = oneOf(o, 'type', EVENT_TYPES);
+  const out: ServiceEvent = {
+    type,
+    status: oneOf(o, 'status', EVENT_STATUSES),
+    reason: str(o, 'reason', CAUSE, 'a lower-case token such as failure or user'),
+    incarnation: int(o, 'incarnation'),
+    timestamp: timestamp(o),
+  };
+  const allowed = FIELDS_BY_TYPE[type];
+  for (const key of Object.keys(o)) {
+    if ((ENVELOPE as readonly string[]).includes(key)) continue;
+    if (!(allowed as readonly string[]).includes(key)) {
+      throw new EventError(`event.${key}`, (['service', 'database', 'instance', 'node', 'cardinality', 'role'] as string[]).includes(key) ? `not allowed on a ${type} event` : 'unknown field');
+    }
+  }
+  for (const f of allowed) {
+    if (o[f] === undefined) {
+      if (OPTIONAL.has(f)) continue;
+      throw new EventError(`event.${f}`, `required on a ${type} event`);
+    }
+    if (f === 'cardinality') out.cardinality = int(o, f);
+    else if (f === 'role') out.role = oneOf(o, 'role', ROLES);
+    else out[f] = str(o, f, NAME, 'a name of 1-128 letters, digits and _.:@-');
+  }
+  return out;
+}
+
+export function encodeEventJson(e: ServiceEvent): string {
+  return JSON.stringify(validateEvent(e));
+}
+
+export function decodeEventJson(text: string): ServiceEvent {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new EventError('event', `not JSON: ${(err as Error).message}`);
+  }
+  return validateEvent(parsed);
+}
+
+function oneOf<T extends string>(o: Record<string, unknown>, key: string, values: readonly T[]): T {
+  const v = o[key];
+  if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw new EventError(`event.${key}`, `must be one of ${values.join(', ')}`);
+  return v as T;
+}
+
+function str(o: Record<string, unknown>, key: string, re: RegExp, what: string): string {
+  const v = o[key];
+  if (typeof v !== 'string' || !re.test(v)) throw new EventError(`event.${key}`, `must be ${what}`);
+  return v;
+}
+
+function int(o: Record<string, unknown>, key: string): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new EventError(`event.${key}`, 'must be a non-negative integer');
+  return v;
+}
+
+function timestamp(o: Record<string, unknown>): string {
+  const v = o.timestamp;
+  if (typeof v !== 'string' || !ISO_UTC.test(v) || Number.isNaN(Date.parse(v))) throw new EventError('event.timestamp', 'must be an ISO 8601 UTC time');
+  return v;
+}
