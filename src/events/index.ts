@@ -2,3 +2,5 @@
 export * from './service-event.js';
 export { parseFan, printFan } from './fan-line.js';
 export { IncarnationFilter } from './incarnation-filter.js';
+export { instanceFailure, serviceDown, nodeFailure, notRestarting } from './scenarios.js';
+export type { Placement } from './scenarios.js';
