@@ -4,3 +4,7 @@ export { parseFan, printFan } from './fan-line.js';
 export { IncarnationFilter } from './incarnation-filter.js';
 export { instanceFailure, serviceDown, nodeFailure, notRestarting } from './scenarios.js';
 export type { Placement } from './scenarios.js';
+export { NotificationServer } from './notification-server.js';
+export type { NotificationServerOptions } from './notification-server.js';
+export { subscribe } from './subscribe.js';
+export type { SubscribeOptions, EventFilter } from './subscribe.js';

@@ -1,0 +1,72 @@
+// The out-of-band notification endpoint (seed 000 FIG. 11): each agent serves subscribers on a
+// port of its own, apart from the service's connections, established before any failure. Each
+// event goes to every subscriber as one JSON line. A subscriber that stops reading never blocks
+// the agent: past `maxBufferedBytes` queued for it, it is told why and disconnected.
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { encodeEventJson, type ServiceEvent } from './service-event.js';
+
+export interface NotificationServerOptions {
+  host: string;
+  port: number; // 0: any free port
+  maxBufferedBytes?: number; // default 1 MiB per subscriber
+}
+
+export class NotificationServer extends EventEmitter<{ dropped: [{ remote: string; reason: string }] }> {
+  private readonly server: net.Server;
+  private readonly subscribers = new Set<net.Socket>();
+  private readonly limit: number;
+  published = 0;
+  droppedSubscribers = 0;
+
+  constructor(private readonly options: NotificationServerOptions) {
+    super();
+    this.limit = options.maxBufferedBytes ?? 1 << 20;
+    this.server = net.createServer((sock) => {
+      sock.setNoDelay(true);
+      sock.on('error', () => this.subscribers.delete(sock));
+      sock.on('close', () => this.subscribers.delete(sock));
+      sock.resume(); // subscribers send nothing we use
+      this.subscribers.add(sock);
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => resolve());
+    });
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  publish(event: ServiceEvent): void {
+    const line = `${encodeEventJson(event)}\n`;
+    this.published++;
+    for (const sock of this.subscribers) {
+      if (sock.writableLength + line.length > this.limit) {
+        this.drop(sock, `subscriber fell more than ${this.limit} bytes behind`);
+        continue;
+      }
+      sock.write(line);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.subscribers) s.destroy();
+    this.subscribers.clear();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private drop(sock: net.Socket, reason: string): void {
+    this.subscribers.delete(sock);
+    this.droppedSubscribers++;
+    this.emit('dropped', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason });
+    // The reason goes out if the socket ever drains; the connection ends either way.
+    sock.end(`${JSON.stringify({ disconnected: reason })}\n`);
+    setTimeout(() => sock.destroy(), 1000).unref();
+  }
+}

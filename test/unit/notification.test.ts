@@ -1,0 +1,72 @@
+// The out-of-band endpoint and subscribe(), on loopback: several agents, duplicates across them
+// dropped, the survivors' events still arriving when one agent is gone, filters, and a
+// subscriber that stops reading is cut off without ever blocking the agent.
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NotificationServer } from '../../src/events/notification-server.js';
+import { subscribe } from '../../src/events/subscribe.js';
+import type { ServiceEvent } from '../../src/events/service-event.js';
+
+const servers: NotificationServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+async function agent(maxBufferedBytes?: number) {
+  const s = new NotificationServer({ host: '127.0.0.1', port: 0, ...(maxBufferedBytes ? { maxBufferedBytes } : {}) });
+  servers.push(s);
+  return { server: s, port: await s.listen() };
+}
+const nodeDown = (node: string, incarnation: number): ServiceEvent => ({ type: 'node', status: 'DOWN', reason: 'failure', incarnation, timestamp: new Date().toISOString(), node });
+async function until(cond: () => boolean, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('notification endpoint and subscribe()', () => {
+  it('events from several agents arrive once each, also after one agent is gone; filters apply', async () => {
+    const a = await agent();
+    const b = await agent();
+    const ac = new AbortController();
+    const got: ServiceEvent[] = [];
+    const reading = (async () => {
+      for await (const e of subscribe({ agents: [{ host: '127.0.0.1', port: a.port }, { host: '127.0.0.1', port: b.port }], filter: { node: 'node1' }, signal: ac.signal })) got.push(e);
+    })();
+    await until(() => a.server.subscriberCount === 1 && b.server.subscriberCount === 1);
+    const sentAt = performance.now();
+    a.server.publish(nodeDown('node1', 3));
+    b.server.publish(nodeDown('node1', 3)); // the same change, from the other survivor
+    await until(() => got.length === 1);
+    expect(performance.now() - sentAt).toBeLessThan(50); // loopback; the figure itself is for bench/
+    a.server.publish(nodeDown('node2', 1)); // filtered out
+    await a.server.close();
+    servers.splice(servers.indexOf(a.server), 1);
+    b.server.publish(nodeDown('node1', 4));
+    await until(() => got.length === 2);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(got.map((e) => [e.node, e.incarnation])).toEqual([['node1', 3], ['node1', 4]]);
+    ac.abort();
+    await reading;
+  });
+
+  it('a subscriber that stops reading is disconnected with a reason and never blocks the agent', async () => {
+    const { server, port } = await agent(64 * 1024);
+    const slow = net.connect(port, '127.0.0.1');
+    await new Promise((r) => slow.once('connect', r));
+    slow.pause(); // reads nothing from now on
+    await until(() => server.subscriberCount === 1);
+    const dropped = new Promise<{ reason: string }>((r) => server.once('dropped', r));
+    const started = performance.now();
+    let i = 0;
+    for (; i < 50_000 && server.subscriberCount > 0; i++) server.publish(nodeDown(`node-${i}`, i));
+    const elapsed = performance.now() - started;
+    expect((await dropped).reason).toMatch(/fell more than 65536 bytes behind/);
+    expect(server.droppedSubscribers).toBe(1);
+    expect(i).toBeLessThan(50_000);
+    expect(elapsed).toBeLessThan(5000);
+    slow.destroy();
+  });
+});
