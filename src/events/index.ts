@@ -8,3 +8,5 @@ export { NotificationServer } from './notification-server.js';
 export type { NotificationServerOptions } from './notification-server.js';
 export { subscribe } from './subscribe.js';
 export type { SubscribeOptions, EventFilter } from './subscribe.js';
+export { SessionRegistry } from './session-registry.js';
+export type { SessionSignature } from './session-registry.js';
