@@ -40,7 +40,7 @@ describe('notification endpoint and subscribe()', () => {
     a.server.publish(nodeDown('node1', 3));
     b.server.publish(nodeDown('node1', 3)); // the same change, from the other survivor
     await until(() => got.length === 1);
-    expect(performance.now() - sentAt).toBeLessThan(50); // loopback; the figure itself is for bench/
+    expect(performance.now() - sentAt).toBeLessThan(250); // a sanity bound on loopback, not the goal
     a.server.publish(nodeDown('node2', 1)); // filtered out
     await a.server.close();
     servers.splice(servers.indexOf(a.server), 1);
