@@ -36,6 +36,7 @@ export { Supervisor } from './monitor/supervisor.js';
 export type { SupervisorOptions, SupervisorEvent, RestartPolicy } from './monitor/supervisor.js';
 export * from './events/index.js';
 export { PeerTakeover } from './agent/peer-takeover.js';
+export { NodeEventPublisher } from './agent/node-events.js';
 export type { PeerTakeoverOptions, TakeoverDone } from './agent/peer-takeover.js';
 export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';
 export type { NativeError, ParsedSegment, FlowRecord, FlowSide, SegmentSpec, DiagSocket } from './native.js';

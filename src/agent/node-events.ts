@@ -1,0 +1,43 @@
+// Publishes the node events of the heartbeat detector out of band, once per change for the whole
+// cluster: every survivor sees the death, but only the survivor with the smallest node name
+// among those it believes up publishes (all survivors hold the same view once the detector has
+// decided, so exactly one speaks). The event's incarnation orders the changes of one node for
+// subscribers' de-duplication: 2 × the node's own incarnation for its coming up, + 1 for its
+// death, so a restart (a higher node incarnation) always sorts after the death before it.
+import type { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import type { DetectorEvent } from '../monitor/failure-detector.js';
+import { nodeFailure } from '../events/scenarios.js';
+import type { NotificationServer } from '../events/notification-server.js';
+import type { ServiceEvent } from '../events/service-event.js';
+
+export class NodeEventPublisher {
+  private readonly onEvent = (e: DetectorEvent) => this.handle(e);
+
+  constructor(
+    private readonly self: string,
+    private readonly heartbeat: HeartbeatAgent,
+    private readonly server: NotificationServer,
+  ) {
+    heartbeat.on('event', this.onEvent);
+  }
+
+  close(): void {
+    this.heartbeat.off('event', this.onEvent);
+  }
+
+  /** True when this agent is the one to speak for the cluster about `about`. */
+  isPublisher(about: string): boolean {
+    const up = this.heartbeat.detector.status().filter((p) => p.up && p.node !== about).map((p) => p.node);
+    return [this.self, ...up].sort()[0] === this.self;
+  }
+
+  private handle(e: DetectorEvent): void {
+    if (e.kind !== 'node-down' && e.kind !== 'node-up') return;
+    if (!this.isPublisher(e.node)) return;
+    const event: ServiceEvent =
+      e.kind === 'node-down'
+        ? nodeFailure(e.node, { incarnation: Number(e.incarnation) * 2 + 1, timestamp: new Date(e.at).toISOString(), reason: 'failure' })[0]!
+        : { type: 'node', status: 'UP', node: e.node, incarnation: Number(e.incarnation) * 2, timestamp: new Date(e.at).toISOString(), reason: 'boot' };
+    this.server.publish(event);
+  }
+}
