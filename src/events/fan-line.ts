@@ -49,8 +49,11 @@ export function parseFan(line: string): ServiceEvent {
   if (tokens[1] !== 'VERSION=1.0') throw new EventError('VERSION', 'the second field must be VERSION=1.0');
   const o: Record<string, unknown> = { type };
   const seen = new Set<string>();
+  let previous: string | undefined;
   for (const t of tokens.slice(2)) {
     const eq = t.indexOf('=');
+    // A bare word after key=value is most likely that value's continuation: name the key.
+    if (eq < 0 && previous !== undefined) throw new EventError(previous, 'a value with whitespace');
     if (eq <= 0) throw new EventError(t.slice(0, 40), 'expected key=value');
     const key = t.slice(0, eq);
     const value = t.slice(eq + 1);
@@ -58,10 +61,16 @@ export function parseFan(line: string): ServiceEvent {
     if (!field) throw new EventError(key.slice(0, 40), 'unknown key');
     if (seen.has(key)) throw new EventError(key, 'repeated');
     seen.add(key);
+    previous = key;
     if (value.length === 0 || value.includes('=')) throw new EventError(key, 'empty value or a value with =');
-    if (field === 'status') o[field] = value.toUpperCase();
-    else if (field === 'cardinality' || field === 'incarnation') {
-      if (!/^\d{1,15}$/.test(value)) throw new EventError(key, 'must be a non-negative integer');
+    if (field === 'status') {
+      // printFan writes lower case; take nothing else, so one event has one spelling.
+      if (value !== value.toLowerCase()) throw new EventError(key, 'must be lower case');
+      o[field] = value.toUpperCase();
+    } else if (field === 'cardinality' || field === 'incarnation') {
+      // Canonical decimal (no leading zeros), up to 16 digits: validateEvent then caps it at
+      // Number.MAX_SAFE_INTEGER, the same bound as JSON, so every valid event round-trips.
+      if (!/^(0|[1-9]\d{0,15})$/.test(value)) throw new EventError(key, 'must be a non-negative integer');
       o[field] = Number(value);
     } else o[field] = value;
   }

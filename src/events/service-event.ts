@@ -124,6 +124,14 @@ function int(o: Record<string, unknown>, key: string): number {
 
 function timestamp(o: Record<string, unknown>): string {
   const v = o.timestamp;
-  if (typeof v !== 'string' || !ISO_UTC.test(v) || Number.isNaN(Date.parse(v))) throw new EventError('event.timestamp', 'must be an ISO 8601 UTC time');
+  if (typeof v !== 'string' || !ISO_UTC.test(v) || !isCalendarTime(v)) throw new EventError('event.timestamp', 'must be an ISO 8601 UTC time');
   return v;
+}
+
+// Date.parse rolls 2026-02-30 over to March 2 and 24:00 to the next day; a real time survives a
+// round trip through Date.UTC with every component unchanged.
+function isCalendarTime(v: string): boolean {
+  const [y, mo, d, h, mi, s] = [0, 5, 8, 11, 14, 17].map((at) => Number(v.slice(at, at === 0 ? 4 : at + 2))) as [number, number, number, number, number, number];
+  const t = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
+  return t.getUTCFullYear() === y && t.getUTCMonth() === mo - 1 && t.getUTCDate() === d && t.getUTCHours() === h && t.getUTCMinutes() === mi && t.getUTCSeconds() === s;
 }

@@ -90,6 +90,33 @@ describe('wire formats', () => {
     expect(() => parseFan(line)).toThrow(message);
   });
 
+  it('round-trips the largest integers JSON accepts, and rejects non-canonical ones', () => {
+    for (const n of [0, 1e15, Number.MAX_SAFE_INTEGER]) {
+      const e = { ...sample('instance'), incarnation: n, cardinality: n };
+      expect(parseFan(printFan(e))).toEqual(e);
+      expect(decodeEventJson(encodeEventJson(e))).toEqual(e);
+    }
+    const line = (incarn: string) => `NODE VERSION=1.0 host=n1 status=down reason=failure incarn=${incarn} timestamp=2026-11-22T10:00:00Z`;
+    expect(() => parseFan(line('007'))).toThrow(/incarn: must be a non-negative integer/);
+    expect(() => parseFan(line(String(Number.MAX_SAFE_INTEGER + 1)))).toThrow(/incarn: must be a non-negative integer/);
+  });
+
+  it.each(['2026-02-30T10:00:00Z', '2026-11-22T24:00:00Z', '2026-13-01T10:00:00Z', '2026-11-22T10:60:00Z', '2025-02-29T00:00:00Z'])('rejects the impossible time %s', (timestamp) => {
+    expect(errorOf(() => validateEvent({ ...sample('node'), timestamp })).field).toBe('event.timestamp');
+  });
+
+  it('accepts a leap day', () => {
+    expect(validateEvent({ ...sample('node'), timestamp: '2028-02-29T23:59:59.999Z' }).timestamp).toBe('2028-02-29T23:59:59.999Z');
+  });
+
+  it.each([
+    ['NODE VERSION=1.0 host=node 1 status=down reason=failure incarn=1 timestamp=2026-11-22T10:00:00Z', /^host: a value with whitespace$/],
+    ['NODE VERSION=1.0 host=n1 status=DOWN reason=failure incarn=1 timestamp=2026-11-22T10:00:00Z', /^status: must be lower case$/],
+    ['NODE VERSION=1.0 host=n1 status=Down reason=failure incarn=1 timestamp=2026-11-22T10:00:00Z', /^status: must be lower case$/],
+  ])('names the key for %j', (line, message) => {
+    expect(() => parseFan(line)).toThrow(message);
+  });
+
   it('refuses to print a value a FAN line cannot carry', () => {
     expect(() => printFan({ ...sample('node'), node: 'a b' })).toThrow(EventError);
   });
