@@ -212,6 +212,10 @@ class Capture : public Napi::ObjectWrap<Capture> {
 
   Napi::Value Flows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    // Expiry otherwise runs only when frames arrive: a quiet link must not keep dead flows.
+    const double now = NowMs();
+    flows_.Expire(now, idleMs_);
+    lastExpire_ = now;
     const uint32_t n = static_cast<uint32_t>(flows_.size());
     Napi::Float64Array nums = Napi::Float64Array::New(env, static_cast<size_t>(n) * kFlowFields);
     Napi::Array addresses = Napi::Array::New(env, 2 * n);

@@ -39,6 +39,7 @@ void UpdateSide(FlowSideState& side, const TcpSegment& seg, double nowMs) {
     side.ackKnown = true;
   }
   side.rawWindow = seg.window;
+  side.windowFromSyn = (seg.flags & kSyn) != 0;
   if (seg.flags & kSyn) {
     side.synSeen = true;
     side.wscaleOption = seg.wscale;
@@ -51,6 +52,12 @@ void UpdateSide(FlowSideState& side, const TcpSegment& seg, double nowMs) {
     side.tsKnown = true;
   }
   if (seg.flags & kFin) side.finSent = true;
+}
+
+// Nothing more will be said on the connection: closed (both FINs acked, or both FINs sent,
+// since the last ACK may be lost or unseen) or reset.
+bool Finished(const Flow& f) {
+  return f.state == FlowState::kClosed || f.state == FlowState::kReset || f.state == FlowState::kClosing;
 }
 
 }  // namespace
@@ -75,6 +82,7 @@ int Flow::WindowShift(const FlowSideState& side) const {
 }
 
 uint32_t Flow::ScaledWindow(const FlowSideState& side) const {
+  if (side.windowFromSyn) return side.rawWindow;
   int shift = WindowShift(side);
   return shift > 0 ? side.rawWindow << shift : side.rawWindow;
 }
@@ -109,6 +117,14 @@ void FlowTable::Update(const TcpSegment& seg, double nowMs) {
   key.hi = srcLow ? dst : src;
 
   auto it = flows_.find(key);
+  // A SYN on a finished flow's 4-tuple is a new connection (a client reusing its port, e.g.
+  // out of TIME_WAIT, within the linger): its sequence space is unrelated to the old one, and
+  // serial comparison against the old nextSeq would keep stale values half of the time.
+  // Only finished flows are restarted, so a stray SYN cannot wipe a live flow's state.
+  if (it != flows_.end() && (seg.flags & kSyn) && !(seg.flags & (kAck | kRst)) && Finished(it->second)) {
+    flows_.erase(it);
+    it = flows_.end();
+  }
   if (it == flows_.end()) {
     // Only a SYN or a segment with an ACK can belong to a connection; a lone RST, or anything
     // else, says nothing true about one (and is how a forger would fill the table).

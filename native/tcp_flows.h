@@ -26,6 +26,7 @@ struct FlowSideState {
   bool seqKnown = false;
   bool ackKnown = false;
   uint32_t rawWindow = 0;  // last window field as sent
+  bool windowFromSyn = false;  // rawWindow came from a SYN, whose window is never scaled (RFC 7323)
   int8_t wscaleOption = -1;  // from this side's SYN; -1 none
   bool synSeen = false;
   uint16_t mss = 0;
