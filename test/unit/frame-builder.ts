@@ -288,6 +288,12 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** The same generator as numbers in [0, 1), for tests that draw fractions. */
+export function prng(seed: number): () => number {
+  const next = mulberry32(seed);
+  return () => next() / 4294967296;
+}
+
 /** Rewrites the TCP checksum of a (possibly mutated) frame when the locator finds a whole segment. */
 export function fixTcpChecksum(f: Buffer, link: 0 | 1): boolean {
   const loc = locateTcp(f, link);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { FailureDetector, type DetectorEvent } from '../../src/monitor/failure-detector.js';
 import { decodeHeartbeat, encodeHeartbeat, type Heartbeat } from '../../src/monitor/heartbeat-packet.js';
-import { prng } from './packet-frames.js';
+import { prng } from './frame-builder.js';
 
 const key = Buffer.from('cluster shared key, 32 bytes ...');
 const hb = (over: Partial<Heartbeat> = {}): Heartbeat => ({ node: 'node-a', link: 0, incarnation: 7n, seq: 1n, sentAtMs: 1000.5, ...over });

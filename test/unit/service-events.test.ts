@@ -5,7 +5,7 @@ import {
   decodeEventJson, encodeEventJson, EVENT_STATUSES, EVENT_TYPES, EventError, FIELDS_BY_TYPE, isPlanned, validateEvent,
   type EventType, type ServiceEvent,
 } from '../../src/events/service-event.js';
-import { prng } from './packet-frames.js';
+import { prng } from './frame-builder.js';
 
 const values = { service: 'sales', database: 'orcl', instance: 'orcl1', node: 'node1', cardinality: 2, role: 'primary' } as const;
 function sample(type: EventType, status: ServiceEvent['status'] = 'DOWN'): ServiceEvent {
