@@ -7,8 +7,12 @@
 import type { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { nodeFailure } from '../events/scenarios.js';
-import type { NotificationServer } from '../events/notification-server.js';
 import type { ServiceEvent } from '../events/service-event.js';
+
+/** Where events go: a NotificationServer, or the agent's publishing pipeline. */
+export interface EventSink {
+  publish(event: ServiceEvent): void;
+}
 
 export class NodeEventPublisher {
   private readonly onEvent = (e: DetectorEvent) => this.handle(e);
@@ -16,7 +20,7 @@ export class NodeEventPublisher {
   constructor(
     private readonly self: string,
     private readonly heartbeat: HeartbeatAgent,
-    private readonly server: NotificationServer,
+    private readonly sink: EventSink,
   ) {
     heartbeat.on('event', this.onEvent);
   }
@@ -38,6 +42,6 @@ export class NodeEventPublisher {
       e.kind === 'node-down'
         ? nodeFailure(e.node, { incarnation: Number(e.incarnation) * 2 + 1, timestamp: new Date(e.at).toISOString(), reason: 'failure' })[0]!
         : { type: 'node', status: 'UP', node: e.node, incarnation: Number(e.incarnation) * 2, timestamp: new Date(e.at).toISOString(), reason: 'boot' };
-    this.server.publish(event);
+    this.sink.publish(event);
   }
 }

@@ -5,6 +5,10 @@ import { EXIT_USAGE, UsageError } from './errors.js';
 import { closePeersCommand } from './close-peers.js';
 import { flowsCommand } from './flows.js';
 import { demoCommand } from './demo.js';
+import { agentCommand } from './agent.js';
+import { eventsCommand } from './events.js';
+import { serviceCommand } from './service.js';
+import { statusCommand } from './status.js';
 import { METHOD_HELP } from '../net/close-method.js';
 
 // A reader that goes away (`takeover flows | head`) is not an error of ours; stop quietly, and
@@ -60,6 +64,49 @@ program
   .action(async (opts) => {
     process.exitCode = await demoCommand(opts);
   });
+
+program
+  .command('agent')
+  .description('run the agent: watch this node\'s instances and the peer nodes, publish events, run the failure plans')
+  .requiredOption('--config <file>', 'the agent configuration (YAML or JSON; see docs/AGENT.md)')
+  .action(async (opts) => {
+    process.exitCode = await agentCommand(opts);
+  });
+
+const controlOptions = (c: Command) =>
+  c.option('--control <path>', 'the agent\'s control socket (default: from --config, or the only one under /run/takeover)').option('--config <file>', 'the agent configuration naming the control socket');
+
+controlOptions(
+  program
+    .command('events')
+    .description('print the local agent\'s recent events; --follow keeps printing new ones')
+    .option('--follow', 'keep printing events as they are published')
+    .option('--filter <k=v,...>', 'only events for service=, database=, node= (events without the field pass)')
+    .option('--format <format>', 'json or fan (the FAN text line)', 'json')
+    .option('--agents <host:port,...>', 'follow these agents\' notification endpoints instead (de-duplicated)'),
+).action(async (opts) => {
+  process.exitCode = await eventsCommand(opts);
+});
+
+controlOptions(
+  program
+    .command('service')
+    .description('planned change: stop (GOING_DOWN, DOWN) or start (COMING_UP, UP) a service on this node')
+    .argument('<action>', 'stop or start')
+    .argument('<name>', 'the service')
+    .option('--json', 'print the published events as JSON'),
+).action(async (action: string, name: string, opts) => {
+  process.exitCode = await serviceCommand(action, name, opts);
+});
+
+controlOptions(
+  program
+    .command('status')
+    .description('nodes, links, instances, services and the last events, as the local agent sees them')
+    .option('--json', 'print one JSON document'),
+).action(async (opts) => {
+  process.exitCode = await statusCommand(opts);
+});
 
 try {
   await program.parseAsync(process.argv);

@@ -2,9 +2,15 @@
 // port of its own, apart from the service's connections, established before any failure. Each
 // event goes to every subscriber as one JSON line. A subscriber that stops reading never blocks
 // the agent: past `maxBufferedBytes` queued for it, it is told why and disconnected.
+// A subscriber may ask for Oracle's FAN text lines instead of JSON by sending `{"format":"fan"}`
+// (any time; JSON is the default); anything else it sends is ignored.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
+import { printFan } from './fan-line.js';
 import { encodeEventJson, type ServiceEvent } from './service-event.js';
+
+export type WireFormat = 'json' | 'fan';
 
 export interface NotificationServerOptions {
   host: string;
@@ -14,7 +20,7 @@ export interface NotificationServerOptions {
 
 export class NotificationServer extends EventEmitter<{ dropped: [{ remote: string; reason: string }] }> {
   private readonly server: net.Server;
-  private readonly subscribers = new Set<net.Socket>();
+  private readonly subscribers = new Map<net.Socket, WireFormat>();
   private readonly limit: number;
   published = 0;
   droppedSubscribers = 0;
@@ -26,8 +32,17 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
       sock.setNoDelay(true);
       sock.on('error', () => this.subscribers.delete(sock));
       sock.on('close', () => this.subscribers.delete(sock));
-      sock.resume(); // subscribers send nothing we use
-      this.subscribers.add(sock);
+      this.subscribers.set(sock, 'json');
+      // Subscribers only ever send a format request: a flood is dropped, not buffered.
+      let received = 0;
+      sock.on('data', (d: Buffer) => {
+        received += d.length;
+        if (received > 64 * 1024 && this.subscribers.has(sock)) this.drop(sock, 'subscriber sent more than 64 KiB');
+      });
+      createInterface({ input: sock, crlfDelay: Infinity }).on('line', (line) => {
+        const format = requestedFormat(line);
+        if (format && this.subscribers.has(sock)) this.subscribers.set(sock, format);
+      });
     });
   }
 
@@ -44,9 +59,10 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 
   publish(event: ServiceEvent): void {
-    const line = `${encodeEventJson(event)}\n`;
+    const lines: Record<WireFormat, string> = { json: `${encodeEventJson(event)}\n`, fan: `${printFan(event)}\n` };
     this.published++;
-    for (const sock of this.subscribers) {
+    for (const [sock, format] of this.subscribers) {
+      const line = lines[format];
       if (sock.writableLength + line.length > this.limit) {
         this.drop(sock, `subscriber fell more than ${this.limit} bytes behind`);
         continue;
@@ -56,7 +72,7 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 
   async close(): Promise<void> {
-    for (const s of this.subscribers) s.destroy();
+    for (const s of this.subscribers.keys()) s.destroy();
     this.subscribers.clear();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
@@ -68,5 +84,14 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
     // The reason goes out if the socket ever drains; the connection ends either way.
     sock.end(`${JSON.stringify({ disconnected: reason })}\n`);
     setTimeout(() => sock.destroy(), 1000).unref();
+  }
+}
+
+function requestedFormat(line: string): WireFormat | undefined {
+  try {
+    const f = (JSON.parse(line) as { format?: unknown }).format;
+    return f === 'json' || f === 'fan' ? f : undefined;
+  } catch {
+    return undefined;
   }
 }

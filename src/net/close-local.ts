@@ -2,13 +2,13 @@
 // sockets, so the kernel can do the work: SOCK_DESTROY sends the exact RST, and a borrowed fd
 // (pidfd_getfd) lets us send urgent data, a protocol goodbye or a FIN on the process's own
 // connection, with the kernel's own sequence numbers.
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { BorrowedSocket } from './borrowed-socket.js';
 import type { CloseMethod } from './close-method.js';
 import { methodName } from './close-method.js';
 import type { CloseOutcome, CloseResult } from './close-result.js';
 import type { Endpoint } from './endpoint.js';
-import { destroySocket, socketsOfPid, TCP_ESTABLISHED, type OwnedSocket } from './sockdiag.js';
+import { destroySocket, listTcpSockets, socketInodesOfPid, socketsOfPid, TCP_ESTABLISHED, type OwnedSocket } from './sockdiag.js';
 import type { NativeError } from '../native.js';
 
 const TCP_CLOSE_WAIT = 8;
@@ -50,6 +50,39 @@ export function closeLocalPeers(pid: number, method: CloseMethod, options: Local
     });
   }
   return connectionsOfPid(pid, options.ports).map((owned) => closeOne(pid, owned, method, options));
+}
+
+/**
+ * Ends every connection on these local ports in this network namespace, whoever holds it: the
+ * failure plan of a server that died while workers it forked still hold their clients'
+ * connections (PostgreSQL backends outlive a killed postmaster and finish their query first).
+ */
+export function closePortPeers(ports: number[], method: CloseMethod, options: Omit<LocalCloseOptions, 'ports'> = {}): CloseResult[] {
+  if (ports.length === 0) throw new RangeError('closePortPeers needs at least one port');
+  const connected = listTcpSockets().filter((s) => (s.state === TCP_ESTABLISHED || s.state === TCP_CLOSE_WAIT) && ports.includes(s.sport));
+  // A RST needs no owner (SOCK_DESTROY); the other methods act through the owner's fd.
+  const owners = method.kind === 'rst' || connected.length === 0 ? new Map<number, { pid: number; fd: number }>() : socketOwners();
+  return connected.map((socket) => {
+    const owner = owners.get(socket.inode);
+    return closeOne(owner?.pid ?? 0, { fd: owner?.fd ?? -1, socket }, owner ? method : { kind: 'rst' }, options);
+  });
+}
+
+/** Socket inode -> one (pid, fd) holding it, over every process in /proc. */
+function socketOwners(): Map<number, { pid: number; fd: number }> {
+  const owners = new Map<number, { pid: number; fd: number }>();
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    let inodes: Map<number, number>;
+    try {
+      inodes = socketInodesOfPid(pid);
+    } catch {
+      continue; // gone while we looked, or not ours to read
+    }
+    for (const [fd, inode] of inodes) if (!owners.has(inode)) owners.set(inode, { pid, fd });
+  }
+  return owners;
 }
 
 function closeOne(pid: number, owned: OwnedSocket, method: CloseMethod, options: LocalCloseOptions): CloseResult {

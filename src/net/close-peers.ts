@@ -2,7 +2,7 @@
 // own sockets; a dead remote side ({ address, port }) through forged segments, with the
 // connections from a live tracker, a flows snapshot and/or a list of peers.
 import type { FlowRecord } from '../native.js';
-import { closeLocalPeers } from './close-local.js';
+import { closeLocalPeers, closePortPeers } from './close-local.js';
 import { parseCloseMethod, type CloseMethod } from './close-method.js';
 import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from './close-remote.js';
 import type { CloseResult } from './close-result.js';
@@ -15,6 +15,11 @@ export interface LocalTarget {
   pid: number;
   /** Only connections on these local ports. */
   ports?: number[];
+}
+
+/** Every connection on these local ports in this network namespace, whoever holds it. */
+export interface LocalPortsTarget {
+  ports: number[];
 }
 
 export interface RemoteTarget {
@@ -43,11 +48,12 @@ export interface ClosePeersOptions {
 
 export type ClosePeersReport = { results: CloseResult[] } & Partial<Omit<RemoteCloseReport, 'results'>>;
 
-export async function closePeers(target: LocalTarget | RemoteTarget, options: ClosePeersOptions = {}): Promise<ClosePeersReport> {
+export async function closePeers(target: LocalTarget | LocalPortsTarget | RemoteTarget, options: ClosePeersOptions = {}): Promise<ClosePeersReport> {
   const method = typeof options.method === 'string' ? parseCloseMethod(options.method) : (options.method ?? { kind: 'rst' });
   if ('pid' in target) {
     return { results: closeLocalPeers(target.pid, method, { ...(target.ports ? { ports: target.ports } : {}), assumeBoundary: options.assumeBoundary === true }) };
   }
+  if (!('address' in target)) return { results: closePortPeers(target.ports, method, { assumeBoundary: options.assumeBoundary === true }) };
   const dead = { address: canonicalAddress(target.address), port: target.port };
   const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead);
   const connections = mergeConnections(dead, target.peers ?? [], tracked);

@@ -1,0 +1,328 @@
+// The takeover agent (`takeover agent --config FILE`): one per node. It watches this node's
+// instances (pidfd exits, health probes, a supervisor for the ones it starts) and the peer nodes
+// (authenticated heartbeats on every link), decides, publishes FAN events out of band, and runs
+// the failure plan: close the failed process's peers, take a dead peer's address over and close
+// its peers. Every published event also goes to the callouts and the uptime log.
+import { EventEmitter } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { IncarnationFilter } from '../events/incarnation-filter.js';
+import { NotificationServer } from '../events/notification-server.js';
+import { instanceFailure, notRestarting, type Placement } from '../events/scenarios.js';
+import { validateEvent, type EventStatus, type ServiceEvent } from '../events/service-event.js';
+import type { DetectorEvent } from '../monitor/failure-detector.js';
+import { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
+import { FlowTracker } from '../net/flow-tracker.js';
+import { CalloutRunner, type CalloutResult } from './callouts.js';
+import { configKey, type AgentConfig, type InstanceConfig } from './config.js';
+import { ControlServer, defaultControlPath, type ControlRequest } from './control.js';
+import { InstanceMonitor, type InstanceEvent } from './instance-monitor.js';
+import { NodeEventPublisher } from './node-events.js';
+import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
+import { UptimeLog } from './uptime-log.js';
+
+export interface PlanDone {
+  instance: string;
+  cause: 'failure' | 'hang';
+  report?: ClosePeersReport;
+  error?: string;
+  startedAt: number;
+  doneAt: number;
+}
+
+export type AgentEvents = {
+  published: [ServiceEvent];
+  plan: [PlanDone];
+  takeover: [TakeoverDone];
+  'takeover-failed': [Error];
+  detector: [DetectorEvent];
+  callout: [CalloutResult];
+};
+
+const RECENT = 100;
+const now = () => performance.timeOrigin + performance.now();
+
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly heartbeat: HeartbeatAgent;
+  readonly server: NotificationServer;
+  readonly monitors = new Map<string, InstanceMonitor>();
+  readonly incarnation: number;
+  private readonly publisher: NodeEventPublisher;
+  private readonly takeovers: PeerTakeover[] = [];
+  private readonly trackers: FlowTracker[] = [];
+  private readonly control: ControlServer;
+  private readonly callouts: CalloutRunner | undefined;
+  private readonly uptime: UptimeLog | undefined;
+  private readonly dedup = new IncarnationFilter();
+  private readonly recent: ServiceEvent[] = [];
+  private readonly followers = new Set<(e: ServiceEvent) => void>();
+  /** service -> instances of this node taken out of it by `service stop` (planned). */
+  private readonly offline = new Map<string, Set<string>>();
+  private readonly links: DetectorEvent[] = [];
+  private lastIncarnation = 0;
+  notifyPort = 0;
+
+  static async create(config: AgentConfig): Promise<Agent> {
+    return new Agent(config, await configKey(config));
+  }
+
+  private constructor(
+    readonly config: AgentConfig,
+    key: Buffer,
+  ) {
+    super();
+    this.incarnation = config.incarnation ?? Date.now();
+    this.heartbeat = new HeartbeatAgent({
+      node: config.node,
+      incarnation: BigInt(this.incarnation),
+      key,
+      intervalMs: config.heartbeat.intervalMs,
+      misses: config.heartbeat.misses,
+      links: config.heartbeat.links,
+      peers: config.peers.map((p) => ({ node: p.node, links: p.links })),
+    });
+    this.heartbeat.on('event', (e) => this.onDetector(e));
+    this.server = new NotificationServer({ host: config.notify.host, port: config.notify.port, ...(config.notify.maxBufferedBytes ? { maxBufferedBytes: config.notify.maxBufferedBytes } : {}) });
+    this.publisher = new NodeEventPublisher(config.node, this.heartbeat, { publish: (e) => this.publish([e]) });
+    this.control = new ControlServer(config.control ?? defaultControlPath(config.node), (req, reply, onClose) => this.onControl(req, reply, onClose));
+    if (config.callouts) {
+      this.callouts = new CalloutRunner(config.callouts);
+      this.callouts.on('result', (r) => this.emit('callout', r));
+    }
+    if (config.uptimeLog) this.uptime = new UptimeLog(config.uptimeLog);
+    for (const inst of config.instances.filter((i) => i.node === config.node)) {
+      const m = new InstanceMonitor(inst);
+      m.on('event', (e) => this.onInstance(inst, e));
+      this.monitors.set(inst.name, m);
+    }
+  }
+
+  /** Opens the endpoints, starts heartbeats and monitors; on failure, stops what it started. */
+  async start(): Promise<void> {
+    try {
+      this.notifyPort = await this.server.listen();
+      await mkdir(path.dirname(this.control.path), { recursive: true, mode: 0o700 });
+      await this.control.listen();
+      for (const p of this.config.peers) {
+        if (!p.takeover) continue;
+        const t = p.takeover;
+        const tracker = new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] });
+        tracker.start();
+        this.trackers.push(tracker);
+        const plan = new PeerTakeover({ heartbeat: this.heartbeat, peer: p.node, service: { address: t.address, port: t.port }, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method });
+        plan.on('done', (d) => this.emit('takeover', d));
+        plan.on('failed', (err) => this.emit('takeover-failed', err));
+        await plan.prepare();
+        this.takeovers.push(plan);
+      }
+      await this.heartbeat.start();
+      for (const m of this.monitors.values()) await m.start();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** Stops everything it started (processes it runs included); waits for running callouts. */
+  async stop(): Promise<void> {
+    for (const m of this.monitors.values()) await m.stop().catch(() => {});
+    this.heartbeat.stop();
+    this.publisher.close();
+    for (const t of this.takeovers) t.close();
+    for (const t of this.trackers) t.close();
+    this.followers.clear();
+    await this.control.close().catch(() => {});
+    await this.server.close().catch(() => {});
+    await this.callouts?.idle();
+  }
+
+  /** Publishes events: to subscribers, followers, callouts and the uptime log. */
+  publish(events: ServiceEvent[]): void {
+    for (const raw of events) {
+      const e = validateEvent(raw);
+      if (!this.dedup.accept(e)) continue;
+      this.server.publish(e);
+      this.recent.push(e);
+      if (this.recent.length > RECENT) this.recent.shift();
+      for (const f of this.followers) f(e);
+      void this.uptime?.append(e);
+      void this.callouts?.run(e);
+      this.emit('published', e);
+    }
+  }
+
+  /** A planned change (`takeover service stop|start`): GOING_DOWN then DOWN, or COMING_UP then UP. */
+  serviceChange(name: string, action: 'stop' | 'start'): ServiceEvent[] {
+    const svc = this.config.services.find((s) => s.name === name);
+    if (!svc) throw new Error(`unknown service ${name}`);
+    const mine = svc.members.filter((m) => this.monitors.has(m));
+    if (mine.length === 0) throw new Error(`service ${name} has no member on node ${this.config.node}`);
+    const off = this.offline.get(name) ?? new Set<string>();
+    this.offline.set(name, off);
+    const events: ServiceEvent[] = [];
+    for (const instance of mine) {
+      if (action === 'stop') {
+        if (off.has(instance)) continue;
+        events.push(this.memberEvent(name, instance, 'GOING_DOWN', 'user'));
+        off.add(instance);
+        events.push(this.memberEvent(name, instance, 'DOWN', 'user'));
+      } else {
+        if (!off.has(instance)) continue;
+        if (this.monitors.get(instance)!.state !== 'up') throw new Error(`instance ${instance} is ${this.monitors.get(instance)!.state}: cannot offer ${name}`);
+        events.push(this.memberEvent(name, instance, 'COMING_UP', 'user'));
+        off.delete(instance);
+        events.push(this.memberEvent(name, instance, 'UP', 'user'));
+      }
+    }
+    if (action === 'stop' && this.upMembers(name).length === 0) events.push({ type: 'service', status: 'DOWN', service: name, database: this.config.database, ...this.stamp('user') });
+    this.publish(events);
+    return events;
+  }
+
+  status(): AgentStatus {
+    return {
+      cluster: this.config.cluster,
+      node: this.config.node,
+      incarnation: this.incarnation,
+      notifyPort: this.notifyPort,
+      subscribers: this.server.subscriberCount,
+      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation) })),
+      heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
+      instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}) })),
+      services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
+      links: this.links.slice(-20),
+      recentEvents: this.recent.slice(-20),
+      callouts: this.callouts ? { dropped: this.callouts.dropped } : undefined,
+    };
+  }
+
+  // ---- decisions ----
+
+  private onDetector(e: DetectorEvent): void {
+    this.emit('detector', e);
+    if (e.kind === 'link-down' || e.kind === 'link-up') {
+      this.links.push(e);
+      if (this.links.length > RECENT) this.links.shift();
+    }
+  }
+
+  private onInstance(inst: InstanceConfig, e: InstanceEvent): void {
+    if (e.kind === 'down') {
+      // Cardinality counts the members up before this failure, minus this one.
+      const events = instanceFailure(this.placement(inst.name), inst.name, this.stamp(e.cause, e.at));
+      if (inst.role) for (const ev of events) if (ev.type === 'instance' || ev.type === 'service_member') ev.role = inst.role;
+      this.publish(events);
+      void this.runPlan(inst, e);
+    } else if (e.kind === 'up') {
+      const s = this.stamp('boot', e.at);
+      const events: ServiceEvent[] = [{ type: 'instance', status: 'UP', service: this.config.database, database: this.config.database, instance: inst.name, node: inst.node, cardinality: this.upInstances().length, ...(inst.role ? { role: inst.role } : {}), ...s }];
+      for (const svc of this.servicesOf(inst.name)) if (this.memberUp(svc, inst.name)) events.push(this.memberEvent(svc, inst.name, 'UP', 'boot', e.at));
+      this.publish(events);
+    } else {
+      const p = this.placement(inst.name);
+      this.publish(this.servicesOf(inst.name).flatMap((svc) => notRestarting(p, svc, inst.name, this.stamp('failure', e.at))));
+    }
+  }
+
+  /** The failure plan for a failed instance: close the peers of its connections on its ports. */
+  private async runPlan(inst: InstanceConfig, e: Extract<InstanceEvent, { kind: 'down' }>): Promise<void> {
+    const startedAt = now();
+    try {
+      let report: ClosePeersReport | undefined;
+      if (e.cause === 'hang') report = await closePeers({ pid: e.pid, ...(inst.ports.length ? { ports: inst.ports } : {}) }, { method: inst.method });
+      else if (inst.ports.length > 0) report = await closePeers({ ports: inst.ports }, { method: inst.method });
+      this.emit('plan', { instance: inst.name, cause: e.cause, ...(report ? { report } : {}), startedAt, doneAt: now() });
+    } catch (err) {
+      this.emit('plan', { instance: inst.name, cause: e.cause, error: (err as Error).message, startedAt, doneAt: now() });
+    }
+  }
+
+  // ---- where things run ----
+
+  private nodeOf(instance: string): string {
+    return this.config.instances.find((i) => i.name === instance)!.node;
+  }
+
+  private servicesOf(instance: string): string[] {
+    return this.config.services.filter((s) => s.members.includes(instance)).map((s) => s.name);
+  }
+
+  /** Up as far as this agent knows: its own instances by their monitor, others by their node. */
+  private instanceUp(instance: string): boolean {
+    const m = this.monitors.get(instance);
+    if (m) return m.state === 'up';
+    const node = this.nodeOf(instance);
+    return this.heartbeat.detector.status().some((p) => p.node === node && p.up);
+  }
+
+  private memberUp(service: string, instance: string): boolean {
+    return this.instanceUp(instance) && !this.offline.get(service)?.has(instance);
+  }
+
+  private upInstances(): string[] {
+    return this.config.instances.map((i) => i.name).filter((i) => this.instanceUp(i));
+  }
+
+  private upMembers(service: string): string[] {
+    return this.config.services.find((s) => s.name === service)!.members.filter((i) => this.memberUp(service, i));
+  }
+
+  /** The placement the scenarios compute from: members up now, plus `failing` (about to go). */
+  private placement(failing: string): Placement {
+    const keep = (i: string) => i === failing || this.instanceUp(i);
+    return {
+      database: this.config.database,
+      instances: Object.fromEntries(this.config.instances.filter((i) => keep(i.name)).map((i) => [i.name, i.node])),
+      services: Object.fromEntries(this.config.services.map((s) => [s.name, s.members.filter((m) => m === failing || this.memberUp(s.name, m))])),
+    };
+  }
+
+  private memberEvent(service: string, instance: string, status: EventStatus, reason: string, at?: number): ServiceEvent {
+    const role = this.config.instances.find((i) => i.name === instance)!.role;
+    return { type: 'service_member', status, service, database: this.config.database, instance, node: this.nodeOf(instance), cardinality: this.upMembers(service).length, ...(role ? { role } : {}), ...this.stamp(reason, at) };
+  }
+
+  /**
+   * Incarnations of this agent's events: microseconds since the epoch, strictly increasing, so
+   * they order across restarts of the agent too (and stay below 2^53 until the year 2255).
+   */
+  private stamp(reason: string, at = now()): { incarnation: number; timestamp: string; reason: string } {
+    this.lastIncarnation = Math.max(this.lastIncarnation + 1, Math.floor(at * 1000));
+    return { incarnation: this.lastIncarnation, timestamp: new Date(at).toISOString(), reason };
+  }
+
+  // ---- control socket ----
+
+  private async onControl(req: ControlRequest, reply: (msg: unknown) => void, onClose: (fn: () => void) => void): Promise<'done' | 'stream'> {
+    if (req.cmd === 'status') {
+      reply(this.status());
+      return 'done';
+    }
+    if (req.cmd === 'service') {
+      reply({ events: this.serviceChange(req.name, req.action) });
+      return 'done';
+    }
+    for (const e of this.recent) reply(e);
+    if (!req.follow) return 'done';
+    const follower = (e: ServiceEvent) => reply(e);
+    this.followers.add(follower);
+    onClose(() => this.followers.delete(follower));
+    return 'stream';
+  }
+}
+
+export interface AgentStatus {
+  cluster: string;
+  node: string;
+  incarnation: number;
+  notifyPort: number;
+  subscribers: number;
+  peers: Array<{ node: string; up: boolean; incarnation: string; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> }>;
+  heartbeat: Record<string, unknown>;
+  instances: Array<{ name: string; state: string; pid?: number }>;
+  services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;
+  links: DetectorEvent[];
+  recentEvents: ServiceEvent[];
+  callouts: { dropped: number } | undefined;
+}

@@ -1,0 +1,192 @@
+// The agent's configuration file (`takeover agent --config FILE`), YAML or JSON. Every agent of a
+// cluster reads the same description of where things run (instances, services, nodes) plus the
+// part that is its own (node, links). Validation names the field that is wrong, with its path
+// (`instances[1].health.timeoutMs: ...`), and nothing starts until the whole file is valid.
+import { readFile } from 'node:fs/promises';
+import net from 'node:net';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+import { parseCloseMethod } from '../net/close-method.js';
+
+const name = z.string().regex(/^[A-Za-z0-9_.:@-]{1,128}$/, 'must be a name of 1-128 letters, digits and _.:@-');
+const ip = z.string().refine((s) => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
+const port = z.number().int().min(1).max(65535);
+const ms = (min: number, max: number) => z.number().int().min(min).max(max);
+const method = z.string().refine((s) => {
+  try {
+    parseCloseMethod(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be rst, fin, break or goodbye:NAME (see `takeover close-peers --help`)');
+
+const link = z.strictObject({ id: z.number().int().min(0).max(255), address: ip, port });
+
+const takeover = z.strictObject({
+  /** The service address the peer held, taken over here when the peer dies. */
+  address: ip,
+  port,
+  interface: z.string().min(1).max(15),
+  prefixLength: z.number().int().min(0).max(128),
+  method: method.default('rst'),
+});
+
+const peer = z.strictObject({ node: name, links: z.array(link).min(1), takeover: takeover.optional() });
+
+const probe = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('tcp'), host: ip, port }),
+  z.strictObject({ kind: z.literal('postgres'), connectionString: z.string().min(1) }),
+  z.strictObject({ kind: z.literal('exec'), command: z.array(z.string().min(1)).min(1) }),
+]);
+
+const health = z.strictObject({
+  probe,
+  intervalMs: ms(10, 3_600_000).default(1000),
+  timeoutMs: ms(10, 3_600_000).default(1000),
+  misses: z.number().int().min(1).max(100).default(3),
+});
+
+const instance = z.strictObject({
+  name,
+  node: name,
+  role: z.enum(['primary', 'secondary', 'offline']).optional(),
+  /** How this node's agent finds the process: a pid, a pid file (first line), or a command it runs. */
+  pid: z.number().int().min(1).optional(),
+  pidFile: z.string().min(1).optional(),
+  command: z.array(z.string().min(1)).min(1).optional(),
+  restart: z
+    .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
+    .optional(),
+  health: health.optional(),
+  /** Local ports whose connections the failure plan closes (the service's listening ports). */
+  ports: z.array(port).default([]),
+  method: method.default('rst'),
+});
+
+const service = z.strictObject({ name, members: z.array(name).min(1) });
+
+export const configSchema = z
+  .strictObject({
+    cluster: name,
+    node: name,
+    database: name,
+    /** The shared HMAC key for heartbeats (or keyFile). */
+    key: z.string().min(16, 'must be at least 16 characters').optional(),
+    keyFile: z.string().min(1).optional(),
+    /** Orders this agent's heartbeats across restarts; default: the start time in ms. */
+    incarnation: z.number().int().min(0).optional(),
+    heartbeat: z.strictObject({
+      intervalMs: ms(10, 60_000).default(100),
+      misses: z.number().int().min(1).max(100).default(3),
+      links: z.array(link).min(1),
+    }),
+    peers: z.array(peer).default([]),
+    notify: z.strictObject({
+      host: ip.default('0.0.0.0'),
+      port,
+      maxBufferedBytes: z.number().int().min(1024).optional(),
+    }),
+    control: z.string().min(1).optional(),
+    instances: z.array(instance).default([]),
+    services: z.array(service).default([]),
+    callouts: z
+      .strictObject({
+        dir: z.string().min(1),
+        timeoutMs: ms(1, 3_600_000).default(5000),
+        maxParallel: z.number().int().min(1).max(256).default(8),
+      })
+      .optional(),
+    uptimeLog: z.string().min(1).optional(),
+  })
+  .superRefine((c, ctx) => {
+    const issue = (path: Array<string | number>, message: string) => ctx.addIssue({ code: 'custom', path, message });
+    if ((c.key === undefined) === (c.keyFile === undefined)) issue(['key'], 'give exactly one of key and keyFile');
+    const nodes = new Set([c.node]);
+    c.peers.forEach((p, i) => {
+      if (nodes.has(p.node)) issue(['peers', i, 'node'], `node ${p.node} appears twice`);
+      nodes.add(p.node);
+      const ids = new Set(p.links.map((l) => l.id));
+      for (const l of c.heartbeat.links) if (!ids.has(l.id)) issue(['peers', i, 'links'], `has no link ${l.id} (every link of heartbeat.links must be given)`);
+    });
+    const instances = new Set<string>();
+    c.instances.forEach((inst, i) => {
+      if (instances.has(inst.name)) issue(['instances', i, 'name'], `instance ${inst.name} appears twice`);
+      instances.add(inst.name);
+      if (!nodes.has(inst.node)) issue(['instances', i, 'node'], `unknown node ${inst.node} (not this node nor a peer)`);
+      const how = [inst.pid, inst.pidFile, inst.command].filter((x) => x !== undefined).length;
+      if (inst.node === c.node && how !== 1) issue(['instances', i], 'an instance on this node needs exactly one of pid, pidFile, command');
+      if (inst.restart && !inst.command) issue(['instances', i, 'restart'], 'only an instance started by command can be restarted');
+    });
+    const services = new Set<string>();
+    c.services.forEach((s, i) => {
+      if (services.has(s.name)) issue(['services', i, 'name'], `service ${s.name} appears twice`);
+      services.add(s.name);
+      s.members.forEach((m, j) => {
+        if (!instances.has(m)) issue(['services', i, 'members', j], `unknown instance ${m}`);
+      });
+    });
+  });
+
+export type AgentConfig = z.output<typeof configSchema>;
+export type InstanceConfig = AgentConfig['instances'][number];
+export type HealthConfig = NonNullable<InstanceConfig['health']>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${file}: ${field ? `${field}: ` : ''}${message}`);
+  }
+}
+
+/** `instances[1].health.timeoutMs` from zod's path. */
+function fieldPath(path: ReadonlyArray<PropertyKey>): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
+}
+
+/** Validates a parsed document; throws ConfigError naming the first bad field. */
+export function validateConfig(doc: unknown, file = 'config'): AgentConfig {
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ConfigError(file, '', 'must be a mapping (YAML) or an object (JSON)');
+  const r = configSchema.safeParse(doc);
+  if (r.success) return r.data;
+  const first = r.error.issues[0]!;
+  // zod words an unknown key as "Unrecognized key: x" on the parent: name the key itself.
+  if (first.code === 'unrecognized_keys') throw new ConfigError(file, fieldPath([...first.path, first.keys[0]!]), 'unknown field');
+  throw new ConfigError(file, fieldPath(first.path) || '(top level)', first.message);
+}
+
+/** Reads YAML or JSON (JSON is YAML); throws ConfigError with the line for syntax errors. */
+export function parseConfig(text: string, file = 'config'): AgentConfig {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: false, uniqueKeys: true });
+  } catch (err) {
+    const line = err instanceof YAMLParseError && err.linePos ? `line ${err.linePos[0].line}` : '';
+    throw new ConfigError(file, line, `not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return validateConfig(doc, file);
+}
+
+export async function loadConfig(file: string): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, '', `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return parseConfig(text, file);
+}
+
+/** The heartbeat key's bytes, from key or keyFile. */
+export async function configKey(c: AgentConfig): Promise<Buffer> {
+  if (c.key !== undefined) return Buffer.from(c.key);
+  const bytes = await readFile(c.keyFile!).catch((err: NodeJS.ErrnoException) => {
+    throw new ConfigError('config', 'keyFile', `cannot read ${c.keyFile}: ${err.code ?? err.message}`);
+  });
+  if (bytes.length < 16) throw new ConfigError('config', 'keyFile', 'the key must be at least 16 bytes');
+  return bytes;
+}

@@ -1,0 +1,104 @@
+// The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
+// `status`, `service stop|start` and `events`. One JSON request line in; JSON lines out: one
+// reply, or for a follow request a stream until either side closes.
+import { chmod, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { createInterface } from 'node:readline';
+
+export type ControlRequest =
+  | { cmd: 'status' }
+  | { cmd: 'service'; action: 'stop' | 'start'; name: string }
+  | { cmd: 'events'; follow: boolean };
+
+export type ControlHandler = (req: ControlRequest, reply: (msg: unknown) => void, onClose: (fn: () => void) => void) => Promise<'done' | 'stream'>;
+
+export const DEFAULT_CONTROL_DIR = '/run/takeover';
+
+export function defaultControlPath(node: string): string {
+  return `${DEFAULT_CONTROL_DIR}/${node}.sock`;
+}
+
+export class ControlServer {
+  private readonly server: net.Server;
+  private readonly clients = new Set<net.Socket>();
+
+  constructor(
+    readonly path: string,
+    handler: ControlHandler,
+  ) {
+    this.server = net.createServer((sock) => {
+      this.clients.add(sock);
+      sock.on('close', () => this.clients.delete(sock));
+      sock.on('error', () => {});
+      const rl = createInterface({ input: sock });
+      const reply = (msg: unknown) => {
+        if (!sock.destroyed) sock.write(`${JSON.stringify(msg)}\n`);
+      };
+      rl.once('line', (line) => {
+        rl.close();
+        let req: ControlRequest;
+        try {
+          req = parseRequest(line);
+        } catch (err) {
+          sock.end(`${JSON.stringify({ error: (err as Error).message })}\n`);
+          return;
+        }
+        handler(req, reply, (fn) => sock.once('close', fn)).then(
+          (mode) => {
+            if (mode === 'done') sock.end();
+          },
+          (err: Error) => sock.end(`${JSON.stringify({ error: err.message })}\n`),
+        );
+      });
+    });
+  }
+
+  async listen(): Promise<void> {
+    await rm(this.path, { force: true }); // a socket file left by an agent that died
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.path, () => resolve());
+    });
+    await chmod(this.path, 0o600);
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.clients) c.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    await rm(this.path, { force: true });
+  }
+}
+
+function parseRequest(line: string): ControlRequest {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw new Error('request is not JSON');
+  }
+  if (o.cmd === 'status') return { cmd: 'status' };
+  if (o.cmd === 'events') return { cmd: 'events', follow: o.follow === true };
+  if (o.cmd === 'service' && (o.action === 'stop' || o.action === 'start') && typeof o.name === 'string') return { cmd: 'service', action: o.action, name: o.name };
+  throw new Error('unknown request');
+}
+
+/** Sends one request; calls onMessage for each line back; resolves when the agent closes. */
+export function controlRequest(path: string, req: ControlRequest, onMessage: (msg: Record<string, unknown>) => void, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(path);
+    signal?.addEventListener('abort', () => sock.destroy(), { once: true });
+    sock.once('connect', () => sock.write(`${JSON.stringify(req)}\n`));
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      const hint = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? ` (is \`takeover agent\` running? control socket ${path})` : '';
+      reject(Object.assign(new Error(`${err.message}${hint}`), { code: err.code }));
+    });
+    createInterface({ input: sock }).on('line', (line) => {
+      try {
+        onMessage(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // not ours
+      }
+    });
+    sock.once('close', () => resolve());
+  });
+}

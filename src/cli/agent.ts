@@ -1,0 +1,35 @@
+// `takeover agent --config FILE`: runs the agent until SIGTERM/SIGINT, logging what it decides
+// and does as JSON lines (pino) on stdout. A bad config is one line naming the field, exit 2.
+import { pino } from 'pino';
+import { Agent } from '../agent/agent.js';
+import { ConfigError, loadConfig } from '../agent/config.js';
+import { UsageError } from './errors.js';
+
+export async function agentCommand(opts: { config: string }): Promise<number> {
+  let config;
+  try {
+    config = await loadConfig(opts.config);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+  const log = pino({ base: { node: config.node } });
+  const agent = await Agent.create(config).catch((err: Error) => {
+    throw err instanceof ConfigError ? new UsageError(err.message) : err;
+  });
+  agent.on('published', (e) => log.info({ event: e }, 'published'));
+  agent.on('plan', (p) => log.info({ plan: { ...p, results: p.report?.results } }, 'failure plan done'));
+  agent.on('takeover', (d) => log.info({ peer: d.down.node, results: d.report.results, ms: d.doneAt - d.startedAt }, 'peer taken over'));
+  agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
+  agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
+  agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
+  await agent.start();
+  log.info({ notifyPort: agent.notifyPort, incarnation: agent.incarnation }, 'agent started');
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await agent.stop();
+  log.info('agent stopped');
+  return 0;
+}

@@ -1,0 +1,72 @@
+// `takeover events [--follow] [--filter k=v,...] [--format json|fan]`: the local agent's recent
+// events (control socket), then with --follow the live ones; or, with --agents, the live events
+// of several agents' notification endpoints, de-duplicated (what a subscriber library sees).
+import { controlRequest } from '../agent/control.js';
+import { printFan } from '../events/fan-line.js';
+import { validateEvent, type ServiceEvent } from '../events/service-event.js';
+import { subscribe, type EventFilter } from '../events/subscribe.js';
+import { parseEndpoint } from '../net/endpoint.js';
+import { controlPath } from './control-path.js';
+import { UsageError } from './errors.js';
+
+export interface EventsOptions {
+  follow?: boolean;
+  filter?: string;
+  format: string;
+  agents?: string;
+  control?: string;
+  config?: string;
+}
+
+const FILTER_KEYS = ['service', 'database', 'node'] as const;
+
+export function filterOption(value: string): EventFilter {
+  const f: EventFilter = {};
+  for (const part of value.split(',').filter(Boolean)) {
+    const m = /^([a-z]+)=([A-Za-z0-9_.:@-]{1,128})$/.exec(part);
+    if (!m || !(FILTER_KEYS as readonly string[]).includes(m[1]!)) throw new UsageError(`--filter: "${part}" must be KEY=VALUE with KEY one of ${FILTER_KEYS.join(', ')}`);
+    f[m[1] as (typeof FILTER_KEYS)[number]] = m[2]!;
+  }
+  return f;
+}
+
+function matches(e: ServiceEvent, f: EventFilter): boolean {
+  return FILTER_KEYS.every((k) => f[k] === undefined || e[k] === undefined || e[k] === f[k]);
+}
+
+export async function eventsCommand(opts: EventsOptions): Promise<number> {
+  if (opts.format !== 'json' && opts.format !== 'fan') throw new UsageError(`--format must be json or fan, got "${opts.format}"`);
+  const filter = opts.filter ? filterOption(opts.filter) : {};
+  const print = (e: ServiceEvent) => {
+    if (matches(e, filter)) process.stdout.write(`${opts.format === 'fan' ? printFan(e) : JSON.stringify(e)}\n`);
+  };
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    if (opts.agents) {
+      if (!opts.follow) throw new UsageError('--agents streams live events: add --follow');
+      const agents = opts.agents.split(',').map((a) => {
+        try {
+          return parseEndpoint(a.trim());
+        } catch (err) {
+          throw new UsageError(`--agents: ${(err as Error).message}`);
+        }
+      });
+      for await (const e of subscribe({ agents: agents.map((a) => ({ host: a.address, port: a.port })), filter, signal: ac.signal })) print(e);
+      return 0;
+    }
+    const path = await controlPath(opts);
+    let error: string | undefined;
+    await controlRequest(path, { cmd: 'events', follow: opts.follow === true }, (msg) => {
+      if (typeof msg.error === 'string') error = msg.error;
+      else print(validateEvent(msg));
+    }, ac.signal);
+    if (error) throw new Error(error);
+    return 0;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}

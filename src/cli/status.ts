@@ -1,0 +1,29 @@
+// `takeover status [--json]`: what the local agent sees: peer nodes and their links, its
+// instances, the services and their members, and the last events.
+import { controlRequest } from '../agent/control.js';
+import type { AgentStatus } from '../agent/agent.js';
+import { printFan } from '../events/fan-line.js';
+import { controlPath } from './control-path.js';
+import { table } from './output.js';
+
+export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
+  let status: AgentStatus | undefined;
+  let error: string | undefined;
+  await controlRequest(await controlPath(opts), { cmd: 'status' }, (msg) => {
+    if (typeof msg.error === 'string') error = msg.error;
+    else status = msg as unknown as AgentStatus;
+  });
+  if (error || !status) throw new Error(error ?? 'the agent closed the control connection without an answer');
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+    return 0;
+  }
+  const s = status;
+  const out: string[] = [`node ${s.node} (cluster ${s.cluster}), incarnation ${s.incarnation}, notifications on port ${s.notifyPort} to ${s.subscribers} subscriber(s)`, ''];
+  out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS'], ...s.peers.map((p) => [p.node, p.up ? 'up' : 'DOWN', p.incarnation, p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' ')])]), '');
+  out.push(table([['INSTANCE', 'STATE', 'PID'], ...s.instances.map((i) => [i.name, i.state, i.pid === undefined ? '-' : String(i.pid)])]), '');
+  out.push(table([['SERVICE', 'MEMBERS'], ...s.services.map((v) => [v.name, v.members.map((m) => `${m.instance}@${m.node}:${m.up ? 'up' : 'down'}`).join(' ')])]), '');
+  out.push('last events:', ...(s.recentEvents.length ? s.recentEvents.map((e) => `  ${printFan(e)}`) : ['  (none)']));
+  process.stdout.write(`${out.join('\n')}\n`);
+  return 0;
+}
