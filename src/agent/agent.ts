@@ -225,13 +225,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
-  /** The failure plan for a failed instance: close the peers of its connections on its ports. */
+  /** The failure plan for a failed instance: close its clients' connections. */
   private async runPlan(inst: InstanceConfig, e: Extract<InstanceEvent, { kind: 'down' }>): Promise<void> {
     const startedAt = now();
     try {
+      // The service's ports, whoever holds their connections: a server's workers (PostgreSQL
+      // backends) hold them, and outlive a dead or stopped parent. Without ports, a hung
+      // process's own connections; a dead one without ports has none left to close.
       let report: ClosePeersReport | undefined;
-      if (e.cause === 'hang') report = await closePeers({ pid: e.pid, ...(inst.ports.length ? { ports: inst.ports } : {}) }, { method: inst.method });
-      else if (inst.ports.length > 0) report = await closePeers({ ports: inst.ports }, { method: inst.method });
+      if (inst.ports.length > 0) report = await closePeers({ ports: inst.ports }, { method: inst.method });
+      else if (e.cause === 'hang') report = await closePeers({ pid: e.pid }, { method: inst.method });
       this.emit('plan', { instance: inst.name, cause: e.cause, ...(report ? { report } : {}), startedAt, doneAt: now() });
     } catch (err) {
       this.emit('plan', { instance: inst.name, cause: e.cause, error: (err as Error).message, startedAt, doneAt: now() });
