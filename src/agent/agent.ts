@@ -175,7 +175,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         events.push(this.memberEvent(name, instance, 'UP', 'user'));
       }
     }
-    if (action === 'stop' && this.upMembers(name).length === 0) events.push({ type: 'service', status: 'DOWN', service: name, database: this.config.database, ...this.stamp('user') });
+    if (action === 'stop' && events.length > 0 && this.upMembers(name).length === 0) events.push({ type: 'service', status: 'DOWN', service: name, database: this.config.database, ...this.stamp('user') });
     this.publish(events);
     return events;
   }

@@ -84,7 +84,8 @@ export const configSchema = z
     peers: z.array(peer).default([]),
     notify: z.strictObject({
       host: ip.default('0.0.0.0'),
-      port,
+      /** 0: any free port (status shows which). */
+      port: z.number().int().min(0).max(65535),
       maxBufferedBytes: z.number().int().min(1024).optional(),
     }),
     control: z.string().min(1).optional(),

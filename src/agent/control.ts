@@ -31,6 +31,7 @@ export class ControlServer {
       sock.on('close', () => this.clients.delete(sock));
       sock.on('error', () => {});
       const rl = createInterface({ input: sock });
+      rl.on('error', () => {}); // the socket's own error handler has it
       const reply = (msg: unknown) => {
         if (!sock.destroyed) sock.write(`${JSON.stringify(msg)}\n`);
       };
@@ -92,7 +93,8 @@ export function controlRequest(path: string, req: ControlRequest, onMessage: (ms
       const hint = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? ` (is \`takeover agent\` running? control socket ${path})` : '';
       reject(Object.assign(new Error(`${err.message}${hint}`), { code: err.code }));
     });
-    createInterface({ input: sock }).on('line', (line) => {
+    // readline re-emits the socket's errors; the socket's own handler above reports them.
+    createInterface({ input: sock }).on('error', () => {}).on('line', (line) => {
       try {
         onMessage(JSON.parse(line) as Record<string, unknown>);
       } catch {

@@ -39,7 +39,7 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
         received += d.length;
         if (received > 64 * 1024 && this.subscribers.has(sock)) this.drop(sock, 'subscriber sent more than 64 KiB');
       });
-      createInterface({ input: sock, crlfDelay: Infinity }).on('line', (line) => {
+      createInterface({ input: sock, crlfDelay: Infinity }).on('error', () => {}).on('line', (line) => {
         const format = requestedFormat(line);
         if (format && this.subscribers.has(sock)) this.subscribers.set(sock, format);
       });

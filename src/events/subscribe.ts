@@ -37,7 +37,8 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Serv
     if (stopped()) return;
     const sock = net.connect(agent);
     sockets.add(sock);
-    createInterface({ input: sock }).on('line', (line) => {
+    // readline re-emits the socket's errors (an agent that is down): handled by sock's 'error'.
+    createInterface({ input: sock }).on('error', () => {}).on('line', (line) => {
       let e: ServiceEvent;
       try {
         e = validateEvent(JSON.parse(line));

@@ -52,6 +52,49 @@ describe('notification endpoint and subscribe()', () => {
     await reading;
   });
 
+  it('an agent that is down from the start is retried without harm; it is heard once it comes up', async () => {
+    const b = await agent();
+    const spare = net.createServer();
+    await new Promise<void>((r) => spare.listen(0, '127.0.0.1', () => r()));
+    const downPort = (spare.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => spare.close(() => r())); // nothing listens there now
+    const ac = new AbortController();
+    const got: ServiceEvent[] = [];
+    const reading = (async () => {
+      for await (const e of subscribe({ agents: [{ host: '127.0.0.1', port: downPort }, { host: '127.0.0.1', port: b.port }], signal: ac.signal, retryMs: 50 })) got.push(e);
+    })();
+    await until(() => b.server.subscriberCount === 1);
+    await new Promise((r) => setTimeout(r, 200)); // several refused connects
+    b.server.publish(nodeDown('node1', 1));
+    await until(() => got.length === 1);
+    const late = new NotificationServer({ host: '127.0.0.1', port: downPort });
+    servers.push(late);
+    await late.listen();
+    await until(() => late.subscriberCount === 1);
+    late.publish(nodeDown('node1', 2));
+    await until(() => got.length === 2);
+    ac.abort();
+    await reading;
+  });
+
+  it('a subscriber may ask for FAN text lines; one that floods the agent with input is dropped', async () => {
+    const { server, port } = await agent();
+    const s = net.connect({ host: '127.0.0.1', port });
+    let text = '';
+    s.on('data', (d) => (text += d));
+    await until(() => server.subscriberCount === 1);
+    s.write('{"format":"fan"}\n');
+    await new Promise((r) => setTimeout(r, 50));
+    server.publish(nodeDown('node1', 5));
+    await until(() => text.includes('\n'));
+    expect(text).toMatch(/^NODE VERSION=1\.0 host=node1 status=down reason=failure incarn=5 timestamp=\S+\n$/);
+    const dropped = new Promise((r) => server.once('dropped', r));
+    s.write(Buffer.alloc(70 * 1024, 'x'));
+    expect(await dropped).toMatchObject({ reason: 'subscriber sent more than 64 KiB' });
+    expect(server.subscriberCount).toBe(0);
+    s.destroy();
+  });
+
   it('a subscriber that stops reading is disconnected with a reason and never blocks the agent', async () => {
     const { server, port } = await agent(64 * 1024);
     const slow = net.connect(port, '127.0.0.1');

@@ -1,0 +1,109 @@
+// The agent's config file: YAML and JSON, defaults filled in, and every kind of mistake named by
+// its field path, before anything starts.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, configKey, loadConfig, parseConfig, validateConfig } from '../../src/agent/config.js';
+
+const BASE = {
+  cluster: 'c1',
+  node: 'a',
+  database: 'db',
+  key: '0123456789abcdef',
+  heartbeat: { links: [{ id: 0, address: '10.0.0.1', port: 7400 }] },
+  peers: [{ node: 'b', links: [{ id: 0, address: '10.0.0.2', port: 7400 }] }],
+  notify: { port: 7500 },
+  instances: [
+    { name: 'i1', node: 'a', pid: 1 },
+    { name: 'i2', node: 'b' },
+  ],
+  services: [{ name: 'sales', members: ['i1', 'i2'] }],
+};
+
+function fieldOf(doc: unknown): string {
+  try {
+    validateConfig(doc, 'f');
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return `${(err as ConfigError).field}: ${(err as Error).message}`;
+  }
+  throw new Error('accepted');
+}
+
+const edit = (f: (c: any) => void) => {
+  const c = structuredClone(BASE) as any;
+  f(c);
+  return c;
+};
+
+describe('agent config', () => {
+  it('YAML and JSON give the same config, with defaults', () => {
+    const yaml = `
+cluster: c1
+node: a
+database: db
+key: "0123456789abcdef"
+heartbeat:
+  links: [{ id: 0, address: 10.0.0.1, port: 7400 }]
+peers:
+  - node: b
+    links: [{ id: 0, address: 10.0.0.2, port: 7400 }]
+notify: { port: 7500 }
+instances:
+  - { name: i1, node: a, pid: 1 }
+  - { name: i2, node: b }
+services:
+  - { name: sales, members: [i1, i2] }
+`;
+    const a = parseConfig(yaml);
+    expect(a).toEqual(parseConfig(JSON.stringify(BASE)));
+    expect(a.heartbeat).toMatchObject({ intervalMs: 100, misses: 3 });
+    expect(a.notify.host).toBe('0.0.0.0');
+    expect(a.instances[0]).toMatchObject({ ports: [], method: 'rst' });
+  });
+
+  it.each([
+    ['an unknown field', (c: any) => (c.bogus = 1), 'bogus: f: bogus: unknown field'],
+    ['an unknown nested field', (c: any) => (c.heartbeat.links[0].mtu = 1), 'heartbeat.links[0].mtu'],
+    ['a bad address', (c: any) => (c.heartbeat.links[0].address = '10.0.0.300'), 'heartbeat.links[0].address'],
+    ['a bad port', (c: any) => (c.notify.port = 70000), 'notify.port'],
+    ['a string for a number', (c: any) => (c.heartbeat.intervalMs = '100'), 'heartbeat.intervalMs'],
+    ['a short key', (c: any) => (c.key = 'short'), 'key'],
+    ['both key and keyFile', (c: any) => (c.keyFile = '/k'), 'key: f: key: give exactly one'],
+    ['a peer without a link', (c: any) => (c.peers[0].links[0].id = 1), 'peers[0].links'],
+    ['a duplicate node', (c: any) => c.peers.push(structuredClone(c.peers[0])), 'peers[1].node'],
+    ['an instance on an unknown node', (c: any) => (c.instances[1].node = 'z'), 'instances[1].node'],
+    ['a local instance without a way to find it', (c: any) => delete c.instances[0].pid, 'instances[0]: f: instances[0]: an instance on this node needs exactly one'],
+    ['restart without a command', (c: any) => (c.instances[0].restart = { maxFailures: 1, windowMs: 1000, backoffMs: 0 }), 'instances[0].restart'],
+    ['an unknown member', (c: any) => c.services[0].members.push('i9'), 'services[0].members[2]'],
+    ['an unknown probe kind', (c: any) => (c.instances[0].health = { probe: { kind: 'ping' } }), 'instances[0].health.probe.kind'],
+    ['a bad close method', (c: any) => (c.instances[0].method = 'zap'), 'instances[0].method'],
+    ['a bad name', (c: any) => (c.node = 'a b'), 'node'],
+    ['a bad role', (c: any) => (c.instances[0].role = 'leader'), 'instances[0].role'],
+  ])('%s is rejected with the field named', (_what, change, field) => {
+    expect(fieldOf(edit(change)).startsWith(field)).toBe(true);
+  });
+
+  it('syntax errors, non-objects and unreadable files are ConfigErrors too', async () => {
+    expect(() => parseConfig('a: [1, 2', 'x.yaml')).toThrow(/^x\.yaml: .*not valid YAML\/JSON/);
+    expect(() => parseConfig('a: 1\na: 2\n', 'x.yaml')).toThrow(/not valid YAML\/JSON/);
+    expect(() => parseConfig('- 1\n- 2\n', 'x.yaml')).toThrow(/must be a mapping/);
+    expect(() => parseConfig('', 'x.yaml')).toThrow(ConfigError);
+    await expect(loadConfig('/nonexistent/takeover.yaml')).rejects.toThrow(/cannot read: ENOENT/);
+  });
+
+  it('reads the key from keyFile, and refuses a short one', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tko-cfg-'));
+    try {
+      writeFileSync(path.join(dir, 'k'), 'k'.repeat(32));
+      writeFileSync(path.join(dir, 'short'), 'k');
+      const c = validateConfig(edit((c) => ((c.keyFile = path.join(dir, 'k')), delete c.key)));
+      expect((await configKey(c)).toString()).toBe('k'.repeat(32));
+      const s = validateConfig(edit((c) => ((c.keyFile = path.join(dir, 'short')), delete c.key)));
+      await expect(configKey(s)).rejects.toThrow(/keyFile: the key must be at least 16 bytes/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

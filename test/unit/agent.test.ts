@@ -1,0 +1,167 @@
+// The agent on loopback, with instances it starts itself: events published from the process
+// monitor (crash loop up to NOT_RESTARTING), planned service stop/start through the real CLI and
+// the control socket, status, FAN lines on the endpoint, and nothing left running after stop().
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { validateConfig } from '../../src/agent/config.js';
+import { readUptimeLog, summarizeUptime } from '../../src/agent/uptime-log.js';
+import { parseFan } from '../../src/events/fan-line.js';
+import type { ServiceEvent } from '../../src/events/service-event.js';
+import { subscribe } from '../../src/events/subscribe.js';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
+
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (code) => resolve({ code, stdout, stderr: stderr.trim() }));
+  });
+}
+
+let dir: string;
+let agent: Agent | undefined;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'tko-agent-'));
+});
+afterEach(async () => {
+  await agent?.stop();
+  agent = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function config(instance: Record<string, unknown>) {
+  return validateConfig({
+    cluster: 'unit',
+    node: 'a',
+    database: 'db',
+    key: 'a key of sixteen+ bytes',
+    control: path.join(dir, 'a.sock'),
+    heartbeat: { intervalMs: 100, links: [{ id: 0, address: '127.0.0.1', port: 20_000 + Math.floor(Math.random() * 20_000) }] },
+    notify: { host: '127.0.0.1', port: 0 },
+    instances: [{ name: 'i1', node: 'a', ...instance }],
+    services: [{ name: 'sales', members: ['i1'] }, { name: 'hr', members: ['i1'] }],
+    uptimeLog: path.join(dir, 'uptime.jsonl'),
+  });
+}
+
+async function started(c: ReturnType<typeof config>) {
+  agent = await Agent.create(c);
+  const published: ServiceEvent[] = [];
+  agent.on('published', (e) => published.push(e));
+  await agent.start();
+  return { agent, published };
+}
+
+async function until(cond: () => boolean, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const brief = (e: ServiceEvent) => `${e.type} ${e.status} ${e.reason}${e.service && e.type !== 'instance' ? ` ${e.service}` : ''}`;
+
+describe('agent', () => {
+  it('a crash loop: DOWN and UP per restart, then NOT_RESTARTING per service, which a subscriber receives', async () => {
+    const { agent, published } = await started(config({ command: ['sh', '-c', 'sleep 0.1; exit 1'], restart: { maxFailures: 2, windowMs: 10_000, backoffMs: 50 } }));
+    const ac = new AbortController();
+    const seen: ServiceEvent[] = [];
+    const sub = (async () => {
+      for await (const e of subscribe({ agents: [{ host: '127.0.0.1', port: agent.notifyPort }], signal: ac.signal })) seen.push(e);
+    })();
+    await until(() => published.some((e) => e.status === 'NOT_RESTARTING') && seen.some((e) => e.status === 'NOT_RESTARTING'));
+    ac.abort();
+    await sub;
+    const cycle = ['instance UP boot', 'service_member UP boot sales', 'service_member UP boot hr'];
+    const down = ['instance DOWN failure', 'service_member DOWN failure sales', 'service DOWN failure sales', 'service_member DOWN failure hr', 'service DOWN failure hr'];
+    expect(published.map(brief)).toEqual([...cycle, ...down, ...cycle, ...down, ...cycle, ...down, 'service_member NOT_RESTARTING failure sales', 'service_member NOT_RESTARTING failure hr']);
+    // Incarnations increase, so a subscriber keeps every one of them.
+    expect(seen.filter((e) => e.status === 'NOT_RESTARTING')).toHaveLength(2);
+    expect(agent.status().instances).toEqual([{ name: 'i1', state: 'not-restarting', pid: expect.any(Number) }]);
+  });
+
+  it('service stop|start through the CLI: GOING_DOWN, DOWN (planned), COMING_UP, UP; status and events through the control socket', async () => {
+    const { agent, published } = await started(config({ command: ['sleep', '600'] }));
+    await until(() => published.length === 3);
+    const sock = path.join(dir, 'a.sock');
+    const stop = await cli(['service', 'stop', 'sales', '--control', sock]);
+    expect(stop.code).toBe(0);
+    expect(stop.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual(['service_member GOING_DOWN user sales', 'service_member DOWN user sales', 'service DOWN user sales']);
+    expect((await cli(['service', 'stop', 'sales', '--control', sock])).stdout).toMatch(/nothing to do/);
+    const start = await cli(['service', 'start', 'sales', '--control', sock, '--json']);
+    expect((JSON.parse(start.stdout) as ServiceEvent[]).map(brief)).toEqual(['service_member COMING_UP user sales', 'service_member UP user sales']);
+    expect(published.at(-1)).toMatchObject({ cardinality: 1 });
+
+    const status = JSON.parse((await cli(['status', '--json', '--control', sock])).stdout);
+    expect(status).toMatchObject({ node: 'a', instances: [{ name: 'i1', state: 'up' }], services: [{ name: 'sales', members: [{ instance: 'i1', up: true }] }, { name: 'hr' }] });
+    expect((await cli(['status', '--control', sock])).stdout).toMatch(/INSTANCE\s+STATE\s+PID\ni1\s+up\s+\d+/);
+    const events = await cli(['events', '--control', sock, '--format', 'fan', '--filter', 'service=sales']);
+    // The instance event names the database's default service (db), so the filter leaves it out.
+    expect(events.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual([
+      'service_member UP boot sales', 'service_member GOING_DOWN user sales', 'service_member DOWN user sales', 'service DOWN user sales', 'service_member COMING_UP user sales', 'service_member UP user sales',
+    ]);
+
+    const bad = await cli(['service', 'stop', 'payroll', '--control', sock]);
+    expect([bad.code, bad.stderr]).toEqual([2, 'takeover: unknown service payroll']);
+    expect((await cli(['service', 'pause', 'sales', '--control', sock])).stderr).toBe('takeover: service: the action must be stop or start, got "pause"');
+    expect((await cli(['events', '--control', sock, '--filter', 'colour=red'])).code).toBe(2);
+    const gone = await cli(['status', '--control', path.join(dir, 'none.sock')]);
+    expect([gone.code, gone.stderr]).toEqual([1, expect.stringContaining('is `takeover agent` running?')]);
+    expect(agent.status().recentEvents).toHaveLength(8);
+    // The uptime log keeps the planned downtime apart.
+    await until(() => existsSync(path.join(dir, 'uptime.jsonl')));
+    const records = await readUptimeLog(path.join(dir, 'uptime.jsonl'));
+    expect(records.filter((r) => r.planned).map((r) => r.status)).toEqual(['GOING_DOWN', 'DOWN', 'DOWN', 'COMING_UP', 'UP']);
+    const sales = summarizeUptime(records).get('service_member:sales/i1@a')!;
+    expect(sales.unplannedMs).toBe(0);
+    expect(sales.plannedMs).toBeGreaterThan(0);
+  });
+
+  it('a subscriber that asks for FAN gets FAN lines; stop() leaves no process, socket or port behind', async () => {
+    const { agent: a, published } = await started(config({ command: ['sleep', '600'] }));
+    await until(() => published.length === 3);
+    const pid = a.status().instances[0]!.pid!;
+    const s = net.connect({ host: '127.0.0.1', port: a.notifyPort });
+    const lines: string[] = [];
+    createInterface({ input: s }).on('line', (l) => lines.push(l));
+    await new Promise((r) => s.once('connect', r));
+    s.write('{"format":"fan"}\n');
+    await new Promise((r) => setTimeout(r, 50));
+    a.serviceChange('hr', 'stop');
+    await until(() => lines.length === 3);
+    expect(lines.map((l) => brief(parseFan(l)))).toEqual(['service_member GOING_DOWN user hr', 'service_member DOWN user hr', 'service DOWN user hr']);
+    s.destroy();
+    const port = a.notifyPort;
+    await a.stop();
+    agent = undefined;
+    expect(() => process.kill(pid, 0)).toThrow(); // the instance it started is stopped
+    expect(existsSync(path.join(dir, 'a.sock'))).toBe(false);
+    await new Promise<void>((resolve, reject) => {
+      const probe = net.connect({ host: '127.0.0.1', port });
+      probe.once('connect', () => reject(new Error('the notification port is still open')));
+      probe.once('error', () => resolve());
+    });
+  });
+
+  it('takeover agent with a bad config: exit 2 and the field named; a pid that does not exist fails the start', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    writeFileSync(file, 'cluster: c\nnode: a\ndatabase: d\nkey: 0123456789abcdef\nheartbeat: { links: [{ id: 0, address: 127.0.0.1, port: 7400 }] }\nnotify: { port: 99999 }\n');
+    const r = await cli(['agent', '--config', file]);
+    expect([r.code, r.stderr]).toEqual([2, `takeover: ${file}: notify.port: Too big: expected number to be <=65535`]);
+    const a = await Agent.create(config({ pid: 2 ** 22 + 7 }));
+    await expect(a.start()).rejects.toMatchObject({ code: 'ESRCH' });
+    expect(existsSync(path.join(dir, 'a.sock'))).toBe(false); // a failed start undoes itself
+  });
+});

@@ -1,0 +1,125 @@
+// Callouts and the uptime log: every executable runs per event with the event in its arguments
+// and environment, in parallel up to the limit, killed past its timeout, never holding the
+// caller; the uptime log adds downtime up apart for planned and unplanned.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CalloutRunner, type CalloutResult } from '../../src/agent/callouts.js';
+import { readUptimeLog, summarizeUptime, UptimeLog } from '../../src/agent/uptime-log.js';
+import type { ServiceEvent } from '../../src/events/service-event.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'tko-callouts-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const event = (status: ServiceEvent['status'], reason: string, timestamp: string, incarnation = 1): ServiceEvent => ({
+  type: 'service_member', status, reason, timestamp, incarnation, service: 'sales', database: 'db', instance: 'i1', node: 'a', cardinality: 1,
+});
+
+function script(name: string, body: string): string {
+  const file = path.join(dir, 'callouts', name);
+  writeFileSync(file, `#!/bin/sh\n${body}\n`);
+  chmodSync(file, 0o755);
+  return file;
+}
+
+describe('callouts', () => {
+  beforeEach(() => {
+    rmSync(path.join(dir, 'callouts'), { recursive: true, force: true });
+    mkdirSync(path.join(dir, 'callouts'));
+  });
+
+  it('each executable gets the FAN line as args and the fields in env; non-executables are skipped', async () => {
+    const out = path.join(dir, 'out');
+    script('10-args', `echo "$@" >> ${out}.args`);
+    script('20-env', `echo "$TAKEOVER_TYPE $TAKEOVER_STATUS $TAKEOVER_SERVICE $TAKEOVER_CARDINALITY" >> ${out}.env; echo "$TAKEOVER_EVENT" >> ${out}.json`);
+    writeFileSync(path.join(dir, 'callouts', 'README'), 'not a callout');
+    const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 5000, maxParallel: 4 });
+    const results: CalloutResult[] = [];
+    r.on('result', (x) => results.push(x));
+    const e = event('DOWN', 'failure', '2026-11-22T10:00:00.000Z');
+    await r.run(e);
+    await r.idle();
+    expect(results.map((x) => [path.basename(x.file), x.code, x.timedOut])).toEqual([['10-args', 0, false], ['20-env', 0, false]]);
+    expect(readFileSync(`${out}.args`, 'utf8').trim()).toBe('SERVICEMEMBER VERSION=1.0 service=sales database=db instance=i1 host=a status=down reason=failure card=1 incarn=1 timestamp=2026-11-22T10:00:00.000Z');
+    expect(readFileSync(`${out}.env`, 'utf8').trim()).toBe('service_member DOWN sales 1');
+    expect(JSON.parse(readFileSync(`${out}.json`, 'utf8'))).toEqual(e);
+  });
+
+  it('a hung callout is killed at its timeout with its children; others run in parallel; run() never waits for them', async () => {
+    script('hang', 'sleep 31.7 & sleep 31.7');
+    script('fast', 'exit 3');
+    const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 300, maxParallel: 2 });
+    const results: CalloutResult[] = [];
+    r.on('result', (x) => results.push(x));
+    const t0 = performance.now();
+    await r.run(event('DOWN', 'failure', '2026-11-22T10:00:00.000Z'));
+    expect(performance.now() - t0).toBeLessThan(100); // queued, not run
+    await r.idle();
+    const byName = Object.fromEntries(results.map((x) => [path.basename(x.file), x]));
+    expect(byName.fast).toMatchObject({ code: 3, timedOut: false });
+    expect(byName.hang).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
+    expect(byName.hang!.elapsedMs).toBeGreaterThanOrEqual(290);
+    expect(byName.hang!.elapsedMs).toBeLessThan(2000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(spawnSync('pgrep', ['-f', 'sleep 31.7']).stdout.toString()).toBe(''); // the background child died too
+  });
+
+  it('past maxParallel runs wait; past maxQueued the oldest are dropped and counted', async () => {
+    script('slow', 'sleep 0.2');
+    const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 5000, maxParallel: 1, maxQueued: 2 });
+    const results: CalloutResult[] = [];
+    r.on('result', (x) => results.push(x));
+    for (let i = 1; i <= 5; i++) await r.run(event('DOWN', 'failure', '2026-11-22T10:00:00.000Z', i));
+    await r.idle();
+    // The first started at once; of the four queued behind it, the two oldest were dropped.
+    expect(results.map((x) => x.event.incarnation)).toEqual([1, 4, 5]);
+    expect(r.dropped).toBe(2);
+  });
+
+  it('a missing directory is reported as a result, not thrown', async () => {
+    const r = new CalloutRunner({ dir: path.join(dir, 'nope'), timeoutMs: 100, maxParallel: 1 });
+    const results: CalloutResult[] = [];
+    r.on('result', (x) => results.push(x));
+    await r.run(event('UP', 'boot', '2026-11-22T10:00:00.000Z'));
+    expect(results[0]!.error).toMatch(/ENOENT/);
+  });
+});
+
+describe('uptime log', () => {
+  it('appends JSON lines in order and sums planned and unplanned downtime apart', async () => {
+    const file = path.join(dir, 'uptime.jsonl');
+    const log = new UptimeLog(file);
+    const evs = [
+      event('UP', 'boot', '2026-11-22T10:00:00.000Z', 1),
+      event('DOWN', 'failure', '2026-11-22T10:01:00.000Z', 2),
+      event('UP', 'boot', '2026-11-22T10:01:30.000Z', 3),
+      event('GOING_DOWN', 'user', '2026-11-22T10:02:00.000Z', 4),
+      event('DOWN', 'user', '2026-11-22T10:02:01.000Z', 5),
+      event('COMING_UP', 'user', '2026-11-22T10:05:00.000Z', 6),
+      event('UP', 'user', '2026-11-22T10:05:00.000Z', 7),
+      event('DOWN', 'hang', '2026-11-22T10:06:00.000Z', 8),
+    ];
+    for (const e of evs) void log.append(e);
+    await log.append(event('UP', 'boot', '2026-11-22T10:06:10.000Z', 9));
+    const records = await readUptimeLog(file);
+    expect(records.map((r) => [r.status, r.planned])).toEqual([
+      ['UP', false], ['DOWN', false], ['UP', false], ['GOING_DOWN', true], ['DOWN', true], ['COMING_UP', true], ['UP', true], ['DOWN', false], ['UP', false],
+    ]);
+    const sum = summarizeUptime(records).get('service_member:sales/i1@a')!;
+    expect(sum).toEqual({ plannedMs: 180_000, unplannedMs: 40_000, down: false });
+    expect(log.failures).toBe(0);
+  });
+
+  it('a write failure is counted, never thrown into the agent; a corrupt line is named', async () => {
+    const log = new UptimeLog(path.join(dir, 'no', 'such', 'dir.jsonl'));
+    await log.append(event('UP', 'boot', '2026-11-22T10:00:00.000Z'));
+    expect(log.failures).toBe(1);
+    writeFileSync(path.join(dir, 'bad.jsonl'), '{"status":"UP"}\nnot json\n');
+    await expect(readUptimeLog(path.join(dir, 'bad.jsonl'))).rejects.toThrow(/line 2 is not JSON/);
+  });
+});
