@@ -12,6 +12,7 @@ import { instanceFailure, notRestarting, type Placement } from '../events/scenar
 import { validateEvent, type EventStatus, type ServiceEvent } from '../events/service-event.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import { WitnessedNodeEvents, type Disputed, type NodeEventSource, type Witness } from '../monitor/witnessed-node-events.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import { CalloutRunner, type CalloutResult } from './callouts.js';
@@ -37,6 +38,8 @@ export type AgentEvents = {
   takeover: [TakeoverDone];
   'takeover-failed': [Error];
   detector: [DetectorEvent];
+  /** A node the heartbeats call dead but a witness does not (yet): no event, no takeover. */
+  disputed: [Disputed];
   callout: [CalloutResult];
 };
 
@@ -49,6 +52,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly monitors = new Map<string, InstanceMonitor>();
   readonly incarnation: number;
   private readonly publisher: NodeEventPublisher;
+  /** Node events as the decisions use them: the heartbeats', confirmed by the witnesses if any. */
+  private readonly nodeEvents: NodeEventSource;
+  private readonly witnessed: WitnessedNodeEvents | undefined;
   private readonly takeovers: PeerTakeover[] = [];
   private readonly trackers: FlowTracker[] = [];
   private readonly control: ControlServer;
@@ -63,13 +69,15 @@ export class Agent extends EventEmitter<AgentEvents> {
   private lastIncarnation = 0;
   notifyPort = 0;
 
-  static async create(config: AgentConfig): Promise<Agent> {
-    return new Agent(config, await configKey(config));
+  /** `witnesses`: seed 002's second opinion (e.g. a disk heartbeat) that must agree a node is dead. */
+  static async create(config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
+    return new Agent(config, await configKey(config), options);
   }
 
   private constructor(
     readonly config: AgentConfig,
     key: Buffer,
+    options: AgentOptions,
   ) {
     super();
     this.incarnation = config.incarnation ?? Date.now();
@@ -84,7 +92,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
     this.server = new NotificationServer({ host: config.notify.host, port: config.notify.port, ...(config.notify.maxBufferedBytes ? { maxBufferedBytes: config.notify.maxBufferedBytes } : {}) });
-    this.publisher = new NodeEventPublisher(config.node, this.heartbeat, { publish: (e) => this.publish([e]) });
+    if (options.witnesses?.length) {
+      this.witnessed = new WitnessedNodeEvents(this.heartbeat, options.witnesses);
+      this.witnessed.on('disputed', (d) => this.emit('disputed', d));
+    }
+    this.nodeEvents = this.witnessed ?? this.heartbeat;
+    this.publisher = new NodeEventPublisher(config.node, this.nodeEvents, { publish: (e) => this.publish([e]) });
     this.control = new ControlServer(config.control ?? defaultControlPath(config.node), (req, reply, onClose) => this.onControl(req, reply, onClose));
     if (config.callouts) {
       this.callouts = new CalloutRunner(config.callouts);
@@ -110,7 +123,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         const tracker = new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] });
         tracker.start();
         this.trackers.push(tracker);
-        const plan = new PeerTakeover({ heartbeat: this.heartbeat, peer: p.node, service: { address: t.address, port: t.port }, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method });
+        const plan = new PeerTakeover({ heartbeat: this.nodeEvents, peer: p.node, service: { address: t.address, port: t.port }, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method });
         plan.on('done', (d) => this.emit('takeover', d));
         plan.on('failed', (err) => this.emit('takeover-failed', err));
         await plan.prepare();
@@ -129,6 +142,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
     this.heartbeat.stop();
     this.publisher.close();
+    this.witnessed?.close();
     for (const t of this.takeovers) t.close();
     for (const t of this.trackers) t.close();
     this.followers.clear();
@@ -313,6 +327,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     onClose(() => this.followers.delete(follower));
     return 'stream';
   }
+}
+
+export interface AgentOptions {
+  witnesses?: Witness[];
 }
 
 export interface AgentStatus {

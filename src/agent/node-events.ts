@@ -4,7 +4,7 @@
 // decided, so exactly one speaks). The event's incarnation orders the changes of one node for
 // subscribers' de-duplication: 2 × the node's own incarnation for its coming up, + 1 for its
 // death, so a restart (a higher node incarnation) always sorts after the death before it.
-import type { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { nodeFailure } from '../events/scenarios.js';
 import type { ServiceEvent } from '../events/service-event.js';
@@ -19,7 +19,7 @@ export class NodeEventPublisher {
 
   constructor(
     private readonly self: string,
-    private readonly heartbeat: HeartbeatAgent,
+    private readonly heartbeat: NodeEventSource,
     private readonly sink: EventSink,
   ) {
     heartbeat.on('event', this.onEvent);

@@ -2,7 +2,7 @@
 // its service — take the address over and close every connection the tracker saw — at once.
 // The first piece of the agent (issue 3): detection (heartbeats) wired to action (closePeers).
 import { EventEmitter } from 'node:events';
-import type { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import type { CloseMethod } from '../net/close-method.js';
@@ -10,7 +10,8 @@ import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
 
 export interface PeerTakeoverOptions {
-  heartbeat: HeartbeatAgent;
+  /** The heartbeat agent, or a WitnessedNodeEvents in front of it. */
+  heartbeat: NodeEventSource;
   /** The peer node whose service this host takes over. */
   peer: string;
   service: { address: string; port: number };

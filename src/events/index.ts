@@ -5,7 +5,7 @@ export { IncarnationFilter } from './incarnation-filter.js';
 export { instanceFailure, serviceDown, nodeFailure, notRestarting } from './scenarios.js';
 export type { Placement } from './scenarios.js';
 export { NotificationServer } from './notification-server.js';
-export type { NotificationServerOptions } from './notification-server.js';
+export type { NotificationServerOptions, WireFormat } from './notification-server.js';
 export { subscribe } from './subscribe.js';
 export type { SubscribeOptions, EventFilter } from './subscribe.js';
 export { SessionRegistry } from './session-registry.js';

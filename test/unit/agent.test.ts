@@ -155,6 +155,40 @@ describe('agent', () => {
     });
   });
 
+  it('with a witness, a peer whose heartbeats stop is dead only once the witness agrees', async () => {
+    const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+    const [pa, pb] = [port(), port() + 1];
+    const node = (self: string, me: number, peer: string, them: number) =>
+      validateConfig({
+        cluster: 'unit', node: self, database: 'db', key: 'a key of sixteen+ bytes', control: path.join(dir, `${self}.sock`),
+        heartbeat: { intervalMs: 50, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
+        peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
+        notify: { host: '127.0.0.1', port: 0 },
+      });
+    let diskSaysDead = false;
+    const b = await Agent.create(node('b', pb, 'a', pa), { witnesses: [{ name: 'disk', confirmsDown: () => diskSaysDead }] });
+    const a = await Agent.create(node('a', pa, 'b', pb));
+    const published: ServiceEvent[] = [];
+    const disputed: string[] = [];
+    b.on('published', (e) => published.push(e));
+    b.on('disputed', (d) => disputed.push(`${d.node}:${d.witness}`));
+    try {
+      await b.start();
+      await a.start();
+      await until(() => published.some((e) => e.type === 'node' && e.status === 'UP'));
+      await a.stop();
+      await until(() => disputed.length === 1);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(published.filter((e) => e.status === 'DOWN')).toEqual([]);
+      diskSaysDead = true;
+      await until(() => published.some((e) => e.type === 'node' && e.status === 'DOWN'));
+      expect(disputed).toEqual(['a:disk']);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
   it('takeover agent with a bad config: exit 2 and the field named; a pid that does not exist fails the start', async () => {
     const file = path.join(dir, 'bad.yaml');
     writeFileSync(file, 'cluster: c\nnode: a\ndatabase: d\nkey: 0123456789abcdef\nheartbeat: { links: [{ id: 0, address: 127.0.0.1, port: 7400 }] }\nnotify: { port: 99999 }\n');
