@@ -93,6 +93,12 @@ services:
     await expect(loadConfig('/nonexistent/takeover.yaml')).rejects.toThrow(/cannot read: ENOENT/);
   });
 
+  it('docs/examples/agent.yaml is a valid config', async () => {
+    const c = await loadConfig(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'examples', 'agent.yaml'));
+    expect(c.instances.map((i) => i.name)).toEqual(['appdb1', 'appdb2']);
+    expect(c.peers[0]!.takeover).toMatchObject({ address: '10.0.0.12', method: 'rst' });
+  });
+
   it('reads the key from keyFile, and refuses a short one', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tko-cfg-'));
     try {
