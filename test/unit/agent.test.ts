@@ -189,6 +189,36 @@ describe('agent', () => {
     }
   });
 
+  it('takeover agent --config runs until SIGTERM, logs JSON lines, and stops what it started', async () => {
+    const file = path.join(dir, 'agent.yaml');
+    const hb = 20_000 + Math.floor(Math.random() * 20_000);
+    writeFileSync(file, [
+      'cluster: c', 'node: solo', 'database: d', 'key: 0123456789abcdef',
+      `control: ${path.join(dir, 'solo.sock')}`,
+      `heartbeat: { links: [{ id: 0, address: 127.0.0.1, port: ${hb} }] }`,
+      'notify: { host: 127.0.0.1, port: 0 }',
+      'instances: [{ name: i1, node: solo, command: [sleep, "600"] }]',
+      'services: [{ name: s1, members: [i1] }]',
+    ].join('\n'));
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const logs: Array<Record<string, any>> = [];
+    createInterface({ input: child.stdout }).on('line', (l) => logs.push(JSON.parse(l)));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await until(() => logs.some((l) => l.msg === 'published' && l.event.type === 'service_member'), 15_000);
+      expect(logs.find((l) => l.msg === 'agent started')).toMatchObject({ node: 'solo', notifyPort: expect.any(Number) });
+      const status = JSON.parse((await cli(['status', '--json', '--config', file])).stdout);
+      const pid = status.instances[0].pid as number;
+      expect(() => process.kill(pid, 0)).not.toThrow();
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(logs.at(-1)!.msg).toBe('agent stopped');
+      expect(() => process.kill(pid, 0)).toThrow();
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('takeover agent with a bad config: exit 2 and the field named; a pid that does not exist fails the start', async () => {
     const file = path.join(dir, 'bad.yaml');
     writeFileSync(file, 'cluster: c\nnode: a\ndatabase: d\nkey: 0123456789abcdef\nheartbeat: { links: [{ id: 0, address: 127.0.0.1, port: 7400 }] }\nnotify: { port: 99999 }\n');
