@@ -1,8 +1,12 @@
 // Every native path, success and failure, many times over in one process: the number of open
 // fds must come back to where it was (every fd the addon opens is owned by a UniqueFd).
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { validateConfig } from '../../src/agent/config.js';
 import { native, TCP_ACK, TCP_RST } from '../../src/native.js';
 import { FlowTracker } from '../../src/net/flow-tracker.js';
 import { SegmentForge, buildSegment } from '../../src/net/forge.js';
@@ -52,5 +56,36 @@ describe('no fd leaks', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(openFds()).toBe(before);
     server.close();
+  }, 60_000);
+
+  it('the agent: start, an instance exit, a planned change, stop, many times over', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tko-fd-'));
+    const config = (port: number) =>
+      validateConfig({
+        cluster: 'fd', node: 'a', database: 'd', key: '0123456789abcdef', control: path.join(dir, 'a.sock'),
+        heartbeat: { links: [{ id: 0, address: '127.0.0.1', port }] }, notify: { host: '127.0.0.1', port: 0 },
+        instances: [{ name: 'i1', node: 'a', command: ['sleep', '600'], restart: { maxFailures: 5, windowMs: 60_000, backoffMs: 0 } }],
+        services: [{ name: 's', members: ['i1'] }],
+      });
+    const cycle = async (i: number) => {
+      const agent = await Agent.create(config(30_000 + i));
+      const published: string[] = [];
+      agent.on('published', (e) => published.push(`${e.type}:${e.status}`));
+      await agent.start();
+      while (!published.includes('service_member:UP')) await new Promise((r) => setTimeout(r, 5));
+      process.kill(agent.status().instances[0]!.pid!, 'SIGKILL');
+      while (published.filter((p) => p === 'instance:UP').length < 2) await new Promise((r) => setTimeout(r, 5));
+      agent.serviceChange('s', 'stop');
+      await agent.stop();
+    };
+    try {
+      await cycle(0); // first use loads modules and the addon
+      const before = openFds();
+      for (let i = 1; i <= 15; i++) await cycle(i);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(openFds()).toBe(before);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });
