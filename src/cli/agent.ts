@@ -2,16 +2,22 @@
 // and does as JSON lines (pino) on stdout. A bad config is one line naming the field, exit 2.
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
-import { ConfigError, loadConfig } from '../agent/config.js';
+import { ConfigError, configKey, loadConfig } from '../agent/config.js';
 import { UsageError } from './errors.js';
 
-export async function agentCommand(opts: { config: string }): Promise<number> {
+export async function agentCommand(opts: { config: string; check?: boolean }): Promise<number> {
   let config;
   try {
     config = await loadConfig(opts.config);
+    if (opts.check) await configKey(config);
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
+  }
+  if (opts.check) {
+    const mine = config.instances.filter((i) => i.node === config.node).map((i) => i.name);
+    process.stdout.write(`${opts.config}: valid: node ${config.node} of cluster ${config.cluster}, ${config.peers.length} peer(s), instances here: ${mine.join(', ') || 'none'}, ${config.services.length} service(s)\n`);
+    return 0;
   }
   const log = pino({ base: { node: config.node } });
   const agent = await Agent.create(config).catch((err: Error) => {

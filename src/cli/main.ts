@@ -69,6 +69,7 @@ program
   .command('agent')
   .description('run the agent: watch this node\'s instances and the peer nodes, publish events, run the failure plans')
   .requiredOption('--config <file>', 'the agent configuration (YAML or JSON; see docs/AGENT.md)')
+  .option('--check', 'validate the configuration (and read the key) and exit')
   .action(async (opts) => {
     process.exitCode = await agentCommand(opts);
   });

@@ -108,6 +108,8 @@ describe('three agents, PostgreSQL on node A', () => {
     const plan = await agents.get('a')!.waitFor('plan');
     expect(plan.results).toEqual([expect.objectContaining({ outcome: 'reset', ok: true, peer: expect.objectContaining({ address: lab!.host('c').ipv4 }) })]);
     expect(alive(backendPid)).toBe(true); // without the plan the client would wait for this query
+    const pub = await agents.get('a')!.waitFor('published', 1000, (e) => e.type === 'instance' && e.status === 'DOWN');
+    console.info(`kill -> A published ${(Number(pub.t) - killedAt).toFixed(1)} ms`);
     console.info(`kill -> C subscriber: instance DOWN ${(Number(instance.t) - killedAt).toFixed(1)} ms, service_member DOWN ${(Number(member.t) - killedAt).toFixed(1)} ms; pg client error ${(Number(err.t) - killedAt).toFixed(1)} ms`);
     // Only A knew: the events came from A's agent, once each.
     await new Promise((r) => setTimeout(r, 300));

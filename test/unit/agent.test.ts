@@ -2,7 +2,7 @@
 // monitor (crash loop up to NOT_RESTARTING), planned service stop/start through the real CLI and
 // the control socket, status, FAN lines on the endpoint, and nothing left running after stop().
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -224,6 +224,10 @@ describe('agent', () => {
     writeFileSync(file, 'cluster: c\nnode: a\ndatabase: d\nkey: 0123456789abcdef\nheartbeat: { links: [{ id: 0, address: 127.0.0.1, port: 7400 }] }\nnotify: { port: 99999 }\n');
     const r = await cli(['agent', '--config', file]);
     expect([r.code, r.stderr]).toEqual([2, `takeover: ${file}: notify.port: Too big: expected number to be <=65535`]);
+    expect((await cli(['agent', '--check', '--config', file])).code).toBe(2);
+    writeFileSync(file, readFileSync(file, 'utf8').replace('99999', '7500'));
+    const ok = await cli(['agent', '--check', '--config', file]);
+    expect([ok.code, ok.stdout]).toEqual([0, `${file}: valid: node a of cluster c, 0 peer(s), instances here: none, 0 service(s)\n`]);
     const a = await Agent.create(config({ pid: 2 ** 22 + 7 }));
     await expect(a.start()).rejects.toMatchObject({ code: 'ESRCH' });
     expect(existsSync(path.join(dir, 'a.sock'))).toBe(false); // a failed start undoes itself
