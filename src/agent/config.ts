@@ -4,7 +4,7 @@
 // (`instances[1].health.timeoutMs: ...`), and nothing starts until the whole file is valid.
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 
@@ -162,14 +162,14 @@ export function validateConfig(doc: unknown, file = 'config'): AgentConfig {
 
 /** Reads YAML or JSON (JSON is YAML); throws ConfigError with the line for syntax errors. */
 export function parseConfig(text: string, file = 'config'): AgentConfig {
-  let doc: unknown;
-  try {
-    doc = parseYaml(text, { prettyErrors: false, uniqueKeys: true });
-  } catch (err) {
-    const line = err instanceof YAMLParseError && err.linePos ? `line ${err.linePos[0].line}` : '';
-    throw new ConfigError(file, line, `not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+  // Warnings (an unknown tag such as `!foo`) are mistakes too, not messages on stderr.
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'silent' });
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) {
+    const line = problem.linePos ? `line ${problem.linePos[0].line}` : '';
+    throw new ConfigError(file, line, `not valid YAML/JSON: ${problem.message.split('\n')[0]}`);
   }
-  return validateConfig(doc, file);
+  return validateConfig(doc.toJS({ maxAliasCount: 100 }), file);
 }
 
 export async function loadConfig(file: string): Promise<AgentConfig> {

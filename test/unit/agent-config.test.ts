@@ -1,10 +1,12 @@
 // The agent's config file: YAML and JSON, defaults filled in, and every kind of mistake named by
 // its field path, before anything starts.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { ConfigError, configKey, loadConfig, parseConfig, validateConfig } from '../../src/agent/config.js';
+import { prng } from './frame-builder.js';
 
 const BASE = {
   cluster: 'c1',
@@ -90,6 +92,7 @@ services:
     expect(() => parseConfig('a: 1\na: 2\n', 'x.yaml')).toThrow(/not valid YAML\/JSON/);
     expect(() => parseConfig('- 1\n- 2\n', 'x.yaml')).toThrow(/must be a mapping/);
     expect(() => parseConfig('', 'x.yaml')).toThrow(ConfigError);
+    expect(() => parseConfig('a: !vault x\n', 'x.yaml')).toThrow(/^x\.yaml: line 1: not valid YAML\/JSON: .*tag/i);
     await expect(loadConfig('/nonexistent/takeover.yaml')).rejects.toThrow(/cannot read: ENOENT/);
   });
 
@@ -97,6 +100,50 @@ services:
     const c = await loadConfig(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'examples', 'agent.yaml'));
     expect(c.instances.map((i) => i.name)).toEqual(['appdb1', 'appdb2']);
     expect(c.peers[0]!.takeover).toMatchObject({ address: '10.0.0.12', method: 'rst' });
+  });
+
+  it('fuzz: random edits of a valid config and random bytes give a config or a ConfigError, nothing else', () => {
+    const rand = prng(0xc0f1);
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const values = [null, true, 0, -1, 1.5, 2 ** 53, '', 'x', 'a b', '10.0.0.1', '::1', [], {}, [1], { id: 0 }, 'rst', 'goodbye:nope'];
+    const text = readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'examples', 'agent.yaml'), 'utf8');
+    let accepted = 0;
+    for (let i = 0; i < 1500; i++) {
+      const doc = parseYaml(text) as Record<string, unknown>;
+      for (let k = 0; k < 1 + Math.floor(rand() * 3); k++) {
+        // Walk to a random object inside and set, delete or add a key.
+        let o: any = doc;
+        for (let d = 0; d < 4 && typeof o === 'object' && o !== null; d++) {
+          const keys = Object.keys(o);
+          if (keys.length === 0 || rand() < 0.3) break;
+          const next = o[pick(keys)];
+          if (typeof next !== 'object' || next === null) break;
+          o = next;
+        }
+        const keys = Object.keys(o);
+        const r = rand();
+        if (r < 0.4 && keys.length) o[pick(keys)] = pick(values);
+        else if (r < 0.7 && keys.length) delete o[pick(keys)];
+        else o[pick(['extra', 'port', 'node', 'id', '0'])] = pick(values);
+      }
+      try {
+        validateConfig(doc);
+        accepted++;
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        expect(err.field).not.toBe('');
+      }
+    }
+    for (let i = 0; i < 1000; i++) {
+      const bytes = Buffer.from(Array.from({ length: Math.floor(rand() * 200) }, () => Math.floor(rand() * 256)));
+      const mutated = rand() < 0.5 ? bytes.toString('latin1') : text.slice(0, Math.floor(rand() * text.length)) + bytes.toString('utf8');
+      try {
+        parseConfig(mutated);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+      }
+    }
+    expect(accepted).toBeGreaterThan(0); // some edits are harmless (e.g. an optional field removed)
   });
 
   it('reads the key from keyFile, and refuses a short one', async () => {
