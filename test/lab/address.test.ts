@@ -4,23 +4,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import type { NodeChild, LabEvent } from '../../src/lab/node-child.js';
 import { native } from '../../src/native.js';
-import { eventually, NetnsPair } from './netns-pair.js';
+import { run } from '../../src/lab/exec.js';
+import { Lab } from '../../src/lab/lab.js';
+import { eventually } from './eventually.js';
 
 const fixture = fileURLToPath(new URL('fixtures/address-ops.ts', import.meta.url));
 const STALE_MAC = '02:00:00:00:00:99';
 
-let pair: NetnsPair;
+let lab: Lab;
+const ip = (host: string, args: string[]) => run('ip', ['-n', lab.host(host).ns, ...args]);
 let ops: NodeChild;
 let nextReq = 1;
 
 beforeAll(async () => {
-  pair = await NetnsPair.create('addr');
-  ops = pair.spawn(pair.a, fixture);
+  lab = await Lab.create({ hosts: ['a', 'b'] });
+  ops = lab.spawn('a', fixture);
   await ops.waitFor('ready');
 });
 
 afterAll(async () => {
-  await pair?.destroy();
+  await lab?.destroy();
 });
 
 /** Runs one address operation inside namespace A. */
@@ -37,13 +40,13 @@ interface AddrInfo {
 }
 
 async function addressesOfA(): Promise<AddrInfo[]> {
-  const { stdout } = await pair.ip(pair.a, ['-j', 'addr', 'show', 'dev', pair.a.ifname]);
+  const { stdout } = await ip('a', ['-j', 'addr', 'show', 'dev', 'eth0']);
   const links = JSON.parse(stdout) as Array<{ addr_info: AddrInfo[] }>;
   return links.flatMap((l) => l.addr_info);
 }
 
 async function neighMacInB(address: string): Promise<string | undefined> {
-  const { stdout } = await pair.ip(pair.b, ['-j', 'neigh', 'show', 'to', address, 'dev', pair.b.ifname]);
+  const { stdout } = await ip('b', ['-j', 'neigh', 'show', 'to', address, 'dev', 'eth0']);
   const entries = JSON.parse(stdout) as Array<{ dst: string; lladdr?: string }>;
   return entries.find((e) => e.dst === address)?.lladdr;
 }
@@ -51,24 +54,31 @@ async function neighMacInB(address: string): Promise<string | undefined> {
 /** Waits until B's entry for address points at A's MAC; the error shows B's whole table. */
 async function expectBPointsToA(address: string): Promise<void> {
   try {
-    const pointsToA = async () => ((await neighMacInB(address)) === pair.a.mac ? true : undefined);
-    await eventually(pointsToA, 3000, `B's entry for ${address} to become ${pair.a.mac}`);
+    const mac = lab.host('a').mac;
+    const pointsToA = async () => ((await neighMacInB(address)) === mac ? true : undefined);
+    await eventually(pointsToA, 3000, `B's entry for ${address} to become ${mac}`);
   } catch (err) {
-    const { stdout } = await pair.ip(pair.b, ['neigh', 'show', 'dev', pair.b.ifname]);
+    const { stdout } = await ip('b', ['neigh', 'show', 'dev', 'eth0']);
     throw new Error(`${(err as Error).message}; B's table:\n${stdout}`);
   }
 }
 
 async function poisonB(address: string): Promise<void> {
-  await pair.ip(pair.b, ['neigh', 'replace', address, 'lladdr', STALE_MAC, 'dev', pair.b.ifname, 'nud', 'stale']);
+  await ip('b', ['neigh', 'replace', address, 'lladdr', STALE_MAC, 'dev', 'eth0', 'nud', 'stale']);
   expect(await neighMacInB(address)).toBe(STALE_MAC);
 }
 
 describe.each([
-  { family: 4, address: '198.18.0.10', prefix: 24 },
-  { family: 6, address: 'fd7a:6b00::10', prefix: 64 },
-])('IPv$family address', ({ address, prefix }) => {
-  const ifname = 'a0';
+  { family: 4, prefix: 24 },
+  { family: 6, prefix: 64 },
+])('IPv$family address', ({ family, prefix }) => {
+  const ifname = 'eth0';
+  // An unused address in the lab's subnet (host numbers are small); known once the lab exists.
+  let address = '';
+  beforeAll(() => {
+    const a = lab.host('a');
+    address = family === 4 ? a.ipv4.replace(/\.\d+$/, '.200') : a.ipv6.replace(/::[0-9a-f]+$/, '::200');
+  });
 
   it('addAddress adds it (usable at once: not tentative), removeAddress removes it', async () => {
     expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });

@@ -1,5 +1,5 @@
 // The flow table behind a real capture ring: hand-built frames are sent from one namespace
-// over a veth and captured (no BPF filter, so garbage reaches the parser too) in the other.
+// over a lab bridge and captured (no BPF filter, so garbage reaches the parser too) in the other.
 // The frames' addresses belong to nobody and their MAC is not the receiver's, so no kernel
 // answers them: the table sees exactly the segments the test wrote, in order.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,31 +8,32 @@ import type { NodeChild } from '../../src/lab/node-child.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type CaptureStats, type FlowRecord } from '../../src/native.js';
 import { seqAdd } from '../../src/net/seq.js';
 import { buildFrame, opt, type FrameSpec } from '../unit/frame-builder.js';
-import { NetnsPair } from './netns-pair.js';
+import { Lab } from '../../src/lab/lab.js';
 
 const fixture = fileURLToPath(new URL('fixtures/capture-watch.ts', import.meta.url));
-// Sends each hex line of stdin as one frame out of a0 (Node has no AF_PACKET socket).
+// Sends each hex line of stdin as one frame out of eth0 (Node has no AF_PACKET socket).
 const INJECT = [
   'import socket, sys',
   's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
-  "s.bind(('a0', 0))",
+  "s.bind(('eth0', 0))",
   'for line in sys.stdin.read().split():',
   '    s.send(bytes.fromhex(line))',
 ].join('\n');
 
-let pair: NetnsPair;
+let lab: Lab;
 let watch: NodeChild;
 let nextMarker = 60000;
 let nextTag = 1;
 
 beforeAll(async () => {
-  pair = await NetnsPair.create('flowtable');
-  watch = pair.spawn(pair.b, fixture, ['--interface', pair.b.ifname]);
+  // A hub: the bridge never learns where the frames' made-up MACs live, so every frame reaches B.
+  lab = await Lab.create({ hosts: ['a', 'b'], hub: true });
+  watch = lab.spawn('b', fixture, ['--interface', 'eth0']);
   await watch.waitFor('capturing');
 });
 
 afterAll(async () => {
-  await pair?.destroy();
+  await lab?.destroy();
 });
 
 type Seg = Omit<FrameSpec, 'src' | 'dst'>;
@@ -48,7 +49,7 @@ describe.each([4, 6] as const)('flow table over IPv%s', (family) => {
   async function send(frames: Array<FrameSpec | Buffer>): Promise<void> {
     const marker = nextMarker++;
     const all = [...frames.map((f) => (Buffer.isBuffer(f) ? f : buildFrame(f))), buildFrame({ src: C, dst: S, sport: marker, dport: 9, flags: TCP_ACK })];
-    await pair.exec(pair.a, 'python3', ['-c', INJECT], all.map((f) => f.toString('hex')).join('\n'));
+    await lab.exec('a', 'python3', ['-c', INJECT], all.map((f) => f.toString('hex')).join('\n'));
     await watch.waitFor('segment', 5000, (e) => e.sport === marker);
   }
 

@@ -6,32 +6,32 @@ import { fileURLToPath } from 'node:url';
 import type { NodeChild, LabEvent } from '../../src/lab/node-child.js';
 import { TCP_ACK, TCP_FIN, TCP_RST } from '../../src/native.js';
 import { FORGE_MARK } from '../../src/net/forge.js';
-import { NetnsPair } from './netns-pair.js';
+import { Lab } from '../../src/lab/lab.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`fixtures/${name}.ts`, import.meta.url));
 const PORT = 7100;
 
-let pair: NetnsPair;
+let lab: Lab;
 let server: NodeChild;
 
 beforeAll(async () => {
-  pair = await NetnsPair.create('tcp');
+  lab = await Lab.create({ hosts: ['a', 'b'] });
   // Counts what leaves A carrying the forge's mark: proves SO_MARK is set on the sender.
-  await pair.exec(pair.a, 'nft', ['-f', '-'], [
+  await lab.exec('a', 'nft', ['-f', '-'], [
     'table inet tko_forge_test {',
     `  chain out { type filter hook output priority 0; policy accept; meta mark ${FORGE_MARK} counter; }`,
     '}',
   ].join('\n'));
-  server = pair.spawn(pair.a, fixture('forge-server'), ['--port', String(PORT)]);
+  server = lab.spawn('a', fixture('forge-server'), ['--port', String(PORT)]);
   await server.waitFor('listening');
 });
 
 afterAll(async () => {
-  await pair?.destroy();
+  await lab?.destroy();
 });
 
 async function connect(address: string): Promise<{ client: NodeChild; id: number }> {
-  const client = pair.spawn(pair.b, fixture('forge-client'), ['--host', address, '--port', String(PORT)]);
+  const client = lab.spawn('b', fixture('forge-client'), ['--host', address, '--port', String(PORT)]);
   const { localPort } = await client.waitFor('connected');
   const accepted = await server.waitFor('accepted', 10_000, (e) => e.remotePort === localPort);
   return { client, id: accepted.id as number };
@@ -45,11 +45,12 @@ async function forge(id: number, tag: string, flags: number, seqOffset = 0): Pro
 const ended = (c: NodeChild) => c.events.filter((e) => ['error', 'end', 'closed'].includes(e.event));
 
 describe.each([
-  { family: 4 as const, address: '198.18.0.1', header: 20 },
-  { family: 6 as const, address: 'fd7a:6b00::1', header: 40 },
-])('IPv$family forged segments', ({ family, address, header }) => {
+  { family: 4 as const, header: 20 },
+  { family: 6 as const, header: 40 },
+])('IPv$family forged segments', ({ family, header }) => {
+  const serverAddress = () => (family === 4 ? lab.host('a').ipv4 : lab.host('a').ipv6);
   it('ignores a RST 1000 bytes into the window (RFC 5961) and resets on the exact sequence number', async () => {
-    const { client, id } = await connect(address);
+    const { client, id } = await connect(serverAddress());
 
     const offWindow = await forge(id, `v${family}-rst-plus-1000`, TCP_RST, 1000);
     expect(offWindow.bytes).toBe(header + 20);
@@ -69,7 +70,7 @@ describe.each([
   });
 
   it('ends the client read with EOF on FIN+ACK carrying the exact seq and ack', async () => {
-    const { client, id } = await connect(address);
+    const { client, id } = await connect(serverAddress());
     const fin = await forge(id, `v${family}-fin`, TCP_FIN | TCP_ACK);
     const end = await client.waitFor('end', 5000);
     expect(client.events.find((e) => e.event === 'error')).toBeUndefined();
@@ -79,7 +80,7 @@ describe.each([
 
 describe('sender socket', () => {
   it('marks every forged packet with 0x7a6b', async () => {
-    const { stdout } = await pair.exec(pair.a, 'nft', ['list', 'table', 'inet', 'tko_forge_test']);
+    const { stdout } = await lab.exec('a', 'nft', ['list', 'table', 'inet', 'tko_forge_test']);
     const packets = Number(/counter packets (\d+)/.exec(stdout)?.[1]);
     // Three forged segments per family; the kernel's own packets carry no mark.
     expect(packets).toBe(6);
