@@ -1,34 +1,22 @@
 // The CLI's remote path end to end, run inside the backup's namespace as an operator would:
 // `takeover flows --json` records the flows, `takeover close-peers --from-flows` or `--peers`
 // ends the connections of the dead server, and the exit code says whether all were closed.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { startCli } from '../cli-process.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, type NodeChild } from '../../src/lab/node-child.js';
 import { readEnding } from './scenario.js';
 
-const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 let lab: Lab | undefined;
 afterEach(async () => {
   await lab?.destroy();
   lab = undefined;
 });
 
-function cliIn(ns: string, args: string[]) {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.on('exit', (code) => resolve({ code, stdout, stderr })),
-  );
-  return { child, done, stdout: () => stdout };
-}
+const cliIn = (ns: string, args: string[]) => startCli(args, { netns: ns });
 
 async function setup(): Promise<{ lab: Lab; server: string }> {
   lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });

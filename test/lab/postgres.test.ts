@@ -1,6 +1,6 @@
 // Real PostgreSQL and the real node-postgres client: a query blocked in pg_sleep(600) gets the
 // server's own "terminating connection" error instead of hanging, remotely and locally.
-import { spawn } from 'node:child_process';
+import { runCli } from '../cli-process.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath } from '../../src/lab/node-child.js';
@@ -11,7 +11,6 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PG_CLIENT = path.join(here, 'fixtures', 'pg-client.ts');
-const CLI = path.join(here, '..', '..', 'src', 'cli', 'main.ts');
 
 let lab: Lab | undefined;
 const servers: PgServer[] = [];
@@ -20,17 +19,6 @@ afterEach(async () => {
   await lab?.destroy();
   lab = undefined;
 });
-
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('PostgreSQL', () => {
   it('node dies silently: goodbye:postgres rejects the blocked query with 57P01, and the pool moves to the restarted server', async () => {

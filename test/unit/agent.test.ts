@@ -7,7 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { CLI, runCli } from '../cli-process.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/agent/config.js';
@@ -16,18 +16,8 @@ import { parseFan } from '../../src/events/fan-line.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { subscribe } from '../../src/events/subscribe.js';
 
-const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('exit', (code) => resolve({ code, stdout, stderr: stderr.trim() }));
-  });
-}
+const cli = (args: string[]) => runCli(args).then((r) => ({ ...r, stderr: r.stderr.trim() }));
 
 let dir: string;
 let agent: Agent | undefined;
