@@ -10,10 +10,12 @@ import { fixturePath, nowMs } from '../src/lab/node-child.js';
 import type { RemoteCloseReport } from '../src/net/close-remote.js';
 import { describeTcpAlone } from '../src/net/tcp-alone.js';
 import { ProcessExitWatch } from '../src/monitor/process-exit.js';
+import { fanout } from './fanout.js';
+import { notify } from './notify.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
-const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit').split(','));
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
@@ -161,3 +163,5 @@ if (only.has('forge')) await forge();
 if (only.has('destroy')) await destroy();
 if (only.has('capture')) await capture();
 if (only.has('exit')) await processExit();
+if (only.has('notify')) await notify(out);
+if (only.has('fanout')) await fanout(out);
