@@ -14,7 +14,8 @@
         "native/pidfd_watch.cc",
         "native/socket_ops.cc",
         "native/netlink_addr.cc",
-        "native/neigh_announce.cc"
+        "native/neigh_announce.cc",
+        "native/sg_io.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitSocketOps(env, exports);
   takeover::InitNetlinkAddr(env, exports);
   takeover::InitNeighAnnounce(env, exports);
+  takeover::InitSgIo(env, exports);
   return exports;
 }
 }  // namespace

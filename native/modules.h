@@ -12,4 +12,5 @@ void InitPidfdWatch(Napi::Env env, Napi::Object exports);   // pidfd_watch.cc
 void InitSocketOps(Napi::Env env, Napi::Object exports);    // socket_ops.cc
 void InitNetlinkAddr(Napi::Env env, Napi::Object exports);  // netlink_addr.cc
 void InitNeighAnnounce(Napi::Env env, Napi::Object exports);  // neigh_announce.cc
+void InitSgIo(Napi::Env env, Napi::Object exports);         // sg_io.cc
 }  // namespace takeover

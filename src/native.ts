@@ -207,6 +207,27 @@ export interface NativeBindings {
   removeAddress(ifname: string, address: string, prefixLength: number): void;
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for address on ifname. */
   announceAddress(ifname: string, address: string): void;
+
+  /**
+   * One SCSI command through SG_IO, on a worker thread. `dataIn`: bytes to read (0: none);
+   * `dataOut`: bytes to write (or undefined). Rejects with a NativeError (syscall 'ioctl') when
+   * the ioctl fails; a command the target refused resolves with its status and sense.
+   */
+  sgIo(fd: number, cdb: Uint8Array, dataIn: number, dataOut: Uint8Array | undefined, timeoutMs: number): Promise<SgIoReply>;
+}
+
+/** What SG_IO reports (sg v3 header): SCSI status, transport and driver status, sense, data. */
+export interface SgIoReply {
+  status: number;
+  maskedStatus: number;
+  hostStatus: number;
+  driverStatus: number;
+  /** SG_INFO_*: bit 0 set means something other than GOOD (check status/host/driver). */
+  info: number;
+  resid: number;
+  durationUs: number;
+  sense: Buffer;
+  data: Buffer;
 }
 
 function load(): NativeBindings {
