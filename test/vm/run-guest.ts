@@ -1,0 +1,84 @@
+// Boots the test guest under qemu (TCG: KVM does not work for a stock guest kernel on these
+// hosts) with the host's root shared read-only over 9p, sets up a SCSI target inside it, and
+// runs a job there: a shell script on the host, run in a chroot of the host root, so the
+// project's own Node, addon and sources run against real SCSI devices. The job's "TKO {json}"
+// lines are its results. qemu is always killed; the job file is always removed.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { CACHE, guestImage } from './guest-image.js';
+
+export interface GuestOptions {
+  /** The target set up before the job: one LUN through two tcm_loop nexuses, scsi_debug, or none. */
+  setup: 'tcm_loop' | 'scsi_debug' | 'none';
+  /** Shell script run (as /bin/sh) in the chroot of the host root, from /work/main's checkout. */
+  job: string;
+  timeoutMs: number;
+  /** Each result line as it arrives. */
+  onResult?: (r: Record<string, unknown>) => void;
+}
+
+export interface GuestRun {
+  exitCode: number;
+  results: Array<Record<string, unknown>>;
+  /** The guest's console, for diagnosis. */
+  log: string;
+  /** Boot to the job's first line, and the whole run, in ms. */
+  firstResultMs: number | undefined;
+  totalMs: number;
+}
+
+export async function runGuest(o: GuestOptions): Promise<GuestRun> {
+  const image = guestImage();
+  const jobs = path.join(CACHE, 'jobs');
+  mkdirSync(jobs, { recursive: true });
+  const jobFile = path.join(jobs, `job-${process.pid}-${randomBytes(4).toString('hex')}.sh`);
+  writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n${o.job}\n`);
+  const started = performance.now();
+  const qemu = spawn('qemu-system-x86_64', [
+    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '2', '-M', 'q35', '-nodefaults', '-no-reboot',
+    '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nic', 'none',
+    '-kernel', image.kernel, '-initrd', image.initrd,
+    '-append', `console=ttyS0 quiet panic=-1 tko.setup=${o.setup} tko.job=${jobFile}`,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const results: Array<Record<string, unknown>> = [];
+  let log = '';
+  let exitCode: number | undefined;
+  let firstResultMs: number | undefined;
+  createInterface({ input: qemu.stdout! }).on('line', (raw) => {
+    const line = raw.replace(/\r$/, '');
+    log = (log + line + '\n').slice(-20_000);
+    if (line.startsWith('TKO {')) {
+      try {
+        const r = JSON.parse(line.slice(4)) as Record<string, unknown>;
+        firstResultMs ??= performance.now() - started;
+        results.push(r);
+        o.onResult?.(r);
+      } catch {
+        // a result line cut by kernel output: left in the log
+      }
+    } else if (line.startsWith('TKO-EXIT ')) exitCode = Number(line.slice(9));
+  });
+  qemu.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-20_000)));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`guest did not finish in ${o.timeoutMs} ms; console:\n${log.slice(-4000)}`)), o.timeoutMs);
+      qemu.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      qemu.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  } finally {
+    if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
+    rmSync(jobFile, { force: true });
+  }
+  if (exitCode === undefined) throw new Error(`the guest powered off without finishing its job; console:\n${log.slice(-4000)}`);
+  return { exitCode, results, log, firstResultMs, totalMs: performance.now() - started };
+}
