@@ -27,6 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The SCSI device tests boot a qemu guest (test/vm/).
+bash test/vm/setup-deps.sh
+
 # Dependencies, the addon (node-gyp, via the install script) and dist/ (the prepare script).
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

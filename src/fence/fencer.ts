@@ -28,6 +28,7 @@ export interface ReservationDevice {
   registerAndIgnore(key: bigint): Promise<void>;
   reserve(key: bigint, type: number): Promise<void>;
   preemptAndAbort(key: bigint, victim: bigint, type: number): Promise<void>;
+  preempt(key: bigint, victim: bigint, type: number): Promise<void>;
 }
 
 export type DeviceOutcome = 'registered' | 'fenced' | 'already-fenced' | 'unregistered' | 'failed';
@@ -56,6 +57,12 @@ export interface FencerOptions {
   nodes: string[];
   devices: ReservationDevice[];
   type?: number;
+  /**
+   * PREEMPT AND ABORT (default): the victim's queued commands are aborted too, so a write it
+   * sent just before the preempt cannot land after it. false: plain PREEMPT, for targets where
+   * the abort does not complete (LIO through tcm_loop hangs on it, sg_persist included).
+   */
+  abort?: boolean;
 }
 
 export class FenceError extends Error {
@@ -110,7 +117,8 @@ export class Fencer {
         return 'already-fenced';
       }
       if (!before.keys.includes(this.myKey)) throw new Error(`this node (${formatKey(this.myKey)}) is not registered on ${d.name}: it cannot preempt (join first)`);
-      await d.preemptAndAbort(this.myKey, key, this.type);
+      if (this.options.abort === false) await d.preempt(this.myKey, key, this.type);
+      else await d.preemptAndAbort(this.myKey, key, this.type);
       await this.verifyHeld(d, key);
       return 'fenced';
     });

@@ -83,30 +83,36 @@ export class DiskHeartbeatWriter extends EventEmitter<{ error: [Error] }> {
   start(): void {
     if (this.running) return;
     this.running = true;
-    void this.step();
+    this.step();
   }
 
-  /** Stops pulsing and leaves the disk released. */
+  /** Stops pulsing and leaves the disk released (after a command still in flight). */
   async stop(): Promise<void> {
     this.running = false;
     clearTimeout(this.timer);
+    await this.inFlight;
     if (this.reserved) await this.ops.release().catch((err: Error) => this.fail(err));
     this.reserved = false;
   }
 
-  private async step(): Promise<void> {
+  private inFlight: Promise<void> | undefined;
+
+  private step(): void {
     if (!this.running) return;
     const began = now();
-    try {
-      if (this.reserved) await this.ops.release();
-      else await this.ops.reserve();
-      this.reserved = !this.reserved;
-      this.pulses++;
-    } catch (err) {
-      this.fail(err as Error);
-    }
-    if (!this.running) return;
-    this.timer = setTimeout(() => void this.step(), Math.max(0, this.options.intervalMs - (now() - began)));
+    this.inFlight = (async () => {
+      try {
+        if (this.reserved) await this.ops.release();
+        else await this.ops.reserve();
+        this.reserved = !this.reserved;
+        this.pulses++;
+      } catch (err) {
+        this.fail(err as Error);
+      }
+    })();
+    void this.inFlight.then(() => {
+      if (this.running) this.timer = setTimeout(() => this.step(), Math.max(0, this.options.intervalMs - (now() - began)));
+    });
   }
 
   private fail(err: Error): void {

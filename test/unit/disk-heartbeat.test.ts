@@ -70,6 +70,21 @@ describe('disk heartbeat writer and watcher over a simulated SPC-2 reservation',
     }
   });
 
+  it('stop() waits for a RESERVE still in flight, then releases: the disk is never left reserved', async () => {
+    let holder: string | undefined;
+    let finishReserve: (() => void) | undefined;
+    const writer = new DiskHeartbeatWriter({
+      reserve: () => new Promise<void>((r) => (finishReserve = () => ((holder = 'primary'), r()))),
+      release: async () => void (holder = undefined),
+    }, { intervalMs: 10 });
+    writer.start();
+    await new Promise((r) => setTimeout(r, 5));
+    const stopped = writer.stop();
+    finishReserve!(); // the device answers the RESERVE after stop() was called
+    await stopped;
+    expect(holder).toBeUndefined();
+  });
+
   it('command errors are counted and emitted, never thrown; an erroring disk is not proof of life', async () => {
     const writer = new DiskHeartbeatWriter({ reserve: async () => { throw new Error('EIO'); }, release: async () => {} }, { intervalMs: 10 });
     const errors: Error[] = [];

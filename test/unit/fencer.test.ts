@@ -63,6 +63,23 @@ describe('Fencer', () => {
     expect((await c.fence('b')).devices.map((d) => d.outcome)).toEqual(['already-fenced', 'already-fenced']);
   });
 
+  it('with abort: false it sends PREEMPT instead of PREEMPT AND ABORT', async () => {
+    const lun = new ModelLun();
+    const sent: string[] = [];
+    const dev = (id: string) => {
+      const d = lun.nexus(id);
+      return { ...d, name: d.name, preempt: (...a: [bigint, bigint, number]) => (sent.push('preempt'), d.preempt(...a)), preemptAndAbort: (...a: [bigint, bigint, number]) => (sent.push('preemptAndAbort'), d.preemptAndAbort(...a)) };
+    };
+    const a = new Fencer({ cluster: 'prod', node: 'a', nodes: NODES, devices: [dev('a')], abort: false });
+    const b = new Fencer({ cluster: 'prod', node: 'b', nodes: NODES, devices: [dev('b')] });
+    await a.join();
+    await b.join();
+    expect((await a.fence('b')).ok).toBe(true);
+    await b.join();
+    expect((await b.fence('a')).ok).toBe(true);
+    expect(sent).toEqual(['preempt', 'preemptAndAbort']);
+  });
+
   it('fencing the reservation holder moves the reservation to the fencer', async () => {
     const lun = new ModelLun();
     const { a, b } = cluster([lun]);

@@ -28,6 +28,12 @@ export class ModelLun {
         throw f.error;
       }
     };
+    const preemptFrom = (key: bigint, victim: bigint, type: number) => {
+      if (lun.registrations.get(id) !== key) throw new ReservationConflict('not registered with that key');
+      lun.generation++;
+      for (const [n, k] of [...lun.registrations]) if (k === victim && n !== id) lun.registrations.delete(n);
+      if (lun.reservation && lun.reservation.key === victim) lun.reservation = { nexus: id, key, type };
+    };
     return {
       name,
       async readKeys() {
@@ -55,12 +61,14 @@ export class ModelLun {
         if (r && !(r.nexus === id && r.type === type) && !(r.type >= 7 && r.type === type)) throw new ReservationConflict('reserved by another');
         lun.reservation ??= { nexus: id, key, type };
       },
+      async preempt(key, victim, type) {
+        check('preempt');
+        preemptFrom(key, victim, type);
+      },
+      // The model has no queued commands to abort: the same as PREEMPT.
       async preemptAndAbort(key, victim, type) {
         check('preemptAndAbort');
-        if (lun.registrations.get(id) !== key) throw new ReservationConflict('not registered with that key');
-        lun.generation++;
-        for (const [n, k] of [...lun.registrations]) if (k === victim && n !== id) lun.registrations.delete(n);
-        if (lun.reservation && lun.reservation.key === victim) lun.reservation = { nexus: id, key, type };
+        preemptFrom(key, victim, type);
       },
       write() {
         const r = lun.reservation;

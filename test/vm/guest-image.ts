@@ -1,7 +1,8 @@
-// The test guest's kernel and initramfs, built from packages, never installed: the Debian kernel
-// that linux-image-amd64 points to, unpacked (dpkg-deb -x), and an initramfs of busybox, the
-// module closure the device tests need (with its modules.dep, for modprobe) and guest-init.sh.
-// Everything lives under /var/cache/takeover-vm and is rebuilt only when an input changes.
+// The test guest's kernel and initramfs, built from packages, never installed: a Debian kernel
+// unpacked (dpkg-deb -x), and an initramfs of busybox, the module closure the device tests need
+// (decompressed, with its modules.dep, for busybox's modprobe) and guest-init.sh. Everything
+// lives under /var/cache/takeover-vm and is rebuilt only when an input changes. The kernel is
+// the one linux-image-amd64 depends on.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,10 +29,15 @@ function need(cmd: string, pkg: string): void {
 }
 
 /** The unpacked kernel package (downloaded into the cache the first time). */
-function kernelRoot(): { root: string; version: string } {
+function kernelPackage(): string {
   const depends = sh('apt-cache', ['depends', 'linux-image-amd64']);
   const pkg = /Depends: (linux-image-[0-9][^\s]*)/.exec(depends)?.[1];
   if (!pkg) throw new Error(`cannot tell which kernel linux-image-amd64 depends on:\n${depends}`);
+  return pkg;
+}
+
+function kernelRoot(): { root: string; version: string } {
+  const pkg = kernelPackage();
   const root = path.join(CACHE, pkg);
   if (!existsSync(path.join(root, '.done'))) {
     mkdirSync(CACHE, { recursive: true });
@@ -51,7 +57,7 @@ function kernelRoot(): { root: string; version: string } {
 }
 
 export function guestImage(): GuestImage {
-  for (const [cmd, pkg] of [['qemu-system-x86_64', 'qemu-system-x86'], ['busybox', 'busybox-static'], ['cpio', 'cpio'], ['/sbin/depmod', 'kmod'], ['dpkg-deb', 'dpkg']]) need(cmd!, pkg!);
+  for (const [cmd, pkg] of [['qemu-system-x86_64', 'qemu-system-x86'], ['busybox', 'busybox-static'], ['cpio', 'cpio'], ['/sbin/depmod', 'kmod'], ['dpkg-deb', 'dpkg'], ['xz', 'xz-utils']]) need(cmd!, pkg!);
   const { root, version } = kernelRoot();
   const kernel = path.join(root, 'boot', `vmlinuz-${version}`);
   const closure = new Set<string>();
@@ -75,7 +81,10 @@ export function guestImage(): GuestImage {
       execFileSync('chmod', ['755', path.join(stage, 'init')]);
       for (const ko of closure) {
         mkdirSync(path.dirname(path.join(stage, ko)), { recursive: true });
-        copyFileSync(path.join(root, ko), path.join(stage, ko));
+        // busybox loads plain .ko files only: decompress .ko.xz / .ko.zst here.
+        if (ko.endsWith('.xz')) execFileSync('sh', ['-c', `xz -dc '${path.join(root, ko)}' > '${path.join(stage, ko.slice(0, -3))}'`]);
+        else if (ko.endsWith('.zst')) execFileSync('sh', ['-c', `zstd -qdc '${path.join(root, ko)}' > '${path.join(stage, ko.slice(0, -4))}'`]);
+        else copyFileSync(path.join(root, ko), path.join(stage, ko));
       }
       for (const f of ['modules.order', 'modules.builtin', 'modules.builtin.modinfo']) {
         const src = path.join(root, 'lib', 'modules', version, f);

@@ -11,8 +11,8 @@ import { createInterface } from 'node:readline';
 import { CACHE, guestImage } from './guest-image.js';
 
 export interface GuestOptions {
-  /** The target set up before the job: one LUN through two tcm_loop nexuses, scsi_debug, or none. */
-  setup: 'tcm_loop' | 'scsi_debug' | 'none';
+  /** Targets set up before the job: one LUN through two tcm_loop nexuses, and/or scsi_debug. */
+  setup: Array<'tcm_loop' | 'scsi_debug'>;
   /** Shell script run (as /bin/sh) in the chroot of the host root, from /work/main's checkout. */
   job: string;
   timeoutMs: number;
@@ -41,7 +41,7 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
     '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '2', '-M', 'q35', '-nodefaults', '-no-reboot',
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nic', 'none',
     '-kernel', image.kernel, '-initrd', image.initrd,
-    '-append', `console=ttyS0 quiet panic=-1 tko.setup=${o.setup} tko.job=${jobFile}`,
+    '-append', `console=ttyS0 quiet panic=-1 tko.setup=${o.setup.join(',') || 'none'} tko.job=${jobFile}`,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   const results: Array<Record<string, unknown>> = [];
