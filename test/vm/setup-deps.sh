@@ -5,7 +5,7 @@
 set -euo pipefail
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || missing+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)  # static: the guest's whole userland
 command -v cpio >/dev/null || missing+=(cpio)
 command -v xz >/dev/null || missing+=(xz-utils)
 [ -x /sbin/depmod ] || missing+=(kmod)
