@@ -9,6 +9,7 @@ import { agentCommand } from './agent.js';
 import { eventsCommand } from './events.js';
 import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
+import { addScsiCommands } from './scsi.js';
 import { METHOD_HELP } from '../net/close-method.js';
 
 // A reader that goes away (`takeover flows | head`) is not an error of ours; stop quietly, and
@@ -108,6 +109,8 @@ controlOptions(
 ).action(async (opts) => {
   process.exitCode = await statusCommand(opts);
 });
+
+addScsiCommands(program);
 
 try {
   await program.parseAsync(process.argv);

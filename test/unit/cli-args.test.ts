@@ -41,6 +41,19 @@ describe('takeover CLI argument errors', () => {
     [['flows', '--interface', 'lo', '--interval-ms', '-5'], /--interval-ms must be an integer/],
     [['flows', '--interface', 'no/such/if'], /--interface must be an interface name/],
     [['nonsense'], /unknown command 'nonsense'/],
+    [['scsi', 'zap', '/dev/null'], /the action must be one of inquiry, keys/],
+    [['scsi', 'reserve', '/dev/null', '--type', 'wero'], /--key is required for this action/],
+    [['scsi', 'reserve', '/dev/null', '--key', '0', '--type', 'wero'], /--key: a key must be between 1 and 2\^64-1: "0"/],
+    [['scsi', 'reserve', '/dev/null', '--key', '0x1ffffffffffffffff', '--type', 'wero'], /--key: a key is 0x followed by up to 16 hex digits/],
+    [['scsi', 'reserve', '/dev/null', '--key', '5', '--type', '2'], /--type: reservation type must be one of/],
+    [['scsi', 'reserve', '/dev/null', '--key', '5'], /--type is required/],
+    [['scsi', 'preempt', '/dev/null', '--key', '5', '--type', 'wero'], /--victim is required/],
+    [['scsi', 'keys', '/dev/null', '--aptpl'], /--aptpl goes with register/],
+    [['scsi', 'keys', '/dev/null', '--timeout-ms', '0'], /--timeout-ms must be 1 to 3600000/],
+    [['fence', 'b', '--devices', '/dev/null'], /give --config FILE, or --cluster, --node and --nodes/],
+    [['fence', 'b', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /--devices is required/],
+    [['fence', 'a', '--devices', '/dev/null', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /refusing to fence this node \(a\)/],
+    [['fence', 'z', '--devices', '/dev/null', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /unknown node z/],
   ])('%j', (args, message) => {
     const r = cli(args);
     expect(r.code).toBe(2);
@@ -56,6 +69,11 @@ describe('takeover CLI argument errors', () => {
     const close = cli(['close-peers', '--pid', '1', '--method', 'fin'], true);
     expect(close.code).toBe(2);
     expect(close.stderr).toBe('takeover: close-peers --pid needs CAP_NET_ADMIN and CAP_SYS_PTRACE (run as root): missing privileges');
+  });
+
+  it('a device that is not SCSI or does not exist: one line, exit 1', () => {
+    expect(cli(['scsi', 'keys', '/dev/null'])).toMatchObject({ code: 1, stdout: '', stderr: 'takeover: ENOTTY: Inappropriate ioctl for device, ioctl' });
+    expect(cli(['scsi', 'keys', '/dev/no-such-sg'])).toMatchObject({ code: 1, stderr: 'takeover: cannot open /dev/no-such-sg: ENOENT' });
   });
 
   it('--help exits 0', () => {

@@ -20,6 +20,7 @@ const CHECKS = [
   'SPC-2 RESERVE(6): the other nexus gets RESERVATION CONFLICT, also for TEST UNIT READY',
   'disk heartbeat: a live primary is never declared dead; a stopped one is, within the timeout',
   'fencing end to end: B fences A; A cannot write, notices, and rejoins',
+  'takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON',
   'scsi_debug (no persistent reservations) is reported as such',
   'a dead device path is bounded: a command on a closed transport fails at once',
 ];

@@ -2,12 +2,14 @@
 // nexuses (node A = the first, node B = the second) and a scsi_debug disk (no PR support).
 // Each check prints one `TKO {"check", "ok", ...}` line; the host-side test asserts on them.
 // Everything goes through the project's own addon (SG_IO) and SCSI/fencing code.
+import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { read10, testUnitReady, write10 } from '../../../src/scsi/cdb.js';
 import { identify } from '../../../src/scsi/inquiry.js';
 import { PersistentReservations } from '../../../src/scsi/reservations.js';
 import { DeviceTransport, ReservationConflictError, ScsiDevice, NoPersistentReservationsError } from '../../../src/scsi/transport.js';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
+import { fenceKey, formatKey } from '../../../src/fence/fence-keys.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskVerdict } from '../../../src/monitor/disk-heartbeat.js';
 
 const report = (check: string, ok: boolean, detail: Record<string, unknown> = {}) => console.log(`TKO ${JSON.stringify({ check, ok, ...detail }, (_, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`);
@@ -189,6 +191,29 @@ await check('fencing end to end: B fences A; A cannot write, notices, and rejoin
   return {
     ok: joined && before === 'ok' && selfRefused && rep.ok && after === 'conflict' && readAfter === 'ok' && noticedAt !== undefined && rejoined && afterRejoin === 'ok',
     report: rep, fenceMs, before, after, readAfter, noticedMs: noticedAt === undefined ? undefined : noticedAt - fencedAt, afterRejoin,
+  };
+});
+
+// The CLI as an operator runs it (compiled dist/, as installed): one process per command here,
+// so only the exit-code contract and the JSON are checked.
+await check('takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON', async () => {
+  await reset();
+  const cli = (...args: string[]) => {
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', ...args], { encoding: 'utf8' });
+    return { code: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
+  };
+  const members = ['--cluster', 'vm', '--nodes', 'a,b'];
+  const unA = cli('unfence', '--devices', pathA, '--node', 'a', ...members, '--json');
+  const unB = cli('unfence', '--devices', pathB, '--node', 'b', ...members);
+  const conflict = cli('scsi', 'reserve', pathB, '--key', formatKey(fenceKey('vm', 'b')), '--type', 'wero');
+  const keys = cli('scsi', 'keys', pathB, '--json');
+  const fence = cli('fence', 'a', '--devices', pathB, '--node', 'b', ...members, '--no-abort', '--json');
+  const aWrite = await outcome(() => A.execute({ cdb: write10(12), dataOut: block(5) }));
+  const parsedKeys = JSON.parse(keys.out) as { keys: string[] };
+  const fenced = JSON.parse(fence.out) as { ok: boolean; devices: Array<{ outcome: string }> };
+  return {
+    ok: unA.code === 0 && unB.code === 0 && conflict.code === 3 && /RESERVATION CONFLICT/.test(conflict.err) && parsedKeys.keys.length === 2 && fence.code === 0 && fenced.devices[0]?.outcome === 'fenced' && aWrite === 'conflict',
+    unA: unA.code, unB: unB.code, conflict, keys: parsedKeys, fence: fenced, aWrite,
   };
 });
 
