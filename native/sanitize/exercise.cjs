@@ -55,6 +55,21 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   await exited;
   watch.close();
   attempt(() => new addon.ProcessWatch(0x3fffff));
+  // SG_IO: the host has no SCSI, so the worker's ioctl fails (ENOTTY) on every path; the
+  // argument checks and the AsyncWorker's life (copy in, reject, free) are what run here.
+  const fs = require('node:fs');
+  const nul = fs.openSync('/dev/null', 'r+');
+  const pending = [];
+  for (let i = 0; i < 500; i++) {
+    pending.push(addon.sgIo(nul, Buffer.alloc(6 + (i % 11)), i % 3 === 0 ? 512 : 0, i % 3 === 1 ? Buffer.alloc(24, i) : undefined, 1000).catch((e) => e.code));
+    attempt(() => addon.sgIo(nul, Buffer.alloc(3), 0, undefined, 1000));
+    attempt(() => addon.sgIo(nul, Buffer.alloc(6), 8, Buffer.alloc(8), 1000));
+    attempt(() => addon.sgIo(-1, Buffer.alloc(6), 0, undefined, 1000));
+    attempt(() => addon.sgIo(nul, 'x', 0, undefined, 1000));
+  }
+  const codes = new Set(await Promise.all(pending));
+  fs.closeSync(nul);
+  if (codes.size !== 1 || !codes.has('ENOTTY')) throw new Error(`sgIo on /dev/null: ${[...codes]}`);
   for (const c of clients) c.destroy();
   server.close();
   console.log(JSON.stringify({ segs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));
