@@ -51,6 +51,18 @@ async function until(cond: () => Promise<boolean>, ms: number, what: string): Pr
   }
 }
 
+/** Kills the master silently; ms until the address is up on the backup. */
+async function killAndTime(lab: Lab, address: string, intervalMs: number): Promise<number> {
+  const watch = await watchAddress(lab, 'b', address);
+  try {
+    const killedAt = nowMs();
+    await lab.killSilently('m', 'nft');
+    return (await withTimeout(watch.added, 20 * intervalMs + 5000)) - killedAt;
+  } finally {
+    watch.stop();
+  }
+}
+
 const vip = (lab: Lab) => lab.host('m').ipv4.replace(/\.\d+$/, '.200');
 
 async function keepalivedOnce(intervalMs: number): Promise<number> {
@@ -75,14 +87,7 @@ async function keepalivedOnce(intervalMs: number): Promise<number> {
     await until(() => hasAddress(lab, 'm', address), 15_000, 'keepalived master to take the VIP');
     await new Promise((r) => setTimeout(r, 3 * intervalMs)); // the backup has heard adverts
     if (await hasAddress(lab, 'b', address)) throw new Error('the keepalived backup holds the VIP too');
-    const watch = await watchAddress(lab, 'b', address);
-    try {
-      const killedAt = nowMs();
-      await lab.killSilently('m', 'nft');
-      return (await withTimeout(watch.added, 20 * intervalMs + 5000)) - killedAt;
-    } finally {
-      watch.stop();
-    }
+    return await killAndTime(lab, address, intervalMs);
   } finally {
     for (const d of daemons) d.kill('SIGKILL');
     await lab.destroy();
@@ -103,14 +108,7 @@ async function oursOnce(intervalMs: number, misses: number): Promise<number> {
       service: { address, port: 7000 }, interface: 'eth0', prefixLength: 24, method: 'rst',
     })]);
     await backup.waitFor('node-up', 15_000, (e) => e.node === 'm');
-    const watch = await watchAddress(lab, 'b', address);
-    try {
-      const killedAt = nowMs();
-      await lab.killSilently('m', 'nft');
-      return (await withTimeout(watch.added, 20 * intervalMs + 5000)) - killedAt;
-    } finally {
-      watch.stop();
-    }
+    return await killAndTime(lab, address, intervalMs);
   } finally {
     await lab.destroy();
   }
