@@ -13,6 +13,10 @@ import { validateEvent, type EventStatus, type ServiceEvent } from '../events/se
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
 import { WitnessedNodeEvents, type Disputed, type NodeEventSource, type Witness } from '../monitor/witnessed-node-events.js';
+import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskSample, type DiskVerdict } from '../monitor/disk-heartbeat.js';
+import { testUnitReady } from '../scsi/cdb.js';
+import { PersistentReservations } from '../scsi/reservations.js';
+import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/transport.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import { CalloutRunner, type CalloutResult } from './callouts.js';
@@ -41,6 +45,8 @@ export type AgentEvents = {
   /** A node the heartbeats call dead but a witness does not (yet): no event, no takeover. */
   disputed: [Disputed];
   callout: [CalloutResult];
+  /** The disk heartbeat's verdicts on the watched peer (alive, dead). */
+  disk: [DiskVerdict];
 };
 
 const RECENT = 100;
@@ -66,6 +72,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** service -> instances of this node taken out of it by `service stop` (planned). */
   private readonly offline = new Map<string, Set<string>>();
   private readonly links: DetectorEvent[] = [];
+  private disk: { transport: DeviceTransport; device: ScsiDevice } | undefined;
+  private diskWriter: DiskHeartbeatWriter | undefined;
+  readonly diskWatcher: DiskHeartbeatWatcher | undefined;
   private lastIncarnation = 0;
   notifyPort = 0;
 
@@ -92,8 +101,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
     this.server = new NotificationServer({ host: config.notify.host, port: config.notify.port, ...(config.notify.maxBufferedBytes ? { maxBufferedBytes: config.notify.maxBufferedBytes } : {}) });
-    if (options.witnesses?.length) {
-      this.witnessed = new WitnessedNodeEvents(this.heartbeat, options.witnesses);
+    const d = config.disk;
+    if (d?.watch !== undefined) {
+      this.diskWatcher = new DiskHeartbeatWatcher(() => this.sampleDisk(), { intervalMs: d.intervalMs, timeoutMs: d.timeoutMs }, d.watch);
+      this.diskWatcher.on('verdict', (v) => this.emit('disk', v));
+      this.diskWatcher.on('error', () => {}); // counted in failures; an error is no verdict
+    }
+    const witnesses = [...(options.witnesses ?? []), ...(this.diskWatcher ? [this.diskWatcher] : [])];
+    if (witnesses.length) {
+      this.witnessed = new WitnessedNodeEvents(this.heartbeat, witnesses);
       this.witnessed.on('disputed', (d) => this.emit('disputed', d));
     }
     this.nodeEvents = this.witnessed ?? this.heartbeat;
@@ -129,6 +145,17 @@ export class Agent extends EventEmitter<AgentEvents> {
         await plan.prepare();
         this.takeovers.push(plan);
       }
+      if (this.config.disk) {
+        const transport = new DeviceTransport(this.config.disk.device);
+        this.disk = { transport, device: new ScsiDevice(transport, this.config.disk.intervalMs * 2) };
+        if (this.config.disk.pulse) {
+          const pr = new PersistentReservations(this.disk.device);
+          this.diskWriter = new DiskHeartbeatWriter({ reserve: () => pr.reserveLegacy(6), release: () => pr.releaseLegacy(6) }, { intervalMs: this.config.disk.intervalMs });
+          this.diskWriter.on('error', () => {}); // counted in failures, shown by status
+          this.diskWriter.start();
+        }
+        this.diskWatcher?.start();
+      }
       await this.heartbeat.start();
       for (const m of this.monitors.values()) await m.start();
     } catch (err) {
@@ -141,6 +168,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   async stop(): Promise<void> {
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
     this.heartbeat.stop();
+    this.diskWatcher?.stop();
+    await this.diskWriter?.stop();
+    this.disk?.transport.close();
     this.publisher.close();
     this.witnessed?.close();
     for (const t of this.takeovers) t.close();
@@ -208,7 +238,26 @@ export class Agent extends EventEmitter<AgentEvents> {
       links: this.links.slice(-20),
       recentEvents: this.recent.slice(-20),
       callouts: this.callouts ? { dropped: this.callouts.dropped } : undefined,
+      disk: this.config.disk
+        ? {
+            device: this.config.disk.device,
+            ...(this.diskWriter ? { pulses: this.diskWriter.pulses, pulseFailures: this.diskWriter.failures } : {}),
+            ...(this.diskWatcher ? { watching: this.config.disk.watch!, verdict: this.diskWatcher.judge.state, changes: this.diskWatcher.judge.changes, sampleFailures: this.diskWatcher.failures } : {}),
+          }
+        : undefined,
     };
+  }
+
+  /** TEST UNIT READY: RESERVATION CONFLICT means the peer holds its RESERVE (seed 002). */
+  private async sampleDisk(): Promise<DiskSample> {
+    if (!this.disk) throw new Error('the disk is not open');
+    try {
+      await this.disk.device.execute({ cdb: testUnitReady() });
+      return 'free';
+    } catch (err) {
+      if (err instanceof ReservationConflictError) return 'reserved';
+      throw err;
+    }
   }
 
   // ---- decisions ----
@@ -346,4 +395,5 @@ export interface AgentStatus {
   links: DetectorEvent[];
   recentEvents: ServiceEvent[];
   callouts: { dropped: number } | undefined;
+  disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;
 }

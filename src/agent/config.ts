@@ -99,6 +99,18 @@ export const configSchema = z
       })
       .optional(),
     uptimeLog: z.string().min(1).optional(),
+    /** Seed 002's SCSI heartbeat on a disk shared with a peer. */
+    disk: z
+      .strictObject({
+        device: z.string().min(1),
+        intervalMs: ms(10, 60_000).default(100),
+        timeoutMs: ms(30, 600_000).default(400),
+        /** This node pulses (RESERVE/RELEASE alternation): the primary. */
+        pulse: z.boolean().default(false),
+        /** This node watches that peer's pulse; the peer is dead only when the disk agrees. */
+        watch: name.optional(),
+      })
+      .optional(),
   })
   .superRefine((c, ctx) => {
     const issue = (path: Array<string | number>, message: string) => ctx.addIssue({ code: 'custom', path, message });
@@ -119,6 +131,11 @@ export const configSchema = z
       if (inst.node === c.node && how !== 1) issue(['instances', i], 'an instance on this node needs exactly one of pid, pidFile, command');
       if (inst.restart && !inst.command) issue(['instances', i, 'restart'], 'only an instance started by command can be restarted');
     });
+    if (c.disk) {
+      if (!c.disk.pulse && c.disk.watch === undefined) issue(['disk'], 'give pulse: true, watch: PEER, or both');
+      if (c.disk.watch !== undefined && !c.peers.some((p) => p.node === c.disk!.watch)) issue(['disk', 'watch'], `unknown peer ${c.disk.watch}`);
+      if (c.disk.timeoutMs < 3 * c.disk.intervalMs) issue(['disk', 'timeoutMs'], 'must be at least 3 × intervalMs');
+    }
     const services = new Set<string>();
     c.services.forEach((s, i) => {
       if (services.has(s.name)) issue(['services', i, 'name'], `service ${s.name} appears twice`);

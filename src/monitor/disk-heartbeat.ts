@@ -158,8 +158,10 @@ export class DiskHeartbeatWatcher extends EventEmitter<{ verdict: [DiskVerdict];
     clearTimeout(this.timer);
   }
 
+  /** Dead by the disk too; a node this watcher does not watch is not its to dispute. */
   confirmsDown(node: string): boolean {
-    return (this.node === undefined || node === this.node) && this.judge.state === 'dead';
+    if (this.node !== undefined && node !== this.node) return true;
+    return this.judge.state === 'dead';
   }
 
   private async round(): Promise<void> {

@@ -7,7 +7,10 @@ import type { DetectorEvent, FailureDetector } from './failure-detector.js';
 
 export interface Witness {
   readonly name: string;
-  /** True when this witness also sees `node` as dead. A throw counts as "not confirmed". */
+  /**
+   * True when this witness also sees `node` as dead, or has no say about it (a disk heartbeat
+   * watches one node). A throw counts as "not confirmed".
+   */
   confirmsDown(node: string): boolean | Promise<boolean>;
 }
 

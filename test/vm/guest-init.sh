@@ -8,6 +8,7 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+ip link set lo up
 for m in virtio_pci 9pnet_virtio 9p sg sd_mod; do modprobe $m || echo "TKO-LOG modprobe $m failed"; done
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 SETUP=$(arg tko.setup)

@@ -3,6 +3,8 @@
 // Each check prints one `TKO {"check", "ok", ...}` line; the host-side test asserts on them.
 // Everything goes through the project's own addon (SG_IO) and SCSI/fencing code.
 import { spawnSync } from 'node:child_process';
+import { Agent } from '../../../src/agent/agent.js';
+import { validateConfig } from '../../../src/agent/config.js';
 import { readdirSync } from 'node:fs';
 import { read10, testUnitReady, write10 } from '../../../src/scsi/cdb.js';
 import { identify } from '../../../src/scsi/inquiry.js';
@@ -46,10 +48,10 @@ for (const p of sgs) ids.set(p, await identify(open(p)));
 const lio = sgs.filter((p) => ids.get(p)!.vendor === 'LIO-ORG');
 const debug = sgs.find((p) => ids.get(p)!.vendor === 'Linux');
 const [pathA, pathB] = lio as [string, string];
-const A = open(pathA);
-const B = open(pathB);
-const prA = new PersistentReservations(A);
-const prB = new PersistentReservations(B);
+let A = open(pathA);
+let B = open(pathB);
+let prA = new PersistentReservations(A);
+let prB = new PersistentReservations(B);
 const kA = 0xa1a1a1a1n;
 const kB = 0xb2b2b2b2n;
 
@@ -193,6 +195,51 @@ await check('fencing end to end: B fences A; A cannot write, notices, and rejoin
     report: rep, fenceMs, before, after, readAfter, noticedMs: noticedAt === undefined ? undefined : noticedAt - fencedAt, afterRejoin,
   };
 });
+
+await check('the agent with a disk witness (seed 002): LAN silence alone is disputed; dead once the disk agrees too', async () => {
+  await reset();
+  for (const t of transports) t.close(); // the agents open the devices themselves
+  transports.length = 0;
+  const base = (node: string, me: number, peer: string, them: number, disk: Record<string, unknown>) =>
+    validateConfig({
+      cluster: 'vm', node, database: 'd', key: 'a key of sixteen+ bytes', control: `/tmp/${node}.sock`,
+      heartbeat: { intervalMs: 100, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
+      peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
+      notify: { host: '127.0.0.1', port: 0 }, disk: { device: disk.device, intervalMs: 100, timeoutMs: 500, ...disk },
+    });
+  const a = await Agent.create(base('a', 7401, 'b', 7402, { device: pathA, pulse: true }));
+  const b = await Agent.create(base('b', 7402, 'a', 7401, { device: pathB, watch: 'a' }));
+  const published: string[] = [];
+  const disputed: string[] = [];
+  b.on('published', (e) => published.push(`${e.type}:${e.status}`));
+  b.on('disputed', (d) => disputed.push(d.witness));
+  try {
+    await b.start();
+    await a.start();
+    const until = async (cond: () => boolean, ms: number) => {
+      const end = Date.now() + ms;
+      while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      return cond();
+    };
+    const up = await until(() => published.includes('node:UP') && b.diskWatcher!.judge.state === 'alive', 10_000);
+    a.heartbeat.stop(); // the LAN goes silent; the disk pulse goes on
+    const disputedInTime = await until(() => disputed.includes('disk'), 5000);
+    await new Promise((r) => setTimeout(r, 800));
+    const downWhileDiskAlive = published.includes('node:DOWN');
+    const stoppedAt = performance.now();
+    await a.stop(); // now the disk pulse stops too
+    const down = await until(() => published.includes('node:DOWN'), 5000);
+    return { ok: up && disputedInTime && !downWhileDiskAlive && down, up, disputedInTime, downWhileDiskAlive, down, declaredAfterPulseStoppedMs: performance.now() - stoppedAt, status: b.status().disk };
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+A = open(pathA);
+B = open(pathB);
+prA = new PersistentReservations(A);
+prB = new PersistentReservations(B);
 
 // The CLI as an operator runs it (compiled dist/, as installed): one process per command here,
 // so only the exit-code contract and the JSON are checked.
