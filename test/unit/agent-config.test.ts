@@ -83,6 +83,9 @@ services:
     ['a bad close method', (c: any) => (c.instances[0].method = 'zap'), 'instances[0].method'],
     ['a bad name', (c: any) => (c.node = 'a b'), 'node'],
     ['a bad role', (c: any) => (c.instances[0].role = 'leader'), 'instances[0].role'],
+    ['a disk that neither pulses nor watches', (c: any) => (c.disk = { device: '/dev/sg0' }), 'disk: f: disk: give pulse: true, watch: PEER, or both'],
+    ['a disk watching an unknown peer', (c: any) => (c.disk = { device: '/dev/sg0', watch: 'z' }), 'disk.watch'],
+    ['a disk timeout under 3 intervals', (c: any) => (c.disk = { device: '/dev/sg0', pulse: true, intervalMs: 200, timeoutMs: 400 }), 'disk.timeoutMs'],
   ])('%s is rejected with the field named', (_what, change, field) => {
     expect(fieldOf(edit(change)).startsWith(field)).toBe(true);
   });
