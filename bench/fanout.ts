@@ -2,6 +2,7 @@
 // subscribe() consumers spread over 4 processes. Latency (publish -> a consumer has the event,
 // p50/p99 over every delivery) at a steady 500 events/s, then throughput as events delivered
 // per second for a burst. Bounded: 1,000 + 5,000 events, 60 s at most.
+import { timestampUs } from './timestamp.js';
 import { NotificationServer } from '../src/events/notification-server.js';
 import type { ServiceEvent } from '../src/events/service-event.js';
 import { spawn } from 'node:child_process';
@@ -12,11 +13,6 @@ const PER_PROC = 25;
 const STEADY = 1000;
 const BURST = 5000;
 
-function timestampUs(): string {
-  const t = performance.timeOrigin + performance.now();
-  const ms = Math.floor(t);
-  return `${new Date(ms).toISOString().slice(0, 23)}${String(Math.floor((t - ms) * 1000)).padStart(3, '0')}Z`;
-}
 
 const percentile = (v: number[], p: number) => v[Math.min(v.length - 1, Math.floor(v.length * p))]!;
 

@@ -4,6 +4,7 @@
 // (what a monitor loop does), everything else equal. 15 kills each, at random phases.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { timestampUs } from './timestamp.js';
 import { NotificationServer } from '../src/events/notification-server.js';
 import type { ServiceEvent } from '../src/events/service-event.js';
 import { NodeChild, nowMs } from '../src/lab/node-child.js';
@@ -11,10 +12,6 @@ import { ProcessExitWatch } from '../src/monitor/process-exit.js';
 
 const KILLS = 15;
 
-function timestampUs(t: number): string {
-  const ms = Math.floor(t);
-  return `${new Date(ms).toISOString().slice(0, 23)}${String(Math.floor((t - ms) * 1000)).padStart(3, '0')}Z`;
-}
 
 function dead(pid: number): boolean {
   try {

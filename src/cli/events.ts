@@ -4,7 +4,7 @@
 import { controlRequest } from '../agent/control.js';
 import { printFan } from '../events/fan-line.js';
 import { validateEvent, type ServiceEvent } from '../events/service-event.js';
-import { subscribe, type EventFilter } from '../events/subscribe.js';
+import { matchesFilter, subscribe, type EventFilter } from '../events/subscribe.js';
 import { parseEndpoint } from '../net/endpoint.js';
 import { controlPath } from './control-path.js';
 import { UsageError } from './errors.js';
@@ -30,15 +30,11 @@ export function filterOption(value: string): EventFilter {
   return f;
 }
 
-function matches(e: ServiceEvent, f: EventFilter): boolean {
-  return FILTER_KEYS.every((k) => f[k] === undefined || e[k] === undefined || e[k] === f[k]);
-}
-
 export async function eventsCommand(opts: EventsOptions): Promise<number> {
   if (opts.format !== 'json' && opts.format !== 'fan') throw new UsageError(`--format must be json or fan, got "${opts.format}"`);
   const filter = opts.filter ? filterOption(opts.filter) : {};
   const print = (e: ServiceEvent) => {
-    if (matches(e, filter)) process.stdout.write(`${opts.format === 'fan' ? printFan(e) : JSON.stringify(e)}\n`);
+    if (matchesFilter(e, filter)) process.stdout.write(`${opts.format === 'fan' ? printFan(e) : JSON.stringify(e)}\n`);
   };
   const ac = new AbortController();
   const stop = () => ac.abort();

@@ -19,7 +19,8 @@ export interface SubscribeOptions {
   retryMs?: number;
 }
 
-function matches(e: ServiceEvent, f: EventFilter | undefined): boolean {
+/** Whether an event passes a filter (an event without the filtered field passes). */
+export function matchesFilter(e: ServiceEvent, f: EventFilter | undefined): boolean {
   if (!f) return true;
   // An event without the field (a node event has no service) still concerns the subscriber.
   return (['service', 'database', 'node'] as const).every((k) => f[k] === undefined || e[k] === undefined || e[k] === f[k]);
@@ -46,7 +47,7 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Serv
         if (err instanceof SyntaxError || err instanceof EventError) return; // not an event line
         throw err;
       }
-      if (matches(e, options.filter) && dedup.accept(e)) {
+      if (matchesFilter(e, options.filter) && dedup.accept(e)) {
         queue.push(e);
         wake?.();
       }

@@ -145,7 +145,10 @@ describe('three agents, PostgreSQL on node A', () => {
     await lab!.killSilently('a', 'nft');
     for (const n of ['b', 'c']) {
       const down = await agents.get(n)!.waitFor('node-down', 5000, (e) => e.node === 'a');
-      expect(Number(down.t) - killedAt).toBeLessThanOrEqual(4 * 100 + 20);
+      // Decided within 4 intervals of the last heartbeat heard (+ the 10 ms tick); the nft
+      // rule that kills A lands some ms after killedAt, so that side gets a looser bound.
+      expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual(4 * 100 + 15);
+      expect(Number(down.t) - killedAt).toBeLessThan(4 * 100 + 150);
     }
     const nodeDown = await received(sub, (e) => e.type === 'node' && e.status === 'DOWN');
     expect(nodeDown).toMatchObject({ node: 'a', incarnation: 7, reason: 'failure' }); // 2 × 3 + 1
