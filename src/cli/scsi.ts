@@ -171,7 +171,7 @@ async function fencerFrom(o: FenceOptions): Promise<{ fencer: Fencer; close: () 
 function printReports(reports: DeviceReport[], asJson: boolean, extra: Record<string, unknown> = {}): number {
   const ok = reports.every((r) => r.ok);
   if (asJson) process.stdout.write(`${json({ ok, ...extra, devices: reports })}\n`);
-  else process.stdout.write(`${table([['DEVICE', 'OUTCOME', 'MS', 'ERROR'], ...reports.map((r) => [r.device, r.outcome, r.elapsedMs.toFixed(1), r.error ?? ''])])}\n`);
+  else process.stdout.write(`${table([['DEVICE', 'OUTCOME', 'METHOD', 'MS', 'NOTE'], ...reports.map((r) => [r.device, r.outcome, r.method ?? '', r.elapsedMs.toFixed(1), r.error ?? r.note ?? ''])])}\n`);
   if (ok) return EXIT_OK;
   return reports.some((r) => /RESERVATION CONFLICT/.test(r.error ?? '')) ? EXIT_CONFLICT : EXIT_INCOMPLETE;
 }

@@ -8,6 +8,7 @@
 // sequence is tested against a model of a LUN, and run for real over SG_IO.
 import { EventEmitter } from 'node:events';
 import { clusterKeys, formatKey } from './fence-keys.js';
+import { isInvalidFieldInCdb } from '../scsi/transport.js';
 
 /** SPC-3 PERSISTENT RESERVE TYPE codes. */
 export const PR_TYPE = {
@@ -38,6 +39,10 @@ export interface DeviceReport {
   outcome: DeviceOutcome;
   ok: boolean;
   error?: string;
+  /** How a 'fenced' device was preempted. */
+  method?: 'preempt-and-abort' | 'preempt';
+  /** Why the method is not the one asked for (a target that rejects PREEMPT AND ABORT). */
+  note?: string;
   elapsedMs: number;
 }
 
@@ -59,8 +64,10 @@ export interface FencerOptions {
   type?: number;
   /**
    * PREEMPT AND ABORT (default): the victim's queued commands are aborted too, so a write it
-   * sent just before the preempt cannot land after it. false: plain PREEMPT, for targets where
-   * the abort does not complete (LIO through tcm_loop hangs on it, sg_persist included).
+   * sent just before the preempt cannot land after it. A target that rejects the service action
+   * (ILLEGAL REQUEST 24/00: tgtd) gets PREEMPT instead, and the report says so. false: plain
+   * PREEMPT always, for targets where the abort never completes (LIO through tcm_loop hangs on
+   * it, sg_persist included; LIO over iSCSI completes it).
    */
   abort?: boolean;
 }
@@ -117,10 +124,9 @@ export class Fencer {
         return 'already-fenced';
       }
       if (!before.keys.includes(this.myKey)) throw new Error(`this node (${formatKey(this.myKey)}) is not registered on ${d.name}: it cannot preempt (join first)`);
-      if (this.options.abort === false) await d.preempt(this.myKey, key, this.type);
-      else await d.preemptAndAbort(this.myKey, key, this.type);
+      const how = await this.preempt(d, key);
       await this.verifyHeld(d, key);
-      return 'fenced';
+      return { outcome: 'fenced', ...how };
     });
     return { node: victim, key: formatKey(key), ok: devices.every((r) => r.ok), devices };
   }
@@ -138,6 +144,23 @@ export class Fencer {
     );
   }
 
+  /** PREEMPT AND ABORT unless told not to, falling back to PREEMPT where the target rejects it. */
+  private async preempt(d: ReservationDevice, victim: bigint): Promise<Pick<DeviceReport, 'method' | 'note'>> {
+    if (this.options.abort === false) {
+      await d.preempt(this.myKey, victim, this.type);
+      return { method: 'preempt' };
+    }
+    try {
+      await d.preemptAndAbort(this.myKey, victim, this.type);
+      return { method: 'preempt-and-abort' };
+    } catch (err) {
+      if (!isInvalidFieldInCdb(err)) throw err;
+      // Only the service action differs from PREEMPT: if the type were the problem, PREEMPT fails too.
+      await d.preempt(this.myKey, victim, this.type);
+      return { method: 'preempt', note: `${d.name} rejected PREEMPT AND ABORT (${err.sense.valid ? err.sense.description : 'invalid field in CDB'}): PREEMPT used, the victim's queued commands were not aborted` };
+    }
+  }
+
   /** After a preempt: the victim's key must be gone and the reservation held by a registrant. */
   private async verifyHeld(d: ReservationDevice, victim: bigint): Promise<void> {
     const after = await d.readKeys();
@@ -150,14 +173,14 @@ export class Fencer {
   }
 
   /** Runs op on every device at once; each device's outcome or error is kept. */
-  private eachDevice(op: (d: ReservationDevice) => Promise<DeviceOutcome>): Promise<DeviceReport[]> {
+  private eachDevice(op: (d: ReservationDevice) => Promise<DeviceOutcome | Pick<DeviceReport, 'outcome' | 'method' | 'note'>>): Promise<DeviceReport[]> {
     return Promise.all(
       this.options.devices.map(async (d) => {
         const started = performance.now();
         const elapsedMs = () => Math.round((performance.now() - started) * 1000) / 1000;
         try {
-          const outcome = await op(d);
-          return { device: d.name, outcome, ok: true, elapsedMs: elapsedMs() };
+          const r = await op(d);
+          return { device: d.name, ...(typeof r === 'string' ? { outcome: r } : r), ok: true, elapsedMs: elapsedMs() };
         } catch (err) {
           return { device: d.name, outcome: 'failed' as const, ok: false, error: (err as Error).message, elapsedMs: elapsedMs() };
         }

@@ -60,6 +60,14 @@ export class CheckConditionError extends ScsiError {
   }
 }
 
+/**
+ * ILLEGAL REQUEST, INVALID FIELD IN CDB (24/00): the target understood the opcode but not this
+ * use of it, e.g. a service action it does not implement (tgtd has no PREEMPT AND ABORT).
+ */
+export function isInvalidFieldInCdb(err: unknown): err is CheckConditionError {
+  return err instanceof CheckConditionError && err.sense.valid && err.sense.key === KEY.illegalRequest && err.sense.asc === 0x24 && err.sense.ascq === 0;
+}
+
 export class ScsiTimeoutError extends ScsiError {
   override name = 'ScsiTimeoutError';
   readonly code = 'ERR_SCSI_TIMEOUT';

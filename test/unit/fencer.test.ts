@@ -5,6 +5,20 @@ import { describe, expect, it } from 'vitest';
 import { clusterKeys, fenceKey, formatKey, parseKey } from '../../src/fence/fence-keys.js';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../src/fence/fencer.js';
 import { ModelLun, ReservationConflict } from './pr-model.js';
+import { decodeSense } from '../../src/scsi/sense.js';
+import { CheckConditionError } from '../../src/scsi/transport.js';
+
+/** A CHECK CONDITION from PR OUT as ScsiDevice reports it, with fixed-format sense. */
+function checkCondition(key: number, asc: number, ascq: number): CheckConditionError {
+  const sense = Buffer.alloc(18);
+  sense[0] = 0x70;
+  sense[2] = key;
+  sense[7] = 10;
+  sense[12] = asc;
+  sense[13] = ascq;
+  const decoded = decodeSense(sense);
+  return new CheckConditionError(`CHECK CONDITION: ${decoded.valid ? decoded.description : '?'}`, 'disk', 0x5f, { status: 2, hostStatus: 0, driverStatus: 0, sense, data: Buffer.alloc(0), resid: 0 }, decoded);
+}
 
 const NODES = ['a', 'b', 'c'];
 
@@ -78,6 +92,31 @@ describe('Fencer', () => {
     await b.join();
     expect((await b.fence('a')).ok).toBe(true);
     expect(sent).toEqual(['preempt', 'preemptAndAbort']);
+  });
+
+  it('a target that rejects PREEMPT AND ABORT (ILLEGAL REQUEST 24/00, as tgtd does) is fenced with PREEMPT, and the report says so', async () => {
+    const luns = [new ModelLun(), new ModelLun()];
+    const { a, b } = cluster(luns);
+    await a.join();
+    await b.join();
+    luns[1]!.failNext = { nexus: 'a', op: 'preemptAndAbort', error: checkCondition(0x05, 0x24, 0x00) };
+    const r = await a.fence('b');
+    expect(r.ok).toBe(true);
+    expect(r.devices.map((d) => [d.outcome, d.method])).toEqual([['fenced', 'preempt-and-abort'], ['fenced', 'preempt']]);
+    expect(r.devices[0]!.note).toBeUndefined();
+    expect(r.devices[1]!.note).toMatch(/disk1 via a rejected PREEMPT AND ABORT \(ILLEGAL REQUEST: invalid field in cdb \(24\/00\)\): PREEMPT used/);
+    expect(luns.map((l) => l.registrations.has('b'))).toEqual([false, false]);
+  });
+
+  it('any other PREEMPT AND ABORT failure is not papered over with PREEMPT', async () => {
+    const lun = new ModelLun();
+    const { a, b } = cluster([lun]);
+    await a.join();
+    await b.join();
+    lun.failNext = { nexus: 'a', op: 'preemptAndAbort', error: checkCondition(0x05, 0x26, 0x00) }; // invalid field in parameter list
+    const r = await a.fence('b');
+    expect(r.devices[0]).toMatchObject({ ok: false, outcome: 'failed', error: expect.stringMatching(/26\/00/) });
+    expect(lun.registrations.has('b')).toBe(true);
   });
 
   it('fencing the reservation holder moves the reservation to the fencer', async () => {
