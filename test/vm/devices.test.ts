@@ -1,32 +1,35 @@
 // SCSI against real targets (issue 4): one qemu TCG guest boot runs the whole device suite
 // (test/vm/guest/device-suite.ts) with the project's addon and code, against one LIO LUN seen
-// through two tcm_loop nexuses (two "nodes") and a scsi_debug disk (no PR support). Each check
+// through two tcm_loop nexuses and two iSCSI sessions (pairs of "nodes"), and a scsi_debug disk
+// (no PR support). Each check
 // the guest reports is asserted here, with its details in the failure message.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runGuest, type GuestRun } from './run-guest.js';
 
 let run: GuestRun;
 beforeAll(async () => {
-  run = await runGuest({ setup: ['tcm_loop', 'scsi_debug'], job: 'cd /work/main && exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
-  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms`);
+  run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'], job: 'cd /work/main && exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
+  const num = (check: string, key: string) => Number(run.results.find((r) => String(r.check).startsWith(check))?.[key]).toFixed(1);
+  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped`);
 }, 320_000);
 
 const CHECKS = [
-  'identity: two nexuses, one logical unit',
+  'identity: four nexuses (two tcm_loop, two iSCSI), one logical unit',
   'register and read keys from both nexuses',
   'every reservation type: what the other, registered nexus may do',
   'report capabilities, APTPL, read full status',
   'preempt: the preempted nexus cannot write, can read, and gets its unit attention handled',
+  'PREEMPT AND ABORT over iSCSI: the preempted nexus cannot write, can read, and gets its unit attention handled',
   'SPC-2 RESERVE(6): the other nexus gets RESERVATION CONFLICT, also for TEST UNIT READY',
   'disk heartbeat: a live primary is never declared dead; a stopped one is, within the timeout',
-  'fencing end to end: B fences A; A cannot write, notices, and rejoins',
+  'fencing end to end over iSCSI: B fences A with PREEMPT AND ABORT; A cannot write, notices, and rejoins',
   'the agent with a disk witness (seed 002): LAN silence alone is disputed; dead once the disk agrees too',
   'takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON',
   'scsi_debug (no persistent reservations) is reported as such',
   'a dead device path is bounded: a command on a closed transport fails at once',
 ];
 
-describe('SCSI on LIO (tcm_loop) and scsi_debug in a qemu guest', () => {
+describe('SCSI on LIO (tcm_loop and iSCSI) and scsi_debug in a qemu guest', () => {
   it('the guest ran the whole suite', () => {
     expect(run.exitCode, run.log.slice(-3000)).toBe(0);
     expect(run.results.map((r) => r.check), run.log.slice(-3000)).toEqual([...CHECKS, 'done']);

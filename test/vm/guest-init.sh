@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # /init of the test guest: modules, the host's root over 9p (read-only), a target per the
-# kernel command line (tko.setup: a comma list of tcm_loop, scsi_debug; or none), then the job: `chroot /host` and
+# kernel command line (tko.setup: a comma list of tcm_loop, lio_iscsi, scsi_debug, iscsi; or none), then the job: `chroot /host` and
 # run the command in tko.job (a file on the host). Lines the job prints starting with "TKO "
 # are its results; "TKO-EXIT n" ends the run. Then power off.
 /bin/busybox --install -s /bin
@@ -41,12 +41,46 @@ esac
 case ",$SETUP," in *,scsi_debug,*)
   modprobe scsi_debug dev_size_mb=8 || echo "TKO-LOG scsi_debug failed" ;;
 esac
+
+for d in proc sys dev; do mount --rbind /$d /host/$d; done
+mount -t tmpfs tmpfs /host/tmp
+mount -t tmpfs tmpfs /host/run
+
+# The kernel iSCSI initiator logs in with iscsistart, a host binary (open-iscsi unpacked under
+# tko.iscsistart), run in the chroot. One session per call: iscsistart refuses a second session
+# to the same target and portal, so a second node needs a second portal.
+login() { # TARGET INITIATOR ADDRESS
+  chroot /host env LD_LIBRARY_PATH=$OI/usr/lib/x86_64-linux-gnu $OI/sbin/iscsistart -i $2 -t $1 -g 1 -a $3 -p 3260 \
+    || echo "TKO-LOG iscsistart $2 -> $1 at $3 failed"
+}
+OI=$(arg tko.iscsistart)
+case ",$SETUP," in *,lio_iscsi,*)
+  # LIO's iSCSI fabric on the tcm_loop setup's backstore: the same LUN through two iSCSI I_T
+  # nexuses (initiators ...:a and ...:b, via 127.0.0.1 and 127.0.0.2). Unlike tcm_loop, this
+  # fabric completes PREEMPT AND ABORT.
+  modprobe crc32c_generic && modprobe iscsi_target_mod && modprobe iscsi_tcp || echo "TKO-LOG lio_iscsi modules failed"
+  T=$C/iscsi/iqn.2026-11.io.takeover:lio/tpgt_1
+  mkdir -p $T/lun/lun_0 && ln -s $C/core/fileio_0/disk0 $T/lun/lun_0/disk0
+  mkdir $T/np/127.0.0.1:3260 $T/np/127.0.0.2:3260
+  # Demo mode: any initiator, no CHAP, writable.
+  echo 0 > $T/attrib/authentication; echo 1 > $T/attrib/generate_node_acls; echo 0 > $T/attrib/demo_mode_write_protect
+  echo 1 > $T/enable
+  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:a 127.0.0.1
+  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:b 127.0.0.2 ;;
+esac
+case ",$SETUP," in *,iscsi,*)
+  # The host's tgtd (tko.iscsi=TARGET,INITIATOR), reached through qemu's user network: a guestfwd
+  # maps 10.0.2.100:3260 to the host's portal; nothing else is routed.
+  modprobe virtio_net && modprobe crc32c_generic && modprobe iscsi_tcp || echo "TKO-LOG iscsi modules failed"
+  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up
+  ISCSI=$(arg tko.iscsi)
+  login ${ISCSI%%,*} ${ISCSI#*,} 10.0.2.100
+  # LUN 0 is tgtd's controller, LUN 1 the disk.
+  i=0; while [ $i -lt 50 ] && [ ! -e /dev/sg1 ]; do sleep 0.1; i=$((i+1)); done ;;
+esac
 # Device nodes appear asynchronously once the hosts are scanned.
 i=0; while [ $i -lt 50 ] && [ "$SETUP" != none ] && [ ! -e /dev/sg0 ]; do sleep 0.1; i=$((i+1)); done
 sleep 0.3
-
-for d in proc sys dev; do mount --bind /$d /host/$d; done
-mount -t tmpfs tmpfs /host/tmp
 if [ -n "$JOB" ]; then
   chroot /host /bin/sh "$JOB"
   echo "TKO-EXIT $?"

@@ -9,10 +9,16 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { CACHE, guestImage } from './guest-image.js';
+import { iscsistartRoot } from './iscsi-initiator.js';
 
 export interface GuestOptions {
-  /** Targets set up before the job: one LUN through two tcm_loop nexuses, and/or scsi_debug. */
-  setup: Array<'tcm_loop' | 'scsi_debug'>;
+  /**
+   * Targets set up before the job: one LIO LUN through two tcm_loop nexuses; lio_iscsi (needs
+   * tcm_loop) adds two iSCSI nexuses to the same LUN; scsi_debug a disk without PR.
+   */
+  setup: Array<'tcm_loop' | 'lio_iscsi' | 'scsi_debug'>;
+  /** Log into the host's tgtd (iSCSI, kernel initiator) before the job: test/vm/tgtd.ts. */
+  iscsi?: { portal: number; target: string; initiator: string };
   /** Shell script run (as /bin/sh) in the chroot of the host root, from /work/main's checkout. */
   job: string;
   timeoutMs: number;
@@ -36,12 +42,23 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
   mkdirSync(jobs, { recursive: true });
   const jobFile = path.join(jobs, `job-${process.pid}-${randomBytes(4).toString('hex')}.sh`);
   writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n${o.job}\n`);
+  const setup: string[] = [...o.setup];
+  let append = `console=ttyS0 quiet panic=-1 tko.job=${jobFile}`;
+  // No network, or qemu's user network restricted to one forward: 10.0.2.100:3260 in the guest
+  // is the host's iSCSI portal. nodelay: without it Nagle costs every PR OUT ~45 ms.
+  let nic = ['-nic', 'none'];
+  if (o.iscsi || setup.includes('lio_iscsi')) append += ` tko.iscsistart=${iscsistartRoot()}`;
+  if (o.iscsi) {
+    setup.push('iscsi');
+    append += ` tko.iscsi=${o.iscsi.target},${o.iscsi.initiator}`;
+    nic = ['-nic', `user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:3260-tcp:127.0.0.1:${o.iscsi.portal},,nodelay=on`];
+  }
+  append += ` tko.setup=${setup.join(',') || 'none'}`;
   const started = performance.now();
   const qemu = spawn('qemu-system-x86_64', [
     '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '2', '-M', 'q35', '-nodefaults', '-no-reboot',
-    '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nic', 'none',
-    '-kernel', image.kernel, '-initrd', image.initrd,
-    '-append', `console=ttyS0 quiet panic=-1 tko.setup=${o.setup.join(',') || 'none'} tko.job=${jobFile}`,
+    '-display', 'none', '-serial', 'stdio', '-monitor', 'none', ...nic,
+    '-kernel', image.kernel, '-initrd', image.initrd, '-append', append,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   const results: Array<Record<string, unknown>> = [];

@@ -5,49 +5,39 @@
 import { spawnSync } from 'node:child_process';
 import { Agent } from '../../../src/agent/agent.js';
 import { validateConfig } from '../../../src/agent/config.js';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { read10, testUnitReady, write10 } from '../../../src/scsi/cdb.js';
 import { identify } from '../../../src/scsi/inquiry.js';
 import { PersistentReservations } from '../../../src/scsi/reservations.js';
-import { DeviceTransport, ReservationConflictError, ScsiDevice, NoPersistentReservationsError } from '../../../src/scsi/transport.js';
+import { DeviceTransport, ScsiDevice, NoPersistentReservationsError } from '../../../src/scsi/transport.js';
+import { block, check, outcome, report } from './report.js';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
 import { fenceKey, formatKey } from '../../../src/fence/fence-keys.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskVerdict } from '../../../src/monitor/disk-heartbeat.js';
 
-const report = (check: string, ok: boolean, detail: Record<string, unknown> = {}) => console.log(`TKO ${JSON.stringify({ check, ok, ...detail }, (_, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`);
 const transports: DeviceTransport[] = [];
 const open = (path: string) => {
   const t = new DeviceTransport(path);
   transports.push(t);
   return new ScsiDevice(t, 5000);
 };
-async function outcome(op: () => Promise<unknown>): Promise<'ok' | 'conflict' | string> {
-  try {
-    await op();
-    return 'ok';
-  } catch (err) {
-    return err instanceof ReservationConflictError ? 'conflict' : (err as Error).message;
-  }
-}
-const block = (fill: number) => Buffer.alloc(512, fill);
-
-async function check(name: string, fn: () => Promise<Record<string, unknown> | boolean>): Promise<void> {
-  try {
-    const r = await fn();
-    if (typeof r === 'boolean') report(name, r);
-    else report(name, r.ok !== false, r);
-  } catch (err) {
-    report(name, false, { error: (err as Error).stack ?? String(err) });
-  }
-}
 
 // Which sg node is which target.
 const sgs = readdirSync('/dev').filter((d) => /^sg\d+$/.test(d)).map((d) => `/dev/${d}`).sort();
 const ids = new Map<string, Awaited<ReturnType<typeof identify>>>();
 for (const p of sgs) ids.set(p, await identify(open(p)));
-const lio = sgs.filter((p) => ids.get(p)!.vendor === 'LIO-ORG');
+// The SCSI target port's name (VPD 0x83, association 2, SCSI name string) tells the fabric.
+const targetName = (p: string) => ids.get(p)!.designators.find((d) => d.association === 2 && d.type === 8)?.value ?? '';
+const lio = sgs.filter((p) => ids.get(p)!.vendor === 'LIO-ORG' && targetName(p).startsWith('naa.'));
 const debug = sgs.find((p) => ids.get(p)!.vendor === 'Linux');
 const [pathA, pathB] = lio as [string, string];
+// The iSCSI nexuses, in login order (initiator ...:a, then ...:b), by their session's initiator.
+const initiatorOf = (p: string) => {
+  const session = /session\d+/.exec(realpathSync(`/sys/class/scsi_generic/${p.slice(5)}/device`))?.[0];
+  return session ? readFileSync(`/sys/class/iscsi_session/${session}/initiatorname`, 'utf8').trim() : '';
+};
+const iscsi = sgs.filter((p) => targetName(p).startsWith('iqn.')).sort((x, y) => initiatorOf(x).localeCompare(initiatorOf(y)));
+const [pathIA, pathIB] = iscsi as [string, string];
 let A = open(pathA);
 let B = open(pathB);
 let prA = new PersistentReservations(A);
@@ -55,9 +45,12 @@ let prB = new PersistentReservations(B);
 const kA = 0xa1a1a1a1n;
 const kB = 0xb2b2b2b2n;
 
-await check('identity: two nexuses, one logical unit', async () => {
-  const [a, b] = [ids.get(pathA)!, ids.get(pathB)!];
-  return { ok: lio.length === 2 && a.serial === b.serial && a.serial !== undefined, paths: lio, serial: a.serial, designators: a.designators.length };
+await check('identity: four nexuses (two tcm_loop, two iSCSI), one logical unit', async () => {
+  const all = [...lio, ...iscsi].map((p) => ids.get(p)!);
+  return {
+    ok: lio.length === 2 && iscsi.length === 2 && all.every((i) => i.serial === all[0]!.serial) && all[0]!.serial !== undefined && initiatorOf(pathIA).endsWith(':a') && initiatorOf(pathIB).endsWith(':b'),
+    tcmLoop: lio, iscsi: iscsi.map((p) => `${p} ${initiatorOf(p)}`), serial: all[0]!.serial, designators: all[0]!.designators.length,
+  };
 });
 
 /** Leaves the LUN with no registration and no reservation. */
@@ -114,9 +107,8 @@ await check('report capabilities, APTPL, read full status', async () => {
   return { ok: caps.ptplC && after.ptplA && holder?.key === kA && full.entries.length === 2, types: caps.types, ptplA: after.ptplA, fullStatus: full.entries.length };
 });
 
-// PREEMPT AND ABORT is not exercised here: through tcm_loop, LIO never completes it (on Debian's
-// 6.1 and 6.12 kernels alike; sg_persist --preempt-abort hangs the same way). PREEMPT has the
-// same effect on registrations and reservation, without aborting the victim's queued commands.
+// Through tcm_loop, LIO never completes PREEMPT AND ABORT (Debian's 6.1 and 6.12 kernels alike;
+// sg_persist --preempt-abort hangs the same way): PREEMPT here, PREEMPT AND ABORT over iSCSI below.
 await check('preempt: the preempted nexus cannot write, can read, and gets its unit attention handled', async () => {
   await reset();
   await prA.registerAndIgnore(kA);
@@ -130,6 +122,29 @@ await check('preempt: the preempted nexus cannot write, can read, and gets its u
   const keys = await prB.readKeys();
   const r = await prB.readReservation();
   return { ok: aWrite === 'conflict' && aRead === 'ok' && bWrite === 'ok' && keys.keys.length === 1 && keys.keys[0] === kB && r.reservation?.key === kB && A.unitAttentions > uaBefore, aWrite, aRead, bWrite, unitAttentionsOnA: A.unitAttentions - uaBefore };
+});
+
+await check('PREEMPT AND ABORT over iSCSI: the preempted nexus cannot write, can read, and gets its unit attention handled', async () => {
+  await reset();
+  const [IA, IB] = [open(pathIA), open(pathIB)];
+  const [pIA, pIB] = [new PersistentReservations(IA), new PersistentReservations(IB)];
+  await pIA.registerAndIgnore(kA);
+  await pIB.registerAndIgnore(kB);
+  await pIA.reserve(kA, PR_TYPE.writeExclusiveRegistrantsOnly);
+  const aBefore = await outcome(() => IA.execute({ cdb: write10(9), dataOut: block(0xaa) }));
+  const t0 = performance.now();
+  await pIB.preemptAndAbort(kB, kA, PR_TYPE.writeExclusiveRegistrantsOnly);
+  const preemptMs = performance.now() - t0;
+  const uaBefore = IA.unitAttentions;
+  const aWrite = await outcome(() => IA.execute({ cdb: write10(9), dataOut: block(0xab) }));
+  const aRead = await outcome(() => IA.execute({ cdb: read10(9), dataIn: 512 }));
+  const bWrite = await outcome(() => IB.execute({ cdb: write10(9), dataOut: block(0xbb) }));
+  const keys = await pIB.readKeys();
+  const r = await pIB.readReservation();
+  return {
+    ok: aBefore === 'ok' && aWrite === 'conflict' && aRead === 'ok' && bWrite === 'ok' && keys.keys.length === 1 && keys.keys[0] === kB && r.reservation?.key === kB && IA.unitAttentions > uaBefore,
+    preemptMs, aBefore, aWrite, aRead, bWrite, keys: keys.keys, unitAttentionsOnA: IA.unitAttentions - uaBefore,
+  };
 });
 
 await check('SPC-2 RESERVE(6): the other nexus gets RESERVATION CONFLICT, also for TEST UNIT READY', async () => {
@@ -167,11 +182,11 @@ await check('disk heartbeat: a live primary is never declared dead; a stopped on
   return { ok: whileAlive.join() === 'alive' && dead !== undefined && declaredMs! <= timeoutMs + intervalMs + 100, whileAlive, changes: watcher.judge.changes, writerPulses: writer.pulses, declaredMs, writerFailures: writer.failures, watcherFailures: watcher.failures };
 });
 
-await check('fencing end to end: B fences A; A cannot write, notices, and rejoins', async () => {
+await check('fencing end to end over iSCSI: B fences A with PREEMPT AND ABORT; A cannot write, notices, and rejoins', async () => {
   await reset();
-  await prB.registerAndIgnore(0n).catch(() => {});
-  const fa = new Fencer({ cluster: 'vm', node: 'a', nodes: ['a', 'b'], devices: [prA], abort: false });
-  const fb = new Fencer({ cluster: 'vm', node: 'b', nodes: ['a', 'b'], devices: [prB], abort: false });
+  const A = open(pathIA);
+  const fa = new Fencer({ cluster: 'vm', node: 'a', nodes: ['a', 'b'], devices: [new PersistentReservations(A)] });
+  const fb = new Fencer({ cluster: 'vm', node: 'b', nodes: ['a', 'b'], devices: [new PersistentReservations(open(pathIB))] });
   const joined = [...(await fa.join()), ...(await fb.join())].every((r) => r.ok);
   const watch = new OwnKeyWatch(fa, 50);
   let noticedAt: number | undefined;
@@ -191,7 +206,7 @@ await check('fencing end to end: B fences A; A cannot write, notices, and rejoin
   const rejoined = (await fa.join()).every((r) => r.ok);
   const afterRejoin = await outcome(() => A.execute({ cdb: write10(11), dataOut: block(4) }));
   return {
-    ok: joined && before === 'ok' && selfRefused && rep.ok && after === 'conflict' && readAfter === 'ok' && noticedAt !== undefined && rejoined && afterRejoin === 'ok',
+    ok: joined && before === 'ok' && selfRefused && rep.ok && rep.devices[0]?.method === 'preempt-and-abort' && after === 'conflict' && readAfter === 'ok' && noticedAt !== undefined && rejoined && afterRejoin === 'ok',
     report: rep, fenceMs, before, after, readAfter, noticedMs: noticedAt === undefined ? undefined : noticedAt - fencedAt, afterRejoin,
   };
 });
