@@ -49,9 +49,9 @@ mount -t tmpfs tmpfs /host/run
 # The kernel iSCSI initiator logs in with iscsistart, a host binary (open-iscsi unpacked under
 # tko.iscsistart), run in the chroot. One session per call: iscsistart refuses a second session
 # to the same target and portal, so a second node needs a second portal.
-login() { # TARGET INITIATOR ADDRESS
-  chroot /host env LD_LIBRARY_PATH=$OI/usr/lib/x86_64-linux-gnu $OI/sbin/iscsistart -i $2 -t $1 -g 1 -a $3 -p 3260 \
-    || echo "TKO-LOG iscsistart $2 -> $1 at $3 failed"
+login() { # TARGET INITIATOR ADDRESS PORT
+  chroot /host env LD_LIBRARY_PATH=$OI/usr/lib/x86_64-linux-gnu $OI/sbin/iscsistart -i $2 -t $1 -g 1 -a $3 -p $4 \
+    || echo "TKO-LOG iscsistart $2 -> $1 at $3:$4 failed"
 }
 OI=$(arg tko.iscsistart)
 case ",$SETUP," in *,lio_iscsi,*)
@@ -65,18 +65,20 @@ case ",$SETUP," in *,lio_iscsi,*)
   # Demo mode: any initiator, no CHAP, writable.
   echo 0 > $T/attrib/authentication; echo 1 > $T/attrib/generate_node_acls; echo 0 > $T/attrib/demo_mode_write_protect
   echo 1 > $T/enable
-  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:a 127.0.0.1
-  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:b 127.0.0.2 ;;
+  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:a 127.0.0.1 3260
+  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:b 127.0.0.2 3260 ;;
 esac
 case ",$SETUP," in *,iscsi,*)
-  # The host's tgtd (tko.iscsi=TARGET,INITIATOR), reached through qemu's user network: a guestfwd
-  # maps 10.0.2.100:3260 to the host's portal; nothing else is routed.
+  # The host's tgtd (tko.iscsi=TARGET,INITIATOR[,INITIATOR...]), reached through qemu's user
+  # network: guestfwds map 10.0.2.100:(3260+i) to the host's portals; nothing else is routed.
   modprobe virtio_net && modprobe crc32c_generic && modprobe iscsi_tcp || echo "TKO-LOG iscsi modules failed"
   ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up
   ISCSI=$(arg tko.iscsi)
-  login ${ISCSI%%,*} ${ISCSI#*,} 10.0.2.100
-  # LUN 0 is tgtd's controller, LUN 1 the disk.
-  i=0; while [ $i -lt 50 ] && [ ! -e /dev/sg1 ]; do sleep 0.1; i=$((i+1)); done ;;
+  TGT=${ISCSI%%,*}; n=0
+  for INI in $(echo ${ISCSI#*,} | tr , ' '); do login $TGT $INI 10.0.2.100 $((3260 + n)); n=$((n+1)); done
+  # Each session brings LUN 0 (tgtd's controller) and LUN 1 (the disk).
+  last=/dev/sg$((n * 2 - 1))
+  i=0; while [ $i -lt 50 ] && [ ! -e $last ]; do sleep 0.1; i=$((i+1)); done ;;
 esac
 # Device nodes appear asynchronously once the hosts are scanned.
 i=0; while [ $i -lt 50 ] && [ "$SETUP" != none ] && [ ! -e /dev/sg0 ]; do sleep 0.1; i=$((i+1)); done

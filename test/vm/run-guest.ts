@@ -17,8 +17,11 @@ export interface GuestOptions {
    * tcm_loop) adds two iSCSI nexuses to the same LUN; scsi_debug a disk without PR.
    */
   setup: Array<'tcm_loop' | 'lio_iscsi' | 'scsi_debug'>;
-  /** Log into the host's tgtd (iSCSI, kernel initiator) before the job: test/vm/tgtd.ts. */
-  iscsi?: { portal: number; target: string; initiator: string };
+  /**
+   * Log into the host's tgtd (iSCSI, kernel initiator) before the job (test/vm/tgtd.ts): one
+   * session per initiator name, the i-th through the i-th portal.
+   */
+  iscsi?: { portals: number[]; target: string; initiators: string[] };
   /** Shell script run (as /bin/sh) in the chroot of the host root, from /work/main's checkout. */
   job: string;
   timeoutMs: number;
@@ -44,14 +47,16 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
   writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n${o.job}\n`);
   const setup: string[] = [...o.setup];
   let append = `console=ttyS0 quiet panic=-1 tko.job=${jobFile}`;
-  // No network, or qemu's user network restricted to one forward: 10.0.2.100:3260 in the guest
-  // is the host's iSCSI portal. nodelay: without it Nagle costs every PR OUT ~45 ms.
+  // No network, or qemu's user network restricted to forwards: 10.0.2.100:(3260+i) in the guest
+  // is the host's i-th iSCSI portal (qemu names a forward by its port, so each has its own). nodelay: without it Nagle costs every PR OUT ~45 ms.
   let nic = ['-nic', 'none'];
   if (o.iscsi || setup.includes('lio_iscsi')) append += ` tko.iscsistart=${iscsistartRoot()}`;
   if (o.iscsi) {
     setup.push('iscsi');
-    append += ` tko.iscsi=${o.iscsi.target},${o.iscsi.initiator}`;
-    nic = ['-nic', `user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:3260-tcp:127.0.0.1:${o.iscsi.portal},,nodelay=on`];
+    if (o.iscsi.initiators.length > o.iscsi.portals.length) throw new Error(`${o.iscsi.initiators.length} iSCSI sessions need as many portals, not ${o.iscsi.portals.length}`);
+    append += ` tko.iscsi=${[o.iscsi.target, ...o.iscsi.initiators].join(',')}`;
+    const forwards = o.iscsi.initiators.map((_, i) => `guestfwd=tcp:10.0.2.100:${3260 + i}-tcp:127.0.0.1:${o.iscsi!.portals[i]},,nodelay=on`);
+    nic = ['-nic', ['user,model=virtio-net-pci,restrict=on', ...forwards].join(',')];
   }
   append += ` tko.setup=${setup.join(',') || 'none'}`;
   const started = performance.now();

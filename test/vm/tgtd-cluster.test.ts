@@ -16,7 +16,7 @@ beforeAll(async () => {
   const node = (role: string) =>
     runGuest({
       setup: [],
-      iscsi: { portal: tgtd!.portal, target: tgtd!.target, initiator: `${IQN}:${role}` },
+      iscsi: { portals: tgtd!.portals, target: tgtd!.target, initiators: [`${IQN}:${role}`] },
       job: `cd /work/main && exec node --import tsx test/vm/guest/tgtd-node.ts ${role}`,
       timeoutMs: 240_000,
     });

@@ -12,8 +12,8 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 
 export interface Tgtd {
-  /** The portal's TCP port on 127.0.0.1. */
-  portal: number;
+  /** The portals' TCP ports on 127.0.0.1 (iscsistart logs in once per target and portal). */
+  portals: number[];
   target: string;
   /** tgtd's log so far, for diagnosis. */
   log(): string;
@@ -28,15 +28,16 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startTgtd(o: { target: string; sizeMb: number }): Promise<Tgtd> {
+export async function startTgtd(o: { target: string; sizeMb: number; portals?: number }): Promise<Tgtd> {
   const dir = mkdtempSync(path.join(tmpdir(), 'takeover-tgtd-'));
   const disk = path.join(dir, 'disk0');
   writeFileSync(disk, '');
   truncateSync(disk, o.sizeMb * 1024 * 1024);
   const control = 1000 + Math.floor(Math.random() * 31_000); // tgtd takes -C below 32768
-  const portal = await freePort();
+  const portals: number[] = [];
+  for (let i = 0; i < (o.portals ?? 1); i++) portals.push(await freePort());
   let log = '';
-  const tgtd: ChildProcess = spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${portal}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tgtd: ChildProcess = spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${portals[0]}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   tgtd.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   tgtd.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<void>((resolve) => tgtd.once('exit', () => resolve()));
@@ -61,6 +62,7 @@ export async function startTgtd(o: { target: string; sizeMb: number }): Promise<
       if (tgtd.exitCode !== null || Date.now() > deadline) throw new Error(`tgtd did not start: ${log}`);
       await new Promise((r) => setTimeout(r, 20));
     }
+    for (const port of portals.slice(1)) await tgtadm('--mode', 'portal', '--op', 'new', '--param', `portal=127.0.0.1:${port}`);
     await tgtadm('--mode', 'target', '--op', 'new', '--tid', '1', '--targetname', o.target);
     await tgtadm('--mode', 'logicalunit', '--op', 'new', '--tid', '1', '--lun', '1', '--backing-store', disk);
     await tgtadm('--mode', 'target', '--op', 'bind', '--tid', '1', '--initiator-address', 'ALL');
@@ -68,5 +70,5 @@ export async function startTgtd(o: { target: string; sizeMb: number }): Promise<
     await stop();
     throw err;
   }
-  return { portal, target: o.target, log: () => log, stop };
+  return { portals, target: o.target, log: () => log, stop };
 }

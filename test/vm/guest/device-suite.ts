@@ -5,12 +5,13 @@
 import { spawnSync } from 'node:child_process';
 import { Agent } from '../../../src/agent/agent.js';
 import { validateConfig } from '../../../src/agent/config.js';
-import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { read10, testUnitReady, write10 } from '../../../src/scsi/cdb.js';
 import { identify } from '../../../src/scsi/inquiry.js';
 import { PersistentReservations } from '../../../src/scsi/reservations.js';
 import { DeviceTransport, ScsiDevice, NoPersistentReservationsError } from '../../../src/scsi/transport.js';
 import { block, check, outcome, report } from './report.js';
+import { initiatorOf, targetName as portName } from './nexus.js';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
 import { fenceKey, formatKey } from '../../../src/fence/fence-keys.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskVerdict } from '../../../src/monitor/disk-heartbeat.js';
@@ -26,16 +27,11 @@ const open = (path: string) => {
 const sgs = readdirSync('/dev').filter((d) => /^sg\d+$/.test(d)).map((d) => `/dev/${d}`).sort();
 const ids = new Map<string, Awaited<ReturnType<typeof identify>>>();
 for (const p of sgs) ids.set(p, await identify(open(p)));
-// The SCSI target port's name (VPD 0x83, association 2, SCSI name string) tells the fabric.
-const targetName = (p: string) => ids.get(p)!.designators.find((d) => d.association === 2 && d.type === 8)?.value ?? '';
+const targetName = (p: string) => portName(ids.get(p)!.designators);
 const lio = sgs.filter((p) => ids.get(p)!.vendor === 'LIO-ORG' && targetName(p).startsWith('naa.'));
 const debug = sgs.find((p) => ids.get(p)!.vendor === 'Linux');
 const [pathA, pathB] = lio as [string, string];
-// The iSCSI nexuses, in login order (initiator ...:a, then ...:b), by their session's initiator.
-const initiatorOf = (p: string) => {
-  const session = /session\d+/.exec(realpathSync(`/sys/class/scsi_generic/${p.slice(5)}/device`))?.[0];
-  return session ? readFileSync(`/sys/class/iscsi_session/${session}/initiatorname`, 'utf8').trim() : '';
-};
+// The iSCSI nexuses: initiator ...:a, then ...:b.
 const iscsi = sgs.filter((p) => targetName(p).startsWith('iqn.')).sort((x, y) => initiatorOf(x).localeCompare(initiatorOf(y)));
 const [pathIA, pathIB] = iscsi as [string, string];
 let A = open(pathA);
