@@ -24,7 +24,10 @@ import { configKey, type AgentConfig, type InstanceConfig } from './config.js';
 import { ControlServer, defaultControlPath, type ControlRequest } from './control.js';
 import { InstanceMonitor, type InstanceEvent } from './instance-monitor.js';
 import { NodeEventPublisher } from './node-events.js';
+import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
+import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
+import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
 
 export interface PlanDone {
@@ -47,6 +50,10 @@ export type AgentEvents = {
   callout: [CalloutResult];
   /** The disk heartbeat's verdicts on the watched peer (alive, dead). */
   disk: [DiskVerdict];
+  /** A dead peer fenced off the shared devices (or not: see ok and each device's error). */
+  fence: [FenceDone];
+  /** This node's own key is gone from a device: it was fenced, and its instances are stopped. */
+  fenced: [{ device: string; at: number }];
 };
 
 const RECENT = 100;
@@ -73,6 +80,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly offline = new Map<string, Set<string>>();
   private readonly links: DetectorEvent[] = [];
   private disk: { transport: DeviceTransport; device: ScsiDevice } | undefined;
+  private fencing: NodeFencing | undefined;
+  private readonly fenceDevices: FenceDeviceHandle[] = [];
+  private readonly openFenceDevice: (path: string) => FenceDeviceHandle;
   private diskWriter: DiskHeartbeatWriter | undefined;
   readonly diskWatcher: DiskHeartbeatWatcher | undefined;
   private lastIncarnation = 0;
@@ -90,6 +100,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   ) {
     super();
     this.incarnation = config.incarnation ?? Date.now();
+    this.openFenceDevice = options.openFenceDevice ?? openScsiFenceDevice;
     this.heartbeat = new HeartbeatAgent({
       node: config.node,
       incarnation: BigInt(this.incarnation),
@@ -133,13 +144,18 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.notifyPort = await this.server.listen();
       await mkdir(path.dirname(this.control.path), { recursive: true, mode: 0o700 });
       await this.control.listen();
+      if (this.config.fencing) await this.startFencing(this.config.fencing);
       for (const p of this.config.peers) {
         if (!p.takeover) continue;
         const t = p.takeover;
         const tracker = new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] });
         tracker.start();
         this.trackers.push(tracker);
-        const plan = new PeerTakeover({ heartbeat: this.nodeEvents, peer: p.node, service: { address: t.address, port: t.port }, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method });
+        const fencing = this.fencing;
+        const plan = new PeerTakeover({
+          heartbeat: this.nodeEvents, peer: p.node, service: { address: t.address, port: t.port }, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
+          ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
+        });
         plan.on('done', (d) => this.emit('takeover', d));
         plan.on('failed', (err) => this.emit('takeover-failed', err));
         await plan.prepare();
@@ -171,6 +187,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.diskWatcher?.stop();
     await this.diskWriter?.stop();
     this.disk?.transport.close();
+    this.fencing?.stop();
+    for (const d of this.fenceDevices.splice(0)) d.close();
     this.publisher.close();
     this.witnessed?.close();
     for (const t of this.takeovers) t.close();
@@ -245,6 +263,14 @@ export class Agent extends EventEmitter<AgentEvents> {
             ...(this.diskWatcher ? { watching: this.config.disk.watch!, verdict: this.diskWatcher.judge.state, changes: this.diskWatcher.judge.changes, sampleFailures: this.diskWatcher.failures } : {}),
           }
         : undefined,
+      fencing: this.config.fencing
+        ? {
+            devices: this.config.fencing.devices,
+            key: formatKey(this.fencing?.fencer.myKey ?? 0n),
+            ...(this.fencing?.fencedAt !== undefined ? { fencedAt: this.fencing.fencedAt } : {}),
+            ...(this.fencing?.lastFence ? { lastFence: { node: this.fencing.lastFence.node, ok: this.fencing.lastFence.ok, at: this.fencing.lastFence.doneAt, devices: this.fencing.lastFence.devices } } : {}),
+          }
+        : undefined,
     };
   }
 
@@ -260,7 +286,31 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  private async startFencing(f: NonNullable<AgentConfig['fencing']>): Promise<void> {
+    for (const path of f.devices) this.fenceDevices.push(this.openFenceDevice(path));
+    const nodes = [this.config.node, ...this.config.peers.map((p) => p.node)];
+    this.fencing = new NodeFencing({ cluster: this.config.cluster, node: this.config.node, nodes, devices: this.fenceDevices.map((d) => d.device), abort: f.abort, checkMs: f.checkMs, events: this.nodeEvents });
+    this.fencing.on('fence', (d) => this.emit('fence', d));
+    this.fencing.on('fenced', (d) => void this.onFenced(d));
+    await this.fencing.start();
+  }
+
   // ---- decisions ----
+
+  /**
+   * This node was fenced: another node decided it was dead and took its disks. It must stop
+   * writing: the instances it runs are stopped, and their DOWN published. (Instances watched by
+   * pid are not this agent's to kill; the device refuses their writes anyway.)
+   */
+  private async onFenced(f: { device: string; at: number }): Promise<void> {
+    this.emit('fenced', f);
+    for (const inst of this.config.instances.filter((i) => i.node === this.config.node && i.command)) {
+      const m = this.monitors.get(inst.name);
+      if (!m || m.state === 'stopped') continue;
+      await m.stop().catch(() => {});
+      this.publish(instanceFailure(this.placement(inst.name), inst.name, this.stamp('failure', f.at)));
+    }
+  }
 
   private onDetector(e: DetectorEvent): void {
     this.emit('detector', e);
@@ -380,6 +430,18 @@ export class Agent extends EventEmitter<AgentEvents> {
 
 export interface AgentOptions {
   witnesses?: Witness[];
+  /** Opens a fencing device by path (default: SG_IO on the device node); a seam for tests. */
+  openFenceDevice?: (path: string) => FenceDeviceHandle;
+}
+
+export interface FenceDeviceHandle {
+  device: ReservationDevice;
+  close(): void;
+}
+
+function openScsiFenceDevice(path: string): FenceDeviceHandle {
+  const transport = new DeviceTransport(path);
+  return { device: new PersistentReservations(new ScsiDevice(transport, 5000)), close: () => transport.close() };
 }
 
 export interface AgentStatus {
@@ -396,4 +458,6 @@ export interface AgentStatus {
   recentEvents: ServiceEvent[];
   callouts: { dropped: number } | undefined;
   disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;
+  /** This node's key; when it found itself fenced; the last fence it carried out. */
+  fencing: { devices: string[]; key: string; fencedAt?: number; lastFence?: { node: string; ok: boolean; at: number; devices: DeviceReport[] } } | undefined;
 }

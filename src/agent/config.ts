@@ -99,6 +99,19 @@ export const configSchema = z
       })
       .optional(),
     uptimeLog: z.string().min(1).optional(),
+    /**
+     * SCSI-3 persistent-reservation fencing on the shared devices: a dead peer is fenced before
+     * it is taken over; this node stops its instances when it finds itself fenced.
+     */
+    fencing: z
+      .strictObject({
+        devices: z.array(z.string().min(1)).min(1),
+        /** PREEMPT AND ABORT (true) or plain PREEMPT (false). */
+        abort: z.boolean().default(true),
+        /** How often this node checks that its own key is still registered. */
+        checkMs: ms(10, 60_000).default(1000),
+      })
+      .optional(),
     /** Seed 002's SCSI heartbeat on a disk shared with a peer. */
     disk: z
       .strictObject({
@@ -136,6 +149,11 @@ export const configSchema = z
       if (c.disk.watch !== undefined && !c.peers.some((p) => p.node === c.disk!.watch)) issue(['disk', 'watch'], `unknown peer ${c.disk.watch}`);
       if (c.disk.timeoutMs < 3 * c.disk.intervalMs) issue(['disk', 'timeoutMs'], 'must be at least 3 × intervalMs');
     }
+    c.fencing?.devices.forEach((d, i) => {
+      if (c.fencing!.devices.indexOf(d) !== i) issue(['fencing', 'devices', i], `${d} appears twice`);
+      // SPC-2 RESERVE conflicts with persistent reservations: one LUN cannot do both jobs.
+      if (d === c.disk?.device) issue(['fencing', 'devices', i], `${d} is the disk heartbeat's device: its RESERVE/RELEASE pulse conflicts with persistent reservations, use another LUN`);
+    });
     const services = new Set<string>();
     c.services.forEach((s, i) => {
       if (services.has(s.name)) issue(['services', i, 'name'], `service ${s.name} appears twice`);

@@ -1,5 +1,6 @@
 // The failure plan for a dead peer node: when the heartbeat detector declares it down, speak for
-// its service — take the address over and close every connection the tracker saw — at once.
+// its service — take the address over and close every connection the tracker saw — at once,
+// once `before` (fencing it off the shared disks) has succeeded.
 // The first piece of the agent (issue 3): detection (heartbeats) wired to action (closePeers).
 import { EventEmitter } from 'node:events';
 import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
@@ -20,6 +21,8 @@ export interface PeerTakeoverOptions {
   interface: string;
   prefixLength: number;
   method?: CloseMethod | string;
+  /** Runs first and must succeed, or nothing is taken over (the agent fences the peer here). */
+  before?: (down: Extract<DetectorEvent, { kind: 'node-down' }>) => Promise<unknown>;
 }
 
 export interface TakeoverDone {
@@ -68,6 +71,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     this.running = true;
     const startedAt = performance.timeOrigin + performance.now();
     try {
+      await this.options.before?.(down);
       const report = await closePeers(
         {
           ...this.options.service,

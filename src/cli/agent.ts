@@ -27,6 +27,8 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   agent.on('plan', (p) => log.info({ plan: { ...p, results: p.report?.results } }, 'failure plan done'));
   agent.on('takeover', (d) => log.info({ peer: d.down.node, results: d.report.results, ms: d.doneAt - d.startedAt }, 'peer taken over'));
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
+  agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
+  agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
   agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
   await agent.start();

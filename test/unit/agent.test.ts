@@ -15,6 +15,17 @@ import { readUptimeLog, summarizeUptime } from '../../src/agent/uptime-log.js';
 import { parseFan } from '../../src/events/fan-line.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { subscribe } from '../../src/events/subscribe.js';
+import { PR_TYPE } from '../../src/fence/fencer.js';
+import { ModelLun, ReservationConflict } from './pr-model.js';
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 
 const cli = (args: string[]) => runCli(args).then((r) => ({ ...r, stderr: r.stderr.trim() }));
@@ -177,6 +188,68 @@ describe('agent', () => {
       await a.stop();
       await b.stop();
     }
+  });
+
+  it('fencing: a peer that only looks dead is fenced off the shared disk; it notices, stops the instance it runs, and publishes its DOWN', async () => {
+    const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+    const [pa, pb] = [port(), port() + 1];
+    const lun = new ModelLun();
+    const node = (self: string, me: number, peer: string, them: number, extra: Record<string, unknown> = {}) =>
+      validateConfig({
+        cluster: 'unit', node: self, database: 'db', key: 'a key of sixteen+ bytes', control: path.join(dir, `${self}.sock`),
+        heartbeat: { intervalMs: 50, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
+        peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
+        notify: { host: '127.0.0.1', port: 0 },
+        fencing: { devices: ['/dev/shared'], checkMs: 50 },
+        ...extra,
+      });
+    const opened: string[] = [];
+    const open = (self: string) => (p: string) => (opened.push(`${self}:${p}`), { device: lun.nexus(self, `${p} via ${self}`), close: () => opened.push(`${self}:closed`) });
+    const a = await Agent.create(node('a', pa, 'b', pb, { instances: [{ name: 'db-a', node: 'a', command: ['sleep', '1000'] }], services: [{ name: 'sales', members: ['db-a'] }] }), { openFenceDevice: open('a') });
+    const b = await Agent.create(node('b', pb, 'a', pa), { openFenceDevice: open('b') });
+    const fences: Array<{ node: string; ok: boolean; outcome?: string }> = [];
+    const fencedA: string[] = [];
+    const publishedA: ServiceEvent[] = [];
+    b.on('fence', (f) => fences.push({ node: f.node, ok: f.ok, outcome: f.devices[0]?.outcome }));
+    a.on('fenced', (f) => fencedA.push(f.device));
+    a.on('published', (e) => publishedA.push(e));
+    try {
+      await b.start();
+      await a.start();
+      expect([...lun.registrations.keys()].sort()).toEqual(['a', 'b']);
+      expect(lun.reservation?.type).toBe(PR_TYPE.writeExclusiveRegistrantsOnly);
+      await until(() => a.status().instances[0]?.state === 'up' && b.status().peers[0]?.up === true);
+      const pid = a.status().instances[0]!.pid!;
+      a.heartbeat.stop(); // a goes silent on the LAN but goes on running: it only looks dead
+      await until(() => fences.length === 1);
+      expect(fences).toEqual([{ node: 'a', ok: true, outcome: 'fenced' }]);
+      expect([...lun.registrations.keys()]).toEqual(['b']);
+      expect(() => lun.nexus('a').write()).toThrow(ReservationConflict);
+      await until(() => fencedA.length === 1 && publishedA.some((e) => e.type === 'instance' && e.status === 'DOWN'));
+      expect(fencedA).toEqual(['/dev/shared via a']);
+      await until(() => !alive(pid));
+      expect(a.status().fencing).toMatchObject({ devices: ['/dev/shared'], fencedAt: expect.any(Number) });
+      expect(b.status().fencing?.lastFence).toMatchObject({ node: 'a', ok: true });
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+    expect(opened.sort()).toEqual(['a:/dev/shared', 'a:closed', 'b:/dev/shared', 'b:closed']);
+  });
+
+  it('fencing: a node that cannot join a device does not start; a config cannot use the disk heartbeat LUN for fencing', async () => {
+    const c = validateConfig({
+      cluster: 'unit', node: 'a', database: 'db', key: 'a key of sixteen+ bytes', control: path.join(dir, 'a.sock'),
+      heartbeat: { intervalMs: 50, links: [{ id: 0, address: '127.0.0.1', port: 20_000 + Math.floor(Math.random() * 20_000) }] },
+      notify: { host: '127.0.0.1', port: 0 }, fencing: { devices: ['/dev/x', '/dev/y'] },
+    });
+    const lun = new ModelLun();
+    lun.failNext = { nexus: 'a', op: 'registerAndIgnore', error: new Error('CHECK CONDITION: NOT READY') };
+    let closed = 0;
+    const a = await Agent.create(c, { openFenceDevice: (p) => ({ device: p === '/dev/y' ? lun.nexus('a', p) : new ModelLun().nexus('a', p), close: () => closed++ }) });
+    await expect(a.start()).rejects.toThrow(/fencing: cannot join \/dev\/y \(CHECK CONDITION: NOT READY\)/);
+    expect(closed).toBe(2);
+    expect(() => validateConfig({ ...c, control: undefined, fencing: { devices: ['/dev/sdb'] }, disk: { device: '/dev/sdb', pulse: true } })).toThrow(/fencing\.devices\[0\]: \/dev\/sdb is the disk heartbeat's device/);
   });
 
   it('takeover agent --config runs until SIGTERM, logs JSON lines, and stops what it started', async () => {

@@ -10,7 +10,7 @@ import { read10, testUnitReady, write10 } from '../../../src/scsi/cdb.js';
 import { identify } from '../../../src/scsi/inquiry.js';
 import { PersistentReservations } from '../../../src/scsi/reservations.js';
 import { DeviceTransport, ScsiDevice, NoPersistentReservationsError } from '../../../src/scsi/transport.js';
-import { block, check, outcome, report } from './report.js';
+import { block, check, outcome, report, sleep } from './report.js';
 import { initiatorOf, targetName as portName } from './nexus.js';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
 import { fenceKey, formatKey } from '../../../src/fence/fence-keys.js';
@@ -241,6 +241,48 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
     await a.stop(); // now the disk pulse stops too
     const down = await until(() => published.includes('node:DOWN'), 5000);
     return { ok: up && disputedInTime && !downWhileDiskAlive && down, up, disputedInTime, downWhileDiskAlive, down, declaredAfterPulseStoppedMs: performance.now() - stoppedAt, status: b.status().disk };
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+await check('the agent fences a peer that only looks dead (LAN silent, still running); the fenced agent stops the instance it runs', async () => {
+  await reset();
+  const base = (node: string, me: number, peer: string, them: number, device: string, extra: Record<string, unknown> = {}) =>
+    validateConfig({
+      cluster: 'vm', node, database: 'd', key: 'a key of sixteen+ bytes', control: `/tmp/${node}-f.sock`,
+      heartbeat: { intervalMs: 100, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
+      peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
+      notify: { host: '127.0.0.1', port: 0 }, fencing: { devices: [device], checkMs: 100 }, ...extra,
+    });
+  const a = await Agent.create(base('a', 7411, 'b', 7412, pathIA, { instances: [{ name: 'db-a', node: 'a', command: ['sleep', '1000'] }], services: [{ name: 'sales', members: ['db-a'] }] }));
+  const b = await Agent.create(base('b', 7412, 'a', 7411, pathIB));
+  let downAt: number | undefined;
+  const fences: Array<{ ok: boolean; method?: string; ms: number; doneAt: number }> = [];
+  let fencedAt: number | undefined;
+  b.on('detector', (e) => e.kind === 'node-down' && (downAt ??= e.at));
+  b.on('fence', (f) => fences.push({ ok: f.ok, method: f.devices[0]?.method, ms: f.doneAt - f.startedAt, doneAt: f.doneAt }));
+  a.on('fenced', (f) => (fencedAt ??= f.at));
+  const until = async (cond: () => boolean, ms: number) => {
+    const end = Date.now() + ms;
+    while (!cond() && Date.now() < end) await sleep(20);
+    return cond();
+  };
+  try {
+    await b.start();
+    await a.start();
+    const up = await until(() => a.status().instances[0]?.state === 'up' && b.status().peers[0]?.up === true, 10_000);
+    const pid = a.status().instances[0]?.pid;
+    const keysBefore = (await new PersistentReservations(open(pathA)).readKeys()).keys.length;
+    a.heartbeat.stop();
+    const fenced = await until(() => fences.length > 0 && fencedAt !== undefined && a.status().instances[0]?.state === 'stopped', 5000);
+    const aWrite = await outcome(() => open(pathIA).execute({ cdb: write10(13), dataOut: block(6) }));
+    const instanceGone = pid !== undefined && spawnSync('kill', ['-0', String(pid)]).status !== 0;
+    return {
+      ok: up && keysBefore === 2 && fenced && fences[0]!.ok && fences[0]!.method === 'preempt-and-abort' && aWrite === 'conflict' && instanceGone,
+      up, keysBefore, fences, fenceAfterDecisionMs: downAt && fences[0] ? fences[0].doneAt - downAt : undefined, noticedAfterFenceMs: fencedAt && fences[0] ? fencedAt - fences[0].doneAt : undefined, aWrite, instanceGone,
+    };
   } finally {
     await a.stop();
     await b.stop();
