@@ -266,7 +266,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       fencing: this.config.fencing
         ? {
             devices: this.config.fencing.devices,
-            key: formatKey(this.fencing?.fencer.myKey ?? 0n),
+            ...(this.fencing ? { key: formatKey(this.fencing.fencer.myKey) } : {}),
             ...(this.fencing?.fencedAt !== undefined ? { fencedAt: this.fencing.fencedAt } : {}),
             ...(this.fencing?.lastFence ? { lastFence: { node: this.fencing.lastFence.node, ok: this.fencing.lastFence.ok, at: this.fencing.lastFence.doneAt, devices: this.fencing.lastFence.devices } } : {}),
           }
@@ -459,5 +459,5 @@ export interface AgentStatus {
   callouts: { dropped: number } | undefined;
   disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;
   /** This node's key; when it found itself fenced; the last fence it carried out. */
-  fencing: { devices: string[]; key: string; fencedAt?: number; lastFence?: { node: string; ok: boolean; at: number; devices: DeviceReport[] } } | undefined;
+  fencing: { devices: string[]; key?: string; fencedAt?: number; lastFence?: { node: string; ok: boolean; at: number; devices: DeviceReport[] } } | undefined;
 }

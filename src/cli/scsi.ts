@@ -139,7 +139,7 @@ interface FenceOptions {
 }
 
 async function fencerFrom(o: FenceOptions): Promise<{ fencer: Fencer; close: () => void }> {
-  if (!o.devices) throw new UsageError('--devices is required (comma-separated device paths)');
+  let devicePaths = o.devices?.split(',').filter(Boolean);
   let cluster = o.cluster;
   let node = o.node;
   let nodes = o.nodes?.split(',').filter(Boolean);
@@ -149,17 +149,19 @@ async function fencerFrom(o: FenceOptions): Promise<{ fencer: Fencer; close: () 
       cluster ??= c.cluster;
       node ??= c.node;
       nodes ??= [c.node, ...c.peers.map((p) => p.node)];
+      devicePaths ??= c.fencing?.devices;
     } catch (err) {
       if (err instanceof ConfigError) throw new UsageError(err.message);
       throw err;
     }
   }
   if (!cluster || !node || !nodes?.length) throw new UsageError('give --config FILE, or --cluster, --node and --nodes');
+  if (!devicePaths?.length) throw new UsageError('--devices is required (comma-separated device paths), or a --config with fencing.devices');
   const timeoutMs = timeoutOption(o.timeoutMs);
   const transports: DeviceTransport[] = [];
   const close = () => transports.forEach((t) => t.close());
   try {
-    for (const p of o.devices.split(',').filter(Boolean)) transports.push(new DeviceTransport(p));
+    for (const p of devicePaths) transports.push(new DeviceTransport(p));
   } catch (err) {
     close();
     throw err;
@@ -216,7 +218,7 @@ export function addScsiCommands(program: Command): void {
     });
   const fenceOptions = (c: Command) =>
     c
-      .option('--devices <paths>', 'the shared devices, comma-separated')
+      .option('--devices <paths>', "the shared devices, comma-separated (default: the config's fencing.devices)")
       .option('--config <file>', 'an agent configuration: cluster, this node and its peers')
       .option('--cluster <name>', 'the cluster name (keys derive from it)')
       .option('--node <name>', 'this node')

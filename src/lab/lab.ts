@@ -215,7 +215,8 @@ async function killNamespaceProcesses(ns: string): Promise<void> {
 
 const LAB_NAME = new RegExp(`^${LAB_PREFIX}([0-9a-f]+)x[0-9a-f]{4}-`);
 
-function alive(pid: number): boolean {
+/** Whether a process exists (EPERM: it does, owned by someone else). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -232,7 +233,7 @@ export async function staleLabNamespaces(): Promise<string[]> {
     .map((l) => l.split(' ')[0] ?? '')
     .filter((ns) => {
       const m = LAB_NAME.exec(ns);
-      return m !== null && !alive(parseInt(m[1]!, 16));
+      return m !== null && !processAlive(parseInt(m[1]!, 16));
     });
 }
 

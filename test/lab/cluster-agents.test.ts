@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { run } from '../../src/lab/exec.js';
-import { Lab } from '../../src/lab/lab.js';
+import { Lab, processAlive as alive } from '../../src/lab/lab.js';
 import { fixturePath, nowMs, type LabEvent, type NodeChild } from '../../src/lab/node-child.js';
 import { startPostgres, type PgServer } from './postgres.js';
 
@@ -81,14 +81,6 @@ async function startCluster(o: ClusterOptions = {}) {
 }
 
 const received = (sub: NodeChild, pred: (e: LabEvent) => boolean) => sub.waitFor('event-received', 5000, pred);
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('three agents, PostgreSQL on node A', () => {
   it('the postmaster is killed: C hears instance and service_member DOWN within 50 ms; the pg client blocked on an orphaned backend gets its error at once', async () => {

@@ -17,15 +17,8 @@ import type { ServiceEvent } from '../../src/events/service-event.js';
 import { subscribe } from '../../src/events/subscribe.js';
 import { PR_TYPE } from '../../src/fence/fencer.js';
 import { ModelLun, ReservationConflict } from './pr-model.js';
+import { processAlive as alive } from '../../src/lab/lab.js';
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 
 const cli = (args: string[]) => runCli(args).then((r) => ({ ...r, stderr: r.stderr.trim() }));

@@ -103,45 +103,36 @@ await check('report capabilities, APTPL, read full status', async () => {
   return { ok: caps.ptplC && after.ptplA && holder?.key === kA && full.entries.length === 2, types: caps.types, ptplA: after.ptplA, fullStatus: full.entries.length };
 });
 
-// Through tcm_loop, LIO never completes PREEMPT AND ABORT (Debian's 6.1 and 6.12 kernels alike;
-// sg_persist --preempt-abort hangs the same way): PREEMPT here, PREEMPT AND ABORT over iSCSI below.
-await check('preempt: the preempted nexus cannot write, can read, and gets its unit attention handled', async () => {
+/** a holds Write Exclusive – Registrants Only; b preempts it (`how`); what each may do after. */
+async function afterPreempt(a: ScsiDevice, b: ScsiDevice, how: (pb: PersistentReservations) => Promise<void>) {
   await reset();
-  await prA.registerAndIgnore(kA);
-  await prB.registerAndIgnore(kB);
-  await prA.reserve(kA, PR_TYPE.writeExclusiveRegistrantsOnly);
-  await prB.preempt(kB, kA, PR_TYPE.writeExclusiveRegistrantsOnly);
-  const uaBefore = A.unitAttentions;
-  const aWrite = await outcome(() => A.execute({ cdb: write10(9), dataOut: block(0xaa) }));
-  const aRead = await outcome(() => A.execute({ cdb: read10(9), dataIn: 512 }));
-  const bWrite = await outcome(() => B.execute({ cdb: write10(9), dataOut: block(0xbb) }));
-  const keys = await prB.readKeys();
-  const r = await prB.readReservation();
-  return { ok: aWrite === 'conflict' && aRead === 'ok' && bWrite === 'ok' && keys.keys.length === 1 && keys.keys[0] === kB && r.reservation?.key === kB && A.unitAttentions > uaBefore, aWrite, aRead, bWrite, unitAttentionsOnA: A.unitAttentions - uaBefore };
-});
-
-await check('PREEMPT AND ABORT over iSCSI: the preempted nexus cannot write, can read, and gets its unit attention handled', async () => {
-  await reset();
-  const [IA, IB] = [open(pathIA), open(pathIB)];
-  const [pIA, pIB] = [new PersistentReservations(IA), new PersistentReservations(IB)];
-  await pIA.registerAndIgnore(kA);
-  await pIB.registerAndIgnore(kB);
-  await pIA.reserve(kA, PR_TYPE.writeExclusiveRegistrantsOnly);
-  const aBefore = await outcome(() => IA.execute({ cdb: write10(9), dataOut: block(0xaa) }));
+  const [pa, pb] = [new PersistentReservations(a), new PersistentReservations(b)];
+  await pa.registerAndIgnore(kA);
+  await pb.registerAndIgnore(kB);
+  await pa.reserve(kA, PR_TYPE.writeExclusiveRegistrantsOnly);
+  const aBefore = await outcome(() => a.execute({ cdb: write10(9), dataOut: block(0xaa) }));
   const t0 = performance.now();
-  await pIB.preemptAndAbort(kB, kA, PR_TYPE.writeExclusiveRegistrantsOnly);
+  await how(pb);
   const preemptMs = performance.now() - t0;
-  const uaBefore = IA.unitAttentions;
-  const aWrite = await outcome(() => IA.execute({ cdb: write10(9), dataOut: block(0xab) }));
-  const aRead = await outcome(() => IA.execute({ cdb: read10(9), dataIn: 512 }));
-  const bWrite = await outcome(() => IB.execute({ cdb: write10(9), dataOut: block(0xbb) }));
-  const keys = await pIB.readKeys();
-  const r = await pIB.readReservation();
+  const uaBefore = a.unitAttentions;
+  const aWrite = await outcome(() => a.execute({ cdb: write10(9), dataOut: block(0xab) }));
+  const aRead = await outcome(() => a.execute({ cdb: read10(9), dataIn: 512 }));
+  const bWrite = await outcome(() => b.execute({ cdb: write10(9), dataOut: block(0xbb) }));
+  const keys = await pb.readKeys();
+  const r = await pb.readReservation();
   return {
-    ok: aBefore === 'ok' && aWrite === 'conflict' && aRead === 'ok' && bWrite === 'ok' && keys.keys.length === 1 && keys.keys[0] === kB && r.reservation?.key === kB && IA.unitAttentions > uaBefore,
-    preemptMs, aBefore, aWrite, aRead, bWrite, keys: keys.keys, unitAttentionsOnA: IA.unitAttentions - uaBefore,
+    ok: aBefore === 'ok' && aWrite === 'conflict' && aRead === 'ok' && bWrite === 'ok' && keys.keys.length === 1 && keys.keys[0] === kB && r.reservation?.key === kB && a.unitAttentions > uaBefore,
+    preemptMs, aBefore, aWrite, aRead, bWrite, keys: keys.keys, unitAttentionsOnA: a.unitAttentions - uaBefore,
   };
-});
+}
+
+// Through tcm_loop, LIO never completes PREEMPT AND ABORT (Debian's 6.1 and 6.12 kernels alike;
+// sg_persist --preempt-abort hangs the same way): PREEMPT there, PREEMPT AND ABORT over iSCSI.
+await check('preempt: the preempted nexus cannot write, can read, and gets its unit attention handled', () =>
+  afterPreempt(A, B, (pb) => pb.preempt(kB, kA, PR_TYPE.writeExclusiveRegistrantsOnly)));
+
+await check('PREEMPT AND ABORT over iSCSI: the preempted nexus cannot write, can read, and gets its unit attention handled', () =>
+  afterPreempt(open(pathIA), open(pathIB), (pb) => pb.preemptAndAbort(kB, kA, PR_TYPE.writeExclusiveRegistrantsOnly)));
 
 await check('SPC-2 RESERVE(6): the other nexus gets RESERVATION CONFLICT, also for TEST UNIT READY', async () => {
   await reset();
@@ -247,6 +238,11 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
   }
 });
 
+A = open(pathA);
+B = open(pathB);
+prA = new PersistentReservations(A);
+prB = new PersistentReservations(B);
+
 await check('the agent fences a peer that only looks dead (LAN silent, still running); the fenced agent stops the instance it runs', async () => {
   await reset();
   const base = (node: string, me: number, peer: string, them: number, device: string, extra: Record<string, unknown> = {}) =>
@@ -288,11 +284,6 @@ await check('the agent fences a peer that only looks dead (LAN silent, still run
     await b.stop();
   }
 });
-
-A = open(pathA);
-B = open(pathB);
-prA = new PersistentReservations(A);
-prB = new PersistentReservations(B);
 
 // The CLI as an operator runs it (compiled dist/, as installed): one process per command here,
 // so only the exit-code contract and the JSON are checked.
