@@ -96,6 +96,8 @@ export function guestImage(): GuestImage {
       const tmp = `${initrd}.tmp`;
       execFileSync('sh', ['-c', `find . | cpio -o -H newc --quiet | gzip -1 > '${tmp}'`], { cwd: stage });
       renameSync(tmp, initrd);
+      // Older images of this kernel (another init script or module set) are never used again.
+      for (const f of readdirSync(CACHE)) if (f.startsWith(`initrd-${version}-`) && path.join(CACHE, f) !== initrd) rmSync(path.join(CACHE, f), { force: true });
     } finally {
       rmSync(stage, { recursive: true, force: true });
     }
