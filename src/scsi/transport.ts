@@ -126,8 +126,9 @@ export class ScsiDevice {
 
   private async once(cmd: ScsiCommand): Promise<ScsiResult> {
     const opcode = cmd.cdb[0]!;
-    const reply = await this.transport.execute({ ...cmd, timeoutMs: cmd.timeoutMs ?? this.defaultTimeoutMs });
     const what = `${this.name}: opcode ${hex(opcode)}`;
+    const timeoutMs = cmd.timeoutMs ?? this.defaultTimeoutMs;
+    const reply = await this.withinDeadline(this.transport.execute({ ...cmd, timeoutMs }), timeoutMs, what, opcode);
     if (reply.hostStatus === DID_TIME_OUT || (reply.driverStatus & 0x0f) === DRIVER_TIMEOUT) {
       throw new ScsiTimeoutError(`${what} timed out after ${cmd.timeoutMs ?? this.defaultTimeoutMs} ms`, this.name, opcode, reply);
     }
@@ -147,7 +148,25 @@ export class ScsiDevice {
         throw new ScsiError(`${what}: status ${hex(reply.status)}`, this.name, opcode, reply);
     }
   }
+
+  /** The transport's reply, or ScsiTimeoutError once the command is stuck (see stuckAfterMs). */
+  private withinDeadline(pending: Promise<RawReply>, timeoutMs: number, what: string, opcode: number): Promise<RawReply> {
+    const deadline = stuckAfterMs(timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ScsiTimeoutError(`${what}: no reply ${deadline} ms after it was sent (timeout ${timeoutMs} ms): stuck in the driver or the target`, this.name, opcode)), deadline);
+    });
+    return Promise.race([pending, stuck]).finally(() => clearTimeout(timer));
+  }
 }
+
+/**
+ * How long past its own timeout a command may stay unanswered. The kernel answers a timed-out
+ * command once its error handler has aborted it or reset the device; a driver or target that
+ * hangs in that recovery (LIO through tcm_loop does, on PREEMPT AND ABORT) never answers, and
+ * the caller must not hang with it.
+ */
+export const stuckAfterMs = (timeoutMs: number) => 2 * timeoutMs + 1000;
 
 /**
  * SG_IO on a device node (/dev/sgN or /dev/sdX), opened read-write and non-blocking (as

@@ -8,6 +8,7 @@ import * as cdb from '../../src/scsi/cdb.js';
 import { capacity, identify, parseDesignators, parseStandardInquiry, parseUnitSerial } from '../../src/scsi/inquiry.js';
 import { parseReadFullStatus, parseReadKeys, parseReadReservation, parseReportCapabilities, PersistentReservations, PrFormatError } from '../../src/scsi/reservations.js';
 import { decodeSense } from '../../src/scsi/sense.js';
+import { Fencer } from '../../src/fence/fencer.js';
 import { NoPersistentReservationsError, ReservationConflictError, ScsiDevice, ScsiTimeoutError, TransportError, type RawReply, type ScsiCommand, type ScsiTransport } from '../../src/scsi/transport.js';
 import { prng } from './frame-builder.js';
 
@@ -157,6 +158,21 @@ describe('ScsiDevice over a replayed transport', () => {
     await expect(d.execute({ cdb: cdb.testUnitReady() })).rejects.toThrow(/status 0x08/);
     expect(t.sent[1]!.dataOut!.length).toBe(24);
     expect(t.sent[4]!.timeoutMs).toBe(500);
+  });
+
+  it('a command the kernel never answers (stuck in driver or target) fails with ScsiTimeoutError instead of hanging; a fence reports it', async () => {
+    const never: ScsiTransport = { name: '/dev/sg7', execute: () => new Promise<RawReply>(() => {}) };
+    const d = new ScsiDevice(never, 50);
+    const t0 = performance.now();
+    const err = await d.execute({ cdb: cdb.testUnitReady() }).catch((e: unknown) => e);
+    const waited = performance.now() - t0;
+    expect(err).toBeInstanceOf(ScsiTimeoutError);
+    expect(err).toMatchObject({ code: 'ERR_SCSI_TIMEOUT', message: '/dev/sg7: opcode 0x00: no reply 1100 ms after it was sent (timeout 50 ms): stuck in the driver or the target' });
+    expect(waited).toBeGreaterThanOrEqual(1090);
+    expect(waited).toBeLessThan(5000);
+    const fencer = new Fencer({ cluster: 'c', node: 'b', nodes: ['a', 'b'], devices: [new PersistentReservations(d)] });
+    const r = await fencer.fence('a');
+    expect(r.devices[0]).toMatchObject({ ok: false, outcome: 'failed', error: expect.stringMatching(/opcode 0x5e: no reply .* stuck/) });
   });
 
   it('a unit attention is cleared with TEST UNIT READY and the command retried once', async () => {

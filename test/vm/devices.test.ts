@@ -10,7 +10,7 @@ let run: GuestRun;
 beforeAll(async () => {
   run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'], job: 'cd /work/main && exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
   const num = (check: string, key: string) => Number(run.results.find((r) => String(r.check).startsWith(check))?.[key]).toFixed(1);
-  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later`);
+  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later; a hanging target: the fence failed after ${num('a target that hangs', 'fenceMs')} ms`);
 }, 320_000);
 
 const CHECKS = [
@@ -28,6 +28,7 @@ const CHECKS = [
   'takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON',
   'scsi_debug (no persistent reservations) is reported as such',
   'a dead device path is bounded: a command on a closed transport fails at once',
+  'a target that hangs (PREEMPT AND ABORT through tcm_loop): the fence fails in bounded time and says why',
 ];
 
 describe('SCSI on LIO (tcm_loop and iSCSI) and scsi_debug in a qemu guest', () => {

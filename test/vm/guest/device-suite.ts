@@ -2,7 +2,8 @@
 // nexuses (node A = the first, node B = the second) and a scsi_debug disk (no PR support).
 // Each check prints one `TKO {"check", "ok", ...}` line; the host-side test asserts on them.
 // Everything goes through the project's own addon (SG_IO) and SCSI/fencing code.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { Agent } from '../../../src/agent/agent.js';
 import { validateConfig } from '../../../src/agent/config.js';
 import { readdirSync } from 'node:fs';
@@ -325,4 +326,22 @@ await check('a dead device path is bounded: a command on a closed transport fail
 
 await reset();
 for (const t of transports) t.close();
+
+// Last: this wedges the LUN for good. Its own process, which cannot exit once wedged.
+await check('a target that hangs (PREEMPT AND ABORT through tcm_loop): the fence fails in bounded time and says why', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/vm/guest/wedged-target.ts', pathA, pathB], { stdio: ['ignore', 'pipe', 'inherit'] });
+  child.unref();
+  const line = await new Promise<string | undefined>((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), 60_000);
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (!l.startsWith('TKO ')) return;
+      clearTimeout(timer);
+      resolve(l);
+    });
+  });
+  child.stdout!.destroy();
+  const r = line ? (JSON.parse(line.slice(4)) as Record<string, unknown>) : { ok: false, error: 'no result within 60 s: the fence hung' };
+  return { ...r, ok: r.ok === true };
+});
 report('done', true);
+process.exit(0); // the wedged child keeps a blocked SG_IO; do not wait for it

@@ -1,0 +1,23 @@
+// Run last by device-suite.ts, in its own process: LIO through tcm_loop never completes PREEMPT
+// AND ABORT, and from then on answers nothing on that LUN. The fence must fail in bounded time
+// and say why, not hang. This process cannot exit afterwards (its SG_IO threads stay blocked in
+// the kernel), so it prints its result and the suite does not wait for it.
+import { Fencer } from '../../../src/fence/fencer.js';
+import { PersistentReservations } from '../../../src/scsi/reservations.js';
+import { DeviceTransport, ScsiDevice, stuckAfterMs } from '../../../src/scsi/transport.js';
+import { check } from './report.js';
+
+const [pathA, pathB] = process.argv.slice(2) as [string, string];
+const TIMEOUT_MS = 1000;
+await check('a target that hangs (PREEMPT AND ABORT through tcm_loop): the fence fails in bounded time and says why', async () => {
+  const [a, b] = [pathA, pathB].map((p) => new PersistentReservations(new ScsiDevice(new DeviceTransport(p), TIMEOUT_MS)));
+  const fa = new Fencer({ cluster: 'wedge', node: 'a', nodes: ['a', 'b'], devices: [a!] });
+  const fb = new Fencer({ cluster: 'wedge', node: 'b', nodes: ['a', 'b'], devices: [b!] });
+  const joined = [...(await fa.join()), ...(await fb.join())].every((r) => r.ok);
+  const t0 = performance.now();
+  const rep = await fb.fence('a');
+  const fenceMs = performance.now() - t0;
+  const error = rep.devices[0]?.error ?? '';
+  // Read keys (answered), then PREEMPT AND ABORT (never answered): one deadline and a little.
+  return { ok: joined && !rep.ok && /opcode 0x5f: no reply .* stuck in the driver or the target/.test(error) && fenceMs < stuckAfterMs(TIMEOUT_MS) + 2000, fenceMs, error };
+});
