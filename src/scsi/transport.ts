@@ -174,7 +174,8 @@ export const stuckAfterMs = (timeoutMs: number) => 2 * timeoutMs + 1000;
  */
 export class DeviceTransport implements ScsiTransport {
   private fd: number | undefined;
-  private inFlight = 0;
+  /** Commands in the kernel: when each was sent, and its timeout. */
+  private readonly inFlight = new Set<{ sentAt: number; timeoutMs: number }>();
   private closing = false;
 
   constructor(readonly name: string) {
@@ -183,18 +184,28 @@ export class DeviceTransport implements ScsiTransport {
 
   async execute(cmd: ScsiCommand): Promise<RawReply> {
     if (this.fd === undefined || this.closing) throw new Error(`${this.name} is closed`);
-    this.inFlight++;
+    // Each command holds a libuv worker thread until the kernel answers. Once one is stuck past
+    // its deadline, more would only block more threads (four in all, shared with fs and dns).
+    const now = performance.now();
+    for (const c of this.inFlight) {
+      if (now - c.sentAt > stuckAfterMs(c.timeoutMs)) {
+        throw new TransportError(`${this.name}: a command sent ${Math.round(now - c.sentAt)} ms ago is still stuck in the kernel; no more are sent until it returns`, this.name, cmd.cdb[0] ?? 0);
+      }
+    }
+    const entry = { sentAt: now, timeoutMs: cmd.timeoutMs ?? 10_000 };
+    this.inFlight.add(entry);
     try {
-      return await native.sgIo(this.fd, cmd.cdb, cmd.dataIn ?? 0, cmd.dataOut, cmd.timeoutMs ?? 10_000);
+      return await native.sgIo(this.fd, cmd.cdb, cmd.dataIn ?? 0, cmd.dataOut, entry.timeoutMs);
     } finally {
-      if (--this.inFlight === 0 && this.closing) this.close();
+      this.inFlight.delete(entry);
+      if (this.inFlight.size === 0 && this.closing) this.close();
     }
   }
 
   /** Closes the fd; with a command in flight (its worker uses the fd), once that one is done. */
   close(): void {
     this.closing = true;
-    if (this.inFlight > 0 || this.fd === undefined) return;
+    if (this.inFlight.size > 0 || this.fd === undefined) return;
     closeSync(this.fd);
     this.fd = undefined;
   }
