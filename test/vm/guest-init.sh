@@ -1,7 +1,7 @@
 #!/bin/busybox sh
-# /init of the test guest: modules, the host's root over 9p (read-only), a target per the
-# kernel command line (tko.setup: a comma list of tcm_loop, lio_iscsi, scsi_debug, iscsi; or none), then the job: `chroot /host` and
-# run the command in tko.job (a file on the host). Lines the job prints starting with "TKO "
+# /init of the test guest: modules, the host's root over 9p (read-only), targets per the
+# kernel command line (tko.setup: a comma list of tcm_loop, lio_iscsi, scsi_debug, iscsi; or
+# none), then the job: `chroot /host` and run the command in tko.job (a file on the host). Lines the job prints starting with "TKO "
 # are its results; "TKO-EXIT n" ends the run. Then power off.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin

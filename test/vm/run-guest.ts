@@ -48,7 +48,8 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
   const setup: string[] = [...o.setup];
   let append = `console=ttyS0 quiet panic=-1 tko.job=${jobFile}`;
   // No network, or qemu's user network restricted to forwards: 10.0.2.100:(3260+i) in the guest
-  // is the host's i-th iSCSI portal (qemu names a forward by its port, so each has its own). nodelay: without it Nagle costs every PR OUT ~45 ms.
+  // is the host's i-th iSCSI portal (qemu names a forward by its port, so each has its own).
+  // nodelay: without it Nagle costs every PR OUT ~45 ms.
   let nic = ['-nic', 'none'];
   if (o.iscsi || setup.includes('lio_iscsi')) append += ` tko.iscsistart=${iscsistartRoot()}`;
   if (o.iscsi) {
