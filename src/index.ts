@@ -54,7 +54,7 @@ export { NodeEventPublisher } from './agent/node-events.js';
 export type { PeerTakeoverOptions, TakeoverDone } from './agent/peer-takeover.js';
 export { retransmissionGiveUpSeconds, keepaliveGiveUpSeconds } from './net/tcp-alone.js';
 export type { NativeError, ParsedSegment, FlowRecord, FlowSide, SegmentSpec, DiagSocket } from './native.js';
-export { DeviceTransport, ScsiDevice, ScsiError, ReservationConflictError, CheckConditionError, ScsiTimeoutError, TransportError, NoPersistentReservationsError, STATUS, isInvalidFieldInCdb, stuckAfterMs } from './scsi/transport.js';
+export { DeviceTransport, ScsiDevice, ScsiError, ReservationConflictError, CheckConditionError, ScsiTimeoutError, TransportError, NoPersistentReservationsError, STATUS, isIllegalRequest, isInvalidFieldInCdb, stuckAfterMs } from './scsi/transport.js';
 export type { ScsiTransport, ScsiCommand, RawReply, ScsiResult } from './scsi/transport.js';
 export { PersistentReservations, parseReadKeys, parseReadReservation, parseReportCapabilities, parseReadFullStatus, PrFormatError } from './scsi/reservations.js';
 export type { Keys, Reservation, Capabilities, FullStatusEntry } from './scsi/reservations.js';

@@ -4,8 +4,7 @@
 // needs (ReservationDevice), so fencing runs over SG_IO unchanged.
 import type { ReservationDevice } from '../fence/fencer.js';
 import { PR_IN, PR_OUT, persistentReserveIn, persistentReserveOut, release10, release6, reserve10, reserve6 } from './cdb.js';
-import { KEY } from './sense.js';
-import { CheckConditionError, NoPersistentReservationsError, type ScsiDevice } from './transport.js';
+import { isIllegalRequest, NoPersistentReservationsError, type ScsiDevice } from './transport.js';
 
 export interface Keys {
   generation: number;
@@ -178,7 +177,7 @@ export class PersistentReservations implements ReservationDevice {
     try {
       return await op();
     } catch (err) {
-      if (err instanceof CheckConditionError && err.sense.valid && err.sense.key === KEY.illegalRequest && err.sense.asc === 0x20 && err.sense.ascq === 0) {
+      if (isIllegalRequest(err, 0x20)) {
         throw new NoPersistentReservationsError(`${this.name}: target does not support persistent reservations (PERSISTENT RESERVE IN/OUT is an invalid opcode)`, this.name, err.opcode, err.reply);
       }
       throw err;

@@ -60,13 +60,16 @@ export class CheckConditionError extends ScsiError {
   }
 }
 
+/** CHECK CONDITION with ILLEGAL REQUEST and this ASC (ASCQ 0): the target refused the command as sent. */
+export function isIllegalRequest(err: unknown, asc: number): err is CheckConditionError {
+  return err instanceof CheckConditionError && err.sense.valid && err.sense.key === KEY.illegalRequest && err.sense.asc === asc && err.sense.ascq === 0;
+}
+
 /**
  * ILLEGAL REQUEST, INVALID FIELD IN CDB (24/00): the target understood the opcode but not this
  * use of it, e.g. a service action it does not implement (tgtd has no PREEMPT AND ABORT).
  */
-export function isInvalidFieldInCdb(err: unknown): err is CheckConditionError {
-  return err instanceof CheckConditionError && err.sense.valid && err.sense.key === KEY.illegalRequest && err.sense.asc === 0x24 && err.sense.ascq === 0;
-}
+export const isInvalidFieldInCdb = (err: unknown): err is CheckConditionError => isIllegalRequest(err, 0x24);
 
 export class ScsiTimeoutError extends ScsiError {
   override name = 'ScsiTimeoutError';
@@ -130,7 +133,7 @@ export class ScsiDevice {
     const timeoutMs = cmd.timeoutMs ?? this.defaultTimeoutMs;
     const reply = await this.withinDeadline(this.transport.execute({ ...cmd, timeoutMs }), timeoutMs, what, opcode);
     if (reply.hostStatus === DID_TIME_OUT || (reply.driverStatus & 0x0f) === DRIVER_TIMEOUT) {
-      throw new ScsiTimeoutError(`${what} timed out after ${cmd.timeoutMs ?? this.defaultTimeoutMs} ms`, this.name, opcode, reply);
+      throw new ScsiTimeoutError(`${what} timed out after ${timeoutMs} ms`, this.name, opcode, reply);
     }
     if (reply.hostStatus !== 0) throw new TransportError(`${what} failed in transport: host status ${hex(reply.hostStatus)}`, this.name, opcode, reply);
     const sense = reply.sense.length > 0 ? decodeSense(reply.sense) : undefined;

@@ -6,13 +6,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Agent } from '../../../src/agent/agent.js';
 import { validateConfig } from '../../../src/agent/config.js';
-import { readdirSync } from 'node:fs';
 import { read10, testUnitReady, write10 } from '../../../src/scsi/cdb.js';
 import { identify } from '../../../src/scsi/inquiry.js';
 import { PersistentReservations } from '../../../src/scsi/reservations.js';
 import { DeviceTransport, ScsiDevice, NoPersistentReservationsError } from '../../../src/scsi/transport.js';
-import { block, check, outcome, report, sleep } from './report.js';
-import { initiatorOf, targetName as portName } from './nexus.js';
+import { block, check, outcome, report, until } from './report.js';
+import { initiatorOf, iscsiByInitiator, sgNodes, targetName as portName } from './nexus.js';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
 import { fenceKey, formatKey } from '../../../src/fence/fence-keys.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskVerdict } from '../../../src/monitor/disk-heartbeat.js';
@@ -25,7 +24,7 @@ const open = (path: string) => {
 };
 
 // Which sg node is which target.
-const sgs = readdirSync('/dev').filter((d) => /^sg\d+$/.test(d)).map((d) => `/dev/${d}`).sort();
+const sgs = sgNodes();
 const ids = new Map<string, Awaited<ReturnType<typeof identify>>>();
 for (const p of sgs) ids.set(p, await identify(open(p)));
 const targetName = (p: string) => portName(ids.get(p)!.designators);
@@ -33,7 +32,7 @@ const lio = sgs.filter((p) => ids.get(p)!.vendor === 'LIO-ORG' && targetName(p).
 const debug = sgs.find((p) => ids.get(p)!.vendor === 'Linux');
 const [pathA, pathB] = lio as [string, string];
 // The iSCSI nexuses: initiator ...:a, then ...:b.
-const iscsi = sgs.filter((p) => targetName(p).startsWith('iqn.')).sort((x, y) => initiatorOf(x).localeCompare(initiatorOf(y)));
+const iscsi = iscsiByInitiator(sgs);
 const [pathIA, pathIB] = iscsi as [string, string];
 let A = open(pathA);
 let B = open(pathB);
@@ -49,6 +48,16 @@ await check('identity: four nexuses (two tcm_loop, two iSCSI), one logical unit'
     tcmLoop: lio, iscsi: iscsi.map((p) => `${p} ${initiatorOf(p)}`), serial: all[0]!.serial, designators: all[0]!.designators.length,
   };
 });
+
+/** Two agents in this guest, a and b, heartbeating on loopback ports; `extra` adds config sections. */
+const agentConfig = (node: string, me: number, peer: string, them: number, extra: Record<string, unknown>) =>
+  validateConfig({
+    cluster: 'vm', node, database: 'd', key: 'a key of sixteen+ bytes', control: `/tmp/${node}-${me}.sock`,
+    heartbeat: { intervalMs: 100, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
+    peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
+    notify: { host: '127.0.0.1', port: 0 },
+    ...extra,
+  });
 
 /** Leaves the LUN with no registration and no reservation. */
 async function reset(): Promise<void> {
@@ -203,15 +212,9 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
   await reset();
   for (const t of transports) t.close(); // the agents open the devices themselves
   transports.length = 0;
-  const base = (node: string, me: number, peer: string, them: number, disk: Record<string, unknown>) =>
-    validateConfig({
-      cluster: 'vm', node, database: 'd', key: 'a key of sixteen+ bytes', control: `/tmp/${node}.sock`,
-      heartbeat: { intervalMs: 100, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
-      peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
-      notify: { host: '127.0.0.1', port: 0 }, disk: { device: disk.device, intervalMs: 100, timeoutMs: 500, ...disk },
-    });
-  const a = await Agent.create(base('a', 7401, 'b', 7402, { device: pathA, pulse: true }));
-  const b = await Agent.create(base('b', 7402, 'a', 7401, { device: pathB, watch: 'a' }));
+  const disk = { intervalMs: 100, timeoutMs: 500 };
+  const a = await Agent.create(agentConfig('a', 7401, 'b', 7402, { disk: { ...disk, device: pathA, pulse: true } }));
+  const b = await Agent.create(agentConfig('b', 7402, 'a', 7401, { disk: { ...disk, device: pathB, watch: 'a' } }));
   const published: string[] = [];
   const disputed: string[] = [];
   b.on('published', (e) => published.push(`${e.type}:${e.status}`));
@@ -219,11 +222,6 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
   try {
     await b.start();
     await a.start();
-    const until = async (cond: () => boolean, ms: number) => {
-      const end = Date.now() + ms;
-      while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-      return cond();
-    };
     const up = await until(() => published.includes('node:UP') && b.diskWatcher!.judge.state === 'alive', 10_000);
     a.heartbeat.stop(); // the LAN goes silent; the disk pulse goes on
     const disputedInTime = await until(() => disputed.includes('disk'), 5000);
@@ -246,26 +244,15 @@ prB = new PersistentReservations(B);
 
 await check('the agent fences a peer that only looks dead (LAN silent, still running); the fenced agent stops the instance it runs', async () => {
   await reset();
-  const base = (node: string, me: number, peer: string, them: number, device: string, extra: Record<string, unknown> = {}) =>
-    validateConfig({
-      cluster: 'vm', node, database: 'd', key: 'a key of sixteen+ bytes', control: `/tmp/${node}-f.sock`,
-      heartbeat: { intervalMs: 100, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
-      peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
-      notify: { host: '127.0.0.1', port: 0 }, fencing: { devices: [device], checkMs: 100 }, ...extra,
-    });
-  const a = await Agent.create(base('a', 7411, 'b', 7412, pathIA, { instances: [{ name: 'db-a', node: 'a', command: ['sleep', '1000'] }], services: [{ name: 'sales', members: ['db-a'] }] }));
-  const b = await Agent.create(base('b', 7412, 'a', 7411, pathIB));
+  const fencing = (device: string) => ({ fencing: { devices: [device], checkMs: 100 } });
+  const a = await Agent.create(agentConfig('a', 7411, 'b', 7412, { ...fencing(pathIA), instances: [{ name: 'db-a', node: 'a', command: ['sleep', '1000'] }], services: [{ name: 'sales', members: ['db-a'] }] }));
+  const b = await Agent.create(agentConfig('b', 7412, 'a', 7411, fencing(pathIB)));
   let downAt: number | undefined;
   const fences: Array<{ ok: boolean; method?: string; ms: number; doneAt: number }> = [];
   let fencedAt: number | undefined;
   b.on('detector', (e) => e.kind === 'node-down' && (downAt ??= e.at));
   b.on('fence', (f) => fences.push({ ok: f.ok, method: f.devices[0]?.method, ms: f.doneAt - f.startedAt, doneAt: f.doneAt }));
   a.on('fenced', (f) => (fencedAt ??= f.at));
-  const until = async (cond: () => boolean, ms: number) => {
-    const end = Date.now() + ms;
-    while (!cond() && Date.now() < end) await sleep(20);
-    return cond();
-  };
   try {
     await b.start();
     await a.start();

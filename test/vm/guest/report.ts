@@ -19,6 +19,13 @@ export const block = (fill: number) => Buffer.alloc(512, fill);
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits until cond() holds or ms pass; returns whether it holds. */
+export async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(20);
+  return cond();
+}
+
 export async function check(name: string, fn: () => Promise<Record<string, unknown> | boolean>): Promise<void> {
   try {
     const r = await fn();

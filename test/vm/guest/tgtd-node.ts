@@ -4,7 +4,6 @@
 // not implement PREEMPT AND ABORT (ILLEGAL REQUEST 24/00): the fencer falls back to PREEMPT and
 // its report says so. The two guests coordinate only through the disk, as two servers would. The primary
 // keeps writing until the target refuses it, and its own-key watch must notice the fence.
-import { readdirSync } from 'node:fs';
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
 import { fenceKey } from '../../../src/fence/fence-keys.js';
 import { read10, write10 } from '../../../src/scsi/cdb.js';
@@ -12,6 +11,7 @@ import { identify } from '../../../src/scsi/inquiry.js';
 import { PersistentReservations } from '../../../src/scsi/reservations.js';
 import { DeviceTransport, ScsiDevice } from '../../../src/scsi/transport.js';
 import { block, check, outcome, report, sleep } from './report.js';
+import { sgNodes } from './nexus.js';
 
 const role = process.argv[2];
 if (role !== 'primary' && role !== 'backup') throw new Error(`usage: tgtd-node.ts primary|backup, not ${role}`);
@@ -23,8 +23,8 @@ const LBA = 100;
 const transports: DeviceTransport[] = [];
 let disk: ScsiDevice | undefined;
 let identity: Awaited<ReturnType<typeof identify>> | undefined;
-for (const sg of readdirSync('/dev').filter((d) => /^sg\d+$/.test(d)).sort()) {
-  const t = new DeviceTransport(`/dev/${sg}`);
+for (const sg of sgNodes()) {
+  const t = new DeviceTransport(sg);
   transports.push(t);
   const dev = new ScsiDevice(t, 5000);
   const id = await identify(dev);
