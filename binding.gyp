@@ -10,6 +10,7 @@
         "native/packet_capture.cc",
         "native/forge.cc",
         "native/sockdiag.cc",
+        "native/proc_fds.cc",
         "native/pidfd.cc",
         "native/pidfd_watch.cc",
         "native/socket_ops.cc",

@@ -8,6 +8,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitCapture(env, exports);
   takeover::InitForge(env, exports);
   takeover::InitSockDiag(env, exports);
+  takeover::InitProcFds(env, exports);
   takeover::InitPidfd(env, exports);
   takeover::InitPidfdWatch(env, exports);
   takeover::InitSocketOps(env, exports);

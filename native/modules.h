@@ -7,6 +7,7 @@ void InitCapture(Napi::Env env, Napi::Object exports);      // packet_capture.cc
 void InitParse(Napi::Env env, Napi::Object exports);        // packet_capture.cc (packet_parse.cc, for tests/fuzz)
 void InitForge(Napi::Env env, Napi::Object exports);        // forge.cc
 void InitSockDiag(Napi::Env env, Napi::Object exports);     // sockdiag.cc
+void InitProcFds(Napi::Env env, Napi::Object exports);      // proc_fds.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);        // pidfd.cc
 void InitPidfdWatch(Napi::Env env, Napi::Object exports);   // pidfd_watch.cc
 void InitSocketOps(Napi::Env env, Napi::Object exports);    // socket_ops.cc

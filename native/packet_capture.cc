@@ -1,7 +1,15 @@
-// Capture: an AF_PACKET socket with a TPACKET_V3 receive ring and a classic BPF filter, watched
-// by uv_poll on the event loop. Each ready block is parsed into the flow table; segments are
-// turned into JS objects only when JS asked for them (setDeliver), with payload copies only up
-// to payloadBytes. Also exports parsePacket() so tests and fuzzing reach the same parser.
+// Capture: an AF_PACKET socket with a classic BPF filter, watched by uv_poll on the event loop.
+// Two ways to read it:
+// - 'block' (default): a TPACKET_V3 receive ring. Cheapest per packet under load, but the kernel
+//   hands a block over only when it is full or after tp_retire_blk_tov (2 ms): that much latency.
+// - 'packet': no ring; recvmmsg on each wake-up, which comes per packet. An agent that must tell
+//   its peers about a new connection before it may die uses this (tens of microseconds).
+// One interface, or every interface ('any': a SOCK_DGRAM socket bound to no interface, so every
+// frame starts at its network header whatever the link type).
+// Each segment is parsed into the flow table; segments are turned into JS objects only when JS
+// asked for them (setDeliver), optionally only those with some flags (deliverFlags), with
+// payload copies only up to payloadBytes. Also exports parsePacket() so tests and fuzzing reach
+// the same parser.
 #include <arpa/inet.h>
 #include <linux/filter.h>
 #include <net/if_arp.h>
@@ -11,12 +19,14 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "arg_checks.h"
 #include "errors.h"
@@ -91,13 +101,24 @@ void PutSide(double* out, const Flow& f, const FlowSideState& s) {
   out[12] = static_cast<double>(s.bytes);
 }
 
+// Attaches a classic BPF program given as struct sock_filter[] bytes (replacing any earlier one).
+void AttachFilter(Napi::Env env, int fd, Napi::Value filter) {
+  if (!filter.IsBuffer()) ThrowInvalidArg(env, "filter must be a Buffer of struct sock_filter");
+  auto buf = filter.As<Napi::Buffer<uint8_t>>();
+  if (buf.Length() == 0 || buf.Length() % sizeof(sock_filter) || buf.Length() / sizeof(sock_filter) > BPF_MAXINSNS)
+    ThrowInvalidArg(env, "filter must hold 1 to 4096 instructions of 8 bytes");
+  sock_fprog prog{static_cast<unsigned short>(buf.Length() / sizeof(sock_filter)), reinterpret_cast<sock_filter*>(buf.Data())};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) ThrowErrno(env, "setsockopt", errno);
+}
+
 class Capture : public Napi::ObjectWrap<Capture> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Capture",
                        {InstanceMethod<&Capture::Start>("start"), InstanceMethod<&Capture::Stop>("stop"),
                         InstanceMethod<&Capture::Close>("close"), InstanceMethod<&Capture::Flows>("flows"),
-                        InstanceMethod<&Capture::Stats>("stats"), InstanceMethod<&Capture::SetDeliver>("setDeliver")});
+                        InstanceMethod<&Capture::Stats>("stats"), InstanceMethod<&Capture::SetDeliver>("setDeliver"),
+                        InstanceMethod<&Capture::SetFilter>("setFilter")});
   }
 
   explicit Capture(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Capture>(info) {
@@ -117,51 +138,75 @@ class Capture : public Napi::ObjectWrap<Capture> {
     if (blockSize_ % page) ThrowInvalidArg(env, "options.blockSize must be a multiple of the page size");
     payloadBytes_ = static_cast<uint32_t>(optInt("payloadBytes", 0, 65535, 0));
     idleMs_ = static_cast<double>(optInt("idleTimeoutMs", 1, int64_t{1} << 40, 600000));
+    Napi::Value flags = opts.Get("deliverFlags");
+    if (!flags.IsUndefined()) {
+      deliverFlags_ = static_cast<uint8_t>(IntValue(env, flags, "options.deliverFlags", 0, 255));
+      deliverAll_ = false;
+    }
+    Napi::Value wakeup = opts.Get("wakeup");
+    if (!wakeup.IsUndefined()) {
+      std::string w = wakeup.IsString() ? wakeup.As<Napi::String>().Utf8Value() : "";
+      if (w != "block" && w != "packet") ThrowInvalidArg(env, "options.wakeup must be 'block' or 'packet'");
+      perPacket_ = w == "packet";
+    }
 
-    int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
-    if (ifindex == 0) ThrowErrno(env, "if_nametoindex", errno);
+    // 'any': every interface. A SOCK_DGRAM packet socket hands over (and filters) each frame
+    // from its network header, so links with and without Ethernet headers look alike.
+    const bool all = ifname == "any";
+    int ifindex = 0;
+    if (!all) {
+      ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+      if (ifindex == 0) ThrowErrno(env, "if_nametoindex", errno);
+    }
     // Protocol 0: the socket receives nothing until bind(), so no frame slips in before the
     // filter and the ring are in place.
-    UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    UniqueFd fd(socket(AF_PACKET, (all ? SOCK_DGRAM : SOCK_RAW) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) ThrowErrno(env, "socket", errno);
 
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
-    if (ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) ThrowErrno(env, "ioctl", errno);
-    uint16_t hw = ifr.ifr_hwaddr.sa_family;
-    link_ = (hw == ARPHRD_ETHER || hw == ARPHRD_LOOPBACK) ? LinkType::kEthernet : LinkType::kRawIp;
-    loopback_ = hw == ARPHRD_LOOPBACK;
+    if (all) {
+      link_ = LinkType::kRawIp;
+    } else {
+      ifreq ifr{};
+      std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
+      if (ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) ThrowErrno(env, "ioctl", errno);
+      uint16_t hw = ifr.ifr_hwaddr.sa_family;
+      link_ = (hw == ARPHRD_ETHER || hw == ARPHRD_LOOPBACK) ? LinkType::kEthernet : LinkType::kRawIp;
+    }
 
     Napi::Value filter = opts.Get("filter");
-    if (!filter.IsUndefined()) {
-      if (!filter.IsBuffer()) ThrowInvalidArg(env, "options.filter must be a Buffer of struct sock_filter");
-      auto buf = filter.As<Napi::Buffer<uint8_t>>();
-      if (buf.Length() == 0 || buf.Length() % sizeof(sock_filter) || buf.Length() / sizeof(sock_filter) > BPF_MAXINSNS)
-        ThrowInvalidArg(env, "options.filter must hold 1 to 4096 instructions of 8 bytes");
-      sock_fprog prog{static_cast<unsigned short>(buf.Length() / sizeof(sock_filter)),
-                      reinterpret_cast<sock_filter*>(buf.Data())};
-      if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) ThrowErrno(env, "setsockopt", errno);
+    if (!filter.IsUndefined()) AttachFilter(env, fd.get(), filter);
+    if (perPacket_) {
+      // The original length of a truncated frame comes with each packet as auxiliary data.
+      int on = 1;
+      if (setsockopt(fd.get(), SOL_PACKET, PACKET_AUXDATA, &on, sizeof on) < 0) ThrowErrno(env, "setsockopt", errno);
+      // Bursts (a thousand connections opening at once) must wait in the socket, not be
+      // dropped: ask for 8 MiB past rmem_max (CAP_NET_ADMIN), or take what is allowed.
+      int bytes = 8 << 20;
+      if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) < 0)
+        setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+      SizeBuffers();
+    } else {
+      int version = TPACKET_V3;
+      if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) ThrowErrno(env, "setsockopt", errno);
+      tpacket_req3 req{};
+      req.tp_block_size = blockSize_;
+      req.tp_block_nr = blockCount_;
+      req.tp_frame_size = 2048;  // only a unit for tp_frame_nr under V3; frames are variable
+      req.tp_frame_nr = blockSize_ / req.tp_frame_size * blockCount_;
+      req.tp_retire_blk_tov = 2;  // ms: a partly filled block is handed over quickly
+      if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) ThrowErrno(env, "setsockopt", errno);
+      ringSize_ = static_cast<size_t>(blockSize_) * blockCount_;
+      void* ring = mmap(nullptr, ringSize_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+      if (ring == MAP_FAILED) ThrowErrno(env, "mmap", errno);
+      ring_ = static_cast<uint8_t*>(ring);
     }
-    int version = TPACKET_V3;
-    if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) ThrowErrno(env, "setsockopt", errno);
-    tpacket_req3 req{};
-    req.tp_block_size = blockSize_;
-    req.tp_block_nr = blockCount_;
-    req.tp_frame_size = 2048;  // only a unit for tp_frame_nr under V3; frames are variable
-    req.tp_frame_nr = blockSize_ / req.tp_frame_size * blockCount_;
-    req.tp_retire_blk_tov = 2;  // ms: a partly filled block is handed over quickly
-    if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) ThrowErrno(env, "setsockopt", errno);
-    ringSize_ = static_cast<size_t>(blockSize_) * blockCount_;
-    void* ring = mmap(nullptr, ringSize_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-    if (ring == MAP_FAILED) ThrowErrno(env, "mmap", errno);
-    ring_ = static_cast<uint8_t*>(ring);
     sockaddr_ll sll{};
     sll.sll_family = AF_PACKET;
     sll.sll_protocol = htons(ETH_P_ALL);
     sll.sll_ifindex = ifindex;
     if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) {
       int err = errno;
-      munmap(ring_, ringSize_);
+      if (ring_) munmap(ring_, ringSize_);
       ring_ = nullptr;
       ThrowErrno(env, "bind", err);
     }
@@ -176,6 +221,16 @@ class Capture : public Napi::ObjectWrap<Capture> {
   }
 
  private:
+  // recvmmsg batch of the 'packet' mode.
+  static constexpr unsigned kBatch = 16;
+
+  // Each receive buffer holds the headers (256 bytes are enough for any TCP/IP header chain
+  // the parser accepts) plus the payload asked for.
+  void SizeBuffers() {
+    frameBytes_ = 256 + payloadBytes_;
+    buffers_.assign(static_cast<size_t>(kBatch) * frameBytes_, 0);
+  }
+
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!fd_) ThrowErrno(env, "uv_poll_start", EBADF);
@@ -210,17 +265,43 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return info.Env().Undefined();
   }
 
+  // setFilter(filter, payloadBytes?): replaces the BPF program on the live socket (the flow
+  // table is kept) and, when given, how many payload bytes are delivered per segment.
+  Napi::Value SetFilter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!fd_) ThrowErrno(env, "setsockopt", EBADF);
+    uint32_t payload = payloadBytes_;
+    if (info.Length() > 1 && !info[1].IsUndefined()) payload = static_cast<uint32_t>(IntArg(info, 1, "payloadBytes", 0, 65535));
+    AttachFilter(env, fd_.get(), info[0]);
+    if (payload != payloadBytes_) {
+      payloadBytes_ = payload;
+      if (perPacket_) SizeBuffers();
+    }
+    return env.Undefined();
+  }
+
+  // flows(since?): the flow table, flat; with `since` (ms since the epoch) only the flows seen
+  // at or after that time, so a caller that polls pays for what changed, not for the table.
   Napi::Value Flows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    double since = -1;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      if (!info[0].IsNumber()) ThrowInvalidArg(env, "since must be a number (ms since the epoch)");
+      since = info[0].As<Napi::Number>().DoubleValue();
+    }
     // Expiry otherwise runs only when frames arrive: a quiet link must not keep dead flows.
     const double now = NowMs();
     flows_.Expire(now, idleMs_);
     lastExpire_ = now;
-    const uint32_t n = static_cast<uint32_t>(flows_.size());
+    uint32_t n = 0;
+    flows_.ForEach([&](const Flow& f) {
+      if (f.lastSeenMs >= since) n++;
+    });
     Napi::Float64Array nums = Napi::Float64Array::New(env, static_cast<size_t>(n) * kFlowFields);
     Napi::Array addresses = Napi::Array::New(env, 2 * n);
     uint32_t i = 0;
     flows_.ForEach([&](const Flow& f) {
+      if (f.lastSeenMs < since) return;
       double* out = nums.Data() + static_cast<size_t>(i) * kFlowFields;
       out[0] = f.family;
       out[1] = static_cast<double>(f.state);
@@ -260,6 +341,23 @@ class Capture : public Napi::ObjectWrap<Capture> {
     if (getsockopt(fd_.get(), SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) drops_ += st.tp_drops;
   }
 
+  // One captured frame: into the flow table, and into the batch for JS when it is wanted.
+  void Handle(std::span<const uint8_t> frame, size_t wireLength, const sockaddr_ll& sll, double timeMs, bool deliver,
+              Napi::Env env, Napi::Array& batch, uint32_t& n) {
+    // On loopback every packet is seen leaving and arriving: count it once.
+    if (sll.sll_hatype == ARPHRD_LOOPBACK && sll.sll_pkttype == PACKET_OUTGOING) return;
+    packets_++;
+    TcpSegment seg;
+    if (!ParseTcpFrame(frame, wireLength, link_, seg)) {
+      malformed_++;
+      return;
+    }
+    flows_.Update(seg, timeMs);
+    if (!deliver) return;
+    if (!deliverAll_ && !(seg.flags & deliverFlags_) && !(payloadBytes_ > 0 && seg.payloadLength > 0)) return;
+    batch.Set(n++, SegmentObject(env, seg, timeMs, payloadBytes_));
+  }
+
   void Drain() {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
@@ -268,31 +366,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
     const bool deliver = deliver_ && !callback_.IsEmpty();
     if (deliver) batch = Napi::Array::New(env);
     const double now = NowMs();
-    // At most one pass over the ring per wake-up, so a flood cannot starve the event loop.
-    for (uint32_t seen = 0; seen < blockCount_; seen++) {
-      auto* block = reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<size_t>(current_) * blockSize_);
-      if (!(block->hdr.bh1.block_status & TP_STATUS_USER)) break;
-      auto* hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
-      for (uint32_t i = 0; i < block->hdr.bh1.num_pkts; i++) {
-        auto* sll = reinterpret_cast<sockaddr_ll*>(reinterpret_cast<uint8_t*>(hdr) + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
-        // On loopback every packet is seen leaving and arriving: count it once.
-        if (!(loopback_ && sll->sll_pkttype == PACKET_OUTGOING)) {
-          packets_++;
-          TcpSegment seg;
-          std::span<const uint8_t> frame(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_mac, hdr->tp_snaplen);
-          if (ParseTcpFrame(frame, hdr->tp_len, link_, seg)) {
-            double t = hdr->tp_sec * 1000.0 + hdr->tp_nsec / 1e6;
-            flows_.Update(seg, t);
-            if (deliver) batch.Set(n++, SegmentObject(env, seg, t, payloadBytes_));
-          } else {
-            malformed_++;
-          }
-        }
-        hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_next_offset);
-      }
-      block->hdr.bh1.block_status = TP_STATUS_KERNEL;
-      current_ = (current_ + 1) % blockCount_;
-    }
+    if (perPacket_) DrainSocket(now, deliver, env, batch, n);
+    else DrainRing(deliver, env, batch, n);
     if (now - lastExpire_ > 1000) {
       flows_.Expire(now, idleMs_);
       lastExpire_ = now;
@@ -304,6 +379,63 @@ class Capture : public Napi::ObjectWrap<Capture> {
         // A throwing listener is the application's bug: surface it as Node would.
         napi_fatal_exception(env, e.Value());
       }
+    }
+  }
+
+  void DrainRing(bool deliver, Napi::Env env, Napi::Array& batch, uint32_t& n) {
+    // At most one pass over the ring per wake-up, so a flood cannot starve the event loop.
+    for (uint32_t seen = 0; seen < blockCount_; seen++) {
+      auto* block = reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<size_t>(current_) * blockSize_);
+      if (!(block->hdr.bh1.block_status & TP_STATUS_USER)) break;
+      auto* hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
+      for (uint32_t i = 0; i < block->hdr.bh1.num_pkts; i++) {
+        auto* sll = reinterpret_cast<sockaddr_ll*>(reinterpret_cast<uint8_t*>(hdr) + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+        std::span<const uint8_t> frame(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_mac, hdr->tp_snaplen);
+        double t = hdr->tp_sec * 1000.0 + hdr->tp_nsec / 1e6;
+        Handle(frame, hdr->tp_len, *sll, t, deliver, env, batch, n);
+        hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_next_offset);
+      }
+      block->hdr.bh1.block_status = TP_STATUS_KERNEL;
+      current_ = (current_ + 1) % blockCount_;
+    }
+  }
+
+  void DrainSocket(double now, bool deliver, Napi::Env env, Napi::Array& batch, uint32_t& n) {
+    mmsghdr msgs[kBatch];
+    iovec iov[kBatch];
+    sockaddr_ll names[kBatch];
+    // Room for one tpacket_auxdata control message per packet.
+    alignas(cmsghdr) char control[kBatch][CMSG_SPACE(sizeof(tpacket_auxdata))];
+    // At most this many batches per wake-up, so a flood cannot starve the event loop; what is
+    // left keeps the fd readable and is read on the next turn.
+    for (int round = 0; round < 64; round++) {
+      for (unsigned i = 0; i < kBatch; i++) {
+        iov[i] = {buffers_.data() + static_cast<size_t>(i) * frameBytes_, frameBytes_};
+        msgs[i].msg_hdr = msghdr{};
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = control[i];
+        msgs[i].msg_hdr.msg_controllen = sizeof control[i];
+        msgs[i].msg_len = 0;
+      }
+      int got = recvmmsg(fd_.get(), msgs, kBatch, MSG_DONTWAIT, nullptr);
+      if (got <= 0) return;  // EAGAIN: drained (other errors show as silence and in stats)
+      for (int i = 0; i < got; i++) {
+        size_t captured = msgs[i].msg_len;
+        size_t wire = captured;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+          if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA && c->cmsg_len >= CMSG_LEN(sizeof(tpacket_auxdata))) {
+            tpacket_auxdata aux;
+            std::memcpy(&aux, CMSG_DATA(c), sizeof aux);
+            if (aux.tp_len > wire) wire = aux.tp_len;
+          }
+        }
+        std::span<const uint8_t> frame(reinterpret_cast<const uint8_t*>(iov[i].iov_base), captured);
+        Handle(frame, wire, names[i], now, deliver, env, batch, n);
+      }
+      if (static_cast<unsigned>(got) < kBatch) return;
     }
   }
 
@@ -345,11 +477,15 @@ class Capture : public Napi::ObjectWrap<Capture> {
   uint32_t blockCount_ = 0;
   uint32_t current_ = 0;
   uint32_t payloadBytes_ = 0;
+  bool perPacket_ = false;
+  std::vector<uint8_t> buffers_;  // 'packet' mode: kBatch receive buffers of frameBytes_
+  size_t frameBytes_ = 0;
   double idleMs_ = 600000;
   double lastExpire_ = 0;
   LinkType link_ = LinkType::kEthernet;
-  bool loopback_ = false;
   bool deliver_ = false;
+  bool deliverAll_ = true;
+  uint8_t deliverFlags_ = 0;
   bool finalizing_ = false;
   UvPollWatch poll_;
   Napi::FunctionReference callback_;

@@ -96,6 +96,7 @@ export interface RawFlows {
 }
 
 export interface CaptureOptions {
+  /** An interface name, or 'any': every interface (frames are then read from their IP header). */
   interface: string;
   /** Classic BPF program as struct sock_filter[] bytes (8 bytes per instruction). */
   filter?: Buffer;
@@ -106,6 +107,13 @@ export interface CaptureOptions {
   payloadBytes?: number;
   /** Flows idle longer than this are expired on each poll (default 600000 ms). */
   idleTimeoutMs?: number;
+  /**
+   * 'block' (default): a TPACKET_V3 ring, handed over per block (up to 2 ms late). 'packet': no
+   * ring, a wake-up per packet (tens of microseconds), for what must be known at once.
+   */
+  wakeup?: 'block' | 'packet';
+  /** Deliver only segments carrying one of these TCP flags (plus, with payloadBytes, data). */
+  deliverFlags?: number;
 }
 
 export interface CaptureStats {
@@ -124,8 +132,11 @@ export interface NativeCapture {
   stop(): void;
   /** Stops and releases the socket and ring; idempotent. */
   close(): void;
-  /** The flow table, flat (see FLOW_FIELDS in net/flow-tracker.ts); FlowTracker.flows() builds records. */
-  flows(): RawFlows;
+  /** The flow table, flat (see FLOW_FIELDS in net/flow-tracker.ts); FlowTracker.flows() builds records.
+   *  With `since` (ms since the epoch): only flows seen at or after it. */
+  flows(since?: number): RawFlows;
+  /** Replaces the BPF program on the live socket (the flow table stays); optionally the payload bytes delivered. */
+  setFilter(filter: Buffer, payloadBytes?: number): void;
   stats(): CaptureStats;
 }
 
@@ -188,6 +199,12 @@ export interface NativeBindings {
   RawSender: new (family: 4 | 6) => NativeRawSender;
 
   tcpSockets(family: 4 | 6): DiagSocket[];
+  /** The same dump on a libuv worker; only these states (bitmask of 1 << state) and local ports. */
+  tcpSocketsAsync(family: 4 | 6, options?: { states?: number; localPorts?: number[] }): Promise<DiagSocket[]>;
+  /** SOCK_DESTROY of each, over one netlink socket on a libuv worker: per socket 0 or the errno (2 = ENOENT). */
+  destroySocketsAsync(sockets: DiagSocketId[]): Promise<Int32Array>;
+  /** /proc/PID/fd scanned on a libuv worker (every process, or only pid: ENOENT when gone): (inode, pid, fd) for one holder of each socket inode. */
+  socketOwnersAsync(inodes?: number[], pid?: number): Promise<Float64Array>;
   /** SOCK_DESTROY (CAP_NET_ADMIN): RST to the peer, ECONNABORTED to the owner. ENOENT if gone. */
   destroySocket(sock: DiagSocketId): void;
 

@@ -2,7 +2,7 @@
 // own sockets; a dead remote side ({ address, port }) through forged segments, with the
 // connections from a live tracker, a flows snapshot and/or a list of peers.
 import type { FlowRecord } from '../native.js';
-import { closeLocalPeers, closePortPeers } from './close-local.js';
+import { closeLocalPeers, closePortPeers, type LocalCloseOptions } from './close-local.js';
 import { parseCloseMethod, type CloseMethod } from './close-method.js';
 import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from './close-remote.js';
 import type { CloseResult } from './close-result.js';
@@ -41,6 +41,8 @@ export interface RemoteTarget {
 export interface ClosePeersOptions {
   method?: CloseMethod | string;
   assumeBoundary?: boolean;
+  /** Local targets, goodbyes: per connection, what a stream follower knows (the agent's own tracking). */
+  localBoundary?: LocalCloseOptions['boundary'];
   guard?: boolean;
   engine?: EngineOptions;
   timeoutMs?: number;
@@ -50,10 +52,11 @@ export type ClosePeersReport = { results: CloseResult[] } & Partial<Omit<RemoteC
 
 export async function closePeers(target: LocalTarget | LocalPortsTarget | RemoteTarget, options: ClosePeersOptions = {}): Promise<ClosePeersReport> {
   const method = typeof options.method === 'string' ? parseCloseMethod(options.method) : (options.method ?? { kind: 'rst' });
+  const local = { assumeBoundary: options.assumeBoundary === true, ...(options.localBoundary ? { boundary: options.localBoundary } : {}) };
   if ('pid' in target) {
-    return { results: closeLocalPeers(target.pid, method, { ...(target.ports ? { ports: target.ports } : {}), assumeBoundary: options.assumeBoundary === true }) };
+    return { results: await closeLocalPeers(target.pid, method, { ...(target.ports ? { ports: target.ports } : {}), ...local }) };
   }
-  if (!('address' in target)) return { results: closePortPeers(target.ports, method, { assumeBoundary: options.assumeBoundary === true }) };
+  if (!('address' in target)) return { results: await closePortPeers(target.ports, method, local) };
   const dead = { address: canonicalAddress(target.address), port: target.port };
   const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead);
   const connections = mergeConnections(dead, target.peers ?? [], tracked);

@@ -10,6 +10,7 @@ import type { SegmentSource } from './close-remote.js';
 import { canonicalAddress, type Endpoint } from './endpoint.js';
 
 export interface FlowTrackerOptions {
+  /** The interface to capture on, or 'any' for every interface of the namespace. */
   interface: string;
   /** Only segments to or from these addresses (at most 8). */
   hosts?: string[];
@@ -20,7 +21,18 @@ export interface FlowTrackerOptions {
   idleTimeoutMs?: number;
   blockSize?: number;
   blockCount?: number;
+  /**
+   * 'block' (default): a ring handed over per block, up to 2 ms after the packet. 'packet': a
+   * wake-up per packet, for a tracker that must act on a segment at once (an agent telling its
+   * peers about a new connection before it may die).
+   */
+  wakeup?: 'block' | 'packet';
+  /** Hand listeners only segments with one of these flags (e.g. TCP_SYN | TCP_FIN | TCP_RST), plus data when payloadBytes > 0. */
+  deliverFlags?: number;
 }
+
+/** What a capture lets through: hosts, ports and how much payload. */
+export type CaptureScope = Pick<FlowTrackerOptions, 'hosts' | 'ports' | 'payloadBytes'>;
 
 export interface FoundFlow {
   flow: FlowRecord;
@@ -35,25 +47,39 @@ export class FlowTracker implements SegmentSource, Disposable {
   private closed = false;
 
   constructor(readonly options: FlowTrackerOptions) {
-    const payloadBytes = options.payloadBytes ?? 0;
-    for (const h of options.hosts ?? []) if (net.isIP(h) === 0) throw new TypeError(`FlowTracker: bad host ${h}`);
-    const filter = buildTcpFilter({
-      ...(options.hosts ? { hosts: options.hosts } : {}),
-      ...(options.ports ? { ports: options.ports } : {}),
-      // Headers fit in 256 bytes; payload only as far as asked for.
-      snapLength: payloadBytes > 0 ? Math.min(0x40000, 256 + payloadBytes) : 256,
-      linkHeaderLength: isRawIpInterface(options.interface) ? 0 : 14,
-      // Our own forged segments say nothing new about a flow and would only load the ring
-      // while a thousand connections are being closed.
-      excludeMark: FORGE_MARK,
-    });
     this.capture = new native.Capture({
       interface: options.interface,
-      filter,
-      payloadBytes,
+      filter: this.filterFor(options),
+      payloadBytes: options.payloadBytes ?? 0,
       ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
       ...(options.blockSize ? { blockSize: options.blockSize } : {}),
       ...(options.blockCount ? { blockCount: options.blockCount } : {}),
+      ...(options.wakeup ? { wakeup: options.wakeup } : {}),
+      ...(options.deliverFlags !== undefined ? { deliverFlags: options.deliverFlags } : {}),
+    });
+  }
+
+  /**
+   * Changes what is captured (hosts, ports, payload) on the live socket: flows already tracked
+   * keep their state. Throws like the constructor on a bad host or port.
+   */
+  setScope(scope: CaptureScope): void {
+    if (this.closed) throw new Error('FlowTracker is closed');
+    this.capture.setFilter(this.filterFor(scope), scope.payloadBytes ?? 0);
+  }
+
+  private filterFor(scope: CaptureScope): Buffer {
+    const payloadBytes = scope.payloadBytes ?? 0;
+    for (const h of scope.hosts ?? []) if (net.isIP(h) === 0) throw new TypeError(`FlowTracker: bad host ${h}`);
+    return buildTcpFilter({
+      ...(scope.hosts ? { hosts: scope.hosts } : {}),
+      ...(scope.ports ? { ports: scope.ports } : {}),
+      // Headers fit in 256 bytes; payload only as far as asked for.
+      snapLength: payloadBytes > 0 ? Math.min(0x40000, 256 + payloadBytes) : 256,
+      linkHeaderLength: isRawIpInterface(this.options.interface) ? 0 : 14,
+      // Our own forged segments say nothing new about a flow and would only load the ring
+      // while a thousand connections are being closed.
+      excludeMark: FORGE_MARK,
     });
   }
 
@@ -78,8 +104,9 @@ export class FlowTracker implements SegmentSource, Disposable {
     };
   }
 
-  flows(): FlowRecord[] {
-    return this.closed ? [] : decodeFlows(this.capture.flows());
+  /** The tracked flows; with `since` (ms since the epoch), only those seen at or after it. */
+  flows(since?: number): FlowRecord[] {
+    return this.closed ? [] : decodeFlows(this.capture.flows(since));
   }
 
   /** The flow between local and remote, with its sides named from local's point of view. */
@@ -111,8 +138,12 @@ export class FlowTracker implements SegmentSource, Disposable {
   }
 }
 
-/** tun-style interfaces carry bare IP packets; everything else here has an Ethernet header. */
+/**
+ * tun-style interfaces carry bare IP packets, and so does 'any' (read from the IP header);
+ * everything else here has an Ethernet header.
+ */
 function isRawIpInterface(ifname: string): boolean {
+  if (ifname === 'any') return true;
   try {
     // ARPHRD_NONE (65534) is what tun devices report.
     return Number(readFileSync(`/sys/class/net/${ifname}/type`, 'utf8').trim()) === 65534;

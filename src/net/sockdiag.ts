@@ -1,8 +1,10 @@
 // TCP sockets as the kernel sees them (sock_diag), and which process fd owns which socket.
 // Everything here sees only the caller's network namespace: to look at a process in another
-// namespace, run inside that namespace (e.g. `ip netns exec`).
+// namespace, run inside that namespace (e.g. `ip netns exec`). The *Async forms do the work on
+// libuv workers: the agent uses them, because its event loop also sends heartbeats.
 import { readdirSync, readlinkSync } from 'node:fs';
-import { native, type DiagSocket, type DiagSocketId } from '../native.js';
+import util from 'node:util';
+import { native, type DiagSocket, type DiagSocketId, type NativeError } from '../native.js';
 
 export type { DiagSocket, DiagSocketId };
 
@@ -23,7 +25,11 @@ export const TCP_STATE_NAMES: Readonly<Record<number, string>> = Object.freeze({
 });
 
 export const TCP_ESTABLISHED = 1;
+export const TCP_CLOSE_WAIT = 8;
 export const TCP_LISTEN = 10;
+
+/** The states of a connection whose peer may still be waiting on it: established, or half-closed by the peer. */
+export const CONNECTED_STATES = [TCP_ESTABLISHED, TCP_CLOSE_WAIT] as const;
 
 /** 'ESTABLISHED' for 1 and so on; 'UNKNOWN(n)' for a number the table does not know. */
 export function tcpStateName(state: number): string {
@@ -41,6 +47,64 @@ export function listTcpSockets(options: ListOptions = {}): DiagSocket[] {
   const family = options.family ?? 'all';
   if (family === 'all') return [...native.tcpSockets(4), ...native.tcpSockets(6)];
   return native.tcpSockets(family);
+}
+
+export interface AsyncListOptions extends ListOptions {
+  /** Only sockets in these states (numbers as in TCP_STATE_NAMES); default: every state. */
+  states?: readonly number[];
+  /** Only sockets with one of these local ports. */
+  localPorts?: readonly number[];
+}
+
+/** listTcpSockets on a libuv worker, filtered by state in the kernel and by local port before JS sees it. */
+export async function listTcpSocketsAsync(options: AsyncListOptions = {}): Promise<DiagSocket[]> {
+  const family = options.family ?? 'all';
+  const filter = {
+    ...(options.states ? { states: options.states.reduce((m, s) => m | (1 << s), 0) } : {}),
+    ...(options.localPorts ? { localPorts: [...options.localPorts] } : {}),
+  };
+  if (options.localPorts?.length === 0) return [];
+  const families: Array<4 | 6> = family === 'all' ? [4, 6] : [family];
+  return (await Promise.all(families.map((f) => native.tcpSocketsAsync(f, filter)))).flat();
+}
+
+/** Sockets per SOCK_DESTROY batch: arguments are converted on the event loop, so keep each call short. */
+const DESTROY_BATCH = 512;
+
+/**
+ * SOCK_DESTROY of each socket on a libuv worker; per socket, in order, undefined (reset) or the
+ * error (code ENOENT: gone already). A transport failure rejects for the whole batch.
+ */
+export async function destroySockets(sockets: readonly DiagSocketId[]): Promise<Array<NativeError | undefined>> {
+  const out: Array<NativeError | undefined> = [];
+  for (let i = 0; i < sockets.length; i += DESTROY_BATCH) {
+    const errnos = await native.destroySocketsAsync(sockets.slice(i, i + DESTROY_BATCH));
+    for (const e of errnos) out.push(e === 0 ? undefined : errnoError(e, 'sock_destroy'));
+  }
+  return out;
+}
+
+/** One process fd that holds the socket. */
+export interface SocketHolder {
+  pid: number;
+  fd: number;
+}
+
+/**
+ * Socket inode -> one process fd holding it, read from /proc on a libuv worker: over every
+ * process, or only `pid` (rejects with code ENOENT when it is gone); only `inodes` when given.
+ */
+export async function socketOwners(options: { inodes?: readonly number[]; pid?: number } = {}): Promise<Map<number, SocketHolder>> {
+  const triples = await native.socketOwnersAsync(options.inodes ? [...options.inodes] : undefined, options.pid);
+  const owners = new Map<number, SocketHolder>();
+  for (let i = 0; i + 2 < triples.length; i += 3) owners.set(triples[i]!, { pid: triples[i + 1]!, fd: triples[i + 2]! });
+  return owners;
+}
+
+/** A NativeError, shaped as the addon's own, for an errno the addon returned as a number. */
+function errnoError(errno: number, syscall: string): NativeError {
+  const [code, description] = util.getSystemErrorMap().get(-errno) ?? [`E${errno}`, 'unknown error'];
+  return Object.assign(new Error(`${code}: ${description}, ${syscall}`), { code, errno: -errno, syscall });
 }
 
 export interface OwnedSocket {

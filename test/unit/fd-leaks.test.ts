@@ -38,6 +38,11 @@ describe('no fd leaks', () => {
       t.flows();
       t.close();
       t.close();
+      const any = new FlowTracker({ interface: 'any', ports: [port], wakeup: 'packet' });
+      any.start();
+      any.setScope({ ports: [port, port + 1], payloadBytes: 100 });
+      any.flows(0);
+      any.close();
       attempt(() => new FlowTracker({ interface: 'no-such-if0' }));
       const f = new SegmentForge(i % 2 ? 4 : 6);
       f.send({ src: i % 2 ? '127.0.0.1' : '::1', dst: i % 2 ? '127.0.0.1' : '::1', sport: 9, dport: port, seq: i, ack: 0, flags: TCP_RST | TCP_ACK });

@@ -5,7 +5,10 @@ import { once } from 'node:events';
 import { native, type NativeError } from '../../src/native.js';
 import {
   destroySocket,
+  destroySockets,
   listTcpSockets,
+  listTcpSocketsAsync,
+  socketOwners,
   socketsOfPid,
   tcpStateName,
   TCP_ESTABLISHED,
@@ -224,6 +227,71 @@ describe('destroySocket', () => {
       listTcpSockets();
       expect(() => destroySocket({ ...target, cookie: '1' })).toThrow();
       expect(() => destroySocket({ ...target, cookie: 'x' })).toThrow();
+    }
+    expect(openFdCount()).toBe(before);
+  });
+});
+
+describe('the asynchronous forms (libuv workers)', () => {
+  it('listTcpSocketsAsync filters by state in the kernel and by local port', async () => {
+    const a = await pair('127.0.0.1');
+    const b = await pair('::1');
+    const all = await listTcpSocketsAsync();
+    expect(find(all, a.port, 0)).toMatchObject({ state: TCP_LISTEN });
+    expect(find(all, a.port, a.client.localPort!)).toEqual(find(listTcpSockets(), a.port, a.client.localPort!));
+    const established = await listTcpSocketsAsync({ states: [TCP_ESTABLISHED], localPorts: [a.port, b.port] });
+    // Only the server ends (local port = the listener's), of both families; no listener.
+    expect(established.map((s) => [s.family, s.sport, s.dport]).sort()).toEqual(
+      [[4, a.port, a.client.localPort!], [6, b.port, b.client.localPort!]].sort(),
+    );
+    expect(await listTcpSocketsAsync({ family: 4, localPorts: [b.port] })).toEqual([]);
+    expect(await listTcpSocketsAsync({ localPorts: [] })).toEqual([]);
+    expect(() => native.tcpSocketsAsync(5 as 4)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  });
+
+  it('rejects bad filter arguments before queueing anything', () => {
+    expect(() => native.tcpSocketsAsync(4, { localPorts: [0] })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => native.tcpSocketsAsync(4, { states: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => native.destroySocketsAsync([{ family: 4 } as never])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => native.socketOwnersAsync(['x' as never])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  });
+
+  it('destroySockets resets each and reports per socket; a second time finds them gone', async () => {
+    const pairs = [await pair('127.0.0.1'), await pair('127.0.0.1'), await pair('::1')];
+    const targets = pairs.map((p) => find(listTcpSockets(), p.port, p.client.localPort!)!);
+    const errors = pairs.map((p) => once(p.client, 'error') as Promise<[NodeJS.ErrnoException]>);
+    expect(await destroySockets(targets)).toEqual([undefined, undefined, undefined]);
+    for (const e of await Promise.all(errors)) expect(e[0].code).toBe('ECONNRESET');
+    const again = await destroySockets(targets);
+    expect(again.map((e) => e?.code)).toEqual(['ENOENT', 'ENOENT', 'ENOENT']);
+    expect(again[0]).toMatchObject({ errno: -2, syscall: 'sock_destroy', message: 'ENOENT: no such file or directory, sock_destroy' });
+    expect(await destroySockets([])).toEqual([]);
+  });
+
+  it('socketOwners finds the fd holding each socket, in this process or only in one pid', async () => {
+    const { port, client, accepted } = await pair('127.0.0.1');
+    const serverEnd = find(listTcpSockets(), port, client.localPort!)!;
+    const clientEnd = find(listTcpSockets(), client.localPort!, port)!;
+    const owners = await socketOwners({ inodes: [serverEnd.inode, clientEnd.inode] });
+    expect(owners.get(serverEnd.inode)).toEqual({ pid: process.pid, fd: fdOf(accepted) });
+    expect(owners.get(clientEnd.inode)).toEqual({ pid: process.pid, fd: fdOf(client) });
+    expect(owners.size).toBe(2);
+    const mine = await socketOwners({ pid: process.pid });
+    expect(mine.get(serverEnd.inode)).toEqual({ pid: process.pid, fd: fdOf(accepted) });
+    expect((await socketOwners({ inodes: [] })).size).toBe(0);
+    await expect(socketOwners({ pid: 0x7fffffff })).rejects.toMatchObject({ code: 'ENOENT', syscall: 'open' });
+  });
+
+  it('leaks no fds', async () => {
+    const { port, client } = await pair('127.0.0.1');
+    const target = find(listTcpSockets(), port, client.localPort!)!;
+    await socketOwners();
+    const before = openFdCount();
+    for (let i = 0; i < 50; i++) {
+      await listTcpSocketsAsync({ localPorts: [port] });
+      await destroySockets([{ ...target, cookie: '1' }]);
+      await socketOwners({ inodes: [target.inode] });
+      await socketOwners({ pid: 0x7fffffff }).catch(() => undefined);
     }
     expect(openFdCount()).toBe(before);
   });
