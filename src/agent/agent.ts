@@ -18,9 +18,14 @@ import { testUnitReady } from '../scsi/cdb.js';
 import { PersistentReservations } from '../scsi/reservations.js';
 import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/transport.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
+import { parseCloseMethod } from '../net/close-method.js';
 import { FlowTracker } from '../net/flow-tracker.js';
+import { ConnectionReplication, type ReplicationStatus } from './replication/connection-replication.js';
+import type { ServiceScope } from './replication/local-connections.js';
+import type { ReplicaEntry } from './replication/replicas.js';
+import type { ReplicatedService } from './replication/wire.js';
 import { CalloutRunner, type CalloutResult } from './callouts.js';
-import { configKey, type AgentConfig, type InstanceConfig } from './config.js';
+import { configKey, type AgentConfig, type InstanceConfig, type TakeoverConfig } from './config.js';
 import { ControlServer, defaultControlPath, type ControlRequest } from './control.js';
 import { InstanceMonitor, type InstanceEvent } from './instance-monitor.js';
 import { NodeEventPublisher } from './node-events.js';
@@ -61,6 +66,8 @@ const now = () => performance.timeOrigin + performance.now();
 
 export class Agent extends EventEmitter<AgentEvents> {
   readonly heartbeat: HeartbeatAgent;
+  /** This node's connections to the peers that would take them over, and theirs to it. */
+  readonly replication: ConnectionReplication;
   readonly server: NotificationServer;
   readonly monitors = new Map<string, InstanceMonitor>();
   readonly incarnation: number;
@@ -111,6 +118,18 @@ export class Agent extends EventEmitter<AgentEvents> {
       peers: config.peers.map((p) => ({ node: p.node, links: p.links })),
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
+    this.replication = new ConnectionReplication({
+      heartbeat: this.heartbeat,
+      node: config.node,
+      incarnation: BigInt(this.incarnation),
+      key,
+      peers: config.peers.map((p) => p.node),
+      intervalMs: config.heartbeat.intervalMs,
+      subscriptions: new Map(config.peers.filter((p) => p.takeover.length > 0).map((p) => [p.node, p.takeover.map(replicatedService)])),
+      ownScopes: ownGoodbyeScopes(config),
+      maxBytesPerSecond: config.replication.maxBytesPerSecond,
+      scanMs: config.replication.scanMs,
+    });
     this.server = new NotificationServer({ host: config.notify.host, port: config.notify.port, ...(config.notify.maxBufferedBytes ? { maxBufferedBytes: config.notify.maxBufferedBytes } : {}) });
     const d = config.disk;
     if (d?.watch !== undefined) {
@@ -146,20 +165,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.control.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
       for (const p of this.config.peers) {
-        if (!p.takeover) continue;
-        const t = p.takeover;
-        const tracker = new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] });
-        tracker.start();
-        this.trackers.push(tracker);
-        const fencing = this.fencing;
-        const plan = new PeerTakeover({
-          heartbeat: this.nodeEvents, peer: p.node, service: { address: t.address, port: t.port }, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
-          ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
-        });
-        plan.on('done', (d) => this.emit('takeover', d));
-        plan.on('failed', (err) => this.emit('takeover-failed', err));
-        await plan.prepare();
-        this.takeovers.push(plan);
+        for (const t of p.takeover) await this.prepareTakeover(p.node, t);
       }
       if (this.config.disk) {
         const transport = new DeviceTransport(this.config.disk.device);
@@ -172,6 +178,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         }
         this.diskWatcher?.start();
       }
+      this.replication.start();
       await this.heartbeat.start();
       for (const m of this.monitors.values()) await m.start();
     } catch (err) {
@@ -180,9 +187,31 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /** One `peers[].takeover` entry: a tracker for its address and port, and the plan run when the peer dies. */
+  private async prepareTakeover(peer: string, t: TakeoverConfig): Promise<void> {
+    const goodbye = parseCloseMethod(t.method).kind === 'goodbye';
+    // Hears the answers after the takeover; on a hub or a mirror port it also sees the peer's
+    // traffic before (with payload for a goodbye, whose streams it then follows).
+    const tracker = new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port], ...(goodbye ? { payloadBytes: 65535 } : {}) });
+    tracker.start();
+    this.trackers.push(tracker);
+    const fencing = this.fencing;
+    const service = { address: t.address, port: t.port };
+    const plan = new PeerTakeover({
+      heartbeat: this.nodeEvents, peer, service, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
+      known: () => this.replication.replicas.connections(peer, service),
+      ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
+    });
+    plan.on('done', (d) => this.emit('takeover', d));
+    plan.on('failed', (err) => this.emit('takeover-failed', err));
+    await plan.prepare();
+    this.takeovers.push(plan);
+  }
+
   /** Stops everything it started (processes it runs included); waits for running callouts. */
   async stop(): Promise<void> {
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
+    this.replication.stop();
     this.heartbeat.stop();
     this.diskWatcher?.stop();
     await this.diskWriter?.stop();
@@ -254,6 +283,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}) })),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),
+      replication: this.replication.status(),
       recentEvents: this.recent.slice(-20),
       callouts: this.callouts ? { dropped: this.callouts.dropped } : undefined,
       disk: this.config.disk
@@ -345,9 +375,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       // The service's ports, whoever holds their connections: a server's workers (PostgreSQL
       // backends) hold them, and outlive a dead or stopped parent. Without ports, a hung
       // process's own connections; a dead one without ports has none left to close.
+      // Goodbyes go where this agent's own stream following saw a message boundary.
+      const local = this.replication.local;
+      const options = { method: inst.method, localBoundary: local.boundaryOf.bind(local) };
       let report: ClosePeersReport | undefined;
-      if (inst.ports.length > 0) report = await closePeers({ ports: inst.ports }, { method: inst.method });
-      else if (e.cause === 'hang') report = await closePeers({ pid: e.pid }, { method: inst.method });
+      if (inst.ports.length > 0) report = await closePeers({ ports: inst.ports }, options);
+      else if (e.cause === 'hang') report = await closePeers({ pid: e.pid }, options);
       this.emit('plan', { instance: inst.name, cause: e.cause, ...(report ? { report } : {}), startedAt, doneAt: now() });
     } catch (err) {
       this.emit('plan', { instance: inst.name, cause: e.cause, error: (err as Error).message, startedAt, doneAt: now() });
@@ -419,6 +452,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       reply({ events: this.serviceChange(req.name, req.action) });
       return 'done';
     }
+    if (req.cmd === 'flows') {
+      if (!this.config.peers.some((p) => p.node === req.peer)) throw new Error(`unknown peer ${req.peer}`);
+      reply({ peer: req.peer, status: this.replication.status().peers.find((p) => p.node === req.peer), connections: this.replication.replicas.entries(req.peer) });
+      return 'done';
+    }
     for (const e of this.recent) reply(e);
     if (!req.follow) return 'done';
     const follower = (e: ServiceEvent) => reply(e);
@@ -426,6 +464,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     onClose(() => this.followers.delete(follower));
     return 'stream';
   }
+}
+
+/** `takeover flows --peer NODE`: a peer's replicated table as this node holds it. */
+export interface PeerFlows {
+  peer: string;
+  status: ReplicationStatus['peers'][number] | undefined;
+  connections: Array<ReplicaEntry & { local: { address: string; port: number } }>;
 }
 
 export interface AgentOptions {
@@ -437,6 +482,21 @@ export interface AgentOptions {
 export interface FenceDeviceHandle {
   device: ReservationDevice;
   close(): void;
+}
+
+/** What a peer's `takeover` asks that peer's agent to replicate: the address, port and goodbye. */
+function replicatedService(t: TakeoverConfig): ReplicatedService {
+  const m = parseCloseMethod(t.method);
+  return { address: t.address, port: t.port, ...(m.kind === 'goodbye' ? { goodbye: m.plugin.name } : {}) };
+}
+
+/** This node's instance ports whose failure plan says goodbye: their streams are followed here. */
+function ownGoodbyeScopes(config: AgentConfig): ServiceScope[] {
+  return config.instances.flatMap((i) => {
+    if (i.node !== config.node) return [];
+    const m = parseCloseMethod(i.method);
+    return m.kind === 'goodbye' ? i.ports.map((port) => ({ port, goodbye: m.plugin })) : [];
+  });
 }
 
 function openScsiFenceDevice(path: string): FenceDeviceHandle {
@@ -455,6 +515,8 @@ export interface AgentStatus {
   instances: Array<{ name: string; state: string; pid?: number }>;
   services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;
   links: DetectorEvent[];
+  /** Connections replicated: each peer's copy held here, who holds this node's, and refusals. */
+  replication: ReplicationStatus;
   recentEvents: ServiceEvent[];
   callouts: { dropped: number } | undefined;
   disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;

@@ -32,7 +32,13 @@ const takeover = z.strictObject({
   method: method.default('rst'),
 });
 
-const peer = z.strictObject({ node: name, links: z.array(link).min(1), takeover: takeover.optional() });
+/** One service, or a list of them (several ports, one method each), normalised to a list. */
+const takeovers = z
+  .union([takeover, z.array(takeover).min(1).max(16)])
+  .optional()
+  .transform((t) => (t === undefined ? [] : Array.isArray(t) ? t : [t]));
+
+const peer = z.strictObject({ node: name, links: z.array(link).min(1), takeover: takeovers });
 
 const probe = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('tcp'), host: ip, port }),
@@ -112,6 +118,18 @@ export const configSchema = z
         checkMs: ms(10, 60_000).default(1000),
       })
       .optional(),
+    /**
+     * Connection replication: this node's connections streamed to the peers that take its
+     * service over, and theirs to this node (on the heartbeat links, with their key).
+     */
+    replication: z
+      .strictObject({
+        /** Per subscribing peer: the cap on replication bytes per second. */
+        maxBytesPerSecond: z.number().int().min(16 * 1024).max(1 << 30).default(4 << 20),
+        /** How often the authoritative list (sock_diag) is read, ms. */
+        scanMs: ms(100, 600_000).default(1000),
+      })
+      .default({ maxBytesPerSecond: 4 << 20, scanMs: 1000 }),
     /** Seed 002's SCSI heartbeat on a disk shared with a peer. */
     disk: z
       .strictObject({
@@ -134,6 +152,14 @@ export const configSchema = z
       nodes.add(p.node);
       const ids = new Set(p.links.map((l) => l.id));
       for (const l of c.heartbeat.links) if (!ids.has(l.id)) issue(['peers', i, 'links'], `has no link ${l.id} (every link of heartbeat.links must be given)`);
+      p.takeover.forEach((t, j) => {
+        const where = Array.isArray(p.takeover) && p.takeover.length > 1 ? ['peers', i, 'takeover', j] : ['peers', i, 'takeover'];
+        const first = p.takeover.findIndex((o) => canonical(o.address) === canonical(t.address));
+        if (p.takeover.findIndex((o) => canonical(o.address) === canonical(t.address) && o.port === t.port) !== j) issue(where, `${t.address} port ${t.port} appears twice`);
+        else if (first !== j && (p.takeover[first]!.interface !== t.interface || p.takeover[first]!.prefixLength !== t.prefixLength)) {
+          issue(where, `${t.address} is taken over on ${p.takeover[first]!.interface}/${p.takeover[first]!.prefixLength} by an earlier entry: one address, one interface and prefix length`);
+        }
+      });
     });
     const instances = new Set<string>();
     c.instances.forEach((inst, i) => {
@@ -164,7 +190,13 @@ export const configSchema = z
     });
   });
 
+/** One text form of an address, for comparing addresses written differently. */
+function canonical(address: string): string {
+  return net.isIPv6(address) ? new net.SocketAddress({ address, family: 'ipv6' }).address : address;
+}
+
 export type AgentConfig = z.output<typeof configSchema>;
+export type TakeoverConfig = AgentConfig['peers'][number]['takeover'][number];
 export type InstanceConfig = AgentConfig['instances'][number];
 export type HealthConfig = NonNullable<InstanceConfig['health']>;
 

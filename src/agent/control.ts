@@ -1,5 +1,5 @@
 // The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
-// `status`, `service stop|start` and `events`. One JSON request line in; JSON lines out: one
+// `status`, `service stop|start`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
 import { chmod, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -8,7 +8,8 @@ import { createInterface } from 'node:readline';
 export type ControlRequest =
   | { cmd: 'status' }
   | { cmd: 'service'; action: 'stop' | 'start'; name: string }
-  | { cmd: 'events'; follow: boolean };
+  | { cmd: 'events'; follow: boolean }
+  | { cmd: 'flows'; peer: string };
 
 export type ControlHandler = (req: ControlRequest, reply: (msg: unknown) => void, onClose: (fn: () => void) => void) => Promise<'done' | 'stream'>;
 
@@ -80,6 +81,7 @@ function parseRequest(line: string): ControlRequest {
   if (o.cmd === 'status') return { cmd: 'status' };
   if (o.cmd === 'events') return { cmd: 'events', follow: o.follow === true };
   if (o.cmd === 'service' && (o.action === 'stop' || o.action === 'start') && typeof o.name === 'string') return { cmd: 'service', action: o.action, name: o.name };
+  if (o.cmd === 'flows' && typeof o.peer === 'string') return { cmd: 'flows', peer: o.peer };
   throw new Error('unknown request');
 }
 

@@ -1,12 +1,15 @@
 // The failure plan for a dead peer node: when the heartbeat detector declares it down, speak for
-// its service — take the address over and close every connection the tracker saw — at once,
-// once `before` (fencing it off the shared disks) has succeeded.
-// The first piece of the agent (issue 3): detection (heartbeats) wired to action (closePeers).
+// its service — take the address over and close every connection known — at once, once `before`
+// (fencing it off the shared disks) has succeeded. The connections come from the peer's
+// replicated table (`known`: what the peer's own agent told us, the only source on a switched
+// network) merged with what this host's tracker saw (hub or mirror set-ups).
 import { EventEmitter } from 'node:events';
 import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
+import { BoundaryWatch } from '../net/boundary-watch.js';
+import type { DeadConnection } from '../net/close-engine.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
-import type { CloseMethod } from '../net/close-method.js';
+import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
 
@@ -16,8 +19,13 @@ export interface PeerTakeoverOptions {
   /** The peer node whose service this host takes over. */
   peer: string;
   service: { address: string; port: number };
-  /** Tracks the service's connections before the failure (and hears the peers' answers after). */
+  /**
+   * Hears the peers' answers after the failure; on a hub or mirror port it also tracks the
+   * service's connections before it (with payload, for goodbyes: its streams are followed).
+   */
   tracker: FlowTracker;
+  /** The peer's connections as its agent replicated them, read at the moment of the takeover. */
+  known?: () => DeadConnection[];
   interface: string;
   prefixLength: number;
   method?: CloseMethod | string;
@@ -36,12 +44,17 @@ export interface TakeoverDone {
 export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error] }> {
   private running = false;
   private guard: RstGuard | undefined;
+  private readonly method: CloseMethod;
+  /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
+  private readonly watch: BoundaryWatch | undefined;
   private readonly onEvent = (e: DetectorEvent) => {
     if (e.kind === 'node-down' && e.node === this.options.peer && !this.running) void this.takeOver(e);
   };
 
   constructor(private readonly options: PeerTakeoverOptions) {
     super();
+    this.method = typeof options.method === 'string' ? parseCloseMethod(options.method) : (options.method ?? { kind: 'rst' });
+    if (this.method.kind === 'goodbye') this.watch = new BoundaryWatch(options.tracker, options.service, this.method.plugin);
     options.heartbeat.on('event', this.onEvent);
   }
 
@@ -51,8 +64,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
    * ours; removed once the takeover is done, so a service restarted here behaves normally.
    */
   async prepare(): Promise<void> {
-    const kind = typeof this.options.method === 'string' ? this.options.method : this.options.method?.kind;
-    if (kind === undefined || kind === 'rst' || this.guard) return;
+    if (this.method.kind === 'rst' || this.guard) return;
     try {
       this.guard = await RstGuard.install([this.options.service.address]);
     } catch {
@@ -63,6 +75,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
 
   close(): void {
     this.options.heartbeat.off('event', this.onEvent);
+    this.watch?.close();
     void this.guard?.remove();
     this.guard = undefined;
   }
@@ -72,13 +85,16 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     const startedAt = performance.timeOrigin + performance.now();
     try {
       await this.options.before?.(down);
+      const watch = this.watch;
       const report = await closePeers(
         {
           ...this.options.service,
           tracker: this.options.tracker,
+          ...(this.options.known ? { known: this.options.known() } : {}),
+          ...(watch ? { boundary: (peer, local) => watch.state(peer, local) } : {}),
           takeover: { interface: this.options.interface, prefixLength: this.options.prefixLength },
         },
-        { method: this.options.method ?? 'rst', ...(this.guard ? { guard: false } : {}) },
+        { method: this.method, ...(this.guard ? { guard: false } : {}) },
       );
       this.emit('done', { down, report, startedAt, doneAt: performance.timeOrigin + performance.now() });
     } catch (err) {

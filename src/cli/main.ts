@@ -44,18 +44,6 @@ program
     process.exitCode = await closePeersCommand(opts);
   });
 
-program
-  .command('flows')
-  .description('track TCP flows on an interface and print the live table')
-  .requiredOption('--interface <if>', 'interface to capture on')
-  .option('--port <port>', 'only flows with this port on either side')
-  .option('--host <ip>', 'only flows with this address on either side')
-  .option('--interval-ms <ms>', 'time between snapshots', '1000')
-  .option('--count <n>', 'stop after this many snapshots (default: until interrupted)')
-  .option('--json', 'print each snapshot as one JSON line (the format --from-flows reads)')
-  .action(async (opts) => {
-    process.exitCode = await flowsCommand(opts);
-  });
 
 program
   .command('demo')
@@ -99,6 +87,21 @@ controlOptions(
     .option('--json', 'print the published events as JSON'),
 ).action(async (action: string, name: string, opts) => {
   process.exitCode = await serviceCommand(action, name, opts);
+});
+
+controlOptions(
+  program
+    .command('flows')
+    .description('track TCP flows on an interface and print the live table; or --peer: a peer\'s connections as the local agent holds them')
+    .option('--interface <if>', 'interface to capture on')
+    .option('--port <port>', 'only flows with this port on either side')
+    .option('--host <ip>', 'only flows with this address on either side')
+    .option('--interval-ms <ms>', 'time between snapshots', '1000')
+    .option('--count <n>', 'stop after this many snapshots (default: until interrupted)')
+    .option('--peer <node>', 'print the connections this peer\'s agent replicated to the local agent')
+    .option('--json', 'print each snapshot as one JSON line (the format --from-flows reads)'),
+).action(async (opts) => {
+  process.exitCode = await flowsCommand(opts);
 });
 
 controlOptions(

@@ -21,6 +21,27 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   const s = status;
   const out: string[] = [`node ${s.node} (cluster ${s.cluster}), incarnation ${s.incarnation}, notifications on port ${s.notifyPort} to ${s.subscribers} subscriber(s)`, ''];
   out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS'], ...s.peers.map((p) => [p.node, p.up ? 'up' : 'DOWN', p.incarnation, p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' ')])]), '');
+  const r = s.replication;
+  if (r.peers.length > 0) {
+    out.push(
+      table([
+        ['COPY OF PEER', 'CONNECTIONS', 'SYNCED', 'LAST UPDATE', 'PEER SAYS'],
+        ...r.peers.map((p) => [
+          p.node,
+          String(p.connections),
+          p.synced ? `yes (epoch ${p.epoch})` : 'no',
+          p.lastUpdateAgeMs === undefined ? 'never' : `${Math.round(p.lastUpdateAgeMs)} ms ago${p.up ? '' : ' (peer down: frozen)'}`,
+          p.peerCount === undefined ? '-' : `${p.peerCount} (${p.peerPending} pending)`,
+        ]),
+      ]),
+      '',
+    );
+  }
+  if (r.subscribers.length > 0) {
+    out.push(table([['COPY HELD BY', 'CONNECTIONS SENT', 'PENDING', 'BYTES'], ...r.subscribers.map((x) => [x.node, String(x.known), x.syncing ? `${x.pending} (syncing)` : String(x.pending), String(x.bytes)])]), '');
+  }
+  const refused = Object.entries(r.rejected).filter(([, n]) => n > 0);
+  if (refused.length > 0) out.push(`replication datagrams refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}`, '');
   out.push(table([['INSTANCE', 'STATE', 'PID'], ...s.instances.map((i) => [i.name, i.state, i.pid === undefined ? '-' : String(i.pid)])]), '');
   out.push(table([['SERVICE', 'MEMBERS'], ...s.services.map((v) => [v.name, v.members.map((m) => `${m.instance}@${m.node}:${m.up ? 'up' : 'down'}`).join(' ')])]), '');
   out.push('last events:', ...(s.recentEvents.length ? s.recentEvents.map((e) => `  ${printFan(e)}`) : ['  (none)']));

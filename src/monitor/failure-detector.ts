@@ -112,6 +112,20 @@ export class FailureDetector {
     return events;
   }
 
+  /** The peer's incarnation as last heard, or undefined when never heard. */
+  incarnationOf(node: string): bigint | undefined {
+    return this.peers.get(node)?.incarnation;
+  }
+
+  /** The lowest-numbered link on which an up peer is heard, or undefined when the peer is not up. */
+  firstLinkUp(node: string): number | undefined {
+    const p = this.peers.get(node);
+    if (!p?.up) return undefined;
+    let best: number | undefined;
+    for (const l of this.options.links) if (p.linkUp.get(l) !== false && (best === undefined || l < best)) best = l;
+    return best;
+  }
+
   /** Per peer: up or down, incarnation, and each link's state. */
   status(): Array<{ node: string; up: boolean; incarnation: bigint; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> }> {
     return [...this.peers].map(([node, p]) => ({

@@ -1,6 +1,8 @@
 // Sends and receives heartbeats on every link (one UDP socket per link) and feeds the failure
 // detector; emits the detector's events. Bad datagrams (wrong key, malformed, a link id that
 // does not match the socket it came in on) are counted and dropped, never acted upon.
+// Other protocols of the agents (connection replication) share the links' sockets: datagrams
+// with their magic go to their receiver, and send() reaches a peer on a given link.
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -37,6 +39,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
   readonly detector: FailureDetector;
   readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, node: 0, length: 0, hmac: 0, 'wrong-link': 0, own: 0 };
   private readonly sockets = new Map<number, dgram.Socket>();
+  private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
   private timer: NodeJS.Timeout | undefined;
 
@@ -93,7 +96,22 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
     }
   }
 
+  /** Datagrams starting with `magic` (4 bytes, not the heartbeats') go to fn with the link they came in on. */
+  addReceiver(magic: Buffer, fn: (msg: Buffer, link: number) => void): void {
+    this.receivers.push({ magic, fn });
+  }
+
+  /** Sends a datagram to a configured peer on one link (as far as UDP goes: no answer awaited). */
+  send(peer: string, link: number, datagram: Buffer): void {
+    const to = this.options.peers.find((p) => p.node === peer)?.links.find((l) => l.id === link);
+    const socket = this.sockets.get(link);
+    if (to && socket) socket.send(datagram, to.port, to.address);
+  }
+
   private receive(link: number, msg: Buffer): void {
+    for (const r of this.receivers) {
+      if (msg.length >= 4 && msg.subarray(0, 4).equals(r.magic)) return r.fn(msg, link);
+    }
     const r = decodeHeartbeat(msg, this.options.key);
     if (!r.ok) {
       this.rejected[r.reason]++;

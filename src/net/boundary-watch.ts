@@ -3,7 +3,7 @@
 // It needs the capture to deliver payload bytes and to have seen each connection's SYN: a stream
 // joined in the middle has no known message boundary.
 import type { ParsedSegment } from '../native.js';
-import { TCP_RST, TCP_SYN } from '../native.js';
+import { TCP_FIN, TCP_RST, TCP_SYN } from '../native.js';
 import type { SegmentSource } from './close-remote.js';
 import { canonicalAddress, connectionKey, type Endpoint } from './endpoint.js';
 import type { BoundaryTracker, GoodbyePlugin } from './goodbye/types.js';
@@ -11,18 +11,23 @@ import { seqAdd, seqDiff } from './seq.js';
 
 /** Delivers one direction's payload in order, trimming retransmissions; a gap breaks it. */
 export class StreamFollower {
-  private next: number | undefined;
+  private nextSeq: number | undefined;
   broken: string | null = null;
 
   constructor(private readonly sink: (chunk: Uint8Array) => void) {}
 
+  /** The sequence number of the next byte expected (after the SYN), once the SYN was seen. */
+  get next(): number | undefined {
+    return this.nextSeq;
+  }
+
   syn(seq: number): void {
-    this.next = seqAdd(seq, 1);
+    this.nextSeq = seqAdd(seq, 1);
   }
 
   data(seq: number, payload: Uint8Array, declaredLength: number): void {
     if (this.broken || declaredLength === 0) return;
-    if (this.next === undefined) {
+    if (this.nextSeq === undefined) {
       this.broken = 'the connection was joined mid-stream (its SYN was not seen)';
       return;
     }
@@ -30,14 +35,14 @@ export class StreamFollower {
       this.broken = 'the capture truncated a segment';
       return;
     }
-    const offset = seqDiff(this.next, seq);
+    const offset = seqDiff(this.nextSeq, seq);
     if (offset > 0) {
       this.broken = `a gap of ${offset} bytes in the captured stream`;
       return;
     }
     const fresh = payload.subarray(-offset);
     if (fresh.length === 0) return; // a retransmission of what we already have
-    this.next = seqAdd(this.next, fresh.length);
+    this.nextSeq = seqAdd(this.nextSeq, fresh.length);
     this.sink(fresh);
   }
 }
@@ -48,28 +53,66 @@ interface Followed {
   toClient: StreamFollower;
 }
 
+/** Whether a goodbye lands between messages, and where the two streams stand (sequence space). */
+export interface BoundaryState {
+  atBoundary: boolean;
+  reason: string;
+  /** seq of the next server byte / client byte, as far as the streams were followed. */
+  serverNext?: number;
+  clientNext?: number;
+}
+
+/** The server side followed: one endpoint, or a port on any local address (address omitted). */
+export interface FollowedServer {
+  address?: string;
+  port: number;
+}
+
+/** Connections followed at most at once; a further one is reported as not followed. */
+export const MAX_FOLLOWED = 65536;
+
 export class BoundaryWatch {
   private readonly conns = new Map<string, Followed>();
   private readonly unsubscribe: () => void;
+  private readonly server: FollowedServer;
 
   constructor(
     source: SegmentSource,
-    private readonly server: Endpoint,
+    server: FollowedServer,
     private readonly plugin: GoodbyePlugin,
+    private readonly maxFollowed = MAX_FOLLOWED,
   ) {
-    this.server = { address: canonicalAddress(server.address), port: server.port };
+    this.server = { ...(server.address !== undefined ? { address: canonicalAddress(server.address) } : {}), port: server.port };
     this.unsubscribe = source.onSegments((segs) => {
       for (const s of segs) this.onSegment(s);
     });
   }
 
-  /** Whether a goodbye on this connection (server side = the dead side) lands between messages. */
-  state(peer: Endpoint): { atBoundary: boolean; reason: string } {
-    const f = this.conns.get(connectionKey(this.server, peer));
-    if (!f) return { atBoundary: false, reason: 'the connection was not followed from its start' };
+  /**
+   * Whether a goodbye on this connection (the server side = the dead side) lands between
+   * messages. `local` names the server side when the watch follows a port on any address.
+   */
+  state(peer: Endpoint, local?: Endpoint): BoundaryState {
+    const f = this.conns.get(this.keyOf(peer, local));
+    if (!f) {
+      return { atBoundary: false, reason: this.conns.size >= this.maxFollowed ? `more than ${this.maxFollowed} connections to follow` : 'the connection was not followed from its start' };
+    }
+    const positions = {
+      ...(f.toClient.next !== undefined ? { serverNext: f.toClient.next } : {}),
+      ...(f.toServer.next !== undefined ? { clientNext: f.toServer.next } : {}),
+    };
     const broken = f.toClient.broken ?? f.toServer.broken;
-    if (broken) return { atBoundary: false, reason: broken };
-    return { atBoundary: f.tracker.atBoundary(), reason: f.tracker.reason() };
+    if (broken) return { atBoundary: false, reason: broken, ...positions };
+    return { atBoundary: f.tracker.atBoundary(), reason: f.tracker.reason(), ...positions };
+  }
+
+  /** Stops following a connection that is over (the owner knows it closed). */
+  forget(peer: Endpoint, local?: Endpoint): void {
+    this.conns.delete(this.keyOf(peer, local));
+  }
+
+  get size(): number {
+    return this.conns.size;
   }
 
   close(): void {
@@ -77,18 +120,29 @@ export class BoundaryWatch {
     this.conns.clear();
   }
 
+  private keyOf(peer: Endpoint, local?: Endpoint): string {
+    const address = local?.address ?? this.server.address;
+    if (address === undefined) throw new TypeError('BoundaryWatch follows a port on any address: name the local endpoint');
+    return connectionKey({ address, port: this.server.port }, peer);
+  }
+
+  private isServer(address: string, port: number): boolean {
+    return port === this.server.port && (this.server.address === undefined || canonicalAddress(address) === this.server.address);
+  }
+
   private onSegment(s: ParsedSegment): void {
-    const fromServer = s.sport === this.server.port && canonicalAddress(s.src) === this.server.address;
-    const toServer = s.dport === this.server.port && canonicalAddress(s.dst) === this.server.address;
-    if (!fromServer && !toServer) return;
-    const peer = fromServer ? { address: s.dst, port: s.dport } : { address: s.src, port: s.sport };
-    const key = connectionKey(this.server, peer);
+    const fromServer = this.isServer(s.src, s.sport);
+    if (!fromServer && !this.isServer(s.dst, s.dport)) return;
+    const [local, peer] = fromServer ? [{ address: s.src, port: s.sport }, { address: s.dst, port: s.dport }] : [{ address: s.dst, port: s.dport }, { address: s.src, port: s.sport }];
+    const key = connectionKey(local, peer);
     let f = this.conns.get(key);
-    if (s.flags & TCP_RST) {
+    // A reset, or the server's FIN (the client reads end-of-file), ends what a goodbye could do.
+    if (s.flags & TCP_RST || (fromServer && s.flags & TCP_FIN && !(s.flags & TCP_SYN))) {
       this.conns.delete(key);
       return;
     }
     if (!f) {
+      if (this.conns.size >= this.maxFollowed) return;
       const tracker = this.plugin.createTracker();
       f = {
         tracker,

@@ -3,6 +3,7 @@
 // copies no payload we did not ask for. Built here (a format, not a syscall) and attached by
 // the addon with SO_ATTACH_FILTER.
 import net from 'node:net';
+import { addressBytes } from './endpoint.js';
 
 // Opcodes of struct sock_filter (include/uapi/linux/filter.h).
 const LD_H_ABS = 0x28;
@@ -167,20 +168,10 @@ function assemble(program: Insn[]): Buffer {
 }
 
 function ipv4Word(a: string): number {
-  return a.split('.').reduce((w, o) => ((w << 8) | Number(o)) >>> 0, 0);
+  return addressBytes(a).readUInt32BE(0);
 }
 
 function ipv6Words(a: string): number[] {
-  const sa = new net.SocketAddress({ address: a, family: 'ipv6' }).address;
-  const [head, tail] = sa.includes('::') ? sa.split('::') : [sa, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  const nums = groups.flatMap((g) => (g.includes('.') ? ipv4Pair(g) : [parseInt(g, 16)]));
-  return [0, 1, 2, 3].map((i) => ((nums[2 * i]! << 16) | nums[2 * i + 1]!) >>> 0);
-}
-
-function ipv4Pair(dotted: string): number[] {
-  const w = ipv4Word(dotted);
-  return [w >>> 16, w & 0xffff];
+  const b = addressBytes(a);
+  return [0, 4, 8, 12].map((o) => b.readUInt32BE(o));
 }

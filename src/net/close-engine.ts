@@ -29,6 +29,12 @@ export interface TrackedState {
   /** Last TSval each side sent, when the connection uses timestamps. */
   deadTsval?: number;
   peerTsval?: number;
+  /**
+   * How long ago (ms, when the engine starts) the dead side sent deadTsval. Its TSval clock has
+   * moved on by about as much (Linux: 1 kHz), so forged segments add it: a TSval the peer has
+   * already seen exceeded would be dropped by its PAWS check (RFC 7323), a larger one is not.
+   */
+  deadTsvalAgeMs?: number;
   /** For goodbyes: whether the streams sit at a message boundary, and why not. */
   atBoundary?: boolean;
   boundaryReason?: string;
@@ -39,6 +45,8 @@ export interface DeadConnection {
   local: Endpoint;
   peer: Endpoint;
   tracked?: TrackedState;
+  /** When `tracked` was last current, ms since the epoch (to merge several sources). */
+  observedAt?: number;
 }
 
 /** A segment the peer sent towards the dead side. */
@@ -95,7 +103,11 @@ interface Conn {
   seqSource?: CloseResult['seqSource'];
   peerTsval?: number;
   deadTsval?: number;
+  /** When (engine clock) the dead side sent deadTsval, as far as known. */
+  deadTsvalAt?: number;
   sentSeq?: number;
+  /** The TSval of our last segment with a timestamp option. */
+  sentTsval?: number;
   /** The ack the peer must send to show it took our FIN / data. */
   expectAck?: number;
   attempts: number;
@@ -173,7 +185,13 @@ export class CloseEngine {
     if (!(seg.flags & TCP_ACK)) return;
     if (seg.tsval !== undefined) k.peerTsval = seg.tsval;
     // The peer echoes the last TSval it accepted from the dead side: anything above passes PAWS.
-    if (seg.tsecr !== undefined && (k.deadTsval === undefined || seqDiff(k.deadTsval, seg.tsecr) > 0)) k.deadTsval = seg.tsecr;
+    // One above what we used means our segment was dropped as old (PAWS) and drew this ACK.
+    const now = this.io.now();
+    const pawsDropped = seg.tsecr !== undefined && k.sentTsval !== undefined && seqDiff(k.sentTsval, seg.tsecr) > 0;
+    if (seg.tsecr !== undefined && (k.deadTsval === undefined || seqDiff(this.tsvalAt(k, now), seg.tsecr) > 0)) {
+      k.deadTsval = seg.tsecr;
+      k.deadTsvalAt = now;
+    }
     if (k.phase === 'closing' && k.expectAck !== undefined && seqDiff(k.expectAck, seg.ack) >= 0) {
       this.finish(k, this.deliveredOutcome(k), true);
       return;
@@ -190,7 +208,9 @@ export class CloseEngine {
     k.rcvNxt = seg.ack;
     k.sndNxt = seg.seq;
     k.seqSource = learnedFrom;
-    if (k.phase === 'closing' && !changed && k.action !== 'rst') return; // a plain ACK of older data
+    // A plain ACK of older data, unless it says our segment failed PAWS: then at once, with the
+    // TSval it taught us, rather than after the answer timeout.
+    if (k.phase === 'closing' && !changed && k.action !== 'rst' && !pawsDropped) return;
     // A peer that never received all the dead side sent is not where the tracked stream says:
     // no message can be placed there. A FIN, an urgent byte or a RST at its exact value still works.
     const tracked = k.c.tracked;
@@ -245,6 +265,7 @@ export class CloseEngine {
     }
     if (t) {
       k.deadTsval = t.deadTsval;
+      if (t.deadTsval !== undefined) k.deadTsvalAt = this.io.now() - (t.deadTsvalAgeMs ?? 0);
       k.peerTsval = t.peerTsval;
       const exact = seqDiff(t.deadNextSeq, t.peerAck) === 0;
       if (k.action === 'rst' || exact) {
@@ -319,7 +340,14 @@ export class CloseEngine {
   /** A timestamp option the peer's PAWS check accepts, when the connection uses timestamps. */
   private timestamps(k: Conn): { tsval?: number; tsecr?: number } {
     if (k.deadTsval === undefined || k.peerTsval === undefined) return {};
-    return { tsval: seqAdd(k.deadTsval, 1), tsecr: k.peerTsval };
+    k.sentTsval = this.tsvalAt(k, this.io.now());
+    return { tsval: k.sentTsval, tsecr: k.peerTsval };
+  }
+
+  /** The dead side's TSval clock now, estimated from the last value known (1 ms per tick, + 1). */
+  private tsvalAt(k: Conn, now: number): number {
+    const elapsed = k.deadTsvalAt === undefined ? 0 : Math.max(0, Math.floor(now - k.deadTsvalAt));
+    return seqAdd(k.deadTsval ?? 0, elapsed + 1);
   }
 
   private arm(k: Conn): void {

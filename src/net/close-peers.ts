@@ -6,9 +6,9 @@ import { closeLocalPeers, closePortPeers, type LocalCloseOptions } from './close
 import { parseCloseMethod, type CloseMethod } from './close-method.js';
 import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from './close-remote.js';
 import type { CloseResult } from './close-result.js';
-import type { EngineOptions } from './close-engine.js';
+import type { DeadConnection, EngineOptions } from './close-engine.js';
 import { canonicalAddress, type Endpoint } from './endpoint.js';
-import { deadConnectionsFromFlows, mergeConnections } from './flow-knowledge.js';
+import { deadConnectionsFromFlows, mergeConnections, type BoundaryLookup } from './flow-knowledge.js';
 import { FlowTracker } from './flow-tracker.js';
 
 export interface LocalTarget {
@@ -32,6 +32,13 @@ export interface RemoteTarget {
   flows?: FlowRecord[];
   /** A running tracker: its flows are used, and it hears the answers. */
   tracker?: FlowTracker;
+  /**
+   * Connections known from elsewhere, with their state: the dead node's replicated table (the
+   * agent's). Merged with the tracked flows; for the same connection the newest state wins.
+   */
+  known?: DeadConnection[];
+  /** For goodbyes: a stream follower over the tracker (BoundaryWatch.state), so tracked flows carry their boundary. */
+  boundary?: BoundaryLookup;
   /** Where answers arrive when no tracker is given (default: the interface holding address). */
   interface?: string;
   /** Take the address over on this interface first. */
@@ -58,8 +65,9 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
   }
   if (!('address' in target)) return { results: await closePortPeers(target.ports, method, local) };
   const dead = { address: canonicalAddress(target.address), port: target.port };
-  const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead);
-  const connections = mergeConnections(dead, target.peers ?? [], tracked);
+  const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead, target.boundary ? { boundary: target.boundary } : {});
+  const known = (target.known ?? []).filter((c) => c.local.port === dead.port && canonicalAddress(c.local.address) === dead.address);
+  const connections = mergeConnections(dead, target.peers ?? [], tracked, known);
   const ifname = target.takeover?.interface ?? target.interface ?? interfaceOfAddress(dead.address);
   if (ifname === undefined && !target.tracker) {
     throw Object.assign(new Error(`${dead.address} is not an address of this host; take it over (takeover option) or pass the interface`), {

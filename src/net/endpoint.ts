@@ -43,3 +43,34 @@ export function parseEndpoint(text: string): Endpoint {
   if (net.isIP(m[1]!) === 0) throw new TypeError(`bad address in "${text}"`);
   return { address: canonicalAddress(m[1]!), port };
 }
+
+/** The address's bytes in network order: 4 for IPv4, 16 for IPv6. Throws a TypeError for a non-address. */
+export function addressBytes(address: string): Buffer {
+  if (familyOf(address) === 4) return Buffer.from(address.split('.').map(Number));
+  const sa = new net.SocketAddress({ address, family: 'ipv6' }).address;
+  const [head, tail] = sa.includes('::') ? sa.split('::') : [sa, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  // A dotted-quad tail (::ffff:1.2.3.4) stands for two groups.
+  const expand = (groups: string[]) =>
+    groups.flatMap((g) => {
+      if (!g.includes('.')) return [parseInt(g, 16)];
+      const o = g.split('.').map(Number);
+      return [(o[0]! << 8) | o[1]!, (o[2]! << 8) | o[3]!];
+    });
+  const hv = expand(h);
+  const tv = expand(t);
+  const words = tail === undefined ? hv : [...hv, ...Array<number>(8 - hv.length - tv.length).fill(0), ...tv];
+  const out = Buffer.alloc(16);
+  words.forEach((w, i) => out.writeUInt16BE(w, 2 * i));
+  return out;
+}
+
+/** The canonical text of 4 or 16 address bytes (the inverse of addressBytes). */
+export function addressFromBytes(b: Uint8Array): string {
+  if (b.length === 4) return [...b].join('.');
+  if (b.length !== 16) throw new RangeError(`an address has 4 or 16 bytes, not ${b.length}`);
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+  return canonicalAddress(words.join(':'));
+}

@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { FlowRecord, FlowSide } from '../native.js';
-import type { DeadConnection } from './close-engine.js';
+import type { DeadConnection, TrackedState } from './close-engine.js';
+import type { BoundaryState } from './boundary-watch.js';
 import { canonicalAddress, connectionKey, type Endpoint } from './endpoint.js';
 
 export interface DeadSide {
@@ -24,41 +25,72 @@ function rawWindow(side: FlowSide): number {
   return Math.min(0xffff, Math.max(0, shifted));
 }
 
-/** Connections of the dead side among the flows, with what tracking saw of each. */
-export function deadConnectionsFromFlows(flows: FlowRecord[], dead: DeadSide): DeadConnection[] {
+/**
+ * What tracking saw of a connection, from the flow's dead (server) side and peer side; `nowMs`
+ * (ms since the epoch) ages the dead side's TSval for the close engine.
+ */
+export function trackedFromSides(d: FlowSide, p: FlowSide, nowMs?: number): TrackedState & { deadWindow: number } {
+  return {
+    deadNextSeq: d.nextSeq,
+    peerNextSeq: p.nextSeq,
+    peerAck: p.ack,
+    deadWindow: rawWindow(d),
+    ...(d.tsval ? { deadTsval: d.tsval, ...(nowMs !== undefined ? { deadTsvalAgeMs: Math.max(0, nowMs - d.lastSeenMs) } : {}) } : {}),
+    ...(p.tsval ? { peerTsval: p.tsval } : {}),
+  };
+}
+
+/** For goodbyes: where each followed connection's server stream stands (a BoundaryWatch). */
+export type BoundaryLookup = (peer: Endpoint, local: Endpoint) => BoundaryState;
+
+/**
+ * Connections of the dead side among the flows, with what tracking saw of each, stamped with
+ * when that was (`observedAt`). With `boundary`, each carries whether a goodbye would land
+ * between messages there: only when the stream follower stands where the flow table does.
+ */
+export function deadConnectionsFromFlows(flows: FlowRecord[], dead: DeadSide, options: { nowMs?: number; boundary?: BoundaryLookup } = {}): DeadConnection[] {
   const out: DeadConnection[] = [];
   const address = canonicalAddress(dead.address);
+  const now = options.nowMs ?? Date.now();
   for (const f of flows) {
     if (f.state === 'CLOSED' || f.state === 'RESET') continue;
     const [d, p] = isDeadSide(f.a, address, dead.port) ? [f.a, f.b] : isDeadSide(f.b, address, dead.port) ? [f.b, f.a] : [];
     if (!d || !p) continue;
-    out.push({
-      local: { address, port: d.port },
-      peer: { address: p.address, port: p.port },
-      tracked: {
-        deadNextSeq: d.nextSeq,
-        peerNextSeq: p.nextSeq,
-        peerAck: p.ack,
-        deadWindow: rawWindow(d),
-        ...(d.tsval ? { deadTsval: d.tsval } : {}),
-        ...(p.tsval ? { peerTsval: p.tsval } : {}),
-      },
-    });
+    const local = { address, port: d.port };
+    const peer = { address: p.address, port: p.port };
+    const tracked = trackedFromSides(d, p, now);
+    if (options.boundary) Object.assign(tracked, boundaryAt(options.boundary(peer, local), d.nextSeq));
+    out.push({ local, peer, tracked, observedAt: f.lastSeenMs });
   }
   return out;
 }
 
+/** A stream follower's verdict, valid only where it stands at the dead side's `deadNextSeq`. */
+export function boundaryAt(b: BoundaryState, deadNextSeq: number): Pick<TrackedState, 'atBoundary' | 'boundaryReason'> {
+  if (b.atBoundary && b.serverNext !== undefined && b.serverNext !== deadNextSeq) {
+    return { atBoundary: false, boundaryReason: `the stream follower stands at ${b.serverNext}, the flow at ${deadNextSeq}` };
+  }
+  return { atBoundary: b.atBoundary, boundaryReason: b.reason };
+}
+
 /**
- * Merges connections named by the operator (untracked, learned by probing) with tracked ones;
- * a tracked entry wins for the same connection.
+ * Merges connections named by the operator (untracked, learned by probing) with tracked ones
+ * from any number of sources (the local capture, a peer's replicated table): for the same
+ * connection a tracked entry beats an untracked one, and the most recently observed wins.
  */
-export function mergeConnections(dead: DeadSide & { port: number }, peers: Endpoint[], tracked: DeadConnection[]): DeadConnection[] {
+export function mergeConnections(dead: DeadSide & { port: number }, peers: Endpoint[], ...trackedLists: DeadConnection[][]): DeadConnection[] {
   const byKey = new Map<string, DeadConnection>();
   for (const peer of peers) {
     const local = { address: canonicalAddress(dead.address), port: dead.port };
     byKey.set(connectionKey(local, peer), { local, peer });
   }
-  for (const t of tracked) byKey.set(connectionKey(t.local, t.peer), t);
+  for (const list of trackedLists) {
+    for (const t of list) {
+      const key = connectionKey(t.local, t.peer);
+      const had = byKey.get(key);
+      if (!had || (t.tracked && !had.tracked) || (t.tracked && (t.observedAt ?? -Infinity) > (had.observedAt ?? -Infinity))) byKey.set(key, t);
+    }
+  }
   return [...byKey.values()];
 }
 

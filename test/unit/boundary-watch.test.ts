@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TCP_ACK, TCP_PSH, TCP_SYN, type ParsedSegment } from '../../src/native.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, type ParsedSegment } from '../../src/native.js';
 import { BoundaryWatch, StreamFollower } from '../../src/net/boundary-watch.js';
 import { goodbyePlugin } from '../../src/net/goodbye/index.js';
 
@@ -57,7 +57,7 @@ describe('BoundaryWatch', () => {
     src.push({ ...down, seq: 901, flags: TCP_ACK | TCP_PSH, payload: z.subarray(0, 3) });
     expect(w.state(c)).toMatchObject({ atBoundary: false });
     src.push({ ...down, seq: 904, flags: TCP_ACK | TCP_PSH, payload: z.subarray(3) });
-    expect(w.state(c)).toEqual({ atBoundary: true, reason: 'at a message boundary' });
+    expect(w.state(c)).toEqual({ atBoundary: true, reason: 'at a message boundary', serverNext: 907, clientNext: 109 });
     expect(w.state({ address: '198.18.1.1', port: 1 }).atBoundary).toBe(false);
     // A connection joined mid-stream is never at a known boundary.
     const late = { address: '198.18.1.9', port: 41000 };
@@ -65,5 +65,26 @@ describe('BoundaryWatch', () => {
     expect(w.state(late)).toMatchObject({ atBoundary: false, reason: expect.stringMatching(/mid-stream/) });
     w.close();
     expect(src.count).toBe(0);
+  });
+
+  it('follows a port on any local address; forgets a connection the server closed or reset, and one it is told about', () => {
+    const src = source();
+    const w = new BoundaryWatch(src, { port: 6379 }, goodbyePlugin('resp'), 2);
+    const open = (local: string, port: number) => {
+      src.push({ src: '198.18.1.1', sport: port, dst: local, dport: 6379, flags: TCP_SYN, seq: 1 });
+      src.push({ src: local, sport: 6379, dst: '198.18.1.1', dport: port, flags: TCP_SYN | TCP_ACK, seq: 50 });
+    };
+    const peer = (port: number) => ({ address: '198.18.1.1', port });
+    open('198.18.1.2', 40000);
+    open('198.18.1.3', 40001);
+    expect(w.state(peer(40000), { address: '198.18.1.2', port: 6379 })).toMatchObject({ atBoundary: true, serverNext: 51, clientNext: 2 });
+    expect(w.state(peer(40001), { address: '198.18.1.3', port: 6379 }).atBoundary).toBe(true);
+    expect(() => w.state(peer(40000))).toThrow(/name the local endpoint/);
+    open('198.18.1.2', 40002); // a third: over the bound of 2
+    expect(w.state(peer(40002), { address: '198.18.1.2', port: 6379 })).toMatchObject({ atBoundary: false, reason: 'more than 2 connections to follow' });
+    src.push({ src: '198.18.1.2', sport: 6379, dst: '198.18.1.1', dport: 40000, flags: TCP_FIN | TCP_ACK, seq: 51 });
+    expect(w.size).toBe(1);
+    w.forget(peer(40001), { address: '198.18.1.3', port: 6379 });
+    expect(w.size).toBe(0);
   });
 });

@@ -130,6 +130,28 @@ describe('CloseEngine against a model of the peer kernel', () => {
     expect(sent.filter((x) => x.flags & 0x01).map((x) => x.seq)).toEqual([1300, 1000]);
   });
 
+  it('a goodbye on a connection with timestamps: a TSval aged by the time since it was seen passes PAWS at once', () => {
+    const p = peer(40014);
+    p.tsRecent = 50_000; // the dead side's clock went on after the tracked value
+    const { results, sent } = simulate([p], [conn(40014, { ...exactTrack, atBoundary: true, deadTsval: 49_900, peerTsval: 9, deadTsvalAgeMs: 150 })], 'goodbye:postgres');
+    expect(results[0]).toMatchObject({ outcome: 'goodbye-delivered', ok: true });
+    expect(p.pawsDropped).toBe(0);
+    expect(sent.filter((x) => x.payload)).toHaveLength(1);
+    expect(sent[0]!.tsval).toBe(49_900 + 150 + 1);
+    expect(sent[0]!.tsecr).toBe(9);
+  });
+
+  it('a goodbye whose TSval fails PAWS is sent again at once with the TSval the duplicate ACK echoes', () => {
+    const p = peer(40015);
+    p.tsRecent = 50_000;
+    const { results, sent } = simulate([p], [conn(40015, { ...exactTrack, atBoundary: true, deadTsval: 49_000, peerTsval: 9 })], 'goodbye:postgres');
+    expect(p.pawsDropped).toBe(1);
+    expect(results[0]).toMatchObject({ outcome: 'goodbye-delivered', ok: true });
+    expect(sent.filter((x) => x.payload).map((x) => x.tsval)).toEqual([49_001, 50_001]);
+    // Not after the 250 ms answer timeout: within a round trip or two.
+    expect(results[0]!.elapsedMs).toBeLessThan(2);
+  });
+
   it('a silent peer fails after bounded attempts, waiting out the rate limit between them', () => {
     const p = peer(40009, 1, 1, { silent: true });
     const { results, elapsed } = simulate([p], [conn(40009)], 'fin', { attempts: 3, answerTimeoutMs: 100, rateLimitMs: 550 });

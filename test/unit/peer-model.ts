@@ -1,6 +1,8 @@
 // A model of how a Linux peer's TCP answers segments sent on behalf of a dead side (RFC 793,
 // RFC 5961 as implemented: exact RST resets, in-window RST draws a challenge ACK, out-of-window
-// segments draw a duplicate ACK, both rate-limited per socket; no socket -> RST).
+// segments draw a duplicate ACK, both rate-limited per socket; no socket -> RST). With
+// `tsRecent` set the connection uses timestamps: a segment whose TSval is older fails PAWS
+// (RFC 7323) and draws a rate-limited duplicate ACK echoing tsRecent; a RST skips the check.
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_URG, type SegmentSpec } from '../../src/native.js';
 import type { PeerAnswer } from '../../src/net/close-engine.js';
 import { seqAdd, seqDiff } from '../../src/net/seq.js';
@@ -12,6 +14,9 @@ export class PeerModel {
   urgent: number[] = [];
   data = Buffer.alloc(0);
   ignoredRsts = 0;
+  pawsDropped = 0;
+  /** The last TSval accepted from the dead side (RFC 7323 TS.Recent); undefined: no timestamps. */
+  tsRecent: number | undefined;
   private lastAnswerAt = -Infinity;
 
   constructor(
@@ -30,6 +35,10 @@ export class PeerModel {
     if (!this.open) return s.flags & TCP_RST ? [] : [this.answer(s, { seq: s.ack, ack: 0, flags: TCP_RST })];
     const offset = seqDiff(this.rcvNxt, s.seq);
     const inWindow = offset >= 0 && offset < this.window;
+    if (!(s.flags & TCP_RST) && this.tsRecent !== undefined && s.tsval !== undefined && seqDiff(this.tsRecent, s.tsval) < 0) {
+      this.pawsDropped++;
+      return this.limited(s, now);
+    }
     if (s.flags & TCP_RST) {
       if (offset === 0) {
         this.open = false;
@@ -45,6 +54,7 @@ export class PeerModel {
       else this.data = Buffer.concat([this.data, s.payload]);
     }
     if (s.flags & TCP_FIN) this.gotFin = true;
+    if (s.tsval !== undefined && this.tsRecent !== undefined) this.tsRecent = s.tsval;
     if (len === 0) return [];
     this.rcvNxt = seqAdd(this.rcvNxt, len);
     return [this.answer(s, { seq: this.sndNxt, ack: this.rcvNxt, flags: TCP_ACK })];
@@ -57,6 +67,7 @@ export class PeerModel {
   }
 
   private answer(s: SegmentSpec, f: { seq: number; ack: number; flags: number }): PeerAnswer {
-    return { src: s.dst, sport: s.dport, dst: s.src, dport: s.sport, ...f };
+    const ts = this.tsRecent !== undefined && !(f.flags & TCP_RST) ? { tsval: 777, tsecr: this.tsRecent } : {};
+    return { src: s.dst, sport: s.dport, dst: s.src, dport: s.sport, ...f, ...ts };
   }
 }

@@ -1,0 +1,181 @@
+// Connection replication between agents (issue 9), wired to the heartbeat links: this node's
+// own connections (LocalConnections) streamed to the peers that subscribed (ReplicationPublisher),
+// and this node's copy of the connections of the peers it would take over (ReplicaSet).
+// Datagrams share the heartbeat sockets and key; each is authenticated, checked against the
+// link it came in on, the node it is for, both ends' lives and its sequence number, and
+// counted when refused. Timers: a tick for sends and retries, a refresh of the flow table's
+// state once per heartbeat interval, and a sock_diag scan every scanMs (on a libuv worker).
+import { TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
+import type { HeartbeatAgent } from '../../monitor/heartbeat-agent.js';
+import type { DetectorEvent } from '../../monitor/failure-detector.js';
+import { FlowTracker, type CaptureScope } from '../../net/flow-tracker.js';
+import { goodbyePlugin } from '../../net/goodbye/index.js';
+import { CONNECTED_STATES, listTcpSocketsAsync } from '../../net/sockdiag.js';
+import { LocalConnections, type CaptureSource, type ServiceScope } from './local-connections.js';
+import { ReplicationPublisher, type ReplicationTransport, type SubscriberStatus } from './publisher.js';
+import { ReplicaSet, type ReplicaStatus } from './replicas.js';
+import { decodeReplication, REPLICATION_MAGIC, type ReplicatedService, type WireRejection } from './wire.js';
+
+export interface ConnectionReplicationOptions {
+  heartbeat: HeartbeatAgent;
+  node: string;
+  incarnation: bigint;
+  key: Buffer;
+  /** The configured peers: only they may subscribe. */
+  peers: string[];
+  /** The heartbeat interval: state refresh and summaries run at this period. */
+  intervalMs: number;
+  /** Per peer: the services this node takes over when that peer dies. */
+  subscriptions: Map<string, ReplicatedService[]>;
+  /** This node's own ports whose streams it follows for its own goodbyes (instances with a goodbye method). */
+  ownScopes?: ServiceScope[];
+  /** Per subscriber (default 4 MiB/s). */
+  maxBytesPerSecond?: number;
+  /** sock_diag scan period (default 1000 ms). */
+  scanMs?: number;
+  /** Opens the capture of this node's own traffic; default: every interface, a wake-up per packet. */
+  openCapture?: (scope: CaptureScope) => CaptureSource;
+}
+
+export type ReplicationRejection = WireRejection | 'wrong-link' | 'wrong-receiver' | 'unknown-peer' | 'stale-incarnation' | 'replayed' | 'overflow' | 'refused';
+
+export interface ReplicationStatus {
+  /** Peers whose connections this node holds a copy of. */
+  peers: ReplicaStatus[];
+  /** Peers that hold a copy of this node's connections. */
+  subscribers: SubscriberStatus[];
+  /** This node's own connections followed (all scopes), and how the last scan went. */
+  local: { connections: number; scans: number; lastScanMs: number; refused: number };
+  rejected: Record<ReplicationRejection, number>;
+}
+
+export const DEFAULT_REPLICATION_RATE = 4 << 20;
+
+/** The capture of this node's own service traffic: every interface, opens and closes handed over per packet. */
+export function openOwnCapture(scope: CaptureScope): CaptureSource {
+  const t = new FlowTracker({ interface: 'any', wakeup: 'packet', deliverFlags: TCP_SYN | TCP_FIN | TCP_RST, ...scope });
+  t.start();
+  return t;
+}
+
+export class ConnectionReplication {
+  readonly local: LocalConnections;
+  readonly publisher: ReplicationPublisher;
+  readonly replicas: ReplicaSet;
+  private readonly rejected: Record<'wrong-link' | 'wrong-receiver' | 'unknown-peer' | 'stale-incarnation' | 'replayed' | 'refused' | WireRejection, number> = {
+    short: 0, magic: 0, version: 0, type: 0, node: 0, length: 0, hmac: 0, body: 0,
+    'wrong-link': 0, 'wrong-receiver': 0, 'unknown-peer': 0, 'stale-incarnation': 0, replayed: 0, refused: 0,
+  };
+  /** Last SUBSCRIBE sequence accepted per peer, in the peer's life it came from. */
+  private readonly subscribeSeq = new Map<string, { incarnation: bigint; seq: bigint }>();
+  private timer: NodeJS.Timeout | undefined;
+  private lastRefresh = 0;
+  private lastScan = 0;
+  private readonly onHeartbeat = (e: DetectorEvent) => {
+    if (e.kind === 'node-up') this.replicas.peerUp(e.node, e.incarnation);
+    if (e.kind === 'node-down') {
+      this.replicas.peerDown(e.node);
+      this.publisher.unsubscribe(e.node);
+    }
+  };
+
+  constructor(private readonly options: ConnectionReplicationOptions) {
+    const transport: ReplicationTransport = {
+      linkFor: (peer) => options.heartbeat.detector.firstLinkUp(peer),
+      send: (peer, link, datagram) => options.heartbeat.send(peer, link, datagram),
+    };
+    this.local = new LocalConnections({
+      openCapture: options.openCapture ?? openOwnCapture,
+      listSockets: (ports) => listTcpSocketsAsync({ states: CONNECTED_STATES, localPorts: ports }),
+    });
+    this.publisher = new ReplicationPublisher({
+      node: options.node,
+      incarnation: options.incarnation,
+      key: options.key,
+      local: this.local,
+      transport,
+      intervalMs: options.intervalMs,
+      maxBytesPerSecond: options.maxBytesPerSecond ?? DEFAULT_REPLICATION_RATE,
+      ...(options.ownScopes ? { ownScopes: options.ownScopes } : {}),
+      goodbye: (name) => {
+        try {
+          return goodbyePlugin(name);
+        } catch {
+          return undefined; // a plugin this node lacks: the service is replicated without boundaries
+        }
+      },
+    });
+    this.replicas = new ReplicaSet({
+      node: options.node,
+      incarnation: options.incarnation,
+      key: options.key,
+      transport,
+      subscriptions: options.subscriptions,
+      intervalMs: options.intervalMs,
+    });
+  }
+
+  /** Before the heartbeats start: routes the datagrams, follows node events, starts the timers. */
+  start(): void {
+    this.options.heartbeat.addReceiver(REPLICATION_MAGIC, (msg, link) => this.receive(msg, link));
+    this.options.heartbeat.on('event', this.onHeartbeat);
+    const tickMs = Math.min(50, Math.max(5, Math.floor(this.options.intervalMs / 4)));
+    this.timer = setInterval(() => this.tick(), tickMs);
+    if (this.local.scopes.length > 0) void this.local.scan().catch(() => {});
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.options.heartbeat.off('event', this.onHeartbeat);
+    this.publisher.close();
+    this.local.close();
+  }
+
+  status(): ReplicationStatus {
+    const rejected = { ...this.rejected, overflow: this.replicas.rejected.overflow };
+    for (const k of ['wrong-receiver', 'unknown-peer', 'stale-incarnation', 'replayed'] as const) rejected[k] += this.replicas.rejected[k];
+    return {
+      peers: this.replicas.status(),
+      subscribers: this.publisher.status(),
+      local: { connections: this.local.size, scans: this.local.counters.scans, lastScanMs: this.local.counters.lastScanMs, refused: this.local.counters.refused },
+      rejected,
+    };
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    if (now - this.lastRefresh >= this.options.intervalMs) {
+      this.lastRefresh = now;
+      this.local.refresh();
+    }
+    if (now - this.lastScan >= (this.options.scanMs ?? 1000) && this.local.scopes.length > 0) {
+      this.lastScan = now;
+      void this.local.scan().catch(() => {}); // a failed dump: the next one tries again
+    }
+    this.publisher.tick();
+    this.replicas.tick();
+  }
+
+  private receive(msg: Buffer, link: number): void {
+    const r = decodeReplication(msg, this.options.key);
+    if (!r.ok) return void this.rejected[r.reason]++;
+    const env = r.envelope;
+    if (env.link !== link) return void this.rejected['wrong-link']++;
+    if (env.message.type !== 'subscribe') return this.replicas.receive(env);
+    // A subscription: to this node in this life, from a configured peer in its current life
+    // (its heartbeats tell which), never one already seen.
+    if (env.to !== this.options.node) return void this.rejected['wrong-receiver']++;
+    if (!this.options.peers.includes(env.from)) return void this.rejected['unknown-peer']++;
+    const heard = this.options.heartbeat.detector.incarnationOf(env.from);
+    if (env.toIncarnation !== this.options.incarnation || (heard !== undefined && env.fromIncarnation < heard)) return void this.rejected['stale-incarnation']++;
+    const last = this.subscribeSeq.get(env.from);
+    if (last && last.incarnation === env.fromIncarnation && env.seq <= last.seq) return void this.rejected.replayed++;
+    if (last && env.fromIncarnation < last.incarnation) return void this.rejected['stale-incarnation']++;
+    this.subscribeSeq.set(env.from, { incarnation: env.fromIncarnation, seq: env.seq });
+    try {
+      this.publisher.subscribe(env.from, env.fromIncarnation, env.message.services);
+    } catch {
+      this.rejected.refused++; // more service ports than one capture follows
+    }
+  }
+}

@@ -1,0 +1,339 @@
+// The connections this node serves, as its agent follows them to replicate them to its peers
+// (issue 9) and to say goodbye on them itself. Three sources, each for what it is best at:
+// - the capture's SYN-ACK, FIN and RST segments, handed over per packet: a connection is known
+//   (and replicated) a fraction of a millisecond after the server accepted it, and forgotten when
+//   it ends;
+// - the capture's flow table, polled for what changed: sequence numbers, windows, timestamps;
+// - sock_diag, dumped on a libuv worker every scan: the authoritative list, which adds what the
+//   capture never saw (connections older than the agent) and removes what it missed.
+// A scope with a goodbye also has its byte streams followed (BoundaryWatch), so each connection
+// says whether the server stream sits between two messages, and where.
+import { EventEmitter } from 'node:events';
+import type { FlowRecord, ParsedSegment } from '../../native.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
+import { BoundaryWatch, type BoundaryState } from '../../net/boundary-watch.js';
+import type { LocalBoundary } from '../../net/close-local.js';
+import type { SegmentSource } from '../../net/close-remote.js';
+import { canonicalAddress, connectionKey, type Endpoint } from '../../net/endpoint.js';
+import { boundaryAt, trackedFromSides } from '../../net/flow-knowledge.js';
+import type { CaptureScope } from '../../net/flow-tracker.js';
+import type { GoodbyePlugin } from '../../net/goodbye/types.js';
+import type { DiagSocket } from '../../net/sockdiag.js';
+import type { ReplicatedState } from './wire.js';
+
+/** Connections on this local port (and address, when given): a service peers may take over, or an instance's port. */
+export interface ServiceScope {
+  address?: string;
+  port: number;
+  /** Follow the byte streams with this plugin's framer, for goodbyes. */
+  goodbye?: GoodbyePlugin;
+}
+
+export interface LocalConnection {
+  readonly key: string;
+  /** The server side: this node's address and the service port. */
+  readonly local: Endpoint;
+  readonly peer: Endpoint;
+  /** The server's initial sequence number, from its SYN-ACK (when the capture saw it). */
+  readonly isn?: number;
+  /** When this table learned of it (ms since the epoch). */
+  openedAt: number;
+  /** What the capture saw of it, and when it last saw a segment (ms since the epoch). */
+  state?: ReplicatedState;
+  stateAt?: number;
+  /** For scopes with a goodbye: whether the server stream sits between messages. */
+  boundary?: { atBoundary: boolean; reason: string };
+  /** Where the followed server stream stands (seq of its next byte), for a goodbye sent through the socket. */
+  serverNext?: number;
+  /** Scans in a row (each started after it was opened) that did not list it. */
+  missedScans: number;
+}
+
+export type LocalChange = { kind: 'open' | 'update' | 'close'; conn: LocalConnection };
+
+/** What LocalConnections needs of a capture: FlowTracker, or a fake in tests. */
+export interface CaptureSource extends SegmentSource {
+  flows(since?: number): FlowRecord[];
+  setScope(scope: CaptureScope): void;
+  close(): void;
+}
+
+export interface LocalConnectionsOptions {
+  /** Opens the capture (on every interface, a wake-up per packet) when the first scope is set, with that scope. */
+  openCapture: (scope: CaptureScope) => CaptureSource;
+  /** The connected sockets (established or half-closed) on these local ports. */
+  listSockets: (ports: number[]) => Promise<DiagSocket[]>;
+  /** ms since the epoch. */
+  now?: () => number;
+  /** At most this many connections are held; further ones are refused and counted. */
+  maxConnections?: number;
+}
+
+/** The BPF filter takes at most 16 ports. */
+export const MAX_SCOPE_PORTS = 16;
+/** Payload captured per segment when a scope follows streams: a whole segment, GSO ones included. */
+const FOLLOW_PAYLOAD = 65535;
+const TOMBSTONE_MS = 30_000;
+
+export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
+  private readonly entries = new Map<string, LocalConnection>();
+  /** Connections the capture saw end, by key: when. A scan that began earlier must not bring them back. */
+  private readonly tombstones = new Map<string, number>();
+  private scopeList: ServiceScope[] = [];
+  /** Stream followers, by scopeId. */
+  private watches = new Map<string, BoundaryWatch>();
+  private lastRefresh = 0;
+  private scanning: Promise<void> | undefined;
+  private readonly now: () => number;
+  private readonly max: number;
+  private capture: { source: CaptureSource; unsubscribe: () => void } | undefined;
+  readonly counters = { opened: 0, closed: 0, refused: 0, scans: 0, lastScanMs: 0 };
+
+  constructor(private readonly options: LocalConnectionsOptions) {
+    super();
+    this.now = options.now ?? Date.now;
+    this.max = options.maxConnections ?? 1 << 18;
+  }
+
+  get scopes(): readonly ServiceScope[] {
+    return this.scopeList;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * The scopes to follow (replaces the old ones). The capture opens with the first scope and
+   * closes with the last; in between its filter changes on the live socket, keeping what it
+   * tracked. Connections outside every scope are dropped (closed). Throws a RangeError past
+   * MAX_SCOPE_PORTS distinct ports, changing nothing.
+   */
+  setScopes(scopes: ServiceScope[]): void {
+    // One scope per (address, port, goodbye): two subscribers of one service share it.
+    const byId = new Map<string, ServiceScope>();
+    for (const s of scopes) {
+      const scope = { ...s, ...(s.address !== undefined ? { address: canonicalAddress(s.address) } : {}) };
+      byId.set(scopeId(scope), scope);
+    }
+    const ports = [...new Set([...byId.values()].map((s) => s.port))];
+    if (ports.length > MAX_SCOPE_PORTS) throw new RangeError(`at most ${MAX_SCOPE_PORTS} service ports can be followed, not ${ports.length}`);
+    const captureScope = { ports, payloadBytes: [...byId.values()].some((s) => s.goodbye) ? FOLLOW_PAYLOAD : 0 };
+    if (ports.length === 0) {
+      this.closeCapture();
+    } else if (!this.capture) {
+      const source = this.options.openCapture(captureScope);
+      this.capture = { source, unsubscribe: source.onSegments((segs) => this.onSegments(segs)) };
+    } else {
+      this.capture.source.setScope(captureScope);
+    }
+    // Streams already followed stay followed: a scope that is kept keeps its watch.
+    const watches = new Map<string, BoundaryWatch>();
+    for (const [id, s] of byId) {
+      if (!s.goodbye || !this.capture) continue;
+      const kept = this.watches.get(id);
+      watches.set(id, kept ?? new BoundaryWatch(this.capture.source, { ...(s.address !== undefined ? { address: s.address } : {}), port: s.port }, s.goodbye));
+    }
+    for (const [id, w] of this.watches) if (watches.get(id) !== w) w.close();
+    this.watches = watches;
+    this.scopeList = [...byId.values()];
+    for (const c of [...this.entries.values()]) if (!this.scopeOf(c.local)) this.drop(c);
+  }
+
+  /** Every connection held now. */
+  list(): LocalConnection[] {
+    return [...this.entries.values()];
+  }
+
+  get(key: string): LocalConnection | undefined {
+    return this.entries.get(key);
+  }
+
+  /** For a goodbye through the local socket (the instance plan): the followed boundary of a connection. */
+  boundaryOf(local: Endpoint, peer: Endpoint): LocalBoundary | undefined {
+    const watch = this.watchOf(local);
+    if (!watch) return undefined;
+    const b = watch.state(peer, local);
+    return { atBoundary: b.atBoundary, reason: b.reason, ...(b.serverNext !== undefined ? { serverNext: b.serverNext } : {}) };
+  }
+
+  /**
+   * Takes what the flow table saw since the last refresh: new sequence numbers, windows,
+   * timestamps and boundaries become 'update' changes. Cheap when little changed.
+   */
+  refresh(): void {
+    const now = this.now();
+    // A few ms of overlap: a segment stamped just before the last refresh is not missed.
+    const since = this.lastRefresh - 5;
+    this.lastRefresh = now;
+    for (const f of this.capture?.source.flows(since) ?? []) {
+      for (const [d, p] of [[f.b, f.a], [f.a, f.b]] as const) {
+        const c = this.entries.get(connectionKey(d, p));
+        if (!c) continue;
+        const state: ReplicatedState = trackedFromSides(d, p);
+        let boundary: LocalConnection['boundary'];
+        let serverNext: number | undefined;
+        const watch = this.watchOf(c.local);
+        if (watch) {
+          const b: BoundaryState = watch.state(c.peer, c.local);
+          const at = boundaryAt(b, d.nextSeq);
+          boundary = { atBoundary: at.atBoundary === true, reason: at.boundaryReason ?? b.reason };
+          serverNext = b.serverNext;
+        }
+        c.stateAt = Math.max(d.lastSeenMs, p.lastSeenMs);
+        c.serverNext = serverNext;
+        if (sameState(c.state, state) && sameBoundary(c.boundary, boundary)) break;
+        c.state = state;
+        c.boundary = boundary;
+        this.emit('change', { kind: 'update', conn: c });
+        break;
+      }
+    }
+  }
+
+  /**
+   * One sock_diag scan (on a libuv worker): adds the connections the capture did not see open,
+   * and removes those missing from two scans in a row. Concurrent calls share one scan.
+   */
+  scan(): Promise<void> {
+    this.scanning ??= this.doScan().finally(() => {
+      this.scanning = undefined;
+    });
+    return this.scanning;
+  }
+
+  close(): void {
+    for (const w of this.watches.values()) w.close();
+    this.watches.clear();
+    this.closeCapture();
+    this.entries.clear();
+    this.tombstones.clear();
+  }
+
+  private closeCapture(): void {
+    this.capture?.unsubscribe();
+    this.capture?.source.close();
+    this.capture = undefined;
+  }
+
+  private async doScan(): Promise<void> {
+    const ports = [...new Set(this.scopeList.map((s) => s.port))];
+    if (ports.length === 0) return;
+    const started = this.now();
+    const t0 = performance.now();
+    const sockets = await this.options.listSockets(ports);
+    this.counters.scans++;
+    this.counters.lastScanMs = Math.round((performance.now() - t0) * 100) / 100;
+    const listed = new Set<string>();
+    for (const s of sockets) {
+      const local = { address: s.src, port: s.sport };
+      if (!this.scopeOf(local)) continue;
+      const peer = { address: s.dst, port: s.dport };
+      const key = connectionKey(local, peer);
+      listed.add(key);
+      const c = this.entries.get(key);
+      if (c) {
+        c.missedScans = 0;
+        continue;
+      }
+      const closedAt = this.tombstones.get(key);
+      if (closedAt !== undefined && closedAt >= started) continue; // ended while the dump ran
+      this.add(key, local, peer);
+    }
+    for (const c of [...this.entries.values()]) {
+      if (listed.has(c.key) || c.openedAt >= started) continue;
+      if (++c.missedScans >= 2) this.drop(c);
+    }
+    for (const [key, at] of this.tombstones) if (this.now() - at > TOMBSTONE_MS) this.tombstones.delete(key);
+  }
+
+  private onSegments(segs: ParsedSegment[]): void {
+    for (const s of segs) {
+      if (!(s.flags & (TCP_SYN | TCP_FIN | TCP_RST))) continue;
+      const src = { address: s.src, port: s.sport };
+      const dst = { address: s.dst, port: s.dport };
+      if (s.flags & TCP_SYN) {
+        // The server's SYN-ACK: it accepted the connection, and its client will think it open.
+        if (s.flags & TCP_ACK && this.scopeOf(src)) this.open(src, dst, s.seq);
+        continue;
+      }
+      // A reset from either side ends it; so does the server's FIN (the client reads EOF).
+      // The client's FIN does not: the server may still answer it.
+      const fromServer = this.entries.get(connectionKey(src, dst));
+      if (fromServer) this.drop(fromServer, true);
+      else if (s.flags & TCP_RST) {
+        const toServer = this.entries.get(connectionKey(dst, src));
+        if (toServer) this.drop(toServer, true);
+      }
+    }
+  }
+
+  private open(local: Endpoint, peer: Endpoint, isn: number): void {
+    const key = connectionKey(local, peer);
+    this.tombstones.delete(key);
+    const had = this.entries.get(key);
+    // The same SYN-ACK again (a retransmission) changes nothing; another ISN is a new connection
+    // on a reused port, whose state starts over.
+    if (had && had.isn === isn) return;
+    if (had) this.entries.delete(key);
+    this.add(key, local, peer, isn);
+  }
+
+  private add(key: string, local: Endpoint, peer: Endpoint, isn?: number): void {
+    if (this.entries.size >= this.max) {
+      this.counters.refused++;
+      return;
+    }
+    const c: LocalConnection = {
+      key,
+      local: { address: canonicalAddress(local.address), port: local.port },
+      peer: { address: canonicalAddress(peer.address), port: peer.port },
+      openedAt: this.now(),
+      missedScans: 0,
+      ...(isn !== undefined ? { isn } : {}),
+    };
+    this.entries.set(key, c);
+    this.counters.opened++;
+    this.emit('change', { kind: 'open', conn: c });
+  }
+
+  private drop(c: LocalConnection, seenEnding = false): void {
+    this.entries.delete(c.key);
+    if (seenEnding) this.tombstones.set(c.key, this.now());
+    this.watchOf(c.local)?.forget(c.peer, c.local);
+    this.counters.closed++;
+    this.emit('change', { kind: 'close', conn: c });
+  }
+
+  private watchOf(local: Endpoint): BoundaryWatch | undefined {
+    const scope = this.scopeOf(local);
+    return scope && this.watches.get(scopeId(scope));
+  }
+
+  /** The scope a local endpoint belongs to (one that follows streams first, when several do). */
+  private scopeOf(local: Endpoint): ServiceScope | undefined {
+    const address = canonicalAddress(local.address);
+    const matching = this.scopeList.filter((s) => s.port === local.port && (s.address === undefined || s.address === address));
+    return matching.find((s) => s.goodbye) ?? matching[0];
+  }
+}
+
+function scopeId(s: ServiceScope): string {
+  return `${s.address ?? '*'}|${s.port}|${s.goodbye?.name ?? ''}`;
+}
+
+function sameState(a: ReplicatedState | undefined, b: ReplicatedState): boolean {
+  return (
+    a !== undefined &&
+    a.deadNextSeq === b.deadNextSeq &&
+    a.peerNextSeq === b.peerNextSeq &&
+    a.peerAck === b.peerAck &&
+    a.deadWindow === b.deadWindow &&
+    a.deadTsval === b.deadTsval &&
+    a.peerTsval === b.peerTsval
+  );
+}
+
+function sameBoundary(a: LocalConnection['boundary'], b: LocalConnection['boundary']): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.atBoundary === b.atBoundary && a.reason === b.reason);
+}

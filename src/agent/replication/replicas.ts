@@ -1,0 +1,305 @@
+// The receiving side of connection replication: this node's copy of each peer's connections,
+// for the services it would take over when that peer dies (issue 9). It subscribes when the
+// peer comes up (the heartbeats tell its incarnation), applies the peer's SYNC and deltas in
+// sequence, and subscribes again on any sign that its copy went wrong: a gap in the sequence,
+// a sync cut short, a summary whose count differs, or silence while the peer's heartbeats go
+// on. When the peer dies, the copy is frozen: it is what the takeover closes.
+// Every datagram must be addressed to this node in its current life, come from a configured
+// peer in its current life, and carry the next sequence number; anything else is dropped and
+// counted (replayed, stale incarnation, ...), never applied.
+import type { DeadConnection } from '../../net/close-engine.js';
+import { canonicalAddress, connectionKey, type Endpoint } from '../../net/endpoint.js';
+import type { ReplicationTransport } from './publisher.js';
+import { encodeReplication, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicatedState } from './wire.js';
+
+export interface ReplicaEntry {
+  service: number;
+  peer: Endpoint;
+  state?: ReplicatedState;
+  boundary?: { atBoundary: boolean; reason: string };
+  /** When the state was current, on this node's clock (arrival minus the age the sender gave). */
+  observedAt: number;
+}
+
+export interface ReplicaSetOptions {
+  node: string;
+  incarnation: bigint;
+  key: Buffer;
+  transport: ReplicationTransport;
+  /** Per peer: the services this node would take over from it. */
+  subscriptions: Map<string, ReplicatedService[]>;
+  /** The peer's heartbeat interval: a copy with no datagram for 10 of them (at least 3 s) is asked for again. */
+  intervalMs: number;
+  /** ms since the epoch. */
+  now?: () => number;
+  /** Entries per peer at most; past it an upsert is refused and counted. */
+  maxConnections?: number;
+}
+
+export type ReplicaRejection = 'wrong-receiver' | 'unknown-peer' | 'stale-incarnation' | 'replayed' | 'overflow';
+
+interface Replica {
+  node: string;
+  services: ReplicatedService[];
+  up: boolean;
+  /** The peer's incarnation: from its heartbeats, or from its datagrams once they are newer. */
+  incarnation: bigint | undefined;
+  seq: bigint;
+  /** Our own sequence for SUBSCRIBE datagrams to it. */
+  sent: bigint;
+  subscribedAt: number | undefined;
+  lastSubscribeReason: string | undefined;
+  /** Ask again at the next tick (a gap, a cut sync, a count that differs). */
+  resync: string | undefined;
+  epoch: number | undefined;
+  table: Map<string, ReplicaEntry>;
+  staging: { epoch: number; nextPart: number; table: Map<string, ReplicaEntry> } | undefined;
+  syncedAt: number | undefined;
+  lastDatagramAt: number | undefined;
+  lastSummary: { connections: number; pending: number; at: number } | undefined;
+  counters: { datagrams: number; syncs: number; subscribes: number; gaps: number; mismatches: number };
+}
+
+export interface ReplicaStatus {
+  node: string;
+  up: boolean;
+  services: ReplicatedService[];
+  /** Connections known (the synced table, plus a sync under way). */
+  connections: number;
+  synced: boolean;
+  epoch: number | undefined;
+  /** ms since the last datagram from the peer (undefined: none yet). */
+  lastUpdateAgeMs: number | undefined;
+  /** What the peer's last summary said it had, and had not sent yet. */
+  peerCount: number | undefined;
+  peerPending: number | undefined;
+  /** Why this node last subscribed (the peer came up, a gap, a count that differs...). */
+  lastSubscribeReason: string | undefined;
+  counters: Replica['counters'];
+}
+
+/** How often at most a subscription is repeated while its answer is awaited. */
+const RESUBSCRIBE_MS = 1000;
+
+export class ReplicaSet {
+  private readonly replicas = new Map<string, Replica>();
+  private readonly now: () => number;
+  private readonly max: number;
+  readonly rejected: Record<ReplicaRejection, number> = { 'wrong-receiver': 0, 'unknown-peer': 0, 'stale-incarnation': 0, replayed: 0, overflow: 0 };
+
+  constructor(private readonly options: ReplicaSetOptions) {
+    this.now = options.now ?? Date.now;
+    this.max = options.maxConnections ?? 1 << 18;
+    for (const [node, services] of options.subscriptions) {
+      this.replicas.set(node, {
+        node,
+        services,
+        up: false,
+        incarnation: undefined,
+        seq: 0n,
+        sent: 0n,
+        subscribedAt: undefined,
+        lastSubscribeReason: undefined,
+        resync: undefined,
+        epoch: undefined,
+        table: new Map(),
+        staging: undefined,
+        syncedAt: undefined,
+        lastDatagramAt: undefined,
+        lastSummary: undefined,
+        counters: { datagrams: 0, syncs: 0, subscribes: 0, gaps: 0, mismatches: 0 },
+      });
+    }
+  }
+
+  /** The peer is up in this life (heartbeats): subscribe. A new life starts its stream over. */
+  peerUp(node: string, incarnation: bigint): void {
+    const r = this.replicas.get(node);
+    if (!r) return;
+    r.up = true;
+    if (r.incarnation !== incarnation) {
+      r.incarnation = incarnation;
+      r.seq = 0n;
+    }
+    this.subscribe(r, 'the peer came up');
+  }
+
+  /** The peer is down: its copy is frozen as it is (the takeover closes what it lists). */
+  peerDown(node: string): void {
+    const r = this.replicas.get(node);
+    if (r) r.up = false;
+  }
+
+  /** A datagram from the wire, authenticated (HMAC) but not yet checked for who and when. */
+  receive(env: Envelope): void {
+    if (env.to !== this.options.node) return void this.rejected['wrong-receiver']++;
+    const r = this.replicas.get(env.from);
+    if (!r) return void this.rejected['unknown-peer']++;
+    // Meant for an earlier life of this node, or sent by an earlier life of the peer.
+    if (env.toIncarnation !== this.options.incarnation) return void this.rejected['stale-incarnation']++;
+    if (r.incarnation !== undefined && env.fromIncarnation < r.incarnation) return void this.rejected['stale-incarnation']++;
+    if (r.incarnation === undefined || env.fromIncarnation > r.incarnation) {
+      r.incarnation = env.fromIncarnation;
+      r.seq = 0n;
+    }
+    if (env.seq <= r.seq) return void this.rejected.replayed++;
+    if (r.seq !== 0n && env.seq !== r.seq + 1n) {
+      r.counters.gaps++;
+      r.resync = `datagrams ${r.seq + 1n}..${env.seq - 1n} were lost`;
+    }
+    r.seq = env.seq;
+    const now = this.now();
+    r.lastDatagramAt = now;
+    r.counters.datagrams++;
+    const m = env.message;
+    switch (m.type) {
+      case 'sync':
+        if (m.part === 0) {
+          // A full state in answer to a subscription: it supersedes whatever was lost before.
+          r.staging = { epoch: m.epoch, nextPart: 0, table: new Map() };
+          r.resync = undefined;
+        }
+        if (!r.staging || r.staging.epoch !== m.epoch || r.staging.nextPart !== m.part) {
+          r.staging = undefined;
+          r.resync ??= `sync part ${m.part} of epoch ${m.epoch} arrived without the parts before it`;
+          return;
+        }
+        this.apply(r, r.staging.table, m.records, now);
+        r.staging.nextPart++;
+        if (m.last) {
+          r.table = r.staging.table;
+          r.epoch = m.epoch;
+          r.staging = undefined;
+          r.syncedAt = now;
+          r.counters.syncs++;
+        }
+        return;
+      case 'delta':
+        // Deltas of an epoch whose sync is under way belong to it; of an older one, to nothing.
+        if (r.staging?.epoch === m.epoch) this.apply(r, r.staging.table, m.records, now);
+        else if (r.epoch === m.epoch) this.apply(r, r.table, m.records, now);
+        return;
+      case 'summary':
+        r.lastSummary = { connections: m.connections, pending: m.pending, at: now };
+        if (r.epoch === m.epoch && !r.staging && m.pending === 0 && m.connections !== r.table.size) {
+          r.counters.mismatches++;
+          r.resync ??= `the peer has ${m.connections} connections, this copy ${r.table.size}`;
+        }
+        return;
+      case 'subscribe':
+        return; // the publisher's business, routed there
+    }
+  }
+
+  /** Subscribes again where the copy needs it. Call every few ms. */
+  tick(): void {
+    const now = this.now();
+    const silentMs = Math.max(3000, 10 * this.options.intervalMs);
+    for (const r of this.replicas.values()) {
+      if (!r.up || r.incarnation === undefined) continue;
+      const since = r.subscribedAt === undefined ? Infinity : now - r.subscribedAt;
+      if (since < RESUBSCRIBE_MS) continue;
+      if (r.resync) this.subscribe(r, r.resync);
+      // A sync under way is answered; a slow one (the rate cap) must not be started over.
+      else if (r.epoch === undefined && (r.lastDatagramAt === undefined || r.lastDatagramAt < r.subscribedAt!)) this.subscribe(r, 'no sync arrived');
+      else if (r.lastDatagramAt === undefined || now - r.lastDatagramAt > silentMs) this.subscribe(r, 'the peer went silent');
+    }
+  }
+
+  /**
+   * The connections of `node` on `service` (its address and port) as last replicated, for the
+   * close engine: the completed sync, and a sync under way on top of it.
+   */
+  connections(node: string, service: Endpoint): DeadConnection[] {
+    const r = this.replicas.get(node);
+    if (!r) return [];
+    const local = { address: canonicalAddress(service.address), port: service.port };
+    const index = r.services.findIndex((s) => s.port === local.port && canonicalAddress(s.address) === local.address);
+    if (index < 0) return [];
+    const now = this.now();
+    const merged = new Map<string, ReplicaEntry>();
+    for (const t of [r.table, r.staging?.table]) for (const [k, e] of t ?? []) if (e.service === index) merged.set(k, e);
+    return [...merged.values()].map((e) => ({
+      local,
+      peer: e.peer,
+      observedAt: e.observedAt,
+      ...(e.state
+        ? {
+            tracked: {
+              ...e.state,
+              ...(e.state.deadTsval !== undefined ? { deadTsvalAgeMs: Math.max(0, now - e.observedAt) } : {}),
+              ...(e.boundary ? { atBoundary: e.boundary.atBoundary, boundaryReason: e.boundary.reason } : {}),
+            },
+          }
+        : {}),
+    }));
+  }
+
+  /** Every entry of a peer's copy, for `takeover flows --peer`. */
+  entries(node: string): Array<ReplicaEntry & { service: number; local: Endpoint }> {
+    const r = this.replicas.get(node);
+    if (!r) return [];
+    const merged = new Map<string, ReplicaEntry>([...r.table, ...(r.staging?.table ?? [])]);
+    return [...merged.values()].map((e) => ({ ...e, local: { address: r.services[e.service]?.address ?? '?', port: r.services[e.service]?.port ?? 0 } }));
+  }
+
+  status(): ReplicaStatus[] {
+    const now = this.now();
+    return [...this.replicas.values()].map((r) => ({
+      node: r.node,
+      up: r.up,
+      services: r.services,
+      connections: new Set([...r.table.keys(), ...(r.staging?.table.keys() ?? [])]).size,
+      synced: r.epoch !== undefined,
+      epoch: r.epoch,
+      lastUpdateAgeMs: r.lastDatagramAt === undefined ? undefined : now - r.lastDatagramAt,
+      peerCount: r.lastSummary?.connections,
+      peerPending: r.lastSummary?.pending,
+      lastSubscribeReason: r.lastSubscribeReason,
+      counters: { ...r.counters },
+    }));
+  }
+
+  private apply(r: Replica, table: Map<string, ReplicaEntry>, records: ConnectionRecord[], now: number): void {
+    for (const rec of records) {
+      const svc = r.services[rec.service];
+      if (!svc) continue; // an index beyond what we asked for names nothing of ours
+      const key = connectionKey(svc, rec.peer);
+      if (rec.op === 'remove') {
+        table.delete(key);
+        continue;
+      }
+      if (!table.has(key) && table.size >= this.max) {
+        this.rejected.overflow++;
+        continue;
+      }
+      table.set(key, {
+        service: rec.service,
+        peer: rec.peer,
+        observedAt: now - (rec.ageMs ?? 0),
+        ...(rec.state ? { state: rec.state } : {}),
+        ...(rec.boundary ? { boundary: rec.boundary } : {}),
+      });
+    }
+  }
+
+  private subscribe(r: Replica, why: string): void {
+    const link = this.options.transport.linkFor(r.node);
+    if (link === undefined || r.incarnation === undefined) return;
+    r.sent++;
+    const env: Envelope = {
+      from: this.options.node,
+      to: r.node,
+      link,
+      fromIncarnation: this.options.incarnation,
+      toIncarnation: r.incarnation,
+      seq: r.sent,
+      message: { type: 'subscribe', services: r.services },
+    };
+    this.options.transport.send(r.node, link, encodeReplication(env, this.options.key));
+    r.subscribedAt = this.now();
+    r.resync = undefined;
+    r.lastSubscribeReason = why;
+    r.counters.subscribes++;
+  }
+}

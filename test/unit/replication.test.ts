@@ -1,0 +1,368 @@
+// Connection replication without privileges: the serving node's table (LocalConnections) fed by
+// a fake capture and a fake sock_diag, its publisher, and a peer's ReplicaSet, joined by an
+// in-memory transport that can lose, replay and hold datagrams; time is simulated.
+import { describe, expect, it } from 'vitest';
+import { LocalConnections, type CaptureSource, type LocalChange } from '../../src/agent/replication/local-connections.js';
+import { ReplicationPublisher, type ReplicationTransport } from '../../src/agent/replication/publisher.js';
+import { ReplicaSet } from '../../src/agent/replication/replicas.js';
+import { decodeReplication, type Envelope } from '../../src/agent/replication/wire.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type FlowRecord, type FlowSide, type ParsedSegment } from '../../src/native.js';
+import type { CaptureScope } from '../../src/net/flow-tracker.js';
+import { goodbyePlugin } from '../../src/net/goodbye/index.js';
+import type { DiagSocket } from '../../src/net/sockdiag.js';
+
+const KEY = Buffer.from('the cluster key of the unit test');
+const SERVICE = { address: '198.18.9.2', port: 6379 };
+const client = (port: number) => ({ address: '198.18.9.1', port });
+
+class FakeCapture implements CaptureSource {
+  listeners = new Set<(s: ParsedSegment[]) => void>();
+  table: FlowRecord[] = [];
+  scope: CaptureScope | undefined;
+  closed = false;
+  onSegments(l: (s: ParsedSegment[]) => void) {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+  flows(since = -Infinity) {
+    return this.table.filter((f) => f.lastSeenMs >= since);
+  }
+  setScope(scope: CaptureScope) {
+    this.scope = scope;
+  }
+  /** As LocalConnections opens it: with the first scope. */
+  open = (scope: CaptureScope) => {
+    this.scope = scope;
+    this.closed = false;
+    return this;
+  };
+  close() {
+    this.closed = true;
+  }
+  push(s: Partial<ParsedSegment>) {
+    const seg = { family: 4, src: '', dst: '', sport: 0, dport: 0, seq: 0, ack: 0, flags: TCP_ACK, window: 0, urgentPointer: 0, payloadLength: s.payload?.length ?? 0, ...s } as ParsedSegment;
+    for (const l of [...this.listeners]) l([seg]);
+  }
+}
+
+const side = (e: { address: string; port: number }, o: Partial<FlowSide>): FlowSide => ({
+  address: e.address, port: e.port, nextSeq: 0, ack: 0, window: 65535, wscale: 7, mss: 1460, sackPermitted: true, tsval: 0, tsecr: 0, finSent: false, lastSeenMs: 0, packets: 1, bytes: 0, ...o,
+});
+
+/** A flow as the addon reports it: `a` the client, `b` the service. */
+function flow(port: number, at: number, server: Partial<FlowSide>, peer: Partial<FlowSide>): FlowRecord {
+  return { family: 4, state: 'ESTABLISHED', handshakeSeen: true, firstSeenMs: 0, lastSeenMs: at, a: side(client(port), { lastSeenMs: at, ...peer }), b: side(SERVICE, { lastSeenMs: at, ...server }) };
+}
+
+const synAck = (port: number, isn = 1000) => ({ src: SERVICE.address, sport: SERVICE.port, dst: client(port).address, dport: port, flags: TCP_SYN | TCP_ACK, seq: isn });
+
+function diag(port: number): DiagSocket {
+  return { family: 4, state: 1, src: SERVICE.address, sport: SERVICE.port, dst: client(port).address, dport: port, ifindex: 0, inode: port, uid: 0, cookie: String(port) };
+}
+
+/** Node A (serving, publisher) and node B (its backup, replicas), one clock, a wire between them. */
+function cluster(o: { rate?: number; maxConnections?: number } = {}) {
+  const clock = { now: 1_000_000 };
+  const now = () => clock.now;
+  const capture = new FakeCapture();
+  let sockets: DiagSocket[] = [];
+  const local = new LocalConnections({ openCapture: capture.open, listSockets: async () => sockets, now });
+  const wire: Array<{ to: string; datagram: Buffer }> = [];
+  const transport = (from: string): ReplicationTransport => ({
+    linkFor: () => 0,
+    send: (to, _link, datagram) => {
+      expect(from).not.toBe(to);
+      wire.push({ to, datagram });
+    },
+  });
+  const incA = 111n;
+  const incB = 222n;
+  const publisher = new ReplicationPublisher({ node: 'a', incarnation: incA, key: KEY, local, transport: transport('a'), intervalMs: 100, maxBytesPerSecond: o.rate ?? 4 << 20, now, goodbye: (n) => goodbyePlugin(n) });
+  const replicas = new ReplicaSet({ node: 'b', incarnation: incB, key: KEY, transport: transport('b'), subscriptions: new Map([['a', [SERVICE]]]), intervalMs: 100, now, ...(o.maxConnections ? { maxConnections: o.maxConnections } : {}) });
+  const seen: Envelope[] = [];
+  /** Delivers what is on the wire (each datagram decoded as the receiving agent would). */
+  const deliver = (drop: (e: Envelope) => boolean = () => false) => {
+    for (const { to, datagram } of wire.splice(0)) {
+      const r = decodeReplication(datagram, KEY);
+      if (!r.ok) throw new Error(`undecodable datagram: ${r.reason}`);
+      seen.push(r.envelope);
+      if (drop(r.envelope)) continue;
+      if (to === 'a') {
+        const m = r.envelope.message;
+        if (m.type === 'subscribe') publisher.subscribe(r.envelope.from, r.envelope.fromIncarnation, m.services);
+      } else {
+        replicas.receive(r.envelope);
+      }
+    }
+  };
+  /** Lets the event loop run (setImmediate flushes, the scan promise). */
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  };
+  /** Advances time in 10 ms ticks, delivering everything. */
+  const run = async (ms: number, drop?: (e: Envelope) => boolean) => {
+    for (let t = 0; t < ms; t += 10) {
+      clock.now += 10;
+      publisher.tick();
+      replicas.tick();
+      await settle();
+      deliver(drop);
+      await settle();
+      deliver(drop);
+    }
+  };
+  const known = () => replicas.connections('a', SERVICE).map((c) => c.peer.port).sort((x, y) => x - y);
+  return { clock, capture, local, publisher, replicas, wire, deliver, settle, run, known, seen, setSockets: (s: DiagSocket[]) => (sockets = s), incA, incB };
+}
+
+describe('LocalConnections', () => {
+  it('knows a connection at the SYN-ACK, follows its state, forgets it at the server FIN or a RST', async () => {
+    const capture = new FakeCapture();
+    let clock = 1000;
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [], now: () => clock });
+    const changes: LocalChange[] = [];
+    l.on('change', (c) => changes.push(c));
+    l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
+    expect(capture.scope).toEqual({ ports: [6379], payloadBytes: 0 });
+    capture.push({ src: client(40000).address, sport: 40000, dst: SERVICE.address, dport: 6379, flags: TCP_SYN, seq: 5 });
+    expect(l.size).toBe(0); // a SYN alone: the server has not accepted
+    capture.push(synAck(40000));
+    capture.push(synAck(40000)); // retransmitted: nothing new
+    capture.push(synAck(40001));
+    expect(changes.map((c) => `${c.kind}:${c.conn.peer.port}`)).toEqual(['open:40000', 'open:40001']);
+    clock = 2000;
+    capture.table = [flow(40000, 1990, { nextSeq: 1001, tsval: 77 }, { nextSeq: 6, ack: 1001, tsval: 5 })];
+    l.refresh();
+    expect(changes.at(-1)).toMatchObject({ kind: 'update', conn: { state: { deadNextSeq: 1001, peerNextSeq: 6, peerAck: 1001, deadWindow: 65535 >>> 7, deadTsval: 77, peerTsval: 5 }, stateAt: 1990 } });
+    l.refresh(); // nothing seen since
+    expect(changes).toHaveLength(3);
+    // The client's FIN does not end it (the server may answer); the server's does; so does a RST.
+    capture.push({ src: client(40000).address, sport: 40000, dst: SERVICE.address, dport: 6379, flags: TCP_FIN | TCP_ACK, seq: 6 });
+    expect(l.size).toBe(2);
+    capture.push({ src: SERVICE.address, sport: 6379, dst: client(40000).address, dport: 40000, flags: TCP_FIN | TCP_ACK, seq: 1001 });
+    capture.push({ src: client(40001).address, sport: 40001, dst: SERVICE.address, dport: 6379, flags: TCP_RST, seq: 9 });
+    expect(changes.slice(3).map((c) => `${c.kind}:${c.conn.peer.port}`)).toEqual(['close:40000', 'close:40001']);
+    expect(l.size).toBe(0);
+    // A port reused with a new ISN is a new connection.
+    capture.push(synAck(40002, 1));
+    capture.push(synAck(40002, 99999));
+    expect(changes.slice(5).map((c) => `${c.kind}:${c.conn.isn}`)).toEqual(['open:1', 'open:99999']);
+    l.setScopes([]);
+    expect(capture.closed).toBe(true);
+    expect(changes.at(-1)).toMatchObject({ kind: 'close' });
+  });
+
+  it('sock_diag adds what the capture never saw open, drops what two scans miss, and does not bring back what closed during a scan', async () => {
+    const capture = new FakeCapture();
+    let clock = 1000;
+    let listed: DiagSocket[] = [diag(41000), diag(41001), { ...diag(41002), src: '198.18.9.77' }];
+    let release: (() => void) | undefined;
+    const l = new LocalConnections({
+      openCapture: capture.open,
+      listSockets: async () => {
+        const snapshot = listed;
+        await new Promise<void>((r) => (release = r));
+        return snapshot;
+      },
+      now: () => clock,
+    });
+    l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
+    let scan = l.scan();
+    release!();
+    await scan;
+    expect(l.list().map((c) => c.peer.port).sort()).toEqual([41000, 41001]); // 198.18.9.77 is not the service address
+    // 41001 closes (RST seen) while a scan that still lists it runs.
+    clock = 2000;
+    scan = l.scan();
+    capture.push({ src: client(41001).address, sport: 41001, dst: SERVICE.address, dport: 6379, flags: TCP_RST, seq: 1 });
+    release!();
+    await scan;
+    expect(l.list().map((c) => c.peer.port)).toEqual([41000]);
+    // 41000 disappears without the capture noticing: gone after two scans that miss it.
+    listed = [];
+    for (const t of [3000, 4000]) {
+      clock = t;
+      scan = l.scan();
+      release!();
+      await scan;
+    }
+    expect(l.size).toBe(0);
+    expect(l.counters.scans).toBe(4);
+  });
+
+  it('a scope with a goodbye follows the streams: each connection says where its boundary is', () => {
+    const capture = new FakeCapture();
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [], now: () => 5000 });
+    l.setScopes([{ port: 6379, goodbye: goodbyePlugin('resp') }]);
+    expect(capture.scope).toEqual({ ports: [6379], payloadBytes: 65535 });
+    const c = client(42000);
+    const up = { src: c.address, sport: c.port, dst: SERVICE.address, dport: 6379 };
+    const down = { src: SERVICE.address, sport: 6379, dst: c.address, dport: c.port };
+    capture.push({ ...up, flags: TCP_SYN, seq: 10 });
+    capture.push({ ...down, flags: TCP_SYN | TCP_ACK, seq: 500 });
+    capture.push({ ...up, flags: TCP_ACK | TCP_PSH, seq: 11, payload: Buffer.from('*2\r\n$4\r\nPING\r\n') });
+    capture.push({ ...down, flags: TCP_ACK | TCP_PSH, seq: 501, payload: Buffer.from('+PO') });
+    const mid = flow(42000, 4999, { nextSeq: 504 }, { nextSeq: 25, ack: 504 });
+    mid.b.address = SERVICE.address;
+    capture.table = [mid];
+    l.refresh();
+    expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: false }, serverNext: 504 });
+    expect(l.boundaryOf({ address: SERVICE.address, port: 6379 }, c)).toMatchObject({ atBoundary: false, serverNext: 504 });
+    capture.push({ ...down, flags: TCP_ACK | TCP_PSH, seq: 504, payload: Buffer.from('NG\r\n') });
+    capture.table = [{ ...mid, lastSeenMs: 5000, b: { ...mid.b, nextSeq: 508, lastSeenMs: 5000 } }];
+    l.refresh();
+    expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: true }, serverNext: 508, state: { deadNextSeq: 508 } });
+    // Where the follower and the flow table disagree, no boundary is claimed.
+    capture.table = [{ ...mid, lastSeenMs: 5000, b: { ...mid.b, nextSeq: 600, lastSeenMs: 5000 } }];
+    l.refresh();
+    expect(l.list()[0]!.boundary).toMatchObject({ atBoundary: false, reason: expect.stringMatching(/stands at 508, the flow at 600/) });
+  });
+
+  it('refuses more than 16 service ports, changing nothing', () => {
+    const capture = new FakeCapture();
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [], now: () => 0 });
+    l.setScopes([{ port: 1 }]);
+    expect(() => l.setScopes(Array.from({ length: 17 }, (_, i) => ({ port: 100 + i })))).toThrow(/at most 16/);
+    expect(l.scopes).toEqual([{ port: 1 }]);
+  });
+});
+
+describe('publisher and replicas', () => {
+  it('a subscription gets a full sync after a scan; then opens, closes and changed state follow', async () => {
+    const c = cluster();
+    c.setSockets([diag(43000), diag(43001)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver(); // the SUBSCRIBE reaches A
+    expect(c.local.scopes).toEqual([{ address: SERVICE.address, port: 6379 }]);
+    await c.run(20);
+    expect(c.known()).toEqual([43000, 43001]);
+    expect(c.replicas.status()[0]).toMatchObject({ synced: true, connections: 2, counters: { syncs: 1, gaps: 0 } });
+    // An open reaches B on the next turn of the loop, without waiting for a tick.
+    c.capture.push(synAck(43002));
+    await c.settle();
+    c.deliver();
+    expect(c.known()).toEqual([43000, 43001, 43002]);
+    // Changed state: at most once per connection per interval.
+    for (let i = 1; i <= 5; i++) {
+      c.capture.table = [flow(43002, c.clock.now, { nextSeq: 1000 + i }, { nextSeq: 9, ack: 1000 + i })];
+      c.local.refresh();
+      await c.run(20);
+    }
+    const updates = c.seen.filter((e) => e.message.type === 'delta' && e.message.records.some((r) => r.peer.port === 43002 && r.state));
+    expect(updates.length).toBeLessThanOrEqual(2);
+    await c.run(100);
+    expect(c.replicas.connections('a', SERVICE).find((x) => x.peer.port === 43002)!.tracked).toMatchObject({ deadNextSeq: 1005, peerAck: 1005 });
+    c.capture.push({ src: client(43000).address, sport: 43000, dst: SERVICE.address, dport: 6379, flags: TCP_RST, seq: 1 });
+    await c.settle();
+    c.deliver();
+    expect(c.known()).toEqual([43001, 43002]);
+    // Summaries every interval keep the copy's age small.
+    expect(c.replicas.status()[0]!.lastUpdateAgeMs).toBeLessThanOrEqual(100);
+    expect(c.replicas.status()[0]!.peerCount).toBe(3);
+  });
+
+  it('a lost delta is noticed at the next datagram; the peer subscribes again and the copy is whole again', async () => {
+    const c = cluster();
+    c.setSockets([diag(44000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    c.capture.push(synAck(44001));
+    await c.settle();
+    c.deliver(() => true); // that delta is lost
+    expect(c.known()).toEqual([44000]);
+    c.setSockets([diag(44000), diag(44001)]);
+    await c.run(1200); // a summary shows the gap; the resubscription waits out 1 s since the last
+    expect(c.known()).toEqual([44000, 44001]);
+    const s = c.replicas.status()[0]!;
+    expect(s.counters.gaps).toBeGreaterThanOrEqual(1);
+    expect(s.counters.syncs).toBe(2);
+    expect(s.lastSubscribeReason).toMatch(/were lost/);
+  });
+
+  it('replayed and old-incarnation datagrams are refused and counted, and change nothing', async () => {
+    const c = cluster();
+    c.setSockets([diag(45000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(250);
+    const old = c.seen.filter((e) => e.to === 'b');
+    expect(old.length).toBeGreaterThan(1);
+    for (const e of old) c.replicas.receive(e); // replayed
+    expect(c.replicas.rejected.replayed).toBe(old.length);
+    // Meant for an earlier life of B; sent by an earlier life of A.
+    const sync = old.find((e) => e.message.type === 'sync')!;
+    c.replicas.receive({ ...sync, seq: 1000n, toIncarnation: c.incB - 1n });
+    c.replicas.peerUp('a', c.incA + 1n); // A restarted: its heartbeats show a new life
+    c.replicas.receive({ ...sync, seq: 1001n });
+    expect(c.replicas.rejected['stale-incarnation']).toBe(2);
+    c.replicas.receive({ ...sync, to: 'c' });
+    c.replicas.receive({ ...sync, from: 'x' });
+    expect(c.replicas.rejected).toMatchObject({ 'wrong-receiver': 1, 'unknown-peer': 1 });
+    expect(c.known()).toEqual([45000]);
+  });
+
+  it('a summary whose count differs makes the peer subscribe again', async () => {
+    const c = cluster();
+    c.setSockets([diag(46000), diag(46001)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    // B's copy silently loses an entry (as if a remove had been applied twice over).
+    c.replicas.receive({ from: 'a', to: 'b', link: 0, fromIncarnation: c.incA, toIncarnation: c.incB, seq: BigInt(c.seen.filter((e) => e.to === 'b').length + 1), message: { type: 'delta', epoch: c.publisher.status()[0]!.epoch, records: [{ op: 'remove', service: 0, peer: client(46001) }] } } as unknown as Envelope);
+    expect(c.known()).toEqual([46000]);
+    await c.run(1100);
+    expect(c.replicas.status()[0]!.counters.mismatches).toBeGreaterThanOrEqual(1);
+    expect(c.known()).toEqual([46000, 46001]);
+  });
+
+  it('the byte rate is capped: a sync of 12,000 connections takes as long as the rate says, and nothing is lost', async () => {
+    const n = 12_000;
+    const c = cluster({ rate: 32 * 1024 }); // 32 KiB/s; the burst is 64 KiB
+    c.setSockets(Array.from({ length: n }, (_, i) => diag(1024 + i)));
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(10);
+    const sent = () => c.seen.filter((e) => e.to === 'b').reduce((k, e) => k + (e.message.type === 'sync' ? e.message.records.length : 0), 0);
+    const first = sent();
+    expect(first).toBeGreaterThan(4000); // the burst: 64 KiB of 13-byte records
+    expect(first).toBeLessThan(n);
+    expect(c.publisher.status()[0]!.pending).toBe(n - first);
+    await c.run(1000);
+    const afterOneSecond = sent() - first;
+    expect(afterOneSecond * 13).toBeLessThan(32 * 1024 * 1.05);
+    expect(afterOneSecond * 13).toBeGreaterThan(32 * 1024 * 0.8);
+    await c.run(2500);
+    expect(c.known()).toHaveLength(n);
+    expect(c.replicas.status()[0]!.counters.gaps).toBe(0);
+  });
+
+  it('the copy is bounded: past maxConnections upserts are refused and counted', async () => {
+    const c = cluster({ maxConnections: 10 });
+    c.setSockets(Array.from({ length: 15 }, (_, i) => diag(21000 + i)));
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    expect(c.known()).toHaveLength(10);
+    expect(c.replicas.rejected.overflow).toBe(5);
+  });
+
+  it('when the peer dies the copy stays as it was; the close engine gets it with ages and boundaries', async () => {
+    const c = cluster();
+    c.setSockets([diag(47000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    c.capture.table = [flow(47000, c.clock.now, { nextSeq: 3000, tsval: 500 }, { nextSeq: 70, ack: 3000, tsval: 4 })];
+    c.local.refresh();
+    await c.run(100);
+    c.replicas.peerDown('a');
+    c.clock.now += 250;
+    const [conn] = c.replicas.connections('a', SERVICE);
+    expect(conn).toMatchObject({ local: SERVICE, peer: client(47000), tracked: { deadNextSeq: 3000, peerAck: 3000, deadTsval: 500, peerTsval: 4 } });
+    expect(conn!.tracked!.deadTsvalAgeMs).toBeGreaterThanOrEqual(250);
+    expect(c.replicas.connections('a', { address: SERVICE.address, port: 1 })).toEqual([]);
+    await c.run(3000);
+    expect(c.replicas.status()[0]!.counters.subscribes).toBe(1); // no subscription to a dead peer
+  });
+});
