@@ -152,6 +152,8 @@ export const configSchema = z
       nodes.add(p.node);
       const ids = new Set(p.links.map((l) => l.id));
       for (const l of c.heartbeat.links) if (!ids.has(l.id)) issue(['peers', i, 'links'], `has no link ${l.id} (every link of heartbeat.links must be given)`);
+      // (Refinements run on what parsed; a takeover that did not is already an issue.)
+      if (!Array.isArray(p.takeover)) return;
       p.takeover.forEach((t, j) => {
         const where = Array.isArray(p.takeover) && p.takeover.length > 1 ? ['peers', i, 'takeover', j] : ['peers', i, 'takeover'];
         const first = p.takeover.findIndex((o) => canonical(o.address) === canonical(t.address));

@@ -99,10 +99,28 @@ services:
     await expect(loadConfig('/nonexistent/takeover.yaml')).rejects.toThrow(/cannot read: ENOENT/);
   });
 
+  it('a peer\'s takeover is one service or a list; an address:port twice, or one address on two interfaces, is named', () => {
+    const t = (port: number, o: object = {}) => ({ address: '10.0.0.12', port, interface: 'eth0', prefixLength: 24, ...o });
+    const one = validateConfig(edit((c) => (c.peers[0].takeover = t(6379))));
+    expect(one.peers[0]!.takeover).toEqual([{ ...t(6379), method: 'rst' }]);
+    const two = validateConfig(edit((c) => (c.peers[0].takeover = [t(6379), t(5432, { method: 'goodbye:postgres' })])));
+    expect(two.peers[0]!.takeover.map((x) => [x.port, x.method])).toEqual([[6379, 'rst'], [5432, 'goodbye:postgres']]);
+    expect(validateConfig(BASE).peers[0]!.takeover).toEqual([]);
+    expect(fieldOf(edit((c) => (c.peers[0].takeover = [t(6379), t(6379, { method: 'fin' })])))).toMatch(/^peers\[0\]\.takeover\[1\]: .*10\.0\.0\.12 port 6379 appears twice/);
+    expect(fieldOf(edit((c) => (c.peers[0].takeover = [t(6379), t(5432, { interface: 'eth1' })])))).toMatch(/^peers\[0\]\.takeover\[1\]: .*one address, one interface and prefix length/);
+    expect(fieldOf(edit((c) => (c.peers[0].takeover = [])))).toMatch(/^peers\[0\]\.takeover/);
+  });
+
+  it('replication: defaults, and a rate below 16 KiB/s is named', () => {
+    expect(validateConfig(BASE).replication).toEqual({ maxBytesPerSecond: 4 << 20, scanMs: 1000 });
+    expect(fieldOf(edit((c) => (c.replication = { maxBytesPerSecond: 1000 })))).toMatch(/^replication\.maxBytesPerSecond: /);
+    expect(fieldOf(edit((c) => (c.replication = { bogus: 1 })))).toMatch(/^replication\.bogus: .*unknown field/);
+  });
+
   it('docs/examples/agent.yaml is a valid config', async () => {
     const c = await loadConfig(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'examples', 'agent.yaml'));
     expect(c.instances.map((i) => i.name)).toEqual(['appdb1', 'appdb2']);
-    expect(c.peers[0]!.takeover).toMatchObject({ address: '10.0.0.12', method: 'rst' });
+    expect(c.peers[0]!.takeover).toMatchObject([{ address: '10.0.0.12', method: 'rst' }]);
   });
 
   it('fuzz: random edits of a valid config and random bytes give a config or a ConfigError, nothing else', () => {
