@@ -4,91 +4,39 @@
 // Agent) replicate A's connections to B, which is configured to take A's address over (RST for
 // Redis, goodbye:postgres for PostgreSQL). A dies silently (nft drop, ARP included): B must
 // release every client from the replicated table alone, within the detection bound + 50 ms.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { run } from '../../src/lab/exec.js';
-import { Lab } from '../../src/lab/lab.js';
-import { fixturePath, nowMs, type NodeChild } from '../../src/lab/node-child.js';
+import { nowMs } from '../../src/lab/node-child.js';
 import type { CloseResult } from '../../src/net/close-result.js';
 import { startPostgres, type PgServer } from './postgres.js';
 import { startRedis, type RedisServer } from './redis.js';
+import { copyOfA, INTERVAL, MISSES, startReplicationCluster, until, type ReplicationCluster } from './replication-cluster.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const REDIS_CLIENTS = path.join(here, 'fixtures', 'redis-cli-clients.ts');
 const PG_CLIENT = path.join(here, 'fixtures', 'pg-client.ts');
-const INTERVAL = 100;
-const MISSES = 3;
 
-let lab: Lab | undefined;
+let cluster: ReplicationCluster | undefined;
 let redis: RedisServer | undefined;
 let pg: PgServer | undefined;
-let dir: string | undefined;
 afterEach(async () => {
   await redis?.stop();
   await pg?.stop();
-  await lab?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  lab = redis = pg = dir = undefined;
+  await cluster?.destroy();
+  cluster = redis = pg = undefined;
 });
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Two agents (A serving, B its backup) on a learning bridge; the service address on A's eth0. */
-async function startCluster(takeover: Array<{ port: number; method: string }>) {
-  lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
-  const l = lab;
-  const vip = `198.18.${l.subnet}.100`;
-  await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-  dir = mkdtempSync(path.join(tmpdir(), 'tko-repl-'));
-  const links = (n: string) => [
-    { id: 0, address: l.host(n).ipv4, port: 7400 },
-    { id: 1, address: l.host(n).failsafe!.ipv4, port: 7400 },
-  ];
-  const config = (n: 'a' | 'b') => ({
-    cluster: 'lab', node: n, database: 'db', key: 'a shared key of the lab cluster', incarnation: n === 'a' ? 11 : 12,
-    control: path.join(dir!, `${n}.sock`),
-    heartbeat: { intervalMs: INTERVAL, misses: MISSES, links: links(n) },
-    peers: [n === 'a'
-      ? { node: 'b', links: links('b') }
-      : { node: 'a', links: links('a'), takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', prefixLength: 24, method: t.method })) }],
-    notify: { port: 0 },
-  });
-  const a = l.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
-  const b = l.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);
-  await a.waitFor('started', 15_000);
-  await b.waitFor('started', 15_000);
-  await b.waitFor('node-up', 10_000, (e) => e.node === 'a');
-  return { a, b, vip };
-}
-
-/** B's copy of A's connections, as its status shows it. */
-async function copyOfA(b: NodeChild): Promise<{ connections: number; synced: boolean }> {
-  const n = b.events.length;
-  b.send({ cmd: 'status' });
-  const s = await b.waitFor('status', 5000, (e) => b.events.indexOf(e) >= n);
-  const replication = s.replication as { peers: Array<{ node: string; connections: number; synced: boolean }> };
-  return replication.peers.find((p) => p.node === 'a')!;
-}
 
 describe('a dead node\'s peers are released on a switched network, from the replicated table', () => {
   it('real Redis (BLPOP, rst) and PostgreSQL (pg_sleep, goodbye:postgres) clients, all released within the detection bound + 50 ms', async () => {
-    const { a, b, vip } = await startCluster([{ port: 6379, method: 'rst' }, { port: 5432, method: 'goodbye:postgres' }]);
-    redis = await startRedis(lab!, 'a');
-    pg = await startPostgres(lab!, 'a');
-    const redisClients = lab!.spawn('c', REDIS_CLIENTS, ['--host', vip, '--port', '6379', '--count', '5']);
+    cluster = await startReplicationCluster([{ port: 6379, method: 'rst' }, { port: 5432, method: 'goodbye:postgres' }]);
+    const { lab, b, vip } = cluster;
+    redis = await startRedis(lab, 'a');
+    pg = await startPostgres(lab, 'a');
+    const redisClients = lab.spawn('c', REDIS_CLIENTS, ['--host', vip, '--port', '6379', '--count', '5']);
     await redisClients.waitFor('spawned');
-    const pgClients = [0, 1].map(() => lab!.spawn('c', PG_CLIENT, ['--host', vip, '--sql', 'SELECT pg_sleep(600)']));
+    const pgClients = [0, 1].map(() => lab.spawn('c', PG_CLIENT, ['--host', vip, '--sql', 'SELECT pg_sleep(600)']));
     for (const c of pgClients) await c.waitFor('query-started', 15_000);
     await until('5 blocked Redis clients', async () => ((await redis!.clients()).blocked_clients === 5 ? true : undefined));
     // B knows all seven from A's agent: nothing of A's traffic reaches B on a switch.
@@ -100,11 +48,11 @@ describe('a dead node\'s peers are released on a switched network, from the repl
     await new Promise((r) => setTimeout(r, 3 * INTERVAL));
     // The bridge switches: it has learned where A's and C's MACs are, so it floods none of
     // their unicast frames to B's port.
-    const fdb = (await run('ip', ['netns', 'exec', lab!.switchNs, 'bridge', 'fdb', 'show', 'br', 'br0'])).stdout;
-    for (const h of ['a', 'c']) expect(fdb).toMatch(new RegExp(`${lab!.host(h).mac} dev ${lab!.host(h).port} master br0`));
+    const fdb = (await run('ip', ['netns', 'exec', lab.switchNs, 'bridge', 'fdb', 'show', 'br', 'br0'])).stdout;
+    for (const h of ['a', 'c']) expect(fdb).toMatch(new RegExp(`${lab.host(h).mac} dev ${lab.host(h).port} master br0`));
 
     const killedAt = nowMs();
-    await lab!.killSilently('a', 'nft');
+    await lab.killSilently('a', 'nft');
     const down = await b.waitFor('node-down', 5000, (e) => e.node === 'a');
     const dones = [await b.waitFor('takeover-done', 5000, (e) => Array.isArray(e.results) && (e.results as CloseResult[]).some((r) => r.local.port === 6379))];
     dones.push(await b.waitFor('takeover-done', 5000, (e) => Array.isArray(e.results) && (e.results as CloseResult[]).some((r) => r.local.port === 5432)));
@@ -113,7 +61,7 @@ describe('a dead node\'s peers are released on a switched network, from the repl
     expect(results.filter((r) => r.local.port === 5432)).toHaveLength(2);
     for (const r of results.filter((x) => x.local.port === 6379)) expect(r).toMatchObject({ action: 'rst', outcome: 'reset', ok: true });
     for (const r of results.filter((x) => x.local.port === 5432)) expect(r).toMatchObject({ action: 'goodbye:postgres', outcome: 'goodbye-delivered', ok: true });
-    expect(results.every((r) => r.local.address === vip && r.peer.address === lab!.host('c').ipv4)).toBe(true);
+    expect(results.every((r) => r.local.address === vip && r.peer.address === lab.host('c').ipv4)).toBe(true);
 
     // Every client sees the end: redis-cli exits with the reset, pg gets FATAL 57P01.
     const exits = await Promise.all([0, 1, 2, 3, 4].map((i) => redisClients.waitFor('client-exit', 5000, (e) => e.i === i)));
