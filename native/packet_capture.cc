@@ -118,7 +118,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
                        {InstanceMethod<&Capture::Start>("start"), InstanceMethod<&Capture::Stop>("stop"),
                         InstanceMethod<&Capture::Close>("close"), InstanceMethod<&Capture::Flows>("flows"),
                         InstanceMethod<&Capture::Stats>("stats"), InstanceMethod<&Capture::SetDeliver>("setDeliver"),
-                        InstanceMethod<&Capture::SetFilter>("setFilter")});
+                        InstanceMethod<&Capture::SetFilter>("setFilter"), InstanceMethod<&Capture::Find>("find")});
   }
 
   explicit Capture(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Capture>(info) {
@@ -137,12 +137,15 @@ class Capture : public Napi::ObjectWrap<Capture> {
     blockCount_ = static_cast<uint32_t>(optInt("blockCount", 1, 1024, 8));
     if (blockSize_ % page) ThrowInvalidArg(env, "options.blockSize must be a multiple of the page size");
     payloadBytes_ = static_cast<uint32_t>(optInt("payloadBytes", 0, 65535, 0));
+    const uint32_t blockTimeoutMs = static_cast<uint32_t>(optInt("blockTimeoutMs", 1, 1000, 2));
     idleMs_ = static_cast<double>(optInt("idleTimeoutMs", 1, int64_t{1} << 40, 600000));
     Napi::Value flags = opts.Get("deliverFlags");
     if (!flags.IsUndefined()) {
       deliverFlags_ = static_cast<uint8_t>(IntValue(env, flags, "options.deliverFlags", 0, 255));
       deliverAll_ = false;
     }
+    Napi::Value track = opts.Get("trackFlows");
+    if (!track.IsUndefined()) trackFlows_ = track.ToBoolean();
     Napi::Value wakeup = opts.Get("wakeup");
     if (!wakeup.IsUndefined()) {
       std::string w = wakeup.IsString() ? wakeup.As<Napi::String>().Utf8Value() : "";
@@ -193,7 +196,9 @@ class Capture : public Napi::ObjectWrap<Capture> {
       req.tp_block_nr = blockCount_;
       req.tp_frame_size = 2048;  // only a unit for tp_frame_nr under V3; frames are variable
       req.tp_frame_nr = blockSize_ / req.tp_frame_size * blockCount_;
-      req.tp_retire_blk_tov = 2;  // ms: a partly filled block is handed over quickly
+      // A partly filled block is handed over after this many ms. Every such block is one of
+      // blockCount: a reader busy for blockCount x timeout loses packets however empty they are.
+      req.tp_retire_blk_tov = blockTimeoutMs;
       if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) ThrowErrno(env, "setsockopt", errno);
       ringSize_ = static_cast<size_t>(blockSize_) * blockCount_;
       void* ring = mmap(nullptr, ringSize_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
@@ -280,14 +285,16 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return env.Undefined();
   }
 
-  // flows(since?): the flow table, flat; with `since` (ms since the epoch) only the flows seen
-  // at or after that time, so a caller that polls pays for what changed, not for the table.
+  // flows(since?): the flow table, flat, with the table's generation; with `since` (a
+  // generation an earlier call returned) only the flows updated after it, so a caller that polls
+  // pays for what changed, not for the table.
   Napi::Value Flows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    double since = -1;
+    uint64_t since = 0;
     if (info.Length() > 0 && !info[0].IsUndefined()) {
-      if (!info[0].IsNumber()) ThrowInvalidArg(env, "since must be a number (ms since the epoch)");
-      since = info[0].As<Napi::Number>().DoubleValue();
+      if (!info[0].IsNumber()) ThrowInvalidArg(env, "since must be a generation number");
+      double d = info[0].As<Napi::Number>().DoubleValue();
+      since = d > 0 ? static_cast<uint64_t>(d) : 0;
     }
     // Expiry otherwise runs only when frames arrive: a quiet link must not keep dead flows.
     const double now = NowMs();
@@ -295,13 +302,13 @@ class Capture : public Napi::ObjectWrap<Capture> {
     lastExpire_ = now;
     uint32_t n = 0;
     flows_.ForEach([&](const Flow& f) {
-      if (f.lastSeenMs >= since) n++;
+      if (f.updated > since) n++;
     });
     Napi::Float64Array nums = Napi::Float64Array::New(env, static_cast<size_t>(n) * kFlowFields);
     Napi::Array addresses = Napi::Array::New(env, 2 * n);
     uint32_t i = 0;
     flows_.ForEach([&](const Flow& f) {
-      if (f.lastSeenMs < since) return;
+      if (f.updated <= since) return;
       double* out = nums.Data() + static_cast<size_t>(i) * kFlowFields;
       out[0] = f.family;
       out[1] = static_cast<double>(f.state);
@@ -318,6 +325,45 @@ class Capture : public Napi::ObjectWrap<Capture> {
     o.Set("count", n);
     o.Set("numbers", nums);
     o.Set("addresses", addresses);
+    o.Set("generation", static_cast<double>(flows_.generation()));
+    return o;
+  }
+
+  // find(x, xPort, y, yPort): the flow between two endpoints (either order), flat as flows()
+  // returns it: count 0 or 1. For an entry created after its flow's first segments were taken.
+  Napi::Value Find(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    FlowEndpoint x, y;
+    int family = 0;
+    for (int i = 0; i < 2; i++) {
+      if (!info[2 * i].IsString()) ThrowInvalidArg(env, "addresses must be strings");
+      std::string text = info[2 * i].As<Napi::String>().Utf8Value();
+      FlowEndpoint& e = i == 0 ? x : y;
+      int f = inet_pton(AF_INET, text.c_str(), e.addr) == 1 ? 4 : inet_pton(AF_INET6, text.c_str(), e.addr) == 1 ? 6 : 0;
+      if (f == 0 || (family != 0 && f != family)) ThrowInvalidArg(env, "two addresses of one family are needed: " + text);
+      family = f;
+      e.port = static_cast<uint16_t>(IntArg(info, 2 * i + 1, "port", 0, 65535));
+    }
+    const Flow* f = flows_.Find(family, x, y);
+    Napi::Float64Array nums = Napi::Float64Array::New(env, f ? kFlowFields : 0);
+    Napi::Array addresses = Napi::Array::New(env, f ? 2 : 0);
+    if (f) {
+      double* out = nums.Data();
+      out[0] = f->family;
+      out[1] = static_cast<double>(f->state);
+      out[2] = f->handshakeSeen ? 1 : 0;
+      out[3] = f->firstSeenMs;
+      out[4] = f->lastSeenMs;
+      PutSide(out + 5, *f, f->a);
+      PutSide(out + 5 + kSideFields, *f, f->b);
+      addresses.Set(0u, AddressText(f->family, f->a.ep.addr));
+      addresses.Set(1u, AddressText(f->family, f->b.ep.addr));
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("count", f ? 1 : 0);
+    o.Set("numbers", nums);
+    o.Set("addresses", addresses);
+    o.Set("generation", static_cast<double>(flows_.generation()));
     return o;
   }
 
@@ -352,7 +398,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
       malformed_++;
       return;
     }
-    flows_.Update(seg, timeMs);
+    if (trackFlows_) flows_.Update(seg, timeMs);
     if (!deliver) return;
     if (!deliverAll_ && !(seg.flags & deliverFlags_) && !(payloadBytes_ > 0 && seg.payloadLength > 0)) return;
     batch.Set(n++, SegmentObject(env, seg, timeMs, payloadBytes_));
@@ -485,6 +531,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
   LinkType link_ = LinkType::kEthernet;
   bool deliver_ = false;
   bool deliverAll_ = true;
+  bool trackFlows_ = true;  // false: segments are only delivered (a socket for opens and closes)
   uint8_t deliverFlags_ = 0;
   bool finalizing_ = false;
   UvPollWatch poll_;

@@ -152,6 +152,7 @@ void FlowTable::Update(const TcpSegment& seg, double nowMs) {
   bool fromA = SameEndpoint(src, f.a.ep);
   UpdateSide(fromA ? f.a : f.b, seg, nowMs);
   f.lastSeenMs = nowMs;
+  f.updated = ++generation_;
 
   if (seg.flags & kRst) {
     f.state = FlowState::kReset;
@@ -190,6 +191,16 @@ size_t FlowTable::Expire(double nowMs, double idleMs, double closedLingerMs) {
     }
   }
   return removed;
+}
+
+const Flow* FlowTable::Find(int family, const FlowEndpoint& x, const FlowEndpoint& y) const {
+  FlowKey key;
+  key.family = family;
+  bool xLow = CompareEndpoints(x, y) <= 0;
+  key.lo = xLow ? x : y;
+  key.hi = xLow ? y : x;
+  auto it = flows_.find(key);
+  return it == flows_.end() ? nullptr : &it->second;
 }
 
 void FlowTable::ForEach(const std::function<void(const Flow&)>& fn) const {

@@ -48,6 +48,9 @@ struct Flow {
   bool handshakeSeen = false;
   double firstSeenMs = 0;
   double lastSeenMs = 0;
+  // The table's generation at this flow's last update: "changed since" without trusting the
+  // capture timestamps, which a ring hands over late.
+  uint64_t updated = 0;
 
   // The shift for a side's non-SYN windows: both SYNs seen; 0 when either lacked the option
   // (RFC 7323: scaling is on only when both offered it); -1 when unknown.
@@ -80,11 +83,16 @@ class FlowTable {
   // Drops closed/reset flows quiet for closedLingerMs and others quiet for idleMs.
   size_t Expire(double nowMs, double idleMs, double closedLingerMs = 5000);
   size_t size() const { return flows_.size(); }
+  // Grows by one per segment that updated a flow.
+  uint64_t generation() const { return generation_; }
   const FlowTableStats& stats() const { return stats_; }
   void ForEach(const std::function<void(const Flow&)>& fn) const;
+  // The flow between two endpoints (either order), or nullptr.
+  const Flow* Find(int family, const FlowEndpoint& x, const FlowEndpoint& y) const;
 
  private:
   size_t max_;
+  uint64_t generation_ = 0;
   std::unordered_map<FlowKey, Flow, FlowKeyHash> flows_;
   FlowTableStats stats_;
 };

@@ -93,6 +93,8 @@ export interface RawFlows {
   count: number;
   numbers: Float64Array;
   addresses: string[];
+  /** The table's generation: grows by one per segment that updated a flow. */
+  generation: number;
 }
 
 export interface CaptureOptions {
@@ -103,6 +105,8 @@ export interface CaptureOptions {
   /** Ring geometry; defaults 1 MiB blocks x 8. */
   blockSize?: number;
   blockCount?: number;
+  /** A partly filled block is handed over after this many ms (default 2): the ring's latency. */
+  blockTimeoutMs?: number;
   /** Deliver up to this many payload bytes per segment to onSegments (0 = none, the default). */
   payloadBytes?: number;
   /** Flows idle longer than this are expired on each poll (default 600000 ms). */
@@ -114,6 +118,8 @@ export interface CaptureOptions {
   wakeup?: 'block' | 'packet';
   /** Deliver only segments carrying one of these TCP flags (plus, with payloadBytes, data). */
   deliverFlags?: number;
+  /** false: no flow table, segments are only delivered (default true). */
+  trackFlows?: boolean;
 }
 
 export interface CaptureStats {
@@ -133,8 +139,10 @@ export interface NativeCapture {
   /** Stops and releases the socket and ring; idempotent. */
   close(): void;
   /** The flow table, flat (see FLOW_FIELDS in net/flow-tracker.ts); FlowTracker.flows() builds records.
-   *  With `since` (ms since the epoch): only flows seen at or after it. */
+   *  With `since` (a generation an earlier call returned): only flows updated after it. */
   flows(since?: number): RawFlows;
+  /** The flow between two endpoints (either order): count 0 or 1. Throws on bad or mixed-family addresses. */
+  find(x: string, xPort: number, y: string, yPort: number): RawFlows;
   /** Replaces the BPF program on the live socket (the flow table stays); optionally the payload bytes delivered. */
   setFilter(filter: Buffer, payloadBytes?: number): void;
   stats(): CaptureStats;
@@ -181,6 +189,16 @@ export interface DiagSocket {
   cookie: string;
 }
 
+/**
+ * A dump as the addon hands it over: per socket 9 numbers (family, state, sport, dport,
+ * ifindex, inode, uid, cookie low and high 32 bits) and 2 addresses (src, dst).
+ */
+export interface RawSockets {
+  count: number;
+  numbers: Float64Array;
+  addresses: string[];
+}
+
 /** What SOCK_DESTROY needs to name one socket exactly; ifindex defaults to 0. */
 export type DiagSocketId = Pick<DiagSocket, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'> &
   Partial<Pick<DiagSocket, 'ifindex'>>;
@@ -199,8 +217,8 @@ export interface NativeBindings {
   RawSender: new (family: 4 | 6) => NativeRawSender;
 
   tcpSockets(family: 4 | 6): DiagSocket[];
-  /** The same dump on a libuv worker; only these states (bitmask of 1 << state) and local ports. */
-  tcpSocketsAsync(family: 4 | 6, options?: { states?: number; localPorts?: number[] }): Promise<DiagSocket[]>;
+  /** The same dump on a libuv worker, flat (net/sockdiag.ts decodes it); only these states (bitmask of 1 << state) and local ports. */
+  tcpSocketsAsync(family: 4 | 6, options?: { states?: number; localPorts?: number[] }): Promise<RawSockets>;
   /** SOCK_DESTROY of each, over one netlink socket on a libuv worker: per socket 0 or the errno (2 = ENOENT). */
   destroySocketsAsync(sockets: DiagSocketId[]): Promise<Int32Array>;
   /** /proc/PID/fd scanned on a libuv worker (every process, or only pid: ENOENT when gone): (inode, pid, fd) for one holder of each socket inode. */

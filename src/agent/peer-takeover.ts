@@ -36,6 +36,8 @@ export interface PeerTakeoverOptions {
 export interface TakeoverDone {
   down: Extract<DetectorEvent, { kind: 'node-down' }>;
   report: ClosePeersReport;
+  /** Connections the peer's replicated table listed for this service at the takeover. */
+  replicated: number;
   /** When closePeers was called and when it returned (ms since the epoch). */
   startedAt: number;
   doneAt: number;
@@ -86,17 +88,18 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     try {
       await this.options.before?.(down);
       const watch = this.watch;
+      const known = this.options.known?.() ?? [];
       const report = await closePeers(
         {
           ...this.options.service,
           tracker: this.options.tracker,
-          ...(this.options.known ? { known: this.options.known() } : {}),
+          known,
           ...(watch ? { boundary: (peer, local) => watch.state(peer, local) } : {}),
           takeover: { interface: this.options.interface, prefixLength: this.options.prefixLength },
         },
         { method: this.method, ...(this.guard ? { guard: false } : {}) },
       );
-      this.emit('done', { down, report, startedAt, doneAt: performance.timeOrigin + performance.now() });
+      this.emit('done', { down, report, replicated: known.length, startedAt, doneAt: performance.timeOrigin + performance.now() });
     } catch (err) {
       this.emit('failed', err as Error);
     } finally {

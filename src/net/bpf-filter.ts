@@ -10,6 +10,7 @@ const LD_H_ABS = 0x28;
 const LD_B_ABS = 0x30;
 const LD_W_ABS = 0x20;
 const LD_H_IND = 0x48;
+const LD_B_IND = 0x50;
 const LDX_B_MSH = 0xb1;
 const JEQ_K = 0x15;
 const JSET_K = 0x45;
@@ -25,6 +26,8 @@ export interface BpfFilterOptions {
   linkHeaderLength?: 0 | 14;
   /** Drop packets carrying this skb mark (the agent's own forged segments). */
   excludeMark?: number;
+  /** Only segments with at least one of these TCP flags (e.g. SYN | FIN | RST: opens and closes). */
+  flagsAny?: number;
 }
 
 // Ancillary load of skb->mark (SKF_AD_OFF + SKF_AD_MARK in include/uapi/linux/filter.h).
@@ -47,6 +50,8 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
   const snap = options.snapLength ?? 256;
   if (!Number.isInteger(snap) || snap < 64 || snap > 0x40000) throw new RangeError(`bad snap length ${snap}`);
   const l2 = options.linkHeaderLength ?? 14;
+  const flags = options.flagsAny;
+  if (flags !== undefined && (!Number.isInteger(flags) || flags < 1 || flags > 0xff)) throw new RangeError(`bad TCP flags mask ${flags}`);
   const v4 = hosts.filter((h) => net.isIPv4(h)).map(ipv4Word);
   const v6 = hosts.filter((h) => net.isIPv6(h)).map(ipv6Words);
 
@@ -99,12 +104,20 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
       ins(JEQ_K, port, 'v4accept', 0);
     }
   } else {
-    ins(RET_K, snap);
+    ins(JA, 'v4accept');
   }
   label('v4drop');
   ins(RET_K, 0);
   label('v4accept');
-  ins(RET_K, snap);
+  if (flags !== undefined) {
+    ins(LDX_B_MSH, l2); // X = IPv4 header length
+    ins(LD_B_IND, l2 + 13); // the TCP flags byte
+    ins(JSET_K, flags, 0, 1); // (BPF jumps only forward: its own drop below)
+    ins(RET_K, snap);
+    ins(RET_K, 0);
+  } else {
+    ins(RET_K, snap);
+  }
 
   label('v6');
   // TCP directly after the fixed header; extension headers before TCP are rare for TCP and
@@ -131,11 +144,18 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
     ins(LD_H_ABS, l2 + 42);
     ins(JEQ_K, port, 'v6accept', 0);
   }
-  if (ports.length === 0) ins(RET_K, snap);
+  if (ports.length === 0) ins(JA, 'v6accept');
   label('v6drop');
   ins(RET_K, 0);
   label('v6accept');
-  ins(RET_K, snap);
+  if (flags !== undefined) {
+    ins(LD_B_ABS, l2 + 40 + 13); // the TCP flags byte
+    ins(JSET_K, flags, 0, 1);
+    ins(RET_K, snap);
+    ins(RET_K, 0);
+  } else {
+    ins(RET_K, snap);
+  }
   return assemble(p);
 }
 

@@ -13,7 +13,7 @@ import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_URG } from '../native.js';
 import type { CloseMethod } from './close-method.js';
 import { methodName } from './close-method.js';
 import type { CloseOutcome, CloseResult } from './close-result.js';
-import { connectionKey, type Endpoint } from './endpoint.js';
+import { canonicalConnectionKey, canonicalizer, type Endpoint } from './endpoint.js';
 import { seqAdd, seqDiff } from './seq.js';
 
 /** What the survivor knows of a connection from tracking it before the failure. */
@@ -120,9 +120,17 @@ interface Conn {
 
 const PROBE_BACKOFF = 0x1000_0000; // far behind RCV.NXT: out of any window, never acceptable
 
+/** The longest tick() spends beginning connections before it returns (ms). */
+export const BEGIN_SLICE_MS = 2;
+
 export class CloseEngine {
+  /** The connections begun so far, by key (an answer can only be for one of them). */
   private readonly conns = new Map<string, Conn>();
-  /** While start() runs: verification probes held back until every closing segment is out. */
+  /** Connections as given; start() and the next ticks key and begin them a slice at a time. */
+  private readonly input: DeadConnection[];
+  private next = 0;
+  private started = false;
+  /** Until every connection has begun: verification probes held back behind the closing segments. */
   private deferProbes: SegmentSpec[] | undefined;
   /** Probes waiting for verifyDelayMs after start(); sent by tick(). */
   private pendingProbes: { at: number; probes: SegmentSpec[] } | undefined;
@@ -139,36 +147,63 @@ export class CloseEngine {
     this.timeout = options.answerTimeoutMs ?? 250;
     this.attempts = options.attempts ?? 3;
     this.rateLimit = options.rateLimitMs ?? 550;
-    const now = io.now();
-    for (const c of connections) {
-      const key = connectionKey(c.local, c.peer);
-      if (this.conns.has(key)) continue;
-      this.conns.set(key, { c, action: method.kind, phase: 'learning', attempts: 0, verified: true, deadline: now, started: now });
-    }
+    this.input = connections;
+  }
+
+  private readonly canon = canonicalizer();
+
+  /** The key answers are matched on: the addon's (canonical) text of the addresses. */
+  private keyOf(c: DeadConnection): string {
+    return canonicalConnectionKey({ address: this.canon(c.local.address), port: c.local.port }, { address: this.canon(c.peer.address), port: c.peer.port });
   }
 
   /**
-   * Sends every connection's first segment. Verification probes go out after all the closing
-   * segments, so with many connections the last peer is not kept waiting behind probes.
+   * Begins: every connection's first segment goes out, a slice of BEGIN_SLICE_MS at a time (this
+   * call and the next ticks: with thousands of connections the caller's event loop, which also
+   * sends heartbeats, runs between slices; `beginning` says whether some are left). Verification
+   * probes go out after all the closing segments, so the last peer is not kept waiting behind them.
    */
   start(): void {
+    this.started = true;
     this.deferProbes = [];
-    for (const k of this.conns.values()) this.begin(k);
-    const probes = this.deferProbes;
+    this.beginSlice();
+  }
+
+  /** True while start() has connections left to begin (tick() again soon). */
+  get beginning(): boolean {
+    return this.started && this.next < this.input.length;
+  }
+
+  private beginSlice(): void {
+    const until = performance.now() + BEGIN_SLICE_MS;
+    while (this.next < this.input.length) {
+      const c = this.input[this.next++]!;
+      const key = this.keyOf(c);
+      if (!this.conns.has(key)) {
+        // Its start: the wait for an answer counts from its first segment, not from start().
+        const now = this.io.now();
+        const k: Conn = { c, action: this.method.kind, phase: 'learning', attempts: 0, verified: true, deadline: now, started: now };
+        this.conns.set(key, k);
+        this.begin(k);
+      }
+      if ((this.next & 63) === 0 && performance.now() >= until) return;
+    }
+    const probes = this.deferProbes ?? [];
     this.deferProbes = undefined;
     const delay = this.options.verifyDelayMs ?? Math.min(50, this.conns.size * 0.05);
     if (delay <= 0) {
       for (const p of probes) this.io.send(p);
       return;
     }
-    this.pendingProbes = { at: this.io.now() + delay, probes };
+    const at = this.io.now() + delay;
+    this.pendingProbes = { at, probes };
     // The wait for the probes' answers starts when they go out.
-    for (const k of this.conns.values()) if (k.phase === 'closing' && k.action === 'rst') k.deadline += delay;
+    for (const k of this.conns.values()) if (k.phase === 'closing' && k.action === 'rst' && k.seqSource === 'tracked') k.deadline = Math.max(k.deadline, at + this.timeout);
   }
 
   /** Feeds a segment seen on the wire; ignores anything that is not from a peer we are closing. */
   answer(seg: PeerAnswer): void {
-    const k = this.conns.get(connectionKey({ address: seg.dst, port: seg.dport }, { address: seg.src, port: seg.sport }));
+    const k = this.conns.get(canonicalConnectionKey({ address: seg.dst, port: seg.dport }, { address: seg.src, port: seg.sport }));
     if (!k || k.phase === 'done') return;
     if (seg.flags & TCP_RST) {
       // A RST that acks our FIN or data: the peer took it, then closed its side with a reset
@@ -221,8 +256,9 @@ export class CloseEngine {
     this.sendClosing(k);
   }
 
-  /** Advances timers; call every few milliseconds. */
+  /** Begins the next slice of connections, advances timers; call every few milliseconds (at once while `beginning`). */
   tick(): void {
+    if (this.beginning) this.beginSlice();
     const now = this.io.now();
     if (this.pendingProbes && now >= this.pendingProbes.at) {
       const { probes } = this.pendingProbes;
@@ -242,19 +278,33 @@ export class CloseEngine {
   }
 
   get done(): boolean {
+    if (this.next < this.input.length) return false;
     for (const k of this.conns.values()) if (k.phase !== 'done') return false;
     return true;
   }
 
   /** The earliest time tick() has work to do, for drivers that sleep. */
   nextDeadline(): number {
+    if (this.beginning) return this.io.now();
     let d = this.pendingProbes?.at ?? Infinity;
     for (const k of this.conns.values()) if (k.phase !== 'done') d = Math.min(d, k.deadline);
     return d;
   }
 
+  /** One result per connection (duplicates given once), in the order given. */
   results(): CloseResult[] {
-    return [...this.conns.values()].map((k) => k.result ?? this.resultOf(k, 'failed', false, 'not finished'));
+    const out = [...this.conns.values()].map((k) => k.result ?? this.resultOf(k, 'failed', false, 'not finished'));
+    // Connections never begun (the caller's deadline came first) fail with that said.
+    for (let i = this.next; i < this.input.length; i++) {
+      const c = this.input[i]!;
+      const key = this.keyOf(c);
+      if (this.conns.has(key)) continue;
+      const now = this.io.now();
+      const k: Conn = { c, action: this.method.kind, phase: 'done', attempts: 0, verified: false, deadline: now, started: now };
+      this.conns.set(key, k);
+      out.push(this.resultOf(k, 'failed', false, 'not begun before the deadline'));
+    }
+    return out;
   }
 
   private begin(k: Conn): void {

@@ -7,7 +7,7 @@ import { parseCloseMethod, type CloseMethod } from './close-method.js';
 import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from './close-remote.js';
 import type { CloseResult } from './close-result.js';
 import type { DeadConnection, EngineOptions } from './close-engine.js';
-import { canonicalAddress, type Endpoint } from './endpoint.js';
+import { canonicalAddress, canonicalizer, type Endpoint } from './endpoint.js';
 import { deadConnectionsFromFlows, mergeConnections, type BoundaryLookup } from './flow-knowledge.js';
 import { FlowTracker } from './flow-tracker.js';
 
@@ -66,7 +66,8 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
   if (!('address' in target)) return { results: await closePortPeers(target.ports, method, local) };
   const dead = { address: canonicalAddress(target.address), port: target.port };
   const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead, target.boundary ? { boundary: target.boundary } : {});
-  const known = (target.known ?? []).filter((c) => c.local.port === dead.port && canonicalAddress(c.local.address) === dead.address);
+  const canon = canonicalizer();
+  const known = (target.known ?? []).filter((c) => c.local.port === dead.port && canon(c.local.address) === dead.address);
   const connections = mergeConnections(dead, target.peers ?? [], tracked, known);
   const ifname = target.takeover?.interface ?? target.interface ?? interfaceOfAddress(dead.address);
   if (ifname === undefined && !target.tracker) {

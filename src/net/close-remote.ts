@@ -1,7 +1,7 @@
 // Ends the connections of a dead remote side: owns its address (takes it over if asked), listens
 // for the peers' answers, and drives the close engine with forged segments.
 import os from 'node:os';
-import type { ParsedSegment } from '../native.js';
+import type { NativeError, ParsedSegment, SegmentSpec } from '../native.js';
 import { takeOverAddress } from './address.js';
 import { CloseEngine, type DeadConnection, type EngineOptions } from './close-engine.js';
 import type { CloseMethod } from './close-method.js';
@@ -51,6 +51,77 @@ export function interfaceOfAddress(address: string): string | undefined {
   return undefined;
 }
 
+/** Segments sent per turn of the event loop. */
+export const SEND_BATCH = 128;
+
+/**
+ * The forged segments, paced: SEND_BATCH per turn of the event loop, so that a burst for
+ * thousands of connections neither overflows a queue on the way (a veth peer's backlog holds
+ * net.core.netdev_max_backlog = 1000 packets; a NIC's queue answers ENOBUFS) nor holds the
+ * event loop that sends heartbeats. A full device queue (ENOBUFS, EAGAIN) is not an error:
+ * the same segment goes again 1 ms later. Any other send error is kept for the caller.
+ */
+class Outbox {
+  private queue: SegmentSpec[] = [];
+  private head = 0;
+  private scheduled = false;
+  private closed = false;
+  error: Error | undefined;
+
+  constructor(
+    private readonly sendNow: (spec: SegmentSpec) => void,
+    private readonly onError: () => void,
+  ) {}
+
+  push(spec: SegmentSpec): void {
+    this.queue.push(spec);
+    this.schedule(0);
+  }
+
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  /** Resolves once every queued segment is sent (or on an error, or after maxMs). */
+  async drained(maxMs: number): Promise<void> {
+    const end = performance.now() + maxMs;
+    while (this.pending > 0 && !this.error && performance.now() < end) await new Promise((r) => setTimeout(r, 1));
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    if (delayMs > 0) setTimeout(this.pump, delayMs);
+    else setImmediate(this.pump);
+  }
+
+  private readonly pump = (): void => {
+    this.scheduled = false;
+    if (this.closed) return;
+    for (let n = 0; n < SEND_BATCH && this.head < this.queue.length; n++) {
+      try {
+        this.sendNow(this.queue[this.head]!);
+      } catch (err) {
+        const code = (err as NativeError).code;
+        if (code === 'ENOBUFS' || code === 'EAGAIN') return this.schedule(1);
+        this.error ??= err as Error;
+        this.onError();
+      }
+      this.head++;
+    }
+    if (this.head >= this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else {
+      this.schedule(0);
+    }
+  };
+}
+
 export async function closeRemotePeers(options: RemoteCloseOptions): Promise<RemoteCloseReport> {
   const started = performance.now();
   const { connections, method } = options;
@@ -92,13 +163,15 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     if (!f) forges.set(family, (f = new SegmentForge(family)));
     return f;
   };
+  // Answers arrive through the capture's uv_poll callback; the engine reacts to each at once,
+  // and this loop only wakes for the engine's timers, when the last connection is done, or on
+  // a send error.
+  let wake: () => void = () => {};
+  const outbox = new Outbox((spec) => forgeFor(familyOf(spec.src)).send(spec), () => wake());
   const engine = new CloseEngine(connections, method, {
     now: () => performance.now(),
-    send: (spec) => forgeFor(familyOf(spec.src)).send(spec),
+    send: (spec) => outbox.push(spec),
   }, options.engine);
-  // Answers arrive through the capture's uv_poll callback; the engine reacts to each at once,
-  // and this loop only wakes for the engine's timers or when the last connection is done.
-  let wake: () => void = () => {};
   const unsubscribe = options.answers.onSegments((segments) => {
     for (const s of segments) engine.answer(s);
     if (engine.done) wake();
@@ -107,18 +180,29 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     engine.start();
     const deadline = performance.now() + (options.timeoutMs ?? 5000);
     while (!engine.done && performance.now() < deadline) {
-      const wait = Math.max(1, Math.min(deadline, engine.nextDeadline()) - performance.now());
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, wait);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      if (outbox.error) throw outbox.error;
+      if (engine.beginning) {
+        // The next slice of connections after one turn of the loop (heartbeats, answers).
+        await new Promise((r) => setImmediate(r));
+      } else {
+        const wait = Math.max(1, Math.min(deadline, engine.nextDeadline()) - performance.now());
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
       engine.tick();
     }
+    // A connection is done once its last segment is queued (an exact RST learned from the
+    // peer needs no answer): what is queued still goes out.
+    await outbox.drained(Math.max(0, deadline - performance.now()));
+    if (outbox.error) throw outbox.error;
   } finally {
     unsubscribe();
+    outbox.close();
     for (const f of forges.values()) f.close();
     if (guard) await guard.remove();
   }

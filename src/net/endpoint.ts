@@ -30,6 +30,28 @@ export function connectionKey(local: Endpoint, remote: Endpoint): string {
   return `${endpointKey(local)}>${endpointKey(remote)}`;
 }
 
+/**
+ * connectionKey for endpoints whose addresses are already canonical (from the addon, a decoded
+ * datagram, canonicalAddress): the same key without parsing each address again, for the paths
+ * that key tens of thousands of connections.
+ */
+export function canonicalConnectionKey(local: Endpoint, remote: Endpoint): string {
+  return `${local.address}|${local.port}>${remote.address}|${remote.port}`;
+}
+
+/**
+ * canonicalAddress with a memory: thousands of connections share a few addresses, each parsed
+ * once. For one batch of work (the cache grows with the distinct addresses seen).
+ */
+export function canonicalizer(): (address: string) => string {
+  const seen = new Map<string, string>();
+  return (address) => {
+    let c = seen.get(address);
+    if (c === undefined) seen.set(address, (c = canonicalAddress(address)));
+    return c;
+  };
+}
+
 export function formatEndpoint(e: Endpoint): string {
   return familyOf(e.address) === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }

@@ -5,7 +5,7 @@ import net from 'node:net';
 import type { FlowRecord, FlowSide } from '../native.js';
 import type { DeadConnection, TrackedState } from './close-engine.js';
 import type { BoundaryState } from './boundary-watch.js';
-import { canonicalAddress, connectionKey, type Endpoint } from './endpoint.js';
+import { canonicalAddress, canonicalConnectionKey, canonicalizer, type Endpoint } from './endpoint.js';
 
 export interface DeadSide {
   address: string;
@@ -79,14 +79,19 @@ export function boundaryAt(b: BoundaryState, deadNextSeq: number): Pick<TrackedS
  * connection a tracked entry beats an untracked one, and the most recently observed wins.
  */
 export function mergeConnections(dead: DeadSide & { port: number }, peers: Endpoint[], ...trackedLists: DeadConnection[][]): DeadConnection[] {
+  // One source alone (a replicated table, or one tracker) has each connection once already.
+  const sources = [...trackedLists.filter((l) => l.length > 0), ...(peers.length > 0 ? [peers] : [])];
+  if (sources.length === 1 && sources[0] !== peers) return sources[0] as DeadConnection[];
   const byKey = new Map<string, DeadConnection>();
+  const canon = canonicalizer();
+  const keyOf = (local: Endpoint, peer: Endpoint) => canonicalConnectionKey({ address: canon(local.address), port: local.port }, { address: canon(peer.address), port: peer.port });
   for (const peer of peers) {
     const local = { address: canonicalAddress(dead.address), port: dead.port };
-    byKey.set(connectionKey(local, peer), { local, peer });
+    byKey.set(keyOf(local, peer), { local, peer });
   }
   for (const list of trackedLists) {
     for (const t of list) {
-      const key = connectionKey(t.local, t.peer);
+      const key = keyOf(t.local, t.peer);
       const had = byKey.get(key);
       if (!had || (t.tracked && !had.tracked) || (t.tracked && (t.observedAt ?? -Infinity) > (had.observedAt ?? -Infinity))) byKey.set(key, t);
     }

@@ -19,8 +19,14 @@ export interface FlowTrackerOptions {
   /** Payload bytes per segment handed to listeners (0 = headers only, the default). */
   payloadBytes?: number;
   idleTimeoutMs?: number;
+  /**
+   * The ring: blocks of blockSize bytes (default 1 MiB), blockCount of them (8), each handed
+   * over when full or blockTimeoutMs (2) after its first packet. A reader kept busy for
+   * blockCount × blockTimeoutMs loses packets however empty the blocks are.
+   */
   blockSize?: number;
   blockCount?: number;
+  blockTimeoutMs?: number;
   /**
    * 'block' (default): a ring handed over per block, up to 2 ms after the packet. 'packet': a
    * wake-up per packet, for a tracker that must act on a segment at once (an agent telling its
@@ -29,6 +35,10 @@ export interface FlowTrackerOptions {
   wakeup?: 'block' | 'packet';
   /** Hand listeners only segments with one of these flags (e.g. TCP_SYN | TCP_FIN | TCP_RST), plus data when payloadBytes > 0. */
   deliverFlags?: number;
+  /** Let only segments with one of these flags into the socket at all (a BPF test in the kernel). */
+  flagsAny?: number;
+  /** false: keep no flow table (segments are only handed to listeners). */
+  trackFlows?: boolean;
 }
 
 /** What a capture lets through: hosts, ports and how much payload. */
@@ -54,8 +64,10 @@ export class FlowTracker implements SegmentSource, Disposable {
       ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
       ...(options.blockSize ? { blockSize: options.blockSize } : {}),
       ...(options.blockCount ? { blockCount: options.blockCount } : {}),
+      ...(options.blockTimeoutMs ? { blockTimeoutMs: options.blockTimeoutMs } : {}),
       ...(options.wakeup ? { wakeup: options.wakeup } : {}),
       ...(options.deliverFlags !== undefined ? { deliverFlags: options.deliverFlags } : {}),
+      ...(options.trackFlows === false ? { trackFlows: false } : {}),
     });
   }
 
@@ -80,6 +92,7 @@ export class FlowTracker implements SegmentSource, Disposable {
       // Our own forged segments say nothing new about a flow and would only load the ring
       // while a thousand connections are being closed.
       excludeMark: FORGE_MARK,
+      ...(this.options.flagsAny !== undefined ? { flagsAny: this.options.flagsAny } : {}),
     });
   }
 
@@ -104,21 +117,28 @@ export class FlowTracker implements SegmentSource, Disposable {
     };
   }
 
-  /** The tracked flows; with `since` (ms since the epoch), only those seen at or after it. */
-  flows(since?: number): FlowRecord[] {
-    return this.closed ? [] : decodeFlows(this.capture.flows(since));
+  flows(): FlowRecord[] {
+    return this.closed ? [] : decodeFlows(this.capture.flows());
   }
 
-  /** The flow between local and remote, with its sides named from local's point of view. */
+  /**
+   * The flows updated after `generation` (0: all), and the generation to ask from next time.
+   * Generations count segments as the table takes them, so a segment handed over late by the
+   * ring is never missed (a capture timestamp would be older than the last poll).
+   */
+  changedFlows(generation: number): { flows: FlowRecord[]; generation: number } {
+    if (this.closed) return { flows: [], generation };
+    const raw = this.capture.flows(generation);
+    return { flows: decodeFlows(raw), generation: raw.generation };
+  }
+
+  /** The flow between local and remote (one lookup in the table), with its sides named from local's point of view. */
   findFlow(local: Endpoint, remote: Endpoint): FoundFlow | undefined {
+    if (this.closed) return undefined;
+    const [flow] = decodeFlows(this.capture.find(local.address, local.port, remote.address, remote.port));
+    if (!flow) return undefined;
     const l = canonicalAddress(local.address);
-    const r = canonicalAddress(remote.address);
-    const is = (s: FlowSide, a: string, port: number) => canonicalAddress(s.address) === a && s.port === port;
-    for (const flow of this.flows()) {
-      if (is(flow.a, l, local.port) && is(flow.b, r, remote.port)) return { flow, local: flow.a, remote: flow.b };
-      if (is(flow.b, l, local.port) && is(flow.a, r, remote.port)) return { flow, local: flow.b, remote: flow.a };
-    }
-    return undefined;
+    return flow.a.address === l && flow.a.port === local.port ? { flow, local: flow.a, remote: flow.b } : { flow, local: flow.b, remote: flow.a };
   }
 
   stats(): CaptureStats {

@@ -21,7 +21,14 @@ export interface ReplicationCluster {
   destroy(): Promise<void>;
 }
 
-export async function startReplicationCluster(takeover: Array<{ port: number; method: string }>, agentExtra: Record<string, unknown> = {}): Promise<ReplicationCluster> {
+export interface ClusterOptions {
+  /** Extra top-level config for both agents (e.g. A's instances). */
+  agentExtra?: Record<string, unknown>;
+  /** Both agents also send heartbeats to node C (which runs no agent): C can time their arrivals. */
+  watchedFromC?: boolean;
+}
+
+export async function startReplicationCluster(takeover: Array<{ port: number; method: string }>, options: ClusterOptions = {}): Promise<ReplicationCluster> {
   const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
   const dir = mkdtempSync(path.join(tmpdir(), 'tko-repl-'));
   const destroy = async () => {
@@ -39,11 +46,14 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
       cluster: 'lab', node: n, database: 'db', key: 'a shared key of the lab cluster', incarnation: n === 'a' ? 11 : 12,
       control: path.join(dir, `${n}.sock`),
       heartbeat: { intervalMs: INTERVAL, misses: MISSES, links: links(n) },
-      peers: [n === 'a'
-        ? { node: 'b', links: links('b') }
-        : { node: 'a', links: links('a'), takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', prefixLength: 24, method: t.method })) }],
+      peers: [
+        n === 'a'
+          ? { node: 'b', links: links('b') }
+          : { node: 'a', links: links('a'), takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', prefixLength: 24, method: t.method })) },
+        ...(options.watchedFromC ? [{ node: 'c', links: links('c') }] : []),
+      ],
       notify: { port: 0 },
-      ...agentExtra,
+      ...options.agentExtra,
     });
     const a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
     const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);

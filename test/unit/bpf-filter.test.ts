@@ -47,6 +47,10 @@ function runBpf(prog: Buffer, pkt: Buffer, mark = 0): number {
         if (x + k + 2 > pkt.length) return 0;
         a = pkt.readUInt16BE(x + k);
         break;
+      case 0x50: // ldb [x + k]
+        if (x + k + 1 > pkt.length) return 0;
+        a = pkt[x + k]!;
+        break;
       case 0xb1: // ldx 4 * ([k] & 0xf)
         if (k + 1 > pkt.length) return 0;
         x = (pkt[k]! & 0xf) * 4;
@@ -94,6 +98,7 @@ function expected(opts: BpfFilterOptions, c: Case): boolean {
   }
   const ports = opts.ports ?? [];
   if (ports.length > 0 && !ports.includes(s.sport ?? 40000) && !ports.includes(s.dport ?? 7000)) return false;
+  if (opts.flagsAny !== undefined && ((s.flags ?? 0x10) & opts.flagsAny) === 0) return false;
   return true;
 }
 
@@ -113,6 +118,7 @@ function cases(link: 0 | 14): Case[] {
       for (const dst of addrs) {
         if (src === dst) continue;
         for (const sport of PORTS) for (const dport of [443, 7000, 1]) out.push({ link, spec: { src, dst, sport, dport } });
+        for (const flags of [0x02, 0x12, 0x11, 0x04, 0x18]) out.push({ link, spec: { src, dst, sport: 443, dport: 40000, flags } });
       }
     }
   }
@@ -184,6 +190,18 @@ describe('buildTcpFilter in a BPF interpreter', () => {
     check({ ports: [40000, 1], hosts: ['fd7a:6b00:ffff::198.18.0.1'] });
   });
 
+  it('only some TCP flags (SYN, FIN, RST: opens and closes), with and without ports, past IPv4 options', () => {
+    const r = check({ flagsAny: 0x02 | 0x01 | 0x04 });
+    expect(r.accepted).toBeGreaterThan(50);
+    check({ flagsAny: 0x07, ports: [443] });
+    check({ flagsAny: 0x04, ports: [40000], hosts: ['fd7a:6b00::1', '198.18.0.2'] });
+    const opts = buildTcpFilter({ flagsAny: 0x02, ports: [443] });
+    const withOptions = buildFrame({ src: A4[0]!, dst: A4[1]!, sport: 443, flags: 0x12, ipOptions: [1, 1, 1, 0] });
+    expect(runBpf(opts, withOptions)).toBe(256);
+    expect(runBpf(opts, buildFrame({ src: A4[0]!, dst: A4[1]!, sport: 443, flags: 0x10, ipOptions: [1, 1, 1, 0] }))).toBe(0);
+    for (const bad of [0, 256, 1.5]) expect(() => buildTcpFilter({ flagsAny: bad }), String(bad)).toThrow(RangeError);
+  });
+
   it('the largest filter (8 hosts, 16 ports), snap lengths, excluded mark', () => {
     const hosts = [...A4, ...A6, '198.18.200.1', 'fd7a:6b00::99'];
     const ports = [...PORTS, ...Array.from({ length: 11 }, (_, i) => 1000 + i)];
@@ -243,6 +261,7 @@ describe('the kernel takes the programs', () => {
     { hosts: [...A4, ...A6, '198.18.200.1', 'fd7a:6b00::99'], ports: Array.from({ length: MAX_FILTER_PORTS }, (_, i) => 2000 + i), snapLength: 0x40000 },
     { linkHeaderLength: 0, hosts: ['fd7a:6b00::1'] },
     { excludeMark: 0x7a6b, snapLength: 64 },
+    { flagsAny: 0x07, ports: [443], linkHeaderLength: 0 },
   ];
 
   it('SO_ATTACH_FILTER on a packet socket on lo accepts each variant', () => {

@@ -41,7 +41,7 @@ describe('no fd leaks', () => {
       const any = new FlowTracker({ interface: 'any', ports: [port], wakeup: 'packet' });
       any.start();
       any.setScope({ ports: [port, port + 1], payloadBytes: 100 });
-      any.flows(0);
+      any.changedFlows(0);
       any.close();
       attempt(() => new FlowTracker({ interface: 'no-such-if0' }));
       const f = new SegmentForge(i % 2 ? 4 : 6);

@@ -96,7 +96,7 @@ describe('FlowTracker capture modes', () => {
     c.destroy();
   });
 
-  it('setScope changes the filter on the live socket and keeps the flows; flows(since) returns only recent ones', async () => {
+  it('setScope changes the filter on the live socket and keeps the flows; changedFlows returns only what changed since a generation', async () => {
     const p1 = await echoServer('127.0.0.1');
     const p2 = await echoServer('127.0.0.1');
     const { t } = tracker({ interface: 'lo', ports: [p1], wakeup: 'packet' });
@@ -106,12 +106,22 @@ describe('FlowTracker capture modes', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(t.flows().map((f) => f.b.port)).toEqual([p1]); // p2 not in scope yet
     t.setScope({ ports: [p1, p2] });
-    const mark = performance.timeOrigin + performance.now();
+    const { generation } = t.changedFlows(0);
+    expect(t.changedFlows(generation).flows).toEqual([]);
     c2.write('x');
     await until(() => t.flows().length === 2);
-    expect(t.flows(mark).map((f) => f.b.port)).toEqual([p2]);
+    const changed = t.changedFlows(generation);
+    expect(changed.flows.map((f) => f.b.port)).toEqual([p2]);
+    expect(changed.generation).toBeGreaterThan(generation);
     expect(t.flows().find((f) => f.b.port === p1)!.handshakeSeen).toBe(true);
     expect(() => t.setScope({ hosts: ['nope'] })).toThrow(TypeError);
+    // One flow by its endpoints, either way round, sides named from the first one's view.
+    const server = { address: '127.0.0.1', port: p2 };
+    const peer = { address: '127.0.0.1', port: c2.localPort! };
+    expect(t.findFlow(server, peer)).toMatchObject({ local: { port: p2 }, remote: { port: c2.localPort } });
+    expect(t.findFlow(peer, server)).toMatchObject({ local: { port: c2.localPort }, remote: { port: p2 } });
+    expect(t.findFlow(server, { address: '127.0.0.1', port: 1 })).toBeUndefined();
+    expect(() => t.findFlow(server, { address: '::1', port: 1 })).toThrow(/one family/);
     c1.destroy();
     c2.destroy();
   });

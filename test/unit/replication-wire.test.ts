@@ -5,6 +5,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   decodeReplication,
+  encodeRecord,
   encodeReplication,
   MAX_DATAGRAM,
   recordBytes,
@@ -71,6 +72,13 @@ describe('replication datagrams', () => {
     for (let n = 0; n < b.length; n++) expect(decodeReplication(b.subarray(0, n), key).ok).toBe(false);
     expect(decodeReplication(b, Buffer.from('another key of the cluster....'))).toEqual({ ok: false, reason: 'hmac' });
     expect(decodeReplication(Buffer.from('TKHB' + 'x'.repeat(80)), key)).toEqual({ ok: false, reason: 'magic' });
+  });
+
+  it('recordBytes is the encoded size of every kind of record', () => {
+    const long = { ...upsert6, boundary: { atBoundary: false, reason: 'x'.repeat(300) } };
+    for (const r of [upsert4, upsert6, bare, removal, long, { ...upsert4, state: { ...upsert4.state!, peerTsval: undefined } }]) {
+      expect(recordBytes(r), JSON.stringify(r).slice(0, 80)).toBe(encodeRecord(r).length);
+    }
   });
 
   it('a datagram packed to recordRoom fits; encoding refuses what cannot be sent', () => {

@@ -5,13 +5,13 @@
 // link it came in on, the node it is for, both ends' lives and its sequence number, and
 // counted when refused. Timers: a tick for sends and retries, a refresh of the flow table's
 // state once per heartbeat interval, and a sock_diag scan every scanMs (on a libuv worker).
-import { TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import type { HeartbeatAgent } from '../../monitor/heartbeat-agent.js';
 import type { DetectorEvent } from '../../monitor/failure-detector.js';
-import { FlowTracker, type CaptureScope } from '../../net/flow-tracker.js';
+import type { CaptureScope } from '../../net/flow-tracker.js';
 import { goodbyePlugin } from '../../net/goodbye/index.js';
 import { CONNECTED_STATES, listTcpSocketsAsync } from '../../net/sockdiag.js';
 import { LocalConnections, type CaptureSource, type ServiceScope } from './local-connections.js';
+import { OwnCapture } from './own-capture.js';
 import { ReplicationPublisher, type ReplicationTransport, type SubscriberStatus } from './publisher.js';
 import { ReplicaSet, type ReplicaStatus } from './replicas.js';
 import { decodeReplication, REPLICATION_MAGIC, type ReplicatedService, type WireRejection } from './wire.js';
@@ -44,19 +44,16 @@ export interface ReplicationStatus {
   peers: ReplicaStatus[];
   /** Peers that hold a copy of this node's connections. */
   subscribers: SubscriberStatus[];
-  /** This node's own connections followed (all scopes), and how the last scan went. */
-  local: { connections: number; scans: number; lastScanMs: number; refused: number };
+  /**
+   * This node's own connections followed (all scopes), how many with their sequence numbers
+   * known, segments the capture lost, and how the last scan went.
+   */
+  local: { connections: number; withState: number; captureDrops: number; scans: number; lastScanMs: number; refused: number };
   rejected: Record<ReplicationRejection, number>;
 }
 
 export const DEFAULT_REPLICATION_RATE = 4 << 20;
 
-/** The capture of this node's own service traffic: every interface, opens and closes handed over per packet. */
-export function openOwnCapture(scope: CaptureScope): CaptureSource {
-  const t = new FlowTracker({ interface: 'any', wakeup: 'packet', deliverFlags: TCP_SYN | TCP_FIN | TCP_RST, ...scope });
-  t.start();
-  return t;
-}
 
 export class ConnectionReplication {
   readonly local: LocalConnections;
@@ -71,6 +68,7 @@ export class ConnectionReplication {
   private timer: NodeJS.Timeout | undefined;
   private lastRefresh = 0;
   private lastScan = 0;
+  private dropsAtScan = 0;
   private readonly onHeartbeat = (e: DetectorEvent) => {
     if (e.kind === 'node-up') this.replicas.peerUp(e.node, e.incarnation);
     if (e.kind === 'node-down') {
@@ -85,7 +83,7 @@ export class ConnectionReplication {
       send: (peer, link, datagram) => options.heartbeat.send(peer, link, datagram),
     };
     this.local = new LocalConnections({
-      openCapture: options.openCapture ?? openOwnCapture,
+      openCapture: options.openCapture ?? ((scope) => new OwnCapture(scope)),
       listSockets: (ports) => listTcpSocketsAsync({ states: CONNECTED_STATES, localPorts: ports }),
     });
     this.publisher = new ReplicationPublisher({
@@ -137,7 +135,14 @@ export class ConnectionReplication {
     return {
       peers: this.replicas.status(),
       subscribers: this.publisher.status(),
-      local: { connections: this.local.size, scans: this.local.counters.scans, lastScanMs: this.local.counters.lastScanMs, refused: this.local.counters.refused },
+      local: {
+        connections: this.local.size,
+        withState: this.local.list().filter((c) => c.state !== undefined).length,
+        captureDrops: this.local.captureDrops,
+        scans: this.local.counters.scans,
+        lastScanMs: this.local.counters.lastScanMs,
+        refused: this.local.counters.refused,
+      },
       rejected,
     };
   }
@@ -148,8 +153,14 @@ export class ConnectionReplication {
       this.lastRefresh = now;
       this.local.refresh();
     }
-    if (now - this.lastScan >= (this.options.scanMs ?? 1000) && this.local.scopes.length > 0) {
+    // The authoritative list every scanMs, less often when a scan is costly (a dump of tens of
+    // thousands of sockets takes tens of ms: at most 2% of the time), and at once after the
+    // capture lost segments (what they said is then only in the kernel's list).
+    const every = Math.max(this.options.scanMs ?? 1000, 50 * this.local.counters.lastScanMs);
+    const drops = this.local.captureDrops;
+    if (this.local.scopes.length > 0 && (now - this.lastScan >= every || drops > this.dropsAtScan)) {
       this.lastScan = now;
+      this.dropsAtScan = drops;
       void this.local.scan().catch(() => {}); // a failed dump: the next one tries again
     }
     this.publisher.tick();

@@ -9,12 +9,13 @@
 // A scope with a goodbye also has its byte streams followed (BoundaryWatch), so each connection
 // says whether the server stream sits between two messages, and where.
 import { EventEmitter } from 'node:events';
-import type { FlowRecord, ParsedSegment } from '../../native.js';
+import type { FlowRecord, FlowSide, ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import { BoundaryWatch, type BoundaryState } from '../../net/boundary-watch.js';
 import type { LocalBoundary } from '../../net/close-local.js';
 import type { SegmentSource } from '../../net/close-remote.js';
-import { canonicalAddress, connectionKey, type Endpoint } from '../../net/endpoint.js';
+import { SLICE_MS, yieldToLoop } from '../../event-loop.js';
+import { canonicalAddress, canonicalConnectionKey, canonicalizer, type Endpoint } from '../../net/endpoint.js';
 import { boundaryAt, trackedFromSides } from '../../net/flow-knowledge.js';
 import type { CaptureScope } from '../../net/flow-tracker.js';
 import type { GoodbyePlugin } from '../../net/goodbye/types.js';
@@ -51,10 +52,17 @@ export interface LocalConnection {
 
 export type LocalChange = { kind: 'open' | 'update' | 'close'; conn: LocalConnection };
 
-/** What LocalConnections needs of a capture: FlowTracker, or a fake in tests. */
+/** What LocalConnections needs of a capture: OwnCapture, or a fake in tests. */
 export interface CaptureSource extends SegmentSource {
-  flows(since?: number): FlowRecord[];
+  /** SYN, FIN and RST segments as they arrive: opens and closes. (onSegments: what stream followers need.) */
+  onControl(listener: (segments: ParsedSegment[]) => void): () => void;
+  /** Flows updated after `generation`, and the generation to ask from next (FlowTracker.changedFlows). */
+  changedFlows(generation: number): { flows: FlowRecord[]; generation: number };
+  /** One flow, its sides named from `local`'s point of view (FlowTracker.findFlow). */
+  findFlow(local: Endpoint, remote: Endpoint): { local: FlowSide; remote: FlowSide } | undefined;
   setScope(scope: CaptureScope): void;
+  /** Segments the kernel dropped because the capture fell behind (a scan then finds what they said). */
+  stats(): { drops: number };
   close(): void;
 }
 
@@ -74,6 +82,8 @@ export const MAX_SCOPE_PORTS = 16;
 /** Payload captured per segment when a scope follows streams: a whole segment, GSO ones included. */
 const FOLLOW_PAYLOAD = 65535;
 const TOMBSTONE_MS = 30_000;
+/** How long a new connection's flow is looked for (the capture's ring hands blocks over within ms). */
+const STATELESS_LOOKUP_MS = 2000;
 
 export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private readonly entries = new Map<string, LocalConnection>();
@@ -82,12 +92,16 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private scopeList: ServiceScope[] = [];
   /** Stream followers, by scopeId. */
   private watches = new Map<string, BoundaryWatch>();
-  private lastRefresh = 0;
+  /** The flow table's generation at the last refresh. */
+  private generation = 0;
+  /** Connections added without state yet: looked up in the flow table at each refresh. */
+  private readonly stateless = new Set<string>();
   private scanning: Promise<void> | undefined;
   private readonly now: () => number;
   private readonly max: number;
   private capture: { source: CaptureSource; unsubscribe: () => void } | undefined;
   readonly counters = { opened: 0, closed: 0, refused: 0, scans: 0, lastScanMs: 0 };
+  private readonly canon = canonicalizer();
 
   constructor(private readonly options: LocalConnectionsOptions) {
     super();
@@ -101,6 +115,11 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Segments the capture lost so far (0 without a capture). */
+  get captureDrops(): number {
+    return this.capture?.source.stats().drops ?? 0;
   }
 
   /**
@@ -123,7 +142,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       this.closeCapture();
     } else if (!this.capture) {
       const source = this.options.openCapture(captureScope);
-      this.capture = { source, unsubscribe: source.onSegments((segs) => this.onSegments(segs)) };
+      this.capture = { source, unsubscribe: source.onControl((segs) => this.onControl(segs)) };
     } else {
       this.capture.source.setScope(captureScope);
     }
@@ -159,36 +178,54 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   /**
    * Takes what the flow table saw since the last refresh: new sequence numbers, windows,
-   * timestamps and boundaries become 'update' changes. Cheap when little changed.
+   * timestamps and boundaries become 'update' changes. Cheap when little changed. Connections
+   * opened since are looked up in the table too: the two sockets of the capture race, and the
+   * flow's first segments may have been taken before the open was.
    */
   refresh(): void {
-    const now = this.now();
-    // A few ms of overlap: a segment stamped just before the last refresh is not missed.
-    const since = this.lastRefresh - 5;
-    this.lastRefresh = now;
-    for (const f of this.capture?.source.flows(since) ?? []) {
-      for (const [d, p] of [[f.b, f.a], [f.a, f.b]] as const) {
-        const c = this.entries.get(connectionKey(d, p));
-        if (!c) continue;
-        const state: ReplicatedState = trackedFromSides(d, p);
-        let boundary: LocalConnection['boundary'];
-        let serverNext: number | undefined;
-        const watch = this.watchOf(c.local);
-        if (watch) {
-          const b: BoundaryState = watch.state(c.peer, c.local);
-          const at = boundaryAt(b, d.nextSeq);
-          boundary = { atBoundary: at.atBoundary === true, reason: at.boundaryReason ?? b.reason };
-          serverNext = b.serverNext;
-        }
-        c.stateAt = Math.max(d.lastSeenMs, p.lastSeenMs);
-        c.serverNext = serverNext;
-        if (sameState(c.state, state) && sameBoundary(c.boundary, boundary)) break;
-        c.state = state;
-        c.boundary = boundary;
-        this.emit('change', { kind: 'update', conn: c });
-        break;
+    if (!this.capture) return;
+    const source = this.capture.source;
+    const changed = source.changedFlows(this.generation);
+    this.generation = changed.generation;
+    for (const f of changed.flows) {
+      const fromB = this.entries.get(canonicalConnectionKey(f.b, f.a));
+      if (fromB) this.applyFlow(fromB, f.b, f.a);
+      else {
+        const fromA = this.entries.get(canonicalConnectionKey(f.a, f.b));
+        if (fromA) this.applyFlow(fromA, f.a, f.b);
       }
     }
+    const now = this.now();
+    for (const key of this.stateless) {
+      const c = this.entries.get(key);
+      // Found, gone, or never seen on the wire (older than the agent and idle): stop looking.
+      if (c && c.state === undefined) {
+        const found = source.findFlow(c.local, c.peer);
+        if (found) this.applyFlow(c, found.local, found.remote);
+        else if (now - c.openedAt < STATELESS_LOOKUP_MS) continue;
+      }
+      this.stateless.delete(key);
+    }
+  }
+
+  /** The state of a connection from its flow's server side (d) and peer side (p). */
+  private applyFlow(c: LocalConnection, d: FlowSide, p: FlowSide): void {
+    const state: ReplicatedState = trackedFromSides(d, p);
+    let boundary: LocalConnection['boundary'];
+    let serverNext: number | undefined;
+    const watch = this.watchOf(c.local);
+    if (watch) {
+      const b: BoundaryState = watch.state(c.peer, c.local);
+      const at = boundaryAt(b, d.nextSeq);
+      boundary = { atBoundary: at.atBoundary === true, reason: at.boundaryReason ?? b.reason };
+      serverNext = b.serverNext;
+    }
+    c.stateAt = Math.max(d.lastSeenMs, p.lastSeenMs);
+    c.serverNext = serverNext;
+    if (sameState(c.state, state) && sameBoundary(c.boundary, boundary)) return;
+    c.state = state;
+    c.boundary = boundary;
+    this.emit('change', { kind: 'update', conn: c });
   }
 
   /**
@@ -208,6 +245,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     this.closeCapture();
     this.entries.clear();
     this.tombstones.clear();
+    this.stateless.clear();
   }
 
   private closeCapture(): void {
@@ -225,11 +263,17 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     this.counters.scans++;
     this.counters.lastScanMs = Math.round((performance.now() - t0) * 100) / 100;
     const listed = new Set<string>();
+    // In slices: tens of thousands of sockets must not hold the loop that sends heartbeats.
+    let slice = performance.now();
     for (const s of sockets) {
+      if (performance.now() - slice >= SLICE_MS) {
+        await yieldToLoop();
+        slice = performance.now();
+      }
       const local = { address: s.src, port: s.sport };
       if (!this.scopeOf(local)) continue;
       const peer = { address: s.dst, port: s.dport };
-      const key = connectionKey(local, peer);
+      const key = canonicalConnectionKey(local, peer); // the addon's text is canonical
       listed.add(key);
       const c = this.entries.get(key);
       if (c) {
@@ -247,7 +291,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     for (const [key, at] of this.tombstones) if (this.now() - at > TOMBSTONE_MS) this.tombstones.delete(key);
   }
 
-  private onSegments(segs: ParsedSegment[]): void {
+  private onControl(segs: ParsedSegment[]): void {
     for (const s of segs) {
       if (!(s.flags & (TCP_SYN | TCP_FIN | TCP_RST))) continue;
       const src = { address: s.src, port: s.sport };
@@ -259,17 +303,17 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       }
       // A reset from either side ends it; so does the server's FIN (the client reads EOF).
       // The client's FIN does not: the server may still answer it.
-      const fromServer = this.entries.get(connectionKey(src, dst));
+      const fromServer = this.entries.get(canonicalConnectionKey(src, dst));
       if (fromServer) this.drop(fromServer, true);
       else if (s.flags & TCP_RST) {
-        const toServer = this.entries.get(connectionKey(dst, src));
+        const toServer = this.entries.get(canonicalConnectionKey(dst, src));
         if (toServer) this.drop(toServer, true);
       }
     }
   }
 
   private open(local: Endpoint, peer: Endpoint, isn: number): void {
-    const key = connectionKey(local, peer);
+    const key = canonicalConnectionKey(local, peer);
     this.tombstones.delete(key);
     const had = this.entries.get(key);
     // The same SYN-ACK again (a retransmission) changes nothing; another ISN is a new connection
@@ -286,13 +330,14 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     }
     const c: LocalConnection = {
       key,
-      local: { address: canonicalAddress(local.address), port: local.port },
-      peer: { address: canonicalAddress(peer.address), port: peer.port },
+      local: { address: this.canon(local.address), port: local.port },
+      peer: { address: this.canon(peer.address), port: peer.port },
       openedAt: this.now(),
       missedScans: 0,
       ...(isn !== undefined ? { isn } : {}),
     };
     this.entries.set(key, c);
+    this.stateless.add(key);
     this.counters.opened++;
     this.emit('change', { kind: 'open', conn: c });
   }
@@ -312,7 +357,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   /** The scope a local endpoint belongs to (one that follows streams first, when several do). */
   private scopeOf(local: Endpoint): ServiceScope | undefined {
-    const address = canonicalAddress(local.address);
+    const address = this.canon(local.address);
     const matching = this.scopeList.filter((s) => s.port === local.port && (s.address === undefined || s.address === address));
     return matching.find((s) => s.goodbye) ?? matching[0];
   }

@@ -3,7 +3,8 @@
 // copy of this node's connections true (issue 9).
 // - On SUBSCRIBE: a new epoch; a full SYNC of the matching connections after a fresh sock_diag
 //   scan, then deltas.
-// - Opens and closes go out at once (on the next turn of the event loop, batched).
+// - Opens go out at once (on the next turn of the event loop, batched); closes with the next
+//   tick or open (a close that arrives late costs the backup one harmless reset attempt).
 // - Changed state (sequence numbers, windows, timestamps, boundaries) at most once per
 //   connection per interval (the heartbeat interval).
 // - A SUMMARY every interval: the peer sees its copy is current (and its count right).
@@ -12,7 +13,7 @@
 // It decides; datagrams leave through `transport`, and time comes from `now` + tick().
 import type { Endpoint } from '../../net/endpoint.js';
 import type { LocalChange, LocalConnection, LocalConnections, ServiceScope } from './local-connections.js';
-import { encodeRecord, encodeReplication, recordRoom, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicationMessage } from './wire.js';
+import { encodeReplication, recordBytes, recordRoom, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicationMessage } from './wire.js';
 
 export interface ReplicationTransport {
   /** The link to send to this peer on (the lowest-numbered one that is up), or undefined when none is. */
@@ -203,7 +204,7 @@ export class ReplicationPublisher {
   }
 
   private changed({ kind, conn }: LocalChange): void {
-    let urgent = false;
+    let opened = false;
     for (const s of this.streams.values()) {
       const service = this.serviceOf(s, conn.local);
       if (service < 0) continue;
@@ -212,15 +213,19 @@ export class ReplicationPublisher {
         continue;
       }
       s.dirty.delete(conn.key);
-      if (kind === 'open') s.urgent.set(conn.key, { op: 'upsert', service, peer: conn.peer });
-      else if (s.known.has(conn.key) || s.sync) s.urgent.set(conn.key, { op: 'remove', service, peer: conn.peer });
-      else s.urgent.delete(conn.key); // opened and closed before the subscriber heard of it
-      urgent = true;
+      if (kind === 'open') {
+        s.urgent.set(conn.key, { op: 'upsert', service, peer: conn.peer });
+        opened = true;
+      } else if (s.known.has(conn.key) || s.sync) {
+        s.urgent.set(conn.key, { op: 'remove', service, peer: conn.peer });
+      } else {
+        s.urgent.delete(conn.key); // opened and closed before the subscriber heard of it
+      }
     }
-    if (urgent) this.queueFlush();
+    if (opened) this.queueFlush();
   }
 
-  /** Opens and closes leave on the next turn of the loop: one batch for a burst, no timer wait. */
+  /** Opens leave on the next turn of the loop: one batch for a burst, no timer wait. */
   private queueFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
@@ -313,7 +318,7 @@ export class ReplicationPublisher {
       return true;
     };
     for (const r of records) {
-      const n = encodeRecord(r.record).length;
+      const n = recordBytes(r.record);
       if (size + n > room && !send()) return;
       batch.push(r);
       size += n;
@@ -333,7 +338,7 @@ export class ReplicationPublisher {
         const c = this.options.local.get(sync.keys[i]!);
         if (!c) continue; // closed since the snapshot: nothing to say
         const r = this.upsert(s, c, now);
-        const n = encodeRecord(r).length;
+        const n = recordBytes(r);
         if (size + n > room) break;
         records.push(r);
         keys.push(c.key);

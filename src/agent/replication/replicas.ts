@@ -7,8 +7,8 @@
 // Every datagram must be addressed to this node in its current life, come from a configured
 // peer in its current life, and carry the next sequence number; anything else is dropped and
 // counted (replayed, stale incarnation, ...), never applied.
-import type { DeadConnection } from '../../net/close-engine.js';
-import { canonicalAddress, connectionKey, type Endpoint } from '../../net/endpoint.js';
+import type { DeadConnection, TrackedState } from '../../net/close-engine.js';
+import { canonicalAddress, canonicalConnectionKey, type Endpoint } from '../../net/endpoint.js';
 import type { ReplicationTransport } from './publisher.js';
 import { encodeReplication, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicatedState } from './wire.js';
 
@@ -90,7 +90,9 @@ export class ReplicaSet {
   constructor(private readonly options: ReplicaSetOptions) {
     this.now = options.now ?? Date.now;
     this.max = options.maxConnections ?? 1 << 18;
-    for (const [node, services] of options.subscriptions) {
+    for (const [node, subscribed] of options.subscriptions) {
+      // Records name their peers in canonical text; the services get the same, once.
+      const services = subscribed.map((svc) => ({ ...svc, address: canonicalAddress(svc.address) }));
       this.replicas.set(node, {
         node,
         services,
@@ -214,25 +216,33 @@ export class ReplicaSet {
     const r = this.replicas.get(node);
     if (!r) return [];
     const local = { address: canonicalAddress(service.address), port: service.port };
-    const index = r.services.findIndex((s) => s.port === local.port && canonicalAddress(s.address) === local.address);
+    const index = r.services.findIndex((s) => s.port === local.port && s.address === local.address);
     if (index < 0) return [];
     const now = this.now();
+    // The completed sync, overlaid by a sync under way (built without spreads: this runs at the
+    // takeover, for tens of thousands of connections).
     const merged = new Map<string, ReplicaEntry>();
     for (const t of [r.table, r.staging?.table]) for (const [k, e] of t ?? []) if (e.service === index) merged.set(k, e);
-    return [...merged.values()].map((e) => ({
-      local,
-      peer: e.peer,
-      observedAt: e.observedAt,
-      ...(e.state
-        ? {
-            tracked: {
-              ...e.state,
-              ...(e.state.deadTsval !== undefined ? { deadTsvalAgeMs: Math.max(0, now - e.observedAt) } : {}),
-              ...(e.boundary ? { atBoundary: e.boundary.atBoundary, boundaryReason: e.boundary.reason } : {}),
-            },
-          }
-        : {}),
-    }));
+    const out: DeadConnection[] = [];
+    for (const e of merged.values()) {
+      const c: DeadConnection = { local, peer: e.peer, observedAt: e.observedAt };
+      const s = e.state;
+      if (s) {
+        const tracked: TrackedState = { deadNextSeq: s.deadNextSeq, peerNextSeq: s.peerNextSeq, peerAck: s.peerAck, deadWindow: s.deadWindow };
+        if (s.deadTsval !== undefined) {
+          tracked.deadTsval = s.deadTsval;
+          tracked.deadTsvalAgeMs = Math.max(0, now - e.observedAt);
+        }
+        if (s.peerTsval !== undefined) tracked.peerTsval = s.peerTsval;
+        if (e.boundary) {
+          tracked.atBoundary = e.boundary.atBoundary;
+          tracked.boundaryReason = e.boundary.reason;
+        }
+        c.tracked = tracked;
+      }
+      out.push(c);
+    }
+    return out;
   }
 
   /** Every entry of a peer's copy, for `takeover flows --peer`. */
@@ -264,7 +274,7 @@ export class ReplicaSet {
     for (const rec of records) {
       const svc = r.services[rec.service];
       if (!svc) continue; // an index beyond what we asked for names nothing of ours
-      const key = connectionKey(svc, rec.peer);
+      const key = canonicalConnectionKey(svc, rec.peer);
       if (rec.op === 'remove') {
         table.delete(key);
         continue;

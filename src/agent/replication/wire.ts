@@ -19,6 +19,7 @@
 //   peer's ack (u32 each), dead side's raw window (u16)] [| dead TSval, peer TSval (u32 each)]
 //   [| boundary reason (u8 length + UTF-8) when known and not at a boundary]
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
 import { addressBytes, addressFromBytes, type Endpoint } from '../../net/endpoint.js';
 import { MAX_NODE_ID } from '../../monitor/heartbeat-packet.js';
 
@@ -137,7 +138,7 @@ class Writer {
     return this.u8(b.length).bytes(b);
   }
   endpoint(address: string, port: number): this {
-    const bytes = addressBytes(address);
+    const bytes = cachedAddressBytes(address);
     return this.u8(bytes.length === 4 ? 4 : 6).bytes(bytes).u16(port);
   }
   done(): Buffer {
@@ -145,9 +146,25 @@ class Writer {
   }
 }
 
+// Records name the same few client addresses over and over: each is converted once.
+const addressCache = new Map<string, Buffer>();
+function cachedAddressBytes(address: string): Buffer {
+  let b = addressCache.get(address);
+  if (!b) {
+    if (addressCache.size >= 4096) addressCache.clear();
+    addressCache.set(address, (b = addressBytes(address)));
+  }
+  return b;
+}
+
 /** The encoded size of one record (what the packer counts against recordRoom). */
 export function recordBytes(r: ConnectionRecord): number {
-  return encodeRecord(r).length;
+  const address = net.isIPv4(r.peer.address) ? 4 : 16;
+  if (r.op === 'remove') return 5 + address;
+  let n = 9 + address;
+  if (r.state) n += 14 + (r.state.deadTsval !== undefined && r.state.peerTsval !== undefined ? 8 : 0);
+  if (r.boundary && !r.boundary.atBoundary) n += 1 + Buffer.byteLength(truncateUtf8(r.boundary.reason, MAX_REASON));
+  return n;
 }
 
 export function encodeRecord(r: ConnectionRecord): Buffer {
