@@ -228,6 +228,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
  private:
   // recvmmsg batch of the 'packet' mode.
   static constexpr unsigned kBatch = 16;
+  // Segments handed to JS per wake-up at most (a ring block is finished first).
+  static constexpr uint32_t kMaxDelivered = 1024;
 
   // Each receive buffer holds the headers (256 bytes are enough for any TCP/IP header chain
   // the parser accepts) plus the payload asked for.
@@ -429,8 +431,10 @@ class Capture : public Napi::ObjectWrap<Capture> {
   }
 
   void DrainRing(bool deliver, Napi::Env env, Napi::Array& batch, uint32_t& n) {
-    // At most one pass over the ring per wake-up, so a flood cannot starve the event loop.
-    for (uint32_t seen = 0; seen < blockCount_; seen++) {
+    // At most one pass over the ring per wake-up, and blocks only until ~kMaxDelivered segments
+    // are on their way to JS: a flood cannot starve the event loop, and thousands of segments
+    // that piled up while it was busy reach JS over several turns (the poll stays readable).
+    for (uint32_t seen = 0; seen < blockCount_ && n < kMaxDelivered; seen++) {
       auto* block = reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<size_t>(current_) * blockSize_);
       if (!(block->hdr.bh1.block_status & TP_STATUS_USER)) break;
       auto* hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
@@ -452,9 +456,9 @@ class Capture : public Napi::ObjectWrap<Capture> {
     sockaddr_ll names[kBatch];
     // Room for one tpacket_auxdata control message per packet.
     alignas(cmsghdr) char control[kBatch][CMSG_SPACE(sizeof(tpacket_auxdata))];
-    // At most this many batches per wake-up, so a flood cannot starve the event loop; what is
-    // left keeps the fd readable and is read on the next turn.
-    for (int round = 0; round < 64; round++) {
+    // At most this many batches per wake-up (kMaxDelivered segments), so a flood cannot starve
+    // the event loop; what is left keeps the fd readable and is read on the next turn.
+    for (unsigned round = 0; round < kMaxDelivered / kBatch; round++) {
       for (unsigned i = 0; i < kBatch; i++) {
         iov[i] = {buffers_.data() + static_cast<size_t>(i) * frameBytes_, frameBytes_};
         msgs[i].msg_hdr = msghdr{};

@@ -21,6 +21,12 @@ const method = z.string().refine((s) => {
   }
 }, 'must be rst, fin, break or goodbye:NAME (see `takeover close-peers --help`)');
 
+/** A command line: the program, then its arguments (which may be empty strings, e.g. `--save ''`). */
+const argv = z
+  .array(z.string())
+  .min(1)
+  .refine((a) => a.length === 0 || a[0]!.length > 0, 'the program (first element) must not be empty');
+
 const link = z.strictObject({ id: z.number().int().min(0).max(255), address: ip, port });
 
 const takeover = z.strictObject({
@@ -43,7 +49,7 @@ const peer = z.strictObject({ node: name, links: z.array(link).min(1), takeover:
 const probe = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('tcp'), host: ip, port }),
   z.strictObject({ kind: z.literal('postgres'), connectionString: z.string().min(1) }),
-  z.strictObject({ kind: z.literal('exec'), command: z.array(z.string().min(1)).min(1) }),
+  z.strictObject({ kind: z.literal('exec'), command: argv }),
 ]);
 
 const health = z.strictObject({
@@ -60,7 +66,7 @@ const instance = z.strictObject({
   /** How this node's agent finds the process: a pid, a pid file (first line), or a command it runs. */
   pid: z.number().int().min(1).optional(),
   pidFile: z.string().min(1).optional(),
-  command: z.array(z.string().min(1)).min(1).optional(),
+  command: argv.optional(),
   restart: z
     .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
     .optional(),

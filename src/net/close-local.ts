@@ -91,7 +91,8 @@ interface Plan {
 }
 
 async function closeHeld(list: Held[], method: CloseMethod, options: LocalCloseOptions): Promise<CloseResult[]> {
-  const plans = list.map((held): Plan => {
+  // Every loop over the connections runs in slices: there may be tens of thousands.
+  const plans = await mapInSlices(list, (held): Plan => {
     const started = performance.now();
     if (method.kind === 'rst') return { held, action: 'rst', started };
     if (!held.holder) return { held, action: 'rst', fallback: 'no process holds the socket any more: reset instead', started };
@@ -110,7 +111,7 @@ async function closeHeld(list: Held[], method: CloseMethod, options: LocalCloseO
   }
   const resets = plans.filter((p) => p.action === 'rst');
   const errors = resets.length > 0 ? await destroySockets(resets.map((p) => p.held.socket)) : [];
-  resets.forEach((p, i) => {
+  await mapInSlices(resets, (p, i) => {
     const err = errors[i];
     results.set(p, err ? gone(err) ? result(p, method, 'not-connected', true, err.message) : result(p, method, 'failed', false, err.message) : result(p, method, 'reset', true));
   });

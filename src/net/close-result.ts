@@ -44,3 +44,35 @@ export interface CloseResult {
   error?: string;
   elapsedMs: number;
 }
+
+/** What closing many connections did, in a few numbers (for logs and events: not 10,000 lines). */
+export interface CloseSummary {
+  connections: number;
+  /** How many ended each way (reset, closed, goodbye-delivered, ...). */
+  outcomes: Partial<Record<CloseOutcome, number>>;
+  /** What was sent (rst after a fallback counts as rst). */
+  actions: Record<string, number>;
+  /** Where the sequence numbers came from. */
+  seqSources: Record<string, number>;
+  /** How many of the outcomes an answer of the peer proves. */
+  verified: number;
+  /** Why the method asked for was not used, with how often. */
+  fallbacks: Record<string, number>;
+  /** The first few that failed, in full. */
+  failures: CloseResult[];
+}
+
+const FAILURES_SHOWN = 10;
+
+export function summarizeResults(results: readonly CloseResult[]): CloseSummary {
+  const s: CloseSummary = { connections: results.length, outcomes: {}, actions: {}, seqSources: {}, verified: 0, fallbacks: {}, failures: [] };
+  for (const r of results) {
+    s.outcomes[r.outcome] = (s.outcomes[r.outcome] ?? 0) + 1;
+    s.actions[r.action] = (s.actions[r.action] ?? 0) + 1;
+    if (r.seqSource) s.seqSources[r.seqSource] = (s.seqSources[r.seqSource] ?? 0) + 1;
+    if (r.verified) s.verified++;
+    if (r.fallback) s.fallbacks[r.fallback] = (s.fallbacks[r.fallback] ?? 0) + 1;
+    if (!r.ok && s.failures.length < FAILURES_SHOWN) s.failures.push(r);
+  }
+  return s;
+}

@@ -105,7 +105,7 @@ async function decodeSockets(raw: RawSockets): Promise<DiagSocket[]> {
 }
 
 /** Sockets per SOCK_DESTROY batch: arguments are converted on the event loop, so keep each call short. */
-const DESTROY_BATCH = 512;
+const DESTROY_BATCH = 256;
 
 /**
  * SOCK_DESTROY of each socket on a libuv worker; per socket, in order, undefined (reset) or the

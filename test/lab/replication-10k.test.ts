@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nowMs, type NodeChild } from '../../src/lab/node-child.js';
-import type { CloseResult } from '../../src/net/close-result.js';
+import type { CloseSummary } from '../../src/net/close-result.js';
 import { startRedis, type RedisServer } from './redis.js';
 import { agentStatus, copyOfA, INTERVAL, MISSES, startReplicationCluster, until, type ReplicationCluster } from './replication-cluster.js';
 
@@ -42,6 +42,60 @@ async function measure(a: NodeChild, ms: number): Promise<{ bytesPerSecond: numb
   const seconds = (performance.now() - t0) / 1000;
   return { bytesPerSecond: ((await sent()) - b0) / seconds, cpu: (cpuSeconds(a.pid) - c0) / seconds };
 }
+
+describe('10,000 connections of a hung server, closed by its own node\'s failure plan', () => {
+  it('the agent resets all 10,000 (sock_diag and SOCK_DESTROY on workers) while its heartbeats keep their pace', async () => {
+    // The agent runs Redis itself; a hung Redis (SIGSTOP) fails its PING probe.
+    const redisArgs = ['redis-server', '--port', '6379', '--bind', '* -::*', '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--maxclients', String(N + 2000), '--dir', '/tmp'];
+    cluster = await startReplicationCluster([{ port: 6379, method: 'rst' }], {
+      watchedFromC: true,
+      agentExtra: {
+        instances: [{ name: 'redis', node: 'a', command: redisArgs, ports: [6379], health: { probe: { kind: 'exec', command: ['redis-cli', '-p', '6379', 'PING'] }, intervalMs: 200, timeoutMs: 300, misses: 2 } }],
+        services: [{ name: 'cache', members: ['redis'] }],
+      },
+    });
+    const { lab, a, vip } = cluster;
+    await a.waitFor('published', 15_000, (e) => e.type === 'instance' && e.status === 'UP');
+    const watch = lab.spawn('c', ARRIVALS, ['--address', lab.host('c').ipv4, '--port', '7400']);
+    await watch.waitFor('listening');
+    const clients = Array.from({ length: PROCESSES }, () => lab.spawn('c', CLIENTS, ['--host', vip, '--port', '6379']));
+    for (const c of clients) await c.waitFor('ready');
+    for (const c of clients) c.send({ cmd: 'open', count: N / PROCESSES });
+    for (const c of clients) await c.waitFor('opened', 60_000);
+    const pid = ((await agentStatus(a)).instances as Array<{ pid: number }>)[0]!.pid;
+    await new Promise((r) => setTimeout(r, 500));
+    const stoppedAt = nowMs();
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const plan = await a.waitFor('plan', 10_000);
+      // Every connection on the port (the clients', and a health probe's redis-cli stuck too), reset.
+      const summary = plan.summary as CloseSummary;
+      expect(summary.connections).toBeGreaterThanOrEqual(N);
+      expect(summary.outcomes).toEqual({ reset: summary.connections });
+      const ended: number[] = [];
+      for (const c of clients) {
+        await until('every client released', async () => {
+          const n = c.events.length;
+          c.send({ cmd: 'stats' });
+          const conns = (await c.waitFor('stats', 5000, (e) => c.events.indexOf(e) >= n)).conns as Array<{ how?: string; endedAt?: number }>;
+          if (!conns.every((x) => x.how === 'reset')) return undefined;
+          ended.push(...conns.map((x) => x.endedAt!));
+          return true;
+        }, 10_000);
+      }
+      const started = Number(plan.startedAt);
+      watch.send({ cmd: 'gaps', from: lab.host('a').ipv4, since: started - 500, until: Math.max(...ended) + 500 });
+      const gaps = await watch.waitFor('gaps');
+      console.info(
+        `SIGSTOP -> plan started +${(started - stoppedAt).toFixed(0)} ms, done in ${(Number(plan.doneAt) - started).toFixed(0)} ms; ${N} clients reset by +${(Math.max(...ended) - started).toFixed(0)} ms; ` +
+          `A's heartbeats meanwhile: ${gaps.count}, largest gap ${gaps.maxGapMs} ms (interval ${INTERVAL})`,
+      );
+      expect(Number(gaps.maxGapMs)).toBeLessThan(2 * INTERVAL);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  });
+});
 
 describe('10,000 connections on the dying node', () => {
   it('are replicated at a bounded cost, and all released by B; B\'s heartbeats keep their pace while it closes them', async () => {
@@ -96,11 +150,10 @@ describe('10,000 connections on the dying node', () => {
     await lab.killSilently('a', 'nft');
     const down = await b.waitFor('node-down', 5000, (e) => e.node === 'a');
     const done = await b.waitFor('takeover-done', 30_000);
-    const results = done.results as CloseResult[];
+    const summary = done.summary as CloseSummary;
     expect(done.replicated).toBe(N);
-    expect(results).toHaveLength(N);
     // Each reset exactly at the replicated sequence number, and verified by the peer's answer.
-    expect(results.filter((r) => r.outcome === 'reset' && r.ok && r.verified && r.seqSource === 'tracked')).toHaveLength(N);
+    expect(summary).toMatchObject({ connections: N, outcomes: { reset: N }, seqSources: { tracked: N }, verified: N });
     // Every client process saw every one of its connections reset.
     const ended: number[] = [];
     for (const c of clients) {
@@ -123,8 +176,9 @@ describe('10,000 connections on the dying node', () => {
       `silent death -> decided +${(Number(down.at) - killedAt).toFixed(0)} ms; ${N} released: first +${pct(0).toFixed(0)}, p50 +${pct(50).toFixed(0)}, p99 +${pct(99).toFixed(0)}, last +${pct(100).toFixed(0)} ms after the decision; ` +
         `takeover ${(Number(done.doneAt) - Number(done.startedAt)).toFixed(0)} ms; B's heartbeats: ${gaps.count} in the window, largest gap ${gaps.maxGapMs} ms (interval ${INTERVAL})`,
     );
-    // A heartbeat late by a slice of work, never by the whole close (docs/AGENT.md: ≤ 1.5 intervals).
-    expect(Number(gaps.maxGapMs)).toBeLessThanOrEqual(1.5 * INTERVAL);
+    // A heartbeat late by slices of work, never by the whole close: less than one interval late
+    // (docs/AGENT.md; the detector needs MISSES + 1 intervals of silence).
+    expect(Number(gaps.maxGapMs)).toBeLessThan(2 * INTERVAL);
     expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual((MISSES + 1) * INTERVAL + 15);
   });
 });

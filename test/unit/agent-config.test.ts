@@ -111,6 +111,13 @@ services:
     expect(fieldOf(edit((c) => (c.peers[0].takeover = [])))).toMatch(/^peers\[0\]\.takeover/);
   });
 
+  it('a command may have empty arguments (redis-server --save \'\'), not an empty program', () => {
+    const ok = validateConfig(edit((c) => (c.instances[0] = { name: 'i1', node: 'a', command: ['redis-server', '--save', ''] })));
+    expect(ok.instances[0]!.command).toEqual(['redis-server', '--save', '']);
+    expect(fieldOf(edit((c) => (c.instances[0] = { name: 'i1', node: 'a', command: ['', 'x'] })))).toMatch(/^instances\[0\]\.command: .*the program/);
+    expect(fieldOf(edit((c) => (c.instances[0] = { name: 'i1', node: 'a', command: [] })))).toMatch(/^instances\[0\]\.command/);
+  });
+
   it('replication: defaults, and a rate below 16 KiB/s is named', () => {
     expect(validateConfig(BASE).replication).toEqual({ maxBytesPerSecond: 4 << 20, scanMs: 1000 });
     expect(fieldOf(edit((c) => (c.replication = { maxBytesPerSecond: 1000 })))).toMatch(/^replication\.maxBytesPerSecond: /);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { TCP_ACK, TCP_RST, type SegmentSpec } from '../../src/native.js';
 import { CloseEngine, type DeadConnection, type PeerAnswer } from '../../src/net/close-engine.js';
 import { parseCloseMethod } from '../../src/net/close-method.js';
+import { summarizeResults, type CloseResult } from '../../src/net/close-result.js';
 import { seqAdd } from '../../src/net/seq.js';
 import { postgresErrorResponse } from '../../src/net/goodbye/postgres.js';
 import { PeerModel } from './peer-model.js';
@@ -203,5 +204,28 @@ describe('CloseEngine against a model of the peer kernel', () => {
   it('rejects unknown methods with a clear message', () => {
     expect(() => parseCloseMethod('kill')).toThrow(/unknown close method "kill"/);
     expect(() => parseCloseMethod('goodbye:smtp')).toThrow(/unknown goodbye protocol "smtp"/);
+  });
+});
+
+describe('summarizeResults', () => {
+  it('counts outcomes, actions, sources, verified and fallbacks; lists the first failures in full', () => {
+    const r = (o: Partial<CloseResult>): CloseResult => ({ local: DEAD, peer: { address: '198.18.1.2', port: 1 }, method: 'goodbye:postgres', action: 'rst', outcome: 'reset', ok: true, verified: true, elapsedMs: 1, ...o });
+    const results = [
+      r({ seqSource: 'tracked' }),
+      r({ seqSource: 'dup-ack', verified: false, fallback: 'mid-message' }),
+      r({ action: 'goodbye:postgres', outcome: 'goodbye-delivered', seqSource: 'tracked' }),
+      ...Array.from({ length: 12 }, (_, i) => r({ outcome: 'failed', ok: false, verified: false, error: `no answer ${i}`, fallback: 'mid-message' })),
+    ];
+    const s = summarizeResults(results);
+    expect(s).toMatchObject({
+      connections: 15,
+      outcomes: { reset: 2, 'goodbye-delivered': 1, failed: 12 },
+      actions: { rst: 14, 'goodbye:postgres': 1 },
+      seqSources: { tracked: 2, 'dup-ack': 1 },
+      verified: 2,
+      fallbacks: { 'mid-message': 13 },
+    });
+    expect(s.failures.map((f) => f.error)).toEqual(Array.from({ length: 10 }, (_, i) => `no answer ${i}`));
+    expect(summarizeResults([])).toEqual({ connections: 0, outcomes: {}, actions: {}, seqSources: {}, verified: 0, fallbacks: {}, failures: [] });
   });
 });

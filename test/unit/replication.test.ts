@@ -2,65 +2,18 @@
 // a fake capture and a fake sock_diag, its publisher, and a peer's ReplicaSet, joined by an
 // in-memory transport that can lose, replay and hold datagrams; time is simulated.
 import { describe, expect, it } from 'vitest';
-import { LocalConnections, type CaptureSource, type LocalChange } from '../../src/agent/replication/local-connections.js';
+import { LocalConnections, type LocalChange } from '../../src/agent/replication/local-connections.js';
 import { ReplicationPublisher, type ReplicationTransport } from '../../src/agent/replication/publisher.js';
 import { ReplicaSet } from '../../src/agent/replication/replicas.js';
 import { decodeReplication, type Envelope } from '../../src/agent/replication/wire.js';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type FlowRecord, type FlowSide, type ParsedSegment } from '../../src/native.js';
-import type { CaptureScope } from '../../src/net/flow-tracker.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type FlowRecord, type FlowSide } from '../../src/native.js';
 import { goodbyePlugin } from '../../src/net/goodbye/index.js';
 import type { DiagSocket } from '../../src/net/sockdiag.js';
+import { FakeCapture } from './fake-capture.js';
 
 const KEY = Buffer.from('the cluster key of the unit test');
 const SERVICE = { address: '198.18.9.2', port: 6379 };
 const client = (port: number) => ({ address: '198.18.9.1', port });
-
-class FakeCapture implements CaptureSource {
-  listeners = new Set<(s: ParsedSegment[]) => void>();
-  private flows: Array<{ flow: FlowRecord; gen: number }> = [];
-  private gen = 0;
-  /** Assigning flows updates them: each gets a new generation, as the addon's table does. */
-  set table(flows: FlowRecord[]) {
-    const rest = this.flows.filter((f) => !flows.some((n) => n.a.port === f.flow.a.port));
-    this.flows = [...rest, ...flows.map((flow) => ({ flow, gen: ++this.gen }))];
-  }
-  scope: CaptureScope | undefined;
-  closed = false;
-  onSegments(l: (s: ParsedSegment[]) => void) {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  }
-  /** One fake stream serves both: the control segments are among the segments. */
-  onControl(l: (s: ParsedSegment[]) => void) {
-    return this.onSegments(l);
-  }
-  changedFlows(generation: number) {
-    return { flows: this.flows.filter((f) => f.gen > generation).map((f) => f.flow), generation: this.gen };
-  }
-  findFlow(local: { address: string; port: number }, remote: { address: string; port: number }) {
-    const f = this.flows.find(({ flow }) => flow.b.port === local.port && flow.a.port === remote.port)?.flow;
-    return f && { local: f.b, remote: f.a };
-  }
-  setScope(scope: CaptureScope) {
-    this.scope = scope;
-  }
-  /** As LocalConnections opens it: with the first scope. */
-  open = (scope: CaptureScope) => {
-    this.scope = scope;
-    this.closed = false;
-    return this;
-  };
-  close() {
-    this.closed = true;
-  }
-  stats() {
-    return { drops: 0 };
-  }
-  push(s: Partial<ParsedSegment>) {
-    const seg = { family: 4, src: '', dst: '', sport: 0, dport: 0, seq: 0, ack: 0, flags: TCP_ACK, window: 0, urgentPointer: 0, payloadLength: s.payload?.length ?? 0, ...s } as ParsedSegment;
-    for (const l of [...this.listeners]) l([seg]);
-  }
-}
 
 const side = (e: { address: string; port: number }, o: Partial<FlowSide>): FlowSide => ({
   address: e.address, port: e.port, nextSeq: 0, ack: 0, window: 65535, wscale: 7, mss: 1460, sackPermitted: true, tsval: 0, tsecr: 0, finSent: false, lastSeenMs: 0, packets: 1, bytes: 0, ...o,
