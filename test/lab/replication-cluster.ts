@@ -26,6 +26,8 @@ export interface ClusterOptions {
   agentExtra?: Record<string, unknown>;
   /** Both agents also send heartbeats to node C (which runs no agent): C can time their arrivals. */
   watchedFromC?: boolean;
+  /** Runs once the lab exists, before the agents start; returns more top-level config for both. */
+  prepare?: (lab: Lab, vip: string) => Promise<Record<string, unknown>>;
 }
 
 export async function startReplicationCluster(takeover: Array<{ port: number; method: string }>, options: ClusterOptions = {}): Promise<ReplicationCluster> {
@@ -38,6 +40,7 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
   try {
     const vip = `198.18.${lab.subnet}.100`;
     await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
+    const prepared = (await options.prepare?.(lab, vip)) ?? {};
     const links = (n: string) => [
       { id: 0, address: lab.host(n).ipv4, port: 7400 },
       { id: 1, address: lab.host(n).failsafe!.ipv4, port: 7400 },
@@ -49,11 +52,12 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
       peers: [
         n === 'a'
           ? { node: 'b', links: links('b') }
-          : { node: 'a', links: links('a'), takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', prefixLength: 24, method: t.method })) },
+          : { node: 'a', links: links('a'), ...(takeover.length ? { takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', prefixLength: 24, method: t.method })) } : {}) },
         ...(options.watchedFromC ? [{ node: 'c', links: links('c') }] : []),
       ],
       notify: { port: 0 },
       ...options.agentExtra,
+      ...prepared,
     });
     const a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
     const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);

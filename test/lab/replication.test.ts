@@ -83,3 +83,42 @@ describe('a dead node\'s peers are released on a switched network, from the repl
   });
 });
 
+// CPU-bound and never waiting on a latch, its backend does not notice the postmaster's death
+// (a pg_sleep would, and exit): the orphan keeps the client's connection, as in production.
+const ENDLESS_QUERY = 'SELECT count(*) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b';
+
+describe('goodbyes through the local sockets: the instance plan uses its own node\'s stream following', () => {
+  it('postmaster killed, its backends orphaned mid-query: clients followed from their start get 57P01; one older than the agent gets a RST, and the result says why', async () => {
+    let early: ReturnType<ReplicationCluster['lab']['spawn']> | undefined;
+    cluster = await startReplicationCluster([], {
+      prepare: async (lab, vip) => {
+        pg = await startPostgres(lab, 'a');
+        // Connected before any agent ran: its stream was never followed.
+        early = lab.spawn('c', PG_CLIENT, ['--host', vip, '--sql', ENDLESS_QUERY]);
+        await early.waitFor('query-started', 15_000);
+        return {
+          instances: [{ name: 'pg1', node: 'a', pidFile: path.join(pg.dataDir, 'postmaster.pid'), ports: [5432], method: 'goodbye:postgres' }],
+          services: [{ name: 'sales', members: ['pg1'] }],
+        };
+      },
+    });
+    const { lab, a, vip } = cluster;
+    await a.waitFor('published', 15_000, (e) => e.type === 'instance' && e.status === 'UP');
+    const followed = [0, 1].map(() => lab.spawn('c', PG_CLIENT, ['--host', vip, '--sql', ENDLESS_QUERY]));
+    for (const c of followed) await c.waitFor('query-started', 15_000);
+    await new Promise((r) => setTimeout(r, 3 * INTERVAL)); // the agent's refresh sees the queries
+    const postmaster = Number((await run('head', ['-1', path.join(pg!.dataDir, 'postmaster.pid')])).stdout.trim());
+    process.kill(postmaster, 'SIGKILL');
+    const plan = await a.waitFor('plan', 10_000);
+    const results = plan.results as CloseResult[];
+    expect(results).toHaveLength(3);
+    const byPort = (c: NonNullable<typeof early>) => results.find((r) => r.peer.port === Number(c.events.find((e) => e.event === 'connected')!.localPort))!;
+    for (const c of followed) {
+      expect((await c.waitFor('query-error', 5000)).code).toBe('57P01');
+      expect(byPort(c)).toMatchObject({ action: 'goodbye:postgres', outcome: 'goodbye-delivered', ok: true });
+    }
+    expect((await early!.waitFor('query-error', 5000)).code).toBe('ECONNRESET');
+    expect(byPort(early!)).toMatchObject({ action: 'rst', outcome: 'reset', ok: true, fallback: expect.stringMatching(/not followed from its start/) });
+  });
+});
+
