@@ -1,6 +1,9 @@
 // Example: a backup that tracks a server's connections and, when told the server is dead
 // (SIGUSR1 here; the agent's failure detector in a real deployment), takes the address over and
 // closes every peer with the exact sequence numbers it saw.
+// It sees the server's traffic only on a mirror port (or a hub): a switch does not send this
+// host another host's unicast frames. On a switched network, run the agent on both nodes
+// instead (docs/AGENT.md): the server's agent replicates its connections to the backup's.
 //
 //   node --import tsx docs/examples/backup.ts eth0 198.18.1.2 5432 rst
 //

@@ -1,20 +1,28 @@
 // `takeover demo`: the main job on an embedded default. A lab of three namespaces (client,
-// server, backup) on two bridges: the service link, which floods frames so the backup can track
-// the server's flows, and a failsafe link for heartbeats. Two clients block reading a reply from
-// the server, one with its request acknowledged and one with it still unacknowledged. The
-// server's node dies silently (its bridge ports go down: no FIN, no RST, no ARP). The backup's
-// heartbeats (100 ms, 3 misses, both links) declare it dead; the backup takes the address over
-// and closes the peers. Prints the timeline beside what TCP alone does.
+// server, backup) on a learning bridge, a switch as users have: the backup never sees the
+// server's unicast traffic. A second bridge is the failsafe link for the heartbeats. The real
+// agent runs on the server and on the backup; the server's agent replicates its connections to
+// the backup's, which is configured to take the server's service address over. Two clients
+// block reading a reply from the server, one with its request acknowledged and one with it
+// still unacknowledged. The server's node dies silently (its bridge ports go down: no FIN, no
+// RST, no ARP). The backup's heartbeats (100 ms, 3 misses, both links) declare it dead; the
+// backup takes the address over and closes the connections its replicated copy lists. Prints
+// the copy, then the timeline beside what TCP alone does.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Lab, tcpTimerSysctls } from '../lab/lab.js';
-import { fixturePath, nowMs } from '../lab/node-child.js';
+import { fixturePath, nowMs, type NodeChild } from '../lab/node-child.js';
 import type { CloseResult } from '../net/close-result.js';
 import { describeTcpAlone } from '../net/tcp-alone.js';
+import type { PeerFlows } from '../agent/agent.js';
 import { EXIT_INCOMPLETE, EXIT_OK, requireCapabilities } from './errors.js';
+import { peerFlowsTable } from './flows.js';
 import { closeResultsTable, printJson } from './output.js';
 import { methodOption } from './parse-args.js';
 
 const PORT = 7000;
-const HEARTBEAT = { key: 'demo cluster key', intervalMs: 100, misses: 3 };
+const HEARTBEAT = { intervalMs: 100, misses: 3 };
 
 export async function demoCommand(o: { method: string; json?: boolean }): Promise<number> {
   methodOption(o.method); // a bad --method fails here, before any namespace is made
@@ -22,28 +30,49 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
   const log = (line: string) => {
     if (!o.json) process.stdout.write(`${line}\n`);
   };
-  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true, failsafeLink: true });
-  const onSignal = () => void lab.destroy().then(() => process.exit(130));
+  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], failsafeLink: true });
+  // The agents' control sockets: in a directory of the demo's own, gone with it.
+  const dir = mkdtempSync(path.join(tmpdir(), 'takeover-demo-'));
+  const cleanUp = async () => {
+    await lab.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const onSignal = () => void cleanUp().then(() => process.exit(130));
   process.once('SIGINT', onSignal);
   try {
-    const server = lab.host('server');
+    const vip = `198.18.${lab.subnet}.100`;
+    await lab.exec('server', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
     const links = (n: string) => [
       { id: 0, address: lab.host(n).ipv4, port: 7400 },
       { id: 1, address: lab.host(n).failsafe!.ipv4, port: 7400 },
     ];
-    log(`lab ${lab.id}: client ${lab.host('client').ipv4}, server ${server.ipv4}:${PORT}, backup ${lab.host('backup').ipv4}; heartbeats every ${HEARTBEAT.intervalMs} ms on two links`);
-    const srv = lab.spawn('server', fixturePath('server'), ['--port', String(PORT)]);
-    lab.spawn('server', fixturePath('heartbeat-node'), ['--config', JSON.stringify({ ...HEARTBEAT, node: 'server', incarnation: '1', links: links('server'), peers: [{ node: 'backup', links: links('backup') }] })]);
+    const agentConfig = (node: 'server' | 'backup') => ({
+      cluster: 'demo', node, database: 'demo', key: 'demo cluster key', heartbeat: { ...HEARTBEAT, links: links(node) },
+      control: path.join(dir, `${node}.sock`), notify: { host: lab.host(node).ipv4, port: 0 },
+      peers: [node === 'server'
+        ? { node: 'backup', links: links('backup') }
+        : { node: 'server', links: links('server'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24, method: o.method } }],
+    });
+    log(`lab ${lab.id}: client ${lab.host('client').ipv4}, server ${lab.host('server').ipv4} serving ${vip}:${PORT}, backup ${lab.host('backup').ipv4}`);
+    log('the bridge is a switch (it learns MACs): the backup never sees the server\'s traffic; agents on server and backup, heartbeats every 100 ms on two links');
+    const srv = lab.spawn('server', fixturePath('server'), ['--port', String(PORT), '--report-data']);
+    const serverAgent = lab.spawn('server', fixturePath('agent-node'), ['--config', JSON.stringify(agentConfig('server'))]);
+    const backup = lab.spawn('backup', fixturePath('agent-node'), ['--config', JSON.stringify(agentConfig('backup'))]);
     await srv.waitFor('listening');
-    const backup = lab.spawn('backup', fixturePath('backup-agent'), ['--config', JSON.stringify({
-      ...HEARTBEAT, node: 'backup', peer: 'server', links: links('backup'), peers: [{ node: 'server', links: links('server') }],
-      service: { address: server.ipv4, port: PORT }, interface: 'eth0', prefixLength: 24, method: o.method,
-    })]);
+    await serverAgent.waitFor('started', 15_000);
     await backup.waitFor('node-up', 15_000, (e) => e.node === 'server');
-    const idle = lab.spawn('client', fixturePath('client'), ['--host', server.ipv4, '--port', String(PORT), '--request', 'GET /report\n']);
-    const unacked = lab.spawn('client', fixturePath('client'), ['--host', server.ipv4, '--port', String(PORT)]);
+    // The backup's subscription is served: the server's agent follows the service's port now.
+    await synced(backup, 10_000);
+    const idle = lab.spawn('client', fixturePath('client'), ['--host', vip, '--port', String(PORT), '--request', 'GET /report\n']);
+    const unacked = lab.spawn('client', fixturePath('client'), ['--host', vip, '--port', String(PORT)]);
     await Promise.all([idle.waitFor('connected'), unacked.waitFor('connected'), srv.waitFor('data').catch(() => undefined)]);
-    await new Promise((r) => setTimeout(r, 100)); // the request is acknowledged; the reply never comes
+
+    // The backup's copy of the server's connections, as the server's agent replicated it.
+    const copy = await replicatedCopy(backup, 2, 10_000);
+    log('');
+    log(`the backup's copy of the server's connections (replicated by the server's agent; \`takeover flows --peer server\` prints it):`);
+    log(peerFlowsTable(copy));
+    log('');
 
     await lab.killSilently('server', 'port');
     const failedAt = nowMs(); // the ports are down by now: from here on the node is dead for sure
@@ -63,7 +92,7 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
     const rel = (t: number) => `+${(t - failedAt).toFixed(2)} ms`.padEnd(13);
     const timeline: Array<[number, string]> = [
       [Number(down.at), `backup declares the server dead: ${HEARTBEAT.misses} heartbeats missed on both links`],
-      [Number(done.startedAt), `backup takes over ${server.ipv4} (gratuitous ARP) and closes ${results.length} connections with ${o.method}`],
+      [Number(done.startedAt), `backup takes over ${vip} (gratuitous ARP) and closes the ${Number(done.replicated)} connections of its copy with ${o.method}`],
       [Number(done.doneAt), 'backup has every result (verified where the peer answered)'],
       ...rows.map((r): [number, string] => [
         r.outcome ? Number(r.outcome.t) : Infinity,
@@ -77,6 +106,7 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
       printJson({
         lab: lab.id,
         method: o.method,
+        replicated: copy.connections.length,
         failedAt,
         detectedAt: down.at,
         closedAt: done.doneAt,
@@ -84,9 +114,35 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
         clients: rows.map((r) => ({ client: r.client, event: r.outcome?.event ?? 'none', code: r.outcome?.code, atMs: r.outcome ? Number(r.outcome.t) - failedAt : null, tcpAlone: r.alone })),
       });
     }
-    return outcomes.every(Boolean) && results.every((r) => r.ok) ? EXIT_OK : EXIT_INCOMPLETE;
+    return outcomes.every(Boolean) && results.length === 2 && results.every((r) => r.ok) ? EXIT_OK : EXIT_INCOMPLETE;
   } finally {
     process.off('SIGINT', onSignal);
-    await lab.destroy();
+    await cleanUp();
+  }
+}
+
+/** Waits until the backup holds a synced copy of the server's connections. */
+async function synced(backup: NodeChild, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const n = backup.events.length;
+    backup.send({ cmd: 'status' });
+    const s = await backup.waitFor('status', 5000, (e) => backup.events.indexOf(e) >= n);
+    if ((s.replication as { peers: Array<{ synced: boolean }> }).peers[0]?.synced) return;
+    if (Date.now() > deadline) throw new Error(`the backup has no synced copy of the server's connections after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Asks the backup's agent for its copy until it lists `count` connections with their state. */
+async function replicatedCopy(backup: NodeChild, count: number, timeoutMs: number): Promise<PeerFlows> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const n = backup.events.length;
+    backup.send({ cmd: 'flows', peer: 'server' });
+    const f = (await backup.waitFor('flows', 5000, (e) => backup.events.indexOf(e) >= n)) as unknown as PeerFlows;
+    if (f.connections.length >= count && f.connections.every((c) => c.state)) return f;
+    if (Date.now() > deadline) throw new Error(`the backup's copy lists ${f.connections.length} of the server's ${count} connections after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -15,6 +15,17 @@ export function canonicalAddress(address: string): string {
   return sa.address;
 }
 
+const V4_MAPPED = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/;
+
+/**
+ * The address as it appears on the wire: canonical text, and an IPv4-mapped IPv6 address
+ * (how a dual-stack `::` socket names its IPv4 peers, e.g. in sock_diag) as the IPv4 address.
+ */
+export function wireAddress(address: string): string {
+  const c = canonicalAddress(address);
+  return V4_MAPPED.exec(c)?.[1] ?? c;
+}
+
 export function familyOf(address: string): 4 | 6 {
   const f = net.isIP(address);
   if (f === 0) throw new TypeError(`not an IP address: ${address}`);
@@ -40,14 +51,15 @@ export function canonicalConnectionKey(local: Endpoint, remote: Endpoint): strin
 }
 
 /**
- * canonicalAddress with a memory: thousands of connections share a few addresses, each parsed
- * once. For one batch of work (the cache grows with the distinct addresses seen).
+ * canonicalAddress (or another such function, e.g. wireAddress) with a memory: thousands of
+ * connections share a few addresses, each parsed once. For one batch of work (the cache grows
+ * with the distinct addresses seen).
  */
-export function canonicalizer(): (address: string) => string {
+export function canonicalizer(of: (address: string) => string = canonicalAddress): (address: string) => string {
   const seen = new Map<string, string>();
   return (address) => {
     let c = seen.get(address);
-    if (c === undefined) seen.set(address, (c = canonicalAddress(address)));
+    if (c === undefined) seen.set(address, (c = of(address)));
     return c;
   };
 }

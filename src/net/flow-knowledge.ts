@@ -40,6 +40,11 @@ export function trackedFromSides(d: FlowSide, p: FlowSide, nowMs?: number): Trac
   };
 }
 
+/** Whether both sides of a flow were seen sending: only then are its sequence numbers state. */
+export function sidesSeen(d: FlowSide, p: FlowSide): boolean {
+  return d.packets > 0 && p.packets > 0;
+}
+
 /** For goodbyes: where each followed connection's server stream stands (a BoundaryWatch). */
 export type BoundaryLookup = (peer: Endpoint, local: Endpoint) => BoundaryState;
 
@@ -58,9 +63,16 @@ export function deadConnectionsFromFlows(flows: FlowRecord[], dead: DeadSide, op
     if (!d || !p) continue;
     const local = { address, port: d.port };
     const peer = { address: p.address, port: p.port };
+    // A flow the dead side never sent on (the peer's retransmission reaching this host after
+    // the takeover) says nothing of the dead side's position: the connection, but no state.
+    if (!sidesSeen(d, p)) {
+      out.push({ local, peer });
+      continue;
+    }
     const tracked = trackedFromSides(d, p, now);
     if (options.boundary) Object.assign(tracked, boundaryAt(options.boundary(peer, local), d.nextSeq));
-    out.push({ local, peer, tracked, observedAt: f.lastSeenMs });
+    // As fresh as what it says of the dead side (what a close needs most).
+    out.push({ local, peer, tracked, observedAt: d.lastSeenMs });
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // The CLI's remote path end to end, run inside the backup's namespace as an operator would:
-// `takeover flows --json` records the flows, `takeover close-peers --from-flows` or `--peers`
-// ends the connections of the dead server, and the exit code says whether all were closed.
+// `takeover flows --json` records the flows (the backup sits on a mirror port: the bridge floods
+// like a hub), `takeover close-peers --from-flows` or `--peers` ends the connections of the dead
+// server, and the exit code says whether all were closed.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';

@@ -38,7 +38,8 @@ interface ClusterOptions {
 }
 
 async function startCluster(o: ClusterOptions = {}) {
-  lab = await Lab.create({ hosts: NODES, failsafeLink: true, hub: o.takeover === true });
+  // A learning bridge (a switch): B knows A's connections from A's agent, not from A's traffic.
+  lab = await Lab.create({ hosts: NODES, failsafeLink: true });
   pg = await startPostgres(lab, 'a');
   dir = mkdtempSync(path.join(tmpdir(), 'tko-agents-'));
   const l = lab;

@@ -1,4 +1,5 @@
-// The documented example (docs/examples/backup.ts) runs as written.
+// The documented example (docs/examples/backup.ts) runs as written, where it says it works: on a
+// mirror port (the bridge floods like a hub).
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -1,5 +1,9 @@
-// Detection wired to action: the primary's node dies silently, the backup's heartbeats declare it
-// down within 4 intervals, and the backup closes the primary's peers with no one telling it to.
+// Detection wired to action, on a mirror port: the backup sees the primary's traffic (the bridge
+// floods like a hub) and knows its connections from its own capture alone, with the library's
+// HeartbeatAgent and PeerTakeover and no agent replication (docs/examples/backup.ts's set-up).
+// The primary's node dies silently, the backup's heartbeats declare it down within 4 intervals,
+// and the backup closes the primary's peers with no one telling it to. On a switch, the agents'
+// replication does this instead (replication.test.ts).
 import { afterEach, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, nowMs } from '../../src/lab/node-child.js';

@@ -26,12 +26,14 @@ export interface ClusterOptions {
   agentExtra?: Record<string, unknown>;
   /** Both agents also send heartbeats to node C (which runs no agent): C can time their arrivals. */
   watchedFromC?: boolean;
+  /** The bridge floods every frame (a mirror port for B), instead of switching. */
+  hub?: boolean;
   /** Runs once the lab exists, before the agents start; returns more top-level config for both. */
   prepare?: (lab: Lab, vip: string) => Promise<Record<string, unknown>>;
 }
 
 export async function startReplicationCluster(takeover: Array<{ port: number; method: string }>, options: ClusterOptions = {}): Promise<ReplicationCluster> {
-  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true, ...(options.hub ? { hub: true } : {}) });
   const dir = mkdtempSync(path.join(tmpdir(), 'tko-repl-'));
   const destroy = async () => {
     await lab.destroy();

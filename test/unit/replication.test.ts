@@ -151,18 +151,22 @@ describe('LocalConnections', () => {
       now: () => clock,
     });
     l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
+    // A dual-stack server (listening on ::) shows its IPv4 clients as ::ffff:a.b.c.d: the same
+    // connection as the capture sees it.
+    listed.push({ ...diag(41003), family: 6, src: `::ffff:${SERVICE.address}`, dst: `::ffff:${client(41003).address}` });
     let scan = l.scan();
     release!();
     await scan;
-    expect(l.list().map((c) => c.peer.port).sort()).toEqual([41000, 41001]); // 198.18.9.77 is not the service address
+    expect(l.list().map((c) => c.peer.port).sort()).toEqual([41000, 41001, 41003]); // 198.18.9.77 is not the service address
+    expect(l.get(`${SERVICE.address}|6379>${client(41003).address}|41003`)).toBeDefined();
     // 41001 closes (RST seen) while a scan that still lists it runs.
     clock = 2000;
     scan = l.scan();
     capture.push({ src: client(41001).address, sport: 41001, dst: SERVICE.address, dport: 6379, flags: TCP_RST, seq: 1 });
     release!();
     await scan;
-    expect(l.list().map((c) => c.peer.port)).toEqual([41000]);
-    // 41000 disappears without the capture noticing: gone after two scans that miss it.
+    expect(l.list().map((c) => c.peer.port)).toEqual([41000, 41003]);
+    // 41000 and 41003 disappear without the capture noticing: gone after two scans that miss them.
     listed = [];
     for (const t of [3000, 4000]) {
       clock = t;

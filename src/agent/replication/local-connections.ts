@@ -15,8 +15,8 @@ import { BoundaryWatch, type BoundaryState } from '../../net/boundary-watch.js';
 import type { LocalBoundary } from '../../net/close-local.js';
 import type { SegmentSource } from '../../net/close-remote.js';
 import { SLICE_MS, yieldToLoop } from '../../event-loop.js';
-import { canonicalAddress, canonicalConnectionKey, canonicalizer, type Endpoint } from '../../net/endpoint.js';
-import { boundaryAt, trackedFromSides } from '../../net/flow-knowledge.js';
+import { canonicalAddress, canonicalConnectionKey, canonicalizer, wireAddress, type Endpoint } from '../../net/endpoint.js';
+import { boundaryAt, sidesSeen, trackedFromSides } from '../../net/flow-knowledge.js';
 import type { CaptureScope } from '../../net/flow-tracker.js';
 import type { GoodbyePlugin } from '../../net/goodbye/types.js';
 import type { DiagSocket } from '../../net/sockdiag.js';
@@ -101,7 +101,8 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private readonly max: number;
   private capture: { source: CaptureSource; unsubscribe: () => void } | undefined;
   readonly counters = { opened: 0, closed: 0, refused: 0, scans: 0, lastScanMs: 0 };
-  private readonly canon = canonicalizer();
+  /** Addresses as on the wire: sock_diag names a dual-stack socket's IPv4 peers ::ffff:a.b.c.d. */
+  private readonly canon = canonicalizer(wireAddress);
 
   constructor(private readonly options: LocalConnectionsOptions) {
     super();
@@ -172,7 +173,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   boundaryOf(local: Endpoint, peer: Endpoint): LocalBoundary | undefined {
     const watch = this.watchOf(local);
     if (!watch) return undefined;
-    const b = watch.state(peer, local);
+    const b = watch.state({ address: this.canon(peer.address), port: peer.port }, { address: this.canon(local.address), port: local.port });
     return { atBoundary: b.atBoundary, reason: b.reason, ...(b.serverNext !== undefined ? { serverNext: b.serverNext } : {}) };
   }
 
@@ -202,7 +203,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       if (c && c.state === undefined) {
         const found = source.findFlow(c.local, c.peer);
         if (found) this.applyFlow(c, found.local, found.remote);
-        else if (now - c.openedAt < STATELESS_LOOKUP_MS) continue;
+        if (c.state === undefined && now - c.openedAt < STATELESS_LOOKUP_MS) continue;
       }
       this.stateless.delete(key);
     }
@@ -210,6 +211,8 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   /** The state of a connection from its flow's server side (d) and peer side (p). */
   private applyFlow(c: LocalConnection, d: FlowSide, p: FlowSide): void {
+    // Half a handshake taken so far (the ring is behind the control socket): no state yet.
+    if (!sidesSeen(d, p)) return;
     const state: ReplicatedState = trackedFromSides(d, p);
     let boundary: LocalConnection['boundary'];
     let serverNext: number | undefined;
@@ -270,10 +273,10 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
         await yieldToLoop();
         slice = performance.now();
       }
-      const local = { address: s.src, port: s.sport };
+      const local = { address: this.canon(s.src), port: s.sport };
       if (!this.scopeOf(local)) continue;
-      const peer = { address: s.dst, port: s.dport };
-      const key = canonicalConnectionKey(local, peer); // the addon's text is canonical
+      const peer = { address: this.canon(s.dst), port: s.dport };
+      const key = canonicalConnectionKey(local, peer);
       listed.add(key);
       const c = this.entries.get(key);
       if (c) {
