@@ -3,14 +3,18 @@
 //   rate (opens and closes per second up to the death). Ours: the agents, the serving node's
 //   replicating its connections. Baseline: the backup as it was before (heartbeats, PeerTakeover
 //   and its own capture, which on a switch sees none of the server's traffic).
-// - bandwidth: replication bytes per second per 1,000 connections at rest and under churn,
-//   beside conntrackd's figure.
+// - bandwidth: replication bytes per second at rest and under churn, against conntrackd (FTFW,
+//   the firewalls' replication of connection state) replicating the same workload.
 // - jitter: the largest gap between a closing node's heartbeats (timed on a peer as they arrive)
 //   while it closes 10,000 connections: the synchronous loop the agent ran before, and now.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab } from '../src/lab/lab.js';
 import { fixturePath, nowMs, type NodeChild } from '../src/lab/node-child.js';
+import { ensurePackages } from './packages.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLIENTS = path.join(here, '..', 'test', 'lab', 'fixtures', 'tcp-clients.ts');
@@ -44,6 +48,65 @@ const links = (lab: Lab, n: string) => [
   { id: 0, address: lab.host(n).ipv4, port: 7400 },
   { id: 1, address: lab.host(n).failsafe!.ipv4, port: 7400 },
 ];
+
+/** "TKCR", the replication datagrams' magic, as the 32-bit word a BPF filter compares. */
+const REPLICATION_MAGIC_WORD = '0x544b4352';
+
+/** UDP payload bytes matching `filter` seen on a switch port of the lab during `ms` (tcpdump). */
+async function udpPayloadBytes(lab: Lab, port: string, filter: string, ms: number): Promise<number> {
+  const dump = spawn('ip', ['netns', 'exec', lab.switchNs, 'tcpdump', '-l', '-nn', '-q', '-i', port, filter], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let text = '';
+  dump.stdout.on('data', (d) => (text += d));
+  await new Promise((r) => setTimeout(r, ms));
+  dump.kill();
+  await new Promise((r) => dump.once('exit', r));
+  return [...text.matchAll(/UDP, length (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
+/** The same workload as releaseRun (`long` idle connections + churn), replicated by conntrackd (FTFW, unicast UDP on the failsafe link). */
+async function conntrackdRun(long: number, rate: number): Promise<number> {
+  ensurePackages(out, '/usr/sbin/conntrackd', ['conntrackd', 'conntrack']);
+  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  const dir = mkdtempSync(path.join(tmpdir(), 'tko-conntrackd-'));
+  const daemons: ChildProcess[] = [];
+  try {
+    const vip = `198.18.${lab.subnet}.100`;
+    await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
+    // The kernel tracks connections in a namespace only once a rule uses conntrack.
+    await lab.exec('a', 'nft', ['-f', '-'], 'table inet tko_ct {\n chain in { type filter hook input priority 0; ct state established,related accept; }\n}\n');
+    const server = lab.spawn('a', fixturePath('server'), ['--port', String(PORT)]);
+    await server.waitFor('listening');
+    const sync = (n: string) => lab.host(n).failsafe!.ipv4;
+    for (const [n, peer] of [['a', 'b'], ['b', 'a']] as const) {
+      writeFileSync(path.join(dir, `${n}.conf`), [
+        'Sync {', '  Mode FTFW { StartupResync on }', '  UDP {', `    IPv4_address ${sync(n)}`, `    IPv4_Destination_Address ${sync(peer)}`,
+        '    Port 3780', '    Interface eth1', '    SndSocketBuffer 1249280', '    RcvSocketBuffer 1249280', '    Checksum on', '  }', '}',
+        'General {', '  Systemd off', '  HashSize 32768', '  HashLimit 131072', `  LogFile ${dir}/${n}.log`, '  Syslog off', `  LockFile ${dir}/${n}.lock`,
+        `  UNIX { Path ${dir}/${n}.sock }`, '  NetlinkBufferSize 2097152', '  NetlinkBufferSizeMaxGrowth 8388608',
+        '  Filter From Userspace {', '    Protocol Accept { TCP }', `    Address Ignore { IPv4_address 127.0.0.1 IPv4_address ${sync(n)} }`, '  }', '}', '',
+      ].join('\n'));
+      // A before B: B's one start-up resync request must find A running.
+      daemons.push(spawn('ip', ['netns', 'exec', lab.host(n).ns, 'conntrackd', '-C', path.join(dir, `${n}.conf`)], { stdio: 'ignore' }));
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const procs = long >= 1000 ? 4 : 1;
+    const clients = Array.from({ length: procs }, () => lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]));
+    for (const c of clients) await c.waitFor('ready');
+    for (const c of clients) c.send({ cmd: 'open', count: Math.floor(long / procs), request: '' });
+    for (const c of clients) await c.waitFor('opened', 60_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    if (rate > 0) {
+      const churn = lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]);
+      await churn.waitFor('ready');
+      churn.send({ cmd: 'churn', everyMs: 1000 / rate, lifeMs: 20, untilMs: 6000, request: '' });
+    }
+    return (await udpPayloadBytes(lab, lab.host('a').failsafe!.port, `udp port 3780 and src host ${sync('a')}`, 2000)) / 2;
+  } finally {
+    for (const d of daemons) d.kill('SIGTERM');
+    await lab.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /**
  * One run: `long` idle connections, churn at `rate` per second (each closed by its client 20 ms
@@ -90,17 +153,10 @@ async function releaseRun(replicated: boolean, long: number, rate: number) {
       await churn.waitFor('ready');
       churn.send({ cmd: 'churn', everyMs: 1000 / rate, lifeMs: 20, untilMs: 6000, request: '' });
     }
-    // Replication bytes over 2 s of this load (ours only).
-    let bytesPerSecond: number | undefined;
-    if (replicated) {
-      const sent = async () => ((await statusOf(a)).replication.subscribers[0]?.bytes ?? 0) as number;
-      const b0 = await sent();
-      const t0 = performance.now();
-      await new Promise((r) => setTimeout(r, 2000));
-      bytesPerSecond = ((await sent()) - b0) / ((performance.now() - t0) / 1000);
-    } else {
-      await new Promise((r) => setTimeout(r, 2000));
-    }
+    // Replication bytes (UDP payload, A to B) over 2 s of this load, counted on A's switch port.
+    const bytesPerSecond = replicated
+      ? (await udpPayloadBytes(lab, lab.host('a').port, `udp and udp[8:4] = ${REPLICATION_MAGIC_WORD} and src host ${lab.host('a').ipv4}`, 2000)) / 2
+      : (await new Promise((r) => setTimeout(r, 2000)), undefined);
     const killedAt = nowMs();
     await lab.killSilently('a', 'nft');
     const down = await b.waitFor('node-down', 5000, (e) => e.node === 'a');
@@ -109,11 +165,12 @@ async function releaseRun(replicated: boolean, long: number, rate: number) {
     await new Promise((r) => setTimeout(r, 2000)); // what is released is released by now
     const conns = (await Promise.all([...clients, ...(churn ? [churn] : [])].map(stats))).flat();
     const connected = conns.filter((c) => c.connectedAt !== undefined);
-    const death = Math.max(...connected.map((c) => c.connectedAt!));
+    // The death: when the kill began, or later the last SYN-ACK any client got (under churn).
+    const death = Math.max(killedAt, ...connected.map((c) => c.connectedAt!));
     // Open at the death (not closed by their client before it), opened at least 1 ms before it.
     const due = connected.filter((c) => (c.closedByUs === undefined || c.closedByUs > death) && c.connectedAt! <= death - 1);
     const released = due.filter((c) => c.how === 'reset' || c.how === 'eof').map((c) => c.endedAt! - Number(down.at)).sort((x, y) => x - y);
-    return { due: due.length, released, bytesPerSecond, decidedMs: Number(down.at) - killedAt };
+    return { due: due.length, released, bytesPerSecond };
   } finally {
     await lab.destroy();
   }
@@ -123,22 +180,72 @@ async function release(): Promise<void> {
   const long = 1000;
   const pct = (xs: number[], p: number) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!.toFixed(0) : '-');
   const base = await releaseRun(false, long, 0);
-  out(`release of a dead node's connections on a switch, ${long} idle connections (+ churn), all within 2 s of the decision:`);
+  out(`release of a dead node's connections on a switch, ${long} idle connections (+ churn), within 2 s of the decision:`);
   out(`  baseline (the backup's own capture, no replication), churn 0/s: ${base.released.length}/${base.due} released`);
-  const perK: Array<[number, number]> = [];
+  const rates: Array<[number, number, number]> = [];
   for (const rate of [0, 100, 1000]) {
     const r = await releaseRun(true, long, rate);
-    perK.push([rate, (r.bytesPerSecond! / ((long + rate * 0.02) / 1000))]);
+    rates.push([rate, r.bytesPerSecond!, await conntrackdRun(long, rate)]);
     out(
       `  ours, churn ${rate}/s: ${r.released.length}/${r.due} released; after the decision p50 ${pct(r.released, 50)} ms, max ${pct(r.released, 100)} ms; ` +
         `share ${(r.released.length / r.due * 100).toFixed(1)}% vs baseline ${(base.released.length / base.due * 100).toFixed(1)}%`,
     );
-    out(`    replication under this load: ${(r.bytesPerSecond! / 1024).toFixed(1)} KiB/s = ${((r.bytesPerSecond! * 8) / 1e6).toFixed(3)} Mbit/s`);
   }
-  // conntrackd, as the issue gives its figure: ~1.6 Mbit/s for ~33,000 connections.
-  const conntrackdPerK = 1.6e6 / 8 / 33;
-  for (const [rate, bps] of perK) {
-    out(`  bandwidth per 1,000 connections, churn ${rate}/s: ours ${(bps / 1024).toFixed(2)} KiB/s; conntrackd's published figure ${(conntrackdPerK / 1024).toFixed(2)} KiB/s; ratio conntrackd / ours = ${(conntrackdPerK / bps).toFixed(1)}x`);
+  // The same workload replicated by conntrackd (FTFW) in a lab of its own: UDP payload A -> B.
+  out(`replication bandwidth, ${long} connections (UDP payload A -> B, counted on A's switch port), ours vs conntrackd FTFW on the same load:`);
+  for (const [rate, ours, ct] of rates) {
+    const per = rate > 0 ? `; per open+close: ours ${((ours - rates[0]![1]) / rate).toFixed(0)} B, conntrackd ${((ct - rates[0]![2]) / rate).toFixed(0)} B` : '';
+    out(`  churn ${rate}/s: ours ${(ours / 1024).toFixed(2)} KiB/s, conntrackd ${(ct / 1024).toFixed(2)} KiB/s; ratio conntrackd / ours = ${(ct / ours).toFixed(2)}x${per}`);
+  }
+  out('  (at rest both cost a flat keep-alive, not a cost per connection: ours a summary per heartbeat interval, conntrackd one per second;');
+  out('   conntrackd also sends each short-lived connection\'s delete ~120 s later, when its TIME_WAIT entry expires: outside this window)');
+}
+
+/**
+ * The loss window: from the server's SYN-ACK to its agent's open record, both timed by the
+ * kernel on the server's switch port. A connection accepted less than that before the server's
+ * node dies is not in the backup's copy.
+ */
+async function window(): Promise<void> {
+  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  try {
+    const vip = `198.18.${lab.subnet}.100`;
+    await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
+    const server = lab.spawn('a', fixturePath('server'), ['--port', String(PORT)]);
+    await server.waitFor('listening');
+    const config = (n: 'a' | 'b') => ({
+      cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: `/tmp/tko-bench-${lab.id}-${n}.sock`,
+      heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(lab, n) }, notify: { port: 0 },
+      peers: [n === 'a' ? { node: 'b', links: links(lab, 'b') } : { node: 'a', links: links(lab, 'a'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24 } }],
+    });
+    lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
+    const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);
+    await b.waitFor('node-up', 15_000, (e) => e.node === 'a');
+    for (let i = 0; i < 200 && !(await statusOf(b)).replication.peers[0]?.synced; i++) await new Promise((r) => setTimeout(r, 50));
+    // SYN-ACKs of the service, and replication datagrams (UDP payload starting "TKCR").
+    const dump = spawn('ip', ['netns', 'exec', lab.switchNs, 'tcpdump', '-l', '-nn', '-tt', '-i', lab.host('a').port,
+      `(tcp src port ${PORT} and tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)) or (udp and udp[8:4] = 0x544b4352 and src host ${lab.host('a').ipv4})`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let text = '';
+    dump.stdout.on('data', (d) => (text += d));
+    await new Promise((r) => setTimeout(r, 500));
+    const clients = lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]);
+    await clients.waitFor('ready');
+    clients.send({ cmd: 'churn', everyMs: 10, lifeMs: 0, untilMs: 2000, request: '' });
+    await clients.waitFor('churn-done', 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    dump.kill();
+    const lines = text.split('\n').filter(Boolean).map((l) => ({ t: Number(l.split(' ')[0]) * 1000, synAck: l.includes('Flags [S.]') }));
+    const gaps: number[] = [];
+    lines.forEach((l, i) => {
+      if (!l.synAck) return;
+      const next = lines.slice(i + 1).find((x) => !x.synAck);
+      if (next) gaps.push(next.t - l.t);
+    });
+    gaps.sort((x, y) => x - y);
+    const q = (p: number) => gaps[Math.min(gaps.length - 1, Math.floor((p / 100) * gaps.length))]!.toFixed(3);
+    out(`loss window (server's SYN-ACK -> its agent's open record, on the server's switch port), ${gaps.length} connections: median ${q(50)} ms, p99 ${q(99)} ms, max ${q(100)} ms`);
+  } finally {
+    await lab.destroy();
   }
 }
 
@@ -182,7 +289,10 @@ async function jitter(): Promise<void> {
 }
 
 export async function replication(which: Set<string>): Promise<void> {
-  if (which.has('replication')) await release();
+  if (which.has('replication')) {
+    await window();
+    await release();
+  }
   if (which.has('jitter')) {
     out('heartbeat jitter of a node closing 10,000 local connections (timed on a peer as they arrive):');
     await jitter();

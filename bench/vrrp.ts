@@ -4,27 +4,18 @@
 // included) to the address appearing on the backup, seen through `ip monitor address` there.
 // keepalived (Debian package) is installed when missing. Bounded: 3 runs per setting at 1 s,
 // 5 at 100 ms.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { run } from '../src/lab/exec.js';
+import { ensurePackages } from './packages.js';
 import { Lab } from '../src/lab/lab.js';
 import { fixturePath, nowMs } from '../src/lab/node-child.js';
 
 function ensureKeepalived(out: (s: string) => void): void {
-  if (existsSync('/usr/sbin/keepalived')) return;
-  out('installing keepalived (apt-get) for the VRRP baseline...');
-  // policy-rc.d keeps the package from starting its own daemon.
-  const hadPolicy = existsSync('/usr/sbin/policy-rc.d');
-  if (!hadPolicy) writeFileSync('/usr/sbin/policy-rc.d', '#!/bin/sh\nexit 101\n', { mode: 0o755 });
-  try {
-    const r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'keepalived'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, stdio: 'ignore' });
-    if (r.status !== 0) throw new Error('apt-get install keepalived failed');
-  } finally {
-    if (!hadPolicy) rmSync('/usr/sbin/policy-rc.d', { force: true });
-  }
+  ensurePackages(out, '/usr/sbin/keepalived', ['keepalived']);
 }
 
 /** Resolves with the time `address` is added on the host's eth0 (rtnetlink, via ip monitor). */
