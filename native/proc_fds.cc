@@ -120,7 +120,8 @@ class OwnersWorker : public Napi::AsyncWorker {
       return;
     }
     Napi::Float64Array out = Napi::Float64Array::New(env, triples_.size());
-    std::memcpy(out.Data(), triples_.data(), triples_.size() * sizeof(double));
+    // (memcpy with an empty vector's null pointer is undefined even for 0 bytes)
+    if (!triples_.empty()) std::memcpy(out.Data(), triples_.data(), triples_.size() * sizeof(double));
     deferred_.Resolve(out);
   }
 

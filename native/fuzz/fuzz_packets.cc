@@ -15,7 +15,8 @@
 //   - a segment the parser rejects never changes the table;
 //   - a lone RST, or a segment with neither SYN nor ACK, never creates a flow; one Update
 //     creates at most one flow, and only when the table has room;
-//   - size() <= max; every flow is self-consistent; Expire leaves no flow idle past its bound.
+//   - size() <= max; every flow is self-consistent; Expire leaves no flow idle past its bound;
+//     every flow is found by its endpoints; generations are ones the table handed out.
 // Usage: fuzz_packets [iterations] [seconds] [seed]
 #include <chrono>
 #include <cinttypes>
@@ -412,6 +413,11 @@ void CheckTable(const FlowTable& t, size_t maxFlows, double nowMs, double idleMs
       bool finished = f.state == FlowState::kClosed || f.state == FlowState::kReset;
       CHECK(nowMs - f.lastSeenMs <= (finished ? lingerMs : idleMs));
     }
+    // Every flow is found by its endpoints, either way round; its generation is one the
+    // table has handed out.
+    CHECK(t.Find(f.family, f.a.ep, f.b.ep) == &f);
+    CHECK(t.Find(f.family, f.b.ep, f.a.ep) == &f);
+    CHECK(f.updated >= 1 && f.updated <= t.generation());
   });
   CHECK(n == t.size());
 }

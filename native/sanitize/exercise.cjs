@@ -27,6 +27,53 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   await new Promise((r) => setTimeout(r, 500));
   const flows = cap.flows();
   const stats = cap.stats();
+  // The capture's other modes: every interface through the IP header, a wake-up per packet with
+  // a flags mask, no flow table; a filter replaced live; partial and single-flow snapshots.
+  const any = new addon.Capture({ interface: 'any', wakeup: 'packet', deliverFlags: 0x07, payloadBytes: 16 });
+  const ctrl = new addon.Capture({ interface: 'any', wakeup: 'packet', trackFlows: false, blockTimeoutMs: 20 });
+  let anySegs = 0;
+  any.start((batch) => { anySegs += batch.length; });
+  any.setDeliver(true);
+  ctrl.start(() => {});
+  ctrl.setDeliver(true);
+  for (const c of clients.slice(0, 5)) c.write(Buffer.alloc(3000, 2));
+  const extra = [];
+  for (let i = 0; i < 20; i++) extra.push(await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => r(c)); c.on('error', () => {}); }));
+  await new Promise((r) => setTimeout(r, 200));
+  const gen = any.flows().generation;
+  attempt(() => any.setFilter(Buffer.from([6, 0, 0, 0, 0, 0, 0, 0]), 100)); // one instruction: ret 0
+  attempt(() => any.setFilter(Buffer.alloc(3)));
+  attempt(() => any.setFilter('x'));
+  any.flows(gen); any.flows(0);
+  attempt(() => any.flows('x'));
+  any.find('127.0.0.1', port, '127.0.0.1', extra[0].localPort);
+  attempt(() => any.find('127.0.0.1', port, '::1', 1));
+  attempt(() => any.find('nope', 1, '127.0.0.1', 1));
+  attempt(() => new addon.Capture({ interface: 'lo', wakeup: 'sideways' }));
+  attempt(() => new addon.Capture({ interface: 'lo', blockTimeoutMs: 0 }));
+  for (let i = 0; i < 3; i++) { const r = new addon.Capture({ interface: 'lo', blockSize: 4096, blockCount: 2, blockTimeoutMs: 1 }); r.start(() => {}); r.close(); }
+  any.close(); ctrl.close();
+  for (const c of extra) c.destroy();
+  // sock_diag and /proc on libuv workers: dumps, batches of SOCK_DESTROY, owner scans.
+  const flat = await addon.tcpSocketsAsync(4, { states: 1 << 1, localPorts: [port] });
+  await addon.tcpSocketsAsync(6);
+  attempt(() => addon.tcpSocketsAsync(4, { localPorts: [0] }));
+  attempt(() => addon.tcpSocketsAsync(4, { states: 0 }));
+  const victims = [];
+  for (let i = 0; i < flat.count && victims.length < 3; i++) {
+    const o = i * 9;
+    victims.push({ family: 4, src: flat.addresses[2 * i], sport: flat.numbers[o + 2], dst: flat.addresses[2 * i + 1], dport: flat.numbers[o + 3], cookie: String(flat.numbers[o + 7]) });
+  }
+  await addon.destroySocketsAsync(victims);
+  await addon.destroySocketsAsync([...victims, { family: 6, src: '::1', sport: 1, dst: '::1', dport: 2, cookie: '18446744073709551615' }]);
+  attempt(() => addon.destroySocketsAsync([{ family: 4 }]));
+  attempt(() => addon.destroySocketsAsync('x'));
+  await addon.socketOwnersAsync();
+  await addon.socketOwnersAsync([1, 2, 3]);
+  await addon.socketOwnersAsync([], process.pid);
+  await addon.socketOwnersAsync(undefined, process.pid);
+  await addon.socketOwnersAsync(undefined, 0x3fffff).catch((e) => e.code);
+  attempt(() => addon.socketOwnersAsync(['x']));
   const socks = addon.tcpSockets(4).filter((s) => s.sport === port && s.state === 1);
   for (const s of socks.slice(0, 5)) addon.destroySocket(s);
   attempt(() => addon.destroySocket({ family: 4, src: '127.0.0.1', sport: 1, dst: '127.0.0.1', dport: 2, cookie: '5' }));
@@ -72,6 +119,6 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   if (codes.size !== 1 || !codes.has('ENOTTY')) throw new Error(`sgIo on /dev/null: ${[...codes]}`);
   for (const c of clients) c.destroy();
   server.close();
-  console.log(JSON.stringify({ segs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));
+  console.log(JSON.stringify({ segs, anySegs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));
   global.gc?.();
 })();

@@ -20,7 +20,7 @@ function isDeadSide(side: FlowSide, deadAddress: string, deadPort: number | unde
 }
 
 /** The raw 16-bit window field a side would put on the wire for its last advertised window. */
-function rawWindow(side: FlowSide): number {
+export function rawWindow(side: FlowSide): number {
   const shifted = side.wscale > 0 ? side.window >>> side.wscale : side.window;
   return Math.min(0xffff, Math.max(0, shifted));
 }

@@ -33,7 +33,10 @@ const upsert4: ConnectionRecord = {
   service: 0,
   peer: { address: '198.18.7.3', port: 40000 },
   ageMs: 12,
-  state: { deadNextSeq: 0xfffffff0, peerNextSeq: 7, peerAck: 0xfffffff0, deadWindow: 502, deadTsval: 123456, peerTsval: 99 },
+  state: {
+    deadNextSeq: 0xfffffff0, peerNextSeq: 7, peerAck: 0xfffffff0, deadAck: 7, deadWindow: 502, peerWindow: 8, deadTsval: 123456, peerTsval: 99,
+    handshake: { deadWscale: 7, peerWscale: 14, deadMss: 1460, peerMss: 1448, sackPermitted: true },
+  },
   boundary: { atBoundary: true, reason: 'at a message boundary' },
 };
 const upsert6: ConnectionRecord = {
@@ -41,7 +44,7 @@ const upsert6: ConnectionRecord = {
   service: 15,
   peer: { address: 'fd7a:6b00:7::3', port: 1 },
   ageMs: 0,
-  state: { deadNextSeq: 1, peerNextSeq: 2, peerAck: 1, deadWindow: 65535 },
+  state: { deadNextSeq: 1, peerNextSeq: 2, peerAck: 1, deadAck: 2, deadWindow: 65535, peerWindow: 0, handshake: { deadWscale: -1, peerWscale: 0, deadMss: 0, peerMss: 536, sackPermitted: false } },
   boundary: { atBoundary: false, reason: 'the server is in the middle of a message — ümlaut' },
 };
 const bare: ConnectionRecord = { op: 'upsert', service: 3, peer: { address: '::ffff:198.18.7.9', port: 65535 }, ageMs: 0 };
@@ -76,7 +79,8 @@ describe('replication datagrams', () => {
 
   it('recordBytes is the encoded size of every kind of record', () => {
     const long = { ...upsert6, boundary: { atBoundary: false, reason: 'x'.repeat(300) } };
-    for (const r of [upsert4, upsert6, bare, removal, long, { ...upsert4, state: { ...upsert4.state!, peerTsval: undefined } }]) {
+    const noOptions = { ...upsert4, state: { ...upsert4.state!, handshake: undefined } };
+    for (const r of [upsert4, upsert6, bare, removal, long, noOptions, { ...upsert4, state: { ...upsert4.state!, peerTsval: undefined } }]) {
       expect(recordBytes(r), JSON.stringify(r).slice(0, 80)).toBe(encodeRecord(r).length);
     }
   });
@@ -85,7 +89,7 @@ describe('replication datagrams', () => {
     const room = recordRoom('node-a', 'nœud-β', 'delta');
     const one: ConnectionRecord = { ...upsert4, boundary: undefined };
     const n = recordBytes(one);
-    expect(n).toBe(35); // an IPv4 upsert with sequence numbers and timestamps
+    expect(n).toBe(48); // an IPv4 upsert with sequence numbers, timestamps and the handshake's options
     const records: ConnectionRecord[] = [];
     for (let size = 0; size + n <= room; size += n) records.push({ ...one, peer: { address: '198.18.7.3', port: 1000 + records.length } });
     const b = encodeReplication(env({ type: 'delta', epoch: 1, records }), key);

@@ -16,7 +16,7 @@ import type { LocalBoundary } from '../../net/close-local.js';
 import type { SegmentSource } from '../../net/close-remote.js';
 import { SLICE_MS, yieldToLoop } from '../../event-loop.js';
 import { canonicalAddress, canonicalConnectionKey, canonicalizer, wireAddress, type Endpoint } from '../../net/endpoint.js';
-import { boundaryAt, sidesSeen, trackedFromSides } from '../../net/flow-knowledge.js';
+import { boundaryAt, rawWindow, sidesSeen, trackedFromSides } from '../../net/flow-knowledge.js';
 import type { CaptureScope } from '../../net/flow-tracker.js';
 import type { GoodbyePlugin } from '../../net/goodbye/types.js';
 import type { DiagSocket } from '../../net/sockdiag.js';
@@ -213,7 +213,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private applyFlow(c: LocalConnection, d: FlowSide, p: FlowSide): void {
     // Half a handshake taken so far (the ring is behind the control socket): no state yet.
     if (!sidesSeen(d, p)) return;
-    const state: ReplicatedState = trackedFromSides(d, p);
+    const state = replicatedStateOf(d, p);
     let boundary: LocalConnection['boundary'];
     let serverNext: number | undefined;
     const watch = this.watchOf(c.local);
@@ -347,7 +347,11 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   private drop(c: LocalConnection, seenEnding = false): void {
     this.entries.delete(c.key);
-    if (seenEnding) this.tombstones.set(c.key, this.now());
+    if (seenEnding) {
+      this.tombstones.set(c.key, this.now());
+      // Bounded by count too (30 s of closes at a high rate): the oldest go first.
+      if (this.tombstones.size > this.max) this.tombstones.delete(this.tombstones.keys().next().value!);
+    }
     this.watchOf(c.local)?.forget(c.peer, c.local);
     this.counters.closed++;
     this.emit('change', { kind: 'close', conn: c });
@@ -370,15 +374,36 @@ function scopeId(s: ServiceScope): string {
   return `${s.address ?? '*'}|${s.port}|${s.goodbye?.name ?? ''}`;
 }
 
+/** What is replicated of a connection, from its flow's server side (d) and peer side (p). */
+function replicatedStateOf(d: FlowSide, p: FlowSide): ReplicatedState {
+  const t = trackedFromSides(d, p);
+  const state: ReplicatedState = {
+    deadNextSeq: t.deadNextSeq,
+    peerNextSeq: t.peerNextSeq,
+    peerAck: t.peerAck,
+    deadAck: d.ack,
+    deadWindow: t.deadWindow,
+    peerWindow: rawWindow(p),
+    ...(t.deadTsval !== undefined ? { deadTsval: t.deadTsval } : {}),
+    ...(t.peerTsval !== undefined ? { peerTsval: t.peerTsval } : {}),
+  };
+  // The options of the two SYNs, when both were seen (wscale -1: the shift is not known).
+  if (d.wscale >= 0 && p.wscale >= 0) state.handshake = { deadWscale: d.wscale, peerWscale: p.wscale, deadMss: d.mss, peerMss: p.mss, sackPermitted: d.sackPermitted && p.sackPermitted };
+  return state;
+}
+
 function sameState(a: ReplicatedState | undefined, b: ReplicatedState): boolean {
   return (
     a !== undefined &&
     a.deadNextSeq === b.deadNextSeq &&
     a.peerNextSeq === b.peerNextSeq &&
     a.peerAck === b.peerAck &&
+    a.deadAck === b.deadAck &&
     a.deadWindow === b.deadWindow &&
+    a.peerWindow === b.peerWindow &&
     a.deadTsval === b.deadTsval &&
-    a.peerTsval === b.peerTsval
+    a.peerTsval === b.peerTsval &&
+    (a.handshake === undefined) === (b.handshake === undefined)
   );
 }
 

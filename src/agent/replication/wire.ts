@@ -14,10 +14,12 @@
 //   DELTA      epoch (u32) count (u16) records
 //   SUMMARY    epoch (u32) connections (u32) pending (u32)
 // A record: flags (u8: bits 0-1 op 1 upsert / 2 remove, bit 2 sequence numbers, bit 3 timestamps,
-//   bit 4 boundary known, bit 5 at a boundary) | service index (u8) | family (u8) peer address
-//   | peer port (u16) | for an upsert: age (u32, ms) [| dead side's next seq, peer's next seq,
-//   peer's ack (u32 each), dead side's raw window (u16)] [| dead TSval, peer TSval (u32 each)]
-//   [| boundary reason (u8 length + UTF-8) when known and not at a boundary]
+//   bit 4 boundary known, bit 5 at a boundary, bit 6 handshake options) | service index (u8)
+//   | family (u8) peer address | peer port (u16) | for an upsert: age (u32, ms) [| dead side's
+//   next seq, peer's next seq, peer's ack, dead side's ack (u32 each), dead side's and peer's raw
+//   windows (u16 each)] [| dead TSval, peer TSval (u32 each)] [| window scale dead, peer (u8
+//   each, 255 none), MSS dead, peer (u16 each), SACK permitted (u8 0|1)] [| boundary reason
+//   (u8 length + UTF-8) when known and not at a boundary]
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { addressBytes, addressFromBytes, type Endpoint } from '../../net/endpoint.js';
@@ -45,7 +47,10 @@ export interface ReplicatedService {
   goodbye?: string;
 }
 
-/** What the replicating node's capture saw of a connection (all values in sequence space). */
+/**
+ * What the replicating node's capture saw of a connection (sequence numbers in sequence space):
+ * what a backup needs to end it, and, with the handshake's options, to continue it.
+ */
 export interface ReplicatedState {
   /** The server side's (the node that may die: the "dead side") SND.NXT as seen on the wire. */
   deadNextSeq: number;
@@ -53,11 +58,16 @@ export interface ReplicatedState {
   peerNextSeq: number;
   /** The highest ack the peer sent (its RCV.NXT when it last acked). */
   peerAck: number;
-  /** The raw 16-bit window field the server side last sent. */
+  /** The highest ack the dead side sent (its RCV.NXT when it last acked). */
+  deadAck: number;
+  /** The raw 16-bit window fields each side last sent. */
   deadWindow: number;
+  peerWindow: number;
   /** Last TSval each side sent, when the connection uses timestamps. */
   deadTsval?: number;
   peerTsval?: number;
+  /** From the two SYNs, when both were seen: window scale shifts, MSS, SACK permitted by both. */
+  handshake?: { deadWscale: number; peerWscale: number; deadMss: number; peerMss: number; sackPermitted: boolean };
 }
 
 export interface ConnectionRecord {
@@ -162,7 +172,7 @@ export function recordBytes(r: ConnectionRecord): number {
   const address = net.isIPv4(r.peer.address) ? 4 : 16;
   if (r.op === 'remove') return 5 + address;
   let n = 9 + address;
-  if (r.state) n += 14 + (r.state.deadTsval !== undefined && r.state.peerTsval !== undefined ? 8 : 0);
+  if (r.state) n += 20 + (r.state.deadTsval !== undefined && r.state.peerTsval !== undefined ? 8 : 0) + (r.state.handshake ? 7 : 0);
   if (r.boundary && !r.boundary.atBoundary) n += 1 + Buffer.byteLength(truncateUtf8(r.boundary.reason, MAX_REASON));
   return n;
 }
@@ -174,14 +184,17 @@ export function encodeRecord(r: ConnectionRecord): Buffer {
     if (r.state) flags |= 4;
     if (r.state?.deadTsval !== undefined && r.state.peerTsval !== undefined) flags |= 8;
     if (r.boundary) flags |= 16 | (r.boundary.atBoundary ? 32 : 0);
+    if (r.state?.handshake) flags |= 64;
   }
   w.u8(flags).u8(r.service).endpoint(r.peer.address, r.peer.port);
   if (r.op === 'remove') return w.done();
   w.u32(Math.min(0xffffffff, Math.max(0, Math.round(r.ageMs ?? 0))));
   const s = r.state;
   if (s) {
-    w.u32(s.deadNextSeq).u32(s.peerNextSeq).u32(s.peerAck).u16(s.deadWindow);
+    w.u32(s.deadNextSeq).u32(s.peerNextSeq).u32(s.peerAck).u32(s.deadAck).u16(s.deadWindow).u16(s.peerWindow);
     if (flags & 8) w.u32(s.deadTsval!).u32(s.peerTsval!);
+    const h = s.handshake;
+    if (h) w.u8(h.deadWscale < 0 ? 255 : h.deadWscale).u8(h.peerWscale < 0 ? 255 : h.peerWscale).u16(h.deadMss).u16(h.peerMss).u8(h.sackPermitted ? 1 : 0);
   }
   if (r.boundary && !r.boundary.atBoundary) w.text(truncateUtf8(r.boundary.reason, MAX_REASON), MAX_REASON);
   return w.done();
@@ -287,7 +300,7 @@ function readRecord(r: Reader, syncOnly: boolean): ConnectionRecord {
   const flags = r.u8();
   const opBits = flags & 3;
   if (opBits !== 1 && opBits !== 2) throw new BodyError(`record op ${opBits}`);
-  if (flags & 0xc0) throw new BodyError('unknown record flags');
+  if (flags & 0x80) throw new BodyError('unknown record flags');
   const op = opBits === 1 ? 'upsert' : 'remove';
   if (syncOnly && op !== 'upsert') throw new BodyError('a sync carries upserts only');
   const service = r.u8();
@@ -297,14 +310,27 @@ function readRecord(r: Reader, syncOnly: boolean): ConnectionRecord {
     if (flags & ~3) throw new BodyError('flags on a remove');
     return { op, service, peer };
   }
-  if (flags & 8 && !(flags & 4)) throw new BodyError('timestamps without sequence numbers');
+  if (flags & (8 | 64) && !(flags & 4)) throw new BodyError('timestamps or options without sequence numbers');
   if (flags & 32 && !(flags & 16)) throw new BodyError('at a boundary without a known boundary');
   const record: ConnectionRecord = { op, service, peer, ageMs: r.u32() };
   if (flags & 4) {
-    const state: ReplicatedState = { deadNextSeq: r.u32(), peerNextSeq: r.u32(), peerAck: r.u32(), deadWindow: r.u16() };
+    const state: ReplicatedState = { deadNextSeq: r.u32(), peerNextSeq: r.u32(), peerAck: r.u32(), deadAck: r.u32(), deadWindow: r.u16(), peerWindow: r.u16() };
     if (flags & 8) {
       state.deadTsval = r.u32();
       state.peerTsval = r.u32();
+    }
+    if (flags & 64) {
+      const shift = (v: number) => {
+        if (v !== 255 && v > 14) throw new BodyError(`window scale ${v}`);
+        return v === 255 ? -1 : v;
+      };
+      const deadWscale = shift(r.u8());
+      const peerWscale = shift(r.u8());
+      const deadMss = r.u16();
+      const peerMss = r.u16();
+      const sack = r.u8();
+      if (sack > 1) throw new BodyError('SACK flag');
+      state.handshake = { deadWscale, peerWscale, deadMss, peerMss, sackPermitted: sack === 1 };
     }
     record.state = state;
   }
