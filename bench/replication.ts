@@ -49,6 +49,54 @@ const links = (lab: Lab, n: string) => [
   { id: 1, address: lab.host(n).failsafe!.ipv4, port: 7400 },
 ];
 
+/** Nodes a (serving on a service address, the lab server fixture), b (its backup) and c (clients), on a switch. */
+async function serviceLab(): Promise<{ lab: Lab; vip: string }> {
+  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  try {
+    const vip = `198.18.${lab.subnet}.100`;
+    await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
+    await lab.spawn('a', fixturePath('server'), ['--port', String(PORT)]).waitFor('listening');
+    return { lab, vip };
+  } catch (err) {
+    await lab.destroy();
+    throw err;
+  }
+}
+
+/** The agent on a and on b (b takes a's service address over), until b's copy of a's connections is synced. */
+async function startAgents(lab: Lab, vip: string): Promise<{ a: NodeChild; b: NodeChild }> {
+  const config = (n: 'a' | 'b') => ({
+    cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: `/tmp/tko-bench-${lab.id}-${n}.sock`,
+    heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(lab, n) }, notify: { port: 0 },
+    peers: [n === 'a' ? { node: 'b', links: links(lab, 'b') } : { node: 'a', links: links(lab, 'a'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24 } }],
+  });
+  const a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
+  const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);
+  await a.waitFor('started', 15_000);
+  await b.waitFor('node-up', 15_000, (e) => e.node === 'a');
+  for (let i = 0; i < 200 && !(await statusOf(b)).replication.peers[0]?.synced; i++) await new Promise((r) => setTimeout(r, 50));
+  return { a, b };
+}
+
+/** `long` idle connections from c (four processes from 1,000 up), each sending nothing. */
+async function openClients(lab: Lab, vip: string, long: number): Promise<NodeChild[]> {
+  const procs = long >= 1000 ? 4 : 1;
+  const clients = Array.from({ length: procs }, () => lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]));
+  for (const c of clients) await c.waitFor('ready');
+  for (const c of clients) c.send({ cmd: 'open', count: Math.floor(long / procs), request: '' });
+  for (const c of clients) await c.waitFor('opened', 60_000);
+  return clients;
+}
+
+/** One new connection every 1000/rate ms from c for 6 s, each closed by its client 20 ms later. */
+async function churnClients(lab: Lab, vip: string, rate: number): Promise<NodeChild | undefined> {
+  if (rate <= 0) return undefined;
+  const churn = lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]);
+  await churn.waitFor('ready');
+  churn.send({ cmd: 'churn', everyMs: 1000 / rate, lifeMs: 20, untilMs: 6000, request: '' });
+  return churn;
+}
+
 /** "TKCR", the replication datagrams' magic, as the 32-bit word a BPF filter compares. */
 const REPLICATION_MAGIC_WORD = '0x544b4352';
 
@@ -66,16 +114,12 @@ async function udpPayloadBytes(lab: Lab, port: string, filter: string, ms: numbe
 /** The same workload as releaseRun (`long` idle connections + churn), replicated by conntrackd (FTFW, unicast UDP on the failsafe link). */
 async function conntrackdRun(long: number, rate: number): Promise<number> {
   ensurePackages(out, '/usr/sbin/conntrackd', ['conntrackd', 'conntrack']);
-  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  const { lab, vip } = await serviceLab();
   const dir = mkdtempSync(path.join(tmpdir(), 'tko-conntrackd-'));
   const daemons: ChildProcess[] = [];
   try {
-    const vip = `198.18.${lab.subnet}.100`;
-    await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
     // The kernel tracks connections in a namespace only once a rule uses conntrack.
     await lab.exec('a', 'nft', ['-f', '-'], 'table inet tko_ct {\n chain in { type filter hook input priority 0; ct state established,related accept; }\n}\n');
-    const server = lab.spawn('a', fixturePath('server'), ['--port', String(PORT)]);
-    await server.waitFor('listening');
     const sync = (n: string) => lab.host(n).failsafe!.ipv4;
     for (const [n, peer] of [['a', 'b'], ['b', 'a']] as const) {
       writeFileSync(path.join(dir, `${n}.conf`), [
@@ -89,17 +133,9 @@ async function conntrackdRun(long: number, rate: number): Promise<number> {
       daemons.push(spawn('ip', ['netns', 'exec', lab.host(n).ns, 'conntrackd', '-C', path.join(dir, `${n}.conf`)], { stdio: 'ignore' }));
       await new Promise((r) => setTimeout(r, 300));
     }
-    const procs = long >= 1000 ? 4 : 1;
-    const clients = Array.from({ length: procs }, () => lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]));
-    for (const c of clients) await c.waitFor('ready');
-    for (const c of clients) c.send({ cmd: 'open', count: Math.floor(long / procs), request: '' });
-    for (const c of clients) await c.waitFor('opened', 60_000);
+    await openClients(lab, vip, long);
     await new Promise((r) => setTimeout(r, 1500));
-    if (rate > 0) {
-      const churn = lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]);
-      await churn.waitFor('ready');
-      churn.send({ cmd: 'churn', everyMs: 1000 / rate, lifeMs: 20, untilMs: 6000, request: '' });
-    }
+    await churnClients(lab, vip, rate);
     return (await udpPayloadBytes(lab, lab.host('a').failsafe!.port, `udp port 3780 and src host ${sync('a')}`, 2000)) / 2;
   } finally {
     for (const d of daemons) d.kill('SIGTERM');
@@ -113,46 +149,23 @@ async function conntrackdRun(long: number, rate: number): Promise<number> {
  * later) from 1 s before the death, the server's node killed silently. `replicated`: ours.
  */
 async function releaseRun(replicated: boolean, long: number, rate: number) {
-  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  const { lab, vip } = await serviceLab();
   try {
-    const vip = `198.18.${lab.subnet}.100`;
-    await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-    const server = lab.spawn('a', fixturePath('server'), ['--port', String(PORT)]);
-    await server.waitFor('listening');
-    let a: NodeChild;
     let b: NodeChild;
     if (replicated) {
-      const config = (n: 'a' | 'b') => ({
-        cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: `/tmp/tko-bench-${lab.id}-${n}.sock`,
-        heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(lab, n) }, notify: { port: 0 },
-        peers: [n === 'a' ? { node: 'b', links: links(lab, 'b') } : { node: 'a', links: links(lab, 'a'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24 } }],
-      });
-      a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
-      b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);
-      await a.waitFor('started', 15_000);
+      b = (await startAgents(lab, vip)).b;
     } else {
       const hb = { key: 'the bench cluster key', intervalMs: INTERVAL, misses: 3 };
-      a = lab.spawn('a', fixturePath('heartbeat-node'), ['--config', JSON.stringify({ ...hb, node: 'a', incarnation: '1', links: links(lab, 'a'), peers: [{ node: 'b', links: links(lab, 'b') }] })]);
+      lab.spawn('a', fixturePath('heartbeat-node'), ['--config', JSON.stringify({ ...hb, node: 'a', incarnation: '1', links: links(lab, 'a'), peers: [{ node: 'b', links: links(lab, 'b') }] })]);
       b = lab.spawn('b', fixturePath('backup-agent'), ['--config', JSON.stringify({
         ...hb, node: 'b', peer: 'a', links: links(lab, 'b'), peers: [{ node: 'a', links: links(lab, 'a') }],
         service: { address: vip, port: PORT }, interface: 'eth0', prefixLength: 24, method: 'rst',
       })]);
+      await b.waitFor('node-up', 15_000, (e) => e.node === 'a');
     }
-    await b.waitFor('node-up', 15_000, (e) => e.node === 'a');
-    if (replicated) {
-      for (let i = 0; i < 200 && !(await statusOf(b)).replication.peers[0]?.synced; i++) await new Promise((r) => setTimeout(r, 50));
-    }
-    const procs = long >= 1000 ? 4 : 1;
-    const clients = Array.from({ length: procs }, () => lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]));
-    for (const c of clients) await c.waitFor('ready');
-    for (const c of clients) c.send({ cmd: 'open', count: Math.floor(long / procs), request: '' });
-    for (const c of clients) await c.waitFor('opened', 60_000);
+    const clients = await openClients(lab, vip, long);
     await new Promise((r) => setTimeout(r, 1500)); // steady: what is replicated is current
-    const churn = rate > 0 ? lab.spawn('c', CLIENTS, ['--host', vip, '--port', String(PORT)]) : undefined;
-    if (churn) {
-      await churn.waitFor('ready');
-      churn.send({ cmd: 'churn', everyMs: 1000 / rate, lifeMs: 20, untilMs: 6000, request: '' });
-    }
+    const churn = await churnClients(lab, vip, rate);
     // Replication bytes (UDP payload, A to B) over 2 s of this load, counted on A's switch port.
     const bytesPerSecond = replicated
       ? (await udpPayloadBytes(lab, lab.host('a').port, `udp and udp[8:4] = ${REPLICATION_MAGIC_WORD} and src host ${lab.host('a').ipv4}`, 2000)) / 2
@@ -207,21 +220,9 @@ async function release(): Promise<void> {
  * node dies is not in the backup's copy.
  */
 async function window(): Promise<void> {
-  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
+  const { lab, vip } = await serviceLab();
   try {
-    const vip = `198.18.${lab.subnet}.100`;
-    await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-    const server = lab.spawn('a', fixturePath('server'), ['--port', String(PORT)]);
-    await server.waitFor('listening');
-    const config = (n: 'a' | 'b') => ({
-      cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: `/tmp/tko-bench-${lab.id}-${n}.sock`,
-      heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(lab, n) }, notify: { port: 0 },
-      peers: [n === 'a' ? { node: 'b', links: links(lab, 'b') } : { node: 'a', links: links(lab, 'a'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24 } }],
-    });
-    lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
-    const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);
-    await b.waitFor('node-up', 15_000, (e) => e.node === 'a');
-    for (let i = 0; i < 200 && !(await statusOf(b)).replication.peers[0]?.synced; i++) await new Promise((r) => setTimeout(r, 50));
+    await startAgents(lab, vip);
     // SYN-ACKs of the service, and replication datagrams (UDP payload starting "TKCR").
     const dump = spawn('ip', ['netns', 'exec', lab.switchNs, 'tcpdump', '-l', '-nn', '-tt', '-i', lab.host('a').port,
       `(tcp src port ${PORT} and tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)) or (udp and udp[8:4] = 0x544b4352 and src host ${lab.host('a').ipv4})`], { stdio: ['ignore', 'pipe', 'ignore'] });

@@ -32,6 +32,22 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
+/** Waits until every connection of every client process was reset; when each one ended. */
+async function allReset(clients: NodeChild[]): Promise<number[]> {
+  const ended: number[] = [];
+  for (const c of clients) {
+    await until('every client released', async () => {
+      const n = c.events.length;
+      c.send({ cmd: 'stats' });
+      const conns = (await c.waitFor('stats', 5000, (e) => c.events.indexOf(e) >= n)).conns as Array<{ how?: string; endedAt?: number }>;
+      if (!conns.every((x) => x.how === 'reset')) return undefined;
+      ended.push(...conns.map((x) => x.endedAt!));
+      return true;
+    }, 10_000);
+  }
+  return ended;
+}
+
 /** Bytes A's agent sent to B, and A's CPU, over `ms`. */
 async function measure(a: NodeChild, ms: number): Promise<{ bytesPerSecond: number; cpu: number }> {
   const sent = async () => ((await agentStatus(a)).replication as { subscribers: Array<{ bytes: number }> }).subscribers[0]!.bytes;
@@ -72,17 +88,7 @@ describe('10,000 connections of a hung server, closed by its own node\'s failure
       const summary = plan.summary as CloseSummary;
       expect(summary.connections).toBeGreaterThanOrEqual(N);
       expect(summary.outcomes).toEqual({ reset: summary.connections });
-      const ended: number[] = [];
-      for (const c of clients) {
-        await until('every client released', async () => {
-          const n = c.events.length;
-          c.send({ cmd: 'stats' });
-          const conns = (await c.waitFor('stats', 5000, (e) => c.events.indexOf(e) >= n)).conns as Array<{ how?: string; endedAt?: number }>;
-          if (!conns.every((x) => x.how === 'reset')) return undefined;
-          ended.push(...conns.map((x) => x.endedAt!));
-          return true;
-        }, 10_000);
-      }
+      const ended = await allReset(clients);
       const started = Number(plan.startedAt);
       watch.send({ cmd: 'gaps', from: lab.host('a').ipv4, since: started - 500, until: Math.max(...ended) + 500 });
       const gaps = await watch.waitFor('gaps');
@@ -155,17 +161,7 @@ describe('10,000 connections on the dying node', () => {
     // Each reset exactly at the replicated sequence number, and verified by the peer's answer.
     expect(summary).toMatchObject({ connections: N, outcomes: { reset: N }, seqSources: { tracked: N }, verified: N });
     // Every client process saw every one of its connections reset.
-    const ended: number[] = [];
-    for (const c of clients) {
-      await until('every client released', async () => {
-        const n = c.events.length;
-        c.send({ cmd: 'stats' });
-        const conns = (await c.waitFor('stats', 5000, (e) => c.events.indexOf(e) >= n)).conns as Array<{ how?: string; endedAt?: number }>;
-        if (!conns.every((x) => x.how === 'reset')) return undefined;
-        ended.push(...conns.map((x) => x.endedAt!));
-        return true;
-      }, 10_000);
-    }
+    const ended = await allReset(clients);
     expect(ended).toHaveLength(N);
     ended.sort((x, y) => x - y);
     const pct = (p: number) => ended[Math.min(N - 1, Math.floor((p / 100) * N))]! - Number(down.at);
