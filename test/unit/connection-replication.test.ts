@@ -66,7 +66,8 @@ describe('ConnectionReplication over UDP', () => {
     const copy = () => b.replication.replicas.connections('a', SERVICE).map((c) => c.peer.port);
     await until(() => b.replication.status().peers[0]!.synced);
     expect(capture.scope?.ports).toEqual([6390]); // A follows what B asked for
-    capture.push({ src: SERVICE.address, sport: SERVICE.port, dst: '127.0.0.1', dport: 50001, flags: TCP_SYN | TCP_ACK, seq: 1 });
+    // The client is another host's (a connection from this host to itself is not replicated).
+    capture.push({ src: SERVICE.address, sport: SERVICE.port, dst: '198.51.100.7', dport: 50001, flags: TCP_SYN | TCP_ACK, seq: 1 });
     await until(() => copy().length === 1);
 
     const attacker = dgram.createSocket('udp4');
@@ -77,7 +78,7 @@ describe('ConnectionReplication over UDP', () => {
     const real = decodeReplication(a.sent.at(-1)!, KEY);
     expect(real.ok).toBe(true);
     const env = (real as { envelope: Envelope }).envelope;
-    const forge = (e: Partial<Envelope>, key = KEY) => encodeReplication({ ...env, ...e, message: { type: 'delta', epoch: 1, records: [{ op: 'remove', service: 0, peer: { address: '127.0.0.1', port: 50001 } }] } }, key);
+    const forge = (e: Partial<Envelope>, key = KEY) => encodeReplication({ ...env, ...e, message: { type: 'delta', epoch: 1, records: [{ op: 'remove', service: 0, peer: { address: '198.51.100.7', port: 50001 } }] } }, key);
     await toB(forge({ seq: env.seq + 100n }, Buffer.from('not the cluster key of this test')));
     // Replayed: every datagram A sent, again.
     for (const d of a.sent) await toB(d);

@@ -307,6 +307,76 @@ describe('publisher and replicas', () => {
     expect(c.known()).toEqual([46000, 46001]);
   });
 
+  it('a backup that restarts finds the serving node still following its service: no connection dropped, no stream forgotten', async () => {
+    const c = cluster();
+    c.setSockets([diag(48000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    const scope = c.capture.scope;
+    c.publisher.unsubscribe('b'); // B's old life is declared down on A
+    expect(c.capture.scope).toEqual(scope);
+    expect(c.local.size).toBe(1);
+    c.publisher.subscribe('b', c.incB + 1n, [SERVICE]); // its new life subscribes
+    expect(c.local.scopes).toHaveLength(1);
+    expect(c.publisher.status().map((s) => s.incarnation)).toEqual([String(c.incB + 1n)]);
+  });
+
+  it('after a partition (each side declared the other down, both in the same life), the copy resumes: the sequence goes on, nothing is refused as replayed', async () => {
+    const c = cluster();
+    c.setSockets([diag(49000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(250);
+    c.publisher.unsubscribe('b');
+    c.replicas.peerDown('a');
+    c.wire.length = 0; // what was in flight is lost in the partition
+    c.replicas.peerUp('a', c.incA); // healed: A's heartbeats again, the same life
+    c.deliver();
+    await c.run(20);
+    c.capture.push(synAck(49001));
+    await c.settle();
+    c.deliver();
+    expect(c.known()).toEqual([49000, 49001]);
+    expect(c.replicas.rejected.replayed).toBe(0);
+    expect(c.replicas.status()[0]!.counters.syncs).toBe(2);
+  });
+
+  it('a connection from the serving node to itself (its own probe of the service address) is not replicated', async () => {
+    const capture = new FakeCapture();
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [diag(50002)], now: () => 0, isLocalAddress: (a) => a === client(0).address });
+    l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
+    capture.push(synAck(50001));
+    await l.scan();
+    expect(l.size).toBe(0);
+  });
+
+  it('a scan under way when a new service is subscribed is followed by one that lists it', async () => {
+    const capture = new FakeCapture();
+    const asked: number[][] = [];
+    let release: (() => void) | undefined;
+    const l = new LocalConnections({
+      openCapture: capture.open,
+      listSockets: async (ports) => {
+        asked.push(ports);
+        await new Promise<void>((r) => (release = r));
+        return [];
+      },
+      now: () => 0,
+    });
+    l.setScopes([{ port: 1 }]);
+    const first = l.scan();
+    l.setScopes([{ port: 1 }, { port: 2 }]);
+    const second = l.scan();
+    expect(l.scan()).toBe(second); // the same scopes: shared
+    release!();
+    await first;
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); // the second begins
+    release!();
+    await second;
+    expect(asked).toEqual([[1], [1, 2]]);
+  });
+
   it('the byte rate is capped: a sync of 12,000 connections takes as long as the rate says, and nothing is lost', async () => {
     const n = 12_000;
     const c = cluster({ rate: 32 * 1024 }); // 32 KiB/s; the burst is 64 KiB

@@ -9,6 +9,7 @@
 // A scope with a goodbye also has its byte streams followed (BoundaryWatch), so each connection
 // says whether the server stream sits between two messages, and where.
 import { EventEmitter } from 'node:events';
+import os from 'node:os';
 import type { FlowRecord, FlowSide, ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import { BoundaryWatch, type BoundaryState } from '../../net/boundary-watch.js';
@@ -67,6 +68,8 @@ export interface CaptureSource extends SegmentSource {
 }
 
 export interface LocalConnectionsOptions {
+  /** Whether an address is this host's own (default: os.networkInterfaces(), reread at each scan). */
+  isLocalAddress?: (address: string) => boolean;
   /** Opens the capture (on every interface, a wake-up per packet) when the first scope is set, with that scope. */
   openCapture: (scope: CaptureScope) => CaptureSource;
   /** The connected sockets (established or half-closed) on these local ports. */
@@ -96,7 +99,8 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private generation = 0;
   /** Connections added without state yet: looked up in the flow table at each refresh. */
   private readonly stateless = new Set<string>();
-  private scanning: Promise<void> | undefined;
+  /** The scan under way, and the scopes it was asked for. */
+  private scanning: { scopes: readonly ServiceScope[]; done: Promise<void> } | undefined;
   private readonly now: () => number;
   private readonly max: number;
   private capture: { source: CaptureSource; unsubscribe: () => void } | undefined;
@@ -108,6 +112,15 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     super();
     this.now = options.now ?? Date.now;
     this.max = options.maxConnections ?? 1 << 18;
+    this.isLocal = options.isLocalAddress ?? ((a) => this.ownAddresses.has(a));
+  }
+
+  /** This host's addresses, as the wire writes them. */
+  private ownAddresses = new Set<string>();
+  private readonly isLocal: (address: string) => boolean;
+
+  private readOwnAddresses(): void {
+    this.ownAddresses = new Set(Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((a) => this.canon(a.address.split('%')[0]!))));
   }
 
   get scopes(): readonly ServiceScope[] {
@@ -139,6 +152,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     const ports = [...new Set([...byId.values()].map((s) => s.port))];
     if (ports.length > MAX_SCOPE_PORTS) throw new RangeError(`at most ${MAX_SCOPE_PORTS} service ports can be followed, not ${ports.length}`);
     const captureScope = { ports, payloadBytes: [...byId.values()].some((s) => s.goodbye) ? FOLLOW_PAYLOAD : 0 };
+    this.readOwnAddresses();
     if (ports.length === 0) {
       this.closeCapture();
     } else if (!this.capture) {
@@ -233,13 +247,18 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   /**
    * One sock_diag scan (on a libuv worker): adds the connections the capture did not see open,
-   * and removes those missing from two scans in a row. Concurrent calls share one scan.
+   * and removes those missing from two scans in a row. Concurrent calls share one scan, unless
+   * the scopes changed since it began: then another follows it, for the ports it did not list.
    */
   scan(): Promise<void> {
-    this.scanning ??= this.doScan().finally(() => {
-      this.scanning = undefined;
+    if (this.scanning && this.scanning.scopes === this.scopeList) return this.scanning.done;
+    const scopes = this.scopeList;
+    const run = this.scanning ? this.scanning.done.catch(() => {}).then(() => this.doScan()) : this.doScan();
+    const done: Promise<void> = run.finally(() => {
+      if (this.scanning?.done === done) this.scanning = undefined;
     });
-    return this.scanning;
+    this.scanning = { scopes, done };
+    return done;
   }
 
   close(): void {
@@ -262,6 +281,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     if (ports.length === 0) return;
     const started = this.now();
     const t0 = performance.now();
+    this.readOwnAddresses();
     const sockets = await this.options.listSockets(ports);
     this.counters.scans++;
     this.counters.lastScanMs = Math.round((performance.now() - t0) * 100) / 100;
@@ -327,6 +347,9 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   }
 
   private add(key: string, local: Endpoint, peer: Endpoint, isn?: number): void {
+    // A connection from this host to itself (its own health probe of the service address) ends
+    // with the host: nothing is left to close for it, and nothing would answer a backup's close.
+    if (this.isLocal(this.canon(peer.address))) return;
     if (this.entries.size >= this.max) {
       this.counters.refused++;
       return;

@@ -84,6 +84,14 @@ export interface SubscriberStatus {
 
 export class ReplicationPublisher {
   private readonly streams = new Map<string, Stream>();
+  /** Every service asked for so far, by address|port|goodbye. */
+  private asked = new Map<string, ServiceScope>();
+  /**
+   * The last sequence number sent to each peer, in the peer's life it was sent to: kept when a
+   * stream ends (the peer declared down, a partition) so that a stream to the same life goes on
+   * from it, and the peer, which refuses what it has seen, takes it.
+   */
+  private readonly sequences = new Map<string, { incarnation: bigint; seq: bigint }>();
   private readonly now: () => number;
   private epochs = 0;
   private flushQueued = false;
@@ -104,6 +112,7 @@ export class ReplicationPublisher {
    */
   subscribe(node: string, incarnation: bigint, services: ReplicatedService[]): void {
     const had = this.streams.get(node);
+    const last = this.sequences.get(node);
     const now = this.now();
     const stream: Stream = {
       node,
@@ -111,7 +120,7 @@ export class ReplicationPublisher {
       services,
       epoch: ++this.epochs,
       // The sequence runs on across subscriptions of one life of the subscriber.
-      seq: had && had.incarnation === incarnation ? had.seq : 0n,
+      seq: last && last.incarnation === incarnation ? last.seq : 0n,
       sync: undefined,
       awaitingScan: true,
       urgent: new Map(),
@@ -140,9 +149,12 @@ export class ReplicationPublisher {
     );
   }
 
-  /** The peer is gone (declared dead, or restarted: it will subscribe again). */
+  /**
+   * The peer is gone (declared dead, or restarted: it will subscribe again). What it asked for
+   * stays followed: a backup that restarts must not cost the streams followed meanwhile.
+   */
   unsubscribe(node: string): void {
-    if (this.streams.delete(node)) this.applyScopes();
+    this.streams.delete(node);
   }
 
   /** Sends what is due: sync parts, opens and closes, changed state, summaries. Call every few ms. */
@@ -174,16 +186,21 @@ export class ReplicationPublisher {
 
   // ---- scopes ----
 
-  /** The local table follows every subscribed service plus this node's own scopes. */
+  /**
+   * The local table follows this node's own scopes and every service a peer has subscribed to
+   * since the agent started (they only grow: a peer that goes and comes back finds its
+   * connections still followed from their start).
+   */
   private applyScopes(): void {
-    const scopes: ServiceScope[] = [...(this.options.ownScopes ?? [])];
+    const asked = new Map(this.asked);
     for (const s of this.streams.values()) {
       for (const svc of s.services) {
         const goodbye = svc.goodbye ? this.options.goodbye?.(svc.goodbye) : undefined;
-        scopes.push({ address: svc.address, port: svc.port, ...(goodbye ? { goodbye } : {}) });
+        asked.set(`${svc.address}|${svc.port}|${goodbye?.name ?? ''}`, { address: svc.address, port: svc.port, ...(goodbye ? { goodbye } : {}) });
       }
     }
-    this.options.local.setScopes(scopes);
+    this.options.local.setScopes([...(this.options.ownScopes ?? []), ...asked.values()]);
+    this.asked = asked; // only once the local table took them
   }
 
   /** The index of the subscriber's service a connection belongs to, or -1. */
@@ -362,6 +379,7 @@ export class ReplicationPublisher {
     const datagram = encodeReplication(env, this.options.key);
     if (!always && datagram.length > s.tokens) return false;
     s.seq++;
+    this.sequences.set(s.node, { incarnation: s.incarnation, seq: s.seq });
     s.tokens -= datagram.length;
     s.datagrams++;
     s.bytes += datagram.length;
