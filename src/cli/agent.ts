@@ -25,9 +25,17 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
     throw err instanceof ConfigError ? new UsageError(err.message) : err;
   });
   agent.on('published', (e) => log.info({ event: e }, 'published'));
-  // Summaries: a plan may close ten thousand connections (the failures are listed in full).
-  agent.on('plan', (p) => log.info({ plan: { instance: p.instance, cause: p.cause, ...(p.error ? { error: p.error } : {}), ms: p.doneAt - p.startedAt, ...(p.report ? { closed: summarizeResults(p.report.results) } : {}) } }, 'failure plan done'));
-  agent.on('takeover', (d) => log.info({ peer: d.down.node, replicated: d.replicated, closed: summarizeResults(d.report.results), ms: d.doneAt - d.startedAt }, 'peer taken over'));
+  // Summaries: a plan may close ten thousand connections (the failures are listed in full); one
+  // that left a connection open, or failed outright, is a warning an operator's alerting can see.
+  agent.on('plan', (p) => {
+    const closed = p.report ? summarizeResults(p.report.results) : undefined;
+    const level = p.error || (closed && closed.failures.length > 0) ? 'warn' : 'info';
+    log[level]({ plan: { instance: p.instance, cause: p.cause, ...(p.error ? { error: p.error } : {}), ms: p.doneAt - p.startedAt, ...(closed ? { closed } : {}) } }, 'failure plan done');
+  });
+  agent.on('takeover', (d) => {
+    const closed = summarizeResults(d.report.results);
+    log[closed.failures.length > 0 ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
+  });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));

@@ -18,7 +18,9 @@ export async function controlPath(opts: { control?: string; config?: string }): 
   }
   const socks = (await readdir(DEFAULT_CONTROL_DIR).catch(() => [] as string[])).filter((n) => n.endsWith('.sock'));
   if (socks.length === 1) return `${DEFAULT_CONTROL_DIR}/${socks[0]}`;
-  throw new UsageError(
-    socks.length === 0 ? `no agent found under ${DEFAULT_CONTROL_DIR}: is \`takeover agent\` running? (or give --control / --config)` : `several agents under ${DEFAULT_CONTROL_DIR}: give --control or --config`,
-  );
+  // No agent is "cannot be reached" (exit 1, like a socket nobody listens on); several is a usage problem.
+  if (socks.length === 0) {
+    throw Object.assign(new Error(`no agent found under ${DEFAULT_CONTROL_DIR}: is \`takeover agent\` running? (or give --control / --config)`), { code: 'ENOENT' });
+  }
+  throw new UsageError(`several agents under ${DEFAULT_CONTROL_DIR}: give --control or --config`);
 }

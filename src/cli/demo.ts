@@ -76,7 +76,8 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
 
     await lab.killSilently('server', 'port');
     const failedAt = nowMs(); // the ports are down by now: from here on the node is dead for sure
-    log('t=0            server node dies silently (bridge ports down: no FIN, no RST, no ARP answers)');
+    const at = (label: string) => `t=${label.padEnd(13)} `; // one column for every line of the timeline
+    log(`${at('0')}server node dies silently (bridge ports down: no FIN, no RST, no ARP answers)`);
     unacked.send({ cmd: 'write', data: 'GET /late\n' });
     await unacked.waitFor('written');
     const down = await backup.waitFor('node-down', 15_000, (e) => e.node === 'server');
@@ -89,7 +90,6 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
       { client: 'request unacked', outcome: outcomes[1], alone: alone.unackedRequest },
     ];
     // The timeline in the order things happened.
-    const rel = (t: number) => `+${(t - failedAt).toFixed(2)} ms`.padEnd(13);
     const timeline: Array<[number, string]> = [
       [Number(down.at), `backup declares the server dead: ${HEARTBEAT.misses} heartbeats missed on both links`],
       [Number(done.startedAt), `backup takes over ${vip} (gratuitous ARP) and closes the ${Number(done.replicated)} connections of its copy with ${o.method}`],
@@ -99,7 +99,7 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
         `client ${r.client}: read ends with ${r.outcome ? (r.outcome.event === 'error' ? String(r.outcome.code) : 'EOF') : 'nothing (still blocked)'}; TCP alone: ${r.alone}`,
       ]),
     ];
-    for (const [t, line] of timeline.sort((a, b) => a[0] - b[0])) log(`t=${Number.isFinite(t) ? rel(t) : '?'.padEnd(13)} ${line}`);
+    for (const [t, line] of timeline.sort((a, b) => a[0] - b[0])) log(`${at(Number.isFinite(t) ? `+${(t - failedAt).toFixed(2)} ms` : '?')}${line}`);
     log('');
     log(closeResultsTable(results));
     if (o.json) {

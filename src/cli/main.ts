@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `takeover` command.
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_USAGE, UsageError } from './errors.js';
 import { closePeersCommand } from './close-peers.js';
@@ -18,8 +19,12 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code !== 'EPIPE') throw err;
 });
 
+// package.json sits two levels up from both src/cli/main.ts and dist/cli/main.js.
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command('takeover')
   .description('Ends the wait of TCP peers of a failed process or node.')
+  .version(version)
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) })
   .showSuggestionAfterError(true);

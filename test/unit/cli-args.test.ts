@@ -1,6 +1,6 @@
 // Bad CLI input: one clear line on stderr, exit code 2, and nothing done.
 import { spawnSync } from 'node:child_process';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,9 +77,23 @@ describe('takeover CLI argument errors', () => {
     expect(cli(['scsi', 'keys', '/dev/no-such-sg'])).toMatchObject({ code: 1, stderr: 'takeover: cannot open /dev/no-such-sg: ENOENT' });
   });
 
-  it('--help exits 0', () => {
+  it('no agent to talk to: one line, exit 1 (cannot be reached); several: exit 2 (say which)', () => {
+    // The default control directory, as this machine has it, is replaced in a mount namespace of
+    // the command alone: empty, then with two sockets' names in it.
+    const inEmptyRun = (setup: string, args: string[]) => {
+      const argv = [process.execPath, '--import', 'tsx', CLI, ...args].map((a) => `'${a}'`).join(' ');
+      const r = spawnSync('unshare', ['-m', 'sh', '-c', `mkdir -p /run/takeover && mount -t tmpfs none /run/takeover && ${setup} exec ${argv}`], { encoding: 'utf8', cwd: path.dirname(CLI) });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
+    };
+    expect(inEmptyRun('', ['status'])).toMatchObject({ code: 1, stdout: '', stderr: 'takeover: no agent found under /run/takeover: is `takeover agent` running? (or give --control / --config)' });
+    expect(inEmptyRun('touch /run/takeover/a.sock /run/takeover/b.sock &&', ['flows', '--peer', 'b'])).toMatchObject({ code: 2, stderr: 'takeover: several agents under /run/takeover: give --control or --config' });
+  });
+
+  it('--help and --version exit 0', () => {
     const r = cli(['close-peers', '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('--method <method>');
+    const { version } = JSON.parse(readFileSync(path.join(path.dirname(CLI), '..', '..', 'package.json'), 'utf8')) as { version: string };
+    expect(cli(['--version'])).toMatchObject({ code: 0, stdout: `${version}\n` });
   });
 });
