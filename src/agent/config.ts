@@ -7,6 +7,7 @@ import net from 'node:net';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
+import { canonicalAddress } from '../net/endpoint.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.:@-]{1,128}$/, 'must be a name of 1-128 letters, digits and _.:@-');
 const ip = z.string().refine((s) => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
@@ -161,9 +162,9 @@ export const configSchema = z
       // (Refinements run on what parsed; a takeover that did not is already an issue.)
       if (!Array.isArray(p.takeover)) return;
       p.takeover.forEach((t, j) => {
-        const where = Array.isArray(p.takeover) && p.takeover.length > 1 ? ['peers', i, 'takeover', j] : ['peers', i, 'takeover'];
-        const first = p.takeover.findIndex((o) => canonical(o.address) === canonical(t.address));
-        if (p.takeover.findIndex((o) => canonical(o.address) === canonical(t.address) && o.port === t.port) !== j) issue(where, `${t.address} port ${t.port} appears twice`);
+        const where = p.takeover.length > 1 ? ['peers', i, 'takeover', j] : ['peers', i, 'takeover'];
+        const first = p.takeover.findIndex((o) => canonicalAddress(o.address) === canonicalAddress(t.address));
+        if (p.takeover.findIndex((o) => canonicalAddress(o.address) === canonicalAddress(t.address) && o.port === t.port) !== j) issue(where, `${t.address} port ${t.port} appears twice`);
         else if (first !== j && (p.takeover[first]!.interface !== t.interface || p.takeover[first]!.prefixLength !== t.prefixLength)) {
           issue(where, `${t.address} is taken over on ${p.takeover[first]!.interface}/${p.takeover[first]!.prefixLength} by an earlier entry: one address, one interface and prefix length`);
         }
@@ -197,11 +198,6 @@ export const configSchema = z
       });
     });
   });
-
-/** One text form of an address, for comparing addresses written differently. */
-function canonical(address: string): string {
-  return net.isIPv6(address) ? new net.SocketAddress({ address, family: 'ipv6' }).address : address;
-}
 
 export type AgentConfig = z.output<typeof configSchema>;
 export type TakeoverConfig = AgentConfig['peers'][number]['takeover'][number];

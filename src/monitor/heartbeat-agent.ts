@@ -96,9 +96,17 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
     }
   }
 
-  /** Datagrams starting with `magic` (4 bytes, not the heartbeats') go to fn with the link they came in on. */
-  addReceiver(magic: Buffer, fn: (msg: Buffer, link: number) => void): void {
-    this.receivers.push({ magic, fn });
+  /**
+   * Datagrams starting with `magic` (4 bytes, not the heartbeats') go to fn with the link they
+   * came in on. Returns the function that removes this receiver.
+   */
+  addReceiver(magic: Buffer, fn: (msg: Buffer, link: number) => void): () => void {
+    const r = { magic, fn };
+    this.receivers.push(r);
+    return () => {
+      const i = this.receivers.indexOf(r);
+      if (i >= 0) this.receivers.splice(i, 1);
+    };
   }
 
   /** Sends a datagram to a configured peer on one link (as far as UDP goes: no answer awaited). */

@@ -83,6 +83,12 @@ describe('replication datagrams', () => {
     for (const r of [upsert4, upsert6, bare, removal, long, noOptions, { ...upsert4, state: { ...upsert4.state!, peerTsval: undefined } }]) {
       expect(recordBytes(r), JSON.stringify(r).slice(0, 80)).toBe(encodeRecord(r).length);
     }
+    // The largest record fits an empty datagram between the longest node ids (the publisher packs
+    // at least one record into each).
+    const longest = 'n'.repeat(64);
+    const largest = { ...long, state: upsert4.state }; // IPv6, every field, the longest reason
+    expect(recordBytes(largest)).toBe(encodeRecord(largest).length);
+    expect(recordBytes(largest)).toBeLessThan(recordRoom(longest, longest, 'sync'));
   });
 
   it('a datagram packed to recordRoom fits; encoding refuses what cannot be sent', () => {

@@ -54,7 +54,6 @@ export interface ReplicationStatus {
 
 export const DEFAULT_REPLICATION_RATE = 4 << 20;
 
-
 export class ConnectionReplication {
   readonly local: LocalConnections;
   readonly publisher: ReplicationPublisher;
@@ -66,6 +65,7 @@ export class ConnectionReplication {
   /** Last SUBSCRIBE sequence accepted per peer, in the peer's life it came from. */
   private readonly subscribeSeq = new Map<string, { incarnation: bigint; seq: bigint }>();
   private timer: NodeJS.Timeout | undefined;
+  private removeReceiver: (() => void) | undefined;
   private lastRefresh = 0;
   private lastScan = 0;
   private dropsAtScan = 0;
@@ -115,7 +115,7 @@ export class ConnectionReplication {
 
   /** Before the heartbeats start: routes the datagrams, follows node events, starts the timers. */
   start(): void {
-    this.options.heartbeat.addReceiver(REPLICATION_MAGIC, (msg, link) => this.receive(msg, link));
+    this.removeReceiver = this.options.heartbeat.addReceiver(REPLICATION_MAGIC, (msg, link) => this.receive(msg, link));
     this.options.heartbeat.on('event', this.onHeartbeat);
     const tickMs = Math.min(50, Math.max(5, Math.floor(this.options.intervalMs / 4)));
     this.timer = setInterval(() => this.tick(), tickMs);
@@ -124,6 +124,7 @@ export class ConnectionReplication {
 
   stop(): void {
     clearInterval(this.timer);
+    this.removeReceiver?.();
     this.options.heartbeat.off('event', this.onHeartbeat);
     this.publisher.close();
     this.local.close();

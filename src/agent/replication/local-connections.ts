@@ -107,6 +107,9 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   readonly counters = { opened: 0, closed: 0, refused: 0, scans: 0, lastScanMs: 0 };
   /** Addresses as on the wire: sock_diag names a dual-stack socket's IPv4 peers ::ffff:a.b.c.d. */
   private readonly canon = canonicalizer(wireAddress);
+  /** This host's own addresses: a connection from one of them is the host talking to itself. */
+  private ownAddresses = new Set<string>();
+  private readonly isLocal: (address: string) => boolean;
 
   constructor(private readonly options: LocalConnectionsOptions) {
     super();
@@ -115,10 +118,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     this.isLocal = options.isLocalAddress ?? ((a) => this.ownAddresses.has(a));
   }
 
-  /** This host's addresses, as the wire writes them. */
-  private ownAddresses = new Set<string>();
-  private readonly isLocal: (address: string) => boolean;
-
+  /** This host's addresses, as the wire writes them (reread with each scope change and scan). */
   private readOwnAddresses(): void {
     this.ownAddresses = new Set(Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((a) => this.canon(a.address.split('%')[0]!))));
   }

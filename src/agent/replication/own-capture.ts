@@ -25,7 +25,12 @@ export class OwnCapture implements CaptureSource {
     this.state = new FlowTracker({ interface: 'any', deliverFlags: TCP_SYN, blockSize: 256 * 1024, blockCount: 64, blockTimeoutMs: 20, ...scope });
     this.control = new FlowTracker({ interface: 'any', wakeup: 'packet', flagsAny: CONTROL, trackFlows: false, ports: scope.ports ?? [] });
     this.state.start();
-    this.control.start();
+    try {
+      this.control.start();
+    } catch (err) {
+      this.state.close(); // nothing left open by a capture that failed to start
+      throw err;
+    }
   }
 
   /** The state capture's delivered segments: SYNs, and data when payload is captured. */
