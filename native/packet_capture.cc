@@ -1,7 +1,8 @@
 // Capture: an AF_PACKET socket with a classic BPF filter, watched by uv_poll on the event loop.
 // Two ways to read it:
 // - 'block' (default): a TPACKET_V3 receive ring. Cheapest per packet under load, but the kernel
-//   hands a block over only when it is full or after tp_retire_blk_tov (2 ms): that much latency.
+//   hands a block over only when it is full or after tp_retire_blk_tov (blockTimeoutMs, default
+//   2 ms): that much latency.
 // - 'packet': no ring; recvmmsg on each wake-up, which comes per packet. An agent that must tell
 //   its peers about a new connection before it may die uses this (tens of microseconds).
 // One interface, or every interface ('any': a SOCK_DGRAM socket bound to no interface, so every
@@ -247,7 +248,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
     asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "takeover:capture");
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    int rc = poll_.Start(loop, fd_.get(), [this] { Drain(); });
+    int rc = poll_.Start(loop, fd_.get(), [this](int status) { status < 0 ? OnPollError() : Drain(); });
     if (rc != 0) {
       callback_.Reset();
       asyncContext_.reset();
@@ -288,8 +289,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
   }
 
   // flows(since?): the flow table, flat, with the table's generation; with `since` (a
-  // generation an earlier call returned) only the flows updated after it, so a caller that polls
-  // pays for what changed, not for the table.
+  // generation an earlier call returned) only the flows updated after it: a caller that polls
+  // pays one walk of the table, and JS objects only for what changed.
   Napi::Value Flows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint64_t since = 0;
@@ -300,35 +301,38 @@ class Capture : public Napi::ObjectWrap<Capture> {
     }
     // Expiry otherwise runs only when frames arrive: a quiet link must not keep dead flows.
     const double now = NowMs();
-    flows_.Expire(now, idleMs_);
-    lastExpire_ = now;
-    uint32_t n = 0;
+    if (now - lastExpire_ > 1000) {
+      flows_.Expire(now, idleMs_);
+      lastExpire_ = now;
+    }
+    std::vector<const Flow*> changed;
     flows_.ForEach([&](const Flow& f) {
-      if (f.updated > since) n++;
+      if (f.updated > since) changed.push_back(&f);
     });
+    const auto n = static_cast<uint32_t>(changed.size());
     Napi::Float64Array nums = Napi::Float64Array::New(env, static_cast<size_t>(n) * kFlowFields);
     Napi::Array addresses = Napi::Array::New(env, 2 * n);
-    uint32_t i = 0;
-    flows_.ForEach([&](const Flow& f) {
-      if (f.updated <= since) return;
-      double* out = nums.Data() + static_cast<size_t>(i) * kFlowFields;
-      out[0] = f.family;
-      out[1] = static_cast<double>(f.state);
-      out[2] = f.handshakeSeen ? 1 : 0;
-      out[3] = f.firstSeenMs;
-      out[4] = f.lastSeenMs;
-      PutSide(out + 5, f, f.a);
-      PutSide(out + 5 + kSideFields, f, f.b);
-      addresses.Set(2 * i, AddressText(f.family, f.a.ep.addr));
-      addresses.Set(2 * i + 1, AddressText(f.family, f.b.ep.addr));
-      i++;
-    });
+    for (uint32_t i = 0; i < n; i++) PutFlow(nums, addresses, i, *changed[i]);
     Napi::Object o = Napi::Object::New(env);
     o.Set("count", n);
     o.Set("numbers", nums);
     o.Set("addresses", addresses);
     o.Set("generation", static_cast<double>(flows_.generation()));
     return o;
+  }
+
+  // One flow at index i of what flows() and find() return: kFlowFields numbers, two addresses.
+  static void PutFlow(Napi::Float64Array& nums, Napi::Array& addresses, uint32_t i, const Flow& f) {
+    double* out = nums.Data() + static_cast<size_t>(i) * kFlowFields;
+    out[0] = f.family;
+    out[1] = static_cast<double>(f.state);
+    out[2] = f.handshakeSeen ? 1 : 0;
+    out[3] = f.firstSeenMs;
+    out[4] = f.lastSeenMs;
+    PutSide(out + 5, f, f.a);
+    PutSide(out + 5 + kSideFields, f, f.b);
+    addresses.Set(2 * i, AddressText(f.family, f.a.ep.addr));
+    addresses.Set(2 * i + 1, AddressText(f.family, f.b.ep.addr));
   }
 
   // find(x, xPort, y, yPort): the flow between two endpoints (either order), flat as flows()
@@ -349,18 +353,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
     const Flow* f = flows_.Find(family, x, y);
     Napi::Float64Array nums = Napi::Float64Array::New(env, f ? kFlowFields : 0);
     Napi::Array addresses = Napi::Array::New(env, f ? 2 : 0);
-    if (f) {
-      double* out = nums.Data();
-      out[0] = f->family;
-      out[1] = static_cast<double>(f->state);
-      out[2] = f->handshakeSeen ? 1 : 0;
-      out[3] = f->firstSeenMs;
-      out[4] = f->lastSeenMs;
-      PutSide(out + 5, *f, f->a);
-      PutSide(out + 5 + kSideFields, *f, f->b);
-      addresses.Set(0u, AddressText(f->family, f->a.ep.addr));
-      addresses.Set(1u, AddressText(f->family, f->b.ep.addr));
-    }
+    if (f) PutFlow(nums, addresses, 0, *f);
     Napi::Object o = Napi::Object::New(env);
     o.Set("count", f ? 1 : 0);
     o.Set("numbers", nums);
@@ -378,6 +371,9 @@ class Capture : public Napi::ObjectWrap<Capture> {
     o.Set("malformed", Napi::Number::New(env, static_cast<double>(malformed_)));
     o.Set("flows", Napi::Number::New(env, static_cast<double>(flows_.size())));
     o.Set("refused", Napi::Number::New(env, static_cast<double>(flows_.stats().refusedFull + flows_.stats().ignoredStray)));
+    o.Set("pollErrors", Napi::Number::New(env, static_cast<double>(pollErrors_)));
+    o.Set("lastErrno", Napi::Number::New(env, lastErrno_));
+    o.Set("polling", Napi::Boolean::New(env, poll_.active()));
     return o;
   }
 
@@ -471,7 +467,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
         msgs[i].msg_len = 0;
       }
       int got = recvmmsg(fd_.get(), msgs, kBatch, MSG_DONTWAIT, nullptr);
-      if (got <= 0) return;  // EAGAIN: drained (other errors show as silence and in stats)
+      if (got <= 0) return;  // EAGAIN: drained (a socket error also wakes the poll: OnPollError)
       for (int i = 0; i < got; i++) {
         size_t captured = msgs[i].msg_len;
         size_t wire = captured;
@@ -487,6 +483,21 @@ class Capture : public Napi::ObjectWrap<Capture> {
       }
       if (static_cast<unsigned>(got) < kBatch) return;
     }
+  }
+
+  // libuv stops watching an fd that reports an error (POLLERR): a packet socket bound to an
+  // interface gets ENETDOWN when the interface goes down. Reading SO_ERROR takes the error; the
+  // socket stays bound and receives again once the interface is back, so watching resumes.
+  // Counted in stats (pollErrors, lastErrno). An error that reading does not take would wake
+  // the loop without end: then the capture stops, and says so (polling: false).
+  void OnPollError() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    pollErrors_++;
+    lastErrno_ = err;
+    Drain();  // what arrived before the error
+    if (err == 0 || poll_.Resume() != 0) StopPoll();
   }
 
   // Stops the poll. JS state (the callback, our own reference) is only touched when JS may
@@ -545,6 +556,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
   FlowTable flows_;
   uint64_t packets_ = 0;
   uint64_t drops_ = 0;
+  uint64_t pollErrors_ = 0;
+  int lastErrno_ = 0;
   uint64_t malformed_ = 0;
 };
 

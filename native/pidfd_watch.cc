@@ -43,7 +43,7 @@ class ProcessWatch : public Napi::ObjectWrap<ProcessWatch> {
     asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "takeover:process-watch");
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    int rc = poll_.Start(loop, pidfd_.get(), [this] { OnExit(); });
+    int rc = poll_.Start(loop, pidfd_.get(), [this](int) { OnExit(); });  // a pidfd's only news is the exit
     if (rc != 0) {
       callback_.Reset();
       asyncContext_.reset();

@@ -16,9 +16,10 @@ class UvPollWatch {
   UvPollWatch& operator=(const UvPollWatch&) = delete;
   ~UvPollWatch() { Stop(); }
 
-  // Starts watching fd; onReadable runs on the loop thread each time fd is readable.
-  // Returns 0 or a negative libuv error.
-  int Start(uv_loop_t* loop, int fd, std::function<void()> onReadable) {
+  // Starts watching fd; onReady runs on the loop thread each time fd is readable, with status
+  // 0, or with a negative libuv error when fd reported one (POLLERR): libuv has then stopped
+  // watching, and Resume() starts again. Returns 0 or a negative libuv error.
+  int Start(uv_loop_t* loop, int fd, std::function<void(int status)> onReady) {
     if (handle_) return 0;
     auto* h = new uv_poll_t;
     int rc = uv_poll_init(loop, h, fd);
@@ -26,11 +27,9 @@ class UvPollWatch {
       delete h;
       return rc;
     }
-    onReadable_ = std::move(onReadable);
+    onReady_ = std::move(onReady);
     h->data = this;
-    rc = uv_poll_start(h, UV_READABLE, [](uv_poll_t* p, int, int) {
-      if (auto* self = static_cast<UvPollWatch*>(p->data)) self->onReadable_();
-    });
+    rc = uv_poll_start(h, UV_READABLE, Ready);
     if (rc != 0) {
       uv_close(reinterpret_cast<uv_handle_t*>(h), Free);
       return rc;
@@ -38,6 +37,9 @@ class UvPollWatch {
     handle_ = h;
     return 0;
   }
+
+  // Watches again after an error stopped it (callable from within the callback).
+  int Resume() { return handle_ ? uv_poll_start(handle_, UV_READABLE, Ready) : 0; }
 
   // Stops watching; safe to call more than once, and from within the callback.
   void Stop() {
@@ -52,9 +54,12 @@ class UvPollWatch {
 
  private:
   static void Free(uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); }
+  static void Ready(uv_poll_t* p, int status, int) {
+    if (auto* self = static_cast<UvPollWatch*>(p->data)) self->onReady_(status);
+  }
 
   uv_poll_t* handle_ = nullptr;
-  std::function<void()> onReadable_;
+  std::function<void(int)> onReady_;
 };
 
 }  // namespace takeover

@@ -128,6 +128,11 @@ export interface CaptureStats {
   malformed: number; // frames that were not a valid, whole TCP segment
   flows: number;
   refused: number; // segments that could not start a flow (lone RST, table full)
+  /** Errors the socket reported (ENETDOWN when its interface went down), each taken and watching resumed. */
+  pollErrors: number;
+  lastErrno: number; // 0 when none
+  /** False once an error could not be taken and the capture stopped (it then hears nothing). */
+  polling: boolean;
 }
 
 export interface NativeCapture {

@@ -52,6 +52,16 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   attempt(() => new addon.Capture({ interface: 'lo', wakeup: 'sideways' }));
   attempt(() => new addon.Capture({ interface: 'lo', blockTimeoutMs: 0 }));
   for (let i = 0; i < 3; i++) { const r = new addon.Capture({ interface: 'lo', blockSize: 4096, blockCount: 2, blockTimeoutMs: 1 }); r.start(() => {}); r.close(); }
+  // The interface goes down under a running capture (ENETDOWN: the poll error path, resumed).
+  const bounced = new addon.Capture({ interface: 'lo' });
+  bounced.start(() => {});
+  require('node:child_process').execFileSync('ip', ['link', 'set', 'lo', 'down']);
+  await new Promise((r) => setTimeout(r, 50));
+  require('node:child_process').execFileSync('ip', ['link', 'set', 'lo', 'up']);
+  await new Promise((r) => setTimeout(r, 50));
+  const bouncedStats = bounced.stats();
+  if (bouncedStats.pollErrors !== 1 || !bouncedStats.polling) throw new Error(`capture after lo went down: ${JSON.stringify(bouncedStats)}`);
+  bounced.close();
   any.close(); ctrl.close();
   for (const c of extra) c.destroy();
   // sock_diag and /proc on libuv workers: dumps, batches of SOCK_DESTROY, owner scans.

@@ -54,3 +54,33 @@ describe.each([4, 6] as const)('FlowTracker over IPv%s', (family) => {
     expect(stats).toMatchObject({ drops: 0, flows: 1 });
   });
 });
+
+describe('FlowTracker on an interface that goes down and comes back', () => {
+  it('keeps capturing: the socket\'s error (ENETDOWN) is taken and the poll resumes', async () => {
+    lab = await Lab.create({ hosts: ['client', 'server'] });
+    const server = lab.spawn('server', fixturePath('server'), ['--port', '7201']);
+    await server.waitFor('listening');
+    // The server's own agent's view: a capture bound to its interface.
+    const watch = lab.spawn('server', fixturePath('survivor'), ['--interface', 'eth0', '--address', lab.host('server').ipv4, '--port', '7201']);
+    await watch.waitFor('tracking');
+    const connect = async () => {
+      const c = lab!.spawn('client', fixturePath('client'), ['--host', lab!.host('server').ipv4, '--port', '7201']);
+      return (await c.waitFor('connected')) as unknown as { localPort: number };
+    };
+    // The answer to this request (waitFor finds the first event of a name otherwise).
+    const ask = async (cmd: string) => {
+      const sentAt = Date.now();
+      watch.send({ cmd });
+      return watch.waitFor(cmd, 10_000, (e) => Number(e.t) >= sentAt);
+    };
+    const flowPorts = async () => ((await ask('flows')) as unknown as { flows: FlowRecord[] }).flows.map((f) => f.a.port);
+    const first = await connect();
+    expect(await flowPorts()).toContain(first.localPort);
+    await lab.exec('server', 'ip', ['link', 'set', 'eth0', 'down']);
+    await lab.exec('server', 'ip', ['link', 'set', 'eth0', 'up']);
+    const second = await connect();
+    await new Promise((r) => setTimeout(r, 100)); // the ring hands blocks over every few ms
+    expect(await flowPorts()).toContain(second.localPort);
+    expect(await ask('stats')).toMatchObject({ pollErrors: 1, lastErrno: 100 /* ENETDOWN */, polling: true });
+  });
+});
