@@ -8,6 +8,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
+import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.:@-]{1,128}$/, 'must be a name of 1-128 letters, digits and _.:@-');
 const ip = z.string().refine((s) => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
@@ -132,11 +133,11 @@ export const configSchema = z
     replication: z
       .strictObject({
         /** Per subscribing peer: the cap on replication bytes per second. */
-        maxBytesPerSecond: z.number().int().min(16 * 1024).max(1 << 30).default(4 << 20),
+        maxBytesPerSecond: z.number().int().min(16 * 1024).max(1 << 30).default(DEFAULT_REPLICATION_RATE),
         /** How often the authoritative list (sock_diag) is read, ms. */
-        scanMs: ms(100, 600_000).default(1000),
+        scanMs: ms(100, 600_000).default(DEFAULT_SCAN_MS),
       })
-      .default({ maxBytesPerSecond: 4 << 20, scanMs: 1000 }),
+      .default({ maxBytesPerSecond: DEFAULT_REPLICATION_RATE, scanMs: DEFAULT_SCAN_MS }),
     /** Seed 002's SCSI heartbeat on a disk shared with a peer. */
     disk: z
       .strictObject({

@@ -117,7 +117,10 @@ export class FailureDetector {
     return this.peers.get(node)?.incarnation;
   }
 
-  /** The lowest-numbered link on which an up peer is heard, or undefined when the peer is not up. */
+  /**
+   * The lowest-numbered link of an up peer not declared down (one not heard yet counts as up
+   * until its first timeout, as the detector counts it), or undefined when the peer is not up.
+   */
   firstLinkUp(node: string): number | undefined {
     const p = this.peers.get(node);
     if (!p?.up) return undefined;

@@ -66,15 +66,24 @@ export interface BoundaryState {
 export interface FollowedServer {
   address?: string;
   port: number;
+  /** Without an address: which addresses are the server's (default: any with the port). */
+  isLocalAddress?: (address: string) => boolean;
 }
 
-/** Connections followed at most at once; a further one is reported as not followed. */
+/**
+ * Connections followed at most at once. Past it the one quiet for longest is dropped (its
+ * goodbye then falls back), so the watch stays bounded whatever ends it never sees (a SYN flood's
+ * half-opens, segments the capture lost).
+ */
 export const MAX_FOLLOWED = 65536;
 
 export class BoundaryWatch {
+  /** In order of their last segment: the first is the one quiet for longest. */
   private readonly conns = new Map<string, Followed>();
   private readonly unsubscribe: () => void;
   private readonly server: FollowedServer;
+  /** Connections dropped to make room. */
+  evicted = 0;
 
   constructor(
     source: SegmentSource,
@@ -82,7 +91,7 @@ export class BoundaryWatch {
     private readonly plugin: GoodbyePlugin,
     private readonly maxFollowed = MAX_FOLLOWED,
   ) {
-    this.server = { ...(server.address !== undefined ? { address: canonicalAddress(server.address) } : {}), port: server.port };
+    this.server = server.address !== undefined ? { address: canonicalAddress(server.address), port: server.port } : { ...server };
     this.unsubscribe = source.onSegments((segs) => {
       for (const s of segs) this.onSegment(s);
     });
@@ -95,7 +104,8 @@ export class BoundaryWatch {
   state(peer: Endpoint, local?: Endpoint): BoundaryState {
     const f = this.conns.get(this.keyOf(peer, local));
     if (!f) {
-      return { atBoundary: false, reason: this.conns.size >= this.maxFollowed ? `more than ${this.maxFollowed} connections to follow` : 'the connection was not followed from its start' };
+      const why = this.evicted > 0 ? ` (or was the quietest of the ${this.maxFollowed} followed when room was needed)` : '';
+      return { atBoundary: false, reason: `the connection was not followed from its start${why}` };
     }
     const positions = {
       ...(f.toClient.next !== undefined ? { serverNext: f.toClient.next } : {}),
@@ -127,7 +137,9 @@ export class BoundaryWatch {
   }
 
   private isServer(address: string, port: number): boolean {
-    return port === this.server.port && (this.server.address === undefined || canonicalAddress(address) === this.server.address);
+    if (port !== this.server.port) return false;
+    if (this.server.address === undefined) return this.server.isLocalAddress?.(address) ?? true;
+    return canonicalAddress(address) === this.server.address;
   }
 
   private onSegment(s: ParsedSegment): void {
@@ -141,8 +153,14 @@ export class BoundaryWatch {
       this.conns.delete(key);
       return;
     }
-    if (!f) {
-      if (this.conns.size >= this.maxFollowed) return;
+    if (f) {
+      this.conns.delete(key); // to the end: the most recently active
+      this.conns.set(key, f);
+    } else {
+      if (this.conns.size >= this.maxFollowed) {
+        this.conns.delete(this.conns.keys().next().value!);
+        this.evicted++;
+      }
       const tracker = this.plugin.createTracker();
       f = {
         tracker,

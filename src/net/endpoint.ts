@@ -51,17 +51,25 @@ export function canonicalConnectionKey(local: Endpoint, remote: Endpoint): strin
 }
 
 /**
- * canonicalAddress (or another such function, e.g. wireAddress) with a memory: thousands of
- * connections share a few addresses, each parsed once. For one batch of work (the cache grows
- * with the distinct addresses seen).
+ * A function of an address with a memory: thousands of connections share a few addresses, each
+ * converted once. The memory holds at most `maxEntries` addresses and starts over when full, so a
+ * long-lived one (an agent's) stays bounded however many clients come and go.
  */
-export function canonicalizer(of: (address: string) => string = canonicalAddress): (address: string) => string {
-  const seen = new Map<string, string>();
+export function memoizedByAddress<T>(of: (address: string) => T, maxEntries = 4096): (address: string) => T {
+  const seen = new Map<string, T>();
   return (address) => {
     let c = seen.get(address);
-    if (c === undefined) seen.set(address, (c = of(address)));
+    if (c === undefined) {
+      if (seen.size >= maxEntries) seen.clear();
+      seen.set(address, (c = of(address)));
+    }
     return c;
   };
+}
+
+/** canonicalAddress (or another such function, e.g. wireAddress), memoized (memoizedByAddress). */
+export function canonicalizer(of: (address: string) => string = canonicalAddress): (address: string) => string {
+  return memoizedByAddress(of);
 }
 
 export function formatEndpoint(e: Endpoint): string {

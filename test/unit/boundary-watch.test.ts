@@ -67,12 +67,13 @@ describe('BoundaryWatch', () => {
     expect(src.count).toBe(0);
   });
 
-  it('follows a port on any local address; forgets a connection the server closed or reset, and one it is told about', () => {
+  it('follows a port on this host\'s addresses; forgets a connection the server closed or reset, one it is told about, and the quietest when full', () => {
     const src = source();
-    const w = new BoundaryWatch(src, { port: 6379 }, goodbyePlugin('resp'), 2);
-    const open = (local: string, port: number) => {
-      src.push({ src: '198.18.1.1', sport: port, dst: local, dport: 6379, flags: TCP_SYN, seq: 1 });
-      src.push({ src: local, sport: 6379, dst: '198.18.1.1', dport: port, flags: TCP_SYN | TCP_ACK, seq: 50 });
+    const local = new Set(['198.18.1.2', '198.18.1.3']);
+    const w = new BoundaryWatch(src, { port: 6379, isLocalAddress: (a) => local.has(a) }, goodbyePlugin('resp'), 2);
+    const open = (server: string, port: number) => {
+      src.push({ src: '198.18.1.1', sport: port, dst: server, dport: 6379, flags: TCP_SYN, seq: 1 });
+      src.push({ src: server, sport: 6379, dst: '198.18.1.1', dport: port, flags: TCP_SYN | TCP_ACK, seq: 50 });
     };
     const peer = (port: number) => ({ address: '198.18.1.1', port });
     open('198.18.1.2', 40000);
@@ -80,11 +81,19 @@ describe('BoundaryWatch', () => {
     expect(w.state(peer(40000), { address: '198.18.1.2', port: 6379 })).toMatchObject({ atBoundary: true, serverNext: 51, clientNext: 2 });
     expect(w.state(peer(40001), { address: '198.18.1.3', port: 6379 }).atBoundary).toBe(true);
     expect(() => w.state(peer(40000))).toThrow(/name the local endpoint/);
-    open('198.18.1.2', 40002); // a third: over the bound of 2
-    expect(w.state(peer(40002), { address: '198.18.1.2', port: 6379 })).toMatchObject({ atBoundary: false, reason: 'more than 2 connections to follow' });
+    // Another host's server on the same port (this host its client) is not followed.
+    open('198.18.1.9', 40003);
+    expect(w.size).toBe(2);
+    // 40000 speaks; a third connection then takes the place of the quietest, 40001.
+    src.push({ src: '198.18.1.1', sport: 40000, dst: '198.18.1.2', dport: 6379, seq: 2, payload: Buffer.from('*1\r\n$4\r\nPING\r\n') });
+    open('198.18.1.2', 40002);
+    expect(w.size).toBe(2);
+    expect(w.state(peer(40002), { address: '198.18.1.2', port: 6379 }).atBoundary).toBe(true);
+    expect(w.state(peer(40001), { address: '198.18.1.3', port: 6379 })).toMatchObject({ atBoundary: false, reason: 'the connection was not followed from its start (or was the quietest of the 2 followed when room was needed)' });
+    expect(w.state(peer(40000), { address: '198.18.1.2', port: 6379 })).toMatchObject({ clientNext: 16 }); // still followed
     src.push({ src: '198.18.1.2', sport: 6379, dst: '198.18.1.1', dport: 40000, flags: TCP_FIN | TCP_ACK, seq: 51 });
     expect(w.size).toBe(1);
-    w.forget(peer(40001), { address: '198.18.1.3', port: 6379 });
+    w.forget(peer(40002), { address: '198.18.1.2', port: 6379 });
     expect(w.size).toBe(0);
   });
 });

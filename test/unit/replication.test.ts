@@ -2,7 +2,7 @@
 // a fake capture and a fake sock_diag, its publisher, and a peer's ReplicaSet, joined by an
 // in-memory transport that can lose, replay and hold datagrams; time is simulated.
 import { describe, expect, it } from 'vitest';
-import { LocalConnections, type LocalChange } from '../../src/agent/replication/local-connections.js';
+import { LocalConnections, MAX_UNCONFIRMED, UNCONFIRMED_MS, type LocalChange } from '../../src/agent/replication/local-connections.js';
 import { ReplicationPublisher, type ReplicationTransport } from '../../src/agent/replication/publisher.js';
 import { ReplicaSet } from '../../src/agent/replication/replicas.js';
 import { decodeReplication, type Envelope } from '../../src/agent/replication/wire.js';
@@ -180,7 +180,8 @@ describe('LocalConnections', () => {
 
   it('a scope with a goodbye follows the streams: each connection says where its boundary is', () => {
     const capture = new FakeCapture();
-    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [], now: () => 5000 });
+    // A scope without an address: the port on this host's addresses (here the service's).
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [], now: () => 5000, isLocalAddress: (a) => a === SERVICE.address });
     l.setScopes([{ port: 6379, goodbye: goodbyePlugin('resp') }]);
     expect(capture.scope).toEqual({ ports: [6379], payloadBytes: 65535 });
     const c = client(42000);
@@ -194,12 +195,13 @@ describe('LocalConnections', () => {
     mid.b.address = SERVICE.address;
     capture.table = [mid];
     l.refresh();
-    expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: false }, serverNext: 504 });
+    expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: false } });
     expect(l.boundaryOf({ address: SERVICE.address, port: 6379 }, c)).toMatchObject({ atBoundary: false, serverNext: 504 });
     capture.push({ ...down, flags: TCP_ACK | TCP_PSH, seq: 504, payload: Buffer.from('NG\r\n') });
     capture.table = [{ ...mid, lastSeenMs: 5000, b: { ...mid.b, nextSeq: 508, lastSeenMs: 5000 } }];
     l.refresh();
-    expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: true }, serverNext: 508, state: { deadNextSeq: 508 } });
+    expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: true }, state: { deadNextSeq: 508 } });
+    expect(l.boundaryOf({ address: SERVICE.address, port: 6379 }, c)).toMatchObject({ atBoundary: true, serverNext: 508 });
     // Where the follower and the flow table disagree, no boundary is claimed.
     capture.table = [{ ...mid, lastSeenMs: 5000, b: { ...mid.b, nextSeq: 600, lastSeenMs: 5000 } }];
     l.refresh();
@@ -212,6 +214,105 @@ describe('LocalConnections', () => {
     l.setScopes([{ port: 1 }]);
     expect(() => l.setScopes(Array.from({ length: 17 }, (_, i) => ({ port: 100 + i })))).toThrow(/at most 16/);
     expect(l.scopes).toEqual([{ port: 1 }]);
+  });
+
+  it('a connection from the serving node to itself (its own probe of the service address) is not replicated', async () => {
+    const capture = new FakeCapture();
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [diag(50002)], now: () => 0, isLocalAddress: (a) => a === client(0).address });
+    l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
+    capture.push(synAck(50001));
+    await l.scan();
+    expect(l.size).toBe(0);
+  });
+
+  it('a SYN flood fills neither the table nor the copies: SYN-ACKs nobody acks are held at most MAX_UNCONFIRMED at once, for UNCONFIRMED_MS', async () => {
+    const capture = new FakeCapture();
+    let clock = 1000;
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [diag(2)], now: () => clock });
+    l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
+    // A real client: its ACK of the SYN-ACK reaches the flow table. Another the kernel lists.
+    capture.push(synAck(1, 7000));
+    capture.push(synAck(2, 8000));
+    capture.table = [flow(1, 1000, { nextSeq: 7001 }, { nextSeq: 101, ack: 7001, packets: 2 })];
+    l.refresh();
+    await l.scan();
+    // The flood: a SYN-ACK for each spoofed SYN, never answered.
+    expect(l.size).toBe(2);
+    for (let port = 10_000; port < 10_000 + MAX_UNCONFIRMED + 100; port++) capture.push(synAck(port));
+    expect(l.size).toBe(2 + MAX_UNCONFIRMED);
+    expect(l.counters.deferred).toBe(100);
+    clock += UNCONFIRMED_MS + 1;
+    l.refresh();
+    expect(l.list().map((c) => c.peer.port).sort((a, b) => a - b)).toEqual([1, 2]);
+    capture.push(synAck(3)); // room again
+    expect(l.size).toBe(3);
+  });
+
+  it('a port without an address is this host\'s: its connections out to another server on that port are not held', () => {
+    const capture = new FakeCapture();
+    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [], now: () => 0, isLocalAddress: (a) => a === SERVICE.address });
+    l.setScopes([{ port: 6379 }]);
+    capture.push(synAck(40000));
+    capture.push({ ...synAck(40001), src: '198.18.9.50' }); // a server elsewhere answering this host
+    expect(l.list().map((c) => c.peer.port)).toEqual([40000]);
+  });
+
+  it('a scan that ends after close() changes nothing; a capture opened again is read from its own start', async () => {
+    const captures: FakeCapture[] = [];
+    let release: (() => void) | undefined;
+    const l = new LocalConnections({
+      openCapture: (scope) => {
+        captures.push(new FakeCapture());
+        return captures.at(-1)!.open(scope);
+      },
+      listSockets: async () => {
+        await new Promise<void>((r) => (release = r));
+        return [diag(45000)];
+      },
+      now: () => 0,
+    });
+    l.setScopes([SERVICE]);
+    captures[0]!.push(synAck(45001));
+    captures[0]!.table = [flow(45002, 0, {}, {}), flow(45003, 0, {}, {}), flow(45001, 0, { nextSeq: 1001 }, { nextSeq: 9, ack: 1001, packets: 2 })];
+    l.refresh();
+    l.setScopes([]);
+    l.setScopes([SERVICE]);
+    expect(captures).toHaveLength(2);
+    captures[1]!.push(synAck(45001));
+    captures[1]!.table = [flow(45001, 0, { nextSeq: 1500 }, { nextSeq: 9, ack: 1500, packets: 2 })];
+    l.refresh();
+    expect(l.list()[0]!.state).toMatchObject({ deadNextSeq: 1500 });
+    const scan = l.scan();
+    l.close();
+    release!();
+    await scan;
+    expect(l.size).toBe(0);
+  });
+
+  it('a scan under way when a new service is subscribed is followed by one that lists it', async () => {
+    const capture = new FakeCapture();
+    const asked: number[][] = [];
+    let release: (() => void) | undefined;
+    const l = new LocalConnections({
+      openCapture: capture.open,
+      listSockets: async (ports) => {
+        asked.push(ports);
+        await new Promise<void>((r) => (release = r));
+        return [];
+      },
+      now: () => 0,
+    });
+    l.setScopes([{ port: 1 }]);
+    const first = l.scan();
+    l.setScopes([{ port: 1 }, { port: 2 }]);
+    const second = l.scan();
+    expect(l.scan()).toBe(second); // the same scopes: shared
+    release!();
+    await first;
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); // the second begins
+    release!();
+    await second;
+    expect(asked).toEqual([[1], [1, 2]]);
   });
 });
 
@@ -293,6 +394,26 @@ describe('publisher and replicas', () => {
     expect(c.known()).toEqual([45000]);
   });
 
+  it('a serving node that restarts starts its stream over: until its new sync, its old copy is listed but no delta applies to it', async () => {
+    const c = cluster();
+    c.setSockets([diag(45100)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(250);
+    expect(c.known()).toEqual([45100]);
+    const status = () => c.replicas.status()[0]!;
+    expect(status()).toMatchObject({ synced: true, epoch: 1 });
+    // A's new life: its first sync is lost; a delta of its epoch 1 (the old life's number too) follows.
+    const next = { from: 'a', to: 'b', link: 0, fromIncarnation: c.incA + 1n, toIncarnation: c.incB };
+    c.replicas.peerUp('a', c.incA + 1n);
+    expect(status()).toMatchObject({ synced: false, connections: 1 });
+    c.replicas.receive({ ...next, seq: 2n, message: { type: 'delta', epoch: 1, records: [{ op: 'remove', service: 0, peer: client(45100) }, { op: 'upsert', service: 0, peer: client(45101), ageMs: 0 }] } });
+    expect(c.known()).toEqual([45100]);
+    c.replicas.receive({ ...next, seq: 3n, message: { type: 'sync', epoch: 1, part: 0, last: true, records: [{ op: 'upsert', service: 0, peer: client(45102), ageMs: 0 }] } });
+    expect(c.known()).toEqual([45102]);
+    expect(status()).toMatchObject({ synced: true, epoch: 1 });
+  });
+
   it('a summary whose count differs makes the peer subscribe again', async () => {
     const c = cluster();
     c.setSockets([diag(46000), diag(46001)]);
@@ -340,41 +461,6 @@ describe('publisher and replicas', () => {
     expect(c.known()).toEqual([49000, 49001]);
     expect(c.replicas.rejected.replayed).toBe(0);
     expect(c.replicas.status()[0]!.counters.syncs).toBe(2);
-  });
-
-  it('a connection from the serving node to itself (its own probe of the service address) is not replicated', async () => {
-    const capture = new FakeCapture();
-    const l = new LocalConnections({ openCapture: capture.open, listSockets: async () => [diag(50002)], now: () => 0, isLocalAddress: (a) => a === client(0).address });
-    l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
-    capture.push(synAck(50001));
-    await l.scan();
-    expect(l.size).toBe(0);
-  });
-
-  it('a scan under way when a new service is subscribed is followed by one that lists it', async () => {
-    const capture = new FakeCapture();
-    const asked: number[][] = [];
-    let release: (() => void) | undefined;
-    const l = new LocalConnections({
-      openCapture: capture.open,
-      listSockets: async (ports) => {
-        asked.push(ports);
-        await new Promise<void>((r) => (release = r));
-        return [];
-      },
-      now: () => 0,
-    });
-    l.setScopes([{ port: 1 }]);
-    const first = l.scan();
-    l.setScopes([{ port: 1 }, { port: 2 }]);
-    const second = l.scan();
-    expect(l.scan()).toBe(second); // the same scopes: shared
-    release!();
-    await first;
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); // the second begins
-    release!();
-    await second;
-    expect(asked).toEqual([[1], [1, 2]]);
   });
 
   it('the byte rate is capped: a sync of 12,000 connections takes as long as the rate says, and nothing is lost', async () => {

@@ -14,6 +14,7 @@ import { LocalConnections, type CaptureSource, type ServiceScope } from './local
 import { OwnCapture } from './own-capture.js';
 import { ReplicationPublisher, type ReplicationTransport, type SubscriberStatus } from './publisher.js';
 import { ReplicaSet, type ReplicaStatus } from './replicas.js';
+import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './defaults.js';
 import { decodeReplication, REPLICATION_MAGIC, type ReplicatedService, type WireRejection } from './wire.js';
 
 export interface ConnectionReplicationOptions {
@@ -46,13 +47,13 @@ export interface ReplicationStatus {
   subscribers: SubscriberStatus[];
   /**
    * This node's own connections followed (all scopes), how many with their sequence numbers
-   * known, segments the capture lost, and how the last scan went.
+   * known, segments the capture lost, how the last scan went, and counts since the start: opened,
+   * closed, refused (the table full), deferred (SYN-ACKs past MAX_UNCONFIRMED: a SYN flood).
    */
-  local: { connections: number; withState: number; captureDrops: number; scans: number; lastScanMs: number; refused: number };
+  local: { connections: number; withState: number; captureDrops: number; scans: number; lastScanMs: number; opened: number; closed: number; refused: number; deferred: number };
   rejected: Record<ReplicationRejection, number>;
 }
 
-export const DEFAULT_REPLICATION_RATE = 4 << 20;
 
 export class ConnectionReplication {
   readonly local: LocalConnections;
@@ -115,6 +116,7 @@ export class ConnectionReplication {
 
   /** Before the heartbeats start: routes the datagrams, follows node events, starts the timers. */
   start(): void {
+    this.publisher.start(); // first: a capture that cannot open leaves nothing else started
     this.removeReceiver = this.options.heartbeat.addReceiver(REPLICATION_MAGIC, (msg, link) => this.receive(msg, link));
     this.options.heartbeat.on('event', this.onHeartbeat);
     const tickMs = Math.min(50, Math.max(5, Math.floor(this.options.intervalMs / 4)));
@@ -140,9 +142,7 @@ export class ConnectionReplication {
         connections: this.local.size,
         withState: this.local.list().filter((c) => c.state !== undefined).length,
         captureDrops: this.local.captureDrops,
-        scans: this.local.counters.scans,
-        lastScanMs: this.local.counters.lastScanMs,
-        refused: this.local.counters.refused,
+        ...this.local.counters,
       },
       rejected,
     };
@@ -155,11 +155,13 @@ export class ConnectionReplication {
       this.local.refresh();
     }
     // The authoritative list every scanMs, less often when a scan is costly (a dump of tens of
-    // thousands of sockets takes tens of ms: at most 2% of the time), and at once after the
-    // capture lost segments (what they said is then only in the kernel's list).
-    const every = Math.max(this.options.scanMs ?? 1000, 50 * this.local.counters.lastScanMs);
+    // thousands of sockets takes tens of ms: at most 2% of the time), and sooner after the
+    // capture lost segments (what they said is then only in the kernel's list), within that 2%.
+    const costly = 50 * this.local.counters.lastScanMs;
+    const every = Math.max(this.options.scanMs ?? DEFAULT_SCAN_MS, costly);
     const drops = this.local.captureDrops;
-    if (this.local.scopes.length > 0 && (now - this.lastScan >= every || drops > this.dropsAtScan)) {
+    const since = now - this.lastScan;
+    if (this.local.scopes.length > 0 && (since >= every || (drops > this.dropsAtScan && since >= costly))) {
       this.lastScan = now;
       this.dropsAtScan = drops;
       void this.local.scan().catch(() => {}); // a failed dump: the next one tries again
@@ -187,7 +189,8 @@ export class ConnectionReplication {
     try {
       this.publisher.subscribe(env.from, env.fromIncarnation, env.message.services);
     } catch {
-      this.rejected.refused++; // more service ports than one capture follows
+      // More service ports than one capture follows, or the capture could not follow them.
+      this.rejected.refused++;
     }
   }
 }

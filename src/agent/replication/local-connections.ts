@@ -20,6 +20,7 @@ import { canonicalAddress, canonicalConnectionKey, canonicalizer, wireAddress, t
 import { boundaryAt, rawWindow, sidesSeen, trackedFromSides } from '../../net/flow-knowledge.js';
 import type { CaptureScope } from '../../net/flow-tracker.js';
 import type { GoodbyePlugin } from '../../net/goodbye/types.js';
+import { seqDiff } from '../../net/seq.js';
 import type { DiagSocket } from '../../net/sockdiag.js';
 import type { ReplicatedState } from './wire.js';
 
@@ -45,8 +46,6 @@ export interface LocalConnection {
   stateAt?: number;
   /** For scopes with a goodbye: whether the server stream sits between messages. */
   boundary?: { atBoundary: boolean; reason: string };
-  /** Where the followed server stream stands (seq of its next byte), for a goodbye sent through the socket. */
-  serverNext?: number;
   /** Scans in a row (each started after it was opened) that did not list it. */
   missedScans: number;
 }
@@ -68,9 +67,13 @@ export interface CaptureSource extends SegmentSource {
 }
 
 export interface LocalConnectionsOptions {
-  /** Whether an address is this host's own (default: os.networkInterfaces(), reread at each scan). */
+  /**
+   * Whether an address is this host's own (default: os.networkInterfaces(), reread with each
+   * scope change and scan): a scope without an address follows its port on these only, and a
+   * connection from one of them is the host talking to itself.
+   */
   isLocalAddress?: (address: string) => boolean;
-  /** Opens the capture (on every interface, a wake-up per packet) when the first scope is set, with that scope. */
+  /** Opens the capture (OwnCapture: every interface) when the first scope is set, with that scope. */
   openCapture: (scope: CaptureScope) => CaptureSource;
   /** The connected sockets (established or half-closed) on these local ports. */
   listSockets: (ports: number[]) => Promise<DiagSocket[]>;
@@ -87,6 +90,14 @@ const FOLLOW_PAYLOAD = 65535;
 const TOMBSTONE_MS = 30_000;
 /** How long a new connection's flow is looked for (the capture's ring hands blocks over within ms). */
 const STATELESS_LOOKUP_MS = 2000;
+/**
+ * Connections known from the server's SYN-ACK alone, before the client acked it, held at most at
+ * once: a SYN flood (syncookies included) draws a SYN-ACK per spoofed SYN and must not fill the
+ * table or the peers' copies. Past it, a new connection waits for the next scan to be known.
+ */
+export const MAX_UNCONFIRMED = 16384;
+/** An unconfirmed connection whose client never acked the SYN-ACK is forgotten after this (ms). */
+export const UNCONFIRMED_MS = 3000;
 
 export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private readonly entries = new Map<string, LocalConnection>();
@@ -99,12 +110,16 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private generation = 0;
   /** Connections added without state yet: looked up in the flow table at each refresh. */
   private readonly stateless = new Set<string>();
+  /** Connections known from a SYN-ACK only, not yet acked by their client nor listed by a scan. */
+  private readonly unconfirmed = new Set<string>();
+  private closed = false;
   /** The scan under way, and the scopes it was asked for. */
   private scanning: { scopes: readonly ServiceScope[]; done: Promise<void> } | undefined;
   private readonly now: () => number;
   private readonly max: number;
   private capture: { source: CaptureSource; unsubscribe: () => void } | undefined;
-  readonly counters = { opened: 0, closed: 0, refused: 0, scans: 0, lastScanMs: 0 };
+  /** refused: past maxConnections; deferred: SYN-ACKs past MAX_UNCONFIRMED (left to the next scan). */
+  readonly counters = { opened: 0, closed: 0, refused: 0, deferred: 0, scans: 0, lastScanMs: 0 };
   /** Addresses as on the wire: sock_diag names a dual-stack socket's IPv4 peers ::ffff:a.b.c.d. */
   private readonly canon = canonicalizer(wireAddress);
   /** This host's own addresses: a connection from one of them is the host talking to itself. */
@@ -143,7 +158,6 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
    * MAX_SCOPE_PORTS distinct ports, changing nothing.
    */
   setScopes(scopes: ServiceScope[]): void {
-    // One scope per (address, port, goodbye): two subscribers of one service share it.
     const byId = new Map<string, ServiceScope>();
     for (const s of scopes) {
       const scope = { ...s, ...(s.address !== undefined ? { address: canonicalAddress(s.address) } : {}) };
@@ -166,7 +180,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     for (const [id, s] of byId) {
       if (!s.goodbye || !this.capture) continue;
       const kept = this.watches.get(id);
-      watches.set(id, kept ?? new BoundaryWatch(this.capture.source, { ...(s.address !== undefined ? { address: s.address } : {}), port: s.port }, s.goodbye));
+      watches.set(id, kept ?? new BoundaryWatch(this.capture.source, s.address !== undefined ? { address: s.address, port: s.port } : { port: s.port, isLocalAddress: (a) => this.isLocal(this.canon(a)) }, s.goodbye));
     }
     for (const [id, w] of this.watches) if (watches.get(id) !== w) w.close();
     this.watches = watches;
@@ -211,6 +225,11 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       }
     }
     const now = this.now();
+    for (const key of this.unconfirmed) {
+      const c = this.entries.get(key);
+      if (!c) this.unconfirmed.delete(key);
+      else if (now - c.openedAt > UNCONFIRMED_MS) this.drop(c); // a SYN-ACK nobody answered
+    }
     for (const key of this.stateless) {
       const c = this.entries.get(key);
       // Found, gone, or never seen on the wire (older than the agent and idle): stop looking.
@@ -225,20 +244,21 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
 
   /** The state of a connection from its flow's server side (d) and peer side (p). */
   private applyFlow(c: LocalConnection, d: FlowSide, p: FlowSide): void {
+    // The client acked the server's SYN-ACK: a connection, not a SYN flood's half-open.
+    if (c.isn !== undefined && p.packets >= 2 && p.ack !== 0 && seqDiff(c.isn, p.ack) > 0) this.unconfirmed.delete(c.key);
     // Half a handshake taken so far (the ring is behind the control socket): no state yet.
     if (!sidesSeen(d, p)) return;
     const state = replicatedStateOf(d, p);
     let boundary: LocalConnection['boundary'];
-    let serverNext: number | undefined;
     const watch = this.watchOf(c.local);
     if (watch) {
       const b: BoundaryState = watch.state(c.peer, c.local);
       const at = boundaryAt(b, d.nextSeq);
       boundary = { atBoundary: at.atBoundary === true, reason: at.boundaryReason ?? b.reason };
-      serverNext = b.serverNext;
     }
-    c.stateAt = Math.max(d.lastSeenMs, p.lastSeenMs);
-    c.serverNext = serverNext;
+    // As fresh as what it says of the server side (its sequence numbers, its timestamp), as the
+    // backup's own tracking would stamp it (deadConnectionsFromFlows): the two are merged by age.
+    c.stateAt = d.lastSeenMs;
     if (sameState(c.state, state) && sameBoundary(c.boundary, boundary)) return;
     c.state = state;
     c.boundary = boundary;
@@ -261,19 +281,25 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     return done;
   }
 
+  /** Closes the capture and forgets everything; a scan under way then changes nothing. */
   close(): void {
+    this.closed = true;
     for (const w of this.watches.values()) w.close();
     this.watches.clear();
+    this.scopeList = [];
     this.closeCapture();
     this.entries.clear();
     this.tombstones.clear();
-    this.stateless.clear();
   }
 
   private closeCapture(): void {
     this.capture?.unsubscribe();
     this.capture?.source.close();
     this.capture = undefined;
+    // A capture opened later has a table of its own, counting from the start.
+    this.generation = 0;
+    this.stateless.clear();
+    this.unconfirmed.clear();
   }
 
   private async doScan(): Promise<void> {
@@ -283,6 +309,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     const t0 = performance.now();
     this.readOwnAddresses();
     const sockets = await this.options.listSockets(ports);
+    if (this.closed) return;
     this.counters.scans++;
     this.counters.lastScanMs = Math.round((performance.now() - t0) * 100) / 100;
     const listed = new Set<string>();
@@ -291,6 +318,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     for (const s of sockets) {
       if (performance.now() - slice >= SLICE_MS) {
         await yieldToLoop();
+        if (this.closed) return;
         slice = performance.now();
       }
       const local = { address: this.canon(s.src), port: s.sport };
@@ -301,6 +329,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       const c = this.entries.get(key);
       if (c) {
         c.missedScans = 0;
+        this.unconfirmed.delete(key); // the kernel has it connected
         continue;
       }
       const closedAt = this.tombstones.get(key);
@@ -342,17 +371,26 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     // The same SYN-ACK again (a retransmission) changes nothing; another ISN is a new connection
     // on a reused port, whose state starts over.
     if (had && had.isn === isn) return;
+    if (this.unconfirmed.size >= MAX_UNCONFIRMED) {
+      this.counters.deferred++;
+      return;
+    }
     if (had) this.entries.delete(key);
-    this.add(key, local, peer, isn);
+    if (this.add(key, local, peer, isn)) this.unconfirmed.add(key);
   }
 
-  private add(key: string, local: Endpoint, peer: Endpoint, isn?: number): void {
+  /** Adds a connection; false when it is not held (the host's own, or the table is full). */
+  private add(key: string, local: Endpoint, peer: Endpoint, isn?: number): boolean {
     // A connection from this host to itself (its own health probe of the service address) ends
     // with the host: nothing is left to close for it, and nothing would answer a backup's close.
-    if (this.isLocal(this.canon(peer.address))) return;
+    if (this.isLocal(this.canon(peer.address))) {
+      this.watchOf(local)?.forget(peer, local);
+      return false;
+    }
     if (this.entries.size >= this.max) {
       this.counters.refused++;
-      return;
+      this.watchOf(local)?.forget(peer, local);
+      return false;
     }
     const c: LocalConnection = {
       key,
@@ -366,11 +404,14 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     this.stateless.add(key);
     this.counters.opened++;
     this.emit('change', { kind: 'open', conn: c });
+    return true;
   }
 
   private drop(c: LocalConnection, seenEnding = false): void {
     this.entries.delete(c.key);
+    this.unconfirmed.delete(c.key);
     if (seenEnding) {
+      this.tombstones.delete(c.key); // set anew: the oldest stay first in the map
       this.tombstones.set(c.key, this.now());
       // Bounded by count too (30 s of closes at a high rate): the oldest go first.
       if (this.tombstones.size > this.max) this.tombstones.delete(this.tombstones.keys().next().value!);
@@ -385,15 +426,20 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     return scope && this.watches.get(scopeId(scope));
   }
 
-  /** The scope a local endpoint belongs to (one that follows streams first, when several do). */
+  /**
+   * The scope a local endpoint belongs to (one that follows streams first, when several do). A
+   * scope without an address takes this host's addresses only: this host's connections out to
+   * another server's port of the same number are not its service's.
+   */
   private scopeOf(local: Endpoint): ServiceScope | undefined {
     const address = this.canon(local.address);
-    const matching = this.scopeList.filter((s) => s.port === local.port && (s.address === undefined || s.address === address));
+    const matching = this.scopeList.filter((s) => s.port === local.port && (s.address === undefined ? this.isLocal(address) : s.address === address));
     return matching.find((s) => s.goodbye) ?? matching[0];
   }
 }
 
-function scopeId(s: ServiceScope): string {
+/** One scope per (address, port, goodbye plugin): two subscribers of one service share it. */
+export function scopeId(s: ServiceScope): string {
   return `${s.address ?? '*'}|${s.port}|${s.goodbye?.name ?? ''}`;
 }
 

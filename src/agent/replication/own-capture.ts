@@ -18,11 +18,12 @@ export class OwnCapture implements CaptureSource {
   private readonly control: FlowTracker;
 
   constructor(scope: CaptureScope) {
-    // SYNs start the followed streams; data is handed over only when payload is asked for.
-    // Its latency does not matter (opens and closes come through the control socket), its
-    // losses do (an idle connection whose handshake is lost never shows its state again): 64
-    // blocks of 256 KiB handed over every 20 ms, so a loop busy for a second loses nothing.
-    this.state = new FlowTracker({ interface: 'any', deliverFlags: TCP_SYN, blockSize: 256 * 1024, blockCount: 64, blockTimeoutMs: 20, ...scope });
+    // SYNs start the followed streams, FINs and RSTs end them; data is handed over only when
+    // payload is asked for. Its latency does not matter (opens and closes come through the
+    // control socket), its losses do (an idle connection whose handshake is lost never shows its
+    // state again): 64 blocks of 256 KiB handed over every 20 ms, so a loop busy for a second
+    // loses nothing.
+    this.state = new FlowTracker({ interface: 'any', deliverFlags: CONTROL, blockSize: 256 * 1024, blockCount: 64, blockTimeoutMs: 20, ...scope });
     this.control = new FlowTracker({ interface: 'any', wakeup: 'packet', flagsAny: CONTROL, trackFlows: false, ports: scope.ports ?? [] });
     this.state.start();
     try {
@@ -33,7 +34,7 @@ export class OwnCapture implements CaptureSource {
     }
   }
 
-  /** The state capture's delivered segments: SYNs, and data when payload is captured. */
+  /** The state capture's delivered segments: SYN, FIN and RST, and data when payload is captured. */
   onSegments(listener: (segments: ParsedSegment[]) => void): () => void {
     return this.state.onSegments(listener);
   }

@@ -12,7 +12,7 @@
 //   what is left waits (counted as pending).
 // It decides; datagrams leave through `transport`, and time comes from `now` + tick().
 import type { Endpoint } from '../../net/endpoint.js';
-import type { LocalChange, LocalConnection, LocalConnections, ServiceScope } from './local-connections.js';
+import { scopeId, type LocalChange, type LocalConnection, type LocalConnections, type ServiceScope } from './local-connections.js';
 import { encodeReplication, recordBytes, recordRoom, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicationMessage } from './wire.js';
 
 export interface ReplicationTransport {
@@ -84,7 +84,7 @@ export interface SubscriberStatus {
 
 export class ReplicationPublisher {
   private readonly streams = new Map<string, Stream>();
-  /** Every service asked for so far, by address|port|goodbye. */
+  /** Every service asked for so far, by scopeId. */
   private asked = new Map<string, ServiceScope>();
   /**
    * The last sequence number sent to each peer, in the peer's life it was sent to: kept when a
@@ -101,6 +101,10 @@ export class ReplicationPublisher {
   constructor(private readonly options: PublisherOptions) {
     this.now = options.now ?? Date.now;
     options.local.on('change', this.onChange);
+  }
+
+  /** Follows this node's own scopes (opening the capture if there are any); subscriptions add theirs. */
+  start(): void {
     this.applyScopes();
   }
 
@@ -196,7 +200,8 @@ export class ReplicationPublisher {
     for (const s of this.streams.values()) {
       for (const svc of s.services) {
         const goodbye = svc.goodbye ? this.options.goodbye?.(svc.goodbye) : undefined;
-        asked.set(`${svc.address}|${svc.port}|${goodbye?.name ?? ''}`, { address: svc.address, port: svc.port, ...(goodbye ? { goodbye } : {}) });
+        const scope: ServiceScope = { address: svc.address, port: svc.port, ...(goodbye ? { goodbye } : {}) };
+        asked.set(scopeId(scope), scope);
       }
     }
     this.options.local.setScopes([...(this.options.ownScopes ?? []), ...asked.values()]);
@@ -280,9 +285,16 @@ export class ReplicationPublisher {
       if (s.sync) return; // the rest of the sync first
     }
     const records: Array<{ key: string; record: ConnectionRecord }> = [];
-    for (const [key, p] of s.urgent) records.push({ key, record: this.record(s, key, p, now) });
+    // What the tokens allow (records only: the datagrams' headers make it a little less).
+    let budget = s.tokens;
+    for (const [key, p] of s.urgent) {
+      const record = this.record(s, key, p, now);
+      records.push({ key, record });
+      budget -= recordBytes(record);
+    }
     if (periodic) {
       for (const key of s.dirty) {
+        if (budget <= 0) break; // the rest next time: not built now only to wait
         const sentAt = s.known.get(key);
         if (sentAt !== undefined && now - sentAt < this.options.intervalMs) continue;
         const c = this.options.local.get(key);
@@ -290,7 +302,9 @@ export class ReplicationPublisher {
           s.dirty.delete(key);
           continue;
         }
-        records.push({ key, record: this.upsert(s, c, now) });
+        const record = this.upsert(s, c, now);
+        records.push({ key, record });
+        budget -= recordBytes(record);
       }
     }
     this.sendRecords(s, link, now, records);

@@ -119,10 +119,7 @@ export class ReplicaSet {
     const r = this.replicas.get(node);
     if (!r) return;
     r.up = true;
-    if (r.incarnation !== incarnation) {
-      r.incarnation = incarnation;
-      r.seq = 0n;
-    }
+    if (r.incarnation !== incarnation) newLife(r, incarnation);
     this.subscribe(r, 'the peer came up');
   }
 
@@ -140,10 +137,7 @@ export class ReplicaSet {
     // Meant for an earlier life of this node, or sent by an earlier life of the peer.
     if (env.toIncarnation !== this.options.incarnation) return void this.rejected['stale-incarnation']++;
     if (r.incarnation !== undefined && env.fromIncarnation < r.incarnation) return void this.rejected['stale-incarnation']++;
-    if (r.incarnation === undefined || env.fromIncarnation > r.incarnation) {
-      r.incarnation = env.fromIncarnation;
-      r.seq = 0n;
-    }
+    if (r.incarnation === undefined || env.fromIncarnation > r.incarnation) newLife(r, env.fromIncarnation);
     if (env.seq <= r.seq) return void this.rejected.replayed++;
     if (r.seq !== 0n && env.seq !== r.seq + 1n) {
       r.counters.gaps++;
@@ -219,12 +213,9 @@ export class ReplicaSet {
     const index = r.services.findIndex((s) => s.port === local.port && s.address === local.address);
     if (index < 0) return [];
     const now = this.now();
-    // The completed sync, overlaid by a sync under way (built without spreads: this runs at the
-    // takeover, for tens of thousands of connections).
-    const merged = new Map<string, ReplicaEntry>();
-    for (const t of [r.table, r.staging?.table]) for (const [k, e] of t ?? []) if (e.service === index) merged.set(k, e);
     const out: DeadConnection[] = [];
-    for (const e of merged.values()) {
+    for (const e of copyOf(r).values()) {
+      if (e.service !== index) continue;
       const c: DeadConnection = { local, peer: e.peer, observedAt: e.observedAt };
       const s = e.state;
       if (s) {
@@ -249,8 +240,7 @@ export class ReplicaSet {
   entries(node: string): Array<ReplicaEntry & { service: number; local: Endpoint }> {
     const r = this.replicas.get(node);
     if (!r) return [];
-    const merged = new Map<string, ReplicaEntry>([...r.table, ...(r.staging?.table ?? [])]);
-    return [...merged.values()].map((e) => ({ ...e, local: { address: r.services[e.service]?.address ?? '?', port: r.services[e.service]?.port ?? 0 } }));
+    return [...copyOf(r).values()].map((e) => ({ ...e, local: { address: r.services[e.service]?.address ?? '?', port: r.services[e.service]?.port ?? 0 } }));
   }
 
   status(): ReplicaStatus[] {
@@ -259,7 +249,7 @@ export class ReplicaSet {
       node: r.node,
       up: r.up,
       services: r.services,
-      connections: new Set([...r.table.keys(), ...(r.staging?.table.keys() ?? [])]).size,
+      connections: copyOf(r).size,
       synced: r.epoch !== undefined,
       epoch: r.epoch,
       lastUpdateAgeMs: r.lastDatagramAt === undefined ? undefined : now - r.lastDatagramAt,
@@ -312,4 +302,25 @@ export class ReplicaSet {
     r.lastSubscribeReason = why;
     r.counters.subscribes++;
   }
+}
+
+/**
+ * A new life of the peer: its stream starts over (sequence numbers, epochs counted anew). What
+ * its last life replicated stays listed until the new life's sync replaces it, but is no longer
+ * synced: no delta of the new life applies to it.
+ */
+function newLife(r: Replica, incarnation: bigint): void {
+  r.incarnation = incarnation;
+  r.seq = 0n;
+  r.epoch = undefined;
+  r.staging = undefined;
+  r.lastSummary = undefined;
+}
+
+/** The copy: the completed sync, overlaid by a sync under way (no spreads: tens of thousands of entries at a takeover). */
+function copyOf(r: Replica): Map<string, ReplicaEntry> {
+  if (!r.staging) return r.table;
+  const merged = new Map(r.table);
+  for (const [k, e] of r.staging.table) merged.set(k, e);
+  return merged;
 }

@@ -22,7 +22,7 @@
 //   (u8 length + UTF-8) when known and not at a boundary]
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
-import { addressBytes, addressFromBytes, type Endpoint } from '../../net/endpoint.js';
+import { addressBytes, addressFromBytes, memoizedByAddress, type Endpoint } from '../../net/endpoint.js';
 import { MAX_NODE_ID } from '../../monitor/heartbeat-packet.js';
 
 export const REPLICATION_MAGIC = Buffer.from('TKCR');
@@ -157,15 +157,7 @@ class Writer {
 }
 
 // Records name the same few client addresses over and over: each is converted once.
-const addressCache = new Map<string, Buffer>();
-function cachedAddressBytes(address: string): Buffer {
-  let b = addressCache.get(address);
-  if (!b) {
-    if (addressCache.size >= 4096) addressCache.clear();
-    addressCache.set(address, (b = addressBytes(address)));
-  }
-  return b;
-}
+const cachedAddressBytes = memoizedByAddress(addressBytes);
 
 /** The encoded size of one record (what the packer counts against recordRoom). */
 export function recordBytes(r: ConnectionRecord): number {
