@@ -294,14 +294,16 @@ export class CloseEngine {
   /** One result per connection (duplicates given once), in the order given. */
   results(): CloseResult[] {
     const out = [...this.conns.values()].map((k) => k.result ?? this.resultOf(k, 'failed', false, 'not finished'));
-    // Connections never begun (the caller's deadline came first) fail with that said.
+    // Connections never begun (the caller's deadline came first) fail with that said (each
+    // once: the input may name one twice). Nothing is recorded: asked again, the same answer.
+    const notBegun = new Set<string>();
     for (let i = this.next; i < this.input.length; i++) {
       const c = this.input[i]!;
       const key = this.keyOf(c);
-      if (this.conns.has(key)) continue;
+      if (this.conns.has(key) || notBegun.has(key)) continue;
+      notBegun.add(key);
       const now = this.io.now();
       const k: Conn = { c, action: this.method.kind, phase: 'done', attempts: 0, verified: false, deadline: now, started: now };
-      this.conns.set(key, k);
       out.push(this.resultOf(k, 'failed', false, 'not begun before the deadline'));
     }
     return out;

@@ -65,10 +65,12 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
   }
   if (!('address' in target)) return { results: await closePortPeers(target.ports, method, local) };
   const dead = { address: canonicalAddress(target.address), port: target.port };
-  const tracked = deadConnectionsFromFlows([...(target.flows ?? []), ...(target.tracker?.flows() ?? [])], dead, target.boundary ? { boundary: target.boundary } : {});
+  // Each source names a connection once (a flow table, a snapshot of one, a replicated table);
+  // the same one in two is merged, the newest state winning.
+  const fromFlows = (flows: FlowRecord[] | undefined) => deadConnectionsFromFlows(flows ?? [], dead, target.boundary ? { boundary: target.boundary } : {});
   const canon = canonicalizer();
-  const known = (target.known ?? []).filter((c) => c.local.port === dead.port && canon(c.local.address) === dead.address);
-  const connections = mergeConnections(dead, target.peers ?? [], tracked, known);
+  const known = (target.known ?? []).filter((c) => c.local.port === dead.port && canon(c.local.address) === dead.address); // of this service only
+  const connections = mergeConnections(dead, target.peers ?? [], fromFlows(target.flows), fromFlows(target.tracker?.flows()), known);
   const ifname = target.takeover?.interface ?? target.interface ?? interfaceOfAddress(dead.address);
   if (ifname === undefined && !target.tracker) {
     throw Object.assign(new Error(`${dead.address} is not an address of this host; take it over (takeover option) or pass the interface`), {

@@ -6,7 +6,7 @@ import { takeOverAddress } from './address.js';
 import { CloseEngine, type DeadConnection, type EngineOptions } from './close-engine.js';
 import type { CloseMethod } from './close-method.js';
 import type { CloseResult } from './close-result.js';
-import { canonicalAddress, familyOf } from './endpoint.js';
+import { canonicalAddress, connectionKey, familyOf } from './endpoint.js';
 import { SegmentForge } from './forge.js';
 import { RstGuard } from './rst-guard.js';
 
@@ -80,6 +80,11 @@ class Outbox {
 
   get pending(): number {
     return this.queue.length - this.head;
+  }
+
+  /** The segments still queued. */
+  unsent(): SegmentSpec[] {
+    return this.queue.slice(this.head);
   }
 
   /** Resolves once every queued segment is sent (or on an error, or after maxMs). */
@@ -206,7 +211,22 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     for (const f of forges.values()) f.close();
     if (guard) await guard.remove();
   }
-  report.results = engine.results();
+  report.results = failUnsent(engine.results(), outbox.unsent());
   report.elapsedMs = Math.round((performance.now() - started) * 1000) / 1000;
   return report;
+}
+
+/**
+ * A connection the engine finished once its closing segment was queued, but whose segment was
+ * still queued at the deadline (the host could not send fast enough), was not closed: it fails.
+ * (Exported for its unit test.)
+ */
+export function failUnsent(results: CloseResult[], unsent: SegmentSpec[]): CloseResult[] {
+  if (unsent.length === 0) return results;
+  const keys = new Set(unsent.map((s) => connectionKey({ address: s.src, port: s.sport }, { address: s.dst, port: s.dport })));
+  return results.map((r) =>
+    r.ok && keys.has(connectionKey(r.local, r.peer))
+      ? { ...r, outcome: 'failed', ok: false, verified: false, error: 'its closing segment was still queued at the deadline: not sent' }
+      : r,
+  );
 }

@@ -25,7 +25,6 @@ export interface CloseResult {
   /** Sequence number of the closing segment (the peer's RCV.NXT), when one was sent. */
   seq?: number;
   ack?: number;
-  /** Where the exact sequence number came from. */
   /**
    * Where the exact sequence number came from: tracking, the peer's RFC 5961 challenge ACK,
    * its duplicate ACK to our out-of-window probe, a data segment of its own (a retransmission),

@@ -3,6 +3,7 @@ import { TCP_ACK, TCP_RST, type SegmentSpec } from '../../src/native.js';
 import { CloseEngine, type DeadConnection, type PeerAnswer } from '../../src/net/close-engine.js';
 import { parseCloseMethod } from '../../src/net/close-method.js';
 import { summarizeResults, type CloseResult } from '../../src/net/close-result.js';
+import { failUnsent } from '../../src/net/close-remote.js';
 import { seqAdd } from '../../src/net/seq.js';
 import { postgresErrorResponse } from '../../src/net/goodbye/postgres.js';
 import { PeerModel } from './peer-model.js';
@@ -195,6 +196,19 @@ describe('CloseEngine against a model of the peer kernel', () => {
     expect(sent).toHaveLength(400);
   });
 
+  it('connections the deadline left unbegun fail as such, each once, whenever results() is asked', () => {
+    const conns = Array.from({ length: 20_000 }, (_, i) => conn(10_000 + i, exactTrack));
+    conns.push(conns.at(-1)!); // named twice
+    const engine = new CloseEngine(conns, parseCloseMethod('rst'), { now: () => 0, send: () => {} });
+    engine.start(); // one slice of BEGIN_SLICE_MS: far from 20,000
+    expect(engine.beginning).toBe(true);
+    const first = engine.results();
+    const notBegun = first.filter((r) => r.error === 'not begun before the deadline').length;
+    expect(first).toHaveLength(20_000);
+    expect(notBegun).toBeGreaterThan(0);
+    expect(engine.results().filter((r) => r.error === 'not begun before the deadline')).toHaveLength(notBegun);
+  });
+
   it('1,000 tracked connections are all reset, each with its own exact seq', () => {
     const peers = Array.from({ length: 1000 }, (_, i) => peer(20000 + i, seqAdd(1000, i * 7919), i));
     const conns = peers.map((p) => conn(p.port, { deadNextSeq: p.rcvNxt, peerAck: p.rcvNxt, peerNextSeq: p.sndNxt }));
@@ -229,5 +243,16 @@ describe('summarizeResults', () => {
     });
     expect(s.failures.map((f) => f.error)).toEqual(Array.from({ length: 10 }, (_, i) => `no answer ${i}`));
     expect(summarizeResults([])).toEqual({ connections: 0, outcomes: {}, actions: {}, seqSources: {}, verified: 0, fallbacks: {}, failures: [] });
+  });
+});
+
+describe('failUnsent', () => {
+  it('a connection finished when its RST was queued, but whose RST was still queued at the deadline, failed', () => {
+    const r = (port: number): CloseResult => ({ local: DEAD, peer: { address: '198.18.1.2', port }, method: 'rst', action: 'rst', outcome: 'reset', ok: true, verified: false, elapsedMs: 1 });
+    const results = [r(1), r(2)];
+    const rst: SegmentSpec = { src: DEAD.address, sport: DEAD.port, dst: '198.18.1.2', dport: 2, seq: 1, ack: 0, flags: TCP_RST };
+    expect(failUnsent(results, [])).toBe(results);
+    expect(failUnsent(results, [rst]).map((x) => [x.peer.port, x.outcome, x.ok])).toEqual([[1, 'reset', true], [2, 'failed', false]]);
+    expect(failUnsent(results, [rst])[1]!.error).toMatch(/still queued at the deadline/);
   });
 });
