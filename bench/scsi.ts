@@ -12,7 +12,7 @@ export async function scsi(out: (s: string) => void): Promise<void> {
     const r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'sg3-utils'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, stdio: 'ignore' });
     if (r.status !== 0) throw new Error('apt-get install sg3-utils failed');
   }
-  const run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi'], job: 'cd /work/main && exec node --import tsx bench/fixtures/scsi-bench.ts', timeoutMs: 300_000 });
+  const run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi'], job: 'exec node --import tsx bench/fixtures/scsi-bench.ts', timeoutMs: 300_000 });
   const pr = run.results.find((r) => r.bench === 'pr-in');
   const fence = run.results.find((r) => r.bench === 'fence');
   if (run.exitCode !== 0 || !pr || !fence) throw new Error(`scsi bench failed in the guest:\n${run.log.slice(-3000)}`);

@@ -8,7 +8,7 @@ import { runGuest, type GuestRun } from './run-guest.js';
 
 let run: GuestRun;
 beforeAll(async () => {
-  run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'], job: 'cd /work/main && exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
+  run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'], job: 'exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
   const num = (check: string, key: string) => Number(run.results.find((r) => String(r.check).startsWith(check))?.[key]).toFixed(1);
   console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later; a hanging target: the fence failed after ${num('a target that hangs', 'fenceMs')} ms`);
 }, 320_000);

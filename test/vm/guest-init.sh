@@ -43,8 +43,13 @@ case ",$SETUP," in *,scsi_debug,*)
 esac
 
 for d in proc sys dev; do mount --rbind /$d /host/$d; done
+# The job runs in the checkout it came from (tko.checkout); one under /tmp or /run would be
+# hidden by the guest's own, so it is bound there again.
+CHECKOUT=$(arg tko.checkout)
+mkdir -p /checkout && mount --bind /host$CHECKOUT /checkout || echo "TKO-LOG checkout $CHECKOUT not found"
 mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
+[ -d /host$CHECKOUT ] || { mkdir -p /host$CHECKOUT && mount --bind /checkout /host$CHECKOUT; }
 
 # The kernel iSCSI initiator logs in with iscsistart, a host binary (open-iscsi unpacked under
 # tko.iscsistart), run in the chroot. One session per call: iscsistart refuses a second session

@@ -9,7 +9,7 @@ import { runGuest, type GuestRun } from './run-guest.js';
 import { startTgtd } from './tgtd.js';
 
 const IQN = 'iqn.2026-11.io.takeover';
-const job = (target: string) => `cd /work/main && exec node --import tsx test/vm/guest/record-scenario.ts ${target}`;
+const job = (target: string) => `exec node --import tsx test/vm/guest/record-scenario.ts ${target}`;
 const tgtd = await startTgtd({ target: `${IQN}:recorded`, sizeMb: 16, portals: 2 });
 try {
   const [lio, tgt] = await Promise.all([

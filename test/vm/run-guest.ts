@@ -1,12 +1,13 @@
 // Boots the test guest under qemu (TCG: KVM does not work for a stock guest kernel on these
 // hosts) with the host's root shared read-only over 9p, sets up a SCSI target inside it, and
 // runs a job there: a shell script on the host, run in a chroot of the host root, so the
-// project's own Node, addon and sources run against real SCSI devices. The job's "TKO {json}"
+// project's own Node, addon and sources (of this checkout) run against real SCSI devices. The job's "TKO {json}"
 // lines are its results. qemu is always killed; the job file is always removed.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { CACHE, guestImage } from './guest-image.js';
 import { iscsistartRoot } from './iscsi-initiator.js';
@@ -22,7 +23,7 @@ export interface GuestOptions {
    * session per initiator name, the i-th through the i-th portal.
    */
   iscsi?: { portals: number[]; target: string; initiators: string[] };
-  /** Shell script run (as /bin/sh) in the chroot of the host root, from /work/main's checkout. */
+  /** Shell script run (as /bin/sh) in the chroot of the host root, in this checkout (REPO_ROOT). */
   job: string;
   timeoutMs: number;
   /** Each result line as it arrives. */
@@ -39,14 +40,19 @@ export interface GuestRun {
   totalMs: number;
 }
 
+/** The checkout this file is in: the guest runs its code, wherever it was cloned. */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
 export async function runGuest(o: GuestOptions): Promise<GuestRun> {
+  // The kernel command line carries it: words only.
+  if (/\s/.test(REPO_ROOT)) throw new Error(`the VM tests need a checkout path without spaces, not "${REPO_ROOT}"`);
   const image = guestImage();
   const jobs = path.join(CACHE, 'jobs');
   mkdirSync(jobs, { recursive: true });
   const jobFile = path.join(jobs, `job-${process.pid}-${randomBytes(4).toString('hex')}.sh`);
-  writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n${o.job}\n`);
+  writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\ncd '${REPO_ROOT}' || exit 126\n${o.job}\n`);
   const setup: string[] = [...o.setup];
-  let append = `console=ttyS0 quiet panic=-1 tko.job=${jobFile}`;
+  let append = `console=ttyS0 quiet panic=-1 tko.job=${jobFile} tko.checkout=${REPO_ROOT}`;
   // No network, or qemu's user network restricted to forwards: 10.0.2.100:(3260+i) in the guest
   // is the host's i-th iSCSI portal (qemu names a forward by its port, so each has its own).
   // nodelay: without it Nagle costs every PR OUT ~45 ms.

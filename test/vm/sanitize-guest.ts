@@ -9,7 +9,7 @@ if (!addon || addon.startsWith('/tmp/')) throw new Error(`usage: guest.ts ADDON 
 const preload = process.argv[3] ?? '';
 const run = await runGuest({
   setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'],
-  job: `cd /work/main && LD_PRELOAD='${preload}' ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 node --expose-gc native/sanitize/exercise-sg-io.cjs '${addon}' 2>&1`,
+  job: `LD_PRELOAD='${preload}' ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 node --expose-gc native/sanitize/exercise-sg-io.cjs '${addon}' 2>&1`,
   timeoutMs: 300_000,
 });
 const r = run.results[0];

@@ -17,7 +17,7 @@ beforeAll(async () => {
     runGuest({
       setup: [],
       iscsi: { portals: tgtd!.portals, target: tgtd!.target, initiators: [`${IQN}:${role}`] },
-      job: `cd /work/main && exec node --import tsx test/vm/guest/tgtd-node.ts ${role}`,
+      job: `exec node --import tsx test/vm/guest/tgtd-node.ts ${role}`,
       timeoutMs: 240_000,
     });
   [primary, backup] = await Promise.all([node('primary'), node('backup')]);
