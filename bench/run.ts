@@ -23,6 +23,8 @@ const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
 async function closeLatency(n: number): Promise<void> {
+  // The backup on a mirror port (a hub): it knows the connections from its own capture, so this
+  // times the close alone. On a switch the copy comes by replication: BENCH=replication.
   const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
   try {
     const srv = lab.host('server');
@@ -92,6 +94,7 @@ async function destroy(): Promise<void> {
 }
 
 async function capture(): Promise<void> {
+  // A watcher capturing others' traffic, as on a mirror port: a hub.
   const lab = await Lab.create({ hosts: ['sender', 'sink', 'watch'], hub: true });
   try {
     const sink = lab.spawn('sink', fixturePath('server'), ['--port', '7100']);

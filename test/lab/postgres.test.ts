@@ -22,6 +22,8 @@ afterEach(async () => {
 
 describe('PostgreSQL', () => {
   it('node dies silently: goodbye:postgres rejects the blocked query with 57P01, and the pool moves to the restarted server', async () => {
+    // The backup on a mirror port (the bridge floods like a hub): its own capture follows the
+    // PostgreSQL stream. On a switch the server's agent replicates it instead (replication.test.ts).
     lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
     const address = lab.host('server').ipv4;
     servers.push(await startPostgres(lab, 'server'));
