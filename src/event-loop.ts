@@ -12,17 +12,33 @@ export function yieldToLoop(): Promise<void> {
 }
 
 /**
+ * The time of one slice of a long loop: `if (slices.due) await slices.next();` between items
+ * yields to the event loop once `sliceMs` have passed, and starts the next slice after it.
+ */
+export class Slices {
+  private start = performance.now();
+
+  constructor(private readonly sliceMs = SLICE_MS) {}
+
+  get due(): boolean {
+    return performance.now() - this.start >= this.sliceMs;
+  }
+
+  async next(): Promise<void> {
+    await yieldToLoop();
+    this.start = performance.now();
+  }
+}
+
+/**
  * Calls `fn` on each item in order, yielding to the event loop whenever `sliceMs` have passed
  * since the last yield. `fn` may be async (awaited before the next item). Returns the results.
  */
 export async function mapInSlices<T, R>(items: readonly T[], fn: (item: T, index: number) => R | Promise<R>, sliceMs = SLICE_MS): Promise<R[]> {
   const out: R[] = new Array(items.length);
-  let sliceStart = performance.now();
+  const slices = new Slices(sliceMs);
   for (let i = 0; i < items.length; i++) {
-    if (performance.now() - sliceStart >= sliceMs) {
-      await yieldToLoop();
-      sliceStart = performance.now();
-    }
+    if (slices.due) await slices.next();
     const r = fn(items[i]!, i);
     out[i] = r instanceof Promise ? await r : r;
   }

@@ -72,8 +72,7 @@ async function peerFlows(o: FlowsOptions): Promise<number> {
   if (error?.startsWith('unknown peer')) throw new UsageError(error);
   if (error || !answer) throw new Error(error ?? 'the agent closed the control connection without an answer');
   if (o.json) {
-    process.stdout.write(`${JSON.stringify(answer)}
-`);
+    process.stdout.write(`${JSON.stringify(answer)}\n`); // one line: a copy may hold 100,000 connections
     return EXIT_OK;
   }
   const s = answer.status;
@@ -81,9 +80,7 @@ async function peerFlows(o: FlowsOptions): Promise<number> {
   const head = s
     ? `peer ${answer.peer} (${s.up ? 'up' : 'DOWN: the copy is frozen'}): ${s.connections} connections known, ${s.synced ? `synced (epoch ${s.epoch})` : 'not synced yet'}, ${age}`
     : `peer ${answer.peer}: no takeover of it is configured here, so nothing is replicated`;
-  process.stdout.write(`${head}
-${answer.connections.length ? `${peerFlowsTable(answer)}
-` : ''}`);
+  process.stdout.write(`${head}\n${answer.connections.length ? `${peerFlowsTable(answer)}\n` : ''}`);
   return EXIT_OK;
 }
 

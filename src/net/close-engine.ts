@@ -15,6 +15,7 @@ import { methodName } from './close-method.js';
 import type { CloseOutcome, CloseResult } from './close-result.js';
 import { canonicalConnectionKey, canonicalizer, type Endpoint } from './endpoint.js';
 import { seqAdd, seqDiff } from './seq.js';
+import { SLICE_MS } from '../event-loop.js';
 
 /** What the survivor knows of a connection from tracking it before the failure. */
 export interface TrackedState {
@@ -120,8 +121,8 @@ interface Conn {
 
 const PROBE_BACKOFF = 0x1000_0000; // far behind RCV.NXT: out of any window, never acceptable
 
-/** The longest tick() spends beginning connections before it returns (ms). */
-export const BEGIN_SLICE_MS = 2;
+/** The longest tick() spends beginning connections before it returns (ms): one slice of the loop. */
+export const BEGIN_SLICE_MS = SLICE_MS;
 
 export class CloseEngine {
   /** The connections begun so far, by key (an answer can only be for one of them). */

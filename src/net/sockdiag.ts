@@ -4,7 +4,7 @@
 // libuv workers: the agent uses them, because its event loop also sends heartbeats.
 import { readdirSync, readlinkSync } from 'node:fs';
 import util from 'node:util';
-import { SLICE_MS, yieldToLoop } from '../event-loop.js';
+import { Slices } from '../event-loop.js';
 import { native, type DiagSocket, type DiagSocketId, type NativeError, type RawSockets } from '../native.js';
 
 export type { DiagSocket, DiagSocketId };
@@ -80,12 +80,9 @@ const SOCKET_FIELDS = 9;
 async function decodeSockets(raw: RawSockets): Promise<DiagSocket[]> {
   const out: DiagSocket[] = new Array(raw.count);
   const n = raw.numbers;
-  let slice = performance.now();
+  const slices = new Slices();
   for (let i = 0; i < raw.count; i++) {
-    if ((i & 255) === 0 && performance.now() - slice >= SLICE_MS) {
-      await yieldToLoop();
-      slice = performance.now();
-    }
+    if ((i & 255) === 0 && slices.due) await slices.next();
     const o = i * SOCKET_FIELDS;
     out[i] = {
       family: n[o] as 4 | 6,

@@ -15,7 +15,7 @@ import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import { BoundaryWatch, type BoundaryState } from '../../net/boundary-watch.js';
 import type { LocalBoundary } from '../../net/close-local.js';
 import type { SegmentSource } from '../../net/close-remote.js';
-import { SLICE_MS, yieldToLoop } from '../../event-loop.js';
+import { Slices } from '../../event-loop.js';
 import { canonicalAddress, canonicalConnectionKey, canonicalizer, wireAddress, type Endpoint } from '../../net/endpoint.js';
 import { boundaryAt, rawWindow, sidesSeen, trackedFromSides } from '../../net/flow-knowledge.js';
 import type { CaptureScope } from '../../net/flow-tracker.js';
@@ -314,12 +314,11 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     this.counters.lastScanMs = Math.round((performance.now() - t0) * 100) / 100;
     const listed = new Set<string>();
     // In slices: tens of thousands of sockets must not hold the loop that sends heartbeats.
-    let slice = performance.now();
+    const slices = new Slices();
     for (const s of sockets) {
-      if (performance.now() - slice >= SLICE_MS) {
-        await yieldToLoop();
+      if (slices.due) {
+        await slices.next();
         if (this.closed) return;
-        slice = performance.now();
       }
       const local = { address: this.canon(s.src), port: s.sport };
       if (!this.scopeOf(local)) continue;
