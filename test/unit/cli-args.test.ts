@@ -8,9 +8,13 @@ import { describe, expect, it } from 'vitest';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
-function cli(args: string[], asNobody = false) {
+/**
+ * `withoutCapabilities`: root with an empty bounding set, so it execs with no capability at all
+ * yet still reads the checkout wherever it is (another user could not read a 0700 mktemp dir).
+ */
+function cli(args: string[], withoutCapabilities = false) {
   const argv = [process.execPath, '--import', 'tsx', CLI, ...args];
-  const cmd = asNobody ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', ...argv] : argv;
+  const cmd = withoutCapabilities ? ['setpriv', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', ...argv] : argv;
   const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', cwd: path.dirname(CLI) });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
 }
