@@ -67,7 +67,7 @@ async function serviceLab(): Promise<{ lab: Lab; vip: string }> {
 async function startAgents(lab: Lab, vip: string): Promise<{ a: NodeChild; b: NodeChild }> {
   const config = (n: 'a' | 'b') => ({
     cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: `/tmp/tko-bench-${lab.id}-${n}.sock`,
-    heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(lab, n) }, notify: { port: 0 },
+    heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(lab, n) }, notify: { port: 0 }, quorum: { twoNode: true },
     peers: [n === 'a' ? { node: 'b', links: links(lab, 'b') } : { node: 'a', links: links(lab, 'a'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24 } }],
   });
   const a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);

@@ -10,8 +10,9 @@ import { IncarnationFilter } from '../events/incarnation-filter.js';
 import { NotificationServer } from '../events/notification-server.js';
 import { instanceFailure, notRestarting, type Placement } from '../events/scenarios.js';
 import { validateEvent, type EventStatus, type ServiceEvent } from '../events/service-event.js';
-import type { DetectorEvent } from '../monitor/failure-detector.js';
-import { HeartbeatAgent } from '../monitor/heartbeat-agent.js';
+import type { DetectorEvent, PeerStatus } from '../monitor/failure-detector.js';
+import { HeartbeatAgent, type HeartbeatRejected, type RejectionCounters } from '../monitor/heartbeat-agent.js';
+import { QuorumGate, type Suppressed } from '../monitor/quorum-gate.js';
 import { WitnessedNodeEvents, type Disputed, type NodeEventSource, type Witness } from '../monitor/witnessed-node-events.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskSample, type DiskVerdict } from '../monitor/disk-heartbeat.js';
 import { testUnitReady } from '../scsi/cdb.js';
@@ -34,6 +35,8 @@ import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
+import { incarnationFile, nextIncarnation } from './incarnation.js';
+import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
 
 export interface PlanDone {
   instance: string;
@@ -59,6 +62,13 @@ export type AgentEvents = {
   fence: [FenceDone];
   /** This node's own key is gone from a device: it was fenced, and its instances are stopped. */
   fenced: [{ device: string; at: number }];
+  /** A peer's death this node may not act on (no quorum): nothing published, nothing taken over. */
+  suppressed: [Suppressed];
+  /**
+   * A configured peer is heard, but every datagram from it is rejected (e.g. HMAC: the keys
+   * differ) and it is not up: said at most once per 10 s per peer and reason.
+   */
+  'peer-rejected': [HeartbeatRejected & { count: number }];
 };
 
 const RECENT = 100;
@@ -75,11 +85,13 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Node events as the decisions use them: the heartbeats', confirmed by the witnesses if any. */
   private readonly nodeEvents: NodeEventSource;
   private readonly witnessed: WitnessedNodeEvents | undefined;
+  readonly quorum: QuorumGate;
+  private readonly rejectionSaid = new Map<string, number>();
   private readonly takeovers: PeerTakeover[] = [];
   private readonly trackers: FlowTracker[] = [];
   private readonly control: ControlServer;
-  private readonly callouts: CalloutRunner | undefined;
-  private readonly uptime: UptimeLog | undefined;
+  private callouts: CalloutRunner | undefined;
+  private uptime: UptimeLog | undefined;
   private readonly dedup = new IncarnationFilter();
   private readonly recent: ServiceEvent[] = [];
   private readonly followers = new Set<(e: ServiceEvent) => void>();
@@ -93,20 +105,30 @@ export class Agent extends EventEmitter<AgentEvents> {
   private diskWriter: DiskHeartbeatWriter | undefined;
   readonly diskWatcher: DiskHeartbeatWatcher | undefined;
   private lastIncarnation = 0;
+  /** Set once start() completed: only a started agent announces its departure. */
+  private started = false;
   notifyPort = 0;
 
   /** `witnesses`: seed 002's second opinion (e.g. a disk heartbeat) that must agree a node is dead. */
+  /**
+   * Reads the key and takes the next incarnation (persisted in `stateDir`: it grows at every
+   * start, whatever the clock does; `incarnation` in the config is a floor). Throws ConfigError
+   * for an unreadable key, Error when the incarnation cannot be persisted.
+   */
   static async create(config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
-    return new Agent(config, await configKey(config), options);
+    const key = await configKey(config);
+    const incarnation = await nextIncarnation(incarnationFile(config.stateDir, config.cluster, config.node), config.incarnation ?? 0);
+    return new Agent(config, key, incarnation, options);
   }
 
   private constructor(
-    readonly config: AgentConfig,
+    public config: AgentConfig,
     key: Buffer,
+    incarnation: number,
     options: AgentOptions,
   ) {
     super();
-    this.incarnation = config.incarnation ?? Date.now();
+    this.incarnation = incarnation;
     this.openFenceDevice = options.openFenceDevice ?? openScsiFenceDevice;
     this.heartbeat = new HeartbeatAgent({
       node: config.node,
@@ -118,6 +140,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       peers: config.peers.map((p) => ({ node: p.node, links: p.links })),
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
+    this.heartbeat.on('rejected', (r) => this.onRejected(r));
     this.replication = new ConnectionReplication({
       heartbeat: this.heartbeat,
       node: config.node,
@@ -142,14 +165,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.witnessed = new WitnessedNodeEvents(this.heartbeat, witnesses);
       this.witnessed.on('disputed', (d) => this.emit('disputed', d));
     }
-    this.nodeEvents = this.witnessed ?? this.heartbeat;
+    const tieBreaker = config.fencing ? 'fencing' : witnesses.length ? 'witness' : config.quorum.twoNode ? 'operator' : undefined;
+    this.quorum = new QuorumGate(this.witnessed ?? this.heartbeat, { nodes: [config.node, ...config.peers.map((p) => p.node)], self: config.node, twoNodeTieBreaker: tieBreaker });
+    this.quorum.on('suppressed', (s) => this.emit('suppressed', s));
+    this.nodeEvents = this.quorum;
     this.publisher = new NodeEventPublisher(config.node, this.nodeEvents, { publish: (e) => this.publish([e]) });
     this.control = new ControlServer(config.control ?? defaultControlPath(config.node), (req, reply, onClose) => this.onControl(req, reply, onClose));
-    if (config.callouts) {
-      this.callouts = new CalloutRunner(config.callouts);
-      this.callouts.on('result', (r) => this.emit('callout', r));
-    }
-    if (config.uptimeLog) this.uptime = new UptimeLog(config.uptimeLog);
+    this.useCallouts(config);
     for (const inst of config.instances.filter((i) => i.node === config.node)) {
       const m = new InstanceMonitor(inst);
       m.on('event', (e) => this.onInstance(inst, e));
@@ -160,9 +182,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Opens the endpoints, starts heartbeats and monitors; on failure, stops what it started. */
   async start(): Promise<void> {
     try {
-      this.notifyPort = await this.server.listen();
+      // The control socket first: a second agent for this node stops here, touching nothing.
       await mkdir(path.dirname(this.control.path), { recursive: true, mode: 0o700 });
       await this.control.listen();
+      this.notifyPort = await this.server.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
       for (const p of this.config.peers) {
         for (const t of p.takeover) await this.prepareTakeover(p.node, t);
@@ -181,6 +204,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.replication.start();
       await this.heartbeat.start();
       for (const m of this.monitors.values()) await m.start();
+      this.started = true;
     } catch (err) {
       await this.stop();
       throw err;
@@ -208,17 +232,27 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.takeovers.push(plan);
   }
 
-  /** Stops everything it started (processes it runs included); waits for running callouts. */
+  /**
+   * Stops everything it started (processes it runs included); waits for running callouts. Peers
+   * are told it is a planned departure (their last heartbeats from here say `leaving`), so they
+   * take nothing over; `serving` tells them whether instances here still run without an agent
+   * (those watched by pid or pid file: this agent did not start them and does not stop them).
+   */
   async stop(): Promise<void> {
+    const serving = [...this.monitors.values()].some((m) => !m.config.command && m.state === 'up');
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
     this.replication.stop();
-    this.heartbeat.stop();
+    // An agent whose start failed (a second one for this node, say) must not speak for the node.
+    if (this.started) await this.heartbeat.leave(serving);
+    else this.heartbeat.stop();
+    this.started = false;
     this.diskWatcher?.stop();
     await this.diskWriter?.stop();
     this.disk?.transport.close();
     this.fencing?.stop();
     for (const d of this.fenceDevices.splice(0)) d.close();
     this.publisher.close();
+    this.quorum.close();
     this.witnessed?.close();
     for (const t of this.takeovers) t.close();
     for (const t of this.trackers) t.close();
@@ -226,6 +260,33 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.control.close().catch(() => {});
     await this.server.close().catch(() => {});
     await this.callouts?.idle();
+  }
+
+  private useCallouts(config: AgentConfig): void {
+    this.callouts = undefined;
+    if (config.callouts) {
+      const runner = new CalloutRunner(config.callouts);
+      runner.on('result', (r) => this.emit('callout', r));
+      this.callouts = runner;
+    }
+    this.uptime = config.uptimeLog ? new UptimeLog(config.uptimeLog) : undefined;
+  }
+
+  /**
+   * Applies a new, validated configuration without a restart: only the RELOADABLE fields
+   * (callouts, uptime log, log settings) may differ; returns the fields that changed. Throws
+   * ReloadRefusedError naming any other changed field, and then changes nothing. Callouts
+   * already running finish under the old settings.
+   */
+  reload(next: AgentConfig): string[] {
+    const changed = changedFields(this.config, next);
+    const refused = changed.filter((f) => !RELOADABLE.has(f));
+    if (refused.length > 0) throw new ReloadRefusedError(refused);
+    const old = this.callouts;
+    this.config = next;
+    this.useCallouts(next);
+    void old?.idle();
+    return changed;
   }
 
   /** Publishes events: to subscribers, followers, callouts and the uptime log. */
@@ -278,7 +339,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       incarnation: this.incarnation,
       notifyPort: this.notifyPort,
       subscribers: this.server.subscriberCount,
-      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation) })),
+      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation), ...(this.heartbeat.rejectedFrom.has(p.node) ? { rejected: { ...this.heartbeat.rejectedFrom.get(p.node) } } : {}) })),
+      quorum: this.quorum.quorum(),
       heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
       instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}) })),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
@@ -342,6 +404,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /** A configured peer heard only with rejected datagrams (keys that differ, say) is said out loud. */
+  private onRejected(r: HeartbeatRejected): void {
+    if (r.peer === undefined || this.heartbeat.detector.status().some((p) => p.node === r.peer && p.up)) return;
+    const key = `${r.peer}|${r.reason}`;
+    const t = now();
+    if (t - (this.rejectionSaid.get(key) ?? -Infinity) < 10_000) return;
+    this.rejectionSaid.set(key, t);
+    this.emit('peer-rejected', { ...r, count: this.heartbeat.rejectedFrom.get(r.peer)?.[r.reason] ?? 1 });
+  }
+
   private onDetector(e: DetectorEvent): void {
     this.emit('detector', e);
     if (e.kind === 'link-down' || e.kind === 'link-up') {
@@ -402,7 +474,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     const m = this.monitors.get(instance);
     if (m) return m.state === 'up';
     const node = this.nodeOf(instance);
-    return this.heartbeat.detector.status().some((p) => p.node === node && p.up);
+    // A node whose agent left in a planned way while its instances run still serves them.
+    return this.heartbeat.detector.status().some((p) => p.node === node && (p.up || p.left?.serving === true));
   }
 
   private memberUp(service: string, instance: string): boolean {
@@ -510,7 +583,10 @@ export interface AgentStatus {
   incarnation: number;
   notifyPort: number;
   subscribers: number;
-  peers: Array<{ node: string; up: boolean; incarnation: string; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> }>;
+  /** Configured peers (never heard: `heard: false`) and any other heard; `left`: a planned departure. */
+  peers: Array<Omit<PeerStatus, 'incarnation'> & { incarnation: string; rejected?: Partial<RejectionCounters> }>;
+  /** Whether this node may act on a peer's death now, and why (see QuorumGate). */
+  quorum: { ok: boolean; heard: number; of: number; why: string };
   heartbeat: Record<string, unknown>;
   instances: Array<{ name: string; state: string; pid?: number }>;
   services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
+import { DEFAULT_STATE_DIR } from './incarnation.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.:@-]{1,128}$/, 'must be a name of 1-128 letters, digits and _.:@-');
 const ip = z.string().refine((s) => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
@@ -88,8 +89,19 @@ export const configSchema = z
     /** The shared HMAC key for heartbeats (or keyFile). */
     key: z.string().min(16, 'must be at least 16 characters').optional(),
     keyFile: z.string().min(1).optional(),
-    /** Orders this agent's heartbeats across restarts; default: the start time in ms. */
+    /**
+     * A floor for this agent's incarnation. The incarnation itself is persisted in `stateDir` and
+     * grows at every start (max of the start time in ms, the last one + 1, this floor).
+     */
     incarnation: z.number().int().min(0).optional(),
+    /** Where the agent keeps what must survive it (the last incarnation). */
+    stateDir: z.string().min(1).default(DEFAULT_STATE_DIR),
+    /**
+     * Split-brain protection (see QuorumGate): a peer's death is acted upon only with a majority,
+     * or with two nodes when fencing or a disk witness breaks the tie, or `twoNode: true` (the
+     * operator accepts that a partition makes both nodes act: corosync's two_node).
+     */
+    quorum: z.strictObject({ twoNode: z.boolean().default(false) }).default({ twoNode: false }),
     heartbeat: z.strictObject({
       intervalMs: ms(10, 60_000).default(100),
       misses: z.number().int().min(1).max(100).default(3),
@@ -254,12 +266,36 @@ export async function loadConfig(file: string): Promise<AgentConfig> {
   return parseConfig(text, file);
 }
 
-/** The heartbeat key's bytes, from key or keyFile. */
+/**
+ * The heartbeat key's bytes. One rule for both forms: `key` is its UTF-8 bytes; `keyFile` is the
+ * file's bytes without one final line ending (`\n` or `\r\n`), so `echo KEY > file` and `key: KEY`
+ * give the same key, as a shell's `$(cat file)` would. Other bytes, whitespace included, count.
+ */
 export async function configKey(c: AgentConfig): Promise<Buffer> {
   if (c.key !== undefined) return Buffer.from(c.key);
-  const bytes = await readFile(c.keyFile!).catch((err: NodeJS.ErrnoException) => {
+  const raw = await readFile(c.keyFile!).catch((err: NodeJS.ErrnoException) => {
     throw new ConfigError('config', 'keyFile', `cannot read ${c.keyFile}: ${err.code ?? err.message}`);
   });
-  if (bytes.length < 16) throw new ConfigError('config', 'keyFile', 'the key must be at least 16 bytes');
+  const end = raw.length - (raw.at(-1) === 0x0a ? (raw.at(-2) === 0x0d ? 2 : 1) : 0);
+  const bytes = raw.subarray(0, end);
+  if (bytes.length < 16) throw new ConfigError('config', 'keyFile', `the key must be at least 16 bytes (${bytes.length} after the final line ending)`);
   return bytes;
+}
+
+/**
+ * What a valid configuration still cannot do safely, for `agent --check` (warnings: the agent
+ * runs). Two nodes have no majority: without fencing or a disk witness, and without the
+ * operator's `quorum.twoNode`, a silent peer is never taken over; with `twoNode` and neither
+ * fencing nor a witness, a partition makes both nodes act (split brain), all the likelier on a
+ * single heartbeat link, which one cut silences.
+ */
+export function configWarnings(c: AgentConfig): string[] {
+  const nodes = 1 + c.peers.length;
+  const tieBreaker = c.fencing !== undefined || c.disk?.watch !== undefined;
+  if (nodes !== 2 || tieBreaker) return [];
+  if (!c.quorum.twoNode) {
+    return ['two nodes without fencing or a disk witness (disk.watch): a silent peer is never taken over, since either node may be the one cut off; configure fencing or disk, or set quorum.twoNode: true to act alone and accept split brain on a partition'];
+  }
+  const one = c.heartbeat.links.length < 2 ? ' One heartbeat link: a single cut is such a partition; add a failsafe link.' : '';
+  return [`quorum.twoNode without fencing or a disk witness: a partition makes both nodes publish each other's death and take each other's addresses (split brain).${one}`];
 }

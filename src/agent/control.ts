@@ -55,7 +55,13 @@ export class ControlServer {
     });
   }
 
+  /**
+   * Listens on the path. A socket file that still answers belongs to a running agent: this throws
+   * AgentRunningError and leaves it alone (one agent per node; deleting it would cut the running
+   * agent off from the CLI). A file nobody answers on was left by an agent that died: replaced.
+   */
   async listen(): Promise<void> {
+    if (await answers(this.path)) throw new AgentRunningError(this.path);
     await rm(this.path, { force: true }); // a socket file left by an agent that died
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -64,11 +70,34 @@ export class ControlServer {
     await chmod(this.path, 0o600);
   }
 
+  /** Stops listening; removes the socket file only when it is this server's (not another agent's). */
   async close(): Promise<void> {
     for (const c of this.clients) c.destroy();
+    const mine = this.server.listening;
     await new Promise<void>((r) => this.server.close(() => r()));
-    await rm(this.path, { force: true });
+    if (mine) await rm(this.path, { force: true });
   }
+}
+
+/** Another agent answers on this control socket: one agent per node (code EAGENTRUNNING). */
+export class AgentRunningError extends Error {
+  override readonly name = 'AgentRunningError';
+  readonly code = 'EAGENTRUNNING';
+  constructor(readonly path: string) {
+    super(`another agent is running for this node: its control socket ${path} answers (stop it first, or give this one another node name and control path)`);
+  }
+}
+
+/** Whether something accepts connections on the Unix socket at `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(path);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
 }
 
 function parseRequest(line: string): ControlRequest {

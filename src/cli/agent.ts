@@ -2,7 +2,8 @@
 // and does as JSON lines (pino) on stdout. A bad config is one line naming the field, exit 2.
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
-import { ConfigError, configKey, loadConfig } from '../agent/config.js';
+import { ConfigError, configKey, configWarnings, loadConfig } from '../agent/config.js';
+import { AgentRunningError } from '../agent/control.js';
 import { summarizeResults } from '../net/close-result.js';
 import { UsageError } from './errors.js';
 
@@ -15,15 +16,20 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
   }
+  const warnings = configWarnings(config);
   if (opts.check) {
+    for (const w of warnings) process.stderr.write(`${opts.config}: warning: ${w}\n`);
     const mine = config.instances.filter((i) => i.node === config.node).map((i) => i.name);
     process.stdout.write(`${opts.config}: valid: node ${config.node} of cluster ${config.cluster}, ${config.peers.length} peer(s), instances here: ${mine.join(', ') || 'none'}, ${config.services.length} service(s)\n`);
     return 0;
   }
   const log = pino({ base: { node: config.node } });
+  for (const w of warnings) log.warn({ config: opts.config }, w);
   const agent = await Agent.create(config).catch((err: Error) => {
     throw err instanceof ConfigError ? new UsageError(err.message) : err;
   });
+  agent.on('suppressed', (s) => log.warn({ peer: s.node, heard: s.heard, of: s.of }, `peer ${s.node} is silent, but this node has no quorum (${s.why}): nothing published, nothing taken over`));
+  agent.on('peer-rejected', (r) => log.warn({ peer: r.peer, reason: r.reason, count: r.count, link: r.link, from: r.from }, `configured peer ${r.peer} is heard only with rejected heartbeats (${r.reason}${r.reason === 'hmac' ? ': the keys differ' : ''})`));
   agent.on('published', (e) => log.info({ event: e }, 'published'));
   // Summaries: a plan may close ten thousand connections (the failures are listed in full); one
   // that left a connection open, or failed outright, is a warning an operator's alerting can see.
@@ -41,12 +47,38 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
   agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
-  await agent.start();
+  // SIGHUP reloads: read and validated first; a bad file or a change that needs a restart is
+  // refused and the running configuration stays (keepalived's and systemd's ExecReload habit).
+  const reload = () =>
+    void loadConfig(opts.config).then(
+      (next) => {
+        try {
+          const changed = agent.reload(next);
+          log.info({ changed }, changed.length ? 'configuration reloaded' : 'configuration reloaded: nothing changed');
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'configuration reload refused');
+        }
+      },
+      (err: Error) => log.error({ err: err.message }, 'configuration reload refused: the file is not valid, the running configuration stays'),
+    );
+  process.on('SIGHUP', reload);
+  try {
+    await agent.start();
+  } catch (err) {
+    process.off('SIGHUP', reload);
+    if (err instanceof AgentRunningError) {
+      process.stderr.write(`takeover: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
   log.info({ notifyPort: agent.notifyPort, incarnation: agent.incarnation }, 'agent started');
-  await new Promise<void>((resolve) => {
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
+  process.off('SIGHUP', reload);
+  log.info({ signal }, 'agent stopping: a planned departure (peers take nothing over)');
   await agent.stop();
   log.info('agent stopped');
   return 0;

@@ -49,6 +49,8 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
     const agentConfig = (node: 'server' | 'backup') => ({
       cluster: 'demo', node, database: 'demo', key: 'demo cluster key', heartbeat: { ...HEARTBEAT, links: links(node) },
       control: path.join(dir, `${node}.sock`), notify: { host: lab.host(node).ipv4, port: 0 },
+      // Two nodes and no fencing: the demo accepts that a partition would make both act.
+      quorum: { twoNode: true },
       peers: [node === 'server'
         ? { node: 'backup', links: links('backup') }
         : { node: 'server', links: links('server'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24, method: o.method } }],

@@ -8,19 +8,27 @@ export type DetectorEvent =
   | { kind: 'node-up'; node: string; incarnation: bigint; at: number }
   | { kind: 'node-down'; node: string; incarnation: bigint; at: number; lastHeardAt: number }
   | { kind: 'link-down'; node: string; link: number; at: number }
-  | { kind: 'link-up'; node: string; link: number; at: number };
+  | { kind: 'link-up'; node: string; link: number; at: number }
+  /**
+   * A planned departure: the node's agent said it stops (its last heartbeats carry `leaving`).
+   * Not a failure: nothing is taken over. `serving`: its instances still run without an agent.
+   */
+  | { kind: 'node-left'; node: string; incarnation: bigint; at: number; serving: boolean };
 
 export interface DetectorOptions {
   intervalMs: number;
   misses: number;
   /** The link ids every peer is expected on (e.g. [0, 1]: main and failsafe). */
   links: number[];
+  /** The configured peers: listed by status() even before they are heard (`heard: false`). */
+  peers?: string[];
 }
 
 export interface DetectorCounters {
   accepted: number;
   replayed: number; // sequence not above the last one seen in the same incarnation
   staleIncarnation: number; // from an incarnation older than the current one
+  afterLeave: number; // from an incarnation that announced its departure
 }
 
 interface PeerState {
@@ -29,11 +37,15 @@ interface PeerState {
   lastHeard: Map<number, number>; // per link
   linkUp: Map<number, boolean>;
   up: boolean;
+  /** Set when this incarnation announced a planned departure; its later heartbeats are ignored. */
+  left?: { at: number; serving: boolean };
+  /** When it was last declared down (failure or departure), for status. */
+  downAt?: number;
 }
 
 export class FailureDetector {
   private readonly peers = new Map<string, PeerState>();
-  readonly counters: DetectorCounters = { accepted: 0, replayed: 0, staleIncarnation: 0 };
+  readonly counters: DetectorCounters = { accepted: 0, replayed: 0, staleIncarnation: 0, afterLeave: 0 };
 
   constructor(private readonly options: DetectorOptions) {
     if (!(options.intervalMs > 0) || !Number.isInteger(options.misses) || options.misses < 1 || options.links.length === 0) {
@@ -70,6 +82,21 @@ export class FailureDetector {
       this.counters.replayed++;
       return events;
     }
+    if (p.left) {
+      // A late heartbeat of a life that said goodbye (the links reorder): it stays gone.
+      this.counters.afterLeave++;
+      return events;
+    }
+    if (hb.leaving) {
+      this.counters.accepted++;
+      p.lastSeq.set(link, hb.seq);
+      p.left = { at: now, serving: hb.leaving.serving };
+      p.downAt = now;
+      const wasUp = p.up;
+      p.up = false;
+      if (wasUp) events.push({ kind: 'node-left', node: hb.node, incarnation: hb.incarnation, at: now, serving: hb.leaving.serving });
+      return events;
+    }
     this.counters.accepted++;
     p.lastSeq.set(link, hb.seq);
     p.lastHeard.set(link, now);
@@ -93,6 +120,7 @@ export class FailureDetector {
       const silent = this.options.links.filter((l) => now - (p.lastHeard.get(l) ?? -Infinity) > this.timeoutMs);
       if (silent.length === this.options.links.length) {
         p.up = false;
+        p.downAt = now;
         const lastHeardAt = Math.max(...this.options.links.map((l) => p.lastHeard.get(l) ?? -Infinity));
         events.push({ kind: 'node-down', node, incarnation: p.incarnation, at: now, lastHeardAt });
         continue;
@@ -129,13 +157,33 @@ export class FailureDetector {
     return best;
   }
 
-  /** Per peer: up or down, incarnation, and each link's state. */
-  status(): Array<{ node: string; up: boolean; incarnation: bigint; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> }> {
-    return [...this.peers].map(([node, p]) => ({
+  /**
+   * Per peer: up or down, incarnation, each link's state; configured peers never heard are listed
+   * with `heard: false` (incarnation 0); `left` for a planned departure, `downAt` (ms since the
+   * epoch) when it was last declared down or left.
+   */
+  status(): PeerStatus[] {
+    const heard: PeerStatus[] = [...this.peers].map(([node, p]) => ({
       node,
+      heard: true,
       up: p.up,
       incarnation: p.incarnation,
       links: this.options.links.map((link) => ({ link, up: p.up && p.linkUp.get(link) !== false, lastHeardAt: p.lastHeard.get(link) })),
+      ...(p.left ? { left: p.left } : {}),
+      ...(p.downAt !== undefined && !p.up ? { downAt: p.downAt } : {}),
     }));
+    const never = (this.options.peers ?? []).filter((n) => !this.peers.has(n));
+    return [...heard, ...never.map((node) => ({ node, heard: false, up: false, incarnation: 0n, links: this.options.links.map((link) => ({ link, up: false, lastHeardAt: undefined })) }))];
   }
+}
+
+export interface PeerStatus {
+  node: string;
+  /** False for a configured peer never heard since this agent started. */
+  heard: boolean;
+  up: boolean;
+  incarnation: bigint;
+  links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }>;
+  left?: { at: number; serving: boolean };
+  downAt?: number;
 }

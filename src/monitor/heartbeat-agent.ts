@@ -1,6 +1,9 @@
 // Sends and receives heartbeats on every link (one UDP socket per link) and feeds the failure
 // detector; emits the detector's events. Bad datagrams (wrong key, malformed, a link id that
-// does not match the socket it came in on) are counted and dropped, never acted upon.
+// does not match the socket it came in on, a node that is not a configured peer) are counted and
+// dropped, never acted upon. Rejections that come from a configured peer's link address and port
+// are also counted per peer, so "n2 is heard, but only with bad HMACs" (keys that differ) can be
+// said out loud instead of looking like silence.
 // Other protocols of the agents (connection replication) share the links' sockets: datagrams
 // with their magic go to their receiver, and send() reaches a peer on a given link.
 import dgram from 'node:dgram';
@@ -8,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { FailureDetector, type DetectorEvent } from './failure-detector.js';
 import { decodeHeartbeat, encodeHeartbeat, type HeartbeatRejection } from './heartbeat-packet.js';
+import { canonicalAddress } from '../net/endpoint.js';
 
 export interface HeartbeatLink {
   id: number;
@@ -33,25 +37,40 @@ export interface HeartbeatAgentOptions {
   peers: HeartbeatPeer[];
 }
 
-export type RejectionCounters = Record<HeartbeatRejection | 'wrong-link' | 'own', number>;
+export type RejectionReason = HeartbeatRejection | 'wrong-link' | 'own' | 'unknown-node';
+export type RejectionCounters = Record<RejectionReason, number>;
 
-export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
+/** A datagram dropped on a link; `peer` when it came from a configured peer's link address and port. */
+export interface HeartbeatRejected {
+  reason: RejectionReason;
+  link: number;
+  from: { address: string; port: number };
+  peer?: string;
+  /** The node the datagram names, when it decoded (unknown-node, own, wrong-link). */
+  node?: string;
+}
+
+export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejected: [HeartbeatRejected] }> {
   readonly detector: FailureDetector;
-  readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, node: 0, length: 0, hmac: 0, 'wrong-link': 0, own: 0 };
+  readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, flags: 0, node: 0, length: 0, hmac: 0, 'wrong-link': 0, own: 0, 'unknown-node': 0 };
+  /** Per configured peer: datagrams from its link addresses that were rejected, by reason. */
+  readonly rejectedFrom = new Map<string, Partial<RejectionCounters>>();
   private readonly sockets = new Map<number, dgram.Socket>();
   private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
+  private readonly peerBySource = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: HeartbeatAgentOptions) {
     super();
-    this.detector = new FailureDetector({ intervalMs: options.intervalMs, misses: options.misses, links: options.links.map((l) => l.id) });
+    this.detector = new FailureDetector({ intervalMs: options.intervalMs, misses: options.misses, links: options.links.map((l) => l.id), peers: options.peers.map((p) => p.node) });
+    for (const p of options.peers) for (const l of p.links) this.peerBySource.set(`${canonicalAddress(l.address)}|${l.port}`, p.node);
   }
 
   async start(): Promise<void> {
     for (const link of this.options.links) {
       const socket = dgram.createSocket(net.isIPv6(link.address) ? 'udp6' : 'udp4');
-      socket.on('message', (msg) => this.receive(link.id, msg));
+      socket.on('message', (msg, rinfo) => this.receive(link.id, msg, rinfo));
       socket.on('error', () => {
         // A send to an unreachable peer reports here; silence is what the detector judges.
       });
@@ -75,6 +94,19 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
     this.sockets.clear();
   }
 
+  /**
+   * A planned departure: sends `copies` heartbeats flagged `leaving` on every link (UDP may drop
+   * one), waits until the kernel has taken them, then stops. Peers mark this node as left, not
+   * failed, and take nothing over. `serving`: instances on this node still run without the agent.
+   */
+  async leave(serving: boolean, copies = 3): Promise<void> {
+    clearInterval(this.timer);
+    const sends: Array<Promise<void>> = [];
+    for (let i = 0; i < copies; i++) sends.push(...this.beat({ serving }));
+    await Promise.all(sends);
+    this.stop();
+  }
+
   private lastBeat = 0;
 
   private tick(): void {
@@ -83,17 +115,20 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
     for (const e of this.detector.tick(now)) this.emit('event', e);
   }
 
-  private beat(): void {
+  /** Sends one heartbeat on every link to every peer; resolves each send when the kernel has it. */
+  private beat(leaving?: { serving: boolean }): Array<Promise<void>> {
     const now = performance.timeOrigin + performance.now();
     this.lastBeat = now;
     this.seq++;
+    const sends: Array<Promise<void>> = [];
     for (const [id, socket] of this.sockets) {
-      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now }, this.options.key);
+      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now, ...(leaving ? { leaving } : {}) }, this.options.key);
       for (const peer of this.options.peers) {
         const to = peer.links.find((l) => l.id === id);
-        if (to) socket.send(msg, to.port, to.address);
+        if (to) sends.push(new Promise((resolve) => socket.send(msg, to.port, to.address, () => resolve())));
       }
     }
+    return sends;
   }
 
   /**
@@ -116,24 +151,30 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
     if (to && socket) socket.send(datagram, to.port, to.address);
   }
 
-  private receive(link: number, msg: Buffer): void {
+  private receive(link: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     for (const r of this.receivers) {
       if (msg.length >= 4 && msg.subarray(0, 4).equals(r.magic)) return r.fn(msg, link);
     }
     const r = decodeHeartbeat(msg, this.options.key);
-    if (!r.ok) {
-      this.rejected[r.reason]++;
-      return;
-    }
-    if (r.heartbeat.link !== link) {
-      this.rejected['wrong-link']++;
-      return;
-    }
-    if (r.heartbeat.node === this.options.node) {
-      this.rejected.own++;
-      return;
-    }
+    if (!r.ok) return this.reject(r.reason, link, rinfo);
+    const node = r.heartbeat.node;
+    if (r.heartbeat.link !== link) return this.reject('wrong-link', link, rinfo, node);
+    if (node === this.options.node) return this.reject('own', link, rinfo, node);
+    // Only configured peers count: a stranger with the key must not appear in the membership
+    // (nor speak for the cluster by sorting first).
+    if (!this.options.peers.some((p) => p.node === node)) return this.reject('unknown-node', link, rinfo, node);
     const now = performance.timeOrigin + performance.now();
     for (const e of this.detector.observe(r.heartbeat, link, now)) this.emit('event', e);
+  }
+
+  private reject(reason: RejectionReason, link: number, rinfo: dgram.RemoteInfo, node?: string): void {
+    this.rejected[reason]++;
+    const peer = this.peerBySource.get(`${canonicalAddress(rinfo.address)}|${rinfo.port}`);
+    if (peer !== undefined) {
+      const c = this.rejectedFrom.get(peer) ?? {};
+      c[reason] = (c[reason] ?? 0) + 1;
+      this.rejectedFrom.set(peer, c);
+    }
+    this.emit('rejected', { reason, link, from: { address: rinfo.address, port: rinfo.port }, ...(peer !== undefined ? { peer } : {}), ...(node !== undefined ? { node } : {}) });
   }
 }

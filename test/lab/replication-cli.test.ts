@@ -36,7 +36,7 @@ describe('takeover status and takeover flows --peer, against agents run as proce
     for (const n of ['a', 'b']) {
       const config = {
         cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: sock(n),
-        heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
+        heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 }, quorum: { twoNode: true },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24 } }],
       };
       writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));

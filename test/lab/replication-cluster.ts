@@ -58,6 +58,7 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
         ...(options.watchedFromC ? [{ node: 'c', links: links('c') }] : []),
       ],
       notify: { port: 0 },
+      quorum: { twoNode: true }, // two agents, no fencing: the lab accepts the split-brain risk
       ...options.agentExtra,
       ...prepared,
     });

@@ -30,6 +30,21 @@ describe('heartbeat packets', () => {
     }
   });
 
+  it('carry a planned departure (leaving, serving); flags that mean nothing are refused', () => {
+    for (const leaving of [{ serving: true }, { serving: false }]) {
+      expect(decodeHeartbeat(encodeHeartbeat(hb({ leaving }), key), key)).toEqual({ ok: true, heartbeat: hb({ leaving }) });
+    }
+    const b = encodeHeartbeat(hb(), key);
+    for (const flags of [2, 4, 0x80]) {
+      const c = Buffer.from(b);
+      c[6] = flags;
+      expect(decodeHeartbeat(c, key)).toEqual({ ok: false, reason: 'flags' });
+    }
+    const v1 = Buffer.from(b);
+    v1[4] = 1;
+    expect(decodeHeartbeat(v1, key)).toEqual({ ok: false, reason: 'version' });
+  });
+
   it('refuses to encode bad node ids and links', () => {
     expect(() => encodeHeartbeat(hb({ node: '' }), key)).toThrow(/node id/);
     expect(() => encodeHeartbeat(hb({ node: 'x'.repeat(65) }), key)).toThrow(/node id/);
@@ -86,7 +101,7 @@ describe('FailureDetector', () => {
     expect(d.observe(hb({ seq: 5n }), 0, 10)).toEqual([]);
     expect(d.observe(hb({ seq: 4n }), 0, 20)).toEqual([]);
     expect(d.observe(hb({ seq: 1n, incarnation: 6n }), 0, 30)).toEqual([]);
-    expect(d.counters).toEqual({ accepted: 1, replayed: 2, staleIncarnation: 1 });
+    expect(d.counters).toEqual({ accepted: 1, replayed: 2, staleIncarnation: 1, afterLeave: 0 });
     // A replayed old heartbeat cannot hold a dead node up.
     expect(d.tick(450).map((e) => e.kind)).toEqual(['node-down']);
     const restart = d.observe(hb({ seq: 1n, incarnation: 8n }), 0, 500);
@@ -94,6 +109,21 @@ describe('FailureDetector', () => {
     expect(d.status()[0]).toMatchObject({ up: true, incarnation: 8n });
     // Restarted while still up (faster than the timeout): the old incarnation is down.
     expect(d.observe(hb({ seq: 1n, incarnation: 9n }), 0, 550).map((e) => e.kind)).toEqual(['node-down', 'node-up']);
+  });
+
+  it('a planned departure is node-left, not node-down; late heartbeats of that life are ignored; a new life is up', () => {
+    const d = new FailureDetector({ intervalMs: 100, misses: 3, links: [0, 1], peers: ['node-a', 'node-b'] });
+    expect(d.status().map((p) => [p.node, p.heard, p.up])).toEqual([['node-a', false, false], ['node-b', false, false]]);
+    d.observe(hb({ seq: 1n }), 0, 0);
+    expect(d.observe(hb({ seq: 2n, leaving: { serving: true } }), 0, 50)).toEqual([{ kind: 'node-left', node: 'node-a', incarnation: 7n, at: 50, serving: true }]);
+    // The same goodbye on the other link, and a heartbeat of that life that the link delayed.
+    expect(d.observe(hb({ link: 1, seq: 2n, leaving: { serving: true } }), 1, 51)).toEqual([]);
+    expect(d.observe(hb({ link: 1, seq: 3n }), 1, 60)).toEqual([]);
+    expect(d.counters.afterLeave).toBe(2);
+    expect(d.tick(5000)).toEqual([]); // silence after a goodbye is no failure
+    expect(d.status()[0]).toMatchObject({ node: 'node-a', heard: true, up: false, left: { at: 50, serving: true }, downAt: 50 });
+    expect(d.observe(hb({ seq: 1n, incarnation: 8n }), 0, 6000).map((e) => e.kind)).toEqual(['node-up']);
+    expect(d.status()[0]).not.toHaveProperty('left');
   });
 
   it('rejects nonsense options', () => {
