@@ -20,7 +20,11 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   }
   const s = status;
   const out: string[] = [`node ${s.node} (cluster ${s.cluster}), incarnation ${s.incarnation}, notifications on port ${s.notifyPort} to ${s.subscribers} subscriber(s)`, ''];
-  out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS'], ...s.peers.map((p) => [p.node, p.up ? 'up' : 'DOWN', p.incarnation, p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' ')])]), '');
+  const peerState = (p: AgentStatus['peers'][number]) =>
+    !p.heard ? 'never heard' : p.up ? 'up' : p.left ? `left (planned${p.left.serving ? ', still serving' : ''})` : 'DOWN';
+  const rejected = (p: AgentStatus['peers'][number]) => Object.entries(p.rejected ?? {}).map(([k, n]) => `${k} ${n}`).join(', ');
+  out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS', 'REJECTED FROM IT'], ...s.peers.map((p) => [p.node, peerState(p), p.heard ? p.incarnation : '-', p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' '), rejected(p) || '-'])]), '');
+  out.push(`quorum: ${s.quorum.ok ? 'yes' : 'NO'}: ${s.quorum.why}`, '');
   const r = s.replication;
   if (r.peers.length > 0) {
     out.push(
