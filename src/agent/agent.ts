@@ -36,6 +36,8 @@ import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
 import { incarnationFile, nextIncarnation } from './incarnation.js';
+import { AddressHolding, type AddressReleased } from './address-holding.js';
+import { removeAddress } from '../net/address.js';
 import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
 
 export interface PlanDone {
@@ -69,6 +71,8 @@ export type AgentEvents = {
    * differ) and it is not up: said at most once per 10 s per peer and reason.
    */
   'peer-rejected': [HeartbeatRejected & { count: number }];
+  /** A taken-over address given back to its live owner, or given up by a fenced node. */
+  'address-released': [AddressReleased];
 };
 
 const RECENT = 100;
@@ -86,6 +90,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly nodeEvents: NodeEventSource;
   private readonly witnessed: WitnessedNodeEvents | undefined;
   readonly quorum: QuorumGate;
+  /** The service addresses this node holds and their one-holder settlement with the peers. */
+  readonly addresses: AddressHolding;
   private readonly rejectionSaid = new Map<string, number>();
   private readonly takeovers: PeerTakeover[] = [];
   private readonly trackers: FlowTracker[] = [];
@@ -138,8 +144,18 @@ export class Agent extends EventEmitter<AgentEvents> {
       misses: config.heartbeat.misses,
       links: config.heartbeat.links,
       peers: config.peers.map((p) => ({ node: p.node, links: p.links })),
+      claims: () => this.addresses.claims(),
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
+    this.addresses = new AddressHolding({
+      takeovers: config.peers.flatMap((p) => p.takeover.map((t) => ({ peer: p.node, address: t.address }))),
+      heartbeat: this.heartbeat,
+      isFenced: () => this.fencing?.fencedAt !== undefined,
+      freshMs: this.heartbeat.detector.timeoutMs,
+      stateFile: path.join(config.stateDir, `${config.cluster}.${config.node}.taken.json`),
+      remove: removeAddress,
+    });
+    this.addresses.on('released', (r) => this.emit('address-released', r));
     this.heartbeat.on('rejected', (r) => this.onRejected(r));
     this.replication = new ConnectionReplication({
       heartbeat: this.heartbeat,
@@ -226,7 +242,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
     });
-    plan.on('done', (d) => this.emit('takeover', d));
+    plan.on('done', (d) => {
+      this.addresses.tookOver(peer, t.address);
+      this.emit('takeover', d);
+    });
     plan.on('failed', (err) => this.emit('takeover-failed', err));
     await plan.prepare();
     this.takeovers.push(plan);
@@ -252,6 +271,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.fencing?.stop();
     for (const d of this.fenceDevices.splice(0)) d.close();
     this.publisher.close();
+    this.addresses.close();
     this.quorum.close();
     this.witnessed?.close();
     for (const t of this.takeovers) t.close();
@@ -341,6 +361,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       subscribers: this.server.subscriberCount,
       peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation), ...(this.heartbeat.rejectedFrom.has(p.node) ? { rejected: { ...this.heartbeat.rejectedFrom.get(p.node) } } : {}) })),
       quorum: this.quorum.quorum(),
+      taken: this.addresses.holding(),
       heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
       instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}) })),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
@@ -587,6 +608,8 @@ export interface AgentStatus {
   peers: Array<Omit<PeerStatus, 'incarnation'> & { incarnation: string; rejected?: Partial<RejectionCounters> }>;
   /** Whether this node may act on a peer's death now, and why (see QuorumGate). */
   quorum: { ok: boolean; heard: number; of: number; why: string };
+  /** Service addresses this node holds because it took them over, and from whom. */
+  taken: Array<{ address: string; from: string }>;
   heartbeat: Record<string, unknown>;
   instances: Array<{ name: string; state: string; pid?: number }>;
   services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;

@@ -29,6 +29,11 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
     throw err instanceof ConfigError ? new UsageError(err.message) : err;
   });
   agent.on('suppressed', (s) => log.warn({ peer: s.node, heard: s.heard, of: s.of }, `peer ${s.node} is silent, but this node has no quorum (${s.why}): nothing published, nothing taken over`));
+  agent.on('address-released', (r) =>
+    r.error
+      ? log.error({ address: r.address, to: r.to, err: r.error }, `could not remove ${r.address} (held by ${r.to} too): two hosts answer for it`)
+      : log.warn({ address: r.address, to: r.to, why: r.why }, r.why === 'gave-back' ? `${r.to} is alive and holds ${r.address}: given back (removed here)` : `this node was fenced: ${r.address} given up to ${r.to}`),
+  );
   agent.on('peer-rejected', (r) => log.warn({ peer: r.peer, reason: r.reason, count: r.count, link: r.link, from: r.from }, `configured peer ${r.peer} is heard only with rejected heartbeats (${r.reason}${r.reason === 'hmac' ? ': the keys differ' : ''})`));
   agent.on('published', (e) => log.info({ event: e }, 'published'));
   // Summaries: a plan may close ten thousand connections (the failures are listed in full); one

@@ -114,6 +114,12 @@ export class Lab {
     await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], rules);
   }
 
+  /** Undoes killSilently(host, 'nft'): the host is heard again (a partition heals). */
+  async heal(host: string): Promise<void> {
+    const h = this.host(host);
+    await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], 'delete table inet takeover_lab_dead\ndelete table arp takeover_lab_dead\n');
+  }
+
   /** Cuts one of a host's links at the switch (its bridge port goes down); the host lives on. */
   async cutLink(host: string, link: 'main' | 'failsafe'): Promise<void> {
     const h = this.host(host);

@@ -10,7 +10,7 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { FailureDetector, type DetectorEvent } from './failure-detector.js';
-import { decodeHeartbeat, encodeHeartbeat, type HeartbeatRejection } from './heartbeat-packet.js';
+import { decodeHeartbeat, encodeHeartbeat, type AddressClaim, type HeartbeatRejection } from './heartbeat-packet.js';
 import { canonicalAddress } from '../net/endpoint.js';
 
 export interface HeartbeatLink {
@@ -35,6 +35,8 @@ export interface HeartbeatAgentOptions {
   misses: number;
   links: HeartbeatLink[];
   peers: HeartbeatPeer[];
+  /** The service addresses this node holds, read at every heartbeat (see agent/address-holding.ts). */
+  claims?: () => AddressClaim[];
 }
 
 export type RejectionReason = HeartbeatRejection | 'wrong-link' | 'own' | 'unknown-node';
@@ -50,9 +52,9 @@ export interface HeartbeatRejected {
   node?: string;
 }
 
-export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejected: [HeartbeatRejected] }> {
+export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejected: [HeartbeatRejected]; heard: [{ node: string; claims: AddressClaim[] }] }> {
   readonly detector: FailureDetector;
-  readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, flags: 0, node: 0, length: 0, hmac: 0, 'wrong-link': 0, own: 0, 'unknown-node': 0 };
+  readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, flags: 0, node: 0, length: 0, claims: 0, hmac: 0, 'wrong-link': 0, own: 0, 'unknown-node': 0 };
   /** Per configured peer: datagrams from its link addresses that were rejected, by reason. */
   readonly rejectedFrom = new Map<string, Partial<RejectionCounters>>();
   private readonly sockets = new Map<number, dgram.Socket>();
@@ -121,8 +123,9 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     this.lastBeat = now;
     this.seq++;
     const sends: Array<Promise<void>> = [];
+    const claims = leaving ? [] : (this.options.claims?.() ?? []);
     for (const [id, socket] of this.sockets) {
-      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now, ...(leaving ? { leaving } : {}) }, this.options.key);
+      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now, ...(leaving ? { leaving } : {}), ...(claims.length ? { claims } : {}) }, this.options.key);
       for (const peer of this.options.peers) {
         const to = peer.links.find((l) => l.id === id);
         if (to) sends.push(new Promise((resolve) => socket.send(msg, to.port, to.address, () => resolve())));
@@ -164,7 +167,11 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     // (nor speak for the cluster by sorting first).
     if (!this.options.peers.some((p) => p.node === node)) return this.reject('unknown-node', link, rinfo, node);
     const now = performance.timeOrigin + performance.now();
-    for (const e of this.detector.observe(r.heartbeat, link, now)) this.emit('event', e);
+    const accepted = this.detector.counters.accepted;
+    const events = this.detector.observe(r.heartbeat, link, now);
+    for (const e of events) this.emit('event', e);
+    // What a fresh heartbeat of a live node says it holds (replays and old lives say nothing).
+    if (this.detector.counters.accepted > accepted && !r.heartbeat.leaving) this.emit('heard', { node, claims: r.heartbeat.claims ?? [] });
   }
 
   private reject(reason: RejectionReason, link: number, rinfo: dgram.RemoteInfo, node?: string): void {

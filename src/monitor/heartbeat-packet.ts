@@ -2,13 +2,16 @@
 // authenticated with HMAC-SHA256 under a shared cluster key. Layout (big endian):
 //   magic "TKHB" | version 2 | link id (u8) | flags (u8) | node id length (u8)
 //   | node id (UTF-8, 1..64) | incarnation (u64) | sequence (u64) | sent at (f64, ms since the
-//   epoch) | HMAC (32 bytes)
+//   epoch) | claim count (u8, 0..16) | claims | HMAC (32 bytes)
+// A claim is a service address the sender holds: family (4 or 6) | address (4 or 16 bytes) |
+// flags (u8: bit 0 `taken`, held because the sender took it over from a dead peer).
 // The HMAC covers every byte before it. Incarnation grows at every start of an agent (persisted:
 // see agent/incarnation.ts); sequence grows by one per heartbeat within an incarnation, so replays
 // are recognised. Flags: bit 0 `leaving` (the agent stops: a planned departure, not a failure),
 // bit 1 `serving` (with leaving: instances on the node still run, only the agent goes away).
 // Version 1 (no flags byte) is refused: both ends of a cluster run the same version.
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
 
 export interface Heartbeat {
   node: string;
@@ -18,9 +21,20 @@ export interface Heartbeat {
   sentAtMs: number;
   /** Set on the last heartbeats of an agent that stops (planned); `serving`: its instances still run. */
   leaving?: { serving: boolean };
+  /** Service addresses the sender holds (see agent/address-holding.ts); absent when none. */
+  claims?: AddressClaim[];
 }
 
-export type HeartbeatRejection = 'short' | 'magic' | 'version' | 'flags' | 'node' | 'length' | 'hmac';
+export interface AddressClaim {
+  /** Canonical IPv4 or IPv6 text. */
+  address: string;
+  /** Held because the sender took it over from a peer declared dead (else: its own). */
+  taken: boolean;
+}
+
+export const MAX_CLAIMS = 16;
+
+export type HeartbeatRejection = 'short' | 'magic' | 'version' | 'flags' | 'node' | 'length' | 'claims' | 'hmac';
 
 const MAGIC = Buffer.from('TKHB');
 const VERSION = 2;
@@ -34,7 +48,10 @@ export function encodeHeartbeat(hb: Heartbeat, key: Buffer): Buffer {
   const node = Buffer.from(hb.node, 'utf8');
   if (node.length === 0 || node.length > MAX_NODE_ID) throw new RangeError(`node id must be 1..${MAX_NODE_ID} bytes: ${hb.node}`);
   if (!Number.isInteger(hb.link) || hb.link < 0 || hb.link > 255) throw new RangeError(`link id must be 0..255: ${hb.link}`);
-  const body = Buffer.alloc(HEADER + node.length + 8 + 8 + 8);
+  const claims = hb.claims ?? [];
+  if (claims.length > MAX_CLAIMS) throw new RangeError(`at most ${MAX_CLAIMS} address claims: ${claims.length}`);
+  const claimBytes = claims.map(encodeClaim);
+  const body = Buffer.alloc(HEADER + node.length + 8 + 8 + 8 + 1 + claimBytes.reduce((n, c) => n + c.length, 0));
   let o = MAGIC.copy(body, 0);
   body[o++] = VERSION;
   body[o++] = hb.link;
@@ -44,24 +61,71 @@ export function encodeHeartbeat(hb: Heartbeat, key: Buffer): Buffer {
   body.writeBigUInt64BE(hb.incarnation, o);
   body.writeBigUInt64BE(hb.seq, o + 8);
   body.writeDoubleBE(hb.sentAtMs, o + 16);
+  o += 24;
+  body[o++] = claims.length;
+  for (const c of claimBytes) o += c.copy(body, o);
   return Buffer.concat([body, createHmac('sha256', key).update(body).digest()]);
+}
+
+function encodeClaim(c: AddressClaim): Buffer {
+  const family = net.isIP(c.address);
+  if (family === 0) throw new RangeError(`not an IP address: ${c.address}`);
+  const addr = family === 4 ? Buffer.from(c.address.split('.').map(Number)) : ipv6Bytes(c.address);
+  return Buffer.concat([Buffer.from([family]), addr, Buffer.from([c.taken ? 1 : 0])]);
+}
+
+function ipv6Bytes(address: string): Buffer {
+  const [head, tail] = new net.SocketAddress({ address, family: 'ipv6' }).address.split('::') as [string, string | undefined];
+  const groups = (s: string | undefined) => (s ? s.split(':').filter(Boolean) : []);
+  const h = groups(head);
+  const t = tail === undefined ? [] : groups(tail);
+  const all = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.alloc(16);
+  all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+function ipv6Text(b: Buffer): string {
+  const groups = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2).toString(16));
+  return new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+}
+
+/** Claims from `buf` (count byte first) filling it exactly; undefined when malformed. */
+function decodeClaims(buf: Buffer): AddressClaim[] | undefined {
+  const count = buf[0]!;
+  if (count > MAX_CLAIMS) return undefined;
+  const out: AddressClaim[] = [];
+  let o = 1;
+  for (let i = 0; i < count; i++) {
+    const family = buf[o];
+    const len = family === 4 ? 4 : family === 6 ? 16 : -1;
+    if (len < 0 || o + 1 + len + 1 > buf.length) return undefined;
+    const addr = buf.subarray(o + 1, o + 1 + len);
+    const flags = buf[o + 1 + len]!;
+    if ((flags & ~1) !== 0) return undefined;
+    out.push({ address: family === 4 ? [...addr].join('.') : ipv6Text(addr), taken: flags === 1 });
+    o += 1 + len + 1;
+  }
+  return o === buf.length ? out : undefined;
 }
 
 /** Decodes and authenticates; never throws on bad input. */
 export function decodeHeartbeat(buf: Buffer, key: Buffer): { ok: true; heartbeat: Heartbeat } | { ok: false; reason: HeartbeatRejection } {
-  if (buf.length < HEADER + 1 + 24 + MAC_LENGTH) return { ok: false, reason: 'short' };
+  if (buf.length < HEADER + 1 + 24 + 1 + MAC_LENGTH) return { ok: false, reason: 'short' };
   if (!buf.subarray(0, 4).equals(MAGIC)) return { ok: false, reason: 'magic' };
   if (buf[4] !== VERSION) return { ok: false, reason: 'version' };
   const flags = buf[6]!;
   if ((flags & ~(LEAVING | SERVING)) !== 0 || (flags & SERVING && !(flags & LEAVING))) return { ok: false, reason: 'flags' };
   const nodeLength = buf[7]!;
   if (nodeLength === 0 || nodeLength > MAX_NODE_ID) return { ok: false, reason: 'node' };
-  const bodyLength = HEADER + nodeLength + 24;
-  if (buf.length !== bodyLength + MAC_LENGTH) return { ok: false, reason: 'length' };
+  const bodyLength = buf.length - MAC_LENGTH;
+  if (bodyLength < HEADER + nodeLength + 24 + 1) return { ok: false, reason: 'length' };
   const body = buf.subarray(0, bodyLength);
   const mac = createHmac('sha256', key).update(body).digest();
   if (!timingSafeEqual(mac, buf.subarray(bodyLength))) return { ok: false, reason: 'hmac' };
   const o = HEADER + nodeLength;
+  const claims = decodeClaims(buf.subarray(o + 24, bodyLength));
+  if (!claims) return { ok: false, reason: 'claims' };
   return {
     ok: true,
     heartbeat: {
@@ -71,6 +135,7 @@ export function decodeHeartbeat(buf: Buffer, key: Buffer): { ok: true; heartbeat
       seq: buf.readBigUInt64BE(o + 8),
       sentAtMs: buf.readDoubleBE(o + 16),
       ...(flags & LEAVING ? { leaving: { serving: (flags & SERVING) !== 0 } } : {}),
+      ...(claims.length ? { claims } : {}),
     },
   };
 }

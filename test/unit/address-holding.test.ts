@@ -1,0 +1,92 @@
+// One address, one holder: the settlement between a taker and the node it took an address from,
+// over the claims their heartbeats carry (no network: a fake host and heartbeat source).
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AddressHolding, type AddressReleased } from '../../src/agent/address-holding.js';
+import type { AddressClaim } from '../../src/monitor/heartbeat-packet.js';
+import { decodeHeartbeat, encodeHeartbeat, MAX_CLAIMS } from '../../src/monitor/heartbeat-packet.js';
+import { prng } from './frame-builder.js';
+
+function node(opts: { takeovers?: Array<{ peer: string; address: string }>; have: string[]; fenced?: boolean; stateFile?: string }) {
+  const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }] }>();
+  const have = new Set(opts.have);
+  const removed: string[] = [];
+  const h = new AddressHolding({
+    takeovers: opts.takeovers ?? [],
+    heartbeat: hb,
+    isFenced: () => opts.fenced ?? false,
+    freshMs: 1000,
+    stateFile: opts.stateFile ?? path.join(mkdtempSync(path.join(tmpdir(), 'hold-')), 'taken.json'),
+    find: (a) => (have.has(a) ? { ifname: 'eth0', prefixLength: 24 } : undefined),
+    remove: (_i, a) => {
+      removed.push(a);
+      have.delete(a);
+    },
+  });
+  const released: AddressReleased[] = [];
+  h.on('released', (r) => released.push(r));
+  return { h, hb, have, removed, released, hear: (from: string, claims: AddressClaim[]) => hb.emit('heard', { node: from, claims }) };
+}
+
+describe('AddressHolding', () => {
+  it('the taker gives a taken address back when the node it took it from claims it: one exchange, one holder', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'hold-'));
+    const b = node({ takeovers: [{ peer: 'a', address: '10.0.0.100' }], have: ['10.0.0.100'], stateFile: path.join(dir, 'b.json') });
+    const a = node({ have: ['10.0.0.100'] });
+    b.h.tookOver('a', '10.0.0.100');
+    expect(b.h.claims()).toEqual([{ address: '10.0.0.100', taken: true }]);
+    expect(a.h.claims()).toEqual([]); // a claims its own address only when a peer contests it
+    a.hear('b', b.h.claims());
+    expect(a.h.claims()).toEqual([{ address: '10.0.0.100', taken: false }]);
+    b.hear('a', a.h.claims());
+    expect(b.removed).toEqual(['10.0.0.100']);
+    expect(b.released).toEqual([{ address: '10.0.0.100', to: 'a', why: 'gave-back', at: expect.any(Number) }]);
+    expect(b.h.claims()).toEqual([]);
+    expect(a.removed).toEqual([]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(JSON.parse(readFileSync(path.join(dir, 'b.json'), 'utf8'))).toEqual({});
+  });
+
+  it('a fenced node gives up what a peer took over instead of claiming it', () => {
+    const a = node({ have: ['10.0.0.100'], fenced: true });
+    a.hear('b', [{ address: '10.0.0.100', taken: true }]);
+    expect(a.removed).toEqual(['10.0.0.100']);
+    expect(a.released[0]).toMatchObject({ to: 'b', why: 'gave-up' });
+  });
+
+  it('a claim from another peer than the one the address was taken from, or for an address not here, changes nothing', () => {
+    const b = node({ takeovers: [{ peer: 'a', address: '10.0.0.100' }], have: ['10.0.0.100'] });
+    b.h.tookOver('a', '10.0.0.100');
+    b.hear('c', [{ address: '10.0.0.100', taken: false }]);
+    b.hear('a', [{ address: '10.0.0.7', taken: false }, { address: '10.0.0.8', taken: true }]);
+    expect(b.removed).toEqual([]);
+    expect(b.h.claims()).toEqual([{ address: '10.0.0.100', taken: true }]);
+  });
+
+  it('a restarted taker still knows which addresses it took (persisted), if they are still on the host', async () => {
+    const stateFile = path.join(mkdtempSync(path.join(tmpdir(), 'hold-')), 'taken.json');
+    const first = node({ takeovers: [{ peer: 'a', address: '10.0.0.100' }], have: ['10.0.0.100'], stateFile });
+    first.h.tookOver('a', '10.0.0.100');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(node({ have: ['10.0.0.100'], stateFile }).h.holding()).toEqual([{ address: '10.0.0.100', from: 'a' }]);
+    expect(node({ have: [], stateFile }).h.holding()).toEqual([]);
+  });
+
+  it('claims ride the heartbeat, authenticated, both families; malformed claim lists are refused', () => {
+    const key = Buffer.from('a cluster key of 16+ bytes');
+    const rnd = prng(7);
+    for (let i = 0; i < 200; i++) {
+      const claims: AddressClaim[] = Array.from({ length: Math.floor(rnd() * (MAX_CLAIMS + 1)) }, () =>
+        rnd() < 0.5
+          ? { address: Array.from({ length: 4 }, () => Math.floor(rnd() * 256)).join('.'), taken: rnd() < 0.5 }
+          : { address: new URL(`http://[${Array.from({ length: 8 }, () => Math.floor(rnd() * 4) === 0 ? '0' : Math.floor(rnd() * 65536).toString(16)).join(':')}]`).hostname.slice(1, -1), taken: rnd() < 0.5 },
+      );
+      const hb = { node: 'b', link: 0, incarnation: 1n, seq: BigInt(i + 1), sentAtMs: 1, ...(claims.length ? { claims } : {}) };
+      expect(decodeHeartbeat(encodeHeartbeat(hb, key), key)).toEqual({ ok: true, heartbeat: hb });
+    }
+    expect(() => encodeHeartbeat({ node: 'b', link: 0, incarnation: 1n, seq: 1n, sentAtMs: 1, claims: Array(MAX_CLAIMS + 1).fill({ address: '10.0.0.1', taken: false }) }, key)).toThrow(RangeError);
+  });
+});
