@@ -1,8 +1,8 @@
-// `takeover events [--follow] [--filter k=v,...] [--format json|fan]`: the local agent's recent
+// `takeover events [--follow] [--filter k=v,...] [--format json|fan|oracle]`: the local agent's recent
 // events (control socket), then with --follow the live ones; or, with --agents, the live events
 // of several agents' notification endpoints, de-duplicated (what a subscriber library sees).
 import { controlRequest } from '../agent/control.js';
-import { printFan } from '../events/fan-line.js';
+import { formatLine, type WireFormat } from '../events/notification-server.js';
 import { validateEvent, type ServiceEvent } from '../events/service-event.js';
 import { matchesFilter, subscribe, type EventFilter } from '../events/subscribe.js';
 import { parseEndpoint } from '../net/endpoint.js';
@@ -19,6 +19,7 @@ export interface EventsOptions {
 }
 
 const FILTER_KEYS = ['service', 'database', 'node'] as const;
+const FORMATS: readonly WireFormat[] = ['json', 'fan', 'oracle'];
 
 export function filterOption(value: string): EventFilter {
   const f: EventFilter = {};
@@ -31,10 +32,11 @@ export function filterOption(value: string): EventFilter {
 }
 
 export async function eventsCommand(opts: EventsOptions): Promise<number> {
-  if (opts.format !== 'json' && opts.format !== 'fan') throw new UsageError(`--format must be json or fan, got "${opts.format}"`);
+  if (!(FORMATS as readonly string[]).includes(opts.format)) throw new UsageError(`--format must be ${FORMATS.join(', ')}, got "${opts.format}"`);
+  const format = opts.format as WireFormat;
   const filter = opts.filter ? filterOption(opts.filter) : {};
   const print = (e: ServiceEvent) => {
-    if (matchesFilter(e, filter)) process.stdout.write(`${opts.format === 'fan' ? printFan(e) : JSON.stringify(e)}\n`);
+    if (matchesFilter(e, filter)) process.stdout.write(formatLine(e, format));
   };
   const ac = new AbortController();
   const stop = () => ac.abort();

@@ -2,15 +2,16 @@
 // port of its own, apart from the service's connections, established before any failure. Each
 // event goes to every subscriber as one JSON line. A subscriber that stops reading never blocks
 // the agent: past `maxBufferedBytes` queued for it, it is told why and disconnected.
-// A subscriber may ask for Oracle's FAN text lines instead of JSON by sending `{"format":"fan"}`
-// (any time; JSON is the default); anything else it sends is ignored.
+// A subscriber may ask for FAN text lines instead of JSON by sending `{"format":"fan"}` (our form,
+// ISO 8601 times) or `{"format":"oracle"}` (Oracle's documented line: see fan-line.ts), at any
+// time; JSON is the default. Anything else it sends is ignored.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { printFan } from './fan-line.js';
 import { encodeEventJson, type ServiceEvent } from './service-event.js';
 
-export type WireFormat = 'json' | 'fan';
+export type WireFormat = 'json' | 'fan' | 'oracle';
 
 export interface NotificationServerOptions {
   host: string;
@@ -59,10 +60,12 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 
   publish(event: ServiceEvent): void {
-    const lines: Record<WireFormat, string> = { json: `${encodeEventJson(event)}\n`, fan: `${printFan(event)}\n` };
+    // JSON first: it validates the event, so a bad one throws before anything is sent.
+    const lines = new Map<WireFormat, string>([['json', formatLine(event, 'json')]]);
     this.published++;
     for (const [sock, format] of this.subscribers) {
-      const line = lines[format];
+      let line = lines.get(format);
+      if (line === undefined) lines.set(format, (line = formatLine(event, format)));
       if (sock.writableLength + line.length > this.limit) {
         this.drop(sock, `subscriber fell more than ${this.limit} bytes behind`);
         continue;
@@ -87,10 +90,16 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 }
 
+/** One event as a line of the wire format, newline included. */
+export function formatLine(event: ServiceEvent, format: WireFormat): string {
+  if (format === 'json') return `${encodeEventJson(event)}\n`;
+  return `${printFan(event, format === 'oracle' ? 'oracle' : 'iso')}\n`;
+}
+
 function requestedFormat(line: string): WireFormat | undefined {
   try {
     const f = (JSON.parse(line) as { format?: unknown }).format;
-    return f === 'json' || f === 'fan' ? f : undefined;
+    return f === 'json' || f === 'fan' || f === 'oracle' ? f : undefined;
   } catch {
     return undefined;
   }
