@@ -1,6 +1,7 @@
 // `takeover events [--follow] [--filter k=v,...] [--format json|fan|oracle]`: the local agent's recent
-// events (control socket), then with --follow the live ones; or, with --agents, the live events
-// of several agents' notification endpoints, de-duplicated (what a subscriber library sees).
+// events (control socket), or with --follow its current state (snapshot events) and then the live
+// ones; or, with --agents, the state and live events of several agents' notification endpoints,
+// de-duplicated (what a subscriber library sees).
 import { controlRequest } from '../agent/control.js';
 import { formatLine, type WireFormat } from '../events/notification-server.js';
 import { validateEvent, type ServiceEvent } from '../events/service-event.js';

@@ -5,6 +5,10 @@
 // A subscriber may ask for FAN text lines instead of JSON by sending `{"format":"fan"}` (our form,
 // ISO 8601 times) or `{"format":"oracle"}` (Oracle's documented line: see fan-line.ts), at any
 // time; JSON is the default. Anything else it sends is ignored.
+// With a `snapshot` source, a subscriber first gets the current state (events marked
+// `snapshot: true`), then the live events: both are written in the same turn of the event loop,
+// so none is lost or doubled between them. A format request sends the snapshot again in the new
+// format, so a subscriber reading only that format still starts from the whole state.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
@@ -17,6 +21,8 @@ export interface NotificationServerOptions {
   host: string;
   port: number; // 0: any free port
   maxBufferedBytes?: number; // default 1 MiB per subscriber
+  /** The current state as events, sent to each subscriber when it connects (and on a format request). */
+  snapshot?: () => ServiceEvent[];
 }
 
 export class NotificationServer extends EventEmitter<{ dropped: [{ remote: string; reason: string }] }> {
@@ -34,6 +40,7 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
       sock.on('error', () => this.subscribers.delete(sock));
       sock.on('close', () => this.subscribers.delete(sock));
       this.subscribers.set(sock, 'json');
+      this.sendSnapshot(sock, 'json');
       // Subscribers only ever send a format request: a flood is dropped, not buffered.
       let received = 0;
       sock.on('data', (d: Buffer) => {
@@ -42,7 +49,10 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
       });
       createInterface({ input: sock, crlfDelay: Infinity }).on('error', () => {}).on('line', (line) => {
         const format = requestedFormat(line);
-        if (format && this.subscribers.has(sock)) this.subscribers.set(sock, format);
+        if (format && this.subscribers.has(sock)) {
+          this.subscribers.set(sock, format);
+          this.sendSnapshot(sock, format);
+        }
       });
     });
   }
@@ -78,6 +88,18 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
     for (const s of this.subscribers.keys()) s.destroy();
     this.subscribers.clear();
     await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private sendSnapshot(sock: net.Socket, format: WireFormat): void {
+    if (!this.options.snapshot) return;
+    let text: string;
+    try {
+      text = this.options.snapshot().map((e) => formatLine(e, format)).join('');
+    } catch (err) {
+      return this.drop(sock, `the state could not be sent: ${(err as Error).message}`);
+    }
+    if (sock.writableLength + text.length > this.limit) return this.drop(sock, `the state is more than ${this.limit} bytes`);
+    sock.write(text);
   }
 
   private drop(sock: net.Socket, reason: string): void {
