@@ -5,7 +5,7 @@
 import { controlRequest } from '../agent/control.js';
 import { formatLine, type WireFormat } from '../events/notification-server.js';
 import { validateEvent, type ServiceEvent } from '../events/service-event.js';
-import { matchesFilter, subscribe, type EventFilter } from '../events/subscribe.js';
+import { matchesFilter, subscribe, type AgentConnection, type EventFilter } from '../events/subscribe.js';
 import { parseEndpoint } from '../net/endpoint.js';
 import { controlPath } from './control-path.js';
 import { UsageError } from './errors.js';
@@ -21,6 +21,7 @@ export interface EventsOptions {
 
 const FILTER_KEYS = ['service', 'database', 'node'] as const;
 const FORMATS: readonly WireFormat[] = ['json', 'fan', 'oracle'];
+const RETRY_MS = 500;
 
 export function filterOption(value: string): EventFilter {
   const f: EventFilter = {};
@@ -53,7 +54,10 @@ export async function eventsCommand(opts: EventsOptions): Promise<number> {
           throw new UsageError(`--agents: ${(err as Error).message}`);
         }
       });
-      for await (const e of subscribe({ agents: agents.map((a) => ({ host: a.address, port: a.port })), filter, signal: ac.signal })) print(e);
+      // Events on stdout, the agents' connections on stderr (one line per change).
+      const onAgent = (c: AgentConnection) =>
+        process.stderr.write(c.state === 'connected' ? `takeover: connected to agent ${c.agent}\n` : `takeover: ${c.state === 'lost' ? 'lost agent' : 'cannot reach agent'} ${c.agent} (${c.reason}); retrying every ${RETRY_MS} ms\n`);
+      for await (const e of subscribe({ agents: agents.map((a) => ({ host: a.address, port: a.port })), filter, signal: ac.signal, retryMs: RETRY_MS, onAgent })) print(e);
       return 0;
     }
     const path = await controlPath(opts);

@@ -8,6 +8,6 @@ export type { Placement } from './scenarios.js';
 export { formatLine, NotificationServer } from './notification-server.js';
 export type { NotificationServerOptions, WireFormat } from './notification-server.js';
 export { subscribe } from './subscribe.js';
-export type { SubscribeOptions, EventFilter } from './subscribe.js';
+export type { AgentConnection, SubscribeOptions, EventFilter } from './subscribe.js';
 export { SessionRegistry } from './session-registry.js';
 export type { SessionSignature } from './session-registry.js';
