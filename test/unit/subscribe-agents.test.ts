@@ -121,4 +121,9 @@ describe('agent connections', () => {
     }
     expect((await cli.done).code).toBe(0);
   });
+
+  it('takeover events --format with an unknown format: one line naming the choices, exit 2', async () => {
+    const r = await startCli(['events', '--format', 'xml', '--control', '/nonexistent.sock']).done;
+    expect([r.code, r.stderr]).toEqual([2, 'takeover: --format must be json, fan, oracle, got "xml"\n']);
+  });
 });
