@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { IncarnationFilter } from '../events/incarnation-filter.js';
+import { IncarnationFilter, sourceKey } from '../events/incarnation-filter.js';
 import { NotificationServer } from '../events/notification-server.js';
 import { instanceFailure, notRestarting, type Placement } from '../events/scenarios.js';
 import { validateEvent, type EventStatus, type ServiceEvent } from '../events/service-event.js';
@@ -32,6 +32,7 @@ import { InstanceMonitor, type InstanceEvent } from './instance-monitor.js';
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
+import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
@@ -100,6 +101,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private uptime: UptimeLog | undefined;
   private readonly dedup = new IncarnationFilter();
   private readonly recent: ServiceEvent[] = [];
+  /** The last event published per source (sourceKey): what a snapshot repeats when it still holds. */
+  private readonly lastBySource = new Map<string, ServiceEvent>();
   private readonly followers = new Set<(e: ServiceEvent) => void>();
   /** service -> instances of this node taken out of it by `service stop` (planned). */
   private readonly offline = new Map<string, Set<string>>();
@@ -169,7 +172,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       maxBytesPerSecond: config.replication.maxBytesPerSecond,
       scanMs: config.replication.scanMs,
     });
-    this.server = new NotificationServer({ host: config.notify.host, port: config.notify.port, ...(config.notify.maxBufferedBytes ? { maxBufferedBytes: config.notify.maxBufferedBytes } : {}) });
+    this.server = new NotificationServer({
+      host: config.notify.host,
+      port: config.notify.port,
+      ...(config.notify.maxBufferedBytes ? { maxBufferedBytes: config.notify.maxBufferedBytes } : {}),
+      snapshot: () => this.snapshot(),
+    });
     const d = config.disk;
     if (d?.watch !== undefined) {
       this.diskWatcher = new DiskHeartbeatWatcher(() => this.sampleDisk(), { intervalMs: d.intervalMs, timeoutMs: d.timeoutMs }, d.watch);
@@ -314,6 +322,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const raw of events) {
       const e = validateEvent(raw);
       if (!this.dedup.accept(e)) continue;
+      this.lastBySource.set(sourceKey(e), e);
       this.server.publish(e);
       this.recent.push(e);
       if (this.recent.length > RECENT) this.recent.shift();
@@ -385,6 +394,27 @@ export class Agent extends EventEmitter<AgentEvents> {
           }
         : undefined,
     };
+  }
+
+  /**
+   * The current state as events marked `snapshot: true` (see state-snapshot.ts): what a
+   * subscriber gets when it connects, before live events; the same picture as `status()`.
+   */
+  snapshot(): ServiceEvent[] {
+    const s = this.status();
+    return stateSnapshot({
+      node: s.node,
+      database: this.config.database,
+      // A node whose agent left in a planned way while its instances run still serves them.
+      peers: s.peers.map((p) => ({ node: p.node, up: p.up || p.left?.serving === true })),
+      instances: s.instances,
+      services: s.services,
+      placement: this.config.instances,
+      lastPublished: (key) => this.lastBySource.get(key),
+      lastNodeChange: (node) => this.publisher.lastChange(node),
+      freshIncarnation: () => this.stamp('unknown').incarnation,
+      now: new Date().toISOString(),
+    });
   }
 
   /** TEST UNIT READY: RESERVATION CONFLICT means the peer holds its RESERVE (seed 002). */
@@ -551,8 +581,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       reply({ peer: req.peer, status: this.replication.status().peers.find((p) => p.node === req.peer), connections: this.replication.replicas.entries(req.peer) });
       return 'done';
     }
-    for (const e of this.recent) reply(e);
-    if (!req.follow) return 'done';
+    // Without --follow: the recent events. With it: the state now, then every new event (nothing
+    // can be published between the two: this runs in one turn of the loop).
+    if (!req.follow) {
+      for (const e of this.recent) reply(e);
+      return 'done';
+    }
+    for (const e of this.snapshot()) reply(e);
     const follower = (e: ServiceEvent) => reply(e);
     this.followers.add(follower);
     onClose(() => this.followers.delete(follower));

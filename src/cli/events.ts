@@ -1,10 +1,11 @@
-// `takeover events [--follow] [--filter k=v,...] [--format json|fan]`: the local agent's recent
-// events (control socket), then with --follow the live ones; or, with --agents, the live events
-// of several agents' notification endpoints, de-duplicated (what a subscriber library sees).
+// `takeover events [--follow] [--filter k=v,...] [--format json|fan|oracle]`: the local agent's recent
+// events (control socket), or with --follow its current state (snapshot events) and then the live
+// ones; or, with --agents, the state and live events of several agents' notification endpoints,
+// de-duplicated (what a subscriber library sees).
 import { controlRequest } from '../agent/control.js';
-import { printFan } from '../events/fan-line.js';
+import { formatLine, type WireFormat } from '../events/notification-server.js';
 import { validateEvent, type ServiceEvent } from '../events/service-event.js';
-import { matchesFilter, subscribe, type EventFilter } from '../events/subscribe.js';
+import { matchesFilter, subscribe, type AgentConnection, type EventFilter } from '../events/subscribe.js';
 import { parseEndpoint } from '../net/endpoint.js';
 import { controlPath } from './control-path.js';
 import { UsageError } from './errors.js';
@@ -19,6 +20,8 @@ export interface EventsOptions {
 }
 
 const FILTER_KEYS = ['service', 'database', 'node'] as const;
+const FORMATS: readonly WireFormat[] = ['json', 'fan', 'oracle'];
+const RETRY_MS = 500;
 
 export function filterOption(value: string): EventFilter {
   const f: EventFilter = {};
@@ -31,10 +34,11 @@ export function filterOption(value: string): EventFilter {
 }
 
 export async function eventsCommand(opts: EventsOptions): Promise<number> {
-  if (opts.format !== 'json' && opts.format !== 'fan') throw new UsageError(`--format must be json or fan, got "${opts.format}"`);
+  if (!(FORMATS as readonly string[]).includes(opts.format)) throw new UsageError(`--format must be ${FORMATS.join(', ')}, got "${opts.format}"`);
+  const format = opts.format as WireFormat;
   const filter = opts.filter ? filterOption(opts.filter) : {};
   const print = (e: ServiceEvent) => {
-    if (matchesFilter(e, filter)) process.stdout.write(`${opts.format === 'fan' ? printFan(e) : JSON.stringify(e)}\n`);
+    if (matchesFilter(e, filter)) process.stdout.write(formatLine(e, format));
   };
   const ac = new AbortController();
   const stop = () => ac.abort();
@@ -50,7 +54,10 @@ export async function eventsCommand(opts: EventsOptions): Promise<number> {
           throw new UsageError(`--agents: ${(err as Error).message}`);
         }
       });
-      for await (const e of subscribe({ agents: agents.map((a) => ({ host: a.address, port: a.port })), filter, signal: ac.signal })) print(e);
+      // Events on stdout, the agents' connections on stderr (one line per change).
+      const onAgent = (c: AgentConnection) =>
+        process.stderr.write(c.state === 'connected' ? `takeover: connected to agent ${c.agent}\n` : `takeover: ${c.state === 'lost' ? 'lost agent' : 'cannot reach agent'} ${c.agent} (${c.reason}); retrying every ${RETRY_MS} ms\n`);
+      for await (const e of subscribe({ agents: agents.map((a) => ({ host: a.address, port: a.port })), filter, signal: ac.signal, retryMs: RETRY_MS, onAgent })) print(e);
       return 0;
     }
     const path = await controlPath(opts);

@@ -74,10 +74,10 @@ const controlOptions = (c: Command) =>
 controlOptions(
   program
     .command('events')
-    .description('print the local agent\'s recent events; --follow keeps printing new ones')
-    .option('--follow', 'keep printing events as they are published')
+    .description('print the local agent\'s recent events; --follow prints its current state, then new events')
+    .option('--follow', 'print the current state (events marked snapshot), then events as they are published')
     .option('--filter <k=v,...>', 'only events for service=, database=, node= (events without the field pass)')
-    .option('--format <format>', 'json or fan (the FAN text line)', 'json')
+    .option('--format <format>', 'json, fan (the FAN text line, ISO 8601 times) or oracle (the FAN line as Oracle prints it)', 'json')
     .option('--agents <host:port,...>', 'follow these agents\' notification endpoints instead (de-duplicated)'),
 ).action(async (opts) => {
   process.exitCode = await eventsCommand(opts);

@@ -11,7 +11,7 @@ export class IncarnationFilter {
   constructor(private readonly maxSources = 10_000) {}
 
   accept(e: ServiceEvent): boolean {
-    const key = [e.type, e.service ?? '', e.database ?? '', e.instance ?? '', e.node ?? ''].join('\u0000');
+    const key = sourceKey(e);
     const prev = this.last.get(key);
     if (prev !== undefined && e.incarnation <= prev) {
       this.dropped++;
@@ -22,4 +22,9 @@ export class IncarnationFilter {
     if (this.last.size > this.maxSources) this.last.delete(this.last.keys().next().value!);
     return true;
   }
+}
+
+/** What an event is about (its type and location): the unit the filter orders events within. */
+export function sourceKey(e: Pick<ServiceEvent, 'type' | 'service' | 'database' | 'instance' | 'node'>): string {
+  return [e.type, e.service ?? '', e.database ?? '', e.instance ?? '', e.node ?? ''].join('\u0000');
 }

@@ -2,20 +2,27 @@
 // port of its own, apart from the service's connections, established before any failure. Each
 // event goes to every subscriber as one JSON line. A subscriber that stops reading never blocks
 // the agent: past `maxBufferedBytes` queued for it, it is told why and disconnected.
-// A subscriber may ask for Oracle's FAN text lines instead of JSON by sending `{"format":"fan"}`
-// (any time; JSON is the default); anything else it sends is ignored.
+// A subscriber may ask for FAN text lines instead of JSON by sending `{"format":"fan"}` (our form,
+// ISO 8601 times) or `{"format":"oracle"}` (Oracle's documented line: see fan-line.ts), at any
+// time; JSON is the default. Anything else it sends is ignored.
+// With a `snapshot` source, a subscriber first gets the current state (events marked
+// `snapshot: true`), then the live events: both are written in the same turn of the event loop,
+// so none is lost or doubled between them. A format request sends the snapshot again in the new
+// format, so a subscriber reading only that format still starts from the whole state.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { printFan } from './fan-line.js';
 import { encodeEventJson, type ServiceEvent } from './service-event.js';
 
-export type WireFormat = 'json' | 'fan';
+export type WireFormat = 'json' | 'fan' | 'oracle';
 
 export interface NotificationServerOptions {
   host: string;
   port: number; // 0: any free port
   maxBufferedBytes?: number; // default 1 MiB per subscriber
+  /** The current state as events, sent to each subscriber when it connects (and on a format request). */
+  snapshot?: () => ServiceEvent[];
 }
 
 export class NotificationServer extends EventEmitter<{ dropped: [{ remote: string; reason: string }] }> {
@@ -33,6 +40,7 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
       sock.on('error', () => this.subscribers.delete(sock));
       sock.on('close', () => this.subscribers.delete(sock));
       this.subscribers.set(sock, 'json');
+      this.sendSnapshot(sock, 'json');
       // Subscribers only ever send a format request: a flood is dropped, not buffered.
       let received = 0;
       sock.on('data', (d: Buffer) => {
@@ -41,7 +49,10 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
       });
       createInterface({ input: sock, crlfDelay: Infinity }).on('error', () => {}).on('line', (line) => {
         const format = requestedFormat(line);
-        if (format && this.subscribers.has(sock)) this.subscribers.set(sock, format);
+        if (format && this.subscribers.has(sock)) {
+          this.subscribers.set(sock, format);
+          this.sendSnapshot(sock, format);
+        }
       });
     });
   }
@@ -59,10 +70,12 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 
   publish(event: ServiceEvent): void {
-    const lines: Record<WireFormat, string> = { json: `${encodeEventJson(event)}\n`, fan: `${printFan(event)}\n` };
+    // JSON first: it validates the event, so a bad one throws before anything is sent.
+    const lines = new Map<WireFormat, string>([['json', formatLine(event, 'json')]]);
     this.published++;
     for (const [sock, format] of this.subscribers) {
-      const line = lines[format];
+      let line = lines.get(format);
+      if (line === undefined) lines.set(format, (line = formatLine(event, format)));
       if (sock.writableLength + line.length > this.limit) {
         this.drop(sock, `subscriber fell more than ${this.limit} bytes behind`);
         continue;
@@ -77,6 +90,18 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 
+  private sendSnapshot(sock: net.Socket, format: WireFormat): void {
+    if (!this.options.snapshot) return;
+    let text: string;
+    try {
+      text = this.options.snapshot().map((e) => formatLine(e, format)).join('');
+    } catch (err) {
+      return this.drop(sock, `the state could not be sent: ${(err as Error).message}`);
+    }
+    if (sock.writableLength + text.length > this.limit) return this.drop(sock, `the state is more than ${this.limit} bytes`);
+    sock.write(text);
+  }
+
   private drop(sock: net.Socket, reason: string): void {
     this.subscribers.delete(sock);
     this.droppedSubscribers++;
@@ -87,10 +112,16 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 }
 
+/** One event as a line of the wire format, newline included. */
+export function formatLine(event: ServiceEvent, format: WireFormat): string {
+  if (format === 'json') return `${encodeEventJson(event)}\n`;
+  return `${printFan(event, format === 'oracle' ? 'oracle' : 'iso')}\n`;
+}
+
 function requestedFormat(line: string): WireFormat | undefined {
   try {
     const f = (JSON.parse(line) as { format?: unknown }).format;
-    return f === 'json' || f === 'fan' ? f : undefined;
+    return f === 'json' || f === 'fan' || f === 'oracle' ? f : undefined;
   } catch {
     return undefined;
   }

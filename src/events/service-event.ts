@@ -1,7 +1,8 @@
 // The FAN event model (seed 001 Tables 1 and 2, seed 000 Table 3). Every event has an envelope
-// (type, status, reason, incarnation, timestamp) and exactly the location fields its type's
-// row of Table 2 names; anything missing or extra is rejected with the field named, so a
-// subscriber can match an event against session signatures without guessing.
+// (type, status, reason, incarnation, timestamp; `snapshot` on the state an agent sends a new
+// subscriber) and exactly the location fields its type's row of Table 2 names (role, cardinality
+// and Oracle's db_domain may be absent); anything missing or extra is rejected with the field
+// named, so a subscriber can match an event against session signatures without guessing.
 
 export const EVENT_TYPES = ['service', 'service_member', 'database', 'instance', 'node'] as const;
 export const EVENT_STATUSES = ['UP', 'DOWN', 'NOT_RESTARTING', 'COMING_UP', 'GOING_DOWN'] as const;
@@ -28,22 +29,36 @@ export interface ServiceEvent {
   instance?: string;
   node?: string;
   role?: Role;
-  /** How many members serve the service after the change (for rebalancing on UP). */
+  /**
+   * How many members serve the service after the change (for rebalancing on UP). The agent always
+   * sets it; Oracle's own lines carry `card` only on SERVICEMEMBER UP, so it is optional.
+   */
   cardinality?: number;
+  /** Oracle's `db_domain` (the database's domain), when the source has one; never on node events. */
+  dbDomain?: string;
+  /**
+   * Present (always `true`) on the events an agent sends a subscriber when it connects: the state
+   * as the agent holds it then (its `status`), not a change. Live events never carry it.
+   */
+  snapshot?: true;
 }
 
-type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role';
+type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role' | 'dbDomain';
+const LOCATION_FIELDS: readonly LocationField[] = ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'];
 
-/** Table 2: the location fields each type carries (all required but role, which is optional). */
+/**
+ * Table 2: the location fields each type carries. All are required but `role`, `cardinality` and
+ * `dbDomain` (see OPTIONAL_FIELDS).
+ */
 export const FIELDS_BY_TYPE: Readonly<Record<EventType, readonly LocationField[]>> = {
-  service: ['service', 'database'],
-  service_member: ['service', 'database', 'instance', 'node', 'cardinality', 'role'],
-  database: ['service', 'database', 'cardinality'],
-  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role'],
+  service: ['service', 'database', 'dbDomain'],
+  service_member: ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'],
+  database: ['service', 'database', 'cardinality', 'dbDomain'],
+  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'],
   node: ['node'],
 };
-const OPTIONAL: ReadonlySet<LocationField> = new Set(['role']);
-const ENVELOPE = ['type', 'status', 'reason', 'incarnation', 'timestamp'] as const;
+export const OPTIONAL_FIELDS: ReadonlySet<LocationField> = new Set(['role', 'cardinality', 'dbDomain']);
+const ENVELOPE = ['type', 'status', 'reason', 'incarnation', 'timestamp', 'snapshot'] as const;
 const NAME = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const CAUSE = /^[a-z][a-z0-9_-]{0,31}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
@@ -71,16 +86,20 @@ export function validateEvent(input: unknown): ServiceEvent {
     incarnation: int(o, 'incarnation'),
     timestamp: timestamp(o),
   };
+  if (o.snapshot !== undefined) {
+    if (o.snapshot !== true) throw new EventError('event.snapshot', 'must be true when present');
+    out.snapshot = true;
+  }
   const allowed = FIELDS_BY_TYPE[type];
   for (const key of Object.keys(o)) {
     if ((ENVELOPE as readonly string[]).includes(key)) continue;
     if (!(allowed as readonly string[]).includes(key)) {
-      throw new EventError(`event.${key}`, (['service', 'database', 'instance', 'node', 'cardinality', 'role'] as string[]).includes(key) ? `not allowed on a ${type} event` : 'unknown field');
+      throw new EventError(`event.${key}`, (LOCATION_FIELDS as readonly string[]).includes(key) ? `not allowed on a ${type} event` : 'unknown field');
     }
   }
   for (const f of allowed) {
     if (o[f] === undefined) {
-      if (OPTIONAL.has(f)) continue;
+      if (OPTIONAL_FIELDS.has(f)) continue;
       throw new EventError(`event.${f}`, `required on a ${type} event`);
     }
     if (f === 'cardinality') out.cardinality = int(o, f);

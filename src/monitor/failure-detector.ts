@@ -4,9 +4,14 @@
 // Pure state machine: heartbeats in through observe(), time through tick(now), events out.
 import type { Heartbeat } from './heartbeat-packet.js';
 
+// Node events carry the sender's own send time of the heartbeat that showed the change (the
+// first one heard for node-up, the newest one heard for node-down): every observer reads the same
+// value from the same heartbeat, and within one incarnation it only grows (the sender's
+// monotonic clock), so it numbers a node's changes alike on every agent (see node-events.ts).
+// Optional for events made elsewhere (tests, other sources): those are numbered by `at`.
 export type DetectorEvent =
-  | { kind: 'node-up'; node: string; incarnation: bigint; at: number }
-  | { kind: 'node-down'; node: string; incarnation: bigint; at: number; lastHeardAt: number }
+  | { kind: 'node-up'; node: string; incarnation: bigint; at: number; sentAtMs?: number }
+  | { kind: 'node-down'; node: string; incarnation: bigint; at: number; lastHeardAt: number; lastSentAtMs?: number }
   | { kind: 'link-down'; node: string; link: number; at: number }
   | { kind: 'link-up'; node: string; link: number; at: number }
   /**
@@ -41,6 +46,8 @@ interface PeerState {
   left?: { at: number; serving: boolean };
   /** When it was last declared down (failure or departure), for status. */
   downAt?: number;
+  /** The newest send time (the sender's clock, ms) of a heartbeat accepted in this incarnation. */
+  lastSentAtMs: number | undefined;
 }
 
 export class FailureDetector {
@@ -72,10 +79,10 @@ export class FailureDetector {
     }
     if (!p || hb.incarnation > p.incarnation) {
       // A new node, or one that restarted: its sequence numbers start over.
-      const wasUp = p?.up ?? false;
-      p = { incarnation: hb.incarnation, lastSeq: new Map(), lastHeard: new Map(), linkUp: new Map(), up: false };
+      const old = p;
+      p = { incarnation: hb.incarnation, lastSeq: new Map(), lastHeard: new Map(), linkUp: new Map(), up: false, lastSentAtMs: undefined };
       this.peers.set(hb.node, p);
-      if (wasUp) events.push({ kind: 'node-down', node: hb.node, incarnation: hb.incarnation - 1n, at: now, lastHeardAt: now });
+      if (old?.up) events.push({ kind: 'node-down', node: hb.node, incarnation: hb.incarnation - 1n, at: now, lastHeardAt: now, ...sentAt('lastSentAtMs', old.lastSentAtMs) });
     }
     const last = p.lastSeq.get(link);
     if (last !== undefined && hb.seq <= last) {
@@ -100,6 +107,7 @@ export class FailureDetector {
     this.counters.accepted++;
     p.lastSeq.set(link, hb.seq);
     p.lastHeard.set(link, now);
+    if (Number.isFinite(hb.sentAtMs) && !(hb.sentAtMs <= (p.lastSentAtMs ?? -Infinity))) p.lastSentAtMs = hb.sentAtMs;
     if (p.up && p.linkUp.get(link) === false) events.push({ kind: 'link-up', node: hb.node, link, at: now });
     p.linkUp.set(link, true);
     if (!p.up) {
@@ -107,7 +115,7 @@ export class FailureDetector {
       for (const l of this.options.links) if (!p.linkUp.has(l)) p.linkUp.set(l, true);
       // Links not heard yet get a full timeout from now before they count as down.
       for (const l of this.options.links) if (!p.lastHeard.has(l)) p.lastHeard.set(l, now);
-      events.push({ kind: 'node-up', node: hb.node, incarnation: hb.incarnation, at: now });
+      events.push({ kind: 'node-up', node: hb.node, incarnation: hb.incarnation, at: now, ...sentAt('sentAtMs', Number.isFinite(hb.sentAtMs) ? hb.sentAtMs : undefined) });
     }
     return events;
   }
@@ -122,7 +130,7 @@ export class FailureDetector {
         p.up = false;
         p.downAt = now;
         const lastHeardAt = Math.max(...this.options.links.map((l) => p.lastHeard.get(l) ?? -Infinity));
-        events.push({ kind: 'node-down', node, incarnation: p.incarnation, at: now, lastHeardAt });
+        events.push({ kind: 'node-down', node, incarnation: p.incarnation, at: now, lastHeardAt, ...sentAt('lastSentAtMs', p.lastSentAtMs) });
         continue;
       }
       // A link is down only while another is plainly alive (heard within two intervals): when a
@@ -186,4 +194,9 @@ export interface PeerStatus {
   links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }>;
   left?: { at: number; serving: boolean };
   downAt?: number;
+}
+
+/** `{ [key]: ms }`, or nothing when the sender's clock gave no usable time. */
+function sentAt<K extends string>(key: K, ms: number | undefined): { [k in K]?: number } {
+  return ms === undefined ? {} : ({ [key]: ms } as { [k in K]?: number });
 }

@@ -4,6 +4,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NotificationServer } from '../../src/events/notification-server.js';
+import { parseFan } from '../../src/events/fan-line.js';
 import { subscribe } from '../../src/events/subscribe.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 
@@ -77,7 +78,7 @@ describe('notification endpoint and subscribe()', () => {
     await reading;
   });
 
-  it('a subscriber may ask for FAN text lines; one that floods the agent with input is dropped', async () => {
+  it('a subscriber may ask for FAN text lines (ours or Oracle\'s); one that floods the agent with input is dropped', async () => {
     const { server, port } = await agent();
     const s = net.connect({ host: '127.0.0.1', port });
     let text = '';
@@ -88,6 +89,14 @@ describe('notification endpoint and subscribe()', () => {
     server.publish(nodeDown('node1', 5));
     await until(() => text.includes('\n'));
     expect(text).toMatch(/^NODE VERSION=1\.0 host=node1 status=down reason=failure incarn=5 timestamp=\S+\n$/);
+    // Oracle's form on request: the documented line, read back by parseFan.
+    s.write('{"format":"oracle"}\n');
+    await new Promise((r) => setTimeout(r, 50));
+    text = '';
+    server.publish({ ...nodeDown('node1', 6), timestamp: '2026-11-22T10:00:00.000Z' });
+    await until(() => text.includes('\n'));
+    expect(text).toBe('NODE VERSION=1.0 host=node1 incarn=6 status=nodedown reason=FAILURE timestamp=2026-11-22 10:00:00 timezone=+00:00\n');
+    expect(parseFan(text)).toEqual({ ...nodeDown('node1', 6), timestamp: '2026-11-22T10:00:00.000Z' });
     const dropped = new Promise((r) => server.once('dropped', r));
     s.write(Buffer.alloc(70 * 1024, 'x'));
     expect(await dropped).toMatchObject({ reason: 'subscriber sent more than 64 KiB' });

@@ -2,12 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { parseFan, printFan } from '../../src/events/fan-line.js';
 import { IncarnationFilter } from '../../src/events/incarnation-filter.js';
 import {
-  decodeEventJson, encodeEventJson, EVENT_STATUSES, EVENT_TYPES, EventError, FIELDS_BY_TYPE, isPlanned, validateEvent,
+  decodeEventJson, encodeEventJson, EVENT_STATUSES, EVENT_TYPES, EventError, FIELDS_BY_TYPE, isPlanned, OPTIONAL_FIELDS, validateEvent,
   type EventType, type ServiceEvent,
 } from '../../src/events/service-event.js';
 import { prng } from './frame-builder.js';
 
-const values = { service: 'sales', database: 'orcl', instance: 'orcl1', node: 'node1', cardinality: 2, role: 'primary' } as const;
+const values = { service: 'sales', database: 'orcl', instance: 'orcl1', node: 'node1', cardinality: 2, role: 'primary', dbDomain: 'example.com' } as const;
 function sample(type: EventType, status: ServiceEvent['status'] = 'DOWN'): ServiceEvent {
   const e: Record<string, unknown> = { type, status, reason: 'failure', incarnation: 7, timestamp: '2026-11-22T10:00:00.000Z' };
   for (const f of FIELDS_BY_TYPE[type]) e[f] = values[f];
@@ -30,10 +30,10 @@ describe('event model (seed 001 Table 2)', () => {
     for (const f of FIELDS_BY_TYPE[type]) {
       const missing: Record<string, unknown> = { ...e };
       delete missing[f];
-      if (f === 'role') expect(validateEvent(missing)).toEqual(missing); // optional
+      if (OPTIONAL_FIELDS.has(f)) expect(validateEvent(missing)).toEqual(missing);
       else expect(errorOf(() => validateEvent(missing))).toMatchObject({ field: `event.${f}`, message: `event.${f}: required on a ${type} event` });
     }
-    for (const f of (['service', 'database', 'instance', 'node', 'cardinality', 'role'] as const).filter((x) => !FIELDS_BY_TYPE[type].includes(x))) {
+    for (const f of (['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'] as const).filter((x) => !FIELDS_BY_TYPE[type].includes(x))) {
       expect(errorOf(() => validateEvent({ ...e, [f]: values[f] }))).toMatchObject({ message: `event.${f}: not allowed on a ${type} event` });
     }
   });

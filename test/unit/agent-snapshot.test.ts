@@ -1,0 +1,203 @@
+// A subscriber that connects gets the current state first, then live events (list, then watch):
+// on the notification endpoint (raw, through subscribe(), in FAN after a format request) and on
+// the control socket (`takeover events --follow`, a real CLI process). The state it gets is the
+// picture `status` shows; an agent that restarts is followed from its state again; two agents
+// number a peer's death alike, in the live event and in a later subscriber's state.
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Agent, type AgentStatus } from '../../src/agent/agent.js';
+import { validateConfig } from '../../src/agent/config.js';
+import { parseFan } from '../../src/events/fan-line.js';
+import { decodeEventJson, type ServiceEvent } from '../../src/events/service-event.js';
+import { subscribe } from '../../src/events/subscribe.js';
+import { startCli } from '../cli-process.js';
+
+let dir: string;
+const agents: Agent[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'tko-snap-'));
+});
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+
+function config(self: string, hb: number, peers: Array<{ node: string; port: number }> = [], over: Record<string, unknown> = {}) {
+  return validateConfig({
+    cluster: 'unit', node: self, database: 'db', key: 'a key of sixteen+ bytes', control: path.join(dir, `${self}.sock`),
+    heartbeat: { intervalMs: 50, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: hb }] },
+    peers: peers.map((p) => ({ node: p.node, links: [{ id: 0, address: '127.0.0.1', port: p.port }] })),
+    notify: { host: '127.0.0.1', port: 0 },
+    ...over,
+  });
+}
+
+async function started(c: ReturnType<typeof config>) {
+  const a = await Agent.create(c);
+  agents.push(a);
+  const published: ServiceEvent[] = [];
+  a.on('published', (e) => published.push(e));
+  await a.start();
+  return { agent: a, published };
+}
+
+async function until(cond: () => boolean, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Up or not, per node, own instance, service member and service, as `status` shows them. */
+function statusPicture(s: AgentStatus): Record<string, boolean> {
+  const p: Record<string, boolean> = { [`node ${s.node}`]: true };
+  for (const peer of s.peers) p[`node ${peer.node}`] = peer.up;
+  for (const i of s.instances) p[`instance ${i.name}`] = i.state === 'up';
+  for (const svc of s.services) {
+    for (const m of svc.members) p[`member ${svc.name}/${m.instance}`] = m.up;
+    p[`service ${svc.name}`] = svc.members.some((m) => m.up);
+  }
+  return p;
+}
+
+/** The same, from events (the last one per source wins). */
+function eventPicture(events: ServiceEvent[]): Record<string, boolean> {
+  const p: Record<string, boolean> = {};
+  for (const e of events) {
+    const key = e.type === 'node' ? `node ${e.node}` : e.type === 'instance' ? `instance ${e.instance}` : e.type === 'service_member' ? `member ${e.service}/${e.instance}` : `service ${e.service}`;
+    p[key] = e.status === 'UP';
+  }
+  return p;
+}
+
+function snapshotSize(s: AgentStatus): number {
+  return 1 + s.peers.length + s.instances.length + s.services.reduce((n, svc) => n + svc.members.length + 1, 0);
+}
+
+/** A raw subscriber: every line the endpoint sends. */
+function rawSubscriber(portNo: number) {
+  const sock = net.connect({ host: '127.0.0.1', port: portNo });
+  const lines: string[] = [];
+  createInterface({ input: sock }).on('line', (l) => lines.push(l));
+  return { sock, lines };
+}
+
+describe('the state first, then live events', () => {
+  it('on the endpoint: the snapshot is the picture status shows, repeats the published events, and live events follow', async () => {
+    const instances = [{ name: 'i1', node: 'a', command: ['sleep', '600'], role: 'primary' }, { name: 'i2', node: 'a', command: ['sleep', '600'] }];
+    const services = [{ name: 'sales', members: ['i1', 'i2'] }, { name: 'hr', members: ['i2'] }];
+    const { agent, published } = await started(config('a', port(), [], { instances, services }));
+    await until(() => agent.status().instances.every((i) => i.state === 'up'));
+    agent.serviceChange('hr', 'stop');
+    const raw = rawSubscriber(agent.notifyPort);
+    const n = snapshotSize(agent.status());
+    await until(() => raw.lines.length === n);
+    const snapshot = raw.lines.map((l) => decodeEventJson(l));
+    expect(snapshot.every((e) => e.snapshot === true)).toBe(true);
+    expect(eventPicture(snapshot)).toEqual(statusPicture(agent.status()));
+    expect(eventPicture(snapshot)).toMatchObject({ 'member hr/i2': false, 'service hr': false, 'member sales/i2': true, 'service sales': true });
+    // What was published is repeated as it was (a subscriber that saw it drops the repeat).
+    const stopped = published.find((e) => e.type === 'service_member' && e.service === 'hr' && e.status === 'DOWN')!;
+    expect(snapshot.find((e) => e.type === 'service_member' && e.service === 'hr')).toEqual({ ...stopped, cardinality: 0, snapshot: true });
+    const boot = published.find((e) => e.type === 'instance' && e.instance === 'i1' && e.status === 'UP')!;
+    expect(snapshot.find((e) => e.type === 'instance' && e.instance === 'i1')).toMatchObject({ incarnation: boot.incarnation, reason: 'boot', role: 'primary' });
+    // Then the live events, unmarked.
+    agent.serviceChange('hr', 'start');
+    await until(() => raw.lines.length === n + 2);
+    expect(raw.lines.slice(n).map((l) => decodeEventJson(l))).toEqual(published.slice(-2));
+    expect(published.slice(-2).map((e) => e.status)).toEqual(['COMING_UP', 'UP']);
+
+    // A format request sends the state again, in that format.
+    raw.sock.write('{"format":"oracle"}\n');
+    await until(() => raw.lines.length === n + 2 + n);
+    const again = raw.lines.slice(n + 2).map((l) => parseFan(l));
+    expect(again.every((e) => e.snapshot === true)).toBe(true);
+    expect(eventPicture(again)).toEqual(statusPicture(agent.status()));
+    raw.sock.destroy();
+  });
+
+  it('subscribe(): the state on connect, and again when the agent restarts, taking once what it already had', async () => {
+    const notify = port();
+    const c = config('a', port(), [], { notify: { host: '127.0.0.1', port: notify }, instances: [{ name: 'i1', node: 'a', command: ['sleep', '600'] }], services: [{ name: 'sales', members: ['i1'] }] });
+    let { agent, published } = await started(c);
+    await until(() => published.length === 2); // instance and member UP
+    const ac = new AbortController();
+    const seen: ServiceEvent[] = [];
+    const reading = (async () => {
+      for await (const e of subscribe({ agents: [{ host: '127.0.0.1', port: notify }], signal: ac.signal, retryMs: 20 })) seen.push(e);
+    })();
+    await until(() => seen.length === snapshotSize(agent.status()));
+    expect(eventPicture(seen)).toEqual(statusPicture(agent.status()));
+    const before = seen.length;
+    // The agent restarts: its boot events are published before the subscriber is back.
+    await agent.stop();
+    agents.splice(agents.indexOf(agent), 1);
+    ({ agent, published } = await started(c));
+    await until(() => published.length === 2);
+    await until(() => agent.server.subscriberCount === 1);
+    await until(() => eventPicture(seen)['instance i1'] === true && seen.length > before);
+    await new Promise((r) => setTimeout(r, 100));
+    // The new life's UP events reached the subscriber once each (from the state), and its
+    // picture is the agent's again.
+    const after = seen.slice(before);
+    expect(after.filter((e) => e.type === 'instance' && e.status === 'UP')).toHaveLength(1);
+    expect(after.find((e) => e.type === 'instance')!.incarnation).toBe(published.find((e) => e.type === 'instance')!.incarnation);
+    expect(eventPicture(seen)).toEqual(statusPicture(agent.status()));
+    ac.abort();
+    await reading;
+  });
+
+  it('takeover events --follow (the control socket, a CLI process): the state, the same as status, then live events', async () => {
+    const { agent, published } = await started(config('a', port(), [], { instances: [{ name: 'i1', node: 'a', command: ['sleep', '600'] }], services: [{ name: 'sales', members: ['i1'] }] }));
+    await until(() => published.length === 2);
+    const cli = startCli(['events', '--follow', '--control', path.join(dir, 'a.sock')]);
+    try {
+      const n = snapshotSize(agent.status());
+      const lines = () => cli.stdout().split('\n').filter(Boolean);
+      await until(() => lines().length === n, 15_000);
+      const snapshot = lines().map((l) => decodeEventJson(l));
+      expect(snapshot.every((e) => e.snapshot === true)).toBe(true);
+      expect(eventPicture(snapshot)).toEqual(statusPicture(agent.status()));
+      agent.serviceChange('sales', 'stop');
+      await until(() => lines().length === n + 3);
+      expect(lines().slice(n).map((l) => decodeEventJson(l))).toEqual(published.slice(-3));
+    } finally {
+      cli.child.kill('SIGTERM');
+      await cli.done;
+    }
+  });
+
+  it('two agents: the peer death a subscriber gets live, a later subscriber gets in the state with the same number', async () => {
+    const [pa, pb] = [port(), port() + 1];
+    const { agent: b, published } = await started(config('b', pb, [{ node: 'a', port: pa }]));
+    const { agent: a } = await started(config('a', pa, [{ node: 'b', port: pb }]));
+    await until(() => published.some((e) => e.type === 'node' && e.node === 'a' && e.status === 'UP'));
+    const first = rawSubscriber(b.notifyPort);
+    await until(() => first.lines.length === 2);
+    const up = published.find((e) => e.type === 'node' && e.node === 'a')!;
+    expect(first.lines.map((l) => decodeEventJson(l))).toEqual([
+      { type: 'node', status: 'UP', node: 'b', reason: 'unknown', incarnation: 0, timestamp: expect.any(String), snapshot: true },
+      { ...up, snapshot: true },
+    ]);
+    await a.stop();
+    agents.splice(agents.indexOf(a), 1);
+    await until(() => published.some((e) => e.type === 'node' && e.node === 'a' && e.status === 'DOWN'));
+    const down = published.find((e) => e.type === 'node' && e.node === 'a' && e.status === 'DOWN')!;
+    expect(down.incarnation).toBeGreaterThan(up.incarnation);
+    await until(() => first.lines.length === 3);
+    expect(decodeEventJson(first.lines[2]!)).toEqual(down);
+    const later = rawSubscriber(b.notifyPort);
+    await until(() => later.lines.length === 2);
+    expect(decodeEventJson(later.lines[1]!)).toEqual({ ...down, snapshot: true });
+    expect(eventPicture(later.lines.map((l) => decodeEventJson(l)))).toEqual(statusPicture(b.status()));
+    first.sock.destroy();
+    later.sock.destroy();
+  });
+});
