@@ -34,6 +34,8 @@ import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
+import { AgentHistory, type InstanceHistory, type PeerHistory } from './agent-history.js';
+import { AgentMetrics } from './metrics.js';
 
 export interface PlanDone {
   instance: string;
@@ -53,6 +55,8 @@ export type AgentEvents = {
   /** A node the heartbeats call dead but a witness does not (yet): no event, no takeover. */
   disputed: [Disputed];
   callout: [CalloutResult];
+  /** A callout run dropped unrun: more than 1000 were queued. */
+  'callout-dropped': [{ file: string; event: ServiceEvent }];
   /** The disk heartbeat's verdicts on the watched peer (alive, dead). */
   disk: [DiskVerdict];
   /** A dead peer fenced off the shared devices (or not: see ok and each device's error). */
@@ -94,6 +98,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly diskWatcher: DiskHeartbeatWatcher | undefined;
   private lastIncarnation = 0;
   notifyPort = 0;
+  /** What happened to peers and instances (down since, why, what was taken over): status shows it. */
+  readonly history: AgentHistory;
+  private readonly metrics: AgentMetrics | undefined;
+  /** The metrics endpoint's port, once listening (config `metrics`). */
+  metricsPort: number | undefined;
 
   /** `witnesses`: seed 002's second opinion (e.g. a disk heartbeat) that must agree a node is dead. */
   static async create(config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
@@ -148,6 +157,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (config.callouts) {
       this.callouts = new CalloutRunner(config.callouts);
       this.callouts.on('result', (r) => this.emit('callout', r));
+      this.callouts.on('dropped', (d) => this.emit('callout-dropped', d));
     }
     if (config.uptimeLog) this.uptime = new UptimeLog(config.uptimeLog);
     for (const inst of config.instances.filter((i) => i.node === config.node)) {
@@ -155,12 +165,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       m.on('event', (e) => this.onInstance(inst, e));
       this.monitors.set(inst.name, m);
     }
+    this.history = new AgentHistory({ heartbeat: this.heartbeat, ...(this.witnessed ? { witnessed: this.witnessed } : {}), links: config.heartbeat.links.map((l) => l.id), witnesses: witnesses.map((w) => w.name) });
+    for (const m of this.monitors.values()) this.history.watchInstance(m);
+    if (config.metrics) this.metrics = new AgentMetrics(this, config.metrics);
   }
 
   /** Opens the endpoints, starts heartbeats and monitors; on failure, stops what it started. */
   async start(): Promise<void> {
     try {
       this.notifyPort = await this.server.listen();
+      if (this.metrics) this.metricsPort = await this.metrics.listen();
       await mkdir(path.dirname(this.control.path), { recursive: true, mode: 0o700 });
       await this.control.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
@@ -204,6 +218,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
     plan.on('done', (d) => this.emit('takeover', d));
     plan.on('failed', (err) => this.emit('takeover-failed', err));
+    this.history.watchTakeover(peer, service, plan);
     await plan.prepare();
     this.takeovers.push(plan);
   }
@@ -225,6 +240,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.followers.clear();
     await this.control.close().catch(() => {});
     await this.server.close().catch(() => {});
+    await this.metrics?.close().catch(() => {});
+    this.history.close();
     await this.callouts?.idle();
   }
 
@@ -277,10 +294,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       node: this.config.node,
       incarnation: this.incarnation,
       notifyPort: this.notifyPort,
+      ...(this.metricsPort !== undefined ? { metricsPort: this.metricsPort } : {}),
       subscribers: this.server.subscriberCount,
-      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation) })),
+      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation), ...this.history.peerHistory(p.node) })),
       heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
-      instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}) })),
+      instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}), ...this.history.instanceHistory(m.config.name) })),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),
       replication: this.replication.status(),
@@ -509,10 +527,14 @@ export interface AgentStatus {
   node: string;
   incarnation: number;
   notifyPort: number;
+  /** With `metrics` in the config: the port of `GET /metrics`. */
+  metricsPort?: number;
   subscribers: number;
-  peers: Array<{ node: string; up: boolean; incarnation: string; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> }>;
+  /** Per peer heard: its state and links, and (PeerHistory) since when, why it was declared dead, what was taken over. */
+  peers: Array<{ node: string; up: boolean; incarnation: string; links: Array<{ link: number; up: boolean; lastHeardAt: number | undefined }> } & PeerHistory>;
   heartbeat: Record<string, unknown>;
-  instances: Array<{ name: string; state: string; pid?: number }>;
+  /** Per instance of this node: its state and (InstanceHistory) since when, and its last DOWN. */
+  instances: Array<{ name: string; state: string; pid?: number } & InstanceHistory>;
   services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;
   links: DetectorEvent[];
   /** Connections replicated: each peer's copy held here, who holds this node's, and refusals. */

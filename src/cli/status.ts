@@ -1,9 +1,11 @@
-// `takeover status [--json]`: what the local agent sees: peer nodes and their links, its
-// instances, the services and their members, and the last events.
+// `takeover status [--json]`: what the local agent sees: peer nodes and their links (since when
+// in their state, why one was declared dead, what was taken over from it), its instances (since
+// when, their last DOWN), the services and their members, and the last events.
 import { controlRequest } from '../agent/control.js';
 import type { AgentStatus } from '../agent/agent.js';
 import { printFan } from '../events/fan-line.js';
 import { controlPath } from './control-path.js';
+import { instanceLines, peerLines } from './status-history.js';
 import { table } from './output.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
@@ -19,8 +21,11 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     return 0;
   }
   const s = status;
+  const now = Date.now();
   const out: string[] = [`node ${s.node} (cluster ${s.cluster}), incarnation ${s.incarnation}, notifications on port ${s.notifyPort} to ${s.subscribers} subscriber(s)`, ''];
+  if (s.metricsPort !== undefined) out.splice(1, 0, `metrics on port ${s.metricsPort} (GET /metrics)`);
   out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS'], ...s.peers.map((p) => [p.node, p.up ? 'up' : 'DOWN', p.incarnation, p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' ')])]), '');
+  if (s.peers.length > 0) out.push(...peerLines(s.peers, now), '');
   const r = s.replication;
   if (r.peers.length > 0) {
     out.push(
@@ -43,6 +48,7 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   const refused = Object.entries(r.rejected).filter(([, n]) => n > 0);
   if (refused.length > 0) out.push(`replication datagrams refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}`, '');
   out.push(table([['INSTANCE', 'STATE', 'PID'], ...s.instances.map((i) => [i.name, i.state, i.pid === undefined ? '-' : String(i.pid)])]), '');
+  if (s.instances.length > 0) out.push(...instanceLines(s.instances, now), '');
   out.push(table([['SERVICE', 'MEMBERS'], ...s.services.map((v) => [v.name, v.members.map((m) => `${m.instance}@${m.node}:${m.up ? 'up' : 'down'}`).join(' ')])]), '');
   out.push('last events:', ...(s.recentEvents.length ? s.recentEvents.map((e) => `  ${printFan(e)}`) : ['  (none)']));
   process.stdout.write(`${out.join('\n')}\n`);

@@ -7,7 +7,8 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { FailureDetector, type DetectorEvent } from './failure-detector.js';
-import { decodeHeartbeat, encodeHeartbeat, type HeartbeatRejection } from './heartbeat-packet.js';
+import { claimedNode, decodeHeartbeat, encodeHeartbeat, type HeartbeatRejection } from './heartbeat-packet.js';
+import { HeartbeatTraffic } from './heartbeat-traffic.js';
 
 export interface HeartbeatLink {
   id: number;
@@ -38,6 +39,8 @@ export type RejectionCounters = Record<HeartbeatRejection | 'wrong-link' | 'own'
 export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
   readonly detector: FailureDetector;
   readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, node: 0, length: 0, hmac: 0, 'wrong-link': 0, own: 0 };
+  /** The same datagrams per peer and link (and sends): what the agent's metrics report. */
+  readonly traffic: HeartbeatTraffic;
   private readonly sockets = new Map<number, dgram.Socket>();
   private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
@@ -46,6 +49,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
   constructor(private readonly options: HeartbeatAgentOptions) {
     super();
     this.detector = new FailureDetector({ intervalMs: options.intervalMs, misses: options.misses, links: options.links.map((l) => l.id) });
+    this.traffic = new HeartbeatTraffic(new Set(options.peers.map((p) => p.node)));
   }
 
   async start(): Promise<void> {
@@ -91,7 +95,8 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
       const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now }, this.options.key);
       for (const peer of this.options.peers) {
         const to = peer.links.find((l) => l.id === id);
-        if (to) socket.send(msg, to.port, to.address);
+        // With a callback, a send error comes here instead of the socket's 'error' event.
+        if (to) socket.send(msg, to.port, to.address, (err) => (err ? this.traffic.sendError(peer.node, id) : this.traffic.sent(peer.node, id)));
       }
     }
   }
@@ -123,17 +128,27 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
     const r = decodeHeartbeat(msg, this.options.key);
     if (!r.ok) {
       this.rejected[r.reason]++;
+      this.traffic.rejected(r.reason, claimedNode(msg), link);
       return;
     }
     if (r.heartbeat.link !== link) {
       this.rejected['wrong-link']++;
+      this.traffic.rejected('wrong-link', r.heartbeat.node, link);
       return;
     }
     if (r.heartbeat.node === this.options.node) {
       this.rejected.own++;
+      this.traffic.rejected('own', r.heartbeat.node, link);
       return;
     }
     const now = performance.timeOrigin + performance.now();
-    for (const e of this.detector.observe(r.heartbeat, link, now)) this.emit('event', e);
+    const c = this.detector.counters;
+    const [accepted, replayed, stale] = [c.accepted, c.replayed, c.staleIncarnation];
+    const events = this.detector.observe(r.heartbeat, link, now);
+    // The detector's verdict on this heartbeat, per peer and link (its counters are totals).
+    if (c.accepted > accepted) this.traffic.received(r.heartbeat.node, link);
+    else if (c.replayed > replayed) this.traffic.rejected('replayed', r.heartbeat.node, link);
+    else if (c.staleIncarnation > stale) this.traffic.rejected('stale-incarnation', r.heartbeat.node, link);
+    for (const e of events) this.emit('event', e);
   }
 }

@@ -37,6 +37,17 @@ export function encodeHeartbeat(hb: Heartbeat, key: Buffer): Buffer {
   return Buffer.concat([body, createHmac('sha256', key).update(body).digest()]);
 }
 
+/**
+ * The node id a datagram names, read without authenticating it (for counting rejections by the
+ * peer they claim to come from), or undefined when the header is too damaged to say.
+ */
+export function claimedNode(buf: Buffer): string | undefined {
+  if (buf.length < 7 || !buf.subarray(0, 4).equals(MAGIC)) return undefined;
+  const nodeLength = buf[6]!;
+  if (nodeLength === 0 || nodeLength > MAX_NODE_ID || buf.length < 7 + nodeLength) return undefined;
+  return buf.toString('utf8', 7, 7 + nodeLength);
+}
+
 /** Decodes and authenticates; never throws on bad input. */
 export function decodeHeartbeat(buf: Buffer, key: Buffer): { ok: true; heartbeat: Heartbeat } | { ok: false; reason: HeartbeatRejection } {
   if (buf.length < 7 + 1 + 24 + MAC_LENGTH) return { ok: false, reason: 'short' };
