@@ -51,9 +51,9 @@ export interface PeerSuspicion {
 }
 
 export interface PeerHistory {
-  /** When the peer last came up or was declared dead (its current state, as `status` shows it). */
+  /** When the heartbeats last found the peer up or dead (its current state, as `status` shows it). */
   since?: number;
-  /** The last death declared, kept after the peer is back. */
+  /** The last death declared (by the heartbeats, and the witnesses if any), kept after the peer is back. */
   death?: PeerDeath;
   suspected?: PeerSuspicion;
   /** The last takeovers of its services, oldest first. */
@@ -85,24 +85,25 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
   private readonly instances = new Map<string, InstanceHistory>();
   /** The heartbeats' death verdict awaiting the witnesses. */
   private readonly pending = new Map<string, NodeDown>();
+  // The state (up or down, as status shows it) is the heartbeats'; a death is the decision's.
   private readonly onHeartbeat = (e: DetectorEvent) => {
-    if (e.kind !== 'node-down' || !this.options.witnessed) return;
-    this.pending.set(e.node, e);
-    this.peer(e.node).suspected = { since: e.at };
+    if (e.kind !== 'node-down' && e.kind !== 'node-up') return;
+    const p = this.peer(e.node);
+    p.since = e.at;
+    if (e.kind === 'node-up') {
+      delete p.suspected;
+      this.pending.delete(e.node);
+    } else if (this.options.witnessed) {
+      this.pending.set(e.node, e);
+      p.suspected = { since: e.at };
+    }
   };
   private readonly onDecision = (e: DetectorEvent) => {
-    if (e.kind === 'node-up') {
-      const p = this.peer(e.node);
-      p.since = e.at;
-      delete p.suspected;
-      this.pending.delete(e.node);
-    } else if (e.kind === 'node-down') {
-      const p = this.peer(e.node);
-      p.since = e.at;
-      p.death = this.death(e, this.pending.get(e.node));
-      delete p.suspected;
-      this.pending.delete(e.node);
-    }
+    if (e.kind !== 'node-down') return;
+    const p = this.peer(e.node);
+    p.death = this.death(e, this.pending.get(e.node));
+    delete p.suspected;
+    this.pending.delete(e.node);
   };
   private readonly onDisputed = (d: Disputed) => {
     const p = this.peer(d.node);

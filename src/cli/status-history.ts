@@ -35,9 +35,9 @@ export function peerLines(peers: Peer[], now: number): string[] {
   const out: string[] = [];
   for (const p of peers) {
     const head = `peer ${p.node}: ${p.up ? 'up' : 'DOWN'}${p.since !== undefined ? ` since ${formatSince(p.since, now)}` : ''}`;
-    if (!p.up && p.death) out.push(`${head}: ${p.death.why}`);
+    if (p.suspected) out.push(`${head}: silent on every link, not declared dead: ${p.suspected.disputedBy ? `witness ${p.suspected.disputedBy} disagrees` : 'asking the witnesses'}`);
+    else if (!p.up && p.death) out.push(`${head}: ${p.death.why}`);
     else out.push(p.death ? `${head}; last declared dead ${formatSince(p.death.at, now)}: ${p.death.why}` : head);
-    if (p.suspected) out.push(`  suspected dead since ${formatSince(p.suspected.since, now)}: silent on every link${p.suspected.disputedBy ? `, but witness ${p.suspected.disputedBy} disagrees` : ', asking the witnesses'}`);
     for (const t of p.takenOver ?? []) out.push(takeoverLine(t, now));
   }
   return out;
