@@ -223,13 +223,14 @@ export class AgentMetrics {
     const fences = new Counter({ name: 'takeover_fences_total', help: 'Fences of a dead peer off the shared devices, by result (ok, failed).', labelNames: ['peer', 'result'], registers: r });
     if (agent.config.fencing) for (const peer of peers()) for (const result of ['ok', 'failed']) fences.inc({ peer, result }, 0);
     this.on('fence', (f: FenceDone) => fences.inc({ peer: f.node, result: f.ok ? 'ok' : 'failed' }));
-    this.readGauge('takeover_fenced', 'This node found its own key gone from a shared device (1): it was fenced.', [], () => (this.status.fencing ? [[{}, this.status.fencing.fencedAt !== undefined ? 1 : 0]] : []));
+    // (A metric without labels always shows a value: those of a feature not configured are not registered.)
+    if (agent.config.fencing) this.readGauge('takeover_fenced', 'This node found its own key gone from a shared device (1): it was fenced.', [], () => [[{}, this.status.fencing?.fencedAt !== undefined ? 1 : 0]]);
 
     // ---- callouts ----
     const callouts = new Counter({ name: 'takeover_callouts_total', help: 'Callout runs by result: ok (exit 0), failed (another exit code or a signal), killed (past timeoutMs), error (could not start).', labelNames: ['result'], registers: r });
     if (agent.config.callouts) for (const result of ['ok', 'failed', 'killed', 'error']) callouts.inc({ result }, 0);
     this.on('callout', (c: CalloutResult) => callouts.inc({ result: c.error ? 'error' : c.timedOut ? 'killed' : c.code === 0 ? 'ok' : 'failed' }));
-    this.mirroredCounter('takeover_callouts_dropped_total', 'Callout runs dropped unrun (more than 1000 queued).', [], () => (this.status.callouts ? [[{}, this.status.callouts.dropped]] : []));
+    if (agent.config.callouts) this.mirroredCounter('takeover_callouts_dropped_total', 'Callout runs dropped unrun (more than 1000 queued).', [], () => [[{}, this.status.callouts?.dropped ?? 0]]);
 
     // ---- connection replication ----
     const repl = () => this.status.replication;
@@ -255,8 +256,10 @@ export class AgentMetrics {
 
     // ---- the disk heartbeat ----
     const disk = () => this.status.disk;
-    this.mirroredCounter('takeover_disk_pulses_total', 'Disk heartbeat pulses written (RESERVE/RELEASE).', [], () => (disk()?.pulses !== undefined ? [[{}, disk()!.pulses!]] : []));
-    this.mirroredCounter('takeover_disk_pulse_failures_total', 'Disk heartbeat pulses that failed.', [], () => (disk()?.pulseFailures !== undefined ? [[{}, disk()!.pulseFailures!]] : []));
-    this.mirroredCounter('takeover_disk_sample_failures_total', 'Reads of the watched peer\'s disk pulse that failed.', [], () => (disk()?.sampleFailures !== undefined ? [[{}, disk()!.sampleFailures!]] : []));
+    if (agent.config.disk?.pulse) {
+      this.mirroredCounter('takeover_disk_pulses_total', 'Disk heartbeat pulses written (RESERVE/RELEASE).', [], () => [[{}, disk()?.pulses ?? 0]]);
+      this.mirroredCounter('takeover_disk_pulse_failures_total', 'Disk heartbeat pulses that failed.', [], () => [[{}, disk()?.pulseFailures ?? 0]]);
+    }
+    if (agent.config.disk?.watch !== undefined) this.mirroredCounter('takeover_disk_sample_failures_total', 'Reads of the watched peer\'s disk pulse that failed.', [], () => [[{}, disk()?.sampleFailures ?? 0]]);
   }
 }

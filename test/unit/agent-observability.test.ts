@@ -111,6 +111,9 @@ describe('the agent as an SRE sees it', () => {
     expect(m0.type('takeover_heartbeats_received_total')).toBe('counter');
     expect(m0.get('takeover_agent_info', { cluster: 'c', node: 'b', incarnation: m0.samples.find((s) => s.name === 'takeover_agent_info')!.labels.incarnation! })).toBe(1);
     expect(m0.get('nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0); // the process's own metrics
+    // Features not configured here have no metrics (rather than a 0 that says nothing).
+    for (const name of ['takeover_fenced', 'takeover_disk_pulses_total', 'takeover_disk_sample_failures_total']) expect(m0.get(name), name).toBeUndefined();
+    expect(m0.get('takeover_callouts_dropped_total')).toBe(0);
 
     // Heartbeats both ways, counted per peer and link, and rising.
     const m1 = await until('heartbeats from a', async () => {
@@ -209,7 +212,7 @@ describe('the agent as an SRE sees it', () => {
     b.child.kill('SIGTERM');
     await new Promise((r) => b.child.once('exit', r));
     await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
-  }, 60_000);
+  }, 120_000);
 
   it('the log level: the config\'s log.level, --log-level over it, a bad level is a usage error', async () => {
     const calloutDir = path.join(dir, 'callouts');
@@ -244,7 +247,7 @@ describe('the agent as an SRE sees it', () => {
     const flag = await runCli(['agent', '--config', file, '--log-level', 'verbose']);
     expect([flag.code, flag.stderr]).toEqual([2, 'takeover: --log-level: must be one of trace, debug, info, warn, error, fatal, silent, got "verbose"\n']);
     expect((await runCli(['agent', '--config', file, '--check', '--log-level', 'verbose'])).code).toBe(2);
-  }, 60_000);
+  }, 120_000);
 
   it('a witness disputes a death: status shows the suspicion and who disputes it, then why the peer was declared dead; metrics count the dispute', async () => {
     const [pa, pb] = [randomPort(), randomPort() + 1];
@@ -309,6 +312,8 @@ describe('the agent as an SRE sees it', () => {
       const before = parseExposition((await scrape(b.metricsPort!)).text);
       expect(['ok', 'incomplete', 'failed'].map((result) => before.get('takeover_peer_takeovers_total', { peer: 'a', result }))).toEqual([0, 0, 0]);
       expect(before.get('takeover_fences_total', { peer: 'a', result: 'failed' })).toBe(0);
+      expect(before.get('takeover_fenced')).toBe(0);
+      expect(before.get('takeover_callouts_dropped_total')).toBeUndefined(); // no callouts here
       lun.failNext = { nexus: 'b', op: 'preemptAndAbort', error: new Error('CHECK CONDITION: NOT READY') };
       a.heartbeat.stop();
       await until('the takeover failed', () => failed.length === 1);
