@@ -40,6 +40,8 @@ import { incarnationFile, nextIncarnation } from './incarnation.js';
 import { AddressHolding, type AddressReleased } from './address-holding.js';
 import { removeAddress } from '../net/address.js';
 import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
+import { AgentHistory, type InstanceHistory, type PeerHistory } from './agent-history.js';
+import { AgentMetrics } from './metrics.js';
 
 export interface PlanDone {
   instance: string;
@@ -59,6 +61,8 @@ export type AgentEvents = {
   /** A node the heartbeats call dead but a witness does not (yet): no event, no takeover. */
   disputed: [Disputed];
   callout: [CalloutResult];
+  /** A callout run dropped unrun: more than 1000 were queued. */
+  'callout-dropped': [{ file: string; event: ServiceEvent }];
   /** The disk heartbeat's verdicts on the watched peer (alive, dead). */
   disk: [DiskVerdict];
   /** A dead peer fenced off the shared devices (or not: see ok and each device's error). */
@@ -117,6 +121,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Set once start() completed: only a started agent announces its departure. */
   private started = false;
   notifyPort = 0;
+  /** What happened to peers and instances (down since, why, what was taken over): status shows it. */
+  readonly history: AgentHistory;
+  private readonly metrics: AgentMetrics | undefined;
+  /** The metrics endpoint's port, once listening (config `metrics`). */
+  metricsPort: number | undefined;
 
   /** `witnesses`: seed 002's second opinion (e.g. a disk heartbeat) that must agree a node is dead. */
   /**
@@ -201,6 +210,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       m.on('event', (e) => this.onInstance(inst, e));
       this.monitors.set(inst.name, m);
     }
+    this.history = new AgentHistory({ heartbeat: this.heartbeat, ...(this.witnessed ? { witnessed: this.witnessed } : {}), links: config.heartbeat.links.map((l) => l.id), witnesses: witnesses.map((w) => w.name) });
+    for (const m of this.monitors.values()) this.history.watchInstance(m);
+    if (config.metrics) this.metrics = new AgentMetrics(this, config.metrics);
   }
 
   /** Opens the endpoints, starts heartbeats and monitors; on failure, stops what it started. */
@@ -210,6 +222,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       await mkdir(path.dirname(this.control.path), { recursive: true, mode: 0o700 });
       await this.control.listen();
       this.notifyPort = await this.server.listen();
+      if (this.metrics) this.metricsPort = await this.metrics.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
       for (const p of this.config.peers) {
         for (const t of p.takeover) await this.prepareTakeover(p.node, t);
@@ -255,6 +268,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('takeover', d);
     });
     plan.on('failed', (err) => this.emit('takeover-failed', err));
+    this.history.watchTakeover(peer, service, plan);
     await plan.prepare();
     this.takeovers.push(plan);
   }
@@ -287,6 +301,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.followers.clear();
     await this.control.close().catch(() => {});
     await this.server.close().catch(() => {});
+    await this.metrics?.close().catch(() => {});
+    this.history.close();
     await this.callouts?.idle();
   }
 
@@ -295,6 +311,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (config.callouts) {
       const runner = new CalloutRunner(config.callouts);
       runner.on('result', (r) => this.emit('callout', r));
+      runner.on('dropped', (d) => this.emit('callout-dropped', d));
       this.callouts = runner;
     }
     this.uptime = config.uptimeLog ? new UptimeLog(config.uptimeLog) : undefined;
@@ -367,12 +384,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       node: this.config.node,
       incarnation: this.incarnation,
       notifyPort: this.notifyPort,
+      ...(this.metricsPort !== undefined ? { metricsPort: this.metricsPort } : {}),
       subscribers: this.server.subscriberCount,
-      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation), ...(this.heartbeat.rejectedFrom.has(p.node) ? { rejected: { ...this.heartbeat.rejectedFrom.get(p.node) } } : {}) })),
+      peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation), ...this.history.peerHistory(p.node), ...(this.heartbeat.rejectedFrom.has(p.node) ? { rejected: { ...this.heartbeat.rejectedFrom.get(p.node) } } : {}) })),
       quorum: this.quorum.quorum(),
       taken: this.addresses.holding(),
       heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
-      instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}) })),
+      instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}), ...this.history.instanceHistory(m.config.name) })),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),
       replication: this.replication.status(),
@@ -638,15 +656,21 @@ export interface AgentStatus {
   node: string;
   incarnation: number;
   notifyPort: number;
+  /** With `metrics` in the config: the port of `GET /metrics`. */
+  metricsPort?: number;
   subscribers: number;
-  /** Configured peers (never heard: `heard: false`) and any other heard; `left`: a planned departure. */
-  peers: Array<Omit<PeerStatus, 'incarnation'> & { incarnation: string; rejected?: Partial<RejectionCounters> }>;
+  /**
+   * Configured peers (never heard: `heard: false`) and any other heard; `left`: a planned
+   * departure; (PeerHistory) since when, why it was declared dead, what was taken over.
+   */
+  peers: Array<Omit<PeerStatus, 'incarnation'> & { incarnation: string; rejected?: Partial<RejectionCounters> } & PeerHistory>;
   /** Whether this node may act on a peer's death now, and why (see QuorumGate). */
   quorum: { ok: boolean; heard: number; of: number; why: string };
   /** Service addresses this node holds because it took them over, and from whom. */
   taken: Array<{ address: string; from: string }>;
   heartbeat: Record<string, unknown>;
-  instances: Array<{ name: string; state: string; pid?: number }>;
+  /** Per instance of this node: its state and (InstanceHistory) since when, and its last DOWN. */
+  instances: Array<{ name: string; state: string; pid?: number } & InstanceHistory>;
   services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;
   links: DetectorEvent[];
   /** Connections replicated: each peer's copy held here, who holds this node's, and refusals. */

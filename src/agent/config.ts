@@ -11,6 +11,10 @@ import { canonicalAddress } from '../net/endpoint.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
 import { DEFAULT_STATE_DIR } from './incarnation.js';
 
+/** pino's levels, most verbose first; `silent` logs nothing. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 const name = z.string().regex(/^[A-Za-z0-9_.:@-]{1,128}$/, 'must be a name of 1-128 letters, digits and _.:@-');
 const ip = z.string().refine((s) => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
 const port = z.number().int().min(1).max(65535);
@@ -162,6 +166,17 @@ export const configSchema = z
         watch: name.optional(),
       })
       .optional(),
+    /** Prometheus metrics on HTTP (`GET /metrics`); off unless given. */
+    metrics: z
+      .strictObject({
+        /** Loopback by default: give the management address (or 0.0.0.0) for a remote Prometheus. */
+        host: ip.default('127.0.0.1'),
+        /** 0: any free port (status and the start log line show which). */
+        port: z.number().int().min(0).max(65535),
+      })
+      .optional(),
+    /** The agent's log (JSON lines on stdout); `takeover agent --log-level` overrides the level. */
+    log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
   })
   .superRefine((c, ctx) => {
     const issue = (path: Array<string | number>, message: string) => ctx.addIssue({ code: 'custom', path, message });
@@ -202,6 +217,10 @@ export const configSchema = z
       // SPC-2 RESERVE conflicts with persistent reservations: one LUN cannot do both jobs.
       if (d === c.disk?.device) issue(['fencing', 'devices', i], `${d} is the disk heartbeat's device: its RESERVE/RELEASE pulse conflicts with persistent reservations, use another LUN`);
     });
+    // Both are TCP listeners of this agent: one port on overlapping addresses cannot serve both.
+    if (c.metrics && c.metrics.port !== 0 && c.metrics.port === c.notify.port && addressesOverlap(c.metrics.host, c.notify.host)) {
+      issue(['metrics', 'port'], `${c.metrics.port} is notify.port too: give the metrics another port`);
+    }
     const services = new Set<string>();
     c.services.forEach((s, i) => {
       if (services.has(s.name)) issue(['services', i, 'name'], `service ${s.name} appears twice`);
@@ -211,6 +230,13 @@ export const configSchema = z
       });
     });
   });
+
+/** Two listening addresses that contend for one port: the same, `::` (dual-stack) and any, or 0.0.0.0 and an IPv4 one. */
+function addressesOverlap(a: string, b: string): boolean {
+  const [x, y] = [canonicalAddress(a), canonicalAddress(b)];
+  const covers = (w: string, o: string) => w === '::' || (w === '0.0.0.0' && net.isIPv4(o));
+  return x === y || covers(x, y) || covers(y, x);
+}
 
 export type AgentConfig = z.output<typeof configSchema>;
 export type TakeoverConfig = AgentConfig['peers'][number]['takeover'][number];

@@ -1,13 +1,17 @@
 // `takeover agent --config FILE`: runs the agent until SIGTERM/SIGINT, logging what it decides
-// and does as JSON lines (pino) on stdout. A bad config is one line naming the field, exit 2.
+// and does as JSON lines (pino) on stdout, at the level of --log-level or the config's log.level.
+// A bad config or option is one line naming the field, exit 2.
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
-import { ConfigError, configKey, configWarnings, loadConfig } from '../agent/config.js';
+import { ConfigError, configKey, configWarnings, loadConfig, LOG_LEVELS, type LogLevel } from '../agent/config.js';
 import { AgentRunningError } from '../agent/control.js';
 import { summarizeResults } from '../net/close-result.js';
 import { UsageError } from './errors.js';
 
-export async function agentCommand(opts: { config: string; check?: boolean }): Promise<number> {
+export async function agentCommand(opts: { config: string; check?: boolean; logLevel?: string }): Promise<number> {
+  if (opts.logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) {
+    throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got "${opts.logLevel}"`);
+  }
   let config;
   try {
     config = await loadConfig(opts.config);
@@ -23,7 +27,7 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
     process.stdout.write(`${opts.config}: valid: node ${config.node} of cluster ${config.cluster}, ${config.peers.length} peer(s), instances here: ${mine.join(', ') || 'none'}, ${config.services.length} service(s)\n`);
     return 0;
   }
-  const log = pino({ base: { node: config.node } });
+  const log = pino({ base: { node: config.node }, level: (opts.logLevel as LogLevel | undefined) ?? config.log.level });
   for (const w of warnings) log.warn({ config: opts.config }, w);
   const agent = await Agent.create(config).catch((err: Error) => {
     throw err instanceof ConfigError ? new UsageError(err.message) : err;
@@ -51,7 +55,18 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
-  agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
+  agent.on('disputed', (d) =>
+    d.witness === 'heartbeat'
+      ? log.info({ disputed: d }, 'peer heard again before the witnesses agreed: not declared dead')
+      : log.warn({ disputed: d }, 'peer silent on every link, but a witness disagrees: not declared dead yet'),
+  );
+  // Every callout run's result (its exit code or signal): info when it exited 0, else warn.
+  agent.on('callout', (r) => {
+    const callout = { file: r.file, event: r.event.type, status: r.event.status, code: r.code, signal: r.signal, timedOut: r.timedOut, ms: r.elapsedMs, ...(r.error ? { error: r.error } : {}) };
+    if (r.code === 0 && !r.timedOut && !r.error) log.info({ callout }, 'callout done');
+    else log.warn({ callout }, r.timedOut ? 'callout killed past its timeout' : 'callout failed');
+  });
+  agent.on('callout-dropped', (d) => log.warn({ callout: { file: d.file, event: d.event.type, status: d.event.status } }, 'callout dropped unrun: more than 1000 queued'));
   // SIGHUP reloads: read and validated first; a bad file or a change that needs a restart is
   // refused and the running configuration stays (keepalived's and systemd's ExecReload habit).
   const reload = () =>
@@ -59,6 +74,8 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
       (next) => {
         try {
           const changed = agent.reload(next);
+          // --log-level on the command line outranks the file, as at start.
+          if (changed.includes('log') && opts.logLevel === undefined) log.level = next.log.level;
           log.info({ changed }, changed.length ? 'configuration reloaded' : 'configuration reloaded: nothing changed');
         } catch (err) {
           log.error({ err: (err as Error).message }, 'configuration reload refused');
@@ -77,7 +94,7 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
     }
     throw err;
   }
-  log.info({ notifyPort: agent.notifyPort, incarnation: agent.incarnation }, 'agent started');
+  log.info({ notifyPort: agent.notifyPort, ...(agent.metricsPort !== undefined ? { metricsPort: agent.metricsPort } : {}), incarnation: agent.incarnation }, 'agent started');
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);

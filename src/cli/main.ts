@@ -64,6 +64,7 @@ program
   .description('run the agent: watch this node\'s instances and the peer nodes, publish events, run the failure plans')
   .requiredOption('--config <file>', 'the agent configuration (YAML or JSON; see docs/AGENT.md)')
   .option('--check', 'validate the configuration (and read the key) and exit')
+  .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (default: the config\'s log.level, info)')
   .action(async (opts) => {
     process.exitCode = await agentCommand(opts);
   });

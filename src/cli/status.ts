@@ -1,9 +1,11 @@
-// `takeover status [--json]`: what the local agent sees: peer nodes and their links, its
-// instances, the services and their members, and the last events.
+// `takeover status [--json]`: what the local agent sees: peer nodes and their links (since when
+// in their state, why one was declared dead, what was taken over from it), its instances (since
+// when, their last DOWN), the services and their members, and the last events.
 import { controlRequest } from '../agent/control.js';
 import type { AgentStatus } from '../agent/agent.js';
 import { printFan } from '../events/fan-line.js';
 import { controlPath } from './control-path.js';
+import { instanceLines, peerLines } from './status-history.js';
 import { table } from './output.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
@@ -19,12 +21,15 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     return 0;
   }
   const s = status;
+  const now = Date.now();
   const out: string[] = [`node ${s.node} (cluster ${s.cluster}), incarnation ${s.incarnation}, notifications on port ${s.notifyPort} to ${s.subscribers} subscriber(s)`, ''];
+  if (s.metricsPort !== undefined) out.splice(1, 0, `metrics on port ${s.metricsPort} (GET /metrics)`);
   const peerState = (p: AgentStatus['peers'][number]) =>
     !p.heard ? 'never heard' : p.up ? 'up' : p.left ? `left (planned${p.left.serving ? ', still serving' : ''})` : 'DOWN';
   const rejected = (p: AgentStatus['peers'][number]) => Object.entries(p.rejected ?? {}).map(([k, n]) => `${k} ${n}`).join(', ');
   out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS', 'REJECTED FROM IT'], ...s.peers.map((p) => [p.node, peerState(p), p.heard ? p.incarnation : '-', p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' '), rejected(p) || '-'])]), '');
   out.push(`quorum: ${s.quorum.ok ? 'yes' : 'NO'}: ${s.quorum.why}`, '');
+  if (s.peers.length > 0) out.push(...peerLines(s.peers, now), '');
   const r = s.replication;
   if (r.peers.length > 0) {
     out.push(
@@ -47,6 +52,7 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   const refused = Object.entries(r.rejected).filter(([, n]) => n > 0);
   if (refused.length > 0) out.push(`replication datagrams refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}`, '');
   out.push(table([['INSTANCE', 'STATE', 'PID'], ...s.instances.map((i) => [i.name, i.state, i.pid === undefined ? '-' : String(i.pid)])]), '');
+  if (s.instances.length > 0) out.push(...instanceLines(s.instances, now), '');
   out.push(table([['SERVICE', 'MEMBERS'], ...s.services.map((v) => [v.name, v.members.map((m) => `${m.instance}@${m.node}:${m.up ? 'up' : 'down'}`).join(' ')])]), '');
   out.push('last events:', ...(s.recentEvents.length ? s.recentEvents.map((e) => `  ${printFan(e)}`) : ['  (none)']));
   process.stdout.write(`${out.join('\n')}\n`);

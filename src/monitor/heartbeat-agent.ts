@@ -10,7 +10,8 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { FailureDetector, type DetectorEvent } from './failure-detector.js';
-import { decodeHeartbeat, encodeHeartbeat, type AddressClaim, type HeartbeatRejection } from './heartbeat-packet.js';
+import { claimedNode, decodeHeartbeat, encodeHeartbeat, type AddressClaim, type HeartbeatRejection } from './heartbeat-packet.js';
+import { HeartbeatTraffic } from './heartbeat-traffic.js';
 import { canonicalAddress } from '../net/endpoint.js';
 
 export interface HeartbeatLink {
@@ -57,6 +58,8 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
   readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, flags: 0, node: 0, length: 0, claims: 0, hmac: 0, 'wrong-link': 0, own: 0, 'unknown-node': 0 };
   /** Per configured peer: datagrams from its link addresses that were rejected, by reason. */
   readonly rejectedFrom = new Map<string, Partial<RejectionCounters>>();
+  /** The same datagrams per peer and link (and sends): what the agent's metrics report. */
+  readonly traffic: HeartbeatTraffic;
   private readonly sockets = new Map<number, dgram.Socket>();
   private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
@@ -67,6 +70,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     super();
     this.detector = new FailureDetector({ intervalMs: options.intervalMs, misses: options.misses, links: options.links.map((l) => l.id), peers: options.peers.map((p) => p.node) });
     for (const p of options.peers) for (const l of p.links) this.peerBySource.set(`${canonicalAddress(l.address)}|${l.port}`, p.node);
+    this.traffic = new HeartbeatTraffic(new Set(options.peers.map((p) => p.node)));
   }
 
   async start(): Promise<void> {
@@ -128,7 +132,18 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
       const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now, ...(leaving ? { leaving } : {}), ...(claims.length ? { claims } : {}) }, this.options.key);
       for (const peer of this.options.peers) {
         const to = peer.links.find((l) => l.id === id);
-        if (to) sends.push(new Promise((resolve) => socket.send(msg, to.port, to.address, () => resolve())));
+        // With a callback, a send error comes here instead of the socket's 'error' event.
+        if (to) {
+          sends.push(
+            new Promise((resolve) =>
+              socket.send(msg, to.port, to.address, (err) => {
+                if (err) this.traffic.sendError(peer.node, id);
+                else this.traffic.sent(peer.node, id);
+                resolve();
+              }),
+            ),
+          );
+        }
       }
     }
     return sends;
@@ -159,7 +174,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
       if (msg.length >= 4 && msg.subarray(0, 4).equals(r.magic)) return r.fn(msg, link);
     }
     const r = decodeHeartbeat(msg, this.options.key);
-    if (!r.ok) return this.reject(r.reason, link, rinfo);
+    if (!r.ok) return this.reject(r.reason, link, rinfo, claimedNode(msg));
     const node = r.heartbeat.node;
     if (r.heartbeat.link !== link) return this.reject('wrong-link', link, rinfo, node);
     if (node === this.options.node) return this.reject('own', link, rinfo, node);
@@ -167,15 +182,26 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     // (nor speak for the cluster by sorting first).
     if (!this.options.peers.some((p) => p.node === node)) return this.reject('unknown-node', link, rinfo, node);
     const now = performance.timeOrigin + performance.now();
-    const accepted = this.detector.counters.accepted;
+    const c = this.detector.counters;
+    const [accepted, replayed, stale] = [c.accepted, c.replayed, c.staleIncarnation];
     const events = this.detector.observe(r.heartbeat, link, now);
+    // The detector's verdict on this heartbeat, per peer and link (its counters are totals).
+    if (c.accepted > accepted) this.traffic.received(node, link);
+    else if (c.replayed > replayed) this.traffic.rejected('replayed', node, link);
+    else if (c.staleIncarnation > stale) this.traffic.rejected('stale-incarnation', node, link);
     for (const e of events) this.emit('event', e);
     // What a fresh heartbeat of a live node says it holds (replays and old lives say nothing).
-    if (this.detector.counters.accepted > accepted && !r.heartbeat.leaving) this.emit('heard', { node, claims: r.heartbeat.claims ?? [] });
+    if (c.accepted > accepted && !r.heartbeat.leaving) this.emit('heard', { node, claims: r.heartbeat.claims ?? [] });
   }
 
+  /**
+   * Counts a dropped datagram: in total, per configured peer whose link address and port sent
+   * it (authenticated by where it came from, for "keys differ"), and for the metrics by the node
+   * it names (`node`, read without authentication when it did not decode).
+   */
   private reject(reason: RejectionReason, link: number, rinfo: dgram.RemoteInfo, node?: string): void {
     this.rejected[reason]++;
+    this.traffic.rejected(reason, node, link);
     const peer = this.peerBySource.get(`${canonicalAddress(rinfo.address)}|${rinfo.port}`);
     if (peer !== undefined) {
       const c = this.rejectedFrom.get(peer) ?? {};

@@ -109,6 +109,17 @@ function decodeClaims(buf: Buffer): AddressClaim[] | undefined {
   return o === buf.length ? out : undefined;
 }
 
+/**
+ * The node id a datagram names, read without authenticating it (for counting rejections by the
+ * peer they claim to come from), or undefined when the header is too damaged to say.
+ */
+export function claimedNode(buf: Buffer): string | undefined {
+  if (buf.length < HEADER || !buf.subarray(0, 4).equals(MAGIC)) return undefined;
+  const nodeLength = buf[7]!;
+  if (nodeLength === 0 || nodeLength > MAX_NODE_ID || buf.length < HEADER + nodeLength) return undefined;
+  return buf.toString('utf8', HEADER, HEADER + nodeLength);
+}
+
 /** Decodes and authenticates; never throws on bad input. */
 export function decodeHeartbeat(buf: Buffer, key: Buffer): { ok: true; heartbeat: Heartbeat } | { ok: false; reason: HeartbeatRejection } {
   if (buf.length < HEADER + 1 + 24 + 1 + MAC_LENGTH) return { ok: false, reason: 'short' };

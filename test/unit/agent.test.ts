@@ -83,7 +83,11 @@ describe('agent', () => {
     expect(published.map(brief)).toEqual([...cycle, ...down, ...cycle, ...down, ...cycle, ...down, 'service_member NOT_RESTARTING failure sales', 'service_member NOT_RESTARTING failure hr']);
     // Incarnations increase, so a subscriber keeps every one of them.
     expect(seen.filter((e) => e.status === 'NOT_RESTARTING')).toHaveLength(2);
-    expect(agent.status().instances).toEqual([{ name: 'i1', state: 'not-restarting', pid: expect.any(Number) }]);
+    // Since when it is not restarting, and its last DOWN (the exit seen by the pidfd watch).
+    const [i1] = agent.status().instances;
+    expect(agent.status().instances).toHaveLength(1);
+    expect(i1).toMatchObject({ name: 'i1', state: 'not-restarting', pid: expect.any(Number), lastDown: { cause: 'failure', pid: i1!.pid, detail: 'process exited' } });
+    expect(i1!.since).toBeGreaterThanOrEqual(i1!.lastDown!.at);
   });
 
   it('service stop|start through the CLI: GOING_DOWN, DOWN (planned), COMING_UP, UP; status and events through the control socket', async () => {
