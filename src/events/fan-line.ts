@@ -2,7 +2,8 @@
 //   SERVICEMEMBER VERSION=1.0 service=sales database=orcl instance=orcl1 host=node1 status=down
 //     reason=failure card=2 incarn=7 timestamp=2026-11-22T10:00:00.000Z
 // Keys are printed in a fixed order; parsing accepts any order but rejects unknown and repeated
-// keys, a missing or other VERSION, and values with '='. Errors name the key as written.
+// keys, a missing or other VERSION, and values with '='. Errors name the key as written. Two keys
+// are ours, not Oracle's: `exit=` and `signal=` on an INSTANCE down (how its process ended).
 import { EventError, validateEvent, type EventType, type ServiceEvent } from './service-event.js';
 
 const TYPE_TOKENS: Readonly<Record<EventType, string>> = {
@@ -24,6 +25,9 @@ const KEYS: ReadonlyArray<[string, keyof ServiceEvent]> = [
   ['status', 'status'],
   ['reason', 'reason'],
   ['card', 'cardinality'],
+  // Not Oracle's: how an instance's process ended (service-event.ts).
+  ['exit', 'exitCode'],
+  ['signal', 'signal'],
   ['incarn', 'incarnation'],
   ['timestamp', 'timestamp'],
 ];
@@ -67,7 +71,7 @@ export function parseFan(line: string): ServiceEvent {
       // printFan writes lower case; take nothing else, so one event has one spelling.
       if (value !== value.toLowerCase()) throw new EventError(key, 'must be lower case');
       o[field] = value.toUpperCase();
-    } else if (field === 'cardinality' || field === 'incarnation') {
+    } else if (field === 'cardinality' || field === 'incarnation' || field === 'exitCode') {
       // Canonical decimal (no leading zeros), up to 16 digits: validateEvent then caps it at
       // Number.MAX_SAFE_INTEGER, the same bound as JSON, so every valid event round-trips.
       if (!/^(0|[1-9]\d{0,15})$/.test(value)) throw new EventError(key, 'must be a non-negative integer');

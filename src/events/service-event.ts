@@ -30,19 +30,31 @@ export interface ServiceEvent {
   role?: Role;
   /** How many members serve the service after the change (for rebalancing on UP). */
   cardinality?: number;
+  /**
+   * An instance DOWN only, when its process exited by itself and the agent that ran it read its
+   * status: the exit code (0-255), or the signal that ended it (`SIGKILL`). Neither for a hang,
+   * nor for a process watched by pid (not the agent's child: its status is not the agent's to read).
+   */
+  exitCode?: number;
+  signal?: string;
 }
 
-type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role';
+type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role' | 'exitCode' | 'signal';
 
-/** Table 2: the location fields each type carries (all required but role, which is optional). */
+/**
+ * Table 2: the location fields each type carries (all required but role, exitCode and signal,
+ * which are optional; the last two only on a DOWN).
+ */
 export const FIELDS_BY_TYPE: Readonly<Record<EventType, readonly LocationField[]>> = {
   service: ['service', 'database'],
   service_member: ['service', 'database', 'instance', 'node', 'cardinality', 'role'],
   database: ['service', 'database', 'cardinality'],
-  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role'],
+  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'exitCode', 'signal'],
   node: ['node'],
 };
-const OPTIONAL: ReadonlySet<LocationField> = new Set(['role']);
+const OPTIONAL: ReadonlySet<LocationField> = new Set(['role', 'exitCode', 'signal']);
+const LOCATION_FIELDS: ReadonlySet<string> = new Set(Object.values(FIELDS_BY_TYPE).flat());
+const SIGNAL = /^SIG[A-Z0-9+]{1,12}$/;
 const ENVELOPE = ['type', 'status', 'reason', 'incarnation', 'timestamp'] as const;
 const NAME = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const CAUSE = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -75,7 +87,7 @@ export function validateEvent(input: unknown): ServiceEvent {
   for (const key of Object.keys(o)) {
     if ((ENVELOPE as readonly string[]).includes(key)) continue;
     if (!(allowed as readonly string[]).includes(key)) {
-      throw new EventError(`event.${key}`, (['service', 'database', 'instance', 'node', 'cardinality', 'role'] as string[]).includes(key) ? `not allowed on a ${type} event` : 'unknown field');
+      throw new EventError(`event.${key}`, LOCATION_FIELDS.has(key) ? `not allowed on a ${type} event` : 'unknown field');
     }
   }
   for (const f of allowed) {
@@ -83,8 +95,13 @@ export function validateEvent(input: unknown): ServiceEvent {
       if (OPTIONAL.has(f)) continue;
       throw new EventError(`event.${f}`, `required on a ${type} event`);
     }
+    if ((f === 'exitCode' || f === 'signal') && out.status !== 'DOWN') throw new EventError(`event.${f}`, `only on a DOWN event, not ${out.status}`);
     if (f === 'cardinality') out.cardinality = int(o, f);
     else if (f === 'role') out.role = oneOf(o, 'role', ROLES);
+    else if (f === 'exitCode') {
+      out.exitCode = int(o, f);
+      if (out.exitCode > 255) throw new EventError('event.exitCode', 'must be an exit code, 0-255');
+    } else if (f === 'signal') out.signal = str(o, f, SIGNAL, 'a signal name such as SIGKILL');
     else out[f] = str(o, f, NAME, 'a name of 1-128 letters, digits and _.:@-');
   }
   return out;
