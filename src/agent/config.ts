@@ -73,6 +73,13 @@ const instance = z.strictObject({
     .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
     .optional(),
   health: health.optional(),
+  /**
+   * A planned stop (`service stop`) waits up to this long for the clients' connections on `ports`
+   * to end before it stops the instance (0: no wait).
+   */
+  drainMs: ms(0, 86_400_000).default(30_000),
+  /** Stopping an instance the agent runs: SIGTERM, then SIGKILL after this long (command only). */
+  stopGraceMs: ms(0, 3_600_000).optional(),
   /** Local ports whose connections the failure plan closes (the service's listening ports). */
   ports: z.array(port).default([]),
   method: method.default('rst'),
@@ -103,6 +110,12 @@ export const configSchema = z
       maxBufferedBytes: z.number().int().min(1024).optional(),
     }),
     control: z.string().min(1).optional(),
+    /**
+     * Where the agent keeps the record (pid, start time) and stderr of each instance it runs, so
+     * that a restarted agent adopts what still runs. Default: the control socket's directory /
+     * NODE (/run/takeover/NODE).
+     */
+    stateDir: z.string().min(1).optional(),
     instances: z.array(instance).default([]),
     services: z.array(service).default([]),
     callouts: z
@@ -179,6 +192,7 @@ export const configSchema = z
       const how = [inst.pid, inst.pidFile, inst.command].filter((x) => x !== undefined).length;
       if (inst.node === c.node && how !== 1) issue(['instances', i], 'an instance on this node needs exactly one of pid, pidFile, command');
       if (inst.restart && !inst.command) issue(['instances', i, 'restart'], 'only an instance started by command can be restarted');
+      if (inst.stopGraceMs !== undefined && !inst.command) issue(['instances', i, 'stopGraceMs'], 'only an instance started by command is stopped by the agent');
     });
     if (c.disk) {
       if (!c.disk.pulse && c.disk.watch === undefined) issue(['disk'], 'give pulse: true, watch: PEER, or both');
@@ -204,6 +218,9 @@ export type AgentConfig = z.output<typeof configSchema>;
 export type TakeoverConfig = AgentConfig['peers'][number]['takeover'][number];
 export type InstanceConfig = AgentConfig['instances'][number];
 export type HealthConfig = NonNullable<InstanceConfig['health']>;
+
+/** SIGTERM to SIGKILL when the agent stops an instance it runs, unless `stopGraceMs` says. */
+export const DEFAULT_STOP_GRACE_MS = 5000;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
