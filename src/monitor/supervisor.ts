@@ -67,6 +67,8 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
   private failureTimes: number[] = [];
   private attempt = 0;
   private stopping = false;
+  /** The failure count that ended the restarts (NOT_RESTARTING). */
+  private gaveUpAt: number | undefined;
   /** A launch is waiting for its stderr hook. */
   private launching = false;
   private restartTimer: NodeJS.Timeout | undefined;
@@ -84,8 +86,12 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
     return this.running?.pid;
   }
 
-  /** Failures counted in the restart window as of now. */
+  /**
+   * Failures counted in the restart window as of now; once NOT_RESTARTING, the count that ended
+   * the restarts (until a start or a reset).
+   */
   get failures(): number {
+    if (this.gaveUpAt !== undefined) return this.gaveUpAt;
     const at = now();
     return this.failureTimes.filter((t) => at - t < this.options.restart.windowMs).length;
   }
@@ -93,6 +99,7 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
   /** Forgets the failures counted so far (an operator's cleanup of a running instance). */
   resetFailures(): void {
     this.failureTimes = [];
+    this.gaveUpAt = undefined;
   }
 
   /** Starts the command afresh: the failure count starts from zero (an operator's start or cleanup). */
@@ -100,7 +107,7 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
     if (this.running || this.launching) throw new Error(`already running (pid ${this.running?.pid ?? 'starting'})`);
     clearTimeout(this.restartTimer);
     this.stopping = false;
-    this.failureTimes = [];
+    this.resetFailures();
     void this.launch();
   }
 
@@ -189,6 +196,7 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
     if (this.stopping) return;
     this.failureTimes = [...this.failureTimes.filter((t) => e.at - t < this.options.restart.windowMs), e.at];
     if (this.failureTimes.length > this.options.restart.maxFailures) {
+      this.gaveUpAt = this.failureTimes.length;
       this.emit('event', { kind: 'not-restarting', failures: this.failureTimes.length, at: e.at });
       return;
     }

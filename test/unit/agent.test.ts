@@ -175,6 +175,34 @@ describe('agent', () => {
     expect(sales.plannedMs).toBeGreaterThan(0);
   });
 
+  it('an instance watched by pid: service stop drains it and takes it out but does not kill it; its exit afterwards is the planned DOWN; start and cleanup cannot bring a gone pid back', async () => {
+    const server = spawn('sleep', ['600'], { stdio: 'ignore' });
+    await new Promise((r) => server.once('spawn', r));
+    try {
+      const { agent, published } = await started(config({ pid: server.pid }));
+      await until(() => published.length === 3);
+      const sock = path.join(dir, 'a.sock');
+      await agent.serviceChange('sales', 'stop');
+      const stop = await cli(['service', 'stop', 'hr', '--control', sock]);
+      expect(stop.code).toBe(0);
+      expect(stop.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual(['service_member GOING_DOWN user hr', 'service_member DOWN user hr', 'service DOWN user hr']);
+      expect(stop.stderr).toBe(`service hr: i1: not drained (no ports configured: nothing to count); watched by pid ${server.pid}: not stopped (the agent stops only the processes it runs): stop it yourself`);
+      expect(alive(server.pid!)).toBe(true);
+      const n = published.length;
+      server.kill('SIGTERM'); // the operator stops it after the drain
+      await until(() => published.length > n);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(published.slice(n).map(brief)).toEqual(['instance DOWN user']); // planned: no member DOWN again, no failure
+      const start = await cli(['service', 'start', 'sales', '--control', sock]);
+      const gone = `takeover: instance i1 is down: its process (pid ${server.pid}) is gone, and the agent does not start it (a pid is not found again: give the new one and restart the agent, or use pidFile)`;
+      expect([start.code, start.stderr]).toEqual([2, gone]);
+      expect((await cli(['instance', 'cleanup', 'i1', '--control', sock])).stderr).toBe(gone);
+      expect(published).toHaveLength(n + 1); // refused: nothing published
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+
   it('a subscriber that asks for FAN gets FAN lines; stop() leaves no process, socket or port behind', async () => {
     const { agent: a, published } = await started(config({ command: ['sleep', '600'] }));
     await until(() => published.length === 3);
