@@ -20,6 +20,8 @@ export interface InstanceRecord {
   command: string[];
   /** ISO 8601, UTC. */
   startedAt: string;
+  /** The agent that wrote it (pid and start time): a record of a live agent is not another's to adopt. */
+  agent: { pid: number; startTime: string };
 }
 
 export function recordPath(stateDir: string, instance: string): string {
@@ -31,9 +33,9 @@ export function recordPath(stateDir: string, instance: string): string {
  * Returns false when the process is already gone (nothing to record).
  */
 export async function writeRecord(file: string, pid: number, command: string[], startedAt: number): Promise<boolean> {
-  const id = await processIdentity(pid);
-  if (!id) return false;
-  const record: InstanceRecord = { pid, startTime: id.startTime, bootId: id.bootId, pgid: id.pgid, command, startedAt: new Date(startedAt).toISOString() };
+  const [id, self] = await Promise.all([processIdentity(pid), processIdentity(process.pid)]);
+  if (!id || !self) return false;
+  const record: InstanceRecord = { pid, startTime: id.startTime, bootId: id.bootId, pgid: id.pgid, command, startedAt: new Date(startedAt).toISOString(), agent: { pid: process.pid, startTime: self.startTime } };
   const tmp = `${file}.${process.pid}.tmp`;
   await writeFile(tmp, `${JSON.stringify(record)}\n`, { mode: 0o600 });
   await rename(tmp, file);
@@ -61,7 +63,8 @@ export async function readRecord(file: string): Promise<InstanceRecord | undefin
   }
   const ok =
     Number.isInteger(o.pid) && o.pid! > 0 && typeof o.startTime === 'string' && /^\d+$/.test(o.startTime) && typeof o.bootId === 'string' &&
-    Number.isInteger(o.pgid) && Array.isArray(o.command) && o.command.every((a) => typeof a === 'string') && typeof o.startedAt === 'string';
+    Number.isInteger(o.pgid) && Array.isArray(o.command) && o.command.every((a) => typeof a === 'string') && typeof o.startedAt === 'string' &&
+    typeof o.agent === 'object' && o.agent !== null && Number.isInteger(o.agent.pid) && typeof o.agent.startTime === 'string';
   if (!ok) throw new Error(`${file}: not an instance record (a field is missing or wrong)`);
   return o as InstanceRecord;
 }
@@ -73,6 +76,12 @@ export type Recorded = { watch: ProcessExitWatch; group: boolean } | { reason: s
  * the pidfd cannot name a process that took the pid after the check. The caller owns the watch.
  */
 export async function openRecorded(r: InstanceRecord): Promise<Recorded> {
+  if (r.agent.pid !== process.pid && r.agent.pid > 0) {
+    const writer = await processIdentity(r.agent.pid);
+    if (writer && writer.bootId === r.bootId && writer.startTime === r.agent.startTime) {
+      return { reason: `the agent that started it (pid ${r.agent.pid}) still runs: two agents share this state directory?` };
+    }
+  }
   let watch: ProcessExitWatch;
   try {
     watch = new ProcessExitWatch(r.pid);

@@ -279,7 +279,7 @@ describe('the agent and its instance, as processes', () => {
     started.push(other);
     await new Promise((r) => other.once('spawn', r));
     const id = (await processIdentity(other.pid!))!;
-    writeFileSync(recordPath(path.join(dir, 'state'), 'web1'), JSON.stringify({ pid: other.pid, startTime: String(BigInt(id.startTime) + 5n), bootId: id.bootId, pgid: other.pid, command: [], startedAt: new Date().toISOString() }));
+    writeFileSync(recordPath(path.join(dir, 'state'), 'web1'), JSON.stringify({ pid: other.pid, startTime: String(BigInt(id.startTime) + 5n), bootId: id.bootId, pgid: other.pid, command: [], startedAt: new Date().toISOString(), agent: { pid: 1, startTime: '0' } }));
     const third = startAgent(s.file);
     await until(() => third.published().some((e) => e.type === 'service_member' && e.status === 'UP'), 20_000, 'UP with a fresh copy');
     expect(third.logs.find((l) => l.msg === 'instance record not adopted')).toMatchObject({ pid: other.pid, reason: `pid ${other.pid} is another process now (another start time)` });

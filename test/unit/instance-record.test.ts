@@ -51,7 +51,10 @@ describe('instance records', () => {
       expect(await writeRecord(file, child.pid!, ['sleep', '600'], Date.UTC(2026, 10, 29))).toBe(true);
       expect(statSync(file).mode & 0o777).toBe(0o600);
       const record = (await readRecord(file))!;
-      expect(record).toEqual({ pid: child.pid, startTime: expect.any(String), bootId: await currentBootId(), pgid: child.pid, command: ['sleep', '600'], startedAt: '2026-11-29T00:00:00.000Z' });
+      expect(record).toEqual({
+        pid: child.pid, startTime: expect.any(String), bootId: await currentBootId(), pgid: child.pid, command: ['sleep', '600'], startedAt: '2026-11-29T00:00:00.000Z',
+        agent: { pid: process.pid, startTime: (await processIdentity(process.pid))!.startTime },
+      });
       const found = await openRecorded(record);
       expect('watch' in found && found.group).toBe(true);
       if ('watch' in found) found.watch.close();
@@ -72,6 +75,12 @@ describe('instance records', () => {
       expect(await openRecorded(reused)).toEqual({ reason: `pid ${child.pid} is another process now (another start time)` });
       expect(await openRecorded({ ...record, bootId: 'another-boot' })).toEqual({ reason: 'recorded before a reboot' });
       expect(await openRecorded({ ...record, pid: 0x3ffffe })).toEqual({ reason: 'pid 4194302 is gone' });
+      // Written by another agent that still runs (the test's parent plays it): not ours to take.
+      const parent = (await processIdentity(process.ppid))!;
+      expect(await openRecorded({ ...record, agent: { pid: process.ppid, startTime: parent.startTime } })).toEqual({ reason: `the agent that started it (pid ${process.ppid}) still runs: two agents share this state directory?` });
+      const found = await openRecorded({ ...record, agent: { pid: process.ppid, startTime: '1' } }); // that agent is gone: adopted
+      expect('watch' in found).toBe(true);
+      if ('watch' in found) found.watch.close();
       expect(child.exitCode).toBeNull(); // a refused record leaves the process alone
     } finally {
       child.kill('SIGKILL');
