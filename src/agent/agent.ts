@@ -242,6 +242,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Stops everything it started (processes it runs included); waits for running callouts. */
   async stop(): Promise<void> {
+    this.planned.close();
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
     this.replication.stop();
     this.heartbeat.stop();

@@ -12,6 +12,8 @@ export interface DrainResult {
   waitedMs: number;
   /** Ended by the time bound, with connections left. */
   timedOut: boolean;
+  /** Ended by the caller's signal. */
+  aborted?: boolean;
 }
 
 export interface DrainOptions {
@@ -21,6 +23,8 @@ export interface DrainOptions {
   intervalMs?: number;
   /** Counts the connections on the ports (default: established or half-closed by the peer, in this namespace). */
   count?: (ports: readonly number[]) => Promise<number>;
+  /** Ends the wait early (the agent is stopping): resolves with what is left, `aborted`. */
+  signal?: AbortSignal;
 }
 
 /** Connections whose clients may still be using them: established, or half-closed by the client. */
@@ -35,11 +39,21 @@ export async function drain(ports: readonly number[], options: DrainOptions): Pr
   if (ports.length === 0) return result(0, false);
   const count = options.count ?? countConnections;
   const interval = options.intervalMs ?? 100;
+  const signal = options.signal;
   for (;;) {
     const left = await count(ports);
     if (left === 0) return result(0, false);
+    if (signal?.aborted) return { ...result(left, false), aborted: true };
     const remaining = options.timeoutMs - (performance.now() - started);
     if (remaining <= 0) return result(left, true);
-    await new Promise((r) => setTimeout(r, Math.min(interval, remaining)));
+    await new Promise<void>((r) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        r();
+      };
+      const timer = setTimeout(done, Math.min(interval, remaining));
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 }

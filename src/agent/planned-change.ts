@@ -80,6 +80,8 @@ type Outcome = 'up' | 'not-restarting' | 'timeout';
 
 export class PlannedChanges {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Aborted when the agent stops: a drain or a wait in progress ends at once. */
+  private readonly closing = new AbortController();
 
   constructor(private readonly host: PlannedHost) {}
 
@@ -96,6 +98,11 @@ export class PlannedChanges {
   /** `instance cleanup`; throws (doing nothing) for an instance not on this node or not the agent's to start. */
   cleanup(instance: string, options: StartOptions = {}): Promise<ChangeReport> {
     return this.serial(() => this.collect(() => this.clean(instance, options)));
+  }
+
+  /** The agent is stopping: drains and waits in progress end now (the agent stops the instances itself). */
+  close(): void {
+    this.closing.abort();
   }
 
   private async stop(name: string, options: StopOptions): Promise<Omit<ChangeReport, 'events'>> {
@@ -118,7 +125,8 @@ export class PlannedChanges {
         notes.push(`still offers ${others.join(', ')} here: not drained, kept running`);
       } else {
         if (m.pid !== undefined) {
-          report.drain = await drain(m.config.ports, { timeoutMs: options.drainMs ?? m.config.drainMs });
+          report.drain = await drain(m.config.ports, { timeoutMs: options.drainMs ?? m.config.drainMs, signal: this.closing.signal });
+          if (report.drain.aborted) throw new Error(`the agent is stopping: the drain of ${instance} was cut short with ${report.drain.left} connection(s) left`);
           notes.push(drainNote(report.drain));
         }
         if (m.runsCommand) {
@@ -201,7 +209,7 @@ export class PlannedChanges {
   /** Starts the instance afresh (or only waits for it) until it is up, NOT_RESTARTING, or the wait is over. */
   private async bringUp(m: InstanceMonitor, restart: boolean, options: StartOptions): Promise<Outcome> {
     this.host.expectUp(m.config.name, 'user');
-    const outcome = waitUp(m, options.waitMs ?? DEFAULT_START_WAIT_MS);
+    const outcome = waitUp(m, options.waitMs ?? DEFAULT_START_WAIT_MS, this.closing.signal);
     if (restart) await m.restart();
     return outcome;
   }
@@ -264,20 +272,23 @@ export class PlannedChanges {
   }
 }
 
-/** Resolves when the instance is up, NOT_RESTARTING, or after ms. */
-function waitUp(m: InstanceMonitor, ms: number): Promise<Outcome> {
+/** Resolves when the instance is up, NOT_RESTARTING, after ms, or when the agent stops. */
+function waitUp(m: InstanceMonitor, ms: number, signal: AbortSignal): Promise<Outcome> {
   return new Promise((resolve) => {
     const on = (e: { kind: string }) => {
       if (e.kind === 'up') done('up');
       else if (e.kind === 'not-restarting') done('not-restarting');
     };
+    const aborted = () => done('timeout');
     const timer = setTimeout(() => done('timeout'), ms);
     const done = (o: Outcome) => {
       clearTimeout(timer);
       m.off('event', on);
+      signal.removeEventListener('abort', aborted);
       resolve(o);
     };
     m.on('event', on);
+    signal.addEventListener('abort', aborted, { once: true });
   });
 }
 

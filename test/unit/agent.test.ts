@@ -203,6 +203,32 @@ describe('agent', () => {
     }
   });
 
+  it('a drain waits for the clients on the instance\'s ports; the agent stopping cuts it short', async () => {
+    const server = net.createServer((c) => c.on('error', () => {}));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const client = net.connect(port, '127.0.0.1');
+    try {
+      await new Promise((r) => client.once('connect', r));
+      const { agent: a, published } = await started(config({ command: ['sleep', '600'], ports: [port] }));
+      await until(() => published.length === 3);
+      await a.serviceChange('sales', 'stop');
+      const stopping = a.serviceChange('hr', 'stop');
+      const failed = stopping.then(() => 'done', (err: Error) => err.message);
+      await until(() => published.some((e) => e.status === 'GOING_DOWN' && e.service === 'hr'));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(published.some((e) => e.status === 'DOWN' && e.service === 'hr')).toBe(false); // still draining
+      const t0 = performance.now();
+      await a.stop();
+      agent = undefined;
+      expect(await failed).toBe('the agent is stopping: the drain of i1 was cut short with 1 connection(s) left');
+      expect(performance.now() - t0).toBeLessThan(3000); // not the 30 s drain time
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
   it('a subscriber that asks for FAN gets FAN lines; stop() leaves no process, socket or port behind', async () => {
     const { agent: a, published } = await started(config({ command: ['sleep', '600'] }));
     await until(() => published.length === 3);

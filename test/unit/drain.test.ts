@@ -17,6 +17,12 @@ describe('drain', () => {
     const now = await drain([8080], { timeoutMs: 0, count: async () => 1 });
     expect(now).toMatchObject({ left: 1, timedOut: true });
     expect(await drain([], { timeoutMs: 5000, count: async () => 9 })).toEqual({ ports: [], left: 0, waitedMs: expect.any(Number), timedOut: false });
+    const ac = new AbortController();
+    const cut = drain([8080], { timeoutMs: 60_000, intervalMs: 1000, count: async () => 2, signal: ac.signal });
+    setTimeout(() => ac.abort(), 30);
+    const t0 = performance.now();
+    expect(await cut).toMatchObject({ left: 2, timedOut: false, aborted: true });
+    expect(performance.now() - t0).toBeLessThan(1000); // not the next count, not the bound
   });
 
   it('counts the established connections on a port (sock_diag), not its listener', async () => {
