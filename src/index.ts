@@ -54,7 +54,7 @@ export { WitnessedNodeEvents } from './monitor/witnessed-node-events.js';
 export type { Witness, NodeEventSource, Disputed } from './monitor/witnessed-node-events.js';
 export { PeerTakeover } from './agent/peer-takeover.js';
 export { AgentHistory } from './agent/agent-history.js';
-export type { PeerHistory, PeerDeath, PeerSuspicion, TakeoverRecord, InstanceHistory } from './agent/agent-history.js';
+export type { PeerHistory, PeerDeath, PeerSuspicion, TakeoverRecord } from './agent/agent-history.js';
 export { AgentMetrics } from './agent/metrics.js';
 export type { MetricsOptions } from './agent/metrics.js';
 export { HeartbeatTraffic } from './monitor/heartbeat-traffic.js';

@@ -14,7 +14,8 @@
 // (fencing guards the shared disk meanwhile).
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import os from 'node:os';
 import { canonicalAddress } from '../net/endpoint.js';
 import type { AddressClaim } from '../monitor/heartbeat-packet.js';
@@ -130,6 +131,7 @@ export class AddressHolding extends EventEmitter<{ released: [AddressReleased] }
     const file = this.options.stateFile;
     const tmp = `${file}.${process.pid}.tmp`;
     this.writing = this.writing
+      .then(() => mkdir(path.dirname(file), { recursive: true, mode: 0o700 }))
       .then(() => writeFile(tmp, `${JSON.stringify(Object.fromEntries(this.taken))}\n`, { mode: 0o600 }))
       .then(() => rename(tmp, file))
       .catch(() => undefined); // the interface itself is the truth at the next start

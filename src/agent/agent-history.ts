@@ -1,12 +1,11 @@
-// What happened to each peer and instance, for `status` and the metrics: since when each is in
-// its state, why a peer was declared dead, what was taken over from it and how that went, and an
-// instance's last exit. Fed by the heartbeats' verdicts (the detector), the decisions as the
-// agent takes them (confirmed by the witnesses, when there are any), the takeover plans and the
-// instance monitors. Times are ms since the epoch; everything kept is bounded.
+// What happened to each peer, for `status` and the metrics: since when it is in its state, why it
+// was declared dead, what was taken over from it and how that went. Fed by the heartbeats'
+// verdicts (the detector), the decisions as the agent takes them (confirmed by the witnesses,
+// when there are any) and the takeover plans. (An instance's own history, since when and how it
+// last ended, is its monitor's: InstanceMonitor.info().) Times are ms since the epoch; bounded.
 import { EventEmitter } from 'node:events';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import type { Disputed, NodeEventSource, WitnessedNodeEvents } from '../monitor/witnessed-node-events.js';
-import type { InstanceEvent, InstanceMonitor } from './instance-monitor.js';
 import type { PeerTakeover } from './peer-takeover.js';
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
@@ -60,13 +59,6 @@ export interface PeerHistory {
   takenOver?: TakeoverRecord[];
 }
 
-export interface InstanceHistory {
-  /** When the instance entered its current state (up, down, hung, not-restarting). */
-  since?: number;
-  /** The last time it went down: cause, pid, detail, and whatever else the monitor reported (exit code, signal). */
-  lastDown?: Omit<Extract<InstanceEvent, { kind: 'down' }>, 'kind'>;
-}
-
 export interface AgentHistoryOptions {
   /** The heartbeats' own verdicts. */
   heartbeat: NodeEventSource;
@@ -82,7 +74,6 @@ const TAKEOVERS_KEPT = 16;
 
 export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { peer: string }] }> {
   private readonly peers = new Map<string, PeerHistory>();
-  private readonly instances = new Map<string, InstanceHistory>();
   /** The heartbeats' death verdict awaiting the witnesses. */
   private readonly pending = new Map<string, NodeDown>();
   // The state (up or down, as status shows it) is the heartbeats'; a death is the decision's.
@@ -147,18 +138,6 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
     });
   }
 
-  /** Records an instance's changes of state. */
-  watchInstance(monitor: InstanceMonitor): void {
-    monitor.on('event', (e) => {
-      const h = this.instance(monitor.config.name);
-      h.since = e.at;
-      if (e.kind === 'down') {
-        const { kind: _, ...down } = e;
-        h.lastDown = down;
-      }
-    });
-  }
-
   /** What status shows of a peer (copies). */
   peerHistory(node: string): PeerHistory {
     const p = this.peers.get(node);
@@ -169,13 +148,6 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
       ...(p.suspected ? { suspected: { ...p.suspected } } : {}),
       ...(p.takenOver?.length ? { takenOver: p.takenOver.map((t) => ({ ...t })) } : {}),
     };
-  }
-
-  /** What status shows of an instance (copies). */
-  instanceHistory(name: string): InstanceHistory {
-    const h = this.instances.get(name);
-    if (!h) return {};
-    return { ...(h.since !== undefined ? { since: h.since } : {}), ...(h.lastDown ? { lastDown: { ...h.lastDown } } : {}) };
   }
 
   private death(decided: NodeDown, heartbeats: NodeDown | undefined): PeerDeath {
@@ -214,12 +186,4 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
     return p;
   }
 
-  private instance(name: string): InstanceHistory {
-    let h = this.instances.get(name);
-    if (!h) {
-      h = {};
-      this.instances.set(name, h);
-    }
-    return h;
-  }
 }

@@ -28,7 +28,8 @@ import type { ReplicatedService } from './replication/wire.js';
 import { CalloutRunner, type CalloutResult } from './callouts.js';
 import { configKey, type AgentConfig, type InstanceConfig, type TakeoverConfig } from './config.js';
 import { ControlServer, defaultControlPath, type ControlRequest } from './control.js';
-import { InstanceMonitor, type InstanceEvent } from './instance-monitor.js';
+import { InstanceMonitor, type InstanceEvent, type InstanceInfo, type LastExit } from './instance-monitor.js';
+import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions } from './planned-change.js';
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
@@ -36,11 +37,11 @@ import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
-import { incarnationFile, nextIncarnation } from './incarnation.js';
+import { defaultIncarnationFile, nextIncarnation } from './incarnation.js';
 import { AddressHolding, type AddressReleased } from './address-holding.js';
 import { removeAddress } from '../net/address.js';
 import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
-import { AgentHistory, type InstanceHistory, type PeerHistory } from './agent-history.js';
+import { AgentHistory, type PeerHistory } from './agent-history.js';
 import { AgentMetrics } from './metrics.js';
 
 export interface PlanDone {
@@ -78,6 +79,8 @@ export type AgentEvents = {
   'peer-rejected': [HeartbeatRejected & { count: number }];
   /** A taken-over address given back to its live owner, or given up by a fenced node. */
   'address-released': [AddressReleased];
+  /** What an instance monitor saw (for the log): processes started, adopted, exited, and more. */
+  instance: [{ instance: string; event: InstanceEvent }];
 };
 
 const RECENT = 100;
@@ -110,6 +113,13 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly followers = new Set<(e: ServiceEvent) => void>();
   /** service -> instances of this node taken out of it by `service stop` (planned). */
   private readonly offline = new Map<string, Set<string>>();
+  /** Services whose last service-level event from this agent was a DOWN: their next member up brings a service UP. */
+  private readonly servicesDown = new Set<string>();
+  /** The reason the next UP of an instance is published with, when not `boot` (an operator's start). */
+  private readonly upReason = new Map<string, string>();
+  private readonly planned: PlannedChanges;
+  /** Where the records and stderr files of the instances this agent runs are kept. */
+  readonly stateDir: string;
   private readonly links: DetectorEvent[] = [];
   private disk: { transport: DeviceTransport; device: ScsiDevice } | undefined;
   private fencing: NodeFencing | undefined;
@@ -129,13 +139,13 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** `witnesses`: seed 002's second opinion (e.g. a disk heartbeat) that must agree a node is dead. */
   /**
-   * Reads the key and takes the next incarnation (persisted in `stateDir`: it grows at every
+   * Reads the key and takes the next incarnation (persisted in `incarnationFile`: it grows at every
    * start, whatever the clock does; `incarnation` in the config is a floor). Throws ConfigError
    * for an unreadable key, Error when the incarnation cannot be persisted.
    */
   static async create(config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
     const key = await configKey(config);
-    const incarnation = await nextIncarnation(incarnationFile(config.stateDir, config.cluster, config.node), config.incarnation ?? 0);
+    const incarnation = await nextIncarnation(config.incarnationFile ?? defaultIncarnationFile(config.cluster, config.node), config.incarnation ?? 0);
     return new Agent(config, key, incarnation, options);
   }
 
@@ -159,12 +169,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       claims: () => this.addresses.claims(),
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
+    this.stateDir = config.stateDir ?? path.join(path.dirname(config.control ?? defaultControlPath(config.node)), config.node);
     this.addresses = new AddressHolding({
       takeovers: config.peers.flatMap((p) => p.takeover.map((t) => ({ peer: p.node, address: t.address }))),
       heartbeat: this.heartbeat,
       isFenced: () => this.fencing?.fencedAt !== undefined,
       freshMs: this.heartbeat.detector.timeoutMs,
-      stateFile: path.join(config.stateDir, `${config.cluster}.${config.node}.taken.json`),
+      stateFile: path.join(this.stateDir, 'taken-addresses.json'),
       remove: removeAddress,
     });
     this.addresses.on('released', (r) => this.emit('address-released', r));
@@ -206,13 +217,32 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.control = new ControlServer(config.control ?? defaultControlPath(config.node), (req, reply, onClose) => this.onControl(req, reply, onClose));
     this.useCallouts(config);
     for (const inst of config.instances.filter((i) => i.node === config.node)) {
-      const m = new InstanceMonitor(inst);
+      const m = new InstanceMonitor(inst, { stateDir: this.stateDir });
       m.on('event', (e) => this.onInstance(inst, e));
       this.monitors.set(inst.name, m);
     }
     this.history = new AgentHistory({ heartbeat: this.heartbeat, ...(this.witnessed ? { witnessed: this.witnessed } : {}), links: config.heartbeat.links.map((l) => l.id), witnesses: witnesses.map((w) => w.name) });
-    for (const m of this.monitors.values()) this.history.watchInstance(m);
     if (config.metrics) this.metrics = new AgentMetrics(this, config.metrics);
+    this.planned = new PlannedChanges({
+      config,
+      monitors: this.monitors,
+      offline: (service) => this.offlineOf(service),
+      servicesOf: (i) => this.servicesOf(i),
+      memberUp: (s, i) => this.memberUp(s, i),
+      upMembers: (s) => this.upMembers(s),
+      serviceDown: (s) => this.servicesDown.has(s),
+      memberEvent: (s, i, status, reason) => this.memberEvent(s, i, status, reason),
+      serviceEvent: (s, status, reason) => this.serviceEvent(s, status, reason),
+      instanceDown: (i, reason, exit) => this.instanceDown(i, reason, exit),
+      membersUp: (i, services, reason) => this.membersUp(i, services, reason),
+      publish: (events) => this.publish(events),
+      expectUp: (i, reason) => void this.upReason.set(i, reason),
+      follow: (fn) => {
+        this.followers.add(fn);
+        return () => this.followers.delete(fn);
+      },
+      startRefusal: () => (this.fencing?.fencedAt !== undefined ? `this node was fenced off the shared devices at ${new Date(this.fencing.fencedAt).toISOString()}: restart the agent to join them again` : undefined),
+    });
   }
 
   /** Opens the endpoints, starts heartbeats and monitors; on failure, stops what it started. */
@@ -240,6 +270,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       this.replication.start();
       await this.heartbeat.start();
+      if ([...this.monitors.values()].some((m) => m.runsCommand)) await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
       for (const m of this.monitors.values()) await m.start();
       this.started = true;
     } catch (err) {
@@ -281,6 +312,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   async stop(): Promise<void> {
     const serving = [...this.monitors.values()].some((m) => !m.config.command && m.state === 'up');
+    this.planned.close();
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
     this.replication.stop();
     // An agent whose start failed (a second one for this node, say) must not speak for the node.
@@ -340,6 +372,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       const e = validateEvent(raw);
       if (!this.dedup.accept(e)) continue;
       this.lastBySource.set(sourceKey(e), e);
+      if (e.type === 'service' && e.status === 'DOWN') this.servicesDown.add(e.service!);
+      else if (e.type === 'service' && e.status === 'UP') this.servicesDown.delete(e.service!);
       this.server.publish(e);
       this.recent.push(e);
       if (this.recent.length > RECENT) this.recent.shift();
@@ -350,32 +384,23 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
-  /** A planned change (`takeover service stop|start`): GOING_DOWN then DOWN, or COMING_UP then UP. */
-  serviceChange(name: string, action: 'stop' | 'start'): ServiceEvent[] {
-    const svc = this.config.services.find((s) => s.name === name);
-    if (!svc) throw new Error(`unknown service ${name}`);
-    const mine = svc.members.filter((m) => this.monitors.has(m));
-    if (mine.length === 0) throw new Error(`service ${name} has no member on node ${this.config.node}`);
-    const off = this.offline.get(name) ?? new Set<string>();
-    this.offline.set(name, off);
-    const events: ServiceEvent[] = [];
-    for (const instance of mine) {
-      if (action === 'stop') {
-        if (off.has(instance)) continue;
-        events.push(this.memberEvent(name, instance, 'GOING_DOWN', 'user'));
-        off.add(instance);
-        events.push(this.memberEvent(name, instance, 'DOWN', 'user'));
-      } else {
-        if (!off.has(instance)) continue;
-        if (this.monitors.get(instance)!.state !== 'up') throw new Error(`instance ${instance} is ${this.monitors.get(instance)!.state}: cannot offer ${name}`);
-        events.push(this.memberEvent(name, instance, 'COMING_UP', 'user'));
-        off.delete(instance);
-        events.push(this.memberEvent(name, instance, 'UP', 'user'));
-      }
-    }
-    if (action === 'stop' && events.length > 0 && this.upMembers(name).length === 0) events.push({ type: 'service', status: 'DOWN', service: name, database: this.config.database, ...this.stamp('user') });
-    this.publish(events);
-    return events;
+  /**
+   * A planned change (`takeover service stop|start`): stop drains the members' clients and stops
+   * the instances the agent runs (GOING_DOWN, instance DOWN, DOWN); start starts them again
+   * (COMING_UP, instance UP, UP). See planned-change.ts. Rejects, publishing nothing, for an
+   * unknown service, one without a member here, or a member that cannot be started.
+   */
+  serviceChange(name: string, action: 'stop' | 'start', options: StopOptions & StartOptions = {}): Promise<ChangeReport> {
+    return action === 'stop' ? this.planned.stopService(name, options) : this.planned.startService(name, options);
+  }
+
+  /**
+   * `takeover instance cleanup NAME`: resets an instance's failure count and starts it again (the
+   * way out of NOT_RESTARTING; a hung one is stopped first). Rejects for an instance not on this
+   * node or watched by pid and gone.
+   */
+  cleanup(instance: string, options: StartOptions = {}): Promise<ChangeReport> {
+    return this.planned.cleanup(instance, options);
   }
 
   status(): AgentStatus {
@@ -390,7 +415,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       quorum: this.quorum.quorum(),
       taken: this.addresses.holding(),
       heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
-      instances: [...this.monitors.values()].map((m) => ({ name: m.config.name, state: m.state, ...(m.pid !== undefined ? { pid: m.pid } : {}), ...this.history.instanceHistory(m.config.name) })),
+      instances: [...this.monitors.values()].map((m) => m.info()),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),
       replication: this.replication.status(),
@@ -492,20 +517,34 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private onInstance(inst: InstanceConfig, e: InstanceEvent): void {
+    this.emit('instance', { instance: inst.name, event: e });
     if (e.kind === 'down') {
+      const exit = { ...(e.exitCode !== undefined ? { exitCode: e.exitCode } : {}), ...(e.signal !== undefined ? { signal: e.signal } : {}) };
+      const services = this.servicesOf(inst.name);
+      if (e.cause === 'failure' && services.length > 0 && services.every((s) => this.offlineOf(s).has(inst.name))) {
+        // Taken out of all its services by `service stop` (a process watched by pid, which the
+        // operator stops after the drain): its end is the planned one.
+        this.publish([{ ...this.instanceDown(inst.name, 'user'), ...exit }]);
+        return;
+      }
       // Cardinality counts the members up before this failure, minus this one.
       const events = instanceFailure(this.placement(inst.name), inst.name, this.stamp(e.cause, e.at));
-      if (inst.role) for (const ev of events) if (ev.type === 'instance' || ev.type === 'service_member') ev.role = inst.role;
+      for (const ev of events) {
+        if (inst.role && (ev.type === 'instance' || ev.type === 'service_member')) ev.role = inst.role;
+        if (ev.type === 'instance') Object.assign(ev, exit);
+      }
       this.publish(events);
       void this.runPlan(inst, e);
     } else if (e.kind === 'up') {
-      const s = this.stamp('boot', e.at);
+      const reason = this.upReason.get(inst.name) ?? 'boot';
+      this.upReason.delete(inst.name);
+      const s = this.stamp(reason, e.at);
       const events: ServiceEvent[] = [{ type: 'instance', status: 'UP', service: this.config.database, database: this.config.database, instance: inst.name, node: inst.node, cardinality: this.upInstances().length, ...(inst.role ? { role: inst.role } : {}), ...s }];
-      for (const svc of this.servicesOf(inst.name)) if (this.memberUp(svc, inst.name)) events.push(this.memberEvent(svc, inst.name, 'UP', 'boot', e.at));
-      this.publish(events);
-    } else {
+      this.publish([...events, ...this.membersUp(inst.name, this.servicesOf(inst.name), reason, e.at)]);
+    } else if (e.kind === 'not-restarting') {
+      this.upReason.delete(inst.name);
       const p = this.placement(inst.name);
-      this.publish(this.servicesOf(inst.name).flatMap((svc) => notRestarting(p, svc, inst.name, this.stamp('failure', e.at))));
+      this.publish(this.servicesOf(inst.name).filter((svc) => !this.offlineOf(svc).has(inst.name)).flatMap((svc) => notRestarting(p, svc, inst.name, this.stamp('failure', e.at))));
     }
   }
 
@@ -559,14 +598,47 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.config.services.find((s) => s.name === service)!.members.filter((i) => this.memberUp(service, i));
   }
 
-  /** The placement the scenarios compute from: members up now, plus `failing` (about to go). */
+  /** The placement the scenarios compute from: members up now, plus `failing` (about to go) where it was not taken out. */
   private placement(failing: string): Placement {
     const keep = (i: string) => i === failing || this.instanceUp(i);
     return {
       database: this.config.database,
       instances: Object.fromEntries(this.config.instances.filter((i) => keep(i.name)).map((i) => [i.name, i.node])),
-      services: Object.fromEntries(this.config.services.map((s) => [s.name, s.members.filter((m) => m === failing || this.memberUp(s.name, m))])),
+      services: Object.fromEntries(this.config.services.map((s) => [s.name, s.members.filter((m) => (m === failing && !this.offlineOf(s.name).has(m)) || this.memberUp(s.name, m))])),
     };
+  }
+
+  private offlineOf(service: string): Set<string> {
+    let off = this.offline.get(service);
+    if (!off) this.offline.set(service, (off = new Set()));
+    return off;
+  }
+
+  private serviceEvent(service: string, status: EventStatus, reason: string, at?: number): ServiceEvent {
+    return { type: 'service', status, service, database: this.config.database, ...this.stamp(reason, at) };
+  }
+
+  /** The instance DOWN of a process gone without a failure (stopped by the agent, or by the operator after a drain). */
+  private instanceDown(instance: string, reason: string, exit?: LastExit): ServiceEvent {
+    const inst = this.config.instances.find((i) => i.name === instance)!;
+    return {
+      type: 'instance', status: 'DOWN', service: this.config.database, database: this.config.database, instance, node: inst.node, cardinality: this.upInstances().filter((i) => i !== instance).length,
+      ...(inst.role ? { role: inst.role } : {}),
+      ...(exit?.code != null ? { exitCode: exit.code } : {}),
+      ...(exit?.signal != null ? { signal: exit.signal } : {}),
+      ...this.stamp(reason, exit?.at),
+    };
+  }
+
+  /** Member UP for each of `services` the instance now serves, and service UP for those that were DOWN. */
+  private membersUp(instance: string, services: string[], reason: string, at?: number): ServiceEvent[] {
+    const events: ServiceEvent[] = [];
+    for (const svc of services) {
+      if (!this.memberUp(svc, instance)) continue;
+      events.push(this.memberEvent(svc, instance, 'UP', reason, at));
+      if (this.servicesDown.has(svc)) events.push(this.serviceEvent(svc, 'UP', reason, at));
+    }
+    return events;
   }
 
   private memberEvent(service: string, instance: string, status: EventStatus, reason: string, at?: number): ServiceEvent {
@@ -591,7 +663,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       return 'done';
     }
     if (req.cmd === 'service') {
-      reply({ events: this.serviceChange(req.name, req.action) });
+      reply(await this.serviceChange(req.name, req.action, { ...(req.drainMs !== undefined ? { drainMs: req.drainMs } : {}), ...(req.waitMs !== undefined ? { waitMs: req.waitMs } : {}) }));
+      return 'done';
+    }
+    if (req.cmd === 'instance') {
+      reply(await this.cleanup(req.name, req.waitMs !== undefined ? { waitMs: req.waitMs } : {}));
       return 'done';
     }
     if (req.cmd === 'flows') {
@@ -669,8 +745,8 @@ export interface AgentStatus {
   /** Service addresses this node holds because it took them over, and from whom. */
   taken: Array<{ address: string; from: string }>;
   heartbeat: Record<string, unknown>;
-  /** Per instance of this node: its state and (InstanceHistory) since when, and its last DOWN. */
-  instances: Array<{ name: string; state: string; pid?: number } & InstanceHistory>;
+  /** Each instance: state and since when, the running pid, failures in its restart window, how it last ended. */
+  instances: InstanceInfo[];
   services: Array<{ name: string; members: Array<{ instance: string; node: string; up: boolean }> }>;
   links: DetectorEvent[];
   /** Connections replicated: each peer's copy held here, who holds this node's, and refusals. */

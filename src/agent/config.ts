@@ -9,7 +9,6 @@ import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
-import { DEFAULT_STATE_DIR } from './incarnation.js';
 
 /** pino's levels, most verbose first; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -78,6 +77,13 @@ const instance = z.strictObject({
     .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
     .optional(),
   health: health.optional(),
+  /**
+   * A planned stop (`service stop`) waits up to this long for the clients' connections on `ports`
+   * to end before it stops the instance (0: no wait).
+   */
+  drainMs: ms(0, 86_400_000).default(30_000),
+  /** Stopping an instance the agent runs: SIGTERM, then SIGKILL after this long (command only). */
+  stopGraceMs: ms(0, 3_600_000).optional(),
   /** Local ports whose connections the failure plan closes (the service's listening ports). */
   ports: z.array(port).default([]),
   method: method.default('rst'),
@@ -94,12 +100,15 @@ export const configSchema = z
     key: z.string().min(16, 'must be at least 16 characters').optional(),
     keyFile: z.string().min(1).optional(),
     /**
-     * A floor for this agent's incarnation. The incarnation itself is persisted in `stateDir` and
-     * grows at every start (max of the start time in ms, the last one + 1, this floor).
+     * A floor for this agent's incarnation. The incarnation itself is persisted in
+     * `incarnationFile` and grows at every start (max of the start time in ms, the last + 1, this).
      */
     incarnation: z.number().int().min(0).optional(),
-    /** Where the agent keeps what must survive it (the last incarnation). */
-    stateDir: z.string().min(1).default(DEFAULT_STATE_DIR),
+    /**
+     * Where the last incarnation is kept: it must survive reboots (a clock that is wrong after a
+     * boot is the case it exists for). Default /var/lib/takeover/CLUSTER.NODE.incarnation.
+     */
+    incarnationFile: z.string().min(1).optional(),
     /**
      * Split-brain protection (see QuorumGate): a peer's death is acted upon only with a majority,
      * or with two nodes when fencing or a disk witness breaks the tie, or `twoNode: true` (the
@@ -119,6 +128,12 @@ export const configSchema = z
       maxBufferedBytes: z.number().int().min(1024).optional(),
     }),
     control: z.string().min(1).optional(),
+    /**
+     * Where the agent keeps its runtime state: the record (pid, start time) and stderr of each
+     * instance it runs, so that a restarted agent adopts what still runs, and the service
+     * addresses it took over. Default: the control socket's directory / NODE (/run/takeover/NODE).
+     */
+    stateDir: z.string().min(1).optional(),
     instances: z.array(instance).default([]),
     services: z.array(service).default([]),
     callouts: z
@@ -206,6 +221,7 @@ export const configSchema = z
       const how = [inst.pid, inst.pidFile, inst.command].filter((x) => x !== undefined).length;
       if (inst.node === c.node && how !== 1) issue(['instances', i], 'an instance on this node needs exactly one of pid, pidFile, command');
       if (inst.restart && !inst.command) issue(['instances', i, 'restart'], 'only an instance started by command can be restarted');
+      if (inst.stopGraceMs !== undefined && !inst.command) issue(['instances', i, 'stopGraceMs'], 'only an instance started by command is stopped by the agent');
     });
     if (c.disk) {
       if (!c.disk.pulse && c.disk.watch === undefined) issue(['disk'], 'give pulse: true, watch: PEER, or both');
@@ -242,6 +258,9 @@ export type AgentConfig = z.output<typeof configSchema>;
 export type TakeoverConfig = AgentConfig['peers'][number]['takeover'][number];
 export type InstanceConfig = AgentConfig['instances'][number];
 export type HealthConfig = NonNullable<InstanceConfig['health']>;
+
+/** SIGTERM to SIGKILL when the agent stops an instance it runs, unless `stopGraceMs` says. */
+export const DEFAULT_STOP_GRACE_MS = 5000;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';

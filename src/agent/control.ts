@@ -1,5 +1,5 @@
 // The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
-// `status`, `service stop|start`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
+// `status`, `service stop|start`, `instance cleanup`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
 import { chmod, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -7,7 +7,9 @@ import { createInterface } from 'node:readline';
 
 export type ControlRequest =
   | { cmd: 'status' }
-  | { cmd: 'service'; action: 'stop' | 'start'; name: string }
+  /** drainMs: overrides the instances' drain time (stop); waitMs: how long a start waits for UP. */
+  | { cmd: 'service'; action: 'stop' | 'start'; name: string; drainMs?: number; waitMs?: number }
+  | { cmd: 'instance'; action: 'cleanup'; name: string; waitMs?: number }
   | { cmd: 'events'; follow: boolean }
   | { cmd: 'flows'; peer: string };
 
@@ -109,9 +111,20 @@ function parseRequest(line: string): ControlRequest {
   }
   if (o.cmd === 'status') return { cmd: 'status' };
   if (o.cmd === 'events') return { cmd: 'events', follow: o.follow === true };
-  if (o.cmd === 'service' && (o.action === 'stop' || o.action === 'start') && typeof o.name === 'string') return { cmd: 'service', action: o.action, name: o.name };
+  if (o.cmd === 'service' && (o.action === 'stop' || o.action === 'start') && typeof o.name === 'string') {
+    return { cmd: 'service', action: o.action, name: o.name, ...optionalMs(o, 'drainMs'), ...optionalMs(o, 'waitMs') };
+  }
+  if (o.cmd === 'instance' && o.action === 'cleanup' && typeof o.name === 'string') return { cmd: 'instance', action: 'cleanup', name: o.name, ...optionalMs(o, 'waitMs') };
   if (o.cmd === 'flows' && typeof o.peer === 'string') return { cmd: 'flows', peer: o.peer };
   throw new Error('unknown request');
+}
+
+/** `{ [key]: ms }` when the request has it; throws naming it when it is not a count of ms. */
+function optionalMs(o: Record<string, unknown>, key: string): Record<string, number> {
+  const v = o[key];
+  if (v === undefined) return {};
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 86_400_000) throw new Error(`${key} must be an integer number of ms, 0-86400000`);
+  return { [key]: v };
 }
 
 /** Sends one request; calls onMessage for each line back; resolves when the agent closes. */

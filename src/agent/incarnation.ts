@@ -7,11 +7,11 @@
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 
-/** The default directory of the agent's persisted state (one file per cluster and node). */
-export const DEFAULT_STATE_DIR = '/var/lib/takeover';
+/** Where incarnations persist by default (one file per cluster and node): it survives reboots. */
+export const DEFAULT_INCARNATION_DIR = '/var/lib/takeover';
 
-export function incarnationFile(stateDir: string, cluster: string, node: string): string {
-  return path.join(stateDir, `${cluster}.${node}.incarnation`);
+export function defaultIncarnationFile(cluster: string, node: string): string {
+  return path.join(DEFAULT_INCARNATION_DIR, `${cluster}.${node}.incarnation`);
 }
 
 /**

@@ -54,6 +54,13 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
+  // Each process of an instance: started, adopted from an earlier agent, and how it ended with the
+  // last lines of its stderr (an unplanned exit is a warning).
+  agent.on('instance', ({ instance, event: e }) => {
+    if (e.kind === 'started') log.info({ instance, pid: e.pid }, e.adopted ? 'instance adopted' : 'instance started');
+    else if (e.kind === 'exited') log[e.exit.planned ? 'info' : 'warn']({ instance, exit: e.exit }, 'instance exited');
+    else if (e.kind === 'not-adopted') log.warn({ instance, pid: e.pid, reason: e.reason }, 'instance record not adopted');
+  });
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
   agent.on('disputed', (d) =>
     d.witness === 'heartbeat'

@@ -8,7 +8,7 @@ import { flowsCommand } from './flows.js';
 import { demoCommand } from './demo.js';
 import { agentCommand } from './agent.js';
 import { eventsCommand } from './events.js';
-import { serviceCommand } from './service.js';
+import { instanceCommand, serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 import { addScsiCommands } from './scsi.js';
 import { METHOD_HELP } from '../net/close-method.js';
@@ -87,12 +87,50 @@ controlOptions(
 controlOptions(
   program
     .command('service')
-    .description('planned change: stop (GOING_DOWN, DOWN) or start (COMING_UP, UP) a service on this node')
+    .description('planned change of a service on this node: stop (drain, stop the instance) or start')
     .argument('<action>', 'stop or start')
     .argument('<name>', 'the service')
-    .option('--json', 'print the published events as JSON'),
+    .option('--drain-ms <ms>', 'stop: how long to wait for the clients to leave (default: each instance\'s drainMs; 0: no wait)')
+    .option('--wait-ms <ms>', 'start: how long to wait for the instance to be up (default 60000)')
+    .option('--json', 'print the report (events published, what happened to each instance) as JSON')
+    .addHelpText(
+      'after',
+      `
+stop: for each member on this node, GOING_DOWN; then, unless the instance still offers another
+service here, the agent waits until no connection is left on its ports (up to --drain-ms or its
+drainMs) and stops it if it runs it (a command instance: SIGTERM to its process group, SIGKILL
+after stopGraceMs), publishing instance DOWN; then the member DOWN, and service DOWN when no
+member is left. An instance watched by pid or pidFile is drained but not stopped: the agent does
+not kill what it does not run; stop it yourself (its exit is then published as planned).
+start: COMING_UP; the instance is started again if the agent stopped it; instance UP, member UP
+and service UP once it is up (its health probe passes, if it has one).
+A member that is NOT_RESTARTING or hung is refused (exit 2): see \`takeover instance cleanup\`.
+Events go to stdout, what happened to each instance to stderr. Exit 1 when an instance did not
+come up; a stop interrupted (Ctrl-C) goes on in the agent.`,
+    ),
 ).action(async (action: string, name: string, opts) => {
   process.exitCode = await serviceCommand(action, name, opts);
+});
+
+controlOptions(
+  program
+    .command('instance')
+    .description('cleanup: reset an instance\'s failure count and start it again (the way out of NOT_RESTARTING)')
+    .argument('<action>', 'cleanup')
+    .argument('<name>', 'the instance (on this node)')
+    .option('--wait-ms <ms>', 'how long to wait for the instance to be up (default 60000)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText(
+      'after',
+      `
+cleanup (Pacemaker's crm_resource --cleanup): the instance's failure count is reset and, unless it
+is up, it is started again (a hung one is stopped first); once up, instance UP, member UP and
+service UP are published (reason user). An instance stopped by \`service stop\` stays stopped
+(\`service start\` starts it). Only instances the agent runs (command) can be started: one watched
+by pid is refused (exit 2).`,
+    ),
+).action(async (action: string, name: string, opts) => {
+  process.exitCode = await instanceCommand(action, name, opts);
 });
 
 controlOptions(

@@ -1,11 +1,9 @@
-// The lines `takeover status` prints under its peer and instance tables: since when each is in
-// its state, why a peer was declared dead, what was taken over from it and how that went, and an
-// instance's last DOWN (with its exit code or signal when the monitor reported them).
+// The lines `takeover status` prints under its peer table: since when each peer is in its state,
+// why it was declared dead, what was taken over from it and how that went.
 import type { AgentStatus } from '../agent/agent.js';
 import type { TakeoverRecord } from '../agent/agent-history.js';
 
 type Peer = AgentStatus['peers'][number];
-type Instance = AgentStatus['instances'][number];
 
 /** `2025-11-29T20:45:01.234Z (12.3 s ago)`; `now` in ms since the epoch. */
 export function formatSince(at: number, now: number): string {
@@ -39,22 +37,6 @@ export function peerLines(peers: Peer[], now: number): string[] {
     else if (!p.up && p.death) out.push(`${head}: ${p.death.why}`);
     else out.push(p.death ? `${head}; last declared dead ${formatSince(p.death.at, now)}: ${p.death.why}` : head);
     for (const t of p.takenOver ?? []) out.push(takeoverLine(t, now));
-  }
-  return out;
-}
-
-/** Per instance: its state since when, and its last DOWN. */
-export function instanceLines(instances: Instance[], now: number): string[] {
-  const out: string[] = [];
-  for (const i of instances) {
-    const parts = [`instance ${i.name}: ${i.state}${i.since !== undefined ? ` since ${formatSince(i.since, now)}` : ''}`];
-    const d = i.lastDown as (Instance['lastDown'] & { code?: number | null; exitCode?: number | null; signal?: string | null }) | undefined;
-    if (d) {
-      const code = d.exitCode ?? d.code;
-      const exit = [code !== undefined && code !== null ? `exit code ${code}` : '', d.signal ? `signal ${d.signal}` : ''].filter(Boolean).join(', ');
-      parts.push(`last down ${formatSince(d.at, now)}: ${d.cause}, pid ${d.pid}, ${d.detail}${exit ? ` (${exit})` : ''}`);
-    }
-    out.push(parts.join('; '));
   }
   return out;
 }

@@ -5,8 +5,9 @@ import { controlRequest } from '../agent/control.js';
 import type { AgentStatus } from '../agent/agent.js';
 import { printFan } from '../events/fan-line.js';
 import { controlPath } from './control-path.js';
-import { instanceLines, peerLines } from './status-history.js';
+import { peerLines } from './status-history.js';
 import { table } from './output.js';
+import { describeExit, type InstanceInfo } from '../agent/instance-monitor.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
   let status: AgentStatus | undefined;
@@ -51,10 +52,16 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   }
   const refused = Object.entries(r.rejected).filter(([, n]) => n > 0);
   if (refused.length > 0) out.push(`replication datagrams refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}`, '');
-  out.push(table([['INSTANCE', 'STATE', 'PID'], ...s.instances.map((i) => [i.name, i.state, i.pid === undefined ? '-' : String(i.pid)])]), '');
-  if (s.instances.length > 0) out.push(...instanceLines(s.instances, now), '');
+  out.push(table([['INSTANCE', 'STATE', 'PID', 'SINCE', 'FAILURES', 'LAST EXIT'], ...s.instances.map(instanceRow)]), '');
   out.push(table([['SERVICE', 'MEMBERS'], ...s.services.map((v) => [v.name, v.members.map((m) => `${m.instance}@${m.node}:${m.up ? 'up' : 'down'}`).join(' ')])]), '');
   out.push('last events:', ...(s.recentEvents.length ? s.recentEvents.map((e) => `  ${printFan(e)}`) : ['  (none)']));
   process.stdout.write(`${out.join('\n')}\n`);
   return 0;
+}
+
+/** One instance: no pid unless a process runs; the last exit with the last line of its stderr. */
+function instanceRow(i: InstanceInfo): string[] {
+  const e = i.lastExit;
+  const last = e ? `${describeExit(e)}${e.planned ? ' (stopped by the agent)' : ''} at ${new Date(e.at).toISOString()}${e.stderr.length ? `: ${e.stderr.at(-1)!.slice(0, 80)}` : ''}` : '-';
+  return [i.name, `${i.state}${i.adopted ? ' (adopted)' : ''}`, i.pid === undefined ? '-' : String(i.pid), new Date(i.since).toISOString(), i.failures === undefined ? '-' : String(i.failures), last];
 }

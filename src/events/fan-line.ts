@@ -18,6 +18,7 @@
 // epoch, the same scale as the agent's own incarnations. Keys are printed in a fixed order;
 // parsing accepts any order but rejects unknown and repeated keys, a missing or other VERSION,
 // and values with '=' or whitespace (but for the timestamp's time). Errors name the key as written.
+// Two keys are ours, not Oracle's: `exit=` and `signal=` on an INSTANCE down (how its process ended).
 import { EventError, validateEvent, type EventType, type ServiceEvent } from './service-event.js';
 
 export type FanForm = 'iso' | 'oracle';
@@ -42,6 +43,9 @@ const KEYS: ReadonlyArray<[string, keyof ServiceEvent]> = [
   ['status', 'status'],
   ['reason', 'reason'],
   ['card', 'cardinality'],
+  // Not Oracle's: how an instance's process ended (service-event.ts).
+  ['exit', 'exitCode'],
+  ['signal', 'signal'],
   ['incarn', 'incarnation'],
   ['timestamp', 'timestamp'],
   ['db_domain', 'dbDomain'],
@@ -138,7 +142,7 @@ export function parseFan(line: string): ServiceEvent {
     } else if (field === 'reason') {
       // Oracle writes reasons in upper case (FAILURE, USER) but NODE reasons in lower case.
       o[field] = oracle ? value.toLowerCase() : value;
-    } else if (field === 'cardinality' || field === 'incarnation') {
+    } else if (field === 'cardinality' || field === 'incarnation' || field === 'exitCode') {
       // Canonical decimal (no leading zeros), up to 16 digits: validateEvent then caps it at
       // Number.MAX_SAFE_INTEGER, the same bound as JSON, so every valid event round-trips.
       if (!/^(0|[1-9]\d{0,15})$/.test(value)) throw new EventError(key, 'must be a non-negative integer');

@@ -37,27 +37,35 @@ export interface ServiceEvent {
   /** Oracle's `db_domain` (the database's domain), when the source has one; never on node events. */
   dbDomain?: string;
   /**
+   * An instance DOWN only, when its process exited by itself and the agent that ran it read its
+   * status: the exit code (0-255), or the signal that ended it (`SIGKILL`). Neither for a hang,
+   * nor for a process watched by pid (not the agent's child: its status is not the agent's to read).
+   */
+  exitCode?: number;
+  signal?: string;
+  /**
    * Present (always `true`) on the events an agent sends a subscriber when it connects: the state
    * as the agent holds it then (its `status`), not a change. Live events never carry it.
    */
   snapshot?: true;
 }
 
-type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role' | 'dbDomain';
-const LOCATION_FIELDS: readonly LocationField[] = ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'];
+type LocationField = 'service' | 'database' | 'instance' | 'node' | 'cardinality' | 'role' | 'dbDomain' | 'exitCode' | 'signal';
 
 /**
- * Table 2: the location fields each type carries. All are required but `role`, `cardinality` and
- * `dbDomain` (see OPTIONAL_FIELDS).
+ * Table 2: the location fields each type carries. All are required but `role`, `cardinality`,
+ * `dbDomain`, `exitCode` and `signal` (see OPTIONAL_FIELDS; the last two only on a DOWN).
  */
 export const FIELDS_BY_TYPE: Readonly<Record<EventType, readonly LocationField[]>> = {
   service: ['service', 'database', 'dbDomain'],
   service_member: ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'],
   database: ['service', 'database', 'cardinality', 'dbDomain'],
-  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'],
+  instance: ['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain', 'exitCode', 'signal'],
   node: ['node'],
 };
-export const OPTIONAL_FIELDS: ReadonlySet<LocationField> = new Set(['role', 'cardinality', 'dbDomain']);
+export const OPTIONAL_FIELDS: ReadonlySet<LocationField> = new Set(['role', 'cardinality', 'dbDomain', 'exitCode', 'signal']);
+const LOCATION_FIELDS: ReadonlySet<string> = new Set(Object.values(FIELDS_BY_TYPE).flat());
+const SIGNAL = /^SIG[A-Z0-9+]{1,12}$/;
 const ENVELOPE = ['type', 'status', 'reason', 'incarnation', 'timestamp', 'snapshot'] as const;
 const NAME = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const CAUSE = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -94,7 +102,7 @@ export function validateEvent(input: unknown): ServiceEvent {
   for (const key of Object.keys(o)) {
     if ((ENVELOPE as readonly string[]).includes(key)) continue;
     if (!(allowed as readonly string[]).includes(key)) {
-      throw new EventError(`event.${key}`, (LOCATION_FIELDS as readonly string[]).includes(key) ? `not allowed on a ${type} event` : 'unknown field');
+      throw new EventError(`event.${key}`, LOCATION_FIELDS.has(key) ? `not allowed on a ${type} event` : 'unknown field');
     }
   }
   for (const f of allowed) {
@@ -102,8 +110,13 @@ export function validateEvent(input: unknown): ServiceEvent {
       if (OPTIONAL_FIELDS.has(f)) continue;
       throw new EventError(`event.${f}`, `required on a ${type} event`);
     }
+    if ((f === 'exitCode' || f === 'signal') && out.status !== 'DOWN') throw new EventError(`event.${f}`, `only on a DOWN event, not ${out.status}`);
     if (f === 'cardinality') out.cardinality = int(o, f);
     else if (f === 'role') out.role = oneOf(o, 'role', ROLES);
+    else if (f === 'exitCode') {
+      out.exitCode = int(o, f);
+      if (out.exitCode > 255) throw new EventError('event.exitCode', 'must be an exit code, 0-255');
+    } else if (f === 'signal') out.signal = str(o, f, SIGNAL, 'a signal name such as SIGKILL');
     else out[f] = str(o, f, NAME, 'a name of 1-128 letters, digits and _.:@-');
   }
   return out;

@@ -54,11 +54,18 @@ export interface HealthMonitorOptions {
   intervalMs: number;
   timeoutMs: number;
   misses: number;
+  /**
+   * Begin as down: the first passing probe emits 'up', failures before it emit nothing. For a
+   * process just started, which serves only once its probe says so.
+   */
+  startDown?: boolean;
 }
 
 export type HealthEvent = { kind: 'down'; at: number; misses: number; lastError: string } | { kind: 'up'; at: number };
 
 export class HealthMonitor extends EventEmitter<{ event: [HealthEvent] }> {
+  /** The last probe's error; undefined once a probe passed. */
+  lastError: string | undefined;
   private failures = 0;
   private down = false;
   private timer: NodeJS.Timeout | undefined;
@@ -70,6 +77,7 @@ export class HealthMonitor extends EventEmitter<{ event: [HealthEvent] }> {
     if (!(options.intervalMs > 0) || !(options.timeoutMs > 0) || !Number.isInteger(options.misses) || options.misses < 1) {
       throw new RangeError('HealthMonitor needs intervalMs > 0, timeoutMs > 0 and misses >= 1');
     }
+    this.down = options.startDown ?? false;
   }
 
   start(): void {
@@ -104,6 +112,7 @@ export class HealthMonitor extends EventEmitter<{ event: [HealthEvent] }> {
     }
     if (this.stopped) return;
     const at = performance.timeOrigin + performance.now();
+    this.lastError = error;
     if (error === undefined) {
       this.failures = 0;
       if (this.down) {

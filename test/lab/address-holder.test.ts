@@ -40,7 +40,7 @@ describe('one address, one holder', () => {
     ];
     for (const n of ['a', 'b']) {
       writeFileSync(path.join(dir, `${n}.json`), JSON.stringify({
-        cluster: 'hold', node: n, database: 'db', key: 'the holders cluster key', control: path.join(dir, `${n}.sock`), stateDir: path.join(dir, `state-${n}`),
+        cluster: 'hold', node: n, database: 'db', key: 'the holders cluster key', control: path.join(dir, `${n}.sock`), stateDir: path.join(dir, `state-${n}`), incarnationFile: path.join(dir, `${n}.incarnation`),
         heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(n) }, notify: { port: 0 }, quorum: { twoNode: true },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24 } }],
       }));

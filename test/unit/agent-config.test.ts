@@ -62,7 +62,9 @@ services:
     expect(a).toEqual(parseConfig(JSON.stringify(BASE)));
     expect(a.heartbeat).toMatchObject({ intervalMs: 100, misses: 3 });
     expect(a.notify.host).toBe('0.0.0.0');
-    expect(a.instances[0]).toMatchObject({ ports: [], method: 'rst' });
+    expect(a.instances[0]).toMatchObject({ ports: [], method: 'rst', drainMs: 30_000 });
+    expect(a.instances[0]!.stopGraceMs).toBeUndefined(); // DEFAULT_STOP_GRACE_MS, for command instances
+    expect(a.stateDir).toBeUndefined(); // the control socket's directory / node
   });
 
   it.each([
@@ -78,6 +80,9 @@ services:
     ['an instance on an unknown node', (c: any) => (c.instances[1].node = 'z'), 'instances[1].node'],
     ['a local instance without a way to find it', (c: any) => delete c.instances[0].pid, 'instances[0]: f: instances[0]: an instance on this node needs exactly one'],
     ['restart without a command', (c: any) => (c.instances[0].restart = { maxFailures: 1, windowMs: 1000, backoffMs: 0 }), 'instances[0].restart'],
+    ['stopGraceMs without a command', (c: any) => (c.instances[0].stopGraceMs = 1000), 'instances[0].stopGraceMs: f: instances[0].stopGraceMs: only an instance started by command is stopped by the agent'],
+    ['a negative drain time', (c: any) => (c.instances[0].drainMs = -1), 'instances[0].drainMs'],
+    ['an empty state directory', (c: any) => (c.stateDir = ''), 'stateDir'],
     ['an unknown member', (c: any) => c.services[0].members.push('i9'), 'services[0].members[2]'],
     ['an unknown probe kind', (c: any) => (c.instances[0].health = { probe: { kind: 'ping' } }), 'instances[0].health.probe.kind'],
     ['a bad close method', (c: any) => (c.instances[0].method = 'zap'), 'instances[0].method'],

@@ -68,8 +68,10 @@ async function until(cond: () => boolean, ms = 5000) {
 const brief = (e: ServiceEvent) => `${e.type} ${e.status} ${e.reason}${e.service && e.type !== 'instance' ? ` ${e.service}` : ''}`;
 
 describe('agent', () => {
-  it('a crash loop: DOWN and UP per restart, then NOT_RESTARTING per service, which a subscriber receives', async () => {
-    const { agent, published } = await started(config({ command: ['sh', '-c', 'sleep 0.1; exit 1'], restart: { maxFailures: 2, windowMs: 10_000, backoffMs: 50 } }));
+  it('a crash loop: DOWN (with the exit code) and UP per restart, service UP after each service DOWN, then NOT_RESTARTING; status says so; cleanup is the way out', async () => {
+    const mark = path.join(dir, 'fixed');
+    const cmd = ['sh', '-c', `echo "web: cannot bind: port in use" >&2; sleep 0.1; test -f ${mark} || exit 3; exec sleep 600`];
+    const { agent, published } = await started(config({ command: cmd, restart: { maxFailures: 2, windowMs: 10_000, backoffMs: 50 } }));
     const ac = new AbortController();
     const seen: ServiceEvent[] = [];
     const sub = (async () => {
@@ -78,53 +80,154 @@ describe('agent', () => {
     await until(() => published.some((e) => e.status === 'NOT_RESTARTING') && seen.some((e) => e.status === 'NOT_RESTARTING'));
     ac.abort();
     await sub;
-    const cycle = ['instance UP boot', 'service_member UP boot sales', 'service_member UP boot hr'];
+    const boot = ['instance UP boot', 'service_member UP boot sales', 'service_member UP boot hr'];
+    // Every DOWN gets its UP: the service DOWN of each failure is followed by a service UP.
+    const again = ['instance UP boot', 'service_member UP boot sales', 'service UP boot sales', 'service_member UP boot hr', 'service UP boot hr'];
     const down = ['instance DOWN failure', 'service_member DOWN failure sales', 'service DOWN failure sales', 'service_member DOWN failure hr', 'service DOWN failure hr'];
-    expect(published.map(brief)).toEqual([...cycle, ...down, ...cycle, ...down, ...cycle, ...down, 'service_member NOT_RESTARTING failure sales', 'service_member NOT_RESTARTING failure hr']);
+    expect(published.map(brief)).toEqual([...boot, ...down, ...again, ...down, ...again, ...down, 'service_member NOT_RESTARTING failure sales', 'service_member NOT_RESTARTING failure hr']);
+    expect(published.filter((e) => e.type === 'instance' && e.status === 'DOWN').map((e) => [e.exitCode, e.signal])).toEqual([[3, undefined], [3, undefined], [3, undefined]]);
     // Incarnations increase, so a subscriber keeps every one of them.
     expect(seen.filter((e) => e.status === 'NOT_RESTARTING')).toHaveLength(2);
-    // Since when it is not restarting, and its last DOWN (the exit seen by the pidfd watch).
-    const [i1] = agent.status().instances;
-    expect(agent.status().instances).toHaveLength(1);
-    expect(i1).toMatchObject({ name: 'i1', state: 'not-restarting', pid: expect.any(Number), lastDown: { cause: 'failure', pid: i1!.pid, detail: 'process exited' } });
-    expect(i1!.since).toBeGreaterThanOrEqual(i1!.lastDown!.at);
+    // The truth: no pid (nothing runs), how it last ended and what it said.
+    await until(() => agent.status().instances[0]!.lastExit?.stderr.length === 1);
+    const status = agent.status().instances[0]!;
+    expect(status).not.toHaveProperty('pid');
+    expect(status).toMatchObject({ name: 'i1', state: 'not-restarting', since: expect.any(Number), failures: 3, lastExit: { pid: expect.any(Number), code: 3, signal: null, at: expect.any(Number), planned: false, stderr: ['web: cannot bind: port in use'] } });
+
+    const sock = path.join(dir, 'a.sock');
+    const refused = await cli(['service', 'start', 'sales', '--control', sock]);
+    expect([refused.code, refused.stdout]).toEqual([2, '']);
+    expect(refused.stderr).toBe('takeover: instance i1 is not-restarting (more than 2 failures within 10000 ms; last exit code 3: web: cannot bind: port in use): `takeover instance cleanup i1` resets its failure count and starts it');
+    expect(published.at(-1)!.status).toBe('NOT_RESTARTING'); // refused: nothing published
+    writeFileSync(mark, '');
+    const n = published.length;
+    const cleanup = await cli(['instance', 'cleanup', 'i1', '--control', sock]);
+    expect(cleanup.code).toBe(0);
+    const upAgain = ['instance UP user', 'service_member UP user sales', 'service UP user sales', 'service_member UP user hr', 'service UP user hr'];
+    expect(cleanup.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual(upAgain);
+    expect(published.slice(n).map(brief)).toEqual(upAgain);
+    expect(cleanup.stderr).toMatch(/^instance i1: i1: failure count reset; started \(pid \d+\)$/);
+    expect(agent.status().instances[0]).toMatchObject({ state: 'up', pid: expect.any(Number), failures: 0 });
+    const unknown = await cli(['instance', 'cleanup', 'i9', '--control', sock]);
+    expect([unknown.code, unknown.stderr]).toEqual([2, 'takeover: unknown instance i9']);
+    expect((await cli(['instance', 'reset', 'i1', '--control', sock])).stderr).toBe('takeover: instance: the action must be cleanup, got "reset"');
   });
 
-  it('service stop|start through the CLI: GOING_DOWN, DOWN (planned), COMING_UP, UP; status and events through the control socket', async () => {
+  it('service stop|start through the CLI: an instance still offering another service keeps running; its last service stopped stops it (instance DOWN), start starts it (instance UP, service UP); status and events through the control socket', async () => {
     const { agent, published } = await started(config({ command: ['sleep', '600'] }));
     await until(() => published.length === 3);
+    const pid = agent.status().instances[0]!.pid!;
     const sock = path.join(dir, 'a.sock');
     const stop = await cli(['service', 'stop', 'sales', '--control', sock]);
     expect(stop.code).toBe(0);
     expect(stop.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual(['service_member GOING_DOWN user sales', 'service_member DOWN user sales', 'service DOWN user sales']);
-    expect((await cli(['service', 'stop', 'sales', '--control', sock])).stdout).toMatch(/nothing to do/);
+    expect(stop.stderr).toBe('service sales: i1: still offers hr here: not drained, kept running');
+    expect(alive(pid)).toBe(true);
+    const again = await cli(['service', 'stop', 'sales', '--control', sock]);
+    expect([again.code, again.stdout, again.stderr]).toEqual([0, '', 'service sales: i1: already stopped here']);
+
+    const stopHr = await cli(['service', 'stop', 'hr', '--control', sock]);
+    expect(stopHr.code).toBe(0);
+    const stopped = stopHr.stdout.trim().split('\n').map((l) => parseFan(l));
+    expect(stopped.map(brief)).toEqual(['service_member GOING_DOWN user hr', 'instance DOWN user', 'service_member DOWN user hr', 'service DOWN user hr']);
+    expect(stopped[1]).toMatchObject({ signal: 'SIGTERM', cardinality: 0 });
+    expect(stopHr.stderr).toBe('service hr: i1: not drained (no ports configured: nothing to count); stopped (killed by SIGTERM)');
+    expect(alive(pid)).toBe(false);
+    const down = JSON.parse((await cli(['status', '--json', '--control', sock])).stdout);
+    expect(down.instances).toEqual([{ name: 'i1', state: 'stopped', since: expect.any(Number), failures: 0, lastExit: expect.objectContaining({ pid, signal: 'SIGTERM', planned: true }) }]);
+
     const start = await cli(['service', 'start', 'sales', '--control', sock, '--json']);
-    expect((JSON.parse(start.stdout) as ServiceEvent[]).map(brief)).toEqual(['service_member COMING_UP user sales', 'service_member UP user sales']);
-    expect(published.at(-1)).toMatchObject({ cardinality: 1 });
+    expect(start.code).toBe(0);
+    const report = JSON.parse(start.stdout) as { events: ServiceEvent[]; instances: Array<{ instance: string; note: string; state: string }>; ok: boolean };
+    expect(report.events.map(brief)).toEqual(['service_member COMING_UP user sales', 'instance UP user', 'service_member UP user sales', 'service UP user sales']);
+    expect(report).toMatchObject({ ok: true, instances: [{ instance: 'i1', note: expect.stringMatching(/^started \(pid \d+\)$/), state: 'up' }] });
+    const startHr = await cli(['service', 'start', 'hr', '--control', sock]);
+    expect(startHr.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual(['service_member COMING_UP user hr', 'service_member UP user hr', 'service UP user hr']);
+    expect(published.at(-2)).toMatchObject({ type: 'service_member', cardinality: 1 });
+    expect((await cli(['service', 'start', 'hr', '--control', sock])).stderr).toBe('service hr: i1: already started here');
 
     const status = JSON.parse((await cli(['status', '--json', '--control', sock])).stdout);
     expect(status).toMatchObject({ node: 'a', instances: [{ name: 'i1', state: 'up' }], services: [{ name: 'sales', members: [{ instance: 'i1', up: true }] }, { name: 'hr' }] });
-    expect((await cli(['status', '--control', sock])).stdout).toMatch(/INSTANCE\s+STATE\s+PID\ni1\s+up\s+\d+/);
+    expect(status.instances[0].pid).not.toBe(pid);
+    expect((await cli(['status', '--control', sock])).stdout).toMatch(/INSTANCE\s+STATE\s+PID\s+SINCE\s+FAILURES\s+LAST EXIT\ni1\s+up\s+\d+\s+\S+Z\s+0\s+killed by SIGTERM \(stopped by the agent\) at /);
     const events = await cli(['events', '--control', sock, '--format', 'fan', '--filter', 'service=sales']);
     // The instance event names the database's default service (db), so the filter leaves it out.
     expect(events.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual([
-      'service_member UP boot sales', 'service_member GOING_DOWN user sales', 'service_member DOWN user sales', 'service DOWN user sales', 'service_member COMING_UP user sales', 'service_member UP user sales',
+      'service_member UP boot sales', 'service_member GOING_DOWN user sales', 'service_member DOWN user sales', 'service DOWN user sales', 'service_member COMING_UP user sales', 'service_member UP user sales', 'service UP user sales',
     ]);
 
     const bad = await cli(['service', 'stop', 'payroll', '--control', sock]);
     expect([bad.code, bad.stderr]).toEqual([2, 'takeover: unknown service payroll']);
     expect((await cli(['service', 'pause', 'sales', '--control', sock])).stderr).toBe('takeover: service: the action must be stop or start, got "pause"');
+    expect((await cli(['service', 'start', 'sales', '--drain-ms', '5', '--control', sock])).stderr).toBe('takeover: --drain-ms: only for service stop');
+    expect((await cli(['service', 'stop', 'sales', '--drain-ms', 'soon', '--control', sock])).stderr).toBe('takeover: --drain-ms must be an integer, got "soon"');
     expect((await cli(['events', '--control', sock, '--filter', 'colour=red'])).code).toBe(2);
     const gone = await cli(['status', '--control', path.join(dir, 'none.sock')]);
     expect([gone.code, gone.stderr]).toEqual([1, expect.stringContaining('is `takeover agent` running?')]);
-    expect(agent.status().recentEvents).toHaveLength(8);
     // The uptime log keeps the planned downtime apart.
     await until(() => existsSync(path.join(dir, 'uptime.jsonl')));
     const records = await readUptimeLog(path.join(dir, 'uptime.jsonl'));
-    expect(records.filter((r) => r.planned).map((r) => r.status)).toEqual(['GOING_DOWN', 'DOWN', 'DOWN', 'COMING_UP', 'UP']);
+    expect(records.filter((r) => r.planned).map((r) => `${r.type} ${r.status}`)).toEqual([
+      'service_member GOING_DOWN', 'service_member DOWN', 'service DOWN', 'service_member GOING_DOWN', 'instance DOWN', 'service_member DOWN', 'service DOWN',
+      'service_member COMING_UP', 'instance UP', 'service_member UP', 'service UP', 'service_member COMING_UP', 'service_member UP', 'service UP',
+    ]);
     const sales = summarizeUptime(records).get('service_member:sales/i1@a')!;
     expect(sales.unplannedMs).toBe(0);
     expect(sales.plannedMs).toBeGreaterThan(0);
+  });
+
+  it('an instance watched by pid: service stop drains it and takes it out but does not kill it; its exit afterwards is the planned DOWN; start and cleanup cannot bring a gone pid back', async () => {
+    const server = spawn('sleep', ['600'], { stdio: 'ignore' });
+    await new Promise((r) => server.once('spawn', r));
+    try {
+      const { agent, published } = await started(config({ pid: server.pid }));
+      await until(() => published.length === 3);
+      const sock = path.join(dir, 'a.sock');
+      await agent.serviceChange('sales', 'stop');
+      const stop = await cli(['service', 'stop', 'hr', '--control', sock]);
+      expect(stop.code).toBe(0);
+      expect(stop.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual(['service_member GOING_DOWN user hr', 'service_member DOWN user hr', 'service DOWN user hr']);
+      expect(stop.stderr).toBe(`service hr: i1: not drained (no ports configured: nothing to count); watched by pid ${server.pid}: not stopped (the agent stops only the processes it runs): stop it yourself`);
+      expect(alive(server.pid!)).toBe(true);
+      const n = published.length;
+      server.kill('SIGTERM'); // the operator stops it after the drain
+      await until(() => published.length > n);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(published.slice(n).map(brief)).toEqual(['instance DOWN user']); // planned: no member DOWN again, no failure
+      const start = await cli(['service', 'start', 'sales', '--control', sock]);
+      const gone = `takeover: instance i1 is down: its process (pid ${server.pid}) is gone, and the agent does not start it (a pid is not found again: give the new one and restart the agent, or use pidFile)`;
+      expect([start.code, start.stderr]).toEqual([2, gone]);
+      expect((await cli(['instance', 'cleanup', 'i1', '--control', sock])).stderr).toBe(gone);
+      expect(published).toHaveLength(n + 1); // refused: nothing published
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+
+  it('a drain waits for the clients on the instance\'s ports; the agent stopping cuts it short', async () => {
+    const server = net.createServer((c) => c.on('error', () => {}));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const client = net.connect(port, '127.0.0.1');
+    try {
+      await new Promise((r) => client.once('connect', r));
+      const { agent: a, published } = await started(config({ command: ['sleep', '600'], ports: [port] }));
+      await until(() => published.length === 3);
+      await a.serviceChange('sales', 'stop');
+      const stopping = a.serviceChange('hr', 'stop');
+      const failed = stopping.then(() => 'done', (err: Error) => err.message);
+      await until(() => published.some((e) => e.status === 'GOING_DOWN' && e.service === 'hr'));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(published.some((e) => e.status === 'DOWN' && e.service === 'hr')).toBe(false); // still draining
+      const t0 = performance.now();
+      await a.stop();
+      agent = undefined;
+      expect(await failed).toBe('the agent is stopping: the drain of i1 was cut short with 1 connection(s) left');
+      expect(performance.now() - t0).toBeLessThan(3000); // not the 30 s drain time
+    } finally {
+      client.destroy();
+      server.close();
+    }
   });
 
   it('a subscriber that asks for FAN gets FAN lines; stop() leaves no process, socket or port behind', async () => {
@@ -137,7 +240,7 @@ describe('agent', () => {
     await new Promise((r) => s.once('connect', r));
     s.write('{"format":"fan"}\n');
     await new Promise((r) => setTimeout(r, 50));
-    a.serviceChange('hr', 'stop');
+    await a.serviceChange('hr', 'stop');
     // After the state (JSON, then again in FAN once asked: see agent-snapshot.test.ts), the live events.
     const live = () => lines.filter((l) => !l.startsWith('{') && !l.endsWith(' snapshot=true'));
     await until(() => live().length === 3);

@@ -80,7 +80,7 @@ describe('no fd leaks', () => {
       while (!published.includes('service_member:UP')) await new Promise((r) => setTimeout(r, 5));
       process.kill(agent.status().instances[0]!.pid!, 'SIGKILL');
       while (published.filter((p) => p === 'instance:UP').length < 2) await new Promise((r) => setTimeout(r, 5));
-      agent.serviceChange('s', 'stop');
+      await agent.serviceChange('s', 'stop');
       await agent.stop();
     };
     try {

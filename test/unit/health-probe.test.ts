@@ -83,4 +83,20 @@ describe('HealthMonitor', () => {
     expect(seen).toEqual([]);
     expect(() => new HealthMonitor({ probe: execProbe('true'), intervalMs: 0, timeoutMs: 1, misses: 1 })).toThrow(RangeError);
   });
+
+  it('startDown: a process just started is up at its first passing probe; failures before it say nothing', async () => {
+    let calls = 0;
+    const m = new HealthMonitor({ probe: async () => { if (++calls <= 4) throw new Error(`not listening yet (${calls})`); }, intervalMs: 10, timeoutMs: 100, misses: 2, startDown: true });
+    const seen: HealthEvent[] = [];
+    m.on('event', (e) => seen.push(e));
+    m.start();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(m.lastError).toMatch(/not listening yet/);
+    const up = await next(m);
+    m.stop();
+    expect(up.kind).toBe('up');
+    expect(seen).toEqual([up]); // four failures (two misses' worth, twice) and no down
+    expect(calls).toBe(5);
+    expect(m.lastError).toBeUndefined();
+  });
 });

@@ -3,11 +3,11 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { incarnationFile, nextIncarnation } from '../../src/agent/incarnation.js';
+import { nextIncarnation } from '../../src/agent/incarnation.js';
 
 describe('nextIncarnation', () => {
   it('grows at every start, also when the clock steps back, and honours a floor', async () => {
-    const file = incarnationFile(path.join(mkdtempSync(path.join(tmpdir(), 'inc-')), 'state'), 'c', 'n2');
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'inc-')), 'state', 'c.n2.incarnation');
     expect(await nextIncarnation(file, 0, 5_000_000)).toBe(5_000_000);
     expect(readFileSync(file, 'utf8')).toBe('5000000\n');
     // The clock stepped back a second: the next life is still newer than the last.
@@ -19,7 +19,7 @@ describe('nextIncarnation', () => {
 
   it('a file that does not hold a number stops the start, naming the file', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'inc-'));
-    const file = incarnationFile(dir, 'c', 'n1');
+    const file = path.join(dir, 'c.n1.incarnation');
     writeFileSync(file, 'garbage');
     await expect(nextIncarnation(file)).rejects.toThrow(`the incarnation file ${file} does not hold a number`);
     expect(readFileSync(file, 'utf8')).toBe('garbage');

@@ -39,7 +39,7 @@ interface NodeSpec {
 }
 const cfg = (n: NodeSpec) =>
   validateConfig({
-    cluster: 'member', node: n.node, database: 'db', key: 'the shared key 0123', control: path.join(dir, `${n.node}.sock`), stateDir: path.join(dir, 'state'),
+    cluster: 'member', node: n.node, database: 'db', key: 'the shared key 0123', control: path.join(dir, `${n.node}.sock`), incarnationFile: path.join(dir, `${n.node}.incarnation`),
     heartbeat: { intervalMs: 50, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: n.port }] },
     peers: n.peers.map((p) => ({ node: p.node, links: [{ id: 0, address: '127.0.0.1', port: p.port }] })),
     notify: { host: '127.0.0.1', port: 0 },
@@ -181,7 +181,7 @@ describe('the agent as a daemon (a process)', () => {
     const file = path.join(dir, 'n2.yaml');
     const yaml = (extra: string) =>
       [
-        'cluster: member', 'node: n2', 'database: db', "key: 'the shared key 0123'", `control: ${path.join(dir, 'n2.sock')}`, `stateDir: ${path.join(dir, 'state')}`,
+        'cluster: member', 'node: n2', 'database: db', "key: 'the shared key 0123'", `control: ${path.join(dir, 'n2.sock')}`, `incarnationFile: ${path.join(dir, 'n2.incarnation')}`,
         `heartbeat: { intervalMs: 50, misses: 2, links: [{ id: 0, address: 127.0.0.1, port: ${p2} }] }`,
         `peers: [{ node: n1, links: [{ id: 0, address: 127.0.0.1, port: ${p1} }] }]`,
         'quorum: { twoNode: true }', 'notify: { host: 127.0.0.1, port: 0 }', extra,

@@ -7,10 +7,11 @@ import {
 } from '../../src/events/service-event.js';
 import { prng } from './frame-builder.js';
 
-const values = { service: 'sales', database: 'orcl', instance: 'orcl1', node: 'node1', cardinality: 2, role: 'primary', dbDomain: 'example.com' } as const;
+const values = { service: 'sales', database: 'orcl', instance: 'orcl1', node: 'node1', cardinality: 2, role: 'primary', dbDomain: 'example.com', exitCode: 1, signal: 'SIGKILL' } as const;
+const EXIT_FIELDS: readonly string[] = ['exitCode', 'signal'];
 function sample(type: EventType, status: ServiceEvent['status'] = 'DOWN'): ServiceEvent {
   const e: Record<string, unknown> = { type, status, reason: 'failure', incarnation: 7, timestamp: '2026-11-22T10:00:00.000Z' };
-  for (const f of FIELDS_BY_TYPE[type]) e[f] = values[f];
+  for (const f of FIELDS_BY_TYPE[type]) if (status === 'DOWN' || !EXIT_FIELDS.includes(f)) e[f] = values[f];
   return e as unknown as ServiceEvent;
 }
 function errorOf(f: () => unknown): EventError {
@@ -33,7 +34,7 @@ describe('event model (seed 001 Table 2)', () => {
       if (OPTIONAL_FIELDS.has(f)) expect(validateEvent(missing)).toEqual(missing);
       else expect(errorOf(() => validateEvent(missing))).toMatchObject({ field: `event.${f}`, message: `event.${f}: required on a ${type} event` });
     }
-    for (const f of (['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain'] as const).filter((x) => !FIELDS_BY_TYPE[type].includes(x))) {
+    for (const f of (['service', 'database', 'instance', 'node', 'cardinality', 'role', 'dbDomain', 'exitCode', 'signal'] as const).filter((x) => !FIELDS_BY_TYPE[type].includes(x))) {
       expect(errorOf(() => validateEvent({ ...e, [f]: values[f] }))).toMatchObject({ message: `event.${f}: not allowed on a ${type} event` });
     }
   });
@@ -64,6 +65,20 @@ describe('wire formats', () => {
         expect(parseFan(printFan(e))).toEqual(e);
       }
     }
+  });
+
+  it('an instance DOWN says how its process ended: exit= and signal= on the FAN line, only on a DOWN', () => {
+    const down = { ...sample('instance'), exitCode: undefined, signal: 'SIGKILL' };
+    delete down.exitCode;
+    expect(printFan(down)).toBe('INSTANCE VERSION=1.0 service=sales database=orcl instance=orcl1 host=node1 role=primary status=down reason=failure card=2 signal=SIGKILL incarn=7 timestamp=2026-11-22T10:00:00.000Z');
+    const line = 'INSTANCE VERSION=1.0 service=db database=db instance=web1 host=n1 status=down reason=failure card=0 exit=3 incarn=1 timestamp=2026-11-22T10:00:00Z';
+    expect(parseFan(line)).toMatchObject({ type: 'instance', status: 'DOWN', exitCode: 3 });
+    expect(() => parseFan(line.replace('exit=3', 'exit=256'))).toThrow(/^exit: must be an exit code, 0-255$/);
+    expect(() => parseFan(line.replace('exit=3', 'exit=-1'))).toThrow(/^exit: must be a non-negative integer$/);
+    expect(() => parseFan(line.replace('exit=3', 'signal=KILL'))).toThrow(/^signal: must be a signal name such as SIGKILL$/);
+    expect(() => parseFan(line.replace('status=down', 'status=up'))).toThrow(/^exit: only on a DOWN event, not UP$/);
+    expect(() => parseFan(line.replace('INSTANCE', 'SERVICEMEMBER'))).toThrow(/^exit: not allowed on a service_member event$/);
+    expect(errorOf(() => validateEvent({ ...sample('node'), signal: 'SIGTERM' })).message).toBe('event.signal: not allowed on a node event');
   });
 
   it('prints and parses the FAN line as ONS does', () => {
