@@ -39,7 +39,7 @@ program
   .option('--from-flows <file>', 'tracked connections: a file written by `takeover flows --json`')
   .option('--interface <if>', 'interface where the peers\' answers arrive (default: the one holding --address)')
   .option('--takeover-address', 'add --address to --interface and announce it (gratuitous ARP / unsolicited NA)')
-  .option('--prefix-length <n>', 'prefix length for --takeover-address', '24')
+  .option('--prefix-length <n>', 'prefix length for --takeover-address, applied as given: 1-32 for IPv4 (default 24), 64-128 for IPv6 (default 64)')
   .addOption(new Option('--method <method>', METHOD_HELP).default('rst'))
   .option('--assume-boundary', 'send a goodbye even where no tracked stream proves a message boundary')
   .option('--no-guard', 'let this host\'s kernel RSTs through while closing (see docs)')
