@@ -1,7 +1,7 @@
 // The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
 // `status`, `service stop|start`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
-import { chmod, rm } from 'node:fs/promises';
+import { chmod, lstat, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 
@@ -22,6 +22,7 @@ export function defaultControlPath(node: string): string {
 export class ControlServer {
   private readonly server: net.Server;
   private readonly clients = new Set<net.Socket>();
+  private listening = false;
 
   constructor(
     readonly path: string,
@@ -55,20 +56,44 @@ export class ControlServer {
     });
   }
 
+  /**
+   * Listens at the path, replacing a socket left by an agent that died. Throws (code EEXIST) if
+   * something other than a socket is there, and (EADDRINUSE) if an agent answers on it: taking
+   * its path would cut that agent off from the CLI.
+   */
   async listen(): Promise<void> {
-    await rm(this.path, { force: true }); // a socket file left by an agent that died
+    await removeStaleSocket(this.path);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.path, () => resolve());
     });
+    this.listening = true;
     await chmod(this.path, 0o600);
   }
 
   async close(): Promise<void> {
     for (const c of this.clients) c.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
-    await rm(this.path, { force: true });
+    // Only our own socket: after a refused listen the path is another agent's (or not a socket).
+    if (this.listening) await rm(this.path, { force: true });
+    this.listening = false;
   }
+}
+
+async function removeStaleSocket(file: string): Promise<void> {
+  const there = await lstat(file).catch(() => undefined);
+  if (!there) return;
+  if (!there.isSocket()) throw Object.assign(new Error(`control: ${file} exists and is not a socket: not deleting it`), { code: 'EEXIST' });
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(file);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false)); // ECONNREFUSED: nobody listens, a stale socket
+  });
+  if (live) throw Object.assign(new Error(`control: ${file} is in use by a running agent`), { code: 'EADDRINUSE' });
+  await rm(file, { force: true });
 }
 
 function parseRequest(line: string): ControlRequest {

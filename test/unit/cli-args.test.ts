@@ -1,10 +1,10 @@
 // Bad CLI input: one clear line on stderr, exit code 2, and nothing done.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
@@ -91,6 +91,60 @@ describe('takeover CLI argument errors', () => {
     };
     expect(inEmptyRun('', ['status'])).toMatchObject({ code: 1, stdout: '', stderr: 'takeover: no agent found under /run/takeover: is `takeover agent` running? (or give --control / --config)' });
     expect(inEmptyRun('touch /run/takeover/a.sock /run/takeover/b.sock &&', ['flows', '--peer', 'b'])).toMatchObject({ code: 2, stderr: 'takeover: several agents under /run/takeover: give --control or --config' });
+  });
+
+  describe('agent configs: one line naming the field, exit 2 for --check; host-specific checks said so', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tko-cli-agent-'));
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    const write = (name: string, lines: string[]) => {
+      const file = path.join(dir, name);
+      writeFileSync(file, ['cluster: c', 'node: a', 'database: d', 'key: 0123456789abcdef', `control: ${path.join(dir, 'a.sock')}`, 'notify: { host: 127.0.0.1, port: 0 }', ...lines].join('\n'));
+      return file;
+    };
+    const links = (own: string, peer = '{ id: 0, address: 127.0.0.1, port: 27401 }') => [`heartbeat: { links: [${own}] }`, `peers: [{ node: b, links: [${peer}] }]`];
+    const ok = '{ id: 0, address: 127.0.0.1, port: 27400 }';
+
+    it.each([
+      ['a link id twice', [...links(`${ok}, { id: 0, address: 127.0.0.2, port: 27400 }`)], /heartbeat\.links\[1\]\.id: link id 0 is also heartbeat\.links\[0\]'s/],
+      ['a peer link id that heartbeat.links lacks', [...links(ok, '{ id: 0, address: 127.0.0.1, port: 27401 }, { id: 1, address: 127.0.0.1, port: 27402 }')], /peers\[0\]\.links\[1\]\.id: no link 1 in heartbeat\.links/],
+      ['an IPv6 takeover prefix that would have been widened', [`heartbeat: { links: [${ok}] }`, 'peers: [{ node: b, links: [{ id: 0, address: 127.0.0.1, port: 27401 }], takeover: { address: "fd00::12", port: 5432, interface: lo, prefixLength: 24 } }]'], /peers\[0\]\.takeover\.prefixLength: must be from 64 to 128 for the IPv6 address fd00::12, got 24/],
+    ])('%s', (_what, lines, message) => {
+      const file = write('bad.yaml', lines);
+      for (const args of [['agent', '--check', '--config', file], ['agent', '--config', file]]) {
+        const r = cli(args);
+        expect(r).toMatchObject({ code: 2, stdout: '' });
+        expect(r.stderr.split('\n')).toHaveLength(1);
+        expect(r.stderr.startsWith(`takeover: ${file}: `)).toBe(true);
+        expect(r.stderr).toMatch(message);
+      }
+    });
+
+    it('--check: a takeover interface that is not on this host, exit 2, said to be host-specific', () => {
+      const file = write('if.yaml', [`heartbeat: { links: [${ok}] }`, 'peers: [{ node: b, links: [{ id: 0, address: 127.0.0.1, port: 27401 }], takeover: { address: 198.18.0.12, port: 5432, interface: nosuch0, prefixLength: 24 } }]']);
+      expect(cli(['agent', '--check', '--config', file])).toEqual({ code: 2, stdout: '', stderr: `takeover: ${file}: peers[0].takeover.interface: nosuch0 is not an interface of this host (a host-specific check, made on this host only)` });
+    });
+
+    it('start with a link address that is not this host\'s: the same clear line (not bind EADDRNOTAVAIL), exit 1 so a service manager retries', () => {
+      const file = write('addr.yaml', links('{ id: 0, address: 198.51.100.7, port: 27400 }', '{ id: 0, address: 198.51.100.8, port: 27401 }'));
+      const line = `takeover: ${file}: heartbeat.links[0].address: 198.51.100.7 is not an address of this host (a host-specific check, made on this host only)`;
+      expect(cli(['agent', '--config', file])).toEqual({ code: 1, stdout: '', stderr: line });
+      expect(cli(['agent', '--check', '--config', file])).toEqual({ code: 2, stdout: '', stderr: line });
+    });
+
+    it('--check that passes lists what it checked on this host', () => {
+      const file = write('good.yaml', [...links(ok), `callouts: { dir: ${dir} }`]);
+      const r = cli(['agent', '--check', '--config', file]);
+      expect(r.code).toBe(0);
+      expect(r.stdout.split('\n')).toEqual([
+        `${file}: valid: node a of cluster c, 1 peer(s), instances here: none, 0 service(s)`,
+        `${file}: host-specific, checked on this host only:`,
+        '  heartbeat.links[0].address: 127.0.0.1 is an address of this host',
+        '  notify.host: 127.0.0.1 is an address of this host',
+        `  control: ${dir} is a directory`,
+        `  callouts.dir: ${dir} is a directory`,
+        '',
+      ]);
+    });
   });
 
   it('--help and --version exit 0', () => {
