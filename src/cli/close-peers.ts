@@ -78,8 +78,9 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
       throw new UsageError(`--from-flows: ${(err as Error).message}`);
     }
   }
+  const given = o.interface === undefined ? undefined : await interfaceOption(o.interface);
   await requireCapabilities('close-peers --address', ['CAP_NET_RAW', 'CAP_NET_ADMIN']);
-  const ifname = o.interface === undefined ? interfaceOfAddress(address) : interfaceOption(o.interface);
+  const ifname = given ?? interfaceOfAddress(address);
   if (ifname === undefined) {
     throw new UsageError(`${address} is not an address of this host; pass --takeover-address --interface IF to take it over`);
   }
@@ -97,7 +98,7 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
 function takeoverPrefix(address: string, value: string | undefined): number {
   const v4 = familyOf(address) === 4;
   if (value === undefined) return v4 ? 24 : 64;
-  return intOption(`--prefix-length (IPv${v4 ? 4 : 6} ${address})`, value, v4 ? 1 : 64, v4 ? 32 : 128);
+  return intOption('--prefix-length', value, v4 ? 1 : 64, v4 ? 32 : 128, `for the IPv${v4 ? 4 : 6} address ${address}`);
 }
 
 function report(o: ClosePeersOptions, results: CloseResult[], context: Record<string, unknown>): number {

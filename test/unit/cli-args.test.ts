@@ -25,14 +25,21 @@ writeFileSync(badFlows, '{"time":1,"flows":[{"a":{"address":"198.18.0.1"},"b":{}
 describe('takeover CLI argument errors', () => {
   it.each([
     [['close-peers'], /exactly one of --pid or --address/],
-    [['close-peers', '--pid', 'abc'], /--pid must be an integer, got "abc"/],
+    [['close-peers', '--pid', 'abc'], /--pid must be an integer from 1 to 4194304, got "abc"/],
+    [['close-peers', '--pid', '-5'], /--pid must be an integer from 1 to 4194304, got "-5"/],
     [['close-peers', '--pid', '1', '--address', '198.18.0.1'], /exactly one of --pid or --address/],
     [['close-peers', '--pid', '1', '--peers', '198.18.0.1:1'], /--peers goes with --address/],
     [['close-peers', '--pid', '1', '--method', 'kill'], /--method: unknown close method "kill"/],
     [['close-peers', '--pid', '1', '--method', 'goodbye:smtp'], /unknown goodbye protocol "smtp"/],
     [['close-peers', '--address', '1.2.3', '--port', '1', '--peers', '198.18.0.2:1'], /--address must be an IPv4 or IPv6 address, got "1.2.3"/],
     [['close-peers', '--address', '198.18.0.1', '--peers', '198.18.0.2:1'], /--address needs --port/],
-    [['close-peers', '--address', '198.18.0.1', '--port', '70000', '--peers', '198.18.0.2:1'], /--port must be between 1 and 65535, got 70000/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '70000', '--peers', '198.18.0.2:1'], /--port must be an integer from 1 to 65535, got "70000"/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:1', '--timeout-ms', '-5'], /^takeover: --timeout-ms must be an integer from 1 to 600000, got "-5"$/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:1', '--timeout-ms', '1.5'], /--timeout-ms must be an integer from 1 to 600000, got "1\.5"/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:1', '--interface', 'nosuch0'], /^takeover: --interface: nosuch0 is not an interface of this host$/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:1', '--prefix-length', '24'], /--prefix-length goes with --takeover-address/],
+    [['close-peers', '--address', 'fd7a:6b00::1', '--port', '7000', '--peers', '[fd7a:6b00::2]:1', '--takeover-address', '--interface', 'lo', '--prefix-length', '24'], /--prefix-length must be an integer from 64 to 128 for the IPv6 address fd7a:6b00::1, got "24"/],
+    [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:1', '--takeover-address', '--interface', 'lo', '--prefix-length', '33'], /--prefix-length must be an integer from 1 to 32 for the IPv4 address 198\.18\.0\.1, got "33"/],
     [['close-peers', '--address', '198.18.0.1', '--port', '7000'], /needs --peers or --from-flows/],
     [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2'], /--peers: expected ADDRESS:PORT/],
     [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '[fd7a:6b00::2]:5'], /not of the same family/],
@@ -40,12 +47,19 @@ describe('takeover CLI argument errors', () => {
     [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--from-flows', '/nonexistent/flows'], /--from-flows: .*ENOENT/],
     [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--from-flows', badFlows], /--from-flows: .*flows\[0\]\.a\.port: not a number/],
     [['close-peers', '--address', '198.18.0.1', '--port', '7000', '--peers', '198.18.0.2:5'], /198\.18\.0\.1 is not an address of this host/],
-    [['close-peers', '--bogus'], /unknown option '--bogus'/],
+    [['close-peers', '--bogus'], /^takeover: unknown option '--bogus'$/],
+    [['close-peers', '--pid', '1', '--porrt', '5'], /^takeover: unknown option '--porrt' \(did you mean --port\?\)$/],
+    [['clos-peers'], /^takeover: unknown command 'clos-peers' \(did you mean close-peers\?\)$/],
+    [['agent'], /^takeover: required option '--config <file>' not specified$/],
+    [['service', 'stop'], /^takeover: missing required argument 'name'$/],
+    [['status', 'extra'], /^takeover: too many arguments for 'status'/],
     [['flows'], /give --interface IF \(flows seen here\) or --peer NODE/],
     [['flows', '--peer', 'db2', '--interface', 'lo'], /--peer reads the agent's copy: it takes no --interface/],
-    [['flows', '--interface', 'lo', '--interval-ms', '-5'], /--interval-ms must be an integer/],
+    [['flows', '--interface', 'lo', '--interval-ms', '-5'], /^takeover: --interval-ms must be an integer from 10 to 3600000, got "-5"$/],
+    [['flows', '--interface', 'lo', '--count', '0'], /--count must be an integer from 1 to 1000000000, got "0"/],
     [['flows', '--interface', 'no/such/if'], /--interface must be an interface name/],
-    [['nonsense'], /unknown command 'nonsense'/],
+    [['flows', '--interface', 'nosuch0'], /^takeover: --interface: nosuch0 is not an interface of this host$/],
+    [['nonsense'], /^takeover: unknown command 'nonsense'$/],
     [['scsi', 'zap', '/dev/null'], /the action must be one of inquiry, keys/],
     [['scsi', 'reserve', '/dev/null', '--type', 'wero'], /--key is required for this action/],
     [['scsi', 'reserve', '/dev/null', '--key', '0', '--type', 'wero'], /--key: a key must be between 1 and 2\^64-1: "0"/],
@@ -54,7 +68,8 @@ describe('takeover CLI argument errors', () => {
     [['scsi', 'reserve', '/dev/null', '--key', '5'], /--type is required/],
     [['scsi', 'preempt', '/dev/null', '--key', '5', '--type', 'wero'], /--victim is required/],
     [['scsi', 'keys', '/dev/null', '--aptpl'], /--aptpl goes with register/],
-    [['scsi', 'keys', '/dev/null', '--timeout-ms', '0'], /--timeout-ms must be 1 to 3600000/],
+    [['scsi', 'keys', '/dev/null', '--timeout-ms', '0'], /--timeout-ms must be an integer from 1 to 3600000, got "0"/],
+    [['scsi', 'keys', '/dev/null', '--timeout-ms', '-5'], /--timeout-ms must be an integer from 1 to 3600000, got "-5"/],
     [['fence', 'b', '--devices', '/dev/null'], /give --config FILE, or --cluster, --node and --nodes/],
     [['fence', 'b', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /--devices is required/],
     [['fence', 'a', '--devices', '/dev/null', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /refusing to fence this node \(a\)/],
@@ -64,7 +79,9 @@ describe('takeover CLI argument errors', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(message);
+    // One line, in one style: ours and commander's errors alike.
     expect(r.stderr.split('\n')).toHaveLength(1);
+    expect(r.stderr.startsWith('takeover: ')).toBe(true);
   });
 
   it('missing privileges: one line naming the capability, exit 2', () => {
