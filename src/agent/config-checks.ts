@@ -176,6 +176,9 @@ function checkInstances(c: CheckedConfig, issue: Issue): void {
         issue(['instances', i, 'ports', j], `port ${port} is also instance ${c.instances[other]!.name}'s (instances[${other}]): the failure plan closes every connection of a port, so either instance's failure would end the other's connections`);
       } else portOwner.set(port, i);
     });
+    if (inst.method?.startsWith('goodbye:') && (inst.ports ?? []).length === 0) {
+      issue(['instances', i, 'method'], `${inst.method} needs ports: a goodbye goes only where the streams of the instance's ports were followed (without ports every connection would get a RST)`);
+    }
     const host = inst.health?.probe.host;
     if (host !== undefined) {
       const kind = addressKind(host);

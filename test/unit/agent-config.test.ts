@@ -130,6 +130,7 @@ services:
     }),
     ['a port twice in one instance', (c: any) => (c.instances[0].ports = [5432, 5433, 5432]), 'instances[0].ports[2]', /port 5432 appears twice/],
     ['one port in two instances of this node', (c: any) => ((c.instances[0].ports = [5432]), c.instances.push({ name: 'i3', node: 'a', pid: 2, ports: [6379, 5432] })), 'instances[2].ports[1]', /port 5432 is also instance i1's \(instances\[0\]\)/],
+    ['a goodbye for an instance without ports', (c: any) => (c.instances[0].method = 'goodbye:postgres'), 'instances[0].method', /goodbye:postgres needs ports/],
     ['a member twice in a service', (c: any) => c.services[0].members.push('i1'), 'services[0].members[2]', /instance i1 appears twice/],
     ['a multicast TCP probe', (c: any) => (c.instances[0].health = { probe: { kind: 'tcp', host: '224.0.0.1', port: 1 } }), 'instances[0].health.probe.host', /multicast/],
     ['a relative control path', (c: any) => (c.control = 'run/a.sock'), 'control', /must be an absolute path/],
