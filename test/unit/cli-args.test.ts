@@ -19,7 +19,9 @@ function cli(args: string[], withoutCapabilities = false) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
 }
 
-const badFlows = path.join(mkdtempSync(path.join(tmpdir(), 'tko-cli-')), 'flows.jsonl');
+const flowsDir = mkdtempSync(path.join(tmpdir(), 'tko-cli-'));
+afterAll(() => rmSync(flowsDir, { recursive: true, force: true }));
+const badFlows = path.join(flowsDir, 'flows.jsonl');
 writeFileSync(badFlows, '{"time":1,"flows":[{"a":{"address":"198.18.0.1"},"b":{},"state":"ESTABLISHED"}]}\n');
 
 describe('takeover CLI argument errors', () => {
