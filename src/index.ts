@@ -44,6 +44,8 @@ export { NodeFencing, FenceFailedError } from './agent/node-fencing.js';
 export type { NodeFencingOptions, FenceDone } from './agent/node-fencing.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError, configSchema } from './agent/config.js';
 export type { AgentConfig, InstanceConfig } from './agent/config.js';
+export { checkHost, HostCheckError } from './agent/host-checks.js';
+export type { HostCheck } from './agent/host-checks.js';
 export { InstanceMonitor } from './agent/instance-monitor.js';
 export type { InstanceEvent, InstanceState } from './agent/instance-monitor.js';
 export { CalloutRunner } from './agent/callouts.js';

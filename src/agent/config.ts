@@ -8,6 +8,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
+import { checkConfig } from './config-checks.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
 
 /** pino's levels, most verbose first; `silent` logs nothing. */
@@ -33,13 +34,20 @@ const argv = z
   .min(1)
   .refine((a) => a.length === 0 || a[0]!.length > 0, 'the program (first element) must not be empty');
 
+/** Linux's rule for a device name (dev_valid_name): 1-15 bytes, no '/', ':' or whitespace, not . or .. */
+const ifname = z
+  .string()
+  .regex(/^[^\s/:]{1,15}$/, 'must be an interface name (1-15 characters, no /, : or spaces)')
+  .refine((s) => s !== '.' && s !== '..', 'must be an interface name, not . or ..');
+
 const link = z.strictObject({ id: z.number().int().min(0).max(255), address: ip, port });
 
 const takeover = z.strictObject({
   /** The service address the peer held, taken over here when the peer dies. */
   address: ip,
   port,
-  interface: z.string().min(1).max(15),
+  interface: ifname,
+  /** Applied as written: 1-32 for IPv4, 64-128 for IPv6 (config-checks.ts). */
   prefixLength: z.number().int().min(0).max(128),
   method: method.default('rst'),
 });
@@ -84,9 +92,12 @@ const instance = z.strictObject({
   drainMs: ms(0, 86_400_000).default(30_000),
   /** Stopping an instance the agent runs: SIGTERM, then SIGKILL after this long (command only). */
   stopGraceMs: ms(0, 3_600_000).optional(),
-  /** Local ports whose connections the failure plan closes (the service's listening ports). */
-  ports: z.array(port).default([]),
-  method: method.default('rst'),
+  /**
+   * Local ports whose connections the failure plan closes (the service's listening ports);
+   * default [] and method 'rst', filled in after the checks (which must see what was given).
+   */
+  ports: z.array(port).optional(),
+  method: method.optional(),
 });
 
 const service = z.strictObject({ name, members: z.array(name).min(1) });
@@ -220,7 +231,7 @@ export const configSchema = z
       if (!nodes.has(inst.node)) issue(['instances', i, 'node'], `unknown node ${inst.node} (not this node nor a peer)`);
       const how = [inst.pid, inst.pidFile, inst.command].filter((x) => x !== undefined).length;
       if (inst.node === c.node && how !== 1) issue(['instances', i], 'an instance on this node needs exactly one of pid, pidFile, command');
-      if (inst.restart && !inst.command) issue(['instances', i, 'restart'], 'only an instance started by command can be restarted');
+      if (inst.node === c.node && inst.restart && !inst.command) issue(['instances', i, 'restart'], 'only an instance started by command can be restarted');
       if (inst.stopGraceMs !== undefined && !inst.command) issue(['instances', i, 'stopGraceMs'], 'only an instance started by command is stopped by the agent');
     });
     if (c.disk) {
@@ -245,7 +256,10 @@ export const configSchema = z
         if (!instances.has(m)) issue(['services', i, 'members', j], `unknown instance ${m}`);
       });
     });
-  });
+  })
+  // Across fields (config-checks.ts): only on a config whose every field parsed.
+  .superRefine((c, ctx) => checkConfig(c, (path, message) => ctx.addIssue({ code: 'custom', path, message })), { when: (payload) => payload.issues.length === 0 })
+  .transform((c) => ({ ...c, instances: c.instances.map((i) => ({ ...i, ports: i.ports ?? [], method: i.method ?? 'rst' })) }));
 
 /** Two listening addresses that contend for one port: the same, `::` (dual-stack) and any, or 0.0.0.0 and an IPv4 one. */
 function addressesOverlap(a: string, b: string): boolean {

@@ -1,7 +1,7 @@
 // The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
 // `status`, `service stop|start`, `instance cleanup`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
-import { chmod, rm } from 'node:fs/promises';
+import { chmod, lstat, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 
@@ -24,6 +24,7 @@ export function defaultControlPath(node: string): string {
 export class ControlServer {
   private readonly server: net.Server;
   private readonly clients = new Set<net.Socket>();
+  private listening = false;
 
   constructor(
     readonly path: string,
@@ -58,26 +59,26 @@ export class ControlServer {
   }
 
   /**
-   * Listens on the path. A socket file that still answers belongs to a running agent: this throws
-   * AgentRunningError and leaves it alone (one agent per node; deleting it would cut the running
-   * agent off from the CLI). A file nobody answers on was left by an agent that died: replaced.
+   * Listens at the path, replacing a socket left by an agent that died. Throws AgentRunningError
+   * (code EAGENTRUNNING) if an agent answers on it: one agent per node, and taking its path would
+   * cut that agent off from the CLI; and (code EEXIST) if something other than a socket is there.
    */
   async listen(): Promise<void> {
-    if (await answers(this.path)) throw new AgentRunningError(this.path);
-    await rm(this.path, { force: true }); // a socket file left by an agent that died
+    await removeStaleSocket(this.path);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.path, () => resolve());
     });
+    this.listening = true;
     await chmod(this.path, 0o600);
   }
 
-  /** Stops listening; removes the socket file only when it is this server's (not another agent's). */
   async close(): Promise<void> {
     for (const c of this.clients) c.destroy();
-    const mine = this.server.listening;
     await new Promise<void>((r) => this.server.close(() => r()));
-    if (mine) await rm(this.path, { force: true });
+    // Only our own socket: after a refused listen the path is another agent's (or not a socket).
+    if (this.listening) await rm(this.path, { force: true });
+    this.listening = false;
   }
 }
 
@@ -90,16 +91,20 @@ export class AgentRunningError extends Error {
   }
 }
 
-/** Whether something accepts connections on the Unix socket at `path`. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect(path);
-    sock.once('connect', () => {
-      sock.destroy();
+async function removeStaleSocket(file: string): Promise<void> {
+  const there = await lstat(file).catch(() => undefined);
+  if (!there) return;
+  if (!there.isSocket()) throw Object.assign(new Error(`control: ${file} exists and is not a socket: not deleting it`), { code: 'EEXIST' });
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(file);
+    probe.once('connect', () => {
+      probe.destroy();
       resolve(true);
     });
-    sock.once('error', () => resolve(false));
+    probe.once('error', () => resolve(false)); // ECONNREFUSED: nobody listens, a stale socket
   });
+  if (live) throw new AgentRunningError(file);
+  await rm(file, { force: true });
 }
 
 function parseRequest(line: string): ControlRequest {

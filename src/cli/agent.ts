@@ -1,10 +1,12 @@
 // `takeover agent --config FILE`: runs the agent until SIGTERM/SIGINT, logging what it decides
 // and does as JSON lines (pino) on stdout, at the level of --log-level or the config's log.level.
-// A bad config or option is one line naming the field, exit 2.
+// A bad config or option is one line naming the field, exit 2; a host-specific check
+// (host-checks.ts) that fails at start is the same line, exit 1.
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { ConfigError, configKey, configWarnings, loadConfig, LOG_LEVELS, type LogLevel } from '../agent/config.js';
 import { AgentRunningError } from '../agent/control.js';
+import { checkHost, HostCheckError, type HostCheck } from '../agent/host-checks.js';
 import { summarizeResults } from '../net/close-result.js';
 import { UsageError } from './errors.js';
 
@@ -13,10 +15,15 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got "${opts.logLevel}"`);
   }
   let config;
+  let host: HostCheck[];
   try {
     config = await loadConfig(opts.config);
     if (opts.check) await configKey(config);
+    host = await checkHost(config, opts.config);
   } catch (err) {
+    // At start a host check that fails is not a usage error: the host may change (an address
+    // assigned late, an interface created after the agent), and a service manager may retry.
+    if (err instanceof HostCheckError && !opts.check) throw Object.assign(new Error(err.message), { code: 'EHOSTCHECK' });
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
   }
@@ -25,6 +32,10 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     for (const w of warnings) process.stderr.write(`${opts.config}: warning: ${w}\n`);
     const mine = config.instances.filter((i) => i.node === config.node).map((i) => i.name);
     process.stdout.write(`${opts.config}: valid: node ${config.node} of cluster ${config.cluster}, ${config.peers.length} peer(s), instances here: ${mine.join(', ') || 'none'}, ${config.services.length} service(s)\n`);
+    const keyFile = config.keyFile !== undefined ? [{ field: 'keyFile', found: `${config.keyFile} is readable` }] : [];
+    const checked = [...keyFile, ...host];
+    process.stdout.write(`${opts.config}: host-specific, checked on this host only:${checked.length ? '' : ' nothing to check'}\n`);
+    for (const h of checked) process.stdout.write(`  ${h.field}: ${h.found}\n`);
     return 0;
   }
   const log = pino({ base: { node: config.node }, level: (opts.logLevel as LogLevel | undefined) ?? config.log.level });

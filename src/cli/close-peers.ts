@@ -19,7 +19,7 @@ export interface ClosePeersOptions {
   fromFlows?: string;
   interface?: string;
   takeoverAddress?: boolean;
-  prefixLength: string;
+  prefixLength?: string;
   method: string;
   assumeBoundary?: boolean;
   guard: boolean;
@@ -67,7 +67,8 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
     if (familyOf(p.address) !== familyOf(address)) throw new UsageError(`--peers: ${p.address} is not of the same family as ${address}`);
   }
   if (o.takeoverAddress && o.interface === undefined) throw new UsageError('--takeover-address needs --interface');
-  const prefixLength = intOption('--prefix-length', o.prefixLength, 1, familyOf(address) === 4 ? 32 : 128);
+  if (o.prefixLength !== undefined && !o.takeoverAddress) throw new UsageError('--prefix-length goes with --takeover-address');
+  const prefixLength = takeoverPrefix(address, o.prefixLength);
   const timeoutMs = intOption('--timeout-ms', o.timeoutMs, 1, 600_000);
   let flows: FlowRecord[] = [];
   if (o.fromFlows !== undefined) {
@@ -77,8 +78,9 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
       throw new UsageError(`--from-flows: ${(err as Error).message}`);
     }
   }
+  const given = o.interface === undefined ? undefined : await interfaceOption(o.interface);
   await requireCapabilities('close-peers --address', ['CAP_NET_RAW', 'CAP_NET_ADMIN']);
-  const ifname = o.interface === undefined ? interfaceOfAddress(address) : interfaceOption(o.interface);
+  const ifname = given ?? interfaceOfAddress(address);
   if (ifname === undefined) {
     throw new UsageError(`${address} is not an address of this host; pass --takeover-address --interface IF to take it over`);
   }
@@ -87,6 +89,16 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
     { method, assumeBoundary: o.assumeBoundary === true, ...(o.guard === false ? { guard: false } : {}), timeoutMs },
   );
   return report(o, remote.results, { address, port, takeovers: remote.takeovers, guard: remote.guard, elapsedMs: remote.elapsedMs });
+}
+
+/**
+ * --prefix-length, applied as given: 1-32 for IPv4 (default 24), 64-128 for IPv6 (default 64;
+ * IPv6 subnets are /64 or longer, and a shorter length is refused rather than changed).
+ */
+function takeoverPrefix(address: string, value: string | undefined): number {
+  const v4 = familyOf(address) === 4;
+  if (value === undefined) return v4 ? 24 : 64;
+  return intOption('--prefix-length', value, v4 ? 1 : 64, v4 ? 32 : 128, `for the IPv${v4 ? 4 : 6} address ${address}`);
 }
 
 function report(o: ClosePeersOptions, results: CloseResult[], context: Record<string, unknown>): number {

@@ -87,7 +87,7 @@ async function peerFlows(o: FlowsOptions): Promise<number> {
 export async function flowsCommand(o: FlowsOptions): Promise<number> {
   if (o.peer !== undefined) return peerFlows(o);
   if (o.interface === undefined) throw new UsageError('give --interface IF (flows seen here) or --peer NODE (a peer\'s replicated connections)');
-  const ifname = interfaceOption(o.interface);
+  const ifname = await interfaceOption(o.interface);
   const port = o.port === undefined ? undefined : portOption('--port', o.port);
   const host = o.host === undefined ? undefined : addressOption('--host', o.host);
   const interval = intOption('--interval-ms', o.intervalMs, 10, 3_600_000);

@@ -19,6 +19,15 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code !== 'EPIPE') throw err;
 });
 
+/**
+ * Commander's own errors ("error: unknown option '--x'\n(Did you mean --y?)\n") in the CLI's
+ * one style: `takeover: ...` on one line, as our usage errors are.
+ */
+function usageLine(message: string): string {
+  const text = message.trim().replace(/^error: /, '').replace(/\n\(Did you mean (.*)\)$/, ' (did you mean $1)');
+  return `takeover: ${text.replace(/\s*\n\s*/g, ' ')}\n`;
+}
+
 // package.json sits two levels up from both src/cli/main.ts and dist/cli/main.js.
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -26,7 +35,7 @@ const program = new Command('takeover')
   .description('Ends the wait of TCP peers of a failed process or node.')
   .version(version)
   .exitOverride()
-  .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+  .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s, write) => write(usageLine(s)) })
   .showSuggestionAfterError(true);
 
 program
@@ -39,7 +48,7 @@ program
   .option('--from-flows <file>', 'tracked connections: a file written by `takeover flows --json`')
   .option('--interface <if>', 'interface where the peers\' answers arrive (default: the one holding --address)')
   .option('--takeover-address', 'add --address to --interface and announce it (gratuitous ARP / unsolicited NA)')
-  .option('--prefix-length <n>', 'prefix length for --takeover-address', '24')
+  .option('--prefix-length <n>', 'prefix length for --takeover-address, applied as given: 1-32 for IPv4 (default 24), 64-128 for IPv6 (default 64)')
   .addOption(new Option('--method <method>', METHOD_HELP).default('rst'))
   .option('--assume-boundary', 'send a goodbye even where no tracked stream proves a message boundary')
   .option('--no-guard', 'let this host\'s kernel RSTs through while closing (see docs)')

@@ -2,12 +2,17 @@
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import { canonicalAddress, parseEndpoint, type Endpoint } from '../net/endpoint.js';
 import net from 'node:net';
+import { interfaceExists } from '../net/interfaces.js';
 import { UsageError } from './errors.js';
 
-export function intOption(name: string, value: string, min: number, max: number): number {
-  if (!/^\d+$/.test(value)) throw new UsageError(`${name} must be an integer, got "${value}"`);
-  const n = Number(value);
-  if (n < min || n > max) throw new UsageError(`${name} must be between ${min} and ${max}, got ${n}`);
+/**
+ * A decimal integer from min to max. One message for every failure, which says the range: "-5"
+ * is an integer, only not one the option takes. `context` (e.g. "for the IPv6 address ...")
+ * follows the range when the range depends on another argument.
+ */
+export function intOption(name: string, value: string, min: number, max: number, context?: string): number {
+  const n = /^-?\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) throw new UsageError(`${name} must be an integer from ${min} to ${max}${context ? ` ${context}` : ''}, got "${value}"`);
   return n;
 }
 
@@ -40,7 +45,9 @@ export function peersOption(value: string): Endpoint[] {
   });
 }
 
-export function interfaceOption(value: string): string {
-  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(value)) throw new UsageError(`--interface must be an interface name, got "${value}"`);
+/** An interface of this host (this network namespace); a name that is not one is a usage error. */
+export async function interfaceOption(value: string, name = '--interface'): Promise<string> {
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(value)) throw new UsageError(`${name} must be an interface name, got "${value}"`);
+  if (!(await interfaceExists(value))) throw new UsageError(`${name}: ${value} is not an interface of this host`);
   return value;
 }

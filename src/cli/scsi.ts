@@ -12,6 +12,7 @@ import { PersistentReservations } from '../scsi/reservations.js';
 import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/transport.js';
 import { EXIT_INCOMPLETE, EXIT_OK, UsageError } from './errors.js';
 import { table } from './output.js';
+import { intOption } from './parse-args.js';
 
 export const EXIT_CONFLICT = 3;
 
@@ -47,8 +48,7 @@ function typeOption(value: string | undefined): number {
 }
 
 function timeoutOption(value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 3_600_000) throw new UsageError(`--timeout-ms must be 1 to 3600000, got "${value}"`);
-  return Number(value);
+  return intOption('--timeout-ms', value, 1, 3_600_000);
 }
 
 const json = (v: unknown) => JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? formatKey(x) : x));

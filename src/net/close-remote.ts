@@ -22,7 +22,10 @@ export interface RemoteCloseOptions {
   method: CloseMethod;
   /** Where the peers' answers arrive; must already be capturing. */
   answers: SegmentSource;
-  /** Take the dead side's address over first (add it, then gratuitous ARP / unsolicited NA). */
+  /**
+   * Take the dead side's address over first (add it, then gratuitous ARP / unsolicited NA), with
+   * prefixLength as given (bits; nothing changes it by family).
+   */
   takeover?: { interface: string; prefixLength: number; announce?: number };
   /**
    * Drop this host's own RSTs from the dead address while closing (nftables), so a FIN, break or
@@ -136,8 +139,8 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
   const taken = new Set<string>();
   if (options.takeover) {
     for (const address of deadAddresses) {
-      const prefix = familyOf(address) === 4 ? options.takeover.prefixLength : Math.max(options.takeover.prefixLength, 64);
-      const r = await takeOverAddress(options.takeover.interface, address, prefix, { announce: options.takeover.announce ?? 3 });
+      // The prefix as given (the callers check it: the agent's config, the CLI's --prefix-length).
+      const r = await takeOverAddress(options.takeover.interface, address, options.takeover.prefixLength, { announce: options.takeover.announce ?? 3 });
       report.takeovers.push({ interface: options.takeover.interface, address, added: r.added });
       taken.add(address);
     }

@@ -63,7 +63,8 @@ async function startCluster(o: ClusterOptions = {}) {
         ...(o.takeover && n === 'b' && p === 'a' ? { takeover: { address: l.host('a').ipv4, port: 5432, interface: 'eth0', prefixLength: 24 } } : {}),
       })),
       notify: { port: 7500 },
-      instances: [{ name: 'pg1', node: 'a', pidFile: path.join(pg.dataDir, 'postmaster.pid'), ports: [5432], role: 'primary', ...o.instance }],
+      // How pg1 runs and is watched is for A's agent alone; B and C know its name, node and role.
+      instances: [{ name: 'pg1', node: 'a', role: 'primary', ...(n === 'a' ? { pidFile: path.join(pg.dataDir, 'postmaster.pid'), ports: [5432], ...o.instance } : {}) }],
       services: [{ name: 'sales', members: ['pg1'] }],
     };
     agents.set(n, lab.spawn(n, fixturePath('agent-node'), ['--config', JSON.stringify(config)]));

@@ -22,7 +22,7 @@ export interface ReplicationCluster {
 }
 
 export interface ClusterOptions {
-  /** Extra top-level config for both agents (e.g. A's instances). */
+  /** Extra top-level config for both agents (e.g. A's instances: B's agent gets their name, node and role). */
   agentExtra?: Record<string, unknown>;
   /** Both agents also send heartbeats to node C (which runs no agent): C can time their arrivals. */
   watchedFromC?: boolean;
@@ -30,6 +30,16 @@ export interface ClusterOptions {
   hub?: boolean;
   /** Runs once the lab exists, before the agents start; returns more top-level config for both. */
   prepare?: (lab: Lab, vip: string) => Promise<Record<string, unknown>>;
+}
+
+/**
+ * The extra config as node n's agent reads it: an instance of another node keeps its name, node
+ * and role (how it runs and is watched is for its own node's agent, and a config refuses them).
+ */
+function seenFrom(n: string, extra: Record<string, unknown>): Record<string, unknown> {
+  const instances = extra.instances as Array<Record<string, unknown>> | undefined;
+  if (!instances) return extra;
+  return { ...extra, instances: instances.map((i) => (i.node === n ? i : { name: i.name, node: i.node, ...(i.role ? { role: i.role } : {}) })) };
 }
 
 export async function startReplicationCluster(takeover: Array<{ port: number; method: string }>, options: ClusterOptions = {}): Promise<ReplicationCluster> {
@@ -59,8 +69,7 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
       ],
       notify: { port: 0 },
       quorum: { twoNode: true }, // two agents, no fencing: the lab accepts the split-brain risk
-      ...options.agentExtra,
-      ...prepared,
+      ...seenFrom(n, { ...options.agentExtra, ...prepared }),
     });
     const a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
     const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);

@@ -95,6 +95,80 @@ services:
     expect(fieldOf(edit(change)).startsWith(field)).toBe(true);
   });
 
+  // Configs whose every field parses but that cannot work as written (issue 10 item 4).
+  const t = (o: object = {}) => ({ address: '10.0.0.12', port: 5432, interface: 'eth0', prefixLength: 24, ...o });
+  const twoLinks = (c: any, own: object, peer: object = { id: 1, address: '10.1.0.2', port: 7400 }) => {
+    c.heartbeat.links.push(own);
+    c.peers[0].links.push(peer);
+  };
+  it.each<[string, (c: any) => unknown, string, RegExp]>([
+    ['a link id twice in heartbeat.links', (c: any) => twoLinks(c, { id: 0, address: '10.1.0.1', port: 7400 }), 'heartbeat.links[1].id', /link id 0 is also heartbeat\.links\[0\]'s/],
+    ['a link id twice for one peer', (c: any) => c.peers[0].links.push({ id: 0, address: '10.0.0.3', port: 7400 }), 'peers[0].links[1].id', /link id 0 appears twice for node b/],
+    ['a peer link absent from heartbeat.links', (c: any) => c.peers[0].links.push({ id: 1, address: '10.1.0.2', port: 7400 }), 'peers[0].links[1].id', /no link 1 in heartbeat\.links/],
+    ['an IPv4 prefix over 32', (c: any) => (c.peers[0].takeover = t({ prefixLength: 33 })), 'peers[0].takeover.prefixLength', /from 1 to 32 for the IPv4 address 10\.0\.0\.12, got 33/],
+    ['an IPv4 prefix of 0', (c: any) => (c.peers[0].takeover = t({ prefixLength: 0 })), 'peers[0].takeover.prefixLength', /from 1 to 32/],
+    ['an IPv6 prefix that used to be widened to 64', (c: any) => (c.peers[0].takeover = t({ address: 'fd00::12', prefixLength: 24 })), 'peers[0].takeover.prefixLength', /from 64 to 128 for the IPv6 address fd00::12, got 24 .*applied as written, never widened/],
+    ['a peer at 0.0.0.0', (c: any) => (c.peers[0].links[0].address = '0.0.0.0'), 'peers[0].links[0].address', /reaches this host itself/],
+    ['a peer at ::', (c: any) => ((c.heartbeat.links[0].address = 'fd00::1'), (c.peers[0].links[0].address = '::')), 'peers[0].links[0].address', /reaches this host itself/],
+    ['a peer at a multicast address', (c: any) => (c.peers[0].links[0].address = '224.0.0.18'), 'peers[0].links[0].address', /is a multicast address/],
+    ['a peer at an IPv6 multicast address', (c: any) => ((c.heartbeat.links[0].address = 'fd00::1'), (c.peers[0].links[0].address = 'ff02::12')), 'peers[0].links[0].address', /is a multicast address/],
+    ['a peer at the broadcast address', (c: any) => (c.peers[0].links[0].address = '255.255.255.255'), 'peers[0].links[0].address', /is a broadcast address/],
+    ['an IPv6 peer link on an IPv4 link', (c: any) => (c.peers[0].links[0].address = 'fd00::2'), 'peers[0].links[0].address', /fd00::2 is IPv6 but this node's link 0 \(heartbeat\.links\[0\]\) is IPv4/],
+    ['an IPv4 peer link on an IPv6 link', (c: any) => (c.heartbeat.links[0].address = 'fd00::1'), 'peers[0].links[0].address', /10\.0\.0\.2 is IPv4 but this node's link 0 .* is IPv6/],
+    ['a peer at this node\'s own link', (c: any) => (c.peers[0].links[0].address = '10.0.0.1'), 'peers[0].links[0].address', /is this node's own heartbeat\.links\[0\]/],
+    ['two peers at one address and port', (c: any) => c.peers.push({ node: 'c', links: [{ id: 0, address: '10.0.0.2', port: 7400 }] }), 'peers[1].links[0].address', /also peers\[0\]\.links\[0\] \(node b\)/],
+    ['two links on one address and port', (c: any) => twoLinks(c, { id: 1, address: '10.0.0.1', port: 7400 }), 'heartbeat.links[1]', /overlaps heartbeat\.links\[0\]/],
+    ['a link under 0.0.0.0 on the same port', (c: any) => ((c.heartbeat.links[0].address = '0.0.0.0'), twoLinks(c, { id: 1, address: '10.1.0.1', port: 7400 })), 'heartbeat.links[1]', /10\.1\.0\.1:7400 overlaps heartbeat\.links\[0\] \(0\.0\.0\.0:7400\)/],
+    ['an IPv4 link under a dual-stack ::', (c: any) => ((c.heartbeat.links[0].address = '::'), (c.peers[0].links[0].address = 'fd00::2'), twoLinks(c, { id: 1, address: '10.1.0.1', port: 7400 })), 'heartbeat.links[1]', /overlaps heartbeat\.links\[0\] \(\[::\]:7400\)/],
+    ['a multicast link address', (c: any) => (c.heartbeat.links[0].address = '239.1.1.1'), 'heartbeat.links[0].address', /is a multicast address/],
+    ['one takeover address under two peers', (c: any) => ((c.peers[0].takeover = t()), c.peers.push({ node: 'c', links: [{ id: 0, address: '10.0.0.3', port: 7400 }], takeover: t({ port: 6379 }) })), 'peers[1].takeover.address', /taken over from node b too \(peers\[0\]\.takeover\)/],
+    ['a takeover of this node\'s own link address', (c: any) => (c.peers[0].takeover = t({ address: '10.0.0.1' })), 'peers[0].takeover.address', /this node's own address \(heartbeat\.links\[0\]\)/],
+    ['a takeover of this node\'s notify address', (c: any) => ((c.notify.host = '10.0.0.5'), (c.peers[0].takeover = t({ address: '10.0.0.5' }))), 'peers[0].takeover.address', /this node's own address \(notify\.host\)/],
+    ['a loopback takeover address', (c: any) => (c.peers[0].takeover = t({ address: '127.0.0.9' })), 'peers[0].takeover.address', /is a loopback address/],
+    ['a multicast takeover address', (c: any) => (c.peers[0].takeover = t({ address: '224.1.1.1' })), 'peers[0].takeover.address', /is a multicast address/],
+    ['an unspecified takeover address', (c: any) => (c.peers[0].takeover = t({ address: '0.0.0.0' })), 'peers[0].takeover.address', /is an unspecified address/],
+    ['a takeover interface name with a slash', (c: any) => (c.peers[0].takeover = t({ interface: 'eth/0' })), 'peers[0].takeover.interface', /must be an interface name/],
+    ['a multicast notify host', (c: any) => (c.notify.host = '224.0.0.1'), 'notify.host', /is a multicast address/],
+    ...(['pid', 'pidFile', 'command', 'restart', 'health', 'ports', 'method'] as const).map((f) => {
+      const v = { pid: 7, pidFile: '/run/i2.pid', command: ['i2d'], restart: { maxFailures: 1, windowMs: 1000, backoffMs: 0 }, health: { probe: { kind: 'tcp', host: '10.0.0.2', port: 5432 } }, ports: [5432], method: 'rst' }[f];
+      return [`${f} for an instance on another node`, (c: any) => (c.instances[1][f] = v), `instances[1].${f}`, new RegExp(`instance i2 runs on node b: only b's agent reads ${f} \\(this agent, node a, would ignore it\\)`)] as [string, (c: any) => unknown, string, RegExp];
+    }),
+    ['a port twice in one instance', (c: any) => (c.instances[0].ports = [5432, 5433, 5432]), 'instances[0].ports[2]', /port 5432 appears twice/],
+    ['one port in two instances of this node', (c: any) => ((c.instances[0].ports = [5432]), c.instances.push({ name: 'i3', node: 'a', pid: 2, ports: [6379, 5432] })), 'instances[2].ports[1]', /port 5432 is also instance i1's \(instances\[0\]\)/],
+    ['a goodbye for an instance without ports', (c: any) => (c.instances[0].method = 'goodbye:postgres'), 'instances[0].method', /goodbye:postgres needs ports/],
+    ['a member twice in a service', (c: any) => c.services[0].members.push('i1'), 'services[0].members[2]', /instance i1 appears twice/],
+    ['a multicast TCP probe', (c: any) => (c.instances[0].health = { probe: { kind: 'tcp', host: '224.0.0.1', port: 1 } }), 'instances[0].health.probe.host', /multicast/],
+    ['a relative control path', (c: any) => (c.control = 'run/a.sock'), 'control', /must be an absolute path/],
+    ['a relative keyFile', (c: any) => ((c.keyFile = 'cluster.key'), delete c.key), 'keyFile', /must be an absolute path/],
+    ['a relative pidFile', (c: any) => ((c.instances[0].pidFile = 'pg.pid'), delete c.instances[0].pid), 'instances[0].pidFile', /must be an absolute path/],
+    ['a relative uptime log', (c: any) => (c.uptimeLog = 'uptime.jsonl'), 'uptimeLog', /must be an absolute path/],
+    ['a relative callouts dir', (c: any) => (c.callouts = { dir: 'callouts' }), 'callouts.dir', /must be an absolute path/],
+    ['a relative fencing device', (c: any) => (c.fencing = { devices: ['/dev/sdb', 'sdc'] }), 'fencing.devices[1]', /must be an absolute path/],
+    ['a control socket path cut short', (c: any) => (c.control = `/run/${'x'.repeat(103)}`), 'control', /is 108 bytes: a Unix socket path holds at most 107/],
+    ['a default control socket path cut short', (c: any) => ((c.node = 'n'.repeat(100)), (c.instances[0].node = c.node)), 'control', /the default control socket \/run\/takeover\/n+\.sock is 119 bytes/],
+  ])('%s is rejected with the field named', (_what, change, field, message) => {
+    const got = fieldOf(edit(change));
+    expect(got.startsWith(`${field}: f: ${field}: `), got).toBe(true);
+    expect(got).toMatch(message);
+  });
+
+  it('what looks alike but works is accepted: TCP notify on a heartbeat (UDP) port, IPv6 /64-/128, a slow probe, a peer on loopback', () => {
+    // The notification server is TCP, heartbeats UDP: one port number, two sockets that never collide.
+    expect(validateConfig(edit((c) => (c.notify = { host: '10.0.0.1', port: 7400 }))).notify.port).toBe(7400);
+    for (const prefixLength of [64, 96, 128]) validateConfig(edit((c) => (c.peers[0].takeover = t({ address: 'fd00::12', prefixLength }))));
+    // A probe that takes longer than its interval delays the next one (they never overlap): allowed.
+    validateConfig(edit((c) => (c.instances[0].health = { probe: { kind: 'tcp', host: '127.0.0.1', port: 5432 }, intervalMs: 100, timeoutMs: 1000 })));
+    // Two agents of one host (tests, a lab) on loopback: different ports, one address.
+    validateConfig(edit((c) => ((c.heartbeat.links[0].address = '127.0.0.1'), (c.peers[0].links[0] = { id: 0, address: '127.0.0.1', port: 7401 }))));
+    // Links on different addresses share a port; 0.0.0.0 and an IPv6 address do not overlap.
+    validateConfig(edit((c) => twoLinks(c, { id: 1, address: '10.1.0.1', port: 7400 })));
+    validateConfig(edit((c) => ((c.heartbeat.links[0].address = '0.0.0.0'), twoLinks(c, { id: 1, address: 'fd00::1', port: 7400 }, { id: 1, address: 'fd00::2', port: 7400 }))));
+    // One address, several ports, one peer (the earlier rule of one interface and prefix holds).
+    validateConfig(edit((c) => (c.peers[0].takeover = [t(), t({ port: 6379 })])));
+    // Defaults of the fields only this node reads are still filled in for its own instances.
+    expect(validateConfig(BASE).instances.map((i) => [i.ports, i.method])).toEqual([[[], 'rst'], [[], 'rst']]);
+  });
+
   it('syntax errors, non-objects and unreadable files are ConfigErrors too', async () => {
     expect(() => parseConfig('a: [1, 2', 'x.yaml')).toThrow(/^x\.yaml: .*not valid YAML\/JSON/);
     expect(() => parseConfig('a: 1\na: 2\n', 'x.yaml')).toThrow(/not valid YAML\/JSON/);

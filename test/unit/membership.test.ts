@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
-import { validateConfig } from '../../src/agent/config.js';
+import { configWarnings, loadConfig, validateConfig } from '../../src/agent/config.js';
 import { AgentRunningError } from '../../src/agent/control.js';
 import { ReloadRefusedError } from '../../src/agent/reload.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
@@ -169,9 +169,10 @@ describe('agent --check on a configuration that cannot avoid split brain', () =>
     write('quorum: { twoNode: true }', '[{ id: 0, address: 127.0.0.1, port: 7400 }, { id: 1, address: 127.0.0.1, port: 7401 }]');
     r = await runCli(['agent', '--check', '--config', file]);
     expect(r.stderr).not.toMatch(/One heartbeat link/);
+    // Fencing breaks the tie: nothing to warn about (checked on the parsed file: --check would also
+    // look for the device on this host).
     write('fencing: { devices: [/dev/sdz] }');
-    r = await runCli(['agent', '--check', '--config', file]);
-    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(configWarnings(await loadConfig(file))).toEqual([]);
   });
 });
 
