@@ -76,6 +76,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly nodeEvents: NodeEventSource;
   private readonly witnessed: WitnessedNodeEvents | undefined;
   private readonly takeovers: PeerTakeover[] = [];
+  /** Failure plans of this node's instances still running (stop() lets them finish). */
+  private readonly plans = new Set<Promise<void>>();
   private readonly trackers: FlowTracker[] = [];
   private readonly control: ControlServer;
   private readonly callouts: CalloutRunner | undefined;
@@ -208,9 +210,18 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.takeovers.push(plan);
   }
 
-  /** Stops everything it started (processes it runs included); waits for running callouts. */
+  /**
+   * Stops everything it started, in a bounded time (docs/AGENT.md, "Stopping"): the instances it
+   * runs all at once (SIGTERM, SIGKILL past the supervisor's 2 s grace) while a failure plan or
+   * takeover already running finishes (each is bounded by its closePeers deadline, 5 s; cut short,
+   * it would leave clients half released and lose its tracker and RST guard, closed below); then
+   * the rest, and the callouts still running get at most their own timeout.
+   */
   async stop(): Promise<void> {
-    for (const m of this.monitors.values()) await m.stop().catch(() => {});
+    await Promise.all([
+      ...[...this.monitors.values()].map((m) => m.stop().catch(() => {})),
+      this.plansSettled(),
+    ]);
     this.replication.stop();
     this.heartbeat.stop();
     this.diskWatcher?.stop();
@@ -225,7 +236,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.followers.clear();
     await this.control.close().catch(() => {});
     await this.server.close().catch(() => {});
-    await this.callouts?.idle();
+    if (this.callouts) await boundedWait(this.callouts.idle(), this.config.callouts!.timeoutMs);
+  }
+
+  /** Resolves once no failure plan or takeover is running (one may start while it waits). */
+  private async plansSettled(): Promise<void> {
+    while (this.plans.size > 0 || this.takeovers.some((t) => t.busy)) {
+      await Promise.allSettled([...this.plans, ...this.takeovers.map((t) => t.settled())]);
+    }
   }
 
   /** Publishes events: to subscribers, followers, callouts and the uptime log. */
@@ -356,7 +374,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       const events = instanceFailure(this.placement(inst.name), inst.name, this.stamp(e.cause, e.at));
       if (inst.role) for (const ev of events) if (ev.type === 'instance' || ev.type === 'service_member') ev.role = inst.role;
       this.publish(events);
-      void this.runPlan(inst, e);
+      const plan = this.runPlan(inst, e);
+      this.plans.add(plan);
+      void plan.finally(() => this.plans.delete(plan));
     } else if (e.kind === 'up') {
       const s = this.stamp('boot', e.at);
       const events: ServiceEvent[] = [{ type: 'instance', status: 'UP', service: this.config.database, database: this.config.database, instance: inst.name, node: inst.node, cardinality: this.upInstances().length, ...(inst.role ? { role: inst.role } : {}), ...s }];
@@ -522,4 +542,11 @@ export interface AgentStatus {
   disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;
   /** This node's key; when it found itself fenced; the last fence it carried out. */
   fencing: { devices: string[]; key?: string; fencedAt?: number; lastFence?: { node: string; ok: boolean; at: number; devices: DeviceReport[] } } | undefined;
+}
+
+/** Waits for `p`, or `ms` at most (the timer does not hold the process). */
+async function boundedWait(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
 }

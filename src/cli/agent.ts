@@ -1,6 +1,6 @@
 // `takeover agent --config FILE`: runs the agent until SIGTERM/SIGINT, logging what it decides
 // and does as JSON lines (pino) on stdout. A bad config is one line naming the field, exit 2.
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { ConfigError, configKey, loadConfig } from '../agent/config.js';
 import { summarizeResults } from '../net/close-result.js';
@@ -41,13 +41,40 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
   agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
+  // The handlers go in before start: a SIGTERM while starting (systemd stopping a unit that is
+  // still coming up) must stop what was started, not kill the process with its instances left.
+  // A second signal while stopping is logged, not fatal: the stop is bounded (Agent.stop).
+  let stopping = false;
+  const stopRequested = new Promise<string>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) log.warn({ signal }, 'already stopping');
+      stopping = true;
+      resolve(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
   await agent.start();
   log.info({ notifyPort: agent.notifyPort, incarnation: agent.incarnation }, 'agent started');
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
+  const signal = await stopRequested;
+  const began = performance.now();
+  log.info({ signal }, 'stopping');
   await agent.stop();
-  log.info('agent stopped');
+  log.info({ ms: Math.round(performance.now() - began) }, 'agent stopped');
+  exitWhenIdle(log);
   return 0;
+}
+
+/**
+ * Everything the agent started is closed once stop() returns, so the process ends by itself at
+ * once. If a handle still holds the event loop (a bug), it is named in the log and the process
+ * exits anyway after EXIT_BACKSTOP_MS: a stopped agent never lingers (pino writes synchronously,
+ * so no log line is lost).
+ */
+const EXIT_BACKSTOP_MS = 1000;
+function exitWhenIdle(log: Logger): void {
+  setTimeout(() => {
+    log.error({ resources: process.getActiveResourcesInfo() }, 'still running after stop: exiting anyway');
+    process.exit(process.exitCode ?? 0);
+  }, EXIT_BACKSTOP_MS).unref();
 }

@@ -12,6 +12,9 @@ export interface RestartPolicy {
   backoffMs: number;
 }
 
+/** How long a stopped process has between SIGTERM and SIGKILL (ms). */
+export const STOP_GRACE_MS = 2000;
+
 export interface SupervisorOptions {
   command: string;
   args?: string[];
@@ -48,22 +51,35 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
     this.launch();
   }
 
-  /** Stops restarting and kills the process (SIGTERM, then SIGKILL after graceMs). */
-  async stop(graceMs = 2000): Promise<void> {
+  /**
+   * Stops restarting and stops the process with its process group, as systemd stops a unit:
+   * SIGTERM to the group, then SIGKILL to whatever of the group is left once the process has
+   * exited or `graceMs` (default STOP_GRACE_MS) has passed, whichever comes first. So a wrapper's
+   * children (`sh -c 'server & ...'`) never outlive the stop. Resolves when the process is gone.
+   */
+  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
     const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    // A process that exited earlier is not signalled: its pid may belong to another process now.
+    if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return;
+    const pgid = child.pid;
     const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    await exited;
+    signalGroup(pgid, 'SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
+    // Right after the exit the group id cannot have been reused if members are left: they hold it.
+    signalGroup(pgid, 'SIGKILL');
+    await exited;
   }
 
   private launch(): void {
     this.attempt++;
+    // detached: its own process group (and session), so that the stop reaches its children, and a
+    // Ctrl-C meant for the agent reaches the agent alone, which then stops it as planned.
     const child = spawn(this.options.command, this.options.args ?? [], {
+      detached: true,
       stdio: 'ignore',
       env: { ...process.env, ...this.options.env },
     });
@@ -89,5 +105,14 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
       if (child.pid === undefined) onGone(null, null);
     });
     child.once('exit', onGone);
+  }
+}
+
+/** kill(-pgid): the whole group; a group already gone (ESRCH) is not an error. */
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
   }
 }
