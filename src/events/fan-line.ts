@@ -1,4 +1,5 @@
-// The FAN text line of Oracle's notification service (ANCHORS.md), one event per line:
+// The FAN text line of Oracle's notification service (Oracle RAC Administration and Deployment
+// Guide 12c, "FAN Callouts", tables 5-1 and 5-2: event types and name=value pairs), one event per line:
 //   SERVICEMEMBER VERSION=1.0 service=sales database=orcl instance=orcl1 host=node1 status=down
 //     reason=failure card=2 incarn=7 timestamp=2026-11-22T10:00:00.000Z
 // Keys are printed in a fixed order; parsing accepts any order but rejects unknown and repeated
