@@ -102,6 +102,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly addresses: AddressHolding;
   private readonly rejectionSaid = new Map<string, number>();
   private readonly takeovers: PeerTakeover[] = [];
+  /** Failure plans of this node's instances still running (stop() lets them finish). */
+  private readonly plans = new Set<Promise<void>>();
   private readonly trackers: FlowTracker[] = [];
   private readonly control: ControlServer;
   private callouts: CalloutRunner | undefined;
@@ -305,15 +307,22 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /**
-   * Stops everything it started (processes it runs included); waits for running callouts. Peers
-   * are told it is a planned departure (their last heartbeats from here say `leaving`), so they
-   * take nothing over; `serving` tells them whether instances here still run without an agent
-   * (those watched by pid or pid file: this agent did not start them and does not stop them).
+   * Stops everything it started, in a bounded time (docs/AGENT.md, "Stopping"): the instances it
+   * runs all at once (SIGTERM to their process groups, SIGKILL past their grace time) while a
+   * failure plan or takeover already running finishes (each is bounded by its closePeers deadline,
+   * 5 s; cut short, it would leave clients half released and lose its tracker and RST guard,
+   * closed below); then the rest, and the callouts still running get at most their own timeout.
+   * Peers are told it is a planned departure (their last heartbeats from here say `leaving`), so
+   * they take nothing over; `serving` tells them whether instances here still run without an
+   * agent (those watched by pid or pid file: this agent did not start them and does not stop them).
    */
   async stop(): Promise<void> {
     const serving = [...this.monitors.values()].some((m) => !m.config.command && m.state === 'up');
     this.planned.close();
-    for (const m of this.monitors.values()) await m.stop().catch(() => {});
+    await Promise.all([
+      ...[...this.monitors.values()].map((m) => m.stop().catch(() => {})),
+      this.plansSettled(),
+    ]);
     this.replication.stop();
     // An agent whose start failed (a second one for this node, say) must not speak for the node.
     if (this.started) await this.heartbeat.leave(serving);
@@ -335,7 +344,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.server.close().catch(() => {});
     await this.metrics?.close().catch(() => {});
     this.history.close();
-    await this.callouts?.idle();
+    if (this.callouts) await boundedWait(this.callouts.idle(), this.config.callouts!.timeoutMs);
+  }
+
+  /** Resolves once no failure plan or takeover is running (one may start while it waits). */
+  private async plansSettled(): Promise<void> {
+    while (this.plans.size > 0 || this.takeovers.some((t) => t.busy)) {
+      await Promise.allSettled([...this.plans, ...this.takeovers.map((t) => t.settled())]);
+    }
   }
 
   private useCallouts(config: AgentConfig): void {
@@ -534,7 +550,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (ev.type === 'instance') Object.assign(ev, exit);
       }
       this.publish(events);
-      void this.runPlan(inst, e);
+      const plan = this.runPlan(inst, e);
+      this.plans.add(plan);
+      void plan.finally(() => this.plans.delete(plan));
     } else if (e.kind === 'up') {
       const reason = this.upReason.get(inst.name) ?? 'boot';
       this.upReason.delete(inst.name);
@@ -756,4 +774,11 @@ export interface AgentStatus {
   disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;
   /** This node's key; when it found itself fenced; the last fence it carried out. */
   fencing: { devices: string[]; key?: string; fencedAt?: number; lastFence?: { node: string; ok: boolean; at: number; devices: DeviceReport[] } } | undefined;
+}
+
+/** Waits for `p`, or `ms` at most (the timer does not hold the process). */
+async function boundedWait(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
 }

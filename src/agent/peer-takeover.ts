@@ -44,13 +44,19 @@ export interface TakeoverDone {
 }
 
 export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error] }> {
-  private running = false;
+  private running: Promise<void> | undefined;
   private guard: RstGuard | undefined;
   private readonly method: CloseMethod;
   /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
   private readonly watch: BoundaryWatch | undefined;
   private readonly onEvent = (e: DetectorEvent) => {
-    if (e.kind === 'node-down' && e.node === this.options.peer && !this.running) void this.takeOver(e);
+    if (e.kind === 'node-down' && e.node === this.options.peer && !this.running) {
+      const run = this.takeOver(e);
+      this.running = run;
+      void run.finally(() => {
+        if (this.running === run) this.running = undefined;
+      });
+    }
   };
 
   constructor(private readonly options: PeerTakeoverOptions) {
@@ -75,6 +81,16 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     }
   }
 
+  /** True while a takeover runs (from the node-down to the guard's removal). */
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Resolves when no takeover is running (the agent's stop lets a running one finish). */
+  async settled(): Promise<void> {
+    await this.running;
+  }
+
   close(): void {
     this.options.heartbeat.off('event', this.onEvent);
     this.watch?.close();
@@ -83,7 +99,6 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   }
 
   private async takeOver(down: Extract<DetectorEvent, { kind: 'node-down' }>): Promise<void> {
-    this.running = true;
     const startedAt = performance.timeOrigin + performance.now();
     try {
       await this.options.before?.(down);
@@ -103,7 +118,6 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     } catch (err) {
       this.emit('failed', err as Error);
     } finally {
-      this.running = false;
       await this.guard?.remove().catch(() => undefined);
       this.guard = undefined;
     }

@@ -2,7 +2,7 @@
 // and does as JSON lines (pino) on stdout, at the level of --log-level or the config's log.level.
 // A bad config or option is one line naming the field, exit 2; a host-specific check
 // (host-checks.ts) that fails at start is the same line, exit 1.
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { ConfigError, configKey, configWarnings, loadConfig, LOG_LEVELS, type LogLevel } from '../agent/config.js';
 import { AgentRunningError } from '../agent/control.js';
@@ -102,6 +102,19 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       (err: Error) => log.error({ err: err.message }, 'configuration reload refused: the file is not valid, the running configuration stays'),
     );
   process.on('SIGHUP', reload);
+  // The handlers go in before start: a SIGTERM while starting (systemd stopping a unit that is
+  // still coming up) must stop what was started, not kill the process with its instances left.
+  // A second signal while stopping is logged, not fatal: the stop is bounded (Agent.stop).
+  let stopping = false;
+  const stopRequested = new Promise<string>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) log.warn({ signal }, 'already stopping');
+      stopping = true;
+      resolve(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
   try {
     await agent.start();
   } catch (err) {
@@ -113,13 +126,26 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     throw err;
   }
   log.info({ notifyPort: agent.notifyPort, ...(agent.metricsPort !== undefined ? { metricsPort: agent.metricsPort } : {}), incarnation: agent.incarnation }, 'agent started');
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
+  const signal = await stopRequested;
   process.off('SIGHUP', reload);
-  log.info({ signal }, 'agent stopping: a planned departure (peers take nothing over)');
+  const began = performance.now();
+  log.info({ signal }, 'stopping: a planned departure (peers take nothing over)');
   await agent.stop();
-  log.info('agent stopped');
+  log.info({ ms: Math.round(performance.now() - began) }, 'agent stopped');
+  exitWhenIdle(log);
   return 0;
+}
+
+/**
+ * Everything the agent started is closed once stop() returns, so the process ends by itself at
+ * once. If a handle still holds the event loop (a bug), it is named in the log and the process
+ * exits anyway after EXIT_BACKSTOP_MS: a stopped agent never lingers (pino writes synchronously,
+ * so no log line is lost).
+ */
+const EXIT_BACKSTOP_MS = 1000;
+function exitWhenIdle(log: Logger): void {
+  setTimeout(() => {
+    log.error({ resources: process.getActiveResourcesInfo() }, 'still running after stop: exiting anyway');
+    process.exit(process.exitCode ?? 0);
+  }, EXIT_BACKSTOP_MS).unref();
 }

@@ -7,7 +7,9 @@
 // still unacknowledged. The server's node dies silently (its bridge ports go down: no FIN, no
 // RST, no ARP). The backup's heartbeats (100 ms, 3 misses, both links) declare it dead; the
 // backup takes the address over and closes the connections its replicated copy lists. Prints
-// the copy, then the timeline beside what TCP alone does.
+// the copy, then the timeline beside what TCP alone does. Every step of the setup says what it
+// does and when (seconds since the command started), so the time the demo takes is all shown;
+// a step that does not happen in time fails the demo with what was awaited.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -30,6 +32,10 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
   const log = (line: string) => {
     if (!o.json) process.stdout.write(`${line}\n`);
   };
+  // Setup and teardown lines carry the time since the process started (Node's own start
+  // included); with --json they go to stderr, so that stdout is the JSON document alone.
+  const progress = (line: string) => (o.json ? process.stderr : process.stdout).write(`[${(performance.now() / 1000).toFixed(2)} s] ${line}\n`);
+  progress('building the lab: namespaces client, server and backup on two learning bridges (the service link and a failsafe link)');
   const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], failsafeLink: true });
   // The agents' control sockets: in a directory of the demo's own, gone with it.
   const dir = mkdtempSync(path.join(tmpdir(), 'takeover-demo-'));
@@ -55,22 +61,33 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
         ? { node: 'backup', links: links('backup') }
         : { node: 'server', links: links('server'), takeover: { address: vip, port: PORT, interface: 'eth0', prefixLength: 24, method: o.method } }],
     });
-    log(`lab ${lab.id}: client ${lab.host('client').ipv4}, server ${lab.host('server').ipv4} serving ${vip}:${PORT}, backup ${lab.host('backup').ipv4}`);
+    progress(`lab ${lab.id}: client ${lab.host('client').ipv4}, server ${lab.host('server').ipv4} serving ${vip}:${PORT}, backup ${lab.host('backup').ipv4}`);
     log('the bridge is a switch (it learns MACs): the backup never sees the server\'s traffic; agents on server and backup, heartbeats every 100 ms on two links');
+    progress(`starting the server on ${vip}:${PORT}, the agents on server and backup, and two clients`);
     const srv = lab.spawn('server', fixturePath('server'), ['--port', String(PORT), '--report-data']);
     const serverAgent = lab.spawn('server', fixturePath('agent-node'), ['--config', JSON.stringify(agentConfig('server'))]);
     const backup = lab.spawn('backup', fixturePath('agent-node'), ['--config', JSON.stringify(agentConfig('backup'))]);
-    await srv.waitFor('listening');
-    await serverAgent.waitFor('started', 15_000);
-    await backup.waitFor('node-up', 15_000, (e) => e.node === 'server');
+    // The clients start now and connect once the server's agent follows the service's port.
+    const idle = lab.spawn('client', fixturePath('client'), ['--host', vip, '--port', String(PORT), '--request', 'GET /report\n', '--on-command']);
+    const unacked = lab.spawn('client', fixturePath('client'), ['--host', vip, '--port', String(PORT), '--on-command']);
+    await step('the server listening', srv.waitFor('listening'));
+    await step('the server\'s agent started', serverAgent.waitFor('started', 15_000));
+    await step('the backup hearing the server', backup.waitFor('node-up', 15_000, (e) => e.node === 'server'));
     // The backup's subscription is served: the server's agent follows the service's port now.
     await synced(backup, 10_000);
-    const idle = lab.spawn('client', fixturePath('client'), ['--host', vip, '--port', String(PORT), '--request', 'GET /report\n']);
-    const unacked = lab.spawn('client', fixturePath('client'), ['--host', vip, '--port', String(PORT)]);
-    await Promise.all([idle.waitFor('connected'), unacked.waitFor('connected'), srv.waitFor('data').catch(() => undefined)]);
+    progress('agents up: the backup hears the server on both links and holds a synced copy of its connections (none yet)');
+    await step('the clients started', Promise.all([idle.waitFor('ready'), unacked.waitFor('ready')]));
+    progress(`two clients connect to ${vip}:${PORT}: one sends a request (the server's kernel acknowledges it; no reply comes), the other nothing yet`);
+    for (const c of [idle, unacked]) c.send({ cmd: 'connect' });
+    await Promise.all([
+      step('the idle reader connected', idle.waitFor('connected')),
+      step('the other client connected', unacked.waitFor('connected')),
+      step('the server receiving the idle reader\'s request', srv.waitFor('data', 5000)),
+    ]);
 
     // The backup's copy of the server's connections, as the server's agent replicated it.
     const copy = await replicatedCopy(backup, 2, 10_000);
+    progress('the backup\'s copy lists both connections');
     log('');
     log(`the backup's copy of the server's connections (replicated by the server's agent; \`takeover flows --peer server\` prints it):`);
     log(peerFlowsTable(copy));
@@ -119,7 +136,19 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
     return outcomes.every(Boolean) && results.length === 2 && results.every((r) => r.ok) ? EXIT_OK : EXIT_INCOMPLETE;
   } finally {
     process.off('SIGINT', onSignal);
+    log('');
+    progress('removing the lab');
     await cleanUp();
+    progress('done');
+  }
+}
+
+/** Awaits one setup step; a step that fails or times out fails the demo, saying which step. */
+async function step<T>(what: string, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    throw new Error(`demo: waiting for ${what}: ${(err as Error).message}`);
   }
 }
 

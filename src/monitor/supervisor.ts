@@ -21,6 +21,9 @@ export interface RestartPolicy {
   backoffMs: number;
 }
 
+/** How long a stopped process has between SIGTERM and SIGKILL (ms). */
+export const STOP_GRACE_MS = 2000;
+
 export interface SupervisorOptions {
   command: string;
   args?: string[];
@@ -245,5 +248,14 @@ function closeQuietly(fd: number): void {
     closeSync(fd);
   } catch {
     // already closed
+  }
+}
+
+/** kill(-pgid): the whole group; a group already gone (ESRCH) is not an error. */
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
   }
 }

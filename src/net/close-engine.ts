@@ -3,11 +3,13 @@
 // `answer()`, and time through `io.now()` + `tick()`, so it is tested without privileges against a
 // model of the peer's kernel, and driven for real by close-remote.ts.
 //
-// Kernel facts it relies on (Linux, RFC 5961, verified in ANCHORS.md):
+// Kernel facts it relies on (RFC 5961 §3.2, RFC 9293 §3.10.7; Linux tcp_validate_incoming() in
+// net/ipv4/tcp_input.c; each checked against the real kernel by test/lab/close-remote.test.ts):
 // - a RST resets only when seq == RCV.NXT; a seq inside the window draws a challenge ACK carrying
 //   RCV.NXT (ack) and SND.NXT (seq); an out-of-window segment draws a duplicate ACK with the same;
-// - both answers are rate-limited per socket (one per 500 ms);
-// - a segment for a connection the peer no longer has draws a RST.
+// - both answers are rate-limited per socket (net.ipv4.tcp_invalid_ratelimit: 500 ms by default,
+//   Documentation/networking/ip-sysctl.rst);
+// - a segment for a connection the peer no longer has draws a RST (RFC 9293 §3.10.7.1).
 import type { SegmentSpec } from '../native.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_URG } from '../native.js';
 import type { CloseMethod } from './close-method.js';

@@ -1,5 +1,8 @@
 // What TCP alone does for a peer of a silently dead side, computed from the kernel's sysctls,
-// to set beside what takeover did (ANCHORS.md: the budget formula was checked by measurement).
+// to set beside what takeover did. The formulas are the kernel's (Documentation/networking/
+// ip-sysctl.rst: tcp_retries2's default of 15 "yields a hypothetical timeout of 924.6 seconds",
+// RTO doubling from 200 ms up to 120 s; keepalive gives up after tcp_keepalive_time +
+// tcp_keepalive_intvl x tcp_keepalive_probes); test/unit/tcp-alone.test.ts checks them.
 
 /** Seconds of retransmission before the kernel gives up on unacknowledged data (tcp_retries2). */
 export function retransmissionGiveUpSeconds(retries2: number, rtoMinSeconds = 0.2, rtoMaxSeconds = 120): number {
