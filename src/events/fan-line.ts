@@ -56,7 +56,7 @@ const KEY_OF = new Map(KEYS.map(([k, f]) => [f as string, k]));
 /** Oracle's key for the zone of its timestamp; no event field (events hold UTC). */
 const TIMEZONE = 'timezone';
 // Oracle's order (its documented examples), with our keys where they fit.
-const ORACLE_ORDER = ['service', 'database', 'instance', 'host', 'status', 'reason', 'card', 'role', 'incarn', 'timestamp', 'db_domain', 'snapshot'];
+const ORACLE_ORDER = ['service', 'database', 'instance', 'host', 'status', 'reason', 'card', 'role', 'exit', 'signal', 'incarn', 'timestamp', 'db_domain', 'snapshot'];
 const ORACLE_NODE_ORDER = ['host', 'incarn', 'status', 'reason', 'timestamp', 'snapshot'];
 
 const TIME = /^\d{2}:\d{2}:\d{2}$/;

@@ -21,7 +21,7 @@ export interface RestartPolicy {
   backoffMs: number;
 }
 
-/** How long a stopped process has between SIGTERM and SIGKILL (ms). */
+/** How long a stopped process has between SIGTERM and SIGKILL (ms), unless its owner says. */
 export const STOP_GRACE_MS = 2000;
 
 export interface SupervisorOptions {
@@ -138,7 +138,7 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
    * Stops restarting and stops the process (see `terminate`). Resolves with the leader's exit,
    * or undefined when nothing ran.
    */
-  async stop(graceMs = 2000): Promise<ProcessExit | undefined> {
+  async stop(graceMs = STOP_GRACE_MS): Promise<ProcessExit | undefined> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
     const r = this.running;

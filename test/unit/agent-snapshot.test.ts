@@ -96,7 +96,7 @@ describe('the state first, then live events', () => {
     const services = [{ name: 'sales', members: ['i1', 'i2'] }, { name: 'hr', members: ['i2'] }];
     const { agent, published } = await started(config('a', port(), [], { instances, services }));
     await until(() => agent.status().instances.every((i) => i.state === 'up'));
-    agent.serviceChange('hr', 'stop');
+    await agent.serviceChange('hr', 'stop');
     const raw = rawSubscriber(agent.notifyPort);
     const n = snapshotSize(agent.status());
     await until(() => raw.lines.length === n);
@@ -110,15 +110,17 @@ describe('the state first, then live events', () => {
     const boot = published.find((e) => e.type === 'instance' && e.instance === 'i1' && e.status === 'UP')!;
     expect(snapshot.find((e) => e.type === 'instance' && e.instance === 'i1')).toMatchObject({ incarnation: boot.incarnation, reason: 'boot', role: 'primary' });
     // Then the live events, unmarked.
-    agent.serviceChange('hr', 'start');
-    await until(() => raw.lines.length === n + 2);
-    expect(raw.lines.slice(n).map((l) => decodeEventJson(l))).toEqual(published.slice(-2));
-    expect(published.slice(-2).map((e) => e.status)).toEqual(['COMING_UP', 'UP']);
+    const before = published.length;
+    await agent.serviceChange('hr', 'start');
+    const live = published.slice(before);
+    expect(live.map((e) => `${e.type} ${e.status}`)).toEqual(['service_member COMING_UP', 'service_member UP', 'service UP']);
+    await until(() => raw.lines.length === n + live.length);
+    expect(raw.lines.slice(n).map((l) => decodeEventJson(l))).toEqual(live);
 
     // A format request sends the state again, in that format.
     raw.sock.write('{"format":"oracle"}\n');
-    await until(() => raw.lines.length === n + 2 + n);
-    const again = raw.lines.slice(n + 2).map((l) => parseFan(l));
+    await until(() => raw.lines.length === n + live.length + n);
+    const again = raw.lines.slice(n + live.length).map((l) => parseFan(l));
     expect(again.every((e) => e.snapshot === true)).toBe(true);
     expect(eventPicture(again)).toEqual(statusPicture(agent.status()));
     raw.sock.destroy();
@@ -157,7 +159,7 @@ describe('the state first, then live events', () => {
 
   it('takeover events --follow (the control socket, a CLI process): the state, the same as status, then live events', async () => {
     const { agent, published } = await started(config('a', port(), [], { instances: [{ name: 'i1', node: 'a', command: ['sleep', '600'] }], services: [{ name: 'sales', members: ['i1'] }] }));
-    await until(() => published.length === 2);
+    await until(() => published.some((e) => e.type === 'service_member' && e.status === 'UP'));
     const cli = startCli(['events', '--follow', '--control', path.join(dir, 'a.sock')]);
     try {
       const n = snapshotSize(agent.status());
@@ -166,9 +168,12 @@ describe('the state first, then live events', () => {
       const snapshot = lines().map((l) => decodeEventJson(l));
       expect(snapshot.every((e) => e.snapshot === true)).toBe(true);
       expect(eventPicture(snapshot)).toEqual(statusPicture(agent.status()));
-      agent.serviceChange('sales', 'stop');
-      await until(() => lines().length === n + 3);
-      expect(lines().slice(n).map((l) => decodeEventJson(l))).toEqual(published.slice(-3));
+      const before = published.length;
+      await agent.serviceChange('sales', 'stop');
+      const live = published.slice(before);
+      expect(live.map((e) => `${e.type} ${e.status}`)).toEqual(['service_member GOING_DOWN', 'instance DOWN', 'service_member DOWN', 'service DOWN']);
+      await until(() => lines().length === n + live.length);
+      expect(lines().slice(n).map((l) => decodeEventJson(l))).toEqual(live);
     } finally {
       cli.child.kill('SIGTERM');
       await cli.done;

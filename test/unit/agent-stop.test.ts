@@ -2,14 +2,14 @@
 // takes, for instances run by command, watched by pid, and none, and what is left running.
 // The bound: an agent whose instances exit on SIGTERM is gone within FAST_MS (measured: 15-95 ms
 // on a 2-vCPU host with other work; the bound is ~5x that); instances that ignore SIGTERM cost
-// the supervisor's grace (STOP_GRACE_MS, 2 s) once, not once per instance, plus at most FAST_MS.
+// an instance's default stopGraceMs (5 s) once, not once per instance, plus at most FAST_MS.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { STOP_GRACE_MS } from '../../src/monitor/supervisor.js';
+import { DEFAULT_STOP_GRACE_MS as STOP_GRACE_MS } from '../../src/agent/config.js';
 import { CLI } from '../cli-process.js';
 
 const FAST_MS = 500;

@@ -160,7 +160,7 @@ describe('agent', () => {
     expect([bad.code, bad.stderr]).toEqual([2, 'takeover: unknown service payroll']);
     expect((await cli(['service', 'pause', 'sales', '--control', sock])).stderr).toBe('takeover: service: the action must be stop or start, got "pause"');
     expect((await cli(['service', 'start', 'sales', '--drain-ms', '5', '--control', sock])).stderr).toBe('takeover: --drain-ms: only for service stop');
-    expect((await cli(['service', 'stop', 'sales', '--drain-ms', 'soon', '--control', sock])).stderr).toBe('takeover: --drain-ms must be an integer, got "soon"');
+    expect((await cli(['service', 'stop', 'sales', '--drain-ms', 'soon', '--control', sock])).stderr).toBe('takeover: --drain-ms must be an integer from 0 to 86400000, got "soon"');
     expect((await cli(['events', '--control', sock, '--filter', 'colour=red'])).code).toBe(2);
     const gone = await cli(['status', '--control', path.join(dir, 'none.sock')]);
     expect([gone.code, gone.stderr]).toEqual([1, expect.stringContaining('is `takeover agent` running?')]);

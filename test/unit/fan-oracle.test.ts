@@ -150,6 +150,10 @@ function randomEvents(count: number, seed: number): ServiceEvent[] {
         if (rnd() < 0.5) e.role = pick(ROLES);
       } else if (f === 'dbDomain') {
         if (rnd() < 0.5) e.dbDomain = name();
+      } else if (f === 'exitCode') {
+        if (e.status === 'DOWN' && rnd() < 0.3) e.exitCode = Math.floor(rnd() * 256);
+      } else if (f === 'signal') {
+        if (e.status === 'DOWN' && rnd() < 0.2) e.signal = pick(['SIGKILL', 'SIGTERM', 'SIGSEGV']);
       } else e[f] = name();
     }
     out.push(validateEvent(e));

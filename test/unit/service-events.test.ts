@@ -70,7 +70,7 @@ describe('wire formats', () => {
   it('an instance DOWN says how its process ended: exit= and signal= on the FAN line, only on a DOWN', () => {
     const down = { ...sample('instance'), exitCode: undefined, signal: 'SIGKILL' };
     delete down.exitCode;
-    expect(printFan(down)).toBe('INSTANCE VERSION=1.0 service=sales database=orcl instance=orcl1 host=node1 role=primary status=down reason=failure card=2 signal=SIGKILL incarn=7 timestamp=2026-11-22T10:00:00.000Z');
+    expect(printFan(down)).toBe('INSTANCE VERSION=1.0 service=sales database=orcl instance=orcl1 host=node1 role=primary status=down reason=failure card=2 signal=SIGKILL incarn=7 timestamp=2026-11-22T10:00:00.000Z db_domain=example.com');
     const line = 'INSTANCE VERSION=1.0 service=db database=db instance=web1 host=n1 status=down reason=failure card=0 exit=3 incarn=1 timestamp=2026-11-22T10:00:00Z';
     expect(parseFan(line)).toMatchObject({ type: 'instance', status: 'DOWN', exitCode: 3 });
     expect(() => parseFan(line.replace('exit=3', 'exit=256'))).toThrow(/^exit: must be an exit code, 0-255$/);

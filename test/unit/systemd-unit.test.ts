@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { STOP_GRACE_MS } from '../../src/monitor/supervisor.js';
+import { DEFAULT_STOP_GRACE_MS as STOP_GRACE_MS } from '../../src/agent/config.js';
 import { CLI } from '../cli-process.js';
 import { UNIT_FILE, unitPrivileges, unitSettings } from '../systemd-unit.js';
 
