@@ -40,6 +40,14 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
+  agent.on('stale-guards', (g) => {
+    const msg = g.error
+      ? 'sweeping RST guards left by dead processes failed'
+      : g.removed.length > 0
+        ? 'removed RST guards (nftables tables) left by processes that died without removing them'
+        : 'RST guards of processes in another pid namespace found: left alone';
+    log.warn({ staleGuards: g }, msg);
+  });
   agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
   await agent.start();
   log.info({ notifyPort: agent.notifyPort, incarnation: agent.incarnation }, 'agent started');

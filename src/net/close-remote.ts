@@ -8,7 +8,7 @@ import type { CloseMethod } from './close-method.js';
 import type { CloseResult } from './close-result.js';
 import { canonicalAddress, connectionKey, familyOf } from './endpoint.js';
 import { SegmentForge } from './forge.js';
-import { RstGuard } from './rst-guard.js';
+import { RstGuard, type GuardSweep } from './rst-guard.js';
 
 /** Anything that delivers the segments seen on the wire (a FlowTracker does). */
 export interface SegmentSource {
@@ -39,6 +39,8 @@ export interface RemoteCloseReport {
   /** Addresses added (added: true) or found already here (false), then announced. */
   takeovers: Array<{ interface: string; address: string; added: boolean }>;
   guard: 'installed' | 'off' | { failed: string };
+  /** Guards left by processes that died before removing them, found (and the stale ones removed) while installing ours. */
+  staleGuards?: GuardSweep;
   elapsedMs: number;
 }
 
@@ -157,6 +159,7 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     try {
       guard = await RstGuard.install(deadAddresses);
       report.guard = 'installed';
+      if (guard.swept.removed.length > 0 || guard.swept.foreign.length > 0) report.staleGuards = guard.swept;
     } catch (err) {
       report.guard = { failed: (err as Error).message };
     }
