@@ -208,6 +208,18 @@ export interface RawSockets {
 export type DiagSocketId = Pick<DiagSocket, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'> &
   Partial<Pick<DiagSocket, 'ifindex'>>;
 
+// ---- netlink_addr.cc -------------------------------------------------------------------
+export interface AddressEntry {
+  prefixLength: number;
+  /** IFA_F_* bits (include/uapi/linux/if_addr.h): TENTATIVE 0x40, DADFAILED 0x08, DEPRECATED 0x20, ... */
+  flags: number;
+  /** RT_SCOPE_*: 0 universe, 253 link, 254 host. */
+  scope: number;
+  /** Seconds left, -1 for forever. */
+  preferredLifetime: number;
+  validLifetime: number;
+}
+
 // ---- socket_ops.cc ----------------------------------------------------------------------
 export interface RepairSeq {
   sendSeq: number; // write_seq (SND.NXT + unsent)
@@ -245,6 +257,8 @@ export interface NativeBindings {
 
   addAddress(ifname: string, address: string, prefixLength: number): void;
   removeAddress(ifname: string, address: string, prefixLength: number): void;
+  /** RTM_GETADDR: each entry of address on ifname ([] when absent; IPv4 may hold it under several prefix lengths). */
+  addressEntries(ifname: string, address: string): AddressEntry[];
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for address on ifname. */
   announceAddress(ifname: string, address: string): void;
 

@@ -103,6 +103,11 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   }
   f4.close(); f6.close(); attempt(() => f4.send({}));
   attempt(() => addon.addAddress('nosuch0', '198.18.0.1', 24));
+  for (const a of ['127.0.0.1', '::1', '198.18.0.1']) {
+    if (!Array.isArray(addon.addressEntries('lo', a))) throw new Error('addressEntries: not an array');
+  }
+  attempt(() => addon.addressEntries('nosuch0', '::1'));
+  attempt(() => addon.addressEntries('lo', 'x'));
   attempt(() => addon.announceAddress('lo', '127.0.0.1'));
   cap.close(); cap.close();
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });

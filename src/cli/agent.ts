@@ -34,7 +34,8 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   });
   agent.on('takeover', (d) => {
     const closed = summarizeResults(d.report.results);
-    log[closed.failures.length > 0 ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
+    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object';
+    log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));

@@ -86,7 +86,21 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
     { address, port, peers, flows, interface: ifname, ...(o.takeoverAddress ? { takeover: { interface: ifname, prefixLength } } : {}) },
     { method, assumeBoundary: o.assumeBoundary === true, ...(o.guard === false ? { guard: false } : {}), timeoutMs },
   );
-  return report(o, remote.results, { address, port, takeovers: remote.takeovers, guard: remote.guard, elapsedMs: remote.elapsedMs });
+  if (!o.json) for (const line of remoteNotes(remote)) process.stderr.write(`takeover: ${line}\n`);
+  return report(o, remote.results, {
+    address, port, takeovers: remote.takeovers, guard: remote.guard, ...(remote.staleGuards ? { staleGuards: remote.staleGuards } : {}), elapsedMs: remote.elapsedMs,
+  });
+}
+
+/** What an operator must know beyond the table: an address replaced, a guard that failed, guards left by the dead. */
+function remoteNotes(remote: Awaited<ReturnType<typeof closePeers>>): string[] {
+  const notes: string[] = [];
+  for (const t of remote.takeovers ?? []) {
+    if (t.replaced) notes.push(`${t.address} was on ${t.interface} but could not serve (${t.replaced}): removed and added again`);
+  }
+  if (remote.guard && typeof remote.guard === 'object') notes.push(`the RST guard could not be installed: ${remote.guard.failed}`);
+  if (remote.staleGuards?.removed.length) notes.push(`removed RST guards left by processes that died: ${remote.staleGuards.removed.join(', ')}`);
+  return notes;
 }
 
 function report(o: ClosePeersOptions, results: CloseResult[], context: Record<string, unknown>): number {

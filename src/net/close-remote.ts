@@ -36,8 +36,11 @@ export interface RemoteCloseOptions {
 
 export interface RemoteCloseReport {
   results: CloseResult[];
-  /** Addresses added (added: true) or found already here (false), then announced. */
-  takeovers: Array<{ interface: string; address: string; added: boolean }>;
+  /**
+   * Addresses added (added: true) or found already here, usable (false), then announced;
+   * `replaced` says why one found here could not serve and was removed and added again.
+   */
+  takeovers: Array<{ interface: string; address: string; added: boolean; replaced?: string }>;
   guard: 'installed' | 'off' | { failed: string };
   /** Guards left by processes that died before removing them, found (and the stale ones removed) while installing ours. */
   staleGuards?: GuardSweep;
@@ -140,7 +143,7 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     for (const address of deadAddresses) {
       const prefix = familyOf(address) === 4 ? options.takeover.prefixLength : Math.max(options.takeover.prefixLength, 64);
       const r = await takeOverAddress(options.takeover.interface, address, prefix, { announce: options.takeover.announce ?? 3 });
-      report.takeovers.push({ interface: options.takeover.interface, address, added: r.added });
+      report.takeovers.push({ interface: options.takeover.interface, address, added: r.added, ...(r.replaced ? { replaced: r.replaced } : {}) });
       taken.add(address);
     }
   }
