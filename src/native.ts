@@ -231,7 +231,11 @@ export interface NativeBindings {
   Capture: new (options: CaptureOptions) => NativeCapture;
 
   buildSegment(spec: SegmentSpec): Buffer;
-  RawSender: new (family: 4 | 6) => NativeRawSender;
+  /**
+   * A header-included raw socket; `ifname`: the interface link-local destinations (fe80::/10,
+   * 169.254.0.0/16) leave through. Without one, sending to such a destination throws.
+   */
+  RawSender: new (family: 4 | 6, ifname?: string) => NativeRawSender;
 
   tcpSockets(family: 4 | 6): DiagSocket[];
   /** The same dump on a libuv worker, flat (net/sockdiag.ts decodes it); only these states (bitmask of 1 << state) and local ports. */

@@ -32,8 +32,12 @@ const argv = z
 const link = z.strictObject({ id: z.number().int().min(0).max(255), address: ip, port });
 
 const takeover = z.strictObject({
-  /** The service address the peer held, taken over here when the peer dies. */
-  address: ip,
+  /**
+   * The service address the peer held, taken over here when the peer dies. A link-local one
+   * (fe80::) works on its `interface`; a zone suffix (%eth1) would only say that again, or
+   * contradict it, and is refused.
+   */
+  address: ip.refine((s) => !s.includes('%'), 'must not carry a zone (%IF): the interface field names the link'),
   port,
   interface: z.string().min(1).max(15),
   prefixLength: z.number().int().min(0).max(128),
