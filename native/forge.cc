@@ -1,7 +1,12 @@
 // Forged TCP segments: buildSegment(spec) returns the bytes, RawSender sends them through a
 // header-included raw socket so the agent can speak for a connection whose owner is gone.
+// A link-local destination (fe80::/10, 169.254.0.0/16) is only meaningful on one link: the
+// routing table has such a route on every interface and would pick any of them, so a sender
+// made for an interface sends them out of that interface (IPv6: the scope id; IPv4: the
+// outgoing interface in IP_PKTINFO), and one made without refuses them.
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <cerrno>
@@ -95,6 +100,17 @@ Napi::Value BuildSegmentJs(const Napi::CallbackInfo& info) {
   return out;
 }
 
+bool IsLinkLocal(int family, const uint8_t* addr) {
+  if (family == AF_INET) return addr[0] == 169 && addr[1] == 254;
+  return addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80;
+}
+
+std::string AddressText(int family, const uint8_t* addr) {
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family, addr, text, sizeof text);
+  return text;
+}
+
 class RawSender : public Napi::ObjectWrap<RawSender> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -108,6 +124,10 @@ class RawSender : public Napi::ObjectWrap<RawSender> {
     int version = static_cast<int>(IntArg(info, 0, "family", 4, 6));
     if (version == 5) ThrowInvalidArg(env, "family must be 4 or 6");
     family_ = version == 4 ? AF_INET : AF_INET6;
+    // Optional: the interface link-local destinations are on (ENODEV when there is none).
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      ifindex_ = IfIndex(env, IfnameValue(env, info[1], "interface"));
+    }
     // IPPROTO_RAW means "header included" for both families (IPv6 since Linux 4.5): the
     // kernel sends our bytes as they are, so source address and TTL are ours to choose.
     // An IPPROTO_RAW socket also never receives anything, so no receive queue builds up.
@@ -120,11 +140,11 @@ class RawSender : public Napi::ObjectWrap<RawSender> {
   }
 
  private:
-  // One sendto on a raw socket only queues the packet to the device (or drops it when the
+  // One sendmsg on a raw socket only queues the packet to the device (or drops it when the
   // queue is full), so doing it synchronously on the JS thread never blocks meaningfully.
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!fd_) ThrowErrno(env, "sendto", EBADF);
+    if (!fd_) ThrowErrno(env, "sendmsg", EBADF);
     SegmentFields f = ParseSpec(env, info[0]);
     if (f.family != family_) {
       ThrowInvalidArg(env, std::string("spec.src must be an ") +
@@ -134,25 +154,50 @@ class RawSender : public Napi::ObjectWrap<RawSender> {
     std::array<uint8_t, kMaxForgedPacket> packet;
     size_t len = BuildSegment(f, packet);
 
+    const bool linkLocal = IsLinkLocal(family_, f.dst);
+    if (linkLocal && ifindex_ == 0) {
+      ThrowInvalidArg(env, "spec.dst " + AddressText(family_, f.dst) +
+                               " is link-local: it needs a sender made for its interface");
+    }
     sockaddr_storage to{};
     socklen_t toLen;
+    // Control message for IPv4's outgoing interface (IP_PKTINFO), sized for one in_pktinfo.
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in_pktinfo))] = {};
+    msghdr msg{};
+    iovec iov{packet.data(), len};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
     if (family_ == AF_INET) {
       auto* sin = reinterpret_cast<sockaddr_in*>(&to);
       sin->sin_family = AF_INET;
       std::memcpy(&sin->sin_addr, f.dst, 4);
       toLen = sizeof *sin;
+      if (linkLocal) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = IPPROTO_IP;
+        cm->cmsg_type = IP_PKTINFO;
+        cm->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+        in_pktinfo pi{};
+        pi.ipi_ifindex = static_cast<int>(ifindex_);  // source stays the header's own
+        std::memcpy(CMSG_DATA(cm), &pi, sizeof pi);
+      }
     } else {
       auto* sin6 = reinterpret_cast<sockaddr_in6*>(&to);
       sin6->sin6_family = AF_INET6;
       // sin6_port must be 0 (or the socket's protocol) on a raw socket.
       std::memcpy(&sin6->sin6_addr, f.dst, 16);
+      if (linkLocal) sin6->sin6_scope_id = ifindex_;
       toLen = sizeof *sin6;
     }
+    msg.msg_name = &to;
+    msg.msg_namelen = toLen;
     ssize_t n;
     do {
-      n = sendto(fd_.get(), packet.data(), len, 0, reinterpret_cast<sockaddr*>(&to), toLen);
+      n = sendmsg(fd_.get(), &msg, 0);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) ThrowErrno(env, "sendto", errno);
+    if (n < 0) ThrowErrno(env, "sendmsg", errno);
     return Napi::Number::New(env, static_cast<double>(n));
   }
 
@@ -162,6 +207,7 @@ class RawSender : public Napi::ObjectWrap<RawSender> {
   }
 
   int family_ = AF_INET;
+  unsigned ifindex_ = 0;  // 0: made without an interface
   UniqueFd fd_;
 };
 

@@ -1,5 +1,7 @@
 // addAddress / removeAddress: RTM_NEWADDR and RTM_DELADDR over rtnetlink, the same requests
 // `ip addr add|del` makes, without spawning ip(8) at the moment a node takes over an address.
+// addressEntries: RTM_GETADDR, the state of one address on one interface (flags, prefix,
+// lifetimes), so the caller can tell an address it can use from one it only has (tentative...).
 #include <linux/if_addr.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -9,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "address_arg.h"
 #include "arg_checks.h"
@@ -104,6 +107,125 @@ void ChangeAddress(const Napi::CallbackInfo& info, bool add) {
   if (err != 0) ThrowErrno(env, "rtnetlink", err);
 }
 
+// ifa_cacheinfo's lifetime for "forever" (the kernel's INFINITY_LIFE_TIME, not in the uapi).
+constexpr uint32_t kForever = 0xFFFFFFFFu;
+
+// One entry of the address on the interface, as RTM_GETADDR reports it.
+struct AddressEntry {
+  uint8_t prefixLength = 0;
+  uint32_t flags = 0;  // IFA_FLAGS when present (it carries the bits above 8), else ifa_flags
+  uint8_t scope = 0;
+  uint32_t preferred = kForever;  // seconds left, or kForever
+  uint32_t valid = kForever;
+};
+
+// The entries for addr in one RTM_NEWADDR message of a dump, if it is about ifindex.
+void CollectEntry(const nlmsghdr* h, const IpAddress& addr, unsigned ifindex,
+                  std::vector<AddressEntry>& out) {
+  if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifaddrmsg))) return;
+  const auto* ifa = static_cast<const ifaddrmsg*>(NLMSG_DATA(h));
+  if (ifa->ifa_index != ifindex || ifa->ifa_family != addr.family) return;
+  AddressEntry e;
+  e.prefixLength = ifa->ifa_prefixlen;
+  e.flags = ifa->ifa_flags;
+  e.scope = ifa->ifa_scope;
+  // IPv4 names its own address IFA_LOCAL (IFA_ADDRESS is the peer's on a point-to-point link);
+  // IPv6 sends IFA_LOCAL only on such links, where it is the local one too.
+  const void* local = nullptr;
+  const void* address = nullptr;
+  int len = static_cast<int>(IFA_PAYLOAD(h));
+  for (auto* rta = IFA_RTA(ifa); RTA_OK(rta, len); rta = RTA_NEXT(rta, len)) {
+    const size_t size = RTA_PAYLOAD(rta);
+    if (rta->rta_type == IFA_LOCAL && size == addr.size()) local = RTA_DATA(rta);
+    if (rta->rta_type == IFA_ADDRESS && size == addr.size()) address = RTA_DATA(rta);
+    if (rta->rta_type == IFA_FLAGS && size >= sizeof(uint32_t)) {
+      std::memcpy(&e.flags, RTA_DATA(rta), sizeof(uint32_t));
+    }
+    if (rta->rta_type == IFA_CACHEINFO && size >= sizeof(ifa_cacheinfo)) {
+      ifa_cacheinfo ci;
+      std::memcpy(&ci, RTA_DATA(rta), sizeof ci);
+      e.preferred = ci.ifa_prefered;
+      e.valid = ci.ifa_valid;
+    }
+  }
+  const void* mine = local != nullptr ? local : address;
+  if (mine != nullptr && std::memcmp(mine, addr.bytes, addr.size()) == 0) out.push_back(e);
+}
+
+// An RTM_GETADDR dump of one family. Like Transact, synchronous: the kernel fills the replies
+// while we read them, and a host's address list is a few messages (sub-millisecond).
+std::vector<AddressEntry> DumpEntries(Napi::Env env, const IpAddress& addr, unsigned ifindex) {
+  UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!fd) ThrowErrno(env, "socket", errno);
+  timeval timeout{5, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  // Strict checking lets the kernel filter the dump by interface (ignored where unsupported:
+  // the entries are filtered here as well).
+  int one = 1;
+  setsockopt(fd.get(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &one, sizeof one);
+
+  AddrRequest req{};
+  req.header.nlmsg_len = NLMSG_LENGTH(sizeof(ifaddrmsg));
+  req.header.nlmsg_type = RTM_GETADDR;
+  req.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  const uint32_t seq = 1;
+  req.header.nlmsg_seq = seq;
+  req.ifa.ifa_family = static_cast<uint8_t>(addr.family);
+  req.ifa.ifa_index = ifindex;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  ssize_t n;
+  do {
+    n = sendto(fd.get(), &req, req.header.nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel),
+               sizeof kernel);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) ThrowErrno(env, "sendto", errno);
+
+  std::vector<AddressEntry> entries;
+  alignas(nlmsghdr) char buf[32768];
+  for (;;) {
+    do {
+      n = recv(fd.get(), buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) ThrowErrno(env, "recv", errno);
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != seq) continue;
+      if (h->nlmsg_type == NLMSG_DONE) return entries;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) ThrowErrno(env, "rtnetlink", EPROTO);
+        ThrowErrno(env, "rtnetlink", -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error);
+      }
+      CollectEntry(h, addr, ifindex, entries);
+    }
+  }
+}
+
+// addressEntries(ifname, address): [{prefixLength, flags, scope, preferredLifetime,
+// validLifetime}] for each entry of address on ifname ([] when it is not there; IPv4 may hold
+// one address under several prefix lengths). Lifetimes in seconds, -1 for forever.
+Napi::Value AddressEntries(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = IfnameValue(env, info[0]);
+  IpAddress addr = AddressValue(env, info[1], "address");
+  unsigned ifindex = IfIndex(env, ifname);
+  std::vector<AddressEntry> entries = DumpEntries(env, addr, ifindex);
+  Napi::Array out = Napi::Array::New(env, entries.size());
+  auto lifetime = [&](uint32_t s) {
+    return Napi::Number::New(env, s == kForever ? -1.0 : static_cast<double>(s));
+  };
+  for (size_t i = 0; i < entries.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("prefixLength", Napi::Number::New(env, entries[i].prefixLength));
+    o.Set("flags", Napi::Number::New(env, entries[i].flags));
+    o.Set("scope", Napi::Number::New(env, entries[i].scope));
+    o.Set("preferredLifetime", lifetime(entries[i].preferred));
+    o.Set("validLifetime", lifetime(entries[i].valid));
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
 Napi::Value AddAddress(const Napi::CallbackInfo& info) {
   ChangeAddress(info, true);
   return info.Env().Undefined();
@@ -119,6 +241,7 @@ Napi::Value RemoveAddress(const Napi::CallbackInfo& info) {
 void InitNetlinkAddr(Napi::Env env, Napi::Object exports) {
   exports.Set("addAddress", Napi::Function::New<AddAddress>(env, "addAddress"));
   exports.Set("removeAddress", Napi::Function::New<RemoveAddress>(env, "removeAddress"));
+  exports.Set("addressEntries", Napi::Function::New<AddressEntries>(env, "addressEntries"));
 }
 
 }  // namespace takeover

@@ -208,6 +208,18 @@ export interface RawSockets {
 export type DiagSocketId = Pick<DiagSocket, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'> &
   Partial<Pick<DiagSocket, 'ifindex'>>;
 
+// ---- netlink_addr.cc -------------------------------------------------------------------
+export interface AddressEntry {
+  prefixLength: number;
+  /** IFA_F_* bits (include/uapi/linux/if_addr.h): TENTATIVE 0x40, DADFAILED 0x08, DEPRECATED 0x20, ... */
+  flags: number;
+  /** RT_SCOPE_*: 0 universe, 253 link, 254 host. */
+  scope: number;
+  /** Seconds left, -1 for forever. */
+  preferredLifetime: number;
+  validLifetime: number;
+}
+
 // ---- socket_ops.cc ----------------------------------------------------------------------
 export interface RepairSeq {
   sendSeq: number; // write_seq (SND.NXT + unsent)
@@ -219,7 +231,11 @@ export interface NativeBindings {
   Capture: new (options: CaptureOptions) => NativeCapture;
 
   buildSegment(spec: SegmentSpec): Buffer;
-  RawSender: new (family: 4 | 6) => NativeRawSender;
+  /**
+   * A header-included raw socket; `ifname`: the interface link-local destinations (fe80::/10,
+   * 169.254.0.0/16) leave through. Without one, sending to such a destination throws.
+   */
+  RawSender: new (family: 4 | 6, ifname?: string) => NativeRawSender;
 
   tcpSockets(family: 4 | 6): DiagSocket[];
   /** The same dump on a libuv worker, flat (net/sockdiag.ts decodes it); only these states (bitmask of 1 << state) and local ports. */
@@ -245,6 +261,8 @@ export interface NativeBindings {
 
   addAddress(ifname: string, address: string, prefixLength: number): void;
   removeAddress(ifname: string, address: string, prefixLength: number): void;
+  /** RTM_GETADDR: each entry of address on ifname ([] when absent; IPv4 may hold it under several prefix lengths). */
+  addressEntries(ifname: string, address: string): AddressEntry[];
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for address on ifname. */
   announceAddress(ifname: string, address: string): void;
 

@@ -102,7 +102,21 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     attempt(() => addon.buildSegment({ src: 'x', dst: '::1', sport: 1, dport: 2, seq: 0, ack: 0, flags: 0 }));
   }
   f4.close(); f6.close(); attempt(() => f4.send({}));
+  // Link-local destinations: refused without an interface; through one (IP_PKTINFO / scope id).
+  const l4 = new addon.RawSender(4, 'lo'), l6 = new addon.RawSender(6, 'lo');
+  for (let i = 0; i < 100; i++) {
+    attempt(() => l4.send({ src: '169.254.0.1', dst: '169.254.0.2', sport: 9, dport: port, seq: i, ack: 1, flags: 0x14 }));
+    attempt(() => l6.send({ src: 'fe80::1', dst: 'fe80::2', sport: 9, dport: port, seq: i, ack: 1, flags: 0x14 }));
+  }
+  l4.close(); l6.close();
+  attempt(() => new addon.RawSender(6).send({ src: 'fe80::1', dst: 'fe80::2', sport: 9, dport: 1, seq: 0, ack: 0, flags: 0x10 }));
+  attempt(() => new addon.RawSender(4, 'nosuch0'));
   attempt(() => addon.addAddress('nosuch0', '198.18.0.1', 24));
+  for (const a of ['127.0.0.1', '::1', '198.18.0.1']) {
+    if (!Array.isArray(addon.addressEntries('lo', a))) throw new Error('addressEntries: not an array');
+  }
+  attempt(() => addon.addressEntries('nosuch0', '::1'));
+  attempt(() => addon.addressEntries('lo', 'x'));
   attempt(() => addon.announceAddress('lo', '127.0.0.1'));
   cap.close(); cap.close();
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });

@@ -21,6 +21,7 @@ import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/t
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod } from '../net/close-method.js';
 import { FlowTracker } from '../net/flow-tracker.js';
+import { sweepStaleGuards } from '../net/rst-guard.js';
 import { ConnectionReplication, type ReplicationStatus } from './replication/connection-replication.js';
 import type { ServiceScope } from './replication/local-connections.js';
 import type { ReplicaEntry } from './replication/replicas.js';
@@ -81,6 +82,12 @@ export type AgentEvents = {
   'address-released': [AddressReleased];
   /** What an instance monitor saw (for the log): processes started, adopted, exited, and more. */
   instance: [{ instance: string; event: InstanceEvent }];
+  /**
+   * At start, only when there was something to say: the RST guards (nftables tables) that
+   * processes killed before they could remove them left behind, now removed; guards of another
+   * pid namespace's processes, left alone; or why the sweep failed (the agent starts anyway).
+   */
+  'stale-guards': [{ removed: string[]; foreign: string[]; error?: string }];
 };
 
 const RECENT = 100;
@@ -256,6 +263,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.notifyPort = await this.server.listen();
       if (this.metrics) this.metricsPort = await this.metrics.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
+      await this.sweepGuards();
       for (const p of this.config.peers) {
         for (const t of p.takeover) await this.prepareTakeover(p.node, t);
       }
@@ -278,6 +286,20 @@ export class Agent extends EventEmitter<AgentEvents> {
     } catch (err) {
       await this.stop();
       throw err;
+    }
+  }
+
+  /**
+   * A previous life of this agent killed with SIGKILL (or any process of this project killed
+   * during a close) left its RST guard: while it stays, this host drops its own RSTs from that
+   * address for good. Removed before this life installs its own, whatever the config says now.
+   */
+  private async sweepGuards(): Promise<void> {
+    try {
+      const sweep = await sweepStaleGuards();
+      if (sweep.removed.length > 0 || sweep.foreign.length > 0) this.emit('stale-guards', sweep);
+    } catch (err) {
+      this.emit('stale-guards', { removed: [], foreign: [], error: (err as Error).message });
     }
   }
 
@@ -337,7 +359,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.addresses.close();
     this.quorum.close();
     this.witnessed?.close();
-    for (const t of this.takeovers) t.close();
+    for (const t of this.takeovers) await t.close();
     for (const t of this.trackers) t.close();
     this.followers.clear();
     await this.control.close().catch(() => {});

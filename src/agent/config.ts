@@ -43,8 +43,12 @@ const ifname = z
 const link = z.strictObject({ id: z.number().int().min(0).max(255), address: ip, port });
 
 const takeover = z.strictObject({
-  /** The service address the peer held, taken over here when the peer dies. */
-  address: ip,
+  /**
+   * The service address the peer held, taken over here when the peer dies. A link-local one
+   * (fe80::) works on its `interface`; a zone suffix (%eth1) would only say that again, or
+   * contradict it, and is refused.
+   */
+  address: ip.refine((s) => !s.includes('%'), 'must not carry a zone (%IF): the interface field names the link'),
   port,
   interface: ifname,
   /** Applied as written: 1-32 for IPv4, 64-128 for IPv6 (config-checks.ts). */

@@ -69,7 +69,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   /**
    * Installs the RST guard for the service address ahead of time (for fin, break and goodbyes):
    * starting nft at the moment of failover would cost ~25 ms. Harmless while the address is not
-   * ours; removed once the takeover is done, so a service restarted here behaves normally.
+   * ours, and never in the way of a new client's connect (it drops only bare RSTs, not a SYN's
+   * RST+ACK); removed once the takeover is done, so a service restarted here behaves normally.
+   * If this process is killed before it can remove it, the next start's sweep does.
    */
   async prepare(): Promise<void> {
     if (this.method.kind === 'rst' || this.guard) return;
@@ -91,11 +93,14 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     await this.running;
   }
 
-  close(): void {
+
+  /** Stops listening and removes the guard prepared ahead (resolves once nft removed it). */
+  async close(): Promise<void> {
     this.options.heartbeat.off('event', this.onEvent);
     this.watch?.close();
-    void this.guard?.remove();
+    const guard = this.guard;
     this.guard = undefined;
+    await guard?.remove().catch(() => undefined);
   }
 
   private async takeOver(down: Extract<DetectorEvent, { kind: 'node-down' }>): Promise<void> {

@@ -60,7 +60,8 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   });
   agent.on('takeover', (d) => {
     const closed = summarizeResults(d.report.results);
-    log[closed.failures.length > 0 ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
+    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object';
+    log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
@@ -71,6 +72,14 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     if (e.kind === 'started') log.info({ instance, pid: e.pid }, e.adopted ? 'instance adopted' : 'instance started');
     else if (e.kind === 'exited') log[e.exit.planned ? 'info' : 'warn']({ instance, exit: e.exit }, 'instance exited');
     else if (e.kind === 'not-adopted') log.warn({ instance, pid: e.pid, reason: e.reason }, 'instance record not adopted');
+  agent.on('stale-guards', (g) => {
+    const msg = g.error
+      ? 'sweeping RST guards left by dead processes failed'
+      : g.removed.length > 0
+        ? 'removed RST guards (nftables tables) left by processes that died without removing them'
+        : 'RST guards of processes in another pid namespace found: left alone';
+    log.warn({ staleGuards: g }, msg);
+  });
   });
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
   agent.on('disputed', (d) =>

@@ -2,14 +2,14 @@
 import { spawnSync } from 'node:child_process';
 import { sameNetworkNamespace } from '../net/close-local.js';
 import type { CloseResult } from '../net/close-result.js';
-import { interfaceOfAddress } from '../net/close-remote.js';
+import { interfacesOfAddress } from '../net/close-remote.js';
 import { closePeers } from '../net/close-peers.js';
 import { readFlowSnapshot } from '../net/flow-knowledge.js';
 import type { FlowRecord } from '../native.js';
-import { familyOf } from '../net/endpoint.js';
+import { familyOf, isLinkLocal } from '../net/endpoint.js';
 import { EXIT_INCOMPLETE, EXIT_OK, UsageError, requireCapabilities } from './errors.js';
 import { closeResultsTable, printJson } from './output.js';
-import { addressOption, interfaceOption, intOption, methodOption, peersOption, portOption } from './parse-args.js';
+import { addressOption, interfaceOption, intOption, methodOption, peersOption, portOption, zoneOption } from './parse-args.js';
 
 export interface ClosePeersOptions {
   pid?: string;
@@ -59,6 +59,12 @@ async function closeLocal(o: ClosePeersOptions, method: ReturnType<typeof method
 
 async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof methodOption>): Promise<number> {
   const address = addressOption('--address', o.address!);
+  // fe80::1%eth1: the zone names the link, as --interface does.
+  const zone = zoneOption('--address', o.address!, address);
+  if (zone !== undefined && o.interface !== undefined && zone !== o.interface) {
+    throw new UsageError(`--address names interface ${zone} (%${zone}) but --interface is ${o.interface}`);
+  }
+  const given = o.interface ?? zone;
   if (o.port === undefined) throw new UsageError('--address needs --port (the dead side\'s port)');
   const port = portOption('--port', o.port);
   if (o.peers === undefined && o.fromFlows === undefined) throw new UsageError('--address needs --peers or --from-flows (which connections to close)');
@@ -66,7 +72,11 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
   for (const p of peers) {
     if (familyOf(p.address) !== familyOf(address)) throw new UsageError(`--peers: ${p.address} is not of the same family as ${address}`);
   }
-  if (o.takeoverAddress && o.interface === undefined) throw new UsageError('--takeover-address needs --interface');
+  for (const p of o.peers?.split(',') ?? []) {
+    const peerZone = /%([^\]]*)\]/.exec(p)?.[1];
+    if (peerZone !== undefined && peerZone !== given) throw new UsageError(`--peers: ${p.trim()} names interface ${peerZone}, but the address's interface is ${given ?? 'not given'}`);
+  }
+  if (o.takeoverAddress && given === undefined) throw new UsageError('--takeover-address needs --interface');
   if (o.prefixLength !== undefined && !o.takeoverAddress) throw new UsageError('--prefix-length goes with --takeover-address');
   const prefixLength = takeoverPrefix(address, o.prefixLength);
   const timeoutMs = intOption('--timeout-ms', o.timeoutMs, 1, 600_000);
@@ -78,9 +88,15 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
       throw new UsageError(`--from-flows: ${(err as Error).message}`);
     }
   }
-  const given = o.interface === undefined ? undefined : await interfaceOption(o.interface);
+  // Before the privileges: a bad argument is a usage error wherever it runs.
+  const named = given === undefined ? undefined : await interfaceOption(given);
   await requireCapabilities('close-peers --address', ['CAP_NET_RAW', 'CAP_NET_ADMIN']);
-  const ifname = given ?? interfaceOfAddress(address);
+  const holders = interfacesOfAddress(address);
+  if (given === undefined && holders.length > 1 && isLinkLocal(address)) {
+    // Each link may have its own fe80::1: which one is meant, only the operator knows.
+    throw new UsageError(`--address ${address} is link-local and on ${holders.join(', ')}: pass --interface (or ${address}%IF)`);
+  }
+  const ifname = named ?? holders[0];
   if (ifname === undefined) {
     throw new UsageError(`${address} is not an address of this host; pass --takeover-address --interface IF to take it over`);
   }
@@ -88,7 +104,21 @@ async function closeRemote(o: ClosePeersOptions, method: ReturnType<typeof metho
     { address, port, peers, flows, interface: ifname, ...(o.takeoverAddress ? { takeover: { interface: ifname, prefixLength } } : {}) },
     { method, assumeBoundary: o.assumeBoundary === true, ...(o.guard === false ? { guard: false } : {}), timeoutMs },
   );
-  return report(o, remote.results, { address, port, takeovers: remote.takeovers, guard: remote.guard, elapsedMs: remote.elapsedMs });
+  if (!o.json) for (const line of remoteNotes(remote)) process.stderr.write(`takeover: ${line}\n`);
+  return report(o, remote.results, {
+    address, port, takeovers: remote.takeovers, guard: remote.guard, ...(remote.staleGuards ? { staleGuards: remote.staleGuards } : {}), elapsedMs: remote.elapsedMs,
+  });
+}
+
+/** What an operator must know beyond the table: an address replaced, a guard that failed, guards left by the dead. */
+function remoteNotes(remote: Awaited<ReturnType<typeof closePeers>>): string[] {
+  const notes: string[] = [];
+  for (const t of remote.takeovers ?? []) {
+    if (t.replaced) notes.push(`${t.address} was on ${t.interface} but could not serve (${t.replaced}): removed and added again`);
+  }
+  if (remote.guard && typeof remote.guard === 'object') notes.push(`the RST guard could not be installed: ${remote.guard.failed}`);
+  if (remote.staleGuards?.removed.length) notes.push(`removed RST guards left by processes that died: ${remote.staleGuards.removed.join(', ')}`);
+  return notes;
 }
 
 /**

@@ -1,6 +1,6 @@
 // Validation of CLI option values: each failure names the option and the value.
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
-import { canonicalAddress, parseEndpoint, type Endpoint } from '../net/endpoint.js';
+import { canonicalAddress, isLinkLocal, parseEndpoint, type Endpoint } from '../net/endpoint.js';
 import net from 'node:net';
 import { interfaceExists } from '../net/interfaces.js';
 import { UsageError } from './errors.js';
@@ -23,6 +23,19 @@ export function portOption(name: string, value: string): number {
 export function addressOption(name: string, value: string): string {
   if (net.isIP(value) === 0) throw new UsageError(`${name} must be an IPv4 or IPv6 address, got "${value}"`);
   return canonicalAddress(value);
+}
+
+/**
+ * The zone of an address option (`fe80::1%eth1` → 'eth1'), or undefined without one. A zone
+ * names an interface and goes only with a link-local address.
+ */
+export function zoneOption(name: string, value: string, address: string): string | undefined {
+  const i = value.indexOf('%');
+  if (i < 0) return undefined;
+  const zone = value.slice(i + 1);
+  if (!isLinkLocal(address)) throw new UsageError(`${name}: a zone (%${zone}) goes only with a link-local address, got "${value}"`);
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(zone)) throw new UsageError(`${name}: the zone must be an interface name, got "${value}"`);
+  return zone;
 }
 
 export function methodOption(value: string): CloseMethod {

@@ -1,7 +1,8 @@
 // Address takeover: move a dead node's IP onto this host and tell the link about it, so its
 // peers' next segment (a retransmission) reaches us and meets a RST instead of silence.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { native, type NativeError } from '../native.js';
+import { native, type AddressEntry, type NativeError } from '../native.js';
+import { entryFor, unusableReason } from './address-state.js';
 
 /** Adds address/prefixLength to ifname (IPv6 without DAD). Throws EEXIST if already there. */
 export function addAddress(ifname: string, address: string, prefixLength: number): void {
@@ -11,6 +12,14 @@ export function addAddress(ifname: string, address: string, prefixLength: number
 /** Removes address/prefixLength from ifname. Throws EADDRNOTAVAIL if it is not there. */
 export function removeAddress(ifname: string, address: string, prefixLength: number): void {
   native.removeAddress(ifname, address, prefixLength);
+}
+
+/**
+ * Each entry of address on ifname as the kernel holds it (prefix length, IFA_F_* flags, scope,
+ * lifetimes in s, -1 = forever); [] when it is not there. Throws ENODEV for an unknown interface.
+ */
+export function addressEntries(ifname: string, address: string): AddressEntry[] {
+  return native.addressEntries(ifname, address);
 }
 
 export interface AnnounceOptions {
@@ -42,13 +51,23 @@ export interface TakeOverOptions {
 }
 
 export interface TakeOverResult {
-  /** false when the address was already on the interface (it was ours before the call). */
+  /** false when the address was already on the interface, usable (it was ours before the call). */
   added: boolean;
+  /**
+   * Set when the address was already there but could not serve (why: 'dadfailed tentative',
+   * 'deprecated', 'prefix /64, not /80', ...): it was removed and added again (added: true).
+   */
+  replaced?: string;
 }
 
 /**
- * Adds the address (an EEXIST means we already own it) and then announces it, in both cases:
- * neighbours may still hold the old owner's MAC even when we had the address already.
+ * Adds the address (IPv6 without DAD) and then announces it. An address already there is kept
+ * when it is usable, and replaced (removed, added again) when it is not: an IPv6 address whose
+ * DAD failed (the dead node held it when this one was configured), still tentative, deprecated,
+ * expiring, or under another prefix length. Announced in every case: neighbours may still hold
+ * the old owner's MAC even when we had the address already.
+ * Throws the rtnetlink error of a failed add or remove, and ERR_ADDRESS_UNUSABLE when the
+ * address is still not usable afterwards (nothing is announced then).
  */
 export async function takeOverAddress(
   ifname: string,
@@ -56,16 +75,29 @@ export async function takeOverAddress(
   prefixLength: number,
   options: TakeOverOptions = {},
 ): Promise<TakeOverResult> {
-  let added = true;
+  const result: TakeOverResult = { added: true };
   try {
     addAddress(ifname, address, prefixLength);
   } catch (err) {
     if ((err as NativeError).code !== 'EEXIST') throw err;
-    added = false;
+    const found = entryFor(addressEntries(ifname, address), prefixLength);
+    const reason = found && unusableReason(found, prefixLength);
+    if (found && reason) {
+      removeAddress(ifname, address, found.prefixLength);
+      addAddress(ifname, address, prefixLength);
+      result.replaced = reason;
+    } else {
+      result.added = false;
+    }
+  }
+  const now = addressEntries(ifname, address).find((e) => e.prefixLength === prefixLength);
+  const still = now ? unusableReason(now, prefixLength) : 'gone';
+  if (still) {
+    throw Object.assign(new Error(`${address}/${prefixLength} on ${ifname} cannot be used after the takeover: ${still}`), { code: 'ERR_ADDRESS_UNUSABLE' });
   }
   await announceAddress(ifname, address, {
     count: options.announce ?? 3,
     intervalMs: options.announceIntervalMs ?? 0,
   });
-  return { added };
+  return result;
 }

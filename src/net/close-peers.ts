@@ -4,10 +4,10 @@
 import type { FlowRecord } from '../native.js';
 import { closeLocalPeers, closePortPeers, type LocalCloseOptions } from './close-local.js';
 import { parseCloseMethod, type CloseMethod } from './close-method.js';
-import { closeRemotePeers, interfaceOfAddress, type RemoteCloseReport } from './close-remote.js';
+import { closeRemotePeers, interfaceOfAddress, interfacesOfAddress, linkOfAddress, type RemoteCloseReport } from './close-remote.js';
 import type { CloseResult } from './close-result.js';
 import type { DeadConnection, EngineOptions } from './close-engine.js';
-import { canonicalAddress, canonicalizer, type Endpoint } from './endpoint.js';
+import { canonicalAddress, canonicalizer, isLinkLocal, type Endpoint } from './endpoint.js';
 import { deadConnectionsFromFlows, mergeConnections, type BoundaryLookup } from './flow-knowledge.js';
 import { FlowTracker } from './flow-tracker.js';
 
@@ -39,7 +39,11 @@ export interface RemoteTarget {
   known?: DeadConnection[];
   /** For goodbyes: a stream follower over the tracker (BoundaryWatch.state), so tracked flows carry their boundary. */
   boundary?: BoundaryLookup;
-  /** Where answers arrive when no tracker is given (default: the interface holding address). */
+  /**
+   * The interface the address is on: where answers arrive when no tracker is given, and the
+   * link that segments to link-local peers leave through. Default: the takeover's, else the
+   * interface holding address (a link-local address held by several must be named).
+   */
   interface?: string;
   /** Take the address over on this interface first. */
   takeover?: { interface: string; prefixLength: number; announce?: number };
@@ -71,7 +75,8 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
   const canon = canonicalizer();
   const known = (target.known ?? []).filter((c) => c.local.port === dead.port && canon(c.local.address) === dead.address); // of this service only
   const connections = mergeConnections(dead, target.peers ?? [], fromFlows(target.flows), fromFlows(target.tracker?.flows()), known);
-  const ifname = target.takeover?.interface ?? target.interface ?? interfaceOfAddress(dead.address);
+  // A link-local address names a link only with its interface: held by several, it is ambiguous.
+  const ifname = target.takeover?.interface ?? target.interface ?? (isLinkLocal(dead.address) && interfacesOfAddress(dead.address).length > 0 ? linkOfAddress(dead.address) : interfaceOfAddress(dead.address));
   if (ifname === undefined && !target.tracker) {
     throw Object.assign(new Error(`${dead.address} is not an address of this host; take it over (takeover option) or pass the interface`), {
       code: 'ERR_ADDRESS_NOT_OWNED',
@@ -87,6 +92,7 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
       method,
       answers: tracker,
       ...(target.takeover ? { takeover: target.takeover } : {}),
+      ...(ifname !== undefined ? { interface: ifname } : {}),
       ...(options.guard !== undefined ? { guard: options.guard } : {}),
       engine: { ...options.engine, assumeBoundary: options.assumeBoundary === true },
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),

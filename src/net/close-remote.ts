@@ -6,9 +6,9 @@ import { takeOverAddress } from './address.js';
 import { CloseEngine, type DeadConnection, type EngineOptions } from './close-engine.js';
 import type { CloseMethod } from './close-method.js';
 import type { CloseResult } from './close-result.js';
-import { canonicalAddress, connectionKey, familyOf } from './endpoint.js';
+import { canonicalAddress, connectionKey, familyOf, isLinkLocal } from './endpoint.js';
 import { SegmentForge } from './forge.js';
-import { RstGuard } from './rst-guard.js';
+import { RstGuard, type GuardSweep } from './rst-guard.js';
 
 /** Anything that delivers the segments seen on the wire (a FlowTracker does). */
 export interface SegmentSource {
@@ -28,6 +28,12 @@ export interface RemoteCloseOptions {
    */
   takeover?: { interface: string; prefixLength: number; announce?: number };
   /**
+   * The interface the dead addresses are on (default: the takeover's). Segments to link-local
+   * peers (fe80::/10, 169.254.0.0/16) leave through it; without either, a link-local dead
+   * address must be on exactly one interface of this host.
+   */
+  interface?: string;
+  /**
    * Drop this host's own RSTs from the dead address while closing (nftables), so a FIN, break or
    * goodbye is not overtaken by the kernel resetting the peer. Default: on for those methods.
    */
@@ -39,19 +45,42 @@ export interface RemoteCloseOptions {
 
 export interface RemoteCloseReport {
   results: CloseResult[];
-  /** Addresses added (added: true) or found already here (false), then announced. */
-  takeovers: Array<{ interface: string; address: string; added: boolean }>;
+  /**
+   * Addresses added (added: true) or found already here, usable (false), then announced;
+   * `replaced` says why one found here could not serve and was removed and added again.
+   */
+  takeovers: Array<{ interface: string; address: string; added: boolean; replaced?: string }>;
   guard: 'installed' | 'off' | { failed: string };
+  /** Guards left by processes that died before removing them, found (and the stale ones removed) while installing ours. */
+  staleGuards?: GuardSweep;
   elapsedMs: number;
 }
 
-/** The interface holding an address on this host, or undefined when the address is not ours. */
-export function interfaceOfAddress(address: string): string | undefined {
+/** The interfaces holding an address on this host ([] when the address is not ours). */
+export function interfacesOfAddress(address: string): string[] {
   const want = canonicalAddress(address);
-  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
-    if (addrs?.some((a) => canonicalAddress(a.address.split('%')[0]!) === want)) return name;
+  return Object.entries(os.networkInterfaces())
+    .filter(([, addrs]) => addrs?.some((a) => canonicalAddress(a.address.split('%')[0]!) === want))
+    .map(([name]) => name);
+}
+
+/** The (first) interface holding an address on this host, or undefined when the address is not ours. */
+export function interfaceOfAddress(address: string): string | undefined {
+  return interfacesOfAddress(address)[0];
+}
+
+/**
+ * The one interface a link-local address is on, for what must leave through its link. Throws
+ * ERR_AMBIGUOUS_INTERFACE when several interfaces hold it (each link may have its own fe80::1)
+ * and ERR_ADDRESS_NOT_OWNED when none does.
+ */
+export function linkOfAddress(address: string): string {
+  const all = interfacesOfAddress(address);
+  if (all.length === 1) return all[0]!;
+  if (all.length === 0) {
+    throw Object.assign(new Error(`${address} is not an address of this host: name its interface or take it over`), { code: 'ERR_ADDRESS_NOT_OWNED' });
   }
-  return undefined;
+  throw Object.assign(new Error(`${address} is link-local and on ${all.join(', ')}: name the interface its peers are on`), { code: 'ERR_AMBIGUOUS_INTERFACE' });
 }
 
 /** Segments sent per turn of the event loop. */
@@ -141,7 +170,7 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     for (const address of deadAddresses) {
       // The prefix as given (the callers check it: the agent's config, the CLI's --prefix-length).
       const r = await takeOverAddress(options.takeover.interface, address, options.takeover.prefixLength, { announce: options.takeover.announce ?? 3 });
-      report.takeovers.push({ interface: options.takeover.interface, address, added: r.added });
+      report.takeovers.push({ interface: options.takeover.interface, address, added: r.added, ...(r.replaced ? { replaced: r.replaced } : {}) });
       taken.add(address);
     }
   }
@@ -155,11 +184,15 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
     }
   }
 
+  // Segments to link-local peers must leave through the dead address's link: the routing table
+  // would send them out of any interface with a link-local route.
+  const link = options.takeover?.interface ?? options.interface ?? linkLocalLink(deadAddresses);
   let guard: RstGuard | undefined;
   if (options.guard ?? method.kind !== 'rst') {
     try {
       guard = await RstGuard.install(deadAddresses);
       report.guard = 'installed';
+      if (guard.swept.removed.length > 0 || guard.swept.foreign.length > 0) report.staleGuards = guard.swept;
     } catch (err) {
       report.guard = { failed: (err as Error).message };
     }
@@ -168,7 +201,7 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
   const forges = new Map<4 | 6, SegmentForge>();
   const forgeFor = (family: 4 | 6) => {
     let f = forges.get(family);
-    if (!f) forges.set(family, (f = new SegmentForge(family)));
+    if (!f) forges.set(family, (f = new SegmentForge(family, link === undefined ? {} : { interface: link })));
     return f;
   };
   // Answers arrive through the capture's uv_poll callback; the engine reacts to each at once,
@@ -217,6 +250,12 @@ export async function closeRemotePeers(options: RemoteCloseOptions): Promise<Rem
   report.results = failUnsent(engine.results(), outbox.unsent());
   report.elapsedMs = Math.round((performance.now() - started) * 1000) / 1000;
   return report;
+}
+
+/** The link of the first link-local address among addresses (throws as linkOfAddress), else undefined. */
+function linkLocalLink(addresses: string[]): string | undefined {
+  const local = addresses.find(isLinkLocal);
+  return local === undefined ? undefined : linkOfAddress(local);
 }
 
 /**

@@ -32,6 +32,17 @@ export function familyOf(address: string): 4 | 6 {
   return f as 4 | 6;
 }
 
+/**
+ * Whether an address is link-local (fe80::/10, 169.254.0.0/16): meaningful on one link only,
+ * so whatever is sent to it must name the interface (the routing table has a route for it on
+ * every interface). A zone suffix (%eth1) is ignored.
+ */
+export function isLinkLocal(address: string): boolean {
+  const bare = address.split('%')[0]!;
+  if (familyOf(bare) === 4) return bare.startsWith('169.254.');
+  return /^fe[89ab][0-9a-f]:/i.test(canonicalAddress(bare));
+}
+
 export function endpointKey(e: Endpoint): string {
   return `${canonicalAddress(e.address)}|${e.port}`;
 }

@@ -16,20 +16,35 @@ export function buildSegment(spec: SegmentSpec): Buffer {
   return native.buildSegment(spec);
 }
 
+export interface SegmentForgeOptions {
+  /**
+   * The interface of the link that link-local destinations (fe80::/10, 169.254.0.0/16) are on:
+   * such segments leave through it, whatever the routing table would pick (every interface has
+   * a route for them). Other destinations follow the routing table.
+   */
+  interface?: string;
+}
+
 /**
  * A header-included raw socket of one family (needs CAP_NET_RAW, and CAP_NET_ADMIN for the
- * mark). Sends are synchronous: one sendto on a raw socket only queues the packet.
+ * mark). Sends are synchronous: one sendmsg on a raw socket only queues the packet.
+ * Throws ENODEV for an unknown interface.
  */
 export class SegmentForge implements Disposable {
   readonly family: 4 | 6;
   private sender: NativeRawSender | undefined;
 
-  constructor(family: 4 | 6) {
+  constructor(family: 4 | 6, options: SegmentForgeOptions = {}) {
     this.family = family;
-    this.sender = new native.RawSender(family);
+    this.sender = new native.RawSender(family, options.interface);
   }
 
-  /** Sends one segment whose src/dst are of this forge's family; returns the bytes written. */
+  /**
+   * Sends one segment whose src/dst are of this forge's family; returns the bytes written.
+   * Throws TypeError (ERR_INVALID_ARG_VALUE) for a bad spec, or for a link-local destination
+   * when the forge was made without an interface; a NativeError (syscall 'sendmsg') when the
+   * kernel refuses (ENOBUFS: the device queue is full).
+   */
   send(spec: SegmentSpec): number {
     if (!this.sender) throw new Error('SegmentForge is closed');
     return this.sender.send(spec);

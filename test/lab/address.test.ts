@@ -37,6 +37,7 @@ interface AddrInfo {
   local: string;
   prefixlen: number;
   tentative?: boolean;
+  dadfailed?: boolean;
 }
 
 async function addressesOfA(): Promise<AddrInfo[]> {
@@ -140,6 +141,54 @@ describe.each([
     expect(await op({ cmd: 'announce', ifname, address, count: 1 })).toMatchObject({ ok: true });
     await expectBPointsToA(address);
     expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+  });
+});
+
+describe('an address already on the interface that cannot serve', () => {
+  const ifname = 'eth0';
+  let address = '';
+  let v4 = '';
+  beforeAll(() => {
+    address = lab.host('a').ipv6.replace(/::[0-9a-f]+$/, '::201');
+    v4 = lab.host('a').ipv4.replace(/\.\d+$/, '.201');
+  });
+  const entriesOfA = async (addr: string) => (await op({ cmd: 'entries', ifname, address: addr })).value as Array<{ prefixLength: number; flags: number }>;
+
+  it("IPv6 'dadfailed tentative' (B held it when A added it): replaced with a usable one, bind works again", async () => {
+    // B, the node that dies, holds the address; A, its backup, adds it with DAD, which fails.
+    await ip('b', ['addr', 'add', `${address}/64`, 'dev', 'eth0', 'nodad']);
+    await ip('a', ['addr', 'add', `${address}/64`, 'dev', 'eth0']);
+    await eventually(async () => (await addressesOfA()).find((x) => x.local === address)?.dadfailed || undefined, 5000, 'DAD to fail on A');
+    expect(await entriesOfA(address)).toEqual([expect.objectContaining({ prefixLength: 64, flags: expect.any(Number) })]);
+    expect((await entriesOfA(address))[0]!.flags & 0x48).toBe(0x48); // DADFAILED | TENTATIVE
+    expect(await op({ cmd: 'bind', address })).toMatchObject({ ok: false, code: 'EADDRNOTAVAIL' });
+
+    await ip('b', ['addr', 'del', `${address}/64`, 'dev', 'eth0']); // B is gone
+    expect(await op({ cmd: 'takeover', ifname, address, prefixLength: 64, announce: 1 })).toMatchObject({
+      ok: true,
+      value: { added: true, replaced: 'dadfailed tentative' },
+    });
+    const now = (await addressesOfA()).find((x) => x.local === address);
+    expect(now).toMatchObject({ prefixlen: 64 });
+    expect(now?.tentative ?? false).toBe(false);
+    expect(now?.dadfailed ?? false).toBe(false);
+    expect(await op({ cmd: 'bind', address })).toMatchObject({ ok: true });
+    await ip('a', ['addr', 'del', `${address}/64`, 'dev', 'eth0']);
+  });
+
+  it.each([
+    { what: 'IPv6 deprecated and expiring', v6: true, setup: ['preferred_lft', '0', 'valid_lft', '600'], prefix: 64, replaced: /^deprecated, expires in \d+ s$/ },
+    { what: 'IPv6 under another prefix length', v6: true, setup: [], prefix: 64, existing: 80, replaced: /^prefix \/80, not \/64$/ },
+    { what: 'IPv4 expiring', v6: false, setup: ['valid_lft', '600', 'preferred_lft', '600'], prefix: 24, replaced: /^expires in \d+ s$/ },
+  ])('$what: replaced by a permanent one of the takeover\'s prefix, and said so', async ({ v6, setup, prefix, existing, replaced }) => {
+    const addr = v6 ? address : v4;
+    await ip('a', ['addr', 'add', `${addr}/${existing ?? prefix}`, 'dev', 'eth0', ...(v6 ? ['nodad'] : []), ...setup]);
+    const r = await op({ cmd: 'takeover', ifname, address: addr, prefixLength: prefix, announce: 1 });
+    expect(r).toMatchObject({ ok: true, value: { added: true, replaced: expect.stringMatching(replaced) } });
+    expect(await entriesOfA(addr)).toEqual([{ prefixLength: prefix, flags: expect.any(Number), scope: 0, preferredLifetime: -1, validLifetime: -1 }]);
+    // Usable as it is now: a second takeover keeps it.
+    expect(await op({ cmd: 'takeover', ifname, address: addr, prefixLength: prefix, announce: 1 })).toMatchObject({ ok: true, value: { added: false } });
+    await ip('a', ['addr', 'del', `${addr}/${prefix}`, 'dev', 'eth0']);
   });
 });
 

@@ -9,6 +9,8 @@ import { startCli } from '../cli-process.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, type NodeChild } from '../../src/lab/node-child.js';
+import { run } from '../../src/lab/exec.js';
+import { eventually } from './eventually.js';
 import { readEnding } from './scenario.js';
 
 let lab: Lab | undefined;
@@ -84,5 +86,31 @@ describe('takeover CLI, remote side', () => {
     const doc = JSON.parse(r.stdout);
     expect(doc).toMatchObject({ connections: 1, failed: 1 });
     expect(doc.results[0]).toMatchObject({ ok: false, outcome: 'failed', error: expect.stringMatching(/no answer to probes after 3 attempts/) });
+  });
+
+  it("--takeover-address of an IPv6 address the backup holds as 'dadfailed tentative': replaced, said on stderr, the client reset, a new client refused", async () => {
+    lab = await Lab.create({ hosts: ['client', 'server', 'backup'] });
+    const l = lab;
+    const address = l.host('server').ipv6;
+    // Configured on the backup while the server held it: DAD fails, the address stays unusable.
+    await run('ip', ['-n', l.host('backup').ns, 'addr', 'add', `${address}/64`, 'dev', 'eth0']);
+    await eventually(async () => {
+      const { stdout } = await run('ip', ['-n', l.host('backup').ns, '-6', 'addr', 'show', 'dev', 'eth0', 'to', address]);
+      return stdout.includes('dadfailed') ? true : undefined;
+    }, 5000, 'DAD to fail on the backup');
+    const srv = l.spawn('server', fixturePath('server'), ['--port', '7000']);
+    await srv.waitFor('listening');
+    const client = l.spawn('client', fixturePath('client'), ['--host', address, '--port', '7000', '--request', 'PING\n']);
+    const { localPort } = await client.waitFor('connected');
+
+    await l.killSilently('server', 'nft');
+    const r = await cliIn(l.host('backup').ns, ['close-peers', '--address', address, '--port', '7000', '--peers', `[${l.host('client').ipv6}]:${localPort}`, '--takeover-address', '--interface', 'eth0']).done;
+    expect(r.stderr).toBe(`takeover: ${address} was on eth0 but could not serve (dadfailed tentative): removed and added again\n`);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('1 of 1 connections closed');
+    expect(await readEnding(client)).toMatchObject({ event: 'error', code: 'ECONNRESET' });
+    // The address serves: a new client reaches the backup, where nothing listens yet, and is refused at once.
+    const next = l.spawn('client', fixturePath('client'), ['--host', address, '--port', '7000']);
+    expect(await next.waitFor('error', 2500)).toMatchObject({ code: 'ECONNREFUSED' });
   });
 });

@@ -190,6 +190,12 @@ services:
     expect(fieldOf(edit((c) => (c.peers[0].takeover = [])))).toMatch(/^peers\[0\]\.takeover/);
   });
 
+  it('a link-local takeover address is accepted on its interface; a zone suffix on it is refused, naming the field', () => {
+    const ll = { address: 'fe80::7a6b:1', port: 5432, interface: 'eth1', prefixLength: 64 };
+    expect(validateConfig(edit((c) => (c.peers[0].takeover = ll))).peers[0]!.takeover[0]).toMatchObject(ll);
+    expect(fieldOf(edit((c) => (c.peers[0].takeover = { ...ll, address: 'fe80::7a6b:1%eth1' })))).toMatch(/^peers\[0\]\.takeover\.address: .*must not carry a zone/);
+  });
+
   it('a command may have empty arguments (redis-server --save \'\'), not an empty program', () => {
     const ok = validateConfig(edit((c) => (c.instances[0] = { name: 'i1', node: 'a', command: ['redis-server', '--save', ''] })));
     expect(ok.instances[0]!.command).toEqual(['redis-server', '--save', '']);

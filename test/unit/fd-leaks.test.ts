@@ -47,6 +47,7 @@ describe('no fd leaks', () => {
       const f = new SegmentForge(i % 2 ? 4 : 6);
       f.send({ src: i % 2 ? '127.0.0.1' : '::1', dst: i % 2 ? '127.0.0.1' : '::1', sport: 9, dport: port, seq: i, ack: 0, flags: TCP_RST | TCP_ACK });
       f.close();
+      attempt(() => new SegmentForge(4, { interface: 'no-such-if0' }));
       attempt(() => buildSegment({ src: '1.2.3.4', dst: '::1', sport: 1, dport: 2, seq: 0, ack: 0, flags: TCP_ACK }));
       listTcpSockets();
       attempt(() => native.destroySocket({ family: 4, src: '127.0.0.1', sport: 1, dst: '127.0.0.1', dport: 2, cookie: '1' }));
@@ -55,6 +56,8 @@ describe('no fd leaks', () => {
       attempt(() => native.tcpRepairSeq(0));
       attempt(() => native.addAddress('no-such-if0', '198.18.0.1', 24));
       attempt(() => native.removeAddress('lo', '198.18.255.254', 32));
+      native.addressEntries('lo', i % 2 ? '127.0.0.1' : '::1');
+      attempt(() => native.addressEntries('no-such-if0', '::1'));
       attempt(() => native.announceAddress('lo', '127.0.0.1'));
     }
     // Capture sockets close asynchronously through uv_close; let the loop run.
