@@ -220,12 +220,15 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
   const b = await Agent.create(agentConfig('b', 7402, 'a', 7401, { disk: { ...disk, device: pathB, watch: 'a' } }));
   const published: string[] = [];
   const disputed: string[] = [];
+  const clock = () => performance.timeOrigin + performance.now(); // the verdicts' clock
   let downAt: number | undefined;
+  let dead: Extract<DiskVerdict, { kind: 'dead' }> | undefined;
   b.on('published', (e) => {
     published.push(`${e.type}:${e.status}`);
-    if (e.type === 'node' && e.status === 'DOWN') downAt ??= performance.now();
+    if (e.type === 'node' && e.status === 'DOWN') downAt ??= clock();
   });
   b.on('disputed', (d) => disputed.push(d.witness));
+  b.on('disk', (v) => v.kind === 'dead' && (dead ??= v));
   try {
     await b.start();
     await a.start();
@@ -234,15 +237,20 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
     const disputedInTime = await until(() => disputed.includes('disk'), 5000);
     await new Promise((r) => setTimeout(r, 800));
     const downWhileDiskAlive = published.includes('node:DOWN');
-    const stoppedAt = performance.now();
-    await a.stop(); // now the disk pulse stops too
+    const stopping = clock();
+    await a.stop(); // now the disk pulse stops too (its writer's last RELEASE comes within this)
+    const stopMs = clock() - stopping;
     const down = await until(() => published.includes('node:DOWN'), 5000);
-    // docs/AGENT.md: dead ~550 ms after the pulse stops. The bound: the watcher's timeout
-    // (500 ms) + one sample (100 ms) + the witness asked again (every 100 ms) + 100 ms of margin,
-    // as the disk heartbeat check above allows.
-    const declaredAfterPulseStoppedMs = downAt === undefined ? undefined : downAt - stoppedAt;
-    const inTime = declaredAfterPulseStoppedMs !== undefined && declaredAfterPulseStoppedMs <= disk.timeoutMs + disk.intervalMs + 100 + 100;
-    return { ok: up && disputedInTime && !downWhileDiskAlive && down && inTime, up, disputedInTime, downWhileDiskAlive, down, declaredAfterPulseStoppedMs, status: b.status().disk };
+    // docs/AGENT.md: dead ~550 ms after the pulse stops, i.e. after the last change b's watcher
+    // saw. The bound: the watcher's timeout (500 ms) + one sample (every intervalMs / 2) + the
+    // witness asked again (every 100 ms) + 100 ms of margin, as the disk heartbeat check allows.
+    const declaredAfterPulseStoppedMs = downAt !== undefined && dead ? downAt - dead.lastChangeAt : undefined;
+    const inTime = declaredAfterPulseStoppedMs !== undefined && declaredAfterPulseStoppedMs <= disk.timeoutMs + disk.intervalMs / 2 + 100 + 100;
+    return {
+      ok: up && disputedInTime && !downWhileDiskAlive && down && inTime, up, disputedInTime, downWhileDiskAlive, down, declaredAfterPulseStoppedMs,
+      // where the time went: a.stop(), the watcher's verdict after the last change, the witness after the verdict
+      stopMs, deadAfterLastChangeMs: dead ? dead.at - dead.lastChangeAt : undefined, downAfterDeadMs: downAt !== undefined && dead ? downAt - dead.at : undefined, status: b.status().disk,
+    };
   } finally {
     await a.stop();
     await b.stop();
