@@ -37,5 +37,16 @@ bash test/vm/setup-deps.sh
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
-[ -f build/Release/takeover.node ] || [ -d prebuilds ] || npx node-gyp rebuild
-[ -f dist/cli/main.js ] && [ -z "$(find src -newer dist/cli/main.js -name '*.ts' | head -1)" ] || npx tsc -p tsconfig.build.json
+# Each is made again when its sources changed since (a pull, a branch switch): tests must never
+# run a stale addon or dist/. `stale WHAT CHECK...` says why and succeeds when WHAT must be made
+# again; a check that fails (status 2: a missing input) stops the setup.
+stale() {
+  local what=$1 why rc
+  shift
+  why="$("$@")" && rc=0 || rc=$?
+  if [ "$rc" -gt 1 ]; then echo "setup: cannot tell whether $what is up to date ($*: status $rc)" >&2; exit "$rc"; fi
+  if [ "$rc" = 0 ]; then echo "building $what: $why"; fi
+  return "$rc"
+}
+if stale 'the addon' bash .ci/addon-needs-build.sh; then npx node-gyp rebuild; fi
+if stale dist/ bash .ci/needs-build.sh dist/cli/main.js src tsconfig.json tsconfig.build.json; then npx tsc -p tsconfig.build.json; fi

@@ -5,14 +5,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
-import { Lab, tcpTimerSysctls } from '../src/lab/lab.js';
+import { Lab } from '../src/lab/lab.js';
 import { fixturePath, nowMs } from '../src/lab/node-child.js';
-import type { RemoteCloseReport } from '../src/net/close-remote.js';
-import { describeTcpAlone } from '../src/net/tcp-alone.js';
 import { ProcessExitWatch } from '../src/monitor/process-exit.js';
 import { fanout } from './fanout.js';
 import { notify } from './notify.js';
 import { vrrp } from './vrrp.js';
+import { close } from './close.js';
 import { scsi } from './scsi.js';
 import { replication } from './replication.js';
 
@@ -21,53 +20,6 @@ const fx = (name: string) => path.join(here, 'fixtures', name);
 const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
-
-async function closeLatency(n: number): Promise<void> {
-  // The backup on a mirror port (a hub): it knows the connections from its own capture, so this
-  // times the close alone. On a switch the copy comes by replication: BENCH=replication.
-  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
-  try {
-    const srv = lab.host('server');
-    const server = lab.spawn('server', fixturePath('server'), ['--port', '7000']);
-    await server.waitFor('listening');
-    const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--address', srv.ipv4, '--port', '7000']);
-    await survivor.waitFor('tracking');
-    // The connections come from several client processes, as 1,000 peers of a server do; one
-    // Node process handling 1,000 socket errors alone would measure mostly itself.
-    const procs = Math.min(4, n);
-    const clients = Array.from({ length: procs }, (_, i) =>
-      lab.spawn('client', fx('many-clients.ts'), [srv.ipv4, '7000', String(Math.floor(n / procs) + (i < n % procs ? 1 : 0))]),
-    );
-    await Promise.all(clients.map((c) => c.waitFor('connected', 60_000)));
-    const keepalive = n === 1 ? lab.spawnCommand('client', 'python3', [fx('keepalive_client.py'), srv.ipv4, '7000']) : undefined;
-    if (keepalive) await keepalive.waitFor('connected');
-    await new Promise((r) => setTimeout(r, 300)); // requests read and acknowledged
-    const failedAt = nowMs();
-    await lab.killSilently('server', 'port');
-    // The keepalive baseline runs its course first: once the backup owns the address, its
-    // kernel would answer the keepalive probes with RSTs and end the baseline early.
-    const ka = keepalive ? await keepalive.waitFor('error', 30_000) : undefined;
-    survivor.send({ cmd: 'close', method: 'rst', takeover: true, prefixLength: 24 });
-    const closed = await survivor.waitFor('closed', 60_000);
-    const ends = await Promise.all(clients.map((c) => c.waitFor('all-ended', 30_000)));
-    const codes: Record<string, number> = {};
-    for (const e of ends) for (const [k, v] of Object.entries(e.codes as Record<string, number>)) codes[k] = (codes[k] ?? 0) + v;
-    const all = { first: Math.min(...ends.map((e) => Number(e.first))), last: Math.max(...ends.map((e) => Number(e.last))), codes };
-    const report = closed.report as RemoteCloseReport;
-    const decided = Number(closed.decidedAt);
-    const ours = Number(all.last) - decided;
-    const alone = describeTcpAlone(await tcpTimerSysctls(lab, 'client'));
-    const ok = report.results.filter((r) => r.ok).length;
-    out(`close ${n} conn (${procs} client process${procs > 1 ? "es" : ""}): decide -> last peer error ${fmt(ours)} ms (first ${fmt(Number(all.first) - decided)} ms), ${ok}/${report.results.length} closed, ends ${JSON.stringify(all.codes)}; target < ${n === 1 ? 5 : 100} ms: ${ours < (n === 1 ? 5 : 100) ? 'met' : 'MISSED'}`);
-    out(`  TCP alone: idle reader ${alone.idleReader}; unacked request ${alone.unackedRequest}`);
-    if (ka) {
-      const kaMs = Number(ka.t) - failedAt;
-      out(`  keepalive 1/1/3 (measured): ${fmt(kaMs / 1000)} s (${String(ka.code)}); ratio keepalive / ours (ours from the decision) = ${fmt(kaMs / ours, 0)}x`);
-    }
-  } finally {
-    await lab.destroy();
-  }
-}
 
 async function forge(): Promise<void> {
   const lab = await Lab.create({ hosts: ['a', 'b'] });
@@ -86,8 +38,11 @@ async function forge(): Promise<void> {
 async function destroy(): Promise<void> {
   const lab = await Lab.create({ hosts: ['a'] });
   try {
-    const r = await lab.spawn('a', fx('destroy-loop.ts'), ['40']).waitFor('result', 60_000);
-    out(`destroy local socket: ours (one netlink message) ${fmt(r.oursMsPerConnection as number, 3)} ms, \`ss -K\` per connection ${fmt(r.ssMsPerConnection as number)} ms; ratio ss / ours = ${fmt((r.ssMsPerConnection as number) / (r.oursMsPerConnection as number), 0)}x`);
+    const r = await lab.spawn('a', fx('destroy-loop.ts'), ['60']).waitFor('result', 60_000);
+    const ss = r.ssMsPerConnection as number;
+    const ours = r.oursMsPerConnection as number;
+    out(`destroy a local connection, its lookup included on both sides: ours (a sock_diag dump + one SOCK_DESTROY, in process) ${fmt(ours, 3)} ms, \`ss -K\` per connection (a process: its dump + SOCK_DESTROY) ${fmt(ss)} ms; ratio ss / ours = ${fmt(ss / ours, 0)}x`);
+    out(`  ours for ${String(r.batch)} at once (one dump, then a SOCK_DESTROY each: the agent's way): ${fmt(r.oursBatchMsPerConnection as number, 3)} ms per connection`);
   } finally {
     await lab.destroy();
   }
@@ -161,10 +116,7 @@ async function processExit(): Promise<void> {
   out(`process exit noticed: pidfd ${fmt(median(ours), 3)} ms, polling every 100 ms ${fmt(median(polled))} ms (medians of 15); ratio polling / pidfd = ${fmt(median(polled) / median(ours), 0)}x`);
 }
 
-if (only.has('close')) {
-  await closeLatency(1);
-  await closeLatency(1000);
-}
+if (only.has('close')) await close(out);
 if (only.has('forge')) await forge();
 if (only.has('destroy')) await destroy();
 if (only.has('capture')) await capture();

@@ -16,16 +16,20 @@ describe.each([4, 6] as const)('IPv%s: the backup closes the peers of a silently
     const idle = await idleReader(s);
     const late = await quietClient(s);
     await s.lab.killSilently('server', 'nft');
-    await writeUnacked(late);
-    const { decidedAt, report } = await closeFromBackup(s, { method: 'rst' });
+    const writtenAt = await writeUnacked(late);
+    const { report } = await closeFromBackup(s, { method: 'rst' });
     const [a, b] = await Promise.all([readEnding(idle), readEnding(late)]);
     expect(a).toMatchObject({ event: 'error', code: 'ECONNRESET' });
     expect(b).toMatchObject({ event: 'error', code: 'ECONNRESET' });
     expect(report.results).toHaveLength(2);
     for (const r of report.results) expect(r).toMatchObject({ ok: true, outcome: 'reset', action: 'rst', seqSource: 'tracked', verified: true });
     expect(report.takeovers).toMatchObject([{ address: s.serverAddress, added: true }]);
-    // Not a timing goal (bench/ has those), only proof that nothing waited for a TCP timer.
-    expect(Math.max(Number(a.t), Number(b.t)) - decidedAt).toBeLessThan(2000);
+    // The speed goal (< 5 ms for one connection) is the `close` benchmark's (bench/README.md).
+    // What is proved here is that both ends were ours, not TCP's: the idle reader runs no timer
+    // at all (no keepalive), and the unacked request's first retransmission, which the backup's
+    // kernel would answer with a RST once it holds the address, cannot leave before TCP_RTO_MIN
+    // (200 ms) after the write; the late reader ended before that.
+    expect(Number(b.t) - writtenAt).toBeLessThan(200);
   });
 
   it('fin: both readers get EOF, and the unacked request is acknowledged by the FIN', async () => {

@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab } from '../../src/lab/lab.js';
-import { fixturePath, type NodeChild, type LabEvent } from '../../src/lab/node-child.js';
+import { fixturePath, nowMs, type NodeChild, type LabEvent } from '../../src/lab/node-child.js';
 import type { RemoteCloseReport } from '../../src/net/close-remote.js';
 
 export const PORT = 7000;
@@ -55,10 +55,16 @@ export async function quietClient(s: Scenario): Promise<NodeChild> {
   return c;
 }
 
-/** Writes a request the dead server will never acknowledge, once the node is dead. */
-export async function writeUnacked(c: NodeChild, data = 'GET /late HTTP/1.1\r\nHost: x\r\n\r\n'): Promise<void> {
+/**
+ * Writes a request the dead server will never acknowledge, once the node is dead. Returns when
+ * the write was asked for (ms, the lab's clock): the segment left after it, so its first
+ * retransmission cannot leave before this + TCP_RTO_MIN (200 ms).
+ */
+export async function writeUnacked(c: NodeChild, data = 'GET /late HTTP/1.1\r\nHost: x\r\n\r\n'): Promise<number> {
+  const askedAt = nowMs();
   c.send({ cmd: 'write', data });
   await c.waitFor('written');
+  return askedAt;
 }
 
 export async function closeFromBackup(s: Scenario, command: Record<string, unknown>): Promise<{ decidedAt: number; report: RemoteCloseReport }> {

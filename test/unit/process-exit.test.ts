@@ -8,12 +8,18 @@ describe('ProcessExitWatch (pidfd)', () => {
   it('sees a SIGKILLed process exit within milliseconds', async () => {
     const child = spawn('sleep', ['30']);
     const watch = new ProcessExitWatch(child.pid!);
+    const reaped = new Promise<number>((r) => child.once('exit', () => r(performance.timeOrigin + performance.now())));
     await new Promise((r) => setTimeout(r, 50));
     const killedAt = performance.timeOrigin + performance.now();
     child.kill('SIGKILL');
     const seenAt = await watch.exited;
+    const reapedAt = await reaped;
     expect(seenAt - killedAt).toBeGreaterThanOrEqual(0);
-    expect(seenAt - killedAt).toBeLessThan(100); // a bound, not a timing goal (bench/ has the figure)
+    // docs/AGENT.md claims < 1 ms (bench: `exit`, 0.4 ms median on a quiet machine). On a loaded
+    // machine the death itself can wait for a CPU, so the watch is held to the moment this
+    // process's own child handling (SIGCHLD, waitpid) learns of the same death: within 5 ms of
+    // it, either way. A watch polling every 100 ms would be ~50 ms late on average.
+    expect(Math.abs(seenAt - reapedAt)).toBeLessThan(5);
     watch.close();
   });
 

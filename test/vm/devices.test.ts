@@ -4,13 +4,14 @@
 // (no PR support). Each check
 // the guest reports is asserted here, with its details in the failure message.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { runGuest, type GuestRun } from './run-guest.js';
+import { checkoutOf } from './checkout.js';
+import { REPO_ROOT, runGuest, type GuestRun } from './run-guest.js';
 
 let run: GuestRun;
 beforeAll(async () => {
   run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'], job: 'exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
   const num = (check: string, key: string) => Number(run.results.find((r) => String(r.check).startsWith(check))?.[key]).toFixed(1);
-  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later; a hanging target: the fence failed after ${num('a target that hangs', 'fenceMs')} ms`);
+  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent with a disk witness: DOWN ${num('the agent with a disk witness', 'declaredAfterPulseStoppedMs')} ms after it; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later; a hanging target: the fence failed after ${num('a target that hangs', 'fenceMs')} ms`);
 }, 320_000);
 
 const CHECKS = [
@@ -32,6 +33,10 @@ const CHECKS = [
 ];
 
 describe('SCSI on LIO (tcm_loop and iSCSI) and scsi_debug in a qemu guest', () => {
+  it('the guest ran this checkout (runGuest refuses a run from another)', () => {
+    expect(run.checkout).toBe(checkoutOf(REPO_ROOT));
+  });
+
   it('the guest ran the whole suite', () => {
     expect(run.exitCode, run.log.slice(-3000)).toBe(0);
     expect(run.results.map((r) => r.check), run.log.slice(-3000)).toEqual([...CHECKS, 'done']);

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { CACHE, guestImage } from './guest-image.js';
 import { iscsistartRoot } from './iscsi-initiator.js';
+import { checkoutMismatch, checkoutOf, REPORT_CHECKOUT } from './checkout.js';
 
 export interface GuestOptions {
   /**
@@ -38,6 +39,8 @@ export interface GuestRun {
   /** Boot to the job's first line, and the whole run, in ms. */
   firstResultMs: number | undefined;
   totalMs: number;
+  /** "<directory> <commit>" the job ran in, as the guest reported it: this checkout's (checked). */
+  checkout: string;
 }
 
 /** The checkout this file is in: the guest runs its code, wherever it was cloned. */
@@ -50,7 +53,8 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
   const jobs = path.join(CACHE, 'jobs');
   mkdirSync(jobs, { recursive: true });
   const jobFile = path.join(jobs, `job-${process.pid}-${randomBytes(4).toString('hex')}.sh`);
-  writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\ncd '${REPO_ROOT}' || exit 126\n${o.job}\n`);
+  writeFileSync(jobFile, `export HOME=/tmp PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\ncd '${REPO_ROOT}' || exit 126\n${REPORT_CHECKOUT}\n${o.job}\n`);
+  const expectedCheckout = checkoutOf(REPO_ROOT);
   const setup: string[] = [...o.setup];
   let append = `console=ttyS0 quiet panic=-1 tko.job=${jobFile} tko.checkout=${REPO_ROOT}`;
   // No network, or qemu's user network restricted to forwards: 10.0.2.100:(3260+i) in the guest
@@ -77,6 +81,7 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
   let log = '';
   let exitCode: number | undefined;
   let firstResultMs: number | undefined;
+  let checkout: string | undefined;
   createInterface({ input: qemu.stdout! }).on('line', (raw) => {
     const line = raw.replace(/\r$/, '');
     log = (log + line + '\n').slice(-20_000);
@@ -90,6 +95,7 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
         // a result line cut by kernel output: left in the log
       }
     } else if (line.startsWith('TKO-EXIT ')) exitCode = Number(line.slice(9));
+    else if (line.startsWith('TKO-CHECKOUT ')) checkout ??= line.slice(13);
   });
   qemu.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-20_000)));
   try {
@@ -109,5 +115,7 @@ export async function runGuest(o: GuestOptions): Promise<GuestRun> {
     rmSync(jobFile, { force: true });
   }
   if (exitCode === undefined) throw new Error(`the guest powered off without finishing its job; console:\n${log.slice(-4000)}`);
-  return { exitCode, results, log, firstResultMs, totalMs: performance.now() - started };
+  const mismatch = checkoutMismatch(checkout, expectedCheckout);
+  if (mismatch) throw new Error(`${mismatch}; console:\n${log.slice(-4000)}`);
+  return { exitCode, results, log, firstResultMs, totalMs: performance.now() - started, checkout: checkout! };
 }
