@@ -72,6 +72,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     if (e.kind === 'started') log.info({ instance, pid: e.pid }, e.adopted ? 'instance adopted' : 'instance started');
     else if (e.kind === 'exited') log[e.exit.planned ? 'info' : 'warn']({ instance, exit: e.exit }, 'instance exited');
     else if (e.kind === 'not-adopted') log.warn({ instance, pid: e.pid, reason: e.reason }, 'instance record not adopted');
+  });
   agent.on('stale-guards', (g) => {
     const msg = g.error
       ? 'sweeping RST guards left by dead processes failed'
@@ -79,7 +80,6 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
         ? 'removed RST guards (nftables tables) left by processes that died without removing them'
         : 'RST guards of processes in another pid namespace found: left alone';
     log.warn({ staleGuards: g }, msg);
-  });
   });
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
   agent.on('disputed', (d) =>
@@ -138,7 +138,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   const signal = await stopRequested;
   process.off('SIGHUP', reload);
   const began = performance.now();
-  log.info({ signal }, 'stopping: a planned departure (peers take nothing over)');
+  log.info({ signal, departure: 'planned: peers take nothing over' }, 'stopping');
   await agent.stop();
   log.info({ ms: Math.round(performance.now() - began) }, 'agent stopped');
   exitWhenIdle(log);

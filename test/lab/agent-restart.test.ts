@@ -47,6 +47,7 @@ describe('an agent killed with SIGKILL and restarted', () => {
         cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
         heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24, method: 'fin' } }],
+        quorum: { twoNode: true }, // two agents, no fencing: a silent a is taken over
       };
       writeFileSync(configFile(n), JSON.stringify(config));
     }

@@ -41,6 +41,7 @@ describe('takeover agent stopped during a takeover', () => {
         cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: sock(n),
         heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24, method: 'fin' } }],
+        quorum: { twoNode: true }, // two agents, no fencing: a silent a is taken over
       };
       writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
       agents.push(startCli(['agent', '--config', path.join(dir, `${n}.json`)], { netns: l.host(n).ns }));

@@ -42,6 +42,7 @@ describe('what was taken over, in status and metrics', () => {
         cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: sock(n),
         heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24 } }],
+        quorum: { twoNode: true }, // two agents, no fencing: a silent a is taken over
         ...(n === 'b' ? { metrics: { port: METRICS_PORT } } : {}),
       };
       writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));

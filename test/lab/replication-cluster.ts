@@ -24,7 +24,11 @@ export interface ReplicationCluster {
 export interface ClusterOptions {
   /** Extra top-level config for both agents (e.g. A's instances: B's agent gets their name, node and role). */
   agentExtra?: Record<string, unknown>;
-  /** Both agents also send heartbeats to node C (which runs no agent): C can time their arrivals. */
+  /**
+   * Both agents also send heartbeats to node C, whose port 7400 is left to the test (it times
+   * their arrivals); C's own heartbeats (a heartbeat node on port 7401) make it the third member
+   * that gives the survivor its majority.
+   */
   watchedFromC?: boolean;
   /** The bridge floods every frame (a mirror port for B), instead of switching. */
   hub?: boolean;
@@ -71,6 +75,10 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
       quorum: { twoNode: true }, // two agents, no fencing: the lab accepts the split-brain risk
       ...seenFrom(n, { ...options.agentExtra, ...prepared }),
     });
+    if (options.watchedFromC) {
+      const own = links('c').map((l) => ({ ...l, port: 7401 }));
+      lab.spawn('c', fixturePath('heartbeat-node'), ['--config', JSON.stringify({ node: 'c', incarnation: '1', key: 'a shared key of the lab cluster', intervalMs: INTERVAL, misses: MISSES, links: own, peers: [{ node: 'a', links: links('a') }, { node: 'b', links: links('b') }] })]);
+    }
     const a = lab.spawn('a', fixturePath('agent-node'), ['--config', JSON.stringify(config('a'))]);
     const b = lab.spawn('b', fixturePath('agent-node'), ['--config', JSON.stringify(config('b'))]);
     await a.waitFor('started', 15_000);

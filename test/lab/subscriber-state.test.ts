@@ -38,7 +38,8 @@ async function startCluster() {
       heartbeat: { intervalMs: 100, misses: 3, links: links(n) },
       peers: NODES.filter((p) => p !== n).map((p) => ({ node: p, links: links(p) })),
       notify: { port: 7500 },
-      instances: [{ name: 'web1', node: 'a', command: ['sleep', '600'] }, { name: 'web2', node: 'b', command: ['sleep', '600'] }],
+      // Each node's agent is told how to run its own instance only (another node's is refused).
+      instances: [{ name: 'web1', node: 'a' }, { name: 'web2', node: 'b' }].map((i) => (i.node === n ? { ...i, command: ['sleep', '600'] } : i)),
       services: [{ name: 'web', members: ['web1', 'web2'] }],
     };
     agents.set(n, lab.spawn(n, fixturePath('agent-node'), ['--config', JSON.stringify(config)]));

@@ -58,9 +58,11 @@ describe('the systemd unit\'s capabilities', () => {
         cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
         heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24, method: 'fin' } }],
+        quorum: { twoNode: true }, // two agents, no fencing: a silent a is taken over
         instances: [{
-          name: 'web1', node: 'a', role: 'primary', ...(n === 'a' ? { pid } : {}), ports: [7000], method: 'fin',
-          ...(n === 'a' ? { health: { probe: { kind: 'exec', command: ['test', '!', '-e', hung] }, intervalMs: 100, timeoutMs: 1000, misses: 2 } } : {}),
+          // How it runs and is watched is for a's agent alone (b's config may only name it).
+          name: 'web1', node: 'a', role: 'primary',
+          ...(n === 'a' ? { pid, ports: [7000], method: 'fin', health: { probe: { kind: 'exec', command: ['test', '!', '-e', hung] }, intervalMs: 100, timeoutMs: 1000, misses: 2 } } : {}),
         }],
         services: [{ name: 'web', members: ['web1'] }],
       };

@@ -53,6 +53,7 @@ await check('identity: four nexuses (two tcm_loop, two iSCSI), one logical unit'
 const agentConfig = (node: string, me: number, peer: string, them: number, extra: Record<string, unknown>) =>
   validateConfig({
     cluster: 'vm', node, database: 'd', key: 'a key of sixteen+ bytes', control: `/tmp/${node}-${me}.sock`,
+    incarnationFile: `/tmp/${node}-${me}.incarnation`, // the guest's /var/lib is read-only
     heartbeat: { intervalMs: 100, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: me }] },
     peers: [{ node: peer, links: [{ id: 0, address: '127.0.0.1', port: them }] }],
     notify: { host: '127.0.0.1', port: 0 },
