@@ -2,14 +2,14 @@
 // in the nodes' namespaces, on a learning bridge): a's service address is taken over by b when a
 // looks dead, and after every step of stop, start, SIGKILL, restart, partition and heal it ends up
 // on exactly one host. A planned stop takes nothing over; a returning a that still serves gets its
-// address back from b within a few heartbeats.
+// address back from b within a few heartbeats. A planned stop and start of the service moves nothing.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath } from '../../src/lab/node-child.js';
-import { startCli } from '../cli-process.js';
+import { runCli, startCli } from '../cli-process.js';
 import { until } from './replication-cluster.js';
 
 let lab: Lab | undefined;
@@ -28,7 +28,7 @@ const count = (a: ReturnType<typeof startCli>, msg: RegExp) => logOf(a).filter((
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('one address, one holder', () => {
-  it('across stop, start, SIGKILL, restart, partition and heal, the service address ends up on one host', async () => {
+  it('across planned service stop and start, agent stop, start, SIGKILL, restart, partition and heal, the service address ends up on one host', async () => {
     lab = await Lab.create({ hosts: ['a', 'b'], failsafeLink: true });
     dir = mkdtempSync(path.join(tmpdir(), 'tko-holder-'));
     const l = lab;
@@ -38,8 +38,12 @@ describe('one address, one holder', () => {
       { id: 0, address: l.host(n).ipv4, port: 7400 },
       { id: 1, address: l.host(n).failsafe!.ipv4, port: 7400 },
     ];
+    const server = l.spawn('a', fixturePath('server'), ['--port', '7000']); // a's service, watched by pid: it outlives a's agent
+    await server.waitFor('listening');
     for (const n of ['a', 'b']) {
       writeFileSync(path.join(dir, `${n}.json`), JSON.stringify({
+        instances: [{ name: 'web1', node: 'a', ...(n === 'a' ? { pid: server.pid, ports: [7000], drainMs: 0 } : {}) }],
+        services: [{ name: 'web', members: ['web1'] }],
         cluster: 'hold', node: n, database: 'db', key: 'the holders cluster key', control: path.join(dir, `${n}.sock`), stateDir: path.join(dir, `state-${n}`), incarnationFile: path.join(dir, `${n}.incarnation`),
         heartbeat: { intervalMs: INTERVAL, misses: 3, links: links(n) }, notify: { port: 0 }, quorum: { twoNode: true },
         peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover: { address: vip, port: 7000, interface: 'eth0', prefixLength: 24 } }],
@@ -56,13 +60,19 @@ describe('one address, one holder', () => {
       await until(`${n}'s agent started`, async () => (count(agent, /^agent started$/) ? true : undefined), 20_000);
       return agent;
     };
-    const server = l.spawn('a', fixturePath('server'), ['--port', '7000']); // a's service, watched by nobody: it outlives a's agent
-    await server.waitFor('listening');
     let a = await start('a');
     const b = await start('b');
     const bHears = (n: number) => until('b hears a', async () => (count(b, /^node-up$/) >= n ? true : undefined), 10_000);
     await bHears(1);
     expect(await holders()).toEqual(['a']);
+
+    // A planned stop and start of a's service: the address stays where it is.
+    for (const action of ['stop', 'start']) {
+      const r = await runCli(['service', action, 'web', '--control', path.join(dir, 'a.sock')], { netns: l.host('a').ns });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await holders()).toEqual(['a']);
+    }
+    expect(count(b, /^peer taken over$/)).toBe(0);
 
     // A planned stop: b takes nothing over, in 4 x the detection time.
     a.child.kill('SIGTERM');
