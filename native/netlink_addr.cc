@@ -38,34 +38,51 @@ void AddAttr(AddrRequest& req, uint16_t type, const void* data, size_t len) {
   req.header.nlmsg_len = NLMSG_ALIGN(req.header.nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
+// An rtnetlink socket whose reads give up after 5 s (a guard against the impossible: the kernel
+// answers inside sendto).
+UniqueFd OpenRoute(Napi::Env env) {
+  UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!fd) ThrowErrno(env, "socket", errno);
+  timeval timeout{5, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  return fd;
+}
+
+// Sends one request to the kernel (nl_pid 0).
+void SendToKernel(Napi::Env env, const UniqueFd& fd, const AddrRequest& req) {
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  ssize_t n;
+  do {
+    n = sendto(fd.get(), &req, req.header.nlmsg_len, 0, reinterpret_cast<const sockaddr*>(&kernel),
+               sizeof kernel);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) ThrowErrno(env, "sendto", errno);
+}
+
+// One read of replies into buf; returns its length.
+int ReceiveSome(Napi::Env env, const UniqueFd& fd, char* buf, size_t size) {
+  ssize_t n;
+  do {
+    n = recv(fd.get(), buf, size, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) ThrowErrno(env, "recv", errno);
+  return static_cast<int>(n);
+}
+
 // Sends req and waits for its ACK; returns 0 or the positive errno the kernel reported.
 // rtnetlink handles the request inside sendto, so the ACK is queued by the time recv runs:
 // doing this synchronously does not stall the event loop. The receive timeout only guards
 // against the impossible.
 int Transact(Napi::Env env, AddrRequest& req) {
-  UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (!fd) ThrowErrno(env, "socket", errno);
-  timeval timeout{5, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;  // nl_pid 0: the kernel
+  UniqueFd fd = OpenRoute(env);
   const uint32_t seq = 1;  // a fresh socket per request, so any constant identifies our ACK
   req.header.nlmsg_seq = seq;
-  ssize_t n;
-  do {
-    n = sendto(fd.get(), &req, req.header.nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel),
-               sizeof kernel);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) ThrowErrno(env, "sendto", errno);
+  SendToKernel(env, fd, req);
 
   alignas(nlmsghdr) char buf[8192];
   for (;;) {
-    do {
-      n = recv(fd.get(), buf, sizeof buf, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) ThrowErrno(env, "recv", errno);
-    int len = static_cast<int>(n);
+    int len = ReceiveSome(env, fd, buf, sizeof buf);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_seq != seq || h->nlmsg_type != NLMSG_ERROR) continue;
       if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) ThrowErrno(env, "rtnetlink", EPROTO);
@@ -155,10 +172,7 @@ void CollectEntry(const nlmsghdr* h, const IpAddress& addr, unsigned ifindex,
 // An RTM_GETADDR dump of one family. Like Transact, synchronous: the kernel fills the replies
 // while we read them, and a host's address list is a few messages (sub-millisecond).
 std::vector<AddressEntry> DumpEntries(Napi::Env env, const IpAddress& addr, unsigned ifindex) {
-  UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (!fd) ThrowErrno(env, "socket", errno);
-  timeval timeout{5, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  UniqueFd fd = OpenRoute(env);
   // Strict checking lets the kernel filter the dump by interface (ignored where unsupported:
   // the entries are filtered here as well).
   int one = 1;
@@ -172,23 +186,12 @@ std::vector<AddressEntry> DumpEntries(Napi::Env env, const IpAddress& addr, unsi
   req.header.nlmsg_seq = seq;
   req.ifa.ifa_family = static_cast<uint8_t>(addr.family);
   req.ifa.ifa_index = ifindex;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  ssize_t n;
-  do {
-    n = sendto(fd.get(), &req, req.header.nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel),
-               sizeof kernel);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) ThrowErrno(env, "sendto", errno);
+  SendToKernel(env, fd, req);
 
   std::vector<AddressEntry> entries;
   alignas(nlmsghdr) char buf[32768];
   for (;;) {
-    do {
-      n = recv(fd.get(), buf, sizeof buf, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) ThrowErrno(env, "recv", errno);
-    int len = static_cast<int>(n);
+    int len = ReceiveSome(env, fd, buf, sizeof buf);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_seq != seq) continue;
       if (h->nlmsg_type == NLMSG_DONE) return entries;
