@@ -208,7 +208,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.takeovers.push(plan);
   }
 
-  /** Stops everything it started (processes it runs included); waits for running callouts. */
+  /**
+   * Stops everything it started (processes it runs included); waits for running callouts, each
+   * with everything it started, at most the callouts' timeoutMs (then they are killed).
+   */
   async stop(): Promise<void> {
     for (const m of this.monitors.values()) await m.stop().catch(() => {});
     this.replication.stop();

@@ -40,7 +40,8 @@ export async function agentCommand(opts: { config: string; check?: boolean }): P
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   agent.on('detector', (e) => log.info({ detector: { ...e, incarnation: 'incarnation' in e ? String(e.incarnation) : undefined } }, e.kind));
-  agent.on('callout', (r) => (r.code === 0 ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
+  // A callout that exited 0 but whose leftovers the timeout had to kill failed too.
+  agent.on('callout', (r) => (r.code === 0 && !r.timedOut ? log.debug({ callout: r }, 'callout') : log.warn({ callout: { ...r, event: r.event.type } }, 'callout failed')));
   await agent.start();
   log.info({ notifyPort: agent.notifyPort, incarnation: agent.incarnation }, 'agent started');
   await new Promise<void>((resolve) => {
