@@ -3,6 +3,14 @@
 // does not match the socket it came in on) are counted and dropped, never acted upon.
 // Other protocols of the agents (connection replication) share the links' sockets: datagrams
 // with their magic go to their receiver, and send() reaches a peer on a given link.
+//
+// Timing: heartbeats go out on a fixed grid (start + k × interval), so a late timer delays one
+// heartbeat, never the ones after it (no drift); a loop held past a whole interval sends once,
+// not a burst. Decisions run from one timer armed just past the detector's next deadline, and
+// always after the I/O of that turn of the loop, so a heartbeat already waiting in any link's
+// socket is heard before a silence is judged (never between two sockets' reads: a held loop
+// would otherwise take one link's heartbeats, read first, for the other link's failure), and
+// after any backlog of datagrams on the links has been read (see decideSoon).
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -41,7 +49,18 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
   private readonly sockets = new Map<number, dgram.Socket>();
   private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
-  private timer: NodeJS.Timeout | undefined;
+  private beatTimer: NodeJS.Timeout | undefined;
+  /** When the next heartbeat is due (ms since the epoch): the grid start + k × interval. */
+  private nextBeatAt = 0;
+  private decisionTimer: NodeJS.Timeout | undefined;
+  /** The deadline decisionTimer was armed for (Infinity: none armed). */
+  private decisionAt = Infinity;
+  private decisionImmediate: NodeJS.Immediate | undefined;
+  /** Datagrams read on the link sockets (any protocol): whether a turn of the loop read some. */
+  private linkDatagrams = 0;
+  /** Since when a decision has waited for the sockets' backlog to be read. */
+  private drainingSince: number | undefined;
+  private running = false;
 
   constructor(private readonly options: HeartbeatAgentOptions) {
     super();
@@ -64,28 +83,27 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
       });
       this.sockets.set(link.id, socket);
     }
+    this.running = true;
+    this.nextBeatAt = clock();
     this.beat();
-    // Ticks several times per interval so a decision lands within a few ms of its deadline.
-    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(this.options.intervalMs / 10)));
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.running = false;
+    clearTimeout(this.beatTimer);
+    clearTimeout(this.decisionTimer);
+    clearImmediate(this.decisionImmediate);
+    this.decisionImmediate = undefined;
+    this.drainingSince = undefined;
+    this.decisionAt = Infinity;
     for (const s of this.sockets.values()) s.close();
     this.sockets.clear();
   }
 
-  private lastBeat = 0;
-
-  private tick(): void {
-    const now = performance.timeOrigin + performance.now();
-    if (now - this.lastBeat >= this.options.intervalMs) this.beat();
-    for (const e of this.detector.tick(now)) this.emit('event', e);
-  }
-
+  /** Sends this interval's heartbeat on every link, then schedules the next on the grid. */
   private beat(): void {
-    const now = performance.timeOrigin + performance.now();
-    this.lastBeat = now;
+    if (!this.running) return;
+    const now = clock();
     this.seq++;
     for (const [id, socket] of this.sockets) {
       const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now }, this.options.key);
@@ -94,6 +112,56 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
         if (to) socket.send(msg, to.port, to.address);
       }
     }
+    const interval = this.options.intervalMs;
+    this.nextBeatAt += interval;
+    // Held past whole intervals: the next one on the grid after now (those missed are missed).
+    if (this.nextBeatAt <= now) this.nextBeatAt += (Math.floor((now - this.nextBeatAt) / interval) + 1) * interval;
+    this.beatTimer = setTimeout(() => this.beat(), Math.max(0, this.nextBeatAt - clock()));
+  }
+
+  /**
+   * Judges the silences after the I/O of this turn of the loop (every datagram already waiting
+   * in any link's socket heard first), once however many ask. Asked by the decision timer, and at
+   * every heartbeat heard: a link silent past its deadline while no other was alive is a link
+   * failure once another is heard. A turn reads at most 32 datagrams per socket, and the links
+   * carry replication too: while turns keep reading some, a heartbeat may wait behind them, so
+   * the judgement waits for a turn that reads none, for at most one interval (a flood cannot
+   * put it off longer: at worst a death is decided `misses` + 1 intervals after the last
+   * heartbeat, and the skew).
+   */
+  private decideSoon(): void {
+    if (this.decisionImmediate) return;
+    const seen = this.linkDatagrams;
+    this.drainingSince ??= clock();
+    this.decisionImmediate = setImmediate(() => {
+      this.decisionImmediate = undefined;
+      if (this.linkDatagrams !== seen && clock() - this.drainingSince! < this.options.intervalMs) return this.decideSoon();
+      this.drainingSince = undefined;
+      this.decide();
+    });
+  }
+
+  /** Judges the silences now and arms the timer for the next deadline. */
+  private decide(): void {
+    if (!this.running) return;
+    const now = clock();
+    for (const e of this.detector.tick(now)) this.emit('event', e);
+    this.armDecision(now);
+  }
+
+  /** Arms the decision timer just past the detector's next deadline, unless one is armed sooner. */
+  private armDecision(now: number): void {
+    if (!this.running) return; // stopped by a listener of the events just emitted
+    const at = this.detector.nextDeadline(now);
+    if (at === undefined || at >= this.decisionAt) return;
+    clearTimeout(this.decisionTimer);
+    this.decisionAt = at;
+    // Past the deadline (the detector wants more silence than timeoutMs), by at most a ms:
+    // timers have ms resolution.
+    this.decisionTimer = setTimeout(() => {
+      this.decisionAt = Infinity;
+      this.decideSoon();
+    }, Math.max(1, Math.ceil(at - now)));
   }
 
   /**
@@ -117,6 +185,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
   }
 
   private receive(link: number, msg: Buffer): void {
+    this.linkDatagrams++;
     for (const r of this.receivers) {
       if (msg.length >= 4 && msg.subarray(0, 4).equals(r.magic)) return r.fn(msg, link);
     }
@@ -133,7 +202,12 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent] }> {
       this.rejected.own++;
       return;
     }
-    const now = performance.timeOrigin + performance.now();
-    for (const e of this.detector.observe(r.heartbeat, link, now)) this.emit('event', e);
+    for (const e of this.detector.observe(r.heartbeat, link, clock())) this.emit('event', e);
+    this.decideSoon();
   }
+}
+
+/** Wall-clock ms with sub-ms precision (monotonic within the process). */
+function clock(): number {
+  return performance.timeOrigin + performance.now();
 }
