@@ -82,15 +82,17 @@ describe('HeartbeatAgent timing', () => {
     await sleep(15 * interval);
     const origin = peer.heard[0]!.sentAtMs;
     const slots = peer.heard.map((h) => (h.sentAtMs - origin) / interval);
-    // Every heartbeat but the one right after the hold sits at most the skew after its slot of
-    // the grid (a timer may fire a ms early), the 30th as well as the 2nd.
     const afterHold = slots.findIndex((x, i) => i > 0 && x - slots[i - 1]! > 2);
     expect(afterHold).toBeGreaterThan(10);
-    for (const [i, x] of slots.entries()) {
-      if (i === afterHold) continue;
-      const late = (x - Math.round(x)) * interval;
-      expect(late, `heartbeat ${i}`).toBeGreaterThanOrEqual(-2);
-      expect(late, `heartbeat ${i}`).toBeLessThanOrEqual(DEFAULT_SKEW_MS);
+    // How late each heartbeat is after its slot of the grid (a timer may fire a ms early). A
+    // sender that schedules each from the last would drift: its lateness would only grow (by
+    // ~5 ms a heartbeat with ticks of a tenth of an interval). On the grid it does not: past the
+    // hold, as before it, heartbeats are on time again (a busy host may make one late, not all).
+    const late = slots.map((x, i) => (i === afterHold ? 0 : (x - Math.round(x)) * interval));
+    for (const [i, l] of late.entries()) expect(l, `heartbeat ${i}`).toBeGreaterThanOrEqual(-2);
+    for (const [from, to] of [[1, afterHold], [afterHold + 1, slots.length]] as const) {
+      expect(Math.min(...late.slice(from, to)), `heartbeats ${from}-${to - 1}`).toBeLessThan(5);
+      expect(Math.min(...late.slice(to - 5, to)), `heartbeats ${to - 5}-${to - 1}`).toBeLessThan(DEFAULT_SKEW_MS);
     }
     // One per slot, never two: the slots the hold swallowed are skipped, not made up in a burst.
     expect(new Set(slots.map((x) => Math.floor(x + 0.1))).size).toBe(slots.length);
@@ -101,6 +103,9 @@ describe('HeartbeatAgent timing', () => {
   it('declares the silent peer down from a timer at the deadline, not at the next coarse tick', async () => {
     const peer = await fakePeer();
     const b = await agent(peer.port, 1000, 1);
+    const ticks: number[] = [];
+    const tick = b.agent.detector.tick.bind(b.agent.detector);
+    b.agent.detector.tick = (now) => (ticks.push(now), tick(now));
     const send = (seq: bigint) => peer.socket.send(encodeHeartbeat({ node: 'a', link: 0, incarnation: 1n, seq, sentAtMs: Date.now() }, KEY), b.port, '127.0.0.1');
     send(1n);
     await sleep(300);
@@ -109,9 +114,12 @@ describe('HeartbeatAgent timing', () => {
     while (!b.events.some((e) => e.kind === 'node-down') && Date.now() < deadline) await sleep(5);
     const down = b.events.find((e) => e.kind === 'node-down') as Extract<DetectorEvent, { kind: 'node-down' }>;
     expect(b.agent.detector.timeoutMs).toBe(1025);
-    const late = down.at - down.lastHeardAt - 1025;
-    expect(late).toBeGreaterThan(0);
-    expect(late).toBeLessThan(15); // ticks every interval/10 would have been up to 100 ms late
+    expect(down.at - down.lastHeardAt).toBeGreaterThan(1025);
+    // Judged when a heartbeat came in and when the timer fired (once more if it fired a ms
+    // early): not every tenth of an interval (10 times in 1025 ms).
+    const judged = ticks.filter((t) => t > down.lastHeardAt && t <= down.at);
+    expect(judged.length).toBeLessThanOrEqual(3);
+    expect(judged.at(-1)).toBe(down.at);
   });
 
   it('heartbeats that waited in the sockets while the loop was held past the deadline are all heard before the silences are judged', async () => {
