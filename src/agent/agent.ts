@@ -333,7 +333,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * runs all at once (SIGTERM to their process groups, SIGKILL past their grace time) while a
    * failure plan or takeover already running finishes (each is bounded by its closePeers deadline,
    * 5 s; cut short, it would leave clients half released and lose its tracker and RST guard,
-   * closed below); then the rest, and the callouts still running get at most their own timeout.
+   * closed below); then the rest, and the callouts still running get at most their own timeout
+   * (then they are killed, with everything they started).
    * Peers are told it is a planned departure (their last heartbeats from here say `leaving`), so
    * they take nothing over; `serving` tells them whether instances here still run without an
    * agent (those watched by pid or pid file: this agent did not start them and does not stop them).

@@ -1,7 +1,8 @@
 // Decides, from authenticated heartbeats, when a peer node has failed (seed 004): a node is
-// down only when every one of its links has been silent for `misses` intervals; one silent link
-// while another still carries heartbeats is a link failure, reported as such, and no failover.
-// Pure state machine: heartbeats in through observe(), time through tick(now), events out.
+// down only when every one of its links has been silent for `misses` intervals plus a small skew
+// (see timeoutMs); one silent link while another still carries heartbeats is a link failure,
+// reported as such, and no failover. Pure state machine: heartbeats in through observe(), time
+// through tick(now), events out; nextDeadline() says when tick() next has something to decide.
 import type { Heartbeat } from './heartbeat-packet.js';
 
 // Node events carry the sender's own send time of the heartbeat that showed the change (the
@@ -20,9 +21,18 @@ export type DetectorEvent =
    */
   | { kind: 'node-left'; node: string; incarnation: bigint; at: number; serving: boolean };
 
+/**
+ * The default skew, ms: how late a heartbeat may arrive after its due time and still count. It
+ * covers the sender's timer firing late (an event loop held by a slice of work, ~2 ms here, or by
+ * the scheduler of a busy host) and the network's jitter (sub-ms on a LAN); at most one interval.
+ */
+export const DEFAULT_SKEW_MS = 25;
+
 export interface DetectorOptions {
   intervalMs: number;
   misses: number;
+  /** Lateness allowed to a heartbeat, ms (default: DEFAULT_SKEW_MS, at most intervalMs). */
+  skewMs?: number;
   /** The link ids every peer is expected on (e.g. [0, 1]: main and failsafe). */
   links: number[];
   /** The configured peers: listed by status() even before they are heard (`heard: false`). */
@@ -58,15 +68,24 @@ export class FailureDetector {
     if (!(options.intervalMs > 0) || !Number.isInteger(options.misses) || options.misses < 1 || options.links.length === 0) {
       throw new RangeError('FailureDetector needs intervalMs > 0, misses >= 1 and at least one link');
     }
+    if (options.skewMs !== undefined && !(options.skewMs >= 0 && options.skewMs <= options.intervalMs)) {
+      throw new RangeError('FailureDetector needs 0 <= skewMs <= intervalMs');
+    }
+    this.skewMs = options.skewMs ?? Math.min(DEFAULT_SKEW_MS, options.intervalMs);
   }
 
+  /** The lateness allowed to a heartbeat, ms (see DEFAULT_SKEW_MS). */
+  readonly skewMs: number;
+
   /**
-   * Silence, in ms, after which a link (or, on every link, a node) is declared down: `misses`
-   * heartbeats in a row overdue, each counted as missed one interval after it was due. With a
-   * 100 ms interval and 3 misses a node that dies is declared down 300-400 ms later.
+   * Silence, in ms since the last heartbeat heard, past which a link (or, on every link, a node)
+   * is declared down: `misses` × intervalMs + skewMs. The `misses` heartbeats due after the last
+   * one heard are all missing, the last of them later than the skew allows; a heartbeat late by
+   * up to the skew, even after `misses` - 1 lost ones, is never taken for a death. With a 100 ms
+   * interval and 3 misses: 325 ms after the last heartbeat, so 225-325 ms after the death.
    */
   get timeoutMs(): number {
-    return this.options.intervalMs * (this.options.misses + 1);
+    return this.options.intervalMs * this.options.misses + this.skewMs;
   }
 
   /** Takes an authenticated heartbeat that arrived on `link`; returns the events it causes. */
@@ -146,6 +165,26 @@ export class FailureDetector {
       }
     }
     return events;
+  }
+
+  /**
+   * The earliest time (ms, the clock of observe() and tick()), not before `now`, at which tick()
+   * could declare a link or a node down: the first timeout of a link still up. Undefined when
+   * nothing is pending. A driver arms one timer just past it instead of ticking; a deadline that
+   * passed without a decision (a link silent while no other is alive) can only change through a
+   * heartbeat, after which the driver calls tick() again.
+   */
+  nextDeadline(now: number): number | undefined {
+    let at: number | undefined;
+    for (const p of this.peers.values()) {
+      if (!p.up) continue;
+      for (const l of this.options.links) {
+        if (p.linkUp.get(l) === false) continue;
+        const d = (p.lastHeard.get(l) ?? -Infinity) + this.timeoutMs;
+        if (d >= now && (at === undefined || d < at)) at = d;
+      }
+    }
+    return at;
   }
 
   /** The peer's incarnation as last heard, or undefined when never heard. */

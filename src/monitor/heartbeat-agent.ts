@@ -6,6 +6,14 @@
 // said out loud instead of looking like silence.
 // Other protocols of the agents (connection replication) share the links' sockets: datagrams
 // with their magic go to their receiver, and send() reaches a peer on a given link.
+//
+// Timing: heartbeats go out on a fixed grid (start + k × interval), so a late timer delays one
+// heartbeat, never the ones after it (no drift); a loop held past a whole interval sends once,
+// not a burst. Decisions run from one timer armed just past the detector's next deadline, and
+// always after the I/O of that turn of the loop, so a heartbeat already waiting in any link's
+// socket is heard before a silence is judged (never between two sockets' reads: a held loop
+// would otherwise take one link's heartbeats, read first, for the other link's failure), and
+// after any backlog of datagrams on the links has been read (see decideSoon).
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -64,7 +72,19 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
   private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
   private readonly peerBySource = new Map<string, string>();
-  private timer: NodeJS.Timeout | undefined;
+  private beatTimer: NodeJS.Timeout | undefined;
+  /** When the next heartbeat is due (ms since the epoch): the grid start + k × interval. */
+  private nextBeatAt = 0;
+  private decisionTimer: NodeJS.Timeout | undefined;
+  /** The deadline decisionTimer was armed for (Infinity: none armed). */
+  private decisionAt = Infinity;
+  private decisionImmediate: NodeJS.Immediate | undefined;
+  /** Datagrams read on the link sockets (any protocol): whether a turn of the loop read some. */
+  private linkDatagrams = 0;
+  /** Since when a decision has waited for the sockets' backlog to be read. */
+  private drainingSince: number | undefined;
+  private running = false;
+
 
   constructor(private readonly options: HeartbeatAgentOptions) {
     super();
@@ -89,13 +109,19 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
       });
       this.sockets.set(link.id, socket);
     }
+    this.running = true;
+    this.nextBeatAt = clock();
     this.beat();
-    // Ticks several times per interval so a decision lands within a few ms of its deadline.
-    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(this.options.intervalMs / 10)));
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.running = false;
+    clearTimeout(this.beatTimer);
+    clearTimeout(this.decisionTimer);
+    clearImmediate(this.decisionImmediate);
+    this.decisionImmediate = undefined;
+    this.drainingSince = undefined;
+    this.decisionAt = Infinity;
     for (const s of this.sockets.values()) s.close();
     this.sockets.clear();
   }
@@ -106,30 +132,34 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
    * failed, and take nothing over. `serving`: instances on this node still run without the agent.
    */
   async leave(serving: boolean, copies = 3): Promise<void> {
-    clearInterval(this.timer);
+    this.running = false; // no heartbeat of this life after the goodbye
+    clearTimeout(this.beatTimer);
     const sends: Array<Promise<void>> = [];
-    for (let i = 0; i < copies; i++) sends.push(...this.beat({ serving }));
+    for (let i = 0; i < copies; i++) sends.push(...this.send1({ serving }));
     await Promise.all(sends);
     this.stop();
   }
 
-  private lastBeat = 0;
-
-  private tick(): void {
-    const now = performance.timeOrigin + performance.now();
-    if (now - this.lastBeat >= this.options.intervalMs) this.beat();
-    for (const e of this.detector.tick(now)) this.emit('event', e);
+  /** Sends this interval's heartbeat on every link, then schedules the next on the grid. */
+  private beat(): void {
+    if (!this.running) return;
+    const now = clock();
+    void this.send1();
+    const interval = this.options.intervalMs;
+    this.nextBeatAt += interval;
+    // Held past whole intervals: the next one on the grid after now (those missed are missed).
+    if (this.nextBeatAt <= now) this.nextBeatAt += (Math.floor((now - this.nextBeatAt) / interval) + 1) * interval;
+    this.beatTimer = setTimeout(() => this.beat(), Math.max(0, this.nextBeatAt - clock()));
   }
 
-  /** Sends one heartbeat on every link to every peer; resolves each send when the kernel has it. */
-  private beat(leaving?: { serving: boolean }): Array<Promise<void>> {
-    const now = performance.timeOrigin + performance.now();
-    this.lastBeat = now;
+  /** One heartbeat on every link to every peer; each send resolves when the kernel has it. */
+  private send1(leaving?: { serving: boolean }): Array<Promise<void>> {
     this.seq++;
+    const sentAtMs = clock();
     const sends: Array<Promise<void>> = [];
     const claims = leaving ? [] : (this.options.claims?.() ?? []);
     for (const [id, socket] of this.sockets) {
-      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs: now, ...(leaving ? { leaving } : {}), ...(claims.length ? { claims } : {}) }, this.options.key);
+      const msg = encodeHeartbeat({ node: this.options.node, link: id, incarnation: this.options.incarnation, seq: this.seq, sentAtMs, ...(leaving ? { leaving } : {}), ...(claims.length ? { claims } : {}) }, this.options.key);
       for (const peer of this.options.peers) {
         const to = peer.links.find((l) => l.id === id);
         // With a callback, a send error comes here instead of the socket's 'error' event.
@@ -147,6 +177,51 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
       }
     }
     return sends;
+  }
+
+  /**
+   * Judges the silences after the I/O of this turn of the loop (every datagram already waiting
+   * in any link's socket heard first), once however many ask. Asked by the decision timer, and at
+   * every heartbeat heard: a link silent past its deadline while no other was alive is a link
+   * failure once another is heard. A turn reads at most 32 datagrams per socket, and the links
+   * carry replication too: while turns keep reading some, a heartbeat may wait behind them, so
+   * the judgement waits for a turn that reads none, for at most one interval (a flood cannot
+   * put it off longer: at worst a death is decided `misses` + 1 intervals after the last
+   * heartbeat, and the skew).
+   */
+  private decideSoon(): void {
+    if (this.decisionImmediate) return;
+    const seen = this.linkDatagrams;
+    this.drainingSince ??= clock();
+    this.decisionImmediate = setImmediate(() => {
+      this.decisionImmediate = undefined;
+      if (this.linkDatagrams !== seen && clock() - this.drainingSince! < this.options.intervalMs) return this.decideSoon();
+      this.drainingSince = undefined;
+      this.decide();
+    });
+  }
+
+  /** Judges the silences now and arms the timer for the next deadline. */
+  private decide(): void {
+    if (!this.running) return;
+    const now = clock();
+    for (const e of this.detector.tick(now)) this.emit('event', e);
+    this.armDecision(now);
+  }
+
+  /** Arms the decision timer just past the detector's next deadline, unless one is armed sooner. */
+  private armDecision(now: number): void {
+    if (!this.running) return; // stopped by a listener of the events just emitted
+    const at = this.detector.nextDeadline(now);
+    if (at === undefined || at >= this.decisionAt) return;
+    clearTimeout(this.decisionTimer);
+    this.decisionAt = at;
+    // Past the deadline (the detector wants more silence than timeoutMs), by at most a ms:
+    // timers have ms resolution.
+    this.decisionTimer = setTimeout(() => {
+      this.decisionAt = Infinity;
+      this.decideSoon();
+    }, Math.max(1, Math.ceil(at - now)));
   }
 
   /**
@@ -170,6 +245,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
   }
 
   private receive(link: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    this.linkDatagrams++;
     for (const r of this.receivers) {
       if (msg.length >= 4 && msg.subarray(0, 4).equals(r.magic)) return r.fn(msg, link);
     }
@@ -181,7 +257,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     // Only configured peers count: a stranger with the key must not appear in the membership
     // (nor speak for the cluster by sorting first).
     if (!this.options.peers.some((p) => p.node === node)) return this.reject('unknown-node', link, rinfo, node);
-    const now = performance.timeOrigin + performance.now();
+    const now = clock();
     const c = this.detector.counters;
     const [accepted, replayed, stale] = [c.accepted, c.replayed, c.staleIncarnation];
     const events = this.detector.observe(r.heartbeat, link, now);
@@ -190,6 +266,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     else if (c.replayed > replayed) this.traffic.rejected('replayed', node, link);
     else if (c.staleIncarnation > stale) this.traffic.rejected('stale-incarnation', node, link);
     for (const e of events) this.emit('event', e);
+    this.decideSoon();
     // What a fresh heartbeat of a live node says it holds (replays and old lives say nothing).
     if (c.accepted > accepted && !r.heartbeat.leaving) this.emit('heard', { node, claims: r.heartbeat.claims ?? [] });
   }
@@ -210,4 +287,9 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     }
     this.emit('rejected', { reason, link, from: { address: rinfo.address, port: rinfo.port }, ...(peer !== undefined ? { peer } : {}), ...(node !== undefined ? { node } : {}) });
   }
+}
+
+/** Wall-clock ms with sub-ms precision (monotonic within the process). */
+function clock(): number {
+  return performance.timeOrigin + performance.now();
 }

@@ -10,6 +10,9 @@
 // - both answers are rate-limited per socket (net.ipv4.tcp_invalid_ratelimit: 500 ms by default,
 //   Documentation/networking/ip-sysctl.rst);
 // - a segment for a connection the peer no longer has draws a RST (RFC 9293 §3.10.7.1).
+// - data beyond the peer's receive window is dropped, and a zero window takes none (RFC 9293
+//   3.10.7.4; Linux answers each such segment with an ACK at once, showing the window). Linux
+//   takes a bare FIN into a zero window; the RFC lets a receiver drop it.
 import type { SegmentSpec } from '../native.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_URG } from '../native.js';
 import type { CloseMethod } from './close-method.js';
@@ -29,6 +32,14 @@ export interface TrackedState {
   peerAck: number;
   /** Raw window field the dead side last sent. */
   deadWindow?: number;
+  /**
+   * The peer's receive window as it last advertised it, bytes (its window field scaled by its
+   * window scale), when known: 0 when it takes no data. Unknown (absent) when the field was not 0
+   * and the scale is not known (the handshake was not seen).
+   */
+  peerWindow?: number;
+  /** The peer's window scale shift (RFC 7323), when known: reads the window of its answers. */
+  peerWindowShift?: number;
   /** Last TSval each side sent, when the connection uses timestamps. */
   deadTsval?: number;
   peerTsval?: number;
@@ -65,6 +76,17 @@ export interface PeerAnswer {
   tsecr?: number;
   /** Data the peer sent (a retransmission of its own, not an answer to us). */
   payloadLength?: number;
+  /** Its raw 16-bit window field (the peer's receive window, before its scale). */
+  window?: number;
+}
+
+/**
+ * A raw window field in bytes, when that can be known: 0 is 0 at any scale; otherwise only with
+ * the sender's window scale shift (RFC 7323).
+ */
+export function windowBytes(raw: number, shift: number | undefined): number | undefined {
+  if (raw === 0) return 0;
+  return shift === undefined ? undefined : raw * 2 ** shift;
 }
 
 export interface EngineIO {
@@ -111,6 +133,11 @@ interface Conn {
   sentSeq?: number;
   /** The TSval of our last segment with a timestamp option. */
   sentTsval?: number;
+  /** The peer's receive window, bytes, when known (see TrackedState.peerWindow). */
+  peerWindow?: number;
+  peerWindowShift?: number;
+  /** Where the goodbye's first byte sits in the peer's sequence space, once it has been sent. */
+  goodbyeSeq?: number;
   /** The ack the peer must send to show it took our FIN / data. */
   expectAck?: number;
   attempts: number;
@@ -140,6 +167,8 @@ export class CloseEngine {
   private readonly timeout: number;
   private readonly attempts: number;
   private readonly rateLimit: number;
+  /** The goodbye method's message (the same bytes for every connection). */
+  private readonly goodbye: Buffer | undefined;
 
   constructor(
     connections: DeadConnection[],
@@ -150,6 +179,7 @@ export class CloseEngine {
     this.timeout = options.answerTimeoutMs ?? 250;
     this.attempts = options.attempts ?? 3;
     this.rateLimit = options.rateLimitMs ?? 550;
+    this.goodbye = method.kind === 'goodbye' ? method.plugin.message() : undefined;
     this.input = connections;
   }
 
@@ -221,6 +251,7 @@ export class CloseEngine {
       return;
     }
     if (!(seg.flags & TCP_ACK)) return;
+    if (seg.window !== undefined) k.peerWindow = windowBytes(seg.window, k.peerWindowShift);
     if (seg.tsval !== undefined) k.peerTsval = seg.tsval;
     // The peer echoes the last TSval it accepted from the dead side: anything above passes PAWS.
     // One above what we used means our segment was dropped as old (PAWS) and drew this ACK.
@@ -232,6 +263,15 @@ export class CloseEngine {
     }
     if (k.phase === 'closing' && k.expectAck !== undefined && seqDiff(k.expectAck, seg.ack) >= 0) {
       this.finish(k, this.deliveredOutcome(k), true);
+      return;
+    }
+    // The peer took part of the goodbye (a stack that trims a segment to its window): the rest
+    // follows from where it stands.
+    const partOfGoodbye = k.phase === 'closing' && k.action === 'goodbye' && k.sentSeq !== undefined && seqDiff(k.sentSeq, seg.ack) > 0 && this.withinGoodbye(k, seg.ack);
+    if (partOfGoodbye) {
+      k.rcvNxt = seg.ack;
+      k.sndNxt = seg.seq;
+      this.sendClosing(k);
       return;
     }
     // A segment that crossed our RST on the wire and acks exactly the value we used confirms
@@ -246,13 +286,15 @@ export class CloseEngine {
     k.rcvNxt = seg.ack;
     k.sndNxt = seg.seq;
     k.seqSource = learnedFrom;
-    // A plain ACK of older data, unless it says our segment failed PAWS: then at once, with the
-    // TSval it taught us, rather than after the answer timeout.
-    if (k.phase === 'closing' && !changed && k.action !== 'rst' && !pawsDropped) return;
+    // A plain ACK of older data, unless it says our segment failed PAWS (then at once, with the
+    // TSval it taught us, rather than after the answer timeout) or that the peer's window cannot
+    // take our data (then the fallback at once: resending into it would be dropped again).
+    const squeezed = k.phase === 'closing' && this.windowShortfall(k) !== undefined;
+    if (k.phase === 'closing' && !changed && k.action !== 'rst' && !pawsDropped && !squeezed) return;
     // A peer that never received all the dead side sent is not where the tracked stream says:
     // no message can be placed there. A FIN, an urgent byte or a RST at its exact value still works.
     const tracked = k.c.tracked;
-    if (k.action === 'goodbye' && tracked !== undefined && seqDiff(tracked.deadNextSeq, seg.ack) !== 0) {
+    if (k.action === 'goodbye' && tracked !== undefined && seqDiff(tracked.deadNextSeq, seg.ack) !== 0 && !this.withinGoodbye(k, seg.ack)) {
       k.fallback ??= `peer's RCV.NXT ${seg.ack} differs from the tracked stream position`;
       k.action = 'rst';
     }
@@ -270,6 +312,13 @@ export class CloseEngine {
     }
     for (const k of this.conns.values()) {
       if (k.phase === 'done' || now < k.deadline) continue;
+      if (k.phase === 'closing' && this.onlyFinLeft(k) && k.peerWindow === 0) {
+        // Unacknowledged in a zero window: this peer drops a bare FIN there (Linux takes one, at
+        // once), and will drop it again as long as its application does not read.
+        this.fallBack(k, 'rst', "the peer's receive window is 0 and it did not take the FIN: RST instead");
+        this.sendClosing(k);
+        continue;
+      }
       if (k.attempts >= this.attempts) {
         const what = k.phase === 'learning' ? 'no answer to probes' : `no answer to the ${k.action}`;
         this.finish(k, 'failed', false, `${what} after ${k.attempts} attempts`);
@@ -319,6 +368,8 @@ export class CloseEngine {
       k.fallback = t?.boundaryReason ?? 'stream position unknown: the connection was not tracked with its payload';
     }
     if (t) {
+      k.peerWindow = t.peerWindow;
+      k.peerWindowShift = t.peerWindowShift;
       k.deadTsval = t.deadTsval;
       if (t.deadTsval !== undefined) k.deadTsvalAt = this.io.now() - (t.deadTsvalAgeMs ?? 0);
       k.peerTsval = t.peerTsval;
@@ -349,6 +400,8 @@ export class CloseEngine {
   }
 
   private sendClosing(k: Conn): void {
+    const short = this.windowShortfall(k);
+    if (short) this.fallBack(k, short.to, short.reason);
     k.phase = 'closing';
     const seq = k.rcvNxt!;
     const ack = k.sndNxt ?? 0;
@@ -383,13 +436,64 @@ export class CloseEngine {
         break;
       }
       case 'goodbye': {
-        const payload = (this.method as Extract<CloseMethod, { kind: 'goodbye' }>).plugin.message();
-        this.io.send(this.spec(k, { seq, ack, flags: TCP_PSH | TCP_FIN | TCP_ACK, payload, ...ts }));
+        // From where the peer stands in it: all of it, or what a partial ACK left.
+        const taken = k.goodbyeSeq === undefined ? -1 : seqDiff(k.goodbyeSeq, seq);
+        if (taken < 0 || taken > this.goodbye!.length) k.goodbyeSeq = seq;
+        const payload = this.goodbye!.subarray(Math.max(0, taken));
+        this.io.send(this.spec(k, { seq, ack, flags: (payload.length > 0 ? TCP_PSH : 0) | TCP_FIN | TCP_ACK, ...(payload.length > 0 ? { payload } : {}), ...ts }));
         k.expectAck = seqAdd(seq, payload.length + 1);
         break;
       }
     }
     this.arm(k);
+  }
+
+  /**
+   * Whether the peer's receive window, when known, is too small for the data of the closing
+   * segment, and the fallback then: data beyond the window is dropped, however often it is sent.
+   * A goodbye becomes a FIN (the peer reads what it has, then end-of-file, at the boundary the
+   * goodbye would have taken), or a RST once part of it was taken (the stream is mid-message);
+   * a break becomes a RST (an interrupt the peer sees without reading through a full buffer).
+   */
+  private windowShortfall(k: Conn): { to: 'fin' | 'rst'; reason: string } | undefined {
+    const w = k.peerWindow;
+    if (w === undefined) return undefined;
+    if (k.action === 'break' && w === 0) return { to: 'rst', reason: "the peer's receive window is 0: the urgent byte cannot be delivered; RST instead" };
+    if (k.action !== 'goodbye') return undefined;
+    const taken = this.goodbyeTaken(k);
+    if (taken === this.goodbye!.length) return undefined; // only its FIN is left: as for a FIN
+    if (taken > 0) {
+      // A peer that trims to its window takes the rest as its window opens; a closed one, nothing.
+      return w === 0 ? { to: 'rst', reason: "the peer took part of the goodbye, then its receive window fell to 0: RST instead" } : undefined;
+    }
+    if (w >= this.goodbye!.length) return undefined;
+    return w === 0
+      ? { to: 'fin', reason: "the peer's receive window is 0: the goodbye cannot be delivered; FIN instead" }
+      : { to: 'fin', reason: "the peer's receive window is smaller than the goodbye: FIN instead" };
+  }
+
+  /** How many bytes of the goodbye the peer has taken (0 before it is sent). */
+  private goodbyeTaken(k: Conn): number {
+    if (k.goodbyeSeq === undefined || k.rcvNxt === undefined) return 0;
+    const taken = seqDiff(k.goodbyeSeq, k.rcvNxt);
+    return taken > 0 && taken <= this.goodbye!.length ? taken : 0;
+  }
+
+  /** Whether what is left to deliver is a bare FIN. */
+  private onlyFinLeft(k: Conn): boolean {
+    return k.action === 'fin' || (k.action === 'goodbye' && this.goodbyeTaken(k) === this.goodbye!.length);
+  }
+
+  /** Whether `ack` lies inside the goodbye sent (past its first byte, before its FIN is acked). */
+  private withinGoodbye(k: Conn, ack: number): boolean {
+    return k.goodbyeSeq !== undefined && k.expectAck !== undefined && seqDiff(k.goodbyeSeq, ack) > 0 && seqDiff(ack, k.expectAck) > 0;
+  }
+
+  /** Another action than the one under way, with why (reasons add up when one follows another); its own attempts. */
+  private fallBack(k: Conn, to: 'fin' | 'rst', reason: string): void {
+    k.action = to;
+    k.fallback = k.fallback === undefined ? reason : `${k.fallback}; ${reason}`;
+    k.attempts = 0;
   }
 
   /** A timestamp option the peer's PAWS check accepts, when the connection uses timestamps. */

@@ -20,7 +20,7 @@ export interface CloseResult {
   peer: Endpoint;
   /** The method asked for. */
   method: string;
-  /** What was actually sent last ('rst' after a fallback). */
+  /** What was actually sent last ('rst' or 'fin' after a fallback). */
   action: string;
   /** Sequence number of the closing segment (the peer's RCV.NXT), when one was sent. */
   seq?: number;
@@ -38,7 +38,10 @@ export interface CloseResult {
    * FIN or data). An exact RST learned from a challenge ACK is final by RFC 5961 but unanswered.
    */
   verified: boolean;
-  /** Why the method asked for was not used. */
+  /**
+   * Why the method asked for was not used; when one fallback led to another (a goodbye into a
+   * zero window: FIN, then RST), each reason in order, joined by '; '.
+   */
   fallback?: string;
   error?: string;
   elapsedMs: number;

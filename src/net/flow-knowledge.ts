@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { FlowRecord, FlowSide } from '../native.js';
-import type { DeadConnection, TrackedState } from './close-engine.js';
+import { windowBytes, type DeadConnection, type TrackedState } from './close-engine.js';
 import type { BoundaryState } from './boundary-watch.js';
 import { canonicalAddress, canonicalConnectionKey, canonicalizer, type Endpoint } from './endpoint.js';
 
@@ -26,6 +26,15 @@ export function rawWindow(side: FlowSide): number {
 }
 
 /**
+ * The peer's receive window for the close engine, from a raw window field and the peer's window
+ * scale shift when known (undefined: the handshake was not seen).
+ */
+export function peerWindowKnowledge(raw: number, shift: number | undefined): Pick<TrackedState, 'peerWindow' | 'peerWindowShift'> {
+  const bytes = windowBytes(raw, shift);
+  return { ...(bytes !== undefined ? { peerWindow: bytes } : {}), ...(shift !== undefined ? { peerWindowShift: shift } : {}) };
+}
+
+/**
  * What tracking saw of a connection, from the flow's dead (server) side and peer side; `nowMs`
  * (ms since the epoch) ages the dead side's TSval for the close engine.
  */
@@ -35,6 +44,7 @@ export function trackedFromSides(d: FlowSide, p: FlowSide, nowMs?: number): Trac
     peerNextSeq: p.nextSeq,
     peerAck: p.ack,
     deadWindow: rawWindow(d),
+    ...peerWindowKnowledge(rawWindow(p), p.wscale >= 0 ? p.wscale : undefined),
     ...(d.tsval ? { deadTsval: d.tsval, ...(nowMs !== undefined ? { deadTsvalAgeMs: Math.max(0, nowMs - d.lastSeenMs) } : {}) } : {}),
     ...(p.tsval ? { peerTsval: p.tsval } : {}),
   };

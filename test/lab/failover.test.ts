@@ -1,12 +1,13 @@
 // Detection wired to action, on a mirror port: the backup sees the primary's traffic (the bridge
 // floods like a hub) and knows its connections from its own capture alone, with the library's
 // HeartbeatAgent and PeerTakeover and no agent replication (docs/examples/backup.ts's set-up).
-// The primary's node dies silently, the backup's heartbeats declare it down within 4 intervals,
+// The primary's node dies silently, the backup's heartbeats declare it down within 3 intervals and the skew,
 // and the backup closes the primary's peers with no one telling it to. On a switch, the agents'
 // replication does this instead (replication.test.ts).
 import { afterEach, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, nowMs } from '../../src/lab/node-child.js';
+import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
 import { readEnding } from './scenario.js';
 
 let lab: Lab | undefined;
@@ -46,7 +47,7 @@ it.each([
   for (const e of endings) expect(e).toMatchObject(ending);
   expect(done.results).toHaveLength(3);
   expect(backup.events.filter((e) => e.event === 'node-down')).toHaveLength(1);
-  // Detection within 4 heartbeat intervals (+ scheduling slack); the close follows at once.
-  expect(Number(done.downAt) - killedAt).toBeLessThan(400 + 100);
+  // Detection within 3 heartbeat intervals and the skew (+ scheduling slack); the close follows at once.
+  expect(Number(done.downAt) - killedAt).toBeLessThan(3 * 100 + DEFAULT_SKEW_MS + 100);
   expect(Math.max(...endings.map((e) => Number(e.t))) - Number(done.downAt)).toBeLessThan(100);
 });

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NodeChild } from '../../src/lab/node-child.js';
 import type { CloseResult } from '../../src/net/close-result.js';
+import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
 import { startRedis, type RedisServer } from './redis.js';
 import { copyOfA, INTERVAL, MISSES, startReplicationCluster, until, type ReplicationCluster } from './replication-cluster.js';
 
@@ -56,7 +57,7 @@ describe('replication races (real agents, Redis, learning bridge)', () => {
     const connected = conns.filter((c) => c.connectedAt !== undefined);
     // The death as the clients saw it: no SYN-ACK reached C after it.
     const death = Math.max(...connected.map((c) => c.connectedAt!));
-    const bound = Number(down.lastHeardAt) + (MISSES + 1) * INTERVAL + 15 + 50;
+    const bound = Number(down.lastHeardAt) + MISSES * INTERVAL + DEFAULT_SKEW_MS + 10 + 50;
     const results = done.results as CloseResult[];
     const byPort = new Map(results.map((r) => [r.peer.port, r]));
     // Every connection still open at the death and opened at least 1 ms before it: released in bound.

@@ -1,8 +1,7 @@
 // Callouts and the uptime log: every executable runs per event with the event in its arguments
 // and environment, in parallel up to the limit, killed past its timeout, never holding the
 // caller; the uptime log adds downtime up apart for planned and unplanned.
-import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -18,6 +17,37 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const event = (status: ServiceEvent['status'], reason: string, timestamp: string, incarnation = 1): ServiceEvent => ({
   type: 'service_member', status, reason, timestamp, incarnation, service: 'sales', database: 'db', instance: 'i1', node: 'a', cardinality: 1,
+});
+
+/** Gone, or a zombie waiting for its reaper: SIGKILL has done its work. */
+function dead(pid: number): boolean {
+  const stat = `/proc/${pid}/stat`;
+  if (!existsSync(stat)) return true;
+  const state = readFileSync(stat, 'utf8').replace(/^.*\) /s, '')[0];
+  return state === 'Z' || state === 'X';
+}
+
+/** Whether the process is dead within `ms` (SIGKILL is sent at once but taken when the process next runs). */
+async function diesWithin(pid: number, ms: number): Promise<boolean> {
+  const until = performance.now() + ms;
+  while (!dead(pid)) {
+    if (performance.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+/** The pids a callout wrote to `file` (one a line), each killed here if it still runs (so a failing test leaves nothing). */
+const written: string[] = [];
+function pidsIn(file: string): number[] {
+  written.push(file);
+  return readFileSync(file, 'utf8').trim().split('\n').map(Number);
+}
+afterEach(() => {
+  for (const f of written.splice(0)) {
+    if (!existsSync(f)) continue;
+    for (const pid of readFileSync(f, 'utf8').trim().split('\n').map(Number)) if (pid > 1 && !dead(pid)) process.kill(pid, 'SIGKILL');
+  }
 });
 
 function script(name: string, body: string): string {
@@ -51,7 +81,8 @@ describe('callouts', () => {
   });
 
   it('a hung callout is killed at its timeout with its children; others run in parallel; run() never waits for them', async () => {
-    script('hang', 'sleep 31.7 & sleep 31.7');
+    const pids = path.join(dir, 'hang.pids');
+    script('hang', `sleep 31.7 & echo $! > ${pids}; echo $$ >> ${pids}; sleep 31.7`);
     script('fast', 'exit 3');
     const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 300, maxParallel: 2 });
     const results: CalloutResult[] = [];
@@ -67,8 +98,39 @@ describe('callouts', () => {
     // Killed at its 300 ms timeout: + 100 ms for the timer, the kill and the exit's reaping on
     // a loaded 2-core machine (a callout the timeout missed would run for 31.7 s).
     expect(byName.hang!.elapsedMs).toBeLessThan(300 + 100);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(spawnSync('pgrep', ['-f', 'sleep 31.7']).stdout.toString()).toBe(''); // the background child died too
+    const [child, callout] = pidsIn(pids);
+    expect(dead(callout!)).toBe(true);
+    expect(await diesWithin(child!, 1000)).toBe(true); // the background child died too
+  });
+
+  it('a callout that exits leaving a background child: the child is killed at the timeout, and the run lasts until then', async () => {
+    const pids = path.join(dir, 'orphan.pids');
+    script('orphan', `sleep 30 & echo $! > ${pids}; exit 0`);
+    const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 300, maxParallel: 1 });
+    const results: CalloutResult[] = [];
+    r.on('result', (x) => results.push(x));
+    await r.run(event('DOWN', 'failure', '2026-11-22T10:00:00.000Z'));
+    await r.idle(); // what the agent's stop waits for
+    const [child] = pidsIn(pids);
+    expect(await diesWithin(child!, 1000)).toBe(true);
+    expect(results).toHaveLength(1);
+    expect(results[0]).toMatchObject({ code: 0, signal: null, timedOut: true, orphansKilled: true });
+    expect(results[0]!.elapsedMs).toBeGreaterThanOrEqual(290);
+    expect(results[0]!.elapsedMs).toBeLessThan(2000);
+  });
+
+  it('a background child that ends before the timeout ends the run then, not at the timeout', async () => {
+    const pids = path.join(dir, 'short.pids');
+    script('short', `sleep 0.2 & echo $! > ${pids}; exit 0`);
+    const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 5000, maxParallel: 1 });
+    const results: CalloutResult[] = [];
+    r.on('result', (x) => results.push(x));
+    await r.run(event('DOWN', 'failure', '2026-11-22T10:00:00.000Z'));
+    await r.idle();
+    expect(dead(pidsIn(pids)[0]!)).toBe(true);
+    expect(results[0]).toMatchObject({ code: 0, timedOut: false, orphansKilled: false });
+    expect(results[0]!.elapsedMs).toBeGreaterThanOrEqual(190); // the child's life is part of the run
+    expect(results[0]!.elapsedMs).toBeLessThan(5000); // ended with the child, not by the timeout
   });
 
   it('past maxParallel runs wait; past maxQueued the oldest are dropped and counted', async () => {

@@ -223,6 +223,135 @@ describe('CloseEngine against a model of the peer kernel', () => {
   });
 });
 
+describe('CloseEngine against a peer whose receive window cannot take the closing data', () => {
+  const GOODBYE = postgresErrorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' });
+  function narrow(port: number, window: number, set: Partial<Pick<PeerModel, 'bareFinInZeroWindow' | 'trims' | 'shrinks' | 'windowShift'>> = {}): PeerModel {
+    const p = new PeerModel('198.18.1.2', port, 1000, 5000, window, 500, false);
+    return Object.assign(p, set);
+  }
+  const payloadsTo = (sent: SegmentSpec[], port: number) => sent.filter((x) => x.dport === port && x.payload);
+
+  it('goodbye, the tracked window 0: a FIN instead, no data sent; the peer reads to end-of-file', () => {
+    const p = narrow(41000, 0);
+    const { results, sent } = simulate([p], [conn(41000, { ...exactTrack, atBoundary: true, peerWindow: 0 })], 'goodbye:postgres');
+    expect(payloadsTo(sent, 41000)).toHaveLength(0);
+    expect(p.gotFin).toBe(true);
+    expect(p.data.length).toBe(0);
+    expect(results[0]).toMatchObject({ outcome: 'closed', ok: true, verified: true, action: 'fin', method: 'goodbye:postgres', seqSource: 'tracked' });
+    expect(results[0]!.fallback).toBe("the peer's receive window is 0: the goodbye cannot be delivered; FIN instead");
+  });
+
+  it('goodbye, the window not tracked: the ACK that drops it shows window 0, and the FIN follows at once', () => {
+    const p = narrow(41001, 0);
+    const { results, sent } = simulate([p], [conn(41001, { ...exactTrack, atBoundary: true })], 'goodbye:postgres');
+    expect(p.windowDrops).toBe(1);
+    expect(payloadsTo(sent, 41001)).toHaveLength(1); // sent once, never again into the closed window
+    expect(results[0]).toMatchObject({ outcome: 'closed', ok: true, action: 'fin' });
+    expect(results[0]!.fallback).toMatch(/receive window is 0/);
+    expect(results[0]!.elapsedMs).toBeLessThan(2); // a round trip or two, not the 250 ms answer timeout
+  });
+
+  it('goodbye to an untracked connection (boundary assumed): the probe\'s answer shows window 0, so the FIN goes instead', () => {
+    const p = narrow(41002, 0);
+    const { results, sent } = simulate([p], [conn(41002)], 'goodbye:postgres', { assumeBoundary: true });
+    expect(payloadsTo(sent, 41002)).toHaveLength(0);
+    expect(results[0]).toMatchObject({ outcome: 'closed', action: 'fin', seqSource: 'dup-ack' });
+    expect(results[0]!.fallback).toMatch(/receive window is 0/);
+  });
+
+  it('goodbye into a window smaller than the message (scale known): a FIN instead', () => {
+    const p = narrow(41003, 64, { windowShift: 2 });
+    const { results, sent } = simulate([p], [conn(41003, { ...exactTrack, atBoundary: true, peerWindow: 64, peerWindowShift: 2 })], 'goodbye:postgres');
+    expect(GOODBYE.length).toBeGreaterThan(64);
+    expect(payloadsTo(sent, 41003)).toHaveLength(0);
+    expect(results[0]).toMatchObject({ outcome: 'closed', action: 'fin' });
+    expect(results[0]!.fallback).toBe("the peer's receive window is smaller than the goodbye: FIN instead");
+  });
+
+  it('a peer whose raw window field looks small but is scaled takes the goodbye', () => {
+    const p = narrow(41004, 4096, { windowShift: 7 }); // the field says 32: 4,096 bytes
+    const { results } = simulate([p], [conn(41004, { ...exactTrack, atBoundary: true, peerWindowShift: 7 })], 'goodbye:postgres');
+    expect(results[0]).toMatchObject({ outcome: 'goodbye-delivered', action: 'goodbye:postgres' });
+    expect(results[0]!.fallback).toBeUndefined();
+    expect(p.data.equals(GOODBYE)).toBe(true);
+  });
+
+  it('a peer that takes part of the goodbye (it trims to its window) gets the rest from there, once', () => {
+    const p = narrow(41005, 30, { trims: true });
+    const { results, sent } = simulate([p], [conn(41005, { ...exactTrack, atBoundary: true })], 'goodbye:postgres');
+    expect(p.data.equals(GOODBYE)).toBe(true); // in order, no byte twice
+    expect(p.gotFin).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'goodbye-delivered', ok: true, action: 'goodbye:postgres' });
+    expect(payloadsTo(sent, 41005).map((x) => x.seq)).toEqual([1000, 1030, 1060]);
+  });
+
+  it('a peer that took part of the goodbye and then closed its window: RST (the stream is mid-message)', () => {
+    const p = narrow(41006, 30, { trims: true, shrinks: true });
+    const { results } = simulate([p], [conn(41006, { ...exactTrack, atBoundary: true })], 'goodbye:postgres');
+    expect(p.data.length).toBe(30);
+    expect(p.wasReset).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'reset', ok: true, action: 'rst', seq: 1030 });
+    expect(results[0]!.fallback).toMatch(/took part of the goodbye, then its receive window fell to 0/);
+  });
+
+  it('a peer that took the whole goodbye but not its FIN into the zero window that left: only the FIN is resent, then RST', () => {
+    let now = 0;
+    const sent: SegmentSpec[] = [];
+    const engine = new CloseEngine([conn(41012, { ...exactTrack, atBoundary: true })], parseCloseMethod('goodbye:postgres'), { now: () => now, send: (x) => sent.push(x) }, { answerTimeoutMs: 100 });
+    engine.start();
+    now = 0.2;
+    const ack = (n: number) => engine.answer({ src: '198.18.1.2', sport: 41012, dst: DEAD.address, dport: DEAD.port, seq: 5000, ack: n, flags: TCP_ACK, window: 0 });
+    ack(1000 + GOODBYE.length); // every byte, not the FIN
+    expect(sent.at(-1)).toMatchObject({ seq: 1000 + GOODBYE.length, flags: 0x11 }); // FIN|ACK, no data
+    expect(sent.at(-1)!.payload).toBeUndefined();
+    now = 0.4;
+    ack(1000 + GOODBYE.length);
+    now = 600; // past the retry's wait (the rate limit)
+    engine.tick();
+    // At the value the peer's own ACK gave: exact, so final (RFC 5961) without a probe.
+    expect(sent.at(-1)).toMatchObject({ seq: 1000 + GOODBYE.length, flags: TCP_RST | TCP_ACK });
+    expect(engine.results()[0]).toMatchObject({ outcome: 'reset', action: 'rst', ok: true });
+    expect(engine.results()[0]!.fallback).toBe("the peer's receive window is 0 and it did not take the FIN: RST instead");
+  });
+
+  it('break, the window 0 (tracked or shown by the answer): a RST instead of the urgent byte', () => {
+    const a = narrow(41007, 0);
+    const b = narrow(41008, 0);
+    const { results } = simulate([a, b], [conn(41007, { ...exactTrack, peerWindow: 0 }), conn(41008)], 'break');
+    expect(a.wasReset && b.wasReset).toBe(true);
+    expect(a.urgent).toEqual([]);
+    expect(results[0]).toMatchObject({ outcome: 'reset', ok: true, verified: true, action: 'rst', method: 'break', seqSource: 'tracked' });
+    expect(results[1]).toMatchObject({ outcome: 'reset', ok: true, action: 'rst', seqSource: 'dup-ack' });
+    for (const r of results) expect(r.fallback).toBe("the peer's receive window is 0: the urgent byte cannot be delivered; RST instead");
+  });
+
+  it('fin into a zero window: taken by a peer that takes a bare FIN there (Linux); else a RST after the answer timeout', () => {
+    const linux = narrow(41009, 0);
+    const strict = narrow(41010, 0, { bareFinInZeroWindow: false });
+    const { results } = simulate([linux, strict], [conn(41009, { ...exactTrack, peerWindow: 0 }), conn(41010, { ...exactTrack, peerWindow: 0 })], 'fin', { answerTimeoutMs: 100 });
+    expect(linux.gotFin).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'closed', action: 'fin' });
+    expect(results[0]!.fallback).toBeUndefined();
+    expect(strict.windowDrops).toBe(1); // not sent again into the closed window
+    expect(strict.wasReset).toBe(true);
+    expect(results[1]).toMatchObject({ outcome: 'reset', ok: true, action: 'rst', seq: 1000 });
+    expect(results[1]!.fallback).toBe("the peer's receive window is 0 and it did not take the FIN: RST instead");
+    expect(results[1]!.elapsedMs).toBeGreaterThanOrEqual(100);
+    expect(results[1]!.elapsedMs).toBeLessThan(200);
+  });
+
+  it('goodbye to a peer that takes nothing into its zero window, not even a bare FIN: FIN, then RST, both reasons said', () => {
+    const p = narrow(41011, 0, { bareFinInZeroWindow: false });
+    const { results } = simulate([p], [conn(41011, { ...exactTrack, atBoundary: true })], 'goodbye:postgres');
+    expect(p.wasReset).toBe(true);
+    expect(results[0]).toMatchObject({ outcome: 'reset', ok: true, action: 'rst', method: 'goodbye:postgres' });
+    expect(results[0]!.fallback).toBe(
+      "the peer's receive window is 0: the goodbye cannot be delivered; FIN instead; the peer's receive window is 0 and it did not take the FIN: RST instead",
+    );
+    expect(summarizeResults(results).fallbacks).toEqual({ [results[0]!.fallback!]: 1 });
+  });
+});
+
 describe('summarizeResults', () => {
   it('counts outcomes, actions, sources, verified and fallbacks; lists the first failures in full', () => {
     const r = (o: Partial<CloseResult>): CloseResult => ({ local: DEAD, peer: { address: '198.18.1.2', port: 1 }, method: 'goodbye:postgres', action: 'rst', outcome: 'reset', ok: true, verified: true, elapsedMs: 1, ...o });

@@ -30,10 +30,21 @@ describe('deadConnectionsFromFlows', () => {
       {
         local: DEAD,
         peer: { address: '198.18.5.1', port: 40000 },
-        tracked: { deadNextSeq: 900, peerNextSeq: 12, peerAck: 900, deadWindow: 512, deadTsval: 77, deadTsvalAgeMs: 250, peerTsval: 5 },
+        tracked: { deadNextSeq: 900, peerNextSeq: 12, peerAck: 900, deadWindow: 512, peerWindow: 512 << 7, peerWindowShift: 7, deadTsval: 77, deadTsvalAgeMs: 250, peerTsval: 5 },
         observedAt: 4000,
       },
     ]);
+  });
+
+  it('the peer\'s receive window: in bytes with its scale; without the handshake only a zero window is known', () => {
+    const [scaled, zero, unknown] = deadConnectionsFromFlows(
+      [flow(40010, {}, { window: 3 << 7 }), flow(40011, { wscale: -1 }, { window: 0, wscale: -1 }), flow(40012, { wscale: -1 }, { window: 3, wscale: -1 })],
+      DEAD,
+    );
+    expect(scaled!.tracked).toMatchObject({ peerWindow: 384, peerWindowShift: 7 });
+    expect(zero!.tracked).toMatchObject({ peerWindow: 0 });
+    expect(zero!.tracked!.peerWindowShift).toBeUndefined();
+    expect(unknown!.tracked!.peerWindow).toBeUndefined(); // 3 bytes, or 3 << 14: not known
   });
 
   it('a flow the dead side never sent on (a peer\'s retransmission reaching the survivor) is a connection without state', () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { FailureDetector, type DetectorEvent } from '../../src/monitor/failure-detector.js';
+import { DEFAULT_SKEW_MS, FailureDetector, type DetectorEvent } from '../../src/monitor/failure-detector.js';
 import { decodeHeartbeat, encodeHeartbeat, type Heartbeat } from '../../src/monitor/heartbeat-packet.js';
 import { prng } from './frame-builder.js';
 
@@ -70,20 +70,114 @@ function run(d: FailureDetector, plan: { from: number; until: Record<number, num
   return events;
 }
 
+/**
+ * Drives a detector as HeartbeatAgent does: a tick after every heartbeat heard, and one when the
+ * decision timer fires, armed for the next deadline with the 1 ms resolution of timers (a
+ * heartbeat arriving at the same time is heard first). Arrivals in time order.
+ */
+function drive(d: FailureDetector, arrivals: Array<{ at: number; link: number }>, end: number): DetectorEvent[] {
+  const events: DetectorEvent[] = [];
+  const seq = new Map<number, bigint>();
+  let i = 0;
+  let timerAt = Infinity;
+  for (;;) {
+    const arrival = arrivals[i];
+    const now = Math.min(arrival?.at ?? Infinity, timerAt);
+    if (now > end) return events;
+    if (arrival && arrival.at <= timerAt) {
+      i++;
+      const s = (seq.get(arrival.link) ?? 0n) + 1n;
+      seq.set(arrival.link, s);
+      events.push(...d.observe(hb({ link: arrival.link, seq: s }), arrival.link, now));
+    }
+    events.push(...d.tick(now));
+    const at = d.nextDeadline(now);
+    timerAt = at === undefined ? Infinity : now + Math.max(1, Math.ceil(at - now));
+  }
+}
+
+/** Heartbeat k due at k × interval, arriving `late(k)` after it (undefined: lost), k = 0..count-1. */
+function schedule(interval: number, count: number, late: (k: number) => number | undefined, link = 0) {
+  const out: Array<{ at: number; link: number }> = [];
+  for (let k = 0; k < count; k++) {
+    const l = late(k);
+    if (l !== undefined) out.push({ at: k * interval + l, link });
+  }
+  return out.sort((a, b) => a.at - b.at);
+}
+
 describe('FailureDetector', () => {
-  it('a node that dies is declared down 300-400 ms later (100 ms interval, 3 misses), once, at every phase', () => {
+  it('a node that dies is declared down misses × interval + skew after the last heartbeat heard (325 ms at 100 ms × 3), at every phase', () => {
     for (let phase = 0; phase < 100; phase += 5) {
       const d = new FailureDetector({ intervalMs: 100, misses: 3, links: [0, 1] });
+      expect(d.timeoutMs).toBe(325);
       const death = 1000 + phase; // dies between two heartbeats
       // Its two links fall silent a little apart, as they do on a real network.
-      const events = run(d, { from: 0, until: { 0: death, 1: death - (phase % 20) }, interval: 100, end: 2500 });
+      const arrivals = [...schedule(100, 11, () => 0, 0), ...schedule(100, 11, (k) => (k * 100 <= death - (phase % 20) ? 0 : undefined), 1)].sort((a, b) => a.at - b.at);
+      const events = drive(d, arrivals, 3000);
       const down = events.filter((e) => e.kind === 'node-down');
       expect(down).toHaveLength(1);
-      const after = down[0]!.at - death;
-      expect(after, `phase ${phase}`).toBeGreaterThanOrEqual(300);
-      expect(after, `phase ${phase}`).toBeLessThanOrEqual(405); // + one 5 ms tick
+      const lastHeard = Math.floor(death / 100) * 100;
+      expect(down[0]).toMatchObject({ lastHeardAt: lastHeard });
+      expect(down[0]!.at - lastHeard, `phase ${phase}`).toBeGreaterThan(325);
+      expect(down[0]!.at - lastHeard, `phase ${phase}`).toBeLessThanOrEqual(326); // one timer, 1 ms resolution
+      expect(down[0]!.at - death).toBeLessThanOrEqual(326);
       expect(events.filter((e) => e.kind === 'link-down')).toHaveLength(0);
     }
+  });
+
+  it('no false positive under jitter: heartbeats late by up to the skew, with up to misses - 1 lost in a row, on one link or two', () => {
+    const rnd = prng(7);
+    for (const misses of [1, 2, 3]) {
+      for (const links of [[0], [0, 1]]) {
+        const d = new FailureDetector({ intervalMs: 100, misses, links });
+        expect(d.skewMs).toBe(DEFAULT_SKEW_MS);
+        const arrivals = links.flatMap((link) => {
+          let lostInARow = 0;
+          return schedule(100, 5000, (k) => {
+            // Never heartbeat 0 (the peer must come up), never `misses` in a row.
+            if (k > 0 && lostInARow < misses - 1 && rnd() < 0.3) {
+              lostInARow++;
+              return undefined;
+            }
+            lostInARow = 0;
+            return rnd() * DEFAULT_SKEW_MS;
+          }, link);
+        }).sort((a, b) => a.at - b.at);
+        const events = drive(d, arrivals, 5000 * 100 - 1);
+        expect(events.map((e) => e.kind), `misses ${misses}, links ${links.length}`).toEqual(['node-up']);
+      }
+    }
+  });
+
+  it('the boundary: after misses - 1 lost heartbeats the next one late by the skew holds the node up; late by just past it, it is down first', () => {
+    for (const misses of [1, 3]) {
+      const heardBy = (lateness: number) => {
+        const d = new FailureDetector({ intervalMs: 100, misses, links: [0] });
+        // Heartbeat 0 on time, 1 .. misses-1 lost, then `misses` late by `lateness`, then on time.
+        const events = drive(d, schedule(100, misses + 3, (k) => (k === 0 || k > misses ? 0 : k === misses ? lateness : undefined)), (misses + 3) * 100);
+        return events.map((e) => e.kind);
+      };
+      expect(heardBy(DEFAULT_SKEW_MS), `misses ${misses}`).toEqual(['node-up']);
+      expect(heardBy(DEFAULT_SKEW_MS + 2), `misses ${misses}`).toEqual(['node-up', 'node-down', 'node-up']);
+      // The pure rule, without the timer's resolution: exactly the timeout is not yet silence past it.
+      const d = new FailureDetector({ intervalMs: 100, misses, links: [0] });
+      d.observe(hb(), 0, 0);
+      expect(d.tick(d.timeoutMs)).toEqual([]);
+      expect(d.tick(d.timeoutMs + 0.001).map((e) => e.kind)).toEqual(['node-down']);
+    }
+  });
+
+  it('nextDeadline: the first timeout of a link still up, none once it passed undecided or when no peer is up', () => {
+    const d = new FailureDetector({ intervalMs: 100, misses: 3, links: [0, 1] });
+    expect(d.nextDeadline(0)).toBeUndefined();
+    d.observe(hb({ link: 0, seq: 1n }), 0, 1000); // link 1 not heard yet: it counts from here too
+    d.observe(hb({ link: 1, seq: 1n }), 1, 1040);
+    expect(d.nextDeadline(1100)).toBe(1325);
+    expect(d.tick(1326)).toEqual([]); // link 0 silent, but link 1 not heard within two intervals
+    expect(d.nextDeadline(1326)).toBe(1365);
+    expect(d.tick(1366).map((e) => e.kind)).toEqual(['node-down']);
+    expect(d.nextDeadline(1366)).toBeUndefined();
   });
 
   it('one silent link is a link failure, not a node failure; it comes back as link-up', () => {
@@ -124,6 +218,14 @@ describe('FailureDetector', () => {
     expect(d.status()[0]).toMatchObject({ node: 'node-a', heard: true, up: false, left: { at: 50, serving: true }, downAt: 50 });
     expect(d.observe(hb({ seq: 1n, incarnation: 8n }), 0, 6000).map((e) => e.kind)).toEqual(['node-up']);
     expect(d.status()[0]).not.toHaveProperty('left');
+  });
+
+  it('the skew defaults to 25 ms, at most one interval; a skew past the interval or negative is refused', () => {
+    expect(new FailureDetector({ intervalMs: 1000, misses: 3, links: [0] }).timeoutMs).toBe(3025);
+    expect(new FailureDetector({ intervalMs: 10, misses: 3, links: [0] }).timeoutMs).toBe(40);
+    expect(new FailureDetector({ intervalMs: 100, misses: 2, links: [0], skewMs: 0 }).timeoutMs).toBe(200);
+    expect(() => new FailureDetector({ intervalMs: 100, misses: 3, links: [0], skewMs: 101 })).toThrow(/skewMs/);
+    expect(() => new FailureDetector({ intervalMs: 100, misses: 3, links: [0], skewMs: -1 })).toThrow(/skewMs/);
   });
 
   it('rejects nonsense options', () => {

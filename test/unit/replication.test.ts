@@ -498,19 +498,20 @@ describe('publisher and replicas', () => {
     expect(c.replicas.rejected.overflow).toBe(5);
   });
 
-  it('when the peer dies the copy stays as it was; the close engine gets it with ages and boundaries', async () => {
+  it('when the peer dies the copy stays as it was; the close engine gets it with ages, boundaries and the client\'s window', async () => {
     const c = cluster();
     c.setSockets([diag(47000)]);
     c.replicas.peerUp('a', c.incA);
     c.deliver();
     await c.run(20);
-    c.capture.table = [flow(47000, c.clock.now, { nextSeq: 3000, tsval: 500 }, { nextSeq: 70, ack: 3000, tsval: 4 })];
+    // The client has stopped reading: its receive window is 0 (scaled by 7, from its SYN).
+    c.capture.table = [flow(47000, c.clock.now, { nextSeq: 3000, tsval: 500 }, { nextSeq: 70, ack: 3000, tsval: 4, window: 0 })];
     c.local.refresh();
     await c.run(100);
     c.replicas.peerDown('a');
     c.clock.now += 250;
     const [conn] = c.replicas.connections('a', SERVICE);
-    expect(conn).toMatchObject({ local: SERVICE, peer: client(47000), tracked: { deadNextSeq: 3000, peerAck: 3000, deadTsval: 500, peerTsval: 4 } });
+    expect(conn).toMatchObject({ local: SERVICE, peer: client(47000), tracked: { deadNextSeq: 3000, peerAck: 3000, deadTsval: 500, peerTsval: 4, peerWindow: 0, peerWindowShift: 7 } });
     expect(conn!.tracked!.deadTsvalAgeMs).toBeGreaterThanOrEqual(250);
     expect(c.replicas.connections('a', { address: SERVICE.address, port: 1 })).toEqual([]);
     await c.run(3000);

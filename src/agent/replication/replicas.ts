@@ -9,6 +9,7 @@
 // counted (replayed, stale incarnation, ...), never applied.
 import type { DeadConnection, TrackedState } from '../../net/close-engine.js';
 import { canonicalAddress, canonicalConnectionKey, type Endpoint } from '../../net/endpoint.js';
+import { peerWindowKnowledge } from '../../net/flow-knowledge.js';
 import type { ReplicationTransport } from './publisher.js';
 import { encodeReplication, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicatedState } from './wire.js';
 
@@ -219,7 +220,13 @@ export class ReplicaSet {
       const c: DeadConnection = { local, peer: e.peer, observedAt: e.observedAt };
       const s = e.state;
       if (s) {
-        const tracked: TrackedState = { deadNextSeq: s.deadNextSeq, peerNextSeq: s.peerNextSeq, peerAck: s.peerAck, deadWindow: s.deadWindow };
+        const tracked: TrackedState = {
+          deadNextSeq: s.deadNextSeq,
+          peerNextSeq: s.peerNextSeq,
+          peerAck: s.peerAck,
+          deadWindow: s.deadWindow,
+          ...peerWindowKnowledge(s.peerWindow, s.handshake?.peerWscale),
+        };
         if (s.deadTsval !== undefined) {
           tracked.deadTsval = s.deadTsval;
           tracked.deadTsvalAgeMs = Math.max(0, now - e.observedAt);

@@ -1,0 +1,178 @@
+// HeartbeatAgent's timing over UDP on loopback: heartbeats on a fixed grid (a late timer delays
+// one, never the ones after it), the decision from a timer at the detector's deadline, and a
+// heartbeat already waiting in the socket heard before a silence is judged.
+import dgram from 'node:dgram';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_SKEW_MS, type DetectorEvent } from '../../src/monitor/failure-detector.js';
+import { HeartbeatAgent } from '../../src/monitor/heartbeat-agent.js';
+import { decodeHeartbeat, encodeHeartbeat } from '../../src/monitor/heartbeat-packet.js';
+
+const KEY = Buffer.from('heartbeat key of the unit test..');
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0).reverse()) c();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Holds this process's event loop, as a long synchronous piece of work would. */
+function holdLoop(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+}
+
+/** A plain UDP socket on loopback standing for the peer 'a': it hears the agent and can send to it. */
+async function fakePeer(): Promise<{ socket: dgram.Socket; port: number; heard: Array<{ seq: bigint; sentAtMs: number }> }> {
+  const socket = dgram.createSocket('udp4');
+  const heard: Array<{ seq: bigint; sentAtMs: number }> = [];
+  socket.on('message', (msg) => {
+    const r = decodeHeartbeat(msg, KEY);
+    if (r.ok) heard.push({ seq: r.heartbeat.seq, sentAtMs: r.heartbeat.sentAtMs });
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  cleanups.push(() => socket.close());
+  return { socket, port: socket.address().port, heard };
+}
+
+/** The agent under test, 'b', with its peer 'a' at peerPort on each of `links` links (ports port, port + 1). */
+async function agent(peerPort: number, intervalMs: number, misses: number, links = 1): Promise<{ agent: HeartbeatAgent; port: number; events: DetectorEvent[] }> {
+  const port = 37000 + Math.floor(Math.random() * 1000) * 2;
+  const ids = Array.from({ length: links }, (_, id) => id);
+  const a = new HeartbeatAgent({
+    node: 'b', incarnation: 1n, key: KEY, intervalMs, misses,
+    links: ids.map((id) => ({ id, address: '127.0.0.1', port: port + id })),
+    peers: [{ node: 'a', links: ids.map((id) => ({ id, address: '127.0.0.1', port: peerPort })) }],
+  });
+  const events: DetectorEvent[] = [];
+  a.on('event', (e) => events.push(e));
+  await a.start();
+  cleanups.push(() => a.stop());
+  return { agent: a, port, events };
+}
+
+/** Another thread that sends datagrams (in order, `delayMs` after asked) while this one is held; resolves `sent` with when the last went. */
+async function senderThread(): Promise<{ send: (sends: Array<{ buf: Buffer; port: number }>, delayMs: number) => Promise<number> }> {
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     const s = require('node:dgram').createSocket('udp4');
+     parentPort.on('message', (m) => setTimeout(() => {
+       let left = m.sends.length;
+       for (const x of m.sends) s.send(Buffer.from(x.buf), x.port, '127.0.0.1', () => --left === 0 && parentPort.postMessage(Date.now()));
+     }, m.delayMs));`,
+    { eval: true },
+  );
+  cleanups.push(() => void worker.terminate());
+  await new Promise((r) => worker.once('online', r));
+  return {
+    send: (sends, delayMs) => {
+      const done = new Promise<number>((r) => worker.once('message', r));
+      worker.postMessage({ sends, delayMs });
+      return done;
+    },
+  };
+}
+
+describe('HeartbeatAgent timing', () => {
+  it('sends on a fixed grid: no drift over 30 intervals, and a loop held past two intervals sends once, then on the grid again', async () => {
+    const peer = await fakePeer();
+    const interval = 100;
+    await agent(peer.port, interval, 3);
+    await sleep(15 * interval + 10);
+    holdLoop(2.6 * interval);
+    await sleep(15 * interval);
+    const origin = peer.heard[0]!.sentAtMs;
+    const slots = peer.heard.map((h) => (h.sentAtMs - origin) / interval);
+    const afterHold = slots.findIndex((x, i) => i > 0 && x - slots[i - 1]! > 2);
+    expect(afterHold).toBeGreaterThan(10);
+    // How late each heartbeat is after its slot of the grid (a timer may fire a ms early). A
+    // sender that schedules each from the last would drift: its lateness would only grow (by
+    // ~5 ms a heartbeat with ticks of a tenth of an interval). On the grid it does not: past the
+    // hold, as before it, heartbeats are on time again (a busy host may make one late, not all).
+    const late = slots.map((x, i) => (i === afterHold ? 0 : (x - Math.round(x)) * interval));
+    for (const [i, l] of late.entries()) expect(l, `heartbeat ${i}`).toBeGreaterThanOrEqual(-2);
+    for (const [from, to] of [[1, afterHold], [afterHold + 1, slots.length]] as const) {
+      expect(Math.min(...late.slice(from, to)), `heartbeats ${from}-${to - 1}`).toBeLessThan(5);
+      expect(Math.min(...late.slice(to - 5, to)), `heartbeats ${to - 5}-${to - 1}`).toBeLessThan(DEFAULT_SKEW_MS);
+    }
+    // One per slot, never two: the slots the hold swallowed are skipped, not made up in a burst.
+    expect(new Set(slots.map((x) => Math.floor(x + 0.1))).size).toBe(slots.length);
+    expect(peer.heard.map((h) => h.seq)).toEqual(peer.heard.map((_, i) => BigInt(i + 1)));
+    expect(Math.round(slots.at(-1)!)).toBeGreaterThanOrEqual(30);
+  });
+
+  it('declares the silent peer down from a timer at the deadline, not at the next coarse tick', async () => {
+    const peer = await fakePeer();
+    const b = await agent(peer.port, 1000, 1);
+    const ticks: number[] = [];
+    const tick = b.agent.detector.tick.bind(b.agent.detector);
+    b.agent.detector.tick = (now) => (ticks.push(now), tick(now));
+    const send = (seq: bigint) => peer.socket.send(encodeHeartbeat({ node: 'a', link: 0, incarnation: 1n, seq, sentAtMs: Date.now() }, KEY), b.port, '127.0.0.1');
+    send(1n);
+    await sleep(300);
+    send(2n);
+    const deadline = Date.now() + 5000;
+    while (!b.events.some((e) => e.kind === 'node-down') && Date.now() < deadline) await sleep(5);
+    const down = b.events.find((e) => e.kind === 'node-down') as Extract<DetectorEvent, { kind: 'node-down' }>;
+    expect(b.agent.detector.timeoutMs).toBe(1025);
+    expect(down.at - down.lastHeardAt).toBeGreaterThan(1025);
+    // Judged when a heartbeat came in and when the timer fired (once more if it fired a ms
+    // early): not every tenth of an interval (10 times in 1025 ms).
+    const judged = ticks.filter((t) => t > down.lastHeardAt && t <= down.at);
+    expect(judged.length).toBeLessThanOrEqual(3);
+    expect(judged.at(-1)).toBe(down.at);
+  });
+
+  it('heartbeats that waited in the sockets while the loop was held past the deadline are all heard before the silences are judged', async () => {
+    const peer = await fakePeer();
+    const b = await agent(peer.port, 100, 2, 2); // down 225 ms after the last heartbeat heard; links 0 and 1
+    const hb = (link: number, seq: bigint) => encodeHeartbeat({ node: 'a', link, incarnation: 1n, seq, sentAtMs: Date.now() }, KEY);
+    const sender = await senderThread();
+    const firstAt = Date.now();
+    for (const link of [0, 1]) peer.socket.send(hb(link, 1n), b.port + link, '127.0.0.1');
+    await sleep(50);
+    expect(b.events.map((e) => e.kind)).toEqual(['node-up']);
+    // The loop is held from an I/O callback (the agent's next heartbeat reaching the fake peer,
+    // before the deadline) for 400 ms; 20 ms into it the second heartbeats reach the agent's
+    // sockets, in time. When the hold ends, the decision timer is due first in the next turn of
+    // the loop, the datagrams still unread; judging after reading one socket but not the other
+    // would take the link read second for failed.
+    let heldAt = 0;
+    let sent: Promise<number> | undefined;
+    peer.socket.once('message', () => {
+      heldAt = Date.now();
+      sent = sender.send([0, 1].map((link) => ({ buf: hb(link, 2n), port: b.port + link })), 20);
+      holdLoop(400);
+    });
+    while (!sent) await sleep(5);
+    const arrived = await sent;
+    await sleep(100);
+    expect(heldAt - firstAt).toBeLessThan(225 - 20); // the hold began before the deadline, the heartbeats came in time
+    expect(arrived - firstAt).toBeLessThan(225);
+    expect(Date.now() - firstAt).toBeGreaterThan(450); // and the deadline passed during the hold
+    expect(b.events.map((e) => e.kind)).toEqual(['node-up']);
+  });
+
+  it('a heartbeat queued behind a backlog of other datagrams on its link (replication) is read before the silence is judged', async () => {
+    const peer = await fakePeer();
+    const b = await agent(peer.port, 100, 2);
+    let others = 0;
+    b.agent.addReceiver(Buffer.from('TKRX'), () => others++);
+    const hb = (seq: bigint) => encodeHeartbeat({ node: 'a', link: 0, incarnation: 1n, seq, sentAtMs: Date.now() }, KEY);
+    const sender = await senderThread();
+    peer.socket.send(hb(1n), b.port, '127.0.0.1');
+    await sleep(50);
+    // 150 datagrams of another protocol, then the heartbeat, all into the socket while the loop
+    // is held past the deadline: a turn of the loop reads 32 of them.
+    const backlog = Array.from({ length: 150 }, () => ({ buf: Buffer.from('TKRX and some bytes'), port: b.port }));
+    let sent: Promise<number> | undefined;
+    peer.socket.once('message', () => {
+      sent = sender.send([...backlog, { buf: hb(2n), port: b.port }], 20);
+      holdLoop(400);
+    });
+    while (!sent) await sleep(5);
+    await sent;
+    await sleep(100);
+    expect(others).toBe(150);
+    expect(b.events.map((e) => e.kind)).toEqual(['node-up']);
+  });
+});
