@@ -68,6 +68,8 @@ export class ConnectionReplication {
   private timer: NodeJS.Timeout | undefined;
   private removeReceiver: (() => void) | undefined;
   private lastRefresh = 0;
+  private refreshing = false;
+  private refreshTimer: NodeJS.Immediate | undefined;
   private lastScan = 0;
   private dropsAtScan = 0;
   private readonly onHeartbeat = (e: DetectorEvent) => {
@@ -126,6 +128,8 @@ export class ConnectionReplication {
 
   stop(): void {
     clearInterval(this.timer);
+    clearImmediate(this.refreshTimer);
+    this.refreshing = false;
     this.removeReceiver?.();
     this.options.heartbeat.off('event', this.onHeartbeat);
     this.publisher.close();
@@ -148,11 +152,17 @@ export class ConnectionReplication {
     };
   }
 
+  /** A refresh runs a slice per turn of the loop until it is done (heartbeats go out between). */
+  private refreshSlices(): void {
+    this.refreshing = !this.local.refresh();
+    if (this.refreshing) this.refreshTimer = setImmediate(() => this.refreshSlices());
+  }
+
   private tick(): void {
     const now = Date.now();
-    if (now - this.lastRefresh >= this.options.intervalMs) {
+    if (now - this.lastRefresh >= this.options.intervalMs && !this.refreshing) {
       this.lastRefresh = now;
-      this.local.refresh();
+      this.refreshSlices();
     }
     // The authoritative list every scanMs, less often when a scan is costly (a dump of tens of
     // thousands of sockets takes tens of ms: at most 2% of the time), and sooner after the

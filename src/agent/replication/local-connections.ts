@@ -110,6 +110,8 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
   private generation = 0;
   /** Connections added without state yet: looked up in the flow table at each refresh. */
   private readonly stateless = new Set<string>();
+  /** A refresh cut at its slice: the flows taken from the table, then the stateless lookups. */
+  private pendingRefresh: { flows: FlowRecord[]; next: number; stateless: { keys: string[]; next: number } | undefined } | undefined;
   /** Connections known from a SYN-ACK only, not yet acked by their client nor listed by a scan. */
   private readonly unconfirmed = new Set<string>();
   private closed = false;
@@ -210,13 +212,23 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
    * timestamps and boundaries become 'update' changes. Cheap when little changed. Connections
    * opened since are looked up in the table too: the two sockets of the capture race, and the
    * flow's first segments may have been taken before the open was.
+   * Runs one slice (SLICE_MS) at most: returns false when work is left, which the next call
+   * continues (10,000 connections opening at once made one refresh hold the loop, and the
+   * heartbeats it sends, for ~240 ms).
    */
-  refresh(): void {
-    if (!this.capture) return;
+  refresh(): boolean {
+    if (!this.capture) return true;
     const source = this.capture.source;
-    const changed = source.changedFlows(this.generation);
-    this.generation = changed.generation;
-    for (const f of changed.flows) {
+    const slice = new Slices();
+    if (!this.pendingRefresh) {
+      const changed = source.changedFlows(this.generation);
+      this.generation = changed.generation;
+      this.pendingRefresh = { flows: changed.flows, next: 0, stateless: undefined };
+    }
+    const work = this.pendingRefresh;
+    while (work.next < work.flows.length) {
+      if (slice.due) return false;
+      const f = work.flows[work.next++]!;
       const fromB = this.entries.get(canonicalConnectionKey(f.b, f.a));
       if (fromB) this.applyFlow(fromB, f.b, f.a);
       else {
@@ -225,12 +237,19 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       }
     }
     const now = this.now();
-    for (const key of this.unconfirmed) {
-      const c = this.entries.get(key);
-      if (!c) this.unconfirmed.delete(key);
-      else if (now - c.openedAt > UNCONFIRMED_MS) this.drop(c); // a SYN-ACK nobody answered
+    if (!work.stateless) {
+      for (const key of this.unconfirmed) {
+        const c = this.entries.get(key);
+        if (!c) this.unconfirmed.delete(key);
+        else if (now - c.openedAt > UNCONFIRMED_MS) this.drop(c); // a SYN-ACK nobody answered
+      }
+      work.stateless = { keys: [...this.stateless], next: 0 };
     }
-    for (const key of this.stateless) {
+    const stateless = work.stateless;
+    while (stateless.next < stateless.keys.length) {
+      if (slice.due) return false;
+      const key = stateless.keys[stateless.next++]!;
+      if (!this.stateless.has(key)) continue;
       const c = this.entries.get(key);
       // Found, gone, or never seen on the wire (older than the agent and idle): stop looking.
       if (c && c.state === undefined) {
@@ -240,6 +259,8 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
       }
       this.stateless.delete(key);
     }
+    this.pendingRefresh = undefined;
+    return true;
   }
 
   /** The state of a connection from its flow's server side (d) and peer side (p). */
@@ -299,6 +320,7 @@ export class LocalConnections extends EventEmitter<{ change: [LocalChange] }> {
     // A capture opened later has a table of its own, counting from the start.
     this.generation = 0;
     this.stateless.clear();
+    this.pendingRefresh = undefined;
     this.unconfirmed.clear();
   }
 

@@ -11,6 +11,7 @@
 // - A token bucket caps the bytes per second per subscriber; opens and closes go first, and
 //   what is left waits (counted as pending).
 // It decides; datagrams leave through `transport`, and time comes from `now` + tick().
+import { Slices } from '../../event-loop.js';
 import type { Endpoint } from '../../net/endpoint.js';
 import { scopeId, type LocalChange, type LocalConnection, type LocalConnections, type ServiceScope } from './local-connections.js';
 import { encodeReplication, recordBytes, recordRoom, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicationMessage } from './wire.js';
@@ -287,14 +288,21 @@ export class ReplicationPublisher {
     const records: Array<{ key: string; record: ConnectionRecord }> = [];
     // What the tokens allow (records only: the datagrams' headers make it a little less).
     let budget = s.tokens;
+    // One slice of the loop at most (10,000 opens at once held it ~200 ms, heartbeats with it):
+    // what is left stays urgent or dirty, and the next turn of the loop takes it.
+    const slice = new Slices();
     for (const [key, p] of s.urgent) {
+      if (slice.due) {
+        this.queueFlush();
+        break;
+      }
       const record = this.record(s, key, p, now);
       records.push({ key, record });
       budget -= recordBytes(record);
     }
     if (periodic) {
       for (const key of s.dirty) {
-        if (budget <= 0) break; // the rest next time: not built now only to wait
+        if (budget <= 0 || slice.due) break; // the rest next time: not built now only to wait
         const sentAt = s.known.get(key);
         if (sentAt !== undefined && now - sentAt < this.options.intervalMs) continue;
         const c = this.options.local.get(key);
@@ -360,7 +368,12 @@ export class ReplicationPublisher {
   private sendSync(s: Stream, link: number, now: number): void {
     const sync = s.sync!;
     const room = recordRoom(this.options.node, s.node, 'sync');
+    const slice = new Slices(); // a sync of 10,000 records goes out over several turns of the loop
     while (sync.next < sync.keys.length || sync.part === 0) {
+      if (slice.due) {
+        this.queueFlush();
+        return;
+      }
       const records: ConnectionRecord[] = [];
       const keys: string[] = [];
       let size = 0;
