@@ -32,7 +32,12 @@ function takeoverLine(t: TakeoverRecord, now: number): string {
 export function peerLines(peers: Peer[], now: number): string[] {
   const out: string[] = [];
   for (const p of peers) {
-    const head = `peer ${p.node}: ${p.up ? 'up' : 'DOWN'}${p.since !== undefined ? ` since ${formatSince(p.since, now)}` : ''}`;
+    if (!p.heard) {
+      out.push(`peer ${p.node}: never heard since this agent started`);
+      continue;
+    }
+    const state = p.up ? 'up' : p.left ? `left (a planned departure${p.left.serving ? '; its instances still run' : ''})` : 'DOWN';
+    const head = `peer ${p.node}: ${state}${p.since !== undefined ? ` since ${formatSince(p.since, now)}` : ''}`;
     if (p.suspected) out.push(`${head}: silent on every link, not declared dead: ${p.suspected.disputedBy ? `witness ${p.suspected.disputedBy} disagrees` : 'asking the witnesses'}`);
     else if (!p.up && p.death) out.push(`${head}: ${p.death.why}`);
     else out.push(p.death ? `${head}; last declared dead ${formatSince(p.death.at, now)}: ${p.death.why}` : head);
