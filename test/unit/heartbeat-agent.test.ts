@@ -115,10 +115,11 @@ describe('HeartbeatAgent timing', () => {
     const down = b.events.find((e) => e.kind === 'node-down') as Extract<DetectorEvent, { kind: 'node-down' }>;
     expect(b.agent.detector.timeoutMs).toBe(1025);
     expect(down.at - down.lastHeardAt).toBeGreaterThan(1025);
-    // Judged when a heartbeat came in and when the timer fired (once more if it fired a ms
-    // early): not every tenth of an interval (10 times in 1025 ms).
+    // Judged when a heartbeat came in and when the timer fired (again, 1 ms later, each time it
+    // fired a little early: timers have ms resolution, and a loaded host made that twice in one
+    // CI run): not every tenth of an interval (10 times in 1025 ms).
     const judged = ticks.filter((t) => t > down.lastHeardAt && t <= down.at);
-    expect(judged.length).toBeLessThanOrEqual(3);
+    expect(judged.length).toBeLessThanOrEqual(5);
     expect(judged.at(-1)).toBe(down.at);
   });
 
