@@ -3,24 +3,13 @@
 // looks dead, and after every step of stop, start, SIGKILL, restart, partition and heal it ends up
 // on exactly one host. A planned stop takes nothing over; a returning a that still serves gets its
 // address back from b within a few heartbeats. A planned stop and start of the service moves nothing.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Lab } from '../../src/lab/lab.js';
+import { describe, expect, it } from 'vitest';
 import { fixturePath } from '../../src/lab/node-child.js';
 import { runCli, startCli } from '../cli-process.js';
+import { agentsLab } from './agents-lab.js';
 import { until } from './replication-cluster.js';
-
-let lab: Lab | undefined;
-let dir: string | undefined;
-const agents: Array<ReturnType<typeof startCli>> = [];
-afterEach(async () => {
-  for (const a of agents.splice(0)) a.child.kill('SIGKILL');
-  await lab?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  lab = dir = undefined;
-});
 
 const INTERVAL = 100;
 const logOf = (a: ReturnType<typeof startCli>) => a.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -29,8 +18,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('one address, one holder', () => {
   it('across planned service stop and start, agent stop, start, SIGKILL, restart, partition and heal, the service address ends up on one host', async () => {
-    lab = await Lab.create({ hosts: ['a', 'b'], failsafeLink: true });
-    dir = mkdtempSync(path.join(tmpdir(), 'tko-holder-'));
+    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b'], failsafeLink: true }, 'tko-holder-');
     const l = lab;
     const vip = `198.18.${l.subnet}.100`;
     await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);

@@ -2,35 +2,23 @@
 // cut short (its tracker and RST guard closed under it, the process left running after "agent
 // stopped" until the close's deadline); it finishes, is logged, and then the agent exits, within
 // the close's 5 s deadline plus FAST_MS (test/unit/agent-stop.test.ts states that margin).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Lab } from '../../src/lab/lab.js';
+import { describe, expect, it } from 'vitest';
 import { fixturePath } from '../../src/lab/node-child.js';
 import { runCli, startCli } from '../cli-process.js';
+import { agentsLab } from './agents-lab.js';
 import { until } from './replication-cluster.js';
 
 const CLOSE_DEADLINE_MS = 5000; // closePeers' default timeoutMs, which a takeover uses
 const FAST_MS = 500;
-
-let lab: Lab | undefined;
-let dir: string | undefined;
-const agents: Array<ReturnType<typeof startCli>> = [];
-afterEach(async () => {
-  for (const a of agents.splice(0)) a.child.kill('SIGKILL');
-  await lab?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  lab = dir = undefined;
-});
 
 const logLines = (a: ReturnType<typeof startCli>) =>
   a.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
 
 describe('takeover agent stopped during a takeover', () => {
   it('finishes the takeover, logs it, then exits', async () => {
-    lab = await Lab.create({ hosts: ['a', 'b', 'c'] });
-    dir = mkdtempSync(path.join(tmpdir(), 'tko-agent-stop-'));
+    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-agent-stop-');
     const l = lab;
     const vip = `198.18.${l.subnet}.100`;
     await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);

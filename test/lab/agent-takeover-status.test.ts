@@ -2,33 +2,21 @@
 // learning bridge (main and failsafe links), the serving node dies silently, and the backup's
 // `takeover status` (text and JSON) and `GET /metrics` say when it was declared dead, why, what
 // was taken over from it, when and with what result. All as processes inside the namespaces.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Lab } from '../../src/lab/lab.js';
+import { describe, expect, it } from 'vitest';
 import { fixturePath } from '../../src/lab/node-child.js';
 import { runCli, startCli } from '../cli-process.js';
 import { parseExposition } from '../metrics-scrape.js';
+import { agentsLab } from './agents-lab.js';
 import { until } from './replication-cluster.js';
-
-let lab: Lab | undefined;
-let dir: string | undefined;
-const agents: Array<ReturnType<typeof startCli>> = [];
-afterEach(async () => {
-  for (const a of agents.splice(0)) a.child.kill('SIGKILL');
-  await lab?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  lab = dir = undefined;
-});
 
 const METRICS_PORT = 9464;
 const ISO = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \([\d.]+ (?:ms|s) ago\)`;
 
 describe('what was taken over, in status and metrics', () => {
   it('the backup shows the dead peer since when and why, the address and connections it took over, and counts them', async () => {
-    lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
-    dir = mkdtempSync(path.join(tmpdir(), 'tko-takeover-status-'));
+    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b', 'c'], failsafeLink: true }, 'tko-takeover-status-');
     const l = lab;
     const vip = `198.18.${l.subnet}.100`;
     await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);

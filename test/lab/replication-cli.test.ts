@@ -2,29 +2,17 @@
 // learning bridge, `takeover status` and `takeover flows --peer` asked of the backup's agent
 // (all as processes, inside the nodes' namespaces), before and after the serving node's death,
 // and the takeover in the backup's log.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Lab } from '../../src/lab/lab.js';
+import { describe, expect, it } from 'vitest';
 import { fixturePath } from '../../src/lab/node-child.js';
 import { runCli, startCli } from '../cli-process.js';
+import { agentsLab } from './agents-lab.js';
 import { until } from './replication-cluster.js';
-
-let lab: Lab | undefined;
-let dir: string | undefined;
-const agents: Array<ReturnType<typeof startCli>> = [];
-afterEach(async () => {
-  for (const a of agents.splice(0)) a.child.kill('SIGKILL');
-  await lab?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  lab = dir = undefined;
-});
 
 describe('takeover status and takeover flows --peer, against agents run as processes', () => {
   it('the backup shows its copy of the server\'s connections, frozen once the server is dead; the takeover is in its log', async () => {
-    lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
-    dir = mkdtempSync(path.join(tmpdir(), 'tko-repl-cli-'));
+    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b', 'c'], failsafeLink: true }, 'tko-repl-cli-');
     const l = lab;
     const vip = `198.18.${l.subnet}.100`;
     await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
