@@ -18,14 +18,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('one address, one holder', () => {
   it('across planned service stop and start, agent stop, start, SIGKILL, restart, partition and heal, the service address ends up on one host', async () => {
-    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b'], failsafeLink: true }, 'tko-holder-');
+    const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b'], failsafeLink: true }, 'tko-holder-');
     const l = lab;
-    const vip = `198.18.${l.subnet}.100`;
-    await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-    const links = (n: string) => [
-      { id: 0, address: l.host(n).ipv4, port: 7400 },
-      { id: 1, address: l.host(n).failsafe!.ipv4, port: 7400 },
-    ];
     const server = l.spawn('a', fixturePath('server'), ['--port', '7000']); // a's service, watched by pid: it outlives a's agent
     await server.waitFor('listening');
     for (const n of ['a', 'b']) {

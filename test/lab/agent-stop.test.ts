@@ -18,11 +18,8 @@ const logLines = (a: ReturnType<typeof startCli>) =>
 
 describe('takeover agent stopped during a takeover', () => {
   it('finishes the takeover, logs it, then exits', async () => {
-    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-agent-stop-');
+    const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-agent-stop-');
     const l = lab;
-    const vip = `198.18.${l.subnet}.100`;
-    await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-    const links = (n: string) => [{ id: 0, address: l.host(n).ipv4, port: 7400 }];
     const sock = (n: string) => path.join(dir!, `${n}.sock`);
     for (const n of ['a', 'b']) {
       const config = {

@@ -16,14 +16,8 @@ const ISO = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \([\d.]+ (?:ms|s) 
 
 describe('what was taken over, in status and metrics', () => {
   it('the backup shows the dead peer since when and why, the address and connections it took over, and counts them', async () => {
-    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b', 'c'], failsafeLink: true }, 'tko-takeover-status-');
+    const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'], failsafeLink: true }, 'tko-takeover-status-');
     const l = lab;
-    const vip = `198.18.${l.subnet}.100`;
-    await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-    const links = (n: string) => [
-      { id: 0, address: l.host(n).ipv4, port: 7400 },
-      { id: 1, address: l.host(n).failsafe!.ipv4, port: 7400 },
-    ];
     const sock = (n: string) => path.join(dir!, `${n}.sock`);
     for (const n of ['a', 'b']) {
       const config = {

@@ -12,14 +12,8 @@ import { until } from './replication-cluster.js';
 
 describe('takeover status and takeover flows --peer, against agents run as processes', () => {
   it('the backup shows its copy of the server\'s connections, frozen once the server is dead; the takeover is in its log', async () => {
-    const { lab, dir, agents } = await agentsLab({ hosts: ['a', 'b', 'c'], failsafeLink: true }, 'tko-repl-cli-');
+    const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'], failsafeLink: true }, 'tko-repl-cli-');
     const l = lab;
-    const vip = `198.18.${l.subnet}.100`;
-    await l.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
-    const links = (n: string) => [
-      { id: 0, address: l.host(n).ipv4, port: 7400 },
-      { id: 1, address: l.host(n).failsafe!.ipv4, port: 7400 },
-    ];
     const sock = (n: string) => path.join(dir!, `${n}.sock`);
     for (const n of ['a', 'b']) {
       const config = {

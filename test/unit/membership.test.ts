@@ -16,6 +16,7 @@ import { AgentRunningError } from '../../src/agent/control.js';
 import { ReloadRefusedError } from '../../src/agent/reload.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { CLI, runCli } from '../cli-process.js';
+import { eventually } from '../lab/eventually.js';
 
 let dir: string;
 const running: Agent[] = [];
@@ -55,13 +56,7 @@ async function start(n: NodeSpec): Promise<{ agent: Agent; published: ServiceEve
   return { agent, published };
 }
 
-async function until(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (cond: () => boolean, ms = 5000) => eventually(async () => (cond() ? true : undefined), ms);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('membership', () => {
