@@ -12,6 +12,8 @@ import { run } from '../../src/lab/exec.js';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, type LabEvent, type NodeChild } from '../../src/lab/node-child.js';
 import { decodeEventJson, type ServiceEvent } from '../../src/events/service-event.js';
+import type { AgentStatus } from '../../src/agent/agent.js';
+import { eventPicture, statusPicture } from '../state-picture.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SUBSCRIBER = path.join(here, 'fixtures', 'event-subscriber.ts');
@@ -62,26 +64,6 @@ async function until(cond: () => boolean, ms: number, what: string) {
   }
 }
 
-/** Up or not, per node, instance of the agent's node, service member and service. */
-function statusPicture(s: Record<string, any>): Record<string, boolean> {
-  const p: Record<string, boolean> = { [`node ${s.node}`]: true };
-  for (const peer of s.peers) p[`node ${peer.node}`] = peer.up;
-  for (const i of s.instances) p[`instance ${i.name}`] = i.state === 'up';
-  for (const svc of s.services) {
-    for (const m of svc.members) p[`member ${svc.name}/${m.instance}`] = m.up;
-    p[`service ${svc.name}`] = svc.members.some((m: { up: boolean }) => m.up);
-  }
-  return p;
-}
-function eventPicture(events: ServiceEvent[]): Record<string, boolean> {
-  const p: Record<string, boolean> = {};
-  for (const e of events) {
-    const key = e.type === 'node' ? `node ${e.node}` : e.type === 'instance' ? `instance ${e.instance}` : e.type === 'service_member' ? `member ${e.service}/${e.instance}` : `service ${e.service}`;
-    p[key] = e.status === 'UP';
-  }
-  return p;
-}
-
 describe('subscribers of real agents', () => {
   it('a node cut off, heard again with the same incarnation, then dead: NODE DOWN, UP, DOWN once each; a later subscriber starts from the state status shows', async () => {
     const { lab, agents, subscriber } = await startCluster();
@@ -121,7 +103,7 @@ describe('subscribers of real agents', () => {
     await until(() => fromB().length >= size, 5000, "b's state at the later subscriber");
     const state = fromB().slice(0, size);
     expect(state.every((e) => e.snapshot === true)).toBe(true);
-    expect(eventPicture(state)).toEqual(statusPicture(status));
+    expect(eventPicture(state)).toEqual(statusPicture(status as unknown as AgentStatus)); // the fixture reports status() as JSON
     expect(eventPicture(state)).toMatchObject({ 'node a': false, 'member web/web1': false, 'member web/web2': true, 'service web': true });
     expect(state.find((e) => e.type === 'node' && e.node === 'a')).toMatchObject({ status: 'DOWN', reason: 'failure', incarnation: numbers[2] });
     // Through subscribe() (b's and c's states merged): the same picture of node a, taken once.

@@ -15,6 +15,7 @@ import { parseFan } from '../../src/events/fan-line.js';
 import { decodeEventJson, type ServiceEvent } from '../../src/events/service-event.js';
 import { subscribe } from '../../src/events/subscribe.js';
 import { startCli } from '../cli-process.js';
+import { eventPicture, statusPicture } from '../state-picture.js';
 
 let dir: string;
 const agents: Agent[] = [];
@@ -56,28 +57,7 @@ async function until(cond: () => boolean, ms = 5000) {
   }
 }
 
-/** Up or not, per node, own instance, service member and service, as `status` shows them. */
-function statusPicture(s: AgentStatus): Record<string, boolean> {
-  const p: Record<string, boolean> = { [`node ${s.node}`]: true };
-  for (const peer of s.peers) p[`node ${peer.node}`] = peer.up;
-  for (const i of s.instances) p[`instance ${i.name}`] = i.state === 'up';
-  for (const svc of s.services) {
-    for (const m of svc.members) p[`member ${svc.name}/${m.instance}`] = m.up;
-    p[`service ${svc.name}`] = svc.members.some((m) => m.up);
-  }
-  return p;
-}
-
-/** The same, from events (the last one per source wins). */
-function eventPicture(events: ServiceEvent[]): Record<string, boolean> {
-  const p: Record<string, boolean> = {};
-  for (const e of events) {
-    const key = e.type === 'node' ? `node ${e.node}` : e.type === 'instance' ? `instance ${e.instance}` : e.type === 'service_member' ? `member ${e.service}/${e.instance}` : `service ${e.service}`;
-    p[key] = e.status === 'UP';
-  }
-  return p;
-}
-
+/** How many events a snapshot of this status holds: this node, each peer, instance, member and service. */
 function snapshotSize(s: AgentStatus): number {
   return 1 + s.peers.length + s.instances.length + s.services.reduce((n, svc) => n + svc.members.length + 1, 0);
 }
