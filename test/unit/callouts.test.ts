@@ -74,7 +74,8 @@ describe('callouts', () => {
     const e = event('DOWN', 'failure', '2026-11-22T10:00:00.000Z');
     await r.run(e);
     await r.idle();
-    expect(results.map((x) => [path.basename(x.file), x.code, x.timedOut])).toEqual([['10-args', 0, false], ['20-env', 0, false]]);
+    // The two run in parallel, so their results arrive in the order they finish.
+    expect(results.map((x) => [path.basename(x.file), x.code, x.timedOut]).sort()).toEqual([['10-args', 0, false], ['20-env', 0, false]]);
     expect(readFileSync(`${out}.args`, 'utf8').trim()).toBe('SERVICEMEMBER VERSION=1.0 service=sales database=db instance=i1 host=a status=down reason=failure card=1 incarn=1 timestamp=2026-11-22T10:00:00.000Z');
     expect(readFileSync(`${out}.env`, 'utf8').trim()).toBe('service_member DOWN sales 1');
     expect(JSON.parse(readFileSync(`${out}.json`, 'utf8'))).toEqual(e);
