@@ -10,15 +10,12 @@ import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
 import { checkConfig } from './config-checks.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
+import { argv, firstIssue, ifname, ip, ms, name, port } from '../schema-fields.js';
 
 /** pino's levels, most verbose first; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-const name = z.string().regex(/^[A-Za-z0-9_.:@-]{1,128}$/, 'must be a name of 1-128 letters, digits and _.:@-');
-const ip = z.string().refine((s) => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
-const port = z.number().int().min(1).max(65535);
-const ms = (min: number, max: number) => z.number().int().min(min).max(max);
 const method = z.string().refine((s) => {
   try {
     parseCloseMethod(s);
@@ -27,18 +24,6 @@ const method = z.string().refine((s) => {
     return false;
   }
 }, 'must be rst, fin, break or goodbye:NAME (see `takeover close-peers --help`)');
-
-/** A command line: the program, then its arguments (which may be empty strings, e.g. `--save ''`). */
-const argv = z
-  .array(z.string())
-  .min(1)
-  .refine((a) => a.length === 0 || a[0]!.length > 0, 'the program (first element) must not be empty');
-
-/** Linux's rule for a device name (dev_valid_name): 1-15 bytes, no '/', ':' or whitespace, not . or .. */
-const ifname = z
-  .string()
-  .regex(/^[^\s/:]{1,15}$/, 'must be an interface name (1-15 characters, no /, : or spaces)')
-  .refine((s) => s !== '.' && s !== '..', 'must be an interface name, not . or ..');
 
 const link = z.strictObject({ id: z.number().int().min(0).max(255), address: ip, port });
 
@@ -291,20 +276,13 @@ export class ConfigError extends Error {
   }
 }
 
-/** `instances[1].health.timeoutMs` from zod's path. */
-function fieldPath(path: ReadonlyArray<PropertyKey>): string {
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
-}
-
 /** Validates a parsed document; throws ConfigError naming the first bad field. */
 export function validateConfig(doc: unknown, file = 'config'): AgentConfig {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ConfigError(file, '', 'must be a mapping (YAML) or an object (JSON)');
   const r = configSchema.safeParse(doc);
   if (r.success) return r.data;
-  const first = r.error.issues[0]!;
-  // zod words an unknown key as "Unrecognized key: x" on the parent: name the key itself.
-  if (first.code === 'unrecognized_keys') throw new ConfigError(file, fieldPath([...first.path, first.keys[0]!]), 'unknown field');
-  throw new ConfigError(file, fieldPath(first.path) || '(top level)', first.message);
+  const first = firstIssue(r.error);
+  throw new ConfigError(file, first.field || '(top level)', first.message);
 }
 
 /** Reads YAML or JSON (JSON is YAML); throws ConfigError with the line for syntax errors. */
