@@ -91,6 +91,15 @@ const appSchema = z
     since: z.number().int().min(0),
     /** With `released`: the node the HOST released it for. */
     releasedTo: name.optional(),
+    /**
+     * An operator's request to the HOST's agent, which carries it out and clears it: `move` (a
+     * failback or switchover: it stops the application, releases the address, then releases it
+     * to `to`), `unload` (it stops it and sets HOST null). Through the store, so it reaches the
+     * HOST from any node.
+     */
+    request: z
+      .strictObject({ kind: z.enum(['move', 'unload']), to: name.optional(), by: z.string().min(1).max(256), at: z.number().int().min(0) })
+      .optional(),
   })
   .superRefine((a, ctx) => {
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
@@ -105,6 +114,10 @@ const appSchema = z
       if (a.releasedTo === undefined) issue(['releasedTo'], 'names the node a released application goes to');
       else if (a.releasedTo === a.host || (a.releasedTo !== a.primary && !a.backups.includes(a.releasedTo))) issue(['releasedTo'], `${a.releasedTo} must be the PRIMARY or a BACKUP other than the HOST`);
     } else if (a.releasedTo !== undefined) issue(['releasedTo'], 'is only for a released application');
+    if (a.request?.kind === 'move') {
+      if (a.request.to === undefined) issue(['request', 'to'], 'names the node to move the application to');
+      else if (a.request.to === a.host || (a.request.to !== a.primary && !a.backups.includes(a.request.to))) issue(['request', 'to'], `${a.request.to} must be the PRIMARY or a BACKUP other than the HOST`);
+    } else if (a.request?.to !== undefined) issue(['request', 'to'], 'is only for a move');
     if (a.type === 'cluster-capable' && a.command === undefined) issue(['command'], 'a cluster-capable application needs a COMMAND: the cluster loads it');
     if (a.address !== undefined) {
       const v4 = !a.address.address.includes(':');

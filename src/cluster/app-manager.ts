@@ -1,0 +1,381 @@
+// The cluster manager inside one node's agent (issue 11, seed 002): for every clustered
+// application this node may host, it keeps what runs here in line with the store. It asks
+// app-decisions.ts what to do next, does it (fence, address, COMMAND, publish), writes the
+// store by compare-and-swap, and asks again. A step that fails, or a write that lost a race,
+// just leads to the next pass: passes run on every store change, node event, change of the
+// application here, and every `passMs` (waits such as a dead HOST's lease running out).
+//
+// The application's process on this node is an InstanceMonitor (the agent's own runner for
+// instances): its own process group, the restart policy, NOT_RESTARTING, stderr kept, and a
+// record in the state directory so that a restarted agent adopts it instead of starting it twice.
+import { EventEmitter } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { InstanceConfig } from '../agent/config.js';
+import { InstanceMonitor, type InstanceEvent } from '../agent/instance-monitor.js';
+import { openRecorded, readRecord, recordPath } from '../agent/instance-record.js';
+import type { DetectorEvent } from '../monitor/failure-detector.js';
+import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
+import type { DeadConnection } from '../net/close-engine.js';
+import { closePeers } from '../net/close-peers.js';
+import { addressEntries, removeAddress, takeOverAddress } from '../net/address.js';
+import type { EventStatus, ServiceEvent } from '../events/service-event.js';
+import { type AppObject, type AppObjectInput, serversOf } from './app-object.js';
+import { type LocalState, nextStep, type Step } from './app-decisions.js';
+import { type ClusterStore, type StoredApp } from './cluster-store.js';
+import type { NodeLease } from './store-backend.js';
+import { missingResources } from './resource-check.js';
+
+const run = promisify(execFile);
+
+export interface AppManagerOptions {
+  node: string;
+  /** The database name the agent's events carry. */
+  database: string;
+  store: ClusterStore;
+  /** Node events as the agent decides on them (witnessed, quorum-gated): they trigger passes. */
+  nodeEvents: NodeEventSource;
+  /** The nodes the heartbeats say are alive now, this one included. */
+  alive: () => ReadonlySet<string>;
+  /** This node's lease in the store: its TTL (ms). A HOST whose lease is live is not failed over. */
+  leaseTtlMs: number;
+  /** Where the records and stderr of the applications run here go (the agent's stateDir). */
+  stateDir: string;
+  /** Fences a dead node off the shared devices; must succeed before its application starts here. */
+  fence?: (node: string) => Promise<unknown>;
+  /** The connections a dead node's agent replicated for a service (address, port). */
+  known?: (node: string, service: { address: string; port: number }) => DeadConnection[];
+  publish: (events: ServiceEvent[]) => void;
+  /** The agent's incarnation and a timestamp for an event. */
+  stamp: (reason: string) => { incarnation: number; timestamp: string; reason: string };
+  /** Applications the config lists: registered at start when the store lacks them (seed 002 FIG. 6, step 604). */
+  register?: AppObjectInput[];
+  /** How often every application is looked at again without a trigger (ms). */
+  passMs?: number;
+}
+
+/** What the manager did, for the log. */
+export type AppActivity =
+  | { kind: 'step'; tag: string; step: Step; at: number }
+  | { kind: 'done'; tag: string; step: Step['kind']; at: number; ms: number }
+  | { kind: 'failed'; tag: string; step: Step['kind']; error: string; at: number }
+  | { kind: 'instance'; tag: string; event: InstanceEvent }
+  | { kind: 'lease-lost'; why: string; at: number };
+
+/** One application as `status` and `takeover apps` show it from this node. */
+export interface AppView {
+  app: AppObject;
+  revision: number;
+  local: LocalState;
+  /** What this node waits for or last decided, in words. */
+  note: string;
+}
+
+const now = () => performance.timeOrigin + performance.now();
+
+export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
+  private readonly cache = new Map<string, StoredApp>();
+  private readonly runners = new Map<string, InstanceMonitor>();
+  private readonly stopping = new Set<string>();
+  private readonly notes = new Map<string, string>();
+  private readonly queued = new Set<string>();
+  private running: Promise<void> | undefined;
+  private stopWatch: (() => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lease: NodeLease | undefined;
+  private leased = new Set<string>();
+  private closed = false;
+  private readonly onNodeEvent = (e: DetectorEvent) => {
+    if (e.kind === 'node-down' || e.kind === 'node-up' || e.kind === 'node-left') this.schedule();
+  };
+
+  constructor(private readonly options: AppManagerOptions) {
+    super();
+  }
+
+  private get me(): string {
+    return this.options.node;
+  }
+
+  /** Takes this node's lease, registers the config's applications, adopts what runs here, starts passes. */
+  async start(): Promise<void> {
+    const { store } = this.options;
+    this.lease = await store.keepAlive(this.me, this.options.leaseTtlMs);
+    void this.lease.lost.then((why) => {
+      if (this.closed) return;
+      this.emit('activity', { kind: 'lease-lost', why, at: now() });
+      // Without its lease this node may be failed over at any moment: it must not keep running
+      // what another node is about to start (Patroni demotes its leader the same way).
+      void this.stopAll(`this node's lease in the store was lost: ${why}`);
+    });
+    for (const input of this.options.register ?? []) {
+      const existing = await store.get(input.tag as string);
+      if (existing === undefined) await store.create(input, { by: this.me, why: 'registered from the configuration' }).catch(() => undefined);
+    }
+    this.stopWatch = await store.watch((tag) => this.schedule(tag));
+    for (const s of await store.list()) this.cache.set(s.app.tag, s);
+    await this.adoptRecorded();
+    this.options.nodeEvents.on('event', this.onNodeEvent);
+    this.timer = setInterval(() => this.schedule(), this.options.passMs ?? 250);
+    this.schedule();
+  }
+
+  /** Stops the passes and every application run here (a planned stop of the agent), ends the lease. */
+  async stop(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.options.nodeEvents.off('event', this.onNodeEvent);
+    this.stopWatch?.();
+    await this.running;
+    await Promise.all([...this.runners.values()].map((r) => r.stop()));
+    this.runners.clear();
+    await this.lease?.close().catch(() => undefined);
+  }
+
+  views(): AppView[] {
+    return [...this.cache.values()].map((s) => ({ app: s.app, revision: s.revision, local: this.local(s.app.tag), note: this.notes.get(s.app.tag) ?? '' }));
+  }
+
+  /** Looks at `tag` (or every application) again soon; passes never overlap. */
+  schedule(tag?: string): void {
+    if (this.closed) return;
+    if (tag === undefined) for (const t of this.cache.keys()) this.queued.add(t);
+    else this.queued.add(tag);
+    if (this.running) return;
+    const pass = async () => {
+      while (this.queued.size > 0 && !this.closed) {
+        const tags = [...this.queued];
+        this.queued.clear();
+        this.leased = await this.options.store.liveNodes().catch(() => this.leased);
+        for (const t of tags) await this.pass(t);
+      }
+    };
+    this.running = pass().finally(() => (this.running = undefined));
+  }
+
+  private local(tag: string): LocalState {
+    if (this.stopping.has(tag)) return 'stopping';
+    const r = this.runners.get(tag);
+    if (r === undefined) return 'stopped';
+    switch (r.state) {
+      case 'up':
+      case 'hung':
+        return 'running';
+      case 'not-restarting':
+        return 'not-restarting';
+      case 'stopped':
+        return 'stopped';
+      default:
+        return 'starting';
+    }
+  }
+
+  /** One application: read it, decide, act. */
+  private async pass(tag: string): Promise<void> {
+    let stored: StoredApp | undefined;
+    try {
+      stored = await this.options.store.get(tag);
+    } catch (err) {
+      this.notes.set(tag, `the store cannot be read: ${(err as Error).message}`);
+      return;
+    }
+    if (stored === undefined) {
+      this.cache.delete(tag);
+      if (this.runners.has(tag)) await this.act(tag, undefined, { kind: 'stop', why: 'no longer registered' });
+      return;
+    }
+    this.cache.set(tag, stored);
+    const step = nextStep(stored.app, { me: this.me, alive: this.options.alive(), leased: this.leased, local: this.local(tag) });
+    if (step.kind === 'none' || step.kind === 'wait') {
+      this.notes.set(tag, step.why);
+      return;
+    }
+    await this.act(tag, stored, step);
+  }
+
+  private async act(tag: string, stored: StoredApp | undefined, step: Exclude<Step, { kind: 'none' | 'wait' }>): Promise<void> {
+    const t0 = now();
+    this.emit('activity', { kind: 'step', tag, step, at: t0 });
+    try {
+      await this.perform(tag, stored, step);
+      this.emit('activity', { kind: 'done', tag, step: step.kind, at: now(), ms: now() - t0 });
+    } catch (err) {
+      this.notes.set(tag, `${step.kind} failed: ${(err as Error).message}`);
+      this.emit('activity', { kind: 'failed', tag, step: step.kind, error: (err as Error).message, at: now() });
+    }
+    this.schedule(tag); // what the step changed may call for the next one
+  }
+
+  private async perform(tag: string, stored: StoredApp | undefined, step: Exclude<Step, { kind: 'none' | 'wait' }>): Promise<void> {
+    const { store } = this.options;
+    const note = (why: string) => ({ by: this.me, why });
+    switch (step.kind) {
+      case 'stop':
+        await this.stopHere(tag, stored?.app, step.why === 'no longer registered' ? 'user' : 'failure');
+        return;
+      case 'claim': {
+        const s = stored!;
+        const from = s.app.host;
+        await store.update(s, { ...s.app, host: this.me, state: 'loading', releasedTo: undefined, request: undefined }, note(step.why));
+        if (from !== null && from !== this.me && s.app.state !== 'released') {
+          // The dead HOST cannot say it itself: its member is down (published once, by the winner).
+          this.options.publish([this.member(s.app, from, 'DOWN', 'failure')]);
+        }
+        return;
+      }
+      case 'start':
+        await this.startHere(stored!);
+        return;
+      case 'mark-up': {
+        const s = stored!;
+        await store.update(s, { ...s.app, state: 'up' }, note('loaded'));
+        this.options.publish([this.member(s.app, this.me, 'UP', this.reasonOf(s))]);
+        return;
+      }
+      case 'release': {
+        const s = stored!;
+        await this.stopHere(tag, s.app, 'user');
+        await store.update(s, { ...s.app, state: 'released', releasedTo: step.to, request: undefined }, note(step.why));
+        return;
+      }
+      case 'unload': {
+        const s = stored!;
+        await this.stopHere(tag, s.app, 'user');
+        await store.update(s, { ...s.app, host: null, state: 'unloaded', request: undefined }, note(step.why));
+        return;
+      }
+      case 'hand-on': {
+        const s = stored!;
+        this.options.publish([this.member(s.app, this.me, 'NOT_RESTARTING', 'failure')]);
+        await this.stopHere(tag, s.app, 'failure', false);
+        const next = step.to === null ? { host: null, state: 'failed' as const } : { host: step.to, state: 'loading' as const };
+        await store.update(s, { ...s.app, ...next, request: undefined }, note(step.to === null ? `${step.why}, and no other server is alive to take it` : `${step.why}: handed to ${step.to}`));
+        return;
+      }
+    }
+  }
+
+  /**
+   * This node is HOST and nothing runs here: check the RESOURCE LIST (missing: hand it on),
+   * fence the previous HOST if it is not alive, take the service address (closing the dead
+   * HOST's connections to it), then run COMMAND.
+   */
+  private async startHere(s: StoredApp): Promise<void> {
+    const app = s.app;
+    const missing = await missingResources(app.resources);
+    if (missing.length > 0) {
+      const next = serversOf(app).filter((n) => n !== this.me && this.options.alive().has(n) && this.lastHost(s) !== n)[0];
+      const why = `${this.me} lacks its resources (${missing.join('; ')})`;
+      const to = next === undefined ? { host: null, state: 'failed' as const } : { host: next, state: 'loading' as const };
+      await this.options.store.update(s, { ...app, ...to }, { by: this.me, why: next === undefined ? `${why}, and no other server is alive to take it` : `${why}: handed to ${next}` });
+      return;
+    }
+    const prev = this.lastHost(s);
+    const prevDead = prev !== null && prev !== this.me && !this.options.alive().has(prev);
+    if (prevDead && this.options.fence) await this.options.fence(prev);
+    if (app.address) {
+      const a = app.address;
+      if (prevDead && a.port !== undefined) {
+        const known = this.options.known?.(prev, { address: a.address, port: a.port }) ?? [];
+        await closePeers({ address: a.address, port: a.port, known, takeover: { interface: a.interface, prefixLength: a.prefixLength } }, { method: 'rst', timeoutMs: 2000 });
+      } else {
+        await takeOverAddress(a.interface, a.address, a.prefixLength);
+      }
+    }
+    this.options.publish([this.member(app, this.me, 'COMING_UP', this.reasonOf(s))]);
+    if (app.command === undefined) return; // a cluster-aware application started by other means registers itself
+    const r = this.runner(app);
+    await r.restart().catch(async (err: Error) => {
+      await r.stop().catch(() => undefined);
+      throw err;
+    });
+  }
+
+  /** Stops the application here (its unload COMMAND first, if any) and releases its address. */
+  private async stopHere(tag: string, app: AppObject | undefined, reason: string, publish = true): Promise<void> {
+    const r = this.runners.get(tag);
+    this.stopping.add(tag);
+    try {
+      if (r && app?.command?.unload && r.state !== 'stopped') {
+        await run(app.command.unload[0]!, app.command.unload.slice(1), { timeout: app.command.stopGraceMs || 5000 }).catch(() => undefined);
+      }
+      await r?.stop();
+      this.runners.delete(tag);
+      const a = app?.address;
+      if (a) releaseAddress(a);
+      if (publish && app && r) this.options.publish([this.member(app, this.me, 'DOWN', reason)]);
+    } finally {
+      this.stopping.delete(tag);
+    }
+  }
+
+  /** Stops everything run here (lease lost): the store is not written (it cannot be). */
+  private async stopAll(why: string): Promise<void> {
+    for (const [tag] of this.runners) {
+      this.notes.set(tag, why);
+      await this.stopHere(tag, this.cache.get(tag)?.app, 'failure').catch(() => undefined);
+    }
+  }
+
+  /** The HOST before the current one, from the history (null: none, or it was unloaded). */
+  private lastHost(s: StoredApp): string | null {
+    for (let i = s.history.length - 1; i >= 0; i--) {
+      const h = s.history[i]!;
+      if (h.from && h.from.host !== h.to.host) return h.from.host;
+    }
+    return null;
+  }
+
+  private reasonOf(s: StoredApp): string {
+    const why = s.history.at(-1)?.why ?? '';
+    if (/ failed$/.test(why)) return 'failure';
+    if (/AUTO-RECOVER|failback|move to|released by/.test(why)) return 'failback';
+    return 'user';
+  }
+
+  private member(app: AppObject, node: string, status: EventStatus, reason: string): ServiceEvent {
+    return { type: 'service_member', status, service: app.tag, database: this.options.database, instance: `${app.tag}@${node}`, node, cardinality: status === 'UP' ? 1 : 0, ...this.options.stamp(reason) };
+  }
+
+  /** The application's process here, as an instance the agent runs. */
+  private runner(app: AppObject): InstanceMonitor {
+    const existing = this.runners.get(app.tag);
+    if (existing) return existing;
+    const config: InstanceConfig = {
+      name: `${app.tag}@${this.me}`,
+      node: this.me,
+      command: app.command!.load,
+      restart: app.restart,
+      stopGraceMs: app.command!.stopGraceMs,
+      drainMs: 0,
+      ports: [],
+      method: 'rst',
+    };
+    const m = new InstanceMonitor(config, { stateDir: this.options.stateDir });
+    m.on('event', (event) => {
+      this.emit('activity', { kind: 'instance', tag: app.tag, event });
+      this.schedule(app.tag);
+    });
+    this.runners.set(app.tag, m);
+    return m;
+  }
+
+  /** An application process recorded by an earlier agent and still running is adopted (the next pass decides whether it stays). */
+  private async adoptRecorded(): Promise<void> {
+    for (const s of this.cache.values()) {
+      if (!serversOf(s.app).includes(this.me) || s.app.command === undefined) continue;
+      const record = await readRecord(recordPath(this.options.stateDir, `${s.app.tag}@${this.me}`)).catch(() => undefined);
+      if (!record) continue;
+      const found = await openRecorded(record);
+      if (!('watch' in found)) continue;
+      found.watch.close();
+      await this.runner(s.app).start(); // adopts the recorded process (InstanceMonitor checks it again)
+    }
+  }
+}
+
+/** Removes the service address from its interface if it is there (an address already gone is fine). */
+function releaseAddress(a: NonNullable<AppObject['address']>): void {
+  if (!addressEntries(a.interface, a.address).some((e) => e.prefixLength === a.prefixLength)) return;
+  removeAddress(a.interface, a.address, a.prefixLength);
+}

@@ -1,0 +1,66 @@
+// The cluster manager's decisions (seed 002 FIG. 6, 7A, 7B), pure: for one application object
+// and what one node knows, the next step.
+import { describe, expect, it } from 'vitest';
+import { type AppObjectInput, validateApp } from '../../src/cluster/app-object.js';
+import { type LocalState, nextStep, registration } from '../../src/cluster/app-decisions.js';
+
+const app = (over: Partial<AppObjectInput> = {}) => validateApp({ tag: 'db', type: 'cluster-capable', command: { load: ['/bin/true'] }, host: 'a', primary: 'a', backups: ['b', 'c'], state: 'up', since: 1, ...over });
+const view = (me: string, alive: string[], local: LocalState = 'stopped', leased: string[] = []) => ({ me, alive: new Set(alive), leased: new Set(leased), local });
+
+describe('registration on load (seed 002 FIG. 6)', () => {
+  it('each branch: not registered, unloaded by an operator, phoenixing primary, both failed, a backup', () => {
+    expect(registration(undefined, 'a')).toEqual({ kind: 'create' });
+    expect(registration(app({ host: null, state: 'unloaded' }), 'a')).toEqual({ kind: 'become-host' });
+    expect(registration(app({ host: 'b' }), 'a')).toEqual({ kind: 'phoenix', host: 'b' });
+    expect(registration(app({ host: 'a' }), 'a')).toEqual({ kind: 'resume' });
+    expect(registration(app({ host: 'a' }), 'b')).toEqual({ kind: 'standby', host: 'a' });
+  });
+});
+
+describe('failover (FIG. 7A)', () => {
+  it('the first live server after the dead HOST claims it; the others wait; nobody while the HOST is alive', () => {
+    expect(nextStep(app(), view('b', ['b', 'c']))).toEqual({ kind: 'claim', why: 'a failed' });
+    expect(nextStep(app(), view('c', ['b', 'c']))).toMatchObject({ kind: 'wait', why: 'a is dead: b comes first' });
+    expect(nextStep(app(), view('c', ['c']))).toEqual({ kind: 'claim', why: 'a failed' });
+    expect(nextStep(app(), view('b', ['a', 'b']))).toMatchObject({ kind: 'none' });
+    // A backup HOST that dies goes back to the live PRIMARY first.
+    expect(nextStep(app({ host: 'b' }), view('a', ['a', 'c']))).toEqual({ kind: 'claim', why: 'b failed' });
+  });
+
+  it('a HOST silent on the LAN whose lease in the store is live is not failed over', () => {
+    expect(nextStep(app(), view('b', ['b'], 'stopped', ['a', 'b']))).toMatchObject({ kind: 'wait', why: expect.stringContaining('lease in the store is live') });
+  });
+
+  it('the HOST starts it, marks it up once it runs, and hands it on when it cannot keep it running', () => {
+    expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b']))).toEqual({ kind: 'start' });
+    expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b'], 'starting'))).toMatchObject({ kind: 'none' });
+    expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b'], 'running'))).toEqual({ kind: 'mark-up' });
+    expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b', 'c'], 'not-restarting'))).toMatchObject({ kind: 'hand-on', to: 'c' });
+    expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b'], 'not-restarting'))).toMatchObject({ kind: 'hand-on', to: null });
+  });
+
+  it('a node that runs it but is not HOST stops it (a HOST moved while it was cut off)', () => {
+    expect(nextStep(app({ host: 'b' }), view('a', ['a', 'b'], 'running'))).toEqual({ kind: 'stop', why: 'b is HOST' });
+    expect(nextStep(app({ host: null, state: 'unloaded' }), view('a', ['a'], 'running'))).toMatchObject({ kind: 'stop' });
+  });
+});
+
+describe('failback (FIG. 7B) and operator requests', () => {
+  it('AUTO-RECOVER on: the backup HOST releases to the live primary, which claims it', () => {
+    expect(nextStep(app({ host: 'b' }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'release', to: 'a' });
+    expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('a', ['a', 'b']))).toEqual({ kind: 'claim', why: 'released by b' });
+    expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('b', ['a', 'b']))).toMatchObject({ kind: 'wait' });
+    // Released to a node that died meanwhile: taken back.
+    expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('b', ['b']))).toMatchObject({ kind: 'claim' });
+  });
+
+  it('AUTO-RECOVER off: the backup keeps it until an operator asks, then releases', () => {
+    expect(nextStep(app({ host: 'b', autoRecover: false }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'wait', why: expect.stringContaining('takeover app failback db') });
+    expect(nextStep(app({ host: 'b', autoRecover: false, request: { kind: 'move', to: 'a', by: 'op', at: 1 } }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'release', to: 'a' });
+  });
+
+  it('unload: the HOST stops it and nobody starts it again', () => {
+    expect(nextStep(app({ request: { kind: 'unload', by: 'op', at: 1 } }), view('a', ['a', 'b'], 'running'))).toMatchObject({ kind: 'unload' });
+    expect(nextStep(app({ host: null, state: 'unloaded' }), view('b', ['b']))).toMatchObject({ kind: 'none' });
+  });
+});
