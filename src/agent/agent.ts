@@ -44,6 +44,9 @@ import { removeAddress } from '../net/address.js';
 import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
 import { AgentHistory, type PeerHistory } from './agent-history.js';
 import { AgentMetrics } from './metrics.js';
+import { AppManager, type AppActivity, type AppView } from '../cluster/app-manager.js';
+import { newApp } from '../cluster/app-object.js';
+import { clusterNodes, openClusterStore } from '../cluster/open-store.js';
 
 export interface PlanDone {
   instance: string;
@@ -88,6 +91,8 @@ export type AgentEvents = {
    * pid namespace's processes, left alone; or why the sweep failed (the agent starts anyway).
    */
   'stale-guards': [{ removed: string[]; foreign: string[]; error?: string }];
+  /** What the cluster manager did with the clustered applications (config `store`). */
+  app: [AppActivity];
 };
 
 const RECENT = 100;
@@ -145,6 +150,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly metrics: AgentMetrics | undefined;
   /** The metrics endpoint's port, once listening (config `metrics`). */
   metricsPort: number | undefined;
+  /** The cluster manager (seed 002), with a `store` in the config. */
+  readonly apps: AppManager | undefined;
 
   /** `witnesses`: seed 002's second opinion (e.g. a disk heartbeat) that must agree a node is dead. */
   /**
@@ -196,7 +203,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       key,
       peers: config.peers.map((p) => p.node),
       intervalMs: config.heartbeat.intervalMs,
-      subscriptions: new Map(config.peers.filter((p) => p.takeover.length > 0).map((p) => [p.node, p.takeover.map(replicatedService)])),
+      subscriptions: subscriptions(config),
       ownScopes: ownGoodbyeScopes(config),
       maxBytesPerSecond: config.replication.maxBytesPerSecond,
       scanMs: config.replication.scanMs,
@@ -232,6 +239,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.history = new AgentHistory({ heartbeat: this.heartbeat, ...(this.witnessed ? { witnessed: this.witnessed } : {}), links: config.heartbeat.links.map((l) => l.id), witnesses: witnesses.map((w) => w.name) });
     if (config.metrics) this.metrics = new AgentMetrics(this, config.metrics);
+    if (config.store) this.apps = this.appManager(config, config.store);
     this.planned = new PlannedChanges({
       config,
       monitors: this.monitors,
@@ -280,8 +288,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       this.replication.start();
       await this.heartbeat.start();
-      if ([...this.monitors.values()].some((m) => m.runsCommand)) await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+      if (this.apps || [...this.monitors.values()].some((m) => m.runsCommand)) await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
       for (const m of this.monitors.values()) await m.start();
+      await this.apps?.start();
       this.started = true;
     } catch (err) {
       await this.stop();
@@ -342,6 +351,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   async stop(): Promise<void> {
     const serving = [...this.monitors.values()].some((m) => !m.config.command && m.state === 'up');
     this.planned.close();
+    // First, while the peers still hear this node: its applications are handed over to them.
+    await this.apps?.stop();
     await Promise.all([
       ...[...this.monitors.values()].map((m) => m.stop().catch(() => {})),
       this.plansSettled(),
@@ -458,6 +469,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),
       replication: this.replication.status(),
+      ...(this.apps ? { apps: this.apps.views() } : {}),
       recentEvents: this.recent.slice(-20),
       callouts: this.callouts ? { dropped: this.callouts.dropped } : undefined,
       disk: this.config.disk
@@ -509,6 +521,29 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (err instanceof ReservationConflictError) return 'reserved';
       throw err;
     }
+  }
+
+  /** The cluster manager over the configured store, acting on the node events this agent acts on. */
+  private appManager(config: AgentConfig, store: NonNullable<AgentConfig['store']>): AppManager {
+    const nodes = clusterNodes(config);
+    const apps = new AppManager({
+      node: config.node,
+      database: config.database,
+      store: openClusterStore(config),
+      nodeEvents: this.nodeEvents,
+      peers: () => this.heartbeat.detector.status(),
+      // A peer not heard yet is not taken for dead before the detector could have heard it.
+      startGraceMs: 2 * this.heartbeat.detector.timeoutMs,
+      leaseTtlMs: store.leaseMs,
+      stateDir: this.stateDir,
+      fence: (node) => this.fencing?.fenced(node) ?? Promise.resolve(),
+      known: (node, service) => this.replication.replicas.connections(node, service),
+      publish: (events) => this.publish(events),
+      stamp: (reason) => this.stamp(reason),
+      register: config.apps.map((a) => newApp(a, nodes, Date.now())),
+    });
+    apps.on('activity', (a) => this.emit('app', a));
+    return apps;
   }
 
   private async startFencing(f: NonNullable<AgentConfig['fencing']>): Promise<void> {
@@ -749,6 +784,24 @@ export interface FenceDeviceHandle {
 }
 
 /** What a peer's `takeover` asks that peer's agent to replicate: the address, port and goodbye. */
+/**
+ * The connections this node subscribes to, per peer: those of the services it takes over
+ * (`peers[].takeover`), and of the config's clustered applications with an address and port that
+ * the peer and this node may both host (the peer may be their HOST when it dies).
+ */
+function subscriptions(config: AgentConfig): Map<string, ReplicatedService[]> {
+  const out = new Map<string, ReplicatedService[]>();
+  for (const p of config.peers) {
+    const services = p.takeover.map(replicatedService);
+    for (const a of config.apps) {
+      const servers = [a.primary, ...(a.backups ?? [])];
+      if (a.address?.port !== undefined && servers.includes(p.node) && servers.includes(config.node)) services.push({ address: a.address.address, port: a.address.port });
+    }
+    if (services.length > 0) out.set(p.node, services);
+  }
+  return out;
+}
+
 function replicatedService(t: TakeoverConfig): ReplicatedService {
   const m = parseCloseMethod(t.method);
   return { address: t.address, port: t.port, ...(m.kind === 'goodbye' ? { goodbye: m.plugin.name } : {}) };
@@ -792,6 +845,8 @@ export interface AgentStatus {
   links: DetectorEvent[];
   /** Connections replicated: each peer's copy held here, who holds this node's, and refusals. */
   replication: ReplicationStatus;
+  /** The clustered applications in the store and what runs of them here (config `store`). */
+  apps?: AppView[];
   recentEvents: ServiceEvent[];
   callouts: { dropped: number } | undefined;
   disk: { device: string; pulses?: number; pulseFailures?: number; watching?: string; verdict?: string; changes?: number; sampleFailures?: number } | undefined;

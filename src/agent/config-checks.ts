@@ -7,6 +7,7 @@ import path from 'node:path';
 import { addressKind } from '../net/address-kind.js';
 import { canonicalAddress, familyOf } from '../net/endpoint.js';
 import { defaultControlPath } from './control.js';
+import { AppObjectError, newApp, type AppSpec } from '../cluster/app-object.js';
 
 type Path = Array<string | number>;
 export type Issue = (path: Path, message: string) => void;
@@ -45,6 +46,8 @@ export interface CheckedConfig {
   uptimeLog?: string | undefined;
   disk?: { device: string } | undefined;
   fencing?: { devices: string[] } | undefined;
+  store?: unknown;
+  apps: AppSpec[];
 }
 
 /** The longest Unix socket path that is not cut short: sun_path holds 108 bytes with its NUL. */
@@ -77,6 +80,22 @@ export function checkConfig(c: CheckedConfig, issue: Issue): void {
   checkInstances(c, issue);
   checkServices(c, issue);
   checkPaths(c, issue);
+  checkApps(c, issue);
+}
+
+/** Each application as the store would take it, among this cluster's nodes; tags once each; a store to keep them. */
+function checkApps(c: CheckedConfig, issue: Issue): void {
+  if (c.apps.length > 0 && c.store === undefined) issue(['apps'], 'clustered applications need a store: add `store: { file: ... }`');
+  const nodes = [c.node, ...c.peers.map((p) => p.node)];
+  c.apps.forEach((a, i) => {
+    if (c.apps.findIndex((o) => o.tag === a.tag) !== i) issue(['apps', i, 'tag'], `${a.tag} is listed twice`);
+    try {
+      newApp(a, nodes, 0);
+    } catch (err) {
+      if (!(err instanceof AppObjectError)) throw err;
+      issue(['apps', i, ...(err.field ? [err.field] : [])], err.detail);
+    }
+  });
 }
 
 function checkOwnLinks(c: CheckedConfig, issue: Issue): void {

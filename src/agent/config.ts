@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
 import { checkConfig } from './config-checks.js';
+import { appSpecSchema } from '../cluster/app-object.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
 import { argv, firstIssue, ifname, ip, ms, name, port } from '../schema-fields.js';
 
@@ -192,6 +193,20 @@ export const configSchema = z
       .optional(),
     /** The agent's log (JSON lines on stdout); `takeover agent --log-level` overrides the level. */
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
+    /**
+     * The cluster manager's store of clustered applications (seed 002): with it, this agent
+     * hosts, fails over and fails back the applications whose PRIMARY or BACKUP it is. `file`:
+     * the embedded store, one file every agent of one machine reaches. `leaseMs`: this node's
+     * liveness in the store; a HOST silent on the LAN is failed over only once its lease ran out.
+     */
+    store: z
+      .strictObject({
+        file: z.string().regex(/^\//, 'must be an absolute path'),
+        leaseMs: ms(300, 60_000).default(2000),
+      })
+      .optional(),
+    /** Clustered applications registered at start when the store lacks them (`takeover app register` does it by hand). */
+    apps: z.array(appSpecSchema).default([]),
   })
   .superRefine((c, ctx) => {
     const issue = (path: Array<string | number>, message: string) => ctx.addIssue({ code: 'custom', path, message });

@@ -73,6 +73,16 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     else if (e.kind === 'exited') log[e.exit.planned ? 'info' : 'warn']({ instance, exit: e.exit }, 'instance exited');
     else if (e.kind === 'not-adopted') log.warn({ instance, pid: e.pid, reason: e.reason }, 'instance record not adopted');
   });
+  // The cluster manager: each step it takes for an application, how it ended, and the processes it runs.
+  agent.on('app', (a) => {
+    if (a.kind === 'step') log.info({ app: a.tag, step: a.step }, `app ${a.tag}: ${a.step.kind}${'why' in a.step ? ` (${a.step.why})` : ''}`);
+    else if (a.kind === 'done') log.info({ app: a.tag, step: a.step, ms: Math.round(a.ms) }, `app ${a.tag}: ${a.step} done`);
+    else if (a.kind === 'failed') log.error({ app: a.tag, step: a.step, error: a.error }, `app ${a.tag}: ${a.step} failed`);
+    else if (a.kind === 'lease-lost') log.error({ why: a.why }, 'this node lost its lease in the store: stopping the applications it hosts');
+    else if (a.event.kind === 'started') log.info({ app: a.tag, pid: a.event.pid }, a.event.adopted ? 'app process adopted' : 'app process started');
+    else if (a.event.kind === 'exited') log[a.event.exit.planned ? 'info' : 'warn']({ app: a.tag, exit: a.event.exit }, 'app process exited');
+    else if (a.event.kind === 'not-restarting') log.error({ app: a.tag, failures: a.event.failures }, 'app process not restarting');
+  });
   agent.on('stale-guards', (g) => {
     const msg = g.error
       ? 'sweeping RST guards left by dead processes failed'

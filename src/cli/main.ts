@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `takeover` command.
+import { appCommand, appsCommand, historyCommand } from './apps.js';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_USAGE, UsageError } from './errors.js';
@@ -164,6 +165,51 @@ controlOptions(
     .option('--json', 'print one JSON document'),
 ).action(async (opts) => {
   process.exitCode = await statusCommand(opts);
+});
+
+const storeOption = (c: Command) => c.requiredOption('--config <file>', 'an agent configuration naming the store (`store:`)');
+
+storeOption(
+  program
+    .command('apps')
+    .description('the clustered applications in the store: TAG, TYPE, HOST, PRIMARY, BACKUP, state, since')
+    .option('--json', 'print one JSON document'),
+).action(async (opts) => {
+  process.exitCode = await appsCommand(opts);
+});
+
+storeOption(
+  program
+    .command('app')
+    .description('register, load, unload, fail back or switch over a clustered application')
+    .argument('<action>', 'register, load, unload, failback or switchover')
+    .argument('<app>', 'the application\'s TAG (register: a YAML/JSON file describing it)')
+    .option('--to <node>', 'switchover: the server it moves to')
+    .option('--on <node>', 'load: the server that hosts it (default: its PRIMARY)')
+    .option('--wait-ms <ms>', 'how long to wait until the agents have done it (default 60000)')
+    .addHelpText(
+      'after',
+      `
+register FILE: creates the object (loading on its PRIMARY); the fields are those of the agent
+config's \`apps\` entries (docs/CLUSTER.md). load: an application no server hosts (unloaded, or
+failed everywhere) gets a HOST. unload: its HOST stops it and releases its address; nobody
+starts it again until \`app load\`. failback: back to its PRIMARY (what AUTO-RECOVER does by
+itself). switchover --to NODE: to another of its servers. unload, failback and switchover are
+requests to the HOST's agent through the store; the command waits until the store shows them
+done. Exit 0 done, 1 not within --wait-ms (the agents go on), 2 refused (nothing changed).`,
+    ),
+).action(async (action: string, app: string, opts) => {
+  process.exitCode = await appCommand(action, app, opts);
+});
+
+storeOption(
+  program
+    .command('history')
+    .description('the changes of an application\'s HOST and state: when, from, to, by whom, why')
+    .argument('<app>', 'the application\'s TAG')
+    .option('--json', 'print one JSON document'),
+).action(async (app: string, opts) => {
+  process.exitCode = await historyCommand(app, opts);
 });
 
 addScsiCommands(program);

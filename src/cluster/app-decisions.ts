@@ -30,12 +30,12 @@ export type Step =
   /** The application runs here: write state `up`. */
   | { kind: 'mark-up' }
   /** Stop the application here (and release its address): it must not run on this node. */
-  | { kind: 'stop'; why: string }
+  | { kind: 'stop'; why: string; /** an operator's or the agent's own stop, not a failure */ planned?: true }
   /**
    * Write HOST = this node, state `loading` (a failover, a failback's second half, a retaken
    * release). The start that follows fences the previous HOST first when it is not alive.
    */
-  | { kind: 'claim'; why: string }
+  | { kind: 'claim'; why: string; /** the HOST died: AUTO-RECOVER applies later */ failover: boolean }
   /** The HOST (this node) gives the application to `to`: stop it, release the address, write `released`. */
   | { kind: 'release'; to: string; why: string }
   /** An operator's unload: stop it here, release the address, write HOST null, state `unloaded`. */
@@ -67,7 +67,7 @@ export function nextStep(app: AppObject, v: NodeView): Step {
   if (app.host === v.me) {
     if (app.state === 'released') {
       if (runsHere) return { kind: 'stop', why: `released to ${app.releasedTo}` };
-      if (!v.alive.has(app.releasedTo!)) return { kind: 'claim', why: `${app.releasedTo}, which it was released to, is not alive: taken back` };
+      if (!v.alive.has(app.releasedTo!)) return { kind: 'claim', why: `${app.releasedTo}, which it was released to, is not alive: taken back`, failover: app.failedOver };
       return { kind: 'wait', why: `released to ${app.releasedTo}, which has not loaded it yet` };
     }
     if (app.state === 'failed') return runsHere ? { kind: 'stop', why: 'failed' } : { kind: 'none', why: 'failed' };
@@ -82,19 +82,19 @@ export function nextStep(app: AppObject, v: NodeView): Step {
       // Moving to a node that is not alive would leave the application nowhere.
     }
     const primaryBack = app.primary !== v.me && v.alive.has(app.primary);
-    if (primaryBack && app.state === 'up' && app.autoRecover) return { kind: 'release', to: app.primary, why: `${app.primary} (PRIMARY) is alive again and AUTO-RECOVER is on` };
+    if (primaryBack && app.state === 'up' && app.autoRecover && app.failedOver) return { kind: 'release', to: app.primary, why: `${app.primary} (PRIMARY) is alive again and AUTO-RECOVER is on` };
     if (v.local === 'stopped') return { kind: 'start' };
     if (v.local === 'stopping') return { kind: 'wait', why: 'stopping' };
     // A cluster-aware application without a COMMAND says itself that it runs (register()).
     if (v.local === 'running' && app.state === 'loading' && app.command !== undefined) return { kind: 'mark-up' };
-    if (primaryBack && app.state === 'up') return { kind: 'wait', why: `${app.primary} (PRIMARY) is alive again: AUTO-RECOVER is off, \`takeover app failback ${app.tag}\` moves it back` };
+    if (primaryBack && app.state === 'up' && app.failedOver) return { kind: 'wait', why: `${app.primary} (PRIMARY) is alive again: AUTO-RECOVER is off, \`takeover app failback ${app.tag}\` moves it back` };
     return { kind: 'none', why: app.state === 'loading' ? 'loading' : 'up here' };
   }
 
   // HOST is another node.
   if (runsHere) return { kind: 'stop', why: `${app.host} is HOST` };
   if (app.state === 'released') {
-    if (app.releasedTo === v.me) return { kind: 'claim', why: `released by ${app.host}` };
+    if (app.releasedTo === v.me) return { kind: 'claim', why: `released by ${app.host}`, failover: false };
     return { kind: 'wait', why: `${app.host} released it to ${app.releasedTo}` };
   }
   if (app.state === 'failed') return { kind: 'none', why: `failed on ${app.host}` };
@@ -102,7 +102,7 @@ export function nextStep(app: AppObject, v: NodeView): Step {
   const first = failoverOrder(app, app.host).find((n) => v.alive.has(n));
   if (first !== v.me) return { kind: 'wait', why: first === undefined ? `${app.host} is dead and no server is alive` : `${app.host} is dead: ${first} comes first` };
   if (v.leased.has(app.host)) return { kind: 'wait', why: `${app.host} is silent on the LAN but its lease in the store is live: not dead yet` };
-  return { kind: 'claim', why: `${app.host} failed` };
+  return { kind: 'claim', why: `${app.host} failed`, failover: true };
 }
 
 /**

@@ -21,7 +21,7 @@ import { closePeers } from '../net/close-peers.js';
 import { addressEntries, removeAddress, takeOverAddress } from '../net/address.js';
 import type { EventStatus, ServiceEvent } from '../events/service-event.js';
 import { type AppObject, type AppObjectInput, serversOf } from './app-object.js';
-import { type LocalState, nextStep, type Step } from './app-decisions.js';
+import { failoverOrder, type LocalState, nextStep, type Step } from './app-decisions.js';
 import { type ClusterStore, type StoredApp } from './cluster-store.js';
 import type { NodeLease } from './store-backend.js';
 import { missingResources } from './resource-check.js';
@@ -35,8 +35,14 @@ export interface AppManagerOptions {
   store: ClusterStore;
   /** Node events as the agent decides on them (witnessed, quorum-gated): they trigger passes. */
   nodeEvents: NodeEventSource;
-  /** The nodes the heartbeats say are alive now, this one included. */
-  alive: () => ReadonlySet<string>;
+  /**
+   * The configured peers and whether each was heard since this agent started. A peer is alive
+   * unless its death came through `nodeEvents` (so only deaths the quorum gate let through
+   * count), or it was never heard within `startGraceMs` of the start.
+   */
+  peers: () => ReadonlyArray<{ node: string; heard: boolean }>;
+  /** How long a peer never heard counts as alive after the start (ms): the detector's timeout and then some. */
+  startGraceMs: number;
   /** This node's lease in the store: its TTL (ms). A HOST whose lease is live is not failed over. */
   leaseTtlMs: number;
   /** Where the records and stderr of the applications run here go (the agent's stateDir). */
@@ -85,8 +91,14 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   private lease: NodeLease | undefined;
   private leased = new Set<string>();
   private closed = false;
+  /** Peers whose death the (gated) node events announced, until they are heard again or leave. */
+  private readonly dead = new Set<string>();
+  private startedAt = now();
   private readonly onNodeEvent = (e: DetectorEvent) => {
-    if (e.kind === 'node-down' || e.kind === 'node-up' || e.kind === 'node-left') this.schedule();
+    if (e.kind === 'node-down') this.dead.add(e.node);
+    else if (e.kind === 'node-up' || e.kind === 'node-left') this.dead.delete(e.node);
+    else return;
+    this.schedule();
   };
 
   constructor(private readonly options: AppManagerOptions) {
@@ -100,6 +112,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Takes this node's lease, registers the config's applications, adopts what runs here, starts passes. */
   async start(): Promise<void> {
     const { store } = this.options;
+    this.startedAt = now();
+    this.options.nodeEvents.on('event', this.onNodeEvent);
     this.lease = await store.keepAlive(this.me, this.options.leaseTtlMs);
     void this.lease.lost.then((why) => {
       if (this.closed) return;
@@ -115,18 +129,29 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     this.stopWatch = await store.watch((tag) => this.schedule(tag));
     for (const s of await store.list()) this.cache.set(s.app.tag, s);
     await this.adoptRecorded();
-    this.options.nodeEvents.on('event', this.onNodeEvent);
     this.timer = setInterval(() => this.schedule(), this.options.passMs ?? 250);
     this.schedule();
   }
 
-  /** Stops the passes and every application run here (a planned stop of the agent), ends the lease. */
+  /**
+   * A planned stop of the agent: every application hosted here is handed to the next live
+   * server (released to it, as a switchover) or, with none alive, stopped with HOST left here so
+   * that it resumes when this agent is back. Then the lease ends. Never throws.
+   */
   async stop(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
     this.options.nodeEvents.off('event', this.onNodeEvent);
     this.stopWatch?.();
     await this.running;
+    const alive = this.alive();
+    for (const tag of [...this.runners.keys()]) {
+      const s = await this.options.store.get(tag).catch(() => undefined);
+      const to = s?.app.host === this.me ? failoverOrder(s.app, this.me).find((n) => alive.has(n)) : undefined;
+      const step: Step = to !== undefined ? { kind: 'release', to, why: `${this.me}'s agent stops: handed over to ${to}` } : { kind: 'stop', why: `${this.me}'s agent stops`, planned: true };
+      this.emit('activity', { kind: 'step', tag, step, at: now() });
+      await this.perform(tag, s, step).catch((err: Error) => this.emit('activity', { kind: 'failed', tag, step: step.kind, error: err.message, at: now() }));
+    }
     await Promise.all([...this.runners.values()].map((r) => r.stop()));
     this.runners.clear();
     await this.lease?.close().catch(() => undefined);
@@ -151,6 +176,12 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       }
     };
     this.running = pass().finally(() => (this.running = undefined));
+  }
+
+  /** This node and the peers alive as far as this node may act on (see `peers`). */
+  alive(): Set<string> {
+    const grace = now() - this.startedAt < this.options.startGraceMs;
+    return new Set([this.me, ...this.options.peers().filter((p) => !this.dead.has(p.node) && (p.heard || grace)).map((p) => p.node)]);
   }
 
   private local(tag: string): LocalState {
@@ -181,11 +212,18 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     }
     if (stored === undefined) {
       this.cache.delete(tag);
-      if (this.runners.has(tag)) await this.act(tag, undefined, { kind: 'stop', why: 'no longer registered' });
+      if (this.runners.has(tag)) await this.act(tag, undefined, { kind: 'stop', why: 'no longer registered', planned: true });
       return;
     }
     this.cache.set(tag, stored);
-    const step = nextStep(stored.app, { me: this.me, alive: this.options.alive(), leased: this.leased, local: this.local(tag) });
+    const a = stored.app.address;
+    if (a && stored.app.host !== this.me && !this.runners.has(tag) && !this.stopping.has(tag) && hasAddress(a)) {
+      // Left here by an earlier life (this node died holding it, or its agent was killed): the
+      // HOST holds it now, and two holders would split the clients between them.
+      await this.act(tag, stored, { kind: 'stop', why: `the service address ${a.address} was left here while ${stored.app.host ?? 'no server'} is HOST` });
+      return;
+    }
+    const step = nextStep(stored.app, { me: this.me, alive: this.alive(), leased: this.leased, local: this.local(tag) });
     if (step.kind === 'none' || step.kind === 'wait') {
       this.notes.set(tag, step.why);
       return;
@@ -211,12 +249,12 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     const note = (why: string) => ({ by: this.me, why });
     switch (step.kind) {
       case 'stop':
-        await this.stopHere(tag, stored?.app, step.why === 'no longer registered' ? 'user' : 'failure');
+        await this.stopHere(tag, stored?.app, step.planned ? 'user' : 'failure');
         return;
       case 'claim': {
         const s = stored!;
         const from = s.app.host;
-        await store.update(s, { ...s.app, host: this.me, state: 'loading', releasedTo: undefined, request: undefined }, note(step.why));
+        await store.update(s, { ...s.app, host: this.me, state: 'loading', failedOver: step.failover, releasedTo: undefined, request: undefined }, note(step.why));
         if (from !== null && from !== this.me && s.app.state !== 'released') {
           // The dead HOST cannot say it itself: its member is down (published once, by the winner).
           this.options.publish([this.member(s.app, from, 'DOWN', 'failure')]);
@@ -248,7 +286,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
         const s = stored!;
         this.options.publish([this.member(s.app, this.me, 'NOT_RESTARTING', 'failure')]);
         await this.stopHere(tag, s.app, 'failure', false);
-        const next = step.to === null ? { host: null, state: 'failed' as const } : { host: step.to, state: 'loading' as const };
+        const next = step.to === null ? { host: null, state: 'failed' as const } : { host: step.to, state: 'loading' as const, failedOver: true };
         await store.update(s, { ...s.app, ...next, request: undefined }, note(step.to === null ? `${step.why}, and no other server is alive to take it` : `${step.why}: handed to ${step.to}`));
         return;
       }
@@ -264,14 +302,14 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     const app = s.app;
     const missing = await missingResources(app.resources);
     if (missing.length > 0) {
-      const next = serversOf(app).filter((n) => n !== this.me && this.options.alive().has(n) && this.lastHost(s) !== n)[0];
+      const next = serversOf(app).filter((n) => n !== this.me && this.alive().has(n) && this.lastHost(s) !== n)[0];
       const why = `${this.me} lacks its resources (${missing.join('; ')})`;
-      const to = next === undefined ? { host: null, state: 'failed' as const } : { host: next, state: 'loading' as const };
+      const to = next === undefined ? { host: null, state: 'failed' as const } : { host: next, state: 'loading' as const, failedOver: true };
       await this.options.store.update(s, { ...app, ...to }, { by: this.me, why: next === undefined ? `${why}, and no other server is alive to take it` : `${why}: handed to ${next}` });
       return;
     }
     const prev = this.lastHost(s);
-    const prevDead = prev !== null && prev !== this.me && !this.options.alive().has(prev);
+    const prevDead = prev !== null && prev !== this.me && !this.alive().has(prev);
     if (prevDead && this.options.fence) await this.options.fence(prev);
     if (app.address) {
       const a = app.address;
@@ -376,6 +414,9 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
 
 /** Removes the service address from its interface if it is there (an address already gone is fine). */
 function releaseAddress(a: NonNullable<AppObject['address']>): void {
-  if (!addressEntries(a.interface, a.address).some((e) => e.prefixLength === a.prefixLength)) return;
-  removeAddress(a.interface, a.address, a.prefixLength);
+  if (hasAddress(a)) removeAddress(a.interface, a.address, a.prefixLength);
+}
+
+function hasAddress(a: NonNullable<AppObject['address']>): boolean {
+  return addressEntries(a.interface, a.address).some((e) => e.prefixLength === a.prefixLength);
 }

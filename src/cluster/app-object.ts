@@ -32,75 +32,89 @@ export const MAX_MARKER_BYTES = 64 * 1024;
 
 const absolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
 
-const appSchema = z
-  .strictObject({
-    tag: name,
-    type: z.enum(APP_TYPES),
-    /**
-     * COMMAND: `load` starts the application on its HOST (the agent runs it in its own process
-     * group and watches it); `unload` stops it (optional: without it, SIGTERM to the group, then
-     * SIGKILL after `stopGraceMs`). A cluster-aware application may have no COMMAND: it is
-     * started by other means and registers itself.
-     */
-    command: z
-      .strictObject({
-        load: argv,
-        unload: argv.optional(),
-        stopGraceMs: ms(0, 3_600_000).default(5000),
-      })
-      .optional(),
-    /** How often a failing COMMAND is restarted on one server before the next backup is tried. */
-    restart: z
-      .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
-      .default({ maxFailures: 2, windowMs: 60_000, backoffMs: 500 }),
-    /** HOST SERVER: the node it is loaded on now; null when no server hosts it. */
-    host: name.nullable(),
-    /** PRIMARY SERVER: where it normally runs. */
-    primary: name,
-    /** BACKUP SERVER(S), in the order they are tried. */
-    backups: z.array(name).max(16).default([]),
-    /**
-     * RESOURCE LIST: what a server must have before it may host the application. Addresses the
-     * server must own (besides the service address, which moves with the application), block
-     * devices or other paths that must exist, directories that must be mount points, local TCP
-     * ports that must be free.
-     */
-    resources: z
-      .strictObject({
-        addresses: z.array(ip).max(16).default([]),
-        devices: z.array(absolutePath).max(64).default([]),
-        mounts: z.array(absolutePath).max(64).default([]),
-        paths: z.array(absolutePath).max(64).default([]),
-        freePorts: z.array(port).max(64).default([]),
-      })
-      .default({ addresses: [], devices: [], mounts: [], paths: [], freePorts: [] }),
-    /** AUTO-RECOVER: fail back to PRIMARY as soon as it is alive again (else on `app failback`). */
-    autoRecover: z.boolean().default(true),
-    /** The service address that moves with the application (seed 000): added on the HOST. */
-    address: z
-      .strictObject({ address: ip.refine((s) => !s.includes('%'), 'must not carry a zone (%IF)'), prefixLength: z.number().int().min(1).max(128), interface: ifname, port: port.optional() })
-      .optional(),
-    /** The resume marker (seed 002): where the application got to, for the next HOST to resume from. */
-    marker: z
-      .string()
-      .refine((s) => Buffer.byteLength(s) <= MAX_MARKER_BYTES, `must be at most ${MAX_MARKER_BYTES} bytes`)
-      .nullable()
-      .default(null),
-    state: z.enum(APP_STATES),
-    /** When `state` (or HOST) last changed, ms since the epoch. */
-    since: z.number().int().min(0),
-    /** With `released`: the node the HOST released it for. */
-    releasedTo: name.optional(),
-    /**
-     * An operator's request to the HOST's agent, which carries it out and clears it: `move` (a
-     * failback or switchover: it stops the application, releases the address, then releases it
-     * to `to`), `unload` (it stops it and sets HOST null). Through the store, so it reaches the
-     * HOST from any node.
-     */
-    request: z
-      .strictObject({ kind: z.enum(['move', 'unload']), to: name.optional(), by: z.string().min(1).max(256), at: z.number().int().min(0) })
-      .optional(),
-  })
+const appShape = z.strictObject({
+  tag: name,
+  type: z.enum(APP_TYPES),
+  /**
+   * COMMAND: `load` starts the application on its HOST (the agent runs it in its own process
+   * group and watches it); `unload` stops it (optional: without it, SIGTERM to the group, then
+   * SIGKILL after `stopGraceMs`). A cluster-aware application may have no COMMAND: it is
+   * started by other means and registers itself.
+   */
+  command: z
+    .strictObject({
+      load: argv,
+      unload: argv.optional(),
+      stopGraceMs: ms(0, 3_600_000).default(5000),
+    })
+    .optional(),
+  /** How often a failing COMMAND is restarted on one server before the next backup is tried. */
+  restart: z
+    .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
+    .default({ maxFailures: 2, windowMs: 60_000, backoffMs: 500 }),
+  /** HOST SERVER: the node it is loaded on now; null when no server hosts it. */
+  host: name.nullable(),
+  /** PRIMARY SERVER: where it normally runs. */
+  primary: name,
+  /** BACKUP SERVER(S), in the order they are tried. */
+  backups: z.array(name).max(16).default([]),
+  /**
+   * RESOURCE LIST: what a server must have before it may host the application. Addresses the
+   * server must own (besides the service address, which moves with the application), block
+   * devices or other paths that must exist, directories that must be mount points, local TCP
+   * ports that must be free.
+   */
+  resources: z
+    .strictObject({
+      addresses: z.array(ip).max(16).default([]),
+      devices: z.array(absolutePath).max(64).default([]),
+      mounts: z.array(absolutePath).max(64).default([]),
+      paths: z.array(absolutePath).max(64).default([]),
+      freePorts: z.array(port).max(64).default([]),
+    })
+    .default({ addresses: [], devices: [], mounts: [], paths: [], freePorts: [] }),
+  /** AUTO-RECOVER: fail back to PRIMARY as soon as it is alive again (else on `app failback`). */
+  autoRecover: z.boolean().default(true),
+  /** The service address that moves with the application (seed 000): added on the HOST. */
+  address: z
+    .strictObject({ address: ip.refine((s) => !s.includes('%'), 'must not carry a zone (%IF)'), prefixLength: z.number().int().min(1).max(128), interface: ifname, port: port.optional() })
+    .optional(),
+  /** The resume marker (seed 002): where the application got to, for the next HOST to resume from. */
+  marker: z
+    .string()
+    .refine((s) => Buffer.byteLength(s) <= MAX_MARKER_BYTES, `must be at most ${MAX_MARKER_BYTES} bytes`)
+    .nullable()
+    .default(null),
+  state: z.enum(APP_STATES),
+  /** When `state` (or HOST) last changed, ms since the epoch. */
+  since: z.number().int().min(0),
+  /**
+   * HOST got it by a failover (its HOST died, or could not keep it running), not by an operator's
+   * or a failback's choice: only then does AUTO-RECOVER move it back to PRIMARY.
+   */
+  failedOver: z.boolean().default(false),
+  /** With `released`: the node the HOST released it for. */
+  releasedTo: name.optional(),
+  /**
+   * An operator's request to the HOST's agent, which carries it out and clears it: `move` (a
+   * failback or switchover: it stops the application, releases the address, then releases it
+   * to `to`), `unload` (it stops it and sets HOST null). Through the store, so it reaches the
+   * HOST from any node.
+   */
+  request: z
+    .strictObject({ kind: z.enum(['move', 'unload']), to: name.optional(), by: z.string().min(1).max(256), at: z.number().int().min(0) })
+    .optional(),
+});
+
+/**
+ * An application as an operator writes it (the agent config's `apps`, `takeover app register`):
+ * what it is and where it may run, without what the cluster manager keeps (HOST, state, since,
+ * marker, requests). `newApp` makes the object.
+ */
+export const appSpecSchema = appShape.omit({ host: true, state: true, since: true, failedOver: true, releasedTo: true, request: true, marker: true });
+export type AppSpec = z.input<typeof appSpecSchema>;
+
+const appSchema = appShape
   .superRefine((a, ctx) => {
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
     a.backups.forEach((b, i) => {
@@ -138,9 +152,10 @@ export class AppObjectError extends Error {
   constructor(
     readonly tag: string,
     readonly field: string,
-    message: string,
+    /** What is wrong with the field, without the tag and field. */
+    readonly detail: string,
   ) {
-    super(`application ${tag || '(no tag)'}: ${field ? `${field}: ` : ''}${message}`);
+    super(`application ${tag || '(no tag)'}: ${field ? `${field}: ` : ''}${detail}`);
   }
 }
 
@@ -171,4 +186,9 @@ export function validateApp(input: unknown, nodes?: readonly string[]): AppObjec
 /** PRIMARY, then the BACKUP servers in order: the servers that may host the application. */
 export function serversOf(app: AppObject): string[] {
   return [app.primary, ...app.backups];
+}
+
+/** A newly registered application: loading on its PRIMARY (seed 002 FIG. 6 step 604). Throws AppObjectError. */
+export function newApp(spec: AppSpec, nodes: readonly string[] | undefined, now: number): AppObject {
+  return validateApp({ ...spec, host: spec.primary, state: 'loading', since: now }, nodes);
 }

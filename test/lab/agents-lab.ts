@@ -24,19 +24,22 @@ export interface AgentsLab {
   dir: string;
   /** The agents the test starts: killed after it. */
   agents: CliProcess[];
-  /** 198.18.SUBNET.100/24, added on host a's eth0: the service address its peer takes over. */
+  /** 198.18.SUBNET.100/24, added on host a's eth0 (unless addVip is false): the service address its peer takes over. */
   vip: string;
   /** A host's heartbeat links, port 7400: id 0 on eth0, id 1 on eth1 when the lab has a failsafe link. */
   links: (host: string) => Array<{ id: number; address: string; port: number }>;
 }
 
-/** A lab, a scratch directory named after `prefix`, a's service address, and the agents' list. */
-export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefix: string): Promise<AgentsLab> {
+/**
+ * A lab, a scratch directory named after `prefix`, a's service address, and the agents' list.
+ * `addVip: false` leaves the address off a (a cluster manager adds it where the service runs).
+ */
+export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefix: string, { addVip = true } = {}): Promise<AgentsLab> {
   const lab = await Lab.create(options);
   const m = { lab, dir: mkdtempSync(path.join(tmpdir(), prefix)), agents: [] as CliProcess[] };
   made.push(m);
   const vip = `198.18.${lab.subnet}.100`;
-  await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
+  if (addVip) await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
   const links = (host: string) => {
     const h = lab.host(host);
     return [{ id: 0, address: h.ipv4, port: 7400 }, ...(h.failsafe ? [{ id: 1, address: h.failsafe.ipv4, port: 7400 }] : [])];

@@ -19,12 +19,12 @@ describe('registration on load (seed 002 FIG. 6)', () => {
 
 describe('failover (FIG. 7A)', () => {
   it('the first live server after the dead HOST claims it; the others wait; nobody while the HOST is alive', () => {
-    expect(nextStep(app(), view('b', ['b', 'c']))).toEqual({ kind: 'claim', why: 'a failed' });
+    expect(nextStep(app(), view('b', ['b', 'c']))).toEqual({ kind: 'claim', why: 'a failed', failover: true });
     expect(nextStep(app(), view('c', ['b', 'c']))).toMatchObject({ kind: 'wait', why: 'a is dead: b comes first' });
-    expect(nextStep(app(), view('c', ['c']))).toEqual({ kind: 'claim', why: 'a failed' });
+    expect(nextStep(app(), view('c', ['c']))).toEqual({ kind: 'claim', why: 'a failed', failover: true });
     expect(nextStep(app(), view('b', ['a', 'b']))).toMatchObject({ kind: 'none' });
     // A backup HOST that dies goes back to the live PRIMARY first.
-    expect(nextStep(app({ host: 'b' }), view('a', ['a', 'c']))).toEqual({ kind: 'claim', why: 'b failed' });
+    expect(nextStep(app({ host: 'b' }), view('a', ['a', 'c']))).toEqual({ kind: 'claim', why: 'b failed', failover: true });
   });
 
   it('a HOST silent on the LAN whose lease in the store is live is not failed over', () => {
@@ -46,16 +46,17 @@ describe('failover (FIG. 7A)', () => {
 });
 
 describe('failback (FIG. 7B) and operator requests', () => {
-  it('AUTO-RECOVER on: the backup HOST releases to the live primary, which claims it', () => {
-    expect(nextStep(app({ host: 'b' }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'release', to: 'a' });
-    expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('a', ['a', 'b']))).toEqual({ kind: 'claim', why: 'released by b' });
+  it('AUTO-RECOVER on: the backup HOST releases to the live primary, which claims it; not after an operator put it there', () => {
+    expect(nextStep(app({ host: 'b', failedOver: true }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'release', to: 'a' });
+    expect(nextStep(app({ host: 'b', failedOver: false }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'none' });
+    expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('a', ['a', 'b']))).toEqual({ kind: 'claim', why: 'released by b', failover: false });
     expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('b', ['a', 'b']))).toMatchObject({ kind: 'wait' });
     // Released to a node that died meanwhile: taken back.
     expect(nextStep(app({ host: 'b', state: 'released', releasedTo: 'a' }), view('b', ['b']))).toMatchObject({ kind: 'claim' });
   });
 
   it('AUTO-RECOVER off: the backup keeps it until an operator asks, then releases', () => {
-    expect(nextStep(app({ host: 'b', autoRecover: false }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'wait', why: expect.stringContaining('takeover app failback db') });
+    expect(nextStep(app({ host: 'b', autoRecover: false, failedOver: true }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'wait', why: expect.stringContaining('takeover app failback db') });
     expect(nextStep(app({ host: 'b', autoRecover: false, request: { kind: 'move', to: 'a', by: 'op', at: 1 } }), view('b', ['a', 'b'], 'running'))).toMatchObject({ kind: 'release', to: 'a' });
   });
 
