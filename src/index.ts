@@ -80,3 +80,17 @@ export { fenceKey, clusterKeys, formatKey, parseKey } from './fence/fence-keys.j
 export { DiskHeartbeatWriter, DiskHeartbeatWatcher, DiskPulseJudge } from './monitor/disk-heartbeat.js';
 export type { DiskSample, DiskVerdict } from './monitor/disk-heartbeat.js';
 export type { SgIoReply } from './native.js';
+
+// The cluster manager (seed 002): clustered applications in a store, and the library side of a cluster-aware application.
+export { ClusterApp, NotHostError } from './cluster/cluster-app.js';
+export type { WaitOptions } from './cluster/cluster-app.js';
+export { ClusterStore, AppRegistrationError } from './cluster/cluster-store.js';
+export type { StoredApp, HostChange, ChangeNote } from './cluster/cluster-store.js';
+export { FileBackend } from './cluster/file-backend.js';
+export { StoreConflictError, StoreUnavailableError } from './cluster/store-backend.js';
+export type { StoreBackend, NodeLease, RawRecord } from './cluster/store-backend.js';
+export { AppObjectError, validateApp, newApp, APP_TYPES, APP_STATES } from './cluster/app-object.js';
+export type { AppObject, AppSpec, AppType, AppState } from './cluster/app-object.js';
+export { openClusterStore } from './cluster/open-store.js';
+export { nextStep, registration } from './cluster/app-decisions.js';
+export type { Registration, Step } from './cluster/app-decisions.js';

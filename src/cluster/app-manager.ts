@@ -83,6 +83,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   private readonly cache = new Map<string, StoredApp>();
   private readonly runners = new Map<string, InstanceMonitor>();
   private readonly stopping = new Set<string>();
+  /** Applications without a COMMAND set up here (address taken): they run by other means. */
+  private readonly hosted = new Set<string>();
   private readonly notes = new Map<string, string>();
   private readonly queued = new Set<string>();
   private running: Promise<void> | undefined;
@@ -145,7 +147,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     this.stopWatch?.();
     await this.running;
     const alive = this.alive();
-    for (const tag of [...this.runners.keys()]) {
+    for (const tag of [...this.runners.keys(), ...this.hosted]) {
       const s = await this.options.store.get(tag).catch(() => undefined);
       const to = s?.app.host === this.me ? failoverOrder(s.app, this.me).find((n) => alive.has(n)) : undefined;
       const step: Step = to !== undefined ? { kind: 'release', to, why: `${this.me}'s agent stops: handed over to ${to}` } : { kind: 'stop', why: `${this.me}'s agent stops`, planned: true };
@@ -187,7 +189,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   private local(tag: string): LocalState {
     if (this.stopping.has(tag)) return 'stopping';
     const r = this.runners.get(tag);
-    if (r === undefined) return 'stopped';
+    if (r === undefined) return this.hosted.has(tag) ? 'running' : 'stopped';
     switch (r.state) {
       case 'up':
       case 'hung':
@@ -217,7 +219,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     }
     this.cache.set(tag, stored);
     const a = stored.app.address;
-    if (a && stored.app.host !== this.me && !this.runners.has(tag) && !this.stopping.has(tag) && hasAddress(a)) {
+    if (a && stored.app.host !== this.me && !this.runners.has(tag) && !this.hosted.has(tag) && !this.stopping.has(tag) && hasAddress(a)) {
       // Left here by an earlier life (this node died holding it, or its agent was killed): the
       // HOST holds it now, and two holders would split the clients between them.
       await this.act(tag, stored, { kind: 'stop', why: `the service address ${a.address} was left here while ${stored.app.host ?? 'no server'} is HOST` });
@@ -321,7 +323,10 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       }
     }
     this.options.publish([this.member(app, this.me, 'COMING_UP', this.reasonOf(s))]);
-    if (app.command === undefined) return; // a cluster-aware application started by other means registers itself
+    if (app.command === undefined) {
+      this.hosted.add(app.tag); // a cluster-aware application started by other means says itself when it is up (ClusterApp.ready())
+      return;
+    }
     const r = this.runner(app);
     await r.restart().catch(async (err: Error) => {
       await r.stop().catch(() => undefined);
@@ -332,6 +337,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Stops the application here (its unload COMMAND first, if any) and releases its address. */
   private async stopHere(tag: string, app: AppObject | undefined, reason: string, publish = true): Promise<void> {
     const r = this.runners.get(tag);
+    const wasHosted = this.hosted.delete(tag);
     this.stopping.add(tag);
     try {
       if (r && app?.command?.unload && r.state !== 'stopped') {
@@ -341,7 +347,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       this.runners.delete(tag);
       const a = app?.address;
       if (a) releaseAddress(a);
-      if (publish && app && r) this.options.publish([this.member(app, this.me, 'DOWN', reason)]);
+      if (publish && app && (r || wasHosted)) this.options.publish([this.member(app, this.me, 'DOWN', reason)]);
     } finally {
       this.stopping.delete(tag);
     }
@@ -349,7 +355,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
 
   /** Stops everything run here (lease lost): the store is not written (it cannot be). */
   private async stopAll(why: string): Promise<void> {
-    for (const [tag] of this.runners) {
+    for (const tag of [...this.runners.keys(), ...this.hosted]) {
       this.notes.set(tag, why);
       await this.stopHere(tag, this.cache.get(tag)?.app, 'failure').catch(() => undefined);
     }
