@@ -136,7 +136,7 @@ async function load(store: ClusterStore, tag: string, on: string | undefined, wa
   const to = on ?? s.app.primary;
   if (s.app.host !== null) throw new UsageError(`application ${tag} is hosted by ${s.app.host} (${s.app.state}): nothing to load (app switchover moves it)`);
   if (!serversOf(s.app).includes(to)) throw new UsageError(`--on ${to}: not a server of ${tag} (${serversOf(s.app).join(', ')})`);
-  await store.update(s, { ...s.app, host: to, state: 'loading', failedOver: false }, { ...operator(), why: 'loaded by an operator' });
+  await store.update(s, { ...s.app, host: to, state: 'loading', failedOver: false, failedOn: [] }, { ...operator(), why: 'loaded by an operator' });
   return waitUntil(store, tag, waitMs, (a) => a.host === to && a.state === 'up', `loaded on ${to}`);
 }
 

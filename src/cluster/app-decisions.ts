@@ -16,8 +16,13 @@ export type LocalState = 'stopped' | 'starting' | 'running' | 'stopping' | 'not-
 
 export interface NodeView {
   me: string;
-  /** Nodes this node's heartbeats say are alive (itself included), as the quorum gate passes them on. */
+  /**
+   * Nodes this node does not know to be dead (itself included): their death did not come through
+   * the quorum gate, and they were heard, or the agent started too recently to have heard them.
+   */
   alive: ReadonlySet<string>;
+  /** Of those, the ones actually heard: where an application may be handed (a node not heard yet may not be running at all). */
+  heard: ReadonlySet<string>;
   /** Nodes whose lease in the store is live: a node alive there is not dead, whatever the LAN says. */
   leased: ReadonlySet<string>;
   local: LocalState;
@@ -72,7 +77,7 @@ export function nextStep(app: AppObject, v: NodeView): Step {
     }
     if (app.state === 'failed') return runsHere ? { kind: 'stop', why: 'failed' } : { kind: 'none', why: 'failed' };
     if (v.local === 'not-restarting') {
-      const next = failoverOrder(app, v.me).find((n) => v.alive.has(n));
+      const next = failoverOrder(app, v.me).find((n) => v.heard.has(n) && !app.failedOn.includes(n));
       return { kind: 'hand-on', to: next ?? null, why: `it could not be kept running on ${v.me}` };
     }
     if (app.request?.kind === 'unload') return { kind: 'unload', why: `unload asked for by ${app.request.by}` };

@@ -43,6 +43,13 @@ export interface AppManagerOptions {
   peers: () => ReadonlyArray<{ node: string; heard: boolean }>;
   /** How long a peer never heard counts as alive after the start (ms): the detector's timeout and then some. */
   startGraceMs: number;
+  /**
+   * Whether this node hears a strict majority of the cluster's nodes, itself included. A peer
+   * never heard since the start is presumed dead (after startGraceMs) only then: a node starting
+   * alone, or one of two, cannot tell a dead peer from one not started yet (corosync's
+   * wait_for_all), and would otherwise take over everything at a cluster's cold start.
+   */
+  hearsMajority: () => boolean;
   /** This node's lease in the store: its TTL (ms). A HOST whose lease is live is not failed over. */
   leaseTtlMs: number;
   /** Where the records and stderr of the applications run here go (the agent's stateDir). */
@@ -180,10 +187,15 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     this.running = pass().finally(() => (this.running = undefined));
   }
 
-  /** This node and the peers alive as far as this node may act on (see `peers`). */
+  /** This node and the peers not known to be dead (see `peers`). */
   alive(): Set<string> {
-    const grace = now() - this.startedAt < this.options.startGraceMs;
-    return new Set([this.me, ...this.options.peers().filter((p) => !this.dead.has(p.node) && (p.heard || grace)).map((p) => p.node)]);
+    const presume = now() - this.startedAt >= this.options.startGraceMs && this.options.hearsMajority();
+    return new Set([this.me, ...this.options.peers().filter((p) => !this.dead.has(p.node) && (p.heard || !presume)).map((p) => p.node)]);
+  }
+
+  /** This node and the peers heard and not known to be dead: where an application may be handed. */
+  private heard(): Set<string> {
+    return new Set([this.me, ...this.options.peers().filter((p) => !this.dead.has(p.node) && p.heard).map((p) => p.node)]);
   }
 
   private local(tag: string): LocalState {
@@ -225,7 +237,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       await this.act(tag, stored, { kind: 'stop', why: `the service address ${a.address} was left here while ${stored.app.host ?? 'no server'} is HOST` });
       return;
     }
-    const step = nextStep(stored.app, { me: this.me, alive: this.alive(), leased: this.leased, local: this.local(tag) });
+    const step = nextStep(stored.app, { me: this.me, alive: this.alive(), heard: this.heard(), leased: this.leased, local: this.local(tag) });
     if (step.kind === 'none' || step.kind === 'wait') {
       this.notes.set(tag, step.why);
       return;
@@ -268,7 +280,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
         return;
       case 'mark-up': {
         const s = stored!;
-        await store.update(s, { ...s.app, state: 'up' }, note('loaded'));
+        await store.update(s, { ...s.app, state: 'up', failedOn: [] }, note('loaded'));
         this.options.publish([this.member(s.app, this.me, 'UP', this.reasonOf(s))]);
         return;
       }
@@ -286,10 +298,10 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       }
       case 'hand-on': {
         const s = stored!;
-        this.options.publish([this.member(s.app, this.me, 'NOT_RESTARTING', 'failure')]);
         await this.stopHere(tag, s.app, 'failure', false);
         const next = step.to === null ? { host: null, state: 'failed' as const } : { host: step.to, state: 'loading' as const, failedOver: true };
-        await store.update(s, { ...s.app, ...next, request: undefined }, note(step.to === null ? `${step.why}, and no other server is alive to take it` : `${step.why}: handed to ${step.to}`));
+        await store.update(s, { ...s.app, ...next, failedOn: [...s.app.failedOn, this.me], request: undefined }, note(step.to === null ? `${step.why}, and no other server is alive to take it` : `${step.why}: handed to ${step.to}`));
+        this.options.publish([this.member(s.app, this.me, 'NOT_RESTARTING', 'failure')]);
         return;
       }
     }
@@ -304,10 +316,11 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     const app = s.app;
     const missing = await missingResources(app.resources);
     if (missing.length > 0) {
-      const next = serversOf(app).filter((n) => n !== this.me && this.alive().has(n) && this.lastHost(s) !== n)[0];
+      const heard = this.heard();
+      const next = failoverOrder(app, this.me).find((n) => heard.has(n) && !app.failedOn.includes(n));
       const why = `${this.me} lacks its resources (${missing.join('; ')})`;
       const to = next === undefined ? { host: null, state: 'failed' as const } : { host: next, state: 'loading' as const, failedOver: true };
-      await this.options.store.update(s, { ...app, ...to }, { by: this.me, why: next === undefined ? `${why}, and no other server is alive to take it` : `${why}: handed to ${next}` });
+      await this.options.store.update(s, { ...app, ...to, failedOn: [...app.failedOn, this.me] }, { by: this.me, why: next === undefined ? `${why}, and no other server is alive to take it` : `${why}: handed to ${next}` });
       return;
     }
     const prev = this.lastHost(s);

@@ -93,6 +93,12 @@ const appShape = z.strictObject({
    * or a failback's choice: only then does AUTO-RECOVER move it back to PRIMARY.
    */
   failedOver: z.boolean().default(false),
+  /**
+   * The servers that could not keep it running, or lacked its RESOURCE LIST, since it last ran:
+   * a hand-on skips them (so two failing servers do not pass it back and forth). Cleared once
+   * it is up, and by an operator's `app load`.
+   */
+  failedOn: z.array(name).max(17).default([]),
   /** With `released`: the node the HOST released it for. */
   releasedTo: name.optional(),
   /**
@@ -111,7 +117,7 @@ const appShape = z.strictObject({
  * what it is and where it may run, without what the cluster manager keeps (HOST, state, since,
  * marker, requests). `newApp` makes the object.
  */
-export const appSpecSchema = appShape.omit({ host: true, state: true, since: true, failedOver: true, releasedTo: true, request: true, marker: true });
+export const appSpecSchema = appShape.omit({ host: true, state: true, since: true, failedOver: true, failedOn: true, releasedTo: true, request: true, marker: true });
 export type AppSpec = z.input<typeof appSpecSchema>;
 
 const appSchema = appShape

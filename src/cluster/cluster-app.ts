@@ -66,7 +66,7 @@ export class ClusterApp {
       if (spec.tag !== this.tag || spec.primary !== this.node) throw new AppRegistrationError(this.tag, 'EAPPUNKNOWN', `is created by its PRIMARY with its own TAG (spec: ${spec.tag} on ${spec.primary}, here: ${this.tag} on ${this.node})`);
       await this.store.create(newApp(spec, undefined, Date.now()), note);
     } else if (decided.kind === 'become-host') {
-      await this.store.update(current!, { ...current!.app, host: this.node, state: 'loading', failedOver: false }, note);
+      await this.store.update(current!, { ...current!.app, host: this.node, state: 'loading', failedOver: false, failedOn: [] }, note);
     }
     return decided;
   }

@@ -56,6 +56,8 @@ async function pgData(): Promise<{ dataDir: string; command: string[] }> {
 
 interface Cluster extends AgentsLab {
   store: string;
+  /** `takeover app register` of the application (for a cluster made with inConfig false). */
+  register(): Promise<void>;
   start(n: string): Promise<Cli>;
   apps(): Promise<Array<Record<string, unknown>>>;
   holders(): Promise<string[]>;
@@ -63,22 +65,32 @@ interface Cluster extends AgentsLab {
   kill(n: string): Promise<void>;
 }
 
-async function cluster(prefix: string, appOf: (l: AgentsLab) => Record<string, unknown>): Promise<Cluster> {
-  const l = await agentsLab({ hosts: ['a', 'b', 'c'] }, prefix, { addVip: false });
+/**
+ * Agents on `nodes` (the other lab hosts are clients), one application, the embedded store.
+ * `inConfig: false`: the application is not in the agents' `apps`; `register()` registers it
+ * with the CLI once they run.
+ */
+async function cluster(prefix: string, appOf: (l: AgentsLab) => Record<string, unknown>, nodes = ['a', 'b'], hosts = ['a', 'b', 'c'], inConfig = true): Promise<Cluster> {
+  const l = await agentsLab({ hosts }, prefix, { addVip: false });
   const app = appOf(l);
   const store = path.join(l.dir, 'store', 'apps.json');
-  for (const n of ['a', 'b']) {
+  for (const n of nodes) {
     writeFileSync(path.join(l.dir, `${n}.json`), JSON.stringify({
       cluster: 'apps', node: n, database: 'db', key: 'the cluster apps key', control: path.join(l.dir, `${n}.sock`), stateDir: path.join(l.dir, `state-${n}`), incarnationFile: path.join(l.dir, `${n}.incarnation`),
-      heartbeat: { intervalMs: INTERVAL, misses: 3, links: l.links(n) }, notify: { port: 0 }, quorum: { twoNode: true },
-      peers: [{ node: n === 'a' ? 'b' : 'a', links: l.links(n === 'a' ? 'b' : 'a') }],
+      heartbeat: { intervalMs: INTERVAL, misses: 3, links: l.links(n) }, notify: { port: 0 }, quorum: { twoNode: nodes.length === 2 },
+      peers: nodes.filter((p) => p !== n).map((p) => ({ node: p, links: l.links(p) })),
       store: { file: store, leaseMs: LEASE_MS },
-      apps: [app],
+      apps: inConfig ? [app] : [],
     }));
   }
+  writeFileSync(path.join(l.dir, 'app.json'), JSON.stringify(app));
   const c: Cluster = {
     ...l,
     store,
+    register: async () => {
+      const r = await runCli(['app', 'register', path.join(l.dir, 'app.json'), '--config', path.join(l.dir, `${nodes[0]}.json`)]);
+      if (r.code !== 0) throw new Error(`app register: ${r.stderr}`);
+    },
     start: async (n) => {
       const agent = startCli(['agent', '--config', path.join(l.dir, `${n}.json`)], { netns: l.lab.host(n).ns });
       l.agents.push(agent);
@@ -92,7 +104,7 @@ async function cluster(prefix: string, appOf: (l: AgentsLab) => Record<string, u
     },
     holders: async () => {
       const out: string[] = [];
-      for (const n of ['a', 'b']) if ((await l.lab.exec(n, 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout.includes(` ${l.vip}/`)) out.push(n);
+      for (const n of nodes) if ((await l.lab.exec(n, 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout.includes(` ${l.vip}/`)) out.push(n);
       return out;
     },
     kill: async (n) => {
@@ -192,5 +204,55 @@ describe('cluster manager: PostgreSQL on the embedded store', () => {
     expect(await c.holders()).toEqual(['a']);
     expect(published(b).filter((e) => e.service === 'pg')).toEqual([]);
     await c.lab.heal('a');
+  }, 120_000);
+});
+
+describe('cluster manager: the next server when one cannot host it', () => {
+  const server = (l: AgentsLab, over: Record<string, unknown>) => ({
+    tag: 'web', type: 'cluster-capable', primary: 'a', backups: ['b', 'c'],
+    // A TCP server that runs until stopped (the lab's fixtures end with their stdin).
+    command: { load: [process.execPath, '-e', "require('net').createServer(() => {}).listen(7000)"], stopGraceMs: 1000 },
+    restart: { maxFailures: 0, windowMs: 10_000, backoffMs: 100 },
+    address: { address: l.vip, prefixLength: 24, interface: 'eth0', port: 7000 },
+    ...over,
+  });
+
+  it('a backup that lacks a resource (RESOURCE LIST) hands it on to the next one', async () => {
+    const extra = (l: AgentsLab) => `198.18.${l.lab.subnet}.200`;
+    const c = await cluster('tko-apps3-', (l) => server(l, { resources: { addresses: [extra(l)] } }), ['a', 'b', 'c'], ['a', 'b', 'c'], false);
+    for (const n of ['a', 'c']) await c.lab.exec(n, 'ip', ['addr', 'add', `${extra(c)}/32`, 'dev', 'lo']); // b lacks it
+    await c.start('a');
+    const b = await c.start('b');
+    const cc = await c.start('c');
+    await c.register();
+    await until('web up on a', () => hostState(c, 'a'), 30_000).catch(async (e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(await c.apps())} ${c.agents.map((a) => logOf(a).filter((x) => x.app !== undefined).map((x) => JSON.stringify(x)).join('\n')).join('\n----\n')}`);
+    });
+    await c.kill('a');
+    await until('web up on c', () => hostState(c, 'c'), 20_000);
+    expect(await c.holders()).toContain('c');
+    expect(await c.holders()).not.toContain('b');
+    const history = JSON.parse((await runCli(['history', 'web', '--json', '--config', path.join(c.dir, 'b.json')])).stdout) as Array<{ by: string; why: string; to: { host: string | null } }>;
+    expect(history.find((h) => h.by === 'b' && h.to.host === 'c')?.why).toMatch(/^b lacks its resources \(address 198\.18\.\d+\.200 is not on this node\): handed to c$/);
+    expect(published(cc).filter((e) => e.service === 'web' && e.status === 'UP' && e.instance === 'web@c'), logOf(cc).filter((x) => x.app !== undefined || x.msg === 'published').map((x) => JSON.stringify(x).slice(0, 300)).join('\n')).toHaveLength(1);
+    void b;
+  }, 120_000);
+
+  it('a COMMAND that cannot start on any server: NOT_RESTARTING on each, then failed with no HOST; app load tries again', async () => {
+    const c = await cluster('tko-apps3f-', (l) => server(l, { command: { load: ['/nonexistent/web'] } }), ['a', 'b', 'c'], ['a', 'b', 'c'], false);
+    const agents = [await c.start('a'), await c.start('b'), await c.start('c')];
+    await until('the agents hear each other', async () => (agents.every((a) => logOf(a).filter((x) => x.msg === 'node-up').length >= 2) ? true : undefined), 10_000);
+    await c.register();
+    await until('web failed everywhere', async () => ((await c.apps())[0]?.state === 'failed' ? true : undefined), 30_000).catch(async (e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(await c.apps())}\n${agents.map((a) => logOf(a).filter((x) => x.app !== undefined).map((x) => JSON.stringify(x).slice(0, 300)).join('\n')).join('\n-----\n')}`);
+    });
+    await new Promise((r) => setTimeout(r, 300)); // the last NOT_RESTARTING is published just after the write
+    expect(await c.apps()).toMatchObject([{ host: null, state: 'failed' }]);
+    const notRestarting = agents.flatMap((a) => published(a)).filter((e) => e.service === 'web' && e.status === 'NOT_RESTARTING').map((e) => e.node).sort();
+    expect(notRestarting, agents.map((a) => logOf(a).filter((x) => x.app !== undefined || x.msg === 'published').map((x) => JSON.stringify(x).slice(0, 300)).join('\n')).join('\n-----\n')).toEqual(['a', 'b', 'c']);
+    expect(await c.holders()).toEqual([]);
+    const r = await runCli(['app', 'load', 'web', '--config', path.join(c.dir, 'a.json'), '--wait-ms', '500']);
+    expect(r.code).toBe(1); // loaded on a, which fails again: not up within the wait
+    expect(r.stderr).toMatch(/not loaded on a within 500 ms/);
   }, 120_000);
 });

@@ -5,7 +5,7 @@ import { type AppObjectInput, validateApp } from '../../src/cluster/app-object.j
 import { type LocalState, nextStep, registration } from '../../src/cluster/app-decisions.js';
 
 const app = (over: Partial<AppObjectInput> = {}) => validateApp({ tag: 'db', type: 'cluster-capable', command: { load: ['/bin/true'] }, host: 'a', primary: 'a', backups: ['b', 'c'], state: 'up', since: 1, ...over });
-const view = (me: string, alive: string[], local: LocalState = 'stopped', leased: string[] = []) => ({ me, alive: new Set(alive), leased: new Set(leased), local });
+const view = (me: string, alive: string[], local: LocalState = 'stopped', leased: string[] = [], heard = alive) => ({ me, alive: new Set(alive), heard: new Set(heard), leased: new Set(leased), local });
 
 describe('registration on load (seed 002 FIG. 6)', () => {
   it('each branch: not registered, unloaded by an operator, phoenixing primary, both failed, a backup', () => {
@@ -37,6 +37,10 @@ describe('failover (FIG. 7A)', () => {
     expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b'], 'running'))).toEqual({ kind: 'mark-up' });
     expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b', 'c'], 'not-restarting'))).toMatchObject({ kind: 'hand-on', to: 'c' });
     expect(nextStep(app({ host: 'b', state: 'loading' }), view('b', ['b'], 'not-restarting'))).toMatchObject({ kind: 'hand-on', to: null });
+    // Not back to a server that failed it already (no ping-pong), nor to a node not heard yet (its agent may not run).
+    expect(nextStep(app({ host: 'b', state: 'loading', failedOn: ['a'] }), view('b', ['a', 'b', 'c'], 'not-restarting'))).toMatchObject({ kind: 'hand-on', to: 'c' });
+    expect(nextStep(app({ host: 'c', state: 'loading', failedOn: ['a', 'b'] }), view('c', ['a', 'b', 'c'], 'not-restarting'))).toMatchObject({ kind: 'hand-on', to: null });
+    expect(nextStep(app({ host: 'a', state: 'loading' }), view('a', ['a', 'b', 'c'], 'not-restarting', [], ['a', 'c']))).toMatchObject({ kind: 'hand-on', to: 'c' });
   });
 
   it('a node that runs it but is not HOST stops it (a HOST moved while it was cut off)', () => {
