@@ -114,6 +114,15 @@ export class Lab {
     await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], rules);
   }
 
+  /**
+   * The node dies: silent at once (killSilently 'nft'), then every process in its namespace is
+   * SIGKILLed (its agent, its services). heal() makes it reachable again, with nothing running.
+   */
+  async crash(host: string): Promise<void> {
+    await this.killSilently(host, 'nft');
+    await killNamespaceProcesses(this.host(host).ns);
+  }
+
   /** Undoes killSilently(host, 'nft'): the host is heard again (a partition heals). */
   async heal(host: string): Promise<void> {
     const h = this.host(host);

@@ -61,7 +61,7 @@ interface Cluster extends AgentsLab {
   start(n: string): Promise<Cli>;
   apps(): Promise<Array<Record<string, unknown>>>;
   holders(): Promise<string[]>;
-  /** Node n dies: silent on the network (nft, ARP included), then every process in it SIGKILLed. */
+  /** Node n dies: silent on the network (nft, ARP included), then every process in it SIGKILLed (Lab.crash). */
   kill(n: string): Promise<void>;
 }
 
@@ -107,17 +107,7 @@ async function cluster(prefix: string, appOf: (l: AgentsLab) => Record<string, u
       for (const n of nodes) if ((await l.lab.exec(n, 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout.includes(` ${l.vip}/`)) out.push(n);
       return out;
     },
-    kill: async (n) => {
-      await l.lab.killSilently(n, 'nft');
-      const pids = (await run('ip', ['netns', 'pids', l.lab.host(n).ns])).stdout.split('\n').filter(Boolean);
-      for (const p of pids) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          // gone already
-        }
-      }
-    },
+    kill: (n) => l.lab.crash(n),
   };
   return c;
 }
