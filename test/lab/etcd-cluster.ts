@@ -53,6 +53,8 @@ export interface EtcdCluster {
   member(name: string): EtcdMember;
   /** Waits until every running member has a leader and serves a linearizable read. */
   waitHealthy(timeoutMs?: number): Promise<void>;
+  /** The member the running members name as their leader (etcdctl endpoint status), or undefined while they name none or disagree. */
+  leader(): Promise<EtcdMember | undefined>;
   /** etcdctl against the running members' endpoints (from a member's namespace when in a lab). */
   etcdctl(args: string[], timeoutMs?: number): Promise<string>;
   destroy(): Promise<void>;
@@ -218,6 +220,19 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
       const up = members.filter((m) => m.running);
       const from = lab ? placement[members.indexOf(up[0] ?? members[0]!)]!.ns : undefined;
       return etcdctlIn(from)(['--endpoints', (up.length ? up : members).map((m) => m.clientUrl).join(','), ...args], timeoutMs);
+    },
+    async leader() {
+      // Member ids are 64-bit: read them as strings, not JSON numbers (which would round them).
+      const text = await cluster.etcdctl(['endpoint', 'status', '-w', 'json'], 2000);
+      const seen = text.split('{"Endpoint":').slice(1).map((part) => ({
+        url: /^"([^"]+)"/.exec(part)?.[1],
+        id: /"member_id":(\d+)/.exec(part)?.[1],
+        leader: /"leader":(\d+)/.exec(part)?.[1],
+      }));
+      const named = new Set(seen.map((s) => s.leader));
+      if (named.size !== 1) return undefined;
+      const url = seen.find((s) => s.id === [...named][0])?.url;
+      return members.find((m) => m.clientUrl === url);
     },
     async waitHealthy(timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;
