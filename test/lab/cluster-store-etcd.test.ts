@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterStore } from '../../src/cluster/cluster-store.js';
 import { EtcdBackend } from '../../src/cluster/etcd-backend.js';
 import { FileBackend } from '../../src/cluster/file-backend.js';
+import { Lab } from '../../src/lab/lab.js';
 import type { StoreBackend } from '../../src/cluster/store-backend.js';
 import { app, storeContract } from '../store-contract.js';
 import { type EtcdCluster, type EtcdMember, startEtcdCluster } from './etcd-cluster.js';
@@ -276,5 +277,30 @@ describe('etcd store engine', () => {
         `file engine (lock, fsync, rename) for reference: median ${f(file.median)} ms, p99 ${f(file.p99)} ms`,
     );
     expect(etcd.median).toBeLessThan(100);
+  });
+});
+
+describe('etcd cluster harness in lab hosts', () => {
+  it('places one member per lab host: another host reaches the cluster, and with one member cut off the other two still serve it', async () => {
+    const lab = await Lab.create({ hosts: ['e1', 'e2', 'e3', 'a'] });
+    try {
+      const c = await startEtcdCluster({ lab, hosts: ['e1', 'e2', 'e3'] });
+      try {
+        expect(c.endpoints).toEqual(['e1', 'e2', 'e3'].map((h) => `http://${lab.host(h).ipv4}:2379`));
+        const ctl = (endpoints: string[], args: string[]) => lab.exec('a', 'timeout', ['5', 'etcdctl', '--dial-timeout', '1s', '--command-timeout', '2s', '--endpoints', endpoints.join(','), ...args]);
+        await ctl(c.endpoints, ['put', 'k', 'v1']);
+        await lab.killSilently('e1'); // e1 runs on, unheard
+        // If e1 led, the other two elect a leader first (election timeout 500 ms).
+        await eventually(() => ctl(c.endpoints.slice(1), ['put', 'k', 'v2']), 8000, 'a write without e1');
+        expect((await ctl(c.endpoints.slice(1), ['get', 'k', '--print-value-only'])).stdout.trim()).toBe('v2');
+        await expect(ctl([c.endpoints[0]!], ['get', 'k'])).rejects.toThrow();
+        await lab.heal('e1');
+        await c.waitHealthy();
+      } finally {
+        await c.destroy();
+      }
+    } finally {
+      await lab.destroy();
+    }
   });
 });
