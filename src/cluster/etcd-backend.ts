@@ -53,18 +53,29 @@ export interface EtcdBackendOptions {
 /** How often the lease watchdog looks whether the last renewal is older than the TTL. */
 const LEASE_CHECK_MS = 100;
 
+/** etcd's refusals of a request as such (too large for it or for its gRPC server): final, and nothing was written. */
+function refused(err: unknown): boolean {
+  return err instanceof Error && /etcdserver: request is too large|received message larger than max/.test(err.message);
+}
+
 /** Errors after which the request surely did not take effect: it was never sent, or etcd refused it before proposing it. */
 function surelyNotApplied(err: unknown): boolean {
-  if (isBrokenCircuitError(err)) return true;
+  if (isBrokenCircuitError(err) || refused(err)) return true;
   const m = err instanceof Error ? err.message : String(err);
   return /No connection established|ECONNREFUSED|Waiting for LB pick|etcdserver: no leader|raft proposal dropped|etcdserver: too many requests|etcdserver: not capable|Connection pool has no hosts/.test(m);
 }
 
 /** Errors of the cluster's or a member's state, worth another attempt on another member; anything else (a request etcd refuses) is final. */
 function transient(err: unknown): boolean {
+  if (refused(err)) return false;
   if (isBrokenCircuitError(err)) return true;
   if (err instanceof Error && isRecoverableError(err)) return true;
   return surelyNotApplied(err);
+}
+
+/** A write that failed so may still take effect: no answer came (a refusal from etcd is an answer: nothing was written). */
+function mayHaveApplied(err: unknown): boolean {
+  return transient(err) && !surelyNotApplied(err);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -125,7 +136,8 @@ export class EtcdBackend implements StoreBackend {
   async compareAndSwap(tag: string, expected: number, record: unknown): Promise<number> {
     if (!Number.isSafeInteger(expected) || expected < 0) throw new RangeError(`expected revision must be a non-negative integer: ${expected}`);
     const key = this.key(tag);
-    const value = record === null ? undefined : JSON.stringify(record);
+    const value = record === null ? undefined : (JSON.stringify(record) as string | undefined);
+    if (record !== null && value === undefined) throw new TypeError(`the record of ${tag} is not JSON (${typeof record}): only null deletes`);
     let uncertain = false; // an earlier attempt of this call may have taken effect
     return this.call(`compare-and-swap of ${tag}`, true, async (deadline) => {
       const txn = this.ns.if(key, expected === 0 ? 'Create' : 'Mod', '==', expected).options({ deadline });
@@ -135,7 +147,7 @@ export class EtcdBackend implements StoreBackend {
       try {
         res = await txn.commit();
       } catch (err) {
-        if (!surelyNotApplied(err)) uncertain = true;
+        if (mayHaveApplied(err)) uncertain = true;
         throw err;
       }
       if (res.succeeded) return value === undefined ? 0 : Number(res.header.revision);
@@ -357,7 +369,7 @@ export class EtcdBackend implements StoreBackend {
       } catch (err) {
         if (err instanceof StoreConflictError || err instanceof StoreUnavailableError) throw err;
         last = err;
-        if (write && !surelyNotApplied(err)) maybeWritten = true;
+        if (write && mayHaveApplied(err)) maybeWritten = true;
         if (!transient(err) || this.closed) {
           throw new StoreUnavailableError(this.location, `${what} failed: ${(err as Error).message}`, { cause: err, maybeWritten });
         }

@@ -232,6 +232,18 @@ describe('etcd store engine', () => {
     await eventually(async () => (['a', 'db', 'x'].every((t) => changed.includes(t)) ? true : undefined), 5000, `a, db and x reported after the compaction (got ${changed.join(', ')})`);
   });
 
+  it('a write etcd refuses (larger than its request limit) fails at once as ESTOREUNAVAILABLE, not maybeWritten, and writes nothing', async () => {
+    const b = backend(freshName());
+    // Over etcd's --max-request-bytes (1.5 MiB), and over its gRPC server's limit (2 MiB).
+    for (const [mib, says] of [[1.8, 'request is too large'], [3, 'larger than max']] as const) {
+      const big = await timed(() => b.compareAndSwap('db', 0, { blob: 'x'.repeat(mib * 1024 * 1024) }));
+      expect(big.error).toMatchObject({ code: 'ESTOREUNAVAILABLE', maybeWritten: false, message: expect.stringContaining(says) });
+      expect(big.ms).toBeLessThan(CALL_MS / 2);
+    }
+    expect(await b.read('db')).toBeUndefined();
+    await expect(b.compareAndSwap('db', 0, undefined)).rejects.toThrow(/not JSON/);
+  });
+
   it('two clients race a compare-and-swap from the same revision: exactly one wins, every round', async () => {
     const name = freshName();
     const a = new ClusterStore(backend(name), NODES);
