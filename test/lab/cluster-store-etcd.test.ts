@@ -22,17 +22,28 @@ const CALL_MS = 2000;
 /** What a failing call may take beyond it on a loaded 2-core machine (timers firing late). */
 const SLACK_MS = 700;
 
-let cluster: EtcdCluster;
+// Started once for the file. If it cannot start (etcd missing, say), every test fails with
+// the reason (a failing beforeAll would only mark them skipped).
+let started: EtcdCluster | undefined;
+let startError: unknown;
 beforeAll(async () => {
-  cluster = await startEtcdCluster();
+  try {
+    started = await startEtcdCluster();
+  } catch (err) {
+    startError = err;
+  }
 });
 afterAll(async () => {
-  await cluster?.destroy();
+  await started?.destroy();
 });
+const etcd = (): EtcdCluster => {
+  if (started) return started;
+  throw startError instanceof Error ? startError : new Error(`the etcd cluster did not start: ${String(startError)}`);
+};
 
 let prefixes = 0;
 const freshName = () => `t${process.pid}x${prefixes++}`;
-storeContract('etcd', async () => new EtcdBackend({ endpoints: cluster.endpoints, cluster: freshName() }));
+storeContract('etcd', async () => new EtcdBackend({ endpoints: etcd().endpoints, cluster: freshName() }));
 
 const ms = (t: number) => `${t.toFixed(0)} ms`;
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
@@ -51,28 +62,28 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value?: T; 
 describe('etcd store engine', () => {
   const open: StoreBackend[] = [];
   const backend = (cluster_: string) => {
-    const b = new EtcdBackend({ endpoints: cluster.endpoints, cluster: cluster_ });
+    const b = new EtcdBackend({ endpoints: etcd().endpoints, cluster: cluster_ });
     open.push(b);
     return b;
   };
   afterEach(async () => {
     for (const b of open.splice(0)) await b.close();
     // A test that failed midway may leave members down: the next one starts from a whole cluster.
-    const down = cluster.members.filter((m) => !m.running);
+    const down = started?.members.filter((m) => !m.running) ?? [];
     await Promise.all(down.map((m) => m.start()));
-    if (down.length) await cluster.waitHealthy();
+    if (down.length) await started!.waitHealthy();
   });
 
   const killTwo = async (keepLeader: boolean): Promise<EtcdMember[]> => {
-    const leader = await eventually(() => cluster.leader(), 5000, 'an etcd leader');
-    const others = cluster.members.filter((m) => m !== leader);
+    const leader = await eventually(() => etcd().leader(), 5000, 'an etcd leader');
+    const others = etcd().members.filter((m) => m !== leader);
     const victims = keepLeader ? others : [leader, others[0]!];
     await Promise.all(victims.map((m) => m.kill()));
     return victims;
   };
   const restart = async (members: EtcdMember[]) => {
     await Promise.all(members.map((m) => m.start()));
-    await cluster.waitHealthy();
+    await etcd().waitHealthy();
   };
 
   it('one member of three SIGKILLed, each in turn: reads, compare-and-swap, the watch and a lease keep working', async () => {
@@ -88,7 +99,7 @@ describe('etcd store engine', () => {
     await eventually(async () => (changed.includes('db') ? true : undefined), 3000, 'the watch to report the registration');
     changed.length = 0;
     // Each member in turn, so the one the watch and the lease's renewals use is among them.
-    for (const m of cluster.members) {
+    for (const m of etcd().members) {
       await m.kill();
       const t = Date.now();
       cur = await s.update(cur, { ...cur.app, marker: `without ${m.name}` }, by);
@@ -104,7 +115,7 @@ describe('etcd store engine', () => {
       changed.length = 0;
       cur = (await s.get('db'))!;
       await m.start();
-      await cluster.waitHealthy();
+      await etcd().waitHealthy();
     }
     expect(lostWhy).toBeUndefined();
     stop();
@@ -132,7 +143,7 @@ describe('etcd store engine', () => {
     const results = await Promise.all(Object.entries(calls).map(async ([call, fn]) => ({ call, ...(await timed(fn)) })));
     for (const r of results) {
       expect(r.error, `${r.call} must fail`).toMatchObject({ code: 'ESTOREUNAVAILABLE' });
-      expect(r.error!.message, r.call).toContain(cluster.endpoints[0]);
+      expect(r.error!.message, r.call).toContain(etcd().endpoints[0]);
       expect(r.ms, `${r.call} failed after ${r.ms} ms`).toBeLessThan(CALL_MS + SLACK_MS);
     }
     console.log(`etcd without quorum (leader and one more killed): calls failed after ${results.map((r) => `${r.call} ${ms(r.ms)}`).join(', ')}; a write: ${results.find((r) => r.call === 'update')!.error!.message}`);
@@ -210,7 +221,7 @@ describe('etcd store engine', () => {
 
   it('a watch whose member was down while the history it missed was compacted watches again and reports every tag it knows', async () => {
     const name = freshName();
-    const m1 = cluster.members[0]!;
+    const m1 = etcd().members[0]!;
     // The watching client knows only m1, so its watch stream is there.
     const watching = new EtcdBackend({ endpoints: [m1.clientUrl], cluster: name });
     open.push(watching);
@@ -224,9 +235,9 @@ describe('etcd store engine', () => {
     changed.length = 0;
     r = await writer.compareAndSwap('db', r, { n: 2 });
     await writer.compareAndSwap('x', 0, { n: 1 });
-    await cluster.etcdctl(['compaction', String(r + 1)]);
+    await etcd().etcdctl(['compaction', String(r + 1)]);
     await m1.start();
-    await cluster.waitHealthy();
+    await etcd().waitHealthy();
     // Watched again from a compacted revision, etcd cancels the watch; it is set up anew and
     // every known tag is reported (a, unchanged, too: a change may have been missed).
     await eventually(async () => (['a', 'db', 'x'].every((t) => changed.includes(t)) ? true : undefined), 5000, `a, db and x reported after the compaction (got ${changed.join(', ')})`);
