@@ -314,7 +314,8 @@ describe('etcd cluster harness in lab hosts', () => {
         await ctl(c.endpoints, ['put', 'k', 'v1']);
         await lab.killSilently('e1'); // e1 runs on, unheard
         // If e1 led, the other two elect a leader first (election timeout 500 ms).
-        await eventually(() => ctl(c.endpoints.slice(1), ['put', 'k', 'v2']), 8000, 'a write without e1');
+        await c.waitHealthy(10_000, [c.member('m2'), c.member('m3')]);
+        await ctl(c.endpoints.slice(1), ['put', 'k', 'v2']);
         expect((await ctl(c.endpoints.slice(1), ['get', 'k', '--print-value-only'])).stdout.trim()).toBe('v2');
         await expect(ctl([c.endpoints[0]!], ['get', 'k'])).rejects.toThrow();
         await lab.heal('e1');

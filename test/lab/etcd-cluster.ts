@@ -51,8 +51,8 @@ export interface EtcdCluster {
   readonly endpoints: string[];
   readonly dataRoot: string;
   member(name: string): EtcdMember;
-  /** Waits until every running member has a leader and serves a linearizable read. */
-  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Waits until every running member (or each of `only`: leave out one a test cut off) has a leader and serves a linearizable read. */
+  waitHealthy(timeoutMs?: number, only?: readonly EtcdMember[]): Promise<void>;
   /** The member the running members name as their leader (etcdctl endpoint status), or undefined while they name none or disagree. */
   leader(): Promise<EtcdMember | undefined>;
   /** etcdctl against the running members' endpoints (from a member's namespace when in a lab). */
@@ -132,7 +132,15 @@ class Member implements EtcdMember {
     const child = this.child;
     if (!child) return;
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited(child);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        exited(child),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`etcd member ${this.name} (pid ${child.pid}) did not exit within 5 s of SIGKILL`)), 5000))),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async start(timeoutMs = 10_000): Promise<void> {
@@ -167,7 +175,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
   const placement: Array<{ host: string | undefined; ns: string | undefined; address: string; client: number; peer: number }> = [];
   if (lab) {
     const hosts = options.hosts ?? [];
-    if (hosts.length === 0) throw new Error('startEtcdCluster: a lab needs `hosts` (one member per host)');
+    if (hosts.length === 0 || new Set(hosts).size !== hosts.length) throw new Error(`startEtcdCluster: a lab needs \`hosts\`, one member per host (got ${JSON.stringify(hosts)})`);
     for (const h of hosts) placement.push({ host: h, ns: lab.host(h).ns, address: lab.host(h).ipv4, client: 2379, peer: 2380 });
   } else {
     const size = options.size ?? 3;
@@ -234,7 +242,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
       const url = seen.find((s) => s.id === [...named][0])?.url;
       return members.find((m) => m.clientUrl === url);
     },
-    async waitHealthy(timeoutMs = 20_000) {
+    async waitHealthy(timeoutMs = 20_000, only) {
       const deadline = Date.now() + timeoutMs;
       let last = '';
       for (;;) {
@@ -242,7 +250,9 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
         const gone = members.filter((m) => !m.running);
         try {
           // Exit status 0 only when every listed endpoint has a leader and answers a read.
-          await cluster.etcdctl(['endpoint', 'health'], 2000);
+          const checked = only ?? up;
+          const from = lab ? placement[members.indexOf((checked[0] as Member | undefined) ?? members[0]!)]!.ns : undefined;
+          await etcdctlIn(from)(['--endpoints', (checked.length ? checked : members).map((m) => m.clientUrl).join(','), 'endpoint', 'health'], 2000);
           return;
         } catch (err) {
           last = (err as Error).message;
@@ -257,8 +267,10 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     async destroy() {
       if (destroyed) return;
       destroyed = true;
-      await Promise.all(members.map((m) => m.kill()));
+      const killed = await Promise.allSettled(members.map((m) => m.kill()));
       rmSync(dataRoot, { recursive: true, force: true });
+      const failed = killed.find((k) => k.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
     },
   };
   try {
