@@ -39,8 +39,8 @@ export interface StoreBackend {
   compareAndSwap(tag: string, expected: number, record: unknown): Promise<number>;
   /**
    * Calls `onChange(tag)` after a record changed (an engine may coalesce several changes into
-   * one call). Resolves, with the stop function, once every later change will be reported: read
-   * the state after that.
+   * one call, and may report a change before the writer's own call has returned). Resolves, with
+   * the stop function, once every later change will be reported: read the state after that.
    */
   watch(onChange: (tag: string) => void): Promise<() => void>;
   /** Keeps `node` live in the store, renewed well inside `ttlMs`, until closed or lost. */
