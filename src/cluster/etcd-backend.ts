@@ -108,8 +108,9 @@ export class EtcdBackend implements StoreBackend {
     this.attemptTimeoutMs = Math.min(this.callTimeoutMs, options.attemptTimeoutMs ?? Math.ceil(this.callTimeoutMs / 2));
     const memberRetryMs = options.memberRetryMs ?? 500;
     this.client = new Etcd3({
+      // (No dialTimeout: etcd3 1.1 documents it but never reads it; each attempt's deadline
+      // bounds the connecting too.)
       hosts: options.endpoints,
-      dialTimeout: this.attemptTimeoutMs,
       faultHandling: {
         // No retries inside the client: ours are bounded by the call's deadline.
         global: noop,
