@@ -13,7 +13,11 @@
 // member, a timeout) are tried again on another member until the bound, and then the call fails
 // with StoreUnavailableError naming the endpoints. The client's own retries are turned off (they
 // would run past the bound) and a member that failed is skipped for a short while (a circuit
-// breaker per member), so a dead or cut-off member costs one attempt, not every call.
+// breaker per member), so a dead, hung or cut-off member costs one attempt, not every call.
+// When the leader dies etcd needs about one to two election timeouts to elect another; a call
+// rides through that only if callTimeoutMs is longer (etcd's default election timeout is 1 s:
+// with the default 2 s bound, calls made just after a leader's death may fail and must be made
+// again).
 //
 // A write whose answer did not come may still take effect: a leader that accepted it and then
 // lost its quorum may have it in its log, and the next leader commits it (raft). Such a failure
@@ -29,6 +33,7 @@
 // renewal was answered within that TTL (counted from the sending of the last answered one), or
 // when etcd says the lease is gone (expired or revoked). The server may keep the lease a little
 // longer (a new leader extends every lease), never shorter, so `lost` is on the safe side.
+// Renewals need a leader too: a TTL shorter than a leader election can be lost to one.
 //
 // Not supported yet: TLS and user/password auth (the etcd3 client has both; no option here).
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop } from 'cockatiel';
@@ -44,7 +49,7 @@ export interface EtcdBackendOptions {
   prefix?: string;
   /** The most one call takes before it fails with StoreUnavailableError (ms, default 2000). */
   callTimeoutMs?: number;
-  /** The most one attempt takes (ms, default half of callTimeoutMs): a member that does not answer leaves time to ask another. */
+  /** The most one attempt takes (ms, default a quarter of callTimeoutMs): a member that does not answer leaves time to ask others. */
   attemptTimeoutMs?: number;
   /** How long a member that failed is skipped (ms, default 500). */
   memberRetryMs?: number;
@@ -105,7 +110,7 @@ export class EtcdBackend implements StoreBackend {
     this.prefix = options.prefix ?? `/takeover/${options.cluster}/`;
     this.location = options.endpoints.join(',');
     this.callTimeoutMs = options.callTimeoutMs ?? 2000;
-    this.attemptTimeoutMs = Math.min(this.callTimeoutMs, options.attemptTimeoutMs ?? Math.ceil(this.callTimeoutMs / 2));
+    this.attemptTimeoutMs = Math.min(this.callTimeoutMs, options.attemptTimeoutMs ?? Math.ceil(this.callTimeoutMs / 4));
     const memberRetryMs = options.memberRetryMs ?? 500;
     this.client = new Etcd3({
       // (No dialTimeout: etcd3 1.1 documents it but never reads it; each attempt's deadline

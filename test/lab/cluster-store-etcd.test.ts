@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterStore } from '../../src/cluster/cluster-store.js';
-import { EtcdBackend } from '../../src/cluster/etcd-backend.js';
+import { EtcdBackend, type EtcdBackendOptions } from '../../src/cluster/etcd-backend.js';
 import { FileBackend } from '../../src/cluster/file-backend.js';
 import { Lab } from '../../src/lab/lab.js';
 import type { StoreBackend } from '../../src/cluster/store-backend.js';
@@ -61,8 +61,8 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value?: T; 
 
 describe('etcd store engine', () => {
   const open: StoreBackend[] = [];
-  const backend = (cluster_: string) => {
-    const b = new EtcdBackend({ endpoints: etcd().endpoints, cluster: cluster_ });
+  const backend = (cluster_: string, options: Partial<EtcdBackendOptions> = {}) => {
+    const b = new EtcdBackend({ endpoints: etcd().endpoints, cluster: cluster_, ...options });
     open.push(b);
     return b;
   };
@@ -88,8 +88,10 @@ describe('etcd store engine', () => {
 
   it('one member of three SIGKILLed, each in turn: reads, compare-and-swap, the watch and a lease keep working', async () => {
     const name = freshName();
-    const s = new ClusterStore(backend(name), NODES);
-    const other = new ClusterStore(backend(name), NODES);
+    // When the leader is the one killed, a new one is elected within 1-2 election timeouts
+    // (500 ms here): a bound of 3 s covers that on a loaded machine, 2 s would be tight.
+    const s = new ClusterStore(backend(name, { callTimeoutMs: 3000, attemptTimeoutMs: 500 }), NODES);
+    const other = new ClusterStore(backend(name, { callTimeoutMs: 3000, attemptTimeoutMs: 500 }), NODES);
     const changed: string[] = [];
     const stop = await s.watch((tag) => changed.push(tag));
     const lease = await s.keepAlive('n1', 2000);
@@ -121,6 +123,30 @@ describe('etcd store engine', () => {
     stop();
     await lease.close();
     expect(await s.liveNodes()).toEqual(new Set());
+  });
+
+  it('one member of three hung (SIGSTOP), each in turn: every call still succeeds, through the other two, losing at most an attempt', async () => {
+    // A hung leader is replaced after 1-2 election timeouts (500 ms here): a bound of 3 s covers
+    // that; a hung member costs an attempt (500 ms) each time it is tried again.
+    const s = new ClusterStore(backend(freshName(), { callTimeoutMs: 3000, attemptTimeoutMs: 500 }), NODES);
+    let cur = await s.create(app(), by);
+    for (const m of etcd().members) {
+      m.freeze();
+      try {
+        const times: number[] = [];
+        for (let i = 0; i < 10; i++) {
+          const t = Date.now();
+          cur = await s.update(cur, { ...cur.app, marker: `${m.name} hung ${i}` }, by);
+          expect((await s.get('db'))!.app.marker).toBe(`${m.name} hung ${i}`);
+          times.push(Date.now() - t);
+        }
+        console.log(`etcd with ${m.name} hung: CAS + read took ${times.map(ms).join(', ')}`);
+        expect(Math.max(...times)).toBeLessThan(2 * 3000);
+      } finally {
+        m.thaw();
+      }
+      await etcd().waitHealthy();
+    }
   });
 
   it('two of three killed, the leader among them: every call fails within the bound as ESTOREUNAVAILABLE naming the endpoints, nothing is written, and it works again once they are back', async () => {

@@ -39,6 +39,10 @@ export interface EtcdMember {
   readonly pid: number | undefined;
   /** SIGKILL (a crash: no goodbye to its peers); resolves once it has exited. */
   kill(): Promise<void>;
+  /** SIGSTOP: a hung member (connections open, nothing answered), until thaw(). */
+  freeze(): void;
+  /** SIGCONT after freeze(). */
+  thaw(): void;
   /** Starts it again on the same data directory; resolves once it answers on its client URL (a leader may still be missing: see waitHealthy). */
   start(): Promise<void>;
   /** The last lines it logged (etcd logs to stderr). */
@@ -141,6 +145,15 @@ class Member implements EtcdMember {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  freeze(): void {
+    if (!this.running) throw new Error(`etcd member ${this.name} is not running`);
+    this.child!.kill('SIGSTOP');
+  }
+
+  thaw(): void {
+    if (this.running) this.child!.kill('SIGCONT');
   }
 
   async start(timeoutMs = 10_000): Promise<void> {
