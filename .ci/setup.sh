@@ -18,6 +18,8 @@ command -v tcpdump >/dev/null || missing+=(tcpdump)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v etcd >/dev/null || missing+=(etcd-server)   # the cluster store's etcd engine (test/lab/etcd-cluster.ts)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
 command -v systemd-analyze >/dev/null || missing+=(systemd)  # verifies the example unit (not run as init)
@@ -25,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # policy-rc.d keeps the packages' own PostgreSQL and Redis from starting: tests start their own.
+  # policy-rc.d keeps the packages' own PostgreSQL, Redis and etcd from starting: tests start their own.
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -33,13 +33,14 @@ export interface StoreBackend {
    * Writes `record` under `tag` if its current revision is `expected` (0: the tag must be
    * absent); `null` deletes it. Returns the new revision (0 after a delete). Throws
    * StoreConflictError when the revision differs, StoreUnavailableError when the store cannot
-   * be reached (nothing written then).
+   * be reached or did not answer in time: nothing was written, unless its `maybeWritten` says
+   * the write may still take effect (read again before deciding).
    */
   compareAndSwap(tag: string, expected: number, record: unknown): Promise<number>;
   /**
    * Calls `onChange(tag)` after a record changed (an engine may coalesce several changes into
-   * one call). Resolves, with the stop function, once every later change will be reported: read
-   * the state after that.
+   * one call, and may report a change before the writer's own call has returned). Resolves, with
+   * the stop function, once every later change will be reported: read the state after that.
    */
   watch(onChange: (tag: string) => void): Promise<() => void>;
   /** Keeps `node` live in the store, renewed well inside `ttlMs`, until closed or lost. */
@@ -61,15 +62,23 @@ export class StoreConflictError extends Error {
   }
 }
 
-/** The store could not be reached or did not answer in time (etcd without quorum, say): nothing was written. */
+/** The store could not be reached or did not answer in time (etcd without quorum, say). */
 export class StoreUnavailableError extends Error {
   override readonly name = 'StoreUnavailableError';
   readonly code = 'ESTOREUNAVAILABLE';
+  /**
+   * False: nothing was written. True: a write was sent and its answer did not come, so it may
+   * still take effect, once, and only if the record was still at the expected revision (etcd: a
+   * leader that lost its quorum had it in its log, and the next leader commits it). Read the
+   * record again before deciding anything from this failure.
+   */
+  readonly maybeWritten: boolean;
   constructor(
     readonly location: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; maybeWritten?: boolean },
   ) {
-    super(`store ${location}: ${message}`, options);
+    super(`store ${location}: ${message}${options?.maybeWritten ? ' (the write may still take effect: read the record again)' : ''}`, options);
+    this.maybeWritten = options?.maybeWritten ?? false;
   }
 }

@@ -1,0 +1,388 @@
+// The replicated store engine: an etcd cluster (v3 API; tested against etcd 3.4), through the
+// maintained TypeScript client `etcd3` (leases, transactions and watches over gRPC).
+//
+// Keys, under one prefix per cluster (default `/takeover/<cluster>/`):
+//   apps/<tag>    the application's record as JSON; its revision is the key's mod_revision
+//   nodes/<node>  a live node, attached to the node's lease (gone when the lease ends)
+// compareAndSwap is one transaction: if the key's mod_revision is the expected one (0: the key
+// is absent, create_revision == 0) then put (or delete), else read it for the message. The new
+// revision is the transaction's header revision, which is the key's new mod_revision.
+//
+// Every call is bounded (callTimeoutMs, default 2 s): each attempt carries a gRPC deadline,
+// attempts that fail for the cluster's or a member's sake (no leader, a dead or unreachable
+// member, a timeout) are tried again on another member until the bound, and then the call fails
+// with StoreUnavailableError naming the endpoints. The client's own retries are turned off (they
+// would run past the bound) and a member that failed is skipped for a short while (a circuit
+// breaker per member), so a dead, hung or cut-off member costs one attempt, not every call.
+// When the leader dies etcd needs about one to two election timeouts to elect another; a call
+// rides through that only if callTimeoutMs is longer (etcd's default election timeout is 1 s:
+// with the default 2 s bound, calls made just after a leader's death may fail and must be made
+// again).
+//
+// A write whose answer did not come may still take effect: a leader that accepted it and then
+// lost its quorum may have it in its log, and the next leader commits it (raft). Such a failure
+// is StoreUnavailableError with `maybeWritten`; the compare on the revision makes the late write
+// harmless (it applies only if nothing else was written to the record in between), but the
+// caller must read again. When a later attempt of the same call meets a conflict, the record is
+// read: if it holds exactly the bytes this call wrote (or is gone, for a delete), the earlier
+// attempt won and the call succeeds.
+//
+// Leases: etcd TTLs are whole seconds and the server raises them to its minimum
+// (1.5 × election timeout, rounded up: 2 s at etcd's default 1 s election timeout), so ttlMs is
+// rounded up to seconds and the TTL the server granted is what counts. `lost` fires when no
+// renewal was answered within that TTL (counted from the sending of the last answered one), or
+// when etcd says the lease is gone (expired or revoked). The server may keep the lease a little
+// longer (a new leader extends every lease), never shorter, so `lost` is on the safe side.
+// Renewals need a leader too: a TTL shorter than a leader election can be lost to one.
+//
+// Not supported yet: TLS and user/password auth (the etcd3 client has both; no option here).
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop } from 'cockatiel';
+import { Etcd3, type IKeyValue, type Lease, type Namespace, type Watcher, EtcdLeaseInvalidError, isRecoverableError } from 'etcd3';
+import { type NodeLease, type RawRecord, type StoreBackend, StoreConflictError, StoreUnavailableError } from './store-backend.js';
+
+export interface EtcdBackendOptions {
+  /** Client URLs of the members: http://ADDRESS:PORT (at least one; all of them, so any one may fail). */
+  endpoints: string[];
+  /** The cluster's name: keys live under `/takeover/<cluster>/`. */
+  cluster: string;
+  /** Overrides the key prefix (ends with `/`). */
+  prefix?: string;
+  /** The most one call takes before it fails with StoreUnavailableError (ms, default 2000). */
+  callTimeoutMs?: number;
+  /** The most one attempt takes (ms, default a quarter of callTimeoutMs): a member that does not answer leaves time to ask others. */
+  attemptTimeoutMs?: number;
+  /** How long a member that failed is skipped (ms, default 500). */
+  memberRetryMs?: number;
+}
+
+/** How often the lease watchdog looks whether the last renewal is older than the TTL. */
+const LEASE_CHECK_MS = 100;
+
+/** etcd's refusals of a request as such (too large for it or for its gRPC server): final, and nothing was written. */
+function refused(err: unknown): boolean {
+  return err instanceof Error && /etcdserver: request is too large|received message larger than max/.test(err.message);
+}
+
+/** Errors after which the request surely did not take effect: it was never sent, or etcd refused it before proposing it. */
+function surelyNotApplied(err: unknown): boolean {
+  if (isBrokenCircuitError(err) || refused(err)) return true;
+  const m = err instanceof Error ? err.message : String(err);
+  return /No connection established|ECONNREFUSED|Waiting for LB pick|etcdserver: no leader|raft proposal dropped|etcdserver: too many requests|etcdserver: not capable|Connection pool has no hosts/.test(m);
+}
+
+/** Errors of the cluster's or a member's state, worth another attempt on another member; anything else (a request etcd refuses) is final. */
+function transient(err: unknown): boolean {
+  if (refused(err)) return false;
+  if (isBrokenCircuitError(err)) return true;
+  if (err instanceof Error && isRecoverableError(err)) return true;
+  return surelyNotApplied(err);
+}
+
+/** A write that failed so may still take effect: no answer came (a refusal from etcd is an answer: nothing was written). */
+function mayHaveApplied(err: unknown): boolean {
+  return transient(err) && !surelyNotApplied(err);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function revisionOf(kv: IKeyValue): number {
+  const n = Number(kv.mod_revision);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`etcd returned a revision that is not a positive integer: ${kv.mod_revision}`);
+  return n;
+}
+
+export class EtcdBackend implements StoreBackend {
+  readonly engine = 'etcd';
+  readonly location: string;
+  readonly prefix: string;
+  private readonly client: Etcd3;
+  private readonly ns: Namespace;
+  private readonly callTimeoutMs: number;
+  private readonly attemptTimeoutMs: number;
+  private readonly watchers = new Set<() => Promise<void>>();
+  private readonly leases = new Set<{ abandon(why: string): void }>();
+  private closed = false;
+
+  constructor(options: EtcdBackendOptions) {
+    if (options.endpoints.length === 0) throw new Error('etcd store: no endpoints');
+    for (const e of options.endpoints) if (!/^http:\/\/[^/]+:\d+$/.test(e)) throw new Error(`etcd store: endpoint ${e} is not http://ADDRESS:PORT (TLS is not supported yet)`);
+    if (!/^[A-Za-z0-9._-]+$/.test(options.cluster)) throw new Error(`etcd store: cluster name ${JSON.stringify(options.cluster)} must be letters, digits, '.', '_' or '-'`);
+    this.prefix = options.prefix ?? `/takeover/${options.cluster}/`;
+    this.location = options.endpoints.join(',');
+    this.callTimeoutMs = options.callTimeoutMs ?? 2000;
+    this.attemptTimeoutMs = Math.min(this.callTimeoutMs, options.attemptTimeoutMs ?? Math.ceil(this.callTimeoutMs / 4));
+    const memberRetryMs = options.memberRetryMs ?? 500;
+    this.client = new Etcd3({
+      // (No dialTimeout: etcd3 1.1 documents it but never reads it; each attempt's deadline
+      // bounds the connecting too.)
+      hosts: options.endpoints,
+      faultHandling: {
+        // No retries inside the client: ours are bounded by the call's deadline.
+        global: noop,
+        // A member whose call failed is passed over for memberRetryMs, then tried again.
+        host: () => circuitBreaker(handleWhen((e) => transient(e)), { halfOpenAfter: memberRetryMs, breaker: new ConsecutiveBreaker(1) }),
+        // Watch streams reconnect quickly (the client's default backs off up to 30 s). The client
+        // types this as a backoff and calls next() on it for each delay: a backoff's first state.
+        watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }).next(),
+      },
+    });
+    this.ns = this.client.namespace(this.prefix);
+  }
+
+  async readAll(): Promise<RawRecord[]> {
+    const res = await this.call('read all applications', false, (deadline) => this.ns.getAll().prefix('apps/').options({ deadline }).exec());
+    return res.kvs.map((kv) => this.decode(kv));
+  }
+
+  async read(tag: string): Promise<RawRecord | undefined> {
+    const kv = await this.get(tag);
+    return kv && this.decode(kv);
+  }
+
+  async compareAndSwap(tag: string, expected: number, record: unknown): Promise<number> {
+    if (!Number.isSafeInteger(expected) || expected < 0) throw new RangeError(`expected revision must be a non-negative integer: ${expected}`);
+    const key = this.key(tag);
+    const value = record === null ? undefined : (JSON.stringify(record) as string | undefined);
+    if (record !== null && value === undefined) throw new TypeError(`the record of ${tag} is not JSON (${typeof record}): only null deletes`);
+    let uncertain = false; // an earlier attempt of this call may have taken effect
+    return this.call(`compare-and-swap of ${tag}`, true, async (deadline) => {
+      const txn = this.ns.if(key, expected === 0 ? 'Create' : 'Mod', '==', expected).options({ deadline });
+      txn.then(value === undefined ? this.ns.delete().key(key) : this.ns.put(key).value(value));
+      txn.else(this.ns.get(key));
+      let res;
+      try {
+        res = await txn.commit();
+      } catch (err) {
+        if (mayHaveApplied(err)) uncertain = true;
+        throw err;
+      }
+      if (res.succeeded) return value === undefined ? 0 : Number(res.header.revision);
+      const current = res.responses[0]?.response_range?.kvs[0];
+      if (uncertain) {
+        // An earlier attempt may be what changed it: ours if it holds exactly what we wrote.
+        if (value === undefined ? current === undefined : current !== undefined && current.value.toString() === value) return current ? revisionOf(current) : 0;
+      }
+      const rev = current ? revisionOf(current) : 0;
+      throw new StoreConflictError(tag, expected === 0 ? 'already exists' : rev === 0 ? `no longer exists (expected revision ${expected})` : `changed meanwhile (revision ${rev}, expected ${expected})`);
+    });
+  }
+
+  async watch(onChange: (tag: string) => void): Promise<() => void> {
+    this.assertOpen();
+    let stopped = false;
+    const seen = new Set<string>();
+    const report = (kv: IKeyValue) => {
+      if (stopped) return;
+      const tag = this.tagOf(kv);
+      seen.add(tag);
+      onChange(tag);
+    };
+    let watcher: Watcher | undefined;
+    const open = async (): Promise<Watcher> => {
+      const w = this.ns.watch().prefix('apps/').watcher();
+      w.on('put', report);
+      w.on('delete', report);
+      // etcd cancelled the watch (its history was compacted while we were away): watch again
+      // from now and report every tag we know of, since some change may have been missed.
+      w.on('error', () => void resume());
+      try {
+        await this.bounded('establish a watch', new Promise<void>((resolve) => w.once('connected', () => resolve())));
+      } catch (err) {
+        void w.cancel().catch(() => {});
+        throw err;
+      }
+      return w;
+    };
+    const resume = async () => {
+      for (let delay = 50; !stopped && !this.closed; delay = Math.min(delay * 2, 1000)) {
+        try {
+          watcher = await open();
+          if (stopped) return void watcher.cancel().catch(() => {});
+          for (const r of await this.readAll()) seen.add(r.tag);
+          for (const tag of seen) if (!stopped) onChange(tag);
+          return;
+        } catch {
+          await sleep(delay);
+        }
+      }
+    };
+    watcher = await open();
+    const cancel = async () => {
+      stopped = true;
+      this.watchers.delete(cancel);
+      const w = watcher!;
+      // If the cancel gets no answer, the stream breaks some time later: drop the watcher then,
+      // or the client would set it up again (forever, once closed).
+      w.on('disconnected', () => void w.cancel().catch(() => {}));
+      await this.bounded('cancel a watch', w.cancel()).catch(() => {});
+    };
+    this.watchers.add(cancel);
+    return () => void cancel();
+  }
+
+  async keepAlive(node: string, ttlMs: number): Promise<NodeLease> {
+    if (!/^[A-Za-z0-9._-]+$/.test(node)) throw new Error(`etcd store: node name ${JSON.stringify(node)} must be letters, digits, '.', '_' or '-'`);
+    let ttl = Math.max(1, Math.ceil(ttlMs / 1000)); // seconds; the server's answers say what it granted
+    let renewedAt = 0; // when the last answered renewal (or the grant) was sent
+    let inFlight: number[] = []; // send times of renewals not yet answered, oldest first
+    let live = false; // granted and the node key written: from then on `lost` counts
+    let lose: (why: string) => void = () => {};
+    const lost = new Promise<string>((r) => (lose = r));
+    let ended = false;
+    let timer: NodeJS.Timeout | undefined;
+    let lease: Lease | undefined;
+    const end = (why: string) => {
+      if (ended) return;
+      ended = true;
+      clearInterval(timer);
+      lease?.release(); // no more renewals
+      this.leases.delete(handle);
+      lose(why);
+    };
+    const handle = { abandon: end };
+    const key = `nodes/${node}`;
+    try {
+      await this.call(`lease for ${node}`, true, async (deadline) => {
+        lease?.release(); // an earlier attempt's lease, if it was granted, runs out unused
+        const sent = Date.now();
+        const l = this.ns.lease(ttl, { deadline });
+        lease = l;
+        inFlight = [];
+        // The client renews every TTL/3 on a stream; each answer renews from when it was sent.
+        l.on('keepaliveEstablished', () => l === lease && (inFlight = []));
+        l.on('keepaliveFired', () => l === lease && inFlight.push(Date.now()));
+        l.on('keepaliveSucceeded', (res) => {
+          if (l !== lease) return;
+          renewedAt = inFlight.shift() ?? renewedAt;
+          const granted = Number(res.TTL);
+          if (granted > 0) ttl = granted;
+        });
+        l.on('lost', (err) => {
+          // Before `live`, a failed grant: grant() below rejects with it.
+          if (l === lease && live) end(`the lease of ${node} is gone: ${err instanceof EtcdLeaseInvalidError ? 'etcd no longer knows it (it expired or was revoked)' : err.message}`);
+        });
+        await l.grant();
+        renewedAt = Math.max(renewedAt, sent);
+        await l.put(key).value(JSON.stringify({ node, since: Date.now() })).options({ deadline });
+      });
+    } catch (err) {
+      lease?.release();
+      throw err;
+    }
+    const l = lease!;
+    live = true;
+    // The watchdog: lost once the TTL ran out since the last answered renewal was sent.
+    timer = setInterval(() => {
+      const age = Date.now() - renewedAt;
+      if (age < ttl * 1000) return;
+      end(`could not renew the lease of ${node} for ${age} ms (TTL ${ttl} s) at ${this.location}`);
+      // The server may keep it until a leader expires it; revoke it if the store answers.
+      void this.revoke(l).catch(() => {});
+    }, LEASE_CHECK_MS);
+    timer.unref();
+    this.leases.add(handle);
+    return {
+      node,
+      lost,
+      close: async () => {
+        end(`the lease of ${node} was closed`);
+        await this.revoke(l);
+      },
+    };
+  }
+
+  async liveNodes(): Promise<string[]> {
+    const keys = await this.call('read the live nodes', false, (deadline) => this.ns.getAll().prefix('nodes/').options({ deadline }).keys());
+    return keys.map((k) => k.slice('nodes/'.length));
+  }
+
+  /**
+   * Stops every watch and closes the client. Leases still open are not revoked: they stop being
+   * renewed and run out after their TTL, as after a crash (`lost` resolves at once); close a
+   * lease first for a planned stop.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of [...this.leases]) l.abandon(`the store client for ${this.location} was closed`);
+    await Promise.all([...this.watchers].map((cancel) => cancel()));
+    this.client.close();
+  }
+
+  private key(tag: string): string {
+    return `apps/${tag}`;
+  }
+
+  private get(tag: string): Promise<IKeyValue | undefined> {
+    return this.call(`read ${tag}`, false, async (deadline) => (await this.ns.get(this.key(tag)).options({ deadline }).exec()).kvs[0]);
+  }
+
+  /** The tag of an apps/ key: a watch event's key is without the prefix, a range answer's with it. */
+  private tagOf(kv: IKeyValue): string {
+    const key = kv.key.toString();
+    return key.slice((key.startsWith(this.prefix) ? this.prefix.length : 0) + 'apps/'.length);
+  }
+
+  private decode(kv: IKeyValue): RawRecord {
+    const tag = this.tagOf(kv);
+    try {
+      return { tag, record: JSON.parse(kv.value.toString()), revision: revisionOf(kv) };
+    } catch (err) {
+      throw new StoreUnavailableError(this.location, `the record of ${tag} (${this.prefix}apps/${tag}) is not JSON: ${(err as Error).message}`);
+    }
+  }
+
+  private revoke(l: Lease): Promise<void> {
+    return this.call('revoke a lease', true, (deadline) => l.revoke({ deadline }));
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreUnavailableError(this.location, 'the store client was closed');
+  }
+
+  /** `p`, or StoreUnavailableError after callTimeoutMs. */
+  private async bounded<T>(what: string, p: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        p,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new StoreUnavailableError(this.location, `${what}: no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Runs `attempt` with a deadline until it succeeds, fails for good, or callTimeoutMs ran out.
+   * `write`: a failure may leave the write pending (StoreUnavailableError.maybeWritten).
+   */
+  private async call<T>(what: string, write: boolean, attempt: (deadline: Date) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    const start = Date.now();
+    const end = start + this.callTimeoutMs;
+    let last: unknown;
+    let maybeWritten = false;
+    let attempts = 0;
+    for (;;) {
+      const now = Date.now();
+      if (now >= end) break;
+      attempts++;
+      try {
+        return await attempt(new Date(Math.min(end, now + this.attemptTimeoutMs)));
+      } catch (err) {
+        if (err instanceof StoreConflictError || err instanceof StoreUnavailableError) throw err;
+        last = err;
+        if (write && mayHaveApplied(err)) maybeWritten = true;
+        if (!transient(err) || this.closed) {
+          throw new StoreUnavailableError(this.location, `${what} failed: ${(err as Error).message}`, { cause: err, maybeWritten });
+        }
+        await sleep(Math.min(25, Math.max(0, end - Date.now())));
+      }
+    }
+    const why = last instanceof Error ? last.message : String(last);
+    throw new StoreUnavailableError(this.location, `${what}: no answer within ${this.callTimeoutMs} ms (${attempts} attempt${attempts === 1 ? '' : 's'}; last: ${why})`, { cause: last, maybeWritten });
+  }
+}
