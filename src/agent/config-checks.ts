@@ -46,7 +46,8 @@ export interface CheckedConfig {
   uptimeLog?: string | undefined;
   disk?: { device: string } | undefined;
   fencing?: { devices: string[] } | undefined;
-  store?: unknown;
+  cluster: string;
+  store?: { etcd?: unknown } | undefined;
   apps: AppSpec[];
 }
 
@@ -85,7 +86,9 @@ export function checkConfig(c: CheckedConfig, issue: Issue): void {
 
 /** Each application as the store would take it, among this cluster's nodes; tags once each; a store to keep them. */
 function checkApps(c: CheckedConfig, issue: Issue): void {
-  if (c.apps.length > 0 && c.store === undefined) issue(['apps'], 'clustered applications need a store: add `store: { file: ... }`');
+  if (c.apps.length > 0 && c.store === undefined) issue(['apps'], 'clustered applications need a store: add `store: { file: ... }` or `store: { etcd: ... }`');
+  // etcd keys live under /takeover/CLUSTER/: the name must be a plain path segment.
+  if (c.store?.etcd !== undefined && !/^[A-Za-z0-9._-]+$/.test(c.cluster)) issue(['cluster'], `${c.cluster} cannot name keys in etcd: use letters, digits, '.', '_' or '-' with store.etcd`);
   const nodes = [c.node, ...c.peers.map((p) => p.node)];
   c.apps.forEach((a, i) => {
     if (c.apps.findIndex((o) => o.tag === a.tag) !== i) issue(['apps', i, 'tag'], `${a.tag} is listed twice`);

@@ -201,9 +201,21 @@ export const configSchema = z
      */
     store: z
       .strictObject({
-        file: z.string().regex(/^\//, 'must be an absolute path'),
+        file: z.string().regex(/^\//, 'must be an absolute path').optional(),
+        /**
+         * etcd (v3 API) for a cluster of machines: the members' client URLs, all of them; each
+         * call (a read, a compare-and-swap) fails after `callTimeoutMs` when no quorum answers.
+         */
+        etcd: z
+          .strictObject({
+            endpoints: z.array(z.string().regex(/^http:\/\/[^/\s]+:\d{1,5}$/, 'must be http://ADDRESS:PORT (TLS is not supported yet)')).min(1).max(16),
+            callTimeoutMs: ms(100, 60_000).default(2000),
+          })
+          .optional(),
+        /** In etcd, rounded up to whole seconds (etcd's lease TTLs are seconds). */
         leaseMs: ms(300, 60_000).default(2000),
       })
+      .refine((s) => (s.file === undefined) !== (s.etcd === undefined), 'must name one store: file or etcd')
       .optional(),
     /** Clustered applications registered at start when the store lacks them (`takeover app register` does it by hand). */
     apps: z.array(appSpecSchema).default([]),

@@ -79,6 +79,8 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     else if (a.kind === 'done') log.info({ app: a.tag, step: a.step, ms: Math.round(a.ms) }, `app ${a.tag}: ${a.step} done`);
     else if (a.kind === 'failed') log.error({ app: a.tag, step: a.step, error: a.error }, `app ${a.tag}: ${a.step} failed`);
     else if (a.kind === 'lease-lost') log.error({ why: a.why }, 'this node lost its lease in the store: stopping the applications it hosts');
+    else if (a.kind === 'lease-back') log.info('this node holds a lease in the store again');
+    else if (a.kind === 'store-unavailable') log.error({ app: a.tag, error: a.error }, `app ${a.tag}: the store is not usable, no step is taken (no failover) until it is: ${a.error}`);
     else if (a.event.kind === 'started') log.info({ app: a.tag, pid: a.event.pid }, a.event.adopted ? 'app process adopted' : 'app process started');
     else if (a.event.kind === 'exited') log[a.event.exit.planned ? 'info' : 'warn']({ app: a.tag, exit: a.event.exit }, 'app process exited');
     else if (a.event.kind === 'not-restarting') log.error({ app: a.tag, failures: a.event.failures }, 'app process not restarting');

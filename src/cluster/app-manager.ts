@@ -73,7 +73,10 @@ export type AppActivity =
   | { kind: 'done'; tag: string; step: Step['kind']; at: number; ms: number }
   | { kind: 'failed'; tag: string; step: Step['kind']; error: string; at: number }
   | { kind: 'instance'; tag: string; event: InstanceEvent }
-  | { kind: 'lease-lost'; why: string; at: number };
+  | { kind: 'lease-lost'; why: string; at: number }
+  | { kind: 'lease-back'; at: number }
+  /** No step for an application: the store cannot be read, or this node holds no lease (said once per reason). */
+  | { kind: 'store-unavailable'; tag: string; error: string; at: number };
 
 /** One application as `status` and `takeover apps` show it from this node. */
 export interface AppView {
@@ -123,14 +126,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     const { store } = this.options;
     this.startedAt = now();
     this.options.nodeEvents.on('event', this.onNodeEvent);
-    this.lease = await store.keepAlive(this.me, this.options.leaseTtlMs);
-    void this.lease.lost.then((why) => {
-      if (this.closed) return;
-      this.emit('activity', { kind: 'lease-lost', why, at: now() });
-      // Without its lease this node may be failed over at any moment: it must not keep running
-      // what another node is about to start (Patroni demotes its leader the same way).
-      void this.stopAll(`this node's lease in the store was lost: ${why}`);
-    });
+    this.holdLease(await store.keepAlive(this.me, this.options.leaseTtlMs));
     for (const input of this.options.register ?? []) {
       const existing = await store.get(input.tag as string);
       if (existing === undefined) await store.create(input, { by: this.me, why: 'registered from the configuration' }).catch(() => undefined);
@@ -140,6 +136,39 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     await this.adoptRecorded();
     this.timer = setInterval(() => this.schedule(), this.options.passMs ?? 250);
     this.schedule();
+  }
+
+  /**
+   * Keeps `lease` and, once it is lost, stops what runs here (without its lease this node may be
+   * failed over at any moment: it must not keep running what another node is about to start;
+   * Patroni demotes its leader the same way) and takes a new one as soon as the store answers.
+   * No pass acts while there is no lease.
+   */
+  private holdLease(lease: NodeLease): void {
+    this.lease = lease;
+    void lease.lost.then(async (why) => {
+      if (this.closed || this.lease !== lease) return;
+      this.lease = undefined;
+      this.emit('activity', { kind: 'lease-lost', why, at: now() });
+      await this.stopAll(`this node's lease in the store was lost: ${why}`);
+      while (!this.closed) {
+        await new Promise((r) => setTimeout(r, Math.max(500, this.options.leaseTtlMs / 2)));
+        if (this.closed) return;
+        try {
+          const again = await this.options.store.keepAlive(this.me, this.options.leaseTtlMs);
+          if (this.closed) {
+            await again.close().catch(() => undefined);
+            return;
+          }
+          this.emit('activity', { kind: 'lease-back', at: now() });
+          this.holdLease(again);
+          this.schedule();
+          return;
+        } catch {
+          // still no store: try again
+        }
+      }
+    });
   }
 
   /**
@@ -217,12 +246,16 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
 
   /** One application: read it, decide, act. */
   private async pass(tag: string): Promise<void> {
+    const unusable = (error: string) => {
+      if (this.notes.get(tag) !== error) this.emit('activity', { kind: 'store-unavailable', tag, error, at: now() });
+      this.notes.set(tag, error);
+    };
+    if (this.lease === undefined) return unusable('this node holds no lease in the store (lost, not yet taken again)');
     let stored: StoredApp | undefined;
     try {
       stored = await this.options.store.get(tag);
     } catch (err) {
-      this.notes.set(tag, `the store cannot be read: ${(err as Error).message}`);
-      return;
+      return unusable((err as Error).message);
     }
     if (stored === undefined) {
       this.cache.delete(tag);

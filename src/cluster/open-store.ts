@@ -2,13 +2,15 @@
 // both must open the same store the same way.
 import type { AgentConfig } from '../agent/config.js';
 import { ClusterStore } from './cluster-store.js';
+import { EtcdBackend } from './etcd-backend.js';
 import { FileBackend } from './file-backend.js';
 
 /** The config's store, checking PRIMARY/BACKUP against the config's nodes. Throws when the config has none. */
 export function openClusterStore(config: AgentConfig): ClusterStore {
   const s = config.store;
-  if (s === undefined) throw new Error(`${config.node}'s configuration has no store: add \`store: { file: ... }\` (see docs/CLUSTER.md)`);
-  return new ClusterStore(new FileBackend(s.file), clusterNodes(config));
+  if (s === undefined) throw new Error(`${config.node}'s configuration has no store: add \`store: { file: ... }\` or \`store: { etcd: ... }\` (see docs/CLUSTER.md)`);
+  const backend = s.etcd ? new EtcdBackend({ endpoints: s.etcd.endpoints, cluster: config.cluster, callTimeoutMs: s.etcd.callTimeoutMs }) : new FileBackend(s.file!);
+  return new ClusterStore(backend, clusterNodes(config));
 }
 
 /** Every node of the cluster as the config lists them: this one, then its peers. */

@@ -1,0 +1,143 @@
+// The cluster manager's lab (issue 11): agents run as processes (`takeover agent`) in the nodes'
+// namespaces on a learning bridge, one clustered application, a store (the embedded file, or an
+// etcd cluster the test started), PostgreSQL data for a real application, and the CLI's view.
+import { chownSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach } from 'vitest';
+import { run } from '../../src/lab/exec.js';
+import { runCli, startCli } from '../cli-process.js';
+import { agentsLab, type AgentsLab } from './agents-lab.js';
+import { until } from './replication-cluster.js';
+
+export const INTERVAL = 100;
+export const LEASE_MS = 1000;
+export const PG_CLIENT = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'pg-client.ts');
+export type Cli = ReturnType<typeof startCli>;
+export const logOf = (a: Cli) => a.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+export const published = (a: Cli) => logOf(a).filter((l) => l.msg === 'published').map((l) => l.event as Record<string, unknown>);
+
+const pgDirs: string[] = [];
+afterEach(() => {
+  for (const d of pgDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function pgBin(): string {
+  const root = '/usr/lib/postgresql';
+  const v = readdirSync(root).sort((x, y) => Number(y) - Number(x))[0];
+  if (!v) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql (.ci/setup.sh installs it)');
+  return path.join(root, v, 'bin');
+}
+
+/** A PostgreSQL data directory owned by postgres, reachable from every lab host (one machine's file system). */
+export async function pgData(): Promise<{ dataDir: string; command: string[] }> {
+  const bin = pgBin();
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'tko-apps-pg-'));
+  pgDirs.push(dataDir);
+  const uid = Number((await run('id', ['-u', 'postgres'])).stdout);
+  const gid = Number((await run('id', ['-g', 'postgres'])).stdout);
+  chownSync(dataDir, uid, gid);
+  await run('runuser', ['-u', 'postgres', '--', path.join(bin, 'initdb'), '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
+  writeFileSync(path.join(dataDir, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all 198.18.0.0/15 trust\n');
+  // The load COMMAND a failover script for PostgreSQL on shared storage has: the dead HOST's
+  // postmaster.pid is stale (that node is dead, or fenced off the disk) and would stop the start
+  // (here the dead node's processes may linger as zombies: the lab's nodes share one pid space).
+  // No Unix socket: its lock file would be another stale lock on the shared directory.
+  // exec: sh becomes setpriv becomes PostgreSQL itself, so the agent's stop reaches it.
+  const postgres = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', path.join(bin, 'postgres'), '-D', dataDir, '-p', '5432', '-c', 'unix_socket_directories=',
+    '-c', 'listen_addresses=*', '-c', 'fsync=off', '-c', 'shared_buffers=16MB', '-c', 'max_connections=20'];
+  const command = ['sh', '-c', `rm -f ${dataDir}/postmaster.pid; exec ${postgres.join(' ')}`];
+  return { dataDir, command };
+}
+
+export interface Cluster extends AgentsLab {
+  /** `takeover CMD ARGS --config a.json` on the CLI host. */
+  cli(args: string[]): ReturnType<typeof runCli>;
+  /** `takeover app register` of the application (for a cluster made with inConfig false). */
+  register(): Promise<void>;
+  start(n: string): Promise<Cli>;
+  apps(): Promise<Array<Record<string, unknown>>>;
+  holders(): Promise<string[]>;
+  /** Node n dies: silent on the network (nft, ARP included), then every process in it SIGKILLed (Lab.crash). */
+  kill(n: string): Promise<void>;
+}
+
+export interface ClusterOptions {
+  /** The nodes that run agents (default a, b); the other hosts are clients and etcd members. */
+  nodes?: string[];
+  /** The lab's hosts (default a, b, c). */
+  hosts?: string[];
+  /** false: the application is not in the agents' `apps`; `register()` registers it with the CLI once they run. */
+  inConfig?: boolean;
+  /** The `store` section (default: a file in the test's directory); may start what it needs (an etcd cluster in the lab). */
+  store?: (l: AgentsLab) => Record<string, unknown> | Promise<Record<string, unknown>>;
+  /** Where the CLI runs (`apps`, `app`, `history`): a host that stays alive and reaches the store (default c). */
+  cliHost?: string;
+}
+
+/** Agents on the nodes, one application, a store; removed after the test (agents-lab). */
+export async function cluster(prefix: string, appOf: (l: AgentsLab) => Record<string, unknown>, options: ClusterOptions = {}): Promise<Cluster> {
+  const { nodes = ['a', 'b'], hosts = ['a', 'b', 'c'], inConfig = true, cliHost = 'c' } = options;
+  const l = await agentsLab({ hosts }, prefix, { addVip: false });
+  const app = appOf(l);
+  const store = (await options.store?.(l)) ?? { file: path.join(l.dir, 'store', 'apps.json'), leaseMs: LEASE_MS };
+  for (const n of nodes) {
+    writeFileSync(path.join(l.dir, `${n}.json`), JSON.stringify({
+      cluster: 'apps', node: n, database: 'db', key: 'the cluster apps key', control: path.join(l.dir, `${n}.sock`), stateDir: path.join(l.dir, `state-${n}`), incarnationFile: path.join(l.dir, `${n}.incarnation`),
+      heartbeat: { intervalMs: INTERVAL, misses: 3, links: l.links(n) }, notify: { port: 0 }, quorum: { twoNode: nodes.length === 2 },
+      peers: nodes.filter((p) => p !== n).map((p) => ({ node: p, links: l.links(p) })),
+      store,
+      apps: inConfig ? [app] : [],
+    }));
+  }
+  writeFileSync(path.join(l.dir, 'app.json'), JSON.stringify(app));
+  const c: Cluster = {
+    ...l,
+    cli: (args) => runCli([...args, '--config', path.join(l.dir, `${nodes[0]}.json`)], { netns: l.lab.host(cliHost).ns }),
+    register: async () => {
+      const r = await c.cli(['app', 'register', path.join(l.dir, 'app.json')]);
+      if (r.code !== 0) throw new Error(`app register: ${r.stderr}`);
+    },
+    start: async (n) => {
+      const agent = startCli(['agent', '--config', path.join(l.dir, `${n}.json`)], { netns: l.lab.host(n).ns });
+      l.agents.push(agent);
+      await until(`${n}'s agent started`, async () => (logOf(agent).some((x) => x.msg === 'agent started') ? true : undefined), 20_000);
+      return agent;
+    },
+    apps: async () => {
+      const r = await c.cli(['apps', '--json']);
+      if (r.code !== 0) throw new Error(`takeover apps: ${r.stderr}`);
+      return (JSON.parse(r.stdout) as { apps: Array<Record<string, unknown>> }).apps;
+    },
+    holders: async () => {
+      const out: string[] = [];
+      for (const n of nodes) if ((await l.lab.exec(n, 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout.includes(` ${l.vip}/`)) out.push(n);
+      return out;
+    },
+    kill: (n) => l.lab.crash(n),
+  };
+  return c;
+}
+
+export const hostState = async (c: Cluster, host: string, state = 'up') => {
+  const [app] = await c.apps();
+  return app?.host === host && app.state === state ? app : undefined;
+};
+
+export const pgApp = (pg: { dataDir: string; command: string[] }, over: Record<string, unknown> = {}) => (l: AgentsLab) => ({
+  tag: 'pg', type: 'cluster-capable', primary: 'a', backups: ['b'], autoRecover: true,
+  command: { load: pg.command, stopGraceMs: 5000 }, restart: { maxFailures: 1, windowMs: 10_000, backoffMs: 200 },
+  resources: { paths: [pg.dataDir] },
+  address: { address: l.vip, prefixLength: 24, interface: 'eth0', port: 5432 },
+  ...over,
+});
+
+
+/** A TCP server on port 7000 as the application (the lab's fixtures end with their stdin), PRIMARY a, BACKUP b then c. */
+export const tcpApp = (l: AgentsLab, over: Record<string, unknown> = {}) => ({
+  tag: 'web', type: 'cluster-capable', primary: 'a', backups: ['b', 'c'],
+  command: { load: [process.execPath, '-e', "require('net').createServer(() => {}).listen(7000)"], stopGraceMs: 1000 },
+  restart: { maxFailures: 0, windowMs: 10_000, backoffMs: 100 },
+  address: { address: l.vip, prefixLength: 24, interface: 'eth0', port: 7000 },
+  ...over,
+});
