@@ -34,8 +34,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('the docs\' examples type-check against the sources', () => {
   const all = DOCS.flatMap((file) => examples(file).map((e) => ({ ...e, file })));
 
-  it('there are examples to check in README.md, docs/AGENT.md and docs/API.md', () => {
-    expect(new Set(all.map((e) => e.file))).toEqual(new Set(['README.md', 'docs/AGENT.md', 'docs/API.md']));
+  it('there are examples to check in README.md, docs/AGENT.md, docs/API.md and docs/CLUSTER.md', () => {
+    expect(new Set(all.map((e) => e.file))).toEqual(new Set(['README.md', 'docs/AGENT.md', 'docs/API.md', 'docs/CLUSTER.md']));
   });
 
   it('each one compiles (strict), importing takeover and takeover/pg as the package exports them', () => {
