@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import { ConfigError, loadConfig } from '../agent/config.js';
 import { type AppObject, AppObjectError, newApp, serversOf } from '../cluster/app-object.js';
-import { AppRegistrationError, type ClusterStore, type StoredApp } from '../cluster/cluster-store.js';
+import { AppRegistrationError, type ClusterStore, type HostChange, type StoredApp } from '../cluster/cluster-store.js';
 import { clusterNodes, openClusterStore } from '../cluster/open-store.js';
 import { EXIT_INCOMPLETE, EXIT_OK, UsageError } from './errors.js';
 import { printJson, table } from './output.js';
@@ -68,12 +68,17 @@ export async function historyCommand(tag: string, opts: AppsOptions): Promise<nu
       printJson(s.history);
       return EXIT_OK;
     }
-    const where = (x: { host: string | null; state: string } | null) => (x ? `${x.host ?? '-'} ${x.state}` : '-');
-    const rows = [['AT', 'FROM', 'TO', 'BY', 'WHY']];
-    for (const h of s.history) rows.push([new Date(h.at).toISOString(), where(h.from), where(h.to), h.by, h.why]);
-    process.stdout.write(`${table(rows)}\n`);
+    process.stdout.write(`${historyTable(s.history)}\n`);
     return EXIT_OK;
   });
+}
+
+/** An application's history as a table: AT, FROM, TO (HOST and state), BY, WHY. */
+export function historyTable(history: HostChange[]): string {
+  const where = (x: { host: string | null; state: string } | null) => (x ? `${x.host ?? '-'} ${x.state}` : '-');
+  const rows = [['AT', 'FROM', 'TO', 'BY', 'WHY']];
+  for (const h of history) rows.push([new Date(h.at).toISOString(), where(h.from), where(h.to), h.by, h.why]);
+  return table(rows);
 }
 
 /** `takeover app ACTION APP`. */

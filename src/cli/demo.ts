@@ -144,7 +144,7 @@ export async function demoCommand(o: { method: string; json?: boolean }): Promis
 }
 
 /** Awaits one setup step; a step that fails or times out fails the demo, saying which step. */
-async function step<T>(what: string, p: Promise<T>): Promise<T> {
+export async function step<T>(what: string, p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {
@@ -166,7 +166,7 @@ async function synced(backup: NodeChild, timeoutMs: number): Promise<void> {
 }
 
 /** Asks the backup's agent for its copy until it lists `count` connections with their state. */
-async function replicatedCopy(backup: NodeChild, count: number, timeoutMs: number): Promise<PeerFlows> {
+export async function replicatedCopy(backup: NodeChild, count: number, timeoutMs: number): Promise<PeerFlows> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const n = backup.events.length;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `takeover` command.
 import { appCommand, appsCommand, historyCommand } from './apps.js';
+import { clusterDemoCommand } from './demo-cluster.js';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_USAGE, UsageError } from './errors.js';
@@ -65,8 +66,9 @@ program
   .description('a namespace lab: a client blocked in read on a server whose node dies silently, and takeover ending its wait')
   .option('--method <method>', METHOD_HELP, 'rst')
   .option('--json', 'print the timeline as JSON')
+  .option('--cluster', 'the cluster manager instead: a whole failover and failback of a service on the embedded store')
   .action(async (opts) => {
-    process.exitCode = await demoCommand(opts);
+    process.exitCode = opts.cluster ? await clusterDemoCommand(opts) : await demoCommand(opts);
   });
 
 program

@@ -69,4 +69,19 @@ describe('takeover demo', () => {
     // last heartbeat) + 50 ms.
     for (const c of out.clients) expect(c.atMs).toBeLessThan(325 + 50 + 100);
   }, 60_000);
+
+  it('--cluster: a whole failover and failback of a service on the embedded store, exit 0', async () => {
+    const r = await timedDemo(['--cluster', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { crashedAt: number; detectedAt: number; claimedAt: number; clientReleasedAt: number; history: Array<{ to: { host: string; state: string }; why: string }> };
+    expect(r.stderr).toMatch(/a client asks .*: served by .* \(server\)\n[\s\S]*served by .* \(backup\)\n[\s\S]*served by .* \(server\)\n/);
+    expect(out.history.map((h) => `${h.to.host} ${h.to.state}`)).toEqual(['server loading', 'server up', 'backup loading', 'backup up', 'backup released', 'server loading', 'server up']);
+    expect(out.history[2]!.why).toBe('server failed');
+    // The backup becomes HOST once the dead server's lease (1 s) ran out, and releases the
+    // blocked client then: within the lease, the detection and a second of margin.
+    expect(out.claimedAt - out.crashedAt).toBeLessThan(1000 + 325 + 1000);
+    expect(out.clientReleasedAt - out.crashedAt).toBeLessThan(1000 + 325 + 1000);
+    // Two agents started twice, a crash, a lease, a failback: what the lines show, and then some.
+    expect(r.ms).toBeLessThan(25_000);
+  }, 60_000);
 });

@@ -1,6 +1,6 @@
 // The store contract on the embedded engine (one file, a lock, atomic rename), plus what only
 // that engine does: a file that is not a store is refused, and a crash mid-write leaves a store.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -23,6 +23,19 @@ describe('file store engine', () => {
     expect(r.filter((x) => x.status === 'fulfilled')).toHaveLength(1);
     expect((await b.get('db'))!.app.host).toBe((await a.get('db'))!.app.host);
     expect(JSON.parse(readFileSync(file, 'utf8'))).toMatchObject({ format: 'takeover-store', version: 1 });
+  });
+
+  it('leases need no lock: a lock left by a writer killed mid-write does not hold up liveness', async () => {
+    const file = path.join(dir, 'locked', 'store.json');
+    const s = new ClusterStore(new FileBackend(file));
+    await s.create(app(), { by: 't', why: 't' });
+    mkdirSync(`${file}.lock`); // what proper-lockfile leaves when its holder is SIGKILLed mid-write
+    const t0 = Date.now();
+    const lease = await s.keepAlive('n2', 1000);
+    expect(await s.liveNodes()).toEqual(new Set(['n2']));
+    expect(Date.now() - t0).toBeLessThan(500);
+    await lease.close();
+    rmSync(`${file}.lock`, { recursive: true });
   });
 
   it('a file that is not a store is an error naming it, and is left as it was', async () => {
