@@ -122,3 +122,38 @@ describe('cluster manager: the next server when one cannot host it', () => {
     expect(r.stderr).toMatch(/not loaded on a within 500 ms/);
   }, 120_000);
 });
+
+describe('cluster manager: failback by hand, and both servers failing', () => {
+  it('AUTO-RECOVER off: the returning PRIMARY does not get it back until `app failback`; both servers crash and come back: it runs again where it was HOST', async () => {
+    const c = await cluster('tko-appsfb-', (l) => tcpApp(l, { backups: ['b'], autoRecover: false }));
+    await c.start('a');
+    await c.start('b');
+    await until('web up on a', () => hostState(c, 'a'), 30_000);
+    await c.kill('a');
+    await until('web up on b', () => hostState(c, 'b'), 20_000);
+    await c.lab.heal('a');
+    const a = await c.start('a');
+    await until('a heard by b', async () => (logOf(a).some((x) => x.msg === 'node-up') ? true : undefined), 10_000);
+    await new Promise((r) => setTimeout(r, 2000)); // AUTO-RECOVER would have moved it by now
+    expect(await c.apps()).toMatchObject([{ host: 'b', state: 'up', failedOver: true }]);
+    const r = await c.cli(['app', 'failback', 'web', '--wait-ms', '20000']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await c.holders()).toEqual(['a']);
+
+    // Both servers crash; both come back (the backup first): the application runs again, on one of them.
+    await c.kill('a');
+    await c.kill('b');
+    await c.lab.heal('a');
+    await c.lab.heal('b');
+    await c.start('b');
+    await c.start('a');
+    await until('web up again', async () => {
+      const [app] = await c.apps();
+      return app?.state === 'up' ? app : undefined;
+    }, 30_000);
+    await new Promise((r) => setTimeout(r, 1000));
+    const [app] = await c.apps();
+    expect(app).toMatchObject({ host: 'a', state: 'up' }); // a was HOST when both died: it resumes (seed 002 FIG. 6, both failed)
+    expect(await c.holders()).toEqual(['a']);
+  }, 120_000);
+});
