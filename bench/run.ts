@@ -1,6 +1,6 @@
 // `npm run bench`: each benchmark runs its baseline and ours in the same run, on the same lab,
 // and prints the ratio. Machines here are noisy: read ratios, not absolute times.
-// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter (default: all). Needs root.
+// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover (default: all). Needs root.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,10 +14,11 @@ import { vrrp } from './vrrp.js';
 import { close } from './close.js';
 import { scsi } from './scsi.js';
 import { replication } from './replication.js';
+import { appFailover } from './app-failover.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
-const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter').split(','));
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
@@ -124,5 +125,6 @@ if (only.has('exit')) await processExit();
 if (only.has('notify')) await notify(out);
 if (only.has('fanout')) await fanout(out);
 if (only.has('vrrp')) await vrrp(out);
+if (only.has('failover')) await appFailover(out);
 if (only.has('scsi')) await scsi(out);
 await replication(only);
