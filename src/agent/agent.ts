@@ -47,6 +47,7 @@ import { AgentMetrics } from './metrics.js';
 import { AppManager, type AppActivity, type AppView } from '../cluster/app-manager.js';
 import { newApp } from '../cluster/app-object.js';
 import { clusterNodes, openClusterStore } from '../cluster/open-store.js';
+import type { ClusterStore } from '../cluster/cluster-store.js';
 
 export interface PlanDone {
   instance: string;
@@ -162,7 +163,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   static async create(config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
     const key = await configKey(config);
     const incarnation = await nextIncarnation(config.incarnationFile ?? defaultIncarnationFile(config.cluster, config.node), config.incarnation ?? 0);
-    return new Agent(config, key, incarnation, options);
+    return new Agent(config, key, incarnation, options, config.store ? await openClusterStore(config) : undefined);
   }
 
   private constructor(
@@ -170,6 +171,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     key: Buffer,
     incarnation: number,
     options: AgentOptions,
+    store: ClusterStore | undefined,
   ) {
     super();
     this.incarnation = incarnation;
@@ -239,7 +241,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.history = new AgentHistory({ heartbeat: this.heartbeat, ...(this.witnessed ? { witnessed: this.witnessed } : {}), links: config.heartbeat.links.map((l) => l.id), witnesses: witnesses.map((w) => w.name) });
     if (config.metrics) this.metrics = new AgentMetrics(this, config.metrics);
-    if (config.store) this.apps = this.appManager(config, config.store);
+    if (config.store && store) this.apps = this.appManager(config, config.store, store);
     this.planned = new PlannedChanges({
       config,
       monitors: this.monitors,
@@ -524,12 +526,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** The cluster manager over the configured store, acting on the node events this agent acts on. */
-  private appManager(config: AgentConfig, store: NonNullable<AgentConfig['store']>): AppManager {
+  private appManager(config: AgentConfig, settings: NonNullable<AgentConfig['store']>, store: ClusterStore): AppManager {
     const nodes = clusterNodes(config);
     const apps = new AppManager({
       node: config.node,
       database: config.database,
-      store: openClusterStore(config),
+      store,
       nodeEvents: this.nodeEvents,
       peers: () => this.heartbeat.detector.status(),
       // A peer not heard yet is not taken for dead before the detector could have heard it.
@@ -538,7 +540,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         const q = this.quorum.quorum();
         return 2 * q.heard > q.of;
       },
-      leaseTtlMs: store.leaseMs,
+      leaseTtlMs: settings.leaseMs,
       stateDir: this.stateDir,
       fence: (node) => this.fencing?.fenced(node) ?? Promise.resolve(),
       known: (node, service) => this.replication.replicas.connections(node, service),

@@ -29,7 +29,7 @@ async function withStore<T>(opts: AppsOptions, fn: (store: ClusterStore, nodes: 
   const config = await loadConfig(opts.config).catch((err: Error) => {
     throw err instanceof ConfigError ? new UsageError(err.message) : err;
   });
-  const store = openClusterStore(config);
+  const store = await openClusterStore(config);
   try {
     return await fn(store, clusterNodes(config));
   } finally {

@@ -43,7 +43,7 @@ export class ClusterApp {
   /** The store and node of an agent configuration file (YAML/JSON). Throws ConfigError. */
   static async fromConfig(file: string, tag: string): Promise<ClusterApp> {
     const config = await loadConfig(file);
-    return new ClusterApp(openClusterStore(config), tag, config.node);
+    return new ClusterApp(await openClusterStore(config), tag, config.node);
   }
 
   /**
