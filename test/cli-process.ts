@@ -1,10 +1,10 @@
-// The `takeover` CLI as a child process for tests (from source, through tsx), optionally
-// inside a network namespace.
+// The `takeover` CLI as a child process for tests, as users run it (dist/, which the suite's
+// global setup builds again when a source is newer), optionally inside a network namespace.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.ts');
+export const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
 
 export interface CliResult {
   code: number | null;
@@ -13,7 +13,7 @@ export interface CliResult {
 }
 
 export function startCli(args: string[], options: { netns?: string } = {}) {
-  const argv = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const argv = [process.execPath, CLI, ...args];
   const cmd = options.netns ? ['ip', 'netns', 'exec', options.netns, ...argv] : argv;
   const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

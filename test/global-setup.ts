@@ -1,11 +1,28 @@
 // Runs once around the whole suite: the suite needs root and must leave nothing behind.
+import { execFileSync, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { staleLabNamespaces, sweepStaleLabs } from '../src/lab/lab.js';
 
 export async function setup(): Promise<void> {
   if (process.getuid?.() !== 0) {
     throw new Error('the takeover suite runs as root: it builds network namespaces and uses raw sockets and TCP_REPAIR');
   }
+  buildDistIfStale();
   await sweepStaleLabs();
+}
+
+/**
+ * The CLI runs as the user runs it, from dist/ (test/cli-process.ts): dist/ is built again here
+ * when a source is newer, so a run of vitest alone never tests a stale CLI. (From dist/ a CLI
+ * process starts in ~0.6 s; from the sources through tsx, ~1.9 s, times hundreds of starts.)
+ */
+function buildDistIfStale(): void {
+  const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const check = spawnSync('bash', ['.ci/needs-build.sh', 'dist/cli/main.js', 'src', 'tsconfig.json', 'tsconfig.build.json'], { cwd: root, encoding: 'utf8' });
+  if (check.status === 1) return;
+  if (check.status !== 0) throw new Error(`cannot tell whether dist/ is up to date: ${check.stderr}`);
+  execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
 }
 
 export async function teardown(): Promise<void> {

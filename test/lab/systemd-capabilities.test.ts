@@ -67,7 +67,7 @@ describe('the systemd unit\'s capabilities', () => {
         services: [{ name: 'web', members: ['web1'] }],
       };
       writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
-      agents.set(n, l.spawnCommand(n, 'setpriv', [...unitPrivileges(), process.execPath, '--import', 'tsx', CLI, 'agent', '--config', path.join(dir, `${n}.json`)]));
+      agents.set(n, l.spawnCommand(n, 'setpriv', [...unitPrivileges(), process.execPath, CLI, 'agent', '--config', path.join(dir, `${n}.json`)]));
     }
     const [a, b] = [agents.get('a')!, agents.get('b')!];
     await until('both agents started', async () => (logs(a).some((e) => e.msg === 'agent started') && logs(b).some((e) => e.msg === 'node-up') ? true : undefined), 20_000);

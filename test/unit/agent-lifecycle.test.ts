@@ -88,7 +88,7 @@ async function setup(instance: Record<string, unknown> = {}, serverArgs: string[
 
 /** `takeover agent --config FILE` as a process; its JSON log lines. */
 function startAgent(file: string) {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   started.push(child);
   const logs: Array<Record<string, any>> = [];
   let stderr = '';

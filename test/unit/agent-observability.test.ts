@@ -56,7 +56,7 @@ type LogLine = Record<string, any>;
 function startAgent(name: string, config: Record<string, unknown>, args: string[] = []) {
   const file = path.join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'agent', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'agent', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   const logs: LogLine[] = [];
   let stderr = '';

@@ -70,7 +70,7 @@ async function runAgent(instances: Array<Record<string, unknown>>) {
     instances,
     services: instances.length ? [{ name: 's', members: instances.map((i) => i.name) }] : [],
   }));
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   started.push(child);
   const logs: Array<Record<string, unknown>> = [];
   createInterface({ input: child.stdout! }).on('line', (l) => logs.push(JSON.parse(l)));

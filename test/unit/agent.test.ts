@@ -365,7 +365,7 @@ describe('agent', () => {
       'instances: [{ name: i1, node: solo, command: [sleep, "600"] }]',
       'services: [{ name: s1, members: [i1] }]',
     ].join('\n'));
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: Array<Record<string, any>> = [];
     createInterface({ input: child.stdout }).on('line', (l) => logs.push(JSON.parse(l)));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));

@@ -3,17 +3,16 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CLI } from '../cli-process.js';
 
-const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
 /**
  * `withoutCapabilities`: root with an empty bounding set, so it execs with no capability at all
  * yet still reads the checkout wherever it is (another user could not read a 0700 mktemp dir).
  */
 function cli(args: string[], withoutCapabilities = false) {
-  const argv = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const argv = [process.execPath, CLI, ...args];
   const cmd = withoutCapabilities ? ['setpriv', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', ...argv] : argv;
   const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', cwd: path.dirname(CLI) });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
@@ -104,7 +103,7 @@ describe('takeover CLI argument errors', () => {
     // The default control directory, as this machine has it, is replaced in a mount namespace of
     // the command alone: empty, then with two sockets' names in it.
     const inEmptyRun = (setup: string, args: string[]) => {
-      const argv = [process.execPath, '--import', 'tsx', CLI, ...args].map((a) => `'${a}'`).join(' ');
+      const argv = [process.execPath, CLI, ...args].map((a) => `'${a}'`).join(' ');
       const r = spawnSync('unshare', ['-m', 'sh', '-c', `mkdir -p /run/takeover && mount -t tmpfs none /run/takeover && ${setup} exec ${argv}`], { encoding: 'utf8', cwd: path.dirname(CLI) });
       return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
     };

@@ -186,7 +186,7 @@ describe('the agent as a daemon (a process)', () => {
     const n1 = await start({ node: 'n1', port: p1, peers: [{ node: 'n2', port: p2 }], extra: { quorum: { twoNode: true } } });
     const kinds: string[] = [];
     n1.agent.on('detector', (e) => kinds.push(e.kind));
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'agent', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: Array<Record<string, any>> = [];
     createInterface({ input: child.stdout }).on('line', (l) => logs.push(JSON.parse(l)));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
