@@ -126,13 +126,16 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     const { store } = this.options;
     this.startedAt = now();
     this.options.nodeEvents.on('event', this.onNodeEvent);
-    this.holdLease(await store.keepAlive(this.me, this.options.leaseTtlMs));
-    for (const input of this.options.register ?? []) {
-      const existing = await store.get(input.tag as string);
-      if (existing === undefined) await store.create(input, { by: this.me, why: 'registered from the configuration' }).catch(() => undefined);
+    // A store that cannot be reached does not keep the agent from starting: its other duties
+    // (heartbeats, events, takeovers) do not need it. The applications wait for it.
+    try {
+      this.holdLease(await store.keepAlive(this.me, this.options.leaseTtlMs));
+      await this.registerFromConfig();
+    } catch (err) {
+      this.emit('activity', { kind: 'lease-lost', why: `the store cannot be used at start: ${(err as Error).message}`, at: now() });
+      void this.regainLease();
     }
-    this.stopWatch = await store.watch((tag) => this.schedule(tag));
-    for (const s of await store.list()) this.cache.set(s.app.tag, s);
+    this.stopWatch = await store.watch((tag) => this.schedule(tag)).catch(() => undefined);
     await this.adoptRecorded();
     this.timer = setInterval(() => this.schedule(), this.options.passMs ?? 250);
     this.schedule();
@@ -151,24 +154,43 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       this.lease = undefined;
       this.emit('activity', { kind: 'lease-lost', why, at: now() });
       await this.stopAll(`this node's lease in the store was lost: ${why}`);
-      while (!this.closed) {
-        await new Promise((r) => setTimeout(r, Math.max(500, this.options.leaseTtlMs / 2)));
-        if (this.closed) return;
-        try {
-          const again = await this.options.store.keepAlive(this.me, this.options.leaseTtlMs);
-          if (this.closed) {
-            await again.close().catch(() => undefined);
-            return;
-          }
-          this.emit('activity', { kind: 'lease-back', at: now() });
-          this.holdLease(again);
-          this.schedule();
-          return;
-        } catch {
-          // still no store: try again
-        }
-      }
+      await this.regainLease();
     });
+  }
+
+  /** Registers the config's applications the store lacks (seed 002 FIG. 6 step 604), then reads every application. */
+  private async registerFromConfig(): Promise<void> {
+    const { store } = this.options;
+    for (const input of this.options.register ?? []) {
+      if ((await store.get(input.tag as string)) !== undefined) continue;
+      await store.create(input, { by: this.me, why: 'registered from the configuration' }).catch((err: Error & { code?: string }) => {
+        if (err.code !== 'EAPPEXISTS') throw err; // another node registered it meanwhile
+      });
+    }
+    for (const s of await store.list()) this.cache.set(s.app.tag, s);
+  }
+
+  /** Takes a new lease as soon as the store answers (and registers the config's applications then, if it could not at start). */
+  private async regainLease(): Promise<void> {
+    while (!this.closed) {
+      await new Promise((r) => setTimeout(r, Math.max(500, this.options.leaseTtlMs / 2)));
+      if (this.closed) return;
+      try {
+        const again = await this.options.store.keepAlive(this.me, this.options.leaseTtlMs);
+        if (this.closed) {
+          await again.close().catch(() => undefined);
+          return;
+        }
+        this.emit('activity', { kind: 'lease-back', at: now() });
+        this.holdLease(again);
+        this.stopWatch ??= await this.options.store.watch((tag) => this.schedule(tag)).catch(() => undefined);
+        await this.registerFromConfig().catch(() => undefined); // the passes read the store again anyway
+        this.schedule();
+        return;
+      } catch {
+        // still no store: try again
+      }
+    }
   }
 
   /**
