@@ -71,9 +71,15 @@ export async function clusterDemoCommand(o: { json?: boolean }): Promise<number>
         await new Promise((r) => setTimeout(r, 20));
       }
     };
-    /** A client connects to the service address and reads the greeting: which node answers. */
+    /**
+     * A client connects to the service address and reads the greeting: which node answers. It
+     * tries again for up to 3 s, as clients do: `up` in the store means web's process runs, and
+     * a just-started one may not listen yet.
+     */
     const ask = async (): Promise<string> => {
-      const r = await lab.exec('client', process.execPath, ['-e', `const s=require('net').connect(${PORT},${JSON.stringify(vip)});s.setTimeout(3000,()=>{console.log('no answer');process.exit(1)});s.on('error',e=>{console.log(e.code);process.exit(1)});s.once('data',d=>{console.log(String(d).trim());process.exit(0)})`]).catch((err: Error & { stdout?: string }) => ({ stdout: err.stdout ?? err.message }));
+      const script = `const end=Date.now()+3000;const t=()=>{const s=require('net').connect(${PORT},${JSON.stringify(vip)});s.setTimeout(1000,()=>s.destroy(new Error('no answer')));` +
+        `s.on('error',e=>{if(Date.now()<end)setTimeout(t,20);else{console.log(e.code||e.message);process.exit(1)}});s.once('data',d=>{console.log(String(d).trim());process.exit(0)})};t()`;
+      const r = await lab.exec('client', process.execPath, ['-e', script]).catch((err: Error & { stdout?: string }) => ({ stdout: err.stdout || 'no answer' }));
       const line = r.stdout.trim();
       const ip = line.replace(/^served by /, '');
       return names.has(ip) ? `${line} (${names.get(ip)})` : line;
