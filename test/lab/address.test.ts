@@ -192,6 +192,38 @@ describe('an address already on the interface that cannot serve', () => {
   });
 });
 
+describe('address lifetimes (the address lease)', () => {
+  const ifname = 'eth0';
+  const entriesOf = async (address: string) => (await op({ cmd: 'entries', ifname, address })).value as Array<{ prefixLength: number; flags: number; preferredLifetime: number; validLifetime: number }>;
+
+  it.each([
+    { family: 4, prefix: 24, host: '.202' },
+    { family: 6, prefix: 64, host: '::202' },
+  ])('IPv$family: setAddressLifetime gives an address a finite lifetime and makes it permanent again; one that is not there is refused, not added', async ({ family, prefix, host }) => {
+    const a = lab.host('a');
+    const address = family === 4 ? a.ipv4.replace(/\.\d+$/, host) : a.ipv6.replace(/::[0-9a-f]+$/, host);
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix, seconds: 30 })).toMatchObject({ ok: false, code: 'EADDRNOTAVAIL' });
+    expect(await entriesOf(address)).toEqual([]);
+    expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+    const nodad = family === 6 ? 0x02 : 0;
+    expect((await entriesOf(address))[0]).toMatchObject({ prefixLength: prefix, validLifetime: -1, preferredLifetime: -1 });
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix, seconds: 30 })).toMatchObject({ ok: true });
+    const leased = (await entriesOf(address))[0]!;
+    expect(leased.validLifetime).toBeGreaterThanOrEqual(29);
+    expect(leased.validLifetime).toBeLessThanOrEqual(30);
+    expect(leased.preferredLifetime).toBe(leased.validLifetime);
+    expect(leased.flags & 0x80).toBe(0); // no longer IFA_F_PERMANENT
+    expect(leased.flags & nodad).toBe(nodad); // IPv6 keeps NODAD through the change
+    // Under another prefix length it is not the same address: refused, nothing added.
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix + 1, seconds: 30 })).toMatchObject({ ok: false, code: 'EADDRNOTAVAIL' });
+    expect(await entriesOf(address)).toHaveLength(1);
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix, seconds: 'forever' })).toMatchObject({ ok: true });
+    expect(await entriesOf(address)).toEqual([expect.objectContaining({ validLifetime: -1, preferredLifetime: -1, flags: expect.any(Number) })]);
+    expect((await entriesOf(address))[0]!.flags & (0x80 | nodad)).toBe(0x80 | nodad);
+    expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+  });
+});
+
 describe('argument validation (no namespace needed)', () => {
   const invalid = (fn: () => void, field: RegExp) => {
     let caught: unknown;
@@ -211,6 +243,11 @@ describe('argument validation (no namespace needed)', () => {
     invalid(() => native.removeAddress('lo', 'fd7a:6b00::1', 129), /prefixLength/);
     invalid(() => native.addAddress('x'.repeat(16), '198.18.0.1', 24), /ifname/);
     invalid(() => native.announceAddress('lo', 'nope'), /address/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 0, 0), /lifetimeSeconds/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 2 ** 32 - 1, 0), /lifetimeSeconds/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 1.5, 0), /lifetimeSeconds/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 5, -1), /flags/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 33, 5, 0), /prefixLength/);
   });
 
   it('refuses to announce on a non-Ethernet interface', () => {
