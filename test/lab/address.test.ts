@@ -7,6 +7,7 @@ import { native } from '../../src/native.js';
 import { run } from '../../src/lab/exec.js';
 import { Lab } from '../../src/lab/lab.js';
 import { eventually } from './eventually.js';
+import { kernelExpirySlackMs } from '../../src/agent/address-lease.js';
 
 const fixture = fileURLToPath(new URL('fixtures/address-ops.ts', import.meta.url));
 const STALE_MAC = '02:00:00:00:00:99';
@@ -222,6 +223,32 @@ describe('address lifetimes (the address lease)', () => {
     expect((await entriesOf(address))[0]!.flags & (0x80 | nodad)).toBe(0x80 | nodad);
     expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
   });
+
+  // What a taker waits for on top of a lease: how late the kernel removes an expired address.
+  it.each([
+    { family: 4, prefix: 24, host: '.203' },
+    { family: 6, prefix: 64, host: '::203' },
+  ])('IPv$family: the kernel removes an address whose lifetime ran out within kernelExpirySlackMs of it (measured)', async ({ family, prefix, host }) => {
+    const a = lab.host('a');
+    const address = family === 4 ? a.ipv4.replace(/\.\d+$/, host) : a.ipv6.replace(/::[0-9a-f]+$/, host);
+    const seconds = 2;
+    const late: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+      // Lifetimes start at a random point of the kernel's second (its checks round to seconds).
+      await new Promise((r) => setTimeout(r, Math.random() * 1000));
+      const r = await op({ cmd: 'expiry', ifname, address, prefixLength: prefix, seconds });
+      expect(r).toMatchObject({ ok: true });
+      const v = r.value as { lateMs: number; gapMs: number };
+      expect(v.gapMs).toBeLessThan(100); // the reads themselves kept up
+      late.push(Math.round(v.lateMs));
+    }
+    console.info(`IPv${family}, lifetime ${seconds} s: removed ${late.join(', ')} ms after it ran out (the taker allows ${kernelExpirySlackMs(seconds)} ms)`);
+    for (const l of late) {
+      expect(l).toBeGreaterThanOrEqual(-25); // up to 20 ms early (ADDRCONF_TIMER_FUZZ_MINUS), and the 2 ms reads
+      expect(l).toBeLessThanOrEqual(kernelExpirySlackMs(seconds));
+    }
+  }, 30_000);
 });
 
 describe('argument validation (no namespace needed)', () => {
