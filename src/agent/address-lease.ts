@@ -22,7 +22,6 @@
 // AddressLeases); the syscalls come in through options (net/address.ts).
 import { EventEmitter } from 'node:events';
 import type { AddressClaim } from '../monitor/heartbeat-packet.js';
-import type { DetectorEvent } from '../monitor/failure-detector.js';
 import type { AddressEntry } from '../native.js';
 import { canonicalAddress } from '../net/endpoint.js';
 
@@ -293,12 +292,15 @@ export type LeaseVerdict =
   | { kind: 'abandon'; why: string };
 
 export interface PeerLeasesOptions {
-  /** The heartbeat agent: what live peers claim ('heard'), and their planned departures ('event'). */
+  /**
+   * The heartbeat agent: what live peers claim ('heard'), and their planned departures
+   * ('leaving': every `leaving` heartbeat, also one that comes after the peer was declared dead).
+   */
   heartbeat: {
     on(name: 'heard', fn: (h: { node: string; claims: AddressClaim[] }) => void): unknown;
     off(name: 'heard', fn: (h: { node: string; claims: AddressClaim[] }) => void): unknown;
-    on(name: 'event', fn: (e: DetectorEvent) => void): unknown;
-    off(name: 'event', fn: (e: DetectorEvent) => void): unknown;
+    on(name: 'leaving', fn: (l: { node: string; at: number }) => void): unknown;
+    off(name: 'leaving', fn: (l: { node: string; at: number }) => void): unknown;
   };
   /** The detector's timeout, ms: how long a peer may have been unheard before a decision. */
   timeoutMs: number;
@@ -324,14 +326,12 @@ export class PeerLeases {
   private readonly now: () => number;
   private closed = false;
   private readonly onHeard = (h: { node: string; claims: AddressClaim[] }) => this.heard(h.node, h.claims, this.now());
-  private readonly onEvent = (e: DetectorEvent) => {
-    if (e.kind === 'node-left') this.leftAt(e.node, e.at);
-  };
+  private readonly onLeaving = (l: { node: string; at: number }) => this.leftAt(l.node, l.at);
 
   constructor(private readonly options: PeerLeasesOptions) {
     this.now = options.now ?? clock;
     options.heartbeat.on('heard', this.onHeard);
-    options.heartbeat.on('event', this.onEvent);
+    options.heartbeat.on('leaving', this.onLeaving);
   }
 
   /** What a live peer's heartbeat claims (also for tests). */
@@ -347,7 +347,7 @@ export class PeerLeases {
 
   /** A planned departure of `peer` (also for tests). */
   leftAt(peer: string, at: number): void {
-    this.left.set(peer, at);
+    this.left.set(peer, Math.max(at, this.left.get(peer) ?? -Infinity));
     this.wakeAll();
   }
 
@@ -356,7 +356,8 @@ export class PeerLeases {
    * node-down), may add the address `now`:
    *   - abandon: the peer was heard claiming it as its own since the decision (alive, holding
    *     it: an agent restarted within its lease, or one whose loop was held), or left in a
-   *     planned way since (a planned departure takes nothing over);
+   *     planned way since (a planned departure takes nothing over, and makes the address
+   *     permanent: its `leaving` heartbeats may come after it looked dead, when its stop was slow);
    *   - wait: it claimed the address with a lease recently enough that the lease may still run
    *     (the last such claim heard no longer ago than the lease, the kernel's slack and the
    *     detector's timeout before the decision): until leaseDeadline;
@@ -406,7 +407,7 @@ export class PeerLeases {
   close(): void {
     this.closed = true;
     this.options.heartbeat.off('heard', this.onHeard);
-    this.options.heartbeat.off('event', this.onEvent);
+    this.options.heartbeat.off('leaving', this.onLeaving);
     this.wakeAll();
   }
 

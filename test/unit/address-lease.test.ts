@@ -13,7 +13,6 @@ import {
   renewEveryMs,
   type LeaseEvent,
 } from '../../src/agent/address-lease.js';
-import type { DetectorEvent } from '../../src/monitor/failure-detector.js';
 import type { AddressClaim } from '../../src/monitor/heartbeat-packet.js';
 import type { AddressEntry } from '../../src/native.js';
 
@@ -206,7 +205,7 @@ describe('the owner (AddressLeases)', () => {
 
 function taker(timeoutMs = 325) {
   let t = 50_000;
-  const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }]; event: [DetectorEvent] }>();
+  const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }]; leaving: [{ node: string; at: number }] }>();
   const leases = new PeerLeases({ heartbeat: hb, timeoutMs, now: () => t });
   return { leases, hb, advance: (ms: number) => void (t += ms), now: () => t, set: (ms: number) => void (t = ms) };
 }
@@ -254,7 +253,8 @@ describe('the taker (PeerLeases)', () => {
 
     const left = taker();
     left.leases.heard('a', [{ address: VIP, taken: false, leaseSeconds: 5 }], left.now() - 300);
-    left.hb.emit('event', { kind: 'node-left', node: 'a', incarnation: 1n, at: left.now() + 5, serving: true });
+    // Its `leaving` heartbeat, even one that comes after it was declared dead (a slow stop).
+    left.hb.emit('leaving', { node: 'a', at: left.now() + 5 });
     expect(left.leases.verdict('a', VIP, left.now(), left.now() + 10)).toMatchObject({ kind: 'abandon', why: expect.stringMatching(/left in a planned way/) });
     // A departure before the decision (a left, came back, died) is no reason.
     expect(left.leases.verdict('a', VIP, left.now() + 6, left.now() + 10)).toMatchObject({ kind: 'wait' });
@@ -262,7 +262,7 @@ describe('the taker (PeerLeases)', () => {
 
   it('waitOut waits until the deadline, tells the wait once, and ends early when the peer claims the address or the agent stops', async () => {
     vi.useFakeTimers();
-    const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }]; event: [DetectorEvent] }>();
+    const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }]; leaving: [{ node: string; at: number }] }>();
     const leases = new PeerLeases({ heartbeat: hb, timeoutMs: 325, now: () => Date.now() });
     hb.emit('heard', { node: 'a', claims: [{ address: VIP, taken: false, leaseSeconds: 2 }] });
     const decided = Date.now() + 325;
