@@ -226,6 +226,11 @@ export class AgentMetrics {
     // (A metric without labels always shows a value: those of a feature not configured are not registered.)
     if (agent.config.fencing) this.readGauge('takeover_fenced', 'This node found its own key gone from a shared device (1): it was fenced.', [], () => [[{}, this.status.fencing?.fencedAt !== undefined ? 1 : 0]]);
 
+    // ---- address lease (this node's own addresses) ----
+    if (agent.config.addressLease) {
+      this.readGauge('takeover_address_lease_held', 'This node holds its leased service address under a live lease (1) or not (0: not found, or the lease was lost).', ['address'], () => (this.status.leases?.addresses ?? []).map((a): [Labels, number] => [{ address: a.address }, a.held ? 1 : 0]));
+    }
+
     // ---- callouts ----
     const callouts = new Counter({ name: 'takeover_callouts_total', help: 'Callout runs by result: ok (exit 0), failed (another exit code or a signal), killed (past timeoutMs), error (could not start).', labelNames: ['result'], registers: r });
     if (agent.config.callouts) for (const result of ['ok', 'failed', 'killed', 'error']) callouts.inc({ result }, 0);

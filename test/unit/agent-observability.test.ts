@@ -386,6 +386,27 @@ describe('the agent as an SRE sees it', () => {
     }
   });
 
+  it('a leased address this node does not have (here: its interface is missing): status and the gauge say it is not held, nothing is added', async () => {
+    const a = await Agent.create(validateConfig({
+      cluster: 'unit', node: 'a', database: 'db', key: KEY, control: path.join(dir, 'a.sock'),
+      heartbeat: { intervalMs: 50, links: [{ id: 0, address: '127.0.0.1', port: randomPort() }] },
+      notify: { host: '127.0.0.1', port: 0 }, metrics: { host: '127.0.0.1', port: 0 },
+      addressLease: { seconds: 2, addresses: [{ address: '198.51.100.79', interface: 'nosuch9', prefixLength: 24 }] },
+    }));
+    const leases: unknown[] = [];
+    a.on('lease', (e) => leases.push(e));
+    try {
+      await a.start();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(a.status().leases).toEqual({ seconds: 2, addresses: [{ address: '198.51.100.79', interface: 'nosuch9', prefixLength: 24, held: false }] });
+      const m = parseExposition((await scrape(a.metricsPort!)).text);
+      expect(m.get('takeover_address_lease_held', { address: '198.51.100.79' })).toBe(0);
+      expect(leases).toEqual([]);
+    } finally {
+      await a.stop();
+    }
+  });
+
   it('config: metrics off unless given, on loopback by default, never on the notification port; a port in use fails the start and leaves nothing', async () => {
     const base = {
       cluster: 'c', node: 'a', database: 'db', key: KEY, control: path.join(dir, 'a.sock'),
