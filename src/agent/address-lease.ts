@@ -156,7 +156,7 @@ export class AddressLeases extends EventEmitter<{ lease: [LeaseEvent] }> {
       const entry = this.entry(l);
       if (l.renewedAt !== undefined) {
         if (!entry) this.lose(l, `gone from ${l.spec.interface}`);
-        else if (now - l.renewedAt >= this.cutoff) this.lose(l, `not renewed for ${Math.round(now - l.renewedAt)} ms (the agent was held): it runs out within a second; a peer that takes it over may do so`);
+        else if (now - l.renewedAt >= this.cutoff) this.lose(l, `not renewed for ${Math.round(now - l.renewedAt)} ms (the agent was held, or its renewals failed): it runs out within a second, and a peer that takes it over may do so`);
         else this.claimed.push(l);
       } else if (entry && this.adoptable(l, entry)) {
         this.claimed.push(l);
