@@ -2,6 +2,8 @@
 // `ip addr add|del` makes, without spawning ip(8) at the moment a node takes over an address.
 // addressEntries: RTM_GETADDR, the state of one address on one interface (flags, prefix,
 // lifetimes), so the caller can tell an address it can use from one it only has (tentative...).
+// setAddressLifetime: RTM_NEWADDR with NLM_F_REPLACE and IFA_CACHEINFO, the request of
+// `ip addr change ... valid_lft N preferred_lft N`: the address lease (agent/address-lease.ts).
 #include <linux/if_addr.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -22,7 +24,8 @@
 namespace takeover {
 namespace {
 
-// Room for the header, ifaddrmsg and three attributes (two 16-byte addresses, one u32).
+// Room for the header, ifaddrmsg and four attributes (two 16-byte addresses, one u32, one
+// ifa_cacheinfo).
 struct AddrRequest {
   nlmsghdr header;
   ifaddrmsg ifa;
@@ -91,6 +94,27 @@ int Transact(Napi::Env env, AddrRequest& req) {
   }
 }
 
+// ifa_cacheinfo's lifetime for "forever" (the kernel's INFINITY_LIFE_TIME, not in the uapi).
+constexpr uint32_t kForever = 0xFFFFFFFFu;
+
+// The request shared by add, remove and lifetime changes: the address as ip(8) sends it.
+// Local and prefix address are the same: a plain (not point-to-point) address. No
+// IFA_BROADCAST, as with `ip addr add` without `brd`.
+AddrRequest AddressRequest(const IpAddress& addr, int prefix, unsigned ifindex, uint16_t type,
+                           uint16_t flags) {
+  AddrRequest req{};
+  req.header.nlmsg_len = NLMSG_LENGTH(sizeof(ifaddrmsg));
+  req.header.nlmsg_type = type;
+  req.header.nlmsg_flags = flags;
+  req.ifa.ifa_family = static_cast<uint8_t>(addr.family);
+  req.ifa.ifa_prefixlen = static_cast<uint8_t>(prefix);
+  req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+  req.ifa.ifa_index = ifindex;
+  AddAttr(req, IFA_LOCAL, addr.bytes, addr.size());
+  AddAttr(req, IFA_ADDRESS, addr.bytes, addr.size());
+  return req;
+}
+
 void ChangeAddress(const Napi::CallbackInfo& info, bool add) {
   Napi::Env env = info.Env();
   std::string ifname = IfnameValue(env, info[0]);
@@ -99,20 +123,10 @@ void ChangeAddress(const Napi::CallbackInfo& info, bool add) {
   int prefix = static_cast<int>(IntArg(info, 2, "prefixLength", 0, v6 ? 128 : 32));
   unsigned ifindex = IfIndex(env, ifname);
 
-  AddrRequest req{};
-  req.header.nlmsg_len = NLMSG_LENGTH(sizeof(ifaddrmsg));
-  req.header.nlmsg_type = add ? RTM_NEWADDR : RTM_DELADDR;
   // EXCL: an address that is already there is reported (EEXIST) rather than silently kept,
   // so the caller knows whether it took the address over or already had it.
-  req.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
-  req.ifa.ifa_family = static_cast<uint8_t>(addr.family);
-  req.ifa.ifa_prefixlen = static_cast<uint8_t>(prefix);
-  req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
-  req.ifa.ifa_index = ifindex;
-  // Local and prefix address are the same: a plain (not point-to-point) address, as ip(8)
-  // sends it. No IFA_BROADCAST, as with `ip addr add` without `brd`.
-  AddAttr(req, IFA_LOCAL, addr.bytes, addr.size());
-  AddAttr(req, IFA_ADDRESS, addr.bytes, addr.size());
+  AddrRequest req = AddressRequest(addr, prefix, ifindex, add ? RTM_NEWADDR : RTM_DELADDR,
+                                   NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0));
   if (add && v6) {
     // NODAD: the address moves here from a dead node and must be usable at once; duplicate
     // address detection would keep it tentative (unusable) for a second or more.
@@ -123,9 +137,6 @@ void ChangeAddress(const Napi::CallbackInfo& info, bool add) {
   int err = Transact(env, req);
   if (err != 0) ThrowErrno(env, "rtnetlink", err);
 }
-
-// ifa_cacheinfo's lifetime for "forever" (the kernel's INFINITY_LIFE_TIME, not in the uapi).
-constexpr uint32_t kForever = 0xFFFFFFFFu;
 
 // One entry of the address on the interface, as RTM_GETADDR reports it.
 struct AddressEntry {
@@ -229,6 +240,40 @@ Napi::Value AddressEntries(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setAddressLifetime(ifname, address, prefixLength, lifetimeSeconds, flags): sets the valid and
+// preferred lifetime of an address already on ifname (seconds, 1 to 2^32 - 2; -1: forever, a
+// permanent address again). The kernel restarts the lifetime from now and removes the address
+// when it runs out. `flags` (IFA_F_*) replaces the address's own for IPv6 (the caller passes
+// the ones it has: NODAD, NOPREFIXROUTE...); IPv4 keeps its flags on a replace.
+// NLM_F_REPLACE without NLM_F_CREATE, as `ip addr change` sends it; but the kernel adds an
+// address that is not there whatever NLM_F_CREATE says (inet_rtm_newaddr, inet6_rtm_newaddr),
+// so this is only for an address the caller has just seen there, with time left to live.
+Napi::Value SetAddressLifetime(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = IfnameValue(env, info[0]);
+  IpAddress addr = AddressValue(env, info[1], "address");
+  const bool v6 = addr.family == AF_INET6;
+  int prefix = static_cast<int>(IntArg(info, 2, "prefixLength", 0, v6 ? 128 : 32));
+  int64_t seconds = IntArg(info, 3, "lifetimeSeconds", -1, kForever - 1);
+  if (seconds == 0) ThrowInvalidArg(env, "lifetimeSeconds must be -1 (forever) or at least 1");
+  uint32_t flags = static_cast<uint32_t>(IntArg(info, 4, "flags", 0, UINT32_MAX));
+  unsigned ifindex = IfIndex(env, ifname);
+
+  AddrRequest req =
+      AddressRequest(addr, prefix, ifindex, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE);
+  ifa_cacheinfo ci{};
+  ci.ifa_valid = seconds < 0 ? kForever : static_cast<uint32_t>(seconds);
+  ci.ifa_prefered = ci.ifa_valid;  // never deprecated before it goes: a lease holds or ends
+  AddAttr(req, IFA_CACHEINFO, &ci, sizeof ci);
+  if (v6) {
+    req.ifa.ifa_flags = static_cast<uint8_t>(flags & 0xFF);  // for kernels without IFA_FLAGS
+    AddAttr(req, IFA_FLAGS, &flags, sizeof flags);
+  }
+  int err = Transact(env, req);
+  if (err != 0) ThrowErrno(env, "rtnetlink", err);
+  return env.Undefined();
+}
+
 Napi::Value AddAddress(const Napi::CallbackInfo& info) {
   ChangeAddress(info, true);
   return info.Env().Undefined();
@@ -245,6 +290,8 @@ void InitNetlinkAddr(Napi::Env env, Napi::Object exports) {
   exports.Set("addAddress", Napi::Function::New<AddAddress>(env, "addAddress"));
   exports.Set("removeAddress", Napi::Function::New<RemoveAddress>(env, "removeAddress"));
   exports.Set("addressEntries", Napi::Function::New<AddressEntries>(env, "addressEntries"));
+  exports.Set("setAddressLifetime",
+              Napi::Function::New<SetAddressLifetime>(env, "setAddressLifetime"));
 }
 
 }  // namespace takeover

@@ -263,6 +263,12 @@ export interface NativeBindings {
   removeAddress(ifname: string, address: string, prefixLength: number): void;
   /** RTM_GETADDR: each entry of address on ifname ([] when absent; IPv4 may hold it under several prefix lengths). */
   addressEntries(ifname: string, address: string): AddressEntry[];
+  /**
+   * RTM_NEWADDR + NLM_F_REPLACE with IFA_CACHEINFO: valid and preferred lifetime of an address on
+   * ifname, in seconds from now (-1: forever, permanent again); `flags` (IFA_F_*) replace an IPv6
+   * address's own. The kernel ADDS an address that is not there: call it only for one just seen.
+   */
+  setAddressLifetime(ifname: string, address: string, prefixLength: number, lifetimeSeconds: number, flags: number): void;
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for address on ifname. */
   announceAddress(ifname: string, address: string): void;
 

@@ -117,6 +117,19 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     if (!Array.isArray(addon.addressEntries('lo', a))) throw new Error('addressEntries: not an array');
   }
   attempt(() => addon.addressEntries('nosuch0', '::1'));
+  // Lifetimes (the address lease): on an address of this throwaway namespace, both families.
+  for (const [a, p, f] of [['198.18.0.2', 32, 0], ['fd7a:6b00::2', 128, 0x02]]) {
+    addon.addAddress('lo', a, p);
+    for (const s of [5, 4294967294, -1]) addon.setAddressLifetime('lo', a, p, s, f);
+    const e = addon.addressEntries('lo', a);
+    if (e.length !== 1 || e[0].validLifetime !== -1) throw new Error(`setAddressLifetime: ${JSON.stringify(e)}`);
+    addon.removeAddress('lo', a, p);
+  }
+  attempt(() => addon.setAddressLifetime('nosuch0', '198.18.0.1', 24, 5, 0));
+  attempt(() => addon.setAddressLifetime('lo', '198.18.0.1', 24, 0, 0));
+  attempt(() => addon.setAddressLifetime('lo', '198.18.0.1', 24, 2 ** 32, 0));
+  attempt(() => addon.setAddressLifetime('lo', '198.18.0.1', 24, 5, -1));
+  attempt(() => addon.setAddressLifetime('lo', '198.18.0.1', 24));
   attempt(() => addon.addressEntries('lo', 'x'));
   attempt(() => addon.announceAddress('lo', '127.0.0.1'));
   cap.close(); cap.close();

@@ -11,7 +11,8 @@
 //     (gives it back): this node runs nothing behind a taken address yet (it only spoke for the dead
 //     side's connections), and the returning node does. The gap: about one heartbeat interval.
 // A node whose agent is dead cannot answer: the address stays on both until that agent restarts
-// (fencing guards the shared disk meanwhile).
+// (fencing guards the shared disk meanwhile), unless the node holds it under an address lease
+// (address-lease.ts): then it goes by itself, and the taker adds it only after that.
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';

@@ -32,13 +32,19 @@ export interface TakeoverRecord {
   /** The decision it followed (PeerDeath.at) and when it finished or failed. */
   decidedAt: number;
   at: number;
-  /** ok: every connection closed; incomplete: some left open; failed: nothing done (fence, address...). */
-  result: 'ok' | 'incomplete' | 'failed';
+  /**
+   * ok: every connection closed; incomplete: some left open; failed: nothing done (fence,
+   * address...); abandoned: nothing done, the peer turned out to hold the address (alive) or left.
+   */
+  result: 'ok' | 'incomplete' | 'failed' | 'abandoned';
   /** Connections found (replicated and tracked), and how many of them were not closed. */
   connections: number;
   notClosed: number;
   /** The service address was added here (false: it was already here). */
   addressAdded?: boolean;
+  /** The peer's address lease it waited out first: its length (s) and the wait (ms). */
+  lease?: { seconds: number; waitedMs: number };
+  /** Why it failed, or why it was abandoned. */
   error?: string;
 }
 
@@ -130,7 +136,11 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
         connections: d.report.results.length,
         notClosed,
         ...(d.report.takeovers?.[0] ? { addressAdded: d.report.takeovers[0].added } : {}),
+        ...(d.lease ? { lease: { ...d.lease } } : {}),
       });
+    });
+    plan.on('abandoned', (a) => {
+      this.addTakeover(peer, { ...service, decidedAt: a.down.at, at: a.at, result: 'abandoned', connections: 0, notClosed: 0, error: a.why });
     });
     plan.on('failed', (err) => {
       const decidedAt = this.peers.get(peer)?.death?.at ?? Date.now();

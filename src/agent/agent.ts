@@ -33,14 +33,16 @@ import { InstanceMonitor, type InstanceEvent, type InstanceInfo, type LastExit }
 import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions } from './planned-change.js';
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
-import { PeerTakeover, type TakeoverDone } from './peer-takeover.js';
+import { PeerTakeover, type TakeoverAbandoned, type TakeoverDone, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
 import { defaultIncarnationFile, nextIncarnation } from './incarnation.js';
 import { AddressHolding, type AddressReleased } from './address-holding.js';
-import { removeAddress } from '../net/address.js';
+import { addressEntries, removeAddress, setAddressLifetime } from '../net/address.js';
+import { AddressLeases, PeerLeases, type LeaseEvent, type LeaseStatus } from './address-lease.js';
+import { MAX_CLAIMS, type AddressClaim } from '../monitor/heartbeat-packet.js';
 import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
 import { AgentHistory, type PeerHistory } from './agent-history.js';
 import { AgentMetrics } from './metrics.js';
@@ -63,6 +65,12 @@ export type AgentEvents = {
   plan: [PlanDone];
   takeover: [TakeoverDone];
   'takeover-failed': [Error];
+  /** A takeover waits out the peer's address lease before it adds the address. */
+  'takeover-waiting': [TakeoverWaiting];
+  /** A takeover ended without taking anything over: the peer holds the address (alive) or left. */
+  'takeover-abandoned': [TakeoverAbandoned];
+  /** This node's address leases (config `addressLease`): adopted, lost, renewals failed, released at stop. */
+  lease: [LeaseEvent];
   detector: [DetectorEvent];
   /** A node the heartbeats call dead but a witness does not (yet): no event, no takeover. */
   disputed: [Disputed];
@@ -113,6 +121,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly quorum: QuorumGate;
   /** The service addresses this node holds and their one-holder settlement with the peers. */
   readonly addresses: AddressHolding;
+  /** This node's own service addresses under a lease (config `addressLease`). */
+  readonly leases: AddressLeases | undefined;
+  /** The leases the peers claim, which the takeovers here wait out. */
+  private readonly peerLeases: PeerLeases;
   private readonly rejectionSaid = new Map<string, number>();
   private readonly takeovers: PeerTakeover[] = [];
   /** Failure plans of this node's instances still running (stop() lets them finish). */
@@ -184,7 +196,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       misses: config.heartbeat.misses,
       links: config.heartbeat.links,
       peers: config.peers.map((p) => ({ node: p.node, links: p.links })),
-      claims: () => this.addresses.claims(),
+      claims: () => this.claims(),
+      // A lease is renewed only after a heartbeat that claimed it is with the kernel.
+      sent: () => this.leases?.renew(),
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
     this.stateDir = config.stateDir ?? path.join(path.dirname(config.control ?? defaultControlPath(config.node)), config.node);
@@ -197,6 +211,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       remove: removeAddress,
     });
     this.addresses.on('released', (r) => this.emit('address-released', r));
+    const lease = config.addressLease;
+    if (lease) {
+      this.leases = new AddressLeases({ addresses: lease.addresses, seconds: lease.seconds, intervalMs: config.heartbeat.intervalMs, entries: addressEntries, setLifetime: setAddressLifetime });
+      this.leases.on('lease', (e) => this.emit('lease', e));
+    }
+    this.peerLeases = new PeerLeases({ heartbeat: this.heartbeat, timeoutMs: this.heartbeat.detector.timeoutMs });
     this.heartbeat.on('rejected', (r) => this.onRejected(r));
     this.replication = new ConnectionReplication({
       heartbeat: this.heartbeat,
@@ -328,12 +348,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       heartbeat: this.nodeEvents, peer, service, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
+      leases: this.peerLeases,
     });
     plan.on('done', (d) => {
       this.addresses.tookOver(peer, t.address);
       this.emit('takeover', d);
     });
     plan.on('failed', (err) => this.emit('takeover-failed', err));
+    plan.on('waiting', (w) => this.emit('takeover-waiting', w));
+    plan.on('abandoned', (a) => this.emit('takeover-abandoned', a));
     this.history.watchTakeover(peer, service, plan);
     await plan.prepare();
     this.takeovers.push(plan);
@@ -352,6 +375,9 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   async stop(): Promise<void> {
     const serving = [...this.monitors.values()].some((m) => !m.config.command && m.state === 'up');
+    // A takeover waiting out a peer's address lease ends here (abandoned): it would hold the stop
+    // for up to the lease.
+    this.peerLeases.close();
     this.planned.close();
     // First, while the peers still hear this node: its applications are handed over to them.
     await this.apps?.stop();
@@ -361,8 +387,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     ]);
     this.replication.stop();
     // An agent whose start failed (a second one for this node, say) must not speak for the node.
-    if (this.started) await this.heartbeat.leave(serving);
-    else this.heartbeat.stop();
+    // A planned departure keeps this node's leased addresses (permanent again: the peers take
+    // nothing over, and the instances may go on serving); after the peers were told, so a stop
+    // cut short leaves the lease to run out instead. Any other stop leaves it to run out.
+    if (this.started) {
+      await this.heartbeat.leave(serving);
+      this.leases?.release();
+    } else {
+      this.heartbeat.stop();
+      this.leases?.stop();
+    }
     this.started = false;
     this.diskWatcher?.stop();
     await this.diskWriter?.stop();
@@ -381,6 +415,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.metrics?.close().catch(() => {});
     this.history.close();
     if (this.callouts) await boundedWait(this.callouts.idle(), this.config.callouts!.timeoutMs);
+  }
+
+  /**
+   * What this node's heartbeats claim: its leased addresses (with the lease) first, so that a
+   * full list never drops one, then the addresses it took over and those it answers for.
+   */
+  private claims(): AddressClaim[] {
+    const leased = this.leases?.claims() ?? [];
+    const rest = this.addresses.claims().filter((c) => !leased.some((l) => l.address === c.address));
+    return [...leased, ...rest].slice(0, MAX_CLAIMS);
   }
 
   /** Resolves once no failure plan or takeover is running (one may start while it waits). */
@@ -466,6 +510,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       peers: this.heartbeat.detector.status().map((p) => ({ ...p, incarnation: String(p.incarnation), ...this.history.peerHistory(p.node), ...(this.heartbeat.rejectedFrom.has(p.node) ? { rejected: { ...this.heartbeat.rejectedFrom.get(p.node) } } : {}) })),
       quorum: this.quorum.quorum(),
       taken: this.addresses.holding(),
+      ...(this.leases ? { leases: { seconds: this.leases.seconds, addresses: this.leases.status() } } : {}),
       heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
       instances: [...this.monitors.values()].map((m) => m.info()),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
@@ -570,6 +615,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   private async onFenced(f: { device: string; at: number }): Promise<void> {
     this.emit('fenced', f);
+    this.leases?.fenced();
     for (const inst of this.config.instances.filter((i) => i.node === this.config.node && i.command)) {
       const m = this.monitors.get(inst.name);
       if (!m || m.state === 'stopped') continue;
@@ -844,6 +890,8 @@ export interface AgentStatus {
   quorum: { ok: boolean; heard: number; of: number; why: string };
   /** Service addresses this node holds because it took them over, and from whom. */
   taken: Array<{ address: string; from: string }>;
+  /** With `addressLease`: the lease's length, and each address (held, renewed when, runs out when). */
+  leases?: { seconds: number; addresses: LeaseStatus[] };
   heartbeat: Record<string, unknown>;
   /** Each instance: state and since when, the running pid, failures in its restart window, how it last ended. */
   instances: InstanceInfo[];

@@ -22,13 +22,14 @@ interface Link {
 export interface CheckedConfig {
   node: string;
   keyFile?: string | undefined;
-  heartbeat: { links: Link[] };
+  heartbeat: { links: Link[]; intervalMs?: number };
   peers: Array<{
     node: string;
     links: Link[];
     takeover: Array<{ address: string; port: number; interface: string; prefixLength: number }>;
   }>;
   notify: { host: string };
+  addressLease?: { seconds: number; addresses: Array<{ address: string; interface: string; prefixLength: number }> } | undefined;
   control?: string | undefined;
   instances: Array<{
     name: string;
@@ -78,6 +79,7 @@ export function checkConfig(c: CheckedConfig, issue: Issue): void {
   checkNotify(c, issue);
   checkPeerLinks(c, issue);
   checkTakeovers(c, issue);
+  checkLease(c, issue);
   checkInstances(c, issue);
   checkServices(c, issue);
   checkPaths(c, issue);
@@ -159,13 +161,10 @@ function checkTakeovers(c: CheckedConfig, issue: Issue): void {
     if (!Array.isArray(p.takeover)) return; // (a takeover that did not parse is already an issue)
     p.takeover.forEach((t, j) => {
       const at: Path = p.takeover.length > 1 ? ['peers', i, 'takeover', j] : ['peers', i, 'takeover'];
-      const family = familyOf(t.address);
       // The prefix is applied as written: refuse what cannot be meant (an IPv4 length given to
       // an IPv6 address was once silently raised to 64; now it is an error, not a guess).
-      if (family === 4 && (t.prefixLength < 1 || t.prefixLength > 32)) issue([...at, 'prefixLength'], `must be from 1 to 32 for the IPv4 address ${t.address}, got ${t.prefixLength}`);
-      if (family === 6 && t.prefixLength < 64) {
-        issue([...at, 'prefixLength'], `must be from 64 to 128 for the IPv6 address ${t.address}, got ${t.prefixLength} (IPv6 subnets are /64 or longer; it is applied as written, never widened)`);
-      }
+      const prefix = prefixProblem(t.address, t.prefixLength);
+      if (prefix) issue([...at, 'prefixLength'], prefix);
       const kind = addressKind(t.address);
       if (kind !== 'unicast') issue([...at, 'address'], `${t.address} is a${kind === 'unspecified' ? 'n' : ''} ${kind} address: a service address is a unicast address clients reach`);
       const mine = ownAddresses.find((a) => same(a.address, t.address));
@@ -178,6 +177,49 @@ function checkTakeovers(c: CheckedConfig, issue: Issue): void {
       if (!first) owner.set(key, { node: p.node, at: `peers[${i}].takeover` });
     });
   });
+}
+
+/** A prefix length applied as written: 1-32 for IPv4, 64-128 for IPv6; the message, or undefined. */
+function prefixProblem(address: string, prefixLength: number): string | undefined {
+  const family = familyOf(address);
+  if (family === 4 && (prefixLength < 1 || prefixLength > 32)) return `must be from 1 to 32 for the IPv4 address ${address}, got ${prefixLength}`;
+  if (family === 6 && prefixLength < 64) return `must be from 64 to 128 for the IPv6 address ${address}, got ${prefixLength} (IPv6 subnets are /64 or longer; it is applied as written, never widened)`;
+  return undefined;
+}
+
+/**
+ * The address lease: this node's own service addresses, each once, none that the agent needs to
+ * keep (a heartbeat link's, notify.host: they would run out with the agent) or that it takes
+ * over from a peer (that one is the peer's), and a lease long enough for its renewals: every
+ * quarter of it, at heartbeats, given up a second before it runs out.
+ */
+function checkLease(c: CheckedConfig, issue: Issue): void {
+  const lease = c.addressLease;
+  if (!lease) return;
+  const own = [
+    ...c.heartbeat.links.map((l, j) => ({ address: l.address, at: `heartbeat.links[${j}]` })),
+    { address: c.notify.host, at: 'notify.host' },
+  ];
+  lease.addresses.forEach((a, j) => {
+    const at: Path = ['addressLease', 'addresses', j];
+    const prefix = prefixProblem(a.address, a.prefixLength);
+    if (prefix) issue([...at, 'prefixLength'], prefix);
+    const kind = addressKind(a.address);
+    if (kind !== 'unicast') issue([...at, 'address'], `${a.address} is a${kind === 'unspecified' ? 'n' : ''} ${kind} address: a service address is a unicast address clients reach`);
+    const first = lease.addresses.findIndex((o) => same(o.address, a.address));
+    if (first !== j) issue([...at, 'address'], `${a.address} is also addressLease.addresses[${first}]: lease each address once`);
+    const mine = own.find((o) => addressKind(o.address) !== 'unspecified' && same(o.address, a.address));
+    if (mine) issue([...at, 'address'], `${a.address} is ${mine.at}: the agent's own address must not run out when the agent stops; lease only service addresses`);
+    c.peers.forEach((p, i) => {
+      if (!Array.isArray(p.takeover)) return;
+      const t = p.takeover.findIndex((x) => same(x.address, a.address));
+      if (t >= 0) issue([...at, 'address'], `${a.address} is taken over from node ${p.node} (peers[${i}].takeover${p.takeover.length > 1 ? `[${t}]` : ''}): a lease is for this node's own service address, not a peer's`);
+    });
+  });
+  const interval = c.heartbeat.intervalMs ?? 100;
+  if (lease.seconds * 1000 < 1000 + 3 * interval) {
+    issue(['addressLease', 'seconds'], `${lease.seconds} s is too short for heartbeat.intervalMs ${interval}: renewals happen at heartbeats and a lease is given up a second before it runs out, so it must be at least 1 s + 3 heartbeat intervals (${Math.ceil((1000 + 3 * interval) / 1000)} s)`);
+  }
 }
 
 function checkInstances(c: CheckedConfig, issue: Issue): void {

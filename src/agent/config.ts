@@ -50,6 +50,16 @@ const takeovers = z
 
 const peer = z.strictObject({ node: name, links: z.array(link).min(1), takeover: takeovers });
 
+/** One of this node's own service addresses under the address lease (prefix checked in config-checks.ts). */
+const leasedAddress = z.strictObject({
+  address: ip.refine((s) => !s.includes('%'), 'must not carry a zone (%IF): the interface field names the link'),
+  interface: ifname,
+  prefixLength: z.number().int().min(0).max(128),
+});
+
+/** The lease's default length, s: the failover of this node's addresses waits about this long more. */
+export const DEFAULT_LEASE_SECONDS = 10;
+
 const probe = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('tcp'), host: ip, port }),
   z.strictObject({ kind: z.literal('postgres'), connectionString: z.string().min(1) }),
@@ -180,6 +190,19 @@ export const configSchema = z
         pulse: z.boolean().default(false),
         /** This node watches that peer's pulse; the peer is dead only when the disk agrees. */
         watch: name.optional(),
+      })
+      .optional(),
+    /**
+     * The address lease (agent/address-lease.ts): this node's own service addresses get a finite
+     * kernel lifetime that the agent renews while it runs, so that an agent that dies (its node
+     * and service alive) loses them within `seconds`, and a peer that takes them over never
+     * answers for them at the same time. The peers learn the lease from the heartbeats; their
+     * takeover waits it out. Off unless given.
+     */
+    addressLease: z
+      .strictObject({
+        seconds: z.number().int().min(2).max(3600).default(DEFAULT_LEASE_SECONDS),
+        addresses: z.array(leasedAddress).min(1).max(8),
       })
       .optional(),
     /** Prometheus metrics on HTTP (`GET /metrics`); off unless given. */

@@ -50,6 +50,13 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
       }]);
     }),
   );
+  c.addressLease?.addresses.forEach((a, j) =>
+    checks.push([`addressLease.addresses[${j}].interface`, async () => {
+      if (interfaces === undefined) throw new Problem('cannot list the interfaces of this host (/proc/self/net/dev)');
+      if (!interfaces.includes(a.interface)) throw new Problem(`${a.interface} is not an interface of this host`);
+      return `${a.interface} exists`;
+    }]),
+  );
   checks.push(['control', () => controlPath(c.control ?? defaultControlPath(c.node))]);
   if (c.callouts) checks.push(['callouts.dir', () => directory(c.callouts!.dir)]);
   if (c.uptimeLog) checks.push(['uptimeLog', () => appendable(c.uptimeLog!)]);

@@ -207,14 +207,14 @@ export class AgentMetrics {
       countClosed('instance', results);
     });
     this.on('takeover', (d: TakeoverDone) => countClosed('peer', d.report.results));
-    const takeovers = new Counter({ name: 'takeover_peer_takeovers_total', help: 'Takeovers of a dead peer\'s services, by result (ok, incomplete: a connection left open, failed: nothing taken over).', labelNames: ['peer', 'result'], registers: r });
+    const takeovers = new Counter({ name: 'takeover_peer_takeovers_total', help: 'Takeovers of a dead peer\'s services, by result (ok, incomplete: a connection left open, failed: nothing taken over, abandoned: the peer holds its leased address or left).', labelNames: ['peer', 'result'], registers: r });
     const takeoverTime = new Histogram({ name: 'takeover_peer_takeover_seconds', help: 'From the decision that a peer is dead to its takeover done (fence, address, every connection closed).', labelNames: ['peer'], buckets: TAKEOVER_BUCKETS, registers: r });
     const onTakeover = (t: TakeoverRecord & { peer: string }) => {
       takeovers.inc({ peer: t.peer, result: t.result });
-      if (t.result !== 'failed') takeoverTime.observe({ peer: t.peer }, Math.max(0, t.at - t.decidedAt) / 1000);
+      if (t.result === 'ok' || t.result === 'incomplete') takeoverTime.observe({ peer: t.peer }, Math.max(0, t.at - t.decidedAt) / 1000);
     };
     // Series that can occur start at 0, so rate() and alerts see the first one.
-    for (const p of agent.config.peers.filter((x) => x.takeover.length > 0)) for (const result of ['ok', 'incomplete', 'failed']) takeovers.inc({ peer: p.node, result }, 0);
+    for (const p of agent.config.peers.filter((x) => x.takeover.length > 0)) for (const result of ['ok', 'incomplete', 'failed', 'abandoned']) takeovers.inc({ peer: p.node, result }, 0);
     for (const m of agent.monitors.keys()) for (const result of ['ok', 'incomplete', 'failed']) plans.inc({ instance: m, result }, 0);
     agent.history.on('takeover', onTakeover);
     this.listeners.push(() => agent.history.off('takeover', onTakeover));
@@ -225,6 +225,11 @@ export class AgentMetrics {
     this.on('fence', (f: FenceDone) => fences.inc({ peer: f.node, result: f.ok ? 'ok' : 'failed' }));
     // (A metric without labels always shows a value: those of a feature not configured are not registered.)
     if (agent.config.fencing) this.readGauge('takeover_fenced', 'This node found its own key gone from a shared device (1): it was fenced.', [], () => [[{}, this.status.fencing?.fencedAt !== undefined ? 1 : 0]]);
+
+    // ---- address lease (this node's own addresses) ----
+    if (agent.config.addressLease) {
+      this.readGauge('takeover_address_lease_held', 'This node holds its leased service address under a live lease (1) or not (0: not found, or the lease was lost).', ['address'], () => (this.status.leases?.addresses ?? []).map((a): [Labels, number] => [{ address: a.address }, a.held ? 1 : 0]));
+    }
 
     // ---- callouts ----
     const callouts = new Counter({ name: 'takeover_callouts_total', help: 'Callout runs by result: ok (exit 0), failed (another exit code or a signal), killed (past timeoutMs), error (could not start).', labelNames: ['result'], registers: r });

@@ -3,6 +3,10 @@
 // (fencing it off the shared disks) has succeeded. The connections come from the peer's
 // replicated table (`known`: what the peer's own agent told us, the only source on a switched
 // network) merged with what this host's tracker saw (hub or mirror set-ups).
+// An address the peer holds under an address lease (agent/address-lease.ts) is added only once
+// that lease has certainly run out (`leases`): the takeover waits after `before`, and ends
+// without taking anything over if the peer turns out to be alive and holding the address, or
+// leaves in a planned way, meanwhile.
 import { EventEmitter } from 'node:events';
 import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
@@ -12,6 +16,7 @@ import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
+import type { LeaseVerdict, PeerLeases } from './address-lease.js';
 
 export interface PeerTakeoverOptions {
   /** The heartbeat agent, or a WitnessedNodeEvents in front of it. */
@@ -31,6 +36,26 @@ export interface PeerTakeoverOptions {
   method?: CloseMethod | string;
   /** Runs first and must succeed, or nothing is taken over (the agent fences the peer here). */
   before?: (down: Extract<DetectorEvent, { kind: 'node-down' }>) => Promise<unknown>;
+  /** The peers' address leases: a leased address is added only once its lease has run out. */
+  leases?: Pick<PeerLeases, 'waitOut'>;
+}
+
+type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
+
+/** The takeover waits out the peer's lease on the address (until: ms since the epoch). */
+export interface TakeoverWaiting {
+  down: NodeDown;
+  address: string;
+  seconds: number;
+  until: number;
+}
+
+/** The takeover ended without taking anything over: the peer holds the address (alive) or left. */
+export interface TakeoverAbandoned {
+  down: NodeDown;
+  address: string;
+  why: string;
+  at: number;
 }
 
 export interface TakeoverDone {
@@ -41,9 +66,11 @@ export interface TakeoverDone {
   /** When closePeers was called and when it returned (ms since the epoch). */
   startedAt: number;
   doneAt: number;
+  /** The peer's address lease waited out first: its length, and how long this takeover waited. */
+  lease?: { seconds: number; waitedMs: number };
 }
 
-export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error] }> {
+export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; abandoned: [TakeoverAbandoned] }> {
   private running: Promise<void> | undefined;
   private guard: RstGuard | undefined;
   private readonly method: CloseMethod;
@@ -103,10 +130,21 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     await guard?.remove().catch(() => undefined);
   }
 
-  private async takeOver(down: Extract<DetectorEvent, { kind: 'node-down' }>): Promise<void> {
-    const startedAt = performance.timeOrigin + performance.now();
+  private async takeOver(down: NodeDown): Promise<void> {
+    const startedAt = now();
     try {
       await this.options.before?.(down);
+      let lease: TakeoverDone['lease'];
+      if (this.options.leases) {
+        const address = this.options.service.address;
+        const waitFrom = now();
+        const v: Exclude<LeaseVerdict, { kind: 'wait' }> = await this.options.leases.waitOut(down.node, address, down.at, (w) => this.emit('waiting', { down, address, seconds: w.seconds, until: w.until }));
+        if (v.kind === 'abandon') {
+          this.emit('abandoned', { down, address, why: v.why, at: now() });
+          return;
+        }
+        if (v.waited) lease = { seconds: v.waited.seconds, waitedMs: Math.round(now() - waitFrom) };
+      }
       const watch = this.watch;
       const known = this.options.known?.() ?? [];
       const report = await closePeers(
@@ -119,7 +157,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         },
         { method: this.method, ...(this.guard ? { guard: false } : {}) },
       );
-      this.emit('done', { down, report, replicated: known.length, startedAt, doneAt: performance.timeOrigin + performance.now() });
+      this.emit('done', { down, report, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
     } catch (err) {
       this.emit('failed', err as Error);
     } finally {
@@ -128,3 +166,5 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     }
   }
 }
+
+const now = () => performance.timeOrigin + performance.now();

@@ -64,6 +64,18 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
+  agent.on('takeover-waiting', (w) => log.info({ peer: w.down.node, address: w.address, leaseSeconds: w.seconds, until: new Date(w.until).toISOString(), ms: Math.round(w.until - w.down.at) }, `waiting out ${w.down.node}'s ${w.seconds} s address lease on ${w.address} before taking it over`));
+  agent.on('takeover-abandoned', (a) => log.warn({ peer: a.down.node, address: a.address, why: a.why, ms: Math.round(a.at - a.down.at) }, 'peer takeover abandoned: nothing taken over'));
+  // This node's own leased addresses: a lease taken up (at start, or an address added by hand),
+  // lost (the agent was held past it, or the address removed), made permanent at a planned stop.
+  agent.on('lease', (e) => {
+    if (e.kind === 'adopted') log.info({ address: e.address, interface: e.interface, found: e.found }, `address lease taken up on ${e.address}`);
+    else if (e.kind === 'not-adopted') log.warn({ address: e.address, interface: e.interface, why: e.why }, `address ${e.address} not leased`);
+    else if (e.kind === 'lost') log.error({ address: e.address, why: e.why }, `address lease on ${e.address} lost`);
+    else if (e.kind === 'renew-failed') log.warn({ address: e.address, err: e.error }, `address lease renewal of ${e.address} failed`);
+    else if (e.error) log.error({ address: e.address, err: e.error }, `could not make ${e.address} permanent again at the stop: its lease runs out`);
+    else log.info({ address: e.address }, `address lease ended: ${e.address} permanent again (planned stop)`);
+  });
   agent.on('fence', (f) => (f.ok ? log.info : log.error).call(log, { fence: { node: f.node, devices: f.devices, ms: f.doneAt - f.startedAt } }, f.ok ? 'peer fenced' : 'fencing the peer failed'));
   agent.on('fenced', (f) => log.error({ device: f.device }, 'this node was fenced off a shared device: stopping the instances it runs'));
   // Each process of an instance: started, adopted from an earlier agent, and how it ended with the

@@ -23,7 +23,9 @@ function takeoverLine(t: TakeoverRecord, now: number): string {
   const what = `${t.address.includes(':') ? `[${t.address}]` : t.address}:${t.port}`;
   const when = `${formatSince(t.at, now)}, ${Math.round(t.at - t.decidedAt)} ms after the decision`;
   if (t.result === 'failed') return `  took over ${what}: FAILED ${when}: ${t.error ?? 'no reason given'}`;
-  const address = t.addressAdded === undefined ? '' : t.addressAdded ? ', address added here' : ', address was already here';
+  if (t.result === 'abandoned') return `  did not take over ${what} ${when}: ${t.error ?? 'no reason given'}`;
+  const lease = t.lease ? `, after waiting out its ${t.lease.seconds} s address lease (${formatAge(t.lease.waitedMs)})` : '';
+  const address = (t.addressAdded === undefined ? '' : t.addressAdded ? ', address added here' : ', address was already here') + lease;
   const closed = t.result === 'ok' ? `${t.connections} connection(s) closed` : `${t.notClosed} of ${t.connections} connection(s) LEFT OPEN`;
   return `  took over ${what} ${when}: ${t.result}, ${closed}${address}`;
 }

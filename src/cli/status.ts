@@ -5,7 +5,7 @@ import { controlRequest } from '../agent/control.js';
 import type { AgentStatus } from '../agent/agent.js';
 import { printFan } from '../events/fan-line.js';
 import { controlPath } from './control-path.js';
-import { peerLines } from './status-history.js';
+import { formatAge, peerLines } from './status-history.js';
 import { table } from './output.js';
 import { describeExit, type InstanceInfo } from '../agent/instance-monitor.js';
 
@@ -31,6 +31,10 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   out.push(table([['PEER', 'STATE', 'INCARNATION', 'LINKS', 'REJECTED FROM IT'], ...s.peers.map((p) => [p.node, peerState(p), p.heard ? p.incarnation : '-', p.links.map((l) => `${l.link}:${l.up ? 'up' : 'down'}`).join(' '), rejected(p) || '-'])]), '');
   out.push(`quorum: ${s.quorum.ok ? 'yes' : 'NO'}: ${s.quorum.why}`, '');
   if (s.peers.length > 0) out.push(...peerLines(s.peers, now), '');
+  if (s.leases) {
+    const runsOut = (a: NonNullable<AgentStatus['leases']>['addresses'][number]) => (a.expiresAt === undefined ? '-' : `in ${formatAge(a.expiresAt - now)} unless renewed`);
+    out.push(table([[`LEASED ADDRESS (${s.leases.seconds} s)`, 'INTERFACE', 'HELD', 'RUNS OUT'], ...s.leases.addresses.map((a) => [`${a.address}/${a.prefixLength}`, a.interface, a.held ? 'yes' : 'NO', runsOut(a)])]), '');
+  }
   const r = s.replication;
   if (r.peers.length > 0) {
     out.push(

@@ -46,6 +46,12 @@ export interface HeartbeatAgentOptions {
   peers: HeartbeatPeer[];
   /** The service addresses this node holds, read at every heartbeat (see agent/address-holding.ts). */
   claims?: () => AddressClaim[];
+  /**
+   * Called once each regular heartbeat has been handed to the kernel on every link (not for the
+   * `leaving` ones, nor after stop): the address lease renews there, after a heartbeat that
+   * claimed it (agent/address-lease.ts).
+   */
+  sent?: () => void;
 }
 
 export type RejectionReason = HeartbeatRejection | 'wrong-link' | 'own' | 'unknown-node';
@@ -61,7 +67,16 @@ export interface HeartbeatRejected {
   node?: string;
 }
 
-export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejected: [HeartbeatRejected]; heard: [{ node: string; claims: AddressClaim[] }] }> {
+export class HeartbeatAgent extends EventEmitter<{
+  event: [DetectorEvent];
+  rejected: [HeartbeatRejected];
+  heard: [{ node: string; claims: AddressClaim[] }];
+  /**
+   * A life's first `leaving` heartbeat: unlike the detector's node-left, also when the node was
+   * already declared dead (its stop was slow, or it looked dead just before).
+   */
+  leaving: [{ node: string; incarnation: bigint; at: number }];
+}> {
   readonly detector: FailureDetector;
   readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, flags: 0, node: 0, length: 0, claims: 0, hmac: 0, 'wrong-link': 0, own: 0, 'unknown-node': 0 };
   /** Per configured peer: datagrams from its link addresses that were rejected, by reason. */
@@ -144,7 +159,13 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
   private beat(): void {
     if (!this.running) return;
     const now = clock();
-    void this.send1();
+    const sends = this.send1();
+    const sent = this.options.sent;
+    if (sent) {
+      void Promise.all(sends).then(() => {
+        if (this.running) sent();
+      });
+    }
     const interval = this.options.intervalMs;
     this.nextBeatAt += interval;
     // Held past whole intervals: the next one on the grid after now (those missed are missed).
@@ -269,6 +290,7 @@ export class HeartbeatAgent extends EventEmitter<{ event: [DetectorEvent]; rejec
     this.decideSoon();
     // What a fresh heartbeat of a live node says it holds (replays and old lives say nothing).
     if (c.accepted > accepted && !r.heartbeat.leaving) this.emit('heard', { node, claims: r.heartbeat.claims ?? [] });
+    if (c.accepted > accepted && r.heartbeat.leaving) this.emit('leaving', { node, incarnation: r.heartbeat.incarnation, at: now });
   }
 
   /**

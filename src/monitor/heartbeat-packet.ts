@@ -4,7 +4,11 @@
 //   | node id (UTF-8, 1..64) | incarnation (u64) | sequence (u64) | sent at (f64, ms since the
 //   epoch) | claim count (u8, 0..16) | claims | HMAC (32 bytes)
 // A claim is a service address the sender holds: family (4 or 6) | address (4 or 16 bytes) |
-// flags (u8: bit 0 `taken`, held because the sender took it over from a dead peer).
+// flags (u8: bit 0 `taken`, held because the sender took it over from a dead peer; bit 1
+// `leased`, its own address under an address lease) | with `leased`: the lease (u16, seconds,
+// 1..65535; see agent/address-lease.ts). A taken claim is never leased. An agent older than the
+// lease refuses a heartbeat with a leased claim (`claims`): enable addressLease once every agent
+// of the cluster knows it.
 // The HMAC covers every byte before it. Incarnation grows at every start of an agent (persisted:
 // see agent/incarnation.ts); sequence grows by one per heartbeat within an incarnation, so replays
 // are recognised. Flags: bit 0 `leaving` (the agent stops: a planned departure, not a failure),
@@ -30,6 +34,8 @@ export interface AddressClaim {
   address: string;
   /** Held because the sender took it over from a peer declared dead (else: its own). */
   taken: boolean;
+  /** Its own address under a lease of this many seconds: gone within that once its agent stops renewing. */
+  leaseSeconds?: number;
 }
 
 export const MAX_CLAIMS = 16;
@@ -67,11 +73,19 @@ export function encodeHeartbeat(hb: Heartbeat, key: Buffer): Buffer {
   return Buffer.concat([body, createHmac('sha256', key).update(body).digest()]);
 }
 
+const TAKEN = 1;
+const LEASED = 2;
+
 function encodeClaim(c: AddressClaim): Buffer {
   const family = net.isIP(c.address);
   if (family === 0) throw new RangeError(`not an IP address: ${c.address}`);
   const addr = family === 4 ? Buffer.from(c.address.split('.').map(Number)) : ipv6Bytes(c.address);
-  return Buffer.concat([Buffer.from([family]), addr, Buffer.from([c.taken ? 1 : 0])]);
+  if (c.leaseSeconds === undefined) return Buffer.concat([Buffer.from([family]), addr, Buffer.from([c.taken ? TAKEN : 0])]);
+  if (c.taken) throw new RangeError(`a taken address is not leased: ${c.address}`);
+  if (!Number.isInteger(c.leaseSeconds) || c.leaseSeconds < 1 || c.leaseSeconds > 0xffff) throw new RangeError(`lease must be 1..65535 s: ${c.leaseSeconds}`);
+  const lease = Buffer.alloc(2);
+  lease.writeUInt16BE(c.leaseSeconds);
+  return Buffer.concat([Buffer.from([family]), addr, Buffer.from([LEASED]), lease]);
 }
 
 function ipv6Bytes(address: string): Buffer {
@@ -102,9 +116,16 @@ function decodeClaims(buf: Buffer): AddressClaim[] | undefined {
     if (len < 0 || o + 1 + len + 1 > buf.length) return undefined;
     const addr = buf.subarray(o + 1, o + 1 + len);
     const flags = buf[o + 1 + len]!;
-    if ((flags & ~1) !== 0) return undefined;
-    out.push({ address: family === 4 ? [...addr].join('.') : ipv6Text(addr), taken: flags === 1 });
+    if ((flags & ~(TAKEN | LEASED)) !== 0 || flags === (TAKEN | LEASED)) return undefined;
+    const address = family === 4 ? [...addr].join('.') : ipv6Text(addr);
     o += 1 + len + 1;
+    if (flags & LEASED) {
+      if (o + 2 > buf.length) return undefined;
+      const leaseSeconds = buf.readUInt16BE(o);
+      if (leaseSeconds === 0) return undefined;
+      out.push({ address, taken: false, leaseSeconds });
+      o += 2;
+    } else out.push({ address, taken: flags === TAKEN });
   }
   return o === buf.length ? out : undefined;
 }

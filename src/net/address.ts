@@ -22,6 +22,22 @@ export function addressEntries(ifname: string, address: string): AddressEntry[] 
   return native.addressEntries(ifname, address);
 }
 
+/** IFA_F_* bits an IPv6 address keeps through a lifetime change (the kernel replaces its flags). */
+const KEPT_FLAGS = 0x02 /* NODAD */ | 0x10 /* HOMEADDRESS */ | 0x100 /* MANAGETEMPADDR */ | 0x200 /* NOPREFIXROUTE */;
+
+/**
+ * Sets the kernel lifetime (valid and preferred) of an address that is on ifname: `seconds` from
+ * now (the kernel removes the address when it runs out), or 'forever' (permanent again). Keeps
+ * the entry's prefix length and its IPv6 flags. Throws EADDRNOTAVAIL, without touching anything,
+ * when the address is not there under prefixLength: the kernel would add it, and an address
+ * whose lease ran out must not come back by itself.
+ */
+export function setAddressLifetime(ifname: string, address: string, prefixLength: number, seconds: number | 'forever'): void {
+  const entry = addressEntries(ifname, address).find((e) => e.prefixLength === prefixLength);
+  if (!entry) throw Object.assign(new Error(`EADDRNOTAVAIL: ${address}/${prefixLength} is not on ${ifname}`), { code: 'EADDRNOTAVAIL', errno: -99, syscall: 'rtnetlink' });
+  native.setAddressLifetime(ifname, address, prefixLength, seconds === 'forever' ? -1 : seconds, entry.flags & KEPT_FLAGS);
+}
+
 export interface AnnounceOptions {
   /** Number of announcements (gratuitous ARP / unsolicited NA); default 3. */
   count?: number;

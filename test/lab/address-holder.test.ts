@@ -68,8 +68,9 @@ describe('one address, one holder', () => {
     expect(await holders()).toEqual(['a']);
 
     // SIGKILL of a's agent alone: b cannot tell it from a's death and takes the address over.
-    // Nothing on a can give it up until an agent runs there again (a known limit: fencing guards
-    // the shared disk meanwhile); the restarted agent gets it back within a few heartbeats.
+    // Nothing on a can give it up until an agent runs there again (the limit without an address
+    // lease, which address-lease.test.ts closes; fencing guards the shared disk meanwhile); the
+    // restarted agent gets it back within a few heartbeats.
     a.child.kill('SIGKILL');
     await until('b took the address over', async () => (count(b, /^peer taken over$/) === 1 ? true : undefined), 10_000);
     expect(await holders()).toEqual(['a', 'b']);

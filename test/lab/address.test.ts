@@ -7,6 +7,7 @@ import { native } from '../../src/native.js';
 import { run } from '../../src/lab/exec.js';
 import { Lab } from '../../src/lab/lab.js';
 import { eventually } from './eventually.js';
+import { kernelExpirySlackMs } from '../../src/agent/address-lease.js';
 
 const fixture = fileURLToPath(new URL('fixtures/address-ops.ts', import.meta.url));
 const STALE_MAC = '02:00:00:00:00:99';
@@ -192,6 +193,64 @@ describe('an address already on the interface that cannot serve', () => {
   });
 });
 
+describe('address lifetimes (the address lease)', () => {
+  const ifname = 'eth0';
+  const entriesOf = async (address: string) => (await op({ cmd: 'entries', ifname, address })).value as Array<{ prefixLength: number; flags: number; preferredLifetime: number; validLifetime: number }>;
+
+  it.each([
+    { family: 4, prefix: 24, host: '.202' },
+    { family: 6, prefix: 64, host: '::202' },
+  ])('IPv$family: setAddressLifetime gives an address a finite lifetime and makes it permanent again; one that is not there is refused, not added', async ({ family, prefix, host }) => {
+    const a = lab.host('a');
+    const address = family === 4 ? a.ipv4.replace(/\.\d+$/, host) : a.ipv6.replace(/::[0-9a-f]+$/, host);
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix, seconds: 30 })).toMatchObject({ ok: false, code: 'EADDRNOTAVAIL' });
+    expect(await entriesOf(address)).toEqual([]);
+    expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+    const nodad = family === 6 ? 0x02 : 0;
+    expect((await entriesOf(address))[0]).toMatchObject({ prefixLength: prefix, validLifetime: -1, preferredLifetime: -1 });
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix, seconds: 30 })).toMatchObject({ ok: true });
+    const leased = (await entriesOf(address))[0]!;
+    expect(leased.validLifetime).toBeGreaterThanOrEqual(29);
+    expect(leased.validLifetime).toBeLessThanOrEqual(30);
+    expect(leased.preferredLifetime).toBe(leased.validLifetime);
+    expect(leased.flags & 0x80).toBe(0); // no longer IFA_F_PERMANENT
+    expect(leased.flags & nodad).toBe(nodad); // IPv6 keeps NODAD through the change
+    // Under another prefix length it is not the same address: refused, nothing added.
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix + 1, seconds: 30 })).toMatchObject({ ok: false, code: 'EADDRNOTAVAIL' });
+    expect(await entriesOf(address)).toHaveLength(1);
+    expect(await op({ cmd: 'lifetime', ifname, address, prefixLength: prefix, seconds: 'forever' })).toMatchObject({ ok: true });
+    expect(await entriesOf(address)).toEqual([expect.objectContaining({ validLifetime: -1, preferredLifetime: -1, flags: expect.any(Number) })]);
+    expect((await entriesOf(address))[0]!.flags & (0x80 | nodad)).toBe(0x80 | nodad);
+    expect(await op({ cmd: 'remove', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+  });
+
+  // What a taker waits for on top of a lease: how late the kernel removes an expired address.
+  it.each([
+    { family: 4, prefix: 24, host: '.203' },
+    { family: 6, prefix: 64, host: '::203' },
+  ])('IPv$family: the kernel removes an address whose lifetime ran out within kernelExpirySlackMs of it (measured)', async ({ family, prefix, host }) => {
+    const a = lab.host('a');
+    const address = family === 4 ? a.ipv4.replace(/\.\d+$/, host) : a.ipv6.replace(/::[0-9a-f]+$/, host);
+    const seconds = 2;
+    const late: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      expect(await op({ cmd: 'add', ifname, address, prefixLength: prefix })).toMatchObject({ ok: true });
+      // Lifetimes start at a random point of the kernel's second (its checks round to seconds).
+      await new Promise((r) => setTimeout(r, Math.random() * 1000));
+      const r = await op({ cmd: 'expiry', ifname, address, prefixLength: prefix, seconds });
+      expect(r).toMatchObject({ ok: true });
+      const v = r.value as { lateMs: number; gapMs: number };
+      expect(v.gapMs).toBeLessThan(100); // the reads themselves kept up
+      late.push(Math.round(v.lateMs));
+    }
+    console.info(`IPv${family}, lifetime ${seconds} s: removed ${late.join(', ')} ms after it ran out (the taker allows ${kernelExpirySlackMs(seconds)} ms)`);
+    for (const l of late) {
+      expect(l).toBeGreaterThanOrEqual(-25); // up to 20 ms early (ADDRCONF_TIMER_FUZZ_MINUS), and the 2 ms reads
+      expect(l).toBeLessThanOrEqual(kernelExpirySlackMs(seconds));
+    }
+  }, 30_000);
+});
+
 describe('argument validation (no namespace needed)', () => {
   const invalid = (fn: () => void, field: RegExp) => {
     let caught: unknown;
@@ -211,6 +270,11 @@ describe('argument validation (no namespace needed)', () => {
     invalid(() => native.removeAddress('lo', 'fd7a:6b00::1', 129), /prefixLength/);
     invalid(() => native.addAddress('x'.repeat(16), '198.18.0.1', 24), /ifname/);
     invalid(() => native.announceAddress('lo', 'nope'), /address/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 0, 0), /lifetimeSeconds/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 2 ** 32 - 1, 0), /lifetimeSeconds/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 1.5, 0), /lifetimeSeconds/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 24, 5, -1), /flags/);
+    invalid(() => native.setAddressLifetime('lo', '198.18.0.1', 33, 5, 0), /prefixLength/);
   });
 
   it('refuses to announce on a non-Ethernet interface', () => {

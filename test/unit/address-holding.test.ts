@@ -1,5 +1,6 @@
 // One address, one holder: the settlement between a taker and the node it took an address from,
 // over the claims their heartbeats carry (no network: a fake host and heartbeat source).
+import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -79,14 +80,49 @@ describe('AddressHolding', () => {
     const key = Buffer.from('a cluster key of 16+ bytes');
     const rnd = prng(7);
     for (let i = 0; i < 200; i++) {
-      const claims: AddressClaim[] = Array.from({ length: Math.floor(rnd() * (MAX_CLAIMS + 1)) }, () =>
-        rnd() < 0.5
-          ? { address: Array.from({ length: 4 }, () => Math.floor(rnd() * 256)).join('.'), taken: rnd() < 0.5 }
-          : { address: new URL(`http://[${Array.from({ length: 8 }, () => Math.floor(rnd() * 4) === 0 ? '0' : Math.floor(rnd() * 65536).toString(16)).join(':')}]`).hostname.slice(1, -1), taken: rnd() < 0.5 },
-      );
+      const claims: AddressClaim[] = Array.from({ length: Math.floor(rnd() * (MAX_CLAIMS + 1)) }, () => {
+        const address =
+          rnd() < 0.5
+            ? Array.from({ length: 4 }, () => Math.floor(rnd() * 256)).join('.')
+            : new URL(`http://[${Array.from({ length: 8 }, () => Math.floor(rnd() * 4) === 0 ? '0' : Math.floor(rnd() * 65536).toString(16)).join(':')}]`).hostname.slice(1, -1);
+        // Taken, own, or own under a lease (1..65535 s).
+        const kind = rnd();
+        return kind < 0.33 ? { address, taken: true } : kind < 0.66 ? { address, taken: false } : { address, taken: false, leaseSeconds: 1 + Math.floor(rnd() * 65535) };
+      });
       const hb = { node: 'b', link: 0, incarnation: 1n, seq: BigInt(i + 1), sentAtMs: 1, ...(claims.length ? { claims } : {}) };
       expect(decodeHeartbeat(encodeHeartbeat(hb, key), key)).toEqual({ ok: true, heartbeat: hb });
     }
     expect(() => encodeHeartbeat({ node: 'b', link: 0, incarnation: 1n, seq: 1n, sentAtMs: 1, claims: Array(MAX_CLAIMS + 1).fill({ address: '10.0.0.1', taken: false }) }, key)).toThrow(RangeError);
+  });
+});
+
+describe('a leased claim on the wire', () => {
+  const VIP = '10.0.0.100';
+  const key = Buffer.from('a cluster key of 16+ bytes');
+  const resign = (buf: Buffer) => {
+    const body = buf.subarray(0, buf.length - 32);
+    return Buffer.concat([body, createHmac('sha256', key).update(body).digest()]);
+  };
+  const hb = (claims: AddressClaim[]) => ({ node: 'a', link: 0, incarnation: 1n, seq: 1n, sentAtMs: 1, claims });
+
+  it('carries the lease (u16 seconds) after the flags; a taken claim is never leased', () => {
+    const claims = [{ address: VIP, taken: false, leaseSeconds: 65535 }, { address: 'fd00::1', taken: false, leaseSeconds: 1 }, { address: '10.0.0.9', taken: true }];
+    expect(decodeHeartbeat(encodeHeartbeat(hb(claims), key), key)).toEqual({ ok: true, heartbeat: hb(claims) });
+    expect(() => encodeHeartbeat(hb([{ address: VIP, taken: true, leaseSeconds: 5 }]), key)).toThrow(RangeError);
+    for (const s of [0, 65536, 1.5]) expect(() => encodeHeartbeat(hb([{ address: VIP, taken: false, leaseSeconds: s }]), key)).toThrow(RangeError);
+  });
+
+  it('refuses (claims) a lease of 0, a cut lease, and taken + leased, even when signed', () => {
+    const good = encodeHeartbeat(hb([{ address: VIP, taken: false, leaseSeconds: 5 }]), key);
+    const flagsAt = good.length - 32 - 3; // flags, then the u16 lease, then the HMAC
+    expect(good[flagsAt]).toBe(2);
+    const zero = Buffer.from(good);
+    zero.writeUInt16BE(0, flagsAt + 1);
+    const both = Buffer.from(good);
+    both[flagsAt] = 3;
+    const unknown = Buffer.from(good);
+    unknown[flagsAt] = 4;
+    const cut = Buffer.concat([good.subarray(0, flagsAt + 2), good.subarray(good.length - 32)]);
+    for (const bad of [zero, both, unknown, cut]) expect(decodeHeartbeat(resign(bad), key)).toEqual({ ok: false, reason: 'claims' });
   });
 });

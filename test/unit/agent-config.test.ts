@@ -97,6 +97,7 @@ services:
 
   // Configs whose every field parses but that cannot work as written (issue 10 item 4).
   const t = (o: object = {}) => ({ address: '10.0.0.12', port: 5432, interface: 'eth0', prefixLength: 24, ...o });
+  const lease = (o: object = {}) => ({ address: '10.0.0.100', interface: 'eth0', prefixLength: 24, ...o });
   const twoLinks = (c: any, own: object, peer: object = { id: 1, address: '10.1.0.2', port: 7400 }) => {
     c.heartbeat.links.push(own);
     c.peers[0].links.push(peer);
@@ -129,6 +130,18 @@ services:
     ['an unspecified takeover address', (c: any) => (c.peers[0].takeover = t({ address: '0.0.0.0' })), 'peers[0].takeover.address', /is an unspecified address/],
     ['a takeover interface name with a slash', (c: any) => (c.peers[0].takeover = t({ interface: 'eth/0' })), 'peers[0].takeover.interface', /must be an interface name/],
     ['a multicast notify host', (c: any) => (c.notify.host = '224.0.0.1'), 'notify.host', /is a multicast address/],
+    ['an address lease of this node\'s own link address', (c: any) => (c.addressLease = { addresses: [lease({ address: '10.0.0.1' })] }), 'addressLease.addresses[0].address', /is heartbeat\.links\[0\]: the agent's own address must not run out/],
+    ['an address lease of notify.host', (c: any) => ((c.notify.host = '10.0.0.5'), (c.addressLease = { addresses: [lease({ address: '10.0.0.5' })] })), 'addressLease.addresses[0].address', /is notify\.host/],
+    ['an address lease of an address taken over from a peer', (c: any) => ((c.peers[0].takeover = t({ address: '10.0.0.100' })), (c.addressLease = { addresses: [lease()] })), 'addressLease.addresses[0].address', /taken over from node b \(peers\[0\]\.takeover\): a lease is for this node's own service address/],
+    ['an address leased twice', (c: any) => (c.addressLease = { addresses: [lease(), lease({ interface: 'eth1' })] }), 'addressLease.addresses[1].address', /is also addressLease\.addresses\[0\]/],
+    ['an IPv6 lease prefix under 64', (c: any) => (c.addressLease = { addresses: [lease({ address: 'fd00::100', prefixLength: 24 })] }), 'addressLease.addresses[0].prefixLength', /from 64 to 128/],
+    ['an IPv4 lease prefix of 0', (c: any) => (c.addressLease = { addresses: [lease({ prefixLength: 0 })] }), 'addressLease.addresses[0].prefixLength', /from 1 to 32/],
+    ['a multicast leased address', (c: any) => (c.addressLease = { addresses: [lease({ address: '224.1.1.1' })] }), 'addressLease.addresses[0].address', /is a multicast address/],
+    ['a leased address with a zone', (c: any) => (c.addressLease = { addresses: [lease({ address: 'fe80::1%eth0', prefixLength: 64 })] }), 'addressLease.addresses[0].address', /must not carry a zone/],
+    ['a lease of 1 s', (c: any) => (c.addressLease = { seconds: 1, addresses: [lease()] }), 'addressLease.seconds', /greater than or equal to 2|>=2/],
+    ['a lease too short for slow heartbeats', (c: any) => ((c.heartbeat.intervalMs = 1000), (c.addressLease = { seconds: 3, addresses: [lease()] })), 'addressLease.seconds', /3 s is too short for heartbeat\.intervalMs 1000: .*at least 1 s \+ 3 heartbeat intervals \(4 s\)/],
+    ['a lease without addresses', (c: any) => (c.addressLease = { addresses: [] }), 'addressLease.addresses', /at least 1|>=1/],
+    ['an unknown lease field', (c: any) => (c.addressLease = { addresses: [lease()], renewMs: 100 }), 'addressLease.renewMs', /unknown field/],
     ...(['pid', 'pidFile', 'command', 'restart', 'health', 'ports', 'method'] as const).map((f) => {
       const v = { pid: 7, pidFile: '/run/i2.pid', command: ['i2d'], restart: { maxFailures: 1, windowMs: 1000, backoffMs: 0 }, health: { probe: { kind: 'tcp', host: '10.0.0.2', port: 5432 } }, ports: [5432], method: 'rst' }[f];
       return [`${f} for an instance on another node`, (c: any) => (c.instances[1][f] = v), `instances[1].${f}`, new RegExp(`instance i2 runs on node b: only b's agent reads ${f} \\(this agent, node a, would ignore it\\)`)] as [string, (c: any) => unknown, string, RegExp];
@@ -165,6 +178,10 @@ services:
     validateConfig(edit((c) => ((c.heartbeat.links[0].address = '0.0.0.0'), twoLinks(c, { id: 1, address: 'fd00::1', port: 7400 }, { id: 1, address: 'fd00::2', port: 7400 }))));
     // One address, several ports, one peer (the earlier rule of one interface and prefix holds).
     validateConfig(edit((c) => (c.peers[0].takeover = [t(), t({ port: 6379 })])));
+    // An address lease: 10 s unless given; as short as 2 s at 100 ms heartbeats, or 4 s at 1 s.
+    expect(validateConfig(edit((c) => (c.addressLease = { addresses: [lease()] }))).addressLease).toEqual({ seconds: 10, addresses: [lease()] });
+    validateConfig(edit((c) => (c.addressLease = { seconds: 2, addresses: [lease(), lease({ address: 'fd00::100', prefixLength: 64 })] })));
+    validateConfig(edit((c) => ((c.heartbeat.intervalMs = 1000), (c.addressLease = { seconds: 4, addresses: [lease()] }))));
     // Defaults of the fields only this node reads are still filled in for its own instances.
     expect(validateConfig(BASE).instances.map((i) => [i.ports, i.method])).toEqual([[[], 'rst'], [[], 'rst']]);
   });

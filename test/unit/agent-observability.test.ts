@@ -15,6 +15,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/agent/config.js';
 import { encodeHeartbeat } from '../../src/monitor/heartbeat-packet.js';
+import { HeartbeatAgent } from '../../src/monitor/heartbeat-agent.js';
+import { kernelExpirySlackMs, LEASE_MARGIN_MS } from '../../src/agent/address-lease.js';
+import type { TakeoverWaiting } from '../../src/agent/peer-takeover.js';
 import { processAlive } from '../../src/lab/lab.js';
 import { CLI, runCli } from '../cli-process.js';
 import { parseExposition } from '../metrics-scrape.js';
@@ -336,6 +339,71 @@ describe('the agent as an SRE sees it', () => {
     } finally {
       await a.stop();
       await b.stop();
+    }
+  });
+
+  it('a peer that claims its address under a lease: the takeover waits, and ends with nothing taken over when the peer is heard holding it again; status and metrics say so', async () => {
+    const [pa, pb] = [randomPort(), randomPort() + 1];
+    const b = await Agent.create(validateConfig({
+      cluster: 'unit', node: 'b', database: 'db', key: KEY, control: path.join(dir, 'b.sock'),
+      heartbeat: { intervalMs: 50, misses: 2, links: [{ id: 0, address: '127.0.0.1', port: pb }] },
+      peers: [{ node: 'a', links: [{ id: 0, address: '127.0.0.1', port: pa }], takeover: { address: '198.51.100.78', port: 7000, interface: 'lo', prefixLength: 24 } }],
+      notify: { host: '127.0.0.1', port: 0 }, quorum: { twoNode: true }, metrics: { host: '127.0.0.1', port: 0 },
+    }));
+    // Node a, as its heartbeats show it: it holds 198.51.100.78 under a 2 s lease (no agent, no address here).
+    const peerA = (incarnation: bigint) =>
+      new HeartbeatAgent({
+        node: 'a', incarnation, key: Buffer.from(KEY), intervalMs: 50, misses: 2,
+        links: [{ id: 0, address: '127.0.0.1', port: pa }], peers: [{ node: 'b', links: [{ id: 0, address: '127.0.0.1', port: pb }] }],
+        claims: () => [{ address: '198.51.100.78', taken: false, leaseSeconds: 2 }],
+      });
+    let a = peerA(1n);
+    const waiting: TakeoverWaiting[] = [];
+    b.on('takeover-waiting', (w) => waiting.push(w));
+    try {
+      await b.start();
+      await a.start();
+      await until('a up at b', () => b.status().peers[0]?.up);
+      a.stop(); // its agent is killed
+      await until('b waits out the lease', () => waiting.length === 1);
+      expect(waiting[0]).toMatchObject({ address: '198.51.100.78', seconds: 2 });
+      expect(waiting[0]!.until - waiting[0]!.down.at).toBe(2000 + kernelExpirySlackMs(2) + LEASE_MARGIN_MS);
+      a = peerA(2n); // restarted within its lease, it claims the address again
+      await a.start();
+      await until('the takeover abandoned', () => b.status().peers[0]?.takenOver?.length === 1);
+      const peer = b.status().peers[0]!;
+      expect(peer.takenOver).toEqual([{ address: '198.51.100.78', port: 7000, decidedAt: waiting[0]!.down.at, at: expect.any(Number), result: 'abandoned', connections: 0, notClosed: 0, error: expect.stringMatching(/^a is alive and holds 198\.51\.100\.78: heard claiming it \d+ ms after it was declared dead$/) }]);
+      expect(peer.takenOver![0]!.at).toBeLessThan(waiting[0]!.until);
+      const m = parseExposition((await scrape(b.metricsPort!)).text);
+      expect(m.get('takeover_peer_takeovers_total', { peer: 'a', result: 'abandoned' })).toBe(1);
+      expect(m.get('takeover_peer_takeovers_total', { peer: 'a', result: 'ok' })).toBe(0);
+      const text = (await runCli(['status', '--control', path.join(dir, 'b.sock')])).stdout;
+      expect(text).toMatch(/\n {2}did not take over 198\.51\.100\.78:7000 .* after the decision: a is alive and holds 198\.51\.100\.78/);
+      expect(b.status().taken).toEqual([]);
+    } finally {
+      a.stop();
+      await b.stop();
+    }
+  });
+
+  it('a leased address this node does not have (here: its interface is missing): status and the gauge say it is not held, nothing is added', async () => {
+    const a = await Agent.create(validateConfig({
+      cluster: 'unit', node: 'a', database: 'db', key: KEY, control: path.join(dir, 'a.sock'),
+      heartbeat: { intervalMs: 50, links: [{ id: 0, address: '127.0.0.1', port: randomPort() }] },
+      notify: { host: '127.0.0.1', port: 0 }, metrics: { host: '127.0.0.1', port: 0 },
+      addressLease: { seconds: 2, addresses: [{ address: '198.51.100.79', interface: 'nosuch9', prefixLength: 24 }] },
+    }));
+    const leases: unknown[] = [];
+    a.on('lease', (e) => leases.push(e));
+    try {
+      await a.start();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(a.status().leases).toEqual({ seconds: 2, addresses: [{ address: '198.51.100.79', interface: 'nosuch9', prefixLength: 24, held: false }] });
+      const m = parseExposition((await scrape(a.metricsPort!)).text);
+      expect(m.get('takeover_address_lease_held', { address: '198.51.100.79' })).toBe(0);
+      expect(leases).toEqual([]);
+    } finally {
+      await a.stop();
     }
   });
 

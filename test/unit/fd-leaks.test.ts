@@ -58,6 +58,7 @@ describe('no fd leaks', () => {
       attempt(() => native.removeAddress('lo', '198.18.255.254', 32));
       native.addressEntries('lo', i % 2 ? '127.0.0.1' : '::1');
       attempt(() => native.addressEntries('no-such-if0', '::1'));
+      attempt(() => native.setAddressLifetime('no-such-if0', '198.18.0.1', 24, 5, 0));
       attempt(() => native.announceAddress('lo', '127.0.0.1'));
     }
     // Capture sockets close asynchronously through uv_close; let the loop run.

@@ -177,3 +177,51 @@ describe('HeartbeatAgent timing', () => {
     expect(b.events.map((e) => e.kind)).toEqual(['node-up']);
   });
 });
+
+describe('HeartbeatAgent and the address lease', () => {
+  it('`sent` follows each regular heartbeat once it is with the kernel, after that heartbeat read its claims; none after leave()', async () => {
+    const peer = await fakePeer();
+    const port = 39000 + Math.floor(Math.random() * 500) * 2;
+    const order: string[] = [];
+    const a = new HeartbeatAgent({
+      node: 'b', incarnation: 1n, key: KEY, intervalMs: 20, misses: 3,
+      links: [{ id: 0, address: '127.0.0.1', port }],
+      peers: [{ node: 'a', links: [{ id: 0, address: '127.0.0.1', port: peer.port }] }],
+      claims: () => (order.push('claims'), []),
+      sent: () => order.push('sent'),
+    });
+    cleanups.push(() => a.stop());
+    await a.start();
+    await sleep(110);
+    await a.leave(false);
+    const beats = order.filter((o) => o === 'claims').length;
+    expect(beats).toBeGreaterThanOrEqual(4);
+    // claims, sent, claims, sent...: each renewal after the heartbeat that claimed it (the last
+    // one's may be cut by leave(): nothing is renewed once the departure is under way).
+    expect(order.slice(0, 2 * (beats - 1))).toEqual(Array.from({ length: beats - 1 }, () => ['claims', 'sent']).flat());
+    expect(order.slice(2 * (beats - 1))).toEqual(expect.arrayContaining(['claims']));
+    const after = order.length;
+    await sleep(60);
+    expect(order.length).toBe(after);
+    // The peer got every heartbeat, the three `leaving` ones too (they claim nothing, read no claims).
+    expect(peer.heard.length).toBe(beats + 3);
+  });
+
+  it('a `leaving` heartbeat is said (leaving) even when it comes after the node was declared dead: the lease taker must know', async () => {
+    const peer = await fakePeer();
+    const b = await agent(peer.port, 50, 1);
+    const leaving: Array<{ node: string }> = [];
+    b.agent.on('leaving', (l) => leaving.push(l));
+    const send = (seq: bigint, leave?: boolean) => peer.socket.send(encodeHeartbeat({ node: 'a', link: 0, incarnation: 1n, seq, sentAtMs: Date.now(), ...(leave ? { leaving: { serving: true } } : {}) }, KEY), b.port, '127.0.0.1');
+    send(1n);
+    const deadline = Date.now() + 5000;
+    while (!b.events.some((e) => e.kind === 'node-down') && Date.now() < deadline) await sleep(5);
+    expect(b.events.map((e) => e.kind)).toEqual(['node-up', 'node-down']);
+    send(2n, true);
+    send(3n, true);
+    await sleep(50);
+    // Once: the copies after the first are a departed life's (the detector counts them afterLeave).
+    expect(leaving).toEqual([expect.objectContaining({ node: 'a', incarnation: 1n, at: expect.any(Number) })]);
+    expect(b.events.map((e) => e.kind)).toEqual(['node-up', 'node-down']); // no node-left: it was not up
+  });
+});
