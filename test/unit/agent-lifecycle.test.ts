@@ -184,8 +184,9 @@ describe('the agent and its instance, as processes', () => {
     const impatient = await runCli(['service', 'stop', 'web', '--drain-ms', '500', '--control', s.sock]);
     expect(impatient.code).toBe(0);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
-    // (The health probe's own short connection may be counted too, when it is open at the count.)
-    expect(impatient.stderr).toMatch(new RegExp(`^service web: web1: drain time up after \\d+ ms with [12] connection\\(s\\) left on port\\(s\\) ${s.port}; stopped \\(exit code 0\\)\\n$`));
+    // (The health probe's own short connections may be counted too, when open or closing at the
+    // count: one, or two when one probe is closing as the next opens; CI saw 3 in all.)
+    expect(impatient.stderr).toMatch(new RegExp(`^service web: web1: drain time up after \\d+ ms with [123] connection\\(s\\) left on port\\(s\\) ${s.port}; stopped \\(exit code 0\\)\\n$`));
     expect(['end', 'ECONNRESET']).toContain(await closed);
     expect(await alive(pid2)).toBe(false);
 
