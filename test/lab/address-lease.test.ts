@@ -16,7 +16,7 @@ import { until } from './replication-cluster.js';
 
 const INTERVAL = 100;
 const MISSES = 3;
-const LEASE = 10; // s: long enough for an agent started through tsx (1-4 s here) to take its old lease up again
+const LEASE = 5; // s: long enough for a restarted agent (a CLI process from dist/, ~1 s here) to take its old lease up again
 const DETECTION = INTERVAL * MISSES + 25;
 
 type Cli = ReturnType<typeof startCli>;
