@@ -581,10 +581,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       peers: () => this.heartbeat.detector.status(),
       // A peer not heard yet is not taken for dead before the detector could have heard it.
       startGraceMs: 2 * this.heartbeat.detector.timeoutMs,
-      hearsMajority: () => {
-        const q = this.quorum.quorum();
-        return 2 * q.heard > q.of;
-      },
+      hearsMajority: () => this.quorum.hearsMajority(),
       leaseTtlMs: settings.leaseMs,
       stateDir: this.stateDir,
       fence: (node) => this.fencing?.fenced(node) ?? Promise.resolve(),

@@ -438,11 +438,11 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     return null;
   }
 
+  /** The reason of this HOST's COMING_UP and UP: a failover, a failback (it was released here), or an operator's (a load, a switchover). */
   private reasonOf(s: StoredApp): string {
-    const why = s.history.at(-1)?.why ?? '';
-    if (/ failed$/.test(why)) return 'failure';
-    if (/AUTO-RECOVER|failback|move to|released by/.test(why)) return 'failback';
-    return 'user';
+    if (s.app.failedOver) return 'failure';
+    const came = [...s.history].reverse().find((h) => h.to.host === this.me && h.from?.host !== this.me);
+    return came?.from?.state === 'released' && s.app.primary === this.me ? 'failback' : 'user';
   }
 
   private member(app: AppObject, node: string, status: EventStatus, reason: string): ServiceEvent {

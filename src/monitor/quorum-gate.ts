@@ -52,15 +52,25 @@ export class QuorumGate extends EventEmitter<{ event: [DetectorEvent]; suppresse
     this.source.off('event', this.onEvent);
   }
 
+  /** Whether this node hears a strict majority of the nodes, itself included (no tie-breaker counts). */
+  hearsMajority(): boolean {
+    const { heard, of } = this.count();
+    return 2 * heard > of;
+  }
+
   /** Whether this node may act on a peer's death now; `why` says what decided it. */
   quorum(): { ok: boolean; heard: number; of: number; why: string } {
-    const of = this.policy.nodes.length;
-    const up = new Set(this.source.detector.status().filter((p) => p.up).map((p) => p.node));
-    const heard = 1 + this.policy.nodes.filter((n) => n !== this.policy.self && up.has(n)).length;
-    if (2 * heard > of) return { ok: true, heard, of, why: `hears ${heard} of ${of} nodes (a majority)` };
+    const { heard, of } = this.count();
+    if (this.hearsMajority()) return { ok: true, heard, of, why: `hears ${heard} of ${of} nodes (a majority)` };
     if (of === 2 && this.policy.twoNodeTieBreaker) return { ok: true, heard, of, why: `two nodes, tie broken by ${this.policy.twoNodeTieBreaker}` };
     const fix = of === 2 ? 'two nodes without fencing, a disk witness or quorum.twoNode' : 'not a majority';
     return { ok: false, heard, of, why: `hears ${heard} of ${of} nodes: ${fix}; this node may be the one cut off` };
+  }
+
+  /** Nodes heard (itself included) out of the cluster's. */
+  private count(): { heard: number; of: number } {
+    const up = new Set(this.source.detector.status().filter((p) => p.up).map((p) => p.node));
+    return { heard: 1 + this.policy.nodes.filter((n) => n !== this.policy.self && up.has(n)).length, of: this.policy.nodes.length };
   }
 
   private handle(e: DetectorEvent): void {
