@@ -224,12 +224,22 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
   const clock = () => performance.timeOrigin + performance.now(); // the verdicts' clock
   let downAt: number | undefined;
   let dead: Extract<DiskVerdict, { kind: 'dead' }> | undefined;
+  const timeline: Array<[number, string]> = []; // in the result, in ms from the verdict that counts
+  const mark = (what: string) => timeline.push([clock(), what]);
+  b.on('detector', (e) => mark(`detector ${e.kind}`));
+  b.on('suppressed', (s) => mark(`suppressed ${s.why}`));
   b.on('published', (e) => {
+    mark(`published ${e.type}:${e.status}`);
     published.push(`${e.type}:${e.status}`);
     if (e.type === 'node' && e.status === 'DOWN') downAt ??= clock();
   });
-  b.on('disputed', (d) => disputed.push(d.witness));
-  b.on('disk', (v) => v.kind === 'dead' && (dead ??= v));
+  b.on('disputed', (d) => (disputed.push(d.witness), mark(`disputed ${d.witness}`)));
+  // The verdict that counts is the first dead one after the last alive: b's watcher may call a
+  // dead before a's pulse has started (no change seen for the timeout), then alive once it runs.
+  b.on('disk', (v) => {
+    mark(`disk ${v.kind}`);
+    dead = v.kind === 'alive' ? undefined : (dead ?? v);
+  });
   try {
     await b.start();
     await a.start();
@@ -239,8 +249,10 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
     await new Promise((r) => setTimeout(r, 800));
     const downWhileDiskAlive = published.includes('node:DOWN');
     const stopping = clock();
+    mark('a.stop begins');
     await a.stop(); // now the disk pulse stops too (its writer's last RELEASE comes within this)
     const stopMs = clock() - stopping;
+    mark('a.stop ends');
     const down = await until(() => published.includes('node:DOWN'), 5000);
     // docs/AGENT.md: dead ~550 ms after the pulse stops, i.e. after the last change b's watcher
     // saw. The bound: the watcher's timeout (500 ms) + one sample (every intervalMs / 2) + the
@@ -251,6 +263,7 @@ await check('the agent with a disk witness (seed 002): LAN silence alone is disp
       ok: up && disputedInTime && !downWhileDiskAlive && down && inTime, up, disputedInTime, downWhileDiskAlive, down, declaredAfterPulseStoppedMs,
       // where the time went: a.stop(), the watcher's verdict after the last change, the witness after the verdict
       stopMs, deadAfterLastChangeMs: dead ? dead.at - dead.lastChangeAt : undefined, downAfterDeadMs: downAt !== undefined && dead ? downAt - dead.at : undefined, status: b.status().disk,
+      timeline: timeline.map(([t, what]) => `${(t - (dead?.at ?? 0)).toFixed(0)} ${what}`),
     };
   } finally {
     await a.stop();
