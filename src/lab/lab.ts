@@ -129,6 +129,29 @@ export class Lab {
     await run('ip', ['netns', 'exec', h.ns, 'nft', '-f', '-'], 'delete table inet takeover_lab_dead\ndelete table arp takeover_lab_dead\n');
   }
 
+  /**
+   * A partition between two hosts only: the switch drops every frame from one's port to the
+   * other's (ARP and floods included), both ways; each still reaches every other host.
+   * healBetween() undoes it.
+   */
+  async cutBetween(x: string, y: string): Promise<void> {
+    const [px, py] = [this.host(x).port, this.host(y).port];
+    const rules = [
+      `table bridge ${cutTable(x, y)} {`,
+      '  chain cut { type filter hook forward priority -400;',
+      `    iifname "${px}" oifname "${py}" drop`,
+      `    iifname "${py}" oifname "${px}" drop`,
+      '  }',
+      '}',
+    ].join('\n');
+    await run('ip', ['netns', 'exec', this.switchNs, 'nft', '-f', '-'], rules);
+  }
+
+  /** Undoes cutBetween(x, y). */
+  async healBetween(x: string, y: string): Promise<void> {
+    await run('ip', ['netns', 'exec', this.switchNs, 'nft', 'delete', 'table', 'bridge', cutTable(x, y)]);
+  }
+
   /** Cuts one of a host's links at the switch (its bridge port goes down); the host lives on. */
   async cutLink(host: string, link: 'main' | 'failsafe'): Promise<void> {
     const h = this.host(host);
@@ -271,4 +294,9 @@ export async function tcpTimerSysctls(lab: Lab, host: string) {
     keepaliveIntvl: await read('net.ipv4.tcp_keepalive_intvl'),
     keepaliveProbes: await read('net.ipv4.tcp_keepalive_probes'),
   };
+}
+
+/** The switch's nft table for a cut between two hosts (the same whichever is named first). */
+function cutTable(x: string, y: string): string {
+  return `takeover_lab_cut_${[x, y].sort().join('_')}`;
 }

@@ -2,7 +2,8 @@
 // 3-member etcd cluster on hosts e1-e3 of the same learning bridge, the CLI on host c. The HOST
 // dies with one etcd member already lost: the backup becomes HOST in etcd. With etcd's quorum
 // lost, a dead HOST is not failed over at all (never two HOSTs), the agent's log and
-// `takeover apps` say why; once quorum is back, the failover goes on.
+// `takeover apps` say why; once quorum is back, the failover goes on. And a link cut between the
+// two servers while both reach etcd: one HOST, nothing moves.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentsLab } from './agents-lab.js';
 import { cluster, hostState, LEASE_MS, logOf, published, tcpApp } from './apps-cluster.js';
@@ -62,5 +63,24 @@ describe('cluster manager on etcd', () => {
     await etcd!.member('m2').start();
     await until('web up on b once etcd has quorum again', () => hostState(c, 'b'), 30_000);
     expect(published(b).filter((e) => e.service === 'web' && e.status === 'UP' && e.instance === 'web@b')).toHaveLength(1);
+  }, 120_000);
+
+  it('a link cut between a and b while both reach etcd: b hears a die on the LAN, sees its lease live, and nothing moves', async () => {
+    const c = await cluster('tko-appsetcdcut-', (l) => tcpApp(l, { backups: ['b'] }), options);
+    await c.start('a');
+    const b = await c.start('b');
+    await until('web up on a', () => hostState(c, 'a'), 30_000);
+    await c.lab.cutBetween('a', 'b'); // at the switch: a and b still reach e1-e3 and c
+    try {
+      await until('b saw a silent', async () => (logOf(b).some((x) => x.msg === 'node-down') ? true : undefined), 5000);
+      await new Promise((res) => setTimeout(res, 3 * LEASE_MS));
+      expect(await c.apps()).toMatchObject([{ host: 'a', state: 'up' }]);
+      expect(await c.holders()).toEqual(['a']);
+      expect(published(b).filter((e) => e.service === 'web')).toEqual([]);
+      const status = await c.cli(['apps', '--json']);
+      expect(status.code, status.stderr).toBe(0);
+    } finally {
+      await c.lab.healBetween('a', 'b');
+    }
   }, 120_000);
 });
