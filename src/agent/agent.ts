@@ -175,7 +175,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   static async create(config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
     const key = await configKey(config);
     const incarnation = await nextIncarnation(config.incarnationFile ?? defaultIncarnationFile(config.cluster, config.node), config.incarnation ?? 0);
-    return new Agent(config, key, incarnation, options, config.store ? await openClusterStore(config) : undefined);
+    return new Agent(config, key, incarnation, options, config.store ? await (options.openStore ?? openClusterStore)(config) : undefined);
   }
 
   private constructor(
@@ -825,6 +825,8 @@ export interface AgentOptions {
   witnesses?: Witness[];
   /** Opens a fencing device by path (default: SG_IO on the device node); a seam for tests. */
   openFenceDevice?: (path: string) => FenceDeviceHandle;
+  /** Opens the configured `store` (default: the file or etcd it names); a seam for tests. */
+  openStore?: (config: AgentConfig) => Promise<ClusterStore>;
 }
 
 export interface FenceDeviceHandle {

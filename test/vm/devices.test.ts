@@ -11,7 +11,7 @@ let run: GuestRun;
 beforeAll(async () => {
   run = await runGuest({ setup: ['tcm_loop', 'lio_iscsi', 'scsi_debug'], job: 'exec node --import tsx test/vm/guest/device-suite.ts', timeoutMs: 300_000 });
   const num = (check: string, key: string) => Number(run.results.find((r) => String(r.check).startsWith(check))?.[key]).toFixed(1);
-  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent with a disk witness: DOWN ${num('the agent with a disk witness', 'declaredAfterPulseStoppedMs')} ms after it; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later; a hanging target: the fence failed after ${num('a target that hangs', 'fenceMs')} ms`);
+  console.info(`guest: first result after ${Math.round(run.firstResultMs ?? NaN)} ms, whole run ${Math.round(run.totalMs)} ms; PREEMPT AND ABORT ${num('PREEMPT AND ABORT', 'preemptMs')} ms; fence ${num('fencing', 'fenceMs')} ms, noticed after ${num('fencing', 'noticedMs')} ms; disk heartbeat: dead ${num('disk heartbeat', 'declaredMs')} ms after the pulse stopped; agent with a disk witness: DOWN ${num('the agent with a disk witness', 'declaredAfterPulseStoppedMs')} ms after it; cluster manager with a disk witness: b HOST ${num('the cluster manager with a disk witness', 'failoverMs')} ms after a's stop; agent: fenced ${num('the agent fences', 'fenceAfterDecisionMs')} ms after deciding, noticed ${num('the agent fences', 'noticedAfterFenceMs')} ms later; a hanging target: the fence failed after ${num('a target that hangs', 'fenceMs')} ms`);
 }, 320_000);
 
 const CHECKS = [
@@ -25,6 +25,7 @@ const CHECKS = [
   'disk heartbeat: a live primary is never declared dead; a stopped one is, within the timeout',
   'fencing end to end over iSCSI: B fences A with PREEMPT AND ABORT; A cannot write, notices, and rejoins',
   'the agent with a disk witness (seed 002): LAN silence alone is disputed; dead once the disk agrees too',
+  'the cluster manager with a disk witness (seed 002): a cut off from the LAN and the store but pulsing on the disk is not failed over; once its pulse stops, b is HOST',
   'the agent fences a peer that only looks dead (LAN silent, still running); the fenced agent stops the instance it runs',
   'takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON',
   'scsi_debug (no persistent reservations) is reported as such',

@@ -3,6 +3,7 @@
 // Each check prints one `TKO {"check", "ok", ...}` line; the host-side test asserts on them.
 // Everything goes through the project's own addon (SG_IO) and SCSI/fencing code.
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Agent } from '../../../src/agent/agent.js';
 import { validateConfig } from '../../../src/agent/config.js';
@@ -15,6 +16,9 @@ import { initiatorOf, iscsiByInitiator, sgNodes, targetName as portName } from '
 import { Fencer, OwnKeyWatch, PR_TYPE } from '../../../src/fence/fencer.js';
 import { fenceKey, formatKey } from '../../../src/fence/fence-keys.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskVerdict } from '../../../src/monitor/disk-heartbeat.js';
+import { ClusterStore } from '../../../src/cluster/cluster-store.js';
+import { FileBackend } from '../../../src/cluster/file-backend.js';
+import { CuttableBackend } from './cut-store.js';
 
 const transports: DeviceTransport[] = [];
 const open = (path: string) => {
@@ -187,6 +191,8 @@ await check('fencing end to end over iSCSI: B fences A with PREEMPT AND ABORT; A
   const fb = new Fencer({ cluster: 'vm', node: 'b', nodes: ['a', 'b'], devices: [new PersistentReservations(open(pathIB))] });
   const joined = [...(await fa.join()), ...(await fb.join())].every((r) => r.ok);
   const watch = new OwnKeyWatch(fa, 50);
+  const watchErrors: string[] = [];
+  watch.on('error', (e) => watchErrors.push(String(e.error))); // a READ KEYS that failed (a starved guest's iSCSI session): in the result, not a crash
   let noticedAt: number | undefined;
   watch.on('fenced', (e) => (noticedAt ??= e.at));
   watch.start();
@@ -208,7 +214,7 @@ await check('fencing end to end over iSCSI: B fences A with PREEMPT AND ABORT; A
   const noticedMs = noticedAt === undefined ? undefined : noticedAt - fencedAt;
   return {
     ok: joined && before === 'ok' && selfRefused && rep.ok && rep.devices[0]?.method === 'preempt-and-abort' && after === 'conflict' && readAfter === 'ok' && noticedMs !== undefined && noticedMs <= 50 + 100 && rejoined && afterRejoin === 'ok',
-    report: rep, fenceMs, before, after, readAfter, noticedMs, afterRejoin,
+    report: rep, fenceMs, before, after, readAfter, noticedMs, afterRejoin, watchErrors,
   };
 });
 
@@ -275,6 +281,46 @@ A = open(pathA);
 B = open(pathB);
 prA = new PersistentReservations(A);
 prB = new PersistentReservations(B);
+
+await check('the cluster manager with a disk witness (seed 002): a cut off from the LAN and the store but pulsing on the disk is not failed over; once its pulse stops, b is HOST', async () => {
+  await reset();
+  const dir = mkdtempSync('/tmp/tko-apps-witness-');
+  const store = { file: `${dir}/apps.json`, leaseMs: 1000 };
+  const apps = [{ tag: 'w', type: 'cluster-capable', primary: 'a', backups: ['b'], command: { load: ['sleep', '1000'], stopGraceMs: 1000 } }];
+  const disk = { intervalMs: 100, timeoutMs: 500 };
+  const aStore = new CuttableBackend(new FileBackend(store.file));
+  const a = await Agent.create(agentConfig('a', 7421, 'b', 7422, { disk: { ...disk, device: pathA, pulse: true }, store, apps, stateDir: `${dir}/a` }), { openStore: async () => new ClusterStore(aStore) });
+  const b = await Agent.create(agentConfig('b', 7422, 'a', 7421, { disk: { ...disk, device: pathB, watch: 'a' }, store, apps, stateDir: `${dir}/b` }));
+  const published: string[] = [];
+  b.on('published', (e) => published.push(`${e.type}:${e.status}:${e.instance ?? e.node ?? ''}`));
+  const seen = () => b.status().apps?.[0];
+  const hostIs = (n: string) => seen()?.app.host === n && seen()?.app.state === 'up';
+  try {
+    await b.start();
+    await a.start();
+    const upOnA = await until(() => hostIs('a') && a.status().apps?.[0]?.local === 'running' && b.diskWatcher!.judge.state === 'alive', 20_000);
+    // a loses the LAN and the store (its lease runs out; it stops the application itself), its disk pulse goes on.
+    a.heartbeat.stop();
+    aStore.cut();
+    const aStopped = await until(() => a.status().apps?.[0]?.local === 'stopped', 5000);
+    await new Promise((r) => setTimeout(r, 3 * store.leaseMs));
+    const whileDiskAlive = { host: seen()?.app.host, bLocal: seen()?.local, bNote: seen()?.note, published: [...published] };
+    const noFailover = whileDiskAlive.host === 'a' && whileDiskAlive.bLocal === 'stopped' && !published.some((p) => p.startsWith('node:DOWN') || p.includes('w@'));
+    // Now a dies for good: its disk pulse stops too, the witness agrees, b fails it over.
+    await a.stop();
+    const stoppedAt = performance.now();
+    const upOnB = await until(() => hostIs('b') && seen()?.local === 'running', 15_000);
+    const failoverMs = performance.now() - stoppedAt;
+    const memberEvents = published.filter((p) => p.includes('w@'));
+    return {
+      ok: upOnA && aStopped && noFailover && upOnB && memberEvents.filter((p) => p === 'service_member:DOWN:w@a').length === 1 && memberEvents.filter((p) => p === 'service_member:UP:w@b').length === 1,
+      upOnA, aStopped, whileDiskAlive, noFailover, upOnB, failoverMs, published: [...published], b: seen(),
+    };
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
 
 await check('the agent fences a peer that only looks dead (LAN silent, still running); the fenced agent stops the instance it runs', async () => {
   await reset();
