@@ -10,6 +10,7 @@
 // through nsenter, as its daemons' mount namespace holds the /dev/shm they share with them.
 // Every process started here lives in a lab host's network namespace: Lab.crash and
 // Lab.destroy kill them all, and with them go the mount namespaces; the caller removes `dir`.
+// TKO_COROSYNC_DEBUG=1 turns on corosync's debug log (DIR/pcmk-NODE/corosync.log).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -289,7 +290,7 @@ export class PacemakerCluster {
   tail(n: Node): string {
     const d = this.nodeDir(n);
     const last = (f: string, lines: number) => (existsSync(path.join(d, f)) ? readFileSync(path.join(d, f), 'utf8').split('\n').slice(-lines).join('\n') : '');
-    return `launcher.log: ${last('launcher.log', 10)}\npacemaker.log: ${last('log-pacemaker/pacemaker.log', 15)}`;
+    return `launcher.log: ${last('launcher.log', 10)}\ncorosync.log: ${last('corosync.log', 8)}\npacemaker.log: ${last('log-pacemaker/pacemaker.log', 15)}`;
   }
 
   /** SIGKILLs what is left of both nodes (everything in their namespaces goes with Lab.destroy). */
