@@ -59,7 +59,7 @@ interface PacemakerSplit {
   flaps: number;
 }
 
-export async function pacemakerOnce(variant: { tokenMs?: number; totem?: string[] }): Promise<PacemakerSplit> {
+async function pacemakerOnce(variant: { tokenMs?: number; totem?: string[] }): Promise<PacemakerSplit> {
   const { lab, vip, dir } = await lab3();
   let cluster: PacemakerCluster | undefined;
   try {

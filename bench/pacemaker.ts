@@ -1,4 +1,4 @@
-// A two-node Pacemaker cluster (corosync 3 on knet + pacemakerd) on two lab hosts, for the
+// A two-node Pacemaker cluster (corosync 3, knet or udpu, + pacemakerd) on two lab hosts, for the
 // failover benchmark's baseline. No systemd: each node is `corosync -f` and `pacemakerd -f`
 // started by one launcher script inside the host's network namespace and a mount + UTS namespace
 // of its own (`unshare -m -u`). The two nodes share this machine's filesystem, so the launcher
@@ -6,7 +6,7 @@
 // /dev/shm (libqb's IPC ring buffers and flow-control files), /var/lib/pacemaker (the CIB),
 // /var/lib/corosync and /var/log/pacemaker. libqb's IPC sockets (cmap, cpg, cib_rw, crmd, ...)
 // are abstract unix sockets, which belong to a network namespace: the nodes' daemons do not see
-// each other's. The command-line tools (crm_mon, corosync-cmapctl) enter a node's namespaces
+// each other's. The command-line tools (crm_mon, corosync-quorumtool) enter a node's namespaces
 // through nsenter, as its daemons' mount namespace holds the /dev/shm they share with them.
 // Every process started here lives in a lab host's network namespace: Lab.crash and
 // Lab.destroy kill them all, and with them go the mount namespaces; the caller removes `dir`.
