@@ -5,9 +5,16 @@
 // agents with the cluster manager on the embedded store, at the same interval, in the same kind
 // of lab, timed the same way. Ours is split into detect (the backup's node-down), the lease
 // (until it becomes HOST by compare-and-swap), address (the address taken and the dead HOST's
-// connections closed) and start (until the service answers). No fencing on either side.
-// Pacemaker is not run here (it is not packaged for this lab's two-namespace setup); its
-// defaults put detection alone at corosync's token timeout, 3000 ms (+ consensus 3600 ms).
+// connections closed) and start (until the service answers). No fencing on any side.
+// Pacemaker 2.1 on corosync 3 (bench/pacemaker.ts: each node's daemons in the host's network
+// namespace and a mount namespace of their own) runs the same service as ocf:heartbeat:anything
+// after ocf:heartbeat:IPaddr2 (a group preferring m), twice: with its defaults (knet, token
+// 3000 ms, consensus 3600 ms) and at our heartbeat settings (token = 100 ms x 3 = 300 ms,
+// consensus 360 ms by corosync's rule). The latter runs on udpu: knet at a 300 ms token declared
+// its link down every 9 s here while its pongs still came in (the membership flapped), udpu held.
+// Pacemaker is split into detect (the backup's corosync membership without m, as
+// corosync-quorumtool -m reports it) and start (until the service answers); which node was the
+// DC (it runs the scheduler; elected by the controllers, not chosen here) is reported per run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { Lab } from '../src/lab/lab.js';
 import { fixturePath, nowMs } from '../src/lab/node-child.js';
 import { ensurePackages } from './packages.js';
+import { PacemakerCluster } from './pacemaker.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PORT = 7000;
@@ -40,6 +48,37 @@ async function answeredAfterCrash(lab: Lab, vip: string, timeoutMs: number): Pro
   await lab.crash('m');
   const a = await watch.waitFor('answered', timeoutMs);
   return { crashedAt, answeredAt: Number(a.t) };
+}
+
+interface PacemakerSplit {
+  total: number;
+  detect: number;
+  start: number;
+  dc: string;
+  /** Memberships the backup formed without m before the crash (a flapping membership). */
+  flaps: number;
+}
+
+async function pacemakerOnce(variant: { tokenMs?: number; totem?: string[] }): Promise<PacemakerSplit> {
+  const { lab, vip, dir } = await lab3();
+  let cluster: PacemakerCluster | undefined;
+  try {
+    const script = path.join(dir, 'service.js');
+    writeFileSync(script, service(vip));
+    cluster = await PacemakerCluster.start(lab, dir, { vip, serviceScript: script, first: 'b', ...variant }, 90_000);
+    const before = await cluster.state('b');
+    const flaps = cluster.membershipLosses('b');
+    const track = cluster.trackMembership('b', 40_000);
+    await track.ready;
+    const t = await answeredAfterCrash(lab, vip, 40_000);
+    const lostAt = await track.lost;
+    if (lostAt < t.crashedAt) throw new Error('pacemaker: the membership lost m before the crash (a flap)');
+    return { total: t.answeredAt - t.crashedAt, detect: lostAt - t.crashedAt, start: t.answeredAt - lostAt, dc: before.dc ?? '?', flaps };
+  } finally {
+    cluster?.stop();
+    await lab.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function keepalivedOnce(): Promise<number> {
@@ -114,16 +153,32 @@ async function oursOnce(): Promise<OursSplit> {
 
 export async function appFailover(out: (s: string) => void): Promise<void> {
   ensurePackages(out, '/usr/sbin/keepalived', ['keepalived']);
+  // Pacemaker and corosync from Debian, without systemd (bench/pacemaker.ts starts the daemons);
+  // resource-agents for ocf:heartbeat:IPaddr2 and ocf:heartbeat:anything.
+  ensurePackages(out, '/usr/sbin/pacemakerd', ['pacemaker', 'pacemaker-cli-utils', 'corosync']);
+  ensurePackages(out, '/usr/lib/ocf/resource.d/heartbeat/IPaddr2', ['resource-agents']);
   const median = (v: number[]) => [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)]!;
   const k: number[] = [];
   const o: OursSplit[] = [];
+  const pd: PacemakerSplit[] = [];
+  const pt: PacemakerSplit[] = [];
   for (let i = 0; i < RUNS; i++) {
     k.push(await keepalivedOnce());
     o.push(await oursOnce());
+    pd.push(await pacemakerOnce({}));
+    pt.push(await pacemakerOnce({ tokenMs: INTERVAL * 3, totem: ['transport: udpu'] }));
   }
   const part = (f: keyof OursSplit) => Math.round(median(o.map((x) => x[f])));
   out(`clustered service, HOST crashed -> answering from the backup, ${INTERVAL} ms x 3 (medians of ${RUNS}):`);
   out(`  keepalived VRRPv3 + notify_master starting it: ${Math.round(median(k))} ms (${k.map(Math.round).join(', ')})`);
   out(`  ours (cluster manager, embedded store, lease ${LEASE_MS} ms): ${part('total')} ms = detect ${part('detect')} + lease ${part('lease')} + address ${part('address')} + start ${part('start')} (${o.map((x) => Math.round(x.total)).join(', ')})`);
-  out(`  ratio keepalived / ours = ${(median(k) / median(o.map((x) => x.total))).toFixed(2)}; Pacemaker's defaults: detection alone 3000 ms (corosync token)`);
+  const pcmk = (name: string, v: PacemakerSplit[]) => {
+    const p = (f: 'total' | 'detect' | 'start') => Math.round(median(v.map((x) => x[f])));
+    const flaps = v.reduce((n, x) => n + x.flaps, 0);
+    out(`  Pacemaker 2.1 ${name}: ${p('total')} ms = detect ${p('detect')} + start ${p('start')} (${v.map((x) => `${Math.round(x.total)} DC ${x.dc}`).join(', ')})${flaps ? `; ${flaps} membership flaps before the crashes` : ''}`);
+  };
+  pcmk('defaults (corosync knet, token 3000 ms)', pd);
+  pcmk(`at our settings (corosync udpu, token ${INTERVAL * 3} ms)`, pt);
+  const ours = median(o.map((x) => x.total));
+  out(`  ratio keepalived / ours = ${(median(k) / ours).toFixed(2)}; Pacemaker defaults / ours = ${(median(pd.map((x) => x.total)) / ours).toFixed(2)}; Pacemaker at our settings / ours = ${(median(pt.map((x) => x.total)) / ours).toFixed(2)}`);
 }
