@@ -5,7 +5,8 @@
 // agents with the cluster manager on the embedded store, at the same interval, in the same kind
 // of lab, timed the same way. Ours is split into detect (the backup's node-down), the lease
 // (until it becomes HOST by compare-and-swap), address (the address taken and the dead HOST's
-// connections closed) and start (until the service answers). No fencing on any side.
+// connections closed) and start (until the service answers). No fencing on any side (the lab
+// has no SCSI; BENCH=scsi times the fence step in the qemu guest).
 // Pacemaker 2.1 on corosync 3 (bench/pacemaker.ts: each node's daemons in the host's network
 // namespace and a mount namespace of their own) runs the same service as ocf:heartbeat:anything
 // after ocf:heartbeat:IPaddr2 (a group preferring m), twice: with its defaults (knet, token
