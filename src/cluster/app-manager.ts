@@ -66,6 +66,12 @@ export interface AppManagerOptions {
   register?: AppObjectInput[];
   /** How often every application is looked at again without a trigger (ms). */
   passMs?: number;
+  /**
+   * Called with every application this node knows of in the store (sorted by tag) when one was
+   * added or removed, or its servers or address changed: the agent replicates the connections of
+   * those it may take over.
+   */
+  onApps?: (apps: AppObject[]) => void;
 }
 
 /** What the manager did, for the log. */
@@ -111,6 +117,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Peers whose death the (gated) node events announced, until they are heard again or leave. */
   private readonly dead = new Set<string>();
   private startedAt = now();
+  /** What onApps was last called with (tags, servers, addresses). */
+  private appsSaid = '';
   private readonly onNodeEvent = (e: DetectorEvent) => {
     if (e.kind === 'node-down') this.dead.add(e.node);
     else if (e.kind === 'node-up' || e.kind === 'node-left') this.dead.delete(e.node);
@@ -173,6 +181,16 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       });
     }
     for (const s of await store.list()) this.cache.set(s.app.tag, s);
+    this.sayApps();
+  }
+
+  /** Calls onApps when the applications known, their servers or addresses changed. */
+  private sayApps(): void {
+    const apps = [...this.cache.values()].map((s) => s.app).sort((x, y) => (x.tag < y.tag ? -1 : x.tag > y.tag ? 1 : 0));
+    const said = JSON.stringify(apps.map((a) => [a.tag, a.primary, a.backups, a.address ?? null]));
+    if (said === this.appsSaid) return;
+    this.appsSaid = said;
+    this.options.onApps?.(apps);
   }
 
   /** Takes a new lease as soon as the store answers (and registers the config's applications then, if it could not at start). */
@@ -292,10 +310,12 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     }
     if (stored === undefined) {
       this.cache.delete(tag);
+      this.sayApps();
       if (this.runners.has(tag)) await this.act(tag, undefined, { kind: 'stop', why: 'no longer registered', planned: true });
       return;
     }
     this.cache.set(tag, stored);
+    this.sayApps();
     const a = stored.app.address;
     if (a && stored.app.host !== this.me && !this.runners.has(tag) && !this.hosted.has(tag) && !this.stopping.has(tag) && hasAddress(a)) {
       // Left here by an earlier life (this node died holding it, or its agent was killed): the
