@@ -94,7 +94,6 @@ describe('cluster manager: readiness', () => {
     await until('UP on b published', async () => (eventsOf(b, 'b').some((e) => e.status === 'UP') ? true : undefined), 5000);
     const loadingB = at(b, 'b', 'UP') - at(b, 'b', 'COMING_UP');
     expect(loadingB).toBeGreaterThanOrEqual(LISTEN_AFTER_MS);
-    expect(upOnB - loadingOnB).toBeGreaterThanOrEqual(LISTEN_AFTER_MS - 500); // polled every ~0.5 s by the CLI
     console.info(`readiness: COMING_UP to UP on a ${loadingA} ms, on b ${loadingB} ms (the process listens after ${LISTEN_AFTER_MS} ms); a killed: b HOST (loading) after ${loadingOnB} ms, up after ${upOnB} ms; a client connecting at once was served both times, one connecting while it loaded was refused`);
   }, 120_000);
 });
