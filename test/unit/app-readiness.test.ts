@@ -4,7 +4,7 @@
 // late is `up` only then; one that never answers is stopped at `timeoutMs` as a failed start,
 // restarted by its policy, and then NOT_RESTARTING, the history saying why. No namespaces.
 import { EventEmitter } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,6 +18,7 @@ import { ClusterStore } from '../../src/cluster/cluster-store.js';
 import { FileBackend } from '../../src/cluster/file-backend.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import type { DetectorEvent } from '../../src/monitor/failure-detector.js';
+import { runCli } from '../cli-process.js';
 import { eventually } from '../lab/eventually.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tko-ready-'));
@@ -78,6 +79,32 @@ describe('the `ready` field', () => {
       }
       expect(err, JSON.stringify(ready)).toBeInstanceOf(ConfigError);
       expect((err as ConfigError).field).toBe(field);
+    }
+  });
+
+  it('`takeover app register` takes it from the spec file; a bad one is refused naming the field (exit 2), nothing registered', async () => {
+    const config = path.join(dir, 'register.yaml');
+    writeFileSync(config, [
+      'cluster: c1', 'node: a', 'database: db', "key: '0123456789abcdef'",
+      'heartbeat: { links: [{ id: 0, address: 10.0.0.1, port: 7400 }] }',
+      'peers: [{ node: b, links: [{ id: 0, address: 10.0.0.2, port: 7400 }] }]',
+      'notify: { port: 7500 }', `store: { file: ${path.join(dir, 'register-store.json')} }`, '',
+    ].join('\n'));
+    const spec = (ready: string) => {
+      const f = path.join(dir, 'spec.yaml');
+      writeFileSync(f, `tag: web\ntype: cluster-capable\nprimary: a\nbackups: [b]\ncommand: { load: [/bin/sleep, '60'] }\nready: ${ready}\n`);
+      return f;
+    };
+    const bad = await runCli(['app', 'register', spec('{ tcp: 80, command: [pg_isready] }'), '--config', config]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/application web: ready: names one probe: tcp \(a port\) or command/);
+    const good = await runCli(['app', 'register', spec('{ command: [pg_isready, -q], timeoutMs: 120000 }'), '--config', config]);
+    expect(good.code, good.stderr).toBe(0);
+    const store = new ClusterStore(new FileBackend(path.join(dir, 'register-store.json')));
+    try {
+      expect((await store.list()).map((x) => x.app.ready)).toEqual([{ command: ['pg_isready', '-q'], timeoutMs: 120_000, intervalMs: 250 }]);
+    } finally {
+      await store.close();
     }
   });
 
