@@ -26,6 +26,7 @@ import { ConnectionReplication, type ReplicationStatus } from './replication/con
 import type { ServiceScope } from './replication/local-connections.js';
 import type { ReplicaEntry } from './replication/replicas.js';
 import type { ReplicatedService } from './replication/wire.js';
+import { subscriptions } from './replication/subscriptions.js';
 import { CalloutRunner, type CalloutResult } from './callouts.js';
 import { configKey, type AgentConfig, type InstanceConfig, type TakeoverConfig } from './config.js';
 import { ControlServer, defaultControlPath, type ControlRequest } from './control.js';
@@ -47,7 +48,7 @@ import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
 import { AgentHistory, type PeerHistory } from './agent-history.js';
 import { AgentMetrics } from './metrics.js';
 import { AppManager, type AppActivity, type AppView } from '../cluster/app-manager.js';
-import { newApp } from '../cluster/app-object.js';
+import { newApp, type AppObject } from '../cluster/app-object.js';
 import { clusterNodes, openClusterStore } from '../cluster/open-store.js';
 import type { ClusterStore } from '../cluster/cluster-store.js';
 
@@ -102,6 +103,11 @@ export type AgentEvents = {
   'stale-guards': [{ removed: string[]; foreign: string[]; error?: string }];
   /** What the cluster manager did with the clustered applications (config `store`). */
   app: [AppActivity];
+  /**
+   * The services this node asks a peer to replicate changed (the applications in the store did),
+   * or could not (`error`: more than a subscription holds; the last list stays asked for).
+   */
+  subscriptions: [{ peer: string; services: ReplicatedService[] } | { error: string }];
 };
 
 const RECENT = 100;
@@ -225,7 +231,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       key,
       peers: config.peers.map((p) => p.node),
       intervalMs: config.heartbeat.intervalMs,
-      subscriptions: subscriptions(config),
+      // The config's applications now; the store's once the cluster manager reads them (followApps).
+      subscriptions: subscriptions(config, config.apps),
       ownScopes: ownGoodbyeScopes(config),
       maxBytesPerSecond: config.replication.maxBytesPerSecond,
       scanMs: config.replication.scanMs,
@@ -589,9 +596,24 @@ export class Agent extends EventEmitter<AgentEvents> {
       publish: (events) => this.publish(events),
       stamp: (reason) => this.stamp(reason),
       register: config.apps.map((a) => newApp(a, nodes, Date.now())),
+      onApps: (known) => this.followApps(known),
     });
     apps.on('activity', (a) => this.emit('app', a));
     return apps;
+  }
+
+  /**
+   * The clustered applications in the store changed (one registered by `takeover app register`,
+   * one removed): the connections this node has replicated follow them, so that a peer's clients
+   * of an application registered after the start are released when that peer dies too. The
+   * config's applications stay asked for (they are in the store once registered).
+   */
+  private followApps(known: readonly AppObject[]): void {
+    try {
+      for (const c of this.replication.setSubscriptions(subscriptions(this.config, [...this.config.apps, ...known]))) this.emit('subscriptions', c);
+    } catch (err) {
+      this.emit('subscriptions', { error: (err as Error).message });
+    }
   }
 
   private async startFencing(f: NonNullable<AgentConfig['fencing']>): Promise<void> {
@@ -832,30 +854,6 @@ export interface AgentOptions {
 export interface FenceDeviceHandle {
   device: ReservationDevice;
   close(): void;
-}
-
-/** What a peer's `takeover` asks that peer's agent to replicate: the address, port and goodbye. */
-/**
- * The connections this node subscribes to, per peer: those of the services it takes over
- * (`peers[].takeover`), and of the config's clustered applications with an address and port that
- * the peer and this node may both host (the peer may be their HOST when it dies).
- */
-function subscriptions(config: AgentConfig): Map<string, ReplicatedService[]> {
-  const out = new Map<string, ReplicatedService[]>();
-  for (const p of config.peers) {
-    const services = p.takeover.map(replicatedService);
-    for (const a of config.apps) {
-      const servers = [a.primary, ...(a.backups ?? [])];
-      if (a.address?.port !== undefined && servers.includes(p.node) && servers.includes(config.node)) services.push({ address: a.address.address, port: a.address.port });
-    }
-    if (services.length > 0) out.set(p.node, services);
-  }
-  return out;
-}
-
-function replicatedService(t: TakeoverConfig): ReplicatedService {
-  const m = parseCloseMethod(t.method);
-  return { address: t.address, port: t.port, ...(m.kind === 'goodbye' ? { goodbye: m.plugin.name } : {}) };
 }
 
 /** This node's instance ports whose failure plan says goodbye: their streams are followed here. */

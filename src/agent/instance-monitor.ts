@@ -153,6 +153,16 @@ export class InstanceMonitor extends EventEmitter<{ event: [InstanceEvent] }> {
     await this.startCommand(false);
   }
 
+  /**
+   * Ends a command instance's running process as a failure (a start that never became ready):
+   * SIGTERM to its group, SIGKILL after graceMs; the restart policy counts it and restarts it, or
+   * says NOT_RESTARTING. Throws for an instance the agent does not run.
+   */
+  async kill(graceMs = this.graceMs): Promise<void> {
+    if (!this.supervisor) throw new Error(`instance ${this.config.name} is not started by the agent (no command)`);
+    await this.supervisor.kill(graceMs);
+  }
+
   /** Forgets the failures counted in the restart window (a cleanup of a running instance). */
   resetFailures(): void {
     this.supervisor?.resetFailures();

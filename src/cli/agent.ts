@@ -97,6 +97,11 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     else if (a.event.kind === 'exited') log[a.event.exit.planned ? 'info' : 'warn']({ app: a.tag, exit: a.event.exit }, 'app process exited');
     else if (a.event.kind === 'not-restarting') log.error({ app: a.tag, failures: a.event.failures }, 'app process not restarting');
   });
+  // The connections asked of the peers follow the clustered applications in the store.
+  agent.on('subscriptions', (c) => {
+    if ('error' in c) log.error({ error: c.error }, `replication: the services asked of the peers could not change: ${c.error}`);
+    else log.info({ peer: c.peer, services: c.services }, `replication: asking ${c.peer} for ${c.services.length ? c.services.map((s) => `${s.address.includes(':') ? `[${s.address}]` : s.address}:${s.port}`).join(', ') : 'nothing'}`);
+  });
   agent.on('stale-guards', (g) => {
     const msg = g.error
       ? 'sweeping RST guards left by dead processes failed'

@@ -58,6 +58,8 @@ export async function clusterDemoCommand(o: { json?: boolean }): Promise<number>
       apps: [{
         tag: 'web', type: 'cluster-capable', primary: 'server', backups: ['backup'], autoRecover: true,
         command: { load: [process.execPath, '-e', service], stopGraceMs: 1000 },
+        // up once it accepts a connection, not merely once its process runs
+        ready: { tcp: PORT, intervalMs: 50 },
         address: { address: vip, prefixLength: 24, interface: 'eth0', port: PORT },
       }],
     });
@@ -72,9 +74,9 @@ export async function clusterDemoCommand(o: { json?: boolean }): Promise<number>
       }
     };
     /**
-     * A client connects to the service address and reads the greeting: which node answers. It
-     * tries again for up to 3 s, as clients do: `up` in the store means web's process runs, and
-     * a just-started one may not listen yet.
+     * A client connects to the service address and reads the greeting: which node answers. `up`
+     * in the store means web accepted a connection (its readiness probe); the client still tries
+     * again for up to 3 s, as clients do.
      */
     const ask = async (): Promise<string> => {
       const script = `const end=Date.now()+3000;const t=()=>{const s=require('net').connect(${PORT},${JSON.stringify(vip)});s.setTimeout(1000,()=>s.destroy(new Error('no answer')));` +

@@ -11,8 +11,21 @@
 // primary activates it and writes its own ID into HOST).
 import { type AppObject, serversOf } from './app-object.js';
 
-/** The application on this node, as its runner sees it. */
+/**
+ * The application on this node, as its runner sees it. With a readiness probe (`app.ready`),
+ * `running` means the process runs and its probe passed; before that it is `starting`.
+ */
 export type LocalState = 'stopped' | 'starting' | 'running' | 'stopping' | 'not-restarting';
+
+/** COMMAND's process runs here, but its readiness probe (`app.ready`) has not passed yet. */
+export interface Unready {
+  /** How long the process has run without passing (ms). */
+  runningMs: number;
+  /** What the probe is: `tcp 192.0.2.10:5432`, `command pg_isready -q`. */
+  probe: string;
+  /** The last try's error (undefined: no try has ended yet). */
+  lastError?: string;
+}
 
 export interface NodeView {
   me: string;
@@ -26,6 +39,10 @@ export interface NodeView {
   /** Nodes whose lease in the store is live: a node alive there is not dead, whatever the LAN says. */
   leased: ReadonlySet<string>;
   local: LocalState;
+  /** With `app.ready` and the process running here without having passed its probe (`local` is then `starting`). */
+  unready?: Unready;
+  /** Why the last start here was ended as not ready, until the application is up here or stopped (for the hand-on's words). */
+  lastUnready?: string;
 }
 
 export type Step =
@@ -45,6 +62,12 @@ export type Step =
   | { kind: 'release'; to: string; why: string }
   /** An operator's unload: stop it here, release the address, write HOST null, state `unloaded`. */
   | { kind: 'unload'; why: string }
+  /**
+   * COMMAND's process ran `ready.timeoutMs` without passing its readiness probe: a failed start.
+   * Stop that process as a failure, so that the restart policy counts it (a restart after
+   * `backoffMs`, or NOT_RESTARTING and then `hand-on`).
+   */
+  | { kind: 'fail-start'; why: string }
   /** HOST (this node) cannot keep it running: hand it to the next live server, or mark it failed. */
   | { kind: 'hand-on'; to: string | null; why: string }
   /** Nothing to do until something changes; `why` is for status and the log. */
@@ -78,7 +101,7 @@ export function nextStep(app: AppObject, v: NodeView): Step {
     if (app.state === 'failed') return runsHere ? { kind: 'stop', why: 'failed' } : { kind: 'none', why: 'failed' };
     if (v.local === 'not-restarting') {
       const next = failoverOrder(app, v.me).find((n) => v.heard.has(n) && !app.failedOn.includes(n));
-      return { kind: 'hand-on', to: next ?? null, why: `it could not be kept running on ${v.me}` };
+      return { kind: 'hand-on', to: next ?? null, why: `it could not be kept running on ${v.me}${v.lastUnready ? ` (${v.lastUnready})` : ''}` };
     }
     if (app.request?.kind === 'unload') return { kind: 'unload', why: `unload asked for by ${app.request.by}` };
     if (app.request?.kind === 'move') {
@@ -90,6 +113,8 @@ export function nextStep(app: AppObject, v: NodeView): Step {
     if (primaryBack && app.state === 'up' && app.autoRecover && app.failedOver) return { kind: 'release', to: app.primary, why: `${app.primary} (PRIMARY) is alive again and AUTO-RECOVER is on` };
     if (v.local === 'stopped') return { kind: 'start' };
     if (v.local === 'stopping') return { kind: 'wait', why: 'stopping' };
+    const unready = v.local === 'starting' && app.ready !== undefined ? v.unready : undefined;
+    if (unready) return readiness(app.ready!, unready);
     // A cluster-aware application without a COMMAND says itself that it runs (register()).
     if (v.local === 'running' && app.state === 'loading' && app.command !== undefined) return { kind: 'mark-up' };
     if (primaryBack && app.state === 'up' && app.failedOver) return { kind: 'wait', why: `${app.primary} (PRIMARY) is alive again: AUTO-RECOVER is off, \`takeover app failback ${app.tag}\` moves it back` };
@@ -108,6 +133,16 @@ export function nextStep(app: AppObject, v: NodeView): Step {
   if (first !== v.me) return { kind: 'wait', why: first === undefined ? `${app.host} is dead and no server is alive` : `${app.host} is dead: ${first} comes first` };
   if (v.leased.has(app.host)) return { kind: 'wait', why: `${app.host} is silent on the LAN but its lease in the store is live: not dead yet` };
   return { kind: 'claim', why: `${app.host} failed`, failover: true };
+}
+
+/**
+ * A process that runs without having passed its readiness probe: wait while `timeoutMs` has not
+ * run out since its start, then a failed start.
+ */
+export function readiness(ready: NonNullable<AppObject['ready']>, u: Unready): Step {
+  const last = u.lastError === undefined ? '' : `: ${u.lastError}`;
+  if (u.runningMs >= ready.timeoutMs) return { kind: 'fail-start', why: `not ready ${ready.timeoutMs} ms after its start (${u.probe}${last})` };
+  return { kind: 'wait', why: `not ready yet, ${Math.floor(u.runningMs)} of ${ready.timeoutMs} ms after its start (${u.probe}${last})` };
 }
 
 /**

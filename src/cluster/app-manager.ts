@@ -21,7 +21,8 @@ import { closePeers } from '../net/close-peers.js';
 import { addressEntries, removeAddress, takeOverAddress } from '../net/address.js';
 import type { EventStatus, ServiceEvent } from '../events/service-event.js';
 import { type AppObject, type AppObjectInput, serversOf } from './app-object.js';
-import { failoverOrder, type LocalState, nextStep, type Step } from './app-decisions.js';
+import { failoverOrder, type LocalState, nextStep, type Step, type Unready } from './app-decisions.js';
+import { describeProbe, ReadinessWatch, readinessKey } from './app-readiness.js';
 import { type ClusterStore, type StoredApp } from './cluster-store.js';
 import type { NodeLease } from './store-backend.js';
 import { missingResources } from './resource-check.js';
@@ -65,6 +66,12 @@ export interface AppManagerOptions {
   register?: AppObjectInput[];
   /** How often every application is looked at again without a trigger (ms). */
   passMs?: number;
+  /**
+   * Called with every application this node knows of in the store (sorted by tag) when one was
+   * added or removed, or its servers or address changed: the agent replicates the connections of
+   * those it may take over.
+   */
+  onApps?: (apps: AppObject[]) => void;
 }
 
 /** What the manager did, for the log. */
@@ -96,6 +103,10 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Applications without a COMMAND set up here (address taken): they run by other means. */
   private readonly hosted = new Set<string>();
   private readonly notes = new Map<string, string>();
+  /** The readiness probe of the process run here, per application with `ready` (one process, one watch). */
+  private readonly readiness = new Map<string, ReadinessWatch>();
+  /** Why the last start here was ended as not ready: said again when the application is handed on. */
+  private readonly lastUnready = new Map<string, string>();
   private readonly queued = new Set<string>();
   private running: Promise<void> | undefined;
   private stopWatch: (() => void) | undefined;
@@ -106,6 +117,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Peers whose death the (gated) node events announced, until they are heard again or leave. */
   private readonly dead = new Set<string>();
   private startedAt = now();
+  /** What onApps was last called with (tags, servers, addresses). */
+  private appsSaid = '';
   private readonly onNodeEvent = (e: DetectorEvent) => {
     if (e.kind === 'node-down') this.dead.add(e.node);
     else if (e.kind === 'node-up' || e.kind === 'node-left') this.dead.delete(e.node);
@@ -168,6 +181,16 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       });
     }
     for (const s of await store.list()) this.cache.set(s.app.tag, s);
+    this.sayApps();
+  }
+
+  /** Calls onApps when the applications known, their servers or addresses changed. */
+  private sayApps(): void {
+    const apps = [...this.cache.values()].map((s) => s.app).sort((x, y) => (x.tag < y.tag ? -1 : x.tag > y.tag ? 1 : 0));
+    const said = JSON.stringify(apps.map((a) => [a.tag, a.primary, a.backups, a.address ?? null]));
+    if (said === this.appsSaid) return;
+    this.appsSaid = said;
+    this.options.onApps?.(apps);
   }
 
   /** Takes a new lease as soon as the store answers (and registers the config's applications then, if it could not at start). */
@@ -214,11 +237,12 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     }
     await Promise.all([...this.runners.values()].map((r) => r.stop()));
     this.runners.clear();
+    for (const tag of [...this.readiness.keys()]) this.dropWatch(tag);
     await this.lease?.close().catch(() => undefined);
   }
 
   views(): AppView[] {
-    return [...this.cache.values()].map((s) => ({ app: s.app, revision: s.revision, local: this.local(s.app.tag), note: this.notes.get(s.app.tag) ?? '' }));
+    return [...this.cache.values()].map((s) => ({ app: s.app, revision: s.revision, local: this.local(s.app), note: this.notes.get(s.app.tag) ?? '' }));
   }
 
   /** Looks at `tag` (or every application) again soon; passes never overlap. */
@@ -249,14 +273,19 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     return new Set([this.me, ...this.options.peers().filter((p) => !this.dead.has(p.node) && p.heard).map((p) => p.node)]);
   }
 
-  private local(tag: string): LocalState {
+  /** What runs of `app` here; with `ready`, `running` only once its process passed its probe. */
+  private local(app: AppObject): LocalState {
+    const tag = app.tag;
     if (this.stopping.has(tag)) return 'stopping';
     const r = this.runners.get(tag);
     if (r === undefined) return this.hosted.has(tag) ? 'running' : 'stopped';
     switch (r.state) {
       case 'up':
-      case 'hung':
-        return 'running';
+      case 'hung': {
+        if (app.ready === undefined) return 'running';
+        const w = this.readiness.get(tag);
+        return w !== undefined && w.pid === r.pid && w.passed ? 'running' : 'starting';
+      }
       case 'not-restarting':
         return 'not-restarting';
       case 'stopped':
@@ -281,10 +310,12 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     }
     if (stored === undefined) {
       this.cache.delete(tag);
+      this.sayApps();
       if (this.runners.has(tag)) await this.act(tag, undefined, { kind: 'stop', why: 'no longer registered', planned: true });
       return;
     }
     this.cache.set(tag, stored);
+    this.sayApps();
     const a = stored.app.address;
     if (a && stored.app.host !== this.me && !this.runners.has(tag) && !this.hosted.has(tag) && !this.stopping.has(tag) && hasAddress(a)) {
       // Left here by an earlier life (this node died holding it, or its agent was killed): the
@@ -292,7 +323,12 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       await this.act(tag, stored, { kind: 'stop', why: `the service address ${a.address} was left here while ${stored.app.host ?? 'no server'} is HOST` });
       return;
     }
-    const step = nextStep(stored.app, { me: this.me, alive: this.alive(), heard: this.heard(), leased: this.leased, local: this.local(tag) });
+    const unready = this.unready(stored.app);
+    const lastUnready = this.lastUnready.get(tag);
+    const step = nextStep(stored.app, {
+      me: this.me, alive: this.alive(), heard: this.heard(), leased: this.leased, local: this.local(stored.app),
+      ...(unready ? { unready } : {}), ...(lastUnready ? { lastUnready } : {}),
+    });
     if (step.kind === 'none' || step.kind === 'wait') {
       this.notes.set(tag, step.why);
       return;
@@ -335,10 +371,20 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
         return;
       case 'mark-up': {
         const s = stored!;
-        await store.update(s, { ...s.app, state: 'up', failedOn: [] }, note('loaded'));
+        const w = this.readiness.get(tag);
+        const why = w?.passedAt !== undefined ? `loaded and ready: ${describeProbe(s.app)} passed ${Math.round(w.passedAt - w.since)} ms after its start` : 'loaded';
+        await store.update(s, { ...s.app, state: 'up', failedOn: [] }, note(why));
+        this.lastUnready.delete(tag);
         this.options.publish([this.member(s.app, this.me, 'UP', this.reasonOf(s))]);
         return;
       }
+      case 'fail-start':
+        // Counted by the restart policy as any exit: a restart after backoffMs, or NOT_RESTARTING
+        // (then the next pass hands it on, saying why).
+        this.lastUnready.set(tag, step.why);
+        this.dropWatch(tag);
+        await this.runners.get(tag)?.kill();
+        return;
       case 'release': {
         const s = stored!;
         await this.stopHere(tag, s.app, 'user');
@@ -406,6 +452,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   private async stopHere(tag: string, app: AppObject | undefined, reason: string, publish = true): Promise<void> {
     const r = this.runners.get(tag);
     const wasHosted = this.hosted.delete(tag);
+    this.dropWatch(tag);
+    this.lastUnready.delete(tag);
     this.stopping.add(tag);
     try {
       if (r && app?.command?.unload && r.state !== 'stopped') {
@@ -419,6 +467,34 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     } finally {
       this.stopping.delete(tag);
     }
+  }
+
+  /**
+   * With `ready`, HOST here and its process running without having passed its probe: how long,
+   * and the probe's last error. Keeps one watch per process (made here for a new process, an
+   * adopted one, or a changed probe; a watch of a process gone is dropped).
+   */
+  private unready(app: AppObject): Unready | undefined {
+    const r = this.runners.get(app.tag);
+    const pid = r !== undefined && (r.state === 'up' || r.state === 'hung') ? r.pid : undefined;
+    let w = this.readiness.get(app.tag);
+    if (w !== undefined && (pid === undefined || w.pid !== pid || app.ready === undefined || w.key !== readinessKey(app))) {
+      this.dropWatch(app.tag);
+      w = undefined;
+    }
+    if (pid === undefined || app.ready === undefined || app.host !== this.me || this.stopping.has(app.tag)) return undefined;
+    if (w === undefined) {
+      w = ReadinessWatch.of(app, pid, r!.since);
+      w.on('ready', () => this.schedule(app.tag));
+      this.readiness.set(app.tag, w);
+    }
+    if (w.passed) return undefined;
+    return { runningMs: now() - w.since, probe: describeProbe(app), ...(w.lastError !== undefined ? { lastError: w.lastError } : {}) };
+  }
+
+  private dropWatch(tag: string): void {
+    this.readiness.get(tag)?.stop();
+    this.readiness.delete(tag);
   }
 
   /** Stops everything run here (lease lost): the store is not written (it cannot be). */

@@ -48,6 +48,26 @@ const appShape = z.strictObject({
       stopGraceMs: ms(0, 3_600_000).default(5000),
     })
     .optional(),
+  /**
+   * Readiness: when a loaded application counts as `up` (the UP event, the end of a failover).
+   * Without it, as soon as COMMAND's process runs. `tcp: PORT`: once a TCP connection to the
+   * service address (127.0.0.1 without one) and PORT is accepted; `command`: once the program,
+   * run on the HOST, exits 0. Tried every `intervalMs`, each try bounded by the longer of
+   * `intervalMs` and 1 s. A process that runs `timeoutMs` without passing is a failed start: it is
+   * stopped and `restart` applies (a restart, or NOT_RESTARTING and the next server).
+   */
+  ready: z
+    .strictObject({
+      tcp: port.optional(),
+      command: argv.optional(),
+      timeoutMs: ms(100, 86_400_000).default(60_000),
+      intervalMs: ms(10, 60_000).default(250),
+    })
+    .superRefine((r, ctx) => {
+      if ((r.tcp === undefined) === (r.command === undefined)) ctx.addIssue({ code: 'custom', path: [], message: 'names one probe: tcp (a port) or command (a program and its arguments)' });
+      else if (r.intervalMs > r.timeoutMs) ctx.addIssue({ code: 'custom', path: ['intervalMs'], message: `must not exceed timeoutMs (${r.timeoutMs})` });
+    })
+    .optional(),
   /** How often a failing COMMAND is restarted on one server before the next backup is tried. */
   restart: z
     .strictObject({ maxFailures: z.number().int().min(0).max(1000), windowMs: ms(1, 86_400_000), backoffMs: ms(0, 3_600_000) })
@@ -139,6 +159,7 @@ const appSchema = appShape
       else if (a.request.to === a.host || (a.request.to !== a.primary && !a.backups.includes(a.request.to))) issue(['request', 'to'], `${a.request.to} must be the PRIMARY or a BACKUP other than the HOST`);
     } else if (a.request?.to !== undefined) issue(['request', 'to'], 'is only for a move');
     if (a.type === 'cluster-capable' && a.command === undefined) issue(['command'], 'a cluster-capable application needs a COMMAND: the cluster loads it');
+    if (a.ready !== undefined && a.command === undefined) issue(['ready'], 'is for an application the agent loads with a COMMAND (without one, the application says itself when it is up)');
     if (a.address !== undefined) {
       const v4 = !a.address.address.includes(':');
       if (v4 && a.address.prefixLength > 32) issue(['address', 'prefixLength'], `must be from 1 to 32 for the IPv4 address ${a.address.address}`);

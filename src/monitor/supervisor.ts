@@ -146,6 +146,18 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
     return terminate(r.pid, r.exited, r.signal, graceMs);
   }
 
+  /**
+   * Ends the running process as a failure, not a stop (it did not become ready in time): SIGTERM
+   * to its group, SIGKILL after graceMs (see `terminate`). Its exit is counted by the restart
+   * policy like any other: a restart after backoffMs, or NOT_RESTARTING. Resolves once the
+   * process is gone (nothing to do when none runs).
+   */
+  async kill(graceMs = STOP_GRACE_MS): Promise<void> {
+    const r = this.running;
+    if (!r) return;
+    await terminate(r.pid, r.exited, r.signal, graceMs);
+  }
+
   private async launch(): Promise<void> {
     this.attempt++;
     let stderr: number | 'ignore';

@@ -2,7 +2,7 @@
 // and what one node knows, the next step.
 import { describe, expect, it } from 'vitest';
 import { type AppObjectInput, validateApp } from '../../src/cluster/app-object.js';
-import { type LocalState, nextStep, registration } from '../../src/cluster/app-decisions.js';
+import { type LocalState, nextStep, readiness, registration } from '../../src/cluster/app-decisions.js';
 
 const app = (over: Partial<AppObjectInput> = {}) => validateApp({ tag: 'db', type: 'cluster-capable', command: { load: ['/bin/true'] }, host: 'a', primary: 'a', backups: ['b', 'c'], state: 'up', since: 1, ...over });
 const view = (me: string, alive: string[], local: LocalState = 'stopped', leased: string[] = [], heard = alive) => ({ me, alive: new Set(alive), heard: new Set(heard), leased: new Set(leased), local });
@@ -67,5 +67,40 @@ describe('failback (FIG. 7B) and operator requests', () => {
   it('unload: the HOST stops it and nobody starts it again', () => {
     expect(nextStep(app({ request: { kind: 'unload', by: 'op', at: 1 } }), view('a', ['a', 'b'], 'running'))).toMatchObject({ kind: 'unload' });
     expect(nextStep(app({ host: null, state: 'unloaded' }), view('b', ['b']))).toMatchObject({ kind: 'none' });
+  });
+});
+
+describe('readiness (the object\'s `ready`)', () => {
+  const probe = 'tcp 192.0.2.10:5432';
+  const ready = { tcp: 5432, timeoutMs: 3000, intervalMs: 100 };
+  const unready = (runningMs: number, lastError?: string) => ({ runningMs, probe, ...(lastError ? { lastError } : {}) });
+  const loadingOnB = (over: Partial<AppObjectInput> = {}) => app({ host: 'b', state: 'loading', ready, ...over });
+
+  it('a process that runs without passing its probe stays loading until timeoutMs, then is a failed start', () => {
+    const v = (u: ReturnType<typeof unready>) => ({ ...view('b', ['b'], 'starting'), unready: u });
+    expect(nextStep(loadingOnB(), v(unready(0)))).toEqual({ kind: 'wait', why: `not ready yet, 0 of 3000 ms after its start (${probe})` });
+    expect(nextStep(loadingOnB(), v(unready(2999.6, 'connect ECONNREFUSED 192.0.2.10:5432')))).toEqual({ kind: 'wait', why: `not ready yet, 2999 of 3000 ms after its start (${probe}: connect ECONNREFUSED 192.0.2.10:5432)` });
+    expect(nextStep(loadingOnB(), v(unready(3000, 'connect ECONNREFUSED 192.0.2.10:5432')))).toEqual({ kind: 'fail-start', why: `not ready 3000 ms after its start (${probe}: connect ECONNREFUSED 192.0.2.10:5432)` });
+    // A restart of a process that was up (the store still says up) is held to the same bound.
+    expect(nextStep(loadingOnB({ state: 'up' }), v(unready(4000)))).toMatchObject({ kind: 'fail-start' });
+  });
+
+  it('once the probe passed (local running) it is marked up; without `ready` a running process is up at once, as before', () => {
+    expect(nextStep(loadingOnB(), view('b', ['b'], 'running'))).toEqual({ kind: 'mark-up' });
+    expect(nextStep(app({ host: 'b', state: 'loading' }), { ...view('b', ['b'], 'running'), unready: unready(10_000) })).toEqual({ kind: 'mark-up' });
+    // Between two processes (the restart policy's backoff) there is nothing to probe.
+    expect(nextStep(loadingOnB(), view('b', ['b'], 'starting'))).toEqual({ kind: 'none', why: 'loading' });
+  });
+
+  it('what comes before readiness still does: an unload, a move, NOT_RESTARTING (saying why the last start failed)', () => {
+    const v = (local: LocalState) => ({ ...view('b', ['a', 'b', 'c'], local), unready: unready(10_000), lastUnready: `not ready 3000 ms after its start (${probe})` });
+    expect(nextStep(loadingOnB({ request: { kind: 'unload', by: 'op', at: 1 } }), v('starting'))).toMatchObject({ kind: 'unload' });
+    expect(nextStep(loadingOnB({ request: { kind: 'move', to: 'c', by: 'op', at: 1 } }), v('starting'))).toMatchObject({ kind: 'release', to: 'c' });
+    expect(nextStep(loadingOnB(), v('not-restarting'))).toEqual({ kind: 'hand-on', to: 'a', why: `it could not be kept running on b (not ready 3000 ms after its start (${probe}))` });
+  });
+
+  it('readiness() alone: the bound is the spec\'s timeoutMs', () => {
+    expect(readiness({ ...ready, timeoutMs: 100 }, unready(99))).toMatchObject({ kind: 'wait' });
+    expect(readiness({ ...ready, timeoutMs: 100 }, unready(100))).toMatchObject({ kind: 'fail-start' });
   });
 });

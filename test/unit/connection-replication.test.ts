@@ -27,7 +27,7 @@ const until = async (cond: () => boolean, ms = 3000) => {
   }
 };
 
-function node(name: 'a' | 'b', port: number, peerPort: number, incarnation: bigint, capture?: FakeCapture) {
+function node(name: 'a' | 'b', port: number, peerPort: number, incarnation: bigint, capture?: FakeCapture, subscribed = name === 'b') {
   const peer = name === 'a' ? 'b' : 'a';
   const heartbeat = new HeartbeatAgent({
     node: name, incarnation, key: KEY, intervalMs: 20, misses: 3,
@@ -36,7 +36,7 @@ function node(name: 'a' | 'b', port: number, peerPort: number, incarnation: bigi
   });
   const replication = new ConnectionReplication({
     heartbeat, node: name, incarnation, key: KEY, peers: [peer], intervalMs: 20,
-    subscriptions: new Map(name === 'b' ? [['a', [SERVICE]]] : []),
+    subscriptions: new Map(subscribed ? [['a', [SERVICE]]] : []),
     ...(capture ? { openCapture: capture.open } : {}),
   });
   // Every datagram this node sends, as it left (for the replay tests).
@@ -106,5 +106,30 @@ describe('ConnectionReplication over UDP', () => {
     await toA(encodeReplication(sub.envelope, KEY));
     await until(() => a.replication.status().rejected['unknown-peer'] >= 1 && a.replication.status().rejected.replayed >= 1);
     expect(a.replication.status().subscribers.map((s) => s.node)).toEqual(['b']);
+  });
+
+  it('subscriptions change at run time: B asks A for a service it did not ask at start, then for none; a bad list is refused and changes nothing', async () => {
+    const base = 38000 + Math.floor(Math.random() * 1000) * 2;
+    const capture = new FakeCapture();
+    const a = node('a', base, base + 1, 1000n, capture);
+    const b = node('b', base + 1, base, 2000n, undefined, false);
+    a.replication.start();
+    b.replication.start();
+    await a.heartbeat.start();
+    await b.heartbeat.start();
+    await until(() => b.heartbeat.detector.status().some((p) => p.node === 'a' && p.up));
+    expect(b.replication.status().peers).toEqual([]);
+    expect(() => b.replication.setSubscriptions(new Map([['z', [SERVICE]]]))).toThrow('replication: z is not a configured peer');
+    expect(() => b.replication.setSubscriptions(new Map([['a', [{ address: 'nowhere', port: 1 }]]]))).toThrow('[0].address: nowhere is not an IP address');
+    expect(b.replication.status().peers).toEqual([]);
+    expect(b.replication.setSubscriptions(new Map([['a', [SERVICE]]]))).toEqual([{ peer: 'a', services: [SERVICE] }]);
+    expect(b.replication.setSubscriptions(new Map([['a', [SERVICE]]]))).toEqual([]); // unchanged: nothing sent
+    await until(() => b.replication.status().peers[0]?.synced === true);
+    expect(capture.scope?.ports).toEqual([6390]);
+    capture.push({ src: SERVICE.address, sport: SERVICE.port, dst: '198.51.100.7', dport: 50002, flags: TCP_SYN | TCP_ACK, seq: 1 });
+    await until(() => b.replication.replicas.connections('a', SERVICE).length === 1);
+    expect(b.replication.setSubscriptions(new Map())).toEqual([{ peer: 'a', services: [] }]);
+    await until(() => a.replication.status().subscribers.length === 0);
+    expect(b.replication.replicas.connections('a', SERVICE)).toEqual([]);
   });
 });

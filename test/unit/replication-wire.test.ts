@@ -56,6 +56,7 @@ const messages: ReplicationMessage[] = [
   { type: 'sync', epoch: 3, part: 1, last: true, records: [] },
   { type: 'delta', epoch: 0xffffffff, records: [upsert4, removal, bare] },
   { type: 'summary', epoch: 9, connections: 10_000, pending: 17 },
+  { type: 'subscribe', services: [] }, // the subscriber wants nothing more
 ];
 
 describe('replication datagrams', () => {
@@ -104,7 +105,7 @@ describe('replication datagrams', () => {
     expect(recordBytes(removal)).toBe(9);
     expect(() => encodeReplication(env({ type: 'delta', epoch: 1, records: [...records, ...records] }), key)).toThrow(/exceeds 1400/);
     expect(() => encodeReplication(env({ type: 'sync', epoch: 1, part: 0, last: true, records: [removal] }), key)).toThrow(/upserts only/);
-    expect(() => encodeReplication(env({ type: 'subscribe', services: [] }), key)).toThrow(/1\.\.16 services/);
+    expect(() => encodeReplication(env({ type: 'subscribe', services: Array.from({ length: 17 }, (_, i) => ({ address: '1.2.3.4', port: 1 + i })) }), key)).toThrow(/0\.\.16 services, not 17/);
     expect(() => encodeReplication(env({ type: 'subscribe', services: [{ address: '1.2.3.4', port: 1, goodbye: 'Bad Name' }] }), key)).toThrow(/goodbye name/);
     expect(() => encodeReplication(env(messages[4]!, { from: '' }), key)).toThrow(/node id/);
     expect(() => encodeReplication(env(messages[4]!, { link: 256 }), key)).toThrow(/link id/);

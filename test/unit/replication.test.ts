@@ -59,7 +59,7 @@ function cluster(o: { rate?: number; maxConnections?: number } = {}) {
       if (drop(r.envelope)) continue;
       if (to === 'a') {
         const m = r.envelope.message;
-        if (m.type === 'subscribe') publisher.subscribe(r.envelope.from, r.envelope.fromIncarnation, m.services);
+        if (m.type === 'subscribe') publisher.subscribe(r.envelope.from, r.envelope.fromIncarnation, m.services, r.envelope.seq);
       } else {
         replicas.receive(r.envelope);
       }
@@ -438,7 +438,7 @@ describe('publisher and replicas', () => {
     c.publisher.unsubscribe('b'); // B's old life is declared down on A
     expect(c.capture.scope).toEqual(scope);
     expect(c.local.size).toBe(1);
-    c.publisher.subscribe('b', c.incB + 1n, [SERVICE]); // its new life subscribes
+    c.publisher.subscribe('b', c.incB + 1n, [SERVICE], 1n); // its new life subscribes
     expect(c.local.scopes).toHaveLength(1);
     expect(c.publisher.status().map((s) => s.incarnation)).toEqual([String(c.incB + 1n)]);
   });
@@ -522,5 +522,121 @@ describe('publisher and replicas', () => {
     expect(c.replicas.connections('a', { address: SERVICE.address, port: 1 })).toEqual([]);
     await c.run(3000);
     expect(c.replicas.status()[0]!.counters.subscribes).toBe(1); // no subscription to a dead peer
+  });
+});
+
+describe('the services asked for change at run time (a clustered application registered or removed)', () => {
+  const OTHER = { address: '198.18.9.2', port: 5432 };
+  const diagOn = (svc: { address: string; port: number }, port: number): DiagSocket => ({ ...diag(port), src: svc.address, sport: svc.port });
+  const knownOn = (c: ReturnType<typeof cluster>, svc: { address: string; port: number }) => c.replicas.connections('a', svc).map((x) => x.peer.port).sort((x, y) => x - y);
+
+  it('a service added in front: the copy keeps what it had under the right service, takes nothing the peer streamed for the old list, and syncs the new one', async () => {
+    const c = cluster();
+    c.setSockets([diag(51000), diagOn(OTHER, 52000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    expect(c.known()).toEqual([51000]);
+    // OTHER first: SERVICE's index moves from 0 to 1.
+    expect(c.replicas.setServices('a', [OTHER, SERVICE])).toBe(true);
+    expect(c.replicas.setServices('a', [OTHER, SERVICE])).toBe(false); // the same list: nothing sent
+    expect(c.known()).toEqual([51000]);
+    expect(knownOn(c, OTHER)).toEqual([]);
+    // A opens a connection before it gets the new SUBSCRIBE: its delta names service 0 of the old
+    // list (SERVICE), which is OTHER in the new one. It must not land there.
+    c.capture.push(synAck(51001));
+    await c.settle();
+    expect(c.wire.map((w) => decodeReplication(w.datagram, KEY)).map((r) => (r.ok ? r.envelope.message.type : r.reason))).toEqual(['subscribe', 'delta']);
+    c.deliver();
+    expect(knownOn(c, OTHER)).toEqual([]);
+    expect(c.known()).toEqual([51000]);
+    await c.run(20);
+    expect(c.known()).toEqual([51000, 51001]);
+    expect(knownOn(c, OTHER)).toEqual([52000]);
+    expect(c.replicas.status()[0]).toMatchObject({ services: [OTHER, SERVICE], synced: true, lastSubscribeReason: 'the services asked for changed' });
+    expect(c.publisher.status()[0]!.services).toEqual([OTHER, SERVICE]);
+    expect(c.local.scopes.map((s) => s.port).sort()).toEqual([5432, 6379]);
+  });
+
+  it('a sync the peer sent for the old list, arriving after the list changed, is not read against the new one', async () => {
+    const c = cluster();
+    c.setSockets([diag(57000), diagOn(OTHER, 58000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver(); // SUBSCRIBE [SERVICE] reaches A
+    await c.settle(); // A's scan, then its SYNC: record 57000 as service 0 (SERVICE in that list)
+    expect(c.wire.map((w) => decodeReplication(w.datagram, KEY)).map((r) => (r.ok ? r.envelope.message.type : r.reason))).toEqual(['sync']);
+    c.replicas.setServices('a', [OTHER, SERVICE]); // service 0 is OTHER now
+    c.deliver();
+    expect(knownOn(c, OTHER)).toEqual([]);
+    expect(c.replicas.status()[0]).toMatchObject({ synced: false });
+    await c.run(20);
+    expect(c.known()).toEqual([57000]);
+    expect(knownOn(c, OTHER)).toEqual([58000]);
+    expect(c.replicas.status()[0]).toMatchObject({ synced: true, counters: { gaps: 0, syncs: 1 } });
+  });
+
+  it('a service removed is dropped from the copy at once; no service at all ends the peer\'s stream (told again while it still streams)', async () => {
+    const c = cluster();
+    c.replicas.setServices('a', [SERVICE, OTHER]);
+    c.setSockets([diag(53000), diagOn(OTHER, 54000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    expect([c.known(), knownOn(c, OTHER)]).toEqual([[53000], [54000]]);
+    c.replicas.setServices('a', [OTHER]);
+    expect([c.known(), knownOn(c, OTHER)]).toEqual([[], [54000]]);
+    await c.run(50);
+    expect([c.known(), knownOn(c, OTHER)]).toEqual([[], [54000]]);
+    expect(c.replicas.status()[0]).toMatchObject({ services: [OTHER], synced: true });
+    // Nothing asked any more; the SUBSCRIBE that says so is lost: A goes on streaming (summaries),
+    // and B says it again once it has waited for an answer (1 s).
+    c.replicas.setServices('a', []);
+    expect(c.replicas.connections('a', OTHER)).toEqual([]);
+    expect(c.replicas.status()).toEqual([]); // a peer asked for nothing is not listed
+    c.wire.length = 0;
+    const seenBefore = c.seen.length;
+    await c.run(1500);
+    const subscribes = c.seen.slice(seenBefore).filter((e) => e.message.type === 'subscribe');
+    expect(subscribes.map((e) => e.message)).toEqual([{ type: 'subscribe', services: [] }]);
+    expect(c.publisher.status()).toEqual([]); // A's stream to B ended
+    const after = c.seen.length;
+    await c.run(500);
+    expect(c.seen.length).toBe(after); // and nothing more is sent
+    expect([...(c.capture.scope?.ports ?? [])].sort()).toEqual([5432, 6379]); // A still follows what it was asked for (a backup coming back finds it followed)
+  });
+
+  it('a new list\'s SUBSCRIBE that is lost is asked again; what the peer streams for the old list meanwhile is not taken', async () => {
+    const c = cluster();
+    c.setSockets([diag(55000), diagOn(OTHER, 56000)]);
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    c.replicas.setServices('a', [OTHER]);
+    c.wire.length = 0; // the SUBSCRIBE is lost
+    await c.run(500); // A's summaries of the old epoch arrive: not applied, not an answer
+    expect(c.replicas.status()[0]).toMatchObject({ synced: false, connections: 0 });
+    await c.run(800);
+    expect(knownOn(c, OTHER)).toEqual([56000]);
+    expect(c.replicas.status()[0]).toMatchObject({ synced: true, lastSubscribeReason: 'no sync arrived', counters: { gaps: 0 } });
+  });
+
+  it('a list the wire cannot carry, or a peer it was not made with, is refused with the reason and changes nothing', async () => {
+    const c = cluster();
+    c.replicas.peerUp('a', c.incA);
+    c.deliver();
+    await c.run(20);
+    const before = c.replicas.status();
+    const sent = c.seen.length;
+    const many = Array.from({ length: 17 }, (_, i) => ({ address: '198.18.9.2', port: 1000 + i }));
+    expect(() => c.replicas.setServices('a', many)).toThrow('replication: the services asked of a: 17, at most 16 per peer');
+    expect(() => c.replicas.setServices('a', [SERVICE, { address: '198.18.9.300', port: 1 }])).toThrow('replication: the services asked of a: [1].address: 198.18.9.300 is not an IP address');
+    expect(() => c.replicas.setServices('a', [{ address: '198.18.9.2', port: 0 }])).toThrow('[0].port: 0 is not a port (1-65535)');
+    expect(() => c.replicas.setServices('a', [{ ...SERVICE, goodbye: 'No Such' }])).toThrow('[0].goodbye: No Such is not a goodbye name');
+    expect(() => c.replicas.setServices('a', [SERVICE, { address: '198.18.9.2', port: 6379 }])).toThrow('[1]: 198.18.9.2 port 6379 is listed twice');
+    expect(() => c.replicas.setServices('z', [SERVICE])).toThrow('replication: z is not a configured peer');
+    await c.run(20);
+    expect(c.replicas.status()).toEqual(before.map((s) => ({ ...s, lastUpdateAgeMs: expect.any(Number), counters: expect.any(Object) })));
+    expect(c.seen.slice(sent).filter((e) => e.message.type === 'subscribe')).toEqual([]);
+    expect(c.known()).toEqual([]);
   });
 });

@@ -13,7 +13,7 @@ import { CONNECTED_STATES, listTcpSocketsAsync } from '../../net/sockdiag.js';
 import { LocalConnections, type CaptureSource, type ServiceScope } from './local-connections.js';
 import { OwnCapture } from './own-capture.js';
 import { ReplicationPublisher, type ReplicationTransport, type SubscriberStatus } from './publisher.js';
-import { ReplicaSet, type ReplicaStatus } from './replicas.js';
+import { checkServices, ReplicaSet, type ReplicaStatus } from './replicas.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './defaults.js';
 import { decodeReplication, REPLICATION_MAGIC, type ReplicatedService, type WireRejection } from './wire.js';
 
@@ -26,7 +26,7 @@ export interface ConnectionReplicationOptions {
   peers: string[];
   /** The heartbeat interval: state refresh and summaries run at this period. */
   intervalMs: number;
-  /** Per peer: the services this node takes over when that peer dies. */
+  /** Per peer: the services this node takes over when that peer dies (at the start; see setSubscriptions). */
   subscriptions: Map<string, ReplicatedService[]>;
   /** This node's own ports whose streams it follows for its own goodbyes (instances with a goodbye method). */
   ownScopes?: ServiceScope[];
@@ -111,9 +111,28 @@ export class ConnectionReplication {
       incarnation: options.incarnation,
       key: options.key,
       transport,
-      subscriptions: options.subscriptions,
+      // Every configured peer, so that one may be asked for services later (setSubscriptions).
+      subscriptions: new Map(options.peers.map((p) => [p, options.subscriptions.get(p) ?? []])),
       intervalMs: options.intervalMs,
     });
+  }
+
+  /**
+   * The services this node asks each configured peer for from now on (a peer not in the map:
+   * none), e.g. after a clustered application was registered or removed: each peer whose list
+   * changed is asked at once (a SUBSCRIBE replaces its last one). Returns the peers whose list
+   * changed, with it. Throws a RangeError, changing nothing, for a peer that is not configured or
+   * a list the wire cannot carry (see ReplicaSet.setServices).
+   */
+  setSubscriptions(subscriptions: Map<string, ReplicatedService[]>): Array<{ peer: string; services: ReplicatedService[] }> {
+    for (const peer of subscriptions.keys()) if (!this.options.peers.includes(peer)) throw new RangeError(`replication: ${peer} is not a configured peer`);
+    for (const [peer, services] of subscriptions) checkServices(peer, services); // every list before any is applied
+    const changed: Array<{ peer: string; services: ReplicatedService[] }> = [];
+    for (const peer of this.options.peers) {
+      const services = subscriptions.get(peer) ?? [];
+      if (this.replicas.setServices(peer, services)) changed.push({ peer, services });
+    }
+    return changed;
   }
 
   /** Before the heartbeats start: routes the datagrams, follows node events, starts the timers. */
@@ -197,7 +216,7 @@ export class ConnectionReplication {
     if (last && env.fromIncarnation < last.incarnation) return void this.rejected['stale-incarnation']++;
     this.subscribeSeq.set(env.from, { incarnation: env.fromIncarnation, seq: env.seq });
     try {
-      this.publisher.subscribe(env.from, env.fromIncarnation, env.message.services);
+      this.publisher.subscribe(env.from, env.fromIncarnation, env.message.services, env.seq);
     } catch {
       // More service ports than one capture follows, or the capture could not follow them.
       this.rejected.refused++;

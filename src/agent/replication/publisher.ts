@@ -1,8 +1,10 @@
 // The serving side of connection replication: for each peer that subscribed (a backup that
 // would take this node's service address over), a stream of datagrams that keeps the peer's
 // copy of this node's connections true (issue 9).
-// - On SUBSCRIBE: a new epoch; a full SYNC of the matching connections after a fresh sock_diag
-//   scan, then deltas.
+// - On SUBSCRIBE: a new epoch (numbered after the SUBSCRIBE, see wire.ts); a full SYNC of the
+//   matching connections after a fresh sock_diag scan, then deltas. A SUBSCRIBE replaces the
+//   peer's last one (the list of services it wants may change at run time); an empty one ends
+//   its stream.
 // - Opens go out at once (on the next turn of the event loop, batched); closes with the next
 //   tick or open (a close that arrives late costs the backup one harmless reset attempt).
 // - Changed state (sequence numbers, windows, timestamps, boundaries) at most once per
@@ -14,7 +16,7 @@
 import { Slices } from '../../event-loop.js';
 import type { Endpoint } from '../../net/endpoint.js';
 import { scopeId, type LocalChange, type LocalConnection, type LocalConnections, type ServiceScope } from './local-connections.js';
-import { encodeReplication, recordBytes, recordRoom, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicationMessage } from './wire.js';
+import { encodeReplication, epochOf, recordBytes, recordRoom, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicationMessage } from './wire.js';
 
 export interface ReplicationTransport {
   /** The link to send to this peer on (the lowest-numbered one that is up), or undefined when none is. */
@@ -94,7 +96,6 @@ export class ReplicationPublisher {
    */
   private readonly sequences = new Map<string, { incarnation: bigint; seq: bigint }>();
   private readonly now: () => number;
-  private epochs = 0;
   private flushQueued = false;
   private closed = false;
   private readonly onChange = (c: LocalChange) => this.changed(c);
@@ -111,19 +112,24 @@ export class ReplicationPublisher {
 
   /**
    * A SUBSCRIBE from `node` (already authenticated, addressed to us, from a configured peer in
-   * a life not older than the one its heartbeats show). Starts a new epoch with a full sync.
-   * Throws a RangeError, keeping the old subscription, when the services cannot be followed
-   * (more ports than a capture filter holds).
+   * a life not older than the one its heartbeats show), numbered `seq` by the subscriber.
+   * Replaces the peer's stream with a new epoch (`epochOf(seq)`) and a full sync; no services:
+   * ends its stream. Throws a RangeError, keeping the old subscription, when the services cannot
+   * be followed (more ports than a capture filter holds).
    */
-  subscribe(node: string, incarnation: bigint, services: ReplicatedService[]): void {
+  subscribe(node: string, incarnation: bigint, services: ReplicatedService[], seq: bigint): void {
     const had = this.streams.get(node);
+    if (services.length === 0) {
+      this.streams.delete(node); // what it asked for before stays followed (see applyScopes)
+      return;
+    }
     const last = this.sequences.get(node);
     const now = this.now();
     const stream: Stream = {
       node,
       incarnation,
       services,
-      epoch: ++this.epochs,
+      epoch: epochOf(seq),
       // The sequence runs on across subscriptions of one life of the subscriber.
       seq: last && last.incarnation === incarnation ? last.seq : 0n,
       sync: undefined,

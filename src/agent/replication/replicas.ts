@@ -4,6 +4,10 @@
 // sequence, and subscribes again on any sign that its copy went wrong: a gap in the sequence,
 // a sync cut short, a summary whose count differs, or silence while the peer's heartbeats go
 // on. When the peer dies, the copy is frozen: it is what the takeover closes.
+// The services asked of a peer may change at run time (setServices: a clustered application
+// registered or removed): a new SUBSCRIBE replaces the last one, and since a record names its
+// service by its index in the list, what the peer streamed for an earlier list (an epoch older
+// than the first SUBSCRIBE of the current list, see wire.ts) is not applied.
 // Every datagram must be addressed to this node in its current life, come from a configured
 // peer in its current life, and carry the next sequence number; anything else is dropped and
 // counted (replayed, stale incarnation, ...), never applied.
@@ -11,7 +15,8 @@ import type { DeadConnection, TrackedState } from '../../net/close-engine.js';
 import { canonicalAddress, canonicalConnectionKey, type Endpoint } from '../../net/endpoint.js';
 import { peerWindowKnowledge } from '../../net/flow-knowledge.js';
 import type { ReplicationTransport } from './publisher.js';
-import { encodeReplication, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicatedState } from './wire.js';
+import net from 'node:net';
+import { encodeReplication, epochOf, GOODBYE_NAME, MAX_SERVICES, type ConnectionRecord, type Envelope, type ReplicatedService, type ReplicatedState } from './wire.js';
 
 export interface ReplicaEntry {
   service: number;
@@ -27,7 +32,7 @@ export interface ReplicaSetOptions {
   incarnation: bigint;
   key: Buffer;
   transport: ReplicationTransport;
-  /** Per peer: the services this node would take over from it. */
+  /** Per peer: the services this node would take over from it (an empty list: none yet, see setServices). */
   subscriptions: Map<string, ReplicatedService[]>;
   /** The peer's heartbeat interval: a copy with no datagram for 10 of them (at least 3 s) is asked for again. */
   intervalMs: number;
@@ -42,6 +47,13 @@ export type ReplicaRejection = 'wrong-receiver' | 'unknown-peer' | 'stale-incarn
 interface Replica {
   node: string;
   services: ReplicatedService[];
+  /**
+   * The epoch (see wire.ts) of the first SUBSCRIBE of the current list: older epochs answered
+   * another list, and their records' service indexes point into it. 0: the list never changed.
+   */
+  listSince: number;
+  /** When the peer last streamed something for a list this node no longer asks for. */
+  staleAt: number | undefined;
   up: boolean;
   /** The peer's incarnation: from its heartbeats, or from its datagrams once they are newer. */
   incarnation: bigint | undefined;
@@ -92,11 +104,12 @@ export class ReplicaSet {
     this.now = options.now ?? Date.now;
     this.max = options.maxConnections ?? 1 << 18;
     for (const [node, subscribed] of options.subscriptions) {
-      // Records name their peers in canonical text; the services get the same, once.
-      const services = subscribed.map((svc) => ({ ...svc, address: canonicalAddress(svc.address) }));
+      checkServices(node, subscribed);
       this.replicas.set(node, {
         node,
-        services,
+        services: canonicalServices(subscribed),
+        listSince: 0,
+        staleAt: undefined,
         up: false,
         incarnation: undefined,
         seq: 0n,
@@ -121,7 +134,40 @@ export class ReplicaSet {
     if (!r) return;
     r.up = true;
     if (r.incarnation !== incarnation) newLife(r, incarnation);
-    this.subscribe(r, 'the peer came up');
+    if (r.services.length > 0) this.subscribe(r, 'the peer came up');
+  }
+
+  /**
+   * The services this node asks `node` for from now on (all of them; [] for none), e.g. a
+   * clustered application registered or removed. A list that differs is asked for at once when
+   * the peer is up (else when it comes up); the copy keeps what it holds for the services still
+   * asked for until the new sync replaces it, and drops the rest. Returns whether it changed.
+   * Throws a RangeError, changing nothing, for a peer this set was not made with, more than
+   * MAX_SERVICES services, or a service that is not an IP address, a port (1-65535) and an
+   * optional goodbye name.
+   */
+  setServices(node: string, services: ReplicatedService[]): boolean {
+    const r = this.replicas.get(node);
+    if (!r) throw new RangeError(`replication: ${node} is not a configured peer`);
+    checkServices(node, services);
+    const next = canonicalServices(services);
+    if (sameServices(r.services, next)) return false;
+    // Where each old index went (-1: not asked for any more).
+    const moved = r.services.map((old) => next.findIndex((svc) => svc.address === old.address && svc.port === old.port));
+    const table = new Map<string, ReplicaEntry>();
+    for (const [key, e] of copyOf(r)) {
+      const to = moved[e.service] ?? -1;
+      if (to >= 0) table.set(key, { ...e, service: to });
+    }
+    r.services = next;
+    r.table = table;
+    // Not synced for the new list: no delta or summary of an earlier epoch applies to it.
+    r.epoch = undefined;
+    r.staging = undefined;
+    r.lastSummary = undefined;
+    r.listSince = epochOf(r.sent + 1n);
+    if (r.up && r.incarnation !== undefined && (next.length > 0 || r.sent > 0n)) this.subscribe(r, next.length > 0 ? 'the services asked for changed' : 'no service is asked for any more');
+    return true;
   }
 
   /** The peer is down: its copy is frozen as it is (the takeover closes what it lists). */
@@ -140,15 +186,22 @@ export class ReplicaSet {
     if (r.incarnation !== undefined && env.fromIncarnation < r.incarnation) return void this.rejected['stale-incarnation']++;
     if (r.incarnation === undefined || env.fromIncarnation > r.incarnation) newLife(r, env.fromIncarnation);
     if (env.seq <= r.seq) return void this.rejected.replayed++;
-    if (r.seq !== 0n && env.seq !== r.seq + 1n) {
+    const m = env.message;
+    const now = this.now();
+    // Streamed for a list this node asked for before (in flight when it changed, or the peer did
+    // not get the new SUBSCRIBE yet: tick() asks again): in order, but nothing to apply.
+    const stale = m.type !== 'subscribe' && (r.services.length === 0 || m.epoch < r.listSince);
+    if (r.seq !== 0n && env.seq !== r.seq + 1n && !stale) {
       r.counters.gaps++;
       r.resync = `datagrams ${r.seq + 1n}..${env.seq - 1n} were lost`;
     }
     r.seq = env.seq;
-    const now = this.now();
+    if (stale) {
+      r.staleAt = now;
+      return;
+    }
     r.lastDatagramAt = now;
     r.counters.datagrams++;
-    const m = env.message;
     switch (m.type) {
       case 'sync':
         if (m.part === 0) {
@@ -196,6 +249,11 @@ export class ReplicaSet {
       if (!r.up || r.incarnation === undefined) continue;
       const since = r.subscribedAt === undefined ? Infinity : now - r.subscribedAt;
       if (since < RESUBSCRIBE_MS) continue;
+      if (r.services.length === 0) {
+        // Nothing asked for: only a peer that still streams is told again.
+        if (r.staleAt !== undefined && (r.subscribedAt === undefined || r.staleAt - r.subscribedAt >= RESUBSCRIBE_MS)) this.subscribe(r, 'the peer still streams services no longer asked for');
+        continue;
+      }
       if (r.resync) this.subscribe(r, r.resync);
       // A sync under way is answered; a slow one (the rate cap) must not be started over.
       else if (r.epoch === undefined && (r.lastDatagramAt === undefined || r.lastDatagramAt < r.subscribedAt!)) this.subscribe(r, 'no sync arrived');
@@ -250,9 +308,10 @@ export class ReplicaSet {
     return [...copyOf(r).values()].map((e) => ({ ...e, local: { address: r.services[e.service]?.address ?? '?', port: r.services[e.service]?.port ?? 0 } }));
   }
 
+  /** The peers asked for something. */
   status(): ReplicaStatus[] {
     const now = this.now();
-    return [...this.replicas.values()].map((r) => ({
+    return [...this.replicas.values()].filter((r) => r.services.length > 0).map((r) => ({
       node: r.node,
       up: r.up,
       services: r.services,
@@ -309,6 +368,27 @@ export class ReplicaSet {
     r.lastSubscribeReason = why;
     r.counters.subscribes++;
   }
+}
+
+/** Throws a RangeError naming what is wrong with a list of services asked of `node`. */
+export function checkServices(node: string, services: ReplicatedService[]): void {
+  const bad = (why: string) => new RangeError(`replication: the services asked of ${node}: ${why}`);
+  if (services.length > MAX_SERVICES) throw bad(`${services.length}, at most ${MAX_SERVICES} per peer`);
+  services.forEach((svc, i) => {
+    if (typeof svc.address !== 'string' || net.isIP(svc.address) === 0) throw bad(`[${i}].address: ${String(svc.address)} is not an IP address`);
+    if (!Number.isInteger(svc.port) || svc.port < 1 || svc.port > 65535) throw bad(`[${i}].port: ${String(svc.port)} is not a port (1-65535)`);
+    if (svc.goodbye !== undefined && !GOODBYE_NAME.test(svc.goodbye)) throw bad(`[${i}].goodbye: ${svc.goodbye} is not a goodbye name`);
+    if (services.findIndex((o) => canonicalAddress(o.address) === canonicalAddress(svc.address) && o.port === svc.port) !== i) throw bad(`[${i}]: ${svc.address} port ${svc.port} is listed twice`);
+  });
+}
+
+/** Records name their peers in canonical text; the services get the same, once. */
+function canonicalServices(services: ReplicatedService[]): ReplicatedService[] {
+  return services.map((svc) => ({ ...svc, address: canonicalAddress(svc.address) }));
+}
+
+function sameServices(a: ReplicatedService[], b: ReplicatedService[]): boolean {
+  return a.length === b.length && a.every((s, i) => s.address === b[i]!.address && s.port === b[i]!.port && s.goodbye === b[i]!.goodbye);
 }
 
 /**

@@ -9,10 +9,13 @@
 //   | receiver node (u8 length + UTF-8) | sender incarnation (u64) | receiver incarnation (u64)
 //   | sequence (u64) | body | HMAC (32 bytes, over every byte before it)
 // Bodies:
-//   SUBSCRIBE  count (u8, 1..16), per service: family (u8 4|6) address port (u16) goodbye (u8 length + ASCII)
+//   SUBSCRIBE  count (u8, 0..16), per service: family (u8 4|6) address port (u16) goodbye (u8 length + ASCII)
+//              The whole list: it replaces the subscriber's last one; 0 services ends its stream.
 //   SYNC       epoch (u32) part (u16) last (u8 0|1) count (u16) records (upserts only)
 //   DELTA      epoch (u32) count (u16) records
 //   SUMMARY    epoch (u32) connections (u32) pending (u32)
+// The epoch of a stream is the sequence number (low 32 bits) of the SUBSCRIBE it answers, so the
+// subscriber knows which of its lists a record's service index points into.
 // A record: flags (u8: bits 0-1 op 1 upsert / 2 remove, bit 2 sequence numbers, bit 3 timestamps,
 //   bit 4 boundary known, bit 5 at a boundary, bit 6 handshake options) | service index (u8)
 //   | family (u8) peer address | peer port (u16) | for an upsert: age (u32, ms) [| dead side's
@@ -32,8 +35,9 @@ const MAC_LENGTH = 32;
 export const MAX_DATAGRAM = 1400;
 /** Services one subscription may name. */
 export const MAX_SERVICES = 16;
+/** A goodbye plugin's name as a subscription carries it. */
+export const GOODBYE_NAME = /^[a-z0-9-]{1,32}$/;
 const MAX_REASON = 200;
-const GOODBYE_NAME = /^[a-z0-9-]{1,32}$/;
 
 export type MessageType = 'subscribe' | 'sync' | 'delta' | 'summary';
 const TYPE_CODES: Record<MessageType, number> = { subscribe: 1, sync: 2, delta: 3, summary: 4 };
@@ -83,6 +87,7 @@ export interface ConnectionRecord {
 }
 
 export type ReplicationMessage =
+  /** The services the sender wants, all of them (none: it wants nothing more). */
   | { type: 'subscribe'; services: ReplicatedService[] }
   | { type: 'sync'; epoch: number; part: number; last: boolean; records: ConnectionRecord[] }
   | { type: 'delta'; epoch: number; records: ConnectionRecord[] }
@@ -204,7 +209,7 @@ export function encodeReplication(env: Envelope, key: Buffer): Buffer {
   const m = env.message;
   switch (m.type) {
     case 'subscribe':
-      if (m.services.length < 1 || m.services.length > MAX_SERVICES) throw new RangeError(`a subscription names 1..${MAX_SERVICES} services`);
+      if (m.services.length > MAX_SERVICES) throw new RangeError(`a subscription names 0..${MAX_SERVICES} services, not ${m.services.length}`);
       w.u8(m.services.length);
       for (const s of m.services) {
         if (s.goodbye !== undefined && !GOODBYE_NAME.test(s.goodbye)) throw new RangeError(`bad goodbye name ${s.goodbye}`);
@@ -334,7 +339,7 @@ function readBody(type: MessageType, r: Reader): ReplicationMessage {
   switch (type) {
     case 'subscribe': {
       const count = r.u8();
-      if (count < 1 || count > MAX_SERVICES) throw new BodyError(`${count} services`);
+      if (count > MAX_SERVICES) throw new BodyError(`${count} services`);
       const services: ReplicatedService[] = [];
       for (let i = 0; i < count; i++) {
         const { address, port } = r.endpoint();
@@ -361,6 +366,11 @@ function readBody(type: MessageType, r: Reader): ReplicationMessage {
     case 'summary':
       return { type, epoch: r.u32(), connections: r.u32(), pending: r.u32() };
   }
+}
+
+/** The epoch a publisher gives the stream that answers the SUBSCRIBE numbered `seq`. */
+export function epochOf(seq: bigint): number {
+  return Number(BigInt.asUintN(32, seq));
 }
 
 /** Decodes and authenticates; never throws on bad input. */
