@@ -22,6 +22,9 @@ describe('cluster manager: PostgreSQL on the embedded store', () => {
     // A client blocked on a (pg_sleep) when a dies.
     const client = c.lab.spawn('c', PG_CLIENT, ['--host', c.vip, '--port', '5432']);
     await client.waitFor('query-started', 15_000);
+    // Until a has acknowledged the query, the client's own retransmission would reach b, whose
+    // kernel resets it: the wait makes the replicated table the only way the client is released.
+    await new Promise((r) => setTimeout(r, 500));
     const t0 = Date.now();
     await c.kill('a');
     const err = await client.waitFor('query-error', 15_000);
