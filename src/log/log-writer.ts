@@ -103,6 +103,7 @@ export class LogWriter {
   private flushWaiters: { upTo: number; resolve: () => void; reject: (err: Error) => void }[] = [];
   private failure: LogWriterError | null = null;
   private closed = false;
+  private closing: Promise<void> | null = null;
   private idle: (() => void) | null = null;
 
   private constructor(options: LogWriterOptions, recovery: LogScan, segment: Segment | null) {
@@ -211,8 +212,12 @@ export class LogWriter {
    * Flushes what waits (unless the writer failed), then closes the segment file. Appends after
    * the call are refused (ELOGCLOSED). Rejects with the flush's error (the file is closed anyway).
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     let flushError: unknown = null;
     if (!this.failure) await this.flush().catch((err: unknown) => (flushError = err));
     this.closed = true;
