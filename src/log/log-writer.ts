@@ -104,6 +104,8 @@ export class LogWriter {
   private failure: LogWriterError | null = null;
   private closed = false;
   private closing: Promise<void> | null = null;
+  /** Records below this LSN were due for a batch when one started (a checkpoint cut short goes on). */
+  private dueUpTo = 0;
   private idle: (() => void) | null = null;
 
   private constructor(options: LogWriterOptions, recovery: LogScan, segment: Segment | null) {
@@ -248,10 +250,13 @@ export class LogWriter {
       this.policy === 'each-commit' ||
       this.closed ||
       this.flushWaiters.length > 0 ||
+      this.queue[0]!.lsn < this.dueUpTo ||
       this.queue.length >= this.criteria.records ||
       this.queuedBytes >= this.criteria.bytes ||
       performance.now() - this.oldestQueuedAt >= this.criteria.intervalMs;
     if (due) {
+      // Everything queued now is due, also what a segment's end leaves for the next batch.
+      this.dueUpTo = this.next;
       this.clearTimer();
       this.running = true;
       void this.runBatch().finally(() => {
@@ -307,7 +312,6 @@ export class LogWriter {
     }
     const batch = this.queue.splice(0, n);
     this.queuedBytes -= bytes;
-    if (this.queue.length > 0) this.oldestQueuedAt = performance.now();
     const data = batch.length === 1 ? batch[0]!.frame : Buffer.concat(batch.map((p) => p.frame), bytes);
     try {
       await this.writeAll(seg.file, data, seg.size);
@@ -409,6 +413,7 @@ export class LogWriter {
       else p.reject(new LogWriterError('ELOGABORTED', `record ${p.lsn} was queued behind records ${io.firstLsn}.. whose batch failed (${io.code})`, { cause: io }));
     }
     this.next = this.durable;
+    this.dueUpTo = this.durable;
     for (const w of this.flushWaiters.splice(0)) w.reject(io);
   }
 }

@@ -182,3 +182,22 @@ describe('LogWriter', () => {
     expect(openFds()).toBe(before);
   });
 });
+
+describe("LogWriter 'checkpoint' at a segment's end", () => {
+  let d: string;
+  beforeEach(() => {
+    d = mkdtempSync(path.join(tmpdir(), 'log-writer-cp-'));
+  });
+  afterEach(() => rmSync(d, { recursive: true, force: true }));
+
+  it('a due checkpoint cut by the segment bound flushes the rest at once, in the next segment', async () => {
+    const frame = FRAME_OVERHEAD + 100;
+    const w = await LogWriter.open({ dir: d, sync: 'checkpoint', segmentBytes: HEADER_BYTES + 4 * frame, checkpoint: { intervalMs: 60_000, records: 6 } });
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: 6 }, (_, i) => w.append(rec(i, 100))));
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(w.stats.batches).toBe(2);
+    expect(readdirSync(d).sort()).toEqual(['00000000000000000000.log', '00000000000000000004.log']);
+    await w.close();
+  });
+});
