@@ -211,8 +211,8 @@ export class LogWriter {
   }
 
   /**
-   * Flushes what waits (unless the writer failed), then closes the segment file. Appends after
-   * the call are refused (ELOGCLOSED). Rejects with the flush's error (the file is closed anyway).
+   * Flushes what waits (unless the writer failed), then closes the segment file. Appends from
+   * the call on are refused (ELOGCLOSED). Rejects with the flush's error (the file is closed anyway).
    */
   close(): Promise<void> {
     this.closing ??= this.closeOnce();
@@ -233,14 +233,14 @@ export class LogWriter {
   }
 
   private refusal(): LogWriterError | null {
-    if (this.closed) return new LogWriterError('ELOGCLOSED', 'the log writer is closed');
+    if (this.closed || this.closing) return new LogWriterError('ELOGCLOSED', 'the log writer is closed');
     if (this.failure) return new LogWriterError('ELOGFAILED', this.failure.message, { cause: this.failure.cause });
     return null;
   }
 
   /** Starts a batch when one is due (and none runs); else arms the checkpoint timer. */
   private kick(): void {
-    if (this.running || this.failure) return;
+    if (this.running || this.failure || this.closed) return;
     if (this.queue.length === 0) {
       this.clearTimer();
       this.settleFlushWaiters();
@@ -248,7 +248,6 @@ export class LogWriter {
     }
     const due =
       this.policy === 'each-commit' ||
-      this.closed ||
       this.flushWaiters.length > 0 ||
       this.queue[0]!.lsn < this.dueUpTo ||
       this.queue.length >= this.criteria.records ||

@@ -160,6 +160,18 @@ describe('LogWriter', () => {
     });
   });
 
+  it('close(): once however often called; appends from the call on are refused, those before it made durable', async () => {
+    const w = await LogWriter.open({ dir, sync: 'checkpoint', checkpoint: { intervalMs: 60_000 } });
+    const before = [0, 1, 2].map((i) => w.append(rec(i)));
+    const c1 = w.close();
+    const late = w.append(rec(3)).catch((e: unknown) => e);
+    const c2 = w.close();
+    await Promise.all([c1, c2]);
+    expect(await Promise.all(before)).toEqual([0, 1, 2]);
+    expect(await late).toMatchObject({ code: 'ELOGCLOSED' });
+    expect((await readLog(dir)).records.length).toBe(3);
+  });
+
   it('leaves no fd open: open, append, roll, close, reopen, fail, many times', async () => {
     const openFds = () => readdirSync('/proc/self/fd').length;
     const warm = await LogWriter.open({ dir: path.join(dir, 'warm') });
