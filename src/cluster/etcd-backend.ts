@@ -51,6 +51,7 @@
 // lab tests over TLS with auth: the token asked on each member's own client (clear TLS
 // errors), forgotten when a watch is refused for it, and the watch stream set up again after a
 // refused watch (etcd3's queue of watches being created would otherwise wait forever).
+import { X509Certificate } from 'node:crypto';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop } from 'cockatiel';
 import { castGrpcError, Etcd3, type IKeyValue, type IOptions, type Lease, type Namespace, type Watcher, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdLeaseInvalidError, EtcdPermissionDeniedError, EtcdWatchStreamEnded, isRecoverableError } from 'etcd3';
 import { type NodeLease, type RawRecord, type StoreAccessReason, type StoreBackend, StoreAccessError, StoreConflictError, StoreUnavailableError } from './store-backend.js';
@@ -75,7 +76,10 @@ export interface EtcdBackendOptions {
    * must name the address of its endpoint (a subjectAltName IP or DNS name).
    */
   tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
-  /** etcd's RBAC auth: this client's user and its password. The user needs read and write on the prefix. */
+  /**
+   * etcd's RBAC auth: this client's user and its password. The user needs read and write on the
+   * prefix. Without it, etcd with --client-cert-auth takes the client certificate's CN as the user.
+   */
   auth?: { user: string; password: string };
 }
 
@@ -124,6 +128,15 @@ function tidy(message: string): string {
     .trim();
 }
 
+/** The CN of the first certificate in `pem`, or undefined (none, or it does not parse: the client's creation says why). */
+function commonName(pem: Buffer): string | undefined {
+  try {
+    return /^CN=(.*)$/m.exec(new X509Certificate(pem).subject)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function revisionOf(kv: IKeyValue): number {
@@ -145,6 +158,8 @@ export class EtcdBackend implements StoreBackend {
   private readonly tls: boolean;
   private readonly clientCert: boolean;
   private readonly user: string | undefined;
+  /** The client certificate's CN: etcd's user for a request without a token (--client-cert-auth). */
+  private readonly certUser: string | undefined;
   private readonly watchers = new Set<() => Promise<void>>();
   private readonly leases = new Set<{ abandon(why: string): void }>();
   private closed = false;
@@ -166,6 +181,7 @@ export class EtcdBackend implements StoreBackend {
     this.members = options.endpoints.length;
     this.tls = options.tls !== undefined;
     this.clientCert = options.tls?.cert !== undefined;
+    this.certUser = options.tls?.cert && commonName(options.tls.cert);
     this.user = options.auth?.user;
     this.callTimeoutMs = options.callTimeoutMs ?? 2000;
     const attemptTimeoutMs = Math.min(this.callTimeoutMs, options.attemptTimeoutMs ?? Math.ceil(this.callTimeoutMs / 4));
@@ -532,9 +548,10 @@ export class EtcdBackend implements StoreBackend {
     }
     if (/authentication is not enabled/.test(m)) return says('authentication', `a user and password are given (user ${this.user}), but this etcd has authentication disabled (etcdctl auth enable), so it refuses them`);
     if (err instanceof EtcdPermissionDeniedError || /etcdserver: permission denied|user name is empty/.test(m)) {
-      return says('permission', this.user === undefined
-        ? 'etcd has authentication enabled and this client gives no user and password'
-        : `user ${this.user} may not read and write the keys under ${this.prefix}: grant its role readwrite on that prefix (etcdctl role grant-permission ROLE --prefix=true readwrite ${this.prefix})`);
+      const grant = `grant its role readwrite on that prefix (etcdctl role grant-permission ROLE --prefix=true readwrite ${this.prefix})`;
+      if (this.user !== undefined) return says('permission', `user ${this.user} may not read and write the keys under ${this.prefix}: ${grant}`);
+      if (this.certUser !== undefined) return says('permission', `etcd has authentication enabled; this client gives no user and password, and user ${this.certUser} (its certificate's CN) may not read and write the keys under ${this.prefix}: ${grant}, or give auth`);
+      return says('permission', 'etcd has authentication enabled and this client gives no user and password (nor a client certificate whose CN names a user)');
     }
     if (/alert bad certificate|certificate required|alert unknown ca|alert number (42|48|116)\b/.test(m)) {
       return says('tls', `the member refused this client in the TLS handshake: it requires a client certificate signed by a CA it trusts (etcd's --client-cert-auth, --trusted-ca-file)${this.clientCert ? ', and the one given is not' : ', and none is given (tls cert and key)'}`);

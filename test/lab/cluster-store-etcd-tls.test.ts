@@ -21,7 +21,7 @@ import { runCli, startCli } from '../cli-process.js';
 import { app, storeContract } from '../store-contract.js';
 import { type EtcdCluster, startEtcdCluster } from './etcd-cluster.js';
 import { eventually } from './eventually.js';
-import { makeCa } from './test-certs.js';
+import { issueCert, makeCa } from './test-certs.js';
 
 const NODES = ['n1', 'n2', 'n3'];
 const by = { by: 'test', why: 'etcd over TLS' };
@@ -149,7 +149,23 @@ describe('etcd store engine over TLS with auth', () => {
     await everyCallRefused(outside, 'ESTOREACCESS', 'permission', /user takeover may not read and write the keys under \/elsewhere\/x\/: grant its role readwrite/);
     const { tls } = await readEtcdCredentials(storeConfig());
     const anonymous = track(new EtcdBackend({ endpoints: etcd().endpoints, cluster: freshName(), tls: tls! }));
-    await everyCallRefused(anonymous, 'ESTOREACCESS', 'permission', /etcd has authentication enabled and this client gives no user and password/);
+    await everyCallRefused(anonymous, 'ESTOREACCESS', 'permission', /etcd has authentication enabled; this client gives no user and password, and user takeover-test-client \(its certificate's CN\) may not read and write the keys under \/takeover\/.*: grant its role readwrite/);
+  });
+
+  it('without a password, the client certificate\'s CN is the user (etcd\'s --client-cert-auth): a certificate for user takeover serves the store', async () => {
+    const t = etcd().tls!;
+    const cert = await issueCert(t.authority, 'cn-takeover', { cn: USER, usage: 'client' });
+    const { tls } = await readEtcdCredentials({ tls: { ca: t.ca, cert: cert.cert, key: cert.key } });
+    const name = freshName();
+    const b = track(new EtcdBackend({ endpoints: etcd().endpoints, cluster: name, tls: tls! }));
+    const s = new ClusterStore(b, NODES);
+    const changed: string[] = [];
+    await s.watch((tag) => changed.push(tag));
+    const lease = await s.keepAlive('n1', 2000);
+    await s.create(app(), by);
+    await eventually(async () => (changed.includes('db') ? true : undefined), 3000, 'the watch to report db');
+    expect(await s.liveNodes()).toEqual(new Set(['n1']));
+    await lease.close();
   });
 
   it('auth given to an etcd without auth, and TLS against members that serve plain http: ESTOREACCESS, within the bound', async () => {
