@@ -7,9 +7,10 @@
 // requests that never end; a watch outliving its token; the CLI as a process. Prints the
 // latency of a HOST compare-and-swap over TLS + auth beside plain http on the same machine.
 import { createSocket, type Socket as Socket4 } from 'node:dgram';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { createServer as createTlsServer } from 'node:tls';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterStore } from '../../src/cluster/cluster-store.js';
@@ -180,6 +181,18 @@ describe('etcd store engine over TLS with auth', () => {
     const r = await timed(() => plainToTls.readAll());
     expect(r.error).toMatchObject({ code: 'ESTOREUNAVAILABLE', message: expect.stringContaining('if the members serve TLS: https:// endpoints and tls') });
     expect(r.ms).toBeLessThan(CALL_MS + SLACK_MS);
+  });
+
+  it('a member whose certificate does not name the address it is reached at: ESTOREACCESS (tls) saying so', async () => {
+    // A TLS listener with a certificate of the cluster's CA for another address stands for it.
+    const t = etcd().tls!;
+    const elsewhere = await issueCert(t.authority, 'elsewhere', { ips: ['192.0.2.1'], usage: 'server' });
+    const server = createTlsServer({ cert: readFileSync(elsewhere.cert), key: readFileSync(elsewhere.key), ALPNProtocols: ['h2'] }, (s) => s.destroy());
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const { tls } = await readEtcdCredentials(storeConfig());
+    const b = track(new EtcdBackend({ endpoints: [`https://127.0.0.1:${(server.address() as { port: number }).port}`], cluster: freshName(), tls: tls! }));
+    await everyCallRefused(b, 'ESTOREACCESS', 'tls', /certificate does not name the address it was reached at .*IP: 127\.0\.0\.1 is not in the cert's list: 192\.0\.2\.1/);
   });
 
   it('TLS handshakes that never end (a listener that accepts and says nothing), with and without auth: every call fails within the bound', async () => {

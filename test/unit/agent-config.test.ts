@@ -259,6 +259,22 @@ services:
     expect(c.peers[0]!.takeover).toMatchObject([{ address: '10.0.0.12', method: 'rst' }]);
   });
 
+  it('docs/CLUSTER.md\'s store over TLS with auth is a valid store section as written', () => {
+    const doc = readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'CLUSTER.md'), 'utf8');
+    const block = /### TLS and authentication[\s\S]*?```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(block).toBeDefined();
+    const { store } = parseYaml(block!) as { store: unknown };
+    expect(validateConfig(edit((c) => (c.store = store))).store).toEqual({
+      etcd: {
+        endpoints: ['https://10.0.0.11:2379', 'https://10.0.0.12:2379', 'https://10.0.0.13:2379'],
+        callTimeoutMs: 2000,
+        tls: { ca: '/etc/takeover/etcd/ca.pem', cert: '/etc/takeover/etcd/node1.pem', key: '/etc/takeover/etcd/node1-key.pem' },
+        auth: { user: 'takeover', passwordFile: '/etc/takeover/etcd/password' },
+      },
+      leaseMs: 2000,
+    });
+  });
+
   it('fuzz: random edits of a valid config and random bytes give a config or a ConfigError, nothing else', () => {
     const rand = prng(0xc0f1);
     const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
