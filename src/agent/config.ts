@@ -13,6 +13,8 @@ import { appSpecSchema } from '../cluster/app-object.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
 import { argv, firstIssue, ifname, ip, ms, name, port } from '../schema-fields.js';
 
+const absolutePath = z.string().regex(/^\//, 'must be an absolute path');
+
 /** pino's levels, most verbose first; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -224,15 +226,44 @@ export const configSchema = z
      */
     store: z
       .strictObject({
-        file: z.string().regex(/^\//, 'must be an absolute path').optional(),
+        file: absolutePath.optional(),
         /**
          * etcd (v3 API) for a cluster of machines: the members' client URLs, all of them; each
          * call (a read, a compare-and-swap) fails after `callTimeoutMs` when no quorum answers.
+         * `tls`: the members serve their clients over TLS (https:// endpoints), `ca` signed their
+         * certificates; `cert` and `key`: this node's client certificate (mutual TLS). `auth`:
+         * etcd's RBAC user, its password in a file (never in this file).
          */
         etcd: z
           .strictObject({
-            endpoints: z.array(z.string().regex(/^http:\/\/[^/\s]+:\d{1,5}$/, 'must be http://ADDRESS:PORT (TLS is not supported yet)')).min(1).max(16),
+            endpoints: z.array(z.string().regex(/^https?:\/\/[^/\s]+:\d{1,5}$/, 'must be http://ADDRESS:PORT, or https://ADDRESS:PORT with tls')).min(1).max(16),
             callTimeoutMs: ms(100, 60_000).default(2000),
+            tls: z
+              .strictObject({
+                /** PEM: the CA that signed the members' certificates, the only one trusted. */
+                ca: absolutePath,
+                /** PEM: this node's client certificate (etcd's --client-cert-auth), with its key. */
+                cert: absolutePath.optional(),
+                /** PEM, unencrypted: the key of `cert`. */
+                key: absolutePath.optional(),
+              })
+              .optional(),
+            auth: z
+              .strictObject({
+                user: z.string().regex(/^[^\s:]{1,128}$/, 'must be an etcd user name: 1-128 characters, no spaces or colons'),
+                // (Before passwordFile: a password given inline is the mistake to name, not the missing file.)
+                password: z.never({ error: 'a password is never written in the configuration: put it in a file only root reads (chmod 600) and give passwordFile' }).optional(),
+                /** The password's bytes, without one final line ending (as keyFile), UTF-8. */
+                passwordFile: absolutePath,
+              })
+              .optional(),
+          })
+          .superRefine((e, ctx) => {
+            const issue = (path: Array<string | number>, message: string) => ctx.addIssue({ code: 'custom', path, message });
+            if (e.tls && (e.tls.cert === undefined) !== (e.tls.key === undefined)) issue(['tls', e.tls.cert === undefined ? 'cert' : 'key'], 'give cert and key together (mutual TLS), or neither');
+            const https = e.endpoints.filter((x) => x.startsWith('https://'));
+            if (e.tls) e.endpoints.forEach((x, i) => x.startsWith('http://') && issue(['endpoints', i], `${x} is http://, but tls is given: the members serve TLS at https:// URLs`));
+            else if (https.length > 0) issue(['tls'], `missing: the endpoints are https:// (${https[0]}), which needs tls: { ca: the CA that signed the members' certificates } (and cert, key when they require client certificates)`);
           })
           .optional(),
         /** In etcd, rounded up to whole seconds (etcd's lease TTLs are seconds). */

@@ -1,6 +1,7 @@
 // Checks of an agent config against the host it is read on: what a valid config can still get
 // wrong about this machine (a link address that is not this host's, a takeover interface or a
-// callouts directory that does not exist, a control path that cannot be created). They hold on
+// callouts directory that does not exist, a control path that cannot be created, an etcd
+// certificate that is not one or a password file that cannot be read). They hold on
 // this host only: the same file is right on the node it was written for and wrong on another.
 // `takeover agent --check` runs them and says they are host-specific; `takeover agent` runs them
 // before it starts anything, so a start fails on the same line instead of `bind EADDRNOTAVAIL`.
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { addressKind } from '../net/address-kind.js';
 import { familyOf } from '../net/endpoint.js';
 import { interfaceNames } from '../net/interfaces.js';
+import { CredentialFileError, readEtcdCredentials } from '../cluster/etcd-credentials.js';
 import { ConfigError, type AgentConfig } from './config.js';
 import { defaultControlPath } from './control.js';
 
@@ -77,6 +79,16 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
       if (found !== undefined) passed.push({ field, found });
     } catch (err) {
       if (err instanceof Problem) throw new HostCheckError(file, field, err.message);
+      throw err;
+    }
+  }
+  // The etcd store's certificates, key and password file: readable, and what each field says.
+  const etcd = c.store?.etcd;
+  if (etcd?.tls || etcd?.auth) {
+    try {
+      passed.push(...(await readEtcdCredentials(etcd)).found);
+    } catch (err) {
+      if (err instanceof CredentialFileError) throw new HostCheckError(file, err.field, err.message);
       throw err;
     }
   }

@@ -26,10 +26,11 @@ export interface AppsOptions {
 const operator = () => ({ by: `${os.userInfo().username}@${os.hostname()}`, why: '' });
 
 async function withStore<T>(opts: AppsOptions, fn: (store: ClusterStore, nodes: string[]) => Promise<T>): Promise<T> {
-  const config = await loadConfig(opts.config).catch((err: Error) => {
+  const usage = (err: Error) => {
     throw err instanceof ConfigError ? new UsageError(err.message) : err;
-  });
-  const store = await openClusterStore(config);
+  };
+  const config = await loadConfig(opts.config).catch(usage);
+  const store = await openClusterStore(config, opts.config).catch(usage);
   try {
     return await fn(store, clusterNodes(config));
   } finally {

@@ -21,6 +21,16 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code !== 'EPIPE') throw err;
 });
 
+// The etcd store's gRPC client sets the TLS server name to the member's address, and Node warns
+// (once, on stderr) that an IP address there is deprecated, DEP0123: a trait of the client
+// library that no operator can act on (the certificate is still checked against the address).
+// Node's own printer stays for every other warning.
+const [printWarning] = process.listeners('warning');
+if (printWarning) {
+  process.removeListener('warning', printWarning);
+  process.on('warning', (w: Error & { code?: string }) => w.code === 'DEP0123' || printWarning(w));
+}
+
 /**
  * Commander's own errors ("error: unknown option '--x'\n(Did you mean --y?)\n") in the CLI's
  * one style: `takeover: ...` on one line, as our usage errors are.

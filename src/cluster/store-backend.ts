@@ -64,8 +64,9 @@ export class StoreConflictError extends Error {
 
 /** The store could not be reached or did not answer in time (etcd without quorum, say). */
 export class StoreUnavailableError extends Error {
-  override readonly name = 'StoreUnavailableError';
-  readonly code = 'ESTOREUNAVAILABLE';
+  override readonly name: string = 'StoreUnavailableError';
+  /** ESTOREACCESS for its subclass StoreAccessError. */
+  readonly code: 'ESTOREUNAVAILABLE' | 'ESTOREACCESS' = 'ESTOREUNAVAILABLE';
   /**
    * False: nothing was written. True: a write was sent and its answer did not come, so it may
    * still take effect, once, and only if the record was still at the expected revision (etcd: a
@@ -80,5 +81,31 @@ export class StoreUnavailableError extends Error {
   ) {
     super(`store ${location}: ${message}${options?.maybeWritten ? ' (the write may still take effect: read the record again)' : ''}`, options);
     this.maybeWritten = options?.maybeWritten ?? false;
+  }
+}
+
+/**
+ * Why a store refuses this client: its user or password (`authentication`: wrong, or given to an
+ * etcd without auth), its rights on the keys (`permission`), or TLS (a certificate that either
+ * side does not accept, or no TLS where the other side speaks it).
+ */
+export type StoreAccessReason = 'authentication' | 'permission' | 'tls';
+
+/**
+ * The store answered but refuses this client (code ESTOREACCESS): asking again with the same
+ * credentials will not help, an operator must change them (or the store's). A kind of
+ * StoreUnavailableError, so whatever waits for the store to be usable again waits for this too.
+ * Nothing was written, unless `maybeWritten` says an earlier attempt of the same call got no answer.
+ */
+export class StoreAccessError extends StoreUnavailableError {
+  override readonly name: string = 'StoreAccessError';
+  override readonly code = 'ESTOREACCESS';
+  constructor(
+    location: string,
+    readonly reason: StoreAccessReason,
+    message: string,
+    options?: { cause?: unknown; maybeWritten?: boolean },
+  ) {
+    super(location, message, options);
   }
 }

@@ -7,13 +7,19 @@
 // test calls in afterAll/finally; each member also runs under `setpriv --pdeathsig KILL`, so a
 // test worker that dies without its teardown takes its members with it. Every wait is bounded
 // and fails naming the member and the tail of its log.
+//
+// Optionally the members serve their clients over TLS (mutual TLS by default), with certificates
+// made by openssl at start in `dataRoot/tls` (peer traffic stays plain http), and with etcd's
+// RBAC auth enabled: user root, and one user whose role reaches only the project's key prefix.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Lab } from '../../src/lab/lab.js';
 import { exited, run } from '../../src/lab/exec.js';
+import { issueCert, makeCa, type TestCa } from './test-certs.js';
 
 export interface EtcdClusterOptions {
   /** Members on 127.0.0.1 (default 3). Ignored when `lab` is given. */
@@ -26,6 +32,37 @@ export interface EtcdClusterOptions {
   electionMs?: number;
   /** How long start() waits for a healthy cluster. */
   startTimeoutMs?: number;
+  /**
+   * Client TLS (https client URLs; peers stay http): a CA, one server certificate for every
+   * member (subjectAltNames: the members' addresses, 127.0.0.1, localhost) and a client
+   * certificate, made with openssl at start (`cluster.tls`). `clientCerts` (default true): the
+   * members require a client certificate signed by that CA (--client-cert-auth: mutual TLS).
+   */
+  tls?: boolean | { clientCerts?: boolean };
+  /**
+   * etcd's RBAC auth, enabled once the cluster is healthy: user root (a random password, which
+   * the harness's etcdctl uses), and `user` with `password`, whose role (named after the user)
+   * may read and write the keys under `prefix` only.
+   */
+  auth?: { user: string; password: string; prefix: string };
+  /** etcd's --auth-token-ttl (s, etcd's default 300): how long a simple token lives unused. */
+  authTokenTtlSeconds?: number;
+}
+
+/** The PEM files of a TLS cluster (all in `dir`, under the cluster's dataRoot). */
+export interface EtcdTlsFiles {
+  dir: string;
+  /** The CA that signed the members' and the client's certificates (what a client trusts). */
+  ca: string;
+  /** The CA's own key and certificate, to issue more certificates in a test. */
+  authority: TestCa;
+  serverCert: string;
+  serverKey: string;
+  /** A client certificate the members accept (CN takeover-test-client: no etcd user of that name). */
+  clientCert: string;
+  clientKey: string;
+  /** Whether the members require a client certificate. */
+  clientCerts: boolean;
 }
 
 export interface EtcdMember {
@@ -51,15 +88,19 @@ export interface EtcdMember {
 
 export interface EtcdCluster {
   readonly members: readonly EtcdMember[];
-  /** Every member's client URL, for a client (http://ADDRESS:PORT). */
+  /** Every member's client URL, for a client (http://ADDRESS:PORT, or https:// with `tls`). */
   readonly endpoints: string[];
   readonly dataRoot: string;
+  /** With `tls`: the certificates and keys. */
+  readonly tls: EtcdTlsFiles | undefined;
+  /** With `auth`: root's password (the harness's etcdctl runs as root). */
+  readonly rootPassword: string | undefined;
   member(name: string): EtcdMember;
   /** Waits until every running member (or each of `only`: leave out one a test cut off) has a leader and serves a linearizable read. */
   waitHealthy(timeoutMs?: number, only?: readonly EtcdMember[]): Promise<void>;
   /** The member the running members name as their leader (etcdctl endpoint status), or undefined while they name none or disagree. */
   leader(): Promise<EtcdMember | undefined>;
-  /** etcdctl against the running members' endpoints (from a member's namespace when in a lab). */
+  /** etcdctl against the running members' endpoints (from a member's namespace when in a lab), with the client certificate and as root when the cluster has them. */
   etcdctl(args: string[], timeoutMs?: number): Promise<string>;
   destroy(): Promise<void>;
 }
@@ -199,11 +240,24 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
   const token = path.basename(dataRoot);
   const names = placement.map((_, i) => `m${i + 1}`);
   const initialCluster = placement.map((p, i) => `${names[i]}=http://${p.address}:${p.peer}`).join(',');
+  let tls: EtcdTlsFiles | undefined;
+  if (options.tls) {
+    try {
+      tls = await makeTls(path.join(dataRoot, 'tls'), placement.map((p) => p.address), options.tls === true || options.tls.clientCerts !== false);
+    } catch (err) {
+      rmSync(dataRoot, { recursive: true, force: true });
+      throw err;
+    }
+  }
+  const scheme = tls ? 'https' : 'http';
+  const tlsArgs = tls ? ['--cacert', tls.ca, ...(tls.clientCerts ? ['--cert', tls.clientCert, '--key', tls.clientKey] : [])] : [];
+  // Set once auth is enabled: from then on the harness's etcdctl runs as root.
+  let rootPassword: string | undefined;
 
   // etcdctl from where the members can be reached: this namespace, or the first member's host.
   const etcdctlIn = (ns: string | undefined) => async (args: string[], timeoutMs: number) => {
     const t = `${Math.max(1, Math.ceil(timeoutMs / 1000))}s`;
-    const full = ['--dial-timeout', t, '--command-timeout', t, ...args];
+    const full = ['--dial-timeout', t, '--command-timeout', t, ...tlsArgs, ...(rootPassword ? ['--user', `root:${rootPassword}`] : []), ...args];
     const r = ns ? await run('ip', ['netns', 'exec', ns, 'timeout', '-s', 'KILL', String(Math.ceil(timeoutMs / 1000) + 2), 'etcdctl', ...full]) : await run('timeout', ['-s', 'KILL', String(Math.ceil(timeoutMs / 1000) + 2), 'etcdctl', ...full]);
     return r.stdout;
   };
@@ -211,7 +265,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     const name = names[i]!;
     const dataDir = path.join(dataRoot, name);
     mkdirSync(dataDir, { mode: 0o700 });
-    const clientUrl = `http://${p.address}:${p.client}`;
+    const clientUrl = `${scheme}://${p.address}:${p.client}`;
     const peerUrl = `http://${p.address}:${p.peer}`;
     const args = (fresh: boolean) => [
       '--name', name, '--data-dir', dataDir,
@@ -222,6 +276,9 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
       '--heartbeat-interval', String(heartbeat), '--election-timeout', String(election),
       // Pre-vote: a member that was cut off does not disrupt the leader when it comes back.
       '--pre-vote',
+      ...(tls ? ['--cert-file', tls.serverCert, '--key-file', tls.serverKey] : []),
+      ...(tls?.clientCerts ? ['--client-cert-auth', '--trusted-ca-file', tls.ca] : []),
+      ...(options.authTokenTtlSeconds !== undefined ? ['--auth-token-ttl', String(options.authTokenTtlSeconds)] : []),
       '--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'info',
     ];
     return new Member(name, p.host, p.ns, clientUrl, peerUrl, dataDir, args, etcdctlIn(p.ns));
@@ -232,6 +289,10 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     members,
     endpoints: members.map((m) => m.clientUrl),
     dataRoot,
+    tls,
+    get rootPassword() {
+      return rootPassword;
+    },
     member(name) {
       const m = members.find((x) => x.name === name);
       if (!m) throw new Error(`etcd cluster has no member ${name} (members: ${names.join(', ')})`);
@@ -289,9 +350,37 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
   try {
     for (const m of members) m.spawn(true);
     await cluster.waitHealthy(options.startTimeoutMs ?? 30_000);
+    if (options.auth) rootPassword = await enableAuth(cluster, options.auth);
   } catch (err) {
     await cluster.destroy();
     throw err;
   }
   return cluster;
+}
+
+/** The CA, the members' server certificate and a client certificate, in `dir`. */
+async function makeTls(dir: string, addresses: string[], clientCerts: boolean): Promise<EtcdTlsFiles> {
+  mkdirSync(dir, { mode: 0o700 });
+  const authority = await makeCa(dir, 'etcd-test-ca');
+  // Both usages: etcd 3.4's gateway dials its own client URL with this certificate too.
+  const server = await issueCert(authority, 'server', { ips: [...new Set(['127.0.0.1', ...addresses])], dns: ['localhost'], usage: 'both' });
+  const client = await issueCert(authority, 'client', { cn: 'takeover-test-client', usage: 'client' });
+  return { dir, ca: authority.cert, authority, serverCert: server.cert, serverKey: server.key, clientCert: client.cert, clientKey: client.key, clientCerts };
+}
+
+/**
+ * Adds root (a random password, returned) and `auth.user` with a role of the same name that may
+ * read and write the keys under `auth.prefix`, then enables auth.
+ */
+async function enableAuth(cluster: EtcdCluster, auth: { user: string; password: string; prefix: string }): Promise<string> {
+  const root = randomBytes(12).toString('hex');
+  const ctl = (args: string[]) => cluster.etcdctl(args, 5000);
+  await ctl(['user', 'add', 'root', '--interactive=false', '--new-user-password', root]);
+  await ctl(['user', 'grant-role', 'root', 'root']);
+  await ctl(['role', 'add', auth.user]);
+  await ctl(['role', 'grant-permission', auth.user, '--prefix=true', 'readwrite', auth.prefix]);
+  await ctl(['user', 'add', auth.user, '--interactive=false', '--new-user-password', auth.password]);
+  await ctl(['user', 'grant-role', auth.user, auth.user]);
+  await ctl(['auth', 'enable']);
+  return root;
 }

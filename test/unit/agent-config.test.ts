@@ -95,6 +95,9 @@ services:
     expect(fieldOf(edit(change)).startsWith(field)).toBe(true);
   });
 
+  /** A store.etcd section over mutual TLS; `over` replaces its fields. */
+  const etcd = (over: object = {}) => ({ etcd: { endpoints: ['https://10.0.0.11:2379'], tls: { ca: '/etc/takeover/etcd-ca.pem' }, ...over } });
+
   // Configs whose every field parses but that cannot work as written (issue 10 item 4).
   const t = (o: object = {}) => ({ address: '10.0.0.12', port: 5432, interface: 'eth0', prefixLength: 24, ...o });
   const lease = (o: object = {}) => ({ address: '10.0.0.100', interface: 'eth0', prefixLength: 24, ...o });
@@ -158,6 +161,17 @@ services:
     ['a relative callouts dir', (c: any) => (c.callouts = { dir: 'callouts' }), 'callouts.dir', /must be an absolute path/],
     ['a relative fencing device', (c: any) => (c.fencing = { devices: ['/dev/sdb', 'sdc'] }), 'fencing.devices[1]', /must be an absolute path/],
     ['a control socket path cut short', (c: any) => (c.control = `/run/${'x'.repeat(103)}`), 'control', /is 108 bytes: a Unix socket path holds at most 107/],
+    ['https endpoints without tls', (c: any) => (c.store = etcd({ tls: undefined })), 'store.etcd.tls', /missing: the endpoints are https:\/\/ \(https:\/\/10\.0\.0\.11:2379\), which needs tls: \{ ca: the CA that signed the members' certificates \}/],
+    ['an http endpoint with tls', (c: any) => (c.store = etcd({ endpoints: ['https://10.0.0.11:2379', 'http://10.0.0.12:2379'] })), 'store.etcd.endpoints[1]', /http:\/\/10\.0\.0\.12:2379 is http:\/\/, but tls is given: the members serve TLS at https:\/\/ URLs/],
+    ['an endpoint that is neither http nor https', (c: any) => (c.store = etcd({ endpoints: ['grpc://10.0.0.11:2379'] })), 'store.etcd.endpoints[0]', /must be http:\/\/ADDRESS:PORT, or https:\/\/ADDRESS:PORT with tls/],
+    ['a client certificate without its key', (c: any) => (c.store = etcd({ tls: { ca: '/etc/takeover/etcd-ca.pem', cert: '/etc/takeover/etcd-client.pem' } })), 'store.etcd.tls.key', /give cert and key together \(mutual TLS\), or neither/],
+    ['a key without its certificate', (c: any) => (c.store = etcd({ tls: { ca: '/etc/takeover/etcd-ca.pem', key: '/etc/takeover/etcd-client.key' } })), 'store.etcd.tls.cert', /give cert and key together/],
+    ['a relative CA path', (c: any) => (c.store = etcd({ tls: { ca: 'etcd-ca.pem' } })), 'store.etcd.tls.ca', /must be an absolute path/],
+    ['an unknown tls field', (c: any) => (c.store = etcd({ tls: { ca: '/etc/takeover/etcd-ca.pem', insecureSkipVerify: true } })), 'store.etcd.tls.insecureSkipVerify', /unknown field/],
+    ['a password in the config', (c: any) => (c.store = etcd({ auth: { user: 'takeover', password: 'secret' } })), 'store.etcd.auth.password', /a password is never written in the configuration: put it in a file .* and give passwordFile/],
+    ['a relative password file', (c: any) => (c.store = etcd({ auth: { user: 'takeover', passwordFile: 'etcd.password' } })), 'store.etcd.auth.passwordFile', /must be an absolute path/],
+    ['auth without a password file', (c: any) => (c.store = etcd({ auth: { user: 'takeover' } })), 'store.etcd.auth.passwordFile', /expected string/],
+    ['an etcd user with a colon', (c: any) => (c.store = etcd({ auth: { user: 'root:secret', passwordFile: '/etc/takeover/etcd.password' } })), 'store.etcd.auth.user', /must be an etcd user name: 1-128 characters, no spaces or colons/],
     ['a default control socket path cut short', (c: any) => ((c.node = 'n'.repeat(100)), (c.instances[0].node = c.node)), 'control', /the default control socket \/run\/takeover\/n+\.sock is 119 bytes/],
   ])('%s is rejected with the field named', (_what, change, field, message) => {
     const got = fieldOf(edit(change));
@@ -184,6 +198,19 @@ services:
     validateConfig(edit((c) => ((c.heartbeat.intervalMs = 1000), (c.addressLease = { seconds: 4, addresses: [lease()] }))));
     // Defaults of the fields only this node reads are still filled in for its own instances.
     expect(validateConfig(BASE).instances.map((i) => [i.ports, i.method])).toEqual([[[], 'rst'], [[], 'rst']]);
+  });
+
+  it('store.etcd: plain http, TLS with the CA alone, mutual TLS, and auth by a password file are accepted as written', () => {
+    expect(validateConfig(edit((c) => (c.store = { etcd: { endpoints: ['http://10.0.0.11:2379'] } }))).store!.etcd).toEqual({ endpoints: ['http://10.0.0.11:2379'], callTimeoutMs: 2000 });
+    expect(validateConfig(edit((c) => (c.store = etcd()))).store!.etcd!.tls).toEqual({ ca: '/etc/takeover/etcd-ca.pem' });
+    const full = {
+      endpoints: ['https://10.0.0.11:2379', 'https://[fd00::12]:2379', 'https://etcd3.example:2379'],
+      tls: { ca: '/etc/takeover/etcd-ca.pem', cert: '/etc/takeover/etcd-client.pem', key: '/etc/takeover/etcd-client.key' },
+      auth: { user: 'takeover', passwordFile: '/etc/takeover/etcd.password' },
+    };
+    expect(validateConfig(edit((c) => (c.store = { etcd: full }))).store!.etcd).toEqual({ ...full, callTimeoutMs: 2000 });
+    // Auth without TLS is etcd's to allow (the password then crosses the network in clear).
+    validateConfig(edit((c) => (c.store = { etcd: { endpoints: ['http://10.0.0.11:2379'], auth: full.auth } })));
   });
 
   it('syntax errors, non-objects and unreadable files are ConfigErrors too', async () => {
@@ -230,6 +257,22 @@ services:
     const c = await loadConfig(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'examples', 'agent.yaml'));
     expect(c.instances.map((i) => i.name)).toEqual(['appdb1', 'appdb2']);
     expect(c.peers[0]!.takeover).toMatchObject([{ address: '10.0.0.12', method: 'rst' }]);
+  });
+
+  it('docs/CLUSTER.md\'s store over TLS with auth is a valid store section as written', () => {
+    const doc = readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'CLUSTER.md'), 'utf8');
+    const block = /### TLS and authentication[\s\S]*?```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(block).toBeDefined();
+    const { store } = parseYaml(block!) as { store: unknown };
+    expect(validateConfig(edit((c) => (c.store = store))).store).toEqual({
+      etcd: {
+        endpoints: ['https://10.0.0.11:2379', 'https://10.0.0.12:2379', 'https://10.0.0.13:2379'],
+        callTimeoutMs: 2000,
+        tls: { ca: '/etc/takeover/etcd/ca.pem', cert: '/etc/takeover/etcd/node1.pem', key: '/etc/takeover/etcd/node1-key.pem' },
+        auth: { user: 'takeover', passwordFile: '/etc/takeover/etcd/password' },
+      },
+      leaseMs: 2000,
+    });
   });
 
   it('fuzz: random edits of a valid config and random bytes give a config or a ConfigError, nothing else', () => {
