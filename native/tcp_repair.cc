@@ -10,7 +10,7 @@
 //            -> TCP_MAXSEG (mss_clamp in repair mode) -> TCP_TIMESTAMP -> TCP_REPAIR_WINDOW
 //            -> per queue: TCP_REPAIR_QUEUE + TCP_QUEUE_SEQ + recv(MSG_PEEK) -> TCP_NO_QUEUE
 //            -> repair off (no window probe) unless the caller keeps the socket frozen.
-//   restore: socket -> TCP_REPAIR on -> (freebind) -> buffers -> bind -> TCP_QUEUE_SEQ per queue
+//   restore: socket -> TCP_REPAIR on -> (IP_TRANSPARENT) -> buffers -> bind -> TCP_QUEUE_SEQ per queue
 //            -> connect (no SYN) -> TCP_REPAIR_OPTIONS -> TCP_TIMESTAMP -> receive queue refill
 //            -> TCP_MAXSEG before connect (segment size) -> sent-but-unacked refill (repair
 //            mode: marked sent) -> TCP_REPAIR_WINDOW
@@ -37,9 +37,6 @@
 
 #ifndef SIOCOUTQNSD
 #define SIOCOUTQNSD 0x894B
-#endif
-#ifndef IPV6_FREEBIND
-#define IPV6_FREEBIND 78
 #endif
 #ifndef TCPI_OPT_USEC_TS
 #define TCPI_OPT_USEC_TS 64
@@ -339,7 +336,7 @@ struct RestoreSpec {
   uint32_t timestamp = 0;
   tcp_repair_window window{};
   int sndbuf = 0, rcvbuf = 0;
-  bool freebind = false;
+  bool transparent = false;
 };
 
 struct RestoreResult {
@@ -397,11 +394,14 @@ RestoreResult RestoreOne(const RestoreSpec& s) {
     SET_INT(f, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON);
     // Not SO_REUSEADDR from here on: it would clear the reuse repair mode forces, and a second
     // restored socket on the same address and port would fail with EADDRINUSE.
-    if (s.freebind) {
+    // An address not (yet) on this host: IP_FREEBIND would let bind take it, but connect's route
+    // lookup still refuses a non-local source (ENETUNREACH); IP_TRANSPARENT allows both (the
+    // route lookup gets FLOWI_FLAG_ANYSRC). Segments reach the socket once the address is added.
+    if (s.transparent) {
       if (s.local.family() == AF_INET)
-        SET_INT(f, IPPROTO_IP, IP_FREEBIND, 1);
+        SET_INT(f, IPPROTO_IP, IP_TRANSPARENT, 1);
       else
-        SET_INT(f, IPPROTO_IPV6, IPV6_FREEBIND, 1);
+        SET_INT(f, IPPROTO_IPV6, IPV6_TRANSPARENT, 1);
     }
     // The queues must fit: the source's buffers may have grown by autotuning.
     EnsureBuffer(f, SO_SNDBUF, SO_SNDBUFFORCE, s.send_queue.empty() ? 0 : s.sndbuf);
@@ -495,7 +495,7 @@ Endpoint EndpointArg(Napi::Env env, Napi::Value v, const char* key) {
   return MakeEndpoint(a, port, scope);
 }
 
-// The native shape of a state (what tcpRepairDump returns, plus freebind).
+// The native shape of a state (what tcpRepairDump returns, plus transparent).
 // Checked here only as far as memory safety needs; meaning is checked by the TS parser.
 RestoreSpec SpecArg(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) ThrowInvalidArg(env, "state must be an object");
@@ -524,7 +524,7 @@ RestoreSpec SpecArg(Napi::Env env, Napi::Value v) {
   s.window.rcv_wup = U32(env, o, "rcvWup");
   s.sndbuf = static_cast<int>(IntValue(env, o.Get("sndbuf"), "sndbuf", 0, INT32_MAX));
   s.rcvbuf = static_cast<int>(IntValue(env, o.Get("rcvbuf"), "rcvbuf", 0, INT32_MAX));
-  s.freebind = o.Has("freebind") && o.Get("freebind").ToBoolean().Value();
+  s.transparent = o.Has("transparent") && o.Get("transparent").ToBoolean().Value();
   return s;
 }
 

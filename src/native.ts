@@ -354,9 +354,9 @@ export interface NativeBindings {
    */
   tcpRepairDump(fd: number, keepRepair: boolean): NativeRepairState;
   /** A new socket in the dumped state (O_NONBLOCK, O_CLOEXEC), on the JS thread. Throws the failing syscall's error. */
-  tcpRepairRestore(state: NativeRepairState & { freebind?: boolean }): NativeRestoreOk;
+  tcpRepairRestore(state: NativeRepairState & { transparent?: boolean }): NativeRestoreOk;
   /** The same for many states, one after another on a libuv worker; one result per state, in order. */
-  tcpRepairRestoreAsync(states: Array<NativeRepairState & { freebind?: boolean }>): Promise<NativeRestoreResult[]>;
+  tcpRepairRestoreAsync(states: Array<NativeRepairState & { transparent?: boolean }>): Promise<NativeRestoreResult[]>;
   tcpInfoOf(fd: number): TcpInfoSummary;
 }
 

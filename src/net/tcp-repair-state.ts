@@ -82,25 +82,31 @@ const endpoint = z.strictObject({
   scopeId: u32.optional(),
 });
 
+// The fields of both forms; only the queues differ (bytes here, base64 on the wire).
+function stateShape<Q extends z.ZodType>(queue: Q) {
+  return {
+    family: z.union([z.literal(4), z.literal(6)]),
+    local: endpoint,
+    remote: endpoint,
+    send: z.strictObject({ seq: u32, queue, unsent: u32 }),
+    recv: z.strictObject({ seq: u32, queue }),
+    // net.ipv4.tcp_min_snd_mss's default (48) .. the largest an MSS option can say.
+    mss: z.number().int().min(48).max(65535),
+    options: z.strictObject({
+      sack: z.boolean(),
+      timestamps: z.boolean(),
+      // RFC 7323 §2.3: a shift above 14 is used as 14; the kernel refuses it (EFBIG).
+      windowScale: z.strictObject({ send: z.number().int().min(0).max(14), recv: z.number().int().min(0).max(14) }).nullable(),
+    }),
+    timestamp: u32,
+    window: z.strictObject({ sndWl1: u32, sndWnd: u32, maxWindow: u32, rcvWnd: u32, rcvWup: u32 }),
+    buffers: z.strictObject({ send: z.number().int().min(0).max(0x7fffffff), recv: z.number().int().min(0).max(0x7fffffff) }),
+  };
+}
+
 /** The wire form: JSON-safe, queues in base64, a version. */
-export const tcpRepairStateWire = z.strictObject({
-  version: z.literal(TCP_REPAIR_STATE_VERSION),
-  family: z.union([z.literal(4), z.literal(6)]),
-  local: endpoint,
-  remote: endpoint,
-  send: z.strictObject({ seq: u32, queue: base64, unsent: u32 }),
-  recv: z.strictObject({ seq: u32, queue: base64 }),
-  // net.ipv4.tcp_min_snd_mss's default (48) .. the largest an MSS option can say.
-  mss: z.number().int().min(48).max(65535),
-  options: z.strictObject({
-    sack: z.boolean(),
-    timestamps: z.boolean(),
-    windowScale: z.strictObject({ send: z.number().int().min(0).max(14), recv: z.number().int().min(0).max(14) }).nullable(),
-  }),
-  timestamp: u32,
-  window: z.strictObject({ sndWl1: u32, sndWnd: u32, maxWindow: u32, rcvWnd: u32, rcvWup: u32 }),
-  buffers: z.strictObject({ send: z.number().int().min(0).max(0x7fffffff), recv: z.number().int().min(0).max(0x7fffffff) }),
-});
+export const tcpRepairStateWire = z.strictObject({ version: z.literal(TCP_REPAIR_STATE_VERSION), ...stateShape(base64) });
+const tcpRepairStateTyped = z.strictObject(stateShape(z.instanceof(Buffer, { message: 'must be a Buffer' })));
 export type TcpRepairStateWire = z.infer<typeof tcpRepairStateWire>;
 
 /** a - b in sequence space, as a signed 32-bit distance (RFC 9293 serial arithmetic). */
@@ -109,7 +115,8 @@ function seqDiff(a: number, b: number): number {
 }
 
 /**
- * The rules a state must follow beyond field ranges; throws TcpRepairStateError. The window
+ * Checks a typed state (field ranges, then the rules between fields); throws
+ * TcpRepairStateError naming the field. The window
  * rules are the kernel's own (tcp_repair_set_window: EINVAL otherwise), checked here so a bad
  * state is refused before a socket exists.
  */
@@ -117,6 +124,11 @@ export function checkTcpRepairState(s: TcpRepairState): void {
   const fail = (field: string, reason: string): never => {
     throw new TcpRepairStateError(field, reason);
   };
+  const shape = tcpRepairStateTyped.safeParse(s);
+  if (!shape.success) {
+    const { field, message } = firstIssue(shape.error);
+    fail(field, message);
+  }
   const fam = (a: string) => (net.isIPv4(a) ? 4 : net.isIPv6(a) ? 6 : 0);
   if (fam(s.local.address) !== s.family) fail('local.address', `is not an IPv${s.family} address`);
   if (fam(s.remote.address) !== s.family) fail('remote.address', `is not an IPv${s.family} address`);

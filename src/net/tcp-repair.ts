@@ -29,11 +29,12 @@ export function dumpConnection(fd: number, options: DumpOptions): TcpRepairState
 
 export interface RestoreOptions {
   /**
-   * Bind even when the local address is not (yet) on this host (IP_FREEBIND /
-   * IPV6_FREEBIND); segments reach the socket once the address is added. Without it such a
-   * restore fails with EADDRNOTAVAIL (syscall 'bind').
+   * The local address need not be on this host yet (IP_TRANSPARENT / IPV6_TRANSPARENT:
+   * IP_FREEBIND alone lets bind pass but connect fails with ENETUNREACH). Segments reach the
+   * socket once the address is added. Without it such a restore fails with EADDRNOTAVAIL
+   * (syscall 'bind').
    */
-  freebind?: boolean;
+  transparent?: boolean;
 }
 
 /** A restored connection: a new socket fd (non-blocking, close-on-exec), ours to close or adopt. */
@@ -62,7 +63,7 @@ function restored(state: TcpRepairState, r: { fd: number; pending: number; durat
  */
 export function restoreConnection(state: TcpRepairState, options: RestoreOptions = {}): RestoredConnection {
   checkTcpRepairState(state);
-  return restored(state, native.tcpRepairRestore({ ...toNative(state), freebind: options.freebind ?? false }));
+  return restored(state, native.tcpRepairRestore({ ...toNative(state), transparent: options.transparent ?? false }));
 }
 
 export type RestoreOutcome = ({ ok: true } & RestoredConnection) | { ok: false; error: NativeError; durationUs: number };
@@ -74,8 +75,8 @@ export type RestoreOutcome = ({ ok: true } & RestoredConnection) | { ok: false; 
  */
 export async function restoreConnections(states: readonly TcpRepairState[], options: RestoreOptions = {}): Promise<RestoreOutcome[]> {
   states.forEach((s) => checkTcpRepairState(s));
-  const freebind = options.freebind ?? false;
-  const results = await native.tcpRepairRestoreAsync(states.map((s) => ({ ...toNative(s), freebind })));
+  const transparent = options.transparent ?? false;
+  const results = await native.tcpRepairRestoreAsync(states.map((s) => ({ ...toNative(s), transparent })));
   return results.map((r, i) => ('fd' in r ? { ok: true as const, ...restored(states[i]!, r) } : { ok: false as const, error: r.error, durationUs: r.durationUs }));
 }
 
