@@ -1,6 +1,6 @@
 // `npm run bench`: each benchmark runs its baseline and ours in the same run, on the same lab,
 // and prints the ratio. Machines here are noisy: read ratios, not absolute times.
-// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover (default: all). Needs root.
+// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,repair (default: all). Needs root.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,10 +15,11 @@ import { close } from './close.js';
 import { scsi } from './scsi.js';
 import { replication } from './replication.js';
 import { appFailover } from './app-failover.js';
+import { tcpRepair } from './tcp-repair.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
-const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover').split(','));
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,repair').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
@@ -127,4 +128,5 @@ if (only.has('fanout')) await fanout(out);
 if (only.has('vrrp')) await vrrp(out);
 if (only.has('failover')) await appFailover(out);
 if (only.has('scsi')) await scsi(out);
+if (only.has('repair')) await tcpRepair();
 await replication(only);
