@@ -22,6 +22,10 @@ export interface DumpOptions {
  * listening socket and ENOTCONN for any other state (syscall 'getsockopt'), ENOTSOCK /
  * EOPNOTSUPP for what is not a TCP socket, EPERM without CAP_NET_ADMIN, EAGAIN (syscall 'recv')
  * when a queue changed during the dump. On any error the socket is out of repair mode.
+ * The connection must be quiet: its peer's segments stopped (its host silenced, or dropped by a
+ * firewall rule, as CRIU locks the network) from before the dump until the restored socket is in
+ * place; an ACK taken in the middle of a dump makes SND.NXT and the queue disagree, and the
+ * restored connection stalls (docs/TCP-REPAIR.md).
  */
 export function dumpConnection(fd: number, options: DumpOptions): TcpRepairState {
   return fromNative(native.tcpRepairDump(fd, options.leaveInRepair));

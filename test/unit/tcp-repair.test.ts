@@ -41,6 +41,32 @@ async function until(cond: () => boolean, ms: number, what: string | (() => stri
   }
 }
 
+/**
+ * Blocks the connection's segments on loopback (both ways) until the returned function runs: a
+ * dump must see a quiet connection (CRIU locks the network the same way before it dumps), or an
+ * ACK arriving between its reads makes the queues' sequence numbers and contents disagree.
+ */
+async function lockPort(port: number): Promise<() => Promise<void>> {
+  const table = `tko_repair_lock_${port}`;
+  const nft = (script: string) => new Promise<void>((resolve, reject) => {
+    const p = spawn('nft', ['-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => (err += String(d)));
+    p.on('error', reject);
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`nft: ${err}`))));
+    p.stdin.end(script);
+  });
+  await nft(`table inet ${table} {\n chain in { type filter hook input priority -400; tcp sport ${port} drop; tcp dport ${port} drop; }\n chain out { type filter hook output priority -400; tcp sport ${port} drop; tcp dport ${port} drop; }\n}\n`);
+  let unlocked = false;
+  const unlock = async () => {
+    if (unlocked) return;
+    unlocked = true;
+    await nft(`delete table inet ${table}\n`);
+  };
+  cleanups.push(unlock);
+  return unlock;
+}
+
 /** A listener and one connection; the server side is not read (pauseOnConnect). */
 async function pausedPair() {
   const server = net.createServer({ pauseOnConnect: true });
@@ -91,6 +117,8 @@ describe('same host: dump, close silently, restore, adopt', () => {
     }
     const s1 = Buffer.concat(s1parts);
 
+    const unlock = await lockPort(port);
+    await new Promise((r) => setTimeout(r, 50)); // segments already on their way land (or are dropped)
     const infoBefore = tcpInfo(sfd);
     const state = dumpConnection(sfd, { leaveInRepair: true });
     expect(state.recv.queue.equals(c1)).toBe(true);
@@ -113,6 +141,7 @@ describe('same host: dump, close silently, restore, adopt', () => {
     // Segments as large as before (the MSS is not the 536-byte default), up to TCP_MAXSEG's 32767.
     expect(infoAfter.sndMss).toBe(Math.min(infoBefore.sndMss, 32767 - 12));
 
+    await unlock(); // the restored socket is in place: the client's segments reach it
     const adopted = adoptSocket(restoredConn);
     cleanups.push(() => adopted.destroy());
     const serverGot = collect(adopted);
