@@ -16,7 +16,8 @@
         "native/socket_ops.cc",
         "native/netlink_addr.cc",
         "native/neigh_announce.cc",
-        "native/sg_io.cc"
+        "native/sg_io.cc",
+        "native/tcp_repair.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitNetlinkAddr(env, exports);
   takeover::InitNeighAnnounce(env, exports);
   takeover::InitSgIo(env, exports);
+  takeover::InitTcpRepair(env, exports);
   return exports;
 }
 }  // namespace

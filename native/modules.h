@@ -14,4 +14,5 @@ void InitSocketOps(Napi::Env env, Napi::Object exports);    // socket_ops.cc
 void InitNetlinkAddr(Napi::Env env, Napi::Object exports);  // netlink_addr.cc
 void InitNeighAnnounce(Napi::Env env, Napi::Object exports);  // neigh_announce.cc
 void InitSgIo(Napi::Env env, Napi::Object exports);         // sg_io.cc
+void InitTcpRepair(Napi::Env env, Napi::Object exports);    // tcp_repair.cc
 }  // namespace takeover

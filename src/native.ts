@@ -226,6 +226,75 @@ export interface RepairSeq {
   recvSeq: number; // rcv_nxt
 }
 
+// ---- tcp_repair.cc ----------------------------------------------------------------------
+/** One end of a connection as the addon reports and takes it. */
+export interface NativeEndpoint {
+  address: string;
+  port: number;
+  /** IPv6 only: the interface index of a link-local address (0 otherwise). */
+  scopeId?: number;
+}
+
+/**
+ * A connection's TCP_REPAIR state in the addon's flat shape (src/net/tcp-repair-state.ts is the
+ * typed, validated form). Sequence numbers are uint32; windows in bytes (already scaled).
+ */
+export interface NativeRepairState {
+  family: 4 | 6;
+  local: NativeEndpoint;
+  remote: NativeEndpoint;
+  /** SND.UNA: seq of sendQueue[0]. */
+  sendSeq: number;
+  /** Unacknowledged then unsent bytes (write_seq - SND.UNA of them). */
+  sendQueue: Uint8Array;
+  /** How many trailing bytes of sendQueue were never transmitted (SIOCOUTQNSD). */
+  sendUnsent: number;
+  /** Seq of recvQueue[0]: the first byte the application has not read. */
+  recvSeq: number;
+  recvQueue: Uint8Array;
+  /** mss_clamp: the peer's MSS (TCP_MAXSEG read in repair mode). */
+  mss: number;
+  sack: boolean;
+  timestamps: boolean;
+  wscale: boolean;
+  sndWscale: number;
+  rcvWscale: number;
+  /** TCP_TIMESTAMP: the TSval clock (ms, with the connection's random offset). */
+  timestamp: number;
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+  /** SO_SNDBUF / SO_RCVBUF as getsockopt reports them (the kernel's doubled values). */
+  sndbuf: number;
+  rcvbuf: number;
+}
+
+export interface NativeRestoreOk {
+  fd: number;
+  /** Trailing send-queue bytes the kernel did not take; the caller writes them. */
+  pending: number;
+  durationUs: number;
+}
+export type NativeRestoreResult = NativeRestoreOk | { error: NativeError; durationUs: number };
+
+/** The TCP_INFO fields that show whether a connection kept its options. */
+export interface TcpInfoSummary {
+  state: number;
+  /** TCPI_OPT_*: 1 timestamps, 2 SACK, 4 window scale. */
+  options: number;
+  sndWscale: number;
+  rcvWscale: number;
+  sndMss: number;
+  rcvMss: number;
+  rttUs: number;
+  sndCwnd: number;
+  totalRetrans: number;
+  bytesAcked: number;
+  bytesReceived: number;
+}
+
 export interface NativeBindings {
   parsePacket(buf: Uint8Array, linkType: number, options?: { verifyChecksum?: boolean }): ParsedSegment | null;
   Capture: new (options: CaptureOptions) => NativeCapture;
@@ -278,6 +347,17 @@ export interface NativeBindings {
    * the ioctl fails; a command the target refused resolves with its status and sense.
    */
   sgIo(fd: number, cdb: Uint8Array, dataIn: number, dataOut: Uint8Array | undefined, timeoutMs: number): Promise<SgIoReply>;
+  /**
+   * TCP_REPAIR dump of an ESTABLISHED socket (CAP_NET_ADMIN). keepRepair: the socket stays in
+   * repair mode (sends nothing; closing it sends neither FIN nor RST). Throws EINVAL (listening)
+   * or ENOTCONN (any other state), syscall 'getsockopt'.
+   */
+  tcpRepairDump(fd: number, keepRepair: boolean): NativeRepairState;
+  /** A new socket in the dumped state (O_NONBLOCK, O_CLOEXEC), on the JS thread. Throws the failing syscall's error. */
+  tcpRepairRestore(state: NativeRepairState & { transparent?: boolean }): NativeRestoreOk;
+  /** The same for many states, one after another on a libuv worker; one result per state, in order. */
+  tcpRepairRestoreAsync(states: Array<NativeRepairState & { transparent?: boolean }>): Promise<NativeRestoreResult[]>;
+  tcpInfoOf(fd: number): TcpInfoSummary;
 }
 
 /** What SG_IO reports (sg v3 header): SCSI status, transport and driver status, sense, data. */

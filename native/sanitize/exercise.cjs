@@ -155,6 +155,43 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   const codes = new Set(await Promise.all(pending));
   fs.closeSync(nul);
   if (codes.size !== 1 || !codes.has('ENOTTY')) throw new Error(`sgIo on /dev/null: ${[...codes]}`);
+  // TCP_REPAIR: a connection with bytes queued both ways dumped frozen, closed, restored (one
+  // by one and as a batch), re-frozen and closed; then every refusal path.
+  {
+    const rs = net.createServer({ pauseOnConnect: true });
+    await new Promise((r) => rs.listen(0, '127.0.0.1', r));
+    const acceptedP = new Promise((r) => rs.once('connection', r));
+    const rc = net.connect(rs.address().port, '127.0.0.1');
+    rc.on('error', () => {});
+    await new Promise((r) => rc.once('connect', r));
+    rc.pause();
+    const srv = await acceptedP;
+    rc.write(Buffer.alloc(30000, 3));
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 50; i++) { try { if (addon.sendOnFd(srv._handle.fd, Buffer.alloc(65536, 4), false) < 65536) break; } catch { break; } }
+    let st = addon.tcpRepairDump(srv._handle.fd, true);
+    srv.destroy();
+    for (let i = 0; i < 20; i++) {
+      const r = addon.tcpRepairRestore(st);
+      st = addon.tcpRepairDump(r.fd, true);
+      addon.closeFd(r.fd);
+    }
+    const batch = await addon.tcpRepairRestoreAsync([st, { ...st, local: { ...st.local, address: '198.18.254.254' } }]);
+    for (const b of batch) if (b.fd !== undefined) { addon.tcpRepairDump(b.fd, true); addon.closeFd(b.fd); }
+    attempt(() => addon.tcpRepairDump(rs._handle.fd, true));
+    attempt(() => addon.tcpRepairDump(-1, true));
+    attempt(() => addon.tcpRepairDump(rc._handle.fd, 'x'));
+    attempt(() => addon.tcpRepairRestore({ ...st, mss: 0 }));
+    attempt(() => addon.tcpRepairRestore({ ...st, sendUnsent: st.sendQueue.length + 1 }));
+    attempt(() => addon.tcpRepairRestore({ ...st, local: { address: '::1', port: 1 } }));
+    attempt(() => addon.tcpRepairRestore({ ...st, recvQueue: 'x' }));
+    attempt(() => addon.tcpRepairRestore(null));
+    attempt(() => addon.tcpRepairRestoreAsync('x'));
+    attempt(() => addon.tcpRepairRestore({ ...st, window: undefined, sndWl1: 1, rcvWup: 2 ** 31 }));
+    attempt(() => addon.tcpInfoOf(rc._handle.fd));
+    rc.destroy();
+    rs.close();
+  }
   for (const c of clients) c.destroy();
   server.close();
   console.log(JSON.stringify({ segs, anySegs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));

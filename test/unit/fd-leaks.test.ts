@@ -11,6 +11,7 @@ import { native, TCP_ACK, TCP_RST } from '../../src/native.js';
 import { FlowTracker } from '../../src/net/flow-tracker.js';
 import { SegmentForge, buildSegment } from '../../src/net/forge.js';
 import { listTcpSockets } from '../../src/net/sockdiag.js';
+import { dumpConnection, restoreConnection, restoreConnections } from '../../src/net/tcp-repair.js';
 
 const openFds = () => readdirSync('/proc/self/fd').length;
 const attempt = (fn: () => unknown) => {
@@ -64,6 +65,37 @@ describe('no fd leaks', () => {
     // Capture sockets close asynchronously through uv_close; let the loop run.
     await new Promise((r) => setTimeout(r, 50));
     expect(openFds()).toBe(before);
+    server.close();
+  }, 60_000);
+
+  it('tcp repair: dump (kept frozen or not), restore and batch restore, successes and failures', async () => {
+    const server = net.createServer((s) => s.on('error', () => {}));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const fdOfSocket = (s: net.Socket | net.Server) => (s as unknown as { _handle: { fd: number } })._handle.fd;
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+    const client = net.connect(port, '127.0.0.1');
+    client.on('error', () => {});
+    await new Promise((r) => client.once('connect', r));
+    const srv = await accepted;
+    const state = dumpConnection(fdOfSocket(srv), { leaveInRepair: false });
+    const elsewhere = { ...state, local: { ...state.local, address: '198.18.254.254' } };
+    await new Promise((r) => setTimeout(r, 50));
+    const before = openFds();
+    for (let i = 0; i < 100; i++) {
+      dumpConnection(fdOfSocket(srv), { leaveInRepair: false });
+      attempt(() => dumpConnection(fdOfSocket(server), { leaveInRepair: true }));
+      attempt(() => dumpConnection(9999, { leaveInRepair: true }));
+      attempt(() => restoreConnection(elsewhere));
+      attempt(() => restoreConnection({ ...state, mss: 0 }));
+      // A restored socket (repair off) is a live copy of the connection: close it at once, in
+      // a batch with one that fails.
+      const [ok, failed] = await restoreConnections([{ ...elsewhere }, elsewhere], { transparent: i % 2 === 0 });
+      for (const o of [ok, failed]) if (o?.ok) native.closeFd(o.fd);
+    }
+    expect(openFds()).toBe(before);
+    client.destroy();
+    srv.destroy();
     server.close();
   }, 60_000);
 
