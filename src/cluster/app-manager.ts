@@ -24,7 +24,7 @@ import { type AppObject, type AppObjectInput, serversOf } from './app-object.js'
 import { failoverOrder, type LocalState, nextStep, type Step, type Unready } from './app-decisions.js';
 import { describeProbe, ReadinessWatch, readinessKey } from './app-readiness.js';
 import { type ClusterStore, type StoredApp } from './cluster-store.js';
-import type { NodeLease } from './store-backend.js';
+import { StoreConflictError, StoreUnavailableError, type NodeLease } from './store-backend.js';
 import { missingResources } from './resource-check.js';
 
 const run = promisify(execFile);
@@ -95,6 +95,9 @@ export interface AppView {
 }
 
 const now = () => performance.timeOrigin + performance.now();
+/** The pause after a step failed (ms), doubled with each failure in a row up to RETRY_MAX_MS. */
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
 
 export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   private readonly cache = new Map<string, StoredApp>();
@@ -103,6 +106,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Applications without a COMMAND set up here (address taken): they run by other means. */
   private readonly hosted = new Set<string>();
   private readonly notes = new Map<string, string>();
+  /** Per application, its failed steps in a row and when the next may run (ms, this clock). */
+  private readonly retries = new Map<string, { failures: number; at: number }>();
   /** The readiness probe of the process run here, per application with `ready` (one process, one watch). */
   private readonly readiness = new Map<string, ReadinessWatch>();
   /** Why the last start here was ended as not ready: said again when the application is handed on. */
@@ -333,6 +338,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       this.notes.set(tag, step.why);
       return;
     }
+    const retry = this.retries.get(tag);
+    if (retry !== undefined && now() < retry.at) return; // its note says what failed and when it is tried again
     await this.act(tag, stored, step);
   }
 
@@ -341,10 +348,23 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
     this.emit('activity', { kind: 'step', tag, step, at: t0 });
     try {
       await this.perform(tag, stored, step);
+      this.retries.delete(tag);
       this.emit('activity', { kind: 'done', tag, step: step.kind, at: now(), ms: now() - t0 });
     } catch (err) {
-      this.notes.set(tag, `${step.kind} failed: ${(err as Error).message}`);
+      // Tried again after a pause that doubles with each failure in a row (a step that fails for
+      // good, such as an address on an interface this node lacks, would otherwise be retried on
+      // every pass and flood the log). A conflict is read again at once; a store that did not
+      // answer is tried again after the first pause only (a failover must not wait out a long
+      // pause once the store is back).
+      const failures = (this.retries.get(tag)?.failures ?? 0) + 1;
+      const pause = err instanceof StoreConflictError ? 0 : err instanceof StoreUnavailableError ? RETRY_FIRST_MS : Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
+      this.retries.set(tag, { failures, at: now() + pause });
+      this.notes.set(tag, `${step.kind} failed: ${(err as Error).message}${pause > 0 ? ` (tried again in ${pause} ms)` : ''}`);
       this.emit('activity', { kind: 'failed', tag, step: step.kind, error: (err as Error).message, at: now() });
+      if (pause > 0) {
+        setTimeout(() => this.schedule(tag), pause).unref();
+        return;
+      }
     }
     this.schedule(tag); // what the step changed may call for the next one
   }
@@ -415,7 +435,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
    */
   private async startHere(s: StoredApp): Promise<void> {
     const app = s.app;
-    const missing = await missingResources(app.resources);
+    const missing = [...(await missingResources(app.resources)), ...missingInterface(app.address)];
     if (missing.length > 0) {
       const heard = this.heard();
       const next = failoverOrder(app, this.me).find((n) => heard.has(n) && !app.failedOn.includes(n));
@@ -562,11 +582,29 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   }
 }
 
+/** The service address's interface, when this node has none of that name (an application registered with a typo, say). */
+function missingInterface(a: AppObject['address']): string[] {
+  if (a === undefined) return [];
+  try {
+    addressEntries(a.interface, a.address);
+    return [];
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENODEV') return [`interface ${a.interface} (for the service address ${a.address}) is not on this node`];
+    throw err;
+  }
+}
+
 /** Removes the service address from its interface if it is there (an address already gone is fine). */
 function releaseAddress(a: NonNullable<AppObject['address']>): void {
   if (hasAddress(a)) removeAddress(a.interface, a.address, a.prefixLength);
 }
 
+/** Whether the service address is on its interface here (never, when this node has no such interface). */
 function hasAddress(a: NonNullable<AppObject['address']>): boolean {
-  return addressEntries(a.interface, a.address).some((e) => e.prefixLength === a.prefixLength);
+  try {
+    return addressEntries(a.interface, a.address).some((e) => e.prefixLength === a.prefixLength);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENODEV') return false;
+    throw err;
+  }
 }

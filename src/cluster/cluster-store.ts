@@ -40,12 +40,15 @@ interface Record {
   history: HostChange[];
 }
 
-/** An application that is already registered (create) or is not (update, remove). */
+/**
+ * An application that is already registered (create), or is not (update, remove), or whose
+ * service address another application has (create: EAPPADDRESS).
+ */
 export class AppRegistrationError extends Error {
   override readonly name = 'AppRegistrationError';
   constructor(
     readonly tag: string,
-    readonly code: 'EAPPEXISTS' | 'EAPPUNKNOWN',
+    readonly code: 'EAPPEXISTS' | 'EAPPUNKNOWN' | 'EAPPADDRESS',
     message: string,
   ) {
     super(`application ${tag}: ${message}`);
@@ -76,9 +79,18 @@ export class ClusterStore {
     return r && this.decode(r);
   }
 
-  /** Registers a new application (seed 002 FIG. 6 step 604). Throws AppObjectError, AppRegistrationError (EAPPEXISTS). */
+  /**
+   * Registers a new application (seed 002 FIG. 6 step 604). Throws AppObjectError,
+   * AppRegistrationError: EAPPEXISTS, or EAPPADDRESS when another application has the same
+   * service address (whatever the port: the address is added and removed with its application,
+   * so unloading one would take it from the other).
+   */
   async create(input: AppObjectInput, note: ChangeNote): Promise<StoredApp> {
     const app = validateApp(input, this.nodes);
+    if (app.address) {
+      const other = (await this.list()).find((o) => o.app.tag !== app.tag && o.app.address?.address === app.address!.address);
+      if (other) throw new AppRegistrationError(app.tag, 'EAPPADDRESS', `its service address ${app.address.address} is ${other.app.tag}'s: each application needs its own`);
+    }
     const record: Record = { app, history: [this.entry(null, app, note)] };
     try {
       const revision = await this.backend.compareAndSwap(app.tag, 0, record);

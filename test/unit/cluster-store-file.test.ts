@@ -25,6 +25,16 @@ describe('file store engine', () => {
     expect(JSON.parse(readFileSync(file, 'utf8'))).toMatchObject({ format: 'takeover-store', version: 1 });
   });
 
+  it('a second application with the same service address is refused (EAPPADDRESS), and nothing is written', async () => {
+    const s = new ClusterStore(new FileBackend(path.join(dir, 'addr', 'store.json')));
+    const address = { address: '198.51.100.9', prefixLength: 32, interface: 'eth0', port: 80 };
+    await s.create({ ...app(), tag: 'one', address }, { by: 't', why: 't' });
+    await expect(s.create({ ...app(), tag: 'two', address: { ...address, port: 81 } }, { by: 't', why: 't' })).rejects.toMatchObject({
+      code: 'EAPPADDRESS', message: "application two: its service address 198.51.100.9 is one's: each application needs its own",
+    });
+    expect((await s.list()).map((x) => x.app.tag)).toEqual(['one']);
+  });
+
   it('leases need no lock: a lock left by a writer killed mid-write does not hold up liveness', async () => {
     const file = path.join(dir, 'locked', 'store.json');
     const s = new ClusterStore(new FileBackend(file));
