@@ -323,19 +323,9 @@ Napi::Value TcpRepairDump(const Napi::CallbackInfo& info) {
 
 // ---- restore ---------------------------------------------------------------------------------
 
-struct RestoreSpec {
-  Endpoint local, remote;
-  uint32_t send_seq = 0;
-  std::vector<uint8_t> send_queue;
-  uint32_t unsent = 0;
-  uint32_t recv_seq = 0;
-  std::vector<uint8_t> recv_queue;
-  uint32_t mss = 0;
-  bool sack = false, wscale = false, timestamps = false;
-  uint32_t snd_wscale = 0, rcv_wscale = 0;
-  uint32_t timestamp = 0;
-  tcp_repair_window window{};
-  int sndbuf = 0, rcvbuf = 0;
+// What a restore needs: a dumped connection, and whether to bind with IP_TRANSPARENT (its address
+// not local yet).
+struct RestoreSpec : Dumped {
   bool transparent = false;
 };
 
