@@ -374,6 +374,13 @@ void EnsureBuffer(int fd, int name, int force_name, int wanted) {
   if (have < wanted) SetInt(fd, SOL_SOCKET, force_name, wanted / 2, force_name == SO_SNDBUFFORCE ? "SO_SNDBUFFORCE" : "SO_RCVBUFFORCE");
 }
 
+// The buffer a queue of `queued` bytes is restored into (0: leave the default): the source's, or
+// twice the bytes, whichever is larger (as getsockopt reports it: the kernel's doubled value).
+int BufferFor(int source, size_t queued) {
+  if (queued == 0) return 0;
+  return static_cast<int>(std::min<size_t>(INT32_MAX, std::max<size_t>(static_cast<size_t>(source), 2 * queued)));
+}
+
 RestoreResult RestoreOne(const RestoreSpec& s) {
   RestoreResult r;
   double start = NowUs();
@@ -393,9 +400,12 @@ RestoreResult RestoreOne(const RestoreSpec& s) {
       else
         SET_INT(f, IPPROTO_IPV6, IPV6_TRANSPARENT, 1);
     }
-    // The queues must fit: the source's buffers may have grown by autotuning.
-    EnsureBuffer(f, SO_SNDBUF, SO_SNDBUFFORCE, s.send_queue.empty() ? 0 : s.sndbuf);
-    EnsureBuffer(f, SO_RCVBUF, SO_RCVBUFFORCE, s.recv_queue.empty() ? 0 : s.rcvbuf);
+    // The queues must fit: the source's buffers may have grown by autotuning, and the refill's
+    // segments are charged with their overhead (truesize), which the source's own segments
+    // need not have matched (a refill took 130320 of 130696 bytes into the source's SO_SNDBUF):
+    // at least twice the bytes queued.
+    EnsureBuffer(f, SO_SNDBUF, SO_SNDBUFFORCE, BufferFor(s.sndbuf, s.send_queue.size()));
+    EnsureBuffer(f, SO_RCVBUF, SO_RCVBUFFORCE, BufferFor(s.rcvbuf, s.recv_queue.size()));
     if (bind(f, reinterpret_cast<const sockaddr*>(&s.local.ss), s.local.len) != 0) Fail("bind", errno);
     // Queue sequence numbers before connect (EPERM after): each queue starts empty at its start.
     SET_INT(f, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);

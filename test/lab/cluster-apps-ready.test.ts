@@ -10,7 +10,7 @@ import { fixturePath } from '../../src/lab/node-child.js';
 import { cluster, hostState, logOf, published, tcpApp } from './apps-cluster.js';
 import { until } from './replication-cluster.js';
 
-const LISTEN_AFTER_MS = 4000;
+const LISTEN_AFTER_MS = 2500;
 
 describe('cluster manager: readiness', () => {
   it('an application whose probe never passes is never up: each start ends at timeoutMs, the restart policy restarts it, then the backup gets it, then it fails', async () => {
