@@ -106,8 +106,8 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
   /** Applications without a COMMAND set up here (address taken): they run by other means. */
   private readonly hosted = new Set<string>();
   private readonly notes = new Map<string, string>();
-  /** Per application, its failed steps in a row and when the next may run (ms, this clock). */
-  private readonly retries = new Map<string, { failures: number; at: number }>();
+  /** Per application, the step that failed, how many times in a row, and when it may run again (ms, this clock). */
+  private readonly retries = new Map<string, { step: Step['kind']; failures: number; at: number }>();
   /** The readiness probe of the process run here, per application with `ready` (one process, one watch). */
   private readonly readiness = new Map<string, ReadinessWatch>();
   /** Why the last start here was ended as not ready: said again when the application is handed on. */
@@ -338,8 +338,10 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       this.notes.set(tag, step.why);
       return;
     }
+    // The step that failed waits out its pause (its note says what failed and when it is tried
+    // again); another step (an operator's unload, say) does not.
     const retry = this.retries.get(tag);
-    if (retry !== undefined && now() < retry.at) return; // its note says what failed and when it is tried again
+    if (retry !== undefined && retry.step === step.kind && now() < retry.at) return;
     await this.act(tag, stored, step);
   }
 
@@ -356,9 +358,10 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       // every pass and flood the log). A conflict is read again at once; a store that did not
       // answer is tried again after the first pause only (a failover must not wait out a long
       // pause once the store is back).
-      const failures = (this.retries.get(tag)?.failures ?? 0) + 1;
+      const last = this.retries.get(tag);
+      const failures = (last?.step === step.kind ? last.failures : 0) + 1;
       const pause = err instanceof StoreConflictError ? 0 : err instanceof StoreUnavailableError ? RETRY_FIRST_MS : Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
-      this.retries.set(tag, { failures, at: now() + pause });
+      this.retries.set(tag, { step: step.kind, failures, at: now() + pause });
       this.notes.set(tag, `${step.kind} failed: ${(err as Error).message}${pause > 0 ? ` (tried again in ${pause} ms)` : ''}`);
       this.emit('activity', { kind: 'failed', tag, step: step.kind, error: (err as Error).message, at: now() });
       if (pause > 0) {

@@ -64,10 +64,10 @@ function owner(options: { seconds?: number; intervalMs?: number; found?: { prefi
 
 describe('the deadline', () => {
   it('a taker waits the lease, the kernel\'s slack and a margin after its decision; the slack covers 1 s checks and the timer wheel', () => {
-    expect(kernelExpirySlackMs(2)).toBe(1225);
-    expect(kernelExpirySlackMs(5)).toBe(1225);
+    expect(kernelExpirySlackMs(2)).toBe(1375);
+    expect(kernelExpirySlackMs(5)).toBe(1375);
     // Long leases: the timer wheel's 1/8 dominates.
-    expect(kernelExpirySlackMs(60)).toBe(250 + Math.ceil(60_250 / 8) + 100);
+    expect(kernelExpirySlackMs(60)).toBe(250 + Math.ceil(60_250 / 8) + 250);
     for (const s of [1, 2, 5, 30, 3600]) {
       expect(leaseDeadline(1000, s)).toBe(1000 + s * 1000 + kernelExpirySlackMs(s) + LEASE_MARGIN_MS);
       expect(renewCutoffMs(s)).toBeLessThan(s * 1000);
