@@ -1,7 +1,7 @@
 // TCP_REPAIR restore per connection: ours (the addon, one by one on the JS thread and as a batch
 // on a worker) vs the same steps from Python's socket module, same states, same run, same
-// namespace. ANCHORS.md's 0.62 ms (Python) is a whole migration (dump, restore, address move,
-// gratuitous ARP); this measures the restore alone, so it is quoted, not compared.
+// namespace. The restore alone: a whole migration (dump, restore, address move, gratuitous ARP)
+// is not timed here.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -29,7 +29,7 @@ export async function tcpRepair(): Promise<void> {
       const pyUs = py.us as Dist;
       out(`tcp repair restore, ${n} connection(s) (1000 bytes in each receive queue), min / median / max per connection: ours ${d(sync)}, Python same steps ${d(pyUs)}; ratio python / ours (median) = ${(pyUs.median / sync.median).toFixed(2)}x`);
       out(`  ours inside the addon (syscalls only, without the state check and conversion): ${d(r.addonUs as Dist)}`);
-      out(`  ours as one batch on a worker: ${(r.batchUsPerConnection as number).toFixed(0)} µs per connection (${String(r.failed)} failed); ANCHORS' Python migration incl. address move + ARP: 620 µs median (quoted)`);
+      out(`  ours as one batch on a worker: ${(r.batchUsPerConnection as number).toFixed(0)} µs per connection (${String(r.failed)} failed)`);
     }
   } finally {
     await lab.destroy();

@@ -62,6 +62,16 @@ const leasedAddress = z.strictObject({
 /** The lease's default length, s: the failover of this node's addresses waits about this long more. */
 export const DEFAULT_LEASE_SECONDS = 10;
 
+/** The store's node lease by default, ms: on the file store. */
+export const FILE_LEASE_MS = 2000;
+/**
+ * On etcd: renewals need a leader, and a leader's death leaves none for up to about twice
+ * etcd's --election-timeout (1 s by default), after a renewal interval (a third of the lease).
+ * Measured with a 3-member etcd at its defaults, the leader SIGKILLed: a 2 s lease was lost
+ * every time (6 of 6), 3 s once in 5, 4 s never (0 of 5); 5 s leaves a margin.
+ */
+export const ETCD_LEASE_MS = 5000;
+
 const probe = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('tcp'), host: ip, port }),
   z.strictObject({ kind: z.literal('postgres'), connectionString: z.string().min(1) }),
@@ -266,10 +276,15 @@ export const configSchema = z
             else if (https.length > 0) issue(['tls'], `missing: the endpoints are https:// (${https[0]}), which needs tls: { ca: the CA that signed the members' certificates } (and cert, key when they require client certificates)`);
           })
           .optional(),
-        /** In etcd, rounded up to whole seconds (etcd's lease TTLs are seconds). */
-        leaseMs: ms(300, 60_000).default(2000),
+        /**
+         * Default 2000 on the file store, 5000 on etcd (ETCD_LEASE_MS: renewals need a leader, so
+         * the lease must outlast an election). In etcd, rounded up to whole seconds (etcd's
+         * lease TTLs are seconds).
+         */
+        leaseMs: ms(300, 60_000).optional(),
       })
       .refine((s) => (s.file === undefined) !== (s.etcd === undefined), 'must name one store: file or etcd')
+      .transform((s) => ({ ...s, leaseMs: s.leaseMs ?? (s.etcd ? ETCD_LEASE_MS : FILE_LEASE_MS) }))
       .optional(),
     /** Clustered applications registered at start when the store lacks them (`takeover app register` does it by hand). */
     apps: z.array(appSpecSchema).default([]),

@@ -94,7 +94,10 @@ describe('etcd store engine', () => {
     const other = new ClusterStore(backend(name, { callTimeoutMs: 3000, attemptTimeoutMs: 500 }), NODES);
     const changed: string[] = [];
     const stop = await s.watch((tag) => changed.push(tag));
-    const lease = await s.keepAlive('n1', 2000);
+    // Renewals need a leader: a kill of the leader leaves the lease unrenewed for up to a
+    // renewal interval (TTL/3) plus the election, which a loaded CI machine stretched past 2 s
+    // (the key was gone). 4 s is what this test claims: a TTL above an election survives it.
+    const lease = await s.keepAlive('n1', 4000);
     let lostWhy: string | undefined;
     void lease.lost.then((why) => (lostWhy = why));
     let cur = await s.create(app(), by);
@@ -112,6 +115,7 @@ describe('etcd store engine', () => {
       expect(seen.revision).toBe(cur.revision);
       cur = await other.update(seen, { ...seen.app, host: 'n2', state: 'loading' }, { by: 'n2', why: `${m.name} died` });
       await eventually(async () => (changed.includes('db') ? true : undefined), 3000, `the watch to report another client's write without ${m.name}`);
+      expect(lostWhy).toBeUndefined();
       expect(await s.liveNodes()).toEqual(new Set(['n1']));
       console.log(`etcd with ${m.name} SIGKILLed: CAS, read, watch and liveNodes in ${ms(Date.now() - t)}`);
       changed.length = 0;

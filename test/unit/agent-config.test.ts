@@ -209,6 +209,11 @@ services:
       auth: { user: 'takeover', passwordFile: '/etc/takeover/etcd.password' },
     };
     expect(validateConfig(edit((c) => (c.store = { etcd: full }))).store!.etcd).toEqual({ ...full, callTimeoutMs: 2000 });
+    // The node lease by default: 2 s on the file store, 5 s on etcd (it must outlast an etcd
+    // leader election); as written when given.
+    expect(validateConfig(edit((c) => (c.store = { etcd: { endpoints: ['http://10.0.0.11:2379'] } }))).store!.leaseMs).toBe(5000);
+    expect(validateConfig(edit((c) => (c.store = { file: '/var/lib/takeover/apps.json' }))).store!.leaseMs).toBe(2000);
+    expect(validateConfig(edit((c) => (c.store = { etcd: { endpoints: ['http://10.0.0.11:2379'] }, leaseMs: 3000 }))).store!.leaseMs).toBe(3000);
     // Auth without TLS is etcd's to allow (the password then crosses the network in clear).
     validateConfig(edit((c) => (c.store = { etcd: { endpoints: ['http://10.0.0.11:2379'], auth: full.auth } })));
   });
@@ -271,7 +276,7 @@ services:
         tls: { ca: '/etc/takeover/etcd/ca.pem', cert: '/etc/takeover/etcd/node1.pem', key: '/etc/takeover/etcd/node1-key.pem' },
         auth: { user: 'takeover', passwordFile: '/etc/takeover/etcd/password' },
       },
-      leaseMs: 2000,
+      leaseMs: 5000,
     });
   });
 

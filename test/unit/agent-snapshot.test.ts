@@ -125,7 +125,14 @@ describe('the state first, then live events', () => {
     ({ agent, published } = await started(c));
     await until(() => published.length === 2);
     await until(() => agent.server.subscriberCount === 1);
-    await until(() => eventPicture(seen)['instance i1'] === true && seen.length > before);
+    // Until the new life's state has arrived (its instance UP, and the service after it: the
+    // old life's planned stop may have left the picture's instance UP and added events, so
+    // neither says by itself that the new state is in), then a while for any extra copy.
+    const bootUp = published.find((e) => e.type === 'instance')!.incarnation;
+    await until(() => {
+      const i = seen.findIndex((e, k) => k >= before && e.type === 'instance' && e.status === 'UP' && e.incarnation >= bootUp);
+      return i >= 0 && seen.slice(i).some((e) => e.type === 'service');
+    });
     await new Promise((r) => setTimeout(r, 100));
     // The new life's UP events reached the subscriber once each (from the state), and its
     // picture is the agent's again.
