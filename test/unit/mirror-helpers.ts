@@ -1,5 +1,6 @@
 // Helpers for the log mirror's tests: a seeded random source, valid frame streams and their
 // seeded mutations, small waits.
+import net from 'node:net';
 import { encodeMirrorFrame, type MirrorEnvelope, type MirrorMessage } from '../../src/log/mirror-wire.js';
 
 /** mulberry32: a seeded source of numbers in [0, 1), the same for a seed on every run. */
@@ -120,5 +121,108 @@ export async function until(cond: () => boolean, ms: number, what = 'condition')
   while (!cond()) {
     if (performance.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(5);
+  }
+}
+
+
+/**
+ * A TCP proxy standing for the replication link between primary and backup: it can hold the
+ * bytes going to the backup (the backup stops reading), go silent both ways without closing
+ * (a link that hangs), cut every connection (the link breaks), and refuse new ones while down.
+ */
+export class LinkProxy {
+  private readonly server: net.Server;
+  private readonly pairs = new Set<{ a: net.Socket; b: net.Socket }>();
+  private down = false;
+  private held = false;
+  private silent = false;
+
+  private constructor(private readonly target: number) {
+    this.server = net.createServer((a) => this.accept(a));
+  }
+
+  static async start(targetPort: number): Promise<LinkProxy> {
+    const p = new LinkProxy(targetPort);
+    await new Promise<void>((r) => p.server.listen(0, '127.0.0.1', r));
+    return p;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  get connections(): number {
+    return this.pairs.size;
+  }
+
+  private accept(a: net.Socket): void {
+    if (this.down) {
+      a.destroy();
+      return;
+    }
+    const b = net.connect(this.target, '127.0.0.1');
+    const pair = { a, b };
+    this.pairs.add(pair);
+    const end = () => {
+      a.destroy();
+      b.destroy();
+      this.pairs.delete(pair);
+    };
+    for (const s of [a, b]) {
+      s.on('error', end);
+      s.on('close', end);
+    }
+    a.on('data', (d: Buffer) => {
+      if (this.silent) return;
+      if (this.held) {
+        (pair as { queued?: Buffer[] }).queued ??= [];
+        (pair as { queued?: Buffer[] }).queued!.push(d);
+        return;
+      }
+      b.write(d);
+    });
+    b.on('data', (d: Buffer) => {
+      if (!this.silent) a.write(d);
+    });
+  }
+
+  /** Bytes to the backup are held (as if it stopped reading); `release()` delivers them. */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+    for (const p of this.pairs) {
+      const q = (p as { queued?: Buffer[] }).queued ?? [];
+      (p as { queued?: Buffer[] }).queued = [];
+      for (const d of q) p.b.write(d);
+    }
+  }
+
+  /** Drops every byte both ways, connections left open (a link that hangs). */
+  silence(on = true): void {
+    this.silent = on;
+  }
+
+  /** Destroys every connection; while `down`, new ones are refused at once. */
+  cut(down = true): void {
+    this.down = down;
+    for (const p of [...this.pairs]) {
+      p.a.destroy();
+      p.b.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  up(): void {
+    this.down = false;
+    this.silent = false;
+    this.held = false;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
