@@ -14,7 +14,9 @@ import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { LogWriter } from '../../src/log/log-writer.js';
 import { MirrorFrameReader, type MirrorFrame } from '../../src/log/mirror-wire.js';
-import { KEY, OTHER_KEY, frame, mutateStream, primaryStream, record, seededRandom, sleep, until } from './mirror-helpers.js';
+import { BACKUP_INC, BACKUP_NONCE, KEY, OTHER_KEY, frame, mutateStream, primaryStream, record, seededRandom, sleep, until } from './mirror-helpers.js';
+import { encodeMirrorFrame } from '../../src/log/mirror-wire.js';
+import { faultyFileOps } from './log-fault-ops.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'mirror-backup-child.ts');
 
@@ -150,7 +152,7 @@ describe('log mirror faults', () => {
     expect(b.stats.gaps).toBe(1);
 
     c = await rawPrimary(b.port);
-    const [start, recs] = primaryStream(0, 1, 3, sessionOf(c.hello)) as [Buffer, Buffer];
+    const [start] = primaryStream(0, 1, 3, sessionOf(c.hello)) as [Buffer];
     c.socket.write(start);
     c.socket.write(frame('primary', 1n, { type: 'records', firstLsn: 1, records: [record(1)] }, KEY, sessionOf(c.hello)));
     await c.closed;
@@ -164,7 +166,77 @@ describe('log mirror faults', () => {
     c.socket.write(Buffer.concat(good));
     await until(() => b.heldLsn === 3, 2000, 'records held');
     c.socket.destroy();
-    void recs;
+  });
+
+  it('one primary at a time: a newer authenticated START replaces the older connection', async () => {
+    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    open.push(b);
+    const one = await rawPrimary(b.port);
+    one.socket.write(Buffer.concat(primaryStream(0, 1, 2, sessionOf(one.hello))));
+    await until(() => b.heldLsn === 2, 2000, 'first primary');
+    const two = await rawPrimary(b.port);
+    expect(two.hello.message).toMatchObject({ type: 'hello', heldLsn: 2 });
+    // A connection that never sends START does not displace the attached one...
+    await sleep(50);
+    expect(b.stats.replaced).toBe(0);
+    // ...its START does.
+    two.socket.write(Buffer.concat(primaryStream(2, 1, 2, sessionOf(two.hello))));
+    await one.closed;
+    await until(() => b.heldLsn === 4, 2000, 'second primary');
+    expect(b.stats.replaced).toBe(1);
+    expect(b.stats.attached).toBe(2);
+    two.socket.destroy();
+  });
+
+  it("the primary refuses a backup's bad frames and ACKs for what it never sent (counted, link lost, redialled)", async () => {
+    // A fake backup: a good HELLO, then per connection one kind of bad input.
+    const kinds = ['garbage', 'ack beyond', 'ack of a future frame'];
+    let conn = 0;
+    const server = net.createServer((s) => {
+      s.on('error', () => {});
+      const kind = kinds[conn++ % kinds.length]!;
+      if (kind === 'garbage') {
+        // Not a frame: its first four bytes read as a length far above the largest frame.
+        s.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+        return;
+      }
+      s.write(frame('backup', 0n, { type: 'hello', log: 'orders', node: 'fake', firstLsn: 0, heldLsn: 0, lastCrc: 0 }));
+      const reader = new MirrorFrameReader({ role: 'backup', incarnation: BACKUP_INC, nonce: BACKUP_NONCE }, { key: KEY });
+      s.on('data', (d: Buffer) => {
+        for (const r of reader.push(d)) {
+          if (!r.ok || r.frame.message.type !== 'start') continue;
+          const session = { senderIncarnation: BACKUP_INC, receiverIncarnation: r.frame.senderIncarnation, backupNonce: BACKUP_NONCE, primaryNonce: r.frame.primaryNonce, seq: 1n };
+          const message = kind === 'ack beyond' ? { type: 'ack' as const, heldLsn: 50, durableLsn: 0, frameSeq: 0n } : { type: 'ack' as const, heldLsn: 0, durableLsn: 0, frameSeq: 9n };
+          s.write(encodeMirrorFrame({ ...session, message }, KEY));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    open.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
+    const p = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 300, reconnect: { minMs: 10, maxMs: 20 } });
+    open.push(p);
+    await until(() => p.stats.rejected.length >= 1 && p.stats.badAcks >= 2, 5000, `refusals (${JSON.stringify(p.stats)})`);
+    expect(p.stats.linkLost.protocol).toBeGreaterThanOrEqual(3);
+    expect(p.state).not.toBe('normal');
+    expect(await p.append(record(0))).toBe(0);
+  });
+
+  it("the primary's log failing (fdatasync EIO): pending appends and later ones get EMIRRORFAILED, never an ack", async () => {
+    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    open.push(b);
+    const ops = faultyFileOps();
+    const p = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: '127.0.0.1', port: 1 }, key: KEY, node: 'node-a', log: 'orders', fileOps: ops, reconnect: { minMs: 1000 } });
+    open.push(p);
+    await p.append(record(0)); // primary-only (nobody at port 1): durable before its ack
+    ops.plan.datasyncFails = 'EIO';
+    const failed = new Promise((r) => p.once('failed', r));
+    const results = await Promise.allSettled([1, 2, 3].map((i) => p.append(record(i))));
+    await failed;
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    for (const r of results) expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'EMIRRORFAILED' });
+    await expect(p.append(record(4))).rejects.toMatchObject({ code: 'EMIRRORFAILED' });
+    expect(p.failed?.code).toBe('EMIRRORFAILED');
+    expect(p.ackedLsn).toBe(1);
   });
 
   it('fuzz: 150 seeded mutations of valid streams into a live backup: each refused and counted once, nothing appended', async () => {
