@@ -15,6 +15,7 @@ import net from 'node:net';
 import { crc32c } from '@node-rs/crc32';
 import { LogWriter, type CheckpointCriteria } from './log-writer.js';
 import { scanLog } from './log-reader.js';
+import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
 import type { FileOps } from './file-ops.js';
 import { MirrorError } from './mirror-errors.js';
 import {
@@ -50,9 +51,9 @@ export interface MirrorBackupOptions {
   incarnation?: bigint;
   /** When the backup's log flushes what it holds (time, records, bytes). Default the writer's (100 ms, 1,000, 1 MiB). */
   checkpoint?: Partial<CheckpointCriteria>;
-  /** The largest record accepted, bytes. Default 16 MiB (the log's). */
+  /** The largest record accepted, bytes. Default 16 MiB (at most segmentBytes - 40, what its log takes). */
   maxRecordBytes?: number;
-  /** The largest frame accepted, bytes. Default: one record of maxRecordBytes. */
+  /** The largest frame accepted, bytes. Default `frameBytesFor(maxRecordBytes)`: 256 KiB of records, or one record of maxRecordBytes. */
   maxFrameBytes?: number;
   /** A connection whose START has not come this long after its HELLO is closed, ms. Default 5,000. */
   handshakeTimeoutMs?: number;
@@ -158,6 +159,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   private held: number;
   private lastCrc: number;
   private readonly firstLsn: number;
+  private readonly maxRecordBytes: number;
   private failure: MirrorError | null = null;
   private closing: Promise<void> | null = null;
   /** Set first thing in close(), before anything it calls looks. */
@@ -175,6 +177,8 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     this.incarnation = options.incarnation ?? randomNonce();
     this.held = writer.nextLsn;
     this.firstLsn = writer.recovery.firstLsn;
+    // A record its own log would refuse is refused on the wire (not numbered, not half-taken).
+    this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? 64 * 1024 * 1024) - HEADER_BYTES - FRAME_OVERHEAD);
     this.lastCrc = lastCrc;
     server.on('connection', (s) => this.onConnection(s));
   }
@@ -194,6 +198,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       dir: options.dir,
       sync: 'checkpoint',
       ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
+      ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
       ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
       ...(options.fileOps ? { fileOps: options.fileOps } : {}),
     });
@@ -285,10 +290,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     const conn: Conn = {
       socket,
       remote: `${socket.remoteAddress}:${socket.remotePort}`,
-      reader: new MirrorFrameReader(
-        { role: 'backup', incarnation: this.incarnation, nonce },
-        { key: this.options.key, maxRecordBytes: this.options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES, maxFrameBytes: this.options.maxFrameBytes ?? frameBytesFor(this.options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES) },
-      ),
+      reader: new MirrorFrameReader({ role: 'backup', incarnation: this.incarnation, nonce }, { key: this.options.key, maxRecordBytes: this.maxRecordBytes, maxFrameBytes: this.options.maxFrameBytes ?? frameBytesFor(this.maxRecordBytes) }),
       nonce,
       seqOut: 0n,
       primaryIncarnation: 0n,

@@ -127,9 +127,15 @@ export function checkMirrorName(what: string, name: string): void {
   if (n === 0 || n > MAX_NAME_BYTES) throw new RangeError(`${what} must be 1..${MAX_NAME_BYTES} bytes: ${JSON.stringify(name)}`);
 }
 
-/** The largest frame that carries one record of `maxRecordBytes`, bytes: the decoder's default bound. */
+/** How many bytes of records (their length fields included) a primary packs in a frame by default. */
+export const DEFAULT_FRAME_RECORD_BYTES = 256 * 1024;
+
+/**
+ * The decoder's default bound on a frame, bytes: a frame packed to DEFAULT_FRAME_RECORD_BYTES,
+ * or one record of `maxRecordBytes` alone, whichever is larger.
+ */
 export function frameBytesFor(maxRecordBytes: number): number {
-  return RECORDS_OVERHEAD + RECORD_HEAD_BYTES + maxRecordBytes;
+  return RECORDS_OVERHEAD + Math.max(DEFAULT_FRAME_RECORD_BYTES, RECORD_HEAD_BYTES + maxRecordBytes);
 }
 
 // ---- encoding ----
@@ -394,7 +400,7 @@ export interface MirrorFrameReaderOptions {
   key: Buffer;
   /** The largest record accepted, bytes. Default 16 MiB. */
   maxRecordBytes?: number;
-  /** The largest frame accepted, bytes (length field included). Default: one record of maxRecordBytes. */
+  /** The largest frame accepted, bytes (length field included). Default `frameBytesFor(maxRecordBytes)`. */
   maxFrameBytes?: number;
 }
 

@@ -24,7 +24,9 @@ import type { FileOps } from './file-ops.js';
 import { MirrorError } from './mirror-errors.js';
 import { randomNonce } from './mirror-backup.js';
 import { INITIAL_MIRROR_STATE, ackRuleOf, nextMirrorState, type LinkLossReason, type MirrorEvent, type MirrorState } from './mirror-state.js';
+import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
 import {
+  DEFAULT_FRAME_RECORD_BYTES,
   DEFAULT_MAX_RECORD_BYTES,
   MirrorFrameReader,
   RECORDS_OVERHEAD,
@@ -32,7 +34,6 @@ import {
   checkMirrorKey,
   checkMirrorName,
   encodeMirrorFrame,
-  frameBytesFor,
   type MirrorMessage,
   type MirrorRejection,
   type StartRefusal,
@@ -62,9 +63,13 @@ export interface MirroredLogOptions {
   incarnation?: bigint;
   /** The local log's checkpoint criteria in the normal state. Default the writer's (100 ms, 1,000 records, 1 MiB). */
   checkpoint?: Partial<CheckpointCriteria>;
-  /** The largest record, bytes. Default 16 MiB. The backup must accept as much. */
+  /** The largest record, bytes. Default 16 MiB (at most segmentBytes - 40). The backup must accept as much. */
   maxRecordBytes?: number;
-  /** Records go to the backup in frames of about this many bytes (one larger record goes alone). Default 256 KiB. */
+  /**
+   * Records go to the backup in frames of at most this many bytes of records, 4 bytes of length
+   * each included (one larger record goes alone). Default 256 KiB, what a backup accepts by
+   * default; more needs the backup's `maxFrameBytes` raised.
+   */
   frameBytes?: number;
   /** Record bytes sent and not yet ACKed, at most (flow control). Default 8 MiB. */
   maxInFlightBytes?: number;
@@ -146,11 +151,14 @@ interface Link {
   inFlightBytes: number;
   lastSentAt: number;
   pumping: boolean;
+  /** A 'drain' listener is set (one at a time). */
+  awaitingDrain: boolean;
   timer: NodeJS.Timeout | null;
   gone: boolean;
   closed: Promise<void>;
 }
 
+const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 const REJECTIONS: MirrorRejection[] = ['short', 'magic', 'version', 'type', 'length', 'hmac', 'body', 'sequence', 'session', 'unexpected'];
 const LOSSES: LinkLossReason[] = ['closed', 'ack-timeout', 'auth', 'protocol', 'refused', 'closing'];
 
@@ -211,8 +219,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     this.incarnation = options.incarnation ?? randomNonce();
     this.ackTimeoutMs = options.ackTimeoutMs ?? 1000;
     this.keepaliveMs = options.keepaliveMs ?? Math.max(1, Math.floor(this.ackTimeoutMs / 3));
-    this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
-    this.frameBytes = options.frameBytes ?? 256 * 1024;
+    this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? DEFAULT_SEGMENT_BYTES) - HEADER_BYTES - FRAME_OVERHEAD);
+    this.frameBytes = options.frameBytes ?? DEFAULT_FRAME_RECORD_BYTES;
     this.maxInFlightBytes = options.maxInFlightBytes ?? 8 * 1024 * 1024;
     this.logName = options.log ?? 'default';
     this.firstLsn = writer.recovery.firstLsn;
@@ -429,6 +437,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       inFlightBytes: 0,
       lastSentAt: performance.now(),
       pumping: false,
+      awaitingDrain: false,
       timer: null,
       gone: false,
       closed: new Promise((r) => socket.once('close', () => r())),
@@ -594,16 +603,22 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     while (!link.gone && link.cursor < this.writer.nextLsn) {
       if (link.inFlightBytes >= this.maxInFlightBytes) return;
       if (link.socket.writableNeedDrain) {
-        link.socket.once('drain', () => this.pump(link));
+        if (!link.awaitingDrain) {
+          link.awaitingDrain = true;
+          link.socket.once('drain', () => {
+            link.awaitingDrain = false;
+            this.pump(link);
+          });
+        }
         return;
       }
       if (link.cursor >= this.memFirst) {
         const from = link.cursor - this.memFirst + this.memHead;
         const records: Buffer[] = [];
         let bytes = 0;
-        for (let i = from; i < this.mem.length && (records.length === 0 || bytes + this.mem[i]!.length <= this.frameBytes); i++) {
+        for (let i = from; i < this.mem.length && (records.length === 0 || bytes + RECORD_HEAD_BYTES + this.mem[i]!.length <= this.frameBytes); i++) {
           records.push(this.mem[i]!);
-          bytes += this.mem[i]!.length;
+          bytes += RECORD_HEAD_BYTES + this.mem[i]!.length;
         }
         this.sendRecords(link, link.cursor, records);
         continue;
@@ -627,9 +642,9 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       while (i < read.length && !link.gone) {
         const records: Buffer[] = [];
         let bytes = 0;
-        for (; i < read.length && (records.length === 0 || bytes + read[i]!.length <= this.frameBytes); i++) {
+        for (; i < read.length && (records.length === 0 || bytes + RECORD_HEAD_BYTES + read[i]!.length <= this.frameBytes); i++) {
           records.push(read[i]!);
-          bytes += read[i]!.length;
+          bytes += RECORD_HEAD_BYTES + read[i]!.length;
         }
         this.sendRecords(link, link.cursor, records);
       }

@@ -189,6 +189,21 @@ describe('mirrored log', () => {
     expect(await sameLogs(path.join(root, 'p'), path.join(root, 'b'))).toBe(n);
   });
 
+  it('frames stay within what the backup accepts: 20,000 empty records (their length fields count), a record of maxRecordBytes', async () => {
+    const b = await backupAt(undefined, { maxRecordBytes: 1024, maxFrameBytes: 64 * 1024 + 200 });
+    const p = await primaryTo(b.port, { maxRecordBytes: 1024, frameBytes: 64 * 1024 });
+    await until(() => p.state === 'normal', 3000, 'normal');
+    await Promise.all(Array.from({ length: 20_000 }, () => p.append(Buffer.alloc(0))));
+    await p.append(Buffer.alloc(1024, 7));
+    await expect(p.append(Buffer.alloc(1025))).rejects.toMatchObject({ code: 'ELOGRECORDSIZE' });
+    expect(p.state).toBe('normal');
+    expect(Object.values(b.stats.rejected).every((n) => n === 0)).toBe(true);
+    expect(b.heldLsn).toBe(20_001);
+    await p.close();
+    await b.close();
+    expect(await sameLogs(path.join(root, 'p'), path.join(root, 'b'))).toBe(20_001);
+  });
+
   it('a backup that holds other records (divergence) is refused, counted, left as it is', async () => {
     const bDir = path.join(root, 'b');
     const pDir = path.join(root, 'p');
