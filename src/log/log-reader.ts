@@ -28,6 +28,19 @@ export interface ScanOptions {
   emptyFirstLsn?: number;
   /** Bound of the search for a valid record after a bad one in the last segment, bytes of CRC work. */
   resyncBudgetBytes?: number;
+  /**
+   * Read from this LSN on (the mirror's catch-up, the last record of a log): segments wholly
+   * before the one holding it are neither read nor checked (absent from `segments`); `onRecord`
+   * sees records from it on. Not with `repair` (recovery checks everything). Default: the start.
+   */
+  fromLsn?: number;
+  /**
+   * Stop before this LSN: `onRecord` sees records below it, no byte after its record is parsed
+   * and no later segment read (a reader of a log being written stops at its `durableLsn` and so
+   * never meets the batch being written). `nextLsn` is then min(the log's next LSN, toLsn) and a
+   * torn tail past it is not looked for. Not with `repair`. Default: the end.
+   */
+  toLsn?: number;
 }
 
 export interface SegmentInfo {
@@ -55,11 +68,14 @@ export interface TornTail {
 
 export interface LogScan {
   dir: string;
-  /** The segments in LSN order (a removed torn one not included). */
+  /**
+   * The segments read, in LSN order (a removed torn one not included; with `fromLsn`, not those
+   * skipped; with `toLsn`, the last one's `records`/`bytes` count what was read of it).
+   */
   segments: SegmentInfo[];
-  /** The first record's LSN (the next LSN when there is no record). */
+  /** The first record's LSN (the next LSN when there is no record); with `fromLsn`, the log's first (from the names of the skipped segments). */
   firstLsn: number;
-  /** The LSN the next record appended gets. */
+  /** The LSN the next record appended gets (with `toLsn`: at most `toLsn`). */
   nextLsn: number;
   tornTail: TornTail | null;
 }
@@ -72,16 +88,26 @@ export interface LogScan {
  */
 export async function scanLog(dir: string, options: ScanOptions = {}): Promise<LogScan> {
   const ops = options.fileOps ?? nodeFileOps;
+  const fromLsn = options.fromLsn ?? 0;
+  const toLsn = options.toLsn ?? Infinity;
+  for (const [name, v] of [['fromLsn', options.fromLsn], ['toLsn', options.toLsn]] as const) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) throw new RangeError(`${name} ${v} is not an LSN`);
+  }
+  if (options.repair && (options.fromLsn !== undefined || options.toLsn !== undefined)) throw new RangeError('repair reads the whole log: no fromLsn/toLsn');
   const names = (await ops.readdir(dir))
     .map((name) => ({ name, lsn: parseSegmentName(name) }))
     .filter((s): s is { name: string; lsn: number } => s.lsn !== null)
     .sort((a, b) => a.lsn - b.lsn);
+  // The segment holding fromLsn is the last one named at or below it; those before are skipped.
+  let start = 0;
+  while (start + 1 < names.length && names[start + 1]!.lsn <= fromLsn) start++;
   const segments: SegmentInfo[] = [];
-  let nextLsn = names[0]?.lsn ?? options.emptyFirstLsn ?? 0;
+  let nextLsn = names[start]?.lsn ?? options.emptyFirstLsn ?? 0;
   let tornTail: TornTail | null = null;
+  let stopped = false;
   const slices = new Slices();
 
-  for (let i = 0; i < names.length; i++) {
+  for (let i = start; i < names.length && !stopped; i++) {
     const { name, lsn: nameLsn } = names[i]!;
     const file = path.join(dir, name);
     const last = i === names.length - 1;
@@ -89,7 +115,7 @@ export async function scanLog(dir: string, options: ScanOptions = {}): Promise<L
     const header = decodeHeader(buf);
     if (!header.ok) {
       if (!(last && header.torn)) throw new LogCorruptionError(file, 0, header.reason);
-      if (i > 0 && nameLsn !== nextLsn) throw new LogCorruptionError(file, 0, `named for LSN ${nameLsn}, but the previous segment ends at ${nextLsn}`);
+      if (i > start && nameLsn !== nextLsn) throw new LogCorruptionError(file, 0, `named for LSN ${nameLsn}, but the previous segment ends at ${nextLsn}`);
       tornTail = { segment: file, offset: 0, bytes: buf.length, reason: `${header.reason}: the segment was being created`, segmentRemoved: true, cut: false };
       if (options.repair) {
         await ops.unlink(file);
@@ -100,15 +126,19 @@ export async function scanLog(dir: string, options: ScanOptions = {}): Promise<L
       break;
     }
     if (header.firstLsn !== nameLsn) throw new LogCorruptionError(file, 16, `header's first LSN ${header.firstLsn} differs from the file name's ${nameLsn}`);
-    if (i > 0 && header.firstLsn !== nextLsn) throw new LogCorruptionError(file, 16, `first LSN ${header.firstLsn}, but the previous segment ends at ${nextLsn} (a segment is missing or left over)`);
+    if (i > start && header.firstLsn !== nextLsn) throw new LogCorruptionError(file, 16, `first LSN ${header.firstLsn}, but the previous segment ends at ${nextLsn} (a segment is missing or left over)`);
 
     let offset = HEADER_BYTES;
     let lsn = header.firstLsn;
     while (offset < buf.length) {
+      if (lsn >= toLsn) {
+        stopped = true;
+        break;
+      }
       if (slices.due) await slices.next();
       const frame = checkFrame(buf, offset);
       if (frame.kind === 'record') {
-        options.onRecord?.(lsn, frame.payload);
+        if (lsn >= fromLsn) options.onRecord?.(lsn, frame.payload);
         lsn++;
         offset = frame.end;
         continue;
@@ -133,8 +163,10 @@ export async function scanLog(dir: string, options: ScanOptions = {}): Promise<L
     }
     segments.push({ path: file, firstLsn: header.firstLsn, records: lsn - header.firstLsn, bytes: Math.min(offset, buf.length) });
     nextLsn = lsn;
+    if (lsn >= toLsn) stopped = true;
   }
-  return { dir, segments, firstLsn: segments[0]?.firstLsn ?? nextLsn, nextLsn, tornTail };
+  const firstLsn = start > 0 ? names[0]!.lsn : (segments[0]?.firstLsn ?? nextLsn);
+  return { dir, segments, firstLsn, nextLsn: Math.min(nextLsn, toLsn), tornTail };
 }
 
 /**

@@ -1,0 +1,482 @@
+// The backup's end of the log mirror (seed 004: replication agent RA_B, transaction log TL_B and
+// its checkpoint agent CA_B): listens for the primary, says what it holds (HELLO), takes the
+// records that follow (RECORDS) into its own log, and acknowledges them as soon as they are in
+// its memory (ACK), which is what lets the primary acknowledge a commit in the normal state
+// (steps 252-254). Its log checkpoints to disk by time, count or bytes, as the seed's backup
+// does; when the primary's link ends it flushes at once and waits (step 420, "link failure").
+//
+// Every frame is checked (mirror-wire.ts); the first bad one closes the connection, is counted
+// and reported, and nothing of it is appended. Records must continue exactly where the backup's
+// log ends: a gap closes the connection. One primary at a time: a newer connection whose START
+// authenticates replaces the older one (the primary reconnected while the old socket lingers).
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { crc32c } from '@node-rs/crc32';
+import { LogWriter, type CheckpointCriteria } from './log-writer.js';
+import { scanLog } from './log-reader.js';
+import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
+import type { FileOps } from './file-ops.js';
+import { MirrorError } from './mirror-errors.js';
+import {
+  DEFAULT_MAX_RECORD_BYTES,
+  MirrorFrameReader,
+  checkMirrorKey,
+  checkMirrorName,
+  encodeMirrorFrame,
+  frameBytesFor,
+  type MirrorFrame,
+  type MirrorMessage,
+  type MirrorReadResult,
+  type MirrorRejection,
+  type StartRefusal,
+} from './mirror-wire.js';
+
+export interface MirrorBackupOptions {
+  /** The backup's log directory (created when missing; recovered like any log at open). */
+  dir: string;
+  /** Address to listen on (e.g. the replication link's address). */
+  host: string;
+  /** TCP port; 0 picks a free one (read `port` after listen). */
+  port: number;
+  /** The shared key, at least 16 bytes (the primary's). */
+  key: Buffer;
+  /** This node's name (1..64 bytes), sent in HELLO. */
+  node: string;
+  /** The log's name (1..64 bytes): the primary refuses a backup of another log. Default 'default'. */
+  log?: string;
+  /** The only primary node accepted; another's START closes the connection. Default: any with the key. */
+  primary?: string;
+  /** This life of the backup (u64, not 0), in every frame. Default: random per listen. */
+  incarnation?: bigint;
+  /** When the backup's log flushes what it holds (time, records, bytes). Default the writer's (100 ms, 1,000, 1 MiB). */
+  checkpoint?: Partial<CheckpointCriteria>;
+  /** The largest record accepted, bytes. Default 16 MiB (at most segmentBytes - 40, what its log takes). */
+  maxRecordBytes?: number;
+  /** The largest frame accepted, bytes. Default `frameBytesFor(maxRecordBytes)`: 256 KiB of records, or one record of maxRecordBytes. */
+  maxFrameBytes?: number;
+  /** A connection whose START has not come this long after its HELLO is closed, ms. Default 5,000. */
+  handshakeTimeoutMs?: number;
+  /** A connection silent this long is closed (the primary sends keepalives), ms. Default 30,000. */
+  idleTimeoutMs?: number;
+  /** Passed to the log writer. */
+  segmentBytes?: number;
+  fileOps?: FileOps;
+}
+
+/** Counters since listen. */
+export interface MirrorBackupStats {
+  connections: number;
+  /** Connections that became the attached primary's. */
+  attached: number;
+  /** Attached connections closed because a newer one attached. */
+  replaced: number;
+  framesReceived: number;
+  recordsReceived: number;
+  recordBytesReceived: number;
+  acksSent: number;
+  /** Frames refused by the decoder, by reason (each closed its connection). */
+  rejected: Record<MirrorRejection, number>;
+  /** RECORDS or START that did not continue the backup's log (a gap or overlap). */
+  gaps: number;
+  /** STARTs refusing this backup (diverged, behind, another log, another node). */
+  refusedByPrimary: number;
+  /** STARTs from a primary node other than `primary`. */
+  foreignPrimaries: number;
+  /** Connections closed for a handshake or idle timeout. */
+  timeouts: number;
+  /** Flushes on losing the attached primary (seed step 420). */
+  linkLossFlushes: number;
+}
+
+const REJECTIONS: MirrorRejection[] = ['short', 'magic', 'version', 'type', 'length', 'hmac', 'body', 'sequence', 'session', 'unexpected'];
+
+/** A random u64 that is not 0 (0 means "none" in a HELLO). */
+export function randomNonce(): bigint {
+  for (;;) {
+    const v = randomBytes(8).readBigUInt64BE(0);
+    if (v !== 0n) return v;
+  }
+}
+
+interface Conn {
+  socket: net.Socket;
+  remote: string;
+  reader: MirrorFrameReader;
+  nonce: bigint;
+  seqOut: bigint;
+  primaryIncarnation: bigint;
+  primaryNonce: bigint;
+  /** The primary's node name, from its START. */
+  primaryNode: string;
+  attached: boolean;
+  /** Sequence number of the last primary frame taken (ACKed). */
+  lastSeq: bigint;
+  handshakeTimer: NodeJS.Timeout | null;
+  closed: Promise<void>;
+  gone: boolean;
+}
+
+export interface MirrorBackupEvents {
+  /** A primary's START was accepted: records follow from `fromLsn`. */
+  attached: [info: { primary: string; fromLsn: number; remote: string }];
+  /** The attached primary's connection ended. */
+  detached: [info: { primary: string; error: MirrorError }];
+  /** A connection was closed for bad input or a protocol breach (EMIRRORAUTH, EMIRRORPROTO, EMIRRORTIMEOUT). */
+  rejected: [info: { remote: string; error: MirrorError; reason: MirrorRejection | 'gap' | 'timeout' | 'primary' }];
+  /** The primary refused this backup (its START's refusal). */
+  refused: [info: { primary: string; refusal: StartRefusal; reason: string; error: MirrorError }];
+  /** The backup's log failed (an I/O error): it takes nothing more; reopen to recover. */
+  failed: [error: MirrorError];
+  /**
+   * An ACK is about to be sent (emitted before it is written: a listener that records it
+   * synchronously has recorded every ACK the primary can have seen).
+   */
+  ack: [info: { heldLsn: number; durableLsn: number }];
+}
+
+export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
+  readonly stats: MirrorBackupStats = {
+    connections: 0,
+    attached: 0,
+    replaced: 0,
+    framesReceived: 0,
+    recordsReceived: 0,
+    recordBytesReceived: 0,
+    acksSent: 0,
+    rejected: Object.fromEntries(REJECTIONS.map((r) => [r, 0])) as Record<MirrorRejection, number>,
+    gaps: 0,
+    refusedByPrimary: 0,
+    foreignPrimaries: 0,
+    timeouts: 0,
+    linkLossFlushes: 0,
+  };
+  /** This life's incarnation (in every frame). */
+  readonly incarnation: bigint;
+
+  private readonly conns = new Set<Conn>();
+  private active: Conn | null = null;
+  private held: number;
+  private lastCrc: number;
+  private readonly firstLsn: number;
+  private readonly maxRecordBytes: number;
+  private failure: MirrorError | null = null;
+  private closing: Promise<void> | null = null;
+  /** Set first thing in close(), before anything it calls looks. */
+  private closed = false;
+  private durableAckPending = false;
+  private lastAckedDurable = -1;
+
+  private constructor(
+    private readonly options: MirrorBackupOptions,
+    private readonly writer: LogWriter,
+    private readonly server: net.Server,
+    lastCrc: number,
+  ) {
+    super();
+    this.incarnation = options.incarnation ?? randomNonce();
+    this.held = writer.nextLsn;
+    this.firstLsn = writer.recovery.firstLsn;
+    // A record its own log would refuse is refused on the wire (not numbered, not half-taken).
+    this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? 64 * 1024 * 1024) - HEADER_BYTES - FRAME_OVERHEAD);
+    this.lastCrc = lastCrc;
+    server.on('connection', (s) => this.onConnection(s));
+  }
+
+  /**
+   * Opens (recovers) the backup's log in `dir` and listens. Rejects with RangeError on bad
+   * options, the log's errors (LogCorruptionError ELOGCORRUPT...), or the listen error
+   * (EADDRINUSE...).
+   */
+  static async listen(options: MirrorBackupOptions): Promise<MirrorBackup> {
+    checkMirrorKey(options.key);
+    checkMirrorName('node', options.node);
+    checkMirrorName('log name', options.log ?? 'default');
+    if (options.primary !== undefined) checkMirrorName('primary', options.primary);
+    if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
+    const writer = await LogWriter.open({
+      dir: options.dir,
+      sync: 'checkpoint',
+      ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
+      ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
+      ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
+      ...(options.fileOps ? { fileOps: options.fileOps } : {}),
+    });
+    try {
+      // The HELLO names the CRC of the last record held, so the primary can tell a backup that
+      // holds other records at the same LSNs (divergence) from one that is merely behind.
+      let lastCrc = 0;
+      const next = writer.nextLsn;
+      if (next > writer.recovery.firstLsn) {
+        await scanLog(options.dir, { fromLsn: next - 1, toLsn: next, onRecord: (_lsn, p) => (lastCrc = crc32c(p)), ...(options.fileOps ? { fileOps: options.fileOps } : {}) });
+      }
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(options.port, options.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      return new MirrorBackup(options, writer, server, lastCrc);
+    } catch (err) {
+      await writer.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** The port listened on. */
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** The backup holds (in memory or on disk) every record below this LSN. */
+  get heldLsn(): number {
+    return this.held;
+  }
+
+  /** Every record below this LSN is on the backup's disk (fdatasync). */
+  get durableLsn(): number {
+    return this.writer.durableLsn;
+  }
+
+  /** Whether a primary is attached (its START accepted, its connection open). */
+  get attached(): boolean {
+    return this.active !== null;
+  }
+
+  /** Why the backup stopped (its log failed), or null. */
+  get failed(): MirrorError | null {
+    return this.failure;
+  }
+
+  /** Open connections (for tests and status). */
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  /** Flushes what the backup holds to its disk now; resolves once durable. */
+  flush(): Promise<void> {
+    return this.writer.flush();
+  }
+
+  /**
+   * Stops listening, closes every connection, flushes what is held and closes the log. Resolves
+   * once every socket and file is closed; rejects with the flush's error (all closed anyway).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
+    this.closed = true;
+    const serverClosed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const c of [...this.conns]) this.drop(c, new MirrorError('EMIRRORCLOSED', 'the backup is closing'));
+    await Promise.all([...this.conns].map((c) => c.closed));
+    await serverClosed;
+    await this.writer.close();
+  }
+
+  private onConnection(socket: net.Socket): void {
+    if (this.closed || this.failure) {
+      socket.destroy();
+      return;
+    }
+    this.stats.connections++;
+    socket.setNoDelay(true);
+    socket.setTimeout(this.options.idleTimeoutMs ?? 30_000);
+    const nonce = randomNonce();
+    const conn: Conn = {
+      socket,
+      remote: `${socket.remoteAddress}:${socket.remotePort}`,
+      reader: new MirrorFrameReader({ role: 'backup', incarnation: this.incarnation, nonce }, { key: this.options.key, maxRecordBytes: this.maxRecordBytes, maxFrameBytes: this.options.maxFrameBytes ?? frameBytesFor(this.maxRecordBytes) }),
+      nonce,
+      seqOut: 0n,
+      primaryIncarnation: 0n,
+      primaryNonce: 0n,
+      primaryNode: '',
+      attached: false,
+      lastSeq: 0n,
+      handshakeTimer: null,
+      closed: new Promise((r) => socket.once('close', () => r())),
+      gone: false,
+    };
+    this.conns.add(conn);
+    socket.on('error', () => {}); // 'close' follows; its cause is not ours to report
+    socket.on('close', () => this.onClosed(conn));
+    socket.on('timeout', () => {
+      this.stats.timeouts++;
+      this.reject(conn, 'timeout', new MirrorError('EMIRRORTIMEOUT', `no frame from ${conn.remote} for ${this.options.idleTimeoutMs ?? 30_000} ms`));
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    socket.on('end', () => {
+      const cut = conn.reader.finish();
+      if (cut && !cut.ok) this.rejectFrame(conn, cut);
+      else this.drop(conn, new MirrorError('EMIRRORLINK', `${conn.remote} closed the connection`));
+    });
+    conn.handshakeTimer = setTimeout(() => {
+      this.stats.timeouts++;
+      this.reject(conn, 'timeout', new MirrorError('EMIRRORTIMEOUT', `no START from ${conn.remote} within ${this.options.handshakeTimeoutMs ?? 5000} ms`));
+    }, this.options.handshakeTimeoutMs ?? 5000);
+    this.send(conn, { type: 'hello', log: this.options.log ?? 'default', node: this.options.node, firstLsn: this.firstLsn, heldLsn: this.held, lastCrc: this.held > this.firstLsn ? this.lastCrc : 0 });
+  }
+
+  private onData(conn: Conn, chunk: Buffer): void {
+    if (conn.gone) return;
+    let records = false;
+    for (const r of conn.reader.push(chunk)) {
+      if (!r.ok) {
+        this.rejectFrame(conn, r);
+        return;
+      }
+      this.stats.framesReceived++;
+      if (!this.take(conn, r.frame)) return;
+      records ||= r.frame.message.type === 'records';
+    }
+    // One ACK for what this chunk brought (it names the last frame taken).
+    if (records && conn === this.active) this.ack(conn);
+  }
+
+  /** Handles one checked frame; false when the connection was closed. */
+  private take(conn: Conn, frame: MirrorFrame): boolean {
+    const m = frame.message;
+    if (m.type === 'start') {
+      if (m.refusal !== null) {
+        this.stats.refusedByPrimary++;
+        const error = new MirrorError(m.refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `primary ${m.node} refused this backup (${m.refusal}): ${m.reason}`);
+        this.emit('refused', { primary: m.node, refusal: m.refusal, reason: m.reason, error });
+        this.drop(conn, error);
+        return false;
+      }
+      if (this.options.primary !== undefined && m.node !== this.options.primary) {
+        this.stats.foreignPrimaries++;
+        this.reject(conn, 'primary', new MirrorError('EMIRRORREFUSED', `START from primary ${m.node}, this backup mirrors ${this.options.primary}`));
+        return false;
+      }
+      if (m.fromLsn !== this.held) {
+        this.stats.gaps++;
+        this.reject(conn, 'gap', new MirrorError('EMIRRORPROTO', `START from LSN ${m.fromLsn}, but the backup holds every record below ${this.held} and nothing after`));
+        return false;
+      }
+      conn.primaryIncarnation = frame.senderIncarnation;
+      conn.primaryNonce = frame.primaryNonce;
+      conn.primaryNode = m.node;
+      conn.attached = true;
+      conn.lastSeq = frame.seq;
+      if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer);
+      conn.handshakeTimer = null;
+      const previous = this.active;
+      this.active = conn;
+      this.stats.attached++;
+      if (previous && previous !== conn) {
+        this.stats.replaced++;
+        this.drop(previous, new MirrorError('EMIRRORLINK', `replaced by a newer connection of primary ${m.node} from ${conn.remote}`));
+      }
+      this.emit('attached', { primary: m.node, fromLsn: m.fromLsn, remote: conn.remote });
+      this.ack(conn); // what it holds, at once: a backup already caught up lets the primary go normal
+      return true;
+    }
+    if (m.type !== 'records') return true; // the reader lets nothing else through
+    if (conn !== this.active) {
+      // A connection replaced while its data was queued: already dropped.
+      return false;
+    }
+    if (m.firstLsn !== this.held) {
+      this.stats.gaps++;
+      this.reject(conn, 'gap', new MirrorError('EMIRRORPROTO', `records from LSN ${m.firstLsn}, but the backup holds every record below ${this.held} and nothing after: a gap or an overlap`));
+      return false;
+    }
+    if (this.failure) return false;
+    for (const rec of m.records) {
+      // Numbered by the writer in call order: its next LSN is the backup's held LSN.
+      this.writer.append(rec).then(
+        () => this.durableAdvanced(),
+        (err: unknown) => this.fail(err),
+      );
+      this.held++;
+      this.lastCrc = crc32c(rec);
+      this.stats.recordBytesReceived += rec.length;
+    }
+    this.stats.recordsReceived += m.records.length;
+    conn.lastSeq = frame.seq;
+    return true;
+  }
+
+  /** Reports the durable LSN to the primary when a checkpoint moved it (one ACK per turn). */
+  private durableAdvanced(): void {
+    if (this.durableAckPending) return;
+    this.durableAckPending = true;
+    setImmediate(() => {
+      this.durableAckPending = false;
+      const c = this.active;
+      if (c && !c.gone && this.writer.durableLsn !== this.lastAckedDurable) this.ack(c);
+    });
+  }
+
+  private ack(conn: Conn): void {
+    this.lastAckedDurable = this.writer.durableLsn;
+    this.stats.acksSent++;
+    const durableLsn = Math.min(this.writer.durableLsn, this.held);
+    this.emit('ack', { heldLsn: this.held, durableLsn });
+    this.send(conn, { type: 'ack', heldLsn: this.held, durableLsn, frameSeq: conn.lastSeq });
+  }
+
+  private send(conn: Conn, message: MirrorMessage): void {
+    if (conn.gone) return;
+    const hello = message.type === 'hello';
+    const bytes = encodeMirrorFrame(
+      {
+        senderIncarnation: this.incarnation,
+        receiverIncarnation: hello ? 0n : conn.primaryIncarnation,
+        backupNonce: conn.nonce,
+        primaryNonce: hello ? 0n : conn.primaryNonce,
+        seq: conn.seqOut++,
+        message,
+      },
+      this.options.key,
+    );
+    conn.socket.write(bytes);
+  }
+
+  private rejectFrame(conn: Conn, r: Extract<MirrorReadResult, { ok: false }>): void {
+    this.stats.rejected[r.reason]++;
+    const code = r.reason === 'hmac' ? 'EMIRRORAUTH' : 'EMIRRORPROTO';
+    this.reject(conn, r.reason, new MirrorError(code, `frame from ${conn.remote} refused (${r.reason}): ${r.detail}`));
+  }
+
+  private reject(conn: Conn, reason: MirrorRejection | 'gap' | 'timeout' | 'primary', error: MirrorError): void {
+    if (conn.gone) return;
+    this.emit('rejected', { remote: conn.remote, error, reason });
+    this.drop(conn, error);
+  }
+
+  /** Closes a connection (once); losing the attached primary flushes what is held (step 420). */
+  private drop(conn: Conn, error: MirrorError): void {
+    if (conn.gone) return;
+    conn.gone = true;
+    if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer);
+    conn.socket.destroy();
+    if (this.active === conn) {
+      this.active = null;
+      this.emit('detached', { primary: conn.primaryNode, error });
+      if (!this.failure && !this.closed) {
+        this.stats.linkLossFlushes++;
+        this.writer.flush().catch((err: unknown) => this.fail(err));
+      }
+    }
+  }
+
+  private onClosed(conn: Conn): void {
+    if (!conn.gone) this.drop(conn, new MirrorError('EMIRRORLINK', `connection from ${conn.remote} closed`));
+    this.conns.delete(conn);
+  }
+
+  /** The backup's log failed: nothing more is taken (a held LSN it could no longer keep would lie). */
+  private fail(err: unknown): void {
+    if (this.failure || this.closed) return;
+    this.failure = new MirrorError('EMIRRORFAILED', `the backup's log failed: ${(err as Error).message}`, { cause: err });
+    for (const c of [...this.conns]) this.drop(c, this.failure);
+    this.emit('failed', this.failure);
+  }
+}

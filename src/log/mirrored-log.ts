@@ -1,0 +1,710 @@
+// The primary's mirrored transaction log (seed 004: application AP_P's transaction log TL_P, its
+// checkpoint agent CA_P and replication agent RA_P). Records are appended to the local log and
+// sent to the backup over TCP; a commit is acknowledged (its append() resolves) only
+//   - in the normal state, when the backup's ACK says it holds the record (method 200, steps
+//     250-270; the local log then checkpoints by time, count or bytes), or
+//   - in the primary-only and catching-up states, when the record is durable on this disk
+//     (method 300, steps 340-360: every record flushed before its ack),
+// never otherwise. Losing the backup (the socket closes, or no ACK within ackTimeoutMs) moves
+// to primary-only at once: the writer flushes what waits in RAM (as the seed's steps 425/427
+// do on leaving normal) and the appends the backup never confirmed wait for that flush.
+//
+// The primary keeps dialling the backup (bounded backoff). On each connection the backup says
+// what it holds (HELLO); the primary refuses a backup holding records it does not have or
+// other ones (divergence), and otherwise sends from there: records already durable here are
+// read from the log on disk, newer ones from memory. When the backup holds every commit
+// acknowledged so far the state is normal again (mirror-state.ts says why that condition).
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { crc32c } from '@node-rs/crc32';
+import { LogWriter, type CheckpointCriteria } from './log-writer.js';
+import { LogWriterError } from './log-errors.js';
+import { scanLog } from './log-reader.js';
+import type { FileOps } from './file-ops.js';
+import { MirrorError } from './mirror-errors.js';
+import { randomNonce } from './mirror-backup.js';
+import { INITIAL_MIRROR_STATE, ackRuleOf, nextMirrorState, type LinkLossReason, type MirrorEvent, type MirrorState } from './mirror-state.js';
+import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
+import {
+  DEFAULT_FRAME_RECORD_BYTES,
+  DEFAULT_MAX_RECORD_BYTES,
+  MirrorFrameReader,
+  RECORDS_OVERHEAD,
+  RECORD_HEAD_BYTES,
+  checkMirrorKey,
+  checkMirrorName,
+  encodeMirrorFrame,
+  type MirrorMessage,
+  type MirrorRejection,
+  type StartRefusal,
+} from './mirror-wire.js';
+
+export interface MirroredLogOptions {
+  /** The primary's log directory (created when missing; recovered at open: a torn tail cut). */
+  dir: string;
+  /** Where the backup listens (MirrorBackup); `node`: the only backup node accepted (default: any with the key). */
+  backup: { host: string; port: number; node?: string };
+  /** The shared key, at least 16 bytes. */
+  key: Buffer;
+  /** This node's name (1..64 bytes), sent in START. */
+  node: string;
+  /** The log's name (1..64 bytes); a backup of another log is refused. Default 'default'. */
+  log?: string;
+  /**
+   * A frame sent and not ACKed for this long means the link is lost (primary-only), ms; also
+   * the handshake's bound (the HELLO). Default 1,000. Detection takes up to 1.25x this.
+   */
+  ackTimeoutMs?: number;
+  /** An idle link carries a keepalive (an empty RECORDS the backup ACKs) this often, ms. Default ackTimeoutMs / 3. */
+  keepaliveMs?: number;
+  /** Pause before redialling the backup: from `minMs`, doubling, at most `maxMs`. Default 50 .. 2,000 ms. */
+  reconnect?: { minMs?: number; maxMs?: number };
+  /** This life of the primary (u64, not 0), in every frame. Default: random per open. */
+  incarnation?: bigint;
+  /** The local log's checkpoint criteria in the normal state. Default the writer's (100 ms, 1,000 records, 1 MiB). */
+  checkpoint?: Partial<CheckpointCriteria>;
+  /** The largest record, bytes. Default 16 MiB (at most segmentBytes - 40). The backup must accept as much. */
+  maxRecordBytes?: number;
+  /**
+   * Records go to the backup in frames of at most this many bytes of records, 4 bytes of length
+   * each included (one larger record goes alone). Default 256 KiB, what a backup accepts by
+   * default; more needs the backup's `maxFrameBytes` raised.
+   */
+  frameBytes?: number;
+  /** Record bytes sent and not yet ACKed, at most (flow control). Default 8 MiB. */
+  maxInFlightBytes?: number;
+  /** Records read from disk per read while catching a backup up. Default 4,096. */
+  catchUpChunkRecords?: number;
+  /** Passed to the log writer. */
+  segmentBytes?: number;
+  fileOps?: FileOps;
+}
+
+/** Counters since open. */
+export interface MirroredLogStats {
+  appends: number;
+  /** Commits acknowledged on the backup's ACK (normal). */
+  ackedByBackup: number;
+  /** Commits acknowledged on local durability (primary-only, catching-up). */
+  ackedLocally: number;
+  connects: number;
+  attached: number;
+  /** STARTs refusing a backup, by reason (diverged: the backup holds records the primary does not, or others). */
+  refused: Record<StartRefusal, number>;
+  /** Frames from the backup refused by the decoder, by reason (each closed the connection). */
+  rejected: Record<MirrorRejection, number>;
+  /** ACKs that broke the protocol (held going back, or beyond what was sent). */
+  badAcks: number;
+  linkLost: Record<LinkLossReason, number>;
+  framesSent: number;
+  keepalives: number;
+  recordsSent: number;
+  /** Records sent while catching up that were read from the log on disk. */
+  recordsFromDisk: number;
+  acksReceived: number;
+  transitions: number;
+}
+
+export interface MirroredLogEvents {
+  /** The state changed; `why` says what moved it. */
+  state: [state: MirrorState, previous: MirrorState, why: string];
+  /** What happened to the link to the backup (for logs and metrics). */
+  link: [
+    info:
+      | { type: 'attached'; backup: string; fromLsn: number }
+      | { type: 'refused'; backup: string; refusal: StartRefusal; error: MirrorError }
+      | { type: 'lost'; reason: LinkLossReason; error: MirrorError }
+      | { type: 'connect-failed'; error: Error },
+  ];
+  /** The local log failed (an I/O error): appends are refused from now on (EMIRRORFAILED). */
+  failed: [error: MirrorError];
+}
+
+interface Pending {
+  lsn: number;
+  resolve: (lsn: number) => void;
+  reject: (err: Error) => void;
+}
+
+interface InFlight {
+  seq: bigint;
+  sentAt: number;
+  bytes: number;
+}
+
+/** One connection to the backup. */
+interface Link {
+  socket: net.Socket;
+  reader: MirrorFrameReader;
+  phase: 'hello' | 'checking' | 'streaming';
+  openedAt: number;
+  backupNode: string;
+  backupIncarnation: bigint;
+  backupNonce: bigint;
+  nonce: bigint;
+  seqOut: bigint;
+  /** The next LSN to send. */
+  cursor: number;
+  /** The backup holds every record below this (its last ACK, or its HELLO). */
+  held: number;
+  inFlight: InFlight[];
+  inFlightBytes: number;
+  lastSentAt: number;
+  pumping: boolean;
+  /** A 'drain' listener is set (one at a time). */
+  awaitingDrain: boolean;
+  timer: NodeJS.Timeout | null;
+  gone: boolean;
+  closed: Promise<void>;
+}
+
+const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+const REJECTIONS: MirrorRejection[] = ['short', 'magic', 'version', 'type', 'length', 'hmac', 'body', 'sequence', 'session', 'unexpected'];
+const LOSSES: LinkLossReason[] = ['closed', 'ack-timeout', 'auth', 'protocol', 'refused', 'closing'];
+
+export class MirroredLog extends EventEmitter<MirroredLogEvents> {
+  readonly stats: MirroredLogStats = {
+    appends: 0,
+    ackedByBackup: 0,
+    ackedLocally: 0,
+    connects: 0,
+    attached: 0,
+    refused: { diverged: 0, behind: 0, log: 0, node: 0 },
+    rejected: Object.fromEntries(REJECTIONS.map((r) => [r, 0])) as Record<MirrorRejection, number>,
+    badAcks: 0,
+    linkLost: Object.fromEntries(LOSSES.map((r) => [r, 0])) as Record<LinkLossReason, number>,
+    framesSent: 0,
+    keepalives: 0,
+    recordsSent: 0,
+    recordsFromDisk: 0,
+    acksReceived: 0,
+    transitions: 0,
+  };
+  /** This life's incarnation (in every frame). */
+  readonly incarnation: bigint;
+
+  private current: MirrorState = INITIAL_MIRROR_STATE;
+  private readonly ackTimeoutMs: number;
+  private readonly keepaliveMs: number;
+  private readonly maxRecordBytes: number;
+  private readonly frameBytes: number;
+  private readonly maxInFlightBytes: number;
+  private readonly logName: string;
+  private readonly firstLsn: number;
+  /** Appends not yet acknowledged, in LSN order (from `pendingHead`). */
+  private pending: Pending[] = [];
+  private pendingHead = 0;
+  /** Every record below this has been acknowledged to its caller. */
+  private acked: number;
+  /** Records from `memFirst` on, kept until durable here and no longer needed by the link. */
+  private mem: Buffer[] = [];
+  private memHead = 0;
+  private memFirst: number;
+  private link: Link | null = null;
+  /** Every link whose socket is not closed yet (a refused one lingers while its START is sent). */
+  private readonly links = new Set<Link>();
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private sendQueued = false;
+  private failure: MirrorError | null = null;
+  private closing: Promise<void> | null = null;
+  /** Set first thing in close(), before anything it calls looks. */
+  private closed = false;
+
+  private constructor(
+    private readonly options: MirroredLogOptions,
+    private readonly writer: LogWriter,
+  ) {
+    super();
+    this.incarnation = options.incarnation ?? randomNonce();
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 1000;
+    this.keepaliveMs = options.keepaliveMs ?? Math.max(1, Math.floor(this.ackTimeoutMs / 3));
+    this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? DEFAULT_SEGMENT_BYTES) - HEADER_BYTES - FRAME_OVERHEAD);
+    this.frameBytes = options.frameBytes ?? DEFAULT_FRAME_RECORD_BYTES;
+    this.maxInFlightBytes = options.maxInFlightBytes ?? 8 * 1024 * 1024;
+    this.logName = options.log ?? 'default';
+    this.firstLsn = writer.recovery.firstLsn;
+    this.acked = writer.nextLsn;
+    this.memFirst = writer.nextLsn;
+  }
+
+  /**
+   * Opens (recovers) the log in `dir`, primary-only, and starts dialling the backup. Rejects
+   * with RangeError on bad options, or the log's errors (LogCorruptionError ELOGCORRUPT, a
+   * system error of a read).
+   */
+  static async open(options: MirroredLogOptions): Promise<MirroredLog> {
+    checkMirrorKey(options.key);
+    checkMirrorName('node', options.node);
+    checkMirrorName('log name', options.log ?? 'default');
+    if (options.backup.node !== undefined) checkMirrorName('backup node', options.backup.node);
+    if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
+    const ack = options.ackTimeoutMs ?? 1000;
+    if (!(ack >= 10)) throw new RangeError(`ackTimeoutMs ${ack} must be at least 10`);
+    const writer = await LogWriter.open({
+      dir: options.dir,
+      sync: 'each-commit',
+      ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
+      ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
+      ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
+      ...(options.fileOps ? { fileOps: options.fileOps } : {}),
+    });
+    const log = new MirroredLog(options, writer);
+    log.dial();
+    return log;
+  }
+
+  get state(): MirrorState {
+    return this.current;
+  }
+
+  /** The LSN the next append gets. */
+  get nextLsn(): number {
+    return this.writer.nextLsn;
+  }
+
+  /** Every record below this is durable on the primary's disk. */
+  get durableLsn(): number {
+    return this.writer.durableLsn;
+  }
+
+  /** Every record below this has been acknowledged to its caller. */
+  get ackedLsn(): number {
+    return this.acked;
+  }
+
+  /** The attached backup holds every record below this (its last ACK), or null with no backup attached. */
+  get backupHeldLsn(): number | null {
+    return this.link?.phase === 'streaming' ? this.link.held : null;
+  }
+
+  /** The local writer's policy (checkpoint in normal, each-commit otherwise). */
+  get syncPolicy(): 'each-commit' | 'checkpoint' {
+    return this.writer.syncPolicy;
+  }
+
+  /** Why the log stopped (a local I/O error), or null. */
+  get failed(): MirrorError | null {
+    return this.failure;
+  }
+
+  /**
+   * Appends one record (copied). Resolves with its LSN once acknowledged: the backup holds it
+   * (normal) or it is durable here (primary-only, catching-up). Rejects with LogWriterError
+   * ELOGRECORDSIZE above maxRecordBytes (not numbered), MirrorError EMIRRORCLOSED after close(),
+   * EMIRRORFAILED once the local log failed (its `cause`: the log's error); an append pending
+   * when the local log fails gets EMIRRORFAILED too (its outcome is unknown: the backup may
+   * hold it).
+   */
+  append(payload: Uint8Array): Promise<number> {
+    if (this.closed) return Promise.reject(new MirrorError('EMIRRORCLOSED', 'the mirrored log is closed'));
+    if (this.failure) return Promise.reject(new MirrorError('EMIRRORFAILED', this.failure.message, { cause: this.failure.cause }));
+    if (payload.length > this.maxRecordBytes) return Promise.reject(new LogWriterError('ELOGRECORDSIZE', `record of ${payload.length} bytes, the most is ${this.maxRecordBytes}`));
+    const lsn = this.writer.nextLsn;
+    // Numbered at the call, in call order, by the writer.
+    this.writer.append(payload).then(
+      () => this.settle(),
+      (err: unknown) => this.fail(err),
+    );
+    this.mem.push(Buffer.from(payload));
+    this.stats.appends++;
+    const p = new Promise<number>((resolve, reject) => this.pending.push({ lsn, resolve, reject }));
+    this.queueSend();
+    return p;
+  }
+
+  /**
+   * Stops dialling, closes the link, flushes the local log and closes it. Appends pending then
+   * resolve once durable here (the link is gone: primary-only's rule). Later appends get
+   * EMIRRORCLOSED. Resolves once every socket and file is closed.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const link = this.link;
+    if (link) this.lose(link, 'closing', new MirrorError('EMIRRORCLOSED', 'the mirrored log is closing'));
+    let error: unknown = null;
+    await this.writer.close().catch((err: unknown) => (error = err));
+    this.settle();
+    this.rejectPending(new MirrorError('EMIRRORCLOSED', 'the mirrored log closed before this record was acknowledged'));
+    for (const l of this.links) l.socket.destroy();
+    await Promise.all([...this.links].map((l) => l.closed));
+    if (error) throw error;
+  }
+
+  // ---- acknowledgement ----
+
+  /** Resolves the pending appends the current state's rule allows, then frees memory. */
+  private settle(): void {
+    const byBackup = ackRuleOf(this.current) === 'backup-holds';
+    const limit = byBackup ? (this.link?.held ?? -1) : this.writer.durableLsn;
+    while (this.pendingHead < this.pending.length && this.pending[this.pendingHead]!.lsn < limit) {
+      const p = this.pending[this.pendingHead++]!;
+      this.acked = p.lsn + 1;
+      if (byBackup) this.stats.ackedByBackup++;
+      else this.stats.ackedLocally++;
+      p.resolve(p.lsn);
+    }
+    if (this.pendingHead === this.pending.length) {
+      // Nothing waits: every record appended so far has been acknowledged.
+      this.pending = [];
+      this.pendingHead = 0;
+      this.acked = this.writer.nextLsn;
+    } else if (this.pendingHead > 1024) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+    this.trimMemory();
+  }
+
+  /**
+   * Drops records from memory once durable here, unless the link still sends from memory and
+   * has not sent them (below the durable LSN the link reads the disk instead).
+   */
+  private trimMemory(): void {
+    const durable = this.writer.durableLsn;
+    const l = this.link;
+    const keepFrom = l && l.phase === 'streaming' && l.cursor >= this.memFirst ? Math.min(durable, l.cursor) : durable;
+    const drop = Math.min(keepFrom, this.memFirst + this.mem.length - this.memHead) - this.memFirst;
+    if (drop <= 0) return;
+    this.memHead += drop;
+    this.memFirst += drop;
+    if (this.memHead > 4096 && this.memHead * 2 > this.mem.length) {
+      this.mem = this.mem.slice(this.memHead);
+      this.memHead = 0;
+    }
+  }
+
+  private rejectPending(err: Error): void {
+    const left = this.pending.slice(this.pendingHead);
+    this.pending = [];
+    this.pendingHead = 0;
+    for (const p of left) p.reject(err);
+  }
+
+  /** The local log failed: nothing more is acknowledged or taken; the backup is let go. */
+  private fail(err: unknown): void {
+    if (this.failure) return;
+    this.failure = new MirrorError('EMIRRORFAILED', `the primary's log failed: ${(err as Error).message}`, { cause: err });
+    this.rejectPending(this.failure);
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    if (this.link) this.lose(this.link, 'closing', this.failure);
+    this.emit('failed', this.failure);
+  }
+
+  // ---- states ----
+
+  private transition(event: MirrorEvent): void {
+    const t = nextMirrorState(this.current, event);
+    if (!t.changed) return;
+    const previous = this.current;
+    this.current = t.to;
+    this.stats.transitions++;
+    if (t.to === 'normal') this.attempt = 0;
+    // To each-commit, this flushes what waits now (flushNow); the appends then resolve as their
+    // records become durable (their writer promises call settle()).
+    if (!this.failure) this.writer.setSync(t.sync).then(() => this.settle(), (err: unknown) => this.fail(err));
+    this.emit('state', t.to, previous, t.why);
+  }
+
+  // ---- the link ----
+
+  private dial(): void {
+    if (this.closed || this.failure || this.link) return;
+    this.stats.connects++;
+    const socket = net.connect({ host: this.options.backup.host, port: this.options.backup.port });
+    socket.setNoDelay(true);
+    const link: Link = {
+      socket,
+      reader: new MirrorFrameReader({ role: 'primary' }, { key: this.options.key, maxFrameBytes: 4096 }),
+      phase: 'hello',
+      openedAt: performance.now(),
+      backupNode: '',
+      backupIncarnation: 0n,
+      backupNonce: 0n,
+      nonce: randomNonce(),
+      seqOut: 0n,
+      cursor: 0,
+      held: 0,
+      inFlight: [],
+      inFlightBytes: 0,
+      lastSentAt: performance.now(),
+      pumping: false,
+      awaitingDrain: false,
+      timer: null,
+      gone: false,
+      closed: new Promise((r) => socket.once('close', () => r())),
+    };
+    this.link = link;
+    this.links.add(link);
+    void link.closed.then(() => this.links.delete(link));
+    let connected = false;
+    socket.once('connect', () => (connected = true));
+    socket.on('error', (err) => {
+      if (!connected && !link.gone) {
+        this.emit('link', { type: 'connect-failed', error: err });
+        this.lose(link, 'closed', new MirrorError('EMIRRORLINK', `cannot reach the backup at ${this.options.backup.host}:${this.options.backup.port}: ${err.message}`, { cause: err }), true);
+      }
+    });
+    socket.on('close', () => this.lose(link, 'closed', new MirrorError('EMIRRORLINK', 'the connection to the backup closed')));
+    socket.on('data', (chunk: Buffer) => this.onData(link, chunk));
+    socket.on('end', () => {
+      const cut = link.reader.finish();
+      if (cut && !cut.ok) this.rejectFrame(link, cut.reason, cut.detail);
+    });
+    link.timer = setInterval(() => this.tick(link), Math.max(1, Math.min(this.keepaliveMs, Math.floor(this.ackTimeoutMs / 4))));
+  }
+
+  /** Timeouts (no HELLO, no ACK) and keepalives. */
+  private tick(link: Link): void {
+    if (link.gone) return;
+    const now = performance.now();
+    if (link.phase === 'hello' && now - link.openedAt > this.ackTimeoutMs) {
+      this.lose(link, 'ack-timeout', new MirrorError('EMIRRORTIMEOUT', `no HELLO from the backup within ${this.ackTimeoutMs} ms`));
+      return;
+    }
+    const oldest = link.inFlight[0];
+    if (oldest && now - oldest.sentAt > this.ackTimeoutMs) {
+      this.lose(link, 'ack-timeout', new MirrorError('EMIRRORTIMEOUT', `no ACK from the backup within ${this.ackTimeoutMs} ms of frame ${oldest.seq}`));
+      return;
+    }
+    if (link.phase === 'streaming' && now - link.lastSentAt >= this.keepaliveMs) {
+      this.stats.keepalives++;
+      this.sendRecords(link, link.cursor, []);
+    }
+  }
+
+  private onData(link: Link, chunk: Buffer): void {
+    if (link.gone) return;
+    for (const r of link.reader.push(chunk)) {
+      if (!r.ok) {
+        this.rejectFrame(link, r.reason, r.detail);
+        return;
+      }
+      const m = r.frame.message;
+      if (m.type === 'hello') {
+        link.backupIncarnation = r.frame.senderIncarnation;
+        link.backupNonce = r.frame.backupNonce;
+        link.backupNode = m.node;
+        link.phase = 'checking';
+        void this.onHello(link, m);
+      } else if (m.type === 'ack') {
+        this.onAck(link, m);
+      }
+      if (link.gone) return;
+    }
+  }
+
+  private rejectFrame(link: Link, reason: MirrorRejection, detail: string): void {
+    this.stats.rejected[reason]++;
+    const auth = reason === 'hmac';
+    this.lose(link, auth ? 'auth' : 'protocol', new MirrorError(auth ? 'EMIRRORAUTH' : 'EMIRRORPROTO', `frame from the backup refused (${reason}): ${detail}`));
+  }
+
+  /** Decides whether this backup may mirror the log from what it holds; answers with START. */
+  private async onHello(link: Link, m: Extract<MirrorMessage, { type: 'hello' }>): Promise<void> {
+    let refusal: StartRefusal | null = null;
+    let reason = '';
+    const next = this.writer.nextLsn;
+    if (m.log !== this.logName) [refusal, reason] = ['log', `the backup mirrors log ${JSON.stringify(m.log)}, this is ${JSON.stringify(this.logName)}`];
+    else if (this.options.backup.node !== undefined && m.node !== this.options.backup.node) [refusal, reason] = ['node', `backup node ${m.node}, expected ${this.options.backup.node}`];
+    // A backup ahead of its primary: records the primary never wrote, or (a primary restarted
+    // after a crash in the normal state) commits acknowledged on the backup's copy that never
+    // reached the primary's disk. Either way the primary must not number new records over them.
+    else if (m.heldLsn > next) [refusal, reason] = ['diverged', `the backup holds records up to LSN ${m.heldLsn - 1}, the primary's log ends before ${next} (after a primary crash, resync it from the backup)`];
+    else if (m.heldLsn < this.firstLsn) [refusal, reason] = ['behind', `the backup needs records from LSN ${m.heldLsn}, the primary's log starts at ${this.firstLsn}`];
+    else if (m.heldLsn > m.firstLsn) {
+      // The backup's last record must be the primary's at that LSN, or the backup holds others.
+      let crc: number | null = null;
+      try {
+        crc = await this.crcOf(m.heldLsn - 1);
+      } catch (err) {
+        if (link.gone) return;
+        this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `cannot read record ${m.heldLsn - 1} to compare with the backup's: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      if (crc === null || crc !== m.lastCrc) [refusal, reason] = ['diverged', `the backup's record ${m.heldLsn - 1} differs from the primary's (CRC32C ${m.lastCrc.toString(16)} vs ${crc === null ? 'none' : crc.toString(16)})`];
+    }
+    if (link.gone) return;
+    if (refusal) {
+      this.stats.refused[refusal]++;
+      const error = new MirrorError(refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `backup ${m.node} refused (${refusal}): ${reason}`);
+      this.send(link, { type: 'start', node: this.options.node, fromLsn: next, refusal, reason });
+      this.emit('link', { type: 'refused', backup: m.node, refusal, error });
+      // The START goes out before the close (end() flushes it), so the backup sees the reason.
+      link.socket.end();
+      this.lose(link, 'refused', error, false, false);
+      return;
+    }
+    link.reader.accept(this.incarnation, link.nonce);
+    this.send(link, { type: 'start', node: this.options.node, fromLsn: m.heldLsn, refusal: null, reason: '' });
+    link.phase = 'streaming';
+    link.cursor = m.heldLsn;
+    link.held = m.heldLsn;
+    this.stats.attached++;
+    this.emit('link', { type: 'attached', backup: m.node, fromLsn: m.heldLsn });
+    this.transition({ type: 'backup-attached', fromLsn: m.heldLsn });
+    this.pump(link);
+  }
+
+  /** CRC32C of record `lsn`'s payload: from memory, else from the log on disk (durable there). */
+  private async crcOf(lsn: number): Promise<number | null> {
+    if (lsn >= this.memFirst && lsn < this.memFirst + this.mem.length - this.memHead) return crc32c(this.mem[this.memHead + lsn - this.memFirst]!);
+    let crc: number | null = null;
+    await scanLog(this.options.dir, { fromLsn: lsn, toLsn: lsn + 1, onRecord: (_l, p) => (crc = crc32c(p)), ...(this.options.fileOps ? { fileOps: this.options.fileOps } : {}) });
+    return crc;
+  }
+
+  private onAck(link: Link, m: Extract<MirrorMessage, { type: 'ack' }>): void {
+    this.stats.acksReceived++;
+    if (m.heldLsn < link.held || m.heldLsn > link.cursor || m.frameSeq >= link.seqOut) {
+      this.stats.badAcks++;
+      this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `ACK of LSN ${m.heldLsn} / frame ${m.frameSeq}: held was ${link.held}, sent up to ${link.cursor} in frames below ${link.seqOut}`));
+      return;
+    }
+    link.held = m.heldLsn;
+    while (link.inFlight.length > 0 && link.inFlight[0]!.seq <= m.frameSeq) link.inFlightBytes -= link.inFlight.shift()!.bytes;
+    this.transition({ type: 'backup-ack', heldLsn: link.held, ackedLsn: this.acked });
+    this.settle();
+    this.pump(link);
+  }
+
+  private queueSend(): void {
+    if (this.sendQueued) return;
+    this.sendQueued = true;
+    // Appends made in one turn go in one frame.
+    queueMicrotask(() => {
+      this.sendQueued = false;
+      if (this.link) this.pump(this.link);
+    });
+  }
+
+  /**
+   * Sends what the backup lacks, from `cursor` on: from memory where it still is, from the log
+   * on disk below that (durable there, so the read never meets a batch being written). Stops
+   * at the in-flight bound or when the socket's buffer is full; ACKs and 'drain' resume it.
+   */
+  private pump(link: Link): void {
+    if (link.gone || link.phase !== 'streaming' || link.pumping) return;
+    link.pumping = true;
+    void this.pumpLoop(link).finally(() => {
+      link.pumping = false;
+    });
+  }
+
+  private async pumpLoop(link: Link): Promise<void> {
+    while (!link.gone && link.cursor < this.writer.nextLsn) {
+      if (link.inFlightBytes >= this.maxInFlightBytes) return;
+      if (link.socket.writableNeedDrain) {
+        if (!link.awaitingDrain) {
+          link.awaitingDrain = true;
+          link.socket.once('drain', () => {
+            link.awaitingDrain = false;
+            this.pump(link);
+          });
+        }
+        return;
+      }
+      if (link.cursor >= this.memFirst) {
+        const from = link.cursor - this.memFirst + this.memHead;
+        const records: Buffer[] = [];
+        let bytes = 0;
+        for (let i = from; i < this.mem.length && (records.length === 0 || bytes + RECORD_HEAD_BYTES + this.mem[i]!.length <= this.frameBytes); i++) {
+          records.push(this.mem[i]!);
+          bytes += RECORD_HEAD_BYTES + this.mem[i]!.length;
+        }
+        this.sendRecords(link, link.cursor, records);
+        continue;
+      }
+      const to = Math.min(this.memFirst, link.cursor + (this.options.catchUpChunkRecords ?? 4096));
+      const from = link.cursor;
+      const read: Buffer[] = [];
+      try {
+        await scanLog(this.options.dir, { fromLsn: from, toLsn: to, onRecord: (_l, p) => read.push(Buffer.from(p)), ...(this.options.fileOps ? { fileOps: this.options.fileOps } : {}) });
+      } catch (err) {
+        this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `cannot read records ${from}..${to - 1} for the backup: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      if (link.gone) return;
+      if (read.length !== to - from) {
+        this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `the log on disk gave ${read.length} records from ${from}, expected ${to - from}`));
+        return;
+      }
+      this.stats.recordsFromDisk += read.length;
+      let i = 0;
+      while (i < read.length && !link.gone) {
+        const records: Buffer[] = [];
+        let bytes = 0;
+        for (; i < read.length && (records.length === 0 || bytes + RECORD_HEAD_BYTES + read[i]!.length <= this.frameBytes); i++) {
+          records.push(read[i]!);
+          bytes += RECORD_HEAD_BYTES + read[i]!.length;
+        }
+        this.sendRecords(link, link.cursor, records);
+      }
+    }
+  }
+
+  private sendRecords(link: Link, firstLsn: number, records: Buffer[]): void {
+    let bytes = 0;
+    for (const r of records) bytes += r.length;
+    // Counted with the frame's overhead, so keepalives count too.
+    bytes += RECORDS_OVERHEAD + RECORD_HEAD_BYTES * records.length;
+    const seq = link.seqOut;
+    this.send(link, { type: 'records', firstLsn, records });
+    link.cursor = firstLsn + records.length;
+    link.inFlight.push({ seq, sentAt: performance.now(), bytes });
+    link.inFlightBytes += bytes;
+    this.stats.recordsSent += records.length;
+  }
+
+  private send(link: Link, message: MirrorMessage): void {
+    if (link.gone) return;
+    const bytes = encodeMirrorFrame(
+      { senderIncarnation: this.incarnation, receiverIncarnation: link.backupIncarnation, backupNonce: link.backupNonce, primaryNonce: link.nonce, seq: link.seqOut++, message },
+      this.options.key,
+    );
+    link.socket.write(bytes);
+    link.lastSentAt = performance.now();
+    this.stats.framesSent++;
+  }
+
+  /**
+   * The link ends (once): the socket is destroyed (or ended, after a refusal's START), the state
+   * moves to primary-only (flushing when it was normal) and, unless closing, the backup is
+   * dialled again after a pause.
+   */
+  private lose(link: Link, reason: LinkLossReason, error: MirrorError, connectFailed = false, destroy = true): void {
+    if (link.gone) return;
+    link.gone = true;
+    if (link.timer) clearInterval(link.timer);
+    if (destroy) link.socket.destroy();
+    else link.socket.setTimeout(this.ackTimeoutMs, () => link.socket.destroy());
+    if (this.link === link) this.link = null;
+    if (!connectFailed) {
+      this.stats.linkLost[reason]++;
+      this.emit('link', { type: 'lost', reason, error });
+    }
+    this.transition({ type: 'link-lost', reason });
+    this.settle();
+    if (!this.closed && !this.failure) this.scheduleDial(reason === 'refused');
+  }
+
+  private scheduleDial(longest: boolean): void {
+    if (this.reconnectTimer) return;
+    const min = this.options.reconnect?.minMs ?? 50;
+    const max = this.options.reconnect?.maxMs ?? 2000;
+    const wait = longest ? max : Math.min(max, min * 2 ** Math.min(this.attempt, 20));
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.dial();
+    }, wait);
+  }
+}
