@@ -10,6 +10,7 @@
 #include "arg_checks.h"
 #include "errors.h"
 #include "modules.h"
+#include "repair_mode_exit.h"
 
 namespace takeover {
 namespace {
@@ -62,33 +63,6 @@ uint32_t GetQueueSeq(Napi::Env env, int fd) {
   return seq;
 }
 
-// Takes the socket out of repair mode however the peek ends. Entering repair mode also set
-// sk_reuse to "force", and leaving it sets "no reuse", so the socket's own SO_REUSEADDR is
-// put back afterwards. Errors here are ignored: the peek's own error (if any) matters more,
-// and there is nothing better to do.
-class RepairModeGuard {
- public:
-  RepairModeGuard(int fd, int reuse) : fd_(fd), reuse_(reuse) {}
-  RepairModeGuard(const RepairModeGuard&) = delete;
-  RepairModeGuard& operator=(const RepairModeGuard&) = delete;
-  ~RepairModeGuard() {
-    int no_queue = TCP_NO_QUEUE;
-    setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR_QUEUE, &no_queue, sizeof no_queue);
-    // OFF_NO_WP: the peer must not see a window probe from a mere look (Linux 4.16+);
-    // older kernels refuse it with EINVAL and get the plain OFF, which sends one.
-    int off = TCP_REPAIR_OFF_NO_WP;
-    if (setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off) != 0) {
-      off = TCP_REPAIR_OFF;
-      setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
-    }
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &reuse_, sizeof reuse_);
-  }
-
- private:
-  int fd_;
-  int reuse_;
-};
-
 // tcpRepairSeq(fd): { sendSeq: write_seq, recvSeq: rcv_nxt } of a connected TCP socket.
 // While the send queue is selected, the kernel would mark queued segments as sent without
 // transmitting them (they then go out on retransmit), so that window is kept to the single
@@ -102,7 +76,7 @@ Napi::Value TcpRepairSeq(const Napi::CallbackInfo& info) {
   if (getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &reuse_len) != 0)
     ThrowErrno(env, "getsockopt", errno);
   SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON);
-  RepairModeGuard guard(fd, reuse);
+  RepairModeExit guard(fd, reuse);  // however the peek ends
 
   SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
   uint32_t recv_seq = GetQueueSeq(env, fd);

@@ -33,6 +33,7 @@
 #include "arg_checks.h"
 #include "errors.h"
 #include "modules.h"
+#include "repair_mode_exit.h"
 #include "unique_fd.h"
 
 #ifndef SIOCOUTQNSD
@@ -192,33 +193,6 @@ uint32_t PeekQueue(int fd, int queue, size_t len, std::vector<uint8_t>& out) {
   return seq;
 }
 
-// Leaves repair mode when the dump fails or the caller does not keep the socket frozen. Entering
-// repair mode forced sk_reuse and leaving it clears it, so the socket's own SO_REUSEADDR is put
-// back. Errors are ignored: the dump's own error matters more.
-class RepairExit {
- public:
-  RepairExit(int fd, int reuse) : fd_(fd), reuse_(reuse) {}
-  RepairExit(const RepairExit&) = delete;
-  RepairExit& operator=(const RepairExit&) = delete;
-  void keep() { keep_ = true; }
-  ~RepairExit() {
-    int q = TCP_NO_QUEUE;
-    setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR_QUEUE, &q, sizeof q);
-    if (keep_) return;
-    int off = TCP_REPAIR_OFF_NO_WP;
-    if (setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off) != 0) {
-      off = TCP_REPAIR_OFF;
-      setsockopt(fd_, IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
-    }
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &reuse_, sizeof reuse_);
-  }
-
- private:
-  int fd_;
-  int reuse_;
-  bool keep_ = false;
-};
-
 Dumped DumpFd(int fd, bool keep_repair) {
   Dumped d;
   tcp_info ti{};
@@ -240,7 +214,7 @@ Dumped DumpFd(int fd, bool keep_repair) {
 
   int reuse = GetInt(fd, SOL_SOCKET, SO_REUSEADDR);
   SET_INT(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON);
-  RepairExit exit_guard(fd, reuse);
+  RepairModeExit exit_guard(fd, reuse);  // the dump's failure, or a caller that does not keep it frozen
 
   int outq = IoctlInt(fd, SIOCOUTQ);      // write_seq - snd_una
   int notsent = IoctlInt(fd, SIOCOUTQNSD);  // write_seq - snd_nxt

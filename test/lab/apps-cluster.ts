@@ -133,6 +133,31 @@ export const pgApp = (pg: { dataDir: string; command: string[] }, over: Record<s
 });
 
 
+/**
+ * PostgreSQL's HOST a is SIGKILLed with a client blocked there (pg_sleep): returns when b hosts
+ * pg and the client's retry got its answer. Waits until a acknowledged the query first: a client
+ * with a request in flight would be released anyway (its retransmission reaches b, whose kernel
+ * resets it); an idle one only through the replicated table, which is what the callers test.
+ * `released`, `upOnB`: ms from the kill; `error`: what the blocked client got.
+ */
+export async function crashHostUnderBlockedClient(c: Cluster, b: Cli): Promise<{ released: number; upOnB: number; error: { code?: string; message?: string } }> {
+  const client = c.lab.spawn('c', PG_CLIENT, ['--host', c.vip, '--port', '5432']);
+  await client.waitFor('query-started', 15_000);
+  await new Promise((r) => setTimeout(r, 500));
+  const t0 = Date.now();
+  await c.kill('a');
+  const error = (await client.waitFor('query-error', 15_000)) as { code?: string; message?: string };
+  const released = Date.now() - t0;
+  await until('pg up on b', () => hostState(c, 'b'), 20_000).catch(async (e: Error) => {
+    throw new Error(`${e.message}: ${JSON.stringify(await c.apps())}; b's log: ${logOf(b).filter((x) => x.app !== undefined || /app|replication/.test(String(x.msg))).map((x) => JSON.stringify(x)).join('\n')}`);
+  });
+  const upOnB = Date.now() - t0;
+  client.send({ cmd: 'query' });
+  const retry = await client.waitFor('query-result', 15_000);
+  if ((retry as { answer?: unknown }).answer !== 42 || (retry as { server?: unknown }).server !== `${c.vip}/32`) throw new Error(`the retry on b got ${JSON.stringify(retry)}`);
+  return { released, upOnB, error };
+}
+
 /** A TCP server on port 7000 as the application (the lab's fixtures end with their stdin), PRIMARY a, BACKUP b then c. */
 export const tcpApp = (l: AgentsLab, over: Record<string, unknown> = {}) => ({
   tag: 'web', type: 'cluster-capable', primary: 'a', backups: ['b', 'c'],

@@ -4,7 +4,7 @@
 // releases the client blocked there at once (its request acknowledged: nothing of its own would
 // reach the backup), and the client's retry reaches the backup.
 import { describe, expect, it } from 'vitest';
-import { cluster, hostState, INTERVAL, LEASE_MS, logOf, pgApp, pgData, PG_CLIENT, published } from './apps-cluster.js';
+import { cluster, crashHostUnderBlockedClient, hostState, INTERVAL, LEASE_MS, logOf, pgApp, pgData, published } from './apps-cluster.js';
 import { until } from './replication-cluster.js';
 
 describe('cluster manager: an application registered by the CLI only', () => {
@@ -20,24 +20,8 @@ describe('cluster manager: an application registered by the CLI only', () => {
     // b, which may take pg over from a, asked a for its connections once the store had pg.
     expect(logOf(b).filter((l) => l.msg === `replication: asking a for ${c.vip}:5432`)).toHaveLength(1);
 
-    // A client blocked on a (pg_sleep) when a dies.
-    const client = c.lab.spawn('c', PG_CLIENT, ['--host', c.vip, '--port', '5432']);
-    await client.waitFor('query-started', 15_000);
-    // Until a has acknowledged the query: a client with a request in flight is released anyway,
-    // its retransmission reaching the backup (whose kernel resets it); an idle one only through
-    // the replicated table, which is what this test is about (without it, it waits for pg_sleep).
-    await new Promise((r) => setTimeout(r, 500));
-    const t0 = Date.now();
-    await c.kill('a');
-    const err = await client.waitFor('query-error', 15_000);
-    const released = Date.now() - t0;
-    await until('pg up on b', () => hostState(c, 'b'), 20_000).catch(async (e: Error) => {
-      throw new Error(`${e.message}: ${JSON.stringify(await c.apps())}; b's log: ${logOf(b).filter((x) => x.app !== undefined || /app|replication/.test(String(x.msg))).map((x) => JSON.stringify(x)).join('\n')}`);
-    });
-    const upOnB = Date.now() - t0;
-    client.send({ cmd: 'query' });
-    const retry = await client.waitFor('query-result', 15_000);
-    expect(retry).toMatchObject({ answer: 42, server: `${c.vip}/32` });
+    // A client blocked on a (pg_sleep) when a dies; its retry reaches b.
+    const { released, upOnB, error: err } = await crashHostUnderBlockedClient(c, b);
     console.info(`CLI-registered app, HOST a killed: the blocked client got ${String(err.code ?? err.message)} after ${released} ms; pg up on b (store) after ${upOnB} ms (detection ${3 * INTERVAL} ms, lease ${LEASE_MS} ms, PostgreSQL start)`);
     expect(err.code).toBe('ECONNRESET');
     expect(released).toBeLessThan(LEASE_MS + 3 * INTERVAL + 2000); // the bound the config's test uses

@@ -7,7 +7,7 @@
 // and load. And a link cut between a and b while both reach the store: one HOST, no failover.
 import { describe, expect, it } from 'vitest';
 import type { AgentsLab } from './agents-lab.js';
-import { cluster, tcpApp, hostState, INTERVAL, LEASE_MS, logOf, pgApp, pgData, PG_CLIENT, published } from './apps-cluster.js';
+import { cluster, crashHostUnderBlockedClient, tcpApp, hostState, INTERVAL, LEASE_MS, logOf, pgApp, pgData, published } from './apps-cluster.js';
 import { until } from './replication-cluster.js';
 
 describe('cluster manager: PostgreSQL on the embedded store', () => {
@@ -19,24 +19,9 @@ describe('cluster manager: PostgreSQL on the embedded store', () => {
     await until('pg up on a', () => hostState(c, 'a'), 30_000);
     expect(await c.holders()).toEqual(['a']);
 
-    // A client blocked on a (pg_sleep) when a dies.
-    const client = c.lab.spawn('c', PG_CLIENT, ['--host', c.vip, '--port', '5432']);
-    await client.waitFor('query-started', 15_000);
-    // Until a has acknowledged the query, the client's own retransmission would reach b, whose
-    // kernel resets it: the wait makes the replicated table the only way the client is released.
-    await new Promise((r) => setTimeout(r, 500));
-    const t0 = Date.now();
-    await c.kill('a');
-    const err = await client.waitFor('query-error', 15_000);
-    const released = Date.now() - t0;
-    await until('pg up on b', () => hostState(c, 'b'), 20_000).catch(async (e: Error) => {
-      throw new Error(`${e.message}: ${JSON.stringify(await c.apps())}; b's log: ${logOf(b).filter((x) => x.app !== undefined || /app/.test(String(x.msg))).map((x) => JSON.stringify(x)).join('\n')}`);
-    });
-    const upOnB = Date.now() - t0;
+    // A client blocked on a (pg_sleep) when a dies; its retry reaches b.
+    const { released, upOnB, error: err } = await crashHostUnderBlockedClient(c, b);
     expect(await c.holders()).toContain('b'); // a, dead, still has it configured: nothing answers there
-    client.send({ cmd: 'query' });
-    const retry = await client.waitFor('query-result', 15_000);
-    expect(retry).toMatchObject({ answer: 42, server: `${c.vip}/32` });
     console.info(`HOST a killed: the blocked client got ${String(err.code ?? err.message)} after ${released} ms; pg up on b (store) after ${upOnB} ms (detection ${3 * INTERVAL} ms, lease ${LEASE_MS} ms, PostgreSQL start)`);
     expect(released).toBeLessThan(LEASE_MS + 3 * INTERVAL + 2000);
     const events = published(b).filter((e) => e.service === 'pg');
