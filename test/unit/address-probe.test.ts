@@ -1,8 +1,10 @@
 // The address probe's logic, without privileges: which frames are answers (parseProbeAnswer),
 // what the socket's filter lets through (run in a classic-BPF interpreter), the loop that probes
-// until an address is gone (probeUntilGone), with the probe and the clock injected. The native probe on a real link:
+// until an address is gone (probeUntilGone) and the lease's check on the link
+// (probeLeaseRanOut), with the probe and the clock injected. The native probe on a real link:
 // test/lab/address-probe.test.ts.
 import { describe, expect, it } from 'vitest';
+import { probeLeaseRanOut, type LeaseHeld } from '../../src/agent/address-lease.js';
 import {
   AddressHeldError,
   parseProbeAnswer,
@@ -195,5 +197,52 @@ describe('probeUntilGone', () => {
   it('the probe\'s own errors are thrown as they are', async () => {
     const err = Object.assign(new Error('ENETDOWN: Network is down, sendto'), { code: 'ENETDOWN' });
     await expect(probeUntilGone(async () => Promise.reject(err), { address: V4, now: () => 0, sleep: async () => {} })).rejects.toBe(err);
+  });
+});
+
+describe('probeLeaseRanOut (the taker, after the lease)', () => {
+  function opener(link: ReturnType<typeof fakeLink>) {
+    const opened: string[] = [];
+    let closed = 0;
+    const open = (ifname: string, address: string) => {
+      opened.push(`${ifname} ${address}`);
+      return { round: link.probe, close: async () => void closed++ };
+    };
+    return { open, opened, closed: () => closed };
+  }
+
+  it('free at once: gone, nothing held; the probe opened on the takeover\'s interface for the address, and closed', async () => {
+    const link = fakeLink(() => undefined);
+    const o = opener(link);
+    const r = await probeLeaseRanOut({ peer: 'a', address: 'FD7A:6B00:7::100', interface: 'eth0', decidedAt: 0, seconds: 5 }, { open: o.open, now: link.now, sleep: link.sleep });
+    expect(r).toEqual({ kind: 'gone', probes: 1, ms: PROBE_WINDOW_MS });
+    expect(o.opened).toEqual([`eth0 ${V6}`]);
+    expect(o.closed()).toBe(1);
+  });
+
+  it('the old holder\'s kernel late: not gone until it stops answering; how long past its lease it kept it, at least', async () => {
+    // Decided at 2000 with a 5 s lease: it ran out by 7000 at the latest. The link is asked at
+    // 10_000 (after the deadline) and the holder answers until 12_000.
+    const link = fakeLink((_, t) => (t < 12_000 ? HOLDER : undefined));
+    const o = opener(link);
+    const held: LeaseHeld[] = [];
+    const r = await probeLeaseRanOut({ peer: 'a', address: V4, interface: 'eth0', decidedAt: 2000, seconds: 5, onHeld: (h) => held.push(h) }, { open: o.open, now: link.now, sleep: link.sleep });
+    expect(held).toEqual([{ peer: 'a', address: V4, mac: HOLDER, kind: 'arp-reply', at: 10_000.2, pastLeaseMs: 3000 }]);
+    expect(r).toEqual({ kind: 'gone', probes: 21, ms: 20 * PROBE_EVERY_MS + PROBE_WINDOW_MS, held: { macs: [HOLDER], answers: 20, lastAt: 11_900.2, pastLeaseMs: 4900 } });
+    expect(o.closed()).toBe(1);
+  });
+
+  it('held past the bound: throws (the takeover fails, nothing added); stopped: says why; the probe closed either way', async () => {
+    const link = fakeLink(() => HOLDER);
+    const o = opener(link);
+    await expect(probeLeaseRanOut({ peer: 'a', address: V4, interface: 'eth0', decidedAt: 0, seconds: 5 }, { open: o.open, now: link.now, sleep: link.sleep, giveUpMs: 1000 })).rejects.toMatchObject({
+      code: 'ERR_ADDRESS_HELD',
+      message: expect.stringContaining(`answered by ${HOLDER}`),
+    });
+    expect(link.rounds).toHaveLength(11);
+    expect(o.closed()).toBe(1);
+    const stopped = await probeLeaseRanOut({ peer: 'a', address: V4, interface: 'eth0', decidedAt: 0, seconds: 5, stop: () => 'a is alive and holds 198.18.7.100' }, { open: o.open, now: link.now, sleep: link.sleep });
+    expect(stopped).toEqual({ kind: 'stopped', why: 'a is alive and holds 198.18.7.100' });
+    expect(o.closed()).toBe(2);
   });
 });
