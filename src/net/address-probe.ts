@@ -121,9 +121,9 @@ export class AddressProbe {
   private closed = false;
 
   /**
-   * Opens the probe's socket on `ifname` for `address` (IPv4: ARP, IPv6: NDP). Throws ENODEV
-   * (no such interface), EOPNOTSUPP (not Ethernet), EPERM (no CAP_NET_RAW), or another
-   * syscall's error (code, errno, syscall as Node's).
+   * Opens the probe's socket on `ifname` for `address` (IPv4: ARP, IPv6: NDP). Throws TypeError
+   * for a string that is not an IP address, ENODEV (no such interface), EOPNOTSUPP (not
+   * Ethernet), EPERM (no CAP_NET_RAW), or another syscall's error (code, errno, syscall as Node's).
    */
   static open(ifname: string, address: string): AddressProbe {
     return new AddressProbe(ifname, canonicalAddress(address));
@@ -132,10 +132,15 @@ export class AddressProbe {
   private constructor(readonly ifname: string, readonly address: string) {
     this.probe = new native.AddressProbe(ifname, address, buildProbeAnswerFilter(address));
     this.mac = this.probe.mac;
-    this.probe.start(
-      (frames) => this.frames(frames),
-      (err) => this.round_?.fail(err),
-    );
+    try {
+      this.probe.start(
+        (frames) => this.frames(frames),
+        (err) => this.round_?.fail(err),
+      );
+    } catch (err) {
+      void this.probe.close().catch(() => undefined);
+      throw err;
+    }
   }
 
   /**
