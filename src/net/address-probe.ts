@@ -17,11 +17,11 @@ import { addressBytes, canonicalAddress } from './endpoint.js';
 /**
  * How long one round waits for an answer, ms. A holder's kernel answers from its receive path
  * (softirq), without any process being scheduled. Measured (test/lab/address-probe.test.ts, the
- * labs' bridge on a 2-core VM shared with other work, 300 rounds): IPv4 0.06-12.3 ms, median
- * 0.14, 99th percentile 1.5; IPv6 0.10-2.3 ms, median 0.17, 99th percentile 0.8; with both
- * cores busy in both namespaces, at most 17 ms (IPv4) and 22 ms (IPv6) in 500 rounds. A switched
- * LAN adds well under a millisecond. 100 ms is several times the worst seen, and small beside
- * the lease the taker has just waited out.
+ * labs' bridge on a 2-core VM shared with other jobs, 10 runs of 300 rounds per family, the
+ * taker's own loop delay included): median 0.08-0.20 ms, 99th percentile under 2.3 ms in all but
+ * one run (5 ms), the longest 13 ms (IPv4) and 52 ms (IPv6, once, load average 4 on 2 cores);
+ * with both cores kept busy in both namespaces, at most 22 ms. A switched LAN adds well under a
+ * millisecond. 100 ms is above all of it, and small beside the lease the taker has just waited out.
  */
 export const PROBE_WINDOW_MS = 100;
 
