@@ -16,6 +16,7 @@
         "native/socket_ops.cc",
         "native/netlink_addr.cc",
         "native/neigh_announce.cc",
+        "native/address_probe.cc",
         "native/sg_io.cc",
         "native/tcp_repair.cc"
       ],

@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitSocketOps(env, exports);
   takeover::InitNetlinkAddr(env, exports);
   takeover::InitNeighAnnounce(env, exports);
+  takeover::InitAddressProbe(env, exports);
   takeover::InitSgIo(env, exports);
   takeover::InitTcpRepair(env, exports);
   return exports;

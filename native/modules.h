@@ -13,6 +13,7 @@ void InitPidfdWatch(Napi::Env env, Napi::Object exports);   // pidfd_watch.cc
 void InitSocketOps(Napi::Env env, Napi::Object exports);    // socket_ops.cc
 void InitNetlinkAddr(Napi::Env env, Napi::Object exports);  // netlink_addr.cc
 void InitNeighAnnounce(Napi::Env env, Napi::Object exports);  // neigh_announce.cc
+void InitAddressProbe(Napi::Env env, Napi::Object exports);   // address_probe.cc
 void InitSgIo(Napi::Env env, Napi::Object exports);         // sg_io.cc
 void InitTcpRepair(Napi::Env env, Napi::Object exports);    // tcp_repair.cc
 }  // namespace takeover

@@ -19,6 +19,7 @@
 
 #include "address_arg.h"
 #include "errors.h"
+#include "ether_frame.h"
 #include "inet_checksum.h"
 #include "modules.h"
 #include "unique_fd.h"
@@ -26,9 +27,6 @@
 namespace takeover {
 namespace {
 
-using Mac = std::array<uint8_t, ETH_ALEN>;
-
-constexpr size_t kMinEthernetFrame = 60;  // without FCS; shorter frames are padded with zeros
 constexpr Mac kBroadcastMac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 constexpr Mac kAllNodesMac = {0x33, 0x33, 0x00, 0x00, 0x00, 0x01};  // for ff02::1 (RFC 2464)
 constexpr uint8_t kAllNodes[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
@@ -39,13 +37,6 @@ struct Frame {
   uint16_t ethertype = 0;
   Mac dst{};
 };
-
-size_t PutEthernet(uint8_t* p, const Mac& dst, const Mac& src, uint16_t ethertype) {
-  std::memcpy(p, dst.data(), ETH_ALEN);
-  std::memcpy(p + ETH_ALEN, src.data(), ETH_ALEN);
-  PutBe16(p + 2 * ETH_ALEN, ethertype);
-  return ETH_HLEN;
-}
 
 // ARP request with sender IP = target IP = address: arp_process() treats it as gratuitous
 // and overrides an existing neighbour entry with the sender MAC, without creating entries
@@ -104,18 +95,6 @@ Frame UnsolicitedNa(const Mac& mac, const uint8_t address[16]) {
   return f;
 }
 
-Mac InterfaceMac(Napi::Env env, int fd, const std::string& ifname) {
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());  // size < IFNAMSIZ, checked
-  if (ioctl(fd, SIOCGIFHWADDR, &ifr) != 0) ThrowErrno(env, "ioctl", errno);
-  // ARP and NDP over Ethernet only: other link types (loopback, tunnels) have no neighbours
-  // to tell, or a different frame format.
-  if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER) ThrowErrno(env, "announceAddress", EOPNOTSUPP);
-  Mac mac;
-  std::memcpy(mac.data(), ifr.ifr_hwaddr.sa_data, ETH_ALEN);
-  return mac;
-}
-
 // One packet socket for the life of the process. Closing a packet socket waits for an RCU
 // grace period (synchronize_net, 8-16 ms measured here), and an address takeover announces
 // several times at the moment that matters most. Protocol 0: the socket only sends; it is
@@ -138,7 +117,7 @@ Napi::Value AnnounceAddress(const Napi::CallbackInfo& info) {
   unsigned ifindex = IfIndex(env, ifname);
 
   const UniqueFd& fd = AnnounceSocket(env);
-  Mac mac = InterfaceMac(env, fd.get(), ifname);
+  Mac mac = InterfaceMac(env, fd.get(), ifname, "announceAddress");
   Frame frame = addr.family == AF_INET ? GratuitousArp(mac, addr.bytes)
                                        : UnsolicitedNa(mac, addr.bytes);
 

@@ -33,6 +33,7 @@
 #include "errors.h"
 #include "modules.h"
 #include "packet_parse.h"
+#include "socket_filter.h"
 #include "tcp_flows.h"
 #include "unique_fd.h"
 #include "uv_poll_watch.h"
@@ -100,16 +101,6 @@ void PutSide(double* out, const Flow& f, const FlowSideState& s) {
   out[10] = s.lastSeenMs;
   out[11] = static_cast<double>(s.packets);
   out[12] = static_cast<double>(s.bytes);
-}
-
-// Attaches a classic BPF program given as struct sock_filter[] bytes (replacing any earlier one).
-void AttachFilter(Napi::Env env, int fd, Napi::Value filter) {
-  if (!filter.IsBuffer()) ThrowInvalidArg(env, "filter must be a Buffer of struct sock_filter");
-  auto buf = filter.As<Napi::Buffer<uint8_t>>();
-  if (buf.Length() == 0 || buf.Length() % sizeof(sock_filter) || buf.Length() / sizeof(sock_filter) > BPF_MAXINSNS)
-    ThrowInvalidArg(env, "filter must hold 1 to 4096 instructions of 8 bytes");
-  sock_fprog prog{static_cast<unsigned short>(buf.Length() / sizeof(sock_filter)), reinterpret_cast<sock_filter*>(buf.Data())};
-  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) ThrowErrno(env, "setsockopt", errno);
 }
 
 class Capture : public Napi::ObjectWrap<Capture> {

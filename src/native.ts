@@ -340,6 +340,12 @@ export interface NativeBindings {
   setAddressLifetime(ifname: string, address: string, prefixLength: number, lifetimeSeconds: number, flags: number): void;
   /** Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for address on ifname. */
   announceAddress(ifname: string, address: string): void;
+  /**
+   * A packet socket on ifname (Ethernet only: EOPNOTSUPP otherwise) bound to ARP (IPv4 address)
+   * or IPv6 with `filter` (bpf-filter.ts buildProbeAnswerFilter) attached; net/address-probe.ts
+   * wraps it. Throws ERR_INVALID_ARG_VALUE, ENODEV, or the failing syscall's error.
+   */
+  AddressProbe: new (ifname: string, address: string, filter: Buffer) => NativeAddressProbe;
 
   /**
    * One SCSI command through SG_IO, on a worker thread. `dataIn`: bytes to read (0: none);
@@ -358,6 +364,24 @@ export interface NativeBindings {
   /** The same for many states, one after another on a libuv worker; one result per state, in order. */
   tcpRepairRestoreAsync(states: Array<NativeRepairState & { transparent?: boolean }>): Promise<NativeRestoreResult[]>;
   tcpInfoOf(fd: number): TcpInfoSummary;
+}
+
+/** native/address_probe.cc: an ARP probe (RFC 5227 2.1.1) or DAD solicitation (RFC 4862 5.4.2) and the answers. */
+export interface NativeAddressProbe {
+  /** ifname's MAC, aa:bb:cc:dd:ee:ff: the probe's sender. */
+  readonly mac: string;
+  /** One probe frame onto the link (IPv4: ARP request from 0.0.0.0, broadcast; IPv6: NS from :: to the solicited-node group). Throws the sendto error. */
+  send(): void;
+  /**
+   * Watches the socket (uv_poll): onFrames(frames, timeMs) with the frames the filter passed that
+   * this host did not send, each from its Ethernet header (at most 256 bytes), and the time read
+   * (ms since the epoch); onError(err) for an error the socket reported (ENETDOWN...).
+   */
+  start(onFrames: (frames: Buffer[], timeMs: number) => void, onError: (err: NativeError) => void): void;
+  /** The frames queued on the socket now, read at once (the same that onFrames gets); [] once closed. */
+  read(): Buffer[];
+  /** Stops watching and closes the socket on a libuv worker (a packet socket's close waits ~10 ms for RCU). Idempotent. */
+  close(): Promise<void>;
 }
 
 /** What SG_IO reports (sg v3 header): SCSI status, transport and driver status, sense, data. */

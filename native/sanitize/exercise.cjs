@@ -140,6 +140,48 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   await exited;
   watch.close();
   attempt(() => new addon.ProcessWatch(0x3fffff));
+  // Address probes (ARP probe, DAD solicitation) across a veth pair of this namespace: pb holds
+  // the addresses and answers what pa asks; frames through the poll and through read(); an
+  // address nobody holds; the interface going down under a watching probe; close twice; refusals.
+  {
+    const { execFileSync } = require('node:child_process');
+    const ipc = (...a) => execFileSync('ip', a);
+    ipc('link', 'add', 'pa', 'type', 'veth', 'peer', 'name', 'pb');
+    ipc('link', 'set', 'pa', 'up'); ipc('link', 'set', 'pb', 'up');
+    ipc('addr', 'add', '198.18.0.9/24', 'dev', 'pb');
+    ipc('addr', 'add', 'fd7a:6b00::9/64', 'dev', 'pb', 'nodad');
+    await new Promise((r) => setTimeout(r, 1500)); // IPv6 multicast routes once the veth is up
+    const accept = Buffer.from([6, 0, 0, 0, 128, 0, 0, 0]); // ret 128: every frame
+    let answers = 0;
+    for (const a of ['198.18.0.9', 'fd7a:6b00::9', '198.18.0.10', 'fd7a:6b00::10']) {
+      const p = new addon.AddressProbe('pa', a, accept);
+      p.start((frames) => { answers += frames.length; }, () => {});
+      for (let i = 0; i < 20; i++) { p.send(); await new Promise((r) => setTimeout(r, 2)); }
+      p.send();
+      answers += p.read().length;
+      await new Promise((r) => setTimeout(r, 20));
+      await p.close(); await p.close();
+      attempt(() => p.send()); attempt(() => p.start(() => {}, () => {})); p.read();
+    }
+    if (answers === 0) throw new Error('AddressProbe: no answer from pb');
+    const down = new addon.AddressProbe('pa', '198.18.0.9', accept);
+    let errors = 0;
+    down.start(() => {}, () => { errors++; });
+    ipc('link', 'set', 'pa', 'down');
+    attempt(() => down.send());
+    await new Promise((r) => setTimeout(r, 50));
+    ipc('link', 'set', 'pa', 'up');
+    await down.close();
+    const unwatched = new addon.AddressProbe('pa', 'fd7a:6b00::9', accept); // closed by GC / teardown
+    unwatched.send();
+    attempt(() => new addon.AddressProbe('lo', '127.0.0.1', accept));
+    attempt(() => new addon.AddressProbe('nosuch0', '198.18.0.9', accept));
+    attempt(() => new addon.AddressProbe('pa', 'nope', accept));
+    attempt(() => new addon.AddressProbe('pa', '198.18.0.9', Buffer.alloc(3)));
+    attempt(() => new addon.AddressProbe('pa', '198.18.0.9'));
+    attempt(() => { const p = new addon.AddressProbe('pa', '198.18.0.9', accept); p.start('x'); });
+    ipc('link', 'del', 'pa');
+  }
   // SG_IO: the host has no SCSI, so the worker's ioctl fails (ENOTTY) on every path; the
   // argument checks and the AsyncWorker's life (copy in, reject, free) are what run here.
   const fs = require('node:fs');

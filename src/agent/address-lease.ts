@@ -17,12 +17,20 @@
 //     was alive and unheard: a partition, which quorum and fencing settle, not the lease);
 //   - a taker that hears the owner claim the address again after its decision (an agent
 //     restarted in time, a loop that was held) or leave in a planned way gives the takeover up:
-//     the owner is alive and holds the address.
+//     the owner is alive and holds the address;
+//   - the kernel may remove an expired address later than the slack allows (a CI run saw an
+//     IPv6 address go 4737 ms after its lifetime). So once the deadline has passed, the taker
+//     asks the link before it adds the address (probeLeaseRanOut: an ARP probe, or a DAD
+//     Neighbour Solicitation): while the old holder answers, it does not add it, and probes again
+//     every 100 ms, up to 10 s, then fails naming who answered. The kernel lifetime stays the
+//     mechanism; the probe is the check against its lateness.
 // Decisions are pure here (leaseDeadline, PeerLeases.verdict, the owner's rules in
-// AddressLeases); the syscalls come in through options (net/address.ts).
+// AddressLeases, probeLeaseRanOut over an injected probe); the syscalls come in through options
+// (net/address.ts, net/address-probe.ts).
 import { EventEmitter } from 'node:events';
 import type { AddressClaim } from '../monitor/heartbeat-packet.js';
 import type { AddressEntry } from '../native.js';
+import { probeUntilGone, type ProbeAnswer, type ProbeOnce, type UntilGoneOptions } from '../net/address-probe.js';
 import { canonicalAddress } from '../net/endpoint.js';
 
 /**
@@ -403,6 +411,17 @@ export class PeerLeases {
     }
   }
 
+  /**
+   * Why a takeover of `address` from `peer`, decided at `decidedAt`, must not go on now: the
+   * agent stops, or verdict() says abandon (the peer holds the address again, or left). Undefined
+   * while it may go on (what the probes after the wait ask between rounds).
+   */
+  abandoned(peer: string, address: string, decidedAt: number): string | undefined {
+    if (this.closed) return 'the agent stops';
+    const v = this.verdict(peer, address, decidedAt, this.now());
+    return v.kind === 'abandon' ? v.why : undefined;
+  }
+
   /** Stops listening and ends every wait (abandoned: the agent stops). */
   close(): void {
     this.closed = true;
@@ -413,5 +432,101 @@ export class PeerLeases {
 
   private wakeAll(): void {
     for (const w of [...this.waiters]) w.wake();
+  }
+}
+
+// ---------------------------------------------------------------- the taker's check on the link
+
+/** A taker's question before it adds a leased address whose lease it has waited out. */
+export interface LeaseProbeRequest {
+  peer: string;
+  address: string;
+  /** The interface the address is to be added on: the link that is asked. */
+  interface: string;
+  /** When the peer was declared dead (ms, this node's clock), and the lease it claimed (s). */
+  decidedAt: number;
+  seconds: number;
+  /** Asked between rounds: a reason to stop (the takeover is abandoned, the agent stops). */
+  stop?: () => string | undefined;
+  /** Told once, at the first answer: the old holder still has the address past its lease. */
+  onHeld?: (h: LeaseHeld) => void;
+}
+
+/** The old holder still answered for the address after its lease ran out. */
+export interface LeaseHeld {
+  peer: string;
+  address: string;
+  mac: string;
+  kind: ProbeAnswer['kind'];
+  /** When it answered (ms, this node's clock). */
+  at: number;
+  /**
+   * How long past its lease it answered, ms, at least: the lease ran out by decidedAt + the
+   * lease at the latest (the owner's last renewal came before the decision).
+   */
+  pastLeaseMs: number;
+}
+
+export type LeaseProbeOutcome =
+  /** Nobody answered: the address may be added. `held` when the old holder answered first (its kernel was late). */
+  | {
+      kind: 'gone';
+      /** Probe rounds, and how long the probing took, ms. */
+      probes: number;
+      ms: number;
+      held?: { macs: string[]; answers: number; lastAt: number; pastLeaseMs: number };
+    }
+  /** Stopped between rounds for request.stop()'s reason: nothing may be added. */
+  | { kind: 'stopped'; why: string };
+
+export interface LeaseProbeOptions {
+  /** Opens a probe of `address` on `ifname` (net/address-probe.ts AddressProbe.open). */
+  open: (ifname: string, address: string) => { round: ProbeOnce; close(): Promise<void> };
+  /** Rounds, ms (net/address-probe.ts: PROBE_WINDOW_MS, PROBE_EVERY_MS, PROBE_GIVE_UP_MS). */
+  windowMs?: number;
+  everyMs?: number;
+  giveUpMs?: number;
+  now?: () => number;
+  sleep?: UntilGoneOptions['sleep'];
+}
+
+/**
+ * Before a taker adds an address whose lease it waited out: whether the old holder's kernel has
+ * really removed it. Probes the link (IPv4: ARP probe, RFC 5227 section 2.1.1; IPv6: DAD
+ * Neighbour Solicitation, RFC 4862 section 5.4) until nobody answers (net/address-probe.ts
+ * probeUntilGone): `gone`, with how long past its lease the holder kept it if it answered first;
+ * `stopped` when request.stop() says so. Throws AddressHeldError (code ERR_ADDRESS_HELD, the
+ * MACs that answered) when it is still held after options.giveUpMs (10 s), and the probe's own
+ * errors (opening it: ENODEV, EOPNOTSUPP, EPERM; sending). The probe is closed in every case.
+ */
+export async function probeLeaseRanOut(request: LeaseProbeRequest, options: LeaseProbeOptions): Promise<LeaseProbeOutcome> {
+  const now = options.now ?? clock;
+  // The owner renews only after a heartbeat, and its last one came before the decision: its
+  // lease ran out by decidedAt + seconds at the latest. Lateness counted from there is a floor.
+  const leaseEnd = request.decidedAt + request.seconds * 1000;
+  const address = canonicalAddress(request.address);
+  const probe = options.open(request.interface, address);
+  try {
+    const r = await probeUntilGone((w) => probe.round(w), {
+      address,
+      holder: request.peer,
+      ...(options.windowMs !== undefined ? { windowMs: options.windowMs } : {}),
+      ...(options.everyMs !== undefined ? { everyMs: options.everyMs } : {}),
+      ...(options.giveUpMs !== undefined ? { giveUpMs: options.giveUpMs } : {}),
+      ...(options.sleep ? { sleep: options.sleep } : {}),
+      ...(request.stop ? { stop: request.stop } : {}),
+      now,
+      onHeld: ({ answer, at }) => request.onHeld?.({ peer: request.peer, address, mac: answer.mac, kind: answer.kind, at, pastLeaseMs: Math.round(at - leaseEnd) }),
+    });
+    if (r.kind === 'stopped') return { kind: 'stopped', why: r.why };
+    return {
+      kind: 'gone',
+      probes: r.probes,
+      ms: Math.round(r.at - r.startedAt),
+      ...(r.held ? { held: { macs: r.held.macs, answers: r.held.answers, lastAt: r.held.lastAt, pastLeaseMs: Math.round(r.held.lastAt - leaseEnd) } } : {}),
+    };
+  } finally {
+    // On a libuv worker (a packet socket's close waits ~10 ms for RCU): the address is not held up by it.
+    void probe.close().catch(() => undefined);
   }
 }

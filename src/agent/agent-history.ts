@@ -42,8 +42,12 @@ export interface TakeoverRecord {
   notClosed: number;
   /** The service address was added here (false: it was already here). */
   addressAdded?: boolean;
-  /** The peer's address lease it waited out first: its length (s) and the wait (ms). */
-  lease?: { seconds: number; waitedMs: number };
+  /**
+   * The peer's address lease it waited out first: its length (s) and the wait (ms, the probes of
+   * the link included); `heldPastLeaseMs` when the peer's kernel still answered for the address
+   * after the lease: how long past it at least (ms), and the MAC that answered.
+   */
+  lease?: { seconds: number; waitedMs: number; heldPastLeaseMs?: number; heldBy?: string };
   /** Why it failed, or why it was abandoned. */
   error?: string;
 }
@@ -136,7 +140,15 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
         connections: d.report.results.length,
         notClosed,
         ...(d.report.takeovers?.[0] ? { addressAdded: d.report.takeovers[0].added } : {}),
-        ...(d.lease ? { lease: { ...d.lease } } : {}),
+        ...(d.lease
+          ? {
+              lease: {
+                seconds: d.lease.seconds,
+                waitedMs: d.lease.waitedMs,
+                ...(d.lease.probe?.held ? { heldPastLeaseMs: d.lease.probe.held.pastLeaseMs, heldBy: d.lease.probe.held.macs.join(', ') } : {}),
+              },
+            }
+          : {}),
       });
     });
     plan.on('abandoned', (a) => {

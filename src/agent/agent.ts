@@ -34,7 +34,7 @@ import { InstanceMonitor, type InstanceEvent, type InstanceInfo, type LastExit }
 import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions } from './planned-change.js';
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
-import { PeerTakeover, type TakeoverAbandoned, type TakeoverDone, type TakeoverWaiting } from './peer-takeover.js';
+import { PeerTakeover, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
@@ -42,7 +42,8 @@ import { UptimeLog } from './uptime-log.js';
 import { defaultIncarnationFile, nextIncarnation } from './incarnation.js';
 import { AddressHolding, type AddressReleased } from './address-holding.js';
 import { addressEntries, removeAddress, setAddressLifetime } from '../net/address.js';
-import { AddressLeases, PeerLeases, type LeaseEvent, type LeaseStatus } from './address-lease.js';
+import { AddressLeases, PeerLeases, probeLeaseRanOut, type LeaseEvent, type LeaseStatus } from './address-lease.js';
+import { AddressProbe } from '../net/address-probe.js';
 import { MAX_CLAIMS, type AddressClaim } from '../monitor/heartbeat-packet.js';
 import { changedFields, RELOADABLE, ReloadRefusedError } from './reload.js';
 import { AgentHistory, type PeerHistory } from './agent-history.js';
@@ -70,6 +71,8 @@ export type AgentEvents = {
   'takeover-waiting': [TakeoverWaiting];
   /** A takeover ended without taking anything over: the peer holds the address (alive) or left. */
   'takeover-abandoned': [TakeoverAbandoned];
+  /** After the lease, the peer's kernel still answered for the address: not added until it stops. */
+  'takeover-held': [TakeoverHeld];
   /** This node's address leases (config `addressLease`): adopted, lost, renewals failed, released at stop. */
   lease: [LeaseEvent];
   detector: [DetectorEvent];
@@ -356,6 +359,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
       leases: this.peerLeases,
+      // A leased address is added only once the link says the peer's kernel removed it.
+      probe: (request) => probeLeaseRanOut(request, { open: (ifname, address) => AddressProbe.open(ifname, address) }),
     });
     plan.on('done', (d) => {
       this.addresses.tookOver(peer, t.address);
@@ -364,6 +369,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     plan.on('failed', (err) => this.emit('takeover-failed', err));
     plan.on('waiting', (w) => this.emit('takeover-waiting', w));
     plan.on('abandoned', (a) => this.emit('takeover-abandoned', a));
+    plan.on('held', (h) => this.emit('takeover-held', h));
     this.history.watchTakeover(peer, service, plan);
     await plan.prepare();
     this.takeovers.push(plan);

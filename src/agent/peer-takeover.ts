@@ -6,7 +6,8 @@
 // An address the peer holds under an address lease (agent/address-lease.ts) is added only once
 // that lease has certainly run out (`leases`): the takeover waits after `before`, and ends
 // without taking anything over if the peer turns out to be alive and holding the address, or
-// leaves in a planned way, meanwhile.
+// leaves in a planned way, meanwhile. Then (`probe`) it asks the link whether the peer's kernel
+// has really removed the address, and adds it only once nobody answers for it.
 import { EventEmitter } from 'node:events';
 import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
@@ -16,7 +17,7 @@ import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
-import type { LeaseVerdict, PeerLeases } from './address-lease.js';
+import type { LeaseHeld, LeaseProbeOutcome, LeaseProbeRequest, LeaseVerdict, PeerLeases } from './address-lease.js';
 
 export interface PeerTakeoverOptions {
   /** The heartbeat agent, or a WitnessedNodeEvents in front of it. */
@@ -36,8 +37,17 @@ export interface PeerTakeoverOptions {
   method?: CloseMethod | string;
   /** Runs first and must succeed, or nothing is taken over (the agent fences the peer here). */
   before?: (down: Extract<DetectorEvent, { kind: 'node-down' }>) => Promise<unknown>;
-  /** The peers' address leases: a leased address is added only once its lease has run out. */
-  leases?: Pick<PeerLeases, 'waitOut'>;
+  /**
+   * The peers' address leases: a leased address is added only once its lease has run out.
+   * `abandoned` (when given) is asked between probe rounds.
+   */
+  leases?: Pick<PeerLeases, 'waitOut'> & Partial<Pick<PeerLeases, 'abandoned'>>;
+  /**
+   * After a lease was waited out, before the address is added: whether the peer's kernel still
+   * holds it (address-lease.ts probeLeaseRanOut). Throws when it is still held past the bound:
+   * the takeover fails with that error, nothing added.
+   */
+  probe?: (request: LeaseProbeRequest) => Promise<LeaseProbeOutcome>;
 }
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
@@ -58,6 +68,11 @@ export interface TakeoverAbandoned {
   at: number;
 }
 
+/** The peer's kernel still held its leased address after the lease: the takeover probes until it is gone. */
+export interface TakeoverHeld extends LeaseHeld {
+  down: NodeDown;
+}
+
 export interface TakeoverDone {
   down: Extract<DetectorEvent, { kind: 'node-down' }>;
   report: ClosePeersReport;
@@ -66,11 +81,15 @@ export interface TakeoverDone {
   /** When closePeers was called and when it returned (ms since the epoch). */
   startedAt: number;
   doneAt: number;
-  /** The peer's address lease waited out first: its length, and how long this takeover waited. */
-  lease?: { seconds: number; waitedMs: number };
+  /**
+   * The peer's address lease waited out first: its length, how long this takeover waited (the
+   * probes included), and what the probes of the link found (with `held` when the peer's kernel
+   * kept the address past its lease: how long at least, ms).
+   */
+  lease?: { seconds: number; waitedMs: number; probe?: Extract<LeaseProbeOutcome, { kind: 'gone' }> };
 }
 
-export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; abandoned: [TakeoverAbandoned] }> {
+export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; held: [TakeoverHeld]; abandoned: [TakeoverAbandoned] }> {
   private running: Promise<void> | undefined;
   private guard: RstGuard | undefined;
   private readonly method: CloseMethod;
@@ -143,7 +162,27 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           this.emit('abandoned', { down, address, why: v.why, at: now() });
           return;
         }
-        if (v.waited) lease = { seconds: v.waited.seconds, waitedMs: Math.round(now() - waitFrom) };
+        if (v.waited) {
+          let probe: Extract<LeaseProbeOutcome, { kind: 'gone' }> | undefined;
+          if (this.options.probe) {
+            const leases = this.options.leases;
+            const p = await this.options.probe({
+              peer: down.node,
+              address,
+              interface: this.options.interface,
+              decidedAt: down.at,
+              seconds: v.waited.seconds,
+              stop: () => leases.abandoned?.(down.node, address, down.at),
+              onHeld: (h) => this.emit('held', { down, ...h }),
+            });
+            if (p.kind === 'stopped') {
+              this.emit('abandoned', { down, address, why: p.why, at: now() });
+              return;
+            }
+            probe = p;
+          }
+          lease = { seconds: v.waited.seconds, waitedMs: Math.round(now() - waitFrom), ...(probe ? { probe } : {}) };
+        }
       }
       const watch = this.watch;
       const known = this.options.known?.() ?? [];

@@ -65,6 +65,13 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
   agent.on('takeover-waiting', (w) => log.info({ peer: w.down.node, address: w.address, leaseSeconds: w.seconds, until: new Date(w.until).toISOString(), ms: Math.round(w.until - w.down.at) }, `waiting out ${w.down.node}'s ${w.seconds} s address lease on ${w.address} before taking it over`));
+  // The peer's kernel kept its leased address past the lease (it removes expired addresses late,
+  // at times by seconds): said when the probes first hear it, and how long in the end.
+  agent.on('takeover-held', (h) => log.warn({ peer: h.peer, address: h.address, mac: h.mac, answer: h.kind, pastLeaseMs: h.pastLeaseMs }, `${h.peer} still holds ${h.address} past its address lease (answered by ${h.mac}): not added until it is gone`));
+  agent.on('takeover', (d) => {
+    const held = d.lease?.probe?.held;
+    if (held) log.warn({ peer: d.down.node, address: d.report.takeovers?.[0]?.address, macs: held.macs, pastLeaseMs: held.pastLeaseMs, probes: d.lease!.probe!.probes, probeMs: d.lease!.probe!.ms }, `${d.down.node} kept its address at least ${held.pastLeaseMs} ms past its lease; taken over once gone`);
+  });
   agent.on('takeover-abandoned', (a) => log.warn({ peer: a.down.node, address: a.address, why: a.why, ms: Math.round(a.at - a.down.at) }, 'peer takeover abandoned: nothing taken over'));
   // This node's own leased addresses: a lease taken up (at start, or an address added by hand),
   // lost (the agent was held past it, or the address removed), made permanent at a planned stop.

@@ -24,7 +24,8 @@ function takeoverLine(t: TakeoverRecord, now: number): string {
   const when = `${formatSince(t.at, now)}, ${Math.round(t.at - t.decidedAt)} ms after the decision`;
   if (t.result === 'failed') return `  took over ${what}: FAILED ${when}: ${t.error ?? 'no reason given'}`;
   if (t.result === 'abandoned') return `  did not take over ${what} ${when}: ${t.error ?? 'no reason given'}`;
-  const lease = t.lease ? `, after waiting out its ${t.lease.seconds} s address lease (${formatAge(t.lease.waitedMs)})` : '';
+  const held = t.lease?.heldPastLeaseMs !== undefined ? `; its kernel kept the address at least ${formatAge(t.lease.heldPastLeaseMs)} past the lease (${t.lease.heldBy})` : '';
+  const lease = t.lease ? `, after waiting out its ${t.lease.seconds} s address lease (${formatAge(t.lease.waitedMs)}${held})` : '';
   const address = (t.addressAdded === undefined ? '' : t.addressAdded ? ', address added here' : ', address was already here') + lease;
   const closed = t.result === 'ok' ? `${t.connections} connection(s) closed` : `${t.notClosed} of ${t.connections} connection(s) LEFT OPEN`;
   return `  took over ${what} ${when}: ${t.result}, ${closed}${address}`;

@@ -159,6 +159,52 @@ export function buildTcpFilter(options: BpfFilterOptions = {}): Buffer {
   return assemble(p);
 }
 
+/** Bytes an address probe's filter keeps per frame: an ARP packet is 42, a Neighbour Advertisement with its option 86. */
+export const PROBE_ANSWER_SNAP = 128;
+
+/**
+ * The filter of an address probe's socket (native `AddressProbe`, net/address-probe.ts), on an
+ * Ethernet interface: only frames that say a host holds `address` pass, the first
+ * PROBE_ANSWER_SNAP bytes of each.
+ *   - IPv4: an ARP packet (Ethernet/IPv4, any operation) whose sender IP is the address: the
+ *     holder's reply to an ARP probe (RFC 5227 section 2.1.1), or its own request or announcement.
+ *   - IPv6: an ICMPv6 Neighbour Advertisement (type 136) right after the fixed IPv6 header whose
+ *     target is the address: the holder's answer to a DAD solicitation (RFC 4862 section 5.4.3).
+ * The frame's other fields (operation, hop limit, who sent it) are checked in TypeScript
+ * (parseProbeAnswer). Throws TypeError for a string that is not an IP address.
+ */
+export function buildProbeAnswerFilter(address: string): Buffer {
+  if (net.isIP(address) === 0) throw new TypeError(`bad address ${address}`);
+  const p: Insn[] = [];
+  const ins = (code: number, k: number | string, jt: number | string = 0, jf: number | string = 0) => p.push({ code, jt, jf, k });
+  const label = (name: string) => p.push({ label: name });
+  if (net.isIPv4(address)) {
+    ins(LD_H_ABS, 12);
+    ins(JEQ_K, 0x0806, 0, 'drop'); // ARP
+    ins(LD_W_ABS, 14);
+    ins(JEQ_K, 0x00010800, 0, 'drop'); // hardware Ethernet, protocol IPv4
+    ins(LD_H_ABS, 18);
+    ins(JEQ_K, 0x0604, 0, 'drop'); // address lengths 6 and 4
+    ins(LD_W_ABS, 28);
+    ins(JEQ_K, ipv4Word(address), 0, 'drop'); // sender IP
+  } else {
+    ins(LD_H_ABS, 12);
+    ins(JEQ_K, 0x86dd, 0, 'drop');
+    ins(LD_B_ABS, 14 + 6);
+    ins(JEQ_K, 58, 0, 'drop'); // ICMPv6 right after the fixed header
+    ins(LD_B_ABS, 14 + 40);
+    ins(JEQ_K, 136, 0, 'drop'); // Neighbour Advertisement
+    ipv6Words(address).forEach((w, j) => {
+      ins(LD_W_ABS, 14 + 40 + 8 + 4 * j);
+      ins(JEQ_K, w, 0, 'drop'); // target
+    });
+  }
+  ins(RET_K, PROBE_ANSWER_SNAP);
+  label('drop');
+  ins(RET_K, 0);
+  return assemble(p);
+}
+
 /** Resolves labels into relative jump offsets and encodes struct sock_filter[]. */
 function assemble(program: Insn[]): Buffer {
   const at = new Map<string, number>();

@@ -297,4 +297,18 @@ describe('the taker (PeerLeases)', () => {
     expect(third).toEqual({ kind: 'abandon', why: 'the agent stops' });
     expect(vi.getTimerCount()).toBe(0);
   });
+
+  it('abandoned(): between the probes after the wait, why the takeover must not go on (the peer claims the address again, left, or the agent stops)', () => {
+    const k = taker();
+    const decided = k.now();
+    k.leases.heard('a', [{ address: VIP, taken: false, leaseSeconds: 5 }], decided - 300);
+    k.advance(leaseDeadline(0, 5) + 200);
+    expect(k.leases.abandoned('a', VIP, decided)).toBeUndefined();
+    k.leases.heard('a', [{ address: VIP, taken: false, leaseSeconds: 5 }], k.now());
+    expect(k.leases.abandoned('a', VIP, decided)).toMatch(new RegExp(`^a is alive and holds ${VIP.replace(/\./g, '\\.')}`));
+    const stopping = taker();
+    stopping.leases.heard('a', [{ address: VIP, taken: false, leaseSeconds: 5 }], stopping.now() - 300);
+    stopping.leases.close();
+    expect(stopping.leases.abandoned('a', VIP, stopping.now())).toBe('the agent stops');
+  });
 });

@@ -1,6 +1,7 @@
 // PeerTakeover's order of work: `before` (the agent's fence of the dead peer) must succeed
 // before anything of the peer's is touched; a failed fence means no takeover, reported. Then a
-// leased address is waited out, and a wait that ends in `abandon` touches nothing.
+// leased address is waited out, and a wait that ends in `abandon` touches nothing; then the link
+// is probed, and the address is added only once nobody answers for it.
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { PeerTakeover } from '../../src/agent/peer-takeover.js';
@@ -67,5 +68,88 @@ describe('PeerTakeover', () => {
     expect(touched).toEqual([]);
     expect(plan.busy).toBe(false);
     await plan.close();
+  });
+
+  describe('after the lease: the probe of the link', () => {
+    function leasedPlan(probe: ConstructorParameters<typeof PeerTakeover>[0]['probe'], verdict: 'waited' | 'no lease' = 'waited') {
+      const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
+      const touched: string[] = [];
+      const tracker = new Proxy({}, { get: (_, k) => (touched.push(String(k)), undefined) }) as unknown as FlowTracker;
+      const calls: string[] = [];
+      let abandonedWhy: string | undefined;
+      const plan = new PeerTakeover({
+        heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 5432 }, tracker, interface: 'nowhere0', prefixLength: 24,
+        leases: {
+          waitOut: async () => (calls.push('wait'), verdict === 'waited' ? { kind: 'go', waited: { seconds: 5 } } : { kind: 'go' }),
+          abandoned: () => abandonedWhy,
+        },
+        ...(probe ? { probe } : {}),
+      });
+      const out = { held: [] as unknown[], abandoned: [] as unknown[], failed: [] as Error[], done: 0 };
+      plan.on('held', (h) => out.held.push(h));
+      plan.on('abandoned', (a) => out.abandoned.push(a));
+      plan.on('failed', (e) => out.failed.push(e));
+      plan.on('done', () => out.done++);
+      const down = () => events.emit('event', { kind: 'node-down', node: 'a', incarnation: 1n, at: 1000, lastHeardAt: 675 });
+      return { plan, touched, calls, out, down, abandon: (why: string) => void (abandonedWhy = why) };
+    }
+
+    it('after the wait, before anything is touched: the probe is asked for the address on the takeover\'s interface; its holder said; gone: the takeover goes on', async () => {
+      const requests: unknown[] = [];
+      const t = leasedPlan(async (req) => {
+        t.calls.push('probe');
+        requests.push({ ...req, stop: typeof req.stop, onHeld: typeof req.onHeld });
+        expect(t.touched).toEqual([]);
+        req.onHeld?.({ peer: 'a', address: '10.9.9.9', mac: '02:00:00:00:00:01', kind: 'arp-reply', at: 9000, pastLeaseMs: 3000 });
+        expect(req.stop?.()).toBeUndefined();
+        return { kind: 'gone', probes: 4, ms: 400, held: { macs: ['02:00:00:00:00:01'], answers: 3, lastAt: 9200, pastLeaseMs: 3200 } };
+      });
+      t.down();
+      await new Promise((r) => setTimeout(r, 10));
+      await t.plan.settled();
+      expect(t.calls).toEqual(['wait', 'probe']);
+      expect(requests).toEqual([{ peer: 'a', address: '10.9.9.9', interface: 'nowhere0', decidedAt: 1000, seconds: 5, stop: 'function', onHeld: 'function' }]);
+      expect(t.out.held).toEqual([{ down: expect.objectContaining({ node: 'a', at: 1000 }), peer: 'a', address: '10.9.9.9', mac: '02:00:00:00:00:01', kind: 'arp-reply', at: 9000, pastLeaseMs: 3000 }]);
+      expect(t.touched.length).toBeGreaterThan(0); // closePeers ran (and failed on the fake tracker)
+      expect(t.out.abandoned).toEqual([]);
+      await t.plan.close();
+    });
+
+    it('stopped (the peer holds its address again, or the agent stops): abandoned with the reason, nothing touched', async () => {
+      const t = leasedPlan(async (req) => {
+        t.abandon('a is alive and holds 10.9.9.9');
+        return { kind: 'stopped', why: req.stop?.() ?? '' };
+      });
+      t.down();
+      await new Promise((r) => setTimeout(r, 10));
+      await t.plan.settled();
+      expect(t.out.abandoned).toEqual([{ down: expect.objectContaining({ at: 1000 }), address: '10.9.9.9', why: 'a is alive and holds 10.9.9.9', at: expect.any(Number) }]);
+      expect(t.touched).toEqual([]);
+      expect(t.out.failed).toEqual([]);
+      await t.plan.close();
+    });
+
+    it('still held past the bound: the takeover fails with the probe\'s error (who answered), nothing touched', async () => {
+      const t = leasedPlan(async () => {
+        throw Object.assign(new Error('10.9.9.9 is still held on the link (a\'s): answered by 02:00:00:00:00:01 in 101 of 101 probe rounds over 10000 ms; not added'), { code: 'ERR_ADDRESS_HELD' });
+      });
+      t.down();
+      await new Promise((r) => setTimeout(r, 10));
+      await t.plan.settled();
+      expect(t.out.failed.map((e) => e.message)).toEqual([expect.stringContaining('answered by 02:00:00:00:00:01')]);
+      expect(t.touched).toEqual([]);
+      await t.plan.close();
+    });
+
+    it('no lease was waited out (none heard, or long run out): no probe', async () => {
+      let probed = 0;
+      const t = leasedPlan(async () => (probed++, { kind: 'gone', probes: 1, ms: 100 }), 'no lease');
+      t.down();
+      await new Promise((r) => setTimeout(r, 10));
+      await t.plan.settled();
+      expect(probed).toBe(0);
+      expect(t.touched.length).toBeGreaterThan(0);
+      await t.plan.close();
+    });
   });
 });
