@@ -231,6 +231,7 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     attempt(() => addon.tcpRepairRestoreAsync('x'));
     attempt(() => addon.tcpRepairRestore({ ...st, window: undefined, sndWl1: 1, rcvWup: 2 ** 31 }));
     attempt(() => addon.tcpInfoOf(rc._handle.fd));
+    attempt(() => addon.tcpRepairDump(rc._handle.fd, false)); // a look: repair mode left at once
     rc.destroy();
     rs.close();
   }
