@@ -1,18 +1,11 @@
 #!/usr/bin/env node
-// The `takeover` command.
-import { appCommand, appsCommand, historyCommand } from './apps.js';
-import { clusterDemoCommand } from './demo-cluster.js';
+// The `takeover` command. Each subcommand's module is imported when it runs: a command loads
+// what it needs, not the whole product (`takeover status` does not load the agent or the SCSI
+// stack), which keeps every invocation's start short.
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_USAGE, UsageError } from './errors.js';
-import { closePeersCommand } from './close-peers.js';
-import { flowsCommand } from './flows.js';
-import { demoCommand } from './demo.js';
-import { agentCommand } from './agent.js';
-import { eventsCommand } from './events.js';
-import { instanceCommand, serviceCommand } from './service.js';
-import { statusCommand } from './status.js';
-import { addScsiCommands } from './scsi.js';
+import { addScsiCommands } from './scsi-commands.js';
 import { METHOD_HELP } from '../net/close-method.js';
 
 // A reader that goes away (`takeover flows | head`) is not an error of ours; stop quietly, and
@@ -67,7 +60,7 @@ program
   .option('--timeout-ms <ms>', 'upper bound for the whole operation', '5000')
   .option('--json', 'print one JSON document')
   .action(async (opts) => {
-    process.exitCode = await closePeersCommand(opts);
+    process.exitCode = await (await import('./close-peers.js')).closePeersCommand(opts);
   });
 
 
@@ -78,7 +71,7 @@ program
   .option('--json', 'print the timeline as JSON')
   .option('--cluster', 'the cluster manager instead: a whole failover and failback of a service on the embedded store')
   .action(async (opts) => {
-    process.exitCode = opts.cluster ? await clusterDemoCommand(opts) : await demoCommand(opts);
+    process.exitCode = opts.cluster ? await (await import('./demo-cluster.js')).clusterDemoCommand(opts) : await (await import('./demo.js')).demoCommand(opts);
   });
 
 program
@@ -88,7 +81,7 @@ program
   .option('--check', 'validate the configuration (and read the key) and exit')
   .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (default: the config\'s log.level, info)')
   .action(async (opts) => {
-    process.exitCode = await agentCommand(opts);
+    process.exitCode = await (await import('./agent.js')).agentCommand(opts);
   });
 
 const controlOptions = (c: Command) =>
@@ -103,7 +96,7 @@ controlOptions(
     .option('--format <format>', 'json, fan (the FAN text line, ISO 8601 times) or oracle (the FAN line as Oracle prints it)', 'json')
     .option('--agents <host:port,...>', 'follow these agents\' notification endpoints instead (de-duplicated)'),
 ).action(async (opts) => {
-  process.exitCode = await eventsCommand(opts);
+  process.exitCode = await (await import('./events.js')).eventsCommand(opts);
 });
 
 controlOptions(
@@ -131,7 +124,7 @@ Events go to stdout, what happened to each instance to stderr. Exit 1 when an in
 come up; a stop interrupted (Ctrl-C) goes on in the agent.`,
     ),
 ).action(async (action: string, name: string, opts) => {
-  process.exitCode = await serviceCommand(action, name, opts);
+  process.exitCode = await (await import('./service.js')).serviceCommand(action, name, opts);
 });
 
 controlOptions(
@@ -152,7 +145,7 @@ service UP are published (reason user). An instance stopped by \`service stop\` 
 by pid is refused (exit 2).`,
     ),
 ).action(async (action: string, name: string, opts) => {
-  process.exitCode = await instanceCommand(action, name, opts);
+  process.exitCode = await (await import('./service.js')).instanceCommand(action, name, opts);
 });
 
 controlOptions(
@@ -167,7 +160,7 @@ controlOptions(
     .option('--peer <node>', 'print the connections this peer\'s agent replicated to the local agent')
     .option('--json', 'print each snapshot as one JSON line (the format --from-flows reads)'),
 ).action(async (opts) => {
-  process.exitCode = await flowsCommand(opts);
+  process.exitCode = await (await import('./flows.js')).flowsCommand(opts);
 });
 
 controlOptions(
@@ -176,7 +169,7 @@ controlOptions(
     .description('nodes, links, instances, services and the last events, as the local agent sees them')
     .option('--json', 'print one JSON document'),
 ).action(async (opts) => {
-  process.exitCode = await statusCommand(opts);
+  process.exitCode = await (await import('./status.js')).statusCommand(opts);
 });
 
 const storeOption = (c: Command) => c.requiredOption('--config <file>', 'an agent configuration naming the store (`store:`)');
@@ -187,7 +180,7 @@ storeOption(
     .description('the clustered applications in the store: TAG, TYPE, HOST, PRIMARY, BACKUP, state, since')
     .option('--json', 'print one JSON document'),
 ).action(async (opts) => {
-  process.exitCode = await appsCommand(opts);
+  process.exitCode = await (await import('./apps.js')).appsCommand(opts);
 });
 
 storeOption(
@@ -211,7 +204,7 @@ requests to the HOST's agent through the store; the command waits until the stor
 done. Exit 0 done, 1 not within --wait-ms (the agents go on), 2 refused (nothing changed).`,
     ),
 ).action(async (action: string, app: string, opts) => {
-  process.exitCode = await appCommand(action, app, opts);
+  process.exitCode = await (await import('./apps.js')).appCommand(action, app, opts);
 });
 
 storeOption(
@@ -221,7 +214,7 @@ storeOption(
     .argument('<app>', 'the application\'s TAG')
     .option('--json', 'print one JSON document'),
 ).action(async (app: string, opts) => {
-  process.exitCode = await historyCommand(app, opts);
+  process.exitCode = await (await import('./apps.js')).historyCommand(app, opts);
 });
 
 addScsiCommands(program);

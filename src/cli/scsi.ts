@@ -2,7 +2,6 @@
 // the shell, one process for the whole job (fence_scsi runs one sg_persist per command). Exit
 // codes: 0 done, 3 RESERVATION CONFLICT, 1 any other device or fencing failure (a partial
 // fence included), 2 bad arguments.
-import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../agent/config.js';
 import { formatKey, parseKey } from '../fence/fence-keys.js';
 import { Fencer, type DeviceReport } from '../fence/fencer.js';
@@ -13,10 +12,10 @@ import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/t
 import { EXIT_INCOMPLETE, EXIT_OK, UsageError } from './errors.js';
 import { table } from './output.js';
 import { intOption } from './parse-args.js';
+import { SCSI_ACTIONS as ACTIONS } from './scsi-commands.js';
 
 export const EXIT_CONFLICT = 3;
 
-const ACTIONS = ['inquiry', 'keys', 'reservation', 'capabilities', 'register', 'unregister', 'reserve', 'release', 'preempt', 'clear'] as const;
 type Action = (typeof ACTIONS)[number];
 
 interface ScsiOptions {
@@ -198,40 +197,4 @@ export async function unfenceCommand(o: FenceOptions): Promise<number> {
   } finally {
     close();
   }
-}
-
-export function addScsiCommands(program: Command): void {
-  program
-    .command('scsi')
-    .description('SCSI reservations on one device (SG_IO): inquiry, keys, reservation, capabilities, register, unregister, reserve, release, preempt, clear')
-    .argument('<action>', ACTIONS.join('|'))
-    .argument('<device>', 'a SCSI device: /dev/sgN or /dev/sdX')
-    .option('--key <key>', 'this node\'s reservation key (0x hex or decimal)')
-    .option('--victim <key>', 'preempt: the key to remove')
-    .option('--type <type>', 'reservation type: wero, earo, wear, eaar, we, ea, or 1/3/5/6/7/8')
-    .option('--aptpl', 'register: persist through power loss')
-    .option('--abort', 'preempt: PREEMPT AND ABORT (also abort the victim\'s queued commands)')
-    .option('--timeout-ms <ms>', 'per command', '10000')
-    .option('--json', 'print JSON')
-    .action(async (action: string, device: string, opts) => {
-      process.exitCode = await scsiCommand(action, device, opts);
-    });
-  const fenceOptions = (c: Command) =>
-    c
-      .option('--devices <paths>', "the shared devices, comma-separated (default: the config's fencing.devices)")
-      .option('--config <file>', 'an agent configuration: cluster, this node and its peers')
-      .option('--cluster <name>', 'the cluster name (keys derive from it)')
-      .option('--node <name>', 'this node')
-      .option('--nodes <names>', 'every node of the cluster, comma-separated')
-      .option('--no-abort', 'PREEMPT instead of PREEMPT AND ABORT (targets that cannot abort)')
-      .option('--timeout-ms <ms>', 'per command', '10000')
-      .option('--json', 'print JSON');
-  fenceOptions(program.command('fence').description('fence NODE off the shared devices (preempt and abort its key, verified)').argument('<node>', 'the node to fence')).action(
-    async (node: string, opts) => {
-      process.exitCode = await fenceCommand(node, opts);
-    },
-  );
-  fenceOptions(program.command('unfence').description('register this node on the shared devices again (after it rejoins)')).action(async (opts) => {
-    process.exitCode = await unfenceCommand(opts);
-  });
 }
