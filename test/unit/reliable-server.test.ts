@@ -15,8 +15,8 @@ import { ReliableClient } from '../../src/reliable/reliable-client.js';
 import { decodeRecord } from '../../src/reliable/reliable-record.js';
 import { ReliableServer } from '../../src/reliable/reliable-server.js';
 import { ReliableState, type ReliableApp } from '../../src/reliable/reliable-state.js';
-import { CLIENT_ACCEPTS, ReliableFrameReader, encodeReliable, type ReliableMessage } from '../../src/reliable/reliable-wire.js';
-import { KEY, sleep, until } from './mirror-helpers.js';
+import { CLIENT_ACCEPTS, ReliableFrameReader, SERVER_ACCEPTS, encodeReliable, type ReliableMessage } from '../../src/reliable/reliable-wire.js';
+import { KEY, mutateStream, seededRandom, sleep, until } from './mirror-helpers.js';
 
 let root: string;
 const open: { close(): Promise<void> }[] = [];
@@ -212,6 +212,49 @@ describe('reliable server', () => {
     await client.close();
     await expect(pending).rejects.toMatchObject({ code: 'ERELIABLECLOSED' });
   });
+
+  it('150 seeded mutations of valid streams into a live server: it applies exactly the requests a reference decoder finds before the first bad frame, and rejects once when there is one', async () => {
+    const { int } = seededRandom(29);
+    const valid = [
+      encodeReliable({ type: 'hello', clientId: 'fuzz' }),
+      ...Array.from({ length: 6 }, (_, i) => encodeReliable({ type: 'request', msgId: i + 1, ackBelow: Math.max(0, i - 1), body: Buffer.from(String(i + 1)) })),
+    ];
+    const t0 = performance.now();
+    let rejectedStreams = 0;
+    for (let k = 0; k < 150; k++) {
+      const { bytes, how } = mutateStream(valid, int);
+      // The reference: the decoder, then the protocol's order and the table, as the server should apply them.
+      const model = new ReliableState(counter());
+      const ref = new ReliableFrameReader(SERVER_ACCEPTS);
+      let hello = false;
+      let bad = false;
+      for (const r of ref.push(bytes)) {
+        if (!r.ok) { bad = true; break; }
+        const m = r.message;
+        if (m.type === 'hello') { if (hello) { bad = true; break; } hello = true; continue; }
+        if (m.type !== 'request' || !hello) { bad = true; break; }
+        const h = model.handle('x', m.msgId, m.ackBelow, m.body);
+        if (h.kind === 'applied') h.store(Promise.resolve());
+      }
+      if (!bad && ref.finish()) bad = true;
+      const app = counter();
+      const log = handLog();
+      const server = await ReliableServer.listen({ log: { append: (b: Uint8Array) => { const p = log.append(b); log.release(); return p; } }, state: new ReliableState(app), host: '127.0.0.1', port: 0, node: 'n', incarnation: 1n });
+      const c = await raw(server.port);
+      c.socket.end(bytes);
+      await c.closed;
+      expect(app.calls, how).toBe(model.stats.applied);
+      const rejections = Object.values(server.stats.rejected).reduce((a, n) => a + n, 0);
+      expect(rejections, how).toBe(bad ? 1 : 0);
+      if (bad) {
+        rejectedStreams++;
+        expect(c.got.at(-1), how).toMatchObject({ type: 'error', code: 'protocol' });
+      }
+      await server.close();
+    }
+    expect(rejectedStreams).toBeGreaterThan(50);
+    expect(performance.now() - t0).toBeLessThan(20_000);
+  }, 30_000);
 
   it('no fd left open: servers, clients, failovers and rejections, many times', async () => {
     const fds = () => readdirSync('/proc/self/fd').length;
