@@ -6,9 +6,11 @@
 // (step 550). The server's duplicate table answers those it had already applied with the
 // stored reply; the caller gets exactly one reply per message (later copies are dropped).
 //
-// Loss of the server is noticed when its connection closes or fails (a killed process, a reset).
-// A server that hangs with its connection open is not noticed (no keepalive or reply timeout
-// yet): that needs the failure detector the agent has, a later block.
+// Loss of the server is noticed when its connection closes or fails (a killed process, a reset),
+// or, with `replyTimeoutMs`, when the oldest message sent on the connection has had no reply for
+// that long (a server or node gone silent with its connection open; a slow server is left too,
+// which costs a reconnection and resends the duplicate table answers). The agent's failure
+// detector would tell a silent node sooner and surer: a later block.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { CLIENT_ACCEPTS, ReliableFrameReader, checkClientId, encodeReliable, type ReliableMessage } from './reliable-wire.js';
@@ -26,6 +28,11 @@ export interface ReliableClientOptions {
   connectTimeoutMs?: number;
   /** The largest reply body, bytes. Default 1 MiB. */
   maxBodyBytes?: number;
+  /**
+   * A connection whose oldest message sent has waited this long for its reply is dropped and the
+   * next server tried, ms. Default 0: never (only a closed or failed connection moves the client).
+   */
+  replyTimeoutMs?: number;
 }
 
 /** Why a request or the client failed. */
@@ -51,6 +58,8 @@ export interface ReliableClientStats {
   recoveredSignals: number;
   /** Connections lost or refused. */
   losses: number;
+  /** Connections dropped for a reply that did not come within replyTimeoutMs. */
+  replyTimeouts: number;
 }
 
 export interface ReliableClientEvents {
@@ -63,12 +72,14 @@ export interface ReliableClientEvents {
 interface Outstanding {
   msgId: number;
   body: Buffer;
+  /** When it was last sent (performance.now()), or 0 if not on the current connection. */
+  sentAt: number;
   resolve: (reply: Buffer) => void;
   reject: (err: Error) => void;
 }
 
 export class ReliableClient extends EventEmitter<ReliableClientEvents> {
-  readonly stats: ReliableClientStats = { sent: 0, resent: 0, replies: 0, duplicateReplies: 0, connects: 0, recoveredSignals: 0, losses: 0 };
+  readonly stats: ReliableClientStats = { sent: 0, resent: 0, replies: 0, duplicateReplies: 0, connects: 0, recoveredSignals: 0, losses: 0, replyTimeouts: 0 };
   readonly clientId: string;
   /** Outstanding messages by ID; a Map keeps insertion order, which is ID order. */
   private readonly outstanding = new Map<number, Outstanding>();
@@ -81,6 +92,9 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
   private closed = false;
   private readyWaiters: Array<() => void> = [];
   private sockets = new Set<Promise<void>>();
+  private watch: NodeJS.Timeout | null = null;
+  /** Why this side dropped the current connection (a reply timeout), for the 'lost' event. */
+  private lostWhy: string | null = null;
 
   private constructor(private readonly options: ReliableClientOptions) {
     super();
@@ -89,6 +103,23 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     this.clientId = options.clientId;
     this.nextId = options.firstMsgId ?? 1;
     if (!Number.isSafeInteger(this.nextId) || this.nextId < 1) throw new RangeError('firstMsgId must be a positive integer');
+    const rt = options.replyTimeoutMs ?? 0;
+    if (!(rt >= 0)) throw new RangeError('replyTimeoutMs must be 0 (off) or more');
+    // Checked a few times per period: a silent server is left after replyTimeoutMs to 1.25x it.
+    if (rt > 0) this.watch = setInterval(() => this.checkReplies(rt), Math.max(1, Math.floor(rt / 4)));
+  }
+
+  private checkReplies(timeoutMs: number): void {
+    if (!this.ready || !this.socket) return;
+    const now = performance.now();
+    for (const o of this.outstanding.values()) {
+      if (o.sentAt > 0 && now - o.sentAt > timeoutMs) {
+        this.stats.replyTimeouts++;
+        this.lostWhy = `no reply to message ${o.msgId} within ${timeoutMs} ms`;
+        this.socket.destroy();
+      }
+      return; // the oldest (Map order) decides
+    }
   }
 
   /**
@@ -136,7 +167,7 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     if (this.closed) return Promise.reject(new ReliableClientError('ERELIABLECLOSED', 'the client is closed'));
     const msgId = this.nextId++;
     return new Promise<Buffer>((resolve, reject) => {
-      const o: Outstanding = { msgId, body: Buffer.from(body), resolve, reject };
+      const o: Outstanding = { msgId, body: Buffer.from(body), sentAt: 0, resolve, reject };
       this.outstanding.set(msgId, o);
       if (this.ready) this.send(o);
     });
@@ -147,6 +178,7 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     if (!this.closed) {
       this.closed = true;
       if (this.timer) clearTimeout(this.timer);
+      if (this.watch) clearInterval(this.watch);
       this.socket?.destroy();
       const err = new ReliableClientError('ERELIABLECLOSED', 'the client closed before the reply');
       for (const o of this.outstanding.values()) o.reject(err);
@@ -163,6 +195,7 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
 
   private send(o: Outstanding): void {
     this.stats.sent++;
+    o.sentAt = performance.now();
     this.socket!.write(encodeReliable({ type: 'request', msgId: o.msgId, ackBelow: Math.min(this.ackBelow(), o.msgId), body: o.body }));
   }
 
@@ -178,6 +211,7 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     this.sockets.add(closed);
     void closed.then(() => this.sockets.delete(closed));
     const reader = new ReliableFrameReader(CLIENT_ACCEPTS, this.options.maxBodyBytes !== undefined ? { maxBodyBytes: this.options.maxBodyBytes } : {});
+    this.lostWhy = null;
     let why = 'closed';
     socket.on('connect', () => socket.write(encodeReliable({ type: 'hello', clientId: this.clientId })));
     socket.on('error', (err) => (why = err.message));
@@ -201,7 +235,8 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
       this.ready = false;
       if (this.closed) return;
       this.stats.losses++;
-      this.emit('lost', { server: index, error: why });
+      this.emit('lost', { server: index, error: this.lostWhy ?? why });
+      for (const o of this.outstanding.values()) o.sentAt = 0;
       // Try the next server after a pause (bounded backoff): step 520.
       this.server = (index + 1) % this.options.servers.length;
       const min = this.options.backoff?.minMs ?? 20;

@@ -256,6 +256,33 @@ describe('reliable server', () => {
     expect(performance.now() - t0).toBeLessThan(20_000);
   }, 30_000);
 
+  it('a server gone silent with its connection open: with replyTimeoutMs the client leaves it and gets its reply from the next', async () => {
+    // The silent one greets (READY) and then never answers.
+    const silentConns = new Set<net.Socket>();
+    const silent = net.createServer((s) => {
+      silentConns.add(s);
+      s.on('error', () => {});
+      s.once('data', () => s.write(encodeReliable({ type: 'ready', incarnation: 9n, node: 'silent' })));
+      s.once('close', () => silentConns.delete(s));
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    open.push({ close: () => new Promise<void>((r) => { for (const s of silentConns) s.destroy(); silent.close(() => r()); }) });
+    const log = handLog();
+    const server = await ReliableServer.listen({ log: { append: (b: Uint8Array) => { const p = log.append(b); log.release(); return p; } }, state: new ReliableState(counter()), host: '127.0.0.1', port: 0, node: 'real', incarnation: 1n });
+    open.push(server);
+    const client = await ReliableClient.connect({ servers: [{ host: '127.0.0.1', port: (silent.address() as net.AddressInfo).port }, { host: '127.0.0.1', port: server.port }], clientId: 'carol', backoff: { minMs: 5, maxMs: 20 }, replyTimeoutMs: 200 });
+    open.push(client);
+    const lost: string[] = [];
+    client.on('lost', (l) => lost.push(l.error));
+    const t0 = performance.now();
+    expect(String(await client.request(Buffer.from('4')))).toBe('4');
+    const ms = performance.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(200);
+    expect(ms).toBeLessThan(1000);
+    expect(client.stats.replyTimeouts).toBe(1);
+    expect(lost).toEqual(['no reply to message 1 within 200 ms']);
+  });
+
   it('no fd left open: servers, clients, failovers and rejections, many times', async () => {
     const fds = () => readdirSync('/proc/self/fd').length;
     const before = fds();
