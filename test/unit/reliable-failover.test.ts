@@ -70,6 +70,7 @@ async function startPrimary(dir: string, backupPort: number) {
 }
 
 interface RoundResult {
+  how: string;
   killToTakeoverMs: number;
   killToFirstReplyMs: number;
   takeoverMs: number;
@@ -79,7 +80,7 @@ interface RoundResult {
 }
 
 /** One round: load, a kill at a seeded point, the takeover, the clients finish; everything checked. */
-async function round(seed: number, clientsN: number, perClient: number, window: number): Promise<RoundResult> {
+async function round(seed: number, clientsN: number, perClient: number, window: number, how: 'SIGKILL' | 'SIGSTOP' = 'SIGKILL'): Promise<RoundResult> {
   const dir = path.join(root, `round-${seed}`);
   const { int, rnd } = seededRandom(seed);
   const backup = await MirrorBackup.listen({ dir: path.join(dir, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
@@ -96,7 +97,7 @@ async function round(seed: number, clientsN: number, perClient: number, window: 
   const replyCount = new Map<string, number>();
   const clients: ReliableClient[] = [];
   for (let c = 0; c < clientsN; c++) {
-    const client = await ReliableClient.connect({ servers: [{ host: '127.0.0.1', port: primary.port }, { host: '127.0.0.1', port: clientPort }], clientId: `s${seed}-c${c}`, backoff: { minMs: 5, maxMs: 40 } });
+    const client = await ReliableClient.connect({ servers: [{ host: '127.0.0.1', port: primary.port }, { host: '127.0.0.1', port: clientPort }], clientId: `s${seed}-c${c}`, backoff: { minMs: 5, maxMs: 40 }, ...(how === 'SIGSTOP' ? { replyTimeoutMs: 300 } : {}) });
     open.push(client);
     clients.push(client);
   }
@@ -121,9 +122,11 @@ async function round(seed: number, clientsN: number, perClient: number, window: 
   });
 
   await until(() => answered >= killAfter, 20_000, `${killAfter} replies before the kill`);
-  primary.child.kill('SIGKILL');
+  primary.child.kill(how);
   killedAt = performance.now();
-  await primary.exited;
+  // A stopped node keeps its connections open: the clients leave it on their reply timeout;
+  // the backup is told it is dead (the explicit call stands for the failure detector).
+  if (how === 'SIGKILL') await primary.exited;
   // Replies already on their way from the killed primary may still arrive: they are counted
   // (they were sent after their commit was acknowledged), not as "after the takeover".
   const answeredAtKill = answered;
@@ -149,6 +152,10 @@ async function round(seed: number, clientsN: number, perClient: number, window: 
   const resent = clients.reduce((n, c) => n + c.stats.resent, 0);
   const duplicatesAnswered = state.stats.duplicates;
   for (const c of clients) await c.close();
+  if (how === 'SIGSTOP') {
+    primary.child.kill('SIGKILL');
+    await primary.exited;
+  }
   await server.close();
   await t.log.close();
   await backup.close();
@@ -171,17 +178,19 @@ async function round(seed: number, clientsN: number, perClient: number, window: 
   expect(state.state.snapshot()).toEqual(replay.state.snapshot());
   expect(replay.stats.replayMismatches).toBe(0);
   expect(state.stats.replayMismatches).toBe(0);
-  return { killToTakeoverMs: takeoverEnd - killedAt, killToFirstReplyMs: firstReply - killedAt, takeoverMs: t.timings.totalMs, replayed: t.records, resent, duplicatesAnswered };
+  return { how, killToTakeoverMs: takeoverEnd - killedAt, killToFirstReplyMs: firstReply - killedAt, takeoverMs: t.timings.totalMs, replayed: t.records, resent, duplicatesAnswered };
 }
 
 describe('reliable failover', () => {
-  it('primary SIGKILLed mid-load at seeded points (5 rounds, 10 clients x 400 orders each, 20,000 in all): exactly once, one reply per message, the book equals a replay', async () => {
+  it('primary SIGKILLed (5 rounds) or SIGSTOPped (2) mid-load at seeded points, 10 clients x 400 orders each, 28,000 in all: exactly once, one reply per message, the book equals a replay', async () => {
     const fds = () => readdirSync('/proc/self/fd').length;
     const before = fds();
     const results: RoundResult[] = [];
     for (const seed of [1, 2, 3, 4, 5]) results.push(await round(seed, 10, 400, 4));
+    // The node gone silent (SIGSTOP): its sockets stay open; the clients' reply timeout moves them.
+    for (const seed of [6, 7]) results.push(await round(seed, 10, 400, 4, 'SIGSTOP'));
     for (const r of results) {
-      console.log(`round: replayed ${r.replayed} records; kill -> takeover end ${r.killToTakeoverMs.toFixed(1)} ms (takeover itself ${r.takeoverMs.toFixed(1)} ms); kill -> first reply after it ${r.killToFirstReplyMs.toFixed(1)} ms; ${r.resent} resent, ${r.duplicatesAnswered} answered from the duplicate table`);
+      console.log(`round (${r.how}): replayed ${r.replayed} records; kill -> takeover end ${r.killToTakeoverMs.toFixed(1)} ms (takeover itself ${r.takeoverMs.toFixed(1)} ms); kill -> first reply after it ${r.killToFirstReplyMs.toFixed(1)} ms; ${r.resent} resent, ${r.duplicatesAnswered} answered from the duplicate table`);
       expect(r.killToFirstReplyMs).toBeGreaterThan(0);
     }
     // Some resends were of messages the old primary had applied: answered from the table.
