@@ -5,7 +5,9 @@
 // clients resend what they have outstanding. Checked, for each of several seeded rounds: every
 // message is in the surviving log exactly once, every client got exactly one reply per message
 // and it is the reply stored in the log, and the order book equals a single-server replay of
-// the log. Times from the kill to the takeover's end and to the first reply after it are printed.
+// the log. Two more rounds SIGSTOP the primary instead (a silent node, its sockets open): the
+// clients leave it on their reply timeout. Times from the kill to the takeover's end and to the
+// first reply after it are printed.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
