@@ -4,7 +4,7 @@
 // step 429-530) and to the first message resent after it answered (step 540). The primary is a
 // child process (test/reliable-primary-child.ts, the one the kill test uses), the backup and 10
 // clients (4 requests in flight each) are this process. The takeover is called as soon as the
-// child is reaped: no failure detector is in these times (it would add its detection time).
+// child is reaped and the backup has seen its connection end: no failure detector is in these times (it would add its detection time).
 // Measured, no baseline yet (PostgreSQL synchronous replication is the issue's, not built).
 // Bounded: 5 rounds of 4,000 orders, the kill after a random 20-80 % of them. No lab, no root.
 import { spawn } from 'node:child_process';
@@ -83,6 +83,7 @@ async function round(root: string, i: number): Promise<Times> {
   child.kill('SIGKILL');
   const killed = performance.now();
   await exited;
+  while (backup.attached) await sleep(1); // the backup sees the connection end (promote() refuses before)
   const state = new ReliableState(orderMatchingApp);
   const t = await takeOver(backup, { key: KEY, node: 'node-b', log: 'orders', replay: (lsn, p) => state.replay(lsn, p) });
   const done = performance.now();

@@ -127,6 +127,8 @@ interface Conn {
   attached: boolean;
   /** Sequence number of the last primary frame taken (ACKed). */
   lastSeq: bigint;
+  /** When its last frame was taken (performance.now(), ms). */
+  lastFrameAt: number;
   handshakeTimer: NodeJS.Timeout | null;
   closed: Promise<void>;
   gone: boolean;
@@ -300,14 +302,28 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
    * side only as a closed link (EMIRRORLINK; the wire has no refusal from a backup).
    *
    * This is an explicit call: what decides it (the failure detector over the main and failsafe
-   * links, fencing before it) is not built. Idempotent (a second call gets the first's result).
-   * Rejects with MirrorError EMIRRORCLOSED after close(), EMIRRORFAILED if the backup's log had
-   * failed, or the log's error if the final flush fails (then nothing may be taken over).
+   * links, fencing before it) is not built. One guard only: a primary still attached whose last
+   * frame came less than `quietMs` ago (default 1,000 ms; it sends a keepalive every third of its
+   * ackTimeoutMs) is alive, and a takeover would make two primaries: refused (EMIRRORREFUSED)
+   * unless `force`. A dead process's connection is closed, so it is not attached; a stopped
+   * node's stays open until it has been quiet that long. This is not fencing: a primary cut off
+   * from the backup (the link, not the node) is not attached either.
+   *
+   * Idempotent (a second call gets the first's result). Rejects with MirrorError EMIRRORREFUSED
+   * (the guard above; nothing changed), EMIRRORCLOSED after close(), EMIRRORFAILED if the
+   * backup's log had failed, or the log's error if the final flush fails (then nothing may be
+   * taken over).
    */
-  promote(reason = 'explicit takeover'): Promise<PromotedBackup> {
+  promote(options: { reason?: string; force?: boolean; quietMs?: number } = {}): Promise<PromotedBackup> {
     if (this.promotion) return this.promotion.info;
     if (this.closed) return Promise.reject(new MirrorError('EMIRRORCLOSED', 'the backup is closed'));
     if (this.failure) return Promise.reject(new MirrorError('EMIRRORFAILED', this.failure.message, { cause: this.failure.cause }));
+    const quietMs = options.quietMs ?? 1000;
+    const heard = this.active ? performance.now() - this.active.lastFrameAt : Infinity;
+    if (!options.force && heard < quietMs) {
+      return Promise.reject(new MirrorError('EMIRRORREFUSED', `primary ${this.active!.primaryNode} is attached and was heard ${heard.toFixed(0)} ms ago (less than ${quietMs} ms): it is alive, a takeover would make two primaries (force to override)`));
+    }
+    const reason = options.reason ?? 'explicit takeover';
     const startedAt = performance.now();
     const previousPrimary = this.active ? { node: this.active.primaryNode, incarnation: this.active.primaryIncarnation } : this.lastPrimary;
     const why = `this backup took over as primary (${reason}) at LSN ${this.held}${previousPrimary ? `, replacing primary ${previousPrimary.node} incarnation ${previousPrimary.incarnation}` : ''}: it mirrors nobody now`;
@@ -366,6 +382,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       primaryNode: '',
       attached: false,
       lastSeq: 0n,
+      lastFrameAt: performance.now(),
       handshakeTimer: null,
       closed: new Promise((r) => socket.once('close', () => r())),
       gone: false,
@@ -399,6 +416,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
         return;
       }
       this.stats.framesReceived++;
+      conn.lastFrameAt = performance.now();
       if (!this.take(conn, r.frame)) return;
       records ||= r.frame.message.type === 'records';
     }

@@ -22,6 +22,9 @@ export interface TakeOverOptions extends Pick<MirroredLogOptions, 'key' | 'node'
   replay: (lsn: number, payload: Buffer) => void;
   /** Why, for the refusal the old primary's connections get and for logs. Default 'explicit takeover'. */
   reason?: string;
+  /** Passed to promote(): take over even from a primary still attached and heard within `quietMs` (default 1,000 ms). */
+  force?: boolean;
+  quietMs?: number;
 }
 
 /** The new primary and what its recovery took. */
@@ -45,15 +48,16 @@ export interface TakenOver {
  * recovery signal (step 429). `backup` stays open, refusing connections, until the caller
  * closes it (after the returned log, or before: they share nothing but the directory).
  *
- * Rejects with what promote() rejects with (MirrorError EMIRRORCLOSED / EMIRRORFAILED, a flush
+ * Rejects with what promote() rejects with (MirrorError EMIRRORREFUSED: the primary is attached
+ * and was heard within `quietMs`, and `force` is not set; EMIRRORCLOSED / EMIRRORFAILED; a flush
  * error), the log's errors at open (LogCorruptionError ELOGCORRUPT), RangeError on bad options,
  * or what `replay` throws (the new log is then closed).
  */
 export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): Promise<TakenOver> {
   const t0 = performance.now();
-  const promoted = await backup.promote(options.reason);
+  const promoted = await backup.promote({ ...(options.reason !== undefined ? { reason: options.reason } : {}), ...(options.force !== undefined ? { force: options.force } : {}), ...(options.quietMs !== undefined ? { quietMs: options.quietMs } : {}) });
   const t1 = performance.now();
-  const { replay, reason: _reason, ...rest } = options;
+  const { replay, reason: _reason, force: _force, quietMs: _quiet, ...rest } = options;
   const log = await MirroredLog.open({ ...rest, dir: backup.dir, state: 'backup-only' });
   const t2 = performance.now();
   let records = 0;

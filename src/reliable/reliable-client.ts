@@ -33,6 +33,12 @@ export interface ReliableClientOptions {
    * next server tried, ms. Default 0: never (only a closed or failed connection moves the client).
    */
   replyTimeoutMs?: number;
+  /**
+   * A connection that has not been greeted (READY / RECOVERED) this long after it was opened is
+   * dropped and the next server tried, ms: a stopped process's listen backlog completes the TCP
+   * handshake and then says nothing. Default 5,000; 0: never.
+   */
+  greetingTimeoutMs?: number;
 }
 
 /** Why a request or the client failed. */
@@ -95,6 +101,7 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
   private watch: NodeJS.Timeout | null = null;
   /** Why this side dropped the current connection (a reply timeout), for the 'lost' event. */
   private lostWhy: string | null = null;
+  private dialledAt = 0;
 
   private constructor(private readonly options: ReliableClientOptions) {
     super();
@@ -104,14 +111,28 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     this.nextId = options.firstMsgId ?? 1;
     if (!Number.isSafeInteger(this.nextId) || this.nextId < 1) throw new RangeError('firstMsgId must be a positive integer');
     const rt = options.replyTimeoutMs ?? 0;
-    if (!(rt >= 0)) throw new RangeError('replyTimeoutMs must be 0 (off) or more');
-    // Checked a few times per period: a silent server is left after replyTimeoutMs to 1.25x it.
-    if (rt > 0) this.watch = setInterval(() => this.checkReplies(rt), Math.max(1, Math.floor(rt / 4)));
+    const gt = options.greetingTimeoutMs ?? 5000;
+    if (!(rt >= 0) || !(gt >= 0)) throw new RangeError('replyTimeoutMs and greetingTimeoutMs must be 0 (off) or more');
+    // Checked a few times per period: a silent server is left after the timeout to 1.25x it.
+    const period = Math.min(rt || Infinity, gt || Infinity);
+    if (period < Infinity) {
+      this.watch = setInterval(() => this.checkSilence(rt, gt), Math.max(1, Math.floor(period / 4)));
+      this.watch.unref();
+    }
   }
 
-  private checkReplies(timeoutMs: number): void {
-    if (!this.ready || !this.socket) return;
+  private checkSilence(replyMs: number, greetingMs: number): void {
+    if (!this.socket) return;
     const now = performance.now();
+    if (!this.ready) {
+      if (greetingMs > 0 && now - this.dialledAt > greetingMs) {
+        this.lostWhy = `no greeting (READY / RECOVERED) within ${greetingMs} ms`;
+        this.socket.destroy();
+      }
+      return;
+    }
+    if (replyMs === 0) return;
+    const timeoutMs = replyMs;
     for (const o of this.outstanding.values()) {
       if (o.sentAt > 0 && now - o.sentAt > timeoutMs) {
         this.stats.replyTimeouts++;
@@ -212,6 +233,7 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     void closed.then(() => this.sockets.delete(closed));
     const reader = new ReliableFrameReader(CLIENT_ACCEPTS, this.options.maxBodyBytes !== undefined ? { maxBodyBytes: this.options.maxBodyBytes } : {});
     this.lostWhy = null;
+    this.dialledAt = performance.now();
     let why = 'closed';
     socket.on('connect', () => socket.write(encodeReliable({ type: 'hello', clientId: this.clientId })));
     socket.on('error', (err) => (why = err.message));

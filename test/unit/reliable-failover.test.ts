@@ -23,7 +23,7 @@ import { decodeRecord } from '../../src/reliable/reliable-record.js';
 import { ReliableServer } from '../../src/reliable/reliable-server.js';
 import { ReliableState } from '../../src/reliable/reliable-state.js';
 import { encodeOrder, orderMatchingApp, type OrderBook } from '../../docs/examples/order-matching/order-book.js';
-import { KEY, seededRandom, until } from './mirror-helpers.js';
+import { KEY, seededRandom, sleep, until } from './mirror-helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'reliable-primary-child.ts');
 
@@ -99,7 +99,7 @@ async function round(seed: number, clientsN: number, perClient: number, window: 
   const replyCount = new Map<string, number>();
   const clients: ReliableClient[] = [];
   for (let c = 0; c < clientsN; c++) {
-    const client = await ReliableClient.connect({ servers: [{ host: '127.0.0.1', port: primary.port }, { host: '127.0.0.1', port: clientPort }], clientId: `s${seed}-c${c}`, backoff: { minMs: 5, maxMs: 40 }, ...(how === 'SIGSTOP' ? { replyTimeoutMs: 300 } : {}) });
+    const client = await ReliableClient.connect({ servers: [{ host: '127.0.0.1', port: primary.port }, { host: '127.0.0.1', port: clientPort }], clientId: `s${seed}-c${c}`, backoff: { minMs: 5, maxMs: 40 }, ...(how === 'SIGSTOP' ? { replyTimeoutMs: 300, greetingTimeoutMs: 300 } : {}) });
     open.push(client);
     clients.push(client);
   }
@@ -128,12 +128,22 @@ async function round(seed: number, clientsN: number, perClient: number, window: 
   killedAt = performance.now();
   // A stopped node keeps its connections open: the clients leave it on their reply timeout;
   // the backup is told it is dead (the explicit call stands for the failure detector).
-  if (how === 'SIGKILL') await primary.exited;
+  if (how === 'SIGKILL') {
+    await primary.exited;
+    // The backup sees the connection end (the guard in promote() refuses while it is attached).
+    await until(() => !backup.attached, 2000, 'the backup to see the primary gone');
+  }
   // Replies already on their way from the killed primary may still arrive: they are counted
   // (they were sent after their commit was acknowledged), not as "after the takeover".
   const answeredAtKill = answered;
   const state = new ReliableState<OrderBook>(orderMatchingApp);
-  const t = await takeOver(backup, { key: KEY, node: 'node-b', log: 'orders', replay: (lsn, p) => state.replay(lsn, p) });
+  if (how === 'SIGSTOP') {
+    // Still attached and heard moments ago: refused (it may be alive); once quiet 300 ms, allowed.
+    await expect(takeOver(backup, { key: KEY, node: 'node-b', log: 'orders', replay: () => {} })).rejects.toMatchObject({ code: 'EMIRRORREFUSED' });
+    expect(backup.promoted).toBe(false);
+    await sleep(320);
+  }
+  const t = await takeOver(backup, { key: KEY, node: 'node-b', log: 'orders', quietMs: 300, replay: (lsn, p) => state.replay(lsn, p) });
   open.push(t.log);
   const takeoverEnd = performance.now();
   firstReplyAfterKill = 0;

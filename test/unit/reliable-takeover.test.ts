@@ -35,12 +35,20 @@ describe('backup takeover', () => {
     const rejected: string[] = [];
     b.on('rejected', ({ reason, error }) => rejected.push(`${reason}: ${error.code}`));
 
+    // The primary is attached and talking (keepalives every 100 ms): refused, nothing changed.
+    await expect(takeOver(b, { key: KEY, node: 'node-b', log: 'orders', replay: () => {} })).rejects.toMatchObject({ code: 'EMIRRORREFUSED', message: expect.stringMatching(/node-a is attached and was heard \d+ ms ago/) });
+    expect(b.promoted).toBe(false);
+    expect(b.attached).toBe(true);
+    await p.append(record(500, 40));
+    expect(p.state).toBe('normal');
+
+    // Forced (the caller knows better, e.g. fenced it): taken over.
     const replayed: Buffer[] = [];
-    const t = await takeOver(b, { key: KEY, node: 'node-b', log: 'orders', replay: (lsn, payload) => replayed.push(Buffer.from(payload)) });
+    const t = await takeOver(b, { key: KEY, node: 'node-b', log: 'orders', force: true, replay: (lsn, payload) => replayed.push(Buffer.from(payload)) });
     open.push(t.log);
-    expect(t.records).toBe(500);
+    expect(t.records).toBe(501);
     expect(replayed.every((r, i) => r.equals(record(i, 40)))).toBe(true);
-    expect(t.promoted.nextLsn).toBe(500);
+    expect(t.promoted.nextLsn).toBe(501);
     expect(t.promoted.previousPrimary).toEqual({ node: 'node-a', incarnation: p.incarnation });
     expect(t.log.state).toBe('backup-only');
     expect(t.log.syncPolicy).toBe('each-commit');
@@ -57,7 +65,7 @@ describe('backup takeover', () => {
       expect(t.log.durableLsn).toBeGreaterThan(lsn);
       return lsn;
     }));
-    expect(lsns[0]).toBe(500);
+    expect(lsns[0]).toBe(501);
     expect(t.log.stats.ackedLocally).toBe(50);
     expect(t.log.stats.connects).toBe(0);
     // A second promote is the first's result; takeOver twice would open the log twice, so the
@@ -65,7 +73,7 @@ describe('backup takeover', () => {
     expect(await b.promote()).toBe(t.promoted);
     await t.log.close();
     const after = await readLog(path.join(root, 'b'));
-    expect(after.records.length).toBe(550);
+    expect(after.records.length).toBe(551);
   }, 20_000);
 
   it('refuses after close, and a backup-only log refuses a backup address (and a primary-only log needs one)', async () => {
@@ -83,7 +91,7 @@ describe('backup takeover', () => {
     open.push(p);
     await until(() => p.state === 'normal', 5000, 'normal');
     await p.append(record(0));
-    await expect(takeOver(b, { key: KEY, node: 'node-b', replay: () => { throw new Error('app refused'); } })).rejects.toThrow('app refused');
+    await expect(takeOver(b, { key: KEY, node: 'node-b', force: true, replay: () => { throw new Error('app refused'); } })).rejects.toThrow('app refused');
     // The directory is free again: the log can be opened (nothing else holds it).
     const again = await MirroredLog.open({ dir: b.dir, key: KEY, node: 'node-b', state: 'backup-only' });
     expect(again.nextLsn).toBe(1);

@@ -63,6 +63,8 @@ if (process.argv[2] === 'primary') {
     child.kill('SIGKILL');
     killedAt = performance.now();
     await new Promise((r) => child.once('exit', r));
+    // The backup notices the primary's connection end; until then promote() refuses (it may be alive).
+    while (backup.attached) await new Promise((r) => setTimeout(r, 1));
     firstAfterKill = 0;
     console.log(`primary killed after ${answered} replies`);
 
