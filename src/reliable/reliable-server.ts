@@ -9,8 +9,9 @@
 // way the client then resends what it has outstanding (step 540).
 //
 // If the log fails (an append rejected: EMIRRORFAILED, EMIRRORCLOSED) the in-memory state holds
-// a request whose record may not exist: the server stops (every client gets ERROR unavailable
-// and is closed; later connections too) and must be rebuilt from the log.
+// a request whose record may not exist; if the application throws, its state may be half
+// changed. Either way the server stops (every client gets ERROR unavailable and is closed;
+// later connections too) and must be rebuilt from the log.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { MirroredLog } from '../log/mirrored-log.js';
@@ -170,7 +171,15 @@ export class ReliableServer<S> extends EventEmitter<ReliableServerEvents> {
     if (this.failure) return false;
     this.stats.requests++;
     const clientId = conn.clientId;
-    const h = this.options.state.handle(clientId, m.msgId, m.ackBelow, m.body);
+    let h: ReturnType<ReliableState<S>['handle']>;
+    try {
+      h = this.options.state.handle(clientId, m.msgId, m.ackBelow, m.body);
+    } catch (err) {
+      // The application threw: its state may be half changed and nothing was logged. Stop, as
+      // for a log failure; rebuild from the log (which replays only what was logged).
+      this.fail(err instanceof Error ? err : new Error(String(err)));
+      return false;
+    }
     if (h.kind === 'stale') {
       this.send(conn, { type: 'reply', msgId: m.msgId, status: 'stale', body: Buffer.alloc(0) });
       return true;

@@ -283,6 +283,24 @@ describe('reliable server', () => {
     expect(lost).toEqual(['no reply to message 1 within 200 ms']);
   });
 
+  it('an application that throws stops the server (ERROR unavailable to every client), nothing logged', async () => {
+    const log = handLog();
+    const app: ReliableApp<number> = { init: () => 0, apply: (n, req) => { if (req.toString() === 'boom') throw new Error('app bug'); return { state: n + 1, reply: Buffer.from('ok') }; } };
+    const server = await ReliableServer.listen({ log, state: new ReliableState(app), host: '127.0.0.1', port: 0, node: 'n', incarnation: 1n });
+    open.push(server);
+    const failed = new Promise<Error>((r) => server.once('failed', r));
+    const c = await raw(server.port);
+    c.send({ type: 'hello', clientId: 'dave' });
+    c.send({ type: 'request', msgId: 1, ackBelow: 1, body: Buffer.from('boom') });
+    expect((await failed).message).toBe('app bug');
+    await c.closed;
+    expect(c.got.at(-1)).toMatchObject({ type: 'error', code: 'unavailable' });
+    expect(log.records.length).toBe(0);
+    const late = await raw(server.port);
+    await late.closed;
+    expect(late.got).toEqual([{ type: 'error', code: 'unavailable', reason: 'the server stopped: app bug' }]);
+  });
+
   it('no fd left open: servers, clients, failovers and rejections, many times', async () => {
     const fds = () => readdirSync('/proc/self/fd').length;
     const before = fds();
