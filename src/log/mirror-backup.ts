@@ -87,6 +87,21 @@ export interface MirrorBackupStats {
   timeouts: number;
   /** Flushes on losing the attached primary (seed step 420). */
   linkLossFlushes: number;
+  /** Connections refused because this backup took over (promote()): the old primary redialling. */
+  refusedAfterTakeover: number;
+}
+
+/** What `promote()` leaves: the log's extent, every record of it on disk, and whom it mirrored. */
+export interface PromotedBackup {
+  /** Every record below this is in the backup's log and on its disk (fdatasync). */
+  nextLsn: number;
+  /** The log's first LSN. */
+  firstLsn: number;
+  /** The primary attached when replication stopped (node and incarnation), or null if none was. */
+  previousPrimary: { node: string; incarnation: bigint } | null;
+  /** When promote() was called and when the flush ended (performance.now(), ms). */
+  startedAt: number;
+  flushedAt: number;
 }
 
 const REJECTIONS: MirrorRejection[] = ['short', 'magic', 'version', 'type', 'length', 'hmac', 'body', 'sequence', 'session', 'unexpected'];
@@ -112,6 +127,8 @@ interface Conn {
   attached: boolean;
   /** Sequence number of the last primary frame taken (ACKed). */
   lastSeq: bigint;
+  /** When its last frame was taken (performance.now(), ms). */
+  lastFrameAt: number;
   handshakeTimer: NodeJS.Timeout | null;
   closed: Promise<void>;
   gone: boolean;
@@ -123,7 +140,7 @@ export interface MirrorBackupEvents {
   /** The attached primary's connection ended. */
   detached: [info: { primary: string; error: MirrorError }];
   /** A connection was closed for bad input or a protocol breach (EMIRRORAUTH, EMIRRORPROTO, EMIRRORTIMEOUT). */
-  rejected: [info: { remote: string; error: MirrorError; reason: MirrorRejection | 'gap' | 'timeout' | 'primary' }];
+  rejected: [info: { remote: string; error: MirrorError; reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted' }];
   /** The primary refused this backup (its START's refusal). */
   refused: [info: { primary: string; refusal: StartRefusal; reason: string; error: MirrorError }];
   /** The backup's log failed (an I/O error): it takes nothing more; reopen to recover. */
@@ -150,6 +167,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     foreignPrimaries: 0,
     timeouts: 0,
     linkLossFlushes: 0,
+    refusedAfterTakeover: 0,
   };
   /** This life's incarnation (in every frame). */
   readonly incarnation: bigint;
@@ -165,6 +183,10 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   /** Set first thing in close(), before anything it calls looks. */
   private closed = false;
   private durableAckPending = false;
+  /** Set by promote(): replication is over, every connection is refused with this reason. */
+  private promotion: { reason: string; info: Promise<PromotedBackup> } | null = null;
+  /** The last primary that attached (kept after it detaches: the one a takeover replaces). */
+  private lastPrimary: { node: string; incarnation: bigint } | null = null;
   private lastAckedDurable = -1;
 
   private constructor(
@@ -250,6 +272,16 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     return this.failure;
   }
 
+  /** The backup's log directory. */
+  get dir(): string {
+    return this.options.dir;
+  }
+
+  /** Whether promote() was called: this node no longer mirrors anyone. */
+  get promoted(): boolean {
+    return this.promotion !== null;
+  }
+
   /** Open connections (for tests and status). */
   get connectionCount(): number {
     return this.conns.size;
@@ -258,6 +290,52 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   /** Flushes what the backup holds to its disk now; resolves once durable. */
   flush(): Promise<void> {
     return this.writer.flush();
+  }
+
+  /**
+   * Stops replication for a takeover (seed 004 FIG. 13, steps 426-427): closes the attached
+   * primary's connection and every other one, refuses every later connection at once (the old
+   * primary redialling: `rejected` with reason 'promoted', EMIRRORREFUSED, counted in
+   * `stats.refusedAfterTakeover`), then flushes what the backup holds and closes its log, so the
+   * log's directory can be opened by the new primary (`takeOver()` in takeover.ts does the rest).
+   * The listener stays open, refusing, until `close()`: a returning primary learns why on its
+   * side only as a closed link (EMIRRORLINK; the wire has no refusal from a backup).
+   *
+   * This is an explicit call: what decides it (the failure detector over the main and failsafe
+   * links, fencing before it) is not built. One guard only: a primary still attached whose last
+   * frame came less than `quietMs` ago (default 1,000 ms; it sends a keepalive every third of its
+   * ackTimeoutMs) is alive, and a takeover would make two primaries: refused (EMIRRORREFUSED)
+   * unless `force`. A dead process's connection is closed, so it is not attached; a stopped
+   * node's stays open until it has been quiet that long. This is not fencing: a primary cut off
+   * from the backup (the link, not the node) is not attached either.
+   *
+   * Idempotent (a second call gets the first's result). Rejects with MirrorError EMIRRORREFUSED
+   * (the guard above; nothing changed), EMIRRORCLOSED after close(), EMIRRORFAILED if the
+   * backup's log had failed, or the log's error if the final flush fails (then nothing may be
+   * taken over).
+   */
+  promote(options: { reason?: string; force?: boolean; quietMs?: number } = {}): Promise<PromotedBackup> {
+    if (this.promotion) return this.promotion.info;
+    if (this.closed) return Promise.reject(new MirrorError('EMIRRORCLOSED', 'the backup is closed'));
+    if (this.failure) return Promise.reject(new MirrorError('EMIRRORFAILED', this.failure.message, { cause: this.failure.cause }));
+    const quietMs = options.quietMs ?? 1000;
+    const heard = this.active ? performance.now() - this.active.lastFrameAt : Infinity;
+    if (!options.force && heard < quietMs) {
+      return Promise.reject(new MirrorError('EMIRRORREFUSED', `primary ${this.active!.primaryNode} is attached and was heard ${heard.toFixed(0)} ms ago (less than ${quietMs} ms): it is alive, a takeover would make two primaries (force to override)`));
+    }
+    const reason = options.reason ?? 'explicit takeover';
+    const startedAt = performance.now();
+    const previousPrimary = this.active ? { node: this.active.primaryNode, incarnation: this.active.primaryIncarnation } : this.lastPrimary;
+    const why = `this backup took over as primary (${reason}) at LSN ${this.held}${previousPrimary ? `, replacing primary ${previousPrimary.node} incarnation ${previousPrimary.incarnation}` : ''}: it mirrors nobody now`;
+    const info = (async () => {
+      // Step 426: replication disabled. Nothing more is taken from any connection.
+      for (const c of [...this.conns]) this.drop(c, new MirrorError('EMIRRORREFUSED', why));
+      // Step 427: the log flushed (close() writes and fdatasyncs what is held, then closes it).
+      await this.writer.close();
+      return { nextLsn: this.held, firstLsn: this.firstLsn, previousPrimary, startedAt, flushedAt: performance.now() };
+    })();
+    this.promotion = { reason: why, info };
+    return info;
   }
 
   /**
@@ -283,6 +361,12 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       socket.destroy();
       return;
     }
+    if (this.promotion) {
+      this.stats.refusedAfterTakeover++;
+      socket.destroy();
+      this.emit('rejected', { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: 'promoted', error: new MirrorError('EMIRRORREFUSED', this.promotion.reason) });
+      return;
+    }
     this.stats.connections++;
     socket.setNoDelay(true);
     socket.setTimeout(this.options.idleTimeoutMs ?? 30_000);
@@ -298,6 +382,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       primaryNode: '',
       attached: false,
       lastSeq: 0n,
+      lastFrameAt: performance.now(),
       handshakeTimer: null,
       closed: new Promise((r) => socket.once('close', () => r())),
       gone: false,
@@ -331,6 +416,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
         return;
       }
       this.stats.framesReceived++;
+      conn.lastFrameAt = performance.now();
       if (!this.take(conn, r.frame)) return;
       records ||= r.frame.message.type === 'records';
     }
@@ -368,6 +454,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       conn.handshakeTimer = null;
       const previous = this.active;
       this.active = conn;
+      this.lastPrimary = { node: m.node, incarnation: frame.senderIncarnation };
       this.stats.attached++;
       if (previous && previous !== conn) {
         this.stats.replaced++;
@@ -387,7 +474,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       this.reject(conn, 'gap', new MirrorError('EMIRRORPROTO', `records from LSN ${m.firstLsn}, but the backup holds every record below ${this.held} and nothing after: a gap or an overlap`));
       return false;
     }
-    if (this.failure) return false;
+    if (this.failure || this.promotion) return false;
     for (const rec of m.records) {
       // Numbered by the writer in call order: its next LSN is the backup's held LSN.
       this.writer.append(rec).then(
@@ -445,7 +532,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     this.reject(conn, r.reason, new MirrorError(code, `frame from ${conn.remote} refused (${r.reason}): ${r.detail}`));
   }
 
-  private reject(conn: Conn, reason: MirrorRejection | 'gap' | 'timeout' | 'primary', error: MirrorError): void {
+  private reject(conn: Conn, reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted', error: MirrorError): void {
     if (conn.gone) return;
     this.emit('rejected', { remote: conn.remote, error, reason });
     this.drop(conn, error);
@@ -460,7 +547,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     if (this.active === conn) {
       this.active = null;
       this.emit('detached', { primary: conn.primaryNode, error });
-      if (!this.failure && !this.closed) {
+      if (!this.failure && !this.closed && !this.promotion) {
         this.stats.linkLossFlushes++;
         this.writer.flush().catch((err: unknown) => this.fail(err));
       }

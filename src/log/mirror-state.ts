@@ -12,8 +12,10 @@
 //                  it is durable on the primary's disk, every record flushed (method 300,
 //                  steps 340-360). Leaving normal flushes what waits in RAM at once (as the
 //                  backup does at steps 425/427 on leaving normal).
-//   backup-only    named for the seed's third state (method 400); not driven yet: it needs the
-//                  failure detector and fencing (a later block). Every event leaves it as it is.
+//   backup-only    the seed's third state (method 400): a former backup that took over
+//                  (takeover.ts opens its MirroredLog in it); every commit durable here before
+//                  its ack, no backup dialled. Not driven by link events (the failure detector
+//                  and fencing that should decide it are a later block): every event leaves it.
 //
 // Catching-up ends when the backup's ACK covers every record already acknowledged to a caller
 // (`ackedLsn`), not when it equals the primary's next LSN at some instant: under a steady flow

@@ -42,8 +42,19 @@ import {
 export interface MirroredLogOptions {
   /** The primary's log directory (created when missing; recovered at open: a torn tail cut). */
   dir: string;
-  /** Where the backup listens (MirrorBackup); `node`: the only backup node accepted (default: any with the key). */
-  backup: { host: string; port: number; node?: string };
+  /**
+   * Where the backup listens (MirrorBackup); `node`: the only backup node accepted (default: any
+   * with the key). Required unless `state` is 'backup-only' (then it must be absent).
+   */
+  backup?: { host: string; port: number; node?: string };
+  /**
+   * The state to open in. 'primary-only' (default): dial `backup` and mirror to it when it
+   * attaches. 'backup-only': this node is a former backup that took over (seed 004 FIG. 11,
+   * method 400; `takeOver()` in takeover.ts opens it so): no backup is dialled, every commit is
+   * durable here (fdatasync, group commit) before it is acknowledged (steps 435-455 as
+   * 320-360). Nothing leaves that state yet (a returning primary's resync is not built).
+   */
+  state?: 'primary-only' | 'backup-only';
   /** The shared key, at least 16 bytes. */
   key: Buffer;
   /** This node's name (1..64 bytes), sent in START. */
@@ -217,6 +228,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   ) {
     super();
     this.incarnation = options.incarnation ?? randomNonce();
+    this.current = options.state ?? INITIAL_MIRROR_STATE;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 1000;
     this.keepaliveMs = options.keepaliveMs ?? Math.max(1, Math.floor(this.ackTimeoutMs / 3));
     this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? DEFAULT_SEGMENT_BYTES) - HEADER_BYTES - FRAME_OVERHEAD);
@@ -229,15 +241,18 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   }
 
   /**
-   * Opens (recovers) the log in `dir`, primary-only, and starts dialling the backup. Rejects
-   * with RangeError on bad options, or the log's errors (LogCorruptionError ELOGCORRUPT, a
+   * Opens (recovers) the log in `dir`, primary-only, and starts dialling the backup (or
+   * backup-only, dialling nobody: `state`). Rejects with RangeError on bad options, or the log's errors (LogCorruptionError ELOGCORRUPT, a
    * system error of a read).
    */
   static async open(options: MirroredLogOptions): Promise<MirroredLog> {
     checkMirrorKey(options.key);
     checkMirrorName('node', options.node);
     checkMirrorName('log name', options.log ?? 'default');
-    if (options.backup.node !== undefined) checkMirrorName('backup node', options.backup.node);
+    if ((options.state ?? 'primary-only') === 'backup-only') {
+      if (options.backup) throw new RangeError('a backup-only log dials no backup: leave `backup` out');
+    } else if (!options.backup) throw new RangeError('`backup` is required unless state is backup-only');
+    if (options.backup?.node !== undefined) checkMirrorName('backup node', options.backup.node);
     if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
     const ack = options.ackTimeoutMs ?? 1000;
     if (!(ack >= 10)) throw new RangeError(`ackTimeoutMs ${ack} must be at least 10`);
@@ -417,9 +432,10 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   // ---- the link ----
 
   private dial(): void {
-    if (this.closed || this.failure || this.link) return;
+    const backup = this.options.backup;
+    if (this.closed || this.failure || this.link || !backup) return;
     this.stats.connects++;
-    const socket = net.connect({ host: this.options.backup.host, port: this.options.backup.port });
+    const socket = net.connect({ host: backup.host, port: backup.port });
     socket.setNoDelay(true);
     const link: Link = {
       socket,
@@ -450,7 +466,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     socket.on('error', (err) => {
       if (!connected && !link.gone) {
         this.emit('link', { type: 'connect-failed', error: err });
-        this.lose(link, 'closed', new MirrorError('EMIRRORLINK', `cannot reach the backup at ${this.options.backup.host}:${this.options.backup.port}: ${err.message}`, { cause: err }), true);
+        this.lose(link, 'closed', new MirrorError('EMIRRORLINK', `cannot reach the backup at ${backup.host}:${backup.port}: ${err.message}`, { cause: err }), true);
       }
     });
     socket.on('close', () => this.lose(link, 'closed', new MirrorError('EMIRRORLINK', 'the connection to the backup closed')));
@@ -514,7 +530,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     let reason = '';
     const next = this.writer.nextLsn;
     if (m.log !== this.logName) [refusal, reason] = ['log', `the backup mirrors log ${JSON.stringify(m.log)}, this is ${JSON.stringify(this.logName)}`];
-    else if (this.options.backup.node !== undefined && m.node !== this.options.backup.node) [refusal, reason] = ['node', `backup node ${m.node}, expected ${this.options.backup.node}`];
+    else if (this.options.backup?.node !== undefined && m.node !== this.options.backup.node) [refusal, reason] = ['node', `backup node ${m.node}, expected ${this.options.backup.node}`];
     // A backup ahead of its primary: records the primary never wrote, or (a primary restarted
     // after a crash in the normal state) commits acknowledged on the backup's copy that never
     // reached the primary's disk. Either way the primary must not number new records over them.

@@ -1,0 +1,80 @@
+// The backup's takeover with recovery (seed 004 FIG. 13, method 425a): the backup stops
+// mirroring (step 426), flushes its log (step 427), hands every record to the application so it
+// rebuilds its state and applies what was outstanding (step 428), and comes out as the primary
+// in the backup-only state (step 425, FIG. 11), where every commit is on its disk before it is
+// acknowledged. The recovery signal to clients (step 429) is the request layer's job
+// (src/reliable/reliable-server.ts sends RECOVERED to every client that connects after it).
+//
+// What triggers this is an explicit call: the failure detector over the main and failsafe links
+// that should decide it (steps 415-420, a link failure told from a primary failure) and the
+// fencing / cluster store that should make sure the old primary cannot go on (never two
+// primaries) are not built. Until they are, the caller owns that decision.
+import { MirroredLog, type MirroredLogOptions } from './mirrored-log.js';
+import type { MirrorBackup, PromotedBackup } from './mirror-backup.js';
+import { scanLog } from './log-reader.js';
+
+export interface TakeOverOptions extends Pick<MirroredLogOptions, 'key' | 'node' | 'log' | 'incarnation' | 'checkpoint' | 'maxRecordBytes' | 'segmentBytes' | 'fileOps'> {
+  /**
+   * Called with every record of the log in LSN order, before `takeOver` resolves (step 428):
+   * the application rebuilds its state from them. `payload` is a view: copy what is kept.
+   * A throw aborts the takeover (the log is closed again, the error rethrown).
+   */
+  replay: (lsn: number, payload: Buffer) => void;
+  /** Why, for the refusal the old primary's connections get and for logs. Default 'explicit takeover'. */
+  reason?: string;
+  /** Passed to promote(): take over even from a primary still attached and heard within `quietMs` (default 1,000 ms). */
+  force?: boolean;
+  quietMs?: number;
+}
+
+/** The new primary and what its recovery took. */
+export interface TakenOver {
+  /** The log, open in the backup-only state (each commit durable here before its ack). */
+  log: MirroredLog;
+  /** What promote() reported: the log's extent and the primary it replaces. */
+  promoted: PromotedBackup;
+  /** Records replayed (the log's whole extent). */
+  records: number;
+  /** Milliseconds: stopping and flushing (426-427), reopening the log, replaying it (428), in all. */
+  timings: { stopAndFlushMs: number; openMs: number; replayMs: number; totalMs: number };
+}
+
+/**
+ * Takes over from the primary `backup` mirrored (seed 004 FIG. 13, steps 426-428): stops
+ * replication and refuses the old primary from now on (`MirrorBackup.promote()`), flushes the
+ * backup's log, opens it as a `MirroredLog` in the backup-only state (recovery: a torn tail cut,
+ * damage refused), and calls `options.replay` with every record so the application rebuilds its
+ * state. Resolves once that is done: the caller then starts serving clients and sends the
+ * recovery signal (step 429). `backup` stays open, refusing connections, until the caller
+ * closes it (after the returned log, or before: they share nothing but the directory).
+ *
+ * Rejects with what promote() rejects with (MirrorError EMIRRORREFUSED: the primary is attached
+ * and was heard within `quietMs`, and `force` is not set; EMIRRORCLOSED / EMIRRORFAILED; a flush
+ * error), the log's errors at open (LogCorruptionError ELOGCORRUPT), RangeError on bad options,
+ * or what `replay` throws (the new log is then closed).
+ */
+export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): Promise<TakenOver> {
+  const t0 = performance.now();
+  const promoted = await backup.promote({ ...(options.reason !== undefined ? { reason: options.reason } : {}), ...(options.force !== undefined ? { force: options.force } : {}), ...(options.quietMs !== undefined ? { quietMs: options.quietMs } : {}) });
+  const t1 = performance.now();
+  const { replay, reason: _reason, force: _force, quietMs: _quiet, ...rest } = options;
+  const log = await MirroredLog.open({ ...rest, dir: backup.dir, state: 'backup-only' });
+  const t2 = performance.now();
+  let records = 0;
+  try {
+    // Read up to the log's next LSN as opened: every record there is durable (promote flushed).
+    await scanLog(backup.dir, {
+      toLsn: log.nextLsn,
+      onRecord: (lsn, payload) => {
+        records++;
+        replay(lsn, payload);
+      },
+      ...(options.fileOps ? { fileOps: options.fileOps } : {}),
+    });
+  } catch (err) {
+    await log.close().catch(() => {});
+    throw err;
+  }
+  const t3 = performance.now();
+  return { log, promoted, records, timings: { stopAndFlushMs: t1 - t0, openMs: t2 - t1, replayMs: t3 - t2, totalMs: t3 - t0 } };
+}
