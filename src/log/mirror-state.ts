@@ -21,7 +21,9 @@
 // (`ackedLsn`), not when it equals the primary's next LSN at some instant: under a steady flow
 // of appends the latter may never hold at the moment an ACK arrives, while the former is exactly
 // the normal state's promise (every acknowledged commit is on the backup). Appends not yet
-// acknowledged then wait for the backup's ACK, as in normal.
+// acknowledged then wait for the backup's ACK, as in normal. For that ACK to come under a
+// steady flow of appends, MirroredLog stops acknowledging on local durability alone from a
+// switch point on (once what is left to send fits in one catch-up chunk): see its `switchAt`.
 import type { SyncPolicy } from './log-writer.js';
 
 export type MirrorState = 'normal' | 'catching-up' | 'primary-only' | 'backup-only';

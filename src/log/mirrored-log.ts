@@ -199,6 +199,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private readonly keepaliveMs: number;
   private readonly maxRecordBytes: number;
   private readonly frameBytes: number;
+  private readonly catchUpChunkRecords: number;
   private readonly maxInFlightBytes: number;
   private readonly logName: string;
   private readonly firstLsn: number;
@@ -207,6 +208,19 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private pendingHead = 0;
   /** Every record below this has been acknowledged to its caller. */
   private acked: number;
+  /**
+   * Catching-up's switch point: the next LSN when an ACK found what is left to send within one
+   * catch-up chunk (`catchUpChunkRecords`). Commits below it are acknowledged on local
+   * durability; from it on, when the backup holds them, as in normal. Without it, catching-up
+   * could never end under a steady flow of appends on a fast disk: each ACK would find newer
+   * commits already acknowledged locally that the backup does not hold yet (a test saw 6,000
+   * records shipped and no switch in 5 s). With it, every commit acknowledged is below the switch
+   * point or held by the backup, so the first ACK at or past it covers every acknowledged commit
+   * and normal begins. Set late (not at attach) so that commits made while a long backlog ships
+   * do not wait for it. Null outside catching-up and until then; a backup that never gets within
+   * a chunk (appends outrun the link) keeps the primary catching-up, as it should.
+   */
+  private switchAt: number | null = null;
   /** Records from `memFirst` on, kept until durable here and no longer needed by the link. */
   private mem: Buffer[] = [];
   private memHead = 0;
@@ -233,6 +247,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     this.keepaliveMs = options.keepaliveMs ?? Math.max(1, Math.floor(this.ackTimeoutMs / 3));
     this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? DEFAULT_SEGMENT_BYTES) - HEADER_BYTES - FRAME_OVERHEAD);
     this.frameBytes = options.frameBytes ?? DEFAULT_FRAME_RECORD_BYTES;
+    this.catchUpChunkRecords = options.catchUpChunkRecords ?? 4096;
     this.maxInFlightBytes = options.maxInFlightBytes ?? 8 * 1024 * 1024;
     this.logName = options.log ?? 'default';
     this.firstLsn = writer.recovery.firstLsn;
@@ -355,12 +370,24 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
 
   // ---- acknowledgement ----
 
+  /**
+   * Whether the commit of `lsn` waits for the backup: in normal, and in catching-up from the
+   * switch point on (see `switchAt`); otherwise it waits for local durability.
+   */
+  private waitsForBackup(lsn: number): boolean {
+    if (ackRuleOf(this.current) === 'backup-holds') return true;
+    return this.current === 'catching-up' && this.switchAt !== null && lsn >= this.switchAt;
+  }
+
   /** Resolves the pending appends the current state's rule allows, then frees memory. */
   private settle(): void {
-    const byBackup = ackRuleOf(this.current) === 'backup-holds';
-    const limit = byBackup ? (this.link?.held ?? -1) : this.writer.durableLsn;
-    while (this.pendingHead < this.pending.length && this.pending[this.pendingHead]!.lsn < limit) {
-      const p = this.pending[this.pendingHead++]!;
+    const held = this.link?.held ?? -1;
+    const durable = this.writer.durableLsn;
+    while (this.pendingHead < this.pending.length) {
+      const p = this.pending[this.pendingHead]!;
+      const byBackup = this.waitsForBackup(p.lsn);
+      if (p.lsn >= (byBackup ? held : durable)) break;
+      this.pendingHead++;
       this.acked = p.lsn + 1;
       if (byBackup) this.stats.ackedByBackup++;
       else this.stats.ackedLocally++;
@@ -421,6 +448,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     if (!t.changed) return;
     const previous = this.current;
     this.current = t.to;
+    this.switchAt = null;
     this.stats.transitions++;
     if (t.to === 'normal') this.attempt = 0;
     // To each-commit, this flushes what waits now (flushNow); the appends then resolve as their
@@ -587,6 +615,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     }
     link.held = m.heldLsn;
     while (link.inFlight.length > 0 && link.inFlight[0]!.seq <= m.frameSeq) link.inFlightBytes -= link.inFlight.shift()!.bytes;
+    if (this.current === 'catching-up' && this.switchAt === null && this.writer.nextLsn - link.cursor <= this.catchUpChunkRecords) this.switchAt = this.writer.nextLsn;
     this.transition({ type: 'backup-ack', heldLsn: link.held, ackedLsn: this.acked });
     this.settle();
     this.pump(link);
@@ -639,7 +668,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
         this.sendRecords(link, link.cursor, records);
         continue;
       }
-      const to = Math.min(this.memFirst, link.cursor + (this.options.catchUpChunkRecords ?? 4096));
+      const to = Math.min(this.memFirst, link.cursor + this.catchUpChunkRecords);
       const from = link.cursor;
       const read: Buffer[] = [];
       try {

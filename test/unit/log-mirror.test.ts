@@ -176,7 +176,7 @@ describe('mirrored log', () => {
     const writers = Array.from({ length: 4 }, async () => {
       while (!stop) await p.append(record(n++, 60));
     });
-    await until(() => p.state === 'normal', 5000, 'normal after catch-up');
+    await until(() => p.state === 'normal', 5000, () => 'normal after catch-up ' + JSON.stringify({ state: p.state, acked: p.ackedLsn, held: p.backupHeldLsn, next: p.nextLsn, durable: p.durableLsn, sw: (p as any).switchAt, st: p.stats, states }));
     await sleep(50);
     stop = true;
     await Promise.all(writers);

@@ -116,10 +116,10 @@ export function mutateStream(frames: Buffer[], int: (k: number) => number): { by
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `cond` every 5 ms until it holds; throws after `ms`. */
-export async function until(cond: () => boolean, ms: number, what = 'condition'): Promise<void> {
+export async function until(cond: () => boolean, ms: number, what: string | (() => string) = 'condition'): Promise<void> {
   const t0 = performance.now();
   while (!cond()) {
-    if (performance.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (performance.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await sleep(5);
   }
 }
