@@ -34,6 +34,7 @@
 //           | durable LSN (every record below is on its disk) | sequence number of the last
 //           primary frame it has taken (u64)
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { BodyError, BodyReader } from '../wire/body-reader.js';
 
 export const MIRROR_MAGIC = Buffer.from('TKML', 'ascii');
 export const MIRROR_VERSION = 1;
@@ -257,69 +258,20 @@ export function encodeMirrorFrame(frame: MirrorFrame, key: Buffer): Buffer {
 
 // ---- decoding ----
 
-class BodyError extends Error {}
-
-class BodyReader {
-  private o: number;
-  constructor(
-    private readonly b: Buffer,
-    start: number,
-    private readonly end: number,
-  ) {
-    this.o = start;
-  }
-  private need(n: number): number {
-    if (this.o + n > this.end) throw new BodyError('truncated body');
-    const at = this.o;
-    this.o += n;
-    return at;
-  }
-  u8(): number {
-    return this.b[this.need(1)]!;
-  }
-  u32(): number {
-    return this.b.readUInt32BE(this.need(4));
-  }
-  u64(): bigint {
-    return this.b.readBigUInt64BE(this.need(8));
-  }
-  lsn(what: string): number {
-    const v = this.u64();
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new BodyError(`${what} ${v} is above 2^53-1`);
-    return Number(v);
-  }
-  bytes(n: number): Buffer {
-    const at = this.need(n);
-    return this.b.subarray(at, at + n);
-  }
-  text(what: string, min: number, max: number): string {
-    const len = this.u8();
-    if (len < min || len > max) throw new BodyError(`${what} of ${len} bytes`);
-    try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(len));
-    } catch {
-      throw new BodyError(`${what} is not UTF-8`);
-    }
-  }
-  get atEnd(): boolean {
-    return this.o === this.end;
-  }
-}
-
 function readBody(type: MirrorMessageType, r: BodyReader, maxRecordBytes: number): MirrorMessage {
   switch (type) {
     case 'hello': {
       const log = r.text('log name', 1, MAX_NAME_BYTES);
       const node = r.text('node', 1, MAX_NAME_BYTES);
-      const firstLsn = r.lsn('first LSN');
-      const heldLsn = r.lsn('held LSN');
+      const firstLsn = r.safeInt('first LSN');
+      const heldLsn = r.safeInt('held LSN');
       const lastCrc = r.u32();
       if (heldLsn < firstLsn) throw new BodyError(`held LSN ${heldLsn} below the log's first ${firstLsn}`);
       return { type, log, node, firstLsn, heldLsn, lastCrc };
     }
     case 'start': {
       const node = r.text('node', 1, MAX_NAME_BYTES);
-      const fromLsn = r.lsn('from LSN');
+      const fromLsn = r.safeInt('from LSN');
       const code = r.u8();
       const refusal = code === 0 ? null : REFUSALS_BY_CODE.get(code);
       if (refusal === undefined) throw new BodyError(`refusal code ${code}`);
@@ -327,20 +279,20 @@ function readBody(type: MirrorMessageType, r: BodyReader, maxRecordBytes: number
       return { type, node, fromLsn, refusal, reason };
     }
     case 'records': {
-      const firstLsn = r.lsn('first LSN');
+      const firstLsn = r.safeInt('first LSN');
       const count = r.u32();
       if (!Number.isSafeInteger(firstLsn + count)) throw new BodyError('records pass 2^53');
       const records: Buffer[] = [];
       for (let i = 0; i < count; i++) {
         const len = r.u32();
         if (len > maxRecordBytes) throw new BodyError(`record ${firstLsn + i} of ${len} bytes, the most is ${maxRecordBytes}`);
-        records.push(r.bytes(len));
+        records.push(r.bytes(len, 'record'));
       }
       return { type, firstLsn, records };
     }
     case 'ack': {
-      const heldLsn = r.lsn('held LSN');
-      const durableLsn = r.lsn('durable LSN');
+      const heldLsn = r.safeInt('held LSN');
+      const durableLsn = r.safeInt('durable LSN');
       const frameSeq = r.u64();
       if (durableLsn > heldLsn) throw new BodyError(`durable LSN ${durableLsn} above held ${heldLsn}`);
       return { type, heldLsn, durableLsn, frameSeq };

@@ -30,6 +30,8 @@
 // out of bounds, acknowledged above the message ID, a bad status or code). The first bad frame
 // ends the stream: nothing of it or after it is returned as a message.
 
+import { BodyError, BodyReader } from '../wire/body-reader.js';
+
 export const RELIABLE_MAGIC = Buffer.from('TKRQ', 'ascii');
 export const RELIABLE_VERSION = 1;
 /** Bytes from the frame's start (its length field) to the body. */
@@ -132,54 +134,7 @@ export function encodeReliable(m: ReliableMessage): Buffer {
   return Buffer.concat([head, body]);
 }
 
-/** A cursor over a body; every read throws ReliableProtocolError('body') when it runs out. */
-class Body {
-  private p = 0;
-  constructor(private readonly b: Buffer) {}
-  private need(n: number, what: string): void {
-    if (this.p + n > this.b.length) throw new ReliableProtocolError('body', `truncated ${what}`);
-  }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.b[this.p++]!;
-  }
-  id(what: string, min: number): number {
-    this.need(8, what);
-    const v = this.b.readBigUInt64BE(this.p);
-    this.p += 8;
-    if (v >= 1n << 53n || v < BigInt(min)) throw new ReliableProtocolError('body', `${what} ${v} out of range`);
-    return Number(v);
-  }
-  u64(what: string): bigint {
-    this.need(8, what);
-    const v = this.b.readBigUInt64BE(this.p);
-    this.p += 8;
-    return v;
-  }
-  text(what: string, min: number, max: number): string {
-    const n = this.u8(what);
-    if (n < min || n > max) throw new ReliableProtocolError('body', `${what} of ${n} bytes (${min}..${max})`);
-    this.need(n, what);
-    const s = this.b.toString('utf8', this.p, this.p + n);
-    this.p += n;
-    return s;
-  }
-  bytes(what: string, max: number): Buffer {
-    this.need(4, what);
-    const n = this.b.readUInt32BE(this.p);
-    this.p += 4;
-    if (n > max) throw new ReliableProtocolError('body', `${what} of ${n} bytes, the most is ${max}`);
-    this.need(n, what);
-    const out = Buffer.from(this.b.subarray(this.p, this.p + n));
-    this.p += n;
-    return out;
-  }
-  end(): void {
-    if (this.p !== this.b.length) throw new ReliableProtocolError('body', `${this.b.length - this.p} trailing bytes`);
-  }
-}
-
-function decodeBody(type: ReliableMessage['type'], b: Body, maxBody: number): ReliableMessage {
+function decodeBody(type: ReliableMessage['type'], b: BodyReader, maxBody: number): ReliableMessage {
   let m: ReliableMessage;
   switch (type) {
     case 'hello':
@@ -189,20 +144,20 @@ function decodeBody(type: ReliableMessage['type'], b: Body, maxBody: number): Re
       m = { type, incarnation: b.u64('incarnation'), node: b.text('node', 1, MAX_ID_TEXT) };
       break;
     case 'recovered':
-      m = { type, incarnation: b.u64('incarnation'), node: b.text('node', 1, MAX_ID_TEXT), recoveredLsn: b.id('recovered LSN', 0) };
+      m = { type, incarnation: b.u64('incarnation'), node: b.text('node', 1, MAX_ID_TEXT), recoveredLsn: b.safeInt('recovered LSN', 0) };
       break;
     case 'request': {
-      const msgId = b.id('message ID', 1);
-      const ackBelow = b.id('acknowledged-below', 0);
+      const msgId = b.safeInt('message ID', 1);
+      const ackBelow = b.safeInt('acknowledged-below', 0);
       if (ackBelow > msgId) throw new ReliableProtocolError('body', `acknowledged-below ${ackBelow} above message ID ${msgId}`);
-      m = { type, msgId, ackBelow, body: b.bytes('request body', maxBody) };
+      m = { type, msgId, ackBelow, body: Buffer.from(b.lengthPrefixed('request body', maxBody)) };
       break;
     }
     case 'reply': {
-      const msgId = b.id('message ID', 1);
+      const msgId = b.safeInt('message ID', 1);
       const s = b.u8('status');
       if (s > 1) throw new ReliableProtocolError('body', `reply status ${s}`);
-      m = { type, msgId, status: s === 0 ? 'ok' : 'stale', body: b.bytes('reply body', maxBody) };
+      m = { type, msgId, status: s === 0 ? 'ok' : 'stale', body: Buffer.from(b.lengthPrefixed('reply body', maxBody)) };
       break;
     }
     case 'error': {
@@ -263,11 +218,11 @@ export class ReliableFrameReader {
       this.buf = this.buf.subarray(total);
       const type = TYPES.get(frame[9]!)!;
       try {
-        out.push({ ok: true, message: decodeBody(type, new Body(frame.subarray(RELIABLE_HEADER_BYTES)), this.maxBodyBytes) });
+        out.push({ ok: true, message: decodeBody(type, new BodyReader(frame, RELIABLE_HEADER_BYTES), this.maxBodyBytes) });
       } catch (err) {
         this.dead = true;
         this.buf = Buffer.alloc(0);
-        out.push({ ok: false, error: err instanceof ReliableProtocolError ? err : new ReliableProtocolError('body', String(err)) });
+        out.push({ ok: false, error: err instanceof ReliableProtocolError ? err : new ReliableProtocolError('body', err instanceof BodyError ? err.message : String(err)) });
         return out;
       }
     }

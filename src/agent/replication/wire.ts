@@ -27,6 +27,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { addressBytes, addressFromBytes, memoizedByAddress, type Endpoint } from '../../net/endpoint.js';
 import { MAX_NODE_ID } from '../../monitor/heartbeat-packet.js';
+import { BodyError, BodyReader } from '../../wire/body-reader.js';
 
 export const REPLICATION_MAGIC = Buffer.from('TKCR');
 const VERSION = 1;
@@ -239,61 +240,17 @@ export function encodeReplication(env: Envelope, key: Buffer): Buffer {
 
 // ---- decoding ----
 
-class BodyError extends Error {}
-
-class Reader {
-  private o: number;
-  constructor(
-    private readonly b: Buffer,
-    start: number,
-    private readonly end: number,
-  ) {
-    this.o = start;
-  }
-  private need(n: number): number {
-    if (this.o + n > this.end) throw new BodyError('truncated');
-    const at = this.o;
-    this.o += n;
-    return at;
-  }
-  u8(): number {
-    return this.b[this.need(1)]!;
-  }
-  u16(): number {
-    return this.b.readUInt16BE(this.need(2));
-  }
-  u32(): number {
-    return this.b.readUInt32BE(this.need(4));
-  }
-  u64(): bigint {
-    return this.b.readBigUInt64BE(this.need(8));
-  }
-  text(max: number): string {
-    const len = this.u8();
-    if (len > max) throw new BodyError('text too long');
-    const at = this.need(len);
-    try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(this.b.subarray(at, at + len));
-    } catch {
-      throw new BodyError('text is not UTF-8');
-    }
-  }
-  endpoint(): Endpoint {
-    const family = this.u8();
-    if (family !== 4 && family !== 6) throw new BodyError(`address family ${family}`);
-    const n = family === 4 ? 4 : 16;
-    const at = this.need(n);
-    const address = addressFromBytes(this.b.subarray(at, at + n));
-    const port = this.u16();
-    if (port === 0) throw new BodyError('port 0');
-    return { address, port };
-  }
-  get atEnd(): boolean {
-    return this.o === this.end;
-  }
+/** An endpoint in a body: family (u8 4|6), its address bytes, a port (u16, not 0). */
+function readEndpoint(r: BodyReader): Endpoint {
+  const family = r.u8('address family');
+  if (family !== 4 && family !== 6) throw new BodyError(`address family ${family}`);
+  const address = addressFromBytes(r.bytes(family === 4 ? 4 : 16, 'address'));
+  const port = r.u16('port');
+  if (port === 0) throw new BodyError('port 0');
+  return { address, port };
 }
 
-function readRecord(r: Reader, syncOnly: boolean): ConnectionRecord {
+function readRecord(r: BodyReader, syncOnly: boolean): ConnectionRecord {
   const flags = r.u8();
   const opBits = flags & 3;
   if (opBits !== 1 && opBits !== 2) throw new BodyError(`record op ${opBits}`);
@@ -302,7 +259,7 @@ function readRecord(r: Reader, syncOnly: boolean): ConnectionRecord {
   if (syncOnly && op !== 'upsert') throw new BodyError('a sync carries upserts only');
   const service = r.u8();
   if (service >= MAX_SERVICES) throw new BodyError(`service index ${service}`);
-  const peer = r.endpoint();
+  const peer = readEndpoint(r);
   if (op === 'remove') {
     if (flags & ~3) throw new BodyError('flags on a remove');
     return { op, service, peer };
@@ -331,19 +288,19 @@ function readRecord(r: Reader, syncOnly: boolean): ConnectionRecord {
     }
     record.state = state;
   }
-  if (flags & 16) record.boundary = flags & 32 ? { atBoundary: true, reason: 'at a message boundary' } : { atBoundary: false, reason: r.text(MAX_REASON) };
+  if (flags & 16) record.boundary = flags & 32 ? { atBoundary: true, reason: 'at a message boundary' } : { atBoundary: false, reason: r.text('boundary reason', 0, MAX_REASON) };
   return record;
 }
 
-function readBody(type: MessageType, r: Reader): ReplicationMessage {
+function readBody(type: MessageType, r: BodyReader): ReplicationMessage {
   switch (type) {
     case 'subscribe': {
       const count = r.u8();
       if (count > MAX_SERVICES) throw new BodyError(`${count} services`);
       const services: ReplicatedService[] = [];
       for (let i = 0; i < count; i++) {
-        const { address, port } = r.endpoint();
-        const goodbye = r.text(32);
+        const { address, port } = readEndpoint(r);
+        const goodbye = r.text('goodbye', 0, 32);
         if (goodbye !== '' && !GOODBYE_NAME.test(goodbye)) throw new BodyError('bad goodbye name');
         services.push({ address, port, ...(goodbye ? { goodbye } : {}) });
       }
@@ -384,11 +341,11 @@ export function decodeReplication(buf: Buffer, key: Buffer): { ok: true; envelop
   const bodyEnd = buf.length - MAC_LENGTH;
   const mac = createHmac('sha256', key).update(buf.subarray(0, bodyEnd)).digest();
   if (!timingSafeEqual(mac, buf.subarray(bodyEnd))) return { ok: false, reason: 'hmac' };
-  const r = new Reader(buf, 6, bodyEnd);
+  const r = new BodyReader(buf, 6, bodyEnd);
   try {
     const link = r.u8();
-    const from = r.text(MAX_NODE_ID);
-    const to = r.text(MAX_NODE_ID);
+    const from = r.text('sender node', 0, MAX_NODE_ID);
+    const to = r.text('receiver node', 0, MAX_NODE_ID);
     if (!from || !to) return { ok: false, reason: 'node' };
     const fromIncarnation = r.u64();
     const toIncarnation = r.u64();
