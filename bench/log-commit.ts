@@ -6,50 +6,25 @@ import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { LogWriter, type LogWriterOptions } from '../src/log/log-writer.js';
+import { APPENDERS, onTmpfs, PAYLOAD_BYTES, timedCommits, type CommitRun } from './commit-loop.js';
 
-const APPENDERS = 10;
-const MAX_COMMITS = 5000;
-const MAX_MS = 5000;
-const PAYLOAD_BYTES = 100;
-const TMPFS_MAGIC = 0x01021994;
-
-interface Run {
-  commits: number;
-  seconds: number;
-  p50: number;
-  p99: number;
+interface Run extends CommitRun {
   batches: number;
   datasyncs: number;
 }
 
 async function run(dir: string, options: Partial<LogWriterOptions>): Promise<Run> {
   const w = await LogWriter.open({ dir, ...options });
-  const payload = Buffer.alloc(PAYLOAD_BYTES, 0x61);
-  const latencies: number[] = [];
-  const t0 = performance.now();
-  let started = 0;
-  await Promise.all(
-    Array.from({ length: APPENDERS }, async () => {
-      while (started < MAX_COMMITS && performance.now() - t0 < MAX_MS) {
-        started++;
-        const s = performance.now();
-        await w.append(payload);
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  const seconds = (performance.now() - t0) / 1000;
+  const r = await timedCommits((payload) => w.append(payload));
   await w.close();
-  latencies.sort((a, b) => a - b);
-  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  return { commits: latencies.length, seconds, p50: q(0.5), p99: q(0.99), batches: w.stats.batches, datasyncs: w.stats.datasyncs };
+  return { ...r, batches: w.stats.batches, datasyncs: w.stats.datasyncs };
 }
 
 export async function logCommit(out: (s: string) => void): Promise<void> {
   const root = mkdtempSync(path.join(tmpdir(), 'bench-log-'));
   try {
     const fsType = statfsSync(root).type;
-    if (fsType === TMPFS_MAGIC) out(`log commit: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
+    if (onTmpfs(root)) out(`log commit: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
     const line = (name: string, r: Run) =>
       `  ${name}: ${(r.commits / r.seconds).toFixed(0)} commits/s (${r.commits} in ${r.seconds.toFixed(2)} s), latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms; ${r.batches} batches (${(r.commits / r.batches).toFixed(1)} records each), ${r.datasyncs} fdatasyncs`;
     const base = await run(path.join(root, 'base'), { sync: 'each-commit', maxBatchRecords: 1 });

@@ -8,26 +8,18 @@
 // Bounded: 5,000 commits or 5 s per side, after 500 not counted. On tmpdir's disk (warns on tmpfs). No lab, no root.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MirroredLog } from '../src/log/mirrored-log.js';
+import { freePort } from '../test/free-port.js';
+import { APPENDERS, onTmpfs, PAYLOAD_BYTES, timedCommits, type CommitRun } from './commit-loop.js';
 
-const APPENDERS = 10;
-const MAX_COMMITS = 5000;
-const MAX_MS = 5000;
-const PAYLOAD_BYTES = 100;
-const TMPFS_MAGIC = 0x01021994;
 const KEY = Buffer.from('bench-mirror-key-0123456789abcdef');
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'mirror-backup-child.ts');
 
-interface Run {
+interface Run extends CommitRun {
   state: string;
-  commits: number;
-  seconds: number;
-  p50: number;
-  p99: number;
 }
 
 async function run(log: MirroredLog): Promise<Run> {
@@ -36,31 +28,8 @@ async function run(log: MirroredLog): Promise<Run> {
   await Promise.all(Array.from({ length: APPENDERS }, async () => {
     for (let i = 0; i < 50; i++) await log.append(payload);
   }));
-  const latencies: number[] = [];
-  const t0 = performance.now();
-  let started = 0;
-  await Promise.all(
-    Array.from({ length: APPENDERS }, async () => {
-      while (started < MAX_COMMITS && performance.now() - t0 < MAX_MS) {
-        started++;
-        const s = performance.now();
-        await log.append(payload);
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  const seconds = (performance.now() - t0) / 1000;
-  latencies.sort((a, b) => a - b);
-  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  return { state: log.state, commits: latencies.length, seconds, p50: q(0.5), p99: q(0.99) };
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  const r = await timedCommits((p) => log.append(p));
+  return { ...r, state: log.state };
 }
 
 export async function mirrorCommit(out: (s: string) => void): Promise<void> {
@@ -68,7 +37,7 @@ export async function mirrorCommit(out: (s: string) => void): Promise<void> {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(root, 'b'), '0', KEY.toString('hex')], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const fsType = statfsSync(root).type;
-    if (fsType === TMPFS_MAGIC) out(`mirror commit: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
+    if (onTmpfs(root)) out(`mirror commit: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
     const port = await new Promise<number>((resolve, reject) => {
       let buf = '';
       child.stdout.on('data', (d: Buffer) => {

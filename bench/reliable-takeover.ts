@@ -9,7 +9,6 @@
 // Bounded: 5 rounds of 4,000 orders, the kill after a random 20-80 % of them. No lab, no root.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +18,7 @@ import { ReliableClient } from '../src/reliable/reliable-client.js';
 import { ReliableServer } from '../src/reliable/reliable-server.js';
 import { ReliableState } from '../src/reliable/reliable-state.js';
 import { encodeOrder, orderMatchingApp } from '../docs/examples/order-matching/order-book.js';
+import { freePort } from '../test/free-port.js';
 
 const KEY = Buffer.from('mirror-test-key-0123456789abcdef');
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'reliable-primary-child.ts');
@@ -28,14 +28,6 @@ const PER_CLIENT = 400;
 const WINDOW = 4;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Times {
   takeover: number;

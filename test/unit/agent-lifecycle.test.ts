@@ -17,6 +17,7 @@ import { parseFan } from '../../src/events/fan-line.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { processIdentity } from '../../src/monitor/process-identity.js';
 import { CLI, runCli, startCli } from '../cli-process.js';
+import { freePort } from '../free-port.js';
 
 const SERVER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'http-instance.mjs');
 
@@ -38,15 +39,6 @@ afterEach(async () => {
   }
   rmSync(dir, { recursive: true, force: true });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function until(cond: () => boolean, ms = 15_000, what = 'condition') {
   const end = Date.now() + ms;

@@ -20,6 +20,7 @@ import type { ServiceEvent } from '../../src/events/service-event.js';
 import type { DetectorEvent } from '../../src/monitor/failure-detector.js';
 import { runCli } from '../cli-process.js';
 import { eventually } from '../lab/eventually.js';
+import { freePort } from '../free-port.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tko-ready-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,14 +34,6 @@ const fieldOf = (ready: unknown, over: Partial<AppObjectInput> = {}) => {
   }
   return 'accepted';
 };
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('the `ready` field', () => {
   it('one probe, tcp or command, with bounds; defaults 60 s and 250 ms; errors name the field', () => {

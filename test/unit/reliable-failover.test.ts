@@ -10,7 +10,6 @@
 // first reply after it are printed.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +23,7 @@ import { ReliableServer } from '../../src/reliable/reliable-server.js';
 import { ReliableState } from '../../src/reliable/reliable-state.js';
 import { encodeOrder, orderMatchingApp, type OrderBook } from '../../docs/examples/order-matching/order-book.js';
 import { KEY, seededRandom, sleep, until } from './mirror-helpers.js';
+import { freePort } from '../free-port.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'reliable-primary-child.ts');
 
@@ -38,14 +38,6 @@ afterEach(async () => {
   for (const o of open.splice(0).reverse()) await o.close().catch(() => {});
   rmSync(root, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function startPrimary(dir: string, backupPort: number) {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(backupPort), KEY.toString('hex')], { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -7,6 +7,7 @@ import { NotificationServer } from '../../src/events/notification-server.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { subscribe, type AgentConnection } from '../../src/events/subscribe.js';
 import { startCli } from '../cli-process.js';
+import { freePort } from '../free-port.js';
 
 const servers: Array<{ close(): Promise<void> }> = [];
 afterEach(async () => {
@@ -19,14 +20,6 @@ async function until(cond: () => boolean, ms = 5000) {
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 5));
   }
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 async function endpoint(port: number) {

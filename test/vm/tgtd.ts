@@ -4,10 +4,10 @@
 // removes the backing file; the test calls it in afterAll, so it runs on failure too.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from '../free-port.js';
 
 const run = promisify(execFile);
 
@@ -18,14 +18,6 @@ export interface Tgtd {
   /** tgtd's log so far, for diagnosis. */
   log(): string;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
 }
 
 export async function startTgtd(o: { target: string; sizeMb: number; portals?: number }): Promise<Tgtd> {
