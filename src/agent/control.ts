@@ -1,6 +1,7 @@
 // The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
 // `status`, `service stop|start`, `instance cleanup`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
+import { once } from 'node:events';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
@@ -65,10 +66,8 @@ export class ControlServer {
    */
   async listen(): Promise<void> {
     await removeStaleSocket(this.path);
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.path, () => resolve());
-    });
+    this.server.listen(this.path);
+    await once(this.server, 'listening'); // rejects with the listen error
     this.listening = true;
     await chmod(this.path, 0o600);
   }

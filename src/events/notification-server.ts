@@ -9,7 +9,7 @@
 // `snapshot: true`), then the live events: both are written in the same turn of the event loop,
 // so none is lost or doubled between them. A format request sends the snapshot again in the new
 // format, so a subscriber reading only that format still starts from the whole state.
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { printFan } from './fan-line.js';
@@ -58,10 +58,8 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
   }
 
   async listen(): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => resolve());
-    });
+    this.server.listen(this.options.port, this.options.host);
+    await once(this.server, 'listening'); // rejects with the listen error
     return (this.server.address() as net.AddressInfo).port;
   }
 

@@ -10,7 +10,7 @@
 // log ends: a gap closes the connection. One primary at a time: a newer connection whose START
 // authenticates replaces the older one (the primary reconnected while the old socket lingers).
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import { crc32c } from '@node-rs/crc32';
 import { LogWriter, type CheckpointCriteria } from './log-writer.js';
@@ -233,13 +233,8 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
         await scanLog(options.dir, { fromLsn: next - 1, toLsn: next, onRecord: (_lsn, p) => (lastCrc = crc32c(p)), ...(options.fileOps ? { fileOps: options.fileOps } : {}) });
       }
       const server = net.createServer();
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(options.port, options.host, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      server.listen(options.port, options.host);
+      await once(server, 'listening'); // rejects with the listen error (EADDRINUSE...)
       return new MirrorBackup(options, writer, server, lastCrc);
     } catch (err) {
       await writer.close().catch(() => {});

@@ -12,7 +12,7 @@
 // a request whose record may not exist; if the application throws, its state may be half
 // changed. Either way the server stops (every client gets ERROR unavailable and is closed;
 // later connections too) and must be rebuilt from the log.
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import type { MirroredLog } from '../log/mirrored-log.js';
 import { ReliableState } from './reliable-state.js';
@@ -84,13 +84,8 @@ export class ReliableServer<S> extends EventEmitter<ReliableServerEvents> {
   /** Listens. Rejects with the listen error (EADDRINUSE...). */
   static async listen<S>(options: ReliableServerOptions<S>): Promise<ReliableServer<S>> {
     const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, options.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    server.listen(options.port, options.host);
+    await once(server, 'listening'); // rejects with the listen error
     return new ReliableServer(options, server);
   }
 
