@@ -37,36 +37,13 @@
 namespace takeover {
 namespace {
 
-constexpr Mac kBroadcastMac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-
-struct ProbeFrame {
-  std::array<uint8_t, 96> bytes{};
-  size_t len = 0;
-  uint16_t ethertype = 0;
-  Mac dst{};
-};
-
 // RFC 5227 2.1.1: "an ARP Request packet, broadcast on the local link, with the 'sender
 // hardware address' set to the hardware address of the interface sending the packet, the
 // 'sender IP address' field set to all zeroes, ... the 'target hardware address' field is
 // ignored and SHOULD be set to all zeroes. The 'target IP address' field MUST be set to the
 // address being probed."
-ProbeFrame ArpProbe(const Mac& mac, const uint8_t address[4]) {
-  ProbeFrame f;
-  f.ethertype = ETH_P_ARP;
-  f.dst = kBroadcastMac;
-  uint8_t* p = f.bytes.data();
-  uint8_t* arp = p + PutEthernet(p, f.dst, mac, ETH_P_ARP);
-  PutBe16(arp, ARPHRD_ETHER);
-  PutBe16(arp + 2, ETH_P_IP);
-  arp[4] = ETH_ALEN;
-  arp[5] = 4;
-  PutBe16(arp + 6, ARPOP_REQUEST);
-  std::memcpy(arp + 8, mac.data(), ETH_ALEN);  // sender hardware address
-  // arp + 14: sender IP 0.0.0.0; arp + 18: target hardware address, zero
-  std::memcpy(arp + 24, address, 4);           // target IP: the address probed
-  f.len = kMinEthernetFrame;                   // 42 bytes of content, zero padded
-  return f;
+NeighFrame ArpProbe(const Mac& mac, const uint8_t address[4]) {
+  return ArpRequest(mac, nullptr, address);
 }
 
 // RFC 4862 5.4.2: a Neighbor Solicitation with the address as target, IP source the
@@ -74,34 +51,13 @@ ProbeFrame ArpProbe(const Mac& mac, const uint8_t address[4]) {
 // (ff02::1:ffXX:XXXX, the address's low 24 bits; RFC 4291 2.7.1), on Ethernet 33:33 + its low
 // 32 bits (RFC 2464 7). Hop limit 255 (RFC 4861 7.1: receivers drop any other). No source
 // link-layer address option: it MUST NOT be included with an unspecified source (RFC 4861 4.3).
-ProbeFrame DadSolicitation(const Mac& mac, const uint8_t address[16]) {
-  constexpr size_t kIcmpLen = 24;  // type, code, checksum, reserved, target
-  ProbeFrame f;
-  f.ethertype = ETH_P_IPV6;
-  uint8_t group[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, address[13], address[14], address[15]};
-  f.dst = {0x33, 0x33, group[12], group[13], group[14], group[15]};
-  uint8_t* p = f.bytes.data();
-  uint8_t* ip = p + PutEthernet(p, f.dst, mac, ETH_P_IPV6);
-  ip[0] = 0x60;
-  PutBe16(ip + 4, kIcmpLen);
-  ip[6] = IPPROTO_ICMPV6;
-  ip[7] = 255;
-  // ip + 8: source ::, left zero
-  std::memcpy(ip + 24, group, 16);
-
-  uint8_t* icmp = ip + 40;
-  icmp[0] = 135;  // Neighbour Solicitation
-  icmp[1] = 0;    // code; icmp + 4: reserved, zero
-  std::memcpy(icmp + 8, address, 16);
-
-  InetChecksum sum;  // over the IPv6 pseudo-header (source, destination, length, next header), then the message
-  sum.Add(ip + 8, 32);
-  sum.Add32(kIcmpLen);
-  sum.Add16(IPPROTO_ICMPV6);
-  sum.Add(icmp, kIcmpLen);
-  PutBe16(icmp + 2, sum.Finish());
-  f.len = ETH_HLEN + 40 + kIcmpLen;  // 78 bytes, above the Ethernet minimum
-  return f;
+NeighFrame DadSolicitation(const Mac& mac, const uint8_t address[16]) {
+  const uint8_t group[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, address[13], address[14], address[15]};
+  const Mac group_mac = {0x33, 0x33, group[12], group[13], group[14], group[15]};
+  const uint8_t unspecified[16] = {};
+  uint8_t icmp[24] = {135};  // Neighbour Solicitation; code, checksum, reserved: zero
+  std::memcpy(icmp + 8, address, 16);  // target
+  return NdpFrame(mac, group_mac, unspecified, group, icmp, sizeof icmp);  // 78 bytes
 }
 
 // The frames that wake the probe are its filter's: a few per probe at most. Bounded per
@@ -324,7 +280,7 @@ class AddressProbe : public Napi::ObjectWrap<AddressProbe> {
   UniqueFd fd_;
   Mac mac_{};
   int ifindex_ = 0;
-  ProbeFrame frame_;
+  NeighFrame frame_;
   bool finalizing_ = false;
   UvPollWatch poll_;
   Napi::FunctionReference onFrames_;

@@ -27,72 +27,26 @@
 namespace takeover {
 namespace {
 
-constexpr Mac kBroadcastMac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 constexpr Mac kAllNodesMac = {0x33, 0x33, 0x00, 0x00, 0x00, 0x01};  // for ff02::1 (RFC 2464)
 constexpr uint8_t kAllNodes[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-
-struct Frame {
-  std::array<uint8_t, 128> bytes{};
-  size_t len = 0;
-  uint16_t ethertype = 0;
-  Mac dst{};
-};
 
 // ARP request with sender IP = target IP = address: arp_process() treats it as gratuitous
 // and overrides an existing neighbour entry with the sender MAC, without creating entries
 // on hosts that never talked to the address. Target MAC is zero, as in any request.
-Frame GratuitousArp(const Mac& mac, const uint8_t address[4]) {
-  Frame f;
-  f.ethertype = ETH_P_ARP;
-  f.dst = kBroadcastMac;
-  uint8_t* p = f.bytes.data();
-  uint8_t* arp = p + PutEthernet(p, f.dst, mac, ETH_P_ARP);
-  PutBe16(arp, ARPHRD_ETHER);
-  PutBe16(arp + 2, ETH_P_IP);
-  arp[4] = ETH_ALEN;
-  arp[5] = 4;
-  PutBe16(arp + 6, ARPOP_REQUEST);
-  std::memcpy(arp + 8, mac.data(), ETH_ALEN);  // sender hardware address
-  std::memcpy(arp + 14, address, 4);           // sender protocol address
-  // arp + 18: target hardware address, left zero
-  std::memcpy(arp + 24, address, 4);           // target protocol address
-  f.len = kMinEthernetFrame;  // 42 bytes of content, zero padded
-  return f;
+NeighFrame GratuitousArp(const Mac& mac, const uint8_t address[4]) {
+  return ArpRequest(mac, address, address);
 }
 
 // Unsolicited NA (RFC 4861 section 7.2.6): Override set, Solicited and Router clear, to all
 // nodes, hop limit 255 (receivers drop any other), with our MAC as target link-layer address.
-Frame UnsolicitedNa(const Mac& mac, const uint8_t address[16]) {
-  constexpr size_t kIcmpLen = 24 + 8;  // NA body + one 8-byte option
-  Frame f;
-  f.ethertype = ETH_P_IPV6;
-  f.dst = kAllNodesMac;
-  uint8_t* p = f.bytes.data();
-  uint8_t* ip = p + PutEthernet(p, f.dst, mac, ETH_P_IPV6);
-  ip[0] = 0x60;
-  PutBe16(ip + 4, kIcmpLen);
-  ip[6] = IPPROTO_ICMPV6;
-  ip[7] = 255;
-  std::memcpy(ip + 8, address, 16);
-  std::memcpy(ip + 24, kAllNodes, 16);
-
-  uint8_t* icmp = ip + 40;
-  icmp[0] = 136;   // Neighbour Advertisement
-  icmp[1] = 0;     // code
-  icmp[4] = 0x20;  // R=0, S=0, O=1
+NeighFrame UnsolicitedNa(const Mac& mac, const uint8_t address[16]) {
+  uint8_t icmp[24 + 8] = {136};  // Neighbour Advertisement + one 8-byte option
+  icmp[4] = 0x20;                // R=0, S=0, O=1
   std::memcpy(icmp + 8, address, 16);  // target
-  icmp[24] = 2;    // option: target link-layer address
-  icmp[25] = 1;    // length in units of 8 bytes
+  icmp[24] = 2;                  // option: target link-layer address
+  icmp[25] = 1;                  // length in units of 8 bytes
   std::memcpy(icmp + 26, mac.data(), ETH_ALEN);
-
-  InetChecksum sum;  // over the IPv6 pseudo-header, then the message
-  sum.Add(ip + 8, 32);
-  sum.Add32(kIcmpLen);
-  sum.Add16(IPPROTO_ICMPV6);
-  sum.Add(icmp, kIcmpLen);
-  PutBe16(icmp + 2, sum.Finish());
-  f.len = ETH_HLEN + 40 + kIcmpLen;  // 86 bytes, above the Ethernet minimum
-  return f;
+  return NdpFrame(mac, kAllNodesMac, address, kAllNodes, icmp, sizeof icmp);  // 86 bytes
 }
 
 // One packet socket for the life of the process. Closing a packet socket waits for an RCU
@@ -118,7 +72,7 @@ Napi::Value AnnounceAddress(const Napi::CallbackInfo& info) {
 
   const UniqueFd& fd = AnnounceSocket(env);
   Mac mac = InterfaceMac(env, fd.get(), ifname, "announceAddress");
-  Frame frame = addr.family == AF_INET ? GratuitousArp(mac, addr.bytes)
+  NeighFrame frame = addr.family == AF_INET ? GratuitousArp(mac, addr.bytes)
                                        : UnsolicitedNa(mac, addr.bytes);
 
   sockaddr_ll to{};

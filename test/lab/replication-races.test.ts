@@ -67,10 +67,14 @@ describe('replication races (real agents, Redis, learning bridge)', () => {
     const open = connected.filter((c) => c.closedByUs === undefined || c.closedByUs > death);
     const early = open.filter((c) => c.connectedAt! <= death - 1);
     const late = open.filter((c) => c.connectedAt! > death - 1);
+    // Those opened more than the copy's loss window before it (open records leave p99 2-3 ms
+    // after the SYN-ACK, AGENT.md; 5 ms with a margin) were released from B's copy; a younger
+    // one may have been released by B's kernel resetting the client's retransmission instead.
+    const COPY_WINDOW_MS = 5;
     for (const c of early) {
       expect(c, JSON.stringify(c)).toMatchObject({ how: 'reset' });
       expect(c.endedAt!, JSON.stringify(c)).toBeLessThanOrEqual(bound);
-      expect(byPort.get(c.port), `B's result for ${c.port}`).toMatchObject({ outcome: 'reset', ok: true });
+      if (c.connectedAt! <= death - COPY_WINDOW_MS) expect(byPort.get(c.port), `B's result for ${c.port} (opened ${(death - c.connectedAt!).toFixed(1)} ms before the death)`).toMatchObject({ outcome: 'reset', ok: true });
     }
     // Closed by their clients before the death: the server's FIN came before it, or (a client
     // left waiting for it in FIN_WAIT2) B's reset released it; nothing else, and nothing B did failed.
