@@ -94,3 +94,34 @@ export type { AppObject, AppSpec, AppType, AppState } from './cluster/app-object
 export { openClusterStore } from './cluster/open-store.js';
 export { nextStep, registration } from './cluster/app-decisions.js';
 export type { Registration, Step } from './cluster/app-decisions.js';
+
+// The mirrored transaction log (seed 004): the local log (group commit, recovery), its mirror to
+// a backup (normal / primary-only), the backup's takeover (backup-only), reliable clients.
+export { LogWriter } from './log/log-writer.js';
+export type { LogWriterOptions, LogWriterStats, SyncPolicy, CheckpointCriteria } from './log/log-writer.js';
+export { scanLog, readLog } from './log/log-reader.js';
+export type { ScanOptions, LogScan, TornTail, SegmentInfo } from './log/log-reader.js';
+export { LogCorruptionError, LogWriterError, LogIoError } from './log/log-errors.js';
+export { MirroredLog } from './log/mirrored-log.js';
+export type { MirroredLogOptions, MirroredLogStats, MirroredLogEvents } from './log/mirrored-log.js';
+export { MirrorBackup } from './log/mirror-backup.js';
+export type { MirrorBackupOptions, MirrorBackupStats, MirrorBackupEvents, PromotedBackup } from './log/mirror-backup.js';
+export { takeOver } from './log/takeover.js';
+export type { TakeOverOptions, TakenOver } from './log/takeover.js';
+export { MirrorError } from './log/mirror-errors.js';
+export type { MirrorErrorCode } from './log/mirror-errors.js';
+export type { MirrorState } from './log/mirror-state.js';
+export { ReliableServer } from './reliable/reliable-server.js';
+export type { ReliableServerOptions, ReliableServerStats } from './reliable/reliable-server.js';
+export { ReliableClient, ReliableClientError } from './reliable/reliable-client.js';
+export type { ReliableClientOptions, ReliableClientStats } from './reliable/reliable-client.js';
+export { ReliableState } from './reliable/reliable-state.js';
+export type { ReliableApp } from './reliable/reliable-state.js';
+export { ReliableProtocolError } from './reliable/reliable-wire.js';
+
+// TCP_REPAIR (seed 003, its first block): dump a connection, restore it elsewhere, adopt it.
+export { dumpConnection, restoreConnection, restoreConnections, tcpInfo } from './net/tcp-repair.js';
+export type { DumpOptions, RestoreOptions, RestoredConnection, RestoreOutcome } from './net/tcp-repair.js';
+export { adoptSocket } from './net/adopt-socket.js';
+export { parseTcpRepairState, serializeTcpRepairState, TcpRepairStateError } from './net/tcp-repair-state.js';
+export type { TcpRepairState, TcpRepairStateWire } from './net/tcp-repair-state.js';
