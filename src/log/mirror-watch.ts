@@ -112,8 +112,19 @@ export interface MirrorWatchEvents {
   takeover: [info: WatchTakeover];
   /** Backup role: the hook or takeOver() failed; the watch does not try again (an operator decides). */
   'takeover-failed': [error: unknown];
+  /**
+   * Backup role, after the takeover: the old primary is heard again (seed step 460). Nothing is
+   * done: its resync from this node (step 465) is not built; it must not serve (fencing).
+   */
+  'primary-returned': [info: { node: string; incarnation: bigint; at: number }];
 }
 
+/**
+ * Heartbeats with the peer on the main and failsafe links and, on the backup, the decision of
+ * mirror-failure.ts acted on (see the header). Start with MirrorWatch.start(); close() stops it.
+ * Events: `verdict` (backup), `links` (primary), `detector`, `takeover`, `takeover-failed`,
+ * `primary-returned`.
+ */
 export class MirrorWatch extends EventEmitter<MirrorWatchEvents> {
   readonly heartbeat: HeartbeatAgent;
   /** The last verdict (backup role). */
@@ -182,6 +193,7 @@ export class MirrorWatch extends EventEmitter<MirrorWatchEvents> {
   private wire(): void {
     const onEvent = (e: DetectorEvent) => {
       if (e.kind === 'node-down') this.lastHeardAt = e.lastHeardAt;
+      if (e.kind === 'node-up' && this.takeoverState === 'done') this.emit('primary-returned', { node: e.node, incarnation: e.incarnation, at: e.at });
       this.emit('detector', e);
       this.evaluate();
     };

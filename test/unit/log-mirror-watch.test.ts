@@ -93,6 +93,8 @@ interface Pair {
   takeovers: WatchTakeover[];
   replayed: Buffer[];
   hookCalls: Array<{ at: number; promoted: boolean }>;
+  /** A new life of the primary's watch on the same links (the old primary back). */
+  restartPrimaryWatch: () => Promise<MirrorWatch>;
 }
 
 /** Both nodes, attached and in normal, with `n` records committed. */
@@ -108,8 +110,12 @@ async function pair(n = 50, backupExtra: Partial<MirrorWatchOptions> = {}): Prom
   const log = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: H, port: proxy.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 400, reconnect: { minMs: 20, maxMs: 100 } });
   open.push(log);
   const common = { key: HB_KEY, intervalMs: INTERVAL, misses: MISSES };
-  const primaryWatch = await MirrorWatch.start({ ...common, role: 'primary', node: 'node-a', peer: 'node-b', log, links: { main: { address: H, port: pa0 }, failsafe: { address: H, port: pa1 } }, peerLinks: { main: { address: H, port: main.portToB }, failsafe: { address: H, port: failsafe.portToB } } });
-  open.push(primaryWatch);
+  const startPrimaryWatch = async () => {
+    const w = await MirrorWatch.start({ ...common, role: 'primary', node: 'node-a', peer: 'node-b', log, links: { main: { address: H, port: pa0 }, failsafe: { address: H, port: pa1 } }, peerLinks: { main: { address: H, port: main.portToB }, failsafe: { address: H, port: failsafe.portToB } } });
+    open.push(w);
+    return w;
+  };
+  const primaryWatch = await startPrimaryWatch();
   const replayed: Buffer[] = [];
   const hookCalls: Pair['hookCalls'] = [];
   const backupWatch = await MirrorWatch.start({
@@ -138,7 +144,7 @@ async function pair(n = 50, backupExtra: Partial<MirrorWatchOptions> = {}): Prom
   });
   for (let i = 0; i < n; i++) await log.append(record(i));
   await until(() => log.state === 'normal' && backupWatch.decision?.verdict === 'normal' && primaryWatch.report?.main === true && primaryWatch.report.failsafe === true, 5000, () => `normal: log ${log.state}, backup ${backupWatch.decision?.verdict}`);
-  return { log, backup, proxy, main, failsafe, primaryWatch, backupWatch, verdicts, takeovers, replayed, hookCalls };
+  return { log, backup, proxy, main, failsafe, primaryWatch, backupWatch, verdicts, takeovers, replayed, hookCalls, restartPrimaryWatch: startPrimaryWatch };
 }
 
 describe('MirrorWatch', () => {
@@ -169,6 +175,12 @@ describe('MirrorWatch', () => {
     expect(p.replayed.length).toBe(200);
     expect(p.replayed.every((r, i) => r.equals(record(i)))).toBe(true);
     expect(await t.result.log.append(record(200))).toBe(200);
+    // The old primary back (seed step 460): reported, nothing else; the takeover is not undone.
+    const returned = new Promise<{ incarnation: bigint }>((r) => p.backupWatch.once('primary-returned', r));
+    await p.restartPrimaryWatch();
+    expect((await returned).incarnation).toBeGreaterThan(0n);
+    expect(p.takeovers).toHaveLength(1);
+    expect(t.result.log.state).toBe('backup-only');
   });
 
   // SIGKILL: the TCP connection closes at once, decided at the detector's timeout. SIGSTOP (a
