@@ -18,6 +18,7 @@
 // | at least one           | down   | —          | link-failure     | backup flushes and waits; primary goes primary-only   | 420 "Link Failure" |
 // | none                   | down   | alive      | link-failure     | the same                                              | 420 via Network 58 |
 // | none                   | down   | silent / none configured | primary-failure | take over (backup-only), after fencing    | 420 "ok", 425 |
+// | the same, with a stale backup (see `stale`) |   | primary-failure  | reported, no takeover: an operator decides            | 420           |
 //
 // The primary going primary-only on a link failure is MirroredLog's own doing (it loses its
 // link to the backup: closed socket or no ACK within ackTimeoutMs); the backup's flush on losing
@@ -55,6 +56,14 @@ export interface MirrorFailureInputs {
   mirror: boolean;
   /** The third path's answer (see ThirdPathAnswer). Default 'none'. */
   thirdPath?: ThirdPathAnswer;
+  /**
+   * The backup's copy may lack commits the primary acknowledged: no primary ever mirrored to it
+   * since the start, or the primary was heard on a heartbeat link after the mirror's link was
+   * down (it was alive, primary-only, acknowledging commits on its own disk). Then a
+   * 'primary-failure' is not taken over automatically (it would lose those commits): an
+   * operator decides. Default false.
+   */
+  stale?: boolean;
 }
 
 export type MirrorVerdict = 'not-heard-yet' | 'normal' | 'one-link-lost' | 'link-failure' | 'primary-failure';
@@ -65,7 +74,7 @@ export interface MirrorFailureDecision {
   lost: PrimaryPath[];
   /** The paths that reached it. */
   reachedBy: PrimaryPath[];
-  /** Whether the backup should take over (only 'primary-failure'). */
+  /** Whether the backup should take over ('primary-failure' with a backup that is not stale). */
   takeOver: boolean;
   /** The seed's steps the verdict stands for. */
   seed: string;
@@ -88,7 +97,7 @@ export function decideMirrorFailure(i: MirrorFailureInputs): MirrorFailureDecisi
   for (const [p, up] of [['main', i.main], ['failsafe', i.failsafe], ['mirror', i.mirror]] as const) (up ? reachedBy : lost).push(p);
   if (third === 'alive') reachedBy.push('third-path');
   if (third === 'silent') lost.push('third-path');
-  const d = (verdict: MirrorVerdict, seed: string, why: string): MirrorFailureDecision => ({ verdict, lost, reachedBy, takeOver: verdict === 'primary-failure', seed, why });
+  const d = (verdict: MirrorVerdict, seed: string, why: string): MirrorFailureDecision => ({ verdict, lost, reachedBy, takeOver: verdict === 'primary-failure' && i.stale !== true, seed, why });
   if (!i.heard && reachedBy.length === 0) return d('not-heard-yet', '—', 'the primary was never heard on any path: nothing to decide (never taken over from)');
   if (i.mirror) {
     if (i.main && i.failsafe) return d('normal', '410, 415', 'the primary is heard on the main and failsafe links and the mirror');
@@ -96,7 +105,9 @@ export function decideMirrorFailure(i: MirrorFailureInputs): MirrorFailureDecisi
   }
   if (i.main || i.failsafe) return d('link-failure', '420', `the mirror's link is down but the primary is heard on ${reachedBy.join(' and ')}: the backup flushes and waits, the primary goes primary-only`);
   if (third === 'alive') return d('link-failure', '420 (Network 58)', 'main, failsafe and the mirror are silent but the third path reached the primary: the backup flushes and waits');
-  return d('primary-failure', '420, 425', `the primary is silent on every path (${lost.join(', ')}${third === 'none' ? '; no third path' : ''}): take over, after fencing`);
+  const silent = `the primary is silent on every path (${lost.join(', ')}${third === 'none' ? '; no third path' : ''})`;
+  if (i.stale) return d('primary-failure', '420', `${silent}, but this backup may lack commits it acknowledged alone (it ran primary-only, or never mirrored here): no automatic takeover, an operator decides`);
+  return d('primary-failure', '420, 425', `${silent}: take over, after fencing`);
 }
 
 /** How a takeover is made safe (see the header: never two primaries). */

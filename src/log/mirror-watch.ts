@@ -139,6 +139,12 @@ export class MirrorWatch extends EventEmitter<MirrorWatchEvents> {
   private timer: NodeJS.Timeout | undefined;
   private asking = false;
   private lastAnswer: { at: number; answer: ThirdPathAnswer } | undefined;
+  /** Whether the mirror's link was ever up since the start (a primary mirrored to this backup). */
+  private everMirrored = false;
+  /** When the attached primary's connection last ended (clock). */
+  private detachedAt: number | undefined;
+  /** When the mirror's link went down (clock), while it is down: see stale(). */
+  private mirrorDownAt: number | undefined;
   private closed = false;
   private readonly offs: Array<() => void> = [];
 
@@ -202,11 +208,15 @@ export class MirrorWatch extends EventEmitter<MirrorWatchEvents> {
     const again = () => this.evaluate();
     if (this.options.role === 'backup') {
       const b = this.options.backup!;
+      const detached = () => {
+        this.detachedAt = clock();
+        this.evaluate();
+      };
       b.on('attached', again);
-      b.on('detached', again);
+      b.on('detached', detached);
       this.offs.push(() => {
         b.off('attached', again);
-        b.off('detached', again);
+        b.off('detached', detached);
       });
     } else {
       const log = this.options.log!;
@@ -232,7 +242,8 @@ export class MirrorWatch extends EventEmitter<MirrorWatchEvents> {
     const quiet = this.options.backup!.primaryQuietMs;
     const mirror = quiet !== undefined && quiet <= (this.options.mirrorQuietMs ?? 1000);
     this.everHeard ||= l.heard || this.options.backup!.attached;
-    const inputs = { heard: this.everHeard, main: l.main, failsafe: l.failsafe, mirror };
+    this.trackMirror(mirror, quiet);
+    const inputs = { heard: this.everHeard, main: l.main, failsafe: l.failsafe, mirror, stale: this.stale() };
     if (needsThirdPath(inputs) && this.options.thirdPath) {
       // At most one question per interval: between, the last answer stands.
       const interval = this.options.intervalMs ?? 100;
@@ -245,12 +256,45 @@ export class MirrorWatch extends EventEmitter<MirrorWatchEvents> {
         // Decide on what holds now: a path may have come back while the third path was asked.
         const l2 = this.links();
         const q2 = this.options.backup!.primaryQuietMs;
-        const now = { heard: true, main: l2.main, failsafe: l2.failsafe, mirror: q2 !== undefined && q2 <= (this.options.mirrorQuietMs ?? 1000) };
+        const m2 = q2 !== undefined && q2 <= (this.options.mirrorQuietMs ?? 1000);
+        this.trackMirror(m2, q2);
+        const now = { heard: true, main: l2.main, failsafe: l2.failsafe, mirror: m2, stale: this.stale() };
         this.apply(decideMirrorFailure({ ...now, thirdPath: needsThirdPath(now) ? answer : 'none' }));
       });
       return;
     }
     this.apply(decideMirrorFailure(inputs));
+  }
+
+  /**
+   * Notes when the mirror's link went down: for a connection that ended, when it ended; for
+   * one attached but quiet, its last frame + mirrorQuietMs (by then a primary with
+   * ackTimeoutMs <= mirrorQuietMs has left normal). Cleared while it is up.
+   */
+  private trackMirror(up: boolean, quiet: number | undefined): void {
+    if (up) {
+      this.everMirrored = true;
+      this.mirrorDownAt = undefined;
+      return;
+    }
+    if (this.mirrorDownAt !== undefined) return;
+    this.mirrorDownAt = quiet !== undefined ? clock() - quiet + (this.options.mirrorQuietMs ?? 1000) : (this.detachedAt ?? clock());
+  }
+
+  /**
+   * Whether this backup may lack commits the primary acknowledged alone (mirror-failure.ts,
+   * `stale`): no primary ever mirrored here since the start, or a heartbeat of the primary was
+   * heard later than skewMs after the mirror's link went down (the primary was alive then, and
+   * primary-only). A primary that dies heard its last heartbeat before its connection closed.
+   * Not seen: commits acknowledged primary-only within that skew, and a backup still catching up
+   * when the primary died (the backup is not told when the primary reaches normal).
+   */
+  private stale(): boolean {
+    if (!this.everMirrored) return true;
+    if (this.mirrorDownAt === undefined) return false;
+    const s = this.heartbeat.detector.status().find((p) => p.node === this.options.peer);
+    const last = Math.max(-Infinity, ...(s?.links ?? []).map((l) => l.lastHeardAt ?? -Infinity));
+    return last > this.mirrorDownAt + this.heartbeat.detector.skewMs;
   }
 
   private async askThirdPath(): Promise<ThirdPathAnswer> {

@@ -8,7 +8,7 @@ const bools = [false, true] as const;
 const answers: ThirdPathAnswer[] = ['alive', 'silent', 'none'];
 
 /** The table of docs/MIRRORED-LOG.md, written out again independently of the module. */
-function expected(i: Required<MirrorFailureInputs>): MirrorVerdict {
+function expected(i: Omit<Required<MirrorFailureInputs>, 'stale'>): MirrorVerdict {
   const anyHeartbeat = i.main || i.failsafe;
   if (!i.heard && !anyHeartbeat && !i.mirror && i.thirdPath !== 'alive') return 'not-heard-yet';
   if (i.mirror && i.main && i.failsafe) return 'normal';
@@ -18,13 +18,13 @@ function expected(i: Required<MirrorFailureInputs>): MirrorVerdict {
 }
 
 describe('decideMirrorFailure', () => {
-  it('every combination of the inputs (48) gives the table verdict', () => {
+  it('every combination of the inputs (96) gives the table verdict; a stale backup never takes over', () => {
     let n = 0;
-    for (const heard of bools) for (const main of bools) for (const failsafe of bools) for (const mirror of bools) for (const thirdPath of answers) {
-      const i = { heard, main, failsafe, mirror, thirdPath };
+    for (const heard of bools) for (const main of bools) for (const failsafe of bools) for (const mirror of bools) for (const thirdPath of answers) for (const stale of bools) {
+      const i = { heard, main, failsafe, mirror, thirdPath, stale };
       const d = decideMirrorFailure(i);
       expect(d.verdict, JSON.stringify(i)).toBe(expected(i));
-      expect(d.takeOver).toBe(d.verdict === 'primary-failure');
+      expect(d.takeOver).toBe(d.verdict === 'primary-failure' && !stale);
       // reached and lost partition the three watched paths (plus the third path when it answered)
       expect([...d.reachedBy, ...d.lost].filter((p) => p !== 'third-path').sort()).toEqual(['failsafe', 'main', 'mirror']);
       expect(d.reachedBy.includes('third-path')).toBe(thirdPath === 'alive');
@@ -32,7 +32,7 @@ describe('decideMirrorFailure', () => {
       expect(d.why.length).toBeGreaterThan(0);
       n++;
     }
-    expect(n).toBe(48);
+    expect(n).toBe(96);
   });
 
   it('the seed cases by name', () => {
@@ -42,6 +42,9 @@ describe('decideMirrorFailure', () => {
     expect(decideMirrorFailure({ heard: true, main: false, failsafe: false, mirror: false, thirdPath: 'alive' })).toMatchObject({ verdict: 'link-failure', reachedBy: ['third-path'] });
     expect(decideMirrorFailure({ heard: true, main: false, failsafe: false, mirror: false })).toMatchObject({ verdict: 'primary-failure', takeOver: true, seed: '420, 425' });
     expect(decideMirrorFailure({ heard: false, main: false, failsafe: false, mirror: false })).toMatchObject({ verdict: 'not-heard-yet', takeOver: false });
+    const stale = decideMirrorFailure({ heard: true, main: false, failsafe: false, mirror: false, stale: true });
+    expect(stale).toMatchObject({ verdict: 'primary-failure', takeOver: false });
+    expect(stale.why).toMatch(/operator/);
   });
 
   it('the third path is asked only when every watched path of a heard primary is silent', () => {

@@ -258,6 +258,24 @@ describe('MirrorWatch', () => {
     expect(p.takeovers).toHaveLength(0);
   });
 
+  it('a link failure, then the primary dies: the backup may lack what it acknowledged alone, so no automatic takeover', async () => {
+    const p = await pair(20);
+    p.proxy.cut();
+    await until(() => p.backupWatch.decision?.verdict === 'link-failure' && p.log.state === 'primary-only', 2000, () => `verdict ${p.backupWatch.decision?.verdict}`);
+    // Acknowledged on the primary's disk only: the backup never sees these.
+    for (let i = 20; i < 30; i++) expect(await p.log.append(record(i))).toBe(i);
+    await sleep(2 * INTERVAL); // heartbeats heard after the mirror went down
+    p.primaryWatch.close();
+    await until(() => p.backupWatch.decision?.verdict === 'primary-failure', 2000, () => `verdict ${p.backupWatch.decision?.verdict}`);
+    expect(p.backupWatch.decision!.takeOver).toBe(false);
+    expect(p.backupWatch.decision!.why).toMatch(/operator decides/);
+    await sleep(2 * INTERVAL);
+    expect(p.takeovers).toHaveLength(0);
+    expect(p.hookCalls).toHaveLength(0);
+    expect(p.backup.promoted).toBe(false);
+    expect(p.backup.heldLsn).toBe(20);
+  });
+
   it('(c) one heartbeat link lost: normal goes on, the lost link reported on both sides; back when it returns', async () => {
     const p = await pair(20);
     p.main.down = true;
