@@ -23,7 +23,7 @@
 // The primary going primary-only on a link failure is MirroredLog's own doing (it loses its
 // link to the backup: closed socket or no ACK within ackTimeoutMs); the backup's flush on losing
 // its primary is MirrorBackup's (it flushes when the attached connection ends). The verdict
-// names what happened; only 'primary-failure' asks the watch to act.
+// names what happened; only 'primary-failure' of a backup that is not stale asks the watch to act.
 //
 // Never two primaries: the verdict 'primary-failure' is a guess from silence. A primary that is
 // cut off on every path the backup watches but still serves clients (a partition) looks exactly

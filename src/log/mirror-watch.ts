@@ -4,7 +4,8 @@
 // detector's per-link view of the primary with the mirror's TCP link (MirrorBackup) and, when
 // configured, a third path, into the verdict of mirror-failure.ts (seed 004 steps 415-420), and
 // on 'primary-failure' runs the caller's `beforeTakeover` hook (fencing) and then takeOver()
-// (steps 425-428). On the primary it reports the backup's links (MirroredLog itself already goes
+// (steps 425-428), unless the backup is stale (the primary outlived its mirror link and
+// acknowledged commits alone: see stale()). On the primary it reports the backup's links (MirroredLog itself already goes
 // primary-only when it loses its link to the backup).
 //
 // Timing: a heartbeat every intervalMs on both links; a link (or, all silent, the node) is
