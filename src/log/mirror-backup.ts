@@ -262,6 +262,15 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     return this.active !== null;
   }
 
+  /**
+   * Milliseconds since the attached primary's last frame was taken (records or its keepalive),
+   * or undefined when no primary is attached. MirrorWatch reads the mirror's link as up while
+   * this is within its mirrorQuietMs.
+   */
+  get primaryQuietMs(): number | undefined {
+    return this.active ? performance.now() - this.active.lastFrameAt : undefined;
+  }
+
   /** Why the backup stopped (its log failed), or null. */
   get failed(): MirrorError | null {
     return this.failure;
@@ -296,8 +305,8 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
    * The listener stays open, refusing, until `close()`: a returning primary learns why on its
    * side only as a closed link (EMIRRORLINK; the wire has no refusal from a backup).
    *
-   * This is an explicit call: what decides it (the failure detector over the main and failsafe
-   * links, fencing before it) is not built. One guard only: a primary still attached whose last
+   * An explicit call, or MirrorWatch's (mirror-watch.ts: heartbeats over the main and failsafe
+   * links, then takeOverFenced(), which runs the caller's fencing hook first). One guard here: a primary still attached whose last
    * frame came less than `quietMs` ago (default 1,000 ms; it sends a keepalive every third of its
    * ackTimeoutMs) is alive, and a takeover would make two primaries: refused (EMIRRORREFUSED)
    * unless `force`. A dead process's connection is closed, so it is not attached; a stopped

@@ -25,7 +25,12 @@ export type MirrorErrorCode =
   /** `close()` was called. */
   | 'EMIRRORCLOSED'
   /** The local log failed (an I/O error; `cause` is the log's error): no more appends. */
-  | 'EMIRRORFAILED';
+  | 'EMIRRORFAILED'
+  /**
+   * A takeover asked for without fencing: no `beforeTakeover` hook (fence the old primary, or
+   * take the role in the cluster store) and no `unsafeWithoutFencing: true`. Nothing was changed.
+   */
+  | 'EMIRRORUNFENCED';
 
 /** An error of the log mirror. `detail` is what was wrong, for logs (the message says it too). */
 export class MirrorError extends Error {

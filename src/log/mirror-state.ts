@@ -14,8 +14,8 @@
 //                  backup does at steps 425/427 on leaving normal).
 //   backup-only    the seed's third state (method 400): a former backup that took over
 //                  (takeover.ts opens its MirroredLog in it); every commit durable here before
-//                  its ack, no backup dialled. Not driven by link events (the failure detector
-//                  and fencing that should decide it are a later block): every event leaves it.
+//                  its ack, no backup dialled. Not driven by link events (MirrorWatch decides
+//                  the takeover, not this table): every event leaves it.
 //
 // Catching-up ends when the backup's ACK covers every record already acknowledged to a caller
 // (`ackedLsn`), not when it equals the primary's next LSN at some instant: under a steady flow

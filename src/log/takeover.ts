@@ -5,13 +5,15 @@
 // acknowledged. The recovery signal to clients (step 429) is the request layer's job
 // (src/reliable/reliable-server.ts sends RECOVERED to every client that connects after it).
 //
-// What triggers this is an explicit call: the failure detector over the main and failsafe links
-// that should decide it (steps 415-420, a link failure told from a primary failure) and the
-// fencing / cluster store that should make sure the old primary cannot go on (never two
-// primaries) are not built. Until they are, the caller owns that decision.
+// What triggers it: an explicit call, or MirrorWatch (mirror-watch.ts), which decides from
+// heartbeats over the main and failsafe links and the mirror's link (steps 415-420, a link
+// failure told from a primary failure: mirror-failure.ts) and calls takeOverFenced() below:
+// the caller's `beforeTakeover` hook (fencing, the cluster store) runs first, or the takeover is
+// refused unless `unsafeWithoutFencing` (never two primaries).
 import { MirroredLog, type MirroredLogOptions } from './mirrored-log.js';
 import type { MirrorBackup, PromotedBackup } from './mirror-backup.js';
 import { scanLog } from './log-reader.js';
+import { takeoverGuard, type TakeoverSafety } from './mirror-failure.js';
 
 export interface TakeOverOptions extends Pick<MirroredLogOptions, 'key' | 'node' | 'log' | 'incarnation' | 'checkpoint' | 'maxRecordBytes' | 'segmentBytes' | 'fileOps'> {
   /**
@@ -77,4 +79,18 @@ export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): 
   }
   const t3 = performance.now();
   return { log, promoted, records, timings: { stopAndFlushMs: t1 - t0, openMs: t2 - t1, replayMs: t3 - t2, totalMs: t3 - t0 } };
+}
+
+/**
+ * takeOver() made safe against two primaries (see mirror-failure.ts): refuses at once with
+ * MirrorError EMIRRORUNFENCED (nothing changed) unless `options.beforeTakeover` is given or
+ * `options.unsafeWithoutFencing` is true; awaits `beforeTakeover()` (fence the old primary, or
+ * take the role in the cluster store) and only once it resolved calls takeOver(). A rejection
+ * of the hook is rethrown and nothing is changed on the backup. Otherwise rejects as takeOver().
+ */
+export async function takeOverFenced(backup: MirrorBackup, options: TakeOverOptions & TakeoverSafety): Promise<TakenOver> {
+  takeoverGuard(options);
+  const { beforeTakeover, unsafeWithoutFencing: _unsafe, ...rest } = options;
+  if (beforeTakeover) await beforeTakeover();
+  return takeOver(backup, rest);
 }
