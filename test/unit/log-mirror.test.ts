@@ -191,7 +191,9 @@ describe('mirrored log', () => {
 
   it('frames stay within what the backup accepts: 20,000 empty records (their length fields count), a record of maxRecordBytes', async () => {
     const b = await backupAt(undefined, { maxRecordBytes: 1024, maxFrameBytes: 64 * 1024 + 200 });
-    const p = await primaryTo(b.port, { maxRecordBytes: 1024, frameBytes: 64 * 1024 });
+    // About frames, not timing: an ACK timeout well above what 20,000 appends in one turn can
+    // take on a loaded machine (a run under load left normal at the 400 ms of the other tests).
+    const p = await primaryTo(b.port, { maxRecordBytes: 1024, frameBytes: 64 * 1024, ackTimeoutMs: 5000 });
     await until(() => p.state === 'normal', 3000, 'normal');
     await Promise.all(Array.from({ length: 20_000 }, () => p.append(Buffer.alloc(0))));
     await p.append(Buffer.alloc(1024, 7));
