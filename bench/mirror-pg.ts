@@ -57,6 +57,8 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
       await lab?.destroy();
       rmSync(root, { recursive: true, force: true });
     })());
+  const t0 = performance.now();
+  const step = (what: string) => process.stderr.write(`mirror-pg: ${((performance.now() - t0) / 1000).toFixed(1)} s: ${what}\n`);
   const onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`mirror-pg: ${sig}, cleaning up\n`);
     void cleanup().finally(() => process.exit(130));
@@ -66,19 +68,23 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
   try {
     const fsType = statfsSync(root).type;
     if (onTmpfs(root)) out(`mirror-pg: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
+    step('lab');
     lab = await Lab.create({ hosts: ['a', 'b'] });
     const a = lab.host('a');
     const b = lab.host('b');
 
     // Ours, normal: the backup on b, the primary and its appenders on a.
+    step('ours normal');
     const backup = lab.spawn('b', fx('mirror-backup.ts'), [path.join(root, 'ours-b'), b.ipv4, KEY_HEX]);
     const port = String((await backup.waitFor('listening', 20_000)).port);
     const oursNormal = resultOf(await lab.spawn('a', fx('mirror-primary-loop.ts'), [path.join(root, 'ours-a'), b.ipv4, port, KEY_HEX, 'normal']).waitFor('result', 60_000));
     // Primary-only: the backup gone, nobody listens where it was (a refused dial).
+    step('ours primary-only');
     await backup.kill();
     const oursAlone = resultOf(await lab.spawn('a', fx('mirror-primary-loop.ts'), [path.join(root, 'ours-a2'), b.ipv4, port, KEY_HEX, 'primary-only']).waitFor('result', 60_000));
 
     // PostgreSQL: primary on a, streaming replica on b, synchronous.
+    step('PostgreSQL primary');
     const uid = Number((await run('id', ['-u', 'postgres'])).stdout);
     const gid = Number((await run('id', ['-g', 'postgres'])).stdout);
     const asPg = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--'];
@@ -91,25 +97,29 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     await run(asPg[0]!, [...asPg.slice(1), path.join(bin, 'initdb'), '-D', pgA, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8']);
     appendFileSync(path.join(pgA, 'pg_hba.conf'), `host all all ${a.ipv4}/32 trust\nhost replication all ${b.ipv4}/32 trust\n`);
     // Durable as shipped (fsync on, fdatasync, full_page_writes), only what the lab needs set.
+    // TCP only: a Unix socket's lock file in the data directory would be copied to the replica.
     const server = (dataDir: string, extra: string[]) => [
-      ...asPg, path.join(bin, 'postgres'), '-D', dataDir, '-p', String(PG_PORT), '-k', dataDir,
+      ...asPg, path.join(bin, 'postgres'), '-D', dataDir, '-p', String(PG_PORT), '-c', 'unix_socket_directories=',
       '-c', 'listen_addresses=*', '-c', 'max_connections=30', ...extra,
     ];
     const primary = lab.spawnCommand('a', 'sh', ['-c', `exec ${server(pgA, ['-c', "synchronous_standby_names=*"]).map(quote).join(' ')} 2>${quote(path.join(root, 'pg-a.log'))}`]);
     await pgReady(lab, 'a', bin, primary.process, path.join(root, 'pg-a.log'));
     const psqlA = (sql: string) => lab!.exec('a', path.join(bin, 'psql'), ['-h', '127.0.0.1', '-p', String(PG_PORT), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-Atc', sql]);
-    await psqlA('CREATE TABLE rec (payload bytea)');
+    // No standby yet: this one commit must not wait for it.
+    await psqlA('SET synchronous_commit = local; CREATE TABLE rec (payload bytea)');
+    step('PostgreSQL replica');
     await lab.exec('b', asPg[0]!, [...asPg.slice(1), path.join(bin, 'pg_basebackup'), '-h', a.ipv4, '-p', String(PG_PORT), '-U', 'postgres', '-D', pgB, '-R', '-X', 'stream', '-c', 'fast']);
     const replica = lab.spawnCommand('b', 'sh', ['-c', `exec ${server(pgB, []).map(quote).join(' ')} 2>${quote(path.join(root, 'pg-b.log'))}`]);
     await pgReady(lab, 'b', bin, replica.process, path.join(root, 'pg-b.log'));
-    const t0 = Date.now();
+    const t1 = Date.now();
     let sync = '';
     while ((sync = (await psqlA("SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication")).stdout.trim()) !== 'streaming/sync') {
-      if (Date.now() - t0 > 20_000) throw new Error(`the replica is not a synchronous standby after 20 s: pg_stat_replication says '${sync}'`);
+      if (Date.now() - t1 > 20_000) throw new Error(`the replica is not a synchronous standby after 20 s: pg_stat_replication says '${sync}'`);
       await new Promise((r) => setTimeout(r, 100));
     }
     const version = (await psqlA('SHOW server_version')).stdout.trim();
     const pgRun = async (mode: string) => {
+      step(`PostgreSQL synchronous_commit=${mode}`);
       const r = resultOf(await lab!.spawn('a', fx('pg-commit-loop.ts'), ['127.0.0.1', String(PG_PORT), mode]).waitFor('result', 60_000));
       if (r.synchronousCommit !== mode) throw new Error(`the session ran with synchronous_commit = ${r.synchronousCommit}, not ${mode}`);
       return r;
