@@ -9,7 +9,8 @@
 //   PG     PostgreSQL (the newest under /usr/lib/postgresql) primary on host a, a streaming replica
 //          on host b (pg_basebackup -R), synchronous_standby_names = '*'; 10 node-postgres
 //          connections from a process on host a (over its loopback), each commit an autocommit
-//          INSERT of a 100-byte bytea; synchronous_commit = remote_write, on, then local.
+//          INSERT of a 100-byte bytea; synchronous_commit = remote_write, on, local, then off (no
+//          wait at all: what the client, the protocol and the executor cost alone).
 // Every data directory and log is under one temporary directory on tmpdir's disk (a warning on
 // tmpfs, where fdatasync costs nothing). The lab, its processes and that directory are removed at
 // the end, on failure, and on SIGINT/SIGTERM.
@@ -127,6 +128,7 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     const pgRemoteWrite = await pgRun('remote_write');
     const pgOn = await pgRun('on');
     const pgLocal = await pgRun('local');
+    const pgOff = await pgRun('off');
     const stillSync = (await psqlA("SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication")).stdout.trim();
 
     const rate = (r: Result) => r.commits / r.seconds;
@@ -140,6 +142,7 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     out(line('PG synchronous_commit=remote_write: WAL flushed on a, written to the standby\'s OS (not fsynced there)', pgRemoteWrite));
     out(line('PG synchronous_commit=on: WAL flushed on a and on the standby', pgOn));
     out(line('PG synchronous_commit=local: WAL flushed on a, the standby not waited for', pgLocal));
+    out(line('PG synchronous_commit=off: nothing waited for (the floor: client, protocol, executor)', pgOff));
     out(ratio(oursNormal, pgRemoteWrite, 'ours normal / PG remote_write'));
     out(ratio(oursNormal, pgOn, 'ours normal / PG on'));
     out(ratio(oursAlone, pgLocal, 'ours primary-only / PG local'));
