@@ -1,0 +1,180 @@
+// `BENCH=mirror-pg`: the mirrored log against PostgreSQL synchronous replication, between the same
+// two lab hosts (namespaces on a learning bridge), same run, same work: 10 concurrent clients, each
+// committing a 100-byte record and waiting for it before the next (bench/commit-loop.ts: 5,000
+// commits or 5 s per side, after 50 per client not counted).
+//   ours   MirroredLog primary on host a (a child process; its appenders in that process), its
+//          MirrorBackup a child process on host b: the normal state (a commit acknowledged on the
+//          backup's ACK), then primary-only (the backup gone: each commit fdatasynced on a, group
+//          commit).
+//   PG     PostgreSQL (the newest under /usr/lib/postgresql) primary on host a, a streaming replica
+//          on host b (pg_basebackup -R), synchronous_standby_names = '*'; 10 node-postgres
+//          connections from a process on host a (over its loopback), each commit an autocommit
+//          INSERT of a 100-byte bytea; synchronous_commit = remote_write, on, local, then off (no
+//          wait at all: what the client, the protocol and the executor cost alone).
+// Every data directory and log is under one temporary directory on tmpdir's disk (a warning on
+// tmpfs, where fdatasync costs nothing). The lab, its processes and that directory are removed at
+// the end, on failure, and on SIGINT/SIGTERM.
+import { appendFileSync, chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Lab } from '../src/lab/lab.js';
+import { run } from '../src/lab/exec.js';
+import { APPENDERS, PAYLOAD_BYTES, onTmpfs, type CommitRun } from './commit-loop.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const fx = (name: string) => path.join(here, 'fixtures', name);
+const KEY_HEX = Buffer.from('bench-mirror-pg-key-0123456789ab').toString('hex');
+const PG_PORT = 5432;
+
+function pgBin(): string {
+  const root = '/usr/lib/postgresql';
+  let versions: string[] = [];
+  try {
+    versions = readdirSync(root).sort((x, y) => Number(y) - Number(x));
+  } catch {
+    // reported below
+  }
+  if (versions.length === 0) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql (.ci/setup.sh installs it: Debian package postgresql)');
+  return path.join(root, versions[0]!, 'bin');
+}
+
+type Result = CommitRun & { state?: string; synchronousCommit?: string };
+
+function resultOf(e: Record<string, unknown>): Result {
+  return e as unknown as Result;
+}
+
+export async function mirrorPg(out: (s: string) => void): Promise<void> {
+  const bin = pgBin();
+  const root = mkdtempSync(path.join(tmpdir(), 'bench-mirror-pg-'));
+  chmodSync(root, 0o755); // the postgres user reaches its data directories under it
+  let lab: Lab | undefined;
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      // The lab's destroy kills every process in its namespaces (both postmasters and their
+      // backends, the walsender and walreceiver, our children), then the data goes.
+      await lab?.destroy();
+      rmSync(root, { recursive: true, force: true });
+    })());
+  const t0 = performance.now();
+  const step = (what: string) => process.stderr.write(`mirror-pg: ${((performance.now() - t0) / 1000).toFixed(1)} s: ${what}\n`);
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`mirror-pg: ${sig}, cleaning up\n`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const fsType = statfsSync(root).type;
+    if (onTmpfs(root)) out(`mirror-pg: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
+    step('lab');
+    lab = await Lab.create({ hosts: ['a', 'b'] });
+    const a = lab.host('a');
+    const b = lab.host('b');
+
+    // Ours, normal: the backup on b, the primary and its appenders on a.
+    step('ours normal');
+    const backup = lab.spawn('b', fx('mirror-backup.ts'), [path.join(root, 'ours-b'), b.ipv4, KEY_HEX]);
+    const port = String((await backup.waitFor('listening', 20_000)).port);
+    const oursNormal = resultOf(await lab.spawn('a', fx('mirror-primary-loop.ts'), [path.join(root, 'ours-a'), b.ipv4, port, KEY_HEX, 'normal']).waitFor('result', 60_000));
+    // Primary-only: the backup gone, nobody listens where it was (a refused dial).
+    step('ours primary-only');
+    await backup.kill();
+    const oursAlone = resultOf(await lab.spawn('a', fx('mirror-primary-loop.ts'), [path.join(root, 'ours-a2'), b.ipv4, port, KEY_HEX, 'primary-only']).waitFor('result', 60_000));
+
+    // PostgreSQL: primary on a, streaming replica on b, synchronous.
+    step('PostgreSQL primary');
+    const uid = Number((await run('id', ['-u', 'postgres'])).stdout);
+    const gid = Number((await run('id', ['-g', 'postgres'])).stdout);
+    const asPg = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--'];
+    const pgA = path.join(root, 'pg-a');
+    const pgB = path.join(root, 'pg-b');
+    for (const d of [pgA, pgB]) {
+      mkdirSync(d, { mode: 0o700 });
+      chownSync(d, uid, gid);
+    }
+    await run(asPg[0]!, [...asPg.slice(1), path.join(bin, 'initdb'), '-D', pgA, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8']);
+    appendFileSync(path.join(pgA, 'pg_hba.conf'), `host all all ${a.ipv4}/32 trust\nhost replication all ${b.ipv4}/32 trust\n`);
+    // Durable as shipped (fsync on, fdatasync, full_page_writes), only what the lab needs set.
+    // TCP only: a Unix socket's lock file in the data directory would be copied to the replica.
+    const server = (dataDir: string, extra: string[]) => [
+      ...asPg, path.join(bin, 'postgres'), '-D', dataDir, '-p', String(PG_PORT), '-c', 'unix_socket_directories=',
+      '-c', 'listen_addresses=*', '-c', 'max_connections=30', ...extra,
+    ];
+    const primary = lab.spawnCommand('a', 'sh', ['-c', `exec ${server(pgA, ['-c', "synchronous_standby_names=*"]).map(quote).join(' ')} 2>${quote(path.join(root, 'pg-a.log'))}`]);
+    await pgReady(lab, 'a', bin, primary.process, path.join(root, 'pg-a.log'));
+    const psqlA = (sql: string) => lab!.exec('a', path.join(bin, 'psql'), ['-h', '127.0.0.1', '-p', String(PG_PORT), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-Atc', sql]);
+    // No standby yet: this one commit must not wait for it.
+    await psqlA('SET synchronous_commit = local; CREATE TABLE rec (payload bytea)');
+    step('PostgreSQL replica');
+    await lab.exec('b', asPg[0]!, [...asPg.slice(1), path.join(bin, 'pg_basebackup'), '-h', a.ipv4, '-p', String(PG_PORT), '-U', 'postgres', '-D', pgB, '-R', '-X', 'stream', '-c', 'fast']);
+    const replica = lab.spawnCommand('b', 'sh', ['-c', `exec ${server(pgB, []).map(quote).join(' ')} 2>${quote(path.join(root, 'pg-b.log'))}`]);
+    await pgReady(lab, 'b', bin, replica.process, path.join(root, 'pg-b.log'));
+    const t1 = Date.now();
+    let sync = '';
+    while ((sync = (await psqlA("SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication")).stdout.trim()) !== 'streaming/sync') {
+      if (Date.now() - t1 > 20_000) throw new Error(`the replica is not a synchronous standby after 20 s: pg_stat_replication says '${sync}'`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const version = (await psqlA('SHOW server_version')).stdout.trim();
+    const pgRun = async (mode: string) => {
+      step(`PostgreSQL synchronous_commit=${mode}`);
+      const r = resultOf(await lab!.spawn('a', fx('pg-commit-loop.ts'), ['127.0.0.1', String(PG_PORT), mode]).waitFor('result', 60_000));
+      if (r.synchronousCommit !== mode) throw new Error(`the session ran with synchronous_commit = ${r.synchronousCommit}, not ${mode}`);
+      return r;
+    };
+    const pgRemoteWrite = await pgRun('remote_write');
+    const pgOn = await pgRun('on');
+    const pgLocal = await pgRun('local');
+    const pgOff = await pgRun('off');
+    const stillSync = (await psqlA("SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication")).stdout.trim();
+
+    const rate = (r: Result) => r.commits / r.seconds;
+    const line = (name: string, r: Result) =>
+      `  ${name}: ${rate(r).toFixed(0)} commits/s (${r.commits} in ${r.seconds.toFixed(2)} s), latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`;
+    const ratio = (ours: Result, theirs: Result, what: string) =>
+      `  ${what}: commits/s ${(rate(ours) / rate(theirs)).toFixed(2)}x, p50 ${(theirs.p50 / ours.p50).toFixed(2)}x, p99 ${(theirs.p99 / ours.p99).toFixed(2)}x (above 1: ours better)`;
+    out(`mirrored log vs PostgreSQL ${version} synchronous replication, hosts a -> b on a bridge, ${APPENDERS} clients each waiting for its commit, ${PAYLOAD_BYTES}-byte records, on ${root} (fs type 0x${fsType.toString(16)}):`);
+    out(line(`ours normal (ended ${oursNormal.state}): acked when the record is in the backup's memory (seed 004; the backup flushes at its checkpoints), not fsynced on a`, oursNormal));
+    out(line(`ours primary-only (ended ${oursAlone.state}): fdatasynced on a (group commit), no copy on b`, oursAlone));
+    out(line('PG synchronous_commit=remote_write: WAL flushed on a, written to the standby\'s OS (not fsynced there)', pgRemoteWrite));
+    out(line('PG synchronous_commit=on: WAL flushed on a and on the standby', pgOn));
+    out(line('PG synchronous_commit=local: WAL flushed on a, the standby not waited for', pgLocal));
+    out(line('PG synchronous_commit=off: nothing waited for (the floor: client, protocol, executor)', pgOff));
+    out(ratio(oursNormal, pgRemoteWrite, 'ours normal / PG remote_write'));
+    out(ratio(oursNormal, pgOn, 'ours normal / PG on'));
+    out(ratio(oursAlone, pgLocal, 'ours primary-only / PG local'));
+    out(`  (ours: appenders in the primary's process; PG: clients in another process on a, over loopback TCP. PG commits on a are fsynced in every mode, ours normal are not; standby after the runs: ${stillSync})`);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
+  }
+}
+
+function quote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`;
+}
+
+async function pgReady(lab: Lab, host: string, bin: string, child: import('node:child_process').ChildProcess, logFile: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await lab.exec(host, path.join(bin, 'pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(PG_PORT)]);
+      return;
+    } catch {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        let log = '';
+        try {
+          log = readFileSync(logFile, 'utf8').slice(-2000);
+        } catch {
+          // no log written
+        }
+        throw new Error(`PostgreSQL did not start on ${host}: ${log}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
