@@ -11,6 +11,14 @@ import { goodbyePlugin } from '../../src/net/goodbye/index.js';
 import type { DiagSocket } from '../../src/net/sockdiag.js';
 import { FakeCapture } from './fake-capture.js';
 
+/**
+ * One whole refresh: refresh() works one 2 ms slice at a time and returns false with work left
+ * (the heartbeats' loop must not wait); on a busy machine a slice can end before any work.
+ */
+function refreshAll(l: { refresh(): boolean }): void {
+  for (let i = 0; i < 10_000 && !l.refresh(); i++);
+}
+
 const KEY = Buffer.from('the cluster key of the unit test');
 const SERVICE = { address: '198.18.9.2', port: 6379 };
 const client = (port: number) => ({ address: '198.18.9.1', port });
@@ -102,9 +110,9 @@ describe('LocalConnections', () => {
     expect(changes.map((c) => `${c.kind}:${c.conn.peer.port}`)).toEqual(['open:40000', 'open:40001']);
     clock = 2000;
     capture.table = [flow(40000, 1990, { nextSeq: 1001, tsval: 77 }, { nextSeq: 6, ack: 1001, tsval: 5 })];
-    l.refresh();
+    refreshAll(l);
     expect(changes.at(-1)).toMatchObject({ kind: 'update', conn: { state: { deadNextSeq: 1001, peerNextSeq: 6, peerAck: 1001, deadWindow: 65535 >>> 7, deadTsval: 77, peerTsval: 5 }, stateAt: 1990 } });
-    l.refresh(); // nothing seen since
+    refreshAll(l); // nothing seen since
     expect(changes).toHaveLength(3);
     // The client's FIN does not end it (the server may answer); the server's does; so does a RST.
     capture.push({ src: client(40000).address, sport: 40000, dst: SERVICE.address, dport: 6379, flags: TCP_FIN | TCP_ACK, seq: 6 });
@@ -129,9 +137,9 @@ describe('LocalConnections', () => {
     l.on('change', (c) => changes.push(c));
     l.setScopes([{ address: SERVICE.address, port: SERVICE.port }]);
     capture.table = [flow(40100, 990, { nextSeq: 1001 }, { nextSeq: 20, ack: 1001 })];
-    l.refresh(); // the change is taken while nothing is known of the connection
+    refreshAll(l); // the change is taken while nothing is known of the connection
     capture.push(synAck(40100));
-    l.refresh(); // no flow changed since, but the new connection is looked up
+    refreshAll(l); // no flow changed since, but the new connection is looked up
     expect(changes.map((c) => c.kind)).toEqual(['open', 'update']);
     expect(l.list()[0]!.state).toMatchObject({ deadNextSeq: 1001, peerAck: 1001 });
   });
@@ -194,17 +202,17 @@ describe('LocalConnections', () => {
     const mid = flow(42000, 4999, { nextSeq: 504 }, { nextSeq: 25, ack: 504 });
     mid.b.address = SERVICE.address;
     capture.table = [mid];
-    l.refresh();
+    refreshAll(l);
     expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: false } });
     expect(l.boundaryOf({ address: SERVICE.address, port: 6379 }, c)).toMatchObject({ atBoundary: false, serverNext: 504 });
     capture.push({ ...down, flags: TCP_ACK | TCP_PSH, seq: 504, payload: Buffer.from('NG\r\n') });
     capture.table = [{ ...mid, lastSeenMs: 5000, b: { ...mid.b, nextSeq: 508, lastSeenMs: 5000 } }];
-    l.refresh();
+    refreshAll(l);
     expect(l.list()[0]).toMatchObject({ boundary: { atBoundary: true }, state: { deadNextSeq: 508 } });
     expect(l.boundaryOf({ address: SERVICE.address, port: 6379 }, c)).toMatchObject({ atBoundary: true, serverNext: 508 });
     // Where the follower and the flow table disagree, no boundary is claimed.
     capture.table = [{ ...mid, lastSeenMs: 5000, b: { ...mid.b, nextSeq: 600, lastSeenMs: 5000 } }];
-    l.refresh();
+    refreshAll(l);
     expect(l.list()[0]!.boundary).toMatchObject({ atBoundary: false, reason: expect.stringMatching(/stands at 508, the flow at 600/) });
   });
 
@@ -234,7 +242,7 @@ describe('LocalConnections', () => {
     capture.push(synAck(1, 7000));
     capture.push(synAck(2, 8000));
     capture.table = [flow(1, 1000, { nextSeq: 7001 }, { nextSeq: 101, ack: 7001, packets: 2 })];
-    l.refresh();
+    refreshAll(l);
     await l.scan();
     // The flood: a SYN-ACK for each spoofed SYN, never answered.
     expect(l.size).toBe(2);
@@ -242,7 +250,7 @@ describe('LocalConnections', () => {
     expect(l.size).toBe(2 + MAX_UNCONFIRMED);
     expect(l.counters.deferred).toBe(100);
     clock += UNCONFIRMED_MS + 1;
-    l.refresh();
+    refreshAll(l);
     expect(l.list().map((c) => c.peer.port).sort((a, b) => a - b)).toEqual([1, 2]);
     capture.push(synAck(3)); // room again
     expect(l.size).toBe(3);
@@ -274,13 +282,13 @@ describe('LocalConnections', () => {
     l.setScopes([SERVICE]);
     captures[0]!.push(synAck(45001));
     captures[0]!.table = [flow(45002, 0, {}, {}), flow(45003, 0, {}, {}), flow(45001, 0, { nextSeq: 1001 }, { nextSeq: 9, ack: 1001, packets: 2 })];
-    l.refresh();
+    refreshAll(l);
     l.setScopes([]);
     l.setScopes([SERVICE]);
     expect(captures).toHaveLength(2);
     captures[1]!.push(synAck(45001));
     captures[1]!.table = [flow(45001, 0, { nextSeq: 1500 }, { nextSeq: 9, ack: 1500, packets: 2 })];
-    l.refresh();
+    refreshAll(l);
     expect(l.list()[0]!.state).toMatchObject({ deadNextSeq: 1500 });
     const scan = l.scan();
     l.close();
@@ -334,7 +342,7 @@ describe('publisher and replicas', () => {
     // Changed state: at most once per connection per interval.
     for (let i = 1; i <= 5; i++) {
       c.capture.table = [flow(43002, c.clock.now, { nextSeq: 1000 + i }, { nextSeq: 9, ack: 1000 + i })];
-      c.local.refresh();
+      refreshAll(c.local);
       await c.run(20);
     }
     const updates = c.seen.filter((e) => e.message.type === 'delta' && e.message.records.some((r) => r.peer.port === 43002 && r.state));
@@ -512,7 +520,7 @@ describe('publisher and replicas', () => {
     await c.run(20);
     // The client has stopped reading: its receive window is 0 (scaled by 7, from its SYN).
     c.capture.table = [flow(47000, c.clock.now, { nextSeq: 3000, tsval: 500 }, { nextSeq: 70, ack: 3000, tsval: 4, window: 0 })];
-    c.local.refresh();
+    refreshAll(c.local);
     await c.run(100);
     c.replicas.peerDown('a');
     c.clock.now += 250;
