@@ -2,35 +2,25 @@
 // neither the backup had said it held nor the primary had on disk), bytes from a peer with
 // another key, a gap in LSNs, seeded mutations of valid streams into a live backup (each refused
 // and counted, nothing appended), and no fd left open.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { LogWriter } from '../../src/log/log-writer.js';
 import { MirrorFrameReader, type MirrorFrame } from '../../src/log/mirror-wire.js';
-import { BACKUP_INC, BACKUP_NONCE, KEY, OTHER_KEY, frame, mutateStream, primaryStream, record, seededRandom, sleep, until } from './mirror-helpers.js';
+import { BACKUP_INC, BACKUP_NONCE, frame, KEY, mutateStream, OTHER_KEY, perTestScratch, primaryStream, record, seededRandom, sleep, until } from './mirror-helpers.js';
 import { encodeMirrorFrame } from '../../src/log/mirror-wire.js';
 import { faultyFileOps } from './log-fault-ops.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'mirror-backup-child.ts');
 
-let root: string;
-const open: { close(): Promise<void> }[] = [];
-const children: ChildProcessWithoutNullStreams[] = [];
-beforeEach(() => {
-  root = mkdtempSync(path.join(tmpdir(), 'log-mirror-faults-'));
-});
-afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const o of open.splice(0).reverse()) await o.close().catch(() => {});
-  rmSync(root, { recursive: true, force: true });
-});
+const scratch = perTestScratch('log-mirror-faults-');
+const { open, children } = scratch;
 
 /** The backup as a child process; resolves once it listens. `held` lists the LSNs of its ACKs, in order. */
 async function startChild(dir: string, port: number) {
@@ -79,8 +69,8 @@ const rejections = (b: MirrorBackup) => Object.values(b.stats.rejected).reduce((
 
 describe('log mirror faults', () => {
   it('backup process SIGKILLed mid-load: every acknowledged commit was held by the backup before the kill or durable on the primary', async () => {
-    const bDir = path.join(root, 'b');
-    const pDir = path.join(root, 'p');
+    const bDir = path.join(scratch.root, 'b');
+    const pDir = path.join(scratch.root, 'p');
     const first = await startChild(bDir, 0);
     const port = first.info.port;
     const p = await MirroredLog.open({ dir: pDir, backup: { host: '127.0.0.1', port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 400, reconnect: { minMs: 20, maxMs: 100 } });
@@ -136,7 +126,7 @@ describe('log mirror faults', () => {
   }, 40_000);
 
   it('frames under another key, a START or RECORDS that leave a gap: refused, counted, closed, nothing appended', async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(b);
     const errors: string[] = [];
     b.on('rejected', (r) => errors.push(`${r.reason}:${r.error.code}`));
@@ -169,7 +159,7 @@ describe('log mirror faults', () => {
   });
 
   it('one primary at a time: a newer authenticated START replaces the older connection', async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(b);
     const one = await rawPrimary(b.port);
     one.socket.write(Buffer.concat(primaryStream(0, 1, 2, sessionOf(one.hello))));
@@ -213,7 +203,7 @@ describe('log mirror faults', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     open.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
-    const p = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 300, reconnect: { minMs: 10, maxMs: 20 } });
+    const p = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 300, reconnect: { minMs: 10, maxMs: 20 } });
     open.push(p);
     await until(() => p.stats.rejected.length >= 1 && p.stats.badAcks >= 2, 5000, `refusals (${JSON.stringify(p.stats)})`);
     expect(p.stats.linkLost.protocol).toBeGreaterThanOrEqual(3);
@@ -222,10 +212,10 @@ describe('log mirror faults', () => {
   });
 
   it("the primary's log failing (fdatasync EIO): pending appends and later ones get EMIRRORFAILED, never an ack", async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(b);
     const ops = faultyFileOps();
-    const p = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: '127.0.0.1', port: 1 }, key: KEY, node: 'node-a', log: 'orders', fileOps: ops, reconnect: { minMs: 1000 } });
+    const p = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: '127.0.0.1', port: 1 }, key: KEY, node: 'node-a', log: 'orders', fileOps: ops, reconnect: { minMs: 1000 } });
     open.push(p);
     await p.append(record(0)); // primary-only (nobody at port 1): durable before its ack
     ops.plan.datasyncFails = 'EIO';
@@ -240,7 +230,7 @@ describe('log mirror faults', () => {
   });
 
   it('fuzz: 150 seeded mutations of valid streams into a live backup: each refused and counted once, nothing appended', async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders', maxRecordBytes: 4096, handshakeTimeoutMs: 2000 });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders', maxRecordBytes: 4096, handshakeTimeoutMs: 2000 });
     open.push(b);
     const { int } = seededRandom(0xf022);
     const reasons = new Set<string>();
@@ -278,16 +268,16 @@ describe('log mirror faults', () => {
     const fds = () => readdirSync('/proc/self/fd').length;
     // One round first: whatever is opened once per process (crypto, the thread pool) is opened.
     const round = async (i: number) => {
-      const bDir = path.join(root, `b${i}`);
+      const bDir = path.join(scratch.root, `b${i}`);
       const b = await MirrorBackup.listen({ dir: bDir, host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
-      const p = await MirroredLog.open({ dir: path.join(root, `p${i}`), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 200, reconnect: { minMs: 10, maxMs: 20 }, segmentBytes: 4096 });
+      const p = await MirroredLog.open({ dir: path.join(scratch.root, `p${i}`), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 200, reconnect: { minMs: 10, maxMs: 20 }, segmentBytes: 4096 });
       await until(() => p.state === 'normal', 3000, 'normal');
       await Promise.all(Array.from({ length: 100 }, (_, k) => p.append(record(k, 100))));
       // Another key, and a log that diverged.
-      const wrong = await MirroredLog.open({ dir: path.join(root, `w${i}`), backup: { host: '127.0.0.1', port: b.port }, key: OTHER_KEY, node: 'node-x', log: 'orders', ackTimeoutMs: 200 });
+      const wrong = await MirroredLog.open({ dir: path.join(scratch.root, `w${i}`), backup: { host: '127.0.0.1', port: b.port }, key: OTHER_KEY, node: 'node-x', log: 'orders', ackTimeoutMs: 200 });
       await until(() => wrong.stats.rejected.hmac >= 1, 3000, 'hmac');
       await wrong.close();
-      const dDir = path.join(root, `d${i}`);
+      const dDir = path.join(scratch.root, `d${i}`);
       const w = await LogWriter.open({ dir: dDir });
       await w.append(Buffer.from('other'));
       await w.close();
@@ -295,7 +285,7 @@ describe('log mirror faults', () => {
       await until(() => diverged.stats.refused.diverged >= 1, 3000, 'diverged');
       await diverged.close();
       // A primary dialling nobody.
-      const lonely = await MirroredLog.open({ dir: path.join(root, `l${i}`), backup: { host: '127.0.0.1', port: 1 }, key: KEY, node: 'node-z', log: 'orders', reconnect: { minMs: 5, maxMs: 10 } });
+      const lonely = await MirroredLog.open({ dir: path.join(scratch.root, `l${i}`), backup: { host: '127.0.0.1', port: 1 }, key: KEY, node: 'node-z', log: 'orders', reconnect: { minMs: 5, maxMs: 10 } });
       await lonely.append(Buffer.from('x'));
       await sleep(30);
       await lonely.close();

@@ -6,18 +6,16 @@
 // reported; no hook and no unsafe flag -> refused.
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { MirrorWatch, type MirrorWatchOptions, type WatchTakeover } from '../../src/log/mirror-watch.js';
 import type { MirrorFailureDecision } from '../../src/log/mirror-failure.js';
 import { takeOverFenced } from '../../src/log/takeover.js';
 import { MirrorError } from '../../src/log/mirror-errors.js';
-import { KEY, LinkProxy, record, sleep, until } from './mirror-helpers.js';
+import { KEY, LinkProxy, perTestScratch, record, sleep, until } from './mirror-helpers.js';
 
 const HB_KEY = Buffer.from('mirror-watch heartbeat key......');
 const INTERVAL = 100;
@@ -25,15 +23,8 @@ const MISSES = 3;
 const H = '127.0.0.1';
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'mirror-watch-primary-child.ts');
 
-let root: string;
-const open: Array<{ close(): Promise<void> | void }> = [];
-beforeEach(() => {
-  root = mkdtempSync(path.join(tmpdir(), 'log-mirror-watch-'));
-});
-afterEach(async () => {
-  for (const o of open.splice(0).reverse()) await Promise.resolve(o.close()).catch(() => {});
-  rmSync(root, { recursive: true, force: true });
-});
+const scratch = perTestScratch('log-mirror-watch-');
+const { open } = scratch;
 
 /** A UDP port on loopback that was free a moment ago. */
 async function freeUdpPort(): Promise<number> {
@@ -99,7 +90,7 @@ interface Pair {
 
 /** Both nodes, attached and in normal, with `n` records committed. */
 async function pair(n = 50, backupExtra: Partial<MirrorWatchOptions> = {}): Promise<Pair> {
-  const backup = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
+  const backup = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
   open.push(backup);
   const proxy = await LinkProxy.start(backup.port);
   open.push(proxy);
@@ -107,7 +98,7 @@ async function pair(n = 50, backupExtra: Partial<MirrorWatchOptions> = {}): Prom
   const main = await UdpLink.start(pa0, pb0);
   const failsafe = await UdpLink.start(pa1, pb1);
   open.push(main, failsafe);
-  const log = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: H, port: proxy.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 400, reconnect: { minMs: 20, maxMs: 100 } });
+  const log = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: H, port: proxy.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 400, reconnect: { minMs: 20, maxMs: 100 } });
   open.push(log);
   const common = { key: HB_KEY, intervalMs: INTERVAL, misses: MISSES };
   const startPrimaryWatch = async () => {
@@ -188,10 +179,10 @@ describe('MirrorWatch', () => {
   // node gone silent): the connection stays open, so the mirror counts as up until its last
   // frame is mirrorQuietMs (400 ms) old, and the decision comes at the later of the two.
   it.each(['SIGKILL', 'SIGSTOP'] as const)('(a) a real primary process, %s: the backup takes over within the bound + margin, after the hook', async (signal) => {
-    const backup = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    const backup = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(backup);
     const [pa0, pa1, pb0, pb1] = await Promise.all([freeUdpPort(), freeUdpPort(), freeUdpPort(), freeUdpPort()]);
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(root, 'p'), String(backup.port), KEY.toString('hex'), HB_KEY.toString('hex'), String(pa0), String(pa1), String(pb0), String(pb1), '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(scratch.root, 'p'), String(backup.port), KEY.toString('hex'), HB_KEY.toString('hex'), String(pa0), String(pa1), String(pb0), String(pb1), '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     open.push({ close: async () => { child.kill('SIGKILL'); await exited; } });
     let out = '';
@@ -324,7 +315,7 @@ describe('MirrorWatch', () => {
   });
 
   it('(d) a takeover without a hook and without the unsafe flag is refused with EMIRRORUNFENCED; nothing changed', async () => {
-    const backup = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    const backup = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(backup);
     const [a, b, c, d] = await Promise.all([freeUdpPort(), freeUdpPort(), freeUdpPort(), freeUdpPort()]);
     const opts: MirrorWatchOptions = {

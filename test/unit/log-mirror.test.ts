@@ -2,36 +2,27 @@
 // acknowledged in each state, losing the backup (socket closed, link hanging), its return and
 // catch-up from disk and memory, divergence and another key refused; after each scenario the
 // backup's log equals the primary's.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MirroredLog, type MirroredLogOptions } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { LogWriter } from '../../src/log/log-writer.js';
 import { readLog } from '../../src/log/log-reader.js';
 import type { MirrorState } from '../../src/log/mirror-state.js';
-import { KEY, LinkProxy, OTHER_KEY, record, sleep, until } from './mirror-helpers.js';
+import { KEY, LinkProxy, OTHER_KEY, perTestScratch, record, sleep, until } from './mirror-helpers.js';
 
-let root: string;
-const open: { close(): Promise<void> }[] = [];
-beforeEach(() => {
-  root = mkdtempSync(path.join(tmpdir(), 'log-mirror-'));
-});
-afterEach(async () => {
-  for (const o of open.splice(0).reverse()) await o.close().catch(() => {});
-  rmSync(root, { recursive: true, force: true });
-});
+const scratch = perTestScratch('log-mirror-');
+const { open } = scratch;
 
 const ACK_TIMEOUT = 400;
 
-async function backupAt(dir = path.join(root, 'b'), extra: Partial<Parameters<typeof MirrorBackup.listen>[0]> = {}): Promise<MirrorBackup> {
+async function backupAt(dir = path.join(scratch.root, 'b'), extra: Partial<Parameters<typeof MirrorBackup.listen>[0]> = {}): Promise<MirrorBackup> {
   const b = await MirrorBackup.listen({ dir, host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders', ...extra });
   open.push(b);
   return b;
 }
 
-async function primaryTo(port: number, extra: Partial<MirroredLogOptions> = {}, dir = path.join(root, 'p')): Promise<MirroredLog> {
+async function primaryTo(port: number, extra: Partial<MirroredLogOptions> = {}, dir = path.join(scratch.root, 'p')): Promise<MirroredLog> {
   const p = await MirroredLog.open({ dir, backup: { host: '127.0.0.1', port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: ACK_TIMEOUT, reconnect: { minMs: 20, maxMs: 100 }, ...extra });
   open.push(p);
   return p;
@@ -92,7 +83,7 @@ describe('mirrored log', () => {
     expect(p.stats.ackedLocally).toBe(0);
     await p.close();
     await b.close();
-    expect(await sameLogs(path.join(root, 'p'), path.join(root, 'b'))).toBe(6);
+    expect(await sameLogs(path.join(scratch.root, 'p'), path.join(scratch.root, 'b'))).toBe(6);
   });
 
   it('the backup connection destroyed: primary-only at once, waiting appends resolve once durable here, each-commit', async () => {
@@ -125,9 +116,9 @@ describe('mirrored log', () => {
     expect(switchMs).toBeLessThan(ACK_TIMEOUT + 200);
     await p.close();
     await b.close();
-    const pr = await readLog(path.join(root, 'p'));
+    const pr = await readLog(path.join(scratch.root, 'p'));
     expect(pr.records.length).toBe(8);
-    expect((await readLog(path.join(root, 'b'))).records.length).toBe(3);
+    expect((await readLog(path.join(scratch.root, 'b'))).records.length).toBe(3);
   });
 
   it('a link that hangs (no ACK): primary-only within ackTimeoutMs and a margin', async () => {
@@ -186,7 +177,7 @@ describe('mirrored log', () => {
     await until(() => b.heldLsn === p.nextLsn, 2000, 'backup holds everything');
     await p.close();
     await b.close();
-    expect(await sameLogs(path.join(root, 'p'), path.join(root, 'b'))).toBe(n);
+    expect(await sameLogs(path.join(scratch.root, 'p'), path.join(scratch.root, 'b'))).toBe(n);
   });
 
   it('frames stay within what the backup accepts: 20,000 empty records (their length fields count), a record of maxRecordBytes', async () => {
@@ -203,12 +194,12 @@ describe('mirrored log', () => {
     expect(b.heldLsn).toBe(20_001);
     await p.close();
     await b.close();
-    expect(await sameLogs(path.join(root, 'p'), path.join(root, 'b'))).toBe(20_001);
+    expect(await sameLogs(path.join(scratch.root, 'p'), path.join(scratch.root, 'b'))).toBe(20_001);
   });
 
   it('a backup that holds other records (divergence) is refused, counted, left as it is', async () => {
-    const bDir = path.join(root, 'b');
-    const pDir = path.join(root, 'p');
+    const bDir = path.join(scratch.root, 'b');
+    const pDir = path.join(scratch.root, 'p');
     for (const [dir, tag] of [[pDir, 'p'], [bDir, 'b']] as const) {
       const w = await LogWriter.open({ dir });
       for (let i = 0; i < 5; i++) await w.append(Buffer.from(`${tag}${i}`));
@@ -233,7 +224,7 @@ describe('mirrored log', () => {
   });
 
   it('a backup holding more records than the primary (beyond its next LSN) is refused as diverged', async () => {
-    const bDir = path.join(root, 'b');
+    const bDir = path.join(scratch.root, 'b');
     const w = await LogWriter.open({ dir: bDir });
     for (let i = 0; i < 3; i++) await w.append(record(i));
     await w.close();
@@ -245,15 +236,15 @@ describe('mirrored log', () => {
   });
 
   it('a backup that is behind but agrees (same records) catches up; another log name is refused', async () => {
-    const pDir = path.join(root, 'p');
-    const bDir = path.join(root, 'b');
+    const pDir = path.join(scratch.root, 'p');
+    const bDir = path.join(scratch.root, 'b');
     for (const [dir, count] of [[pDir, 20], [bDir, 12]] as const) {
       const w = await LogWriter.open({ dir });
       for (let i = 0; i < count; i++) await w.append(record(i));
       await w.close();
     }
-    const other = await backupAt(path.join(root, 'other'), { log: 'ledger' });
-    const p0 = await primaryTo(other.port, {}, path.join(root, 'p0'));
+    const other = await backupAt(path.join(scratch.root, 'other'), { log: 'ledger' });
+    const p0 = await primaryTo(other.port, {}, path.join(scratch.root, 'p0'));
     await until(() => p0.stats.refused.log >= 1, 3000, 'log refusal');
     await p0.close();
     const b = await backupAt(bDir);
@@ -290,7 +281,7 @@ describe('mirrored log', () => {
     await sleep(20);
     await p.close();
     expect(waiting.every((w) => w.done && w.error === null)).toBe(true);
-    expect((await readLog(path.join(root, 'p'))).records.length).toBe(3);
+    expect((await readLog(path.join(scratch.root, 'p'))).records.length).toBe(3);
     await expect(p.append(record(3))).rejects.toMatchObject({ code: 'EMIRRORCLOSED' });
   });
 });

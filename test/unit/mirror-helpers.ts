@@ -2,6 +2,11 @@
 // seeded mutations, small waits.
 import net from 'node:net';
 import { encodeMirrorFrame, type MirrorEnvelope, type MirrorMessage } from '../../src/log/mirror-wire.js';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach } from 'vitest';
 
 /** mulberry32: a seeded source of numbers in [0, 1), the same for a seed on every run. */
 export function seededRandom(seed: number): { rnd: () => number; int: (k: number) => number } {
@@ -111,6 +116,29 @@ export function mutateStream(frames: Buffer[], int: (k: number) => number): { by
       return { bytes: joined(), how: `length ${delta > 0 ? '+' : ''}${delta}` };
     }
   }
+}
+
+/** What a test of the mirror opened: closed after it, newest first. */
+export interface Closable {
+  close(): Promise<void> | void;
+}
+
+/**
+ * Per test of the calling file: a fresh directory (`root`), things to close (`open`) and child
+ * processes to SIGKILL (`children`); after each test the children are killed, the rest closed
+ * newest first, the directory removed. Call once at the top of a test file.
+ */
+export function perTestScratch(prefix: string): { root: string; open: Closable[]; children: ChildProcess[] } {
+  const scratch = { root: '', open: [] as Closable[], children: [] as ChildProcess[] };
+  beforeEach(() => {
+    scratch.root = mkdtempSync(path.join(tmpdir(), prefix));
+  });
+  afterEach(async () => {
+    for (const c of scratch.children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const o of scratch.open.splice(0).reverse()) await Promise.resolve(o.close()).catch(() => {});
+    rmSync(scratch.root, { recursive: true, force: true });
+  });
+  return scratch;
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

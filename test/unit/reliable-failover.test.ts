@@ -8,12 +8,11 @@
 // the log. Two more rounds SIGSTOP the primary instead (a silent node, its sockets open): the
 // clients leave it on their reply timeout. Times from the kill to the takeover's end and to the
 // first reply after it are printed.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { takeOver } from '../../src/log/takeover.js';
@@ -22,22 +21,13 @@ import { decodeRecord } from '../../src/reliable/reliable-record.js';
 import { ReliableServer } from '../../src/reliable/reliable-server.js';
 import { ReliableState } from '../../src/reliable/reliable-state.js';
 import { encodeOrder, orderMatchingApp, type OrderBook } from '../../docs/examples/order-matching/order-book.js';
-import { KEY, seededRandom, sleep, until } from './mirror-helpers.js';
+import { KEY, perTestScratch, seededRandom, sleep, until } from './mirror-helpers.js';
 import { freePort } from '../free-port.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'reliable-primary-child.ts');
 
-let root: string;
-const open: { close(): Promise<void> }[] = [];
-const children: ChildProcessWithoutNullStreams[] = [];
-beforeEach(() => {
-  root = mkdtempSync(path.join(tmpdir(), 'reliable-failover-'));
-});
-afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const o of open.splice(0).reverse()) await o.close().catch(() => {});
-  rmSync(root, { recursive: true, force: true });
-});
+const scratch = perTestScratch('reliable-failover-');
+const { open, children } = scratch;
 
 async function startPrimary(dir: string, backupPort: number) {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(backupPort), KEY.toString('hex')], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -75,7 +65,7 @@ interface RoundResult {
 
 /** One round: load, a kill at a seeded point, the takeover, the clients finish; everything checked. */
 async function round(seed: number, clientsN: number, perClient: number, window: number, how: 'SIGKILL' | 'SIGSTOP' = 'SIGKILL'): Promise<RoundResult> {
-  const dir = path.join(root, `round-${seed}`);
+  const dir = path.join(scratch.root, `round-${seed}`);
   const { int, rnd } = seededRandom(seed);
   const backup = await MirrorBackup.listen({ dir: path.join(dir, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
   open.push(backup);

@@ -4,11 +4,10 @@
 // answered stale, not applied; bad bytes and out-of-order frames rejected with ERROR, the
 // connection closed, nothing applied; a client moving to the second server on RECOVERED resends
 // in ID order and gets one reply per message; no fd left open.
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { ReliableClient } from '../../src/reliable/reliable-client.js';
@@ -16,17 +15,10 @@ import { decodeRecord } from '../../src/reliable/reliable-record.js';
 import { ReliableServer } from '../../src/reliable/reliable-server.js';
 import { ReliableState, type ReliableApp } from '../../src/reliable/reliable-state.js';
 import { CLIENT_ACCEPTS, ReliableFrameReader, SERVER_ACCEPTS, encodeReliable, type ReliableMessage } from '../../src/reliable/reliable-wire.js';
-import { KEY, mutateStream, seededRandom, sleep, until } from './mirror-helpers.js';
+import { KEY, mutateStream, perTestScratch, seededRandom, sleep, until } from './mirror-helpers.js';
 
-let root: string;
-const open: { close(): Promise<void> }[] = [];
-beforeEach(() => {
-  root = mkdtempSync(path.join(tmpdir(), 'reliable-server-'));
-});
-afterEach(async () => {
-  for (const o of open.splice(0).reverse()) await o.close().catch(() => {});
-  rmSync(root, { recursive: true, force: true });
-});
+const scratch = perTestScratch('reliable-server-');
+const { open } = scratch;
 
 /** A counter: each request adds its number; the reply is the new total. Applications counted. */
 function counter() {
@@ -160,7 +152,7 @@ describe('reliable server', () => {
   });
 
   it('ReliableClient: one reply per message; the server lost, it moves to the next on RECOVERED and resends in ID order; the log failing stops the server', async () => {
-    const dir = path.join(root, 'log');
+    const dir = path.join(scratch.root, 'log');
     const log = await MirroredLog.open({ dir, key: KEY, node: 'n1', state: 'backup-only' });
     open.push(log);
     const app = counter();

@@ -1,31 +1,22 @@
 // The backup's takeover (seed 004 FIG. 13): replication stopped and the old primary refused,
 // the log flushed and replayed to the application, the node a primary in the backup-only state
 // (each commit durable here before its ack); idempotent; refused after close.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { takeOver } from '../../src/log/takeover.js';
-import { KEY, record, until } from './mirror-helpers.js';
+import { KEY, perTestScratch, record, until } from './mirror-helpers.js';
 
-let root: string;
-const open: { close(): Promise<void> }[] = [];
-beforeEach(() => {
-  root = mkdtempSync(path.join(tmpdir(), 'reliable-takeover-'));
-});
-afterEach(async () => {
-  for (const o of open.splice(0).reverse()) await o.close().catch(() => {});
-  rmSync(root, { recursive: true, force: true });
-});
+const scratch = perTestScratch('reliable-takeover-');
+const { open } = scratch;
 
 describe('backup takeover', () => {
   it('stops replication, refuses the old primary, replays every record, then acknowledges each commit once durable here', async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders', checkpoint: { intervalMs: 10_000, records: 1_000_000 } });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders', checkpoint: { intervalMs: 10_000, records: 1_000_000 } });
     open.push(b);
-    const p = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 300, reconnect: { minMs: 10, maxMs: 40 } });
+    const p = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 300, reconnect: { minMs: 10, maxMs: 40 } });
     open.push(p);
     await until(() => p.state === 'normal', 5000, 'normal');
     await Promise.all(Array.from({ length: 500 }, (_, i) => p.append(record(i, 40))));
@@ -72,22 +63,22 @@ describe('backup takeover', () => {
     // caller is told by `promoted`.
     expect(await b.promote()).toBe(t.promoted);
     await t.log.close();
-    const after = await readLog(path.join(root, 'b'));
+    const after = await readLog(path.join(scratch.root, 'b'));
     expect(after.records.length).toBe(551);
   }, 20_000);
 
   it('refuses after close, and a backup-only log refuses a backup address (and a primary-only log needs one)', async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b' });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b' });
     await b.close();
     await expect(b.promote()).rejects.toMatchObject({ code: 'EMIRRORCLOSED' });
-    await expect(MirroredLog.open({ dir: path.join(root, 'x'), key: KEY, node: 'n', state: 'backup-only', backup: { host: '127.0.0.1', port: 1 } })).rejects.toThrow(RangeError);
-    await expect(MirroredLog.open({ dir: path.join(root, 'x'), key: KEY, node: 'n' })).rejects.toThrow(RangeError);
+    await expect(MirroredLog.open({ dir: path.join(scratch.root, 'x'), key: KEY, node: 'n', state: 'backup-only', backup: { host: '127.0.0.1', port: 1 } })).rejects.toThrow(RangeError);
+    await expect(MirroredLog.open({ dir: path.join(scratch.root, 'x'), key: KEY, node: 'n' })).rejects.toThrow(RangeError);
   });
 
   it('a replay that throws aborts the takeover and closes the log it opened', async () => {
-    const b = await MirrorBackup.listen({ dir: path.join(root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b' });
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b' });
     open.push(b);
-    const p = await MirroredLog.open({ dir: path.join(root, 'p'), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', ackTimeoutMs: 300 });
+    const p = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', ackTimeoutMs: 300 });
     open.push(p);
     await until(() => p.state === 'normal', 5000, 'normal');
     await p.append(record(0));
