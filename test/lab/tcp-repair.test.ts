@@ -48,7 +48,18 @@ it('continues the client\'s connection on another host, byte-exact both ways, op
   // c -> a: bytes a's application never reads; a -> c: until a's kernel takes no more.
   await op('c', { cmd: 'write', bytes: 60_000 });
   await eventually(async () => ((await op('a', { cmd: 'status' })) as Status).info!.bytesReceived >= 60_000 || undefined, 5000, 'a to receive');
-  const filled = await op('a', { cmd: 'fill', max: 8 * 1024 * 1024 });
+  // Until a's kernel takes no more even after a pause (c reads nothing yet, so c's window has
+  // closed and a's send queue is full and stays so): a CI run found the queue empty at the dump,
+  // drained into c's receive buffer after a single fill's EAGAIN.
+  let filled = await op('a', { cmd: 'fill', max: 64 * 1024 * 1024 });
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const more = await op('a', { cmd: 'fill', max: 64 * 1024 * 1024 });
+    const took = more.written - filled.written;
+    filled = more;
+    if (took === 0) break;
+  }
+  expect(filled.full, `a's kernel took all ${filled.written} bytes`).toBe(true);
   const clientBefore = (await op('c', { cmd: 'status' })) as Status;
   const aInfo = ((await op('a', { cmd: 'status' })) as Status).info!;
 
