@@ -9,15 +9,23 @@
 // and reported, and nothing of it is appended. Records must continue exactly where the backup's
 // log ends: a gap closes the connection. One primary at a time: a newer connection whose START
 // authenticates replaces the older one (the primary reconnected while the old socket lingers).
+//
+// A returning primary listens as its successor's backup (seed 004 steps 460-465): the new primary
+// answers its HELLO with a resync START naming the fork point (mirror-history.ts); this backup
+// checks its record below that point is the primary's, copies what it holds past it aside, cuts
+// its log back (log-cut.ts) and takes the new primary's records from there on its next connection.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
+import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { LogWriter, type CheckpointCriteria } from './log-writer.js';
 import { scanLog } from './log-reader.js';
 import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
 import type { FileOps } from './file-ops.js';
 import { MirrorError } from './mirror-errors.js';
+import { cutLogBack, type LogCut } from './log-cut.js';
+import { forgetForkPointsAfter } from './mirror-history.js';
 import {
   DEFAULT_MAX_RECORD_BYTES,
   MirrorFrameReader,
@@ -59,6 +67,13 @@ export interface MirrorBackupOptions {
   handshakeTimeoutMs?: number;
   /** A connection silent this long is closed (the primary sends keepalives), ms. Default 30,000. */
   idleTimeoutMs?: number;
+  /**
+   * Whether a primary's resync answer is followed (seed 004 step 465): this node held records
+   * past the point where that primary took over, so it cuts them (after copying them into
+   * `<dir>/diverged/<lsn>-<time>/`, a log `readLog` reads) and mirrors it from there. Default
+   * true. False: refused like a divergence (EMIRRORDIVERGED), nothing cut.
+   */
+  resync?: boolean;
   /** Passed to the log writer. */
   segmentBytes?: number;
   fileOps?: FileOps;
@@ -89,12 +104,19 @@ export interface MirrorBackupStats {
   linkLossFlushes: number;
   /** Connections refused because this backup took over (promote()): the old primary redialling. */
   refusedAfterTakeover: number;
+  /** Times the log was cut back on a primary's resync answer, and the records cut in all. */
+  resyncs: number;
+  recordsCut: number;
+  /** Connections refused while a resync cut the log. */
+  refusedWhileResyncing: number;
 }
 
 /** What `promote()` leaves: the log's extent, every record of it on disk, and whom it mirrored. */
 export interface PromotedBackup {
   /** Every record below this is in the backup's log and on its disk (fdatasync). */
   nextLsn: number;
+  /** CRC32C of record `nextLsn - 1`'s payload (0 when the log holds none): the fork point's check. */
+  lastCrc: number;
   /** The log's first LSN. */
   firstLsn: number;
   /** The primary attached when replication stopped (node and incarnation), or null if none was. */
@@ -141,8 +163,10 @@ export interface MirrorBackupEvents {
   detached: [info: { primary: string; error: MirrorError }];
   /** A connection was closed for bad input or a protocol breach (EMIRRORAUTH, EMIRRORPROTO, EMIRRORTIMEOUT). */
   rejected: [info: { remote: string; error: MirrorError; reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted' }];
-  /** The primary refused this backup (its START's refusal). */
+  /** The primary refused this backup (its START's refusal; a followed resync is `resynced`). */
   refused: [info: { primary: string; refusal: StartRefusal; reason: string; error: MirrorError }];
+  /** The log was cut back to a new primary's fork point (seed 004 step 465): what was cut, and where it was kept. */
+  resynced: [info: { primary: string; cut: LogCut }];
   /** The backup's log failed (an I/O error): it takes nothing more; reopen to recover. */
   failed: [error: MirrorError];
   /**
@@ -168,6 +192,9 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     timeouts: 0,
     linkLossFlushes: 0,
     refusedAfterTakeover: 0,
+    resyncs: 0,
+    recordsCut: 0,
+    refusedWhileResyncing: 0,
   };
   /** This life's incarnation (in every frame). */
   readonly incarnation: bigint;
@@ -177,6 +204,8 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   private held: number;
   private lastCrc: number;
   private readonly firstLsn: number;
+  /** The log being cut back (resync): nothing is taken until it is done. */
+  private resyncing: Promise<void> | null = null;
   private readonly maxRecordBytes: number;
   private failure: MirrorError | null = null;
   private closing: Promise<void> | null = null;
@@ -191,7 +220,8 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
 
   private constructor(
     private readonly options: MirrorBackupOptions,
-    private readonly writer: LogWriter,
+    /** Replaced when a resync reopens the log. */
+    private writer: LogWriter,
     private readonly server: net.Server,
     lastCrc: number,
   ) {
@@ -216,22 +246,9 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     checkMirrorName('log name', options.log ?? 'default');
     if (options.primary !== undefined) checkMirrorName('primary', options.primary);
     if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
-    const writer = await LogWriter.open({
-      dir: options.dir,
-      sync: 'checkpoint',
-      ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
-      ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
-      ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
-      ...(options.fileOps ? { fileOps: options.fileOps } : {}),
-    });
+    const writer = await openBackupWriter(options);
     try {
-      // The HELLO names the CRC of the last record held, so the primary can tell a backup that
-      // holds other records at the same LSNs (divergence) from one that is merely behind.
-      let lastCrc = 0;
-      const next = writer.nextLsn;
-      if (next > writer.recovery.firstLsn) {
-        await scanLog(options.dir, { fromLsn: next - 1, toLsn: next, onRecord: (_lsn, p) => (lastCrc = crc32c(p)), ...(options.fileOps ? { fileOps: options.fileOps } : {}) });
-      }
+      const lastCrc = await lastRecordCrc(options, writer);
       const server = net.createServer();
       server.listen(options.port, options.host);
       await once(server, 'listening'); // rejects with the listen error (EADDRINUSE...)
@@ -334,9 +351,10 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     const info = (async () => {
       // Step 426: replication disabled. Nothing more is taken from any connection.
       for (const c of [...this.conns]) this.drop(c, new MirrorError('EMIRRORREFUSED', why));
+      await this.resyncing;
       // Step 427: the log flushed (close() writes and fdatasyncs what is held, then closes it).
       await this.writer.close();
-      return { nextLsn: this.held, firstLsn: this.firstLsn, previousPrimary, startedAt, flushedAt: performance.now() };
+      return { nextLsn: this.held, lastCrc: this.held > this.firstLsn ? this.lastCrc : 0, firstLsn: this.firstLsn, previousPrimary, startedAt, flushedAt: performance.now() };
     })();
     this.promotion = { reason: why, info };
     return info;
@@ -353,6 +371,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
 
   private async closeOnce(): Promise<void> {
     this.closed = true;
+    await this.resyncing;
     const serverClosed = new Promise<void>((r) => this.server.close(() => r()));
     for (const c of [...this.conns]) this.drop(c, new MirrorError('EMIRRORCLOSED', 'the backup is closing'));
     await Promise.all([...this.conns].map((c) => c.closed));
@@ -369,6 +388,12 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       this.stats.refusedAfterTakeover++;
       socket.destroy();
       this.emit('rejected', { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: 'promoted', error: new MirrorError('EMIRRORREFUSED', this.promotion.reason) });
+      return;
+    }
+    if (this.resyncing) {
+      // The HELLO would name a log being cut: the primary redials shortly.
+      this.stats.refusedWhileResyncing++;
+      socket.destroy();
       return;
     }
     this.stats.connections++;
@@ -432,9 +457,15 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   private take(conn: Conn, frame: MirrorFrame): boolean {
     const m = frame.message;
     if (m.type === 'start') {
+      if (m.refusal === 'resync' && this.options.resync !== false) {
+        this.resync(conn, m.node, m.fromLsn, m.prevCrc, m.reason);
+        return false;
+      }
       if (m.refusal !== null) {
         this.stats.refusedByPrimary++;
-        const error = new MirrorError(m.refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `primary ${m.node} refused this backup (${m.refusal}): ${m.reason}`);
+        // A resync not followed (`resync: false`) leaves the logs diverged, as the primary found them.
+        const diverged = m.refusal === 'diverged' || m.refusal === 'resync';
+        const error = new MirrorError(diverged ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `primary ${m.node} refused this backup (${m.refusal}${m.refusal === 'resync' ? ', not followed: resync is off' : ''}): ${m.reason}`);
         this.emit('refused', { primary: m.node, refusal: m.refusal, reason: m.reason, error });
         this.drop(conn, error);
         return false;
@@ -447,6 +478,12 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       if (m.fromLsn !== this.held) {
         this.stats.gaps++;
         this.reject(conn, 'gap', new MirrorError('EMIRRORPROTO', `START from LSN ${m.fromLsn}, but the backup holds every record below ${this.held} and nothing after`));
+        return false;
+      }
+      // The primary compared its record below with this backup's (the HELLO's CRC); check its
+      // answer here too, so neither side alone decides two logs are one.
+      if (this.held > this.firstLsn && m.prevCrc !== this.lastCrc) {
+        this.reject(conn, 'gap', new MirrorError('EMIRRORDIVERGED', `START from LSN ${m.fromLsn} names CRC32C ${m.prevCrc.toString(16)} for record ${m.fromLsn - 1}, this backup holds ${this.lastCrc.toString(16)}`));
         return false;
       }
       conn.primaryIncarnation = frame.senderIncarnation;
@@ -492,6 +529,49 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     this.stats.recordsReceived += m.records.length;
     conn.lastSeq = frame.seq;
     return true;
+  }
+
+  /**
+   * Follows a primary's resync answer (seed 004 step 465): checks this backup's record below
+   * `lsn` is the primary's (`prevCrc`), copies the records from `lsn` on aside, cuts the log
+   * back to `lsn` and reopens it; the primary's next connection then finds it holding exactly
+   * what they share. Refused (EMIRRORDIVERGED, `refused`, nothing cut) when the records below
+   * differ or the point is not inside this log. A failure of the cut fails the backup (its log
+   * is valid, only longer: reopen to retry).
+   */
+  private resync(conn: Conn, primary: string, lsn: number, prevCrc: number, reason: string): void {
+    const refuse = (why: string) => {
+      this.stats.refusedByPrimary++;
+      const error = new MirrorError('EMIRRORDIVERGED', `primary ${primary} asked this backup to cut its log back to LSN ${lsn} (${reason}), refused: ${why}`);
+      this.emit('refused', { primary, refusal: 'resync', reason, error });
+      this.drop(conn, error);
+    };
+    if (!(lsn >= this.firstLsn && lsn < this.held)) return refuse(`this backup holds LSNs ${this.firstLsn} to ${this.held - 1}`);
+    this.drop(conn, new MirrorError('EMIRRORREFUSED', `cutting the log back to LSN ${lsn} for primary ${primary}`));
+    for (const c of [...this.conns]) this.drop(c, new MirrorError('EMIRRORREFUSED', `cutting the log back to LSN ${lsn}`));
+    const o = this.options;
+    const fileOps = o.fileOps;
+    this.resyncing = (async () => {
+      await this.writer.close(); // flushes what is held: the scan below reads it from disk
+      let own: number | null = null;
+      if (lsn > this.firstLsn) await scanLog(o.dir, { fromLsn: lsn - 1, toLsn: lsn, onRecord: (_l, p) => (own = crc32c(p)), ...(fileOps ? { fileOps } : {}) });
+      let cut: LogCut | null = null;
+      if (lsn === this.firstLsn || own === prevCrc) {
+        const keepDir = path.join(o.dir, 'diverged', `${lsn}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+        cut = await cutLogBack(o.dir, lsn, keepDir, fileOps);
+        await forgetForkPointsAfter(o.dir, lsn);
+      }
+      this.writer = await openBackupWriter(o);
+      this.held = this.writer.nextLsn;
+      this.lastCrc = await lastRecordCrc(o, this.writer);
+      if (cut) {
+        this.stats.resyncs++;
+        this.stats.recordsCut += cut.cutRecords;
+        this.emit('resynced', { primary, cut });
+      } else refuse(`its record ${lsn - 1} has CRC32C ${(own ?? 0).toString(16)}, the primary's ${prevCrc.toString(16)}: the logs differ before the fork point`);
+    })()
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => (this.resyncing = null));
   }
 
   /** Reports the durable LSN to the primary when a checkpoint moved it (one ACK per turn). */
@@ -570,4 +650,28 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     for (const c of [...this.conns]) this.drop(c, this.failure);
     this.emit('failed', this.failure);
   }
+}
+
+function openBackupWriter(options: MirrorBackupOptions): Promise<LogWriter> {
+  return LogWriter.open({
+    dir: options.dir,
+    sync: 'checkpoint',
+    ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
+    ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
+    ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
+    ...(options.fileOps ? { fileOps: options.fileOps } : {}),
+  });
+}
+
+/**
+ * CRC32C of the log's last record (0 when it has none). The HELLO names it, so the primary can
+ * tell a backup that holds other records at the same LSNs (divergence) from one merely behind.
+ */
+async function lastRecordCrc(options: MirrorBackupOptions, writer: LogWriter): Promise<number> {
+  let crc = 0;
+  const next = writer.nextLsn;
+  if (next > writer.recovery.firstLsn) {
+    await scanLog(options.dir, { fromLsn: next - 1, toLsn: next, onRecord: (_lsn, p) => (crc = crc32c(p)), ...(options.fileOps ? { fileOps: options.fileOps } : {}) });
+  }
+  return crc;
 }

@@ -13,9 +13,13 @@ export type MirrorErrorCode =
   | 'EMIRRORPROTO'
   /**
    * The backup holds records the primary does not (beyond its next LSN) or other ones (its last
-   * record differs from the primary's at that LSN). Refused, never overwritten: an operator decides.
+   * record differs from the primary's at that LSN), and no fork point of the primary explains it
+   * (mirror-history.ts: a returning primary is cut back to where its successor took over, with
+   * `resync`). Refused, never overwritten: an operator decides.
    */
   | 'EMIRRORDIVERGED'
+  /** The log's fork-point history (mirror-history.ts) is not valid: nothing is decided from it. */
+  | 'EMIRRORHISTORY'
   /** The other side refused the connection for another reason (log name, node, records the primary no longer has). */
   | 'EMIRRORREFUSED'
   /** No ACK within `ackTimeoutMs` of a frame sent (or no HELLO / START in the handshake's time). */

@@ -14,8 +14,11 @@
 //                  backup does at steps 425/427 on leaving normal).
 //   backup-only    the seed's third state (method 400): a former backup that took over
 //                  (takeover.ts opens its MirroredLog in it); every commit durable here before
-//                  its ack, no backup dialled. Not driven by link events (MirrorWatch decides
-//                  the takeover, not this table): every event leaves it.
+//                  its ack. The takeover itself is MirrorWatch's decision, not this table's. When
+//                  the old primary returns (step 460) and attaches as this node's backup, after
+//                  cutting what it held past the fork point (mirror-history.ts), it catches up
+//                  and the normal state resumes with the roles swapped (step 465); losing it
+//                  again is primary-only, as for any primary.
 //
 // Catching-up ends when the backup's ACK covers every record already acknowledged to a caller
 // (`ackedLsn`), not when it equals the primary's next LSN at some instant: under a steady flow
@@ -99,18 +102,19 @@ function go(from: MirrorState, to: MirrorState, why: string): MirrorTransition {
 
 /** The transition `event` causes in `state`. */
 export function nextMirrorState(state: MirrorState, event: MirrorEvent): MirrorTransition {
-  if (state === 'backup-only') return stay(state, `${event.type} in backup-only: that state is not driven by the primary's link yet`, true);
+  // Alone (no backup attached): the primary's own or the one that took over.
+  const alone = state === 'primary-only' || state === 'backup-only';
   switch (event.type) {
     case 'backup-attached':
-      if (state !== 'primary-only') return stay(state, `a backup attached in ${state}: one backup at a time`, true);
+      if (!alone) return stay(state, `a backup attached in ${state}: one backup at a time`, true);
       return go(state, 'catching-up', `backup attached, receiving from LSN ${event.fromLsn}`);
     case 'backup-ack':
-      if (state === 'primary-only') return stay(state, 'an ACK without an attached backup', true);
+      if (alone) return stay(state, 'an ACK without an attached backup', true);
       if (state === 'normal') return stay(state, `backup holds below ${event.heldLsn}`);
       if (event.heldLsn >= event.ackedLsn) return go(state, 'normal', `backup caught up: it holds below ${event.heldLsn}, every commit acknowledged so far (below ${event.ackedLsn})`);
       return stay(state, `backup holds below ${event.heldLsn}, commits are acknowledged below ${event.ackedLsn}`);
     case 'link-lost':
-      if (state === 'primary-only') return stay(state, `link lost (${event.reason}) with no backup attached`);
+      if (alone) return stay(state, `link lost (${event.reason}) with no backup attached`);
       return go(state, 'primary-only', `link to the backup lost (${event.reason})`);
   }
 }

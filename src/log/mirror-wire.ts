@@ -11,7 +11,7 @@
 // Layout (big endian, network order):
 //    0  4  frame length: the bytes after this field, MAC included (u32)
 //    4  4  magic "TKML"
-//    8  1  version 1
+//    8  1  version 2 (2 added START's CRC and the resync answer)
 //    9  1  type: 1 HELLO, 2 START, 3 RECORDS, 4 ACK
 //   10  8  sender's incarnation (u64)
 //   18  8  receiver's incarnation (u64; 0 in HELLO: the backup does not know it yet)
@@ -25,8 +25,10 @@
 //           | first LSN of the backup's log | held LSN: it holds every record below
 //           | CRC32C of the record just below the held LSN (u32; 0 when it holds none)
 //   START   (primary -> backup, first) primary node (text 1..64) | from LSN: the first record it
-//           will send (= the HELLO's held LSN when accepted) | refusal (u8: 0 accepted,
-//           1 diverged, 2 behind, 3 log, 4 node) | reason (text 0..200)
+//           will send (= the HELLO's held LSN when accepted) | CRC32C of the primary's record
+//           just below the from LSN (u32; 0 when there is none) | refusal (u8: 0 accepted,
+//           1 diverged, 2 behind, 3 log, 4 node, 5 resync: cut your log to the from LSN, whose
+//           record below must have that CRC, and connect again) | reason (text 0..200)
 //   RECORDS (primary -> backup) first LSN | count (u32) | per record: length (u32) | bytes.
 //           Count 0 is the keepalive: the backup answers every RECORDS frame with an ACK, so an
 //           idle link is still seen to be alive.
@@ -37,7 +39,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { BodyError, BodyReader } from '../wire/body-reader.js';
 
 export const MIRROR_MAGIC = Buffer.from('TKML', 'ascii');
-export const MIRROR_VERSION = 1;
+export const MIRROR_VERSION = 2;
 const MAC_BYTES = 32;
 /** Bytes from the frame's start (its length field) to the body. */
 export const MIRROR_HEADER_BYTES = 50;
@@ -67,13 +69,19 @@ export type StartRefusal =
   /** The backup mirrors another log (the names differ). */
   | 'log'
   /** The backup is not the node the primary was told to mirror to. */
-  | 'node';
-const REFUSAL_CODES: Record<StartRefusal, number> = { diverged: 1, behind: 2, log: 3, node: 4 };
+  | 'node'
+  /**
+   * The backup holds records past a point where this primary's history forked from the one the
+   * backup followed (this primary took over there): it must cut its log back to the START's
+   * from LSN and connect again (seed 004 step 465, the returning primary resynchronised).
+   */
+  | 'resync';
+const REFUSAL_CODES: Record<StartRefusal, number> = { diverged: 1, behind: 2, log: 3, node: 4, resync: 5 };
 const REFUSALS_BY_CODE = new Map(Object.entries(REFUSAL_CODES).map(([k, v]) => [v, k as StartRefusal]));
 
 export type MirrorMessage =
   | { type: 'hello'; log: string; node: string; firstLsn: number; heldLsn: number; lastCrc: number }
-  | { type: 'start'; node: string; fromLsn: number; refusal: StartRefusal | null; reason: string }
+  | { type: 'start'; node: string; fromLsn: number; prevCrc: number; refusal: StartRefusal | null; reason: string }
   | { type: 'records'; firstLsn: number; records: Buffer[] }
   | { type: 'ack'; heldLsn: number; durableLsn: number; frameSeq: bigint };
 
@@ -187,10 +195,11 @@ function bodyOf(m: MirrorMessage): Buffer {
       checkLsn('from LSN', m.fromLsn);
       const node = textBytes(m.node, MAX_NAME_BYTES);
       const reason = fitReason(m.reason);
-      const b = Buffer.alloc(1 + node.length + 8 + 1 + 1 + reason.length);
+      const b = Buffer.alloc(1 + node.length + 8 + 4 + 1 + 1 + reason.length);
       let o = b.writeUInt8(node.length, 0);
       o += node.copy(b, o);
       o = b.writeBigUInt64BE(BigInt(m.fromLsn), o);
+      o = b.writeUInt32BE(m.prevCrc >>> 0, o);
       o = b.writeUInt8(m.refusal === null ? 0 : REFUSAL_CODES[m.refusal], o);
       o = b.writeUInt8(reason.length, o);
       reason.copy(b, o);
@@ -272,11 +281,12 @@ function readBody(type: MirrorMessageType, r: BodyReader, maxRecordBytes: number
     case 'start': {
       const node = r.text('node', 1, MAX_NAME_BYTES);
       const fromLsn = r.safeInt('from LSN');
+      const prevCrc = r.u32();
       const code = r.u8();
       const refusal = code === 0 ? null : REFUSALS_BY_CODE.get(code);
       if (refusal === undefined) throw new BodyError(`refusal code ${code}`);
       const reason = r.text('reason', 0, MAX_REASON_BYTES);
-      return { type, node, fromLsn, refusal, reason };
+      return { type, node, fromLsn, prevCrc, refusal, reason };
     }
     case 'records': {
       const firstLsn = r.safeInt('first LSN');

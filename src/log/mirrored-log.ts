@@ -22,6 +22,7 @@ import { LogWriterError } from './log-errors.js';
 import { scanLog } from './log-reader.js';
 import type { FileOps } from './file-ops.js';
 import { MirrorError } from './mirror-errors.js';
+import { readForkPoints, resyncPoint, type ForkPoint } from './mirror-history.js';
 import { randomNonce } from './mirror-backup.js';
 import { INITIAL_MIRROR_STATE, ackRuleOf, nextMirrorState, type LinkLossReason, type MirrorEvent, type MirrorState } from './mirror-state.js';
 import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
@@ -44,7 +45,8 @@ export interface MirroredLogOptions {
   dir: string;
   /**
    * Where the backup listens (MirrorBackup); `node`: the only backup node accepted (default: any
-   * with the key). Required unless `state` is 'backup-only' (then it must be absent).
+   * with the key). Required unless `state` is 'backup-only'; there it is where the old primary
+   * listens when it returns as this node's backup (seed 004 step 460), dialled until it does.
    */
   backup?: { host: string; port: number; node?: string };
   /**
@@ -52,7 +54,9 @@ export interface MirroredLogOptions {
    * attaches. 'backup-only': this node is a former backup that took over (seed 004 FIG. 11,
    * method 400; `takeOver()` in takeover.ts opens it so): no backup is dialled, every commit is
    * durable here (fdatasync, group commit) before it is acknowledged (steps 435-455 as
-   * 320-360). Nothing leaves that state yet (a returning primary's resync is not built).
+   * 320-360). With `backup` given, the old primary is dialled there: when it returns it is told
+   * to cut what it holds past this node's fork point (mirror-history.ts), attaches, catches up,
+   * and the normal state resumes (steps 460-465).
    */
   state?: 'primary-only' | 'backup-only';
   /** The shared key, at least 16 bytes. */
@@ -100,7 +104,10 @@ export interface MirroredLogStats {
   ackedLocally: number;
   connects: number;
   attached: number;
-  /** STARTs refusing a backup, by reason (diverged: the backup holds records the primary does not, or others). */
+  /**
+   * STARTs refusing a backup, by reason (diverged: the backup holds records the primary does
+   * not, or others; resync: it was told to cut back to a fork point, and connects again).
+   */
   refused: Record<StartRefusal, number>;
   /** Frames from the backup refused by the decoder, by reason (each closed the connection). */
   rejected: Record<MirrorRejection, number>;
@@ -180,7 +187,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     ackedLocally: 0,
     connects: 0,
     attached: 0,
-    refused: { diverged: 0, behind: 0, log: 0, node: 0 },
+    refused: { diverged: 0, behind: 0, log: 0, node: 0, resync: 0 },
     rejected: Object.fromEntries(REJECTIONS.map((r) => [r, 0])) as Record<MirrorRejection, number>,
     badAcks: 0,
     linkLost: Object.fromEntries(LOSSES.map((r) => [r, 0])) as Record<LinkLossReason, number>,
@@ -239,6 +246,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private constructor(
     private readonly options: MirroredLogOptions,
     private readonly writer: LogWriter,
+    /** Where this node took over (mirror-history.ts): where a returning old primary is cut back to. */
+    private readonly forks: readonly ForkPoint[],
   ) {
     super();
     this.incarnation = options.incarnation ?? randomNonce();
@@ -264,9 +273,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     checkMirrorKey(options.key);
     checkMirrorName('node', options.node);
     checkMirrorName('log name', options.log ?? 'default');
-    if ((options.state ?? 'primary-only') === 'backup-only') {
-      if (options.backup) throw new RangeError('a backup-only log dials no backup: leave `backup` out');
-    } else if (!options.backup) throw new RangeError('`backup` is required unless state is backup-only');
+    if ((options.state ?? 'primary-only') !== 'backup-only' && !options.backup) throw new RangeError('`backup` is required unless state is backup-only');
     if (options.backup?.node !== undefined) checkMirrorName('backup node', options.backup.node);
     if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
     const ack = options.ackTimeoutMs ?? 1000;
@@ -279,7 +286,14 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
       ...(options.fileOps ? { fileOps: options.fileOps } : {}),
     });
-    const log = new MirroredLog(options, writer);
+    let forks: ForkPoint[];
+    try {
+      forks = await readForkPoints(options.dir);
+    } catch (err) {
+      await writer.close().catch(() => {});
+      throw err;
+    }
+    const log = new MirroredLog(options, writer, forks);
     log.dial();
     return log;
   }
@@ -556,6 +570,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private async onHello(link: Link, m: Extract<MirrorMessage, { type: 'hello' }>): Promise<void> {
     let refusal: StartRefusal | null = null;
     let reason = '';
+    let prevCrc = 0;
+    let fromLsn = m.heldLsn;
     const next = this.writer.nextLsn;
     if (m.log !== this.logName) [refusal, reason] = ['log', `the backup mirrors log ${JSON.stringify(m.log)}, this is ${JSON.stringify(this.logName)}`];
     else if (this.options.backup?.node !== undefined && m.node !== this.options.backup.node) [refusal, reason] = ['node', `backup node ${m.node}, expected ${this.options.backup.node}`];
@@ -575,20 +591,28 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
         return;
       }
       if (crc === null || crc !== m.lastCrc) [refusal, reason] = ['diverged', `the backup's record ${m.heldLsn - 1} differs from the primary's (CRC32C ${m.lastCrc.toString(16)} vs ${crc === null ? 'none' : crc.toString(16)})`];
+      else prevCrc = crc;
+    }
+    // A backup past one of this node's fork points (the old primary returning, with records it
+    // wrote that never reached this node): cut back there and mirror from it (step 465).
+    const fork = refusal === 'diverged' ? resyncPoint(this.forks, m, next) : null;
+    if (fork) {
+      [refusal, reason, fromLsn, prevCrc] = ['resync', `${this.options.node} took over at LSN ${fork.lsn}${fork.previousPrimary ? ` from ${fork.previousPrimary}` : ''}; ${reason}`, fork.lsn, fork.prevCrc];
     }
     if (link.gone) return;
     if (refusal) {
       this.stats.refused[refusal]++;
       const error = new MirrorError(refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `backup ${m.node} refused (${refusal}): ${reason}`);
-      this.send(link, { type: 'start', node: this.options.node, fromLsn: next, refusal, reason });
+      this.send(link, { type: 'start', node: this.options.node, fromLsn: refusal === 'resync' ? fromLsn : next, prevCrc, refusal, reason });
       this.emit('link', { type: 'refused', backup: m.node, refusal, error });
       // The START goes out before the close (end() flushes it), so the backup sees the reason.
       link.socket.end();
-      this.lose(link, 'refused', error, false, false);
+      // Told to resync, the backup cuts its log and is expected back at once.
+      this.lose(link, 'refused', error, false, false, refusal !== 'resync');
       return;
     }
     link.reader.accept(this.incarnation, link.nonce);
-    this.send(link, { type: 'start', node: this.options.node, fromLsn: m.heldLsn, refusal: null, reason: '' });
+    this.send(link, { type: 'start', node: this.options.node, fromLsn: m.heldLsn, prevCrc, refusal: null, reason: '' });
     link.phase = 'streaming';
     link.cursor = m.heldLsn;
     link.held = m.heldLsn;
@@ -725,7 +749,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
    * moves to primary-only (flushing when it was normal) and, unless closing, the backup is
    * dialled again after a pause.
    */
-  private lose(link: Link, reason: LinkLossReason, error: MirrorError, connectFailed = false, destroy = true): void {
+  private lose(link: Link, reason: LinkLossReason, error: MirrorError, connectFailed = false, destroy = true, waitLongest = reason === 'refused'): void {
     if (link.gone) return;
     link.gone = true;
     if (link.timer) clearInterval(link.timer);
@@ -738,7 +762,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     }
     this.transition({ type: 'link-lost', reason });
     this.settle();
-    if (!this.closed && !this.failure) this.scheduleDial(reason === 'refused');
+    if (!this.closed && !this.failure) this.scheduleDial(waitLongest);
   }
 
   private scheduleDial(longest: boolean): void {

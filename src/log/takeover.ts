@@ -14,8 +14,9 @@ import { MirroredLog, type MirroredLogOptions } from './mirrored-log.js';
 import type { MirrorBackup, PromotedBackup } from './mirror-backup.js';
 import { scanLog } from './log-reader.js';
 import { takeoverGuard, type TakeoverSafety } from './mirror-failure.js';
+import { recordForkPoint } from './mirror-history.js';
 
-export interface TakeOverOptions extends Pick<MirroredLogOptions, 'key' | 'node' | 'log' | 'incarnation' | 'checkpoint' | 'maxRecordBytes' | 'segmentBytes' | 'fileOps'> {
+export interface TakeOverOptions extends Pick<MirroredLogOptions, 'key' | 'node' | 'log' | 'incarnation' | 'checkpoint' | 'maxRecordBytes' | 'segmentBytes' | 'fileOps' | 'backup' | 'ackTimeoutMs' | 'keepaliveMs' | 'reconnect'> {
   /**
    * Called with every record of the log in LSN order, before `takeOver` resolves (step 428):
    * the application rebuilds its state from them. `payload` is a view: copy what is kept.
@@ -44,8 +45,10 @@ export interface TakenOver {
 /**
  * Takes over from the primary `backup` mirrored (seed 004 FIG. 13, steps 426-428): stops
  * replication and refuses the old primary from now on (`MirrorBackup.promote()`), flushes the
- * backup's log, opens it as a `MirroredLog` in the backup-only state (recovery: a torn tail cut,
- * damage refused), and calls `options.replay` with every record so the application rebuilds its
+ * backup's log, records the fork point (mirror-history.ts), opens the log as a `MirroredLog` in
+ * the backup-only state (recovery: a torn tail cut, damage refused; with `backup`, the old
+ * primary's mirror address, dialled until it returns and resyncs: steps 460-465), and calls
+ * `options.replay` with every record so the application rebuilds its
  * state. Resolves once that is done: the caller then starts serving clients and sends the
  * recovery signal (step 429). `backup` stays open, refusing connections, until the caller
  * closes it (after the returned log, or before: they share nothing but the directory).
@@ -60,6 +63,9 @@ export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): 
   const promoted = await backup.promote({ ...(options.reason !== undefined ? { reason: options.reason } : {}), ...(options.force !== undefined ? { force: options.force } : {}), ...(options.quietMs !== undefined ? { quietMs: options.quietMs } : {}) });
   const t1 = performance.now();
   const { replay, reason: _reason, force: _force, quietMs: _quiet, ...rest } = options;
+  // The fork point, durable before the first record of this node's own: where the old primary,
+  // returning as this node's backup, is cut back to (mirror-history.ts, step 465).
+  await recordForkPoint(backup.dir, { lsn: promoted.nextLsn, prevCrc: promoted.lastCrc, node: options.node, previousPrimary: promoted.previousPrimary?.node ?? null, at: new Date().toISOString() });
   const log = await MirroredLog.open({ ...rest, dir: backup.dir, state: 'backup-only' });
   const t2 = performance.now();
   let records = 0;

@@ -19,8 +19,9 @@ describe('mirror frames', () => {
   it('each message round-trips, with its envelope', () => {
     const messages: MirrorMessage[] = [
       hello,
-      { type: 'start', node: 'node-a', fromLsn: 7, refusal: null, reason: '' },
-      { type: 'start', node: 'node-a', fromLsn: 9, refusal: 'diverged', reason: 'the backup holds records 9..11 the primary does not have' },
+      { type: 'start', node: 'node-a', fromLsn: 7, prevCrc: 0, refusal: null, reason: '' },
+      { type: 'start', node: 'node-a', fromLsn: 9, prevCrc: 0x89abcdef, refusal: 'diverged', reason: 'the backup holds records 9..11 the primary does not have' },
+      { type: 'start', node: 'node-a', fromLsn: 4, prevCrc: 0xfedcba98, refusal: 'resync', reason: 'cut back to LSN 4, where node-a took over' },
       { type: 'records', firstLsn: 2 ** 53 - 4, records: [Buffer.alloc(0), Buffer.from('x'), record(5, 1000)] },
       { type: 'records', firstLsn: 0, records: [] },
       { type: 'ack', heldLsn: 12, durableLsn: 10, frameSeq: 2n ** 64n - 1n },
@@ -70,18 +71,18 @@ describe('mirror frames', () => {
     };
     cases.push(['length below the smallest frame', [mod(start, (c) => c.writeUInt32BE(10, 0))], 'short']);
     cases.push(['magic', [mod(start, (c) => (c[5] = 0x41))], 'magic']);
-    cases.push(['version', [mod(start, (c) => (c[8] = 2))], 'version']);
+    cases.push(['version', [mod(start, (c) => (c[8] = 1))], 'version']);
     cases.push(['type', [mod(start, (c) => (c[9] = 9))], 'type']);
     cases.push(['length above the largest frame', [start, mod(recs, (c) => c.writeUInt32BE(0x7fffffff, 0))], 'length']);
-    cases.push(['wrong key', [frame('primary', 0n, { type: 'start', node: 'p', fromLsn: 0, refusal: null, reason: '' }, OTHER_KEY)], 'hmac']);
+    cases.push(['wrong key', [frame('primary', 0n, { type: 'start', node: 'p', fromLsn: 0, prevCrc: 0, refusal: null, reason: '' }, OTHER_KEY)], 'hmac']);
     cases.push(['a changed payload byte', [start, mod(recs, (c) => c.writeUInt8(c.readUInt8(MIRROR_HEADER_BYTES + 20) ^ 1, MIRROR_HEADER_BYTES + 20))], 'hmac']);
     cases.push(['a record above maxRecordBytes', [start, frame('primary', 1n, { type: 'records', firstLsn: 0, records: [Buffer.alloc(300)] })], 'body', backupReader({ maxRecordBytes: 200, maxFrameBytes: 4096 })]);
     cases.push(['replayed RECORDS', [start, recs, recs], 'sequence']);
     cases.push(['RECORDS of another connection (its nonce)', [start, frame('primary', 1n, { type: 'records', firstLsn: 0, records: [] }, KEY, { primaryNonce: 77n })], 'session']);
-    cases.push(['a START for another backup connection', [frame('primary', 0n, { type: 'start', node: 'p', fromLsn: 0, refusal: null, reason: '' }, KEY, { backupNonce: 5n })], 'session']);
-    cases.push(['a START for another backup life', [frame('primary', 0n, { type: 'start', node: 'p', fromLsn: 0, refusal: null, reason: '' }, KEY, { backupIncarnation: 9n })], 'session']);
+    cases.push(['a START for another backup connection', [frame('primary', 0n, { type: 'start', node: 'p', fromLsn: 0, prevCrc: 0, refusal: null, reason: '' }, KEY, { backupNonce: 5n })], 'session']);
+    cases.push(['a START for another backup life', [frame('primary', 0n, { type: 'start', node: 'p', fromLsn: 0, prevCrc: 0, refusal: null, reason: '' }, KEY, { backupIncarnation: 9n })], 'session']);
     cases.push(['RECORDS before START', [recs], 'unexpected']);
-    cases.push(['a second START', [start, frame('primary', 1n, { type: 'start', node: 'p', fromLsn: 0, refusal: null, reason: '' })], 'unexpected']);
+    cases.push(['a second START', [start, frame('primary', 1n, { type: 'start', node: 'p', fromLsn: 0, prevCrc: 0, refusal: null, reason: '' })], 'unexpected']);
     cases.push(['an ACK from the primary', [start, frame('primary', 1n, { type: 'ack', heldLsn: 0, durableLsn: 0, frameSeq: 0n })], 'unexpected']);
     for (const [what, frames, reason, reader] of cases) {
       const r = reader ?? backupReader();
@@ -92,7 +93,7 @@ describe('mirror frames', () => {
     }
     // A body that authenticates but is malformed: bytes after it.
     const env = envelope('primary', 0n);
-    const good = encodeMirrorFrame({ ...env, message: { type: 'start', node: 'p', fromLsn: 0, refusal: null, reason: '' } }, KEY);
+    const good = encodeMirrorFrame({ ...env, message: { type: 'start', node: 'p', fromLsn: 0, prevCrc: 0, refusal: null, reason: '' } }, KEY);
     const body = good.subarray(MIRROR_HEADER_BYTES, good.length - 32);
     const longer = Buffer.concat([good.subarray(0, MIRROR_HEADER_BYTES), body, Buffer.from([0])]);
     longer.writeUInt32BE(longer.length + 32 - 4, 0);
