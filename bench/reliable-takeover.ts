@@ -2,7 +2,7 @@
 // loopback: the time from the kill to the takeover done (seed FIG. 13 steps 426-428: promote,
 // flush, reopen, replay), to the recovery signal (the first client greeted with RECOVERED,
 // step 429-530) and to the first message resent after it answered (step 540). The primary is a
-// child process (test/reliable-primary-child.ts, the one the kill test uses), the backup and 10
+// child process (test/reliable-primary-child.ts), the backup and 10
 // clients (4 requests in flight each) are this process. The takeover is called as soon as the
 // child is reaped and the backup has seen its connection end: no failure detector is in these times (it would add its detection time).
 // Measured, no baseline yet (PostgreSQL synchronous replication is the issue's, not built).

@@ -1,5 +1,5 @@
-// A reliable order-matching primary as its own process, for tests that SIGKILL it mid-load
-// (test/unit/reliable-failover.test.ts): a MirroredLog mirrored to the backup at BACKUP_PORT and
+// A reliable order-matching primary as its own process, for the takeover benchmark that SIGKILLs it mid-load
+// (bench/reliable-takeover.ts): a MirroredLog mirrored to the backup at BACKUP_PORT and
 // a ReliableServer over it. Run: node --import tsx test/reliable-primary-child.ts DIR BACKUP_PORT KEY_HEX
 // Prints {"port":N} once listening, then "state S" on every state change.
 import { MirroredLog } from '../src/log/mirrored-log.js';

@@ -120,7 +120,7 @@ describe('returning primary resync (seed 004 step 465)', () => {
     };
     await load(primary, 'a', 40);
     for (let round = 0; round < 4; round++) {
-      const dead = backupNode === 'b' ? 'a' : 'b';
+      const dead: 'a' | 'b' = backupNode === 'b' ? 'a' : 'b';
       await primary.close();
       await strayTail(dirs[dead], dead, 3 + round);
       await until(() => !backup.attached, 2000, 'backup detached');

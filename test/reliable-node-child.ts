@@ -1,0 +1,80 @@
+// One node of a reliable order-matching pair as its own process, for tests that kill and restart
+// nodes many times (test/unit/reliable-chaos.test.ts): it starts as the primary (a MirroredLog
+// mirrored to its peer, a ReliableServer over it) or as the backup (a MirrorBackup on its log
+// directory: a returning primary resyncs there, seed 004 step 465), and on "takeover" from stdin
+// it takes over (replay, then serve with the recovery signal) and dials its peer's mirror address
+// so that the peer, when it returns, becomes its backup.
+// Run: node --import tsx test/reliable-node-child.ts '{"node":..,"dir":..,"role":"primary"|"backup",
+//   "mirrorPort":..,"peerMirrorPort":..,"clientPort":..,"keyHex":..}'
+// Prints JSON lines: {"ev":"ready"}, {"ev":"state","state":S}, {"ev":"resynced","cut":N},
+// {"ev":"serving","recoveredLsn":N,"takeoverMs":T,"replayed":R}, {"ev":"snapshot",...}, {"ev":"error",...}.
+// Reads lines: "takeover", "snapshot".
+import { createInterface } from 'node:readline';
+import { MirroredLog } from '../src/log/mirrored-log.js';
+import { MirrorBackup } from '../src/log/mirror-backup.js';
+import { takeOver } from '../src/log/takeover.js';
+import { ReliableServer } from '../src/reliable/reliable-server.js';
+import { ReliableState } from '../src/reliable/reliable-state.js';
+import { orderMatchingApp, type OrderBook } from '../docs/examples/order-matching/order-book.js';
+
+interface NodeConfig {
+  node: string;
+  dir: string;
+  role: 'primary' | 'backup';
+  mirrorPort: number;
+  peerMirrorPort: number;
+  clientPort: number;
+  keyHex: string;
+}
+
+const config = JSON.parse(process.argv[2] ?? '{}') as NodeConfig;
+const key = Buffer.from(config.keyHex, 'hex');
+const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const LINK = { ackTimeoutMs: 300, reconnect: { minMs: 10, maxMs: 100 } };
+const peer = { host: '127.0.0.1', port: config.peerMirrorPort };
+
+let state = new ReliableState<OrderBook>(orderMatchingApp);
+let log: MirroredLog | null = null;
+let backup: MirrorBackup | null = null;
+
+function watch(l: MirroredLog): void {
+  l.on('state', (s) => say({ ev: 'state', state: s }));
+  l.on('failed', (e) => say({ ev: 'error', error: e.message }));
+}
+
+async function serve(recoveredLsn?: number): Promise<void> {
+  const server = await ReliableServer.listen({ log: log!, state, host: '127.0.0.1', port: config.clientPort, node: config.node, incarnation: log!.incarnation, ...(recoveredLsn !== undefined ? { recoveredLsn } : {}) });
+  server.on('rejected', ({ error }) => say({ ev: 'error', error: `rejected: ${error.message}` }));
+}
+
+async function takeOverNow(): Promise<void> {
+  const b = backup!;
+  const t0 = performance.now();
+  // The failure detector stands in the test; the guard in promote() still refuses a primary
+  // heard recently, so wait for its connection to be gone (a killed or fenced process).
+  while (b.attached && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+  state = new ReliableState<OrderBook>(orderMatchingApp);
+  const t = await takeOver(b, { key, node: config.node, log: 'orders', replay: (lsn, p) => state.replay(lsn, p), backup: peer, ...LINK });
+  log = t.log;
+  watch(log);
+  await b.close();
+  backup = null;
+  await serve(t.promoted.nextLsn);
+  say({ ev: 'serving', recoveredLsn: t.promoted.nextLsn, takeoverMs: performance.now() - t0, replayed: t.records, mismatches: state.stats.replayMismatches });
+}
+
+if (config.role === 'primary') {
+  log = await MirroredLog.open({ dir: config.dir, backup: peer, key, node: config.node, log: 'orders', ...LINK });
+  watch(log);
+  await serve();
+} else {
+  backup = await MirrorBackup.listen({ dir: config.dir, host: '127.0.0.1', port: config.mirrorPort, key, node: config.node, log: 'orders' });
+  backup.on('resynced', ({ cut }) => say({ ev: 'resynced', cut: cut.cutRecords }));
+  backup.on('failed', (e) => say({ ev: 'error', error: e.message }));
+}
+say({ ev: 'ready', role: config.role });
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line === 'takeover') void takeOverNow().catch((e: Error) => say({ ev: 'error', error: `takeover: ${e.message}` }));
+  else if (line === 'snapshot') say({ ev: 'snapshot', book: state.state.snapshot(), nextLsn: log?.nextLsn ?? null, mismatches: state.stats.replayMismatches });
+});
