@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitAddressProbe(env, exports);
   takeover::InitSgIo(env, exports);
   takeover::InitTcpRepair(env, exports);
+  takeover::InitFileLock(env, exports);
   return exports;
 }
 }  // namespace

@@ -16,4 +16,5 @@ void InitNeighAnnounce(Napi::Env env, Napi::Object exports);  // neigh_announce.
 void InitAddressProbe(Napi::Env env, Napi::Object exports);   // address_probe.cc
 void InitSgIo(Napi::Env env, Napi::Object exports);         // sg_io.cc
 void InitTcpRepair(Napi::Env env, Napi::Object exports);    // tcp_repair.cc
+void InitFileLock(Napi::Env env, Napi::Object exports);     // file_lock.cc
 }  // namespace takeover

@@ -327,6 +327,8 @@ export interface NativeBindings {
   closeFd(fd: number): void;
   /** TCP_REPAIR peek of a local socket's kernel sequence numbers (CAP_NET_ADMIN). */
   tcpRepairSeq(fd: number): RepairSeq;
+  /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another open file holds it. Never waits. */
+  tryLockExclusive(fd: number): boolean;
 
   addAddress(ifname: string, address: string, prefixLength: number): void;
   removeAddress(ifname: string, address: string, prefixLength: number): void;

@@ -8,7 +8,7 @@
 //   "mirrorPort":..,"peerMirrorPort":..,"clientPort":..,"keyHex":..}'
 // Prints JSON lines: {"ev":"ready"}, {"ev":"state","state":S}, {"ev":"resynced","cut":N},
 // {"ev":"serving","recoveredLsn":N,"takeoverMs":T,"replayed":R}, {"ev":"snapshot",...}, {"ev":"error",...}.
-// Reads lines: "takeover", "snapshot".
+// Reads lines: "takeover", "snapshot", "close" (flush and close the log, then exit 0).
 import { createInterface } from 'node:readline';
 import { MirroredLog } from '../src/log/mirrored-log.js';
 import { MirrorBackup } from '../src/log/mirror-backup.js';
@@ -36,6 +36,7 @@ const peer = { host: '127.0.0.1', port: config.peerMirrorPort };
 let state = new ReliableState<OrderBook>(orderMatchingApp);
 let log: MirroredLog | null = null;
 let backup: MirrorBackup | null = null;
+let server: ReliableServer<OrderBook> | null = null;
 
 function watch(l: MirroredLog): void {
   l.on('state', (s) => say({ ev: 'state', state: s }));
@@ -43,7 +44,7 @@ function watch(l: MirroredLog): void {
 }
 
 async function serve(recoveredLsn?: number): Promise<void> {
-  const server = await ReliableServer.listen({ log: log!, state, host: '127.0.0.1', port: config.clientPort, node: config.node, incarnation: log!.incarnation, ...(recoveredLsn !== undefined ? { recoveredLsn } : {}) });
+  server = await ReliableServer.listen({ log: log!, state, host: '127.0.0.1', port: config.clientPort, node: config.node, incarnation: log!.incarnation, ...(recoveredLsn !== undefined ? { recoveredLsn } : {}) });
   server.on('rejected', ({ error }) => say({ ev: 'error', error: `rejected: ${error.message}` }));
 }
 
@@ -76,5 +77,11 @@ say({ ev: 'ready', role: config.role });
 
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line === 'takeover') void takeOverNow().catch((e: Error) => say({ ev: 'error', error: `takeover: ${e.message}` }));
+  else if (line === 'close') void (async () => {
+    await server?.close();
+    await log?.close();
+    await backup?.close();
+    process.exit(0);
+  })();
   else if (line === 'snapshot') say({ ev: 'snapshot', book: state.state.snapshot(), nextLsn: log?.nextLsn ?? null, mismatches: state.stats.replayMismatches });
 });

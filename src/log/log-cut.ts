@@ -6,11 +6,12 @@
 // a crash at any step leaves a valid log that is merely longer (the cut is repeated on the next
 // connection), never a hole.
 //
-// The log must not be open for writing meanwhile (close its writer first).
+// It holds the directory's lock (dir-lock.ts) meanwhile: close the log's writer first.
 import path from 'node:path';
 import { HEADER_BYTES, FRAME_OVERHEAD } from './log-format.js';
 import { scanLog } from './log-reader.js';
 import { LogWriter } from './log-writer.js';
+import { LogDirLock } from './dir-lock.js';
 import { nodeFileOps, type FileOps } from './file-ops.js';
 
 /** What cutLogBack() did. */
@@ -30,11 +31,20 @@ export interface LogCut {
  * Cuts the log in `dir` back so that its next LSN is `lsn`: records from `lsn` on are copied
  * into a new log at `keepDir` (created; it must not hold a log) and then removed, durably. A log
  * already ending at `lsn` is left as it is. Rejects with RangeError when `lsn` is below the log's
- * first LSN or past its end, LogCorruptionError (ELOGCORRUPT) when the log is damaged (nothing is
- * cut), or a system error of a file operation (then the log is still valid: see above).
+ * first LSN or past its end, LogWriterError ELOGLOCKED when a writer has the log open,
+ * LogCorruptionError (ELOGCORRUPT) when the log is damaged (nothing is cut), or a system error of a file operation (then the log is still valid: see above).
  */
 export async function cutLogBack(dir: string, lsn: number, keepDir: string, fileOps: FileOps = nodeFileOps): Promise<LogCut> {
   if (!Number.isSafeInteger(lsn) || lsn < 0) throw new RangeError(`${lsn} is not an LSN`);
+  const lock = await LogDirLock.acquire(dir, `a cut back to LSN ${lsn}`);
+  try {
+    return await cut(dir, lsn, keepDir, fileOps);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function cut(dir: string, lsn: number, keepDir: string, fileOps: FileOps): Promise<LogCut> {
   const scan = await scanLog(dir, { fileOps });
   if (lsn < scan.firstLsn || lsn > scan.nextLsn) throw new RangeError(`cannot cut the log in ${dir} back to LSN ${lsn}: it holds LSNs ${scan.firstLsn} to ${scan.nextLsn - 1}`);
   const cutRecords = scan.nextLsn - lsn;

@@ -28,9 +28,11 @@ export type LogWriterErrorCode =
   /** The payload is larger than `maxRecordBytes`. Nothing was numbered. */
   | 'ELOGRECORDSIZE'
   /** An append queued behind a batch that failed: numbered after a record that will never be written. */
-  | 'ELOGABORTED';
+  | 'ELOGABORTED'
+  /** At open: another writer holds the log's directory (dir-lock.ts); nothing was read or changed. */
+  | 'ELOGLOCKED';
 
-/** A writer's refusal of an append; `cause` holds the I/O error behind it, where there is one. */
+/** A writer's refusal of an append, or of its open (ELOGLOCKED); `cause` holds the I/O error behind it, where there is one. */
 export class LogWriterError extends Error {
   override readonly name = 'LogWriterError';
   constructor(

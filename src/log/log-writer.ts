@@ -9,6 +9,7 @@
 import path from 'node:path';
 import { FRAME_OVERHEAD, HEADER_BYTES, encodeFrame, encodeHeader, segmentName } from './log-format.js';
 import { LogIoError, LogWriterError, errnoCode } from './log-errors.js';
+import { LogDirLock } from './dir-lock.js';
 import { nodeFileOps, type FileOps, type LogFile } from './file-ops.js';
 import { scanLog, type LogScan } from './log-reader.js';
 
@@ -108,7 +109,12 @@ export class LogWriter {
   private dueUpTo = 0;
   private idle: (() => void) | null = null;
 
-  private constructor(options: LogWriterOptions, recovery: LogScan, segment: Segment | null) {
+  private constructor(
+    options: LogWriterOptions,
+    recovery: LogScan,
+    segment: Segment | null,
+    private readonly lock: LogDirLock,
+  ) {
     this.recovery = recovery;
     this.ops = options.fileOps ?? nodeFileOps;
     this.dir = options.dir;
@@ -124,8 +130,10 @@ export class LogWriter {
 
   /**
    * Opens the log in `options.dir` for appending: recovers it first (`scanLog` with repair: a torn
-   * tail is cut), then appends after its last record. Rejects with `LogCorruptionError`
-   * (ELOGCORRUPT) on damage, `RangeError` on bad options, or the system error of a failed read.
+   * tail is cut), then appends after its last record. Holds the directory's lock (dir-lock.ts)
+   * until `close()`. Rejects with LogWriterError ELOGLOCKED when another writer holds it,
+   * `LogCorruptionError` (ELOGCORRUPT) on damage, `RangeError` on bad options, or the system
+   * error of a failed read.
    */
   static async open(options: LogWriterOptions): Promise<LogWriter> {
     const segmentBytes = options.segmentBytes ?? 64 * 1024 * 1024;
@@ -135,11 +143,17 @@ export class LogWriter {
     }
     const ops = options.fileOps ?? nodeFileOps;
     await ops.mkdir(options.dir);
-    const recovery = await scanLog(options.dir, { repair: true, fileOps: ops, emptyFirstLsn: options.firstLsn ?? 0 });
-    const last = recovery.segments.at(-1);
-    let segment: Segment | null = null;
-    if (last) segment = { path: last.path, file: await ops.open(last.path, 'existing'), firstLsn: last.firstLsn, size: last.bytes };
-    return new LogWriter(options, recovery, segment);
+    const lock = await LogDirLock.acquire(options.dir, 'a log writer');
+    try {
+      const recovery = await scanLog(options.dir, { repair: true, fileOps: ops, emptyFirstLsn: options.firstLsn ?? 0 });
+      const last = recovery.segments.at(-1);
+      let segment: Segment | null = null;
+      if (last) segment = { path: last.path, file: await ops.open(last.path, 'existing'), firstLsn: last.firstLsn, size: last.bytes };
+      return new LogWriter(options, recovery, segment, lock);
+    } catch (err) {
+      await lock.release().catch(() => {});
+      throw err;
+    }
   }
 
   /** The LSN the next `append` gets (appends are numbered in call order, at the call). */
@@ -228,7 +242,11 @@ export class LogWriter {
     for (const p of this.queue.splice(0)) p.reject(new LogWriterError('ELOGCLOSED', 'the log writer is closed'));
     const seg = this.segment;
     this.segment = null;
-    if (seg) await seg.file.close();
+    try {
+      if (seg) await seg.file.close();
+    } finally {
+      await this.lock.release();
+    }
     if (flushError) throw flushError;
   }
 

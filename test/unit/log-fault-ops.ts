@@ -1,4 +1,5 @@
 // File operations for the log tests: the real ones, counted, with faults injected on demand.
+import { readdirSync } from 'node:fs';
 import { nodeFileOps, type FileOps, type LogFile } from '../../src/log/file-ops.js';
 
 export interface FaultPlan {
@@ -54,3 +55,6 @@ export function faultyFileOps(plan: FaultPlan = {}): FileOps & { plan: FaultPlan
     },
   };
 }
+
+/** The segment files in a log directory (its LOCK file and the like left out). */
+export const segmentFiles = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith('.log'));

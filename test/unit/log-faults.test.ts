@@ -11,7 +11,7 @@ import { LogWriter } from '../../src/log/log-writer.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { LogIoError, LogWriterError } from '../../src/log/log-errors.js';
 import { HEADER_BYTES, FRAME_OVERHEAD, segmentName } from '../../src/log/log-format.js';
-import { faultyFileOps } from './log-fault-ops.js';
+import { faultyFileOps, segmentFiles } from './log-fault-ops.js';
 
 let dir: string;
 beforeEach(() => {
@@ -112,7 +112,7 @@ describe('injected faults', () => {
     await w.append(rec(1));
     ops.plan.writeFails = { afterBytes: 10, code: 'ENOSPC' }; // the new segment's header
     await expect(w.append(rec(2))).rejects.toMatchObject({ code: 'ENOSPC', firstLsn: 2 });
-    expect(readdirSync(dir)).toEqual([segmentName(0)]);
+    expect(segmentFiles(dir)).toEqual([segmentName(0)]);
     expect(await w.append(rec(2))).toBe(2);
     await w.close();
     expect((await readLog(dir)).records.length).toBe(3);

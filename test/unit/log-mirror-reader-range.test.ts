@@ -5,6 +5,7 @@ import { appendFileSync, mkdtempSync, rmSync, writeFileSync, readdirSync } from 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { segmentFiles } from './log-fault-ops.js';
 import { LogWriter } from '../../src/log/log-writer.js';
 import { readLog, scanLog } from '../../src/log/log-reader.js';
 import { FRAME_OVERHEAD, HEADER_BYTES } from '../../src/log/log-format.js';
@@ -27,7 +28,7 @@ async function writeLog(count: number, firstLsn = 0): Promise<void> {
 describe('scanLog fromLsn / toLsn', () => {
   it('every range of a multi-segment log gives exactly its records', async () => {
     await writeLog(14, 100); // segments at 100, 104, 108, 112
-    expect(readdirSync(dir).length).toBe(4);
+    expect(segmentFiles(dir).length).toBe(4);
     for (let from = 98; from <= 116; from++) {
       for (const to of [undefined, from, from + 1, from + 5, 120]) {
         const seen: number[] = [];
@@ -56,7 +57,7 @@ describe('scanLog fromLsn / toLsn', () => {
 
   it('toLsn stops before a torn tail past it (a reader of a log being written)', async () => {
     await writeLog(3);
-    const file = path.join(dir, readdirSync(dir)[0]!);
+    const file = path.join(dir, segmentFiles(dir)[0]!);
     appendFileSync(file, Buffer.from([9, 0, 0, 0, 1, 2])); // half a record's head
     const upTo = await scanLog(dir, { toLsn: 3 });
     expect(upTo.tornTail).toBeNull();

@@ -5,6 +5,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { segmentFiles } from './log-fault-ops.js';
 import { LogWriter } from '../../src/log/log-writer.js';
 import { readLog, scanLog } from '../../src/log/log-reader.js';
 import { LogCorruptionError } from '../../src/log/log-errors.js';
@@ -129,14 +130,14 @@ describe('crash simulation', () => {
   it('a last segment whose header never made it is removed; the one before goes on', async () => {
     const dir = fresh();
     await writeLog(dir, 6, HEADER_BYTES + 3 * (FRAME_OVERHEAD + 40));
-    const names = readdirSync(dir).sort();
+    const names = segmentFiles(dir).sort();
     const extra = path.join(dir, segmentName(6));
     for (const content of [Buffer.alloc(0), Buffer.alloc(32), encodeHeader(6).subarray(0, 20)]) {
       writeFileSync(extra, content);
       const r = await scanLog(dir, { repair: true });
       expect(r.tornTail).toMatchObject({ segmentRemoved: true, cut: true });
       expect(r.nextLsn).toBe(6);
-      expect(readdirSync(dir).sort()).toEqual(names);
+      expect(segmentFiles(dir).sort()).toEqual(names);
     }
   });
 });
@@ -174,7 +175,7 @@ describe('damage is an error naming the segment and the offset', () => {
   it('any bad record in a segment that is not the last, even its last record', async () => {
     const dir = fresh();
     await writeLog(dir, 9, HEADER_BYTES + 3 * (FRAME_OVERHEAD + 40));
-    const names = readdirSync(dir).sort();
+    const names = segmentFiles(dir).sort();
     expect(names.length).toBe(3);
     const seg = path.join(dir, names[1]!);
     const buf = readFileSync(seg);
@@ -189,7 +190,7 @@ describe('damage is an error naming the segment and the offset', () => {
   it('a damaged header, a missing segment, a name that does not match its header', async () => {
     const dir = fresh();
     await writeLog(dir, 9, HEADER_BYTES + 3 * (FRAME_OVERHEAD + 40));
-    const names = readdirSync(dir).sort().map((f) => path.join(dir, f));
+    const names = segmentFiles(dir).sort().map((f) => path.join(dir, f));
     const saved = readFileSync(names[2]!);
     const h = Buffer.from(saved);
     h[3] = 0x21;
@@ -218,7 +219,7 @@ describe('fuzz: random bytes and truncations into the reader', () => {
     const int = (k: number) => Math.floor(rnd() * k);
     const base = fresh();
     await writeLog(base, 20, HEADER_BYTES + 6 * (FRAME_OVERHEAD + 40));
-    const files = readdirSync(base).sort();
+    const files = segmentFiles(base).sort();
     const originals = files.map((f) => readFileSync(path.join(base, f)));
     const dir = fresh();
     let ok = 0;

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LogWriter } from '../../src/log/log-writer.js';
 import { readLog } from '../../src/log/log-reader.js';
 import { HEADER_BYTES, FRAME_OVERHEAD } from '../../src/log/log-format.js';
-import { faultyFileOps } from './log-fault-ops.js';
+import { faultyFileOps, segmentFiles } from './log-fault-ops.js';
 
 let dir: string;
 beforeEach(() => {
@@ -44,7 +44,7 @@ describe('LogWriter', () => {
     await w.close();
     const r = await readLog(path.join(dir, 'sub'));
     expect([r.firstLsn, r.nextLsn]).toEqual([1000, 1001]);
-    expect(readdirSync(path.join(dir, 'sub'))).toEqual(['00000000000000001000.log']);
+    expect(segmentFiles(path.join(dir, 'sub'))).toEqual(['00000000000000001000.log']);
   });
 
   it('rolls over to a new segment before a record would pass segmentBytes; numbering runs on', async () => {
@@ -53,7 +53,7 @@ describe('LogWriter', () => {
     const w = await LogWriter.open({ dir, segmentBytes });
     await Promise.all(Array.from({ length: 10 }, (_, i) => w.append(rec(i, 100))));
     await w.close();
-    const names = readdirSync(dir).sort();
+    const names = segmentFiles(dir).sort();
     expect(names).toEqual(['00000000000000000000.log', '00000000000000000003.log', '00000000000000000006.log', '00000000000000000009.log']);
     for (const n of names.slice(0, 3)) expect(statSync(path.join(dir, n)).size).toBe(segmentBytes);
     const r = await readLog(dir);
@@ -64,7 +64,7 @@ describe('LogWriter', () => {
     await w2.append(rec(11, 100));
     await w2.append(rec(12, 100));
     await w2.close();
-    expect(readdirSync(dir).length).toBe(5);
+    expect(segmentFiles(dir).length).toBe(5);
     expect((await readLog(dir)).records.length).toBe(13);
   });
 
@@ -209,7 +209,7 @@ describe("LogWriter 'checkpoint' at a segment's end", () => {
     await Promise.all(Array.from({ length: 6 }, (_, i) => w.append(rec(i, 100))));
     expect(performance.now() - t0).toBeLessThan(5_000);
     expect(w.stats.batches).toBe(2);
-    expect(readdirSync(d).sort()).toEqual(['00000000000000000000.log', '00000000000000000004.log']);
+    expect(segmentFiles(d).sort()).toEqual(['00000000000000000000.log', '00000000000000000004.log']);
     await w.close();
   });
 });
