@@ -56,7 +56,10 @@ if (role === 'backup') {
     ackTimeoutMs: Number(need('ack-timeout')),
     reconnect: { minMs: 20, maxMs: 250 },
   });
-  log.on('state', (to, from, why) => emit('state', { to, from, why }));
+  const where = () => ({ held: log.backupHeldLsn, acked: log.ackedLsn, next: log.nextLsn, durable: log.durableLsn, fromDisk: log.stats.recordsFromDisk, sent: log.stats.recordsSent, acks: log.stats.acksReceived });
+  log.on('state', (to, from, why) => emit('state', { to, from, why, ...where() }));
+  // While catching up: where the backup and the acknowledgements are, every 10 ms (what a slow catch-up waits for).
+  setInterval(() => log.state === 'catching-up' && emit('catching-up', where()), 10).unref();
   log.on('link', (i) => emit('link', { ...i, ...('error' in i ? { error: i.error.message } : {}) }));
   let stop = false;
   let runs: Array<Promise<void>> = [];

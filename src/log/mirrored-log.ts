@@ -459,7 +459,9 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private trimMemory(): void {
     const durable = this.writer.durableLsn;
     const l = this.link;
-    let keepFrom = l && l.phase === 'streaming' && l.cursor >= this.memFirst ? Math.min(durable, l.cursor) : durable;
+    // With a failsafe link, what was sent but not yet ACKed stays too (at most maxInFlightBytes):
+    // the connection a switch opens starts where the backup's last ACK was.
+    let keepFrom = l && l.phase === 'streaming' && l.cursor >= this.memFirst ? Math.min(durable, this.addresses.length > 1 ? l.held : l.cursor) : durable;
     // A switch's dial in its handshake: keep what the backup may lack (see `retainFrom`).
     if (this.retainFrom !== null) {
       if (l && l.phase !== 'streaming') keepFrom = Math.min(keepFrom, this.retainFrom);

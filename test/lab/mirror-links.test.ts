@@ -106,10 +106,11 @@ describe('log mirror over two links in namespaces', () => {
     const slow = primary.events.filter((e) => e.event === 'slow');
     const ackedTotal = (done.acked as number[]).reduce((x, y) => x + y, 0);
     console.log(
-      `main link dropped: noticed ${detectMs.toFixed(0)} ms after (ackTimeoutMs ${ACK_TIMEOUT}), out of normal ${outMs.toFixed(1)} ms, normal again over the failsafe ${((back.t as number) - dropAt).toFixed(0)} ms after the drop; ` +
+      `main link dropped: noticed ${detectMs.toFixed(0)} ms after (ackTimeoutMs ${ACK_TIMEOUT}), out of normal ${outMs.toFixed(1)} ms (attached on the failsafe ${((attached.t as number) - (left.t as number)).toFixed(1)} ms after leaving normal), normal again over the failsafe ${((back.t as number) - dropAt).toFixed(0)} ms after the drop; ` +
         `failsafe down too: primary-only ${poMs.toFixed(0)} ms after; main back: normal ${againMs.toFixed(0)} ms after; ` +
         `${ackedTotal} commits, longest append wait ${(done.maxWaitMs as number).toFixed(1)} ms, ${slow.length} waits >= 50 ms`,
     );
+    if (outMs > SWITCH_BOUND) console.log(JSON.stringify(primary.events.filter((e) => (e.t as number) >= (left.t as number) - 5 && (e.t as number) <= (back.t as number) + 5 && e.event !== 'slow' && e.event !== 'progress')));
     expect(done.errors).toBe(0);
     expect(detectMs).toBeLessThan(DETECT_BOUND);
     expect(outMs).toBeLessThan(SWITCH_BOUND);
