@@ -111,6 +111,7 @@ export type { TakeOverOptions, TakenOver } from './log/takeover.js';
 export { MirrorError } from './log/mirror-errors.js';
 export type { MirrorErrorCode } from './log/mirror-errors.js';
 export type { MirrorState } from './log/mirror-state.js';
+export type { MirrorAddress, MirrorLinkName } from './log/mirror-links.js';
 export { ReliableServer } from './reliable/reliable-server.js';
 export type { ReliableServerOptions, ReliableServerStats } from './reliable/reliable-server.js';
 export { ReliableClient, ReliableClientError } from './reliable/reliable-client.js';

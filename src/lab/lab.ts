@@ -160,6 +160,37 @@ export class Lab {
     await run('ip', ['-n', this.switchNs, 'link', 'set', 'dev', port, 'down']);
   }
 
+  /**
+   * One of a host's links dies the way a cable or a switch port does, the host living on: the
+   * switch drops every frame to or from that link's port (ARP and floods included), nothing is
+   * closed or reset. restoreLink() undoes it.
+   */
+  async dropLink(host: string, link: 'main' | 'failsafe'): Promise<void> {
+    const port = this.linkPort(host, link);
+    const rules = [
+      `table bridge ${dropTable(host, link)} {`,
+      '  chain down { type filter hook forward priority -400;',
+      `    iifname "${port}" drop`,
+      `    oifname "${port}" drop`,
+      '  }',
+      '}',
+    ].join('\n');
+    await run('ip', ['netns', 'exec', this.switchNs, 'nft', '-f', '-'], rules);
+  }
+
+  /** Undoes dropLink(host, link). */
+  async restoreLink(host: string, link: 'main' | 'failsafe'): Promise<void> {
+    this.linkPort(host, link);
+    await run('ip', ['netns', 'exec', this.switchNs, 'nft', 'delete', 'table', 'bridge', dropTable(host, link)]);
+  }
+
+  private linkPort(host: string, link: 'main' | 'failsafe'): string {
+    const h = this.host(host);
+    const port = link === 'main' ? h.port : h.failsafe?.port;
+    if (!port) throw new Error(`lab host ${host} has no ${link} link`);
+    return port;
+  }
+
   /** Kills every child, deletes every namespace. Safe to call twice and after a failed build. */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
@@ -294,6 +325,11 @@ export async function tcpTimerSysctls(lab: Lab, host: string) {
     keepaliveIntvl: await read('net.ipv4.tcp_keepalive_intvl'),
     keepaliveProbes: await read('net.ipv4.tcp_keepalive_probes'),
   };
+}
+
+/** The switch's nft table for dropLink(host, link). */
+function dropTable(host: string, link: 'main' | 'failsafe'): string {
+  return `takeover_lab_drop_${host}_${link}`;
 }
 
 /** The switch's nft table for a cut between two hosts (the same whichever is named first). */

@@ -9,6 +9,9 @@
 // and reported, and nothing of it is appended. Records must continue exactly where the backup's
 // log ends: a gap closes the connection. One primary at a time: a newer connection whose START
 // authenticates replaces the older one (the primary reconnected while the old socket lingers).
+// It may listen on two addresses, one on each path of the replication link (seed 004 [0031]:
+// main link 82, failsafe link 86); a primary that lost one path comes back on the other, and
+// its START there replaces the connection left on the lost path.
 //
 // A returning primary listens as its successor's backup (seed 004 steps 460-465): the new primary
 // answers its HELLO with a resync START naming the fork point (mirror-history.ts); this backup
@@ -26,6 +29,7 @@ import type { FileOps } from './file-ops.js';
 import { MirrorError } from './mirror-errors.js';
 import { cutLogBack, type LogCut } from './log-cut.js';
 import { forgetForkPointsAfter } from './mirror-history.js';
+import { backupListenersOf, formatMirrorAddress, type MirrorAddress, type MirrorLinkName } from './mirror-links.js';
 import {
   DEFAULT_MAX_RECORD_BYTES,
   MirrorFrameReader,
@@ -47,6 +51,13 @@ export interface MirrorBackupOptions {
   host: string;
   /** TCP port; 0 picks a free one (read `port` after listen). */
   port: number;
+  /**
+   * A second address to listen on, the backup's end of the failsafe link (seed 004 [0031]);
+   * port 0 picks a free one (read `failsafePort`). The primary names it in `backup.failsafe`.
+   * RangeError at listen: given without `host`/`port`, a bad host or port, equal to the main
+   * address.
+   */
+  failsafe?: MirrorAddress;
   /** The shared key, at least 16 bytes (the primary's). */
   key: Buffer;
   /** This node's name (1..64 bytes), sent in HELLO. */
@@ -109,6 +120,8 @@ export interface MirrorBackupStats {
   recordsCut: number;
   /** Connections refused while a resync cut the log. */
   refusedWhileResyncing: number;
+  /** Primaries attached, by the link (listener) their connection came in on. */
+  attachedOn: Record<MirrorLinkName, number>;
 }
 
 /** What `promote()` leaves: the log's extent, every record of it on disk, and whom it mirrored. */
@@ -139,6 +152,8 @@ export function randomNonce(): bigint {
 interface Conn {
   socket: net.Socket;
   remote: string;
+  /** The listener (link) it came in on. */
+  link: MirrorLinkName;
   reader: MirrorFrameReader;
   nonce: bigint;
   seqOut: bigint;
@@ -158,7 +173,7 @@ interface Conn {
 
 export interface MirrorBackupEvents {
   /** A primary's START was accepted: records follow from `fromLsn`. */
-  attached: [info: { primary: string; fromLsn: number; remote: string }];
+  attached: [info: { primary: string; fromLsn: number; remote: string; link: MirrorLinkName }];
   /** The attached primary's connection ended. */
   detached: [info: { primary: string; error: MirrorError }];
   /** A connection was closed for bad input or a protocol breach (EMIRRORAUTH, EMIRRORPROTO, EMIRRORTIMEOUT). */
@@ -195,6 +210,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     resyncs: 0,
     recordsCut: 0,
     refusedWhileResyncing: 0,
+    attachedOn: { main: 0, failsafe: 0 },
   };
   /** This life's incarnation (in every frame). */
   readonly incarnation: bigint;
@@ -222,7 +238,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     private readonly options: MirrorBackupOptions,
     /** Replaced when a resync reopens the log. */
     private writer: LogWriter,
-    private readonly server: net.Server,
+    private readonly servers: ReadonlyArray<{ link: MirrorLinkName; server: net.Server }>,
     lastCrc: number,
   ) {
     super();
@@ -232,7 +248,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     // A record its own log would refuse is refused on the wire (not numbered, not half-taken).
     this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? 64 * 1024 * 1024) - HEADER_BYTES - FRAME_OVERHEAD);
     this.lastCrc = lastCrc;
-    server.on('connection', (s) => this.onConnection(s));
+    for (const { link, server } of servers) server.on('connection', (s) => this.onConnection(s, link));
   }
 
   /**
@@ -246,22 +262,47 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     checkMirrorName('log name', options.log ?? 'default');
     if (options.primary !== undefined) checkMirrorName('primary', options.primary);
     if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
+    const listeners = backupListenersOf(options);
     const writer = await openBackupWriter(options);
+    const servers: Array<{ link: MirrorLinkName; server: net.Server }> = [];
     try {
       const lastCrc = await lastRecordCrc(options, writer);
-      const server = net.createServer();
-      server.listen(options.port, options.host);
-      await once(server, 'listening'); // rejects with the listen error (EADDRINUSE...)
-      return new MirrorBackup(options, writer, server, lastCrc);
+      for (const l of listeners) {
+        const server = net.createServer();
+        servers.push({ link: l.link, server });
+        server.listen(l.port, l.host);
+        await once(server, 'listening'); // rejects with the listen error (EADDRINUSE...)
+      }
+      return new MirrorBackup(options, writer, servers, lastCrc);
     } catch (err) {
+      for (const { server } of servers) server.close();
       await writer.close().catch(() => {});
       throw err;
     }
   }
 
-  /** The port listened on. */
+  /** The port listened on (the main link's). */
   get port(): number {
-    return (this.server.address() as net.AddressInfo).port;
+    return (this.servers[0]!.server.address() as net.AddressInfo).port;
+  }
+
+  /** The port listened on on the failsafe link, or undefined without `failsafe`. */
+  get failsafePort(): number | undefined {
+    const s = this.servers[1];
+    return s ? (s.server.address() as net.AddressInfo).port : undefined;
+  }
+
+  /** The addresses listened on, by link (`host:port`, the ports as bound). */
+  get listening(): ReadonlyArray<{ link: MirrorLinkName; address: string }> {
+    return this.servers.map(({ link, server }) => {
+      const a = server.address() as net.AddressInfo;
+      return { link, address: formatMirrorAddress({ host: a.address, port: a.port }) };
+    });
+  }
+
+  /** The link the attached primary's connection came in on, or null with none attached. */
+  get attachedLink(): MirrorLinkName | null {
+    return this.active?.link ?? null;
   }
 
   /** The backup holds (in memory or on disk) every record below this LSN. */
@@ -372,14 +413,14 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   private async closeOnce(): Promise<void> {
     this.closed = true;
     await this.resyncing;
-    const serverClosed = new Promise<void>((r) => this.server.close(() => r()));
+    const serverClosed = Promise.all(this.servers.map(({ server }) => new Promise<void>((r) => server.close(() => r()))));
     for (const c of [...this.conns]) this.drop(c, new MirrorError('EMIRRORCLOSED', 'the backup is closing'));
     await Promise.all([...this.conns].map((c) => c.closed));
     await serverClosed;
     await this.writer.close();
   }
 
-  private onConnection(socket: net.Socket): void {
+  private onConnection(socket: net.Socket, link: MirrorLinkName): void {
     if (this.closed || this.failure) {
       socket.destroy();
       return;
@@ -403,6 +444,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     const conn: Conn = {
       socket,
       remote: `${socket.remoteAddress}:${socket.remotePort}`,
+      link,
       reader: new MirrorFrameReader({ role: 'backup', incarnation: this.incarnation, nonce }, { key: this.options.key, maxRecordBytes: this.maxRecordBytes, maxFrameBytes: this.options.maxFrameBytes ?? frameBytesFor(this.maxRecordBytes) }),
       nonce,
       seqOut: 0n,
@@ -497,11 +539,12 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       this.active = conn;
       this.lastPrimary = { node: m.node, incarnation: frame.senderIncarnation };
       this.stats.attached++;
+      this.stats.attachedOn[conn.link]++;
       if (previous && previous !== conn) {
         this.stats.replaced++;
         this.drop(previous, new MirrorError('EMIRRORLINK', `replaced by a newer connection of primary ${m.node} from ${conn.remote}`));
       }
-      this.emit('attached', { primary: m.node, fromLsn: m.fromLsn, remote: conn.remote });
+      this.emit('attached', { primary: m.node, fromLsn: m.fromLsn, remote: conn.remote, link: conn.link });
       this.ack(conn); // what it holds, at once: a backup already caught up lets the primary go normal
       return true;
     }

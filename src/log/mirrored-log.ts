@@ -9,7 +9,11 @@
 // to primary-only at once: the writer flushes what waits in RAM (as the seed's steps 425/427
 // do on leaving normal) and the appends the backup never confirmed wait for that flush.
 //
-// The primary keeps dialling the backup (bounded backoff). On each connection the backup says
+// The primary keeps dialling the backup (bounded backoff). The backup may have two addresses,
+// one on each path of the replication link (seed 004 [0031], [0039]: main link 82, failsafe
+// link 86): losing the connection that carried the mirror is followed at once by a dial on the
+// other path (mirror-links.ts says when), so a lost link costs one handshake and a short
+// catch-up out of the normal state, not a backoff. On each connection the backup says
 // what it holds (HELLO); the primary refuses a backup holding records it does not have or
 // other ones (divergence), and otherwise sends from there: records already durable here are
 // read from the log on disk, newer ones from memory. When the backup holds every commit
@@ -24,6 +28,7 @@ import type { FileOps } from './file-ops.js';
 import { MirrorError } from './mirror-errors.js';
 import { readForkPoints, resyncPoint, type ForkPoint } from './mirror-history.js';
 import { randomNonce } from './mirror-backup.js';
+import { formatMirrorAddress, primaryLinksOf, redialChoice, type MirrorAddress, type MirrorLinkAddress, type MirrorLinkName } from './mirror-links.js';
 import { INITIAL_MIRROR_STATE, ackRuleOf, nextMirrorState, type LinkLossReason, type MirrorEvent, type MirrorState } from './mirror-state.js';
 import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
 import {
@@ -47,8 +52,12 @@ export interface MirroredLogOptions {
    * Where the backup listens (MirrorBackup); `node`: the only backup node accepted (default: any
    * with the key). Required unless `state` is 'backup-only'; there it is where the old primary
    * listens when it returns as this node's backup (seed 004 step 460), dialled until it does.
+   * `host`/`port` is its address on the main link; `failsafe`, its address on the failsafe link
+   * (MirrorBackup's `failsafe` listener; seed 004 [0031]): when the connection in use is lost,
+   * the other address is dialled at once. RangeError at open: a failsafe without `host`/`port`,
+   * a port outside 1..65535, an empty host, the failsafe equal to the main address.
    */
-  backup?: { host: string; port: number; node?: string };
+  backup?: { host: string; port: number; node?: string; failsafe?: MirrorAddress };
   /**
    * The state to open in. 'primary-only' (default): dial `backup` and mirror to it when it
    * attaches. 'backup-only': this node is a former backup that took over (seed 004 FIG. 11,
@@ -121,6 +130,10 @@ export interface MirroredLogStats {
   recordsFromDisk: number;
   acksReceived: number;
   transitions: number;
+  /** Backups attached, by the link their connection took. */
+  attachedOn: Record<MirrorLinkName, number>;
+  /** Immediate dials on the other link after losing the connection that carried the mirror. */
+  switches: number;
 }
 
 export interface MirroredLogEvents {
@@ -129,10 +142,12 @@ export interface MirroredLogEvents {
   /** What happened to the link to the backup (for logs and metrics). */
   link: [
     info:
-      | { type: 'attached'; backup: string; fromLsn: number }
-      | { type: 'refused'; backup: string; refusal: StartRefusal; error: MirrorError }
-      | { type: 'lost'; reason: LinkLossReason; error: MirrorError }
-      | { type: 'connect-failed'; error: Error },
+      | { type: 'attached'; backup: string; fromLsn: number; link: MirrorLinkName; address: string }
+      | { type: 'refused'; backup: string; refusal: StartRefusal; error: MirrorError; link: MirrorLinkName }
+      | { type: 'lost'; reason: LinkLossReason; error: MirrorError; link: MirrorLinkName }
+      | { type: 'connect-failed'; error: Error; link: MirrorLinkName; address: string }
+      /** The connection that carried the mirror was lost on `from`; `to` is dialled at once. */
+      | { type: 'switch'; from: MirrorLinkName; to: MirrorLinkName; reason: LinkLossReason; address: string },
   ];
   /** The local log failed (an I/O error): appends are refused from now on (EMIRRORFAILED). */
   failed: [error: MirrorError];
@@ -153,6 +168,8 @@ interface InFlight {
 /** One connection to the backup. */
 interface Link {
   socket: net.Socket;
+  /** The backup's address this connection dialled, and on which link. */
+  address: MirrorLinkAddress;
   reader: MirrorFrameReader;
   phase: 'hello' | 'checking' | 'streaming';
   openedAt: number;
@@ -197,6 +214,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     recordsFromDisk: 0,
     acksReceived: 0,
     transitions: 0,
+    attachedOn: { main: 0, failsafe: 0 },
+    switches: 0,
   };
   /** This life's incarnation (in every frame). */
   readonly incarnation: bigint;
@@ -237,6 +256,18 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private readonly links = new Set<Link>();
   private reconnectTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
+  /** The backup's addresses: main, then the failsafe when configured. */
+  private readonly addresses: MirrorLinkAddress[];
+  /** The address the next dial uses (index into `addresses`). */
+  private dialIndex = 0;
+  /** When the last immediate switch to the other link was made (performance.now(), ms). */
+  private lastSwitchAt = -Infinity;
+  /**
+   * While the dial that follows a switch is in its handshake: records from here on stay in
+   * memory (the backup held every record below it on the lost connection), so the new
+   * connection's HELLO check and catch-up read memory, not a segment on disk.
+   */
+  private retainFrom: number | null = null;
   private sendQueued = false;
   private failure: MirrorError | null = null;
   private closing: Promise<void> | null = null;
@@ -262,6 +293,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     this.firstLsn = writer.recovery.firstLsn;
     this.acked = writer.nextLsn;
     this.memFirst = writer.nextLsn;
+    this.addresses = options.backup ? primaryLinksOf(options.backup) : [];
   }
 
   /**
@@ -274,6 +306,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     checkMirrorName('node', options.node);
     checkMirrorName('log name', options.log ?? 'default');
     if ((options.state ?? 'primary-only') !== 'backup-only' && !options.backup) throw new RangeError('`backup` is required unless state is backup-only');
+    if (options.backup) primaryLinksOf(options.backup); // before anything is opened
     if (options.backup?.node !== undefined) checkMirrorName('backup node', options.backup.node);
     if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
     const ack = options.ackTimeoutMs ?? 1000;
@@ -320,6 +353,20 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   /** The attached backup holds every record below this (its last ACK), or null with no backup attached. */
   get backupHeldLsn(): number | null {
     return this.link?.phase === 'streaming' ? this.link.held : null;
+  }
+
+  /**
+   * The link whose connection carries the mirror now (a backup attached on it), with the
+   * backup's address there; null while no backup is attached.
+   */
+  get mirrorLink(): { link: MirrorLinkName; address: string } | null {
+    const l = this.link;
+    return l?.phase === 'streaming' ? { link: l.address.link, address: formatMirrorAddress(l.address) } : null;
+  }
+
+  /** The backup's configured addresses: main, then failsafe when given (empty in backup-only). */
+  get backupLinks(): ReadonlyArray<{ link: MirrorLinkName; address: string }> {
+    return this.addresses.map((a) => ({ link: a.link, address: formatMirrorAddress(a) }));
   }
 
   /** The local writer's policy (checkpoint in normal, each-commit otherwise). */
@@ -426,7 +473,14 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   private trimMemory(): void {
     const durable = this.writer.durableLsn;
     const l = this.link;
-    const keepFrom = l && l.phase === 'streaming' && l.cursor >= this.memFirst ? Math.min(durable, l.cursor) : durable;
+    // With a failsafe link, what was sent but not yet ACKed stays too (at most maxInFlightBytes):
+    // the connection a switch opens starts where the backup's last ACK was.
+    let keepFrom = l && l.phase === 'streaming' && l.cursor >= this.memFirst ? Math.min(durable, this.addresses.length > 1 ? l.held : l.cursor) : durable;
+    // A switch's dial in its handshake: keep what the backup may lack (see `retainFrom`).
+    if (this.retainFrom !== null) {
+      if (l && l.phase !== 'streaming') keepFrom = Math.min(keepFrom, this.retainFrom);
+      else this.retainFrom = null;
+    }
     const drop = Math.min(keepFrom, this.memFirst + this.mem.length - this.memHead) - this.memFirst;
     if (drop <= 0) return;
     this.memHead += drop;
@@ -474,13 +528,14 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   // ---- the link ----
 
   private dial(): void {
-    const backup = this.options.backup;
-    if (this.closed || this.failure || this.link || !backup) return;
+    const address = this.addresses[this.dialIndex];
+    if (this.closed || this.failure || this.link || !address) return;
     this.stats.connects++;
-    const socket = net.connect({ host: backup.host, port: backup.port });
+    const socket = net.connect({ host: address.host, port: address.port });
     socket.setNoDelay(true);
     const link: Link = {
       socket,
+      address,
       reader: new MirrorFrameReader({ role: 'primary' }, { key: this.options.key, maxFrameBytes: 4096 }),
       phase: 'hello',
       openedAt: performance.now(),
@@ -507,11 +562,11 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     socket.once('connect', () => (connected = true));
     socket.on('error', (err) => {
       if (!connected && !link.gone) {
-        this.emit('link', { type: 'connect-failed', error: err });
-        this.lose(link, 'closed', new MirrorError('EMIRRORLINK', `cannot reach the backup at ${backup.host}:${backup.port}: ${err.message}`, { cause: err }), true);
+        this.emit('link', { type: 'connect-failed', error: err, link: address.link, address: formatMirrorAddress(address) });
+        this.lose(link, 'closed', new MirrorError('EMIRRORLINK', `cannot reach the backup at ${formatMirrorAddress(address)} (${address.link} link): ${err.message}`, { cause: err }), true);
       }
     });
-    socket.on('close', () => this.lose(link, 'closed', new MirrorError('EMIRRORLINK', 'the connection to the backup closed')));
+    socket.on('close', () => this.lose(link, 'closed', new MirrorError('EMIRRORLINK', `the connection to the backup (${address.link} link, ${formatMirrorAddress(address)}) closed`)));
     socket.on('data', (chunk: Buffer) => this.onData(link, chunk));
     socket.on('end', () => {
       const cut = link.reader.finish();
@@ -604,7 +659,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       this.stats.refused[refusal]++;
       const error = new MirrorError(refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `backup ${m.node} refused (${refusal}): ${reason}`);
       this.send(link, { type: 'start', node: this.options.node, fromLsn: refusal === 'resync' ? fromLsn : next, prevCrc, refusal, reason });
-      this.emit('link', { type: 'refused', backup: m.node, refusal, error });
+      this.emit('link', { type: 'refused', backup: m.node, refusal, error, link: link.address.link });
       // The START goes out before the close (end() flushes it), so the backup sees the reason.
       link.socket.end();
       // Told to resync, the backup cuts its log and is expected back at once.
@@ -617,7 +672,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     link.cursor = m.heldLsn;
     link.held = m.heldLsn;
     this.stats.attached++;
-    this.emit('link', { type: 'attached', backup: m.node, fromLsn: m.heldLsn });
+    this.stats.attachedOn[link.address.link]++;
+    this.emit('link', { type: 'attached', backup: m.node, fromLsn: m.heldLsn, link: link.address.link, address: formatMirrorAddress(link.address) });
     this.transition({ type: 'backup-attached', fromLsn: m.heldLsn });
     this.pump(link);
   }
@@ -747,7 +803,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   /**
    * The link ends (once): the socket is destroyed (or ended, after a refusal's START), the state
    * moves to primary-only (flushing when it was normal) and, unless closing, the backup is
-   * dialled again after a pause.
+   * dialled again: at once on the other link when this one carried the mirror and a failsafe
+   * is configured, otherwise after a pause (mirror-links.ts, redialChoice()).
    */
   private lose(link: Link, reason: LinkLossReason, error: MirrorError, connectFailed = false, destroy = true, waitLongest = reason === 'refused'): void {
     if (link.gone) return;
@@ -758,22 +815,43 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     if (this.link === link) this.link = null;
     if (!connectFailed) {
       this.stats.linkLost[reason]++;
-      this.emit('link', { type: 'lost', reason, error });
+      this.emit('link', { type: 'lost', reason, error, link: link.address.link });
+    }
+    const wasAttached = link.phase === 'streaming';
+    // A switch's own dial that failed: nothing more to keep in memory for it.
+    this.retainFrom = null;
+    if (!this.closed && !this.failure && !this.reconnectTimer) {
+      const now = performance.now();
+      const choice = redialChoice({
+        links: this.addresses.length,
+        lastIndex: this.addresses.indexOf(link.address),
+        wasAttached,
+        reason: connectFailed ? 'connect-failed' : reason === 'refused' && !waitLongest ? 'resync' : reason,
+        sinceLastSwitchMs: now - this.lastSwitchAt,
+        guardMs: this.ackTimeoutMs,
+        attempt: this.attempt,
+        minMs: this.options.reconnect?.minMs ?? 50,
+        maxMs: this.options.reconnect?.maxMs ?? 2000,
+      });
+      this.dialIndex = choice.index;
+      if (choice.switched) {
+        const to = this.addresses[choice.index]!;
+        this.lastSwitchAt = now;
+        this.stats.switches++;
+        this.retainFrom = link.held;
+        this.emit('link', { type: 'switch', from: link.address.link, to: to.link, reason, address: formatMirrorAddress(to) });
+        // Dialled before the state moves: the flush that leaving normal starts and the new
+        // handshake then overlap.
+        this.dial();
+      } else {
+        this.attempt++;
+        this.reconnectTimer = setTimeout(() => {
+          this.reconnectTimer = null;
+          this.dial();
+        }, choice.waitMs);
+      }
     }
     this.transition({ type: 'link-lost', reason });
     this.settle();
-    if (!this.closed && !this.failure) this.scheduleDial(waitLongest);
-  }
-
-  private scheduleDial(longest: boolean): void {
-    if (this.reconnectTimer) return;
-    const min = this.options.reconnect?.minMs ?? 50;
-    const max = this.options.reconnect?.maxMs ?? 2000;
-    const wait = longest ? max : Math.min(max, min * 2 ** Math.min(this.attempt, 20));
-    this.attempt++;
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      this.dial();
-    }, wait);
   }
 }
