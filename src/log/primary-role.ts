@@ -14,14 +14,19 @@
 // holder's lease must be the serving process's own, not the node's agent's (an agent alive on a
 // node whose log process died must not keep the role alive). Keys:
 //   record  <log>           {format, log, primary, incarnation (decimal), since (ms since the epoch)}
-//   lease   <log>+<node>    the holder's liveness (liveNodes); '+' is in no log or node name
+//   lease   <log>.<node>    the holder's liveness (liveNodes); a log name has no '.', so the first
+//                           one ends it (etcd takes only [A-Za-z0-9._-] in a lease's name)
 // Records hold nothing else: a ClusterStore-like history is not needed to decide anything.
 import { isDeepStrictEqual } from 'node:util';
 import { type NodeLease, type RawRecord, type StoreBackend, StoreConflictError, StoreUnavailableError } from '../cluster/store-backend.js';
 
 const FORMAT = 'takeover-log-role';
-/** Log and node names: as the agent's config and the applications' tags ([A-Za-z0-9_.:@-], 1-128). */
-const NAME = /^[A-Za-z0-9_.:@-]{1,128}$/;
+/**
+ * Node names: what both store engines take in a lease's name (etcd: [A-Za-z0-9._-]), 1-128.
+ * Log names: the same without '.', which separates the two in the lease's name.
+ */
+const NODE = /^[A-Za-z0-9._-]{1,128}$/;
+const LOG = /^[A-Za-z0-9_-]{1,128}$/;
 /** Compare-and-swap attempts one claim makes when the record keeps changing under it. */
 const CLAIM_ATTEMPTS = 5;
 
@@ -89,9 +94,9 @@ export type StartingRole = { role: 'primary'; hold: PrimaryHold } | { role: 'bac
 export interface LogPrimaryRoleOptions {
   /** The role store (openLogRoleStore(config), or any StoreBackend of its own). Not closed by this. */
   backend: StoreBackend;
-  /** The log's name (as MirroredLog's `log`). */
+  /** The log's name (as MirroredLog's `log`): 1-128 letters, digits, '_' and '-'. */
   log: string;
-  /** This node. */
+  /** This node: 1-128 letters, digits, '.', '_' and '-' (what etcd takes in a lease's name). */
   node: string;
   /** This process's incarnation (MirroredLog's `incarnation`), a u64 above 0. */
   incarnation: bigint;
@@ -110,7 +115,7 @@ export interface ClaimWhenFreeOptions {
 
 /** The lease a holder of `log` on `node` keeps in the role store. */
 export function roleLeaseName(log: string, node: string): string {
-  return `${log}+${node}`;
+  return `${log}.${node}`;
 }
 
 /**
@@ -129,8 +134,8 @@ export class LogPrimaryRole {
 
   /** Throws RangeError for a bad log or node name, incarnation or leaseMs. */
   constructor(private readonly options: LogPrimaryRoleOptions) {
-    if (!NAME.test(options.log)) throw new RangeError(`log must be 1-128 letters, digits and _.:@- (got ${JSON.stringify(options.log)})`);
-    if (!NAME.test(options.node)) throw new RangeError(`node must be 1-128 letters, digits and _.:@- (got ${JSON.stringify(options.node)})`);
+    if (!LOG.test(options.log)) throw new RangeError(`log must be 1-128 letters, digits, '_' and '-' (got ${JSON.stringify(options.log)})`);
+    if (!NODE.test(options.node)) throw new RangeError(`node must be 1-128 letters, digits, '.', '_' and '-' (got ${JSON.stringify(options.node)})`);
     if (!(typeof options.incarnation === 'bigint' && options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
     if (!Number.isInteger(options.leaseMs) || options.leaseMs < 300 || options.leaseMs > 60_000) throw new RangeError(`leaseMs must be an integer of 300-60000 ms (got ${options.leaseMs})`);
     this.now = options.now ?? Date.now;
@@ -311,7 +316,7 @@ export class LogPrimaryRole {
     const bad = (why: string) => new PrimaryRoleError('EMIRRORROLEBAD', `the role record of ${this.options.log} at revision ${raw.revision} ${why}: fix or delete it by hand`);
     if (typeof r !== 'object' || r === null || r.format !== FORMAT) throw bad(`is not a ${FORMAT} record`);
     if (r.log !== this.options.log) throw bad(`is for log ${String(r.log)}`);
-    if (typeof r.primary !== 'string' || !NAME.test(r.primary)) throw bad('has no valid primary');
+    if (typeof r.primary !== 'string' || !NODE.test(r.primary)) throw bad('has no valid primary');
     if (typeof r.incarnation !== 'string' || !/^[1-9][0-9]{0,19}$/.test(r.incarnation) || BigInt(r.incarnation) >= 1n << 64n) throw bad('has no valid incarnation');
     if (typeof r.since !== 'number' || !Number.isFinite(r.since)) throw bad('has no valid since');
     return { log: r.log, primary: r.primary, incarnation: BigInt(r.incarnation), since: r.since };

@@ -172,7 +172,9 @@ describe('the log primary role (file store)', () => {
     const b = backend();
     const ok = { backend: b, log: 'orders', node: 'a', incarnation: 1n, leaseMs: 600 };
     expect(() => new LogPrimaryRole({ ...ok, log: 'a/b' })).toThrow(/log must be/);
+    expect(() => new LogPrimaryRole({ ...ok, log: 'a.b' })).toThrow(/log must be/);
     expect(() => new LogPrimaryRole({ ...ok, node: '' })).toThrow(/node must be/);
+    expect(() => new LogPrimaryRole({ ...ok, node: 'a@b' })).toThrow(/node must be/);
     expect(() => new LogPrimaryRole({ ...ok, incarnation: 0n })).toThrow(/incarnation/);
     expect(() => new LogPrimaryRole({ ...ok, leaseMs: 10 })).toThrow(/leaseMs/);
     await expect(new LogPrimaryRole(ok).claimWhenFree({ pollMs: 0 })).rejects.toThrow(RangeError);
