@@ -91,7 +91,7 @@ export { StoreAccessError, StoreConflictError, StoreUnavailableError } from './c
 export type { StoreAccessReason, StoreBackend, NodeLease, RawRecord } from './cluster/store-backend.js';
 export { AppObjectError, validateApp, newApp, APP_TYPES, APP_STATES } from './cluster/app-object.js';
 export type { AppObject, AppSpec, AppType, AppState } from './cluster/app-object.js';
-export { openClusterStore, openLogRoleStore } from './cluster/open-store.js';
+export { openClusterStore, openLogRoleStore, clusterNodes } from './cluster/open-store.js';
 export { nextStep, registration } from './cluster/app-decisions.js';
 export type { Registration, Step } from './cluster/app-decisions.js';
 
