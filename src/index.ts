@@ -91,7 +91,7 @@ export { StoreAccessError, StoreConflictError, StoreUnavailableError } from './c
 export type { StoreAccessReason, StoreBackend, NodeLease, RawRecord } from './cluster/store-backend.js';
 export { AppObjectError, validateApp, newApp, APP_TYPES, APP_STATES } from './cluster/app-object.js';
 export type { AppObject, AppSpec, AppType, AppState } from './cluster/app-object.js';
-export { openClusterStore } from './cluster/open-store.js';
+export { openClusterStore, openLogRoleStore, clusterNodes } from './cluster/open-store.js';
 export { nextStep, registration } from './cluster/app-decisions.js';
 export type { Registration, Step } from './cluster/app-decisions.js';
 
@@ -102,12 +102,23 @@ export type { LogWriterOptions, LogWriterStats, SyncPolicy, CheckpointCriteria }
 export { scanLog, readLog } from './log/log-reader.js';
 export type { ScanOptions, LogScan, TornTail, SegmentInfo } from './log/log-reader.js';
 export { LogCorruptionError, LogWriterError, LogIoError } from './log/log-errors.js';
+export { cutLogBack } from './log/log-cut.js';
+export type { LogCut } from './log/log-cut.js';
+export { readForkPoints } from './log/mirror-history.js';
+export type { ForkPoint } from './log/mirror-history.js';
 export { MirroredLog } from './log/mirrored-log.js';
 export type { MirroredLogOptions, MirroredLogStats, MirroredLogEvents } from './log/mirrored-log.js';
 export { MirrorBackup } from './log/mirror-backup.js';
 export type { MirrorBackupOptions, MirrorBackupStats, MirrorBackupEvents, PromotedBackup } from './log/mirror-backup.js';
-export { takeOver } from './log/takeover.js';
+export { takeOver, takeOverFenced } from './log/takeover.js';
 export type { TakeOverOptions, TakenOver } from './log/takeover.js';
+export type { TakeoverSafety } from './log/mirror-failure.js';
+export { MirrorWatch } from './log/mirror-watch.js';
+export type { MirrorWatchOptions, WatchTakeover } from './log/mirror-watch.js';
+export { LogPrimaryRole, PrimaryRoleError, roleLeaseName } from './log/primary-role.js';
+export type { PrimaryRoleRecord, StoredPrimaryRole, PrimaryRoleErrorCode, PrimaryHold, StartingRole, LogPrimaryRoleOptions, ClaimWhenFreeOptions } from './log/primary-role.js';
+export { fenceHook, roleClaimHook, chainHooks } from './log/takeover-hooks.js';
+export type { BeforeTakeover, FencesNodes } from './log/takeover-hooks.js';
 export { MirrorError } from './log/mirror-errors.js';
 export type { MirrorErrorCode } from './log/mirror-errors.js';
 export type { MirrorState } from './log/mirror-state.js';
