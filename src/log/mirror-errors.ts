@@ -31,6 +31,12 @@ export type MirrorErrorCode =
   /** The local log failed (an I/O error; `cause` is the log's error): no more appends. */
   | 'EMIRRORFAILED'
   /**
+   * The primary stopped acting as one (`MirroredLog.fence()`: its role in the cluster store was
+   * lost, or it was fenced): no more appends; a pending one's outcome is unknown (resend it to
+   * the new primary).
+   */
+  | 'EMIRRORFENCED'
+  /**
    * A takeover asked for without fencing: no `beforeTakeover` hook (fence the old primary, or
    * take the role in the cluster store) and no `unsafeWithoutFencing: true`. Nothing was changed.
    */

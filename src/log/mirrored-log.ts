@@ -99,6 +99,12 @@ export interface MirroredLogOptions {
   maxInFlightBytes?: number;
   /** Records read from disk per read while catching a backup up. Default 4,096. */
   catchUpChunkRecords?: number;
+  /**
+   * The primary role this log serves under (LogPrimaryRole's PrimaryHold, or anything with a
+   * `lost` promise): when it resolves, `fence(why)` is called, so the log stops acknowledging
+   * the moment another node may claim the role (never two primaries acknowledging).
+   */
+  hold?: { lost: Promise<string> };
   /** Passed to the log writer. */
   segmentBytes?: number;
   fileOps?: FileOps;
@@ -149,7 +155,7 @@ export interface MirroredLogEvents {
       /** The connection that carried the mirror was lost on `from`; `to` is dialled at once. */
       | { type: 'switch'; from: MirrorLinkName; to: MirrorLinkName; reason: LinkLossReason; address: string },
   ];
-  /** The local log failed (an I/O error): appends are refused from now on (EMIRRORFAILED). */
+  /** The local log failed (an I/O error: EMIRRORFAILED) or fence() was called (EMIRRORFENCED): appends are refused from now on. */
   failed: [error: MirrorError];
 }
 
@@ -327,6 +333,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       throw err;
     }
     const log = new MirroredLog(options, writer, forks);
+    void options.hold?.lost.then((why) => log.fence(`the primary role was lost (${why})`));
     log.dial();
     return log;
   }
@@ -389,7 +396,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
    */
   append(payload: Uint8Array): Promise<number> {
     if (this.closed) return Promise.reject(new MirrorError('EMIRRORCLOSED', 'the mirrored log is closed'));
-    if (this.failure) return Promise.reject(new MirrorError('EMIRRORFAILED', this.failure.message, { cause: this.failure.cause }));
+    if (this.failure) return Promise.reject(new MirrorError(this.failure.code, this.failure.message, { cause: this.failure.cause }));
     if (payload.length > this.maxRecordBytes) return Promise.reject(new LogWriterError('ELOGRECORDSIZE', `record of ${payload.length} bytes, the most is ${this.maxRecordBytes}`));
     const lsn = this.writer.nextLsn;
     // Numbered at the call, in call order, by the writer.
@@ -499,9 +506,26 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
   }
 
   /** The local log failed: nothing more is acknowledged or taken; the backup is let go. */
+  /**
+   * Stops acting as primary (the role was lost in the cluster store, or this node was fenced):
+   * every append still pending and every later one is rejected with MirrorError EMIRRORFENCED
+   * (its outcome unknown to the caller: a ReliableServer stops, its clients resend to the new
+   * primary, which answers a duplicate from its table), the link to the backup is closed and not
+   * redialled, `failed` is emitted. What is in the log stays (close() flushes it). Idempotent; no
+   * effect after close() or a failure. `hold` in the options calls it when `hold.lost` resolves.
+   */
+  fence(why: string): void {
+    if (this.closed) return;
+    this.stop(new MirrorError('EMIRRORFENCED', `this node may no longer act as primary: ${why}`));
+  }
+
   private fail(err: unknown): void {
+    this.stop(new MirrorError('EMIRRORFAILED', `the primary's log failed: ${(err as Error).message}`, { cause: err }));
+  }
+
+  private stop(error: MirrorError): void {
     if (this.failure) return;
-    this.failure = new MirrorError('EMIRRORFAILED', `the primary's log failed: ${(err as Error).message}`, { cause: err });
+    this.failure = error;
     this.rejectPending(this.failure);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;

@@ -11,7 +11,12 @@ import { FileBackend } from '../../src/cluster/file-backend.js';
 import { StoreUnavailableError, type StoreBackend } from '../../src/cluster/store-backend.js';
 import { LogPrimaryRole, PrimaryRoleError, roleLeaseName } from '../../src/log/primary-role.js';
 import { startRoleHolder } from '../log-role-holder.js';
-import { perTestScratch } from './mirror-helpers.js';
+import { KEY, perTestScratch, sleep, until } from './mirror-helpers.js';
+import { MirroredLog } from '../../src/log/mirrored-log.js';
+import { readLog } from '../../src/log/log-reader.js';
+import { ReliableClient } from '../../src/reliable/reliable-client.js';
+import { ReliableServer } from '../../src/reliable/reliable-server.js';
+import { ReliableState } from '../../src/reliable/reliable-state.js';
 
 const scratch = perTestScratch('log-primary-role-');
 const storeFile = () => path.join(scratch.root, 'store.json.logs');
@@ -141,6 +146,32 @@ describe('the log primary role (file store)', () => {
     expect(Date.now() - broken).toBeLessThan(leaseMs + leaseMs / 3 + 300);
     rmSync(dir);
     mkdirSync(dir);
+  }, 20_000);
+
+  it('a MirroredLog opened with the hold stops acknowledging when the role is lost: appends EMIRRORFENCED, its ReliableServer stops', async () => {
+    const b1 = backend();
+    const a = role('a', 1n, b1);
+    const hold = await a.claim();
+    const log = await MirroredLog.open({ dir: path.join(scratch.root, 'log'), key: KEY, node: 'a', state: 'backup-only', hold });
+    scratch.open.push(log);
+    const server = await ReliableServer.listen({ log, state: new ReliableState<number>({ init: () => 0, apply: (n, r) => ({ state: n + r[0]!, reply: Buffer.from(String(n + r[0]!)) }) }), host: '127.0.0.1', port: 0, node: 'a', incarnation: log.incarnation });
+    scratch.open.push(server);
+    expect(await log.append(Buffer.from('before'))).toBe(0);
+    const failed = new Promise<Error>((r) => log.once('failed', r));
+    const stored = await a.read();
+    await b1.compareAndSwap('orders', stored!.revision, { format: 'takeover-log-role', log: 'orders', primary: 'z', incarnation: '9', since: 1 });
+    expect((await failed).message).toMatch(/may no longer act as primary: the primary role was lost \(.*now names z/);
+    await expect(log.append(Buffer.from('after'))).rejects.toMatchObject({ code: 'EMIRRORFENCED' });
+    expect(log.failed?.code).toBe('EMIRRORFENCED');
+    // The server stops on its next request (its append is refused): the client is told to go elsewhere.
+    const client = await ReliableClient.connect({ servers: [{ host: '127.0.0.1', port: server.port }], clientId: 'c1', replyTimeoutMs: 2000, backoff: { minMs: 5, maxMs: 20 } });
+    scratch.open.push(client);
+    const answered = client.request(Buffer.from([1])).then(() => 'answered', () => 'refused');
+    await until(() => server.failed !== null, 3000, 'the server stopped');
+    expect(server.failed?.message).toMatch(/may no longer act as primary/);
+    expect(await Promise.race([answered, sleep(300).then(() => 'no answer')])).not.toBe('answered');
+    await log.close();
+    expect((await readLog(path.join(scratch.root, 'log'))).records.map(String)).toEqual(['before']);
   }, 20_000);
 
   it('a compare-and-swap whose answer was lost (maybeWritten): read again, the claim holds if the record is the one sent, else decided again', async () => {
