@@ -17,7 +17,7 @@ const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixture
  * The standby's settings beyond the defaults. wal_retrieve_retry_interval (5 s by default) is how
  * long the standby's startup process waits before trying its WAL sources again after a failure;
  * PostgreSQL 15 sleeps out the rest of it when a promotion is seen while its walreceiver is being
- * restarted after the stream broke: at the default, 2 of 9 rounds measured here promoted ~5.1 s after
+ * restarted after the stream broke: at the default, 2 of 12 rounds measured here promoted ~5.1 s after
  * the kill instead of ~0.15 s (the standby's log: "received promote request", then "redo done"
  * 4.9 s later). 40 ms, the clients' largest backoff, is what a tuned failover would set.
  */
