@@ -14,30 +14,17 @@
 // Every data directory and log is under one temporary directory on tmpdir's disk (a warning on
 // tmpfs, where fdatasync costs nothing). The lab, its processes and that directory are removed at
 // the end, on failure, and on SIGINT/SIGTERM.
-import { appendFileSync, chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab } from '../src/lab/lab.js';
-import { run } from '../src/lab/exec.js';
 import { APPENDERS, PAYLOAD_BYTES, onTmpfs, type CommitRun } from './commit-loop.js';
+import { PG_PORT, startPgPair } from './pg-lab.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
 const KEY_HEX = Buffer.from('bench-mirror-pg-key-0123456789ab').toString('hex');
-const PG_PORT = 5432;
-
-function pgBin(): string {
-  const root = '/usr/lib/postgresql';
-  let versions: string[] = [];
-  try {
-    versions = readdirSync(root).sort((x, y) => Number(y) - Number(x));
-  } catch {
-    // reported below
-  }
-  if (versions.length === 0) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql (.ci/setup.sh installs it: Debian package postgresql)');
-  return path.join(root, versions[0]!, 'bin');
-}
 
 type Result = CommitRun & { state?: string; synchronousCommit?: string };
 
@@ -46,7 +33,6 @@ function resultOf(e: Record<string, unknown>): Result {
 }
 
 export async function mirrorPg(out: (s: string) => void): Promise<void> {
-  const bin = pgBin();
   const root = mkdtempSync(path.join(tmpdir(), 'bench-mirror-pg-'));
   chmodSync(root, 0o755); // the postgres user reaches its data directories under it
   let lab: Lab | undefined;
@@ -84,41 +70,10 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     await backup.kill();
     const oursAlone = resultOf(await lab.spawn('a', fx('mirror-primary-loop.ts'), [path.join(root, 'ours-a2'), b.ipv4, port, KEY_HEX, 'primary-only']).waitFor('result', 60_000));
 
-    // PostgreSQL: primary on a, streaming replica on b, synchronous.
-    step('PostgreSQL primary');
-    const uid = Number((await run('id', ['-u', 'postgres'])).stdout);
-    const gid = Number((await run('id', ['-g', 'postgres'])).stdout);
-    const asPg = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--'];
-    const pgA = path.join(root, 'pg-a');
-    const pgB = path.join(root, 'pg-b');
-    for (const d of [pgA, pgB]) {
-      mkdirSync(d, { mode: 0o700 });
-      chownSync(d, uid, gid);
-    }
-    await run(asPg[0]!, [...asPg.slice(1), path.join(bin, 'initdb'), '-D', pgA, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8']);
-    appendFileSync(path.join(pgA, 'pg_hba.conf'), `host all all ${a.ipv4}/32 trust\nhost replication all ${b.ipv4}/32 trust\n`);
-    // Durable as shipped (fsync on, fdatasync, full_page_writes), only what the lab needs set.
-    // TCP only: a Unix socket's lock file in the data directory would be copied to the replica.
-    const server = (dataDir: string, extra: string[]) => [
-      ...asPg, path.join(bin, 'postgres'), '-D', dataDir, '-p', String(PG_PORT), '-c', 'unix_socket_directories=',
-      '-c', 'listen_addresses=*', '-c', 'max_connections=30', ...extra,
-    ];
-    const primary = lab.spawnCommand('a', 'sh', ['-c', `exec ${server(pgA, ['-c', "synchronous_standby_names=*"]).map(quote).join(' ')} 2>${quote(path.join(root, 'pg-a.log'))}`]);
-    await pgReady(lab, 'a', bin, primary.process, path.join(root, 'pg-a.log'));
-    const psqlA = (sql: string) => lab!.exec('a', path.join(bin, 'psql'), ['-h', '127.0.0.1', '-p', String(PG_PORT), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-Atc', sql]);
-    // No standby yet: this one commit must not wait for it.
-    await psqlA('SET synchronous_commit = local; CREATE TABLE rec (payload bytea)');
-    step('PostgreSQL replica');
-    await lab.exec('b', asPg[0]!, [...asPg.slice(1), path.join(bin, 'pg_basebackup'), '-h', a.ipv4, '-p', String(PG_PORT), '-U', 'postgres', '-D', pgB, '-R', '-X', 'stream', '-c', 'fast']);
-    const replica = lab.spawnCommand('b', 'sh', ['-c', `exec ${server(pgB, []).map(quote).join(' ')} 2>${quote(path.join(root, 'pg-b.log'))}`]);
-    await pgReady(lab, 'b', bin, replica.process, path.join(root, 'pg-b.log'));
-    const t1 = Date.now();
-    let sync = '';
-    while ((sync = (await psqlA("SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication")).stdout.trim()) !== 'streaming/sync') {
-      if (Date.now() - t1 > 20_000) throw new Error(`the replica is not a synchronous standby after 20 s: pg_stat_replication says '${sync}'`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const version = (await psqlA('SHOW server_version')).stdout.trim();
+    // PostgreSQL: primary on a, streaming replica on b, synchronous (bench/pg-lab.ts).
+    step('PostgreSQL primary and replica');
+    const pg = await startPgPair(lab, root, 'pg', 'CREATE TABLE rec (payload bytea)');
+    const version = pg.version;
     const pgRun = async (mode: string) => {
       step(`PostgreSQL synchronous_commit=${mode}`);
       const r = resultOf(await lab!.spawn('a', fx('pg-commit-loop.ts'), ['127.0.0.1', String(PG_PORT), mode]).waitFor('result', 60_000));
@@ -129,7 +84,7 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     const pgOn = await pgRun('on');
     const pgLocal = await pgRun('local');
     const pgOff = await pgRun('off');
-    const stillSync = (await psqlA("SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication")).stdout.trim();
+    const stillSync = await pg.psql('a', "SELECT string_agg(state || '/' || sync_state, ',') FROM pg_stat_replication");
 
     const rate = (r: Result) => r.commits / r.seconds;
     const line = (name: string, r: Result) =>
@@ -151,30 +106,5 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await cleanup();
-  }
-}
-
-function quote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`;
-}
-
-async function pgReady(lab: Lab, host: string, bin: string, child: import('node:child_process').ChildProcess, logFile: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await lab.exec(host, path.join(bin, 'pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(PG_PORT)]);
-      return;
-    } catch {
-      if (child.exitCode !== null || Date.now() > deadline) {
-        let log = '';
-        try {
-          log = readFileSync(logFile, 'utf8').slice(-2000);
-        } catch {
-          // no log written
-        }
-        throw new Error(`PostgreSQL did not start on ${host}: ${log}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
   }
 }
