@@ -53,7 +53,13 @@ interface Times {
 }
 
 async function round(root: string, i: number): Promise<Times> {
-  const backup = await MirrorBackup.listen({ dir: path.join(root, `b${i}`), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+  // A hot standby (as PostgreSQL's standby applies WAL as it comes): the book kept current on
+  // the backup, so the takeover has nothing left to replay.
+  let state = new ReliableState(orderMatchingApp);
+  const backup = await MirrorBackup.listen({
+    dir: path.join(root, `b${i}`), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders',
+    apply: { reset: () => (state = new ReliableState(orderMatchingApp)), record: (lsn, p) => state.replay(lsn, p) },
+  });
   const servicePort = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(root, `p${i}`), String(backup.port), KEY.toString('hex')], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -92,7 +98,6 @@ async function round(root: string, i: number): Promise<Times> {
   const killed = performance.now();
   await exited;
   while (backup.attached) await sleep(1); // the backup sees the connection end (promote() refuses before)
-  const state = new ReliableState(orderMatchingApp);
   const t = await takeOver(backup, { key: KEY, node: 'node-b', log: 'orders', replay: (lsn, p) => state.replay(lsn, p) });
   const done = performance.now();
   serving = true;

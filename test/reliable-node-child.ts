@@ -1,8 +1,9 @@
 // One node of a reliable order-matching pair as its own process, for tests that kill and restart
 // nodes many times (test/unit/reliable-chaos.test.ts): it starts as the primary (a MirroredLog
 // mirrored to its peer, a ReliableServer over it) or as the backup (a MirrorBackup on its log
-// directory: a returning primary resyncs there, seed 004 step 465), and on "takeover" from stdin
-// it takes over (replay, then serve with the recovery signal) and dials its peer's mirror address
+// directory: a returning primary resyncs there, seed 004 step 465; a hot standby, the book kept
+// current as records arrive), and on "takeover" from stdin it takes over (nothing left to
+// replay, then serve with the recovery signal) and dials its peer's mirror address
 // so that the peer, when it returns, becomes its backup.
 // Run: node --import tsx test/reliable-node-child.ts '{"node":..,"dir":..,"role":"primary"|"backup",
 //   "mirrorPort":..,"peerMirrorPort":..,"clientPort":..,"keyHex":..}'
@@ -54,7 +55,7 @@ async function takeOverNow(): Promise<void> {
   // The failure detector stands in the test; the guard in promote() still refuses a primary
   // heard recently, so wait for its connection to be gone (a killed or fenced process).
   while (b.attached && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
-  state = new ReliableState<OrderBook>(orderMatchingApp);
+  // A hot standby: `apply` kept the book current, so the takeover replays nothing.
   const t = await takeOver(b, { key, node: config.node, log: 'orders', replay: (lsn, p) => state.replay(lsn, p), backup: peer, ...LINK });
   log = t.log;
   watch(log);
@@ -69,7 +70,10 @@ if (config.role === 'primary') {
   watch(log);
   await serve();
 } else {
-  backup = await MirrorBackup.listen({ dir: config.dir, host: '127.0.0.1', port: config.mirrorPort, key, node: config.node, log: 'orders' });
+  backup = await MirrorBackup.listen({
+    dir: config.dir, host: '127.0.0.1', port: config.mirrorPort, key, node: config.node, log: 'orders',
+    apply: { reset: () => (state = new ReliableState<OrderBook>(orderMatchingApp)), record: (lsn, p) => state.replay(lsn, p) },
+  });
   backup.on('resynced', ({ cut }) => say({ ev: 'resynced', cut: cut.cutRecords }));
   backup.on('failed', (e) => say({ ev: 'error', error: e.message }));
 }

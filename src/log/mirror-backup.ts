@@ -79,6 +79,16 @@ export interface MirrorBackupOptions {
   /** A connection silent this long is closed (the primary sends keepalives), ms. Default 30,000. */
   idleTimeoutMs?: number;
   /**
+   * A hot standby (as a PostgreSQL standby applies WAL as it arrives): the application's state
+   * kept current on the backup, so a takeover has nothing left to replay (takeOver() replays
+   * only what `apply` has not seen: `appliedLsn`). `reset()` then `record()` for every record
+   * of the log at listen, and again after a resync cut the log; then `record()` for each record
+   * taken from the primary, in LSN order, as it is taken (before its ACK). `payload` is a view:
+   * copy what is kept. A throw fails the backup (`failed`, EMIRRORFAILED): it takes nothing
+   * more, and the primary goes on alone.
+   */
+  apply?: { reset(): void; record(lsn: number, payload: Buffer): void };
+  /**
    * Whether a primary's resync answer is followed (seed 004 step 465): this node held records
    * past the point where that primary took over, so it cuts them (after copying them into
    * `<dir>/diverged/<lsn>-<time>/`, a log `readLog` reads) and mirrors it from there. Default
@@ -266,7 +276,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     const writer = await openBackupWriter(options);
     const servers: Array<{ link: MirrorLinkName; server: net.Server }> = [];
     try {
-      const lastCrc = await lastRecordCrc(options, writer);
+      const lastCrc = await loadHeld(options, writer);
       for (const l of listeners) {
         const server = net.createServer();
         servers.push({ link: l.link, server });
@@ -308,6 +318,11 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   /** The backup holds (in memory or on disk) every record below this LSN. */
   get heldLsn(): number {
     return this.held;
+  }
+
+  /** `apply` has seen every record below this LSN (the held LSN); the log's first LSN without `apply`. */
+  get appliedLsn(): number {
+    return this.options.apply ? this.held : this.firstLsn;
   }
 
   /** Every record below this LSN is on the backup's disk (fdatasync). */
@@ -565,9 +580,17 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
         () => this.durableAdvanced(),
         (err: unknown) => this.fail(err),
       );
-      this.held++;
+      const lsn = this.held++;
       this.lastCrc = crc32c(rec);
       this.stats.recordBytesReceived += rec.length;
+      if (this.options.apply) {
+        try {
+          this.options.apply.record(lsn, rec);
+        } catch (err) {
+          this.fail(new Error(`apply of record ${lsn} threw: ${(err as Error).message}`, { cause: err }));
+          return false;
+        }
+      }
     }
     this.stats.recordsReceived += m.records.length;
     conn.lastSeq = frame.seq;
@@ -606,7 +629,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       }
       this.writer = await openBackupWriter(o);
       this.held = this.writer.nextLsn;
-      this.lastCrc = await lastRecordCrc(o, this.writer);
+      this.lastCrc = await loadHeld(o, this.writer);
       if (cut) {
         this.stats.resyncs++;
         this.stats.recordsCut += cut.cutRecords;
@@ -707,14 +730,27 @@ function openBackupWriter(options: MirrorBackupOptions): Promise<LogWriter> {
 }
 
 /**
- * CRC32C of the log's last record (0 when it has none). The HELLO names it, so the primary can
- * tell a backup that holds other records at the same LSNs (divergence) from one merely behind.
+ * The log just opened, as the backup holds it: every record handed to `apply` (after its
+ * reset), when there is one; and the CRC32C of the last record (0 when it has none), which the
+ * HELLO names so the primary can tell a backup holding other records at the same LSNs
+ * (divergence) from one merely behind.
  */
-async function lastRecordCrc(options: MirrorBackupOptions, writer: LogWriter): Promise<number> {
+async function loadHeld(options: MirrorBackupOptions, writer: LogWriter): Promise<number> {
   let crc = 0;
   const next = writer.nextLsn;
-  if (next > writer.recovery.firstLsn) {
-    await scanLog(options.dir, { fromLsn: next - 1, toLsn: next, onRecord: (_lsn, p) => (crc = crc32c(p)), ...(options.fileOps ? { fileOps: options.fileOps } : {}) });
+  const first = writer.recovery.firstLsn;
+  options.apply?.reset();
+  if (next > first) {
+    const fromLsn = options.apply ? first : next - 1;
+    await scanLog(options.dir, {
+      fromLsn,
+      toLsn: next,
+      onRecord: (lsn, p) => {
+        options.apply?.record(lsn, p);
+        if (lsn === next - 1) crc = crc32c(p);
+      },
+      ...(options.fileOps ? { fileOps: options.fileOps } : {}),
+    });
   }
   return crc;
 }

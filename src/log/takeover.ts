@@ -19,8 +19,10 @@ import { recordForkPoint } from './mirror-history.js';
 export interface TakeOverOptions extends Pick<MirroredLogOptions, 'key' | 'node' | 'log' | 'incarnation' | 'checkpoint' | 'maxRecordBytes' | 'segmentBytes' | 'fileOps' | 'backup' | 'ackTimeoutMs' | 'keepaliveMs' | 'reconnect'> {
   /**
    * Called with every record of the log in LSN order, before `takeOver` resolves (step 428):
-   * the application rebuilds its state from them. `payload` is a view: copy what is kept.
-   * A throw aborts the takeover (the log is closed again, the error rethrown).
+   * the application rebuilds its state from them. Records the backup's `apply` has already seen
+   * (a hot standby: below `backup.appliedLsn`) are not replayed: pass the same application to
+   * both, or an empty function when `apply` kept it current. `payload` is a view: copy what is
+   * kept. A throw aborts the takeover (the log is closed again, the error rethrown).
    */
   replay: (lsn: number, payload: Buffer) => void;
   /** Why, for the refusal the old primary's connections get and for logs. Default 'explicit takeover'. */
@@ -36,7 +38,7 @@ export interface TakenOver {
   log: MirroredLog;
   /** What promote() reported: the log's extent and the primary it replaces. */
   promoted: PromotedBackup;
-  /** Records replayed (the log's whole extent). */
+  /** Records replayed (from the backup's `appliedLsn`: the whole log without `apply`, the rest with it). */
   records: number;
   /** Milliseconds: stopping and flushing (426-427), reopening the log, replaying it (428), in all. */
   timings: { stopAndFlushMs: number; openMs: number; replayMs: number; totalMs: number };
@@ -71,7 +73,9 @@ export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): 
   let records = 0;
   try {
     // Read up to the log's next LSN as opened: every record there is durable (promote flushed).
-    await scanLog(backup.dir, {
+    const fromLsn = backup.appliedLsn;
+    if (fromLsn < log.nextLsn) await scanLog(backup.dir, {
+      fromLsn,
       toLsn: log.nextLsn,
       onRecord: (lsn, payload) => {
         records++;
