@@ -41,9 +41,12 @@ import { runGuest, type GuestRun } from './run-guest.js';
 import { powerlossPayload, powerlossSeq } from './guest/powerloss-payload.js';
 
 // The cut comes once every case has acknowledged this many records (case 2 and 3 in the normal
-// state); the load goes on until then, bounded by the guest's LOAD_MS and MAX_RECORDS. Case 1
-// fdatasyncs every batch in an emulated guest (~10 commits/s on a loaded host): fewer.
-const ACKS_BEFORE_CUT = { 1: 60, 2: 150, 3: 150 };
+// state); the load goes on until then, bounded by the guest's LOAD_MS and MAX_RECORDS. Each is
+// several group-commit batches (or checkpoints) and a few seconds of load: the emulated guest
+// commits slowly (case 1, an fdatasync per batch, acknowledged its first record ~3 s after its
+// load began, then ~12 a second, on a loaded 2-core host; qemu's cache mode made no difference:
+// the guest's CPU is the bound), and this file's time counts in the suite's.
+const ACKS_BEFORE_CUT = { 1: 40, 2: 100, 3: 100 };
 const LOAD_MS = 90_000;
 const MAX_RECORDS = 100_000;
 // The guest reaches the host's backup at 10.0.2.100:BACKUP_PORT_IN_GUEST; the host's primary
@@ -74,7 +77,6 @@ function unmount(): void {
 }
 let run: GuestRun;
 let cutForced = false;
-let cutAtMs: number | undefined;
 const acks: Record<1 | 2, Ack[]> = { 1: [], 2: [] };
 const errors: Record<1 | 2 | 3, string[]> = { 1: [], 2: [], 3: [] };
 const states2: string[] = [];
@@ -158,9 +160,7 @@ beforeAll(async () => {
   const bundle = await bundleGuestScript('test/vm/guest/powerloss-node.ts');
   const cut = new AbortController();
   const cutNow = () => {
-    if (cut.signal.aborted) return;
-    cutAtMs = performance.now();
-    cut.abort();
+    if (!cut.signal.aborted) cut.abort();
   };
   const started = performance.now();
   const maybeCut = () => {
@@ -262,7 +262,7 @@ beforeAll(async () => {
   console.info(
     `power loss: guest cut ${Math.round(run.killedAtMs ?? NaN)} ms after qemu started (guest: ${phases.join(', ')}; cases ready at ${JSON.stringify(readyAtMs)} ms)${cutForced ? ', FORCED by the deadline' : ''}; ` +
       `acks seen: case 1 ${acks[1].length} (last LSN ${lastAcked1}), case 2 ${acks[2].length}, case 3 ${acks3.filter((a) => !a.afterCut).length} before the cut + ${acks3.filter((a) => a.afterCut).length} after (guest backup reported ${guestDurable3} durable); ` +
-      `on the guest disk: c1 ${tail('c1')}; c2 ${tail('c2')}; c3 ${tail('c3')}; e2fsck -fn after the replay: exit ${fsck.status}; ` +
+      `on the guest disk: c1 ${tail('c1')}; c2 ${tail('c2')}; c3 ${tail('c3')}; e2fsck -fn after the replay: exit ${fsck.status}${fsck.status === 0 ? '' : ` (${fsck.output.trim().split('\n').slice(0, 5).join(' / ')})`}; ` +
       `host side after the cut ${Math.round(hostMs)} ms, disk read ${Math.round(performance.now() - t1)} ms; takeover of ${taken2.records} records ${taken2.timings.totalMs.toFixed(1)} ms`,
   );
 }, 240_000);
@@ -273,8 +273,11 @@ afterAll(async () => {
   await primary3?.close().catch(() => {});
   await taken2?.log.close().catch(() => {});
   await backup2?.close().catch(() => {});
-  unmount();
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+  try {
+    unmount();
+  } finally {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  }
 });
 
 /** Checks the records of a read against the acknowledged ones: each at its LSN, byte for byte; every record a distinct valid payload of case `c`. */

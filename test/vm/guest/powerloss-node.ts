@@ -45,11 +45,14 @@ const durableWatch = setInterval(() => {
 
 async function load(c: number, log: MirroredLog): Promise<void> {
   let next = 0;
+  out({ phase: `case ${c}'s load`, bootS: uptime() });
   const appender = async () => {
     while (next < Number(maxRecords) && Date.now() < end) {
       const i = next++;
       try {
-        out({ c, l: await log.append(powerlossPayload(c, i)), i });
+        const l = await log.append(powerlossPayload(c, i));
+        out({ c, l, i });
+        if (i === 0) out({ phase: `case ${c}'s first ack`, bootS: uptime() });
       } catch (err) {
         out({ c, i, error: (err as Error).message });
         return;
