@@ -1,8 +1,9 @@
 #!/bin/busybox sh
 # /init of the test guest: modules, the host's root over 9p (read-only), targets per the
 # kernel command line (tko.setup: a comma list of tcm_loop, lio_iscsi, scsi_debug, iscsi, net;
-# or none), the virtio disks in tko.disks mounted, then the job: `chroot /host` and run the command in tko.job (a file on the host). Lines the job prints starting with "TKO "
-# are its results; "TKO-EXIT n" ends the run. Then power off.
+# or none), the virtio disks in tko.disks mounted, then the job: `chroot /host` and run the
+# command in tko.job (a file on the host). Lines the job prints starting with "TKO " are its
+# results; "TKO-EXIT n" ends the run. Then power off.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
 mount -t proc proc /proc
