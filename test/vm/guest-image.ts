@@ -10,8 +10,9 @@ import path from 'node:path';
 
 export const CACHE = '/var/cache/takeover-vm';
 // 9p and virtio for the host share; LIO (tcm_loop) and scsi_debug for one-guest targets; virtio_net
-// and the iSCSI initiator for guests that log into the host's tgtd.
-const MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'sg', 'sd_mod', 'target_core_mod', 'target_core_file', 'tcm_loop', 'scsi_debug', 'configfs', 'virtio_net', 'iscsi_tcp', 'crc32c_generic', 'iscsi_target_mod'];
+// and the iSCSI initiator for guests that log into the host's tgtd; virtio_blk and ext4 for the
+// power-loss tests' disk.
+const MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'sg', 'sd_mod', 'target_core_mod', 'target_core_file', 'tcm_loop', 'scsi_debug', 'configfs', 'virtio_net', 'iscsi_tcp', 'crc32c_generic', 'iscsi_target_mod', 'virtio_blk', 'ext4'];
 const INIT = new URL('./guest-init.sh', import.meta.url).pathname;
 
 export interface GuestImage {
