@@ -505,7 +505,6 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     for (const p of left) p.reject(err);
   }
 
-  /** The local log failed: nothing more is acknowledged or taken; the backup is let go. */
   /**
    * Stops acting as primary (the role was lost in the cluster store, or this node was fenced):
    * every append still pending and every later one is rejected with MirrorError EMIRRORFENCED
@@ -519,6 +518,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     this.stop(new MirrorError('EMIRRORFENCED', `this node may no longer act as primary: ${why}`));
   }
 
+  /** The local log failed: nothing more is acknowledged or taken; the backup is let go. */
   private fail(err: unknown): void {
     this.stop(new MirrorError('EMIRRORFAILED', `the primary's log failed: ${(err as Error).message}`, { cause: err }));
   }
@@ -687,7 +687,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       // The START goes out before the close (end() flushes it), so the backup sees the reason.
       link.socket.end();
       // Told to resync, the backup cuts its log and is expected back at once.
-      this.lose(link, 'refused', error, false, false, refusal !== 'resync');
+      this.lose(link, 'refused', error, false, false, refusal === 'resync');
       return;
     }
     link.reader.accept(this.incarnation, link.nonce);
@@ -830,7 +830,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
    * dialled again: at once on the other link when this one carried the mirror and a failsafe
    * is configured, otherwise after a pause (mirror-links.ts, redialChoice()).
    */
-  private lose(link: Link, reason: LinkLossReason, error: MirrorError, connectFailed = false, destroy = true, waitLongest = reason === 'refused'): void {
+  private lose(link: Link, reason: LinkLossReason, error: MirrorError, connectFailed = false, destroy = true, resync = false): void {
     if (link.gone) return;
     link.gone = true;
     if (link.timer) clearInterval(link.timer);
@@ -850,7 +850,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
         links: this.addresses.length,
         lastIndex: this.addresses.indexOf(link.address),
         wasAttached,
-        reason: connectFailed ? 'connect-failed' : reason === 'refused' && !waitLongest ? 'resync' : reason,
+        reason: connectFailed ? 'connect-failed' : resync ? 'resync' : reason,
         sinceLastSwitchMs: now - this.lastSwitchAt,
         guardMs: this.ackTimeoutMs,
         attempt: this.attempt,
