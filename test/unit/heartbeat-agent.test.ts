@@ -84,12 +84,14 @@ describe('HeartbeatAgent timing', () => {
     const slots = peer.heard.map((h) => (h.sentAtMs - origin) / interval);
     const afterHold = slots.findIndex((x, i) => i > 0 && x - slots[i - 1]! > 2);
     expect(afterHold).toBeGreaterThan(10);
-    // How late each heartbeat is after its slot of the grid (a timer may fire a ms early). A
+    // How late each heartbeat is after its slot of the grid, the grid anchored on the first
+    // heartbeat (a timer may fire a ms early, and the first may itself be a ms or so late: a CI
+    // run saw -2.2 ms, hence -3 as the floor). A
     // sender that schedules each from the last would drift: its lateness would only grow (by
     // ~5 ms a heartbeat with ticks of a tenth of an interval). On the grid it does not: past the
     // hold, as before it, heartbeats are on time again (a busy host may make one late, not all).
     const late = slots.map((x, i) => (i === afterHold ? 0 : (x - Math.round(x)) * interval));
-    for (const [i, l] of late.entries()) expect(l, `heartbeat ${i}`).toBeGreaterThanOrEqual(-2);
+    for (const [i, l] of late.entries()) expect(l, `heartbeat ${i}`).toBeGreaterThanOrEqual(-3);
     for (const [from, to] of [[1, afterHold], [afterHold + 1, slots.length]] as const) {
       expect(Math.min(...late.slice(from, to)), `heartbeats ${from}-${to - 1}`).toBeLessThan(5);
       expect(Math.min(...late.slice(to - 5, to)), `heartbeats ${to - 5}-${to - 1}`).toBeLessThan(DEFAULT_SKEW_MS);
