@@ -4,6 +4,7 @@
 // next write gets RESERVATION CONFLICT. tgtd and both guests are stopped in afterAll, whatever happened.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runGuest, type GuestRun } from './run-guest.js';
+import { bundleGuestScript } from './guest-bundle.js';
 import { startTgtd, type Tgtd } from './tgtd.js';
 
 let tgtd: Tgtd | undefined;
@@ -13,11 +14,14 @@ const IQN = 'iqn.2026-11.io.takeover';
 
 beforeAll(async () => {
   tgtd = await startTgtd({ target: `${IQN}:shared`, sizeMb: 16 });
+  // Bundled once for both guests (plain node, no tsx under TCG), read through 9p's loose cache.
+  const bundle = await bundleGuestScript('test/vm/guest/tgtd-node.ts');
   const node = (role: string) =>
     runGuest({
       setup: [],
+      hostCache: 'loose',
       iscsi: { portals: tgtd!.portals, target: tgtd!.target, initiators: [`${IQN}:${role}`] },
-      job: `exec node --import tsx test/vm/guest/tgtd-node.ts ${role}`,
+      job: `exec node ${bundle} ${role}`,
       timeoutMs: 240_000,
     });
   [primary, backup] = await Promise.all([node('primary'), node('backup')]);
