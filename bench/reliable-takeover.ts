@@ -145,7 +145,7 @@ export async function reliableTakeover(out: (s: string) => void): Promise<void> 
   out(ratio('first resent answered / first resent acknowledged', (t) => t.firstAnswer, (t) => t.firstResent));
   out('  (ours on loopback in one namespace, PG across a bridge between two: a hop of tens of us, below these ms. Both sides: no failure detection, backoff 5 ms doubling to 40 ms,');
   out('   but ours\' clients dial their two addresses in turn (the backup every other attempt, up to 80 ms apart at the cap) where PG\'s dial only the standby and keep that session: this favours PG.');
-  out('   PG\'s reconnect needs no promotion (a hot standby takes sessions, read-only), ours\' RECOVERED needs the takeover. PG\'s standby has applied the WAL as it came, ours replays the whole log.');
+  out('   PG\'s reconnect needs no promotion (a hot standby takes sessions, read-only), ours\' RECOVERED needs the takeover. Both standbys are hot: PG\'s applied the WAL as it came, ours (MirrorBackup apply) each record as it was taken.');
   out('   Ours answers a message once the backup holds its record in memory; PG remote_write once its WAL is flushed on the primary and in the standby\'s OS.)');
 }
 

@@ -5,14 +5,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { ClusterStore } from '../../src/cluster/cluster-store.js';
 import { EtcdBackend, type EtcdBackendOptions } from '../../src/cluster/etcd-backend.js';
 import { FileBackend } from '../../src/cluster/file-backend.js';
 import { Lab } from '../../src/lab/lab.js';
 import type { StoreBackend } from '../../src/cluster/store-backend.js';
 import { app, storeContract } from '../store-contract.js';
-import { type EtcdCluster, type EtcdMember, startEtcdCluster } from './etcd-cluster.js';
+import { startEtcdCluster, type EtcdMember } from './etcd-cluster.js';
+import { etcdPerFile } from './etcd-per-file.js';
 import { eventually } from './eventually.js';
 
 const NODES = ['n1', 'n2', 'n3'];
@@ -22,23 +23,15 @@ const CALL_MS = 2000;
 /** What a failing call may take beyond it on a loaded 2-core machine (timers firing late). */
 const SLACK_MS = 700;
 
-// Started once for the file. If it cannot start (etcd missing, say), every test fails with
-// the reason (a failing beforeAll would only mark them skipped).
-let started: EtcdCluster | undefined;
-let startError: unknown;
-beforeAll(async () => {
+// Started once for the file; a test fails with the reason if it could not start.
+const etcd = etcdPerFile();
+/** The cluster, or undefined when it did not start (for cleanup, which must not fail on that). */
+const etcdStarted = () => {
   try {
-    started = await startEtcdCluster();
-  } catch (err) {
-    startError = err;
+    return etcd();
+  } catch {
+    return undefined;
   }
-});
-afterAll(async () => {
-  await started?.destroy();
-});
-const etcd = (): EtcdCluster => {
-  if (started) return started;
-  throw startError instanceof Error ? startError : new Error(`the etcd cluster did not start: ${String(startError)}`);
 };
 
 let prefixes = 0;
@@ -69,9 +62,10 @@ describe('etcd store engine', () => {
   afterEach(async () => {
     for (const b of open.splice(0)) await b.close();
     // A test that failed midway may leave members down: the next one starts from a whole cluster.
-    const down = started?.members.filter((m) => !m.running) ?? [];
+    const c = etcdStarted();
+    const down = c?.members.filter((m) => !m.running) ?? [];
     await Promise.all(down.map((m) => m.start()));
-    if (down.length) await started!.waitHealthy();
+    if (down.length) await c!.waitHealthy();
   });
 
   const killTwo = async (keepLeader: boolean): Promise<EtcdMember[]> => {

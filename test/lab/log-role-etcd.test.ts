@@ -3,14 +3,14 @@
 // backups run their takeover hook (roleClaimHook) at the same moment; the role is claimed only
 // after the old lease expired (an observer watching the live leases saw it live before the
 // claim), and exactly one backup gets it: the other is refused, naming the winner.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { EtcdBackend } from '../../src/cluster/etcd-backend.js';
 import type { StoreBackend } from '../../src/cluster/store-backend.js';
 import { LogPrimaryRole, roleLeaseName, type PrimaryRoleError } from '../../src/log/primary-role.js';
 import { roleClaimHook } from '../../src/log/takeover-hooks.js';
 import { startRoleHolder } from '../log-role-holder.js';
-import { type EtcdCluster, startEtcdCluster } from './etcd-cluster.js';
+import { etcdPerFile } from './etcd-per-file.js';
 
 /** The role lease's TTL: 1 s, etcd's minimum at the harness's 500 ms election timeout. */
 const LEASE_MS = 1000;
@@ -19,22 +19,8 @@ const EXPIRY_CHECK_MS = 500;
 const SLACK_MS = 700;
 const POLL_MS = 50;
 
-let started: EtcdCluster | undefined;
-let startError: unknown;
-beforeAll(async () => {
-  try {
-    started = await startEtcdCluster();
-  } catch (err) {
-    startError = err;
-  }
-});
-afterAll(async () => {
-  await started?.destroy();
-});
-const etcd = (): EtcdCluster => {
-  if (started) return started;
-  throw startError instanceof Error ? startError : new Error(`the etcd cluster did not start: ${String(startError)}`);
-};
+// Started once for the file; a test fails with the reason if it could not start.
+const etcd = etcdPerFile();
 
 describe('log primary role on etcd', () => {
   const open: StoreBackend[] = [];

@@ -15,6 +15,7 @@
 // different reply. Times printed: kill to serving, kill to normal again, link cut to normal.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { readLog } from '../../src/log/log-reader.js';
@@ -60,17 +61,10 @@ describe('reliable pair under repeated failures', () => {
       const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'] });
       children.push(child);
       const node: Node = { name, child, exited: new Promise((r) => child.once('exit', () => r())), events: [], state: '', stderr: '' };
-      let buf = '';
-      child.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          const e = JSON.parse(line) as Record<string, unknown>;
-          node.events.push(e);
-          if (e.ev === 'state') node.state = e.state as string;
-        }
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const e = JSON.parse(line) as Record<string, unknown>;
+        node.events.push(e);
+        if (e.ev === 'state') node.state = e.state as string;
       });
       child.stderr.on('data', (d: Buffer) => (node.stderr += d.toString()));
       return node;
