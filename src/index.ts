@@ -114,6 +114,8 @@ export { takeOver, takeOverFenced } from './log/takeover.js';
 export type { TakeOverOptions, TakenOver } from './log/takeover.js';
 export type { TakeoverSafety } from './log/mirror-failure.js';
 export { MirrorWatch } from './log/mirror-watch.js';
+export { greetingProbe } from './reliable/greeting-probe.js';
+export type { GreetingProbeOptions } from './reliable/greeting-probe.js';
 export type { MirrorWatchOptions, WatchTakeover } from './log/mirror-watch.js';
 export { LogPrimaryRole, PrimaryRoleError, roleLeaseName } from './log/primary-role.js';
 export type { PrimaryRoleRecord, StoredPrimaryRole, PrimaryRoleErrorCode, PrimaryHold, StartingRole, LogPrimaryRoleOptions, ClaimWhenFreeOptions } from './log/primary-role.js';

@@ -41,6 +41,8 @@ export interface LogWriterOptions {
   firstLsn?: number;
   /** The file operations (tests inject faults here). Default node:fs/promises. */
   fileOps?: FileOps;
+  /** What holds the log, written in its LOCK file for the message another opener gets (dir-lock.ts). Default 'a log writer'. */
+  holder?: string;
 }
 
 /** Counters since open, for tests and benchmarks. */
@@ -143,7 +145,7 @@ export class LogWriter {
     }
     const ops = options.fileOps ?? nodeFileOps;
     await ops.mkdir(options.dir);
-    const lock = await LogDirLock.acquire(options.dir, 'a log writer');
+    const lock = await LogDirLock.acquire(options.dir, options.holder ?? 'a log writer');
     try {
       const recovery = await scanLog(options.dir, { repair: true, fileOps: ops, emptyFirstLsn: options.firstLsn ?? 0 });
       const last = recovery.segments.at(-1);

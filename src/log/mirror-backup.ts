@@ -349,6 +349,11 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     return this.failure;
   }
 
+  /** The name of the log it mirrors. */
+  get logName(): string {
+    return this.options.log ?? 'default';
+  }
+
   /** The backup's log directory. */
   get dir(): string {
     return this.options.dir;
@@ -722,6 +727,7 @@ function openBackupWriter(options: MirrorBackupOptions): Promise<LogWriter> {
   return LogWriter.open({
     dir: options.dir,
     sync: 'checkpoint',
+    holder: `a mirror backup (${options.node})`,
     ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
     ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
     ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),

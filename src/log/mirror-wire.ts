@@ -127,7 +127,8 @@ const U64_MAX = (1n << 64n) - 1n;
 
 /** Throws RangeError unless `key` is a Buffer of at least MIN_KEY_BYTES. */
 export function checkMirrorKey(key: Buffer): void {
-  if (!Buffer.isBuffer(key) || key.length < MIN_KEY_BYTES) throw new RangeError(`the mirror's key must be at least ${MIN_KEY_BYTES} bytes`);
+  if (!Buffer.isBuffer(key)) throw new TypeError(`the mirror's key must be a Buffer (got ${typeof key}): Buffer.from(text) or a file's bytes`);
+  if (key.length < MIN_KEY_BYTES) throw new RangeError(`the mirror's key must be at least ${MIN_KEY_BYTES} bytes (got ${key.length})`);
 }
 
 /** Throws RangeError unless `name` is 1..64 bytes of UTF-8 (a log's or a node's name). */

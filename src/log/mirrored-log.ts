@@ -308,18 +308,11 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
    * system error of a read).
    */
   static async open(options: MirroredLogOptions): Promise<MirroredLog> {
-    checkMirrorKey(options.key);
-    checkMirrorName('node', options.node);
-    checkMirrorName('log name', options.log ?? 'default');
-    if ((options.state ?? 'primary-only') !== 'backup-only' && !options.backup) throw new RangeError('`backup` is required unless state is backup-only');
-    if (options.backup) primaryLinksOf(options.backup); // before anything is opened
-    if (options.backup?.node !== undefined) checkMirrorName('backup node', options.backup.node);
-    if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
-    const ack = options.ackTimeoutMs ?? 1000;
-    if (!(ack >= 10)) throw new RangeError(`ackTimeoutMs ${ack} must be at least 10`);
+    MirroredLog.checkOptions(options);
     const writer = await LogWriter.open({
       dir: options.dir,
       sync: 'each-commit',
+      holder: `a mirrored log (primary ${options.node}, ${options.state ?? 'primary-only'})`,
       ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
       ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
       ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
@@ -336,6 +329,22 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     void options.hold?.lost.then((why) => log.fence(`the primary role was lost (${why})`));
     log.dial();
     return log;
+  }
+
+  /**
+   * Throws RangeError (TypeError for a key that is not a Buffer) on options open() would refuse,
+   * before anything is opened: takeOver() checks its options so before it promotes the backup.
+   */
+  static checkOptions(options: MirroredLogOptions): void {
+    checkMirrorKey(options.key);
+    checkMirrorName('node', options.node);
+    checkMirrorName('log name', options.log ?? 'default');
+    if ((options.state ?? 'primary-only') !== 'backup-only' && !options.backup) throw new RangeError('`backup` is required unless state is backup-only');
+    if (options.backup) primaryLinksOf(options.backup);
+    if (options.backup?.node !== undefined) checkMirrorName('backup node', options.backup.node);
+    if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
+    const ack = options.ackTimeoutMs ?? 1000;
+    if (!(ack >= 10)) throw new RangeError(`ackTimeoutMs ${ack} must be at least 10`);
   }
 
   get state(): MirrorState {
@@ -657,7 +666,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     // A backup ahead of its primary: records the primary never wrote, or (a primary restarted
     // after a crash in the normal state) commits acknowledged on the backup's copy that never
     // reached the primary's disk. Either way the primary must not number new records over them.
-    else if (m.heldLsn > next) [refusal, reason] = ['diverged', `the backup holds records up to LSN ${m.heldLsn - 1}, the primary's log ends before ${next} (after a primary crash, resync it from the backup)`];
+    else if (m.heldLsn > next) [refusal, reason] = ['diverged', `the backup holds records up to LSN ${m.heldLsn - 1}, the primary's log ends before ${next} (if this node restarted after a crash, the backup holds commits it lacks: the backup should take over and this node come back as its backup)`];
     else if (m.heldLsn < this.firstLsn) [refusal, reason] = ['behind', `the backup needs records from LSN ${m.heldLsn}, the primary's log starts at ${this.firstLsn}`];
     else if (m.heldLsn > m.firstLsn) {
       // The backup's last record must be the primary's at that LSN, or the backup holds others.
@@ -681,7 +690,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     if (link.gone) return;
     if (refusal) {
       this.stats.refused[refusal]++;
-      const error = new MirrorError(refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `backup ${m.node} refused (${refusal}): ${reason}`);
+      const error = new MirrorError(refusal === 'diverged' ? 'EMIRRORDIVERGED' : 'EMIRRORREFUSED', `this primary refused backup ${m.node} (${refusal}): ${reason}`);
       this.send(link, { type: 'start', node: this.options.node, fromLsn: refusal === 'resync' ? fromLsn : next, prevCrc, refusal, reason });
       this.emit('link', { type: 'refused', backup: m.node, refusal, error, link: link.address.link });
       // The START goes out before the close (end() flushes it), so the backup sees the reason.

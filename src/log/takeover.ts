@@ -45,6 +45,16 @@ export interface TakenOver {
 }
 
 /**
+ * Throws RangeError / TypeError on options takeOver() would fail on after promoting: checked
+ * first, since a promoted backup refuses its primary for good (a bad option must change nothing).
+ */
+function checkTakeOverOptions(backup: MirrorBackup, options: TakeOverOptions): void {
+  if (typeof options.replay !== 'function') throw new TypeError('replay must be a function (lsn, payload) => void');
+  MirroredLog.checkOptions({ ...options, dir: backup.dir, state: 'backup-only' });
+  if ((options.log ?? 'default') !== backup.logName) throw new RangeError(`log ${JSON.stringify(options.log ?? 'default')}: this backup mirrors ${JSON.stringify(backup.logName)}`);
+}
+
+/**
  * Takes over from the primary `backup` mirrored (seed 004 FIG. 13, steps 426-428): stops
  * replication and refuses the old primary from now on (`MirrorBackup.promote()`), flushes the
  * backup's log, records the fork point (mirror-history.ts), opens the log as a `MirroredLog` in
@@ -55,12 +65,14 @@ export interface TakenOver {
  * recovery signal (step 429). `backup` stays open, refusing connections, until the caller
  * closes it (after the returned log, or before: they share nothing but the directory).
  *
- * Rejects with what promote() rejects with (MirrorError EMIRRORREFUSED: the primary is attached
+ * Rejects at once, nothing changed, with RangeError / TypeError on bad options (those
+ * `MirroredLog.open` checks, `replay` not a function, `log` not the backup's); otherwise with what promote() rejects with (MirrorError EMIRRORREFUSED: the primary is attached
  * and was heard within `quietMs`, and `force` is not set; EMIRRORCLOSED / EMIRRORFAILED; a flush
  * error), the log's errors at open (LogCorruptionError ELOGCORRUPT), RangeError on bad options,
  * or what `replay` throws (the new log is then closed).
  */
 export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): Promise<TakenOver> {
+  checkTakeOverOptions(backup, options);
   const t0 = performance.now();
   const promoted = await backup.promote({ ...(options.reason !== undefined ? { reason: options.reason } : {}), ...(options.force !== undefined ? { force: options.force } : {}), ...(options.quietMs !== undefined ? { quietMs: options.quietMs } : {}) });
   const t1 = performance.now();
@@ -100,6 +112,7 @@ export async function takeOver(backup: MirrorBackup, options: TakeOverOptions): 
  */
 export async function takeOverFenced(backup: MirrorBackup, options: TakeOverOptions & TakeoverSafety): Promise<TakenOver> {
   takeoverGuard(options);
+  checkTakeOverOptions(backup, options); // before the hook fences anyone
   const { beforeTakeover, unsafeWithoutFencing: _unsafe, ...rest } = options;
   if (beforeTakeover) await beforeTakeover();
   return takeOver(backup, rest);

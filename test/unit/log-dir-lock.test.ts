@@ -23,6 +23,9 @@ describe('log directory lock', () => {
     await w.append(Buffer.from('one'));
     await expect(LogWriter.open({ dir })).rejects.toMatchObject({ code: 'ELOGLOCKED', message: expect.stringContaining(`pid ${process.pid}: a log writer`) });
     await expect(MirrorBackup.listen({ dir, host: '127.0.0.1', port: 0, key: KEY, node: 'b' })).rejects.toMatchObject({ code: 'ELOGLOCKED' });
+    const w0 = await LogWriter.open({ dir: path.join(scratch.root, 'named'), holder: 'the test' });
+    await expect(MirrorBackup.listen({ dir: path.join(scratch.root, 'named'), host: '127.0.0.1', port: 0, key: KEY, node: 'b' })).rejects.toMatchObject({ message: expect.stringContaining('the test') });
+    await w0.close();
     await expect(MirroredLog.open({ dir, key: KEY, node: 'a', state: 'backup-only' })).rejects.toMatchObject({ code: 'ELOGLOCKED' });
     await expect(cutLogBack(dir, 0, path.join(scratch.root, 'kept'))).rejects.toMatchObject({ code: 'ELOGLOCKED' });
     await w.close();

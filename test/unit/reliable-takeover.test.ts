@@ -2,11 +2,12 @@
 // the log flushed and replayed to the application, the node a primary in the backup-only state
 // (each commit durable here before its ack); idempotent; refused after close.
 import path from 'node:path';
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
 import { readLog } from '../../src/log/log-reader.js';
-import { takeOver } from '../../src/log/takeover.js';
+import { takeOver, takeOverFenced } from '../../src/log/takeover.js';
 import { KEY, perTestScratch, record, until } from './mirror-helpers.js';
 
 const scratch = perTestScratch('reliable-takeover-');
@@ -72,6 +73,32 @@ describe('backup takeover', () => {
     await b.close();
     await expect(b.promote()).rejects.toMatchObject({ code: 'EMIRRORCLOSED' });
     await expect(MirroredLog.open({ dir: path.join(scratch.root, 'x'), key: KEY, node: 'n' })).rejects.toThrow(RangeError);
+  });
+
+  it('bad takeover options are refused before anything changes: the backup is not promoted, no fork point is written, its primary stays attached', async () => {
+    const b = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: '127.0.0.1', port: 0, key: KEY, node: 'node-b', log: 'orders' });
+    open.push(b);
+    const p = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: '127.0.0.1', port: b.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 300 });
+    open.push(p);
+    await until(() => p.state === 'normal', 5000, 'normal');
+    await p.append(record(0));
+    const good = { key: KEY, node: 'node-b', log: 'orders', force: true, replay: () => {} };
+    const bad: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['a short key', { key: Buffer.alloc(3) }, /at least 16 bytes/],
+      ['a key that is text', { key: 'x'.repeat(32) }, /must be a Buffer/],
+      ['a bad backup address', { backup: { host: '127.0.0.1', port: 0 } }, /backup\.port/],
+      ['no replay', { replay: undefined }, /replay must be a function/],
+      ['another log name', { log: 'other' }, /this backup mirrors "orders"/],
+    ];
+    for (const [what, change, message] of bad) {
+      await expect(takeOver(b, { ...good, ...change } as unknown as Parameters<typeof takeOver>[1]), what).rejects.toThrow(message);
+      await expect(takeOverFenced(b, { ...good, ...change, beforeTakeover: () => Promise.reject(new Error('the hook must not run')) } as unknown as Parameters<typeof takeOverFenced>[1]), what).rejects.toThrow(message);
+    }
+    expect(b.promoted).toBe(false);
+    expect(b.attached).toBe(true);
+    expect(existsSync(path.join(scratch.root, 'b', 'mirror-history.json'))).toBe(false);
+    expect(await p.append(record(1))).toBe(1);
+    expect(p.state).toBe('normal');
   });
 
   it('a replay that throws aborts the takeover and closes the log it opened', async () => {
