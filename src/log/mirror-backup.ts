@@ -121,6 +121,8 @@ export interface MirrorBackupStats {
   foreignPrimaries: number;
   /** Connections closed for a handshake or idle timeout. */
   timeouts: number;
+  /** Connections the other end closed before any START (a primary with another key, say). */
+  closedBeforeStart: number;
   /** Flushes on losing the attached primary (seed step 420). */
   linkLossFlushes: number;
   /** Connections refused because this backup took over (promote()): the old primary redialling. */
@@ -187,7 +189,7 @@ export interface MirrorBackupEvents {
   /** The attached primary's connection ended. */
   detached: [info: { primary: string; error: MirrorError }];
   /** A connection was closed for bad input or a protocol breach (EMIRRORAUTH, EMIRRORPROTO, EMIRRORTIMEOUT). */
-  rejected: [info: { remote: string; error: MirrorError; reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted' }];
+  rejected: [info: { remote: string; error: MirrorError; reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted' | 'handshake' }];
   /** The primary refused this backup (its START's refusal; a followed resync is `resynced`). */
   refused: [info: { primary: string; refusal: StartRefusal; reason: string; error: MirrorError }];
   /** The log was cut back to a new primary's fork point (seed 004 step 465): what was cut, and where it was kept. */
@@ -215,6 +217,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     refusedByPrimary: 0,
     foreignPrimaries: 0,
     timeouts: 0,
+    closedBeforeStart: 0,
     linkLossFlushes: 0,
     refusedAfterTakeover: 0,
     resyncs: 0,
@@ -489,7 +492,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     socket.on('end', () => {
       const cut = conn.reader.finish();
       if (cut && !cut.ok) this.rejectFrame(conn, cut);
-      else this.drop(conn, new MirrorError('EMIRRORLINK', `${conn.remote} closed the connection`));
+      else this.closedByPeer(conn);
     });
     conn.handshakeTimer = setTimeout(() => {
       this.stats.timeouts++;
@@ -687,7 +690,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     this.reject(conn, r.reason, new MirrorError(code, `frame from ${conn.remote} refused (${r.reason}): ${r.detail}`));
   }
 
-  private reject(conn: Conn, reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted', error: MirrorError): void {
+  private reject(conn: Conn, reason: MirrorRejection | 'gap' | 'timeout' | 'primary' | 'promoted' | 'handshake', error: MirrorError): void {
     if (conn.gone) return;
     this.emit('rejected', { remote: conn.remote, error, reason });
     this.drop(conn, error);
@@ -710,8 +713,23 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   }
 
   private onClosed(conn: Conn): void {
-    if (!conn.gone) this.drop(conn, new MirrorError('EMIRRORLINK', `connection from ${conn.remote} closed`));
+    if (!conn.gone) this.closedByPeer(conn);
     this.conns.delete(conn);
+  }
+
+  /**
+   * The other end closed the connection. Before any START, that is a primary that refused this
+   * backup's HELLO without a word (another key: it cannot authenticate a START to us), or not
+   * a primary at all: reported (`rejected`, reason 'handshake'), so the backup's operator sees
+   * it too, not only the primary's.
+   */
+  private closedByPeer(conn: Conn): void {
+    if (conn.primaryNode !== '') {
+      this.drop(conn, new MirrorError('EMIRRORLINK', `${conn.remote} closed the connection`));
+      return;
+    }
+    this.stats.closedBeforeStart++;
+    this.reject(conn, 'handshake', new MirrorError('EMIRRORLINK', `${conn.remote} closed the connection before any START: a primary with another key (its log says EMIRRORAUTH), or not a primary`));
   }
 
   /** The backup's log failed: nothing more is taken (a held LSN it could no longer keep would lie). */

@@ -257,8 +257,10 @@ describe('mirrored log', () => {
     expect(await sameLogs(pDir, bDir)).toBe(20);
   });
 
-  it('another key: the primary refuses the HELLO (hmac), counts it, stays primary-only; nothing reaches the backup', async () => {
+  it('another key: the primary refuses the HELLO (hmac), counts it, stays primary-only; nothing reaches the backup, which reports the connections closed before any START', async () => {
     const b = await backupAt();
+    const seen: string[] = [];
+    b.on('rejected', (r) => seen.push(`${r.reason}: ${r.error.message}`));
     const p = await primaryTo(b.port, { key: OTHER_KEY });
     await until(() => p.stats.rejected.hmac >= 2, 3000, 'two refused HELLOs');
     expect(p.state).toBe('primary-only');
@@ -268,6 +270,8 @@ describe('mirrored log', () => {
     expect(b.heldLsn).toBe(0);
     expect(b.stats.recordsReceived).toBe(0);
     expect(b.attached).toBe(false);
+    await until(() => b.stats.closedBeforeStart >= 2, 3000, 'the backup to report the closed handshakes');
+    expect(seen[0]).toMatch(/^handshake: .* closed the connection before any START: a primary with another key/);
   });
 
   it('close(): appends pending resolve once durable here; later ones are refused (EMIRRORCLOSED)', async () => {
