@@ -96,19 +96,6 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   attempt(() => addon.shutdownWrite(borrowed));
   addon.closeFd(borrowed);
   attempt(() => addon.borrowFd(0x3fffff, 0));
-  {
-    // The log directory lock: taken, refused to a second open file, freed by close.
-    const fs = require('node:fs');
-    const lockPath = require('node:path').join(require('node:os').tmpdir(), `tko-sanitize-lock-${process.pid}`);
-    const a = fs.openSync(lockPath, 'w'), b = fs.openSync(lockPath, 'r');
-    if (addon.tryLockExclusive(a) !== true || addon.tryLockExclusive(b) !== false) throw new Error('flock: wrong answers');
-    fs.closeSync(a);
-    if (addon.tryLockExclusive(b) !== true) throw new Error('flock: not freed by close');
-    fs.closeSync(b);
-    fs.unlinkSync(lockPath);
-    attempt(() => addon.tryLockExclusive(-1));
-    attempt(() => addon.tryLockExclusive('x'));
-  }
   const f4 = new addon.RawSender(4), f6 = new addon.RawSender(6);
   for (let i = 0; i < 1000; i++) {
     f4.send({ src: '127.0.0.1', dst: '127.0.0.1', sport: 9, dport: port, seq: i, ack: 1, flags: 0x14, tsval: i, tsecr: 1, payload: Buffer.alloc(i % 50) });
@@ -232,7 +219,10 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
       addon.closeFd(r.fd);
     }
     const batch = await addon.tcpRepairRestoreAsync([st, { ...st, local: { ...st.local, address: '198.18.254.254' } }]);
-    for (const b of batch) if (b.fd !== undefined) { addon.tcpRepairDump(b.fd, true); addon.closeFd(b.fd); }
+    // The peer may already have reset a restored copy (it sees each of the 20 above come alive and
+    // go silent): the dump then fails with ENOTCONN, as it should. What matters here is that the
+    // path runs under the sanitizers (one run in three failed on that before, with either build).
+    for (const b of batch) if (b.fd !== undefined) { attempt(() => addon.tcpRepairDump(b.fd, true)); addon.closeFd(b.fd); }
     attempt(() => addon.tcpRepairDump(rs._handle.fd, true));
     attempt(() => addon.tcpRepairDump(-1, true));
     attempt(() => addon.tcpRepairDump(rc._handle.fd, 'x'));
@@ -247,6 +237,19 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     attempt(() => addon.tcpRepairDump(rc._handle.fd, false)); // a look: repair mode left at once
     rc.destroy();
     rs.close();
+  }
+  {
+    // The log directory lock: taken, refused to a second open file, freed by close.
+    const fs = require('node:fs');
+    const lockPath = require('node:path').join(require('node:os').tmpdir(), `tko-sanitize-lock-${process.pid}`);
+    const a = fs.openSync(lockPath, 'w'), b = fs.openSync(lockPath, 'r');
+    if (addon.tryLockExclusive(a) !== true || addon.tryLockExclusive(b) !== false) throw new Error('flock: wrong answers');
+    fs.closeSync(a);
+    if (addon.tryLockExclusive(b) !== true) throw new Error('flock: not freed by close');
+    fs.closeSync(b);
+    fs.unlinkSync(lockPath);
+    attempt(() => addon.tryLockExclusive(-1));
+    attempt(() => addon.tryLockExclusive('x'));
   }
   for (const c of clients) c.destroy();
   server.close();
