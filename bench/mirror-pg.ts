@@ -14,13 +14,11 @@
 // Every data directory and log is under one temporary directory on tmpdir's disk (a warning on
 // tmpfs, where fdatasync costs nothing). The lab, its processes and that directory are removed at
 // the end, on failure, and on SIGINT/SIGTERM.
-import { chmodSync, mkdtempSync, rmSync, statfsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab } from '../src/lab/lab.js';
 import { APPENDERS, PAYLOAD_BYTES, onTmpfs, type CommitRun } from './commit-loop.js';
-import { PG_PORT, startPgPair } from './pg-lab.js';
+import { PG_PORT, startPgPair, withPgLab } from './pg-lab.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
@@ -33,30 +31,12 @@ function resultOf(e: Record<string, unknown>): Result {
 }
 
 export async function mirrorPg(out: (s: string) => void): Promise<void> {
-  const root = mkdtempSync(path.join(tmpdir(), 'bench-mirror-pg-'));
-  chmodSync(root, 0o755); // the postgres user reaches its data directories under it
-  let lab: Lab | undefined;
-  let cleaned: Promise<void> | undefined;
-  const cleanup = () =>
-    (cleaned ??= (async () => {
-      // The lab's destroy kills every process in its namespaces (both postmasters and their
-      // backends, the walsender and walreceiver, our children), then the data goes.
-      await lab?.destroy();
-      rmSync(root, { recursive: true, force: true });
-    })());
   const t0 = performance.now();
   const step = (what: string) => process.stderr.write(`mirror-pg: ${((performance.now() - t0) / 1000).toFixed(1)} s: ${what}\n`);
-  const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`mirror-pg: ${sig}, cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
+  step('lab');
+  await withPgLab('mirror-pg', async (lab, root) => {
     const fsType = statfsSync(root).type;
     if (onTmpfs(root)) out(`mirror-pg: WARNING ${root} is on tmpfs, where fdatasync costs nothing: set TMPDIR to a disk`);
-    step('lab');
-    lab = await Lab.create({ hosts: ['a', 'b'] });
     const a = lab.host('a');
     const b = lab.host('b');
 
@@ -102,9 +82,5 @@ export async function mirrorPg(out: (s: string) => void): Promise<void> {
     out(ratio(oursNormal, pgOn, 'ours normal / PG on'));
     out(ratio(oursAlone, pgLocal, 'ours primary-only / PG local'));
     out(`  (ours: appenders in the primary's process; PG: clients in another process on a, over loopback TCP. PG commits on a are fsynced in every mode, ours normal are not; standby after the runs: ${stillSync})`);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
-  }
+  });
 }

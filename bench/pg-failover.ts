@@ -3,13 +3,11 @@
 // each round). The clients, the kill, the promotion and the clock are one fixture process on host
 // b (bench/fixtures/pg-failover-clients.ts). Everything (lab, servers, data under tmpdir) is
 // removed at the end, on failure, and on SIGINT/SIGTERM.
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab } from '../src/lab/lab.js';
 import { exited } from '../src/lab/exec.js';
-import { PG_PORT, startPgPair } from './pg-lab.js';
+import { PG_PORT, startPgPair, withPgLab } from './pg-lab.js';
 
 const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'pg-failover-clients.ts');
 
@@ -51,23 +49,7 @@ export interface PgFailoverRun {
 
 /** Runs `rounds` failovers at `synchronousCommit`; `step` reports progress. Needs root and PostgreSQL. */
 export async function pgFailover(rounds: number, synchronousCommit: string, step: (what: string) => void): Promise<PgFailoverRun> {
-  const root = mkdtempSync(path.join(tmpdir(), 'bench-pg-failover-'));
-  chmodSync(root, 0o755); // the postgres user reaches its data directories under it
-  let lab: Lab | undefined;
-  let cleaned: Promise<void> | undefined;
-  const cleanup = () =>
-    (cleaned ??= (async () => {
-      await lab?.destroy(); // kills every process in its namespaces: servers, backends, fixture
-      rmSync(root, { recursive: true, force: true });
-    })());
-  const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`pg-failover: ${sig}, cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    lab = await Lab.create({ hosts: ['a', 'b'] });
+  return withPgLab('pg-failover', async (lab, root) => {
     const out: PgFailoverRun = { version: '', synchronousCommit: '', rounds: [] };
     for (let i = 0; i < rounds; i++) {
       step(`PostgreSQL round ${i + 1}: primary and replica`);
@@ -97,9 +79,5 @@ export async function pgFailover(rounds: number, synchronousCommit: string, step
       });
     }
     return out;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
-  }
+  });
 }

@@ -4,14 +4,47 @@
 // durable as shipped (fsync on) and reachable over TCP only. The servers run as the postgres user
 // (initdb refuses root) from the newest version under /usr/lib/postgresql; their processes live in
 // the hosts' namespaces, so the lab's destroy() kills them.
-import { appendFileSync, chownSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Lab } from '../src/lab/lab.js';
+import { Lab } from '../src/lab/lab.js';
 import type { NodeChild } from '../src/lab/node-child.js';
 import { run } from '../src/lab/exec.js';
 
 export const PG_PORT = 5432;
+
+/**
+ * Runs `body` with a scratch directory the postgres user can reach and a lab of hosts a and b,
+ * and removes both however it ends, SIGINT and SIGTERM included (the lab's destroy kills every
+ * process in its namespaces: both postmasters and their backends, the walsender and
+ * walreceiver, the bench's children; then the data goes).
+ */
+export async function withPgLab<T>(name: string, body: (lab: Lab, root: string) => Promise<T>): Promise<T> {
+  const root = mkdtempSync(path.join(tmpdir(), `bench-${name}-`));
+  chmodSync(root, 0o755); // the postgres user reaches its data directories under it
+  let lab: Lab | undefined;
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await lab?.destroy();
+      rmSync(root, { recursive: true, force: true });
+    })());
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`${name}: ${sig}, cleaning up\n`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    lab = await Lab.create({ hosts: ['a', 'b'] });
+    return await body(lab, root);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
+  }
+}
 
 /** The bin directory of the newest PostgreSQL under /usr/lib/postgresql; throws if none. */
 export function pgBin(): string {
