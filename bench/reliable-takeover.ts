@@ -2,7 +2,7 @@
 // loopback: the time from the kill to the takeover done (seed FIG. 13 steps 426-428: promote,
 // flush, reopen, replay), to the recovery signal (the first client greeted with RECOVERED,
 // step 429-530) and to the first message resent after it answered (step 540). The primary is a
-// child process (test/reliable-primary-child.ts), the backup and 10
+// child process (test/reliable-node-child.ts, the chaos test's node, as primary), the backup and 10
 // clients (4 requests in flight each) are this process. The takeover is called as soon as the
 // child is reaped and the backup has seen its connection end: no failure detector is in these times (it would add its detection time).
 // Bounded: 5 rounds of 4,000 orders, the kill after a random 20-80 % of them.
@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { MirrorBackup } from '../src/log/mirror-backup.js';
 import { takeOver } from '../src/log/takeover.js';
@@ -25,7 +26,7 @@ import { freePort } from '../test/free-port.js';
 import { REPLICA_SETTINGS, pgFailover, type PgFailoverTimes } from './pg-failover.js';
 
 const KEY = Buffer.from('mirror-test-key-0123456789abcdef');
-const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'reliable-primary-child.ts');
+const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'reliable-node-child.ts');
 const ROUNDS = 5;
 const CLIENTS = 10;
 const PER_CLIENT = 400;
@@ -61,16 +62,16 @@ async function round(root: string, i: number): Promise<Times> {
     apply: { reset: () => (state = new ReliableState(orderMatchingApp)), record: (lsn, p) => state.replay(lsn, p) },
   });
   const servicePort = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(root, `p${i}`), String(backup.port), KEY.toString('hex')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const primaryPort = await freePort();
+  // The primary: the chaos test's node process in its primary role (its own mirror port unused here).
+  const config = { node: 'node-a', dir: path.join(root, `p${i}`), role: 'primary', mirrorPort: 0, peerMirrorPort: backup.port, clientPort: primaryPort, keyHex: KEY.toString('hex') };
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   let timer: NodeJS.Timeout | undefined;
-  const primaryPort = await new Promise<number>((resolve, reject) => {
-    let port = 0;
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      if (!port) port = Number(/"port":(\d+)/.exec(buf)?.[1] ?? 0);
-      if (port && buf.includes('state normal')) resolve(port);
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const e = JSON.parse(line) as { ev: string; state?: string };
+      if (e.ev === 'state' && e.state === 'normal') resolve();
     });
     timer = setTimeout(() => reject(new Error('the primary child did not become normal in 20 s')), 20_000);
   }).finally(() => clearTimeout(timer));

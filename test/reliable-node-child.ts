@@ -1,4 +1,4 @@
-// One node of a reliable order-matching pair as its own process, for tests that kill and restart
+// One node of a reliable order-matching pair as its own process, for tests (and BENCH=takeover) that kill and restart
 // nodes many times (test/unit/reliable-chaos.test.ts): it starts as the primary (a MirroredLog
 // mirrored to its peer, a ReliableServer over it) or as the backup (a MirrorBackup on its log
 // directory: a returning primary resyncs there, seed 004 step 465; a hot standby, the book kept
