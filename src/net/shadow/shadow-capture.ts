@@ -1,0 +1,78 @@
+// A ShadowTable fed by a real capture (issue 12's first source: a mirror of the primary's port
+// at the switch or router, seed 003 FIG. 1, arriving on an interface of this host). Payload is
+// captured whole for the service's addresses and ports only; the ring's drops are watched, and
+// any drop makes the connections open at that time unprovable (they will be reset, not continued).
+import type { ParsedSegment } from '../../native.js';
+import { FlowTracker } from '../flow-tracker.js';
+import type { ContinuePlan } from './shadow-connection.js';
+import { ShadowTable, type ShadowStats, type ShadowTableOptions } from './shadow-table.js';
+
+export interface ShadowCaptureOptions extends ShadowTableOptions {
+  /** The interface the mirrored frames arrive on (e.g. a mirror port's end on this host). */
+  interface: string;
+  /** How often the ring's drop counter is read and ended connections swept, ms; default 100. */
+  checkIntervalMs?: number;
+}
+
+/** Largest TCP payload in one captured frame (a GRO-merged frame can be up to 64 KiB). */
+const FULL_PAYLOAD = 65535;
+
+export class ShadowCapture implements Disposable {
+  readonly table: ShadowTable;
+  private readonly tracker: FlowTracker;
+  private readonly timer: NodeJS.Timeout;
+  private drops = 0;
+  private closed = false;
+
+  /** Starts capturing at once. Throws what the capture throws (no such interface, EPERM). */
+  constructor(options: ShadowCaptureOptions) {
+    this.table = new ShadowTable(options);
+    this.tracker = new FlowTracker({
+      interface: options.interface,
+      hosts: [...new Set(options.services.map((s) => s.address))],
+      ports: [...new Set(options.services.map((s) => s.port))],
+      payloadBytes: FULL_PAYLOAD,
+      trackFlows: false,
+      // Room for a second of a busy service's traffic if the loop stalls: 16 blocks of 4 MiB.
+      blockSize: 4 * 1024 * 1024,
+      blockCount: 16,
+      blockTimeoutMs: 2,
+    });
+    this.tracker.onSegments((batch: ParsedSegment[]) => this.table.segments(batch, Date.now()));
+    this.tracker.start();
+    this.timer = setInterval(() => this.check(), options.checkIntervalMs ?? 100);
+    this.timer.unref();
+  }
+
+  /**
+   * The plans for one service address (all when absent), after what the ring still holds has
+   * been read: call it once the primary is silent (fenced) and the ring's timeout has passed.
+   */
+  plans(address?: string): ContinuePlan[] {
+    this.check();
+    return this.table.plans(Date.now(), address);
+  }
+
+  stats(): ShadowStats & { captureDrops: number } {
+    return { ...this.table.stats(), captureDrops: this.drops };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    this.tracker.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  private check(): void {
+    if (this.closed) return;
+    const drops = this.tracker.stats().drops;
+    if (drops > this.drops) this.table.captureLost(drops - this.drops);
+    this.drops = drops;
+    this.table.sweep(Date.now());
+  }
+}

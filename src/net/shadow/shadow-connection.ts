@@ -1,0 +1,270 @@
+// The backup's view of one client connection to a service it may have to continue (issue 12,
+// seed 003): built only from the segments a capture saw (a mirror of the primary's port, or the
+// primary's own agent), from the SYN on. It keeps both byte streams in order, the handshake's
+// options, the latest windows and timestamps, and, through the protocol plugin, where the
+// answered requests end; it lets go of what is no longer needed (server bytes the client
+// acknowledged, requests the server answered). When the primary dies, plan() says how to rebuild
+// the connection on the backup (a TcpRepairState, the requests to replay, the session to restore),
+// or why it cannot be proven and must be reset.
+//
+// Sources: RFC 9293 (SND.UNA, RCV.NXT, SND.WL1), RFC 7323 (window scale, timestamps), RFC 2018
+// (SACK-permitted), ../shared/TAKEOVER-NOTES.md (the restore sequence that worked).
+import type { ParsedSegment } from '../../native.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
+import type { DeadConnection } from '../close-engine.js';
+import { familyOf, type Endpoint } from '../endpoint.js';
+import { seqAdd } from '../seq.js';
+import type { TcpRepairState } from '../tcp-repair-state.js';
+import type { ContinuePlugin, ExchangeTracker, SessionPreamble } from './exchange-tracker.js';
+import { StreamReassembly } from './stream-reassembly.js';
+
+/** What one end said in its SYN. */
+interface HandshakeSide {
+  isn: number;
+  mss?: number;
+  wscale?: number;
+  sack: boolean;
+  timestamps: boolean;
+}
+
+/** The latest of what one end sent. */
+interface SenderState {
+  /** Highest ACK it sent (seq space of the other direction), once it sent one. */
+  ack?: number;
+  /** Its last raw window field and the time it was seen. */
+  window: number;
+  /** Its largest window, bytes (scaled). */
+  maxWindowBytes: number;
+  /** Sequence number of the last segment that carried its window (SND.WL1 for the receiver). */
+  windowSeq: number;
+  tsval?: number;
+  tsvalAtMs?: number;
+  lastSeenMs: number;
+}
+
+/** How the backup rebuilds a connection, or why it resets it instead. */
+export type ContinuePlan =
+  | {
+      kind: 'restore';
+      server: Endpoint;
+      client: Endpoint;
+      /** The socket to restore (bound to the server's endpoint; its refill is sent after repair off). */
+      state: TcpRepairState;
+      /** Client bytes after the last answered request, for the new upstream (after the preamble). */
+      replay: Buffer;
+      preamble: SessionPreamble;
+    }
+  | {
+      kind: 'reset';
+      server: Endpoint;
+      client: Endpoint;
+      /** Why the connection cannot be continued (logged with the RST). */
+      reason: string;
+      /** For the close engine: what was seen, so the RST can be exact (absent: never saw both sides). */
+      dead: DeadConnection;
+    };
+
+export interface ShadowOptions {
+  plugin: ContinuePlugin;
+  /** Bound on the bytes kept per direction (bytes); default 8 MiB. */
+  maxRetainedBytes?: number;
+}
+
+const DEFAULT_MAX_RETAINED = 8 * 1024 * 1024;
+/** The TCP MSS both ends assume without the option (RFC 9293 §3.7.1). */
+const DEFAULT_MSS = 536;
+
+export class ShadowConnection {
+  private clientSyn: HandshakeSide | null = null;
+  private serverSyn: HandshakeSide | null = null;
+  private toServer: StreamReassembly | null = null;
+  private toClient: StreamReassembly | null = null;
+  private readonly tracker: ExchangeTracker;
+  private readonly client0: SenderState = { window: 0, maxWindowBytes: 0, windowSeq: 0, lastSeenMs: 0 };
+  private readonly server0: SenderState = { window: 0, maxWindowBytes: 0, windowSeq: 0, lastSeenMs: 0 };
+  /** Why the connection can no longer be continued whatever happens next, or null. */
+  private ended: string | null = null;
+  private readonly maxRetained: number;
+  /** Set once a RST was seen: nothing is left to continue or to close. */
+  reset = false;
+  lastSeenMs = 0;
+
+  constructor(
+    readonly server: Endpoint,
+    readonly client: Endpoint,
+    options: ShadowOptions,
+  ) {
+    this.tracker = options.plugin.createTracker();
+    this.maxRetained = options.maxRetainedBytes ?? DEFAULT_MAX_RETAINED;
+  }
+
+  /** One captured segment of this connection; fromServer: its source is the server's endpoint. */
+  segment(s: ParsedSegment, fromServer: boolean, nowMs: number): void {
+    this.lastSeenMs = nowMs;
+    if (s.flags & TCP_RST) {
+      this.reset = true;
+      this.ended ??= 'reset';
+      return;
+    }
+    if (s.flags & TCP_SYN) this.handshake(s, fromServer);
+    const sender = fromServer ? this.server0 : this.client0;
+    sender.lastSeenMs = nowMs;
+    if (s.tsval !== undefined) {
+      sender.tsval = s.tsval;
+      sender.tsvalAtMs = s.timeMs ?? nowMs;
+    }
+    const stream = fromServer ? this.toClient : this.toServer;
+    if (!stream) {
+      if (!(s.flags & TCP_SYN)) this.ended ??= 'the connection was joined mid-stream (its SYN was not seen)';
+      return;
+    }
+    if (!(s.flags & TCP_SYN)) {
+      sender.window = s.window;
+      sender.windowSeq = s.seq;
+      const scaled = s.window * 2 ** this.scaleOf(fromServer);
+      sender.maxWindowBytes = Math.max(sender.maxWindowBytes, scaled);
+    }
+    if (s.flags & TCP_ACK) this.acked(s.ack, fromServer);
+    const dataSeq = s.flags & TCP_SYN ? seqAdd(s.seq, 1) : s.seq;
+    if (s.payloadLength > 0) stream.data(dataSeq, s.payload ?? Buffer.alloc(0), s.payloadLength);
+    this.letGo();
+    if (s.flags & TCP_FIN) this.ended ??= `the ${fromServer ? 'server' : 'client'} sent a FIN (half-closed connections are not continued yet)`;
+  }
+
+  /** Why the connection can no longer be continued (FIN, RST, joined mid-stream...), or null. */
+  get endedReason(): string | null {
+    return this.ended;
+  }
+
+  /** The client's SYN sequence number, once seen. */
+  get clientIsn(): number | undefined {
+    return this.clientSyn?.isn;
+  }
+
+  /** Marks the connection as not continuable (e.g. the capture lost frames while it was open). */
+  lose(reason: string): void {
+    this.ended ??= reason;
+  }
+
+  /** How to continue this connection now (nowMs: ms since the epoch, ages the server's TSval). */
+  plan(nowMs: number): ContinuePlan {
+    const blocked = (reason: string): ContinuePlan => ({ kind: 'reset', server: this.server, client: this.client, reason, dead: this.deadConnection(nowMs) });
+    const cs = this.clientSyn;
+    const ss = this.serverSyn;
+    if (this.ended) return blocked(this.ended);
+    if (!cs || !ss || !this.toServer || !this.toClient) return blocked('the handshake was not seen');
+    if (this.client0.ack === undefined) return blocked('the handshake was not completed');
+    for (const [name, stream] of [['client', this.toServer], ['server', this.toClient]] as const) {
+      if (stream.broken) return blocked(`the ${name}'s stream cannot be rebuilt: ${stream.broken}`);
+    }
+    const protocol = this.tracker.blocker();
+    if (protocol) return blocked(protocol);
+    // What the server acknowledged must be what we hold: a byte it had and we did not see is a
+    // hole that no replay can fill.
+    const serverAcked = this.server0.ack === undefined ? 0 : this.toServer.offsetOf(this.server0.ack);
+    if (serverAcked > this.toServer.next) return blocked(`the server acknowledged ${serverAcked - this.toServer.next} client bytes the capture did not see`);
+    const clientAcked = this.toClient.offsetOf(this.client0.ack);
+    if (clientAcked > this.toClient.next) return blocked(`the client acknowledged ${clientAcked - this.toClient.next} server bytes the capture did not see`);
+    if (this.toClient.hasHole) return blocked('server bytes are missing from the capture (a hole before later segments)');
+    const complete = this.tracker.completeServerBytes();
+    if (complete < this.toClient.next) {
+      // The server sent part of a reply: the client may hold bytes a replay would not match.
+      return blocked(`the server was in the middle of a reply (${this.toClient.next - complete} bytes of it sent)`);
+    }
+    const refill = this.toClient.bytes(clientAcked, this.toClient.next);
+    const answered = this.tracker.answeredClientBytes();
+    const replay = this.toServer.bytes(answered, this.toServer.next);
+    if (!refill) return blocked('server bytes the client has not acknowledged were not retained');
+    if (!replay) return blocked('client requests not yet answered were not retained');
+
+    const wscale = cs.wscale !== undefined && ss.wscale !== undefined ? { send: cs.wscale, recv: ss.wscale } : null;
+    const timestamps = cs.timestamps && ss.timestamps && this.server0.tsval !== undefined;
+    const rcvNxt = this.toServer.seqAt(this.toServer.next);
+    const rcvWnd = this.server0.window * 2 ** (wscale?.recv ?? 0);
+    const sndWnd = this.client0.window * 2 ** (wscale?.send ?? 0);
+    const state: TcpRepairState = {
+      family: familyOf(this.server.address),
+      local: { ...this.server },
+      remote: { ...this.client },
+      send: { seq: this.toClient.seqAt(clientAcked), queue: refill, unsent: refill.length },
+      recv: { seq: rcvNxt, queue: Buffer.alloc(0) },
+      mss: Math.min(cs.mss ?? DEFAULT_MSS, ss.mss ?? DEFAULT_MSS),
+      options: { sack: cs.sack && ss.sack, timestamps, windowScale: wscale },
+      timestamp: timestamps ? seqAdd(this.server0.tsval!, Math.max(0, Math.round(nowMs - this.server0.tsvalAtMs!)) + 1) : 0,
+      window: {
+        sndWl1: this.client0.windowSeq,
+        sndWnd,
+        maxWindow: Math.max(this.client0.maxWindowBytes, sndWnd),
+        rcvWnd,
+        rcvWup: rcvNxt,
+      },
+      buffers: { send: 0, recv: 0 },
+    };
+    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble() };
+  }
+
+  /** What the close engine needs to reset this connection exactly. */
+  private deadConnection(nowMs: number): DeadConnection {
+    const dead: DeadConnection = { local: { ...this.server }, peer: { ...this.client }, observedAt: this.lastSeenMs };
+    if (!this.toServer || !this.toClient || this.client0.ack === undefined || this.server0.ack === undefined) return dead;
+    const shift = this.clientSyn?.wscale;
+    dead.tracked = {
+      deadNextSeq: this.toClient.seqAt(this.toClient.next),
+      peerNextSeq: this.toServer.seqAt(this.toServer.next),
+      peerAck: this.client0.ack,
+      deadWindow: this.server0.window,
+      ...(shift !== undefined || this.client0.window === 0 ? { peerWindow: this.client0.window * 2 ** (shift ?? 0) } : {}),
+      ...(shift !== undefined ? { peerWindowShift: shift } : {}),
+      ...(this.server0.tsval !== undefined ? { deadTsval: this.server0.tsval, deadTsvalAgeMs: Math.max(0, nowMs - (this.server0.tsvalAtMs ?? nowMs)) } : {}),
+      ...(this.client0.tsval !== undefined ? { peerTsval: this.client0.tsval } : {}),
+    };
+    return dead;
+  }
+
+  private handshake(s: ParsedSegment, fromServer: boolean): void {
+    const side: HandshakeSide = {
+      isn: s.seq,
+      ...(s.mss !== undefined ? { mss: s.mss } : {}),
+      ...(s.wscale !== undefined ? { wscale: Math.min(14, s.wscale) } : {}),
+      sack: s.sackPermitted === true,
+      timestamps: s.tsval !== undefined,
+    };
+    if (fromServer) {
+      if (this.serverSyn) return; // a retransmitted SYN-ACK
+      this.serverSyn = side;
+      this.toClient = new StreamReassembly(s.seq, this.maxRetained, (chunk) => this.tracker.serverData(chunk));
+    } else {
+      if (this.clientSyn) return;
+      this.clientSyn = side;
+      this.toServer = new StreamReassembly(s.seq, this.maxRetained, (chunk) => this.tracker.clientData(chunk));
+    }
+  }
+
+  /** The highest ACK one end sent, where it moves forward (old ACKs arrive late and reordered). */
+  private acked(ack: number, fromServer: boolean): void {
+    const sender = fromServer ? this.server0 : this.client0;
+    const stream = fromServer ? this.toServer : this.toClient;
+    if (!stream) return;
+    if (sender.ack === undefined || stream.offsetOf(ack) > stream.offsetOf(sender.ack)) sender.ack = ack;
+  }
+
+  /**
+   * Lets go of what a takeover would not need: client bytes of answered requests (only the
+   * unanswered ones are replayed), server bytes the client acknowledged (only the rest is refilled).
+   */
+  private letGo(): void {
+    if (this.toServer) this.toServer.release(Math.min(this.tracker.answeredClientBytes(), this.toServer.next));
+    if (this.toClient && this.client0.ack !== undefined) {
+      this.toClient.release(Math.min(this.toClient.offsetOf(this.client0.ack), this.toClient.next));
+    }
+  }
+
+  /** The window scale shift of the sender's window fields (0 until both SYNs offered one). */
+  private scaleOf(fromServer: boolean): number {
+    const cs = this.clientSyn?.wscale;
+    const ss = this.serverSyn?.wscale;
+    if (cs === undefined || ss === undefined) return 0;
+    return fromServer ? ss : cs;
+  }
+}
+

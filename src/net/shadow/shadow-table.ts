@@ -1,0 +1,113 @@
+// The backup's shadows of every client connection to the services it may continue (issue 12):
+// segments from a capture in, a ContinuePlan per connection out when the primary dies. Pure: the
+// capture and the clock are the caller's (ShadowCapture wires a real one).
+import type { ParsedSegment } from '../../native.js';
+import { TCP_ACK, TCP_SYN } from '../../native.js';
+import { canonicalAddress, connectionKey, type Endpoint } from '../endpoint.js';
+import type { ContinuePlugin } from './exchange-tracker.js';
+import { ShadowConnection, type ContinuePlan } from './shadow-connection.js';
+
+export interface ShadowTableOptions {
+  /** The service endpoints whose client connections are shadowed (an address and a port each). */
+  services: Endpoint[];
+  plugin: ContinuePlugin;
+  /** Connections kept at most; a SYN beyond it is not shadowed (counted). Default 100,000. */
+  maxConnections?: number;
+  /** Bytes kept per direction of one connection; default 8 MiB (see ShadowConnection). */
+  maxRetainedBytes?: number;
+  /** A connection that ended (FIN, RST) is forgotten once idle this long, ms; default 60,000. */
+  endedLingerMs?: number;
+}
+
+export interface ShadowStats {
+  connections: number;
+  /** SYNs not shadowed because the table was full. */
+  refused: number;
+  /** Segments of connections whose SYN was not seen (joined mid-stream). */
+  unknownSegments: number;
+  /** Frames the capture lost (each marks every connection then open as not continuable). */
+  captureLosses: number;
+}
+
+export class ShadowTable {
+  private readonly connections = new Map<string, ShadowConnection>();
+  private readonly services: Set<string>;
+  private readonly maxConnections: number;
+  private readonly endedLingerMs: number;
+  private refused = 0;
+  private unknownSegments = 0;
+  private captureLosses = 0;
+
+  constructor(private readonly options: ShadowTableOptions) {
+    if (options.services.length === 0) throw new RangeError('a ShadowTable needs at least one service endpoint');
+    this.services = new Set(options.services.map((e) => `${canonicalAddress(e.address)}|${e.port}`));
+    this.maxConnections = options.maxConnections ?? 100_000;
+    this.endedLingerMs = options.endedLingerMs ?? 60_000;
+  }
+
+  /** Captured segments (any order of connections; each connection's in capture order). */
+  segments(batch: readonly ParsedSegment[], nowMs: number): void {
+    for (const s of batch) {
+      const fromServer = this.services.has(`${s.src}|${s.sport}`);
+      const server = fromServer ? { address: s.src, port: s.sport } : { address: s.dst, port: s.dport };
+      const client = fromServer ? { address: s.dst, port: s.dport } : { address: s.src, port: s.sport };
+      if (!fromServer && !this.services.has(`${s.dst}|${s.dport}`)) continue;
+      const key = connectionKey(server, client);
+      let conn = this.connections.get(key);
+      const opening = !fromServer && (s.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
+      if (opening && conn && (conn.endedReason !== null || conn.clientIsn !== s.seq)) {
+        this.connections.delete(key); // the 4-tuple reused by a new connection
+        conn = undefined;
+      }
+      if (!conn) {
+        if (!opening) {
+          this.unknownSegments++;
+          continue;
+        }
+        if (this.connections.size >= this.maxConnections) {
+          this.refused++;
+          continue;
+        }
+        conn = new ShadowConnection(server, client, {
+          plugin: this.options.plugin,
+          ...(this.options.maxRetainedBytes !== undefined ? { maxRetainedBytes: this.options.maxRetainedBytes } : {}),
+        });
+        this.connections.set(key, conn);
+      }
+      conn.segment(s, fromServer, nowMs);
+    }
+  }
+
+  /**
+   * The capture lost frames: any open connection may have lost one of its segments, so none of
+   * them can be proven any more (they will be reset, not continued, if the primary dies).
+   */
+  captureLost(frames: number): void {
+    if (frames <= 0) return;
+    this.captureLosses += frames;
+    for (const conn of this.connections.values()) conn.lose(`the capture lost ${frames} frames while it was open`);
+  }
+
+  /** Forgets connections reset, or ended and quiet for endedLingerMs. */
+  sweep(nowMs: number): void {
+    for (const [key, conn] of this.connections) {
+      if (conn.reset || (conn.endedReason !== null && nowMs - conn.lastSeenMs > this.endedLingerMs)) this.connections.delete(key);
+    }
+  }
+
+  /** How to continue every connection to one service address (all when absent), now. */
+  plans(nowMs: number, address?: string): ContinuePlan[] {
+    const want = address === undefined ? undefined : canonicalAddress(address);
+    const out: ContinuePlan[] = [];
+    for (const conn of this.connections.values()) {
+      if (conn.reset) continue;
+      if (want !== undefined && conn.server.address !== want) continue;
+      out.push(conn.plan(nowMs));
+    }
+    return out;
+  }
+
+  stats(): ShadowStats {
+    return { connections: this.connections.size, refused: this.refused, unknownSegments: this.unknownSegments, captureLosses: this.captureLosses };
+  }
+}

@@ -1,0 +1,129 @@
+// One direction of a shadowed TCP connection: the bytes a capture saw, put back in stream order
+// from the SYN, with what is still needed kept and the rest let go. Segments that arrive ahead
+// of a hole wait (a few, bounded) for the retransmission that fills it: a mirror sees what the
+// server saw, and the server too gets out-of-order segments when the network drops one.
+// Offsets are stream offsets (bytes since the SYN, 0 = first data byte); they never wrap.
+import { seqAdd, seqDiff } from '../seq.js';
+
+/** Out-of-order segments kept per direction, waiting for a hole to fill. */
+const MAX_PENDING_SEGMENTS = 64;
+
+export class StreamReassembly {
+  /** Sequence number of stream offset 0 (ISN + 1). */
+  readonly base: number;
+  /** Offset of the next byte expected: every byte below it was seen, contiguous. */
+  next = 0;
+  /** Offset of retained[0]; bytes below it were let go. */
+  private keptFrom = 0;
+  private retained: Buffer[] = [];
+  private retainedBytes = 0;
+  private readonly pending = new Map<number, Buffer>();
+  /** Why bytes this direction needs were lost (a truncated segment, the retention bound), or null. */
+  broken: string | null = null;
+
+  /**
+   * @param isn the SYN's sequence number
+   * @param maxRetainedBytes bound on the bytes kept (bytes); passing it breaks the stream
+   * @param onData each newly contiguous chunk, in order, with its offset
+   */
+  constructor(
+    isn: number,
+    private readonly maxRetainedBytes: number,
+    private readonly onData: (chunk: Buffer, offset: number) => void,
+  ) {
+    this.base = seqAdd(isn, 1);
+  }
+
+  /** The stream offset of a sequence number near the stream's front (within ±2 GiB). */
+  offsetOf(seq: number): number {
+    return this.next + seqDiff(this.seqAt(this.next), seq);
+  }
+
+  /** The sequence number of a stream offset. */
+  seqAt(offset: number): number {
+    return seqAdd(this.base, offset % 0x1_0000_0000);
+  }
+
+  /** A segment's payload. declaredLength: the TCP payload's length (the capture may cut it). */
+  data(seq: number, payload: Buffer, declaredLength: number): void {
+    if (this.broken || declaredLength === 0) return;
+    if (payload.length < declaredLength) {
+      this.broken = `the capture truncated a segment at offset ${this.offsetOf(seq)}`;
+      return;
+    }
+    let offset = this.offsetOf(seq);
+    let bytes = payload;
+    if (offset < this.next) {
+      bytes = bytes.subarray(Math.min(bytes.length, this.next - offset));
+      offset = this.next;
+    }
+    if (bytes.length === 0) return; // a retransmission of bytes already here
+    if (offset > this.next) {
+      if (this.pending.size >= MAX_PENDING_SEGMENTS && !this.pending.has(offset)) {
+        this.broken = `more than ${MAX_PENDING_SEGMENTS} segments arrived ahead of a hole at offset ${this.next}`;
+        return;
+      }
+      const held = this.pending.get(offset);
+      if (!held || held.length < bytes.length) this.pending.set(offset, Buffer.from(bytes));
+      return;
+    }
+    this.append(bytes);
+    this.drainPending();
+  }
+
+  /** Lets go of the bytes below offset (they are no longer needed). */
+  release(offset: number): void {
+    while (this.retained.length > 0 && this.keptFrom + this.retained[0]!.length <= offset) {
+      const first = this.retained.shift()!;
+      this.keptFrom += first.length;
+      this.retainedBytes -= first.length;
+    }
+    if (this.retained.length > 0 && offset > this.keptFrom) {
+      const cut = offset - this.keptFrom;
+      this.retained[0] = this.retained[0]!.subarray(cut);
+      this.keptFrom += cut;
+      this.retainedBytes -= cut;
+    }
+    if (this.retained.length === 0) this.keptFrom = Math.max(this.keptFrom, Math.min(offset, this.next));
+  }
+
+  /** The retained bytes [from, to), or null when some of them were let go or never seen. */
+  bytes(from: number, to: number): Buffer | null {
+    if (from < this.keptFrom || to > this.next || from > to) return null;
+    const all = this.retained.length === 1 ? this.retained[0]! : Buffer.concat(this.retained);
+    this.retained = all.length > 0 ? [all] : [];
+    return Buffer.from(all.subarray(from - this.keptFrom, to - this.keptFrom));
+  }
+
+  /** Whether any segment is waiting beyond a hole. */
+  get hasHole(): boolean {
+    return this.pending.size > 0;
+  }
+
+  private append(bytes: Buffer): void {
+    const at = this.next;
+    this.next += bytes.length;
+    this.retained.push(Buffer.from(bytes));
+    this.retainedBytes += bytes.length;
+    if (this.retainedBytes > this.maxRetainedBytes) {
+      this.broken = `more than ${this.maxRetainedBytes} bytes needed were retained`;
+      this.retained = [];
+      this.retainedBytes = 0;
+      this.keptFrom = this.next;
+    }
+    this.onData(bytes, at);
+  }
+
+  private drainPending(): void {
+    for (let moved = true; moved && this.pending.size > 0 && !this.broken; ) {
+      moved = false;
+      for (const [offset, bytes] of this.pending) {
+        if (offset > this.next) continue;
+        this.pending.delete(offset);
+        const fresh = bytes.subarray(Math.min(bytes.length, this.next - offset));
+        if (fresh.length > 0) this.append(fresh);
+        moved = true;
+      }
+    }
+  }
+}

@@ -1,0 +1,208 @@
+// The backup's shadow of a connection, from synthetic segments: handshake options, both streams
+// in order, what is let go, and the plan (restore state, replay, or why a reset).
+import { describe, expect, it } from 'vitest';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type ParsedSegment } from '../../src/native.js';
+import { seqAdd } from '../../src/net/seq.js';
+import type { ContinuePlugin, ExchangeTracker } from '../../src/net/shadow/exchange-tracker.js';
+import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
+import { checkTcpRepairState } from '../../src/net/tcp-repair-state.js';
+
+/** Requests and replies are lines; each request gets one reply line. */
+function linePlugin(): ContinuePlugin {
+  return {
+    name: 'lines',
+    createTracker(): ExchangeTracker {
+      const requestEnds: number[] = [];
+      let clientBytes = 0;
+      let serverBytes = 0;
+      let replies = 0;
+      let complete = 0;
+      return {
+        clientData(chunk) {
+          for (const b of chunk) {
+            clientBytes++;
+            if (b === 10) requestEnds.push(clientBytes);
+          }
+        },
+        serverData(chunk) {
+          for (const b of chunk) {
+            serverBytes++;
+            if (b === 10) {
+              replies++;
+              complete = serverBytes;
+            }
+          }
+        },
+        answeredClientBytes: () => (replies === 0 ? 0 : requestEnds[replies - 1]!),
+        completeServerBytes: () => complete,
+        sessionPreamble: () => ({ bytes: Buffer.alloc(0), replies: 0 }),
+        blocker: () => (replies > requestEnds.length ? 'more replies than requests' : null),
+      };
+    },
+    createReplyCounter: () => ({ push: () => [], broken: null }),
+  };
+}
+
+const SERVER = { address: '198.18.5.10', port: 6379 };
+const CLIENT = { address: '198.18.5.20', port: 40000 };
+const CISN = 0xfffffff0; // wraps during the test
+const SISN = 1000;
+
+/** A tiny model of the two ends: sequence numbers advance as they send. */
+function conversation() {
+  let cNext = seqAdd(CISN, 1);
+  let sNext = seqAdd(SISN, 1);
+  let ts = 500;
+  const seg = (fromServer: boolean, flags: number, payload = '', extra: Partial<ParsedSegment> = {}): ParsedSegment => {
+    const data = Buffer.from(payload);
+    const s: ParsedSegment = {
+      family: 4,
+      src: fromServer ? SERVER.address : CLIENT.address,
+      dst: fromServer ? CLIENT.address : SERVER.address,
+      sport: fromServer ? SERVER.port : CLIENT.port,
+      dport: fromServer ? CLIENT.port : SERVER.port,
+      seq: fromServer ? sNext : cNext,
+      ack: fromServer ? cNext : sNext,
+      flags,
+      window: fromServer ? 500 : 600,
+      urgentPointer: 0,
+      payloadLength: data.length,
+      payload: data,
+      tsval: ts++,
+      tsecr: 1,
+      timeMs: 1_000_000,
+      ...extra,
+    };
+    if (fromServer) sNext = seqAdd(sNext, data.length);
+    else cNext = seqAdd(cNext, data.length);
+    return s;
+  };
+  const handshake: ParsedSegment[] = [
+    { ...seg(false, TCP_SYN), seq: CISN, ack: 0, mss: 1460, wscale: 7, sackPermitted: true },
+    { ...seg(true, TCP_SYN | TCP_ACK), seq: SISN, mss: 1400, wscale: 9, sackPermitted: true },
+    seg(false, TCP_ACK),
+  ];
+  return { seg, handshake, next: () => ({ cNext, sNext }) };
+}
+
+function table(maxRetainedBytes?: number) {
+  return new ShadowTable({ services: [SERVER], plugin: linePlugin(), ...(maxRetainedBytes ? { maxRetainedBytes } : {}) });
+}
+
+describe('ShadowConnection', () => {
+  it('plans a restore: RCV.NXT after every client byte, SND.UNA at the client ACK, the unanswered request replayed', () => {
+    const c = conversation();
+    const t = table();
+    t.segments(c.handshake, 1_000_000);
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1_000_000);
+    const unacked = c.seg(true, TCP_ACK | TCP_PSH, '');
+    t.segments([unacked, c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-b\n')], 1_000_000);
+    // The client has acked value-a only; then sends GET c, unanswered.
+    const beforeB = seqAdd(SISN, 1 + 'value-a\n'.length);
+    t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'GET c\n'), ack: beforeB }], 1_000_000);
+    const plans = t.plans(1_000_250);
+    expect(plans).toHaveLength(1);
+    const p = plans[0]!;
+    if (p.kind !== 'restore') throw new Error(`expected a restore, got ${p.reason}`);
+    const { cNext } = c.next();
+    expect(p.state.recv.seq).toBe(cNext);
+    expect(p.state.recv.queue.length).toBe(0);
+    expect(p.state.send.seq).toBe(beforeB);
+    expect(p.state.send.queue.toString()).toBe('value-b\n');
+    expect(p.state.send.unsent).toBe('value-b\n'.length);
+    expect(p.replay.toString()).toBe('GET c\n');
+    expect(p.state.mss).toBe(1400);
+    expect(p.state.options).toEqual({ sack: true, timestamps: true, windowScale: { send: 7, recv: 9 } });
+    expect(p.state.timestamp).toBe(507 + 250 + 1); // value-b's TSval (the 8th segment) aged by 250 ms, plus one
+    expect(p.state.window.sndWnd).toBe(600 << 7);
+    expect(p.state.window.rcvWnd).toBe(500 << 9);
+    expect(() => checkTcpRepairState(p.state)).not.toThrow();
+  });
+
+  it('releases answered requests and acknowledged replies (memory stays bounded by what is in flight)', () => {
+    const c = conversation();
+    const t = table(4096);
+    t.segments(c.handshake, 1);
+    for (let i = 0; i < 2000; i++) {
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, `REQUEST ${i}\n`), c.seg(true, TCP_ACK | TCP_PSH, `REPLY ${i}\n`), c.seg(false, TCP_ACK)], 1);
+    }
+    const p = t.plans(1)[0]!;
+    expect(p.kind).toBe('restore');
+    if (p.kind === 'restore') {
+      expect(p.replay.length).toBe(0);
+      expect(p.state.send.queue.length).toBe(0);
+    }
+  });
+
+  it('holds segments that arrive ahead of a hole until the retransmission fills it', () => {
+    const c = conversation();
+    const t = table();
+    t.segments(c.handshake, 1);
+    const first = c.seg(false, TCP_ACK | TCP_PSH, 'GET ');
+    const second = c.seg(false, TCP_ACK | TCP_PSH, 'x\n');
+    t.segments([second], 1);
+    const holed = t.plans(1)[0]!;
+    expect(holed.kind).toBe('restore'); // the server acked nothing beyond the hole: what we hold is whole
+    if (holed.kind === 'restore') expect(holed.replay.toString()).toBe('');
+    t.segments([first], 1);
+    const filled = t.plans(1)[0]!;
+    if (filled.kind !== 'restore') throw new Error(filled.reason);
+    expect(filled.replay.toString()).toBe('GET x\n');
+  });
+
+  const resets: Array<[string, (c: ReturnType<typeof conversation>, t: ShadowTable) => void, RegExp]> = [
+    ['the server acked client bytes the capture missed', (c, t) => {
+      c.seg(false, TCP_ACK | TCP_PSH, 'lost\n'); // never captured
+      t.segments([c.seg(true, TCP_ACK)], 1);
+    }, /server acknowledged 5 client bytes/],
+    ['the client acked server bytes the capture missed', (c, t) => {
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n')], 1);
+      c.seg(true, TCP_ACK | TCP_PSH, 'value\n'); // never captured
+      t.segments([c.seg(false, TCP_ACK)], 1);
+    }, /client acknowledged 6 server bytes/],
+    ['the server was mid-reply', (c, t) => {
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'half')], 1);
+    }, /middle of a reply \(4 bytes/],
+    ['a FIN', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_FIN)], 1), /client sent a FIN/],
+    ['a truncated capture', (c, t) => t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), payload: Buffer.from('GE') }], 1), /truncated/],
+    ['the retention bound', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'x'.repeat(5000))], 1), /more than 4096 bytes/],
+    ['a lost capture frame', (_c, t) => t.captureLost(3), /capture lost 3 frames/],
+  ];
+  for (const [name, act, reason] of resets) {
+    it(`plans an exact reset, with the reason, when ${name}`, () => {
+      const c = conversation();
+      const t = table(4096);
+      t.segments(c.handshake, 1);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'HELLO\n'), c.seg(true, TCP_ACK | TCP_PSH, 'hi\n'), c.seg(false, TCP_ACK)], 1);
+      act(c, t);
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'reset') throw new Error('expected a reset');
+      expect(p.reason).toMatch(reason);
+      expect(p.dead.tracked?.peerWindowShift).toBe(7);
+    });
+  }
+
+  it('does not shadow a connection joined mid-stream, and forgets a reset one', () => {
+    const c = conversation();
+    const t = table();
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n')], 1);
+    expect(t.stats()).toMatchObject({ connections: 0, unknownSegments: 1 });
+    t.segments(c.handshake, 1);
+    t.segments([c.seg(true, TCP_RST)], 1);
+    expect(t.plans(1)).toHaveLength(0);
+    t.sweep(2);
+    expect(t.stats().connections).toBe(0);
+  });
+
+  it('refuses a SYN beyond maxConnections and replaces a reused 4-tuple', () => {
+    const t = new ShadowTable({ services: [SERVER], plugin: linePlugin(), maxConnections: 1 });
+    const a = conversation();
+    t.segments(a.handshake, 1);
+    t.segments([{ ...a.handshake[0]!, sport: 40001 }], 1);
+    expect(t.stats()).toMatchObject({ connections: 1, refused: 1 });
+    t.segments([a.seg(false, TCP_ACK | TCP_FIN)], 1);
+    t.segments([{ ...a.handshake[0]!, seq: 77 }], 1); // a new connection on the same 4-tuple
+    const p = t.plans(1)[0]!;
+    expect(p.kind === 'reset' && p.reason).toBe('the handshake was not seen');
+  });
+});
