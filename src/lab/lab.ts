@@ -39,6 +39,9 @@ export class Lab {
   readonly subnet: number;
   private readonly children = new Set<NodeChild>();
   private destroyed = false;
+  private mirrors = 0;
+  private readonly mirrorsIn = new Map<string, number>();
+  private readonly clsact = new Set<string>();
 
   private constructor(id: string, subnet: number) {
     this.id = id;
@@ -182,6 +185,46 @@ export class Lab {
   async restoreLink(host: string, link: 'main' | 'failsafe'): Promise<void> {
     this.linkPort(host, link);
     await run('ip', ['netns', 'exec', this.switchNs, 'nft', 'delete', 'table', 'bridge', dropTable(host, link)]);
+  }
+
+  /**
+   * A port mirror at the switch (seed 003 FIG. 1: the routing device copies the primary's
+   * traffic to the backup), as a managed switch's SPAN port: every frame that enters or leaves
+   * `of`'s bridge port is copied (tc clsact, u32 match-all, `mirred egress mirror`) into a veth
+   * pair whose switch end is NOT a bridge port and whose other end is a capture interface in
+   * host `to`: up, no address, no ARP, IPv6 off, so that host only listens on it (its stack
+   * drops the copies: they are addressed to other MACs). Frames are copied as the kernel holds
+   * them: a GSO super-frame stays one frame, and a checksum the sender offloaded is not filled
+   * in. Returns the capture interface's name in `to` (mir0, mir1, ... per host).
+   * Everything lives in the lab's namespaces, so destroy() removes it with them.
+   * Throws for an unknown host or when `of` is `to`.
+   */
+  async mirrorPort(of: string, to: string): Promise<{ ifname: string }> {
+    const src = this.host(of);
+    const dst = this.host(to);
+    if (of === to) throw new Error(`lab cannot mirror host ${of}'s port to itself`);
+    const n = this.mirrors++;
+    const ifname = `mir${this.mirrorsIn.get(to) ?? 0}`;
+    this.mirrorsIn.set(to, (this.mirrorsIn.get(to) ?? 0) + 1);
+    const swEnd = `m${n}-${to}`;
+    const sw = ['-n', this.switchNs];
+    await run('ip', [...sw, 'link', 'add', 'name', swEnd, 'type', 'veth', 'peer', 'name', ifname, 'netns', dst.ns]);
+    // Quiet ends: no IPv6 link-local address or router solicitations, no ARP, on either side.
+    for (const [ns, dev] of [[this.switchNs, swEnd], [dst.ns, ifname]] as const) {
+      await run('ip', ['netns', 'exec', ns, 'sh', '-c', `echo 1 > /proc/sys/net/ipv6/conf/${dev}/disable_ipv6`]);
+      await run('ip', ['-n', ns, 'link', 'set', 'dev', dev, 'arp', 'off', 'up']);
+    }
+    // clsact once per port (a second mirror of the same port adds filters to it).
+    if (!this.clsact.has(src.port)) {
+      await run('ip', ['netns', 'exec', this.switchNs, 'tc', 'qdisc', 'add', 'dev', src.port, 'clsact']);
+      this.clsact.add(src.port);
+    }
+    // ingress of the switch's port = frames the host sent; egress = frames sent to the host.
+    for (const dir of ['ingress', 'egress']) {
+      await run('ip', ['netns', 'exec', this.switchNs, 'tc', 'filter', 'add', 'dev', src.port, dir, 'protocol', 'all',
+        'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'mirror', 'dev', swEnd]);
+    }
+    return { ifname };
   }
 
   private linkPort(host: string, link: 'main' | 'failsafe'): string {
