@@ -1,5 +1,6 @@
 // A real Redis server (Debian redis-server) inside a lab host, started for a test and stopped
-// after it (even on failure: the lab's destroy() kills every process left in its namespaces).
+// after it (even on failure: the lab's destroy() kills every process left in its namespaces);
+// optionally a replica of another (replicaOf), with a wait for its link and a promotion.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,17 +16,36 @@ export interface RedisServer {
   cli(args: string[]): Promise<string>;
   /** `INFO clients` as numbers (connected_clients, blocked_clients, ...). */
   clients(): Promise<Record<string, number>>;
+  /** `INFO replication` as text fields (role, master_link_status, master_repl_offset, ...). */
+  replication(): Promise<Record<string, string>>;
+  /**
+   * A replica: waits until its link to the master is up (`master_link_status:up`, the initial
+   * sync done). Throws after timeoutMs (default 10000) with the last INFO replication seen.
+   */
+  waitReplicaUp(timeoutMs?: number): Promise<void>;
+  /** A replica becomes a master (`REPLICAOF NO ONE`); resolves once INFO says role:master. */
+  promote(): Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startRedis(lab: Lab, host: string, options: { port?: number; maxClients?: number } = {}): Promise<RedisServer> {
+export interface RedisOptions {
+  port?: number;
+  maxClients?: number;
+  /** Start as a replica of this master (an address a lab host reaches, and its port). */
+  replicaOf?: { host: string; port: number };
+}
+
+export async function startRedis(lab: Lab, host: string, options: RedisOptions = {}): Promise<RedisServer> {
   const port = options.port ?? 6379;
   const dir = mkdtempSync(path.join(tmpdir(), 'tko-redis-'));
   const ns = lab.host(host).ns;
   const child = spawn(
     'ip',
     ['netns', 'exec', ns, 'redis-server', '--port', String(port), '--bind', '* -::*', '--protected-mode', 'no', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--maxclients', String(options.maxClients ?? 1000), '--daemonize', 'no', '--loglevel', 'warning'],
+      '--dir', dir, '--maxclients', String(options.maxClients ?? 1000), '--daemonize', 'no', '--loglevel', 'warning',
+      // A master waits 5 s by default before a diskless full sync, for more replicas to join.
+      '--repl-diskless-sync-delay', '0',
+      ...(options.replicaOf ? ['--replicaof', options.replicaOf.host, String(options.replicaOf.port)] : [])],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';
@@ -45,6 +65,10 @@ export async function startRedis(lab: Lab, host: string, options: { port?: numbe
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  const replication = async () => {
+    const text = await cli(['INFO', 'replication']);
+    return Object.fromEntries(text.split('\n').filter((l) => l.includes(':')).map((l) => l.trim()).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
+  };
   return {
     host,
     port,
@@ -53,6 +77,23 @@ export async function startRedis(lab: Lab, host: string, options: { port?: numbe
     async clients() {
       const text = await cli(['INFO', 'clients']);
       return Object.fromEntries(text.split('\n').filter((l) => l.includes(':')).map((l) => l.trim().split(':')).map(([k, v]) => [k!, Number(v)]));
+    },
+    replication,
+    async waitReplicaUp(timeoutMs = 10_000) {
+      const until = Date.now() + timeoutMs;
+      let info: Record<string, string> = {};
+      for (;;) {
+        info = await replication();
+        if (info.role === 'slave' && info.master_link_status === 'up') return;
+        if (Date.now() > until) throw new Error(`redis replica in ${host}: link to its master not up after ${timeoutMs} ms: ${JSON.stringify(info)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async promote() {
+      const reply = await cli(['REPLICAOF', 'NO', 'ONE']);
+      if (reply !== 'OK') throw new Error(`REPLICAOF NO ONE in ${host}: ${reply}`);
+      const info = await replication();
+      if (info.role !== 'master') throw new Error(`redis in ${host} still ${info.role} after REPLICAOF NO ONE`);
     },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
