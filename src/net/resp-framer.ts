@@ -25,7 +25,10 @@ export interface RespValueListener {
    * and aggregates (-1 for RESP2 nulls), null for simple lines.
    */
   value?(type: string, depth: number, length: number | null): void;
-  /** A top-level message ended at this offset (exclusive) within the chunk being pushed. */
+  /**
+   * A top-level message ended at this offset (exclusive) within the chunk being pushed; called at
+   * once, before the next message's values.
+   */
   end?(offsetInChunk: number): void;
 }
 
@@ -82,7 +85,7 @@ export class RespFramer {
         if (c !== (this.blobTail === 2 ? CR : LF)) this.broken = 'blob not followed by CRLF';
         else if (--this.blobTail === 0) {
           this.blobRemaining = -1;
-          if (this.valueDone()) ends.push(i);
+          if (this.valueDone()) this.ended(i, ends);
         }
         continue;
       }
@@ -95,7 +98,7 @@ export class RespFramer {
         const line = this.header;
         this.header = '';
         this.headerLength = 0;
-        if (this.onLine(line)) ends.push(i);
+        if (this.onLine(line)) this.ended(i, ends);
         continue;
       }
       if (c === CR) this.sawCR = true;
@@ -106,8 +109,12 @@ export class RespFramer {
       }
     }
     this.offset += chunk.length;
-    if (this.listener?.end) for (const e of ends) this.listener.end(e);
     return ends;
+  }
+
+  private ended(offsetInChunk: number, ends: number[]): void {
+    ends.push(offsetInChunk);
+    this.listener?.end?.(offsetInChunk);
   }
 
   /** One header or simple line (without CRLF); true when it completed a top-level message. */

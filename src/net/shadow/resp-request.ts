@@ -1,0 +1,205 @@
+// Frames the client side of a RESP connection: the requests a Redis server reads. Two forms
+// (https://redis.io/docs/latest/develop/reference/protocol-spec/#sending-commands-to-a-redis-server):
+// an array of bulk strings (`*<n>\r\n` then n times `$<len>\r\n<bytes>\r\n`) or an inline command
+// (a line of words separated by spaces, ended by LF or CRLF). Like Redis, an inline line of only
+// spaces, `*0` and `*-1` are no command and get no reply. Request bytes are not kept: only the end
+// offset, the command name and, for the commands the caller asks for, a few small arguments.
+
+const CR = 0x0d;
+const LF = 0x0a;
+/** Redis's PROTO_INLINE_MAX_SIZE: a longer line without LF is a protocol error there too. */
+const INLINE_MAX = 64 * 1024;
+/** Bytes of an inline line kept to find the name and the kept arguments. */
+const INLINE_KEEP = 4096;
+/** Redis's default proto-max-bulk-len (512 MiB). */
+const BULK_MAX = 512 * 1024 * 1024;
+const NAME_KEEP = 32;
+/** Arguments kept per request (count, total bytes); more marks the request truncated. */
+const KEEP_ARGS = 8;
+const KEEP_BYTES = 4096;
+
+export interface RespRequest {
+  /** Client stream offset (bytes) where the request ends (exclusive). */
+  end: number;
+  /** The command name, lowercased (first 32 bytes); '' for no command. */
+  name: string;
+  /** The arguments after the name, when keepArgs(name) said so; else empty. */
+  args: Buffer[];
+  /** Arguments were asked for but not all kept (more than 8 or 4 KiB, or quotes in an inline line). */
+  truncated: boolean;
+  /** False for what Redis does not answer: an empty inline line, `*0`, `*-1`. */
+  answered: boolean;
+}
+
+type State = 'start' | 'inline' | 'count' | 'bulkHeader' | 'bulkBody' | 'bulkTail';
+
+export class RespRequestFramer {
+  /** Why the stream is not RESP requests (sticky), or null. */
+  broken: string | null = null;
+  /** Bytes pushed so far (stream offset of the next byte). */
+  offset = 0;
+  private state: State = 'start';
+  private header = '';
+  private sawCR = false;
+  private inline: Buffer[] = [];
+  private inlineKept = 0;
+  private inlineLength = 0;
+  private argsLeft = 0;
+  private argIndex = 0;
+  private bulkLeft = 0;
+  private tail = 0;
+  private capture: Buffer[] = [];
+  private captureLength = 0;
+  private capturing = false;
+  private req: RespRequest = newRequest();
+
+  /** keepArgs(name): whether to keep the (small) arguments of commands with that name. */
+  constructor(private readonly keepArgs: (name: string) => boolean) {}
+
+  /** True between two requests (and at the start), unless broken. */
+  get between(): boolean {
+    return !this.broken && this.state === 'start';
+  }
+
+  /** Feeds the next client bytes; returns the requests they completed, in order. Never throws. */
+  push(chunk: Uint8Array): RespRequest[] {
+    const done: RespRequest[] = [];
+    const base = this.offset;
+    this.offset += chunk.length;
+    let i = 0;
+    while (i < chunk.length && !this.broken) {
+      switch (this.state) {
+        case 'start':
+          if (chunk[i] === 0x2a) {
+            i++;
+            this.state = 'count';
+          } else this.state = 'inline';
+          break;
+        case 'inline': {
+          const lf = chunk.indexOf(LF, i);
+          const stop = lf < 0 ? chunk.length : lf;
+          const keep = Math.min(stop - i, INLINE_KEEP - this.inlineKept);
+          if (keep > 0) this.inline.push(Buffer.from(chunk.subarray(i, i + keep)));
+          this.inlineKept += Math.max(keep, 0);
+          this.inlineLength += stop - i;
+          if (this.inlineLength > INLINE_MAX) {
+            this.broken = 'inline request longer than 64 KiB';
+            break;
+          }
+          i = stop;
+          if (lf >= 0) {
+            i++;
+            this.endInline(base + i, done);
+          }
+          break;
+        }
+        case 'count':
+        case 'bulkHeader': {
+          const c = chunk[i++]!;
+          if (this.state === 'bulkHeader' && this.header === '' && !this.sawCR && c !== 0x24) {
+            this.broken = `expected '$', got ${JSON.stringify(String.fromCharCode(c))}`;
+            break;
+          }
+          if (this.sawCR) {
+            if (c !== LF) this.broken = 'CR not followed by LF';
+            else this.onHeader(base + i, done);
+          } else if (c === CR) this.sawCR = true;
+          else if (this.header.length >= 16) this.broken = 'request header too long';
+          else this.header += String.fromCharCode(c);
+          break;
+        }
+        case 'bulkBody': {
+          const n = Math.min(this.bulkLeft, chunk.length - i);
+          if (this.capturing) this.capture.push(Buffer.from(chunk.subarray(i, i + n)));
+          i += n;
+          this.bulkLeft -= n;
+          if (this.bulkLeft === 0) {
+            this.state = 'bulkTail';
+            this.tail = 2;
+          }
+          break;
+        }
+        case 'bulkTail': {
+          const c = chunk[i++]!;
+          if (c !== (this.tail === 2 ? CR : LF)) this.broken = 'bulk string not followed by CRLF';
+          else if (--this.tail === 0) this.endArg(base + i, done);
+          break;
+        }
+      }
+    }
+    return done;
+  }
+
+  private onHeader(end: number, done: RespRequest[]): void {
+    const text = this.state === 'bulkHeader' ? this.header.slice(1) : this.header;
+    this.header = '';
+    this.sawCR = false;
+    const n = /^-?[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
+    if (this.state === 'count') {
+      if (!Number.isInteger(n) || n > 2 ** 31 - 1) return void (this.broken = `invalid multibulk length ${JSON.stringify(text)}`);
+      if (n <= 0) return this.finish(end, false, done);
+      this.argsLeft = n;
+      this.argIndex = 0;
+      this.state = 'bulkHeader';
+      return;
+    }
+    if (!Number.isInteger(n) || n < 0 || n > BULK_MAX) return void (this.broken = `invalid bulk length ${JSON.stringify(text)}`);
+    this.bulkLeft = n;
+    this.capture = [];
+    this.capturing = this.argIndex === 0 || (this.keepArgs(this.req.name) && !this.req.truncated);
+    if (this.argIndex > 0 && this.capturing && (this.req.args.length >= KEEP_ARGS || this.captureLength + n > KEEP_BYTES)) {
+      this.capturing = false;
+      this.req.truncated = true;
+    }
+    if (this.argIndex === 0 && n > NAME_KEEP) this.capturing = false;
+    if (n === 0) {
+      this.state = 'bulkTail';
+      this.tail = 2;
+    } else this.state = 'bulkBody';
+  }
+
+  private endArg(end: number, done: RespRequest[]): void {
+    if (this.capturing) {
+      const arg = Buffer.concat(this.capture);
+      if (this.argIndex === 0) this.req.name = arg.toString('latin1').toLowerCase();
+      else {
+        this.req.args.push(arg);
+        this.captureLength += arg.length;
+      }
+    } else if (this.argIndex === 0) this.req.name = '?';
+    this.capture = [];
+    this.argIndex++;
+    if (--this.argsLeft === 0) this.finish(end, true, done);
+    else this.state = 'bulkHeader';
+  }
+
+  private endInline(end: number, done: RespRequest[]): void {
+    let line = Buffer.concat(this.inline).toString('latin1');
+    const whole = this.inlineKept === this.inlineLength;
+    this.inline = [];
+    this.inlineKept = 0;
+    this.inlineLength = 0;
+    if (whole && line.endsWith('\r')) line = line.slice(0, -1);
+    // Redis splits on isspace() (sdssplitargs); quoted words are not decoded here.
+    const words = line.split(/[ \t\r\n\v\f]+/).filter((w) => w.length > 0);
+    if (words.length === 0 && whole) return this.finish(end, false, done);
+    this.req.name = (words[0] ?? '?').replace(/["']/g, '').toLowerCase().slice(0, NAME_KEEP);
+    if (this.keepArgs(this.req.name)) {
+      const args = words.slice(1);
+      this.req.truncated = !whole || /["']/.test(line) || args.length > KEEP_ARGS;
+      if (!this.req.truncated) this.req.args = args.map((w) => Buffer.from(w, 'latin1'));
+    }
+    this.finish(end, true, done);
+  }
+
+  private finish(end: number, answered: boolean, done: RespRequest[]): void {
+    done.push({ ...this.req, end, answered });
+    this.req = newRequest();
+    this.captureLength = 0;
+    this.state = 'start';
+  }
+}
+
+function newRequest(): RespRequest {
+  return { end: 0, name: '', args: [], truncated: false, answered: true };
+}
