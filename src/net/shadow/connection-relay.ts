@@ -1,0 +1,154 @@
+// Continues a client connection on a new upstream (issue 12): the client socket (on the backup a
+// restored TCP connection, adopted with adoptSocket) is joined to a fresh connection to the
+// server that takes over (e.g. the promoted local Redis replica). The upstream first gets the
+// session preamble and the requests the dead server never answered; the preamble's replies are
+// swallowed (counted with the plugin's ReplyCounter), so the client sees exactly the replies to
+// its own requests, in order. Then bytes flow both ways with backpressure.
+import net from 'node:net';
+import type { ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+
+export interface RelayOptions {
+  /** The client's socket; the relay owns it from here (destroys it at the end). */
+  client: net.Socket;
+  /** Where the new upstream listens. */
+  upstream: { host: string; port: number };
+  /** Sent first; its `replies` complete replies never reach the client. */
+  preamble: SessionPreamble;
+  /** The client's unanswered requests (bytes), sent after the preamble. */
+  replay: Uint8Array;
+  /** Frames the upstream's replies while the preamble's are swallowed (plugin.createReplyCounter()). */
+  replyCounter: ReplyCounter;
+  /** Give up when the upstream is not connected by then (ms, default 5000). */
+  connectTimeoutMs?: number;
+  /** An error reply (RESP '-' or '!') to the preamble ends the relay (default true): the session would differ. */
+  refusePreambleErrors?: boolean;
+}
+
+export interface RelayStats {
+  /** Client bytes written to the upstream (after preamble and replay). */
+  clientBytes: number;
+  /** Upstream bytes written to the client. */
+  upstreamBytes: number;
+  /** Preamble replies (and their bytes) swallowed. */
+  swallowedReplies: number;
+  swallowedBytes: number;
+}
+
+export interface RelayEnd {
+  /** The first thing that ended it: 'client ended', 'upstream closed', 'upstream error: ...'. */
+  reason: string;
+  stats: RelayStats;
+}
+
+export interface Relay {
+  readonly upstream: net.Socket;
+  /** Live counters. */
+  readonly stats: RelayStats;
+  /** Resolves (never rejects) once both sockets are closed. */
+  readonly done: Promise<RelayEnd>;
+  /** Destroys both sockets; `reason` becomes the end reason unless one is already set. */
+  close(reason: string): void;
+}
+
+/** How long a client may take to read the last upstream bytes after the upstream closed (ms). */
+const FLUSH_MS = 5000;
+
+/** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
+export function relayConnection(options: RelayOptions): Relay {
+  const { client, preamble, replyCounter } = options;
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0 };
+  const upstream = net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
+  // Half-close is relayed: a client's FIN must not end its side before the upstream's last replies.
+  client.allowHalfOpen = true;
+  let reason: string | null = null;
+  const close = (why: string) => {
+    reason ??= why;
+    client.destroy();
+    upstream.destroy();
+  };
+  const connectTimer = setTimeout(() => close(`upstream not connected in ${options.connectTimeoutMs ?? 5000} ms`), options.connectTimeoutMs ?? 5000);
+  upstream.once('connect', () => clearTimeout(connectTimer));
+
+  // Net sockets queue writes made while connecting, in order: preamble, replay, then client data.
+  if (preamble.bytes.length > 0) upstream.write(preamble.bytes);
+  if (options.replay.length > 0) upstream.write(options.replay);
+
+  client.on('data', (chunk: Buffer) => {
+    stats.clientBytes += chunk.length;
+    if (!upstream.write(chunk)) client.pause();
+  });
+  upstream.on('drain', () => client.resume());
+  client.on('drain', () => upstream.resume());
+
+  let toSwallow = preamble.replies;
+  /** First byte of the preamble reply being read (its RESP type), once seen. */
+  let replyType: number | undefined;
+  upstream.on('data', (chunk: Buffer) => {
+    let data = chunk;
+    if (toSwallow > 0) {
+      const rest = swallow(chunk);
+      if (rest === null) return;
+      data = rest;
+    }
+    if (data.length === 0) return;
+    stats.upstreamBytes += data.length;
+    if (!client.write(data)) upstream.pause();
+  });
+
+  /** The part of chunk after the preamble's replies; null when nothing is left or the relay ended. */
+  function swallow(chunk: Buffer): Buffer | null {
+    const ends = replyCounter.push(chunk);
+    if (replyCounter.broken) {
+      close(`upstream reply stream unframeable while swallowing the preamble's replies: ${replyCounter.broken}`);
+      return null;
+    }
+    let start = 0;
+    replyType ??= chunk[0];
+    for (const end of ends) {
+      if (toSwallow === 0) break;
+      if ((options.refusePreambleErrors ?? true) && (replyType === 0x2d || replyType === 0x21)) {
+        const text = chunk.subarray(start, Math.min(end, start + 200)).toString('latin1').trim();
+        close(`the upstream refused preamble command ${stats.swallowedReplies + 1}: ${text}`);
+        return null;
+      }
+      stats.swallowedReplies++;
+      stats.swallowedBytes += end - start;
+      toSwallow--;
+      start = end;
+      replyType = chunk[start];
+    }
+    if (toSwallow > 0) {
+      stats.swallowedBytes += chunk.length - start;
+      return null;
+    }
+    return chunk.subarray(start);
+  }
+
+  client.on('end', () => {
+    reason ??= 'client ended';
+    upstream.end();
+  });
+  upstream.on('end', () => {
+    reason ??= 'upstream ended';
+    client.end();
+  });
+  client.on('error', (e) => close(`client error: ${e.message}`));
+  upstream.on('error', (e) => close(`upstream error: ${e.message}`));
+
+  const closed = (s: net.Socket) => new Promise<void>((r) => (s.destroyed && s.closed ? r() : s.once('close', () => r())));
+  // The client gone, nobody reads the upstream's replies. The upstream gone (Redis closes after
+  // QUIT), the client still gets what was written to it, then its socket closes.
+  client.once('close', () => close('client closed'));
+  upstream.once('close', (hadError) => {
+    if (hadError) return close('upstream closed');
+    reason ??= 'upstream closed';
+    client.end(() => client.destroy());
+    setTimeout(() => client.destroy(), FLUSH_MS).unref();
+  });
+  const done = Promise.all([closed(client), closed(upstream)]).then(() => {
+    clearTimeout(connectTimer);
+    return { reason: reason ?? 'closed', stats: { ...stats } };
+  });
+  if (client.destroyed) close('client socket already closed');
+  return { upstream, stats, done, close };
+}

@@ -1,0 +1,210 @@
+// relayConnection against a real redis-server on loopback (Debian package redis-server): the
+// preamble's replies are swallowed, the replayed and the client's own requests are answered in
+// order, and the session (the database) is the one the preamble set. The "restored" client socket
+// is the accepted end of a loopback pair; the other end plays the application.
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayConnection } from '../../src/net/shadow/connection-relay.js';
+import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
+import { freePort } from '../free-port.js';
+
+const cmd = (...w: string[]) => encodeCommand(w);
+let redis: ChildProcess | undefined;
+let port = 0;
+
+/** Sends raw bytes on a fresh connection and collects the reply bytes until `replies` are complete. */
+async function ask(bytes: Buffer, replies: number): Promise<string> {
+  const s = net.connect(port, '127.0.0.1');
+  const counter = respContinue.createReplyCounter();
+  let n = 0;
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${replies} replies in 5 s: ${JSON.stringify(out)}`)), 5000);
+    s.on('error', reject);
+    s.on('data', (d: Buffer) => {
+      out += d.toString('latin1');
+      n += counter.push(d).length;
+      if (n >= replies) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    s.write(bytes);
+  });
+  s.destroy();
+  return out;
+}
+
+beforeAll(async () => {
+  port = await freePort();
+  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  redis.stdout!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-2000)));
+  redis.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-2000)));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      if ((await ask(cmd('PING'), 1)) === '+PONG\r\n') break;
+    } catch {
+      // not listening yet
+    }
+    if (redis.exitCode !== null || Date.now() > deadline) throw new Error(`redis-server did not start on port ${port} (Debian package redis-server): ${log}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+afterAll(async () => {
+  if (redis && redis.exitCode === null && redis.signalCode === null) {
+    redis.kill('SIGKILL');
+    await new Promise((r) => redis!.once('exit', r));
+  }
+});
+
+/** A connected loopback pair: `restored` goes to the relay, `app` plays the application. */
+async function socketPair(): Promise<{ restored: net.Socket; app: net.Socket }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const app = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const restored = await accepted;
+  server.close();
+  return { restored, app };
+}
+
+/** Reads from the app socket until `replies` complete replies arrived (5 s bound). */
+function readReplies(app: net.Socket, replies: number): Promise<string> {
+  const counter = respContinue.createReplyCounter();
+  let n = 0;
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${replies} replies in 5 s: ${JSON.stringify(out)}`)), 5000);
+    app.on('data', (d: Buffer) => {
+      out += d.toString('latin1');
+      n += counter.push(d).length;
+      if (n >= replies) {
+        clearTimeout(timer);
+        resolve(out);
+      }
+    });
+  });
+}
+
+describe('relayConnection with redis-server', () => {
+  it('swallows SELECT 3, answers the replay and the pipelined requests in order, in db 3', async () => {
+    await ask(Buffer.concat([cmd('SELECT', '3'), cmd('DEL', 'k'), cmd('SELECT', '0'), cmd('DEL', 'k')]), 4);
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port },
+      preamble: { bytes: cmd('SELECT', '3'), replies: 1 },
+      replay: Buffer.concat([cmd('INCR', 'k'), cmd('INCR', 'k')]),
+      replyCounter: respContinue.createReplyCounter(),
+    });
+    const replies = readReplies(app, 5);
+    // Written at once: the upstream is not connected yet; these go after the replay.
+    app.write(Buffer.concat([cmd('INCR', 'k'), cmd('GET', 'k')]));
+    app.write('PING\r\n');
+    const want = ':1\r\n:2\r\n:3\r\n$1\r\n3\r\n+PONG\r\n';
+    expect(await replies).toBe(want);
+    expect(await ask(Buffer.concat([cmd('SELECT', '3'), cmd('GET', 'k'), cmd('SELECT', '0'), cmd('GET', 'k')]), 4)).toBe('+OK\r\n$1\r\n3\r\n+OK\r\n$-1\r\n');
+    app.end();
+    const end = await relay.done;
+    expect(end.reason).toBe('client ended');
+    expect(end.stats).toMatchObject({ swallowedReplies: 1, swallowedBytes: 5, upstreamBytes: want.length });
+    expect(end.stats.clientBytes).toBe(Buffer.concat([cmd('INCR', 'k'), cmd('GET', 'k')]).length + 6);
+  });
+
+  it('continues from a tracker: HELLO 3 and CLIENT SETNAME in the preamble, a big value through backpressure', async () => {
+    const t = respContinue.createTracker();
+    const client = Buffer.concat([cmd('HELLO', '3'), cmd('CLIENT', 'SETNAME', 'shadowed'), cmd('SET', 'big', 'x'.repeat(4 << 20)), cmd('STRLEN', 'big')]);
+    t.clientData(client);
+    t.serverData(Buffer.from('%1\r\n+proto\r\n:3\r\n+OK\r\n'));
+    expect(t.blocker()).toBeNull();
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port },
+      preamble: t.sessionPreamble(),
+      replay: client.subarray(t.answeredClientBytes()),
+      replyCounter: respContinue.createReplyCounter(),
+    });
+    app.on('error', () => undefined);
+    const replies = readReplies(app, 4);
+    app.write(Buffer.concat([cmd('CLIENT', 'GETNAME'), cmd('GET', 'big')]));
+    const out = await replies;
+    expect(out.startsWith(`+OK\r\n:${4 << 20}\r\n$8\r\nshadowed\r\n$${4 << 20}\r\n`)).toBe(true);
+    expect(relay.stats.swallowedReplies).toBe(2);
+    relay.close('test done');
+    expect((await relay.done).reason).toBe('test done');
+    if (!app.destroyed) await new Promise((r) => app.once('close', r));
+    expect(restored.destroyed).toBe(true);
+  });
+
+  it('a refused preamble command closes both sides with the reason', async () => {
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port },
+      preamble: { bytes: cmd('AUTH', 'wrong'), replies: 1 },
+      replay: cmd('PING'),
+      replyCounter: respContinue.createReplyCounter(),
+    });
+    const seen: Buffer[] = [];
+    app.on('data', (d: Buffer) => seen.push(d));
+    const appClosed = new Promise((r) => app.once('close', r));
+    app.on('error', () => undefined);
+    expect((await relay.done).reason).toMatch(/refused preamble command 1: -ERR/);
+    await appClosed;
+    expect(Buffer.concat(seen).length).toBe(0);
+  });
+
+  it('an unframeable upstream while swallowing closes both; so does a refused connection', async () => {
+    const fake = net.createServer((s) => s.end('+OK\r\nnot resp\r\n'));
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', () => r()));
+    const a = await socketPair();
+    a.app.on('error', () => undefined);
+    const broken = relayConnection({
+      client: a.restored,
+      upstream: { host: '127.0.0.1', port: (fake.address() as net.AddressInfo).port },
+      preamble: { bytes: cmd('SELECT', '1'), replies: 2 },
+      replay: Buffer.alloc(0),
+      replyCounter: respContinue.createReplyCounter(),
+    });
+    expect((await broken.done).reason).toMatch(/unframeable while swallowing.*unknown RESP type/);
+    fake.close();
+    const b = await socketPair();
+    b.app.on('error', () => undefined);
+    const refused = relayConnection({
+      client: b.restored,
+      upstream: { host: '127.0.0.1', port: await freePort() },
+      preamble: { bytes: Buffer.alloc(0), replies: 0 },
+      replay: cmd('PING'),
+      replyCounter: respContinue.createReplyCounter(),
+    });
+    expect((await refused.done).reason).toMatch(/upstream error: .*ECONNREFUSED/);
+    expect(b.restored.destroyed).toBe(true);
+  });
+
+  it('a preamble reply split across chunks by the upstream is swallowed whole', async () => {
+    const fake = net.createServer((s) => {
+      s.write('+O');
+      setTimeout(() => s.write('K\r\n:4'), 20);
+      setTimeout(() => s.end('2\r\n'), 40);
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', () => r()));
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port: (fake.address() as net.AddressInfo).port },
+      preamble: { bytes: cmd('SELECT', '1'), replies: 1 },
+      replay: cmd('INCR', 'x'),
+      replyCounter: respContinue.createReplyCounter(),
+    });
+    expect(await readReplies(app, 1)).toBe(':42\r\n');
+    const end = await relay.done;
+    expect(end.reason).toBe('upstream ended');
+    expect(end.stats.swallowedBytes).toBe(5);
+    fake.close();
+  });
+});
