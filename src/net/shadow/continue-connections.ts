@@ -1,0 +1,152 @@
+// The backup continues a dead primary's client connections (issue 12, seed 003), in the order
+// the feasibility run found to work (../shared/TAKEOVER-NOTES.md, "The restore sequence"):
+//   1. an nftables guard drops this host's bare RSTs from the service address, so its kernel
+//      does not reset a client whose segment arrives before that client's socket exists;
+//   2. every provable connection is restored (TCP_REPAIR, IP_TRANSPARENT: the address is not
+//      here yet) on a libuv worker; the refill (server bytes the client had not acknowledged)
+//      goes out normally after repair off;
+//   3. the address is added and announced (gratuitous ARP / unsolicited NA): clients' segments
+//      now reach sockets that exist;
+//   4. each socket is adopted and relayed to the new upstream (the promoted local service):
+//      session preamble first, then the requests the dead server never answered;
+//   5. every connection that could not be proven (a hole, a half-closed or mid-reply stream, a
+//      failed restore) is reset exactly by the close engine, its reason kept;
+//   6. the guard goes.
+// The caller has fenced the primary before (two hosts on one sequence space corrupt it) and
+// promoted the local service.
+import { performance } from 'node:perf_hooks';
+import { takeOverAddress } from '../address.js';
+import { adoptSocket } from '../adopt-socket.js';
+import type { DeadConnection } from '../close-engine.js';
+import type { CloseResult } from '../close-result.js';
+import { closePeers } from '../close-peers.js';
+import { canonicalAddress, type Endpoint } from '../endpoint.js';
+import { RstGuard } from '../rst-guard.js';
+import { restoreConnections } from '../tcp-repair.js';
+import { relayConnection, type Relay } from './connection-relay.js';
+import type { ContinuePlugin } from './exchange-tracker.js';
+import type { ContinuePlan } from './shadow-connection.js';
+
+export interface ContinueOptions {
+  /** The plans of one service address (ShadowTable.plans(now, address)). */
+  plans: ContinuePlan[];
+  /** The service address to take over, its interface and prefix length (bits). */
+  address: string;
+  interface: string;
+  prefixLength: number;
+  /** Where the continued connections go now: the promoted service on this host. */
+  upstream: { host: string; port: number };
+  plugin: ContinuePlugin;
+  /** Gratuitous ARPs / unsolicited NAs after the add (default 3). */
+  announce?: number;
+}
+
+export interface ContinuedConnection {
+  client: Endpoint;
+  server: Endpoint;
+  /** The addon's restore of this socket, µs. */
+  restoreUs: number;
+  /** Bytes replayed to the upstream (unanswered requests) and the preamble's replies swallowed. */
+  replayBytes: number;
+  preambleReplies: number;
+  relay: Relay;
+}
+
+export interface ResetConnection {
+  client: Endpoint;
+  server: Endpoint;
+  /** Why it was not continued. */
+  reason: string;
+  /** What the close engine did (an exact RST when the state was known). */
+  close?: CloseResult;
+}
+
+export interface ContinueReport {
+  continued: ContinuedConnection[];
+  reset: ResetConnection[];
+  /** ms from the call: restores done, address added and announced, relays started, all done. */
+  timings: { restoredMs: number; addressMs: number; relayingMs: number; doneMs: number };
+  /** false when the address was already here and usable. */
+  addressAdded: boolean;
+}
+
+/**
+ * Continues every provable connection of a dead service address on this host and resets the
+ * rest. Throws only when the guard cannot be installed (nft missing or refusing) or the address
+ * cannot be taken (rtnetlink's error): in both cases no connection was restored or touched.
+ */
+export async function continueConnections(options: ContinueOptions): Promise<ContinueReport> {
+  const t0 = performance.now();
+  const since = () => Math.round((performance.now() - t0) * 100) / 100;
+  const address = canonicalAddress(options.address);
+  const foreign = options.plans.find((p) => p.server.address !== address);
+  if (foreign) throw new RangeError(`a plan for ${foreign.server.address} was given to continue connections of ${address}`);
+  const restores = options.plans.filter((p): p is Extract<ContinuePlan, { kind: 'restore' }> => p.kind === 'restore');
+  const reset: ResetConnection[] = options.plans
+    .filter((p): p is Extract<ContinuePlan, { kind: 'reset' }> => p.kind === 'reset')
+    .map((p) => ({ client: p.client, server: p.server, reason: p.reason }));
+  const deadOf = new Map<string, DeadConnection>(options.plans.filter((p) => p.kind === 'reset').map((p) => [key(p.client, p.server), p.dead]));
+
+  const guard = await RstGuard.install([address]);
+  try {
+    const outcomes = await restoreConnections(restores.map((p) => p.state), { transparent: true });
+    const restoredMs = since();
+    const taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
+    const addressMs = since();
+    const continued: ContinuedConnection[] = [];
+    outcomes.forEach((outcome, i) => {
+      const plan = restores[i]!;
+      if (!outcome.ok) {
+        reset.push({ client: plan.client, server: plan.server, reason: `the restore failed: ${outcome.error.message}` });
+        deadOf.set(key(plan.client, plan.server), { local: plan.server, peer: plan.client });
+        return;
+      }
+      const socket = adoptSocket(outcome);
+      const relay = relayConnection({
+        client: socket,
+        upstream: options.upstream,
+        replay: plan.replay,
+        preamble: plan.preamble,
+        replyCounter: options.plugin.createReplyCounter(),
+      });
+      continued.push({
+        client: plan.client,
+        server: plan.server,
+        restoreUs: outcome.durationUs,
+        replayBytes: plan.replay.length,
+        preambleReplies: plan.preamble.replies,
+        relay,
+      });
+    });
+    const relayingMs = since();
+    await resetExactly(reset, deadOf, address, options.interface);
+    return { continued, reset, timings: { restoredMs, addressMs, relayingMs, doneMs: since() }, addressAdded: taken.added };
+  } finally {
+    await guard.remove();
+  }
+}
+
+function key(client: Endpoint, server: Endpoint): string {
+  return `${client.address}|${client.port}|${server.address}|${server.port}`;
+}
+
+/** Resets the connections that could not be continued, one close-engine run per service port. */
+async function resetExactly(
+  reset: ResetConnection[],
+  deadOf: Map<string, DeadConnection>,
+  address: string,
+  ifname: string,
+): Promise<void> {
+  const ports = [...new Set(reset.map((r) => r.server.port))];
+  for (const port of ports) {
+    const here = reset.filter((r) => r.server.port === port);
+    const report = await closePeers(
+      { address, port, interface: ifname, known: here.map((r) => deadOf.get(key(r.client, r.server))!).filter(Boolean), peers: here.map((r) => r.client) },
+      { method: 'rst' },
+    );
+    for (const r of here) {
+      const result = report.results.find((c) => c.peer.address === r.client.address && c.peer.port === r.client.port);
+      if (result) r.close = result;
+    }
+  }
+}
