@@ -68,7 +68,7 @@ it('continues every client connection of a silently dead Redis primary on its re
   // (b's capture has long drained its ring by then).
   await new Promise((r) => setTimeout(r, 200));
   const takeover = await op(backup, { cmd: 'takeover', interface: 'eth0', address: service, prefixLength: 24, upstreamPort: replica.port });
-  console.log(`continue: promote ${takeover.promoteMs.toFixed(1)} ms; restored ${takeover.timings.restoredMs} ms, address ${takeover.timings.addressMs} ms, relaying ${takeover.timings.relayingMs} ms, done ${takeover.timings.doneMs} ms; restore per connection (µs): ${takeover.continued.map((x: { restoreUs: number }) => x.restoreUs).join(' ')}`);
+  console.log(`continue: promote ${takeover.promoteMs.toFixed(1)} ms; guard + plans ${takeover.timings.plannedMs} ms, restored ${takeover.timings.restoredMs} ms, address ${takeover.timings.addressMs} ms, relaying ${takeover.timings.relayingMs} ms, done ${takeover.timings.doneMs} ms; restore per connection (µs): ${takeover.continued.map((x: { restoreUs: number }) => x.restoreUs).join(' ')}`);
   if (takeover.reset.length > 0) console.log('reset:', JSON.stringify(takeover.reset));
   expect(preview.plans.filter((p: { kind: string }) => p.kind === 'restore')).toHaveLength(CONNECTIONS);
   expect(takeover.reset).toEqual([]);

@@ -14,6 +14,7 @@
 //   6. the guard goes.
 // The caller has fenced the primary before (two hosts on one sequence space corrupt it) and
 // promoted the local service.
+import { closeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { takeOverAddress } from '../address.js';
 import { adoptSocket } from '../adopt-socket.js';
@@ -22,14 +23,18 @@ import type { CloseResult } from '../close-result.js';
 import { closePeers } from '../close-peers.js';
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
 import { RstGuard } from '../rst-guard.js';
-import { restoreConnections } from '../tcp-repair.js';
+import { dumpConnection, restoreConnections } from '../tcp-repair.js';
 import { relayConnection, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ContinuePlan } from './shadow-connection.js';
 
 export interface ContinueOptions {
-  /** The plans of one service address (ShadowTable.plans(now, address)). */
-  plans: ContinuePlan[];
+  /**
+   * The plans of one service address (e.g. `() => shadow.plans(address)`), called once the RST
+   * guard is in place and right before the restores: the later the snapshot, the fewer client
+   * segments reach the dead server after it (each one waits for the client's retransmission).
+   */
+  plans: () => ContinuePlan[];
   /** The service address to take over, its interface and prefix length (bits). */
   address: string;
   interface: string;
@@ -64,34 +69,42 @@ export interface ResetConnection {
 export interface ContinueReport {
   continued: ContinuedConnection[];
   reset: ResetConnection[];
-  /** ms from the call: restores done, address added and announced, relays started, all done. */
-  timings: { restoredMs: number; addressMs: number; relayingMs: number; doneMs: number };
+  /** ms from the call: guard in place and plans taken, restores done, address added and announced, relays started, all done. */
+  timings: { plannedMs: number; restoredMs: number; addressMs: number; relayingMs: number; doneMs: number };
   /** false when the address was already here and usable. */
   addressAdded: boolean;
 }
 
 /**
  * Continues every provable connection of a dead service address on this host and resets the
- * rest. Throws only when the guard cannot be installed (nft missing or refusing) or the address
- * cannot be taken (rtnetlink's error): in both cases no connection was restored or touched.
+ * rest. Throws when the guard cannot be installed (nft missing or refusing: nothing touched),
+ * a plan names another address (RangeError: nothing touched) or the address cannot be taken
+ * (rtnetlink's error: the restored sockets are closed, silently since the address is not here).
  */
 export async function continueConnections(options: ContinueOptions): Promise<ContinueReport> {
   const t0 = performance.now();
   const since = () => Math.round((performance.now() - t0) * 100) / 100;
   const address = canonicalAddress(options.address);
-  const foreign = options.plans.find((p) => p.server.address !== address);
-  if (foreign) throw new RangeError(`a plan for ${foreign.server.address} was given to continue connections of ${address}`);
-  const restores = options.plans.filter((p): p is Extract<ContinuePlan, { kind: 'restore' }> => p.kind === 'restore');
-  const reset: ResetConnection[] = options.plans
-    .filter((p): p is Extract<ContinuePlan, { kind: 'reset' }> => p.kind === 'reset')
-    .map((p) => ({ client: p.client, server: p.server, reason: p.reason }));
-  const deadOf = new Map<string, DeadConnection>(options.plans.filter((p) => p.kind === 'reset').map((p) => [key(p.client, p.server), p.dead]));
-
   const guard = await RstGuard.install([address]);
   try {
+    const plans = options.plans();
+    const foreign = plans.find((p) => p.server.address !== address);
+    if (foreign) throw new RangeError(`a plan for ${foreign.server.address} was given to continue connections of ${address}`);
+    const restores = plans.filter((p): p is Extract<ContinuePlan, { kind: 'restore' }> => p.kind === 'restore');
+    const reset: ResetConnection[] = plans
+      .filter((p): p is Extract<ContinuePlan, { kind: 'reset' }> => p.kind === 'reset')
+      .map((p) => ({ client: p.client, server: p.server, reason: p.reason }));
+    const deadOf = new Map<string, DeadConnection>(plans.filter((p) => p.kind === 'reset').map((p) => [key(p.client, p.server), p.dead]));
+    const plannedMs = since();
     const outcomes = await restoreConnections(restores.map((p) => p.state), { transparent: true });
     const restoredMs = since();
-    const taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
+    let taken;
+    try {
+      taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
+    } catch (err) {
+      for (const o of outcomes) if (o.ok) closeSilently(o.fd);
+      throw err;
+    }
     const addressMs = since();
     const continued: ContinuedConnection[] = [];
     outcomes.forEach((outcome, i) => {
@@ -120,9 +133,18 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     });
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
-    return { continued, reset, timings: { restoredMs, addressMs, relayingMs, doneMs: since() }, addressAdded: taken.added };
+    return { continued, reset, timings: { plannedMs, restoredMs, addressMs, relayingMs, doneMs: since() }, addressAdded: taken.added };
   } finally {
     await guard.remove();
+  }
+}
+
+/** Closes a restored socket without a FIN or RST: frozen (repair mode) first, as a dump leaves it. */
+function closeSilently(fd: number): void {
+  try {
+    dumpConnection(fd, { leaveInRepair: true });
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -33,10 +33,13 @@ export class ShadowCapture implements Disposable {
       ports: [...new Set(options.services.map((s) => s.port))],
       payloadBytes: FULL_PAYLOAD,
       trackFlows: false,
-      // Room for a second of a busy service's traffic if the loop stalls: 16 blocks of 4 MiB.
-      blockSize: 4 * 1024 * 1024,
-      blockCount: 16,
-      blockTimeoutMs: 2,
+      // A block is handed over when full or 10 ms after its first frame, so the ring holds
+      // 64 x 10 ms = 640 ms of a stalled loop however light the traffic (with 2 ms, a lab run
+      // lost frames to a 32 ms stall). The ring's latency does not matter: plans are taken after
+      // a failure detection that takes far longer.
+      blockSize: 1024 * 1024,
+      blockCount: 64,
+      blockTimeoutMs: 10,
     });
     this.tracker.onSegments((batch: ParsedSegment[]) => this.table.segments(batch, Date.now()));
     this.tracker.start();
