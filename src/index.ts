@@ -139,3 +139,17 @@ export type { DumpOptions, RestoreOptions, RestoredConnection, RestoreOutcome } 
 export { adoptSocket } from './net/adopt-socket.js';
 export { parseTcpRepairState, serializeTcpRepairState, TcpRepairStateError } from './net/tcp-repair-state.js';
 export type { TcpRepairState, TcpRepairStateWire } from './net/tcp-repair-state.js';
+
+// Continuing a dead server's connections from a port mirror (seed 003, second block): the
+// backup's shadows, the RESP plugin, the relay, the takeover. docs/CONTINUE.md.
+export { ShadowCapture } from './net/shadow/shadow-capture.js';
+export type { ShadowCaptureOptions } from './net/shadow/shadow-capture.js';
+export { ShadowTable } from './net/shadow/shadow-table.js';
+export type { ShadowStats, ShadowTableOptions } from './net/shadow/shadow-table.js';
+export type { ContinuePlan } from './net/shadow/shadow-connection.js';
+export type { ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble } from './net/shadow/exchange-tracker.js';
+export { respContinue } from './net/shadow/resp-continue.js';
+export { relayConnection } from './net/shadow/connection-relay.js';
+export type { Relay, RelayEnd, RelayOptions, RelayStats } from './net/shadow/connection-relay.js';
+export { continueConnections } from './net/shadow/continue-connections.js';
+export type { ContinueOptions, ContinueReport, ContinuedConnection, ResetConnection } from './net/shadow/continue-connections.js';
