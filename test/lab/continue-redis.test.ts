@@ -58,7 +58,7 @@ it('continues every client connection of a silently dead Redis primary on its re
   await Promise.all([backup.waitFor('ready'), clients.waitFor('ready')]);
   await op(backup, { cmd: 'shadow', interface: ifname, address: service, port: master.port });
   await op(clients, { cmd: 'start', address: service, port: master.port, connections: CONNECTIONS, prefix: 'counter' });
-  await new Promise((r) => setTimeout(r, 1000));
+  await new Promise((r) => setTimeout(r, 500));
 
   const before = (await op(clients, { cmd: 'status' })) as ConnReport[];
   const preview = await op(backup, { cmd: 'plans', address: service });
@@ -74,9 +74,9 @@ it('continues every client connection of a silently dead Redis primary on its re
   expect(takeover.reset).toEqual([]);
   expect(takeover.continued).toHaveLength(CONNECTIONS);
 
-  // Load goes on through b for a second, then stops.
+  // Load goes on through b for half a second, then stops.
   const atTakeover = (await op(clients, { cmd: 'status' })) as ConnReport[];
-  await new Promise((r) => setTimeout(r, 1000));
+  await new Promise((r) => setTimeout(r, 500));
   const after = (await op(clients, { cmd: 'stop' })) as ConnReport[];
   const relays = await op(backup, { cmd: 'relays' });
 

@@ -1,5 +1,5 @@
 // The backup continues a dead primary's client connections (issue 12, seed 003), in the order
-// the feasibility run found to work (../shared/TAKEOVER-NOTES.md, "The restore sequence"):
+// the feasibility run found to work (docs/CONTINUE.md; issue 12 quotes that run):
 //   1. an nftables guard drops this host's bare RSTs from the service address, so its kernel
 //      does not reset a client whose segment arrives before that client's socket exists;
 //   2. every provable connection is restored (TCP_REPAIR, IP_TRANSPARENT: the address is not

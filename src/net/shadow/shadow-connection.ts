@@ -8,7 +8,7 @@
 // or why it cannot be proven and must be reset.
 //
 // Sources: RFC 9293 (SND.UNA, RCV.NXT, SND.WL1), RFC 7323 (window scale, timestamps), RFC 2018
-// (SACK-permitted), ../shared/TAKEOVER-NOTES.md (the restore sequence that worked).
+// (SACK-permitted), issue 12's feasibility run (the restore sequence that worked; docs/CONTINUE.md).
 import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import type { DeadConnection } from '../close-engine.js';
