@@ -27,7 +27,19 @@ export function fieldPath(path: ReadonlyArray<PropertyKey>): string {
 
 /** The first problem zod found, as the field it is about ('' for the top level) and what is wrong. */
 export function firstIssue(error: z.ZodError): { field: string; message: string } {
-  const first = error.issues[0]!;
+  return describeIssue(error.issues[0]!);
+}
+
+function describeIssue(first: z.core.$ZodIssue): { field: string; message: string } {
+  // A union (e.g. one takeover or a list of them) says only "Invalid input": name the deepest
+  // mistake among its alternatives instead, under the union's path.
+  if (first.code === 'invalid_union' && first.errors.length > 0) {
+    const deepest = first.errors
+      .map((branch) => branch[0])
+      .filter((i): i is z.core.$ZodIssue => i !== undefined)
+      .sort((x, y) => y.path.length - x.path.length)[0];
+    if (deepest && deepest.path.length > 0) return describeIssue({ ...deepest, path: [...first.path, ...deepest.path] });
+  }
   // zod words an unknown key as "Unrecognized key: x" on the parent: name the key itself.
   if (first.code === 'unrecognized_keys') return { field: fieldPath([...first.path, first.keys[0]!]), message: 'unknown field' };
   return { field: fieldPath(first.path), message: first.message };

@@ -34,6 +34,7 @@ import { InstanceMonitor, type InstanceEvent, type InstanceInfo, type LastExit }
 import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions } from './planned-change.js';
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
+import { continueSetup } from './continue-setup.js';
 import { PeerTakeover, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
@@ -356,6 +357,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const service = { address: t.address, port: t.port };
     const plan = new PeerTakeover({
       heartbeat: this.nodeEvents, peer, service, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
+      ...(t.continue ? { continue: continueSetup(t.continue, service) } : {}),
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
       leases: this.peerLeases,

@@ -42,6 +42,25 @@ const takeover = z.strictObject({
   /** Applied as written: 1-32 for IPv4, 64-128 for IPv6 (config-checks.ts). */
   prefixLength: z.number().int().min(0).max(128),
   method: method.default('rst'),
+  /**
+   * Continue the peer's client connections here instead of closing them (issue 12, seed 003;
+   * docs/CONTINUE.md), from what a port mirror shows this node of the peer's traffic. Only the
+   * connections that cannot be continued get `method`'s close.
+   */
+  continue: z
+    .strictObject({
+      /** How requests and replies are paired (the only plugin so far). */
+      protocol: z.literal('resp'),
+      /** The interface the switch's mirror of the peer's port arrives on. */
+      mirror: ifname,
+      /** The service on this node the continued connections are relayed to (the promoted replica). */
+      upstream: z.strictObject({ host: ip.default('127.0.0.1'), port }),
+      /** Run (argv, no shell) after the fence and before the restores; must exit 0 (e.g. redis-cli REPLICAOF NO ONE). */
+      promote: argv.optional(),
+      /** How long promote may take, ms (default 5000). */
+      promoteTimeoutMs: ms(100, 120_000).default(5000),
+    })
+    .optional(),
 });
 
 /** One service, or a list of them (several ports, one method each), normalised to a list. */

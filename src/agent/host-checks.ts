@@ -50,6 +50,14 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
         if (!interfaces.includes(t.interface)) throw new Problem(`${t.interface} is not an interface of this host`);
         return `${t.interface} exists`;
       }]);
+      const mirror = t.continue?.mirror;
+      if (mirror !== undefined) {
+        checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.mirror`, async () => {
+          if (interfaces === undefined) throw new Problem('cannot list the interfaces of this host (/proc/self/net/dev)');
+          if (!interfaces.includes(mirror)) throw new Problem(`${mirror} is not an interface of this host (the port mirror must arrive on one)`);
+          return `${mirror} exists`;
+        }]);
+      }
     }),
   );
   c.addressLease?.addresses.forEach((a, j) =>

@@ -17,6 +17,10 @@ import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
+import { continueConnections, type ContinueReport } from '../net/shadow/continue-connections.js';
+import type { Relay } from '../net/shadow/connection-relay.js';
+import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
+import type { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { LeaseHeld, LeaseProbeOutcome, LeaseProbeRequest, LeaseVerdict, PeerLeases } from './address-lease.js';
 
 export interface PeerTakeoverOptions {
@@ -48,6 +52,19 @@ export interface PeerTakeoverOptions {
    * the takeover fails with that error, nothing added.
    */
   probe?: (request: LeaseProbeRequest) => Promise<LeaseProbeOutcome>;
+  /**
+   * Continue the peer's connections here (docs/CONTINUE.md) instead of closing them: the shadow
+   * of its service connections (a capture on the mirror of its port, started by the caller), the
+   * local service they go to, the plugin, and the promotion of that service, run after `before`
+   * (a failed promotion: the connections are closed as without `continue`, and `failed` says why
+   * in `done.continueError`).
+   */
+  continue?: {
+    shadow: ShadowCapture;
+    upstream: { host: string; port: number };
+    plugin: ContinuePlugin;
+    promote?: () => Promise<void>;
+  };
 }
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
@@ -81,6 +98,10 @@ export interface TakeoverDone {
   /** When closePeers was called and when it returned (ms since the epoch). */
   startedAt: number;
   doneAt: number;
+  /** With `continue`: what was continued and reset (report.results holds the resets' closes). */
+  continued?: Omit<ContinueReport, 'continued'> & { connections: number };
+  /** With `continue`: why nothing was continued (the promotion failed); the connections were closed. */
+  continueError?: string;
   /**
    * The peer's address lease waited out first: its length, how long this takeover waited (the
    * probes included), and what the probes of the link found (with `held` when the peer's kernel
@@ -92,6 +113,8 @@ export interface TakeoverDone {
 export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; held: [TakeoverHeld]; abandoned: [TakeoverAbandoned] }> {
   private running: Promise<void> | undefined;
   private guard: RstGuard | undefined;
+  /** Relays of the connections continued here: they live as long as this agent. */
+  private readonly relays: Relay[] = [];
   private readonly method: CloseMethod;
   /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
   private readonly watch: BoundaryWatch | undefined;
@@ -120,7 +143,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
    * If this process is killed before it can remove it, the next start's sweep does.
    */
   async prepare(): Promise<void> {
-    if (this.method.kind === 'rst' || this.guard) return;
+    if ((this.method.kind === 'rst' && !this.options.continue) || this.guard) return;
     try {
       this.guard = await RstGuard.install([this.options.service.address]);
     } catch {
@@ -144,6 +167,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   async close(): Promise<void> {
     this.options.heartbeat.off('event', this.onEvent);
     this.watch?.close();
+    this.options.continue?.shadow.close();
+    for (const r of this.relays.splice(0)) r.close('the agent stopped');
     const guard = this.guard;
     this.guard = undefined;
     await guard?.remove().catch(() => undefined);
@@ -184,8 +209,21 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           lease = { seconds: v.waited.seconds, waitedMs: Math.round(now() - waitFrom), ...(probe ? { probe } : {}) };
         }
       }
-      const watch = this.watch;
       const known = this.options.known?.() ?? [];
+      let continueError: string | undefined;
+      if (this.options.continue) {
+        try {
+          await this.options.continue.promote?.();
+        } catch (err) {
+          continueError = `the local service was not promoted: ${(err as Error).message}`;
+        }
+        if (continueError === undefined) {
+          const done = await this.continueHere(this.options.continue, known);
+          this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
+          return;
+        }
+      }
+      const watch = this.watch;
       const report = await closePeers(
         {
           ...this.options.service,
@@ -196,13 +234,45 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         },
         { method: this.method, ...(this.guard ? { guard: false } : {}) },
       );
-      this.emit('done', { down, report, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
+      this.emit('done', { down, report, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}), ...(continueError ? { continueError } : {}) });
     } catch (err) {
       this.emit('failed', err as Error);
     } finally {
       await this.guard?.remove().catch(() => undefined);
       this.guard = undefined;
     }
+  }
+
+  /** Continues what the shadow can prove, resets the rest (and what only the replicated table knew). */
+  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
+    const address = this.options.service.address;
+    const r = await continueConnections({
+      plans: () => {
+        const plans = c.shadow.plans(address);
+        c.shadow.close(); // its work is done; following the load would only slow the restores
+        return plans;
+      },
+      address,
+      interface: this.options.interface,
+      prefixLength: this.options.prefixLength,
+      upstream: c.upstream,
+      plugin: c.plugin,
+      guard: this.guard === undefined,
+      alsoReset: known.filter((k) => k.local.port === this.options.service.port),
+    });
+    for (const x of r.continued) {
+      this.relays.push(x.relay);
+      void x.relay.done.then(() => {
+        const i = this.relays.indexOf(x.relay);
+        if (i >= 0) this.relays.splice(i, 1);
+      });
+    }
+    const results = r.reset.flatMap((x) => (x.close ? [x.close] : []));
+    const { continued, ...rest } = r;
+    return {
+      report: { results, takeovers: [{ interface: this.options.interface, address, added: r.addressAdded }] },
+      continued: { ...rest, connections: continued.length },
+    };
   }
 }
 

@@ -60,8 +60,19 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   });
   agent.on('takeover', (d) => {
     const closed = summarizeResults(d.report.results);
-    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object';
-    log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ms: d.doneAt - d.startedAt }, 'peer taken over');
+    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined;
+    // With `continue`: how many connections go on here, and why each other one was reset.
+    // (Counted by reason, the first few in full: not 10,000 lines.)
+    const resetBy: Record<string, number> = {};
+    for (const r of d.continued?.reset ?? []) resetBy[r.reason] = (resetBy[r.reason] ?? 0) + 1;
+    const continued = d.continued && {
+      connections: d.continued.connections,
+      timings: d.continued.timings,
+      reset: d.continued.reset.length,
+      resetBy,
+      firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),
+    };
+    log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ...(continued ? { continued } : {}), ...(d.continueError ? { continueError: d.continueError } : {}), ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
   agent.on('takeover-waiting', (w) => log.info({ peer: w.down.node, address: w.address, leaseSeconds: w.seconds, until: new Date(w.until).toISOString(), ms: Math.round(w.until - w.down.at) }, `waiting out ${w.down.node}'s ${w.seconds} s address lease on ${w.address} before taking it over`));

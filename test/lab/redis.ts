@@ -1,6 +1,6 @@
 // A real Redis server (Debian redis-server) inside a lab host, started for a test and stopped
 // after it (even on failure: the lab's destroy() kills every process left in its namespaces);
-// optionally a replica of another (replicaOf), with a wait for its link and a promotion.
+// optionally a replica of another (replicaOf), with a wait for its link.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,8 +23,6 @@ export interface RedisServer {
    * sync done). Throws after timeoutMs (default 10000) with the last INFO replication seen.
    */
   waitReplicaUp(timeoutMs?: number): Promise<void>;
-  /** A replica becomes a master (`REPLICAOF NO ONE`); resolves once INFO says role:master. */
-  promote(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -88,12 +86,6 @@ export async function startRedis(lab: Lab, host: string, options: RedisOptions =
         if (Date.now() > until) throw new Error(`redis replica in ${host}: link to its master not up after ${timeoutMs} ms: ${JSON.stringify(info)}`);
         await new Promise((r) => setTimeout(r, 50));
       }
-    },
-    async promote() {
-      const reply = await cli(['REPLICAOF', 'NO', 'ONE']);
-      if (reply !== 'OK') throw new Error(`REPLICAOF NO ONE in ${host}: ${reply}`);
-      const info = await replication();
-      if (info.role !== 'master') throw new Error(`redis in ${host} still ${info.role} after REPLICAOF NO ONE`);
     },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -44,6 +44,16 @@ export interface ContinueOptions {
   plugin: ContinuePlugin;
   /** Gratuitous ARPs / unsolicited NAs after the add (default 3). */
   announce?: number;
+  /**
+   * Install the RST guard here (default true). false: the caller has one in place already
+   * (installing it costs ~20-60 ms of nft at the takeover; PeerTakeover installs it ahead).
+   */
+  guard?: boolean;
+  /**
+   * Connections known from elsewhere (e.g. the peer's replicated table) that the plans lack:
+   * reset exactly too (reason: not shadowed). Those a plan names are left to the plan.
+   */
+  alsoReset?: DeadConnection[];
 }
 
 export interface ContinuedConnection {
@@ -85,7 +95,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
   const t0 = performance.now();
   const since = () => Math.round((performance.now() - t0) * 100) / 100;
   const address = canonicalAddress(options.address);
-  const guard = await RstGuard.install([address]);
+  const guard = options.guard === false ? undefined : await RstGuard.install([address]);
   try {
     const plans = options.plans();
     const foreign = plans.find((p) => p.server.address !== address);
@@ -95,6 +105,15 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       .filter((p): p is Extract<ContinuePlan, { kind: 'reset' }> => p.kind === 'reset')
       .map((p) => ({ client: p.client, server: p.server, reason: p.reason }));
     const deadOf = new Map<string, DeadConnection>(plans.filter((p) => p.kind === 'reset').map((p) => [key(p.client, p.server), p.dead]));
+    const planned = new Set(plans.map((p) => key(p.client, p.server)));
+    for (const d of options.alsoReset ?? []) {
+      const server = { address: canonicalAddress(d.local.address), port: d.local.port };
+      const client = { address: canonicalAddress(d.peer.address), port: d.peer.port };
+      const k = key(client, server);
+      if (server.address !== address || planned.has(k) || deadOf.has(k)) continue;
+      reset.push({ client, server, reason: 'not shadowed (opened before the capture started, or its SYN was not seen)' });
+      deadOf.set(k, { ...d, local: server, peer: client });
+    }
     const plannedMs = since();
     const outcomes = await restoreConnections(restores.map((p) => p.state), { transparent: true });
     const restoredMs = since();
@@ -135,7 +154,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     await resetExactly(reset, deadOf, address, options.interface);
     return { continued, reset, timings: { plannedMs, restoredMs, addressMs, relayingMs, doneMs: since() }, addressAdded: taken.added };
   } finally {
-    await guard.remove();
+    await guard?.remove();
   }
 }
 

@@ -1,0 +1,39 @@
+// A takeover's `continue` section (docs/CONTINUE.md) made real: the shadow of the peer's service
+// connections, captured from the mirror of its port from the agent's start, and the promotion of
+// the local service run at the takeover.
+import { execFile } from 'node:child_process';
+import type { Endpoint } from '../net/endpoint.js';
+import { respContinue } from '../net/shadow/resp-continue.js';
+import { ShadowCapture } from '../net/shadow/shadow-capture.js';
+import type { TakeoverConfig } from './config.js';
+import type { PeerTakeoverOptions } from './peer-takeover.js';
+
+type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
+
+/** Starts the shadow capture at once (throws what the capture throws: no such interface, EPERM). */
+export function continueSetup(c: ContinueConfig, service: Endpoint): NonNullable<PeerTakeoverOptions['continue']> {
+  const shadow = new ShadowCapture({ interface: c.mirror, services: [service], plugin: respContinue });
+  const argv = c.promote;
+  return {
+    shadow,
+    upstream: c.upstream,
+    plugin: respContinue,
+    ...(argv ? { promote: () => runPromote(argv, c.promoteTimeoutMs) } : {}),
+  };
+}
+
+/**
+ * Runs the promote command (no shell); resolves on exit 0. Rejects naming the command with its
+ * exit code or signal and the end of its stderr, or after timeoutMs (the command is SIGKILLed).
+ */
+export function runPromote(argv: readonly string[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+      if (!err) return resolve();
+      const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string; signal?: string };
+      const how = e.killed ? `did not finish in ${timeoutMs} ms` : typeof e.code === 'number' ? `exited with ${e.code}` : e.signal ? `was killed by ${e.signal}` : e.message;
+      const tail = String(stderr).trim().split('\n').slice(-3).join(' | ');
+      reject(new Error(`promote command ${JSON.stringify(argv.join(' '))} ${how}${tail ? `: ${tail}` : ''}`));
+    });
+  });
+}
