@@ -35,8 +35,9 @@ interface ConnReport { key: string; replies: number; values: number[]; maxWaitMs
 
 it('the backup\'s agent continues a silently dead Redis primary\'s connections on its promoted replica', async () => {
   const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-agent-');
-  const master = await startRedis(lab, 'a');
-  const replica = await startRedis(lab, 'b', { replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  // Room for the 1,000 clients, the replica's link and the promote command (Redis' default is 10,000; the harness's 1,000).
+  const master = await startRedis(lab, 'a', { maxClients: 1100 });
+  const replica = await startRedis(lab, 'b', { maxClients: 1100, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
   try {
     await replica.waitReplicaUp();
     const { ifname } = await lab.mirrorPort('a', 'b');
