@@ -99,7 +99,13 @@ export interface TakeoverDone {
   startedAt: number;
   doneAt: number;
   /** With `continue`: what was continued and reset (report.results holds the resets' closes). */
-  continued?: Omit<ContinueReport, 'continued'> & { connections: number };
+  continued?: Omit<ContinueReport, 'continued'> & {
+    connections: number;
+    /** The addon's restore time per connection, µs: median and largest. */
+    restoreUs: { median: number; max: number };
+    /** Connections continued in the middle of a reply (the replay checked against what the peer had sent). */
+    midReply: number;
+  };
   /** With `continue`: why nothing was continued (the promotion failed); the connections were closed. */
   continueError?: string;
   /**
@@ -271,9 +277,15 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     const { continued, ...rest } = r;
     return {
       report: { results, takeovers: [{ interface: this.options.interface, address, added: r.addressAdded }] },
-      continued: { ...rest, connections: continued.length },
+      continued: { ...rest, connections: continued.length, restoreUs: medianMax(continued.map((x) => x.restoreUs)), midReply: continued.filter((x) => x.midReplyBytes > 0).length },
     };
   }
 }
 
 const now = () => performance.timeOrigin + performance.now();
+
+function medianMax(values: number[]): { median: number; max: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const round = (v: number | undefined) => Math.round((v ?? 0) * 10) / 10;
+  return { median: round(sorted[Math.floor(sorted.length / 2)]), max: round(sorted.at(-1)) };
+}

@@ -67,7 +67,9 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     for (const r of d.continued?.reset ?? []) resetBy[r.reason] = (resetBy[r.reason] ?? 0) + 1;
     const continued = d.continued && {
       connections: d.continued.connections,
+      midReply: d.continued.midReply,
       timings: d.continued.timings,
+      restoreUs: d.continued.restoreUs,
       reset: d.continued.reset.length,
       resetBy,
       firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),

@@ -18,6 +18,9 @@ import { startRedis } from './redis.js';
 import { until } from './replication-cluster.js';
 
 const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', import.meta.url));
+const bulkFixture = fileURLToPath(new URL('fixtures/resp-bulk-reader.ts', import.meta.url));
+/** The bulk reader's value: its GET replies are in flight most of the time, so the death lands mid-reply. */
+const BULK_BYTES = 1 << 20;
 /** Busy connections (INCR back to back) and idle ones (one INCR, then one after the takeover): 1,000 in all. */
 const CONNECTIONS = 8;
 const IDLE = 992;
@@ -60,20 +63,35 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     // The shadow starts with b's agent: connections opened after it are the ones it can continue.
     await new Promise((r) => setTimeout(r, 500));
     const clients = lab.spawn('c', clientFixture);
-    await clients.waitFor('ready');
-    await op(clients, { cmd: 'start', address: vip, port: master.port, connections: CONNECTIONS, idle: IDLE, prefix: 'counter' });
+    const bulk = lab.spawn('c', bulkFixture);
+    await Promise.all([clients.waitFor('ready'), bulk.waitFor('ready')]);
+    await op(clients, { cmd: 'start', address: vip, port: master.port, connections: CONNECTIONS, idle: IDLE - 1, prefix: 'counter' });
+    await op(bulk, { cmd: 'start', address: vip, port: master.port, key: 'big', bytes: BULK_BYTES });
     await new Promise((r) => setTimeout(r, 500));
 
+    const killedAt = Date.now();
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     await new Promise((r) => setTimeout(r, 500));
     const poked = await op(clients, { cmd: 'poke' });
     const after = (await op(clients, { cmd: 'stop' })) as ConnReport[];
+    const read = (await op(bulk, { cmd: 'stop' })) as { replies: number; mismatches: number; errors: string[]; ended: boolean; closed: boolean; samples: Array<[number, number]> };
     const down = log().find((e) => e.msg === 'node-down')?.detector as { at: number; lastHeardAt: number } | undefined;
     console.log(`continue via the agent: ${JSON.stringify(taken.continued)}; detection ${down ? Math.round(down.at - down.lastHeardAt) : '?'} ms; takeover ${taken.ms} ms; longest client wait ${Math.max(...after.map((c) => c.maxWaitMs)).toFixed(0)} ms`);
     expect(taken.continueError).toBeUndefined();
-    expect(taken.continued).toMatchObject({ connections: CONNECTIONS + IDLE, reset: 0 });
-    expect(poked).toEqual({ idle: IDLE, answered: IDLE, bad: [] });
+    expect(taken.continued).toMatchObject({ connections: CONNECTIONS + IDLE, reset: 0 }); // the bulk reader's included
+    expect(poked).toEqual({ idle: IDLE - 1, answered: IDLE - 1, bad: [] });
+    // The large replies: every one byte-exact across the takeover, and the rate before and after.
+    expect(read).toMatchObject({ mismatches: 0, errors: [], ended: false });
+    const rate = (from: number, to: number) => {
+      const s = read.samples.filter(([t]) => t > from && t <= to);
+      return s.length < 2 ? NaN : s.reduce((n, [, b]) => n + b, 0) / ((s.at(-1)![0] - s[0]![0] + 100) / 1000) / 1e6;
+    };
+    const doneAt = (taken.time as number) ?? Date.now();
+    const before = rate(killedAt - 500, killedAt);
+    const afterRate = rate(doneAt + 100, doneAt + 600);
+    console.log(`continue via the agent: ${BULK_BYTES} B GET replies ${read.replies}, 0 mismatches; rate before ${before.toFixed(0)} MB/s, after ${afterRate.toFixed(0)} MB/s (ratio ${(afterRate / before).toFixed(2)})`);
+    expect(read.samples.filter(([t]) => t > doneAt).length).toBeGreaterThan(0);
     let doubled = 0;
     let lost = 0;
     for (const c of after) {

@@ -3,6 +3,7 @@
 // order, and the session (the database) is the one the preamble set. The "restored" client socket
 // is the accepted end of a loopback pair; the other end plays the application.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relayConnection } from '../../src/net/shadow/connection-relay.js';
@@ -208,3 +209,54 @@ describe('relayConnection with redis-server', () => {
     fake.close();
   });
 });
+
+describe('relayConnection: the start of a reply the dead server had sent', () => {
+  const sha = (s: string) => createHash('sha256').update(s).digest();
+
+  it('drops the bytes the client already has when the replay reproduces them, sends the rest', async () => {
+    await ask(Buffer.concat([cmd('SET', 'v', 'hello world'), cmd('DEL', 'n')]), 2);
+    const { restored, app } = await socketPair();
+    // The dead server had sent "$11\r\nhello" of GET v's reply (the refill or the client has it).
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port },
+      preamble: { bytes: Buffer.alloc(0), replies: 0 },
+      replay: Buffer.concat([cmd('GET', 'v'), cmd('INCR', 'n')]),
+      replyCounter: respContinue.createReplyCounter(),
+      expectReply: { bytes: 10, sha256: sha('$11\r\nhello') },
+    });
+    let got = '';
+    app.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    await eventually(() => got === ' world\r\n:1\r\n');
+    app.end();
+    expect((await relay.done).stats).toMatchObject({ verifiedBytes: 10, upstreamBytes: ' world\r\n:1\r\n'.length });
+  });
+
+  it('resets the client when the replayed reply differs (an INCR the dead server had applied, applied again)', async () => {
+    await ask(Buffer.concat([cmd('SET', 'n', '301')]), 1);
+    const { restored, app } = await socketPair();
+    // The dead server had sent ":301" of ":301\r\n"; the new upstream answers ":302".
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port },
+      preamble: { bytes: Buffer.alloc(0), replies: 0 },
+      replay: cmd('INCR', 'n'),
+      replyCounter: respContinue.createReplyCounter(),
+      expectReply: { bytes: 4, sha256: sha(':301') },
+    });
+    let got = '';
+    app.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    const error = new Promise<NodeJS.ErrnoException>((r) => app.once('error', r));
+    expect((await error).code).toBe('ECONNRESET');
+    const end = await relay.done;
+    expect(end.reason).toBe('the reply to the replayed request differs from the 4 bytes the dead server had sent of it');
+    expect(got).toBe('');
+  });
+});
+
+async function eventually(ok: () => boolean): Promise<void> {
+  for (const until = Date.now() + 5000; !ok(); ) {
+    if (Date.now() > until) throw new Error('not in 5 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -4,6 +4,7 @@
 // session preamble and the requests the dead server never answered; the preamble's replies are
 // swallowed (counted with the plugin's ReplyCounter), so the client sees exactly the replies to
 // its own requests, in order. Then bytes flow both ways with backpressure.
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import type { ReplyCounter, SessionPreamble } from './exchange-tracker.js';
 
@@ -22,6 +23,13 @@ export interface RelayOptions {
   connectTimeoutMs?: number;
   /** An error reply (RESP '-' or '!') to the preamble ends the relay (default true): the session would differ. */
   refusePreambleErrors?: boolean;
+  /**
+   * The dead server had already sent the start of the reply to the first replayed request (the
+   * client has it, or gets it in the restored socket's refill): the upstream's first reply must
+   * begin with those bytes (length, SHA-256). They are dropped, not sent twice; if they differ
+   * (the replay did not reproduce the reply: a write applied twice, say) the client is reset.
+   */
+  expectReply?: { bytes: number; sha256: Buffer };
 }
 
 export interface RelayStats {
@@ -32,6 +40,8 @@ export interface RelayStats {
   /** Preamble replies (and their bytes) swallowed. */
   swallowedReplies: number;
   swallowedBytes: number;
+  /** Bytes of the first reply checked against what the dead server had sent of it, and dropped. */
+  verifiedBytes: number;
 }
 
 export interface RelayEnd {
@@ -56,7 +66,7 @@ const FLUSH_MS = 5000;
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0 };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0 };
   const upstream = net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
   // Half-close is relayed: a client's FIN must not end its side before the upstream's last replies.
   client.allowHalfOpen = true;
@@ -81,6 +91,8 @@ export function relayConnection(options: RelayOptions): Relay {
   client.on('drain', () => upstream.resume());
 
   let toSwallow = preamble.replies;
+  const expected = options.expectReply;
+  const seen = expected ? createHash('sha256') : undefined;
   /** First byte of the preamble reply being read (its RESP type), once seen. */
   let replyType: number | undefined;
   upstream.on('data', (chunk: Buffer) => {
@@ -90,10 +102,32 @@ export function relayConnection(options: RelayOptions): Relay {
       if (rest === null) return;
       data = rest;
     }
+    if (expected && stats.verifiedBytes < expected.bytes) {
+      const rest = verify(data);
+      if (rest === null) return;
+      data = rest;
+    }
     if (data.length === 0) return;
     stats.upstreamBytes += data.length;
     if (!client.write(data)) upstream.pause();
   });
+
+  /** The part of data after the expected reply start; null when the relay ended (they differed). */
+  function verify(data: Buffer): Buffer | null {
+    const take = Math.min(expected!.bytes - stats.verifiedBytes, data.length);
+    seen!.update(data.subarray(0, take));
+    stats.verifiedBytes += take;
+    if (stats.verifiedBytes < expected!.bytes) return Buffer.alloc(0);
+    if (!seen!.digest().equals(expected!.sha256)) {
+      // The client holds bytes of a reply the new upstream does not reproduce: no byte of it
+      // may follow them, and a FIN would read as a clean end: a RST.
+      reason ??= `the reply to the replayed request differs from the ${expected!.bytes} bytes the dead server had sent of it`;
+      client.resetAndDestroy();
+      upstream.destroy();
+      return null;
+    }
+    return data.subarray(take);
+  }
 
   /** The part of chunk after the preamble's replies; null when nothing is left or the relay ended. */
   function swallow(chunk: Buffer): Buffer | null {

@@ -64,6 +64,8 @@ export interface ContinuedConnection {
   /** Bytes replayed to the upstream (unanswered requests) and the preamble's replies swallowed. */
   replayBytes: number;
   preambleReplies: number;
+  /** Bytes of a reply the dead server had begun that the relay checks the replay against (0: none). */
+  midReplyBytes: number;
   relay: Relay;
 }
 
@@ -140,6 +142,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
         replay: plan.replay,
         preamble: plan.preamble,
         replyCounter: options.plugin.createReplyCounter(),
+        ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
       });
       continued.push({
         client: plan.client,
@@ -147,6 +150,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
         restoreUs: outcome.durationUs,
         replayBytes: plan.replay.length,
         preambleReplies: plan.preamble.replies,
+        midReplyBytes: plan.expectReply?.bytes ?? 0,
         relay,
       });
     });

@@ -9,6 +9,7 @@
 //
 // Sources: RFC 9293 (SND.UNA, RCV.NXT, SND.WL1), RFC 7323 (window scale, timestamps), RFC 2018
 // (SACK-permitted), issue 12's feasibility run (the restore sequence that worked; docs/CONTINUE.md).
+import { createHash, type Hash } from 'node:crypto';
 import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import type { DeadConnection } from '../close-engine.js';
@@ -53,6 +54,12 @@ export type ContinuePlan =
       /** Client bytes after the last answered request, for the new upstream (after the preamble). */
       replay: Buffer;
       preamble: SessionPreamble;
+      /**
+       * The dead server had sent part of the reply to the first replayed request (it is in the
+       * refill, or the client has it): the new upstream's reply must begin with exactly those
+       * bytes (their length and SHA-256); the relay drops them, and resets the client if they differ.
+       */
+      expectReply?: ExpectedReply;
     }
   | {
       kind: 'reset';
@@ -63,6 +70,12 @@ export type ContinuePlan =
       /** For the close engine: what was seen, so the RST can be exact (absent: never saw both sides). */
       dead: DeadConnection;
     };
+
+/** The start of a reply the dead server had sent: its length (bytes) and SHA-256. */
+export interface ExpectedReply {
+  bytes: number;
+  sha256: Buffer;
+}
 
 export interface ShadowOptions {
   plugin: ContinuePlugin;
@@ -84,6 +97,12 @@ export class ShadowConnection {
   private readonly server0: SenderState = { window: 0, maxWindowBytes: 0, windowSeq: 0, lastSeenMs: 0 };
   /** Why the connection can no longer be continued whatever happens next, or null. */
   private ended: string | null = null;
+  /**
+   * Server stream offset where the reply in progress starts (the last complete one's end), and
+   * the SHA-256 of its bytes so far (null while there are none): what a replay must reproduce.
+   */
+  private partialFrom = 0;
+  private partialHash: Hash | null = null;
   private readonly maxRetained: number;
   /** Set once a RST was seen: nothing is left to continue or to close. */
   reset = false;
@@ -167,10 +186,11 @@ export class ShadowConnection {
     if (clientAcked > this.toClient.next) return blocked(`the client acknowledged ${clientAcked - this.toClient.next} server bytes the capture did not see`);
     if (this.toClient.hasHole) return blocked('server bytes are missing from the capture (a hole before later segments)');
     const complete = this.tracker.completeServerBytes();
-    if (complete < this.toClient.next) {
-      // The server sent part of a reply: the client may hold bytes a replay would not match.
-      return blocked(`the server was in the middle of a reply (${this.toClient.next - complete} bytes of it sent)`);
-    }
+    // The server sent part of a reply: the client has those bytes, or gets them in the refill;
+    // the replay's reply must start with the very same bytes (checked by the relay).
+    const partial = this.toClient.next - complete;
+    const expectReply = partial > 0 && this.partialHash && this.partialFrom === complete ? { bytes: partial, sha256: this.partialHash.copy().digest() } : undefined;
+    if (partial > 0 && !expectReply) return blocked(`the server was in the middle of a reply (${partial} bytes of it sent) that was not followed`);
     const refill = this.toClient.bytes(clientAcked, this.toClient.next);
     const answered = this.tracker.answeredClientBytes();
     const replay = this.toServer.bytes(answered, this.toServer.next);
@@ -200,7 +220,7 @@ export class ShadowConnection {
       },
       buffers: { send: 0, recv: 0 },
     };
-    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble() };
+    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), ...(expectReply ? { expectReply } : {}) };
   }
 
   /** What the close engine needs to reset this connection exactly. */
@@ -232,12 +252,32 @@ export class ShadowConnection {
     if (fromServer) {
       if (this.serverSyn) return; // a retransmitted SYN-ACK
       this.serverSyn = side;
-      this.toClient = new StreamReassembly(s.seq, this.maxRetained, (chunk) => this.tracker.serverData(chunk));
+      this.toClient = new StreamReassembly(s.seq, this.maxRetained, (chunk, offset) => {
+        this.tracker.serverData(chunk);
+        this.followPartialReply(chunk, offset);
+      });
     } else {
       if (this.clientSyn) return;
       this.clientSyn = side;
       this.toServer = new StreamReassembly(s.seq, this.maxRetained, (chunk) => this.tracker.clientData(chunk));
     }
+  }
+
+  /**
+   * Keeps the SHA-256 of the reply in progress (the server bytes after the last complete reply).
+   * Small replies usually end with their segment: then nothing is hashed.
+   */
+  private followPartialReply(chunk: Buffer, offset: number): void {
+    const complete = this.tracker.completeServerBytes();
+    let rest = chunk;
+    if (complete > this.partialFrom) {
+      this.partialFrom = complete;
+      this.partialHash = null;
+      rest = chunk.subarray(Math.min(chunk.length, complete - offset));
+    }
+    if (rest.length === 0) return;
+    this.partialHash ??= createHash('sha256');
+    this.partialHash.update(rest);
   }
 
   /** The highest ACK one end sent, where it moves forward (old ACKs arrive late and reordered). */
