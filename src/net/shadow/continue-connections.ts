@@ -2,15 +2,15 @@
 // the feasibility run found to work (docs/CONTINUE.md; issue 12 quotes that run):
 //   1. an nftables guard drops this host's bare RSTs from the service address, so its kernel
 //      does not reset a client whose segment arrives before that client's socket exists;
-//   2. every provable connection is restored (TCP_REPAIR, IP_TRANSPARENT: the address is not
-//      here yet) on a libuv worker; the refill (server bytes the client had not acknowledged)
-//      goes out normally after repair off;
-//   3. the address is added and announced (gratuitous ARP / unsolicited NA): clients' segments
-//      now reach sockets that exist;
+//   2. the provable connections are restored (TCP_REPAIR, IP_TRANSPARENT: the address is not
+//      here yet) on a libuv worker, in batches, the most recently active first; the refill
+//      (server bytes the client had not acknowledged) goes out normally after repair off;
+//   3. after the first batch the address is added and announced (gratuitous ARP / unsolicited
+//      NA): clients' segments now reach sockets that exist (or meet the guard and come again);
 //   4. each socket is adopted and relayed to the new upstream (the promoted local service):
 //      session preamble first, then the requests the dead server never answered;
-//   5. every connection that could not be proven (a hole, a half-closed or mid-reply stream, a
-//      failed restore) is reset exactly by the close engine, its reason kept;
+//   5. every connection that could not be proven (a hole, a half-closed stream, an unfollowed
+//      reply, a failed restore) is reset exactly by the close engine, its reason kept;
 //   6. the guard goes.
 // The caller has fenced the primary before (two hosts on one sequence space corrupt it) and
 // promoted the local service.
@@ -23,7 +23,7 @@ import type { CloseResult } from '../close-result.js';
 import { closePeers } from '../close-peers.js';
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
 import { RstGuard } from '../rst-guard.js';
-import { dumpConnection, restoreConnections } from '../tcp-repair.js';
+import { dumpConnection, restoreConnections, type RestoredConnection } from '../tcp-repair.js';
 import { relayConnection, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ContinuePlan } from './shadow-connection.js';
@@ -81,8 +81,11 @@ export interface ResetConnection {
 export interface ContinueReport {
   continued: ContinuedConnection[];
   reset: ResetConnection[];
-  /** ms from the call: guard in place and plans taken, restores done, address added and announced, relays started, all done. */
-  timings: { plannedMs: number; restoredMs: number; addressMs: number; relayingMs: number; doneMs: number };
+  /**
+   * ms from the call: guard in place and plans taken; the first batch restored and the address
+   * added and announced; that batch relaying; every connection relaying; the resets done too.
+   */
+  timings: { plannedMs: number; addressMs: number; firstRelayingMs: number; relayingMs: number; doneMs: number };
   /** false when the address was already here and usable. */
   addressAdded: boolean;
 }
@@ -117,49 +120,67 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       deadOf.set(k, { ...d, local: server, peer: client });
     }
     const plannedMs = since();
-    const outcomes = await restoreConnections(restores.map((p) => p.state), { transparent: true });
-    const restoredMs = since();
-    let taken;
-    try {
-      taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
-    } catch (err) {
-      for (const o of outcomes) if (o.ok) closeSilently(o.fd);
-      throw err;
-    }
-    const addressMs = since();
+    // The most recently active first, in batches: the address is added after the first batch,
+    // so those clients go on while the rest are restored (a segment for a connection not restored
+    // yet meets the guard, not a RST, and is retransmitted).
+    const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
     const continued: ContinuedConnection[] = [];
-    outcomes.forEach((outcome, i) => {
-      const plan = restores[i]!;
-      if (!outcome.ok) {
-        reset.push({ client: plan.client, server: plan.server, reason: `the restore failed: ${outcome.error.message}` });
-        deadOf.set(key(plan.client, plan.server), { local: plan.server, peer: plan.client });
-        return;
+    let taken: Awaited<ReturnType<typeof takeOverAddress>> | undefined;
+    let addressMs = 0;
+    let firstRelayingMs = 0;
+    for (let i = 0; i === 0 || i < order.length; i += RESTORE_BATCH) {
+      const batch = order.slice(i, i + RESTORE_BATCH);
+      const outcomes = batch.length > 0 ? await restoreConnections(batch.map((p) => p.state), { transparent: true }) : [];
+      if (!taken) {
+        try {
+          taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
+        } catch (err) {
+          for (const o of outcomes) if (o.ok) closeSilently(o.fd);
+          throw err;
+        }
+        addressMs = since();
       }
-      const socket = adoptSocket(outcome);
-      const relay = relayConnection({
-        client: socket,
-        upstream: options.upstream,
-        replay: plan.replay,
-        preamble: plan.preamble,
-        replyCounter: options.plugin.createReplyCounter(),
-        ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
+      outcomes.forEach((outcome, j) => {
+        const plan = batch[j]!;
+        if (!outcome.ok) {
+          reset.push({ client: plan.client, server: plan.server, reason: `the restore failed: ${outcome.error.message}` });
+          deadOf.set(key(plan.client, plan.server), { local: plan.server, peer: plan.client });
+          return;
+        }
+        continued.push(relayRestored(plan, outcome, options));
       });
-      continued.push({
-        client: plan.client,
-        server: plan.server,
-        restoreUs: outcome.durationUs,
-        replayBytes: plan.replay.length,
-        preambleReplies: plan.preamble.replies,
-        midReplyBytes: plan.expectReply?.bytes ?? 0,
-        relay,
-      });
-    });
+      if (i === 0) firstRelayingMs = since();
+    }
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
-    return { continued, reset, timings: { plannedMs, restoredMs, addressMs, relayingMs, doneMs: since() }, addressAdded: taken.added };
+    return { continued, reset, timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() }, addressAdded: taken!.added };
   } finally {
     await guard?.remove();
   }
+}
+
+/** Connections restored per batch (one libuv work item each); the first batch's clients resume first. */
+const RESTORE_BATCH = 64;
+
+/** Adopts a restored socket and relays it to the upstream: preamble, replay, then both ways. */
+function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome: RestoredConnection, options: ContinueOptions): ContinuedConnection {
+  const relay = relayConnection({
+    client: adoptSocket(outcome),
+    upstream: options.upstream,
+    replay: plan.replay,
+    preamble: plan.preamble,
+    replyCounter: options.plugin.createReplyCounter(),
+    ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
+  });
+  return {
+    client: plan.client,
+    server: plan.server,
+    restoreUs: outcome.durationUs,
+    replayBytes: plan.replay.length,
+    preambleReplies: plan.preamble.replies,
+    midReplyBytes: plan.expectReply?.bytes ?? 0,
+    relay,
+  };
 }
 
 /** Closes a restored socket without a FIN or RST: frozen (repair mode) first, as a dump leaves it. */

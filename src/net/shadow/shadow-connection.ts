@@ -60,6 +60,8 @@ export type ContinuePlan =
        * bytes (their length and SHA-256); the relay drops them, and resets the client if they differ.
        */
       expectReply?: ExpectedReply;
+      /** When a segment of it was last seen (ms since the epoch): the most active go first. */
+      lastSeenMs: number;
     }
   | {
       kind: 'reset';
@@ -220,7 +222,7 @@ export class ShadowConnection {
       },
       buffers: { send: 0, recv: 0 },
     };
-    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), ...(expectReply ? { expectReply } : {}) };
+    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}) };
   }
 
   /** What the close engine needs to reset this connection exactly. */
