@@ -60,7 +60,7 @@ export interface PeerTakeoverOptions {
    * in `done.continueError`).
    */
   continue?: {
-    shadow: ShadowCapture;
+    shadow: Pick<ShadowCapture, 'plans' | 'close'>;
     upstream: { host: string; port: number };
     plugin: ContinuePlugin;
     promote?: () => Promise<void>;

@@ -153,3 +153,61 @@ describe('PeerTakeover', () => {
     });
   });
 });
+
+describe('PeerTakeover with continue', () => {
+  const down = { kind: 'node-down' as const, node: 'a', incarnation: 1n, at: 0, lastHeardAt: 0 };
+
+  it('fences, then promotes, then takes the shadow\'s plans (nothing of the peer\'s touched before)', async () => {
+    const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
+    const touched: string[] = [];
+    const tracker = new Proxy({}, { get: (_, k) => (touched.push(String(k)), undefined) }) as unknown as FlowTracker;
+    const calls: string[] = [];
+    const plan = new PeerTakeover({
+      heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
+      before: async () => void calls.push('fence'),
+      continue: {
+        // The plans end the test: what follows needs the address and root.
+        shadow: { plans: () => (calls.push('plans'), (() => { throw new Error('stop here'); })()), close: () => void calls.push('shadow closed') },
+        upstream: { host: '127.0.0.1', port: 6380 },
+        plugin: { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) },
+        promote: async () => void calls.push('promote'),
+      },
+    });
+    // No RST guard ahead: this test must not run nft (plan.prepare() is not called).
+    const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
+    events.emit('event', down);
+    expect((await failed).message).toBe('stop here');
+    expect(calls).toEqual(['fence', 'promote', 'plans']);
+    expect(touched).toEqual([]);
+    await plan.close();
+    expect(calls.at(-1)).toBe('shadow closed');
+  });
+
+  it('a promotion that fails continues nothing: the shadow\'s plans are not taken, the close path (closePeers) runs instead', async () => {
+    const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
+    const calls: string[] = [];
+    // closePeers runs on the tracker: a tracker with no flows, on an interface that does not
+    // exist, fails at once: that failure is what shows the close path was taken.
+    const tracker = new Proxy({}, { get: (_, k) => (calls.push(`tracker.${String(k)}`), () => []) }) as unknown as FlowTracker;
+    const plan = new PeerTakeover({
+      heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
+      continue: {
+        shadow: { plans: () => (calls.push('plans'), []), close: () => undefined },
+        upstream: { host: '127.0.0.1', port: 6380 },
+        plugin: { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) },
+        promote: async () => {
+          throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1');
+        },
+      },
+    });
+    const ended = new Promise<unknown>((resolve) => {
+      plan.once('failed', resolve);
+      plan.once('done', resolve);
+    });
+    events.emit('event', down);
+    await ended;
+    expect(calls).not.toContain('plans');
+    expect(calls.some((c) => c.startsWith('tracker.'))).toBe(true);
+    await plan.close();
+  });
+});
