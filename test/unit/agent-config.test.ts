@@ -239,6 +239,27 @@ services:
     expect(fieldOf(edit((c) => (c.peers[0].takeover = [])))).toMatch(/^peers\[0\]\.takeover/);
   });
 
+  describe('a takeover\'s continue section', () => {
+    const t = (c?: object) => ({ address: '10.0.0.100', port: 6379, interface: 'eth0', prefixLength: 24, ...(c ? { continue: c } : {}) });
+    it('parses with its defaults (upstream on 127.0.0.1, 5 s to promote); absent, there is none', () => {
+      const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: ['redis-cli', 'REPLICAOF', 'NO', 'ONE'] }))));
+      expect(c.peers[0]!.takeover[0]!.continue).toEqual({ protocol: 'resp', mirror: 'mir0', upstream: { host: '127.0.0.1', port: 6380 }, promote: ['redis-cli', 'REPLICAOF', 'NO', 'ONE'], promoteTimeoutMs: 5000 });
+      expect(validateConfig(edit((x) => (x.peers[0].takeover = t()))).peers[0]!.takeover[0]!.continue).toBeUndefined();
+    });
+    it.each([
+      [{ protocol: 'http', mirror: 'mir0', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.protocol/],
+      [{ protocol: 'resp', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.mirror/],
+      [{ protocol: 'resp', mirror: 'mir0' }, /^peers\[0\]\.takeover\.continue\.upstream/],
+      [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 0 } }, /^peers\[0\]\.takeover\.continue\.upstream\.port/],
+      [{ protocol: 'resp', mirror: 'mir0', upstream: { host: 'localhost', port: 1 } }, /^peers\[0\]\.takeover\.continue\.upstream\.host/],
+      [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 1 }, promote: [] }, /^peers\[0\]\.takeover\.continue\.promote/],
+      [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 1 }, promoteTimeoutMs: 10 }, /^peers\[0\]\.takeover\.continue\.promoteTimeoutMs/],
+      [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 1 }, extra: 1 }, /^peers\[0\]\.takeover\.continue\.extra: .*unknown field/],
+    ])('refuses %j, naming the field (inside one takeover, not only "Invalid input")', (c, field) => {
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t(c))))).toMatch(field);
+    });
+  });
+
   it('a link-local takeover address is accepted on its interface; a zone suffix on it is refused, naming the field', () => {
     const ll = { address: 'fe80::7a6b:1', port: 5432, interface: 'eth1', prefixLength: 64 };
     expect(validateConfig(edit((c) => (c.peers[0].takeover = ll))).peers[0]!.takeover[0]).toMatchObject(ll);
