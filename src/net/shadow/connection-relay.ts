@@ -4,9 +4,9 @@
 // session preamble and the requests the dead server never answered; the preamble's replies are
 // swallowed (counted with the plugin's ReplyCounter), so the client sees exactly the replies to
 // its own requests, in order. Then bytes flow both ways with backpressure.
-import { createHash } from 'node:crypto';
 import net from 'node:net';
 import type { ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 
 export interface RelayOptions {
   /** The client's socket; the relay owns it from here (destroys it at the end). */
@@ -26,10 +26,10 @@ export interface RelayOptions {
   /**
    * The dead server had already sent the start of the reply to the first replayed request (the
    * client has it, or gets it in the restored socket's refill): the upstream's first reply must
-   * begin with those bytes (length, SHA-256). They are dropped, not sent twice; if they differ
-   * (the replay did not reproduce the reply: a write applied twice, say) the client is reset.
+   * begin with those bytes (their count and CRCs). They are dropped, not sent twice; if they
+   * differ (the replay did not reproduce the reply: a write applied twice, say) the client is reset.
    */
-  expectReply?: { bytes: number; sha256: Buffer };
+  expectReply?: ReplyFingerprint;
 }
 
 export interface RelayStats {
@@ -92,7 +92,7 @@ export function relayConnection(options: RelayOptions): Relay {
 
   let toSwallow = preamble.replies;
   const expected = options.expectReply;
-  const seen = expected ? createHash('sha256') : undefined;
+  const seen = expected ? new ReplyDigest() : undefined;
   /** First byte of the preamble reply being read (its RESP type), once seen. */
   let replyType: number | undefined;
   upstream.on('data', (chunk: Buffer) => {
@@ -118,7 +118,7 @@ export function relayConnection(options: RelayOptions): Relay {
     seen!.update(data.subarray(0, take));
     stats.verifiedBytes += take;
     if (stats.verifiedBytes < expected!.bytes) return Buffer.alloc(0);
-    if (!seen!.digest().equals(expected!.sha256)) {
+    if (!seen!.matches(expected!)) {
       // The client holds bytes of a reply the new upstream does not reproduce: no byte of it
       // may follow them, and a FIN would read as a clean end: a RST.
       reason ??= `the reply to the replayed request differs from the ${expected!.bytes} bytes the dead server had sent of it`;

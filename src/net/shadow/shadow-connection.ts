@@ -9,7 +9,6 @@
 //
 // Sources: RFC 9293 (SND.UNA, RCV.NXT, SND.WL1), RFC 7323 (window scale, timestamps), RFC 2018
 // (SACK-permitted), issue 12's feasibility run (the restore sequence that worked; docs/CONTINUE.md).
-import { createHash, type Hash } from 'node:crypto';
 import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import type { DeadConnection } from '../close-engine.js';
@@ -17,6 +16,7 @@ import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
 import type { ContinuePlugin, ExchangeTracker, SessionPreamble } from './exchange-tracker.js';
+import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
 
 /** What one end said in its SYN. */
@@ -57,9 +57,9 @@ export type ContinuePlan =
       /**
        * The dead server had sent part of the reply to the first replayed request (it is in the
        * refill, or the client has it): the new upstream's reply must begin with exactly those
-       * bytes (their length and SHA-256); the relay drops them, and resets the client if they differ.
+       * bytes (their count and CRCs); the relay drops them, and resets the client if they differ.
        */
-      expectReply?: ExpectedReply;
+      expectReply?: ReplyFingerprint;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
     }
@@ -72,12 +72,6 @@ export type ContinuePlan =
       /** For the close engine: what was seen, so the RST can be exact (absent: never saw both sides). */
       dead: DeadConnection;
     };
-
-/** The start of a reply the dead server had sent: its length (bytes) and SHA-256. */
-export interface ExpectedReply {
-  bytes: number;
-  sha256: Buffer;
-}
 
 export interface ShadowOptions {
   plugin: ContinuePlugin;
@@ -101,10 +95,10 @@ export class ShadowConnection {
   private ended: string | null = null;
   /**
    * Server stream offset where the reply in progress starts (the last complete one's end), and
-   * the SHA-256 of its bytes so far (null while there are none): what a replay must reproduce.
+   * the digest of its bytes so far (null while there are none): what a replay must reproduce.
    */
   private partialFrom = 0;
-  private partialHash: Hash | null = null;
+  private partialHash: ReplyDigest | null = null;
   private readonly maxRetained: number;
   /** Set once a RST was seen: nothing is left to continue or to close. */
   reset = false;
@@ -191,7 +185,7 @@ export class ShadowConnection {
     // The server sent part of a reply: the client has those bytes, or gets them in the refill;
     // the replay's reply must start with the very same bytes (checked by the relay).
     const partial = this.toClient.next - complete;
-    const expectReply = partial > 0 && this.partialHash && this.partialFrom === complete ? { bytes: partial, sha256: this.partialHash.copy().digest() } : undefined;
+    const expectReply = partial > 0 && this.partialHash && this.partialFrom === complete && this.partialHash.length === partial ? this.partialHash.fingerprint() : undefined;
     if (partial > 0 && !expectReply) return blocked(`the server was in the middle of a reply (${partial} bytes of it sent) that was not followed`);
     const refill = this.toClient.bytes(clientAcked, this.toClient.next);
     const answered = this.tracker.answeredClientBytes();
@@ -266,7 +260,7 @@ export class ShadowConnection {
   }
 
   /**
-   * Keeps the SHA-256 of the reply in progress (the server bytes after the last complete reply).
+   * Keeps the digest of the reply in progress (the server bytes after the last complete reply).
    * Small replies usually end with their segment: then nothing is hashed.
    */
   private followPartialReply(chunk: Buffer, offset: number): void {
@@ -278,7 +272,7 @@ export class ShadowConnection {
       rest = chunk.subarray(Math.min(chunk.length, complete - offset));
     }
     if (rest.length === 0) return;
-    this.partialHash ??= createHash('sha256');
+    this.partialHash ??= new ReplyDigest();
     this.partialHash.update(rest);
   }
 

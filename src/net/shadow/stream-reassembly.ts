@@ -44,7 +44,10 @@ export class StreamReassembly {
     return seqAdd(this.base, offset % 0x1_0000_0000);
   }
 
-  /** A segment's payload. declaredLength: the TCP payload's length (the capture may cut it). */
+  /**
+   * A segment's payload (kept by reference where retained: the caller must not reuse the buffer).
+   * declaredLength: the TCP payload's length (the capture may cut it).
+   */
   data(seq: number, payload: Buffer, declaredLength: number): void {
     if (this.broken || declaredLength === 0) return;
     if (payload.length < declaredLength) {
@@ -103,7 +106,8 @@ export class StreamReassembly {
   private append(bytes: Buffer): void {
     const at = this.next;
     this.next += bytes.length;
-    this.retained.push(Buffer.from(bytes));
+    // Kept as given, not copied: a capture's payload is the segment's own buffer.
+    this.retained.push(bytes);
     this.retainedBytes += bytes.length;
     if (this.retainedBytes > this.maxRetainedBytes) {
       this.broken = `more than ${this.maxRetainedBytes} bytes needed were retained`;
