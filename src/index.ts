@@ -147,6 +147,7 @@ export type { ShadowCaptureOptions } from './net/shadow/shadow-capture.js';
 export { ShadowTable } from './net/shadow/shadow-table.js';
 export type { ShadowStats, ShadowTableOptions } from './net/shadow/shadow-table.js';
 export type { ContinuePlan } from './net/shadow/shadow-connection.js';
+export type { ReplyFingerprint } from './net/shadow/reply-digest.js';
 export type { ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble } from './net/shadow/exchange-tracker.js';
 export { respContinue } from './net/shadow/resp-continue.js';
 export { relayConnection } from './net/shadow/connection-relay.js';
