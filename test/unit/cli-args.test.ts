@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../cli-process.js';
 
 
@@ -18,13 +19,26 @@ function cli(args: string[], withoutCapabilities = false) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
 }
 
+/**
+ * The argument-error table's cases in one process (test/unit/fixtures/cli-batch.mjs: main.js
+ * evaluated afresh per case), each with the result a process of its own gives; a sample of them
+ * is run as processes of their own too, and must give the very same result.
+ */
+const BATCH = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'cli-batch.mjs');
+function cliBatch(cases: string[][]): Array<ReturnType<typeof cli>> {
+  const r = spawnSync(process.execPath, [BATCH, CLI, JSON.stringify(cases)], { encoding: 'utf8', cwd: path.dirname(CLI) });
+  if (r.status !== 0) throw new Error(`the CLI batch failed (status ${r.status}): ${r.stderr}`);
+  const results = JSON.parse(r.stdout) as Array<ReturnType<typeof cli>>;
+  if (results.length !== cases.length) throw new Error(`the CLI batch gave ${results.length} results for ${cases.length} cases`);
+  return results;
+}
+
 const flowsDir = mkdtempSync(path.join(tmpdir(), 'tko-cli-'));
 afterAll(() => rmSync(flowsDir, { recursive: true, force: true }));
 const badFlows = path.join(flowsDir, 'flows.jsonl');
 writeFileSync(badFlows, '{"time":1,"flows":[{"a":{"address":"198.18.0.1"},"b":{},"state":"ESTABLISHED"}]}\n');
 
-describe('takeover CLI argument errors', () => {
-  it.each([
+const argumentErrors: Array<[string[], RegExp]> = [
     [['close-peers'], /exactly one of --pid or --address/],
     [['close-peers', '--pid', 'abc'], /--pid must be an integer from 1 to 4194304, got "abc"/],
     [['close-peers', '--pid', '-5'], /--pid must be an integer from 1 to 4194304, got "-5"/],
@@ -75,14 +89,29 @@ describe('takeover CLI argument errors', () => {
     [['fence', 'b', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /--devices is required/],
     [['fence', 'a', '--devices', '/dev/null', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /refusing to fence this node \(a\)/],
     [['fence', 'z', '--devices', '/dev/null', '--cluster', 'c', '--node', 'a', '--nodes', 'a,b'], /unknown node z/],
-  ])('%j', (args, message) => {
-    const r = cli(args);
+];
+
+describe('takeover CLI argument errors', () => {
+  let batched: Array<ReturnType<typeof cli>>;
+  beforeAll(() => {
+    batched = cliBatch(argumentErrors.map(([args]) => args));
+  });
+
+  it.each(argumentErrors.map(([args, message], i) => [args, message, i] as const))('%j', (_args, message, i) => {
+    const r = batched[i]!;
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(message);
     // One line, in one style: ours and commander's errors alike.
     expect(r.stderr.split('\n')).toHaveLength(1);
     expect(r.stderr.startsWith('takeover: ')).toBe(true);
+  });
+
+  it('a process of its own gives each case the result the batch gave (a sample: commander\'s errors, ours, a file read, an address check)', () => {
+    for (const i of [1, 12, 20, 22, 23, 26, 29, 36, 47]) {
+      const [args] = argumentErrors[i]!;
+      expect(cli(args), JSON.stringify(args)).toEqual(batched[i]);
+    }
   });
 
   it('missing privileges: one line naming the capability, exit 2', () => {
