@@ -41,7 +41,11 @@ describe('takeover CLI, remote side', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tko-flows-'));
     const file = path.join(dir, 'flows.jsonl');
     const flows = cliIn(s.lab.host('backup').ns, ['flows', '--interface', 'eth0', '--port', '7000', '--json', '--interval-ms', '100']);
-    await new Promise((r) => setTimeout(r, 1500)); // the capture is up before the client connects
+    // The capture is up before the client connects: flows opens its capture socket (FlowTracker's
+    // constructor), then prints its first line one interval later; waited for, not a fixed 1.5 s.
+    const upBy = Date.now() + 10_000;
+    while (!flows.stdout().includes('\n') && flows.child.exitCode === null && Date.now() < upBy) await new Promise((r) => setTimeout(r, 20));
+    expect(flows.stdout(), 'flows printed its first line (its capture is up)').toContain('\n');
     const { client, clientPort } = await connectClient(s.lab, s.server);
     const deadline = Date.now() + 5000;
     while (!flows.stdout().includes(`"port":${clientPort}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
