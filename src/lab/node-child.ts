@@ -104,27 +104,27 @@ export function spawnNode(ns: string, script: string, args: string[], env: Recor
 const bundles = new Map<string, string>();
 
 /**
- * A TypeScript fixture (run from the sources, as the tests do) compiled once per process by
+ * A TypeScript script (run from the sources, as the tests do) compiled once per process by
  * esbuild into one ES module, the project's code inlined and packages left to Node's resolution:
  * each start is then plain `node`, not tsx (its loader and a transform-cache lookup per source
- * file: ~0.3-0.5 s more per start on 2 cores, and labs start fixtures hundreds of times). The
- * bundle sits in build/ of the checkout (src/native.ts finds the package root one directory
- * above the module that holds it), named after the source's path; written aside and renamed, so
- * a start never reads a half-written file. esbuild is a development dependency: from dist/ the
- * fixtures are .js and never come here.
+ * file: ~0.3-0.5 s more per start on 2 cores, and labs start fixtures hundreds of times; in a TCG
+ * guest far more). The bundle sits in build/ of the checkout (src/native.ts finds the package root
+ * one directory above the module that holds it), named `<prefix><path of the source>.mjs`;
+ * written aside and renamed, so a start never reads a half-written file. esbuild is a development
+ * dependency: from dist/ the fixtures are .js and never come here. Returns the bundle's path.
  */
-function bundledScript(script: string): string {
-  const known = bundles.get(script);
+export function bundledScript(script: string, prefix = 'fixture-'): string {
+  const known = bundles.get(`${prefix}${script}`);
   if (known) return known;
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
-  const name = path.relative(root, script).replace(/\.ts$/, '').replace(/[^A-Za-z0-9_-]+/g, '-');
-  const out = path.join(root, 'build', `fixture-${name}.mjs`);
+  const name = path.relative(root, path.resolve(root, script)).replace(/\.ts$/, '').replace(/[^A-Za-z0-9_-]+/g, '-');
+  const out = path.join(root, 'build', `${prefix}${name}.mjs`);
   const tmp = `${out}.${process.pid}.tmp`;
   mkdirSync(path.dirname(out), { recursive: true });
   const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
-  esbuild.buildSync({ entryPoints: [script], outfile: tmp, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'error' });
+  esbuild.buildSync({ entryPoints: [path.resolve(root, script)], outfile: tmp, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'error' });
   renameSync(tmp, out);
-  bundles.set(script, out);
+  bundles.set(`${prefix}${script}`, out);
   return out;
 }
 

@@ -24,10 +24,10 @@ import { ReliableState } from '../../src/reliable/reliable-state.js';
 import { encodeOrder, orderMatchingApp, type OrderBook } from '../../docs/examples/order-matching/order-book.js';
 import { KEY, LinkProxy, perTestScratch, seededRandom, sleep, until } from './mirror-helpers.js';
 import { freePort } from '../free-port.js';
-import { bundleScript } from '../bundle-script.js';
+import { bundledScript } from '../../src/lab/node-child.js';
 
 // The node process, started ~17 times (each restart is on the path to the next event): bundled
-// once into plain JS (test/bundle-script.ts), ~0.4 s less per start than through tsx.
+// once into plain JS (bundledScript), ~0.4 s less per start than through tsx.
 const CHILD_SOURCE = 'test/reliable-node-child.ts';
 const scratch = perTestScratch('reliable-chaos-');
 const { open, children } = scratch;
@@ -50,7 +50,7 @@ const EVENTS = 20;
 describe('reliable pair under repeated failures', () => {
   it('100,000 orders from 10 clients; the primary SIGKILLed, SIGSTOPped or cut off from its backup 20 times at seeded points: exactly once, one reply each, the book equals a replay', async () => {
     const { int, rnd } = seededRandom(2026);
-    const childScript = await bundleScript(CHILD_SOURCE);
+    const childScript = bundledScript(CHILD_SOURCE, 'test-');
     const dirs = { a: path.join(scratch.root, 'a'), b: path.join(scratch.root, 'b') };
     const mirrorPorts = { a: await freePort(), b: await freePort() };
     const clientPorts = { a: await freePort(), b: await freePort() };
