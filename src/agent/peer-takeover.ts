@@ -222,6 +222,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           await this.options.continue.promote?.();
         } catch (err) {
           continueError = `the local service was not promoted: ${(err as Error).message}`;
+          this.options.continue.shadow.close(); // nothing will be continued: stop following the traffic
         }
         if (continueError === undefined) {
           const done = await this.continueHere(this.options.continue, known);

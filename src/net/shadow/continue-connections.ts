@@ -23,7 +23,7 @@ import type { CloseResult } from '../close-result.js';
 import { closePeers } from '../close-peers.js';
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
 import { RstGuard } from '../rst-guard.js';
-import { dumpConnection, restoreConnections, type RestoredConnection } from '../tcp-repair.js';
+import { dumpConnection, restoreConnections, type RestoredConnection, type RestoreOutcome } from '../tcp-repair.js';
 import { relayConnection, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ContinuePlan } from './shadow-connection.js';
@@ -130,7 +130,13 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     let firstRelayingMs = 0;
     for (let i = 0; i === 0 || i < order.length; i += RESTORE_BATCH) {
       const batch = order.slice(i, i + RESTORE_BATCH);
-      const outcomes = batch.length > 0 ? await restoreConnections(batch.map((p) => p.state), { transparent: true }) : [];
+      let outcomes: Array<Extract<RestoreOutcome, { ok: true }> | { ok: false; error: Error }> = [];
+      try {
+        if (batch.length > 0) outcomes = await restoreConnections(batch.map((p) => p.state), { transparent: true });
+      } catch (err) {
+        // A state the check refuses fails its whole batch (nothing of it restored): those are reset.
+        outcomes = batch.map(() => ({ ok: false as const, error: err as Error }));
+      }
       if (!taken) {
         try {
           taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
