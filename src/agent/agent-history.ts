@@ -40,6 +40,8 @@ export interface TakeoverRecord {
   /** Connections found (replicated and tracked), and how many of them were not closed. */
   connections: number;
   notClosed: number;
+  /** With a `continue` section: connections continued here (not counted in `connections`, which were closed). */
+  continued?: number;
   /** The service address was added here (false: it was already here). */
   addressAdded?: boolean;
   /**
@@ -139,6 +141,7 @@ export class AgentHistory extends EventEmitter<{ takeover: [TakeoverRecord & { p
         result: notClosed > 0 ? 'incomplete' : 'ok',
         connections: d.report.results.length,
         notClosed,
+        ...(d.continued ? { continued: d.continued.connections } : {}),
         ...(d.report.takeovers?.[0] ? { addressAdded: d.report.takeovers[0].added } : {}),
         ...(d.lease
           ? {

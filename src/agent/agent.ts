@@ -74,6 +74,8 @@ export type AgentEvents = {
   'takeover-abandoned': [TakeoverAbandoned];
   /** After the lease, the peer's kernel still answered for the address: not added until it stops. */
   'takeover-held': [TakeoverHeld];
+  /** A takeover's shadow started: the peer's connections to the service are followed on the mirror. */
+  shadowing: [{ peer: string; address: string; port: number; mirror: string }];
   /** This node's address leases (config `addressLease`): adopted, lost, renewals failed, released at stop. */
   lease: [LeaseEvent];
   detector: [DetectorEvent];
@@ -373,6 +375,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     plan.on('abandoned', (a) => this.emit('takeover-abandoned', a));
     plan.on('held', (h) => this.emit('takeover-held', h));
     this.history.watchTakeover(peer, service, plan);
+    if (t.continue) this.emit('shadowing', { peer, ...service, mirror: t.continue.mirror });
     await plan.prepare();
     this.takeovers.push(plan);
   }

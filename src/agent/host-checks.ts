@@ -50,6 +50,8 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
         if (!interfaces.includes(t.interface)) throw new Problem(`${t.interface} is not an interface of this host`);
         return `${t.interface} exists`;
       }]);
+      const promote = t.continue?.promote;
+      if (promote) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.promote`, () => program(promote[0]!)]);
       const mirror = t.continue?.mirror;
       if (mirror !== undefined) {
         checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.mirror`, async () => {

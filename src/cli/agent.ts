@@ -77,6 +77,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ...(continued ? { continued } : {}), ...(d.continueError ? { continueError: d.continueError } : {}), ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
+  agent.on('shadowing', (s) => log.info(s, `shadowing ${s.peer}'s connections to ${s.address}:${s.port} on ${s.mirror}: they will be continued here`));
   agent.on('takeover-waiting', (w) => log.info({ peer: w.down.node, address: w.address, leaseSeconds: w.seconds, until: new Date(w.until).toISOString(), ms: Math.round(w.until - w.down.at) }, `waiting out ${w.down.node}'s ${w.seconds} s address lease on ${w.address} before taking it over`));
   // The peer's kernel kept its leased address past the lease (it removes expired addresses late,
   // at times by seconds): said when the probes first hear it, and how long in the end.

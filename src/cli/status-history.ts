@@ -27,7 +27,8 @@ function takeoverLine(t: TakeoverRecord, now: number): string {
   const held = t.lease?.heldPastLeaseMs !== undefined ? `; its kernel kept the address at least ${formatAge(t.lease.heldPastLeaseMs)} past the lease (${t.lease.heldBy})` : '';
   const lease = t.lease ? `, after waiting out its ${t.lease.seconds} s address lease (${formatAge(t.lease.waitedMs)}${held})` : '';
   const address = (t.addressAdded === undefined ? '' : t.addressAdded ? ', address added here' : ', address was already here') + lease;
-  const closed = t.result === 'ok' ? `${t.connections} connection(s) closed` : `${t.notClosed} of ${t.connections} connection(s) LEFT OPEN`;
+  const closedOrOpen = t.result === 'ok' ? `${t.connections} connection(s) closed` : `${t.notClosed} of ${t.connections} connection(s) LEFT OPEN`;
+  const closed = t.continued === undefined ? closedOrOpen : `${t.continued} connection(s) continued here, ${closedOrOpen}`;
   return `  took over ${what} ${when}: ${t.result}, ${closed}${address}`;
 }
 

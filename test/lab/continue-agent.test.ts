@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import type { LabEvent, NodeChild } from '../../src/lab/node-child.js';
-import { startCli } from '../cli-process.js';
+import { runCli, startCli } from '../cli-process.js';
 import { agentsLab } from './agents-lab.js';
 import { startRedis } from './redis.js';
 import { until } from './replication-cluster.js';
@@ -119,6 +119,10 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     expect(doubled + lost).toBeLessThanOrEqual(CONNECTIONS);
     console.log(`continue via the agent: INCR doubled ${doubled}, lost ${lost} (no output commit)`);
     expect((await replica.replication()).role).toBe('master');
+    // What an operator sees: the shadow named at start, the continued connections in status.
+    expect(log().some((e) => String(e.msg).startsWith(`shadowing a's connections to ${vip}:${master.port} on ${ifname}`))).toBe(true);
+    const status = await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    expect(status.stdout).toMatch(new RegExp(`took over ${vip.replaceAll('.', '\\.')}:${master.port} .*: ok, ${taken.continued.connections} connection\\(s\\) continued here, 0 connection\\(s\\) closed, address added here`));
   } finally {
     await replica.stop();
     await master.stop();

@@ -202,6 +202,24 @@ describe('ShadowConnection', () => {
     expect(q.kind === 'restore' && q.expectReply).toBeUndefined();
   });
 
+  it('after a capture loss, a connection is provable again once both ends showed their streams whole; not if the lost frame was its data', () => {
+    const c = conversation();
+    const t = table();
+    t.segments(c.handshake, 1);
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
+    t.captureLost(1);
+    expect(t.plans(1)[0]).toMatchObject({ kind: 'reset', reason: 'the capture lost 1 frames while it was open, and neither end has shown its stream whole since' });
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n')], 1);
+    expect(t.plans(1)[0]).toMatchObject({ kind: 'reset', reason: /the server has not shown its stream whole since/ });
+    t.segments([c.seg(true, TCP_ACK | TCP_PSH, 'value-b\n')], 1);
+    expect(t.plans(1)[0]!.kind).toBe('restore');
+    // This time the lost frame was the client's request: its next segment starts past the copy.
+    t.captureLost(1);
+    c.seg(false, TCP_ACK | TCP_PSH, 'GET c\n'); // lost
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET d\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-c\nvalue-d\n')], 1);
+    expect(t.plans(1)[0]).toMatchObject({ kind: 'reset' });
+  });
+
   it('does not shadow a connection joined mid-stream, and forgets a reset one', () => {
     const c = conversation();
     const t = table();

@@ -93,6 +93,8 @@ export class ShadowConnection {
   private readonly server0: SenderState = { window: 0, maxWindowBytes: 0, windowSeq: 0, lastSeenMs: 0 };
   /** Why the connection can no longer be continued whatever happens next, or null. */
   private ended: string | null = null;
+  /** After a capture loss: why, and which ends have since shown their streams whole (suspect()). */
+  private unsynced: { reason: string; server: boolean; client: boolean } | null = null;
   /**
    * Server stream offset where the reply in progress starts (the last complete one's end), and
    * the digest of its bytes so far (null while there are none): what a replay must reproduce.
@@ -139,6 +141,7 @@ export class ShadowConnection {
       const scaled = s.window * 2 ** this.scaleOf(fromServer);
       sender.maxWindowBytes = Math.max(sender.maxWindowBytes, scaled);
     }
+    if (this.unsynced) this.checkSync(s, fromServer);
     if (s.flags & TCP_ACK) this.acked(s.ack, fromServer);
     const dataSeq = s.flags & TCP_SYN ? seqAdd(s.seq, 1) : s.seq;
     if (s.payloadLength > 0) stream.data(dataSeq, s.payload ?? Buffer.alloc(0), s.payloadLength);
@@ -156,9 +159,28 @@ export class ShadowConnection {
     return this.clientSyn?.isn;
   }
 
-  /** Marks the connection as not continuable (e.g. the capture lost frames while it was open). */
-  lose(reason: string): void {
-    this.ended ??= reason;
+  /**
+   * The capture lost frames while this connection was open: any of them may have been one of its
+   * segments, and a lost last segment leaves no trace (the client may hold bytes the backup never
+   * saw). The connection is unprovable until each end has sent a segment that starts exactly
+   * where the copy of its stream ends and acknowledges exactly the copy of the other's: then
+   * nothing of it was lost before (a lost byte would put one of those numbers ahead of the copy).
+   */
+  suspect(reason: string): void {
+    if (this.ended) return;
+    this.unsynced = { reason, server: false, client: false };
+  }
+
+  /** With unsynced: whether this segment (before its data is taken) shows its sender's stream whole. */
+  private checkSync(s: ParsedSegment, fromServer: boolean): void {
+    const u = this.unsynced;
+    const own = fromServer ? this.toClient : this.toServer;
+    const other = fromServer ? this.toServer : this.toClient;
+    if (!u || !own || !other || s.flags & TCP_SYN || !(s.flags & TCP_ACK) || own.hasHole || other.hasHole) return;
+    if (s.seq !== own.seqAt(own.next) || s.ack !== other.seqAt(other.next)) return;
+    if (fromServer) u.server = true;
+    else u.client = true;
+    if (u.server && u.client) this.unsynced = null;
   }
 
   /** How to continue this connection now (nowMs: ms since the epoch, ages the server's TSval). */
@@ -167,6 +189,11 @@ export class ShadowConnection {
     const cs = this.clientSyn;
     const ss = this.serverSyn;
     if (this.ended) return blocked(this.ended);
+    if (this.unsynced) {
+      const u = this.unsynced;
+      const since = u.server ? 'the client has not shown its stream whole since' : u.client ? 'the server has not shown its stream whole since' : 'neither end has shown its stream whole since';
+      return blocked(`${u.reason}, and ${since}`);
+    }
     if (!cs || !ss || !this.toServer || !this.toClient) return blocked('the handshake was not seen');
     if (this.client0.ack === undefined) return blocked('the handshake was not completed');
     for (const [name, stream] of [['client', this.toServer], ['server', this.toClient]] as const) {

@@ -79,13 +79,14 @@ export class ShadowTable {
   }
 
   /**
-   * The capture lost frames: any open connection may have lost one of its segments, so none of
-   * them can be proven any more (they will be reset, not continued, if the primary dies).
+   * The capture lost frames: any open connection may have lost one of its segments, so each is
+   * unprovable (reset, not continued, if the primary dies) until both its ends have shown their
+   * streams whole again (ShadowConnection.suspect).
    */
   captureLost(frames: number): void {
     if (frames <= 0) return;
     this.captureLosses += frames;
-    for (const conn of this.connections.values()) conn.lose(`the capture lost ${frames} frames while it was open`);
+    for (const conn of this.connections.values()) conn.suspect(`the capture lost ${frames} frames while it was open`);
   }
 
   /** Forgets connections reset, or ended and quiet for endedLingerMs. */
