@@ -254,8 +254,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
     const address = this.options.service.address;
     const r = await continueConnections({
-      plans: () => {
-        const plans = c.shadow.plans(address);
+      plans: async () => {
+        const plans = await c.shadow.plans(address);
         c.shadow.close(); // its work is done; following the load would only slow the restores
         return plans;
       },

@@ -167,7 +167,13 @@ describe('PeerTakeover with continue', () => {
       before: async () => void calls.push('fence'),
       continue: {
         // The plans end the test: what follows needs the address and root.
-        shadow: { plans: () => (calls.push('plans'), (() => { throw new Error('stop here'); })()), close: () => void calls.push('shadow closed') },
+        shadow: {
+          plans: async () => {
+            calls.push('plans');
+            throw new Error('stop here');
+          },
+          close: () => void calls.push('shadow closed'),
+        },
         upstream: { host: '127.0.0.1', port: 6380 },
         plugin: { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) },
         promote: async () => void calls.push('promote'),
@@ -192,7 +198,7 @@ describe('PeerTakeover with continue', () => {
     const plan = new PeerTakeover({
       heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
       continue: {
-        shadow: { plans: () => (calls.push('plans'), []), close: () => undefined },
+        shadow: { plans: async () => (calls.push('plans'), []), close: () => undefined },
         upstream: { host: '127.0.0.1', port: 6380 },
         plugin: { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) },
         promote: async () => {

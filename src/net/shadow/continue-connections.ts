@@ -34,7 +34,7 @@ export interface ContinueOptions {
    * guard is in place and right before the restores: the later the snapshot, the fewer client
    * segments reach the dead server after it (each one waits for the client's retransmission).
    */
-  plans: () => ContinuePlan[];
+  plans: () => ContinuePlan[] | Promise<ContinuePlan[]>;
   /** The service address to take over, its interface and prefix length (bits). */
   address: string;
   interface: string;
@@ -102,7 +102,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
   const address = canonicalAddress(options.address);
   const guard = options.guard === false ? undefined : await RstGuard.install([address]);
   try {
-    const plans = options.plans();
+    const plans = await options.plans();
     const foreign = plans.find((p) => p.server.address !== address);
     if (foreign) throw new RangeError(`a plan for ${foreign.server.address} was given to continue connections of ${address}`);
     const restores = plans.filter((p): p is Extract<ContinuePlan, { kind: 'restore' }> => p.kind === 'restore');

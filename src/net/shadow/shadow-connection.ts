@@ -12,6 +12,7 @@
 import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../native.js';
 import type { DeadConnection } from '../close-engine.js';
+import { peerWindowKnowledge } from '../flow-knowledge.js';
 import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
@@ -250,14 +251,13 @@ export class ShadowConnection {
   private deadConnection(nowMs: number): DeadConnection {
     const dead: DeadConnection = { local: { ...this.server }, peer: { ...this.client }, observedAt: this.lastSeenMs };
     if (!this.toServer || !this.toClient || this.client0.ack === undefined || this.server0.ack === undefined) return dead;
-    const shift = this.clientSyn?.wscale;
+    const shift = this.scaleOf(false); // both SYNs were seen (the streams exist): 0 when scaling is off
     dead.tracked = {
       deadNextSeq: this.toClient.seqAt(this.toClient.next),
       peerNextSeq: this.toServer.seqAt(this.toServer.next),
       peerAck: this.client0.ack,
       deadWindow: this.server0.window,
-      ...(shift !== undefined || this.client0.window === 0 ? { peerWindow: this.client0.window * 2 ** (shift ?? 0) } : {}),
-      ...(shift !== undefined ? { peerWindowShift: shift } : {}),
+      ...peerWindowKnowledge(this.client0.window, shift),
       ...(this.server0.tsval !== undefined ? { deadTsval: this.server0.tsval, deadTsvalAgeMs: Math.max(0, nowMs - (this.server0.tsvalAtMs ?? nowMs)) } : {}),
       ...(this.client0.tsval !== undefined ? { peerTsval: this.client0.tsval } : {}),
     };

@@ -96,16 +96,15 @@ export class ShadowTable {
     }
   }
 
-  /** How to continue every connection to one service address (all when absent), now. */
-  plans(nowMs: number, address?: string): ContinuePlan[] {
+  /** The live shadows of one service address (all when absent). */
+  shadows(address?: string): ShadowConnection[] {
     const want = address === undefined ? undefined : canonicalAddress(address);
-    const out: ContinuePlan[] = [];
-    for (const conn of this.connections.values()) {
-      if (conn.reset) continue;
-      if (want !== undefined && conn.server.address !== want) continue;
-      out.push(conn.plan(nowMs));
-    }
-    return out;
+    return [...this.connections.values()].filter((c) => !c.reset && (want === undefined || c.server.address === want));
+  }
+
+  /** How to continue every connection to one service address (all when absent), now, in one go. */
+  plans(nowMs: number, address?: string): ContinuePlan[] {
+    return this.shadows(address).map((c) => c.plan(nowMs));
   }
 
   stats(): ShadowStats {
