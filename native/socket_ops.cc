@@ -90,6 +90,17 @@ Napi::Value TcpRepairSeq(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// tcpRepairClose(fd): closes a connected TCP socket without a FIN or a RST: in repair mode the
+// kernel drops it silently (for a connection whose numbers are not the peer's: any segment it
+// sent would be wrong). When repair mode cannot be entered, throws and leaves the fd open.
+Napi::Value TcpRepairClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  SetInt(env, fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON);
+  if (close(fd) != 0 && errno != EINTR) ThrowErrno(env, "close", errno);
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitSocketOps(Napi::Env env, Napi::Object exports) {
@@ -97,6 +108,7 @@ void InitSocketOps(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("tcpRepairSeq", Napi::Function::New(env, TcpRepairSeq, "tcpRepairSeq"));
+  exports.Set("tcpRepairClose", Napi::Function::New(env, TcpRepairClose, "tcpRepairClose"));
 }
 
 }  // namespace takeover

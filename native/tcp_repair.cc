@@ -403,7 +403,11 @@ RestoreResult RestoreOne(const RestoreSpec& s) {
     opts[n++] = {kOptMaxSeg, s.mss};
     if (setsockopt(f, IPPROTO_TCP, TCP_REPAIR_OPTIONS, opts, n * sizeof(tcp_repair_opt)) != 0)
       Fail("setsockopt", errno, "TCP_REPAIR_OPTIONS");
-    if (s.timestamps) SET_INT(f, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(s.timestamp));
+    // Linux >= 6.7 reads the value's low bit as "microsecond timestamps" (tp->tcp_usec_ts): an
+    // odd ms clock (a shadow's: the peer's last TSval + the ms since) would make the socket send
+    // TSvals in µs, 1000 times too fast, and its peer's PAWS would drop them once they wrap past
+    // 2^31 (about 36 min). Rounded up to even: a TSval 1 ms ahead is harmless, one behind is not.
+    if (s.timestamps) SET_INT(f, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>((s.timestamp + 1) & ~1u));
     // Receive queue: bytes the peer sent that the application had not read.
     RefillRepairQueue(f, TCP_RECV_QUEUE, s.recv_queue.data(), s.recv_queue.size());
     // Send queue, the part already on the wire: queued in repair mode it counts as sent, so

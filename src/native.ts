@@ -327,6 +327,11 @@ export interface NativeBindings {
   closeFd(fd: number): void;
   /** TCP_REPAIR peek of a local socket's kernel sequence numbers (CAP_NET_ADMIN). */
   tcpRepairSeq(fd: number): RepairSeq;
+  /**
+   * Closes a connected TCP socket without a FIN or a RST (repair mode first; CAP_NET_ADMIN).
+   * Throws (syscall 'setsockopt') and leaves the fd open when repair mode is refused.
+   */
+  tcpRepairClose(fd: number): void;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another open file holds it. Never waits. */
   tryLockExclusive(fd: number): boolean;
 
