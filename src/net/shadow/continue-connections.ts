@@ -16,6 +16,7 @@
 // promoted the local service.
 import { closeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { native } from '../../native.js';
 import { takeOverAddress } from '../address.js';
 import { adoptSocket } from '../adopt-socket.js';
 import type { DeadConnection } from '../close-engine.js';
@@ -23,10 +24,14 @@ import type { CloseResult } from '../close-result.js';
 import { closePeers } from '../close-peers.js';
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
 import { RstGuard } from '../rst-guard.js';
-import { dumpConnection, restoreConnections, type RestoredConnection, type RestoreOutcome } from '../tcp-repair.js';
+import { restoreConnections, type RestoredConnection, type RestoreOutcome } from '../tcp-repair.js';
+import { seqAdd } from '../seq.js';
+import type { TcpRepairState } from '../tcp-repair-state.js';
 import { relayConnection, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ContinuePlan } from './shadow-connection.js';
+import type { CopyTail } from './tail-check.js';
+import { TailProof } from './tail-proof.js';
 
 export interface ContinueOptions {
   /**
@@ -54,6 +59,12 @@ export interface ContinueOptions {
    * reset exactly too (reason: not shadowed). Those a plan names are left to the plan.
    */
   alsoReset?: DeadConnection[];
+  /**
+   * The plans' copy may lack its tail (the primary's own stream, not a mirror): each restored
+   * connection is relayed only once its client has shown that it holds nothing the copy lacks,
+   * and reset exactly otherwise (TailProof). waitMs: how long one may stay undecided (default 3000).
+   */
+  proveTail?: { waitMs?: number };
 }
 
 export interface ContinuedConnection {
@@ -66,6 +77,8 @@ export interface ContinuedConnection {
   preambleReplies: number;
   /** Bytes of a reply the dead server had begun that the relay checks the replay against (0: none). */
   midReplyBytes: number;
+  /** With proveTail: ms from the restore until the client showed the copy whole. */
+  tailProvenMs?: number;
   relay: Relay;
 }
 
@@ -101,6 +114,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
   const since = () => Math.round((performance.now() - t0) * 100) / 100;
   const address = canonicalAddress(options.address);
   const guard = options.guard === false ? undefined : await RstGuard.install([address]);
+  let tailProof: TailProof | undefined;
   try {
     const plans = await options.plans();
     const foreign = plans.find((p) => p.server.address !== address);
@@ -120,6 +134,11 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       deadOf.set(k, { ...d, local: server, peer: client });
     }
     const plannedMs = since();
+    // Started before the address moves here, so that no client segment is missed.
+    tailProof = options.proveTail && restores.length > 0
+      ? new TailProof({ interface: options.interface, address, ports: [...new Set(restores.map((p) => p.server.port))], ...(options.proveTail.waitMs !== undefined ? { waitMs: options.proveTail.waitMs } : {}) })
+      : undefined;
+    const proving: Promise<void>[] = [];
     // The most recently active first, in batches: the address is added after the first batch,
     // so those clients go on while the rest are restored (a segment for a connection not restored
     // yet meets the guard, not a RST, and is retransmitted).
@@ -128,24 +147,29 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     let taken: Awaited<ReturnType<typeof takeOverAddress>> | undefined;
     let addressMs = 0;
     let firstRelayingMs = 0;
+    const takeAddress = async (restored: BatchOutcome[]) => {
+      try {
+        taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
+      } catch (err) {
+        for (const o of restored) if (o.ok) closeSilently(o.fd);
+        throw err;
+      }
+      addressMs = since();
+    };
+    let outcomes: BatchOutcome[] = [];
+    // With the tail proof the address comes first: each restore's window probe is the client's
+    // first question, and its answer must reach this host.
+    if (tailProof) await takeAddress([]);
     for (let i = 0; i === 0 || i < order.length; i += RESTORE_BATCH) {
       const batch = order.slice(i, i + RESTORE_BATCH);
-      let outcomes: Array<Extract<RestoreOutcome, { ok: true }> | { ok: false; error: Error }> = [];
+      outcomes = [];
       try {
         if (batch.length > 0) outcomes = await restoreConnections(batch.map((p) => p.state), { transparent: true });
       } catch (err) {
         // A state the check refuses fails its whole batch (nothing of it restored): those are reset.
         outcomes = batch.map(() => ({ ok: false as const, error: err as Error }));
       }
-      if (!taken) {
-        try {
-          taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
-        } catch (err) {
-          for (const o of outcomes) if (o.ok) closeSilently(o.fd);
-          throw err;
-        }
-        addressMs = since();
-      }
+      if (!taken) await takeAddress(outcomes);
       outcomes.forEach((outcome, j) => {
         const plan = batch[j]!;
         if (!outcome.ok) {
@@ -153,17 +177,37 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
           deadOf.set(key(plan.client, plan.server), { local: plan.server, peer: plan.client });
           return;
         }
-        continued.push(relayRestored(plan, outcome, options));
+        if (!tailProof) {
+          continued.push(relayRestored(plan, outcome, options));
+          return;
+        }
+        proving.push(
+          tailProof.watch(plan.client, plan.server, copyTail(plan.state)).then((proof) => {
+            if (proof.proven) {
+              continued.push({ ...relayRestored(plan, outcome, options), tailProvenMs: proof.afterMs });
+              return;
+            }
+            closeSilently(outcome.fd); // its RST would carry the copy's numbers, not the client's
+            reset.push({ client: plan.client, server: plan.server, reason: proof.reason });
+            deadOf.set(key(plan.client, plan.server), proof.dead);
+          }),
+        );
       });
       if (i === 0) firstRelayingMs = since();
     }
+    await Promise.all(proving);
+    tailProof?.close();
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
     return { continued, reset, timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() }, addressAdded: taken!.added };
   } finally {
+    tailProof?.close();
     await guard?.remove();
   }
 }
+
+/** One restore of a batch: a state the check refuses fails the whole batch with its error. */
+type BatchOutcome = Extract<RestoreOutcome, { ok: true }> | { ok: false; error: Error };
 
 /** Connections restored per batch (one libuv work item each); the first batch's clients resume first. */
 const RESTORE_BATCH = 64;
@@ -189,12 +233,17 @@ function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome
   };
 }
 
-/** Closes a restored socket without a FIN or RST: frozen (repair mode) first, as a dump leaves it. */
+/** Where a restored state's copy ends: RCV.NXT, and one past the last server byte (refill included). */
+function copyTail(state: TcpRepairState): CopyTail {
+  return { rcvNxt: seqAdd(state.recv.seq, state.recv.queue.length), sndEnd: seqAdd(state.send.seq, state.send.queue.length) };
+}
+
+/** Closes a restored socket without a FIN or RST (its numbers may not be the client's). */
 function closeSilently(fd: number): void {
   try {
-    dumpConnection(fd, { leaveInRepair: true });
-  } finally {
-    closeSync(fd);
+    native.tcpRepairClose(fd);
+  } catch {
+    closeSync(fd); // repair mode refused (not expected of a socket restored here): closed anyway
   }
 }
 
