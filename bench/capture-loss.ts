@@ -67,7 +67,8 @@ export async function captureLoss(out: (s: string) => void): Promise<void> {
       const n = (await arrived()) - before;
       return { n, pps: n / (Number(sent.ms) / 1000), r };
     };
-    out(`capture loss vs packet rate: TCP segments with ${PAYLOAD}-byte payloads, tx -> rx on a bridge, ${MS} ms per rate, each capturer alone on its own replay; lost = arrived at rx's eth0 (netdev ingress counter) - seen`);
+    const load = (await lab.exec('rx', 'cat', ['/proc/loadavg'])).stdout.split(' ').slice(0, 3).join(' ');
+    out(`capture loss vs packet rate (load average ${load}): TCP segments with ${PAYLOAD}-byte payloads, tx -> rx on a bridge, ${MS} ms per rate, each capturer alone on its own replay; lost = arrived at rx's eth0 (netdev ingress counter) - seen`);
     for (const rate of RATES) {
       const ours = await replay(
         rate,
@@ -82,8 +83,8 @@ export async function captureLoss(out: (s: string) => void): Promise<void> {
       const lost = (x: { n: number }, seen: number) => (100 * (x.n - seen)) / x.n;
       const o = ours.r;
       const p = py.r;
-      out(`  target ${rate / 1000}k/s: ours ${(ours.pps / 1000).toFixed(0)}k/s arrived ${ours.n}, seen ${String(o.seen)}, lost ${lost(ours, Number(o.seen)).toFixed(2)}% (kernel ring drops ${String(o.drops)}), ${Number(o.cpuMs).toFixed(0)} ms CPU; ` +
-        `Python ${(py.pps / 1000).toFixed(0)}k/s arrived ${py.n}, seen ${String(p.seen)}, lost ${lost(py, Number(p.seen)).toFixed(2)}% (kernel drops ${String(p.kernelDrops)}), ${Number(p.cpuMs).toFixed(0)} ms CPU`);
+      out(`  target ${rate / 1000}k/s: ours ${(ours.pps / 1000).toFixed(0)}k/s arrived ${ours.n}, seen ${String(o.seen)}, lost ${lost(ours, Number(o.seen)).toFixed(2)}% (kernel ring drops ${String(o.drops)}), ${Number(o.cpuMs).toFixed(0)} ms CPU (${((1000 * Number(o.cpuMs)) / Number(o.seen)).toFixed(1)} µs per frame seen); ` +
+        `Python ${(py.pps / 1000).toFixed(0)}k/s arrived ${py.n}, seen ${String(p.seen)}, lost ${lost(py, Number(p.seen)).toFixed(2)}% (kernel drops ${String(p.kernelDrops)}), ${Number(p.cpuMs).toFixed(0)} ms CPU (${((1000 * Number(p.cpuMs)) / Number(p.seen)).toFixed(1)} µs per frame seen)`);
     }
     out('  anchor (../shared/ANCHORS.md, seed 003): the Python reader lost 10.7% at ~68k packets/s on 2 cores');
   } finally {
