@@ -36,9 +36,9 @@ export async function tcpRepair(): Promise<void> {
       out(`tcp repair restore, ${n} connection(s) (1000 bytes in each receive queue), min / median / max per connection: ours ${d(sync)}, Python same steps ${d(pyUs)}; ratio python / ours (median) = ${(pyUs.median / sync.median).toFixed(2)}x`);
       out(`  ours inside the addon (syscalls only, without the state check and conversion): ${d(r.addonUs as Dist)}`);
       out(`  ours as one batch on a worker: ${(r.batchUsPerConnection as number).toFixed(0)} µs per connection, ${(r.batchMs as number).toFixed(1)} ms for all ${n} (${String(r.failed)} failed)`);
-      const dump = dumped.dumpUs as Dist;
+      const dump = r.dumpUs as Dist; // each restored socket's dump (as many samples as restores)
       const perConn = dump.median + sync.median;
-      out(`  vs the anchor (Python migration of one socket: dump + restore + address move + gratuitous ARP, median ${ANCHOR_MIGRATION_US} µs): ours dump + restore ${perConn.toFixed(0)} µs per connection (medians), anchor / ours = ${(ANCHOR_MIGRATION_US / perConn).toFixed(1)}x; all ${n}: anchor ${((ANCHOR_MIGRATION_US * n) / 1000).toFixed(1)} ms one by one, ours dump (each, JS thread) + batch restore ${((dumped.dumpMs as number) + (r.batchMs as number)).toFixed(1)} ms (the address move and ARP, once for all, not included on our side)`);
+      out(`  vs the anchor (Python migration of one socket: dump + restore + address move + gratuitous ARP, median ${ANCHOR_MIGRATION_US} µs): ours dump ${dump.median.toFixed(0)} + restore ${sync.median.toFixed(0)} µs per connection (medians, JS thread), anchor / ours = ${(ANCHOR_MIGRATION_US / perConn).toFixed(1)}x; all ${n}: anchor ${((ANCHOR_MIGRATION_US * n) / 1000).toFixed(1)} ms one by one, ours dump (each, JS thread) + batch restore ${((dumped.dumpMs as number) + (r.batchMs as number)).toFixed(1)} ms (the address move and ARP, once for all, not included on our side)`);
       out(`  (this size took ${((performance.now() - t0) / 1000).toFixed(1)} s with its set-up)`);
     }
   } finally {
