@@ -94,8 +94,9 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     const taken = await until('the takeover in b\'s log', () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     if (side === 'continue') {
       const c = taken.continued as { connections: number; reset: number; timings: { doneMs: number } };
-      note = `continued ${c.connections}, reset ${c.reset}, continue done ${c.timings.doneMs.toFixed(0)} ms into the takeover`;
+      note = `continued ${c.connections}, reset ${c.reset} (continueConnections ${c.timings.doneMs.toFixed(0)} ms)`;
     }
+    if (typeof taken.time === 'number') note += `, takeover logged ${(taken.time - at).toFixed(0)} ms after node-down`;
     await new Promise((r) => setTimeout(r, 1500));
     const reports = (await op(clients, { cmd: 'stop' })) as ClientReport[];
     return {
