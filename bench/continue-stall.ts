@@ -46,7 +46,7 @@ async function until<T>(what: string, f: () => T | undefined, ms: number, stepMs
 }
 
 /** One round: a fresh lab, the kill, each client's stall after b's node-down. */
-async function round(side: Side): Promise<{ afterDetection: number[]; gaps: number[]; detectionMs: number; reconnects: number; errors: string[]; note: string }> {
+async function round(side: Side): Promise<{ afterDetection: number[]; gaps: number[]; failed: number; detectionMs: number; reconnects: number; errors: string[]; note: string }> {
   const lab = await Lab.create({ hosts: ['a', 'b', 'c'] });
   const dir = mkdtempSync(path.join(tmpdir(), 'tko-stall-'));
   const agents: Array<ReturnType<typeof startCli>> = [];
@@ -81,6 +81,7 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     await clients.waitFor('ready', 20_000);
     await op(clients, { cmd: 'start', address: vip, port: master.port, clients: CLIENTS, prefix: 'k' });
     await new Promise((r) => setTimeout(r, 500));
+    const killedAt = Date.now();
     await lab.killSilently('a');
     const down = await until('node-down in b\'s log', () => log().find((e) => e.msg === 'node-down'), 10_000);
     const at = (down.detector as { at: number; lastHeardAt: number }).at;
@@ -89,19 +90,23 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     if (side === 'reconnect') {
       // What a notify script would do on the node-down: promote the replica.
       await replica.cli(['REPLICAOF', 'NO', 'ONE']);
-      note = `promoted ${(Date.now() - at).toFixed(0)} ms after node-down`;
+      note = `promote command returned ${(Date.now() - at).toFixed(0)} ms after node-down`;
     }
     const taken = await until('the takeover in b\'s log', () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     if (side === 'continue') {
-      const c = taken.continued as { connections: number; reset: number; timings: { doneMs: number } };
-      note = `continued ${c.connections}, reset ${c.reset} (continueConnections ${c.timings.doneMs.toFixed(0)} ms)`;
+      const c = taken.continued as { connections: number; reset: number; timings: { doneMs: number } } | undefined;
+      note = c ? `continued ${c.connections}, reset ${c.reset} (continueConnections ${c.timings.doneMs.toFixed(0)} ms)` : 'nothing continued';
+      if (taken.continueError) note += `, continue error: ${String(taken.continueError)}`;
     }
     if (typeof taken.time === 'number') note += `, takeover logged ${(taken.time - at).toFixed(0)} ms after node-down`;
     await new Promise((r) => setTimeout(r, 1500));
     const reports = (await op(clients, { cmd: 'stop' })) as ClientReport[];
+    // A client with no reply after the kill never resumed (its connection failed): counted apart.
+    const resumed = reports.filter((r) => r.gapTo > killedAt);
     return {
-      afterDetection: reports.map((r) => r.gapTo - at),
-      gaps: reports.map((r) => r.gapMs),
+      afterDetection: resumed.map((r) => r.gapTo - at),
+      gaps: resumed.map((r) => r.gapMs),
+      failed: reports.length - resumed.length,
       detectionMs,
       reconnects: reports.reduce((n, r) => n + r.reconnects, 0),
       errors: [...new Set(reports.flatMap((r) => r.errors))],
@@ -120,7 +125,7 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 };
-const dist = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)}, p99 ${pct(xs, 99).toFixed(0)}, max ${pct(xs, 100).toFixed(0)} ms`;
+const dist = (xs: number[]) => xs.length === 0 ? 'none' : `p50 ${pct(xs, 50).toFixed(0)}, p99 ${pct(xs, 99).toFixed(0)}, max ${pct(xs, 100).toFixed(0)} ms`;
 
 export async function continueStall(out: (s: string) => void): Promise<void> {
   out(`client-visible stall, Redis primary dies silently under ${CLIENTS} clients (INCR back to back), backup at 100 ms x 3 misses, ${ROUNDS} rounds per side pooled:`);
@@ -129,15 +134,17 @@ export async function continueStall(out: (s: string) => void): Promise<void> {
     const after: number[] = [];
     const gaps: number[] = [];
     const lines: string[] = [];
+    let failed = 0;
     for (let i = 0; i < ROUNDS; i++) {
       const r = await round(side);
       after.push(...r.afterDetection);
       gaps.push(...r.gaps);
-      lines.push(`detection ${r.detectionMs.toFixed(0)} ms, ${r.note}, reconnects ${r.reconnects}${r.errors.length ? `, errors seen ${r.errors.join('|')}` : ''}`);
+      failed += r.failed;
+      lines.push(`${CLIENTS - r.failed}/${CLIENTS} resumed; detection ${r.detectionMs.toFixed(0)} ms, ${r.note}, reconnects ${r.reconnects}${r.errors.length ? `, errors seen ${r.errors.join('|')}` : ''}`);
     }
     med[side] = pct(after, 50);
     const name = side === 'continue' ? 'ours (continued on the promoted replica, no reconnect)' : 'baseline (address taken, connections reset, replica promoted at node-down, clients reconnect)';
-    out(`  ${name}: after detection ${dist(after)}; whole gap (last reply before -> first after) ${dist(gaps)}`);
+    out(`  ${name}: ${after.length}/${CLIENTS * ROUNDS} clients resumed${failed ? ` (${failed} never did: their connection failed)` : ''}; stall after detection ${dist(after)}; whole gap (last reply before -> first after) ${dist(gaps)}`);
     for (const l of lines) out(`    ${l}`);
   }
   out(`  ratio baseline / ours, stall after detection (p50) = ${(med.reconnect / med.continue).toFixed(2)}x`);
