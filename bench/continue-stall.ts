@@ -101,8 +101,14 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     if (typeof taken.time === 'number') note += `, takeover logged ${(taken.time - at).toFixed(0)} ms after node-down`;
     await new Promise((r) => setTimeout(r, 1500));
     const reports = (await op(clients, { cmd: 'stop' })) as ClientReport[];
-    // A client with no reply after the kill never resumed (its connection failed): counted apart.
+    // A client with no reply after the kill never resumed (its connection failed): counted apart,
+    // and b's agent log kept for a look.
     const resumed = reports.filter((r) => r.gapTo > killedAt);
+    if (resumed.length < reports.length) {
+      const kept = path.join(tmpdir(), `tko-stall-${side}-${Date.now()}.log`);
+      writeFileSync(kept, agents[1]!.stdout());
+      note += `; b's agent log kept in ${kept}`;
+    }
     return {
       afterDetection: resumed.map((r) => r.gapTo - at),
       gaps: resumed.map((r) => r.gapMs),
