@@ -122,17 +122,6 @@ export type SegmentRejection =
 
 export type SegmentReadResult = { ok: true; frame: SegmentFrame } | { ok: false; reason: SegmentRejection; detail: string };
 
-/** A rejection as an Error (for the ends that report them): `reason` is the rejection's kind. */
-export class SegmentWireError extends Error {
-  constructor(
-    readonly reason: SegmentRejection,
-    detail: string,
-  ) {
-    super(`segment stream: ${reason}: ${detail}`);
-    this.name = 'SegmentWireError';
-  }
-}
-
 const U64_MAX = (1n << 64n) - 1n;
 
 /** Throws TypeError/RangeError unless `key` is a Buffer of at least MIN_SEGMENT_KEY_BYTES. */
@@ -229,7 +218,11 @@ const P_TIME = 32;
 const P_SACK_VALUE = 64;
 const P_KNOWN = 127;
 
-function segmentsBody(segments: readonly ParsedSegment[]): Buffer {
+/**
+ * A SEGMENTS body written in place at `room` bytes into a buffer that also has `tail` bytes after
+ * it (the frame's header and MAC: the body of a megabyte is not copied again into its frame).
+ */
+function segmentsBody(segments: readonly ParsedSegment[], room = 0, tail = 0): Buffer {
   if (segments.length > 0xffffffff) throw new RangeError('too many segments for one frame');
   const table = new Map<string, number>();
   const names: Buffer[] = [];
@@ -253,8 +246,8 @@ function segmentsBody(segments: readonly ParsedSegment[]): Buffer {
     if (s.payload !== undefined && s.payload.length > MAX_WIRE_PAYLOAD_BYTES) throw new RangeError(`a segment payload of ${s.payload.length} bytes, the most is ${MAX_WIRE_PAYLOAD_BYTES}`);
     size += segmentWireBytes(s);
   }
-  const b = Buffer.allocUnsafe(size);
-  let o = b.writeUInt32BE(segments.length, 0);
+  const b = Buffer.allocUnsafe(room + size + tail);
+  let o = b.writeUInt32BE(segments.length, room);
   o = b.writeUInt16BE(names.length, o);
   for (const n of names) {
     o = b.writeUInt8(n.length, o);
@@ -377,10 +370,16 @@ export function encodeSegmentFrame(frame: SegmentFrame, key: Buffer): Buffer {
   checkU64('backup nonce', frame.backupNonce);
   checkU64('primary nonce', frame.primaryNonce);
   checkU64('sequence', frame.seq);
-  const body = bodyOf(frame.message);
-  const total = SEGMENT_HEADER_BYTES + body.length + MAC_BYTES;
+  let b: Buffer;
+  if (frame.message.type === 'segments') {
+    b = segmentsBody(frame.message.segments, SEGMENT_HEADER_BYTES, MAC_BYTES);
+  } else {
+    const body = bodyOf(frame.message);
+    b = Buffer.allocUnsafe(SEGMENT_HEADER_BYTES + body.length + MAC_BYTES);
+    body.copy(b, SEGMENT_HEADER_BYTES);
+  }
+  const total = b.length;
   if (total - 4 > 0xffffffff) throw new RangeError(`a frame of ${total} bytes does not fit the length field`);
-  const b = Buffer.allocUnsafe(total);
   b.writeUInt32BE(total - 4, 0);
   SEGMENT_MAGIC.copy(b, 4);
   b.writeUInt8(SEGMENT_WIRE_VERSION, 8);
@@ -388,7 +387,6 @@ export function encodeSegmentFrame(frame: SegmentFrame, key: Buffer): Buffer {
   b.writeBigUInt64BE(frame.backupNonce, 10);
   b.writeBigUInt64BE(frame.primaryNonce, 18);
   b.writeBigUInt64BE(frame.seq, 26);
-  body.copy(b, SEGMENT_HEADER_BYTES);
   createHmac('sha256', key).update(b.subarray(0, total - MAC_BYTES)).digest().copy(b, total - MAC_BYTES);
   return b;
 }
