@@ -125,7 +125,7 @@ function randomNonce(): bigint {
   }
 }
 
-export class SegmentStreamSource {
+export class SegmentStreamSource implements AsyncDisposable {
   private readonly server: net.Server;
   private readonly subs = new Set<Subscription>();
   private readonly timer: NodeJS.Timeout;
@@ -195,6 +195,10 @@ export class SegmentStreamSource {
     const closedServer = new Promise<void>((r) => this.server.close(() => r()));
     for (const s of [...this.subs]) this.end(s, 'the source is closing', false);
     await closedServer;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   private onConnection(socket: net.Socket): void {
