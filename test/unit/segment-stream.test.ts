@@ -166,7 +166,7 @@ describe('segment stream (loopback, injected capture)', () => {
     await until('the ACKs', () => src.stats().subscriptions[0]!.unackedBytes === 0);
     const s = b.stats();
     expect(s).toMatchObject({ connected: true, connections: 5, captureDrops: 0, breaks: 0, lastError: null });
-    expect(s.lagMs).toBeLessThan(200);
+    expect(s.lagMs).toBeLessThan(1000); // a MARK within 100 ms was just waited for; slack for a loaded machine
     expect(s.bytesReceived).toBeGreaterThan(0);
     expect(src.stats()).toMatchObject({ subscribers: 1, accepted: 1, segmentsSent: sent.length, cuts: 0 });
     expect(src.stats().subscriptions[0]!.markRoundTripMs).toBeGreaterThan(0);
@@ -230,7 +230,7 @@ describe('segment stream (loopback, injected capture)', () => {
     const markAtBreak = b.lastMarkMs;
     // The primary may have died: the copy stands, complete up to the last MARK.
     expect((await b.plans())[0]!.kind).toBe('restore');
-    expect(b.stats().lastError).toMatch(/ended|closed/);
+    expect(b.stats().lastError).toBe('the primary ended the stream');
     // It had not: it lost whatever it captured meanwhile, and the backup dials again.
     const again = await source({}, first.port);
     await until('the stream back', () => b.connected && again.src.stats().subscribers === 1);

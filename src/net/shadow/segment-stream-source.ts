@@ -187,13 +187,17 @@ export class SegmentStreamSource implements AsyncDisposable {
     return { subscribers: subscriptions.filter((s) => s.live).length, ...this.totals, subscriptions };
   }
 
-  /** Stops listening and ends every subscription (each backup sees its stream end). */
+  /** Stops listening and ends every subscription (each backup sees its stream end, after what was captured). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
     const closedServer = new Promise<void>((r) => this.server.close(() => r()));
-    for (const s of [...this.subs]) this.end(s, 'the source is closing', false);
+    for (const s of [...this.subs]) {
+      // What was captured goes out first; the backup sees the stream end (not a reset).
+      if (s.live) this.flush(s);
+      this.end(s, 'the source is closing', true);
+    }
     await closedServer;
   }
 
@@ -403,8 +407,13 @@ export class SegmentStreamSource implements AsyncDisposable {
     s.unsubscribe?.();
     s.capture?.close();
     s.pending = [];
-    if (graceful) s.socket.end();
-    else s.socket.destroy();
+    if (graceful) {
+      s.socket.end();
+      // A backup that does not close its end within a second is not waited for.
+      setTimeout(() => s.socket.destroy(), 1000).unref();
+    } else {
+      s.socket.destroy();
+    }
     if (s.backup !== '') this.options.onEvent?.({ type: 'ended', backup: s.backup, remote: s.remote, reason });
   }
 }
