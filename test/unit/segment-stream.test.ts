@@ -258,6 +258,27 @@ describe('segment stream (loopback, injected capture)', () => {
     expect((await b.plans())[0]).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/segment stream from the primary broke/) });
   });
 
+  it('several backups subscribe at once, each with a capture of its own; a second subscription of the same backup replaces the first', async () => {
+    const ended: string[] = [];
+    const { src, captures } = await source({ onEvent: (e) => e.type === 'ended' && ended.push(`${e.backup}: ${e.reason}`) });
+    const port = (await src.ready()).port;
+    const b1 = peer(port, { reconnect: { minMs: 10_000, maxMs: 10_000 } }); // replaced below: no redial during the test
+    const b2 = peer(port, { node: 'node-c' });
+    await until('two subscriptions', () => src.stats().subscribers === 2 && b1.connected && b2.connected);
+    const c = conversation(40500);
+    const segs = [...c.open(), ...c.exchange()];
+    for (const cap of captures) cap.push(segs);
+    await until('both copies', () => b1.stats().segmentsReceived === 8 && b2.stats().segmentsReceived === 8);
+    expect((await b1.plans())[0]!.kind).toBe('restore');
+    expect((await b2.plans())[0]!.kind).toBe('restore');
+    const b3 = peer(port); // node-b again (its old socket lingering, say)
+    await until('the replacement', () => b3.connected && ended.length === 1);
+    expect(ended[0]).toBe('node-b: replaced by a newer subscription of the same backup');
+    expect(captures.filter((x) => x.closed)).toHaveLength(1);
+    expect(src.stats().subscriptions.map((x) => x.backup).sort()).toEqual(['node-b', 'node-c']);
+    await until('the replaced stream seen as broken', () => !b1.connected && b1.stats().breaks === 1);
+  });
+
   it('a backup that falls more than maxPendingBytes behind is cut (not buffered without bound), and dials again', async () => {
     const { src, port, live } = await source({ maxPendingBytes: 256 * 1024 });
     const b = peer(port);
