@@ -144,6 +144,15 @@ export type { TcpRepairState, TcpRepairStateWire } from './net/tcp-repair-state.
 // backup's shadows, the RESP plugin, the relay, the takeover. docs/CONTINUE.md.
 export { ShadowCapture } from './net/shadow/shadow-capture.js';
 export type { ShadowCaptureOptions } from './net/shadow/shadow-capture.js';
+// The second source: the primary's own capture streamed to the backup (segment stream).
+export { PeerShadow } from './net/shadow/peer-shadow.js';
+export type { PeerShadowEvent, PeerShadowOptions, PeerShadowStats } from './net/shadow/peer-shadow.js';
+export { SegmentStreamSource } from './net/shadow/segment-stream-source.js';
+export type { SegmentSourceEvent, SegmentSourceStats, SegmentStreamSourceOptions, SegmentSubscriptionStats } from './net/shadow/segment-stream-source.js';
+export { captureOwnSegments } from './net/shadow/segment-capture.js';
+export type { SegmentCapture, SegmentCaptureFactory } from './net/shadow/segment-capture.js';
+export { SegmentFrameReader, decodeSegmentFrame, encodeSegmentFrame } from './net/shadow/segment-wire.js';
+export type { SegmentFrame, SegmentMessage, SegmentReadResult, SegmentRejection, WelcomeRefusal } from './net/shadow/segment-wire.js';
 export { ShadowTable } from './net/shadow/shadow-table.js';
 export type { ShadowStats, ShadowTableOptions } from './net/shadow/shadow-table.js';
 export type { ContinuePlan } from './net/shadow/shadow-connection.js';
