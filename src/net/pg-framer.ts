@@ -128,10 +128,11 @@ export class PgBodyReader {
     return this.body.length - this.at;
   }
 
-  cstring(): string {
+  /** latin1 keeps every byte as one character (re-encoding gives the same bytes back). */
+  cstring(encoding: BufferEncoding = 'utf8'): string {
     const nul = this.body.indexOf(0, this.at);
     if (nul < 0) throw new RangeError('string without its NUL terminator');
-    const s = this.body.toString('utf8', this.at, nul);
+    const s = this.body.toString(encoding, this.at, nul);
     this.at = nul + 1;
     return s;
   }
