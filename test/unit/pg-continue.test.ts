@@ -241,6 +241,43 @@ describe('pgContinue tracker', () => {
     expect(p.dialog).toBeTypeOf('function');
   });
 
+  it('gives the same answers whatever the chunking (seeded), and closed statements do not pile up', () => {
+    const exchange: Buffer[][] = [
+      [Q('SET search_path = app; BEGIN'), Buffer.concat([complete('SET'), complete('BEGIN'), ready('T')])],
+      [Buffer.concat([parse('s1', 'SELECT 1'), bind('p', 's1'), execute('p'), sync()]), Buffer.concat([pgMessage('1'), pgMessage('2'), dataRow('1'), complete('SELECT 1'), ready('T')])],
+      [Q('COMMIT'), Buffer.concat([complete('COMMIT'), ready('I')])],
+      [Q('SELECT 2'), rowDesc()],
+    ];
+    const whole = tracker(...exchange);
+    const random = rng(7);
+    for (let round = 0; round < 50; round++) {
+      const t = pgContinue().createTracker();
+      const feed = (b: Buffer, f: (c: Buffer) => void) => {
+        for (let i = 0; i < b.length; ) {
+          const n = 1 + Math.floor(random() * 40);
+          f(b.subarray(i, i + n));
+          i += n;
+        }
+      };
+      feed(LOGIN_C, (c) => t.clientData(c));
+      feed(LOGIN_S, (c) => t.serverData(c));
+      for (const [c, sv] of exchange) {
+        feed(c!, (x) => t.clientData(x));
+        feed(sv!, (x) => t.serverData(x));
+      }
+      expect([t.answeredClientBytes(), t.completeServerBytes(), t.blocker()]).toEqual([whole.answeredClientBytes(), whole.completeServerBytes(), null]);
+      expect(t.sessionPreamble().bytes.equals(whole.sessionPreamble().bytes)).toBe(true);
+    }
+    expect(sessionQueries(whole)).toEqual(['Q SET search_path = app', 'P s1 SELECT 1', 'S']);
+    const many = tracker();
+    for (let i = 0; i < 12_000; i++) {
+      many.clientData(Buffer.concat([parse(`S_${i}`, 'SELECT 1'), bind('', `S_${i}`), execute(), close('S', `S_${i}`), sync()]));
+      many.serverData(Buffer.concat([pgMessage('1'), pgMessage('2'), complete('SELECT 1'), pgMessage('3'), ready('I')]));
+    }
+    expect(many.blocker()).toBeNull();
+    expect(sessionQueries(many)).toEqual([]);
+  });
+
   it('forgets everything at DISCARD ALL and the settings at RESET ALL (not the role)', () => {
     const t = tracker(
       [Q('SET work_mem = 1; SET ROLE app; PREPARE q AS SELECT 1'), Buffer.concat([complete('SET'), complete('SET'), complete('PREPARE'), ready('I')])],

@@ -284,7 +284,10 @@ class PgTracker implements ExchangeTracker {
         if (m.body.length < 2) return void (this.sticky = 'Close malformed');
         const statement = m.body[0] === 0x53; // 'S' a statement, 'P' a portal
         try {
-          r.ops.push({ op: 'close', statement, name: new PgBodyReader(m.body.subarray(1)).cstring('latin1') });
+          const name = new PgBodyReader(m.body.subarray(1)).cstring('latin1');
+          r.ops.push({ op: 'close', statement, name });
+          // Drivers name statements S_1, S_2, ... and close them: their texts must not pile up.
+          if (statement) this.statementText.delete(name);
         } catch (err) {
           return void (this.sticky = `Close malformed: ${(err as Error).message}`);
         }
@@ -467,6 +470,7 @@ class PgTracker implements ExchangeTracker {
 
   private dropPrepared(name: string): void {
     this.prepared.delete(name);
+    this.statementText.delete(name);
   }
 }
 
