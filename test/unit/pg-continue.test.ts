@@ -1,6 +1,7 @@
 // The PostgreSQL continue plugin without a server: the message framer (with a seeded fuzz), the
 // request/reply boundaries, the session preamble, the blockers and the goodbye inside a
 // transaction, also as a ShadowTable plan from synthetic segments.
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { TCP_ACK, TCP_PSH, TCP_SYN, type ParsedSegment } from '../../src/native.js';
 import { postgresErrorResponse } from '../../src/net/goodbye/postgres.js';
@@ -8,6 +9,7 @@ import { cstr, int32, PgMessageFramer, pgMessage } from '../../src/net/pg-framer
 import { seqAdd } from '../../src/net/seq.js';
 import type { ExchangeTracker } from '../../src/net/shadow/exchange-tracker.js';
 import { pgContinue } from '../../src/net/shadow/pg-continue.js';
+import { pgLoginDialog } from '../../src/net/shadow/pg-login.js';
 import { sessionEffect, splitStatements } from '../../src/net/shadow/pg-sql.js';
 import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 
@@ -144,6 +146,23 @@ describe('pg-sql', () => {
   it('splits at semicolons outside literals, quoted identifiers, dollar quotes and comments', () => {
     const sql = `SET a = 'x;y'; select "b;c" -- ;\n ; /* ; /* ; */ */ DO $f$ ; $f$; SELECT E'\\';'; ;`;
     expect(splitStatements(sql)!.map((s) => s.text)).toEqual(["SET a = 'x;y'", 'select "b;c" -- ;', "/* ; /* ; */ */ DO $f$ ; $f$", "SELECT E'\\';'"]);
+  });
+
+  it('never throws and always ends on random SQL-ish text (seeded fuzz)', () => {
+    const random = rng(2026);
+    const pieces = ["'", '"', '$$', '$a$', ';', '--', '\n', '/*', '*/', 'E', "\\'", ' ', 'SET ', 'x', '=', 'RESET ', 'PREPARE ', 'LISTEN ', '$1', 'set_config(', 'TEMP '];
+    for (let round = 0; round < 2000; round++) {
+      let sql = '';
+      const n = Math.floor(random() * 30);
+      for (let i = 0; i < n; i++) sql += pieces[Math.floor(random() * pieces.length)]!;
+      const out = splitStatements(sql);
+      expect(out).not.toBeNull();
+      expect(out!.length).toBeLessThanOrEqual(sql.split(';').length);
+      for (const st of out!) {
+        expect(sql.includes(st.text)).toBe(true);
+        expect(() => sessionEffect(st)).not.toThrow();
+      }
+    }
   });
 
   it('classifies session statements', () => {
@@ -419,5 +438,55 @@ describe('pgContinue in a ShadowTable plan', () => {
     t.segments([seg(true, rowDesc())], 1_000_020);
     const mid = t.plans(1_000_030)[0]!;
     expect(mid.kind === 'reset' && mid.reason).toMatch(/inside a transaction.*middle of a reply/);
+  });
+});
+
+describe('pgLoginDialog', () => {
+  const plan = { startup: LOGIN_C, user: 'app', password: 'pw', session: Q('SET work_mem = 1'), sessionReplies: 1 };
+
+  it('answers md5 with md5(md5(password + user) + salt), then swallows up to the session\'s ReadyForQuery', () => {
+    const d = pgLoginDialog(plan);
+    expect(d.start().equals(LOGIN_C)).toBe(true);
+    const step = d.push(pgMessage('R', int32(5), Buffer.from([1, 2, 3, 4])));
+    // md5(md5('pwapp') + 0x01020304), computed independently with node:crypto.
+    const inner = createHash('md5').update('pwapp').digest('hex');
+    const outer = createHash('md5').update(Buffer.concat([Buffer.from(inner), Buffer.from([1, 2, 3, 4])])).digest('hex');
+    expect(step).toEqual({ kind: 'more', send: pgMessage('p', cstr('md5' + outer)) });
+    expect(d.push(LOGIN_S)).toEqual({ kind: 'more', send: Q('SET work_mem = 1') });
+    const tail = Buffer.from('rest-of-it');
+    expect(d.push(Buffer.concat([complete('SET'), ready('I'), tail]))).toEqual({ kind: 'done', rest: tail });
+  });
+
+  it('fails with the reason on an error, an unsupported method, a bad SCRAM signature', () => {
+    expect(pgLoginDialog(plan).push(postgresErrorResponse({ severity: 'FATAL', code: '28P01', message: 'password authentication failed' }))).toEqual({ kind: 'failed', reason: 'login refused: FATAL 28P01: password authentication failed' });
+    expect(pgLoginDialog(plan).push(pgMessage('R', int32(7)))).toMatchObject({ kind: 'failed', reason: expect.stringMatching(/GSS \(7\) is not supported/) });
+    const d = pgLoginDialog(plan);
+    const first = d.push(pgMessage('R', int32(10), cstr('SCRAM-SHA-256'), Buffer.from([0])));
+    if (first.kind !== 'more') throw new Error('expected a SASLInitialResponse');
+    const nonce = /r=([^,\0]+)/.exec(first.send.toString('latin1'))![1]!;
+    const cont = d.push(pgMessage('R', int32(11), `r=${nonce}xyz,s=${Buffer.from('salt').toString('base64')},i=4096`));
+    expect(cont.kind).toBe('more');
+    expect(d.push(pgMessage('R', int32(12), `v=${Buffer.alloc(32).toString('base64')}`))).toMatchObject({ kind: 'failed', reason: expect.stringMatching(/signature does not match/) });
+    const e = pgLoginDialog(plan);
+    e.push(pgMessage('R', int32(10), cstr('SCRAM-SHA-256'), Buffer.from([0])));
+    expect(e.push(pgMessage('R', int32(11), 'r=not-our-nonce,s=c2FsdA==,i=4096'))).toMatchObject({ kind: 'failed', reason: expect.stringMatching(/server-first-message not acceptable/) });
+  });
+
+  it('never throws on random upstream bytes (seeded fuzz)', () => {
+    const random = rng(5);
+    const types = 'RSKZENv1C';
+    for (let round = 0; round < 500; round++) {
+      const d = pgLoginDialog(plan);
+      const msgs: Buffer[] = [];
+      for (let i = 0; i < 1 + Math.floor(random() * 6); i++) {
+        const body = Buffer.alloc(Math.floor(random() * 12));
+        for (let j = 0; j < body.length; j++) body[j] = random() < 0.3 ? Math.floor(random() * 13) : Math.floor(random() * 256);
+        msgs.push(pgMessage(types[Math.floor(random() * types.length)]!, body));
+      }
+      const stream = Buffer.concat(msgs);
+      expect(() => {
+        for (let i = 0; i < stream.length; i += 7) if (d.push(stream.subarray(i, i + 7)).kind !== 'more') break;
+      }).not.toThrow();
+    }
   });
 });
