@@ -39,6 +39,8 @@ class Tap {
   private old?: net.Socket;
   /** Called with each client chunk before it is forwarded; true: the server dies before it gets it. */
   dieBefore: (chunk: Buffer) => boolean = () => false;
+  /** The client bytes takeOver() replayed (the requests the dead server never answered). */
+  replayed = Buffer.alloc(0);
 
   constructor(readonly options: PgContinueOptions) {
     this.tracker = pgContinue(options).createTracker();
@@ -83,7 +85,7 @@ class Tap {
     expect(t.blocker()).toBeNull();
     const goodbye = t.goodbye?.();
     if (goodbye) return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: 1 }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: Buffer.alloc(0), replyCounter: pgContinue().createReplyCounter(), goodbye: goodbye.bytes });
-    const replay = Buffer.concat(this.clientBytes).subarray(t.answeredClientBytes());
+    const replay = (this.replayed = Buffer.concat(this.clientBytes).subarray(t.answeredClientBytes()));
     return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: server!.port }, preamble: t.sessionPreamble(), replay, replyCounter: pgContinue().createReplyCounter() });
   }
 }
@@ -106,6 +108,7 @@ describe('pgContinue relay with a real PostgreSQL', () => {
     expect((await client.query({ name: 'plus', text: 'SELECT $1::int + 1 AS v', values: [41] })).rows[0].v).toBe(42);
     const before = await pid(client);
     const relay = tap.takeOver();
+    expect(tap.replayed.length).toBe(0);
     expect(await pid(client)).not.toBe(before);
     expect((await client.query('SHOW work_mem')).rows[0].work_mem).toBe('7MB');
     expect((await client.query('SHOW application_name')).rows[0].application_name).toBe('continued');
@@ -129,9 +132,24 @@ describe('pgContinue relay with a real PostgreSQL', () => {
     const answer = client.query("SELECT 'the-replayed-one' AS q, n FROM counter WHERE id = 1");
     await new Promise((r) => setTimeout(r, 50));
     relay = tap.takeOver();
+    expect(tap.replayed.includes('the-replayed-one')).toBe(true);
     expect((await answer).rows[0]).toEqual({ q: 'the-replayed-one', n });
     expect((await client.query('SHOW search_path')).rows[0].search_path).toBe('pg_catalog, public');
     expect(relay.stats.swallowedReplies).toBe(2);
+    await client.end();
+    await relay.done;
+  });
+
+  it('replays an extended-protocol query (Parse/Bind/Execute/Sync) the dead server never answered', async () => {
+    const tap = new Tap({});
+    const client = await connect(tap);
+    await client.query('SET extra_float_digits = 2');
+    tap.dieBefore = (d) => d.includes('extended-marker');
+    const answer = client.query('SELECT $1::text AS m, current_setting(\'extra_float_digits\') AS d', ['extended-marker']);
+    await new Promise((r) => setTimeout(r, 50));
+    const relay = tap.takeOver();
+    expect(tap.replayed.subarray(0, 1).toString()).toBe('P');
+    expect((await answer).rows[0]).toEqual({ m: 'extended-marker', d: '2' });
     await client.end();
     await relay.done;
   });
