@@ -4,7 +4,8 @@
 // client's own answers cannot be replayed: MD5 salts and SCRAM nonces differ per login). Then
 // the session state (SET statements, prepared statements), each answered before the relay sends
 // the client's requests. Supported: trust, cleartext password, MD5, SCRAM-SHA-256 (without
-// channel binding: the connection is not TLS). Not: GSSAPI, SSPI, SCRAM-SHA-256-PLUS, certificates.
+// channel binding: the connection is not TLS). Not: GSSAPI, SSPI, SCRAM-SHA-256-PLUS, certificates;
+// the password is used as UTF-8 without SASLprep (ASCII passwords are unaffected).
 // Sources: https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP,
 // https://www.postgresql.org/docs/current/sasl-authentication.html, RFC 5802 (SCRAM), RFC 7677.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
