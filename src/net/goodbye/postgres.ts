@@ -2,6 +2,7 @@
 // command" — what a backend sends on pg_terminate_backend or a fast shutdown — then FIN.
 // Framing (protocol 3.0): the client's first message is untyped (int32 length + body); an
 // SSLRequest or GSSENCRequest gets a one-byte answer; every later message is type + int32 length.
+import { PgMessageFramer } from '../pg-framer.js';
 import type { BoundaryTracker, GoodbyePlugin } from './types.js';
 
 const SSL_REQUEST = 80877103;
@@ -22,73 +23,26 @@ export function postgresErrorResponse(fields: { severity: string; code: string; 
   return Buffer.concat([head, body]);
 }
 
-/** Counts through length-prefixed messages; `typed` says whether a type byte precedes the length. */
-class MessageFramer {
-  private header = Buffer.alloc(0);
-  private remaining = 0; // body bytes left in the current message
-  messages = 0;
-  broken: string | null = null;
-
-  constructor(private typed: boolean) {}
-
-  setTyped(typed: boolean): void {
-    this.typed = typed;
-  }
-
-  get inMessage(): boolean {
-    return this.header.length > 0 || this.remaining > 0;
-  }
-
-  /** Feeds bytes; calls onMessage(first bytes of the message) at each message's end. */
-  push(chunk: Uint8Array, onHeader?: (header: Buffer) => void): void {
-    let i = 0;
-    while (i < chunk.length && !this.broken) {
-      if (this.remaining > 0) {
-        const n = Math.min(this.remaining, chunk.length - i);
-        this.remaining -= n;
-        i += n;
-        if (this.remaining === 0) this.messages++;
-        continue;
-      }
-      const need = this.typed ? 5 : 4;
-      const take = Math.min(need - this.header.length, chunk.length - i);
-      this.header = Buffer.concat([this.header, chunk.subarray(i, i + take)]);
-      i += take;
-      if (this.header.length < need) break;
-      const len = this.header.readInt32BE(this.typed ? 1 : 0);
-      if (len < 4 || len > 1 << 30) {
-        this.broken = `implausible message length ${len}`;
-        break;
-      }
-      onHeader?.(this.header);
-      this.header = Buffer.alloc(0);
-      this.remaining = len - 4;
-      if (this.remaining === 0) this.messages++;
-    }
-  }
-}
-
 class PostgresTracker implements BoundaryTracker {
-  private readonly client = new MessageFramer(false);
-  private readonly server = new MessageFramer(true);
+  private readonly client = new PgMessageFramer({ typed: false, keep: (type) => (type === '' ? 4 : 0) });
+  private readonly server = new PgMessageFramer({ typed: true });
   private startupSeen = false;
   private awaitingNegotiationByte = false;
   private encrypted = false;
-  private startupBody = Buffer.alloc(0);
 
   clientData(chunk: Uint8Array): void {
     if (this.encrypted) return;
-    if (!this.startupSeen) {
-      // Collect the first 8 bytes of the untyped startup packet to recognise SSL/GSS requests.
-      this.startupBody = Buffer.concat([this.startupBody, chunk]).subarray(0, 8);
-    }
-    this.client.push(chunk);
-    if (!this.startupSeen && this.startupBody.length >= 8) {
-      const code = this.startupBody.readInt32BE(4);
-      if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
-        this.awaitingNegotiationByte = true;
-        this.startupBody = Buffer.alloc(0);
-      } else {
+    let data = chunk;
+    while (data.length > 0 && !this.client.broken) {
+      if (this.startupSeen) return void this.client.push(data);
+      // Untyped until the StartupMessage; an SSL/GSS request is answered by one byte first.
+      const before = this.client.offset;
+      const [m] = this.client.push(data, () => true);
+      data = data.subarray(this.client.offset - before);
+      if (!m) return;
+      const code = m.body.length >= 4 ? m.body.readInt32BE(0) : 0;
+      if (code === SSL_REQUEST || code === GSSENC_REQUEST) this.awaitingNegotiationByte = true;
+      else {
         this.startupSeen = true;
         this.client.setTyped(true);
       }
@@ -111,14 +65,14 @@ class PostgresTracker implements BoundaryTracker {
   }
 
   atBoundary(): boolean {
-    return !this.encrypted && !this.server.broken && !this.awaitingNegotiationByte && !this.server.inMessage;
+    return !this.encrypted && !this.server.broken && !this.awaitingNegotiationByte && this.server.between;
   }
 
   reason(): string {
     if (this.encrypted) return 'the connection is encrypted (TLS/GSS); its messages cannot be followed';
     if (this.server.broken) return `server stream not PostgreSQL: ${this.server.broken}`;
     if (this.awaitingNegotiationByte) return 'server has not answered the SSL/GSS request yet';
-    if (this.server.inMessage) return 'the server is in the middle of a message';
+    if (!this.server.between) return 'the server is in the middle of a message';
     return 'at a message boundary';
   }
 }

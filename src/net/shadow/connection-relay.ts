@@ -30,6 +30,11 @@ export interface RelayOptions {
    * differ (the replay did not reproduce the reply: a write applied twice, say) the client is reset.
    */
   expectReply?: ReplyFingerprint;
+  /**
+   * Instead of relaying: these bytes to the client (a protocol goodbye, ContinuePlan.goodbye),
+   * then FIN. No upstream is connected; the other options are ignored.
+   */
+  goodbye?: Uint8Array;
 }
 
 export interface RelayStats {
@@ -51,7 +56,8 @@ export interface RelayEnd {
 }
 
 export interface Relay {
-  readonly upstream: net.Socket;
+  /** null when the relay only said goodbye (RelayOptions.goodbye). */
+  readonly upstream: net.Socket | null;
   /** Live counters. */
   readonly stats: RelayStats;
   /** Resolves (never rejects) once both sockets are closed. */
@@ -67,6 +73,7 @@ const FLUSH_MS = 5000;
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
   const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0 };
+  if (options.goodbye) return sayGoodbye(client, options.goodbye, stats);
   const upstream = net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
   // Half-close is relayed: a client's FIN must not end its side before the upstream's last replies.
   client.allowHalfOpen = true;
@@ -80,24 +87,45 @@ export function relayConnection(options: RelayOptions): Relay {
   upstream.once('connect', () => clearTimeout(connectTimer));
 
   // Net sockets queue writes made while connecting, in order: preamble, replay, then client data.
-  if (preamble.bytes.length > 0) upstream.write(preamble.bytes);
-  if (options.replay.length > 0) upstream.write(options.replay);
+  // A dialog preamble (a login) holds the replay and the client's bytes until it is done.
+  const dialog = preamble.dialog?.();
+  let held = dialog !== undefined;
+  if (dialog) upstream.write(dialog.start());
+  else {
+    if (preamble.bytes.length > 0) upstream.write(preamble.bytes);
+    if (options.replay.length > 0) upstream.write(options.replay);
+  }
 
   client.on('data', (chunk: Buffer) => {
     stats.clientBytes += chunk.length;
     if (!upstream.write(chunk)) client.pause();
   });
-  upstream.on('drain', () => client.resume());
+  if (held) client.pause();
+  upstream.on('drain', () => held || client.resume());
   client.on('drain', () => upstream.resume());
 
-  let toSwallow = preamble.replies;
+  let toSwallow = dialog ? 0 : preamble.replies;
   const expected = options.expectReply;
   const seen = expected ? new ReplyDigest() : undefined;
   /** First byte of the preamble reply being read (its RESP type), once seen. */
   let replyType: number | undefined;
   upstream.on('data', (chunk: Buffer) => {
     let data = chunk;
-    if (toSwallow > 0) {
+    if (dialog && held) {
+      const step = dialog.push(chunk);
+      if (step.kind === 'failed') return close(`the upstream refused the session preamble: ${step.reason}`);
+      if (step.kind === 'more') {
+        stats.swallowedBytes += chunk.length;
+        if (step.send.length > 0) upstream.write(step.send);
+        return;
+      }
+      stats.swallowedBytes += chunk.length - step.rest.length;
+      stats.swallowedReplies = preamble.replies;
+      held = false;
+      if (options.replay.length > 0) upstream.write(options.replay);
+      client.resume();
+      data = step.rest;
+    } else if (toSwallow > 0) {
       const rest = swallow(chunk);
       if (rest === null) return;
       data = rest;
@@ -185,4 +213,30 @@ export function relayConnection(options: RelayOptions): Relay {
   });
   if (client.destroyed) close('client socket already closed');
   return { upstream, stats, done, close };
+}
+
+/** The relay that only says goodbye: the bytes to the client, FIN, then its socket closes. */
+function sayGoodbye(client: net.Socket, bytes: Uint8Array, stats: RelayStats): Relay {
+  let reason: string | null = null;
+  const close = (why: string) => {
+    reason ??= why;
+    client.destroy();
+  };
+  client.on('error', (e) => close(`client error: ${e.message}`));
+  // What the client still sends is read and dropped: its FIN (or close) ends the socket.
+  client.on('data', () => undefined);
+  const done = new Promise<RelayEnd>((resolve) => {
+    const finish = () => resolve({ reason: reason ?? 'closed', stats: { ...stats } });
+    if (client.destroyed && client.closed) finish();
+    else client.once('close', finish);
+  });
+  if (client.destroyed) close('client socket already closed');
+  else {
+    stats.upstreamBytes = bytes.length;
+    client.end(bytes, () => {
+      reason ??= 'said goodbye';
+    });
+    setTimeout(() => client.destroy(), FLUSH_MS).unref();
+  }
+  return { upstream: null, stats, done, close };
 }

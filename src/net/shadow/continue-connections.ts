@@ -8,7 +8,8 @@
 //   3. after the first batch the address is added and announced (gratuitous ARP / unsolicited
 //      NA): clients' segments now reach sockets that exist (or meet the guard and come again);
 //   4. each socket is adopted and relayed to the new upstream (the promoted local service):
-//      session preamble first, then the requests the dead server never answered;
+//      session preamble first, then the requests the dead server never answered (a plan with a
+//      protocol goodbye instead gets those bytes and a FIN: PostgreSQL inside a transaction);
 //   5. every connection that could not be proven (a hole, a half-closed stream, an unfollowed
 //      reply, a failed restore) is reset exactly by the close engine, its reason kept;
 //   6. the guard goes.
@@ -79,6 +80,8 @@ export interface ContinuedConnection {
   midReplyBytes: number;
   /** With proveTail: ms from the restore until the client showed the copy whole. */
   tailProvenMs?: number;
+  /** Set when the plan was a protocol goodbye (ContinuePlan.goodbye): why; the relay only sent it. */
+  goodbye?: string;
   relay: Relay;
 }
 
@@ -221,6 +224,7 @@ function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome
     preamble: plan.preamble,
     replyCounter: options.plugin.createReplyCounter(),
     ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
+    ...(plan.goodbye ? { goodbye: plan.goodbye.bytes } : {}),
   });
   return {
     client: plan.client,
@@ -229,6 +233,7 @@ function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome
     replayBytes: plan.replay.length,
     preambleReplies: plan.preamble.replies,
     midReplyBytes: plan.expectReply?.bytes ?? 0,
+    ...(plan.goodbye ? { goodbye: plan.goodbye.reason } : {}),
     relay,
   };
 }

@@ -10,6 +10,33 @@ export interface SessionPreamble {
   bytes: Buffer;
   /** Complete replies those bytes produce; the relay swallows them, the client never sees them. */
   replies: number;
+  /**
+   * A preamble that needs the upstream's answers (a PostgreSQL login: password, MD5, SCRAM). When
+   * set, the relay runs it instead of sending `bytes` and swallowing `replies` (which then only
+   * describe it): nothing else goes to the upstream, and nothing of it reaches the client, until
+   * the dialog is done. Called once per relay.
+   */
+  dialog?: () => PreambleDialog;
+}
+
+/** One run of an interactive preamble on one new upstream. */
+export interface PreambleDialog {
+  /** The first bytes for the upstream (e.g. a StartupMessage). */
+  start(): Buffer;
+  /**
+   * The upstream's bytes, in order. `more`: send `send` (may be empty) and wait for more bytes;
+   * `done`: the preamble's last reply ended, `rest` (the chunk's remaining bytes) belongs to the
+   * client; `failed`: the upstream refused or cannot be followed (the relay ends with `reason`).
+   */
+  push(chunk: Uint8Array): { kind: 'more'; send: Buffer } | { kind: 'done'; rest: Buffer } | { kind: 'failed'; reason: string };
+}
+
+/** The connection cannot be continued, but its client can be told so in its own protocol. */
+export interface ProtocolGoodbye {
+  /** Why it is not continued (logged). */
+  reason: string;
+  /** Sent to the client after the server's complete replies, then FIN (PostgreSQL: FATAL 57P01). */
+  bytes: Buffer;
 }
 
 /** Follows one connection's request and reply streams (both in order, without gaps). */
@@ -29,6 +56,12 @@ export interface ExchangeTracker {
   sessionPreamble(): SessionPreamble;
   /** null when the connection can be continued; otherwise why not (for the log and the RST). */
   blocker(): string | null;
+  /**
+   * Optional, consulted when blocker() is null: the session cannot be continued safely (inside a
+   * PostgreSQL transaction), but the restored socket can end it cleanly with these bytes instead
+   * of a RST, provided the server is not in the middle of a reply. null: continue it.
+   */
+  goodbye?(): ProtocolGoodbye | null;
 }
 
 /** Counts complete replies in an upstream's byte stream (the relay swallows the preamble's). */

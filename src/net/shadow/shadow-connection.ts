@@ -16,7 +16,7 @@ import { peerWindowKnowledge } from '../flow-knowledge.js';
 import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
-import type { ContinuePlugin, ExchangeTracker, SessionPreamble } from './exchange-tracker.js';
+import type { ContinuePlugin, ExchangeTracker, ProtocolGoodbye, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
 
@@ -61,6 +61,11 @@ export type ContinuePlan =
        * bytes (their count and CRCs); the relay drops them, and resets the client if they differ.
        */
       expectReply?: ReplyFingerprint;
+      /**
+       * Not continued but ended cleanly (the plugin's goodbye): the restored socket gets these
+       * bytes after its refill, then FIN; no upstream, nothing replayed (replay and preamble empty).
+       */
+      goodbye?: ProtocolGoodbye;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
     }
@@ -215,9 +220,11 @@ export class ShadowConnection {
     const partial = this.toClient.next - complete;
     const expectReply = partial > 0 && this.partialHash && this.partialFrom === complete && this.partialHash.length === partial ? this.partialHash.fingerprint() : undefined;
     if (partial > 0 && !expectReply) return blocked(`the server was in the middle of a reply (${partial} bytes of it sent) that was not followed`);
+    const goodbye = this.tracker.goodbye?.() ?? null;
+    if (goodbye && partial > 0) return blocked(`${goodbye.reason}, and the server was in the middle of a reply (no goodbye can follow it)`);
     const refill = this.toClient.bytes(clientAcked, this.toClient.next);
     const answered = this.tracker.answeredClientBytes();
-    const replay = this.toServer.bytes(answered, this.toServer.next);
+    const replay = goodbye ? Buffer.alloc(0) : this.toServer.bytes(answered, this.toServer.next);
     if (!refill) return blocked('server bytes the client has not acknowledged were not retained');
     if (!replay) return blocked('client requests not yet answered were not retained');
 
@@ -244,6 +251,7 @@ export class ShadowConnection {
       },
       buffers: { send: 0, recv: 0 },
     };
+    if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye, lastSeenMs: this.lastSeenMs };
     return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}) };
   }
 

@@ -1,0 +1,214 @@
+// pgContinue with relayConnection against a real PostgreSQL on loopback (Debian package
+// postgresql), with node-postgres as the unmodified client. A tap between the client and the
+// server plays the mirror: it feeds both streams to the plugin's tracker and forwards them, until
+// the "death": then the old server connection is dropped, and the client's socket (the tap's
+// accepted end, standing for the restored socket) is relayed to a fresh upstream as
+// continueConnections would, or gets the plan's goodbye.
+import net from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayConnection, type Relay } from '../../src/net/shadow/connection-relay.js';
+import type { ExchangeTracker } from '../../src/net/shadow/exchange-tracker.js';
+import { pgContinue, type PgContinueOptions } from '../../src/net/shadow/pg-continue.js';
+import { freePort } from '../free-port.js';
+import { startLoopbackPg, type LoopbackPg } from './pg-loopback.js';
+
+let server: LoopbackPg | undefined;
+const USERS = [
+  { name: 'scram_user', password: 'scr@m pw', method: 'scram-sha-256' as const },
+  { name: 'md5_user', password: 'md5-pw', method: 'md5' as const },
+  { name: 'clear_user', password: 'clear-pw', method: 'password' as const },
+];
+
+beforeAll(async () => {
+  server = await startLoopbackPg(await freePort(), USERS);
+  await server.psql('CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0); GRANT ALL ON counter TO PUBLIC');
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+/** The mirror and the dead server in one: forwards and follows, until die(). */
+class Tap {
+  readonly tracker: ExchangeTracker;
+  private readonly listener = net.createServer();
+  private clientBytes: Buffer[] = [];
+  private dead = false;
+  private accepted?: net.Socket;
+  private old?: net.Socket;
+  /** Called with each client chunk before it is forwarded; true: the server dies before it gets it. */
+  dieBefore: (chunk: Buffer) => boolean = () => false;
+  /** The client bytes takeOver() replayed (the requests the dead server never answered). */
+  replayed = Buffer.alloc(0);
+
+  constructor(readonly options: PgContinueOptions) {
+    this.tracker = pgContinue(options).createTracker();
+  }
+
+  async listen(): Promise<number> {
+    this.listener.on('connection', (c) => {
+      this.accepted = c;
+      const old = (this.old = net.connect(server!.port, '127.0.0.1'));
+      c.on('data', (d: Buffer) => {
+        if (!this.dead && this.dieBefore(d)) this.die();
+        this.clientBytes.push(d);
+        this.tracker.clientData(d);
+        if (!this.dead) old.write(d);
+      });
+      old.on('data', (d: Buffer) => {
+        if (this.dead) return;
+        this.tracker.serverData(d);
+        c.write(d);
+      });
+      old.on('error', () => undefined);
+      c.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => this.listener.listen(0, '127.0.0.1', () => r()));
+    return (this.listener.address() as net.AddressInfo).port;
+  }
+
+  /** The server dies silently: nothing more reaches either end through it. */
+  die(): void {
+    this.dead = true;
+    this.old?.destroy();
+  }
+
+  /** The backup's takeover of this connection: a relay to a fresh upstream, or the goodbye. */
+  takeOver(): Relay {
+    const c = this.accepted!;
+    this.die();
+    this.listener.close();
+    c.removeAllListeners('data');
+    c.removeAllListeners('error');
+    const t = this.tracker;
+    expect(t.blocker()).toBeNull();
+    const goodbye = t.goodbye?.();
+    if (goodbye) return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: 1 }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: Buffer.alloc(0), replyCounter: pgContinue().createReplyCounter(), goodbye: goodbye.bytes });
+    const replay = (this.replayed = Buffer.concat(this.clientBytes).subarray(t.answeredClientBytes()));
+    return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: server!.port }, preamble: t.sessionPreamble(), replay, replyCounter: pgContinue().createReplyCounter() });
+  }
+}
+
+async function connect(tap: Tap, user = 'postgres', password?: string): Promise<pg.Client> {
+  const client = new pg.Client({ host: '127.0.0.1', port: await tap.listen(), user, database: 'postgres', ...(password ? { password } : {}) });
+  await client.connect();
+  return client;
+}
+
+/** The backend pid a connection has now (a new one after the takeover). */
+const pid = async (c: pg.Client) => Number((await c.query('SELECT pg_backend_pid() AS p')).rows[0].p);
+
+describe('pgContinue relay with a real PostgreSQL', () => {
+  it('continues an idle session: the SET value and the named prepared statement are there on the new backend', async () => {
+    const tap = new Tap({});
+    const client = await connect(tap);
+    await client.query("SET work_mem = '7MB'");
+    await client.query('SET application_name = \'continued\'');
+    expect((await client.query({ name: 'plus', text: 'SELECT $1::int + 1 AS v', values: [41] })).rows[0].v).toBe(42);
+    const before = await pid(client);
+    const relay = tap.takeOver();
+    expect(tap.replayed.length).toBe(0);
+    expect(await pid(client)).not.toBe(before);
+    expect((await client.query('SHOW work_mem')).rows[0].work_mem).toBe('7MB');
+    expect((await client.query('SHOW application_name')).rows[0].application_name).toBe('continued');
+    // node-postgres parsed 'plus' once: now it sends only Bind/Execute, which needs the preamble's Parse.
+    expect((await client.query({ name: 'plus', text: 'SELECT $1::int + 1 AS v', values: [1] })).rows[0].v).toBe(2);
+    expect(relay.stats.swallowedReplies).toBe(1 + 3);
+    await client.end();
+    expect((await relay.done).reason).toMatch(/client ended|upstream/);
+  });
+
+  it('continues a session between transactions and replays the query the dead server never got', async () => {
+    const tap = new Tap({});
+    const client = await connect(tap);
+    await client.query('BEGIN');
+    await client.query('SET search_path = pg_catalog, public');
+    await client.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+    await client.query('COMMIT');
+    const n = Number((await client.query('SELECT n FROM counter WHERE id = 1')).rows[0].n);
+    tap.dieBefore = (d) => d.includes('the-replayed-one');
+    let relay: Relay | undefined;
+    const answer = client.query("SELECT 'the-replayed-one' AS q, n FROM counter WHERE id = 1");
+    await new Promise((r) => setTimeout(r, 50));
+    relay = tap.takeOver();
+    expect(tap.replayed.includes('the-replayed-one')).toBe(true);
+    expect((await answer).rows[0]).toEqual({ q: 'the-replayed-one', n });
+    expect((await client.query('SHOW search_path')).rows[0].search_path).toBe('pg_catalog, public');
+    expect(relay.stats.swallowedReplies).toBe(2);
+    await client.end();
+    await relay.done;
+  });
+
+  it('replays an extended-protocol query (Parse/Bind/Execute/Sync) the dead server never answered', async () => {
+    const tap = new Tap({});
+    const client = await connect(tap);
+    await client.query('SET extra_float_digits = 2');
+    tap.dieBefore = (d) => d.includes('extended-marker');
+    const answer = client.query('SELECT $1::text AS m, current_setting(\'extra_float_digits\') AS d', ['extended-marker']);
+    await new Promise((r) => setTimeout(r, 50));
+    const relay = tap.takeOver();
+    expect(tap.replayed.subarray(0, 1).toString()).toBe('P');
+    expect((await answer).rows[0]).toEqual({ m: 'extended-marker', d: '2' });
+    await client.end();
+    await relay.done;
+  });
+
+  it('ends a session inside a transaction with FATAL 57P01: the client sees the error and the end', async () => {
+    const tap = new Tap({});
+    const client = await connect(tap);
+    await client.query('BEGIN');
+    await client.query('UPDATE counter SET n = n + 100 WHERE id = 1');
+    const errors: (Error & { code?: string })[] = [];
+    client.on('error', (e) => errors.push(e));
+    const ended = new Promise<void>((r) => client.once('end', () => r()));
+    const relay = tap.takeOver();
+    expect(relay.upstream).toBeNull();
+    await ended;
+    // Exactly what node-postgres reports when a backend is terminated for real (below).
+    expect(errors.map((e) => `${e.code}: ${e.message}`)).toEqual(['57P01: terminating connection due to administrator command', 'undefined: Connection terminated unexpectedly']);
+    const direct = new pg.Client({ host: '127.0.0.1', port: server!.port, user: 'postgres', database: 'postgres' });
+    await direct.connect();
+    await direct.query('BEGIN');
+    const directErrors: (Error & { code?: string })[] = [];
+    direct.on('error', (e) => directErrors.push(e));
+    const directEnded = new Promise<void>((r) => direct.once('end', () => r()));
+    await server!.psql(`SELECT pg_terminate_backend(${await pid(direct)})`);
+    await directEnded;
+    expect(directErrors.map((e) => `${e.code}: ${e.message}`)).toEqual(errors.map((e) => `${e.code}: ${e.message}`));
+    expect((await relay.done).reason).toMatch(/said goodbye|client/);
+    await expect(client.query('SELECT 1')).rejects.toThrow();
+    // The dead server's transaction never committed.
+    expect(Number(await server!.psql('SELECT n FROM counter WHERE id = 1'))).toBeLessThan(100);
+  });
+
+  for (const u of USERS) {
+    it(`logs the new upstream in with the plugin's password (${u.method})`, async () => {
+      const tap = new Tap({ password: ({ user }) => USERS.find((x) => x.name === user)?.password });
+      const client = await connect(tap, u.name, u.password);
+      await client.query("SET datestyle = 'SQL, DMY'");
+      const relay = tap.takeOver();
+      expect((await client.query('SELECT current_user AS u, current_setting(\'datestyle\') AS d')).rows[0]).toEqual({ u: u.name, d: 'SQL, DMY' });
+      await client.end();
+      await relay.done;
+    });
+  }
+
+  it('ends the relay with the reason when the upstream refuses the login (a wrong password)', async () => {
+    const tap = new Tap({ password: 'wrong' });
+    const client = await connect(tap, 'scram_user', 'scr@m pw');
+    client.on('error', () => undefined);
+    const relay = tap.takeOver();
+    expect((await relay.done).reason).toMatch(/refused the session preamble: login refused: FATAL 28P01/);
+    await client.end().catch(() => undefined);
+  });
+
+  it('without a password for a password login: the relay ends saying so', async () => {
+    const tap = new Tap({});
+    const client = await connect(tap, 'md5_user', 'md5-pw');
+    client.on('error', () => undefined);
+    const relay = tap.takeOver();
+    expect((await relay.done).reason).toMatch(/asks for a password .*MD5Password.*pgContinue\(\{ password \}\)/);
+    await client.end().catch(() => undefined);
+  });
+});
