@@ -86,7 +86,7 @@ export async function captureLoss(out: (s: string) => void): Promise<void> {
       out(`  target ${rate / 1000}k/s: ours ${(ours.pps / 1000).toFixed(0)}k/s arrived ${ours.n}, seen ${String(o.seen)}, lost ${lost(ours, Number(o.seen)).toFixed(2)}% (kernel ring drops ${String(o.drops)}), ${Number(o.cpuMs).toFixed(0)} ms CPU (${((1000 * Number(o.cpuMs)) / Number(o.seen)).toFixed(1)} µs per frame seen); ` +
         `Python ${(py.pps / 1000).toFixed(0)}k/s arrived ${py.n}, seen ${String(p.seen)}, lost ${lost(py, Number(p.seen)).toFixed(2)}% (kernel drops ${String(p.kernelDrops)}), ${Number(p.cpuMs).toFixed(0)} ms CPU (${((1000 * Number(p.cpuMs)) / Number(p.seen)).toFixed(1)} µs per frame seen)`);
     }
-    out('  anchor (../shared/ANCHORS.md, seed 003): the Python reader lost 10.7% at ~68k packets/s on 2 cores');
+    out('  anchor (the project figure for seed 003): the Python reader lost 10.7% at ~68k packets/s on 2 cores');
   } finally {
     await lab.destroy();
   }

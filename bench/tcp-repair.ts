@@ -2,7 +2,7 @@
 // on a worker) vs the same steps from Python's socket module, same states, same run, same
 // namespace, at 1, 1,000 and 10,000 connections. The restore alone is compared; a whole
 // migration (dump, restore, address move, gratuitous ARP) is not timed here, but the anchor's
-// Python migration of one socket (../shared/ANCHORS.md, 0.62 ms median) is printed next to ours'
+// Python migration of one socket (the project's anchor figure, 0.62 ms median) is printed next to ours'
 // dump + restore per connection. The clients live in a process of their own (fd limit: see the
 // fixture).
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,7 +15,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
 const out = (s: string) => process.stdout.write(`${s}\n`);
 type Dist = { min: number; median: number; max: number };
-/** ../shared/ANCHORS.md: TCP_REPAIR migration of one socket + IP move + gratuitous ARP (Python), median. */
+/** The anchor figure: TCP_REPAIR migration of one socket + IP move + gratuitous ARP (Python), median. */
 const ANCHOR_MIGRATION_US = 620;
 const d = (x: Dist) => `${x.min.toFixed(0)} / ${x.median.toFixed(0)} / ${x.max.toFixed(0)} µs`;
 
