@@ -218,6 +218,11 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
       st = addon.tcpRepairDump(r.fd, true);
       addon.closeFd(r.fd);
     }
+    // An odd TSval clock (rounded up to even by the restore), then the silent close of the copy.
+    const odd = addon.tcpRepairRestore({ ...st, timestamp: (st.timestamp | 1) >>> 0 });
+    addon.tcpRepairClose(odd.fd);
+    attempt(() => addon.tcpRepairClose(-1));
+    attempt(() => addon.tcpRepairClose('x'));
     const batch = await addon.tcpRepairRestoreAsync([st, { ...st, local: { ...st.local, address: '198.18.254.254' } }]);
     // The peer may already have reset a restored copy (it sees each of the 20 above come alive and
     // go silent): the dump then fails with ENOTCONN, as it should. What matters here is that the

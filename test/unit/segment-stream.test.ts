@@ -198,7 +198,7 @@ describe('segment stream (loopback, injected capture)', () => {
     await until('a refusal', () => /refused \(node\)/.test(b2.stats().lastError ?? ''));
   });
 
-  it('a LOSS makes the open connections reset, with the reason; they are provable again once both ends show their streams whole', async () => {
+  it('a LOSS makes the open connections\' ends unproven, with the reason (their clients must show them); proven again once both ends show their streams whole', async () => {
     const { src, port, live } = await source();
     const b = peer(port);
     await until('the subscription', () => src.stats().subscribers === 1);
@@ -208,15 +208,16 @@ describe('segment stream (loopback, injected capture)', () => {
     live().drops = 3;
     await until('the LOSS', () => b.stats().captureDrops === 3);
     const [p] = await b.plans();
-    expect(p).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/lost 3 frames.*neither end has shown its stream whole/) });
+    expect(p).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/lost 3 frames.*neither end has shown its stream whole/) });
     expect(b.stats().captureLosses).toBe(3);
     // The server answers INCR and the client acknowledges it: both ends in step with the copy.
     live().push([c.seg(true, TCP_ACK | TCP_PSH, ':1\r\n'), c.seg(false, TCP_ACK)]);
     await until('the segments', () => b.stats().segmentsReceived === 10);
-    expect((await b.plans())[0]!.kind).toBe('restore');
+    expect((await b.plans())[0]).toMatchObject({ kind: 'restore' });
+    expect((await b.plans())[0]).not.toHaveProperty('unproven');
   });
 
-  it('a stream cut mid-way: plans from the copy while it is down (complete up to lastMarkMs); when the primary comes back, the open connections are reset with the reason; new ones continue', async () => {
+  it('a stream cut mid-way: plans from the copy while it is down (complete up to lastMarkMs); when the primary comes back, the open connections\' ends are unproven, with the reason; new ones are whole', async () => {
     const first = await source();
     const events: string[] = [];
     const b = peer(first.port, { onEvent: (e) => events.push(e.type) });
@@ -236,17 +237,18 @@ describe('segment stream (loopback, injected capture)', () => {
     await until('the stream back', () => b.connected && again.src.stats().subscribers === 1);
     expect(events).toEqual(expect.arrayContaining(['connected', 'broken', 'resumed']));
     const [p] = await b.plans();
-    expect(p).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/segment stream from the primary was down after capture time .*not in the copy/) });
-    expect(p!.kind === 'reset' && p!.reason).toContain(new Date(markAtBreak).toISOString());
+    expect(p).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/segment stream from the primary was down after capture time .*not in the copy/) });
+    expect(p!.kind === 'restore' && p!.unproven).toContain(new Date(markAtBreak).toISOString());
     // A connection opened after the stream came back is whole.
     const d = conversation(40201);
     again.live().push([...d.open(), ...d.exchange()]);
     await until('the new segments', () => b.stats().segmentsReceived === 16);
     const plans = await b.plans();
-    expect(plans.find((x) => x.client.port === 40201)!.kind).toBe('restore');
+    expect(plans.find((x) => x.client.port === 40201)).toMatchObject({ kind: 'restore' });
+    expect(plans.find((x) => x.client.port === 40201)).not.toHaveProperty('unproven');
   });
 
-  it("breakPolicy 'at-break' resets the open connections as soon as the stream breaks", async () => {
+  it("breakPolicy 'at-break' makes the open connections' ends unproven as soon as the stream breaks", async () => {
     const { src, port, live } = await source();
     const b = peer(port, { breakPolicy: 'at-break' });
     await until('the subscription', () => src.stats().subscribers === 1);
@@ -255,7 +257,7 @@ describe('segment stream (loopback, injected capture)', () => {
     await until('the segments', () => b.stats().segmentsReceived === 8);
     await src.close();
     await until('the break', () => b.stats().breaks === 1);
-    expect((await b.plans())[0]).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/segment stream from the primary broke/) });
+    expect((await b.plans())[0]).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/segment stream from the primary broke/) });
   });
 
   it('several backups subscribe at once, each with a capture of its own; a second subscription of the same backup replaces the first', async () => {

@@ -63,7 +63,8 @@ export interface ContinueOptions {
   /**
    * The plans' copy may lack its tail (the primary's own stream, not a mirror): each restored
    * connection is relayed only once its client has shown that it holds nothing the copy lacks,
-   * and reset exactly otherwise (TailProof). waitMs: how long one may stay undecided (default 3000).
+   * and reset exactly otherwise (TailProof). Without it, only the plans marked `unproven` (a
+   * capture loss) are proven so. waitMs: how long one may stay undecided (default 3000).
    */
   proveTail?: { waitMs?: number };
 }
@@ -138,8 +139,16 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     }
     const plannedMs = since();
     // Started before the address moves here, so that no client segment is missed.
-    tailProof = options.proveTail && restores.length > 0
-      ? new TailProof({ interface: options.interface, address, ports: [...new Set(restores.map((p) => p.server.port))], ...(options.proveTail.waitMs !== undefined ? { waitMs: options.proveTail.waitMs } : {}) })
+    // Every plan with an unproven end (a capture loss), or all of them (a stream's copy).
+    const toProve = options.proveTail ? restores : restores.filter((p) => p.unproven !== undefined);
+    tailProof = toProve.length > 0
+      ? new TailProof({
+          interface: options.interface,
+          address,
+          ports: [...new Set(toProve.map((p) => p.server.port))],
+          connections: toProve.map((p) => ({ client: p.client, server: p.server, tail: copyTail(p.state) })),
+          ...(options.proveTail?.waitMs !== undefined ? { waitMs: options.proveTail.waitMs } : {}),
+        })
       : undefined;
     const proving: Promise<void>[] = [];
     // The most recently active first, in batches: the address is added after the first batch,
@@ -180,18 +189,18 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
           deadOf.set(key(plan.client, plan.server), { local: plan.server, peer: plan.client });
           return;
         }
-        if (!tailProof) {
+        if (!tailProof || !(options.proveTail || plan.unproven !== undefined)) {
           continued.push(relayRestored(plan, outcome, options));
           return;
         }
         proving.push(
-          tailProof.watch(plan.client, plan.server, copyTail(plan.state)).then((proof) => {
+          tailProof.watch(plan.client, plan.server).then((proof) => {
             if (proof.proven) {
               continued.push({ ...relayRestored(plan, outcome, options), tailProvenMs: proof.afterMs });
               return;
             }
             closeSilently(outcome.fd); // its RST would carry the copy's numbers, not the client's
-            reset.push({ client: plan.client, server: plan.server, reason: proof.reason });
+            reset.push({ client: plan.client, server: plan.server, reason: plan.unproven ? `${proof.reason} (${plan.unproven})` : proof.reason });
             deadOf.set(key(plan.client, plan.server), proof.dead);
           }),
         );

@@ -7,14 +7,16 @@
 // - A MARK says every segment the primary captured up to its time T has been sent before it:
 //   `lastMarkMs` is the capture time up to which this copy is complete (the window a takeover
 //   must state: segments captured after it, up to the primary's death, may be missing).
-// - A LOSS (the primary's capture dropped frames) makes every open connection unprovable until
-//   both its ends have shown their streams whole again (ShadowTable.captureLost).
+// - A LOSS (the primary's capture dropped frames) makes every open connection's end unproven
+//   (its client must show it at a takeover: TailProof) until both its ends have shown their
+//   streams whole again (ShadowTable.captureLost).
 // - A stream that ends or breaks (the primary died, the link broke, the primary cut a backup
 //   that fell 64 MiB behind) loses whatever the primary captured meanwhile. By default
-//   ('on-resume') the open connections are marked unprovable when the stream comes back (the
+//   ('on-resume') the open connections are marked unproven when the stream comes back (the
 //   primary lived on and the gap is real), not when it breaks: a primary that died leaves a copy
 //   complete up to lastMarkMs, and its connections can be continued from it. With 'at-break'
-//   they are marked at once (a takeover during the break resets them all).
+//   they are marked at once. Either way a takeover proves every connection's end with its client
+//   (the copy from a stream always lags the wire), so the policy only shapes the plans' reasons.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { mapInSlices } from '../../event-loop.js';

@@ -68,6 +68,12 @@ export type ContinuePlan =
       goodbye?: ProtocolGoodbye;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
+      /**
+       * Why the copy's end is not proven (a capture loss since which an end has not shown its
+       * stream whole): the client must show it before the connection is relayed (TailProof),
+       * or it is reset.
+       */
+      unproven?: string;
     }
   | {
       kind: 'reset';
@@ -195,11 +201,12 @@ export class ShadowConnection {
     const cs = this.clientSyn;
     const ss = this.serverSyn;
     if (this.ended) return blocked(this.ended);
-    if (this.unsynced) {
-      const u = this.unsynced;
-      const since = u.server ? 'the client has not shown its stream whole since' : u.client ? 'the server has not shown its stream whole since' : 'neither end has shown its stream whole since';
-      return blocked(`${u.reason}, and ${since}`);
-    }
+    // A capture loss not made good: a lost frame in the middle of a stream shows as a hole
+    // (below); one at its end does not, and only the client can tell (the tail proof).
+    const u = this.unsynced;
+    const unproven = u
+      ? `${u.reason}, and ${u.server ? 'the client has not shown its stream whole since' : u.client ? 'the server has not shown its stream whole since' : 'neither end has shown its stream whole since'}`
+      : undefined;
     if (!cs || !ss || !this.toServer || !this.toClient) return blocked('the handshake was not seen');
     if (this.client0.ack === undefined) return blocked('the handshake was not completed');
     for (const [name, stream] of [['client', this.toServer], ['server', this.toClient]] as const) {
@@ -251,8 +258,9 @@ export class ShadowConnection {
       },
       buffers: { send: 0, recv: 0 },
     };
-    if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye, lastSeenMs: this.lastSeenMs };
-    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}) };
+    const proof = unproven ? { unproven } : {};
+    if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye, lastSeenMs: this.lastSeenMs, ...proof };
+    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}), ...proof };
   }
 
   /** What the close engine needs to reset this connection exactly. */

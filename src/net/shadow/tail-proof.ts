@@ -23,6 +23,12 @@ export interface TailProofOptions {
   address: string;
   /** The service ports whose connections are checked. */
   ports: number[];
+  /**
+   * Every connection that will be checked, with where its copy ends: its client's segments count
+   * from the start (an answer to a restore's window probe can come back while the rest of its
+   * batch is still being restored, before watch() is called for it).
+   */
+  connections: ReadonlyArray<{ client: Endpoint; server: Endpoint; tail: CopyTail }>;
   /** How long a connection may stay undecided (ms; default 3000: past a client's third retransmission timeout, 0.2 + 0.4 + 0.8 s after its first). */
   waitMs?: number;
 }
@@ -40,9 +46,10 @@ interface Watched {
   check: TailCheck;
   client: Endpoint;
   server: Endpoint;
-  started: number;
-  askedAt: number;
-  resolve: (o: TailOutcome) => void;
+  /** Set by watch(): when the connection was restored, last asked, and whom to tell. */
+  started?: number;
+  askedAt?: number;
+  resolve?: (o: TailOutcome) => void;
 }
 
 export class TailProof implements Disposable {
@@ -58,6 +65,7 @@ export class TailProof implements Disposable {
   constructor(private readonly options: TailProofOptions) {
     this.address = canonicalAddress(options.address);
     this.waitMs = options.waitMs ?? 3000;
+    for (const c of options.connections) this.watched.set(connectionKey(c.server, c.client), { check: new TailCheck(c.tail), client: c.client, server: c.server });
     this.capture = new FlowTracker({ interface: options.interface, hosts: [this.address], ports: options.ports, trackFlows: false, wakeup: 'packet' });
     this.capture.onSegments((batch) => this.segments(batch));
     this.capture.start();
@@ -65,12 +73,15 @@ export class TailProof implements Disposable {
   }
 
   /**
-   * Checks one connection whose copy ends at `tail`, restored a moment ago with the address
-   * already here (the client's answer to the restore's window probe must reach this host). Resolves (never rejects) once both streams
-   * are shown whole, or with the reason one is not and what an exact RST needs; within waitMs.
-   * Nothing may be relayed before: a reply the client already holds would be applied twice.
+   * The verdict on one of the connections, restored a moment ago with the address already here
+   * (the client's answer to the restore's window probe must reach this host). Resolves (never
+   * rejects) once both streams are shown whole, or with the reason one is not and what an exact
+   * RST needs; within waitMs. Nothing may be relayed before: a reply the client already holds
+   * would be applied twice. Throws RangeError for a connection not given at construction.
    */
-  watch(client: Endpoint, server: Endpoint, tail: CopyTail): Promise<TailOutcome> {
+  watch(client: Endpoint, server: Endpoint): Promise<TailOutcome> {
+    const w = this.watched.get(connectionKey(server, client));
+    if (!w) throw new RangeError(`${client.address}:${client.port} was not among the connections to check`);
     return new Promise((resolve) => {
       if (this.closed) {
         resolve({ proven: false, reason: 'the tail proof was closed', dead: { local: server, peer: client } });
@@ -78,8 +89,10 @@ export class TailProof implements Disposable {
       }
       const now = performance.now();
       // The restore's window probe was the first question.
-      const w: Watched = { check: new TailCheck(tail), client, server, started: now, askedAt: now, resolve };
-      this.watched.set(connectionKey(server, client), w);
+      w.started = now;
+      w.askedAt = now;
+      w.resolve = resolve;
+      this.settle(w);
     });
   }
 
@@ -89,9 +102,11 @@ export class TailProof implements Disposable {
     this.closed = true;
     clearInterval(this.timer);
     for (const w of this.watched.values()) {
+      if (w.started === undefined) continue;
       w.check.timeOut(Math.round(performance.now() - w.started));
       this.settle(w);
     }
+    this.watched.clear();
     this.capture.close();
     for (const f of this.forges.values()) f.close();
   }
@@ -113,6 +128,7 @@ export class TailProof implements Disposable {
   private tick(): void {
     const now = performance.now();
     for (const w of this.watched.values()) {
+      if (w.started === undefined || w.askedAt === undefined) continue; // not restored yet
       if (now - w.started >= this.waitMs) w.check.timeOut(this.waitMs);
       else if (w.check.server === null && now - w.askedAt >= ASK_AGAIN_MS) this.ask(w);
       this.settle(w);
@@ -135,9 +151,10 @@ export class TailProof implements Disposable {
     }
   }
 
+  /** Tells a watched connection's verdict once there is one (segments may settle it before watch()). */
   private settle(w: Watched): void {
     const { check } = w;
-    if (!check.settled) return;
+    if (!check.settled || !w.resolve || w.started === undefined) return;
     this.watched.delete(connectionKey(w.server, w.client));
     w.resolve(outcome(check.server!.proven ? check.client! : check.server!, w, Math.round((performance.now() - w.started) * 100) / 100));
   }
