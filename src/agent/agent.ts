@@ -20,7 +20,10 @@ import { PersistentReservations } from '../scsi/reservations.js';
 import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/transport.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod } from '../net/close-method.js';
+import { formatEndpoint } from '../net/endpoint.js';
 import { FlowTracker } from '../net/flow-tracker.js';
+import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
+import { SegmentStreamSource, type SegmentSourceEvent } from '../net/shadow/segment-stream-source.js';
 import { sweepStaleGuards } from '../net/rst-guard.js';
 import { ConnectionReplication, type ReplicationStatus } from './replication/connection-replication.js';
 import type { ServiceScope } from './replication/local-connections.js';
@@ -74,8 +77,12 @@ export type AgentEvents = {
   'takeover-abandoned': [TakeoverAbandoned];
   /** After the lease, the peer's kernel still answered for the address: not added until it stops. */
   'takeover-held': [TakeoverHeld];
-  /** A takeover's shadow started: the peer's connections to the service are followed on the mirror. */
-  shadowing: [{ peer: string; address: string; port: number; mirror: string }];
+  /** A takeover's shadow started: the peer's connections to the service are followed (source: `mirror IF` or `stream HOST:PORT`). */
+  shadowing: [{ peer: string; address: string; port: number; source: string }];
+  /** A shadow's stream from the peer's agent: connected, refused, broken, resumed. */
+  'shadow-stream': [PeerShadowEvent & { peer: string }];
+  /** This agent's own connection stream (`connectionStream`): a backup subscribed, refused, rejected, ended. */
+  'connection-stream': [SegmentSourceEvent];
   /** This node's address leases (config `addressLease`): adopted, lost, renewals failed, released at stop. */
   lease: [LeaseEvent];
   detector: [DetectorEvent];
@@ -142,6 +149,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Failure plans of this node's instances still running (stop() lets them finish). */
   private readonly plans = new Set<Promise<void>>();
   private readonly trackers: FlowTracker[] = [];
+  /** This node's connections streamed to the peers that continue them (config connectionStream). */
+  private connectionStream: SegmentStreamSource | undefined;
   private readonly control: ControlServer;
   private callouts: CalloutRunner | undefined;
   private uptime: UptimeLog | undefined;
@@ -192,7 +201,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private constructor(
     public config: AgentConfig,
-    key: Buffer,
+    private readonly key: Buffer,
     incarnation: number,
     options: AgentOptions,
     store: ClusterStore | undefined,
@@ -307,6 +316,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.metrics) this.metricsPort = await this.metrics.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
       await this.sweepGuards();
+      const stream = this.config.connectionStream;
+      if (stream) {
+        this.connectionStream = new SegmentStreamSource({ node: this.config.node, key: this.key, listen: { host: stream.address, port: stream.port }, onEvent: (e) => this.emit('connection-stream', e) });
+        await this.connectionStream.ready();
+      }
       for (const p of this.config.peers) {
         for (const t of p.takeover) await this.prepareTakeover(p.node, t);
       }
@@ -359,7 +373,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const service = { address: t.address, port: t.port };
     const plan = new PeerTakeover({
       heartbeat: this.nodeEvents, peer, service, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
-      ...(t.continue ? { continue: continueSetup(t.continue, service) } : {}),
+      ...(t.continue ? { continue: continueSetup(t.continue, service, { node: this.config.node, key: this.key, onEvent: (e) => this.emit('shadow-stream', { ...e, peer }) }) } : {}),
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
       leases: this.peerLeases,
@@ -375,7 +389,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     plan.on('abandoned', (a) => this.emit('takeover-abandoned', a));
     plan.on('held', (h) => this.emit('takeover-held', h));
     this.history.watchTakeover(peer, service, plan);
-    if (t.continue) this.emit('shadowing', { peer, ...service, mirror: t.continue.mirror });
+    const c = t.continue;
+    if (c) this.emit('shadowing', { peer, ...service, source: c.stream ? `stream ${formatEndpoint({ address: c.stream.host, port: c.stream.port })}` : `mirror ${c.mirror!}` });
     await plan.prepare();
     this.takeovers.push(plan);
   }
@@ -427,6 +442,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.witnessed?.close();
     for (const t of this.takeovers) await t.close();
     for (const t of this.trackers) t.close();
+    await this.connectionStream?.close();
     this.followers.clear();
     await this.control.close().catch(() => {});
     await this.server.close().catch(() => {});

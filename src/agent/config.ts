@@ -44,15 +44,18 @@ const takeover = z.strictObject({
   method: method.default('rst'),
   /**
    * Continue the peer's client connections here instead of closing them (issue 12, seed 003;
-   * docs/CONTINUE.md), from what a port mirror shows this node of the peer's traffic. Only the
-   * connections that cannot be continued get `method`'s close.
+   * docs/CONTINUE.md), from what a port mirror shows this node of the peer's traffic, or from the
+   * peer agent's own stream of it (exactly one of `mirror` and `stream`). Only the connections
+   * that cannot be continued get `method`'s close.
    */
   continue: z
     .strictObject({
       /** How requests and replies are paired (the only plugin so far). */
       protocol: z.literal('resp'),
       /** The interface the switch's mirror of the peer's port arrives on. */
-      mirror: ifname,
+      mirror: ifname.optional(),
+      /** The peer agent's `connectionStream` listener (its address and TCP port): no mirror needed. */
+      stream: z.strictObject({ host: ip, port }).optional(),
       /** The service on this node the continued connections are relayed to (the promoted replica). */
       upstream: z.strictObject({ host: ip.default('127.0.0.1'), port }),
       /** Run (argv, no shell) after the fence and before the restores; must exit 0 (e.g. redis-cli REPLICAOF NO ONE). */
@@ -60,6 +63,7 @@ const takeover = z.strictObject({
       /** How long promote may take, ms (default 5000). */
       promoteTimeoutMs: ms(100, 120_000).default(5000),
     })
+    .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .optional(),
 });
 
@@ -211,6 +215,12 @@ export const configSchema = z
         scanMs: ms(100, 600_000).default(DEFAULT_SCAN_MS),
       })
       .default({ maxBytesPerSecond: DEFAULT_REPLICATION_RATE, scanMs: DEFAULT_SCAN_MS }),
+    /**
+     * Serve this node's own client connections, segment by segment with their payload, to the
+     * peers whose takeover continues them from a `stream` (docs/CONTINUE.md): a TCP listener on
+     * this address and port, the peers authenticated with the cluster key.
+     */
+    connectionStream: z.strictObject({ address: ip, port }).optional(),
     /** Seed 002's SCSI heartbeat on a disk shared with a peer. */
     disk: z
       .strictObject({

@@ -1,8 +1,9 @@
 // A takeover's `continue` section (docs/CONTINUE.md) made real: the shadow of the peer's service
-// connections, captured from the mirror of its port from the agent's start, and the promotion of
-// the local service run at the takeover.
+// connections from the agent's start (captured from the mirror of its port, or streamed by the
+// peer's agent), and the promotion of the local service run at the takeover.
 import { execFile } from 'node:child_process';
 import type { Endpoint } from '../net/endpoint.js';
+import { PeerShadow, type PeerShadowEvent } from '../net/shadow/peer-shadow.js';
 import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { TakeoverConfig } from './config.js';
@@ -10,12 +11,27 @@ import type { PeerTakeoverOptions } from './peer-takeover.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
 
-/** Starts the shadow capture at once (throws what the capture throws: no such interface, EPERM). */
-export function continueSetup(c: ContinueConfig, service: Endpoint): NonNullable<PeerTakeoverOptions['continue']> {
-  const shadow = new ShadowCapture({ interface: c.mirror, services: [service], plugin: respContinue });
+/** This agent, as the peer's stream source knows it: its node name and the cluster key. */
+export interface StreamIdentity {
+  node: string;
+  key: Buffer;
+  /** The stream's ups and downs, for the log. */
+  onEvent?: (event: PeerShadowEvent) => void;
+}
+
+/**
+ * Starts the shadow at once: the capture on the mirror (throws what the capture throws: no such
+ * interface, EPERM), or the dial of the peer's stream (it retries on its own; a copy streamed by
+ * the peer may lack its end, so the takeover proves each connection's tail).
+ */
+export function continueSetup(c: ContinueConfig, service: Endpoint, self: StreamIdentity): NonNullable<PeerTakeoverOptions['continue']> {
+  const shadow = c.stream
+    ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin: respContinue, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
+    : new ShadowCapture({ interface: c.mirror!, services: [service], plugin: respContinue });
   const argv = c.promote;
   return {
     shadow,
+    ...(c.stream ? { proveTail: true } : {}),
     upstream: c.upstream,
     plugin: respContinue,
     ...(argv ? { promote: () => runPromote(argv, c.promoteTimeoutMs) } : {}),

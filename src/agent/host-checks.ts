@@ -42,6 +42,7 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
   const checks: Array<[string, Check]> = [];
   c.heartbeat.links.forEach((l, j) => checks.push([`heartbeat.links[${j}].address`, () => ownAddress(l.address)]));
   checks.push(['notify.host', () => ownAddress(c.notify.host)]);
+  if (c.connectionStream) checks.push(['connectionStream.address', () => ownAddress(c.connectionStream!.address)]);
   c.peers.forEach((p, i) =>
     p.takeover.forEach((t, j) => {
       const field = `peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.interface`;

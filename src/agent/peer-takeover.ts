@@ -54,13 +54,15 @@ export interface PeerTakeoverOptions {
   probe?: (request: LeaseProbeRequest) => Promise<LeaseProbeOutcome>;
   /**
    * Continue the peer's connections here (docs/CONTINUE.md) instead of closing them: the shadow
-   * of its service connections (a capture on the mirror of its port, started by the caller), the
-   * local service they go to, the plugin, and the promotion of that service, run after `before`
-   * (a failed promotion: the connections are closed as without `continue`, and `failed` says why
-   * in `done.continueError`).
+   * of its service connections (a capture on the mirror of its port, or the peer agent's own
+   * stream, started by the caller), the local service they go to, the plugin, and the promotion
+   * of that service, run after `before` (a failed promotion: the connections are closed as
+   * without `continue`, and `failed` says why in `done.continueError`). `proveTail`: the shadow
+   * may lack the copy's end (the peer's own stream): each connection is proven by its client first.
    */
   continue?: {
     shadow: Pick<ShadowCapture, 'plans' | 'close'>;
+    proveTail?: boolean;
     upstream: { host: string; port: number };
     plugin: ContinuePlugin;
     promote?: () => Promise<void>;
@@ -105,6 +107,8 @@ export interface TakeoverDone {
     restoreUs: { median: number; max: number };
     /** Connections continued in the middle of a reply (the replay checked against what the peer had sent). */
     midReply: number;
+    /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
+    tailProvenMs?: { median: number; max: number };
   };
   /** With `continue`: why nothing was continued (the promotion failed); the connections were closed. */
   continueError?: string;
@@ -266,6 +270,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       plugin: c.plugin,
       guard: this.guard === undefined,
       alsoReset: known.filter((k) => k.local.port === this.options.service.port),
+      ...(c.proveTail ? { proveTail: {} } : {}),
     });
     for (const x of r.continued) {
       this.relays.push(x.relay);
@@ -278,7 +283,13 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     const { continued, ...rest } = r;
     return {
       report: { results, takeovers: [{ interface: this.options.interface, address, added: r.addressAdded }] },
-      continued: { ...rest, connections: continued.length, restoreUs: medianMax(continued.map((x) => x.restoreUs)), midReply: continued.filter((x) => x.midReplyBytes > 0).length },
+      continued: {
+        ...rest,
+        connections: continued.length,
+        restoreUs: medianMax(continued.map((x) => x.restoreUs)),
+        midReply: continued.filter((x) => x.midReplyBytes > 0).length,
+        ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
+      },
     };
   }
 }

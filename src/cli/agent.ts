@@ -62,14 +62,18 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     const closed = summarizeResults(d.report.results);
     const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined;
     // With `continue`: how many connections go on here, and why each other one was reset.
-    // (Counted by reason, the first few in full: not 10,000 lines.)
+    // (Counted by reason, its numbers as N, the first few in full: not 10,000 lines.)
     const resetBy: Record<string, number> = {};
-    for (const r of d.continued?.reset ?? []) resetBy[r.reason] = (resetBy[r.reason] ?? 0) + 1;
+    for (const r of d.continued?.reset ?? []) {
+      const kind = r.reason.replace(/\d+/g, 'N');
+      resetBy[kind] = (resetBy[kind] ?? 0) + 1;
+    }
     const continued = d.continued && {
       connections: d.continued.connections,
       midReply: d.continued.midReply,
       timings: d.continued.timings,
       restoreUs: d.continued.restoreUs,
+      ...(d.continued.tailProvenMs ? { tailProvenMs: d.continued.tailProvenMs } : {}),
       reset: d.continued.reset.length,
       resetBy,
       firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),
@@ -77,7 +81,19 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ...(continued ? { continued } : {}), ...(d.continueError ? { continueError: d.continueError } : {}), ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
-  agent.on('shadowing', (s) => log.info(s, `shadowing ${s.peer}'s connections to ${s.address}:${s.port} on ${s.mirror}: they will be continued here`));
+  agent.on('shadowing', (s) => log.info(s, `shadowing ${s.peer}'s connections to ${s.address}:${s.port} from its ${s.source}: they will be continued here`));
+  // The peer's stream: a break makes the connections open across it unprovable until they show
+  // their streams whole again (docs/CONTINUE.md): worth a warning.
+  agent.on('shadow-stream', (e) => {
+    const { type, peer, ...rest } = e;
+    if (type === 'connected') log.info({ peer, ...rest }, `${peer}'s connection stream is up`);
+    else if (type === 'resumed') log.info({ peer, ...rest }, `${peer}'s connection stream resumed`);
+    else log.warn({ peer, ...rest }, `${peer}'s connection stream ${type}`);
+  });
+  agent.on('connection-stream', (e) => {
+    if (e.type === 'subscribed') log.info(e, `${e.backup} follows this node's connections (connection stream)`);
+    else log.warn(e, `connection stream: a backup ${e.type}`);
+  });
   agent.on('takeover-waiting', (w) => log.info({ peer: w.down.node, address: w.address, leaseSeconds: w.seconds, until: new Date(w.until).toISOString(), ms: Math.round(w.until - w.down.at) }, `waiting out ${w.down.node}'s ${w.seconds} s address lease on ${w.address} before taking it over`));
   // The peer's kernel kept its leased address past the lease (it removes expired addresses late,
   // at times by seconds): said when the probes first hear it, and how long in the end.

@@ -120,7 +120,7 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     console.log(`continue via the agent: INCR doubled ${doubled}, lost ${lost} (no output commit)`);
     expect((await replica.replication()).role).toBe('master');
     // What an operator sees: the shadow named at start, the continued connections in status.
-    expect(log().some((e) => String(e.msg).startsWith(`shadowing a's connections to ${vip}:${master.port} on ${ifname}`))).toBe(true);
+    expect(log().some((e) => String(e.msg).startsWith(`shadowing a's connections to ${vip}:${master.port} from its mirror ${ifname}`))).toBe(true);
     const status = await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
     expect(status.stdout).toMatch(new RegExp(`took over ${vip.replaceAll('.', '\\.')}:${master.port} .*: ok, ${taken.continued.connections} connection\\(s\\) continued here, 0 connection\\(s\\) closed, address added here`));
   } finally {

@@ -246,9 +246,22 @@ services:
       expect(c.peers[0]!.takeover[0]!.continue).toEqual({ protocol: 'resp', mirror: 'mir0', upstream: { host: '127.0.0.1', port: 6380 }, promote: ['redis-cli', 'REPLICAOF', 'NO', 'ONE'], promoteTimeoutMs: 5000 });
       expect(validateConfig(edit((x) => (x.peers[0].takeover = t()))).peers[0]!.takeover[0]!.continue).toBeUndefined();
     });
+    it('takes the peer agent\'s stream instead of a mirror; the peer serves it with connectionStream', () => {
+      const c = validateConfig(edit((x) => {
+        x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 6380 } });
+        x.connectionStream = { address: '10.0.0.2', port: 7402 };
+      }));
+      expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ stream: { host: '10.0.0.1', port: 7402 } });
+      expect(c.connectionStream).toEqual({ address: '10.0.0.2', port: 7402 });
+      expect(fieldOf(edit((x) => (x.connectionStream = { address: '10.0.0.2' })))).toMatch(/^connectionStream\.port/);
+      expect(fieldOf(edit((x) => (x.connectionStream = { address: 'here', port: 1 })))).toMatch(/^connectionStream\.address/);
+    });
     it.each([
       [{ protocol: 'http', mirror: 'mir0', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.protocol/],
-      [{ protocol: 'resp', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.mirror/],
+      [{ protocol: 'resp', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue: .*needs exactly one source: mirror/],
+      [{ protocol: 'resp', mirror: 'mir0', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue: .*needs exactly one source/],
+      [{ protocol: 'resp', stream: { host: 'peer-a', port: 7402 }, upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.stream\.host/],
+      [{ protocol: 'resp', stream: { host: '10.0.0.1', port: 0 }, upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.stream\.port/],
       [{ protocol: 'resp', mirror: 'mir0' }, /^peers\[0\]\.takeover\.continue\.upstream/],
       [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 0 } }, /^peers\[0\]\.takeover\.continue\.upstream\.port/],
       [{ protocol: 'resp', mirror: 'mir0', upstream: { host: 'localhost', port: 1 } }, /^peers\[0\]\.takeover\.continue\.upstream\.host/],
