@@ -50,8 +50,13 @@ const takeover = z.strictObject({
    */
   continue: z
     .strictObject({
-      /** How requests and replies are paired (the only plugin so far). */
-      protocol: z.literal('resp'),
+      /** How requests and replies are paired: Redis (RESP) or PostgreSQL (protocol 3.0). */
+      protocol: z.enum(['resp', 'postgres']),
+      /**
+       * postgres: a file holding the password the continued sessions log in to `upstream` with
+       * (its bytes without one final line ending); absent: the upstream must trust the login.
+       */
+      passwordFile: absolutePath.optional(),
       /** The interface the switch's mirror of the peer's port arrives on. */
       mirror: ifname.optional(),
       /** The peer agent's `connectionStream` listener (its address and TCP port): no mirror needed. */
@@ -64,6 +69,7 @@ const takeover = z.strictObject({
       promoteTimeoutMs: ms(100, 120_000).default(5000),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
+    .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it)', path: ['passwordFile'] })
     .optional(),
 });
 

@@ -4,6 +4,9 @@
 import { execFile } from 'node:child_process';
 import type { Endpoint } from '../net/endpoint.js';
 import { PeerShadow, type PeerShadowEvent } from '../net/shadow/peer-shadow.js';
+import { readFileSync } from 'node:fs';
+import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
+import { pgContinue } from '../net/shadow/pg-continue.js';
 import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { TakeoverConfig } from './config.js';
@@ -25,17 +28,26 @@ export interface StreamIdentity {
  * the peer may lack its end, so the takeover proves each connection's tail).
  */
 export function continueSetup(c: ContinueConfig, service: Endpoint, self: StreamIdentity): NonNullable<PeerTakeoverOptions['continue']> {
+  const plugin = pluginOf(c);
   const shadow = c.stream
-    ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin: respContinue, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
-    : new ShadowCapture({ interface: c.mirror!, services: [service], plugin: respContinue });
+    ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
+    : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   const argv = c.promote;
   return {
     shadow,
     ...(c.stream ? { proveTail: true } : {}),
     upstream: c.upstream,
-    plugin: respContinue,
+    plugin,
     ...(argv ? { promote: () => runPromote(argv, c.promoteTimeoutMs) } : {}),
   };
+}
+
+/** The section's protocol plugin. Throws what reading passwordFile throws (ENOENT, EACCES). */
+function pluginOf(c: ContinueConfig): ContinuePlugin {
+  if (c.protocol === 'resp') return respContinue;
+  // The file's bytes without one final line ending, as the cluster key's keyFile.
+  const password = c.passwordFile === undefined ? undefined : readFileSync(c.passwordFile, 'utf8').replace(/\r?\n$/, '');
+  return pgContinue(password === undefined ? {} : { password });
 }
 
 /**

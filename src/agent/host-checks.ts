@@ -51,6 +51,8 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
         if (!interfaces.includes(t.interface)) throw new Problem(`${t.interface} is not an interface of this host`);
         return `${t.interface} exists`;
       }]);
+      const passwordFile = t.continue?.passwordFile;
+      if (passwordFile !== undefined) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.passwordFile`, () => readable(passwordFile)]);
       const promote = t.continue?.promote;
       if (promote) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.promote`, () => program(promote[0]!)]);
       const mirror = t.continue?.mirror;
@@ -166,6 +168,18 @@ async function appendable(file: string): Promise<string> {
     throw new Problem(`${s ? file : path.dirname(file)} is not writable: ${err.code}`);
   });
   return `${file} can be appended to`;
+}
+
+/** A file the agent reads at start (a password): a regular file it may read. */
+async function readable(file: string): Promise<string> {
+  const s = await stat(file).catch((err: NodeJS.ErrnoException) => {
+    throw new Problem(err.code === 'ENOENT' ? `${file} does not exist` : `cannot read ${file}: ${err.code}`);
+  });
+  if (!s.isFile()) throw new Problem(`${file} is not a regular file`);
+  await access(file, constants.R_OK).catch((err: NodeJS.ErrnoException) => {
+    throw new Problem(`${file} is not readable: ${err.code}`);
+  });
+  return `${file} is readable`;
 }
 
 /** A SCSI device node: a block (/dev/sdX) or character (/dev/sgN) device, symlinks followed. */

@@ -246,6 +246,10 @@ services:
       expect(c.peers[0]!.takeover[0]!.continue).toEqual({ protocol: 'resp', mirror: 'mir0', upstream: { host: '127.0.0.1', port: 6380 }, promote: ['redis-cli', 'REPLICAOF', 'NO', 'ONE'], promoteTimeoutMs: 5000 });
       expect(validateConfig(edit((x) => (x.peers[0].takeover = t()))).peers[0]!.takeover[0]!.continue).toBeUndefined();
     });
+    it('continues PostgreSQL sessions, logging in with the password in passwordFile', () => {
+      const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, passwordFile: '/etc/takeover/pg.pw' }))));
+      expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ protocol: 'postgres', passwordFile: '/etc/takeover/pg.pw', upstream: { host: '127.0.0.1', port: 5433 } });
+    });
     it('takes the peer agent\'s stream instead of a mirror; the peer serves it with connectionStream', () => {
       const c = validateConfig(edit((x) => {
         x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 6380 } });
@@ -258,6 +262,8 @@ services:
     });
     it.each([
       [{ protocol: 'http', mirror: 'mir0', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.protocol/],
+      [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 1 }, passwordFile: '/etc/takeover/pg.pw' }, /^peers\[0\]\.takeover\.continue\.passwordFile: .*is for protocol postgres/],
+      [{ protocol: 'postgres', mirror: 'mir0', upstream: { port: 1 }, passwordFile: 'pg.pw' }, /^peers\[0\]\.takeover\.continue\.passwordFile: .*absolute/],
       [{ protocol: 'resp', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue: .*needs exactly one source: mirror/],
       [{ protocol: 'resp', mirror: 'mir0', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue: .*needs exactly one source/],
       [{ protocol: 'resp', stream: { host: 'peer-a', port: 7402 }, upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.stream\.host/],
