@@ -401,9 +401,12 @@ await check('a dead device path is bounded: a command on a closed transport fail
 await reset();
 for (const t of transports) t.close();
 
-// Last: this wedges the LUN for good. Its own process, which cannot exit once wedged.
+// Last: this wedges the LUN for good. Its own process, which cannot exit once wedged: the bundle
+// of wedged-target.ts the host made before the boot (argv[2]; plain node, no tsx start under TCG).
 await check('a target that hangs (PREEMPT AND ABORT through tcm_loop): the fence fails in bounded time and says why', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/vm/guest/wedged-target.ts', pathA, pathB], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const wedged = process.argv[2];
+  if (!wedged) return { ok: false, error: 'no bundle of wedged-target.ts given (argv[2])' };
+  const child = spawn(process.execPath, [wedged, pathA, pathB], { stdio: ['ignore', 'pipe', 'inherit'] });
   child.unref();
   const line = await new Promise<string | undefined>((resolve) => {
     const timer = setTimeout(() => resolve(undefined), 60_000);
