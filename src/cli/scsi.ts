@@ -2,7 +2,6 @@
 // the shell, one process for the whole job (fence_scsi runs one sg_persist per command). Exit
 // codes: 0 done, 3 RESERVATION CONFLICT, 1 any other device or fencing failure (a partial
 // fence included), 2 bad arguments.
-import { ConfigError, loadConfig } from '../agent/config.js';
 import { formatKey, parseKey } from '../fence/fence-keys.js';
 import { Fencer, type DeviceReport } from '../fence/fencer.js';
 import { parsePrType, prTypeName } from '../scsi/cdb.js';
@@ -143,6 +142,9 @@ async function fencerFrom(o: FenceOptions): Promise<{ fencer: Fencer; close: () 
   let node = o.node;
   let nodes = o.nodes?.split(',').filter(Boolean);
   if (o.config) {
+    // Loaded only with --config: the config module brings zod and yaml (~100 modules), most of
+    // a SCSI command's start without it (seconds per command in an emulated guest).
+    const { ConfigError, loadConfig } = await import('../agent/config.js');
     try {
       const c = await loadConfig(o.config);
       cluster ??= c.cluster;

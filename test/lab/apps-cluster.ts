@@ -1,13 +1,12 @@
 // The cluster manager's lab (issue 11): agents run as processes (`takeover agent`) in the nodes'
 // namespaces on a learning bridge, one clustered application, a store (the embedded file, or an
 // etcd cluster the test started), PostgreSQL data for a real application, and the CLI's view.
-import { chownSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach } from 'vitest';
-import { run } from '../../src/lab/exec.js';
 import { runCli, startCli } from '../cli-process.js';
 import { agentsLab, type AgentsLab } from './agents-lab.js';
+import { binDir, initdbCopy } from './postgres.js';
 import { until } from './replication-cluster.js';
 
 export const INTERVAL = 100;
@@ -22,22 +21,11 @@ afterEach(() => {
   for (const d of pgDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function pgBin(): string {
-  const root = '/usr/lib/postgresql';
-  const v = readdirSync(root).sort((x, y) => Number(y) - Number(x))[0];
-  if (!v) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql (.ci/setup.sh installs it)');
-  return path.join(root, v, 'bin');
-}
-
 /** A PostgreSQL data directory owned by postgres, reachable from every lab host (one machine's file system). */
 export async function pgData(): Promise<{ dataDir: string; command: string[] }> {
-  const bin = pgBin();
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'tko-apps-pg-'));
+  const bin = binDir();
+  const { dataDir, uid, gid } = await initdbCopy('tko-apps-pg-');
   pgDirs.push(dataDir);
-  const uid = Number((await run('id', ['-u', 'postgres'])).stdout);
-  const gid = Number((await run('id', ['-g', 'postgres'])).stdout);
-  chownSync(dataDir, uid, gid);
-  await run('runuser', ['-u', 'postgres', '--', path.join(bin, 'initdb'), '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
   writeFileSync(path.join(dataDir, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all 198.18.0.0/15 trust\n');
   // The load COMMAND a failover script for PostgreSQL on shared storage has: the dead HOST's
   // postmaster.pid is stale (that node is dead, or fenced off the disk) and would stop the start

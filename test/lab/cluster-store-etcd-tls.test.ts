@@ -44,13 +44,17 @@ writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
 let secure: EtcdCluster | undefined;
 let plain: EtcdCluster | undefined;
 let startError: unknown;
+// The two start at once (each on its own free ports and directory): the plain one's start hides
+// behind the secure one's certificates and auth setup.
 beforeAll(async () => {
-  try {
-    secure = await startEtcdCluster({ tls: true, auth: { user: USER, password: PASSWORD, prefix: '/takeover/' }, authTokenTtlSeconds: TOKEN_TTL_S });
-    plain = await startEtcdCluster();
-  } catch (err) {
-    startError = err;
-  }
+  const [s, p] = await Promise.allSettled([
+    startEtcdCluster({ tls: true, auth: { user: USER, password: PASSWORD, prefix: '/takeover/' }, authTokenTtlSeconds: TOKEN_TTL_S }),
+    startEtcdCluster(),
+  ]);
+  if (s.status === 'fulfilled') secure = s.value;
+  if (p.status === 'fulfilled') plain = p.value;
+  const failed = [s, p].find((r) => r.status === 'rejected');
+  if (failed) startError = (failed as PromiseRejectedResult).reason;
 }, 90_000);
 afterAll(async () => {
   await Promise.allSettled([secure?.destroy(), plain?.destroy()]);
@@ -331,19 +335,24 @@ describe('the agent and the CLI over TLS with auth, as processes', () => {
     expect(check.stdout).toMatch(/store\.etcd\.tls\.cert: .*client\.crt: CN=takeover-test-client, valid until .* with its key .*client\.key \(mode 0600\)/);
     expect(check.stdout).toMatch(/store\.etcd\.auth\.passwordFile: .*etcd\.password is readable \(31 bytes, mode 0600\) for user takeover/);
 
+    // The refusals: five independent processes, run at once.
     const wrong = path.join(dir, 'wrong.password');
     writeFileSync(wrong, 'nope\n', { mode: 0o600 });
-    const refused = await runCli(['apps', '--config', config(path.join(dir, 'wrong.json'), { auth: { user: USER, passwordFile: wrong } })]);
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/^takeover: store https:.*refused the password of user takeover/);
-
-    const noCa = await runCli(['apps', '--config', config(path.join(dir, 'noca.json'), { tls: { ...storeConfig().tls, ca: path.join(dir, 'missing-ca.pem') } })]);
-    expect(noCa.code).toBe(2);
-    expect(noCa.stderr).toMatch(/noca\.json: store\.etcd\.tls\.ca: .*missing-ca\.pem does not exist/);
-
     const badKey = config(path.join(dir, 'badkey.json'), { tls: { ...storeConfig().tls, key: etcd().tls!.serverKey } });
-    for (const args of [['apps'], ['agent', '--check'], ['agent']]) {
-      const r = await runCli([...args, '--config', badKey]);
+    const badKeyArgs = [['apps'], ['agent', '--check'], ['agent']];
+    const [refused, noCa, ...badKeyRuns] = await Promise.all([
+      runCli(['apps', '--config', config(path.join(dir, 'wrong.json'), { auth: { user: USER, passwordFile: wrong } })]),
+      runCli(['apps', '--config', config(path.join(dir, 'noca.json'), { tls: { ...storeConfig().tls, ca: path.join(dir, 'missing-ca.pem') } })]),
+      ...badKeyArgs.map((args) => runCli([...args, '--config', badKey])),
+    ]);
+    expect(refused!.code).toBe(1);
+    expect(refused!.stderr).toMatch(/^takeover: store https:.*refused the password of user takeover/);
+
+    expect(noCa!.code).toBe(2);
+    expect(noCa!.stderr).toMatch(/noca\.json: store\.etcd\.tls\.ca: .*missing-ca\.pem does not exist/);
+
+    for (const [i, args] of badKeyArgs.entries()) {
+      const r = badKeyRuns[i]!;
       expect(r.code, args.join(' ')).toBe(args.length === 1 && args[0] === 'agent' ? 1 : 2);
       expect(r.stderr).toMatch(/store\.etcd\.tls\.key: .*server\.key is not the key of the certificate in .*client\.crt/);
     }

@@ -107,17 +107,35 @@ export interface EtcdCluster {
 
 const LOG_TAIL_BYTES = 16 * 1024;
 
-/** Free TCP ports on 127.0.0.1 (bound and released: another process could take one before etcd, which the start wait would report). */
+/** Ports freePorts handed out in this process: never handed out twice (two clusters may start at once). */
+const handedOut = new Set<number>();
+
+/**
+ * Free TCP ports on 127.0.0.1 (bound and released: another process could take one before etcd,
+ * which the start wait would report). A port this process handed out before is skipped: between
+ * one cluster's release of its ports and its members' bind, a cluster starting at the same time
+ * could otherwise be given the same one.
+ */
 async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  const ports: number[] = [];
+  for (let round = 0; ports.length < n; round++) {
+    if (round === 10) throw new Error(`freePorts: no ${n} ports not handed out before in 10 rounds (got ${ports.join(', ')})`);
+    const servers = await Promise.all(
+      Array.from({ length: n - ports.length }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+        const s = createServer();
+        s.once('error', reject);
+        s.listen(0, '127.0.0.1', () => resolve(s));
+      })),
+    );
+    for (const s of servers) {
+      const port = (s.address() as { port: number }).port;
+      if (!handedOut.has(port)) {
+        handedOut.add(port);
+        ports.push(port);
+      }
+    }
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  }
   return ports;
 }
 

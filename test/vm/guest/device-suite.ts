@@ -364,16 +364,21 @@ await check('the agent fences a peer that only looks dead (LAN silent, still run
 // so only the exit-code contract and the JSON are checked.
 await check('takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON', async () => {
   await reset();
-  const cli = (...args: string[]) => {
-    const r = spawnSync(process.execPath, ['dist/cli/main.js', ...args], { encoding: 'utf8' });
-    return { code: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
-  };
+  const cli = (...args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const child = spawn(process.execPath, ['dist/cli/main.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => resolve({ code, out: out.trim(), err: err.trim() }));
+  });
   const members = ['--cluster', 'vm', '--nodes', 'a,b'];
-  const unA = cli('unfence', '--devices', pathA, '--node', 'a', ...members, '--json');
-  const unB = cli('unfence', '--devices', pathB, '--node', 'b', ...members);
-  const conflict = cli('scsi', 'reserve', pathB, '--key', formatKey(fenceKey('vm', 'b')), '--type', 'wero');
-  const keys = cli('scsi', 'keys', pathB, '--json');
-  const fence = cli('fence', 'a', '--devices', pathB, '--node', 'b', ...members, '--no-abort', '--json');
+  const unA = await cli('unfence', '--devices', pathA, '--node', 'a', ...members, '--json');
+  const unB = await cli('unfence', '--devices', pathB, '--node', 'b', ...members);
+  // Neither changes the LUN (a refused RESERVE, a read): one process each, both at once (a
+  // Node start under TCG is seconds).
+  const [conflict, keys] = await Promise.all([cli('scsi', 'reserve', pathB, '--key', formatKey(fenceKey('vm', 'b')), '--type', 'wero'), cli('scsi', 'keys', pathB, '--json')]);
+  const fence = await cli('fence', 'a', '--devices', pathB, '--node', 'b', ...members, '--no-abort', '--json');
   const aWrite = await outcome(() => A.execute({ cdb: write10(12), dataOut: block(5) }));
   const parsedKeys = JSON.parse(keys.out) as { keys: string[] };
   const fenced = JSON.parse(fence.out) as { ok: boolean; devices: Array<{ outcome: string }> };
@@ -401,9 +406,12 @@ await check('a dead device path is bounded: a command on a closed transport fail
 await reset();
 for (const t of transports) t.close();
 
-// Last: this wedges the LUN for good. Its own process, which cannot exit once wedged.
+// Last: this wedges the LUN for good. Its own process, which cannot exit once wedged: the bundle
+// of wedged-target.ts the host made before the boot (argv[2]; plain node, no tsx start under TCG).
 await check('a target that hangs (PREEMPT AND ABORT through tcm_loop): the fence fails in bounded time and says why', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/vm/guest/wedged-target.ts', pathA, pathB], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const wedged = process.argv[2];
+  if (!wedged) return { ok: false, error: 'no bundle of wedged-target.ts given (argv[2])' };
+  const child = spawn(process.execPath, [wedged, pathA, pathB], { stdio: ['ignore', 'pipe', 'inherit'] });
   child.unref();
   const line = await new Promise<string | undefined>((resolve) => {
     const timer = setTimeout(() => resolve(undefined), 60_000);
