@@ -58,16 +58,36 @@ export interface PgServer {
   port: number;
   dataDir: string;
   process: ChildProcess;
+  /** The argv that promotes this server when it is a standby (pg_ctl promote, waiting for it). */
+  promoteCommand: string[];
   /** Kills the server and removes its data directory. */
   stop(): Promise<void>;
 }
 
 /** initdb + postgres as the `postgres` user inside the host's namespace, listening on all its addresses. */
 export async function startPostgres(lab: Lab, host: string, port = 5432): Promise<PgServer> {
-  const bin = binDir();
   const { dataDir } = await initdbCopy('tko-pg-');
-  // initdb trusts only loopback; the lab's clients come from the lab's own addresses.
-  appendFileSync(path.join(dataDir, 'pg_hba.conf'), 'host all all 198.18.0.0/15 trust\nhost all all fd7a:6b00::/32 trust\n');
+  // initdb trusts only loopback; the lab's clients (and standbys' replication) come from the lab's own addresses.
+  appendFileSync(path.join(dataDir, 'pg_hba.conf'), 'host all all 198.18.0.0/15 trust\nhost all all fd7a:6b00::/32 trust\nhost replication all 198.18.0.0/15 trust\n');
+  return runPostgres(lab, host, dataDir, port);
+}
+
+/**
+ * A streaming replica of `primary` (reachable from `host` at primaryAddress): pg_basebackup -R
+ * (standby.signal and primary_conninfo written), then postgres on it, a hot standby (read-only
+ * queries). Its promoteCommand makes it a primary.
+ */
+export async function startPostgresReplica(lab: Lab, host: string, primary: PgServer, primaryAddress: string, port = 5432): Promise<PgServer> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'tko-pg-replica-'));
+  chownSync(dataDir, Number((await run('id', ['-u', 'postgres'])).stdout), Number((await run('id', ['-g', 'postgres'])).stdout));
+  await run('ip', ['netns', 'exec', lab.host(host).ns, 'runuser', '-u', 'postgres', '--', path.join(binDir(), 'pg_basebackup'),
+    '-h', primaryAddress, '-p', String(primary.port), '-U', 'postgres', '-D', dataDir, '-R', '-X', 'stream', '--no-sync']);
+  return runPostgres(lab, host, dataDir, port);
+}
+
+/** postgres on dataDir as the postgres user in the host's namespace, waited for (pg_isready). */
+async function runPostgres(lab: Lab, host: string, dataDir: string, port: number): Promise<PgServer> {
+  const bin = binDir();
   const ns = lab.host(host).ns;
   const child = spawn(
     'ip',
@@ -96,6 +116,7 @@ export async function startPostgres(lab: Lab, host: string, port = 5432): Promis
     port,
     dataDir,
     process: child,
+    promoteCommand: ['runuser', '-u', 'postgres', '--', path.join(bin, 'pg_ctl'), 'promote', '-w', '-t', '10', '-D', dataDir],
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited(child);
