@@ -2,10 +2,10 @@
 // connections from the agent's start (captured from the mirror of its port, or streamed by the
 // peer's agent), and the promotion of the local service run at the takeover.
 import { execFile } from 'node:child_process';
-import type { Endpoint } from '../net/endpoint.js';
-import { PeerShadow, type PeerShadowEvent } from '../net/shadow/peer-shadow.js';
 import { readFileSync } from 'node:fs';
+import type { Endpoint } from '../net/endpoint.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
+import { PeerShadow, type PeerShadowEvent } from '../net/shadow/peer-shadow.js';
 import { pgContinue } from '../net/shadow/pg-continue.js';
 import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
@@ -42,12 +42,18 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
   };
 }
 
-/** The section's protocol plugin. Throws what reading passwordFile throws (ENOENT, EACCES). */
+/** The section's protocol plugin. Throws, naming the file, when passwordFile cannot be read. */
 function pluginOf(c: ContinueConfig): ContinuePlugin {
   if (c.protocol === 'resp') return respContinue;
+  if (c.passwordFile === undefined) return pgContinue();
+  let text: string;
+  try {
+    text = readFileSync(c.passwordFile, 'utf8');
+  } catch (err) {
+    throw new Error(`continue.passwordFile ${c.passwordFile} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
   // The file's bytes without one final line ending, as the cluster key's keyFile.
-  const password = c.passwordFile === undefined ? undefined : readFileSync(c.passwordFile, 'utf8').replace(/\r?\n$/, '');
-  return pgContinue(password === undefined ? {} : { password });
+  return pgContinue({ password: text.replace(/\r?\n$/, '') });
 }
 
 /**

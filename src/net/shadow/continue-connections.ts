@@ -7,6 +7,8 @@
 //      (server bytes the client had not acknowledged) goes out normally after repair off;
 //   3. after the first batch the address is added and announced (gratuitous ARP / unsolicited
 //      NA): clients' segments now reach sockets that exist (or meet the guard and come again);
+//      before it when a copy's end must be proven by the clients (the tail proof: a stream's
+//      copy, or a capture loss), and those connections are relayed only once proven;
 //   4. each socket is adopted and relayed to the new upstream (the promoted local service):
 //      session preamble first, then the requests the dead server never answered (a plan with a
 //      protocol goodbye instead gets those bytes and a FIN: PostgreSQL inside a transaction);
@@ -101,6 +103,8 @@ export interface ContinueReport {
   /**
    * ms from the call: guard in place and plans taken; the first batch restored and the address
    * added and announced; that batch relaying; every connection relaying; the resets done too.
+   * With the tail proof, "relaying" means restored and handed to the proof (each is relayed once
+   * proven, its tailProvenMs later), and relayingMs waits for the last verdict.
    */
   timings: { plannedMs: number; addressMs: number; firstRelayingMs: number; relayingMs: number; doneMs: number };
   /** false when the address was already here and usable. */
@@ -168,13 +172,12 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       }
       addressMs = since();
     };
-    let outcomes: BatchOutcome[] = [];
     // With the tail proof the address comes first: each restore's window probe is the client's
     // first question, and its answer must reach this host.
     if (tailProof) await takeAddress([]);
     for (let i = 0; i === 0 || i < order.length; i += RESTORE_BATCH) {
       const batch = order.slice(i, i + RESTORE_BATCH);
-      outcomes = [];
+      let outcomes: BatchOutcome[] = [];
       try {
         if (batch.length > 0) outcomes = await restoreConnections(batch.map((p) => p.state), { transparent: true });
       } catch (err) {
