@@ -35,12 +35,11 @@
 //   ACK     (backup -> primary) held LSN (every record below is in the backup's memory)
 //           | durable LSN (every record below is on its disk) | sequence number of the last
 //           primary frame it has taken (u64)
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { BodyError, BodyReader } from '../wire/body-reader.js';
+import { BodyError, type BodyReader } from '../wire/body-reader.js';
+import { checkU64, checkWireKey, FrameFormat, fitText, MAC_BYTES, sequenceRefusal, SignedFrameReader, type WireReadResult, type WireRejection } from '../wire/signed-frames.js';
 
 export const MIRROR_MAGIC = Buffer.from('TKML', 'ascii');
 export const MIRROR_VERSION = 2;
-const MAC_BYTES = 32;
 /** Bytes from the frame's start (its length field) to the body. */
 export const MIRROR_HEADER_BYTES = 50;
 /** The smallest frame: header, an empty body, MAC. */
@@ -57,8 +56,7 @@ const MAX_REASON_BYTES = 200;
 export const DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024;
 
 export type MirrorMessageType = 'hello' | 'start' | 'records' | 'ack';
-const TYPE_CODES: Record<MirrorMessageType, number> = { hello: 1, start: 2, records: 3, ack: 4 };
-const TYPES_BY_CODE = new Map(Object.entries(TYPE_CODES).map(([k, v]) => [v, k as MirrorMessageType]));
+const FORMAT = new FrameFormat<MirrorMessageType>('mirror', MIRROR_MAGIC, MIRROR_VERSION, { hello: 1, start: 2, records: 3, ack: 4 }, MIRROR_HEADER_BYTES);
 
 /** Why a primary refuses a backup in its START. */
 export type StartRefusal =
@@ -100,35 +98,19 @@ export interface MirrorFrame extends MirrorEnvelope {
   message: MirrorMessage;
 }
 
-/** Why the decoder refused the bytes it was given. After one, the stream is dead: close it. */
-export type MirrorRejection =
-  /** A length field below the smallest frame, or the stream ended inside a frame. */
-  | 'short'
-  | 'magic'
-  | 'version'
-  /** An unknown type code. */
-  | 'type'
-  /** A length field above the largest frame allowed. */
-  | 'length'
-  /** The MAC does not match (another key, or altered bytes). */
-  | 'hmac'
-  /** The body is malformed (truncated, trailing bytes, a value out of range, a record too large). */
-  | 'body'
-  /** Not the sequence number expected: a frame replayed, lost or reordered. */
-  | 'sequence'
-  /** Incarnations or nonces of another connection (a frame recorded elsewhere). */
-  | 'session'
-  /** A message that may not come from this side, or not now (a second HELLO, RECORDS before START). */
-  | 'unexpected';
+/**
+ * Why the decoder refused the bytes it was given (src/wire/signed-frames.ts). After one, the
+ * stream is dead: close it. Here 'body' includes a record above maxRecordBytes, 'session' is
+ * incarnations or nonces of another connection, 'unexpected' is e.g. a second HELLO or RECORDS
+ * before START.
+ */
+export type MirrorRejection = WireRejection;
 
-export type MirrorReadResult = { ok: true; frame: MirrorFrame } | { ok: false; reason: MirrorRejection; detail: string };
-
-const U64_MAX = (1n << 64n) - 1n;
+export type MirrorReadResult = WireReadResult<MirrorFrame>;
 
 /** Throws RangeError unless `key` is a Buffer of at least MIN_KEY_BYTES. */
 export function checkMirrorKey(key: Buffer): void {
-  if (!Buffer.isBuffer(key)) throw new TypeError(`the mirror's key must be a Buffer (got ${typeof key}): Buffer.from(text) or a file's bytes`);
-  if (key.length < MIN_KEY_BYTES) throw new RangeError(`the mirror's key must be at least ${MIN_KEY_BYTES} bytes (got ${key.length})`);
+  checkWireKey(key, "the mirror's key", MIN_KEY_BYTES, ": Buffer.from(text) or a file's bytes");
 }
 
 /** Throws RangeError unless `name` is 1..64 bytes of UTF-8 (a log's or a node's name). */
@@ -154,21 +136,10 @@ function checkLsn(what: string, v: number): void {
   if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${what} ${v} is not an LSN`);
 }
 
-function checkU64(what: string, v: bigint): void {
-  if (v < 0n || v > U64_MAX) throw new RangeError(`${what} ${v} is not a u64`);
-}
-
 function textBytes(s: string, max: number): Buffer {
   const b = Buffer.from(s, 'utf8');
   if (b.length > max) throw new RangeError(`text longer than ${max} bytes: ${s.slice(0, 40)}`);
   return b;
-}
-
-/** A reason cut to fit its field (on a character boundary). */
-function fitReason(s: string): Buffer {
-  let out = s;
-  while (Buffer.byteLength(out) > MAX_REASON_BYTES) out = out.slice(0, -1);
-  return Buffer.from(out, 'utf8');
 }
 
 /** The body's bytes, or for RECORDS its size (written in place by encodeMirrorFrame). */
@@ -195,7 +166,7 @@ function bodyOf(m: MirrorMessage): Buffer {
       checkMirrorName('node', m.node);
       checkLsn('from LSN', m.fromLsn);
       const node = textBytes(m.node, MAX_NAME_BYTES);
-      const reason = fitReason(m.reason);
+      const reason = fitText(m.reason, MAX_REASON_BYTES);
       const b = Buffer.alloc(1 + node.length + 8 + 4 + 1 + 1 + reason.length);
       let o = b.writeUInt8(node.length, 0);
       o += node.copy(b, o);
@@ -249,21 +220,14 @@ export function encodeMirrorFrame(frame: MirrorFrame, key: Buffer): Buffer {
     checkU64(what, v);
   }
   const body = bodyOf(frame.message);
-  const total = MIRROR_HEADER_BYTES + body.length + MAC_BYTES;
-  if (total - 4 > 0xffffffff) throw new RangeError(`a frame of ${total} bytes does not fit the length field`);
-  const b = Buffer.allocUnsafe(total);
-  b.writeUInt32BE(total - 4, 0);
-  MIRROR_MAGIC.copy(b, 4);
-  b.writeUInt8(MIRROR_VERSION, 8);
-  b.writeUInt8(TYPE_CODES[frame.message.type], 9);
+  const b = FORMAT.alloc(body.length);
   b.writeBigUInt64BE(frame.senderIncarnation, 10);
   b.writeBigUInt64BE(frame.receiverIncarnation, 18);
   b.writeBigUInt64BE(frame.backupNonce, 26);
   b.writeBigUInt64BE(frame.primaryNonce, 34);
   b.writeBigUInt64BE(frame.seq, 42);
   body.copy(b, MIRROR_HEADER_BYTES);
-  createHmac('sha256', key).update(b.subarray(0, total - MAC_BYTES)).digest().copy(b, total - MAC_BYTES);
-  return b;
+  return FORMAT.seal(b, frame.message.type, key);
 }
 
 // ---- decoding ----
@@ -316,40 +280,14 @@ function readBody(type: MirrorMessageType, r: BodyReader, maxRecordBytes: number
  * is not checked here (MirrorFrameReader does). Never throws on bad input.
  */
 export function decodeMirrorFrame(buf: Buffer, key: Buffer, maxRecordBytes = DEFAULT_MAX_RECORD_BYTES): MirrorReadResult {
-  if (buf.length < MIN_FRAME_BYTES || buf.readUInt32BE(0) !== buf.length - 4) return { ok: false, reason: 'short', detail: `a frame of ${buf.length} bytes` };
-  const early = checkStart(buf);
-  if (early) return early;
-  const type = TYPES_BY_CODE.get(buf[9]!)!;
-  const macAt = buf.length - MAC_BYTES;
-  const mac = createHmac('sha256', key).update(buf.subarray(0, macAt)).digest();
-  if (!timingSafeEqual(mac, buf.subarray(macAt))) return { ok: false, reason: 'hmac', detail: `${type} frame fails its HMAC (another key, or altered)` };
-  const r = new BodyReader(buf, MIRROR_HEADER_BYTES, macAt);
-  try {
-    const message = readBody(type, r, maxRecordBytes);
-    if (!r.atEnd) return { ok: false, reason: 'body', detail: `${type} frame has bytes after its body` };
-    return {
-      ok: true,
-      frame: {
-        senderIncarnation: buf.readBigUInt64BE(10),
-        receiverIncarnation: buf.readBigUInt64BE(18),
-        backupNonce: buf.readBigUInt64BE(26),
-        primaryNonce: buf.readBigUInt64BE(34),
-        seq: buf.readBigUInt64BE(42),
-        message,
-      },
-    };
-  } catch (err) {
-    if (err instanceof BodyError) return { ok: false, reason: 'body', detail: `${type} frame: ${err.message}` };
-    throw err;
-  }
-}
-
-/** Checks what the first 10 bytes of a frame allow (magic, version, type), as soon as they are there. */
-function checkStart(head: Buffer): MirrorReadResult | null {
-  if (head.length >= 8 && !head.subarray(4, 8).equals(MIRROR_MAGIC)) return { ok: false, reason: 'magic', detail: `not a mirror frame (magic ${head.subarray(4, 8).toString('hex')})` };
-  if (head.length >= 9 && head[8] !== MIRROR_VERSION) return { ok: false, reason: 'version', detail: `version ${head[8]}, this code speaks ${MIRROR_VERSION}` };
-  if (head.length >= 10 && !TYPES_BY_CODE.has(head[9]!)) return { ok: false, reason: 'type', detail: `type code ${head[9]}` };
-  return null;
+  return FORMAT.decode(buf, key, (type, r) => ({
+    senderIncarnation: buf.readBigUInt64BE(10),
+    receiverIncarnation: buf.readBigUInt64BE(18),
+    backupNonce: buf.readBigUInt64BE(26),
+    primaryNonce: buf.readBigUInt64BE(34),
+    seq: buf.readBigUInt64BE(42),
+    message: readBody(type, r, maxRecordBytes),
+  }));
 }
 
 /** The end of the connection whose frames a reader takes. */
@@ -368,22 +306,18 @@ export interface MirrorFrameReaderOptions {
 }
 
 /**
- * A streaming decoder for one connection: `push()` takes the socket's chunks as they come and
- * returns the whole frames they complete, each checked (length, magic, version, type, MAC, body)
- * and in protocol order for this end (HELLO/START first, sequence numbers 0, 1, 2..., the same
- * incarnations and nonces on every frame). The first bad frame ends the stream: it is returned
- * as a rejection, and everything after it is ignored (close the connection).
+ * A streaming decoder for one connection (SignedFrameReader: `push()`, `finish()`, `failed`,
+ * `pendingBytes`): `push()` takes the socket's chunks as they come and returns the whole frames
+ * they complete, each checked (length, magic, version, type, MAC, body) and in protocol order for
+ * this end (HELLO/START first, sequence numbers 0, 1, 2..., the same incarnations and nonces on
+ * every frame). The first bad frame ends the stream: it is returned as a rejection, and
+ * everything after it is ignored (close the connection).
  *
  * Memory: at most one frame (maxFrameBytes) plus one chunk is buffered.
  */
-export class MirrorFrameReader {
+export class MirrorFrameReader extends SignedFrameReader<MirrorFrame> {
   private readonly key: Buffer;
   private readonly maxRecordBytes: number;
-  private readonly maxFrameBytes: number;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private expectedSeq = 0n;
-  private rejection: MirrorReadResult | null = null;
   /** The session as it is known so far (what later frames must carry). */
   private backupIncarnation: bigint | null;
   private backupNonce: bigint | null;
@@ -397,22 +331,14 @@ export class MirrorFrameReader {
     options: MirrorFrameReaderOptions,
   ) {
     checkMirrorKey(options.key);
+    const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
+    const maxFrameBytes = options.maxFrameBytes ?? frameBytesFor(maxRecordBytes);
+    if (maxFrameBytes < MIN_FRAME_BYTES + 64) throw new RangeError(`maxFrameBytes ${maxFrameBytes} is too small`);
+    super(FORMAT, maxFrameBytes);
     this.key = options.key;
-    this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
-    this.maxFrameBytes = options.maxFrameBytes ?? frameBytesFor(this.maxRecordBytes);
-    if (this.maxFrameBytes < MIN_FRAME_BYTES + 64) throw new RangeError(`maxFrameBytes ${this.maxFrameBytes} is too small`);
+    this.maxRecordBytes = maxRecordBytes;
     this.backupIncarnation = end.role === 'backup' ? end.incarnation : null;
     this.backupNonce = end.role === 'backup' ? end.nonce : null;
-  }
-
-  /** The rejection that ended the stream, or null. */
-  get failed(): { reason: MirrorRejection; detail: string } | null {
-    return this.rejection && !this.rejection.ok ? { reason: this.rejection.reason, detail: this.rejection.detail } : null;
-  }
-
-  /** Bytes buffered of a frame not yet whole. */
-  get pendingBytes(): number {
-    return this.buffered;
   }
 
   /**
@@ -426,54 +352,12 @@ export class MirrorFrameReader {
     this.accepted = true;
   }
 
-  /** The frames `chunk` completes, in order; a rejection is last and ends the stream. */
-  push(chunk: Buffer): MirrorReadResult[] {
-    if (this.rejection) return [];
-    if (chunk.length > 0) {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
-    const out: MirrorReadResult[] = [];
-    for (;;) {
-      if (this.buffered < 4) break;
-      const head = this.head(Math.min(this.buffered, 10));
-      const length = head.readUInt32BE(0);
-      if (length + 4 < MIN_FRAME_BYTES) return this.fail(out, 'short', `length field ${length}, the smallest frame has ${MIN_FRAME_BYTES - 4}`);
-      if (length + 4 > this.maxFrameBytes) return this.fail(out, 'length', `length field ${length}, the largest frame allowed is ${this.maxFrameBytes} bytes`);
-      const early = checkStart(head);
-      if (early && !early.ok) return this.fail(out, early.reason, early.detail);
-      if (this.buffered < length + 4) break;
-      const result = decodeMirrorFrame(this.take(length + 4), this.key, this.maxRecordBytes);
-      if (!result.ok) return this.fail(out, result.reason, result.detail);
-      const order = this.checkOrder(result.frame);
-      if (order) return this.fail(out, order.reason, order.detail);
-      this.expectedSeq++;
-      out.push(result);
-    }
-    return out;
-  }
-
-  /** The stream ended: a rejection ('short') when it ended inside a frame, else null. */
-  finish(): MirrorReadResult | null {
-    if (this.rejection || this.buffered === 0) return null;
-    const r: MirrorReadResult = { ok: false, reason: 'short', detail: `the stream ended ${this.buffered} bytes into a frame` };
-    this.rejection = r;
-    this.chunks = [];
-    this.buffered = 0;
-    return r;
-  }
-
-  private fail(out: MirrorReadResult[], reason: MirrorRejection, detail: string): MirrorReadResult[] {
-    const r: MirrorReadResult = { ok: false, reason, detail };
-    this.rejection = r;
-    this.chunks = [];
-    this.buffered = 0;
-    out.push(r);
-    return out;
+  protected decode(buf: Buffer): MirrorReadResult {
+    return decodeMirrorFrame(buf, this.key, this.maxRecordBytes);
   }
 
   /** The protocol's order for this end; adopts the session from the first frame. */
-  private checkOrder(f: MirrorFrame): { reason: MirrorRejection; detail: string } | null {
+  protected checkOrder(f: MirrorFrame): { reason: MirrorRejection; detail: string } | null {
     const type = f.message.type;
     const first = this.expectedSeq === 0n;
     if (this.end.role === 'primary') {
@@ -481,7 +365,7 @@ export class MirrorFrameReader {
     } else if (first ? type !== 'start' : type !== 'records') {
       return { reason: 'unexpected', detail: `${type} from the primary ${first ? 'before its START' : 'after the START'}` };
     }
-    if (f.seq !== this.expectedSeq) return { reason: 'sequence', detail: `${type} numbered ${f.seq}, expected ${this.expectedSeq}` };
+    if (f.seq !== this.expectedSeq) return sequenceRefusal(type, f.seq, this.expectedSeq);
     if (first && this.end.role === 'primary') {
       if (f.receiverIncarnation !== 0n || f.primaryNonce !== 0n || f.backupNonce === 0n) return { reason: 'session', detail: 'a HELLO with a primary session or no nonce' };
       this.backupIncarnation = f.senderIncarnation;
@@ -499,28 +383,5 @@ export class MirrorFrameReader {
       return { reason: 'session', detail: `${type} of another connection (incarnations or nonces differ)` };
     }
     return null;
-  }
-
-  /** The first `n` bytes buffered (n <= buffered), merging chunks only when the first is shorter. */
-  private head(n: number): Buffer {
-    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
-    return this.chunks[0]!.subarray(0, n);
-  }
-
-  /** Removes and returns the first `n` bytes buffered (a copy when they span chunks). */
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      const all = Buffer.concat(this.chunks, this.buffered);
-      out = all.subarray(0, n);
-      this.chunks = all.length > n ? [all.subarray(n)] : [];
-    }
-    this.buffered -= n;
-    return out;
   }
 }

@@ -2,18 +2,14 @@
 // boundary, each rejection, replay into another connection, and seeded mutations of valid streams.
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeMirrorFrame, encodeMirrorFrame, MirrorFrameReader, MIRROR_HEADER_BYTES, type MirrorMessage, type MirrorReadResult } from '../../src/log/mirror-wire.js';
-import { BACKUP_INC, BACKUP_NONCE, KEY, OTHER_KEY, PRIMARY_INC, PRIMARY_NONCE, envelope, frame, mutateStream, primaryStream, record, seededRandom } from './mirror-helpers.js';
+import { decodeMirrorFrame, encodeMirrorFrame, MirrorFrameReader, MIRROR_HEADER_BYTES, type MirrorMessage } from '../../src/log/mirror-wire.js';
+import { expectSameWhateverTheChunking, fuzzFrameReader, rejectionOf } from './frame-reader-checks.js';
+import { BACKUP_INC, BACKUP_NONCE, KEY, OTHER_KEY, PRIMARY_INC, PRIMARY_NONCE, envelope, frame, primaryStream, record } from './mirror-helpers.js';
 
 const backupReader = (opts: { nonce?: bigint; maxRecordBytes?: number; maxFrameBytes?: number; key?: Buffer } = {}) =>
   new MirrorFrameReader({ role: 'backup', incarnation: BACKUP_INC, nonce: opts.nonce ?? BACKUP_NONCE }, { key: opts.key ?? KEY, ...(opts.maxRecordBytes ? { maxRecordBytes: opts.maxRecordBytes } : {}), ...(opts.maxFrameBytes ? { maxFrameBytes: opts.maxFrameBytes } : {}) });
 
 const hello: MirrorMessage = { type: 'hello', log: 'orders', node: 'node-b', firstLsn: 0, heldLsn: 7, lastCrc: 0xdeadbeef };
-
-function rejectionOf(results: MirrorReadResult[]) {
-  const last = results.at(-1);
-  return last && !last.ok ? last.reason : null;
-}
 
 describe('mirror frames', () => {
   it('each message round-trips, with its envelope', () => {
@@ -48,17 +44,7 @@ describe('mirror frames', () => {
     const whole = backupReader().push(stream);
     expect(whole.length).toBe(4);
     expect(whole.every((r) => r.ok)).toBe(true);
-    for (let cut = 0; cut <= stream.length; cut += 7) {
-      const r = backupReader();
-      const got = [...r.push(stream.subarray(0, cut)), ...r.push(stream.subarray(cut))];
-      expect(got).toEqual(whole);
-    }
-    const r = backupReader();
-    const got: MirrorReadResult[] = [];
-    for (let i = 0; i < stream.length; i++) got.push(...r.push(stream.subarray(i, i + 1)));
-    expect(got).toEqual(whole);
-    expect(r.pendingBytes).toBe(0);
-    expect(r.finish()).toBeNull();
+    expectSameWhateverTheChunking(stream, whole, () => backupReader());
   });
 
   it('each rejection: short, magic, version, type, length, hmac, body, sequence, session, unexpected', () => {
@@ -124,33 +110,7 @@ describe('mirror frames', () => {
   });
 
   it('fuzz: 3,000 seeded mutations of valid streams each end in a rejection, after exactly the untouched frames', () => {
-    const { int } = seededRandom(0x5eed004);
-    const frames = primaryStream(10, 4, 3);
-    const reasons = new Map<string, number>();
-    const reference = backupReader().push(Buffer.concat(frames));
-    for (let iter = 0; iter < 3000; iter++) {
-      const { bytes, how } = mutateStream(frames, int);
-      const r = backupReader({ maxRecordBytes: 4096 });
-      // Chunked at random, as a socket would.
-      const results: MirrorReadResult[] = [];
-      for (let o = 0; o < bytes.length; ) {
-        const n = 1 + int(300);
-        results.push(...r.push(bytes.subarray(o, o + n)));
-        o += n;
-      }
-      const end = r.finish();
-      if (end) results.push(end);
-      const good = results.filter((x) => x.ok);
-      const bad = results.filter((x) => !x.ok);
-      expect(bad.length, how).toBe(1);
-      expect(results.at(-1)?.ok, how).toBe(false);
-      // The frames accepted are the stream's own first frames, in order, unchanged.
-      good.forEach((g, i) => expect(g.ok && g.frame.seq, how).toBe(BigInt(i)));
-      good.forEach((g, i) => expect(g, how).toEqual(reference[i]));
-      const reason = (bad[0] as { reason: string }).reason;
-      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-    }
     // The mutations reach most of the checks.
-    for (const r of ['short', 'magic', 'hmac', 'sequence', 'length']) expect(reasons.get(r) ?? 0, `${r} in ${JSON.stringify([...reasons])}`).toBeGreaterThan(0);
+    fuzzFrameReader(primaryStream(10, 4, 3), () => backupReader({ maxRecordBytes: 4096 }), 0x5eed004, ['short', 'magic', 'hmac', 'sequence', 'length']);
   });
 });

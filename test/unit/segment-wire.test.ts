@@ -13,9 +13,9 @@ import {
   splitSegments,
   type SegmentFrame,
   type SegmentMessage,
-  type SegmentReadResult,
 } from '../../src/net/shadow/segment-wire.js';
-import { mutateStream, seededRandom } from './mirror-helpers.js';
+import { expectSameWhateverTheChunking, fuzzFrameReader, rejectionOf } from './frame-reader-checks.js';
+import { seededRandom } from './mirror-helpers.js';
 
 const KEY = Buffer.from('segment-stream-test-key-01234567');
 const OTHER_KEY = Buffer.from('another-segment-stream-key-89abc');
@@ -47,11 +47,6 @@ function primaryStream(n: number): Buffer[] {
 }
 
 const backupReader = (opts: { nonce?: bigint; key?: Buffer; maxFrameBytes?: number } = {}) => new SegmentFrameReader({ role: 'backup', nonce: opts.nonce ?? B_NONCE }, { key: opts.key ?? KEY, ...(opts.maxFrameBytes ? { maxFrameBytes: opts.maxFrameBytes } : {}) });
-
-function rejectionOf(results: SegmentReadResult[]) {
-  const last = results.at(-1);
-  return last && !last.ok ? last.reason : null;
-}
 
 describe('segment stream frames', () => {
   it('each message round-trips, with its envelope', () => {
@@ -154,16 +149,7 @@ describe('segment stream frames', () => {
     const whole = backupReader().push(stream);
     expect(whole.length).toBe(7);
     expect(whole.every((r) => r.ok)).toBe(true);
-    for (let cut = 0; cut <= stream.length; cut += 7) {
-      const r = backupReader();
-      expect([...r.push(stream.subarray(0, cut)), ...r.push(stream.subarray(cut))]).toEqual(whole);
-    }
-    const r = backupReader();
-    const got: SegmentReadResult[] = [];
-    for (let i = 0; i < stream.length; i++) got.push(...r.push(stream.subarray(i, i + 1)));
-    expect(got).toEqual(whole);
-    expect(r.pendingBytes).toBe(0);
-    expect(r.finish()).toBeNull();
+    expectSameWhateverTheChunking(stream, whole, () => backupReader());
   });
 
   it('the primary reader takes a HELLO, then ACKs only after accept()', () => {
@@ -223,30 +209,7 @@ describe('segment stream frames', () => {
   });
 
   it('fuzz: 3,000 seeded mutations of valid streams each end in a rejection, after exactly the untouched frames', () => {
-    const { int } = seededRandom(0x5eed012);
-    const frames = primaryStream(8);
-    const reference = backupReader().push(Buffer.concat(frames));
-    const reasons = new Map<string, number>();
-    for (let iter = 0; iter < 3000; iter++) {
-      const { bytes, how } = mutateStream(frames, int);
-      const r = backupReader();
-      const results: SegmentReadResult[] = [];
-      for (let o = 0; o < bytes.length; ) {
-        const n = 1 + int(300);
-        results.push(...r.push(bytes.subarray(o, o + n)));
-        o += n;
-      }
-      const end = r.finish();
-      if (end) results.push(end);
-      const good = results.filter((x) => x.ok);
-      const bad = results.filter((x) => !x.ok);
-      expect(bad.length, how).toBe(1);
-      expect(results.at(-1)?.ok, how).toBe(false);
-      good.forEach((g, i) => expect(g, how).toEqual(reference[i]));
-      const reason = (bad[0] as { reason: string }).reason;
-      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-    }
-    for (const r of ['short', 'magic', 'hmac', 'sequence', 'length']) expect(reasons.get(r) ?? 0, `${r} in ${JSON.stringify([...reasons])}`).toBeGreaterThan(0);
+    fuzzFrameReader(primaryStream(8), () => backupReader(), 0x5eed012, ['short', 'magic', 'hmac', 'sequence', 'length']);
   });
 
   it('fuzz: 2,000 seeded random byte strings never throw, and nothing random passes the HMAC', () => {

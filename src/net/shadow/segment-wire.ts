@@ -3,11 +3,12 @@
 // dialled, so B can keep its shadows without a port mirror. Pure: encoding and a streaming
 // decoder, no I/O (segment-stream-source.ts is P's end, peer-shadow.ts is B's).
 //
-// As the log mirror's wire (src/log/mirror-wire.ts): every frame is length-prefixed and
-// authenticated with HMAC-SHA256 under a shared key; the MAC covers a random nonce from each end
-// for this connection and a sequence number per direction, so a frame recorded on one connection
-// is refused on any other (another nonce) and a frame replayed, dropped or reordered within one
-// is refused too (the sequence). The frames are not encrypted: client payload crosses the link
+// As the log mirror's wire (src/log/mirror-wire.ts; what both share is in
+// src/wire/signed-frames.ts): every frame is length-prefixed and authenticated with HMAC-SHA256
+// under a shared key; the MAC covers a random nonce from each end for this connection and a
+// sequence number per direction, so a frame recorded on one connection is refused on any other
+// (another nonce) and a frame replayed, dropped or reordered within one is refused too (the
+// sequence). The frames are not encrypted: client payload crosses the link
 // in clear (run it on a trusted link, or inside a tunnel).
 //
 // Layout (big endian, network order):
@@ -41,18 +42,16 @@
 //            last MARK taken (f64; 0 when none). B sends one after the WELCOME (P streams only
 //            once it has it: it covers P's fresh nonce, which a replayed HELLO cannot), then for
 //            every MARK and at most one per chunk of SEGMENTS read.
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { ParsedSegment } from '../../native.js';
-import { BodyError, BodyReader } from '../../wire/body-reader.js';
+import { BodyError, type BodyReader } from '../../wire/body-reader.js';
+import { checkU64, checkWireKey, FrameFormat, fitText, MAC_BYTES, sequenceRefusal, SignedFrameReader, type WireReadResult, type WireRejection } from '../../wire/signed-frames.js';
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
 
 export const SEGMENT_MAGIC = Buffer.from('TKSS', 'ascii');
 export const SEGMENT_WIRE_VERSION = 1;
-const MAC_BYTES = 32;
 /** Bytes from the frame's start (its length field) to the body. */
 export const SEGMENT_HEADER_BYTES = 34;
-const MIN_FRAME_BYTES = SEGMENT_HEADER_BYTES + MAC_BYTES;
 /** Shared keys shorter than this are refused (128 bits, as the agent's key file). */
 export const MIN_SEGMENT_KEY_BYTES = 16;
 export const MAX_NODE_BYTES = 64;
@@ -67,8 +66,7 @@ export const DEFAULT_SEGMENTS_FRAME_BODY_BYTES = 1024 * 1024;
 export const MAX_WIRE_PAYLOAD_BYTES = 512 * 1024;
 
 export type SegmentMessageType = 'hello' | 'welcome' | 'segments' | 'loss' | 'mark' | 'ack';
-const TYPE_CODES: Record<SegmentMessageType, number> = { hello: 1, welcome: 2, segments: 3, loss: 4, mark: 5, ack: 6 };
-const TYPES_BY_CODE = new Map(Object.entries(TYPE_CODES).map(([k, v]) => [v, k as SegmentMessageType]));
+const FORMAT = new FrameFormat<SegmentMessageType>('segment stream', SEGMENT_MAGIC, SEGMENT_WIRE_VERSION, { hello: 1, welcome: 2, segments: 3, loss: 4, mark: 5, ack: 6 }, SEGMENT_HEADER_BYTES);
 
 /** Why a primary refuses a backup in its WELCOME. */
 export type WelcomeRefusal =
@@ -99,35 +97,18 @@ export interface SegmentFrame {
   message: SegmentMessage;
 }
 
-/** Why the decoder refused the bytes it was given. After one, the stream is dead: close it. */
-export type SegmentRejection =
-  /** A length field below the smallest frame, or the stream ended inside a frame. */
-  | 'short'
-  | 'magic'
-  | 'version'
-  /** An unknown type code. */
-  | 'type'
-  /** A length field above the largest frame allowed. */
-  | 'length'
-  /** The MAC does not match (another key, or altered bytes). */
-  | 'hmac'
-  /** The body is malformed (truncated, trailing bytes, a value out of range). */
-  | 'body'
-  /** Not the sequence number expected: a frame replayed, lost or reordered. */
-  | 'sequence'
-  /** Nonces of another connection (a frame recorded elsewhere). */
-  | 'session'
-  /** A message that may not come from this side, or not now (a second HELLO, SEGMENTS before WELCOME). */
-  | 'unexpected';
+/**
+ * Why the decoder refused the bytes it was given (src/wire/signed-frames.ts). After one, the
+ * stream is dead: close it. Here 'session' is nonces of another connection, 'unexpected' is e.g.
+ * a second HELLO, SEGMENTS before WELCOME, anything after a refusing WELCOME.
+ */
+export type SegmentRejection = WireRejection;
 
-export type SegmentReadResult = { ok: true; frame: SegmentFrame } | { ok: false; reason: SegmentRejection; detail: string };
-
-const U64_MAX = (1n << 64n) - 1n;
+export type SegmentReadResult = WireReadResult<SegmentFrame>;
 
 /** Throws TypeError/RangeError unless `key` is a Buffer of at least MIN_SEGMENT_KEY_BYTES. */
 export function checkSegmentKey(key: Buffer): void {
-  if (!Buffer.isBuffer(key)) throw new TypeError(`the segment stream's key must be a Buffer (got ${typeof key})`);
-  if (key.length < MIN_SEGMENT_KEY_BYTES) throw new RangeError(`the segment stream's key must be at least ${MIN_SEGMENT_KEY_BYTES} bytes (got ${key.length})`);
+  checkWireKey(key, "the segment stream's key", MIN_SEGMENT_KEY_BYTES);
 }
 
 /** Throws RangeError unless the services fit a HELLO: 1..16, IP addresses, ports 1..65535. */
@@ -141,10 +122,6 @@ export function checkStreamServices(services: readonly Endpoint[]): void {
 
 // ---- encoding ----
 
-function checkU64(what: string, v: bigint): void {
-  if (v < 0n || v > U64_MAX) throw new RangeError(`${what} ${v} is not a u64`);
-}
-
 function checkUint(what: string, v: number, max: number): void {
   if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`${what} ${v} is not an integer in 0..${max}`);
 }
@@ -157,13 +134,6 @@ function textBytes(what: string, s: string, min: number, max: number): Buffer {
   const b = Buffer.from(s, 'utf8');
   if (b.length < min || b.length > max) throw new RangeError(`${what} must be ${min}..${max} bytes: ${JSON.stringify(s.slice(0, 40))}`);
   return b;
-}
-
-/** A reason cut to fit its field (on a character boundary). */
-function fitReason(s: string): Buffer {
-  let out = s;
-  while (Buffer.byteLength(out) > MAX_REASON_BYTES) out = out.slice(0, -1);
-  return Buffer.from(out, 'utf8');
 }
 
 /** Fixed bytes of one segment on the wire (present byte to payload length). */
@@ -326,7 +296,7 @@ function bodyOf(m: SegmentMessage): Buffer {
     }
     case 'welcome': {
       const node = textBytes('node', m.node, 1, MAX_NODE_BYTES);
-      const reason = fitReason(m.reason);
+      const reason = fitText(m.reason, MAX_REASON_BYTES);
       const b = Buffer.alloc(1 + node.length + 1 + 1 + reason.length);
       let o = b.writeUInt8(node.length, 0);
       o += node.copy(b, o);
@@ -375,20 +345,13 @@ export function encodeSegmentFrame(frame: SegmentFrame, key: Buffer): Buffer {
     b = segmentsBody(frame.message.segments, SEGMENT_HEADER_BYTES, MAC_BYTES);
   } else {
     const body = bodyOf(frame.message);
-    b = Buffer.allocUnsafe(SEGMENT_HEADER_BYTES + body.length + MAC_BYTES);
+    b = FORMAT.alloc(body.length);
     body.copy(b, SEGMENT_HEADER_BYTES);
   }
-  const total = b.length;
-  if (total - 4 > 0xffffffff) throw new RangeError(`a frame of ${total} bytes does not fit the length field`);
-  b.writeUInt32BE(total - 4, 0);
-  SEGMENT_MAGIC.copy(b, 4);
-  b.writeUInt8(SEGMENT_WIRE_VERSION, 8);
-  b.writeUInt8(TYPE_CODES[frame.message.type], 9);
   b.writeBigUInt64BE(frame.backupNonce, 10);
   b.writeBigUInt64BE(frame.primaryNonce, 18);
   b.writeBigUInt64BE(frame.seq, 26);
-  createHmac('sha256', key).update(b.subarray(0, total - MAC_BYTES)).digest().copy(b, total - MAC_BYTES);
-  return b;
+  return FORMAT.seal(b, frame.message.type, key);
 }
 
 // ---- decoding ----
@@ -495,35 +458,12 @@ function readBody(type: SegmentMessageType, r: BodyReader): SegmentMessage {
   }
 }
 
-/** Checks what the first 10 bytes of a frame allow (magic, version, type), as soon as they are there. */
-function checkStart(head: Buffer): { ok: false; reason: SegmentRejection; detail: string } | null {
-  if (head.length >= 8 && !head.subarray(4, 8).equals(SEGMENT_MAGIC)) return { ok: false, reason: 'magic', detail: `not a segment stream frame (magic ${head.subarray(4, 8).toString('hex')})` };
-  if (head.length >= 9 && head[8] !== SEGMENT_WIRE_VERSION) return { ok: false, reason: 'version', detail: `version ${head[8]}, this code speaks ${SEGMENT_WIRE_VERSION}` };
-  if (head.length >= 10 && !TYPES_BY_CODE.has(head[9]!)) return { ok: false, reason: 'type', detail: `type code ${head[9]}` };
-  return null;
-}
-
 /**
  * Decodes one whole frame (its length field included) and checks its MAC. The protocol's order
  * is not checked here (SegmentFrameReader does). Never throws on bad input.
  */
 export function decodeSegmentFrame(buf: Buffer, key: Buffer): SegmentReadResult {
-  if (buf.length < MIN_FRAME_BYTES || buf.readUInt32BE(0) !== buf.length - 4) return { ok: false, reason: 'short', detail: `a frame of ${buf.length} bytes` };
-  const early = checkStart(buf);
-  if (early) return early;
-  const type = TYPES_BY_CODE.get(buf[9]!)!;
-  const macAt = buf.length - MAC_BYTES;
-  const mac = createHmac('sha256', key).update(buf.subarray(0, macAt)).digest();
-  if (!timingSafeEqual(mac, buf.subarray(macAt))) return { ok: false, reason: 'hmac', detail: `${type} frame fails its HMAC (another key, or altered)` };
-  const r = new BodyReader(buf, SEGMENT_HEADER_BYTES, macAt);
-  try {
-    const message = readBody(type, r);
-    if (!r.atEnd) return { ok: false, reason: 'body', detail: `${type} frame has bytes after its body` };
-    return { ok: true, frame: { backupNonce: buf.readBigUInt64BE(10), primaryNonce: buf.readBigUInt64BE(18), seq: buf.readBigUInt64BE(26), message } };
-  } catch (err) {
-    if (err instanceof BodyError) return { ok: false, reason: 'body', detail: `${type} frame: ${err.message}` };
-    throw err;
-  }
+  return FORMAT.decode(buf, key, (type, r) => ({ backupNonce: buf.readBigUInt64BE(10), primaryNonce: buf.readBigUInt64BE(18), seq: buf.readBigUInt64BE(26), message: readBody(type, r) }));
 }
 
 /** The end of the connection whose frames a reader takes. */
@@ -540,21 +480,17 @@ export interface SegmentFrameReaderOptions {
 }
 
 /**
- * A streaming decoder for one connection: `push()` takes the socket's chunks as they come and
- * returns the whole frames they complete, each checked (length, magic, version, type, MAC, body)
- * and in protocol order for this end (HELLO/WELCOME first, sequence numbers 0, 1, 2..., the same
- * nonces on every frame, nothing after a refusing WELCOME). The first bad frame ends the stream:
- * it is returned as a rejection, and everything after it is ignored (close the connection).
+ * A streaming decoder for one connection (SignedFrameReader: `push()`, `finish()`, `failed`,
+ * `pendingBytes`): `push()` takes the socket's chunks as they come and returns the whole frames
+ * they complete, each checked (length, magic, version, type, MAC, body) and in protocol order for
+ * this end (HELLO/WELCOME first, sequence numbers 0, 1, 2..., the same nonces on every frame,
+ * nothing after a refusing WELCOME). The first bad frame ends the stream: it is returned as a
+ * rejection, and everything after it is ignored (close the connection).
  *
  * Memory: at most one frame (maxFrameBytes) plus one chunk is buffered.
  */
-export class SegmentFrameReader {
+export class SegmentFrameReader extends SignedFrameReader<SegmentFrame> {
   private readonly key: Buffer;
-  private readonly maxFrameBytes: number;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private expectedSeq = 0n;
-  private rejection: { reason: SegmentRejection; detail: string } | null = null;
   private backupNonce: bigint | null;
   private primaryNonce: bigint | null = null;
   private accepted = false;
@@ -566,20 +502,11 @@ export class SegmentFrameReader {
     options: SegmentFrameReaderOptions,
   ) {
     checkSegmentKey(options.key);
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_SEGMENT_FRAME_BYTES;
+    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1024) throw new RangeError(`maxFrameBytes ${maxFrameBytes} is too small (1024 at least)`);
+    super(FORMAT, maxFrameBytes);
     this.key = options.key;
-    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_SEGMENT_FRAME_BYTES;
-    if (!Number.isInteger(this.maxFrameBytes) || this.maxFrameBytes < 1024) throw new RangeError(`maxFrameBytes ${this.maxFrameBytes} is too small (1024 at least)`);
     this.backupNonce = end.role === 'backup' ? end.nonce : null;
-  }
-
-  /** The rejection that ended the stream, or null. */
-  get failed(): { reason: SegmentRejection; detail: string } | null {
-    return this.rejection;
-  }
-
-  /** Bytes buffered of a frame not yet whole. */
-  get pendingBytes(): number {
-    return this.buffered;
   }
 
   /** P's reader, once its WELCOME (accepting) is sent with `primaryNonce`. Throws unless a HELLO was read. */
@@ -589,51 +516,11 @@ export class SegmentFrameReader {
     this.accepted = true;
   }
 
-  /** The frames `chunk` completes, in order; a rejection is last and ends the stream. */
-  push(chunk: Buffer): SegmentReadResult[] {
-    if (this.rejection) return [];
-    if (chunk.length > 0) {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
-    const out: SegmentReadResult[] = [];
-    while (this.buffered >= 4) {
-      const head = this.head(Math.min(this.buffered, 10));
-      const length = head.readUInt32BE(0);
-      if (length + 4 < MIN_FRAME_BYTES) return this.fail(out, 'short', `length field ${length}, the smallest frame has ${MIN_FRAME_BYTES - 4}`);
-      if (length + 4 > this.maxFrameBytes) return this.fail(out, 'length', `length field ${length}, the largest frame allowed is ${this.maxFrameBytes} bytes`);
-      const early = checkStart(head);
-      if (early) return this.fail(out, early.reason, early.detail);
-      if (this.buffered < length + 4) break;
-      const result = decodeSegmentFrame(this.take(length + 4), this.key);
-      if (!result.ok) return this.fail(out, result.reason, result.detail);
-      const order = this.checkOrder(result.frame);
-      if (order) return this.fail(out, order.reason, order.detail);
-      this.expectedSeq++;
-      out.push(result);
-    }
-    return out;
+  protected decode(buf: Buffer): SegmentReadResult {
+    return decodeSegmentFrame(buf, this.key);
   }
 
-  /** The stream ended: a rejection ('short') when it ended inside a frame, else null. */
-  finish(): SegmentReadResult | null {
-    if (this.rejection || this.buffered === 0) return null;
-    const detail = `the stream ended ${this.buffered} bytes into a frame`;
-    this.rejection = { reason: 'short', detail };
-    this.chunks = [];
-    this.buffered = 0;
-    return { ok: false, reason: 'short', detail };
-  }
-
-  private fail(out: SegmentReadResult[], reason: SegmentRejection, detail: string): SegmentReadResult[] {
-    this.rejection = { reason, detail };
-    this.chunks = [];
-    this.buffered = 0;
-    out.push({ ok: false, reason, detail });
-    return out;
-  }
-
-  private checkOrder(f: SegmentFrame): { reason: SegmentRejection; detail: string } | null {
+  protected checkOrder(f: SegmentFrame): { reason: SegmentRejection; detail: string } | null {
     const type = f.message.type;
     const first = this.expectedSeq === 0n;
     if (this.end.role === 'primary') {
@@ -641,7 +528,7 @@ export class SegmentFrameReader {
     } else if (this.refused || (first ? type !== 'welcome' : type === 'welcome' || type === 'hello' || type === 'ack')) {
       return { reason: 'unexpected', detail: `${type} from the primary ${this.refused ? 'after a refusal' : first ? 'before its WELCOME' : 'after the WELCOME'}` };
     }
-    if (f.seq !== this.expectedSeq) return { reason: 'sequence', detail: `${type} numbered ${f.seq}, expected ${this.expectedSeq}` };
+    if (f.seq !== this.expectedSeq) return sequenceRefusal(type, f.seq, this.expectedSeq);
     if (first && this.end.role === 'primary') {
       if (f.primaryNonce !== 0n || f.backupNonce === 0n) return { reason: 'session', detail: 'a HELLO with a primary nonce, or without its own' };
       this.backupNonce = f.backupNonce;
@@ -655,33 +542,5 @@ export class SegmentFrameReader {
     }
     if (f.backupNonce !== this.backupNonce || f.primaryNonce !== this.primaryNonce) return { reason: 'session', detail: `${type} of another connection (nonces differ)` };
     return null;
-  }
-
-  /** The first `n` bytes buffered (n <= buffered), merging chunks only when the first is shorter. */
-  private head(n: number): Buffer {
-    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
-    return this.chunks[0]!.subarray(0, n);
-  }
-
-  /** Removes and returns the first `n` bytes buffered (a copy when they span chunks). */
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      // Only the chunks this frame needs are merged: the rest stay as they are (a 4 MiB frame
-      // read in 64 KiB chunks is merged once, not once per chunk).
-      let have = 0;
-      let k = 0;
-      while (have < n) have += this.chunks[k++]!.length;
-      const merged = Buffer.concat(this.chunks.slice(0, k), have);
-      out = merged.subarray(0, n);
-      this.chunks = have > n ? [merged.subarray(n), ...this.chunks.slice(k)] : this.chunks.slice(k);
-    }
-    this.buffered -= n;
-    return out;
   }
 }
