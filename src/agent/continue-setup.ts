@@ -23,18 +23,21 @@ export interface StreamIdentity {
 }
 
 /**
- * Starts the shadow at once: the capture on the mirror (throws what the capture throws: no such
- * interface, EPERM), or the dial of the peer's stream (it retries on its own; a copy streamed by
- * the peer may lack its end, so the takeover proves each connection's tail).
+ * The takeover's continue options: how to start a shadow (PeerTakeover starts one at once, and a
+ * fresh one after each takeover): the capture on the mirror (throws what the capture throws: no
+ * such interface, EPERM), or the dial of the peer's stream (it retries on its own; a copy
+ * streamed by the peer may lack its end, so the takeover proves each connection's tail).
+ * Throws, naming the file, when passwordFile cannot be read.
  */
 export function continueSetup(c: ContinueConfig, service: Endpoint, self: StreamIdentity): NonNullable<PeerTakeoverOptions['continue']> {
   const plugin = pluginOf(c);
-  const shadow = c.stream
-    ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
-    : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
+  const openShadow = () =>
+    c.stream
+      ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
+      : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   const argv = c.promote;
   return {
-    shadow,
+    openShadow,
     ...(c.stream ? { proveTail: true } : {}),
     upstream: c.upstream,
     plugin,

@@ -9,10 +9,12 @@
 // leaves in a planned way, meanwhile. Then (`probe`) it asks the link whether the peer's kernel
 // has really removed the address, and adds it only once nobody answers for it.
 import { EventEmitter } from 'node:events';
+import net from 'node:net';
 import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { BoundaryWatch } from '../net/boundary-watch.js';
 import type { DeadConnection } from '../net/close-engine.js';
+import { formatEndpoint } from '../net/endpoint.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
@@ -59,9 +61,11 @@ export interface PeerTakeoverOptions {
    * of that service, run after `before` (a failed promotion: the connections are closed as
    * without `continue`, and `failed` says why in `done.continueError`). `proveTail`: the shadow
    * may lack the copy's end (the peer's own stream): each connection is proven by its client first.
+   * `openShadow` starts a shadow (at once, and again after each takeover: the peer may come back
+   * and serve again); it throws what the capture throws.
    */
   continue?: {
-    shadow: Pick<ShadowCapture, 'plans' | 'close'>;
+    openShadow: () => Shadow;
     proveTail?: boolean;
     upstream: { host: string; port: number };
     plugin: ContinuePlugin;
@@ -70,6 +74,9 @@ export interface PeerTakeoverOptions {
 }
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
+
+/** What a takeover needs of a shadow (ShadowCapture, PeerShadow). */
+export type Shadow = Pick<ShadowCapture, 'plans' | 'close'>;
 
 /** The takeover waits out the peer's lease on the address (until: ms since the epoch). */
 export interface TakeoverWaiting {
@@ -107,6 +114,8 @@ export interface TakeoverDone {
     restoreUs: { median: number; max: number };
     /** Connections continued in the middle of a reply (the replay checked against what the peer had sent). */
     midReply: number;
+    /** Of `connections`, those that only got a protocol goodbye (PostgreSQL inside a transaction: 57P01). */
+    goodbyes: number;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
   };
@@ -125,6 +134,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private guard: RstGuard | undefined;
   /** Relays of the connections continued here: they live as long as this agent. */
   private readonly relays: Relay[] = [];
+  /** With `continue`: the shadow following the peer's connections now (undefined: none could be opened). */
+  private shadow: Shadow | undefined;
+  private closed = false;
   private readonly method: CloseMethod;
   /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
   private readonly watch: BoundaryWatch | undefined;
@@ -142,7 +154,24 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     super();
     this.method = typeof options.method === 'string' ? parseCloseMethod(options.method) : (options.method ?? { kind: 'rst' });
     if (this.method.kind === 'goodbye') this.watch = new BoundaryWatch(options.tracker, options.service, this.method.plugin);
+    this.shadow = options.continue?.openShadow();
     options.heartbeat.on('event', this.onEvent);
+  }
+
+  /**
+   * A fresh shadow after a takeover took the last one's plans (or gave up on them): without it,
+   * the peer's connections after it comes back would not be followed, and a second takeover
+   * would continue none of them.
+   */
+  private reopenShadow(): void {
+    this.shadow?.close();
+    this.shadow = undefined;
+    if (this.closed || !this.options.continue) return;
+    try {
+      this.shadow = this.options.continue.openShadow();
+    } catch (err) {
+      this.emit('failed', new Error(`the shadow of ${this.options.peer}'s connections could not be started again (a next takeover will close them): ${(err as Error).message}`));
+    }
   }
 
   /**
@@ -176,8 +205,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   /** Stops listening and removes the guard prepared ahead (resolves once nft removed it). */
   async close(): Promise<void> {
     this.options.heartbeat.off('event', this.onEvent);
+    this.closed = true;
     this.watch?.close();
-    this.options.continue?.shadow.close();
+    this.shadow?.close();
     for (const r of this.relays.splice(0)) r.close('the agent stopped');
     const guard = this.guard;
     this.guard = undefined;
@@ -186,6 +216,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
 
   private async takeOver(down: NodeDown): Promise<void> {
     const startedAt = now();
+    let continueError: string | undefined;
     try {
       await this.options.before?.(down);
       let lease: TakeoverDone['lease'];
@@ -220,16 +251,24 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         }
       }
       const known = this.options.known?.() ?? [];
-      let continueError: string | undefined;
-      if (this.options.continue) {
+      const c = this.options.continue;
+      const shadow = this.shadow;
+      if (c) {
         try {
-          await this.options.continue.promote?.();
+          if (!shadow) throw new Error('no shadow of its connections could be started after the last takeover');
+          try {
+            await c.promote?.();
+          } catch (err) {
+            throw new Error(`the local service was not promoted: ${(err as Error).message}`);
+          }
+          // A relay to an upstream that refuses would end every continued connection a moment later.
+          await upstreamAccepts(c.upstream);
         } catch (err) {
-          continueError = `the local service was not promoted: ${(err as Error).message}`;
-          this.options.continue.shadow.close(); // nothing will be continued: stop following the traffic
+          continueError = (err as Error).message;
+          this.reopenShadow(); // nothing will be continued from this one; a fresh one for the peer's next life
         }
         if (continueError === undefined) {
-          const done = await this.continueHere(this.options.continue, known);
+          const done = await this.continueHere(c, shadow!, known);
           this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
           return;
         }
@@ -247,7 +286,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       );
       this.emit('done', { down, report, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}), ...(continueError ? { continueError } : {}) });
     } catch (err) {
-      this.emit('failed', err as Error);
+      // Why nothing was continued, if that came first, is part of what failed.
+      this.emit('failed', continueError === undefined ? (err as Error) : Object.assign(new Error(`${continueError}; then closing the connections failed: ${(err as Error).message}`), { cause: err }));
     } finally {
       await this.guard?.remove().catch(() => undefined);
       this.guard = undefined;
@@ -255,12 +295,14 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   }
 
   /** Continues what the shadow can prove, resets the rest (and what only the replicated table knew). */
-  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
+  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, shadow: Shadow, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
     const address = this.options.service.address;
     const r = await continueConnections({
       plans: async () => {
-        const plans = await c.shadow.plans(address);
-        c.shadow.close(); // its work is done; following the load would only slow the restores
+        const plans = await shadow.plans(address);
+        // Its work is done (following the load would only slow the restores); a fresh one
+        // follows the peer's connections should it come back.
+        this.reopenShadow();
         return plans;
       },
       address,
@@ -288,6 +330,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         connections: continued.length,
         restoreUs: medianMax(continued.map((x) => x.restoreUs)),
         midReply: continued.filter((x) => x.midReplyBytes > 0).length,
+        goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
       },
     };
@@ -295,6 +338,23 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
 }
 
 const now = () => performance.timeOrigin + performance.now();
+
+/** Resolves once a TCP connection to the upstream is made (and closed); rejects naming it, within 2 s. */
+function upstreamAccepts(upstream: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: upstream.host, port: upstream.port, timeout: 2000 });
+    const fail = (why: string) => {
+      socket.destroy();
+      reject(new Error(`the upstream ${formatEndpoint({ address: upstream.host, port: upstream.port })} does not accept connections (${why})`));
+    };
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('timeout', () => fail('no answer in 2000 ms'));
+    socket.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
+  });
+}
 
 function medianMax(values: number[]): { median: number; max: number } {
   const sorted = [...values].sort((a, b) => a - b);

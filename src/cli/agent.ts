@@ -71,6 +71,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     const continued = d.continued && {
       connections: d.continued.connections,
       midReply: d.continued.midReply,
+      goodbyes: d.continued.goodbyes,
       timings: d.continued.timings,
       restoreUs: d.continued.restoreUs,
       ...(d.continued.tailProvenMs ? { tailProvenMs: d.continued.tailProvenMs } : {}),

@@ -3,6 +3,7 @@
 // leased address is waited out, and a wait that ends in `abandon` touches nothing; then the link
 // is probed, and the address is added only once nobody answers for it.
 import { EventEmitter } from 'node:events';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { PeerTakeover } from '../../src/agent/peer-takeover.js';
 import type { DetectorEvent } from '../../src/monitor/failure-detector.js';
@@ -156,64 +157,79 @@ describe('PeerTakeover', () => {
 
 describe('PeerTakeover with continue', () => {
   const down = { kind: 'node-down' as const, node: 'a', incarnation: 1n, at: 0, lastHeardAt: 0 };
+  const plugin = { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) };
+  /** A local upstream that accepts connections (the promoted service), closed after the test. */
+  async function listening(): Promise<net.Server> {
+    const server = net.createServer((s) => s.destroy());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return server;
+  }
+  const portOf = (s: net.Server) => (s.address() as net.AddressInfo).port;
 
-  it('fences, then promotes, then takes the shadow\'s plans (nothing of the peer\'s touched before)', async () => {
+  it('fences, then promotes, then takes the shadow\'s plans (nothing of the peer\'s touched before); a fresh shadow follows the peer afterwards', async () => {
     const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
     const touched: string[] = [];
     const tracker = new Proxy({}, { get: (_, k) => (touched.push(String(k)), undefined) }) as unknown as FlowTracker;
     const calls: string[] = [];
+    const upstream = await listening();
     const plan = new PeerTakeover({
       heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
       before: async () => void calls.push('fence'),
       continue: {
-        // The plans end the test: what follows needs the address and root.
-        shadow: {
-          plans: async () => {
-            calls.push('plans');
-            throw new Error('stop here');
-          },
-          close: () => void calls.push('shadow closed'),
+        openShadow: () => {
+          calls.push('shadow opened');
+          return {
+            // No plans: what follows (the address on an interface that does not exist) fails and ends the test.
+            plans: async () => (calls.push('plans'), []),
+            close: () => void calls.push('shadow closed'),
+          };
         },
-        upstream: { host: '127.0.0.1', port: 6380 },
-        plugin: { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) },
+        upstream: { host: '127.0.0.1', port: portOf(upstream) },
+        plugin,
         promote: async () => void calls.push('promote'),
       },
     });
-    // No RST guard ahead: this test must not run nft (plan.prepare() is not called).
     const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
     events.emit('event', down);
-    expect((await failed).message).toBe('stop here');
-    expect(calls).toEqual(['fence', 'promote', 'plans']);
+    expect((await failed).message).toMatch(/ENODEV/);
+    expect(calls).toEqual(['shadow opened', 'fence', 'promote', 'plans', 'shadow closed', 'shadow opened']);
     expect(touched).toEqual([]);
     await plan.close();
     expect(calls.at(-1)).toBe('shadow closed');
+    upstream.close();
   });
 
-  it('a promotion that fails continues nothing: the shadow\'s plans are not taken, the close path (closePeers) runs instead', async () => {
-    const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
-    const calls: string[] = [];
-    // closePeers runs on the tracker: a tracker with no flows, on an interface that does not
-    // exist, fails at once: that failure is what shows the close path was taken.
-    const tracker = new Proxy({}, { get: (_, k) => (calls.push(`tracker.${String(k)}`), () => []) }) as unknown as FlowTracker;
-    const plan = new PeerTakeover({
-      heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
-      continue: {
-        shadow: { plans: async () => (calls.push('plans'), []), close: () => undefined },
-        upstream: { host: '127.0.0.1', port: 6380 },
-        plugin: { name: 'test', createTracker: () => { throw new Error('unused'); }, createReplyCounter: () => ({ push: () => [], broken: null }) },
-        promote: async () => {
-          throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1');
+  for (const [name, promote, upstreamPort, error] of [
+    ['a promotion that fails', async () => { throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1'); }, undefined, /the local service was not promoted: promote command/],
+    ['an upstream that refuses connections', async () => undefined, 'closed', /the upstream 127\.0\.0\.1:\d+ does not accept connections \(ECONNREFUSED\)/],
+  ] as const) {
+    it(`${name} continues nothing: the shadow's plans are not taken, the close path (closePeers) runs instead, and a fresh shadow follows the peer`, async () => {
+      const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
+      const calls: string[] = [];
+      // closePeers runs on the tracker: a tracker with no flows, on an interface that does not
+      // exist, fails at once: that failure is what shows the close path was taken.
+      const tracker = new Proxy({}, { get: (_, k) => (calls.push(`tracker.${String(k)}`), () => []) }) as unknown as FlowTracker;
+      const upstream = await listening();
+      const port = portOf(upstream);
+      if (upstreamPort === 'closed') await new Promise((r) => upstream.close(r));
+      const plan = new PeerTakeover({
+        heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
+        continue: {
+          openShadow: () => (calls.push('shadow opened'), { plans: async () => (calls.push('plans'), []), close: () => void calls.push('shadow closed') }),
+          upstream: { host: '127.0.0.1', port },
+          plugin,
+          promote,
         },
-      },
+      });
+      // closePeers fails on the missing interface: the failure carries why nothing was continued.
+      const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
+      events.emit('event', down);
+      expect((await failed).message).toMatch(error);
+      expect(calls).not.toContain('plans');
+      expect(calls.some((c) => c.startsWith('tracker.'))).toBe(true);
+      expect(calls.filter((c) => c === 'shadow opened')).toHaveLength(2);
+      await plan.close();
+      if (upstreamPort !== 'closed') upstream.close();
     });
-    const ended = new Promise<unknown>((resolve) => {
-      plan.once('failed', resolve);
-      plan.once('done', resolve);
-    });
-    events.emit('event', down);
-    await ended;
-    expect(calls).not.toContain('plans');
-    expect(calls.some((c) => c.startsWith('tracker.'))).toBe(true);
-    await plan.close();
-  });
+  }
 });

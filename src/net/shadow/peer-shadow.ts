@@ -278,7 +278,8 @@ export class PeerShadow implements Disposable {
       if (this.options.breakPolicy === 'at-break') {
         for (const c of this.table.shadows()) c.suspect(`the segment stream from the primary broke (${reason}) after capture time ${new Date(this.markMs).toISOString()}`);
       }
-      this.options.onEvent?.({ type: 'broken', reason, lastMarkMs: this.markMs });
+      // Not when this shadow is closed by its owner (a takeover took its plans): not a fault.
+      if (!this.closed) this.options.onEvent?.({ type: 'broken', reason, lastMarkMs: this.markMs });
     } else {
       this.counters.failedDials++;
     }
