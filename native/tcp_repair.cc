@@ -422,6 +422,11 @@ RestoreResult RestoreOne(const RestoreSpec& s) {
       Fail("setsockopt", errno, "TCP_REPAIR_WINDOW");
     // Repair off: the kernel sends a window probe, the peer's answer brings the live window.
     SET_INT(f, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF);
+    // Repair off also clears the socket's reuse (SK_NO_REUSE): once closed, its TIME-WAIT would
+    // keep a service from binding the port on any address of this host for a minute, even with
+    // SO_REUSEADDR (both sides need it), as a trial saw PostgreSQL fail to. A server's own
+    // accepted sockets inherit its listener's SO_REUSEADDR: so do these.
+    SET_INT(f, SOL_SOCKET, SO_REUSEADDR, 1);
     size_t off = sent_part;
     while (off < s.send_queue.size()) {
       ssize_t w = send(f, s.send_queue.data() + off, s.send_queue.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -99,3 +99,10 @@ it('continues the client\'s connection on another host, byte-exact both ways, op
   expect(b.info).toMatchObject({ options: aInfo.options, sndWscale: aInfo.sndWscale, rcvWscale: aInfo.rcvWscale });
   console.log(`restore on b: ${restored.durationUs.toFixed(0)} µs; a's send queue ${state.send.queue.length} bytes (${state.send.unsent} unsent), receive queue ${state.recv.queue.length}; client retransmits ${c.info!.totalRetrans}`);
 }, 60_000);
+
+it('a restored connection, once closed, does not keep a service from listening on its port (SO_REUSEADDR, as a server\'s accepted sockets have)', async () => {
+  // On c: a was silenced by the test above.
+  const child = lab.spawn('c', fileURLToPath(new URL('fixtures/restore-reuse.ts', import.meta.url)), ['--address', lab.host('c').ipv4, '--port', '7101']);
+  const r = await child.waitFor('result', 20_000);
+  expect(r.listen).toBe('ok');
+}, 30_000);
