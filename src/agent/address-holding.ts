@@ -42,6 +42,21 @@ export interface AddressHoldingOptions {
   find?: (address: string) => HostAddress | undefined;
   /** Removes an address (default: rtnetlink RTM_DELADDR, net/address.ts). */
   remove: (ifname: string, address: string, prefixLength: number) => void;
+  /**
+   * Announces an own address again (gratuitous ARP / unsolicited NA) once the peer that had
+   * taken it gave it back: the clients' neighbour caches still send to the peer's MAC until they
+   * expire otherwise (a trial saw ~9 s). Errors are the caller's to report.
+   */
+  announce?: (ifname: string, address: string) => Promise<void>;
+}
+
+/** An own address announced again after a peer gave it back. */
+export interface AddressReclaimed {
+  address: string;
+  /** The peer that had taken it. */
+  from: string;
+  at: number;
+  error?: string;
 }
 
 export interface AddressReleased {
@@ -56,7 +71,7 @@ export interface AddressReleased {
 
 const now = () => performance.timeOrigin + performance.now();
 
-export class AddressHolding extends EventEmitter<{ released: [AddressReleased] }> {
+export class AddressHolding extends EventEmitter<{ released: [AddressReleased]; reclaimed: [AddressReclaimed] }> {
   /** Addresses this node took over: address -> the peer it took it from. */
   private readonly taken = new Map<string, string>();
   /** Own addresses a peer claims as taken: address -> until when this node answers. */
@@ -102,6 +117,18 @@ export class AddressHolding extends EventEmitter<{ released: [AddressReleased] }
   }
 
   private heard(peer: string, claims: AddressClaim[]): void {
+    // An own address this peer claimed as taken and no longer claims: it gave it back.
+    for (const [address, c] of this.contested) {
+      if (c.peer !== peer || claims.some((x) => x.taken && x.address === address)) continue;
+      this.contested.delete(address);
+      const here = this.find(address);
+      if (here && this.options.announce) {
+        void this.options.announce(here.ifname, address).then(
+          () => this.emit('reclaimed', { address, from: peer, at: now() }),
+          (err: Error) => this.emit('reclaimed', { address, from: peer, at: now(), error: err.message }),
+        );
+      }
+    }
     for (const c of claims) {
       const here = this.find(c.address);
       if (c.taken) {

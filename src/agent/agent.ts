@@ -44,8 +44,8 @@ import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
 import { UptimeLog } from './uptime-log.js';
 import { defaultIncarnationFile, nextIncarnation } from './incarnation.js';
-import { AddressHolding, type AddressReleased } from './address-holding.js';
-import { addressEntries, removeAddress, setAddressLifetime } from '../net/address.js';
+import { AddressHolding, type AddressReclaimed, type AddressReleased } from './address-holding.js';
+import { addressEntries, announceAddress, removeAddress, setAddressLifetime } from '../net/address.js';
 import { AddressLeases, PeerLeases, probeLeaseRanOut, type LeaseEvent, type LeaseStatus } from './address-lease.js';
 import { AddressProbe } from '../net/address-probe.js';
 import { MAX_CLAIMS, type AddressClaim } from '../monitor/heartbeat-packet.js';
@@ -106,6 +106,8 @@ export type AgentEvents = {
   'peer-rejected': [HeartbeatRejected & { count: number }];
   /** A taken-over address given back to its live owner, or given up by a fenced node. */
   'address-released': [AddressReleased];
+  /** An own address announced again after the peer that had taken it over gave it back. */
+  'address-reclaimed': [AddressReclaimed];
   /** What an instance monitor saw (for the log): processes started, adopted, exited, and more. */
   instance: [{ instance: string; event: InstanceEvent }];
   /**
@@ -230,8 +232,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       freshMs: this.heartbeat.detector.timeoutMs,
       stateFile: path.join(this.stateDir, 'taken-addresses.json'),
       remove: removeAddress,
+      announce: (ifname, address) => announceAddress(ifname, address, { count: 3 }),
     });
     this.addresses.on('released', (r) => this.emit('address-released', r));
+    this.addresses.on('reclaimed', (r) => this.emit('address-reclaimed', r));
     const lease = config.addressLease;
     if (lease) {
       this.leases = new AddressLeases({ addresses: lease.addresses, seconds: lease.seconds, intervalMs: config.heartbeat.intervalMs, entries: addressEntries, setLifetime: setAddressLifetime });

@@ -49,6 +49,11 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       ? log.error({ address: r.address, to: r.to, err: r.error }, `could not remove ${r.address} (held by ${r.to} too): two hosts answer for it`)
       : log.warn({ address: r.address, to: r.to, why: r.why }, r.why === 'gave-back' ? `${r.to} is alive and holds ${r.address}: given back (removed here)` : `this node was fenced: ${r.address} given up to ${r.to}`),
   );
+  agent.on('address-reclaimed', (r) =>
+    r.error
+      ? log.warn({ address: r.address, from: r.from, err: r.error }, `${r.from} gave ${r.address} back, but announcing it here failed: clients may reach ${r.from} until their neighbour entries expire`)
+      : log.info({ address: r.address, from: r.from }, `${r.from} gave ${r.address} back: announced here again`),
+  );
   agent.on('peer-rejected', (r) => log.warn({ peer: r.peer, reason: r.reason, count: r.count, link: r.link, from: r.from }, `configured peer ${r.peer} is heard only with rejected heartbeats (${r.reason}${r.reason === 'hmac' ? ': the keys differ' : ''})`));
   agent.on('published', (e) => log.info({ event: e }, 'published'));
   // Summaries: a plan may close ten thousand connections (the failures are listed in full); one

@@ -79,6 +79,8 @@ describe('one address, one holder', () => {
     await until('one holder again', async () => ((await holders()).join() === 'a' ? true : undefined), 10_000);
     console.info(`SIGKILL + restart: one holder again ${Date.now() - restartedAt} ms after the restart began (agent start included)`);
     expect(count(b, /given back/)).toBe(1);
+    // a tells the link again (the clients' neighbour entries still pointed at b's MAC).
+    await until('a announced it again', async () => (count(a, /gave .* back: announced here again/) === 1 ? true : undefined), 5000);
 
     // A partition (both directions, ARP too): with quorum.twoNode both act, so b takes the
     // address over while a still holds it; when the partition heals, a keeps it.
@@ -93,5 +95,6 @@ describe('one address, one holder', () => {
     expect(settled).toBeLessThan(10 * INTERVAL + 1000); // a few heartbeats; 1 s of margin for a loaded machine
     expect(count(b, /given back/)).toBe(2);
     expect(count(a, /given back|given up/)).toBe(0);
+    await until('a announced it again', async () => (count(a, /gave .* back: announced here again/) === 2 ? true : undefined), 5000);
   }, 180_000);
 });

@@ -51,6 +51,30 @@ describe('AddressHolding', () => {
     expect(JSON.parse(readFileSync(path.join(dir, 'b.json'), 'utf8'))).toEqual({});
   });
 
+  it('the owner announces its address again once the taker gave it back (the clients\' neighbour caches still point at the taker)', async () => {
+    const announced: string[] = [];
+    const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }] }>();
+    const a = new AddressHolding({
+      takeovers: [], heartbeat: hb, isFenced: () => false, freshMs: 1000,
+      stateFile: path.join(mkdtempSync(path.join(tmpdir(), 'hold-')), 'taken.json'),
+      find: (x) => (x === '10.0.0.100' ? { ifname: 'eth0', prefixLength: 24 } : undefined),
+      remove: () => undefined,
+      announce: async (ifname, address) => void announced.push(`${ifname} ${address}`),
+    });
+    const reclaimed = new Promise((r) => a.once('reclaimed', r));
+    hb.emit('heard', { node: 'b', claims: [{ address: '10.0.0.100', taken: true }] });
+    hb.emit('heard', { node: 'b', claims: [{ address: '10.0.0.100', taken: true }] }); // still taken: nothing
+    expect(announced).toEqual([]);
+    hb.emit('heard', { node: 'c', claims: [] }); // another peer's heartbeat says nothing of it
+    expect(announced).toEqual([]);
+    hb.emit('heard', { node: 'b', claims: [] }); // b gave it back
+    expect(await reclaimed).toEqual({ address: '10.0.0.100', from: 'b', at: expect.any(Number) });
+    expect(announced).toEqual(['eth0 10.0.0.100']);
+    hb.emit('heard', { node: 'b', claims: [] });
+    expect(announced).toHaveLength(1); // once
+    a.close();
+  });
+
   it('a fenced node gives up what a peer took over instead of claiming it', () => {
     const a = node({ have: ['10.0.0.100'], fenced: true });
     a.hear('b', [{ address: '10.0.0.100', taken: true }]);
