@@ -23,7 +23,7 @@ import { parseCloseMethod } from '../net/close-method.js';
 import { formatEndpoint } from '../net/endpoint.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
-import { SegmentStreamSource, type SegmentSourceEvent } from '../net/shadow/segment-stream-source.js';
+import { SegmentStreamSource, type SegmentSourceEvent, type SegmentSourceStats } from '../net/shadow/segment-stream-source.js';
 import { sweepStaleGuards } from '../net/rst-guard.js';
 import { ConnectionReplication, type ReplicationStatus } from './replication/connection-replication.js';
 import type { ServiceScope } from './replication/local-connections.js';
@@ -38,7 +38,7 @@ import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions 
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { continueSetup } from './continue-setup.js';
-import { PeerTakeover, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
+import { PeerTakeover, type ShadowHealth, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
@@ -554,6 +554,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),
       replication: this.replication.status(),
+      shadows: this.takeovers.flatMap((t) => {
+        const health = t.shadowHealth();
+        return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
+      }),
+      ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
       ...(this.apps ? { apps: this.apps.views() } : {}),
       recentEvents: this.recent.slice(-20),
       callouts: this.callouts ? { dropped: this.callouts.dropped } : undefined,
@@ -927,6 +932,10 @@ export interface AgentStatus {
   links: DetectorEvent[];
   /** Connections replicated: each peer's copy held here, who holds this node's, and refusals. */
   replication: ReplicationStatus;
+  /** Each takeover's shadow (with a `continue` section): what it follows, its losses, its stream. */
+  shadows: Array<{ peer: string; address: string; port: number } & ShadowHealth>;
+  /** This node's own connection stream (`connectionStream`): its backups and their lag. */
+  connectionStream?: SegmentSourceStats;
   /** The clustered applications in the store and what runs of them here (config `store`). */
   apps?: AppView[];
   recentEvents: ServiceEvent[];

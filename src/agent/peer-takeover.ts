@@ -22,7 +22,9 @@ import { RstGuard } from '../net/rst-guard.js';
 import { continueConnections, type ContinueReport } from '../net/shadow/continue-connections.js';
 import type { Relay } from '../net/shadow/connection-relay.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
+import type { PeerShadowStats } from '../net/shadow/peer-shadow.js';
 import type { ShadowCapture } from '../net/shadow/shadow-capture.js';
+import type { ShadowStats } from '../net/shadow/shadow-table.js';
 import type { LeaseHeld, LeaseProbeOutcome, LeaseProbeRequest, LeaseVerdict, PeerLeases } from './address-lease.js';
 
 export interface PeerTakeoverOptions {
@@ -75,8 +77,11 @@ export interface PeerTakeoverOptions {
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
 
+/** What a shadow says of itself (ShadowCapture's stats; a PeerShadow adds its stream's). */
+export type ShadowHealth = ShadowStats & { captureDrops: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
+
 /** What a takeover needs of a shadow (ShadowCapture, PeerShadow). */
-export type Shadow = Pick<ShadowCapture, 'plans' | 'close'>;
+export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> & { stats(): ShadowHealth };
 
 /** The takeover waits out the peer's lease on the address (until: ms since the epoch). */
 export interface TakeoverWaiting {
@@ -194,6 +199,20 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   /** True while a takeover runs (from the node-down to the guard's removal). */
   get busy(): boolean {
     return this.running !== undefined;
+  }
+
+  /** The peer this plan takes over from, and its service endpoint. */
+  get peer(): string {
+    return this.options.peer;
+  }
+
+  get service(): { address: string; port: number } {
+    return this.options.service;
+  }
+
+  /** With `continue`: the shadow's own account (connections followed, losses, its stream), or undefined. */
+  shadowHealth(): ShadowHealth | undefined {
+    return this.shadow?.stats();
   }
 
   /** Resolves when no takeover is running (the agent's stop lets a running one finish). */

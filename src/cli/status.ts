@@ -54,6 +54,22 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   if (r.subscribers.length > 0) {
     out.push(table([['COPY HELD BY', 'CONNECTIONS SENT', 'PENDING', 'BYTES'], ...r.subscribers.map((x) => [x.node, String(x.known), x.syncing ? `${x.pending} (syncing)` : String(x.pending), String(x.bytes)])]), '');
   }
+  // Continue: each takeover's shadow (a mirror's capture or the peer's stream) and, on a primary,
+  // the backups following this node's own stream: their health before a failure needs it.
+  if (s.shadows.length > 0) {
+    const source = (x: AgentStatus['shadows'][number]) =>
+      x.connected === undefined
+        ? 'mirror'
+        : x.connected
+          ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}`
+          : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}`;
+    out.push(table([['SHADOW OF PEER', 'SERVICE', 'SOURCE', 'CONNECTIONS', 'LOST FRAMES'], ...s.shadows.map((x) => [x.peer, `${x.address}:${x.port}`, source(x), String(x.connections), String(x.captureLosses)])]), '');
+  }
+  const cs = s.connectionStream;
+  if (cs) {
+    const rows = cs.subscriptions.map((x) => [x.backup, x.remote, x.live ? 'yes' : 'not yet', `${Math.round(x.lagMs)} ms`, String(x.unackedBytes)]);
+    out.push(cs.subscriptions.length > 0 ? table([['STREAM FOLLOWED BY', 'FROM', 'LIVE', 'LAG', 'UNACKED BYTES'], ...rows]) : 'connection stream: no backup follows it', '');
+  }
   const refused = Object.entries(r.rejected).filter(([, n]) => n > 0);
   if (refused.length > 0) out.push(`replication datagrams refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}`, '');
   out.push(table([['INSTANCE', 'STATE', 'PID', 'SINCE', 'FAILURES', 'LAST EXIT'], ...s.instances.map(instanceRow)]), '');

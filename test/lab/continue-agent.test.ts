@@ -122,6 +122,8 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     // What an operator sees: the shadow named at start, the continued connections in status.
     expect(log().some((e) => String(e.msg).startsWith(`shadowing a's connections to ${vip}:${master.port} from its mirror ${ifname}`))).toBe(true);
     const status = await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    // A fresh shadow follows a again (it may come back and serve): the mirror's, empty for now.
+    expect(status.stdout).toMatch(new RegExp(`SHADOW OF PEER[^\\n]*\\na +${vip.replaceAll('.', '\\.')}:${master.port} +mirror +0 +0`));
     expect(status.stdout).toMatch(new RegExp(`took over ${vip.replaceAll('.', '\\.')}:${master.port} .*: ok, ${taken.continued.connections} connection\\(s\\) continued here, 0 connection\\(s\\) closed, address added here`));
   } finally {
     await replica.stop();

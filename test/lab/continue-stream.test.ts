@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import type { LabEvent, NodeChild } from '../../src/lab/node-child.js';
-import { startCli } from '../cli-process.js';
+import { runCli, startCli } from '../cli-process.js';
 import { agentsLab } from './agents-lab.js';
 import { startRedis } from './redis.js';
 import { until } from './replication-cluster.js';
@@ -62,6 +62,11 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     await clients.waitFor('ready');
     await op(clients, { cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'counter' });
     await new Promise((r) => setTimeout(r, 500));
+    // What an operator sees before a failure: the shadow and its stream on b, its follower on a.
+    const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
+    expect(bStatus).toMatch(new RegExp(`a +${vip.replaceAll('.', '\\.')}:${master.port} +stream up, last mark \\d+ ms ago +${BUSY + IDLE} +0`));
+    const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
+    expect(aStatus).toMatch(/STREAM FOLLOWED BY[^\n]*\nb +[\d.:]+ +yes +\d+ ms/);
 
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log(1).find((e) => e.msg === 'peer taken over'), 10_000);

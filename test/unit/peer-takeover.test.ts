@@ -165,6 +165,7 @@ describe('PeerTakeover with continue', () => {
     return server;
   }
   const portOf = (s: net.Server) => (s.address() as net.AddressInfo).port;
+  const stats = () => ({ connections: 0, refused: 0, unknownSegments: 0, captureLosses: 0, captureDrops: 0 });
 
   it('fences, then promotes, then takes the shadow\'s plans (nothing of the peer\'s touched before); a fresh shadow follows the peer afterwards', async () => {
     const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
@@ -182,6 +183,7 @@ describe('PeerTakeover with continue', () => {
             // No plans: what follows (the address on an interface that does not exist) fails and ends the test.
             plans: async () => (calls.push('plans'), []),
             close: () => void calls.push('shadow closed'),
+            stats,
           };
         },
         upstream: { host: '127.0.0.1', port: portOf(upstream) },
@@ -215,7 +217,7 @@ describe('PeerTakeover with continue', () => {
       const plan = new PeerTakeover({
         heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
         continue: {
-          openShadow: () => (calls.push('shadow opened'), { plans: async () => (calls.push('plans'), []), close: () => void calls.push('shadow closed') }),
+          openShadow: () => (calls.push('shadow opened'), { plans: async () => (calls.push('plans'), []), close: () => void calls.push('shadow closed'), stats }),
           upstream: { host: '127.0.0.1', port },
           plugin,
           promote,
