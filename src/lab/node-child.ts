@@ -23,6 +23,8 @@ export class NodeChild {
     });
   }
 
+  private nextReqId = 1;
+
   get pid(): number {
     return this.process.pid!;
   }
@@ -30,6 +32,19 @@ export class NodeChild {
   /** Sends one command object as a JSON line. */
   send(command: Record<string, unknown>): void {
     this.process.stdin!.write(`${JSON.stringify(command)}\n`);
+  }
+
+  /**
+   * One request to a fixture that answers with onRequests (src/lab/fixtures/args.ts): sends
+   * `command` with a fresh reqId and resolves with its result's value; throws the fixture's
+   * error message (`COMMAND: message`), or waitFor's after timeoutMs.
+   */
+  async request(command: Record<string, unknown>, timeoutMs = 15_000): Promise<any> {
+    const reqId = this.nextReqId++;
+    this.send({ ...command, reqId });
+    const r = await this.waitFor('result', timeoutMs, (e) => e.reqId === reqId);
+    if (!r.ok) throw new Error(`${String(command.cmd)}: ${String(r.message)}`);
+    return r.value;
   }
 
   /** Waits for the first event (already seen or future) named `name` that matches. */

@@ -1,12 +1,12 @@
 // For lab tests that run `takeover agent` as processes: the lab, a scratch directory and the
 // agents' processes of one test, all removed after it, even when it fails; host a's service
 // address (the one a peer takes over) and each host's heartbeat links.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
-import type { startCli } from '../cli-process.js';
+import { startCli } from '../cli-process.js';
 
 type CliProcess = ReturnType<typeof startCli>;
 const made: Array<{ lab: Lab; dir: string; agents: CliProcess[] }> = [];
@@ -45,4 +45,35 @@ export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefi
     return [{ id: 0, address: h.ipv4, port: 7400 }, ...(h.failsafe ? [{ id: 1, address: h.failsafe.ipv4, port: 7400 }] : [])];
   };
   return { ...m, vip, links };
+}
+
+/**
+ * The continue tests' pair (issue 12): `takeover agent` processes on a (the primary) and b, b's
+ * takeover of a's service port on the service address with `continue` as given, two nodes
+ * without fencing (quorum.twoNode: the silenced a is what fencing would make it). `aExtra` goes
+ * into a's config (e.g. its connectionStream). Returns each agent's log as parsed JSON lines.
+ */
+export function startContinueAgents(
+  m: AgentsLab,
+  port: number,
+  continueSection: Record<string, unknown>,
+  aExtra: Record<string, unknown> = {},
+): { log: (node: 'a' | 'b') => Array<Record<string, any>> } {
+  const { lab, dir, agents, vip, links } = m;
+  const started = new Map<'a' | 'b', CliProcess>();
+  for (const n of ['a', 'b'] as const) {
+    const takeover = { address: vip, port, interface: 'eth0', prefixLength: 24, continue: continueSection };
+    const config = {
+      cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
+      heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
+      peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover }],
+      quorum: { twoNode: true },
+      ...(n === 'a' ? aExtra : {}),
+    };
+    writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
+    const agent = startCli(['agent', '--config', path.join(dir, `${n}.json`)], { netns: lab.host(n).ns });
+    agents.push(agent);
+    started.set(n, agent);
+  }
+  return { log: (node) => started.get(node)!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>) };
 }

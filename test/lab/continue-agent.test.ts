@@ -7,13 +7,11 @@
 // client connections at once; the clients see no error, no end, no reconnect, and each key's
 // value on b is the last reply its client got. Without output commit one INCR in flight per busy
 // connection may be applied twice or lost (docs/CONTINUE.md): counted, bounded by one each.
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import type { LabEvent, NodeChild } from '../../src/lab/node-child.js';
-import { runCli, startCli } from '../cli-process.js';
-import { agentsLab } from './agents-lab.js';
+import { runCli } from '../cli-process.js';
+import { agentsLab, startContinueAgents } from './agents-lab.js';
 import { startRedis } from './redis.js';
 import { until } from './replication-cluster.js';
 
@@ -27,49 +25,29 @@ const BULK_BYTES = 1 << 20;
 /** Busy connections (INCR back to back) and idle ones (one INCR, then one after the takeover): 1,000 in all. */
 const CONNECTIONS = 8;
 const IDLE = 992;
-let nextReq = 1;
 
-async function op(child: NodeChild, cmd: Record<string, unknown>): Promise<any> {
-  const reqId = nextReq++;
-  child.send({ ...cmd, reqId });
-  const r: LabEvent = await child.waitFor('result', 15_000, (e) => e.reqId === reqId);
-  if (!r.ok) throw new Error(`${String(cmd.cmd)}: ${String(r.message)}`);
-  return r.value;
-}
 
 interface ConnReport { key: string; replies: number; values: number[]; maxWaitMs: number; errors: string[]; ended: boolean; closed: boolean }
 
 it('the backup\'s agent continues a silently dead Redis primary\'s connections on its promoted replica', async () => {
-  const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-agent-');
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-agent-');
+  const { lab, dir, vip } = m;
   // Room for the 1,000 clients, the replica's link and the promote command (Redis' default is 10,000; the harness's 1,000).
   const master = await startRedis(lab, 'a', { maxClients: 1100 });
   const replica = await startRedis(lab, 'b', { maxClients: 1100, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
   try {
     await replica.waitReplicaUp();
     const { ifname } = await lab.mirrorPort('a', 'b');
-    for (const n of ['a', 'b']) {
-      const takeover = {
-        address: vip, port: master.port, interface: 'eth0', prefixLength: 24,
-        continue: { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] },
-      };
-      const config = {
-        cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
-        heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
-        peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover }],
-        quorum: { twoNode: true }, // two agents, no fencing: the silenced a is what fencing would make it
-      };
-      writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
-      agents.push(startCli(['agent', '--config', path.join(dir, `${n}.json`)], { netns: lab.host(n).ns }));
-    }
-    const log = () => agents[1]!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>);
+    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] });
+    const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
     // The shadow starts with b's agent: connections opened after it are the ones it can continue.
     await new Promise((r) => setTimeout(r, 500));
     const clients = lab.spawn('c', clientFixture);
     const bulk = lab.spawn('c', bulkFixture);
     await Promise.all([clients.waitFor('ready'), bulk.waitFor('ready')]);
-    await op(clients, { cmd: 'start', address: vip, port: master.port, connections: CONNECTIONS, idle: IDLE - 1, prefix: 'counter' });
-    await op(bulk, { cmd: 'start', address: vip, port: master.port, key: 'big', bytes: BULK_BYTES });
+    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: CONNECTIONS, idle: IDLE - 1, prefix: 'counter' });
+    await bulk.request({ cmd: 'start', address: vip, port: master.port, key: 'big', bytes: BULK_BYTES });
     const bounded = USER_TIMEOUTS.map((ms) => lab.spawnCommand('c', 'python3', [userTimeoutClient, vip, String(master.port), `bounded:${ms}`, String(ms), '2.5']));
     await Promise.all(bounded.map((b) => b.waitFor('connected')));
     await new Promise((r) => setTimeout(r, 500));
@@ -78,10 +56,10 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     await new Promise((r) => setTimeout(r, 500));
-    const poked = await op(clients, { cmd: 'poke' });
-    const after = (await op(clients, { cmd: 'stop' })) as ConnReport[];
+    const poked = await clients.request({ cmd: 'poke' });
+    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
     const boundedDone = (await Promise.all(bounded.map((b) => b.waitFor('done', 10_000)))) as unknown as Array<{ replies: number; error: string | null; longestWaitMs: number }>;
-    const read = (await op(bulk, { cmd: 'stop' })) as { replies: number; mismatches: number; errors: string[]; ended: boolean; closed: boolean; samples: Array<[number, number]> };
+    const read = (await bulk.request({ cmd: 'stop' })) as { replies: number; mismatches: number; errors: string[]; ended: boolean; closed: boolean; samples: Array<[number, number]> };
     const down = log().find((e) => e.msg === 'node-down')?.detector as { at: number; lastHeardAt: number } | undefined;
     console.log(`continue via the agent: ${JSON.stringify(taken.continued)}; detection ${down ? Math.round(down.at - down.lastHeardAt) : '?'} ms; takeover ${taken.ms} ms; longest client wait ${Math.max(...after.map((c) => c.maxWaitMs)).toFixed(0)} ms`);
     expect(taken.continueError).toBeUndefined();

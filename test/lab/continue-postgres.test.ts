@@ -4,29 +4,18 @@
 // silently; the idle session and the one between transactions go on against the promoted
 // replica with their session state (a SET, a named prepared statement); the one inside a
 // transaction gets a clean FATAL 57P01 (its work is gone with a), not a RST.
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { run } from '../../src/lab/exec.js';
-import type { LabEvent, NodeChild } from '../../src/lab/node-child.js';
-import { startCli } from '../cli-process.js';
-import { agentsLab } from './agents-lab.js';
+import { agentsLab, startContinueAgents } from './agents-lab.js';
 import { startPostgres, startPostgresReplica } from './postgres.js';
 import { until } from './replication-cluster.js';
 
 const fixture = fileURLToPath(new URL('fixtures/pg-sessions.ts', import.meta.url));
-let nextReq = 1;
-async function op(child: NodeChild, cmd: Record<string, unknown>): Promise<any> {
-  const reqId = nextReq++;
-  child.send({ ...cmd, reqId });
-  const r: LabEvent = await child.waitFor('result', 20_000, (e) => e.reqId === reqId);
-  if (!r.ok) throw new Error(`${String(cmd.cmd)}: ${String(r.message)}`);
-  return r.value;
-}
 
 it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming replica; one inside a transaction gets 57P01', async () => {
-  const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-pg-');
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-pg-');
+  const { lab, vip } = m;
   const primary = await startPostgres(lab, 'a');
   const psql = (host: string, port: number, sql: string) => run('ip', ['netns', 'exec', lab.host(host).ns, 'psql', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-At', '-c', sql]);
   await psql('a', primary.port, 'CREATE TABLE t (v int)');
@@ -34,26 +23,13 @@ it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming 
   try {
     await until('the replica streaming', async () => ((await psql('a', primary.port, 'SELECT count(*) FROM pg_stat_replication')).stdout.trim() === '1' ? true : undefined), 20_000);
     const { ifname } = await lab.mirrorPort('a', 'b');
-    for (const n of ['a', 'b']) {
-      const takeover = {
-        address: vip, port: primary.port, interface: 'eth0', prefixLength: 24,
-        continue: { protocol: 'postgres', mirror: ifname, upstream: { port: replica.port }, promote: replica.promoteCommand, promoteTimeoutMs: 15_000 },
-      };
-      const config = {
-        cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
-        heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
-        peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover }],
-        quorum: { twoNode: true },
-      };
-      writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
-      agents.push(startCli(['agent', '--config', path.join(dir, `${n}.json`)], { netns: lab.host(n).ns }));
-    }
-    const log = () => agents[1]!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>);
+    const { log: logOf } = startContinueAgents(m, primary.port, { protocol: 'postgres', mirror: ifname, upstream: { port: replica.port }, promote: replica.promoteCommand, promoteTimeoutMs: 15_000 });
+    const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
     await new Promise((r) => setTimeout(r, 300));
     const clients = lab.spawn('c', fixture);
     await clients.waitFor('ready');
-    const ports = await op(clients, { cmd: 'open', host: vip, port: primary.port });
+    const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port });
     // The committed row reaches the replica before a dies (the test is about sessions, not commit durability).
     await until('the commit on the replica', async () => ((await psql('b', replica.port, 'SELECT count(*) FROM t')).stdout.trim() === '1' ? true : undefined), 10_000);
 
@@ -62,7 +38,7 @@ it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming 
     console.log(`continue postgres: ${JSON.stringify(taken.continued)}; continueError ${taken.continueError ?? 'none'}`);
     expect(taken.continueError).toBeUndefined();
     expect(taken.continued).toMatchObject({ connections: 3, goodbyes: 1, reset: 0 }); // the session inside a transaction got its goodbye
-    const after = await op(clients, { cmd: 'after' });
+    const after = await clients.request({ cmd: 'after' });
     console.log(`continue postgres: sessions after ${JSON.stringify(after)} (ports ${JSON.stringify(ports)})`);
     expect(after.got).toEqual({ idle: { workMem: '7MB', n: 42 }, between: { workMem: '7MB', n: 42 } });
     // node-postgres reports a FATAL 57P01 then the end, as for pg_terminate_backend on a live server.

@@ -7,13 +7,11 @@
 // wire (what a captured in its last milliseconds never reached b), so each restored connection
 // is proven by its client first (the tail proof): the idle ones all go on; a busy one whose last
 // reply b never saw is reset exactly, with the reason. Nothing hangs, nothing is answered wrong.
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import type { LabEvent, NodeChild } from '../../src/lab/node-child.js';
-import { runCli, startCli } from '../cli-process.js';
-import { agentsLab } from './agents-lab.js';
+import { runCli } from '../cli-process.js';
+import { agentsLab, startContinueAgents } from './agents-lab.js';
 import { startRedis } from './redis.js';
 import { until } from './replication-cluster.js';
 
@@ -21,46 +19,25 @@ const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', i
 const BUSY = 8;
 const IDLE = 200;
 const STREAM_PORT = 7402;
-let nextReq = 1;
 
-async function op(child: NodeChild, cmd: Record<string, unknown>): Promise<any> {
-  const reqId = nextReq++;
-  child.send({ ...cmd, reqId });
-  const r: LabEvent = await child.waitFor('result', 15_000, (e) => e.reqId === reqId);
-  if (!r.ok) throw new Error(`${String(cmd.cmd)}: ${String(r.message)}`);
-  return r.value;
-}
 
 interface ConnReport { key: string; sent: number; replies: number; values: number[]; errors: string[]; ended: boolean; closed: boolean }
 
 it('the backup continues a silently dead Redis primary\'s connections from the primary agent\'s own stream, proving each one\'s tail', async () => {
-  const { lab, dir, agents, vip, links } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-stream-');
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-stream-');
+  const { lab, dir, vip } = m;
   const master = await startRedis(lab, 'a', { maxClients: 400 });
   const replica = await startRedis(lab, 'b', { maxClients: 400, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
   try {
     await replica.waitReplicaUp();
     const aAddress = lab.host('a').ipv4;
-    for (const n of ['a', 'b']) {
-      const takeover = {
-        address: vip, port: master.port, interface: 'eth0', prefixLength: 24,
-        continue: { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] },
-      };
-      const config = {
-        cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
-        heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
-        peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover }],
-        ...(n === 'a' ? { connectionStream: { address: aAddress, port: STREAM_PORT } } : {}),
-        quorum: { twoNode: true }, // two agents, no fencing: the silenced a is what fencing would make it
-      };
-      writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
-      agents.push(startCli(['agent', '--config', path.join(dir, `${n}.json`)], { netns: lab.host(n).ns }));
-    }
-    const log = (i: number) => agents[i]!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>);
+    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
+    const log = (i: number) => logOf(i === 0 ? 'a' : 'b');
     await until('b follows a\'s stream', async () => (log(1).some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
     expect(log(0).some((e) => e.msg === 'b follows this node\'s connections (connection stream)')).toBe(true);
     const clients = lab.spawn('c', clientFixture);
     await clients.waitFor('ready');
-    await op(clients, { cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'counter' });
+    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'counter' });
     await new Promise((r) => setTimeout(r, 500));
     // What an operator sees before a failure: the shadow and its stream on b, its follower on a.
     const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
@@ -71,8 +48,8 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log(1).find((e) => e.msg === 'peer taken over'), 10_000);
     await new Promise((r) => setTimeout(r, 500));
-    const poked = await op(clients, { cmd: 'poke' });
-    const after = (await op(clients, { cmd: 'stop' })) as ConnReport[];
+    const poked = await clients.request({ cmd: 'poke' });
+    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
     console.log(`continue from the stream: ${JSON.stringify(taken.continued)}`);
     expect(taken.continueError).toBeUndefined();
     // Every idle connection was quiet long before the death: its copy is whole, and it goes on.

@@ -9,19 +9,10 @@
 //   retransmit it): reset once the wait runs out;
 // - inflight: an INCR sent after a went silent (unacknowledged, so retransmitted): continued.
 import { expect, it } from 'vitest';
-import type { LabEvent, NodeChild } from '../../src/lab/node-child.js';
 import { agentsLab } from './agents-lab.js';
 import { startRedis } from './redis.js';
 
 const fixture = (name: string) => new URL(`fixtures/${name}`, import.meta.url).pathname;
-let nextReq = 1;
-async function op(child: NodeChild, cmd: Record<string, unknown>, timeoutMs = 15_000): Promise<any> {
-  const reqId = nextReq++;
-  child.send({ ...cmd, reqId });
-  const r: LabEvent = await child.waitFor('result', timeoutMs, (e) => e.reqId === reqId);
-  if (!r.ok) throw new Error(`${String(cmd.cmd)}: ${String(r.message)}`);
-  return r.value;
-}
 
 const N = 4;
 const WAIT_MS = 2000;
@@ -40,25 +31,25 @@ it.each([
   const backup = lab.spawn('b', fixture('tail-backup.ts'));
   const clients = lab.spawn('c', fixture('resp-groups.ts'));
   await Promise.all([backup.waitFor('ready'), clients.waitFor('ready')]);
-  await op(backup, { cmd: 'start', mirror: ifname, address: vip, port: master.port });
+  await backup.request({ cmd: 'start', mirror: ifname, address: vip, port: master.port });
 
   const ports: Record<string, number[]> = {};
   for (const group of ['quiet', 'late', 'blocked', 'inflight']) {
-    ports[group] = (await op(clients, { cmd: 'open', address: vip, port: master.port, group, count: N })).ports;
-    await op(clients, { cmd: 'send', group, words: ['INCR', 'k'] });
-    await op(clients, { cmd: 'wait', group, replies: 2, timeoutMs: 5000 });
+    ports[group] = (await clients.request({ cmd: 'open', address: vip, port: master.port, group, count: N })).ports;
+    await clients.request({ cmd: 'send', group, words: ['INCR', 'k'] });
+    await clients.request({ cmd: 'wait', group, replies: 2, timeoutMs: 5000 });
   }
-  await op(backup, { cmd: 'cut', loss: 'loss' in how });
-  await op(clients, { cmd: 'send', group: 'late', words: ['INCR', 'k'] });
-  await op(clients, { cmd: 'wait', group: 'late', replies: 3, timeoutMs: 5000 });
-  await op(clients, { cmd: 'send', group: 'blocked', words: ['BLPOP', 'nothing', '0'] });
+  await backup.request({ cmd: 'cut', loss: 'loss' in how });
+  await clients.request({ cmd: 'send', group: 'late', words: ['INCR', 'k'] });
+  await clients.request({ cmd: 'wait', group: 'late', replies: 3, timeoutMs: 5000 });
+  await clients.request({ cmd: 'send', group: 'blocked', words: ['BLPOP', 'nothing', '0'] });
   // a's delayed ACK of the BLPOP (40 ms at most on Linux) must have left before it dies.
   await new Promise((r) => setTimeout(r, 300));
   await lab.killSilently('a');
-  await op(clients, { cmd: 'send', group: 'inflight', words: ['INCR', 'k'] });
+  await clients.request({ cmd: 'send', group: 'inflight', words: ['INCR', 'k'] });
   await replica.cli(['REPLICAOF', 'NO', 'ONE']);
 
-  const report = await op(backup, { cmd: 'continue', interface: 'eth0', prefixLength: 24, upstreamPort: replica.port, waitMs: WAIT_MS, proveTail: 'proveTail' in how }, 30_000);
+  const report = await backup.request({ cmd: 'continue', interface: 'eth0', prefixLength: 24, upstreamPort: replica.port, waitMs: WAIT_MS, proveTail: 'proveTail' in how }, 30_000);
   const continued = new Set<number>(report.continued.map((c: { client: number }) => c.client));
   const resetBy = new Map<number, { reason: string; outcome: string; seqSource: string }>(report.reset.map((r: any) => [r.client, r]));
   expect([...continued].sort()).toEqual([...ports.quiet!, ...ports.inflight!].sort());
@@ -71,11 +62,11 @@ it.each([
 
   // The continued clients go on (b answers: the key was 1 per connection... one INCR each before
   // the cut, replicated; inflight's INCR was never applied by a); the reset ones saw ECONNRESET.
-  await op(clients, { cmd: 'wait', group: 'inflight', replies: 3, timeoutMs: 5000 });
-  await op(clients, { cmd: 'send', group: 'quiet', words: ['PING'] });
-  await op(clients, { cmd: 'wait', group: 'quiet', replies: 3, timeoutMs: 5000 });
+  await clients.request({ cmd: 'wait', group: 'inflight', replies: 3, timeoutMs: 5000 });
+  await clients.request({ cmd: 'send', group: 'quiet', words: ['PING'] });
+  await clients.request({ cmd: 'wait', group: 'quiet', replies: 3, timeoutMs: 5000 });
   await new Promise((r) => setTimeout(r, 200));
-  const seen = await op(clients, { cmd: 'report' });
+  const seen = await clients.request({ cmd: 'report' });
   for (const c of seen.quiet) expect(c).toMatchObject({ replies: ['+OK', expect.stringMatching(/^:\d+$/), '+PONG'], errors: [], closed: false });
   for (const c of seen.inflight) expect(c).toMatchObject({ errors: [], closed: false });
   for (const c of seen.inflight) expect(c.replies).toHaveLength(3);
