@@ -20,7 +20,7 @@ import { PersistentReservations } from '../scsi/reservations.js';
 import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/transport.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod } from '../net/close-method.js';
-import { formatEndpoint } from '../net/endpoint.js';
+import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
 import { SegmentStreamSource, type SegmentSourceEvent, type SegmentSourceStats } from '../net/shadow/segment-stream-source.js';
@@ -38,6 +38,10 @@ import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions 
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { continueSetup } from './continue-setup.js';
+import { redisCatchUp } from './redis-catch-up.js';
+import { SwitchoverError, type SwitchoverReport } from './switchover-backup.js';
+import { servePrimarySwitchover, type PrimarySwitchoverEvent } from './switchover-primary.js';
+import { isSwitchoverFrameStart } from '../net/switchover-wire.js';
 import { PeerTakeover, type ShadowHealth, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
@@ -71,6 +75,12 @@ export type AgentEvents = {
   plan: [PlanDone];
   takeover: [TakeoverDone];
   'takeover-failed': [Error];
+  /** Planned switchover, this node taking a peer's service: started, done (with its numbers), failed. */
+  'switchover-started': [{ peer: string; address: string; port: number }];
+  switchover: [SwitchoverReport & { peer: string }];
+  'switchover-failed': [{ address: string; error: string; phase?: string }];
+  /** Planned switchover, this node giving its service to a peer: what happened. */
+  'switchover-primary': [PrimarySwitchoverEvent];
   /** A takeover waits out the peer's address lease before it adds the address. */
   'takeover-waiting': [TakeoverWaiting];
   /** A takeover ended without taking anything over: the peer holds the address (alive) or left. */
@@ -153,6 +163,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly trackers: FlowTracker[] = [];
   /** This node's connections streamed to the peers that continue them (config connectionStream). */
   private connectionStream: SegmentStreamSource | undefined;
+  /** The last planned switchover this node took (status). */
+  private lastSwitchover: (SwitchoverReport & { peer: string; at: string }) | undefined;
   private readonly control: ControlServer;
   private callouts: CalloutRunner | undefined;
   private uptime: UptimeLog | undefined;
@@ -322,7 +334,17 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.sweepGuards();
       const stream = this.config.connectionStream;
       if (stream) {
-        this.connectionStream = new SegmentStreamSource({ node: this.config.node, key: this.key, listen: { host: stream.address, port: stream.port }, onEvent: (e) => this.emit('connection-stream', e) });
+        this.connectionStream = new SegmentStreamSource({
+          node: this.config.node, key: this.key, listen: { host: stream.address, port: stream.port }, onEvent: (e) => this.emit('connection-stream', e),
+          // The same listener takes a backup's planned switchover (agent/switchover-primary.ts).
+          other: {
+            claims: isSwitchoverFrameStart,
+            serve: (socket, first) => {
+              const peers = new Set(this.config.peers.map((p) => p.node));
+              void servePrimarySwitchover(socket, first, { node: this.config.node, key: this.key, peers }).then((e) => e && this.emit('switchover-primary', e));
+            },
+          },
+        });
         await this.connectionStream.ready();
       }
       for (const p of this.config.peers) {
@@ -838,6 +860,51 @@ export class Agent extends EventEmitter<AgentEvents> {
     return { incarnation: this.lastIncarnation, timestamp: new Date(at).toISOString(), reason };
   }
 
+  // ---- planned switchover ----
+
+  /**
+   * `takeover switchover`: this node takes a peer's service over while the peer lives, with its
+   * connections (agent/switchover-backup.ts). Resolves with the report, or `{ error }` (nothing
+   * moved, the peer serves on, unless the error says otherwise); logged either way.
+   */
+  private async switchover(req: Extract<ControlRequest, { cmd: 'switchover' }>): Promise<SwitchoverReport | { error: string; phase?: string }> {
+    const fail = (error: string, phase?: string) => {
+      this.emit('switchover-failed', { address: req.address, error, ...(phase ? { phase } : {}) });
+      return { error, ...(phase ? { phase } : {}) };
+    };
+    if (req.to !== this.config.node) return fail(`--to ${req.to}: run the switchover on ${req.to}'s agent (the node that takes the service over drives it); this is ${this.config.node}`);
+    const address = canonicalAddress(req.address);
+    const matches = this.config.peers.flatMap((p) => p.takeover.filter((t) => canonicalAddress(t.address) === address && (req.port === undefined || t.port === req.port)).map((t) => ({ peer: p.node, t })));
+    if (matches.length === 0) return fail(`no takeover here is for ${req.address}${req.port ? `:${req.port}` : ''}`);
+    if (matches.length > 1) return fail(`${req.address} has takeovers on several ports here (${matches.map((m) => m.t.port).join(', ')}): name the port (ADDRESS:PORT)`);
+    const { peer, t } = matches[0]!;
+    const c = t.continue;
+    if (!c) return fail(`the takeover of ${peer}'s ${address}:${t.port} has no continue section: nothing here follows its connections`);
+    if (!c.stream) return fail(`the takeover of ${peer}'s ${address}:${t.port} follows a mirror: a switchover talks to ${peer}'s agent over its connection stream (continue.stream)`);
+    if (c.protocol !== 'resp') return fail(`a switchover of protocol ${c.protocol} is not supported yet: only resp has a catch-up check (the replica's offset against the primary's)`);
+    const plan = this.takeovers.find((p) => p.peer === peer && canonicalAddress(p.service.address) === address && p.service.port === t.port);
+    if (!plan) return fail(`the takeover of ${peer}'s ${address}:${t.port} is not running`);
+    this.emit('switchover-started', { peer, address, port: t.port });
+    try {
+      const report = await plan.switchover({
+        node: this.config.node,
+        key: this.key,
+        primary: c.stream,
+        catchUp: async () => {
+          const u = await redisCatchUp(c.upstream);
+          return `replica offset ${u.replicaOffset} reached the primary's ${u.primaryOffset}`;
+        },
+        ...(req.quietWaitMs !== undefined ? { quietWaitMs: req.quietWaitMs } : {}),
+      });
+      this.addresses.tookOver(peer, t.address);
+      this.lastSwitchover = { ...report, peer, at: new Date().toISOString() };
+      this.emit('switchover', { ...report, peer });
+      return report;
+    } catch (err) {
+      return fail((err as Error).message, err instanceof SwitchoverError ? err.phase : undefined);
+    }
+  }
+
   // ---- control socket ----
 
   private async onControl(req: ControlRequest, reply: (msg: unknown) => void, onClose: (fn: () => void) => void): Promise<'done' | 'stream'> {
@@ -851,6 +918,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     if (req.cmd === 'instance') {
       reply(await this.cleanup(req.name, req.waitMs !== undefined ? { waitMs: req.waitMs } : {}));
+      return 'done';
+    }
+    if (req.cmd === 'switchover') {
+      reply(await this.switchover(req));
       return 'done';
     }
     if (req.cmd === 'flows') {

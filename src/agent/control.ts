@@ -12,7 +12,9 @@ export type ControlRequest =
   | { cmd: 'service'; action: 'stop' | 'start'; name: string; drainMs?: number; waitMs?: number }
   | { cmd: 'instance'; action: 'cleanup'; name: string; waitMs?: number }
   | { cmd: 'events'; follow: boolean }
-  | { cmd: 'flows'; peer: string };
+  | { cmd: 'flows'; peer: string }
+  /** A planned switchover of a peer's service (address, and port when it has several) to node `to` (this one). */
+  | { cmd: 'switchover'; address: string; port?: number; to: string; quietWaitMs?: number };
 
 export type ControlHandler = (req: ControlRequest, reply: (msg: unknown) => void, onClose: (fn: () => void) => void) => Promise<'done' | 'stream'>;
 
@@ -120,6 +122,10 @@ function parseRequest(line: string): ControlRequest {
   }
   if (o.cmd === 'instance' && o.action === 'cleanup' && typeof o.name === 'string') return { cmd: 'instance', action: 'cleanup', name: o.name, ...optionalMs(o, 'waitMs') };
   if (o.cmd === 'flows' && typeof o.peer === 'string') return { cmd: 'flows', peer: o.peer };
+  if (o.cmd === 'switchover' && typeof o.address === 'string' && typeof o.to === 'string') {
+    if (o.port !== undefined && !(Number.isInteger(o.port) && (o.port as number) >= 1 && (o.port as number) <= 65535)) throw new Error('port must be 1-65535');
+    return { cmd: 'switchover', address: o.address, to: o.to, ...(o.port !== undefined ? { port: o.port as number } : {}), ...optionalMs(o, 'quietWaitMs') };
+  }
   throw new Error('unknown request');
 }
 

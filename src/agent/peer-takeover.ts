@@ -25,6 +25,7 @@ import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import type { PeerShadowStats } from '../net/shadow/peer-shadow.js';
 import type { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { ShadowStats } from '../net/shadow/shadow-table.js';
+import { runSwitchover, SwitchoverError, type BackupSwitchoverOptions, type SwitchoverReport } from './switchover-backup.js';
 import type { LeaseHeld, LeaseProbeOutcome, LeaseProbeRequest, LeaseVerdict, PeerLeases } from './address-lease.js';
 
 export interface PeerTakeoverOptions {
@@ -231,6 +232,55 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     const guard = this.guard;
     this.guard = undefined;
     await guard?.remove().catch(() => undefined);
+  }
+
+  /**
+   * A planned switchover of the peer's service to this node (agent/switchover-backup.ts): the
+   * peer's agent hands its connections over exactly, this node promotes its service, takes the
+   * address and continues them. Rejects with a SwitchoverError (phase 'refused' or 'aborted':
+   * the peer serves on) when there is no `continue`, no shadow, a takeover running, or the
+   * switchover failed. The relays live with this plan, as a takeover's.
+   */
+  async switchover(s: Pick<BackupSwitchoverOptions, 'node' | 'key' | 'primary' | 'catchUp' | 'quietWaitMs'>): Promise<SwitchoverReport> {
+    const c = this.options.continue;
+    if (!c) throw new SwitchoverError(`the takeover of ${this.options.peer} has no continue section: nothing could carry its connections`, 'refused');
+    if (this.running) throw new SwitchoverError(`a takeover of ${this.options.peer} is running`, 'refused');
+    const shadow = this.shadow;
+    if (!shadow) throw new SwitchoverError(`no shadow of ${this.options.peer}'s connections is running (their sessions are unknown)`, 'refused');
+    let result: Awaited<ReturnType<typeof runSwitchover>> | undefined;
+    const run = (async () => {
+      result = await runSwitchover({
+        ...s,
+        service: this.options.service,
+        interface: this.options.interface,
+        prefixLength: this.options.prefixLength,
+        shadow,
+        upstream: c.upstream,
+        plugin: c.plugin,
+        ...(c.promote ? { promote: c.promote } : {}),
+        upstreamAccepts: () => upstreamAccepts(c.upstream),
+        guard: this.guard === undefined,
+      });
+    })();
+    this.running = run;
+    try {
+      await run;
+    } catch (err) {
+      // A switchover that moved the address used up the shadow's connections: a fresh one.
+      if (err instanceof SwitchoverError && err.phase === 'after-release') this.reopenShadow();
+      throw err;
+    } finally {
+      if (this.running === run) this.running = undefined;
+    }
+    this.reopenShadow();
+    for (const x of result!.continued) {
+      this.relays.push(x.relay);
+      void x.relay.done.then(() => {
+        const i = this.relays.indexOf(x.relay);
+        if (i >= 0) this.relays.splice(i, 1);
+      });
+    }
+    return result!.report;
   }
 
   private async takeOver(down: NodeDown): Promise<void> {

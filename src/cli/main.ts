@@ -129,6 +129,32 @@ come up; a stop interrupted (Ctrl-C) goes on in the agent.`,
 
 controlOptions(
   program
+    .command('switchover')
+    .description('planned switchover: take a peer\'s service over here, with its live connections, exactly')
+    .argument('<service>', 'ADDRESS[:PORT]: the service address of a takeover here (the port when it has several)')
+    .option('--to <node>', 'the node that takes the service over: this one (required)')
+    .option('--quiet-wait-ms <ms>', 'how long the peer\'s server may take to go quiet once locked (default 2000)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText(
+      'after',
+      `
+Run on the node that takes over; its agent must follow the peer's service (a takeover with
+continue.stream, protocol resp). The peer's agent locks the service's connections (nftables
+drops them both ways), waits for its server to go quiet, dumps each connection frozen
+(TCP_REPAIR) and hands the states over. This agent waits for its replica to reach the primary's
+replication offset, promotes it, asks the peer to give the address up, restores every
+connection and relays it to the promoted replica (its session rebuilt, requests the old server
+never read replayed); then the peer unlocks. Until the address moves, any failure undoes
+everything on the peer (exit 2, the reason on stderr): its clients go on there.
+Exit 0: every connection moved; 1: some were reset (the reasons are printed) or it failed after
+the address moved.`,
+    ),
+).action(async (service: string, opts) => {
+  process.exitCode = await (await import('./switchover.js')).switchoverCommand(service, opts);
+});
+
+controlOptions(
+  program
     .command('instance')
     .description('cleanup: reset an instance\'s failure count and start it again (the way out of NOT_RESTARTING)')
     .argument('<action>', 'cleanup')

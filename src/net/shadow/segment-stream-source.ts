@@ -44,6 +44,12 @@ export interface SegmentStreamSourceOptions {
   idleTimeoutMs?: number;
   /** Told of subscriptions, refusals and cuts (for logs). */
   onEvent?: (event: SegmentSourceEvent) => void;
+  /**
+   * Another wire on the same listener: a connection whose first bytes `claims` (at least 8 of
+   * them) is handed to `serve` with the bytes read so far, and is no longer this source's (the
+   * planned switchover's requests, agent/switchover-primary.ts).
+   */
+  other?: { claims: (head: Buffer) => boolean; serve: (socket: net.Socket, first: Buffer) => void };
 }
 
 export type SegmentSourceEvent =
@@ -89,6 +95,8 @@ export interface SegmentSourceStats {
 
 interface Subscription {
   socket: net.Socket;
+  /** The first bytes, while fewer than 8 came (undefined: none yet; null: this wire's, decided). */
+  headBytes?: Buffer | null;
   remote: string;
   reader: SegmentFrameReader;
   backupNonce: bigint;
@@ -249,6 +257,21 @@ export class SegmentStreamSource implements AsyncDisposable {
   private onData(s: Subscription, chunk: Buffer): void {
     if (s.ended) return;
     s.lastHeardAt = performance.now();
+    const other = this.options.other;
+    if (other && s.headBytes !== null) {
+      // Before this wire's first frame only: its first 8 bytes say whose connection it is.
+      const head = s.headBytes ? Buffer.concat([s.headBytes, chunk]) : chunk;
+      if (head.length < 8) s.headBytes = head;
+      else if (other.claims(head)) {
+        this.subs.delete(s);
+        s.ended = true;
+        s.socket.removeAllListeners('data');
+        s.socket.removeAllListeners('close');
+        s.socket.removeAllListeners('end');
+        other.serve(s.socket, head);
+        return;
+      } else s.headBytes = null;
+    }
     for (const r of s.reader.push(chunk)) {
       if (!r.ok) {
         this.totals.rejected++;

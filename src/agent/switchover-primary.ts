@@ -1,0 +1,213 @@
+// The primary's half of a planned switchover (`takeover switchover`, docs/AGENT.md): a backup
+// that follows this node's service asks, over the connection-stream listener, for the service's
+// connections. In order:
+//   1. REQUEST: the backup must be a configured peer and the address must be on this host;
+//      CHALLENGE with a fresh nonce; nothing happens before the backup's GO, which covers it;
+//   2. the lock (net/network-lock.ts): the service's traffic dropped both ways;
+//   3. quiet: the server reads what arrived and writes its replies; the switchover waits until
+//      every locked connection's receive queue is read and its send queue stopped growing
+//      (/proc/net/tcp, two samples QUIET_SAMPLE_MS apart), within the backup's quietWaitMs;
+//   4. each connection's socket borrowed from the process holding it (pidfd_getfd) and dumped,
+//      left in repair mode: frozen, it sends nothing more, not even a FIN or RST when closed;
+//   5. the states sent (STATES, then DUMPED);
+//   6. RELEASE: the address removed here, RELEASED; or ABORT (or the backup gone, or silent for
+//      DECISION_WAIT_MS): every socket taken out of repair mode as it was, the lock removed:
+//      the clients go on here, nothing lost;
+//   7. DONE: the lock removed, UNLOCKED with the time it was held.
+// The frozen sockets stay with the server process: its next read or write on one fails and it
+// drops the client (silently: the socket is in repair mode). Demoting the server (making it a
+// replica of the new primary) is the operator's step.
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { BorrowedSocket } from '../net/borrowed-socket.js';
+import { canonicalAddress } from '../net/endpoint.js';
+import { removeAddress } from '../net/address.js';
+import { NetworkLock } from '../net/network-lock.js';
+import { quietVerdict, readProcNetTcp, type ProcTcpSocket, type QueueSample } from '../net/proc-net-tcp.js';
+import { socketOwners } from '../net/sockdiag.js';
+import { SwitchoverFrameReader, SwitchoverFrameWriter, packStates } from '../net/switchover-wire.js';
+import { dumpConnection } from '../net/tcp-repair.js';
+import type { TcpRepairState } from '../net/tcp-repair-state.js';
+import { findOnHost, type HostAddress } from './address-holding.js';
+import { SwitchoverChannel } from './switchover-channel.js';
+
+/** Between the two samples of the quiet check, ms. */
+export const QUIET_SAMPLE_MS = 10;
+/** The most a backup may ask the server to take to go quiet, ms. */
+export const MAX_QUIET_WAIT_MS = 10_000;
+/** How long the primary waits for RELEASE or ABORT after DUMPED, and for DONE after RELEASED, ms. */
+export const DECISION_WAIT_MS = 30_000;
+
+export interface PrimarySwitchoverOptions {
+  node: string;
+  key: Buffer;
+  /** The peers allowed to ask (config.peers' nodes). */
+  peers: ReadonlySet<string>;
+  /** Where an address sits on this host (default: os.networkInterfaces()). */
+  find?: (address: string) => HostAddress | undefined;
+}
+
+export type PrimarySwitchoverEvent =
+  | { type: 'switchover-refused'; backup: string; address: string; port: number; reason: string }
+  | { type: 'switchover-aborted'; backup: string; address: string; port: number; reason: string; connections: number; lockHeldMs: number; thawFailures: number }
+  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number };
+
+interface Frozen {
+  socket: BorrowedSocket;
+  state: TcpRepairState;
+}
+
+/**
+ * Serves one switchover request on `socket` (bytes already read in `first`). Resolves with what
+ * happened (also when refused or aborted); never rejects.
+ */
+export async function servePrimarySwitchover(socket: net.Socket, first: Buffer, options: PrimarySwitchoverOptions): Promise<PrimarySwitchoverEvent | undefined> {
+  const primaryNonce = randomNonce();
+  const reader = new SwitchoverFrameReader('primary', options.key, { primaryNonce });
+  // The writer needs B's nonce, which only the REQUEST carries: a provisional one until then.
+  const channel = new SwitchoverChannel(socket, reader, new SwitchoverFrameWriter(options.key, 1n, primaryNonce), first);
+  let backup = '?';
+  let address = '';
+  let port = 0;
+  try {
+    const req = await channel.next(5000, 'REQUEST');
+    if (req.type !== 'request') return undefined;
+    backup = req.node;
+    address = canonicalAddress(req.address);
+    port = req.port;
+    // From here the frames carry B's nonce: a writer of this session.
+    channel.writer = new SwitchoverFrameWriter(options.key, reader.session.backupNonce, primaryNonce);
+    const refuse = (reason: string): PrimarySwitchoverEvent => {
+      channel.send({ type: 'refused', reason });
+      channel.close();
+      return { type: 'switchover-refused', backup, address, port, reason };
+    };
+    if (!options.peers.has(req.node)) return refuse(`${req.node} is not a peer of ${options.node}`);
+    const here = (options.find ?? findOnHost)(address);
+    if (!here) return refuse(`${address} is not on ${options.node}`);
+    if (req.quietWaitMs > MAX_QUIET_WAIT_MS) return refuse(`quietWaitMs ${req.quietWaitMs} is above ${MAX_QUIET_WAIT_MS}`);
+    channel.send({ type: 'challenge', node: options.node });
+    const go = await channel.next(5000, 'GO');
+    if (go.type !== 'go') return refuse(`expected GO, got ${go.type.toUpperCase()}`);
+    return await lockAndHand(channel, { backup, address, port, here, quietWaitMs: req.quietWaitMs });
+  } catch (err) {
+    channel.close();
+    return backup === '?' ? undefined : { type: 'switchover-refused', backup, address, port, reason: (err as Error).message };
+  }
+}
+
+interface Hand {
+  backup: string;
+  address: string;
+  port: number;
+  here: HostAddress;
+  quietWaitMs: number;
+}
+
+async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<PrimarySwitchoverEvent> {
+  const lock = await NetworkLock.install(h.address, h.port);
+  const lockedAtMs = performance.timeOrigin + lock.lockedAt;
+  let frozen: Frozen[] = [];
+  const abort = async (reason: string, tell: boolean): Promise<PrimarySwitchoverEvent> => {
+    let thawFailures = 0;
+    for (const f of frozen) {
+      try {
+        dumpConnection(f.socket.fd, { leaveInRepair: false }); // out of repair mode, no window probe
+      } catch {
+        thawFailures++;
+      }
+      f.socket.close();
+    }
+    await lock.remove().catch(() => undefined);
+    if (tell) channel.send({ type: 'refused', reason });
+    channel.close();
+    return { type: 'switchover-aborted', backup: h.backup, address: h.address, port: h.port, reason, connections: frozen.length, lockHeldMs: Math.round(lock.heldMs()), thawFailures };
+  };
+  try {
+    const quiet = await waitQuiet(h.address, h.port, h.quietWaitMs);
+    if (!quiet.ok) return await abort(quiet.why, true);
+    const quietMs = Math.round(lock.heldMs());
+    const t = performance.now();
+    const owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
+    for (const s of quiet.sockets) {
+      const holder = owners.get(s.inode);
+      if (!holder) continue; // no process holds it (closing): not moved
+      const socket = BorrowedSocket.borrow(holder.pid, holder.fd);
+      try {
+        frozen.push({ socket, state: dumpConnection(socket.fd, { leaveInRepair: true }) });
+      } catch (err) {
+        socket.close();
+        return await abort(`the dump of ${s.remote.address}:${s.remote.port} failed: ${(err as Error).message}`, true);
+      }
+    }
+    const dumpMs = Math.round(performance.now() - t);
+    for (const states of packStates(frozen.map((f) => f.state))) channel.send({ type: 'states', states });
+    channel.send({ type: 'dumped', connections: frozen.length, quietMs, dumpMs, lockedAtMs });
+    let decision;
+    try {
+      decision = await channel.next(DECISION_WAIT_MS, 'RELEASE or ABORT');
+    } catch (err) {
+      return await abort((err as Error).message, false);
+    }
+    if (decision.type !== 'release') return await abort(decision.type === 'abort' ? `the backup aborted: ${decision.reason}` : `expected RELEASE, got ${decision.type.toUpperCase()}`, false);
+    try {
+      removeAddress(h.here.ifname, h.address, h.here.prefixLength);
+    } catch (err) {
+      return await abort(`${h.address} could not be removed here: ${(err as Error).message}`, true);
+    }
+    channel.send({ type: 'released' });
+    let moved = 0;
+    let reset = 0;
+    try {
+      const done = await channel.next(DECISION_WAIT_MS, 'DONE');
+      if (done.type === 'done') ({ moved, reset } = done);
+    } catch {
+      // The backup has the address; whatever it did, the lock has nothing left to protect.
+    }
+    // The sockets stay frozen in the server's hands: closing our copies sends nothing.
+    for (const f of frozen) f.socket.close();
+    const connections = frozen.length;
+    frozen = [];
+    await lock.remove().catch(() => undefined);
+    const lockHeldMs = Math.round(lock.heldMs());
+    channel.send({ type: 'unlocked', lockHeldMs });
+    channel.close();
+    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs };
+  } catch (err) {
+    return await abort((err as Error).message, true);
+  }
+}
+
+type Quiet = { ok: true; sockets: ProcTcpSocket[] } | { ok: false; why: string };
+
+/** The service's established client connections (not over loopback), and whether they are quiet. */
+async function waitQuiet(address: string, port: number, waitMs: number): Promise<Quiet> {
+  const started = performance.now();
+  const sample = async () => {
+    const all = (await readProcNetTcp()).filter((s) => s.state === 1 && s.local.port === port && canonicalAddress(s.local.address) === address && !isLoopback(s.remote.address));
+    const queues: QueueSample = new Map(all.map((s) => [`${s.remote.address}|${s.remote.port}`, [s.txQueue, s.rxQueue] as const]));
+    return { all, queues };
+  };
+  let before = await sample();
+  for (let i = 0; i < 10_000; i++) {
+    await new Promise((r) => setTimeout(r, QUIET_SAMPLE_MS));
+    const now = await sample();
+    const v = quietVerdict(before.queues, now.queues);
+    if (v.quiet) return { ok: true, sockets: now.all };
+    if (performance.now() - started > waitMs) return { ok: false, why: `the server did not go quiet in ${waitMs} ms (of ${now.all.length} connections: ${v.why})` };
+    before = now;
+  }
+  return { ok: false, why: 'the quiet check ran out of rounds' };
+}
+
+function isLoopback(address: string): boolean {
+  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
+}
+
+function randomNonce(): bigint {
+  const b = new BigUint64Array(1);
+  do crypto.getRandomValues(b);
+  while (b[0] === 0n);
+  return b[0]!;
+}
+
