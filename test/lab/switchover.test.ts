@@ -1,0 +1,84 @@
+// Planned switchover (issue 12) through the agents as processes, as operators run it: a serves
+// Redis on the service address and streams its connections (`connectionStream`); b runs the
+// replica and follows a's service (`continue.stream`); a learning bridge, no mirror. Clients on c:
+// busy connections sending INCR back to back and idle ones (one INCR, another after the
+// switchover), 1,000 in all, each on its own key after SELECT 2. On b, `takeover switchover
+// VIP:PORT --to b`: a's agent locks, dumps and hands the connections over, b's agent catches the
+// replica up, promotes it, takes the address and continues every one. A planned switchover has no
+// excuse: 0 errors, no end, no reconnect, every key's value on b its client's last reply, no INCR
+// doubled or lost.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import { runCli } from '../cli-process.js';
+import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { startRedis } from './redis.js';
+import { until } from './replication-cluster.js';
+
+const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', import.meta.url));
+const BUSY = 8;
+const IDLE = 992;
+const STREAM_PORT = 7402;
+
+interface ConnReport { key: string; sent: number; replies: number; values: number[]; maxWaitMs: number; maxWaitAt: number; errors: string[]; ended: boolean; closed: boolean }
+
+it('a planned switchover moves 1,000 live Redis connections to the backup: 0 errors, no INCR doubled or lost', async () => {
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-switchover-');
+  const { lab, dir, vip } = m;
+  const master = await startRedis(lab, 'a', { maxClients: 1100 });
+  const replica = await startRedis(lab, 'b', { maxClients: 1100, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  try {
+    await replica.waitReplicaUp();
+    const aAddress = lab.host('a').ipv4;
+    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
+    await until('b follows a\'s stream', async () => (logOf('b').some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
+    const clients = lab.spawn('c', clientFixture);
+    await clients.waitFor('ready');
+    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'counter' });
+    await new Promise((r) => setTimeout(r, 1000));
+
+    // A usage error first: --to must name the node that takes over (this one).
+    const wrong = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'a', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/run the switchover on a's agent/);
+
+    const startedAt = Date.now();
+    const run = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--json', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    const endedAt = Date.now();
+    console.log(`switchover: exit ${run.code}; ${run.stderr.trim()}; report ${run.stdout.trim()}`);
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as { connections: number; moved: number; reset: number; lockHeldMs: number; quietMs: number; dumpMs: number; catchUpMs: number; promoteMs: number; totalMs: number; timings: Record<string, number> };
+    await new Promise((r) => setTimeout(r, 500));
+    const poked = await clients.request({ cmd: 'poke' });
+    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
+    expect(report).toMatchObject({ connections: BUSY + IDLE, moved: BUSY + IDLE, reset: 0 });
+    expect(poked).toEqual({ idle: IDLE, answered: IDLE, bad: [] });
+    let doubled = 0;
+    let lost = 0;
+    for (const c of after) {
+      expect(c.errors, c.key).toEqual([]);
+      expect(c.ended || c.closed, c.key).toBe(false);
+      expect(c.replies, c.key).toBe(c.sent);
+      expect(Number(await replica.cli(['-n', '2', 'GET', c.key])), c.key).toBe(c.values.at(-1));
+      for (let k = 1; k < c.values.length; k++) {
+        const step = c.values[k]! - c.values[k - 1]!;
+        if (step === 2) doubled++;
+        else if (step === 0) lost++;
+        else expect(step, `${c.key} reply ${k}`).toBe(1);
+      }
+    }
+    expect({ doubled, lost }).toEqual({ doubled: 0, lost: 0 });
+    const busy = after.filter((c) => c.values.length > 2);
+    const stall = Math.max(...busy.filter((c) => c.maxWaitAt >= startedAt - 100 && c.maxWaitAt <= endedAt + 2000).map((c) => c.maxWaitMs), 0);
+    console.log(`switchover: ${report.moved} of ${report.connections} moved; lock held ${report.lockHeldMs} ms (quiet ${report.quietMs} ms, dump ${report.dumpMs} ms, catch-up ${report.catchUpMs} ms, promote ${report.promoteMs} ms, continue ${JSON.stringify(report.timings)}); longest wait of a busy client ${stall.toFixed(0)} ms; INCRs of the busy clients ${busy.reduce((n, c) => n + c.values.length, 0)}`);
+    expect((await replica.replication()).role).toBe('master');
+    expect(logOf('a').some((e) => String(e.msg).startsWith(`gave ${vip}:${master.port} to b (planned switchover): ${BUSY + IDLE} connections handed over`))).toBe(true);
+    expect(logOf('b').some((e) => String(e.msg).startsWith(`switchover of a's ${vip}:${master.port}: ${BUSY + IDLE} of ${BUSY + IDLE} connections moved, 0 reset`))).toBe(true);
+    // The address is b's now, a's gone.
+    expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
+    expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
+  } finally {
+    await replica.stop();
+    await master.stop();
+  }
+}, 90_000);
