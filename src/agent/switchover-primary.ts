@@ -19,6 +19,7 @@
 // replica of the new primary) is the operator's step.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { Slices, yieldToLoop } from '../event-loop.js';
 import { BorrowedSocket } from '../net/borrowed-socket.js';
 import { canonicalAddress } from '../net/endpoint.js';
 import { removeAddress } from '../net/address.js';
@@ -129,7 +130,11 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     const quietMs = Math.round(lock.heldMs());
     const t = performance.now();
     const owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
+    // In slices: a thousand dumps hold the loop ~100-170 ms, and this agent's heartbeats must go on
+    // (the backup would declare this node dead). The connections are locked and quiet meanwhile.
+    const slices = new Slices();
     for (const s of quiet.sockets) {
+      if (slices.due) await slices.next();
       const holder = owners.get(s.inode);
       if (!holder) continue; // no process holds it (closing): not moved
       const socket = BorrowedSocket.borrow(holder.pid, holder.fd);
@@ -141,7 +146,10 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
       }
     }
     const dumpMs = Math.round(performance.now() - t);
-    for (const states of packStates(frozen.map((f) => f.state))) channel.send({ type: 'states', states });
+    for (const states of packStates(frozen.map((f) => f.state))) {
+      channel.send({ type: 'states', states });
+      await yieldToLoop();
+    }
     channel.send({ type: 'dumped', connections: frozen.length, quietMs, dumpMs, lockedAtMs });
     let decision;
     try {

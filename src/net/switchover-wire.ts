@@ -51,8 +51,11 @@ const MAX_REASON_BYTES = 200;
 export const MAX_STATE_JSON_BYTES = 16 * 1024 * 1024;
 /** The largest frame a reader accepts, bytes (one state at its largest, and room). */
 export const MAX_SWITCHOVER_FRAME_BYTES = MAX_STATE_JSON_BYTES + 64 * 1024;
-/** A STATES frame is closed once its body passes this many bytes (then a new frame). */
-export const STATES_FRAME_BODY_BYTES = 1024 * 1024;
+/**
+ * A STATES frame is closed once its body passes this many bytes (then a new frame): ~250 idle
+ * connections, each side's loop busy ~25 ms per frame (JSON, base64, HMAC; the check of each state).
+ */
+export const STATES_FRAME_BODY_BYTES = 256 * 1024;
 
 export type SwitchoverMessageType = 'request' | 'challenge' | 'go' | 'states' | 'dumped' | 'refused' | 'release' | 'released' | 'abort' | 'done' | 'unlocked';
 const CODES: Record<SwitchoverMessageType, number> = { request: 1, challenge: 2, go: 3, states: 4, dumped: 5, refused: 6, release: 7, released: 8, abort: 9, done: 10, unlocked: 11 };

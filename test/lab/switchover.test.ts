@@ -46,6 +46,7 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const run = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--json', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
     const endedAt = Date.now();
     console.log(`switchover: exit ${run.code}; ${run.stderr.trim()}; report ${run.stdout.trim()}`);
+    if (run.code !== 0) for (const n of ['a', 'b'] as const) console.log(`${n}'s log: ${logOf(n).filter((e) => e.msg !== 'published').map((e) => `${e.time ?? ''} ${e.msg}`).join('\n')}`);
     expect(run.code, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout) as { connections: number; moved: number; reset: number; lockHeldMs: number; quietMs: number; dumpMs: number; catchUpMs: number; promoteMs: number; totalMs: number; timings: Record<string, number> };
     await new Promise((r) => setTimeout(r, 500));
