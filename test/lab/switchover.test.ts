@@ -83,3 +83,47 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     await master.stop();
   }
 }, 90_000);
+
+it('a switchover that fails before the address moves undoes everything on the primary: its clients go on there, nothing lost', async () => {
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-switchover-abort-');
+  const { lab, dir, vip } = m;
+  const master = await startRedis(lab, 'a', { maxClients: 400 });
+  const replica = await startRedis(lab, 'b', { maxClients: 400, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  try {
+    await replica.waitReplicaUp();
+    const aAddress = lab.host('a').ipv4;
+    // The promotion fails (as a replica that cannot be promoted would): after the dump, before the address moves.
+    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['sh', '-c', 'echo cannot promote >&2; exit 3'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
+    await until('b follows a\'s stream', async () => (logOf('b').some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
+    const clients = lab.spawn('c', clientFixture);
+    await clients.waitFor('ready');
+    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: 92, prefix: 'counter' });
+    await new Promise((r) => setTimeout(r, 500));
+    const run = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    console.log(`switchover refused: exit ${run.code}; ${run.stderr.trim()}`);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/aborted, the primary serves on: the local service was not promoted: promote command .* exited with 3: cannot promote/);
+    await new Promise((r) => setTimeout(r, 500));
+    const poked = await clients.request({ cmd: 'poke' });
+    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
+    expect(poked).toEqual({ idle: 92, answered: 92, bad: [] });
+    for (const c of after) {
+      expect(c.errors, c.key).toEqual([]);
+      expect(c.ended || c.closed, c.key).toBe(false);
+      expect(c.replies, c.key).toBe(c.sent);
+      expect(Number(await master.cli(['-n', '2', 'GET', c.key])), c.key).toBe(c.values.at(-1));
+    }
+    const busy = after.filter((c) => c.values.length > 2);
+    console.log(`switchover refused: longest wait of a busy client ${Math.max(...busy.map((c) => c.maxWaitMs)).toFixed(0)} ms; ${busy.reduce((n, c) => n + c.values.length, 0)} INCRs`);
+    const aborted = logOf('a').find((e) => String(e.msg).startsWith(`planned switchover of ${vip}:${master.port} to b aborted`));
+    expect(aborted?.switchover).toMatchObject({ connections: BUSY + 92, thawFailures: 0 });
+    // Nothing moved: the address and the service stay on a, no lock left there.
+    expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
+    expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
+    expect((await lab.exec('a', 'nft', ['list', 'tables'])).stdout).not.toMatch(/takeover_guard_/);
+    expect((await replica.replication()).role).toBe('slave');
+  } finally {
+    await replica.stop();
+    await master.stop();
+  }
+}, 90_000);
