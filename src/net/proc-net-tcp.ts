@@ -66,7 +66,7 @@ export function parseProcNetTcp(text: string): ProcTcpSocket[] {
     const m = LINE.exec(line);
     if (!m) continue;
     const [, la, lp, ra, rp, st, tx, rx, inode] = m;
-    if (la!.length !== ra!.length) continue;
+    if (la!.length !== ra!.length || !Number.isSafeInteger(Number(inode))) continue;
     const addr = la!.length === 8 ? v4 : v6;
     out.push({
       local: { address: addr(la!), port: Number.parseInt(lp!, 16) },

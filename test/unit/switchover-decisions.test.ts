@@ -1,0 +1,95 @@
+// The switchover's pure decisions: what becomes of each handed-over connection (exact state,
+// the receive queue replayed, the shadow's session; reset with the reason when the session is
+// unknown or cannot be rebuilt), the lock's nftables rules, the INFO reading of the Redis
+// catch-up, and the CLI's ADDRESS[:PORT].
+import { describe, expect, it } from 'vitest';
+import { parseInfo } from '../../src/agent/redis-catch-up.js';
+import { parseServiceArg } from '../../src/cli/switchover.js';
+import { lockRuleset } from '../../src/net/network-lock.js';
+import type { ContinuePlan } from '../../src/net/shadow/shadow-connection.js';
+import { switchoverPlans } from '../../src/net/switchover-plans.js';
+import { parseTcpRepairState, type TcpRepairState } from '../../src/net/tcp-repair-state.js';
+
+const VIP = '198.18.7.200';
+
+function state(port: number, recv = ''): TcpRepairState {
+  return parseTcpRepairState({
+    version: 1,
+    family: 4,
+    local: { address: VIP, port: 6379 },
+    remote: { address: '198.18.7.3', port },
+    send: { seq: 1000, queue: Buffer.from(':41\r\n').toString('base64'), unsent: 0 },
+    recv: { seq: 4294967290, queue: Buffer.from(recv).toString('base64') },
+    mss: 1448,
+    options: { sack: true, timestamps: true, windowScale: { send: 7, recv: 7 } },
+    timestamp: 123456,
+    window: { sndWl1: 4294967290, sndWnd: 64240, maxWindow: 64240, rcvWnd: 65536, rcvWup: 4294967290 },
+    buffers: { send: 87040, recv: 131072 },
+  });
+}
+
+function shadow(port: number, over: Partial<Extract<ContinuePlan, { kind: 'restore' }>> = {}): ContinuePlan {
+  const client = { address: '198.18.7.3', port };
+  const server = { address: VIP, port: 6379 };
+  return { kind: 'restore', client, server, state: state(port), replay: Buffer.from('stale view'), preamble: { bytes: Buffer.from('*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n'), replies: 1 }, lastSeenMs: 500 + port, ...over };
+}
+
+describe('switchoverPlans', () => {
+  it('restores the exact state, the unread requests replayed (RCV.NXT kept), the shadow\'s session as preamble', () => {
+    const incr = '*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n';
+    const [p] = switchoverPlans([state(40000, incr)], [shadow(40000)], VIP, 9999);
+    expect(p).toMatchObject({ kind: 'restore', client: { port: 40000 }, lastSeenMs: 40500 });
+    if (p!.kind !== 'restore') throw new Error('not a restore');
+    expect(p.replay.toString()).toBe(incr); // the primary's view, not the shadow's
+    expect(p.preamble.replies).toBe(1);
+    // RCV.NXT = seq + queue length, across the wrap of the sequence space.
+    expect(p.state.recv).toEqual({ seq: (4294967290 + incr.length) % 2 ** 32, queue: Buffer.alloc(0) });
+    expect(p.state.send.queue.toString()).toBe(':41\r\n');
+  });
+
+  it('resets, with the reason, what the shadow does not know or cannot rebuild', () => {
+    const plans = switchoverPlans(
+      [state(1), state(2), state(3), state(4)],
+      [shadow(1), { kind: 'reset', client: { address: '198.18.7.3', port: 2 }, server: { address: VIP, port: 6379 }, reason: 'pub/sub', dead: { local: { address: VIP, port: 6379 }, peer: { address: '198.18.7.3', port: 2 } } }, shadow(4, { goodbye: { bytes: Buffer.from('x'), reason: 'inside a transaction' } })],
+      VIP,
+      7,
+    );
+    expect(plans.map((p) => p.kind)).toEqual(['restore', 'reset', 'reset', 'reset']);
+    expect(plans.map((p) => (p.kind === 'reset' ? p.reason : ''))).toEqual(['', 'its session cannot be rebuilt: pub/sub', expect.stringMatching(/^not shadowed here/), 'its session cannot be rebuilt: inside a transaction']);
+    expect(plans[2]).toMatchObject({ dead: { local: { address: VIP, port: 6379 }, peer: { address: '198.18.7.3', port: 3 } } });
+  });
+
+  it('refuses a state of another address', () => {
+    expect(() => switchoverPlans([state(1)], [], '198.18.7.201', 0)).toThrow(RangeError);
+  });
+});
+
+describe('the lock', () => {
+  it('drops the service both ways on every interface but loopback', () => {
+    expect(lockRuleset('t', VIP, 6379)).toBe(
+      ['table inet t {', '  chain in {', '    type filter hook input priority -10; policy accept;', `    iifname != "lo" ip daddr ${VIP} tcp dport 6379 drop`, '  }', '  chain out {', '    type filter hook output priority -10; policy accept;', `    oifname != "lo" ip saddr ${VIP} tcp sport 6379 drop`, '  }', '}'].join('\n'),
+    );
+    expect(lockRuleset('t', '2001:db8::1', 5432)).toContain('ip6 daddr 2001:db8::1 tcp dport 5432 drop');
+    expect(() => lockRuleset('t', VIP, 0)).toThrow(RangeError);
+  });
+});
+
+describe('the Redis catch-up', () => {
+  it('reads INFO replication', () => {
+    const info = parseInfo('# Replication\r\nrole:slave\r\nmaster_host:198.18.7.1\r\nmaster_port:6379\r\nmaster_link_status:up\r\nslave_repl_offset:848862\r\n\r\n');
+    expect(Object.fromEntries(info)).toEqual({ role: 'slave', master_host: '198.18.7.1', master_port: '6379', master_link_status: 'up', slave_repl_offset: '848862' });
+  });
+});
+
+describe('takeover switchover ADDRESS[:PORT]', () => {
+  it('takes an address with or without a port, IPv6 in brackets', () => {
+    expect(parseServiceArg(VIP)).toEqual({ address: VIP });
+    expect(parseServiceArg(`${VIP}:6379`)).toEqual({ address: VIP, port: 6379 });
+    expect(parseServiceArg('2001:db8::1')).toEqual({ address: '2001:db8::1' });
+    expect(parseServiceArg('[2001:db8::1]:5432')).toEqual({ address: '2001:db8::1', port: 5432 });
+  });
+
+  it('refuses anything else with a usage error', () => {
+    for (const bad of ['redis', `${VIP}:0`, `${VIP}:70000`, `${VIP}:x`, '[nope]:1', '']) expect(() => parseServiceArg(bad), bad).toThrow(/switchover|port/);
+  });
+});
