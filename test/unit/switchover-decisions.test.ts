@@ -37,9 +37,9 @@ function shadow(port: number, over: Partial<Extract<ContinuePlan, { kind: 'resto
 describe('switchoverPlans', () => {
   it('restores the exact state, the unread requests replayed (RCV.NXT kept), the shadow\'s session as preamble', () => {
     const incr = '*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n';
-    const [p] = switchoverPlans([state(40000, incr)], [shadow(40000)], VIP, 9999);
+    const p = switchoverPlans([state(40000, incr)], [shadow(40000)], VIP, 9999)[0]!;
     expect(p).toMatchObject({ kind: 'restore', client: { port: 40000 }, lastSeenMs: 40500 });
-    if (p!.kind !== 'restore') throw new Error('not a restore');
+    if (p.kind !== 'restore') throw new Error('not a restore');
     expect(p.replay.toString()).toBe(incr); // the primary's view, not the shadow's
     expect(p.preamble.replies).toBe(1);
     // RCV.NXT = seq + queue length, across the wrap of the sequence space.
