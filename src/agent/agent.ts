@@ -165,6 +165,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private connectionStream: SegmentStreamSource | undefined;
   /** The last planned switchover this node took (status). */
   private lastSwitchover: (SwitchoverReport & { peer: string; at: string }) | undefined;
+  /** The last planned switchover this node served as the primary (given, refused or aborted). */
+  private lastGiven: (PrimarySwitchoverEvent & { at: string }) | undefined;
   private readonly control: ControlServer;
   private callouts: CalloutRunner | undefined;
   private uptime: UptimeLog | undefined;
@@ -341,7 +343,11 @@ export class Agent extends EventEmitter<AgentEvents> {
             claims: isSwitchoverFrameStart,
             serve: (socket, first) => {
               const peers = new Set(this.config.peers.map((p) => p.node));
-              void servePrimarySwitchover(socket, first, { node: this.config.node, key: this.key, peers }).then((e) => e && this.emit('switchover-primary', e));
+              void servePrimarySwitchover(socket, first, { node: this.config.node, key: this.key, peers }).then((e) => {
+                if (!e) return;
+                this.lastGiven = { ...e, at: new Date().toISOString() };
+                this.emit('switchover-primary', e);
+              });
             },
           },
         });
@@ -581,6 +587,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
       }),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
+      ...(this.lastSwitchover || this.lastGiven ? { switchovers: { ...(this.lastSwitchover ? { took: this.lastSwitchover } : {}), ...(this.lastGiven ? { gave: this.lastGiven } : {}) } } : {}),
       ...(this.apps ? { apps: this.apps.views() } : {}),
       recentEvents: this.recent.slice(-20),
       callouts: this.callouts ? { dropped: this.callouts.dropped } : undefined,
@@ -1007,6 +1014,11 @@ export interface AgentStatus {
   shadows: Array<{ peer: string; address: string; port: number } & ShadowHealth>;
   /** This node's own connection stream (`connectionStream`): its backups and their lag. */
   connectionStream?: SegmentSourceStats;
+  /**
+   * Planned switchovers (`takeover switchover`): the last one this node took (its report, the
+   * peer, when) and the last one it gave, refused or aborted as the peer's primary.
+   */
+  switchovers?: { took?: SwitchoverReport & { peer: string; at: string }; gave?: PrimarySwitchoverEvent & { at: string } };
   /** The clustered applications in the store and what runs of them here (config `store`). */
   apps?: AppView[];
   recentEvents: ServiceEvent[];

@@ -70,6 +70,20 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     const rows = cs.subscriptions.map((x) => [x.backup, x.remote, x.live ? 'yes' : 'not yet', `${Math.round(x.lagMs)} ms`, String(x.unackedBytes)]);
     out.push(cs.subscriptions.length > 0 ? table([['STREAM FOLLOWED BY', 'FROM', 'LIVE', 'LAG', 'UNACKED BYTES'], ...rows]) : 'connection stream: no backup follows it', '');
   }
+  const sw = s.switchovers;
+  if (sw?.took) {
+    const t = sw.took;
+    out.push(`switchover: took ${t.peer}'s ${t.service} at ${t.at}: ${t.moved} of ${t.connections} connection(s) moved, ${t.reset} reset; ${t.peer}'s lock held ${t.lockHeldMs ?? '?'} ms (quiet ${t.quietMs} ms, dump ${t.dumpMs} ms), catch-up ${t.catchUpMs} ms, promote ${t.promoteMs} ms, all relaying ${t.totalMs} ms after the request`, '');
+  }
+  if (sw?.gave) {
+    const g = sw.gave;
+    out.push(
+      g.type === 'switchover-given'
+        ? `switchover: gave ${g.address}:${g.port} to ${g.backup} at ${g.at}: ${g.connections} connection(s) handed over (${g.moved} moved there, ${g.reset} reset), lock held ${g.lockHeldMs} ms`
+        : `switchover: ${g.type === 'switchover-refused' ? 'refused' : 'aborted'} ${g.backup}'s switchover of ${g.address}:${g.port} at ${g.at}: ${g.reason}${g.type === 'switchover-aborted' ? ` (${g.connections} connection(s) thawed, ${g.thawFailures} failed; lock held ${g.lockHeldMs} ms)` : ''}`,
+      '',
+    );
+  }
   const refused = Object.entries(r.rejected).filter(([, n]) => n > 0);
   if (refused.length > 0) out.push(`replication datagrams refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}`, '');
   out.push(table([['INSTANCE', 'STATE', 'PID', 'SINCE', 'FAILURES', 'LAST EXIT'], ...s.instances.map(instanceRow)]), '');

@@ -75,6 +75,11 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     expect((await replica.replication()).role).toBe('master');
     expect(logOf('a').some((e) => String(e.msg).startsWith(`gave ${vip}:${master.port} to b (planned switchover): ${BUSY + IDLE} connections handed over`))).toBe(true);
     expect(logOf('b').some((e) => String(e.msg).startsWith(`switchover of a's ${vip}:${master.port}: ${BUSY + IDLE} of ${BUSY + IDLE} connections moved, 0 reset`))).toBe(true);
+    // What an operator sees: both agents' status tell the switchover with its numbers.
+    const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
+    expect(bStatus).toMatch(new RegExp(`switchover: took a's ${vip.replaceAll('.', '\\.')}:${master.port} at [^:]+:[^ ]+ ${BUSY + IDLE} of ${BUSY + IDLE} connection\\(s\\) moved, 0 reset; a's lock held \\d+ ms`));
+    const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
+    expect(aStatus).toMatch(new RegExp(`switchover: gave ${vip.replaceAll('.', '\\.')}:${master.port} to b at \\S+: ${BUSY + IDLE} connection\\(s\\) handed over \\(${BUSY + IDLE} moved there, 0 reset\\), lock held \\d+ ms`));
     // The address is b's now, a's gone.
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
@@ -117,6 +122,8 @@ it('a switchover that fails before the address moves undoes everything on the pr
     console.log(`switchover refused: longest wait of a busy client ${Math.max(...busy.map((c) => c.maxWaitMs)).toFixed(0)} ms; ${busy.reduce((n, c) => n + c.values.length, 0)} INCRs`);
     const aborted = logOf('a').find((e) => String(e.msg).startsWith(`planned switchover of ${vip}:${master.port} to b aborted`));
     expect(aborted?.switchover).toMatchObject({ connections: BUSY + 92, thawFailures: 0 });
+    const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
+    expect(aStatus).toMatch(/switchover: aborted b's switchover of .* the backup aborted: the local service was not promoted: .* \(100 connection\(s\) thawed, 0 failed; lock held \d+ ms\)/);
     // Nothing moved: the address and the service stay on a, no lock left there.
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
