@@ -38,7 +38,7 @@ import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions 
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { continueSetup } from './continue-setup.js';
-import { redisCatchUp } from './redis-catch-up.js';
+import { redisCatchUp, redisSessions } from './redis-catch-up.js';
 import { SwitchoverError, type SwitchoverReport } from './switchover-backup.js';
 import { servePrimarySwitchover, type PrimarySwitchoverEvent } from './switchover-primary.js';
 import { isSwitchoverFrameStart } from '../net/switchover-wire.js';
@@ -899,7 +899,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         primary: c.stream,
         catchUp: async () => {
           const u = await redisCatchUp(c.upstream);
-          return `replica offset ${u.replicaOffset} reached the primary's ${u.primaryOffset}`;
+          // The sessions from the locked primary itself (CLIENT LIST): exact, see redis-catch-up.ts.
+          const sessions = await redisSessions(u.primary, { address, port: t.port });
+          return { detail: `replica offset ${u.replicaOffset} reached the primary's ${u.primaryOffset}; ${sessions.size} sessions from its CLIENT LIST`, sessions };
         },
         ...(req.quietWaitMs !== undefined ? { quietWaitMs: req.quietWaitMs } : {}),
       });

@@ -4,23 +4,45 @@
 // replayed to the new upstream, after the session preamble, and the socket is restored with
 // RCV.NXT where it was and nothing left to read); the send queue holds replies the client has
 // not acknowledged, restored as they were (sent again by the kernel if the client lacks them).
-// Only the session (SELECT, AUTH, HELLO... what the protocol plugin keeps) comes from this
-// node's shadow of the primary's connections, which followed them from their handshakes: a
-// connection the shadow does not know, or whose session it cannot rebuild (the plugin's
-// blockers: pub/sub, MULTI, ...), is reset exactly after its restore, with the reason.
+// Only the session (SELECT, AUTH, HELLO...) is not in the kernel. Best from the server itself
+// (Redis: CLIENT LIST, taken under the lock): exact, and it also shows what the server holds that
+// no dump sees (part of a request read, part of a reply not written), which makes a connection
+// unmovable. Otherwise from this node's shadow, which followed the connections from their
+// handshakes (a capture loss can leave it unable to follow a busy one). A connection whose
+// session is unknown or cannot be rebuilt (pub/sub, MULTI, blocked...) is reset exactly after
+// its restore, with the reason.
 import { canonicalAddress, type Endpoint } from './endpoint.js';
 import { seqAdd } from './seq.js';
+import type { SessionPreamble } from './shadow/exchange-tracker.js';
 import type { ContinuePlan } from './shadow/shadow-connection.js';
 import type { TcpRepairState } from './tcp-repair-state.js';
 
 /**
+ * A client's session as the server itself shows it (for Redis: CLIENT LIST, agent/redis-catch-up.ts):
+ * the commands that rebuild it, the same with a login the server does not show (another user:
+ * the shadow's AUTH is needed), or why it cannot be moved exactly.
+ */
+export type ServerSession =
+  | { kind: 'session'; commands: string[][] }
+  | { kind: 'auth'; commands: string[][] }
+  | { kind: 'blocked'; reason: string };
+
+/** RESP arrays of bulk strings, one per command, and how many replies they draw. */
+function preambleOf(commands: string[][]): SessionPreamble {
+  const bytes = commands.map((c) => `*${c.length}\r\n${c.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`).join('');
+  return { bytes: Buffer.from(bytes, 'utf8'), replies: commands.length };
+}
+
+/**
  * One plan per state, in order: 'restore' with the exact state (receive queue moved to the
  * replay) and the shadow's preamble, or 'reset' with the reason (the state's own numbers make
- * the close engine's RST exact: `dead.tracked` is left out, it probes). `nowMs` stamps
+ * the close engine's RST exact: `dead.tracked` is left out, it probes). `sessions`: the server's
+ * own account of each client's session (keyed "address|port" of the client), used instead of the
+ * shadow's when given (the shadow then only lends a login's AUTH). `nowMs` stamps
  * lastSeenMs for states the shadow saw (its own value is kept) so the busiest go first.
  * Throws RangeError when a state is not of `address`.
  */
-export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: readonly ContinuePlan[], address: string, nowMs: number): ContinuePlan[] {
+export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: readonly ContinuePlan[], address: string, nowMs: number, sessions?: ReadonlyMap<string, ServerSession>): ContinuePlan[] {
   const want = canonicalAddress(address);
   const byKey = new Map(shadowPlans.map((p) => [key(p.client, p.server), p]));
   return states.map((state): ContinuePlan => {
@@ -29,9 +51,22 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
     if (server.address !== want) throw new RangeError(`a state of ${server.address} was handed over for ${want}`);
     const shadow = byKey.get(key(client, server));
     const reset = (reason: string): ContinuePlan => ({ kind: 'reset', server, client, reason, dead: { local: server, peer: client } });
-    if (!shadow) return reset('not shadowed here (opened before the shadow started, or its handshake was not seen): its session is unknown');
-    if (shadow.kind === 'reset') return reset(`its session cannot be rebuilt: ${shadow.reason}`);
-    if (shadow.goodbye) return reset(`its session cannot be rebuilt: ${shadow.goodbye.reason}`);
+    let preamble: SessionPreamble;
+    if (sessions) {
+      // The server's own account wins: exact, and it sees what no copy of the traffic can.
+      const s = sessions.get(`${client.address}|${client.port}`);
+      if (!s) return reset('the server does not list this client: its session is unknown');
+      if (s.kind === 'blocked') return reset(`it cannot be moved exactly: ${s.reason}`);
+      if (s.kind === 'auth') {
+        if (shadow?.kind !== 'restore' || shadow.goodbye) return reset(`logged in as another user, whose password only the shadow could tell: ${shadow ? (shadow.kind === 'reset' ? shadow.reason : 'a goodbye') : 'not shadowed'}`);
+        preamble = shadow.preamble;
+      } else preamble = preambleOf(s.commands);
+    } else {
+      if (!shadow) return reset('not shadowed here (opened before the shadow started, or its handshake was not seen): its session is unknown');
+      if (shadow.kind === 'reset') return reset(`its session cannot be rebuilt: ${shadow.reason}`);
+      if (shadow.goodbye) return reset(`its session cannot be rebuilt: ${shadow.goodbye.reason}`);
+      preamble = shadow.preamble;
+    }
     const q = state.recv.queue;
     return {
       kind: 'restore',
@@ -39,8 +74,8 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
       client,
       state: { ...state, recv: { seq: seqAdd(state.recv.seq, q.length), queue: Buffer.alloc(0) } },
       replay: Buffer.from(q),
-      preamble: shadow.preamble,
-      lastSeenMs: shadow.lastSeenMs || nowMs,
+      preamble,
+      lastSeenMs: (shadow?.kind === 'restore' ? shadow.lastSeenMs : 0) || nowMs,
     };
   });
 }

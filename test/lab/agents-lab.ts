@@ -51,13 +51,15 @@ export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefi
  * The continue tests' pair (issue 12): `takeover agent` processes on a (the primary) and b, b's
  * takeover of a's service port on the service address with `continue` as given, two nodes
  * without fencing (quorum.twoNode: the silenced a is what fencing would make it). `aExtra` goes
- * into a's config (e.g. its connectionStream). Returns each agent's log as parsed JSON lines.
+ * into a's config (e.g. its connectionStream); `heartbeat` replaces the 100 ms x 3 misses (a
+ * test that needs no fast detection on a loaded machine). Returns each agent's log as parsed JSON lines.
  */
 export function startContinueAgents(
   m: AgentsLab,
   port: number,
   continueSection: Record<string, unknown>,
   aExtra: Record<string, unknown> = {},
+  heartbeat: { intervalMs: number; misses: number } = { intervalMs: 100, misses: 3 },
 ): { log: (node: 'a' | 'b') => Array<Record<string, any>> } {
   const { lab, dir, agents, vip, links } = m;
   const started = new Map<'a' | 'b', CliProcess>();
@@ -65,7 +67,7 @@ export function startContinueAgents(
     const takeover = { address: vip, port, interface: 'eth0', prefixLength: 24, continue: continueSection };
     const config = {
       cluster: 'ops', node: n, database: 'db', key: 'the operators cluster key', control: path.join(dir, `${n}.sock`),
-      heartbeat: { intervalMs: 100, misses: 3, links: links(n) }, notify: { port: 0 },
+      heartbeat: { ...heartbeat, links: links(n) }, notify: { port: 0 },
       peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover }],
       quorum: { twoNode: true },
       ...(n === 'a' ? aExtra : {}),
