@@ -3,9 +3,10 @@
 // unknown or cannot be rebuilt), the lock's nftables rules, the INFO reading of the Redis
 // catch-up, and the CLI's ADDRESS[:PORT].
 import { describe, expect, it } from 'vitest';
-import { parseInfo } from '../../src/agent/redis-catch-up.js';
+import { parseClientList, parseInfo, serverSessionOf } from '../../src/agent/redis-catch-up.js';
 import { parseServiceArg } from '../../src/cli/switchover.js';
 import { lockRuleset } from '../../src/net/network-lock.js';
+import { seededRandom } from './mirror-helpers.js';
 import type { ContinuePlan } from '../../src/net/shadow/shadow-connection.js';
 import { switchoverPlans } from '../../src/net/switchover-plans.js';
 import { parseTcpRepairState, type TcpRepairState } from '../../src/net/tcp-repair-state.js';
@@ -61,6 +62,74 @@ describe('switchoverPlans', () => {
 
   it('refuses a state of another address', () => {
     expect(() => switchoverPlans([state(1)], [], '198.18.7.201', 0)).toThrow(RangeError);
+  });
+});
+
+describe('switchoverPlans with the server\'s sessions', () => {
+  it('rebuilds the session the server shows, resets what it says cannot move, and lends the shadow\'s AUTH only for another user', () => {
+    const sessions = new Map([
+      ['198.18.7.3|1', { kind: 'session' as const, commands: [['HELLO', '3'], ['SELECT', '2']] }],
+      ['198.18.7.3|2', { kind: 'blocked' as const, reason: 'pub/sub' }],
+      ['198.18.7.3|4', { kind: 'auth' as const, commands: [] }],
+      ['198.18.7.3|5', { kind: 'auth' as const, commands: [] }],
+    ]);
+    // The shadow lost track of 1 (a capture loss): the server's account is enough.
+    const lost: ContinuePlan = { kind: 'reset', client: { address: '198.18.7.3', port: 1 }, server: { address: VIP, port: 6379 }, reason: 'a hole', dead: { local: { address: VIP, port: 6379 }, peer: { address: '198.18.7.3', port: 1 } } };
+    const plans = switchoverPlans([state(1, 'x'), state(2), state(3), state(4), state(5)], [lost, shadow(4)], VIP, 77, sessions);
+    expect(plans.map((p) => p.kind)).toEqual(['restore', 'reset', 'reset', 'restore', 'reset']);
+    const p1 = plans[0]!;
+    if (p1.kind !== 'restore') throw new Error('not a restore');
+    expect(p1.preamble).toEqual({ bytes: Buffer.from('*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n'), replies: 2 });
+    expect(p1.replay.toString()).toBe('x');
+    expect(p1.lastSeenMs).toBe(77);
+    expect(plans.map((p) => (p.kind === 'reset' ? p.reason : ''))).toEqual(['', 'it cannot be moved exactly: pub/sub', 'the server does not list this client: its session is unknown', '', expect.stringMatching(/^logged in as another user, whose password only the shadow could tell: not shadowed/)]);
+    const p4 = plans[3]!;
+    expect(p4.kind === 'restore' && p4.preamble.replies).toBe(1); // the shadow's
+  });
+});
+
+describe('CLIENT LIST', () => {
+  const line = (over: string) => `id=7 addr=198.18.7.3:40000 laddr=198.18.7.200:6379 fd=9 name= age=3 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=2000 events=r cmd=incr user=default redir=-1 resp=2 ${over}`;
+  const of = (over: string) => serverSessionOf(parseClientList(line(over))[0]!);
+
+  it('reads each client\'s fields', () => {
+    const list = parseClientList(`${line('')}\n${line('').replace('40000', '40001')}\n\n`);
+    expect(list.map((e) => e.get('addr'))).toEqual(['198.18.7.3:40000', '198.18.7.3:40001']);
+    expect(list[0]!.get('laddr')).toBe('198.18.7.200:6379');
+    expect(parseClientList('garbage\n')).toEqual([]);
+  });
+
+  it('turns a session into the commands that rebuild it', () => {
+    expect(of('')).toEqual({ kind: 'session', commands: [] });
+    expect(of('db=2 name=worker-1 resp=3')).toEqual({ kind: 'session', commands: [['HELLO', '3'], ['CLIENT', 'SETNAME', 'worker-1'], ['SELECT', '2']] });
+    expect(of('user=alice')).toEqual({ kind: 'auth', commands: [] });
+  });
+
+  it('says why a client cannot be moved exactly', () => {
+    expect(of('flags=b')).toMatchObject({ kind: 'blocked', reason: expect.stringMatching(/^blocked in a command/) });
+    expect(of('flags=x multi=2')).toMatchObject({ kind: 'blocked', reason: 'inside a transaction (MULTI)' });
+    expect(of('flags=P sub=1')).toMatchObject({ kind: 'blocked', reason: 'pub/sub' });
+    expect(of('psub=1')).toMatchObject({ kind: 'blocked', reason: 'pub/sub' });
+    expect(of('qbuf=12')).toMatchObject({ kind: 'blocked', reason: expect.stringMatching(/12 bytes of a request it read in part/) });
+    expect(of('oll=1')).toMatchObject({ kind: 'blocked', reason: expect.stringMatching(/part of a reply not yet written/) });
+    expect(of('flags=S')).toMatchObject({ kind: 'blocked', reason: expect.stringMatching(/replication/) });
+  });
+
+  it('fuzz: 2,000 seeded mutations of CLIENT LIST and INFO text never throw; every client gets a verdict', () => {
+    const { int } = seededRandom(0xc11e57);
+    const base = `${line('')}\n${line('flags=x multi=1 db=3')}\n# Replication\r\nrole:slave\r\nmaster_port:6379\r\n`;
+    const alphabet = 'a=: \n\r-01x#';
+    for (let iter = 0; iter < 2000; iter++) {
+      const chars = [...base];
+      for (let k = 0, n = 1 + int(10); k < n; k++) {
+        const at = int(chars.length);
+        if (int(2)) chars[at] = alphabet[int(alphabet.length)]!;
+        else chars.splice(at, 1 + int(8));
+      }
+      const text = chars.join('');
+      parseInfo(text);
+      for (const e of parseClientList(text)) expect(['session', 'auth', 'blocked']).toContain(serverSessionOf(e).kind);
+    }
   });
 });
 
