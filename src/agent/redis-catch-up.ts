@@ -153,7 +153,8 @@ export function serverSessionOf(e: ClientEntry): ServerSession {
   if (db !== '0') commands.push(['SELECT', db]);
   if ((e.get('flags') ?? '').includes('r')) commands.push(['READONLY']);
   const user = e.get('user') ?? 'default';
-  return { kind: user === 'default' ? 'session' : 'auth', commands };
+  const idle = Number(e.get('idle'));
+  return { kind: user === 'default' ? 'session' : 'auth', commands, ...(Number.isSafeInteger(idle) && idle >= 0 ? { idleS: idle } : {}) };
 }
 
 /**

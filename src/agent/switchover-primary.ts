@@ -51,7 +51,7 @@ export interface PrimarySwitchoverOptions {
 export type PrimarySwitchoverEvent =
   | { type: 'switchover-refused'; backup: string; address: string; port: number; reason: string }
   | { type: 'switchover-aborted'; backup: string; address: string; port: number; reason: string; connections: number; lockHeldMs: number; thawFailures: number }
-  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number };
+  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number };
 
 interface Frozen {
   socket: BorrowedSocket;
@@ -106,7 +106,9 @@ interface Hand {
 }
 
 async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<PrimarySwitchoverEvent> {
+  const l0 = performance.now();
   const lock = await NetworkLock.install(h.address, h.port);
+  const lockInstallMs = Math.round(performance.now() - l0);
   const lockedAtMs = performance.timeOrigin + lock.lockedAt;
   let frozen: Frozen[] = [];
   const abort = async (reason: string, tell: boolean): Promise<PrimarySwitchoverEvent> => {
@@ -146,11 +148,13 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
       }
     }
     const dumpMs = Math.round(performance.now() - t);
+    const s0 = performance.now();
     for (const states of packStates(frozen.map((f) => f.state))) {
       channel.send({ type: 'states', states });
       await yieldToLoop();
     }
     channel.send({ type: 'dumped', connections: frozen.length, quietMs, dumpMs, lockedAtMs });
+    const sendMs = Math.round(performance.now() - s0);
     let decision;
     try {
       decision = await channel.next(DECISION_WAIT_MS, 'RELEASE or ABORT');
@@ -180,7 +184,7 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     const lockHeldMs = Math.round(lock.heldMs());
     channel.send({ type: 'unlocked', lockHeldMs });
     channel.close();
-    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs };
+    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs };
   } catch (err) {
     return await abort((err as Error).message, true);
   }

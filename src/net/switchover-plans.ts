@@ -23,8 +23,8 @@ import type { TcpRepairState } from './tcp-repair-state.js';
  * the shadow's AUTH is needed), or why it cannot be moved exactly.
  */
 export type ServerSession =
-  | { kind: 'session'; commands: string[][] }
-  | { kind: 'auth'; commands: string[][] }
+  | { kind: 'session'; commands: string[][]; idleS?: number }
+  | { kind: 'auth'; commands: string[][]; idleS?: number }
   | { kind: 'blocked'; reason: string };
 
 /** RESP arrays of bulk strings, one per command, and how many replies they draw. */
@@ -38,8 +38,8 @@ function preambleOf(commands: string[][]): SessionPreamble {
  * replay) and the shadow's preamble, or 'reset' with the reason (the state's own numbers make
  * the close engine's RST exact: `dead.tracked` is left out, it probes). `sessions`: the server's
  * own account of each client's session (keyed "address|port" of the client), used instead of the
- * shadow's when given (the shadow then only lends a login's AUTH). `nowMs` stamps
- * lastSeenMs for states the shadow saw (its own value is kept) so the busiest go first.
+ * shadow's when given (the shadow then only lends a login's AUTH). lastSeenMs (the busiest are
+ * restored first): `nowMs` less the server's idle time, else the shadow's, else `nowMs`.
  * Throws RangeError when a state is not of `address`.
  */
 export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: readonly ContinuePlan[], address: string, nowMs: number, sessions?: ReadonlyMap<string, ServerSession>): ContinuePlan[] {
@@ -52,11 +52,14 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
     const shadow = byKey.get(key(client, server));
     const reset = (reason: string): ContinuePlan => ({ kind: 'reset', server, client, reason, dead: { local: server, peer: client } });
     let preamble: SessionPreamble;
+    // When it was last active: the most active are restored (and relayed) first.
+    let lastSeenMs = shadow?.kind === 'restore' ? shadow.lastSeenMs : 0;
     if (sessions) {
       // The server's own account wins: exact, and it sees what no copy of the traffic can.
       const s = sessions.get(`${client.address}|${client.port}`);
       if (!s) return reset('the server does not list this client: its session is unknown');
       if (s.kind === 'blocked') return reset(`it cannot be moved exactly: ${s.reason}`);
+      if (s.idleS !== undefined) lastSeenMs = nowMs - s.idleS * 1000;
       if (s.kind === 'auth') {
         if (shadow?.kind !== 'restore' || shadow.goodbye) return reset(`logged in as another user, whose password only the shadow could tell: ${shadow ? (shadow.kind === 'reset' ? shadow.reason : 'a goodbye') : 'not shadowed'}`);
         preamble = shadow.preamble;
@@ -75,7 +78,7 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
       state: { ...state, recv: { seq: seqAdd(state.recv.seq, q.length), queue: Buffer.alloc(0) } },
       replay: Buffer.from(q),
       preamble,
-      lastSeenMs: (shadow?.kind === 'restore' ? shadow.lastSeenMs : 0) || nowMs,
+      lastSeenMs: lastSeenMs || nowMs,
     };
   });
 }

@@ -76,7 +76,9 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const stall = Math.max(...busy.filter((c) => c.maxWaitAt >= startedAt - 100 && c.maxWaitAt <= endedAt + 2000).map((c) => c.maxWaitMs), 0);
     console.log(`switchover: ${report.moved} of ${report.connections} moved; lock held ${report.lockHeldMs} ms (quiet ${report.quietMs} ms, dump ${report.dumpMs} ms, catch-up ${report.catchUpMs} ms, promote ${report.promoteMs} ms, continue ${JSON.stringify(report.timings)}); longest wait of a busy client ${stall.toFixed(0)} ms; INCRs of the busy clients ${busy.reduce((n, c) => n + c.values.length, 0)}`);
     expect((await replica.replication()).role).toBe('master');
-    expect(logOf('a').some((e) => String(e.msg).startsWith(`gave ${vip}:${master.port} to b (planned switchover): ${BUSY + IDLE} connections handed over`))).toBe(true);
+    const gave = logOf('a').find((e) => String(e.msg).startsWith(`gave ${vip}:${master.port} to b (planned switchover): ${BUSY + IDLE} connections handed over`));
+    expect(gave).toBeDefined();
+    console.log(`switchover: on a: ${JSON.stringify(gave!.switchover)}`);
     expect(logOf('b').some((e) => String(e.msg).startsWith(`switchover of a's ${vip}:${master.port}: ${BUSY + IDLE} of ${BUSY + IDLE} connections moved, 0 reset`))).toBe(true);
     // What an operator sees: both agents' status tell the switchover with its numbers.
     const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;

@@ -68,7 +68,7 @@ describe('switchoverPlans', () => {
 describe('switchoverPlans with the server\'s sessions', () => {
   it('rebuilds the session the server shows, resets what it says cannot move, and lends the shadow\'s AUTH only for another user', () => {
     const sessions = new Map([
-      ['198.18.7.3|1', { kind: 'session' as const, commands: [['HELLO', '3'], ['SELECT', '2']] }],
+      ['198.18.7.3|1', { kind: 'session' as const, commands: [['HELLO', '3'], ['SELECT', '2']], idleS: 0 }],
       ['198.18.7.3|2', { kind: 'blocked' as const, reason: 'pub/sub' }],
       ['198.18.7.3|4', { kind: 'auth' as const, commands: [] }],
       ['198.18.7.3|5', { kind: 'auth' as const, commands: [] }],
@@ -81,7 +81,7 @@ describe('switchoverPlans with the server\'s sessions', () => {
     if (p1.kind !== 'restore') throw new Error('not a restore');
     expect(p1.preamble).toEqual({ bytes: Buffer.from('*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n'), replies: 2 });
     expect(p1.replay.toString()).toBe('x');
-    expect(p1.lastSeenMs).toBe(77);
+    expect(p1.lastSeenMs).toBe(77); // idle 0 s: now
     expect(plans.map((p) => (p.kind === 'reset' ? p.reason : ''))).toEqual(['', 'it cannot be moved exactly: pub/sub', 'the server does not list this client: its session is unknown', '', expect.stringMatching(/^logged in as another user, whose password only the shadow could tell: not shadowed/)]);
     const p4 = plans[3]!;
     expect(p4.kind === 'restore' && p4.preamble.replies).toBe(1); // the shadow's
@@ -100,9 +100,9 @@ describe('CLIENT LIST', () => {
   });
 
   it('turns a session into the commands that rebuild it', () => {
-    expect(of('')).toEqual({ kind: 'session', commands: [] });
-    expect(of('db=2 name=worker-1 resp=3')).toEqual({ kind: 'session', commands: [['HELLO', '3'], ['CLIENT', 'SETNAME', 'worker-1'], ['SELECT', '2']] });
-    expect(of('user=alice')).toEqual({ kind: 'auth', commands: [] });
+    expect(of('')).toEqual({ kind: 'session', commands: [], idleS: 0 });
+    expect(of('db=2 name=worker-1 resp=3 idle=12')).toEqual({ kind: 'session', commands: [['HELLO', '3'], ['CLIENT', 'SETNAME', 'worker-1'], ['SELECT', '2']], idleS: 12 });
+    expect(of('user=alice idle=x')).toEqual({ kind: 'auth', commands: [] });
   });
 
   it('says why a client cannot be moved exactly', () => {
