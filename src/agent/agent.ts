@@ -897,6 +897,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         node: this.config.node,
         key: this.key,
         primary: c.stream,
+        barrier: 'resp-ping',
         catchUp: async () => {
           const u = await redisCatchUp(c.upstream);
           // The sessions from the locked primary itself (CLIENT LIST): exact, see redis-catch-up.ts.

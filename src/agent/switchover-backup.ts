@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { continueConnections, type ContinueReport } from '../net/shadow/continue-connections.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import { switchoverPlans, type ServerSession } from '../net/switchover-plans.js';
-import { SwitchoverFrameReader, SwitchoverFrameWriter, type SwitchoverMessage } from '../net/switchover-wire.js';
+import { SwitchoverFrameReader, SwitchoverFrameWriter, type SwitchoverBarrier, type SwitchoverMessage } from '../net/switchover-wire.js';
 import type { TcpRepairState } from '../net/tcp-repair-state.js';
 import type { Shadow } from './peer-takeover.js';
 import { SwitchoverChannel } from './switchover-channel.js';
@@ -44,6 +44,8 @@ export interface BackupSwitchoverOptions {
   promote?: () => Promise<void>;
   /** Checks the promoted upstream accepts connections (rejects naming it). */
   upstreamAccepts: () => Promise<void>;
+  /** What proves the primary's server answered what it read (net/switchover-wire.ts SwitchoverBarrier; default none). */
+  barrier?: SwitchoverBarrier;
   /** How long the primary's server may take to go quiet once locked (default 2000 ms). */
   quietWaitMs?: number;
   /** false: the caller has the RST guard in place. */
@@ -99,7 +101,7 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
   const service = `${o.service.address}:${o.service.port}`;
   let released = false;
   try {
-    channel.send({ type: 'request', node: o.node, address: o.service.address, port: o.service.port, quietWaitMs: o.quietWaitMs ?? 2000 });
+    channel.send({ type: 'request', node: o.node, address: o.service.address, port: o.service.port, quietWaitMs: o.quietWaitMs ?? 2000, barrier: o.barrier ?? 'none' });
     const challenge = await expect(channel, 5000, 'CHALLENGE', 'challenge');
     channel.writer.primaryNonce = reader.session.primaryNonce;
     void challenge;

@@ -26,7 +26,8 @@ import { removeAddress } from '../net/address.js';
 import { NetworkLock } from '../net/network-lock.js';
 import { quietVerdict, readProcNetTcp, type ProcTcpSocket, type QueueSample } from '../net/proc-net-tcp.js';
 import { socketOwners } from '../net/sockdiag.js';
-import { SwitchoverFrameReader, SwitchoverFrameWriter, packStates } from '../net/switchover-wire.js';
+import { SwitchoverFrameReader, SwitchoverFrameWriter, packStates, type SwitchoverBarrier } from '../net/switchover-wire.js';
+import { respCommand } from './redis-catch-up.js';
 import { dumpConnection } from '../net/tcp-repair.js';
 import type { TcpRepairState } from '../net/tcp-repair-state.js';
 import { findOnHost, type HostAddress } from './address-holding.js';
@@ -90,7 +91,7 @@ export async function servePrimarySwitchover(socket: net.Socket, first: Buffer, 
     channel.send({ type: 'challenge', node: options.node });
     const go = await channel.next(5000, 'GO');
     if (go.type !== 'go') return refuse(`expected GO, got ${go.type.toUpperCase()}`);
-    return await lockAndHand(channel, { backup, address, port, here, quietWaitMs: req.quietWaitMs });
+    return await lockAndHand(channel, { backup, address, port, here, quietWaitMs: req.quietWaitMs, barrier: req.barrier });
   } catch (err) {
     channel.close();
     return backup === '?' ? undefined : { type: 'switchover-refused', backup, address, port, reason: (err as Error).message };
@@ -103,6 +104,7 @@ interface Hand {
   port: number;
   here: HostAddress;
   quietWaitMs: number;
+  barrier: SwitchoverBarrier;
 }
 
 async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<PrimarySwitchoverEvent> {
@@ -129,6 +131,16 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
   try {
     const quiet = await waitQuiet(h.address, h.port, h.quietWaitMs);
     if (!quiet.ok) return await abort(quiet.why, true);
+    if (h.barrier === 'resp-ping') {
+      // Still queues do not prove a request read was answered (the server may have been
+      // descheduled in between): a PING answered after them does (see SwitchoverBarrier).
+      try {
+        const pong = await respCommand({ host: h.address, port: h.port }, ['PING'], Math.max(200, h.quietWaitMs - lock.heldMs()));
+        if (pong !== 'PONG') throw new Error(`it answered ${JSON.stringify(pong.slice(0, 40))}`);
+      } catch (err) {
+        return await abort(`the server's barrier (a PING over loopback) failed: ${(err as Error).message}`, true);
+      }
+    }
     const quietMs = Math.round(lock.heldMs());
     const t = performance.now();
     const owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
@@ -196,7 +208,8 @@ type Quiet = { ok: true; sockets: ProcTcpSocket[] } | { ok: false; why: string }
 async function waitQuiet(address: string, port: number, waitMs: number): Promise<Quiet> {
   const started = performance.now();
   const sample = async () => {
-    const all = (await readProcNetTcp()).filter((s) => s.state === 1 && s.local.port === port && canonicalAddress(s.local.address) === address && !isLoopback(s.remote.address));
+    // Clients on this host (over loopback, or to an address of its own: the barrier's PING) stay.
+    const all = (await readProcNetTcp()).filter((s) => s.state === 1 && s.local.port === port && canonicalAddress(s.local.address) === address && !isLoopback(s.remote.address) && !findOnHost(canonicalAddress(s.remote.address)));
     const queues: QueueSample = new Map(all.map((s) => [`${s.remote.address}|${s.remote.port}`, [s.txQueue, s.rxQueue] as const]));
     return { all, queues };
   };

@@ -25,6 +25,7 @@
 // Bodies (text: u8 length + UTF-8):
 //   1 REQUEST   (B -> P, first) B's node (text 1..64) | address (text 2..45) | port (u16 1..)
 //               | quietWaitMs (u32: how long P may wait for its server to go quiet)
+//               | barrier (u8: 0 none, 1 a RESP PING answered by the server once it is quiet)
 //   2 CHALLENGE (P -> B, first) P's node (text 1..64)
 //   3 GO        (B -> P) empty: lock and dump now
 //   4 STATES    (P -> B) count (u16, 1..) | count x (u32 length | a TcpRepairState as JSON,
@@ -57,6 +58,15 @@ export const MAX_SWITCHOVER_FRAME_BYTES = MAX_STATE_JSON_BYTES + 64 * 1024;
  */
 export const STATES_FRAME_BODY_BYTES = 256 * 1024;
 
+/**
+ * What proves the server finished what it read, once its queues are still: 'resp-ping', a PING
+ * on a connection of the primary's own (over loopback) answered after every earlier request's
+ * reply was written (Redis handles its clients in turns of one loop, and writes a turn's replies
+ * before the next turn reads); 'none', the queues alone.
+ */
+export type SwitchoverBarrier = 'none' | 'resp-ping';
+const BARRIERS: readonly SwitchoverBarrier[] = ['none', 'resp-ping'];
+
 export type SwitchoverMessageType = 'request' | 'challenge' | 'go' | 'states' | 'dumped' | 'refused' | 'release' | 'released' | 'abort' | 'done' | 'unlocked';
 const CODES: Record<SwitchoverMessageType, number> = { request: 1, challenge: 2, go: 3, states: 4, dumped: 5, refused: 6, release: 7, released: 8, abort: 9, done: 10, unlocked: 11 };
 const FORMAT = new FrameFormat<SwitchoverMessageType>('switchover', SWITCHOVER_MAGIC, SWITCHOVER_WIRE_VERSION, CODES, SWITCHOVER_HEADER_BYTES);
@@ -64,7 +74,7 @@ const FORMAT = new FrameFormat<SwitchoverMessageType>('switchover', SWITCHOVER_M
 const FROM_BACKUP: ReadonlySet<SwitchoverMessageType> = new Set(['request', 'go', 'release', 'abort', 'done']);
 
 export type SwitchoverMessage =
-  | { type: 'request'; node: string; address: string; port: number; quietWaitMs: number }
+  | { type: 'request'; node: string; address: string; port: number; quietWaitMs: number; barrier: SwitchoverBarrier }
   | { type: 'challenge'; node: string }
   | { type: 'go' }
   | { type: 'states'; states: TcpRepairState[] }
@@ -139,7 +149,8 @@ export function stateJson(state: TcpRepairState): Buffer {
 function bodyOf(m: SwitchoverMessage): Buffer {
   switch (m.type) {
     case 'request':
-      return Buffer.concat([text('node', m.node, 1, MAX_NODE_BYTES), text('address', m.address, 2, 45), u16('port', m.port, 1), u32('quietWaitMs', m.quietWaitMs)]);
+      if (!BARRIERS.includes(m.barrier)) throw new RangeError(`barrier ${String(m.barrier)} is not one of ${BARRIERS.join(', ')}`);
+      return Buffer.concat([text('node', m.node, 1, MAX_NODE_BYTES), text('address', m.address, 2, 45), u16('port', m.port, 1), u32('quietWaitMs', m.quietWaitMs), Buffer.of(BARRIERS.indexOf(m.barrier))]);
     case 'challenge':
       return text('node', m.node, 1, MAX_NODE_BYTES);
     case 'states': {
@@ -213,7 +224,10 @@ function readMessage(type: SwitchoverMessageType, r: BodyReader): SwitchoverMess
       const address = r.text('address', 2, 45);
       const port = r.u16('port');
       if (port === 0) throw new BodyError('port 0');
-      return { type, node, address, port, quietWaitMs: r.u32('quietWaitMs') };
+      const quietWaitMs = r.u32('quietWaitMs');
+      const barrier = BARRIERS[r.u8('barrier')];
+      if (!barrier) throw new BodyError('unknown barrier');
+      return { type, node, address, port, quietWaitMs, barrier };
     }
     case 'challenge':
       return { type, node: r.text('node', 1, MAX_NODE_BYTES) };

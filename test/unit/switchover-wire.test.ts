@@ -36,7 +36,7 @@ function state(port = 40000, queue = 'hello world'): TcpRepairState {
 }
 
 const backupMessages: SwitchoverMessage[] = [
-  { type: 'request', node: 'b', address: '198.18.7.200', port: 6379, quietWaitMs: 2000 },
+  { type: 'request', node: 'b', address: '198.18.7.200', port: 6379, quietWaitMs: 2000, barrier: 'resp-ping' },
   { type: 'go' },
   { type: 'release' },
   { type: 'done', moved: 999, reset: 1 },
@@ -126,9 +126,10 @@ describe('switchover wire', () => {
     const r = backupReader().push(Buffer.concat([challenge, frame]));
     expect(r[1]).toMatchObject({ ok: false, reason: 'body' });
     expect(!r[1]!.ok && r[1]!.detail).toMatch(/state 0: .*mss/);
-    expect(() => w.frame({ type: 'request', node: '', address: '198.18.7.200', port: 1, quietWaitMs: 0 })).toThrow(RangeError);
-    expect(() => w.frame({ type: 'request', node: 'b', address: '198.18.7.200', port: 0, quietWaitMs: 0 })).toThrow(RangeError);
+    expect(() => w.frame({ type: 'request', node: '', address: '198.18.7.200', port: 1, quietWaitMs: 0, barrier: 'none' })).toThrow(RangeError);
+    expect(() => w.frame({ type: 'request', node: 'b', address: '198.18.7.200', port: 0, quietWaitMs: 0, barrier: 'none' })).toThrow(RangeError);
     expect(() => w.frame({ type: 'states', states: [] })).toThrow(RangeError);
+    expect(() => w.frame({ type: 'request', node: 'b', address: '198.18.7.200', port: 1, quietWaitMs: 0, barrier: 'fence' as 'none' })).toThrow(/barrier fence/);
     expect(() => w.frame({ type: 'dumped', connections: 1, quietMs: 1, dumpMs: 1, lockedAtMs: Number.NaN })).toThrow(RangeError);
     expect(() => new SwitchoverFrameWriter(Buffer.alloc(8), B, P)).toThrow(RangeError);
   });
