@@ -244,7 +244,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   async switchover(s: Pick<BackupSwitchoverOptions, 'node' | 'key' | 'primary' | 'catchUp' | 'quietWaitMs' | 'barrier'>): Promise<SwitchoverReport> {
     const c = this.options.continue;
     if (!c) throw new SwitchoverError(`the takeover of ${this.options.peer} has no continue section: nothing could carry its connections`, 'refused');
-    if (this.running) throw new SwitchoverError(`a takeover of ${this.options.peer} is running`, 'refused');
+    if (this.running) throw new SwitchoverError(`a takeover or switchover of ${this.options.peer}'s service is running`, 'refused');
     const shadow = this.shadow;
     if (!shadow) throw new SwitchoverError(`no shadow of ${this.options.peer}'s connections is running (their sessions are unknown)`, 'refused');
     let result: Awaited<ReturnType<typeof runSwitchover>> | undefined;

@@ -40,6 +40,9 @@ export const MAX_QUIET_WAIT_MS = 10_000;
 /** How long the primary waits for RELEASE or ABORT after DUMPED, and for DONE after RELEASED, ms. */
 export const DECISION_WAIT_MS = 30_000;
 
+/** The services ("address|port") a switchover is handing over now, in this process. */
+const RUNNING = new Set<string>();
+
 export interface PrimarySwitchoverOptions {
   node: string;
   key: Buffer;
@@ -88,10 +91,18 @@ export async function servePrimarySwitchover(socket: net.Socket, first: Buffer, 
     const here = (options.find ?? findOnHost)(address);
     if (!here) return refuse(`${address} is not on ${options.node}`);
     if (req.quietWaitMs > MAX_QUIET_WAIT_MS) return refuse(`quietWaitMs ${req.quietWaitMs} is above ${MAX_QUIET_WAIT_MS}`);
-    channel.send({ type: 'challenge', node: options.node });
-    const go = await channel.next(5000, 'GO');
-    if (go.type !== 'go') return refuse(`expected GO, got ${go.type.toUpperCase()}`);
-    return await lockAndHand(channel, { backup, address, port, here, quietWaitMs: req.quietWaitMs, barrier: req.barrier });
+    // One at a time per service: a second lock and dump of the same sockets would hand them out twice.
+    const service = `${address}|${port}`;
+    if (RUNNING.has(service)) return refuse(`a switchover of ${address}:${port} is already running here`);
+    RUNNING.add(service);
+    try {
+      channel.send({ type: 'challenge', node: options.node });
+      const go = await channel.next(5000, 'GO');
+      if (go.type !== 'go') return refuse(`expected GO, got ${go.type.toUpperCase()}`);
+      return await lockAndHand(channel, { backup, address, port, here, quietWaitMs: req.quietWaitMs, barrier: req.barrier });
+    } finally {
+      RUNNING.delete(service);
+    }
   } catch (err) {
     channel.close();
     return backup === '?' ? undefined : { type: 'switchover-refused', backup, address, port, reason: (err as Error).message };
