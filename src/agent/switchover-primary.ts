@@ -55,7 +55,7 @@ export interface PrimarySwitchoverOptions {
 export type PrimarySwitchoverEvent =
   | { type: 'switchover-refused'; backup: string; address: string; port: number; reason: string }
   | { type: 'switchover-aborted'; backup: string; address: string; port: number; reason: string; connections: number; lockHeldMs: number; thawFailures: number }
-  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number };
+  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number; quietRounds: number; quietReadMs: number };
 
 interface Frozen {
   socket: BorrowedSocket;
@@ -140,7 +140,7 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     return { type: 'switchover-aborted', backup: h.backup, address: h.address, port: h.port, reason, connections: frozen.length, lockHeldMs: Math.round(lock.heldMs()), thawFailures };
   };
   try {
-    const quiet = await waitQuiet(h.address, h.port, h.quietWaitMs);
+    const quiet = await waitQuiet(h.address, h.port, h.quietWaitMs, h.barrier === 'none');
     if (!quiet.ok) return await abort(quiet.why, true);
     if (h.barrier === 'resp-ping') {
       // Still queues do not prove a request read was answered (the server may have been
@@ -207,31 +207,42 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     const lockHeldMs = Math.round(lock.heldMs());
     channel.send({ type: 'unlocked', lockHeldMs });
     channel.close();
-    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs };
+    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs };
   } catch (err) {
     return await abort((err as Error).message, true);
   }
 }
 
-type Quiet = { ok: true; sockets: ProcTcpSocket[] } | { ok: false; why: string };
+type Quiet = { ok: true; sockets: ProcTcpSocket[]; rounds: number; readMs: number } | { ok: false; why: string };
 
-/** The service's established client connections (not over loopback), and whether they are quiet. */
-async function waitQuiet(address: string, port: number, waitMs: number): Promise<Quiet> {
+/**
+ * The service's established client connections (not from this host), once quiet. `stableTx`:
+ * every receive queue read AND every send queue unchanged between two samples (the proof without
+ * a barrier); without it one sample with every receive queue read is enough, the barrier that
+ * follows proves the replies written (each read of /proc/net/tcp took up to 61 ms in the lab:
+ * the kernel walks every namespace's sockets).
+ */
+async function waitQuiet(address: string, port: number, waitMs: number, stableTx: boolean): Promise<Quiet> {
   const started = performance.now();
+  let readMs = 0;
   const sample = async () => {
+    const r0 = performance.now();
     // Clients on this host (over loopback, or to an address of its own: the barrier's PING) stay.
     const all = (await readProcNetTcp()).filter((s) => s.state === 1 && s.local.port === port && canonicalAddress(s.local.address) === address && !isLoopback(s.remote.address) && !findOnHost(canonicalAddress(s.remote.address)));
     const queues: QueueSample = new Map(all.map((s) => [`${s.remote.address}|${s.remote.port}`, [s.txQueue, s.rxQueue] as const]));
+    readMs = Math.max(readMs, performance.now() - r0);
     return { all, queues };
   };
-  let before = await sample();
+  // The first sample after a short wait: segments already past the lock's hook reach their queues.
+  let before = stableTx ? await sample() : undefined;
   for (let i = 0; i < 10_000; i++) {
     await new Promise((r) => setTimeout(r, QUIET_SAMPLE_MS));
     const now = await sample();
-    const v = quietVerdict(before.queues, now.queues);
-    if (v.quiet) return { ok: true, sockets: now.all };
+    // Compared with itself, a sample only shows the unread queues.
+    const v = quietVerdict((before ?? now).queues, now.queues);
+    if (v.quiet) return { ok: true, sockets: now.all, rounds: i + (stableTx ? 2 : 1), readMs: Math.round(readMs) };
     if (performance.now() - started > waitMs) return { ok: false, why: `the server did not go quiet in ${waitMs} ms (of ${now.all.length} connections: ${v.why})` };
-    before = now;
+    if (stableTx) before = now;
   }
   return { ok: false, why: 'the quiet check ran out of rounds' };
 }
