@@ -63,6 +63,8 @@ export interface SwitchoverReport {
   quietMs: number;
   dumpMs: number;
   lockHeldMs?: number;
+  /** The primary's: from its lock to the address removed there (what a client sending under the lock waits for, at least). */
+  releasedAfterMs?: number;
   /** Here, ms: from the request to the states, the catch-up (and what it found), the promotion, the release. */
   handedOverMs: number;
   /** From GO (the primary locks) to DUMPED: lock, quiet, dump, the states' transfer and check. */
@@ -181,12 +183,13 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
     channel.send({ type: 'done', moved: r.continued.length, reset: r.reset.length });
     const totalMs = since();
     let lockHeldMs: number | undefined;
+    let releasedAfterMs: number | undefined;
     const un = await channel.next(5000, 'UNLOCKED').catch(() => undefined);
-    if (un?.type === 'unlocked') lockHeldMs = un.lockHeldMs;
+    if (un?.type === 'unlocked') ({ lockHeldMs, releasedAfterMs } = un);
     return {
       report: {
         service, connections: states.length, moved: r.continued.length, reset: r.reset.length, resetBy,
-        quietMs: dumped.quietMs, dumpMs: dumped.dumpMs, ...(lockHeldMs !== undefined ? { lockHeldMs } : {}),
+        quietMs: dumped.quietMs, dumpMs: dumped.dumpMs, ...(lockHeldMs !== undefined ? { lockHeldMs } : {}), ...(releasedAfterMs !== undefined ? { releasedAfterMs } : {}),
         handedOverMs, statesMs, plansMs, catchUp, catchUpMs, promoteMs, releasedMs, timings: r.timings, totalMs,
       },
       continued: r.continued,

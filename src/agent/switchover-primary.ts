@@ -55,7 +55,7 @@ export interface PrimarySwitchoverOptions {
 export type PrimarySwitchoverEvent =
   | { type: 'switchover-refused'; backup: string; address: string; port: number; reason: string }
   | { type: 'switchover-aborted'; backup: string; address: string; port: number; reason: string; connections: number; lockHeldMs: number; thawFailures: number }
-  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number; quietRounds: number; quietReadMs: number };
+  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number; quietRounds: number; quietReadMs: number; releasedAfterMs: number };
 
 interface Frozen {
   socket: BorrowedSocket;
@@ -190,6 +190,7 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     } catch (err) {
       return await abort(`${h.address} could not be removed here: ${(err as Error).message}`, true);
     }
+    const releasedAfterMs = Math.round(lock.heldMs());
     channel.send({ type: 'released' });
     let moved = 0;
     let reset = 0;
@@ -205,9 +206,9 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     frozen = [];
     await lock.remove().catch(() => undefined);
     const lockHeldMs = Math.round(lock.heldMs());
-    channel.send({ type: 'unlocked', lockHeldMs });
+    channel.send({ type: 'unlocked', lockHeldMs, releasedAfterMs });
     channel.close();
-    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs };
+    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs, releasedAfterMs };
   } catch (err) {
     return await abort((err as Error).message, true);
   }

@@ -41,7 +41,7 @@ export async function switchoverCommand(service: string, opts: SwitchoverOptions
   }
   const r = reply as unknown as SwitchoverReport;
   if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-  process.stderr.write(`switchover of ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.reset} reset; lock held ${r.lockHeldMs ?? '?'} ms (quiet after ${r.quietMs} ms, dump ${r.dumpMs} ms, catch-up ${r.catchUpMs} ms, promote ${r.promoteMs} ms); all relaying ${r.totalMs} ms after the request\n`);
+  process.stderr.write(`switchover of ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.reset} reset; address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms (quiet after ${r.quietMs} ms, dump ${r.dumpMs} ms, catch-up ${r.catchUpMs} ms, promote ${r.promoteMs} ms); all relaying ${r.totalMs} ms after the request\n`);
   for (const [reason, n] of Object.entries(r.resetBy)) process.stderr.write(`  reset ${n}: ${reason}\n`);
   return r.reset > 0 ? EXIT_INCOMPLETE : EXIT_OK;
 }

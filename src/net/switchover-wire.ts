@@ -37,7 +37,7 @@
 //   8 RELEASED  (P -> B) empty: the address is gone from P
 //   9 ABORT     (B -> P) reason (text 0..200): leave repair mode, unlock
 //  10 DONE      (B -> P) moved (u32) | reset (u32)
-//  11 UNLOCKED  (P -> B) lockHeldMs (u32)
+//  11 UNLOCKED  (P -> B) lockHeldMs (u32) | releasedAfterMs (u32: from the lock to the address removed)
 import { BodyError, type BodyReader } from '../wire/body-reader.js';
 import { checkWireKey, fitText, FrameFormat, MAC_BYTES, sequenceRefusal, SignedFrameReader, type WireReadResult, type WireRejection } from '../wire/signed-frames.js';
 import { parseTcpRepairState, serializeTcpRepairState, type TcpRepairState } from './tcp-repair-state.js';
@@ -84,7 +84,7 @@ export type SwitchoverMessage =
   | { type: 'released' }
   | { type: 'abort'; reason: string }
   | { type: 'done'; moved: number; reset: number }
-  | { type: 'unlocked'; lockHeldMs: number };
+  | { type: 'unlocked'; lockHeldMs: number; releasedAfterMs: number };
 
 export interface SwitchoverFrame {
   backupNonce: bigint;
@@ -169,7 +169,7 @@ function bodyOf(m: SwitchoverMessage): Buffer {
     case 'done':
       return Buffer.concat([u32('moved', m.moved), u32('reset', m.reset)]);
     case 'unlocked':
-      return u32('lockHeldMs', m.lockHeldMs);
+      return Buffer.concat([u32('lockHeldMs', m.lockHeldMs), u32('releasedAfterMs', m.releasedAfterMs)]);
     case 'go':
     case 'release':
     case 'released':
@@ -259,7 +259,7 @@ function readMessage(type: SwitchoverMessageType, r: BodyReader): SwitchoverMess
     case 'done':
       return { type, moved: r.u32('moved'), reset: r.u32('reset') };
     case 'unlocked':
-      return { type, lockHeldMs: r.u32('lockHeldMs') };
+      return { type, lockHeldMs: r.u32('lockHeldMs'), releasedAfterMs: r.u32('releasedAfterMs') };
     case 'go':
     case 'release':
     case 'released':

@@ -51,7 +51,7 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     console.log(`switchover: exit ${run.code}; ${run.stderr.trim()}; report ${run.stdout.trim()}`);
     if (run.code !== 0) for (const n of ['a', 'b'] as const) console.log(`${n}'s log: ${logOf(n).filter((e) => e.msg !== 'published').map((e) => `${e.time ?? ''} ${e.msg}`).join('\n')}`);
     expect(run.code, `${run.stderr} ${run.stdout}`).toBe(0);
-    const report = JSON.parse(run.stdout) as { connections: number; moved: number; reset: number; lockHeldMs: number; quietMs: number; dumpMs: number; catchUpMs: number; promoteMs: number; totalMs: number; timings: Record<string, number> };
+    const report = JSON.parse(run.stdout) as { connections: number; moved: number; reset: number; lockHeldMs: number; releasedAfterMs: number; quietMs: number; dumpMs: number; catchUpMs: number; promoteMs: number; totalMs: number; timings: Record<string, number> };
     await new Promise((r) => setTimeout(r, 500));
     const poked = await clients.request({ cmd: 'poke' });
     const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
@@ -78,7 +78,7 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const longest = busy.reduce((a, c) => (c.maxWaitMs > a.maxWaitMs ? c : a), busy[0]!);
     const during = longest.maxWaitAt >= startedAt && longest.maxWaitAt <= endedAt + 3000;
     const stall = `${longest.maxWaitMs.toFixed(0)} ms (${during ? 'during the switchover' : 'not during the switchover: its stall was shorter'})`;
-    console.log(`switchover: ${report.moved} of ${report.connections} moved; lock held ${report.lockHeldMs} ms (quiet ${report.quietMs} ms, dump ${report.dumpMs} ms, catch-up ${report.catchUpMs} ms, promote ${report.promoteMs} ms, continue ${JSON.stringify(report.timings)}); longest wait of a busy client ${stall}; INCRs of the busy clients ${busy.reduce((n, c) => n + c.values.length, 0)}`);
+    console.log(`switchover: ${report.moved} of ${report.connections} moved; address moved ${report.releasedAfterMs} ms after the lock, lock held ${report.lockHeldMs} ms (quiet ${report.quietMs} ms, dump ${report.dumpMs} ms, catch-up ${report.catchUpMs} ms, promote ${report.promoteMs} ms, continue ${JSON.stringify(report.timings)}); longest wait of a busy client ${stall}; INCRs of the busy clients ${busy.reduce((n, c) => n + c.values.length, 0)}`);
     expect((await replica.replication()).role).toBe('master');
     const gave = logOf('a').find((e) => String(e.msg).startsWith(`gave ${vip}:${master.port} to b (planned switchover): ${BUSY + IDLE} connections handed over`));
     expect(gave).toBeDefined();
@@ -86,9 +86,9 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     expect(logOf('b').some((e) => String(e.msg).startsWith(`switchover of a's ${vip}:${master.port}: ${BUSY + IDLE} of ${BUSY + IDLE} connections moved, 0 reset`))).toBe(true);
     // What an operator sees: both agents' status tell the switchover with its numbers.
     const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
-    expect(bStatus).toMatch(new RegExp(`switchover: took a's ${vip.replaceAll('.', '\\.')}:${master.port} at [^:]+:[^ ]+ ${BUSY + IDLE} of ${BUSY + IDLE} connection\\(s\\) moved, 0 reset; a's lock held \\d+ ms`));
+    expect(bStatus).toMatch(new RegExp(`switchover: took a's ${vip.replaceAll('.', '\\.')}:${master.port} at [^:]+:[^ ]+ ${BUSY + IDLE} of ${BUSY + IDLE} connection\\(s\\) moved, 0 reset; address moved \\d+ ms after a's lock, which held \\d+ ms`));
     const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
-    expect(aStatus).toMatch(new RegExp(`switchover: gave ${vip.replaceAll('.', '\\.')}:${master.port} to b at \\S+: ${BUSY + IDLE} connection\\(s\\) handed over \\(${BUSY + IDLE} moved there, 0 reset\\), lock held \\d+ ms`));
+    expect(aStatus).toMatch(new RegExp(`switchover: gave ${vip.replaceAll('.', '\\.')}:${master.port} to b at \\S+: ${BUSY + IDLE} connection\\(s\\) handed over \\(${BUSY + IDLE} moved there, 0 reset\\), address removed \\d+ ms after the lock, lock held \\d+ ms`));
     // The address is b's now, a's gone.
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);

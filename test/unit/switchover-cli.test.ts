@@ -34,7 +34,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const report = { service: '198.18.7.200:6379', connections: 3, moved: 3, reset: 0, resetBy: {}, quietMs: 1, dumpMs: 1, lockHeldMs: 9, handedOverMs: 2, statesMs: 2, plansMs: 0, catchUp: 'ok', catchUpMs: 1, promoteMs: 1, releasedMs: 3, timings: { plannedMs: 0, addressMs: 1, firstRelayingMs: 1, relayingMs: 1, doneMs: 1 }, totalMs: 5 };
+const report = { service: '198.18.7.200:6379', connections: 3, moved: 3, reset: 0, resetBy: {}, quietMs: 1, dumpMs: 1, lockHeldMs: 9, releasedAfterMs: 4, handedOverMs: 2, statesMs: 2, plansMs: 0, catchUp: 'ok', catchUpMs: 1, promoteMs: 1, releasedMs: 3, timings: { plannedMs: 0, addressMs: 1, firstRelayingMs: 1, relayingMs: 1, doneMs: 1 }, totalMs: 5 };
 
 describe('takeover switchover', () => {
   it('sends the service, the node and the quiet wait; exit 0 when every connection moved', async () => {

@@ -46,7 +46,7 @@ const primaryMessages: SwitchoverMessage[] = [
   { type: 'states', states: [state(40000), state(40001, '')] },
   { type: 'dumped', connections: 2, quietMs: 12, dumpMs: 3, lockedAtMs: 1_790_000_000_000.5 },
   { type: 'released' },
-  { type: 'unlocked', lockHeldMs: 812 },
+  { type: 'unlocked', lockHeldMs: 812, releasedAfterMs: 420 },
 ];
 
 function backupStream(key = KEY): Buffer[] {
