@@ -1,5 +1,5 @@
 // The agent's control socket: a Unix socket (root only: mode 0600) that the CLI uses for
-// `status`, `service stop|start`, `instance cleanup`, `events` and `flows --peer`. One JSON request line in; JSON lines out: one
+// `status`, `service stop|start`, `instance cleanup`, `events`, `flows --peer` and `switchover`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
 import { once } from 'node:events';
 import { chmod, lstat, rm } from 'node:fs/promises';

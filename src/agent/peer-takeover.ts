@@ -267,12 +267,17 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       await run;
     } catch (err) {
       // A switchover that moved the address used up the shadow's connections: a fresh one.
-      if (err instanceof SwitchoverError && err.phase === 'after-release') this.reopenShadow();
+      if (err instanceof SwitchoverError && err.phase === 'after-release') {
+        this.reopenShadow();
+        await this.dropGuard();
+      }
       throw err;
     } finally {
       if (this.running === run) this.running = undefined;
     }
     this.reopenShadow();
+    // As after a takeover: the service here now behaves normally (its own RSTs go out).
+    await this.dropGuard();
     for (const x of result!.continued) {
       this.relays.push(x.relay);
       void x.relay.done.then(() => {
@@ -281,6 +286,12 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       });
     }
     return result!.report;
+  }
+
+  private async dropGuard(): Promise<void> {
+    const guard = this.guard;
+    this.guard = undefined;
+    await guard?.remove().catch(() => undefined);
   }
 
   private async takeOver(down: NodeDown): Promise<void> {

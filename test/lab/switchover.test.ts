@@ -89,6 +89,11 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     expect(bStatus).toMatch(new RegExp(`switchover: took a's ${vip.replaceAll('.', '\\.')}:${master.port} at [^:]+:[^ ]+ ${BUSY + IDLE} of ${BUSY + IDLE} connection\\(s\\) moved, 0 reset; address moved \\d+ ms after a's lock, which held \\d+ ms`));
     const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
     expect(aStatus).toMatch(new RegExp(`switchover: gave ${vip.replaceAll('.', '\\.')}:${master.port} to b at \\S+: ${BUSY + IDLE} connection\\(s\\) handed over \\(${BUSY + IDLE} moved there, 0 reset\\), address removed \\d+ ms after the lock, lock held \\d+ ms`));
+    // No lock left on a, no RST guard on b (b's service answers as any service now); a new
+    // client reaches the promoted replica on b at the service address.
+    expect((await lab.exec('a', 'nft', ['list', 'tables'])).stdout).not.toMatch(/takeover_guard_/);
+    expect((await lab.exec('b', 'nft', ['list', 'tables'])).stdout).not.toMatch(/takeover_guard_/);
+    expect((await lab.exec('c', 'redis-cli', ['-h', vip, '-p', String(master.port), '-n', '2', 'INCR', 'a-new-client'])).stdout.trim()).toBe('1');
     // The address is b's now, a's gone.
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
