@@ -4,10 +4,10 @@
 //   1. dial the primary agent's connection-stream listener; REQUEST, its CHALLENGE, GO;
 //   2. the primary locks, waits for its server to go quiet, dumps every connection frozen and
 //      sends the states (STATES..., DUMPED) or REFUSED with the reason (nothing changed there);
-//   3. here: the shadow brought up to the lock (a stream's copy: its last mark past the lock
-//      time, so every session command is in it), the plans (net/switchover-plans.ts), the
-//      replica caught up with the locked primary (`catchUp`), promoted, and seen to accept
-//      connections. Any failure: ABORT, and the primary thaws its sockets and unlocks: the
+//   3. here, from QUIET on (while the states come): the replica caught up with the locked
+//      primary and the sessions read from its server (`catchUp`); after DUMPED the plans
+//      (net/switchover-plans.ts; the shadow asked only for what the server does not show), the
+//      promotion, the upstream seen to accept connections. Any failure: ABORT, and the primary thaws its sockets and unlocks: the
 //      clients go on there, nothing lost (a replica already promoted stays so: said in the error);
 //   4. RELEASE; the primary removes the address (RELEASED);
 //   5. continueConnections: the restores in batches, the address added and announced after the
@@ -65,7 +65,7 @@ export interface SwitchoverReport {
   lockHeldMs?: number;
   /** The primary's: from its lock to the address removed there (what a client sending under the lock waits for, at least). */
   releasedAfterMs?: number;
-  /** Here, ms: from the request to the states, the catch-up (and what it found), the promotion, the release. */
+  /** Here, ms: from the request to the states, the catch-up (and what it found; it runs from QUIET, beside the transfer), the promotion, the release. */
   handedOverMs: number;
   /** From GO (the primary locks) to DUMPED: lock, quiet, dump, the states' transfer and check. */
   statesMs: number;
@@ -111,9 +111,20 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
     const goAt = performance.now();
     const states: TcpRepairState[] = [];
     let dumped: Extract<SwitchoverMessage, { type: 'dumped' }> | undefined;
+    // Started at QUIET: the catch-up and the server's sessions are read while the states come.
+    type Caught = { ok: true; value: Awaited<ReturnType<BackupSwitchoverOptions['catchUp']>>; ms: number } | { ok: false; error: Error };
+    let catching: Promise<Caught> | undefined;
+    const startCatchUp = () => {
+      const c0 = performance.now();
+      return o.catchUp().then(
+        (value): Caught => ({ ok: true, value, ms: Math.round(performance.now() - c0) }),
+        (error: Error): Caught => ({ ok: false, error }),
+      );
+    };
     for (let i = 0; i < 1_000_000 && !dumped; i++) {
       const m = await channel.next((o.quietWaitMs ?? 2000) + 10_000, 'STATES or DUMPED');
-      if (m.type === 'states') states.push(...m.states);
+      if (m.type === 'quiet') catching ??= startCatchUp();
+      else if (m.type === 'states') states.push(...m.states);
       else if (m.type === 'dumped') dumped = m;
       else if (m.type === 'refused') throw new SwitchoverError(`the primary refused: ${m.reason}`, 'refused');
       else throw new SwitchoverError(`the primary sent ${m.type.toUpperCase()} before DUMPED`, 'refused');
@@ -127,10 +138,11 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
     let plansMs = 0;
     let plans;
     try {
-      const c0 = performance.now();
-      const caught = await o.catchUp();
+      const result = await (catching ?? startCatchUp());
+      if (!result.ok) throw result.error;
+      const caught = result.value;
       catchUp = caught.detail;
-      catchUpMs = Math.round(performance.now() - c0);
+      catchUpMs = result.ms;
       // The shadow is asked only for what the server's account lacks (all of it without one; a
       // login's AUTH with one): its plans of a thousand connections take ~70 ms under the lock.
       const needShadow = !caught.sessions || [...caught.sessions.values()].some((x) => x.kind === 'auth');

@@ -9,7 +9,7 @@
 //      (/proc/net/tcp, two samples QUIET_SAMPLE_MS apart), within the backup's quietWaitMs;
 //   4. each connection's socket borrowed from the process holding it (pidfd_getfd) and dumped,
 //      left in repair mode: frozen, it sends nothing more, not even a FIN or RST when closed;
-//   5. the states sent (STATES, then DUMPED);
+//   5. QUIET (the backup may read the server meanwhile), the states sent (STATES, then DUMPED);
 //   6. RELEASE: the address removed here, RELEASED; or ABORT (or the backup gone, or silent for
 //      DECISION_WAIT_MS): every socket taken out of repair mode as it was, the lock removed:
 //      the clients go on here, nothing lost;
@@ -153,6 +153,7 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
       }
     }
     const quietMs = Math.round(lock.heldMs());
+    channel.send({ type: 'quiet', quietMs });
     const t = performance.now();
     const owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
     // In slices: a thousand dumps hold the loop ~100-170 ms, and this agent's heartbeats must go on

@@ -38,6 +38,8 @@
 //   9 ABORT     (B -> P) reason (text 0..200): leave repair mode, unlock
 //  10 DONE      (B -> P) moved (u32) | reset (u32)
 //  11 UNLOCKED  (P -> B) lockHeldMs (u32) | releasedAfterMs (u32: from the lock to the address removed)
+//  12 QUIET     (P -> B, before the first STATES) quietMs (u32): locked and quiet, the dump begins:
+//               B may look at the server (catch-up, sessions) while the states come
 import { BodyError, type BodyReader } from '../wire/body-reader.js';
 import { checkWireKey, fitText, FrameFormat, MAC_BYTES, sequenceRefusal, SignedFrameReader, type WireReadResult, type WireRejection } from '../wire/signed-frames.js';
 import { parseTcpRepairState, serializeTcpRepairState, type TcpRepairState } from './tcp-repair-state.js';
@@ -67,8 +69,8 @@ export const STATES_FRAME_BODY_BYTES = 256 * 1024;
 export type SwitchoverBarrier = 'none' | 'resp-ping';
 const BARRIERS: readonly SwitchoverBarrier[] = ['none', 'resp-ping'];
 
-export type SwitchoverMessageType = 'request' | 'challenge' | 'go' | 'states' | 'dumped' | 'refused' | 'release' | 'released' | 'abort' | 'done' | 'unlocked';
-const CODES: Record<SwitchoverMessageType, number> = { request: 1, challenge: 2, go: 3, states: 4, dumped: 5, refused: 6, release: 7, released: 8, abort: 9, done: 10, unlocked: 11 };
+export type SwitchoverMessageType = 'request' | 'challenge' | 'go' | 'states' | 'dumped' | 'refused' | 'release' | 'released' | 'abort' | 'done' | 'unlocked' | 'quiet';
+const CODES: Record<SwitchoverMessageType, number> = { request: 1, challenge: 2, go: 3, states: 4, dumped: 5, refused: 6, release: 7, released: 8, abort: 9, done: 10, unlocked: 11, quiet: 12 };
 const FORMAT = new FrameFormat<SwitchoverMessageType>('switchover', SWITCHOVER_MAGIC, SWITCHOVER_WIRE_VERSION, CODES, SWITCHOVER_HEADER_BYTES);
 /** Who may send each message. */
 const FROM_BACKUP: ReadonlySet<SwitchoverMessageType> = new Set(['request', 'go', 'release', 'abort', 'done']);
@@ -84,7 +86,8 @@ export type SwitchoverMessage =
   | { type: 'released' }
   | { type: 'abort'; reason: string }
   | { type: 'done'; moved: number; reset: number }
-  | { type: 'unlocked'; lockHeldMs: number; releasedAfterMs: number };
+  | { type: 'unlocked'; lockHeldMs: number; releasedAfterMs: number }
+  | { type: 'quiet'; quietMs: number };
 
 export interface SwitchoverFrame {
   backupNonce: bigint;
@@ -170,6 +173,8 @@ function bodyOf(m: SwitchoverMessage): Buffer {
       return Buffer.concat([u32('moved', m.moved), u32('reset', m.reset)]);
     case 'unlocked':
       return Buffer.concat([u32('lockHeldMs', m.lockHeldMs), u32('releasedAfterMs', m.releasedAfterMs)]);
+    case 'quiet':
+      return u32('quietMs', m.quietMs);
     case 'go':
     case 'release':
     case 'released':
@@ -260,6 +265,8 @@ function readMessage(type: SwitchoverMessageType, r: BodyReader): SwitchoverMess
       return { type, moved: r.u32('moved'), reset: r.u32('reset') };
     case 'unlocked':
       return { type, lockHeldMs: r.u32('lockHeldMs'), releasedAfterMs: r.u32('releasedAfterMs') };
+    case 'quiet':
+      return { type, quietMs: r.u32('quietMs') };
     case 'go':
     case 'release':
     case 'released':

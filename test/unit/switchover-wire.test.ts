@@ -43,6 +43,7 @@ const backupMessages: SwitchoverMessage[] = [
 ];
 const primaryMessages: SwitchoverMessage[] = [
   { type: 'challenge', node: 'a' },
+  { type: 'quiet', quietMs: 71 },
   { type: 'states', states: [state(40000), state(40001, '')] },
   { type: 'dumped', connections: 2, quietMs: 12, dumpMs: 3, lockedAtMs: 1_790_000_000_000.5 },
   { type: 'released' },
@@ -72,8 +73,9 @@ describe('switchover wire', () => {
     const b = backupReader();
     const back = b.push(Buffer.concat(primaryStream()));
     expect(back.every((r) => r.ok)).toBe(true);
-    const states = back[1]!.ok && back[1]!.frame.message.type === 'states' ? back[1]!.frame.message.states : [];
-    expect(states).toEqual(primaryMessages[1]!.type === 'states' ? primaryMessages[1]!.states : null);
+    const states = back[2]!.ok && back[2]!.frame.message.type === 'states' ? back[2]!.frame.message.states : [];
+    expect(states).toEqual(primaryMessages[2]!.type === 'states' ? primaryMessages[2]!.states : null);
+    expect(back.map((r) => r.ok && r.frame.message.type)).toEqual(primaryMessages.map((m) => m.type));
     expect(b.session).toEqual({ backupNonce: B, primaryNonce: P });
   });
 
@@ -158,7 +160,7 @@ describe('switchover wire', () => {
         b.writeUInt32BE(b.length - 4, 0);
         b.write('TKSW', 4);
         b[8] = 1;
-        b[9] = 1 + int(11);
+        b[9] = 1 + int(12);
       }
       const r = int(2) ? primaryReader() : backupReader();
       const results = [...r.push(b), ...[r.finish()].filter((x) => x !== null)];
