@@ -123,6 +123,13 @@ export interface TakeoverDone {
     goodbyes: number;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
+    /**
+     * Frames the shadow's capture reported lost while it followed the peer (its ring's drops, or
+     * the LOSS the peer's stream reported): the connections open then could not all be continued.
+     * A mirror that drops frames before they reach the ring (a SPAN port oversubscribed, a full
+     * backlog) is not counted here: its holes show in the resets' reasons.
+     */
+    captureDrops: number;
   };
   /** With `continue`: why nothing was continued (the promotion failed); the connections were closed. */
   continueError?: string;
@@ -351,6 +358,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         midReply: continued.filter((x) => x.midReplyBytes > 0).length,
         goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
+        captureDrops: shadow.stats().captureDrops,
       },
     };
   }

@@ -53,7 +53,7 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     console.log(`continue from the stream: ${JSON.stringify(taken.continued)}`);
     expect(taken.continueError).toBeUndefined();
     // Every idle connection was quiet long before the death: its copy is whole, and it goes on.
-    expect(poked).toEqual({ idle: IDLE, answered: IDLE, bad: [] });
+    expect(poked).toEqual({ idle: IDLE, answered: IDLE, failed: 0, wrong: 0, bad: [] });
     const reset = after.filter((c) => c.errors.length > 0);
     const goneOn = after.filter((c) => c.errors.length === 0);
     expect(taken.continued.connections + taken.continued.reset).toBe(BUSY + IDLE);
