@@ -77,6 +77,9 @@ export interface PeerTakeoverOptions {
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
 
+/** How long after a takeover its spent shadow is closed and a fresh one opened, ms (see reopenShadowLater). */
+const SHADOW_REOPEN_DELAY_MS = 1000;
+
 /** What a shadow says of itself (ShadowCapture's stats; a PeerShadow adds its stream's). */
 export type ShadowHealth = ShadowStats & { captureDrops: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
@@ -148,6 +151,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private readonly relays: Relay[] = [];
   /** With `continue`: the shadow following the peer's connections now (undefined: none could be opened). */
   private shadow: Shadow | undefined;
+  /** A takeover's spent shadow and the timer that closes it and opens the next (reopenShadowLater). */
+  private reopening: { spent: Shadow | undefined; timer: NodeJS.Timeout } | undefined;
   private closed = false;
   private readonly method: CloseMethod;
   /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
@@ -178,6 +183,30 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private reopenShadow(): void {
     this.shadow?.close();
     this.shadow = undefined;
+    this.openShadow();
+  }
+
+  /**
+   * As reopenShadow, once the continued connections are under way: closing a capture and opening
+   * the next (a 64 MiB ring each) hold the event loop ~40 ms, and the relays just started would
+   * wait with it (a lab trace showed every client's first reply 60 ms late). The spent shadow is
+   * out of use at once (a takeover meanwhile finds none and closes the connections instead of
+   * continuing them twice); it follows nothing meanwhile, the peer being silent.
+   */
+  private reopenShadowLater(): void {
+    const spent = this.shadow;
+    this.shadow = undefined;
+    clearTimeout(this.reopening?.timer);
+    this.reopening?.spent?.close();
+    const timer = setTimeout(() => {
+      this.reopening = undefined;
+      spent?.close();
+      if (!this.shadow) this.openShadow();
+    }, SHADOW_REOPEN_DELAY_MS);
+    this.reopening = { spent, timer };
+  }
+
+  private openShadow(): void {
     if (this.closed || !this.options.continue) return;
     try {
       this.shadow = this.options.continue.openShadow();
@@ -234,6 +263,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     this.closed = true;
     this.watch?.close();
     this.shadow?.close();
+    clearTimeout(this.reopening?.timer);
+    this.reopening?.spent?.close();
+    this.reopening = undefined;
     for (const r of this.relays.splice(0)) r.close('the agent stopped');
     const guard = this.guard;
     this.guard = undefined;
@@ -294,9 +326,13 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           this.reopenShadow(); // nothing will be continued from this one; a fresh one for the peer's next life
         }
         if (continueError === undefined) {
-          const done = await this.continueHere(c, shadow!, known);
-          this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
-          return;
+          try {
+            const done = await this.continueHere(c, shadow!, known);
+            this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
+            return;
+          } finally {
+            this.reopenShadowLater();
+          }
         }
       }
       const watch = this.watch;
@@ -324,13 +360,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, shadow: Shadow, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
     const address = this.options.service.address;
     const r = await continueConnections({
-      plans: async () => {
-        const plans = await shadow.plans(address);
-        // Its work is done (following the load would only slow the restores); a fresh one
-        // follows the peer's connections should it come back.
-        this.reopenShadow();
-        return plans;
-      },
+      plans: () => shadow.plans(address),
       address,
       interface: this.options.interface,
       prefixLength: this.options.prefixLength,

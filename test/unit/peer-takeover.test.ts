@@ -194,6 +194,9 @@ describe('PeerTakeover with continue', () => {
     const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
     events.emit('event', down);
     expect((await failed).message).toMatch(/ENODEV/);
+    // The spent shadow is closed and a fresh one opened a moment later (not while relays start).
+    expect(calls).toEqual(['shadow opened', 'fence', 'promote', 'plans']);
+    for (const end = Date.now() + 3000; calls.length < 6 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
     expect(calls).toEqual(['shadow opened', 'fence', 'promote', 'plans', 'shadow closed', 'shadow opened']);
     expect(touched).toEqual([]);
     await plan.close();
