@@ -178,20 +178,12 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   /**
    * A fresh shadow after a takeover took the last one's plans (or gave up on them): without it,
    * the peer's connections after it comes back would not be followed, and a second takeover
-   * would continue none of them.
-   */
-  private reopenShadow(): void {
-    this.shadow?.close();
-    this.shadow = undefined;
-    this.openShadow();
-  }
-
-  /**
-   * As reopenShadow, once the continued connections are under way: closing a capture and opening
-   * the next (a 64 MiB ring each) hold the event loop ~40 ms, and the relays just started would
-   * wait with it (a lab trace showed every client's first reply 60 ms late). The spent shadow is
-   * out of use at once (a takeover meanwhile finds none and closes the connections instead of
-   * continuing them twice); it follows nothing meanwhile, the peer being silent.
+   * would continue none of them. Opened a moment later, once the continued connections are
+   * under way: closing a capture and opening the next (a 64 MiB ring each) hold the event loop
+   * ~40 ms, and the relays just started would wait with it (a lab trace showed every client's
+   * first reply 60 ms late). The spent shadow is out of use at once (a takeover meanwhile finds
+   * none and closes the connections instead of continuing them twice); it follows nothing
+   * meanwhile, the peer being silent.
    */
   private reopenShadowLater(): void {
     const spent = this.shadow;
@@ -311,28 +303,33 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       const known = this.options.known?.() ?? [];
       const c = this.options.continue;
       const shadow = this.shadow;
-      if (c) {
-        try {
-          if (!shadow) throw new Error('no shadow of its connections could be started after the last takeover');
+      if (c && !shadow) {
+        continueError = 'no shadow of its connections could be started after the last takeover';
+        this.reopenShadowLater(); // tried again, for the peer's next life
+      } else if (c && shadow) {
+        // The promotion runs while the plans are taken and the first batch restored; the address
+        // waits for it (ContinueOptions.ready). A relay to an upstream that refuses would end
+        // every continued connection a moment later: checked before the address too.
+        const promoted = (async () => {
           try {
             await c.promote?.();
           } catch (err) {
             throw new Error(`the local service was not promoted: ${(err as Error).message}`);
           }
-          // A relay to an upstream that refuses would end every continued connection a moment later.
           await upstreamAccepts(c.upstream);
+        })();
+        promoted.catch(() => undefined); // its rejection is read below
+        try {
+          const done = await this.continueHere(c, shadow, known, promoted);
+          this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
+          return;
         } catch (err) {
-          continueError = (err as Error).message;
-          this.reopenShadow(); // nothing will be continued from this one; a fresh one for the peer's next life
-        }
-        if (continueError === undefined) {
-          try {
-            const done = await this.continueHere(c, shadow!, known);
-            this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
-            return;
-          } finally {
-            this.reopenShadowLater();
-          }
+          // The promotion's failure stopped the continue before the address moved: nothing is
+          // continued, and the connections are closed below. Any other failure is the takeover's.
+          continueError = await promoted.then(() => undefined, (e: Error) => e.message);
+          if (continueError === undefined) throw err;
+        } finally {
+          this.reopenShadowLater();
         }
       }
       const watch = this.watch;
@@ -357,7 +354,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   }
 
   /** Continues what the shadow can prove, resets the rest (and what only the replicated table knew). */
-  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, shadow: Shadow, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
+  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, shadow: Shadow, known: DeadConnection[], promoted: Promise<void>): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
     const address = this.options.service.address;
     const r = await continueConnections({
       plans: () => shadow.plans(address),
@@ -369,6 +366,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       guard: this.guard === undefined,
       alsoReset: known.filter((k) => k.local.port === this.options.service.port),
       ...(c.proveTail ? { proveTail: {} } : {}),
+      ready: promoted,
     });
     for (const x of r.continued) {
       this.relays.push(x.relay);
