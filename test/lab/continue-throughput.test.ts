@@ -3,8 +3,9 @@
 // connections (a learning bridge; the switch mirrors a's port to b: as continue-agent.test.ts).
 // A client on c reads a 100 MB value with GET, a few times; a dies silently; b's agent continues
 // the connection (restored socket -> relay -> promoted replica: the relay's steady state is spliced
-// in the kernel); the same client, on the same connection, reads the value again. Printed: the
-// rates before and after and their ratio. The bound asserted is the one docs/CONTINUE.md promises.
+// in the kernel; the restored socket keeps window scaling and timestamps, checked with ss); the
+// same client, on the same connection, reads the value again. Printed: the rates before and after
+// and their ratio. The bound asserted is the one docs/CONTINUE.md promises.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
@@ -53,6 +54,10 @@ it('a 100 MB transfer after the takeover runs at the rate it had before', async 
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     expect(taken.continueError).toBeUndefined();
     expect(taken.continued).toMatchObject({ connections: 1, reset: 0 });
+    // The continued socket kept the handshake's options (TCP_REPAIR): window scaling and timestamps.
+    const info = (await lab.exec('b', 'ss', ['-tinH', 'state', 'established', 'src', `${vip}:${master.port}`])).stdout;
+    expect(info).toMatch(/\bts\b/);
+    expect(info).toMatch(/\bwscale:\d+,\d+/);
     const after = (await bulk.request({ cmd: 'get', count: TRANSFERS }, 60_000)) as GetResult;
     expect(after).toMatchObject({ mismatches: 0, errors: [], closed: false });
     expect(after.transfers).toHaveLength(TRANSFERS);
