@@ -236,11 +236,16 @@ export function relayConnection(options: RelayOptions): Relay {
     stats.spliced = true;
     client.destroy();
     upstream.destroy();
-    p.start({ aToB: toUpstream, bToA: toClient, aEof: clientEof, bEof: upstreamEof }, (err: NativeError | null, end: SpliceEnd) => {
-      if (err) reason ??= `${end.side === 'b' ? 'upstream' : 'client'} error: ${err.message}`;
-      else reason ??= end.firstEof === 'b' ? 'upstream ended' : 'client ended';
-      finish(result());
-    });
+    try {
+      p.start({ aToB: toUpstream, bToA: toClient, aEof: clientEof, bEof: upstreamEof }, (err: NativeError | null, end: SpliceEnd) => {
+        if (err) reason ??= `${end.side === 'b' ? 'upstream' : 'client'} error: ${err.message}`;
+        else reason ??= end.firstEof === 'b' ? 'upstream ended' : 'client ended';
+        finish(result());
+      });
+    } catch (err) {
+      // (uv_poll_init refused: no way back, the net.Sockets are gone.)
+      close(`splice relay error: ${(err as Error).message}`);
+    }
   }
 
   /** The part of data after the expected reply start; null when the relay ended (they differed). */
