@@ -5,6 +5,8 @@
 // one poll handle per fd), so the event loop never blocks; each callback moves at most kBudget
 // bytes per direction, then yields (epoll is level-triggered: a socket still ready fires again).
 //
+// Pipes come from a per-thread pool and are held only while bytes are in them (PipePool).
+//
 // Ownership: the constructor dup()s both fds (F_DUPFD_CLOEXEC); the caller closes its own (the
 // relay destroys its net.Sockets at once, in the same JS tick, so no fd is ever watched by a Node
 // stream and this poll at the same time). Every fd and pipe end is a UniqueFd: an early return or
@@ -85,15 +87,60 @@ class EventPoll {
   int events_ = 0;
 };
 
+// A pipe: the kernel buffer spliced bytes pass through (pages handed over, not copied).
+struct Pipe {
+  UniqueFd r;
+  UniqueFd w;
+  size_t bytes = 0;  // its capacity
+};
+
+// Empty pipes, shared by the relays of this thread (the loop's). A relay holds a pipe only while
+// bytes are in it: an idle relay (most continued connections) holds none. Pipe capacity counts
+// against the user's fs.pipe-user-pages-soft (64 MiB by default) whether used or not, and past
+// it every new pipe of that user (root: every root process) gets 2 pages; a pipe per direction
+// per relay would reach it at a few hundred relays.
+class PipePool {
+ public:
+  // An empty pipe of about `bytes` (the kernel may refuse the size: then its default); false
+  // with errno set when none can be made.
+  bool Take(Pipe& out, int bytes) {
+    if (!free_.empty()) {
+      out = std::move(free_.back());
+      free_.pop_back();
+      return true;
+    }
+    int p[2];
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return false;
+    out.r.reset(p[0]);
+    out.w.reset(p[1]);
+    int size = fcntl(out.w.get(), F_SETPIPE_SZ, bytes);
+    if (size < 0) size = fcntl(out.w.get(), F_GETPIPE_SZ);
+    out.bytes = size > 0 ? static_cast<size_t>(size) : 65536;
+    return true;
+  }
+  // Back to the pool; only ever an empty pipe. Beyond kMaxFree it is closed.
+  void Give(Pipe& p) {
+    if (!p.r) return;
+    if (free_.size() < kMaxFree) free_.push_back(std::move(p));
+    p = Pipe();
+  }
+  size_t free() const { return free_.size(); }
+
+ private:
+  static constexpr size_t kMaxFree = 16;
+  std::vector<Pipe> free_;
+};
+
+thread_local PipePool pipePool;
+
 // One way: src socket -> pipe -> dst socket, after the bytes JS had already read (leftover).
 struct Direction {
   int src = -1;
   int dst = -1;
   int srcSide = 0;  // 0: socket a, 1: socket b (for the error's side)
   int dstSide = 1;
-  UniqueFd pipeR;
-  UniqueFd pipeW;
-  size_t pipeBytes = 0;
+  Pipe pipe;  // held only while bytes are in it (inPipe > 0)
+  int pipeBytes = 0;
   size_t inPipe = 0;
   std::vector<uint8_t> leftover;
   size_t leftoverAt = 0;
@@ -141,7 +188,7 @@ bool Pump(Direction& d, Failure& f) {
       continue;
     }
     if (d.inPipe > 0) {
-      ssize_t n = splice(d.pipeR.get(), nullptr, d.dst, nullptr, d.inPipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      ssize_t n = splice(d.pipe.r.get(), nullptr, d.dst, nullptr, d.inPipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (Again(errno)) return d.wantWrite = true;
@@ -151,6 +198,7 @@ bool Pump(Direction& d, Failure& f) {
       d.inPipe -= static_cast<size_t>(n);
       d.bytes += static_cast<uint64_t>(n);
       moved += static_cast<size_t>(n);
+      if (d.inPipe == 0) pipePool.Give(d.pipe);
       continue;
     }
     if (d.srcEof) {
@@ -162,15 +210,21 @@ bool Pump(Direction& d, Failure& f) {
       return true;
     }
     // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
-    ssize_t n = splice(d.src, nullptr, d.pipeW.get(), nullptr, d.pipeBytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == 0) {
-      d.srcEof = true;
-      continue;
+    if (!d.pipe.r && !pipePool.Take(d.pipe, d.pipeBytes)) {
+      f = {errno, "pipe2", d.srcSide};
+      return false;
     }
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (Again(errno)) return d.wantRead = true;
-      f = {errno, "splice", d.srcSide};
+    ssize_t n = splice(d.src, nullptr, d.pipe.w.get(), nullptr, d.pipe.bytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n <= 0) {
+      int err = errno;
+      pipePool.Give(d.pipe);  // still empty
+      if (n == 0) {
+        d.srcEof = true;
+        continue;
+      }
+      if (err == EINTR) continue;
+      if (Again(err)) return d.wantRead = true;
+      f = {err, "splice", d.srcSide};
       return false;
     }
     d.inPipe += static_cast<size_t>(n);
@@ -193,17 +247,6 @@ UniqueFd DupSocket(Napi::Env env, int fd) {
   return dup;
 }
 
-void MakePipe(Napi::Env env, Direction& d, int pipeBytes) {
-  int p[2];
-  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) ThrowErrno(env, "pipe2", errno);
-  d.pipeR.reset(p[0]);
-  d.pipeW.reset(p[1]);
-  // A larger pipe moves more per splice; refused (the per-user pipe limit) it keeps its size.
-  int size = fcntl(d.pipeW.get(), F_SETPIPE_SZ, pipeBytes);
-  if (size < 0) size = fcntl(d.pipeW.get(), F_GETPIPE_SZ);
-  d.pipeBytes = size > 0 ? static_cast<size_t>(size) : 65536;
-}
-
 class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -212,7 +255,7 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
                         InstanceMethod<&SpliceRelay::Close>("close")});
   }
 
-  // new SpliceRelay(fdA, fdB, pipeBytes?): duplicates both fds and makes a pipe per direction.
+  // new SpliceRelay(fdA, fdB, pipeBytes?): duplicates both fds; pipes come from the pool.
   explicit SpliceRelay(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SpliceRelay>(info) {
     Napi::Env env = info.Env();
     int fdA = FdArg(info, 0, "fdA");
@@ -221,8 +264,7 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     int pipeBytes = info[2].IsUndefined() ? kDefaultPipeBytes : static_cast<int>(IntArg(info, 2, "pipeBytes", 4096, 1 << 30));
     UniqueFd a = DupSocket(env, fdA);
     UniqueFd b = DupSocket(env, fdB);
-    MakePipe(env, ab_, pipeBytes);
-    MakePipe(env, ba_, pipeBytes);
+    ab_.pipeBytes = ba_.pipeBytes = pipeBytes;
     a_ = std::move(a);
     b_ = std::move(b);
     ab_.src = ba_.dst = a_.get();
@@ -353,10 +395,12 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
   void Release() {
     pollA_.Close();
     pollB_.Close();
-    ab_.pipeR.reset();
-    ab_.pipeW.reset();
-    ba_.pipeR.reset();
-    ba_.pipeW.reset();
+    // A pipe with bytes in it is closed (they are lost with the relay); an empty one goes back.
+    for (Direction* d : {&ab_, &ba_}) {
+      if (d->inPipe == 0) pipePool.Give(d->pipe);
+      d->pipe = Pipe();
+      d->inPipe = 0;
+    }
     a_.reset();
     b_.reset();
   }
@@ -402,6 +446,12 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
 
 }  // namespace
 
-void InitSpliceRelay(Napi::Env env, Napi::Object exports) { exports.Set("SpliceRelay", SpliceRelay::Define(env)); }
+void InitSpliceRelay(Napi::Env env, Napi::Object exports) {
+  exports.Set("SpliceRelay", SpliceRelay::Define(env));
+  // splicePipesFree(): empty pipes this thread's pool keeps (2 fds each), for fd accounting.
+  exports.Set("splicePipesFree", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), static_cast<double>(pipePool.free()));
+              }));
+}
 
 }  // namespace takeover

@@ -374,10 +374,13 @@ export interface NativeBindings {
 
   /**
    * splice_relay.cc: joins two connected stream sockets both ways in the kernel. Duplicates both
-   * fds (the caller closes its own); a pipe of `pipeBytes` (default 256 KiB, kept smaller when the
-   * kernel refuses) per direction. Throws ERR_INVALID_ARG_VALUE, or fcntl/pipe2/getsockopt errors.
+   * fds (the caller closes its own). Each direction takes a pipe from a per-thread pool while bytes
+   * pass (new ones of `pipeBytes`, default 256 KiB, kept smaller when the kernel refuses).
+   * Throws ERR_INVALID_ARG_VALUE, or the fcntl/getsockopt error.
    */
   SpliceRelay: new (fdA: number, fdB: number, pipeBytes?: number) => NativeSpliceRelay;
+  /** Empty pipes the SpliceRelay pool keeps on this thread (2 fds each; 16 at most). */
+  splicePipesFree(): number;
 }
 
 /** Bytes written by a SpliceRelay, per direction (userspace leftovers included). */
@@ -398,7 +401,7 @@ export interface NativeSpliceRelay {
    * from one socket in userspace, written to the other before anything else; aEof/bEof: that
    * socket's EOF was already read. EOF one way shuts the other socket down for writing (SHUT_WR).
    * onEnd runs once: err null when both ways reached EOF, else a NativeError (syscall splice, send,
-   * shutdown, or poll for an error the socket reported); everything is closed before it runs.
+   * shutdown, pipe2, or poll for an error the socket reported); everything is closed before it runs.
    */
   start(init: { aToB?: Uint8Array; bToA?: Uint8Array; aEof?: boolean; bEof?: boolean }, onEnd: (err: NativeError | null, end: SpliceEnd) => void): void;
   /** Written so far. */

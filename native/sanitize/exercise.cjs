@@ -316,6 +316,7 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     attempt(() => d.start({ aToB: 'x' }, () => {}));
     attempt(() => d.start(null, () => {}));
     d.close();
+    if (typeof addon.splicePipesFree() !== 'number') throw new Error('splicePipesFree: not a number');
     p.destroy();
     q.destroy();
     ls.close();
