@@ -4,7 +4,7 @@
 // session preamble and the requests the dead server never answered; the preamble's replies are
 // swallowed (counted with the plugin's ReplyCounter), so the client sees exactly the replies to
 // its own requests, in order. Then bytes flow both ways with backpressure: in the kernel (the
-// addon's SpliceRelay, splice(2) through a pipe per direction) once the relay's JS has nothing
+// addon's SpliceRelay, splice(2) through a pipe) once the relay's JS has nothing
 // left to look at, in userspace until then.
 //
 // The handover to the kernel: JS must see the upstream's bytes while preamble replies are
@@ -52,7 +52,7 @@ export interface RelayOptions {
   goodbye?: Uint8Array;
   /**
    * Relay the steady state in the kernel (splice(2), default true); false keeps every byte in
-   * userspace (for comparison). `pipeBytes`: each direction's pipe (default 256 KiB).
+   * userspace (for comparison). `pipeBytes`: the size of pipes made for it (default 256 KiB).
    */
   splice?: boolean | { pipeBytes?: number };
 }
