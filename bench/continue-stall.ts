@@ -94,8 +94,9 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     }
     const taken = await until('the takeover in b\'s log', () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     if (side === 'continue') {
-      const c = taken.continued as { connections: number; reset: number; timings: { doneMs: number } } | undefined;
-      note = c ? `continued ${c.connections}, reset ${c.reset} (continueConnections ${c.timings.doneMs.toFixed(0)} ms)` : 'nothing continued';
+      const c = taken.continued as { connections: number; reset: number; timings: Record<string, number> } | undefined;
+      const steps = c ? Object.entries(c.timings).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v.toFixed(0)}`).join(', ') : '';
+      note = c ? `continued ${c.connections}, reset ${c.reset} (continueConnections, ms since its start: ${steps})` : 'nothing continued';
       if (taken.continueError) note += `, continue error: ${String(taken.continueError)}`;
     }
     if (typeof taken.time === 'number') note += `, takeover logged ${(taken.time - at).toFixed(0)} ms after node-down`;

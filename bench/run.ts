@@ -1,6 +1,6 @@
 // `npm run bench`: each benchmark runs its baseline and ours in the same run, on the same lab,
 // and prints the ratio. Machines here are noisy: read ratios, not absolute times.
-// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall (default: all). Needs root.
+// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall,relay (default: all). Needs root.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,10 +22,11 @@ import { reliableTakeover } from './reliable-takeover.js';
 import { tcpRepair } from './tcp-repair.js';
 import { captureLoss } from './capture-loss.js';
 import { continueStall } from './continue-stall.js';
+import { relayThroughput } from './relay-throughput.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
-const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall').split(','));
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall,relay').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
@@ -141,4 +142,5 @@ if (only.has('takeover')) await reliableTakeover(out);
 if (only.has('repair')) await tcpRepair();
 if (only.has('capture-loss')) await captureLoss(out);
 if (only.has('continue-stall')) await continueStall(out);
+if (only.has('relay')) await relayThroughput(out);
 await replication(only);

@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitSgIo(env, exports);
   takeover::InitTcpRepair(env, exports);
   takeover::InitFileLock(env, exports);
+  takeover::InitSpliceRelay(env, exports);
   return exports;
 }
 }  // namespace

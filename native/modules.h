@@ -17,4 +17,5 @@ void InitAddressProbe(Napi::Env env, Napi::Object exports);   // address_probe.c
 void InitSgIo(Napi::Env env, Napi::Object exports);         // sg_io.cc
 void InitTcpRepair(Napi::Env env, Napi::Object exports);    // tcp_repair.cc
 void InitFileLock(Napi::Env env, Napi::Object exports);     // file_lock.cc
+void InitSpliceRelay(Napi::Env env, Napi::Object exports);  // splice_relay.cc
 }  // namespace takeover

@@ -371,6 +371,43 @@ export interface NativeBindings {
   /** The same for many states, one after another on a libuv worker; one result per state, in order. */
   tcpRepairRestoreAsync(states: Array<NativeRepairState & { transparent?: boolean }>): Promise<NativeRestoreResult[]>;
   tcpInfoOf(fd: number): TcpInfoSummary;
+
+  /**
+   * splice_relay.cc: joins two connected stream sockets both ways in the kernel. Duplicates both
+   * fds (the caller closes its own). Each direction takes a pipe from a per-thread pool while bytes
+   * pass (new ones of `pipeBytes`, default 256 KiB, kept smaller when the kernel refuses).
+   * Throws ERR_INVALID_ARG_VALUE, or the fcntl/getsockopt error.
+   */
+  SpliceRelay: new (fdA: number, fdB: number, pipeBytes?: number) => NativeSpliceRelay;
+  /** Empty pipes the SpliceRelay pool keeps on this thread (2 fds each; 16 at most). */
+  splicePipesFree(): number;
+}
+
+/** Bytes written by a SpliceRelay, per direction (userspace leftovers included). */
+export interface SpliceBytes {
+  aToB: number;
+  bToA: number;
+}
+
+/** How a SpliceRelay ended: the counts, the socket an error came from, which EOF came first. */
+export interface SpliceEnd extends SpliceBytes {
+  side?: 'a' | 'b';
+  firstEof?: 'a' | 'b';
+}
+
+export interface NativeSpliceRelay {
+  /**
+   * Starts relaying (uv_poll; the first pass on the next loop turn). aToB/bToA: bytes already read
+   * from one socket in userspace, written to the other before anything else; aEof/bEof: that
+   * socket's EOF was already read. EOF one way shuts the other socket down for writing (SHUT_WR).
+   * onEnd runs once: err null when both ways reached EOF, else a NativeError (syscall splice, send,
+   * shutdown, pipe2, or poll for an error the socket reported); everything is closed before it runs.
+   */
+  start(init: { aToB?: Uint8Array; bToA?: Uint8Array; aEof?: boolean; bEof?: boolean }, onEnd: (err: NativeError | null, end: SpliceEnd) => void): void;
+  /** Written so far. */
+  bytes(): SpliceBytes;
+  /** Closes both sockets and the pipes now (FIN, or RST with unread bytes); onEnd is not called. Idempotent. */
+  close(): SpliceBytes;
 }
 
 /** native/address_probe.cc: an ARP probe (RFC 5227 2.1.1) or DAD solicitation (RFC 4862 5.4.2) and the answers. */

@@ -256,8 +256,73 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     attempt(() => addon.tryLockExclusive(-1));
     attempt(() => addon.tryLockExclusive('x'));
   }
+  let spliced = 0;
+  {
+    // The splice relay: both ways with leftovers and half-close, a peer's reset, close() while
+    // running, a relay never started, and bad arguments.
+    const ls = net.createServer((s) => s.on('error', () => {}));
+    await new Promise((r) => ls.listen(0, '127.0.0.1', r));
+    const pair = async () => {
+      const acc = new Promise((r) => ls.once('connection', r));
+      const c = net.connect(ls.address().port, '127.0.0.1');
+      c.on('error', () => {});
+      await new Promise((r) => c.once('connect', r));
+      const s = await acc;
+      return [c, s];
+    };
+    const joined = async (init) => {
+      const [left, x] = await pair();
+      const [right, y] = await pair();
+      const relay = new addon.SpliceRelay(x._handle.fd, y._handle.fd, 65536);
+      x.destroy();
+      y.destroy();
+      const ended = new Promise((r) => relay.start(init, (err, end) => r({ err, end })));
+      return { left, right, relay, ended };
+    };
+    for (let i = 0; i < 5; i++) {
+      const a = await joined({ aToB: Buffer.alloc(100000, 1), bToA: Buffer.from('x'), bEof: i === 4 });
+      let got = 0;
+      a.right.on('data', (d) => (got += d.length));
+      a.left.on('data', () => {});
+      a.left.end(Buffer.alloc(3 << 20, 2));
+      if (i !== 4) a.right.end('reply');
+      const e = await a.ended;
+      if (e.err || e.end.aToB !== 100000 + (3 << 20)) throw new Error(`splice relay: ${e.err ? e.err.message : JSON.stringify(e.end)}`);
+      spliced += e.end.aToB + e.end.bToA;
+      a.relay.bytes();
+      a.relay.close();
+    }
+    const b = await joined({});
+    b.left.write('abc');
+    await new Promise((r) => setTimeout(r, 20));
+    b.left.resetAndDestroy();
+    const be = await b.ended;
+    if (!be.err || be.err.code !== 'ECONNRESET') throw new Error(`splice relay reset: ${JSON.stringify(be)}`);
+    b.right.destroy();
+    const c = await joined({});
+    c.left.write(Buffer.alloc(1 << 20, 3));
+    await new Promise((r) => setTimeout(r, 10));
+    c.relay.close();
+    attempt(() => c.relay.start({}, () => {}));
+    c.left.destroy();
+    c.right.destroy();
+    const [p, q] = await pair();
+    new addon.SpliceRelay(p._handle.fd, q._handle.fd).close();
+    attempt(() => new addon.SpliceRelay(p._handle.fd, p._handle.fd));
+    attempt(() => new addon.SpliceRelay(p._handle.fd, 0x7ffffff));
+    attempt(() => new addon.SpliceRelay(p._handle.fd, 'x'));
+    attempt(() => new addon.SpliceRelay(p._handle.fd, q._handle.fd, 1));
+    const d = new addon.SpliceRelay(p._handle.fd, q._handle.fd);
+    attempt(() => d.start({ aToB: 'x' }, () => {}));
+    attempt(() => d.start(null, () => {}));
+    d.close();
+    if (typeof addon.splicePipesFree() !== 'number') throw new Error('splicePipesFree: not a number');
+    p.destroy();
+    q.destroy();
+    ls.close();
+  }
   for (const c of clients) c.destroy();
   server.close();
-  console.log(JSON.stringify({ segs, anySegs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq }));
+  console.log(JSON.stringify({ segs, anySegs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq, spliced }));
   global.gc?.();
 })();

@@ -78,6 +78,9 @@ export interface PeerTakeoverOptions {
 
 type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
 
+/** How long after a takeover its spent shadow is closed and a fresh one opened, ms (see reopenShadowLater). */
+const SHADOW_REOPEN_DELAY_MS = 1000;
+
 /** What a shadow says of itself (ShadowCapture's stats; a PeerShadow adds its stream's). */
 export type ShadowHealth = ShadowStats & { captureDrops: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
@@ -124,6 +127,13 @@ export interface TakeoverDone {
     goodbyes: number;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
+    /**
+     * Frames the shadow's capture reported lost while it followed the peer (its ring's drops, or
+     * the LOSS the peer's stream reported): the connections open then could not all be continued.
+     * A mirror that drops frames before they reach the ring (a SPAN port oversubscribed, a full
+     * backlog) is not counted here: its holes show in the resets' reasons.
+     */
+    captureDrops: number;
   };
   /** With `continue`: why nothing was continued (the promotion failed); the connections were closed. */
   continueError?: string;
@@ -142,6 +152,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private readonly relays: Relay[] = [];
   /** With `continue`: the shadow following the peer's connections now (undefined: none could be opened). */
   private shadow: Shadow | undefined;
+  /** A takeover's spent shadow and the timer that closes it and opens the next (reopenShadowLater). */
+  private reopening: { spent: Shadow | undefined; timer: NodeJS.Timeout } | undefined;
   private closed = false;
   private readonly method: CloseMethod;
   /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
@@ -167,11 +179,27 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   /**
    * A fresh shadow after a takeover took the last one's plans (or gave up on them): without it,
    * the peer's connections after it comes back would not be followed, and a second takeover
-   * would continue none of them.
+   * would continue none of them. Opened a moment later, once the continued connections are
+   * under way: closing a capture and opening the next (a 64 MiB ring each) hold the event loop
+   * ~40 ms, and the relays just started would wait with it (a lab trace showed every client's
+   * first reply 60 ms late). The spent shadow is out of use at once (a takeover meanwhile finds
+   * none and closes the connections instead of continuing them twice); it follows nothing
+   * meanwhile, the peer being silent.
    */
-  private reopenShadow(): void {
-    this.shadow?.close();
+  private reopenShadowLater(): void {
+    const spent = this.shadow;
     this.shadow = undefined;
+    clearTimeout(this.reopening?.timer);
+    this.reopening?.spent?.close();
+    const timer = setTimeout(() => {
+      this.reopening = undefined;
+      spent?.close();
+      if (!this.shadow) this.openShadow();
+    }, SHADOW_REOPEN_DELAY_MS);
+    this.reopening = { spent, timer };
+  }
+
+  private openShadow(): void {
     if (this.closed || !this.options.continue) return;
     try {
       this.shadow = this.options.continue.openShadow();
@@ -228,6 +256,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     this.closed = true;
     this.watch?.close();
     this.shadow?.close();
+    clearTimeout(this.reopening?.timer);
+    this.reopening?.spent?.close();
+    this.reopening = undefined;
     for (const r of this.relays.splice(0)) r.close('the agent stopped');
     const guard = this.guard;
     this.guard = undefined;
@@ -268,14 +299,14 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     } catch (err) {
       // A switchover that moved the address used up the shadow's connections: a fresh one.
       if (err instanceof SwitchoverError && err.phase === 'after-release') {
-        this.reopenShadow();
+        this.reopenShadowLater();
         await this.dropGuard();
       }
       throw err;
     } finally {
       if (this.running === run) this.running = undefined;
     }
-    this.reopenShadow();
+    this.reopenShadowLater();
     // As after a takeover: the service here now behaves normally (its own RSTs go out).
     await this.dropGuard();
     for (const x of result!.continued) {
@@ -333,24 +364,33 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       const known = this.options.known?.() ?? [];
       const c = this.options.continue;
       const shadow = this.shadow;
-      if (c) {
-        try {
-          if (!shadow) throw new Error('no shadow of its connections could be started after the last takeover');
+      if (c && !shadow) {
+        continueError = 'no shadow of its connections could be started after the last takeover';
+        this.reopenShadowLater(); // tried again, for the peer's next life
+      } else if (c && shadow) {
+        // The promotion runs while the plans are taken and the first batch restored; the address
+        // waits for it (ContinueOptions.ready). A relay to an upstream that refuses would end
+        // every continued connection a moment later: checked before the address too.
+        const promoted = (async () => {
           try {
             await c.promote?.();
           } catch (err) {
             throw new Error(`the local service was not promoted: ${(err as Error).message}`);
           }
-          // A relay to an upstream that refuses would end every continued connection a moment later.
           await upstreamAccepts(c.upstream);
-        } catch (err) {
-          continueError = (err as Error).message;
-          this.reopenShadow(); // nothing will be continued from this one; a fresh one for the peer's next life
-        }
-        if (continueError === undefined) {
-          const done = await this.continueHere(c, shadow!, known);
+        })();
+        promoted.catch(() => undefined); // its rejection is read below
+        try {
+          const done = await this.continueHere(c, shadow, known, promoted);
           this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
           return;
+        } catch (err) {
+          // The promotion's failure stopped the continue before the address moved: nothing is
+          // continued, and the connections are closed below. Any other failure is the takeover's.
+          continueError = await promoted.then(() => undefined, (e: Error) => e.message);
+          if (continueError === undefined) throw err;
+        } finally {
+          this.reopenShadowLater();
         }
       }
       const watch = this.watch;
@@ -375,16 +415,10 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   }
 
   /** Continues what the shadow can prove, resets the rest (and what only the replicated table knew). */
-  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, shadow: Shadow, known: DeadConnection[]): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
+  private async continueHere(c: NonNullable<PeerTakeoverOptions['continue']>, shadow: Shadow, known: DeadConnection[], promoted: Promise<void>): Promise<Pick<TakeoverDone, 'report' | 'continued'>> {
     const address = this.options.service.address;
     const r = await continueConnections({
-      plans: async () => {
-        const plans = await shadow.plans(address);
-        // Its work is done (following the load would only slow the restores); a fresh one
-        // follows the peer's connections should it come back.
-        this.reopenShadow();
-        return plans;
-      },
+      plans: () => shadow.plans(address),
       address,
       interface: this.options.interface,
       prefixLength: this.options.prefixLength,
@@ -393,6 +427,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       guard: this.guard === undefined,
       alsoReset: known.filter((k) => k.local.port === this.options.service.port),
       ...(c.proveTail ? { proveTail: {} } : {}),
+      ready: promoted,
     });
     for (const x of r.continued) {
       this.relays.push(x.relay);
@@ -412,6 +447,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         midReply: continued.filter((x) => x.midReplyBytes > 0).length,
         goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
+        captureDrops: shadow.stats().captureDrops,
       },
     };
   }

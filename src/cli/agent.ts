@@ -80,6 +80,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       timings: d.continued.timings,
       restoreUs: d.continued.restoreUs,
       ...(d.continued.tailProvenMs ? { tailProvenMs: d.continued.tailProvenMs } : {}),
+      captureDrops: d.continued.captureDrops,
       reset: d.continued.reset.length,
       resetBy,
       firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),

@@ -34,7 +34,8 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
     const log = (i: number) => logOf(i === 0 ? 'a' : 'b');
     await until('b follows a\'s stream', async () => (log(1).some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
-    expect(log(0).some((e) => e.msg === 'b follows this node\'s connections (connection stream)')).toBe(true);
+    // a logs the subscription at b's first ACK, which comes after b's own line.
+    await until('a sees b follow its connections', async () => (log(0).some((e) => e.msg === 'b follows this node\'s connections (connection stream)') ? true : undefined), 5_000);
     const clients = lab.spawn('c', clientFixture);
     await clients.waitFor('ready');
     await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'counter' });
@@ -53,7 +54,7 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     console.log(`continue from the stream: ${JSON.stringify(taken.continued)}`);
     expect(taken.continueError).toBeUndefined();
     // Every idle connection was quiet long before the death: its copy is whole, and it goes on.
-    expect(poked).toEqual({ idle: IDLE, answered: IDLE, bad: [] });
+    expect(poked).toEqual({ idle: IDLE, answered: IDLE, failed: 0, wrong: 0, bad: [] });
     const reset = after.filter((c) => c.errors.length > 0);
     const goneOn = after.filter((c) => c.errors.length === 0);
     expect(taken.continued.connections + taken.continued.reset).toBe(BUSY + IDLE);

@@ -40,7 +40,7 @@ function frame(from: 'primary' | 'backup', seq: bigint, message: SegmentMessage,
 function primaryStream(n: number): Buffer[] {
   const out = [frame('primary', 0n, welcome)];
   for (let i = 1; i <= n; i++) {
-    const m: SegmentMessage = i % 3 === 0 ? { type: 'mark', timeMs: 1_764_500_000_000 + i } : i % 5 === 0 ? { type: 'loss', frames: i } : { type: 'segments', segments: [seg({ seq: i }), seg({ src: '198.18.5.10', dst: '198.18.5.20', sport: 6379, dport: 40000, payload: Buffer.alloc(10 * i, i) })] };
+    const m: SegmentMessage = i % 3 === 0 ? { type: 'mark', timeMs: 1_764_500_000_000 + i } : i % 5 === 0 ? { type: 'loss', frames: i, timeMs: 1_764_500_000_000 + i / 8 } : { type: 'segments', segments: [seg({ seq: i }), seg({ src: '198.18.5.10', dst: '198.18.5.20', sport: 6379, dport: 40000, payload: Buffer.alloc(10 * i, i) })] };
     out.push(frame('primary', BigInt(i), m));
   }
   return out;
@@ -64,7 +64,7 @@ describe('segment stream frames', () => {
           { family: 4, src: '10.0.0.1', dst: '10.0.0.2', sport: 5, dport: 6, seq: 1, ack: 2, flags: TCP_ACK, window: 3, urgentPointer: 0, payloadLength: 0 },
         ],
       },
-      { type: 'loss', frames: 2 ** 53 - 1 },
+      { type: 'loss', frames: 2 ** 53 - 1, timeMs: 1_764_500_000_000.125 },
       { type: 'mark', timeMs: 1_764_500_000_123.25 },
       { type: 'ack', frameSeq: 2n ** 64n - 1n, markMs: 0 },
     ];
@@ -134,7 +134,7 @@ describe('segment stream frames', () => {
       [{ type: 'segments', segments: [seg({ src: 'nowhere' })] }],
       [{ type: 'segments', segments: [seg({ timeMs: Number.NaN })] }],
       [{ type: 'segments', segments: [seg({ payload: Buffer.alloc(512 * 1024 + 1), payloadLength: 512 * 1024 + 1 })] }],
-      [{ type: 'loss', frames: 0 }],
+      [{ type: 'loss', frames: 0, timeMs: 1_764_500_000_000 }],
       [{ type: 'mark', timeMs: -1 }],
       [{ type: 'ack', frameSeq: -1n, markMs: 0 }],
     ];
@@ -176,7 +176,7 @@ describe('segment stream frames', () => {
     const cases: [string, Buffer[], string, SegmentFrameReader?][] = [
       ['length below the smallest frame', [mod(w, (c) => c.writeUInt32BE(10, 0))], 'short'],
       ['magic', [mod(w, (c) => (c[5] = 0x41))], 'magic'],
-      ['version', [mod(w, (c) => (c[8] = 2))], 'version'],
+      ['version', [mod(w, (c) => (c[8] = 1))], 'version'],
       ['type', [mod(w, (c) => (c[9] = 9))], 'type'],
       ['length above the largest frame', [w, mod(segs, (c) => c.writeUInt32BE(0x7fffffff, 0))], 'length'],
       ['a frame above maxFrameBytes', [w, frame('primary', 1n, { type: 'segments', segments: [seg({ payload: Buffer.alloc(1100) })] })], 'length', backupReader({ maxFrameBytes: 1024 })],

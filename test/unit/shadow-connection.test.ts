@@ -206,7 +206,7 @@ describe('ShadowConnection', () => {
     const t = table();
     t.segments(c.handshake, 1);
     t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
-    t.captureLost(1);
+    t.captureLost(1, 1_000_000);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: 'the capture lost 1 frames while it was open, and neither end has shown its stream whole since' });
     t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n')], 1);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/the server has not shown its stream whole since/) });
@@ -214,10 +214,27 @@ describe('ShadowConnection', () => {
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore' });
     expect(t.plans(1)[0]).not.toHaveProperty('unproven');
     // This time the lost frame was the client's request: its next segment starts past the copy.
-    t.captureLost(1);
+    t.captureLost(1, 1_000_000);
     c.seg(false, TCP_ACK | TCP_PSH, 'GET c\n'); // lost
     t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET d\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-c\nvalue-d\n')], 1);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'reset' });
+  });
+
+  it('a connection the capture took before a loss was counted, but handed over after it, is as suspect as an open one; one opened after the count is not', () => {
+    // The ring still held its frames when the drop counter was read: its lost ones may be among the dropped.
+    const early = conversation();
+    const t = table();
+    t.captureLost(3, 1_000_000); // every segment of conversation() is stamped 1,000,000
+    t.segments(early.handshake, 1);
+    expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/^the capture lost 3 frames while it was open, and /) });
+    // Made good as an open one is: both ends show their streams whole.
+    t.segments([early.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), early.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
+    expect(t.plans(1)[0]).not.toHaveProperty('unproven');
+    const later = table();
+    later.captureLost(3, 999_999.5);
+    later.segments(conversation().handshake, 1);
+    expect(later.plans(1)[0]).toMatchObject({ kind: 'restore' });
+    expect(later.plans(1)[0]).not.toHaveProperty('unproven');
   });
 
   it('does not shadow a connection joined mid-stream, and forgets a reset one', () => {

@@ -3,8 +3,23 @@
 // server that takes over (e.g. the promoted local Redis replica). The upstream first gets the
 // session preamble and the requests the dead server never answered; the preamble's replies are
 // swallowed (counted with the plugin's ReplyCounter), so the client sees exactly the replies to
-// its own requests, in order. Then bytes flow both ways with backpressure.
+// its own requests, in order. Then bytes flow both ways with backpressure: in the kernel (the
+// addon's SpliceRelay, splice(2) through a pipe) once the relay's JS has nothing
+// left to look at, in userspace until then.
+//
+// The handover to the kernel: JS must see the upstream's bytes while preamble replies are
+// swallowed or a reply's start is checked (expectReply), so those phases stay on the net.Sockets.
+// Afterwards, at the first moment when both sockets' write queues are empty (libuv holds no
+// byte of ours), in one synchronous stretch of JS (libuv cannot read meanwhile): the bytes Node
+// has read but not delivered are taken out of both readable buffers, SpliceRelay dup()s both
+// fds, and both net.Sockets are destroyed (closing their own fds, so no fd is ever watched by a
+// Node stream and the relay's uv_poll at once). The taken bytes are written first, in order.
+// Dup-and-destroy rather than never wrapping the sockets: the setup phase needs Node's streams
+// (connect, framing, backpressure), and the restored client arrives as a net.Socket (adoptSocket).
+// The userspace path stays for what the kernel cannot do (looking at bytes) and as the fallback
+// when no handover moment comes (a socket already half-closed, or no fd exposed).
 import net from 'node:net';
+import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
 import type { ReplyCounter, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 
@@ -35,6 +50,11 @@ export interface RelayOptions {
    * then FIN. No upstream is connected; the other options are ignored.
    */
   goodbye?: Uint8Array;
+  /**
+   * Relay the steady state in the kernel (splice(2), default true); false keeps every byte in
+   * userspace (for comparison). `pipeBytes`: the size of pipes made for it (default 256 KiB).
+   */
+  splice?: boolean | { pipeBytes?: number };
 }
 
 export interface RelayStats {
@@ -47,6 +67,8 @@ export interface RelayStats {
   swallowedBytes: number;
   /** Bytes of the first reply checked against what the dead server had sent of it, and dropped. */
   verifiedBytes: number;
+  /** Whether the steady state was handed to the kernel (SpliceRelay); counted in the bytes above. */
+  spliced: boolean;
 }
 
 export interface RelayEnd {
@@ -56,7 +78,10 @@ export interface RelayEnd {
 }
 
 export interface Relay {
-  /** null when the relay only said goodbye (RelayOptions.goodbye). */
+  /**
+   * null when the relay only said goodbye (RelayOptions.goodbye). Destroyed once the steady state
+   * is spliced (stats.spliced): the kernel relay holds duplicates of both fds.
+   */
   readonly upstream: net.Socket | null;
   /** Live counters. */
   readonly stats: RelayStats;
@@ -72,19 +97,39 @@ const FLUSH_MS = 5000;
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0 };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, spliced: false };
   if (options.goodbye) return sayGoodbye(client, options.goodbye, stats);
   const upstream = net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
   // Half-close is relayed: a client's FIN must not end its side before the upstream's last replies.
   client.allowHalfOpen = true;
   let reason: string | null = null;
+  /** The kernel relay once the steady state is handed over; the net.Sockets are destroyed then. */
+  let pump: NativeSpliceRelay | undefined;
+  let spliceOn = options.splice !== false;
+  const pipeBytes = typeof options.splice === 'object' ? options.splice.pipeBytes : undefined;
+  let finish!: (end: RelayEnd) => void;
+  const done = new Promise<RelayEnd>((resolve) => (finish = resolve)).then((end) => {
+    clearTimeout(connectTimer);
+    return end;
+  });
+  const result = () => ({ reason: reason ?? 'closed', stats: { ...stats } });
   const close = (why: string) => {
     reason ??= why;
+    if (pump) {
+      pump.close();
+      finish(result());
+      return;
+    }
     client.destroy();
     upstream.destroy();
   };
   const connectTimer = setTimeout(() => close(`upstream not connected in ${options.connectTimeoutMs ?? 5000} ms`), options.connectTimeoutMs ?? 5000);
-  upstream.once('connect', () => clearTimeout(connectTimer));
+  upstream.once('connect', () => {
+    clearTimeout(connectTimer);
+    tryHandOver();
+  });
+  /** Write callbacks: a write queue just emptied may be the moment to hand over. */
+  const afterWrite = () => process.nextTick(tryHandOver);
 
   // Net sockets queue writes made while connecting, in order: preamble, replay, then client data.
   // A dialog preamble (a login) holds the replay and the client's bytes until it is done.
@@ -93,16 +138,18 @@ export function relayConnection(options: RelayOptions): Relay {
   if (dialog) upstream.write(dialog.start());
   else {
     if (preamble.bytes.length > 0) upstream.write(preamble.bytes);
-    if (options.replay.length > 0) upstream.write(options.replay);
+    if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
   }
 
   client.on('data', (chunk: Buffer) => {
+    if (pump) return;
     stats.clientBytes += chunk.length;
-    if (!upstream.write(chunk)) client.pause();
+    if (!upstream.write(chunk, afterWrite)) client.pause();
+    tryHandOver();
   });
   if (held) client.pause();
-  upstream.on('drain', () => held || client.resume());
-  client.on('drain', () => upstream.resume());
+  upstream.on('drain', () => held || pump || client.resume());
+  client.on('drain', () => pump || upstream.resume());
 
   let toSwallow = dialog ? 0 : preamble.replies;
   const expected = options.expectReply;
@@ -110,6 +157,11 @@ export function relayConnection(options: RelayOptions): Relay {
   /** First byte of the preamble reply being read (its RESP type), once seen. */
   let replyType: number | undefined;
   upstream.on('data', (chunk: Buffer) => {
+    if (pump) return;
+    upstreamData(chunk);
+    tryHandOver();
+  });
+  function upstreamData(chunk: Buffer): void {
     let data = chunk;
     if (dialog && held) {
       const step = dialog.push(chunk);
@@ -122,7 +174,7 @@ export function relayConnection(options: RelayOptions): Relay {
       stats.swallowedBytes += chunk.length - step.rest.length;
       stats.swallowedReplies = preamble.replies;
       held = false;
-      if (options.replay.length > 0) upstream.write(options.replay);
+      if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
       client.resume();
       data = step.rest;
     } else if (toSwallow > 0) {
@@ -137,8 +189,64 @@ export function relayConnection(options: RelayOptions): Relay {
     }
     if (data.length === 0) return;
     stats.upstreamBytes += data.length;
-    if (!client.write(data)) upstream.pause();
-  });
+    if (!client.write(data, afterWrite)) upstream.pause();
+  }
+
+  /** Whether JS has nothing left to look at: preamble replies swallowed, the reply's start checked. */
+  const steady = () => !held && toSwallow === 0 && (!expected || stats.verifiedBytes >= expected.bytes);
+  let flushAsked = false;
+  /**
+   * Hands the steady state to the kernel if this is the moment (see the top of the file): both
+   * write queues empty, no EOF relayed yet, both fds there. Otherwise asks once for a callback
+   * when the queues empty (a zero-length write completes after every write before it).
+   */
+  function tryHandOver(): void {
+    if (!spliceOn || pump || reason !== null || !steady() || upstream.connecting) return;
+    if ([client, upstream].some((s) => s.destroyed || s.readableEnded || s.writableEnded)) return;
+    if (client.writableLength > 0 || upstream.writableLength > 0) {
+      if (!flushAsked) {
+        flushAsked = true;
+        for (const s of [client, upstream]) if (s.writableLength > 0) s.write(Buffer.alloc(0), afterWrite);
+      }
+      return;
+    }
+    const clientFd = fdOf(client);
+    const upstreamFd = fdOf(upstream);
+    if (clientFd === undefined || upstreamFd === undefined) {
+      spliceOn = false;
+      return;
+    }
+    let p: NativeSpliceRelay;
+    try {
+      p = new native.SpliceRelay(clientFd, upstreamFd, pipeBytes);
+    } catch {
+      spliceOn = false; // (EMFILE, say): the userspace relay goes on
+      return;
+    }
+    // From here to start(), synchronous: libuv reads nothing meanwhile. Set first: read() below
+    // emits 'data', which the handlers above now ignore.
+    pump = p;
+    const toUpstream = takeBuffered(client);
+    const toClient = takeBuffered(upstream);
+    const clientEof = eofRead(client);
+    const upstreamEof = eofRead(upstream);
+    const base = { client: stats.clientBytes, upstream: stats.upstreamBytes };
+    Object.defineProperty(stats, 'clientBytes', { get: () => base.client + p.bytes().aToB, enumerable: true, configurable: true });
+    Object.defineProperty(stats, 'upstreamBytes', { get: () => base.upstream + p.bytes().bToA, enumerable: true, configurable: true });
+    stats.spliced = true;
+    client.destroy();
+    upstream.destroy();
+    try {
+      p.start({ aToB: toUpstream, bToA: toClient, aEof: clientEof, bEof: upstreamEof }, (err: NativeError | null, end: SpliceEnd) => {
+        if (err) reason ??= `${end.side === 'b' ? 'upstream' : 'client'} error: ${err.message}`;
+        else reason ??= end.firstEof === 'b' ? 'upstream ended' : 'client ended';
+        finish(result());
+      });
+    } catch (err) {
+      // (uv_poll_init refused: no way back, the net.Sockets are gone.)
+      close(`splice relay error: ${(err as Error).message}`);
+    }
+  }
 
   /** The part of data after the expected reply start; null when the relay ended (they differed). */
   function verify(data: Buffer): Buffer | null {
@@ -186,33 +294,57 @@ export function relayConnection(options: RelayOptions): Relay {
     return chunk.subarray(start);
   }
 
+  // After the handover these sockets are destroyed on purpose: their events are not the relay's.
   client.on('end', () => {
+    if (pump) return;
     reason ??= 'client ended';
     upstream.end();
   });
   upstream.on('end', () => {
+    if (pump) return;
     reason ??= 'upstream ended';
     client.end();
   });
-  client.on('error', (e) => close(`client error: ${e.message}`));
-  upstream.on('error', (e) => close(`upstream error: ${e.message}`));
+  client.on('error', (e) => pump || close(`client error: ${e.message}`));
+  upstream.on('error', (e) => pump || close(`upstream error: ${e.message}`));
 
   const closed = (s: net.Socket) => new Promise<void>((r) => (s.destroyed && s.closed ? r() : s.once('close', () => r())));
   // The client gone, nobody reads the upstream's replies. The upstream gone (Redis closes after
   // QUIT), the client still gets what was written to it, then its socket closes.
-  client.once('close', () => close('client closed'));
+  client.once('close', () => pump || close('client closed'));
   upstream.once('close', (hadError) => {
+    if (pump) return;
     if (hadError) return close('upstream closed');
     reason ??= 'upstream closed';
     client.end(() => client.destroy());
     setTimeout(() => client.destroy(), FLUSH_MS).unref();
   });
-  const done = Promise.all([closed(client), closed(upstream)]).then(() => {
-    clearTimeout(connectTimer);
-    return { reason: reason ?? 'closed', stats: { ...stats } };
-  });
+  void Promise.all([closed(client), closed(upstream)]).then(() => pump || finish(result()));
   if (client.destroyed) close('client socket already closed');
   return { upstream, stats, done, close };
+}
+
+/** The fd under a connected net.Socket (libuv's TCP handle exposes it on Linux); undefined if none. */
+function fdOf(s: net.Socket): number | undefined {
+  const fd = (s as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
+}
+
+/** The bytes Node has read from the socket but not delivered (paused, or backpressure), in order. */
+function takeBuffered(s: net.Socket): Buffer {
+  const chunks: Buffer[] = [];
+  // read() hands out the whole buffer at once; a few rounds at most.
+  for (let i = 0; i < 64; i++) {
+    const c = s.read() as Buffer | null;
+    if (c === null) break;
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Whether the socket's EOF has been read (pushed into the stream, 'end' not necessarily emitted). */
+function eofRead(s: net.Socket): boolean {
+  return (s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
 }
 
 /** The relay that only says goodbye: the bytes to the client, FIN, then its socket closes. */

@@ -69,6 +69,13 @@ export interface ContinueOptions {
    * capture loss) are proven so. waitMs: how long one may stay undecided (default 3000).
    */
   proveTail?: { waitMs?: number };
+  /**
+   * Awaited right before the address is taken: the caller's promotion of the upstream, run
+   * meanwhile so that the plans and the first batch's restores do not wait for it. When it
+   * rejects, the sockets restored so far are closed silently (repair mode: no FIN, no RST; the
+   * address never came here) and its error is thrown as is.
+   */
+  ready?: Promise<unknown>;
 }
 
 export interface ContinuedConnection {
@@ -165,6 +172,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     let firstRelayingMs = 0;
     const takeAddress = async (restored: BatchOutcome[]) => {
       try {
+        await options.ready;
         taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
       } catch (err) {
         for (const o of restored) if (o.ok) closeSilently(o.fd);

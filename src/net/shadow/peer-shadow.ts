@@ -218,7 +218,7 @@ export class PeerShadow implements Disposable {
           break;
         case 'loss':
           this.counters.captureDrops += m.frames;
-          this.table.captureLost(m.frames);
+          this.table.captureLost(m.frames, m.timeMs);
           break;
         case 'mark':
           if (m.timeMs > this.markMs) this.markMs = m.timeMs;

@@ -377,7 +377,7 @@ export class SegmentStreamSource implements AsyncDisposable {
     const drops = s.capture!.stats().drops;
     if (drops > s.drops) {
       this.totals.lossFrames += drops - s.drops;
-      this.send(s, { type: 'loss', frames: drops - s.drops });
+      this.send(s, { type: 'loss', frames: drops - s.drops, timeMs: Date.now() }); // the ring's clock
       s.drops = drops;
     }
     if (!s.ended && s.socket.writableLength > this.maxPendingBytes) this.cut(s);

@@ -14,7 +14,7 @@
 // Layout (big endian, network order):
 //    0  4  frame length: the bytes after this field, MAC included (u32)
 //    4  4  magic "TKSS"
-//    8  1  version 1
+//    8  1  version 2 (1 had no time in LOSS)
 //    9  1  type: 1 HELLO, 2 WELCOME, 3 SEGMENTS, 4 LOSS, 5 MARK, 6 ACK
 //   10  8  the backup's nonce for this connection (u64, random, not 0)
 //   18  8  the primary's nonce for this connection (u64, random, not 0; 0 in HELLO)
@@ -34,8 +34,10 @@
 //            (u16, raw) | urgent pointer (u16) | payload length (u32, from the IP header)
 //            | [mss u16] | [wscale u8] | [tsval u32 | tsecr u32] | [timeMs f64]
 //            | [payload: u32 length | bytes (what was captured, up to the payload length)]
-//   LOSS     (P -> B) frames (u64 < 2^53, > 0): P's capture dropped that many frames since the
-//            last LOSS, after the segments sent before this frame
+//   LOSS     (P -> B) frames (u64 < 2^53, > 0) | time T (f64): P's capture dropped that many
+//            frames since the last LOSS, after the segments sent before this frame; T is when it
+//            counted them (capture clock): segments captured before T may still follow (its ring
+//            held them), and a connection whose SYN is among them is as suspect as an open one
 //   MARK     (P -> B, at least every 50 ms) capture time T (f64): every segment P's capture took
 //            up to T has been sent before this frame (or a LOSS said it was lost)
 //   ACK      (B -> P) the sequence number of the last P frame B has taken (u64) | the T of the
@@ -49,7 +51,7 @@ import { checkU64, checkWireKey, FrameFormat, fitText, MAC_BYTES, sequenceRefusa
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
 
 export const SEGMENT_MAGIC = Buffer.from('TKSS', 'ascii');
-export const SEGMENT_WIRE_VERSION = 1;
+export const SEGMENT_WIRE_VERSION = 2;
 /** Bytes from the frame's start (its length field) to the body. */
 export const SEGMENT_HEADER_BYTES = 34;
 /** Shared keys shorter than this are refused (128 bits, as the agent's key file). */
@@ -85,7 +87,7 @@ export type SegmentMessage =
   | { type: 'hello'; node: string; services: Endpoint[] }
   | { type: 'welcome'; node: string; refusal: WelcomeRefusal | null; reason: string }
   | { type: 'segments'; segments: ParsedSegment[] }
-  | { type: 'loss'; frames: number }
+  | { type: 'loss'; frames: number; timeMs: number }
   | { type: 'mark'; timeMs: number }
   | { type: 'ack'; frameSeq: bigint; markMs: number };
 
@@ -309,8 +311,10 @@ function bodyOf(m: SegmentMessage): Buffer {
       return segmentsBody(m.segments);
     case 'loss': {
       if (!Number.isSafeInteger(m.frames) || m.frames < 1) throw new RangeError(`LOSS of ${m.frames} frames`);
-      const b = Buffer.alloc(8);
+      checkTime('loss time', m.timeMs);
+      const b = Buffer.alloc(16);
       b.writeBigUInt64BE(BigInt(m.frames), 0);
+      b.writeDoubleBE(m.timeMs, 8);
       return b;
     }
     case 'mark': {
@@ -450,7 +454,7 @@ function readBody(type: SegmentMessageType, r: BodyReader): SegmentMessage {
     case 'segments':
       return { type, segments: readSegments(r) };
     case 'loss':
-      return { type, frames: r.safeInt('lost frames', 1) };
+      return { type, frames: r.safeInt('lost frames', 1), timeMs: readTime(r, 'loss time') };
     case 'mark':
       return { type, timeMs: readTime(r, 'mark time') };
     case 'ack':

@@ -77,7 +77,8 @@ export class ShadowCapture implements Disposable {
   private check(): void {
     if (this.closed) return;
     const drops = this.tracker.stats().drops;
-    if (drops > this.drops) this.table.captureLost(drops - this.drops);
+    // The ring's timestamps are this host's clock: every frame captured before now is stamped earlier.
+    if (drops > this.drops) this.table.captureLost(drops - this.drops, Date.now());
     this.drops = drops;
     this.table.sweep(Date.now());
   }

@@ -37,6 +37,8 @@ export class ShadowTable {
   private refused = 0;
   private unknownSegments = 0;
   private captureLosses = 0;
+  /** The latest capture loss: its frames, and the capture time by which it was counted (ms since the epoch). */
+  private lastLoss: { frames: number; atMs: number } | null = null;
 
   constructor(private readonly options: ShadowTableOptions) {
     if (options.services.length === 0) throw new RangeError('a ShadowTable needs at least one service endpoint');
@@ -73,6 +75,12 @@ export class ShadowTable {
           ...(this.options.maxRetainedBytes !== undefined ? { maxRetainedBytes: this.options.maxRetainedBytes } : {}),
         });
         this.connections.set(key, conn);
+        // Opened before a loss was counted, yet taken only now: the frames a capture still held
+        // when its drop counter was read come after the count; this connection's lost segments
+        // may be among the dropped ones just as well as an older connection's.
+        if (this.lastLoss && (s.timeMs ?? Number.POSITIVE_INFINITY) <= this.lastLoss.atMs) {
+          conn.suspect(`the capture lost ${this.lastLoss.frames} frames while it was open`);
+        }
       }
       conn.segment(s, fromServer, nowMs);
     }
@@ -81,11 +89,15 @@ export class ShadowTable {
   /**
    * The capture lost frames: any open connection may have lost one of its segments, so each is
    * unprovable (reset, not continued, if the primary dies) until both its ends have shown their
-   * streams whole again (ShadowConnection.suspect).
+   * streams whole again (ShadowConnection.suspect). countedAtMs: the capture clock (ms since the
+   * epoch, as ParsedSegment.timeMs) when the drops were counted. A capture hands frames over
+   * after it counts a drop that came later (its ring still held them), so a connection whose SYN
+   * was captured by then and arrives after this call is as suspect as the ones open now.
    */
-  captureLost(frames: number): void {
+  captureLost(frames: number, countedAtMs: number): void {
     if (frames <= 0) return;
     this.captureLosses += frames;
+    if (!this.lastLoss || countedAtMs >= this.lastLoss.atMs) this.lastLoss = { frames, atMs: countedAtMs };
     for (const conn of this.connections.values()) conn.suspect(`the capture lost ${frames} frames while it was open`);
   }
 
