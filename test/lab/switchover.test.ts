@@ -56,7 +56,7 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const poked = await clients.request({ cmd: 'poke' });
     const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
     expect(report, JSON.stringify(report)).toMatchObject({ connections: BUSY + IDLE, moved: BUSY + IDLE, reset: 0 });
-    expect(poked).toEqual({ idle: IDLE, answered: IDLE, bad: [] });
+    expect(poked).toEqual({ idle: IDLE, answered: IDLE, failed: 0, wrong: 0, bad: [] });
     let doubled = 0;
     let lost = 0;
     for (const c of after) {
@@ -125,7 +125,7 @@ it('a switchover that fails before the address moves undoes everything on the pr
     await new Promise((r) => setTimeout(r, 500));
     const poked = await clients.request({ cmd: 'poke' });
     const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
-    expect(poked).toEqual({ idle: 92, answered: 92, bad: [] });
+    expect(poked).toEqual({ idle: 92, answered: 92, failed: 0, wrong: 0, bad: [] });
     for (const c of after) {
       expect(c.errors, c.key).toEqual([]);
       expect(c.ended || c.closed, c.key).toBe(false);
