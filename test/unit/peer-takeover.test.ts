@@ -204,6 +204,28 @@ describe('PeerTakeover with continue', () => {
     upstream.close();
   });
 
+  it('an agent closed while a takeover\'s spent shadow waits to be replaced closes it, and opens none', async () => {
+    const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
+    const calls: string[] = [];
+    const upstream = await listening();
+    const plan = new PeerTakeover({
+      heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker: {} as FlowTracker, interface: 'nowhere0', prefixLength: 24,
+      continue: {
+        openShadow: () => (calls.push('shadow opened'), { plans: async () => [], close: () => void calls.push('shadow closed'), stats }),
+        upstream: { host: '127.0.0.1', port: portOf(upstream) },
+        plugin,
+      },
+    });
+    const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
+    events.emit('event', down);
+    await failed;
+    await plan.close();
+    expect(calls).toEqual(['shadow opened', 'shadow closed']);
+    await new Promise((r) => setTimeout(r, 1300)); // past the reopen's delay
+    expect(calls).toEqual(['shadow opened', 'shadow closed']);
+    upstream.close();
+  });
+
   for (const [name, promote, upstreamPort, error] of [
     ['a promotion that fails', async () => { throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1'); }, undefined, /the local service was not promoted: promote command/],
     ['an upstream that refuses connections', async () => undefined, 'closed', /the upstream 127\.0\.0\.1:\d+ does not accept connections \(ECONNREFUSED\)/],
