@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { runCli } from '../cli-process.js';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
-import { startRedis } from './redis.js';
+import { startRedisPair } from './redis.js';
+import type { CounterReport } from './fixtures/resp-counter-client.js';
 import { softnetDrops } from './softnet-drops.js';
 import { until } from './replication-cluster.js';
 
@@ -31,16 +32,13 @@ const CONNECTIONS = 8;
 const IDLE = 992;
 
 
-interface ConnReport { key: string; replies: number; values: number[]; maxWaitMs: number; errors: string[]; ended: boolean; closed: boolean }
 
 it('the backup\'s agent continues a silently dead Redis primary\'s connections on its promoted replica', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-agent-');
   const { lab, dir, vip } = m;
   // Room for the 1,000 clients, the replica's link and the promote command (Redis' default is 10,000; the harness's 1,000).
-  const master = await startRedis(lab, 'a', { maxClients: 1100 });
-  const replica = await startRedis(lab, 'b', { maxClients: 1100, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  const { master, replica, stop } = await startRedisPair(lab, { maxClients: 1100 });
   try {
-    await replica.waitReplicaUp();
     const { ifname } = await lab.mirrorPort('a', 'b');
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] });
     const log = () => logOf('b');
@@ -62,7 +60,7 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
     await new Promise((r) => setTimeout(r, 500));
     const poked = (await clients.request({ cmd: 'poke' })) as { idle: number; answered: number; failed: number; wrong: number; bad: unknown[] };
-    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
+    const after = (await clients.request({ cmd: 'stop' })) as CounterReport[];
     const boundedDone = (await Promise.all(bounded.map((b) => b.waitFor('done', 10_000)))) as unknown as Array<{ replies: number; error: string | null; longestWaitMs: number }>;
     const read = (await bulk.request({ cmd: 'stop' })) as { replies: number; mismatches: number; errors: string[]; ended: boolean; closed: boolean; samples: Array<[number, number]> };
     const down = log().find((e) => e.msg === 'node-down')?.detector as { at: number; lastHeardAt: number } | undefined;
@@ -146,7 +144,6 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     expect(status.stdout).toMatch(new RegExp(`SHADOW OF PEER[^\\n]*\\na +${vip.replaceAll('.', '\\.')}:${master.port} +mirror +0 +0`));
     expect(status.stdout).toMatch(new RegExp(`took over ${vip.replaceAll('.', '\\.')}:${master.port} .*: ok, ${taken.continued.connections} connection\\(s\\) continued here, ${taken.continued.reset} connection\\(s\\) closed, address added here`));
   } finally {
-    await replica.stop();
-    await master.stop();
+    await stop();
   }
 }, 60_000);

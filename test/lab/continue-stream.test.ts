@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { runCli } from '../cli-process.js';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
-import { startRedis } from './redis.js';
+import { startRedisPair } from './redis.js';
+import type { CounterReport } from './fixtures/resp-counter-client.js';
 import { until } from './replication-cluster.js';
 
 const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', import.meta.url));
@@ -21,15 +22,12 @@ const IDLE = 200;
 const STREAM_PORT = 7402;
 
 
-interface ConnReport { key: string; sent: number; replies: number; values: number[]; errors: string[]; ended: boolean; closed: boolean }
 
 it('the backup continues a silently dead Redis primary\'s connections from the primary agent\'s own stream, proving each one\'s tail', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-stream-');
   const { lab, dir, vip } = m;
-  const master = await startRedis(lab, 'a', { maxClients: 400 });
-  const replica = await startRedis(lab, 'b', { maxClients: 400, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  const { master, replica, stop } = await startRedisPair(lab, { maxClients: 400 });
   try {
-    await replica.waitReplicaUp();
     const aAddress = lab.host('a').ipv4;
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
     const log = (i: number) => logOf(i === 0 ? 'a' : 'b');
@@ -50,7 +48,7 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     const taken = await until('the takeover in b\'s log', async () => log(1).find((e) => e.msg === 'peer taken over'), 10_000);
     await new Promise((r) => setTimeout(r, 500));
     const poked = await clients.request({ cmd: 'poke' });
-    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
+    const after = (await clients.request({ cmd: 'stop' })) as CounterReport[];
     console.log(`continue from the stream: ${JSON.stringify(taken.continued)}`);
     expect(taken.continueError).toBeUndefined();
     // Every idle connection was quiet long before the death: its copy is whole, and it goes on.
@@ -73,7 +71,6 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
     console.log(`continue from the stream: busy ${BUSY - reset.length} of ${BUSY} continued, ${reset.length} reset exactly (bytes beyond the copy, first few: ${window.join(', ') || 'none'}); idle ${IDLE} of ${IDLE} continued; tail proven ${JSON.stringify(taken.continued.tailProvenMs)} ms`);
     expect(log(1).some((e) => String(e.msg).startsWith(`shadowing a's connections to ${vip}:${master.port} from its stream ${aAddress}:${STREAM_PORT}`))).toBe(true);
   } finally {
-    await replica.stop();
-    await master.stop();
+    await stop();
   }
 }, 60_000);

@@ -9,7 +9,7 @@
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
-import { startRedis } from './redis.js';
+import { startRedisPair } from './redis.js';
 import { until } from './replication-cluster.js';
 
 const bulkFixture = fileURLToPath(new URL('fixtures/resp-bulk-reader.ts', import.meta.url));
@@ -30,10 +30,8 @@ interface GetResult { transfers: Array<[number, number]>; mismatches: number; er
 it('a 100 MB transfer after the takeover runs at the rate it had before', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-rate-');
   const { lab, vip } = m;
-  const master = await startRedis(lab, 'a');
-  const replica = await startRedis(lab, 'b', { replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  const { master, replica, stop } = await startRedisPair(lab);
   try {
-    await replica.waitReplicaUp();
     // The value is written first, apart: the measured connection only reads (a shadow lets go of
     // a connection whose unanswered request passes 8 MiB).
     const bulk = lab.spawn('c', bulkFixture);
@@ -78,7 +76,6 @@ it('a 100 MB transfer after the takeover runs at the rate it had before', async 
     expect(ra / rb).toBeGreaterThanOrEqual(MIN_RATIO);
     expect((await replica.replication()).role).toBe('master');
   } finally {
-    await replica.stop();
-    await master.stop();
+    await stop();
   }
 }, 180_000);

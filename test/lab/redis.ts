@@ -94,3 +94,27 @@ export async function startRedis(lab: Lab, host: string, options: RedisOptions =
     },
   };
 }
+
+/**
+ * A primary on host `a` and its replica on host `b`, the replica's link up: what the continue and
+ * switchover tests start with. stop() stops both (the replica first); a replica that does not
+ * come up stops both and throws.
+ */
+export async function startRedisPair(lab: Lab, options: Pick<RedisOptions, 'maxClients'> = {}): Promise<{ master: RedisServer; replica: RedisServer; stop(): Promise<void> }> {
+  const master = await startRedis(lab, 'a', options);
+  const replica = await startRedis(lab, 'b', { ...options, replicaOf: { host: lab.host('a').ipv4, port: master.port } }).catch(async (err: unknown) => {
+    await master.stop();
+    throw err;
+  });
+  const stop = async () => {
+    await replica.stop();
+    await master.stop();
+  };
+  try {
+    await replica.waitReplicaUp();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { master, replica, stop };
+}

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { runCli } from '../cli-process.js';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
-import { startRedis } from './redis.js';
+import { startRedisPair } from './redis.js';
+import type { CounterReport } from './fixtures/resp-counter-client.js';
 import { until } from './replication-cluster.js';
 
 const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', import.meta.url));
@@ -23,15 +24,12 @@ const STREAM_PORT = 7402;
 // loaded machine (a's agent late with its heartbeats under 1,000 new connections) and take over.
 const HEARTBEAT = { intervalMs: 100, misses: 20 };
 
-interface ConnReport { key: string; sent: number; replies: number; values: number[]; maxWaitMs: number; maxWaitAt: number; errors: string[]; ended: boolean; closed: boolean }
 
 it('a planned switchover moves 1,000 live Redis connections to the backup: 0 errors, no INCR doubled or lost', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-switchover-');
   const { lab, dir, vip } = m;
-  const master = await startRedis(lab, 'a', { maxClients: 1100 });
-  const replica = await startRedis(lab, 'b', { maxClients: 1100, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  const { master, replica, stop } = await startRedisPair(lab, { maxClients: 1100 });
   try {
-    await replica.waitReplicaUp();
     const aAddress = lab.host('a').ipv4;
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } }, HEARTBEAT);
     await until('b follows a\'s stream', async () => (logOf('b').some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
@@ -54,7 +52,7 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const report = JSON.parse(run.stdout) as { connections: number; moved: number; reset: number; lockHeldMs: number; releasedAfterMs: number; quietMs: number; dumpMs: number; catchUpMs: number; promoteMs: number; totalMs: number; timings: Record<string, number> };
     await new Promise((r) => setTimeout(r, 500));
     const poked = await clients.request({ cmd: 'poke' });
-    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
+    const after = (await clients.request({ cmd: 'stop' })) as CounterReport[];
     expect(report, JSON.stringify(report)).toMatchObject({ connections: BUSY + IDLE, moved: BUSY + IDLE, reset: 0 });
     expect(poked).toEqual({ idle: IDLE, answered: IDLE, failed: 0, wrong: 0, bad: [] });
     let doubled = 0;
@@ -98,18 +96,15 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
   } finally {
-    await replica.stop();
-    await master.stop();
+    await stop();
   }
 }, 90_000);
 
 it('a switchover that fails before the address moves undoes everything on the primary: its clients go on there, nothing lost', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-switchover-abort-');
   const { lab, dir, vip } = m;
-  const master = await startRedis(lab, 'a', { maxClients: 400 });
-  const replica = await startRedis(lab, 'b', { maxClients: 400, replicaOf: { host: lab.host('a').ipv4, port: master.port } });
+  const { master, replica, stop } = await startRedisPair(lab, { maxClients: 400 });
   try {
-    await replica.waitReplicaUp();
     const aAddress = lab.host('a').ipv4;
     // The promotion fails (as a replica that cannot be promoted would): after the dump, before the address moves.
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['sh', '-c', 'echo cannot promote >&2; exit 3'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } }, HEARTBEAT);
@@ -124,7 +119,7 @@ it('a switchover that fails before the address moves undoes everything on the pr
     expect(run.stderr).toMatch(/aborted, the primary serves on: the local service was not promoted: promote command .* exited with 3: cannot promote/);
     await new Promise((r) => setTimeout(r, 500));
     const poked = await clients.request({ cmd: 'poke' });
-    const after = (await clients.request({ cmd: 'stop' })) as ConnReport[];
+    const after = (await clients.request({ cmd: 'stop' })) as CounterReport[];
     expect(poked).toEqual({ idle: 92, answered: 92, failed: 0, wrong: 0, bad: [] });
     for (const c of after) {
       expect(c.errors, c.key).toEqual([]);
@@ -144,7 +139,6 @@ it('a switchover that fails before the address moves undoes everything on the pr
     expect((await lab.exec('a', 'nft', ['list', 'tables'])).stdout).not.toMatch(/takeover_guard_/);
     expect((await replica.replication()).role).toBe('slave');
   } finally {
-    await replica.stop();
-    await master.stop();
+    await stop();
   }
 }, 90_000);

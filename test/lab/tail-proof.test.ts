@@ -10,7 +10,7 @@
 // - inflight: an INCR sent after a went silent (unacknowledged, so retransmitted): continued.
 import { expect, it } from 'vitest';
 import { agentsLab } from './agents-lab.js';
-import { startRedis } from './redis.js';
+import { startRedisPair } from './redis.js';
 
 const fixture = (name: string) => new URL(`fixtures/${name}`, import.meta.url).pathname;
 
@@ -24,9 +24,7 @@ it.each([
   ['a mirror\'s copy after a capture loss', { loss: true }],
 ] as const)('%s: continues the connections whose copy was whole and exactly resets those whose tail the copy lacks', async (_name, how) => {
   const { lab, vip } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-tail-proof-');
-  const master = await startRedis(lab, 'a');
-  const replica = await startRedis(lab, 'b', { replicaOf: { host: lab.host('a').ipv4, port: master.port } });
-  await replica.waitReplicaUp();
+  const { master, replica } = await startRedisPair(lab);
   const { ifname } = await lab.mirrorPort('a', 'b');
   const backup = lab.spawn('b', fixture('tail-backup.ts'));
   const clients = lab.spawn('c', fixture('resp-groups.ts'));
