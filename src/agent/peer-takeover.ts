@@ -14,12 +14,12 @@ import type { NodeEventSource } from '../monitor/witnessed-node-events.js';
 import type { DetectorEvent } from '../monitor/failure-detector.js';
 import { BoundaryWatch } from '../net/boundary-watch.js';
 import type { DeadConnection } from '../net/close-engine.js';
-import { formatEndpoint } from '../net/endpoint.js';
+import { canonicalAddress, formatEndpoint, type Endpoint } from '../net/endpoint.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
-import { continueConnections, type ContinueReport } from '../net/shadow/continue-connections.js';
+import { continueConnections, type ContinuedConnection, type ContinueReport } from '../net/shadow/continue-connections.js';
 import type { Relay } from '../net/shadow/connection-relay.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import type { PeerShadowStats } from '../net/shadow/peer-shadow.js';
@@ -111,7 +111,7 @@ export interface TakeoverHeld extends LeaseHeld {
 export interface TakeoverDone {
   down: Extract<DetectorEvent, { kind: 'node-down' }>;
   report: ClosePeersReport;
-  /** Connections the peer's replicated table listed for this service at the takeover. */
+  /** Connections the peer's replicated table listed for this service at the takeover (not those this agent relays itself). */
   replicated: number;
   /** When closePeers was called and when it returned (ms since the epoch). */
   startedAt: number;
@@ -148,8 +148,8 @@ export interface TakeoverDone {
 export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; held: [TakeoverHeld]; abandoned: [TakeoverAbandoned] }> {
   private running: Promise<void> | undefined;
   private guard: RstGuard | undefined;
-  /** Relays of the connections continued here: they live as long as this agent. */
-  private readonly relays: Relay[] = [];
+  /** Relays of the connections continued here (by client address|port): they live as long as this agent. */
+  private readonly relays = new Map<string, Relay>();
   /** With `continue`: the shadow following the peer's connections now (undefined: none could be opened). */
   private shadow: Shadow | undefined;
   /** A takeover's spent shadow and the timer that closes it and opens the next (reopenShadowLater). */
@@ -259,7 +259,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     clearTimeout(this.reopening?.timer);
     this.reopening?.spent?.close();
     this.reopening = undefined;
-    for (const r of this.relays.splice(0)) r.close('the agent stopped');
+    for (const r of this.relays.values()) r.close('the agent stopped');
+    this.relays.clear();
     const guard = this.guard;
     this.guard = undefined;
     await guard?.remove().catch(() => undefined);
@@ -309,14 +310,19 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     this.reopenShadowLater();
     // As after a takeover: the service here now behaves normally (its own RSTs go out).
     await this.dropGuard();
-    for (const x of result!.continued) {
-      this.relays.push(x.relay);
+    this.keepRelays(result!.continued);
+    return result!.report;
+  }
+
+  /** Holds the relays of connections continued here until each ends. */
+  private keepRelays(continued: readonly ContinuedConnection[]): void {
+    for (const x of continued) {
+      const k = clientKey(x.client);
+      this.relays.set(k, x.relay);
       void x.relay.done.then(() => {
-        const i = this.relays.indexOf(x.relay);
-        if (i >= 0) this.relays.splice(i, 1);
+        if (this.relays.get(k) === x.relay) this.relays.delete(k);
       });
     }
-    return result!.report;
   }
 
   private async dropGuard(): Promise<void> {
@@ -361,7 +367,10 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           lease = { seconds: v.waited.seconds, waitedMs: Math.round(now() - waitFrom), ...(probe ? { probe } : {}) };
         }
       }
-      const known = this.options.known?.() ?? [];
+      // A connection this agent relays itself is not the peer's to lose: after a switchover the
+      // peer's kernel keeps the moved sockets (frozen), its table still lists them, and a later
+      // takeover would reset every client this node serves.
+      const known = (this.options.known?.() ?? []).filter((k) => !this.relays.has(clientKey(k.peer)));
       const c = this.options.continue;
       const shadow = this.shadow;
       if (c && !shadow) {
@@ -429,13 +438,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       ...(c.proveTail ? { proveTail: {} } : {}),
       ready: promoted,
     });
-    for (const x of r.continued) {
-      this.relays.push(x.relay);
-      void x.relay.done.then(() => {
-        const i = this.relays.indexOf(x.relay);
-        if (i >= 0) this.relays.splice(i, 1);
-      });
-    }
+    this.keepRelays(r.continued);
     const results = r.reset.flatMap((x) => (x.close ? [x.close] : []));
     const { continued, ...rest } = r;
     return {
@@ -454,6 +457,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
 }
 
 const now = () => performance.timeOrigin + performance.now();
+
+const clientKey = (e: Endpoint) => `${canonicalAddress(e.address)}|${e.port}`;
 
 /** Resolves once a TCP connection to the upstream is made (and closed); rejects naming it, within 2 s. */
 function upstreamAccepts(upstream: { host: string; port: number }): Promise<void> {

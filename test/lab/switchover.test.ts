@@ -94,6 +94,14 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     // The address is b's now, a's gone.
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
+    // Later the old primary dies. Its kernel still holds the moved sockets (frozen) and its
+    // agent's table still lists them: b's takeover of a must not reset the clients b serves
+    // itself (a new user's trial saw all of them reset).
+    await lab.killSilently('a');
+    const taken = await until('b takes a over', async () => logOf('b').find((e) => e.msg === 'peer taken over'), 15_000);
+    console.log(`switchover, then a dies: ${JSON.stringify({ replicated: taken.replicated, continued: taken.continued, closed: taken.closed })}`);
+    expect(taken.continued?.reset ?? 0, JSON.stringify(taken)).toBe(0);
+    expect(await clients.request({ cmd: 'poke' })).toMatchObject({ idle: IDLE, answered: IDLE, failed: 0, wrong: 0 });
   } finally {
     await stop();
   }
