@@ -327,8 +327,10 @@ export class SwitchoverFrameReader extends SignedFrameReader<SwitchoverFrame> {
         this.backupNonce = f.backupNonce;
         return null;
       }
-      if (t !== 'challenge') return { reason: 'unexpected', detail: `${t} before CHALLENGE` };
-      if (f.backupNonce !== this.backupNonce || f.primaryNonce === 0n) return { reason: 'session', detail: 'CHALLENGE for another request' };
+      // The primary answers a REQUEST it refuses (not a peer, the address not there, ...) with
+      // REFUSED instead of its CHALLENGE: the reason must reach the operator.
+      if (t !== 'challenge' && t !== 'refused') return { reason: 'unexpected', detail: `${t} before CHALLENGE` };
+      if (f.backupNonce !== this.backupNonce || f.primaryNonce === 0n) return { reason: 'session', detail: `${t.toUpperCase()} for another request` };
       this.primaryNonce = f.primaryNonce;
       return null;
     }

@@ -94,6 +94,10 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     // The address is b's now, a's gone.
     expect((await lab.exec('b', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toContain(`${vip}/24`);
     expect((await lab.exec('a', 'ip', ['-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain(`${vip}/`);
+    // A second switchover: a no longer holds the address, and says so (not a frame error).
+    const again = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(new RegExp(`the primary refused: ${vip.replaceAll('.', '\\.')} is not on a`));
     // Later the old primary dies. Its kernel still holds the moved sockets (frozen) and its
     // agent's table still lists them: b's takeover of a must not reset the clients b serves
     // itself (a new user's trial saw all of them reset).

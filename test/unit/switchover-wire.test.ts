@@ -110,6 +110,10 @@ describe('switchover wire', () => {
     // A CHALLENGE for another request.
     const foreign = new SwitchoverFrameWriter(KEY, B + 1n, P).frame({ type: 'challenge', node: 'a' });
     expect(rejectionOf(backupReader().push(foreign))).toBe('session');
+    // The primary's first frame may be a REFUSED instead (its reason reaches the operator); any other is refused.
+    const refusal = backupReader().push(new SwitchoverFrameWriter(KEY, B, P).frame({ type: 'refused', reason: '198.18.5.100 is not on a' }));
+    expect(refusal[0]).toMatchObject({ ok: true, frame: { message: { type: 'refused', reason: '198.18.5.100 is not on a' } } });
+    expect(rejectionOf(backupReader().push(new SwitchoverFrameWriter(KEY, B, P).frame({ type: 'unlocked', lockHeldMs: 1, releasedAfterMs: 1 })))).toBe('unexpected');
     // Another key.
     expect(rejectionOf(primaryReader().push(backupStream(OTHER_KEY)[0]!))).toBe('hmac');
     // A REQUEST that names a primary nonce.
