@@ -879,7 +879,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('switchover-failed', { address: req.address, error, ...(phase ? { phase } : {}) });
       return { error, ...(phase ? { phase } : {}) };
     };
-    if (req.to !== this.config.node) return fail(`--to ${req.to}: run the switchover on ${req.to}'s agent (the node that takes the service over drives it); this is ${this.config.node}`);
+    if (req.to !== this.config.node) {
+      const known = this.config.peers.some((p) => p.node === req.to);
+      return fail(known
+        ? `--to ${req.to}: run the switchover on ${req.to}'s agent (the node that takes the service over drives it); this is ${this.config.node}`
+        : `--to ${req.to}: no such node (this is ${this.config.node}; its peers: ${this.config.peers.map((p) => p.node).join(', ') || 'none'})`);
+    }
     const address = canonicalAddress(req.address);
     const matches = this.config.peers.flatMap((p) => p.takeover.filter((t) => canonicalAddress(t.address) === address && (req.port === undefined || t.port === req.port)).map((t) => ({ peer: p.node, t })));
     if (matches.length === 0) return fail(`no takeover here is for ${req.address}${req.port ? `:${req.port}` : ''}`);

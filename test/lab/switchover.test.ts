@@ -43,6 +43,9 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const wrong = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'a', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/run the switchover on a's agent/);
+    const nobody = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'zz', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    expect(nobody.code).toBe(2);
+    expect(nobody.stderr).toMatch(/--to zz: no such node \(this is b; its peers: a\)/);
 
     const startedAt = Date.now();
     const run = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--json', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
