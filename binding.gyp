@@ -8,6 +8,7 @@
         "native/packet_parse.cc",
         "native/tcp_flows.cc",
         "native/packet_capture.cc",
+        "native/packet_ring.cc",
         "native/forge.cc",
         "native/sockdiag.cc",
         "native/proc_fds.cc",

@@ -27,12 +27,14 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "arg_checks.h"
 #include "errors.h"
 #include "modules.h"
 #include "packet_parse.h"
+#include "packet_ring.h"
 #include "socket_filter.h"
 #include "tcp_flows.h"
 #include "unique_fd.h"
@@ -108,7 +110,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Capture",
                        {InstanceMethod<&Capture::Start>("start"), InstanceMethod<&Capture::Stop>("stop"),
-                        InstanceMethod<&Capture::Close>("close"), InstanceMethod<&Capture::Flows>("flows"),
+                        InstanceMethod<&Capture::Close>("close"), InstanceMethod<&Capture::Open>("open"),
+                        InstanceMethod<&Capture::Flows>("flows"),
                         InstanceMethod<&Capture::Stats>("stats"), InstanceMethod<&Capture::SetDeliver>("setDeliver"),
                         InstanceMethod<&Capture::SetFilter>("setFilter"), InstanceMethod<&Capture::Find>("find")});
   }
@@ -125,11 +128,11 @@ class Capture : public Napi::ObjectWrap<Capture> {
       return v.IsUndefined() ? fallback : IntValue(env, v, (std::string("options.") + name).c_str(), min, max);
     };
     const long page = sysconf(_SC_PAGESIZE);
-    blockSize_ = static_cast<uint32_t>(optInt("blockSize", page, 64 << 20, 1 << 20));
-    blockCount_ = static_cast<uint32_t>(optInt("blockCount", 1, 1024, 8));
-    if (blockSize_ % page) ThrowInvalidArg(env, "options.blockSize must be a multiple of the page size");
+    shape_.blockSize = static_cast<uint32_t>(optInt("blockSize", page, 64 << 20, 1 << 20));
+    shape_.blockCount = static_cast<uint32_t>(optInt("blockCount", 1, 1024, 8));
+    if (shape_.blockSize % page) ThrowInvalidArg(env, "options.blockSize must be a multiple of the page size");
     payloadBytes_ = static_cast<uint32_t>(optInt("payloadBytes", 0, 65535, 0));
-    const uint32_t blockTimeoutMs = static_cast<uint32_t>(optInt("blockTimeoutMs", 1, 1000, 2));
+    shape_.blockTimeoutMs = static_cast<uint32_t>(optInt("blockTimeoutMs", 1, 1000, 2));
     idleMs_ = static_cast<double>(optInt("idleTimeoutMs", 1, int64_t{1} << 40, 600000));
     Napi::Value flags = opts.Get("deliverFlags");
     if (!flags.IsUndefined()) {
@@ -144,6 +147,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
       if (w != "block" && w != "packet") ThrowInvalidArg(env, "options.wakeup must be 'block' or 'packet'");
       perPacket_ = w == "packet";
     }
+    const bool background = opts.Get("background").ToBoolean();
 
     // 'any': every interface. A SOCK_DGRAM packet socket hands over (and filters) each frame
     // from its network header, so links with and without Ethernet headers look alike.
@@ -180,32 +184,12 @@ class Capture : public Napi::ObjectWrap<Capture> {
       if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) < 0)
         setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
       SizeBuffers();
+      if (SyscallResult r = BindAllProtocols(fd.get(), ifindex); r.err) ThrowErrno(env, r.syscall, r.err);
+    } else if (background) {
+      ifindex_ = ifindex;
+      ringPending_ = true;  // open() sets the ring up on a libuv worker
     } else {
-      int version = TPACKET_V3;
-      if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) ThrowErrno(env, "setsockopt", errno);
-      tpacket_req3 req{};
-      req.tp_block_size = blockSize_;
-      req.tp_block_nr = blockCount_;
-      req.tp_frame_size = 2048;  // only a unit for tp_frame_nr under V3; frames are variable
-      req.tp_frame_nr = blockSize_ / req.tp_frame_size * blockCount_;
-      // A partly filled block is handed over after this many ms. Every such block is one of
-      // blockCount: a reader busy for blockCount x timeout loses packets however empty they are.
-      req.tp_retire_blk_tov = blockTimeoutMs;
-      if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) ThrowErrno(env, "setsockopt", errno);
-      ringSize_ = static_cast<size_t>(blockSize_) * blockCount_;
-      void* ring = mmap(nullptr, ringSize_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-      if (ring == MAP_FAILED) ThrowErrno(env, "mmap", errno);
-      ring_ = static_cast<uint8_t*>(ring);
-    }
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_protocol = htons(ETH_P_ALL);
-    sll.sll_ifindex = ifindex;
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) {
-      int err = errno;
-      if (ring_) munmap(ring_, ringSize_);
-      ring_ = nullptr;
-      ThrowErrno(env, "bind", err);
+      if (SyscallResult r = OpenRing(fd.get(), shape_, ifindex, ring_); r.err) ThrowErrno(env, r.syscall, r.err);
     }
     fd_ = std::move(fd);
     env_ = env;
@@ -230,23 +214,99 @@ class Capture : public Napi::ObjectWrap<Capture> {
     buffers_.assign(static_cast<size_t>(kBatch) * frameBytes_, 0);
   }
 
+  // start(onSegments): polls from now on, or, while the ring is being set up (open()), from
+  // when it is ready.
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!fd_) ThrowErrno(env, "uv_poll_start", EBADF);
     if (!info[0].IsFunction()) ThrowInvalidArg(env, "start(onSegments) needs a function");
-    if (poll_.active()) return env.Undefined();
+    if (started_) return env.Undefined();
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
     asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "takeover:capture");
-    uv_loop_t* loop = nullptr;
-    napi_get_uv_event_loop(env, &loop);
-    int rc = poll_.Start(loop, fd_.get(), [this](int status) { status < 0 ? OnPollError() : Drain(); });
-    if (rc != 0) {
-      callback_.Reset();
-      asyncContext_.reset();
-      ThrowErrno(env, "uv_poll_start", -rc);
+    if (!ringPending_) {
+      if (int rc = StartPoll(); rc != 0) {
+        callback_.Reset();
+        asyncContext_.reset();
+        ThrowErrno(env, "uv_poll_start", -rc);
+      }
     }
-    Ref();  // a running capture is kept alive (and keeps the loop alive) until stop/close
+    started_ = true;
+    Ref();  // a started capture is kept alive (and keeps the loop alive) until stop/close
     return env.Undefined();
+  }
+
+  int StartPoll() {
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(Env(), &loop);
+    return poll_.Start(loop, fd_.get(), [this](int status) { status < 0 ? OnPollError() : Drain(); });
+  }
+
+  // open(): Promise<void>. For a capture made with background: true, sets the ring up on a libuv
+  // worker (PACKET_RX_RING waits for an RCU grace period) and resolves once frames land in it;
+  // rejects with the failing syscall's error, which is also counted in stats (pollErrors,
+  // lastErrno). Resolves at once for any other capture, and once closed.
+  Napi::Value Open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    if (!ringPending_ || opening_) {
+      if (opening_) ThrowInvalidArg(env, "open() was called already");
+      deferred.Resolve(env.Undefined());
+      return deferred.Promise();
+    }
+    opening_ = true;
+    auto* worker = new OpenWorker(env, this, deferred);
+    Ref();  // the capture outlives the worker that writes into it
+    worker->Queue();
+    return deferred.Promise();
+  }
+
+  class OpenWorker : public Napi::AsyncWorker {
+   public:
+    OpenWorker(Napi::Env env, Capture* capture, Napi::Promise::Deferred deferred)
+        : Napi::AsyncWorker(env, "takeover:capture-open"), capture_(capture), fd_(capture->fd_.get()), shape_(capture->shape_),
+          ifindex_(capture->ifindex_), deferred_(deferred) {}
+    // The fd stays the capture's: close() waits for this worker (closesAfterOpen_).
+    void Execute() override { result_ = OpenRing(fd_, shape_, ifindex_, ring_); }
+    void OnOK() override {
+      Napi::Env env = Env();
+      Napi::HandleScope scope(env);
+      SyscallResult r = capture_->RingOpened(std::move(ring_), result_);
+      if (r.err) deferred_.Reject(ErrnoError(env, r.syscall, r.err).Value());
+      else deferred_.Resolve(env.Undefined());
+      capture_->Unref();
+    }
+
+   private:
+    Capture* capture_;
+    int fd_;
+    RingShape shape_;
+    int ifindex_;
+    Napi::Promise::Deferred deferred_;
+    RingMapping ring_;
+    SyscallResult result_;
+  };
+
+  // On the loop thread, when OpenWorker is done: takes the ring, starts polling if start() came
+  // first; or releases everything if close() came first. Returns what failed, if anything.
+  SyscallResult RingOpened(RingMapping ring, SyscallResult result) {
+    opening_ = false;
+    ringPending_ = false;
+    if (!closesAfterOpen_.empty()) {
+      ring_ = std::move(ring);
+      QueueRelease(std::exchange(closesAfterOpen_, {}));
+      return {};
+    }
+    if (!result.err) {
+      ring_ = std::move(ring);
+      if (started_) {
+        if (int rc = StartPoll(); rc != 0) result = {"uv_poll_start", -rc};
+      }
+    }
+    if (result.err) {
+      pollErrors_++;
+      lastErrno_ = result.err;
+    }
+    return result;
   }
 
   Napi::Value Stop(const Napi::CallbackInfo& info) {
@@ -254,10 +314,47 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return info.Env().Undefined();
   }
 
+  // close(): Promise<void>, resolved once the socket is closed and the ring unmapped, which
+  // happens on a libuv worker (closing a packet socket waits for an RCU grace period). Capturing
+  // stops at once. Safe to call more than once.
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Release();
-    return info.Env().Undefined();
+    Napi::Env env = info.Env();
+    StopPoll();  // uv_poll_stop takes the fd out of epoll before the worker closes it
+    auto deferred = Napi::Promise::Deferred::New(env);
+    if (opening_) {
+      // The open worker still uses the fd: release once it is done (RingOpened).
+      closesAfterOpen_.push_back(deferred);
+      return deferred.Promise();
+    }
+    ringPending_ = false;
+    QueueRelease({deferred});
+    return deferred.Promise();
   }
+
+  // Closes the socket and unmaps the ring on a worker; each deferred resolves then (an fd already
+  // released: at once, in the worker's turn).
+  void QueueRelease(std::vector<Napi::Promise::Deferred> waiting) {
+    auto* worker = new ReleaseWorker(Env(), std::move(fd_), std::move(ring_), std::move(waiting));
+    worker->Queue();
+  }
+
+  class ReleaseWorker : public Napi::AsyncWorker {
+   public:
+    ReleaseWorker(Napi::Env env, UniqueFd fd, RingMapping ring, std::vector<Napi::Promise::Deferred> waiting)
+        : Napi::AsyncWorker(env, "takeover:capture-close"), fd_(std::move(fd)), ring_(std::move(ring)), waiting_(std::move(waiting)) {}
+    void Execute() override {
+      ring_.reset();
+      fd_.reset();
+    }
+    void OnOK() override {
+      for (auto& d : waiting_) d.Resolve(Env().Undefined());
+    }
+
+   private:
+    UniqueFd fd_;
+    RingMapping ring_;
+    std::vector<Napi::Promise::Deferred> waiting_;
+  };
 
   Napi::Value SetDeliver(const Napi::CallbackInfo& info) {
     deliver_ = info[0].ToBoolean();
@@ -421,8 +518,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
     // At most one pass over the ring per wake-up, and blocks only until ~kMaxDelivered segments
     // are on their way to JS: a flood cannot starve the event loop, and thousands of segments
     // that piled up while it was busy reach JS over several turns (the poll stays readable).
-    for (uint32_t seen = 0; seen < blockCount_ && n < kMaxDelivered; seen++) {
-      auto* block = reinterpret_cast<tpacket_block_desc*>(ring_ + static_cast<size_t>(current_) * blockSize_);
+    for (uint32_t seen = 0; seen < shape_.blockCount && n < kMaxDelivered; seen++) {
+      auto* block = reinterpret_cast<tpacket_block_desc*>(ring_.data() + static_cast<size_t>(current_) * shape_.blockSize);
       if (!(block->hdr.bh1.block_status & TP_STATUS_USER)) break;
       auto* hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
       for (uint32_t i = 0; i < block->hdr.bh1.num_pkts; i++) {
@@ -433,7 +530,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
         hdr = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(hdr) + hdr->tp_next_offset);
       }
       block->hdr.bh1.block_status = TP_STATUS_KERNEL;
-      current_ = (current_ + 1) % blockCount_;
+      current_ = (current_ + 1) % shape_.blockCount;
     }
   }
 
@@ -494,7 +591,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
   // Stops the poll. JS state (the callback, our own reference) is only touched when JS may
   // run, i.e. not during finalization or env teardown.
   void StopPoll() {
-    if (!poll_.active()) return;
+    if (!started_) return;
+    started_ = false;
     poll_.Stop();
     if (!finalizing_) {
       callback_.Reset();
@@ -503,13 +601,16 @@ class Capture : public Napi::ObjectWrap<Capture> {
     }
   }
 
-  // Stops polling and frees the ring and the socket. Safe to call more than once.
+  // Stops polling and frees the ring and the socket on this thread: for a capture collected or
+  // torn down without close() (close() releases on a worker). While an OpenWorker still uses the
+  // fd (only at env teardown: it holds a reference otherwise), the fd is left to the exit.
   void Release() {
     StopPoll();
-    if (ring_) {
-      munmap(ring_, ringSize_);
-      ring_ = nullptr;
+    if (opening_) {
+      (void)fd_.release();
+      return;
     }
+    ring_.reset();
     fd_.reset();
   }
 
@@ -523,10 +624,13 @@ class Capture : public Napi::ObjectWrap<Capture> {
   }
 
   UniqueFd fd_;
-  uint8_t* ring_ = nullptr;
-  size_t ringSize_ = 0;
-  uint32_t blockSize_ = 0;
-  uint32_t blockCount_ = 0;
+  RingMapping ring_;
+  RingShape shape_;
+  int ifindex_ = 0;
+  bool ringPending_ = false;  // background: true, until open() has set the ring up
+  bool opening_ = false;      // an OpenWorker is running on the fd
+  std::vector<Napi::Promise::Deferred> closesAfterOpen_;  // close() calls waiting for the open worker
+  bool started_ = false;
   uint32_t current_ = 0;
   uint32_t payloadBytes_ = 0;
   bool perPacket_ = false;

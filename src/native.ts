@@ -120,6 +120,12 @@ export interface CaptureOptions {
   deliverFlags?: number;
   /** false: no flow table, segments are only delivered (default true). */
   trackFlows?: boolean;
+  /**
+   * true: the ring ('block') is set up by open() on a libuv worker instead of in the
+   * constructor, which would hold the event loop for a kernel RCU grace period (PACKET_RX_RING:
+   * 5-40 ms, more on a loaded host). Nothing is captured until open() resolves.
+   */
+  background?: boolean;
 }
 
 export interface CaptureStats {
@@ -136,13 +142,27 @@ export interface CaptureStats {
 }
 
 export interface NativeCapture {
-  /** Starts uv_poll on the ring; onSegments gets each batch while delivery is on. */
+  /**
+   * Starts uv_poll on the ring (for a background capture, once open() has set it up);
+   * onSegments gets each batch while delivery is on.
+   */
   start(onSegments: (segments: ParsedSegment[]) => void): void;
+  /**
+   * For a capture made with background: true, sets the ring up on a libuv worker; resolves once
+   * frames land in it, rejects with the failing syscall's error (code, errno, syscall; also
+   * counted in stats().pollErrors and lastErrno). Resolves at once otherwise, and once closed.
+   * Throws ERR_INVALID_ARG_VALUE when called twice while opening.
+   */
+  open(): Promise<void>;
   /** Whether parsed segments are turned into JS objects and delivered (off: tracking only). */
   setDeliver(on: boolean): void;
   stop(): void;
-  /** Stops and releases the socket and ring; idempotent. */
-  close(): void;
+  /**
+   * Stops capturing at once; the socket is closed and the ring unmapped on a libuv worker
+   * (closing a packet socket waits for an RCU grace period), and the promise resolves then.
+   * Idempotent.
+   */
+  close(): Promise<void>;
   /** The flow table, flat (see FLOW_FIELDS in net/flow-tracker.ts); FlowTracker.flows() builds records.
    *  With `since` (a generation an earlier call returned): only flows updated after it. */
   flows(since?: number): RawFlows;

@@ -51,7 +51,38 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   attempt(() => any.find('nope', 1, '127.0.0.1', 1));
   attempt(() => new addon.Capture({ interface: 'lo', wakeup: 'sideways' }));
   attempt(() => new addon.Capture({ interface: 'lo', blockTimeoutMs: 0 }));
-  for (let i = 0; i < 3; i++) { const r = new addon.Capture({ interface: 'lo', blockSize: 4096, blockCount: 2, blockTimeoutMs: 1 }); r.start(() => {}); r.close(); }
+  for (let i = 0; i < 3; i++) { const r = new addon.Capture({ interface: 'lo', blockSize: 4096, blockCount: 2, blockTimeoutMs: 1 }); r.start(() => {}); await r.close(); }
+  // A ring set up on a worker: started before it is ready, closed while opening, opened twice,
+  // left to the collector, and a ring too big to be set up (the open rejects).
+  {
+    let bgSegs = 0;
+    const bg = new addon.Capture({ interface: 'lo', background: true });
+    bg.start((batch) => { bgSegs += batch.length; });
+    bg.setDeliver(true);
+    const opened = bg.open();
+    attempt(() => bg.open());
+    await opened;
+    for (const c of clients.slice(0, 3)) c.write(Buffer.alloc(1000, 3));
+    await new Promise((r) => setTimeout(r, 50));
+    if (bgSegs === 0) throw new Error('the background capture saw nothing');
+    await Promise.all([bg.close(), bg.close()]);
+    await bg.open();
+    for (let i = 0; i < 3; i++) {
+      const early = new addon.Capture({ interface: 'lo', background: true });
+      early.start(() => {});
+      const o = early.open();
+      await Promise.all([early.close(), early.close(), o]);
+    }
+    new addon.Capture({ interface: 'lo', background: true }).open().then(() => {});
+    // Its interface is gone by the time the worker binds: ENODEV.
+    require('node:child_process').execFileSync('ip', ['link', 'add', 'tko-gone', 'type', 'veth', 'peer', 'name', 'tko-gone-p']);
+    const gone = new addon.Capture({ interface: 'tko-gone', background: true });
+    require('node:child_process').execFileSync('ip', ['link', 'del', 'tko-gone']);
+    const err = await gone.open().then(() => null, (e) => e);
+    if (!err || err.code !== 'ENODEV' || gone.stats().lastErrno === 0) throw new Error(`open on a vanished interface: ${err && err.message}`);
+    await gone.close();
+    global.gc();
+  }
   // The interface goes down under a running capture (ENETDOWN: the poll error path, resumed).
   const bounced = new addon.Capture({ interface: 'lo' });
   bounced.start(() => {});

@@ -39,6 +39,13 @@ export interface FlowTrackerOptions {
   flagsAny?: number;
   /** false: keep no flow table (segments are only handed to listeners). */
   trackFlows?: boolean;
+  /**
+   * true: the ring is set up on a libuv worker (see `ready`) rather than in the constructor,
+   * which holds the event loop for a kernel RCU grace period (5-40 ms, more under load). For
+   * what opens captures while the agent sends heartbeats. ('packet' wake-ups have no ring: they
+   * open at once either way.)
+   */
+  background?: boolean;
 }
 
 /** What a capture lets through: hosts, ports and how much payload. */
@@ -55,6 +62,13 @@ export class FlowTracker implements SegmentSource, Disposable {
   private readonly listeners = new Set<(segments: ParsedSegment[]) => void>();
   private started = false;
   private closed = false;
+  /**
+   * Resolves once frames are captured: at once, or for a background ring when it is set up.
+   * Rejects with the error that kept the ring from being set up (ENOMEM; code, errno, syscall),
+   * the tracker then hearing nothing. Handled already: awaiting it is optional.
+   */
+  readonly ready: Promise<void>;
+  private released: Promise<void> = Promise.resolve();
 
   constructor(readonly options: FlowTrackerOptions) {
     this.capture = new native.Capture({
@@ -68,7 +82,10 @@ export class FlowTracker implements SegmentSource, Disposable {
       ...(options.wakeup ? { wakeup: options.wakeup } : {}),
       ...(options.deliverFlags !== undefined ? { deliverFlags: options.deliverFlags } : {}),
       ...(options.trackFlows === false ? { trackFlows: false } : {}),
+      ...(options.background ? { background: true } : {}),
     });
+    this.ready = this.capture.open();
+    this.ready.catch(() => {}); // reported to whoever awaits it, and in stats()
   }
 
   /**
@@ -145,12 +162,20 @@ export class FlowTracker implements SegmentSource, Disposable {
     return this.capture.stats();
   }
 
-  /** Stops capturing and frees the ring and socket; idempotent. */
+  /**
+   * Stops capturing at once and frees the ring and socket on a libuv worker (closing waits for a
+   * kernel RCU grace period); idempotent. `whenReleased()` tells when the socket is closed.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.listeners.clear();
-    this.capture.close();
+    this.released = this.capture.close();
+  }
+
+  /** Resolves once a closed tracker's socket is closed and its ring unmapped (at once before close()). */
+  whenReleased(): Promise<void> {
+    return this.released;
   }
 
   [Symbol.dispose](): void {

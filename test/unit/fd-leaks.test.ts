@@ -31,19 +31,22 @@ describe('no fd leaks', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as net.AddressInfo).port;
     const before = openFds();
+    const released: Array<Promise<void>> = [];
     for (let i = 0; i < 100; i++) {
-      const t = new FlowTracker({ interface: 'lo', ports: [port] });
+      const t = new FlowTracker({ interface: 'lo', ports: [port], ...(i % 2 ? { background: true } : {}) });
       t.start();
       const off = t.onSegments(() => {});
       off();
       t.flows();
       t.close();
       t.close();
+      released.push(t.whenReleased());
       const any = new FlowTracker({ interface: 'any', ports: [port], wakeup: 'packet' });
       any.start();
       any.setScope({ ports: [port, port + 1], payloadBytes: 100 });
       any.changedFlows(0);
       any.close();
+      released.push(any.whenReleased());
       attempt(() => new FlowTracker({ interface: 'no-such-if0' }));
       const f = new SegmentForge(i % 2 ? 4 : 6);
       f.send({ src: i % 2 ? '127.0.0.1' : '::1', dst: i % 2 ? '127.0.0.1' : '::1', sport: 9, dport: port, seq: i, ack: 0, flags: TCP_RST | TCP_ACK });
@@ -62,7 +65,8 @@ describe('no fd leaks', () => {
       attempt(() => native.setAddressLifetime('no-such-if0', '198.18.0.1', 24, 5, 0));
       attempt(() => native.announceAddress('lo', '127.0.0.1'));
     }
-    // Capture sockets close asynchronously through uv_close; let the loop run.
+    // Capture sockets are closed on libuv workers; poll handles go through uv_close.
+    await Promise.all(released);
     await new Promise((r) => setTimeout(r, 50));
     expect(openFds()).toBe(before);
     server.close();

@@ -22,8 +22,10 @@ export class OwnCapture implements CaptureSource {
     // payload is asked for. Its latency does not matter (opens and closes come through the
     // control socket), its losses do (an idle connection whose handshake is lost never shows its
     // state again): 64 blocks of 256 KiB handed over every 20 ms, so a loop busy for a second
-    // loses nothing.
-    this.state = new FlowTracker({ interface: 'any', deliverFlags: CONTROL, blockSize: 256 * 1024, blockCount: 64, blockTimeoutMs: 20, ...scope });
+    // loses nothing. Its ring is set up on a libuv worker (background): opened when a peer first
+    // subscribes, it would otherwise hold the loop, and the heartbeats, for a grace period. What
+    // it misses meanwhile the next scan finds.
+    this.state = new FlowTracker({ interface: 'any', deliverFlags: CONTROL, blockSize: 256 * 1024, blockCount: 64, blockTimeoutMs: 20, background: true, ...scope });
     this.control = new FlowTracker({ interface: 'any', wakeup: 'packet', flagsAny: CONTROL, trackFlows: false, ports: scope.ports ?? [] });
     this.state.start();
     try {

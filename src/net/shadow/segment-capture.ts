@@ -43,7 +43,8 @@ const MAX_DELIVERED = 1024;
  *
  * completeToMs: a frame captured at c is in a block handed over by c + 10 ms (+ the kernel
  * timer's slack); a wake-up delivers at most 1024 segments, so after a full batch more may be
- * waiting, and only the newest segment delivered is vouched for.
+ * waiting, and only the newest segment delivered is vouched for; before the ring is set up (it is
+ * set up on a libuv worker) nothing is.
  */
 export function captureOwnSegments(services: readonly Endpoint[]): SegmentCapture {
   const tracker = new FlowTracker({
@@ -57,7 +58,12 @@ export function captureOwnSegments(services: readonly Endpoint[]): SegmentCaptur
     blockSize: 1024 * 1024,
     blockCount: 64,
     blockTimeoutMs: BLOCK_TIMEOUT_MS,
+    // Opened when a backup subscribes: set up on a libuv worker, not on the loop (a grace period).
+    background: true,
   });
+  // Nothing is vouched for before the ring is set up (nor ever, if it cannot be).
+  let ready = false;
+  tracker.ready.then(() => (ready = true), () => {});
   let newestMs = 0;
   let backlog = false;
   tracker.onSegments((batch) => {
@@ -69,7 +75,7 @@ export function captureOwnSegments(services: readonly Endpoint[]): SegmentCaptur
   return {
     onSegments: (listener) => tracker.onSegments(listener),
     stats: () => ({ drops: tracker.stats().drops }),
-    completeToMs: (tickMs) => (backlog ? newestMs : Math.max(newestMs, tickMs - BLOCK_TIMEOUT_MS - TIMER_SLACK_MS)),
+    completeToMs: (tickMs) => (backlog || !ready ? newestMs : Math.max(newestMs, tickMs - BLOCK_TIMEOUT_MS - TIMER_SLACK_MS)),
     close: () => tracker.close(),
   };
 }

@@ -25,7 +25,12 @@ export class ShadowCapture implements Disposable {
   private drops = 0;
   private closed = false;
 
-  /** Starts capturing at once. Throws what the capture throws (no such interface, EPERM). */
+  /**
+   * Starts capturing as soon as the ring is set up, on a libuv worker (`ready`; setting it up on
+   * the loop would hold the heartbeats for a kernel grace period). Throws what the capture
+   * throws (no such interface, EPERM); a ring that cannot be set up (ENOMEM) rejects `ready`,
+   * and plans() with it.
+   */
   constructor(options: ShadowCaptureOptions) {
     this.table = new ShadowTable(options);
     this.tracker = new FlowTracker({
@@ -41,6 +46,7 @@ export class ShadowCapture implements Disposable {
       blockSize: 1024 * 1024,
       blockCount: 64,
       blockTimeoutMs: 10,
+      background: true,
     });
     this.tracker.onSegments((batch: ParsedSegment[]) => this.table.segments(batch, Date.now()));
     this.tracker.start();
@@ -54,9 +60,15 @@ export class ShadowCapture implements Disposable {
    * Made in ~2 ms slices with a yield between them (a plan costs ~60 µs: 10,000 connections
    * would hold the loop, and the agent's heartbeats, for more than half a second).
    */
-  plans(address?: string): Promise<ContinuePlan[]> {
+  async plans(address?: string): Promise<ContinuePlan[]> {
+    await this.tracker.ready;
     this.check();
     return mapInSlices(this.table.shadows(address), (c) => c.plan(Date.now()));
+  }
+
+  /** Resolves once the mirror is captured (see the constructor); rejects with what kept the ring from being set up. */
+  get ready(): Promise<void> {
+    return this.tracker.ready;
   }
 
   stats(): ShadowStats & { captureDrops: number } {
