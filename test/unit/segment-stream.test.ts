@@ -314,7 +314,8 @@ describe('segment stream (loopback, the real capture)', () => {
     const { port } = await src.ready();
     const b = new PeerShadow({ node: 'node-b', key: KEY, primary: { host: '127.0.0.1', port }, services: [service], plugin: respContinue });
     cleanups.push(() => b.close());
-    await until('the subscription', () => src.stats().subscribers === 1 && b.connected);
+    // A MARK past 0: the source's ring is set up (on a libuv worker) and vouches from then on.
+    await until('the subscription, its ring set up', () => src.stats().subscribers === 1 && b.connected && b.lastMarkMs > 0);
     const client = net.connect(service.port, service.address);
     cleanups.push(() => void client.destroy());
     await once(client, 'connect');
