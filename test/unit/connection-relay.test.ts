@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { relayConnection } from '../../src/net/shadow/connection-relay.js';
+import { prepareUpstream, relayConnection } from '../../src/net/shadow/connection-relay.js';
 import { ReplyDigest } from '../../src/net/shadow/reply-digest.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { freePort } from '../free-port.js';
@@ -207,6 +207,45 @@ describe('relayConnection with redis-server', () => {
     expect(end.reason).toBe('upstream ended');
     expect(end.stats.swallowedBytes).toBe(5);
     fake.close();
+  });
+});
+
+describe('relayConnection with an upstream prepared ahead (prepareUpstream)', () => {
+  it('the preamble is answered before the client is there; the relay swallows it and answers the replay in the session', async () => {
+    await ask(Buffer.concat([cmd('SELECT', '4'), cmd('SET', 'p', '10'), cmd('SELECT', '0'), cmd('DEL', 'p')]), 4);
+    const preamble = { bytes: cmd('SELECT', '4'), replies: 1 };
+    const prepared = prepareUpstream({ host: '127.0.0.1', port }, preamble);
+    // Connected and answered while the "promotion" runs: the reply waits in the socket's buffer.
+    await new Promise((r) => prepared.socket.once('connect', r));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(prepared.socket.readableLength).toBe(5); // +OK\r\n
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({ client: restored, upstream: { host: '127.0.0.1', port }, preamble, prepared, replay: cmd('INCR', 'p'), replyCounter: respContinue.createReplyCounter() });
+    expect(relay.upstream).toBe(prepared.socket);
+    const replies = readReplies(app, 2);
+    app.write(cmd('GET', 'p'));
+    expect(await replies).toBe(':11\r\n$2\r\n11\r\n');
+    app.end();
+    const end = await relay.done;
+    expect(end.stats).toMatchObject({ swallowedReplies: 1, swallowedBytes: 5 });
+  });
+
+  it('an upstream that refused the prepared connection ends the relay with its error; a goodbye closes the prepared one', async () => {
+    const refused = prepareUpstream({ host: '127.0.0.1', port: await freePort() }, { bytes: cmd('PING'), replies: 1 });
+    await new Promise((r) => refused.socket.once('close', r));
+    expect(refused.error()?.message).toMatch(/ECONNREFUSED/);
+    const a = await socketPair();
+    a.app.on('error', () => undefined);
+    const relay = relayConnection({ client: a.restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('PING'), replies: 1 }, prepared: refused, replay: cmd('PING'), replyCounter: respContinue.createReplyCounter() });
+    expect((await relay.done).reason).toMatch(/upstream error: .*ECONNREFUSED/);
+    expect(a.restored.destroyed).toBe(true);
+
+    const unused = prepareUpstream({ host: '127.0.0.1', port }, { bytes: Buffer.alloc(0), replies: 0 });
+    const b = await socketPair();
+    const bye = relayConnection({ client: b.restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, prepared: unused, replay: Buffer.alloc(0), replyCounter: respContinue.createReplyCounter(), goodbye: Buffer.from('bye') });
+    expect(unused.socket.destroyed).toBe(true);
+    b.app.resume();
+    expect((await bye.done).reason).toBe('said goodbye');
   });
 });
 

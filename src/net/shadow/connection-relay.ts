@@ -20,7 +20,7 @@
 // when no handover moment comes (a socket already half-closed, or no fd exposed).
 import net from 'node:net';
 import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
-import type { ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+import type { PreambleDialog, ReplyCounter, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 
 export interface RelayOptions {
@@ -30,6 +30,11 @@ export interface RelayOptions {
   upstream: { host: string; port: number };
   /** Sent first; its `replies` complete replies never reach the client. */
   preamble: SessionPreamble;
+  /**
+   * The upstream connection opened ahead by prepareUpstream() with this preamble (and
+   * `upstream`): the relay takes it over instead of connecting, and its preamble is sent already.
+   */
+  prepared?: PreparedUpstream;
   /** The client's unanswered requests (bytes), sent after the preamble. */
   replay: Uint8Array;
   /** Frames the upstream's replies while the preamble's are swallowed (plugin.createReplyCounter()). */
@@ -94,12 +99,45 @@ export interface Relay {
 /** How long a client may take to read the last upstream bytes after the upstream closed (ms). */
 const FLUSH_MS = 5000;
 
+/**
+ * An upstream connection opened before its client is there: connected, with the session
+ * preamble (or a login dialog's first message) sent, its answers waiting in the socket's buffer
+ * for the relay. For a takeover that connects and replays sessions while the local service is
+ * being promoted: a replica accepts a connection and the session commands (Redis AUTH, SELECT;
+ * a PostgreSQL login on a hot standby), only the replayed requests must wait for the promotion.
+ */
+export interface PreparedUpstream {
+  readonly socket: net.Socket;
+  readonly dialog: PreambleDialog | undefined;
+  /** The first error the socket reported before a relay took it over. */
+  readonly error: () => Error | undefined;
+  /** Destroys the socket (not taken over, or the takeover failed); idempotent. */
+  close(): void;
+}
+
+/** Connects to `upstream` and sends `preamble` (or starts its dialog). Never throws; see PreparedUpstream. */
+export function prepareUpstream(upstream: { host: string; port: number }, preamble: SessionPreamble): PreparedUpstream {
+  const socket = net.connect({ host: upstream.host, port: upstream.port, allowHalfOpen: true });
+  let error: Error | undefined;
+  // Until a relay listens: an error must not be unhandled (the relay reads it from here).
+  const onError = (e: Error) => void (error ??= e);
+  socket.on('error', onError);
+  const dialog = preamble.dialog?.();
+  if (dialog) socket.write(dialog.start());
+  else if (preamble.bytes.length > 0) socket.write(preamble.bytes);
+  return { socket, dialog, error: () => error, close: () => void socket.destroy() };
+}
+
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
   const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, spliced: false };
-  if (options.goodbye) return sayGoodbye(client, options.goodbye, stats);
-  const upstream = net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
+  if (options.goodbye) {
+    options.prepared?.close();
+    return sayGoodbye(client, options.goodbye, stats);
+  }
+  const prepared = options.prepared;
+  const upstream = prepared?.socket ?? net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
   // Half-close is relayed: a client's FIN must not end its side before the upstream's last replies.
   client.allowHalfOpen = true;
   let reason: string | null = null;
@@ -124,20 +162,24 @@ export function relayConnection(options: RelayOptions): Relay {
     upstream.destroy();
   };
   const connectTimer = setTimeout(() => close(`upstream not connected in ${options.connectTimeoutMs ?? 5000} ms`), options.connectTimeoutMs ?? 5000);
-  upstream.once('connect', () => {
-    clearTimeout(connectTimer);
-    tryHandOver();
-  });
+  if (upstream.connecting) {
+    upstream.once('connect', () => {
+      clearTimeout(connectTimer);
+      tryHandOver();
+    });
+  } else clearTimeout(connectTimer);
   /** Write callbacks: a write queue just emptied may be the moment to hand over. */
   const afterWrite = () => process.nextTick(tryHandOver);
 
   // Net sockets queue writes made while connecting, in order: preamble, replay, then client data.
-  // A dialog preamble (a login) holds the replay and the client's bytes until it is done.
-  const dialog = preamble.dialog?.();
+  // A dialog preamble (a login) holds the replay and the client's bytes until it is done. A
+  // prepared upstream has its preamble (or the dialog's first message) sent already.
+  const dialog = prepared ? prepared.dialog : preamble.dialog?.();
   let held = dialog !== undefined;
-  if (dialog) upstream.write(dialog.start());
-  else {
-    if (preamble.bytes.length > 0) upstream.write(preamble.bytes);
+  if (dialog) {
+    if (!prepared) upstream.write(dialog.start());
+  } else {
+    if (preamble.bytes.length > 0 && !prepared) upstream.write(preamble.bytes);
     if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
   }
 
@@ -321,6 +363,8 @@ export function relayConnection(options: RelayOptions): Relay {
   });
   void Promise.all([closed(client), closed(upstream)]).then(() => pump || finish(result()));
   if (client.destroyed) close('client socket already closed');
+  else if (prepared?.error()) close(`upstream error: ${prepared.error()!.message}`);
+  else if (upstream.destroyed) close('upstream closed');
   return { upstream, stats, done, close };
 }
 

@@ -11,7 +11,9 @@
 //      copy, or a capture loss), and those connections are relayed only once proven;
 //   4. each socket is adopted and relayed to the new upstream (the promoted local service):
 //      session preamble first, then the requests the dead server never answered (a plan with a
-//      protocol goodbye instead gets those bytes and a FIN: PostgreSQL inside a transaction);
+//      protocol goodbye instead gets those bytes and a FIN: PostgreSQL inside a transaction).
+//      The upstream connections are opened and their preambles sent as soon as the plans are
+//      known, while the service is promoted and the sockets restored; only the replay waits;
 //   5. every connection that could not be proven (a hole, a half-closed stream, an unfollowed
 //      reply, a failed restore) is reset exactly by the close engine, its reason kept;
 //   6. the guard goes.
@@ -30,7 +32,7 @@ import { RstGuard } from '../rst-guard.js';
 import { restoreConnections, type RestoredConnection, type RestoreOutcome } from '../tcp-repair.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
-import { relayConnection, type Relay } from './connection-relay.js';
+import { prepareUpstream, relayConnection, type PreparedUpstream, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ContinuePlan } from './shadow-connection.js';
 import type { CopyTail } from './tail-check.js';
@@ -47,7 +49,11 @@ export interface ContinueOptions {
   address: string;
   interface: string;
   prefixLength: number;
-  /** Where the continued connections go now: the promoted service on this host. */
+  /**
+   * Where the continued connections go now: the promoted service on this host. Its connections
+   * are opened, and their session preambles sent, right after the plans, before `ready`: it must
+   * accept them while being promoted (a Redis replica does, a PostgreSQL hot standby too).
+   */
   upstream: { host: string; port: number };
   plugin: ContinuePlugin;
   /** Gratuitous ARPs / unsolicited NAs after the add (default 3). */
@@ -130,6 +136,8 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
   const address = canonicalAddress(options.address);
   const guard = options.guard === false ? undefined : await RstGuard.install([address]);
   let tailProof: TailProof | undefined;
+  /** Upstream connections opened ahead, by connection key, until a relay takes each over. */
+  const prepared = new Map<string, PreparedUpstream>();
   try {
     const plans = await options.plans();
     const foreign = plans.find((p) => p.server.address !== address);
@@ -149,6 +157,9 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       deadOf.set(k, { ...d, local: server, peer: client });
     }
     const plannedMs = since();
+    // The most recently active first (the order of the restores below).
+    const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
+    for (const p of order) if (!p.goodbye) prepared.set(key(p.client, p.server), prepareUpstream(options.upstream, p.preamble));
     // Started before the address moves here, so that no client segment is missed.
     // Every plan with an unproven end (a capture loss), or all of them (a stream's copy).
     const toProve = options.proveTail ? restores : restores.filter((p) => p.unproven !== undefined);
@@ -162,10 +173,9 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
         })
       : undefined;
     const proving: Promise<void>[] = [];
-    // The most recently active first, in batches: the address is added after the first batch,
-    // so those clients go on while the rest are restored (a segment for a connection not restored
-    // yet meets the guard, not a RST, and is retransmitted).
-    const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
+    // In batches: the address is added after the first batch, so those clients go on while the
+    // rest are restored (a segment for a connection not restored yet meets the guard, not a RST,
+    // and is retransmitted).
     const continued: ContinuedConnection[] = [];
     let taken: Awaited<ReturnType<typeof takeOverAddress>> | undefined;
     let addressMs = 0;
@@ -201,13 +211,13 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
           return;
         }
         if (!tailProof || !(options.proveTail || plan.unproven !== undefined)) {
-          continued.push(relayRestored(plan, outcome, options));
+          continued.push(relayRestored(plan, outcome, options, takePrepared(plan)));
           return;
         }
         proving.push(
           tailProof.watch(plan.client, plan.server).then((proof) => {
             if (proof.proven) {
-              continued.push({ ...relayRestored(plan, outcome, options), tailProvenMs: proof.afterMs });
+              continued.push({ ...relayRestored(plan, outcome, options, takePrepared(plan)), tailProvenMs: proof.afterMs });
               return;
             }
             closeSilently(outcome.fd); // its RST would carry the copy's numbers, not the client's
@@ -225,7 +235,16 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     return { continued, reset, timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() }, addressAdded: taken!.added };
   } finally {
     tailProof?.close();
+    // Those no relay took over: not restored, not proven, or the takeover failed.
+    for (const u of prepared.values()) u.close();
     await guard?.remove();
+  }
+
+  function takePrepared(plan: ContinuePlan): PreparedUpstream | undefined {
+    const k = key(plan.client, plan.server);
+    const u = prepared.get(k);
+    prepared.delete(k);
+    return u;
   }
 }
 
@@ -236,10 +255,11 @@ type BatchOutcome = Extract<RestoreOutcome, { ok: true }> | { ok: false; error: 
 const RESTORE_BATCH = 64;
 
 /** Adopts a restored socket and relays it to the upstream: preamble, replay, then both ways. */
-function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome: RestoredConnection, options: ContinueOptions): ContinuedConnection {
+function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome: RestoredConnection, options: ContinueOptions, prepared: PreparedUpstream | undefined): ContinuedConnection {
   const relay = relayConnection({
     client: adoptSocket(outcome),
     upstream: options.upstream,
+    ...(prepared ? { prepared } : {}),
     replay: plan.replay,
     preamble: plan.preamble,
     replyCounter: options.plugin.createReplyCounter(),
