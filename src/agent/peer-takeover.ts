@@ -377,9 +377,10 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         continueError = 'no shadow of its connections could be started after the last takeover';
         this.reopenShadowLater(); // tried again, for the peer's next life
       } else if (c && shadow) {
-        // The promotion runs while the plans are taken and the first batch restored; the address
-        // waits for it (ContinueOptions.ready). A relay to an upstream that refuses would end
-        // every continued connection a moment later: checked before the address too.
+        // The promotion runs while the plans are taken, the upstream connections opened, the
+        // sockets restored and the address taken; only the relays' replays wait for it
+        // (ContinueOptions.ready). A relay to an upstream that refuses would end every continued
+        // connection a moment later: checked before the replays too.
         const promoted = (async () => {
           try {
             await c.promote?.();

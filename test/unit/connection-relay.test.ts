@@ -249,6 +249,41 @@ describe('relayConnection with an upstream prepared ahead (prepareUpstream)', ()
   });
 });
 
+describe('relayConnection held until the upstream is promoted (hold)', () => {
+  it('the preamble goes at once; the replay and the client\'s bytes only once the hold resolves', async () => {
+    await ask(Buffer.concat([cmd('SELECT', '5'), cmd('SET', 'h', '1'), cmd('SELECT', '0')]), 3);
+    let promote!: () => void;
+    const hold = new Promise<void>((r) => (promote = r));
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({ client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '5'), replies: 1 }, hold, replay: cmd('INCR', 'h'), replyCounter: respContinue.createReplyCounter() });
+    const replies = readReplies(app, 2);
+    app.write(cmd('INCR', 'h'));
+    await new Promise((r) => setTimeout(r, 100));
+    // Preamble answered and swallowed; nothing of the replay or the client reached the server.
+    expect(relay.stats).toMatchObject({ swallowedReplies: 1, upstreamBytes: 0, clientBytes: 0 });
+    expect(await ask(Buffer.concat([cmd('SELECT', '5'), cmd('GET', 'h')]), 2)).toBe('+OK\r\n$1\r\n1\r\n');
+    promote();
+    expect(await replies).toBe(':2\r\n:3\r\n');
+    app.end();
+    expect((await relay.done).reason).toBe('client ended');
+  });
+
+  it('a failed promotion resets the client (its own RST) and ends the relay with the reason; nothing was replayed', async () => {
+    await ask(Buffer.concat([cmd('SELECT', '6'), cmd('SET', 'f', '1'), cmd('SELECT', '0')]), 3);
+    let fail!: (e: Error) => void;
+    const hold = new Promise<void>((_, reject) => (fail = reject));
+    const { restored, app } = await socketPair();
+    const appError = new Promise<NodeJS.ErrnoException>((r) => app.once('error', r));
+    const relay = relayConnection({ client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '6'), replies: 1 }, hold, replay: cmd('INCR', 'f'), replyCounter: respContinue.createReplyCounter() });
+    app.write(cmd('INCR', 'f'));
+    await new Promise((r) => setTimeout(r, 50));
+    fail(new Error('the local service was not promoted: exit 3'));
+    expect((await relay.done).reason).toBe('the local service was not promoted: exit 3');
+    expect((await appError).code).toBe('ECONNRESET');
+    expect(await ask(Buffer.concat([cmd('SELECT', '6'), cmd('GET', 'f')]), 2)).toBe('+OK\r\n$1\r\n1\r\n');
+  });
+});
+
 describe('relayConnection: the start of a reply the dead server had sent', () => {
   const fingerprint = (s: string) => {
     const d = new ReplyDigest();

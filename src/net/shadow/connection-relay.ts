@@ -35,6 +35,12 @@ export interface RelayOptions {
    * `upstream`): the relay takes it over instead of connecting, and its preamble is sent already.
    */
   prepared?: PreparedUpstream;
+  /**
+   * The replay and the client's bytes wait for it (the promotion of the upstream: a replica must
+   * not get writes before); the preamble does not. When it rejects, the client is reset (its
+   * socket's own RST, exact) and the relay ends with the error's message.
+   */
+  hold?: Promise<unknown>;
   /** The client's unanswered requests (bytes), sent after the preamble. */
   replay: Uint8Array;
   /** Frames the upstream's replies while the preamble's are swallowed (plugin.createReplyCounter()). */
@@ -172,16 +178,20 @@ export function relayConnection(options: RelayOptions): Relay {
   const afterWrite = () => process.nextTick(tryHandOver);
 
   // Net sockets queue writes made while connecting, in order: preamble, replay, then client data.
-  // A dialog preamble (a login) holds the replay and the client's bytes until it is done. A
-  // prepared upstream has its preamble (or the dialog's first message) sent already.
+  // A dialog preamble (a login) holds the replay and the client's bytes until it is done, and so
+  // does `hold`. A prepared upstream has its preamble (or the dialog's first message) sent already.
   const dialog = prepared ? prepared.dialog : preamble.dialog?.();
-  let held = dialog !== undefined;
+  let dialogDone = dialog === undefined;
+  let holdDone = options.hold === undefined;
+  const released = () => dialogDone && holdDone;
+  /** Once the preamble allows it and the hold is over: the replay, then the client's bytes. */
+  const release = () => {
+    if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
+    client.resume();
+  };
   if (dialog) {
     if (!prepared) upstream.write(dialog.start());
-  } else {
-    if (preamble.bytes.length > 0 && !prepared) upstream.write(preamble.bytes);
-    if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
-  }
+  } else if (preamble.bytes.length > 0 && !prepared) upstream.write(preamble.bytes);
 
   client.on('data', (chunk: Buffer) => {
     if (pump) return;
@@ -189,8 +199,23 @@ export function relayConnection(options: RelayOptions): Relay {
     if (!upstream.write(chunk, afterWrite)) client.pause();
     tryHandOver();
   });
-  if (held) client.pause();
-  upstream.on('drain', () => held || pump || client.resume());
+  if (released()) {
+    if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
+  } else client.pause();
+  options.hold?.then(
+    () => {
+      holdDone = true;
+      if (reason !== null || pump) return;
+      if (released()) release();
+      tryHandOver();
+    },
+    (err: Error) => {
+      reason ??= err.message;
+      client.resetAndDestroy();
+      upstream.destroy();
+    },
+  );
+  upstream.on('drain', () => released() && !pump && client.resume());
   client.on('drain', () => pump || upstream.resume());
 
   let toSwallow = dialog ? 0 : preamble.replies;
@@ -205,7 +230,7 @@ export function relayConnection(options: RelayOptions): Relay {
   });
   function upstreamData(chunk: Buffer): void {
     let data = chunk;
-    if (dialog && held) {
+    if (dialog && !dialogDone) {
       const step = dialog.push(chunk);
       if (step.kind === 'failed') return close(`the upstream refused the session preamble: ${step.reason}`);
       if (step.kind === 'more') {
@@ -215,9 +240,8 @@ export function relayConnection(options: RelayOptions): Relay {
       }
       stats.swallowedBytes += chunk.length - step.rest.length;
       stats.swallowedReplies = preamble.replies;
-      held = false;
-      if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
-      client.resume();
+      dialogDone = true;
+      if (released()) release();
       data = step.rest;
     } else if (toSwallow > 0) {
       const rest = swallow(chunk);
@@ -235,7 +259,7 @@ export function relayConnection(options: RelayOptions): Relay {
   }
 
   /** Whether JS has nothing left to look at: preamble replies swallowed, the reply's start checked. */
-  const steady = () => !held && toSwallow === 0 && (!expected || stats.verifiedBytes >= expected.bytes);
+  const steady = () => released() && toSwallow === 0 && (!expected || stats.verifiedBytes >= expected.bytes);
   let flushAsked = false;
   /**
    * Hands the steady state to the kernel if this is the moment (see the top of the file): both

@@ -76,10 +76,10 @@ export interface ContinueOptions {
    */
   proveTail?: { waitMs?: number };
   /**
-   * Awaited right before the address is taken: the caller's promotion of the upstream, run
-   * meanwhile so that the plans and the first batch's restores do not wait for it. When it
-   * rejects, the sockets restored so far are closed silently (repair mode: no FIN, no RST; the
-   * address never came here) and its error is thrown as is.
+   * The caller's promotion of the upstream, run meanwhile: nothing waits for it but the relays'
+   * replays and their clients' bytes (the upstream connections, their preambles, the restores
+   * and the address go ahead). When it rejects, every relay resets its client (the restored
+   * socket's own RST, exact), and the error is thrown as is once the restores are done.
    */
   ready?: Promise<unknown>;
 }
@@ -117,7 +117,8 @@ export interface ContinueReport {
    * ms from the call: guard in place and plans taken; the first batch restored and the address
    * added and announced; that batch relaying; every connection relaying; the resets done too.
    * With the tail proof, "relaying" means restored and handed to the proof (each is relayed once
-   * proven, its tailProvenMs later), and relayingMs waits for the last verdict.
+   * proven, its tailProvenMs later), and relayingMs waits for the last verdict. With `ready`, a
+   * relay is started before the promotion is done (its replay waits), and relayingMs waits for it.
    */
   timings: { plannedMs: number; addressMs: number; firstRelayingMs: number; relayingMs: number; doneMs: number };
   /** false when the address was already here and usable. */
@@ -182,7 +183,6 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     let firstRelayingMs = 0;
     const takeAddress = async (restored: BatchOutcome[]) => {
       try {
-        await options.ready;
         taken = await takeOverAddress(options.interface, address, options.prefixLength, { announce: options.announce ?? 3 });
       } catch (err) {
         for (const o of restored) if (o.ok) closeSilently(o.fd);
@@ -230,6 +230,8 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     }
     await Promise.all(proving);
     tailProof?.close();
+    // A promotion that failed has reset every relay's client by now (RelayOptions.hold).
+    await options.ready;
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
     return { continued, reset, timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() }, addressAdded: taken!.added };
@@ -260,6 +262,7 @@ function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome
     client: adoptSocket(outcome),
     upstream: options.upstream,
     ...(prepared ? { prepared } : {}),
+    ...(options.ready ? { hold: options.ready } : {}),
     replay: plan.replay,
     preamble: plan.preamble,
     replyCounter: options.plugin.createReplyCounter(),
