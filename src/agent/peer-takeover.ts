@@ -395,8 +395,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
           return;
         } catch (err) {
-          // The promotion's failure stopped the continue before the address moved: nothing is
-          // continued, and the connections are closed below. Any other failure is the takeover's.
+          // The promotion failed: nothing was replayed, every relay reset its client, and the
+          // connections only the replicated table knows are closed below. Any other failure is
+          // the takeover's.
           continueError = await promoted.then(() => undefined, (e: Error) => e.message);
           if (continueError === undefined) throw err;
         } finally {
