@@ -230,7 +230,7 @@ describe('PeerTakeover with continue', () => {
     ['a promotion that fails', async () => { throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1'); }, undefined, /the local service was not promoted: promote command/],
     ['an upstream that refuses connections', async () => undefined, 'closed', /the upstream 127\.0\.0\.1:\d+ does not accept connections \(ECONNREFUSED\)/],
   ] as const) {
-    it(`${name} continues nothing: the address is not taken (the promotion ran while the plans were taken), the close path (closePeers) runs instead, and a fresh shadow follows the peer`, async () => {
+    it(`${name} continues nothing: the promotion's error is what the takeover reports, the close path (closePeers) runs instead, and a fresh shadow follows the peer`, async () => {
       const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
       const calls: string[] = [];
       // closePeers runs on the tracker: a tracker with no flows, on an interface that does not
@@ -251,7 +251,7 @@ describe('PeerTakeover with continue', () => {
       // closePeers fails on the missing interface: the failure carries why nothing was continued.
       const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
       events.emit('event', down);
-      // The address step would have failed on the missing interface (ENODEV): the promotion's error came first.
+      // The address step fails on the missing interface too (ENODEV): the promotion's error is the one reported.
       expect((await failed).message).toMatch(error);
       expect(calls.some((c) => c.startsWith('tracker.'))).toBe(true);
       for (const end = Date.now() + 3000; calls.filter((c) => c === 'shadow opened').length < 2 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
