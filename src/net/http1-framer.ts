@@ -88,6 +88,11 @@ export interface Http1FramerOptions {
    * rules 1 and 2: HEAD and CONNECT change a response's framing); undefined: not HEAD nor CONNECT.
    */
   requestMethod?: () => string | undefined;
+  /**
+   * Called with each event as it happens, before the framer reads on (push() returns them too):
+   * a response framer's requestMethod must already know of the responses before it.
+   */
+  onEvent?: (event: Http1Event) => void;
 }
 
 type State = 'head' | 'body' | 'chunkSize' | 'chunkData' | 'chunkEnd' | 'trailers' | 'opaque';
@@ -177,6 +182,8 @@ export class Http1Framer {
       this.onLine(base + i + 1, events);
       return i + 1;
     }
+    // A TLS record (handshake type 22) is known from its first byte, long before any line end.
+    if (chunk[i] === 0x16 && this.state === 'head' && this.line === '' && this.lines.length === 0) return this.fail(i, 'a TLS handshake (HTTPS): encrypted, cannot be followed');
     const limit = this.state === 'chunkSize' ? MAX_CHUNK_LINE : MAX_LINE;
     let j = i;
     while (j < chunk.length && chunk[j] !== CR && chunk[j] !== LF) j++;
@@ -191,6 +198,11 @@ export class Http1Framer {
     if (chunk[j + 1] !== LF) return this.fail(j, 'CR not followed by LF');
     this.onLine(base + j + 2, events);
     return j + 2;
+  }
+
+  private emit(events: Http1Event[], event: Http1Event): void {
+    events.push(event);
+    this.options.onEvent?.(event);
   }
 
   private fail(i: number, why: string): number {
@@ -228,7 +240,6 @@ export class Http1Framer {
 
   /** Why a start line is not one this framer follows, or null. */
   private startLineError(line: string): string | null {
-    if (line.charCodeAt(0) === 0x16) return 'a TLS handshake (HTTPS): encrypted, cannot be followed';
     if (line === 'PRI * HTTP/2.0') return 'the HTTP/2 connection preface (prior knowledge): HTTP/2 is not followed';
     const m = this.role === 'request' ? REQUEST_LINE.exec(line) : STATUS_LINE.exec(line);
     if (!m) return `not an HTTP/1.x ${this.role === 'request' ? 'request' : 'status'} line: ${JSON.stringify(line.slice(0, 60))}`;
@@ -267,7 +278,7 @@ export class Http1Framer {
     head.body = framing.body;
     head.length = framing.length;
     this.current = head;
-    events.push({ kind: 'head', head });
+    this.emit(events, { kind: 'head', head });
     switch (head.body) {
       case 'none':
         return this.finish(end, events);
@@ -347,7 +358,7 @@ export class Http1Framer {
     const head = this.current!;
     this.current = null;
     this.state = 'head';
-    events.push({ kind: 'end', message: { head, end } });
+    this.emit(events, { kind: 'end', message: { head, end } });
   }
 }
 

@@ -34,8 +34,9 @@ interface Request {
 }
 
 class HttpTracker implements ExchangeTracker {
-  private readonly requests = new Http1Framer('request');
-  private readonly responses = new Http1Framer('response', { requestMethod: () => this.pending[this.replyTo]?.method });
+  // Events are taken as they happen: a response's framing depends on the request it answers.
+  private readonly requests = new Http1Framer('request', { onEvent: (e) => this.sticky ?? this.onRequest(e) });
+  private readonly responses = new Http1Framer('response', { requestMethod: () => this.pending[this.replyTo]?.method, onEvent: (e) => this.sticky ?? this.onResponse(e) });
   /** Requests seen (head complete), oldest not yet answered-and-whole at `head`. */
   private pending: (Request | undefined)[] = [];
   private head = 0;
@@ -49,13 +50,13 @@ class HttpTracker implements ExchangeTracker {
 
   clientData(chunk: Uint8Array): void {
     if (this.sticky) return;
-    for (const e of this.requests.push(chunk)) if (!this.sticky) this.onRequest(e);
+    this.requests.push(chunk);
     if (this.requests.broken) this.sticky ??= `client stream not HTTP/1.1 requests: ${this.requests.broken}`;
   }
 
   serverData(chunk: Uint8Array): void {
     if (this.sticky) return;
-    for (const e of this.responses.push(chunk)) if (!this.sticky) this.onResponse(e);
+    this.responses.push(chunk);
     if (this.responses.broken) this.sticky ??= `server stream not HTTP/1.1 responses: ${this.responses.broken}`;
   }
 
