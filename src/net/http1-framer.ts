@@ -229,7 +229,8 @@ export class Http1Framer {
     if (this.lines.length > 0 || this.state === 'trailers') {
       const c0 = line.charCodeAt(0);
       if (c0 === 0x20 || c0 === 0x09) return void (this.broken = 'obsolete line folding (RFC 9112 §5.2)');
-      if (this.lines.length >= MAX_FIELDS + 1) return void (this.broken = `more than ${MAX_FIELDS} field lines`);
+      const fieldsSoFar = this.state === 'head' ? this.lines.length - 1 : this.lines.length;
+      if (fieldsSoFar >= MAX_FIELDS) return void (this.broken = `more than ${MAX_FIELDS} field lines`);
     } else if (this.lines.length === 0 && this.state === 'head') {
       this.messageStart = end - line.length - 2 - this.leadingEmpty * 2;
       const why = this.startLineError(line);

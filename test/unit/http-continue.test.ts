@@ -137,6 +137,11 @@ describe('Http1Framer', () => {
     const fields = new Http1Framer('request');
     fields.push(b(`GET / HTTP/1.1\r\n${'X: y\r\n'.repeat(300)}`));
     expect(fields.broken).toMatch(/more than 256 field lines/);
+    const exactly = new Http1Framer('request');
+    expect(ends(exactly.push(b(`GET / HTTP/1.1\r\n${'X: y\r\n'.repeat(256)}\r\nPUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n${'T: y\r\n'.repeat(256)}\r\n`)))).toHaveLength(2);
+    const trailers = new Http1Framer('request');
+    trailers.push(b(`PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n${'T: y\r\n'.repeat(257)}`));
+    expect(trailers.broken).toMatch(/more than 256 field lines/);
     const chunk = new Http1Framer('request');
     chunk.push(b(`PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;${'e'.repeat(5000)}`));
     expect(chunk.broken).toMatch(/chunk-size line longer/);
