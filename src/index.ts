@@ -160,6 +160,8 @@ export type { ReplyFingerprint } from './net/shadow/reply-digest.js';
 export type { ContinuePlugin, ExchangeTracker, PreambleDialog, ProtocolGoodbye, ReplyCounter, SessionPreamble } from './net/shadow/exchange-tracker.js';
 export { respContinue } from './net/shadow/resp-continue.js';
 export { pgContinue } from './net/shadow/pg-continue.js';
+export { httpContinue, IDEMPOTENT_METHODS } from './net/shadow/http-continue.js';
+export { Http1Framer, type Http1Event, type Http1Head, type Http1Message } from './net/http1-framer.js';
 export type { PgContinueOptions } from './net/shadow/pg-continue.js';
 export { relayConnection } from './net/shadow/connection-relay.js';
 export type { Relay, RelayEnd, RelayOptions, RelayStats } from './net/shadow/connection-relay.js';

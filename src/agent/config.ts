@@ -50,8 +50,8 @@ const takeover = z.strictObject({
    */
   continue: z
     .strictObject({
-      /** How requests and replies are paired: Redis (RESP) or PostgreSQL (protocol 3.0). */
-      protocol: z.enum(['resp', 'postgres']),
+      /** How requests and replies are paired: Redis (RESP), PostgreSQL (protocol 3.0) or HTTP/1.1. */
+      protocol: z.enum(['resp', 'postgres', 'http']),
       /**
        * postgres: a file holding the password the continued sessions log in to `upstream` with
        * (its bytes without one final line ending); absent: the upstream must trust the login.
@@ -69,7 +69,7 @@ const takeover = z.strictObject({
       promoteTimeoutMs: ms(100, 120_000).default(5000),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
-    .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it)', path: ['passwordFile'] })
+    .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
 });
 

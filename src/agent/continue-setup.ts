@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Endpoint } from '../net/endpoint.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import { PeerShadow, type PeerShadowEvent } from '../net/shadow/peer-shadow.js';
+import { httpContinue } from '../net/shadow/http-continue.js';
 import { pgContinue } from '../net/shadow/pg-continue.js';
 import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
@@ -48,6 +49,7 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
 /** The section's protocol plugin. Throws, naming the file, when passwordFile cannot be read. */
 function pluginOf(c: ContinueConfig): ContinuePlugin {
   if (c.protocol === 'resp') return respContinue;
+  if (c.protocol === 'http') return httpContinue;
   if (c.passwordFile === undefined) return pgContinue();
   let text: string;
   try {

@@ -250,6 +250,10 @@ services:
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, passwordFile: '/etc/takeover/pg.pw' }))));
       expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ protocol: 'postgres', passwordFile: '/etc/takeover/pg.pw', upstream: { host: '127.0.0.1', port: 5433 } });
     });
+    it('continues HTTP/1.1 connections (no session to rebuild)', () => {
+      const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'http', mirror: 'mir0', upstream: { port: 8080 } }))));
+      expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ protocol: 'http', upstream: { host: '127.0.0.1', port: 8080 } });
+    });
     it('takes the peer agent\'s stream instead of a mirror; the peer serves it with connectionStream', () => {
       const c = validateConfig(edit((x) => {
         x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 6380 } });
@@ -261,7 +265,8 @@ services:
       expect(fieldOf(edit((x) => (x.connectionStream = { address: 'here', port: 1 })))).toMatch(/^connectionStream\.address/);
     });
     it.each([
-      [{ protocol: 'http', mirror: 'mir0', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.protocol/],
+      [{ protocol: 'http2', mirror: 'mir0', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.protocol/],
+      [{ protocol: 'http', mirror: 'mir0', upstream: { port: 1 }, passwordFile: '/etc/takeover/pg.pw' }, /^peers\[0\]\.takeover\.continue\.passwordFile: .*is for protocol postgres/],
       [{ protocol: 'resp', mirror: 'mir0', upstream: { port: 1 }, passwordFile: '/etc/takeover/pg.pw' }, /^peers\[0\]\.takeover\.continue\.passwordFile: .*is for protocol postgres/],
       [{ protocol: 'postgres', mirror: 'mir0', upstream: { port: 1 }, passwordFile: 'pg.pw' }, /^peers\[0\]\.takeover\.continue\.passwordFile: .*absolute/],
       [{ protocol: 'resp', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue: .*needs exactly one source: mirror/],
