@@ -63,7 +63,7 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     for (const n of ['a', 'b']) {
       const takeover = {
         address: vip, port: master.port, interface: 'eth0', prefixLength: 24,
-        ...(side === 'continue' ? { continue: { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] } } : {}),
+        ...(side === 'continue' ? { continue: { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } } } : {}),
       };
       const config = {
         cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: path.join(dir, `${n}.sock`),

@@ -63,12 +63,19 @@ const takeover = z.strictObject({
       stream: z.strictObject({ host: ip, port }).optional(),
       /** The service on this node the continued connections are relayed to (the promoted replica). */
       upstream: z.strictObject({ host: ip.default('127.0.0.1'), port }),
-      /** Run (argv, no shell) after the fence and before the restores; must exit 0 (e.g. redis-cli REPLICAOF NO ONE). */
-      promote: argv.optional(),
+      /**
+       * How the upstream is promoted, after the fence, while the connections are restored (only
+       * their replays wait for it): a command (argv, no shell) that must exit 0 (e.g. redis-cli
+       * REPLICAOF NO ONE), or `{ resp: [words] }`, one RESP command the agent sends `upstream`
+       * itself (protocol resp, a server without requirepass): no process to start, whose fork
+       * would hold the agent's loop ~20 ms at the takeover.
+       */
+      promote: z.union([argv, z.strictObject({ resp: z.array(z.string().min(1).max(256)).min(1).max(16) })]).optional(),
       /** How long promote may take, ms (default 5000). */
       promoteTimeoutMs: ms(100, 120_000).default(5000),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
+    .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })
     .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
 });

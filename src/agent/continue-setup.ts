@@ -12,6 +12,7 @@ import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { TakeoverConfig } from './config.js';
 import type { PeerTakeoverOptions } from './peer-takeover.js';
+import { respCommand } from './redis-catch-up.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
 
@@ -36,13 +37,15 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
     c.stream
       ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
       : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
-  const argv = c.promote;
+  const p = c.promote;
+  // The { resp } form: any reply but an error (respCommand rejects naming the command, the upstream and the error).
+  const promote = p === undefined ? undefined : Array.isArray(p) ? () => runPromote(p, c.promoteTimeoutMs) : () => respCommand(c.upstream, [...p.resp], c.promoteTimeoutMs).then(() => undefined);
   return {
     openShadow,
     ...(c.stream ? { proveTail: true } : {}),
     upstream: c.upstream,
     plugin,
-    ...(argv ? { promote: () => runPromote(argv, c.promoteTimeoutMs) } : {}),
+    ...(promote ? { promote } : {}),
   };
 }
 

@@ -54,7 +54,7 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
       const passwordFile = t.continue?.passwordFile;
       if (passwordFile !== undefined) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.passwordFile`, () => readable(passwordFile)]);
       const promote = t.continue?.promote;
-      if (promote) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.promote`, () => program(promote[0]!)]);
+      if (Array.isArray(promote)) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.promote`, () => program(promote[0]!)]);
       const mirror = t.continue?.mirror;
       if (mirror !== undefined) {
         checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.mirror`, async () => {

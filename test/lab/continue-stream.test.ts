@@ -3,7 +3,8 @@
 // by segment (`connectionStream`); b's agent follows that stream for its takeover of a
 // (`continue.stream`). a serves Redis on the service address, b runs its replica. Clients on c:
 // busy connections sending INCR back to back and idle ones. a dies silently (nft drop, ARP
-// included); b's agent promotes the replica and continues what it can prove. The stream lags the
+// included); b's agent promotes the replica (its own REPLICAOF NO ONE: promote { resp }) and
+// continues what it can prove. The stream lags the
 // wire (what a captured in its last milliseconds never reached b), so each restored connection
 // is proven by its client first (the tail proof): the idle ones all go on; a busy one whose last
 // reply b never saw is reset exactly, with the reason. Nothing hangs, nothing is answered wrong.
@@ -29,7 +30,7 @@ it('the backup continues a silently dead Redis primary\'s connections from the p
   const { master, replica, stop } = await startRedisPair(lab, { maxClients: 400 });
   try {
     const aAddress = lab.host('a').ipv4;
-    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
+    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } }, { connectionStream: { address: aAddress, port: STREAM_PORT } });
     const log = (i: number) => logOf(i === 0 ? 'a' : 'b');
     await until('b follows a\'s stream', async () => (log(1).some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
     // a logs the subscription at b's first ACK, which comes after b's own line.

@@ -246,6 +246,13 @@ services:
       expect(c.peers[0]!.takeover[0]!.continue).toEqual({ protocol: 'resp', mirror: 'mir0', upstream: { host: '127.0.0.1', port: 6380 }, promote: ['redis-cli', 'REPLICAOF', 'NO', 'ONE'], promoteTimeoutMs: 5000 });
       expect(validateConfig(edit((x) => (x.peers[0].takeover = t()))).peers[0]!.takeover[0]!.continue).toBeUndefined();
     });
+    it('promotes a Redis upstream with one RESP command of its own ({ resp }), protocol resp only', () => {
+      const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } }))));
+      expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } });
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote: .*for protocol resp only/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: [] } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: ['REPLICAOF'], shell: 1 } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote/);
+    });
     it('continues PostgreSQL sessions, logging in with the password in passwordFile', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, passwordFile: '/etc/takeover/pg.pw' }))));
       expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ protocol: 'postgres', passwordFile: '/etc/takeover/pg.pw', upstream: { host: '127.0.0.1', port: 5433 } });
