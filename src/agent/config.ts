@@ -67,8 +67,8 @@ const takeover = z.strictObject({
        * How the upstream is promoted, after the fence, while the connections are restored (only
        * their replays wait for it): a command (argv, no shell) that must exit 0 (e.g. redis-cli
        * REPLICAOF NO ONE), or `{ resp: [words] }`, one RESP command the agent sends `upstream`
-       * itself (protocol resp, a server without requirepass): no process to start, whose fork
-       * would hold the agent's loop ~20 ms at the takeover.
+       * itself, answered with a simple or bulk string (protocol resp, a server without
+       * requirepass): no process to start, whose fork would hold the agent's loop ~20 ms.
        */
       promote: z.union([argv, z.strictObject({ resp: z.array(z.string().min(1).max(256)).min(1).max(16) })]).optional(),
       /** How long promote may take, ms (default 5000). */

@@ -38,7 +38,7 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
       ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
       : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   const p = c.promote;
-  // The { resp } form: any reply but an error (respCommand rejects naming the command, the upstream and the error).
+  // The { resp } form: a simple or bulk string reply (respCommand rejects on anything else, naming the command, the upstream and the reply).
   const promote = p === undefined ? undefined : Array.isArray(p) ? () => runPromote(p, c.promoteTimeoutMs) : () => respCommand(c.upstream, [...p.resp], c.promoteTimeoutMs).then(() => undefined);
   return {
     openShadow,

@@ -61,8 +61,9 @@ export interface PeerTakeoverOptions {
    * Continue the peer's connections here (docs/CONTINUE.md) instead of closing them: the shadow
    * of its service connections (a capture on the mirror of its port, or the peer agent's own
    * stream, started by the caller), the local service they go to, the plugin, and the promotion
-   * of that service, run after `before` (a failed promotion: the connections are closed as
-   * without `continue`, and `failed` says why in `done.continueError`). `proveTail`: the shadow
+   * of that service, run after `before` (a failed promotion, or any other failure of the
+   * continue: the connections are closed as without `continue`, and `done.continueError` says
+   * why; a shadow whose capture cannot be set up emits `failed` at once and is dropped). `proveTail`: the shadow
    * may lack the copy's end (the peer's own stream): each connection is proven by its client first.
    * `openShadow` starts a shadow (at once, and again after each takeover: the peer may come back
    * and serve again); it throws what the capture throws.
@@ -85,7 +86,7 @@ const SHADOW_REOPEN_DELAY_MS = 1000;
 export type ShadowHealth = ShadowStats & { captureDrops: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
 /** What a takeover needs of a shadow (ShadowCapture, PeerShadow). */
-export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> & { stats(): ShadowHealth };
+export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> & Partial<Pick<ShadowCapture, 'ready'>> & { stats(): ShadowHealth };
 
 /** The takeover waits out the peer's lease on the address (until: ms since the epoch). */
 export interface TakeoverWaiting {
@@ -173,18 +174,29 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     this.method = typeof options.method === 'string' ? parseCloseMethod(options.method) : (options.method ?? { kind: 'rst' });
     if (this.method.kind === 'goodbye') this.watch = new BoundaryWatch(options.tracker, options.service, this.method.plugin);
     this.shadow = options.continue?.openShadow();
+    if (this.shadow) this.watchShadow(this.shadow);
     options.heartbeat.on('event', this.onEvent);
+  }
+
+  /** A shadow whose capture cannot be set up (ENOMEM) is dropped and said so at once: a takeover then closes the connections instead. */
+  private watchShadow(shadow: Shadow): void {
+    shadow.ready?.catch((err: Error) => {
+      if (this.shadow !== shadow) return;
+      this.shadow = undefined;
+      shadow.close();
+      this.emit('failed', new Error(`the shadow of ${this.options.peer}'s connections could not be started (a takeover will close them, not continue them): ${err.message}`));
+    });
   }
 
   /**
    * A fresh shadow after a takeover took the last one's plans (or gave up on them): without it,
    * the peer's connections after it comes back would not be followed, and a second takeover
    * would continue none of them. Opened a moment later, once the continued connections are
-   * under way: closing a capture and opening the next (a 64 MiB ring each) hold the event loop
-   * ~40 ms, and the relays just started would wait with it (a lab trace showed every client's
-   * first reply 60 ms late). The spent shadow is out of use at once (a takeover meanwhile finds
-   * none and closes the connections instead of continuing them twice); it follows nothing
-   * meanwhile, the peer being silent.
+   * under way: closing a capture and opening the next once held the event loop ~40 ms (a lab
+   * trace showed every client's first reply 60 ms late); both now run on libuv workers, which
+   * the restores use too, and the delay costs nothing, the peer being silent. The spent shadow
+   * is out of use at once (a takeover meanwhile finds none and closes the connections instead
+   * of continuing them twice).
    */
   private reopenShadowLater(): void {
     const spent = this.shadow;
@@ -203,6 +215,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     if (this.closed || !this.options.continue) return;
     try {
       this.shadow = this.options.continue.openShadow();
+      this.watchShadow(this.shadow);
     } catch (err) {
       this.emit('failed', new Error(`the shadow of ${this.options.peer}'s connections could not be started again (a next takeover will close them): ${(err as Error).message}`));
     }
@@ -395,11 +408,10 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           this.emit('done', { down, ...done, replicated: known.length, startedAt, doneAt: now(), ...(lease ? { lease } : {}) });
           return;
         } catch (err) {
-          // The promotion failed: nothing was replayed, every relay reset its client, and the
-          // connections only the replicated table knows are closed below. Any other failure is
-          // the takeover's.
-          continueError = await promoted.then(() => undefined, (e: Error) => e.message);
-          if (continueError === undefined) throw err;
+          // Nothing continued: a failed promotion (nothing was replayed, every relay reset its
+          // client), or the continue's own failure (the shadow's plans, the address). The
+          // connections are closed below, as without `continue`.
+          continueError = await promoted.then(() => `the continue failed: ${(err as Error).message}`, (e: Error) => e.message);
         } finally {
           this.reopenShadowLater();
         }

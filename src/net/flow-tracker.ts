@@ -41,7 +41,7 @@ export interface FlowTrackerOptions {
   trackFlows?: boolean;
   /**
    * true: the ring is set up on a libuv worker (see `ready`) rather than in the constructor,
-   * which holds the event loop for a kernel RCU grace period (5-40 ms, more under load). For
+   * which holds the event loop for a kernel RCU grace period (7-44 ms measured, more under load). For
    * what opens captures while the agent sends heartbeats. ('packet' wake-ups have no ring: they
    * open at once either way.)
    */

@@ -169,9 +169,8 @@ describe('PeerTakeover with continue', () => {
 
   it('fences, then promotes, then takes the shadow\'s plans (nothing of the peer\'s touched before); a fresh shadow follows the peer afterwards', async () => {
     const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
-    const touched: string[] = [];
-    const tracker = new Proxy({}, { get: (_, k) => (touched.push(String(k)), undefined) }) as unknown as FlowTracker;
     const calls: string[] = [];
+    const tracker = new Proxy({}, { get: (_, k) => (calls.push(`tracker.${String(k)}`), undefined) }) as unknown as FlowTracker;
     const upstream = await listening();
     const plan = new PeerTakeover({
       heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
@@ -193,12 +192,15 @@ describe('PeerTakeover with continue', () => {
     });
     const failed = new Promise<Error>((resolve) => plan.once('failed', resolve));
     events.emit('event', down);
-    expect((await failed).message).toMatch(/ENODEV/);
+    // The continue fails on the address (ENODEV), and so does the close path that follows it.
+    expect((await failed).message).toMatch(/the continue failed: .*ENODEV.*; then closing the connections failed/);
+    const own = () => calls.filter((c) => !c.startsWith('tracker.'));
     // The spent shadow is closed and a fresh one opened a moment later (not while relays start).
-    expect(calls).toEqual(['shadow opened', 'fence', 'promote', 'plans']);
-    for (const end = Date.now() + 3000; calls.length < 6 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
-    expect(calls).toEqual(['shadow opened', 'fence', 'promote', 'plans', 'shadow closed', 'shadow opened']);
-    expect(touched).toEqual([]);
+    expect(own()).toEqual(['shadow opened', 'fence', 'promote', 'plans']);
+    for (const end = Date.now() + 3000; own().length < 6 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    expect(own()).toEqual(['shadow opened', 'fence', 'promote', 'plans', 'shadow closed', 'shadow opened']);
+    // Nothing of the peer's connections was touched before the plans: only the close path did.
+    expect(calls.findIndex((c) => c.startsWith('tracker.'))).toBeGreaterThan(calls.indexOf('plans'));
     await plan.close();
     expect(calls.at(-1)).toBe('shadow closed');
     upstream.close();
@@ -226,11 +228,12 @@ describe('PeerTakeover with continue', () => {
     upstream.close();
   });
 
-  for (const [name, promote, upstreamPort, error] of [
-    ['a promotion that fails', async () => { throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1'); }, undefined, /the local service was not promoted: promote command/],
-    ['an upstream that refuses connections', async () => undefined, 'closed', /the upstream 127\.0\.0\.1:\d+ does not accept connections \(ECONNREFUSED\)/],
+  for (const [name, promote, upstreamPort, error, plansFail] of [
+    ['a promotion that fails', async () => { throw new Error('promote command "redis-cli REPLICAOF NO ONE" exited with 1'); }, undefined, /the local service was not promoted: promote command/, false],
+    ['an upstream that refuses connections', async () => undefined, 'closed', /the upstream 127\.0\.0\.1:\d+ does not accept connections \(ECONNREFUSED\)/, false],
+    ['a shadow whose plans fail', async () => undefined, undefined, /the continue failed: ENOMEM: the ring/, true],
   ] as const) {
-    it(`${name} continues nothing: the promotion's error is what the takeover reports, the close path (closePeers) runs instead, and a fresh shadow follows the peer`, async () => {
+    it(`${name} continues nothing: its error is what the takeover reports, the close path (closePeers) runs instead, and a fresh shadow follows the peer`, async () => {
       const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
       const calls: string[] = [];
       // closePeers runs on the tracker: a tracker with no flows, on an interface that does not
@@ -242,7 +245,15 @@ describe('PeerTakeover with continue', () => {
       const plan = new PeerTakeover({
         heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
         continue: {
-          openShadow: () => (calls.push('shadow opened'), { plans: async () => (calls.push('plans'), []), close: () => void calls.push('shadow closed'), stats }),
+          openShadow: () => (calls.push('shadow opened'), {
+            plans: async () => {
+              calls.push('plans');
+              if (plansFail) throw new Error('ENOMEM: the ring could not be set up');
+              return [];
+            },
+            close: () => void calls.push('shadow closed'),
+            stats,
+          }),
           upstream: { host: '127.0.0.1', port },
           plugin,
           promote,
@@ -260,4 +271,28 @@ describe('PeerTakeover with continue', () => {
       if (upstreamPort !== 'closed') upstream.close();
     });
   }
+
+  it('a shadow whose capture cannot be set up is dropped at once and said so; a takeover then closes the connections instead', async () => {
+    const events = Object.assign(new EventEmitter<{ event: [DetectorEvent] }>(), { detector: { status: () => [] } });
+    const calls: string[] = [];
+    const tracker = new Proxy({}, { get: (_, k) => (calls.push(`tracker.${String(k)}`), () => []) }) as unknown as FlowTracker;
+    const ready = Promise.reject(Object.assign(new Error('ENOMEM: Cannot allocate memory, setsockopt'), { code: 'ENOMEM' }));
+    const plan = new PeerTakeover({
+      heartbeat: events, peer: 'a', service: { address: '10.9.9.9', port: 6379 }, tracker, interface: 'nowhere0', prefixLength: 24,
+      continue: {
+        openShadow: () => (calls.push('shadow opened'), { ready, plans: async () => (calls.push('plans'), []), close: () => void calls.push('shadow closed'), stats }),
+        upstream: { host: '127.0.0.1', port: 1 },
+        plugin,
+      },
+    });
+    const first = await new Promise<Error>((resolve) => plan.once('failed', resolve));
+    expect(first.message).toMatch(/the shadow of a's connections could not be started \(a takeover will close them, not continue them\): ENOMEM/);
+    expect(calls).toEqual(['shadow opened', 'shadow closed']);
+    const second = new Promise<Error>((resolve) => plan.once('failed', resolve));
+    events.emit('event', down);
+    expect((await second).message).toMatch(/no shadow of its connections/);
+    expect(calls).not.toContain('plans');
+    expect(calls.some((c) => c.startsWith('tracker.'))).toBe(true);
+    await plan.close();
+  });
 });

@@ -17,8 +17,8 @@
 //   5. every connection that could not be proven (a hole, a half-closed stream, an unfollowed
 //      reply, a failed restore) is reset exactly by the close engine, its reason kept;
 //   6. the guard goes.
-// The caller has fenced the primary before (two hosts on one sequence space corrupt it) and
-// promoted the local service.
+// The caller has fenced the primary before (two hosts on one sequence space corrupt it); the
+// promotion of the local service may still run (`ready`).
 import { closeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { native } from '../../native.js';
@@ -79,7 +79,8 @@ export interface ContinueOptions {
    * The caller's promotion of the upstream, run meanwhile: nothing waits for it but the relays'
    * replays and their clients' bytes (the upstream connections, their preambles, the restores
    * and the address go ahead). When it rejects, every relay resets its client (the restored
-   * socket's own RST, exact), and the error is thrown as is once the restores are done.
+   * socket's own RST, exact; a protocol goodbye is still said), the connections that could not
+   * be continued are reset exactly, and its error is thrown as is: no report, the address stays.
    */
   ready?: Promise<unknown>;
 }
@@ -128,8 +129,9 @@ export interface ContinueReport {
 /**
  * Continues every provable connection of a dead service address on this host and resets the
  * rest. Throws when the guard cannot be installed (nft missing or refusing: nothing touched),
- * a plan names another address (RangeError: nothing touched) or the address cannot be taken
- * (rtnetlink's error: the restored sockets are closed, silently since the address is not here).
+ * a plan names another address (RangeError: nothing touched), the plans reject (nothing
+ * touched), the address cannot be taken (rtnetlink's error: the restored sockets are closed,
+ * silently since the address is not here) or `ready` rejects (its error: see there).
  */
 export async function continueConnections(options: ContinueOptions): Promise<ContinueReport> {
   const t0 = performance.now();
@@ -230,10 +232,13 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     }
     await Promise.all(proving);
     tailProof?.close();
-    // A promotion that failed has reset every relay's client by now (RelayOptions.hold).
-    await options.ready;
+    // A promotion that failed has reset every relay's client by now (RelayOptions.hold); the
+    // connections that could not be continued are reset all the same, then its error is thrown.
+    const promotion = options.ready?.then(() => undefined, (err: unknown) => ({ err }));
+    const failed = await promotion;
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
+    if (failed) throw failed.err;
     return { continued, reset, timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() }, addressAdded: taken!.added };
   } finally {
     tailProof?.close();
