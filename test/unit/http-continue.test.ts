@@ -5,12 +5,10 @@
 import { describe, expect, it } from 'vitest';
 import { Http1Framer, MAX_HEAD, MAX_LINE, type Http1Event } from '../../src/net/http1-framer.js';
 import { httpContinue, MAX_PENDING } from '../../src/net/shadow/http-continue.js';
-import type { ParsedSegment } from '../../src/native.js';
-import { TCP_ACK, TCP_PSH, TCP_SYN } from '../../src/native.js';
-import { seqAdd } from '../../src/net/seq.js';
+import { TCP_ACK } from '../../src/native.js';
 import { ReplyDigest } from '../../src/net/shadow/reply-digest.js';
-import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 import { prng } from './frame-builder.js';
+import { shadowConversation } from './shadow-plan-conversation.js';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 const ends = (events: Http1Event[]) => events.filter((e) => e.kind === 'end').map((e) => (e.kind === 'end' ? e.message.end : -1));
@@ -339,44 +337,7 @@ describe('fuzz (seeded, bounded)', () => {
 
 describe('httpContinue in a ShadowTable plan', () => {
   const SERVER = { address: '198.18.5.10', port: 80 };
-  const CLIENT = { address: '198.18.5.20', port: 40000 };
-  function conversation() {
-    let cNext = 1001;
-    let sNext = 5001;
-    let ts = 100;
-    const seg = (fromServer: boolean, payload: Buffer, flags = TCP_ACK | TCP_PSH): ParsedSegment => {
-      const s: ParsedSegment = {
-        family: 4,
-        src: fromServer ? SERVER.address : CLIENT.address,
-        dst: fromServer ? CLIENT.address : SERVER.address,
-        sport: fromServer ? SERVER.port : CLIENT.port,
-        dport: fromServer ? CLIENT.port : SERVER.port,
-        seq: fromServer ? sNext : cNext,
-        ack: fromServer ? cNext : sNext,
-        flags,
-        window: 500,
-        urgentPointer: 0,
-        payloadLength: payload.length,
-        payload,
-        tsval: ts++,
-        tsecr: 1,
-        timeMs: 1_000_000,
-      };
-      if (fromServer) sNext = seqAdd(sNext, payload.length);
-      else cNext = seqAdd(cNext, payload.length);
-      return s;
-    };
-    const t = new ShadowTable({ services: [SERVER], plugin: httpContinue });
-    t.segments(
-      [
-        { ...seg(false, Buffer.alloc(0), TCP_SYN), seq: 1000, ack: 0, mss: 1460, wscale: 7, sackPermitted: true },
-        { ...seg(true, Buffer.alloc(0), TCP_SYN | TCP_ACK), seq: 5000, mss: 1460, wscale: 7, sackPermitted: true },
-        seg(false, Buffer.alloc(0), TCP_ACK),
-      ],
-      1_000_000,
-    );
-    return { t, seg };
-  }
+  const conversation = () => shadowConversation(httpContinue, SERVER);
 
   it('replays the unanswered GETs, no preamble; a response cut in the middle: the replay must reproduce its start (expectReply)', () => {
     const { t, seg } = conversation();

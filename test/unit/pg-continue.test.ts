@@ -3,15 +3,13 @@
 // transaction, also as a ShadowTable plan from synthetic segments.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { TCP_ACK, TCP_PSH, TCP_SYN, type ParsedSegment } from '../../src/native.js';
 import { postgresErrorResponse } from '../../src/net/goodbye/postgres.js';
 import { cstr, int32, PgMessageFramer, pgMessage } from '../../src/net/pg-framer.js';
-import { seqAdd } from '../../src/net/seq.js';
 import type { ExchangeTracker } from '../../src/net/shadow/exchange-tracker.js';
 import { pgContinue } from '../../src/net/shadow/pg-continue.js';
 import { pgLoginDialog } from '../../src/net/shadow/pg-login.js';
 import { sessionEffect, splitStatements } from '../../src/net/shadow/pg-sql.js';
-import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
+import { shadowConversation } from './shadow-plan-conversation.js';
 
 /** A small seeded PRNG (mulberry32): the fuzz is the same on every run. */
 function rng(seed: number): () => number {
@@ -375,46 +373,7 @@ function login(t: ExchangeTracker): void {
 
 describe('pgContinue in a ShadowTable plan', () => {
   const SERVER = { address: '198.18.5.10', port: 5432 };
-  const CLIENT = { address: '198.18.5.20', port: 40000 };
-  function conversation() {
-    let cNext = 1001;
-    let sNext = 5001;
-    let ts = 100;
-    const seg = (fromServer: boolean, payload: Buffer, flags = TCP_ACK | TCP_PSH): ParsedSegment => {
-      const s: ParsedSegment = {
-        family: 4,
-        src: fromServer ? SERVER.address : CLIENT.address,
-        dst: fromServer ? CLIENT.address : SERVER.address,
-        sport: fromServer ? SERVER.port : CLIENT.port,
-        dport: fromServer ? CLIENT.port : SERVER.port,
-        seq: fromServer ? sNext : cNext,
-        ack: fromServer ? cNext : sNext,
-        flags,
-        window: 500,
-        urgentPointer: 0,
-        payloadLength: payload.length,
-        payload,
-        tsval: ts++,
-        tsecr: 1,
-        timeMs: 1_000_000,
-      };
-      if (fromServer) sNext = seqAdd(sNext, payload.length);
-      else cNext = seqAdd(cNext, payload.length);
-      return s;
-    };
-    const t = new ShadowTable({ services: [SERVER], plugin: pgContinue() });
-    t.segments(
-      [
-        { ...seg(false, Buffer.alloc(0), TCP_SYN), seq: 1000, ack: 0, mss: 1460, wscale: 7, sackPermitted: true },
-        { ...seg(true, Buffer.alloc(0), TCP_SYN | TCP_ACK), seq: 5000, mss: 1460, wscale: 7, sackPermitted: true },
-        seg(false, Buffer.alloc(0), TCP_ACK),
-        seg(false, LOGIN_C),
-        seg(true, LOGIN_S),
-      ],
-      1_000_000,
-    );
-    return { t, seg };
-  }
+  const conversation = () => shadowConversation(pgContinue(), SERVER, (seg) => [seg(false, LOGIN_C), seg(true, LOGIN_S)]);
 
   it('between transactions: a restore that replays the unanswered query after the login preamble', () => {
     const { t, seg } = conversation();
