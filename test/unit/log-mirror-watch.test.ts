@@ -26,13 +26,23 @@ const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'mir
 const scratch = perTestScratch('log-mirror-watch-');
 const { open } = scratch;
 
-/** A UDP port on loopback that was free a moment ago. */
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, H, () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+/**
+ * Four distinct UDP ports on loopback, held (bound) until release(): the sockets a test binds to
+ * port 0 meanwhile (the links' forwarders) cannot be given one of them. Picked and freed one at
+ * a time, a CI run saw a heartbeat's bind fail with EADDRINUSE.
+ */
+async function holdUdpPorts(): Promise<{ ports: [number, number, number, number]; release: () => Promise<void> }> {
+  const sockets = [0, 1, 2, 3].map(() => dgram.createSocket('udp4'));
+  await Promise.all(sockets.map((s) => new Promise<void>((r) => s.bind(0, H, () => r()))));
+  const ports = sockets.map((s) => s.address().port) as [number, number, number, number];
+  return { ports, release: () => Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => undefined) };
+}
+
+/** holdUdpPorts() released at once: for a child process that binds them itself. */
+async function freeUdpPorts(): Promise<[number, number, number, number]> {
+  const held = await holdUdpPorts();
+  await held.release();
+  return held.ports;
 }
 
 /** One heartbeat link between a (primary) and b (backup): a socket per direction that forwards; cut() drops both ways. */
@@ -94,10 +104,12 @@ async function pair(n = 50, backupExtra: Partial<MirrorWatchOptions> = {}): Prom
   open.push(backup);
   const proxy = await LinkProxy.start(backup.port);
   open.push(proxy);
-  const [pa0, pa1, pb0, pb1] = await Promise.all([freeUdpPort(), freeUdpPort(), freeUdpPort(), freeUdpPort()]);
+  const held = await holdUdpPorts();
+  const [pa0, pa1, pb0, pb1] = held.ports;
   const main = await UdpLink.start(pa0, pb0);
   const failsafe = await UdpLink.start(pa1, pb1);
   open.push(main, failsafe);
+  await held.release();
   const log = await MirroredLog.open({ dir: path.join(scratch.root, 'p'), backup: { host: H, port: proxy.port }, key: KEY, node: 'node-a', log: 'orders', ackTimeoutMs: 400, reconnect: { minMs: 20, maxMs: 100 } });
   open.push(log);
   const common = { key: HB_KEY, intervalMs: INTERVAL, misses: MISSES };
@@ -181,7 +193,7 @@ describe('MirrorWatch', () => {
   it.each(['SIGKILL', 'SIGSTOP'] as const)('(a) a real primary process, %s: the backup takes over within the bound + margin, after the hook', async (signal) => {
     const backup = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(backup);
-    const [pa0, pa1, pb0, pb1] = await Promise.all([freeUdpPort(), freeUdpPort(), freeUdpPort(), freeUdpPort()]);
+    const [pa0, pa1, pb0, pb1] = await freeUdpPorts();
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(scratch.root, 'p'), String(backup.port), KEY.toString('hex'), HB_KEY.toString('hex'), String(pa0), String(pa1), String(pb0), String(pb1), '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     open.push({ close: async () => { child.kill('SIGKILL'); await exited; } });
@@ -317,7 +329,7 @@ describe('MirrorWatch', () => {
   it('(d) a takeover without a hook and without the unsafe flag is refused with EMIRRORUNFENCED; nothing changed', async () => {
     const backup = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(backup);
-    const [a, b, c, d] = await Promise.all([freeUdpPort(), freeUdpPort(), freeUdpPort(), freeUdpPort()]);
+    const [a, b, c, d] = await freeUdpPorts();
     const opts: MirrorWatchOptions = {
       role: 'backup', node: 'node-b', peer: 'node-a', key: HB_KEY, backup,
       links: { main: { address: H, port: a }, failsafe: { address: H, port: b } },
