@@ -9,6 +9,7 @@
 // Servers with `requirepass` are not supported (INFO is refused): the error says so.
 import net from 'node:net';
 import { canonicalAddress } from '../net/endpoint.js';
+import { encodeCommand } from '../net/shadow/resp-continue.js';
 import type { ServerSession } from '../net/switchover-plans.js';
 import { performance } from 'node:perf_hooks';
 
@@ -35,7 +36,7 @@ export function respCommand(endpoint: { host: string; port: number }, args: stri
       reject(new Error(`${args.join(' ')} on ${endpoint.host}:${endpoint.port}: ${why}`));
     };
     socket.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
-    socket.once('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
+    socket.once('connect', () => socket.write(encodeCommand(args)));
     socket.on('data', (chunk: Buffer) => {
       chunks.push(chunk);
       const b = Buffer.concat(chunks);

@@ -14,6 +14,7 @@
 import { canonicalAddress, type Endpoint } from './endpoint.js';
 import { seqAdd } from './seq.js';
 import type { SessionPreamble } from './shadow/exchange-tracker.js';
+import { encodeCommand } from './shadow/resp-continue.js';
 import type { ContinuePlan } from './shadow/shadow-connection.js';
 import type { TcpRepairState } from './tcp-repair-state.js';
 
@@ -29,8 +30,7 @@ export type ServerSession =
 
 /** RESP arrays of bulk strings, one per command, and how many replies they draw. */
 function preambleOf(commands: string[][]): SessionPreamble {
-  const bytes = commands.map((c) => `*${c.length}\r\n${c.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`).join('');
-  return { bytes: Buffer.from(bytes, 'utf8'), replies: commands.length };
+  return { bytes: Buffer.concat(commands.map((c) => encodeCommand(c))), replies: commands.length };
 }
 
 /**

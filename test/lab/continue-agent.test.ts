@@ -138,9 +138,13 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     expect((await replica.replication()).role).toBe('master');
     // What an operator sees: the shadow named at start, the continued connections in status.
     expect(log().some((e) => String(e.msg).startsWith(`shadowing a's connections to ${vip}:${master.port} from its mirror ${ifname}`))).toBe(true);
-    const status = await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
-    // A fresh shadow follows a again (it may come back and serve): the mirror's, empty for now.
-    expect(status.stdout).toMatch(new RegExp(`SHADOW OF PEER[^\\n]*\\na +${vip.replaceAll('.', '\\.')}:${master.port} +mirror +0 +0`));
+    // A fresh shadow follows a again (it may come back and serve): the mirror's, empty for now,
+    // opened 1 s after the continue (SHADOW_REOPEN_DELAY_MS).
+    const freshShadow = new RegExp(`SHADOW OF PEER[^\\n]*\\na +${vip.replaceAll('.', '\\.')}:${master.port} +mirror +0 +0`);
+    const status = await until('a fresh shadow in b\'s status', async () => {
+      const out = await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+      return freshShadow.test(out.stdout) ? out : undefined;
+    }, 5_000);
     expect(status.stdout).toMatch(new RegExp(`took over ${vip.replaceAll('.', '\\.')}:${master.port} .*: ok, ${taken.continued.connections} connection\\(s\\) continued here, ${taken.continued.reset} connection\\(s\\) closed, address added here`));
   } finally {
     await stop();

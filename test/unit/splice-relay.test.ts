@@ -288,22 +288,25 @@ describe('relayConnection over SpliceRelay', () => {
     });
   }
 
-  it('close() after the handover ends it with that reason and closes the client', async () => {
+  /** A relay of a fresh loopback pair to an echo upstream (after `preamble`), and a wait for its handover to the kernel (1 s at most). */
+  async function echoRelay(preamble: Buffer, replies: number) {
     const { port, server } = await echoUpstream(0);
     const p = await tcpPair('127.0.0.1');
     pairs.push(p);
-    const relay = relayConnection({
-      client: p.accepted,
-      upstream: { host: '127.0.0.1', port },
-      preamble: { bytes: Buffer.from('*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n'), replies: 1 },
-      replay: Buffer.alloc(0),
-      replyCounter: respContinue.createReplyCounter(),
-    });
+    const relay = relayConnection({ client: p.accepted, upstream: { host: '127.0.0.1', port }, preamble: { bytes: preamble, replies }, replay: Buffer.alloc(0), replyCounter: respContinue.createReplyCounter() });
+    const spliced = async () => {
+      for (let i = 0; i < 100 && !relay.stats.spliced; i++) await new Promise((r) => setTimeout(r, 10));
+      return relay.stats.spliced;
+    };
+    return { p, server, relay, spliced };
+  }
+
+  it('close() after the handover ends it with that reason and closes the client', async () => {
+    const { p, server, relay, spliced } = await echoRelay(Buffer.from('*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n'), 1);
     const echo = new Promise<string>((r) => p.client.once('data', (d: Buffer) => r(d.toString())));
     p.client.write('ping');
     expect(await echo).toBe('ping');
-    for (let i = 0; i < 100 && !relay.stats.spliced; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(relay.stats.spliced).toBe(true);
+    expect(await spliced()).toBe(true);
     expect(relay.upstream?.destroyed).toBe(true);
     const closed = new Promise((r) => p.client.once('close', r));
     relay.close('test done');
@@ -314,18 +317,8 @@ describe('relayConnection over SpliceRelay', () => {
   });
 
   it('a client reset after the handover ends it with the client\'s error', async () => {
-    const { port, server } = await echoUpstream(0);
-    const p = await tcpPair('127.0.0.1');
-    pairs.push(p);
-    const relay = relayConnection({
-      client: p.accepted,
-      upstream: { host: '127.0.0.1', port },
-      preamble: { bytes: Buffer.alloc(0), replies: 0 },
-      replay: Buffer.alloc(0),
-      replyCounter: respContinue.createReplyCounter(),
-    });
-    for (let i = 0; i < 100 && !relay.stats.spliced; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(relay.stats.spliced).toBe(true);
+    const { p, server, relay, spliced } = await echoRelay(Buffer.alloc(0), 0);
+    expect(await spliced()).toBe(true);
     p.client.resetAndDestroy();
     expect((await relay.done).reason).toMatch(/^client error: ECONNRESET/);
     server.close();
