@@ -29,6 +29,7 @@
 #include "errors.h"
 #include "modules.h"
 #include "unique_fd.h"
+#include "uv_poll_watch.h"
 
 namespace takeover {
 namespace {
@@ -36,56 +37,6 @@ namespace {
 // Bytes one direction may move per poll callback before yielding to the rest of the loop.
 constexpr size_t kBudget = 4u << 20;
 constexpr int kDefaultPipeBytes = 256 << 10;
-
-// A uv_poll with changing interest (readable, writable, both or none). Like UvPollWatch, the
-// handle is heap-allocated and freed in uv_close's callback, which may run after the owner is gone.
-class EventPoll {
- public:
-  EventPoll() = default;
-  EventPoll(const EventPoll&) = delete;
-  EventPoll& operator=(const EventPoll&) = delete;
-  ~EventPoll() { Close(); }
-
-  int Init(uv_loop_t* loop, int fd, void* owner, uv_poll_cb onReady) {
-    auto* h = new uv_poll_t;
-    int rc = uv_poll_init(loop, h, fd);
-    if (rc != 0) {
-      delete h;
-      return rc;
-    }
-    h->data = owner;
-    handle_ = h;
-    cb_ = onReady;
-    return 0;
-  }
-
-  // Watches for `events` (UV_READABLE | UV_WRITABLE); 0 stops watching. Returns a libuv error.
-  int Set(int events) {
-    if (!handle_) return 0;
-    if (events == events_) return 0;
-    events_ = events;
-    if (events == 0) return uv_poll_stop(handle_);
-    return uv_poll_start(handle_, events, cb_);
-  }
-
-  // After libuv reported an error it has stopped the handle: the next Set must start it again.
-  void Forget() { events_ = -1; }
-
-  const uv_poll_t* handle() const { return handle_; }
-
-  void Close() {
-    if (!handle_) return;
-    uv_poll_stop(handle_);
-    handle_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-    handle_ = nullptr;
-  }
-
- private:
-  uv_poll_t* handle_ = nullptr;
-  uv_poll_cb cb_ = nullptr;
-  int events_ = 0;
-};
 
 // A pipe: the kernel buffer spliced bytes pass through (pages handed over, not copied).
 struct Pipe {
@@ -289,11 +240,12 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     else if (ba_.srcEof) firstEof_ = 1;
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    int rc = pollA_.Init(loop, a_.get(), this, &SpliceRelay::Ready);
-    if (rc == 0) rc = pollB_.Init(loop, b_.get(), this, &SpliceRelay::Ready);
+    // Set up, watching nothing yet (events 0): SetEvents below.
+    int rc = pollA_.Start(loop, a_.get(), [this](int status) { Ready(0, status); }, 0);
+    if (rc == 0) rc = pollB_.Start(loop, b_.get(), [this](int status) { Ready(1, status); }, 0);
     if (rc != 0) {
-      pollA_.Close();
-      pollB_.Close();
+      pollA_.Stop();
+      pollB_.Stop();
       ThrowErrno(env, "uv_poll_init", -rc);
     }
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
@@ -302,8 +254,8 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     Ref();  // alive while relaying, like a socket
     // The first pass runs from the loop (a connected socket is writable at once), so that onEnd
     // never runs inside start().
-    rc = pollA_.Set(UV_READABLE | UV_WRITABLE);
-    if (rc == 0) rc = pollB_.Set(UV_READABLE | UV_WRITABLE);
+    rc = pollA_.SetEvents(UV_READABLE | UV_WRITABLE);
+    if (rc == 0) rc = pollB_.SetEvents(UV_READABLE | UV_WRITABLE);
     if (rc != 0) {
       ended_ = true;
       callback_.Reset();
@@ -323,17 +275,13 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     out.assign(a.Data(), a.Data() + a.ByteLength());
   }
 
-  static void Ready(uv_poll_t* h, int status, int events) {
-    auto* self = static_cast<SpliceRelay*>(h->data);
-    if (!self) return;
-    if (status < 0) {
-      // libuv reports POLLERR as an error (UV_EBADF) and stops the handle: the socket's own
-      // error (a reset) is found by the next splice, or else read from SO_ERROR.
-      bool isA = h == self->pollA_.handle();
-      (isA ? self->pollA_ : self->pollB_).Forget();
-      self->pendingError_ = isA ? 1 : 2;
-    }
-    self->Run();
+  // side 0: a, 1: b.
+  void Ready(int side, int status) {
+    // libuv reports POLLERR as an error (UV_EBADF) and stops the handle (the next SetEvents
+    // starts it again): the socket's own error (a reset) is found by the next splice, or else
+    // read from SO_ERROR.
+    if (status < 0) pendingError_ = side + 1;
+    Run();
   }
 
   void Run() {
@@ -360,8 +308,8 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     if (ab_.done && ba_.done) return End(nullptr);
     int evA = (ab_.wantRead ? UV_READABLE : 0) | (ba_.wantWrite ? UV_WRITABLE : 0);
     int evB = (ba_.wantRead ? UV_READABLE : 0) | (ab_.wantWrite ? UV_WRITABLE : 0);
-    int rc = pollA_.Set(evA);
-    if (rc == 0) rc = pollB_.Set(evB);
+    int rc = pollA_.SetEvents(evA);
+    if (rc == 0) rc = pollB_.SetEvents(evB);
     if (rc != 0) {
       f = {-rc, "uv_poll_start", 0};
       End(&f);
@@ -393,8 +341,8 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
   }
 
   void Release() {
-    pollA_.Close();
-    pollB_.Close();
+    pollA_.Stop();
+    pollB_.Stop();
     // A pipe with bytes in it is closed (they are lost with the relay); an empty one goes back.
     for (Direction* d : {&ab_, &ba_}) {
       if (d->inPipe == 0) pipePool.Give(d->pipe);
@@ -434,8 +382,8 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
   UniqueFd b_;
   Direction ab_;
   Direction ba_;
-  EventPoll pollA_;
-  EventPoll pollB_;
+  UvPollWatch pollA_;
+  UvPollWatch pollB_;
   bool started_ = false;
   bool ended_ = false;
   int pendingError_ = 0;  // 1: a reported POLLERR, 2: b
