@@ -175,6 +175,7 @@ describe('fuzz (seeded, bounded)', () => {
       }
       expect(input.equals(before)).toBe(true);
     }
+    console.log(`fuzz: ${tally.parsed} parsed (${tally.commands} commands), ${tally.refused} refused`);
     expect(tally.parsed + tally.refused).toBeGreaterThan(1000);
     expect(tally.parsed).toBeGreaterThan(50);
     expect(tally.refused).toBeGreaterThan(500);
