@@ -15,8 +15,9 @@
 //
 // A returning primary listens as its successor's backup (seed 004 steps 460-465): the new primary
 // answers its HELLO with a resync START naming the fork point (mirror-history.ts); this backup
-// checks its record below that point is the primary's, copies what it holds past it aside, cuts
-// its log back (log-cut.ts) and takes the new primary's records from there on its next connection.
+// checks its records below that point are the primary's (the chain over them, log-chain.ts),
+// copies what it holds past it aside, cuts its log back (log-cut.ts) and takes the new
+// primary's records from there on its next connection.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
@@ -141,7 +142,7 @@ export interface MirrorBackupStats {
 export interface PromotedBackup {
   /** Every record below this is in the backup's log and on its disk (fdatasync). */
   nextLsn: number;
-  /** CRC32C of record `nextLsn - 1`'s payload (0 when the log holds none): the fork point's check. */
+  /** CRC32C of record `nextLsn - 1`'s payload (0 when the log holds none): recorded with the fork point (the checks use the chain, log-chain.ts). */
   lastCrc: number;
   /** The log's first LSN. */
   firstLsn: number;

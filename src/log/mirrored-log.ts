@@ -14,8 +14,9 @@
 // link 86): losing the connection that carried the mirror is followed at once by a dial on the
 // other path (mirror-links.ts says when), so a lost link costs one handshake and a short
 // catch-up out of the normal state, not a backoff. On each connection the backup says
-// what it holds (HELLO); the primary refuses a backup holding records it does not have or
-// other ones (divergence), and otherwise sends from there: records already durable here are
+// what it holds (HELLO, with the chain over its records: log-chain.ts); the primary refuses a
+// backup holding records it does not have or other ones anywhere below its held LSN
+// (divergence), and otherwise sends from there: records already durable here are
 // read from the log on disk, newer ones from memory. When the backup holds every commit
 // acknowledged so far the state is normal again (mirror-state.ts says why that condition).
 import { EventEmitter } from 'node:events';
