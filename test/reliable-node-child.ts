@@ -7,7 +7,8 @@
 // so that the peer, when it returns, becomes its backup.
 // Run: node --import tsx test/reliable-node-child.ts '{"node":..,"dir":..,"role":"primary"|"backup",
 //   "mirrorPort":..,"peerMirrorPort":..,"clientPort":..,"keyHex":..}'
-// Prints JSON lines: {"ev":"ready"}, {"ev":"state","state":S}, {"ev":"resynced","cut":N},
+// Prints JSON lines: {"ev":"ready","heldLsn":N}, {"ev":"state","state":S}, {"ev":"resynced","cut":N},
+// {"ev":"attached"|"refused",...} (a backup), {"ev":"link",...} (a primary's attach or refusal),
 // {"ev":"serving","recoveredLsn":N,"takeoverMs":T,"replayed":R}, {"ev":"snapshot",...}, {"ev":"error",...}.
 // Reads lines: "takeover", "snapshot", "close" (flush and close the log, then exit 0).
 import { createInterface } from 'node:readline';
@@ -42,6 +43,11 @@ let server: ReliableServer<OrderBook> | null = null;
 function watch(l: MirroredLog): void {
   l.on('state', (s) => say({ ev: 'state', state: s }));
   l.on('failed', (e) => say({ ev: 'error', error: e.message }));
+  // The primary's answers to its backup's HELLO (the fork decisions), for a test's diagnosis.
+  l.on('link', (i) => {
+    if (i.type === 'attached') say({ ev: 'link', type: i.type, fromLsn: i.fromLsn, nextLsn: l.nextLsn });
+    else if (i.type === 'refused') say({ ev: 'link', type: i.type, refusal: i.refusal, reason: i.error.message, nextLsn: l.nextLsn });
+  });
 }
 
 async function serve(recoveredLsn?: number): Promise<void> {
@@ -74,10 +80,13 @@ if (config.role === 'primary') {
     dir: config.dir, host: '127.0.0.1', port: config.mirrorPort, key, node: config.node, log: 'orders',
     apply: { reset: () => (state = new ReliableState<OrderBook>(orderMatchingApp)), record: (lsn, p) => state.replay(lsn, p) },
   });
-  backup.on('resynced', ({ cut }) => say({ ev: 'resynced', cut: cut.cutRecords }));
+  backup.on('resynced', ({ cut }) => say({ ev: 'resynced', cut: cut.cutRecords, heldLsn: backup?.heldLsn }));
+  // What this backup was told (the fork decisions on its side), for a test's diagnosis.
+  backup.on('attached', ({ fromLsn }) => say({ ev: 'attached', fromLsn }));
+  backup.on('refused', ({ refusal, error }) => say({ ev: 'refused', refusal, reason: error.message }));
   backup.on('failed', (e) => say({ ev: 'error', error: e.message }));
 }
-say({ ev: 'ready', role: config.role });
+say({ ev: 'ready', role: config.role, ...(backup ? { heldLsn: backup.heldLsn } : {}) });
 
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line === 'takeover') void takeOverNow().catch((e: Error) => say({ ev: 'error', error: `takeover: ${e.message}` }));

@@ -43,6 +43,13 @@ export interface LogWriterOptions {
   fileOps?: FileOps;
   /** What holds the log, written in its LOCK file for the message another opener gets (dir-lock.ts). Default 'a log writer'. */
   holder?: string;
+  /**
+   * Called with each record the recovery at open keeps, in LSN order (`payload` is a view: copy
+   * what is kept), so a caller that needs every record (the mirror's checksum chain,
+   * log-chain.ts) reads the log once, not twice. Records of a torn tail are not passed; on
+   * damage open rejects after passing the records before it.
+   */
+  onRecoveredRecord?: (lsn: number, payload: Buffer) => void;
 }
 
 /** Counters since open, for tests and benchmarks. */
@@ -147,7 +154,7 @@ export class LogWriter {
     await ops.mkdir(options.dir);
     const lock = await LogDirLock.acquire(options.dir, options.holder ?? 'a log writer');
     try {
-      const recovery = await scanLog(options.dir, { repair: true, fileOps: ops, emptyFirstLsn: options.firstLsn ?? 0 });
+      const recovery = await scanLog(options.dir, { repair: true, fileOps: ops, emptyFirstLsn: options.firstLsn ?? 0, ...(options.onRecoveredRecord ? { onRecord: options.onRecoveredRecord } : {}) });
       const last = recovery.segments.at(-1);
       let segment: Segment | null = null;
       if (last) segment = { path: last.path, file: await ops.open(last.path, 'existing'), firstLsn: last.firstLsn, size: last.bytes };

@@ -15,14 +15,16 @@
 //
 // A returning primary listens as its successor's backup (seed 004 steps 460-465): the new primary
 // answers its HELLO with a resync START naming the fork point (mirror-history.ts); this backup
-// checks its record below that point is the primary's, copies what it holds past it aside, cuts
-// its log back (log-cut.ts) and takes the new primary's records from there on its next connection.
+// checks its records below that point are the primary's (the chain over them, log-chain.ts),
+// copies what it holds past it aside, cuts its log back (log-cut.ts) and takes the new
+// primary's records from there on its next connection.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { LogWriter, type CheckpointCriteria } from './log-writer.js';
+import { LogChain, chainNext } from './log-chain.js';
 import { scanLog } from './log-reader.js';
 import { FRAME_OVERHEAD, HEADER_BYTES } from './log-format.js';
 import type { FileOps } from './file-ops.js';
@@ -140,7 +142,7 @@ export interface MirrorBackupStats {
 export interface PromotedBackup {
   /** Every record below this is in the backup's log and on its disk (fdatasync). */
   nextLsn: number;
-  /** CRC32C of record `nextLsn - 1`'s payload (0 when the log holds none): the fork point's check. */
+  /** CRC32C of record `nextLsn - 1`'s payload (0 when the log holds none): recorded with the fork point (the checks use the chain, log-chain.ts). */
   lastCrc: number;
   /** The log's first LSN. */
   firstLsn: number;
@@ -231,7 +233,10 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   private readonly conns = new Set<Conn>();
   private active: Conn | null = null;
   private held: number;
+  /** CRC32C of record `held - 1` (the fork point's `prevCrc` when this backup takes over). */
   private lastCrc: number;
+  /** The checksum chain over every record held (log-chain.ts): what HELLO names and START must match. */
+  private chain: LogChain;
   private readonly firstLsn: number;
   /** The log being cut back (resync): nothing is taken until it is done. */
   private resyncing: Promise<void> | null = null;
@@ -252,7 +257,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     /** Replaced when a resync reopens the log. */
     private writer: LogWriter,
     private readonly servers: ReadonlyArray<{ link: MirrorLinkName; server: net.Server }>,
-    lastCrc: number,
+    opened: OpenedBackupLog,
   ) {
     super();
     this.incarnation = options.incarnation ?? randomNonce();
@@ -260,7 +265,8 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     this.firstLsn = writer.recovery.firstLsn;
     // A record its own log would refuse is refused on the wire (not numbered, not half-taken).
     this.maxRecordBytes = options.maxRecordBytes ?? Math.min(DEFAULT_MAX_RECORD_BYTES, (options.segmentBytes ?? 64 * 1024 * 1024) - HEADER_BYTES - FRAME_OVERHEAD);
-    this.lastCrc = lastCrc;
+    this.lastCrc = opened.lastCrc;
+    this.chain = opened.chain;
     for (const { link, server } of servers) server.on('connection', (s) => this.onConnection(s, link));
   }
 
@@ -276,17 +282,18 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     if (options.primary !== undefined) checkMirrorName('primary', options.primary);
     if (options.incarnation !== undefined && !(options.incarnation > 0n && options.incarnation < 1n << 64n)) throw new RangeError('incarnation must be a u64 above 0');
     const listeners = backupListenersOf(options);
-    const writer = await openBackupWriter(options);
+    const opened = await openBackupWriter(options);
+    const { writer } = opened;
     const servers: Array<{ link: MirrorLinkName; server: net.Server }> = [];
     try {
-      const lastCrc = await loadHeld(options, writer);
+      await loadHeld(options, writer);
       for (const l of listeners) {
         const server = net.createServer();
         servers.push({ link: l.link, server });
         server.listen(l.port, l.host);
         await once(server, 'listening'); // rejects with the listen error (EADDRINUSE...)
       }
-      return new MirrorBackup(options, writer, servers, lastCrc);
+      return new MirrorBackup(options, writer, servers, opened);
     } catch (err) {
       for (const { server } of servers) server.close();
       await writer.close().catch(() => {});
@@ -498,7 +505,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       this.stats.timeouts++;
       this.reject(conn, 'timeout', new MirrorError('EMIRRORTIMEOUT', `no START from ${conn.remote} within ${this.options.handshakeTimeoutMs ?? 5000} ms`));
     }, this.options.handshakeTimeoutMs ?? 5000);
-    this.send(conn, { type: 'hello', log: this.options.log ?? 'default', node: this.options.node, firstLsn: this.firstLsn, heldLsn: this.held, lastCrc: this.held > this.firstLsn ? this.lastCrc : 0 });
+    this.send(conn, { type: 'hello', log: this.options.log ?? 'default', node: this.options.node, firstLsn: this.firstLsn, heldLsn: this.held, lastCrc: this.chain.tip });
   }
 
   private onData(conn: Conn, chunk: Buffer): void {
@@ -545,10 +552,10 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
         this.reject(conn, 'gap', new MirrorError('EMIRRORPROTO', `START from LSN ${m.fromLsn}, but the backup holds every record below ${this.held} and nothing after`));
         return false;
       }
-      // The primary compared its record below with this backup's (the HELLO's CRC); check its
-      // answer here too, so neither side alone decides two logs are one.
-      if (this.held > this.firstLsn && m.prevCrc !== this.lastCrc) {
-        this.reject(conn, 'gap', new MirrorError('EMIRRORDIVERGED', `START from LSN ${m.fromLsn} names CRC32C ${m.prevCrc.toString(16)} for record ${m.fromLsn - 1}, this backup holds ${this.lastCrc.toString(16)}`));
+      // The primary compared its records below with this backup's (the HELLO's chain over all of
+      // them); check its answer here too, so neither side alone decides two logs are one.
+      if (this.held > this.firstLsn && m.prevCrc !== this.chain.tip) {
+        this.reject(conn, 'gap', new MirrorError('EMIRRORDIVERGED', `START from LSN ${m.fromLsn} names chain ${m.prevCrc.toString(16)} for records ${this.firstLsn}..${m.fromLsn - 1}, this backup's is ${this.chain.tip.toString(16)}`));
         return false;
       }
       conn.primaryIncarnation = frame.senderIncarnation;
@@ -590,6 +597,7 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
       );
       const lsn = this.held++;
       this.lastCrc = crc32c(rec);
+      this.chain.push(rec);
       this.stats.recordBytesReceived += rec.length;
       if (this.options.apply) {
         try {
@@ -606,14 +614,14 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   }
 
   /**
-   * Follows a primary's resync answer (seed 004 step 465): checks this backup's record below
-   * `lsn` is the primary's (`prevCrc`), copies the records from `lsn` on aside, cuts the log
+   * Follows a primary's resync answer (seed 004 step 465): checks this backup's records below
+   * `lsn` are the primary's (`prevChain`: the chain over them, log-chain.ts), copies the records from `lsn` on aside, cuts the log
    * back to `lsn` and reopens it; the primary's next connection then finds it holding exactly
    * what they share. Refused (EMIRRORDIVERGED, `refused`, nothing cut) when the records below
    * differ or the point is not inside this log. A failure of the cut fails the backup (its log
    * is valid, only longer: reopen to retry).
    */
-  private resync(conn: Conn, primary: string, lsn: number, prevCrc: number, reason: string): void {
+  private resync(conn: Conn, primary: string, lsn: number, prevChain: number, reason: string): void {
     const refuse = (why: string) => {
       this.stats.refusedByPrimary++;
       const error = new MirrorError('EMIRRORDIVERGED', `primary ${primary} asked this backup to cut its log back to LSN ${lsn} (${reason}), refused: ${why}`);
@@ -627,22 +635,27 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
     const fileOps = o.fileOps;
     this.resyncing = (async () => {
       await this.writer.close(); // flushes what is held: the scan below reads it from disk
-      let own: number | null = null;
-      if (lsn > this.firstLsn) await scanLog(o.dir, { fromLsn: lsn - 1, toLsn: lsn, onRecord: (_l, p) => (own = crc32c(p)), ...(fileOps ? { fileOps } : {}) });
+      // This log's chain over [firstLsn, lsn): from the point kept below lsn, folding the rest.
+      const point = this.chain.pointAtOrBelow(lsn);
+      let own = point.chain;
+      if (point.lsn < lsn) await scanLog(o.dir, { fromLsn: point.lsn, toLsn: lsn, onRecord: (_l, p) => (own = chainNext(own, p)), ...(fileOps ? { fileOps } : {}) });
       let cut: LogCut | null = null;
-      if (lsn === this.firstLsn || own === prevCrc) {
+      if (lsn === this.firstLsn || own === prevChain) {
         const keepDir = path.join(o.dir, 'diverged', `${lsn}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
         cut = await cutLogBack(o.dir, lsn, keepDir, fileOps);
         await forgetForkPointsAfter(o.dir, lsn);
       }
-      this.writer = await openBackupWriter(o);
+      const reopened = await openBackupWriter(o);
+      this.writer = reopened.writer;
       this.held = this.writer.nextLsn;
-      this.lastCrc = await loadHeld(o, this.writer);
+      this.lastCrc = reopened.lastCrc;
+      this.chain = reopened.chain;
+      await loadHeld(o, this.writer);
       if (cut) {
         this.stats.resyncs++;
         this.stats.recordsCut += cut.cutRecords;
         this.emit('resynced', { primary, cut });
-      } else refuse(`its record ${lsn - 1} has CRC32C ${(own ?? 0).toString(16)}, the primary's ${prevCrc.toString(16)}: the logs differ before the fork point`);
+      } else refuse(`its chain over records ${this.firstLsn}..${lsn - 1} is ${own.toString(16)}, the primary's ${prevChain.toString(16)}: the logs differ before the fork point`);
     })()
       .catch((err: unknown) => this.fail(err))
       .finally(() => (this.resyncing = null));
@@ -741,40 +754,52 @@ export class MirrorBackup extends EventEmitter<MirrorBackupEvents> {
   }
 }
 
-function openBackupWriter(options: MirrorBackupOptions): Promise<LogWriter> {
-  return LogWriter.open({
+/** A backup's log as opened: the writer, the chain over its records and its last record's CRC32C (0 with none). */
+interface OpenedBackupLog {
+  writer: LogWriter;
+  chain: LogChain;
+  lastCrc: number;
+}
+
+/**
+ * Opens (recovers) the backup's log, building the chain over its records and taking the last
+ * record's CRC32C from the recovery's own read (the log is read once here).
+ */
+async function openBackupWriter(options: MirrorBackupOptions): Promise<OpenedBackupLog> {
+  let chain: LogChain | null = null;
+  let lastCrc = 0;
+  const writer = await LogWriter.open({
     dir: options.dir,
     sync: 'checkpoint',
     holder: `a mirror backup (${options.node})`,
+    onRecoveredRecord: (lsn, p) => {
+      chain ??= new LogChain(lsn);
+      chain.push(p);
+      lastCrc = crc32c(p);
+    },
     ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
     ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
     ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
     ...(options.fileOps ? { fileOps: options.fileOps } : {}),
   });
+  return { writer, chain: chain ?? new LogChain(writer.recovery.firstLsn), lastCrc };
 }
 
 /**
  * The log just opened, as the backup holds it: every record handed to `apply` (after its
- * reset), when there is one; and the CRC32C of the last record (0 when it has none), which the
- * HELLO names so the primary can tell a backup holding other records at the same LSNs
- * (divergence) from one merely behind.
+ * reset), when there is one.
  */
-async function loadHeld(options: MirrorBackupOptions, writer: LogWriter): Promise<number> {
-  let crc = 0;
+async function loadHeld(options: MirrorBackupOptions, writer: LogWriter): Promise<void> {
   const next = writer.nextLsn;
   const first = writer.recovery.firstLsn;
-  options.apply?.reset();
+  if (!options.apply) return;
+  options.apply.reset();
   if (next > first) {
-    const fromLsn = options.apply ? first : next - 1;
     await scanLog(options.dir, {
-      fromLsn,
+      fromLsn: first,
       toLsn: next,
-      onRecord: (lsn, p) => {
-        options.apply?.record(lsn, p);
-        if (lsn === next - 1) crc = crc32c(p);
-      },
+      onRecord: (lsn, p) => options.apply!.record(lsn, p),
       ...(options.fileOps ? { fileOps: options.fileOps } : {}),
     });
   }
-  return crc;
 }

@@ -4,9 +4,10 @@
 // A returning primary (seed 004 step 465) may hold records past that point that the new primary
 // never received: they were never acknowledged by the mirror (in the normal state a commit is
 // acknowledged only once the backup holds it, and promote() flushed everything it held), so it
-// cuts its log back to the fork point and mirrors the new primary from there. The CRC of the
-// record just below the fork point is checked on both sides first, so a log that differs earlier
-// is never "resynchronised" into a mixture: that is refused as divergence.
+// cuts its log back to the fork point and mirrors the new primary from there. The chain over every
+// record below the fork point (log-chain.ts, computed from each log, not stored here) is checked
+// on both sides first, so a log that differs earlier is never "resynchronised" into a mixture:
+// that is refused as divergence.
 //
 // The file is small JSON, replaced atomically (written beside, fdatasync'd, renamed, the directory
 // fsync'd), and read at open; a damaged one is an error, never an empty history.
@@ -23,7 +24,10 @@ export const HISTORY_FILE = 'mirror-history.json';
 export interface ForkPoint {
   /** The first LSN this node wrote as primary (the promoted backup's held LSN). */
   lsn: number;
-  /** CRC32C of record `lsn - 1`'s payload (0 when `lsn` is the log's first LSN). */
+  /**
+   * CRC32C of record `lsn - 1`'s payload (0 when `lsn` is the log's first LSN): for the operator
+   * reading the file; the resync compares the chain over the records below `lsn` instead.
+   */
   prevCrc: number;
   /** The node that took over, and the primary it replaced (null when none had attached). */
   node: string;

@@ -11,7 +11,8 @@
 // Layout (big endian, network order):
 //    0  4  frame length: the bytes after this field, MAC included (u32)
 //    4  4  magic "TKML"
-//    8  1  version 2 (2 added START's CRC and the resync answer)
+//    8  1  version 3 (2 added START's CRC and the resync answer; 3 made both CRCs the chain over
+//          every record below, log-chain.ts, instead of the last record's CRC)
 //    9  1  type: 1 HELLO, 2 START, 3 RECORDS, 4 ACK
 //   10  8  sender's incarnation (u64)
 //   18  8  receiver's incarnation (u64; 0 in HELLO: the backup does not know it yet)
@@ -23,12 +24,14 @@
 // Bodies (text: u8 length + UTF-8; LSNs u64 below 2^53):
 //   HELLO   (backup -> primary, first) log name (text 1..64) | backup node (text 1..64)
 //           | first LSN of the backup's log | held LSN: it holds every record below
-//           | CRC32C of the record just below the held LSN (u32; 0 when it holds none)
+//           | the chain (log-chain.ts) over its records from its first LSN to the held LSN
+//           (u32; 0 when it holds none)
 //   START   (primary -> backup, first) primary node (text 1..64) | from LSN: the first record it
-//           will send (= the HELLO's held LSN when accepted) | CRC32C of the primary's record
-//           just below the from LSN (u32; 0 when there is none) | refusal (u8: 0 accepted,
-//           1 diverged, 2 behind, 3 log, 4 node, 5 resync: cut your log to the from LSN, whose
-//           record below must have that CRC, and connect again) | reason (text 0..200)
+//           will send (= the HELLO's held LSN when accepted) | the chain over the primary's
+//           records from the backup's first LSN to the from LSN (u32; 0 when there is none)
+//           | refusal (u8: 0 accepted, 1 diverged, 2 behind, 3 log, 4 node, 5 resync: cut your
+//           log to the from LSN, your records below it must have that chain, and connect again)
+//           | reason (text 0..200)
 //   RECORDS (primary -> backup) first LSN | count (u32) | per record: length (u32) | bytes.
 //           Count 0 is the keepalive: the backup answers every RECORDS frame with an ACK, so an
 //           idle link is still seen to be alive.
@@ -39,7 +42,7 @@ import { BodyError, type BodyReader } from '../wire/body-reader.js';
 import { checkU64, checkWireKey, FrameFormat, fitText, MAC_BYTES, sequenceRefusal, SignedFrameReader, type WireReadResult, type WireRejection } from '../wire/signed-frames.js';
 
 export const MIRROR_MAGIC = Buffer.from('TKML', 'ascii');
-export const MIRROR_VERSION = 2;
+export const MIRROR_VERSION = 3;
 /** Bytes from the frame's start (its length field) to the body. */
 export const MIRROR_HEADER_BYTES = 50;
 /** The smallest frame: header, an empty body, MAC. */

@@ -14,14 +14,15 @@
 // link 86): losing the connection that carried the mirror is followed at once by a dial on the
 // other path (mirror-links.ts says when), so a lost link costs one handshake and a short
 // catch-up out of the normal state, not a backoff. On each connection the backup says
-// what it holds (HELLO); the primary refuses a backup holding records it does not have or
-// other ones (divergence), and otherwise sends from there: records already durable here are
+// what it holds (HELLO, with the chain over its records: log-chain.ts); the primary refuses a
+// backup holding records it does not have or other ones anywhere below its held LSN
+// (divergence), and otherwise sends from there: records already durable here are
 // read from the log on disk, newer ones from memory. When the backup holds every commit
 // acknowledged so far the state is normal again (mirror-state.ts says why that condition).
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { crc32c } from '@node-rs/crc32';
 import { LogWriter, type CheckpointCriteria } from './log-writer.js';
+import { EMPTY_CHAIN, LogChain, chainNext } from './log-chain.js';
 import { LogWriterError } from './log-errors.js';
 import { scanLog } from './log-reader.js';
 import type { FileOps } from './file-ops.js';
@@ -285,6 +286,8 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     private readonly writer: LogWriter,
     /** Where this node took over (mirror-history.ts): where a returning old primary is cut back to. */
     private readonly forks: readonly ForkPoint[],
+    /** The checksum chain over every record of the log (log-chain.ts), grown by append(). */
+    private readonly chain: LogChain,
   ) {
     super();
     this.incarnation = options.incarnation ?? randomNonce();
@@ -309,10 +312,16 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
    */
   static async open(options: MirroredLogOptions): Promise<MirroredLog> {
     MirroredLog.checkOptions(options);
+    // The chain is built from the recovery's own read of every record (one read at open).
+    let chain: LogChain | null = null;
     const writer = await LogWriter.open({
       dir: options.dir,
       sync: 'each-commit',
       holder: `a mirrored log (primary ${options.node}, ${options.state ?? 'primary-only'})`,
+      onRecoveredRecord: (lsn, p) => {
+        chain ??= new LogChain(lsn);
+        chain.push(p);
+      },
       ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
       ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}),
       ...(options.maxRecordBytes !== undefined ? { maxRecordBytes: options.maxRecordBytes } : {}),
@@ -325,7 +334,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       await writer.close().catch(() => {});
       throw err;
     }
-    const log = new MirroredLog(options, writer, forks);
+    const log = new MirroredLog(options, writer, forks, chain ?? new LogChain(writer.recovery.firstLsn));
     void options.hold?.lost.then((why) => log.fence(`the primary role was lost (${why})`));
     log.dial();
     return log;
@@ -414,6 +423,7 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
       (err: unknown) => this.fail(err),
     );
     this.mem.push(Buffer.from(payload));
+    this.chain.push(payload);
     this.stats.appends++;
     const p = new Promise<number>((resolve, reject) => this.pending.push({ lsn, resolve, reject }));
     this.queueSend();
@@ -668,24 +678,38 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     // reached the primary's disk. Either way the primary must not number new records over them.
     else if (m.heldLsn > next) [refusal, reason] = ['diverged', `the backup holds records up to LSN ${m.heldLsn - 1}, the primary's log ends before ${next} (if this node restarted after a crash, the backup holds commits it lacks: the backup should take over and this node come back as its backup)`];
     else if (m.heldLsn < this.firstLsn) [refusal, reason] = ['behind', `the backup needs records from LSN ${m.heldLsn}, the primary's log starts at ${this.firstLsn}`];
+    // The backup's chain over its records below this log's first LSN cannot be recomputed here.
+    else if (m.heldLsn > m.firstLsn && m.firstLsn < this.firstLsn) [refusal, reason] = ['diverged', `the backup's log starts at LSN ${m.firstLsn}, before this log's first LSN ${this.firstLsn}: its records below ${this.firstLsn} cannot be compared`];
     else if (m.heldLsn > m.firstLsn) {
-      // The backup's last record must be the primary's at that LSN, or the backup holds others.
-      let crc: number | null = null;
+      // Every record the backup holds must be the primary's at that LSN: the chains over them
+      // (log-chain.ts) must be equal. The last record alone is not enough: a returning primary
+      // and this node may both have written past a fork point and ended on the same record.
+      let chain: number;
       try {
-        crc = await this.crcOf(m.heldLsn - 1);
+        chain = await this.chainOf(m.firstLsn, m.heldLsn);
       } catch (err) {
         if (link.gone) return;
-        this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `cannot read record ${m.heldLsn - 1} to compare with the backup's: ${(err as Error).message}`, { cause: err }));
+        this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `cannot read records ${m.firstLsn}..${m.heldLsn - 1} to compare with the backup's: ${(err as Error).message}`, { cause: err }));
         return;
       }
-      if (crc === null || crc !== m.lastCrc) [refusal, reason] = ['diverged', `the backup's record ${m.heldLsn - 1} differs from the primary's (CRC32C ${m.lastCrc.toString(16)} vs ${crc === null ? 'none' : crc.toString(16)})`];
-      else prevCrc = crc;
+      if (chain !== m.lastCrc) [refusal, reason] = ['diverged', `the backup's records ${m.firstLsn}..${m.heldLsn - 1} differ from the primary's (chain ${m.lastCrc.toString(16)} vs ${chain.toString(16)})`];
+      else prevCrc = chain;
     }
     // A backup past one of this node's fork points (the old primary returning, with records it
-    // wrote that never reached this node): cut back there and mirror from it (step 465).
-    const fork = refusal === 'diverged' ? resyncPoint(this.forks, m, next) : null;
+    // wrote that never reached this node): cut back there and mirror from it (step 465). START
+    // names this log's chain over the backup's records below the fork point, which the backup
+    // checks against its own before it cuts anything.
+    const fork = refusal === 'diverged' && m.firstLsn >= this.firstLsn ? resyncPoint(this.forks, m, next) : null;
     if (fork) {
-      [refusal, reason, fromLsn, prevCrc] = ['resync', `${this.options.node} took over at LSN ${fork.lsn}${fork.previousPrimary ? ` from ${fork.previousPrimary}` : ''}; ${reason}`, fork.lsn, fork.prevCrc];
+      let chain: number;
+      try {
+        chain = await this.chainOf(m.firstLsn, fork.lsn);
+      } catch (err) {
+        if (link.gone) return;
+        this.lose(link, 'protocol', new MirrorError('EMIRRORPROTO', `cannot read records ${m.firstLsn}..${fork.lsn - 1} for the fork point's chain: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      [refusal, reason, fromLsn, prevCrc] = ['resync', `${this.options.node} took over at LSN ${fork.lsn}${fork.previousPrimary ? ` from ${fork.previousPrimary}` : ''}; ${reason}`, fork.lsn, chain];
     }
     if (link.gone) return;
     if (refusal) {
@@ -711,12 +735,30 @@ export class MirroredLog extends EventEmitter<MirroredLogEvents> {
     this.pump(link);
   }
 
-  /** CRC32C of record `lsn`'s payload: from memory, else from the log on disk (durable there). */
-  private async crcOf(lsn: number): Promise<number | null> {
-    if (lsn >= this.memFirst && lsn < this.memFirst + this.mem.length - this.memHead) return crc32c(this.mem[this.memHead + lsn - this.memFirst]!);
-    let crc: number | null = null;
-    await scanLog(this.options.dir, { fromLsn: lsn, toLsn: lsn + 1, onRecord: (_l, p) => (crc = crc32c(p)), ...(this.options.fileOps ? { fileOps: this.options.fileOps } : {}) });
-    return crc;
+  /**
+   * The chain (log-chain.ts) over records [from, to) of this log, `from` ≥ its first LSN and `to`
+   * ≤ its next LSN: from the value kept at or below `to` when `from` is the log's first LSN (at
+   * most `LogChain.every` records read), else folded from `from`. Records come from memory
+   * where they still are, else from the log on disk (below `memFirst` they are durable there).
+   * Rejects with the read's error, or Error when the disk holds fewer records than expected.
+   */
+  private async chainOf(from: number, to: number): Promise<number> {
+    let lsn = from;
+    let chain = EMPTY_CHAIN;
+    if (from === this.firstLsn) ({ lsn, chain } = this.chain.pointAtOrBelow(to));
+    while (lsn < to) {
+      if (lsn >= this.memFirst) {
+        for (; lsn < to; lsn++) chain = chainNext(chain, this.mem[this.memHead + lsn - this.memFirst]!);
+        break;
+      }
+      // Memory may be trimmed while the disk is read: take what is below it now, then look again.
+      const until = Math.min(to, this.memFirst);
+      let read = lsn;
+      await scanLog(this.options.dir, { fromLsn: lsn, toLsn: until, onRecord: (l, p) => ((chain = chainNext(chain, p)), (read = l + 1)), ...(this.options.fileOps ? { fileOps: this.options.fileOps } : {}) });
+      if (read !== until) throw new Error(`the log on disk gave records ${lsn}..${read - 1}, expected up to ${until - 1}`);
+      lsn = until;
+    }
+    return chain;
   }
 
   private onAck(link: Link, m: Extract<MirrorMessage, { type: 'ack' }>): void {

@@ -143,6 +143,42 @@ describe('returning primary resync (seed 004 step 465)', () => {
     expect(n).toBe(acked.length);
   });
 
+  it('a returning primary whose stray tail ends with the same record as the new primary (a resent order applied in another order) is still cut: the logs end equal', async () => {
+    // What reliable-chaos met once: the old primary wrote records the backup never received
+    // (here 3), died; the clients resent those orders to the new primary, which applied them
+    // in another order, so the same number of records ends at the same LSN with the same last
+    // record (the same client, message, acknowledgement, request and reply), while the records
+    // before it differ. A check of the last record alone takes the old primary for caught up.
+    const aDir = path.join(scratch.root, 'a');
+    const bDir = path.join(scratch.root, 'b');
+    const aPort = await freePort();
+    const b = await backupAt(bDir, 'node-b');
+    const a = await primaryNormal(aDir, 'node-a', b.port);
+    await appendAll(a, 'a', 0, 30);
+    await a.close();
+    await until(() => !b.attached, 2000, 'b detached');
+    const same = Buffer.from('the resent order, the same reply at the same LSN');
+    const w = await LogWriter.open({ dir: aDir });
+    for (const r of [rec('a-stray', 0), rec('a-stray', 1), same]) await w.append(r);
+    await w.close();
+
+    const t = await takeOver(b, { key: KEY, node: 'node-b', log: 'orders', replay: () => {}, backup: { host: '127.0.0.1', port: aPort }, ...FAST });
+    open.push(t.log);
+    expect(t.promoted.nextLsn).toBe(30);
+    for (const r of [rec('b', 0), rec('b', 1), same]) await t.log.append(r);
+    await appendAll(t.log, 'b', 10, 5);
+
+    const a2 = await backupAt(aDir, 'node-a', aPort);
+    const cuts: number[] = [];
+    a2.on('resynced', (r) => cuts.push(r.cut.cutRecords));
+    await until(() => t.log.state === 'normal', 5000, 'normal with A as the backup');
+    expect(cuts).toEqual([3]);
+    expect(t.log.stats.refused.resync).toBe(1);
+    await t.log.close();
+    await a2.close();
+    expect(await sameLogs(aDir, bDir)).toBe(38);
+  });
+
   it('a returning primary that lost records (its page cache) holds less than the fork point: plain catch-up, nothing cut', async () => {
     const aDir = path.join(scratch.root, 'a');
     const bDir = path.join(scratch.root, 'b');

@@ -257,6 +257,46 @@ describe('mirrored log', () => {
     expect(await sameLogs(pDir, bDir)).toBe(20);
   });
 
+  it('a backup whose records differ before its last one is refused (diverged) whether or not its last record is the primary\'s; one that agrees catches up (chains over 5,000 records read from disk)', async () => {
+    // 5,000 records: more than one of the chain's kept points (every 4,096), so the primary
+    // folds records read from its disk from the point below what the backup holds.
+    const all = Array.from({ length: 5000 }, (_, i) => record(i));
+    const pDir = path.join(scratch.root, 'p');
+    const write = async (dir: string, records: Buffer[]) => {
+      const w = await LogWriter.open({ dir });
+      for (const r of records) w.append(r).catch(() => {});
+      await w.close();
+    };
+    await write(pDir, all);
+    const cases = [
+      { name: 'differs at 4500, same last record', held: 5000, alter: 4500, attaches: false },
+      { name: 'differs at 100, same last record', held: 4700, alter: 100, attaches: false },
+      { name: 'differs at 4200, same last record, past the kept point', held: 4700, alter: 4200, attaches: false },
+      { name: 'agrees, past the kept point', held: 4700, alter: -1, attaches: true },
+      { name: 'agrees, below the kept point', held: 3000, alter: -1, attaches: true },
+    ];
+    for (const c of cases) {
+      const bDir = path.join(scratch.root, `b-${c.held}-${c.alter}`);
+      await write(bDir, all.slice(0, c.held).map((r, i) => (i === c.alter ? Buffer.from(`another record ${i}`) : r)));
+      const b = await backupAt(bDir);
+      const p = await primaryTo(b.port, {}, pDir);
+      if (c.attaches) {
+        await until(() => p.state === 'normal', 5000, `${c.name}: normal`);
+        expect(p.stats.recordsFromDisk, c.name).toBe(5000 - c.held);
+        expect(p.stats.refused.diverged, c.name).toBe(0);
+      } else {
+        await until(() => p.stats.refused.diverged >= 1, 5000, `${c.name}: refused`);
+        expect(p.state, c.name).toBe('primary-only');
+        expect(p.stats.attached, c.name).toBe(0);
+        expect(b.stats.recordsReceived, c.name).toBe(0);
+      }
+      await p.close();
+      await b.close();
+      if (c.attaches) expect(await sameLogs(pDir, bDir)).toBe(5000);
+      else expect((await readLog(bDir)).records.length).toBe(c.held);
+    }
+  });
+
   it('another key: the primary refuses the HELLO (hmac), counts it, stays primary-only; nothing reaches the backup, which reports the connections closed before any START', async () => {
     const b = await backupAt();
     const seen: string[] = [];

@@ -1,8 +1,8 @@
-import { crc32c } from '@node-rs/crc32';
 // Helpers for the log mirror's tests: a seeded random source, valid frame streams and their
 // seeded mutations, small waits.
 import net from 'node:net';
 import { encodeMirrorFrame, type MirrorEnvelope, type MirrorMessage } from '../../src/log/mirror-wire.js';
+import { chainOver } from '../../src/log/log-chain.js';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,7 +49,8 @@ export const record = (lsn: number, size = 24) => Buffer.from(`record ${lsn} `.p
 
 /** The primary's side of a connection: START from `fromLsn`, then RECORDS frames of `perFrame` records each. */
 export function primaryStream(fromLsn: number, frames: number, perFrame: number, session: { backupNonce?: bigint; backupIncarnation?: bigint } = {}, key = KEY): Buffer[] {
-  const out = [frame('primary', 0n, { type: 'start', node: 'p', fromLsn, prevCrc: fromLsn > 0 ? crc32c(record(fromLsn - 1, 8 + ((fromLsn - 1) % 40))) : 0, refusal: null, reason: '' }, key, session)];
+  const below = Array.from({ length: fromLsn }, (_, lsn) => record(lsn, 8 + (lsn % 40)));
+  const out = [frame('primary', 0n, { type: 'start', node: 'p', fromLsn, prevCrc: chainOver(below), refusal: null, reason: '' }, key, session)];
   let lsn = fromLsn;
   for (let i = 1; i <= frames; i++) {
     const records = Array.from({ length: perFrame }, (_, k) => record(lsn + k, 8 + ((lsn + k) % 40)));

@@ -47,6 +47,36 @@ const PER_CLIENT = 10_000;
 const WINDOW = 4;
 const EVENTS = 20;
 
+/** The first LSN at which two logs (both from LSN 0) differ, with both records decoded; null when equal. */
+function firstDifference(primary: Buffer[], backup: Buffer[]): string | null {
+  const n = Math.max(primary.length, backup.length);
+  const show = (r: Buffer | undefined) => {
+    if (!r) return 'none';
+    try {
+      const d = decodeRecord(r);
+      return `${d.clientId}/${d.msgId} ack<${d.ackBelow} ${d.request.toString()} -> ${d.reply.toString()}`;
+    } catch {
+      return r.toString('hex');
+    }
+  };
+  for (let i = 0; i < n; i++) {
+    if (primary[i] && backup[i] && primary[i]!.equals(backup[i]!)) continue;
+    let run = 0;
+    for (let j = i; j < n && !(primary[j] && backup[j] && primary[j]!.equals(backup[j]!)); j++) run++;
+    return `first at LSN ${i} (${run} differing in a row from there): primary ${show(primary[i])}; backup ${show(backup[i])}`;
+  }
+  return null;
+}
+
+/** One death's fork decisions, from both nodes' event lines (test/reliable-node-child.ts). */
+function forkDecision(i: number, kind: string, newPrimary: Node, servingAt: number, serving: Record<string, unknown>, returning: Node): string {
+  const after = newPrimary.events.slice(servingAt);
+  const primarySaw = after.filter((e) => e.ev === 'link').map((e) => (e.type === 'attached' ? `attached from ${e.fromLsn as number} (next ${e.nextLsn as number})` : `refused ${e.refusal as string} (next ${e.nextLsn as number}): ${e.reason as string}`));
+  const ready = returning.events.find((e) => e.ev === 'ready');
+  const backupSaw = returning.events.filter((e) => ['attached', 'refused', 'resynced'].includes(e.ev as string)).map((e) => (e.ev === 'attached' ? `attached from ${e.fromLsn as number}` : e.ev === 'resynced' ? `cut ${e.cut as number} (held ${e.heldLsn as number})` : `refused ${e.refusal as string}: ${e.reason as string}`));
+  return `event ${i} ${kind}: ${newPrimary.name} forked at LSN ${serving.recoveredLsn as number}; ${returning.name} came back holding ${ready?.heldLsn as number}; ${newPrimary.name} said [${primarySaw.join('; ')}]; ${returning.name} did [${backupSaw.join('; ')}]`;
+}
+
 describe('reliable pair under repeated failures', () => {
   it('100,000 orders from 10 clients; the primary SIGKILLed, SIGSTOPped or cut off from its backup 20 times at seeded points: exactly once, one reply each, the book equals a replay', async () => {
     const { int, rnd } = seededRandom(2026);
@@ -117,6 +147,9 @@ describe('reliable pair under repeated failures', () => {
     const total = CLIENTS * PER_CLIENT;
     const stride = total / (EVENTS + 1);
     const lines: string[] = [];
+    // Per death: where the new primary forked, what the returning node held and what each side
+    // decided at its HELLO; printed with the timings, and in the message if the logs end unequal.
+    const decisions: string[] = [];
     let cutRecords = 0;
     for (let i = 0; i < EVENTS; i++) {
       const at = Math.floor(stride * (i + 0.5 + rnd()));
@@ -152,12 +185,13 @@ describe('reliable pair under repeated failures', () => {
       await until(() => newPrimary.state === 'normal' || returning.child.exitCode !== null, 20_000, () => `event ${i}: ${newPrimary.name} normal with ${returning.name} back (${returning.stderr})`);
       const cut = returning.events.find((e) => e.ev === 'resynced');
       cutRecords += (cut?.cut as number | undefined) ?? 0;
+      decisions.push(forkDecision(i, kind, newPrimary, servingBefore, serving!, returning));
       lines.push(`${i} ${kind} ${primary.name}: ${newPrimary.name} serving after ${(tServing - t0).toFixed(0)} ms (takeover ${(serving!.takeoverMs as number).toFixed(0)} ms, ${serving!.replayed} records replayed), normal with ${returning.name} back after ${(performance.now() - t0).toFixed(0)} ms, ${(cut?.cut as number | undefined) ?? 0} records cut`);
       primary = newPrimary;
       backup = returning;
     }
     await Promise.race([Promise.all(loads), sleep(120_000).then(() => Promise.reject(new Error(`the load did not finish: ${answered} of ${total}`)))]);
-    for (const l of lines) console.log(l);
+    for (const l of [...lines, ...decisions]) console.log(l);
     console.log(`${total} orders, ${clients.reduce((n, c) => n + c.stats.resent, 0)} resent, ${clients.reduce((n, c) => n + c.stats.recoveredSignals, 0)} recovery signals, ${cutRecords} records cut from returning primaries`);
 
     // Exactly one reply per message, to every client.
@@ -182,8 +216,10 @@ describe('reliable pair under repeated failures', () => {
 
     const { records } = await readLog(dirs[primary.name]);
     const mirror = await readLog(dirs[backup.name]);
-    expect(mirror.records.length).toBe(records.length);
-    expect(mirror.records.every((r, i) => r.equals(records[i]!))).toBe(true);
+    const differs = firstDifference(records, mirror.records);
+    const diagnosis = [`logs differ: ${differs} (${primary.name} primary, ${records.length} records; ${backup.name} backup, ${mirror.records.length})`, ...decisions].join('\n');
+    expect(mirror.records.length, diagnosis).toBe(records.length);
+    expect(differs, diagnosis).toBeNull();
     const seen = new Map<string, number>();
     const replay = new ReliableState<OrderBook>(orderMatchingApp);
     for (const [lsn, rec] of records.entries()) {
