@@ -3,6 +3,7 @@
 // ends, the session state a new upstream must be given first, and whether the connection can be
 // continued at all. Offsets are stream offsets: bytes since the SYN in that direction (0 is the
 // first data byte), not sequence numbers, so they never wrap.
+import type { RequestLog } from './request-log.js';
 
 /** The bytes that re-establish a session on a new upstream, and how many replies they draw. */
 export interface SessionPreamble {
@@ -39,12 +40,29 @@ export interface ProtocolGoodbye {
   bytes: Buffer;
 }
 
+/**
+ * When the capture saw a chunk's segment: ms since the epoch (ParsedSegment.timeMs). late: the
+ * chunk was held until a hole before it filled, and its bytes may have been seen earlier.
+ */
+export interface ChunkTime {
+  ms: number;
+  late: boolean;
+}
+
+/** What a tracker is told of its connection (all optional: a plugin may ignore it). */
+export interface TrackerContext {
+  /** The client endpoint as `${address}|${port}` (RequestLog's connection). */
+  connection: string;
+  /** Where the plugin records the writes it can tell apart (for the replay matcher). */
+  log?: RequestLog;
+}
+
 /** Follows one connection's request and reply streams (both in order, without gaps). */
 export interface ExchangeTracker {
-  /** Bytes the client sent, in stream order, without gaps. */
-  clientData(chunk: Uint8Array): void;
-  /** Bytes the server sent, in stream order, without gaps. */
-  serverData(chunk: Uint8Array): void;
+  /** Bytes the client sent, in stream order, without gaps; at: when they were captured. */
+  clientData(chunk: Uint8Array, at?: ChunkTime): void;
+  /** Bytes the server sent, in stream order, without gaps; at: when they were captured. */
+  serverData(chunk: Uint8Array, at?: ChunkTime): void;
   /**
    * Client stream offset (bytes) where the first request not yet answered by a complete reply
    * starts: everything before it was answered; what follows is replayed to the new upstream.
@@ -76,6 +94,6 @@ export interface ReplyCounter {
 export interface ContinuePlugin {
   /** The name the config and the CLI use (`resp`). */
   readonly name: string;
-  createTracker(): ExchangeTracker;
+  createTracker(context?: TrackerContext): ExchangeTracker;
   createReplyCounter(): ReplyCounter;
 }

@@ -6,8 +6,10 @@
 // that sit inside server-side state it cannot rebuild (MULTI, WATCH) are blocked. Spec:
 // https://redis.io/docs/latest/develop/reference/protocol-spec/ and the command pages it links.
 import { RespFramer } from '../resp-framer.js';
-import type { ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+import type { ChunkTime, ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble, TrackerContext } from './exchange-tracker.js';
+import type { LoggedWrite } from './request-log.js';
 import { RespRequestFramer, type RespRequest } from './resp-request.js';
+import { respMayMatch, respWriteKey, respWriteKind } from './resp-write-kinds.js';
 
 /** Requests waiting for a reply beyond this many block the connection (memory bound). */
 export const MAX_PENDING = 10_000;
@@ -36,13 +38,30 @@ interface Session {
 
 const lower = (b: Buffer | undefined) => (b ? b.toString('latin1').toLowerCase() : '');
 
+/**
+ * A request waiting for its reply, and its entry in the request log (a write, when logged); an
+ * EXEC or DISCARD carries the writes queued since its MULTI (they run, or not, at its reply).
+ */
+type Pending = RespRequest & { logged?: LoggedWrite; queued?: LoggedWrite[] };
+
 class RespTracker implements ExchangeTracker {
-  private readonly requests = new RespRequestFramer((name) => SESSION_COMMANDS.has(name));
+  private readonly requests: RespRequestFramer;
   private readonly replies = new RespFramer({
     listener: { value: (type, depth, length) => this.onReplyValue(type, depth, length), end: (at) => this.onReply(at) },
   });
   /** Requests not answered yet, oldest at `head`. */
-  private pending: (RespRequest | undefined)[] = [];
+  private pending: (Pending | undefined)[] = [];
+  /** When the request being framed began (its first byte's chunk), or null between requests. */
+  private requestStart: ChunkTime | null = null;
+  /** When the server chunk being read was captured. */
+  private serverAt: ChunkTime | null = null;
+  /** Writes framed after a MULTI whose EXEC/DISCARD is not framed yet (null: not in one). */
+  private framingTx: LoggedWrite[] | null = null;
+  /**
+   * The database the requests being framed run in (a pipelined SELECT counts before its reply);
+   * null once a SELECT was refused or could not be read: then no write is matched any more.
+   */
+  private framingDb: string | null = '0';
   private head = 0;
   private answered = 0;
   private complete = 0;
@@ -59,14 +78,26 @@ class RespTracker implements ExchangeTracker {
   private element = -1;
   private execErrors = new Set<number>();
 
-  clientData(chunk: Uint8Array): void {
+  constructor(private readonly context: TrackerContext | undefined) {
+    // Writes are digested only for a request log (the replay matcher's).
+    this.requests = new RespRequestFramer((name) => SESSION_COMMANDS.has(name), context?.log ? respMayMatch : () => false);
+  }
+
+  clientData(chunk: Uint8Array, at?: ChunkTime): void {
     if (this.sticky) return;
-    for (const req of this.requests.push(chunk)) this.onRequest(req);
+    // The first request completed here began in an earlier chunk when one was being framed.
+    let start = this.requests.between ? (at ?? null) : this.requestStart;
+    for (const req of this.requests.push(chunk)) {
+      this.onRequest(req, start);
+      start = at ?? null;
+    }
+    this.requestStart = this.requests.between ? null : start;
     if (this.requests.broken && !this.sticky) this.sticky = `client stream not RESP requests: ${this.requests.broken}`;
   }
 
-  serverData(chunk: Uint8Array): void {
+  serverData(chunk: Uint8Array, at?: ChunkTime): void {
     if (this.sticky) return;
+    this.serverAt = at ?? null;
     this.serverBase = this.replies.offset;
     this.replies.push(chunk);
     if (this.replies.broken && !this.sticky) this.sticky = `server stream not RESP: ${this.replies.broken}`;
@@ -100,7 +131,7 @@ class RespTracker implements ExchangeTracker {
     return null;
   }
 
-  private onRequest(req: RespRequest): void {
+  private onRequest(req: RespRequest, start: ChunkTime | null): void {
     if (this.sticky) return;
     const unpaired = UNPAIRED[req.name];
     if (unpaired) return void (this.sticky = unpaired);
@@ -117,7 +148,55 @@ class RespTracker implements ExchangeTracker {
       return;
     }
     if (this.pending.length - this.head >= MAX_PENDING) return void (this.sticky = `more than ${MAX_PENDING} requests pending`);
-    this.pending.push(req);
+    this.pending.push(this.logWrite(req, start));
+  }
+
+  /**
+   * A write goes into the request log (when there is one), for the replay matcher. One queued in
+   * a transaction is answered by its EXEC (it runs there), not by its +QUEUED.
+   */
+  private logWrite(req: RespRequest, start: ChunkTime | null): Pending {
+    const log = this.context?.log;
+    if (!log || !start) return req;
+    if (req.name === 'multi') {
+      this.framingTx ??= [];
+      return req;
+    }
+    if (req.name === 'select') {
+      this.framingDb = req.args.length === 1 && !req.truncated ? req.args[0]!.toString('latin1') : null;
+      return req;
+    }
+    if (req.name === 'reset') this.framingDb = '0';
+    if ((req.name === 'exec' || req.name === 'discard') && this.framingTx) {
+      const queued = this.framingTx;
+      this.framingTx = null;
+      return { ...req, queued };
+    }
+    const kind = respWriteKind(req.name, req.argc);
+    if (kind === 'read') return req;
+    const key = kind === 'matchable' && req.digest && this.framingDb !== null ? respWriteKey(this.framingDb, req.digest) : null;
+    const logged = log.record({ connection: this.context.connection, command: req.name, key, sentMs: start.ms, sentExact: !start.late });
+    if (!this.framingTx) return { ...req, logged };
+    this.framingTx.push(logged);
+    return req;
+  }
+
+  /** The request log learns that a reply came: a write's own, or an EXEC's/DISCARD's for its queued writes. */
+  private logReply(req: Pending): void {
+    const ms = this.serverAt?.ms ?? null;
+    const error = this.replyType === '-' || this.replyType === '!';
+    if (req.logged) {
+      req.logged.answeredMs = ms;
+      req.logged.failed = error;
+    }
+    // A refused SELECT left the database as it was: the writes framed after it were keyed wrong.
+    if (req.name === 'select' && error) this.framingDb = null;
+    // EXEC ran them unless it failed or was aborted (a null array); DISCARD never does.
+    const ran = req.name === 'exec' && !error && (this.replyLength ?? -1) >= 0;
+    for (const w of req.queued ?? []) {
+      w.answeredMs = ms;
+      w.failed = !ran;
+    }
   }
 
   private onReplyValue(type: string, depth: number, length: number | null): void {
@@ -138,6 +217,7 @@ class RespTracker implements ExchangeTracker {
     if (this.head >= this.pending.length) return void (this.sticky = 'more replies than requests');
     const req = this.pending[this.head]!;
     this.pending[this.head++] = undefined;
+    if (this.context?.log) this.logReply(req);
     if (this.head > 1024 && this.head * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.head);
       this.head = 0;
@@ -256,6 +336,6 @@ class RespReplyCounter implements ReplyCounter {
 
 export const respContinue: ContinuePlugin = {
   name: 'resp',
-  createTracker: () => new RespTracker(),
+  createTracker: (context) => new RespTracker(context),
   createReplyCounter: () => new RespReplyCounter(),
 };

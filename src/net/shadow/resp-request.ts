@@ -3,7 +3,9 @@
 // an array of bulk strings (`*<n>\r\n` then n times `$<len>\r\n<bytes>\r\n`) or an inline command
 // (a line of words separated by spaces, ended by LF or CRLF). Like Redis, an inline line of only
 // spaces, `*0` and `*-1` are no command and get no reply. Request bytes are not kept: only the end
-// offset, the command name and, for the commands the caller asks for, a few small arguments.
+// offset, the command name and, for the commands the caller asks for, a few small arguments
+// and/or a digest of all of them (argumentsDigest: what a replication stream's copy is matched by).
+import { createHash, type Hash } from 'node:crypto';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -25,10 +27,37 @@ export interface RespRequest {
   name: string;
   /** The arguments after the name, when keepArgs(name) said so; else empty. */
   args: Buffer[];
+  /** Words of the command, its name included (an array's length; an inline line's words). */
+  argc: number;
   /** Arguments were asked for but not all kept (more than 8 or 4 KiB, or quotes in an inline line). */
   truncated: boolean;
   /** False for what Redis does not answer: an empty inline line, `*0`, `*-1`. */
   answered: boolean;
+  /**
+   * With digestOf(name): argumentsDigest of the whole command (name lowercased); null for an
+   * inline request (Redis re-encodes it, quoted words and all). Absent otherwise.
+   */
+  digest?: string | null;
+}
+
+/**
+ * SHA-1 (hex) of a command as Redis runs it: each argument's length (4 bytes, big-endian) and its
+ * bytes, the name lowercased (a stream carries the client's own spelling of it). The same for a
+ * request framed here and for its copy in the replication stream.
+ */
+export function argumentsDigest(argv: readonly Uint8Array[]): string {
+  const h = createHash('sha1');
+  argv.forEach((a, i) => {
+    h.update(lengthBytes(a.length));
+    h.update(i === 0 ? Buffer.from(Buffer.from(a).toString('latin1').toLowerCase(), 'latin1') : a);
+  });
+  return h.digest('hex');
+}
+
+function lengthBytes(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
 }
 
 type State = 'start' | 'inline' | 'count' | 'bulkHeader' | 'bulkBody' | 'bulkTail';
@@ -52,9 +81,17 @@ export class RespRequestFramer {
   private captureLength = 0;
   private capturing = false;
   private req: RespRequest = newRequest();
+  /** The digest being computed for the request in progress (after its name, when digestOf said so). */
+  private hash: Hash | null = null;
 
-  /** keepArgs(name): whether to keep the (small) arguments of commands with that name. */
-  constructor(private readonly keepArgs: (name: string) => boolean) {}
+  /**
+   * keepArgs(name): whether to keep the (small) arguments of commands with that name;
+   * digestOf(name): whether to compute their argumentsDigest (RespRequest.digest).
+   */
+  constructor(
+    private readonly keepArgs: (name: string) => boolean,
+    private readonly digestOf: (name: string) => boolean = () => false,
+  ) {}
 
   /** True between two requests (and at the start), unless broken. */
   get between(): boolean {
@@ -111,6 +148,7 @@ export class RespRequestFramer {
         case 'bulkBody': {
           const n = Math.min(this.bulkLeft, chunk.length - i);
           if (this.capturing) this.capture.push(Buffer.from(chunk.subarray(i, i + n)));
+          this.hash?.update(chunk.subarray(i, i + n));
           i += n;
           this.bulkLeft -= n;
           if (this.bulkLeft === 0) {
@@ -139,12 +177,14 @@ export class RespRequestFramer {
       if (!Number.isInteger(n) || n > 2 ** 31 - 1) return void (this.broken = `invalid multibulk length ${JSON.stringify(text)}`);
       if (n <= 0) return this.finish(end, false, done);
       this.argsLeft = n;
+      this.req.argc = n;
       this.argIndex = 0;
       this.state = 'bulkHeader';
       return;
     }
     if (!Number.isInteger(n) || n < 0 || n > BULK_MAX) return void (this.broken = `invalid bulk length ${JSON.stringify(text)}`);
     this.bulkLeft = n;
+    this.hash?.update(lengthBytes(n));
     this.capture = [];
     this.capturing = this.argIndex === 0 || (this.keepArgs(this.req.name) && !this.req.truncated);
     if (this.argIndex > 0 && this.capturing && (this.req.args.length >= KEEP_ARGS || this.captureLength + n > KEEP_BYTES)) {
@@ -161,8 +201,14 @@ export class RespRequestFramer {
   private endArg(end: number, done: RespRequest[]): void {
     if (this.capturing) {
       const arg = Buffer.concat(this.capture);
-      if (this.argIndex === 0) this.req.name = arg.toString('latin1').toLowerCase();
-      else {
+      if (this.argIndex === 0) {
+        this.req.name = arg.toString('latin1').toLowerCase();
+        if (this.digestOf(this.req.name)) {
+          this.hash = createHash('sha1');
+          this.hash.update(lengthBytes(arg.length));
+          this.hash.update(Buffer.from(this.req.name, 'latin1'));
+        }
+      } else {
         this.req.args.push(arg);
         this.captureLength += arg.length;
       }
@@ -183,7 +229,9 @@ export class RespRequestFramer {
     // Redis splits on isspace() (sdssplitargs); quoted words are not decoded here.
     const words = line.split(/[ \t\r\n\v\f]+/).filter((w) => w.length > 0);
     if (words.length === 0 && whole) return this.finish(end, false, done);
+    this.req.argc = words.length;
     this.req.name = (words[0] ?? '?').replace(/["']/g, '').toLowerCase().slice(0, NAME_KEEP);
+    if (this.digestOf(this.req.name)) this.req.digest = null;
     if (this.keepArgs(this.req.name)) {
       const args = words.slice(1);
       this.req.truncated = !whole || /["']/.test(line) || args.length > KEEP_ARGS;
@@ -193,6 +241,8 @@ export class RespRequestFramer {
   }
 
   private finish(end: number, answered: boolean, done: RespRequest[]): void {
+    if (this.hash) this.req.digest = this.hash.digest('hex');
+    this.hash = null;
     done.push({ ...this.req, end, answered });
     this.req = newRequest();
     this.captureLength = 0;
@@ -201,5 +251,5 @@ export class RespRequestFramer {
 }
 
 function newRequest(): RespRequest {
-  return { end: 0, name: '', args: [], truncated: false, answered: true };
+  return { end: 0, name: '', args: [], argc: 0, truncated: false, answered: true };
 }

@@ -19,6 +19,7 @@ import type { TcpRepairState } from '../tcp-repair-state.js';
 import type { ContinuePlugin, ExchangeTracker, ProtocolGoodbye, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
+import type { RequestLog } from './request-log.js';
 
 /** What one end said in its SYN. */
 interface HandshakeSide {
@@ -87,6 +88,8 @@ export type ContinuePlan =
 
 export interface ShadowOptions {
   plugin: ContinuePlugin;
+  /** Where the plugin records the writes it can tell apart, for the replay matcher (RequestLog). */
+  requestLog?: RequestLog;
   /** Bound on the bytes kept per direction (bytes); default 8 MiB. */
   maxRetainedBytes?: number;
 }
@@ -114,6 +117,8 @@ export class ShadowConnection {
   private partialFrom = 0;
   private partialHash: ReplyDigest | null = null;
   private readonly maxRetained: number;
+  /** The capture time of the segment being taken (ms since the epoch): the trackers' ChunkTime. */
+  private segmentMs = 0;
   /** Set once a RST was seen: nothing is left to continue or to close. */
   reset = false;
   lastSeenMs = 0;
@@ -123,7 +128,7 @@ export class ShadowConnection {
     readonly client: Endpoint,
     options: ShadowOptions,
   ) {
-    this.tracker = options.plugin.createTracker();
+    this.tracker = options.plugin.createTracker({ connection: `${client.address}|${client.port}`, ...(options.requestLog ? { log: options.requestLog } : {}) });
     this.maxRetained = options.maxRetainedBytes ?? DEFAULT_MAX_RETAINED;
   }
 
@@ -143,6 +148,7 @@ export class ShadowConnection {
       sender.tsvalAtMs = s.timeMs ?? nowMs;
     }
     const stream = fromServer ? this.toClient : this.toServer;
+    this.segmentMs = s.timeMs ?? nowMs;
     if (!stream) {
       if (!(s.flags & TCP_SYN)) this.ended ??= 'the connection was joined mid-stream (its SYN was not seen)';
       return;
@@ -291,14 +297,14 @@ export class ShadowConnection {
     if (fromServer) {
       if (this.serverSyn) return; // a retransmitted SYN-ACK
       this.serverSyn = side;
-      this.toClient = new StreamReassembly(s.seq, this.maxRetained, (chunk, offset) => {
-        this.tracker.serverData(chunk);
+      this.toClient = new StreamReassembly(s.seq, this.maxRetained, (chunk, offset, late) => {
+        this.tracker.serverData(chunk, { ms: this.segmentMs, late });
         this.followPartialReply(chunk, offset);
       });
     } else {
       if (this.clientSyn) return;
       this.clientSyn = side;
-      this.toServer = new StreamReassembly(s.seq, this.maxRetained, (chunk) => this.tracker.clientData(chunk));
+      this.toServer = new StreamReassembly(s.seq, this.maxRetained, (chunk, _offset, late) => this.tracker.clientData(chunk, { ms: this.segmentMs, late }));
     }
   }
 

@@ -5,6 +5,7 @@ import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_SYN } from '../../native.js';
 import { canonicalAddress, connectionKey, type Endpoint } from '../endpoint.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
+import type { RequestLog } from './request-log.js';
 import { ShadowConnection, type ContinuePlan } from './shadow-connection.js';
 
 export interface ShadowTableOptions {
@@ -17,6 +18,8 @@ export interface ShadowTableOptions {
   maxRetainedBytes?: number;
   /** A connection that ended (FIN, RST) is forgotten once idle this long, ms; default 60,000. */
   endedLingerMs?: number;
+  /** Where every connection's plugin records the writes it can tell apart (the replay matcher's). */
+  requestLog?: RequestLog;
 }
 
 export interface ShadowStats {
@@ -72,6 +75,7 @@ export class ShadowTable {
         }
         conn = new ShadowConnection(server, client, {
           plugin: this.options.plugin,
+          ...(this.options.requestLog ? { requestLog: this.options.requestLog } : {}),
           ...(this.options.maxRetainedBytes !== undefined ? { maxRetainedBytes: this.options.maxRetainedBytes } : {}),
         });
         this.connections.set(key, conn);

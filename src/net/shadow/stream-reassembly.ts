@@ -24,12 +24,14 @@ export class StreamReassembly {
   /**
    * @param isn the SYN's sequence number
    * @param maxRetainedBytes bound on the bytes kept (bytes); passing it breaks the stream
-   * @param onData each newly contiguous chunk, in order, with its offset
+   * @param onData each newly contiguous chunk, in order, with its offset; late: it filled a hole
+   *   or waited beyond one (its bytes may have been sent, and seen by the server, earlier than
+   *   the segment being taken now)
    */
   constructor(
     isn: number,
     private readonly maxRetainedBytes: number,
-    private readonly onData: (chunk: Buffer, offset: number) => void,
+    private readonly onData: (chunk: Buffer, offset: number, late: boolean) => void,
   ) {
     this.base = seqAdd(isn, 1);
   }
@@ -70,7 +72,7 @@ export class StreamReassembly {
       if (!held || held.length < bytes.length) this.pending.set(offset, Buffer.from(bytes));
       return;
     }
-    this.append(bytes);
+    this.append(bytes, this.pending.size > 0);
     this.drainPending();
   }
 
@@ -103,7 +105,7 @@ export class StreamReassembly {
     return this.pending.size > 0;
   }
 
-  private append(bytes: Buffer): void {
+  private append(bytes: Buffer, late: boolean): void {
     const at = this.next;
     this.next += bytes.length;
     // Kept as given, not copied: a capture's payload is the segment's own buffer.
@@ -115,7 +117,7 @@ export class StreamReassembly {
       this.retainedBytes = 0;
       this.keptFrom = this.next;
     }
-    this.onData(bytes, at);
+    this.onData(bytes, at, late);
   }
 
   private drainPending(): void {
@@ -125,7 +127,7 @@ export class StreamReassembly {
         if (offset > this.next) continue;
         this.pending.delete(offset);
         const fresh = bytes.subarray(Math.min(bytes.length, this.next - offset));
-        if (fresh.length > 0) this.append(fresh);
+        if (fresh.length > 0) this.append(fresh, true);
         moved = true;
       }
     }

@@ -1,0 +1,85 @@
+// What the backup saw of the writes clients sent a primary, across all its shadowed connections,
+// with the capture times that order them against a replication-stream probe (seed 003 [0079]-
+// [0080]: each request gets the range of log locations it can have been applied in; the replay
+// matcher, replay-match.ts, compares them with the stream the promoted replica received). Only
+// the protocol plugin knows which requests are writes and what identifies one (RESP: the
+// command's database and a digest of its arguments); this log only keeps and bounds them.
+// Times are the capture's clock (ParsedSegment.timeMs, ms since the epoch).
+
+/** One write request a shadowed client sent. */
+export interface LoggedWrite {
+  /** The connection (client address|port, as the plan's client endpoint: `${address}|${port}`). */
+  connection: string;
+  /** The command's name (for the log and the reasons). */
+  command: string;
+  /**
+   * What identifies the write in the replication stream (the plugin's key: RESP's respWriteKey),
+   * or null when it cannot be matched there (a command the stream carries rewritten, an inline
+   * request, a database not known for sure).
+   */
+  key: string | null;
+  /** Where the capture first saw it: ms since the epoch (the segment carrying its first byte). */
+  sentMs: number;
+  /**
+   * false when its first byte's time is not known exactly (it was delivered after a hole filled:
+   * the time is the filling segment's, possibly later than the request's own).
+   */
+  sentExact: boolean;
+  /** When the capture saw the last byte of its reply (ms since the epoch); null: unanswered. */
+  answeredMs: number | null;
+  /** The reply was an error: the write did not run (and is not in the stream). */
+  failed: boolean;
+}
+
+export interface RequestLogOptions {
+  /** Writes whose reply came longer ago than this are forgotten, ms (default 2000). */
+  retainMs?: number;
+  /** Writes kept at most (default 200,000); beyond it the oldest go and `since` moves forward. */
+  maxEntries?: number;
+}
+
+/** The writes of the last `retainMs`, in the order their first bytes were seen. */
+export class RequestLog {
+  private entries: LoggedWrite[] = [];
+  private head = 0;
+  private readonly retainMs: number;
+  private readonly maxEntries: number;
+  /**
+   * The log holds every write sent after this time (ms since the epoch) by a connection the
+   * shadow followed from its SYN; an older one may have been dropped (by age or count).
+   */
+  since = Number.NEGATIVE_INFINITY;
+
+  constructor(options: RequestLogOptions = {}) {
+    this.retainMs = options.retainMs ?? 2000;
+    this.maxEntries = options.maxEntries ?? 200_000;
+  }
+
+  /** Records a write when its request is complete; the caller sets answeredMs (and failed) on the returned entry. */
+  record(entry: Omit<LoggedWrite, 'answeredMs' | 'failed'>): LoggedWrite {
+    const w: LoggedWrite = { ...entry, answeredMs: null, failed: false };
+    this.entries.push(w);
+    this.trim(entry.sentMs);
+    return w;
+  }
+
+  /** The writes kept, oldest first (a copy of each: later replies do not change a snapshot). */
+  snapshot(): { since: number; writes: LoggedWrite[] } {
+    return { since: this.since, writes: this.entries.slice(this.head).map((w) => ({ ...w })) };
+  }
+
+  private trim(nowMs: number): void {
+    // An unanswered write is kept however old: it is what a takeover must decide about.
+    while (this.head < this.entries.length) {
+      const w = this.entries[this.head]!;
+      const over = this.entries.length - this.head > this.maxEntries;
+      if (!over && (w.answeredMs === null || nowMs - w.answeredMs <= this.retainMs)) break;
+      this.since = Math.max(this.since, w.sentMs);
+      this.head++;
+    }
+    if (this.head > 4096 && this.head * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
