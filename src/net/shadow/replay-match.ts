@@ -1,0 +1,161 @@
+// Whether the dead primary ran a continued connection's unanswered writes, decided from the
+// replication stream the promoted replica received instead of guessed (seed 003 [0055], [0077]-
+// [0080]: requests get a range of log locations, and what the log holds in that range is not
+// replayed). Pure: the probes, the stream and the request log are the caller's.
+//
+// The log locations are probes: a command the backup runs on the primary now and then, whose
+// place in the stream is known (its offset) and whose round trip the backup timed. A write whose
+// reply the capture saw before a probe was sent ran before the probe; one whose first byte the
+// capture saw after the probe's reply came back runs after it (the mirror copies a frame on its
+// way to the primary, and the primary's reply to the probe went out before that frame came in).
+// A write in flight across a probe is on neither side, so each key (database + command) is
+// judged from the latest probe no write of that key straddles. After that probe the stream holds
+// the first s runs of the key, in the order the primary ran them; the capture saw a of them
+// answered (successfully) and u of them unanswered. With one connection sending the key, the
+// primary ran its requests in order, so s - a of its unanswered ones ran (0: none did; less than
+// 0: a - s acknowledged writes never reached the replica, and none of the unanswered ran).
+//
+// Verdicts: replay when no unanswered write ran; reset when some ran (their replies are lost, and
+// running them again would apply them twice), when the key was sent by several connections since
+// the probe, when no probe is clean, or when a write cannot be found in the stream at all.
+import type { LoggedWrite } from './request-log.js';
+
+/** A probe's place in the stream and its round trip, as the backup saw it. */
+export interface StreamProbe {
+  /** Stream offset of the probe's last byte (Redis master_repl_offset right after it). */
+  offset: number;
+  /** Just before the probe was sent, and just after its reply was read: ms since the epoch (the capture's clock). */
+  sentMs: number;
+  receivedMs: number;
+}
+
+/** One command of the stream the promoted replica applied. */
+export interface StreamWrite {
+  /** Stream offset of its first byte. */
+  offset: number;
+  /** The plugin's key (RESP: respWriteKey of its database and arguments). */
+  key: string;
+}
+
+/** Which probe each key is judged from, and where the stream must be read from. */
+export interface MatchPlan {
+  /** Each unanswered key of the connections asked about: its probe, or why none fits. */
+  probes: Map<string, StreamProbe | string>;
+  /** The first stream offset the decision needs (one past the earliest chosen probe); null: none needed. */
+  from: number | null;
+}
+
+/** What the matcher decided for one connection. */
+export interface ReplayVerdict {
+  /** replay: none of its unanswered writes ran; reset: they ran, or nothing can tell. */
+  verdict: 'replay' | 'reset';
+  /** With reset: why (logged with the RST). */
+  reason?: string;
+  /** Its unanswered writes the primary ran (their replies were lost). */
+  ranUnanswered: number;
+  /** Writes the primary acknowledged to it that the replica never got (lost with the primary). */
+  lostAcknowledged: number;
+}
+
+/** Capture and probe times closer than this are not ordered (clock reads, timer slack), ms. */
+export const DEFAULT_MARGIN_MS = 1;
+
+/** A write's round trip straddles a probe's: neither is known to be first. */
+function straddles(w: LoggedWrite, p: StreamProbe, marginMs: number): boolean {
+  const answeredBefore = w.answeredMs !== null && w.answeredMs + marginMs < p.sentMs;
+  const sentAfter = w.sentExact && w.sentMs - marginMs > p.receivedMs;
+  return !answeredBefore && !sentAfter;
+}
+
+/** The log's writes by key and by connection (each in log order). */
+function index(writes: readonly LoggedWrite[]): { byKey: Map<string, LoggedWrite[]>; byConnection: Map<string, LoggedWrite[]> } {
+  const byKey = new Map<string, LoggedWrite[]>();
+  const byConnection = new Map<string, LoggedWrite[]>();
+  for (const w of writes) {
+    if (w.key !== null) push(byKey, w.key, w);
+    push(byConnection, w.connection, w);
+  }
+  return { byKey, byConnection };
+}
+
+function push<T>(map: Map<string, T[]>, key: string, value: T): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
+/**
+ * Picks, for every key the given connections wrote (their unanswered writes are judged by it, the
+ * answered ones counted), the latest probe no write of that key straddles and that the log covers
+ * (sent after log.since). Pure.
+ */
+export function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): MatchPlan {
+  const { byKey, byConnection } = index(log.writes);
+  const keys = new Set(connections.flatMap((c) => (byConnection.get(c) ?? []).flatMap((w) => (w.key === null ? [] : [w.key]))));
+  const usable = probes.filter((p) => p.sentMs - marginMs > log.since).sort((a, b) => b.offset - a.offset);
+  const chosen = new Map<string, StreamProbe | string>();
+  for (const key of keys) {
+    const ofKey = byKey.get(key)!;
+    const p = usable.find((probe) => !ofKey.some((w) => straddles(w, probe, marginMs)));
+    chosen.set(key, p ?? (usable.length === 0 ? 'no probe of the stream recent enough' : `every recent probe of the stream overlaps a ${ofKey[0]!.command.toUpperCase()} of the same key`));
+  }
+  const offsets = [...chosen.values()].flatMap((p) => (typeof p === 'string' ? [] : [p.offset]));
+  return { probes: chosen, from: offsets.length > 0 ? Math.min(...offsets) + 1 : null };
+}
+
+/**
+ * Decides each connection from the plan and the stream the promoted replica applied (every
+ * command from plan.from on; commands before it are ignored). Pure.
+ */
+export function decideReplays(
+  log: { writes: readonly LoggedWrite[] },
+  plan: MatchPlan,
+  stream: readonly StreamWrite[],
+  connections: readonly string[],
+  marginMs = DEFAULT_MARGIN_MS,
+): Map<string, ReplayVerdict> {
+  const { byKey, byConnection } = index(log.writes);
+  const streamed = new Map<string, number[]>();
+  for (const s of stream) push(streamed, s.key, s.offset);
+  const out = new Map<string, ReplayVerdict>();
+  for (const c of connections) {
+    const mine = byConnection.get(c) ?? [];
+    const unanswered = mine.filter((w) => w.answeredMs === null);
+    const blind = unanswered.find((w) => w.key === null);
+    let ran = 0;
+    let lost = 0;
+    let why: string | null = blind ? `an unanswered ${blind.command.toUpperCase()} cannot be looked up in the replication stream (replaying it could apply it twice)` : null;
+    for (const key of new Set(mine.flatMap((w) => (w.key === null ? [] : [w.key])))) {
+      if (why) break;
+      const u = unanswered.filter((w) => w.key === key).length;
+      const command = mine.find((w) => w.key === key)!.command.toUpperCase();
+      const probe = plan.probes.get(key);
+      // A key with nothing unanswered is only counted (the acknowledged writes the replica lacks), where it can be.
+      const cannot = (reason: string) => void (u > 0 && (why = reason));
+      if (probe === undefined || typeof probe === 'string') {
+        cannot(`its unanswered ${command} cannot be placed in the replication stream: ${probe ?? 'not planned'}`);
+        continue;
+      }
+      const after = byKey.get(key)!.filter((w) => w.sentMs - marginMs > probe.receivedMs && !straddles(w, probe, marginMs));
+      const others = new Set(after.map((w) => w.connection).filter((x) => x !== c));
+      if (others.size > 0) {
+        cannot(`${others.size} other connection(s) sent the same ${command} since the stream's probe: the stream cannot tell whose ran`);
+        continue;
+      }
+      const acknowledged = after.filter((w) => w.answeredMs !== null && !w.failed).length;
+      const inStream = (streamed.get(key) ?? []).filter((offset) => offset > probe.offset).length;
+      const ranOfKey = inStream - acknowledged;
+      if (ranOfKey > u) {
+        // More runs than the capture saw sent: a connection the shadow did not follow sent it too.
+        cannot(`the replication stream holds ${inStream} ${command} of this key since its probe, more than the ${acknowledged + u} the capture saw sent`);
+        continue;
+      }
+      if (ranOfKey < 0) lost += -ranOfKey;
+      else ran += ranOfKey;
+    }
+    if (why) out.set(c, { verdict: 'reset', reason: why, ranUnanswered: 0, lostAcknowledged: lost });
+    else if (ran > 0) out.set(c, { verdict: 'reset', reason: `the primary ran ${ran} of its unanswered writes (in the replication stream) but its replies were lost: replaying would apply them twice`, ranUnanswered: ran, lostAcknowledged: lost });
+    else out.set(c, { verdict: 'replay', ranUnanswered: 0, lostAcknowledged: lost });
+  }
+  return out;
+}

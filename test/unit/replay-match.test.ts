@@ -1,0 +1,171 @@
+// The replay matcher (seed 003 [0055], [0077]-[0080]), pure: what the RESP tracker logs of a
+// connection's writes (keys, capture times, transactions, databases), and the verdicts from
+// probes and a replication stream: replay when nothing unanswered ran, reset when some ran or
+// nothing can tell, acknowledged writes the replica lacks counted.
+import { describe, expect, it } from 'vitest';
+import { decideReplays, planMatch, type StreamProbe, type StreamWrite } from '../../src/net/shadow/replay-match.js';
+import { RequestLog, type LoggedWrite } from '../../src/net/shadow/request-log.js';
+import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
+import { argumentsDigest, RespRequestFramer } from '../../src/net/shadow/resp-request.js';
+import { respWriteKey, respWriteKind } from '../../src/net/shadow/resp-write-kinds.js';
+
+const cmd = (...w: string[]) => encodeCommand(w);
+const keyOf = (db: number, ...argv: string[]) => respWriteKey(String(db), argumentsDigest(argv.map((a) => Buffer.from(a))))!;
+
+describe('the RESP tracker logs writes', () => {
+  it('keys each write by database and arguments (name case ignored), with the capture times of its first byte and of its reply', () => {
+    const log = new RequestLog();
+    const t = respContinue.createTracker({ connection: 'c1', log });
+    t.clientData(Buffer.concat([cmd('SELECT', '2'), cmd('incr', 'k')]), { ms: 100, late: false });
+    t.serverData(Buffer.from('+OK\r\n'), { ms: 101, late: false });
+    t.serverData(Buffer.from(':1\r\n'), { ms: 102, late: false });
+    // A request split over two chunks: its time is its first byte's.
+    const two = cmd('INCR', 'k');
+    t.clientData(two.subarray(0, 5), { ms: 110, late: false });
+    t.clientData(Buffer.concat([two.subarray(5), cmd('GET', 'k'), cmd('INCRBYFLOAT', 'k', '1.5')]), { ms: 120, late: false });
+    t.serverData(Buffer.from(':2\r\n'), { ms: 121, late: false });
+    const { writes } = log.snapshot();
+    expect(writes.map((w) => [w.command, w.key, w.sentMs, w.answeredMs, w.failed])).toEqual([
+      ['incr', keyOf(2, 'INCR', 'k'), 100, 102, false],
+      ['incr', keyOf(2, 'incr', 'k'), 110, 121, false],
+      // A read is not logged; a write the stream carries rewritten is, without a key.
+      ['incrbyfloat', null, 120, null, false],
+    ]);
+  });
+  it('marks a failed write, a late first byte, writes queued in MULTI answered by EXEC, and stops keying after a refused SELECT', () => {
+    const log = new RequestLog();
+    const t = respContinue.createTracker({ connection: 'c1', log });
+    t.clientData(cmd('INCR', 'x'), { ms: 10, late: true });
+    t.serverData(Buffer.from('-ERR value is not an integer\r\n'), { ms: 11, late: false });
+    t.clientData(Buffer.concat([cmd('MULTI'), cmd('INCR', 'a'), cmd('INCR', 'b'), cmd('EXEC')]), { ms: 20, late: false });
+    t.serverData(Buffer.from('+OK\r\n+QUEUED\r\n+QUEUED\r\n'), { ms: 21, late: false });
+    let w = log.snapshot().writes;
+    expect(w.map((e) => [e.command, e.sentExact, e.answeredMs, e.failed])).toEqual([
+      ['incr', false, 11, true],
+      ['incr', true, null, false],
+      ['incr', true, null, false],
+    ]);
+    t.serverData(Buffer.from('*2\r\n:1\r\n:1\r\n'), { ms: 25, late: false });
+    t.clientData(Buffer.concat([cmd('MULTI'), cmd('INCR', 'a'), cmd('DISCARD'), cmd('SELECT', 'x'), cmd('INCR', 'a')]), { ms: 30, late: false });
+    t.serverData(Buffer.from('+OK\r\n+QUEUED\r\n+OK\r\n-ERR invalid DB index\r\n'), { ms: 31, late: false });
+    w = log.snapshot().writes;
+    expect(w.slice(1).map((e) => [e.answeredMs, e.failed, e.key === null])).toEqual([
+      [25, false, false],
+      [25, false, false],
+      [31, true, false], // discarded
+      [null, false, true], // after SELECT x: not keyed
+    ]);
+  });
+  it('logs nothing without a log, and keeps tracking as before', () => {
+    const t = respContinue.createTracker();
+    t.clientData(cmd('INCR', 'k'), { ms: 1, late: false });
+    expect(t.answeredClientBytes()).toBe(0);
+  });
+  it('classifies commands: verbatim always-propagated writes are matchable, SET only without options', () => {
+    expect(respWriteKind('incr', 2)).toBe('matchable');
+    expect(respWriteKind('set', 3)).toBe('matchable');
+    expect(respWriteKind('set', 5)).toBe('unmatchable');
+    expect(respWriteKind('sadd', 3)).toBe('unmatchable'); // a no-op SADD is not propagated
+    expect(respWriteKind('get', 2)).toBe('read');
+    expect(respWriteKind('flushall', 1)).toBe('unmatchable');
+    expect(respWriteKey('x', 'd')).toBeNull();
+  });
+});
+
+describe('the request framer\'s digest', () => {
+  it('equals argumentsDigest of the words (name case ignored), split at every byte; an inline request has none; others are not digested', () => {
+    const bytes = Buffer.concat([cmd('HSET', 'h', 'f', 'v'.repeat(300)), cmd('GET', 'h'), Buffer.from('INCR k\r\n')]);
+    const want = argumentsDigest(['hset', 'h', 'f', 'v'.repeat(300)].map((w) => Buffer.from(w)));
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const f = new RespRequestFramer(() => false, (name) => name === 'hset' || name === 'incr');
+      const reqs = [...f.push(bytes.subarray(0, cut)), ...f.push(bytes.subarray(cut))];
+      expect(reqs.map((r) => [r.name, r.argc, r.digest])).toEqual([['hset', 4, want], ['get', 2, undefined], ['incr', 2, null]]);
+    }
+  });
+});
+
+describe('RequestLog', () => {
+  it('forgets answered writes older than retainMs, keeps unanswered ones, and moves `since` past what it dropped', () => {
+    const log = new RequestLog({ retainMs: 100, maxEntries: 3 });
+    const a = log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 0, sentExact: true });
+    a.answeredMs = 1;
+    log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 50, sentExact: true });
+    log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 200, sentExact: true });
+    expect(log.snapshot().writes.map((w) => w.sentMs)).toEqual([50, 200]);
+    expect(log.snapshot().since).toBe(0);
+    for (let i = 0; i < 3; i++) log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 300 + i, sentExact: true });
+    expect(log.snapshot().writes.map((w) => w.sentMs)).toEqual([300, 301, 302]);
+    expect(log.snapshot().since).toBe(200);
+  });
+});
+
+/** A log of writes built by hand: [connection, key, sentMs, answeredMs | null]. */
+function logOf(rows: Array<[string, string | null, number, number | null]>): { since: number; writes: LoggedWrite[] } {
+  return { since: 0, writes: rows.map(([connection, key, sentMs, answeredMs]) => ({ connection, command: 'incr', key, sentMs, sentExact: true, answeredMs, failed: false })) };
+}
+const probe = (offset: number, sentMs: number, receivedMs = sentMs + 0.3): StreamProbe => ({ offset, sentMs, receivedMs });
+const streamOf = (...rows: Array<[number, string]>): StreamWrite[] => rows.map(([offset, key]) => ({ offset, key }));
+
+function judge(log: ReturnType<typeof logOf>, probes: StreamProbe[], stream: StreamWrite[], connections: string[]) {
+  const plan = planMatch(log, probes, connections);
+  return { plan, verdicts: decideReplays(log, plan, stream, connections) };
+}
+
+describe('replay matching', () => {
+  const K = 'k1';
+  it('replays an unanswered write the stream does not hold after the probe (the primary never ran it)', () => {
+    // c answered twice after the probe at 100 (offset 500), then sent a third never answered.
+    const log = logOf([['c', K, 90, 95], ['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
+    const { plan, verdicts } = judge(log, [probe(400, 50), probe(500, 100)], streamOf([450, K], [510, K], [520, K]), ['c']);
+    expect(plan.from).toBe(501);
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 0 });
+  });
+  it('resets a connection whose unanswered write is in the stream (ran; its reply was lost)', () => {
+    const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
+    const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K], [530, K]), ['c']);
+    expect(verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1, lostAcknowledged: 0 });
+    expect(verdicts.get('c')!.reason).toMatch(/ran 1 of its unanswered writes/);
+  });
+  it('counts acknowledged writes the replica never got, and then replays (the unanswered one ran after them)', () => {
+    const log = logOf([['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
+    const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K]), ['c']);
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1 });
+  });
+  it('a probe the replica never got: nothing after it ran there', () => {
+    const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
+    const { verdicts } = judge(log, [probe(900, 100)], streamOf([510, K]), ['c']);
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1 });
+  });
+  it('judges from an earlier probe when the latest is straddled by a write of the key', () => {
+    // The write sent at 99.5 and answered at 100.5 straddles the probe at 100; the one at 80 is clean.
+    const log = logOf([['c', K, 70, 71], ['c', K, 99.5, 100.5], ['c', K, 101, null]]);
+    const { plan, verdicts } = judge(log, [probe(300, 80), probe(500, 100)], streamOf([250, K], [505, K]), ['c']);
+    expect(plan.probes.get(K)).toEqual(probe(300, 80));
+    // After 300: the straddler (answered) is in the stream; the unanswered one is not.
+    expect(verdicts.get('c')!.verdict).toBe('replay');
+  });
+  it('resets when another connection sent the same write since the probe, when no probe is clean, and when a write has no key', () => {
+    const shared = logOf([['c', K, 110, 111], ['d', K, 112, 113], ['c', K, 114, null]]);
+    expect(judge(shared, [probe(500, 100)], streamOf([510, K], [520, K]), ['c']).verdicts.get('c')!.reason).toMatch(/1 other connection/);
+    const straddled = logOf([['c', K, 99, null]]);
+    expect(judge(straddled, [probe(500, 100)], [], ['c']).verdicts.get('c')!.reason).toMatch(/overlaps/);
+    expect(judge(logOf([['c', K, 110, null]]), [], [], ['c']).verdicts.get('c')!.reason).toMatch(/no probe/);
+    expect(judge(logOf([['c', null, 110, null]]), [probe(500, 100)], [], ['c']).verdicts.get('c')!.reason).toMatch(/cannot be looked up/);
+  });
+  it('a late first byte straddles every probe (its time may be earlier than the capture says)', () => {
+    const log = { since: 0, writes: [{ connection: 'c', command: 'incr', key: K, sentMs: 200, sentExact: false, answeredMs: null, failed: false }] };
+    expect(judge(log, [probe(500, 100)], [], ['c']).verdicts.get('c')!.verdict).toBe('reset');
+  });
+  it('ignores failed writes in the count, and refuses a stream that holds more than the capture saw', () => {
+    const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
+    log.writes[0]!.failed = true;
+    expect(judge(log, [probe(500, 100)], streamOf([520, K]), ['c']).verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1 });
+    expect(judge(log, [probe(500, 100)], streamOf([510, K], [520, K]), ['c']).verdicts.get('c')!.reason).toMatch(/more than the 1/);
+  });
+  it('a connection with nothing unanswered is replayed as it is; probes older than the log are not used', () => {
+    const log = logOf([['c', K, 110, 111]]);
+    expect(judge(log, [], [], ['c']).verdicts.get('c')!.verdict).toBe('replay');
+    const young = { ...logOf([['c', K, 110, null]]), since: 105 };
+    expect(judge(young, [probe(500, 100)], [], ['c']).verdicts.get('c')!.reason).toMatch(/no probe/);
+  });
+});
