@@ -83,7 +83,26 @@ export interface ContinueOptions {
    * be continued are reset exactly, and its error is thrown as is: no report, the address stays.
    */
   ready?: Promise<unknown>;
+  /**
+   * Which restored connections' replays must not run (the replay matcher, replay-match.ts: the
+   * dead server may have run an unanswered write). Called once, right after the plans are taken,
+   * with the restore plans (it snapshots what it needs then). Their relays wait for it as for
+   * `ready`; a refused one resets its client (the restored socket's own RST, exact) without
+   * replaying and is reported under `reset`. A rejection refuses every replay that is not empty.
+   */
+  checkReplays?: (restores: RestorePlan[]) => Promise<ReplayCheckResult>;
 }
+
+/** What a replay check decided. */
+export interface ReplayCheckResult {
+  /** The connections (the client as `${address}|${port}`) whose replay must not run, and why. */
+  refused: Map<string, string>;
+  /** What it counted, for the report (e.g. acknowledged writes the promoted server lacks). */
+  counts?: Record<string, number>;
+}
+
+/** A plan that restores its connection (continued or ended with a goodbye). */
+export type RestorePlan = Extract<ContinuePlan, { kind: 'restore' }>;
 
 export interface ContinuedConnection {
   client: Endpoint;
@@ -124,6 +143,8 @@ export interface ContinueReport {
   timings: { plannedMs: number; addressMs: number; firstRelayingMs: number; relayingMs: number; doneMs: number };
   /** false when the address was already here and usable. */
   addressAdded: boolean;
+  /** With checkReplays: what the check counted, and how long after the call it decided (ms). */
+  replayCheck?: Record<string, number> & { decidedMs: number };
 }
 
 /**
@@ -145,7 +166,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     const plans = await options.plans();
     const foreign = plans.find((p) => p.server.address !== address);
     if (foreign) throw new RangeError(`a plan for ${foreign.server.address} was given to continue connections of ${address}`);
-    const restores = plans.filter((p): p is Extract<ContinuePlan, { kind: 'restore' }> => p.kind === 'restore');
+    const restores = plans.filter((p): p is RestorePlan => p.kind === 'restore');
     const reset: ResetConnection[] = plans
       .filter((p): p is Extract<ContinuePlan, { kind: 'reset' }> => p.kind === 'reset')
       .map((p) => ({ client: p.client, server: p.server, reason: p.reason }));
@@ -160,6 +181,15 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       deadOf.set(k, { ...d, local: server, peer: client });
     }
     const plannedMs = since();
+    // Asked now, while the copy is what the plans were made from; waited for with the promotion.
+    let decidedMs = 0;
+    const refusals = options.checkReplays?.(restores)
+      .catch((err: Error): ReplayCheckResult => ({ refused: new Map(restores.filter((p) => p.replay.length > 0).map((p) => [clientKey(p.client), `the replay check failed: ${err.message}`])) }))
+      .then((r) => {
+        decidedMs = since();
+        return r;
+      });
+    const hold = refusals ? Promise.all([options.ready, refusals]).then(([, r]) => r.refused) : options.ready;
     // The most recently active first (the order of the restores below).
     const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
     for (const p of order) if (!p.goodbye) prepared.set(key(p.client, p.server), prepareUpstream(options.upstream, p.preamble));
@@ -213,13 +243,13 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
           return;
         }
         if (!tailProof || !(options.proveTail || plan.unproven !== undefined)) {
-          continued.push(relayRestored(plan, outcome, options, takePrepared(plan)));
+          continued.push(relayRestored(plan, outcome, options, takePrepared(plan), hold));
           return;
         }
         proving.push(
           tailProof.watch(plan.client, plan.server).then((proof) => {
             if (proof.proven) {
-              continued.push({ ...relayRestored(plan, outcome, options, takePrepared(plan)), tailProvenMs: proof.afterMs });
+              continued.push({ ...relayRestored(plan, outcome, options, takePrepared(plan), hold), tailProvenMs: proof.afterMs });
               return;
             }
             closeSilently(outcome.fd); // its RST would carry the copy's numbers, not the client's
@@ -236,10 +266,24 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     // connections that could not be continued are reset all the same, then its error is thrown.
     const promotion = options.ready?.then(() => undefined, (err: unknown) => ({ err }));
     const failed = await promotion;
+    // A connection whose replay was refused: its relay resets its client (it was not continued).
+    const checked = await refusals;
+    for (let i = continued.length - 1; i >= 0; i--) {
+      const why = checked?.refused.get(clientKey(continued[i]!.client));
+      if (why === undefined) continue;
+      reset.push({ client: continued[i]!.client, server: continued[i]!.server, reason: why });
+      continued.splice(i, 1);
+    }
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
     if (failed) throw failed.err;
-    return { continued, reset, timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() }, addressAdded: taken!.added };
+    return {
+      continued,
+      reset,
+      timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() },
+      addressAdded: taken!.added,
+      ...(checked ? { replayCheck: { ...checked.counts, refused: checked.refused.size, decidedMs } } : {}),
+    };
   } finally {
     tailProof?.close();
     // Those no relay took over: not restored, not proven, or the takeover failed.
@@ -261,13 +305,30 @@ type BatchOutcome = Extract<RestoreOutcome, { ok: true }> | { ok: false; error: 
 /** Connections restored per batch (one libuv work item each); the first batch's clients resume first. */
 const RESTORE_BATCH = 64;
 
-/** Adopts a restored socket and relays it to the upstream: preamble, replay, then both ways. */
-function relayRestored(plan: Extract<ContinuePlan, { kind: 'restore' }>, outcome: RestoredConnection, options: ContinueOptions, prepared: PreparedUpstream | undefined): ContinuedConnection {
+/**
+ * Adopts a restored socket and relays it to the upstream: preamble, replay, then both ways. hold:
+ * the promotion (and the replay check's refusals: a refused connection's relay resets its client).
+ */
+function relayRestored(
+  plan: RestorePlan,
+  outcome: RestoredConnection,
+  options: ContinueOptions,
+  prepared: PreparedUpstream | undefined,
+  hold: Promise<unknown> | undefined,
+): ContinuedConnection {
+  const refusal = (m: unknown) => (m instanceof Map ? (m as Map<string, string>).get(clientKey(plan.client)) : undefined);
   const relay = relayConnection({
     client: adoptSocket(outcome),
     upstream: options.upstream,
     ...(prepared ? { prepared } : {}),
-    ...(options.ready ? { hold: options.ready } : {}),
+    ...(hold
+      ? {
+          hold: hold.then((m) => {
+            const why = refusal(m);
+            if (why !== undefined) throw new Error(why);
+          }),
+        }
+      : {}),
     replay: plan.replay,
     preamble: plan.preamble,
     replyCounter: options.plugin.createReplyCounter(),
@@ -299,6 +360,9 @@ function closeSilently(fd: number): void {
     closeSync(fd); // repair mode refused (not expected of a socket restored here): closed anyway
   }
 }
+
+/** A client as the replay check names it (RequestLog's connection). */
+const clientKey = (e: Endpoint) => `${e.address}|${e.port}`;
 
 function key(client: Endpoint, server: Endpoint): string {
   return `${client.address}|${client.port}|${server.address}|${server.port}`;
