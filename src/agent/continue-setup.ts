@@ -11,8 +11,11 @@ import { pgContinue } from '../net/shadow/pg-continue.js';
 import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { TakeoverConfig } from './config.js';
-import type { PeerTakeoverOptions } from './peer-takeover.js';
+import type { PeerTakeoverOptions, Shadow } from './peer-takeover.js';
 import { respCommand } from './redis-catch-up.js';
+import { redisReplayCheck } from './redis-replay-check.js';
+import { primaryOf, ReplicationStreamProbe } from './redis-stream-probe.js';
+import { RequestLog } from '../net/shadow/request-log.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
 
@@ -33,10 +36,11 @@ export interface StreamIdentity {
  */
 export function continueSetup(c: ContinueConfig, service: Endpoint, self: StreamIdentity): NonNullable<PeerTakeoverOptions['continue']> {
   const plugin = pluginOf(c);
-  const openShadow = () =>
-    c.stream
-      ? new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) })
-      : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
+  const openShadow = (): Shadow => {
+    if (c.stream) return new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) });
+    if (!c.matchWrites) return new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
+    return matchedShadow(c.mirror!, service, plugin, c.upstream, c.matchWrites);
+  };
   const p = c.promote;
   // The { resp } form: a simple or bulk string reply (respCommand rejects on anything else, naming the command, the upstream and the reply).
   const promote = p === undefined ? undefined : Array.isArray(p) ? () => runPromote(p, c.promoteTimeoutMs) : () => respCommand(c.upstream, [...p.resp], c.promoteTimeoutMs).then(() => undefined);
@@ -48,6 +52,48 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
     ...(promote ? { promote } : {}),
   };
 }
+
+/**
+ * A mirror's shadow whose takeover looks unanswered writes up in the replication stream
+ * (`matchWrites`): the RESP trackers log writes, a probe of the primary's stream runs as long as
+ * the shadow (it finds the primary through the local replica unless told), and checkReplays
+ * decides from both once the replica is promoted (redis-replay-check.ts).
+ */
+function matchedShadow(mirror: string, service: Endpoint, plugin: ContinuePlugin, upstream: { host: string; port: number }, m: NonNullable<ContinueConfig['matchWrites']>): Shadow {
+  const requestLog = new RequestLog();
+  const capture = new ShadowCapture({ interface: mirror, services: [service], plugin, requestLog });
+  let probe: ReplicationStreamProbe | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let closed = false;
+  // The primary: as configured, or where the local replica replicates from (asked again every
+  // second until the replica says: it may still be connecting when the agent starts).
+  const startProbe = (primary: { host: string; port: number }) => {
+    if (!closed) probe = new ReplicationStreamProbe(primary, { intervalMs: m.probeIntervalMs });
+  };
+  const findPrimary = () =>
+    void primaryOf(upstream).then(startProbe, () => {
+      if (!closed) retry = setTimeout(findPrimary, PRIMARY_RETRY_MS);
+    });
+  if (m.primary) startProbe(m.primary);
+  else findPrimary();
+  return {
+    plans: (address) => capture.plans(address),
+    get ready() {
+      return capture.ready;
+    },
+    stats: () => capture.stats(),
+    close: () => {
+      closed = true;
+      clearTimeout(retry);
+      probe?.close();
+      return capture.close();
+    },
+    checkReplays: (promoted) => redisReplayCheck({ log: requestLog, probes: () => probe?.probes() ?? [], upstream }, promoted),
+  };
+}
+
+/** How often the primary is asked of the local replica until it names one, ms. */
+const PRIMARY_RETRY_MS = 1000;
 
 /** The section's protocol plugin. Throws, naming the file, when passwordFile cannot be read. */
 function pluginOf(c: ContinueConfig): ContinuePlugin {

@@ -19,7 +19,7 @@ import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
-import { continueConnections, type ContinuedConnection, type ContinueReport } from '../net/shadow/continue-connections.js';
+import { continueConnections, type ContinuedConnection, type ContinueOptions, type ContinueReport } from '../net/shadow/continue-connections.js';
 import type { Relay } from '../net/shadow/connection-relay.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import type { PeerShadowStats } from '../net/shadow/peer-shadow.js';
@@ -85,8 +85,15 @@ const SHADOW_REOPEN_DELAY_MS = 1000;
 /** What a shadow says of itself (ShadowCapture's stats; a PeerShadow adds its stream's). */
 export type ShadowHealth = ShadowStats & { captureDrops: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
-/** What a takeover needs of a shadow (ShadowCapture, PeerShadow). */
-export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> & Partial<Pick<ShadowCapture, 'ready'>> & { stats(): ShadowHealth };
+/**
+ * What a takeover needs of a shadow (ShadowCapture, PeerShadow). checkReplays: the shadow can
+ * tell which replays must not run (ContinueOptions.checkReplays), once `promoted` resolves.
+ */
+export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> &
+  Partial<Pick<ShadowCapture, 'ready'>> & {
+    stats(): ShadowHealth;
+    checkReplays?: (promoted: Promise<unknown>) => NonNullable<ContinueOptions['checkReplays']>;
+  };
 
 /** The takeover waits out the peer's lease on the address (until: ms since the epoch). */
 export interface TakeoverWaiting {
@@ -451,6 +458,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       alsoReset: known.filter((k) => k.local.port === this.options.service.port),
       ...(c.proveTail ? { proveTail: {} } : {}),
       ready: promoted,
+      ...(shadow.checkReplays ? { checkReplays: shadow.checkReplays(promoted) } : {}),
     });
     this.keepRelays(r.continued);
     const results = r.reset.flatMap((x) => (x.close ? [x.close] : []));

@@ -65,7 +65,9 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   });
   agent.on('takeover', (d) => {
     const closed = summarizeResults(d.report.results);
-    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined;
+    // Acknowledged writes the promoted server lacks (the replay check counted them): lost with the peer.
+    const lostWrites = (d.continued?.replayCheck?.lostAcknowledged ?? 0) > 0;
+    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined || lostWrites;
     // With `continue`: how many connections go on here, and why each other one was reset.
     // (Counted by reason, its numbers as N, the first few in full: not 10,000 lines.)
     const resetBy: Record<string, number> = {};
@@ -81,6 +83,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       restoreUs: d.continued.restoreUs,
       ...(d.continued.tailProvenMs ? { tailProvenMs: d.continued.tailProvenMs } : {}),
       captureDrops: d.continued.captureDrops,
+      ...(d.continued.replayCheck ? { replayCheck: d.continued.replayCheck } : {}),
       reset: d.continued.reset.length,
       resetBy,
       firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),

@@ -253,6 +253,15 @@ services:
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: [] } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: ['REPLICAOF'], shell: 1 } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote/);
     });
+    it('matches unanswered writes against the replication stream (matchWrites): resp with a mirror only', () => {
+      const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, matchWrites: {} }))));
+      expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ matchWrites: { probeIntervalMs: 50 } });
+      const withPrimary = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, matchWrites: { primary: { host: '10.0.0.1', port: 6379 }, probeIntervalMs: 20 } }))));
+      expect(withPrimary.peers[0]!.takeover[0]!.continue).toMatchObject({ matchWrites: { primary: { host: '10.0.0.1', port: 6379 }, probeIntervalMs: 20 } });
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'http', mirror: 'mir0', upstream: { port: 8080 }, matchWrites: {} }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites: .*protocol resp with a mirror/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7000 }, upstream: { port: 6380 }, matchWrites: {} }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites: .*the primary's clock/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, matchWrites: { probeIntervalMs: 5 } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites\.probeIntervalMs/);
+    });
     it('continues PostgreSQL sessions, logging in with the password in passwordFile', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, passwordFile: '/etc/takeover/pg.pw' }))));
       expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ protocol: 'postgres', passwordFile: '/etc/takeover/pg.pw', upstream: { host: '127.0.0.1', port: 5433 } });
