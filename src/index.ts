@@ -166,4 +166,4 @@ export type { PgContinueOptions } from './net/shadow/pg-continue.js';
 export { prepareUpstream, relayConnection } from './net/shadow/connection-relay.js';
 export type { PreparedUpstream, Relay, RelayEnd, RelayOptions, RelayStats } from './net/shadow/connection-relay.js';
 export { continueConnections } from './net/shadow/continue-connections.js';
-export type { ContinueOptions, ContinueReport, ContinuedConnection, ResetConnection } from './net/shadow/continue-connections.js';
+export type { ContinueOptions, ContinueReport, ContinuedConnection, ReplayCheckResult, ResetConnection, RestorePlan } from './net/shadow/continue-connections.js';
