@@ -83,7 +83,7 @@ type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
 const SHADOW_REOPEN_DELAY_MS = 1000;
 
 /** What a shadow says of itself (ShadowCapture's stats; a PeerShadow adds its stream's). */
-export type ShadowHealth = ShadowStats & { captureDrops: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
+export type ShadowHealth = ShadowStats & { captureDrops: number; backlogDrops?: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
 /**
  * What a takeover needs of a shadow (ShadowCapture, PeerShadow). checkReplays: the shadow can
@@ -138,10 +138,15 @@ export interface TakeoverDone {
     /**
      * Frames the shadow's capture reported lost while it followed the peer (its ring's drops, or
      * the LOSS the peer's stream reported): the connections open then could not all be continued.
-     * A mirror that drops frames before they reach the ring (a SPAN port oversubscribed, a full
-     * backlog) is not counted here: its holes show in the resets' reasons.
+     * A mirror that drops frames before they reach this host (a SPAN port oversubscribed) is not
+     * counted here: its holes show in the resets' reasons.
      */
     captureDrops: number;
+    /**
+     * A mirror's shadow: this host's input-backlog drops while it followed the peer (host-wide,
+     * an upper bound of the mirror's own; each made the connections open then prove their tails).
+     */
+    backlogDrops?: number;
   };
   /** With `continue`: why nothing was continued (the promotion failed); the connections were closed. */
   continueError?: string;
@@ -473,6 +478,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
         captureDrops: shadow.stats().captureDrops,
+        ...(shadow.stats().backlogDrops !== undefined ? { backlogDrops: shadow.stats().backlogDrops } : {}),
       },
     };
   }

@@ -83,6 +83,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       restoreUs: d.continued.restoreUs,
       ...(d.continued.tailProvenMs ? { tailProvenMs: d.continued.tailProvenMs } : {}),
       captureDrops: d.continued.captureDrops,
+      ...(d.continued.backlogDrops !== undefined ? { backlogDrops: d.continued.backlogDrops } : {}),
       ...(d.continued.replayCheck ? { replayCheck: d.continued.replayCheck } : {}),
       reset: d.continued.reset.length,
       resetBy,

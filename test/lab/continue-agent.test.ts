@@ -18,7 +18,7 @@ import { agentsLab, startContinueAgents } from './agents-lab.js';
 import { incrSteps } from './incr-steps.js';
 import { startRedisPair } from './redis.js';
 import type { CounterReport } from './fixtures/resp-counter-client.js';
-import { softnetDrops } from './softnet-drops.js';
+import { softnetDrops } from '../../src/net/softnet-drops.js';
 import { until } from './replication-cluster.js';
 
 const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', import.meta.url));
@@ -46,7 +46,7 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
     // The shadow starts with b's agent: connections opened after it are the ones it can continue.
     await new Promise((r) => setTimeout(r, 500));
-    const backlogDropsBefore = softnetDrops();
+    const backlogDropsBefore = (await softnetDrops()) ?? 0;
     const clients = lab.spawn('c', clientFixture);
     const bulk = lab.spawn('c', bulkFixture);
     await Promise.all([clients.waitFor('ready'), bulk.waitFor('ready')]);
@@ -71,7 +71,7 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     // continued: reset exactly, each with its reason (a SYN lost: not shadowed, and left to the
     // client's own timeout or RST). Whatever happens, a continued connection is exact: no error,
     // every INCR counted. Without a loss, every connection is continued.
-    const backlogDrops = softnetDrops() - backlogDropsBefore;
+    const backlogDrops = ((await softnetDrops()) ?? 0) - backlogDropsBefore;
     const lossy = taken.continued.captureDrops > 0 || backlogDrops > 0;
     console.log(`continue via the agent: mirror losses: capture ring ${taken.continued.captureDrops} frames, host backlog ${backlogDrops} (since the clients started, host-wide)${lossy ? `: ${taken.continued.reset} connection(s) reset for it` : ''}`);
     if (lossy) console.log(`continue via the agent: closed ${JSON.stringify(taken.closed)}; poke ${JSON.stringify(poked)}`);

@@ -1,10 +1,13 @@
 // A ShadowTable fed by a real capture (issue 12's first source: a mirror of the primary's port
 // at the switch or router, seed 003 FIG. 1, arriving on an interface of this host). Payload is
-// captured whole for the service's addresses and ports only; the ring's drops are watched, and
-// any drop makes the connections open at that time unprovable (they will be reset, not continued).
+// captured whole for the service's addresses and ports only; the ring's drops are watched, and so
+// are the host's input-backlog drops (softnet_stat: a mirror's copy can be dropped there before it
+// reaches the ring); any drop makes the connections open at that time unprovable until they show
+// their streams whole again (a takeover then proves each one's tail with its client first).
 import type { ParsedSegment } from '../../native.js';
 import { mapInSlices } from '../../event-loop.js';
 import { FlowTracker } from '../flow-tracker.js';
+import { softnetDrops } from '../softnet-drops.js';
 import type { ContinuePlan } from './shadow-connection.js';
 import { ShadowTable, type ShadowStats, type ShadowTableOptions } from './shadow-table.js';
 
@@ -13,6 +16,8 @@ export interface ShadowCaptureOptions extends ShadowTableOptions {
   interface: string;
   /** How often the ring's drop counter is read and ended connections swept, ms; default 100. */
   checkIntervalMs?: number;
+  /** The host's input-backlog drop counter (default: /proc/net/softnet_stat's, softnetDrops). */
+  backlogDropCounter?: () => Promise<number | null>;
 }
 
 /** Largest TCP payload in one captured frame (a GRO-merged frame can be up to 64 KiB). */
@@ -23,6 +28,10 @@ export class ShadowCapture implements Disposable {
   private readonly tracker: FlowTracker;
   private readonly timer: NodeJS.Timeout;
   private drops = 0;
+  /** The host's input-backlog drops: the count when watching began (null: unreadable), and since. */
+  private backlogBase: number | null | undefined;
+  private backlogDrops = 0;
+  private readonly backlogDropCounter: () => Promise<number | null>;
   private closed = false;
 
   /**
@@ -33,6 +42,7 @@ export class ShadowCapture implements Disposable {
    */
   constructor(options: ShadowCaptureOptions) {
     this.table = new ShadowTable(options);
+    this.backlogDropCounter = options.backlogDropCounter ?? softnetDrops;
     this.tracker = new FlowTracker({
       interface: options.interface,
       hosts: [...new Set(options.services.map((s) => s.address))],
@@ -63,6 +73,7 @@ export class ShadowCapture implements Disposable {
   async plans(address?: string): Promise<ContinuePlan[]> {
     await this.tracker.ready;
     this.check();
+    await this.checkBacklog();
     return mapInSlices(this.table.shadows(address), (c) => c.plan(Date.now()));
   }
 
@@ -71,8 +82,9 @@ export class ShadowCapture implements Disposable {
     return this.tracker.ready;
   }
 
-  stats(): ShadowStats & { captureDrops: number } {
-    return { ...this.table.stats(), captureDrops: this.drops };
+  /** captureDrops: the ring's; backlogDrops: the host's input backlog's since the shadow began (host-wide: an upper bound of its own). */
+  stats(): ShadowStats & { captureDrops: number; backlogDrops: number } {
+    return { ...this.table.stats(), captureDrops: this.drops, backlogDrops: this.backlogDrops };
   }
 
   close(): void {
@@ -93,5 +105,24 @@ export class ShadowCapture implements Disposable {
     if (drops > this.drops) this.table.captureLost(drops - this.drops, Date.now());
     this.drops = drops;
     this.table.sweep(Date.now());
+    void this.checkBacklog();
+  }
+
+  /**
+   * Counts the host's new input-backlog drops as capture losses, as of the read (every frame they
+   * can have been was dropped by then; the connections captured by then are suspect).
+   */
+  private async checkBacklog(): Promise<void> {
+    const now = await this.backlogDropCounter();
+    const atMs = Date.now();
+    if (this.closed || now === null) return;
+    if (this.backlogBase === undefined || this.backlogBase === null) {
+      this.backlogBase = now;
+      return;
+    }
+    const fresh = now - this.backlogBase - this.backlogDrops;
+    if (fresh <= 0) return;
+    this.backlogDrops += fresh;
+    this.table.captureLost(fresh, atMs);
   }
 }
