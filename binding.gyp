@@ -21,7 +21,8 @@
         "native/sg_io.cc",
         "native/tcp_repair.cc",
         "native/file_lock.cc",
-        "native/splice_relay.cc"
+        "native/splice_relay.cc",
+        "native/clock.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

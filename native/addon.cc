@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitTcpRepair(env, exports);
   takeover::InitFileLock(env, exports);
   takeover::InitSpliceRelay(env, exports);
+  takeover::InitClock(env, exports);
   return exports;
 }
 }  // namespace

@@ -18,4 +18,5 @@ void InitSgIo(Napi::Env env, Napi::Object exports);         // sg_io.cc
 void InitTcpRepair(Napi::Env env, Napi::Object exports);    // tcp_repair.cc
 void InitFileLock(Napi::Env env, Napi::Object exports);     // file_lock.cc
 void InitSpliceRelay(Napi::Env env, Napi::Object exports);  // splice_relay.cc
+void InitClock(Napi::Env env, Napi::Object exports);        // clock.cc
 }  // namespace takeover

@@ -338,6 +338,11 @@ export interface NativeBindings {
 
   /** pidfd_open(pid) watched with uv_poll: onExit(timeMs) runs once when the process exits. */
   ProcessWatch: new (pid: number) => { start(onExit: (timeMs: number) => void): void; close(): void };
+  /**
+   * The wall clock (CLOCK_REALTIME) in ms since the epoch, fractional: the clock capture rings
+   * stamp frames with (ParsedSegment.timeMs), to a fraction of a µs, unlike Date.now().
+   */
+  realtimeMs(): number;
 
   /** pidfd_open(pid) then pidfd_getfd(fd): a duplicate of another process's fd (CAP_SYS_PTRACE). */
   borrowFd(pid: number, fd: number): number;

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { RespFramer } from '../net/resp-framer.js';
+import { native } from '../native.js';
 import { PROBE_CHANNEL } from '../net/shadow/replication-stream.js';
 import { encodeCommand } from '../net/shadow/resp-continue.js';
 import { parseInfo, respCommand } from './redis-catch-up.js';
@@ -30,11 +31,11 @@ export interface RedisEndpoint {
 export interface StreamProbe {
   /** 16 random bytes as 32 lowercase hex digits: the PUBLISH's message, new per probe. */
   nonce: string;
-  /** Date.now() read just before the write (ms since the epoch; <= the true send instant). */
+  /** The wall clock read just before the write (native.realtimeMs(): ms since the epoch, fractional; <= the true send instant). */
   sentMs: number;
   /**
-   * Date.now() + 1 read once the whole reply was parsed (ms since the epoch; Date.now() truncates,
-   * so this is >= the ceiling of the true instant the reply was read).
+   * The wall clock read once the whole reply was parsed (native.realtimeMs(): ms since the epoch,
+   * fractional; >= the instant the reply arrived). The clock capture rings stamp frames with.
    */
   receivedMs: number;
   /** Round trip of the write to the parsed reply, in ms (fractional, monotonic clock). */
@@ -205,7 +206,7 @@ export class ReplicationStreamProbe {
       }
       const nonce = randomBytes(16).toString('hex');
       const bytes = Buffer.concat([encodeCommand(['PUBLISH', PROBE_CHANNEL, nonce]), encodeCommand(['INFO', 'replication'])]);
-      const sentMs = Date.now();
+      const sentMs = native.realtimeMs();
       this.outstanding = { nonce, sentMs, sentAt: performance.now(), chunks: [], framer: new RespFramer(), replies: 0 };
       this.socket.write(bytes);
     });
@@ -219,7 +220,7 @@ export class ReplicationStreamProbe {
     if (o.framer.broken) return this.fail(`the primary's reply is not RESP: ${o.framer.broken}`);
     if (o.replies < 2) return;
     if (o.replies > 2 || !o.framer.between) return this.fail('more bytes from the primary than the probe\'s two replies');
-    const receivedMs = Date.now() + 1;
+    const receivedMs = native.realtimeMs();
     const rttMs = performance.now() - o.sentAt;
     this.outstanding = null;
     const reply = readProbeReply(Buffer.concat(o.chunks));
