@@ -35,8 +35,10 @@ export type OldHistoryFailure =
   | 'bad-argument'
   /** The server does not hold that history: its master_replid2 is another replid (not promoted, or promoted from another primary). */
   | 'other-history'
-  /** from.offset is before the backlog's first byte or after the old history's end + 1. */
+  /** from.offset is before the backlog's first byte (or the server has no backlog). */
   | 'outside-backlog'
+  /** from.offset is after the old history's end + 1: the server never got that far (nothing from there on ran on it). */
+  | 'after-end'
   /** More than maxBytes to read. */
   | 'too-large'
   /** The server answered INFO or PSYNC with something else than asked (an error, +FULLRESYNC). */
@@ -179,7 +181,7 @@ function checkBacklog(fields: Map<string, string>, from: { replid: string; offse
   }
   const end = second - 1;
   if (!active) return new OldHistoryError('outside-backlog', `${where} has no replication backlog (repl_backlog_active 0): the old history is gone`);
-  if (from.offset > end + 1) return new OldHistoryError('outside-backlog', `offset ${from.offset} is after the old history's end ${end} on ${where}`);
+  if (from.offset > end + 1) return new OldHistoryError('after-end', `offset ${from.offset} is after the old history's end ${end} on ${where}`);
   if (from.offset < first) return new OldHistoryError('outside-backlog', `offset ${from.offset} is no longer in the backlog of ${where}, which starts at ${first} (old history ends at ${end})`);
   const size = end - from.offset + 1;
   if (size > maxBytes) return new OldHistoryError('too-large', `the old history from ${from.offset} to ${end} is ${size} bytes, more than maxBytes ${maxBytes}`);

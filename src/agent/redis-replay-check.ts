@@ -3,14 +3,21 @@
 // stream the promoted replica applied (seed 003 [0055], [0077]-[0080]). At the takeover the
 // request log and the probes are snapshotted with the plans; once the local replica is promoted,
 // its copy of the old primary's stream from the earliest probe needed is read back (PSYNC from
-// its backlog) and handed to the matcher (replay-match.ts).
+// its backlog) and handed to the matcher (replay-match.ts). The writes the dead primary
+// acknowledged that the replica never got are run again on the promoted replica, in the order
+// they were sent, before any relay replays (seed 003 [0059]: the captured requests are replayed
+// on the other server, so committed transactions are not lost).
+import net from 'node:net';
+import { RespFramer } from '../net/resp-framer.js';
 import type { ReplayCheckResult, RestorePlan } from '../net/shadow/continue-connections.js';
+import { encodeCommand } from '../net/shadow/resp-continue.js';
 import { decideReplays, planMatch, type StreamProbe, type StreamWrite } from '../net/shadow/replay-match.js';
-import type { RequestLog } from '../net/shadow/request-log.js';
+import type { LoggedWrite, RequestLog } from '../net/shadow/request-log.js';
 import { argumentsDigest } from '../net/shadow/resp-request.js';
 import { respWriteKey } from '../net/shadow/resp-write-kinds.js';
 import { parseReplicationStream } from '../net/shadow/replication-stream.js';
 import { readOldHistory } from './redis-backlog.js';
+import { parseInfo, respCommand } from './redis-catch-up.js';
 import type { StreamProbe as ProbeRecord } from './redis-stream-probe.js';
 
 export interface RedisReplayCheckOptions {
@@ -25,21 +32,28 @@ export interface RedisReplayCheckOptions {
 }
 
 /**
- * The check for ContinueOptions.checkReplays: snapshots now, decides once `promoted` resolves.
- * Rejects (every non-empty replay is then refused) when the backlog cannot be read (the replica
- * lost the old history, a FULLRESYNC would be needed) or does not parse.
+ * The check for ContinueOptions.checkReplays: snapshots now, decides once `promoted` resolves,
+ * and runs the lost acknowledged writes again before it resolves (the relays wait for it).
+ * Rejects (every non-empty replay is then refused) when the promoted server does not hold the
+ * old primary's history, its backlog cannot be read (a FULLRESYNC would be needed) or does not
+ * parse.
  */
 export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Promise<unknown>): (restores: RestorePlan[]) => Promise<ReplayCheckResult> {
   return async (restores) => {
     // Every restored connection: those with unanswered writes are judged, the others' acknowledged writes counted.
-    const connections = restores.map((p) => `${p.client.address}|${p.client.port}`);
+    const restored = new Set(restores.map((p) => `${p.client.address}|${p.client.port}`));
     const snapshot = options.log.snapshot();
+    // Every connection the log knows too: one that ended (or is reset) may have lost acknowledged writes.
+    const connections = [...new Set([...restored, ...snapshot.writes.map((w) => w.connection)])];
     const all = options.probes();
     // Only the primary's current history: a restart (new replid) leaves older probes elsewhere.
     const replid = all.at(-1)?.replid;
-    const probes: StreamProbe[] = all.filter((p) => p.replid === replid);
-    const plan = planMatch(snapshot, probes, connections);
     await promoted;
+    // Judged from probes the replica got: after a probe it never got, a write it lacks would be
+    // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
+    const end = replid === undefined ? 0 : await oldHistoryEnd(options.upstream, replid, options.timeoutMs ?? 2000);
+    const probes: StreamProbe[] = all.filter((p) => p.replid === replid && p.offset <= end);
+    const plan = planMatch(snapshot, probes, connections);
     let stream: StreamWrite[] = [];
     if (plan.from !== null && replid !== undefined) {
       const history = await readOldHistory(options.upstream, { replid, offset: plan.from }, { timeoutMs: options.timeoutMs ?? 2000 });
@@ -53,11 +67,95 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     const refused = new Map<string, string>();
     let lostAcknowledged = 0;
     let ranUnanswered = 0;
+    const lost: LoggedWrite[] = [];
     for (const [c, v] of verdicts) {
       lostAcknowledged += v.lostAcknowledged;
       ranUnanswered += v.ranUnanswered;
-      if (v.verdict === 'reset') refused.set(c, v.reason!);
+      lost.push(...v.lostWrites);
+      if (v.verdict === 'reset' && restored.has(c)) refused.set(c, v.reason!);
     }
-    return { refused, counts: { judged: connections.length, lostAcknowledged, ranUnanswered, streamCommands: stream.length } };
+    lost.sort((a, b) => a.sentMs - b.sentMs);
+    const rerun = lost.flatMap((w) => (w.rerun ? [w.rerun] : []));
+    // A failure here leaves those writes lost (counted), and the replays go on: they do not depend on them.
+    const reapplied = rerun.length > 0 ? await runAgain(options.upstream, rerun, options.timeoutMs ?? 2000).catch(() => ({ ok: 0, failed: rerun.length })) : { ok: 0, failed: 0 };
+    return {
+      refused,
+      counts: {
+        judged: restored.size,
+        lostAcknowledged,
+        reapplied: reapplied.ok,
+        reapplyFailed: reapplied.failed,
+        notKept: lost.length - rerun.length,
+        ranUnanswered,
+        streamCommands: stream.length,
+      },
+    };
   };
+}
+
+/**
+ * The last stream offset of the dead primary's history the promoted server holds (its INFO
+ * replication: second_repl_offset - 1). Rejects when the server does not hold that history.
+ */
+async function oldHistoryEnd(upstream: { host: string; port: number }, replid: string, timeoutMs: number): Promise<number> {
+  const info = parseInfo(await respCommand(upstream, ['INFO', 'replication'], timeoutMs));
+  if (info.get('master_replid2') !== replid) throw new Error(`${upstream.host}:${upstream.port} does not hold the old primary's history (master_replid2 ${info.get('master_replid2') ?? '?'}, the probes' ${replid})`);
+  const end = Number(info.get('second_repl_offset')) - 1;
+  if (!Number.isSafeInteger(end) || end < 0) throw new Error(`${upstream.host}:${upstream.port}: INFO replication shows second_repl_offset ${info.get('second_repl_offset') ?? '?'}`);
+  return end;
+}
+
+/**
+ * Runs writes again on the promoted server, pipelined on one connection, each in its database
+ * (a SELECT where it changes). Resolves the counts of writes answered and refused (an error
+ * reply); rejects when the connection fails or the replies do not all come within timeoutMs.
+ */
+function runAgain(upstream: { host: string; port: number }, writes: ReadonlyArray<{ db: number; argv: Buffer[] }>, timeoutMs: number): Promise<{ ok: number; failed: number }> {
+  const commands: Array<{ bytes: Buffer; write: boolean }> = [];
+  let db = -1;
+  for (const w of writes) {
+    if (w.db !== db) commands.push({ bytes: encodeCommand(['SELECT', String(w.db)]), write: false });
+    db = w.db;
+    commands.push({ bytes: encodeCommand(w.argv), write: true });
+  }
+  return new Promise((resolve, reject) => {
+    const counts = { ok: 0, failed: 0 };
+    let settled = false;
+    let index = 0;
+    let type = '';
+    const framer = new RespFramer({
+      listener: {
+        value: (t, depth) => void (depth === 0 && (type = t)),
+        end: () => {
+          const c = commands[index++]!;
+          const error = type === '-' || type === '!';
+          if (!c.write && error) return fail(`SELECT refused`);
+          if (c.write) counts[error ? 'failed' : 'ok']++;
+          if (index === commands.length) done();
+        },
+      },
+    });
+    const socket = net.connect(upstream);
+    const timer = setTimeout(() => fail(`${commands.length - index} replies missing after ${timeoutMs} ms`), timeoutMs);
+    const done = () => {
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(counts);
+    };
+    function fail(why: string) {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new Error(`running lost writes again on ${upstream.host}:${upstream.port}: ${why}`));
+    }
+    socket.once('connect', () => socket.write(Buffer.concat(commands.map((c) => c.bytes))));
+    socket.on('data', (chunk: Buffer) => {
+      framer.push(chunk);
+      if (framer.broken) fail(`the reply is not RESP: ${framer.broken}`);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
+    socket.once('close', () => fail('the connection closed'));
+  });
 }

@@ -85,6 +85,16 @@ describe('the request framer\'s digest', () => {
 });
 
 describe('RequestLog', () => {
+  it('keeps what a write needs to run again within maxRerunBytes, and frees it with the write', () => {
+    const log = new RequestLog({ retainMs: 10, maxRerunBytes: 10 });
+    const argv = (n: number) => ({ db: 0, argv: [Buffer.alloc(n)] });
+    const a = log.record({ connection: 'c', command: 'set', key: 'k', sentMs: 0, sentExact: true, rerun: argv(8) });
+    const b = log.record({ connection: 'c', command: 'set', key: 'k', sentMs: 1, sentExact: true, rerun: argv(8) });
+    expect([a.rerun !== undefined, b.rerun !== undefined]).toEqual([true, false]);
+    a.answeredMs = 2;
+    const c = log.record({ connection: 'c', command: 'set', key: 'k', sentMs: 100, sentExact: true, rerun: argv(8) });
+    expect(c.rerun).toBeDefined(); // a's bytes went with it
+  });
   it('forgets answered writes older than retainMs, keeps unanswered ones, and moves `since` past what it dropped', () => {
     const log = new RequestLog({ retainMs: 100, maxEntries: 3 });
     const a = log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 0, sentExact: true });
@@ -118,7 +128,7 @@ describe('replay matching', () => {
     const log = logOf([['c', K, 90, 95], ['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
     const { plan, verdicts } = judge(log, [probe(400, 50), probe(500, 100)], streamOf([450, K], [510, K], [520, K]), ['c']);
     expect(plan.from).toBe(501);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 0 });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 0, lostWrites: [] });
   });
   it('resets a connection whose unanswered write is in the stream (ran; its reply was lost)', () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
@@ -126,15 +136,20 @@ describe('replay matching', () => {
     expect(verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1, lostAcknowledged: 0 });
     expect(verdicts.get('c')!.reason).toMatch(/ran 1 of its unanswered writes/);
   });
-  it('counts acknowledged writes the replica never got, and then replays (the unanswered one ran after them)', () => {
+  it('counts acknowledged writes the replica never got (the last ones: the stream is a prefix), and then replays (the unanswered one ran after them)', () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
     const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K]), ['c']);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1 });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1, lostWrites: [log.writes[1]] });
   });
   it('a probe the replica never got: nothing after it ran there', () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
     const { verdicts } = judge(log, [probe(900, 100)], streamOf([510, K]), ['c']);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1 });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1, lostWrites: [log.writes[0]] });
+  });
+  it('counts the lost writes of a connection with nothing unanswered (it may have ended), several keys in the order they were sent', () => {
+    const log = logOf([['c', K, 110, 111], ['c', 'k2', 111.5, 112], ['c', K, 113, 114], ['c', 'k2', 115, 116]]);
+    const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K], [520, 'k2']), ['c']);
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 2, lostWrites: [log.writes[2], log.writes[3]] });
   });
   it('judges from an earlier probe when the latest is straddled by a write of the key', () => {
     // The write sent at 99.5 and answered at 100.5 straddles the probe at 100; the one at 80 is clean.

@@ -55,10 +55,21 @@ export interface ReplayVerdict {
   ranUnanswered: number;
   /** Writes the primary acknowledged to it that the replica never got (lost with the primary). */
   lostAcknowledged: number;
+  /**
+   * Those writes, each key's last ones in log order (the stream is a prefix of what the primary
+   * ran, and one connection's writes ran in order): what can be run again on the promoted server.
+   */
+  lostWrites: LoggedWrite[];
 }
 
-/** Capture and probe times closer than this are not ordered (clock reads, timer slack), ms. */
-export const DEFAULT_MARGIN_MS = 1;
+/**
+ * Capture and probe times closer than this are not taken as ordered, ms. Both are the wall clock
+ * to a µs (ring timestamps, native.realtimeMs()); the margin is for a mirror whose copy of a frame
+ * reaches this host a little after frames that left the primary later (a switch's SPAN queue, or
+ * a lab's per-CPU backlogs). Each probe's window grows by twice it: a key written back to back
+ * every ~3 ms still finds probes no write straddles.
+ */
+export const DEFAULT_MARGIN_MS = 0.5;
 
 /** A write's round trip straddles a probe's: neither is known to be first. */
 function straddles(w: LoggedWrite, p: StreamProbe, marginMs: number): boolean {
@@ -124,6 +135,7 @@ export function decideReplays(
     const blind = unanswered.find((w) => w.key === null);
     let ran = 0;
     let lost = 0;
+    const lostWrites: LoggedWrite[] = [];
     let why: string | null = blind ? `an unanswered ${blind.command.toUpperCase()} cannot be looked up in the replication stream (replaying it could apply it twice)` : null;
     for (const key of new Set(mine.flatMap((w) => (w.key === null ? [] : [w.key])))) {
       if (why) break;
@@ -142,7 +154,8 @@ export function decideReplays(
         cannot(`${others.size} other connection(s) sent the same ${command} since the stream's probe: the stream cannot tell whose ran`);
         continue;
       }
-      const acknowledged = after.filter((w) => w.answeredMs !== null && !w.failed).length;
+      const acked = after.filter((w) => w.answeredMs !== null && !w.failed);
+      const acknowledged = acked.length;
       const inStream = (streamed.get(key) ?? []).filter((offset) => offset > probe.offset).length;
       const ranOfKey = inStream - acknowledged;
       if (ranOfKey > u) {
@@ -150,12 +163,16 @@ export function decideReplays(
         cannot(`the replication stream holds ${inStream} ${command} of this key since its probe, more than the ${acknowledged + u} the capture saw sent`);
         continue;
       }
-      if (ranOfKey < 0) lost += -ranOfKey;
-      else ran += ranOfKey;
+      if (ranOfKey < 0) {
+        lost += -ranOfKey;
+        lostWrites.push(...acked.slice(ranOfKey));
+      } else ran += ranOfKey;
     }
-    if (why) out.set(c, { verdict: 'reset', reason: why, ranUnanswered: 0, lostAcknowledged: lost });
-    else if (ran > 0) out.set(c, { verdict: 'reset', reason: `the primary ran ${ran} of its unanswered writes (in the replication stream) but its replies were lost: replaying would apply them twice`, ranUnanswered: ran, lostAcknowledged: lost });
-    else out.set(c, { verdict: 'replay', ranUnanswered: 0, lostAcknowledged: lost });
+    lostWrites.sort((x, y) => x.sentMs - y.sentMs);
+    const counted = { lostAcknowledged: lost, lostWrites };
+    if (why) out.set(c, { verdict: 'reset', reason: why, ranUnanswered: 0, ...counted });
+    else if (ran > 0) out.set(c, { verdict: 'reset', reason: `the primary ran ${ran} of its unanswered writes (in the replication stream) but its replies were lost: replaying would apply them twice`, ranUnanswered: ran, ...counted });
+    else out.set(c, { verdict: 'replay', ranUnanswered: 0, ...counted });
   }
   return out;
 }

@@ -29,6 +29,11 @@ export interface LoggedWrite {
   answeredMs: number | null;
   /** The reply was an error: the write did not run (and is not in the stream). */
   failed: boolean;
+  /**
+   * What it takes to run it again where it was lost (RESP: its database and words), when the
+   * log kept it (a write too large, or past the log's byte bound, is not kept).
+   */
+  rerun?: { db: number; argv: Buffer[] };
 }
 
 export interface RequestLogOptions {
@@ -36,6 +41,8 @@ export interface RequestLogOptions {
   retainMs?: number;
   /** Writes kept at most (default 200,000); beyond it the oldest go and `since` moves forward. */
   maxEntries?: number;
+  /** Bytes of `rerun` words kept at most (default 32 MiB); beyond it new writes are kept without. */
+  maxRerunBytes?: number;
 }
 
 /** The writes of the last `retainMs`, in the order their first bytes were seen. */
@@ -44,6 +51,8 @@ export class RequestLog {
   private head = 0;
   private readonly retainMs: number;
   private readonly maxEntries: number;
+  private readonly maxRerunBytes: number;
+  private rerunBytes = 0;
   /**
    * The log holds every write sent after this time (ms since the epoch) by a connection the
    * shadow followed from its SYN; an older one may have been dropped (by age or count).
@@ -53,13 +62,20 @@ export class RequestLog {
   constructor(options: RequestLogOptions = {}) {
     this.retainMs = options.retainMs ?? 2000;
     this.maxEntries = options.maxEntries ?? 200_000;
+    this.maxRerunBytes = options.maxRerunBytes ?? 32 * 1024 * 1024;
   }
 
   /** Records a write when its request is complete; the caller sets answeredMs (and failed) on the returned entry. */
   record(entry: Omit<LoggedWrite, 'answeredMs' | 'failed'>): LoggedWrite {
-    const w: LoggedWrite = { ...entry, answeredMs: null, failed: false };
-    this.entries.push(w);
     this.trim(entry.sentMs);
+    const { rerun, ...rest } = entry;
+    const w: LoggedWrite = { ...rest, answeredMs: null, failed: false };
+    const bytes = rerun ? rerunSize(rerun) : 0;
+    if (rerun && this.rerunBytes + bytes <= this.maxRerunBytes) {
+      w.rerun = rerun;
+      this.rerunBytes += bytes;
+    }
+    this.entries.push(w);
     return w;
   }
 
@@ -72,9 +88,10 @@ export class RequestLog {
     // An unanswered write is kept however old: it is what a takeover must decide about.
     while (this.head < this.entries.length) {
       const w = this.entries[this.head]!;
-      const over = this.entries.length - this.head > this.maxEntries;
+      const over = this.entries.length - this.head >= this.maxEntries;
       if (!over && (w.answeredMs === null || nowMs - w.answeredMs <= this.retainMs)) break;
       this.since = Math.max(this.since, w.sentMs);
+      if (w.rerun) this.rerunBytes -= rerunSize(w.rerun);
       this.head++;
     }
     if (this.head > 4096 && this.head * 2 > this.entries.length) {
@@ -83,3 +100,5 @@ export class RequestLog {
     }
   }
 }
+
+const rerunSize = (r: { argv: Buffer[] }) => r.argv.reduce((n, a) => n + a.length, 0);

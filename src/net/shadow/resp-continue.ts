@@ -175,7 +175,8 @@ class RespTracker implements ExchangeTracker {
     const kind = respWriteKind(req.name, req.argc);
     if (kind === 'read') return req;
     const key = kind === 'matchable' && req.digest && this.framingDb !== null ? respWriteKey(this.framingDb, req.digest) : null;
-    const logged = log.record({ connection: this.context.connection, command: req.name, key, sentMs: start.ms, sentExact: !start.late });
+    const rerun = key !== null && !req.truncated ? { db: Number(this.framingDb), argv: [Buffer.from(req.name, 'latin1'), ...req.args] } : undefined;
+    const logged = log.record({ connection: this.context.connection, command: req.name, key, sentMs: start.ms, sentExact: !start.late, ...(rerun ? { rerun } : {}) });
     if (!this.framingTx) return { ...req, logged };
     this.framingTx.push(logged);
     return req;

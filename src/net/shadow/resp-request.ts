@@ -19,17 +19,23 @@ const NAME_KEEP = 32;
 /** Arguments kept per request (count, total bytes); more marks the request truncated. */
 const KEEP_ARGS = 8;
 const KEEP_BYTES = 4096;
+/** For a digested command, its arguments are kept whole up to this (to run it again): 1,024 words, 64 KiB. */
+const DIGEST_KEEP_ARGS = 1024;
+const DIGEST_KEEP_BYTES = 64 * 1024;
 
 export interface RespRequest {
   /** Client stream offset (bytes) where the request ends (exclusive). */
   end: number;
   /** The command name, lowercased (first 32 bytes); '' for no command. */
   name: string;
-  /** The arguments after the name, when keepArgs(name) said so; else empty. */
+  /** The arguments after the name, when keepArgs(name) or digestOf(name) said so; else empty. */
   args: Buffer[];
   /** Words of the command, its name included (an array's length; an inline line's words). */
   argc: number;
-  /** Arguments were asked for but not all kept (more than 8 or 4 KiB, or quotes in an inline line). */
+  /**
+   * Arguments were asked for but not all kept (more than 8 or 4 KiB, for a digested command more
+   * than 1,024 or 64 KiB; or quotes in an inline line).
+   */
   truncated: boolean;
   /** False for what Redis does not answer: an empty inline line, `*0`, `*-1`. */
   answered: boolean;
@@ -186,8 +192,10 @@ export class RespRequestFramer {
     this.bulkLeft = n;
     this.hash?.update(lengthBytes(n));
     this.capture = [];
-    this.capturing = this.argIndex === 0 || (this.keepArgs(this.req.name) && !this.req.truncated);
-    if (this.argIndex > 0 && this.capturing && (this.req.args.length >= KEEP_ARGS || this.captureLength + n > KEEP_BYTES)) {
+    const digested = this.hash !== null;
+    this.capturing = this.argIndex === 0 || ((digested || this.keepArgs(this.req.name)) && !this.req.truncated);
+    const [maxArgs, maxBytes] = digested ? [DIGEST_KEEP_ARGS, DIGEST_KEEP_BYTES] : [KEEP_ARGS, KEEP_BYTES];
+    if (this.argIndex > 0 && this.capturing && (this.req.args.length >= maxArgs || this.captureLength + n > maxBytes)) {
       this.capturing = false;
       this.req.truncated = true;
     }

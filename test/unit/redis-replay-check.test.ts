@@ -1,0 +1,119 @@
+// The Redis replay check end to end against real redis-server processes on loopback (issue 12,
+// seed 003 [0055], [0059]): real probes of a primary's stream, a replica promoted while the
+// primary goes on acknowledging writes it will never get, and a request log written as a capture
+// would (each write's first byte before it is sent, its reply after it is read: the wall clock
+// the probes use). The check reads the old stream back from the promoted replica, finds the
+// acknowledged writes it lacks and runs them again there (each key ends at the value its client
+// last saw), tells an unanswered write that ran (reset) from one that did not (replay), and
+// counts what it found.
+import net from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { redisReplayCheck } from '../../src/agent/redis-replay-check.js';
+import { ReplicationStreamProbe } from '../../src/agent/redis-stream-probe.js';
+import { native } from '../../src/native.js';
+import type { RestorePlan } from '../../src/net/shadow/continue-connections.js';
+import { RequestLog } from '../../src/net/shadow/request-log.js';
+import { encodeCommand } from '../../src/net/shadow/resp-continue.js';
+import { argumentsDigest } from '../../src/net/shadow/resp-request.js';
+import { respWriteKey } from '../../src/net/shadow/resp-write-kinds.js';
+import { startLocalRedis, type LocalRedis } from '../redis-local.js';
+
+const servers: LocalRedis[] = [];
+const closers: Array<() => void> = [];
+afterAll(async () => {
+  for (const c of closers) c();
+  for (const s of servers) await s.stop();
+});
+
+/** One client connection that INCRs its own key, logging each write as a capture would. */
+async function counter(redis: LocalRedis, log: RequestLog, key: string, port: number) {
+  const socket = net.connect(redis.port, redis.host);
+  closers.push(() => socket.destroy());
+  await new Promise((r) => socket.once('connect', r));
+  const connection = `127.0.0.1|${port}`;
+  const argv = ['incr', key].map((w) => Buffer.from(w));
+  const logKey = respWriteKey('0', argumentsDigest(argv))!;
+  let last = 0;
+  /** Sends one INCR; with answer false, the reply is read but the log never sees it (it was lost on its way). */
+  const incr = (answer = true) =>
+    new Promise<number>((resolve) => {
+      const w = log.record({ connection, command: 'incr', key: logKey, sentMs: native.realtimeMs(), sentExact: true, rerun: { db: 0, argv } });
+      socket.once('data', (d: Buffer) => {
+        const value = Number(d.toString('latin1').slice(1, -2));
+        if (answer) {
+          w.answeredMs = native.realtimeMs();
+          last = value;
+        }
+        resolve(value);
+      });
+      socket.write(encodeCommand(argv));
+    });
+  return { incr, connection, last: () => last };
+}
+
+/** Waits (2 s at most) until the replica has what the primary had when called. */
+async function caughtUp(primary: LocalRedis, replica: LocalRedis): Promise<void> {
+  const offset = Number((await primary.info('replication')).get('master_repl_offset'));
+  const has = async () => Number((await replica.info('replication')).get('master_repl_offset')) >= offset;
+  for (const end = Date.now() + 2000; Date.now() < end && !(await has()); ) await new Promise((r) => setTimeout(r, 5));
+  expect(await has(), `the replica reached offset ${offset}`).toBe(true);
+}
+
+const plan = (connection: string): RestorePlan => {
+  const [address, port] = connection.split('|');
+  return { client: { address: address!, port: Number(port) }, replay: Buffer.from('x') } as unknown as RestorePlan;
+};
+
+describe('redisReplayCheck against real Redis', () => {
+  it('runs again every acknowledged write the promoted replica lacks, resets a connection whose unanswered write ran, replays one whose did not', async () => {
+    const primary = await startLocalRedis();
+    servers.push(primary);
+    const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port } });
+    servers.push(replica);
+    await replica.waitLinkUp();
+    const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10 });
+    closers.push(() => probe.close());
+    const log = new RequestLog();
+    const a = await counter(primary, log, 'ka', 1);
+    const b = await counter(primary, log, 'kb', 2);
+    // Both count while probes run (bounded: 200 INCRs each), then a pause long enough for a clean probe.
+    for (let i = 0; i < 200; i++) await Promise.all([a.incr(), b.incr()]);
+    await new Promise((r) => setTimeout(r, 60));
+    // The replica stops following (promoted now, as a takeover would later): every write after this is lost to it.
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    for (let i = 0; i < 25; i++) await a.incr(); // acknowledged, lost
+    await b.incr(false); // b's last write ran on the primary; its reply never reached the capture
+    const lostA = 25;
+    const check = redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve());
+    // a has nothing unanswered; b's unanswered INCR ran on the primary but the replica lacks it: it did not run there.
+    const result = await check([plan(a.connection), plan(b.connection)]);
+    expect(result.counts).toMatchObject({ judged: 2, lostAcknowledged: lostA, reapplied: lostA, reapplyFailed: 0, notKept: 0, ranUnanswered: 0 });
+    expect(result.refused.size).toBe(0); // b's replay runs: the replica never ran it
+    expect(Number(await replica.command(['GET', 'ka']))).toBe(a.last());
+    expect(Number(await replica.command(['GET', 'kb']))).toBe(b.last());
+    expect(probe.probes().length).toBeGreaterThan(5);
+  });
+
+  it('resets a connection whose unanswered write reached the replica (it ran; its reply is lost)', async () => {
+    const primary = await startLocalRedis();
+    servers.push(primary);
+    const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port } });
+    servers.push(replica);
+    await replica.waitLinkUp();
+    const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10 });
+    closers.push(() => probe.close());
+    const log = new RequestLog();
+    const c = await counter(primary, log, 'kc', 3);
+    for (let i = 0; i < 100; i++) await c.incr();
+    await new Promise((r) => setTimeout(r, 60));
+    await c.incr(false); // ran and replicated; the reply never reached the capture
+    probe.close();
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(c.connection)]);
+    expect(result.counts).toMatchObject({ lostAcknowledged: 0, ranUnanswered: 1 });
+    expect(result.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes/);
+    expect(Number(await replica.command(['GET', 'kc']))).toBe(c.last() + 1);
+  });
+});
