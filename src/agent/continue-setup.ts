@@ -81,7 +81,11 @@ function matchedShadow(mirror: string, service: Endpoint, plugin: ContinuePlugin
     get ready() {
       return capture.ready;
     },
-    stats: () => capture.stats(),
+    stats: () => {
+      const p = probe?.stats();
+      const streamProbe = p ? { connected: p.connected, probes: p.probes, errors: p.errors, lastError: p.lastError } : { connected: false, probes: 0, errors: 0, lastError: 'the primary is not known yet (the local replica names none)' };
+      return { ...capture.stats(), streamProbe };
+    },
     close: () => {
       closed = true;
       clearTimeout(retry);

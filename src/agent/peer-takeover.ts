@@ -83,7 +83,12 @@ type NodeDown = Extract<DetectorEvent, { kind: 'node-down' }>;
 const SHADOW_REOPEN_DELAY_MS = 1000;
 
 /** What a shadow says of itself (ShadowCapture's stats; a PeerShadow adds its stream's). */
-export type ShadowHealth = ShadowStats & { captureDrops: number; backlogDrops?: number } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
+export type ShadowHealth = ShadowStats & {
+  captureDrops: number;
+  backlogDrops?: number;
+  /** With matchWrites: the probe of the primary's replication stream (not started: the primary is not known yet). */
+  streamProbe?: { connected: boolean; probes: number; errors: number; lastError: string | null };
+} & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
 /**
  * What a takeover needs of a shadow (ShadowCapture, PeerShadow). checkReplays: the shadow can

@@ -57,9 +57,12 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   // Continue: each takeover's shadow (a mirror's capture or the peer's stream) and, on a primary,
   // the backups following this node's own stream: their health before a failure needs it.
   if (s.shadows.length > 0) {
+    // With matchWrites, whether the probe of the peer's replication stream runs (without it, unanswered writes are reset).
+    const probe = (x: AgentStatus['shadows'][number]) =>
+      !x.streamProbe ? '' : x.streamProbe.connected ? `, stream probe up (${x.streamProbe.probes} probes)` : `, stream probe DOWN${x.streamProbe.lastError ? ` (${x.streamProbe.lastError})` : ''}`;
     const source = (x: AgentStatus['shadows'][number]) =>
       x.connected === undefined
-        ? 'mirror'
+        ? `mirror${probe(x)}`
         : x.connected
           ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}`
           : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}`;

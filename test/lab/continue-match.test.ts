@@ -17,8 +17,10 @@
 // than the request log keeps answered writes, so every key is judged from probes taken during
 // the load. A key no probe can place is reset (counted and printed), never replayed blindly.
 // Running lost writes again is tested against real Redis in redis-replay-check.test.ts.
-import { expect, it } from 'vitest';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import { runCli } from '../cli-process.js';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
 import { incrSteps } from './incr-steps.js';
 import { startRedisPair } from './redis.js';
@@ -41,7 +43,7 @@ const THINK_MS = 3;
 /** The scenario; returns the check's counts once every assertion passed. */
 async function matchScenario(name: string) {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-match-');
-  const { lab, vip } = m;
+  const { lab, vip, dir } = m;
   const { master, replica, stop } = await startRedisPair(lab);
   try {
     const { ifname } = await lab.mirrorPort('a', 'b');
@@ -61,6 +63,9 @@ async function matchScenario(name: string) {
     // Longer than the request log keeps answered writes (2 s): the probes taken before the load
     // are gone, and every key is judged from probes taken while it was written back to back.
     await new Promise((r) => setTimeout(r, LOAD_MS));
+    // What an operator sees before a failure: the shadow, and the probe of a's stream running.
+    const status = await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+    expect(status.stdout).toMatch(/mirror, stream probe up \([0-9]+ probes\)/);
 
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
