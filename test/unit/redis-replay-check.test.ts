@@ -59,6 +59,18 @@ async function caughtUp(primary: LocalRedis, replica: LocalRedis): Promise<void>
   expect(await has(), `the replica reached offset ${offset}`).toBe(true);
 }
 
+/** A primary, its replica (linked), a probe of the primary's stream every 10 ms, an empty log. */
+async function pair() {
+  const primary = await startLocalRedis();
+  servers.push(primary);
+  const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port } });
+  servers.push(replica);
+  await replica.waitLinkUp();
+  const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10 });
+  closers.push(() => probe.close());
+  return { primary, replica, probe, log: new RequestLog() };
+}
+
 const plan = (connection: string): RestorePlan => {
   const [address, port] = connection.split('|');
   return { client: { address: address!, port: Number(port) }, replay: Buffer.from('x') } as unknown as RestorePlan;
@@ -66,14 +78,7 @@ const plan = (connection: string): RestorePlan => {
 
 describe('redisReplayCheck against real Redis', () => {
   it('runs again every acknowledged write the promoted replica lacks, resets a connection whose unanswered write ran, replays one whose did not', async () => {
-    const primary = await startLocalRedis();
-    servers.push(primary);
-    const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port } });
-    servers.push(replica);
-    await replica.waitLinkUp();
-    const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10 });
-    closers.push(() => probe.close());
-    const log = new RequestLog();
+    const { primary, replica, probe, log } = await pair();
     const a = await counter(primary, log, 'ka', 1);
     const b = await counter(primary, log, 'kb', 2);
     // Both count while probes run (bounded: 200 INCRs each), then a pause long enough for a clean probe.
@@ -96,14 +101,7 @@ describe('redisReplayCheck against real Redis', () => {
   });
 
   it('resets a connection whose unanswered write reached the replica (it ran; its reply is lost)', async () => {
-    const primary = await startLocalRedis();
-    servers.push(primary);
-    const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port } });
-    servers.push(replica);
-    await replica.waitLinkUp();
-    const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10 });
-    closers.push(() => probe.close());
-    const log = new RequestLog();
+    const { primary, replica, probe, log } = await pair();
     const c = await counter(primary, log, 'kc', 3);
     for (let i = 0; i < 100; i++) await c.incr();
     await new Promise((r) => setTimeout(r, 60));
