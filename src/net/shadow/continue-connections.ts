@@ -266,16 +266,19 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     // connections that could not be continued are reset all the same, then its error is thrown.
     const promotion = options.ready?.then(() => undefined, (err: unknown) => ({ err }));
     const failed = await promotion;
-    // A connection whose replay was refused: its relay resets its client (it was not continued).
+    // A connection whose replay was refused: its relay resets its client with the restored
+    // socket's own RST (it was not continued); reported with the others, not closed again.
     const checked = await refusals;
+    const refused: ResetConnection[] = [];
     for (let i = continued.length - 1; i >= 0; i--) {
       const why = checked?.refused.get(clientKey(continued[i]!.client));
       if (why === undefined) continue;
-      reset.push({ client: continued[i]!.client, server: continued[i]!.server, reason: why });
+      refused.push({ client: continued[i]!.client, server: continued[i]!.server, reason: why });
       continued.splice(i, 1);
     }
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
+    reset.push(...refused);
     if (failed) throw failed.err;
     return {
       continued,
