@@ -175,16 +175,26 @@ describe('etcd store engine over TLS with auth', () => {
 
   it('auth given to an etcd without auth, and TLS against members that serve plain http: ESTOREACCESS, within the bound', async () => {
     const p = started(plain);
-    const authless = track(new EtcdBackend({ endpoints: p.endpoints, cluster: freshName(), auth: { user: USER, password: PASSWORD } }));
-    await everyCallRefused(authless, 'ESTOREACCESS', 'authentication', /this etcd has authentication disabled/);
     const { tls } = await readEtcdCredentials(storeConfig());
-    const tlsToPlain = track(new EtcdBackend({ endpoints: p.endpoints.map((e) => e.replace('http:', 'https:')), cluster: freshName(), tls: tls! }));
-    await everyCallRefused(tlsToPlain, 'ESTOREACCESS', 'tls', /closed the connection in the TLS handshake: does it serve TLS at this URL/);
-    // And the other way round: a plain client against TLS members says where to look.
-    const plainToTls = track(new EtcdBackend({ endpoints: etcd().endpoints.map((e) => e.replace('https:', 'http:')), cluster: freshName() }));
-    const r = await timed(() => plainToTls.readAll());
-    expect(r.error).toMatchObject({ code: 'ESTOREUNAVAILABLE', message: expect.stringContaining('if the members serve TLS: https:// endpoints and tls') });
-    expect(r.ms).toBeLessThan(CALL_MS + SLACK_MS);
+    // Three clients of their own, checked at the same time (each of the last two waits out most
+    // of its call's bound).
+    await Promise.all([
+      (async () => {
+        const authless = track(new EtcdBackend({ endpoints: p.endpoints, cluster: freshName(), auth: { user: USER, password: PASSWORD } }));
+        await everyCallRefused(authless, 'ESTOREACCESS', 'authentication', /this etcd has authentication disabled/);
+      })(),
+      (async () => {
+        const tlsToPlain = track(new EtcdBackend({ endpoints: p.endpoints.map((e) => e.replace('http:', 'https:')), cluster: freshName(), tls: tls! }));
+        await everyCallRefused(tlsToPlain, 'ESTOREACCESS', 'tls', /closed the connection in the TLS handshake: does it serve TLS at this URL/);
+      })(),
+      (async () => {
+        // And the other way round: a plain client against TLS members says where to look.
+        const plainToTls = track(new EtcdBackend({ endpoints: etcd().endpoints.map((e) => e.replace('https:', 'http:')), cluster: freshName() }));
+        const r = await timed(() => plainToTls.readAll());
+        expect(r.error).toMatchObject({ code: 'ESTOREUNAVAILABLE', message: expect.stringContaining('if the members serve TLS: https:// endpoints and tls') });
+        expect(r.ms).toBeLessThan(CALL_MS + SLACK_MS);
+      })(),
+    ]);
   });
 
   it('a member whose certificate does not name the address it is reached at: ESTOREACCESS (tls) saying so', async () => {
@@ -207,11 +217,12 @@ describe('etcd store engine over TLS with auth', () => {
     const url = `https://127.0.0.1:${(mute.address() as { port: number }).port}`;
     try {
       const { tls, auth } = await readEtcdCredentials(storeConfig());
-      for (const withAuth of [false, true]) {
+      // The two clients at the same time: each call of each waits out its whole bound.
+      await Promise.all([false, true].map(async (withAuth) => {
         const b = track(new EtcdBackend({ endpoints: [url], cluster: freshName(), tls: tls!, ...(withAuth ? { auth: auth! } : {}) }));
         const r = await everyCallRefused(b, 'ESTOREUNAVAILABLE', undefined, /no answer within 2000 ms|establish a watch/);
         console.log(`etcd over TLS, a handshake never answered${withAuth ? ' (auth: the token request first)' : ''}: calls failed after ${r.map((x) => `${x.call} ${x.ms} ms`).join(', ')}`);
-      }
+      }));
     } finally {
       for (const s of sockets) s.destroy();
     }
