@@ -315,12 +315,15 @@ describe('the agent and the CLI over TLS with auth, as processes', () => {
     writeFileSync(spec, JSON.stringify({ tag: 'web', type: 'cluster-aware', primary: 'a', backups: ['b'] }));
     const reg = await runCli(['app', 'register', spec, '--config', file]);
     expect(reg, reg.stderr).toMatchObject({ code: 0 });
+    // Two reads: one process each, at once.
     const t = Date.now();
-    const apps = await runCli(['apps', '--json', '--config', file]);
-    const ms = Date.now() - t;
+    const [apps, history] = await Promise.all([
+      runCli(['apps', '--json', '--config', file]).then((r) => ({ ...r, ms: Date.now() - t })),
+      runCli(['history', 'web', '--config', file]),
+    ]);
+    const ms = apps.ms;
     expect(apps, apps.stderr).toMatchObject({ code: 0, stderr: '' }); // no warning either (Node's DEP0123 on an IP as TLS server name)
     expect(JSON.parse(apps.stdout)).toMatchObject({ store: `etcd ${etcd().endpoints.join(',')}`, live: [], apps: [{ tag: 'web', host: 'a', state: 'loading' }] });
-    const history = await runCli(['history', 'web', '--config', file]);
     expect(history, history.stderr).toMatchObject({ code: 0 });
     expect(history.stdout).toMatch(/registered by an operator/);
     console.log(`takeover apps over mutual TLS + auth (a process from dist/): ${ms} ms`);
@@ -340,22 +343,22 @@ describe('the agent and the CLI over TLS with auth, as processes', () => {
       expect(end.stderr).toBe('');
     }
 
-    const check = await runCli(['agent', '--check', '--config', file]);
-    expect(check, check.stderr).toMatchObject({ code: 0 });
-    expect(check.stdout).toMatch(/store\.etcd\.tls\.ca: .*etcd-test-ca\.crt: 1 certificate \(CN=etcd-test-ca, valid until/);
-    expect(check.stdout).toMatch(/store\.etcd\.tls\.cert: .*client\.crt: CN=takeover-test-client, valid until .* with its key .*client\.key \(mode 0600\)/);
-    expect(check.stdout).toMatch(/store\.etcd\.auth\.passwordFile: .*etcd\.password is readable \(31 bytes, mode 0600\) for user takeover/);
-
-    // The refusals: five independent processes, run at once.
+    // agent --check of the good file, and the refusals: six independent processes, run at once.
     const wrong = path.join(dir, 'wrong.password');
     writeFileSync(wrong, 'nope\n', { mode: 0o600 });
     const badKey = config(path.join(dir, 'badkey.json'), { tls: { ...storeConfig().tls, key: etcd().tls!.serverKey } });
     const badKeyArgs = [['apps'], ['agent', '--check'], ['agent']];
-    const [refused, noCa, ...badKeyRuns] = await Promise.all([
+    const [check, refused, noCa, ...badKeyRuns] = await Promise.all([
+      runCli(['agent', '--check', '--config', file]),
       runCli(['apps', '--config', config(path.join(dir, 'wrong.json'), { auth: { user: USER, passwordFile: wrong } })]),
       runCli(['apps', '--config', config(path.join(dir, 'noca.json'), { tls: { ...storeConfig().tls, ca: path.join(dir, 'missing-ca.pem') } })]),
       ...badKeyArgs.map((args) => runCli([...args, '--config', badKey])),
     ]);
+    expect(check!, check!.stderr).toMatchObject({ code: 0 });
+    expect(check!.stdout).toMatch(/store\.etcd\.tls\.ca: .*etcd-test-ca\.crt: 1 certificate \(CN=etcd-test-ca, valid until/);
+    expect(check!.stdout).toMatch(/store\.etcd\.tls\.cert: .*client\.crt: CN=takeover-test-client, valid until .* with its key .*client\.key \(mode 0600\)/);
+    expect(check!.stdout).toMatch(/store\.etcd\.auth\.passwordFile: .*etcd\.password is readable \(31 bytes, mode 0600\) for user takeover/);
+
     expect(refused!.code).toBe(1);
     expect(refused!.stderr).toMatch(/^takeover: store https:.*refused the password of user takeover/);
 
