@@ -1,8 +1,13 @@
 // Runs once around the whole suite: the suite needs root and must leave nothing behind.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { staleLabNamespaces, sweepStaleLabs } from '../src/lab/lab.js';
+
+/** A directory for what the run's test processes share (test/pg-template.ts), removed at the end. */
+let suiteDir: string | undefined;
 
 export async function setup(): Promise<void> {
   if (process.getuid?.() !== 0) {
@@ -10,6 +15,11 @@ export async function setup(): Promise<void> {
   }
   buildDistIfStale();
   await sweepStaleLabs();
+  // The test processes are forked from this one after the setup: they inherit the variable.
+  // Traversable by the postgres user, who writes the PostgreSQL template inside it.
+  suiteDir = mkdtempSync(path.join(tmpdir(), 'tko-suite-'));
+  chmodSync(suiteDir, 0o711);
+  process.env.TKO_SUITE_DIR = suiteDir;
 }
 
 /**
@@ -26,6 +36,7 @@ function buildDistIfStale(): void {
 }
 
 export async function teardown(): Promise<void> {
+  if (suiteDir) rmSync(suiteDir, { recursive: true, force: true });
   // Every test tears down what it made; a lab left now (its creator, a test worker, has exited)
   // is a bug in a test or the harness. Labs of other live runs on the machine are not ours.
   const left = await staleLabNamespaces();

@@ -1,7 +1,7 @@
 // A mirrored log's primary holding its role in the cluster store, as its own process, for tests
 // that SIGKILL it (its lease then stops being renewed, as in a crash): test/unit/log-primary-role.test.ts
 // (file store) and test/lab/log-role-etcd.test.ts (etcd).
-// Run: node --import tsx test/log-role-holder-child.ts JSON
+// Run: node --import tsx test/log-role-holder-child.ts JSON (the tests start its bundle: test/log-role-holder.ts)
 //   JSON: {"file": PATH} or {"etcd": [ENDPOINT...], "prefix": PREFIX}, plus "log", "node", "incarnation" (decimal), "leaseMs".
 // Prints {"held":true,"revision":N,"since":MS} once it holds the role, or {"held":false,"error":...}
 // and exits 1. Then prints {"lost":WHY} if it loses the role. SIGTERM releases the role and exits.

@@ -1,8 +1,10 @@
 // Starts test/log-role-holder-child.ts (a process holding a log's primary role) and waits until
-// it holds the role. Shared by the file-store unit test and the etcd lab test.
+// it holds the role. Shared by the file-store unit test and the etcd lab test. The child runs as
+// an esbuild bundle (bundledScript), not through tsx: ~0.3 s less per start.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bundledScript } from '../src/lab/node-child.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'log-role-holder-child.ts');
 
@@ -25,7 +27,7 @@ export interface RoleHolder {
 
 /** Spawns the holder (pushed onto `children` for the caller's cleanup); rejects if it did not take the role within `timeoutMs`. */
 export async function startRoleHolder(args: RoleHolderArgs, children: ChildProcess[], timeoutMs = 20_000): Promise<RoleHolder> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify({ ...args, incarnation: args.incarnation.toString() })], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bundledScript(CHILD, 'test-'), JSON.stringify({ ...args, incarnation: args.incarnation.toString() })], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

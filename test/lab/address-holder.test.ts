@@ -42,8 +42,8 @@ describe('one address, one holder', () => {
       await until(`${n}'s agent started`, async () => (count(agent, /^agent started$/) ? true : undefined), 20_000);
       return agent;
     };
-    let a = await start('a');
-    const b = await start('b');
+    // b takes a's address over only once it has heard a die: nothing orders their first starts.
+    let [a, b] = await Promise.all([start('a'), start('b')]);
     const bHears = (n: number) => until('b hears a', async () => (count(b, /^node-up$/) >= n ? true : undefined), 10_000);
     await bHears(1);
     expect(await holders()).toEqual(['a']);

@@ -114,8 +114,8 @@ describe('the address lease', () => {
     const { lab, vip, start, status } = await lab2(true);
     const s = sampler(lab, vip);
     try {
-      let a = await start('a');
-      const b = await start('b');
+      // b takes a's address over only once it has heard a die: nothing orders their first starts.
+      let [a, b] = await Promise.all([start('a'), start('b')]);
       await until('b hears a', async () => (count(b, /^node-up$/) ? true : undefined), 10_000);
       await until('a leases its address', async () => (count(a, /^address lease taken up/) ? true : undefined), 5000);
       expect(line(a, /^address lease taken up/)).toMatchObject({ address: vip, found: 'permanent' });
@@ -210,8 +210,8 @@ describe('the address lease', () => {
     const { lab, vip, start } = await lab2(false);
     const s = sampler(lab, vip);
     try {
-      const a = await start('a');
-      const b = await start('b');
+      // b takes a's address over only once it has heard a die: nothing orders their first starts.
+      const [a, b] = await Promise.all([start('a'), start('b')]);
       await until('b hears a', async () => (count(b, /^node-up$/) ? true : undefined), 10_000);
       expect(await s.now()).toBe('a');
       const deathAt = Date.now();

@@ -208,8 +208,8 @@ describe('with the agents: a\'s kernel keeps its leased address past the lease',
     };
     const s = addressSampler(agents, ['a', 'b'], vip);
     try {
-      const a = await start('a');
-      const b = await start('b');
+      // b takes a's address over only once it has heard a die: nothing orders their first starts.
+      const [a, b] = await Promise.all([start('a'), start('b')]);
       await until('b hears a', async () => (line(b, /^node-up$/) ? true : undefined), 10_000);
       await until('a leases its address', async () => (line(a, /^address lease taken up/) ? true : undefined), 5000);
 

@@ -143,6 +143,10 @@ export async function crashHostUnderBlockedClient(c: Cluster, b: Cli): Promise<{
   client.send({ cmd: 'query' });
   const retry = await client.waitFor('query-result', 15_000);
   if ((retry as { answer?: unknown }).answer !== 42 || (retry as { server?: unknown }).server !== `${c.vip}/32`) throw new Error(`the retry on b got ${JSON.stringify(retry)}`);
+  // The client is done: its pool's idle connection would otherwise keep b's PostgreSQL from
+  // stopping (SIGTERM is a smart shutdown, which waits for every session) until the agent's
+  // stopGraceMs SIGKILL, 5 s into the caller's next move of pg.
+  await client.kill();
   return { released, upOnB, error };
 }
 

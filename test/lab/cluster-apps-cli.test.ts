@@ -11,8 +11,8 @@ describe('cluster manager: an application registered by the CLI only', () => {
   it('its clients\' connections are replicated and released when its HOST crashes, as for one in the config', async () => {
     const pg = await pgData();
     const c = await cluster('tko-apps-cli-', pgApp(pg), { inConfig: false });
-    await c.start('a');
-    const b = await c.start('b');
+    // Nothing in their configs to order their starts: both at once.
+    const [, b] = await Promise.all([c.start('a'), c.start('b')]);
     await new Promise((r) => setTimeout(r, 500));
     expect(logOf(b).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('replication: asking a for'))).toEqual([]); // nothing to ask for yet
     await c.register();

@@ -11,6 +11,12 @@ import { cluster, hostState, logOf, published, tcpApp } from './apps-cluster.js'
 import { until } from './replication-cluster.js';
 
 const LISTEN_AFTER_MS = 2500;
+/**
+ * The never-ready application's timeoutMs: each of its four starts waits it out. Long enough for
+ * the `takeover apps` polls (a CLI process each, ~0.5-1 s) to see each server loading it (two
+ * starts and a backoff: ~2.2 s a server).
+ */
+const NEVER_READY_TIMEOUT_MS = 1000;
 
 describe('cluster manager: readiness', () => {
   it('an application whose probe never passes is never up: each start ends at timeoutMs, the restart policy restarts it, then the backup gets it, then it fails', async () => {
@@ -18,7 +24,7 @@ describe('cluster manager: readiness', () => {
       backups: ['b'],
       restart: { maxFailures: 1, windowMs: 60_000, backoffMs: 200 },
       // It listens on 7000; the probe asks 7001, where nothing ever listens.
-      ready: { tcp: 7001, timeoutMs: 1500, intervalMs: 100 },
+      ready: { tcp: 7001, timeoutMs: NEVER_READY_TIMEOUT_MS, intervalMs: 100 },
     }));
     const a = await c.start('a');
     const b = await c.start('b');
@@ -35,8 +41,8 @@ describe('cluster manager: readiness', () => {
     expect(new Set(states)).toEqual(new Set(['a:loading', 'b:loading', 'null:failed']));
     const history = JSON.parse((await c.cli(['history', 'web', '--json'])).stdout) as Array<{ by: string; why: string; to: { host: string | null; state: string } }>;
     const probe = `tcp ${c.vip.replace(/\./g, '\\.')}:7001: connect ECONNREFUSED`;
-    expect(history.find((h) => h.by === 'a' && h.to.host === 'b')?.why).toMatch(new RegExp(`^it could not be kept running on a \\(not ready 1500 ms after its start \\(${probe}.*\\)\\): handed to b$`));
-    expect(history.find((h) => h.by === 'b' && h.to.host === null)?.why).toMatch(new RegExp(`^it could not be kept running on b \\(not ready 1500 ms after its start \\(${probe}.*\\)\\), and no other server is alive to take it$`));
+    expect(history.find((h) => h.by === 'a' && h.to.host === 'b')?.why).toMatch(new RegExp(`^it could not be kept running on a \\(not ready ${NEVER_READY_TIMEOUT_MS} ms after its start \\(${probe}.*\\)\\): handed to b$`));
+    expect(history.find((h) => h.by === 'b' && h.to.host === null)?.why).toMatch(new RegExp(`^it could not be kept running on b \\(not ready ${NEVER_READY_TIMEOUT_MS} ms after its start \\(${probe}.*\\)\\), and no other server is alive to take it$`));
     await new Promise((r) => setTimeout(r, 300)); // the last NOT_RESTARTING is published just after the write
     const events = [a, b].flatMap((x) => published(x)).filter((e) => e.service === 'web');
     expect(events.filter((e) => e.status === 'UP')).toEqual([]);
@@ -45,7 +51,7 @@ describe('cluster manager: readiness', () => {
     for (const [node, agent] of [['a', a], ['b', b]] as const) {
       const log = logOf(agent);
       expect(log.filter((l) => l.msg === 'app process started').length, node).toBe(2);
-      expect(log.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('app web: fail-start (not ready 1500 ms after its start')).length, node).toBe(2);
+      expect(log.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(`app web: fail-start (not ready ${NEVER_READY_TIMEOUT_MS} ms after its start`)).length, node).toBe(2);
     }
     expect(await c.holders()).toEqual([]);
   }, 120_000);

@@ -75,9 +75,10 @@ describe('cluster manager: the next server when one cannot host it', () => {
     const extra = (l: AgentsLab) => `198.18.${l.lab.subnet}.200`;
     const c = await cluster('tko-apps3-', (l) => tcpApp(l, { resources: { addresses: [extra(l)] } }), { nodes: ['a', 'b', 'c'], hosts: ['a', 'b', 'c', 'd'], inConfig: false, cliHost: 'd' });
     for (const n of ['a', 'c']) await c.lab.exec(n, 'ip', ['addr', 'add', `${extra(c)}/32`, 'dev', 'lo']); // b lacks it
-    await c.start('a');
-    const b = await c.start('b');
-    const cc = await c.start('c');
+    // The application is registered only once the three run and hear each other: until then
+    // there is nothing to order their starts, so they start at once.
+    const [a, b, cc] = await Promise.all([c.start('a'), c.start('b'), c.start('c')]);
+    await until('the agents hear each other', async () => ([a, b, cc].every((x) => logOf(x).filter((l) => l.msg === 'node-up').length >= 2) ? true : undefined), 10_000);
     await c.register();
     await until('web up on a', () => hostState(c, 'a'), 30_000).catch(async (e: Error) => {
       throw new Error(`${e.message}: ${JSON.stringify(await c.apps())} ${c.agents.map((a) => logOf(a).filter((x) => x.app !== undefined).map((x) => JSON.stringify(x)).join('\n')).join('\n----\n')}`);
@@ -94,7 +95,8 @@ describe('cluster manager: the next server when one cannot host it', () => {
 
   it('a COMMAND that cannot start on any server: NOT_RESTARTING on each, then failed with no HOST; app load tries again', async () => {
     const c = await cluster('tko-apps3f-', (l) => tcpApp(l, { command: { load: ['/nonexistent/web'] } }), { nodes: ['a', 'b', 'c'], hosts: ['a', 'b', 'c', 'd'], inConfig: false, cliHost: 'd' });
-    const agents = [await c.start('a'), await c.start('b'), await c.start('c')];
+    // Nothing to order their starts (the application is registered once they hear each other).
+    const agents = await Promise.all([c.start('a'), c.start('b'), c.start('c')]);
     await until('the agents hear each other', async () => (agents.every((a) => logOf(a).filter((x) => x.msg === 'node-up').length >= 2) ? true : undefined), 10_000);
     await c.register();
     await until('web failed everywhere', async () => ((await c.apps())[0]?.state === 'failed' ? true : undefined), 30_000).catch(async (e: Error) => {

@@ -175,16 +175,26 @@ describe('etcd store engine over TLS with auth', () => {
 
   it('auth given to an etcd without auth, and TLS against members that serve plain http: ESTOREACCESS, within the bound', async () => {
     const p = started(plain);
-    const authless = track(new EtcdBackend({ endpoints: p.endpoints, cluster: freshName(), auth: { user: USER, password: PASSWORD } }));
-    await everyCallRefused(authless, 'ESTOREACCESS', 'authentication', /this etcd has authentication disabled/);
     const { tls } = await readEtcdCredentials(storeConfig());
-    const tlsToPlain = track(new EtcdBackend({ endpoints: p.endpoints.map((e) => e.replace('http:', 'https:')), cluster: freshName(), tls: tls! }));
-    await everyCallRefused(tlsToPlain, 'ESTOREACCESS', 'tls', /closed the connection in the TLS handshake: does it serve TLS at this URL/);
-    // And the other way round: a plain client against TLS members says where to look.
-    const plainToTls = track(new EtcdBackend({ endpoints: etcd().endpoints.map((e) => e.replace('https:', 'http:')), cluster: freshName() }));
-    const r = await timed(() => plainToTls.readAll());
-    expect(r.error).toMatchObject({ code: 'ESTOREUNAVAILABLE', message: expect.stringContaining('if the members serve TLS: https:// endpoints and tls') });
-    expect(r.ms).toBeLessThan(CALL_MS + SLACK_MS);
+    // Three clients of their own, checked at the same time (each of the last two waits out most
+    // of its call's bound).
+    await Promise.all([
+      (async () => {
+        const authless = track(new EtcdBackend({ endpoints: p.endpoints, cluster: freshName(), auth: { user: USER, password: PASSWORD } }));
+        await everyCallRefused(authless, 'ESTOREACCESS', 'authentication', /this etcd has authentication disabled/);
+      })(),
+      (async () => {
+        const tlsToPlain = track(new EtcdBackend({ endpoints: p.endpoints.map((e) => e.replace('http:', 'https:')), cluster: freshName(), tls: tls! }));
+        await everyCallRefused(tlsToPlain, 'ESTOREACCESS', 'tls', /closed the connection in the TLS handshake: does it serve TLS at this URL/);
+      })(),
+      (async () => {
+        // And the other way round: a plain client against TLS members says where to look.
+        const plainToTls = track(new EtcdBackend({ endpoints: etcd().endpoints.map((e) => e.replace('https:', 'http:')), cluster: freshName() }));
+        const r = await timed(() => plainToTls.readAll());
+        expect(r.error).toMatchObject({ code: 'ESTOREUNAVAILABLE', message: expect.stringContaining('if the members serve TLS: https:// endpoints and tls') });
+        expect(r.ms).toBeLessThan(CALL_MS + SLACK_MS);
+      })(),
+    ]);
   });
 
   it('a member whose certificate does not name the address it is reached at: ESTOREACCESS (tls) saying so', async () => {
@@ -207,11 +217,12 @@ describe('etcd store engine over TLS with auth', () => {
     const url = `https://127.0.0.1:${(mute.address() as { port: number }).port}`;
     try {
       const { tls, auth } = await readEtcdCredentials(storeConfig());
-      for (const withAuth of [false, true]) {
+      // The two clients at the same time: each call of each waits out its whole bound.
+      await Promise.all([false, true].map(async (withAuth) => {
         const b = track(new EtcdBackend({ endpoints: [url], cluster: freshName(), tls: tls!, ...(withAuth ? { auth: auth! } : {}) }));
         const r = await everyCallRefused(b, 'ESTOREUNAVAILABLE', undefined, /no answer within 2000 ms|establish a watch/);
         console.log(`etcd over TLS, a handshake never answered${withAuth ? ' (auth: the token request first)' : ''}: calls failed after ${r.map((x) => `${x.call} ${x.ms} ms`).join(', ')}`);
-      }
+      }));
     } finally {
       for (const s of sockets) s.destroy();
     }
@@ -304,12 +315,15 @@ describe('the agent and the CLI over TLS with auth, as processes', () => {
     writeFileSync(spec, JSON.stringify({ tag: 'web', type: 'cluster-aware', primary: 'a', backups: ['b'] }));
     const reg = await runCli(['app', 'register', spec, '--config', file]);
     expect(reg, reg.stderr).toMatchObject({ code: 0 });
+    // Two reads: one process each, at once.
     const t = Date.now();
-    const apps = await runCli(['apps', '--json', '--config', file]);
-    const ms = Date.now() - t;
+    const [apps, history] = await Promise.all([
+      runCli(['apps', '--json', '--config', file]).then((r) => ({ ...r, ms: Date.now() - t })),
+      runCli(['history', 'web', '--config', file]),
+    ]);
+    const ms = apps.ms;
     expect(apps, apps.stderr).toMatchObject({ code: 0, stderr: '' }); // no warning either (Node's DEP0123 on an IP as TLS server name)
     expect(JSON.parse(apps.stdout)).toMatchObject({ store: `etcd ${etcd().endpoints.join(',')}`, live: [], apps: [{ tag: 'web', host: 'a', state: 'loading' }] });
-    const history = await runCli(['history', 'web', '--config', file]);
     expect(history, history.stderr).toMatchObject({ code: 0 });
     expect(history.stdout).toMatch(/registered by an operator/);
     console.log(`takeover apps over mutual TLS + auth (a process from dist/): ${ms} ms`);
@@ -329,22 +343,22 @@ describe('the agent and the CLI over TLS with auth, as processes', () => {
       expect(end.stderr).toBe('');
     }
 
-    const check = await runCli(['agent', '--check', '--config', file]);
-    expect(check, check.stderr).toMatchObject({ code: 0 });
-    expect(check.stdout).toMatch(/store\.etcd\.tls\.ca: .*etcd-test-ca\.crt: 1 certificate \(CN=etcd-test-ca, valid until/);
-    expect(check.stdout).toMatch(/store\.etcd\.tls\.cert: .*client\.crt: CN=takeover-test-client, valid until .* with its key .*client\.key \(mode 0600\)/);
-    expect(check.stdout).toMatch(/store\.etcd\.auth\.passwordFile: .*etcd\.password is readable \(31 bytes, mode 0600\) for user takeover/);
-
-    // The refusals: five independent processes, run at once.
+    // agent --check of the good file, and the refusals: six independent processes, run at once.
     const wrong = path.join(dir, 'wrong.password');
     writeFileSync(wrong, 'nope\n', { mode: 0o600 });
     const badKey = config(path.join(dir, 'badkey.json'), { tls: { ...storeConfig().tls, key: etcd().tls!.serverKey } });
     const badKeyArgs = [['apps'], ['agent', '--check'], ['agent']];
-    const [refused, noCa, ...badKeyRuns] = await Promise.all([
+    const [check, refused, noCa, ...badKeyRuns] = await Promise.all([
+      runCli(['agent', '--check', '--config', file]),
       runCli(['apps', '--config', config(path.join(dir, 'wrong.json'), { auth: { user: USER, passwordFile: wrong } })]),
       runCli(['apps', '--config', config(path.join(dir, 'noca.json'), { tls: { ...storeConfig().tls, ca: path.join(dir, 'missing-ca.pem') } })]),
       ...badKeyArgs.map((args) => runCli([...args, '--config', badKey])),
     ]);
+    expect(check!, check!.stderr).toMatchObject({ code: 0 });
+    expect(check!.stdout).toMatch(/store\.etcd\.tls\.ca: .*etcd-test-ca\.crt: 1 certificate \(CN=etcd-test-ca, valid until/);
+    expect(check!.stdout).toMatch(/store\.etcd\.tls\.cert: .*client\.crt: CN=takeover-test-client, valid until .* with its key .*client\.key \(mode 0600\)/);
+    expect(check!.stdout).toMatch(/store\.etcd\.auth\.passwordFile: .*etcd\.password is readable \(31 bytes, mode 0600\) for user takeover/);
+
     expect(refused!.code).toBe(1);
     expect(refused!.stderr).toMatch(/^takeover: store https:.*refused the password of user takeover/);
 

@@ -1,57 +1,14 @@
 // A real PostgreSQL server inside a lab host, started for a test and stopped after it (even on
 // failure: the lab's destroy() kills every process left in its namespaces).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll } from 'vitest';
 import type { Lab } from '../../src/lab/lab.js';
 import { exited, run } from '../../src/lab/exec.js';
+import { initdbCopy, pgBinDir as binDir } from '../pg-template.js';
 
-export function binDir(): string {
-  const root = '/usr/lib/postgresql';
-  let versions: string[];
-  try {
-    versions = readdirSync(root).sort((a, b) => Number(b) - Number(a));
-  } catch {
-    throw new Error('PostgreSQL is not installed (Debian package postgresql); `npm test` installs it via .ci/setup.sh');
-  }
-  if (versions.length === 0) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql');
-  return path.join(root, versions[0]!, 'bin');
-}
-
-// One initdb per test file: each data directory after the first is a copy of it (cp -a: ~0.3 s,
-// where initdb takes 2-4 s on a loaded 2-core machine). The copies share initdb's system
-// identifier, which only physical replication between them would look at.
-let template: Promise<string> | undefined;
-afterAll(() => {
-  const t = template;
-  template = undefined;
-  return t?.then((dir) => rmSync(path.dirname(dir), { recursive: true, force: true }), () => undefined);
-});
-
-/**
- * A fresh, empty PostgreSQL data directory in a new temporary directory named `prefix...`, owned
- * by postgres: initdb (trust auth, superuser postgres, UTF8, no sync) made once per test file,
- * copied. Returns the data directory (the caller removes it) and postgres's uid and gid.
- */
-export async function initdbCopy(prefix: string): Promise<{ dataDir: string; uid: number; gid: number }> {
-  const uid = Number((await run('id', ['-u', 'postgres'])).stdout);
-  const gid = Number((await run('id', ['-g', 'postgres'])).stdout);
-  template ??= (async () => {
-    const root = mkdtempSync(path.join(tmpdir(), 'tko-pg-template-'));
-    const dir = path.join(root, 'data');
-    chownSync(root, uid, gid);
-    await run('runuser', ['-u', 'postgres', '--', path.join(binDir(), 'initdb'), '-D', dir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
-    return dir;
-  })();
-  const dir = await template;
-  const dataDir = mkdtempSync(path.join(tmpdir(), prefix));
-  // Into the empty directory mkdtemp made (0700), keeping owners and modes; then owned like initdb's.
-  await run('cp', ['-a', `${dir}/.`, dataDir]);
-  chownSync(dataDir, uid, gid);
-  return { dataDir, uid, gid };
-}
+export { pgBinDir as binDir, initdbCopy } from '../pg-template.js';
 
 export interface PgServer {
   host: string;

@@ -97,9 +97,14 @@ const brief = (e: ServiceEvent) => `${e.type} ${e.status} ${e.reason}`;
 const fan = (stdout: string) => stdout.trim().split('\n').map((l) => parseFan(l));
 const ms = (e: ServiceEvent) => Date.parse(e.timestamp);
 
+/**
+ * One GET. Without an agent, on a connection of its own that closes after the answer: Node's
+ * global agent keeps connections alive (Node 19+), and a connection left idle is a client that
+ * the next planned stop drains for, until the server's keep-alive timeout (5 s) ends it.
+ */
 function get(port: number, agent?: http.Agent): Promise<string> {
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+    http.get({ host: '127.0.0.1', port, path: '/', agent: agent ?? false }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve(body));

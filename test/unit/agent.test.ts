@@ -108,9 +108,10 @@ describe('agent', () => {
     expect(published.slice(n).map(brief)).toEqual(upAgain);
     expect(cleanup.stderr).toMatch(/^instance i1: i1: failure count reset; started \(pid \d+\)$/);
     expect(agent.status().instances[0]).toMatchObject({ state: 'up', pid: expect.any(Number), failures: 0 });
-    const unknown = await cli(['instance', 'cleanup', 'i9', '--control', sock]);
+    // Two refused commands (they change nothing): one CLI process each, at once.
+    const [unknown, reset] = await Promise.all([cli(['instance', 'cleanup', 'i9', '--control', sock]), cli(['instance', 'reset', 'i1', '--control', sock])]);
     expect([unknown.code, unknown.stderr]).toEqual([2, 'takeover: unknown instance i9']);
-    expect((await cli(['instance', 'reset', 'i1', '--control', sock])).stderr).toBe('takeover: instance: the action must be cleanup, got "reset"');
+    expect(reset.stderr).toBe('takeover: instance: the action must be cleanup, got "reset"');
   });
 
   it('service stop|start through the CLI: an instance still offering another service keeps running; its last service stopped stops it (instance DOWN), start starts it (instance UP, service UP); status and events through the control socket', async () => {
@@ -146,23 +147,33 @@ describe('agent', () => {
     expect(published.at(-2)).toMatchObject({ type: 'service_member', cardinality: 1 });
     expect((await cli(['service', 'start', 'hr', '--control', sock])).stderr).toBe('service hr: i1: already started here');
 
-    const status = JSON.parse((await cli(['status', '--json', '--control', sock])).stdout);
+    // Queries and refused commands from here on: none changes the agent, so their CLI processes
+    // (one per command) run at once.
+    const [statusJson, statusText, events, bad, pause, drainOnStart, drainSoon, badFilter, gone] = await Promise.all([
+      cli(['status', '--json', '--control', sock]),
+      cli(['status', '--control', sock]),
+      cli(['events', '--control', sock, '--format', 'fan', '--filter', 'service=sales']),
+      cli(['service', 'stop', 'payroll', '--control', sock]),
+      cli(['service', 'pause', 'sales', '--control', sock]),
+      cli(['service', 'start', 'sales', '--drain-ms', '5', '--control', sock]),
+      cli(['service', 'stop', 'sales', '--drain-ms', 'soon', '--control', sock]),
+      cli(['events', '--control', sock, '--filter', 'colour=red']),
+      cli(['status', '--control', path.join(dir, 'none.sock')]),
+    ]);
+    const status = JSON.parse(statusJson.stdout);
     expect(status).toMatchObject({ node: 'a', instances: [{ name: 'i1', state: 'up' }], services: [{ name: 'sales', members: [{ instance: 'i1', up: true }] }, { name: 'hr' }] });
     expect(status.instances[0].pid).not.toBe(pid);
-    expect((await cli(['status', '--control', sock])).stdout).toMatch(/INSTANCE\s+STATE\s+PID\s+SINCE\s+FAILURES\s+LAST EXIT\ni1\s+up\s+\d+\s+\S+Z\s+0\s+killed by SIGTERM \(stopped by the agent\) at /);
-    const events = await cli(['events', '--control', sock, '--format', 'fan', '--filter', 'service=sales']);
+    expect(statusText.stdout).toMatch(/INSTANCE\s+STATE\s+PID\s+SINCE\s+FAILURES\s+LAST EXIT\ni1\s+up\s+\d+\s+\S+Z\s+0\s+killed by SIGTERM \(stopped by the agent\) at /);
     // The instance event names the database's default service (db), so the filter leaves it out.
     expect(events.stdout.trim().split('\n').map((l) => brief(parseFan(l)))).toEqual([
       'service_member UP boot sales', 'service_member GOING_DOWN user sales', 'service_member DOWN user sales', 'service DOWN user sales', 'service_member COMING_UP user sales', 'service_member UP user sales', 'service UP user sales',
     ]);
 
-    const bad = await cli(['service', 'stop', 'payroll', '--control', sock]);
     expect([bad.code, bad.stderr]).toEqual([2, 'takeover: unknown service payroll']);
-    expect((await cli(['service', 'pause', 'sales', '--control', sock])).stderr).toBe('takeover: service: the action must be stop or start, got "pause"');
-    expect((await cli(['service', 'start', 'sales', '--drain-ms', '5', '--control', sock])).stderr).toBe('takeover: --drain-ms: only for service stop');
-    expect((await cli(['service', 'stop', 'sales', '--drain-ms', 'soon', '--control', sock])).stderr).toBe('takeover: --drain-ms must be an integer from 0 to 86400000, got "soon"');
-    expect((await cli(['events', '--control', sock, '--filter', 'colour=red'])).code).toBe(2);
-    const gone = await cli(['status', '--control', path.join(dir, 'none.sock')]);
+    expect(pause.stderr).toBe('takeover: service: the action must be stop or start, got "pause"');
+    expect(drainOnStart.stderr).toBe('takeover: --drain-ms: only for service stop');
+    expect(drainSoon.stderr).toBe('takeover: --drain-ms must be an integer from 0 to 86400000, got "soon"');
+    expect(badFilter.code).toBe(2);
     expect([gone.code, gone.stderr]).toEqual([1, expect.stringContaining('is `takeover agent` running?')]);
     // The uptime log keeps the planned downtime apart.
     await until(() => existsSync(path.join(dir, 'uptime.jsonl')));

@@ -7,6 +7,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { bundledScript } from '../../src/lab/node-child.js';
 import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
@@ -24,7 +25,7 @@ const { open, children } = scratch;
 
 /** The backup as a child process; resolves once it listens. `held` lists the LSNs of its ACKs, in order. */
 async function startChild(dir: string, port: number) {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(port), KEY.toString('hex')], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bundledScript(CHILD, 'test-'), dir, String(port), KEY.toString('hex')], { stdio: ['pipe', 'pipe', 'pipe'] });
   children.push(child);
   const held: number[] = [];
   let stderr = '';

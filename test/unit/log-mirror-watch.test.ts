@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bundledScript } from '../../src/lab/node-child.js';
 import { describe, expect, it } from 'vitest';
 import { MirroredLog } from '../../src/log/mirrored-log.js';
 import { MirrorBackup } from '../../src/log/mirror-backup.js';
@@ -194,7 +195,7 @@ describe('MirrorWatch', () => {
     const backup = await MirrorBackup.listen({ dir: path.join(scratch.root, 'b'), host: H, port: 0, key: KEY, node: 'node-b', log: 'orders' });
     open.push(backup);
     const [pa0, pa1, pb0, pb1] = await freeUdpPorts();
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path.join(scratch.root, 'p'), String(backup.port), KEY.toString('hex'), HB_KEY.toString('hex'), String(pa0), String(pa1), String(pb0), String(pb1), '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bundledScript(CHILD, 'test-'), path.join(scratch.root, 'p'), String(backup.port), KEY.toString('hex'), HB_KEY.toString('hex'), String(pa0), String(pa1), String(pb0), String(pb1), '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     open.push({ close: async () => { child.kill('SIGKILL'); await exited; } });
     let out = '';

@@ -1,12 +1,13 @@
-// A real PostgreSQL server on 127.0.0.1 for unit tests (Debian package postgresql): initdb into a
-// temporary directory as the `postgres` user, then postgres on the given port, loopback only.
+// A real PostgreSQL server on 127.0.0.1 for unit tests (Debian package postgresql): an empty data
+// directory (test/pg-template.ts: a copy of the run's one initdb, owned by `postgres`), then
+// postgres as that user on the given port, loopback only.
 // Logins: `postgres` is trusted; the extra users get the auth method named in `users` (md5,
 // scram-sha-256, password) with the given password.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chownSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, chownSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { initdbCopy, pgBinDir } from '../pg-template.js';
 
 const exec = promisify(execFile);
 
@@ -25,26 +26,11 @@ export interface LoopbackUser {
   method: 'md5' | 'scram-sha-256' | 'password';
 }
 
-function binDir(): string {
-  const root = '/usr/lib/postgresql';
-  let versions: string[] = [];
-  try {
-    versions = readdirSync(root).sort((a, b) => Number(b) - Number(a));
-  } catch {
-    // reported below
-  }
-  if (versions.length === 0) throw new Error('PostgreSQL is not installed under /usr/lib/postgresql (Debian package postgresql)');
-  return path.join(root, versions[0]!, 'bin');
-}
-
 /** Starts the server (20 s bound); throws with its log when it does not come up. */
 export async function startLoopbackPg(port: number, users: LoopbackUser[] = []): Promise<LoopbackPg> {
-  const bin = binDir();
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'tko-pg-unit-'));
-  const uid = Number((await exec('id', ['-u', 'postgres'])).stdout);
-  const gid = Number((await exec('id', ['-g', 'postgres'])).stdout);
-  chownSync(dataDir, uid, gid);
-  await exec('runuser', ['-u', 'postgres', '--', path.join(bin, 'initdb'), '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
+  const bin = pgBinDir();
+  // A copy of the run's one initdb (trust auth, superuser postgres, UTF8, no sync).
+  const { dataDir, uid, gid } = await initdbCopy('tko-pg-unit-');
   // First match wins: the password users before initdb's trust lines.
   const hba = path.join(dataDir, 'pg_hba.conf');
   const lines = users.map((u) => `host all ${u.name} 127.0.0.1/32 ${u.method}\n`).join('');

@@ -17,8 +17,9 @@ const INSTALLED = '/usr/local/bin/takeover'; // where the README's install steps
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'tko-unit-'));
-  // What `ln -s .../dist/cli/main.js /usr/local/bin/takeover` gives, but running the sources.
-  writeFileSync(path.join(dir, 'takeover'), `#!/bin/sh\nexec "${process.execPath}" --import tsx "${CLI}" "$@"\n`);
+  // What `ln -s .../dist/cli/main.js /usr/local/bin/takeover` gives: the built CLI (CLI is
+  // dist/cli/main.js, plain JavaScript: no tsx loader needed), run by this Node.
+  writeFileSync(path.join(dir, 'takeover'), `#!/bin/sh\nexec "${process.execPath}" "${CLI}" "$@"\n`);
   chmodSync(path.join(dir, 'takeover'), 0o755);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

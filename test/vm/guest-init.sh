@@ -86,8 +86,12 @@ case ",$SETUP," in *,lio_iscsi,*)
   # Demo mode: any initiator, no CHAP, writable.
   echo 0 > $T/attrib/authentication; echo 1 > $T/attrib/generate_node_acls; echo 0 > $T/attrib/demo_mode_write_protect
   echo 1 > $T/enable
-  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:a 127.0.0.1 3260
-  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:b 127.0.0.2 3260 ;;
+  # Both logins at once (each its own portal and session): one after the other took ~1.5 s
+  # more of the emulated CPU. Then until both sessions' LUNs have their sg nodes.
+  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:a 127.0.0.1 3260 &
+  login iqn.2026-11.io.takeover:lio iqn.2026-11.io.takeover:b 127.0.0.2 3260 &
+  wait
+  i=0; while [ $i -lt 50 ] && [ "$(ls -d /sys/class/iscsi_session/session*/device/target*/*/scsi_generic/sg* 2>/dev/null | wc -l)" -lt 2 ]; do sleep 0.1; i=$((i+1)); done ;;
 esac
 case ",$SETUP," in *,iscsi,*|*,net,*)
   # qemu's user network: guestfwds map 10.0.2.100:PORT to the host's loopback, hostfwds the

@@ -373,10 +373,10 @@ await check('takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON'
     child.on('close', (code) => resolve({ code, out: out.trim(), err: err.trim() }));
   });
   const members = ['--cluster', 'vm', '--nodes', 'a,b'];
-  const unA = await cli('unfence', '--devices', pathA, '--node', 'a', ...members, '--json');
-  const unB = await cli('unfence', '--devices', pathB, '--node', 'b', ...members);
-  // Neither changes the LUN (a refused RESERVE, a read): one process each, both at once (a
+  // Each node registers its own key through its own nexus: one process each, both at once (a
   // Node start under TCG is seconds).
+  const [unA, unB] = await Promise.all([cli('unfence', '--devices', pathA, '--node', 'a', ...members, '--json'), cli('unfence', '--devices', pathB, '--node', 'b', ...members)]);
+  // Neither changes the LUN (a refused RESERVE, a read): both at once too.
   const [conflict, keys] = await Promise.all([cli('scsi', 'reserve', pathB, '--key', formatKey(fenceKey('vm', 'b')), '--type', 'wero'), cli('scsi', 'keys', pathB, '--json')]);
   const fence = await cli('fence', 'a', '--devices', pathB, '--node', 'b', ...members, '--no-abort', '--json');
   const aWrite = await outcome(() => A.execute({ cdb: write10(12), dataOut: block(5) }));
