@@ -57,6 +57,22 @@ async function primaryNormal(dir: string, node: string, port: number): Promise<M
   return p;
 }
 
+/**
+ * A pair in root/a (primary) and root/b (backup) that mirrored `records` records, then the
+ * primary closed and the backup saw it go: the start of every returning-primary case.
+ */
+async function primaryGone(root: string, records: number) {
+  const aDir = path.join(root, 'a');
+  const bDir = path.join(root, 'b');
+  const aPort = await freePort();
+  const b = await backupAt(bDir, 'node-b');
+  const a = await primaryNormal(aDir, 'node-a', b.port);
+  await appendAll(a, 'a', 0, records);
+  await a.close();
+  await until(() => !b.attached, 2000, 'b detached');
+  return { aDir, bDir, aPort, b };
+}
+
 describe('returning primary resync (seed 004 step 465)', () => {
   it('the old primary comes back as a backup: its unreplicated tail is cut and kept aside, it catches up, normal resumes with the roles swapped', async () => {
     const aDir = path.join(scratch.root, 'a');
@@ -149,14 +165,7 @@ describe('returning primary resync (seed 004 step 465)', () => {
     // in another order, so the same number of records ends at the same LSN with the same last
     // record (the same client, message, acknowledgement, request and reply), while the records
     // before it differ. A check of the last record alone takes the old primary for caught up.
-    const aDir = path.join(scratch.root, 'a');
-    const bDir = path.join(scratch.root, 'b');
-    const aPort = await freePort();
-    const b = await backupAt(bDir, 'node-b');
-    const a = await primaryNormal(aDir, 'node-a', b.port);
-    await appendAll(a, 'a', 0, 30);
-    await a.close();
-    await until(() => !b.attached, 2000, 'b detached');
+    const { aDir, bDir, aPort, b } = await primaryGone(scratch.root, 30);
     const same = Buffer.from('the resent order, the same reply at the same LSN');
     const w = await LogWriter.open({ dir: aDir });
     for (const r of [rec('a-stray', 0), rec('a-stray', 1), same]) await w.append(r);
@@ -180,14 +189,7 @@ describe('returning primary resync (seed 004 step 465)', () => {
   });
 
   it('a returning primary that lost records (its page cache) holds less than the fork point: plain catch-up, nothing cut', async () => {
-    const aDir = path.join(scratch.root, 'a');
-    const bDir = path.join(scratch.root, 'b');
-    const aPort = await freePort();
-    const b = await backupAt(bDir, 'node-b');
-    const a = await primaryNormal(aDir, 'node-a', b.port);
-    await appendAll(a, 'a', 0, 60);
-    await a.close();
-    await until(() => !b.attached, 2000, 'b detached');
+    const { aDir, bDir, aPort, b } = await primaryGone(scratch.root, 60);
     // A's log loses its last 20 records, as if they never reached its disk.
     await cutLogBack(aDir, 40, path.join(scratch.root, 'lost'));
     const t = await takeOver(b, { key: KEY, node: 'node-b', log: 'orders', replay: () => {}, backup: { host: '127.0.0.1', port: aPort }, ...FAST });
@@ -204,14 +206,7 @@ describe('returning primary resync (seed 004 step 465)', () => {
 
   it('refused, nothing cut: a log that differs before the fork point, and a backup with resync turned off', async () => {
     for (const how of ['differs', 'off'] as const) {
-      const aDir = path.join(scratch.root, how, 'a');
-      const bDir = path.join(scratch.root, how, 'b');
-      const aPort = await freePort();
-      const b = await backupAt(bDir, 'node-b');
-      const a = await primaryNormal(aDir, 'node-a', b.port);
-      await appendAll(a, 'a', 0, 30);
-      await a.close();
-      await until(() => !b.attached, 2000, 'b detached');
+      const { aDir, bDir, aPort, b } = await primaryGone(path.join(scratch.root, how), 30);
       if (how === 'differs') {
         // A's records from 20 on are other ones than B's (a log from another history).
         await cutLogBack(aDir, 20, path.join(scratch.root, how, 'gone'));
