@@ -376,15 +376,20 @@ await check('takeover scsi / fence CLI: exit 0, 3 on RESERVATION CONFLICT, JSON'
   // Each node registers its own key through its own nexus: one process each, both at once (a
   // Node start under TCG is seconds).
   const [unA, unB] = await Promise.all([cli('unfence', '--devices', pathA, '--node', 'a', ...members, '--json'), cli('unfence', '--devices', pathB, '--node', 'b', ...members)]);
+  // Whichever unfence ran first reserved the LUN (WERO); the other node's RESERVE is the one the
+  // target refuses (SPC-4 RESERVE: a registrant that does not hold the reservation gets RESERVATION
+  // CONFLICT). Read in-process: no Node start.
+  const holder = (await new PersistentReservations(A).readReservation()).reservation?.key;
+  const other = holder === fenceKey('vm', 'b') ? { node: 'a', path: pathA } : { node: 'b', path: pathB };
   // Neither changes the LUN (a refused RESERVE, a read): both at once too.
-  const [conflict, keys] = await Promise.all([cli('scsi', 'reserve', pathB, '--key', formatKey(fenceKey('vm', 'b')), '--type', 'wero'), cli('scsi', 'keys', pathB, '--json')]);
+  const [conflict, keys] = await Promise.all([cli('scsi', 'reserve', other.path, '--key', formatKey(fenceKey('vm', other.node)), '--type', 'wero'), cli('scsi', 'keys', pathB, '--json')]);
   const fence = await cli('fence', 'a', '--devices', pathB, '--node', 'b', ...members, '--no-abort', '--json');
   const aWrite = await outcome(() => A.execute({ cdb: write10(12), dataOut: block(5) }));
   const parsedKeys = JSON.parse(keys.out) as { keys: string[] };
   const fenced = JSON.parse(fence.out) as { ok: boolean; devices: Array<{ outcome: string }> };
   return {
     ok: unA.code === 0 && unB.code === 0 && conflict.code === 3 && /RESERVATION CONFLICT/.test(conflict.err) && parsedKeys.keys.length === 2 && fence.code === 0 && fenced.devices[0]?.outcome === 'fenced' && aWrite === 'conflict',
-    unA: unA.code, unB: unB.code, conflict, keys: parsedKeys, fence: fenced, aWrite,
+    unA: unA.code, unB: unB.code, holder: holder === undefined ? undefined : formatKey(holder), conflict, keys: parsedKeys, fence: fenced, aWrite,
   };
 });
 
