@@ -35,6 +35,11 @@ fi
 # The SCSI device tests boot a qemu guest (test/vm/).
 bash test/vm/setup-deps.sh
 
+# node-gyp compiles the addon's sources one at a time unless told otherwise: on every core instead
+# (both builds below read JOBS: the install script's and the rebuild). On a 2-core machine that
+# halves a ~45 s compile.
+export JOBS=max
+
 # Dependencies, the addon (node-gyp, via the install script) and dist/ (the prepare script).
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

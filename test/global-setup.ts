@@ -1,6 +1,6 @@
 // Runs once around the whole suite: the suite needs root and must leave nothing behind.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,10 +16,30 @@ export async function setup(): Promise<void> {
   buildDistIfStale();
   await sweepStaleLabs();
   // The test processes are forked from this one after the setup: they inherit the variable.
-  // Traversable by the postgres user, who writes the PostgreSQL template inside it.
-  suiteDir = mkdtempSync(path.join(tmpdir(), 'tko-suite-'));
+  // Traversable by the postgres user, who writes the PostgreSQL template inside it. Named after
+  // this process: a run killed before its teardown leaves one, which the next run removes.
+  sweepStaleSuiteDirs();
+  suiteDir = mkdtempSync(path.join(tmpdir(), `tko-suite-${process.pid}-`));
   chmodSync(suiteDir, 0o711);
   process.env.TKO_SUITE_DIR = suiteDir;
+}
+
+/** Removes the suite directories of runs whose process is gone. */
+function sweepStaleSuiteDirs(): void {
+  for (const name of readdirSync(tmpdir())) {
+    const pid = /^tko-suite-(\d+)-/.exec(name)?.[1];
+    if (!name.startsWith('tko-suite-') || (pid !== undefined && processExists(Number(pid)))) continue;
+    rmSync(path.join(tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /**

@@ -45,7 +45,10 @@ function command(cmd: Record<string, unknown>, timeoutMs = 15_000): { reqId: num
 const op = (cmd: Record<string, unknown>, timeoutMs?: number) => command(cmd, timeoutMs).result;
 const ip = (host: string, args: string[]) => run('ip', ['-n', lab.host(host).ns, ...args]);
 
-describe.each([
+// The two families run at the same time, each one's tests in order (they share its address): an
+// ARP probe and a Neighbour Solicitation for different addresses, each family with its own
+// samplers, through the one taker process, which answers requests concurrently.
+describe.concurrent.each([
   { family: 4, prefix: 24, host: '.150', kind: 'arp-reply' },
   { family: 6, prefix: 64, host: '::150', kind: 'na' },
 ])('IPv$family', ({ family, prefix, host, kind }) => {
@@ -57,7 +60,7 @@ describe.each([
     address = family === 4 ? a.ipv4.replace(/\.\d+$/, host) : a.ipv6.replace(/::[0-9a-f]+$/, host);
   });
 
-  it('one round: a host holding the address answers, naming its MAC; nobody holding it: no answer within the window', async () => {
+  it.sequential('one round: a host holding the address answers, naming its MAC; nobody holding it: no answer within the window', async () => {
     await add('a');
     const held = await op({ cmd: 'round', ifname: 'eth0', address, windowMs: PROBE_WINDOW_MS });
     expect(held).toMatchObject({ ok: true, value: { answer: { mac: lab.host('a').mac, kind }, answerMs: expect.any(Number), mac: lab.host('b').mac } });
@@ -69,7 +72,7 @@ describe.each([
     expect(Date.now() - started).toBeGreaterThanOrEqual(PROBE_WINDOW_MS);
   });
 
-  it('(a) the holder answers: the taker does not add it while it does, and adds it once the holder removed it', async () => {
+  it.sequential('(a) the holder answers: the taker does not add it while it does, and adds it once the holder removed it', async () => {
     await add('a');
     const s = addressSampler(lab, ['a', 'b'], address);
     try {
@@ -97,7 +100,7 @@ describe.each([
     }
   });
 
-  it('(b) nobody holds it: added once one window has passed without an answer', async () => {
+  it.sequential('(b) nobody holds it: added once one window has passed without an answer', async () => {
     const asked = Date.now();
     const r = await op({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAt: asked - 10_000, seconds: 2 });
     expect(r).toMatchObject({ ok: true, value: { outcome: { kind: 'gone', probes: 1 } } });
@@ -110,7 +113,7 @@ describe.each([
     await del('b');
   });
 
-  it('(c) a holder that keeps it long past its lease (a permanent address): never two holders, how late is said; one that never lets go: the taker gives up, naming it, and adds nothing', async () => {
+  it.sequential('(c) a holder that keeps it long past its lease (a permanent address): never two holders, how late is said; one that never lets go: the taker gives up, naming it, and adds nothing', async () => {
     await add('a');
     const s = addressSampler(lab, ['a', 'b'], address);
     try {
@@ -148,7 +151,7 @@ describe.each([
     }
   });
 
-  it('what a link needs: the holder\'s answer time over 300 rounds (the window is PROBE_WINDOW_MS)', async () => {
+  it.sequential('what a link needs: the holder\'s answer time over 300 rounds (the window is PROBE_WINDOW_MS)', async () => {
     await add('a');
     try {
       const r = await op({ cmd: 'rtt', ifname: 'eth0', address, rounds: 300 }, 60_000);

@@ -4,19 +4,22 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach } from 'vitest';
+import { afterEach, type TestContext } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { startCli } from '../cli-process.js';
 
 type CliProcess = ReturnType<typeof startCli>;
-const made: Array<{ lab: Lab; dir: string; agents: CliProcess[] }> = [];
+type Made = { lab: Lab; dir: string; agents: CliProcess[] };
+const made: Made[] = [];
+
+async function remove(m: Made): Promise<void> {
+  for (const a of m.agents) a.child.kill('SIGKILL');
+  await m.lab.destroy();
+  rmSync(m.dir, { recursive: true, force: true });
+}
 
 afterEach(async () => {
-  for (const m of made.splice(0)) {
-    for (const a of m.agents) a.child.kill('SIGKILL');
-    await m.lab.destroy();
-    rmSync(m.dir, { recursive: true, force: true });
-  }
+  for (const m of made.splice(0)) await remove(m);
 });
 
 export interface AgentsLab {
@@ -33,11 +36,14 @@ export interface AgentsLab {
 /**
  * A lab, a scratch directory named after `prefix`, a's service address, and the agents' list.
  * `addVip: false` leaves the address off a (a cluster manager adds it where the service runs).
+ * Removed after the test; `test` (a concurrent test's context) ties it to that test alone, where
+ * the file's afterEach would remove every lab made so far, a concurrent test's too.
  */
-export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefix: string, { addVip = true } = {}): Promise<AgentsLab> {
+export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefix: string, { addVip = true, test }: { addVip?: boolean; test?: TestContext } = {}): Promise<AgentsLab> {
   const lab = await Lab.create(options);
   const m = { lab, dir: mkdtempSync(path.join(tmpdir(), prefix)), agents: [] as CliProcess[] };
-  made.push(m);
+  if (test) test.onTestFinished(() => remove(m));
+  else made.push(m);
   const vip = `198.18.${lab.subnet}.100`;
   if (addVip) await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
   const links = (host: string) => {

@@ -68,14 +68,18 @@ describe('a link-local address on two interfaces', () => {
     const ns = lab.host('backup').ns;
     for (const dev of ['eth0', 'eth1']) await run('ip', ['-n', ns, 'addr', 'add', 'fe80::7a6b:a/64', 'dev', dev, 'nodad']);
     const args = ['--port', '7000', '--peers', '[fe80::7a6b:c]:40000', '--timeout-ms', '300', '--json'];
-    const ambiguous = await runCli(['close-peers', '--address', 'fe80::7a6b:a', ...args], { netns: ns });
+    // Four CLI processes at once: three usage errors (nothing done) and the one that runs, whose
+    // address the others never touch.
+    const [ambiguous, contradicting, zoneOnGlobal, named] = await Promise.all([
+      runCli(['close-peers', '--address', 'fe80::7a6b:a', ...args], { netns: ns }),
+      runCli(['close-peers', '--address', 'fe80::7a6b:a%eth1', '--interface', 'eth0', ...args], { netns: ns }),
+      runCli(['close-peers', '--address', 'fd7a:6b00::1%eth1', ...args], { netns: ns }),
+      runCli(['close-peers', '--address', 'fe80::7a6b:a%eth1', ...args], { netns: ns }),
+    ]);
     expect([ambiguous.code, ambiguous.stderr]).toEqual([2, 'takeover: --address fe80::7a6b:a is link-local and on eth0, eth1: pass --interface (or fe80::7a6b:a%IF)\n']);
-    const contradicting = await runCli(['close-peers', '--address', 'fe80::7a6b:a%eth1', '--interface', 'eth0', ...args], { netns: ns });
     expect([contradicting.code, contradicting.stderr]).toEqual([2, 'takeover: --address names interface eth1 (%eth1) but --interface is eth0\n']);
-    const zoneOnGlobal = await runCli(['close-peers', '--address', 'fd7a:6b00::1%eth1', ...args], { netns: ns });
     expect([zoneOnGlobal.code, zoneOnGlobal.stderr]).toEqual([2, 'takeover: --address: a zone (%eth1) goes only with a link-local address, got "fd7a:6b00::1%eth1"\n']);
     // Named by its zone, it runs: nobody answers the probes there, so the connection is reported failed (exit 1).
-    const named = await runCli(['close-peers', '--address', 'fe80::7a6b:a%eth1', ...args], { netns: ns });
     expect(named.code).toBe(1);
     expect(JSON.parse(named.stdout)).toMatchObject({ connections: 1, failed: 1 });
   });

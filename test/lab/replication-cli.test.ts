@@ -42,20 +42,25 @@ describe('takeover status and takeover flows --peer, against agents run as proce
     });
     await new Promise((r) => setTimeout(r, 300));
 
-    const text = await runCli(['status', '--control', sock('b')], { netns: l.host('b').ns });
+    // Five reads of the two agents (one refused), a CLI process each, at once.
+    const [text, onA, flows, flowsJson, nobody] = await Promise.all([
+      runCli(['status', '--control', sock('b')], { netns: l.host('b').ns }),
+      runCli(['status', '--control', sock('a')], { netns: l.host('a').ns }),
+      runCli(['flows', '--peer', 'a', '--control', sock('b')], { netns: l.host('b').ns }),
+      runCli(['flows', '--peer', 'a', '--json', '--control', sock('b')], { netns: l.host('b').ns }),
+      runCli(['flows', '--peer', 'nobody', '--control', sock('b')], { netns: l.host('b').ns }),
+    ]);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/COPY OF PEER\s+CONNECTIONS\s+SYNCED\s+LAST UPDATE/);
     expect(text.stdout).toMatch(/\na\s+1\s+yes \(epoch \d+\)\s+\d+ ms ago\s+1 \(0 pending\)/);
-    const onA = await runCli(['status', '--control', sock('a')], { netns: l.host('a').ns });
     expect(onA.stdout).toMatch(/COPY HELD BY\s+CONNECTIONS SENT\s+PENDING\s+BYTES\nb\s+1\s+0\s+\d+/);
 
-    const flows = await runCli(['flows', '--peer', 'a', '--control', sock('b')], { netns: l.host('b').ns });
     expect(flows.code).toBe(0);
     expect(flows.stdout).toMatch(/^peer a \(up\): 1 connections known, synced \(epoch \d+\), last update \d+ ms ago\n/);
     expect(flows.stdout).toContain(`${vip}:7000  ${l.host('c').ipv4}:${localPort}`);
-    const json = JSON.parse((await runCli(['flows', '--peer', 'a', '--json', '--control', sock('b')], { netns: l.host('b').ns })).stdout);
+    const json = JSON.parse(flowsJson.stdout);
     expect(json.connections).toEqual([expect.objectContaining({ peer: { address: l.host('c').ipv4, port: localPort }, state: expect.objectContaining({ deadNextSeq: expect.any(Number) }) })]);
-    expect(await runCli(['flows', '--peer', 'nobody', '--control', sock('b')], { netns: l.host('b').ns })).toMatchObject({ code: 2, stderr: 'takeover: unknown peer nobody\n' });
+    expect(nobody).toMatchObject({ code: 2, stderr: 'takeover: unknown peer nobody\n' });
 
     await l.killSilently('a', 'nft');
     expect(await client.waitFor('error', 5000)).toMatchObject({ code: 'ECONNRESET' });

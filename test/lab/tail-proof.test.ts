@@ -8,7 +8,7 @@
 // - blocked: a BLPOP a took and acknowledged after the cut, never answered (the client will not
 //   retransmit it): reset once the wait runs out;
 // - inflight: an INCR sent after a went silent (unacknowledged, so retransmitted): continued.
-import { expect, it } from 'vitest';
+import { it } from 'vitest';
 import { agentsLab } from './agents-lab.js';
 import { startRedisPair } from './redis.js';
 
@@ -19,11 +19,14 @@ const WAIT_MS = 2000;
 
 // The same cut, told two ways: a stream's copy (every connection proven) or a mirror whose ring
 // dropped a frame at the cut (the connections open then are unproven: only those are proven).
-it.each([
+// The two run at the same time: each has a lab (and Redis, mirror, backup, clients) of its own,
+// tied to it, and most of each is waiting (on retransmissions, on the blocked clients' WAIT_MS).
+it.concurrent.for([
   ['a copy from the primary\'s stream', { proveTail: true }],
   ['a mirror\'s copy after a capture loss', { loss: true }],
-] as const)('%s: continues the connections whose copy was whole and exactly resets those whose tail the copy lacks', async (_name, how) => {
-  const { lab, vip } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-tail-proof-');
+] as const)('%s: continues the connections whose copy was whole and exactly resets those whose tail the copy lacks', { timeout: 90_000 }, async ([_name, how], test) => {
+  const { expect } = test;
+  const { lab, vip } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-tail-proof-', { test });
   const { master, replica } = await startRedisPair(lab);
   const { ifname } = await lab.mirrorPort('a', 'b');
   const backup = lab.spawn('b', fixture('tail-backup.ts'));
@@ -69,4 +72,4 @@ it.each([
   for (const c of seen.inflight) expect(c).toMatchObject({ errors: [], closed: false });
   for (const c of seen.inflight) expect(c.replies).toHaveLength(3);
   for (const c of [...seen.late, ...seen.blocked]) expect(c).toMatchObject({ errors: ['ECONNRESET'], closed: true });
-}, 90_000);
+});

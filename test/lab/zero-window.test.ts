@@ -1,17 +1,18 @@
 // A peer whose receive window is zero: a client that never reads, and a server that filled it
 // before its node died silently. Data sent into a zero window is dropped (RFC 9293 3.10.7.4), so
 // a goodbye or an urgent byte can never be taken there: the backup falls back and says why.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, it, type TestContext } from 'vitest';
 import type { FlowRecord } from '../../src/native.js';
 import { fixturePath, type NodeChild } from '../../src/lab/node-child.js';
 import { eventually } from './eventually.js';
 import { buildScenario, closeFromBackup, PORT, readEnding, type Scenario } from './scenario.js';
 
-let s: Scenario | undefined;
-afterEach(async () => {
-  await s?.lab.destroy();
-  s = undefined;
-});
+/** A test's own scenario (a lab of its own), removed when that test ends. */
+async function scenarioOf(family: 4 | 6, ctx: TestContext): Promise<Scenario> {
+  const s = await buildScenario(family);
+  ctx.onTestFinished(() => s.lab.destroy());
+  return s;
+}
 
 /** Far more than the client's receive buffer: the rest stays in the dead server's send buffer. */
 const FILL_BYTES = 8 * 1024 * 1024;
@@ -33,9 +34,12 @@ async function clientWithZeroWindow(sc: Scenario): Promise<{ client: NodeChild; 
   return { client, localPort };
 }
 
-describe.each([4, 6] as const)('IPv%s: closing for a dead server a peer whose receive window is zero', (family) => {
-  it('goodbye: the tracked zero window sends a FIN instead; the client reads what it had, then EOF', async () => {
-    s = await buildScenario(family);
+// The two families run at the same time (each test has a lab of its own), each family's tests one
+// after the other.
+describe.concurrent.each([4, 6] as const)('IPv%s: closing for a dead server a peer whose receive window is zero', (family) => {
+  it.sequential('goodbye: the tracked zero window sends a FIN instead; the client reads what it had, then EOF', async (ctx) => {
+    const { expect } = ctx;
+    const s = await scenarioOf(family, ctx);
     const { client } = await clientWithZeroWindow(s);
     await s.lab.killSilently('server', 'nft');
     // assumeBoundary: this server's stream is not a protocol; the window, not the boundary, is the subject.
@@ -49,8 +53,9 @@ describe.each([4, 6] as const)('IPv%s: closing for a dead server a peer whose re
     expect(client.events.some((e) => typeof e.text === 'string' && e.text.includes('503'))).toBe(false);
   });
 
-  it('goodbye to a connection the tracker never saw: the probe\'s answer shows the zero window, FIN instead', async () => {
-    s = await buildScenario(family);
+  it.sequential('goodbye to a connection the tracker never saw: the probe\'s answer shows the zero window, FIN instead', async (ctx) => {
+    const { expect } = ctx;
+    const s = await scenarioOf(family, ctx);
     const { client, localPort } = await clientWithZeroWindow(s);
     await s.lab.killSilently('server', 'nft');
     const clientAddress = family === 4 ? s.lab.host('client').ipv4 : s.lab.host('client').ipv6;
@@ -62,8 +67,9 @@ describe.each([4, 6] as const)('IPv%s: closing for a dead server a peer whose re
     expect(await readEnding(client, 10_000)).toMatchObject({ event: 'end' });
   });
 
-  it('break: the urgent byte cannot be taken either; a RST ends the connection instead, so the client\'s next write fails', async () => {
-    s = await buildScenario(family);
+  it.sequential('break: the urgent byte cannot be taken either; a RST ends the connection instead, so the client\'s next write fails', async (ctx) => {
+    const { expect } = ctx;
+    const s = await scenarioOf(family, ctx);
     const { client } = await clientWithZeroWindow(s);
     await s.lab.killSilently('server', 'nft');
     const { report } = await closeFromBackup(s, { method: 'break' });

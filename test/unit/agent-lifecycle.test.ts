@@ -159,8 +159,9 @@ describe('the agent and its instance, as processes', () => {
     expect(stopped.stderr).toMatch(/^service web: web1: drained in \d+ ms; stopped \(exit code 0\)\n$/);
     expect(await alive(pid)).toBe(false);
     expect(await refused(s.port)).toBe(true);
-    expect((await statusOf(s.sock)).instances[0]).toMatchObject({ state: 'stopped', lastExit: { pid, code: 0, planned: true, stderr: expect.arrayContaining(['web: SIGTERM, bye']) } });
-    expect((await statusOf(s.sock)).instances[0]!.pid).toBeUndefined();
+    const stoppedStatus = (await statusOf(s.sock)).instances[0]!;
+    expect(stoppedStatus).toMatchObject({ state: 'stopped', lastExit: { pid, code: 0, planned: true, stderr: expect.arrayContaining(['web: SIGTERM, bye']) } });
+    expect(stoppedStatus.pid).toBeUndefined();
 
     const start = await runCli(['service', 'start', 'web', '--control', s.sock]);
     expect(start.code).toBe(0);
@@ -224,9 +225,10 @@ describe('the agent and its instance, as processes', () => {
     const a = startAgent(s.file);
     await until(() => a.logs.some((l) => l.msg === 'instance exited') && (a.logs.filter((l) => l.msg === 'instance exited').length === 2), 20_000, 'two failures');
     await new Promise((r) => setTimeout(r, 200));
-    const st = (await statusOf(s.sock)).instances[0]!;
+    // The status as JSON and as text: two reads, at once.
+    const [json, text] = await Promise.all([statusOf(s.sock), runCli(['status', '--control', s.sock])]);
+    const st = json.instances[0]!;
     expect(st).toEqual({ name: 'web1', state: 'not-restarting', since: expect.any(Number), failures: 2, lastExit: { pid: expect.any(Number), code: 2, signal: null, at: expect.any(Number), planned: false, stderr: [expect.stringMatching(/^web: starting/), `web: configuration missing: ${fixed}`] } });
-    const text = await runCli(['status', '--control', s.sock]);
     expect(text.stdout).toMatch(new RegExp(`\\nweb1\\s+not-restarting\\s+-\\s+\\S+Z\\s+2\\s+exit code 2 at \\S+: web: configuration missing: ${fixed}\\n`));
     // It never came up (its probe never passed): no DOWN was published for it, and no UP.
     expect(a.published().map(brief)).toEqual(['service_member NOT_RESTARTING failure']);

@@ -191,9 +191,11 @@ describe('the agent as an SRE sees it', () => {
     expect(m5.get('takeover_peer_down_detection_seconds_sum', { peer: 'a' })).toBeCloseTo((down.at - down.lastHeardAt) / 1000, 6);
     expect(m5.get('takeover_events_published_total', { type: 'node', status: 'DOWN' })).toBe(1);
     const silentMs = Math.round(down.at - down.lastHeardAt);
-    const json = JSON.parse((await runCli(['status', '--json', '--config', b.file])).stdout);
+    // The status as JSON and as text: two reads, at once.
+    const [jsonOut, textOut] = await Promise.all([runCli(['status', '--json', '--config', b.file]), runCli(['status', '--config', b.file])]);
+    const json = JSON.parse(jsonOut.stdout);
     expect(json.peers).toEqual([expect.objectContaining({ node: 'a', up: false, since: down.at, death: { at: down.at, cause: 'silence', lastHeardAt: down.lastHeardAt, silentMs, why: `silent on every link (0) for ${silentMs} ms` } })]);
-    const text = (await runCli(['status', '--config', b.file])).stdout;
+    const text = textOut.stdout;
     expect(text).toMatch(new RegExp(`\\npeer a: DOWN since ${ISO}: silent on every link \\(0\\) for ${silentMs} ms\\n`));
     expect(text).toContain(`metrics on port ${port} (GET /metrics)`);
 
@@ -208,12 +210,13 @@ describe('the agent as an SRE sees it', () => {
     expect(m6.get('takeover_instance_state', { instance: 'i1', state: 'up' })).toBe(0);
     expect(m6.get('takeover_events_published_total', { type: 'instance', status: 'DOWN' })).toBe(1);
     await until('the failure plan counted', async () => (await metrics(port)).get('takeover_failure_plans_total', { instance: 'i1', result: 'ok' }) === 1);
-    const after = JSON.parse((await runCli(['status', '--json', '--config', b.file])).stdout);
+    const [afterOut, afterText] = await Promise.all([runCli(['status', '--json', '--config', b.file]), runCli(['status', '--config', b.file])]);
+    const after = JSON.parse(afterOut.stdout);
     // No pid (nothing runs), since when, and how it last ended: killed.
     expect(after.instances[0]).toMatchObject({ name: 'i1', state: 'not-restarting', since: expect.any(Number), lastExit: { pid, signal: 'SIGKILL', at: expect.any(Number) } });
     expect(after.instances[0]).not.toHaveProperty('pid');
     expect(after.instances[0].since).toBeGreaterThanOrEqual(after.instances[0].lastExit.at);
-    expect((await runCli(['status', '--config', b.file])).stdout).toMatch(/\ni1\s+not-restarting\s+-\s+.*SIGKILL/);
+    expect(afterText.stdout).toMatch(/\ni1\s+not-restarting\s+-\s+.*SIGKILL/);
 
     // Stopping the agent closes the endpoint.
     b.child.kill('SIGTERM');
@@ -246,14 +249,19 @@ describe('the agent as an SRE sees it', () => {
     expect(quiet.logs.filter((l) => l.level < 40)).toEqual([]); // warn: no info line at all
     expect(loud.logs.map((l) => l.msg)).toEqual(expect.arrayContaining(['agent started', 'published', 'failure plan done', 'callout failed', 'agent stopped']));
 
+    // Three refused starts (usage errors: nothing runs), one process each, at once.
     const file = path.join(dir, 'bad-level.json');
     writeFileSync(file, JSON.stringify(config('bad', 'loud')));
-    const bad = await runCli(['agent', '--config', file]);
+    const noLevel = path.join(dir, 'no-level.json');
+    writeFileSync(noLevel, JSON.stringify(config('bad')));
+    const [bad, flag, checked] = await Promise.all([
+      runCli(['agent', '--config', file]),
+      runCli(['agent', '--config', noLevel, '--log-level', 'verbose']),
+      runCli(['agent', '--config', noLevel, '--check', '--log-level', 'verbose']),
+    ]);
     expect([bad.code, bad.stderr]).toEqual([2, `takeover: ${file}: log.level: Invalid option: expected one of "trace"|"debug"|"info"|"warn"|"error"|"fatal"|"silent"\n`]);
-    writeFileSync(file, JSON.stringify(config('bad')));
-    const flag = await runCli(['agent', '--config', file, '--log-level', 'verbose']);
     expect([flag.code, flag.stderr]).toEqual([2, 'takeover: --log-level: must be one of trace, debug, info, warn, error, fatal, silent, got "verbose"\n']);
-    expect((await runCli(['agent', '--config', file, '--check', '--log-level', 'verbose'])).code).toBe(2);
+    expect(checked.code).toBe(2);
   }, 120_000);
 
   it('a witness disputes a death: status shows the suspicion and who disputes it, then why the peer was declared dead; metrics count the dispute', async () => {

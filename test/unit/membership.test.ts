@@ -151,23 +151,25 @@ describe('membership', () => {
 
 describe('agent --check on a configuration that cannot avoid split brain', () => {
   it('warns (exit 0) about two nodes that would never act, and about twoNode without fencing, on one link especially', async () => {
-    const file = path.join(dir, 'two.yaml');
-    const write = (extra: string, links = '[{ id: 0, address: 127.0.0.1, port: 7400 }]') =>
+    const write = (name: string, extra: string, links = '[{ id: 0, address: 127.0.0.1, port: 7400 }]') => {
+      const file = path.join(dir, name);
       writeFileSync(file, ['cluster: c', 'node: n1', 'database: d', "key: 'the shared key 0123'", `heartbeat: { links: ${links} }`, `peers: [{ node: n2, links: ${links.replace('127.0.0.1', '127.0.0.2')} }]`, 'notify: { port: 0 }', extra].join('\n'));
-    write('');
-    let r = await runCli(['agent', '--check', '--config', file]);
-    expect(r.code).toBe(0);
-    expect(r.stderr).toBe(`${file}: warning: two nodes without fencing or a disk witness (disk.watch): a silent peer is never taken over, since either node may be the one cut off; configure fencing or disk, or set quorum.twoNode: true to act alone and accept split brain on a partition\n`);
-    write('quorum: { twoNode: true }');
-    r = await runCli(['agent', '--check', '--config', file]);
-    expect(r.stderr).toMatch(/warning: quorum.twoNode without fencing or a disk witness: a partition makes both nodes .* \(split brain\)\. One heartbeat link: a single cut is such a partition/);
-    write('quorum: { twoNode: true }', '[{ id: 0, address: 127.0.0.1, port: 7400 }, { id: 1, address: 127.0.0.1, port: 7401 }]');
-    r = await runCli(['agent', '--check', '--config', file]);
-    expect(r.stderr).not.toMatch(/One heartbeat link/);
+      return file;
+    };
+    // Three configurations, each checked by a process of its own, at once.
+    const file = write('two.yaml', '');
+    const [plain, twoNode, twoLinks] = await Promise.all([
+      runCli(['agent', '--check', '--config', file]),
+      runCli(['agent', '--check', '--config', write('two-node.yaml', 'quorum: { twoNode: true }')]),
+      runCli(['agent', '--check', '--config', write('two-links.yaml', 'quorum: { twoNode: true }', '[{ id: 0, address: 127.0.0.1, port: 7400 }, { id: 1, address: 127.0.0.1, port: 7401 }]')]),
+    ]);
+    expect(plain.code).toBe(0);
+    expect(plain.stderr).toBe(`${file}: warning: two nodes without fencing or a disk witness (disk.watch): a silent peer is never taken over, since either node may be the one cut off; configure fencing or disk, or set quorum.twoNode: true to act alone and accept split brain on a partition\n`);
+    expect(twoNode.stderr).toMatch(/warning: quorum.twoNode without fencing or a disk witness: a partition makes both nodes .* \(split brain\)\. One heartbeat link: a single cut is such a partition/);
+    expect(twoLinks.stderr).not.toMatch(/One heartbeat link/);
     // Fencing breaks the tie: nothing to warn about (checked on the parsed file: --check would also
     // look for the device on this host).
-    write('fencing: { devices: [/dev/sdz] }');
-    expect(configWarnings(await loadConfig(file))).toEqual([]);
+    expect(configWarnings(await loadConfig(write('fenced.yaml', 'fencing: { devices: [/dev/sdz] }')))).toEqual([]);
   });
 });
 
