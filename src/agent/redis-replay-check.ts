@@ -53,7 +53,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
     const end = replid === undefined ? 0 : await oldHistoryEnd(options.upstream, replid, options.timeoutMs ?? 2000);
     const probes: StreamProbe[] = all.filter((p) => p.replid === replid && p.offset <= end);
-    const plan = planMatch(snapshot, probes, connections);
+    const plan = await planMatch(snapshot, probes, connections);
     let stream: StreamWrite[] = [];
     if (plan.from !== null && replid !== undefined) {
       const history = await readOldHistory(options.upstream, { replid, offset: plan.from }, { timeoutMs: options.timeoutMs ?? 2000 });
@@ -63,7 +63,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         return key === null ? [] : [{ offset: c.offset, key }];
       });
     }
-    const verdicts = decideReplays(snapshot, plan, stream, connections);
+    const verdicts = await decideReplays(snapshot, plan, stream, connections);
     const refused = new Map<string, string>();
     let lostAcknowledged = 0;
     let ranUnanswered = 0;

@@ -116,71 +116,121 @@ function logOf(rows: Array<[string, string | null, number, number | null]>): { s
 const probe = (offset: number, sentMs: number, receivedMs = sentMs + 0.3): StreamProbe => ({ offset, sentMs, receivedMs });
 const streamOf = (...rows: Array<[number, string]>): StreamWrite[] => rows.map(([offset, key]) => ({ offset, key }));
 
-function judge(log: ReturnType<typeof logOf>, probes: StreamProbe[], stream: StreamWrite[], connections: string[]) {
-  const plan = planMatch(log, probes, connections);
-  return { plan, verdicts: decideReplays(log, plan, stream, connections) };
+async function judge(log: ReturnType<typeof logOf>, probes: StreamProbe[], stream: StreamWrite[], connections: string[]) {
+  const plan = await planMatch(log, probes, connections);
+  return { plan, verdicts: await decideReplays(log, plan, stream, connections) };
 }
 
 describe('replay matching', () => {
   const K = 'k1';
-  it('replays an unanswered write the stream does not hold after the probe (the primary never ran it)', () => {
+  it('replays an unanswered write the stream does not hold after the probe (the primary never ran it)', async () => {
     // c answered twice after the probe at 100 (offset 500), then sent a third never answered.
     const log = logOf([['c', K, 90, 95], ['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
-    const { plan, verdicts } = judge(log, [probe(400, 50), probe(500, 100)], streamOf([450, K], [510, K], [520, K]), ['c']);
+    const { plan, verdicts } = await judge(log, [probe(400, 50), probe(500, 100)], streamOf([450, K], [510, K], [520, K]), ['c']);
     expect(plan.from).toBe(501);
     expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 0, lostWrites: [] });
   });
-  it('resets a connection whose unanswered write is in the stream (ran; its reply was lost)', () => {
+  it('resets a connection whose unanswered write is in the stream (ran; its reply was lost)', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
-    const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K], [530, K]), ['c']);
+    const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K], [530, K]), ['c']);
     expect(verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1, lostAcknowledged: 0 });
     expect(verdicts.get('c')!.reason).toMatch(/ran 1 of its unanswered writes/);
   });
-  it('counts acknowledged writes the replica never got (the last ones: the stream is a prefix), and then replays (the unanswered one ran after them)', () => {
+  it('counts acknowledged writes the replica never got (the last ones: the stream is a prefix), and then replays (the unanswered one ran after them)', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
-    const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K]), ['c']);
+    const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K]), ['c']);
     expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1, lostWrites: [log.writes[1]] });
   });
-  it('a probe the replica never got: nothing after it ran there', () => {
+  it('a probe the replica never got: nothing after it ran there', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
-    const { verdicts } = judge(log, [probe(900, 100)], streamOf([510, K]), ['c']);
+    const { verdicts } = await judge(log, [probe(900, 100)], streamOf([510, K]), ['c']);
     expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1, lostWrites: [log.writes[0]] });
   });
-  it('counts the lost writes of a connection with nothing unanswered (it may have ended), several keys in the order they were sent', () => {
+  it('counts the lost writes of a connection with nothing unanswered (it may have ended), several keys in the order they were sent', async () => {
     const log = logOf([['c', K, 110, 111], ['c', 'k2', 111.5, 112], ['c', K, 113, 114], ['c', 'k2', 115, 116]]);
-    const { verdicts } = judge(log, [probe(500, 100)], streamOf([510, K], [520, 'k2']), ['c']);
+    const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K], [520, 'k2']), ['c']);
     expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 2, lostWrites: [log.writes[2], log.writes[3]] });
   });
-  it('judges from an earlier probe when the latest is straddled by a write of the key', () => {
+  it('judges from an earlier probe when the latest is straddled by a write of the key', async () => {
     // The write sent at 99.5 and answered at 100.5 straddles the probe at 100; the one at 80 is clean.
     const log = logOf([['c', K, 70, 71], ['c', K, 99.5, 100.5], ['c', K, 101, null]]);
-    const { plan, verdicts } = judge(log, [probe(300, 80), probe(500, 100)], streamOf([250, K], [505, K]), ['c']);
+    const { plan, verdicts } = await judge(log, [probe(300, 80), probe(500, 100)], streamOf([250, K], [505, K]), ['c']);
     expect(plan.probes.get(K)).toEqual(probe(300, 80));
     // After 300: the straddler (answered) is in the stream; the unanswered one is not.
     expect(verdicts.get('c')!.verdict).toBe('replay');
   });
-  it('resets when another connection sent the same write since the probe, when no probe is clean, and when a write has no key', () => {
+  it('resets when another connection sent the same write since the probe, when no probe is clean, and when a write has no key', async () => {
     const shared = logOf([['c', K, 110, 111], ['d', K, 112, 113], ['c', K, 114, null]]);
-    expect(judge(shared, [probe(500, 100)], streamOf([510, K], [520, K]), ['c']).verdicts.get('c')!.reason).toMatch(/1 other connection/);
+    expect((await judge(shared, [probe(500, 100)], streamOf([510, K], [520, K]), ['c'])).verdicts.get('c')!.reason).toMatch(/1 other connection/);
     const straddled = logOf([['c', K, 99, null]]);
-    expect(judge(straddled, [probe(500, 100)], [], ['c']).verdicts.get('c')!.reason).toMatch(/overlaps/);
-    expect(judge(logOf([['c', K, 110, null]]), [], [], ['c']).verdicts.get('c')!.reason).toMatch(/no probe/);
-    expect(judge(logOf([['c', null, 110, null]]), [probe(500, 100)], [], ['c']).verdicts.get('c')!.reason).toMatch(/cannot be looked up/);
+    expect((await judge(straddled, [probe(500, 100)], [], ['c'])).verdicts.get('c')!.reason).toMatch(/overlaps/);
+    expect((await judge(logOf([['c', K, 110, null]]), [], [], ['c'])).verdicts.get('c')!.reason).toMatch(/no probe/);
+    expect((await judge(logOf([['c', null, 110, null]]), [probe(500, 100)], [], ['c'])).verdicts.get('c')!.reason).toMatch(/cannot be looked up/);
   });
-  it('a late first byte straddles every probe (its time may be earlier than the capture says)', () => {
+  it('a late first byte straddles every probe (its time may be earlier than the capture says)', async () => {
     const log = { since: 0, writes: [{ connection: 'c', command: 'incr', key: K, sentMs: 200, sentExact: false, answeredMs: null, failed: false }] };
-    expect(judge(log, [probe(500, 100)], [], ['c']).verdicts.get('c')!.verdict).toBe('reset');
+    expect((await judge(log, [probe(500, 100)], [], ['c'])).verdicts.get('c')!.verdict).toBe('reset');
   });
-  it('ignores failed writes in the count, and refuses a stream that holds more than the capture saw', () => {
+  it('ignores failed writes in the count, and refuses a stream that holds more than the capture saw', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
     log.writes[0]!.failed = true;
-    expect(judge(log, [probe(500, 100)], streamOf([520, K]), ['c']).verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1 });
-    expect(judge(log, [probe(500, 100)], streamOf([510, K], [520, K]), ['c']).verdicts.get('c')!.reason).toMatch(/more than the 1/);
+    expect((await judge(log, [probe(500, 100)], streamOf([520, K]), ['c'])).verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1 });
+    expect((await judge(log, [probe(500, 100)], streamOf([510, K], [520, K]), ['c'])).verdicts.get('c')!.reason).toMatch(/more than the 1/);
   });
-  it('a connection with nothing unanswered is replayed as it is; probes older than the log are not used', () => {
+  it('a connection with nothing unanswered is replayed as it is; probes older than the log are not used', async () => {
     const log = logOf([['c', K, 110, 111]]);
-    expect(judge(log, [], [], ['c']).verdicts.get('c')!.verdict).toBe('replay');
+    expect((await judge(log, [], [], ['c'])).verdicts.get('c')!.verdict).toBe('replay');
     const young = { ...logOf([['c', K, 110, null]]), since: 105 };
-    expect(judge(young, [probe(500, 100)], [], ['c']).verdicts.get('c')!.reason).toMatch(/no probe/);
+    expect((await judge(young, [probe(500, 100)], [], ['c'])).verdicts.get('c')!.reason).toMatch(/no probe/);
+  });
+  it('picks the same probe as checking every write against every probe, on random logs (seeded)', async () => {
+    let seed = 12345;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (let round = 0; round < 200; round++) {
+      const rows: Array<[string, string | null, number, number | null]> = [];
+      for (let i = 0, t = 0; i < 40; i++) {
+        t += rand() * 3;
+        const answered = rand() < 0.8 ? t + rand() * 2 : null;
+        rows.push([`c${Math.floor(rand() * 4)}`, rand() < 0.1 ? null : `k${Math.floor(rand() * 5)}`, t, answered]);
+      }
+      const log = logOf(rows);
+      log.writes.forEach((w) => (w.sentExact = rand() < 0.9));
+      // Probes one at a time: each sent after the previous one's reply.
+      const probes: StreamProbe[] = [];
+      for (let k = 0, t = rand() * 5; k < 12; k++, t += 1 + rand() * 8) probes.push(probe(100 * (k + 1), t, t + rand() * 0.8));
+      const connections = ['c0', 'c1', 'c2', 'c3'];
+      const plan = await planMatch(log, [...probes].reverse(), connections);
+      for (const [key, chosen] of plan.probes) {
+        const ofKey = log.writes.filter((w) => w.key === key);
+        const clean = probes.filter((p) => p.sentMs - 0.5 > log.since && !ofKey.some((w) => straddlesByHand(w, p))).at(-1);
+        expect(typeof chosen === 'string' ? undefined : chosen, `round ${round} key ${key}`).toEqual(clean);
+      }
+    }
+  });
+  it('decides 200,000 logged writes in slices: the event loop turns while it works', async () => {
+    const writes: LoggedWrite[] = [];
+    for (let i = 0; i < 200_000; i++) writes.push({ connection: `c${i % 1000}`, command: 'incr', key: i % 3 === 0 ? 'hot' : `k${i % 1000}`, sentMs: i * 0.01, sentExact: true, answeredMs: i % 997 === 0 ? null : i * 0.01 + 0.005, failed: false });
+    const log = { since: -1, writes };
+    const probes = Array.from({ length: 60 }, (_, k) => probe(1000 + k * 100, k * 33 + 0.5, k * 33 + 0.51));
+    const connections = Array.from({ length: 1000 }, (_, c) => `c${c}`);
+    let turns = 0;
+    const spin = setInterval(() => turns++, 0);
+    try {
+      const plan = await planMatch(log, probes, connections);
+      const turnsInPlan = turns;
+      const verdicts = await decideReplays(log, plan, [], connections);
+      expect(verdicts.size).toBe(1000);
+      expect(turnsInPlan).toBeGreaterThan(0);
+      expect(turns).toBeGreaterThan(turnsInPlan);
+    } finally {
+      clearInterval(spin);
+    }
   });
 });
+
+/** The matcher's straddle rule, written out: neither answered before the probe went out nor sent after its reply came (0.5 ms margin). */
+function straddlesByHand(w: LoggedWrite, p: StreamProbe): boolean {
+  const answeredBefore = w.answeredMs !== null && w.answeredMs + 0.5 < p.sentMs;
+  const sentAfter = w.sentExact && w.sentMs - 0.5 > p.receivedMs;
+  return !answeredBefore && !sentAfter;
+}

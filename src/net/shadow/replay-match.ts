@@ -1,7 +1,9 @@
 // Whether the dead primary ran a continued connection's unanswered writes, decided from the
 // replication stream the promoted replica received instead of guessed (seed 003 [0055], [0077]-
 // [0080]: requests get a range of log locations, and what the log holds in that range is not
-// replayed). Pure: the probes, the stream and the request log are the caller's.
+// replayed). Pure (no I/O: the probes, the stream and the request log are the caller's); async
+// only to yield to the event loop every ~2 ms (SLICE_MS), since the agent that runs it also sends
+// the heartbeats and a request log holds up to 200,000 writes.
 //
 // The log locations are probes: a command the backup runs on the primary now and then, whose
 // place in the stream is known (its offset) and whose round trip the backup timed. A write whose
@@ -18,6 +20,7 @@
 // Verdicts: replay when no unanswered write ran; reset when some ran (their replies are lost, and
 // running them again would apply them twice), when the key was sent by several connections since
 // the probe, when no probe is clean, or when a write cannot be found in the stream at all.
+import { Slices } from '../../event-loop.js';
 import type { LoggedWrite } from './request-log.js';
 
 /** A probe's place in the stream and its round trip, as the backup saw it. */
@@ -78,14 +81,27 @@ function straddles(w: LoggedWrite, p: StreamProbe, marginMs: number): boolean {
   return !answeredBefore && !sentAfter;
 }
 
+interface LogIndex {
+  byKey: Map<string, LoggedWrite[]>;
+  byConnection: Map<string, LoggedWrite[]>;
+}
+
+/** Indexes made, by the snapshot's writes array: planMatch and decideReplays share one. */
+const indexes = new WeakMap<readonly LoggedWrite[], LogIndex>();
+
 /** The log's writes by key and by connection (each in log order). */
-function index(writes: readonly LoggedWrite[]): { byKey: Map<string, LoggedWrite[]>; byConnection: Map<string, LoggedWrite[]> } {
+async function index(writes: readonly LoggedWrite[], slices: Slices): Promise<LogIndex> {
+  const made = indexes.get(writes);
+  if (made) return made;
   const byKey = new Map<string, LoggedWrite[]>();
   const byConnection = new Map<string, LoggedWrite[]>();
-  for (const w of writes) {
+  for (let i = 0; i < writes.length; i++) {
+    if ((i & 1023) === 0 && slices.due) await slices.next();
+    const w = writes[i]!;
     if (w.key !== null) push(byKey, w.key, w);
     push(byConnection, w.connection, w);
   }
+  indexes.set(writes, { byKey, byConnection });
   return { byKey, byConnection };
 }
 
@@ -98,16 +114,36 @@ function push<T>(map: Map<string, T[]>, key: string, value: T): void {
 /**
  * Picks, for every key the given connections wrote (their unanswered writes are judged by it, the
  * answered ones counted), the latest probe no write of that key straddles and that the log covers
- * (sent after log.since). Pure.
+ * (sent after log.since). Probes come one at a time (each answered before the next is
+ * sent), so in time order their windows do not overlap and the probes one write straddles are a
+ * run of consecutive ones: each write marks its run (two binary searches), and each key takes its
+ * latest unmarked probe; O(writes × log probes), not writes × probes (200,000 logged writes
+ * took 0.7-1.2 s of the agent's loop that way).
  */
-export function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): MatchPlan {
-  const { byKey, byConnection } = index(log.writes);
-  const keys = new Set(connections.flatMap((c) => (byConnection.get(c) ?? []).flatMap((w) => (w.key === null ? [] : [w.key]))));
-  const usable = probes.filter((p) => p.sentMs - marginMs > log.since).sort((a, b) => b.offset - a.offset);
+export async function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): Promise<MatchPlan> {
+  const slices = new Slices();
+  const { byKey, byConnection } = await index(log.writes, slices);
+  const keys = new Set<string>();
+  for (const c of connections) for (const w of byConnection.get(c) ?? []) if (w.key !== null) keys.add(w.key);
+  const usable = ordered(probes.filter((p) => p.sentMs - marginMs > log.since));
   const chosen = new Map<string, StreamProbe | string>();
+  const straddled = new Int32Array(usable.length + 1);
   for (const key of keys) {
+    if (slices.due) await slices.next();
     const ofKey = byKey.get(key)!;
-    const p = usable.find((probe) => !ofKey.some((w) => straddles(w, probe, marginMs)));
+    straddled.fill(0);
+    for (const w of ofKey) {
+      const [first, last] = straddledRun(w, usable, marginMs);
+      if (first > last) continue;
+      straddled[first]!++;
+      straddled[last + 1]!--;
+    }
+    // The latest probe no write of the key straddles (running sum of the marks, newest last).
+    let p: StreamProbe | undefined;
+    for (let i = 0, depth = 0; i < usable.length; i++) {
+      depth += straddled[i]!;
+      if (depth === 0) p = usable[i];
+    }
     chosen.set(key, p ?? (usable.length === 0 ? 'no probe of the stream recent enough' : `every recent probe of the stream overlaps a ${ofKey[0]!.command.toUpperCase()} of the same key`));
   }
   const offsets = [...chosen.values()].flatMap((p) => (typeof p === 'string' ? [] : [p.offset]));
@@ -115,32 +151,88 @@ export function planMatch(log: { since: number; writes: readonly LoggedWrite[] }
 }
 
 /**
- * Decides each connection from the plan and the stream the promoted replica applied (every
- * command from plan.from on; commands before it are ignored). Pure.
+ * The probes in time order, without any whose window is not after the previous one's (only a
+ * wall clock stepped back can do that: such a probe cannot be placed, and dropping it only
+ * leaves fewer probes to judge from).
  */
-export function decideReplays(
+function ordered(probes: readonly StreamProbe[]): StreamProbe[] {
+  const out: StreamProbe[] = [];
+  for (const p of [...probes].sort((a, b) => a.offset - b.offset)) {
+    if (p.receivedMs < p.sentMs || (out.length > 0 && p.sentMs < out.at(-1)!.receivedMs)) continue;
+    out.push(p);
+  }
+  return out;
+}
+
+/**
+ * The indexes [first, last] of the probes (in time order) a write straddles (first > last:
+ * none): from the first probe whose reply came back no earlier than the write's first byte, to
+ * the last one sent no later than its reply came (all of them for an unanswered write or one
+ * whose first byte's time is not its own). The same test as straddles(), on a sorted run.
+ */
+function straddledRun(w: LoggedWrite, probes: readonly StreamProbe[], marginMs: number): [number, number] {
+  const first = w.sentExact ? firstIndex(probes, (p) => !(w.sentMs - marginMs > p.receivedMs)) : 0;
+  const last = w.answeredMs === null ? probes.length - 1 : firstIndex(probes, (p) => w.answeredMs! + marginMs < p.sentMs) - 1;
+  return [first, last];
+}
+
+/** The first index whose probe satisfies a predicate that is false, then true, along the array (its length: none). */
+function firstIndex(probes: readonly StreamProbe[], after: (p: StreamProbe) => boolean): number {
+  let lo = 0;
+  let hi = probes.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (after(probes[mid]!)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/**
+ * Decides each connection from the plan and the stream the promoted replica applied (every
+ * command from plan.from on; commands before it are ignored). What depends only on a key
+ * (its writes after its probe, by connection; its runs in the stream after the probe) is worked
+ * out once per key, not once per connection that wrote it: O(writes + stream).
+ */
+export async function decideReplays(
   log: { writes: readonly LoggedWrite[] },
   plan: MatchPlan,
   stream: readonly StreamWrite[],
   connections: readonly string[],
   marginMs = DEFAULT_MARGIN_MS,
-): Map<string, ReplayVerdict> {
-  const { byKey, byConnection } = index(log.writes);
+): Promise<Map<string, ReplayVerdict>> {
+  const slices = new Slices();
+  const { byKey, byConnection } = await index(log.writes, slices);
   const streamed = new Map<string, number[]>();
   for (const s of stream) push(streamed, s.key, s.offset);
+  const sinceProbe = new Map<string, KeySinceProbe>();
+  const keyState = (key: string, probe: StreamProbe) => {
+    let k = sinceProbe.get(key);
+    if (!k) sinceProbe.set(key, (k = keySinceProbe(byKey.get(key)!, streamed.get(key) ?? [], probe, marginMs)));
+    return k;
+  };
   const out = new Map<string, ReplayVerdict>();
   for (const c of connections) {
+    if (slices.due) await slices.next();
     const mine = byConnection.get(c) ?? [];
-    const unanswered = mine.filter((w) => w.answeredMs === null);
-    const blind = unanswered.find((w) => w.key === null);
+    // Each key this connection wrote: the command (for the reasons) and its unanswered writes.
+    const ofMine = new Map<string, { command: string; unanswered: number }>();
+    let blind: LoggedWrite | undefined;
+    for (const w of mine) {
+      if (w.key === null) {
+        if (w.answeredMs === null) blind ??= w;
+        continue;
+      }
+      const k = ofMine.get(w.key) ?? { command: w.command.toUpperCase(), unanswered: 0 };
+      if (w.answeredMs === null) k.unanswered++;
+      ofMine.set(w.key, k);
+    }
     let ran = 0;
     let lost = 0;
     const lostWrites: LoggedWrite[] = [];
     let why: string | null = blind ? `an unanswered ${blind.command.toUpperCase()} cannot be looked up in the replication stream (replaying it could apply it twice)` : null;
-    for (const key of new Set(mine.flatMap((w) => (w.key === null ? [] : [w.key])))) {
+    for (const [key, { command, unanswered: u }] of ofMine) {
       if (why) break;
-      const u = unanswered.filter((w) => w.key === key).length;
-      const command = mine.find((w) => w.key === key)!.command.toUpperCase();
       const probe = plan.probes.get(key);
       // A key with nothing unanswered is only counted (the acknowledged writes the replica lacks), where it can be.
       const cannot = (reason: string) => void (u > 0 && (why = reason));
@@ -148,19 +240,18 @@ export function decideReplays(
         cannot(`its unanswered ${command} cannot be placed in the replication stream: ${probe ?? 'not planned'}`);
         continue;
       }
-      const after = byKey.get(key)!.filter((w) => w.sentMs - marginMs > probe.receivedMs && !straddles(w, probe, marginMs));
-      const others = new Set(after.map((w) => w.connection).filter((x) => x !== c));
-      if (others.size > 0) {
-        cannot(`${others.size} other connection(s) sent the same ${command} since the stream's probe: the stream cannot tell whose ran`);
+      const k = keyState(key, probe);
+      const others = k.connections.size - (k.connections.has(c) ? 1 : 0);
+      if (others > 0) {
+        cannot(`${others} other connection(s) sent the same ${command} since the stream's probe: the stream cannot tell whose ran`);
         continue;
       }
-      const acked = after.filter((w) => w.answeredMs !== null && !w.failed);
-      const acknowledged = acked.length;
-      const inStream = (streamed.get(key) ?? []).filter((offset) => offset > probe.offset).length;
-      const ranOfKey = inStream - acknowledged;
+      // No other connection sent the key since the probe: what was sent after it is this one's.
+      const acked = k.connections.get(c)?.acked ?? [];
+      const ranOfKey = k.inStream - acked.length;
       if (ranOfKey > u) {
         // More runs than the capture saw sent: a connection the shadow did not follow sent it too.
-        cannot(`the replication stream holds ${inStream} ${command} of this key since its probe, more than the ${acknowledged + u} the capture saw sent`);
+        cannot(`the replication stream holds ${k.inStream} ${command} of this key since its probe, more than the ${acked.length + u} the capture saw sent`);
         continue;
       }
       if (ranOfKey < 0) {
@@ -175,4 +266,29 @@ export function decideReplays(
     else out.set(c, { verdict: 'replay', ranUnanswered: 0, ...counted });
   }
   return out;
+}
+
+/** One key after its probe: who sent it (each one's acknowledged writes, in log order), and its runs in the stream. */
+interface KeySinceProbe {
+  connections: Map<string, { acked: LoggedWrite[] }>;
+  inStream: number;
+}
+
+function keySinceProbe(ofKey: readonly LoggedWrite[], offsets: readonly number[], probe: StreamProbe, marginMs: number): KeySinceProbe {
+  const connections = new Map<string, { acked: LoggedWrite[] }>();
+  for (const w of ofKey) {
+    if (!(w.sentMs - marginMs > probe.receivedMs) || straddles(w, probe, marginMs)) continue;
+    let entry = connections.get(w.connection);
+    if (!entry) connections.set(w.connection, (entry = { acked: [] }));
+    if (w.answeredMs !== null && !w.failed) entry.acked.push(w);
+  }
+  // The stream's offsets of a key are in stream order: those after the probe are a suffix.
+  let lo = 0;
+  let hi = offsets.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (offsets[mid]! > probe.offset) hi = mid;
+    else lo = mid + 1;
+  }
+  return { connections, inStream: offsets.length - lo };
 }

@@ -79,9 +79,16 @@ export class RequestLog {
     return w;
   }
 
-  /** The writes kept, oldest first (a copy of each: later replies do not change a snapshot). */
+  /**
+   * The writes kept, oldest first; later replies do not change a snapshot. An answered write is
+   * final (its reply set answeredMs and failed once) and shared; only the unanswered ones, which
+   * a reply may still change, are copied: a takeover takes this on the agent's loop, and copying
+   * 200,000 entries took 80-320 ms.
+   */
   snapshot(): { since: number; writes: LoggedWrite[] } {
-    return { since: this.since, writes: this.entries.slice(this.head).map((w) => ({ ...w })) };
+    const writes = this.entries.slice(this.head);
+    for (let i = 0; i < writes.length; i++) if (writes[i]!.answeredMs === null) writes[i] = { ...writes[i]! };
+    return { since: this.since, writes };
   }
 
   private trim(nowMs: number): void {
