@@ -79,7 +79,8 @@ const takeover = z.strictObject({
        * log locations): a write the dead primary ran is not run again (its connection is reset
        * instead: its reply is lost). The agent probes the primary's stream every probeIntervalMs
        * (a PUBLISH on channel takeover:probe and INFO replication); `primary`: its Redis
-       * (default: the master_host/master_port `upstream` replicates from). See docs/CONTINUE.md.
+       * (default: the takeover's service address and port, which the mirror copies: the capture
+       * then times each probe itself). See docs/CONTINUE.md.
        */
       matchWrites: z.strictObject({ primary: z.strictObject({ host: ip, port }).optional(), probeIntervalMs: ms(10, 1000).default(50) }).optional(),
     })

@@ -20,13 +20,22 @@
 // the probe, when no probe is clean, or when a write cannot be found in the stream at all.
 import type { LoggedWrite } from './request-log.js';
 
-/** A probe's place in the stream and its round trip, as the backup saw it. */
+/** A probe's place in the stream and the window it ran in. */
 export interface StreamProbe {
   /** Stream offset of the probe's last byte (Redis master_repl_offset right after it). */
   offset: number;
-  /** Just before the probe was sent, and just after its reply was read: ms since the epoch (the capture's clock). */
+  /**
+   * Before the probe reached the primary, and after its reply left it: ms since the epoch (the
+   * capture's clock). The backup's own reads around its round trip, or the capture's times of
+   * the probe's request and reply when the mirror copied them (probe-capture-times.ts).
+   */
   sentMs: number;
   receivedMs: number;
+  /**
+   * This probe's margin, ms, instead of the caller's: CAPTURED_MARGIN_MS for a window the
+   * capture timed (it is compared with times of the same capture only).
+   */
+  marginMs?: number;
 }
 
 /** One command of the stream the promoted replica applied. */
@@ -71,8 +80,19 @@ export interface ReplayVerdict {
  */
 export const DEFAULT_MARGIN_MS = 0.5;
 
+/**
+ * The margin of a probe whose window the capture timed itself, ms: its times and the writes'
+ * come from the same ring, copied by the same mirror, so what is left is frames of different
+ * connections stamped out of their order on the way (a switch copies a port's frames into one
+ * queue; this host's per-CPU input backlogs can swap two by how long one waited there, µs when
+ * the CPUs keep up). 0.1 ms: a key written back to back with a gap of ~0.25 ms after a reply
+ * finds a clean probe (docs/CONTINUE.md, matchWrites, for the numbers and the limits).
+ */
+export const CAPTURED_MARGIN_MS = 0.1;
+
 /** A write's round trip straddles a probe's: neither is known to be first. */
-function straddles(w: LoggedWrite, p: StreamProbe, marginMs: number): boolean {
+function straddles(w: LoggedWrite, p: StreamProbe, defaultMarginMs: number): boolean {
+  const marginMs = p.marginMs ?? defaultMarginMs;
   const answeredBefore = w.answeredMs !== null && w.answeredMs + marginMs < p.sentMs;
   const sentAfter = w.sentExact && w.sentMs - marginMs > p.receivedMs;
   return !answeredBefore && !sentAfter;
@@ -103,7 +123,7 @@ function push<T>(map: Map<string, T[]>, key: string, value: T): void {
 export function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): MatchPlan {
   const { byKey, byConnection } = index(log.writes);
   const keys = new Set(connections.flatMap((c) => (byConnection.get(c) ?? []).flatMap((w) => (w.key === null ? [] : [w.key]))));
-  const usable = probes.filter((p) => p.sentMs - marginMs > log.since).sort((a, b) => b.offset - a.offset);
+  const usable = probes.filter((p) => p.sentMs - (p.marginMs ?? marginMs) > log.since).sort((a, b) => b.offset - a.offset);
   const chosen = new Map<string, StreamProbe | string>();
   for (const key of keys) {
     const ofKey = byKey.get(key)!;
@@ -148,7 +168,7 @@ export function decideReplays(
         cannot(`its unanswered ${command} cannot be placed in the replication stream: ${probe ?? 'not planned'}`);
         continue;
       }
-      const after = byKey.get(key)!.filter((w) => w.sentMs - marginMs > probe.receivedMs && !straddles(w, probe, marginMs));
+      const after = byKey.get(key)!.filter((w) => w.sentMs - (probe.marginMs ?? marginMs) > probe.receivedMs && !straddles(w, probe, marginMs));
       const others = new Set(after.map((w) => w.connection).filter((x) => x !== c));
       if (others.size > 0) {
         cannot(`${others.size} other connection(s) sent the same ${command} since the stream's probe: the stream cannot tell whose ran`);
