@@ -109,6 +109,13 @@ function index(writes: readonly LoggedWrite[]): { byKey: Map<string, LoggedWrite
   return { byKey, byConnection };
 }
 
+/** The keys of writes (a loop, not flatMap: a busy connection logs ~10,000 writes, and the decision is waited for). */
+function keysOf(writes: readonly LoggedWrite[]): Set<string> {
+  const keys = new Set<string>();
+  for (const w of writes) if (w.key !== null) keys.add(w.key);
+  return keys;
+}
+
 function push<T>(map: Map<string, T[]>, key: string, value: T): void {
   const list = map.get(key);
   if (list) list.push(value);
@@ -122,7 +129,7 @@ function push<T>(map: Map<string, T[]>, key: string, value: T): void {
  */
 export function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): MatchPlan {
   const { byKey, byConnection } = index(log.writes);
-  const keys = new Set(connections.flatMap((c) => (byConnection.get(c) ?? []).flatMap((w) => (w.key === null ? [] : [w.key]))));
+  const keys = keysOf(connections.flatMap((c) => byConnection.get(c) ?? []));
   const usable = probes.filter((p) => p.sentMs - (p.marginMs ?? marginMs) > log.since).sort((a, b) => b.offset - a.offset);
   const chosen = new Map<string, StreamProbe | string>();
   for (const key of keys) {
@@ -157,7 +164,7 @@ export function decideReplays(
     let lost = 0;
     const lostWrites: LoggedWrite[] = [];
     let why: string | null = blind ? `an unanswered ${blind.command.toUpperCase()} cannot be looked up in the replication stream (replaying it could apply it twice)` : null;
-    for (const key of new Set(mine.flatMap((w) => (w.key === null ? [] : [w.key])))) {
+    for (const key of keysOf(mine)) {
       if (why) break;
       const u = unanswered.filter((w) => w.key === key).length;
       const command = mine.find((w) => w.key === key)!.command.toUpperCase();
