@@ -125,7 +125,7 @@ function push<T>(map: Map<string, T[]>, key: string, value: T): void {
 /**
  * Picks, for every key the given connections wrote (their unanswered writes are judged by it, the
  * answered ones counted), the latest probe no write of that key straddles and that the log covers
- * (sent after log.since). Pure.
+ * (sent after log.since: every write the log dropped was answered before it). Pure.
  */
 export function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): MatchPlan {
   const { byKey, byConnection } = index(log.writes);
