@@ -82,6 +82,8 @@ async function matchScenario(name: string, thinkMs: number, allDecided: boolean)
     expect(check.streamCommands).toBeGreaterThan(0);
     // The probes went to the service address: the mirror copied them, and the capture timed them.
     expect(check.capturedProbes).toBeGreaterThan(0);
+    // The probe's own connection to it was neither continued nor reset: only the clients were.
+    expect(taken.continued.connections + taken.continued.reset, 'connections continued or reset').toBe(BUSY + IDLE);
     // Probes fall between a key's writes: with think time the check decided every busy connection;
     // back to back, most (a key with no clean probe, or, with the agent starved, one whose count
     // the stream contradicts, is reset: safe, not continued; measured in docs/CONTINUE.md).
