@@ -4,7 +4,8 @@
 // replayed). Pure: the probes, the stream and the request log are the caller's.
 //
 // The log locations are probes: a command the backup runs on the primary now and then, whose
-// place in the stream is known (its offset) and whose round trip the backup timed. A write whose
+// place in the stream is known (its offset) and whose window is timed (by the capture, which
+// copies it on its way like the clients' writes, or by the backup around its round trip). A write whose
 // reply the capture saw before a probe was sent ran before the probe; one whose first byte the
 // capture saw after the probe's reply came back runs after it (the mirror copies a frame on its
 // way to the primary, and the primary's reply to the probe went out before that frame came in).
