@@ -8,6 +8,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
+import { DEFAULT_MARGIN_MS } from '../net/shadow/replay-match.js';
 import { checkConfig } from './config-checks.js';
 import { appSpecSchema } from '../cluster/app-object.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
@@ -79,9 +80,10 @@ const takeover = z.strictObject({
        * log locations): a write the dead primary ran is not run again (its connection is reset
        * instead: its reply is lost). The agent probes the primary's stream every probeIntervalMs
        * (a PUBLISH on channel takeover:probe and INFO replication); `primary`: its Redis
-       * (default: the master_host/master_port `upstream` replicates from). See docs/CONTINUE.md.
+       * (default: the takeover's service address and port, which the mirror copies: the capture
+       * then times each probe itself). See docs/CONTINUE.md.
        */
-      matchWrites: z.strictObject({ primary: z.strictObject({ host: ip, port }).optional(), probeIntervalMs: ms(10, 1000).default(50) }).optional(),
+      matchWrites: z.strictObject({ primary: z.strictObject({ host: ip, port }).optional(), probeIntervalMs: ms(10, 1000).default(50), marginMs: z.number().min(0).max(10).default(DEFAULT_MARGIN_MS) }).optional(),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })

@@ -14,7 +14,8 @@ import type { TakeoverConfig } from './config.js';
 import type { PeerTakeoverOptions, Shadow } from './peer-takeover.js';
 import { respCommand } from './redis-catch-up.js';
 import { redisReplayCheck } from './redis-replay-check.js';
-import { primaryOf, ReplicationStreamProbe } from './redis-stream-probe.js';
+import { ReplicationStreamProbe } from './redis-stream-probe.js';
+import { ProbeCaptureTimes } from '../net/shadow/probe-capture-times.js';
 import { RequestLog } from '../net/shadow/request-log.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
@@ -56,48 +57,52 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
 /**
  * A mirror's shadow whose takeover looks unanswered writes up in the replication stream
  * (`matchWrites`): the RESP trackers log writes, a probe of the primary's stream runs as long as
- * the shadow (it finds the primary through the local replica unless told), and checkReplays
- * decides from both once the replica is promoted (redis-replay-check.ts).
+ * the shadow, and checkReplays decides from both once the replica is promoted
+ * (redis-replay-check.ts). The probe goes to the service endpoint unless `matchWrites.primary`
+ * says otherwise: that is where the primary serves, and what the mirror copies, so the capture
+ * times the probe with its own clock (probe-capture-times.ts) and the probe's connection is left
+ * out of the plans (neither continued nor reset) and of the counts. It starts once the capture
+ * does: a connection whose SYN the capture missed would never be followed.
  */
 function matchedShadow(mirror: string, service: Endpoint, plugin: ContinuePlugin, upstream: { host: string; port: number }, m: NonNullable<ContinueConfig['matchWrites']>): Shadow {
   const requestLog = new RequestLog();
-  const capture = new ShadowCapture({ interface: mirror, services: [service], plugin, requestLog });
   let probe: ReplicationStreamProbe | undefined;
-  let retry: NodeJS.Timeout | undefined;
+  const ownClient = (client: Endpoint) => probe?.isOwnClient(client) ?? false;
+  const probeTimes = new ProbeCaptureTimes({ isProbe: (connection) => ownClient(endpointOf(connection)) });
+  const capture = new ShadowCapture({ interface: mirror, services: [service], plugin, requestLog, probeTimes, ownClient });
   let closed = false;
-  // The primary: as configured, or where the local replica replicates from (asked again every
-  // second until the replica says: it may still be connecting when the agent starts).
-  const startProbe = (primary: { host: string; port: number }) => {
-    if (!closed) probe = new ReplicationStreamProbe(primary, { intervalMs: m.probeIntervalMs });
-  };
-  const findPrimary = () =>
-    void primaryOf(upstream).then(startProbe, () => {
-      if (!closed) retry = setTimeout(findPrimary, PRIMARY_RETRY_MS);
-    });
-  if (m.primary) startProbe(m.primary);
-  else findPrimary();
+  const primary = m.primary ?? { host: service.address, port: service.port };
+  capture.ready.then(
+    () => {
+      if (!closed) probe = new ReplicationStreamProbe(primary, { intervalMs: m.probeIntervalMs });
+    },
+    () => undefined, // the takeover drops a shadow whose capture cannot start (PeerTakeover.watchShadow)
+  );
   return {
     plans: (address) => capture.plans(address),
     get ready() {
       return capture.ready;
     },
+    ownClient,
     stats: () => {
       const p = probe?.stats();
-      const streamProbe = p ? { connected: p.connected, probes: p.probes, errors: p.errors, lastError: p.lastError } : { connected: false, probes: 0, errors: 0, lastError: 'the primary is not known yet (the local replica names none)' };
+      const streamProbe = p ? { connected: p.connected, probes: p.probes, errors: p.errors, lastError: p.lastError } : { connected: false, probes: 0, errors: 0, lastError: 'waiting for the capture to start' };
       return { ...capture.stats(), streamProbe };
     },
     close: () => {
       closed = true;
-      clearTimeout(retry);
       probe?.close();
       return capture.close();
     },
-    checkReplays: (promoted) => redisReplayCheck({ log: requestLog, probes: () => probe?.probes() ?? [], upstream }, promoted),
+    checkReplays: (promoted) => redisReplayCheck({ log: requestLog, probes: () => probe?.probes() ?? [], captured: (nonce) => probeTimes.get(nonce), upstream, marginMs: m.marginMs }, promoted),
   };
 }
 
-/** How often the primary is asked of the local replica until it names one, ms. */
-const PRIMARY_RETRY_MS = 1000;
+/** `${address}|${port}` (RequestLog's connection) as an endpoint. */
+function endpointOf(connection: string): Endpoint {
+  const bar = connection.lastIndexOf('|');
+  return { address: connection.slice(0, bar), port: Number(connection.slice(bar + 1)) };
+}
 
 /** The section's protocol plugin. Throws, naming the file, when passwordFile cannot be read. */
 function pluginOf(c: ContinueConfig): ContinuePlugin {

@@ -86,7 +86,7 @@ const SHADOW_REOPEN_DELAY_MS = 1000;
 export type ShadowHealth = ShadowStats & {
   captureDrops: number;
   backlogDrops?: number;
-  /** With matchWrites: the probe of the primary's replication stream (not started: the primary is not known yet). */
+  /** With matchWrites: the probe of the primary's replication stream (not started: the capture has not started yet). */
   streamProbe?: { connected: boolean; probes: number; errors: number; lastError: string | null };
 } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
@@ -98,6 +98,11 @@ export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> &
   Partial<Pick<ShadowCapture, 'ready'>> & {
     stats(): ShadowHealth;
     checkReplays?: (promoted: Promise<unknown>) => NonNullable<ContinueOptions['checkReplays']>;
+    /**
+     * Whether a client of the service is the shadow's own (a matchWrites stream probe): left out
+     * of a takeover's plans already, and here out of what the peer's table lists (not reset).
+     */
+    ownClient?: (client: Endpoint) => boolean;
   };
 
 /** The takeover waits out the peer's lease on the address (until: ms since the epoch). */
@@ -400,7 +405,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       // A connection this agent relays itself is not the peer's to lose: after a switchover the
       // peer's kernel keeps the moved sockets (frozen), its table still lists them, and a later
       // takeover would reset every client this node serves.
-      const known = (this.options.known?.() ?? []).filter((k) => !this.relays.has(clientKey(k.peer)));
+      // Nor is the shadow's own probe of the service (a client the peer's table lists too).
+      const own = this.shadow?.ownClient;
+      const known = (this.options.known?.() ?? []).filter((k) => !this.relays.has(clientKey(k.peer)) && !own?.(k.peer));
       const c = this.options.continue;
       const shadow = this.shadow;
       if (c && !shadow) {

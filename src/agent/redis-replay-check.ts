@@ -11,7 +11,8 @@ import net from 'node:net';
 import { RespFramer } from '../net/resp-framer.js';
 import type { ReplayCheckResult, RestorePlan } from '../net/shadow/continue-connections.js';
 import { encodeCommand } from '../net/shadow/resp-continue.js';
-import { decideReplays, planMatch, type StreamProbe, type StreamWrite } from '../net/shadow/replay-match.js';
+import type { CapturedProbe } from '../net/shadow/probe-capture-times.js';
+import { DEFAULT_MARGIN_MS, decideReplays, planMatch, type StreamProbe, type StreamWrite } from '../net/shadow/replay-match.js';
 import type { LoggedWrite, RequestLog } from '../net/shadow/request-log.js';
 import { argumentsDigest } from '../net/shadow/resp-request.js';
 import { respWriteKey } from '../net/shadow/resp-write-kinds.js';
@@ -25,10 +26,14 @@ export interface RedisReplayCheckOptions {
   log: RequestLog;
   /** The probes of the primary's stream so far, oldest first. */
   probes: () => readonly ProbeRecord[];
+  /** The mirror's times of a probe's PUBLISH and reply, by nonce (ProbeCaptureTimes.get), when the capture sees the probes. */
+  captured?: (nonce: string) => CapturedProbe | undefined;
   /** The local Redis, promoted by the time `promoted` resolves (its backlog holds the old stream). */
   upstream: { host: string; port: number };
   /** How long the backlog read may take, ms. */
   timeoutMs?: number;
+  /** The ordering margin between capture times and probe windows, ms (default DEFAULT_MARGIN_MS; see replay-match.ts). */
+  marginMs?: number;
 }
 
 /**
@@ -46,14 +51,17 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // Every connection the log knows too: one that ended (or is reset) may have lost acknowledged writes.
     const connections = [...new Set([...restored, ...snapshot.writes.map((w) => w.connection)])];
     const all = options.probes();
+    const windows = probeWindows(all, options.captured ?? (() => undefined));
     // Only the primary's current history: a restart (new replid) leaves older probes elsewhere.
     const replid = all.at(-1)?.replid;
     await promoted;
     // Judged from probes the replica got: after a probe it never got, a write it lacks would be
     // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
     const end = replid === undefined ? 0 : await oldHistoryEnd(options.upstream, replid, options.timeoutMs ?? 2000);
-    const probes: StreamProbe[] = all.filter((p) => p.replid === replid && p.offset <= end);
-    const plan = await planMatch(snapshot, probes, connections);
+    const probes = windows.filter((_, i) => all[i]!.replid === replid && all[i]!.offset <= end);
+    const capturedProbes = probes.filter((p) => p.captured).length;
+    const marginMs = options.marginMs ?? DEFAULT_MARGIN_MS;
+    const plan = await planMatch(snapshot, probes, connections, marginMs);
     let stream: StreamWrite[] = [];
     if (plan.from !== null && replid !== undefined) {
       const history = await readOldHistory(options.upstream, { replid, offset: plan.from }, { timeoutMs: options.timeoutMs ?? 2000 });
@@ -63,7 +71,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         return key === null ? [] : [{ offset: c.offset, key }];
       });
     }
-    const verdicts = await decideReplays(snapshot, plan, stream, connections);
+    const verdicts = await decideReplays(snapshot, plan, stream, connections, marginMs);
     const refused = new Map<string, string>();
     let lostAcknowledged = 0;
     let ranUnanswered = 0;
@@ -88,9 +96,29 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         notKept: lost.length - rerun.length,
         ranUnanswered,
         streamCommands: stream.length,
+        probes: probes.length,
+        capturedProbes,
       },
     };
   };
+}
+
+/**
+ * Each probe's window (same order): the capture's own [first byte of its PUBLISH, end of the
+ * PUBLISH's reply] when the capture saw both, the first byte exactly, on the probe's own
+ * connection (captured: true); else the backup's clock around its round trip. The capture's
+ * window holds the instant the primary ran the PUBLISH just as well (the mirror copies the
+ * request before the primary reads it, the reply after it was written) and is the primary's
+ * service time wide, not the backup's event loop's. Both are compared with the writes' capture
+ * times under the same margin. Pure.
+ */
+export function probeWindows(records: readonly ProbeRecord[], captured: (nonce: string) => CapturedProbe | undefined): Array<StreamProbe & { captured: boolean }> {
+  return records.map((r) => {
+    const c = captured(r.nonce);
+    const own = c !== undefined && c.connection === `${r.local.address}|${r.local.port}`;
+    if (own && c.sentExact && c.answeredMs !== null && c.answeredMs >= c.sentMs) return { offset: r.offset, sentMs: c.sentMs, receivedMs: c.answeredMs, captured: true };
+    return { offset: r.offset, sentMs: r.sentMs, receivedMs: r.receivedMs, captured: false };
+  });
 }
 
 /**

@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { canonicalAddress } from '../net/endpoint.js';
 import { RespFramer } from '../net/resp-framer.js';
 import { native } from '../native.js';
 import { PROBE_CHANNEL } from '../net/shadow/replication-stream.js';
@@ -46,6 +47,8 @@ export interface StreamProbe {
   offset: number;
   /** The stream's database right after the PUBLISH (the probe connection never SELECTs). */
   db: 0;
+  /** The probe connection's own end (its address canonical): where a mirror's copy of the probe comes from. */
+  local: { address: string; port: number };
 }
 
 export interface StreamProbeStats {
@@ -76,6 +79,7 @@ export interface StreamProbeOptions {
 
 interface Outstanding {
   nonce: string;
+  local: { address: string; port: number };
   sentMs: number;
   sentAt: number;
   chunks: Buffer[];
@@ -109,6 +113,8 @@ export class ReplicationStreamProbe {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private attempts = 0;
+  /** The connections' own ends, the newest last (`${address}|${port}`, the address canonical). */
+  private readonly locals: string[] = [];
 
   constructor(
     readonly primary: RedisEndpoint,
@@ -122,6 +128,14 @@ export class ReplicationStreamProbe {
     this.backoffMs = this.backoffMinMs;
     this.connect();
     this.interval = setInterval(() => this.tick(), this.intervalMs);
+  }
+
+  /**
+   * Whether a client endpoint is one of this probe's connections (the current one or one of the
+   * last 16: an old one's last segments may still be shadowed). Known from its 'connect' on.
+   */
+  isOwnClient(client: { address: string; port: number }): boolean {
+    return this.locals.includes(`${canonicalAddress(client.address)}|${client.port}`);
   }
 
   /** The recorded probes, oldest first (a copy). */
@@ -152,7 +166,12 @@ export class ReplicationStreamProbe {
     this.socket = socket;
     this.connectStarted = performance.now();
     socket.on('connect', () => {
-      if (this.socket === socket) this.connected = true;
+      if (this.socket !== socket) return;
+      this.connected = true;
+      if (socket.localAddress !== undefined && socket.localPort !== undefined) {
+        this.locals.push(`${canonicalAddress(socket.localAddress)}|${socket.localPort}`);
+        if (this.locals.length > KEEP_LOCALS) this.locals.shift();
+      }
     });
     socket.on('data', (chunk: Buffer) => {
       if (this.socket === socket) this.guard(() => this.onData(chunk));
@@ -206,8 +225,9 @@ export class ReplicationStreamProbe {
       }
       const nonce = randomBytes(16).toString('hex');
       const bytes = Buffer.concat([encodeCommand(['PUBLISH', PROBE_CHANNEL, nonce]), encodeCommand(['INFO', 'replication'])]);
+      const [address, port] = splitLocal(this.locals.at(-1) ?? '|0');
       const sentMs = native.realtimeMs();
-      this.outstanding = { nonce, sentMs, sentAt: performance.now(), chunks: [], framer: new RespFramer(), replies: 0 };
+      this.outstanding = { nonce, local: { address, port }, sentMs, sentAt: performance.now(), chunks: [], framer: new RespFramer(), replies: 0 };
       this.socket.write(bytes);
     });
   }
@@ -230,7 +250,7 @@ export class ReplicationStreamProbe {
       this.lastError = reply;
       return;
     }
-    this.recorded.push({ nonce: o.nonce, sentMs: o.sentMs, receivedMs, rttMs, replid: reply.replid, offset: reply.offset, db: 0 });
+    this.recorded.push({ nonce: o.nonce, sentMs: o.sentMs, receivedMs, rttMs, replid: reply.replid, offset: reply.offset, db: 0, local: o.local });
     if (this.recorded.length > this.keep) this.recorded.shift();
     this.counters.probes++;
     this.backoffMs = this.backoffMinMs;
@@ -252,6 +272,15 @@ function readProbeReply(b: Buffer): { replid: string; offset: number } | string 
   if (!/^[0-9a-f]{40}$/.test(replid)) return `INFO replication shows no master_replid (${JSON.stringify(replid)})`;
   if (!Number.isSafeInteger(offset) || offset < 1) return `INFO replication shows master_repl_offset ${JSON.stringify(info.get('master_repl_offset'))}: no replication backlog, the PUBLISH is in no stream`;
   return { replid, offset };
+}
+
+/** Own ends of past connections remembered (isOwnClient). */
+const KEEP_LOCALS = 16;
+
+/** `${address}|${port}` back into its parts (the address may hold colons, never a bar). */
+function splitLocal(key: string): [string, number] {
+  const bar = key.lastIndexOf('|');
+  return [key.slice(0, bar), Number(key.slice(bar + 1))];
 }
 
 function positive(n: number, what: string): number {

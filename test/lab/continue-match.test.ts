@@ -35,13 +35,14 @@ const IDLE = 40;
 const LOAD_MS = 3000;
 /**
  * What a busy client waits after each reply before its next INCR, ms: an application's think
- * time. A key written back to back with no gap (every ~0.2 ms here) straddles every probe, and
- * the check then resets its connection (safe, not continued); see docs/CONTINUE.md.
+ * time (3), or none (0: back to back, an INCR every ~0.2 ms). The capture times each probe
+ * itself (its PUBLISH and reply pass the mirror), a window of tens of µs: with b's own clock
+ * window (its event loop's round trip) no gap of a back-to-back writer was wide enough.
  */
 const THINK_MS = 3;
 
 /** The scenario; returns the check's counts once every assertion passed. */
-async function matchScenario(name: string) {
+async function matchScenario(name: string, thinkMs: number, allDecided: boolean, matchWrites: { marginMs?: number } = {}) {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-match-');
   const { lab, vip, dir } = m;
   const { master, replica, stop } = await startRedisPair(lab);
@@ -52,14 +53,14 @@ async function matchScenario(name: string) {
       mirror: ifname,
       upstream: { port: replica.port },
       promote: { resp: ['REPLICAOF', 'NO', 'ONE'] },
-      matchWrites: {},
+      matchWrites,
     });
     const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
     await new Promise((r) => setTimeout(r, 500));
     const clients = lab.spawn('c', clientFixture);
     await clients.waitFor('ready');
-    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'm', thinkMs: THINK_MS });
+    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'm', thinkMs });
     // Longer than the request log keeps answered writes (2 s): the probes taken before the load
     // are gone, and every key is judged from probes taken while it was written back to back.
     await new Promise((r) => setTimeout(r, LOAD_MS));
@@ -72,16 +73,26 @@ async function matchScenario(name: string) {
     await new Promise((r) => setTimeout(r, 500));
     const poked = (await clients.request({ cmd: 'poke' })) as { idle: number; answered: number; failed: number; wrong: number };
     const after = (await clients.request({ cmd: 'stop' })) as CounterReport[];
-    const check = taken.continued.replayCheck as { judged: number; refused: number; lostAcknowledged: number; reapplied: number; reapplyFailed: number; notKept: number; ranUnanswered: number; streamCommands: number; decidedMs: number };
+    const check = taken.continued.replayCheck as { judged: number; refused: number; lostAcknowledged: number; reapplied: number; reapplyFailed: number; notKept: number; ranUnanswered: number; streamCommands: number; probes: number; capturedProbes: number; decidedMs: number };
     console.log(`continue-match ${name}: ${JSON.stringify({ connections: taken.continued.connections, reset: taken.continued.reset, resetBy: taken.continued.resetBy, captureDrops: taken.continued.captureDrops, replayCheck: check, timings: taken.continued.timings })}`);
     expect(taken.continueError).toBeUndefined();
     expect(check).toBeDefined();
     // Every restored connection was judged; the stream read back held the clients' INCRs.
     expect(check.judged).toBe(taken.continued.connections + check.refused);
     expect(check.streamCommands).toBeGreaterThan(0);
-    // With think time, probes fall between a key's writes: the check decided every busy connection.
+    // The probes went to the service address: the mirror copied them, and the capture timed them.
+    expect(check.capturedProbes).toBeGreaterThan(0);
+    // The probe's own connection to it was neither continued nor reset: only the clients were.
+    expect(taken.continued.connections + taken.continued.reset, 'connections continued or reset').toBe(BUSY + IDLE);
+    // Probes fall between a key's writes: with think time the check decided every busy connection;
+    // back to back, most (a key with no clean probe, or, with the agent starved, one whose count
+    // the stream contradicts, is reset: safe, not continued; measured in docs/CONTINUE.md).
     const undecidedBy = Object.entries(taken.continued.resetBy as Record<string, number>).filter(([why]) => /cannot be placed|other connection|holds .* more than/.test(why));
-    expect(undecidedBy, 'connections the stream could not decide for').toEqual([]);
+    const notJudged = Object.entries(taken.continued.resetBy as Record<string, number>).filter(([why]) => !/unanswered|replication stream/.test(why)).reduce((n, [, k]) => n + k, 0);
+    console.log(`continue-match ${name}: undecided ${undecidedBy.reduce((n, [, k]) => n + k, 0)} of ${BUSY} busy, ${notJudged} reset before the check for the mirror's losses (capture drops ${taken.continued.captureDrops}); probes ${check.probes}, timed by the capture ${check.capturedProbes}`);
+    const undecided = undecidedBy.reduce((n, [, k]) => n + k, 0);
+    if (allDecided) expect(undecidedBy, 'connections the stream could not decide for').toEqual([]);
+    else if (notJudged < BUSY) expect(undecided, 'busy connections the stream could not decide for').toBeLessThan(BUSY - notJudged);
 
     let doubled = 0;
     let lostSeen = 0;
@@ -127,5 +138,15 @@ async function matchScenario(name: string) {
 }
 
 it('the backup\'s agent replays only the writes the dead primary never ran, read from the replication stream', async () => {
-  await matchScenario('(death mid-load)');
+  await matchScenario('(death mid-load)', THINK_MS, true);
+}, 60_000);
+
+// The mirror times the probes; the default margin (0.5 ms: a mirror that may stamp frames that
+// much out of the order they passed it) leaves no probe clean between INCRs ~0.2 ms apart. This
+// lab's capture stamps each copy when the switch's tc mirred hands it over (net.core.
+// netdev_tstamp_prequeue, on by default: before any per-CPU backlog), so frames of different
+// connections keep their order to a few µs: marginMs 0.1, as an operator whose capture stamps
+// at the mirror (or in the NIC) would set it (docs/CONTINUE.md, matchWrites).
+it('writers with no gap between a reply and their next INCR are decided too, most of them: the mirror times the probes (marginMs 0.1)', async () => {
+  await matchScenario('(back to back)', 0, false, { marginMs: 0.1 });
 }, 60_000);

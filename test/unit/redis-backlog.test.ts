@@ -362,6 +362,12 @@ describe('ReplicationStreamProbe: failures', () => {
     const after = probe.probes().filter((p) => p.replid !== before);
     expect(after[0]!.replid).toBe((await primary.info('replication')).get('master_replid'));
     for (let i = 1; i < after.length; i++) expect(after[i]!.offset).toBeGreaterThan(after[i - 1]!.offset);
+    // Each probe names the connection it went on; the old one and the new are both the probe's own.
+    const oldEnd = probe.probes()[0]!.local;
+    const newEnd = after.at(-1)!.local;
+    expect(oldEnd.address).toBe('127.0.0.1');
+    expect(newEnd.port).not.toBe(oldEnd.port);
+    expect([probe.isOwnClient(oldEnd), probe.isOwnClient(newEnd), probe.isOwnClient({ address: '127.0.0.1', port: primary.port })]).toEqual([true, true, false]);
     probe.close();
     const n = probe.probes().length;
     await new Promise((r) => setTimeout(r, 100));

@@ -102,10 +102,23 @@ describe('RequestLog', () => {
     log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 50, sentExact: true });
     log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 200, sentExact: true });
     expect(log.snapshot().writes.map((w) => w.sentMs)).toEqual([50, 200]);
-    expect(log.snapshot().since).toBe(0);
+    // Its reply's time: a probe sent between its request (0) and its reply (1) is straddled by it.
+    expect(log.snapshot().since).toBe(1);
     for (let i = 0; i < 3; i++) log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 300 + i, sentExact: true });
     expect(log.snapshot().writes.map((w) => w.sentMs)).toEqual([300, 301, 302]);
     expect(log.snapshot().since).toBe(200);
+  });
+  it('a probe a dropped write straddled is not used: the key is judged from a later one, or not at all', async () => {
+    // Sent at 10, answered at 150 (a slow reply), dropped by age at 300: it straddles a probe at [100, 101].
+    const log = new RequestLog({ retainMs: 100 });
+    const slow = log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 10, sentExact: true });
+    slow.answeredMs = 150;
+    const next = log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 300, sentExact: true });
+    expect(log.snapshot().writes).toEqual([next]);
+    const early = { offset: 5, sentMs: 100, receivedMs: 101 };
+    const late = { offset: 9, sentMs: 200, receivedMs: 201 };
+    expect((await planMatch(log.snapshot(), [early], ['c'])).probes.get('k')).toMatch(/no probe of the stream recent enough/);
+    expect((await planMatch(log.snapshot(), [early, late], ['c'])).probes.get('k')).toEqual(late);
   });
 });
 

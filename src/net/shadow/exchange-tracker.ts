@@ -3,6 +3,7 @@
 // ends, the session state a new upstream must be given first, and whether the connection can be
 // continued at all. Offsets are stream offsets: bytes since the SYN in that direction (0 is the
 // first data byte), not sequence numbers, so they never wrap.
+import type { ProbeCaptureTimes } from './probe-capture-times.js';
 import type { RequestLog } from './request-log.js';
 
 /** The bytes that re-establish a session on a new upstream, and how many replies they draw. */
@@ -55,6 +56,8 @@ export interface TrackerContext {
   connection: string;
   /** Where the plugin records the writes it can tell apart (for the replay matcher). */
   log?: RequestLog;
+  /** Where a RESP tracker records the capture times of the stream probe's PUBLISHes (ProbeCaptureTimes). */
+  probes?: ProbeCaptureTimes;
 }
 
 /** Follows one connection's request and reply streams (both in order, without gaps). */

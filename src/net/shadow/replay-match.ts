@@ -6,7 +6,8 @@
 // the heartbeats and a request log holds up to 200,000 writes.
 //
 // The log locations are probes: a command the backup runs on the primary now and then, whose
-// place in the stream is known (its offset) and whose round trip the backup timed. A write whose
+// place in the stream is known (its offset) and whose window is timed (by the capture, which
+// copies it on its way like the clients' writes, or by the backup around its round trip). A write whose
 // reply the capture saw before a probe was sent ran before the probe; one whose first byte the
 // capture saw after the probe's reply came back runs after it (the mirror copies a frame on its
 // way to the primary, and the primary's reply to the probe went out before that frame came in).
@@ -23,11 +24,15 @@
 import { Slices } from '../../event-loop.js';
 import type { LoggedWrite } from './request-log.js';
 
-/** A probe's place in the stream and its round trip, as the backup saw it. */
+/** A probe's place in the stream and the window it ran in. */
 export interface StreamProbe {
   /** Stream offset of the probe's last byte (Redis master_repl_offset right after it). */
   offset: number;
-  /** Just before the probe was sent, and just after its reply was read: ms since the epoch (the capture's clock). */
+  /**
+   * Before the probe reached the primary, and after its reply left it: ms since the epoch (the
+   * capture's clock). The backup's own reads around its round trip, or the capture's times of
+   * the probe's request and reply when the mirror copied them (probe-capture-times.ts).
+   */
   sentMs: number;
   receivedMs: number;
 }
@@ -114,7 +119,7 @@ function push<T>(map: Map<string, T[]>, key: string, value: T): void {
 /**
  * Picks, for every key the given connections wrote (their unanswered writes are judged by it, the
  * answered ones counted), the latest probe no write of that key straddles and that the log covers
- * (sent after log.since). Probes come one at a time (each answered before the next is
+ * (sent after log.since: every write the log dropped was answered before it). Probes come one at a time (each answered before the next is
  * sent), so in time order their windows do not overlap and the probes one write straddles are a
  * run of consecutive ones: each write marks its run (two binary searches), and each key takes its
  * latest unmarked probe; O(writes × log probes), not writes × probes (200,000 logged writes

@@ -54,8 +54,11 @@ export class RequestLog {
   private readonly maxRerunBytes: number;
   private rerunBytes = 0;
   /**
-   * The log holds every write sent after this time (ms since the epoch) by a connection the
-   * shadow followed from its SYN; an older one may have been dropped (by age or count).
+   * Every write the log dropped (by age or count) was answered by this time (ms since the epoch,
+   * the capture's): a probe sent after it has no dropped write straddling it. A write dropped by
+   * count before its reply came counts its first byte's time (its reply may come later: a limit
+   * past 200,000 writes kept). The log holds every other write of a connection the shadow
+   * followed from its SYN.
    */
   since = Number.NEGATIVE_INFINITY;
 
@@ -97,7 +100,8 @@ export class RequestLog {
       const w = this.entries[this.head]!;
       const over = this.entries.length - this.head >= this.maxEntries;
       if (!over && (w.answeredMs === null || nowMs - w.answeredMs <= this.retainMs)) break;
-      this.since = Math.max(this.since, w.sentMs);
+      // Its reply's time, not its request's: one sent before a probe and answered after it straddles that probe.
+      this.since = Math.max(this.since, w.answeredMs ?? w.sentMs);
       if (w.rerun) this.rerunBytes -= rerunSize(w.rerun);
       this.head++;
     }

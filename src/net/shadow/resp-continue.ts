@@ -7,6 +7,7 @@
 // https://redis.io/docs/latest/develop/reference/protocol-spec/ and the command pages it links.
 import { RespFramer } from '../resp-framer.js';
 import type { ChunkTime, ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble, TrackerContext } from './exchange-tracker.js';
+import type { CapturedProbe } from './probe-capture-times.js';
 import type { LoggedWrite } from './request-log.js';
 import { RespRequestFramer, type RespRequest } from './resp-request.js';
 import { respMayMatch, respWriteKey, respWriteKind } from './resp-write-kinds.js';
@@ -42,7 +43,7 @@ const lower = (b: Buffer | undefined) => (b ? b.toString('latin1').toLowerCase()
  * A request waiting for its reply, and its entry in the request log (a write, when logged); an
  * EXEC or DISCARD carries the writes queued since its MULTI (they run, or not, at its reply).
  */
-type Pending = RespRequest & { logged?: LoggedWrite; queued?: LoggedWrite[] };
+type Pending = RespRequest & { logged?: LoggedWrite; queued?: LoggedWrite[]; probe?: CapturedProbe };
 
 class RespTracker implements ExchangeTracker {
   private readonly requests: RespRequestFramer;
@@ -79,8 +80,10 @@ class RespTracker implements ExchangeTracker {
   private execErrors = new Set<number>();
 
   constructor(private readonly context: TrackerContext | undefined) {
-    // Writes are digested only for a request log (the replay matcher's).
-    this.requests = new RespRequestFramer((name) => SESSION_COMMANDS.has(name), context?.log ? respMayMatch : () => false);
+    // Writes are digested only for a request log (the replay matcher's); a PUBLISH's words are
+    // kept (up to 8 and 4 KiB, until it is framed) only to tell the stream probe's from others.
+    const probes = context?.probes !== undefined;
+    this.requests = new RespRequestFramer((name) => SESSION_COMMANDS.has(name) || (probes && name === 'publish'), context?.log ? respMayMatch : () => false);
   }
 
   clientData(chunk: Uint8Array, at?: ChunkTime): void {
@@ -148,7 +151,18 @@ class RespTracker implements ExchangeTracker {
       return;
     }
     if (this.pending.length - this.head >= MAX_PENDING) return void (this.sticky = `more than ${MAX_PENDING} requests pending`);
-    this.pending.push(this.logWrite(req, start));
+    this.pending.push(req.name === 'publish' ? this.probePublish(req, start) : this.logWrite(req, start));
+  }
+
+  /**
+   * A PUBLISH: the stream probe's own is timed (ProbeCaptureTimes) and is no write to match;
+   * any other goes to the request log as the write it is. Its words are not kept past here.
+   */
+  private probePublish(req: RespRequest, start: ChunkTime | null): Pending {
+    const probes = this.context?.probes;
+    const probe = probes && start && !this.framingTx ? probes.sent(this.context!.connection, req.args, start.ms, !start.late) : null;
+    const bare = { ...req, args: [] };
+    return probe ? { ...bare, probe } : this.logWrite(bare, start);
   }
 
   /**
@@ -190,6 +204,7 @@ class RespTracker implements ExchangeTracker {
       req.logged.answeredMs = ms;
       req.logged.failed = error;
     }
+    if (req.probe) req.probe.answeredMs = ms;
     // A refused SELECT left the database as it was: the writes framed after it were keyed wrong.
     if (req.name === 'select' && error) this.framingDb = null;
     // EXEC ran them unless it failed or was aborted (a null array); DISCARD never does.
@@ -218,7 +233,7 @@ class RespTracker implements ExchangeTracker {
     if (this.head >= this.pending.length) return void (this.sticky = 'more replies than requests');
     const req = this.pending[this.head]!;
     this.pending[this.head++] = undefined;
-    if (this.context?.log) this.logReply(req);
+    if (this.context?.log || this.context?.probes) this.logReply(req);
     if (this.head > 1024 && this.head * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.head);
       this.head = 0;

@@ -19,6 +19,7 @@ import type { TcpRepairState } from '../tcp-repair-state.js';
 import type { ContinuePlugin, ExchangeTracker, ProtocolGoodbye, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
+import type { ProbeCaptureTimes } from './probe-capture-times.js';
 import type { RequestLog } from './request-log.js';
 
 /** What one end said in its SYN. */
@@ -90,6 +91,8 @@ export interface ShadowOptions {
   plugin: ContinuePlugin;
   /** Where the plugin records the writes it can tell apart, for the replay matcher (RequestLog). */
   requestLog?: RequestLog;
+  /** Where the plugin records the capture times of the stream probe's PUBLISHes (ProbeCaptureTimes). */
+  probeTimes?: ProbeCaptureTimes;
   /** Bound on the bytes kept per direction (bytes); default 8 MiB. */
   maxRetainedBytes?: number;
 }
@@ -128,7 +131,11 @@ export class ShadowConnection {
     readonly client: Endpoint,
     options: ShadowOptions,
   ) {
-    this.tracker = options.plugin.createTracker({ connection: `${client.address}|${client.port}`, ...(options.requestLog ? { log: options.requestLog } : {}) });
+    this.tracker = options.plugin.createTracker({
+      connection: `${client.address}|${client.port}`,
+      ...(options.requestLog ? { log: options.requestLog } : {}),
+      ...(options.probeTimes ? { probes: options.probeTimes } : {}),
+    });
     this.maxRetained = options.maxRetainedBytes ?? DEFAULT_MAX_RETAINED;
   }
 

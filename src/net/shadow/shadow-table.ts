@@ -5,6 +5,7 @@ import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_SYN } from '../../native.js';
 import { canonicalAddress, connectionKey, type Endpoint } from '../endpoint.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
+import type { ProbeCaptureTimes } from './probe-capture-times.js';
 import type { RequestLog } from './request-log.js';
 import { ShadowConnection, type ContinuePlan } from './shadow-connection.js';
 
@@ -20,6 +21,15 @@ export interface ShadowTableOptions {
   endedLingerMs?: number;
   /** Where every connection's plugin records the writes it can tell apart (the replay matcher's). */
   requestLog?: RequestLog;
+  /** Where every connection's plugin records the capture times of the stream probe's PUBLISHes. */
+  probeTimes?: ProbeCaptureTimes;
+  /**
+   * The shadow's own connections to the service (the stream probe's; the client endpoint as
+   * segments carry it, the address canonical): followed like the others (their probes are
+   * timed), but never planned (neither continued nor reset at a takeover) nor counted. Asked
+   * each time, so a connection known as the probe's only after its SYN is left out all the same.
+   */
+  ownClient?: (client: Endpoint) => boolean;
 }
 
 export interface ShadowStats {
@@ -76,6 +86,7 @@ export class ShadowTable {
         conn = new ShadowConnection(server, client, {
           plugin: this.options.plugin,
           ...(this.options.requestLog ? { requestLog: this.options.requestLog } : {}),
+          ...(this.options.probeTimes ? { probeTimes: this.options.probeTimes } : {}),
           ...(this.options.maxRetainedBytes !== undefined ? { maxRetainedBytes: this.options.maxRetainedBytes } : {}),
         });
         this.connections.set(key, conn);
@@ -112,10 +123,14 @@ export class ShadowTable {
     }
   }
 
-  /** The live shadows of one service address (all when absent). */
+  /** The live shadows of one service address (all when absent), the shadow's own connections left out. */
   shadows(address?: string): ShadowConnection[] {
     const want = address === undefined ? undefined : canonicalAddress(address);
-    return [...this.connections.values()].filter((c) => !c.reset && (want === undefined || c.server.address === want));
+    return [...this.connections.values()].filter((c) => !c.reset && (want === undefined || c.server.address === want) && !this.own(c));
+  }
+
+  private own(c: ShadowConnection): boolean {
+    return this.options.ownClient?.(c.client) ?? false;
   }
 
   /** How to continue every connection to one service address (all when absent), now, in one go. */
@@ -124,6 +139,8 @@ export class ShadowTable {
   }
 
   stats(): ShadowStats {
-    return { connections: this.connections.size, refused: this.refused, unknownSegments: this.unknownSegments, captureLosses: this.captureLosses };
+    let own = 0;
+    if (this.options.ownClient) for (const c of this.connections.values()) if (this.own(c)) own++;
+    return { connections: this.connections.size - own, refused: this.refused, unknownSegments: this.unknownSegments, captureLosses: this.captureLosses };
   }
 }
