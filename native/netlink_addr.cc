@@ -4,6 +4,8 @@
 // lifetimes), so the caller can tell an address it can use from one it only has (tentative...).
 // setAddressLifetime: RTM_NEWADDR with NLM_F_REPLACE and IFA_CACHEINFO, the request of
 // `ip addr change ... valid_lft N preferred_lft N`: the address lease (agent/address-lease.ts).
+// routesLocally: RTM_GETROUTE for one address, as `ip route get`: whether packets to it are
+// delivered here (an IPv6 NODAD address is listed at once, its local route only later).
 #include <linux/if_addr.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -52,7 +54,8 @@ UniqueFd OpenRoute(Napi::Env env) {
 }
 
 // Sends one request to the kernel (nl_pid 0).
-void SendToKernel(Napi::Env env, const UniqueFd& fd, const AddrRequest& req) {
+template <typename Request>
+void SendToKernel(Napi::Env env, const UniqueFd& fd, const Request& req) {
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   ssize_t n;
@@ -274,6 +277,60 @@ Napi::Value SetAddressLifetime(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// routesLocally(ifname, address): true when the kernel's route to address, looked up as leaving
+// through ifname (so a VRF's interface finds its own table), is local (RTN_LOCAL: a packet for
+// it is delivered on this host); false for any other route or none. IPv6 lists an
+// address added with NODAD at once but inserts its local route from the address workqueue
+// (addrconf_dad_completed), a few ms later on a busy host: until then the packets sent to it,
+// neighbour advertisements included, are routed as someone else's (and dropped).
+// A route get is answered inside sendto, like Transact: synchronous, sub-millisecond.
+Napi::Value RoutesLocally(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = IfnameValue(env, info[0]);
+  IpAddress addr = AddressValue(env, info[1], "address");
+  uint32_t ifindex = IfIndex(env, ifname);
+  struct {
+    nlmsghdr header;
+    rtmsg rtm;
+    alignas(NLMSG_ALIGNTO) char attrs[32];
+  } req{};
+  req.header.nlmsg_len = NLMSG_LENGTH(sizeof(rtmsg));
+  req.header.nlmsg_type = RTM_GETROUTE;
+  req.header.nlmsg_flags = NLM_F_REQUEST;
+  const uint32_t seq = 1;
+  req.header.nlmsg_seq = seq;
+  req.rtm.rtm_family = static_cast<uint8_t>(addr.family);
+  req.rtm.rtm_dst_len = static_cast<uint8_t>(addr.size() * 8);
+  auto add = [&req](uint16_t type, const void* data, size_t size) {
+    auto* rta = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.header.nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = static_cast<uint16_t>(RTA_LENGTH(size));
+    std::memcpy(RTA_DATA(rta), data, size);
+    req.header.nlmsg_len = NLMSG_ALIGN(req.header.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  };
+  add(RTA_DST, addr.bytes, addr.size());
+  add(RTA_OIF, &ifindex, sizeof ifindex);
+
+  UniqueFd fd = OpenRoute(env);
+  SendToKernel(env, fd, req);
+  alignas(nlmsghdr) char buf[8192];
+  for (;;) {
+    int len = ReceiveSome(env, fd, buf, sizeof buf);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != seq) continue;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) ThrowErrno(env, "rtnetlink", EPROTO);
+        int err = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+        // No route at all (unreachable): certainly not local.
+        if (err == ENETUNREACH || err == EHOSTUNREACH) return Napi::Boolean::New(env, false);
+        ThrowErrno(env, "rtnetlink", err);
+      }
+      if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) continue;
+      return Napi::Boolean::New(env, static_cast<rtmsg*>(NLMSG_DATA(h))->rtm_type == RTN_LOCAL);
+    }
+  }
+}
+
 Napi::Value AddAddress(const Napi::CallbackInfo& info) {
   ChangeAddress(info, true);
   return info.Env().Undefined();
@@ -290,6 +347,7 @@ void InitNetlinkAddr(Napi::Env env, Napi::Object exports) {
   exports.Set("addAddress", Napi::Function::New<AddAddress>(env, "addAddress"));
   exports.Set("removeAddress", Napi::Function::New<RemoveAddress>(env, "removeAddress"));
   exports.Set("addressEntries", Napi::Function::New<AddressEntries>(env, "addressEntries"));
+  exports.Set("routesLocally", Napi::Function::New<RoutesLocally>(env, "routesLocally"));
   exports.Set("setAddressLifetime",
               Napi::Function::New<SetAddressLifetime>(env, "setAddressLifetime"));
 }

@@ -21,7 +21,7 @@ export { deadConnectionsFromFlows, mergeConnections, readFlowSnapshot } from './
 export { goodbyePlugin, goodbyeNames, registerGoodbye } from './net/goodbye/index.js';
 export type { GoodbyePlugin, BoundaryTracker } from './net/goodbye/index.js';
 export { SegmentForge, buildSegment, type SegmentForgeOptions } from './net/forge.js';
-export { addAddress, removeAddress, announceAddress, takeOverAddress, addressEntries, setAddressLifetime, type TakeOverResult } from './net/address.js';
+export { addAddress, removeAddress, announceAddress, takeOverAddress, addressEntries, routesLocally, setAddressLifetime, type TakeOverResult } from './net/address.js';
 export { unusableReason } from './net/address-state.js';
 export { listTcpSockets, socketsOfPid, destroySocket, listTcpSocketsAsync, destroySockets, socketOwners } from './net/sockdiag.js';
 export { BorrowedSocket } from './net/borrowed-socket.js';

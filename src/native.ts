@@ -365,6 +365,12 @@ export interface NativeBindings {
   /** RTM_GETADDR: each entry of address on ifname ([] when absent; IPv4 may hold it under several prefix lengths). */
   addressEntries(ifname: string, address: string): AddressEntry[];
   /**
+   * RTM_GETROUTE (`ip route get ADDRESS oif IFNAME`): true when packets for address are
+   * delivered on this host (its route is local). Throws TypeError for a bad address, a
+   * NativeError (ENODEV) for an unknown interface.
+   */
+  routesLocally(ifname: string, address: string): boolean;
+  /**
    * RTM_NEWADDR + NLM_F_REPLACE with IFA_CACHEINFO: valid and preferred lifetime of an address on
    * ifname, in seconds from now (-1: forever, permanent again); `flags` (IFA_F_*) replace an IPv6
    * address's own. The kernel ADDS an address that is not there: call it only for one just seen.

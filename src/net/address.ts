@@ -60,6 +60,36 @@ export async function announceAddress(ifname: string, address: string, options: 
   }
 }
 
+/**
+ * Whether packets for address are delivered on this host, routed as leaving through ifname (its
+ * route is local: `ip route get ADDRESS oif IFNAME` says `local`). Throws TypeError for a bad
+ * address, a NativeError (ENODEV) for an unknown interface.
+ */
+export function routesLocally(ifname: string, address: string): boolean {
+  return native.routesLocally(ifname, address);
+}
+
+/** How long takeOverAddress waits for the kernel's local route of an address it added, ms. */
+export const LOCAL_ROUTE_WAIT_MS = 1000;
+
+/**
+ * Resolves once packets for the address are delivered here (its local route is in): Linux lists
+ * an IPv6 address added without DAD at once but inserts its local route from a workqueue, a few
+ * ms later on a busy host; an answer sent to the address before that is dropped (a lab run's
+ * first neighbour advertisement was, and the takeover's RSTs waited 1 s for the next). Polls
+ * every ms (a route get is one netlink round trip); throws ERR_ADDRESS_UNUSABLE after
+ * LOCAL_ROUTE_WAIT_MS. IPv4 inserts its local route with the address: it never waits.
+ */
+async function untilRoutedLocally(ifname: string, address: string, prefixLength: number): Promise<void> {
+  const deadline = performance.now() + LOCAL_ROUTE_WAIT_MS;
+  while (!routesLocally(ifname, address)) {
+    if (performance.now() > deadline) {
+      throw Object.assign(new Error(`${address}/${prefixLength} on ${ifname} cannot be used after the takeover: no local route after ${LOCAL_ROUTE_WAIT_MS} ms`), { code: 'ERR_ADDRESS_UNUSABLE' });
+    }
+    await sleep(1);
+  }
+}
+
 export interface TakeOverOptions {
   /** Announcements after adding; default 3 (0 = none). */
   announce?: number;
@@ -82,8 +112,11 @@ export interface TakeOverResult {
  * DAD failed (the dead node held it when this one was configured), still tentative, deprecated,
  * expiring, or under another prefix length. Announced in every case: neighbours may still hold
  * the old owner's MAC even when we had the address already.
+ * Resolves once the kernel delivers packets for it (its local route is in) and the
+ * announcements are sent.
  * Throws the rtnetlink error of a failed add or remove, and ERR_ADDRESS_UNUSABLE when the
- * address is still not usable afterwards (nothing is announced then).
+ * address is still not usable afterwards, or has no local route after LOCAL_ROUTE_WAIT_MS
+ * (nothing is announced then).
  */
 export async function takeOverAddress(
   ifname: string,
@@ -111,6 +144,7 @@ export async function takeOverAddress(
   if (still) {
     throw Object.assign(new Error(`${address}/${prefixLength} on ${ifname} cannot be used after the takeover: ${still}`), { code: 'ERR_ADDRESS_UNUSABLE' });
   }
+  await untilRoutedLocally(ifname, address, prefixLength);
   await announceAddress(ifname, address, {
     count: options.announce ?? 3,
     intervalMs: options.announceIntervalMs ?? 0,

@@ -134,11 +134,19 @@ describe.each([
     expect(await op({ cmd: 'announce', ifname: 'nosuch0', address })).toMatchObject({ ok: false, code: 'ENODEV' });
   });
 
+  it('routesLocally: true for an address of A, false for one it does not have; ENODEV for an unknown interface', async () => {
+    expect(await op({ cmd: 'routes', ifname, address: lab.host('a')[family === 4 ? 'ipv4' : 'ipv6'] })).toMatchObject({ ok: true, value: true });
+    expect(await op({ cmd: 'routes', ifname, address })).toMatchObject({ ok: true, value: false });
+    expect(await op({ cmd: 'routes', ifname: 'nosuch0', address })).toMatchObject({ ok: false, code: 'ENODEV' });
+  });
+
   it("takeOverAddress adds and announces: B's stale neighbour entry moves to A's MAC", async () => {
     await poisonB(address);
+    // Resolved only once packets for it are delivered: an IPv6 address without DAD is listed at
+    // once, its local route inserted from a workqueue later.
     expect(await op({ cmd: 'takeover', ifname, address, prefixLength: prefix, announce: 1 })).toMatchObject({
       ok: true,
-      value: { added: true },
+      value: { added: true, routesLocally: true },
     });
     await expectBPointsToA(address);
     // Already owned: not an error, and it announces again.
