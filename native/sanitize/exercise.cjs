@@ -148,6 +148,10 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     if (!Array.isArray(addon.addressEntries('lo', a))) throw new Error('addressEntries: not an array');
   }
   attempt(() => addon.addressEntries('nosuch0', '::1'));
+  if (addon.routesLocally('lo', '127.0.0.1') !== true || addon.routesLocally('lo', '::1') !== true) throw new Error('routesLocally: loopback is not local');
+  attempt(() => addon.routesLocally('lo', '198.18.0.9'));
+  attempt(() => addon.routesLocally('nosuch0', '::1'));
+  attempt(() => addon.routesLocally('lo', 'x'));
   // Lifetimes (the address lease): on an address of this throwaway namespace, both families.
   for (const [a, p, f] of [['198.18.0.2', 32, 0], ['fd7a:6b00::2', 128, 0x02]]) {
     addon.addAddress('lo', a, p);
