@@ -21,7 +21,7 @@ import { RespFramer } from '../net/resp-framer.js';
 import { native } from '../native.js';
 import { PROBE_CHANNEL } from '../net/shadow/replication-stream.js';
 import { encodeCommand } from '../net/shadow/resp-continue.js';
-import { parseInfo, respCommand } from './redis-catch-up.js';
+import { parseInfo } from './redis-catch-up.js';
 
 export interface RedisEndpoint {
   host: string;
@@ -286,17 +286,4 @@ function splitLocal(key: string): [string, number] {
 function positive(n: number, what: string): number {
   if (!Number.isFinite(n) || n <= 0) throw new RangeError(`${what} must be a positive number (got ${n})`);
   return n;
-}
-
-/**
- * The primary a local Redis replica follows: master_host and master_port of its INFO replication.
- * Rejects when the server is not a replica, shows no primary, or does not answer in timeoutMs.
- */
-export async function primaryOf(replica: RedisEndpoint, timeoutMs = 2000): Promise<RedisEndpoint> {
-  const info = parseInfo(await respCommand(replica, ['INFO', 'replication'], timeoutMs));
-  if (info.get('role') !== 'slave') throw new Error(`${replica.host}:${replica.port} is not a replica (role ${info.get('role') ?? '?'}): it follows no primary`);
-  const host = info.get('master_host') ?? '';
-  const port = Number(info.get('master_port'));
-  if (host === '' || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`${replica.host}:${replica.port} shows no primary (master_host ${JSON.stringify(host)}, master_port ${info.get('master_port') ?? '?'})`);
-  return { host, port };
 }
