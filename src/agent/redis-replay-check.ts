@@ -78,7 +78,9 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     const lost: LoggedWrite[] = [];
     for (const [c, v] of verdicts) {
       lostAcknowledged += v.lostAcknowledged;
-      ranUnanswered += v.ranUnanswered;
+      // Counted for the connections being continued only: one already reset for a capture hole
+      // shows writes whose replies fell in the hole as unanswered, and they all ran.
+      if (restored.has(c)) ranUnanswered += v.ranUnanswered;
       lost.push(...v.lostWrites);
       if (v.verdict === 'reset' && restored.has(c)) refused.set(c, v.reason!);
     }
