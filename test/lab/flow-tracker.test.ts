@@ -3,6 +3,7 @@
 // must equal what the endpoints' own kernels hold (read with TCP_REPAIR).
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
+import { eventually } from './eventually.js';
 import { fixturePath } from '../../src/lab/node-child.js';
 import type { FlowRecord } from '../../src/native.js';
 
@@ -79,8 +80,11 @@ describe('FlowTracker on an interface that goes down and comes back', () => {
     await lab.exec('server', 'ip', ['link', 'set', 'eth0', 'down']);
     await lab.exec('server', 'ip', ['link', 'set', 'eth0', 'up']);
     const second = await connect();
-    await new Promise((r) => setTimeout(r, 100)); // the ring hands blocks over every few ms
-    expect(await flowPorts()).toContain(second.localPort);
+    // The ring hands blocks over every few ms; a loaded run's loops take longer (a fixed 100 ms
+    // was once too short in CI). A capture that stopped would never list it.
+    await eventually(async () => ((await flowPorts()).includes(second.localPort) ? true : undefined), 5000, `the flow of port ${second.localPort} after the link came back`).catch(async (err: Error) => {
+      throw new Error(`${err.message}; capture stats ${JSON.stringify(await ask('stats'))}`);
+    });
     expect(await ask('stats')).toMatchObject({ pollErrors: 1, lastErrno: 100 /* ENETDOWN */, polling: true });
   });
 });
