@@ -94,12 +94,25 @@ export class Fencer {
     this.type = options.type ?? PR_TYPE.writeExclusiveRegistrantsOnly;
   }
 
-  /** Registers this node on every device and reserves the ones nobody reserved (also: unfence on rejoin). */
+  /**
+   * Registers this node on every device and reserves the ones nobody reserved (also: unfence on
+   * rejoin). Nodes that join at once (a cluster starting) each find no reservation and each
+   * RESERVE: the first holds it and the others get RESERVATION CONFLICT (SPC-4: a registrant
+   * that does not hold the reservation). A reservation of this type found after a refused
+   * RESERVE serves this node as well (registrants may write under it): joined, not an error.
+   */
   join(): Promise<DeviceReport[]> {
     return this.eachDevice(async (d) => {
       await d.registerAndIgnore(this.myKey);
       const { reservation } = await d.readReservation();
-      if (!reservation) await d.reserve(this.myKey, this.type);
+      if (!reservation) {
+        try {
+          await d.reserve(this.myKey, this.type);
+        } catch (err) {
+          const now = await d.readReservation().catch(() => undefined);
+          if (now?.reservation?.type !== this.type) throw err;
+        }
+      }
       return 'registered';
     });
   }

@@ -60,6 +60,20 @@ describe('Fencer', () => {
     }
   });
 
+  it('join by every node at once (a cluster starting): all registered, one WERO reservation, nobody fails', async () => {
+    const luns = [new ModelLun(), new ModelLun()];
+    const { a, b, c, io } = cluster(luns);
+    // Each reads "no reservation" before any of them reserves: the later RESERVEs conflict.
+    const reports = await Promise.all([a, b, c].map((f) => f.join()));
+    for (const r of reports.flat()) expect(r).toMatchObject({ ok: true, outcome: 'registered' });
+    for (const lun of luns) {
+      expect([...lun.registrations.values()].sort()).toEqual([a.myKey, b.myKey, c.myKey].sort());
+      expect(lun.reservation?.type).toBe(PR_TYPE.writeExclusiveRegistrantsOnly);
+    }
+    // Registrants write under a WERO reservation whoever holds it.
+    for (const node of NODES) expect(() => io(node).write()).not.toThrow();
+  });
+
   it('fence: the victim loses its key on every device, its writes conflict, its reads still work; verified', async () => {
     const luns = [new ModelLun(), new ModelLun()];
     const { a, b, c, io } = cluster(luns);
