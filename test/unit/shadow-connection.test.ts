@@ -120,6 +120,17 @@ describe('ShadowConnection', () => {
     expect(() => checkTcpRepairState(p.state)).not.toThrow();
   });
 
+  it('a request the capture lost, then its reply: reset for the bytes the server acknowledged, not for the unpaired reply', () => {
+    const c = conversation();
+    const t = table();
+    t.segments(c.handshake, 1_000_000);
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1_000_000);
+    c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n'); // sent, never captured
+    t.segments([c.seg(true, TCP_ACK | TCP_PSH, 'value-b\n')], 1_000_000);
+    const p = t.plans(1_000_000)[0]!;
+    expect(p).toMatchObject({ kind: 'reset', reason: 'the server acknowledged 6 client bytes the capture did not see' });
+  });
+
   it('releases answered requests and acknowledged replies (memory stays bounded by what is in flight)', () => {
     const c = conversation();
     const t = table(4096);

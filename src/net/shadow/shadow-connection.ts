@@ -225,14 +225,15 @@ export class ShadowConnection {
     for (const [name, stream] of [['client', this.toServer], ['server', this.toClient]] as const) {
       if (stream.broken) return blocked(`the ${name}'s stream cannot be rebuilt: ${stream.broken}`);
     }
-    const protocol = this.tracker.blocker();
-    if (protocol) return blocked(protocol);
     // What the server acknowledged must be what we hold: a byte it had and we did not see is a
-    // hole that no replay can fill.
+    // hole that no replay can fill. Checked before the protocol: a request the capture lost
+    // leaves its reply unpaired, and the tracker's "more replies than requests" would hide why.
     const serverAcked = this.server0.ack === undefined ? 0 : this.toServer.offsetOf(this.server0.ack);
     if (serverAcked > this.toServer.next) return blocked(`the server acknowledged ${serverAcked - this.toServer.next} client bytes the capture did not see`);
     const clientAcked = this.toClient.offsetOf(this.client0.ack);
     if (clientAcked > this.toClient.next) return blocked(`the client acknowledged ${clientAcked - this.toClient.next} server bytes the capture did not see`);
+    const protocol = this.tracker.blocker();
+    if (protocol) return blocked(protocol);
     if (this.toClient.hasHole) return blocked('server bytes are missing from the capture (a hole before later segments)');
     const complete = this.tracker.completeServerBytes();
     // The server sent part of a reply: the client has those bytes, or gets them in the refill;
