@@ -5,8 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { probeWindows } from '../../src/agent/redis-replay-check.js';
 import type { StreamProbe as ProbeRecord } from '../../src/agent/redis-stream-probe.js';
-import { TCP_ACK, TCP_PSH, TCP_SYN, type ParsedSegment } from '../../src/native.js';
-import { seqAdd } from '../../src/net/seq.js';
+import type { ParsedSegment } from '../../src/native.js';
 import { ProbeCaptureTimes } from '../../src/net/shadow/probe-capture-times.js';
 import { DEFAULT_MARGIN_MS, planMatch } from '../../src/net/shadow/replay-match.js';
 import { PROBE_CHANNEL } from '../../src/net/shadow/replication-stream.js';
@@ -14,6 +13,7 @@ import { RequestLog, type LoggedWrite } from '../../src/net/shadow/request-log.j
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 import { prng } from './frame-builder.js';
+import { conversationSegments } from './shadow-plan-conversation.js';
 
 const NONCE = 'ab'.repeat(16);
 const PROBE = '198.18.6.2|40001';
@@ -106,37 +106,10 @@ describe('the RESP tracker times the probe', () => {
 
 describe('the shadow table leaves the probe\'s connection out', () => {
   const SERVER = { address: '198.18.6.1', port: 6379 };
-  /** One client's handshake, a request and its reply, as segments. */
-  function exchange(client: { address: string; port: number }, request: Buffer<ArrayBufferLike>, reply: Buffer<ArrayBufferLike>, ms: number): ParsedSegment[] {
-    let c = 5000;
-    let s = 9000;
-    const seg = (fromServer: boolean, flags: number, data: Buffer<ArrayBufferLike> = Buffer.alloc(0), extra: Partial<ParsedSegment> = {}): ParsedSegment => {
-      const out: ParsedSegment = {
-        family: 4,
-        src: fromServer ? SERVER.address : client.address,
-        dst: fromServer ? client.address : SERVER.address,
-        sport: fromServer ? SERVER.port : client.port,
-        dport: fromServer ? client.port : SERVER.port,
-        seq: fromServer ? s : c,
-        ack: fromServer ? c : s,
-        flags,
-        window: 500,
-        urgentPointer: 0,
-        payloadLength: data.length,
-        payload: data,
-        timeMs: ms,
-        ...extra,
-      };
-      if (fromServer) s = seqAdd(s, data.length);
-      else c = seqAdd(c, data.length);
-      return out;
-    };
-    const syn = { ...seg(false, TCP_SYN), ack: 0 };
-    c = seqAdd(c, 1);
-    const synAck = seg(true, TCP_SYN | TCP_ACK);
-    s = seqAdd(s, 1);
-    synAck.ack = c;
-    return [syn, synAck, seg(false, TCP_ACK), seg(false, TCP_ACK | TCP_PSH, request), { ...seg(true, TCP_ACK | TCP_PSH, reply), timeMs: ms + 0.05 }];
+  /** One client's handshake, a request and its reply, as segments captured at ms (the reply 0.05 ms later). */
+  function exchange(client: { address: string; port: number }, request: Buffer, reply: Buffer, ms: number): ParsedSegment[] {
+    const { seg, handshake } = conversationSegments(SERVER, client);
+    return [...handshake.map((h) => ({ ...h, timeMs: ms })), { ...seg(false, request), timeMs: ms }, { ...seg(true, reply), timeMs: ms + 0.05 }];
   }
   it('times its PUBLISH, plans and counts only the clients', () => {
     const probeEnd = { address: '198.18.6.2', port: 40001 };
