@@ -79,6 +79,7 @@ async function primary(): Promise<void> {
     capture: () => {
       const listeners = new Set<(s: ParsedSegment[]) => void>();
       capture = {
+        ready: Promise.resolve(),
         onSegments: (l) => (listeners.add(l), () => void listeners.delete(l)),
         stats: () => ({ drops: 0 }),
         completeToMs: (t) => t - 1,

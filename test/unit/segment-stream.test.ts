@@ -37,7 +37,10 @@ class FakeCapture implements SegmentCapture {
   readonly listeners = new Set<(s: ParsedSegment[]) => void>();
   drops = 0;
   closed = false;
-  constructor(readonly services: readonly Endpoint[]) {}
+  constructor(
+    readonly services: readonly Endpoint[],
+    readonly ready: Promise<void> = Promise.resolve(),
+  ) {}
   onSegments(l: (s: ParsedSegment[]) => void) {
     this.listeners.add(l);
     return () => void this.listeners.delete(l);
@@ -56,14 +59,15 @@ class FakeCapture implements SegmentCapture {
   }
 }
 
-async function source(options: Partial<SegmentStreamSourceOptions> = {}, port = 0) {
+/** `ready`: when each capture is ready (default: at once). */
+async function source(options: Partial<SegmentStreamSourceOptions> = {}, port = 0, ready?: () => Promise<void>) {
   const captures: FakeCapture[] = [];
   const src = new SegmentStreamSource({
     node: 'node-a',
     key: KEY,
     listen: { host: '127.0.0.1', port },
     capture: (services) => {
-      const c = new FakeCapture(services);
+      const c = new FakeCapture(services, ready?.());
       captures.push(c);
       return c;
     },
@@ -196,6 +200,27 @@ describe('segment stream (loopback, injected capture)', () => {
     const other = await source({ backups: ['node-c'] });
     const b2 = peer(other.port);
     await until('a refusal', () => /refused \(node\)/.test(b2.stats().lastError ?? ''));
+  });
+
+  it('the WELCOME waits for the capture to be ready (a connection opened before would be missing from the copy); a capture that fails is a refusal', async () => {
+    let setUp!: () => void;
+    const ring = new Promise<void>((r) => (setUp = r));
+    const { src, port, captures } = await source({}, 0, () => ring);
+    const b = peer(port);
+    await until('the capture opened', () => captures.length === 1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(b.connected).toBe(false);
+    expect(src.stats().subscribers).toBe(0);
+    setUp();
+    await until('the subscription', () => src.stats().subscribers === 1 && b.connected);
+
+    const failing = await source({}, 0, () => Promise.reject(new Error('EPERM: no ring')));
+    const refused: string[] = [];
+    const b2 = peer(failing.port, { onEvent: (e) => e.type === 'refused' && refused.push(`${e.refusal}: ${e.reason}`) });
+    await until('a refusal', () => refused.length > 0);
+    expect(refused[0]).toBe('capture: the capture failed: EPERM: no ring');
+    expect(b2.connected).toBe(false);
+    expect(failing.captures.every((c) => c.closed)).toBe(true);
   });
 
   it('a LOSS makes the open connections\' ends unproven, with the reason (their clients must show them); proven again once both ends show their streams whole', async () => {

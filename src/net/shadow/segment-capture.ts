@@ -7,6 +7,13 @@ import type { Endpoint } from '../endpoint.js';
 
 /** A capture of segments, as a segment stream's source uses it. */
 export interface SegmentCapture {
+  /**
+   * Settles once the capture takes segments (the default's ring is set up on a libuv worker, tens
+   * to hundreds of ms); rejects if it never will (EPERM, no memory for the ring). The source
+   * WELCOMEs a backup only after it: a connection opened before would be missing from the copy
+   * while the stream said it was up.
+   */
+  readonly ready: Promise<void>;
   /** Registers a listener for every batch of captured segments (capture order); returns its removal. */
   onSegments(listener: (segments: ParsedSegment[]) => void): () => void;
   /** Frames the capture lost so far (a counter that only grows). */
@@ -73,6 +80,7 @@ export function captureOwnSegments(services: readonly Endpoint[]): SegmentCaptur
   });
   tracker.start();
   return {
+    ready: tracker.ready,
     onSegments: (listener) => tracker.onSegments(listener),
     stats: () => ({ drops: tracker.stats().drops }),
     completeToMs: (tickMs) => (backlog || !ready ? newestMs : Math.max(newestMs, tickMs - BLOCK_TIMEOUT_MS - TIMER_SLACK_MS)),

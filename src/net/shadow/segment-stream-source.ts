@@ -306,12 +306,22 @@ export class SegmentStreamSource implements AsyncDisposable {
     } catch (err) {
       return refuse('capture', `the capture failed: ${(err as Error).message}`);
     }
-    // Captured from now on; sent once the backup's first ACK proves it holds the key.
+    // Captured from when the capture is ready; sent once the backup's first ACK proves it holds the key.
     s.drops = s.capture.stats().drops;
     s.unsubscribe = s.capture.onSegments((batch) => this.captured(s, batch));
-    this.send(s, { type: 'welcome', node: this.options.node, refusal: null, reason: '' });
-    s.reader.accept(s.primaryNonce);
-    for (const other of this.subs) if (other !== s && other.backup === backup && !other.ended) this.end(other, 'replaced by a newer subscription of the same backup', false);
+    // WELCOMEd only once the capture takes segments: the backup reports the stream up from the
+    // WELCOME, and a connection opened before the ring was set up would never be in its copy.
+    s.capture.ready.then(
+      () => {
+        if (s.ended) return; // the backup left, or the source closed, meanwhile
+        this.send(s, { type: 'welcome', node: this.options.node, refusal: null, reason: '' });
+        s.reader.accept(s.primaryNonce);
+        for (const other of this.subs) if (other !== s && other.backup === backup && !other.ended) this.end(other, 'replaced by a newer subscription of the same backup', false);
+      },
+      (err: Error) => {
+        if (!s.ended) refuse('capture', `the capture failed: ${err.message}`);
+      },
+    );
   }
 
   private acked(s: Subscription, frameSeq: bigint, markMs: number): void {
