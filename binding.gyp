@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/packet_parse.cc",
+        "native/segment_object.cc",
         "native/tcp_flows.cc",
         "native/packet_capture.cc",
         "native/packet_ring.cc",
@@ -22,7 +23,8 @@
         "native/tcp_repair.cc",
         "native/file_lock.cc",
         "native/splice_relay.cc",
-        "native/clock.cc"
+        "native/clock.cc",
+        "native/nf_queue.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -20,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitFileLock(env, exports);
   takeover::InitSpliceRelay(env, exports);
   takeover::InitClock(env, exports);
+  takeover::InitNfQueue(env, exports);
   return exports;
 }
 }  // namespace

@@ -19,4 +19,5 @@ void InitTcpRepair(Napi::Env env, Napi::Object exports);    // tcp_repair.cc
 void InitFileLock(Napi::Env env, Napi::Object exports);     // file_lock.cc
 void InitSpliceRelay(Napi::Env env, Napi::Object exports);  // splice_relay.cc
 void InitClock(Napi::Env env, Napi::Object exports);        // clock.cc
+void InitNfQueue(Napi::Env env, Napi::Object exports);      // nf_queue.cc
 }  // namespace takeover

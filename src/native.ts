@@ -412,6 +412,33 @@ export interface NativeBindings {
   SpliceRelay: new (fdA: number, fdB: number, pipeBytes?: number) => NativeSpliceRelay;
   /** Empty pipes the SpliceRelay pool keeps on this thread (2 fds each; 16 at most). */
   splicePipesFree(): number;
+
+  /**
+   * nf_queue.cc: binds netfilter queue `queueNumber` (nfnetlink_queue), packets copied whole up
+   * to copyBytes, at most maxLength held (the kernel drops beyond). Throws EPERM (no
+   * CAP_NET_ADMIN, or another socket holds the queue) or the socket's error.
+   */
+  EgressQueue: new (queueNumber: number, copyBytes: number, maxLength: number) => NativeEgressQueue;
+}
+
+/** One packet a netfilter queue handed over: held by the kernel until a verdict covers its id. */
+export interface QueuedPacket {
+  /** The queue's id (grows by one per packet; verdicts name the last id they cover). */
+  id: number;
+  /** When it was read (wall clock, ms since the epoch). */
+  timeMs: number;
+  /** The packet parsed, absent when it is not a whole TCP segment over IPv4/IPv6. */
+  segment?: ParsedSegment;
+}
+
+export interface NativeEgressQueue {
+  /** onPackets(batch) on the loop for each batch read, in id order. */
+  start(onPackets: (batch: QueuedPacket[]) => void): void;
+  /** A VERDICT_BATCH: every packet held up to `id`, in the queue's order, accepted or dropped. */
+  verdict(id: number, accept: boolean): void;
+  stats(): { received: number; unparsed: number; malformed: number; overflows: number; verdictErrors: number };
+  /** Accepts what is still held, unbinds, closes; idempotent. */
+  close(): void;
 }
 
 /** Bytes written by a SpliceRelay, per direction (userspace leftovers included). */

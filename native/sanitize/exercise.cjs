@@ -356,8 +356,52 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     q.destroy();
     ls.close();
   }
+  // EgressQueue (nf_queue.cc): a loopback service's replies held and released in steps under
+  // load, a second bind refused, bad arguments, closes with packets held, verdicts after close.
+  let queued = 0;
+  {
+    const { execFileSync } = require('node:child_process');
+    const echo = net.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => s.write(d)); });
+    await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+    const eport = echo.address().port;
+    const rule = ['-t', 'mangle', '-I', 'OUTPUT', '-p', 'tcp', '-s', '127.0.0.1', '--sport', String(eport), '-j', 'NFQUEUE', '--queue-num', '21', '--queue-bypass'];
+    attempt(() => new addon.EgressQueue(-1, 10, 10));
+    attempt(() => new addon.EgressQueue(21, 70000, 10));
+    attempt(() => new addon.EgressQueue(21, 10, 0));
+    for (let round = 0; round < 3; round++) {
+      const q = new addon.EgressQueue(21, round === 2 ? 40 : 65535, 4096);
+      attempt(() => new addon.EgressQueue(21, 100, 100)); // held by q: EPERM
+      attempt(() => q.start('x'));
+      attempt(() => q.verdict(-1, true));
+      attempt(() => q.verdict(1, 'yes'));
+      let last = 0;
+      q.start((batch) => {
+        queued += batch.length;
+        last = batch[batch.length - 1].id;
+        // release all but the newest few, then the rest a turn later
+        if (batch.length > 2) q.verdict(batch[batch.length - 3].id, true);
+        setImmediate(() => { try { q.verdict(last, true); } catch {} });
+      });
+      execFileSync('iptables', rule);
+      const cs = [];
+      for (let i = 0; i < 10; i++) cs.push(await new Promise((r) => { const c = net.connect(eport, '127.0.0.1', () => r(c)); c.on('error', () => {}); }));
+      for (const c of cs) for (let k = 0; k < 20; k++) c.write(Buffer.alloc(round === 1 ? 70000 : 100, k));
+      await new Promise((r) => setTimeout(r, 300));
+      if (round === 1) { q.verdict(last, false); } // drops: TCP sends them again
+      q.stats();
+      q.close(); // releases what is held
+      q.close();
+      attempt(() => q.verdict(1, true));
+      attempt(() => q.start(() => {}));
+      execFileSync('iptables', rule.map((a) => (a === '-I' ? '-D' : a)));
+      for (const c of cs) c.destroy();
+    }
+    // Left to the collector while bound and watching.
+    (() => { const q = new addon.EgressQueue(22, 100, 10); q.start(() => {}); q.close(); new addon.EgressQueue(23, 100, 10); })();
+    echo.close();
+  }
   for (const c of clients) c.destroy();
   server.close();
-  console.log(JSON.stringify({ segs, anySegs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq, spliced }));
+  console.log(JSON.stringify({ queued, segs, anySegs, flows: flows.count, packets: stats.packets, destroyed: socks.length, seq, spliced }));
   global.gc?.();
 })();
