@@ -13,6 +13,8 @@ import { PeerShadow, type PeerShadowOptions } from '../../src/net/shadow/peer-sh
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import type { SegmentCapture } from '../../src/net/shadow/segment-capture.js';
 import { SegmentStreamSource, type SegmentStreamSourceOptions } from '../../src/net/shadow/segment-stream-source.js';
+import { encodeSegmentFrame } from '../../src/net/shadow/segment-wire.js';
+import type { HeldPacket, PacketHold } from '../../src/net/held-traffic.js';
 import type { ContinuePlan } from '../../src/net/shadow/shadow-connection.js';
 import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 
@@ -364,5 +366,93 @@ describe('segment stream (loopback, the real capture)', () => {
     // The last PONG, unless the client's (delayed) ACK of it was captured already.
     expect(['', '+PONG\r\n']).toContain(p.state.send.queue.toString());
     expect(src.stats().lossFrames).toBe(0);
+  });
+});
+
+/** Stands in for HeldTraffic: the test pushes packets; release() records how far it was told to go. */
+class FakeHold implements PacketHold {
+  readonly listeners = new Set<(p: HeldPacket[]) => void>();
+  lastHeldId = 0;
+  released = 0;
+  constructor(readonly services: readonly Endpoint[]) {}
+  onPackets(l: (p: HeldPacket[]) => void) {
+    this.listeners.add(l);
+    return () => void this.listeners.delete(l);
+  }
+  get heldCount() {
+    return this.lastHeldId - this.released;
+  }
+  release(id: number) {
+    this.released = Math.max(this.released, Math.min(id, this.lastHeldId));
+  }
+  stats() {
+    return { received: 0, unparsed: 0, overflows: 0, egressRead: this.lastHeldId, egressReleased: this.released };
+  }
+  /** Segments as read from the queues: the server's are egress (held), the client's ingress. */
+  push(segments: ParsedSegment[]) {
+    const packets = segments.map((segment): HeldPacket => {
+      const out = segment.sport === SERVER.port; // what a service sends (any address of it)
+      return { direction: out ? 'out' : 'in', id: out ? ++this.lastHeldId : 0, timeMs: Date.now(), segment };
+    });
+    for (const l of [...this.listeners]) l(packets);
+  }
+}
+
+describe('output commit (segment stream with an injected hold)', () => {
+  async function heldSource(options: Partial<SegmentStreamSourceOptions> = {}) {
+    const hold = new FakeHold([SERVER]);
+    const events: string[] = [];
+    const src = new SegmentStreamSource({ node: 'node-a', key: KEY, listen: { host: '127.0.0.1', port: 0 }, hold, onEvent: (e) => events.push(e.type === 'ended' ? `ended: ${e.reason}` : e.type), ...options });
+    cleanups.push(() => src.close());
+    const { port } = await src.ready();
+    return { hold, src, port, events };
+  }
+
+  it('with no backup following, nothing is held; with one, what the server sends is released once the backup has acknowledged the frame carrying it', async () => {
+    const { hold, src, port } = await heldSource();
+    const c = conversation(40500);
+    hold.push(c.open());
+    expect(hold.released).toBe(1); // the SYN-ACK: nobody to wait for
+    const b = peer(port);
+    await until('the subscription', () => src.stats().subscribers === 1 && b.connected);
+    const d = conversation(40501);
+    hold.push(d.open());
+    expect(hold.released).toBe(1); // d's SYN-ACK waits for the backup
+    await until('the backup acknowledged it', () => hold.released === 2);
+    hold.push(d.exchange());
+    expect(hold.heldCount).toBe(2);
+    await until('the replies released', () => hold.released === 4);
+    // The copy holds everything that was released: its plan restores d with both replies.
+    const plans = await b.plans();
+    const dPlan = plans.find((p) => p.client.port === 40501)!;
+    expect(dPlan.kind).toBe('restore');
+    expect(src.stats().hold).toMatchObject({ egressRead: 4, egressReleased: 4, heldNow: 0 });
+    // A segment of a service the backup did not ask for is not held for it.
+    hold.push([{ ...d.seg(true, TCP_ACK, 'x'), src: '198.18.5.99' }]);
+    expect(hold.released).toBe(5);
+  });
+
+  it('a backup that never acknowledges is cut after maxHoldMs, and what waited for it released; the source keeps serving', async () => {
+    const { hold, src, port, events } = await heldSource({ maxHoldMs: 150 });
+    // A backup that holds the key, says HELLO, then never ACKs (its loop is stuck, say).
+    const silent = net.connect(port, '127.0.0.1');
+    cleanups.push(() => void silent.destroy());
+    silent.on('error', () => {});
+    await once(silent, 'connect');
+    silent.write(encodeSegmentFrame({ backupNonce: 77n, primaryNonce: 0n, seq: 0n, message: { type: 'hello', node: 'node-b', services: [SERVER] } }, KEY));
+    await once(silent, 'data'); // the WELCOME
+    const c = conversation(40502);
+    const t0 = Date.now();
+    hold.push(c.open());
+    expect(hold.released).toBe(0);
+    await until('the cut', () => events.some((e) => e.startsWith('ended: cut: a held packet waited more than 150 ms')), 2000);
+    const waited = Date.now() - t0;
+    expect(hold.released).toBe(1);
+    // Cut no earlier than maxHoldMs, and within the next MARK ticks (25 ms each) of it.
+    expect(waited).toBeGreaterThanOrEqual(150);
+    expect(waited).toBeLessThan(150 + 200);
+    expect(src.stats().cuts).toBe(1);
+    hold.push(c.exchange());
+    expect(hold.released).toBe(3); // nobody follows any more
   });
 });

@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ParsedSegment } from '../../native.js';
 import { canonicalAddress, type Endpoint } from '../endpoint.js';
+import type { HeldPacket, HeldTrafficStats, PacketHold } from '../held-traffic.js';
 import { captureOwnSegments, type SegmentCapture, type SegmentCaptureFactory } from './segment-capture.js';
 import { checkSegmentKey, DEFAULT_SEGMENTS_FRAME_BODY_BYTES, encodeSegmentFrame, MAX_NODE_BYTES, SegmentFrameReader, splitSegments, type SegmentMessage, type WelcomeRefusal } from './segment-wire.js';
 
@@ -42,6 +43,19 @@ export interface SegmentStreamSourceOptions {
   maxPendingBytes?: number;
   /** A backup that sends no HELLO, or no ACK, for this long is dropped, ms; default 5,000. */
   idleTimeoutMs?: number;
+  /**
+   * Output commit: the services' traffic read from netfilter queues (HeldTraffic.open) instead of
+   * captured, and what they send held until every backup that follows them has acknowledged the
+   * frame that carried it. A client then never acknowledges a byte the backups lack. With no
+   * backup following, nothing is held. `services` defaults to the held services. The caller
+   * opens and closes it.
+   */
+  hold?: PacketHold;
+  /**
+   * With `hold`: a backup that leaves a held packet unacknowledged this long is cut (and what it
+   * held released), ms; default 500. The longest a backup that dies silently stalls the service.
+   */
+  maxHoldMs?: number;
   /** Told of subscriptions, refusals and cuts (for logs). */
   onEvent?: (event: SegmentSourceEvent) => void;
   /**
@@ -90,6 +104,8 @@ export interface SegmentSourceStats {
   lossFrames: number;
   /** The largest capture-to-write delay seen, ms. */
   maxLagMs: number;
+  /** With output commit: the queues' counters and the packets held now. */
+  hold?: HeldTrafficStats & { heldNow: number };
   subscriptions: SegmentSubscriptionStats[];
 }
 
@@ -114,6 +130,8 @@ interface Subscription {
   live: boolean;
   drops: number;
   lastMarkMs: number;
+  /** With a hold: the held packets of its services in id order, with the frame that carried each (null: not sent yet). */
+  held: { id: number; frame: bigint | null; timeMs: number }[];
   /** Frames sent and not yet acknowledged: their sequence and the bytes sent up to their end. */
   inFlight: { seq: bigint; bytesEnd: number }[];
   marksSent: Map<number, number>;
@@ -125,6 +143,19 @@ interface Subscription {
   lastHeardAt: number;
   ended: boolean;
 }
+
+/**
+ * A subscriber's capture when the source holds its services' traffic: the segments come from the
+ * hold (heldRead), read on the loop as they pass, so everything queued before a timer tick has
+ * been read in the poll phase that follows it.
+ */
+const heldView: SegmentCaptureFactory = () => ({
+  ready: Promise.resolve(),
+  onSegments: () => () => {},
+  stats: () => ({ drops: 0 }), // the kernel drops only what it then sends again (TCP), never a copied packet
+  completeToMs: (tickMs) => tickMs,
+  close: () => {},
+});
 
 function randomNonce(): bigint {
   for (;;) {
@@ -142,6 +173,8 @@ export class SegmentStreamSource implements AsyncDisposable {
   private readonly maxPendingBytes: number;
   private readonly idleTimeoutMs: number;
   private readonly allowedServices: Set<string> | null;
+  private readonly maxHoldMs: number;
+  private readonly stopHold: (() => void) | null = null;
   private readonly listening: Promise<Endpoint>;
   private closed = false;
   private readonly totals = { accepted: 0, refused: 0, rejected: 0, cuts: 0, bytesSent: 0, segmentsSent: 0, lossFrames: 0, maxLagMs: 0 };
@@ -158,8 +191,13 @@ export class SegmentStreamSource implements AsyncDisposable {
     if (!(this.markIntervalMs >= 1 && this.markIntervalMs <= 50)) throw new RangeError(`markIntervalMs ${this.markIntervalMs} is not 1..50`);
     this.maxPendingBytes = options.maxPendingBytes ?? 64 * 1024 * 1024;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 5000;
-    this.captureFactory = options.capture ?? captureOwnSegments;
-    this.allowedServices = options.services ? new Set(options.services.map((s) => `${canonicalAddress(s.address)}|${s.port}`)) : null;
+    this.maxHoldMs = options.maxHoldMs ?? 500;
+    if (!(this.maxHoldMs >= 1 && this.maxHoldMs <= 60_000)) throw new RangeError(`maxHoldMs ${this.maxHoldMs} is not 1..60000`);
+    const hold = options.hold;
+    this.captureFactory = hold ? heldView : (options.capture ?? captureOwnSegments);
+    const services = options.services ?? hold?.services;
+    this.allowedServices = services ? new Set(services.map((s) => `${canonicalAddress(s.address)}|${s.port}`)) : null;
+    if (hold) this.stopHold = hold.onPackets((packets) => this.heldRead(packets));
     this.server = net.createServer((socket) => this.onConnection(socket));
     this.listening = new Promise<Endpoint>((resolve, reject) => {
       this.server.once('error', reject);
@@ -192,7 +230,8 @@ export class SegmentStreamSource implements AsyncDisposable {
       lagMs: s.lagMs,
       markRoundTripMs: s.markRoundTripMs,
     }));
-    return { subscribers: subscriptions.filter((s) => s.live).length, ...this.totals, subscriptions };
+    const hold = this.options.hold;
+    return { subscribers: subscriptions.filter((s) => s.live).length, ...this.totals, ...(hold ? { hold: { ...hold.stats(), heldNow: hold.heldCount } } : {}), subscriptions };
   }
 
   /** Stops listening and ends every subscription (each backup sees its stream end, after what was captured). */
@@ -200,6 +239,7 @@ export class SegmentStreamSource implements AsyncDisposable {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.stopHold?.();
     const closedServer = new Promise<void>((r) => this.server.close(() => r()));
     for (const s of [...this.subs]) {
       // What was captured goes out first; the backup sees the stream end (not a reset).
@@ -239,6 +279,7 @@ export class SegmentStreamSource implements AsyncDisposable {
       lastMarkMs: 0,
       inFlight: [],
       marksSent: new Map(),
+      held: [],
       ackedBytes: 0,
       bytesSent: 0,
       segmentsSent: 0,
@@ -332,6 +373,14 @@ export class SegmentStreamSource implements AsyncDisposable {
       this.queueFlush(s);
     }
     while (s.inFlight.length > 0 && s.inFlight[0]!.seq <= frameSeq) s.ackedBytes = s.inFlight.shift()!.bytesEnd;
+    if (s.held.length > 0) {
+      let n = 0;
+      while (n < s.held.length && s.held[n]!.frame !== null && s.held[n]!.frame! <= frameSeq) n++;
+      if (n > 0) {
+        s.held.splice(0, n);
+        this.commit();
+      }
+    }
     const sentAt = s.marksSent.get(markMs);
     if (sentAt !== undefined) {
       s.markRoundTripMs = performance.now() - sentAt;
@@ -352,6 +401,34 @@ export class SegmentStreamSource implements AsyncDisposable {
     // Before the first ACK nothing is sent: what waits is bounded as the socket's buffer is.
     if (s.pendingPayload > this.maxPendingBytes) return this.cut(s);
     this.queueFlush(s);
+  }
+
+  /** Packets read from the hold's queues: each subscriber gets those of its services; egress ones are held for it. */
+  private heldRead(packets: HeldPacket[]): void {
+    for (const s of this.subs) {
+      if (s.ended || !s.capture) continue;
+      const segments: ParsedSegment[] = [];
+      for (const p of packets) {
+        const seg = p.segment;
+        if (!seg || !(s.serviceKeys.has(`${seg.src}|${seg.sport}`) || s.serviceKeys.has(`${seg.dst}|${seg.dport}`))) continue;
+        segments.push(seg);
+        if (p.direction === 'out') s.held.push({ id: p.id, frame: null, timeMs: p.timeMs });
+      }
+      if (segments.length > 0) this.captured(s, segments);
+    }
+    this.commit();
+  }
+
+  /**
+   * Releases what the hold keeps that no subscriber still waits for: up to (not including) the
+   * oldest held packet some subscriber has not acknowledged; everything when none follows.
+   */
+  private commit(): void {
+    const hold = this.options.hold;
+    if (!hold) return;
+    let upTo = hold.lastHeldId;
+    for (const s of this.subs) if (!s.ended && s.held.length > 0) upTo = Math.min(upTo, s.held[0]!.id - 1);
+    hold.release(upTo);
   }
 
   private queueFlush(s: Subscription): void {
@@ -379,6 +456,8 @@ export class SegmentStreamSource implements AsyncDisposable {
         this.totals.segmentsSent += group.length;
       }
       s.socket.uncork();
+      // The held packets sent so far ride in frames up to the last one sent.
+      for (let i = s.held.length - 1; i >= 0 && s.held[i]!.frame === null; i--) s.held[i]!.frame = s.seqOut - 1n;
       if (oldest !== Infinity) {
         s.lagMs = Math.max(0, Date.now() - oldest);
         if (s.lagMs > this.totals.maxLagMs) this.totals.maxLagMs = s.lagMs;
@@ -402,10 +481,19 @@ export class SegmentStreamSource implements AsyncDisposable {
         this.end(s, `nothing from the backup for ${this.idleTimeoutMs} ms`, false);
       }
     }
-    // After the poll phase that follows this tick: the capture has handed over what it had.
+    // After the poll phase that follows this tick: the capture has handed over what it had, and
+    // the ACKs that came while the loop was busy have been read (a loop that stalled is no
+    // reason to cut a backup that did answer).
     setImmediate(() => {
+      const nowMs = Date.now();
       for (const s of this.subs) {
-        if (s.ended || !s.live) continue;
+        if (s.ended) continue;
+        if (s.held.length > 0 && nowMs - s.held[0]!.timeMs > this.maxHoldMs) {
+          this.totals.cuts++;
+          this.end(s, `cut: a held packet waited more than ${this.maxHoldMs} ms for the backup's acknowledgement (output commit)`, false);
+          continue;
+        }
+        if (!s.live) continue;
         this.flush(s);
         if (s.ended) continue;
         const t = Math.max(s.lastMarkMs, s.capture!.completeToMs(tickMs));
@@ -440,6 +528,10 @@ export class SegmentStreamSource implements AsyncDisposable {
     s.unsubscribe?.();
     s.capture?.close();
     s.pending = [];
+    if (s.held.length > 0) {
+      s.held = [];
+      this.commit(); // its packets no longer wait for it
+    }
     if (graceful) {
       s.socket.end();
       // A backup that does not close its end within a second is not waited for.
