@@ -12,6 +12,7 @@ fi
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nft >/dev/null || missing+=(nftables)
+command -v iptables >/dev/null || missing+=(iptables)   # the output commit's NFQUEUE rules (src/net/held-traffic.ts)
 command -v python3 >/dev/null || missing+=(python3)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v tcpdump >/dev/null || missing+=(tcpdump)

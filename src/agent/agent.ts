@@ -23,6 +23,7 @@ import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
+import { HeldTraffic, sweepStaleHoldRules } from '../net/held-traffic.js';
 import { SegmentStreamSource, type SegmentSourceEvent, type SegmentSourceStats } from '../net/shadow/segment-stream-source.js';
 import { sweepStaleGuards } from '../net/rst-guard.js';
 import { ConnectionReplication, type ReplicationStatus } from './replication/connection-replication.js';
@@ -125,7 +126,8 @@ export type AgentEvents = {
    * processes killed before they could remove them left behind, now removed; guards of another
    * pid namespace's processes, left alone; or why the sweep failed (the agent starts anyway).
    */
-  'stale-guards': [{ removed: string[]; foreign: string[]; error?: string }];
+  /** removed/foreign: RST guard tables; holdRules: output-commit rules (their owners' comments) removed. */
+  'stale-guards': [{ removed: string[]; foreign: string[]; holdRules?: string[]; error?: string }];
   /** What the cluster manager did with the clustered applications (config `store`). */
   app: [AppActivity];
   /**
@@ -163,6 +165,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly trackers: FlowTracker[] = [];
   /** This node's connections streamed to the peers that continue them (config connectionStream). */
   private connectionStream: SegmentStreamSource | undefined;
+  /** With connectionStream.outputCommit: the services' traffic through netfilter queues. */
+  private heldTraffic: HeldTraffic | undefined;
   /** The last planned switchover this node took (status). */
   private lastSwitchover: (SwitchoverReport & { peer: string; at: string }) | undefined;
   /** The last planned switchover this node served as the primary (given, refused or aborted). */
@@ -336,8 +340,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.sweepGuards();
       const stream = this.config.connectionStream;
       if (stream) {
+        const commit = stream.outputCommit;
+        if (commit) this.heldTraffic = await HeldTraffic.open({ services: commit.services, queue: commit.queue });
         this.connectionStream = new SegmentStreamSource({
           node: this.config.node, key: this.key, listen: { host: stream.address, port: stream.port }, onEvent: (e) => this.emit('connection-stream', e),
+          ...(this.heldTraffic && commit ? { hold: this.heldTraffic, maxHoldMs: commit.maxHoldMs } : {}),
           // The same listener takes a backup's planned switchover (agent/switchover-primary.ts).
           other: {
             claims: isSwitchoverFrameStart,
@@ -386,8 +393,10 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   private async sweepGuards(): Promise<void> {
     try {
-      const sweep = await sweepStaleGuards();
-      if (sweep.removed.length > 0 || sweep.foreign.length > 0) this.emit('stale-guards', sweep);
+      // The output commit's rules (held-traffic.ts) too: harmless once their owner is gone
+      // (--queue-bypass), but each still sends the service's packets past an empty queue.
+      const [sweep, holdRules] = await Promise.all([sweepStaleGuards(), sweepStaleHoldRules()]);
+      if (sweep.removed.length > 0 || sweep.foreign.length > 0 || holdRules.length > 0) this.emit('stale-guards', { ...sweep, holdRules });
     } catch (err) {
       this.emit('stale-guards', { removed: [], foreign: [], error: (err as Error).message });
     }
@@ -475,6 +484,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const t of this.takeovers) await t.close();
     for (const t of this.trackers) t.close();
     await this.connectionStream?.close();
+    await this.heldTraffic?.close();
     this.followers.clear();
     await this.control.close().catch(() => {});
     await this.server.close().catch(() => {});

@@ -8,6 +8,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress } from '../net/endpoint.js';
+import { DEFAULT_HOLD_QUEUE } from '../net/held-traffic.js';
 import { DEFAULT_MARGIN_MS } from '../net/shadow/replay-match.js';
 import { checkConfig } from './config-checks.js';
 import { appSpecSchema } from '../cluster/app-object.js';
@@ -245,7 +246,26 @@ export const configSchema = z
      * peers whose takeover continues them from a `stream` (docs/CONTINUE.md): a TCP listener on
      * this address and port, the peers authenticated with the cluster key.
      */
-    connectionStream: z.strictObject({ address: ip, port }).optional(),
+    connectionStream: z
+      .strictObject({
+        address: ip,
+        port,
+        /**
+         * Output commit (docs/CONTINUE.md): these services' traffic passes through netfilter
+         * queues (iptables NFQUEUE rules the agent installs, `queue` and `queue + 1`), and what
+         * they send waits until every peer that follows the stream has its copy: a busy
+         * connection is then continued, not reset. Replies wait about one round trip to the
+         * backup; a backup that leaves one waiting maxHoldMs is cut (and nothing waits for it).
+         */
+        outputCommit: z
+          .strictObject({
+            services: z.array(z.strictObject({ address: ip, port })).min(1).max(16),
+            queue: z.number().int().min(0).max(65534).default(DEFAULT_HOLD_QUEUE),
+            maxHoldMs: ms(1, 60_000).default(500),
+          })
+          .optional(),
+      })
+      .optional(),
     /** Seed 002's SCSI heartbeat on a disk shared with a peer. */
     disk: z
       .strictObject({

@@ -43,6 +43,12 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
   c.heartbeat.links.forEach((l, j) => checks.push([`heartbeat.links[${j}].address`, () => ownAddress(l.address)]));
   checks.push(['notify.host', () => ownAddress(c.notify.host)]);
   if (c.connectionStream) checks.push(['connectionStream.address', () => ownAddress(c.connectionStream!.address)]);
+  const commit = c.connectionStream?.outputCommit;
+  if (commit) {
+    // Its rules are iptables rules (held-traffic.ts): ip6tables too when a service is IPv6.
+    const tools = ['iptables', ...(commit.services.some((s) => familyOf(s.address) === 6) ? ['ip6tables'] : [])];
+    checks.push(['connectionStream.outputCommit', async () => (await Promise.all(tools.map((t) => program(t)))).join(', ')]);
+  }
   c.peers.forEach((p, i) =>
     p.takeover.forEach((t, j) => {
       const field = `peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.interface`;

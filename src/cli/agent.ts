@@ -160,8 +160,8 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   agent.on('stale-guards', (g) => {
     const msg = g.error
       ? 'sweeping RST guards left by dead processes failed'
-      : g.removed.length > 0
-        ? 'removed RST guards (nftables tables) left by processes that died without removing them'
+      : g.removed.length > 0 || (g.holdRules?.length ?? 0) > 0
+        ? 'removed RST guards (nftables tables) or output-commit rules (iptables) left by processes that died without removing them'
         : 'RST guards of processes in another pid namespace found: left alone';
     log.warn({ staleGuards: g }, msg);
   });

@@ -280,6 +280,13 @@ services:
       expect(fieldOf(edit((x) => (x.connectionStream = { address: '10.0.0.2' })))).toMatch(/^connectionStream\.port/);
       expect(fieldOf(edit((x) => (x.connectionStream = { address: 'here', port: 1 })))).toMatch(/^connectionStream\.address/);
     });
+    it('connectionStream.outputCommit: the services held, the queue (default 7420) and maxHoldMs (default 500)', () => {
+      const c = validateConfig(edit((x) => (x.connectionStream = { address: '10.0.0.2', port: 7402, outputCommit: { services: [{ address: '10.0.0.10', port: 6379 }] } })));
+      expect(c.connectionStream!.outputCommit).toEqual({ services: [{ address: '10.0.0.10', port: 6379 }], queue: 7420, maxHoldMs: 500 });
+      expect(fieldOf(edit((x) => (x.connectionStream = { address: '10.0.0.2', port: 7402, outputCommit: { services: [] } })))).toMatch(/^connectionStream\.outputCommit\.services/);
+      expect(fieldOf(edit((x) => (x.connectionStream = { address: '10.0.0.2', port: 7402, outputCommit: { services: [{ address: '10.0.0.10', port: 1 }], queue: 65535 } })))).toMatch(/^connectionStream\.outputCommit\.queue/);
+      expect(fieldOf(edit((x) => (x.connectionStream = { address: '10.0.0.2', port: 7402, outputCommit: { services: [{ address: '10.0.0.10', port: 1 }], maxHoldMs: 0 } })))).toMatch(/^connectionStream\.outputCommit\.maxHoldMs/);
+    });
     it.each([
       [{ protocol: 'http2', mirror: 'mir0', upstream: { port: 1 } }, /^peers\[0\]\.takeover\.continue\.protocol/],
       [{ protocol: 'http', mirror: 'mir0', upstream: { port: 1 }, passwordFile: '/etc/takeover/pg.pw' }, /^peers\[0\]\.takeover\.continue\.passwordFile: .*is for protocol postgres/],

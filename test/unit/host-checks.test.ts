@@ -45,6 +45,20 @@ describe('host-specific checks', () => {
     expect(checked.find((h) => h.field === 'instances[0].command')!.found).toMatch(/\/sleep is executable$/);
   });
 
+  it('output commit: iptables (and ip6tables for an IPv6 service) is installed', async () => {
+    const c = base() as any;
+    c.connectionStream = { address: '127.0.0.1', port: 7402, outputCommit: { services: [{ address: '127.0.0.1', port: 6379 }, { address: '::1', port: 6379 }] } };
+    const checked = await checkHost(validateConfig(c));
+    expect(checked.find((h) => h.field === 'connectionStream.outputCommit')!.found).toMatch(/\/iptables is executable, .*\/ip6tables is executable$/);
+    const saved = process.env.PATH;
+    process.env.PATH = dir; // no iptables here
+    try {
+      expect(await problem((x) => (x.connectionStream = c.connectionStream))).toBe('x.yaml: connectionStream.outputCommit: iptables is not an executable in PATH (a host-specific check, made on this host only)');
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
   it('a postgres probe: the pg package it loads is installed', async () => {
     const c = base() as any;
     c.instances[0].health.probe = { kind: 'postgres', connectionString: 'postgresql://postgres@127.0.0.1:5432/postgres' };
