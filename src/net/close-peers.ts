@@ -10,6 +10,7 @@ import type { DeadConnection, EngineOptions } from './close-engine.js';
 import { canonicalAddress, canonicalizer, isLinkLocal, type Endpoint } from './endpoint.js';
 import { deadConnectionsFromFlows, mergeConnections, type BoundaryLookup } from './flow-knowledge.js';
 import { FlowTracker } from './flow-tracker.js';
+import { captureHears, mergedSource } from './answer-sources.js';
 
 export interface LocalTarget {
   pid: number;
@@ -30,7 +31,12 @@ export interface RemoteTarget {
   peers?: Endpoint[];
   /** Tracked flows, e.g. from readFlowSnapshot(). */
   flows?: FlowRecord[];
-  /** A running tracker: its flows are used, and it hears the answers. */
+  /**
+   * A running tracker: its flows are used, and it hears the answers when it captures on the
+   * address's interface (or 'any'). One on another interface (a port mirror's copy of the dead
+   * node's traffic) does not: the peers answer the taken-over address on its own link, where
+   * closePeers then listens too, from before anything is sent.
+   */
   tracker?: FlowTracker;
   /**
    * Connections known from elsewhere, with their state: the dead node's replicated table (the
@@ -82,15 +88,18 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
       code: 'ERR_ADDRESS_NOT_OWNED',
     });
   }
-  // Listen before anything is sent or announced, so no answer is missed.
-  const tracker = target.tracker ?? new FlowTracker({ interface: ifname!, hosts: [dead.address], ports: [dead.port] });
+  // Listen before anything is sent or announced, so no answer is missed: on the address's link,
+  // unless the caller's tracker already captures there (a mirror's tracker does not).
+  const listenHere = ifname !== undefined && !(target.tracker && captureHears(target.tracker.options.interface, ifname));
+  const own = listenHere ? new FlowTracker({ interface: ifname, hosts: [dead.address], ports: [dead.port] }) : undefined;
+  const answers = target.tracker && own ? mergedSource(target.tracker, own) : (target.tracker ?? own!);
   try {
-    if (!target.tracker) tracker.start();
+    own?.start();
     return await closeRemotePeers({
       connections,
       addresses: [dead.address], // taken over even when no connection is known
       method,
-      answers: tracker,
+      answers,
       ...(target.takeover ? { takeover: target.takeover } : {}),
       ...(ifname !== undefined ? { interface: ifname } : {}),
       ...(options.guard !== undefined ? { guard: options.guard } : {}),
@@ -98,6 +107,6 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
     });
   } finally {
-    if (!target.tracker) tracker.close();
+    own?.close();
   }
 }
