@@ -15,6 +15,19 @@ export function captureHears(captured: string, link: string): boolean {
 }
 
 /**
+ * Which capture hears the answers on `link` (the address's interface; undefined: none named,
+ * the caller's tracker is all there is): 'tracker' when the caller's tracker captures there,
+ * else 'answers' when the caller's answer capture does, else 'own' (one set up for the close),
+ * or 'none' without a link. Interfaces are given as the captures were opened on. Pure.
+ */
+export function answerCapture(link: string | undefined, tracker: string | undefined, answers: string | undefined): 'tracker' | 'answers' | 'own' | 'none' {
+  if (link === undefined) return 'none';
+  if (tracker !== undefined && captureHears(tracker, link)) return 'tracker';
+  if (answers !== undefined && captureHears(answers, link)) return 'answers';
+  return 'own';
+}
+
+/**
  * One source delivering every batch of each of `sources`, in the order each arrives. The
  * returned unsubscribe removes the listener from all of them. A segment two sources both see is
  * delivered twice, so merge captures of different links only (closePeers does: see captureHears).

@@ -10,7 +10,7 @@ import type { DeadConnection, EngineOptions } from './close-engine.js';
 import { canonicalAddress, canonicalizer, isLinkLocal, type Endpoint } from './endpoint.js';
 import { deadConnectionsFromFlows, mergeConnections, type BoundaryLookup } from './flow-knowledge.js';
 import { FlowTracker } from './flow-tracker.js';
-import { captureHears, mergedSource } from './answer-sources.js';
+import { answerCapture, mergedSource } from './answer-sources.js';
 
 export interface LocalTarget {
   pid: number;
@@ -35,9 +35,16 @@ export interface RemoteTarget {
    * A running tracker: its flows are used, and it hears the answers when it captures on the
    * address's interface (or 'any'). One on another interface (a port mirror's copy of the dead
    * node's traffic) does not: the peers answer the taken-over address on its own link, where
-   * closePeers then listens too, from before anything is sent.
+   * closePeers then listens too (`answers`, or a capture it sets up), from before anything is sent.
    */
   tracker?: FlowTracker;
+  /**
+   * A running capture on the address's interface for the peers' answers, when `tracker`
+   * captures elsewhere: started ahead by the caller, so the close does not set one up then (a
+   * ring's setup waits for a kernel RCU grace period, tens of ms under load). Its flows are not
+   * used. Ignored when `tracker` captures the address's interface, or when this one does not.
+   */
+  answers?: FlowTracker;
   /**
    * Connections known from elsewhere, with their state: the dead node's replicated table (the
    * agent's). Merged with the tracked flows; for the same connection the newest state wins.
@@ -89,10 +96,12 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
     });
   }
   // Listen before anything is sent or announced, so no answer is missed: on the address's link,
-  // unless the caller's tracker already captures there (a mirror's tracker does not).
-  const listenHere = ifname !== undefined && !(target.tracker && captureHears(target.tracker.options.interface, ifname));
-  const own = listenHere ? new FlowTracker({ interface: ifname, hosts: [dead.address], ports: [dead.port] }) : undefined;
-  const answers = target.tracker && own ? mergedSource(target.tracker, own) : (target.tracker ?? own!);
+  // unless the caller's tracker already captures there (a mirror's tracker does not), with the
+  // caller's capture of it if there is one, else one of our own.
+  const pick = answerCapture(ifname, target.tracker?.options.interface, target.answers?.options.interface);
+  const own = pick === 'own' ? new FlowTracker({ interface: ifname!, hosts: [dead.address], ports: [dead.port] }) : undefined;
+  const onLink = pick === 'answers' ? target.answers : own;
+  const answers = target.tracker && onLink ? mergedSource(target.tracker, onLink) : (target.tracker ?? onLink!);
   try {
     own?.start();
     return await closeRemotePeers({

@@ -2,7 +2,7 @@
 // capture the link the dead address is taken over on (closePeers then listens there too), and
 // the two captures' batches reach the close engine as one source.
 import { describe, expect, it } from 'vitest';
-import { captureHears, mergedSource } from '../../src/net/answer-sources.js';
+import { answerCapture, captureHears, mergedSource } from '../../src/net/answer-sources.js';
 import type { SegmentSource } from '../../src/net/close-remote.js';
 import { TCP_ACK, TCP_RST, type ParsedSegment } from '../../src/native.js';
 
@@ -32,6 +32,18 @@ describe('captureHears', () => {
     expect(captureHears('eth0', 'eth1')).toBe(false);
     // Names are exact: no prefix match.
     expect(captureHears('eth0', 'eth0.100')).toBe(false);
+  });
+});
+
+describe('answerCapture', () => {
+  it('the caller\'s tracker when it captures the link; else its answer capture when that does; else one of the close\'s own', () => {
+    expect(answerCapture('eth0', 'eth0', undefined)).toBe('tracker'); // a hub, or no mirror
+    expect(answerCapture('eth0', 'any', 'eth0')).toBe('tracker'); // 'any' hears eth0 already: no second copy
+    expect(answerCapture('eth0', 'mir0', 'eth0')).toBe('answers'); // a mirror, the answers' capture started ahead
+    expect(answerCapture('eth0', 'mir0', undefined)).toBe('own'); // a mirror, nothing ahead: set up at the close
+    expect(answerCapture('eth0', 'mir0', 'eth1')).toBe('own'); // an answer capture on another link does not serve
+    expect(answerCapture('eth0', undefined, undefined)).toBe('own'); // no tracker at all (a flows snapshot)
+    expect(answerCapture(undefined, 'mir0', 'eth0')).toBe('none'); // no link named: the tracker alone
   });
 });
 
