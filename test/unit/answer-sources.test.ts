@@ -37,7 +37,7 @@ describe('captureHears', () => {
 
 describe('answerCapture', () => {
   it('the caller\'s tracker when it captures the link; else its answer capture when that does; else one of the close\'s own', () => {
-    expect(answerCapture('eth0', 'eth0', undefined)).toBe('tracker'); // a hub, or no mirror
+    expect(answerCapture('eth0', 'eth0', undefined)).toBe('tracker'); // capture and address on one link (no mirror)
     expect(answerCapture('eth0', 'any', 'eth0')).toBe('tracker'); // 'any' hears eth0 already: no second copy
     expect(answerCapture('eth0', 'mir0', 'eth0')).toBe('answers'); // a mirror, the answers' capture started ahead
     expect(answerCapture('eth0', 'mir0', undefined)).toBe('own'); // a mirror, nothing ahead: set up at the close
