@@ -44,7 +44,7 @@ describe.each([
     const pgClients = [0, 1].map(() => lab.spawn('c', PG_CLIENT, ['--host', vip, '--sql', 'SELECT pg_sleep(600)']));
     for (const c of pgClients) await c.waitFor('query-started', 15_000);
     await until('5 blocked Redis clients', async () => ((await redis!.clients()).blocked_clients === 5 ? true : undefined));
-    // B knows all seven from A's agent: nothing of A's traffic reaches B on a switch.
+    // B knows all seven from A's agent: nothing of A's traffic reaches B's eth0 on a switch.
     await until('B\'s copy of A\'s 7 connections', async () => {
       const copy = await copyOfA(b);
       return copy.synced && copy.connections === 7 ? copy : undefined;
