@@ -21,6 +21,7 @@ import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/t
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
+import { captureHears } from '../net/answer-sources.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
 import { SegmentStreamSource, type SegmentSourceEvent, type SegmentSourceStats } from '../net/shadow/segment-stream-source.js';
@@ -404,7 +405,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.trackers.push(tracker);
     // With the capture elsewhere, the answers' capture is set up now, not at the takeover (a
     // ring's setup waits for an RCU grace period: tens of ms on the loop at the worst moment).
-    const answers = t.capture !== undefined && t.capture !== t.interface ? new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] }) : undefined;
+    const answers = t.capture !== undefined && !captureHears(t.capture, t.interface) ? new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] }) : undefined;
     if (answers) {
       answers.start();
       this.trackers.push(answers);
