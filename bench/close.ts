@@ -1,7 +1,8 @@
 // `close`: a server's node dies silently (its bridge ports go down: no FIN, no RST, no ARP) while
 // its clients block in read(); how long until the last read fails.
 //
-// Ours: a backup on a mirror port (a hub: it knows the connections from its own capture), with
+// Ours: a backup on a switch's port mirror of the server's port (Lab.mirrorPort: it knows the
+// connections from its own capture on mir0; it takes the address over on eth0), with
 // heartbeats at the agent's defaults (100 ms × 3 misses) and PeerTakeover (address takeover +
 // RSTs), nobody telling it anything. Timed from the failure (detection included) and from the
 // decision (the backup's node-down); the < 5 ms / < 100 ms targets are for the latter.
@@ -37,8 +38,9 @@ interface OursRun {
 
 /** One silent death with n idle readers spread over up to 4 client processes. */
 async function oursOnce(n: number): Promise<OursRun> {
-  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'] });
   try {
+    const { ifname: mirror } = await lab.mirrorPort('server', 'backup');
     const srv = lab.host('server');
     const link = (host: string) => [{ id: 0, address: lab.host(host).ipv4, port: 7400 }];
     const hb = { key: 'bench key of 16+ bytes', intervalMs: INTERVAL_MS, misses: MISSES };
@@ -47,7 +49,7 @@ async function oursOnce(n: number): Promise<OursRun> {
     lab.spawn('server', fixturePath('heartbeat-node'), ['--config', JSON.stringify({ ...hb, node: 'server', incarnation: '1', links: link('server'), peers: [{ node: 'backup', links: link('backup') }] })]);
     const backup = lab.spawn('backup', fixturePath('backup-agent'), ['--config', JSON.stringify({
       ...hb, node: 'backup', peer: 'server', links: link('backup'), peers: [{ node: 'server', links: link('server') }],
-      service: { address: srv.ipv4, port: PORT }, interface: 'eth0', prefixLength: 24, method: 'rst',
+      service: { address: srv.ipv4, port: PORT }, interface: 'eth0', capture: mirror, prefixLength: 24, method: 'rst',
     })]);
     await backup.waitFor('node-up', 15_000, (e) => e.node === 'server');
     // The connections come from several client processes, as 1,000 peers of a server do; one

@@ -58,15 +58,16 @@ async function destroy(): Promise<void> {
 }
 
 async function capture(): Promise<void> {
-  // A watcher capturing others' traffic, as on a mirror port: a hub.
-  const lab = await Lab.create({ hosts: ['sender', 'sink', 'watch'], hub: true });
+  // A watcher capturing others' traffic on a switch's port mirror of the sink's port (its mir0).
+  const lab = await Lab.create({ hosts: ['sender', 'sink', 'watch'] });
   try {
+    const { ifname: mirror } = await lab.mirrorPort('sink', 'watch');
     const sink = lab.spawn('sink', fixturePath('server'), ['--port', '7100']);
     await sink.waitFor('listening');
     const ms = 3000;
-    const ours = lab.spawn('watch', fx('capture-count.ts'), ['eth0', '7100']);
+    const ours = lab.spawn('watch', fx('capture-count.ts'), [mirror, '7100']);
     await ours.waitFor('started');
-    const tcpdump = spawn('ip', ['netns', 'exec', lab.host('watch').ns, 'tcpdump', '-i', 'eth0', '-w', '/dev/null', '-B', '8192', 'tcp port 7100'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const tcpdump = spawn('ip', ['netns', 'exec', lab.host('watch').ns, 'tcpdump', '-i', mirror, '-w', '/dev/null', '-B', '8192', 'tcp port 7100'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let tdErr = '';
     tcpdump.stderr.on('data', (d) => (tdErr += d));
     await new Promise((r) => setTimeout(r, 500));

@@ -21,6 +21,7 @@ import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/t
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod } from '../net/close-method.js';
 import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
+import { captureHears } from '../net/answer-sources.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
 import { HeldTraffic, sweepStaleHoldRules } from '../net/held-traffic.js';
@@ -405,15 +406,23 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** One `peers[].takeover` entry: a tracker for its address and port, and the plan run when the peer dies. */
   private async prepareTakeover(peer: string, t: TakeoverConfig): Promise<void> {
     const goodbye = parseCloseMethod(t.method).kind === 'goodbye';
-    // Hears the answers after the takeover; on a hub or a mirror port it also sees the peer's
-    // traffic before (with payload for a goodbye, whose streams it then follows).
-    const tracker = new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port], ...(goodbye ? { payloadBytes: 65535 } : {}) });
+    // On `capture` (a port mirror of the peer's port) it sees the peer's traffic before the
+    // takeover (with payload for a goodbye, whose streams it then follows); on `interface` alone
+    // it hears the answers after it (closePeers listens there itself for a capture elsewhere).
+    const tracker = new FlowTracker({ interface: t.capture ?? t.interface, hosts: [t.address], ports: [t.port], ...(goodbye ? { payloadBytes: 65535 } : {}) });
     tracker.start();
     this.trackers.push(tracker);
+    // With the capture elsewhere, the answers' capture is set up now, not at the takeover (a
+    // ring's setup waits for an RCU grace period: tens of ms on the loop at the worst moment).
+    const answers = t.capture !== undefined && !captureHears(t.capture, t.interface) ? new FlowTracker({ interface: t.interface, hosts: [t.address], ports: [t.port] }) : undefined;
+    if (answers) {
+      answers.start();
+      this.trackers.push(answers);
+    }
     const fencing = this.fencing;
     const service = { address: t.address, port: t.port };
     const plan = new PeerTakeover({
-      heartbeat: this.nodeEvents, peer, service, tracker, interface: t.interface, prefixLength: t.prefixLength, method: t.method,
+      heartbeat: this.nodeEvents, peer, service, tracker, ...(answers ? { answers } : {}), interface: t.interface, prefixLength: t.prefixLength, method: t.method,
       ...(t.continue ? { continue: continueSetup(t.continue, service, { node: this.config.node, key: this.key, onEvent: (e) => this.emit('shadow-stream', { ...e, peer }) }) } : {}),
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),

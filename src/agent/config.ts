@@ -40,7 +40,16 @@ const takeover = z.strictObject({
    */
   address: ip.refine((s) => !s.includes('%'), 'must not carry a zone (%IF): the interface field names the link'),
   port,
+  /** Where the address is taken over, the forged segments leave and the peers' answers arrive. */
   interface: ifname,
+  /**
+   * Where this node captures the peer's service traffic before the takeover: a port mirror of
+   * the peer's port (a SPAN copy on an interface of its own). Those connections are merged with
+   * the peer's replicated copy at the takeover (the newest state winning; for a goodbye, their
+   * streams followed there). Default: `interface`, which on a switch shows none of the peer's
+   * traffic (the replicated copy alone serves).
+   */
+  capture: ifname.optional(),
   /** Applied as written: 1-32 for IPv4, 64-128 for IPv6 (config-checks.ts). */
   prefixLength: z.number().int().min(0).max(128),
   method: method.default('rst'),

@@ -57,6 +57,14 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
         if (!interfaces.includes(t.interface)) throw new Problem(`${t.interface} is not an interface of this host`);
         return `${t.interface} exists`;
       }]);
+      const capture = t.capture;
+      if (capture !== undefined) {
+        checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.capture`, async () => {
+          if (interfaces === undefined) throw new Problem('cannot list the interfaces of this host (/proc/self/net/dev)');
+          if (!interfaces.includes(capture)) throw new Problem(`${capture} is not an interface of this host (the port mirror must arrive on one)`);
+          return `${capture} exists`;
+        }]);
+      }
       const passwordFile = t.continue?.passwordFile;
       if (passwordFile !== undefined) checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.passwordFile`, () => readable(passwordFile)]);
       const promote = t.continue?.promote;

@@ -2,7 +2,7 @@
 // its service — take the address over and close every connection known — at once, once `before`
 // (fencing it off the shared disks) has succeeded. The connections come from the peer's
 // replicated table (`known`: what the peer's own agent told us, the only source on a switched
-// network) merged with what this host's tracker saw (hub or mirror set-ups).
+// network) merged with what this host's tracker saw (on a port mirror of the peer's port).
 // An address the peer holds under an address lease (agent/address-lease.ts) is added only once
 // that lease has certainly run out (`leases`): the takeover waits after `before`, and ends
 // without taking anything over if the peer turns out to be alive and holding the address, or
@@ -35,10 +35,17 @@ export interface PeerTakeoverOptions {
   peer: string;
   service: { address: string; port: number };
   /**
-   * Hears the peers' answers after the failure; on a hub or mirror port it also tracks the
-   * service's connections before it (with payload, for goodbyes: its streams are followed).
+   * On a port mirror of the peer's port (the config's `capture`) it tracks the service's
+   * connections before the failure (with payload, for goodbyes: its streams are followed); on
+   * `interface` it hears the peers' answers after it (closePeers listens on `interface` itself
+   * when the tracker captures elsewhere).
    */
   tracker: FlowTracker;
+  /**
+   * When `tracker` captures elsewhere (a port mirror): a running capture on `interface`, where
+   * the peers' answers arrive after the takeover (closePeers sets one up at the close without it).
+   */
+  answers?: FlowTracker;
   /** The peer's connections as its agent replicated them, read at the moment of the takeover. */
   known?: () => DeadConnection[];
   interface: string;
@@ -179,7 +186,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
   private reopening: { spent: Shadow | undefined; timer: NodeJS.Timeout } | undefined;
   private closed = false;
   private readonly method: CloseMethod;
-  /** For goodbyes: the streams the tracker sees, followed (a hub or mirror port shows them). */
+  /** For goodbyes: the streams the tracker sees, followed (a port mirror shows them). */
   private readonly watch: BoundaryWatch | undefined;
   private readonly onEvent = (e: DetectorEvent) => {
     if (e.kind === 'node-down' && e.node === this.options.peer && !this.running) {
@@ -445,6 +452,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         {
           ...this.options.service,
           tracker: this.options.tracker,
+          ...(this.options.answers ? { answers: this.options.answers } : {}),
           known,
           ...(watch ? { boundary: (peer, local) => watch.state(peer, local) } : {}),
           takeover: { interface: this.options.interface, prefixLength: this.options.prefixLength },

@@ -23,8 +23,6 @@ export interface LabOptions {
   hosts: string[];
   /** Third octet of 198.18.X.0/24 and 16-bit group of fd7a:6b00:X::/64; default random. */
   subnet?: number;
-  /** Make the bridge flood every frame to every port (a hub), so a host can track others' flows. */
-  hub?: boolean;
   /** Give every host a second link (eth1, 198.19.X.0/24, fd7a:6b01:X::/64) on a second bridge. */
   failsafeLink?: boolean;
 }
@@ -280,7 +278,7 @@ export class Lab {
     // (sh, not sysctl: procps may be missing; the files are missing without br_netfilter.)
     await run('ip', ['netns', 'exec', this.switchNs, 'sh', '-c', 'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 > "$f"; done; true']);
     await batch(this.switchNs, [
-      ...bridges.flatMap((br) => [`link add ${br} type bridge${options.hub ? ' ageing_time 0' : ''}`, `link set ${br} up`]),
+      ...bridges.flatMap((br) => [`link add ${br} type bridge`, `link set ${br} up`]),
       ...hosts.flatMap((h) => [
         `link add name ${h.port} type veth peer name eth0 netns ${h.ns}`,
         `link set dev ${h.port} master br0 up`,

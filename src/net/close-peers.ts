@@ -10,6 +10,7 @@ import type { DeadConnection, EngineOptions } from './close-engine.js';
 import { canonicalAddress, canonicalizer, isLinkLocal, type Endpoint } from './endpoint.js';
 import { deadConnectionsFromFlows, mergeConnections, type BoundaryLookup } from './flow-knowledge.js';
 import { FlowTracker } from './flow-tracker.js';
+import { answerCapture, mergedSource } from './answer-sources.js';
 
 export interface LocalTarget {
   pid: number;
@@ -30,8 +31,20 @@ export interface RemoteTarget {
   peers?: Endpoint[];
   /** Tracked flows, e.g. from readFlowSnapshot(). */
   flows?: FlowRecord[];
-  /** A running tracker: its flows are used, and it hears the answers. */
+  /**
+   * A running tracker: its flows are used, and it hears the answers when it captures on the
+   * address's interface (or 'any'). One on another interface (a port mirror's copy of the dead
+   * node's traffic) does not: the peers answer the taken-over address on its own link, where
+   * closePeers then listens too (`answers`, or a capture it sets up), from before anything is sent.
+   */
   tracker?: FlowTracker;
+  /**
+   * A running capture on the address's interface for the peers' answers, when `tracker`
+   * captures elsewhere: started ahead by the caller, so the close does not set one up then (a
+   * ring's setup waits for a kernel RCU grace period, tens of ms under load). Its flows are not
+   * used. Ignored when `tracker` captures the address's interface, or when this one does not.
+   */
+  answers?: FlowTracker;
   /**
    * Connections known from elsewhere, with their state: the dead node's replicated table (the
    * agent's). Merged with the tracked flows; for the same connection the newest state wins.
@@ -82,15 +95,20 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
       code: 'ERR_ADDRESS_NOT_OWNED',
     });
   }
-  // Listen before anything is sent or announced, so no answer is missed.
-  const tracker = target.tracker ?? new FlowTracker({ interface: ifname!, hosts: [dead.address], ports: [dead.port] });
+  // Listen before anything is sent or announced, so no answer is missed: on the address's link,
+  // unless the caller's tracker already captures there (a mirror's tracker does not), with the
+  // caller's capture of it if there is one, else one of our own.
+  const pick = answerCapture(ifname, target.tracker?.options.interface, target.answers?.options.interface);
+  const own = pick === 'own' ? new FlowTracker({ interface: ifname!, hosts: [dead.address], ports: [dead.port] }) : undefined;
+  const onLink = pick === 'answers' ? target.answers : own;
+  const answers = target.tracker && onLink ? mergedSource(target.tracker, onLink) : (target.tracker ?? onLink!);
   try {
-    if (!target.tracker) tracker.start();
+    own?.start();
     return await closeRemotePeers({
       connections,
       addresses: [dead.address], // taken over even when no connection is known
       method,
-      answers: tracker,
+      answers,
       ...(target.takeover ? { takeover: target.takeover } : {}),
       ...(ifname !== undefined ? { interface: ifname } : {}),
       ...(options.guard !== undefined ? { guard: options.guard } : {}),
@@ -98,6 +116,6 @@ export async function closePeers(target: LocalTarget | LocalPortsTarget | Remote
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
     });
   } finally {
-    if (!target.tracker) tracker.close();
+    own?.close();
   }
 }

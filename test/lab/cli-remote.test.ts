@@ -1,7 +1,9 @@
-// The CLI's remote path end to end, run inside the backup's namespace as an operator would:
-// `takeover flows --json` records the flows (the backup sits on a mirror port: the bridge floods
-// like a hub), `takeover close-peers --from-flows` or `--peers` ends the connections of the dead
-// server, and the exit code says whether all were closed.
+// The CLI's remote path end to end, run inside the backup's namespace as an operator would, on a
+// switch (a learning bridge): `takeover flows --json` records the flows on a port mirror of the
+// server's port (Lab.mirrorPort: the backup's mir0), `takeover close-peers --from-flows` or
+// `--peers` ends the connections of the dead server from the backup's eth0, and the exit code
+// says whether all were closed. Only the --from-flows case needs the mirror: --peers learns the
+// numbers by probing, whose answers come to the taken-over address on eth0.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,12 +23,14 @@ afterEach(async () => {
 
 const cliIn = (ns: string, args: string[]) => startCli(args, { netns: ns });
 
-async function setup(): Promise<{ lab: Lab; server: string }> {
-  lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+/** The lab, its server listening; with `mirror`, the server's port mirrored to the backup (its interface's name). */
+async function setup(options: { mirror?: boolean } = {}): Promise<{ lab: Lab; server: string; mirror?: string }> {
+  lab = await Lab.create({ hosts: ['client', 'server', 'backup'] });
+  const mirror = options.mirror ? (await lab.mirrorPort('server', 'backup')).ifname : undefined;
   const server = lab.host('server').ipv4;
   const srv = lab.spawn('server', fixturePath('server'), ['--port', '7000']);
   await srv.waitFor('listening');
-  return { lab, server };
+  return { lab, server, ...(mirror ? { mirror } : {}) };
 }
 
 async function connectClient(l: Lab, server: string): Promise<{ client: NodeChild; clientPort: number }> {
@@ -37,10 +41,10 @@ async function connectClient(l: Lab, server: string): Promise<{ client: NodeChil
 
 describe('takeover CLI, remote side', () => {
   it('flows --json records the flows; close-peers --from-flows --takeover-address resets with the tracked seq', async () => {
-    const s = await setup();
+    const s = await setup({ mirror: true });
     const dir = mkdtempSync(path.join(tmpdir(), 'tko-flows-'));
     const file = path.join(dir, 'flows.jsonl');
-    const flows = cliIn(s.lab.host('backup').ns, ['flows', '--interface', 'eth0', '--port', '7000', '--json', '--interval-ms', '100']);
+    const flows = cliIn(s.lab.host('backup').ns, ['flows', '--interface', s.mirror!, '--port', '7000', '--json', '--interval-ms', '100']);
     // The capture is up before the client connects: flows opens its capture socket (FlowTracker's
     // constructor), then prints its first line one interval later; waited for, not a fixed 1.5 s.
     const upBy = Date.now() + 10_000;
@@ -54,7 +58,7 @@ describe('takeover CLI, remote side', () => {
     expect(f.code).toBe(0);
     writeFileSync(file, f.stdout);
     const last = JSON.parse(f.stdout.trim().split('\n').pop()!);
-    expect(last).toMatchObject({ interface: 'eth0', flows: [{ state: 'ESTABLISHED', handshakeSeen: true }] });
+    expect(last).toMatchObject({ interface: s.mirror, flows: [{ state: 'ESTABLISHED', handshakeSeen: true }] });
 
     await s.lab.killSilently('server', 'nft');
     const close = cliIn(s.lab.host('backup').ns, ['close-peers', '--address', s.server, '--port', '7000', '--from-flows', file, '--takeover-address', '--interface', 'eth0', '--json']);

@@ -1,5 +1,7 @@
 // Silent node death, end to end: real clients blocked in read, a server whose namespace drops
-// everything (nft, ARP included) on a bridge, and the backup closing the peers on its behalf.
+// everything (nft, ARP included) on a switch, and the backup closing the peers on its behalf from
+// what it saw on a port mirror of the server's port (scenario.ts); the answers that verify each
+// close reach the backup's own eth0.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FlowRecord } from '../../src/native.js';
 import { buildScenario, closeFromBackup, idleReader, OOB_CLIENT, PORT, quietClient, readEnding, writeUnacked, type Scenario } from './scenario.js';

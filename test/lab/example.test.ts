@@ -1,5 +1,5 @@
 // The documented example (docs/examples/backup.ts) runs as written, where it says it works: on a
-// mirror port (the bridge floods like a hub).
+// switch with a port mirror of the server's port to the backup (Lab.mirrorPort: its mir0).
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,11 +16,12 @@ afterEach(async () => {
 });
 
 it('docs/examples/backup.ts closes the peers of a dead server', async () => {
-  lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+  lab = await Lab.create({ hosts: ['client', 'server', 'backup'] });
+  const { ifname: mirror } = await lab.mirrorPort('server', 'backup');
   const address = lab.host('server').ipv4;
   const server = lab.spawn('server', fixturePath('server'), ['--port', '5432']);
   await server.waitFor('listening');
-  const example = spawn('ip', ['netns', 'exec', lab.host('backup').ns, process.execPath, '--import', 'tsx', EXAMPLE, 'eth0', address, '5432', 'rst'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const example = spawn('ip', ['netns', 'exec', lab.host('backup').ns, process.execPath, '--import', 'tsx', EXAMPLE, mirror, 'eth0', address, '5432', 'rst'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   example.stdout.on('data', (d) => (out += d));
   example.stderr.on('data', (d) => (out += d));
@@ -36,7 +37,7 @@ it('docs/examples/backup.ts closes the peers of a dead server', async () => {
     example.kill('SIGUSR1');
     expect(await readEnding(client)).toMatchObject({ event: 'error', code: 'ECONNRESET' });
     expect(await exited).toBe(0);
-    expect(out).toMatch(/rst seq=\d+ \(tracked\) -> reset/);
+    expect(out).toMatch(/rst seq=\d+ \(tracked\) -> reset \(verified\)/);
   } finally {
     example.kill('SIGKILL');
   }

@@ -1,13 +1,17 @@
-// Detection wired to action, on a mirror port: the backup sees the primary's traffic (the bridge
-// floods like a hub) and knows its connections from its own capture alone, with the library's
-// HeartbeatAgent and PeerTakeover and no agent replication (docs/examples/backup.ts's set-up).
-// The primary's node dies silently, the backup's heartbeats declare it down within 3 intervals and the skew,
-// and the backup closes the primary's peers with no one telling it to. On a switch, the agents'
-// replication does this instead (replication.test.ts).
+// Detection wired to action, on a switch with a port mirror: the switch copies the primary's port
+// to the backup's mir0 (Lab.mirrorPort, a SPAN port), the backup knows the primary's connections
+// from its own capture there alone, with the library's HeartbeatAgent and PeerTakeover and no
+// agent replication (docs/examples/backup.ts's set-up), and takes the address over on its eth0.
+// The primary's node dies silently, the backup's heartbeats declare it down within 3 intervals
+// and the skew, and the backup closes the primary's peers with no one telling it to; each close
+// is proven by the client's answer, which reaches the backup's eth0, not the mirror (closePeers
+// listens there too). On a switch without a mirror, the agents' replication does this instead
+// (replication.test.ts).
 import { afterEach, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, nowMs } from '../../src/lab/node-child.js';
 import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
+import type { CloseResult } from '../../src/net/close-result.js';
 import { readEnding } from './scenario.js';
 
 let lab: Lab | undefined;
@@ -17,10 +21,11 @@ afterEach(async () => {
 });
 
 it.each([
-  ['rst', { event: 'error', code: 'ECONNRESET' }],
-  ['fin', { event: 'end' }],
-])('a silent node death is detected by heartbeats and its clients are closed (%s), unattended', async (method, ending) => {
-  lab = await Lab.create({ hosts: ['client', 'primary', 'backup'], hub: true, failsafeLink: true });
+  ['rst', { event: 'error', code: 'ECONNRESET' }, 'reset'],
+  ['fin', { event: 'end' }, 'closed'],
+])('a silent node death is detected by heartbeats and its clients are closed (%s), unattended', async (method, ending, outcome) => {
+  lab = await Lab.create({ hosts: ['client', 'primary', 'backup'], failsafeLink: true });
+  const { ifname: mirror } = await lab.mirrorPort('primary', 'backup');
   const links = (n: string) => [
     { id: 0, address: lab!.host(n).ipv4, port: 7400 },
     { id: 1, address: lab!.host(n).failsafe!.ipv4, port: 7400 },
@@ -32,7 +37,7 @@ it.each([
   const service = { address: lab.host('primary').ipv4, port: 5432 };
   const backup = lab.spawn('backup', fixturePath('backup-agent'), ['--config', JSON.stringify({
     ...base, node: 'backup', peer: 'primary', links: links('backup'), peers: [{ node: 'primary', links: links('primary') }],
-    service, interface: 'eth0', prefixLength: 24, method,
+    service, interface: 'eth0', capture: mirror, prefixLength: 24, method,
   })]);
   await backup.waitFor('node-up', 10_000, (e) => e.node === 'primary');
   await primary.waitFor('started');
@@ -46,6 +51,9 @@ it.each([
   const endings = await Promise.all(clients.map((c) => readEnding(c)));
   for (const e of endings) expect(e).toMatchObject(ending);
   expect(done.results).toHaveLength(3);
+  // Each from the backup's own capture on the mirror, each proven by the client's answer, which
+  // comes to the taken-over address on the backup's eth0 (the mirror copies the dead port only).
+  for (const r of done.results as CloseResult[]) expect(r).toMatchObject({ ok: true, verified: true, seqSource: 'tracked', outcome });
   expect(backup.events.filter((e) => e.event === 'node-down')).toHaveLength(1);
   // Detection within 3 heartbeat intervals and the skew (+ scheduling slack); the close follows at once.
   expect(Number(done.downAt) - killedAt).toBeLessThan(3 * 100 + DEFAULT_SKEW_MS + 100);

@@ -1,7 +1,9 @@
 // The flow table behind a real capture ring: hand-built frames are sent from one namespace
-// over a lab bridge and captured (no BPF filter, so garbage reaches the parser too) in the other.
-// The frames' addresses belong to nobody and their MAC is not the receiver's, so no kernel
-// answers them: the table sees exactly the segments the test wrote, in order.
+// over a lab switch (a learning bridge) and captured (no BPF filter, so garbage reaches the
+// parser too) in the other. The frames' addresses belong to nobody and their MAC is not the
+// receiver's, so no kernel answers them: the table sees exactly the segments the test wrote, in
+// order. They reach B as any switch delivers a frame to a destination MAC it has never seen as
+// a source: flooded to every port (the test is about the table, not about the network).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import type { NodeChild } from '../../src/lab/node-child.js';
@@ -26,8 +28,8 @@ let nextMarker = 60000;
 let nextTag = 1;
 
 beforeAll(async () => {
-  // A hub: the bridge never learns where the frames' made-up MACs live, so every frame reaches B.
-  lab = await Lab.create({ hosts: ['a', 'b'], hub: true });
+  // Every frame goes to 02:00:00:00:00:02, which sends nothing: unknown to the switch, flooded.
+  lab = await Lab.create({ hosts: ['a', 'b'] });
   watch = lab.spawn('b', fixture, ['--interface', 'eth0']);
   await watch.waitFor('capturing');
 });

@@ -1,6 +1,7 @@
 // The tracker against the kernel: a real connection moves 1 MB each way while a third host
-// watches (the bridge floods like a mirror port); the tracked next-seq and ack of each side
-// must equal what the endpoints' own kernels hold (read with TCP_REPAIR).
+// watches on a switch's port mirror of the server's port (Lab.mirrorPort: its mir0); the
+// tracked next-seq and ack of each side must equal what the endpoints' own kernels hold (read
+// with TCP_REPAIR).
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { eventually } from './eventually.js';
@@ -16,11 +17,12 @@ afterEach(async () => {
 
 describe.each([4, 6] as const)('FlowTracker over IPv%s', (family) => {
   it('tracks 1 MB each way with the kernel\'s exact sequence numbers', async () => {
-    lab = await Lab.create({ hosts: ['client', 'server', 'watch'], hub: true });
+    lab = await Lab.create({ hosts: ['client', 'server', 'watch'] });
+    const { ifname: mirror } = await lab.mirrorPort('server', 'watch');
     const addr = (h: string) => (family === 4 ? lab!.host(h).ipv4 : lab!.host(h).ipv6);
     const server = lab.spawn('server', fixturePath('server'), ['--port', '7200']);
     await server.waitFor('listening');
-    const watch = lab.spawn('watch', fixturePath('survivor'), ['--interface', 'eth0', '--address', addr('server'), '--port', '7200']);
+    const watch = lab.spawn('watch', fixturePath('survivor'), ['--interface', 'eth0', '--capture', mirror, '--address', addr('server'), '--port', '7200']);
     await watch.waitFor('tracking');
     const client = lab.spawn('client', fixturePath('client'), ['--host', addr('server'), '--port', '7200', '--quiet-data', String(MB)]);
     await client.waitFor('connected');

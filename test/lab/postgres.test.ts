@@ -22,12 +22,14 @@ afterEach(async () => {
 
 describe('PostgreSQL', () => {
   it('node dies silently: goodbye:postgres rejects the blocked query with 57P01, and the pool moves to the restarted server', async () => {
-    // The backup on a mirror port (the bridge floods like a hub): its own capture follows the
-    // PostgreSQL stream. On a switch the server's agent replicates it instead (replication.test.ts).
-    lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+    // The backup on a switch's port mirror of the server's port (its mir0): its own capture there
+    // follows the PostgreSQL stream; it takes the address over and sends on eth0. On a switch
+    // without a mirror the server's agent replicates the streams instead (replication.test.ts).
+    lab = await Lab.create({ hosts: ['client', 'server', 'backup'] });
+    const { ifname: mirror } = await lab.mirrorPort('server', 'backup');
     const address = lab.host('server').ipv4;
     servers.push(await startPostgres(lab, 'server'));
-    const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--address', address, '--port', '5432', '--goodbye', 'postgres']);
+    const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--capture', mirror, '--address', address, '--port', '5432', '--goodbye', 'postgres']);
     await survivor.waitFor('tracking');
     const client = lab.spawn('client', PG_CLIENT, ['--host', address]);
     await client.waitFor('query-started', 15_000);
@@ -38,7 +40,7 @@ describe('PostgreSQL', () => {
     const err = await client.waitFor('query-error', 5000);
     expect(err).toMatchObject({ code: '57P01', message: 'terminating connection due to administrator command' });
     expect(report.results).toHaveLength(1);
-    expect(report.results[0]).toMatchObject({ ok: true, outcome: 'goodbye-delivered', action: 'goodbye:postgres', seqSource: 'tracked' });
+    expect(report.results[0]).toMatchObject({ ok: true, outcome: 'goodbye-delivered', action: 'goodbye:postgres', seqSource: 'tracked', verified: true });
     // The service restarts on the backup, which now owns the address.
     servers.push(await startPostgres(lab, 'backup'));
     client.send({ cmd: 'query' });

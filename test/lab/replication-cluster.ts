@@ -30,8 +30,12 @@ export interface ClusterOptions {
    * that gives the survivor its majority.
    */
   watchedFromC?: boolean;
-  /** The bridge floods every frame (a mirror port for B), instead of switching. */
-  hub?: boolean;
+  /**
+   * The switch also mirrors A's port to B (Lab.mirrorPort: B's mir0, made before the agents
+   * start), and B's takeovers capture there (`capture: mir0`): B's own view of A's connections,
+   * merged with the replicated copy at the takeover.
+   */
+  mirror?: boolean;
   /** Runs once the lab exists, before the agents start; returns more top-level config for both. */
   prepare?: (lab: Lab, vip: string) => Promise<Record<string, unknown>>;
 }
@@ -47,7 +51,7 @@ function seenFrom(n: string, extra: Record<string, unknown>): Record<string, unk
 }
 
 export async function startReplicationCluster(takeover: Array<{ port: number; method: string }>, options: ClusterOptions = {}): Promise<ReplicationCluster> {
-  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true, ...(options.hub ? { hub: true } : {}) });
+  const lab = await Lab.create({ hosts: ['a', 'b', 'c'], failsafeLink: true });
   const dir = mkdtempSync(path.join(tmpdir(), 'tko-repl-'));
   const destroy = async () => {
     await lab.destroy();
@@ -55,6 +59,7 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
   };
   try {
     const vip = `198.18.${lab.subnet}.100`;
+    const capture = options.mirror ? (await lab.mirrorPort('a', 'b')).ifname : undefined;
     await lab.exec('a', 'ip', ['addr', 'add', `${vip}/24`, 'dev', 'eth0']);
     const prepared = (await options.prepare?.(lab, vip)) ?? {};
     const links = (n: string) => [
@@ -68,7 +73,7 @@ export async function startReplicationCluster(takeover: Array<{ port: number; me
       peers: [
         n === 'a'
           ? { node: 'b', links: links('b') }
-          : { node: 'a', links: links('a'), ...(takeover.length ? { takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', prefixLength: 24, method: t.method })) } : {}) },
+          : { node: 'a', links: links('a'), ...(takeover.length ? { takeover: takeover.map((t) => ({ address: vip, port: t.port, interface: 'eth0', ...(capture ? { capture } : {}), prefixLength: 24, method: t.method })) } : {}) },
         ...(options.watchedFromC ? [{ node: 'c', links: links('c') }] : []),
       ],
       notify: { port: 0 },

@@ -1,6 +1,7 @@
 // The silent-node-death scenario shared by the lab tests: a client host, a server host, and a
-// backup that tracks the server's flows (the bridge floods frames like a hub, as a mirror port
-// would) and speaks for the server once its node has died.
+// backup on a switch (a learning bridge) that tracks the server's flows on a port mirror of the
+// server's port (Lab.mirrorPort: its mir0) and speaks for the server once its node has died: the
+// address taken over, the forged segments sent and the peers' answers heard on its eth0.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab } from '../../src/lab/lab.js';
@@ -20,12 +21,13 @@ export interface Scenario {
 }
 
 export async function buildScenario(family: 4 | 6, survivorArgs: string[] = []): Promise<Scenario> {
-  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'], hub: true });
+  const lab = await Lab.create({ hosts: ['client', 'server', 'backup'] });
   try {
+    const { ifname: mirror } = await lab.mirrorPort('server', 'backup');
     const serverAddress = family === 4 ? lab.host('server').ipv4 : lab.host('server').ipv6;
     const server = lab.spawn('server', fixturePath('server'), ['--port', String(PORT), '--report-data']);
     await server.waitFor('listening');
-    const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--address', serverAddress, '--port', String(PORT), ...survivorArgs]);
+    const survivor = lab.spawn('backup', fixturePath('survivor'), ['--interface', 'eth0', '--capture', mirror, '--address', serverAddress, '--port', String(PORT), ...survivorArgs]);
     await survivor.waitFor('tracking');
     return { lab, family, serverAddress, server, survivor };
   } catch (err) {

@@ -239,6 +239,14 @@ services:
     expect(fieldOf(edit((c) => (c.peers[0].takeover = [])))).toMatch(/^peers\[0\]\.takeover/);
   });
 
+  it('a takeover may capture the peer\'s traffic on a port mirror\'s interface (capture); absent, there is none; a bad name is named', () => {
+    const t = (o: object = {}) => ({ address: '10.0.0.12', port: 5432, interface: 'eth0', prefixLength: 24, ...o });
+    expect(validateConfig(edit((c) => (c.peers[0].takeover = t({ capture: 'mir0' })))).peers[0]!.takeover[0]).toEqual({ ...t({ capture: 'mir0' }), method: 'rst' });
+    expect(validateConfig(edit((c) => (c.peers[0].takeover = t()))).peers[0]!.takeover[0]!.capture).toBeUndefined();
+    expect(fieldOf(edit((c) => (c.peers[0].takeover = t({ capture: '' }))))).toMatch(/^peers\[0\]\.takeover\.capture/);
+    expect(fieldOf(edit((c) => (c.peers[0].takeover = t({ capture: 'a/b' }))))).toMatch(/^peers\[0\]\.takeover\.capture/);
+  });
+
   describe('a takeover\'s continue section', () => {
     const t = (c?: object) => ({ address: '10.0.0.100', port: 6379, interface: 'eth0', prefixLength: 24, ...(c ? { continue: c } : {}) });
     it('parses with its defaults (upstream on 127.0.0.1, 5 s to promote); absent, there is none', () => {

@@ -59,6 +59,13 @@ describe('host-specific checks', () => {
     }
   });
 
+  it('a takeover\'s capture interface (a port mirror) is checked as the takeover\'s own', async () => {
+    const c = base() as any;
+    c.peers[0].takeover.capture = 'lo';
+    const checked = await checkHost(validateConfig(c));
+    expect(checked.find((h) => h.field === 'peers[0].takeover.capture')).toEqual({ field: 'peers[0].takeover.capture', found: 'lo exists' });
+  });
+
   it('a postgres probe: the pg package it loads is installed', async () => {
     const c = base() as any;
     c.instances[0].health.probe = { kind: 'postgres', connectionString: 'postgresql://postgres@127.0.0.1:5432/postgres' };
@@ -79,6 +86,7 @@ describe('host-specific checks', () => {
     ['a link address not on this host', (c: any) => (c.heartbeat.links[0].address = '198.51.100.7'), 'heartbeat.links[0].address: 198.51.100.7 is not an address of this host'],
     ['a notify host not on this host', (c: any) => (c.notify.host = '198.51.100.8'), 'notify.host: 198.51.100.8 is not an address of this host'],
     ['a takeover interface that does not exist', (c: any) => (c.peers[0].takeover.interface = 'nosuch0'), 'peers[0].takeover.interface: nosuch0 is not an interface of this host'],
+    ['a takeover capture interface that does not exist', (c: any) => (c.peers[0].takeover.capture = 'mir9'), 'peers[0].takeover.capture: mir9 is not an interface of this host (the port mirror must arrive on one)'],
     ['a leased address on an interface that does not exist', (c: any) => (c.addressLease = { addresses: [{ address: '198.18.0.20', interface: 'lo', prefixLength: 32 }, { address: '198.18.0.21', interface: 'nosuch2', prefixLength: 32 }] }), 'addressLease.addresses[1].interface: nosuch2 is not an interface of this host'],
     ['one of several takeovers', (c: any) => (c.peers[0].takeover = [c.peers[0].takeover, { ...c.peers[0].takeover, address: '198.18.0.13', interface: 'nosuch1' }]), 'peers[0].takeover[1].interface: nosuch1 is not an interface of this host'],
     ['a callouts dir that does not exist', (c: any) => (c.callouts.dir = path.join(dir, 'nope')), `callouts.dir: ${path.join(dir, 'nope')} does not exist`],
