@@ -150,6 +150,8 @@ export type { PeerShadowEvent, PeerShadowOptions, PeerShadowStats } from './net/
 export { SegmentStreamSource } from './net/shadow/segment-stream-source.js';
 export type { SegmentSourceEvent, SegmentSourceStats, SegmentStreamSourceOptions, SegmentSubscriptionStats } from './net/shadow/segment-stream-source.js';
 export { captureOwnSegments } from './net/shadow/segment-capture.js';
+export { HeldTraffic, sweepStaleHoldRules, DEFAULT_HOLD_QUEUE } from './net/held-traffic.js';
+export type { HeldPacket, HeldTrafficOptions, HeldTrafficStats, PacketHold } from './net/held-traffic.js';
 export type { SegmentCapture, SegmentCaptureFactory } from './net/shadow/segment-capture.js';
 export { SegmentFrameReader, decodeSegmentFrame, encodeSegmentFrame } from './net/shadow/segment-wire.js';
 export type { SegmentFrame, SegmentMessage, SegmentReadResult, SegmentRejection, WelcomeRefusal } from './net/shadow/segment-wire.js';

@@ -414,7 +414,11 @@ export class SegmentStreamSource implements AsyncDisposable {
         segments.push(seg);
         if (p.direction === 'out') s.held.push({ id: p.id, frame: null, timeMs: p.timeMs });
       }
-      if (segments.length > 0) this.captured(s, segments);
+      if (segments.length === 0) continue;
+      this.captured(s, segments);
+      // Sent now, not on the next turn: every reply the service sends waits for this frame's ACK
+      // (the queue hands packets over in batches already, one per wake-up).
+      if (!s.ended) this.flush(s);
     }
     this.commit();
   }
