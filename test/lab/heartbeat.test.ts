@@ -11,6 +11,8 @@ import { fixturePath, nowMs, type NodeChild } from '../../src/lab/node-child.js'
 const FORGER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hb-forger.ts');
 const INTERVAL = 100;
 const KEY = 'a shared cluster key';
+/** How far past its deadline the agent's decision timer fires on an idle host: timers count whole ms, and one that fires a ms early is re-armed 1 ms later. */
+const TIMER_MS = 2;
 let lab: Lab | undefined;
 afterEach(async () => {
   await lab?.destroy();
@@ -48,16 +50,25 @@ describe('heartbeats on a main and a failsafe link', () => {
 
   it('a node that dies silently (nft, ARP included) is declared failed by both survivors within 3 intervals and the skew', async () => {
     const { lab: l, agents } = await cluster();
-    const killedAt = nowMs();
     await l.killSilently('a', 'nft');
+    // The rule is in force once nft has exited, so the death came no later than this. (Not the
+    // instant before nft started: nft took 8-36 ms here idle, up to 160 ms with the cores busy,
+    // and heartbeats sent meanwhile are still heard.)
+    const deadBy = nowMs();
+    const timeout = 3 * INTERVAL + DEFAULT_SKEW_MS;
+    // What docs/AGENT.md promises: decided from a timer at the deadline, `timeout` after the
+    // survivor read the last heartbeat, within TIMER_MS (timers count whole ms) plus the
+    // survivor's own lateness on a busy host, allowed the skew: the lateness the skew allows a
+    // sender's timer. (Measured with both cores busy: up to 19 ms past the deadline; idle 7.)
+    const margin = TIMER_MS + DEFAULT_SKEW_MS;
     for (const n of ['b', 'c']) {
       const down = await agents.get(n)!.waitFor('node-down', 5000, (e) => e.node === 'a');
-      // The detector's own bound: 3 intervals and the skew after the last heartbeat, from a timer
-      // at that deadline (1 ms resolution, + the loop's latency on a busy host).
-      const timeout = 3 * INTERVAL + DEFAULT_SKEW_MS;
-      expect(Number(down.at) - Number(down.lastHeardAt)).toBeGreaterThan(timeout);
-      expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual(timeout + 10);
-      expect(Number(down.at) - killedAt).toBeLessThanOrEqual(timeout + 100); // loose: scheduling on 2 cores
+      const late = Number(down.at) - Number(down.lastHeardAt) - timeout;
+      expect(late).toBeGreaterThan(0);
+      expect(late).toBeLessThanOrEqual(margin);
+      // From the death: the last heartbeat was sent before it, so the timeout and the survivor's
+      // lateness (reading that heartbeat, then deciding), within the same margin.
+      expect(Number(down.at) - deadBy).toBeLessThanOrEqual(timeout + margin);
       expect(agents.get(n)!.events.filter((e) => e.event === 'link-down')).toEqual([]);
     }
   });
