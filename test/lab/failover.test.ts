@@ -40,14 +40,15 @@ it.each([
   for (const c of clients) await c.waitFor('connected');
   await new Promise((r) => setTimeout(r, 200));
 
-  const killedAt = nowMs();
   await lab.killSilently('primary', 'nft');
+  const deadBy = nowMs(); // the nft rule is in force once nft has exited (8-200 ms after it started)
   const done = await backup.waitFor('takeover-done', 5000);
   const endings = await Promise.all(clients.map((c) => readEnding(c)));
   for (const e of endings) expect(e).toMatchObject(ending);
   expect(done.results).toHaveLength(3);
   expect(backup.events.filter((e) => e.event === 'node-down')).toHaveLength(1);
-  // Detection within 3 heartbeat intervals and the skew (+ scheduling slack); the close follows at once.
-  expect(Number(done.downAt) - killedAt).toBeLessThan(3 * 100 + DEFAULT_SKEW_MS + 100);
+  // Detection within 3 heartbeat intervals and the skew of the death, + the survivor's wake-up
+  // on a busy host (half an interval: docs/AGENT.md); the close follows at once.
+  expect(Number(done.downAt) - deadBy).toBeLessThan(3 * 100 + DEFAULT_SKEW_MS + 100 / 2);
   expect(Math.max(...endings.map((e) => Number(e.t))) - Number(done.downAt)).toBeLessThan(100);
 });
