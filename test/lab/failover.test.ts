@@ -7,6 +7,7 @@
 import { afterEach, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, nowMs } from '../../src/lab/node-child.js';
+import { survivorLatenessMs } from './detection-bounds.js';
 import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
 import { readEnding } from './scenario.js';
 
@@ -48,7 +49,7 @@ it.each([
   expect(done.results).toHaveLength(3);
   expect(backup.events.filter((e) => e.event === 'node-down')).toHaveLength(1);
   // Detection within 3 heartbeat intervals and the skew of the death, + the survivor's wake-up
-  // on a busy host (half an interval: docs/AGENT.md); the close follows at once.
-  expect(Number(done.downAt) - deadBy).toBeLessThan(3 * 100 + DEFAULT_SKEW_MS + 100 / 2);
+  // on a busy host (survivorLatenessMs); the close follows at once.
+  expect(Number(done.downAt) - deadBy).toBeLessThan(3 * 100 + DEFAULT_SKEW_MS + survivorLatenessMs(100));
   expect(Math.max(...endings.map((e) => Number(e.t))) - Number(done.downAt)).toBeLessThan(100);
 });
