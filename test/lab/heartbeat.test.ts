@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
 import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
 import { fixturePath, nowMs, type NodeChild } from '../../src/lab/node-child.js';
+import { survivorLatenessMs } from './detection-bounds.js';
 
 const FORGER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hb-forger.ts');
 const INTERVAL = 100;
@@ -48,16 +49,25 @@ describe('heartbeats on a main and a failsafe link', () => {
 
   it('a node that dies silently (nft, ARP included) is declared failed by both survivors within 3 intervals and the skew', async () => {
     const { lab: l, agents } = await cluster();
-    const killedAt = nowMs();
     await l.killSilently('a', 'nft');
+    // The rule is in force once nft has exited, so the death came no later than this. (Not the
+    // instant before nft started: nft took 8-36 ms here idle, up to ~200 ms on a busy host,
+    // and heartbeats sent meanwhile are still heard.)
+    const deadBy = nowMs();
+    const timeout = 3 * INTERVAL + DEFAULT_SKEW_MS;
+    // What docs/AGENT.md promises: decided from a timer at the deadline, `timeout` after the
+    // survivor read the last heartbeat, late by the survivor's own wake-up on a busy host (see
+    // survivorLatenessMs). Measured past the deadline: idle at most 7 ms; with both cores held
+    // by busy loops at most 29 ms in 118 decisions.
+    const margin = survivorLatenessMs(INTERVAL);
     for (const n of ['b', 'c']) {
       const down = await agents.get(n)!.waitFor('node-down', 5000, (e) => e.node === 'a');
-      // The detector's own bound: 3 intervals and the skew after the last heartbeat, from a timer
-      // at that deadline (1 ms resolution, + the loop's latency on a busy host).
-      const timeout = 3 * INTERVAL + DEFAULT_SKEW_MS;
-      expect(Number(down.at) - Number(down.lastHeardAt)).toBeGreaterThan(timeout);
-      expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual(timeout + 10);
-      expect(Number(down.at) - killedAt).toBeLessThanOrEqual(timeout + 100); // loose: scheduling on 2 cores
+      const late = Number(down.at) - Number(down.lastHeardAt) - timeout;
+      expect(late).toBeGreaterThan(0);
+      expect(late).toBeLessThanOrEqual(margin);
+      // From the death: the last heartbeat was sent before it, so the timeout and the survivor's
+      // lateness (reading that heartbeat, then deciding), within the same margin.
+      expect(Number(down.at) - deadBy).toBeLessThanOrEqual(timeout + margin);
       expect(agents.get(n)!.events.filter((e) => e.event === 'link-down')).toEqual([]);
     }
   });

@@ -12,6 +12,7 @@ import type { CloseSummary } from '../../src/net/close-result.js';
 import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
 import { startRedis, type RedisServer } from './redis.js';
 import { agentStatus, copyOfA, INTERVAL, MISSES, startReplicationCluster, until, type ReplicationCluster } from './replication-cluster.js';
+import { survivorLatenessMs } from './detection-bounds.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLIENTS = path.join(here, 'fixtures', 'tcp-clients.ts');
@@ -176,6 +177,6 @@ describe('10,000 connections on the dying node', () => {
     // A heartbeat late by slices of work, never by the whole close: less than one interval late
     // (docs/AGENT.md; the detector needs MISSES intervals and the skew of silence).
     expect(Number(gaps.maxGapMs)).toBeLessThan(2 * INTERVAL);
-    expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual(MISSES * INTERVAL + DEFAULT_SKEW_MS + 10);
+    expect(Number(down.at) - Number(down.lastHeardAt)).toBeLessThanOrEqual(MISSES * INTERVAL + DEFAULT_SKEW_MS + survivorLatenessMs(INTERVAL));
   });
 });

@@ -3,7 +3,7 @@
 // heartbeat already waiting in the socket heard before a silence is judged.
 import dgram from 'node:dgram';
 import { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_SKEW_MS, type DetectorEvent } from '../../src/monitor/failure-detector.js';
 import { HeartbeatAgent } from '../../src/monitor/heartbeat-agent.js';
 import { decodeHeartbeat, encodeHeartbeat } from '../../src/monitor/heartbeat-packet.js';
@@ -123,6 +123,62 @@ describe('HeartbeatAgent timing', () => {
     const judged = ticks.filter((t) => t > down.lastHeardAt && t <= down.at);
     expect(judged.length).toBeLessThanOrEqual(5);
     expect(judged.at(-1)).toBe(down.at);
+  });
+
+  it('on a fake clock, a death is decided within 1 ms past the deadline whatever the sub-ms phase of the last heartbeat (two links, a second peer alive): its own timer, no check period', async () => {
+    // The agent's part of the detection time, without the host's: the timers and the clock are
+    // fake (the heartbeats still go through real UDP sockets on loopback), so a decision late by
+    // more than the timer's ms resolution can only be the agent's (a check on a period, a timer
+    // left armed for a later deadline). The lab test measures the same on real clocks, where the
+    // survivor's own scheduling adds to it (docs/AGENT.md).
+    const realImmediate = setImmediate;
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate', 'performance'] });
+    cleanups.push(() => vi.useRealTimers());
+    const peer = await fakePeer();
+    const port = 38000 + Math.floor(Math.random() * 500) * 2;
+    const b = new HeartbeatAgent({
+      node: 'b', incarnation: 1n, key: KEY, intervalMs: 100, misses: 3,
+      links: [0, 1].map((id) => ({ id, address: '127.0.0.1', port: port + id })),
+      peers: ['a', 'c'].map((node) => ({ node, links: [0, 1].map((id) => ({ id, address: '127.0.0.1', port: peer.port })) })),
+    });
+    const events: DetectorEvent[] = [];
+    b.on('event', (e) => events.push(e));
+    let heard = 0;
+    b.on('heard', () => heard++);
+    await b.start();
+    cleanups.push(() => b.stop());
+    const seq = { a: 0n, c: 0n };
+    // Heartbeats of `node` on both links, returned once the agent has read them (real I/O: the
+    // fake clock stands still meanwhile).
+    const beat = async (node: 'a' | 'c') => {
+      const until = heard + 2;
+      seq[node]++;
+      for (const link of [0, 1]) peer.socket.send(encodeHeartbeat({ node, link, incarnation: 1n, seq: seq[node], sentAtMs: Date.now() }, KEY), port + link, '127.0.0.1');
+      const giveUp = process.hrtime.bigint() + 2_000_000_000n;
+      while (heard < until && process.hrtime.bigint() < giveUp) await new Promise((r) => realImmediate(r));
+      expect(heard, `${node}'s heartbeats read`).toBe(until);
+    };
+    const timeout = b.detector.timeoutMs;
+    for (let tenth = 0; tenth < 10; tenth++) {
+      // The last heartbeat of 'a' lands at a sub-ms phase of the clock (timers count whole ms).
+      vi.advanceTimersByTime(37 + tenth / 10);
+      await beat('c');
+      await beat('a');
+      const lastHeard = performance.timeOrigin + performance.now();
+      // 'a' is silent from now on; 'c' beats every 100 ms, so the agent's timer keeps being
+      // re-armed for c's deadlines too. Time runs on by 1 ms steps (decisions at exact times).
+      const before = events.length;
+      for (let ms = 1; ms <= timeout + 20; ms++) {
+        vi.advanceTimersByTime(1);
+        if (ms % 100 === 50) await beat('c');
+      }
+      const now = events.slice(before);
+      expect(now.map((e) => `${e.kind} ${e.node}`), `tenth ${tenth}`).toEqual(['node-down a']);
+      const down = now[0] as Extract<DetectorEvent, { kind: 'node-down' }>;
+      expect(down.lastHeardAt).toBe(lastHeard);
+      expect(down.at - lastHeard, `tenth ${tenth}`).toBeGreaterThan(timeout);
+      expect(down.at - lastHeard, `tenth ${tenth}`).toBeLessThanOrEqual(timeout + 1);
+    }
   });
 
   it('heartbeats that waited in the sockets while the loop was held past the deadline are all heard before the silences are judged', async () => {
