@@ -141,7 +141,7 @@ export class HeldTraffic implements PacketHold {
   }
 
   /**
-   * Binds both queues, sweeps stale hold rules, then installs this process's rules. Throws
+   * Sweeps stale hold rules, binds both queues, then installs this process's rules. Throws
    * RangeError on bad options, EPERM when a queue is held by another process (or without
    * CAP_NET_ADMIN), or iptables' message (or that it is missing). Nothing stays installed or
    * bound after a throw.
