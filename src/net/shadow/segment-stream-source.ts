@@ -16,6 +16,9 @@
 //   dials again. The primary's own service is never slowed by its backup.
 // - A second subscription from the same backup node replaces the first (a redial while the old
 //   socket lingers). Several backups may subscribe at once.
+// - Output commit (`hold`, net/held-traffic.ts): the segments come from netfilter queues instead
+//   of captures, and what the services send is released only once every subscriber following
+//   them has ACKed the frame carrying it (one that leaves a packet waiting maxHoldMs is cut).
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ParsedSegment } from '../../native.js';
