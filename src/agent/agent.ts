@@ -24,7 +24,7 @@ import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
 import { captureHears } from '../net/answer-sources.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
-import { HeldTraffic, sweepStaleHoldRules } from '../net/held-traffic.js';
+import { HeldTraffic } from '../net/held-traffic.js';
 import { SegmentStreamSource, type SegmentSourceEvent, type SegmentSourceStats } from '../net/shadow/segment-stream-source.js';
 import { sweepStaleGuards } from '../net/rst-guard.js';
 import { ConnectionReplication, type ReplicationStatus } from './replication/connection-replication.js';
@@ -342,7 +342,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       const stream = this.config.connectionStream;
       if (stream) {
         const commit = stream.outputCommit;
-        if (commit) this.heldTraffic = await HeldTraffic.open({ services: commit.services, queue: commit.queue });
+        if (commit) {
+          this.heldTraffic = await HeldTraffic.open({ services: commit.services, queue: commit.queue });
+          const holdRules = this.heldTraffic.swept;
+          if (holdRules.length > 0) this.emit('stale-guards', { removed: [], foreign: [], holdRules });
+        }
         this.connectionStream = new SegmentStreamSource({
           node: this.config.node, key: this.key, listen: { host: stream.address, port: stream.port }, onEvent: (e) => this.emit('connection-stream', e),
           ...(this.heldTraffic && commit ? { hold: this.heldTraffic, maxHoldMs: commit.maxHoldMs } : {}),
@@ -394,10 +398,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   private async sweepGuards(): Promise<void> {
     try {
-      // The output commit's rules (held-traffic.ts) too: harmless once their owner is gone
-      // (--queue-bypass), but each still sends the service's packets past an empty queue.
-      const [sweep, holdRules] = await Promise.all([sweepStaleGuards(), sweepStaleHoldRules()]);
-      if (sweep.removed.length > 0 || sweep.foreign.length > 0 || holdRules.length > 0) this.emit('stale-guards', { ...sweep, holdRules });
+      const sweep = await sweepStaleGuards();
+      if (sweep.removed.length > 0 || sweep.foreign.length > 0) this.emit('stale-guards', sweep);
     } catch (err) {
       this.emit('stale-guards', { removed: [], foreign: [], error: (err as Error).message });
     }

@@ -135,6 +135,8 @@ export class HeldTraffic implements PacketHold {
     private readonly ingress: NativeEgressQueue,
     private readonly egress: NativeEgressQueue,
     private readonly rules: HoldRule[],
+    /** What the sweep at open removed: the comments (owners) of rules whose owner was gone. */
+    readonly swept: string[],
   ) {
     ingress.start((batch) => this.read('in', batch));
     egress.start((batch) => this.read('out', batch));
@@ -151,7 +153,7 @@ export class HeldTraffic implements PacketHold {
     if (services.length === 0 || services.length > MAX_SERVICES) throw new RangeError(`output commit holds 1 to ${MAX_SERVICES} services, not ${services.length}`);
     if (!Number.isInteger(queue) || queue < 0 || queue > 65534) throw new RangeError(`queue must be an integer in [0, 65534]: ${queue}`);
     const maxHeld = options.maxHeld ?? 65536;
-    await sweepStaleHoldRules().catch(() => []); // a failed sweep alone does not stop the hold
+    const swept = await sweepStaleHoldRules().catch((): string[] => []); // a failed sweep alone does not stop the hold
     const comment = guardTableName(await selfIdentity(), COMMENT_TAG + randomBytes(2).toString('hex'));
     const opened: NativeEgressQueue[] = [];
     const installed: HoldRule[] = [];
@@ -174,7 +176,7 @@ export class HeldTraffic implements PacketHold {
       }
       throw err;
     }
-    return new HeldTraffic([...services], opened[0]!, opened[1]!, installed);
+    return new HeldTraffic([...services], opened[0]!, opened[1]!, installed, swept);
   }
 
   /** Registers a listener for every batch read (ingress batches before they are accepted); returns its removal. */
