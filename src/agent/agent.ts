@@ -182,7 +182,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly followers = new Set<(e: ServiceEvent) => void>();
   /** service -> instances of this node taken out of it by `service stop` (planned). */
   private readonly offline = new Map<string, Set<string>>();
-  /** Services whose last service-level event from this agent was a DOWN: their next member up brings a service UP. */
+  /**
+   * Services last shown DOWN to subscribers: by a service DOWN this agent published, or from its
+   * start (a state snapshot shows a service with no member up as DOWN, so a subscriber that
+   * connected before the first member came up must then hear the service UP). Their next member
+   * up brings a service UP.
+   */
   private readonly servicesDown = new Set<string>();
   /** The reason the next UP of an instance is published with, when not `boot` (an operator's start). */
   private readonly upReason = new Map<string, string>();
@@ -229,6 +234,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   ) {
     super();
     this.incarnation = incarnation;
+    for (const svc of config.services) this.servicesDown.add(svc.name);
     this.openFenceDevice = options.openFenceDevice ?? openScsiFenceDevice;
     this.heartbeat = new HeartbeatAgent({
       node: config.node,

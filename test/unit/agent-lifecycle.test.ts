@@ -198,10 +198,10 @@ describe('the agent and its instance, as processes', () => {
     await until(() => a.published().some((e) => e.type === 'service_member' && e.status === 'UP'), 20_000, 'boot UP');
     const pid = (await statusOf(s.sock)).instances[0]!.pid as number;
     process.kill(pid, 'SIGKILL');
-    await until(() => a.published().some((e) => e.type === 'service' && e.status === 'UP'), 20_000, 'restart');
+    await until(() => a.published().filter((e) => e.type === 'service' && e.status === 'UP').length === 2, 20_000, 'restart');
     const after = a.published().map((e) => `${brief(e)}${e.type === 'instance' && e.status === 'DOWN' ? ` signal=${e.signal}` : ''}`);
     expect(after).toEqual([
-      'instance UP boot', 'service_member UP boot', // boot
+      'instance UP boot', 'service_member UP boot', 'service UP boot', // boot
       'instance DOWN failure signal=SIGKILL', 'service_member DOWN failure', 'service DOWN failure',
       'instance UP boot', 'service_member UP boot', 'service UP boot', // every DOWN gets its UP
     ]);
@@ -239,7 +239,8 @@ describe('the agent and its instance, as processes', () => {
     writeFileSync(fixed, '');
     const cleanup = await runCli(['instance', 'cleanup', 'web1', '--control', s.sock]);
     expect(cleanup.code).toBe(0);
-    expect(fan(cleanup.stdout).map(brief)).toEqual(['instance UP user', 'service_member UP user']);
+    // The service was never up (a snapshot shows it DOWN): its first member up brings it UP.
+    expect(fan(cleanup.stdout).map(brief)).toEqual(['instance UP user', 'service_member UP user', 'service UP user']);
     expect(await get(s.port)).toMatch(/^hello from \d+\n$/);
     expect((await statusOf(s.sock)).instances[0]).toMatchObject({ state: 'up', failures: 0, pid: expect.any(Number) });
     a.child.kill('SIGTERM');

@@ -110,7 +110,7 @@ describe('the state first, then live events', () => {
     const notify = port();
     const c = config('a', port(), [], { notify: { host: '127.0.0.1', port: notify }, instances: [{ name: 'i1', node: 'a', command: ['sleep', '600'] }], services: [{ name: 'sales', members: ['i1'] }] });
     let { agent, published } = await started(c);
-    await until(() => published.length === 2); // instance and member UP
+    await until(() => published.length === 3); // instance, member and service UP
     const ac = new AbortController();
     const seen: ServiceEvent[] = [];
     const reading = (async () => {
@@ -123,7 +123,7 @@ describe('the state first, then live events', () => {
     await agent.stop();
     agents.splice(agents.indexOf(agent), 1);
     ({ agent, published } = await started(c));
-    await until(() => published.length === 2);
+    await until(() => published.length === 3);
     await until(() => agent.server.subscriberCount === 1);
     // Until the new life's state has arrived (its instance UP, and the service after it: the
     // old life's planned stop may have left the picture's instance UP and added events, so
