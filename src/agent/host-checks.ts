@@ -47,7 +47,11 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
   if (commit) {
     // Its rules are iptables rules (held-traffic.ts): ip6tables too when a service is IPv6.
     const tools = ['iptables', ...(commit.services.some((s) => familyOf(s.address) === 6) ? ['ip6tables'] : [])];
-    checks.push(['connectionStream.outputCommit', async () => (await Promise.all(tools.map((t) => program(t)))).join(', ')]);
+    checks.push(['connectionStream.outputCommit', async () => {
+      const found: string[] = [];
+      for (const t of tools) found.push(await program(t)); // in order: the first missing one is named
+      return found.join(', ');
+    }]);
   }
   c.peers.forEach((p, i) =>
     p.takeover.forEach((t, j) => {

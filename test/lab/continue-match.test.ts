@@ -78,7 +78,7 @@ async function matchScenario(name: string, thinkMs: number, allDecided: boolean,
     expect(taken.continueError).toBeUndefined();
     expect(check).toBeDefined();
     // Every restored connection was judged; the stream read back held the clients' INCRs.
-    expect(check.judged).toBe(taken.continued.connections + check.refused);
+    expect(check.judged, `the replay check failed: ${String(taken.continued.replayCheckError)}`).toBe(taken.continued.connections + check.refused);
     expect(check.streamCommands).toBeGreaterThan(0);
     // The probes went to the service address: the mirror copied them, and the capture timed them.
     expect(check.capturedProbes).toBeGreaterThan(0);

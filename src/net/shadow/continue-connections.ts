@@ -145,6 +145,8 @@ export interface ContinueReport {
   addressAdded: boolean;
   /** With checkReplays: what the check counted, and how long after the call it decided (ms). */
   replayCheck?: Record<string, number> & { decidedMs: number };
+  /** With checkReplays: why the check failed, when it did (every connection with a replay was then reset). */
+  replayCheckError?: string;
 }
 
 /**
@@ -183,8 +185,12 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     const plannedMs = since();
     // Asked now, while the copy is what the plans were made from; waited for with the promotion.
     let decidedMs = 0;
+    let checkError: string | undefined;
     const refusals = options.checkReplays?.(restores)
-      .catch((err: Error): ReplayCheckResult => ({ refused: new Map(restores.filter((p) => p.replay.length > 0).map((p) => [clientKey(p.client), `the replay check failed: ${err.message}`])) }))
+      .catch((err: Error): ReplayCheckResult => {
+        checkError = err.message;
+        return { refused: new Map(restores.filter((p) => p.replay.length > 0).map((p) => [clientKey(p.client), `the replay check failed: ${err.message}`])) };
+      })
       .then((r) => {
         decidedMs = since();
         return r;
@@ -286,6 +292,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       timings: { plannedMs, addressMs, firstRelayingMs, relayingMs, doneMs: since() },
       addressAdded: taken!.added,
       ...(checked ? { replayCheck: { ...checked.counts, refused: checked.refused.size, decidedMs } } : {}),
+      ...(checkError !== undefined ? { replayCheckError: checkError } : {}),
     };
   } finally {
     tailProof?.close();
