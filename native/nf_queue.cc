@@ -237,7 +237,6 @@ class EgressQueue : public Napi::ObjectWrap<EgressQueue> {
       }
       received_++;
       lastId_ = p.id;
-      held_ = true;
       Napi::Object o = Napi::Object::New(env);
       o.Set("id", Napi::Number::New(env, p.id));
       o.Set("timeMs", timeMs);
@@ -291,7 +290,6 @@ class EgressQueue : public Napi::ObjectWrap<EgressQueue> {
     if (!fd_) ThrowErrno(env, "nfqueue verdict", EBADF);
     int err = SendVerdict(id, info[1].As<Napi::Boolean>().Value());
     if (err != 0) ThrowErrno(env, "nfqueue verdict", err);
-    if (id == lastId_) held_ = false;
     return env.Undefined();
   }
 
@@ -316,7 +314,8 @@ class EgressQueue : public Napi::ObjectWrap<EgressQueue> {
       Unref();
     }
     if (fd_) {
-      if (held_) SendVerdict(lastId_, true);
+      // Everything read so far, accepted: a verdict for ids already released is a no-op.
+      if (received_ > 0) SendVerdict(lastId_, true);
       Message m(kConfigType, 0, queue_, ++seq_);
       nfqnl_msg_config_cmd cmd{};
       cmd.command = NFQNL_CFG_CMD_UNBIND;
@@ -338,7 +337,6 @@ class EgressQueue : public Napi::ObjectWrap<EgressQueue> {
   std::vector<std::vector<uint8_t>> early_;
   std::vector<uint8_t> buf_;
   uint32_t lastId_ = 0;
-  bool held_ = false;
   uint64_t received_ = 0, unparsed_ = 0, malformed_ = 0, overflows_ = 0, verdictErrors_ = 0;
 };
 

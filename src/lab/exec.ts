@@ -22,6 +22,11 @@ export function run(cmd: string, args: string[], input?: string): Promise<ExecRe
   });
 }
 
+/** Whether run() failed because the command is not installed (spawn ENOENT), not because it refused. */
+export function commandMissing(err: unknown): boolean {
+  return (err as { cause?: { code?: unknown } }).cause?.code === 'ENOENT';
+}
+
 /** Like run() but never rejects: for teardown, where every step must be attempted. */
 export async function runQuiet(cmd: string, args: string[]): Promise<boolean> {
   try {

@@ -14,7 +14,7 @@
 // its held packets are dropped by the kernel when its socket closes, and TCP sends them again).
 import { randomBytes } from 'node:crypto';
 import { native, type NativeEgressQueue, type ParsedSegment, type QueuedPacket } from '../native.js';
-import { run } from '../lab/exec.js';
+import { commandMissing, run } from '../lab/exec.js';
 import { familyOf, type Endpoint } from './endpoint.js';
 import { guardTableName, judgeGuardTable, processStartTicks, selfIdentity } from './guard-owner.js';
 
@@ -77,8 +77,7 @@ export function holdRules(services: readonly Endpoint[], queue: number, comment:
 
 /** iptables failed: its message, with what to install when the command is missing. */
 function iptablesError(err: unknown, what: string): Error {
-  const cause = (err as { cause?: { code?: unknown } }).cause;
-  const msg = cause?.code === 'ENOENT' ? 'iptables is not installed (output commit needs iptables with the nf_tables backend and the kernel\'s NFQUEUE target)' : (err as Error).message;
+  const msg = commandMissing(err) ? 'iptables is not installed (output commit needs iptables with the nf_tables backend and the kernel\'s NFQUEUE target)' : (err as Error).message;
   return new Error(`${what}: ${msg}`, { cause: err });
 }
 
@@ -94,7 +93,7 @@ export async function sweepStaleHoldRules(): Promise<string[]> {
     try {
       ({ stdout } = await run(command, ['-w', '-t', 'mangle', '-S']));
     } catch (err) {
-      if ((err as { cause?: { code?: unknown } }).cause?.code === 'ENOENT') return removed;
+      if (commandMissing(err)) return removed;
       throw iptablesError(err, `${command} -S`);
     }
     for (const line of stdout.split('\n')) {

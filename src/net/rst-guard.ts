@@ -13,7 +13,7 @@
 // (guard-owner.ts), and sweepStaleGuards() removes the tables of owners that are gone (a process
 // killed with SIGKILL). install() sweeps too, and the agent sweeps at start.
 import { randomBytes } from 'node:crypto';
-import { run } from '../lab/exec.js';
+import { commandMissing, run } from '../lab/exec.js';
 import { familyOf } from './endpoint.js';
 import { FORGE_MARK } from './forge.js';
 import { GUARD_TABLE_PREFIX, guardTableName, judgeGuardTable, processStartTicks, selfIdentity } from './guard-owner.js';
@@ -48,7 +48,7 @@ async function inetTables(): Promise<string[]> {
     ({ stdout } = await run('nft', ['list', 'tables', 'inet']));
   } catch (err) {
     // No nft binary: nothing can have installed a guard here.
-    if ((err as { cause?: { code?: unknown } }).cause?.code === 'ENOENT') return [];
+    if (commandMissing(err)) return [];
     throw err;
   }
   return stdout
