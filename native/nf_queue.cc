@@ -223,7 +223,10 @@ class EgressQueue : public Napi::ObjectWrap<EgressQueue> {
     if (status < 0) poll_.Resume();
     Napi::Array batch = Napi::Array::New(env);
     uint32_t n = 0;
-    const double timeMs = NowMs();
+    // Each packet's time is taken after the recv() that returned it and before the callback (so
+    // before any verdict): the queue had it by then, and the service had not seen an accepted
+    // one yet. A replay check orders runs by it (docs/CONTINUE.md, matchWrites from a stream).
+    double timeMs = NowMs();
     auto take = [&](const nlmsghdr* h) {
       if (h->nlmsg_type == NLMSG_ERROR) {
         if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr)) && static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error != 0) verdictErrors_++;
@@ -260,6 +263,7 @@ class EgressQueue : public Napi::ObjectWrap<EgressQueue> {
         }
         break;  // EAGAIN: read all
       }
+      timeMs = NowMs();
       int len = static_cast<int>(r);  // signed, as in Request()
       for (auto* h = reinterpret_cast<nlmsghdr*>(buf_.data()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) take(h);
     }

@@ -425,7 +425,7 @@ export interface NativeBindings {
 export interface QueuedPacket {
   /** The queue's id (grows by one per packet; verdicts name the last id they cover). */
   id: number;
-  /** When it was read (wall clock, ms since the epoch). */
+  /** When it was read (wall clock, ms since the epoch): after the read that returned it, before any verdict on it. */
   timeMs: number;
   /** The packet parsed, absent when it is not a whole TCP segment over IPv4/IPv6. */
   segment?: ParsedSegment;

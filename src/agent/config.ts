@@ -85,19 +85,20 @@ const takeover = z.strictObject({
       /** How long promote may take, ms (default 5000). */
       promoteTimeoutMs: ms(100, 120_000).default(5000),
       /**
-       * protocol resp, with a mirror: before a continued connection's unanswered writes are
-       * replayed, look them up in the replication stream the promoted replica applied (seed 003's
-       * log locations): a write the dead primary ran is not run again (its connection is reset
-       * instead: its reply is lost). The agent probes the primary's stream every probeIntervalMs
-       * (a PUBLISH on channel takeover:probe and INFO replication); `primary`: its Redis
-       * (default: the takeover's service address and port, which the mirror copies: the capture
-       * then times each probe itself). See docs/CONTINUE.md.
+       * protocol resp: before a continued connection's unanswered writes are replayed, look them
+       * up in the replication stream the promoted replica applied (seed 003's log locations): a
+       * write the dead primary ran is not run again (its connection is reset instead: its reply
+       * is lost). The agent probes the primary's stream every probeIntervalMs (a PUBLISH on
+       * channel takeover:probe and INFO replication); `primary`: its Redis (default: the
+       * takeover's service address and port, which the mirror copies or the primary's stream
+       * carries: the capture then times each probe itself). With a stream only probes the
+       * primary's capture timed count: its times are the primary's clock. See docs/CONTINUE.md.
        */
       matchWrites: z.strictObject({ primary: z.strictObject({ host: ip, port }).optional(), probeIntervalMs: ms(10, 1000).default(50), marginMs: z.number().min(0).max(10).default(DEFAULT_MARGIN_MS) }).optional(),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })
-    .refine((c) => c.matchWrites === undefined || (c.protocol === 'resp' && c.mirror !== undefined), { message: 'matchWrites is for protocol resp with a mirror (a stream\'s capture times are the primary\'s clock, not comparable with the probes\')', path: ['matchWrites'] })
+    .refine((c) => c.matchWrites === undefined || c.protocol === 'resp', { message: 'matchWrites is for protocol resp (it reads the writes back from Redis\'s replication stream)', path: ['matchWrites'] })
     .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
 });

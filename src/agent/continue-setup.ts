@@ -10,6 +10,7 @@ import { httpContinue } from '../net/shadow/http-continue.js';
 import { pgContinue } from '../net/shadow/pg-continue.js';
 import { respContinue } from '../net/shadow/resp-continue.js';
 import { ShadowCapture } from '../net/shadow/shadow-capture.js';
+import type { ShadowTableOptions } from '../net/shadow/shadow-table.js';
 import type { TakeoverConfig } from './config.js';
 import type { PeerTakeoverOptions, Shadow } from './peer-takeover.js';
 import { respCommand } from './redis-catch-up.js';
@@ -38,9 +39,9 @@ export interface StreamIdentity {
 export function continueSetup(c: ContinueConfig, service: Endpoint, self: StreamIdentity): NonNullable<PeerTakeoverOptions['continue']> {
   const plugin = pluginOf(c);
   const openShadow = (): Shadow => {
-    if (c.stream) return new PeerShadow({ node: self.node, key: self.key, primary: c.stream, services: [service], plugin, ...(self.onEvent ? { onEvent: self.onEvent } : {}) });
-    if (!c.matchWrites) return new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
-    return matchedShadow(c.mirror!, service, plugin, c.upstream, c.matchWrites);
+    if (c.matchWrites) return matchedShadow(c, service, plugin, self, c.matchWrites);
+    if (c.stream) return streamShadow(c.stream, self, { services: [service], plugin });
+    return new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   };
   const p = c.promote;
   // The { resp } form: a simple or bulk string reply (respCommand rejects on anything else, naming the command, the upstream and the reply).
@@ -54,39 +55,63 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
   };
 }
 
+/** The peer's stream, followed as this agent (its node name and key), its ups and downs told to `self.onEvent` and `onEvent`. */
+function streamShadow(primary: { host: string; port: number }, self: StreamIdentity, table: ShadowTableOptions, onEvent?: (event: PeerShadowEvent) => void): PeerShadow {
+  const tell = self.onEvent && onEvent ? (e: PeerShadowEvent) => (self.onEvent!(e), onEvent(e)) : (self.onEvent ?? onEvent);
+  return new PeerShadow({ node: self.node, key: self.key, primary, ...table, ...(tell ? { onEvent: tell } : {}) });
+}
+
 /**
- * A mirror's shadow whose takeover looks unanswered writes up in the replication stream
- * (`matchWrites`): the RESP trackers log writes, a probe of the primary's stream runs as long as
- * the shadow, and checkReplays decides from both once the replica is promoted
- * (redis-replay-check.ts). The probe goes to the service endpoint unless `matchWrites.primary`
- * says otherwise: that is where the primary serves, and what the mirror copies, so the capture
- * times the probe with its own clock (probe-capture-times.ts) and the probe's connection is left
- * out of the plans (neither continued nor reset) and of the counts. It starts once the capture
- * does: a connection whose SYN the capture missed would never be followed.
+ * A shadow whose takeover looks unanswered writes up in the replication stream (`matchWrites`):
+ * the RESP trackers log writes, a probe of the primary's stream runs as long as the shadow, and
+ * checkReplays decides from both once the replica is promoted (redis-replay-check.ts). The probe
+ * goes to the service endpoint unless `matchWrites.primary` says otherwise: that is where the
+ * primary serves, and what the mirror copies or the primary's own capture streams, so the
+ * capture times the probe with the clock it times the writes with (probe-capture-times.ts), and
+ * the probe's connection is left out of the plans (neither continued nor reset) and of the
+ * counts. It starts once the capture does (the mirror's ring is set up, or the primary WELCOMEd
+ * the stream, which it does once its capture runs): a connection whose SYN the capture missed
+ * would never be followed. A stream that comes back after a break restarts it: what the primary
+ * captured meanwhile is lost, the probe's connection with it.
+ *
+ * From a stream the writes' times are the primary's clock; so are the probes' the primary's
+ * capture timed, and only those count (`capturedOnly`). The primary's capture bounds each run:
+ * it copies a request before its service reads it (a held service's ingress is accepted only
+ * once read) and a reply after the service wrote it.
  */
-function matchedShadow(mirror: string, service: Endpoint, plugin: ContinuePlugin, upstream: { host: string; port: number }, m: NonNullable<ContinueConfig['matchWrites']>): Shadow {
+function matchedShadow(c: ContinueConfig, service: Endpoint, plugin: ContinuePlugin, self: StreamIdentity, m: NonNullable<ContinueConfig['matchWrites']>): Shadow {
   const requestLog = new RequestLog();
   let probe: ReplicationStreamProbe | undefined;
+  let closed = false;
   const ownClient = (client: Endpoint) => probe?.isOwnClient(client) ?? false;
   const probeTimes = new ProbeCaptureTimes({ isProbe: (connection) => ownClient(endpointOf(connection)) });
-  const capture = new ShadowCapture({ interface: mirror, services: [service], plugin, requestLog, probeTimes, ownClient });
-  let closed = false;
   const primary = m.primary ?? { host: service.address, port: service.port };
-  capture.ready.then(
-    () => {
-      if (!closed) probe = new ReplicationStreamProbe(primary, { intervalMs: m.probeIntervalMs });
-    },
-    () => undefined, // the takeover drops a shadow whose capture cannot start (PeerTakeover.watchShadow)
-  );
+  const startProbe = () => {
+    if (closed) return;
+    probe?.close();
+    probe = new ReplicationStreamProbe(primary, { intervalMs: m.probeIntervalMs });
+  };
+  const table: ShadowTableOptions = { services: [service], plugin, requestLog, probeTimes, ownClient };
+  let capture: ShadowCapture | PeerShadow;
+  let ready: Promise<void> | undefined;
+  if (c.stream) {
+    capture = streamShadow(c.stream, self, table, (e) => {
+      if ((e.type === 'connected' && probe === undefined) || e.type === 'resumed') startProbe();
+    });
+  } else {
+    capture = new ShadowCapture({ interface: c.mirror!, ...table });
+    ready = capture.ready;
+    // A capture that cannot start: the takeover drops the shadow (PeerTakeover.watchShadow).
+    ready.then(startProbe, () => undefined);
+  }
+  const waiting = c.stream ? 'waiting for the primary\'s stream' : 'waiting for the capture to start';
   return {
     plans: (address) => capture.plans(address),
-    get ready() {
-      return capture.ready;
-    },
+    ...(ready ? { ready } : {}),
     ownClient,
     stats: () => {
       const p = probe?.stats();
-      const streamProbe = p ? { connected: p.connected, probes: p.probes, errors: p.errors, lastError: p.lastError } : { connected: false, probes: 0, errors: 0, lastError: 'waiting for the capture to start' };
+      const streamProbe = p ? { connected: p.connected, probes: p.probes, errors: p.errors, lastError: p.lastError } : { connected: false, probes: 0, errors: 0, lastError: waiting };
       return { ...capture.stats(), streamProbe };
     },
     close: () => {
@@ -94,7 +119,8 @@ function matchedShadow(mirror: string, service: Endpoint, plugin: ContinuePlugin
       probe?.close();
       return capture.close();
     },
-    checkReplays: (promoted) => redisReplayCheck({ log: requestLog, probes: () => probe?.probes() ?? [], captured: (nonce) => probeTimes.get(nonce), upstream, marginMs: m.marginMs }, promoted),
+    checkReplays: (promoted) =>
+      redisReplayCheck({ log: requestLog, probes: () => probe?.probes() ?? [], captured: (nonce) => probeTimes.get(nonce), capturedOnly: c.stream !== undefined, upstream: c.upstream, marginMs: m.marginMs }, promoted),
   };
 }
 

@@ -26,8 +26,15 @@ export interface RedisReplayCheckOptions {
   log: RequestLog;
   /** The probes of the primary's stream so far, oldest first. */
   probes: () => readonly ProbeRecord[];
-  /** The mirror's times of a probe's PUBLISH and reply, by nonce (ProbeCaptureTimes.get), when the capture sees the probes. */
+  /** The capture's times of a probe's PUBLISH and reply, by nonce (ProbeCaptureTimes.get), when the capture sees the probes. */
   captured?: (nonce: string) => CapturedProbe | undefined;
+  /**
+   * Whether a probe the capture did not time is dropped instead of judged by this host's clock
+   * around its round trip: for a copy streamed by the primary, whose capture times are the
+   * primary's clock (the writes' times cannot be compared with this host's). Default false (a
+   * mirror captured on this host: one clock).
+   */
+  capturedOnly?: boolean;
   /** The local Redis, promoted by the time `promoted` resolves (its backlog holds the old stream). */
   upstream: { host: string; port: number };
   /** How long the backlog read may take, ms. */
@@ -51,14 +58,14 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // Every connection the log knows too: one that ended (or is reset) may have lost acknowledged writes.
     const connections = [...new Set([...restored, ...snapshot.writes.map((w) => w.connection)])];
     const all = options.probes();
-    const windows = probeWindows(all, options.captured ?? (() => undefined));
+    const windows = probeWindows(all, options.captured ?? (() => undefined)).map((w) => (w.captured || !options.capturedOnly ? w : null));
     // Only the primary's current history: a restart (new replid) leaves older probes elsewhere.
     const replid = all.at(-1)?.replid;
     await promoted;
     // Judged from probes the replica got: after a probe it never got, a write it lacks would be
     // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
     const end = replid === undefined ? 0 : await oldHistoryEnd(options.upstream, replid, options.timeoutMs ?? 2000);
-    const probes = windows.filter((_, i) => all[i]!.replid === replid && all[i]!.offset <= end);
+    const probes = windows.filter((w, i): w is NonNullable<typeof w> => w !== null && all[i]!.replid === replid && all[i]!.offset <= end);
     const capturedProbes = probes.filter((p) => p.captured).length;
     const marginMs = options.marginMs ?? DEFAULT_MARGIN_MS;
     const plan = await planMatch(snapshot, probes, connections, marginMs);

@@ -64,8 +64,8 @@ export async function statusCommand(opts: { control?: string; config?: string; j
       x.connected === undefined
         ? `mirror${probe(x)}`
         : x.connected
-          ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}`
-          : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}`;
+          ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}${probe(x)}`
+          : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}${probe(x)}`;
     out.push(table([['SHADOW OF PEER', 'SERVICE', 'SOURCE', 'CONNECTIONS', 'LOST FRAMES'], ...s.shadows.map((x) => [x.peer, `${x.address}:${x.port}`, source(x), String(x.connections), String(x.captureLosses)])]), '');
   }
   const cs = s.connectionStream;

@@ -20,11 +20,14 @@ import { guardTableName, judgeGuardTable, processStartTicks, selfIdentity } from
 
 /** A packet read from one of the queues, in the order read. */
 export interface HeldPacket {
-  /** 'in': to the service (already accepted); 'out': from it (held until released). */
+  /** 'in': to the service (accepted once the listeners have it); 'out': from it (held until released). */
   direction: 'in' | 'out';
   /** The queue's id: for 'out', what release() names. */
   id: number;
-  /** When it was read (ms since the epoch). */
+  /**
+   * When it was read (ms since the epoch, after the read that returned it): later than the
+   * service sent an 'out' packet, earlier than the service can read an 'in' one.
+   */
   timeMs: number;
   segment?: ParsedSegment;
 }

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { runCli } from '../cli-process.js';
 import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { incrSteps } from './incr-steps.js';
 import { startRedisPair } from './redis.js';
 import type { CounterReport } from './fixtures/resp-counter-client.js';
 import { until } from './replication-cluster.js';
@@ -23,6 +24,36 @@ const IDLE = 200;
 const STREAM_PORT = 7402;
 
 
+
+/**
+ * The replay check's promise (matchWrites): it judged every restored connection, from probes
+ * a's capture timed; no INCR was applied twice; every acknowledged one the replica lacked was
+ * run again (each continued client's last reply is its key's value on the promoted replica);
+ * each connection it reset had an INCR that ran, counted as ranUnanswered.
+ */
+async function expectExactlyOnce(continued: { connections: number; replayCheck?: Record<string, number>; replayCheckError?: string }, after: CounterReport[], valueOf: (key: string) => Promise<string>): Promise<void> {
+  const check = continued.replayCheck;
+  expect(check, `the replay check failed: ${String(continued.replayCheckError)}`).toBeDefined();
+  expect(check!.judged).toBe(continued.connections + check!.refused!);
+  expect(check!.capturedProbes).toBeGreaterThan(0);
+  expect(check!.capturedProbes).toBe(check!.probes);
+  expect(check).toMatchObject({ reapplied: check!.lostAcknowledged, reapplyFailed: 0, notKept: 0 });
+  let doubled = 0;
+  let ran = 0;
+  for (const c of after) {
+    const steps = incrSteps(c.values);
+    expect(steps.other, c.key).toEqual([]);
+    expect(steps.lost, `${c.key}: an acknowledged INCR lost`).toBe(0);
+    doubled += steps.doubled;
+    const onReplica = Number(await valueOf(c.key));
+    const last = c.values.at(-1) ?? 0;
+    if (c.errors.length > 0) ran += onReplica - last;
+    else expect(onReplica, c.key).toBe(last);
+  }
+  expect(doubled, 'INCRs applied twice').toBe(0);
+  expect(ran, 'INCRs of the reset connections that ran').toBe(check!.ranUnanswered);
+  console.log(`continue from the stream with matchWrites: ${JSON.stringify(check)}`);
+}
 
 /**
  * What a busy connection's INCR replies show of the writes around the death: a value repeated
@@ -41,7 +72,7 @@ function writeAnomalies(values: number[]): { repeated: number; skipped: number }
 
 it.each([
   ['without output commit: busy connections whose tail the stream lacks are reset exactly', false],
-  ['with output commit (connectionStream.outputCommit): every connection, busy ones included, goes on', true],
+  ['with output commit and matchWrites (the recommended setting): every connection goes on but those whose unanswered INCR ran, and no INCR is applied twice or lost', true],
 ])('the backup continues a silently dead Redis primary\'s connections from the primary agent\'s own stream, %s', async (_name, outputCommit) => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-stream-');
   const { lab, dir, vip } = m;
@@ -49,7 +80,10 @@ it.each([
   try {
     const aAddress = lab.host('a').ipv4;
     const commit = outputCommit ? { outputCommit: { services: [{ address: vip, port: master.port }] } } : {};
-    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } }, { connectionStream: { address: aAddress, port: STREAM_PORT, ...commit } });
+    // With output commit the queues' times bound each run (a request is read before Redis can
+    // see it, a reply after Redis wrote it): marginMs 0 is exact (docs/CONTINUE.md).
+    const match = outputCommit ? { matchWrites: { marginMs: 0 } } : {};
+    const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] }, ...match }, { connectionStream: { address: aAddress, port: STREAM_PORT, ...commit } });
     const log = (i: number) => logOf(i === 0 ? 'a' : 'b');
     await until('b follows a\'s stream', async () => (log(1).some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
     // a logs the subscription at b's first ACK, which comes after b's own line.
@@ -60,7 +94,7 @@ it.each([
     await new Promise((r) => setTimeout(r, 500));
     // What an operator sees before a failure: the shadow and its stream on b, its follower on a.
     const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
-    expect(bStatus).toMatch(new RegExp(`a +${vip.replaceAll('.', '\\.')}:${master.port} +stream up, last mark \\d+ ms ago +${BUSY + IDLE} +0`));
+    expect(bStatus).toMatch(new RegExp(`a +${vip.replaceAll('.', '\\.')}:${master.port} +stream up, last mark \\d+ ms ago${outputCommit ? ', stream probe up \\(\\d+ probes\\)' : ''} +${BUSY + IDLE} +0`));
     const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
     expect(aStatus).toMatch(/STREAM FOLLOWED BY[^\n]*\nb +[\d.:]+ +yes +\d+ ms/);
 
@@ -83,11 +117,13 @@ it.each([
     const goneOn = after.filter((c) => c.errors.length === 0);
     expect(taken.continued.connections + taken.continued.reset).toBe(BUSY + IDLE);
     expect(taken.continued.reset).toBe(reset.length);
-    // With output commit no client ever acknowledged a byte b's copy lacked: nothing is reset.
-    if (outputCommit) expect(taken.continued.resetBy).toEqual({});
-    // Each reset one: an exact RST (the client reads ECONNRESET), for a tail-proof reason.
+    // Each reset one: an exact RST (the client reads ECONNRESET). Without output commit, for a
+    // tail-proof reason. With it no client ever acknowledged a byte b's copy lacked: the only
+    // resets are the replay check's, for an INCR a ran (and replicated) whose reply it held.
     for (const c of reset) expect(c, c.key).toMatchObject({ errors: ['ECONNRESET'], closed: true });
-    for (const kind of Object.keys(taken.continued.resetBy)) expect(kind).toMatch(/server bytes the copy lacks|beyond the copy and did not retransmit|no segment of the client's/);
+    const resetReason = outputCommit ? /^the primary ran N of its unanswered writes/ : /server bytes the copy lacks|beyond the copy and did not retransmit|no segment of the client's/;
+    for (const kind of Object.keys(taken.continued.resetBy)) expect(kind).toMatch(resetReason);
+    if (outputCommit) await expectExactlyOnce(taken.continued, after, (key) => replica.cli(['-n', '2', 'GET', key]));
     // Each one that went on: nothing lost, nothing hanging, its key on b its last reply (one
     // INCR may be doubled or lost without output commit, as with the mirror).
     for (const c of goneOn) {

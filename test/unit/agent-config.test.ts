@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, configKey, loadConfig, parseConfig, validateConfig } from '../../src/agent/config.js';
 import { prng } from './frame-builder.js';
+import { DEFAULT_MARGIN_MS } from '../../src/net/shadow/replay-match.js';
 
 const BASE = {
   cluster: 'c1',
@@ -261,13 +262,14 @@ services:
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: [] } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, promote: { resp: ['REPLICAOF'], shell: 1 } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.promote/);
     });
-    it('matches unanswered writes against the replication stream (matchWrites): resp with a mirror only', () => {
+    it('matches unanswered writes against the replication stream (matchWrites): resp only, from a mirror or a stream', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, matchWrites: {} }))));
       expect(c.peers[0]!.takeover[0]!.continue).toMatchObject({ matchWrites: { probeIntervalMs: 50 } });
       const withPrimary = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, matchWrites: { primary: { host: '10.0.0.1', port: 6379 }, probeIntervalMs: 20 } }))));
       expect(withPrimary.peers[0]!.takeover[0]!.continue).toMatchObject({ matchWrites: { primary: { host: '10.0.0.1', port: 6379 }, probeIntervalMs: 20 } });
-      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'http', mirror: 'mir0', upstream: { port: 8080 }, matchWrites: {} }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites: .*protocol resp with a mirror/);
-      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7000 }, upstream: { port: 6380 }, matchWrites: {} }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites: .*the primary's clock/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'http', mirror: 'mir0', upstream: { port: 8080 }, matchWrites: {} }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites: .*protocol resp/);
+      const streamed = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7000 }, upstream: { port: 6380 }, matchWrites: {} }))));
+      expect(streamed.peers[0]!.takeover[0]!.continue!.matchWrites).toEqual({ probeIntervalMs: 50, marginMs: DEFAULT_MARGIN_MS });
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, matchWrites: { probeIntervalMs: 5 } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.matchWrites\.probeIntervalMs/);
     });
     it('continues PostgreSQL sessions, logging in with the password in passwordFile', () => {

@@ -114,4 +114,26 @@ describe('redisReplayCheck against real Redis', () => {
     expect(result.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes/);
     expect(Number(await replica.command(['GET', 'kc']))).toBe(c.last() + 1);
   });
+
+  it('a streamed copy (capturedOnly: its times are the primary\'s clock) judges only from probes the primary\'s capture timed', async () => {
+    const { primary, replica, probe, log } = await pair();
+    const c = await counter(primary, log, 'kd', 4);
+    for (let i = 0; i < 100; i++) await c.incr();
+    await new Promise((r) => setTimeout(r, 60));
+    await c.incr(false); // ran and replicated; the reply never reached the capture
+    probe.close();
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const upstream = { host: replica.host, port: replica.port };
+    // No probe timed by the capture: none is judged by this host's clock, so nothing places the write.
+    const blind = await redisReplayCheck({ log, probes: () => probe.probes(), capturedOnly: true, upstream }, Promise.resolve())([plan(c.connection)]);
+    expect(blind.counts).toMatchObject({ probes: 0, capturedProbes: 0, ranUnanswered: 0 });
+    expect(blind.refused.get(c.connection)).toMatch(/cannot be placed in the replication stream: no probe of the stream recent enough/);
+    // The capture timed them (here: the probe's own times, on its own connection): the same decision as from a mirror.
+    const byNonce = new Map(probe.probes().map((r) => [r.nonce, { connection: `${r.local.address}|${r.local.port}`, sentMs: r.sentMs, sentExact: true, answeredMs: r.receivedMs }]));
+    const timed = await redisReplayCheck({ log, probes: () => probe.probes(), captured: (n) => byNonce.get(n), capturedOnly: true, upstream }, Promise.resolve())([plan(c.connection)]);
+    expect(timed.counts!.capturedProbes).toBe(timed.counts!.probes);
+    expect(timed.counts).toMatchObject({ lostAcknowledged: 0, ranUnanswered: 1 });
+    expect(timed.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes/);
+  });
 });
