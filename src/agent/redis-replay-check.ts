@@ -6,18 +6,19 @@
 // its backlog) and handed to the matcher (replay-match.ts). The writes the dead primary
 // acknowledged that the replica never got are run again on the promoted replica, in the order
 // they were sent, before any relay replays (seed 003 [0059]: the captured requests are replayed
-// on the other server, so committed transactions are not lost).
-import net from 'node:net';
-import { RespFramer } from '../net/resp-framer.js';
+// on the other server, so committed transactions are not lost). A connection whose unanswered
+// writes the dead primary ran is answered from the promoted replica where their replies follow
+// from its state (redis-ran-replies.ts: INCR-like counters, SET, MSET), else reset.
 import type { ReplayCheckResult, RestorePlan } from '../net/shadow/continue-connections.js';
-import { encodeCommand } from '../net/shadow/resp-continue.js';
 import type { CapturedProbe } from '../net/shadow/probe-capture-times.js';
-import { DEFAULT_MARGIN_MS, decideReplays, planMatch, type StreamProbe, type StreamWrite } from '../net/shadow/replay-match.js';
+import { DEFAULT_MARGIN_MS, decideReplays, planMatch, type ReplayVerdict, type StreamProbe, type StreamWrite } from '../net/shadow/replay-match.js';
 import type { LoggedWrite, RequestLog } from '../net/shadow/request-log.js';
 import { argumentsDigest } from '../net/shadow/resp-request.js';
 import { respWriteKey } from '../net/shadow/resp-write-kinds.js';
 import { parseReplicationStream } from '../net/shadow/replication-stream.js';
 import { readOldHistory } from './redis-backlog.js';
+import { isErrorReply, pipelineCommands, type DatabaseCommand } from './redis-pipeline.js';
+import { planRanReplies, ranReplies, readKeys } from './redis-ran-replies.js';
 import { parseInfo, respCommand } from './redis-catch-up.js';
 import type { StreamProbe as ProbeRecord } from './redis-stream-probe.js';
 
@@ -95,9 +96,13 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     const rerun = lost.flatMap((w) => (w.rerun ? [w.rerun] : []));
     // A failure here leaves those writes lost (counted), and the replays go on: they do not depend on them.
     const reapplied = rerun.length > 0 ? await runAgain(options.upstream, rerun, options.timeoutMs ?? 2000).catch(() => ({ ok: 0, failed: rerun.length })) : { ok: 0, failed: 0 };
+    const { answered, writes: ranAnswered } = await answerRan(options.upstream, restores, verdicts, refused, options.timeoutMs ?? 2000);
     return {
       refused,
+      answered,
       counts: {
+        answered: answered.size,
+        ranAnswered,
         judged: restored.size,
         lostAcknowledged,
         reapplied: reapplied.ok,
@@ -110,6 +115,45 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
       },
     };
   };
+}
+
+/**
+ * The connections whose unanswered requests all ran and can be answered from the promoted
+ * server (redis-ran-replies.ts): their replies, taken out of `refused`. The others stay refused,
+ * the reason saying why they could not be answered. Read after the lost writes ran again.
+ */
+async function answerRan(upstream: { host: string; port: number }, restores: readonly RestorePlan[], verdicts: ReadonlyMap<string, ReplayVerdict>, refused: Map<string, string>, timeoutMs: number): Promise<{ answered: Map<string, Uint8Array>; writes: number }> {
+  const answered = new Map<string, Uint8Array>();
+  let writes = 0;
+  const candidates: Array<{ client: string; ran: LoggedWrite[]; reads: Array<{ db: number; key: Buffer }> }> = [];
+  for (const p of restores) {
+    const client = `${p.client.address}|${p.client.port}`;
+    const v = verdicts.get(client);
+    if (!refused.has(client) || !v || v.ranWrites.length === 0) continue;
+    const plan = p.goodbye ? { why: 'its session ends with a goodbye' } : planRanReplies(p.replay, p.expectReply !== undefined, v.ranWrites);
+    if ('why' in plan) refused.set(client, `${refused.get(client)} (its replies cannot be rebuilt: ${plan.why})`);
+    else candidates.push({ client, ran: v.ranWrites, reads: plan.reads });
+  }
+  if (candidates.length === 0) return { answered, writes };
+  const keys = new Map(candidates.flatMap((c) => c.reads.map((k) => [`${k.db} ${k.key.toString('latin1')}`, k] as const)));
+  let values: Map<string, Buffer | null>;
+  try {
+    values = await readKeys(upstream, [...keys.values()].sort((a, b) => a.db - b.db), timeoutMs);
+  } catch (err) {
+    for (const c of candidates) refused.set(c.client, `${refused.get(c.client)} (its replies cannot be rebuilt: ${(err as Error).message})`);
+    return { answered, writes };
+  }
+  for (const c of candidates) {
+    const replies = ranReplies(c.ran, values);
+    if (!Buffer.isBuffer(replies)) {
+      refused.set(c.client, `${refused.get(c.client)} (its replies cannot be rebuilt: ${replies.why})`);
+      continue;
+    }
+    answered.set(c.client, replies);
+    writes += c.ran.length;
+    refused.delete(c.client);
+  }
+  return { answered, writes };
 }
 
 /**
@@ -143,56 +187,14 @@ async function oldHistoryEnd(upstream: { host: string; port: number }, replid: s
 }
 
 /**
- * Runs writes again on the promoted server, pipelined on one connection, each in its database
- * (a SELECT where it changes). Resolves the counts of writes answered and refused (an error
- * reply); rejects when the connection fails or the replies do not all come within timeoutMs.
+ * Runs writes again on the promoted server, pipelined on one connection, each in its database.
+ * Resolves the counts of writes answered and refused (an error reply); rejects when the server
+ * cannot be reached or the replies do not all come within timeoutMs (pipelineCommands).
  */
-function runAgain(upstream: { host: string; port: number }, writes: ReadonlyArray<{ db: number; argv: Buffer[] }>, timeoutMs: number): Promise<{ ok: number; failed: number }> {
-  const commands: Array<{ bytes: Buffer; write: boolean }> = [];
-  let db = -1;
-  for (const w of writes) {
-    if (w.db !== db) commands.push({ bytes: encodeCommand(['SELECT', String(w.db)]), write: false });
-    db = w.db;
-    commands.push({ bytes: encodeCommand(w.argv), write: true });
-  }
-  return new Promise((resolve, reject) => {
-    const counts = { ok: 0, failed: 0 };
-    let settled = false;
-    let index = 0;
-    let type = '';
-    const framer = new RespFramer({
-      listener: {
-        value: (t, depth) => void (depth === 0 && (type = t)),
-        end: () => {
-          const c = commands[index++]!;
-          const error = type === '-' || type === '!';
-          if (!c.write && error) return fail(`SELECT refused`);
-          if (c.write) counts[error ? 'failed' : 'ok']++;
-          if (index === commands.length) done();
-        },
-      },
-    });
-    const socket = net.connect(upstream);
-    const timer = setTimeout(() => fail(`${commands.length - index} replies missing after ${timeoutMs} ms`), timeoutMs);
-    const done = () => {
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(counts);
-    };
-    function fail(why: string) {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      reject(new Error(`running lost writes again on ${upstream.host}:${upstream.port}: ${why}`));
-    }
-    socket.once('connect', () => socket.write(Buffer.concat(commands.map((c) => c.bytes))));
-    socket.on('data', (chunk: Buffer) => {
-      framer.push(chunk);
-      if (framer.broken) fail(`the reply is not RESP: ${framer.broken}`);
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
-    socket.once('close', () => fail('the connection closed'));
+async function runAgain(upstream: { host: string; port: number }, writes: readonly DatabaseCommand[], timeoutMs: number): Promise<{ ok: number; failed: number }> {
+  const replies = await pipelineCommands(upstream, writes, timeoutMs).catch((err: Error) => {
+    throw new Error(`running lost writes again on ${err.message}`);
   });
+  const failed = replies.filter(isErrorReply).length;
+  return { ok: replies.length - failed, failed };
 }

@@ -268,6 +268,25 @@ describe('relayConnection held until the upstream is promoted (hold)', () => {
     expect((await relay.done).reason).toBe('client ended');
   });
 
+  it('a hold that resolves with an answer: the client gets it in place of the replay\'s replies, and nothing is replayed', async () => {
+    await ask(Buffer.concat([cmd('SELECT', '7'), cmd('SET', 'a', '5'), cmd('SELECT', '0')]), 3);
+    let decide!: (r: { answer: Uint8Array }) => void;
+    const hold = new Promise<{ answer: Uint8Array }>((r) => (decide = r));
+    const { restored, app } = await socketPair();
+    // The dead server ran the client's INCR a (5 -> 5 here: the promoted server has its effect); its reply was lost.
+    const relay = relayConnection({ client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '7'), replies: 1 }, hold, replay: cmd('INCR', 'a'), replyCounter: respContinue.createReplyCounter() });
+    const replies = readReplies(app, 2);
+    app.write(cmd('INCR', 'a'));
+    await new Promise((r) => setTimeout(r, 50));
+    decide({ answer: Buffer.from(':5\r\n') });
+    // The answer first, then the reply to the client's next request: the INCR was not run again.
+    expect(await replies).toBe(':5\r\n:6\r\n');
+    expect(relay.stats).toMatchObject({ answeredBytes: 4, swallowedReplies: 1 });
+    app.end();
+    expect((await relay.done).reason).toBe('client ended');
+    expect(await ask(Buffer.concat([cmd('SELECT', '7'), cmd('GET', 'a')]), 2)).toBe('+OK\r\n$1\r\n6\r\n');
+  });
+
   it('a failed promotion resets the client (its own RST) and ends the relay with the reason; nothing was replayed', async () => {
     await ask(Buffer.concat([cmd('SELECT', '6'), cmd('SET', 'f', '1'), cmd('SELECT', '0')]), 3);
     let fail!: (e: Error) => void;

@@ -110,9 +110,27 @@ describe('redisReplayCheck against real Redis', () => {
     await caughtUp(primary, replica);
     await replica.command(['REPLICAOF', 'NO', 'ONE']);
     const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(c.connection)]);
-    expect(result.counts).toMatchObject({ lostAcknowledged: 0, ranUnanswered: 1 });
-    expect(result.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes/);
+    expect(result.counts).toMatchObject({ lostAcknowledged: 0, ranUnanswered: 1, answered: 0 });
+    // Its replay ('x' here) is not the INCR that ran: not answered, and the reason says why.
+    expect(result.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes .*\(its replies cannot be rebuilt: its unanswered requests are not whole RESP messages/);
     expect(Number(await replica.command(['GET', 'kc']))).toBe(c.last() + 1);
+  });
+
+  it('answers a connection whose only unanswered request is an INCR that ran: the reply is the promoted replica\'s value', async () => {
+    const { primary, replica, probe, log } = await pair();
+    const c = await counter(primary, log, 'ke', 5);
+    for (let i = 0; i < 100; i++) await c.incr();
+    await new Promise((r) => setTimeout(r, 60));
+    await c.incr(false); // ran and replicated; the reply never reached the capture
+    probe.close();
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const restore = { ...plan(c.connection), replay: encodeCommand(['INCR', 'ke']) } as RestorePlan;
+    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([restore]);
+    expect(result.counts).toMatchObject({ ranUnanswered: 1, answered: 1, ranAnswered: 1 });
+    expect(result.refused.size).toBe(0);
+    expect(Buffer.from(result.answered!.get(c.connection)!).toString()).toBe(`:${c.last() + 1}\r\n`);
+    expect(Number(await replica.command(['GET', 'ke']))).toBe(c.last() + 1);
   });
 
   it('a streamed copy (capturedOnly: its times are the primary\'s clock) judges only from probes the primary\'s capture timed', async () => {

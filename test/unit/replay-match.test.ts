@@ -141,28 +141,34 @@ describe('replay matching', () => {
     const log = logOf([['c', K, 90, 95], ['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
     const { plan, verdicts } = await judge(log, [probe(400, 50), probe(500, 100)], streamOf([450, K], [510, K], [520, K]), ['c']);
     expect(plan.from).toBe(501);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 0, lostWrites: [] });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, ranWrites: [], lostAcknowledged: 0, lostWrites: [] });
   });
   it('resets a connection whose unanswered write is in the stream (ran; its reply was lost)', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
     const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K], [530, K]), ['c']);
-    expect(verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1, lostAcknowledged: 0 });
+    expect(verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 1, lostAcknowledged: 0, ranWrites: [log.writes[1]] });
     expect(verdicts.get('c')!.reason).toMatch(/ran 1 of its unanswered writes/);
+  });
+  it('names the unanswered writes that ran, in the order the connection sent them: each key\'s first ones', async () => {
+    // c pipelined k1, k2, k1, k2 unanswered (k1's first two in one segment: the same time); the stream holds k1 twice and k2 once after the probe.
+    const log = logOf([['c', K, 110, 111], ['c', K, 114, null], ['c', 'k2', 114, null], ['c', K, 114.5, null], ['c', 'k2', 115, null]]);
+    const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K], [520, K], [530, 'k2'], [540, K]), ['c']);
+    expect(verdicts.get('c')).toMatchObject({ verdict: 'reset', ranUnanswered: 3, ranWrites: [log.writes[1], log.writes[2], log.writes[3]] });
   });
   it('counts acknowledged writes the replica never got (the last ones: the stream is a prefix), and then replays (the unanswered one ran after them)', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 112, 113], ['c', K, 114, null]]);
     const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K]), ['c']);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1, lostWrites: [log.writes[1]] });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, ranWrites: [], lostAcknowledged: 1, lostWrites: [log.writes[1]] });
   });
   it('a probe the replica never got: nothing after it ran there', async () => {
     const log = logOf([['c', K, 110, 111], ['c', K, 114, null]]);
     const { verdicts } = await judge(log, [probe(900, 100)], streamOf([510, K]), ['c']);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 1, lostWrites: [log.writes[0]] });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, ranWrites: [], lostAcknowledged: 1, lostWrites: [log.writes[0]] });
   });
   it('counts the lost writes of a connection with nothing unanswered (it may have ended), several keys in the order they were sent', async () => {
     const log = logOf([['c', K, 110, 111], ['c', 'k2', 111.5, 112], ['c', K, 113, 114], ['c', 'k2', 115, 116]]);
     const { verdicts } = await judge(log, [probe(500, 100)], streamOf([510, K], [520, 'k2']), ['c']);
-    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, lostAcknowledged: 2, lostWrites: [log.writes[2], log.writes[3]] });
+    expect(verdicts.get('c')).toEqual({ verdict: 'replay', ranUnanswered: 0, ranWrites: [], lostAcknowledged: 2, lostWrites: [log.writes[2], log.writes[3]] });
   });
   it('judges from an earlier probe when the latest is straddled by a write of the key', async () => {
     // The write sent at 99.5 and answered at 100.5 straddles the probe at 100; the one at 80 is clean.

@@ -38,9 +38,12 @@ export interface RelayOptions {
   /**
    * The replay and the client's bytes wait for it (the promotion of the upstream: a replica must
    * not get writes before); the preamble does not. When it rejects, the client is reset (its
-   * socket's own RST, exact) and the relay ends with the error's message.
+   * socket's own RST, exact) and the relay ends with the error's message. When it resolves with
+   * `{ answer }`, those bytes go to the client instead of `replay` to the upstream: the replies
+   * to the replayed requests, known already (the dead server ran them; a replay would run them
+   * twice).
    */
-  hold?: Promise<unknown>;
+  hold?: Promise<void | { answer: Uint8Array }>;
   /** The client's unanswered requests (bytes), sent after the preamble. */
   replay: Uint8Array;
   /** Frames the upstream's replies while the preamble's are swallowed (plugin.createReplyCounter()). */
@@ -78,6 +81,8 @@ export interface RelayStats {
   swallowedBytes: number;
   /** Bytes of the first reply checked against what the dead server had sent of it, and dropped. */
   verifiedBytes: number;
+  /** Bytes the relay answered the replayed requests with itself (RelayOptions.hold's answer; counted apart from upstreamBytes). */
+  answeredBytes: number;
   /** Whether the steady state was handed to the kernel (SpliceRelay); counted in the bytes above. */
   spliced: boolean;
 }
@@ -137,7 +142,7 @@ export function prepareUpstream(upstream: { host: string; port: number }, preamb
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, spliced: false };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, answeredBytes: 0, spliced: false };
   if (options.goodbye) {
     options.prepared?.close();
     return sayGoodbye(client, options.goodbye, stats);
@@ -184,9 +189,14 @@ export function relayConnection(options: RelayOptions): Relay {
   let dialogDone = dialog === undefined;
   let holdDone = options.hold === undefined;
   const released = () => dialogDone && holdDone;
-  /** Once the preamble allows it and the hold is over: the replay, then the client's bytes. */
+  /** The hold's answer to the replayed requests, when it gave one (then nothing is replayed). */
+  let answer: Uint8Array | undefined;
+  /** Once the preamble allows it and the hold is over: the replay (or its answer), then the client's bytes. */
   const release = () => {
-    if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
+    if (answer) {
+      stats.answeredBytes = answer.length;
+      client.write(answer, afterWrite);
+    } else if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
     client.resume();
   };
   if (dialog) {
@@ -203,8 +213,9 @@ export function relayConnection(options: RelayOptions): Relay {
     if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
   } else client.pause();
   options.hold?.then(
-    () => {
+    (r) => {
       holdDone = true;
+      if (r) answer = r.answer;
       if (reason !== null || pump) return;
       if (released()) release();
       tryHandOver();

@@ -97,6 +97,12 @@ export interface ContinueOptions {
 export interface ReplayCheckResult {
   /** The connections (the client as `${address}|${port}`) whose replay must not run, and why. */
   refused: Map<string, string>;
+  /**
+   * The connections whose replayed requests the dead server ran, answered instead: the replies,
+   * written to the client in place of the replay (RelayOptions.hold). Never one with a
+   * mid-reply plan (expectReply).
+   */
+  answered?: Map<string, Uint8Array>;
   /** What it counted, for the report (e.g. acknowledged writes the promoted server lacks). */
   counts?: Record<string, number>;
 }
@@ -195,7 +201,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
         decidedMs = since();
         return r;
       });
-    const hold = refusals ? Promise.all([options.ready, refusals]).then(([, r]) => r.refused) : options.ready;
+    const hold: Promise<ReplayCheckResult | undefined> | undefined = refusals ? Promise.all([options.ready, refusals]).then(([, r]) => r) : options.ready?.then(() => undefined);
     // The most recently active first (the order of the restores below).
     const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
     for (const p of order) if (!p.goodbye) prepared.set(key(p.client, p.server), prepareUpstream(options.upstream, p.preamble));
@@ -317,25 +323,28 @@ const RESTORE_BATCH = 64;
 
 /**
  * Adopts a restored socket and relays it to the upstream: preamble, replay, then both ways. hold:
- * the promotion (and the replay check's refusals: a refused connection's relay resets its client).
+ * the promotion and the replay check's decision (a refused connection's relay resets its client;
+ * an answered one's writes the answer to its client instead of replaying).
  */
 function relayRestored(
   plan: RestorePlan,
   outcome: RestoredConnection,
   options: ContinueOptions,
   prepared: PreparedUpstream | undefined,
-  hold: Promise<unknown> | undefined,
+  hold: Promise<ReplayCheckResult | undefined> | undefined,
 ): ContinuedConnection {
-  const refusal = (m: unknown) => (m instanceof Map ? (m as Map<string, string>).get(clientKey(plan.client)) : undefined);
+  const client = clientKey(plan.client);
   const relay = relayConnection({
     client: adoptSocket(outcome),
     upstream: options.upstream,
     ...(prepared ? { prepared } : {}),
     ...(hold
       ? {
-          hold: hold.then((m) => {
-            const why = refusal(m);
+          hold: hold.then((checked) => {
+            const why = checked?.refused.get(client);
             if (why !== undefined) throw new Error(why);
+            const answer = checked?.answered?.get(client);
+            return answer ? { answer } : undefined;
           }),
         }
       : {}),

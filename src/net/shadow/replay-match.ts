@@ -61,6 +61,8 @@ export interface ReplayVerdict {
   reason?: string;
   /** Its unanswered writes the primary ran (their replies were lost). */
   ranUnanswered: number;
+  /** Those writes, in log order (each key's first unanswered ones: one connection's writes ran in order). */
+  ranWrites: LoggedWrite[];
   /** Writes the primary acknowledged to it that the replica never got (lost with the primary). */
   lostAcknowledged: number;
   /**
@@ -235,6 +237,7 @@ export async function decideReplays(
     let ran = 0;
     let lost = 0;
     const lostWrites: LoggedWrite[] = [];
+    const ranWrites: LoggedWrite[] = [];
     let why: string | null = blind ? `an unanswered ${blind.command.toUpperCase()} cannot be looked up in the replication stream (replaying it could apply it twice)` : null;
     for (const [key, { command, unanswered: u }] of ofMine) {
       if (why) break;
@@ -262,13 +265,19 @@ export async function decideReplays(
       if (ranOfKey < 0) {
         lost += -ranOfKey;
         lostWrites.push(...acked.slice(ranOfKey));
-      } else ran += ranOfKey;
+      } else if (ranOfKey > 0) {
+        ran += ranOfKey;
+        ranWrites.push(...mine.filter((w) => w.key === key && w.answeredMs === null).slice(0, ranOfKey));
+      }
     }
     lostWrites.sort((x, y) => x.sentMs - y.sentMs);
     const counted = { lostAcknowledged: lost, lostWrites };
-    if (why) out.set(c, { verdict: 'reset', reason: why, ranUnanswered: 0, ...counted });
-    else if (ran > 0) out.set(c, { verdict: 'reset', reason: `the primary ran ${ran} of its unanswered writes (in the replication stream) but its replies were lost: replaying would apply them twice`, ranUnanswered: ran, ...counted });
-    else out.set(c, { verdict: 'replay', ranUnanswered: 0, ...counted });
+    if (why) out.set(c, { verdict: 'reset', reason: why, ranUnanswered: 0, ranWrites: [], ...counted });
+    else if (ran > 0) {
+      // In the connection's order (a sort by time could swap two sent in one segment).
+      const ranSet = new Set(ranWrites);
+      out.set(c, { verdict: 'reset', reason: `the primary ran ${ran} of its unanswered writes (in the replication stream) but its replies were lost: replaying would apply them twice`, ranUnanswered: ran, ranWrites: mine.filter((w) => ranSet.has(w)), ...counted });
+    } else out.set(c, { verdict: 'replay', ranUnanswered: 0, ranWrites: [], ...counted });
   }
   return out;
 }
