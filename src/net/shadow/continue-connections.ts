@@ -202,6 +202,9 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
         return r;
       });
     const hold: Promise<ReplayCheckResult | undefined> | undefined = refusals ? Promise.all([options.ready, refusals]).then(([, r]) => r) : options.ready?.then(() => undefined);
+    // A failed promotion rejects it, maybe before any relay listens (they come after the
+    // restores): each relay handles it (resets its client), and `ready` is reported below.
+    hold?.catch(() => undefined);
     // The most recently active first (the order of the restores below).
     const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
     for (const p of order) if (!p.goodbye) prepared.set(key(p.client, p.server), prepareUpstream(options.upstream, p.preamble));
