@@ -48,8 +48,10 @@ export interface RedisReplayCheckOptions {
  * The check for ContinueOptions.checkReplays: snapshots now, decides once `promoted` resolves,
  * and runs the lost acknowledged writes again before it resolves (the relays wait for it).
  * Rejects (every non-empty replay is then refused) when the promoted server does not hold the
- * old primary's history, its backlog cannot be read (a FULLRESYNC would be needed) or does not
- * parse.
+ * old primary's history, its backlog cannot be read or does not parse. Only probes whose stream
+ * the backlog still holds are chosen (a key whose probe is older is not placed: its connection is
+ * reset if it has unanswered writes), so a read needing a FULLRESYNC is a race (the backlog moved
+ * after INFO), not the common case.
  */
 export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Promise<unknown>): (restores: RestorePlan[]) => Promise<ReplayCheckResult> {
   return async (restores) => {
@@ -65,14 +67,16 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     await promoted;
     // Judged from probes the replica got: after a probe it never got, a write it lacks would be
     // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
-    const end = replid === undefined ? 0 : await oldHistoryEnd(options.upstream, replid, options.timeoutMs ?? 2000);
-    const probes = windows.filter((w, i): w is NonNullable<typeof w> => w !== null && all[i]!.replid === replid && all[i]!.offset <= end);
+    const held = replid === undefined ? { end: 0, first: 1 } : await oldHistoryBounds(options.upstream, replid, options.timeoutMs ?? 2000);
+    const probes = windows.filter((w, i): w is NonNullable<typeof w> => w !== null && all[i]!.replid === replid && all[i]!.offset <= held.end);
     const capturedProbes = probes.filter((p) => p.captured).length;
     const marginMs = options.marginMs ?? DEFAULT_MARGIN_MS;
-    const plan = await planMatch(snapshot, probes, connections, marginMs);
+    // Only what the backlog still holds, and no more than one read takes, can be read back.
+    const readableFrom = Math.max(held.first, held.end + 1 - MAX_HISTORY_BYTES);
+    const plan = await planMatch(snapshot, probes, connections, marginMs, readableFrom);
     let stream: StreamWrite[] = [];
     if (plan.from !== null && replid !== undefined) {
-      const history = await readOldHistory(options.upstream, { replid, offset: plan.from }, { timeoutMs: options.timeoutMs ?? 2000 });
+      const history = await readOldHistory(options.upstream, { replid, offset: plan.from }, { timeoutMs: options.timeoutMs ?? 2000, maxBytes: MAX_HISTORY_BYTES });
       // Right after a probe the stream is in database 0: the probe's PUBLISH ran there.
       stream = parseReplicationStream(history.bytes, history.startOffset, 0).flatMap((c) => {
         const key = respWriteKey(String(c.db), argumentsDigest(c.argv));
@@ -174,16 +178,24 @@ export function probeWindows(records: readonly ProbeRecord[], captured: (nonce: 
   });
 }
 
+/** The most of the old stream read back at a takeover, bytes (readOldHistory's maxBytes). */
+const MAX_HISTORY_BYTES = 4 * 1024 * 1024;
+
 /**
- * The last stream offset of the dead primary's history the promoted server holds (its INFO
- * replication: second_repl_offset - 1). Rejects when the server does not hold that history.
+ * What the promoted server holds of the dead primary's history (its INFO replication): `end`, the
+ * last stream offset (second_repl_offset - 1), and `first`, the first one its backlog still
+ * holds (repl_backlog_first_byte_offset; past `end` when it has no backlog: nothing can be read).
+ * Rejects when the server does not hold that history.
  */
-async function oldHistoryEnd(upstream: { host: string; port: number }, replid: string, timeoutMs: number): Promise<number> {
+async function oldHistoryBounds(upstream: { host: string; port: number }, replid: string, timeoutMs: number): Promise<{ end: number; first: number }> {
   const info = parseInfo(await respCommand(upstream, ['INFO', 'replication'], timeoutMs));
   if (info.get('master_replid2') !== replid) throw new Error(`${upstream.host}:${upstream.port} does not hold the old primary's history (master_replid2 ${info.get('master_replid2') ?? '?'}, the probes' ${replid})`);
   const end = Number(info.get('second_repl_offset')) - 1;
   if (!Number.isSafeInteger(end) || end < 0) throw new Error(`${upstream.host}:${upstream.port}: INFO replication shows second_repl_offset ${info.get('second_repl_offset') ?? '?'}`);
-  return end;
+  const first = Number(info.get('repl_backlog_first_byte_offset'));
+  if (info.get('repl_backlog_active') !== '1') return { end, first: end + 2 };
+  if (!Number.isSafeInteger(first) || first < 1) throw new Error(`${upstream.host}:${upstream.port}: INFO replication shows repl_backlog_first_byte_offset ${info.get('repl_backlog_first_byte_offset') ?? '?'}`);
+  return { end, first };
 }
 
 /**

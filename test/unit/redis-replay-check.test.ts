@@ -60,13 +60,13 @@ async function caughtUp(primary: LocalRedis, replica: LocalRedis): Promise<void>
 }
 
 /** A primary, its replica (linked), a probe of the primary's stream every 10 ms, an empty log. */
-async function pair() {
+async function pair(replicaArgs: string[] = [], keep?: number) {
   const primary = await startLocalRedis();
   servers.push(primary);
-  const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port } });
+  const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port }, args: replicaArgs });
   servers.push(replica);
   await replica.waitLinkUp();
-  const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10 });
+  const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10, ...(keep ? { keep } : {}) });
   closers.push(() => probe.close());
   return { primary, replica, probe, log: new RequestLog() };
 }
@@ -153,5 +153,60 @@ describe('redisReplayCheck against real Redis', () => {
     expect(timed.counts!.capturedProbes).toBe(timed.counts!.probes);
     expect(timed.counts).toMatchObject({ lostAcknowledged: 0, ranUnanswered: 1 });
     expect(timed.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes/);
+  });
+
+  it('decides the keys whose probe the promoted replica\'s backlog still holds, when another key\'s probe is older than it (one old unanswered write)', async () => {
+    // The smallest backlog Redis allows: 16 KiB of stream.
+    const { primary, replica, probe, log } = await pair(['--repl-backlog-size', '16kb'], 10_000);
+    // h: a connection the shadow gave up on (a capture hole): its last write stays unanswered in
+    // the log, so no probe after it is clean for its key.
+    const h = await counter(primary, log, 'kh', 4);
+    await new Promise((r) => setTimeout(r, 30));
+    for (let i = 0; i < 20; i++) await h.incr();
+    await new Promise((r) => setTimeout(r, 30));
+    await h.incr(false);
+    // a writes, then pauses for a clean probe, then loses some acknowledged writes.
+    const a = await counter(primary, log, 'ka', 5);
+    for (let i = 0; i < 200; i++) await a.incr();
+    // Another client's large values (no connection the log knows): 256 KiB of stream, the backlog wraps.
+    for (let i = 0; i < 4; i++) await primary.command(['SET', 'filler', String(i).repeat(64 * 1024)]);
+    for (let i = 0; i < 200; i++) await a.incr();
+    await new Promise((r) => setTimeout(r, 60));
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    for (let i = 0; i < 10; i++) await a.incr(); // acknowledged, lost
+    await a.incr(false); // unanswered: ran on the primary, not on the replica
+    // The probe h's key is judged from is older than the backlog's first byte.
+    const first = Number((await replica.info('replication')).get('repl_backlog_first_byte_offset'));
+    const beforeH = probe.probes().filter((p) => p.receivedMs < log.snapshot().writes.find((w) => w.connection === h.connection && w.answeredMs === null)!.sentMs);
+    expect(beforeH.at(-1)!.offset + 1).toBeLessThan(first);
+    // h was reset for its hole before the check: only a is restored.
+    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(a.connection)]);
+    expect(result.counts).toMatchObject({ judged: 1, lostAcknowledged: 10, reapplied: 10, reapplyFailed: 0, ranUnanswered: 0 });
+    expect(result.refused.size).toBe(0); // a's unanswered INCR never reached the replica: replayed
+    expect(Number(await replica.command(['GET', 'ka']))).toBe(a.last());
+  });
+
+  it('resets a restored connection whose key\'s probe the backlog no longer holds, naming the backlog, and decides the others', async () => {
+    const { primary, replica, probe, log } = await pair(['--repl-backlog-size', '16kb'], 10_000);
+    const h = await counter(primary, log, 'kh', 6);
+    await new Promise((r) => setTimeout(r, 30));
+    for (let i = 0; i < 20; i++) await h.incr();
+    await new Promise((r) => setTimeout(r, 30));
+    await h.incr(false);
+    const a = await counter(primary, log, 'ka', 7);
+    for (let i = 0; i < 200; i++) await a.incr();
+    // Another client's large values (no connection the log knows): 256 KiB of stream, the backlog wraps.
+    for (let i = 0; i < 4; i++) await primary.command(['SET', 'filler', String(i).repeat(64 * 1024)]);
+    for (let i = 0; i < 200; i++) await a.incr();
+    await new Promise((r) => setTimeout(r, 60));
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    await a.incr(false);
+    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(a.connection), plan(h.connection)]);
+    expect(result.counts).toMatchObject({ judged: 2, lostAcknowledged: 0, ranUnanswered: 0 });
+    // a's unanswered INCR never reached the replica: replayed; h's cannot be placed: reset, saying why.
+    expect([...result.refused.keys()]).toEqual([h.connection]);
+    expect(result.refused.get(h.connection)).toMatch(/cannot be placed in the replication stream: .*older than the promoted server's backlog/);
   });
 });

@@ -126,8 +126,20 @@ function push<T>(map: Map<string, T[]>, key: string, value: T): void {
  * run of consecutive ones: each write marks its run (two binary searches), and each key takes its
  * latest unmarked probe; O(writes × log probes), not writes × probes (200,000 logged writes
  * took 0.7-1.2 s of the agent's loop that way).
+ *
+ * `readableFrom`: the first stream offset the stream can still be read from (the promoted
+ * server's backlog). A key whose probe is older is not placed, with that reason, instead of
+ * making the whole read fail: a key whose log holds an old unanswered write (a connection whose
+ * reply a capture loss took, reset for the hole) keeps its probe from before that write, while
+ * writers back to back fill a 1 MiB backlog in a few seconds.
  */
-export async function planMatch(log: { since: number; writes: readonly LoggedWrite[] }, probes: readonly StreamProbe[], connections: readonly string[], marginMs = DEFAULT_MARGIN_MS): Promise<MatchPlan> {
+export async function planMatch(
+  log: { since: number; writes: readonly LoggedWrite[] },
+  probes: readonly StreamProbe[],
+  connections: readonly string[],
+  marginMs = DEFAULT_MARGIN_MS,
+  readableFrom = 1,
+): Promise<MatchPlan> {
   const slices = new Slices();
   const { byKey, byConnection } = await index(log.writes, slices);
   const keys = new Set<string>();
@@ -150,6 +162,11 @@ export async function planMatch(log: { since: number; writes: readonly LoggedWri
     for (let i = 0, depth = 0; i < usable.length; i++) {
       depth += straddled[i]!;
       if (depth === 0) p = usable[i];
+    }
+    if (p !== undefined && p.offset + 1 < readableFrom) {
+      // Its stream from there on is gone (a newer probe would not be clean): nothing to judge it from.
+      chosen.set(key, `its latest clean probe of the stream (offset ${p.offset}) is older than the promoted server's backlog, which starts at ${readableFrom}`);
+      continue;
     }
     chosen.set(key, p ?? (usable.length === 0 ? 'no probe of the stream recent enough' : `every recent probe of the stream overlaps a ${ofKey[0]!.command.toUpperCase()} of the same key`));
   }
