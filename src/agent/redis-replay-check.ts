@@ -12,7 +12,7 @@
 import type { ReplayCheckResult, RestorePlan } from '../net/shadow/continue-connections.js';
 import type { CapturedProbe } from '../net/shadow/probe-capture-times.js';
 import { DEFAULT_MARGIN_MS, decideReplays, planMatch, type ReplayVerdict, type StreamProbe, type StreamWrite } from '../net/shadow/replay-match.js';
-import type { LoggedWrite, RequestLog } from '../net/shadow/request-log.js';
+import type { LoggedWrite, RequestLog, RequestLogSnapshot } from '../net/shadow/request-log.js';
 import { argumentsDigest } from '../net/shadow/resp-request.js';
 import { respWriteKey } from '../net/shadow/resp-write-kinds.js';
 import { parseReplicationStream } from '../net/shadow/replication-stream.js';
@@ -71,6 +71,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     const probes = windows.filter((w, i): w is NonNullable<typeof w> => w !== null && all[i]!.replid === replid && all[i]!.offset <= held.end);
     const capturedProbes = probes.filter((p) => p.captured).length;
     const marginMs = options.marginMs ?? DEFAULT_MARGIN_MS;
+    const unlogged = unloggedAcknowledged(snapshot, probes, windows, held.end, marginMs);
     // Only what the backlog still holds, and no more than one read takes, can be read back.
     const readableFrom = Math.max(held.first, held.end + 1 - MAX_HISTORY_BYTES);
     const plan = await planMatch(snapshot, probes, connections, marginMs, readableFrom);
@@ -104,6 +105,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     return {
       refused,
       answered,
+      ...(unlogged.warning !== undefined ? { warnings: [unlogged.warning] } : {}),
       counts: {
         answered: answered.size,
         ranAnswered,
@@ -112,6 +114,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         reapplied: reapplied.ok,
         reapplyFailed: reapplied.failed,
         notKept: lost.length - rerun.length,
+        unloggedAcknowledged: unlogged.count,
         ranUnanswered,
         streamCommands: stream.length,
         probes: probes.length,
@@ -119,6 +122,37 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
       },
     };
   };
+}
+
+/**
+ * The acknowledged writes the promoted replica may lack that nothing counted: the request log
+ * judges the writes it holds, but one the log had dropped (answered longer ago than its
+ * retention) and acknowledged after the replica's copy ends is lost uncounted and not run again.
+ * The replica holds what ran before its latest probe (`held`: the probes within its history), so
+ * the bound counts the dropped writes answered after that probe was sent; holding none of the
+ * probes kept, those answered after the oldest one (the replica lags further back than the
+ * probes reach: more may be lost). A warning when any may be lost, or when no probe of the
+ * stream exists to place the replica's end. (A replica starved or cut off for longer than the
+ * log's retention: seen with the backup's agent starved, its replica 390 kB behind.)
+ */
+function unloggedAcknowledged(
+  snapshot: RequestLogSnapshot,
+  held: readonly StreamProbe[],
+  all: ReadonlyArray<StreamProbe | null>,
+  end: number,
+  marginMs: number,
+): { count: number; warning?: string } {
+  const latest = held.reduce<StreamProbe | undefined>((a, p) => (a === undefined || p.offset > a.offset ? p : a), undefined);
+  const oldest = all.find((p): p is StreamProbe => p !== null);
+  if (latest === undefined && oldest === undefined) {
+    return snapshot.droppedAcknowledgedSince(Number.NEGATIVE_INFINITY) === 0 ? { count: 0 } : { count: 0, warning: 'no probe of the old primary\'s stream was timed: acknowledged writes the request log no longer holds that the promoted replica lacks cannot be counted' };
+  }
+  const from = (latest ?? oldest)!.sentMs - marginMs;
+  const count = snapshot.droppedAcknowledgedSince(from);
+  if (count === 0) return { count };
+  const at = new Date(from).toISOString();
+  const where = latest !== undefined ? `its latest probe (offset ${latest.offset}, sent ${at})` : `every probe kept (the oldest sent ${at}): it lags further back, and more may be lost`;
+  return { count, warning: `the promoted replica's copy of the old primary's stream ends at offset ${end}, before the writes acknowledged after ${where}; the request log had dropped up to ${count} of them (older than its retention): lost if the replica lacks them, uncounted and not run again` };
 }
 
 /**

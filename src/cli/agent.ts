@@ -66,8 +66,10 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   agent.on('takeover', (d) => {
     const closed = summarizeResults(d.report.results);
     // Acknowledged writes the promoted server lacks (the replay check counted them): lost with the peer.
+    // A check that failed or warned (writes that may be lost uncounted): the same.
     const lostWrites = (d.continued?.replayCheck?.lostAcknowledged ?? 0) > 0;
-    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined || lostWrites;
+    const checkTrouble = d.continued?.replayCheckError !== undefined || (d.continued?.replayCheckWarnings?.length ?? 0) > 0;
+    const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined || lostWrites || checkTrouble;
     // With `continue`: how many connections go on here, and why each other one was reset.
     // (Counted by reason, its numbers as N, the first few in full: not 10,000 lines.)
     const resetBy: Record<string, number> = {};
@@ -85,6 +87,8 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       captureDrops: d.continued.captureDrops,
       ...(d.continued.backlogDrops !== undefined ? { backlogDrops: d.continued.backlogDrops } : {}),
       ...(d.continued.replayCheck ? { replayCheck: d.continued.replayCheck } : {}),
+      ...(d.continued.replayCheckError !== undefined ? { replayCheckError: d.continued.replayCheckError } : {}),
+      ...(d.continued.replayCheckWarnings ? { replayCheckWarnings: d.continued.replayCheckWarnings } : {}),
       reset: d.continued.reset.length,
       resetBy,
       firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),

@@ -12,7 +12,7 @@ import { redisReplayCheck } from '../../src/agent/redis-replay-check.js';
 import { ReplicationStreamProbe } from '../../src/agent/redis-stream-probe.js';
 import { native } from '../../src/native.js';
 import type { RestorePlan } from '../../src/net/shadow/continue-connections.js';
-import { RequestLog } from '../../src/net/shadow/request-log.js';
+import { RequestLog, type RequestLogOptions } from '../../src/net/shadow/request-log.js';
 import { encodeCommand } from '../../src/net/shadow/resp-continue.js';
 import { argumentsDigest } from '../../src/net/shadow/resp-request.js';
 import { respWriteKey } from '../../src/net/shadow/resp-write-kinds.js';
@@ -60,7 +60,7 @@ async function caughtUp(primary: LocalRedis, replica: LocalRedis): Promise<void>
 }
 
 /** A primary, its replica (linked), a probe of the primary's stream every 10 ms, an empty log. */
-async function pair(replicaArgs: string[] = [], keep?: number) {
+async function pair(replicaArgs: string[] = [], keep?: number, logOptions?: RequestLogOptions) {
   const primary = await startLocalRedis();
   servers.push(primary);
   const replica = await startLocalRedis({ replicaOf: { host: primary.host, port: primary.port }, args: replicaArgs });
@@ -68,7 +68,7 @@ async function pair(replicaArgs: string[] = [], keep?: number) {
   await replica.waitLinkUp();
   const probe = new ReplicationStreamProbe({ host: primary.host, port: primary.port }, { intervalMs: 10, ...(keep ? { keep } : {}) });
   closers.push(() => probe.close());
-  return { primary, replica, probe, log: new RequestLog() };
+  return { primary, replica, probe, log: new RequestLog(logOptions) };
 }
 
 const plan = (connection: string): RestorePlan => {
@@ -93,11 +93,34 @@ describe('redisReplayCheck against real Redis', () => {
     const check = redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve());
     // a has nothing unanswered; b's unanswered INCR ran on the primary but the replica lacks it: it did not run there.
     const result = await check([plan(a.connection), plan(b.connection)]);
-    expect(result.counts).toMatchObject({ judged: 2, lostAcknowledged: lostA, reapplied: lostA, reapplyFailed: 0, notKept: 0, ranUnanswered: 0 });
+    expect(result.counts).toMatchObject({ judged: 2, lostAcknowledged: lostA, reapplied: lostA, reapplyFailed: 0, notKept: 0, ranUnanswered: 0, unloggedAcknowledged: 0 });
+    expect(result.warnings).toBeUndefined();
     expect(result.refused.size).toBe(0); // b's replay runs: the replica never ran it
     expect(Number(await replica.command(['GET', 'ka']))).toBe(a.last());
     expect(Number(await replica.command(['GET', 'kb']))).toBe(b.last());
     expect(probe.probes().length).toBeGreaterThan(5);
+  });
+
+  it('bounds the acknowledged writes a replica cut off for longer than the log keeps lacks (the log dropped them), and warns', async () => {
+    const { primary, replica, probe, log } = await pair([], undefined, { retainMs: 100 });
+    const f = await counter(primary, log, 'kf', 9);
+    for (let i = 0; i < 50; i++) await f.incr();
+    // Longer than a 100 ms bucket of dropped writes and the probes' interval, with margin for a
+    // loaded machine: none of these falls in the bound below.
+    await new Promise((r) => setTimeout(r, 400));
+    await caughtUp(primary, replica);
+    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const cutMs = native.realtimeMs();
+    // 400 ms of acknowledged writes the replica never gets; the log keeps the last ~100 ms of them.
+    let after = 0;
+    for (const end = Date.now() + 400; Date.now() < end; after++) await f.incr();
+    const kept = log.snapshot().writes.filter((w) => w.answeredMs! > cutMs).length;
+    expect(after - kept, 'acknowledged writes the log dropped').toBeGreaterThan(0);
+    expect(Number(await replica.command(['GET', 'kf']))).toBe(f.last() - after);
+    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(f.connection)]);
+    // Its latest probe was sent within a probe interval of the cut: exactly the dropped ones.
+    expect(result.counts!.unloggedAcknowledged).toBe(after - kept);
+    expect(result.warnings).toEqual([expect.stringMatching(new RegExp(`ends at offset \\d+, before the writes acknowledged after its latest probe .*dropped up to ${after - kept} of them`))]);
   });
 
   it('resets a connection whose unanswered write reached the replica (it ran; its reply is lost)', async () => {

@@ -108,6 +108,31 @@ describe('RequestLog', () => {
     expect(log.snapshot().writes.map((w) => w.sentMs)).toEqual([300, 301, 302]);
     expect(log.snapshot().since).toBe(200);
   });
+  it('counts the writes it dropped that may be acknowledged, per 100 ms of their replies, failed ones not, and folds what is older than 10 minutes', () => {
+    const log = new RequestLog({ retainMs: 100 });
+    const answered = (sentMs: number, answeredMs: number, failed = false) => {
+      const w = log.record({ connection: 'c', command: 'incr', key: 'k', sentMs, sentExact: true });
+      w.answeredMs = answeredMs;
+      w.failed = failed;
+    };
+    answered(0, 5);
+    answered(10, 150);
+    answered(20, 160, true); // an error reply: not acknowledged
+    answered(30, 250);
+    const open = log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 1000, sentExact: true }); // drops the four
+    const snap = log.snapshot();
+    open.answeredMs = 1001;
+    expect(snap.since).toBe(250);
+    expect([snap.droppedAcknowledgedSince(-Infinity), snap.droppedAcknowledgedSince(0), snap.droppedAcknowledgedSince(120), snap.droppedAcknowledgedSince(200), snap.droppedAcknowledgedSince(300)]).toEqual([3, 3, 2, 1, 0]);
+    // A snapshot does not change with later drops.
+    answered(1001, 1002);
+    answered(11 * 60_000, 11 * 60_000 + 1);
+    log.record({ connection: 'c', command: 'incr', key: 'k', sentMs: 12 * 60_000, sentExact: true });
+    expect(snap.droppedAcknowledgedSince(-Infinity)).toBe(3);
+    // A drop 11 minutes on folds the buckets older than 10 minutes before it: still counted, from before it.
+    const later = log.snapshot();
+    expect([later.droppedAcknowledgedSince(-Infinity), later.droppedAcknowledgedSince(200), later.droppedAcknowledgedSince(11 * 60_000), later.droppedAcknowledgedSince(11 * 60_000 + 100)]).toEqual([6, 6, 1, 0]);
+  });
   it('a probe a dropped write straddled is not used: the key is judged from a later one, or not at all', async () => {
     // Sent at 10, answered at 150 (a slow reply), dropped by age at 300: it straddles a probe at [100, 101].
     const log = new RequestLog({ retainMs: 100 });

@@ -105,6 +105,8 @@ export interface ReplayCheckResult {
   answered?: Map<string, Uint8Array>;
   /** What it counted, for the report (e.g. acknowledged writes the promoted server lacks). */
   counts?: Record<string, number>;
+  /** What an operator must hear about (e.g. acknowledged writes that may be lost uncounted). */
+  warnings?: string[];
 }
 
 /** A plan that restores its connection (continued or ended with a goodbye). */
@@ -153,6 +155,8 @@ export interface ContinueReport {
   replayCheck?: Record<string, number> & { decidedMs: number };
   /** With checkReplays: why the check failed, when it did (every connection with a replay was then reset). */
   replayCheckError?: string;
+  /** With checkReplays: its warnings (ReplayCheckResult.warnings). */
+  replayCheckWarnings?: string[];
 }
 
 /**
@@ -302,6 +306,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       addressAdded: taken!.added,
       ...(checked ? { replayCheck: { ...checked.counts, refused: checked.refused.size, decidedMs } } : {}),
       ...(checkError !== undefined ? { replayCheckError: checkError } : {}),
+      ...(checked?.warnings?.length ? { replayCheckWarnings: checked.warnings } : {}),
     };
   } finally {
     tailProof?.close();

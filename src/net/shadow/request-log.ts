@@ -61,6 +61,14 @@ export class RequestLog {
    * followed from its SYN.
    */
   since = Number.NEGATIVE_INFINITY;
+  /**
+   * The writes the log dropped that were (or, dropped by count before their reply, may yet be)
+   * acknowledged, by the DROPPED_BUCKET_MS in which their reply came: what a promoted replica
+   * that lags past `since` may lack without the log holding them (RequestLogSnapshot). Oldest
+   * first; buckets older than DROPPED_HISTORY_MS fold into droppedBefore.
+   */
+  private dropped: Array<{ startMs: number; count: number }> = [];
+  private droppedBefore = 0;
 
   constructor(options: RequestLogOptions = {}) {
     this.retainMs = options.retainMs ?? 2000;
@@ -88,10 +96,21 @@ export class RequestLog {
    * a reply may still change, are copied: a takeover takes this on the agent's loop, and copying
    * 200,000 entries took 80-320 ms.
    */
-  snapshot(): { since: number; writes: LoggedWrite[] } {
+  snapshot(): RequestLogSnapshot {
     const writes = this.entries.slice(this.head);
     for (let i = 0; i < writes.length; i++) if (writes[i]!.answeredMs === null) writes[i] = { ...writes[i]! };
-    return { since: this.since, writes };
+    const dropped = this.dropped.slice();
+    const before = this.droppedBefore;
+    return {
+      since: this.since,
+      writes,
+      droppedAcknowledgedSince: (ms) => {
+        // Every bucket that may hold a reply at or after `ms`; the folded ones when `ms` is older than the first.
+        let n = dropped.length === 0 || ms < dropped[0]!.startMs ? before : 0;
+        for (const b of dropped) if (b.startMs + DROPPED_BUCKET_MS > ms) n += b.count;
+        return n;
+      },
+    };
   }
 
   private trim(nowMs: number): void {
@@ -102,6 +121,7 @@ export class RequestLog {
       if (!over && (w.answeredMs === null || nowMs - w.answeredMs <= this.retainMs)) break;
       // Its reply's time, not its request's: one sent before a probe and answered after it straddles that probe.
       this.since = Math.max(this.since, w.answeredMs ?? w.sentMs);
+      if (!w.failed) this.countDropped(w.answeredMs ?? w.sentMs);
       if (w.rerun) this.rerunBytes -= rerunSize(w.rerun);
       this.head++;
     }
@@ -110,6 +130,33 @@ export class RequestLog {
       this.head = 0;
     }
   }
+
+  private countDropped(ms: number): void {
+    const startMs = Math.floor(ms / DROPPED_BUCKET_MS) * DROPPED_BUCKET_MS;
+    const last = this.dropped.at(-1);
+    if (last !== undefined && last.startMs >= startMs) last.count++;
+    else this.dropped.push({ startMs, count: 1 });
+    while (this.dropped[0]!.startMs < startMs - DROPPED_HISTORY_MS) this.droppedBefore += this.dropped.shift()!.count;
+  }
 }
+
+/** What RequestLog.snapshot() returns. */
+export interface RequestLogSnapshot {
+  /** RequestLog.since when taken. */
+  since: number;
+  /** The writes kept, oldest first. */
+  writes: LoggedWrite[];
+  /**
+   * How many writes the log had dropped that may have been acknowledged at or after `ms` (ms
+   * since the epoch, the capture's clock): an upper bound (whole DROPPED_BUCKET_MS buckets; all
+   * of them when `ms` is older than DROPPED_HISTORY_MS). Failed writes are not counted.
+   */
+  droppedAcknowledgedSince(ms: number): number;
+}
+
+/** The dropped writes are counted per this much of their replies' time, ms. */
+const DROPPED_BUCKET_MS = 100;
+/** And kept per bucket this long, ms (then only their total): at most 6,000 buckets. */
+const DROPPED_HISTORY_MS = 10 * 60 * 1000;
 
 const rerunSize = (r: { argv: Buffer[] }) => r.argv.reduce((n, a) => n + a.length, 0);
