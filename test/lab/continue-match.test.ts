@@ -78,9 +78,8 @@ async function matchScenario(name: string, thinkMs: number, allDecided: boolean,
     console.log(`continue-match ${name}: ${JSON.stringify({ connections: taken.continued.connections, reset: taken.continued.reset, resetBy: taken.continued.resetBy, captureDrops: taken.continued.captureDrops, replayCheck: check, timings: taken.continued.timings })}`);
     expect(taken.continueError).toBeUndefined();
     expect(check).toBeDefined();
-    // Every restored connection was judged; the stream read back held the clients' INCRs.
+    // Every restored connection was judged.
     expect(check.judged, `the replay check failed: ${String(taken.continued.replayCheckError)}`).toBe(taken.continued.connections + check.refused);
-    expect(check.streamCommands).toBeGreaterThan(0);
     // The probes went to the service address: the mirror copied them, and the capture timed them.
     expect(check.capturedProbes).toBeGreaterThan(0);
     // The probe's own connection to it was neither continued nor reset: only the clients were.
@@ -92,6 +91,8 @@ async function matchScenario(name: string, thinkMs: number, allDecided: boolean,
     const notJudged = Object.entries(taken.continued.resetBy as Record<string, number>).filter(([why]) => !/unanswered|replication stream/.test(why)).reduce((n, [, k]) => n + k, 0);
     console.log(`continue-match ${name}: undecided ${undecidedBy.reduce((n, [, k]) => n + k, 0)} of ${BUSY} busy, ${notJudged} reset before the check for the mirror's losses (capture drops ${taken.continued.captureDrops}); probes ${check.probes}, timed by the capture ${check.capturedProbes}`);
     const undecided = undecidedBy.reduce((n, [, k]) => n + k, 0);
+    // Unless the mirror's losses reset every busy connection first (a starved host), keys were placed and read back.
+    if (notJudged < BUSY) expect(check.streamCommands, 'commands read back from the replication stream').toBeGreaterThan(0);
     if (allDecided) expect(undecidedBy, 'connections the stream could not decide for').toEqual([]);
     else if (notJudged < BUSY) expect(undecided, 'busy connections the stream could not decide for').toBeLessThan(BUSY - notJudged);
 

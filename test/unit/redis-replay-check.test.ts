@@ -71,6 +71,22 @@ async function pair(replicaArgs: string[] = [], keep?: number, logOptions?: Requ
   return { primary, replica, probe, log: new RequestLog(logOptions) };
 }
 
+/**
+ * A pair whose primary ran one INCR more than the log saw answered (its reply never reached the
+ * capture), all of it replicated; the probe stopped, the replica promoted.
+ */
+async function ranAndReplicated(key: string, port: number) {
+  const { primary, replica, probe, log } = await pair();
+  const c = await counter(primary, log, key, port);
+  for (let i = 0; i < 100; i++) await c.incr();
+  await new Promise((r) => setTimeout(r, 60));
+  await c.incr(false);
+  probe.close();
+  await caughtUp(primary, replica);
+  await replica.command(['REPLICAOF', 'NO', 'ONE']);
+  return { replica, probe, log, c };
+}
+
 const plan = (connection: string): RestorePlan => {
   const [address, port] = connection.split('|');
   return { client: { address: address!, port: Number(port) }, replay: Buffer.from('x') } as unknown as RestorePlan;
@@ -124,14 +140,7 @@ describe('redisReplayCheck against real Redis', () => {
   });
 
   it('resets a connection whose unanswered write reached the replica (it ran; its reply is lost)', async () => {
-    const { primary, replica, probe, log } = await pair();
-    const c = await counter(primary, log, 'kc', 3);
-    for (let i = 0; i < 100; i++) await c.incr();
-    await new Promise((r) => setTimeout(r, 60));
-    await c.incr(false); // ran and replicated; the reply never reached the capture
-    probe.close();
-    await caughtUp(primary, replica);
-    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const { replica, probe, log, c } = await ranAndReplicated('kc', 3);
     const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(c.connection)]);
     expect(result.counts).toMatchObject({ lostAcknowledged: 0, ranUnanswered: 1, answered: 0 });
     // Its replay ('x' here) is not the INCR that ran: not answered, and the reason says why.
@@ -140,14 +149,7 @@ describe('redisReplayCheck against real Redis', () => {
   });
 
   it('answers a connection whose only unanswered request is an INCR that ran: the reply is the promoted replica\'s value', async () => {
-    const { primary, replica, probe, log } = await pair();
-    const c = await counter(primary, log, 'ke', 5);
-    for (let i = 0; i < 100; i++) await c.incr();
-    await new Promise((r) => setTimeout(r, 60));
-    await c.incr(false); // ran and replicated; the reply never reached the capture
-    probe.close();
-    await caughtUp(primary, replica);
-    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const { replica, probe, log, c } = await ranAndReplicated('ke', 5);
     const restore = { ...plan(c.connection), replay: encodeCommand(['INCR', 'ke']) } as RestorePlan;
     const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([restore]);
     expect(result.counts).toMatchObject({ ranUnanswered: 1, answered: 1, ranAnswered: 1 });
@@ -157,14 +159,7 @@ describe('redisReplayCheck against real Redis', () => {
   });
 
   it('a streamed copy (capturedOnly: its times are the primary\'s clock) judges only from probes the primary\'s capture timed', async () => {
-    const { primary, replica, probe, log } = await pair();
-    const c = await counter(primary, log, 'kd', 4);
-    for (let i = 0; i < 100; i++) await c.incr();
-    await new Promise((r) => setTimeout(r, 60));
-    await c.incr(false); // ran and replicated; the reply never reached the capture
-    probe.close();
-    await caughtUp(primary, replica);
-    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const { replica, probe, log, c } = await ranAndReplicated('kd', 4);
     const upstream = { host: replica.host, port: replica.port };
     // No probe timed by the capture: none is judged by this host's clock, so nothing places the write.
     const blind = await redisReplayCheck({ log, probes: () => probe.probes(), capturedOnly: true, upstream }, Promise.resolve())([plan(c.connection)]);
@@ -178,18 +173,20 @@ describe('redisReplayCheck against real Redis', () => {
     expect(timed.refused.get(c.connection)).toMatch(/ran 1 of its unanswered writes/);
   });
 
-  it('decides the keys whose probe the promoted replica\'s backlog still holds, when another key\'s probe is older than it (one old unanswered write)', async () => {
-    // The smallest backlog Redis allows: 16 KiB of stream.
+  /**
+   * A 16 KiB backlog (the smallest Redis allows) that wrapped after h's key's last clean probe,
+   * the replica promoted. h: a connection the shadow gave up on (a capture hole): its last write
+   * stays unanswered in the log, so no probe after it is clean for its key. a: writes, pauses for
+   * a clean probe, and goes on.
+   */
+  async function wrappedBacklog(ports: [number, number]) {
     const { primary, replica, probe, log } = await pair(['--repl-backlog-size', '16kb'], 10_000);
-    // h: a connection the shadow gave up on (a capture hole): its last write stays unanswered in
-    // the log, so no probe after it is clean for its key.
-    const h = await counter(primary, log, 'kh', 4);
+    const h = await counter(primary, log, 'kh', ports[0]);
     await new Promise((r) => setTimeout(r, 30));
     for (let i = 0; i < 20; i++) await h.incr();
     await new Promise((r) => setTimeout(r, 30));
     await h.incr(false);
-    // a writes, then pauses for a clean probe, then loses some acknowledged writes.
-    const a = await counter(primary, log, 'ka', 5);
+    const a = await counter(primary, log, 'ka', ports[1]);
     for (let i = 0; i < 200; i++) await a.incr();
     // Another client's large values (no connection the log knows): 256 KiB of stream, the backlog wraps.
     for (let i = 0; i < 4; i++) await primary.command(['SET', 'filler', String(i).repeat(64 * 1024)]);
@@ -197,6 +194,12 @@ describe('redisReplayCheck against real Redis', () => {
     await new Promise((r) => setTimeout(r, 60));
     await caughtUp(primary, replica);
     await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const check = (plans: RestorePlan[]) => redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())(plans);
+    return { replica, probe, log, h, a, check };
+  }
+
+  it('decides the keys whose probe the promoted replica\'s backlog still holds, when another key\'s probe is older than it (one old unanswered write)', async () => {
+    const { replica, probe, log, h, a, check } = await wrappedBacklog([4, 5]);
     for (let i = 0; i < 10; i++) await a.incr(); // acknowledged, lost
     await a.incr(false); // unanswered: ran on the primary, not on the replica
     // The probe h's key is judged from is older than the backlog's first byte.
@@ -204,29 +207,16 @@ describe('redisReplayCheck against real Redis', () => {
     const beforeH = probe.probes().filter((p) => p.receivedMs < log.snapshot().writes.find((w) => w.connection === h.connection && w.answeredMs === null)!.sentMs);
     expect(beforeH.at(-1)!.offset + 1).toBeLessThan(first);
     // h was reset for its hole before the check: only a is restored.
-    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(a.connection)]);
+    const result = await check([plan(a.connection)]);
     expect(result.counts).toMatchObject({ judged: 1, lostAcknowledged: 10, reapplied: 10, reapplyFailed: 0, ranUnanswered: 0 });
     expect(result.refused.size).toBe(0); // a's unanswered INCR never reached the replica: replayed
     expect(Number(await replica.command(['GET', 'ka']))).toBe(a.last());
   });
 
   it('resets a restored connection whose key\'s probe the backlog no longer holds, naming the backlog, and decides the others', async () => {
-    const { primary, replica, probe, log } = await pair(['--repl-backlog-size', '16kb'], 10_000);
-    const h = await counter(primary, log, 'kh', 6);
-    await new Promise((r) => setTimeout(r, 30));
-    for (let i = 0; i < 20; i++) await h.incr();
-    await new Promise((r) => setTimeout(r, 30));
-    await h.incr(false);
-    const a = await counter(primary, log, 'ka', 7);
-    for (let i = 0; i < 200; i++) await a.incr();
-    // Another client's large values (no connection the log knows): 256 KiB of stream, the backlog wraps.
-    for (let i = 0; i < 4; i++) await primary.command(['SET', 'filler', String(i).repeat(64 * 1024)]);
-    for (let i = 0; i < 200; i++) await a.incr();
-    await new Promise((r) => setTimeout(r, 60));
-    await caughtUp(primary, replica);
-    await replica.command(['REPLICAOF', 'NO', 'ONE']);
+    const { h, a, check } = await wrappedBacklog([6, 7]);
     await a.incr(false);
-    const result = await redisReplayCheck({ log, probes: () => probe.probes(), upstream: { host: replica.host, port: replica.port } }, Promise.resolve())([plan(a.connection), plan(h.connection)]);
+    const result = await check([plan(a.connection), plan(h.connection)]);
     expect(result.counts).toMatchObject({ judged: 2, lostAcknowledged: 0, ranUnanswered: 0 });
     // a's unanswered INCR never reached the replica: replayed; h's cannot be placed: reset, saying why.
     expect([...result.refused.keys()]).toEqual([h.connection]);
