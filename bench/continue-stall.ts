@@ -3,7 +3,9 @@
 // `continue` section, as test/lab/continue-agent.test.ts runs it), vs the usual way: the same
 // agent without `continue` takes the address over and resets the dead primary's connections,
 // the replica is promoted when the agent declares the node down (as a notify script would), and
-// the clients reconnect to the address (5 ms doubling to 40 ms) and go on.
+// the clients reconnect to the address (5 ms doubling to 40 ms) and go on. A third side runs
+// ours with `continue.matchWrites` (the replay decided from the replication stream, exactly
+// once): the relays wait for that check before they replay, and its time shows here.
 //
 // Lab: a (Redis primary on the service address), b (its replica, the backup's agent; a's switch
 // port mirrored to b), c (CLIENTS clients, each INCR back to back on one connection). Heartbeats
@@ -24,7 +26,7 @@ const fx = (name: string) => path.join(here, 'fixtures', name);
 const CLIENTS = 50;
 const ROUNDS = 3;
 
-type Side = 'continue' | 'reconnect';
+type Side = 'continue' | 'continue-match' | 'reconnect';
 interface ClientReport { gapFrom: number; gapTo: number; gapMs: number; replies: number; reconnects: number; errors: string[] }
 
 let nextReq = 1;
@@ -63,7 +65,7 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
     for (const n of ['a', 'b']) {
       const takeover = {
         address: vip, port: master.port, interface: 'eth0', prefixLength: 24,
-        ...(side === 'continue' ? { continue: { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] } } } : {}),
+        ...(side !== 'reconnect' ? { continue: { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: { resp: ['REPLICAOF', 'NO', 'ONE'] }, ...(side === 'continue-match' ? { matchWrites: {} } : {}) } } : {}),
       };
       const config = {
         cluster: 'bench', node: n, database: 'db', key: 'the bench cluster key', control: path.join(dir, `${n}.sock`),
@@ -93,10 +95,16 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
       note = `promote command returned ${(Date.now() - at).toFixed(0)} ms after node-down`;
     }
     const taken = await until('the takeover in b\'s log', () => log().find((e) => e.msg === 'peer taken over'), 10_000);
-    if (side === 'continue') {
-      const c = taken.continued as { connections: number; reset: number; timings: Record<string, number> } | undefined;
+    if (side !== 'reconnect') {
+      const c = taken.continued as { connections: number; reset: number; timings: Record<string, number>; replayCheck?: Record<string, number>; replayCheckError?: string; resetBy?: Record<string, number> } | undefined;
       const steps = c ? Object.entries(c.timings).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v.toFixed(0)}`).join(', ') : '';
       note = c ? `continued ${c.connections}, reset ${c.reset} (continueConnections, ms since its start: ${steps})` : 'nothing continued';
+      if (c?.replayCheck) {
+        const k = c.replayCheck;
+        note += `; replay check decided at ${k.decidedMs?.toFixed(0)} ms (promotion ${k.promotedMs}, INFO + plan ${k.planMs}, stream read ${k.readMs}, verdicts ${k.decideMs}, writes run again + answers ${k.applyMs} ms; ${k.loggedWrites} writes logged): refused ${k.refused}, answered ${k.answered}, lost acknowledged ${k.lostAcknowledged} (run again ${k.reapplied}), ran unanswered ${k.ranUnanswered}, probes ${k.probes}`;
+        if (c.reset > 0) note += `, resets ${JSON.stringify(c.resetBy)}`;
+      }
+      if (c?.replayCheckError) note += `, replay check error: ${c.replayCheckError}`;
       if (taken.continueError) note += `, continue error: ${String(taken.continueError)}`;
     }
     if (typeof taken.time === 'number') note += `, takeover logged ${(taken.time - at).toFixed(0)} ms after node-down`;
@@ -136,8 +144,8 @@ const dist = (xs: number[]) => xs.length === 0 ? 'none' : `p50 ${pct(xs, 50).toF
 
 export async function continueStall(out: (s: string) => void): Promise<void> {
   out(`client-visible stall, Redis primary dies silently under ${CLIENTS} clients (INCR back to back), backup at 100 ms x 3 misses, ${ROUNDS} rounds per side pooled:`);
-  const med: Record<Side, number> = { continue: NaN, reconnect: NaN };
-  for (const side of ['continue', 'reconnect'] as const) {
+  const med: Record<Side, number> = { continue: NaN, 'continue-match': NaN, reconnect: NaN };
+  for (const side of ['continue', 'continue-match', 'reconnect'] as const) {
     const after: number[] = [];
     const gaps: number[] = [];
     const lines: string[] = [];
@@ -150,9 +158,13 @@ export async function continueStall(out: (s: string) => void): Promise<void> {
       lines.push(`${CLIENTS - r.failed}/${CLIENTS} resumed; detection ${r.detectionMs.toFixed(0)} ms, ${r.note}, reconnects ${r.reconnects}${r.errors.length ? `, errors seen ${r.errors.join('|')}` : ''}`);
     }
     med[side] = pct(after, 50);
-    const name = side === 'continue' ? 'ours (continued on the promoted replica, no reconnect)' : 'baseline (address taken, connections reset, replica promoted at node-down, clients reconnect)';
+    const name = {
+      continue: 'ours (continued on the promoted replica, no reconnect)',
+      'continue-match': 'ours with matchWrites (continued, each replay decided from the replication stream first)',
+      reconnect: 'baseline (address taken, connections reset, replica promoted at node-down, clients reconnect)',
+    }[side];
     out(`  ${name}: ${after.length}/${CLIENTS * ROUNDS} clients resumed${failed ? ` (${failed} never did: their connection failed)` : ''}; stall after detection ${dist(after)}; whole gap (last reply before -> first after) ${dist(gaps)}`);
     for (const l of lines) out(`    ${l}`);
   }
-  out(`  ratio baseline / ours, stall after detection (p50) = ${(med.reconnect / med.continue).toFixed(2)}x`);
+  out(`  ratio baseline / ours, stall after detection (p50) = ${(med.reconnect / med.continue).toFixed(2)}x; baseline / ours with matchWrites = ${(med.reconnect / med['continue-match']).toFixed(2)}x`);
 }

@@ -57,6 +57,8 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
   return async (restores) => {
     // Every restored connection: those with unanswered writes are judged, the others' acknowledged writes counted.
     const restored = new Set(restores.map((p) => `${p.client.address}|${p.client.port}`));
+    // Each phase's time, ms (for the report: where a takeover's wait for the check goes).
+    const phase = phases();
     const snapshot = options.log.snapshot();
     // Every connection the log knows too: one that ended (or is reset) may have lost acknowledged writes.
     const connections = [...new Set([...restored, ...snapshot.writes.map((w) => w.connection)])];
@@ -65,6 +67,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // Only the primary's current history: a restart (new replid) leaves older probes elsewhere.
     const replid = all.at(-1)?.replid;
     await promoted;
+    const promotedMs = phase();
     // Judged from probes the replica got: after a probe it never got, a write it lacks would be
     // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
     const held = replid === undefined ? { end: 0, first: 1 } : await oldHistoryBounds(options.upstream, replid, options.timeoutMs ?? 2000);
@@ -75,6 +78,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // Only what the backlog still holds, and no more than one read takes, can be read back.
     const readableFrom = Math.max(held.first, held.end + 1 - MAX_HISTORY_BYTES);
     const plan = await planMatch(snapshot, probes, connections, marginMs, readableFrom);
+    const planMs = phase();
     let stream: StreamWrite[] = [];
     if (plan.from !== null && replid !== undefined) {
       const history = await readOldHistory(options.upstream, { replid, offset: plan.from }, { timeoutMs: options.timeoutMs ?? 2000, maxBytes: MAX_HISTORY_BYTES });
@@ -84,7 +88,9 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         return key === null ? [] : [{ offset: c.offset, key }];
       });
     }
+    const readMs = phase();
     const verdicts = await decideReplays(snapshot, plan, stream, connections, marginMs);
+    const decideMs = phase();
     const refused = new Map<string, string>();
     let lostAcknowledged = 0;
     let ranUnanswered = 0;
@@ -102,6 +108,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // A failure here leaves those writes lost (counted), and the replays go on: they do not depend on them.
     const reapplied = rerun.length > 0 ? await runAgain(options.upstream, rerun, options.timeoutMs ?? 2000).catch(() => ({ ok: 0, failed: rerun.length })) : { ok: 0, failed: 0 };
     const { answered, writes: ranAnswered } = await answerRan(options.upstream, restores, verdicts, refused, options.timeoutMs ?? 2000);
+    const applyMs = phase();
     return {
       refused,
       answered,
@@ -119,6 +126,12 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         streamCommands: stream.length,
         probes: probes.length,
         capturedProbes,
+        loggedWrites: snapshot.writes.length,
+        promotedMs,
+        planMs,
+        readMs,
+        decideMs,
+        applyMs,
       },
     };
   };
@@ -210,6 +223,17 @@ export function probeWindows(records: readonly ProbeRecord[], captured: (nonce: 
     if (own && c.sentExact && c.answeredMs !== null && c.answeredMs >= c.sentMs) return { offset: r.offset, sentMs: c.sentMs, receivedMs: c.answeredMs, captured: true };
     return { offset: r.offset, sentMs: r.sentMs, receivedMs: r.receivedMs, captured: false };
   });
+}
+
+/** A clock of phases: each call returns the ms since the previous one (or since it was made). */
+function phases(): () => number {
+  let last = performance.now();
+  return () => {
+    const now = performance.now();
+    const ms = Math.round((now - last) * 10) / 10;
+    last = now;
+    return ms;
+  };
 }
 
 /** The most of the old stream read back at a takeover, bytes (readOldHistory's maxBytes). */
