@@ -5,7 +5,7 @@
 // spaces, `*0` and `*-1` are no command and get no reply. Request bytes are not kept: only the end
 // offset, the command name and, for the commands the caller asks for, a few small arguments
 // and/or a digest of all of them (argumentsDigest: what a replication stream's copy is matched by).
-import { createHash, type Hash } from 'node:crypto';
+import crypto, { createHash, type Hash } from 'node:crypto';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -52,13 +52,27 @@ export interface RespRequest {
  * request framed here and for its copy in the replication stream.
  */
 export function argumentsDigest(argv: readonly Uint8Array[]): string {
-  const h = createHash('sha1');
+  // One buffer, hashed at once: a takeover digests every command of the stream it reads back
+  // (30,000 INCRs took 70-130 ms with a Hash object and three updates each).
+  let size = 0;
+  for (const a of argv) size += 4 + a.length;
+  const bytes = Buffer.allocUnsafe(size);
+  let at = 0;
   argv.forEach((a, i) => {
-    h.update(lengthBytes(a.length));
-    h.update(i === 0 ? Buffer.from(Buffer.from(a).toString('latin1').toLowerCase(), 'latin1') : a);
+    bytes.writeUInt32BE(a.length, at);
+    bytes.set(a, at + 4);
+    // The name lowercased (ASCII letters only, as Redis matches command names).
+    if (i === 0) for (let k = at + 4; k < at + 4 + a.length; k++) if (bytes[k]! >= 0x41 && bytes[k]! <= 0x5a) bytes[k]! |= 0x20;
+    at += 4 + a.length;
   });
-  return h.digest('hex');
+  return sha1Hex(bytes);
 }
+
+/** SHA-1 of `bytes`, hex: crypto.hash where Node has it (20.12+), without a Hash object. */
+const sha1Hex: (bytes: Buffer) => string =
+  typeof (crypto as { hash?: unknown }).hash === 'function'
+    ? (bytes) => (crypto as unknown as { hash(algorithm: string, data: Buffer, encoding: 'hex'): string }).hash('sha1', bytes, 'hex')
+    : (bytes) => createHash('sha1').update(bytes).digest('hex');
 
 function lengthBytes(n: number): Buffer {
   const b = Buffer.alloc(4);
