@@ -147,12 +147,15 @@ export async function planMatch(
   const usable = ordered(probes.filter((p) => p.sentMs - marginMs > log.since));
   const chosen = new Map<string, StreamProbe | string>();
   const straddled = new Int32Array(usable.length + 1);
+  const sent = Float64Array.from(usable, (p) => p.sentMs);
+  const received = Float64Array.from(usable, (p) => p.receivedMs);
   for (const key of keys) {
     if (slices.due) await slices.next();
     const ofKey = byKey.get(key)!;
     straddled.fill(0);
     for (const w of ofKey) {
-      const [first, last] = straddledRun(w, usable, marginMs);
+      const first = firstStraddled(w, received, marginMs);
+      const last = lastStraddled(w, sent, marginMs);
       if (first > last) continue;
       straddled[first]!++;
       straddled[last + 1]!--;
@@ -189,24 +192,28 @@ function ordered(probes: readonly StreamProbe[]): StreamProbe[] {
 }
 
 /**
- * The indexes [first, last] of the probes (in time order) a write straddles (first > last:
- * none): from the first probe whose reply came back no earlier than the write's first byte, to
- * the last one sent no later than its reply came (all of them for an unanswered write or one
- * whose first byte's time is not its own). The same test as straddles(), on a sorted run.
+ * The indexes [first, last] of the probes (in time order; their sent and received times, both
+ * increasing) a write straddles (first > last: none): from the first probe whose reply came
+ * back no earlier than the write's first byte, to the last one sent no later than its reply came
+ * (all of them for an unanswered write or one whose first byte's time is not its own). The same
+ * test as straddles(), by binary search on typed arrays: no closure or tuple per write (the log
+ * holds up to 200,000).
  */
-function straddledRun(w: LoggedWrite, probes: readonly StreamProbe[], marginMs: number): [number, number] {
-  const first = w.sentExact ? firstIndex(probes, (p) => !(w.sentMs - marginMs > p.receivedMs)) : 0;
-  const last = w.answeredMs === null ? probes.length - 1 : firstIndex(probes, (p) => w.answeredMs! + marginMs < p.sentMs) - 1;
-  return [first, last];
+function firstStraddled(w: LoggedWrite, received: Float64Array, marginMs: number): number {
+  return w.sentExact ? firstIndex(received, w.sentMs - marginMs, false) : 0;
 }
 
-/** The first index whose probe satisfies a predicate that is false, then true, along the array (its length: none). */
-function firstIndex(probes: readonly StreamProbe[], after: (p: StreamProbe) => boolean): number {
+function lastStraddled(w: LoggedWrite, sent: Float64Array, marginMs: number): number {
+  return w.answeredMs === null ? sent.length - 1 : firstIndex(sent, w.answeredMs + marginMs, true) - 1;
+}
+
+/** The first index whose time is at least `ms` (strictly more with `above`), in an increasing array (its length: none). */
+function firstIndex(times: Float64Array, ms: number, above: boolean): number {
   let lo = 0;
-  let hi = probes.length;
+  let hi = times.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (after(probes[mid]!)) hi = mid;
+    if (above ? times[mid]! > ms : times[mid]! >= ms) hi = mid;
     else lo = mid + 1;
   }
   return lo;
