@@ -101,7 +101,7 @@ async function round(side: Side): Promise<{ afterDetection: number[]; gaps: numb
       note = c ? `continued ${c.connections}, reset ${c.reset} (continueConnections, ms since its start: ${steps})` : 'nothing continued';
       if (c?.replayCheck) {
         const k = c.replayCheck;
-        note += `; replay check decided at ${k.decidedMs?.toFixed(0)} ms (promotion ${k.promotedMs}, INFO + plan ${k.planMs}, stream read ${k.readMs}, verdicts ${k.decideMs}, writes run again + answers ${k.applyMs} ms; ${k.loggedWrites} writes logged): refused ${k.refused}, answered ${k.answered}, lost acknowledged ${k.lostAcknowledged} (run again ${k.reapplied}), ran unanswered ${k.ranUnanswered}, probes ${k.probes}`;
+        note += `; replay check decided at ${k.decidedMs?.toFixed(0)} ms (promotion ${k.promotedMs}, INFO ${k.infoMs}, plan ${k.planMs}, stream read ${k.readMs}, verdicts ${k.decideMs}, writes run again + answers ${k.applyMs} ms; ${k.loggedWrites} writes logged): refused ${k.refused}, answered ${k.answered}, lost acknowledged ${k.lostAcknowledged} (run again ${k.reapplied}), ran unanswered ${k.ranUnanswered}, probes ${k.probes}`;
         if (c.reset > 0) note += `, resets ${JSON.stringify(c.resetBy)}`;
       }
       if (c?.replayCheckError) note += `, replay check error: ${c.replayCheckError}`;

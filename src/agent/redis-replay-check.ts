@@ -71,6 +71,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
     // Judged from probes the replica got: after a probe it never got, a write it lacks would be
     // counted nowhere (a lagging or cut replication link leaves the replica behind the probes).
     const held = replid === undefined ? { end: 0, first: 1 } : await oldHistoryBounds(options.upstream, replid, options.timeoutMs ?? 2000);
+    const infoMs = phase();
     const probes = windows.filter((w, i): w is NonNullable<typeof w> => w !== null && all[i]!.replid === replid && all[i]!.offset <= held.end);
     const capturedProbes = probes.filter((p) => p.captured).length;
     const marginMs = options.marginMs ?? DEFAULT_MARGIN_MS;
@@ -128,6 +129,7 @@ export function redisReplayCheck(options: RedisReplayCheckOptions, promoted: Pro
         capturedProbes,
         loggedWrites: snapshot.writes.length,
         promotedMs,
+        infoMs,
         planMs,
         readMs,
         decideMs,
