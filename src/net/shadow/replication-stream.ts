@@ -65,12 +65,12 @@ export function parseReplicationStream(bytes: Uint8Array, startOffset: number, s
     const words = r.header(0x2a /* * */, 0, 0);
     if (words === 0) r.fail(first, 'an empty array is not a command');
     if (words > MAX_WORDS) r.fail(first, `${words} words is more than a command has`);
-    const argv: Buffer[] = new Array(words);
+    const argv: Buffer[] = [];
     for (let w = 0; w < words; w++) {
       const len = r.header(0x24 /* $ */, w + 1, words);
       const i = r.i;
       if (len > buf.length - i - 2) r.fail(i, `bulk string ${w + 1} of ${words} (${len} bytes) is cut`);
-      argv[w] = buf.subarray(i, i + len);
+      argv.push(buf.subarray(i, i + len));
       if (buf[i + len] !== CR || buf[i + len + 1] !== LF) r.fail(i + len, `bulk string ${w + 1} of ${words} is not followed by CRLF`);
       r.i = i + len + 2;
     }
