@@ -150,6 +150,8 @@ export interface TakeoverDone {
     midReply: number;
     /** Of `connections`, those that only got a protocol goodbye (PostgreSQL inside a transaction: 57P01). */
     goodbyes: number;
+    /** Each continued connection (the CLI logs them at debug level): its client, what was replayed or checked, µs and ms as in ContinuedConnection. */
+    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; restoreUs: number; tailProvenMs?: number; goodbye?: string }>;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
     /**
@@ -496,6 +498,15 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         restoreUs: medianMax(continued.map((x) => x.restoreUs)),
         midReply: continued.filter((x) => x.midReplyBytes > 0).length,
         goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
+        each: continued.map((x) => ({
+          client: `${x.client.address}:${x.client.port}`,
+          replayBytes: x.replayBytes,
+          preambleReplies: x.preambleReplies,
+          midReplyBytes: x.midReplyBytes,
+          restoreUs: x.restoreUs,
+          ...(x.tailProvenMs !== undefined ? { tailProvenMs: x.tailProvenMs } : {}),
+          ...(x.goodbye !== undefined ? { goodbye: x.goodbye } : {}),
+        })),
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
         captureDrops: shadow.stats().captureDrops,
         ...(shadow.stats().backlogDrops !== undefined ? { backlogDrops: shadow.stats().backlogDrops } : {}),

@@ -93,6 +93,8 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       resetBy,
       firstReset: d.continued.reset.slice(0, 5).map((r) => ({ client: `${r.client.address}:${r.client.port}`, reason: r.reason })),
     };
+    // One line per continued connection, for an operator (or a test) following one client.
+    if (log.isLevelEnabled('debug')) for (const c of d.continued?.each ?? []) log.debug({ peer: d.down.node, ...c }, 'continued connection');
     log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ...(continued ? { continued } : {}), ...(d.continueError ? { continueError: d.continueError } : {}), ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));

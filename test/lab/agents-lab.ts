@@ -79,7 +79,8 @@ export function startContinueAgents(
       ...(n === 'a' ? aExtra : {}),
     };
     writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
-    const agent = startCli(['agent', '--config', path.join(dir, `${n}.json`)], { netns: lab.host(n).ns });
+    // b at debug: a line per continued connection, for a test following one client.
+    const agent = startCli(['agent', '--config', path.join(dir, `${n}.json`), ...(n === 'b' ? ['--log-level', 'debug'] : [])], { netns: lab.host(n).ns });
     agents.push(agent);
     started.set(n, agent);
   }

@@ -114,7 +114,8 @@ async function matchScenario(name: string, thinkMs: number, allDecided: boolean,
         if (onReplica > last) ranSeen += onReplica - last;
         else lostSeen += last - onReplica;
       } else if (onReplica !== last) {
-        console.log(`continue-match ${name}: ${c.key} (port ${c.port}): sent ${c.sent}, replies ${c.values.length}, last ${last}, on the replica ${onReplica}`);
+        const continued = log().find((e) => e.msg === 'continued connection' && String(e.client).endsWith(`:${c.port}`));
+        console.log(`continue-match ${name}: ${c.key} (port ${c.port}): sent ${c.sent}, replies ${c.values.length}, last ${last}, on the replica ${onReplica}; b continued it: ${JSON.stringify(continued)}`);
         mismatched.push(c.key);
       }
     }
