@@ -129,8 +129,16 @@ async function matchScenario(name: string, thinkMs: number, allDecided: boolean,
     const otherResets = Object.entries(taken.continued.resetBy as Record<string, number>).filter(([why]) => !/unanswered|replication stream/.test(why));
     // Every lost one the check found was run again (none too large to keep, none refused).
     expect(check).toMatchObject({ reapplied: check.lostAcknowledged, reapplyFailed: 0, notKept: 0 });
-    // Those the check answered from the replica went on (their last reply is the replica's value, checked above).
-    if (otherResets.length === 0) expect(ranSeen).toBe(check.ranUnanswered - check.ranAnswered); else console.log(`continue-match ${name}: resets the check did not decide: ${JSON.stringify(otherResets)}`);
+    // Those the check answered from the replica went on (their last reply is the replica's value,
+    // checked above); the others it found ran were reset, and show it. A connection reset for a
+    // mirror's loss, or one the check could not decide, may have run its unanswered INCR too,
+    // uncounted (a loaded host: 6 of 8 "holds more than the capture saw sent" in one run).
+    const ranFound = check.ranUnanswered - check.ranAnswered;
+    if (otherResets.length === 0 && undecided === 0) expect(ranSeen).toBe(ranFound);
+    else {
+      console.log(`continue-match ${name}: resets the check did not count: ${JSON.stringify([...otherResets, ...undecidedBy])}`);
+      expect(ranSeen).toBeGreaterThanOrEqual(ranFound);
+    }
     // Only refused connections (the check's, or a mirror loss's) failed.
     expect(failedBusy + poked.failed).toBeLessThanOrEqual(taken.continued.reset);
     expect(poked).toMatchObject({ idle: IDLE, wrong: 0 });
