@@ -81,6 +81,10 @@ describe('the request framer\'s digest', () => {
       const reqs = [...f.push(bytes.subarray(0, cut)), ...f.push(bytes.subarray(cut))];
       expect(reqs.map((r) => [r.name, r.argc, r.digest])).toEqual([['hset', 4, want], ['get', 2, undefined], ['incr', 2, null]]);
     }
+    // A name outside ASCII is lowercased by both the same way (every latin1 byte, as the framer's toLowerCase).
+    const name = Buffer.from('HSÉT\xd7\xdf', 'latin1');
+    const framed = new RespRequestFramer(() => false, () => true).push(Buffer.concat([Buffer.from(`*2\r\n$${name.length}\r\n`), name, Buffer.from('\r\n$1\r\nh\r\n')]));
+    expect(framed.map((r) => r.digest)).toEqual([argumentsDigest([name, Buffer.from('h')])]);
   });
 });
 

@@ -61,11 +61,21 @@ export function argumentsDigest(argv: readonly Uint8Array[]): string {
   argv.forEach((a, i) => {
     bytes.writeUInt32BE(a.length, at);
     bytes.set(a, at + 4);
-    // The name lowercased (ASCII letters only, as Redis matches command names).
-    if (i === 0) for (let k = at + 4; k < at + 4 + a.length; k++) if (bytes[k]! >= 0x41 && bytes[k]! <= 0x5a) bytes[k]! |= 0x20;
+    if (i === 0) lowerLatin1(bytes, at + 4, at + 4 + a.length);
     at += 4 + a.length;
   });
   return sha1Hex(bytes);
+}
+
+/**
+ * Lowercases bytes[from, to) in place as latin1 text's toLowerCase() does (A-Z, and À-Þ but ×),
+ * the framer's rule for a command's name: the two digests must agree byte for byte.
+ */
+function lowerLatin1(bytes: Buffer, from: number, to: number): void {
+  for (let k = from; k < to; k++) {
+    const c = bytes[k]!;
+    if ((c >= 0x41 && c <= 0x5a) || (c >= 0xc0 && c <= 0xde && c !== 0xd7)) bytes[k] = c + 0x20;
+  }
 }
 
 /** SHA-1 of `bytes`, hex: crypto.hash where Node has it (20.12+), without a Hash object. */
