@@ -93,6 +93,8 @@ const SHADOW_REOPEN_DELAY_MS = 1000;
 export type ShadowHealth = ShadowStats & {
   captureDrops: number;
   backlogDrops?: number;
+  /** A mirror's capture: whether its ring is set up (connections opened before are not followed). */
+  capturing?: boolean;
   /** With matchWrites: the probe of the primary's replication stream (not started: the capture has not started yet). */
   streamProbe?: { connected: boolean; probes: number; errors: number; lastError: string | null };
 } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;

@@ -62,7 +62,7 @@ export async function statusCommand(opts: { control?: string; config?: string; j
       !x.streamProbe ? '' : x.streamProbe.connected ? `, stream probe up (${x.streamProbe.probes} probes)` : `, stream probe DOWN${x.streamProbe.lastError ? ` (${x.streamProbe.lastError})` : ''}`;
     const source = (x: AgentStatus['shadows'][number]) =>
       x.connected === undefined
-        ? `mirror${probe(x)}`
+        ? `mirror${x.capturing === false ? ' STARTING (its capture is being set up: connections opened now are not followed)' : ''}${probe(x)}`
         : x.connected
           ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}${probe(x)}`
           : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}${probe(x)}`;

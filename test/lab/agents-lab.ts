@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, type TestContext } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
-import { startCli } from '../cli-process.js';
+import { runCli, startCli } from '../cli-process.js';
+import { until } from './replication-cluster.js';
 
 type CliProcess = ReturnType<typeof startCli>;
 type Made = { lab: Lab; dir: string; agents: CliProcess[] };
@@ -85,4 +86,19 @@ export function startContinueAgents(
     started.set(n, agent);
   }
   return { log: (node) => started.get(node)!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>) };
+}
+
+/**
+ * Resolves once `host`'s agent follows its peer's connections, as `takeover status --json` says
+ * (every shadow's mirror capture set up, or its stream connected): a connection opened before
+ * is not followed, and a takeover resets it (a loaded CI machine took longer than the 500 ms the
+ * tests used to wait). Rejects after `ms`.
+ */
+export async function shadowFollowing(m: AgentsLab, host: string, ms = 15_000): Promise<void> {
+  await until(`${host}'s shadow capturing`, async () => {
+    const out = await runCli(['status', '--json', '--control', path.join(m.dir, `${host}.sock`)], { netns: m.lab.host(host).ns });
+    if (out.code !== 0) return undefined;
+    const shadows = (JSON.parse(out.stdout) as { shadows?: Array<{ capturing?: boolean; connected?: boolean }> }).shadows ?? [];
+    return shadows.length > 0 && shadows.every((s) => s.capturing === true || s.connected === true) ? true : undefined;
+  }, ms);
 }

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { runCli } from '../cli-process.js';
-import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { incrSteps } from './incr-steps.js';
 import { startRedisPair } from './redis.js';
 import type { CounterReport } from './fixtures/resp-counter-client.js';
@@ -44,8 +44,8 @@ it('the backup\'s agent continues a silently dead Redis primary\'s connections o
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] });
     const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
-    // The shadow starts with b's agent: connections opened after it are the ones it can continue.
-    await new Promise((r) => setTimeout(r, 500));
+    // Connections opened once b's shadow captures are the ones it can continue.
+    await shadowFollowing(m, 'b');
     const backlogDropsBefore = (await softnetDrops()) ?? 0;
     const clients = lab.spawn('c', clientFixture);
     const bulk = lab.spawn('c', bulkFixture);

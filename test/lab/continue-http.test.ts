@@ -8,7 +8,7 @@
 // reset exactly (ECONNRESET) with the reason in b's log.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { until } from './replication-cluster.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`fixtures/${name}`, import.meta.url));
@@ -28,8 +28,8 @@ it('the backup\'s agent continues a silently dead HTTP server\'s keep-alive conn
   const { log: logOf } = startContinueAgents(m, PORT, { protocol: 'http', mirror: ifname, upstream: { port: UPSTREAM } });
   const log = () => logOf('b');
   await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
-  // The shadow starts with b's agent: connections opened after it are the ones it can continue.
-  await new Promise((r) => setTimeout(r, 300));
+  // Connections opened once b's shadow captures are the ones it can continue.
+  await shadowFollowing(m, 'b');
   const clients = lab.spawn('c', fixture('http-clients.ts'));
   await clients.waitFor('ready');
   const opened = await clients.request({ cmd: 'open', address: vip, port: PORT, count: KEEP_ALIVE, delayMs: LATE_MS });

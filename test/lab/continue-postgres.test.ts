@@ -7,7 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { run } from '../../src/lab/exec.js';
-import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { startPostgres, startPostgresReplica } from './postgres.js';
 import { until } from './replication-cluster.js';
 
@@ -26,7 +26,7 @@ it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming 
     const { log: logOf } = startContinueAgents(m, primary.port, { protocol: 'postgres', mirror: ifname, upstream: { port: replica.port }, promote: replica.promoteCommand, promoteTimeoutMs: 15_000 });
     const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
-    await new Promise((r) => setTimeout(r, 300));
+    await shadowFollowing(m, 'b');
     const clients = lab.spawn('c', fixture);
     await clients.waitFor('ready');
     const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port });

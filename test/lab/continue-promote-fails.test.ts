@@ -8,7 +8,7 @@
 // the address is b's, and the takeover's log line says why. No client hangs.
 import { expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { startRedisPair } from './redis.js';
 import type { CounterReport } from './fixtures/resp-counter-client.js';
 import { until } from './replication-cluster.js';
@@ -26,7 +26,7 @@ it('a promotion that fails at the takeover: every client is reset exactly and pr
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['sh', '-c', 'echo cannot promote >&2; exit 3'] });
     const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
-    await new Promise((r) => setTimeout(r, 300)); // the shadow's ring set up (on a worker)
+    await shadowFollowing(m, 'b');
     const clients = lab.spawn('c', clientFixture);
     await clients.waitFor('ready');
     await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'counter' });

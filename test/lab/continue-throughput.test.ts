@@ -8,7 +8,7 @@
 // and their ratio. The bound asserted is the one docs/CONTINUE.md promises.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { startRedisPair } from './redis.js';
 import { until } from './replication-cluster.js';
 
@@ -42,8 +42,8 @@ it('a 100 MB transfer after the takeover runs at the rate it had before', async 
     const { log: logOf } = startContinueAgents(m, master.port, { protocol: 'resp', mirror: ifname, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] });
     const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
-    // The shadow starts with b's agent: connections opened after it are the ones it can continue.
-    await new Promise((r) => setTimeout(r, 500));
+    // Connections opened once b's shadow captures are the ones it can continue.
+    await shadowFollowing(m, 'b');
     await bulk.request({ cmd: 'start', address: vip, port: master.port, key: 'big', bytes: BYTES, loop: false }, 30_000);
     const rates = (r: GetResult) => r.transfers.map(([sent, end]) => BYTES / ((end - sent) / 1000) / 1e6);
     const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
@@ -61,6 +61,8 @@ it('a 100 MB transfer after the takeover runs at the rate it had before', async 
     expect(onA.wscale).toBeDefined();
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
+    const { connections, reset, resetBy, firstReset, captureDrops, backlogDrops } = taken.continued;
+    console.log(`continue throughput: takeover ${JSON.stringify({ connections, reset, resetBy, firstReset, captureDrops, backlogDrops })}`);
     expect(taken.continueError).toBeUndefined();
     expect(taken.continued).toMatchObject({ connections: 1, reset: 0 });
     // The continued socket on b kept them (TCP_REPAIR): window scaling and timestamps.

@@ -33,6 +33,8 @@ export class ShadowCapture implements Disposable {
   private backlogDrops = 0;
   private readonly backlogDropCounter: () => Promise<number | null>;
   private closed = false;
+  /** Whether the ring is set up (`ready` resolved): connections opened before it are not followed. */
+  private capturing = false;
 
   /**
    * Starts capturing as soon as the ring is set up, on a libuv worker (`ready`; setting it up on
@@ -60,6 +62,7 @@ export class ShadowCapture implements Disposable {
     });
     this.tracker.onSegments((batch: ParsedSegment[]) => this.table.segments(batch, Date.now()));
     this.tracker.start();
+    this.tracker.ready.then(() => void (this.capturing = true), () => undefined);
     this.timer = setInterval(() => this.check(), options.checkIntervalMs ?? 100);
     this.timer.unref();
   }
@@ -82,9 +85,13 @@ export class ShadowCapture implements Disposable {
     return this.tracker.ready;
   }
 
-  /** captureDrops: the ring's; backlogDrops: the host's input backlog's since the shadow began (host-wide: an upper bound of its own). */
-  stats(): ShadowStats & { captureDrops: number; backlogDrops: number } {
-    return { ...this.table.stats(), captureDrops: this.drops, backlogDrops: this.backlogDrops };
+  /**
+   * captureDrops: the ring's; backlogDrops: the host's input backlog's since the shadow began
+   * (host-wide: an upper bound of its own); capturing: whether the ring is set up yet (before,
+   * a connection's handshake passes unseen, and a takeover resets it instead of continuing it).
+   */
+  stats(): ShadowStats & { captureDrops: number; backlogDrops: number; capturing: boolean } {
+    return { ...this.table.stats(), captureDrops: this.drops, backlogDrops: this.backlogDrops, capturing: this.capturing };
   }
 
   close(): void {
