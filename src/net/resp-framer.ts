@@ -112,6 +112,36 @@ export class RespFramer {
     return ends;
   }
 
+  /**
+   * Passes over `length` bytes not seen (a capture's loss) when they lie inside the blob being
+   * read: its payload and at most its closing CRLF (what follows must be seen). Returns the
+   * offsets (within the skipped bytes, exclusive ends) where top-level messages completed, as
+   * push() does (at most one: the blob's, where the skip ends on its CRLF); null (nothing
+   * changes) when the bytes reach past the blob or no blob is being read, or the framer is broken.
+   */
+  skip(length: number): number[] | null {
+    const inBlob = this.blobRemaining > 0 || this.blobTail > 0;
+    if (this.broken || length <= 0 || !inBlob) return null;
+    const payload = Math.max(this.blobRemaining, 0);
+    const tail = this.blobRemaining > 0 ? 2 : this.blobTail;
+    if (length > payload + tail) return null;
+    this.offset += length;
+    const ends: number[] = [];
+    if (payload > 0) {
+      this.blobRemaining -= Math.min(payload, length);
+      if (this.blobRemaining === 0) this.blobTail = 2;
+    }
+    const tailSkipped = length - payload;
+    if (tailSkipped > 0) {
+      this.blobTail -= tailSkipped;
+      if (this.blobTail === 0) {
+        this.blobRemaining = -1;
+        if (this.valueDone()) this.ended(length, ends);
+      }
+    }
+    return ends;
+  }
+
   private ended(offsetInChunk: number, ends: number[]): void {
     ends.push(offsetInChunk);
     this.listener?.end?.(offsetInChunk);

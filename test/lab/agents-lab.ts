@@ -59,7 +59,7 @@ export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefi
  * takeover of a's service port on the service address with `continue` as given, two nodes
  * without fencing (quorum.twoNode: the silenced a is what fencing would make it). `aExtra` goes
  * into a's config (e.g. its connectionStream); `heartbeat` replaces the 100 ms x 3 misses (a
- * test that needs no fast detection on a loaded machine). Returns each agent's log as parsed JSON lines.
+ * test that needs no fast detection on a loaded machine). Returns each agent's log as parsed JSON lines, and its process.
  */
 export function startContinueAgents(
   m: AgentsLab,
@@ -67,7 +67,7 @@ export function startContinueAgents(
   continueSection: Record<string, unknown>,
   aExtra: Record<string, unknown> = {},
   heartbeat: { intervalMs: number; misses: number } = { intervalMs: 100, misses: 3 },
-): { log: (node: 'a' | 'b') => Array<Record<string, any>> } {
+): { log: (node: 'a' | 'b') => Array<Record<string, any>>; agent: (node: 'a' | 'b') => CliProcess } {
   const { lab, dir, agents, vip, links } = m;
   const started = new Map<'a' | 'b', CliProcess>();
   for (const n of ['a', 'b'] as const) {
@@ -85,7 +85,7 @@ export function startContinueAgents(
     agents.push(agent);
     started.set(n, agent);
   }
-  return { log: (node) => started.get(node)!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>) };
+  return { log: (node) => started.get(node)!.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>), agent: (node) => started.get(node)! };
 }
 
 /**

@@ -42,6 +42,68 @@ describe('RespFramer', () => {
   });
 });
 
+describe('RespFramer.skip (bytes a capture lost)', () => {
+  const reply = b('*2\r\n$10\r\n0123456789\r\n:5\r\n+OK\r\n');
+  // The blob's payload is bytes 9..19 (exclusive), its CRLF 19..21; the array ends after ':5' (25), '+OK' at 30.
+  it('passes over bytes inside a blob, to its CRLF at most, and frames on as if it had seen them', () => {
+    for (const [from, to] of [[9, 19], [10, 15], [9, 21], [12, 20], [19, 21], [20, 21]] as const) {
+      const f = new RespFramer();
+      const seen = f.push(reply.subarray(0, from));
+      const skipped = f.skip(to - from);
+      expect(skipped, `${from}..${to}`).toEqual([]);
+      expect(f.offset).toBe(to);
+      const after = f.push(reply.subarray(to)).map((e) => e + to);
+      expect([...seen, ...after], `${from}..${to}`).toEqual([25, 30]);
+      expect(f.broken).toBeNull();
+    }
+  });
+  it('returns where a top-level blob ends when the skip ends on its CRLF', () => {
+    const f = new RespFramer();
+    f.push(b('$5\r\nab'));
+    expect(f.skip(5)).toEqual([5]);
+    expect(f.between).toBe(true);
+    expect(f.push(b('+OK\r\n'))).toEqual([5]);
+  });
+  it('refuses (nothing changes) bytes reaching past the blob, outside a blob, or after a break', () => {
+    for (const [from, len] of [[9, 13], [4, 3], [0, 1], [21, 1], [25, 2]] as const) {
+      const f = new RespFramer();
+      f.push(reply.subarray(0, from));
+      const offset = f.offset;
+      expect(f.skip(len), `${from}+${len}`).toBeNull();
+      expect(f.offset).toBe(offset);
+      expect(f.push(reply.subarray(from)).map((e) => e + from)).toEqual([25, 30].filter((e) => e > from));
+    }
+    const broken = new RespFramer();
+    broken.push(b('$3\r\nfooXY'));
+    expect(broken.skip(1)).toBeNull();
+  });
+});
+
+describe('respContinue tracker, a server gap', () => {
+  it('follows a GET reply past lost payload bytes, even to its end; refuses a gap past the bulk, and stays blocked', () => {
+    const value = 'v'.repeat(1000);
+    const get = cmd('GET', 'big');
+    const replyBytes = b(`$1000\r\n${value}\r\n`);
+    const t = respContinue.createTracker();
+    t.clientData(Buffer.concat([get, get]));
+    t.serverData(replyBytes.subarray(0, 100));
+    expect(t.serverGap!(500)).toBeNull();
+    t.serverData(replyBytes.subarray(600));
+    expect(t.answeredClientBytes()).toBe(get.length);
+    expect(t.completeServerBytes()).toBe(replyBytes.length);
+    // The second reply's payload lost to its very end (CRLF included): it ends at the gap's end.
+    t.serverData(replyBytes.subarray(0, 10));
+    expect(t.serverGap!(replyBytes.length - 10, { ms: 5, late: true })).toBeNull();
+    expect(t.completeServerBytes()).toBe(2 * replyBytes.length);
+    expect(t.answeredClientBytes()).toBe(2 * get.length);
+    expect(t.blocker()).toBeNull();
+    // A gap that is not inside a bulk string: the replies cannot be framed past it.
+    t.clientData(cmd('INCR', 'n'));
+    expect(t.serverGap!(4)).toMatch(/capture lost 4 server bytes the client acknowledged, reaching past a bulk string/);
+    expect(t.blocker()).toMatch(/capture lost 4 server bytes/);
+  });
+});
+
 describe('respContinue tracker', () => {
   it('pairs pipelined requests with replies split at every byte boundary', () => {
     const reqs = [cmd('SET', 'k', 'v'), cmd('GET', 'k'), b('PING\r\n'), cmd('LRANGE', 'l', '0', '-1'), cmd('GET', 'nope')];
@@ -211,5 +273,31 @@ describe('fuzz (seeded, bounded)', () => {
     }
     expect(blocked).toBeGreaterThan(100);
     expect(clean).toBeGreaterThan(10);
+  });
+  it('a gap anywhere in a reply stream: skipped exactly when it lies inside one blob (to its CRLF), and the framing after it is what the whole stream gives', () => {
+    const rnd = prng(13);
+    const pick = (n: number) => Math.floor(rnd() * n);
+    const stream = b('$10\r\n0123456789\r\n*2\r\n$3\r\nabc\r\n:1\r\n+OK\r\n$0\r\n\r\n=7\r\ntxt:abc\r\n');
+    const whole = new RespFramer().push(stream);
+    // Where the blobs' payloads and CRLFs lie: [first, end) (the empty blob's is its CRLF alone).
+    const blobs = [[5, 17], [25, 30], [43, 45], [49, 58]];
+    let skipped = 0;
+    for (let n = 0; n < 2000; n++) {
+      const from = pick(stream.length);
+      const length = 1 + pick(Math.min(20, stream.length - from));
+      const f = new RespFramer();
+      const before = f.push(stream.subarray(0, from));
+      const ends = f.skip(length);
+      expect(ends !== null, `${from}+${length}`).toBe(blobs.some(([first, end]) => from >= first! && from + length <= end!));
+      if (ends === null) {
+        expect(f.offset).toBe(from);
+        continue;
+      }
+      skipped++;
+      const after = f.push(stream.subarray(from + length)).map((e) => e + from + length);
+      expect([...before, ...ends.map((e) => e + from), ...after], `${from}+${length}`).toEqual(whole);
+      expect(f.broken).toBeNull();
+    }
+    expect(skipped).toBeGreaterThan(100);
   });
 });

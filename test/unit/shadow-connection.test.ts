@@ -5,6 +5,7 @@ import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type ParsedSegment } from 
 import { seqAdd } from '../../src/net/seq.js';
 import type { ContinuePlugin, ExchangeTracker } from '../../src/net/shadow/exchange-tracker.js';
 import { ReplyDigest } from '../../src/net/shadow/reply-digest.js';
+import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 import { checkTcpRepairState } from '../../src/net/tcp-repair-state.js';
 
@@ -167,11 +168,11 @@ describe('ShadowConnection', () => {
       c.seg(false, TCP_ACK | TCP_PSH, 'lost\n'); // never captured
       t.segments([c.seg(true, TCP_ACK)], 1);
     }, /server acknowledged 5 client bytes/],
-    ['the client acked server bytes the capture missed', (c, t) => {
+    ['the client acked server bytes the capture missed (a protocol that cannot follow a gap)', (c, t) => {
       t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n')], 1);
       c.seg(true, TCP_ACK | TCP_PSH, 'value\n'); // never captured
       t.segments([c.seg(false, TCP_ACK)], 1);
-    }, /client acknowledged 6 server bytes/],
+    }, /capture lost 6 server bytes the client acknowledged \(this protocol's replies cannot be followed past a loss\)/],
     ['a FIN', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_FIN)], 1), /client sent a FIN/],
     ['a truncated capture', (c, t) => t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), payload: Buffer.from('GE') }], 1), /truncated/],
     ['the retention bound', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'x'.repeat(5000))], 1), /more than 4096 bytes/],
@@ -189,6 +190,70 @@ describe('ShadowConnection', () => {
       expect(p.dead.tracked?.peerWindowShift).toBe(7);
     });
   }
+
+  describe('server bytes the client acknowledged that the capture lost (its ring overflowed)', () => {
+    const get = encodeCommand(['GET', 'big']);
+    const value = 'v'.repeat(3000);
+    const reply = `$3000\r\n${value}\r\n`;
+    const respTable = () => new ShadowTable({ services: [SERVER], plugin: respContinue });
+    /** The reply (its first `bytes`) in segments of 500 bytes, at capture time `ms` each; `lost`: the indexes never captured. */
+    const sendReply = (c: ReturnType<typeof conversation>, lost: number[], ms: number, bytes = reply.length) => {
+      const segs: ParsedSegment[] = [];
+      for (let i = 0, at = 0; at < bytes; i++, at += 500) {
+        const s = c.seg(true, TCP_ACK | TCP_PSH, reply.slice(at, at + 500), { timeMs: ms });
+        if (!lost.includes(i)) segs.push(s);
+      }
+      return segs;
+    };
+    it('a hole inside a bulk reply is skipped once the client acknowledged it: the connection is continued, the next request replayed', () => {
+      const c = conversation();
+      const t = respTable();
+      t.segments(c.handshake, 1_000_000);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, get.toString('latin1'), { timeMs: 1_000_000 })], 1_000_000);
+      t.segments(sendReply(c, [2, 3], 1_000_001), 1_000_001);
+      // The client's ACK of the whole reply, and its next request, 5 ms later (past REORDER_MS).
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, get.toString('latin1'), { timeMs: 1_000_006 })], 1_000_006);
+      const p = t.plans(1_000_010)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.replay).toEqual(get);
+      expect(p.state.send.queue.length).toBe(0);
+      expect(p.state.send.seq).toBe(c.next().sNext);
+      expect(p.state.recv.seq).toBe(c.next().cNext);
+    });
+    it('a hole the client has not acknowledged waits for the retransmission (the connection is not lost for it)', () => {
+      const c = conversation();
+      const t = respTable();
+      t.segments(c.handshake, 1_000_000);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, get.toString('latin1'), { timeMs: 1_000_000 })], 1_000_000);
+      const all = sendReply(c, [], 1_000_001);
+      t.segments([...all.slice(0, 2), ...all.slice(3)], 1_000_001);
+      // An ACK that stops before the hole: nothing skipped.
+      t.segments([{ ...c.seg(false, TCP_ACK, '', { timeMs: 1_000_009 }), ack: all[2]!.seq }], 1_000_009);
+      t.segments([all[2]!], 1_000_010);
+      const p = t.plans(1_000_010)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.state.send.queue.toString()).toBe(reply.slice(1000)); // retained: the client has not acknowledged it
+    });
+    it('a hole that reaches past the bulk string (a whole small reply lost): reset, saying why', () => {
+      const c = conversation();
+      const t = respTable();
+      t.segments(c.handshake, 1_000_000);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, encodeCommand(['INCR', 'n']).toString('latin1'), { timeMs: 1_000_000 })], 1_000_000);
+      c.seg(true, TCP_ACK | TCP_PSH, ':1\r\n'); // never captured
+      t.segments([c.seg(false, TCP_ACK, '', { timeMs: 1_000_001 })], 1_000_001);
+      expect(t.plans(1_000_010)[0]).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/capture lost 4 server bytes the client acknowledged, reaching past a bulk string/) });
+    });
+    it('a hole inside the reply in progress at the death: reset (the replay\'s reply cannot be checked against bytes never seen)', () => {
+      const c = conversation();
+      const t = respTable();
+      t.segments(c.handshake, 1_000_000);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, get.toString('latin1'), { timeMs: 1_000_000 })], 1_000_000);
+      const segs = sendReply(c, [1], 1_000_001, 1500); // segments 0 and 2 captured; the server died before sending the rest
+      t.segments(segs, 1_000_001);
+      t.segments([c.seg(false, TCP_ACK, '', { timeMs: 1_000_001 })], 1_000_001);
+      expect(t.plans(1_000_010)[0]).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/middle of a reply .* that was not followed/) });
+    });
+  });
 
   it('continues a connection whose server died mid-reply: the replay\'s reply must start with the bytes it sent', () => {
     const c = conversation();

@@ -83,6 +83,14 @@ export interface ExchangeTracker {
    * of a RST, provided the server is not in the middle of a reply. null: continue it.
    */
   goodbye?(): ProtocolGoodbye | null;
+  /**
+   * Optional: `length` bytes of the server's stream, next in order, that the client acknowledged
+   * and the capture never saw (its ring overflowed); at: when the acknowledgement was captured
+   * (late: the bytes themselves came earlier). null: the tracker followed the stream past them
+   * (they lie inside a payload of known length, whose bytes it does not read); otherwise why it
+   * cannot, and the connection is not continued. Absent: no gap can be followed.
+   */
+  serverGap?(length: number, at?: ChunkTime): string | null;
 }
 
 /** Counts complete replies in an upstream's byte stream (the relay swallows the preamble's). */

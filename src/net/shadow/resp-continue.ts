@@ -106,6 +106,16 @@ class RespTracker implements ExchangeTracker {
     if (this.replies.broken && !this.sticky) this.sticky = `server stream not RESP: ${this.replies.broken}`;
   }
 
+  serverGap(length: number, at?: ChunkTime): string | null {
+    if (this.sticky) return this.sticky;
+    // Inside a bulk string (its payload is skipped unread anyway), at most to its CRLF: a reply
+    // ending there ends at the gap's end (serverBase), answered by the time of `at`.
+    this.serverAt = at ?? null;
+    this.serverBase = this.replies.offset;
+    if (!this.replies.skip(length)) this.sticky = `the capture lost ${length} server bytes the client acknowledged, reaching past a bulk string (the replies cannot be framed past them)`;
+    return this.sticky;
+  }
+
   answeredClientBytes(): number {
     return this.answered;
   }

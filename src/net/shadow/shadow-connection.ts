@@ -213,6 +213,8 @@ export class ShadowConnection {
     const blocked = (reason: string): ContinuePlan => ({ kind: 'reset', server: this.server, client: this.client, reason, dead: this.deadConnection(nowMs) });
     const cs = this.clientSyn;
     const ss = this.serverSyn;
+    // Server bytes the client acknowledged that the capture still lacks are not waited for any longer.
+    this.toClient?.skipAcknowledged();
     if (this.ended) return blocked(this.ended);
     // A capture loss not made good: a lost frame in the middle of a stream shows as a hole
     // (below); one at its end does not, and only the client can tell (the tail proof).
@@ -230,8 +232,8 @@ export class ShadowConnection {
     // leaves its reply unpaired, and the tracker's "more replies than requests" would hide why.
     const serverAcked = this.server0.ack === undefined ? 0 : this.toServer.offsetOf(this.server0.ack);
     if (serverAcked > this.toServer.next) return blocked(`the server acknowledged ${serverAcked - this.toServer.next} client bytes the capture did not see`);
+    // Server bytes the client acknowledged beyond the copy were skipped above (or ended it).
     const clientAcked = this.toClient.offsetOf(this.client0.ack);
-    if (clientAcked > this.toClient.next) return blocked(`the client acknowledged ${clientAcked - this.toClient.next} server bytes the capture did not see`);
     const protocol = this.tracker.blocker();
     if (protocol) return blocked(protocol);
     if (this.toClient.hasHole) return blocked('server bytes are missing from the capture (a hole before later segments)');
@@ -305,10 +307,20 @@ export class ShadowConnection {
     if (fromServer) {
       if (this.serverSyn) return; // a retransmitted SYN-ACK
       this.serverSyn = side;
-      this.toClient = new StreamReassembly(s.seq, this.maxRetained, (chunk, offset, late) => {
-        this.tracker.serverData(chunk, { ms: this.segmentMs, late });
-        this.followPartialReply(chunk, offset);
-      });
+      this.toClient = new StreamReassembly(
+        s.seq,
+        this.maxRetained,
+        (chunk, offset, late) => {
+          this.tracker.serverData(chunk, { ms: this.segmentMs, late });
+          this.followPartialReply(chunk, offset);
+        },
+        // Server bytes the client holds that the capture lost: the tracker follows past them or
+        // says why not. Inside a reply in progress, its digest then lacks them (plan() blocks).
+        (_offset, length) => {
+          const why = this.tracker.serverGap ? this.tracker.serverGap(length, { ms: this.segmentMs, late: true }) : `the capture lost ${length} server bytes the client acknowledged (this protocol's replies cannot be followed past a loss)`;
+          if (why) this.ended ??= why;
+        },
+      );
     } else {
       if (this.clientSyn) return;
       this.clientSyn = side;
@@ -339,6 +351,8 @@ export class ShadowConnection {
     const stream = fromServer ? this.toServer : this.toClient;
     if (!stream) return;
     if (sender.ack === undefined || stream.offsetOf(ack) > stream.offsetOf(sender.ack)) sender.ack = ack;
+    // The client's ACK tells which server bytes it holds: a hole below it will not fill.
+    if (!fromServer) stream.acknowledged(stream.offsetOf(sender.ack), this.segmentMs);
   }
 
   /**

@@ -2,11 +2,18 @@
 // from the SYN, with what is still needed kept and the rest let go. Segments that arrive ahead
 // of a hole wait (a few, bounded) for the retransmission that fills it: a mirror sees what the
 // server saw, and the server too gets out-of-order segments when the network drops one.
+// A hole the receiver has acknowledged never fills (no sender retransmits acknowledged bytes):
+// the capture lost those frames (its ring overflowed). Such a hole is skipped where the owner
+// can follow the stream past it (`onGap`: a reply framer inside a payload of known length), once
+// the acknowledgement has been seen for REORDER_MS of capture time (a capture on several CPUs can
+// hand a frame over a few µs after a later one) or the segments waiting beyond it reach the bound.
 // Offsets are stream offsets (bytes since the SYN, 0 = first data byte); they never wrap.
 import { seqAdd, seqDiff } from '../seq.js';
 
 /** Out-of-order segments kept per direction, waiting for a hole to fill. */
 const MAX_PENDING_SEGMENTS = 64;
+/** How long (capture time, ms) the receiver's acknowledgement of a hole is seen before the hole is skipped. */
+export const REORDER_MS = 2;
 
 export class StreamReassembly {
   /** Sequence number of stream offset 0 (ISN + 1). */
@@ -20,6 +27,12 @@ export class StreamReassembly {
   private readonly pending = new Map<number, Buffer>();
   /** Why bytes this direction needs were lost (a truncated segment, the retention bound), or null. */
   broken: string | null = null;
+  /** The highest offset the receiver acknowledged (with onGap only). */
+  private ackedTo = 0;
+  /** Capture time (ms since the epoch) the receiver was first seen holding bytes beyond `next`, or null. */
+  private ackedAheadSinceMs: number | null = null;
+  /** Bytes skipped so far (holes the receiver acknowledged). */
+  skippedBytes = 0;
 
   /**
    * @param isn the SYN's sequence number
@@ -27,13 +40,49 @@ export class StreamReassembly {
    * @param onData each newly contiguous chunk, in order, with its offset; late: it filled a hole
    *   or waited beyond one (its bytes may have been sent, and seen by the server, earlier than
    *   the segment being taken now)
+   * @param onGap bytes [offset, offset + length) the receiver acknowledged that the capture never
+   *   delivered, skipped (called in stream order, between onData chunks); without it a hole
+   *   waits for a retransmission, and breaks the stream past MAX_PENDING_SEGMENTS
    */
   constructor(
     isn: number,
     private readonly maxRetainedBytes: number,
     private readonly onData: (chunk: Buffer, offset: number, late: boolean) => void,
+    private readonly onGap?: (offset: number, length: number) => void,
   ) {
     this.base = seqAdd(isn, 1);
+  }
+
+  /**
+   * The receiver's acknowledgement (a stream offset) seen at capture time `atMs`: with onGap, a
+   * hole below it that has been acknowledged for REORDER_MS is skipped.
+   */
+  acknowledged(offset: number, atMs: number): void {
+    if (!this.onGap) return;
+    this.ackedTo = Math.max(this.ackedTo, offset);
+    if (this.ackedTo <= this.next) return void (this.ackedAheadSinceMs = null);
+    this.ackedAheadSinceMs ??= atMs;
+    if (atMs - this.ackedAheadSinceMs >= REORDER_MS) this.skipAcknowledged();
+  }
+
+  /**
+   * Skips every hole below the receiver's acknowledgement now (the stream's sender is silent, or
+   * the segments beyond the hole reached the bound): [next, first segment waiting beyond it, or
+   * the acknowledgement), then the waiting segments, until `next` reaches the acknowledgement.
+   * Everything retained below the skip is let go (the receiver holds it).
+   */
+  skipAcknowledged(): void {
+    while (this.onGap && !this.broken && this.ackedTo > this.next) {
+      let to = this.ackedTo;
+      for (const offset of this.pending.keys()) if (offset > this.next && offset < to) to = offset;
+      const from = this.next;
+      this.release(from);
+      this.next = this.keptFrom = to;
+      this.skippedBytes += to - from;
+      this.onGap(from, to - from);
+      this.drainPending();
+    }
+    this.ackedAheadSinceMs = null;
   }
 
   /** The stream offset of a sequence number near the stream's front (within ±2 GiB). */
@@ -65,6 +114,11 @@ export class StreamReassembly {
     if (bytes.length === 0) return; // a retransmission of bytes already here
     if (offset > this.next) {
       if (this.pending.size >= MAX_PENDING_SEGMENTS && !this.pending.has(offset)) {
+        // The receiver holds the hole: it will not fill, skip it now (and place this segment after).
+        if (this.onGap && this.ackedTo > this.next) {
+          this.skipAcknowledged();
+          return this.data(seq, payload, declaredLength);
+        }
         this.broken = `more than ${MAX_PENDING_SEGMENTS} segments arrived ahead of a hole at offset ${this.next}`;
         return;
       }
