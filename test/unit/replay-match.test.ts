@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { decideReplays, planMatch, type StreamProbe, type StreamWrite } from '../../src/net/shadow/replay-match.js';
 import { RequestLog, type LoggedWrite } from '../../src/net/shadow/request-log.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
-import { argumentsDigest, RespRequestFramer } from '../../src/net/shadow/resp-request.js';
+import { argumentsDigest, RespRequestFramer, type RespRequest } from '../../src/net/shadow/resp-request.js';
 import { respWriteKey, respWriteKind } from '../../src/net/shadow/resp-write-kinds.js';
 
 const cmd = (...w: string[]) => encodeCommand(w);
@@ -85,6 +85,20 @@ describe('the request framer\'s digest', () => {
     const name = Buffer.from('HSÉT\xd7\xdf', 'latin1');
     const framed = new RespRequestFramer(() => false, () => true).push(Buffer.concat([Buffer.from(`*2\r\n$${name.length}\r\n`), name, Buffer.from('\r\n$1\r\nh\r\n')]));
     expect(framed.map((r) => r.digest)).toEqual([argumentsDigest([name, Buffer.from('h')])]);
+  });
+  it('is the same for a request whose arguments are too many or too large to keep (digested as they pass, from what was kept)', () => {
+    const many = ['MSET', ...Array.from({ length: 1100 }, (_, i) => `k${i}`)];
+    const large = ['SET', 'k', 'x'.repeat(40_000), 'y'.repeat(40_000), 'z'];
+    for (const words of [many, large]) {
+      const bytes = cmd(...words);
+      const want = argumentsDigest(words.map((w, i) => Buffer.from(i === 0 ? w.toLowerCase() : w)));
+      for (const step of [bytes.length, 7, 1000]) {
+        const f = new RespRequestFramer(() => false, () => true);
+        const reqs: RespRequest[] = [];
+        for (let i = 0; i < bytes.length; i += step) reqs.push(...f.push(bytes.subarray(i, i + step)));
+        expect(reqs.map((r) => [r.truncated, r.digest]), `${words[0]} by ${step}`).toEqual([[true, want]]);
+      }
+    }
   });
 });
 

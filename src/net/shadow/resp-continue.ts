@@ -200,8 +200,9 @@ class RespTracker implements ExchangeTracker {
     if (kind === 'read') return req;
     const key = kind === 'matchable' && req.digest && this.framingDb !== null ? respWriteKey(this.framingDb, req.digest) : null;
     const rerun = key !== null && !req.truncated ? { db: Number(this.framingDb), argv: [Buffer.from(req.name, 'latin1'), ...req.args] } : undefined;
-    const logged = log.record({ connection: this.context.connection, command: req.name, key, sentMs: start.ms, sentExact: !start.late, ...(rerun ? { rerun } : {}) });
-    if (!this.framingTx) return { ...req, logged };
+    const logged = log.record({ connection: this.context.connection, command: req.name, key, sentMs: start.ms, sentExact: !start.late, rerun });
+    // The request is this tracker's own (the framer made it): marked, not copied (one per write seen).
+    if (!this.framingTx) return Object.assign(req, { logged });
     this.framingTx.push(logged);
     return req;
   }

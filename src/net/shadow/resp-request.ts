@@ -111,7 +111,13 @@ export class RespRequestFramer {
   private captureLength = 0;
   private capturing = false;
   private req: RespRequest = newRequest();
-  /** The digest being computed for the request in progress (after its name, when digestOf said so). */
+  /**
+   * With digestOf(name): the request's name as sent, its arguments being kept (req.args) to be
+   * digested at once when it ends (argumentsDigest: one hash call per write, not a Hash object
+   * and two updates per word).
+   */
+  private digestName: Buffer | null = null;
+  /** The digest computed as the bytes pass, once a digested request's arguments are too large to keep. */
   private hash: Hash | null = null;
 
   /**
@@ -214,15 +220,17 @@ export class RespRequestFramer {
     }
     if (!Number.isInteger(n) || n < 0 || n > BULK_MAX) return void (this.broken = `invalid bulk length ${JSON.stringify(text)}`);
     this.bulkLeft = n;
-    this.hash?.update(lengthBytes(n));
     this.capture = [];
-    const digested = this.hash !== null;
+    const digested = this.digestName !== null;
     this.capturing = this.argIndex === 0 || ((digested || this.keepArgs(this.req.name)) && !this.req.truncated);
     const [maxArgs, maxBytes] = digested ? [DIGEST_KEEP_ARGS, DIGEST_KEEP_BYTES] : [KEEP_ARGS, KEEP_BYTES];
     if (this.argIndex > 0 && this.capturing && (this.req.args.length >= maxArgs || this.captureLength + n > maxBytes)) {
       this.capturing = false;
       this.req.truncated = true;
+      // Not kept whole: digested as the rest passes, from what was kept so far.
+      if (digested) this.startHash(this.digestName!);
     }
+    this.hash?.update(lengthBytes(n));
     if (this.argIndex === 0 && n > NAME_KEEP) this.capturing = false;
     if (n === 0) {
       this.state = 'bulkTail';
@@ -235,11 +243,7 @@ export class RespRequestFramer {
       const arg = Buffer.concat(this.capture);
       if (this.argIndex === 0) {
         this.req.name = arg.toString('latin1').toLowerCase();
-        if (this.digestOf(this.req.name)) {
-          this.hash = createHash('sha1');
-          this.hash.update(lengthBytes(arg.length));
-          this.hash.update(Buffer.from(this.req.name, 'latin1'));
-        }
+        if (this.digestOf(this.req.name)) this.digestName = arg;
       } else {
         this.req.args.push(arg);
         this.captureLength += arg.length;
@@ -272,10 +276,25 @@ export class RespRequestFramer {
     this.finish(end, true, done);
   }
 
+  /** A Hash object fed as argumentsDigest would hash: the name (lowercased) and the arguments kept so far. */
+  private startHash(name: Buffer): void {
+    this.hash = createHash('sha1');
+    this.hash.update(lengthBytes(name.length));
+    this.hash.update(Buffer.from(this.req.name, 'latin1'));
+    for (const a of this.req.args) {
+      this.hash.update(lengthBytes(a.length));
+      this.hash.update(a);
+    }
+  }
+
   private finish(end: number, answered: boolean, done: RespRequest[]): void {
     if (this.hash) this.req.digest = this.hash.digest('hex');
+    else if (this.digestName) this.req.digest = argumentsDigest([this.digestName, ...this.req.args]);
     this.hash = null;
-    done.push({ ...this.req, end, answered });
+    this.digestName = null;
+    this.req.end = end;
+    this.req.answered = answered;
+    done.push(this.req);
     this.req = newRequest();
     this.captureLength = 0;
     this.state = 'start';
