@@ -174,6 +174,27 @@ export class Http1Framer {
     return events;
   }
 
+  /**
+   * Passes over `length` bytes not seen (a capture's loss) when they lie inside the body being
+   * read: a Content-Length body, or one chunk's data (not its CRLF, nor a chunk-size line or
+   * trailer). Returns what they completed (a message whose Content-Length body they end), as
+   * push() does; null (nothing changes) when they reach past that, or the framer is broken.
+   */
+  skip(length: number): Http1Event[] | null {
+    if (this.broken || length <= 0 || (this.state !== 'body' && this.state !== 'chunkData') || length > this.remaining) return null;
+    const events: Http1Event[] = [];
+    this.offset += length;
+    this.remaining -= length;
+    if (this.remaining === 0) {
+      if (this.state === 'body') this.finish(this.offset, events);
+      else {
+        this.state = 'chunkEnd';
+        this.chunkEndSeen = 0;
+      }
+    }
+    return events;
+  }
+
   /** Reads up to the end of a line (or of the chunk); on a whole line, acts on it. */
   private readLine(chunk: Uint8Array, i: number, base: number, events: Http1Event[]): number {
     if (this.sawCR) {

@@ -156,6 +156,30 @@ describe('Http1Framer', () => {
     for (let i = 0; i < body.length; i += 65536) expect(ends(f.push(body.subarray(i, i + 65536)))).toHaveLength(i + 65536 >= body.length ? 1 : 0);
     expect(f.offset).toBe(44 + 5_000_000);
   });
+  it('skip(): bytes a capture lost inside a Content-Length body or a chunk\'s data, and nothing else; the framing after it is unchanged', () => {
+    const stream = b(`${OK('0123456789')}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n${OK('xy')}`);
+    const whole = ends(new Http1Framer('response').push(stream));
+    const first = OK('0123456789').length;
+    const chunkData = first + 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n'.length;
+    // [first byte, end) where a skip may lie: the first body, the chunk's data, the last body.
+    const bodies = [[first - 10, first], [chunkData, chunkData + 5], [stream.length - 2, stream.length]];
+    let skipped = 0;
+    for (let from = 0; from < stream.length; from++) {
+      for (let length = 1; from + length <= stream.length && length <= 12; length++) {
+        const f = new Http1Framer('response');
+        const before = ends(f.push(stream.subarray(0, from)));
+        const gap = f.skip(length);
+        expect(gap !== null, `${from}+${length}`).toBe(bodies.some(([start, end]) => from >= start! && from + length <= end!));
+        if (gap === null) {
+          expect(f.offset).toBe(from);
+          continue;
+        }
+        skipped++;
+        expect([...before, ...ends(gap), ...ends(f.push(stream.subarray(from + length)))], `${from}+${length}`).toEqual(whole);
+      }
+    }
+    expect(skipped).toBeGreaterThan(50);
+  });
 });
 
 /** A tracker fed `client` then `server`, in steps of `step` bytes. */
@@ -332,6 +356,21 @@ describe('fuzz (seeded, bounded)', () => {
     // The run exercised both outcomes.
     expect(tally.broken).toBeGreaterThan(500);
     expect(tally.whole).toBeGreaterThan(500);
+  });
+});
+
+describe('httpContinue tracker, a server gap', () => {
+  it('follows a response past lost body bytes, to its end; a gap reaching past the body blocks, saying why', () => {
+    const body = 'b'.repeat(1000);
+    const t = tracker(GET('/a') + GET('/b'), '');
+    const response = b(OK(body));
+    t.serverData(response.subarray(0, 100));
+    expect(t.serverGap!(response.length - 100)).toBeNull();
+    expect(t.answeredClientBytes()).toBe(GET('/a').length);
+    expect(t.completeServerBytes()).toBe(response.length);
+    expect(t.blocker()).toBeNull();
+    expect(t.serverGap!(10)).toMatch(/capture lost 10 server bytes the client acknowledged, not all inside one response body's data/);
+    expect(t.blocker()).toMatch(/capture lost 10 server bytes/);
   });
 });
 

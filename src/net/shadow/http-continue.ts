@@ -60,6 +60,13 @@ class HttpTracker implements ExchangeTracker {
     if (this.responses.broken) this.sticky ??= `server stream not HTTP/1.1 responses: ${this.responses.broken}`;
   }
 
+  serverGap(length: number): string | null {
+    if (this.sticky) return this.sticky;
+    // Inside a body of known length (a Content-Length body, one chunk's data): its bytes are not read anyway.
+    if (!this.responses.skip(length)) this.sticky = `the capture lost ${length} server bytes the client acknowledged, not all inside one response body's data (the responses cannot be framed past them)`;
+    return this.sticky;
+  }
+
   answeredClientBytes(): number {
     return this.answered;
   }
