@@ -369,8 +369,19 @@ describe('httpContinue tracker, a server gap', () => {
     expect(t.answeredClientBytes()).toBe(GET('/a').length);
     expect(t.completeServerBytes()).toBe(response.length);
     expect(t.blocker()).toBeNull();
-    expect(t.serverGap!(10)).toMatch(/capture lost 10 server bytes the client acknowledged, not all inside one response body's data/);
-    expect(t.blocker()).toMatch(/capture lost 10 server bytes/);
+    expect(t.serverGap!(10)).toMatch(/^they reach past a response body's data/);
+    expect(t.blocker()).toMatch(/^the capture lost 10 server bytes the client acknowledged: they reach past/);
+  });
+  it('follows a request past lost body bytes (clientGap): the next request is framed where it starts', () => {
+    const post = b(`POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n${'p'.repeat(500)}`);
+    const t = httpContinue.createTracker();
+    t.clientData(post.subarray(0, post.length - 400));
+    expect(t.clientGap!(300)).toBeNull();
+    t.clientData(Buffer.concat([post.subarray(post.length - 100), b(GET('/next'))]));
+    t.serverData(b(OK('done') + OK('next')));
+    expect(t.answeredClientBytes()).toBe(post.length + GET('/next').length);
+    expect(t.blocker()).toBeNull();
+    expect(t.clientGap!(5)).toMatch(/^they reach past a request body's data/);
   });
 });
 

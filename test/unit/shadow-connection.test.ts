@@ -5,6 +5,7 @@ import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type ParsedSegment } from 
 import { seqAdd } from '../../src/net/seq.js';
 import type { ContinuePlugin, ExchangeTracker } from '../../src/net/shadow/exchange-tracker.js';
 import { ReplyDigest } from '../../src/net/shadow/reply-digest.js';
+import { RequestLog } from '../../src/net/shadow/request-log.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 import { checkTcpRepairState } from '../../src/net/tcp-repair-state.js';
@@ -121,7 +122,7 @@ describe('ShadowConnection', () => {
     expect(() => checkTcpRepairState(p.state)).not.toThrow();
   });
 
-  it('a request the capture lost, then its reply: reset for the bytes the server acknowledged, not for the unpaired reply', () => {
+  it('a request the capture lost, then its reply: reset for the bytes the server acknowledged (a protocol that cannot follow a gap), not for the unpaired reply', () => {
     const c = conversation();
     const t = table();
     t.segments(c.handshake, 1_000_000);
@@ -129,7 +130,7 @@ describe('ShadowConnection', () => {
     c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n'); // sent, never captured
     t.segments([c.seg(true, TCP_ACK | TCP_PSH, 'value-b\n')], 1_000_000);
     const p = t.plans(1_000_000)[0]!;
-    expect(p).toMatchObject({ kind: 'reset', reason: 'the server acknowledged 6 client bytes the capture did not see' });
+    expect(p).toMatchObject({ kind: 'reset', reason: 'the capture lost 6 client bytes the server acknowledged: this protocol\'s requests cannot be followed past a loss' });
   });
 
   it('releases answered requests and acknowledged replies (memory stays bounded by what is in flight)', () => {
@@ -167,12 +168,12 @@ describe('ShadowConnection', () => {
     ['the server acked client bytes the capture missed', (c, t) => {
       c.seg(false, TCP_ACK | TCP_PSH, 'lost\n'); // never captured
       t.segments([c.seg(true, TCP_ACK)], 1);
-    }, /server acknowledged 5 client bytes/],
+    }, /capture lost 5 client bytes the server acknowledged/],
     ['the client acked server bytes the capture missed (a protocol that cannot follow a gap)', (c, t) => {
       t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n')], 1);
       c.seg(true, TCP_ACK | TCP_PSH, 'value\n'); // never captured
       t.segments([c.seg(false, TCP_ACK)], 1);
-    }, /capture lost 6 server bytes the client acknowledged \(this protocol's replies cannot be followed past a loss\)/],
+    }, /capture lost 6 server bytes the client acknowledged: this protocol's replies cannot be followed past a loss/],
     ['a FIN', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_FIN)], 1), /client sent a FIN/],
     ['a truncated capture', (c, t) => t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), payload: Buffer.from('GE') }], 1), /truncated/],
     ['the retention bound', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'x'.repeat(5000))], 1), /more than 4096 bytes/],
@@ -241,7 +242,25 @@ describe('ShadowConnection', () => {
       t.segments([c.seg(false, TCP_ACK | TCP_PSH, encodeCommand(['INCR', 'n']).toString('latin1'), { timeMs: 1_000_000 })], 1_000_000);
       c.seg(true, TCP_ACK | TCP_PSH, ':1\r\n'); // never captured
       t.segments([c.seg(false, TCP_ACK, '', { timeMs: 1_000_001 })], 1_000_001);
-      expect(t.plans(1_000_010)[0]).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/capture lost 4 server bytes the client acknowledged, reaching past a bulk string/) });
+      expect(t.plans(1_000_010)[0]).toMatchObject({ kind: 'reset', reason: expect.stringMatching(/capture lost 4 server bytes the client acknowledged: they reach past a bulk string's payload/) });
+    });
+    it('a hole in a request the server acknowledged: answered, the connection goes on (the write logged without a key); unanswered, reset (its replay lacks the bytes)', () => {
+      const set = encodeCommand(['SET', 'k', 'w'.repeat(3000)]).toString('latin1');
+      for (const answered of [true, false]) {
+        const c = conversation();
+        const log = new RequestLog();
+        const t = new ShadowTable({ services: [SERVER], plugin: respContinue, requestLog: log });
+        t.segments(c.handshake, 1_000_000);
+        const segs = [0, 1000, 2000, 3000].map((at) => c.seg(false, TCP_ACK | TCP_PSH, set.slice(at, at + 1000), { timeMs: 1_000_001 }));
+        t.segments([segs[0]!, segs[2]!, segs[3]!], 1_000_001); // segs[1] never captured
+        t.segments([c.seg(true, TCP_ACK | (answered ? TCP_PSH : 0), answered ? '+OK\r\n' : '', { timeMs: 1_000_005 })], 1_000_005);
+        const p = t.plans(1_000_010)[0]!;
+        if (answered) {
+          if (p.kind !== 'restore') throw new Error(p.reason);
+          expect(p.replay.length).toBe(0);
+          expect(log.snapshot().writes.map((w) => [w.command, w.key, w.answeredMs])).toEqual([['set', null, 1_000_005]]);
+        } else expect(p).toMatchObject({ kind: 'reset', reason: 'client requests not yet answered were not retained' });
+      }
     });
     it('a hole inside the reply in progress at the death: reset (the replay\'s reply cannot be checked against bytes never seen)', () => {
       const c = conversation();

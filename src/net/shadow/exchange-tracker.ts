@@ -88,9 +88,24 @@ export interface ExchangeTracker {
    * and the capture never saw (its ring overflowed); at: when the acknowledgement was captured
    * (late: the bytes themselves came earlier). null: the tracker followed the stream past them
    * (they lie inside a payload of known length, whose bytes it does not read); otherwise why it
-   * cannot, and the connection is not continued. Absent: no gap can be followed.
+   * cannot (the connection is not continued; the shadow says that bytes were lost first: see
+   * gapReason). Absent: no gap can be followed.
    */
   serverGap?(length: number, at?: ChunkTime): string | null;
+  /**
+   * Optional: the same for `length` bytes of the client's stream the server acknowledged. A
+   * request they belong to is framed on without them: if it is still unanswered at a takeover,
+   * its replay is missing bytes and the connection is reset.
+   */
+  clientGap?(length: number): string | null;
+}
+
+/**
+ * Why a connection is not continued after the capture lost `length` bytes of one side's stream
+ * that the other side acknowledged: `why` the protocol cannot be followed past them.
+ */
+export function gapReason(length: number, side: 'server' | 'client', why: string): string {
+  return `the capture lost ${length} ${side} bytes the ${side === 'server' ? 'client' : 'server'} acknowledged: ${why}`;
 }
 
 /** Counts complete replies in an upstream's byte stream (the relay swallows the preamble's). */

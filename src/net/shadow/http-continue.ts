@@ -18,7 +18,7 @@
 // very bytes the client has of it, or the client is reset. Responses usually carry a Date field
 // (RFC 9110 §6.6.1), so one cut in its head after the second turned is reset, never mixed.
 import { Http1Framer, type Http1Event, type Http1Head } from '../http1-framer.js';
-import type { ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ContinuePlugin, type ExchangeTracker, type ReplyCounter, type SessionPreamble } from './exchange-tracker.js';
 
 /** Requests waiting for a response beyond this many block the connection (memory bound). */
 export const MAX_PENDING = 10_000;
@@ -61,10 +61,19 @@ class HttpTracker implements ExchangeTracker {
   }
 
   serverGap(length: number): string | null {
+    return this.gap(this.responses, length, 'server', 'they reach past a response body\'s data, and the responses cannot be framed past them');
+  }
+
+  clientGap(length: number): string | null {
+    return this.gap(this.requests, length, 'client', 'they reach past a request body\'s data, and the requests cannot be framed past them');
+  }
+
+  /** Bytes lost inside a body of known length (a Content-Length body, one chunk's data) are skipped: they are not read anyway. */
+  private gap(framer: Http1Framer, length: number, side: 'server' | 'client', why: string): string | null {
     if (this.sticky) return this.sticky;
-    // Inside a body of known length (a Content-Length body, one chunk's data): its bytes are not read anyway.
-    if (!this.responses.skip(length)) this.sticky = `the capture lost ${length} server bytes the client acknowledged, not all inside one response body's data (the responses cannot be framed past them)`;
-    return this.sticky;
+    if (framer.skip(length)) return null;
+    this.sticky = gapReason(length, side, why);
+    return why;
   }
 
   answeredClientBytes(): number {

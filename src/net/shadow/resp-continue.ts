@@ -6,7 +6,7 @@
 // that sit inside server-side state it cannot rebuild (MULTI, WATCH) are blocked. Spec:
 // https://redis.io/docs/latest/develop/reference/protocol-spec/ and the command pages it links.
 import { RespFramer } from '../resp-framer.js';
-import type { ChunkTime, ContinuePlugin, ExchangeTracker, ReplyCounter, SessionPreamble, TrackerContext } from './exchange-tracker.js';
+import { gapReason, type ChunkTime, type ContinuePlugin, type ExchangeTracker, type ReplyCounter, type SessionPreamble, type TrackerContext } from './exchange-tracker.js';
 import type { CapturedProbe } from './probe-capture-times.js';
 import type { LoggedWrite } from './request-log.js';
 import { RespRequestFramer, type RespRequest } from './resp-request.js';
@@ -112,8 +112,20 @@ class RespTracker implements ExchangeTracker {
     // ending there ends at the gap's end (serverBase), answered by the time of `at`.
     this.serverAt = at ?? null;
     this.serverBase = this.replies.offset;
-    if (!this.replies.skip(length)) this.sticky = `the capture lost ${length} server bytes the client acknowledged, reaching past a bulk string (the replies cannot be framed past them)`;
-    return this.sticky;
+    if (this.replies.skip(length)) return null;
+    const why = 'they reach past a bulk string\'s payload, and the replies cannot be framed past them';
+    this.sticky = gapReason(length, 'server', why);
+    return why;
+  }
+
+  clientGap(length: number): string | null {
+    if (this.sticky) return this.sticky;
+    // Inside an argument's payload: the request is framed on, without its digest (a write then
+    // cannot be matched; one unanswered is not replayed: its bytes are gone).
+    if (this.requests.skip(length)) return null;
+    const why = 'they reach past an argument\'s payload, and the requests cannot be framed past them';
+    this.sticky = gapReason(length, 'client', why);
+    return why;
   }
 
   answeredClientBytes(): number {

@@ -41,7 +41,8 @@ export interface RespRequest {
   answered: boolean;
   /**
    * With digestOf(name): argumentsDigest of the whole command (name lowercased); null for an
-   * inline request (Redis re-encodes it, quoted words and all). Absent otherwise.
+   * inline request (Redis re-encodes it, quoted words and all) and for one whose bytes a capture
+   * lost (skip()). Absent otherwise.
    */
   digest?: string | null;
 }
@@ -119,6 +120,8 @@ export class RespRequestFramer {
   private digestName: Buffer | null = null;
   /** The digest computed as the bytes pass, once a digested request's arguments are too large to keep. */
   private hash: Hash | null = null;
+  /** Bytes of the request in progress were skipped (skip()): it has no digest. */
+  private digestLost = false;
 
   /**
    * keepArgs(name): whether to keep the (small) arguments of commands with that name;
@@ -204,6 +207,30 @@ export class RespRequestFramer {
     return done;
   }
 
+  /**
+   * Passes over `length` bytes not seen (a capture's loss) when they lie inside the payload of
+   * an argument after the name: the request is still framed, but its arguments are not all
+   * kept (truncated) and it has no digest (null: it cannot be looked up in a replication
+   * stream). false (nothing changes) when they reach past that payload or lie elsewhere.
+   */
+  skip(length: number): boolean {
+    if (this.broken || length <= 0 || this.state !== 'bulkBody' || this.argIndex === 0 || length > this.bulkLeft) return false;
+    this.offset += length;
+    this.bulkLeft -= length;
+    if (this.capturing) {
+      this.capturing = false;
+      this.capture = [];
+      this.req.truncated = true;
+    }
+    this.digestLost = this.digestName !== null;
+    this.hash = null;
+    if (this.bulkLeft === 0) {
+      this.state = 'bulkTail';
+      this.tail = 2;
+    }
+    return true;
+  }
+
   private onHeader(end: number, done: RespRequest[]): void {
     const text = this.state === 'bulkHeader' ? this.header.slice(1) : this.header;
     this.header = '';
@@ -228,7 +255,7 @@ export class RespRequestFramer {
       this.capturing = false;
       this.req.truncated = true;
       // Not kept whole: digested as the rest passes, from what was kept so far.
-      if (digested) this.startHash(this.digestName!);
+      if (digested && !this.digestLost) this.startHash(this.digestName!);
     }
     this.hash?.update(lengthBytes(n));
     if (this.argIndex === 0 && n > NAME_KEEP) this.capturing = false;
@@ -288,10 +315,12 @@ export class RespRequestFramer {
   }
 
   private finish(end: number, answered: boolean, done: RespRequest[]): void {
-    if (this.hash) this.req.digest = this.hash.digest('hex');
+    if (this.digestLost) this.req.digest = null;
+    else if (this.hash) this.req.digest = this.hash.digest('hex');
     else if (this.digestName) this.req.digest = argumentsDigest([this.digestName, ...this.req.args]);
     this.hash = null;
     this.digestName = null;
+    this.digestLost = false;
     this.req.end = end;
     this.req.answered = answered;
     done.push(this.req);

@@ -16,7 +16,7 @@ import { peerWindowKnowledge } from '../flow-knowledge.js';
 import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
-import type { ContinuePlugin, ExchangeTracker, ProtocolGoodbye, SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
 import type { ProbeCaptureTimes } from './probe-capture-times.js';
@@ -168,6 +168,10 @@ export class ShadowConnection {
     }
     if (this.unsynced) this.checkSync(s, fromServer);
     if (s.flags & TCP_ACK) this.acked(s.ack, fromServer);
+    // Data from an end that holds bytes the capture lacks (its ACK) may answer them (a reply to a
+    // request the capture lost): the hole is skipped before the tracker takes that data, so the
+    // tracker pairs them, not the reply with nothing. A pure ACK waits REORDER_MS instead.
+    if (s.payloadLength > 0) (fromServer ? this.toServer : this.toClient)?.skipAcknowledged();
     const dataSeq = s.flags & TCP_SYN ? seqAdd(s.seq, 1) : s.seq;
     if (s.payloadLength > 0) stream.data(dataSeq, s.payload ?? Buffer.alloc(0), s.payloadLength);
     this.letGo();
@@ -213,7 +217,8 @@ export class ShadowConnection {
     const blocked = (reason: string): ContinuePlan => ({ kind: 'reset', server: this.server, client: this.client, reason, dead: this.deadConnection(nowMs) });
     const cs = this.clientSyn;
     const ss = this.serverSyn;
-    // Server bytes the client acknowledged that the capture still lacks are not waited for any longer.
+    // Bytes one end acknowledged that the capture still lacks are not waited for any longer.
+    this.toServer?.skipAcknowledged();
     this.toClient?.skipAcknowledged();
     if (this.ended) return blocked(this.ended);
     // A capture loss not made good: a lost frame in the middle of a stream shows as a hole
@@ -227,12 +232,8 @@ export class ShadowConnection {
     for (const [name, stream] of [['client', this.toServer], ['server', this.toClient]] as const) {
       if (stream.broken) return blocked(`the ${name}'s stream cannot be rebuilt: ${stream.broken}`);
     }
-    // What the server acknowledged must be what we hold: a byte it had and we did not see is a
-    // hole that no replay can fill. Checked before the protocol: a request the capture lost
-    // leaves its reply unpaired, and the tracker's "more replies than requests" would hide why.
-    const serverAcked = this.server0.ack === undefined ? 0 : this.toServer.offsetOf(this.server0.ack);
-    if (serverAcked > this.toServer.next) return blocked(`the server acknowledged ${serverAcked - this.toServer.next} client bytes the capture did not see`);
-    // Server bytes the client acknowledged beyond the copy were skipped above (or ended it).
+    // Bytes either end acknowledged beyond the copy were skipped above, or ended it (a request
+    // the capture lost leaves its reply unpaired: the reason names the loss, not the pairing).
     const clientAcked = this.toClient.offsetOf(this.client0.ack);
     const protocol = this.tracker.blocker();
     if (protocol) return blocked(protocol);
@@ -317,14 +318,24 @@ export class ShadowConnection {
         // Server bytes the client holds that the capture lost: the tracker follows past them or
         // says why not. Inside a reply in progress, its digest then lacks them (plan() blocks).
         (_offset, length) => {
-          const why = this.tracker.serverGap ? this.tracker.serverGap(length, { ms: this.segmentMs, late: true }) : `the capture lost ${length} server bytes the client acknowledged (this protocol's replies cannot be followed past a loss)`;
-          if (why) this.ended ??= why;
+          const why = this.tracker.serverGap ? this.tracker.serverGap(length, { ms: this.segmentMs, late: true }) : 'this protocol\'s replies cannot be followed past a loss';
+          if (why) this.ended ??= gapReason(length, 'server', why);
         },
       );
     } else {
       if (this.clientSyn) return;
       this.clientSyn = side;
-      this.toServer = new StreamReassembly(s.seq, this.maxRetained, (chunk, _offset, late) => this.tracker.clientData(chunk, { ms: this.segmentMs, late }));
+      this.toServer = new StreamReassembly(
+        s.seq,
+        this.maxRetained,
+        (chunk, _offset, late) => this.tracker.clientData(chunk, { ms: this.segmentMs, late }),
+        // Client bytes the server holds that the capture lost (a request answered or not: the
+        // plan's replay of an unanswered one finds its bytes gone and resets).
+        (_offset, length) => {
+          const why = this.tracker.clientGap ? this.tracker.clientGap(length) : 'this protocol\'s requests cannot be followed past a loss';
+          if (why) this.ended ??= gapReason(length, 'client', why);
+        },
+      );
     }
   }
 
@@ -351,8 +362,8 @@ export class ShadowConnection {
     const stream = fromServer ? this.toServer : this.toClient;
     if (!stream) return;
     if (sender.ack === undefined || stream.offsetOf(ack) > stream.offsetOf(sender.ack)) sender.ack = ack;
-    // The client's ACK tells which server bytes it holds: a hole below it will not fill.
-    if (!fromServer) stream.acknowledged(stream.offsetOf(sender.ack), this.segmentMs);
+    // An ACK tells which bytes its sender holds: a hole below it will not fill.
+    stream.acknowledged(stream.offsetOf(sender.ack), this.segmentMs);
   }
 
   /**

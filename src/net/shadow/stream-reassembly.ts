@@ -4,9 +4,10 @@
 // server saw, and the server too gets out-of-order segments when the network drops one.
 // A hole the receiver has acknowledged never fills (no sender retransmits acknowledged bytes):
 // the capture lost those frames (its ring overflowed). Such a hole is skipped where the owner
-// can follow the stream past it (`onGap`: a reply framer inside a payload of known length), once
-// the acknowledgement has been seen for REORDER_MS of capture time (a capture on several CPUs can
-// hand a frame over a few µs after a later one) or the segments waiting beyond it reach the bound.
+// can follow the stream past it (`onGap`: a framer inside a payload of known length), once the
+// acknowledgement has been seen for REORDER_MS of capture time (a capture on several CPUs can hand
+// a frame over a few µs after a later one), when the segments waiting beyond it reach the bound,
+// or when the owner says so (skipAcknowledged: the receiver sent data that may answer the bytes).
 // Offsets are stream offsets (bytes since the SYN, 0 = first data byte); they never wrap.
 import { seqAdd, seqDiff } from '../seq.js';
 
