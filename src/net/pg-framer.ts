@@ -63,6 +63,23 @@ export class PgMessageFramer {
   }
 
   /**
+   * Passes over `length` bytes not seen (a capture's loss) when they lie inside the body of the
+   * message being read, after the bytes keep(type) asked for (a DataRow's values, say): the
+   * message is framed as if they had been seen. Returns the message they complete, if any; null
+   * (nothing changes) when they reach past the body, into its kept bytes, or the header.
+   */
+  skip(length: number): PgMessage[] | null {
+    if (this.broken || length <= 0 || !this.inBody || this.keptBytes < this.keepLimit || length > this.remaining) return null;
+    this.offset += length;
+    this.remaining -= length;
+    if (this.remaining > 0) return [];
+    this.inBody = false;
+    const m: PgMessage = { type: this.type, length: this.length, end: this.offset, body: this.kept.length === 1 ? this.kept[0]! : Buffer.concat(this.kept), truncated: this.keptBytes < this.length };
+    this.kept = [];
+    return [m];
+  }
+
+  /**
    * Feeds bytes; returns the messages they completed, in order. `until(message)` returning true
    * stops right after that message: the rest of the chunk is not consumed (see `offset`), for a
    * caller whose framing changes there (an SSLRequest's one-byte answer). Never throws.

@@ -371,6 +371,46 @@ function login(t: ExchangeTracker): void {
   t.serverData(LOGIN_S);
 }
 
+describe('pgContinue, bytes a capture lost', () => {
+  it('skips inside a DataRow\'s values (server) and a CopyData-like body past what is kept (client); not into kept bytes, a header, or past the body', () => {
+    const big = 'x'.repeat(5000);
+    const reply = Buffer.concat([rowDesc(), dataRow(big), complete('SELECT 1'), ready('I')]);
+    const t = tracker([Q('SELECT big FROM t')]);
+    const rowAt = rowDesc().length;
+    t.serverData(reply.subarray(0, rowAt + 100));
+    expect(t.serverGap!(4000)).toBeNull();
+    t.serverData(reply.subarray(rowAt + 4100));
+    expect(t.blocker()).toBeNull();
+    expect(t.completeServerBytes()).toBe(LOGIN_S.length + reply.length);
+    // The reply completed: a next query is unanswered, replayable.
+    const answered = t.answeredClientBytes();
+    t.clientData(Q('SELECT 1'));
+    expect(t.answeredClientBytes()).toBe(answered);
+    // Into a message's header (between messages): refused, and the tracker says why.
+    expect(t.serverGap!(3)).toMatch(/^they reach past a message body's unread part/);
+    expect(t.blocker()).toMatch(/^the capture lost 3 server bytes the client acknowledged/);
+    // A query's text is kept (the tracker reads it): not skipped.
+    const q = pgContinue().createTracker();
+    q.clientData(LOGIN_C);
+    q.serverData(LOGIN_S);
+    q.clientData(Q(big).subarray(0, 50));
+    expect(q.clientGap!(10)).toMatch(/^they reach past/);
+  });
+  it('PgMessageFramer.skip: the message completes where the skip ends it; kept bytes and headers are never skipped', () => {
+    const f = new PgMessageFramer({ typed: true, keep: (t) => (t === 'E' ? 8 : 0) });
+    const d = dataRow('abcdefghij');
+    f.push(d.subarray(0, 9));
+    expect(f.skip(d.length - 9 + 1)).toBeNull(); // past the body
+    expect(f.skip(d.length - 9)).toEqual([expect.objectContaining({ type: 'D', end: d.length, truncated: true })]);
+    expect(f.skip(1)).toBeNull(); // between messages
+    const e = error('42P01');
+    f.push(e.subarray(0, 8));
+    expect(f.skip(2)).toBeNull(); // inside the 8 bytes kept
+    f.push(e.subarray(8, 13));
+    expect(f.skip(e.length - 13)).toEqual([expect.objectContaining({ type: 'E', end: d.length + e.length })]);
+  });
+});
+
 describe('pgContinue in a ShadowTable plan', () => {
   const SERVER = { address: '198.18.5.10', port: 5432 };
   const conversation = () => shadowConversation(pgContinue(), SERVER, (seg) => [seg(false, LOGIN_C), seg(true, LOGIN_S)]);

@@ -19,7 +19,7 @@
 // Spec: https://www.postgresql.org/docs/current/protocol-flow.html, protocol-message-formats.html.
 import { postgresErrorResponse } from '../goodbye/postgres.js';
 import { cstr, int32, PgBodyReader, PgMessageFramer, pgMessage, type PgMessage } from '../pg-framer.js';
-import type { ContinuePlugin, ExchangeTracker, ProtocolGoodbye, ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReplyCounter, type SessionPreamble } from './exchange-tracker.js';
 import { pgLoginDialog } from './pg-login.js';
 import { sessionEffect, splitStatements, type SessionEffect } from './pg-sql.js';
 
@@ -321,6 +321,30 @@ class PgTracker implements ExchangeTracker {
   private push(r: Request): void {
     if (this.pending.length - this.head >= MAX_PENDING) return void (this.sticky = `more than ${MAX_PENDING} requests pending`);
     this.pending.push(r);
+  }
+
+  serverGap(length: number): string | null {
+    if (this.sticky) return this.sticky;
+    // Inside a message's body, past what the tracker reads of it (a DataRow's values, say).
+    const done = this.negotiating ? null : this.server.skip(length);
+    if (done === null) return this.gapRefused(length, 'server', 'they reach past a message body\'s unread part, and the messages cannot be framed past them');
+    for (const m of done) this.onServerMessage(m);
+    return null;
+  }
+
+  clientGap(length: number): string | null {
+    if (this.sticky) return this.sticky;
+    // Inside a message's body past what the tracker keeps (CopyData, a Bind's parameter values):
+    // a request still unanswered at a takeover then cannot be replayed, its bytes being gone.
+    const done = this.startup === null ? null : this.client.skip(length);
+    if (done === null) return this.gapRefused(length, 'client', 'they reach past a message body\'s unread part, and the messages cannot be framed past them');
+    for (const m of done) this.onClientMessage(m);
+    return null;
+  }
+
+  private gapRefused(length: number, side: 'server' | 'client', why: string): string {
+    this.sticky = gapReason(length, side, why);
+    return why;
   }
 
   private onServerMessage(m: PgMessage): void {

@@ -32,8 +32,6 @@ export class StreamReassembly {
   private ackedTo = 0;
   /** Capture time (ms since the epoch) the receiver was first seen holding bytes beyond `next`, or null. */
   private ackedAheadSinceMs: number | null = null;
-  /** Bytes skipped so far (holes the receiver acknowledged). */
-  skippedBytes = 0;
 
   /**
    * @param isn the SYN's sequence number
@@ -79,7 +77,6 @@ export class StreamReassembly {
       const from = this.next;
       this.release(from);
       this.next = this.keptFrom = to;
-      this.skippedBytes += to - from;
       this.onGap(from, to - from);
       this.drainPending();
     }
