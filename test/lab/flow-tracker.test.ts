@@ -77,16 +77,19 @@ describe('FlowTracker on an interface that goes down and comes back', () => {
       return watch.waitFor(cmd, 10_000, (e) => Number(e.t) >= sentAt);
     };
     const flowPorts = async () => ((await ask('flows')) as unknown as { flows: FlowRecord[] }).flows.map((f) => f.a.port);
+    // The ring hands blocks over every few ms; a loaded run's loops take longer (a fixed 100 ms
+    // was once too short in CI, and so was none at all for the first flow). A capture that
+    // stopped would never list it.
+    const listed = (port: number, when: string) =>
+      eventually(async () => ((await flowPorts()).includes(port) ? true : undefined), 5000, `the flow of port ${port} ${when}`).catch(async (err: Error) => {
+        throw new Error(`${err.message}; capture stats ${JSON.stringify(await ask('stats'))}`);
+      });
     const first = await connect();
-    expect(await flowPorts()).toContain(first.localPort);
+    await listed(first.localPort, 'before the link went down');
     await lab.exec('server', 'ip', ['link', 'set', 'eth0', 'down']);
     await lab.exec('server', 'ip', ['link', 'set', 'eth0', 'up']);
     const second = await connect();
-    // The ring hands blocks over every few ms; a loaded run's loops take longer (a fixed 100 ms
-    // was once too short in CI). A capture that stopped would never list it.
-    await eventually(async () => ((await flowPorts()).includes(second.localPort) ? true : undefined), 5000, `the flow of port ${second.localPort} after the link came back`).catch(async (err: Error) => {
-      throw new Error(`${err.message}; capture stats ${JSON.stringify(await ask('stats'))}`);
-    });
+    await listed(second.localPort, 'after the link came back');
     expect(await ask('stats')).toMatchObject({ pollErrors: 1, lastErrno: 100 /* ENETDOWN */, polling: true });
   });
 });
