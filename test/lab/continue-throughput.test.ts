@@ -9,7 +9,7 @@
 // frames of a reply in b's capture before the takeover.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
+import { agentsLab, shadowFollowing, startContinueAgents, type AgentsLab } from './agents-lab.js';
 import { startRedisPair } from './redis.js';
 import { until } from './replication-cluster.js';
 
@@ -31,8 +31,17 @@ interface GetResult { transfers: Array<[number, number]>; mismatches: number; er
 /** The lab of both tests: the value written, the agents up, the bulk reader's connection opened through the service address. */
 async function bulkLab(prefix: string) {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, prefix);
+  const pair = await startRedisPair(m.lab);
+  try {
+    return { ...m, ...pair, ...(await bulkSetUp(m, pair)) };
+  } catch (err) {
+    await pair.stop(); // the tests stop it once this returned
+    throw err;
+  }
+}
+
+async function bulkSetUp(m: AgentsLab, pair: Awaited<ReturnType<typeof startRedisPair>>) {
   const { lab, vip } = m;
-  const pair = await startRedisPair(lab);
   // The value is written first, apart: the measured connection only reads (a shadow lets go of
   // a connection whose unanswered request passes 8 MiB).
   const bulk = lab.spawn('c', bulkFixture);
@@ -55,7 +64,7 @@ async function bulkLab(prefix: string) {
     expect(taken.continueError).toBeUndefined();
     return taken;
   };
-  return { ...m, ...pair, bulk, agent: agents.agent, takeover };
+  return { bulk, agent: agents.agent, takeover };
 }
 
 it('a 100 MB transfer after the takeover runs at the rate it had before', async () => {
