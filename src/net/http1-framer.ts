@@ -180,7 +180,7 @@ export class Http1Framer {
    * trailer). Returns what they completed (a message whose Content-Length body they end), as
    * push() does; null (nothing changes) when they reach past that, or the framer is broken.
    */
-  skip(length: number): Http1Event[] | null {
+  skipLost(length: number): Http1Event[] | null {
     if (this.broken || length <= 0 || (this.state !== 'body' && this.state !== 'chunkData') || length > this.remaining) return null;
     const events: Http1Event[] = [];
     this.offset += length;

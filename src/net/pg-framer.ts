@@ -68,7 +68,7 @@ export class PgMessageFramer {
    * message is framed as if they had been seen. Returns the message they complete, if any; null
    * (nothing changes) when they reach past the body, into its kept bytes, or the header.
    */
-  skip(length: number): PgMessage[] | null {
+  skipLost(length: number): PgMessage[] | null {
     if (this.broken || length <= 0 || !this.inBody || this.keptBytes < this.keepLimit || length > this.remaining) return null;
     this.offset += length;
     this.remaining -= length;

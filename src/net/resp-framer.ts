@@ -119,7 +119,7 @@ export class RespFramer {
    * push() does (at most one: the blob's, where the skip ends on its CRLF); null (nothing
    * changes) when the bytes reach past the blob or no blob is being read, or the framer is broken.
    */
-  skip(length: number): number[] | null {
+  skipLost(length: number): number[] | null {
     const inBlob = this.blobRemaining > 0 || this.blobTail > 0;
     if (this.broken || length <= 0 || !inBlob) return null;
     const payload = Math.max(this.blobRemaining, 0);

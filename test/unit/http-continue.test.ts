@@ -156,7 +156,7 @@ describe('Http1Framer', () => {
     for (let i = 0; i < body.length; i += 65536) expect(ends(f.push(body.subarray(i, i + 65536)))).toHaveLength(i + 65536 >= body.length ? 1 : 0);
     expect(f.offset).toBe(44 + 5_000_000);
   });
-  it('skip(): bytes a capture lost inside a Content-Length body or a chunk\'s data, and nothing else; the framing after it is unchanged', () => {
+  it('skipLost(): bytes a capture lost inside a Content-Length body or a chunk\'s data, and nothing else; the framing after it is unchanged', () => {
     const stream = b(`${OK('0123456789')}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n${OK('xy')}`);
     const whole = ends(new Http1Framer('response').push(stream));
     const first = OK('0123456789').length;
@@ -168,7 +168,7 @@ describe('Http1Framer', () => {
       for (let length = 1; from + length <= stream.length && length <= 12; length++) {
         const f = new Http1Framer('response');
         const before = ends(f.push(stream.subarray(0, from)));
-        const gap = f.skip(length);
+        const gap = f.skipLost(length);
         expect(gap !== null, `${from}+${length}`).toBe(bodies.some(([start, end]) => from >= start! && from + length <= end!));
         if (gap === null) {
           expect(f.offset).toBe(from);

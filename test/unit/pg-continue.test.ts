@@ -396,18 +396,18 @@ describe('pgContinue, bytes a capture lost', () => {
     q.clientData(Q(big).subarray(0, 50));
     expect(q.clientGap!(10)).toMatch(/^they reach past/);
   });
-  it('PgMessageFramer.skip: the message completes where the skip ends it; kept bytes and headers are never skipped', () => {
+  it('PgMessageFramer.skipLost: the message completes where the skip ends it; kept bytes and headers are never skipped', () => {
     const f = new PgMessageFramer({ typed: true, keep: (t) => (t === 'E' ? 8 : 0) });
     const d = dataRow('abcdefghij');
     f.push(d.subarray(0, 9));
-    expect(f.skip(d.length - 9 + 1)).toBeNull(); // past the body
-    expect(f.skip(d.length - 9)).toEqual([expect.objectContaining({ type: 'D', end: d.length, truncated: true })]);
-    expect(f.skip(1)).toBeNull(); // between messages
+    expect(f.skipLost(d.length - 9 + 1)).toBeNull(); // past the body
+    expect(f.skipLost(d.length - 9)).toEqual([expect.objectContaining({ type: 'D', end: d.length, truncated: true })]);
+    expect(f.skipLost(1)).toBeNull(); // between messages
     const e = error('42P01');
     f.push(e.subarray(0, 8));
-    expect(f.skip(2)).toBeNull(); // inside the 8 bytes kept
+    expect(f.skipLost(2)).toBeNull(); // inside the 8 bytes kept
     f.push(e.subarray(8, 13));
-    expect(f.skip(e.length - 13)).toEqual([expect.objectContaining({ type: 'E', end: d.length + e.length })]);
+    expect(f.skipLost(e.length - 13)).toEqual([expect.objectContaining({ type: 'E', end: d.length + e.length })]);
   });
 });
 

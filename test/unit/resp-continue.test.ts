@@ -42,14 +42,14 @@ describe('RespFramer', () => {
   });
 });
 
-describe('RespFramer.skip (bytes a capture lost)', () => {
+describe('RespFramer.skipLost (bytes a capture lost)', () => {
   const reply = b('*2\r\n$10\r\n0123456789\r\n:5\r\n+OK\r\n');
   // The blob's payload is bytes 9..19 (exclusive), its CRLF 19..21; the array ends after ':5' (25), '+OK' at 30.
   it('passes over bytes inside a blob, to its CRLF at most, and frames on as if it had seen them', () => {
     for (const [from, to] of [[9, 19], [10, 15], [9, 21], [12, 20], [19, 21], [20, 21]] as const) {
       const f = new RespFramer();
       const seen = f.push(reply.subarray(0, from));
-      const skipped = f.skip(to - from);
+      const skipped = f.skipLost(to - from);
       expect(skipped, `${from}..${to}`).toEqual([]);
       expect(f.offset).toBe(to);
       const after = f.push(reply.subarray(to)).map((e) => e + to);
@@ -60,7 +60,7 @@ describe('RespFramer.skip (bytes a capture lost)', () => {
   it('returns where a top-level blob ends when the skip ends on its CRLF', () => {
     const f = new RespFramer();
     f.push(b('$5\r\nab'));
-    expect(f.skip(5)).toEqual([5]);
+    expect(f.skipLost(5)).toEqual([5]);
     expect(f.between).toBe(true);
     expect(f.push(b('+OK\r\n'))).toEqual([5]);
   });
@@ -69,13 +69,13 @@ describe('RespFramer.skip (bytes a capture lost)', () => {
       const f = new RespFramer();
       f.push(reply.subarray(0, from));
       const offset = f.offset;
-      expect(f.skip(len), `${from}+${len}`).toBeNull();
+      expect(f.skipLost(len), `${from}+${len}`).toBeNull();
       expect(f.offset).toBe(offset);
       expect(f.push(reply.subarray(from)).map((e) => e + from)).toEqual([25, 30].filter((e) => e > from));
     }
     const broken = new RespFramer();
     broken.push(b('$3\r\nfooXY'));
-    expect(broken.skip(1)).toBeNull();
+    expect(broken.skipLost(1)).toBeNull();
   });
 });
 
@@ -287,7 +287,7 @@ describe('fuzz (seeded, bounded)', () => {
       const length = 1 + pick(Math.min(20, stream.length - from));
       const f = new RespFramer();
       const before = f.push(stream.subarray(0, from));
-      const ends = f.skip(length);
+      const ends = f.skipLost(length);
       expect(ends !== null, `${from}+${length}`).toBe(blobs.some(([first, end]) => from >= first! && from + length <= end!));
       if (ends === null) {
         expect(f.offset).toBe(from);

@@ -71,7 +71,7 @@ class HttpTracker implements ExchangeTracker {
   /** Bytes lost inside a body of known length (a Content-Length body, one chunk's data) are skipped: they are not read anyway. */
   private gap(framer: Http1Framer, length: number, side: 'server' | 'client', why: string): string | null {
     if (this.sticky) return this.sticky;
-    if (framer.skip(length)) return null;
+    if (framer.skipLost(length)) return null;
     this.sticky = gapReason(length, side, why);
     return why;
   }

@@ -326,7 +326,7 @@ class PgTracker implements ExchangeTracker {
   serverGap(length: number): string | null {
     if (this.sticky) return this.sticky;
     // Inside a message's body, past what the tracker reads of it (a DataRow's values, say).
-    const done = this.negotiating ? null : this.server.skip(length);
+    const done = this.negotiating ? null : this.server.skipLost(length);
     if (done === null) return this.gapRefused(length, 'server', 'they reach past a message body\'s unread part, and the messages cannot be framed past them');
     for (const m of done) this.onServerMessage(m);
     return null;
@@ -336,7 +336,7 @@ class PgTracker implements ExchangeTracker {
     if (this.sticky) return this.sticky;
     // Inside a message's body past what the tracker keeps (CopyData, a Bind's parameter values):
     // a request still unanswered at a takeover then cannot be replayed, its bytes being gone.
-    const done = this.startup === null ? null : this.client.skip(length);
+    const done = this.startup === null ? null : this.client.skipLost(length);
     if (done === null) return this.gapRefused(length, 'client', 'they reach past a message body\'s unread part, and the messages cannot be framed past them');
     for (const m of done) this.onClientMessage(m);
     return null;

@@ -112,7 +112,7 @@ class RespTracker implements ExchangeTracker {
     // ending there ends at the gap's end (serverBase), answered by the time of `at`.
     this.serverAt = at ?? null;
     this.serverBase = this.replies.offset;
-    if (this.replies.skip(length)) return null;
+    if (this.replies.skipLost(length)) return null;
     const why = 'they reach past a bulk string\'s payload, and the replies cannot be framed past them';
     this.sticky = gapReason(length, 'server', why);
     return why;
@@ -122,7 +122,7 @@ class RespTracker implements ExchangeTracker {
     if (this.sticky) return this.sticky;
     // Inside an argument's payload: the request is framed on, without its digest (a write then
     // cannot be matched; one unanswered is not replayed: its bytes are gone).
-    if (this.requests.skip(length)) return null;
+    if (this.requests.skipLost(length)) return null;
     const why = 'they reach past an argument\'s payload, and the requests cannot be framed past them';
     this.sticky = gapReason(length, 'client', why);
     return why;

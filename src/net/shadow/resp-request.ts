@@ -42,7 +42,7 @@ export interface RespRequest {
   /**
    * With digestOf(name): argumentsDigest of the whole command (name lowercased); null for an
    * inline request (Redis re-encodes it, quoted words and all) and for one whose bytes a capture
-   * lost (skip()). Absent otherwise.
+   * lost (skipLost()). Absent otherwise.
    */
   digest?: string | null;
 }
@@ -55,6 +55,11 @@ export interface RespRequest {
 export function argumentsDigest(argv: readonly Uint8Array[]): string {
   // One buffer, hashed at once: a takeover digests every command of the stream it reads back
   // (30,000 INCRs took 70-130 ms with a Hash object and three updates each).
+  return sha1Hex(digestedBytes(argv));
+}
+
+/** What argumentsDigest hashes: each word's length (4 bytes, big-endian) and its bytes, the name lowercased. */
+function digestedBytes(argv: readonly Uint8Array[]): Buffer {
   let size = 0;
   for (const a of argv) size += 4 + a.length;
   const bytes = Buffer.allocUnsafe(size);
@@ -65,7 +70,7 @@ export function argumentsDigest(argv: readonly Uint8Array[]): string {
     if (i === 0) lowerLatin1(bytes, at + 4, at + 4 + a.length);
     at += 4 + a.length;
   });
-  return sha1Hex(bytes);
+  return bytes;
 }
 
 /**
@@ -120,7 +125,7 @@ export class RespRequestFramer {
   private digestName: Buffer | null = null;
   /** The digest computed as the bytes pass, once a digested request's arguments are too large to keep. */
   private hash: Hash | null = null;
-  /** Bytes of the request in progress were skipped (skip()): it has no digest. */
+  /** Bytes of the request in progress were skipped (skipLost()): it has no digest. */
   private digestLost = false;
 
   /**
@@ -213,7 +218,7 @@ export class RespRequestFramer {
    * kept (truncated) and it has no digest (null: it cannot be looked up in a replication
    * stream). false (nothing changes) when they reach past that payload or lie elsewhere.
    */
-  skip(length: number): boolean {
+  skipLost(length: number): boolean {
     if (this.broken || length <= 0 || this.state !== 'bulkBody' || this.argIndex === 0 || length > this.bulkLeft) return false;
     this.offset += length;
     this.bulkLeft -= length;
@@ -255,7 +260,7 @@ export class RespRequestFramer {
       this.capturing = false;
       this.req.truncated = true;
       // Not kept whole: digested as the rest passes, from what was kept so far.
-      if (digested && !this.digestLost) this.startHash(this.digestName!);
+      if (digested && !this.digestLost) this.hash = createHash('sha1').update(digestedBytes([this.digestName!, ...this.req.args]));
     }
     this.hash?.update(lengthBytes(n));
     if (this.argIndex === 0 && n > NAME_KEEP) this.capturing = false;
@@ -301,17 +306,6 @@ export class RespRequestFramer {
       if (!this.req.truncated) this.req.args = args.map((w) => Buffer.from(w, 'latin1'));
     }
     this.finish(end, true, done);
-  }
-
-  /** A Hash object fed as argumentsDigest would hash: the name (lowercased) and the arguments kept so far. */
-  private startHash(name: Buffer): void {
-    this.hash = createHash('sha1');
-    this.hash.update(lengthBytes(name.length));
-    this.hash.update(Buffer.from(this.req.name, 'latin1'));
-    for (const a of this.req.args) {
-      this.hash.update(lengthBytes(a.length));
-      this.hash.update(a);
-    }
   }
 
   private finish(end: number, answered: boolean, done: RespRequest[]): void {

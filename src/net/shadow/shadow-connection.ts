@@ -315,12 +315,7 @@ export class ShadowConnection {
           this.tracker.serverData(chunk, { ms: this.segmentMs, late });
           this.followPartialReply(chunk, offset);
         },
-        // Server bytes the client holds that the capture lost: the tracker follows past them or
-        // says why not. Inside a reply in progress, its digest then lacks them (plan() blocks).
-        (_offset, length) => {
-          const why = this.tracker.serverGap ? this.tracker.serverGap(length, { ms: this.segmentMs, late: true }) : 'this protocol\'s replies cannot be followed past a loss';
-          if (why) this.ended ??= gapReason(length, 'server', why);
-        },
+        (_offset, length) => this.lost('server', length),
       );
     } else {
       if (this.clientSyn) return;
@@ -329,14 +324,24 @@ export class ShadowConnection {
         s.seq,
         this.maxRetained,
         (chunk, _offset, late) => this.tracker.clientData(chunk, { ms: this.segmentMs, late }),
-        // Client bytes the server holds that the capture lost (a request answered or not: the
-        // plan's replay of an unanswered one finds its bytes gone and resets).
-        (_offset, length) => {
-          const why = this.tracker.clientGap ? this.tracker.clientGap(length) : 'this protocol\'s requests cannot be followed past a loss';
-          if (why) this.ended ??= gapReason(length, 'client', why);
-        },
+        (_offset, length) => this.lost('client', length),
       );
     }
+  }
+
+  /**
+   * `length` bytes of `side`'s stream that the other end holds and the capture lost: the tracker
+   * follows past them or says why not (then the connection cannot be continued). Lost from a
+   * reply in progress, the reply's digest lacks them (plan() resets); from a request still
+   * unanswered, its replay does (plan() resets too).
+   */
+  private lost(side: 'server' | 'client', length: number): void {
+    const t = this.tracker;
+    const why =
+      side === 'server'
+        ? t.serverGap ? t.serverGap(length, { ms: this.segmentMs, late: true }) : 'this protocol\'s replies cannot be followed past a loss'
+        : t.clientGap ? t.clientGap(length) : 'this protocol\'s requests cannot be followed past a loss';
+    if (why) this.ended ??= gapReason(length, side, why);
   }
 
   /**
