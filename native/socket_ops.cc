@@ -43,6 +43,15 @@ Napi::Value ShutdownWrite(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// shutdownRead(fd): reads return end-of-file from now on; nothing is sent (TCP acts on SHUT_WR
+// only). For a restored socket whose peer had sent its FIN before the dump: RCV.NXT already
+// counts it, and this is how its reader learns of it.
+Napi::Value ShutdownRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (shutdown(FdArg(info, 0), SHUT_RD) != 0) ThrowErrno(env, "shutdown", errno);
+  return env.Undefined();
+}
+
 // closeFd(fd). EINTR is not an error on Linux: the fd is released before close returns, and
 // retrying could close an fd another thread has just been given.
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
@@ -106,6 +115,7 @@ Napi::Value TcpRepairClose(const Napi::CallbackInfo& info) {
 void InitSocketOps(Napi::Env env, Napi::Object exports) {
   exports.Set("sendOnFd", Napi::Function::New(env, SendOnFd, "sendOnFd"));
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
+  exports.Set("shutdownRead", Napi::Function::New(env, ShutdownRead, "shutdownRead"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("tcpRepairSeq", Napi::Function::New(env, TcpRepairSeq, "tcpRepairSeq"));
   exports.Set("tcpRepairClose", Napi::Function::New(env, TcpRepairClose, "tcpRepairClose"));

@@ -349,6 +349,8 @@ export interface NativeBindings {
   /** send(2) on an fd, MSG_OOB when oob; returns bytes written. Never blocks (MSG_DONTWAIT). */
   sendOnFd(fd: number, data: Uint8Array, oob: boolean): number;
   shutdownWrite(fd: number): void;
+  /** shutdown(fd, SHUT_RD): reads see end-of-file from now on; TCP sends nothing. */
+  shutdownRead(fd: number): void;
   closeFd(fd: number): void;
   /** TCP_REPAIR peek of a local socket's kernel sequence numbers (CAP_NET_ADMIN). */
   tcpRepairSeq(fd: number): RepairSeq;

@@ -124,6 +124,8 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   const borrowed = addon.borrowFd(process.pid, fd);
   attempt(() => addon.sendOnFd(borrowed, Buffer.from('x'), true)); // the peer may be one we destroyed
   attempt(() => addon.sendOnFd(borrowed, Buffer.from('hello'), false));
+  attempt(() => addon.shutdownRead(borrowed));
+  attempt(() => addon.shutdownRead(-1));
   attempt(() => addon.shutdownWrite(borrowed));
   addon.closeFd(borrowed);
   attempt(() => addon.borrowFd(0x3fffff, 0));

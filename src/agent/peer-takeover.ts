@@ -150,7 +150,7 @@ export interface TakeoverDone {
     restoreUs: { median: number; max: number };
     /** Connections continued in the middle of a reply (the replay checked against what the peer had sent). */
     midReply: number;
-    /** Of `connections`, those that only got a protocol goodbye (PostgreSQL inside a transaction: 57P01). */
+    /** Of `connections`, those only ended cleanly: a protocol goodbye (PostgreSQL inside a transaction: 57P01), or the FIN of a server that had closed its side. */
     goodbyes: number;
     /** Each continued connection (the CLI logs them at debug level): its client, what was replayed or checked, µs and ms as in ContinuedConnection. */
     each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; restoreUs: number; tailProvenMs?: number; goodbye?: string }>;

@@ -2,10 +2,13 @@
 // address), another on b, b's agent continuing a's connections (`protocol: http`, the mirror of
 // a's port on a learning bridge; HTTP/1.1 has no session, nothing to promote). Clients on c hold
 // keep-alive connections (node http.Agent, one socket each), a raw connection pipelining GETs, a
-// POST a never answers and a GET a answers late. a dies silently: the idle connections go on
-// against b (same socket, no error: GET, HEAD, chunked with a trailer, PUT), the pipelined one
-// too, the late GET is replayed to b and answered by it; the POST, which a may have applied, is
-// reset exactly (ECONNRESET) with the reason in b's log.
+// POST a never answers, a GET a answers late, and a GET that a answers and closes (Connection:
+// close) while the switch has stopped delivering a's frames to c (the mirror still copies them
+// to b). a dies silently: the idle connections go on against b (same socket, no error: GET,
+// HEAD, chunked with a trailer, PUT), the pipelined one too, the late GET is replayed to b and
+// answered by it; the closed one gets a's whole response from b's restored socket, then a's FIN
+// (a clean end, no error); the POST, which a may have applied, is reset exactly (ECONNRESET)
+// with the reason in b's log.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
@@ -16,9 +19,16 @@ const PORT = 8080;
 const UPSTREAM = 8081;
 const KEEP_ALIVE = 20;
 /** How long a takes to answer the late GET (ms): it dies first, b answers the replay. */
-const LATE_MS = 1500;
+const LATE_MS = 2500;
+/**
+ * The closing GET: its body (bytes), and how long a waits before it answers and closes (ms). The
+ * body fits a's initial congestion window (10 segments): a's FIN leaves right after it although
+ * c acknowledges nothing (a larger body's FIN would still wait in a's kernel behind unsent bytes).
+ */
+const CLOSING_BYTES = 8000;
+const CLOSING_MS = 600;
 
-it('the backup\'s agent continues a silently dead HTTP server\'s keep-alive connections; a POST in flight is reset with the reason', async () => {
+it('the backup\'s agent continues a silently dead HTTP server\'s keep-alive connections and finishes a closed one; a POST in flight is reset with the reason', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-http-');
   const { lab, vip } = m;
   const primary = lab.spawn('a', fixture('http-server.ts'), ['--port', String(PORT), '--name', 'a']);
@@ -36,12 +46,20 @@ it('the backup\'s agent continues a silently dead HTTP server\'s keep-alive conn
   expect(opened.first).toEqual(Array.from({ length: KEEP_ALIVE }, (_, i) => `200 item ${i + 1} from a`));
   expect(opened.rawFirst).toMatch(/item 100 from a[^]*item 101 from a$/);
 
+  // a answers the closing GET and closes while its frames no longer reach c: b's mirror sees
+  // the whole response and a's FIN, c none of it (a's last moments, seen by the switch only).
+  const closing = await clients.request({ cmd: 'closing', bytes: CLOSING_BYTES, delayMs: CLOSING_MS });
+  await lab.cutBetween('a', 'c');
+  await new Promise((r) => setTimeout(r, CLOSING_MS + 300));
+
   await lab.killSilently('a');
   const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 10_000);
   console.log(`continue http: ${JSON.stringify(taken.continued)}`);
   expect(taken.continueError).toBeUndefined();
-  expect(taken.continued).toMatchObject({ connections: KEEP_ALIVE + 2, reset: 1 });
+  expect(taken.continued).toMatchObject({ connections: KEEP_ALIVE + 3, goodbyes: 1, reset: 1 });
   expect(JSON.stringify(taken.continued.firstReset)).toMatch(/a POST request not answered: not idempotent/);
+  const closed = log().find((e) => e.msg === 'continued connection' && String(e.client).endsWith(`:${closing.port}`));
+  expect(closed?.goodbye).toMatch(/the server had closed its side \(FIN\)/);
 
   const after = await clients.request({ cmd: 'after' }, 20_000);
   after.seen.forEach((s: any, i: number) => {
@@ -56,4 +74,6 @@ it('the backup\'s agent continues a silently dead HTTP server\'s keep-alive conn
   expect(after.raw.after).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*item 200 from b[^]*HTTP\/1\.1 200 OK\r\n[^]*item 201 from b$/);
   expect(after.lateGet).toBe('200 item 0 from b');
   expect(after.post).toBe('error ECONNRESET');
+  // a's response, every byte, from b's restored socket; then a's FIN: the client's clean end.
+  expect(after.closing).toEqual({ status: 200, bytes: CLOSING_BYTES, from: 'a', whole: true, ended: true });
 }, 60_000);

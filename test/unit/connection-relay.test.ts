@@ -62,9 +62,12 @@ afterAll(async () => {
   }
 });
 
-/** A connected loopback pair: `restored` goes to the relay, `app` plays the application. */
-async function socketPair(): Promise<{ restored: net.Socket; app: net.Socket }> {
-  const server = net.createServer();
+/**
+ * A connected loopback pair: `restored` goes to the relay, `app` plays the application.
+ * `unread`: `restored` reads nothing before the relay starts (as a socket adopted just now).
+ */
+async function socketPair(unread = false): Promise<{ restored: net.Socket; app: net.Socket }> {
+  const server = net.createServer(unread ? { pauseOnConnect: true } : {});
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
   const app = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
@@ -265,6 +268,24 @@ describe('relayConnection held until the upstream is promoted (hold)', () => {
     promote();
     expect(await replies).toBe(':2\r\n:3\r\n');
     app.end();
+    expect((await relay.done).reason).toBe('client ended');
+  });
+
+  it('a client that had half-closed (ContinuePlan.clientEnded: its socket reads end-of-file at once): the replay after the hold, then the end, relayed in that order', async () => {
+    await ask(Buffer.concat([cmd('SELECT', '6'), cmd('SET', 'e', '1'), cmd('SELECT', '0')]), 3);
+    let promote!: () => void;
+    const hold = new Promise<void>((r) => (promote = r));
+    const { restored, app } = await socketPair(true);
+    app.end(); // its FIN, before the relay starts: the restored socket holds nothing but the end
+    await new Promise((r) => setTimeout(r, 20));
+    const relay = relayConnection({ client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '6'), replies: 1 }, hold, replay: cmd('INCR', 'e'), replyCounter: respContinue.createReplyCounter() });
+    const replies = readReplies(app, 1);
+    const ended = new Promise<void>((r) => app.once('end', r));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await ask(Buffer.concat([cmd('SELECT', '6'), cmd('GET', 'e')]), 2)).toBe('+OK\r\n$1\r\n1\r\n'); // the end did not go ahead of the replay
+    promote();
+    expect(await replies).toBe(':2\r\n');
+    await ended; // Redis closes a client that ended once its replies are written; the relay passes that on
     expect((await relay.done).reason).toBe('client ended');
   });
 

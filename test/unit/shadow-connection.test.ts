@@ -76,8 +76,10 @@ function conversation() {
       timeMs: 1_000_000,
       ...extra,
     };
-    if (fromServer) sNext = seqAdd(sNext, data.length);
-    else cNext = seqAdd(cNext, data.length);
+    // A FIN takes one sequence number after the segment's bytes.
+    const used = data.length + (flags & TCP_FIN ? 1 : 0);
+    if (fromServer) sNext = seqAdd(sNext, used);
+    else cNext = seqAdd(cNext, used);
     return s;
   };
   const handshake: ParsedSegment[] = [
@@ -174,7 +176,19 @@ describe('ShadowConnection', () => {
       c.seg(true, TCP_ACK | TCP_PSH, 'value\n'); // never captured
       t.segments([c.seg(false, TCP_ACK)], 1);
     }, /capture lost 6 server bytes the client acknowledged: this protocol's replies cannot be followed past a loss/],
-    ['a FIN', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_FIN)], 1), /client sent a FIN/],
+    ['both ends sent a FIN', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_FIN), c.seg(true, TCP_ACK | TCP_FIN)], 1), /both ends sent a FIN/],
+    ['server bytes before its FIN were not captured', (c, t) => {
+      c.seg(true, TCP_ACK | TCP_PSH, 'bye\n'); // never captured
+      t.segments([c.seg(true, TCP_ACK | TCP_FIN)], 1);
+    }, /the server's bytes before its FIN are missing/],
+    ['client bytes before its FIN were not captured', (c, t) => {
+      c.seg(false, TCP_ACK | TCP_PSH, 'GET z\n'); // never captured
+      t.segments([c.seg(false, TCP_ACK | TCP_FIN)], 1);
+    }, /the client's bytes before its FIN are missing/],
+    ['bytes come past a FIN', (c, t) => {
+      const fin = c.seg(false, TCP_ACK | TCP_FIN);
+      t.segments([fin, { ...c.seg(false, TCP_ACK | TCP_PSH, 'more\n'), seq: fin.seq }], 1);
+    }, /past the sender's FIN/],
     ['a truncated capture', (c, t) => t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), payload: Buffer.from('GE') }], 1), /truncated/],
     ['the retention bound', (c, t) => t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'x'.repeat(5000))], 1), /more than 4096 bytes/],
   ];
@@ -191,6 +205,94 @@ describe('ShadowConnection', () => {
       expect(p.dead.tracked?.peerWindowShift).toBe(7);
     });
   }
+
+  describe('half-closed connections (one FIN)', () => {
+    /** A reply of `reply` and the server's FIN right after it (HTTP's Connection: close, Redis after QUIT). */
+    function closedByServer(ackOfClient: (c: ReturnType<typeof conversation>, fin: ParsedSegment) => ParsedSegment[]) {
+      const c = conversation();
+      const t = table();
+      t.segments(c.handshake, 1);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n'), c.seg(false, TCP_ACK)], 1);
+      const acked = c.next().sNext;
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'QUIT\n')], 1);
+      const last = c.seg(true, TCP_ACK | TCP_PSH, 'bye\n');
+      const fin = c.seg(true, TCP_ACK | TCP_FIN);
+      t.segments([last, fin, ...ackOfClient(c, fin)], 1);
+      return { c, t, acked };
+    }
+
+    it('the server had closed: restored with its unacknowledged bytes, then its FIN (the goodbye path); nothing replayed', () => {
+      const { t, acked, c } = closedByServer(() => []);
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.goodbye).toEqual({ reason: expect.stringMatching(/server had closed its side \(FIN\)/), bytes: Buffer.alloc(0) });
+      expect(p.state.send.seq).toBe(acked);
+      expect(p.state.send.queue.toString()).toBe('bye\n');
+      expect(p.replay.length).toBe(0);
+      expect(p.preamble.replies).toBe(0);
+      expect(p.clientEnded).toBeUndefined();
+      expect(p.state.recv.seq).toBe(c.next().cNext);
+      expect(() => checkTcpRepairState(p.state)).not.toThrow();
+    });
+
+    it('the client acknowledged the FIN (ack = FIN + 1): no byte is taken for lost, the restored socket sends the FIN again', () => {
+      const { t } = closedByServer((c) => [c.seg(false, TCP_ACK)]);
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.state.send.queue.length).toBe(0);
+      expect(p.goodbye?.reason).toMatch(/FIN/);
+    });
+
+    it('the ACK of the FIN captured before the FIN (a capture on several CPUs): the same plan', () => {
+      const c = conversation();
+      const t = table();
+      t.segments(c.handshake, 1);
+      const fin = c.seg(true, TCP_ACK | TCP_FIN);
+      t.segments([c.seg(false, TCP_ACK)], 1); // ack = FIN + 1, taken first
+      t.segments([fin], 1);
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.state.send.seq).toBe(fin.seq); // SND.UNA at the FIN's own number
+      expect(p.state.send.queue.length).toBe(0);
+    });
+
+    it('the client had half-closed after a request: its FIN counted in RCV.NXT, the request replayed, clientEnded', () => {
+      const c = conversation();
+      const t = table();
+      t.segments(c.handshake, 1);
+      t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
+      const finSegment = { ...c.seg(false, TCP_ACK | TCP_PSH | TCP_FIN, 'GET b\n') };
+      t.segments([finSegment, c.seg(true, TCP_ACK)], 1);
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.clientEnded).toBe(true);
+      expect(p.replay.toString()).toBe('GET b\n');
+      expect(p.state.recv.seq).toBe(seqAdd(finSegment.seq, 'GET b\n'.length + 1));
+      expect(p.state.recv.seq).toBe(c.next().cNext);
+      expect(p.goodbye).toBeUndefined();
+    });
+
+    it('an exact reset of a closing connection counts both FINs in the numbers it gives the close engine', () => {
+      const c = conversation();
+      const t = table();
+      t.segments(c.handshake, 1);
+      t.segments([c.seg(true, TCP_ACK | TCP_FIN), c.seg(false, TCP_ACK | TCP_FIN)], 1);
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'reset') throw new Error('expected a reset');
+      const { cNext, sNext } = c.next();
+      expect(p.dead.tracked).toMatchObject({ deadNextSeq: sNext, peerNextSeq: cNext });
+    });
+
+    it('a capture loss is made good by segments after a FIN (their numbers count it)', () => {
+      const { c, t } = closedByServer(() => []);
+      t.captureLost(3, 1);
+      expect((t.plans(1)[0] as { unproven?: string }).unproven).toMatch(/capture lost 3 frames/);
+      t.segments([c.seg(false, TCP_ACK), c.seg(true, TCP_ACK)], 1); // the client acks the FIN; the server's next ACK starts after it
+      const p = t.plans(1)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.unproven).toBeUndefined();
+    });
+  });
 
   describe('server bytes the client acknowledged that the capture lost (its ring overflowed)', () => {
     const get = encodeCommand(['GET', 'big']);

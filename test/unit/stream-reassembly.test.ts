@@ -1,7 +1,7 @@
 // One direction of a shadowed connection put back in order (stream-reassembly.ts): a hole waits
 // for its retransmission; one the receiver acknowledged (the capture lost it) is skipped through
 // onGap once REORDER_MS of capture time passed, at once when the segments waiting beyond it
-// reach the bound, and never without onGap.
+// reach the bound, and never without onGap. The sender's FIN is kept apart from its bytes.
 import { describe, expect, it } from 'vitest';
 import { seqAdd } from '../../src/net/seq.js';
 import { REORDER_MS, StreamReassembly } from '../../src/net/shadow/stream-reassembly.js';
@@ -88,5 +88,43 @@ describe('StreamReassembly', () => {
     r.skipAcknowledged();
     expect(events).toEqual(['data 0+10']);
     expect(r.next).toBe(10);
+  });
+
+  describe('the sender\'s FIN', () => {
+    it('an ACK of it (one past its offset) acknowledges no byte, even taken before it and past REORDER_MS', () => {
+      const { r, events } = stream();
+      r.data(at(0), Buffer.alloc(100), 100);
+      r.acknowledged(101, 1000); // the FIN's ACK, captured before the FIN
+      r.fin(100);
+      r.acknowledged(101, 1000 + 10 * REORDER_MS);
+      expect(events).toEqual(['data 0+100']);
+      expect(r.finished).toBe(true);
+      expect(r.endSeq).toBe(at(101));
+      expect(r.broken).toBeNull();
+    });
+
+    it('bytes missing before it: not finished, endSeq stops at the hole; bytes past it or a second FIN elsewhere break the stream', () => {
+      const { r } = stream();
+      r.data(at(0), Buffer.alloc(100), 100);
+      r.fin(150); // 50 bytes before it were never captured
+      expect(r.finished).toBe(false);
+      expect(r.endSeq).toBe(at(100));
+      r.data(at(100), Buffer.alloc(50), 50); // the retransmission fills it
+      expect(r.finished).toBe(true);
+      const past = stream();
+      past.r.fin(0);
+      past.r.data(at(0), Buffer.alloc(1), 1);
+      expect(past.r.broken).toMatch(/past the sender's FIN at 0/);
+      const twice = stream();
+      twice.r.fin(10);
+      twice.r.fin(10); // its retransmission: fine
+      expect(twice.r.broken).toBeNull();
+      twice.r.fin(20);
+      expect(twice.r.broken).toMatch(/FIN came at offset 20, after one at 10/);
+      const early = stream();
+      early.r.data(at(0), Buffer.alloc(30), 30);
+      early.r.fin(10);
+      expect(early.r.broken).toMatch(/came before bytes it had sent/);
+    });
   });
 });

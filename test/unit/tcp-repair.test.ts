@@ -3,7 +3,7 @@
 // socket, adopted as a net.Socket, and the client sees one unbroken stream each way with no RST.
 // Then the errors: what cannot be dumped, where a state cannot be restored, a nonsense state.
 import { createHash, randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { openSync, closeSync } from 'node:fs';
 import net from 'node:net';
@@ -14,6 +14,7 @@ import { FlowTracker } from '../../src/net/flow-tracker.js';
 import { adoptSocket } from '../../src/net/adopt-socket.js';
 import { dumpConnection, restoreConnection, restoreConnections, tcpInfo } from '../../src/net/tcp-repair.js';
 import { TcpRepairStateError, parseTcpRepairState, serializeTcpRepairState } from '../../src/net/tcp-repair-state.js';
+import { seqAdd } from '../../src/net/seq.js';
 import { fdOf, openFdCount } from './socket-fixtures.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -65,6 +66,11 @@ async function lockPort(port: number): Promise<() => Promise<void>> {
   };
   cleanups.push(unlock);
   return unlock;
+}
+
+/** `ss`'s line for the loopback connection from local port `port` (its state first). */
+function ssState(port: number): string {
+  return execFileSync('ss', ['-tanH', 'sport', `= :${port}`], { encoding: 'utf8' }).trim();
 }
 
 /** A listener and one connection; the server side is not read (pauseOnConnect). */
@@ -163,6 +169,59 @@ describe('same host: dump, close silently, restore, adopt', () => {
     await new Promise((r) => setTimeout(r, 20)); // the capture hands segments over every 2 ms
     expect(rsts).toEqual([]);
   }, 30_000);
+
+  it('a client that had half-closed: RCV.NXT counts its FIN and the read side is shut; the server reads the request and end-of-file, answers and closes; the client ends cleanly, no RST', async () => {
+    const { port, client, srv } = await pausedPair();
+    const rsts: ParsedSegment[] = [];
+    const tracker = new FlowTracker({ interface: 'lo', ports: [port] });
+    tracker.start();
+    tracker.onSegments((segs) => rsts.push(...segs.filter((s) => s.flags & TCP_RST)));
+    cleanups.push(() => tracker.close());
+    const clientErrors: Error[] = [];
+    client.on('error', (e) => clientErrors.push(e));
+    const clientGot = collect(client);
+    const clientPort = client.localPort!;
+    let clientEnded = false;
+    client.on('end', () => (clientEnded = true));
+    client.resume();
+    client.write('REQUEST\n');
+    const sfd = fdOf(srv);
+    await until(() => tcpInfo(sfd).bytesReceived >= 8, 5000, 'the server kernel to take the request');
+
+    const unlock = await lockPort(port);
+    const dumped = dumpConnection(sfd, { leaveInRepair: true });
+    expect(dumped.recv.queue.toString()).toBe('REQUEST\n');
+    srv.destroy(); // silently (repair mode)
+    // The client's FIN never reaches the restored socket (dropped on input, so the client's
+    // stack counts it as sent; an output drop would fail the send and leave SND.NXT before it):
+    // the socket can only know of it from its state, as a continued one does when the dead
+    // server had acknowledged it.
+    const finTable = `tko_repair_fin_${port}`;
+    execFileSync('nft', ['-f', '-'], { input: `table inet ${finTable} {\n chain in { type filter hook input priority -500; tcp dport ${port} tcp flags & fin == fin drop; }\n}\n` });
+    cleanups.push(() => execFileSync('nft', ['delete', 'table', 'inet', finTable]));
+    await unlock();
+    client.end();
+    await new Promise((r) => setTimeout(r, 20));
+    // As a takeover plans it (ContinuePlan.clientEnded): the request goes to the new upstream,
+    // not into the socket; RCV.NXT is past the request and the FIN.
+    const restoredConn = restoreConnection({ ...dumped, recv: { seq: seqAdd(dumped.recv.seq, dumped.recv.queue.length + 1), queue: Buffer.alloc(0) } });
+    native.shutdownRead(restoredConn.fd);
+    const adopted = adoptSocket(restoredConn);
+    cleanups.push(() => adopted.destroy());
+    adopted.allowHalfOpen = true;
+    const serverGot = collect(adopted);
+    await once(adopted, 'end'); // the FIN, read after nothing
+    expect(serverGot.length()).toBe(0);
+    adopted.end('ANSWER\n');
+    await until(() => clientEnded, 10_000, () => `the client's end (got ${JSON.stringify(clientGot.bytes().toString())})`);
+    expect(clientGot.bytes().toString()).toBe('ANSWER\n');
+    expect(clientErrors).toEqual([]);
+    // Its FIN acknowledged by the restored socket's numbers, the answer's FIN taken: TIME-WAIT
+    // (a FIN not counted would leave it in CLOSING, retransmitting).
+    await until(() => /TIME-WAIT/.test(ssState(clientPort)), 5000, () => `the client's TIME-WAIT (ss: ${ssState(clientPort)})`);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(rsts).toEqual([]);
+  }, 20_000);
 
   it('a dump that leaves repair mode lets the connection go on where it was', async () => {
     const { client, srv } = await pausedPair();

@@ -342,6 +342,16 @@ function relayRestored(
   hold: Promise<ReplayCheckResult | undefined> | undefined,
 ): ContinuedConnection {
   const client = clientKey(plan.client);
+  if (plan.clientEnded) {
+    // Its FIN is counted in RCV.NXT already; the reader learns of it here, after the queued
+    // bytes (the replay), as it would have there. A socket gone meanwhile fails this: the relay
+    // then reads its error.
+    try {
+      native.shutdownRead(outcome.fd);
+    } catch {
+      // (ENOTCONN: reset by the client since the restore)
+    }
+  }
   const relay = relayConnection({
     client: adoptSocket(outcome),
     upstream: options.upstream,

@@ -64,10 +64,17 @@ export type ContinuePlan =
        */
       expectReply?: ReplyFingerprint;
       /**
-       * Not continued but ended cleanly (the plugin's goodbye): the restored socket gets these
-       * bytes after its refill, then FIN; no upstream, nothing replayed (replay and preamble empty).
+       * Not continued but ended cleanly (the plugin's goodbye, or the server had sent its FIN):
+       * the restored socket gets these bytes after its refill, then FIN; no upstream, nothing
+       * replayed (replay and preamble empty).
        */
       goodbye?: ProtocolGoodbye;
+      /**
+       * The client had sent its FIN after the replay's bytes (it half-closed; the server was in
+       * CLOSE-WAIT): state.recv.seq counts the FIN, and the restored socket's read side is shut
+       * (shutdownRead) so its reader sees the end of the stream after the replay.
+       */
+      clientEnded?: true;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
       /**
@@ -174,8 +181,12 @@ export class ShadowConnection {
     if (s.payloadLength > 0) (fromServer ? this.toServer : this.toClient)?.skipAcknowledged();
     const dataSeq = s.flags & TCP_SYN ? seqAdd(s.seq, 1) : s.seq;
     if (s.payloadLength > 0) stream.data(dataSeq, s.payload ?? Buffer.alloc(0), s.payloadLength);
+    if (s.flags & TCP_FIN) {
+      stream.fin(stream.offsetOf(dataSeq) + s.payloadLength);
+      // Both ends closing: each application has closed its side, nothing is left to continue.
+      if (this.toServer?.finAt != null && this.toClient?.finAt != null) this.ended ??= 'both ends sent a FIN (the connection was closing)';
+    }
     this.letGo();
-    if (s.flags & TCP_FIN) this.ended ??= `the ${fromServer ? 'server' : 'client'} sent a FIN (half-closed connections are not continued yet)`;
   }
 
   /** Why the connection can no longer be continued (FIN, RST, joined mid-stream...), or null. */
@@ -206,7 +217,8 @@ export class ShadowConnection {
     const own = fromServer ? this.toClient : this.toServer;
     const other = fromServer ? this.toServer : this.toClient;
     if (!u || !own || !other || s.flags & TCP_SYN || !(s.flags & TCP_ACK) || own.hasHole || other.hasHole) return;
-    if (s.seq !== own.seqAt(own.next) || s.ack !== other.seqAt(other.next)) return;
+    // After a FIN its sender's segments start one past its last byte, and ACKs of it end there.
+    if ((s.seq !== own.seqAt(own.next) && s.seq !== own.endSeq) || (s.ack !== other.seqAt(other.next) && s.ack !== other.endSeq)) return;
     if (fromServer) u.server = true;
     else u.client = true;
     if (u.server && u.client) this.unsynced = null;
@@ -231,10 +243,26 @@ export class ShadowConnection {
     if (this.client0.ack === undefined) return blocked('the handshake was not completed');
     for (const [name, stream] of [['client', this.toServer], ['server', this.toClient]] as const) {
       if (stream.broken) return blocked(`the ${name}'s stream cannot be rebuilt: ${stream.broken}`);
+      // A FIN follows every byte its end sent: one missing before it will not come any more.
+      if (stream.finAt !== null && !stream.finished) return blocked(`the ${name}'s bytes before its FIN are missing from the capture`);
     }
     // Bytes either end acknowledged beyond the copy were skipped above, or ended it (a request
     // the capture lost leaves its reply unpaired: the reason names the loss, not the pairing).
-    const clientAcked = this.toClient.offsetOf(this.client0.ack);
+    // An ACK of the server's FIN acknowledges no byte.
+    const ackedTo = this.toClient.offsetOf(this.client0.ack);
+    const clientAcked = this.toClient.finished ? Math.min(ackedTo, this.toClient.next) : ackedTo;
+    const proof = unproven ? { unproven } : {};
+    const noSession = { bytes: Buffer.alloc(0), replies: 0 };
+    if (this.toClient.finished) {
+      // The server had closed its side (FIN-WAIT, RFC 9293 §3.6): its application is done with
+      // the connection, whatever its protocol. The restored socket sends what the client lacks
+      // of its bytes, then the FIN, for it; nothing is replayed (a request the client sent after
+      // it would have gone unanswered there too).
+      const refill = this.toClient.bytes(clientAcked, this.toClient.next);
+      if (!refill) return blocked('server bytes the client has not acknowledged were not retained');
+      const goodbye: ProtocolGoodbye = { reason: 'the server had closed its side (FIN): the rest of its bytes and its FIN were sent for it', bytes: Buffer.alloc(0) };
+      return { kind: 'restore', server: this.server, client: this.client, state: this.repairState(cs, ss, clientAcked, refill, nowMs), replay: Buffer.alloc(0), preamble: noSession, goodbye, lastSeenMs: this.lastSeenMs, ...proof };
+    }
     const protocol = this.tracker.blocker();
     if (protocol) return blocked(protocol);
     if (this.toClient.hasHole) return blocked('server bytes are missing from the capture (a hole before later segments)');
@@ -251,17 +279,29 @@ export class ShadowConnection {
     const replay = goodbye ? Buffer.alloc(0) : this.toServer.bytes(answered, this.toServer.next);
     if (!refill) return blocked('server bytes the client has not acknowledged were not retained');
     if (!replay) return blocked('client requests not yet answered were not retained');
+    const state = this.repairState(cs, ss, clientAcked, refill, nowMs);
+    // The client had half-closed (the server in CLOSE-WAIT): the replay ends with its FIN.
+    const halfClosed = this.toServer.finished ? { clientEnded: true as const } : {};
+    if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: noSession, goodbye, lastSeenMs: this.lastSeenMs, ...halfClosed, ...proof };
+    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}), ...halfClosed, ...proof };
+  }
 
+  /**
+   * The server's socket as the client sees it: SND.UNA at clientAcked with the refill queued
+   * (sent after repair off), RCV.NXT past every client byte seen (and its FIN, when it sent one),
+   * the handshake's options, the windows and the server's TSval aged to nowMs.
+   */
+  private repairState(cs: HandshakeSide, ss: HandshakeSide, clientAcked: number, refill: Buffer, nowMs: number): TcpRepairState {
     const wscale = cs.wscale !== undefined && ss.wscale !== undefined ? { send: cs.wscale, recv: ss.wscale } : null;
     const timestamps = cs.timestamps && ss.timestamps && this.server0.tsval !== undefined;
-    const rcvNxt = this.toServer.seqAt(this.toServer.next);
+    const rcvNxt = this.toServer!.endSeq;
     const rcvWnd = this.server0.window * 2 ** (wscale?.recv ?? 0);
     const sndWnd = this.client0.window * 2 ** (wscale?.send ?? 0);
-    const state: TcpRepairState = {
+    return {
       family: familyOf(this.server.address),
       local: { ...this.server },
       remote: { ...this.client },
-      send: { seq: this.toClient.seqAt(clientAcked), queue: refill, unsent: refill.length },
+      send: { seq: this.toClient!.seqAt(clientAcked), queue: refill, unsent: refill.length },
       recv: { seq: rcvNxt, queue: Buffer.alloc(0) },
       mss: Math.min(cs.mss ?? DEFAULT_MSS, ss.mss ?? DEFAULT_MSS),
       options: { sack: cs.sack && ss.sack, timestamps, windowScale: wscale },
@@ -275,9 +315,6 @@ export class ShadowConnection {
       },
       buffers: { send: 0, recv: 0 },
     };
-    const proof = unproven ? { unproven } : {};
-    if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye, lastSeenMs: this.lastSeenMs, ...proof };
-    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}), ...proof };
   }
 
   /** What the close engine needs to reset this connection exactly. */
@@ -286,8 +323,8 @@ export class ShadowConnection {
     if (!this.toServer || !this.toClient || this.client0.ack === undefined || this.server0.ack === undefined) return dead;
     const shift = this.scaleOf(false); // both SYNs were seen (the streams exist): 0 when scaling is off
     dead.tracked = {
-      deadNextSeq: this.toClient.seqAt(this.toClient.next),
-      peerNextSeq: this.toServer.seqAt(this.toServer.next),
+      deadNextSeq: this.toClient.endSeq,
+      peerNextSeq: this.toServer.endSeq,
       peerAck: this.client0.ack,
       deadWindow: this.server0.window,
       ...peerWindowKnowledge(this.client0.window, shift),

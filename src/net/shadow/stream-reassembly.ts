@@ -8,6 +8,8 @@
 // acknowledgement has been seen for REORDER_MS of capture time (a capture on several CPUs can hand
 // a frame over a few µs after a later one), when the segments waiting beyond it reach the bound,
 // or when the owner says so (skipAcknowledged: the receiver sent data that may answer the bytes).
+// The sender's FIN takes the sequence number after its last byte: it is kept apart (finAt), so an
+// acknowledgement of it is not read as a byte the capture lost.
 // Offsets are stream offsets (bytes since the SYN, 0 = first data byte); they never wrap.
 import { seqAdd, seqDiff } from '../seq.js';
 
@@ -32,6 +34,8 @@ export class StreamReassembly {
   private ackedTo = 0;
   /** Capture time (ms since the epoch) the receiver was first seen holding bytes beyond `next`, or null. */
   private ackedAheadSinceMs: number | null = null;
+  /** The offset of the sender's FIN (the sequence number after its last byte), once seen. */
+  private finOffset: number | null = null;
 
   /**
    * @param isn the SYN's sequence number
@@ -58,7 +62,8 @@ export class StreamReassembly {
    */
   acknowledged(offset: number, atMs: number): void {
     if (!this.onGap) return;
-    this.ackedTo = Math.max(this.ackedTo, offset);
+    // An ACK of the FIN (finAt + 1) acknowledges no byte.
+    this.ackedTo = Math.max(this.ackedTo, this.finOffset === null ? offset : Math.min(offset, this.finOffset));
     if (this.ackedTo <= this.next) return void (this.ackedAheadSinceMs = null);
     this.ackedAheadSinceMs ??= atMs;
     if (atMs - this.ackedAheadSinceMs >= REORDER_MS) this.skipAcknowledged();
@@ -83,6 +88,34 @@ export class StreamReassembly {
     this.ackedAheadSinceMs = null;
   }
 
+  /**
+   * The sender's FIN after `offset` bytes (a segment's end): no byte follows it. An ACK of it
+   * taken just before it (capture order) is brought back to `offset`. A FIN elsewhere than one
+   * seen before, or bytes already seen past it, break the stream.
+   */
+  fin(offset: number): void {
+    if (this.finOffset !== null && this.finOffset !== offset) return void (this.broken ??= `the sender's FIN came at offset ${offset}, after one at ${this.finOffset}`);
+    if (this.next > offset || [...this.pending].some(([at, b]) => at + b.length > offset)) return void (this.broken ??= `the sender's FIN at offset ${offset} came before bytes it had sent`);
+    this.finOffset = offset;
+    if (this.ackedTo > offset) this.ackedTo = offset;
+    if (this.ackedTo <= this.next) this.ackedAheadSinceMs = null;
+  }
+
+  /** The offset of the sender's FIN (the sequence number after its last byte), or null before one was seen. */
+  get finAt(): number | null {
+    return this.finOffset;
+  }
+
+  /** Whether every byte up to the sender's FIN was seen (none is waiting beyond a hole). */
+  get finished(): boolean {
+    return this.finOffset !== null && this.next === this.finOffset;
+  }
+
+  /** The sequence number that follows all the sender sent as far as it was seen: its FIN counted once in order. */
+  get endSeq(): number {
+    return seqAdd(this.seqAt(this.next), this.finished ? 1 : 0);
+  }
+
   /** The stream offset of a sequence number near the stream's front (within ±2 GiB). */
   offsetOf(seq: number): number {
     return this.next + seqDiff(this.seqAt(this.next), seq);
@@ -104,6 +137,10 @@ export class StreamReassembly {
       return;
     }
     let offset = this.offsetOf(seq);
+    if (this.finOffset !== null && offset + declaredLength > this.finOffset) {
+      this.broken = `bytes came at offset ${offset}, past the sender's FIN at ${this.finOffset}`;
+      return;
+    }
     let bytes = payload;
     if (offset < this.next) {
       bytes = bytes.subarray(Math.min(bytes.length, this.next - offset));
