@@ -128,7 +128,7 @@ export interface PreparedUpstream {
 
 /** Connects to `upstream` and sends `preamble` (or starts its dialog). Never throws; see PreparedUpstream. */
 export function prepareUpstream(upstream: { host: string; port: number }, preamble: SessionPreamble): PreparedUpstream {
-  const socket = net.connect({ host: upstream.host, port: upstream.port, allowHalfOpen: true });
+  const socket = net.connect({ host: upstream.host, port: upstream.port, allowHalfOpen: true, noDelay: true });
   let error: Error | undefined;
   // Until a relay listens: an error must not be unhandled (the relay reads it from here).
   const onError = (e: Error) => void (error ??= e);
@@ -148,9 +148,15 @@ export function relayConnection(options: RelayOptions): Relay {
     return sayGoodbye(client, options.goodbye, stats);
   }
   const prepared = options.prepared;
-  const upstream = prepared?.socket ?? net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true });
+  const upstream = prepared?.socket ?? net.connect({ host: options.upstream.host, port: options.upstream.port, allowHalfOpen: true, noDelay: true });
   // Half-close is relayed: a client's FIN must not end its side before the upstream's last replies.
   client.allowHalfOpen = true;
+  // No Nagle, as the servers continued here have none on their sockets (Redis, PostgreSQL and
+  // Node's http set TCP_NODELAY): a reply must not wait for the ACK of bytes still in flight.
+  // On a restored socket those are often its refill, whose ACK the client may have sent to
+  // the dead server's MAC before the address moved: Nagle held the next reply until the
+  // restored socket's first retransmission, 1 s later (its RTO has no RTT sample yet).
+  client.setNoDelay(true);
   let reason: string | null = null;
   /** The kernel relay once the steady state is handed over; the net.Sockets are destroyed then. */
   let pump: NativeSpliceRelay | undefined;
