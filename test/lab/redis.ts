@@ -112,6 +112,16 @@ export async function startRedisPair(lab: Lab, options: Pick<RedisOptions, 'maxC
   };
   try {
     await replica.waitReplicaUp();
+    // Up on the replica's side is not streaming yet: after a full sync, Redis 7 holds the
+    // writes for a replica in its output buffer until the replica's first REPLCONF ACK (sent
+    // once a second). A primary killed before that takes them along: a test's writes right
+    // after the start would never reach the replica. So: a write, and the replica has it.
+    await master.cli(['SET', 'takeover-lab-stream', '1']);
+    const target = Number((await master.replication()).master_repl_offset);
+    for (const until = Date.now() + 10_000; Number((await replica.replication()).slave_repl_offset ?? 0) < target; ) {
+      if (Date.now() > until) throw new Error(`redis replica in b: its stream did not reach offset ${target} in 10 s: ${JSON.stringify(await replica.replication())}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   } catch (err) {
     await stop();
     throw err;
