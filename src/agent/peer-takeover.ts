@@ -104,7 +104,7 @@ export type ShadowHealth = ShadowStats & {
  * tell which replays must not run (ContinueOptions.checkReplays), once `promoted` resolves.
  */
 export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> &
-  Partial<Pick<ShadowCapture, 'ready'>> & {
+  Partial<Pick<ShadowCapture, 'ready' | 'clientDataSince'>> & {
     stats(): ShadowHealth;
     checkReplays?: (promoted: Promise<unknown>) => NonNullable<ContinueOptions['checkReplays']>;
     /**
@@ -153,7 +153,7 @@ export interface TakeoverDone {
     /** Of `connections`, those only ended cleanly: a protocol goodbye (PostgreSQL inside a transaction: 57P01), or the FIN of a server that had closed its side. */
     goodbyes: number;
     /** Each continued connection (the CLI logs them at debug level): its client, what was replayed or checked, µs and ms as in ContinuedConnection. */
-    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; restoreUs: number; tailProvenMs?: number; goodbye?: string }>;
+    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; restoreUs: number; tailProvenMs?: number; goodbye?: string; lateBytes?: number }>;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
     /**
@@ -488,6 +488,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       ...(c.proveTail ? { proveTail: {} } : {}),
       ready: promoted,
       ...(shadow.checkReplays ? { checkReplays: shadow.checkReplays(promoted) } : {}),
+      // A mirror's copy goes on after the plans: what clients sent the dead server meanwhile.
+      ...(shadow.clientDataSince ? { lateClientData: shadow.clientDataSince.bind(shadow) } : {}),
     });
     this.keepRelays(r.continued);
     const results = r.reset.flatMap((x) => (x.close ? [x.close] : []));
@@ -508,6 +510,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           restoreUs: x.restoreUs,
           ...(x.tailProvenMs !== undefined ? { tailProvenMs: x.tailProvenMs } : {}),
           ...(x.goodbye !== undefined ? { goodbye: x.goodbye } : {}),
+          ...(x.lateBytes ? { lateBytes: x.lateBytes } : {}),
         })),
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),
         captureDrops: shadow.stats().captureDrops,

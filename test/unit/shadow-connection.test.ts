@@ -206,6 +206,24 @@ describe('ShadowConnection', () => {
     });
   }
 
+  it('clientDataSince: the client bytes past a restore\'s RCV.NXT (sent after the plans), its FIN with them; null when there are none', () => {
+    const c = conversation();
+    const t = table();
+    t.segments(c.handshake, 1);
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
+    const p = t.plans(1)[0]!;
+    if (p.kind !== 'restore') throw new Error(p.reason);
+    expect(t.clientDataSince(CLIENT, SERVER, p.state.recv.seq)).toBeNull();
+    t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n'), tsval: 900, window: 321 }], 1);
+    expect(t.clientDataSince(CLIENT, SERVER, p.state.recv.seq)).toEqual({ seq: p.state.recv.seq, bytes: Buffer.from('GET b\n'), fin: false, window: 321, tsval: 900 });
+    const fin = c.seg(false, TCP_ACK | TCP_FIN);
+    t.segments([fin], 1);
+    const after = t.clientDataSince(CLIENT, SERVER, seqAdd(p.state.recv.seq, 6))!;
+    expect(after).toMatchObject({ bytes: Buffer.alloc(0), fin: true }); // a bare FIN
+    expect(t.clientDataSince(CLIENT, SERVER, seqAdd(fin.seq, 1))).toBeNull(); // past the FIN: nothing
+    expect(t.clientDataSince({ ...CLIENT, port: 1 }, SERVER, p.state.recv.seq)).toBeNull(); // not shadowed
+  });
+
   describe('half-closed connections (one FIN)', () => {
     /** A reply of `reply` and the server's FIN right after it (HTTP's Connection: close, Redis after QUIT). */
     function closedByServer(ackOfClient: (c: ReturnType<typeof conversation>, fin: ParsedSegment) => ParsedSegment[]) {

@@ -34,6 +34,7 @@ import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
 import { prepareUpstream, relayConnection, type PreparedUpstream, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
+import { LateClientDelivery, type LateClientSource } from './late-client-data.js';
 import type { ContinuePlan } from './shadow-connection.js';
 import type { CopyTail } from './tail-check.js';
 import { TailProof } from './tail-proof.js';
@@ -91,6 +92,12 @@ export interface ContinueOptions {
    * replaying and is reported under `reset`. A rejection refuses every replay that is not empty.
    */
   checkReplays?: (restores: RestorePlan[]) => Promise<ReplayCheckResult>;
+  /**
+   * The copy's client bytes past a restore's RCV.NXT (a mirror's: ShadowCapture.clientDataSince):
+   * delivered into each relayed socket (LateClientDelivery) instead of waiting for the client's
+   * retransmission. Absent (a stream's copy ends with the primary): nothing is delivered.
+   */
+  lateClientData?: LateClientSource;
 }
 
 /** What a replay check decided. */
@@ -126,6 +133,8 @@ export interface ContinuedConnection {
   tailProvenMs?: number;
   /** Set when the plan was a protocol goodbye (ContinuePlan.goodbye): why; the relay only sent it. */
   goodbye?: string;
+  /** With lateClientData: client bytes that reached the dead server after the plans, delivered here. */
+  lateBytes?: number;
   relay: Relay;
 }
 
@@ -157,6 +166,11 @@ export interface ContinueReport {
   replayCheckError?: string;
   /** With checkReplays: its warnings (ReplayCheckResult.warnings). */
   replayCheckWarnings?: string[];
+  /**
+   * With lateClientData: the connections whose client bytes (or FIN) reached the dead server
+   * after the plans and were delivered here, the bytes, and the segments the kernel refused.
+   */
+  late?: { connections: number; bytes: number; failures: number };
 }
 
 /**
@@ -172,6 +186,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
   const address = canonicalAddress(options.address);
   const guard = options.guard === false ? undefined : await RstGuard.install([address]);
   let tailProof: TailProof | undefined;
+  const late = options.lateClientData ? new LateClientDelivery(options.lateClientData) : undefined;
   /** Upstream connections opened ahead, by connection key, until a relay takes each over. */
   const prepared = new Map<string, PreparedUpstream>();
   try {
@@ -262,13 +277,13 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
           return;
         }
         if (!tailProof || !(options.proveTail || plan.unproven !== undefined)) {
-          continued.push(relayRestored(plan, outcome, options, takePrepared(plan), hold));
+          continued.push(relayRestored(plan, outcome, options, takePrepared(plan), hold, late));
           return;
         }
         proving.push(
           tailProof.watch(plan.client, plan.server).then((proof) => {
             if (proof.proven) {
-              continued.push({ ...relayRestored(plan, outcome, options, takePrepared(plan), hold), tailProvenMs: proof.afterMs });
+              continued.push({ ...relayRestored(plan, outcome, options, takePrepared(plan), hold, late), tailProvenMs: proof.afterMs });
               return;
             }
             closeSilently(outcome.fd); // its RST would carry the copy's numbers, not the client's
@@ -298,6 +313,9 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
     reset.push(...refused);
+    // Under the guard still: a look that finds a socket gone (a refused replay) draws no RST.
+    await late?.done();
+    if (late) for (const c of continued) c.lateBytes = late.delivered(c.client, c.server);
     if (failed) throw failed.err;
     return {
       continued,
@@ -307,8 +325,10 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
       ...(checked ? { replayCheck: { ...checked.counts, refused: checked.refused.size, decidedMs } } : {}),
       ...(checkError !== undefined ? { replayCheckError: checkError } : {}),
       ...(checked?.warnings?.length ? { replayCheckWarnings: checked.warnings } : {}),
+      ...(late ? { late: late.totals() } : {}),
     };
   } finally {
+    late?.close();
     tailProof?.close();
     // Those no relay took over: not restored, not proven, or the takeover failed.
     for (const u of prepared.values()) u.close();
@@ -340,6 +360,7 @@ function relayRestored(
   options: ContinueOptions,
   prepared: PreparedUpstream | undefined,
   hold: Promise<ReplayCheckResult | undefined> | undefined,
+  late: LateClientDelivery | undefined,
 ): ContinuedConnection {
   const client = clientKey(plan.client);
   if (plan.clientEnded) {
@@ -372,6 +393,8 @@ function relayRestored(
     ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
     ...(plan.goodbye ? { goodbye: plan.goodbye.bytes } : {}),
   });
+  // A goodbye reads nothing it is sent: nothing to deliver.
+  if (!plan.goodbye) late?.watch(plan.client, plan.server, plan.state);
   return {
     client: plan.client,
     server: plan.server,

@@ -6,9 +6,10 @@
 // their streams whole again (a takeover then proves each one's tail with its client first).
 import type { ParsedSegment } from '../../native.js';
 import { mapInSlices } from '../../event-loop.js';
+import type { Endpoint } from '../endpoint.js';
 import { FlowTracker } from '../flow-tracker.js';
 import { softnetDrops } from '../softnet-drops.js';
-import type { ContinuePlan } from './shadow-connection.js';
+import type { ContinuePlan, LateClientData } from './shadow-connection.js';
 import { ShadowTable, type ShadowStats, type ShadowTableOptions } from './shadow-table.js';
 
 export interface ShadowCaptureOptions extends ShadowTableOptions {
@@ -78,6 +79,15 @@ export class ShadowCapture implements Disposable {
     this.check();
     await this.checkBacklog();
     return mapInSlices(this.table.shadows(address), (c) => c.plan(Date.now()));
+  }
+
+  /**
+   * Client bytes the mirror showed past a restore's RCV.NXT (ShadowTable.clientDataSince): the
+   * dead server's port still gets its clients' frames until the address moves, and the mirror
+   * copies them here.
+   */
+  clientDataSince(client: Endpoint, server: Endpoint, rcvNxt: number): LateClientData | null {
+    return this.table.clientDataSince(client, server, rcvNxt);
   }
 
   /** Resolves once the mirror is captured (see the constructor); rejects with what kept the ring from being set up. */

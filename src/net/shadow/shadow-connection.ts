@@ -94,6 +94,22 @@ export type ContinuePlan =
       dead: DeadConnection;
     };
 
+/**
+ * Client bytes the copy holds past a restore's RCV.NXT (segments that reached the dead server
+ * after the plans), and how the client last spoke: what re-injection delivers to the restored
+ * socket. Sequence space: `seq` is the first byte's.
+ */
+export interface LateClientData {
+  seq: number;
+  bytes: Buffer;
+  /** The client's FIN follows the bytes. */
+  fin: boolean;
+  /** The client's last window field (raw, unscaled). */
+  window: number;
+  /** The client's last TSval, when it sends timestamps. */
+  tsval?: number;
+}
+
 export interface ShadowOptions {
   plugin: ContinuePlugin;
   /** Where the plugin records the writes it can tell apart, for the replay matcher (RequestLog). */
@@ -315,6 +331,20 @@ export class ShadowConnection {
       },
       buffers: { send: 0, recv: 0 },
     };
+  }
+
+  /**
+   * The client bytes the copy holds from `rcvNxt` (a restore's RCV.NXT) on, with its FIN if it
+   * sent one after them; null when there is nothing past rcvNxt, or what is there was let go.
+   */
+  clientDataSince(rcvNxt: number): LateClientData | null {
+    const s = this.toServer;
+    if (!s) return null;
+    const from = s.offsetOf(rcvNxt);
+    if (from > s.next || (from === s.next && !s.finished)) return null;
+    const bytes = s.bytes(from, s.next);
+    if (!bytes) return null;
+    return { seq: rcvNxt, bytes, fin: s.finished, window: this.client0.window, ...(this.client0.tsval !== undefined ? { tsval: this.client0.tsval } : {}) };
   }
 
   /** What the close engine needs to reset this connection exactly. */

@@ -7,7 +7,7 @@ import { canonicalAddress, type Endpoint } from '../endpoint.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ProbeCaptureTimes } from './probe-capture-times.js';
 import type { RequestLog } from './request-log.js';
-import { ShadowConnection, type ContinuePlan } from './shadow-connection.js';
+import { ShadowConnection, type ContinuePlan, type LateClientData } from './shadow-connection.js';
 
 export interface ShadowTableOptions {
   /** The service endpoints whose client connections are shadowed (an address and a port each). */
@@ -139,6 +139,11 @@ export class ShadowTable {
   /** How to continue every connection to one service address (all when absent), now, in one go. */
   plans(nowMs: number, address?: string): ContinuePlan[] {
     return this.shadows(address).map((c) => c.plan(nowMs));
+  }
+
+  /** ShadowConnection.clientDataSince of one connection (endpoints as its plan gave them); null when not shadowed. */
+  clientDataSince(client: Endpoint, server: Endpoint, rcvNxt: number): LateClientData | null {
+    return this.connections.get(`${server.address}|${server.port}>${client.address}|${client.port}`)?.clientDataSince(rcvNxt) ?? null;
   }
 
   stats(): ShadowStats {
