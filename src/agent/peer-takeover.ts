@@ -97,6 +97,12 @@ export type ShadowHealth = ShadowStats & {
   capturing?: boolean;
   /** With matchWrites: the probe of the primary's replication stream (not started: the capture has not started yet). */
   streamProbe?: { connected: boolean; probes: number; errors: number; lastError: string | null };
+  /**
+   * The peer's connections to the service that its replicated table lists and this shadow does
+   * not follow (opened before the shadow started, or their handshake was not seen): a takeover
+   * now resets them, exactly. Absent without replication, or while the peer is not heard.
+   */
+  unfollowed?: number;
 } & Partial<Pick<PeerShadowStats, 'connected' | 'lagMs' | 'lastMarkMs' | 'breaks' | 'lastError'>>;
 
 /**
@@ -104,7 +110,7 @@ export type ShadowHealth = ShadowStats & {
  * tell which replays must not run (ContinueOptions.checkReplays), once `promoted` resolves.
  */
 export type Shadow = Pick<ShadowCapture, 'plans' | 'close'> &
-  Partial<Pick<ShadowCapture, 'ready' | 'clientDataSince'>> & {
+  Partial<Pick<ShadowCapture, 'ready' | 'clientDataSince' | 'table'>> & {
     stats(): ShadowHealth;
     checkReplays?: (promoted: Promise<unknown>) => NonNullable<ContinueOptions['checkReplays']>;
     /**
@@ -285,9 +291,26 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     return this.options.service;
   }
 
-  /** With `continue`: the shadow's own account (connections followed, losses, its stream), or undefined. */
+  /** With `continue`: the shadow's own account (connections followed, losses, its stream, the peer's it does not follow), or undefined. */
   shadowHealth(): ShadowHealth | undefined {
-    return this.shadow?.stats();
+    const shadow = this.shadow;
+    const health = shadow?.stats();
+    if (!shadow || !health) return health;
+    // A dead peer's table is what it left: its connections were continued or reset already.
+    const peerUp = this.options.heartbeat.detector.status().some((p) => p.node === this.options.peer && p.up);
+    const known = peerUp ? this.options.known?.() : undefined;
+    if (!known || !shadow.table) return health;
+    // As a takeover now would reset them (continueConnections' alsoReset): the peer's table for
+    // this service, less this agent's own relays and the shadow's own probe.
+    const { address, port } = this.options.service;
+    const here = canonicalAddress(address);
+    let unfollowed = 0;
+    for (const k of known) {
+      if (k.local.port !== port || canonicalAddress(k.local.address) !== here) continue;
+      if (this.relays.has(clientKey(k.peer)) || shadow.ownClient?.(k.peer) || shadow.table.follows(k.peer, k.local)) continue;
+      unfollowed++;
+    }
+    return { ...health, unfollowed };
   }
 
   /** Resolves when no takeover is running (the agent's stop lets a running one finish). */

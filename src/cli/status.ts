@@ -66,7 +66,10 @@ export async function statusCommand(opts: { control?: string; config?: string; j
         : x.connected
           ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}${probe(x)}`
           : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}${probe(x)}`;
-    out.push(table([['SHADOW OF PEER', 'SERVICE', 'SOURCE', 'CONNECTIONS', 'LOST FRAMES'], ...s.shadows.map((x) => [x.peer, `${x.address}:${x.port}`, source(x), String(x.connections), String(x.captureLosses)])]), '');
+    // NOT FOLLOWED: the peer's connections (its replicated table) a takeover now would reset.
+    out.push(table([['SHADOW OF PEER', 'SERVICE', 'SOURCE', 'CONNECTIONS', 'LOST FRAMES', 'NOT FOLLOWED'], ...s.shadows.map((x) => [x.peer, `${x.address}:${x.port}`, source(x), String(x.connections), String(x.captureLosses), x.unfollowed === undefined ? '-' : String(x.unfollowed)])]), '');
+    const unfollowed = s.shadows.reduce((n, x) => n + (x.unfollowed ?? 0), 0);
+    if (unfollowed > 0) out.push(`${unfollowed} of the peers' connection(s) are not followed (opened before the shadow started, e.g. before this agent's last start): a takeover resets them; they are followed once their clients reconnect`, '');
   }
   const cs = s.connectionStream;
   if (cs) {

@@ -206,6 +206,21 @@ describe('ShadowConnection', () => {
     });
   }
 
+  it('follows: a connection shadowed from its SYN, until reset; not one joined mid-stream, nor the shadow\'s own', () => {
+    const c = conversation();
+    const own = { ...CLIENT, port: 40001 };
+    const t = new ShadowTable({ services: [SERVER], plugin: linePlugin(), ownClient: (e) => e.port === own.port });
+    t.segments(c.handshake, 1);
+    t.segments([{ ...c.handshake[0]!, sport: own.port }], 1);
+    t.segments([{ ...c.seg(false, TCP_ACK | TCP_PSH, 'x\n'), sport: 40002 }], 1); // no SYN seen
+    expect(t.follows(CLIENT, SERVER)).toBe(true);
+    expect(t.follows({ address: '::ffff:198.18.5.20', port: CLIENT.port }, SERVER)).toBe(true); // any spelling
+    expect(t.follows(own, SERVER)).toBe(false);
+    expect(t.follows({ ...CLIENT, port: 40002 }, SERVER)).toBe(false);
+    t.segments([c.seg(true, TCP_RST)], 1);
+    expect(t.follows(CLIENT, SERVER)).toBe(false);
+  });
+
   it('clientDataSince: the client bytes past a restore\'s RCV.NXT (sent after the plans), its FIN with them; null when there are none', () => {
     const c = conversation();
     const t = table();

@@ -3,7 +3,7 @@
 // capture and the clock are the caller's (ShadowCapture wires a real one).
 import type { ParsedSegment } from '../../native.js';
 import { TCP_ACK, TCP_SYN } from '../../native.js';
-import { canonicalAddress, type Endpoint } from '../endpoint.js';
+import { canonicalAddress, wireAddress, type Endpoint } from '../endpoint.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import type { ProbeCaptureTimes } from './probe-capture-times.js';
 import type { RequestLog } from './request-log.js';
@@ -139,6 +139,15 @@ export class ShadowTable {
   /** How to continue every connection to one service address (all when absent), now, in one go. */
   plans(nowMs: number, address?: string): ContinuePlan[] {
     return this.shadows(address).map((c) => c.plan(nowMs));
+  }
+
+  /**
+   * Whether this connection is followed: shadowed from its SYN, not reset, not the shadow's own.
+   * Its addresses in any spelling (an IPv4-mapped one as the IPv4 address it is on the wire).
+   */
+  follows(client: Endpoint, server: Endpoint): boolean {
+    const c = this.connections.get(`${wireAddress(server.address)}|${server.port}>${wireAddress(client.address)}|${client.port}`);
+    return c !== undefined && !c.reset && !this.own(c);
   }
 
   /** ShadowConnection.clientDataSince of one connection (endpoints as its plan gave them); null when not shadowed. */
