@@ -8,29 +8,13 @@
 // is kept from sending the requests again, so that only the delivery can get them answered.
 import { expect, it } from 'vitest';
 import { encodeCommand } from '../../src/net/shadow/resp-continue.js';
-import { agentsLab } from './agents-lab.js';
-import { startRedisPair } from './redis.js';
-
-const fixture = (name: string) => new URL(`fixtures/${name}`, import.meta.url).pathname;
+import { libraryBackupLab } from './library-backup-lab.js';
 const N = 4;
 /** The window held open between the plans and the restores, ms (the restores and the address take 10-20 ms in a takeover). */
 const HOLD_MS = 300;
 
 it('client bytes that reach the dead server after the plans are delivered into the restored sockets, not left to the clients\' retransmission', { timeout: 60_000 }, async () => {
-  const { lab, vip } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-late-');
-  const { master, replica } = await startRedisPair(lab);
-  const { ifname } = await lab.mirrorPort('a', 'b');
-  const backup = lab.spawn('b', fixture('tail-backup.ts'));
-  const clients = lab.spawn('c', fixture('resp-groups.ts'));
-  await Promise.all([backup.waitFor('ready'), clients.waitFor('ready')]);
-  await backup.request({ cmd: 'start', mirror: ifname, address: vip, port: master.port });
-
-  const ports: Record<string, number[]> = {};
-  for (const group of ['late', 'quiet']) {
-    ports[group] = (await clients.request({ cmd: 'open', address: vip, port: master.port, group, count: N })).ports;
-    await clients.request({ cmd: 'send', group, words: ['INCR', 'k'] });
-    await clients.request({ cmd: 'wait', group, replies: 2, timeoutMs: 5000 });
-  }
+  const { lab, master, replica, backup, clients, ports } = await libraryBackupLab('tko-continue-late-', ['late', 'quiet'], N);
   await lab.killSilently('a');
   await replica.cli(['REPLICAOF', 'NO', 'ONE']);
 

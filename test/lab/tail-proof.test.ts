@@ -9,10 +9,7 @@
 //   retransmit it): reset once the wait runs out;
 // - inflight: an INCR sent after a went silent (unacknowledged, so retransmitted): continued.
 import { it } from 'vitest';
-import { agentsLab } from './agents-lab.js';
-import { startRedisPair } from './redis.js';
-
-const fixture = (name: string) => new URL(`fixtures/${name}`, import.meta.url).pathname;
+import { libraryBackupLab } from './library-backup-lab.js';
 
 const N = 4;
 const WAIT_MS = 2000;
@@ -26,20 +23,7 @@ it.concurrent.for([
   ['a mirror\'s copy after a capture loss', { loss: true }],
 ] as const)('%s: continues the connections whose copy was whole and exactly resets those whose tail the copy lacks', { timeout: 90_000 }, async ([_name, how], test) => {
   const { expect } = test;
-  const { lab, vip } = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-tail-proof-', { test });
-  const { master, replica } = await startRedisPair(lab);
-  const { ifname } = await lab.mirrorPort('a', 'b');
-  const backup = lab.spawn('b', fixture('tail-backup.ts'));
-  const clients = lab.spawn('c', fixture('resp-groups.ts'));
-  await Promise.all([backup.waitFor('ready'), clients.waitFor('ready')]);
-  await backup.request({ cmd: 'start', mirror: ifname, address: vip, port: master.port });
-
-  const ports: Record<string, number[]> = {};
-  for (const group of ['quiet', 'late', 'blocked', 'inflight']) {
-    ports[group] = (await clients.request({ cmd: 'open', address: vip, port: master.port, group, count: N })).ports;
-    await clients.request({ cmd: 'send', group, words: ['INCR', 'k'] });
-    await clients.request({ cmd: 'wait', group, replies: 2, timeoutMs: 5000 });
-  }
+  const { lab, master, replica, backup, clients, ports } = await libraryBackupLab('tko-tail-proof-', ['quiet', 'late', 'blocked', 'inflight'], N, test);
   await backup.request({ cmd: 'cut', loss: 'loss' in how });
   await clients.request({ cmd: 'send', group: 'late', words: ['INCR', 'k'] });
   await clients.request({ cmd: 'wait', group: 'late', replies: 3, timeoutMs: 5000 });

@@ -73,6 +73,16 @@ function ssState(port: number): string {
   return execFileSync('ss', ['-tanH', 'sport', `= :${port}`], { encoding: 'utf8' }).trim();
 }
 
+/** Every RST on loopback to or from `port` from now on (the capture closed after the test). */
+function watchRsts(port: number): ParsedSegment[] {
+  const rsts: ParsedSegment[] = [];
+  const tracker = new FlowTracker({ interface: 'lo', ports: [port] });
+  tracker.start();
+  tracker.onSegments((segs) => rsts.push(...segs.filter((s) => s.flags & TCP_RST)));
+  cleanups.push(() => tracker.close());
+  return rsts;
+}
+
 /** A listener and one connection; the server side is not read (pauseOnConnect). */
 async function pausedPair() {
   const server = net.createServer({ pauseOnConnect: true });
@@ -91,11 +101,7 @@ async function pausedPair() {
 describe('same host: dump, close silently, restore, adopt', () => {
   it('keeps both byte streams whole (unread bytes in the receive queue, unacked and unsent bytes in the send queue), no RST', async () => {
     const { port, client, srv } = await pausedPair();
-    const rsts: ParsedSegment[] = [];
-    const tracker = new FlowTracker({ interface: 'lo', ports: [port] });
-    tracker.start();
-    tracker.onSegments((segs) => rsts.push(...segs.filter((s) => s.flags & TCP_RST)));
-    cleanups.push(() => tracker.close());
+    const rsts = watchRsts(port);
     const clientErrors: Error[] = [];
     client.on('error', (e) => clientErrors.push(e));
     let clientEnded = false;
@@ -172,11 +178,7 @@ describe('same host: dump, close silently, restore, adopt', () => {
 
   it('a client that had half-closed: RCV.NXT counts its FIN and the read side is shut; the server reads the request and end-of-file, answers and closes; the client ends cleanly, no RST', async () => {
     const { port, client, srv } = await pausedPair();
-    const rsts: ParsedSegment[] = [];
-    const tracker = new FlowTracker({ interface: 'lo', ports: [port] });
-    tracker.start();
-    tracker.onSegments((segs) => rsts.push(...segs.filter((s) => s.flags & TCP_RST)));
-    cleanups.push(() => tracker.close());
+    const rsts = watchRsts(port);
     const clientErrors: Error[] = [];
     client.on('error', (e) => clientErrors.push(e));
     const clientGot = collect(client);
