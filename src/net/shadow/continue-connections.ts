@@ -152,7 +152,8 @@ export interface ContinueReport {
   reset: ResetConnection[];
   /**
    * ms from the call: guard in place and plans taken; the first batch restored and the address
-   * added and announced; that batch relaying; every connection relaying; the resets done too.
+   * added and announced; that batch relaying; every connection relaying; the resets done too
+   * (with lateClientData, and its last look: 60 ms after the last relay started).
    * With the tail proof, "relaying" means restored and handed to the proof (each is relayed once
    * proven, its tailProvenMs later), and relayingMs waits for the last verdict. With `ready`, a
    * relay is started before the promotion is done (its replay waits), and relayingMs waits for it.

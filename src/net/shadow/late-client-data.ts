@@ -43,7 +43,8 @@ export class LateClientDelivery {
   private readonly watched = new Map<string, Watched>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private pending = 0;
-  private settle: (() => void) | undefined;
+  /** done()'s waiters, resolved when no look is pending. */
+  private waiters: Array<() => void> = [];
   private closed = false;
   /** Segments the kernel refused (ENOBUFS...): their bytes come with the client's retransmission instead. */
   private failures = 0;
@@ -62,7 +63,7 @@ export class LateClientDelivery {
       const timer = setTimeout(() => {
         this.timers.delete(timer);
         this.look(w);
-        if (--this.pending === 0) this.settle?.();
+        if (--this.pending === 0) this.settle();
       }, ms);
       this.timers.add(timer);
     }
@@ -71,13 +72,7 @@ export class LateClientDelivery {
   /** Resolves after the last look of every connection watched so far. */
   done(): Promise<void> {
     if (this.pending === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const before = this.settle;
-      this.settle = () => {
-        before?.();
-        resolve();
-      };
-    });
+    return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   /** Client bytes delivered to one connection so far (0: none, or not watched). */
@@ -103,9 +98,13 @@ export class LateClientDelivery {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.pending = 0;
-    this.settle?.();
+    this.settle();
     this.forge?.close();
     this.forge = undefined;
+  }
+
+  private settle(): void {
+    for (const resolve of this.waiters.splice(0)) resolve();
   }
 
   private look(w: Watched): void {
