@@ -62,6 +62,7 @@ import { AppManager, type AppActivity, type AppView } from '../cluster/app-manag
 import { newApp, type AppObject } from '../cluster/app-object.js';
 import { clusterNodes, openClusterStore } from '../cluster/open-store.js';
 import type { ClusterStore } from '../cluster/cluster-store.js';
+import { openFilesLimit } from './fd-limit.js';
 
 export interface PlanDone {
   instance: string;
@@ -148,6 +149,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly server: NotificationServer;
   readonly monitors = new Map<string, InstanceMonitor>();
   readonly incarnation: number;
+  /** This process's open-files limit, read once at start (status: what a continue can hold). */
+  private readonly openFilesLimit = openFilesLimit();
   private readonly publisher: NodeEventPublisher;
   /** Node events as the decisions use them: the heartbeats', confirmed by the witnesses if any. */
   private readonly nodeEvents: NodeEventSource;
@@ -613,6 +616,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         const health = t.shadowHealth();
         return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
       }),
+      ...(this.openFilesLimit !== undefined ? { openFilesLimit: this.openFilesLimit } : {}),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
       ...(this.lastSwitchover || this.lastGiven ? { switchovers: { ...(this.lastSwitchover ? { took: this.lastSwitchover } : {}), ...(this.lastGiven ? { gave: this.lastGiven } : {}) } } : {}),
       ...(this.apps ? { apps: this.apps.views() } : {}),
@@ -1047,6 +1051,8 @@ export interface AgentStatus {
   replication: ReplicationStatus;
   /** Each takeover's shadow (with a `continue` section): what it follows, its losses, its stream. */
   shadows: Array<{ peer: string; address: string; port: number } & ShadowHealth>;
+  /** This process's open-files limit (fd-limit.ts), read at start; absent when unknown. Each continued connection holds two. */
+  openFilesLimit?: number;
   /** This node's own connection stream (`connectionStream`): its backups and their lag. */
   connectionStream?: SegmentSourceStats;
   /**

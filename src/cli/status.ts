@@ -8,6 +8,7 @@ import { controlPath } from './control-path.js';
 import { formatAge, peerLines } from './status-history.js';
 import { table } from './output.js';
 import { describeExit, type InstanceInfo } from '../agent/instance-monitor.js';
+import { fdLimitWarning } from '../agent/fd-limit.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
   let status: AgentStatus | undefined;
@@ -70,6 +71,8 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     out.push(table([['SHADOW OF PEER', 'SERVICE', 'SOURCE', 'CONNECTIONS', 'LOST FRAMES', 'NOT FOLLOWED'], ...s.shadows.map((x) => [x.peer, `${x.address}:${x.port}`, source(x), String(x.connections), String(x.captureLosses), x.unfollowed === undefined ? '-' : String(x.unfollowed)])]), '');
     const unfollowed = s.shadows.reduce((n, x) => n + (x.unfollowed ?? 0), 0);
     if (unfollowed > 0) out.push(`${unfollowed} of the peers' connection(s) are not followed (opened before the shadow started, e.g. before this agent's last start): a takeover resets them; they are followed once their clients reconnect`, '');
+    const fds = fdLimitWarning(s.shadows.reduce((n, x) => n + x.connections, 0), s.openFilesLimit);
+    if (fds) out.push(`WARNING: ${fds}`, '');
   }
   const cs = s.connectionStream;
   if (cs) {
