@@ -304,13 +304,7 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     // A connection whose replay was refused: its relay resets its client with the restored
     // socket's own RST (it was not continued); reported with the others, not closed again.
     const checked = await refusals;
-    const refused: ResetConnection[] = [];
-    for (let i = continued.length - 1; i >= 0; i--) {
-      const why = checked?.refused.get(clientKey(continued[i]!.client));
-      if (why === undefined) continue;
-      refused.push({ client: continued[i]!.client, server: continued[i]!.server, reason: why });
-      continued.splice(i, 1);
-    }
+    const refused = takeRefused(continued, checked?.refused);
     const relayingMs = since();
     await resetExactly(reset, deadOf, address, options.interface);
     reset.push(...refused);
@@ -342,6 +336,23 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     prepared.delete(k);
     return u;
   }
+}
+
+/**
+ * Takes the connections whose replay the check refused out of `continued` (their relays reset
+ * their clients) and returns them as resets, with the check's reason. A goodbye stays: it
+ * replays nothing and waits for no check, so it was said (and its FIN sent) all the same.
+ */
+export function takeRefused(continued: ContinuedConnection[], refused: ReadonlyMap<string, string> | undefined): ResetConnection[] {
+  const out: ResetConnection[] = [];
+  for (let i = continued.length - 1; i >= 0; i--) {
+    const c = continued[i]!;
+    const why = refused?.get(clientKey(c.client));
+    if (why === undefined || c.goodbye !== undefined) continue;
+    out.push({ client: c.client, server: c.server, reason: why });
+    continued.splice(i, 1);
+  }
+  return out;
 }
 
 /** One restore of a batch: a state the check refuses fails the whole batch with its error. */
