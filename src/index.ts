@@ -157,7 +157,8 @@ export { SegmentFrameReader, decodeSegmentFrame, encodeSegmentFrame } from './ne
 export type { SegmentFrame, SegmentMessage, SegmentReadResult, SegmentRejection, WelcomeRefusal } from './net/shadow/segment-wire.js';
 export { ShadowTable } from './net/shadow/shadow-table.js';
 export type { ShadowStats, ShadowTableOptions } from './net/shadow/shadow-table.js';
-export type { ContinuePlan } from './net/shadow/shadow-connection.js';
+export type { ContinuePlan, LateClientData } from './net/shadow/shadow-connection.js';
+export type { LateClientSource } from './net/shadow/late-client-data.js';
 export type { ReplyFingerprint } from './net/shadow/reply-digest.js';
 export type { ContinuePlugin, ExchangeTracker, PreambleDialog, ProtocolGoodbye, ReplyCounter, SessionPreamble } from './net/shadow/exchange-tracker.js';
 export { respContinue } from './net/shadow/resp-continue.js';

@@ -30,5 +30,5 @@ export function parseOpenFilesLimit(limits: string): number | undefined {
  */
 export function fdLimitWarning(connections: number, limit: number | undefined): string | null {
   if (limit === undefined || 2 * connections + FD_RESERVE <= limit) return null;
-  return `continuing the ${connections} connection(s) followed needs about ${2 * connections} fds in this agent (each: the restored socket and its upstream), near or past its open-files limit of ${limit} (LimitNOFILE=): the restores past it would fail (EMFILE) and be reset`;
+  return `continuing the ${connections} connection(s) followed needs about ${2 * connections} fds in this agent (each: the restored socket and its upstream), near or past its open-files limit of ${limit} (LimitNOFILE=): past it, upstream connections or restores would fail (EMFILE) and those connections would not be continued`;
 }

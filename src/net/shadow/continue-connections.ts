@@ -14,8 +14,10 @@
 //      protocol goodbye instead gets those bytes and a FIN: PostgreSQL inside a transaction).
 //      The upstream connections are opened and their preambles sent as soon as the plans are
 //      known, while the service is promoted and the sockets restored; only the replay waits;
-//   5. every connection that could not be proven (a hole, a half-closed stream, an unfollowed
-//      reply, a failed restore) is reset exactly by the close engine, its reason kept;
+//   5. every connection that could not be proven (a hole, both ends' FINs, an unfollowed reply,
+//      a failed restore) is reset exactly by the close engine, its reason kept; the client bytes
+//      a mirror showed reaching the dead server meanwhile are delivered into the restored
+//      sockets (lateClientData);
 //   6. the guard goes.
 // The caller has fenced the primary before (two hosts on one sequence space corrupt it); the
 // promotion of the local service may still run (`ready`).
@@ -169,7 +171,8 @@ export interface ContinueReport {
   replayCheckWarnings?: string[];
   /**
    * With lateClientData: the connections whose client bytes (or FIN) reached the dead server
-   * after the plans and were delivered here, the bytes, and the segments the kernel refused.
+   * after the plans and were delivered here, the bytes, and the looks whose send the kernel
+   * refused (their bytes sent again at the next look, or left to the client's retransmission).
    */
   late?: { connections: number; bytes: number; failures: number };
 }

@@ -46,7 +46,10 @@ export class LateClientDelivery {
   /** done()'s waiters, resolved when no look is pending. */
   private waiters: Array<() => void> = [];
   private closed = false;
-  /** Segments the kernel refused (ENOBUFS...): their bytes come with the client's retransmission instead. */
+  /**
+   * Looks whose send failed (the kernel refused a segment: ENOBUFS...): what they did not
+   * deliver is sent again at the next look, or comes with the client's retransmission.
+   */
   private failures = 0;
 
   constructor(private readonly source: LateClientSource) {}
@@ -80,7 +83,7 @@ export class LateClientDelivery {
     return this.watched.get(key(client, server))?.bytes ?? 0;
   }
 
-  /** Connections that got late bytes (or a FIN), the bytes in all, and the segments the kernel refused. */
+  /** Connections that got late bytes (or a FIN), the bytes in all, and the looks whose send failed. */
   totals(): { connections: number; bytes: number; failures: number } {
     let connections = 0;
     let bytes = 0;
