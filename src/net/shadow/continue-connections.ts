@@ -12,8 +12,8 @@
 //   4. each socket is adopted and relayed to the new upstream (the promoted local service):
 //      session preamble first, then the requests the dead server never answered (a plan with a
 //      protocol goodbye instead gets those bytes and a FIN: PostgreSQL inside a transaction).
-//      The upstream connections are opened and their preambles sent as soon as the plans are
-//      known, while the service is promoted and the sockets restored; only the replay waits;
+//      The upstream connections are opened and their preambles sent batch by batch as the
+//      sockets are restored, while the service is promoted; only the replay waits;
 //   5. every connection that could not be proven (a hole, both ends' FINs, an unfollowed reply,
 //      a failed restore) is reset exactly by the close engine, its reason kept; the client bytes
 //      a mirror showed reaching the dead server meanwhile are delivered into the restored
@@ -230,7 +230,6 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     hold?.catch(() => undefined);
     // The most recently active first (the order of the restores below).
     const order = [...restores].sort((a, b) => b.lastSeenMs - a.lastSeenMs);
-    for (const p of order) if (!p.goodbye) prepared.set(key(p.client, p.server), prepareUpstream(options.upstream, p.preamble));
     // Started before the address moves here, so that no client segment is missed.
     // Every plan with an unproven end (a capture loss), or all of them (a stream's copy).
     const toProve = options.proveTail ? restores : restores.filter((p) => p.unproven !== undefined);
@@ -265,6 +264,10 @@ export async function continueConnections(options: ContinueOptions): Promise<Con
     if (tailProof) await takeAddress([]);
     for (let i = 0; i === 0 || i < order.length; i += RESTORE_BATCH) {
       const batch = order.slice(i, i + RESTORE_BATCH);
+      // Each batch's upstream connections opened (preambles sent) as its restores start on the
+      // worker: all of them at once held the loop ~250 ms before the first restore at 9,000
+      // connections, and the address and the first relays with it.
+      for (const p of batch) if (!p.goodbye) prepared.set(key(p.client, p.server), prepareUpstream(options.upstream, p.preamble));
       let outcomes: BatchOutcome[] = [];
       try {
         if (batch.length > 0) outcomes = await restoreConnections(batch.map((p) => p.state), { transparent: true });
