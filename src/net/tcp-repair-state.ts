@@ -9,6 +9,7 @@ import net from 'node:net';
 import { z } from 'zod';
 import { firstIssue } from '../schema-fields.js';
 import type { NativeRepairState } from '../native.js';
+import { seqAdd } from './seq.js';
 
 /** One end of the connection. scopeId: IPv6 interface index for a link-local address. */
 export interface RepairEndpoint {
@@ -120,6 +121,11 @@ function seqDiff(a: number, b: number): number {
  * rules are the kernel's own (tcp_repair_set_window: EINVAL otherwise), checked here so a bad
  * state is refused before a socket exists.
  */
+/** RCV.NXT of a socket restored from `state`: past its receive queue (sequence space). */
+export function restoredRcvNxt(state: TcpRepairState): number {
+  return seqAdd(state.recv.seq, state.recv.queue.length);
+}
+
 export function checkTcpRepairState(s: TcpRepairState): void {
   const fail = (field: string, reason: string): never => {
     throw new TcpRepairStateError(field, reason);

@@ -33,7 +33,7 @@ import { canonicalAddress, type Endpoint } from '../endpoint.js';
 import { RstGuard } from '../rst-guard.js';
 import { restoreConnections, type RestoredConnection, type RestoreOutcome } from '../tcp-repair.js';
 import { seqAdd } from '../seq.js';
-import type { TcpRepairState } from '../tcp-repair-state.js';
+import { restoredRcvNxt, type TcpRepairState } from '../tcp-repair-state.js';
 import { prepareUpstream, relayConnection, type PreparedUpstream, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import { LateClientDelivery, type LateClientSource } from './late-client-data.js';
@@ -427,7 +427,7 @@ function relayRestored(
 
 /** Where a restored state's copy ends: RCV.NXT, and one past the last server byte (refill included). */
 function copyTail(state: TcpRepairState): CopyTail {
-  return { rcvNxt: seqAdd(state.recv.seq, state.recv.queue.length), sndEnd: seqAdd(state.send.seq, state.send.queue.length) };
+  return { rcvNxt: restoredRcvNxt(state), sndEnd: seqAdd(state.send.seq, state.send.queue.length) };
 }
 
 /** Closes a restored socket without a FIN or RST (its numbers may not be the client's). */

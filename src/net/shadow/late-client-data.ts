@@ -12,7 +12,7 @@ import { TCP_ACK, TCP_FIN, TCP_PSH } from '../../native.js';
 import { familyOf, type Endpoint } from '../endpoint.js';
 import { SegmentForge } from '../forge.js';
 import { seqAdd } from '../seq.js';
-import type { TcpRepairState } from '../tcp-repair-state.js';
+import { restoredRcvNxt, type TcpRepairState } from '../tcp-repair-state.js';
 import type { LateClientData } from './shadow-connection.js';
 
 /** Where the copy's late client bytes come from (ShadowCapture.clientDataSince). */
@@ -140,11 +140,6 @@ export class LateClientDelivery {
       this.failures++;
     }
   }
-}
-
-/** RCV.NXT of a socket restored from `state`: past its receive queue. */
-function restoredRcvNxt(state: TcpRepairState): number {
-  return seqAdd(state.recv.seq, state.recv.queue.length);
 }
 
 function key(client: Endpoint, server: Endpoint): string {
