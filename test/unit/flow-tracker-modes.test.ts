@@ -5,6 +5,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { pbkdf2, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TCP_FIN, TCP_RST, TCP_SYN, type ParsedSegment } from '../../src/native.js';
 import { FlowTracker } from '../../src/net/flow-tracker.js';
@@ -187,9 +188,13 @@ describe('FlowTracker background ring', () => {
   });
 
   it('a ring that cannot be set up rejects ready with the syscall error and counts it', async () => {
-    // A veth pair of this test's own, gone between the constructor and the worker's bind().
+    // A veth pair of this test's own, gone between the constructor and the worker's bind(). The
+    // constructor queues the ring's setup on libuv's pool at once: with a pool warmed by the
+    // tests before, a worker bound it before `ip link del` ran. So every pool thread is kept
+    // busy meanwhile (PBKDF2 runs there, ~100s of ms each), and the setup waits its turn.
     const link = `tko-gone${process.pid % 10000}`;
     execFileSync('ip', ['link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`]);
+    const busy = Array.from({ length: Number(process.env.UV_THREADPOOL_SIZE ?? 4) }, () => new Promise((r) => pbkdf2(randomBytes(16), 'salt', 300_000, 64, 'sha512', r)));
     let t: FlowTracker;
     try {
       t = new FlowTracker({ interface: link, background: true });
@@ -197,6 +202,7 @@ describe('FlowTracker background ring', () => {
       execFileSync('ip', ['link', 'del', link]);
     }
     t.start();
+    await Promise.all(busy);
     await expect(t.ready).rejects.toMatchObject({ code: 'ENODEV', syscall: 'bind', errno: -19 });
     expect(t.stats()).toMatchObject({ pollErrors: 1, lastErrno: 19, polling: false });
     t.close();
