@@ -160,7 +160,7 @@ export type { ShadowStats, ShadowTableOptions } from './net/shadow/shadow-table.
 export type { ContinuePlan, LateClientData } from './net/shadow/shadow-connection.js';
 export type { LateClientSource } from './net/shadow/late-client-data.js';
 export type { ReplyFingerprint } from './net/shadow/reply-digest.js';
-export type { ContinuePlugin, ExchangeTracker, PreambleDialog, ProtocolGoodbye, ReplyCounter, SessionPreamble } from './net/shadow/exchange-tracker.js';
+export type { ContinuePlugin, ExchangeTracker, PreambleDialog, ProtocolGoodbye, ReplyCounter, ReplyFilter, ReplyResume, SessionPreamble } from './net/shadow/exchange-tracker.js';
 export { respContinue } from './net/shadow/resp-continue.js';
 export { pgContinue } from './net/shadow/pg-continue.js';
 export { httpContinue, IDEMPOTENT_METHODS } from './net/shadow/http-continue.js';

@@ -44,7 +44,7 @@ import { redisCatchUp, redisSessions } from './redis-catch-up.js';
 import { SwitchoverError, type SwitchoverReport } from './switchover-backup.js';
 import { servePrimarySwitchover, type PrimarySwitchoverEvent } from './switchover-primary.js';
 import { isSwitchoverFrameStart } from '../net/switchover-wire.js';
-import { PeerTakeover, type ShadowHealth, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
+import { PeerTakeover, type ContinuedEnded, type ShadowHealth, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
@@ -90,6 +90,8 @@ export type AgentEvents = {
   'takeover-abandoned': [TakeoverAbandoned];
   /** After the lease, the peer's kernel still answered for the address: not added until it stops. */
   'takeover-held': [TakeoverHeld];
+  /** A connection continued here ended (its relay): clientReset when the relay reset it for a reason of its own (RelayEnd). */
+  'continued-ended': [ContinuedEnded & { peer: string }];
   /** A takeover's shadow started: the peer's connections to the service are followed (source: `mirror IF` or `stream HOST:PORT`). */
   shadowing: [{ peer: string; address: string; port: number; source: string }];
   /** A shadow's stream from the peer's agent: connected, refused, broken, resumed. */
@@ -449,6 +451,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     plan.on('waiting', (w) => this.emit('takeover-waiting', w));
     plan.on('abandoned', (a) => this.emit('takeover-abandoned', a));
     plan.on('held', (h) => this.emit('takeover-held', h));
+    plan.on('relay-ended', (e) => this.emit('continued-ended', { ...e, peer }));
     this.history.watchTakeover(peer, service, plan);
     const c = t.continue;
     if (c) this.emit('shadowing', { peer, ...service, source: c.stream ? `stream ${formatEndpoint({ address: c.stream.host, port: c.stream.port })}` : `mirror ${c.mirror!}` });

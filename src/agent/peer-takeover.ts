@@ -20,7 +20,7 @@ import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
 import { continueConnections, type ContinuedConnection, type ContinueOptions, type ContinueReport } from '../net/shadow/continue-connections.js';
-import type { Relay } from '../net/shadow/connection-relay.js';
+import type { Relay, RelayEnd } from '../net/shadow/connection-relay.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import type { PeerShadowStats } from '../net/shadow/peer-shadow.js';
 import type { ShadowCapture } from '../net/shadow/shadow-capture.js';
@@ -156,10 +156,12 @@ export interface TakeoverDone {
     restoreUs: { median: number; max: number };
     /** Connections continued in the middle of a reply (the replay checked against what the peer had sent). */
     midReply: number;
+    /** Connections whose cut reply the upstream was asked for from where it stopped (an HTTP range). */
+    resumed: number;
     /** Of `connections`, those only ended cleanly: a protocol goodbye (PostgreSQL inside a transaction: 57P01), or the FIN of a server that had closed its side. */
     goodbyes: number;
     /** Each continued connection (the CLI logs them at debug level): its client, what was replayed or checked, µs and ms as in ContinuedConnection. */
-    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; restoreUs: number; tailProvenMs?: number; goodbye?: string; lateBytes?: number }>;
+    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; resumed?: string; restoreUs: number; tailProvenMs?: number; goodbye?: string; lateBytes?: number }>;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
     /**
@@ -185,7 +187,10 @@ export interface TakeoverDone {
   lease?: { seconds: number; waitedMs: number; probe?: Extract<LeaseProbeOutcome, { kind: 'gone' }> };
 }
 
-export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; held: [TakeoverHeld]; abandoned: [TakeoverAbandoned] }> {
+/** A continued connection's relay ended (RelayEnd): its client as `address:port`. */
+export type ContinuedEnded = RelayEnd & { client: string };
+
+export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [Error]; waiting: [TakeoverWaiting]; held: [TakeoverHeld]; abandoned: [TakeoverAbandoned]; 'relay-ended': [ContinuedEnded] }> {
   private running: Promise<void> | undefined;
   private guard: RstGuard | undefined;
   /** Relays of the connections continued here (by client address|port): they live as long as this agent. */
@@ -388,8 +393,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     for (const x of continued) {
       const k = clientKey(x.client);
       this.relays.set(k, x.relay);
-      void x.relay.done.then(() => {
+      void x.relay.done.then((end) => {
         if (this.relays.get(k) === x.relay) this.relays.delete(k);
+        this.emit('relay-ended', { client: `${x.client.address}:${x.client.port}`, ...end });
       });
     }
   }
@@ -524,12 +530,14 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         connections: continued.length,
         restoreUs: medianMax(continued.map((x) => x.restoreUs)),
         midReply: continued.filter((x) => x.midReplyBytes > 0).length,
+        resumed: continued.filter((x) => x.resumed !== undefined).length,
         goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
         each: continued.map((x) => ({
           client: `${x.client.address}:${x.client.port}`,
           replayBytes: x.replayBytes,
           preambleReplies: x.preambleReplies,
           midReplyBytes: x.midReplyBytes,
+          ...(x.resumed !== undefined ? { resumed: x.resumed } : {}),
           restoreUs: x.restoreUs,
           ...(x.tailProvenMs !== undefined ? { tailProvenMs: x.tailProvenMs } : {}),
           ...(x.goodbye !== undefined ? { goodbye: x.goodbye } : {}),

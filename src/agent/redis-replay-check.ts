@@ -183,7 +183,7 @@ async function answerRan(upstream: { host: string; port: number }, restores: rea
     const client = `${p.client.address}|${p.client.port}`;
     const v = verdicts.get(client);
     if (!refused.has(client) || !v || v.ranWrites.length === 0) continue;
-    const plan = p.goodbye ? { why: 'its session ends with a goodbye' } : planRanReplies(p.replay, p.expectReply !== undefined, v.ranWrites);
+    const plan = p.goodbye ? { why: 'its session ends with a goodbye' } : planRanReplies(p.replay, p.expectReply !== undefined || p.resumeReply !== undefined, v.ranWrites);
     if ('why' in plan) refused.set(client, `${refused.get(client)} (its replies cannot be rebuilt: ${plan.why})`);
     else candidates.push({ client, ran: v.ranWrites, reads: plan.reads });
   }

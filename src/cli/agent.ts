@@ -72,14 +72,11 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     const warn = closed.failures.length > 0 || (d.report.takeovers ?? []).some((t) => t.replaced) || typeof d.report.guard === 'object' || d.continueError !== undefined || lostWrites || checkTrouble;
     // With `continue`: how many connections go on here, and why each other one was reset.
     // (Counted by reason, its numbers as N, the first few in full: not 10,000 lines.)
-    const resetBy: Record<string, number> = {};
-    for (const r of d.continued?.reset ?? []) {
-      const kind = r.reason.replace(/\d+/g, 'N');
-      resetBy[kind] = (resetBy[kind] ?? 0) + 1;
-    }
+    const resetBy = countByReason((d.continued?.reset ?? []).map((r) => r.reason));
     const continued = d.continued && {
       connections: d.continued.connections,
       midReply: d.continued.midReply,
+      resumed: d.continued.resumed,
       goodbyes: d.continued.goodbyes,
       timings: d.continued.timings,
       restoreUs: d.continued.restoreUs,
@@ -98,6 +95,23 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     log[warn ? 'warn' : 'info']({ peer: d.down.node, replicated: d.replicated, takeovers: d.report.takeovers, guard: d.report.guard, closed, ...(continued ? { continued } : {}), ...(d.continueError ? { continueError: d.continueError } : {}), ms: d.doneAt - d.startedAt }, 'peer taken over');
   });
   agent.on('takeover-failed', (err) => log.error({ err }, 'peer takeover failed'));
+  // A continued client the relay reset (its replay's reply differed, a resumed reply did not go
+  // on, the replay check refused it) is worth a warning with the reason; the others end as
+  // connections do. Such resets come in bursts (a replay check refusing many writers, a
+  // representation changed under many downloads): those of RESET_BATCH_MS are one line, counted
+  // by reason as in `peer taken over`.
+  let resets: Array<{ peer: string; client: string; reason: string }> = [];
+  agent.on('continued-ended', (e) => {
+    if (!e.clientReset) return log.debug(e, 'continued connection ended');
+    if (resets.length === 0) {
+      setTimeout(() => {
+        const batch = resets;
+        resets = [];
+        log.warn({ count: batch.length, resetBy: countByReason(batch.map((r) => r.reason)), first: batch.slice(0, 5) }, 'continued connections reset');
+      }, RESET_BATCH_MS).unref();
+    }
+    resets.push({ peer: e.peer, client: e.client, reason: e.reason });
+  });
   agent.on('shadowing', (s) => log.info(s, `shadowing ${s.peer}'s connections to ${s.address}:${s.port} from its ${s.source}: they will be continued here`));
   // The peer's stream: a break makes the connections open across it unprovable until they show
   // their streams whole again (docs/CONTINUE.md): worth a warning.
@@ -233,6 +247,19 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   log.info({ ms: Math.round(performance.now() - began) }, 'agent stopped');
   exitWhenIdle(log);
   return 0;
+}
+
+/** Continued clients their relays reset within this long of the first are logged as one line (ms). */
+const RESET_BATCH_MS = 200;
+
+/** Reasons counted by kind (their numbers as N): one entry for ten thousand alike. */
+function countByReason(reasons: readonly string[]): Record<string, number> {
+  const by: Record<string, number> = {};
+  for (const r of reasons) {
+    const kind = r.replace(/\d+/g, 'N');
+    by[kind] = (by[kind] ?? 0) + 1;
+  }
+  return by;
 }
 
 /**

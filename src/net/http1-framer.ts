@@ -71,6 +71,11 @@ export interface Http1Head {
   body: 'none' | 'length' | 'chunked' | 'tunnel';
   /** The body's length in bytes with body 'length', else 0. */
   length: number;
+  /**
+   * Every field of the head: lowercased names, each with its values in order (one per field
+   * line, unsplit). For what framing does not read (a resume's validators: http-range-resume.ts).
+   */
+  fields: ReadonlyMap<string, readonly string[]>;
 }
 
 /** A message complete: its head, and the stream offset just after its last byte. */
@@ -278,7 +283,7 @@ export class Http1Framer {
     this.leadingEmpty = 0;
     const fields = parseFields(fieldLines);
     if (typeof fields === 'string') return void (this.broken = fields);
-    const head: Http1Head = { start: this.messageStart, headEnd: end, method: '', target: '', status: 0, minor: 1, close: false, upgrade: null, expectContinue: false, body: 'none', length: 0 };
+    const head: Http1Head = { start: this.messageStart, headEnd: end, method: '', target: '', status: 0, minor: 1, close: false, upgrade: null, expectContinue: false, body: 'none', length: 0, fields };
     if (this.role === 'request') {
       const m = REQUEST_LINE.exec(startLine!)!;
       head.method = m[1]!;

@@ -1,11 +1,15 @@
 // relayConnection against a real redis-server on loopback (Debian package redis-server): the
 // preamble's replies are swallowed, the replayed and the client's own requests are answered in
-// order, and the session (the database) is the one the preamble set. The "restored" client socket
-// is the accepted end of a loopback pair; the other end plays the application.
+// order, and the session (the database) is the one the preamble set; and, against a canned HTTP
+// server, a resumed reply's filter (the 206's head dropped; another representation resets the
+// client). The "restored" client socket is the accepted end of a loopback pair; the other end
+// plays the application.
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prepareUpstream, relayConnection } from '../../src/net/shadow/connection-relay.js';
+import { httpContinue } from '../../src/net/shadow/http-continue.js';
+import { RangeResumeFilter } from '../../src/net/shadow/http-range-resume.js';
 import { ReplyDigest } from '../../src/net/shadow/reply-digest.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { freePort } from '../free-port.js';
@@ -369,6 +373,67 @@ describe('relayConnection: the start of a reply the dead server had sent', () =>
     const end = await relay.done;
     expect(end.reason).toBe('the reply to the replayed request differs from the 4 bytes the dead server had sent of it');
     expect(got).toBe('');
+  });
+});
+
+describe('a resumed reply (replyFilter: an HTTP range)', () => {
+  const ETAG = '"abc-10"';
+  /** An HTTP server on loopback answering every request with `answer`, and what it was asked. */
+  async function httpUpstream(answer: string): Promise<{ port: number; asked: () => string; close: () => void }> {
+    let asked = '';
+    const server = net.createServer((s) => {
+      s.on('data', (d: Buffer) => {
+        asked += d.toString('latin1');
+        if (asked.endsWith('\r\n\r\n')) s.write(answer);
+      });
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    return { port: (server.address() as net.AddressInfo).port, asked: () => asked, close: () => server.close() };
+  }
+  const ranged = `GET /f HTTP/1.1\r\nRange: bytes=4-\r\nIf-Range: ${ETAG}\r\n\r\n`;
+
+  it('drops the 206\'s head and relays the rest of the body, then the connection goes on (spliced)', async () => {
+    const up = await httpUpstream(`HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 4-9/10\r\nContent-Length: 6\r\nETag: ${ETAG}\r\n\r\n456789`);
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port: up.port },
+      preamble: { bytes: Buffer.alloc(0), replies: 0 },
+      replay: Buffer.from(ranged, 'latin1'),
+      replyCounter: httpContinue.createReplyCounter(),
+      replyFilter: new RangeResumeFilter(4, 10, { field: 'etag', value: ETAG }),
+    });
+    let got = '';
+    app.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    await eventually(() => got === '456789');
+    expect(up.asked()).toBe(ranged);
+    await eventually(() => relay.stats.spliced);
+    app.end();
+    const end = await relay.done;
+    expect(end.stats).toMatchObject({ upstreamBytes: 6, spliced: true });
+    expect(end.stats.filteredBytes).toBe(`HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 4-9/10\r\nContent-Length: 6\r\nETag: ${ETAG}\r\n\r\n`.length);
+    up.close();
+  });
+
+  it('resets the client when the new server\'s answer is another representation', async () => {
+    const up = await httpUpstream('HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: "new"\r\n\r\nABCDEFGHIJ');
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored,
+      upstream: { host: '127.0.0.1', port: up.port },
+      preamble: { bytes: Buffer.alloc(0), replies: 0 },
+      replay: Buffer.from(ranged, 'latin1'),
+      replyCounter: httpContinue.createReplyCounter(),
+      replyFilter: new RangeResumeFilter(4, 10, { field: 'etag', value: ETAG }),
+    });
+    let got = '';
+    app.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    const error = new Promise<NodeJS.ErrnoException>((r) => app.once('error', r));
+    expect((await error).code).toBe('ECONNRESET');
+    expect((await relay.done).reason).toMatch(/does not go on from body byte 4: its ETag is "new", was "abc-10"/);
+    expect(got).toBe('');
+    up.close();
   });
 });
 

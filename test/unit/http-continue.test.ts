@@ -407,6 +407,35 @@ describe('httpContinue in a ShadowTable plan', () => {
     expect(mid.expectReply).toEqual(digest.fingerprint());
   });
 
+  it('a GET\'s 200 cut in its body, with a strong ETag: the replay asks for the rest (Range, If-Range), no byte-for-byte check', () => {
+    const { t, seg } = conversation();
+    const etag = '"5f3a-10000"';
+    const body = 'z'.repeat(10_000);
+    const whole = b(OK(body, `ETag: ${etag}\r\nDate: Wed, 02 Dec 2026 13:00:00 GMT\r\n`));
+    const headLength = whole.length - body.length;
+    t.segments([seg(false, b(GET('/big') + GET('/next'))), seg(true, whole.subarray(0, headLength + 1460)), seg(true, whole.subarray(headLength + 1460, headLength + 2920))], 1_000_000);
+    const p = t.plans(1_000_010)[0]!;
+    if (p.kind !== 'restore') throw new Error(p.reason);
+    expect(p.expectReply).toBeUndefined();
+    expect(p.resumeReply?.description).toBe(`HTTP range from body byte 2920 of 10000 (If-Range ${etag})`);
+    // The fields go into the first replayed request's head; the pipelined one follows unchanged.
+    expect(p.replay.toString('latin1')).toBe(GET('/big', `Range: bytes=2920-\r\nIf-Range: ${etag}\r\n`) + GET('/next'));
+  });
+
+  it('a cut body that cannot be resumed (no validator, a weak ETag) falls back to the byte-for-byte check; the tracker says why', () => {
+    const { t, seg } = conversation();
+    const whole = b(OK('q'.repeat(5000)));
+    t.segments([seg(false, b(GET('/big'))), seg(true, whole.subarray(0, 1000))], 1_000_000);
+    const p = t.plans(1_000_010)[0]!;
+    if (p.kind !== 'restore') throw new Error(p.reason);
+    expect(p.resumeReply).toBeUndefined();
+    expect(p.expectReply?.bytes).toBe(1000);
+    const tracker = httpContinue.createTracker();
+    tracker.clientData(b(GET('/w')));
+    tracker.serverData(b('HTTP/1.1 200 OK\r\nContent-Length: 9\r\nETag: W/"w"\r\n\r\nabc'));
+    expect(tracker.resumeReply?.()).toMatch(/weak or malformed/);
+  });
+
   it('a POST in flight: reset with the reason', () => {
     const { t, seg } = conversation();
     t.segments([seg(false, b('POST /pay HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}'))], 1_000_000);

@@ -8,7 +8,8 @@
 // left to look at, in userspace until then.
 //
 // The handover to the kernel: JS must see the upstream's bytes while preamble replies are
-// swallowed or a reply's start is checked (expectReply), so those phases stay on the net.Sockets.
+// swallowed or a reply's start is checked (expectReply) or filtered (replyFilter), so those
+// phases stay on the net.Sockets.
 // Afterwards, at the first moment when both sockets' write queues are empty (libuv holds no
 // byte of ours), in one synchronous stretch of JS (libuv cannot read meanwhile): the bytes Node
 // has read but not delivered are taken out of both readable buffers, SpliceRelay dup()s both
@@ -20,7 +21,7 @@
 // when no handover moment comes (a socket already half-closed, or no fd exposed).
 import net from 'node:net';
 import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
-import type { PreambleDialog, ReplyCounter, SessionPreamble } from './exchange-tracker.js';
+import type { PreambleDialog, ReplyCounter, ReplyFilter, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 
 export interface RelayOptions {
@@ -60,6 +61,12 @@ export interface RelayOptions {
    */
   expectReply?: ReplyFingerprint;
   /**
+   * Instead of expectReply: the replay asked for the rest of that reply (ReplyResume); the
+   * upstream's first reply goes through this filter, which drops what the client has (an HTTP
+   * 206's head) and fails when the reply does not go on from there (the client is reset).
+   */
+  replyFilter?: ReplyFilter;
+  /**
    * Instead of relaying: these bytes to the client (a protocol goodbye, ContinuePlan.goodbye),
    * then FIN. No upstream is connected; the other options are ignored.
    */
@@ -81,6 +88,8 @@ export interface RelayStats {
   swallowedBytes: number;
   /** Bytes of the first reply checked against what the dead server had sent of it, and dropped. */
   verifiedBytes: number;
+  /** Bytes of the first reply the replyFilter dropped (a resumed reply's new head, say). */
+  filteredBytes: number;
   /** Bytes the relay answered the replayed requests with itself (RelayOptions.hold's answer; counted apart from upstreamBytes). */
   answeredBytes: number;
   /** Whether the steady state was handed to the kernel (SpliceRelay); counted in the bytes above. */
@@ -90,6 +99,12 @@ export interface RelayStats {
 export interface RelayEnd {
   /** The first thing that ended it: 'client ended', 'upstream closed', 'upstream error: ...'. */
   reason: string;
+  /**
+   * The relay reset the client (RST) for a reason of its own: the replay's reply differed from
+   * what the dead server had sent of it, a resumed reply did not go on, the hold (promotion,
+   * replay check) refused it. Not set for a client or upstream that ended or failed by itself.
+   */
+  clientReset: boolean;
   stats: RelayStats;
 }
 
@@ -142,7 +157,7 @@ export function prepareUpstream(upstream: { host: string; port: number }, preamb
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, answeredBytes: 0, spliced: false };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false };
   if (options.goodbye) {
     options.prepared?.close();
     return sayGoodbye(client, options.goodbye, stats);
@@ -167,7 +182,15 @@ export function relayConnection(options: RelayOptions): Relay {
     clearTimeout(connectTimer);
     return end;
   });
-  const result = () => ({ reason: reason ?? 'closed', stats: { ...stats } });
+  /** Set where the relay resets the client itself (RelayEnd.clientReset). */
+  let clientReset = false;
+  const resetClient = (why: string) => {
+    reason ??= why;
+    clientReset = true;
+    client.resetAndDestroy();
+    upstream.destroy();
+  };
+  const result = () => ({ reason: reason ?? 'closed', clientReset, stats: { ...stats } });
   const close = (why: string) => {
     reason ??= why;
     if (pump) {
@@ -226,11 +249,7 @@ export function relayConnection(options: RelayOptions): Relay {
       if (released()) release();
       tryHandOver();
     },
-    (err: Error) => {
-      reason ??= err.message;
-      client.resetAndDestroy();
-      upstream.destroy();
-    },
+    (err: Error) => resetClient(err.message),
   );
   upstream.on('drain', () => released() && !pump && client.resume());
   client.on('drain', () => pump || upstream.resume());
@@ -238,6 +257,8 @@ export function relayConnection(options: RelayOptions): Relay {
   let toSwallow = dialog ? 0 : preamble.replies;
   const expected = options.expectReply;
   const seen = expected ? new ReplyDigest() : undefined;
+  const filter = options.replyFilter;
+  let filterDone = false;
   /** First byte of the preamble reply being read (its RESP type), once seen. */
   let replyType: number | undefined;
   upstream.on('data', (chunk: Buffer) => {
@@ -270,13 +291,18 @@ export function relayConnection(options: RelayOptions): Relay {
       if (rest === null) return;
       data = rest;
     }
+    if (filter && !filterDone && data.length > 0) {
+      const rest = filtered(data);
+      if (rest === null) return;
+      data = rest;
+    }
     if (data.length === 0) return;
     stats.upstreamBytes += data.length;
     if (!client.write(data, afterWrite)) upstream.pause();
   }
 
   /** Whether JS has nothing left to look at: preamble replies swallowed, the reply's start checked. */
-  const steady = () => released() && toSwallow === 0 && (!expected || stats.verifiedBytes >= expected.bytes);
+  const steady = () => released() && toSwallow === 0 && (!expected || stats.verifiedBytes >= expected.bytes) && (!filter || filterDone);
   let flushAsked = false;
   /**
    * Hands the steady state to the kernel if this is the moment (see the top of the file): both
@@ -340,12 +366,27 @@ export function relayConnection(options: RelayOptions): Relay {
     if (!seen!.matches(expected!)) {
       // The client holds bytes of a reply the new upstream does not reproduce: no byte of it
       // may follow them, and a FIN would read as a clean end: a RST.
-      reason ??= `the reply to the replayed request differs from the ${expected!.bytes} bytes the dead server had sent of it`;
-      client.resetAndDestroy();
-      upstream.destroy();
+      resetClient(`the reply to the replayed request differs from the ${expected!.bytes} bytes the dead server had sent of it`);
       return null;
     }
     return data.subarray(take);
+  }
+
+  /** What the filter lets through of data; null when it holds all of it or the relay ended (the reply does not go on). */
+  function filtered(data: Buffer): Buffer | null {
+    const step = filter!.push(data);
+    if (step.kind === 'failed') {
+      // As in verify(): the client holds part of a reply that nothing may follow but a RST.
+      resetClient(step.reason);
+      return null;
+    }
+    if (step.kind === 'more') {
+      stats.filteredBytes += data.length;
+      return null;
+    }
+    filterDone = true;
+    stats.filteredBytes += data.length - step.rest.length;
+    return step.rest;
   }
 
   /** The part of chunk after the preamble's replies; null when nothing is left or the relay ended. */
@@ -443,7 +484,7 @@ function sayGoodbye(client: net.Socket, bytes: Uint8Array, stats: RelayStats): R
   // What the client still sends is read and dropped: its FIN (or close) ends the socket.
   client.on('data', () => undefined);
   const done = new Promise<RelayEnd>((resolve) => {
-    const finish = () => resolve({ reason: reason ?? 'closed', stats: { ...stats } });
+    const finish = () => resolve({ reason: reason ?? 'closed', clientReset: false, stats: { ...stats } });
     if (client.destroyed && client.closed) finish();
     else client.once('close', finish);
   });

@@ -109,7 +109,7 @@ export interface ReplayCheckResult {
   /**
    * The connections whose replayed requests the dead server ran, answered instead: the replies,
    * written to the client in place of the replay (RelayOptions.hold). Never one with a
-   * mid-reply plan (expectReply).
+   * mid-reply plan (expectReply, resumeReply).
    */
   answered?: Map<string, Uint8Array>;
   /** What it counted, for the report (e.g. acknowledged writes the promoted server lacks). */
@@ -131,6 +131,8 @@ export interface ContinuedConnection {
   preambleReplies: number;
   /** Bytes of a reply the dead server had begun that the relay checks the replay against (0: none). */
   midReplyBytes: number;
+  /** Set when the reply the dead server was cut in is asked of the upstream from where it stopped (ContinuePlan.resumeReply): from where, and how. */
+  resumed?: string;
   /** With proveTail: ms from the restore until the client showed the copy whole. */
   tailProvenMs?: number;
   /** Set when the plan was a protocol goodbye (ContinuePlan.goodbye): why; the relay only sent it. */
@@ -409,6 +411,7 @@ function relayRestored(
     preamble: plan.preamble,
     replyCounter: options.plugin.createReplyCounter(),
     ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
+    ...(plan.resumeReply ? { replyFilter: plan.resumeReply.createFilter() } : {}),
     ...(plan.goodbye ? { goodbye: plan.goodbye.bytes } : {}),
   });
   // A goodbye reads nothing it is sent: nothing to deliver.
@@ -420,6 +423,7 @@ function relayRestored(
     replayBytes: plan.replay.length,
     preambleReplies: plan.preamble.replies,
     midReplyBytes: plan.expectReply?.bytes ?? 0,
+    ...(plan.resumeReply ? { resumed: plan.resumeReply.description } : {}),
     ...(plan.goodbye ? { goodbye: plan.goodbye.reason } : {}),
     relay,
   };

@@ -42,6 +42,34 @@ export interface ProtocolGoodbye {
 }
 
 /**
+ * A reply the dead server was cut in the middle of that the new upstream can be asked to send on
+ * from where it stopped, instead of whole (HTTP: a Range request with If-Range, RFC 9110 §14.2 and
+ * §13.1.5): the client keeps the bytes it has, the new server sends the rest, and nothing has to
+ * be reproduced byte for byte (a response's Date field would differ: expectReply).
+ */
+export interface ReplyResume {
+  /** For the log: from which byte, and the validator that says it is the same representation. */
+  description: string;
+  /** Client stream offset inside the first replayed request where `insert` goes (HTTP: before its head's final CRLF). */
+  insertAt: number;
+  /** The bytes added to that request (HTTP: the Range and If-Range field lines). */
+  insert: Buffer;
+  /** Reads the new upstream's reply to that request up to where the cut one goes on; one per relay. */
+  createFilter(): ReplyFilter;
+}
+
+/** Reads the start of a new upstream's first reply for a ReplyResume. */
+export interface ReplyFilter {
+  /**
+   * The upstream's bytes, in order. `more`: all dropped (the new reply's head, or bytes the client
+   * has), wait for more; `done`: `rest` is where the bytes the client lacks begin (everything from
+   * there is relayed as it comes); `failed`: the reply does not go on from where the cut one
+   * stopped (another representation, an error status): the client is reset with `reason`.
+   */
+  push(chunk: Uint8Array): { kind: 'more' } | { kind: 'done'; rest: Buffer } | { kind: 'failed'; reason: string };
+}
+
+/**
  * When the capture saw a chunk's segment: ms since the epoch (ParsedSegment.timeMs). late: the
  * chunk was held until a hole before it filled, and its bytes may have been seen earlier.
  */
@@ -83,6 +111,12 @@ export interface ExchangeTracker {
    * of a RST, provided the server is not in the middle of a reply. null: continue it.
    */
   goodbye?(): ProtocolGoodbye | null;
+  /**
+   * Optional, consulted when the server was in the middle of a reply at the takeover (after
+   * blocker() said null): how the new upstream can send the rest of it, or why it cannot (the
+   * shadow then needs the replay's reply to reproduce the bytes sent, checked by the relay).
+   */
+  resumeReply?(): ReplyResume | string;
   /**
    * Optional: `length` bytes of the server's stream, next in order, that the client acknowledged
    * and the capture never saw (its ring overflowed); at: when the acknowledgement was captured

@@ -14,11 +14,14 @@
 //   than MAX_PENDING requests outstanding.
 // Interim responses (1xx other than 101) are whole messages a client must accept any number of
 // (RFC 9110 §15.2): they advance completeServerBytes but answer nothing. A final response cut by
-// the death is left to the shadow's expectReply: the new upstream's response must begin with the
+// the death in its body is resumed where that can be proven (a GET's 200 with a strong
+// validator: the replay asks for the rest with Range and If-Range, http-range-resume.ts); any
+// other is left to the shadow's expectReply: the new upstream's response must begin with the
 // very bytes the client has of it, or the client is reset. Responses usually carry a Date field
 // (RFC 9110 §6.6.1), so one cut in its head after the second turned is reset, never mixed.
 import { Http1Framer, type Http1Event, type Http1Head } from '../http1-framer.js';
-import { gapReason, type ContinuePlugin, type ExchangeTracker, type ReplyCounter, type SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ContinuePlugin, type ExchangeTracker, type ReplyCounter, type ReplyResume, type SessionPreamble } from './exchange-tracker.js';
+import { planRangeResume, rangeRequestBlocker } from './http-range-resume.js';
 
 /** Requests waiting for a response beyond this many block the connection (memory bound). */
 export const MAX_PENDING = 10_000;
@@ -31,6 +34,8 @@ interface Request {
   end: number | null;
   /** Its final response has ended. */
   responded: boolean;
+  /** Where a Range field could go in its head (the offset of the head's final CRLF), or why its response cannot be resumed. */
+  rangeAt: number | string;
 }
 
 class HttpTracker implements ExchangeTracker {
@@ -103,6 +108,16 @@ class HttpTracker implements ExchangeTracker {
     return null;
   }
 
+  /** The final response being sent (its head whole, its body cut) asked for from where it stopped: http-range-resume.ts. */
+  resumeReply(): ReplyResume | string {
+    if (this.sticky) return this.sticky;
+    const response = this.responses.inProgress;
+    const request = this.pending[this.replyTo];
+    if (!response || !request) return 'the response\'s head was not whole';
+    if (typeof request.rangeAt === 'string') return request.rangeAt;
+    return planRangeResume(request.rangeAt, response, this.responses.offset - response.headEnd);
+  }
+
   private onRequest(e: Http1Event): void {
     if (e.kind === 'end') {
       const r = this.pending[this.pending.length - 1]!;
@@ -113,7 +128,7 @@ class HttpTracker implements ExchangeTracker {
     if (h.method === 'CONNECT') return void (this.sticky = 'CONNECT: the connection becomes a tunnel (RFC 9110 §9.3.6), not HTTP any more');
     if (this.pending.length - this.head >= MAX_PENDING) return void (this.sticky = `more than ${MAX_PENDING} requests pending`);
     if (h.close) this.closing ??= 'the client';
-    this.pending.push({ method: h.method, end: null, responded: false });
+    this.pending.push({ method: h.method, end: null, responded: false, rangeAt: rangeRequestBlocker(h) ?? h.headEnd - 2 });
   }
 
   private onResponse(e: Http1Event): void {

@@ -16,7 +16,7 @@ import { peerWindowKnowledge } from '../flow-knowledge.js';
 import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
-import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReplyResume, type SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
 import type { ProbeCaptureTimes } from './probe-capture-times.js';
@@ -63,6 +63,12 @@ export type ContinuePlan =
        * bytes (their count and CRCs); the relay drops them, and resets the client if they differ.
        */
       expectReply?: ReplyFingerprint;
+      /**
+       * Instead of expectReply: the new upstream is asked for the rest of that reply (the
+       * plugin's resumeReply: an HTTP range). `replay` carries its insert already; the relay reads
+       * the reply through its filter (createFilter()), which drops what the client has.
+       */
+      resumeReply?: ReplyResume;
       /**
        * Not continued but ended cleanly (the plugin's goodbye, or the server had sent its FIN):
        * the restored socket gets these bytes after its refill, then FIN; no upstream, nothing
@@ -283,23 +289,31 @@ export class ShadowConnection {
     if (protocol) return blocked(protocol);
     if (this.toClient.hasHole) return blocked('server bytes are missing from the capture (a hole before later segments)');
     const complete = this.tracker.completeServerBytes();
-    // The server sent part of a reply: the client has those bytes, or gets them in the refill;
-    // the replay's reply must start with the very same bytes (checked by the relay).
+    // The server sent part of a reply: the client has those bytes, or gets them in the refill.
+    // The new upstream is asked for the rest where the protocol can say so (resumeReply: an HTTP
+    // range); otherwise the replay's reply must start with the very same bytes (checked by the relay).
     const partial = this.toClient.next - complete;
-    const expectReply = partial > 0 && this.partialHash && this.partialFrom === complete && this.partialHash.length === partial ? this.partialHash.fingerprint() : undefined;
-    if (partial > 0 && !expectReply) return blocked(`the server was in the middle of a reply (${partial} bytes of it sent) that was not followed`);
+    const resume = partial > 0 ? (this.tracker.resumeReply?.() ?? null) : null;
+    const resumeReply = resume !== null && typeof resume !== 'string' ? resume : undefined;
+    const expectReply = partial > 0 && !resumeReply && this.partialHash && this.partialFrom === complete && this.partialHash.length === partial ? this.partialHash.fingerprint() : undefined;
+    if (partial > 0 && !resumeReply && !expectReply) {
+      return blocked(`the server was in the middle of a reply (${partial} bytes of it sent) that was not followed${typeof resume === 'string' ? `, nor can it be resumed: ${resume}` : ''}`);
+    }
     const goodbye = this.tracker.goodbye?.() ?? null;
     if (goodbye && partial > 0) return blocked(`${goodbye.reason}, and the server was in the middle of a reply (no goodbye can follow it)`);
     const refill = this.toClient.bytes(clientAcked, this.toClient.next);
     const answered = this.tracker.answeredClientBytes();
-    const replay = goodbye ? Buffer.alloc(0) : this.toServer.bytes(answered, this.toServer.next);
+    const unanswered = goodbye ? Buffer.alloc(0) : this.toServer.bytes(answered, this.toServer.next);
     if (!refill) return blocked('server bytes the client has not acknowledged were not retained');
-    if (!replay) return blocked('client requests not yet answered were not retained');
+    if (!unanswered) return blocked('client requests not yet answered were not retained');
+    const at = resumeReply ? resumeReply.insertAt - answered : 0;
+    if (at < 0 || at > unanswered.length) return blocked(`the resume's insertion point (${resumeReply!.insertAt}) lies outside the unanswered requests`);
+    const replay = resumeReply ? Buffer.concat([unanswered.subarray(0, at), resumeReply.insert, unanswered.subarray(at)]) : unanswered;
     const state = this.repairState(cs, ss, clientAcked, refill, nowMs);
     // The client had half-closed (the server in CLOSE-WAIT): the replay ends with its FIN.
     const halfClosed = this.toServer.finished ? { clientEnded: true as const } : {};
     if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: noSession, goodbye, lastSeenMs: this.lastSeenMs, ...halfClosed, ...proof };
-    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}), ...halfClosed, ...proof };
+    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}), ...(resumeReply ? { resumeReply } : {}), ...halfClosed, ...proof };
   }
 
   /**
