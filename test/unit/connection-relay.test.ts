@@ -392,18 +392,21 @@ describe('a resumed reply (replyFilter: an HTTP range)', () => {
     return { port: (server.address() as net.AddressInfo).port, asked: () => asked, close: () => server.close() };
   }
   const ranged = `GET /f HTTP/1.1\r\nRange: bytes=4-\r\nIf-Range: ${ETAG}\r\n\r\n`;
-
-  it('drops the 206\'s head and relays the rest of the body, then the connection goes on (spliced)', async () => {
-    const up = await httpUpstream(`HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 4-9/10\r\nContent-Length: 6\r\nETag: ${ETAG}\r\n\r\n456789`);
-    const { restored, app } = await socketPair();
-    const relay = relayConnection({
+  /** The relay of a client cut after body byte 4 of a 10-byte representation: the ranged GET replayed. */
+  const resumedRelay = (restored: net.Socket, port: number) =>
+    relayConnection({
       client: restored,
-      upstream: { host: '127.0.0.1', port: up.port },
+      upstream: { host: '127.0.0.1', port },
       preamble: { bytes: Buffer.alloc(0), replies: 0 },
       replay: Buffer.from(ranged, 'latin1'),
       replyCounter: httpContinue.createReplyCounter(),
       replyFilter: new RangeResumeFilter(4, 10, { field: 'etag', value: ETAG }),
     });
+
+  it('drops the 206\'s head and relays the rest of the body, then the connection goes on (spliced)', async () => {
+    const up = await httpUpstream(`HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 4-9/10\r\nContent-Length: 6\r\nETag: ${ETAG}\r\n\r\n456789`);
+    const { restored, app } = await socketPair();
+    const relay = resumedRelay(restored, up.port);
     let got = '';
     app.on('data', (d: Buffer) => (got += d.toString('latin1')));
     await eventually(() => got === '456789');
@@ -419,14 +422,7 @@ describe('a resumed reply (replyFilter: an HTTP range)', () => {
   it('resets the client when the new server\'s answer is another representation', async () => {
     const up = await httpUpstream('HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: "new"\r\n\r\nABCDEFGHIJ');
     const { restored, app } = await socketPair();
-    const relay = relayConnection({
-      client: restored,
-      upstream: { host: '127.0.0.1', port: up.port },
-      preamble: { bytes: Buffer.alloc(0), replies: 0 },
-      replay: Buffer.from(ranged, 'latin1'),
-      replyCounter: httpContinue.createReplyCounter(),
-      replyFilter: new RangeResumeFilter(4, 10, { field: 'etag', value: ETAG }),
-    });
+    const relay = resumedRelay(restored, up.port);
     let got = '';
     app.on('data', (d: Buffer) => (got += d.toString('latin1')));
     const error = new Promise<NodeJS.ErrnoException>((r) => app.once('error', r));
