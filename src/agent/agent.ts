@@ -619,6 +619,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         const health = t.shadowHealth();
         return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
       }),
+      ...(this.takeovers.some((t) => t.relaying > 0) ? { relaying: this.takeovers.filter((t) => t.relaying > 0).map((t) => ({ peer: t.peer, ...t.service, connections: t.relaying })) } : {}),
       ...(this.openFilesLimit !== undefined ? { openFilesLimit: this.openFilesLimit } : {}),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
       ...(this.lastSwitchover || this.lastGiven ? { switchovers: { ...(this.lastSwitchover ? { took: this.lastSwitchover } : {}), ...(this.lastGiven ? { gave: this.lastGiven } : {}) } } : {}),
@@ -1054,6 +1055,12 @@ export interface AgentStatus {
   replication: ReplicationStatus;
   /** Each takeover's shadow (with a `continue` section): what it follows, its losses, its stream. */
   shadows: Array<{ peer: string; address: string; port: number } & ShadowHealth>;
+  /**
+   * Connections continued here from a peer's takeover (or a switchover) whose relays run now, by
+   * service: they live in this process, so stopping or restarting the agent resets them. Absent
+   * when there are none.
+   */
+  relaying?: Array<{ peer: string; address: string; port: number; connections: number }>;
   /** This process's open-files limit (fd-limit.ts), read at start; absent when unknown. Each continued connection holds two. */
   openFilesLimit?: number;
   /** This node's own connection stream (`connectionStream`): its backups and their lag. */

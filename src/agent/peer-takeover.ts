@@ -318,6 +318,11 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     return { ...health, unfollowed };
   }
 
+  /** Connections continued here whose relays run now (they live in this process: its stop resets them). */
+  get relaying(): number {
+    return this.relays.size;
+  }
+
   /** Resolves when no takeover is running (the agent's stop lets a running one finish). */
   async settled(): Promise<void> {
     await this.running;

@@ -192,7 +192,7 @@ controlOptions(
 controlOptions(
   program
     .command('status')
-    .description('nodes, links, instances, services and the last events, as the local agent sees them; with `continue`, each shadow (SHADOW OF PEER: its source, the connections it follows, frames lost, NOT FOLLOWED: the peer\'s connections a takeover would reset) and the backups following this node\'s stream (docs/AGENT.md)')
+    .description('nodes, links, instances, services and the last events, as the local agent sees them; with `continue`, each shadow (SHADOW OF PEER: its source, the connections it follows, frames lost, NOT FOLLOWED: the peer\'s connections a takeover would reset), the connections continued here that this agent relays (RELAYING FOR PEER: a stop or restart resets them) and the backups following this node\'s stream (docs/AGENT.md)')
     .option('--json', 'print one JSON document'),
 ).action(async (opts) => {
   process.exitCode = await (await import('./status.js')).statusCommand(opts);

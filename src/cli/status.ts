@@ -74,6 +74,11 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     const fds = fdLimitWarning(s.shadows.reduce((n, x) => n + x.connections, 0), s.openFilesLimit);
     if (fds) out.push(`WARNING: ${fds}`, '');
   }
+  if (s.relaying) {
+    const n = s.relaying.reduce((sum, x) => sum + x.connections, 0);
+    out.push(table([['RELAYING FOR PEER', 'SERVICE', 'CONNECTIONS'], ...s.relaying.map((x) => [x.peer, `${x.address}:${x.port}`, String(x.connections)])]));
+    out.push(`${n} continued connection(s) are relayed by this agent's process: stopping or restarting it resets them`, '');
+  }
   const cs = s.connectionStream;
   if (cs) {
     const rows = cs.subscriptions.map((x) => [x.backup, x.remote, x.live ? 'yes' : 'not yet', `${Math.round(x.lagMs)} ms`, String(x.unackedBytes)]);

@@ -8,12 +8,14 @@
 // ETag): the first client reads on to the end, every byte the file's (SHA-256), and its next
 // GET goes to b on the same connection. The second file differs on b (another mtime: another
 // ETag), so b's nginx answers If-Range with the whole other representation: that client is
-// reset (ECONNRESET), never handed a mix of the two, and b's log says why.
+// reset (ECONNRESET), never handed a mix of the two, and b's log says why. `takeover status`
+// on b lists the connections its agent relays meanwhile.
 import { createHash, randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, writeFileSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it, onTestFinished } from 'vitest';
+import { runCli } from '../cli-process.js';
 import { agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { startNginx } from './nginx.js';
 import { until } from './replication-cluster.js';
@@ -71,6 +73,14 @@ it('a dead nginx\'s download cut in its body is finished by b\'s nginx from the 
     expect(from).toBeLessThan(FILE_BYTES);
   }
 
+  // `takeover status` tells an operator what lives in b's agent now (its restart would reset it):
+  // the first download's connection; the second's relay reset its client as soon as b's nginx
+  // answered with another ETag.
+  const status = async (json: boolean) => runCli(['status', ...(json ? ['--json'] : []), '--control', path.join(m.dir, 'b.sock')], { netns: lab.host('b').ns });
+  await until('the changed download\'s relay ended', async () => (log().some((e) => e.msg === 'continued connections reset') ? true : undefined), 5000);
+  expect(JSON.parse((await status(true)).stdout).relaying).toEqual([{ peer: 'a', address: vip, port: PORT, connections: 1 }]);
+  expect((await status(false)).stdout).toMatch(/RELAYING FOR PEER[^]*\n\s*a\s+198\.18\.\d+\.100:8080\s+1\n[^]*1 continued connection\(s\) are relayed by this agent's process: stopping or restarting it resets them/);
+
   const whole = await clients.request({ cmd: 'finish', id: same.id, next: '/small.txt' }, 30_000);
   expect(whole).toEqual({
     status: 200,
@@ -89,4 +99,6 @@ it('a dead nginx\'s download cut in its body is finished by b\'s nginx from the 
   expect(reset.count).toBe(1);
   expect(reset.first[0].client).toBe(`${lab.host('c').ipv4}:${changed.port}`);
   expect(reset.first[0].reason).toMatch(/does not go on from body byte \d+: its ETag is "[0-9a-f]+-[0-9a-f]+", was "[0-9a-f]+-[0-9a-f]+"/);
+  // The finished download's keep-alive connection is still relayed.
+  expect(JSON.parse((await status(true)).stdout).relaying).toEqual([{ peer: 'a', address: vip, port: PORT, connections: 1 }]);
 }, 90_000);
