@@ -95,10 +95,20 @@ const takeover = z.strictObject({
        * primary's capture timed count: its times are the primary's clock. See docs/CONTINUE.md.
        */
       matchWrites: z.strictObject({ primary: z.strictObject({ host: ip, port }).optional(), probeIntervalMs: ms(10, 1000).default(50), marginMs: z.number().min(0).max(10).default(DEFAULT_MARGIN_MS) }).optional(),
+      /**
+       * protocol postgres, with a mirror: before a continued session's unanswered request is
+       * replayed, make sure the dead primary cannot have committed it in WAL the promoted standby
+       * holds: this host captures its standby's replication connection to `primary` (its
+       * address and port as primary_conninfo names them) on `interface` (default any), and a
+       * request that arrived after the last WAL did is replayed; any other is reset (the
+       * replay could apply it twice). See docs/CONTINUE.md.
+       */
+      walCheck: z.strictObject({ primary: z.strictObject({ host: ip, port: port.default(5432) }), interface: ifname.default('any') }).optional(),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })
     .refine((c) => c.matchWrites === undefined || c.protocol === 'resp', { message: 'matchWrites is for protocol resp (it reads the writes back from Redis\'s replication stream)', path: ['matchWrites'] })
+    .refine((c) => c.walCheck === undefined || (c.protocol === 'postgres' && c.mirror !== undefined), { message: 'walCheck is for protocol postgres with a mirror (it orders the mirror\'s requests against the WAL this host receives, on one clock)', path: ['walCheck'] })
     .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
 });

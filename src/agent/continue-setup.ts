@@ -18,6 +18,9 @@ import { redisReplayCheck } from './redis-replay-check.js';
 import { ReplicationStreamProbe } from './redis-stream-probe.js';
 import { ProbeCaptureTimes } from '../net/shadow/probe-capture-times.js';
 import { RequestLog } from '../net/shadow/request-log.js';
+import { WalArrivals } from '../net/shadow/wal-arrivals.js';
+import { FlowTracker } from '../net/flow-tracker.js';
+import { pgWalReplayCheck } from './pg-replay-check.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
 
@@ -40,6 +43,7 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
   const plugin = pluginOf(c);
   const openShadow = (): Shadow => {
     if (c.matchWrites) return matchedShadow(c, service, plugin, self, c.matchWrites);
+    if (c.walCheck) return walCheckedShadow(c, service, plugin, c.walCheck);
     if (c.stream) return streamShadow(c.stream, self, { services: [service], plugin });
     return new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   };
@@ -121,6 +125,55 @@ function matchedShadow(c: ContinueConfig, service: Endpoint, plugin: ContinuePlu
     },
     checkReplays: (promoted) =>
       redisReplayCheck({ log: requestLog, probes: () => probe?.probes() ?? [], captured: (nonce) => probeTimes.get(nonce), capturedOnly: c.stream !== undefined, upstream: c.upstream, marginMs: m.marginMs }, promoted),
+  };
+}
+
+/**
+ * A mirror's shadow whose takeover replays a PostgreSQL session's unanswered request only when
+ * the dead primary cannot have committed it in WAL the promoted standby holds (`walCheck`,
+ * wal-arrivals.ts): this host's standby receives that WAL, and a capture of its replication
+ * connection times each segment on the clock the mirror's capture times the requests with.
+ */
+function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: ContinuePlugin, w: NonNullable<ContinueConfig['walCheck']>): Shadow {
+  const capture = new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
+  const wal = new WalArrivals({ address: w.primary.host, port: w.primary.port });
+  let tracker: FlowTracker;
+  try {
+    // Headers and the first bytes of each payload: enough to know a keepalive.
+    tracker = new FlowTracker({ interface: w.interface, hosts: [w.primary.host], ports: [w.primary.port], payloadBytes: 8, trackFlows: false, background: true });
+  } catch (err) {
+    void capture.close();
+    throw err;
+  }
+  let drops = 0;
+  const noteLosses = () => {
+    const d = tracker.stats().drops;
+    if (d > drops) {
+      drops = d;
+      wal.lost(Date.now());
+    }
+  };
+  tracker.onSegments((segments) => {
+    wal.take(segments);
+    noteLosses();
+  });
+  tracker.start();
+  // Requests seen before the capture runs cannot be ordered (WalArrivals.verdict says so).
+  tracker.ready.then(() => wal.started(Date.now()), () => undefined);
+  return {
+    plans: (address) => capture.plans(address),
+    ready: capture.ready,
+    table: capture.table,
+    clientDataSince: capture.clientDataSince.bind(capture),
+    stats: () => {
+      const seen = (ms: number) => (Number.isFinite(ms) ? ms : null);
+      return { ...capture.stats(), walWatch: { startedMs: seen(wal.startedMs), lastSeenMs: seen(wal.lastSeenMs), lastWalMs: seen(wal.lastWalMs) } };
+    },
+    close: () => {
+      tracker.close();
+      return capture.close();
+    },
+    checkReplays: (promoted) => pgWalReplayCheck(wal, noteLosses, promoted),
   };
 }
 

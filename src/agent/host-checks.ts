@@ -81,6 +81,14 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
           return `${mirror} exists`;
         }]);
       }
+      const walInterface = t.continue?.walCheck?.interface;
+      if (walInterface !== undefined && walInterface !== 'any') {
+        checks.push([`peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue.walCheck.interface`, async () => {
+          if (interfaces === undefined) throw new Problem('cannot list the interfaces of this host (/proc/self/net/dev)');
+          if (!interfaces.includes(walInterface)) throw new Problem(`${walInterface} is not an interface of this host (the standby's replication connection must arrive on one)`);
+          return `${walInterface} exists`;
+        }]);
+      }
     }),
   );
   c.addressLease?.addresses.forEach((a, j) =>

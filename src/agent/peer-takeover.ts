@@ -98,6 +98,11 @@ export type ShadowHealth = ShadowStats & {
   /** With matchWrites: the probe of the primary's replication stream (not started: the capture has not started yet). */
   streamProbe?: { connected: boolean; probes: number; errors: number; lastError: string | null };
   /**
+   * With walCheck: the capture of this node's standby's replication connection (times in ms since
+   * the epoch, null: not yet): when its ring was set up, when the connection and WAL were last seen.
+   */
+  walWatch?: { startedMs: number | null; lastSeenMs: number | null; lastWalMs: number | null };
+  /**
    * The peer's connections to the service that its replicated table lists and this shadow does
    * not follow (opened before the shadow started, or their handshake was not seen): a takeover
    * now resets them, exactly. Absent without replication, or while the peer is not heard.

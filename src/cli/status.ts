@@ -9,6 +9,7 @@ import { formatAge, peerLines } from './status-history.js';
 import { table } from './output.js';
 import { describeExit, type InstanceInfo } from '../agent/instance-monitor.js';
 import { fdLimitWarning } from '../agent/fd-limit.js';
+import { WAL_SEEN_WITHIN_MS } from '../net/shadow/wal-arrivals.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
   let status: AgentStatus | undefined;
@@ -61,9 +62,19 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     // With matchWrites, whether the probe of the peer's replication stream runs (without it, unanswered writes are reset).
     const probe = (x: AgentStatus['shadows'][number]) =>
       !x.streamProbe ? '' : x.streamProbe.connected ? `, stream probe up (${x.streamProbe.probes} probes)` : `, stream probe DOWN${x.streamProbe.lastError ? ` (${x.streamProbe.lastError})` : ''}`;
+    // With walCheck, whether the standby's replication connection is seen (unseen: every unanswered PostgreSQL request is reset).
+    const walWatch = (x: AgentStatus['shadows'][number]) => {
+      const w = x.walWatch;
+      if (!w) return '';
+      if (w.startedMs === null) return ', WAL watch STARTING';
+      const since = w.lastSeenMs ?? w.startedMs;
+      if (now - since > WAL_SEEN_WITHIN_MS) return `, WAL watch: replication connection NOT SEEN for ${Math.round((now - since) / 1000)} s (check walCheck.primary; a takeover resets every unanswered request)`;
+      if (w.lastSeenMs === null) return ', WAL watch: waiting to see the replication connection';
+      return `, WAL watch: replication connection seen ${Math.max(0, Math.round(now - w.lastSeenMs))} ms ago`;
+    };
     const source = (x: AgentStatus['shadows'][number]) =>
       x.connected === undefined
-        ? `mirror${x.capturing === false ? ' STARTING (its capture is being set up: connections opened now are not followed)' : ''}${probe(x)}`
+        ? `mirror${x.capturing === false ? ' STARTING (its capture is being set up: connections opened now are not followed)' : ''}${probe(x)}${walWatch(x)}`
         : x.connected
           ? `stream up, last mark ${x.lastMarkMs ? `${Math.max(0, Math.round(now - x.lastMarkMs))} ms ago` : 'not yet'}${probe(x)}`
           : `stream DOWN${x.lastError ? ` (${x.lastError})` : ''}${probe(x)}`;

@@ -16,7 +16,8 @@ import { peerWindowKnowledge } from '../flow-knowledge.js';
 import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
-import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReplyResume, type SessionPreamble } from './exchange-tracker.js';
+import { ArrivalTimes } from './arrival-times.js';
+import { gapReason, type ChunkTime, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReplyResume, type SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
 import type { ProbeCaptureTimes } from './probe-capture-times.js';
@@ -81,6 +82,12 @@ export type ContinuePlan =
        * (shutdownRead) so its reader sees the end of the stream after the replay.
        */
       clientEnded?: true;
+      /**
+       * With a replay: when the capture saw its first byte (the first request the dead server
+       * did not answer arrived then; late: held behind a hole, it may have come earlier). For a
+       * replay check that orders it against the dead server's other output (WAL it shipped).
+       */
+      unansweredSince?: ChunkTime;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
       /**
@@ -151,6 +158,8 @@ export class ShadowConnection {
   private readonly maxRetained: number;
   /** The capture time of the segment being taken (ms since the epoch): the trackers' ChunkTime. */
   private segmentMs = 0;
+  /** When the client's bytes not yet answered were captured (ContinuePlan.unansweredSince). */
+  private readonly arrivals = new ArrivalTimes();
   /** Set once a RST was seen: nothing is left to continue or to close. */
   reset = false;
   lastSeenMs = 0;
@@ -313,7 +322,11 @@ export class ShadowConnection {
     // The client had half-closed (the server in CLOSE-WAIT): the replay ends with its FIN.
     const halfClosed = this.toServer.finished ? { clientEnded: true as const } : {};
     if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: noSession, goodbye, lastSeenMs: this.lastSeenMs, ...halfClosed, ...proof };
-    return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs, ...(expectReply ? { expectReply } : {}), ...(resumeReply ? { resumeReply } : {}), ...halfClosed, ...proof };
+    const since = unanswered.length > 0 ? this.arrivals.at(answered) : undefined;
+    return {
+      kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs,
+      ...(expectReply ? { expectReply } : {}), ...(resumeReply ? { resumeReply } : {}), ...(since ? { unansweredSince: since } : {}), ...halfClosed, ...proof,
+    };
   }
 
   /**
@@ -404,7 +417,11 @@ export class ShadowConnection {
       this.toServer = new StreamReassembly(
         s.seq,
         this.maxRetained,
-        (chunk, _offset, late) => this.tracker.clientData(chunk, { ms: this.segmentMs, late }),
+        (chunk, offset, late) => {
+          const at = { ms: this.segmentMs, late };
+          this.tracker.clientData(chunk, at);
+          this.arrivals.add(offset + chunk.length, at, this.tracker.answeredClientBytes());
+        },
         (_offset, length) => this.lost('client', length),
       );
     }

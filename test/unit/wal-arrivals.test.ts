@@ -1,0 +1,115 @@
+// The PostgreSQL replay check's pieces (issue 12, "committed but not acknowledged"), pure: when
+// the shadow saw a connection's first unanswered byte (ContinuePlan.unansweredSince, kept by
+// ArrivalTimes), which of the primary's segments to its standby may carry WAL (a keepalive
+// cannot), and the verdict: a request is replayed only when every WAL segment arrived before it
+// did and no capture loss came after; the check over restore plans (pgWalReplayCheck).
+import type { ParsedSegment } from '../../src/native.js';
+import { TCP_ACK, TCP_PSH } from '../../src/native.js';
+import { describe, expect, it } from 'vitest';
+import { pgWalReplayCheck } from '../../src/agent/pg-replay-check.js';
+import { ArrivalTimes } from '../../src/net/shadow/arrival-times.js';
+import { pgContinue } from '../../src/net/shadow/pg-continue.js';
+import { isKeepalive, WalArrivals } from '../../src/net/shadow/wal-arrivals.js';
+import type { RestorePlan } from '../../src/net/shadow/continue-connections.js';
+import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
+import { conversationSegments } from './shadow-plan-conversation.js';
+
+const PRIMARY = { address: '198.18.7.10', port: 5432 };
+
+function keepalive(): Buffer {
+  const b = Buffer.alloc(22);
+  b.write('d', 0, 'latin1');
+  b.writeInt32BE(21, 1);
+  b.write('k', 5, 'latin1');
+  return b;
+}
+
+/** A segment from the primary's walsender to this standby, captured at `timeMs`. */
+function fromPrimary(payload: Buffer, timeMs: number, over: Partial<ParsedSegment> = {}): ParsedSegment {
+  return { family: 4, src: PRIMARY.address, dst: '198.18.7.11', sport: PRIMARY.port, dport: 40000, seq: 1, ack: 1, flags: TCP_ACK | TCP_PSH, window: 100, urgentPointer: 0, payloadLength: payload.length, payload: payload.subarray(0, 8), timeMs, ...over };
+}
+
+describe('ArrivalTimes', () => {
+  it('gives the capture time of the chunk holding an offset, dropping what was answered', () => {
+    const a = new ArrivalTimes();
+    a.add(10, { ms: 1, late: false }, 0);
+    a.add(20, { ms: 2, late: true }, 0);
+    a.add(30, { ms: 3, late: false }, 10);
+    expect(a.at(10)).toEqual({ ms: 2, late: true });
+    expect(a.at(25)).toEqual({ ms: 3, late: false });
+    expect(a.at(30)).toBeUndefined();
+    for (let i = 0; i < 5000; i++) a.add(30 + (i + 1) * 10, { ms: 10 + i, late: false }, 30 + i * 10);
+    expect(a.at(30 + 4999 * 10)).toEqual({ ms: 10 + 4999, late: false });
+  });
+});
+
+describe('WalArrivals', () => {
+  it('a keepalive is 22 bytes: d, 21, k; anything else may carry WAL', () => {
+    expect(isKeepalive(keepalive(), 22)).toBe(true);
+    expect(isKeepalive(keepalive(), 44)).toBe(false); // two messages in one segment: counted as WAL
+    const w = keepalive();
+    w.write('w', 5, 'latin1');
+    expect(isKeepalive(w, 22)).toBe(false);
+  });
+
+  it('replays a request that arrived after the last WAL, and no other; a capture loss, a late or early request cannot be ordered', () => {
+    const wal = new WalArrivals(PRIMARY);
+    expect(wal.verdict({ ms: 5000, late: false }, 3000)).toMatch(/replication connection to 198\.18\.7\.10:5432 was never seen \(walCheck\.primary must be/);
+    // The standby's own report to the primary shows the capture watches the right connection.
+    wal.take([fromPrimary(Buffer.from('r'), 900, { src: '198.18.7.11', sport: 40000, dst: PRIMARY.address, dport: PRIMARY.port })]);
+    expect(wal.lastWalMs).toBe(-Infinity);
+    expect(wal.verdict({ ms: 5000, late: false }, 3000)).toMatch(/has not started/);
+    expect(wal.verdict({ ms: 5000, late: false }, 900 + 30_001)).toMatch(/last seen 30001 ms ago/);
+    wal.started(1000);
+    wal.take([fromPrimary(Buffer.from('dxxxxwWAL'), 2000), fromPrimary(keepalive(), 3000), fromPrimary(Buffer.from('x'), 9999, { sport: 5433 }), fromPrimary(Buffer.from('x'), 9999, { src: '198.18.7.99' }), fromPrimary(Buffer.alloc(0), 9999)]);
+    expect(wal.lastWalMs).toBe(2000);
+    expect(wal.verdict({ ms: 2500, late: false }, 3000)).toBeNull();
+    expect(wal.verdict({ ms: 2000, late: false }, 3000)).toMatch(/sent WAL to the standby 0\.0 ms after its unanswered request arrived: the request's commit may be in it/);
+    expect(wal.verdict({ ms: 2500, late: true }, 3000)).toMatch(/held behind a capture hole/);
+    expect(wal.verdict({ ms: 500, late: false }, 3000)).toMatch(/before the capture of the replication connection started/);
+    expect(wal.verdict(undefined, 3000)).toMatch(/not known/);
+    wal.lost(2600);
+    expect(wal.verdict({ ms: 2500, late: false }, 3000)).toMatch(/lost frames after its unanswered request arrived/);
+    expect(wal.verdict({ ms: 2700, late: false }, 3000)).toBeNull();
+    wal.take([fromPrimary(Buffer.from('w'), 2800, { timeMs: undefined })]);
+    expect(wal.verdict({ ms: 5000, late: false }, 6000)).toMatch(/sent WAL/); // no capture time: as if last
+  });
+});
+
+describe('pgWalReplayCheck over a takeover\'s plans', () => {
+  const query = (sql: string) => {
+    const text = Buffer.from(`${sql}\0`, 'latin1');
+    const b = Buffer.alloc(5 + text.length);
+    b.write('Q', 0, 'latin1');
+    b.writeInt32BE(4 + text.length, 1);
+    text.copy(b, 5);
+    return b;
+  };
+
+  it('a session whose unanswered INSERT arrived after the last WAL is replayed; one before it is refused, saying why', async () => {
+    const SERVER = { address: '198.18.7.100', port: 5432 };
+    const plans: RestorePlan[] = [];
+    const startup = Buffer.alloc(8 + 'user\0u\0\0'.length);
+    startup.writeInt32BE(startup.length, 0);
+    startup.writeInt32BE(196608, 4);
+    startup.write('user\0u\0\0', 8, 'latin1');
+    const ok = Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]); // AuthenticationOk, ReadyForQuery 'I'
+    for (const [i, arrivedMs] of [1500, 2500].entries()) {
+      const { seg, handshake } = conversationSegments(SERVER, { address: '198.18.7.20', port: 40000 + i });
+      const t = new ShadowTable({ services: [SERVER], plugin: pgContinue() });
+      t.segments([...handshake, seg(false, startup), seg(true, ok)], 1000);
+      t.segments([{ ...seg(false, query('INSERT INTO t VALUES (1)')), timeMs: arrivedMs }], arrivedMs);
+      const p = t.plans(3000)[0]!;
+      if (p.kind !== 'restore') throw new Error(p.reason);
+      expect(p.unansweredSince).toEqual({ ms: arrivedMs, late: false });
+      plans.push(p);
+    }
+    const wal = new WalArrivals(PRIMARY);
+    wal.started(1000);
+    wal.take([fromPrimary(Buffer.from('dWAL'), 2000)]);
+    const result = await pgWalReplayCheck(wal, () => undefined, Promise.resolve(), () => 3000)(plans);
+    expect([...result.refused.keys()]).toEqual(['198.18.7.20|40000']);
+    expect(result.refused.get('198.18.7.20|40000')).toMatch(/^not replayed: the primary sent WAL to the standby 500\.0 ms after/);
+    expect(result.counts).toMatchObject({ replays: 2, refused: 1 });
+  });
+});
