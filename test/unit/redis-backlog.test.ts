@@ -131,8 +131,9 @@ describe('stream probe and the old history, primary + replica', () => {
     const probe = new ReplicationStreamProbe({ host: '127.0.0.1', port: primary.port });
     probes.push(probe);
     await until('a first probe', () => probe.probes().length > 0);
-    // The writer runs until 12 more probes were recorded (bounded: 6000 commands, 3 s).
-    sent = await runWriter(primary.port, () => probe.probes().length >= 13, 6000, 3000);
+    // The writer runs until 12 more probes were recorded (bounded: 30,000 commands, 5 s). 6,000
+    // commands were once the bound: a fast writer sent them in less than 12 probe intervals.
+    sent = await runWriter(primary.port, () => probe.probes().length >= 13, 30_000, 5000);
     // One more probe after the writer stopped, so the last writes are before a probe too.
     const n = probe.probes().length;
     await until('a probe after the writer', () => probe.probes().length > n);
