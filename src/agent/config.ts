@@ -108,7 +108,8 @@ const takeover = z.strictObject({
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })
     .refine((c) => c.matchWrites === undefined || c.protocol === 'resp', { message: 'matchWrites is for protocol resp (it reads the writes back from Redis\'s replication stream)', path: ['matchWrites'] })
-    .refine((c) => c.walCheck === undefined || (c.protocol === 'postgres' && c.mirror !== undefined), { message: 'walCheck is for protocol postgres with a mirror (it orders the mirror\'s requests against the WAL this host receives, on one clock)', path: ['walCheck'] })
+    .refine((c) => c.walCheck === undefined || c.protocol === 'postgres', { message: 'walCheck is for protocol postgres (it reads the WAL a PostgreSQL standby receives)', path: ['walCheck'] })
+    .refine((c) => c.walCheck === undefined || c.mirror !== undefined, { message: 'walCheck needs a mirror, not a stream (it orders the mirror\'s requests against the WAL this host receives, on this host\'s clock; a stream\'s times are the primary\'s)', path: ['walCheck'] })
     .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
 });
@@ -521,6 +522,10 @@ export async function configKey(c: AgentConfig): Promise<Buffer> {
  * single heartbeat link, which one cut silences.
  */
 export function configWarnings(c: AgentConfig): string[] {
+  return [...quorumWarnings(c), ...continueWarnings(c)];
+}
+
+function quorumWarnings(c: AgentConfig): string[] {
   const nodes = 1 + c.peers.length;
   const tieBreaker = c.fencing !== undefined || c.disk?.watch !== undefined;
   if (nodes !== 2 || tieBreaker) return [];
@@ -529,4 +534,19 @@ export function configWarnings(c: AgentConfig): string[] {
   }
   const one = c.heartbeat.links.length < 2 ? ' One heartbeat link: a single cut is such a partition; add a failsafe link.' : '';
   return [`quorum.twoNode without fencing or a disk witness: a partition makes both nodes publish each other's death and take each other's addresses (split brain).${one}`];
+}
+
+/** A `continue` that validates but leaves a known hole: its replays would fail or could run twice. */
+function continueWarnings(c: AgentConfig): string[] {
+  const out: string[] = [];
+  c.peers.forEach((p, i) =>
+    p.takeover.forEach((t, j) => {
+      const k = t.continue;
+      if (k?.protocol !== 'postgres') return;
+      const at = `peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue`;
+      if (k.promote === undefined) out.push(`${at}: no promote: a standby upstream stays read-only at a takeover, and every replayed write fails there`);
+      if (k.mirror !== undefined && k.walCheck === undefined) out.push(`${at}: a mirror without walCheck: a session's unanswered request is replayed without knowing whether the dead primary committed it (it may be applied twice); see docs/CONTINUE.md`);
+    }),
+  );
+  return out;
 }

@@ -99,9 +99,11 @@ export type ShadowHealth = ShadowStats & {
   streamProbe?: { connected: boolean; probes: number; errors: number; lastError: string | null };
   /**
    * With walCheck: the capture of this node's standby's replication connection (times in ms since
-   * the epoch, null: not yet): when its ring was set up, when the connection and WAL were last seen.
+   * the epoch, null: not yet): when its ring was set up, when the connection and WAL were last seen;
+   * `unseen`: nothing of the connection for more than WAL_SEEN_WITHIN_MS (30 s) since it started
+   * or was last seen (a wrong walCheck.primary, say): a takeover then resets every unanswered request.
    */
-  walWatch?: { startedMs: number | null; lastSeenMs: number | null; lastWalMs: number | null };
+  walWatch?: { startedMs: number | null; lastSeenMs: number | null; lastWalMs: number | null; unseen: boolean };
   /**
    * The peer's connections to the service that its replicated table lists and this shadow does
    * not follow (opened before the shadow started, or their handshake was not seen): a takeover

@@ -9,7 +9,6 @@ import { formatAge, peerLines } from './status-history.js';
 import { table } from './output.js';
 import { describeExit, type InstanceInfo } from '../agent/instance-monitor.js';
 import { fdLimitWarning } from '../agent/fd-limit.js';
-import { WAL_SEEN_WITHIN_MS } from '../net/shadow/wal-arrivals.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
   let status: AgentStatus | undefined;
@@ -67,8 +66,7 @@ export async function statusCommand(opts: { control?: string; config?: string; j
       const w = x.walWatch;
       if (!w) return '';
       if (w.startedMs === null) return ', WAL watch STARTING';
-      const since = w.lastSeenMs ?? w.startedMs;
-      if (now - since > WAL_SEEN_WITHIN_MS) return `, WAL watch: replication connection NOT SEEN for ${Math.round((now - since) / 1000)} s (check walCheck.primary; a takeover resets every unanswered request)`;
+      if (w.unseen) return `, WAL watch: replication connection NOT SEEN for ${Math.round((now - (w.lastSeenMs ?? w.startedMs)) / 1000)} s (check walCheck.primary; a takeover resets every unanswered request)`;
       if (w.lastSeenMs === null) return ', WAL watch: waiting to see the replication connection';
       return `, WAL watch: replication connection seen ${Math.max(0, Math.round(now - w.lastSeenMs))} ms ago`;
     };

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, configKey, loadConfig, parseConfig, validateConfig } from '../../src/agent/config.js';
+import { ConfigError, configKey, configWarnings, loadConfig, parseConfig, validateConfig } from '../../src/agent/config.js';
 import { prng } from './frame-builder.js';
 import { DEFAULT_MARGIN_MS } from '../../src/net/shadow/replay-match.js';
 
@@ -279,9 +279,18 @@ services:
     it('checks PostgreSQL replays against the WAL the standby received (walCheck): postgres with a mirror only', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))));
       expect(c.peers[0]!.takeover[0]!.continue!.walCheck).toEqual({ primary: { host: '10.0.0.1', port: 5432 }, interface: 'any' });
-      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*protocol postgres with a mirror/);
-      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*with a mirror/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck is for protocol postgres \(it reads/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck needs a mirror, not a stream/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: 'db1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck\.primary\.host/);
+    });
+    it('warns of a PostgreSQL continue without promote, or from a mirror without walCheck', () => {
+      const bare = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 } }))));
+      expect(configWarnings(bare).filter((w) => w.startsWith('peers[0].takeover.continue'))).toEqual([
+        'peers[0].takeover.continue: no promote: a standby upstream stays read-only at a takeover, and every replayed write fails there',
+        expect.stringMatching(/^peers\[0\]\.takeover\.continue: a mirror without walCheck: a session's unanswered request is replayed without knowing whether the dead primary committed it/),
+      ]);
+      const full = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, promote: ['pg_ctl', 'promote'], walCheck: { primary: { host: '10.0.0.1' } } }))));
+      expect(configWarnings(full).filter((w) => w.startsWith('peers[0]'))).toEqual([]);
     });
     it('continues HTTP/1.1 connections (no session to rebuild)', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'http', mirror: 'mir0', upstream: { port: 8080 } }))));
