@@ -199,9 +199,10 @@ describe('the address lease', () => {
       const gaps = s.samples.slice(1).map((x, i) => x.at - s.samples[i]!.at);
       const average = gaps.reduce((x, y) => x + y, 0) / gaps.length;
       console.info(`${s.samples.length} samples of ip addr on both hosts, every ${Math.round(average)} ms on average (longest gap ${Math.max(...gaps)} ms): never two holders`);
-      // Dense enough to mean something: ~20 ms apart, and no gap near the ~2.4 s without a
-      // holder that the lease's margins leave (a loaded machine may hold the sampler a moment).
-      expect(average).toBeLessThan(40);
+      // Dense enough to mean something: 20-35 ms apart (two `ip` runs a sample), and no gap near
+      // the ~2.4 s without a holder that the lease's margins leave (a loaded machine may hold the
+      // sampler a moment).
+      expect(average).toBeLessThan(80);
       expect(Math.max(...gaps)).toBeLessThan(1000);
     } finally {
       await s.stop();
