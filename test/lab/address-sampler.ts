@@ -40,10 +40,14 @@ export function addressSampler(lab: Lab, hosts: string[], address: string) {
   });
   return {
     samples,
-    /** The holders at the next sample, joined with ','. */
+    /**
+     * The holders at the next sample that began after this call, joined with ','. (The next
+     * sample to end may have begun before: its `ip` run on a host could predate a change the
+     * caller just made. One CI run read '' right after the taker had added the address.)
+     */
     now: async () => {
-      const n = samples.length;
-      await until('a sample', async () => (samples.length > n ? true : undefined), 5000);
+      const from = Date.now();
+      await until('a sample', async () => ((samples.at(-1)?.at ?? -Infinity) >= from ? true : undefined), 5000);
       return samples.at(-1)!.holders.join();
     },
     since: (t: number) => samples.filter((s) => s.at >= t),
