@@ -619,7 +619,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         const health = t.shadowHealth();
         return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
       }),
-      ...(this.takeovers.some((t) => t.relaying > 0) ? { relaying: this.takeovers.filter((t) => t.relaying > 0).map((t) => ({ peer: t.peer, ...t.service, connections: t.relaying })) } : {}),
+      ...relayingNow(this.takeovers),
       ...(this.openFilesLimit !== undefined ? { openFilesLimit: this.openFilesLimit } : {}),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
       ...(this.lastSwitchover || this.lastGiven ? { switchovers: { ...(this.lastSwitchover ? { took: this.lastSwitchover } : {}), ...(this.lastGiven ? { gave: this.lastGiven } : {}) } } : {}),
@@ -1084,4 +1084,10 @@ async function boundedWait(p: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
   clearTimeout(timer);
+}
+
+/** status' `relaying`: the takeovers whose continued connections are relayed now (absent: none). */
+function relayingNow(takeovers: readonly PeerTakeover[]): Pick<AgentStatus, 'relaying'> {
+  const relaying = takeovers.filter((t) => t.relaying > 0).map((t) => ({ peer: t.peer, ...t.service, connections: t.relaying }));
+  return relaying.length > 0 ? { relaying } : {};
 }

@@ -18,7 +18,7 @@ import { redisReplayCheck } from './redis-replay-check.js';
 import { ReplicationStreamProbe } from './redis-stream-probe.js';
 import { ProbeCaptureTimes } from '../net/shadow/probe-capture-times.js';
 import { RequestLog } from '../net/shadow/request-log.js';
-import { WAL_SEEN_WITHIN_MS, WalArrivals } from '../net/shadow/wal-arrivals.js';
+import { WalArrivals } from '../net/shadow/wal-arrivals.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import { pgWalReplayCheck } from './pg-replay-check.js';
 
@@ -165,12 +165,7 @@ function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: Continue
     ready: capture.ready,
     table: capture.table,
     clientDataSince: capture.clientDataSince.bind(capture),
-    stats: () => {
-      const seen = (ms: number) => (Number.isFinite(ms) ? ms : null);
-      const since = Number.isFinite(wal.lastSeenMs) ? wal.lastSeenMs : wal.startedMs;
-      const unseen = Number.isFinite(since) && Date.now() - since > WAL_SEEN_WITHIN_MS;
-      return { ...capture.stats(), walWatch: { startedMs: seen(wal.startedMs), lastSeenMs: seen(wal.lastSeenMs), lastWalMs: seen(wal.lastWalMs), unseen } };
-    },
+    stats: () => ({ ...capture.stats(), walWatch: wal.watch(Date.now()) }),
     close: () => {
       tracker.close();
       return capture.close();

@@ -60,6 +60,7 @@ describe('WalArrivals', () => {
     expect(wal.lastWalMs).toBe(-Infinity);
     expect(wal.verdict({ ms: 5000, late: false }, 3000)).toMatch(/has not started/);
     expect(wal.verdict({ ms: 5000, late: false }, 900 + 30_001)).toMatch(/last seen 30001 ms ago/);
+    expect(wal.watch(900 + 30_001)).toEqual({ startedMs: null, lastSeenMs: 900, lastWalMs: null, unseen: true });
     wal.started(1000);
     wal.take([fromPrimary(Buffer.from('dxxxxwWAL'), 2000), fromPrimary(keepalive(), 3000), fromPrimary(Buffer.from('x'), 9999, { sport: 5433 }), fromPrimary(Buffer.from('x'), 9999, { src: '198.18.7.99' }), fromPrimary(Buffer.alloc(0), 9999)]);
     expect(wal.lastWalMs).toBe(2000);

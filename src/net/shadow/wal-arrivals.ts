@@ -70,6 +70,16 @@ export class WalArrivals {
     }
   }
 
+  /**
+   * For status (times in ms since the epoch, null: not yet). `unseen`: nothing of the connection
+   * for more than WAL_SEEN_WITHIN_MS since it was last seen, or since the capture started.
+   */
+  watch(nowMs: number): { startedMs: number | null; lastSeenMs: number | null; lastWalMs: number | null; unseen: boolean } {
+    const known = (ms: number) => (Number.isFinite(ms) ? ms : null);
+    const since = Number.isFinite(this.lastSeenMs) ? this.lastSeenMs : this.startedMs;
+    return { startedMs: known(this.startedMs), lastSeenMs: known(this.lastSeenMs), lastWalMs: known(this.lastWalMs), unseen: Number.isFinite(since) && nowMs - since > WAL_SEEN_WITHIN_MS };
+  }
+
   /** The capture reported lost frames (noticed at `atMs`): WAL may have come unseen until then. */
   lost(atMs: number): void {
     if (atMs > this.lastLossMs) this.lastLossMs = atMs;
