@@ -63,6 +63,7 @@ import { newApp, type AppObject } from '../cluster/app-object.js';
 import { clusterNodes, openClusterStore } from '../cluster/open-store.js';
 import type { ClusterStore } from '../cluster/cluster-store.js';
 import { openFilesLimit } from './fd-limit.js';
+import { niceOf, raiseAgentPriority, setProcessNice } from '../monitor/cpu-priority.js';
 
 export interface PlanDone {
   instance: string;
@@ -153,6 +154,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly incarnation: number;
   /** This process's open-files limit, read once at start (status: what a continue can hold). */
   private readonly openFilesLimit = openFilesLimit();
+  /** The nice value this process was started with: what the agent's children (instances, callouts) run at (cpu-priority.ts). */
+  private readonly startedNice = niceOf();
   private readonly publisher: NodeEventPublisher;
   /** Node events as the decisions use them: the heartbeats', confirmed by the witnesses if any. */
   private readonly nodeEvents: NodeEventSource;
@@ -311,7 +314,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.control = new ControlServer(config.control ?? defaultControlPath(config.node), (req, reply, onClose) => this.onControl(req, reply, onClose));
     this.useCallouts(config);
     for (const inst of config.instances.filter((i) => i.node === config.node)) {
-      const m = new InstanceMonitor(inst, { stateDir: this.stateDir });
+      const m = new InstanceMonitor(inst, { stateDir: this.stateDir, childNice: this.startedNice });
       m.on('event', (e) => this.onInstance(inst, e));
       this.monitors.set(inst.name, m);
     }
@@ -346,6 +349,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       // The control socket first: a second agent for this node stops here, touching nothing.
       await mkdir(path.dirname(this.control.path), { recursive: true, mode: 0o700 });
       await this.control.listen();
+      // Before anything that sends heartbeats or starts threads (they inherit it).
+      raiseAgentPriority(this.config.nice);
       this.notifyPort = await this.server.listen();
       if (this.metrics) this.metricsPort = await this.metrics.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
@@ -514,6 +519,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.metrics?.close().catch(() => {});
     this.history.close();
     if (this.callouts) await boundedWait(this.callouts.idle(), this.config.callouts!.timeoutMs);
+    // A process that imported the agent gets its own priority back (raising a nice value needs no privilege).
+    setProcessNice(process.pid, this.startedNice);
   }
 
   /**
@@ -536,7 +543,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private useCallouts(config: AgentConfig): void {
     this.callouts = undefined;
     if (config.callouts) {
-      const runner = new CalloutRunner(config.callouts);
+      const runner = new CalloutRunner({ ...config.callouts, childNice: this.startedNice });
       runner.on('result', (r) => this.emit('callout', r));
       runner.on('dropped', (d) => this.emit('callout-dropped', d));
       this.callouts = runner;
@@ -621,6 +628,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }),
       ...relayingNow(this.takeovers),
       ...(this.openFilesLimit !== undefined ? { openFilesLimit: this.openFilesLimit } : {}),
+      nice: niceOf(),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
       ...(this.lastSwitchover || this.lastGiven ? { switchovers: { ...(this.lastSwitchover ? { took: this.lastSwitchover } : {}), ...(this.lastGiven ? { gave: this.lastGiven } : {}) } } : {}),
       ...(this.apps ? { apps: this.apps.views() } : {}),
@@ -691,6 +699,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       hearsMajority: () => this.quorum.hearsMajority(),
       leaseTtlMs: settings.leaseMs,
       stateDir: this.stateDir,
+      childNice: this.startedNice,
       fence: (node) => this.fencing?.fenced(node) ?? Promise.resolve(),
       known: (node, service) => this.replication.replicas.connections(node, service),
       publish: (events) => this.publish(events),
@@ -1063,6 +1072,8 @@ export interface AgentStatus {
   relaying?: Array<{ peer: string; address: string; port: number; connections: number }>;
   /** This process's open-files limit (fd-limit.ts), read at start; absent when unknown. Each continued connection holds two. */
   openFilesLimit?: number;
+  /** The agent's nice value now (its main thread's; config `nice` once started), -20..19. */
+  nice: number;
   /** This node's own connection stream (`connectionStream`): its backups and their lag. */
   connectionStream?: SegmentSourceStats;
   /**

@@ -14,6 +14,7 @@ import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { atNice } from '../monitor/cpu-priority.js';
 import { printFan } from '../events/fan-line.js';
 import type { ServiceEvent } from '../events/service-event.js';
 
@@ -24,6 +25,8 @@ export interface CalloutOptions {
   /** Runs (process groups) at once. */
   maxParallel: number;
   maxQueued?: number; // default 1000
+  /** The nice value callouts start at (monitor/cpu-priority.ts atNice); default: the agent's (inherited). */
+  childNice?: number;
 }
 
 export interface CalloutResult {
@@ -136,7 +139,7 @@ export class CalloutRunner extends EventEmitter<{ result: [CalloutResult]; dropp
     return new Promise((resolve) => {
       // detached: the callout leads a new process group (and session), which its children, the
       // background ones included, inherit; its pid is the group's id.
-      const child = spawn(file, printFan(event).split(' '), { env, stdio: 'ignore', detached: true });
+      const child = atNice(this.options.childNice, () => spawn(file, printFan(event).split(' '), { env, stdio: 'ignore', detached: true }));
       const group = child.pid;
       let timedOut = false;
       let exit: { code: number | null; signal: string | null } | undefined;

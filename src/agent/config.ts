@@ -13,6 +13,7 @@ import { DEFAULT_MARGIN_MS } from '../net/shadow/replay-match.js';
 import { checkConfig } from './config-checks.js';
 import { appSpecSchema } from '../cluster/app-object.js';
 import { DEFAULT_REPLICATION_RATE, DEFAULT_SCAN_MS } from './replication/defaults.js';
+import { DEFAULT_AGENT_NICE } from '../monitor/cpu-priority.js';
 import { argv, firstIssue, ifname, ip, ms, name, port } from '../schema-fields.js';
 
 const absolutePath = z.string().regex(/^\//, 'must be an absolute path');
@@ -323,6 +324,13 @@ export const configSchema = z
       .optional(),
     /** The agent's log (JSON lines on stdout); `takeover agent --log-level` overrides the level. */
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
+    /**
+     * The nice value (-20..19) of every thread of the agent, set at start (agent/cpu-priority.ts):
+     * below the work around it, so that a busy node's agent still sends its heartbeats on time.
+     * Lowering it needs CAP_SYS_NICE. Instances and callouts run at the nice the agent was started
+     * with, not this one.
+     */
+    nice: z.number().int().min(-20).max(19).default(DEFAULT_AGENT_NICE),
     /**
      * The cluster manager's store of clustered applications (seed 002): with it, this agent
      * hosts, fails over and fails back the applications whose PRIMARY or BACKUP it is. `file`:

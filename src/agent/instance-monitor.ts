@@ -42,6 +42,8 @@ export type InstanceEvent =
 export interface InstanceMonitorOptions {
   /** A command instance's record and stderr file go here (the agent creates it); required for one. */
   stateDir?: string;
+  /** The nice value a command instance runs at (the agent's own is lower: cpu-priority.ts); default: the agent's. */
+  childNice?: number;
 }
 
 /** What `status` shows of an instance. */
@@ -87,7 +89,7 @@ export class InstanceMonitor extends EventEmitter<{ event: [InstanceEvent] }> {
 
   constructor(
     readonly config: InstanceConfig,
-    options: InstanceMonitorOptions = {},
+    private readonly options: InstanceMonitorOptions = {},
   ) {
     super();
     if (config.command) {
@@ -192,6 +194,7 @@ export class InstanceMonitor extends EventEmitter<{ event: [InstanceEvent] }> {
         command: command[0]!,
         args: command.slice(1),
         restart,
+        ...(this.options.childNice !== undefined ? { nice: this.options.childNice } : {}),
         // A restart empties the file: the last run's tail is read first.
         stderr: async () => {
           await this.tailRead;

@@ -6,6 +6,7 @@ import { pino, type Logger } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { ConfigError, configKey, configWarnings, loadConfig, LOG_LEVELS, type LogLevel } from '../agent/config.js';
 import { AgentRunningError } from '../agent/control.js';
+import { PriorityError } from '../monitor/cpu-priority.js';
 import { checkHost, HostCheckError, type HostCheck } from '../agent/host-checks.js';
 import { summarizeResults } from '../net/close-result.js';
 import { UsageError } from './errors.js';
@@ -236,6 +237,8 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       process.stderr.write(`takeover: ${err.message}\n`);
       return 1;
     }
+    // Missing CAP_SYS_NICE: a restart cannot fix it (exit 2, which the systemd unit does not restart).
+    if (err instanceof PriorityError) throw new UsageError(`${opts.config}: ${err.message}`);
     throw err;
   }
   log.info({ notifyPort: agent.notifyPort, ...(agent.metricsPort !== undefined ? { metricsPort: agent.metricsPort } : {}), incarnation: agent.incarnation }, 'agent started');

@@ -55,6 +55,8 @@ export interface AppManagerOptions {
   leaseTtlMs: number;
   /** Where the records and stderr of the applications run here go (the agent's stateDir). */
   stateDir: string;
+  /** The nice value the applications run at (InstanceMonitorOptions.childNice). */
+  childNice?: number;
   /** Fences a dead node off the shared devices; must succeed before its application starts here. */
   fence?: (node: string) => Promise<unknown>;
   /** The connections a dead node's agent replicated for a service (address, port). */
@@ -562,7 +564,7 @@ export class AppManager extends EventEmitter<{ activity: [AppActivity] }> {
       ports: [],
       method: 'rst',
     };
-    const m = new InstanceMonitor(config, { stateDir: this.options.stateDir });
+    const m = new InstanceMonitor(config, { stateDir: this.options.stateDir, ...(this.options.childNice !== undefined ? { childNice: this.options.childNice } : {}) });
     m.on('event', (event) => {
       this.emit('activity', { kind: 'instance', tag: app.tag, event });
       this.schedule(app.tag);

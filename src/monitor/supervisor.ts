@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import type { ProcessExitWatch } from './process-exit.js';
 import { groupHasLiveMember } from './process-identity.js';
+import { atNice } from './cpu-priority.js';
 
 export interface RestartPolicy {
   /** Failures tolerated within the window; the next one ends the restarts. */
@@ -36,6 +37,8 @@ export interface SupervisorOptions {
    * launch, which counts as a failure.
    */
   stderr?: () => number | 'ignore' | Promise<number | 'ignore'>;
+  /** The nice value the child starts at (cpu-priority.ts atNice); default: the agent's (inherited). */
+  nice?: number;
 }
 
 /** How a process ended. code/signal are null when unknown (an adopted process is not our child). */
@@ -175,11 +178,13 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
       if (typeof stderr === 'number') closeQuietly(stderr);
       return;
     }
-    const child = spawn(this.options.command, this.options.args ?? [], {
-      stdio: ['ignore', 'ignore', stderr],
-      env: { ...process.env, ...this.options.env },
-      detached: true, // its own session and process group (see the top of the file)
-    });
+    const child = atNice(this.options.nice, () =>
+      spawn(this.options.command, this.options.args ?? [], {
+        stdio: ['ignore', 'ignore', stderr],
+        env: { ...process.env, ...this.options.env },
+        detached: true, // its own session and process group (see the top of the file)
+      }),
+    );
     if (typeof stderr === 'number') closeQuietly(stderr);
     let resolveExit!: (e: ProcessExit) => void;
     const exited = new Promise<ProcessExit>((r) => (resolveExit = r));

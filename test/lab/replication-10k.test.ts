@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { nowMs, type NodeChild } from '../../src/lab/node-child.js';
 import type { CloseSummary } from '../../src/net/close-result.js';
 import { DEFAULT_SKEW_MS } from '../../src/monitor/failure-detector.js';
+import { DEFAULT_AGENT_NICE, threadNices } from '../../src/monitor/cpu-priority.js';
 import { startRedis, type RedisServer } from './redis.js';
 import { agentStatus, copyOfA, INTERVAL, MISSES, startReplicationCluster, until, type ReplicationCluster } from './replication-cluster.js';
 import { survivorLatenessMs } from './detection-bounds.js';
@@ -81,6 +82,12 @@ describe('10,000 connections of a hung server, closed by its own node\'s failure
     for (const c of clients) c.send({ cmd: 'open', count: N / PROCESSES });
     for (const c of clients) await c.waitFor('opened', 60_000);
     const pid = ((await agentStatus(a)).instances as Array<{ pid: number }>)[0]!.pid;
+    // The agent's threads run at config `nice` (-10 by default) and the Redis it started at its
+    // own starting nice (0): at 0 beside these clients on 2 cores, A's agent went unheard for
+    // >300 ms while Redis accepted the burst, and B declared A dead and took the address.
+    expect(new Set(threadNices(a.pid).values())).toEqual(new Set([DEFAULT_AGENT_NICE]));
+    expect(new Set(threadNices(pid).values())).toEqual(new Set([0]));
+    expect(cluster.b.events.filter((e) => e.event === 'node-down')).toEqual([]);
     await new Promise((r) => setTimeout(r, 500));
     const stoppedAt = nowMs();
     process.kill(pid, 'SIGSTOP');

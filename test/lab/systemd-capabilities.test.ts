@@ -16,6 +16,7 @@ import { Lab } from '../../src/lab/lab.js';
 import { fixturePath, type NodeChild } from '../../src/lab/node-child.js';
 import { CLI } from '../cli-process.js';
 import { unitPrivileges } from '../systemd-unit.js';
+import { DEFAULT_AGENT_NICE, threadNices } from '../../src/monitor/cpu-priority.js';
 import { until } from './replication-cluster.js';
 
 // A server that accepts and holds every connection, as nobody; it says its pid and port.
@@ -71,6 +72,8 @@ describe('the systemd unit\'s capabilities', () => {
     }
     const [a, b] = [agents.get('a')!, agents.get('b')!];
     await until('both agents started', async () => (logs(a).some((e) => e.msg === 'agent started') && logs(b).some((e) => e.msg === 'node-up') ? true : undefined), 20_000);
+    // CAP_SYS_NICE: the agent's threads run at config `nice` (-10 by default).
+    expect(new Set(threadNices(a.pid).values())).toEqual(new Set([DEFAULT_AGENT_NICE]));
 
     const local = l.spawn('c', fixturePath('client'), ['--host', vip, '--port', '7000']);
     await local.waitFor('connected');
@@ -87,5 +90,28 @@ describe('the systemd unit\'s capabilities', () => {
     const takeover = await until('B\'s takeover in its log', async () => logs(b).find((e) => e.msg === 'peer taken over')) as { closed: { outcomes: Record<string, number> } };
     expect(takeover.closed.outcomes.closed).toBeGreaterThanOrEqual(1);
     expect([...logs(a), ...logs(b)].filter((e) => (e.level as number) >= 50)).toEqual([]);
+  });
+
+  it('without CAP_SYS_NICE, an agent whose `nice` is below its own exits 2 naming the field; with `nice: 0` it starts', async () => {
+    lab = await Lab.create({ hosts: ['a'] });
+    dir = mkdtempSync(path.join(tmpdir(), 'tko-unit-nice-'));
+    const d = dir;
+    const withoutNice = unitPrivileges().map((a) => (a.startsWith('--bounding-set=') ? a.replace(',+sys_nice', '') : a));
+    expect(withoutNice.join(' ')).not.toContain('sys_nice');
+    const run = (nice: number | undefined) => {
+      const file = path.join(d, `nice${nice ?? ''}.json`);
+      writeFileSync(file, JSON.stringify({
+        cluster: 'ops', node: 'a', database: 'db', key: 'the operators cluster key', control: path.join(d, `a${nice ?? ''}.sock`), incarnationFile: path.join(d, 'a.incarnation'),
+        heartbeat: { links: [{ id: 0, address: lab!.host('a').ipv4, port: 7400 }] }, notify: { port: 0 }, ...(nice !== undefined ? { nice } : {}),
+      }));
+      return lab!.spawnCommand('a', 'setpriv', [...withoutNice, process.execPath, CLI, 'agent', '--config', file]);
+    };
+    const refused = run(undefined);
+    const code = await new Promise<number | null>((resolve) => refused.process.once('close', resolve));
+    expect(code).toBe(2);
+    expect(refused.stderrText).toMatch(/nice: cannot set thread \d+'s nice value to -10: EACCES: a nice value below the current one needs CAP_SYS_NICE/);
+    const started = run(0);
+    await until('the agent started at nice 0', async () => (logs(started).some((e) => e.msg === 'agent started') ? true : undefined), 20_000);
+    expect(new Set(threadNices(started.pid).values())).toEqual(new Set([0]));
   });
 });

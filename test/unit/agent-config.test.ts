@@ -352,6 +352,15 @@ services:
     expect(fieldOf(edit((c) => (c.replication = { bogus: 1 })))).toMatch(/^replication\.bogus: .*unknown field/);
   });
 
+  it('nice: -10 by default, any nice value -20..19 as written, an integer', () => {
+    expect(validateConfig(BASE).nice).toBe(-10);
+    expect(validateConfig(edit((c) => (c.nice = 0))).nice).toBe(0);
+    expect(validateConfig(edit((c) => (c.nice = -20))).nice).toBe(-20);
+    expect(fieldOf(edit((c) => (c.nice = -21)))).toMatch(/^nice: /);
+    expect(fieldOf(edit((c) => (c.nice = 20)))).toMatch(/^nice: /);
+    expect(fieldOf(edit((c) => (c.nice = -5.5)))).toMatch(/^nice: /);
+  });
+
   it('docs/examples/agent.yaml is a valid config', async () => {
     const c = await loadConfig(path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'docs', 'examples', 'agent.yaml'));
     expect(c.instances.map((i) => i.name)).toEqual(['appdb1', 'appdb2']);

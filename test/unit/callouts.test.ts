@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CalloutRunner, type CalloutResult } from '../../src/agent/callouts.js';
+import { niceOf } from '../../src/monitor/cpu-priority.js';
 import { readUptimeLog, summarizeUptime, UptimeLog } from '../../src/agent/uptime-log.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 
@@ -79,6 +80,17 @@ describe('callouts', () => {
     expect(readFileSync(`${out}.args`, 'utf8').trim()).toBe('SERVICEMEMBER VERSION=1.0 service=sales database=db instance=i1 host=a status=down reason=failure card=1 incarn=1 timestamp=2026-11-22T10:00:00.000Z');
     expect(readFileSync(`${out}.env`, 'utf8').trim()).toBe('service_member DOWN sales 1');
     expect(JSON.parse(readFileSync(`${out}.json`, 'utf8'))).toEqual(e);
+  });
+
+  it('callouts start at childNice (the nice the agent was started with), not the agent\'s', async () => {
+    const out = path.join(dir, 'nice');
+    script('10-nice', `cut -d" " -f19 /proc/$$/stat > ${out}`);
+    const own = niceOf();
+    const r = new CalloutRunner({ dir: path.join(dir, 'callouts'), timeoutMs: 5000, maxParallel: 4, childNice: own + 3 });
+    await r.run(event('DOWN', 'failure', '2026-11-22T10:00:00.000Z'));
+    await r.idle();
+    expect(readFileSync(out, 'utf8').trim()).toBe(String(own + 3));
+    expect(niceOf()).toBe(own);
   });
 
   it('a hung callout is killed at its timeout with its children; others run in parallel; run() never waits for them', async () => {
