@@ -24,6 +24,7 @@ import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
 import { captureHears } from '../net/answer-sources.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
+import type { WalWatchEvent } from '../net/shadow/wal-arrivals.js';
 import { HeldTraffic } from '../net/held-traffic.js';
 import { SegmentStreamSource, type SegmentSourceEvent, type SegmentSourceStats } from '../net/shadow/segment-stream-source.js';
 import { sweepStaleGuards } from '../net/rst-guard.js';
@@ -97,6 +98,8 @@ export type AgentEvents = {
   shadowing: [{ peer: string; address: string; port: number; source: string }];
   /** A shadow's stream from the peer's agent: connected, refused, broken, resumed. */
   'shadow-stream': [PeerShadowEvent & { peer: string }];
+  /** A `walCheck` shadow's watch of the standby's replication connection: unseen for WAL_SEEN_WITHIN_MS, or seen again. */
+  'wal-watch': [WalWatchEvent & { peer: string }];
   /** This agent's own connection stream (`connectionStream`): a backup subscribed, refused, rejected, ended. */
   'connection-stream': [SegmentSourceEvent];
   /** This node's address leases (config `addressLease`): adopted, lost, renewals failed, released at stop. */
@@ -441,7 +444,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const service = { address: t.address, port: t.port };
     const plan = new PeerTakeover({
       heartbeat: this.nodeEvents, peer, service, tracker, ...(answers ? { answers } : {}), interface: t.interface, prefixLength: t.prefixLength, method: t.method,
-      ...(t.continue ? { continue: continueSetup(t.continue, service, { node: this.config.node, key: this.key, onEvent: (e) => this.emit('shadow-stream', { ...e, peer }) }) } : {}),
+      ...(t.continue ? { continue: continueSetup(t.continue, service, { node: this.config.node, key: this.key, onEvent: (e) => this.emit('shadow-stream', { ...e, peer }), onWalWatch: (e) => this.emit('wal-watch', { ...e, peer }) }) } : {}),
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
       leases: this.peerLeases,

@@ -18,19 +18,24 @@ import { redisReplayCheck } from './redis-replay-check.js';
 import { ReplicationStreamProbe } from './redis-stream-probe.js';
 import { ProbeCaptureTimes } from '../net/shadow/probe-capture-times.js';
 import { RequestLog } from '../net/shadow/request-log.js';
-import { WalArrivals } from '../net/shadow/wal-arrivals.js';
+import { WalArrivals, type WalWatchEvent } from '../net/shadow/wal-arrivals.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import { pgWalReplayCheck } from './pg-replay-check.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
 
-/** This agent, as the peer's stream source knows it: its node name and the cluster key. */
+/** This agent, as the peer's stream source knows it: its node name and the cluster key; and where its shadows' events go. */
 export interface StreamIdentity {
   node: string;
   key: Buffer;
   /** The stream's ups and downs, for the log. */
   onEvent?: (event: PeerShadowEvent) => void;
+  /** `walCheck`'s watch of the replication connection turned unseen or was seen again, for the log. */
+  onWalWatch?: (event: WalWatchEvent) => void;
 }
+
+/** How often a `walCheck` shadow looks whether its watch turned unseen (ms): a small fraction of WAL_SEEN_WITHIN_MS. */
+const WAL_WATCH_CHECK_MS = 1000;
 
 /**
  * The takeover's continue options: how to start a shadow (PeerTakeover starts one at once, and a
@@ -43,7 +48,7 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
   const plugin = pluginOf(c);
   const openShadow = (): Shadow => {
     if (c.matchWrites) return matchedShadow(c, service, plugin, self, c.matchWrites);
-    if (c.walCheck) return walCheckedShadow(c, service, plugin, c.walCheck);
+    if (c.walCheck) return walCheckedShadow(c, service, plugin, c.walCheck, self.onWalWatch);
     if (c.stream) return streamShadow(c.stream, self, { services: [service], plugin });
     return new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   };
@@ -134,7 +139,7 @@ function matchedShadow(c: ContinueConfig, service: Endpoint, plugin: ContinuePlu
  * wal-arrivals.ts): this host's standby receives that WAL, and a capture of its replication
  * connection times each segment on the clock the mirror's capture times the requests with.
  */
-function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: ContinuePlugin, w: NonNullable<ContinueConfig['walCheck']>): Shadow {
+function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: ContinuePlugin, w: NonNullable<ContinueConfig['walCheck']>, onWatch?: (e: WalWatchEvent) => void): Shadow {
   const capture = new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
   const wal = new WalArrivals({ address: w.primary.host, port: w.primary.port });
   let tracker: FlowTracker;
@@ -160,6 +165,12 @@ function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: Continue
   tracker.start();
   // Requests seen before the capture runs cannot be ordered (WalArrivals.verdict says so).
   tracker.ready.then(() => wal.started(Date.now()), () => undefined);
+  // A watch gone unseen resets every unanswered request at a takeover: said when it happens, not
+  // only in status.
+  const watching = setInterval(() => {
+    const e = wal.watchChange(Date.now());
+    if (e) onWatch?.(e);
+  }, WAL_WATCH_CHECK_MS).unref();
   return {
     plans: (address) => capture.plans(address),
     ready: capture.ready,
@@ -167,6 +178,7 @@ function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: Continue
     clientDataSince: capture.clientDataSince.bind(capture),
     stats: () => ({ ...capture.stats(), walWatch: wal.watch(Date.now()) }),
     close: () => {
+      clearInterval(watching);
       tracker.close();
       return capture.close();
     },

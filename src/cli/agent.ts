@@ -9,6 +9,7 @@ import { AgentRunningError } from '../agent/control.js';
 import { PriorityError } from '../monitor/cpu-priority.js';
 import { checkHost, HostCheckError, type HostCheck } from '../agent/host-checks.js';
 import { summarizeResults } from '../net/close-result.js';
+import { WAL_SEEN_WITHIN_MS } from '../net/shadow/wal-arrivals.js';
 import { UsageError } from './errors.js';
 
 export async function agentCommand(opts: { config: string; check?: boolean; logLevel?: string }): Promise<number> {
@@ -121,6 +122,12 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     if (type === 'connected') log.info({ peer, ...rest }, `${peer}'s connection stream is up`);
     else if (type === 'resumed') log.info({ peer, ...rest }, `${peer}'s connection stream resumed`);
     else log.warn({ peer, ...rest }, `${peer}'s connection stream ${type}`);
+  });
+  agent.on('wal-watch', (e) => {
+    const { type, peer, primary, ...rest } = e;
+    const where = `${primary.address}:${primary.port}`;
+    if (type === 'wal-unseen') log.warn({ peer, primary: where, ...rest }, `WAL watch for ${peer}'s takeover: nothing of the standby's replication connection to ${where} captured for ${WAL_SEEN_WITHIN_MS / 1000} s: a takeover now resets every unanswered PostgreSQL request instead of replaying it (walCheck.primary must be the address and port the standby connects to, on walCheck.interface)`);
+    else log.info({ peer, primary: where, ...rest }, `WAL watch for ${peer}'s takeover: the standby's replication connection to ${where} is seen again`);
   });
   agent.on('switchover-started', (s) => log.info(s, `switchover of ${s.peer}'s ${s.address}:${s.port} to this node: started`));
   agent.on('switchover', (r) => log[r.reset > 0 ? 'warn' : 'info']({ switchover: r }, `switchover of ${r.peer}'s ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.reset} reset, address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms`));

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { pgWalReplayCheck } from '../../src/agent/pg-replay-check.js';
 import { ArrivalTimes } from '../../src/net/shadow/arrival-times.js';
 import { pgContinue } from '../../src/net/shadow/pg-continue.js';
-import { isKeepalive, WalArrivals } from '../../src/net/shadow/wal-arrivals.js';
+import { isKeepalive, WAL_SEEN_WITHIN_MS, WalArrivals } from '../../src/net/shadow/wal-arrivals.js';
 import type { RestorePlan } from '../../src/net/shadow/continue-connections.js';
 import { ShadowTable } from '../../src/net/shadow/shadow-table.js';
 import { conversationSegments } from './shadow-plan-conversation.js';
@@ -74,6 +74,21 @@ describe('WalArrivals', () => {
     expect(wal.verdict({ ms: 2700, late: false }, 3000)).toBeNull();
     wal.take([fromPrimary(Buffer.from('w'), 2800, { timeMs: undefined })]);
     expect(wal.verdict({ ms: 5000, late: false }, 6000)).toMatch(/sent WAL/); // no capture time: as if last
+  });
+});
+
+describe('WalArrivals.watchChange', () => {
+  it('says once that the watch went unseen (never seen, or silent for 30 s), and once that it is seen again', () => {
+    const wal = new WalArrivals(PRIMARY);
+    expect(wal.watchChange(100_000)).toBeUndefined(); // not started: nothing to judge
+    wal.started(1000);
+    expect(wal.watchChange(1000 + WAL_SEEN_WITHIN_MS)).toBeUndefined();
+    expect(wal.watchChange(1001 + WAL_SEEN_WITHIN_MS)).toEqual({ type: 'wal-unseen', primary: PRIMARY, lastSeenMs: null, startedMs: 1000 });
+    expect(wal.watchChange(2000 + WAL_SEEN_WITHIN_MS)).toBeUndefined(); // said once
+    wal.take([fromPrimary(keepalive(), 40_000)]);
+    expect(wal.watchChange(40_500)).toEqual({ type: 'wal-seen', primary: PRIMARY, unseenForMs: 39_000 });
+    expect(wal.watchChange(41_000)).toBeUndefined();
+    expect(wal.watchChange(40_001 + WAL_SEEN_WITHIN_MS)).toEqual({ type: 'wal-unseen', primary: PRIMARY, lastSeenMs: 40_000, startedMs: 1000 });
   });
 });
 

@@ -34,8 +34,19 @@ export function isKeepalive(payload: Uint8Array, payloadLength: number): boolean
   return payloadLength === KEEPALIVE_BYTES && payload.length >= 6 && payload[0] === 0x64 && payload[1] === 0 && payload[2] === 0 && payload[3] === 0 && payload[4] === 21 && payload[5] === 0x6b;
 }
 
+/**
+ * The watch of the replication connection turned unseen (nothing of it for WAL_SEEN_WITHIN_MS:
+ * every unanswered request is reset from then on, not replayed) or seen again. Times in ms since
+ * the epoch; `lastSeenMs` null: never seen since the capture started at `startedMs`.
+ */
+export type WalWatchEvent =
+  | { type: 'wal-unseen'; primary: Endpoint; lastSeenMs: number | null; startedMs: number }
+  | { type: 'wal-seen'; primary: Endpoint; unseenForMs: number };
+
 export class WalArrivals {
   private readonly address: string;
+  /** Since when watchChange() last reported the connection unseen (ms); undefined: it reported none, or it was seen since. */
+  private unseenSinceMs: number | undefined;
   /** Capture time (ms since the epoch) of the last segment from the primary that may carry WAL. */
   lastWalMs = -Infinity;
   /** When a segment of the replication connection (either way) was last captured (ms); -Infinity: never. */
@@ -78,6 +89,24 @@ export class WalArrivals {
     const known = (ms: number) => (Number.isFinite(ms) ? ms : null);
     const since = Number.isFinite(this.lastSeenMs) ? this.lastSeenMs : this.startedMs;
     return { startedMs: known(this.startedMs), lastSeenMs: known(this.lastSeenMs), lastWalMs: known(this.lastWalMs), unseen: Number.isFinite(since) && nowMs - since > WAL_SEEN_WITHIN_MS };
+  }
+
+  /**
+   * What changed since the last call, for the log: the connection turned unseen (see watch), or
+   * was seen again after being reported unseen; undefined when nothing did. Call it periodically.
+   */
+  watchChange(nowMs: number): WalWatchEvent | undefined {
+    const w = this.watch(nowMs);
+    if (w.unseen && this.unseenSinceMs === undefined) {
+      this.unseenSinceMs = w.lastSeenMs ?? w.startedMs!;
+      return { type: 'wal-unseen', primary: this.primary, lastSeenMs: w.lastSeenMs, startedMs: w.startedMs! };
+    }
+    if (!w.unseen && this.unseenSinceMs !== undefined) {
+      const unseenForMs = Math.max(0, (w.lastSeenMs ?? nowMs) - this.unseenSinceMs);
+      this.unseenSinceMs = undefined;
+      return { type: 'wal-seen', primary: this.primary, unseenForMs };
+    }
+    return undefined;
   }
 
   /** The capture reported lost frames (noticed at `atMs`): WAL may have come unseen until then. */
