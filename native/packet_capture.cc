@@ -190,7 +190,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
     if (started_) return env.Undefined();
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
     asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "takeover:capture");
-    if (!ringPending_) {
+    // A background ring that failed to set up leaves nothing to poll: stats say polling: false.
+    if (!ringPending_ && !ringFailed_) {
       if (int rc = StartPoll(); rc != 0) {
         callback_.Reset();
         asyncContext_.reset();
@@ -268,6 +269,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
       if (started_) {
         if (int rc = StartPoll(); rc != 0) result = {"uv_poll_start", -rc};
       }
+    } else {
+      ringFailed_ = true;
     }
     if (result.err) {
       pollErrors_++;
@@ -595,6 +598,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
   RingShape shape_;
   int ifindex_ = 0;
   bool ringPending_ = false;  // background: true, until open() has set the ring up
+  bool ringFailed_ = false;   // background: true, and open() could not set the ring up
   bool opening_ = false;      // an OpenWorker is running on the fd
   std::vector<Napi::Promise::Deferred> closesAfterOpen_;  // close() calls waiting for the open worker
   bool started_ = false;

@@ -143,8 +143,9 @@ export interface CaptureStats {
 
 export interface NativeCapture {
   /**
-   * Starts uv_poll on the ring (for a background capture, once open() has set it up);
-   * onSegments gets each batch while delivery is on.
+   * Starts uv_poll on the ring (for a background capture, once open() has set it up; never, for
+   * one whose open() failed: stats().polling stays false); onSegments gets each batch while
+   * delivery is on.
    */
   start(onSegments: (segments: ParsedSegment[]) => void): void;
   /**

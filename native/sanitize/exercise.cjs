@@ -80,6 +80,8 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     require('node:child_process').execFileSync('ip', ['link', 'del', 'tko-gone']);
     const err = await gone.open().then(() => null, (e) => e);
     if (!err || err.code !== 'ENODEV' || gone.stats().lastErrno === 0) throw new Error(`open on a vanished interface: ${err && err.message}`);
+    gone.start(() => {}); // after the failed open: nothing to poll
+    if (gone.stats().polling) throw new Error('a capture whose ring failed says it polls');
     await gone.close();
     global.gc();
   }

@@ -196,8 +196,10 @@ describe('FlowTracker background ring', () => {
     execFileSync('ip', ['link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`]);
     const busy = Array.from({ length: Number(process.env.UV_THREADPOOL_SIZE ?? 4) }, () => new Promise((r) => pbkdf2(randomBytes(16), 'salt', 300_000, 64, 'sha512', r)));
     let t: FlowTracker;
+    let late: FlowTracker; // started only once its ring has failed
     try {
       t = new FlowTracker({ interface: link, background: true });
+      late = new FlowTracker({ interface: link, background: true });
     } finally {
       execFileSync('ip', ['link', 'del', link]);
     }
@@ -205,7 +207,11 @@ describe('FlowTracker background ring', () => {
     await Promise.all(busy);
     await expect(t.ready).rejects.toMatchObject({ code: 'ENODEV', syscall: 'bind', errno: -19 });
     expect(t.stats()).toMatchObject({ pollErrors: 1, lastErrno: 19, polling: false });
+    await expect(late.ready).rejects.toMatchObject({ code: 'ENODEV' });
+    late.start(); // no ring to read: nothing polled, and stats say so
+    expect(late.stats()).toMatchObject({ pollErrors: 1, lastErrno: 19, polling: false });
     t.close();
-    await t.whenReleased();
+    late.close();
+    await Promise.all([t.whenReleased(), late.whenReleased()]);
   });
 });
