@@ -14,7 +14,7 @@
 // its held packets are dropped by the kernel when its socket closes, and TCP sends them again).
 import { randomBytes } from 'node:crypto';
 import { native, type NativeEgressQueue, type ParsedSegment, type QueuedPacket } from '../native.js';
-import { commandMissing, run } from '../lab/exec.js';
+import { commandMissing, run } from '../run-command.js';
 import { familyOf, type Endpoint } from './endpoint.js';
 import { guardTableName, judgeGuardTable, processStartTicks, selfIdentity } from './guard-owner.js';
 

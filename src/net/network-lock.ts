@@ -11,7 +11,7 @@
 // The table is named as the RST guards are (guard-owner.ts), so a lock whose process was killed
 // before it could remove it is swept by the next guard install or agent start.
 import { randomBytes } from 'node:crypto';
-import { run } from '../lab/exec.js';
+import { run } from '../run-command.js';
 import { familyOf } from './endpoint.js';
 import { guardTableName, selfIdentity } from './guard-owner.js';
 

@@ -13,7 +13,7 @@
 // (guard-owner.ts), and sweepStaleGuards() removes the tables of owners that are gone (a process
 // killed with SIGKILL). install() sweeps too, and the agent sweeps at start.
 import { randomBytes } from 'node:crypto';
-import { commandMissing, run } from '../lab/exec.js';
+import { commandMissing, run } from '../run-command.js';
 import { familyOf } from './endpoint.js';
 import { FORGE_MARK } from './forge.js';
 import { GUARD_TABLE_PREFIX, guardTableName, judgeGuardTable, processStartTicks, selfIdentity } from './guard-owner.js';
