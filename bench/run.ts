@@ -1,6 +1,6 @@
 // `npm run bench`: each benchmark runs its baseline and ours in the same run, on the same lab,
 // and prints the ratio. Machines here are noisy: read ratios, not absolute times.
-// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall,relay,output-commit (default: all). Needs root.
+// Select with BENCH=close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall,relay,output-commit,priority (default: all). Needs root.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,10 +24,11 @@ import { captureLoss } from './capture-loss.js';
 import { continueStall } from './continue-stall.js';
 import { relayThroughput } from './relay-throughput.js';
 import { outputCommit } from './output-commit.js';
+import { agentPriority } from './agent-priority.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fx = (name: string) => path.join(here, 'fixtures', name);
-const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall,relay,output-commit').split(','));
+const only = new Set((process.env.BENCH ?? 'close,forge,destroy,capture,exit,notify,fanout,vrrp,scsi,replication,jitter,failover,log,mirror,mirror-pg,takeover,repair,capture-loss,continue-stall,relay,output-commit,priority').split(','));
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const fmt = (n: number, d = 2) => n.toFixed(d);
 
@@ -146,4 +147,5 @@ if (only.has('capture-loss')) await captureLoss(out);
 if (only.has('continue-stall')) await continueStall(out);
 if (only.has('relay')) await relayThroughput(out);
 if (only.has('output-commit')) await outputCommit(out);
+if (only.has('priority')) await agentPriority(out);
 await replication(only);
