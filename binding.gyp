@@ -24,7 +24,8 @@
         "native/file_lock.cc",
         "native/splice_relay.cc",
         "native/clock.cc",
-        "native/nf_queue.cc"
+        "native/nf_queue.cc",
+        "native/spawn.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -57,10 +57,15 @@ async function round(nice: number): Promise<Round> {
     for (const c of clients) c.send({ cmd: 'open', count: N / PROCESSES });
     await burstEnd(clients, 90_000);
     const done = nowMs();
-    watch.send({ cmd: 'gaps', from: lab.host('a').ipv4, since: start, until: done + 2 * INTERVAL });
+    await new Promise((r) => setTimeout(r, 3 * INTERVAL));
+    // From the heartbeat before the burst to the one after it (a window 3 intervals wider on each
+    // side); none at all in it: the window itself is the lower bound.
+    const since = start - 3 * INTERVAL;
+    const until = done + 3 * INTERVAL;
+    watch.send({ cmd: 'gaps', from: lab.host('a').ipv4, since, until });
     const gaps = (await watch.waitFor('gaps')).gaps as number[];
     return {
-      maxGapMs: Math.max(...gaps),
+      maxGapMs: gaps.length ? Math.max(...gaps) : until - since,
       declaredDead: b.events.some((e) => e.event === 'node-down' && e.node === 'a'),
       burstMs: done - start,
     };

@@ -21,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   takeover::InitSpliceRelay(env, exports);
   takeover::InitClock(env, exports);
   takeover::InitNfQueue(env, exports);
+  takeover::InitSpawn(env, exports);
   return exports;
 }
 }  // namespace

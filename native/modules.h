@@ -20,4 +20,5 @@ void InitFileLock(Napi::Env env, Napi::Object exports);     // file_lock.cc
 void InitSpliceRelay(Napi::Env env, Napi::Object exports);  // splice_relay.cc
 void InitClock(Napi::Env env, Napi::Object exports);        // clock.cc
 void InitNfQueue(Napi::Env env, Napi::Object exports);      // nf_queue.cc
+void InitSpawn(Napi::Env env, Napi::Object exports);        // spawn.cc
 }  // namespace takeover

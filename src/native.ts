@@ -340,6 +340,14 @@ export interface NativeBindings {
   /** pidfd_open(pid) watched with uv_poll: onExit(timeMs) runs once when the process exits. */
   ProcessWatch: new (pid: number) => { start(onExit: (timeMs: number) => void): void; close(): void };
   /**
+   * posix_spawnp(3) of `file` (PATH lookup) with `args` (argv[1..]): no copy of this process
+   * (vfork semantics), stdio on /dev/null, its own process group, default signal dispositions
+   * and an empty mask. Throws ErrnoError (syscall posix_spawnp: ENOENT, EACCES...). start()
+   * must follow at once: onExit(code, signal) once the child is reaped (waitid on its pidfd);
+   * killGroup(signal) signals its group until then (false once reaped or gone).
+   */
+  Spawned: new (file: string, args: string[]) => { readonly pid: number; start(onExit: (code: number | null, signal: number | null) => void): void; killGroup(signal: number): boolean };
+  /**
    * The wall clock (CLOCK_REALTIME) in ms since the epoch, fractional: the clock capture rings
    * stamp frames with (ParsedSegment.timeMs), to a fraction of a µs, unlike Date.now().
    */

@@ -179,6 +179,23 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   await exited;
   watch.close();
   attempt(() => new addon.ProcessWatch(0x3fffff));
+  // Spawned: exit codes, a signal, killGroup before and after the reap, spawn errors, bad args.
+  {
+    const run = (file, args) => { const c = new addon.Spawned(file, args); return [c, new Promise((r) => c.start((code, sig) => r([code, sig])))]; };
+    const [, ok] = run('true', []);
+    const [, three] = run('sh', ['-c', 'exit 3']);
+    const [sleeper, killed] = run('sh', ['-c', 'sleep 30 & sleep 30']);
+    sleeper.killGroup(9);
+    const results = await Promise.all([ok, three, killed]);
+    if (JSON.stringify(results) !== '[[0,null],[3,null],[null,9]]') throw new Error(`Spawned results: ${JSON.stringify(results)}`);
+    if (sleeper.killGroup(9) !== false) throw new Error('killGroup after the reap');
+    attempt(() => sleeper.start(() => {}));
+    attempt(() => new addon.Spawned('/nonexistent', []));
+    attempt(() => new addon.Spawned('true', [1]));
+    attempt(() => new addon.Spawned('tr\0ue', []));
+    attempt(() => new addon.Spawned('', []));
+    attempt(() => sleeper.killGroup(0));
+  }
   // Address probes (ARP probe, DAD solicitation) across a veth pair of this namespace: pb holds
   // the addresses and answers what pa asks; frames through the poll and through read(); an
   // address nobody holds; the interface going down under a watching probe; close twice; refusals.

@@ -2,9 +2,9 @@
 // its clients (SIGSTOP, a deadlock, a disk that never answers). A probe — a TCP connect, a
 // protocol exchange, an executable — runs every interval with a timeout; `misses` failures in
 // a row declare the process down, one success after that declares it up again.
-import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { runSpawned } from './spawned-command.js';
 
 /** Resolves when healthy; rejects (or never settles: the monitor times it out) when not. */
 export type Probe = (signal: AbortSignal) => Promise<void>;
@@ -41,12 +41,13 @@ export function requestProbe(host: string, port: number, request: Buffer, isHeal
     });
 }
 
-/** Healthy when the executable exits 0. */
+/**
+ * Healthy when the executable exits 0. Started without forking the agent (runSpawned: a fork
+ * copies its page tables on the loop that sends the heartbeats, every interval); a timeout kills
+ * its process group.
+ */
 export function execProbe(file: string, args: string[] = []): Probe {
-  return (signal) =>
-    new Promise((resolve, reject) => {
-      execFile(file, args, { signal }, (err) => (err ? reject(err) : resolve()));
-    });
+  return (signal) => runSpawned(file, args, signal);
 }
 
 export interface HealthMonitorOptions {

@@ -1,5 +1,6 @@
 // Every native path, success and failure, many times over in one process: the number of open
 // fds must come back to where it was (every fd the addon opens is owned by a UniqueFd).
+import { runSpawned } from '../../src/monitor/spawned-command.js';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,7 +24,7 @@ const attempt = (fn: () => unknown) => {
 };
 
 describe('no fd leaks', () => {
-  it('capture, forge, sock_diag, pidfd, socket ops, netlink and announce', async () => {
+  it('capture, forge, sock_diag, pidfd, spawned commands, socket ops, netlink and announce', async () => {
     // The announce socket lives for the whole process by design (closing a packet socket waits
     // for an RCU grace period); open it before counting.
     attempt(() => native.announceAddress('lo', '127.0.0.1'));
@@ -64,6 +65,11 @@ describe('no fd leaks', () => {
       attempt(() => native.addressEntries('no-such-if0', '::1'));
       attempt(() => native.setAddressLifetime('no-such-if0', '198.18.0.1', 24, 5, 0));
       attempt(() => native.announceAddress('lo', '127.0.0.1'));
+      if (i % 10 === 0) {
+        await runSpawned('true', []);
+        await runSpawned('sh', ['-c', 'exit 1']).catch(() => {});
+        await runSpawned('/nonexistent/probe', []).catch(() => {});
+      }
     }
     // Capture sockets are closed on libuv workers; poll handles go through uv_close.
     await Promise.all(released);
