@@ -325,7 +325,7 @@ export const configSchema = z
     /** The agent's log (JSON lines on stdout); `takeover agent --log-level` overrides the level. */
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
     /**
-     * The nice value (-20..19) of every thread of the agent, set at start (agent/cpu-priority.ts):
+     * The nice value (-20..19) of every thread of the agent, set at start (monitor/cpu-priority.ts):
      * below the work around it, so that a busy node's agent still sends its heartbeats on time.
      * Lowering it needs CAP_SYS_NICE. Instances and callouts run at the nice the agent was started
      * with, not this one.

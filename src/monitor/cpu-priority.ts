@@ -1,13 +1,13 @@
-// The agent's CPU priority (agent/agent.ts sets it; the Supervisor and the callouts set their
-// children back). One event loop sends this node's heartbeats and does the agent's other work;
-// on a node busy with something else (an application accepting 10,000 connections at once,
-// clients on the same host), a loop that waits for a CPU is as silent as a dead one: at nice 0
-// beside four busy processes on 2 cores the lab's agent went unheard for >300 ms, its peer
-// declared it dead and took its address (test/lab/replication-10k.test.ts). So the agent runs
-// at a lower nice value than the work around it (config `nice`, default -10), as corosync runs
-// at real-time priority (SCHED_RR) and keepalived has vrrp_priority; and what it starts for
-// others (instances, callouts) starts at the nice the agent was started with, so the application
-// never inherits the agent's priority.
+// The agent's CPU priority (agent/agent.ts sets it; the Supervisor and the callouts start their
+// children at the agent's starting nice: atNice). One event loop sends this node's heartbeats
+// and does the agent's other work; on a node busy with something else (an application
+// accepting 10,000 connections at once, clients on the same host), a loop that waits for a CPU
+// is as silent as a dead one: at nice 0 beside four busy processes on 2 cores the lab's agent
+// went unheard for >300 ms, its peer declared it dead and took its address
+// (test/lab/replication-10k.test.ts). So the agent runs at a lower nice value than the work
+// around it (config `nice`, default -10), as corosync runs at real-time priority (SCHED_RR) and
+// keepalived has vrrp_priority; and what it starts for others (instances, callouts) starts at
+// the nice the agent was started with, so the application never inherits the agent's priority.
 //
 // Linux keeps a nice value per thread (setpriority(2) on a thread id changes that thread alone,
 // and a new thread or child inherits the nice of the thread that creates it): every thread
@@ -79,11 +79,10 @@ export function setProcessNice(pid: number, nice: number): number {
 }
 
 /**
- * Sets this process's threads to `nice` (the agent's config `nice`) and returns the nice value
- * the main thread had before (what its children start at: atNice). Throws a
- * PriorityError naming the config field when the kernel refuses (lowering it needs CAP_SYS_NICE).
+ * Sets this process's threads to `nice` (the agent's config `nice`). Throws a PriorityError
+ * naming the config field when the kernel refuses (lowering it needs CAP_SYS_NICE).
  */
-export function raiseAgentPriority(nice: number): number {
+export function raiseAgentPriority(nice: number): void {
   const before = niceOf();
   try {
     setProcessNice(process.pid, nice);
@@ -92,7 +91,6 @@ export function raiseAgentPriority(nice: number): number {
     const why = err.code === 'EACCES' || err.code === 'EPERM' ? ': a nice value below the current one needs CAP_SYS_NICE (run as root); or set `nice` to at least ' + before : '';
     throw new PriorityError(`nice: ${err.message}${why}`, err.code, err.errno, err.syscall);
   }
-  return before;
 }
 
 /**
