@@ -37,10 +37,11 @@ export function isKeepalive(payload: Uint8Array, payloadLength: number): boolean
 /**
  * The watch of the replication connection turned unseen (nothing of it for WAL_SEEN_WITHIN_MS:
  * every unanswered request is reset from then on, not replayed) or seen again. Times in ms since
- * the epoch; `lastSeenMs` null: never seen since the capture started at `startedMs`.
+ * the epoch; `lastSeenMs` null: never seen since the capture started at `startedMs` (null: a
+ * segment came before the capture reported itself started).
  */
 export type WalWatchEvent =
-  | { type: 'wal-unseen'; primary: Endpoint; lastSeenMs: number | null; startedMs: number }
+  | { type: 'wal-unseen'; primary: Endpoint; lastSeenMs: number | null; startedMs: number | null }
   | { type: 'wal-seen'; primary: Endpoint; unseenForMs: number };
 
 export class WalArrivals {
@@ -98,8 +99,8 @@ export class WalArrivals {
   watchChange(nowMs: number): WalWatchEvent | undefined {
     const w = this.watch(nowMs);
     if (w.unseen && this.unseenSinceMs === undefined) {
-      this.unseenSinceMs = w.lastSeenMs ?? w.startedMs!;
-      return { type: 'wal-unseen', primary: this.primary, lastSeenMs: w.lastSeenMs, startedMs: w.startedMs! };
+      this.unseenSinceMs = (w.lastSeenMs ?? w.startedMs)!; // unseen needs one of them
+      return { type: 'wal-unseen', primary: this.primary, lastSeenMs: w.lastSeenMs, startedMs: w.startedMs };
     }
     if (!w.unseen && this.unseenSinceMs !== undefined) {
       const unseenForMs = Math.max(0, (w.lastSeenMs ?? nowMs) - this.unseenSinceMs);
