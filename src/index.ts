@@ -28,7 +28,7 @@ export { BorrowedSocket } from './net/borrowed-socket.js';
 export { RstGuard, sweepStaleGuards, type GuardSweep } from './net/rst-guard.js';
 export { ProcessExitWatch } from './monitor/process-exit.js';
 export { HeartbeatAgent } from './monitor/heartbeat-agent.js';
-export type { HeartbeatAgentOptions, HeartbeatLink, HeartbeatPeer } from './monitor/heartbeat-agent.js';
+export type { HeartbeatAgentOptions, HeartbeatHeld, HeldCounters, HeartbeatLink, HeartbeatPeer } from './monitor/heartbeat-agent.js';
 export { FailureDetector } from './monitor/failure-detector.js';
 export type { DetectorEvent, DetectorOptions } from './monitor/failure-detector.js';
 export { encodeHeartbeat, decodeHeartbeat } from './monitor/heartbeat-packet.js';

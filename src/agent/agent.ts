@@ -11,7 +11,7 @@ import { NotificationServer } from '../events/notification-server.js';
 import { instanceFailure, notRestarting, type Placement } from '../events/scenarios.js';
 import { validateEvent, type EventStatus, type ServiceEvent } from '../events/service-event.js';
 import type { DetectorEvent, PeerStatus } from '../monitor/failure-detector.js';
-import { HeartbeatAgent, type HeartbeatRejected, type RejectionCounters } from '../monitor/heartbeat-agent.js';
+import { HeartbeatAgent, type HeartbeatHeld, type HeartbeatRejected, type RejectionCounters } from '../monitor/heartbeat-agent.js';
 import { QuorumGate, type Suppressed } from '../monitor/quorum-gate.js';
 import { WitnessedNodeEvents, type Disputed, type NodeEventSource, type Witness } from '../monitor/witnessed-node-events.js';
 import { DiskHeartbeatWatcher, DiskHeartbeatWriter, type DiskSample, type DiskVerdict } from '../monitor/disk-heartbeat.js';
@@ -123,6 +123,13 @@ export type AgentEvents = {
    * differ) and it is not up: said at most once per 10 s per peer and reason.
    */
   'peer-rejected': [HeartbeatRejected & { count: number }];
+  /**
+   * This agent was held (its process not run, or its whole host stalled) past a heartbeat
+   * interval: its own heartbeat went out that late, and no peer is declared dead until an
+   * interval and the skew later (FailureDetector.localPause). Said at most once per 10 s;
+   * `count`: holds since the start.
+   */
+  'heartbeat-held': [HeartbeatHeld & { count: number }];
   /** A taken-over address given back to its live owner, or given up by a fenced node. */
   'address-released': [AddressReleased];
   /** An own address announced again after the peer that had taken it over gave it back. */
@@ -171,6 +178,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The leases the peers claim, which the takeovers here wait out. */
   private readonly peerLeases: PeerLeases;
   private readonly rejectionSaid = new Map<string, number>();
+  /** When 'heartbeat-held' was last said (ms since the epoch). */
+  private heldSaidAt = -Infinity;
   private readonly takeovers: PeerTakeover[] = [];
   /** Failure plans of this node's instances still running (stop() lets them finish). */
   private readonly plans = new Set<Promise<void>>();
@@ -279,6 +288,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.peerLeases = new PeerLeases({ heartbeat: this.heartbeat, timeoutMs: this.heartbeat.detector.timeoutMs });
     this.heartbeat.on('rejected', (r) => this.onRejected(r));
+    this.heartbeat.on('held', (h) => {
+      if (h.at - this.heldSaidAt < 10_000) return;
+      this.heldSaidAt = h.at;
+      this.emit('heartbeat-held', { ...h, count: this.heartbeat.held.count });
+    });
     this.replication = new ConnectionReplication({
       heartbeat: this.heartbeat,
       node: config.node,
@@ -620,7 +634,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       quorum: this.quorum.quorum(),
       taken: this.addresses.holding(),
       ...(this.leases ? { leases: { seconds: this.leases.seconds, addresses: this.leases.status() } } : {}),
-      heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters },
+      heartbeat: { rejected: { ...this.heartbeat.rejected }, ...this.heartbeat.detector.counters, held: { ...this.heartbeat.held } },
       instances: [...this.monitors.values()].map((m) => m.info()),
       services: this.config.services.map((s) => ({ name: s.name, members: s.members.map((i) => ({ instance: i, node: this.nodeOf(i), up: this.memberUp(s.name, i) })) })),
       links: this.links.slice(-20),

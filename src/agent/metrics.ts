@@ -162,6 +162,7 @@ export class AgentMetrics {
       ['peer', 'link', 'reason'],
       () => traffic().flatMap((t) => Object.entries(t.rejected).map(([reason, n]): [Labels, number] => [{ peer: t.peer, link: t.link, reason }, n ?? 0])),
     );
+    this.mirroredCounter('takeover_heartbeat_held_total', 'Heartbeats of this agent that went out more than an interval late: the agent (or its host) was held; no peer is judged for an interval and the skew after each.', [], () => [[{}, agent.heartbeat.held.count]]);
 
     // ---- peers ----
     this.readGauge('takeover_peer_up', 'Peer node up (1) or down or never heard (0), as this agent sees it.', ['peer'], () => {

@@ -56,6 +56,14 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       ? log.warn({ address: r.address, from: r.from, err: r.error }, `${r.from} gave ${r.address} back, but announcing it here failed: clients may reach ${r.from} until their neighbour entries expire`)
       : log.info({ address: r.address, from: r.from }, `${r.from} gave ${r.address} back: announced here again`),
   );
+  // Held past an interval (CPU starvation, a stalled or paused host): peers may have judged this
+  // node dead meanwhile, and it judges none of them until it could hear them again.
+  agent.on('heartbeat-held', (h) =>
+    log.warn(
+      { heldMs: h.lateMs, count: h.count, timeoutMs: agent.heartbeat.detector.timeoutMs, convictionsWaitUntil: new Date(h.convictionsWaitUntil).toISOString() },
+      `this agent was held: its heartbeat went out ${h.lateMs} ms late (peers declare a node dead after ${agent.heartbeat.detector.timeoutMs} ms of silence); no peer is judged for ${Math.round(h.convictionsWaitUntil - h.at)} ms; ${h.count} holds since the start (the host's load, or a paused VM; see \`nice\`)`,
+    ),
+  );
   agent.on('peer-rejected', (r) => log.warn({ peer: r.peer, reason: r.reason, count: r.count, link: r.link, from: r.from }, `configured peer ${r.peer} is heard only with rejected heartbeats (${r.reason}${r.reason === 'hmac' ? ': the keys differ' : ''})`));
   agent.on('published', (e) => log.info({ event: e }, 'published'));
   // Summaries: a plan may close ten thousand connections (the failures are listed in full); one

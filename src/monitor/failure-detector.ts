@@ -63,6 +63,8 @@ interface PeerState {
 export class FailureDetector {
   private readonly peers = new Map<string, PeerState>();
   readonly counters: DetectorCounters = { accepted: 0, replayed: 0, staleIncarnation: 0, afterLeave: 0 };
+  /** No link or node is declared down before this time (ms, the clock of tick()): see localPause. */
+  private convictNotBefore = -Infinity;
 
   constructor(private readonly options: DetectorOptions) {
     if (!(options.intervalMs > 0) || !Number.isInteger(options.misses) || options.misses < 1 || options.links.length === 0) {
@@ -86,6 +88,26 @@ export class FailureDetector {
    */
   get timeoutMs(): number {
     return this.options.intervalMs * this.options.misses + this.skewMs;
+  }
+
+  /**
+   * This node itself did not run until `now` for longer than an interval (its own timer fired
+   * that late). When the whole host was held (a VM paused or migrated, a host stalled: every
+   * agent of a lab on one kernel), its peers sent nothing meanwhile either, and their silence
+   * over that time is this node's, not theirs: declaring them dead at the resume, before they
+   * could send again, made every node of a held host declare the others dead. So nothing is
+   * declared down until one interval and the skew after `now`: each peer's first heartbeat due
+   * after the resume has time to arrive. A peer that died meanwhile is declared then, at most
+   * intervalMs + skewMs after the resume. (Cassandra's failure detector likewise convicts no
+   * one after a local pause: max_local_pause_in_ms.)
+   */
+  localPause(now: number): void {
+    this.convictNotBefore = Math.max(this.convictNotBefore, now + this.options.intervalMs + this.skewMs);
+  }
+
+  /** Until when convictions wait after a local pause (ms), or undefined when they do not. */
+  convictionsWaitUntil(now: number): number | undefined {
+    return this.convictNotBefore > now ? this.convictNotBefore : undefined;
   }
 
   /** Takes an authenticated heartbeat that arrived on `link`; returns the events it causes. */
@@ -142,6 +164,7 @@ export class FailureDetector {
   /** Declares silent links and nodes down; returns the events. */
   tick(now: number): DetectorEvent[] {
     const events: DetectorEvent[] = [];
+    if (now < this.convictNotBefore) return events;
     for (const [node, p] of this.peers) {
       if (!p.up) continue;
       const silent = this.options.links.filter((l) => now - (p.lastHeard.get(l) ?? -Infinity) > this.timeoutMs);
@@ -172,7 +195,8 @@ export class FailureDetector {
    * could declare a link or a node down: the first timeout of a link still up. Undefined when
    * nothing is pending. A driver arms one timer just past it instead of ticking; a deadline that
    * passed without a decision (a link silent while no other is alive) can only change through a
-   * heartbeat, after which the driver calls tick() again.
+   * heartbeat, after which the driver calls tick() again. A deadline that falls while
+   * convictions wait after a local pause moves to their end.
    */
   nextDeadline(now: number): number | undefined {
     let at: number | undefined;
@@ -180,7 +204,7 @@ export class FailureDetector {
       if (!p.up) continue;
       for (const l of this.options.links) {
         if (p.linkUp.get(l) === false) continue;
-        const d = (p.lastHeard.get(l) ?? -Infinity) + this.timeoutMs;
+        const d = Math.max((p.lastHeard.get(l) ?? -Infinity) + this.timeoutMs, this.convictNotBefore);
         if (d >= now && (at === undefined || d < at)) at = d;
       }
     }

@@ -13,7 +13,10 @@
 // always after the I/O of that turn of the loop, so a heartbeat already waiting in any link's
 // socket is heard before a silence is judged (never between two sockets' reads: a held loop
 // would otherwise take one link's heartbeats, read first, for the other link's failure), and
-// after any backlog of datagrams on the links has been read (see decideSoon).
+// after any backlog of datagrams on the links has been read (see decideSoon). A heartbeat of its
+// own overdue by more than an interval says this node itself was held (its process, or the
+// whole host): its peers get an interval and the skew after that to be heard before any is
+// judged (FailureDetector.localPause), and the hold is counted (`held`) and reported.
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -54,6 +57,23 @@ export interface HeartbeatAgentOptions {
   sent?: () => void;
 }
 
+/** This node's own heartbeat was overdue by more than an interval: the node was held. */
+export interface HeartbeatHeld {
+  /** When that was noticed (the heartbeat went out, or a judgement came first), ms since the epoch. */
+  at: number;
+  /** How overdue the heartbeat was then, ms (the node was held at least this long). */
+  lateMs: number;
+  /** Until when no peer is declared down (ms since the epoch): see FailureDetector.localPause. */
+  convictionsWaitUntil: number;
+}
+
+/** The holds seen since the start: how many (heartbeats overdue by more than an interval), the worst, the last. */
+export interface HeldCounters {
+  count: number;
+  maxLateMs: number;
+  last?: HeartbeatHeld;
+}
+
 export type RejectionReason = HeartbeatRejection | 'wrong-link' | 'own' | 'unknown-node';
 export type RejectionCounters = Record<RejectionReason, number>;
 
@@ -76,6 +96,7 @@ export class HeartbeatAgent extends EventEmitter<{
    * already declared dead (its stop was slow, or it looked dead just before).
    */
   leaving: [{ node: string; incarnation: bigint; at: number }];
+  held: [HeartbeatHeld];
 }> {
   readonly detector: FailureDetector;
   readonly rejected: RejectionCounters = { short: 0, magic: 0, version: 0, flags: 0, node: 0, length: 0, claims: 0, hmac: 0, 'wrong-link': 0, own: 0, 'unknown-node': 0 };
@@ -83,6 +104,7 @@ export class HeartbeatAgent extends EventEmitter<{
   readonly rejectedFrom = new Map<string, Partial<RejectionCounters>>();
   /** The same datagrams per peer and link (and sends): what the agent's metrics report. */
   readonly traffic: HeartbeatTraffic;
+  readonly held: HeldCounters = { count: 0, maxLateMs: 0 };
   private readonly sockets = new Map<number, dgram.Socket>();
   private readonly receivers: Array<{ magic: Buffer; fn: (msg: Buffer, link: number) => void }> = [];
   private seq = 0n;
@@ -96,6 +118,8 @@ export class HeartbeatAgent extends EventEmitter<{
   private decisionImmediate: NodeJS.Immediate | undefined;
   /** Datagrams read on the link sockets (any protocol): whether a turn of the loop read some. */
   private linkDatagrams = 0;
+  /** The due time of the heartbeat whose lateness last counted as a hold (one count per hold). */
+  private heldBeatAt = -Infinity;
   /** Since when a decision has waited for the sockets' backlog to be read. */
   private drainingSince: number | undefined;
   private running = false;
@@ -160,6 +184,7 @@ export class HeartbeatAgent extends EventEmitter<{
     if (!this.running) return;
     const now = clock();
     const sends = this.send1();
+    this.noticeHold(now);
     const sent = this.options.sent;
     if (sent) {
       void Promise.all(sends).then(() => {
@@ -171,6 +196,23 @@ export class HeartbeatAgent extends EventEmitter<{
     // Held past whole intervals: the next one on the grid after now (those missed are missed).
     if (this.nextBeatAt <= now) this.nextBeatAt += (Math.floor((now - this.nextBeatAt) / interval) + 1) * interval;
     this.beatTimer = setTimeout(() => this.beat(), Math.max(0, this.nextBeatAt - clock()));
+  }
+
+  /**
+   * Whether this node was held: its next heartbeat overdue by more than an interval (once per
+   * hold). Asked by that heartbeat and before any judgement: at the resume, datagrams already
+   * waiting (a peer that resumed first) are read, and judged, before the timers run.
+   */
+  private noticeHold(now: number): void {
+    const lateMs = now - this.nextBeatAt;
+    if (lateMs <= this.options.intervalMs || this.heldBeatAt === this.nextBeatAt) return;
+    this.heldBeatAt = this.nextBeatAt;
+    this.detector.localPause(now);
+    const held: HeartbeatHeld = { at: now, lateMs: Math.round(lateMs), convictionsWaitUntil: this.detector.convictionsWaitUntil(now)! };
+    this.held.count++;
+    this.held.maxLateMs = Math.max(this.held.maxLateMs, held.lateMs);
+    this.held.last = held;
+    this.emit('held', held);
   }
 
   /** One heartbeat on every link to every peer; each send resolves when the kernel has it. */
@@ -226,6 +268,7 @@ export class HeartbeatAgent extends EventEmitter<{
   private decide(): void {
     if (!this.running) return;
     const now = clock();
+    this.noticeHold(now);
     for (const e of this.detector.tick(now)) this.emit('event', e);
     this.armDecision(now);
   }

@@ -72,6 +72,43 @@ describe('heartbeats on a main and a failsafe link', () => {
     }
   });
 
+  it('the whole host held (every agent stopped 600 ms, as in a paused VM): nobody is declared dead; a node that died meanwhile is, an interval and the skew after the resume', async () => {
+    const { agents } = await cluster();
+    const [a, b, c] = [agents.get('a')!, agents.get('b')!, agents.get('c')!];
+    const hold = async (resume: NodeChild[]) => {
+      for (const x of [a, b, c]) process.kill(x.pid, 'SIGSTOP');
+      await new Promise((r) => setTimeout(r, 600));
+      // The judges first, as a host's scheduler may order them: they run before a can send again.
+      const resumedAt = nowMs();
+      for (const x of resume) process.kill(x.pid, 'SIGCONT');
+      return resumedAt;
+    };
+    for (let round = 0; round < 3; round++) {
+      await hold([b, c, a]);
+      await new Promise((r) => setTimeout(r, 4 * INTERVAL));
+    }
+    for (const x of [a, b, c]) {
+      expect(x.events.filter((e) => e.event === 'node-down' || e.event === 'link-down')).toEqual([]);
+      // Each hold seen by each node: its own heartbeat went out ~500 ms late.
+      const held = x.events.filter((e) => e.event === 'held');
+      expect(held).toHaveLength(3);
+      for (const h of held) expect(Number(h.lateMs)).toBeGreaterThan(INTERVAL);
+    }
+    // a dies during a hold (it never resumes): b and c declare it an interval and the skew after
+    // they resume, late by their own wake-up at most.
+    const resumedAt = await hold([b, c]);
+    const margin = survivorLatenessMs(INTERVAL);
+    const after: string[] = [];
+    for (const x of [b, c]) {
+      const down = await x.waitFor('node-down', 5000, (e) => e.node === 'a');
+      after.push((Number(down.at) - resumedAt).toFixed(1));
+      expect(Number(down.at) - resumedAt).toBeGreaterThanOrEqual(INTERVAL + DEFAULT_SKEW_MS - 5);
+      expect(Number(down.at) - resumedAt).toBeLessThanOrEqual(INTERVAL + DEFAULT_SKEW_MS + margin);
+    }
+    console.info(`held hosts: 3 holds of 600 ms, no node declared dead; a died during a hold: declared by b, c ${after.join(', ')} ms after the resume`);
+    process.kill(a.pid, 'SIGCONT');
+  });
+
   it('forged heartbeats (wrong key, replayed sequence, old incarnation, garbage) are ignored and counted', async () => {
     const { lab: l, agents } = await cluster();
     const f = l.spawn('c', FORGER, ['--to', l.host('b').ipv4, '--port', '7400', '--key', KEY, '--node', 'a', '--incarnation', '5']);

@@ -51,6 +51,23 @@ async function allReset(clients: NodeChild[]): Promise<number[]> {
   return ended;
 }
 
+/**
+ * Waits for every client process's opens. A reset or refusal meanwhile has a cause among the
+ * agents (A's failure plan, B's takeover after declaring A dead, a hold of either): the failure
+ * says what each did.
+ */
+async function opened(clients: NodeChild[], cluster: ReplicationCluster): Promise<void> {
+  try {
+    for (const c of clients) await c.waitFor('opened', 60_000);
+  } catch (err) {
+    const what = async (x: NodeChild, events: string[]) => ({
+      events: x.events.filter((e) => events.includes(String(e.event)) || (e.event === 'published' && e.status === 'DOWN')).map((e) => ({ ...e, conns: undefined })),
+      held: ((await agentStatus(x).catch(() => ({ heartbeat: {} }))).heartbeat as { held?: unknown }).held,
+    });
+    throw new Error(`${(err as Error).message}\nA: ${JSON.stringify(await what(cluster.a, ['plan']))}\nB: ${JSON.stringify(await what(cluster.b, ['node-down', 'link-down', 'takeover-done', 'takeover-failed']))}`);
+  }
+}
+
 /** Bytes A's agent sent to B, and A's CPU, over `ms`. */
 async function measure(a: NodeChild, ms: number): Promise<{ bytesPerSecond: number; cpu: number }> {
   const sent = async () => ((await agentStatus(a)).replication as { subscribers: Array<{ bytes: number }> }).subscribers[0]!.bytes;
@@ -80,7 +97,7 @@ describe('10,000 connections of a hung server, closed by its own node\'s failure
     const clients = Array.from({ length: PROCESSES }, () => lab.spawn('c', CLIENTS, ['--host', vip, '--port', '6379']));
     for (const c of clients) await c.waitFor('ready');
     for (const c of clients) c.send({ cmd: 'open', count: N / PROCESSES });
-    for (const c of clients) await c.waitFor('opened', 60_000);
+    await opened(clients, cluster);
     const pid = ((await agentStatus(a)).instances as Array<{ pid: number }>)[0]!.pid;
     // The agent's threads run at config `nice` (-10 by default) and the Redis it started at its
     // own starting nice (0): at 0 beside these clients on 2 cores, A's agent went unheard for
@@ -124,7 +141,7 @@ describe('10,000 connections on the dying node', () => {
     for (const c of clients) await c.waitFor('ready');
     const opening = performance.now();
     for (const c of clients) c.send({ cmd: 'open', count: N / PROCESSES });
-    for (const c of clients) await c.waitFor('opened', 60_000);
+    await opened(clients, cluster);
     await until(`${N} blocked Redis clients`, async () => ((await redis!.clients()).blocked_clients === N ? true : undefined), 30_000);
     const copy = await until(`B's copy of ${N}`, async () => {
       const c = await copyOfA(b);

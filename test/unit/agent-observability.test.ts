@@ -218,6 +218,20 @@ describe('the agent as an SRE sees it', () => {
     expect(after.instances[0].since).toBeGreaterThanOrEqual(after.instances[0].lastExit.at);
     expect(afterText.stdout).toMatch(/\ni1\s+not-restarting\s+-\s+.*SIGKILL/);
 
+    // The agent held (stopped 400 ms, as a stalled host holds it): counted, in status, and said
+    // as a warning (at most once per 10 s: a hold of a loaded host may have been said already).
+    const heldBefore = (await metrics(port)).get('takeover_heartbeat_held_total')!;
+    b.child.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 400));
+    b.child.kill('SIGCONT');
+    await until('the hold counted', async () => ((await metrics(port)).get('takeover_heartbeat_held_total')! > heldBefore ? true : undefined));
+    const heldLog = b.logs.find((l) => String(l.msg).startsWith('this agent was held: its heartbeat went out'));
+    expect(heldLog).toMatchObject({ level: 40, heldMs: expect.any(Number), count: expect.any(Number), timeoutMs: 325 });
+    expect(heldLog!.heldMs).toBeGreaterThan(100);
+    const heldStatus = JSON.parse((await runCli(['status', '--json', '--config', b.file])).stdout).heartbeat.held;
+    expect(heldStatus.count).toBeGreaterThan(heldBefore);
+    expect(heldStatus.maxLateMs).toBeGreaterThanOrEqual(250); // 400 ms held, its heartbeat due within 100 ms of the stop
+
     // Stopping the agent closes the endpoint.
     b.child.kill('SIGTERM');
     await new Promise((r) => b.child.once('exit', r));

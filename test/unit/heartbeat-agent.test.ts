@@ -5,7 +5,7 @@ import dgram from 'node:dgram';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_SKEW_MS, type DetectorEvent } from '../../src/monitor/failure-detector.js';
-import { HeartbeatAgent } from '../../src/monitor/heartbeat-agent.js';
+import { HeartbeatAgent, type HeartbeatHeld } from '../../src/monitor/heartbeat-agent.js';
 import { decodeHeartbeat, encodeHeartbeat } from '../../src/monitor/heartbeat-packet.js';
 
 const KEY = Buffer.from('heartbeat key of the unit test..');
@@ -209,6 +209,34 @@ describe('HeartbeatAgent timing', () => {
     expect(arrived - firstAt).toBeLessThan(225);
     expect(Date.now() - firstAt).toBeGreaterThan(450); // and the deadline passed during the hold
     expect(b.events.map((e) => e.kind)).toEqual(['node-up']);
+  });
+
+  it('held past an interval itself (its own heartbeat late), it judges no peer for an interval and the skew: the peer heard then stays up, a silent one is down then', async () => {
+    // The fake peer is in this process: a held loop holds it too, as a paused host holds every
+    // agent on it. Without the wait the agent declared the peer dead at once when the hold ended.
+    const peer = await fakePeer();
+    const b = await agent(peer.port, 100, 3);
+    const held: HeartbeatHeld[] = [];
+    b.agent.on('held', (h) => held.push(h));
+    const hb = (seq: bigint) => encodeHeartbeat({ node: 'a', link: 0, incarnation: 1n, seq, sentAtMs: Date.now() }, KEY);
+    peer.socket.send(hb(1n), b.port, '127.0.0.1');
+    await sleep(50);
+    holdLoop(600);
+    await sleep(60);
+    peer.socket.send(hb(2n), b.port, '127.0.0.1');
+    await sleep(100);
+    expect(b.events.map((e) => e.kind)).toEqual(['node-up']);
+    expect(held).toHaveLength(1);
+    expect(held[0]!.lateMs).toBeGreaterThan(400);
+    expect(b.agent.held).toMatchObject({ count: 1, maxLateMs: held[0]!.lateMs, last: held[0] });
+    // Held again, and the peer stays silent: declared down when the wait ends.
+    holdLoop(600);
+    const resumedAgain = Date.now();
+    while (!b.events.some((e) => e.kind === 'node-down') && Date.now() - resumedAgain < 2000) await sleep(2);
+    const down = b.events.find((e) => e.kind === 'node-down')!;
+    expect(held).toHaveLength(2);
+    expect(down.at - resumedAgain).toBeGreaterThanOrEqual(100 + DEFAULT_SKEW_MS - 2);
+    expect(down.at - resumedAgain).toBeLessThan(100 + DEFAULT_SKEW_MS + 50);
   });
 
   it('a heartbeat queued behind a backlog of other datagrams on its link (replication) is read before the silence is judged', async () => {

@@ -180,6 +180,32 @@ describe('FailureDetector', () => {
     expect(d.nextDeadline(1366)).toBeUndefined();
   });
 
+  it('after a local pause nothing is declared down for an interval and the skew: a peer heard meanwhile stays up, one still silent is down then', () => {
+    const d = new FailureDetector({ intervalMs: 100, misses: 3, links: [0, 1] });
+    d.observe(hb({ link: 0, seq: 1n }), 0, 1000);
+    d.observe(hb({ link: 1, seq: 1n }), 1, 1000);
+    // This node was held from ~1000 to 1600 (its own heartbeat due at 1100 went out at 1600).
+    d.localPause(1600);
+    expect(d.convictionsWaitUntil(1600)).toBe(1725);
+    expect(d.nextDeadline(1600)).toBe(1725); // the deadlines (1325) moved to the wait's end
+    expect(d.tick(1600)).toEqual([]);
+    expect(d.tick(1724)).toEqual([]);
+    // Heard within the wait: up, and judged from that heartbeat on.
+    d.observe(hb({ link: 0, seq: 2n }), 0, 1650);
+    d.observe(hb({ link: 1, seq: 2n }), 1, 1650);
+    expect(d.tick(1725)).toEqual([]);
+    expect(d.nextDeadline(1725)).toBe(1975);
+    expect(d.convictionsWaitUntil(1725)).toBeUndefined();
+    // Another pause; this time the peer is not heard: down at the wait's end, not before.
+    d.localPause(2500);
+    expect(d.tick(2624)).toEqual([]);
+    expect(d.tick(2625)).toMatchObject([{ kind: 'node-down', node: 'node-a', lastHeardAt: 1650 }]);
+    // A later pause never shortens a wait already running.
+    d.localPause(3000);
+    d.localPause(2950);
+    expect(d.convictionsWaitUntil(3000)).toBe(3125);
+  });
+
   it('one silent link is a link failure, not a node failure; it comes back as link-up', () => {
     const d = new FailureDetector({ intervalMs: 100, misses: 3, links: [0, 1] });
     const events = run(d, { from: 0, until: { 0: 3000, 1: 1000 }, interval: 100, end: 3000 });
