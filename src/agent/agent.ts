@@ -125,7 +125,7 @@ export type AgentEvents = {
   'peer-rejected': [HeartbeatRejected & { count: number }];
   /**
    * This agent was held (its process not run, or its whole host stalled) past a heartbeat
-   * interval: its own heartbeat went out that late, and no peer is declared dead until an
+   * interval: its own heartbeat was overdue that long, and no peer is declared dead until an
    * interval and the skew later (FailureDetector.localPause). Said at most once per 10 s;
    * `count`: holds since the start.
    */

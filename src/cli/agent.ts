@@ -61,7 +61,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   agent.on('heartbeat-held', (h) =>
     log.warn(
       { heldMs: h.lateMs, count: h.count, timeoutMs: agent.heartbeat.detector.timeoutMs, convictionsWaitUntil: new Date(h.convictionsWaitUntil).toISOString() },
-      `this agent was held: its heartbeat went out ${h.lateMs} ms late (peers declare a node dead after ${agent.heartbeat.detector.timeoutMs} ms of silence); no peer is judged for ${Math.round(h.convictionsWaitUntil - h.at)} ms; ${h.count} holds since the start (the host's load, or a paused VM; see \`nice\`)`,
+      `this agent was held: its heartbeat was ${h.lateMs} ms overdue (peers declare a node dead after ${agent.heartbeat.detector.timeoutMs} ms of silence); no peer is judged for ${Math.round(h.convictionsWaitUntil - h.at)} ms; ${h.count} holds since the start (the host's load, or a paused VM; see \`nice\`)`,
     ),
   );
   agent.on('peer-rejected', (r) => log.warn({ peer: r.peer, reason: r.reason, count: r.count, link: r.link, from: r.from }, `configured peer ${r.peer} is heard only with rejected heartbeats (${r.reason}${r.reason === 'hmac' ? ': the keys differ' : ''})`));

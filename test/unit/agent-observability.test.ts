@@ -225,7 +225,7 @@ describe('the agent as an SRE sees it', () => {
     await new Promise((r) => setTimeout(r, 400));
     b.child.kill('SIGCONT');
     await until('the hold counted', async () => ((await metrics(port)).get('takeover_heartbeat_held_total')! > heldBefore ? true : undefined));
-    const heldLog = b.logs.find((l) => String(l.msg).startsWith('this agent was held: its heartbeat went out'));
+    const heldLog = b.logs.find((l) => String(l.msg).startsWith('this agent was held: its heartbeat was '));
     expect(heldLog).toMatchObject({ level: 40, heldMs: expect.any(Number), count: expect.any(Number), timeoutMs: 325 });
     expect(heldLog!.heldMs).toBeGreaterThan(100);
     const heldStatus = JSON.parse((await runCli(['status', '--json', '--config', b.file])).stdout).heartbeat.held;
