@@ -438,16 +438,32 @@ describe('ShadowConnection', () => {
     t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
     t.captureLost(1, 1_000_000);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: 'the capture lost 1 frames while it was open, and neither end has shown its stream whole since' });
-    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n')], 1);
+    const after = { timeMs: 1_000_001 }; // captured after the loss was counted
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n', after)], 1);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/the server has not shown its stream whole since/) });
-    t.segments([c.seg(true, TCP_ACK | TCP_PSH, 'value-b\n')], 1);
+    t.segments([c.seg(true, TCP_ACK | TCP_PSH, 'value-b\n', after)], 1);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore' });
     expect(t.plans(1)[0]).not.toHaveProperty('unproven');
     // This time the lost frame was the client's request: its next segment starts past the copy.
-    t.captureLost(1, 1_000_000);
+    t.captureLost(1, 1_000_001);
     c.seg(false, TCP_ACK | TCP_PSH, 'GET c\n'); // lost
-    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET d\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-c\nvalue-d\n')], 1);
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET d\n', { timeMs: 1_000_002 }), c.seg(true, TCP_ACK | TCP_PSH, 'value-c\nvalue-d\n', { timeMs: 1_000_002 })], 1);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'reset' });
+  });
+
+  it('after a capture loss, segments the ring still held from before the count show nothing: a request lost after them leaves the end unproven', () => {
+    // The ring took both ends' ACKs at 1,000,000, then dropped the client's request (1,000,001);
+    // the drop counter was read at 1,000,002, before the agent was handed the ACKs it held.
+    const c = conversation();
+    const t = table();
+    t.segments(c.handshake, 1);
+    t.segments([c.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), c.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
+    const held = [c.seg(false, TCP_ACK), c.seg(true, TCP_ACK)];
+    c.seg(false, TCP_ACK | TCP_PSH, 'GET b\n', { timeMs: 1_000_001 }); // dropped
+    t.captureLost(1, 1_000_002);
+    t.segments(held, 1);
+    // Their numbers match the copy, yet the request after them is missing from it.
+    expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/neither end has shown its stream whole since$/) });
   });
 
   it('a connection the capture took before a loss was counted, but handed over after it, is as suspect as an open one; one opened after the count is not', () => {
@@ -457,8 +473,8 @@ describe('ShadowConnection', () => {
     t.captureLost(3, 1_000_000); // every segment of conversation() is stamped 1,000,000
     t.segments(early.handshake, 1);
     expect(t.plans(1)[0]).toMatchObject({ kind: 'restore', unproven: expect.stringMatching(/^the capture lost 3 frames while it was open, and /) });
-    // Made good as an open one is: both ends show their streams whole.
-    t.segments([early.seg(false, TCP_ACK | TCP_PSH, 'GET a\n'), early.seg(true, TCP_ACK | TCP_PSH, 'value-a\n')], 1);
+    // Made good as an open one is: both ends show their streams whole, in segments captured after the count.
+    t.segments([early.seg(false, TCP_ACK | TCP_PSH, 'GET a\n', { timeMs: 1_000_001 }), early.seg(true, TCP_ACK | TCP_PSH, 'value-a\n', { timeMs: 1_000_001 })], 1);
     expect(t.plans(1)[0]).not.toHaveProperty('unproven');
     const later = table();
     later.captureLost(3, 999_999.5);

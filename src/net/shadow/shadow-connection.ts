@@ -148,7 +148,7 @@ export class ShadowConnection {
   /** Why the connection can no longer be continued whatever happens next, or null. */
   private ended: string | null = null;
   /** After a capture loss: why, and which ends have since shown their streams whole (suspect()). */
-  private unsynced: { reason: string; server: boolean; client: boolean } | null = null;
+  private unsynced: { reason: string; countedAtMs: number; server: boolean; client: boolean } | null = null;
   /**
    * Server stream offset where the reply in progress starts (the last complete one's end), and
    * the digest of its bytes so far (null while there are none): what a replay must reproduce.
@@ -236,10 +236,13 @@ export class ShadowConnection {
    * saw). The connection is unprovable until each end has sent a segment that starts exactly
    * where the copy of its stream ends and acknowledges exactly the copy of the other's: then
    * nothing of it was lost before (a lost byte would put one of those numbers ahead of the copy).
+   * countedAtMs (the capture clock, as ParsedSegment.timeMs): when the loss was counted. Only a
+   * segment captured after it shows anything: one the ring still held, captured before the
+   * count, may precede the lost frames (a request dropped after it would pass unseen).
    */
-  suspect(reason: string): void {
+  suspect(reason: string, countedAtMs = Number.NEGATIVE_INFINITY): void {
     if (this.ended) return;
-    this.unsynced = { reason, server: false, client: false };
+    this.unsynced = { reason, countedAtMs, server: false, client: false };
   }
 
   /** With unsynced: whether this segment (before its data is taken) shows its sender's stream whole. */
@@ -248,6 +251,7 @@ export class ShadowConnection {
     const own = fromServer ? this.toClient : this.toServer;
     const other = fromServer ? this.toServer : this.toClient;
     if (!u || !own || !other || s.flags & TCP_SYN || !(s.flags & TCP_ACK) || own.hasHole || other.hasHole) return;
+    if (this.segmentMs <= u.countedAtMs) return;
     // After a FIN its sender's segments start one past its last byte, and ACKs of it end there.
     if ((s.seq !== own.seqAt(own.next) && s.seq !== own.endSeq) || (s.ack !== other.seqAt(other.next) && s.ack !== other.endSeq)) return;
     if (fromServer) u.server = true;

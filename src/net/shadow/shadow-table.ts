@@ -97,7 +97,7 @@ export class ShadowTable {
         // when its drop counter was read come after the count; this connection's lost segments
         // may be among the dropped ones just as well as an older connection's.
         if (this.lastLoss && (s.timeMs ?? Number.POSITIVE_INFINITY) <= this.lastLoss.atMs) {
-          conn.suspect(`the capture lost ${this.lastLoss.frames} frames while it was open`);
+          conn.suspect(`the capture lost ${this.lastLoss.frames} frames while it was open`, this.lastLoss.atMs);
         }
       }
       conn.segment(s, fromServer, nowMs);
@@ -110,13 +110,14 @@ export class ShadowTable {
    * streams whole again (ShadowConnection.suspect). countedAtMs: the capture clock (ms since the
    * epoch, as ParsedSegment.timeMs) when the drops were counted. A capture hands frames over
    * after it counts a drop that came later (its ring still held them), so a connection whose SYN
-   * was captured by then and arrives after this call is as suspect as the ones open now.
+   * was captured by then and arrives after this call is as suspect as the ones open now, and
+   * only segments captured after countedAtMs make a connection good again.
    */
   captureLost(frames: number, countedAtMs: number): void {
     if (frames <= 0) return;
     this.captureLosses += frames;
     if (!this.lastLoss || countedAtMs >= this.lastLoss.atMs) this.lastLoss = { frames, atMs: countedAtMs };
-    for (const conn of this.connections.values()) conn.suspect(`the capture lost ${frames} frames while it was open`);
+    for (const conn of this.connections.values()) conn.suspect(`the capture lost ${frames} frames while it was open`, countedAtMs);
   }
 
   /** Forgets connections reset, or ended and quiet for endedLingerMs. */
