@@ -238,11 +238,12 @@ export class ShadowConnection {
    * nothing of it was lost before (a lost byte would put one of those numbers ahead of the copy).
    * countedAtMs (the capture clock, as ParsedSegment.timeMs): when the loss was counted. Only a
    * segment captured after it shows anything: one the ring still held, captured before the
-   * count, may precede the lost frames (a request dropped after it would pass unseen).
+   * count, may precede the lost frames (a request dropped after it would pass unseen). A second
+   * loss while unproven keeps the later of the two counts.
    */
   suspect(reason: string, countedAtMs = Number.NEGATIVE_INFINITY): void {
     if (this.ended) return;
-    this.unsynced = { reason, countedAtMs, server: false, client: false };
+    this.unsynced = { reason, countedAtMs: Math.max(countedAtMs, this.unsynced?.countedAtMs ?? countedAtMs), server: false, client: false };
   }
 
   /** With unsynced: whether this segment (before its data is taken) shows its sender's stream whole. */
