@@ -101,10 +101,16 @@ const takeover = z.strictObject({
        * replayed, make sure the dead primary cannot have committed it in WAL the promoted standby
        * holds: this host captures its standby's replication connection to `primary` (its
        * address and port as primary_conninfo names them) on `interface` (default any), and a
-       * request that arrived after the last WAL did is replayed; any other is reset (the
-       * replay could apply it twice). See docs/CONTINUE.md.
+       * request that arrived after the last WAL did is replayed; any other is replayed
+       * read-only when `readOnlyReplay` (default true: a read is answered, a write refused by the
+       * promoted standby and its connection reset) and reset otherwise (the replay could apply it
+       * twice). `readOnlyReplay: false` for a service whose functions catch errors around their
+       * writes (EXCEPTION WHEN OTHERS): such a function answers read-only without having
+       * written. See docs/CONTINUE.md.
        */
-      walCheck: z.strictObject({ primary: z.strictObject({ host: ip, port: port.default(5432) }), interface: ifname.default('any') }).optional(),
+      walCheck: z
+        .strictObject({ primary: z.strictObject({ host: ip, port: port.default(5432) }), interface: ifname.default('any'), readOnlyReplay: z.boolean().default(true) })
+        .optional(),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })

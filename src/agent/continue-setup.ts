@@ -182,7 +182,7 @@ function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: Continue
       tracker.close();
       return capture.close();
     },
-    checkReplays: (promoted) => pgWalReplayCheck(wal, noteLosses, promoted),
+    checkReplays: (promoted) => pgWalReplayCheck(wal, noteLosses, promoted, { readOnlyReplay: w.readOnlyReplay }),
   };
 }
 

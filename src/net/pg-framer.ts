@@ -196,3 +196,22 @@ export function int32(v: number): Buffer {
   b.writeInt32BE(v);
   return b;
 }
+
+/**
+ * An ErrorResponse's (or NoticeResponse's) fields by their type byte: 'S' severity, 'C' the
+ * SQLSTATE, 'M' the message (protocol "Error and Notice Message Fields"). A truncated or
+ * malformed body gives the fields read before the fault.
+ */
+export function pgErrorFields(body: Buffer): Map<string, string> {
+  const fields = new Map<string, string>();
+  const r = new PgBodyReader(body);
+  try {
+    for (let i = 0; i < 32 && r.rest > 1; i++) {
+      const s = r.cstring();
+      if (s.length > 0) fields.set(s[0]!, s.slice(1));
+    }
+  } catch {
+    // a truncated body: what was read so far
+  }
+  return fields;
+}

@@ -1,11 +1,13 @@
 // Issue 12's "committed but not acknowledged" for PostgreSQL, through the agents as processes: a
 // real primary on a, its streaming replica on b, b's agent continuing a's sessions from the
-// mirror with `walCheck` (b captures its replica's replication connection to a). Two INSERTs
-// are in flight when a dies silently:
-// - one a ran and committed, whose WAL reached b's replica, but whose reply never left a (nft
-//   drops a's packets to c before the switch: the mirror never sees it). Replayed, it would be
-//   applied twice; b sees WAL arrive after the request did, so it resets that session (ECONNRESET,
-//   the reason in the takeover's resets) and the row is there once.
+// mirror with `walCheck` (b captures its replica's replication connection to a). Two INSERTs and
+// a SELECT are in flight when a dies silently:
+// - a SELECT and an INSERT a ran (the INSERT committed, its WAL reached b's replica) but whose
+//   replies never left a (nft drops a's packets to c before the switch: the mirror never sees
+//   them). b sees WAL arrive after both requests did: either may have been committed, so both are
+//   replayed read-only. The SELECT is answered on the same connection, by the promoted replica
+//   (it sees the committed row); the INSERT is refused there (25006), so nothing is applied twice
+//   and its session is reset (ECONNRESET, the reason in b's log), and the row is there once.
 // - one a never ran (its postgres stopped first: SIGSTOP), so no WAL came after it: b replays it
 //   on the promoted replica, the client gets its INSERT 0 1 on the same connection, the row once.
 // An idle session goes on too.
@@ -21,7 +23,7 @@ import { until } from './replication-cluster.js';
 
 const fixture = fileURLToPath(new URL('fixtures/pg-inserts.ts', import.meta.url));
 
-it('with walCheck, a write the dead primary committed in WAL the replica holds is reset, not replayed twice; one it never ran is replayed once', async () => {
+it('with walCheck, a write the dead primary committed in WAL the replica holds is reset, not replayed twice; a read beside it is answered; one it never ran is replayed once', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-pg-wal-');
   const { lab, vip } = m;
   const primary = await startPostgres(lab, 'a');
@@ -47,10 +49,12 @@ it('with walCheck, a write the dead primary committed in WAL the replica holds i
     await until('the WAL watch seeing the replication connection', async () => (/WAL watch: replication connection seen \d+ ms ago/.test(await status()) ? true : undefined), 15_000);
     const clients = lab.spawn('c', fixture);
     await clients.waitFor('ready');
-    const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port, names: ['committed', 'unrun', 'idle'] });
+    const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port, names: ['committed', 'unrun', 'idle', 'reader'] });
 
     // a's packets to c end at a (the mirror never sees its reply); its WAL to b still flows.
     await lab.exec('a', 'nft', ['-f', '-'], `table inet tko_reply { chain out { type filter hook output priority 0; ip daddr ${lab.host('c').ipv4} tcp sport ${primary.port} drop; }; }\n`);
+    await clients.request({ cmd: 'start', name: 'reader', sql: "SELECT pg_is_in_recovery() AS standby, count(*)::int AS n FROM t WHERE k = 'committed'" });
+    await new Promise((r) => setTimeout(r, 100));
     await clients.request({ cmd: 'insert', name: 'committed', key: 'committed' });
     await until('the committed row on the replica', async () => ((await count('committed')) === 1 ? true : undefined), 10_000);
     // a's postgres stops (the postmaster, its backends and its walsender): the next INSERT
@@ -65,10 +69,12 @@ it('with walCheck, a write the dead primary committed in WAL the replica holds i
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 20_000);
     console.log(`continue postgres walCheck: ${JSON.stringify(taken.continued)}; continueError ${taken.continueError ?? 'none'}`);
     expect(taken.continueError).toBeUndefined();
-    expect(taken.continued).toMatchObject({ connections: 2, reset: 1, replayCheck: { replays: 2, refused: 1 } });
-    expect(taken.continued.firstReset).toEqual([{ client: `${lab.host('c').ipv4}:${ports.committed}`, reason: expect.stringMatching(/^not replayed: the primary sent WAL to the standby [\d.]+ ms after its unanswered request arrived/) }]);
+    expect(taken.continued).toMatchObject({ connections: 4, reset: 0, replayCheck: { replays: 3, refused: 0, readOnly: 2 } });
 
-    expect(await clients.request({ cmd: 'result', name: 'committed' })).toEqual({ error: 'ECONNRESET' });
+    expect(await clients.request({ cmd: 'result', name: 'committed' }, 20_000)).toEqual({ error: 'ECONNRESET' });
+    const resets = await until('the refused write in b\'s log', async () => log().find((e) => e.msg === 'continued connections reset'), 10_000);
+    expect(resets.first).toEqual([{ peer: 'a', client: `${lab.host('c').ipv4}:${ports.committed}`, reason: expect.stringMatching(/^the replayed request writes \(cannot execute INSERT in a read-only transaction\), .*; not run as it was: the primary sent WAL to the standby [\d.]+ ms after its unanswered request arrived/) }]);
+    expect(await clients.request({ cmd: 'result', name: 'reader' }, 20_000)).toEqual([{ standby: false, n: 1 }]);
     expect(await clients.request({ cmd: 'result', name: 'unrun' }, 20_000)).toEqual({ ok: true });
     expect(await clients.request({ cmd: 'query', name: 'idle', sql: 'SELECT 1 AS one' })).toEqual([{ one: 1 }]);
     expect(await count('committed')).toBe(1);

@@ -278,7 +278,10 @@ services:
     });
     it('checks PostgreSQL replays against the WAL the standby received (walCheck): postgres with a mirror only', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))));
-      expect(c.peers[0]!.takeover[0]!.continue!.walCheck).toEqual({ primary: { host: '10.0.0.1', port: 5432 }, interface: 'any' });
+      expect(c.peers[0]!.takeover[0]!.continue!.walCheck).toEqual({ primary: { host: '10.0.0.1', port: 5432 }, interface: 'any', readOnlyReplay: true });
+      const off = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' }, readOnlyReplay: false } }))));
+      expect(off.peers[0]!.takeover[0]!.continue!.walCheck!.readOnlyReplay).toBe(false);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' }, readOnlyReplay: 'yes' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck\.readOnlyReplay/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck is for protocol postgres \(it reads/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck needs a mirror, not a stream/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: 'db1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck\.primary\.host/);

@@ -74,8 +74,11 @@ class Tap {
     this.old?.destroy();
   }
 
-  /** The backup's takeover of this connection: a relay to a fresh upstream, or the goodbye. */
-  takeOver(): Relay {
+  /**
+   * The backup's takeover of this connection: a relay to a fresh upstream, or the goodbye.
+   * readOnlyWhy: the replay check asked for the plugin's read-only replay, saying why.
+   */
+  takeOver(readOnlyWhy?: string): Relay {
     const c = this.accepted!;
     this.die();
     this.listener.close();
@@ -86,7 +89,10 @@ class Tap {
     const goodbye = t.goodbye?.();
     if (goodbye) return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: 1 }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: Buffer.alloc(0), replyCounter: pgContinue().createReplyCounter(), goodbye: goodbye.bytes });
     const replay = (this.replayed = Buffer.concat(this.clientBytes).subarray(t.answeredClientBytes()));
-    return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: server!.port }, preamble: t.sessionPreamble(), replay, replyCounter: pgContinue().createReplyCounter() });
+    const readOnly = readOnlyWhy === undefined ? undefined : t.readOnlyReplay!(replay);
+    if (typeof readOnly === 'string') throw new Error(readOnly);
+    const hold = readOnly ? { hold: Promise.resolve({ readOnly, why: readOnlyWhy! }) } : {};
+    return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: server!.port }, preamble: t.sessionPreamble(), replay, replyCounter: pgContinue().createReplyCounter(), ...hold });
   }
 }
 
@@ -152,6 +158,68 @@ describe('pgContinue relay with a real PostgreSQL', () => {
     expect((await answer).rows[0]).toEqual({ m: 'extended-marker', d: '2' });
     await client.end();
     await relay.done;
+  });
+
+  describe('a replay run read-only (the WAL check could not rule out the dead primary ran it)', () => {
+    const WHY = 'the primary sent WAL after it';
+    /** A session with its request `sql` (values: extended protocol) unanswered, taken over read-only. */
+    async function takenOverWith(sql: string, values?: unknown[]) {
+      const tap = new Tap({});
+      const client = await connect(tap);
+      await client.query("SET work_mem = '5MB'");
+      const marker = `ro-${Math.random().toString(36).slice(2)}`;
+      tap.dieBefore = (d) => d.includes(marker);
+      const answer = client.query(sql.replace('MARKER', marker), values?.map((v) => (v === 'MARKER' ? marker : v)));
+      answer.catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 50));
+      const relay = tap.takeOver(WHY);
+      expect(tap.replayed.includes(marker)).toBe(true);
+      return { client, answer, relay, marker };
+    }
+    const counter = async () => Number(await server!.psql('SELECT n FROM counter WHERE id = 1'));
+
+    it('a read is answered, and the session goes on in its own mode (writes work, the setting is its own)', async () => {
+      const n = await counter();
+      const { client, answer, relay, marker } = await takenOverWith("SELECT 'MARKER' AS m, n FROM counter WHERE id = 1");
+      expect((await answer).rows[0]).toEqual({ m: marker, n });
+      expect(relay.stats.readOnlyPassed).toBe(true);
+      expect((await client.query('SHOW default_transaction_read_only')).rows[0].default_transaction_read_only).toBe('off');
+      expect((await client.query('SHOW work_mem')).rows[0].work_mem).toBe('5MB');
+      await client.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+      expect(await counter()).toBe(n + 1);
+      await client.end();
+      expect((await relay.done).clientReset).toBe(false);
+    });
+
+    it('an extended-protocol read is answered the same way', async () => {
+      const { client, answer, relay, marker } = await takenOverWith("SELECT $1::text AS m, current_setting('work_mem') AS w", ['MARKER']);
+      expect((await answer).rows[0]).toEqual({ m: marker, w: '5MB' });
+      expect(relay.stats.readOnlyPassed).toBe(true);
+      await client.query('UPDATE counter SET n = n WHERE id = 1');
+      await client.end();
+      await relay.done;
+    });
+
+    it('a write is refused by the new upstream: nothing applied, the client reset, the reason says both', async () => {
+      const n = await counter();
+      const { client, answer, relay } = await takenOverWith("UPDATE counter SET n = n + 1000 WHERE id = 1 AND 'MARKER' <> ''");
+      client.on('error', () => undefined);
+      await expect(answer).rejects.toThrow(/ECONNRESET|terminated|reset/i);
+      const end = await relay.done;
+      expect(end.clientReset).toBe(true);
+      expect(end.reason).toMatch(/^the replayed request writes \(cannot execute UPDATE in a read-only transaction\), .*; not run as it was: the primary sent WAL after it$/);
+      expect(relay.stats.readOnlyPassed).toBe(false);
+      expect(await counter()).toBe(n);
+    });
+
+    it('a request that leaves a transaction open is not continued read-only: reset', async () => {
+      const { client, answer, relay } = await takenOverWith("BEGIN; SELECT 'MARKER'");
+      client.on('error', () => undefined);
+      await expect(answer).rejects.toThrow();
+      const end = await relay.done;
+      expect(end.clientReset).toBe(true);
+      expect(end.reason).toMatch(/left a transaction open \(ReadyForQuery 'T'\)/);
+    });
   });
 
   it('ends a session inside a transaction with FATAL 57P01: the client sees the error and the end', async () => {

@@ -102,30 +102,48 @@ describe('pgWalReplayCheck over a takeover\'s plans', () => {
     return b;
   };
 
-  it('a session whose unanswered INSERT arrived after the last WAL is replayed; one before it is refused, saying why', async () => {
-    const SERVER = { address: '198.18.7.100', port: 5432 };
-    const plans: RestorePlan[] = [];
+  const SERVER = { address: '198.18.7.100', port: 5432 };
+  /** A logged-in session per [arrivedMs, sql], its plan with that request unanswered. */
+  function plansOf(requests: Array<[number, string]>): RestorePlan[] {
     const startup = Buffer.alloc(8 + 'user\0u\0\0'.length);
     startup.writeInt32BE(startup.length, 0);
     startup.writeInt32BE(196608, 4);
     startup.write('user\0u\0\0', 8, 'latin1');
     const ok = Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]); // AuthenticationOk, ReadyForQuery 'I'
-    for (const [i, arrivedMs] of [1500, 2500].entries()) {
+    return requests.map(([arrivedMs, sql], i) => {
       const { seg, handshake } = conversationSegments(SERVER, { address: '198.18.7.20', port: 40000 + i });
       const t = new ShadowTable({ services: [SERVER], plugin: pgContinue() });
       t.segments([...handshake, seg(false, startup), seg(true, ok)], 1000);
-      t.segments([{ ...seg(false, query('INSERT INTO t VALUES (1)')), timeMs: arrivedMs }], arrivedMs);
+      t.segments([{ ...seg(false, query(sql)), timeMs: arrivedMs }], arrivedMs);
       const p = t.plans(3000)[0]!;
       if (p.kind !== 'restore') throw new Error(p.reason);
       expect(p.unansweredSince).toEqual({ ms: arrivedMs, late: false });
-      plans.push(p);
-    }
+      return p;
+    });
+  }
+  const walAt2000 = () => {
     const wal = new WalArrivals(PRIMARY);
     wal.started(1000);
     wal.take([fromPrimary(Buffer.from('dWAL'), 2000)]);
-    const result = await pgWalReplayCheck(wal, () => undefined, Promise.resolve(), () => 3000)(plans);
+    return wal;
+  };
+
+  it('readOnlyReplay off: a session whose unanswered INSERT arrived after the last WAL is replayed; one before it is refused, saying why', async () => {
+    const plans = plansOf([[1500, 'INSERT INTO t VALUES (1)'], [2500, 'INSERT INTO t VALUES (2)']]);
+    const result = await pgWalReplayCheck(walAt2000(), () => undefined, Promise.resolve(), { readOnlyReplay: false, nowMs: () => 3000 })(plans);
     expect([...result.refused.keys()]).toEqual(['198.18.7.20|40000']);
     expect(result.refused.get('198.18.7.20|40000')).toMatch(/^not replayed: the primary sent WAL to the standby 500\.0 ms after/);
-    expect(result.counts).toMatchObject({ replays: 2, refused: 1 });
+    expect(result.readOnly?.size).toBe(0);
+    expect(result.counts).toMatchObject({ replays: 2, refused: 1, readOnly: 0 });
+  });
+
+  it('by default one WAL cannot rule out is replayed read-only, unless a statement could lift the mode (refused, saying both)', async () => {
+    const plans = plansOf([[1500, 'SELECT v FROM t'], [1600, 'SET default_transaction_read_only = off; COMMIT; INSERT INTO t VALUES (3)'], [2500, 'INSERT INTO t VALUES (2)']]);
+    const result = await pgWalReplayCheck(walAt2000(), () => undefined, Promise.resolve(), { nowMs: () => 3000 })(plans);
+    expect([...result.readOnly!.keys()]).toEqual(['198.18.7.20|40000']);
+    expect(result.readOnly!.get('198.18.7.20|40000')).toMatch(/^the primary sent WAL to the standby 500\.0 ms after/);
+    expect([...result.refused.keys()]).toEqual(['198.18.7.20|40001']);
+    expect(result.refused.get('198.18.7.20|40001')).toMatch(/^not replayed: the primary sent WAL .*; nor read-only: a statement could lift the read-only mode \(a read-only setting\)/);
+    expect(result.counts).toMatchObject({ replays: 3, refused: 1, readOnly: 1 });
   });
 });

@@ -21,7 +21,7 @@
 // when no handover moment comes (a socket already half-closed, or no fd exposed).
 import net from 'node:net';
 import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
-import type { PreambleDialog, ReplyCounter, ReplyFilter, SessionPreamble } from './exchange-tracker.js';
+import type { PreambleDialog, ReadOnlyJudge, ReadOnlyReplay, ReplyCounter, ReplyFilter, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 
 export interface RelayOptions {
@@ -42,9 +42,12 @@ export interface RelayOptions {
    * socket's own RST, exact) and the relay ends with the error's message. When it resolves with
    * `{ answer }`, those bytes go to the client instead of `replay` to the upstream: the replies
    * to the replayed requests, known already (the dead server ran them; a replay would run them
-   * twice).
+   * twice). When it resolves with `{ readOnly }`, the replay is sent that way (after `readOnly.before`)
+   * and the client's bytes wait until its judge passed the replies (a read: they go to the client)
+   * or failed them (a write refused: the client is reset, the reason followed by `why`: why the
+   * replay could not run as it was).
    */
-  hold?: Promise<void | { answer: Uint8Array }>;
+  hold?: Promise<void | { answer: Uint8Array } | { readOnly: ReadOnlyReplay; why: string }>;
   /** The client's unanswered requests (bytes), sent after the preamble. */
   replay: Uint8Array;
   /** Frames the upstream's replies while the preamble's are swallowed (plugin.createReplyCounter()). */
@@ -94,6 +97,8 @@ export interface RelayStats {
   answeredBytes: number;
   /** Whether the steady state was handed to the kernel (SpliceRelay); counted in the bytes above. */
   spliced: boolean;
+  /** The replay ran read-only (the hold's `readOnly`) and its replies, counted in upstreamBytes, showed no write. */
+  readOnlyPassed: boolean;
 }
 
 export interface RelayEnd {
@@ -157,7 +162,7 @@ export function prepareUpstream(upstream: { host: string; port: number }, preamb
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false, readOnlyPassed: false };
   if (options.goodbye) {
     options.prepared?.close();
     return sayGoodbye(client, options.goodbye, stats);
@@ -220,11 +225,21 @@ export function relayConnection(options: RelayOptions): Relay {
   const released = () => dialogDone && holdDone;
   /** The hold's answer to the replayed requests, when it gave one (then nothing is replayed). */
   let answer: Uint8Array | undefined;
+  /** The hold's read-only replay, when it asked for one, and why. */
+  let readOnly: { replay: ReadOnlyReplay; why: string } | undefined;
+  /** Reads the read-only replay's replies; the client's bytes wait until it passed them (judging). */
+  let judge: ReadOnlyJudge | undefined;
+  let judging = false;
   /** Once the preamble allows it and the hold is over: the replay (or its answer), then the client's bytes. */
   const release = () => {
     if (answer) {
       stats.answeredBytes = answer.length;
       client.write(answer, afterWrite);
+    } else if (readOnly) {
+      judge = readOnly.replay.createJudge();
+      judging = true;
+      upstream.write(Buffer.concat([readOnly.replay.before, options.replay]), afterWrite);
+      return;
     } else if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
     client.resume();
   };
@@ -244,14 +259,15 @@ export function relayConnection(options: RelayOptions): Relay {
   options.hold?.then(
     (r) => {
       holdDone = true;
-      if (r) answer = r.answer;
+      if (r && 'answer' in r) answer = r.answer;
+      else if (r) readOnly = { replay: r.readOnly, why: r.why };
       if (reason !== null || pump) return;
       if (released()) release();
       tryHandOver();
     },
     (err: Error) => resetClient(err.message),
   );
-  upstream.on('drain', () => released() && !pump && client.resume());
+  upstream.on('drain', () => released() && !judging && !pump && client.resume());
   client.on('drain', () => pump || upstream.resume());
 
   let toSwallow = dialog ? 0 : preamble.replies;
@@ -286,6 +302,11 @@ export function relayConnection(options: RelayOptions): Relay {
       if (rest === null) return;
       data = rest;
     }
+    if (judge) {
+      const rest = judged(data);
+      if (rest === null) return;
+      data = rest;
+    }
     if (expected && stats.verifiedBytes < expected.bytes) {
       const rest = verify(data);
       if (rest === null) return;
@@ -302,7 +323,7 @@ export function relayConnection(options: RelayOptions): Relay {
   }
 
   /** Whether JS has nothing left to look at: preamble replies swallowed, the reply's start checked. */
-  const steady = () => released() && toSwallow === 0 && (!expected || stats.verifiedBytes >= expected.bytes) && (!filter || filterDone);
+  const steady = () => released() && toSwallow === 0 && !judge && (!expected || stats.verifiedBytes >= expected.bytes) && (!filter || filterDone);
   let flushAsked = false;
   /**
    * Hands the steady state to the kernel if this is the moment (see the top of the file): both
@@ -370,6 +391,31 @@ export function relayConnection(options: RelayOptions): Relay {
       return null;
     }
     return data.subarray(take);
+  }
+
+  /**
+   * What follows the read-only replay's replies in data (the client's); null while the judge holds
+   * or drops them, or when the relay ended (a write refused: the client is reset). Passed: the
+   * replies go to the client, the judge's `send` (RESET) to the upstream, then the client's bytes.
+   */
+  function judged(data: Buffer): Buffer | null {
+    const step = judge!.push(data);
+    if (step.kind === 'failed') {
+      resetClient(`${step.reason}; not run as it was: ${readOnly!.why}`);
+      return null;
+    }
+    if (step.kind === 'more') return null;
+    if (step.kind === 'passed') {
+      stats.readOnlyPassed = true;
+      stats.upstreamBytes += step.replies.length;
+      client.write(step.replies, afterWrite);
+      upstream.write(step.send, afterWrite);
+      judging = false;
+      client.resume();
+      return null;
+    }
+    judge = undefined;
+    return step.rest;
   }
 
   /** What the filter lets through of data; null when it holds all of it or the relay ended (the reply does not go on). */

@@ -112,6 +112,12 @@ export interface ReplayCheckResult {
    * mid-reply plan (expectReply, resumeReply).
    */
   answered?: Map<string, Uint8Array>;
+  /**
+   * The connections whose replay may run only so that it cannot write (their plan's
+   * ReadOnlyReplay: a read is answered, a write refused by the upstream and its client reset),
+   * and why it may not run otherwise. Only plans with a ReadOnlyReplay object are named here.
+   */
+  readOnly?: Map<string, string>;
   /** What it counted, for the report (e.g. acknowledged writes the promoted server lacks). */
   counts?: Record<string, number>;
   /** What an operator must hear about (e.g. acknowledged writes that may be lost uncounted). */
@@ -403,7 +409,12 @@ function relayRestored(
             const why = checked?.refused.get(client);
             if (why !== undefined) throw new Error(why);
             const answer = checked?.answered?.get(client);
-            return answer ? { answer } : undefined;
+            if (answer) return { answer };
+            const readOnlyWhy = checked?.readOnly?.get(client);
+            if (readOnlyWhy === undefined) return undefined;
+            // (The check names only plans that have one.)
+            if (typeof plan.readOnlyReplay !== 'object') throw new Error(readOnlyWhy);
+            return { readOnly: plan.readOnlyReplay, why: readOnlyWhy };
           }),
         }
       : {}),

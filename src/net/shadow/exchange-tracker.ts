@@ -132,6 +132,36 @@ export interface ExchangeTracker {
    * its replay is missing bytes and the connection is reset.
    */
   clientGap?(length: number): string | null;
+  /**
+   * Optional, consulted for a plan whose replay (`replay`: its bytes) follows the last complete
+   * reply (no reply begun): how to replay it so that it cannot write, for when whether the dead
+   * server ran it is unknown, or why it cannot be (for the log).
+   */
+  readOnlyReplay?(replay: Buffer): ReadOnlyReplay | string;
+}
+
+/**
+ * A replay run so that it cannot write (PostgreSQL: default_transaction_read_only), for requests
+ * the dead server may or may not have run: a read is answered as it would have been, a write is
+ * refused by the new upstream and its connection reset (it is never applied twice).
+ */
+export interface ReadOnlyReplay {
+  /** Sent to the upstream right before the replay; its replies never reach the client. */
+  before: Buffer;
+  /** Reads the upstream's bytes from the first of `before`'s replies on; one per relay. */
+  createJudge(): ReadOnlyJudge;
+}
+
+/** Reads the replies to a ReadOnlyReplay for one relay. */
+export interface ReadOnlyJudge {
+  /**
+   * The upstream's bytes, in order. `more`: nothing for the client yet. `passed`: the replay's
+   * replies show no write: `replies` go to the client, then `send` to the upstream (it gives the
+   * session its own mode back; the client's bytes follow it). `done`: `send`'s replies were read,
+   * `rest` (the chunk's remaining bytes) belongs to the client. `failed`: a write was refused,
+   * a transaction was left open, the stream cannot be read: the client is reset with `reason`.
+   */
+  push(chunk: Uint8Array): { kind: 'more' } | { kind: 'passed'; replies: Buffer; send: Buffer } | { kind: 'done'; rest: Buffer } | { kind: 'failed'; reason: string };
 }
 
 /**

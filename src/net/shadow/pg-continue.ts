@@ -19,9 +19,10 @@
 // Spec: https://www.postgresql.org/docs/current/protocol-flow.html, protocol-message-formats.html.
 import { postgresErrorResponse } from '../goodbye/postgres.js';
 import { cstr, int32, PgBodyReader, PgMessageFramer, pgMessage, type PgMessage } from '../pg-framer.js';
-import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReplyCounter, type SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReadOnlyReplay, type ReplyCounter, type SessionPreamble } from './exchange-tracker.js';
 import { pgLoginDialog } from './pg-login.js';
-import { sessionEffect, splitStatements, type SessionEffect } from './pg-sql.js';
+import { pgReadOnlyReplay } from './pg-read-only-replay.js';
+import { MAX_QUERY_BYTES, sessionEffect, splitStatements, type SessionEffect } from './pg-sql.js';
 
 export interface PgContinueOptions {
   /**
@@ -34,8 +35,6 @@ export interface PgContinueOptions {
 
 /** Requests waiting for a reply beyond this many block the connection (memory bound). */
 export const MAX_PENDING = 10_000;
-/** A simple Query or Parse longer than this is not read whole (bytes). */
-export const MAX_QUERY_BYTES = 1 << 20;
 /** Session state kept for the preamble: settings, prepared statements, their bytes in all. */
 const MAX_SETTINGS = 1000;
 const MAX_PREPARED = 10_000;
@@ -181,6 +180,10 @@ class PgTracker implements ExchangeTracker {
       replies: 1 + units.length,
       dialog: () => pgLoginDialog({ startup, user, password, session, sessionReplies: units.length }),
     };
+  }
+
+  readOnlyReplay(replay: Buffer): ReadOnlyReplay | string {
+    return pgReadOnlyReplay(replay, this.settings.keys());
   }
 
   private onStartup(m: PgMessage): void {

@@ -9,7 +9,7 @@
 // Sources: https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP,
 // https://www.postgresql.org/docs/current/sasl-authentication.html, RFC 5802 (SCRAM), RFC 7677.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { cstr, int32, PgBodyReader, PgMessageFramer, pgMessage, type PgMessage } from '../pg-framer.js';
+import { cstr, int32, PgBodyReader, pgErrorFields, PgMessageFramer, pgMessage, type PgMessage } from '../pg-framer.js';
 import type { PreambleDialog } from './exchange-tracker.js';
 
 /** What the dialog needs: the startup packet and the session to rebuild, with their replies. */
@@ -186,16 +186,7 @@ function authName(code: number): string {
 
 /** An ErrorResponse's severity, code and message, for the log. */
 export function errorText(body: Buffer): string {
-  const fields = new Map<string, string>();
-  const r = new PgBodyReader(body);
-  try {
-    for (let i = 0; i < 32 && r.rest > 1; i++) {
-      const s = r.cstring();
-      if (s.length > 0) fields.set(s[0]!, s.slice(1));
-    }
-  } catch {
-    // a truncated body: what was read so far
-  }
+  const fields = pgErrorFields(body);
   return `${fields.get('S') ?? 'ERROR'} ${fields.get('C') ?? '?'}: ${fields.get('M') ?? ''}`.trim();
 }
 

@@ -29,6 +29,9 @@ export type SessionEffect =
   | { kind: 'block'; reason: string }
   | { kind: 'other' };
 
+/** A simple Query or Parse longer than this is not read whole (bytes). */
+export const MAX_QUERY_BYTES = 1 << 20;
+
 /** More statements than this in one query string: the caller blocks (bound on work). */
 export const MAX_STATEMENTS = 10_000;
 

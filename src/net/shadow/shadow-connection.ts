@@ -17,7 +17,7 @@ import { familyOf, type Endpoint } from '../endpoint.js';
 import { seqAdd } from '../seq.js';
 import type { TcpRepairState } from '../tcp-repair-state.js';
 import { ArrivalTimes } from './arrival-times.js';
-import { gapReason, type ChunkTime, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReplyResume, type SessionPreamble } from './exchange-tracker.js';
+import { gapReason, type ChunkTime, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReadOnlyReplay, type ReplyResume, type SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import { StreamReassembly } from './stream-reassembly.js';
 import type { ProbeCaptureTimes } from './probe-capture-times.js';
@@ -88,6 +88,12 @@ export type ContinuePlan =
        * replay check that orders it against the dead server's other output (WAL it shipped).
        */
       unansweredSince?: ChunkTime;
+      /**
+       * With a replay and no reply begun: how to replay it so that it cannot write (the plugin's
+       * readOnlyReplay), or why it cannot be. For a replay check that cannot tell whether the
+       * dead server ran the requests: a read may still be replayed.
+       */
+      readOnlyReplay?: ReadOnlyReplay | string;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
       /**
@@ -328,9 +334,11 @@ export class ShadowConnection {
     const halfClosed = this.toServer.finished ? { clientEnded: true as const } : {};
     if (goodbye) return { kind: 'restore', server: this.server, client: this.client, state, replay, preamble: noSession, goodbye, lastSeenMs: this.lastSeenMs, ...halfClosed, ...proof };
     const since = unanswered.length > 0 ? this.arrivals.at(answered) : undefined;
+    const readOnlyReplay = unanswered.length > 0 && partial === 0 ? this.tracker.readOnlyReplay?.(replay) : undefined;
     return {
       kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs,
-      ...(expectReply ? { expectReply } : {}), ...(resumeReply ? { resumeReply } : {}), ...(since ? { unansweredSince: since } : {}), ...halfClosed, ...proof,
+      ...(expectReply ? { expectReply } : {}), ...(resumeReply ? { resumeReply } : {}), ...(since ? { unansweredSince: since } : {}),
+      ...(readOnlyReplay !== undefined ? { readOnlyReplay } : {}), ...halfClosed, ...proof,
     };
   }
 
