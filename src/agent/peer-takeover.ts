@@ -167,8 +167,10 @@ export interface TakeoverDone {
     resumed: number;
     /** Of `connections`, those only ended cleanly: a protocol goodbye (PostgreSQL inside a transaction: 57P01), or the FIN of a server that had closed its side. */
     goodbyes: number;
+    /** Of `connections`, those inside a transaction that their relays rebuild (PostgreSQL: proven to have written nothing), or say the goodbye when that fails. */
+    transactions: number;
     /** Each continued connection (the CLI logs them at debug level): its client, what was replayed or checked, µs and ms as in ContinuedConnection. */
-    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; resumed?: string; restoreUs: number; tailProvenMs?: number; goodbye?: string; lateBytes?: number }>;
+    each: Array<{ client: string; replayBytes: number; preambleReplies: number; midReplyBytes: number; resumed?: string; restoreUs: number; tailProvenMs?: number; goodbye?: string; transaction?: string; lateBytes?: number }>;
     /** With proveTail: ms from a restore until its client showed the copy whole, median and largest. */
     tailProvenMs?: { median: number; max: number };
     /**
@@ -544,6 +546,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         midReply: continued.filter((x) => x.midReplyBytes > 0).length,
         resumed: continued.filter((x) => x.resumed !== undefined).length,
         goodbyes: continued.filter((x) => x.goodbye !== undefined).length,
+        transactions: continued.filter((x) => x.transaction !== undefined).length,
         each: continued.map((x) => ({
           client: `${x.client.address}:${x.client.port}`,
           replayBytes: x.replayBytes,
@@ -553,6 +556,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
           restoreUs: x.restoreUs,
           ...(x.tailProvenMs !== undefined ? { tailProvenMs: x.tailProvenMs } : {}),
           ...(x.goodbye !== undefined ? { goodbye: x.goodbye } : {}),
+          ...(x.transaction !== undefined ? { transaction: x.transaction } : {}),
           ...(x.lateBytes ? { lateBytes: x.lateBytes } : {}),
         })),
         ...(c.proveTail ? { tailProvenMs: medianMax(continued.map((x) => x.tailProvenMs ?? 0)) } : {}),

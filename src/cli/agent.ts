@@ -88,6 +88,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
       midReply: d.continued.midReply,
       resumed: d.continued.resumed,
       goodbyes: d.continued.goodbyes,
+      transactions: d.continued.transactions,
       timings: d.continued.timings,
       restoreUs: d.continued.restoreUs,
       ...(d.continued.tailProvenMs ? { tailProvenMs: d.continued.tailProvenMs } : {}),
@@ -109,18 +110,22 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   // on, the replay check refused it) is worth a warning with the reason; the others end as
   // connections do. Such resets come in bursts (a replay check refusing many writers, a
   // representation changed under many downloads): those of RESET_BATCH_MS are one line, counted
-  // by reason as in `peer taken over`.
-  let resets: Array<{ peer: string; client: string; reason: string }> = [];
+  // by reason as in `peer taken over`. A PostgreSQL transaction that could not be rebuilt after
+  // all ends with its goodbye (57P01), as it would have at the takeover: the same, at info level.
+  const batches = { reset: [] as Array<{ peer: string; client: string; reason: string }>, goodbye: [] as Array<{ peer: string; client: string; reason: string }> };
   agent.on('continued-ended', (e) => {
-    if (!e.clientReset) return log.debug(e, 'continued connection ended');
-    if (resets.length === 0) {
+    const kind = e.clientReset ? 'reset' : e.saidGoodbye ? 'goodbye' : undefined;
+    if (!kind) return log.debug(e, 'continued connection ended');
+    if (batches[kind].length === 0) {
       setTimeout(() => {
-        const batch = resets;
-        resets = [];
-        log.warn({ count: batch.length, resetBy: countByReason(batch.map((r) => r.reason)), first: batch.slice(0, 5) }, 'continued connections reset');
+        const batch = batches[kind];
+        batches[kind] = [];
+        const line = { count: batch.length, [kind === 'reset' ? 'resetBy' : 'goodbyeBy']: countByReason(batch.map((r) => r.reason)), first: batch.slice(0, 5) };
+        if (kind === 'reset') log.warn(line, 'continued connections reset');
+        else log.info(line, 'continued connections said goodbye');
       }, RESET_BATCH_MS).unref();
     }
-    resets.push({ peer: e.peer, client: e.client, reason: e.reason });
+    batches[kind].push({ peer: e.peer, client: e.client, reason: e.reason });
   });
   agent.on('shadowing', (s) => log.info(s, `shadowing ${s.peer}'s connections to ${s.address}:${s.port} from its ${s.source}: they will be continued here`));
   // The peer's stream: a break makes the connections open across it unprovable until they show

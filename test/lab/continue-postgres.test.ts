@@ -2,8 +2,10 @@
 // address), a streaming replica on b, b's agent continuing a's sessions (`protocol: postgres`,
 // the mirror of a's port on a learning bridge, `pg_ctl promote` as the promotion). a dies
 // silently; the idle session and the one between transactions go on against the promoted
-// replica with their session state (a SET, a named prepared statement); the one inside a
-// transaction gets a clean FATAL 57P01 (its work is gone with a), not a RST.
+// replica with their session state (a SET, a named prepared statement); one inside a transaction
+// that had only read is rebuilt there (its reads rerun read-only, then for real) and goes on to
+// write and commit; the one inside a transaction that had written gets a clean FATAL 57P01 (its
+// work is gone with a), not a RST.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { run } from '../../src/lab/exec.js';
@@ -13,7 +15,7 @@ import { until } from './replication-cluster.js';
 
 const fixture = fileURLToPath(new URL('fixtures/pg-sessions.ts', import.meta.url));
 
-it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming replica; one inside a transaction gets 57P01', async () => {
+it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming replica; a transaction that only read goes on; one that wrote gets 57P01', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-pg-');
   const { lab, vip } = m;
   const primary = await startPostgres(lab, 'a');
@@ -37,15 +39,19 @@ it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming 
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 20_000);
     console.log(`continue postgres: ${JSON.stringify(taken.continued)}; continueError ${taken.continueError ?? 'none'}`);
     expect(taken.continueError).toBeUndefined();
-    expect(taken.continued).toMatchObject({ connections: 3, goodbyes: 1, reset: 0 }); // the session inside a transaction got its goodbye
+    // Both transactions are to be rebuilt; the one that wrote says its goodbye once that is found.
+    expect(taken.continued).toMatchObject({ connections: 4, goodbyes: 0, transactions: 2, reset: 0 });
     const after = await clients.request({ cmd: 'after' });
     console.log(`continue postgres: sessions after ${JSON.stringify(after)} (ports ${JSON.stringify(ports)})`);
-    expect(after.got).toEqual({ idle: { workMem: '7MB', n: 42 }, between: { workMem: '7MB', n: 42 } });
+    expect(after.got).toEqual({ idle: { workMem: '7MB', n: 42 }, between: { workMem: '7MB', n: 42 }, readTx: { workMem: '7MB', n: 42 } });
     // node-postgres reports a FATAL 57P01 then the end, as for pg_terminate_backend on a live server.
-    expect(after.errors).toMatchObject({ idle: [], between: [] });
+    expect(after.errors).toMatchObject({ idle: [], between: [], readTx: [] });
     expect(after.errors.inTx[0]).toBe('57P01');
-    expect(after.ended).toEqual({ idle: false, between: false, inTx: true });
-    expect((await psql('b', replica.port, 'SELECT count(*) FROM t')).stdout.trim()).toBe('3'); // the committed row and the two INSERTs after
+    expect(after.ended).toEqual({ idle: false, between: false, inTx: true, readTx: false });
+    const goodbyes = await until('the goodbye in b\'s log', async () => log().find((e) => e.msg === 'continued connections said goodbye'), 5000);
+    expect(goodbyes.first).toEqual([{ peer: 'a', client: expect.stringMatching(new RegExp(`:${ports.inTx}$`)), reason: expect.stringMatching(/^said goodbye: the transaction was not rebuilt: it had written \(cannot execute INSERT in a read-only transaction\)/) }]);
+    // The committed row and the three INSERTs after (readTx's committed on b); inTx's never.
+    expect((await psql('b', replica.port, 'SELECT v FROM t ORDER BY v')).stdout.trim().split('\n')).toEqual(['1', '3', '3', '4']);
   } finally {
     await replica.stop();
     await primary.stop();

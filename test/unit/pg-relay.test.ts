@@ -41,6 +41,8 @@ class Tap {
   dieBefore: (chunk: Buffer) => boolean = () => false;
   /** The client bytes takeOver() replayed (the requests the dead server never answered). */
   replayed = Buffer.alloc(0);
+  /** Inside a transaction: rebuild it (the plugin's transactionReplay) instead of the goodbye, as the shadow's plan does. */
+  rebuild = false;
 
   constructor(readonly options: PgContinueOptions) {
     this.tracker = pgContinue(options).createTracker();
@@ -87,6 +89,13 @@ class Tap {
     const t = this.tracker;
     expect(t.blocker()).toBeNull();
     const goodbye = t.goodbye?.();
+    const all = Buffer.concat(this.clientBytes);
+    const answered = t.answeredClientBytes();
+    const tx = goodbye && this.rebuild && answered === all.length ? t.transactionReplay!((from) => all.subarray(from, answered)) : undefined;
+    if (typeof tx === 'string') throw new Error(tx);
+    if (goodbye && tx) {
+      return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: server!.port }, preamble: t.sessionPreamble(), replay: Buffer.alloc(0), replyCounter: pgContinue().createReplyCounter(), transaction: { replay: tx, goodbye: goodbye.bytes } });
+    }
     if (goodbye) return relayConnection({ client: c, upstream: { host: '127.0.0.1', port: 1 }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: Buffer.alloc(0), replyCounter: pgContinue().createReplyCounter(), goodbye: goodbye.bytes });
     const replay = (this.replayed = Buffer.concat(this.clientBytes).subarray(t.answeredClientBytes()));
     const readOnly = readOnlyWhy === undefined ? undefined : t.readOnlyReplay!(replay);
@@ -219,6 +228,81 @@ describe('pgContinue relay with a real PostgreSQL', () => {
       const end = await relay.done;
       expect(end.clientReset).toBe(true);
       expect(end.reason).toMatch(/left a transaction open \(ReadyForQuery 'T'\)/);
+    });
+  });
+
+  describe('a session inside a transaction, rebuilt when it wrote nothing (transactionReplay)', () => {
+    const counter = async () => Number(await server!.psql('SELECT n FROM counter WHERE id = 1'));
+
+    it('BEGIN and reads: the transaction goes on on the new backend and commits there', async () => {
+      const tap = new Tap({});
+      tap.rebuild = true;
+      const client = await connect(tap);
+      await client.query("SET work_mem = '6MB'");
+      await client.query('BEGIN');
+      await client.query("SET LOCAL statement_timeout = '9s'");
+      const n = Number((await client.query('SELECT n FROM counter WHERE id = 1')).rows[0].n);
+      const before = await pid(client);
+      const relay = tap.takeOver();
+      expect(await pid(client)).not.toBe(before);
+      expect((await client.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('9s');
+      expect((await client.query('SHOW transaction_read_only')).rows[0].transaction_read_only).toBe('off');
+      await client.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+      expect(await counter()).toBe(n); // not committed yet
+      await client.query('COMMIT');
+      expect(await counter()).toBe(n + 1);
+      expect((await client.query('SHOW statement_timeout')).rows[0].statement_timeout).not.toBe('9s');
+      expect((await client.query('SHOW work_mem')).rows[0].work_mem).toBe('6MB');
+      await client.end();
+      const end = await relay.done;
+      expect(end.saidGoodbye).toBe(false);
+      expect(end.clientReset).toBe(false);
+    });
+
+    it('a transaction that wrote gets 57P01 after all (found read-only), and nothing of it is applied', async () => {
+      const tap = new Tap({});
+      tap.rebuild = true;
+      const client = await connect(tap);
+      const n = await counter();
+      await client.query('BEGIN');
+      await client.query('UPDATE counter SET n = n + 100 WHERE id = 1');
+      const errors: (Error & { code?: string })[] = [];
+      client.on('error', (e) => errors.push(e));
+      const ended = new Promise<void>((r) => client.once('end', () => r()));
+      const relay = tap.takeOver();
+      await ended;
+      expect(errors.map((e) => e.code)).toContain('57P01');
+      const end = await relay.done;
+      expect(end.saidGoodbye).toBe(true);
+      expect(end.reason).toMatch(/^said goodbye: the transaction was not rebuilt: it had written \(cannot execute UPDATE in a read-only transaction\)/);
+      expect(await counter()).toBe(n);
+    });
+
+    it('REPEATABLE READ: 57P01 (rebuilt, it would read another snapshot)', async () => {
+      const tap = new Tap({});
+      tap.rebuild = true;
+      const client = await connect(tap);
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await client.query('SELECT n FROM counter');
+      client.on('error', () => undefined);
+      const ended = new Promise<void>((r) => client.once('end', () => r()));
+      const relay = tap.takeOver();
+      await ended;
+      const end = await relay.done;
+      expect(end.saidGoodbye).toBe(true);
+      expect(end.reason).toMatch(/its isolation level is repeatable read/);
+    });
+
+    it('not rebuilt: a prepared statement made inside it, a read-write BEGIN', async () => {
+      for (const [steps, why] of [[['BEGIN', 'PREPARE p1 AS SELECT 1'], /a prepared statement was made or dropped in it/], [['BEGIN READ WRITE'], /READ WRITE/]] as const) {
+        const tap = new Tap({});
+        const client = await connect(tap);
+        for (const q of steps) await client.query(q);
+        const all = Buffer.concat((tap as unknown as { clientBytes: Buffer[] }).clientBytes);
+        expect(tap.tracker.transactionReplay!((from) => all.subarray(from, tap.tracker.answeredClientBytes()))).toMatch(why);
+        await client.query('ROLLBACK');
+        await client.end();
+      }
     });
   });
 

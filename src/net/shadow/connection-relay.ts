@@ -32,6 +32,14 @@ export interface RelayOptions {
   /** Sent first; its `replies` complete replies never reach the client. */
   preamble: SessionPreamble;
   /**
+   * A transaction the client was inside, rebuilt after the preamble and the hold, before the
+   * replay and the client's bytes (ContinuePlan.transaction): `replay.before` is sent, its
+   * replies judged and dropped. When the judge fails, `goodbye` goes to the client instead of
+   * anything else, then FIN (RelayEnd.saidGoodbye); the upstream is closed (its transaction
+   * with it).
+   */
+  transaction?: { replay: ReadOnlyReplay; goodbye: Uint8Array };
+  /**
    * The upstream connection opened ahead by prepareUpstream() with this preamble (and
    * `upstream`): the relay takes it over instead of connecting, and its preamble is sent already.
    */
@@ -110,6 +118,8 @@ export interface RelayEnd {
    * replay check) refused it. Not set for a client or upstream that ended or failed by itself.
    */
   clientReset: boolean;
+  /** The relay said the transaction's goodbye (RelayOptions.transaction: its rebuild failed, the reason says why). */
+  saidGoodbye: boolean;
   stats: RelayStats;
 }
 
@@ -195,7 +205,18 @@ export function relayConnection(options: RelayOptions): Relay {
     client.resetAndDestroy();
     upstream.destroy();
   };
-  const result = () => ({ reason: reason ?? 'closed', clientReset, stats: { ...stats } });
+  /** Set when the transaction's rebuild failed and its goodbye was said (RelayEnd.saidGoodbye). */
+  let saidGoodbye = false;
+  const goodbyeClient = (why: string) => {
+    reason ??= `said goodbye: the transaction was not rebuilt: ${why}`;
+    saidGoodbye = true;
+    upstream.destroy();
+    client.end(options.transaction!.goodbye);
+    // What the client still sends is read and dropped; its FIN (or the timer) ends the socket.
+    client.resume();
+    setTimeout(() => client.destroy(), FLUSH_MS).unref();
+  };
+  const result = () => ({ reason: reason ?? 'closed', clientReset, saidGoodbye, stats: { ...stats } });
   const close = (why: string) => {
     reason ??= why;
     if (pump) {
@@ -230,8 +251,16 @@ export function relayConnection(options: RelayOptions): Relay {
   /** Reads the read-only replay's replies; the client's bytes wait until it passed them (judging). */
   let judge: ReadOnlyJudge | undefined;
   let judging = false;
-  /** Once the preamble allows it and the hold is over: the replay (or its answer), then the client's bytes. */
+  /** The transaction to rebuild first (options.transaction), until its judge is done. */
+  let transaction = options.transaction;
+  /** Once the preamble allows it and the hold is over: the transaction, the replay (or its answer), then the client's bytes. */
   const release = () => {
+    if (transaction) {
+      judge = transaction.replay.createJudge();
+      judging = true;
+      upstream.write(transaction.replay.before, afterWrite);
+      return;
+    }
     if (answer) {
       stats.answeredBytes = answer.length;
       client.write(answer, afterWrite);
@@ -248,13 +277,16 @@ export function relayConnection(options: RelayOptions): Relay {
   } else if (preamble.bytes.length > 0 && !prepared) upstream.write(preamble.bytes);
 
   client.on('data', (chunk: Buffer) => {
-    if (pump) return;
+    if (pump || saidGoodbye) return;
     stats.clientBytes += chunk.length;
     if (!upstream.write(chunk, afterWrite)) client.pause();
     tryHandOver();
   });
-  if (released()) {
+  if (released() && !transaction) {
     if (options.replay.length > 0) upstream.write(options.replay, afterWrite);
+  } else if (released()) {
+    client.pause();
+    release();
   } else client.pause();
   options.hold?.then(
     (r) => {
@@ -401,7 +433,8 @@ export function relayConnection(options: RelayOptions): Relay {
   function judged(data: Buffer): Buffer | null {
     const step = judge!.push(data);
     if (step.kind === 'failed') {
-      resetClient(`${step.reason}; not run as it was: ${readOnly!.why}`);
+      if (transaction) goodbyeClient(step.reason);
+      else resetClient(`${step.reason}; not run as it was: ${readOnly!.why}`);
       return null;
     }
     if (step.kind === 'more') return null;
@@ -415,6 +448,14 @@ export function relayConnection(options: RelayOptions): Relay {
       return null;
     }
     judge = undefined;
+    if (transaction) {
+      // Rebuilt: now the replay (or its answer), and the client's bytes.
+      transaction = undefined;
+      judging = false;
+      stats.swallowedBytes += data.length - step.rest.length;
+      release();
+      return step.rest;
+    }
     return step.rest;
   }
 
@@ -530,7 +571,7 @@ function sayGoodbye(client: net.Socket, bytes: Uint8Array, stats: RelayStats): R
   // What the client still sends is read and dropped: its FIN (or close) ends the socket.
   client.on('data', () => undefined);
   const done = new Promise<RelayEnd>((resolve) => {
-    const finish = () => resolve({ reason: reason ?? 'closed', clientReset: false, stats: { ...stats } });
+    const finish = () => resolve({ reason: reason ?? 'closed', clientReset: false, saidGoodbye: false, stats: { ...stats } });
     if (client.destroyed && client.closed) finish();
     else client.once('close', finish);
   });

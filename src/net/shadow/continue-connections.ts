@@ -143,6 +143,12 @@ export interface ContinuedConnection {
   tailProvenMs?: number;
   /** Set when the plan was a protocol goodbye (ContinuePlan.goodbye): why; the relay only sent it. */
   goodbye?: string;
+  /**
+   * Set when the client was inside a transaction that the relay rebuilds (ContinuePlan.transaction):
+   * why it was said to be inside one. If the rebuild fails, the relay says that goodbye after all
+   * (RelayEnd.saidGoodbye).
+   */
+  transaction?: string;
   /** With lateClientData: client bytes that reached the dead server after the plans, delivered here. */
   lateBytes?: number;
   relay: Relay;
@@ -420,6 +426,7 @@ function relayRestored(
       : {}),
     replay: plan.replay,
     preamble: plan.preamble,
+    ...(plan.transaction ? { transaction: { replay: plan.transaction.replay, goodbye: plan.transaction.goodbye.bytes } } : {}),
     replyCounter: options.plugin.createReplyCounter(),
     ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
     ...(plan.resumeReply ? { replyFilter: plan.resumeReply.createFilter() } : {}),
@@ -436,6 +443,7 @@ function relayRestored(
     midReplyBytes: plan.expectReply?.bytes ?? 0,
     ...(plan.resumeReply ? { resumed: plan.resumeReply.description } : {}),
     ...(plan.goodbye ? { goodbye: plan.goodbye.reason } : {}),
+    ...(plan.transaction ? { transaction: plan.transaction.goodbye.reason } : {}),
     relay,
   };
 }

@@ -138,6 +138,18 @@ export interface ExchangeTracker {
    * server ran it is unknown, or why it cannot be (for the log).
    */
   readOnlyReplay?(replay: Buffer): ReadOnlyReplay | string;
+  /**
+   * Optional, consulted when goodbye() ended a session inside a transaction with nothing
+   * unanswered and no reply begun: how a new upstream can rebuild that transaction, proven to
+   * have written nothing (a ReadOnlyReplay with an empty replay: its `before` runs the
+   * transaction's requests read-only and rolls back, then runs them for real; its judge fails
+   * when anything wrote or differs, and the goodbye is said instead), or why it cannot be.
+   * `requests(from)`: the client's bytes from that stream offset to answeredClientBytes() (null:
+   * not retained: see retainClientFrom).
+   */
+  transactionReplay?(requests: (from: number) => Buffer | null): ReadOnlyReplay | string;
+  /** Optional: the client stream offset before which bytes may be dropped (default answeredClientBytes()). */
+  retainClientFrom?(): number;
 }
 
 /**

@@ -21,7 +21,7 @@ import { postgresErrorResponse } from '../goodbye/postgres.js';
 import { cstr, int32, PgBodyReader, PgMessageFramer, pgMessage, type PgMessage } from '../pg-framer.js';
 import { gapReason, type ContinuePlugin, type ExchangeTracker, type ProtocolGoodbye, type ReadOnlyReplay, type ReplyCounter, type SessionPreamble } from './exchange-tracker.js';
 import { pgLoginDialog } from './pg-login.js';
-import { pgReadOnlyReplay } from './pg-read-only-replay.js';
+import { pgReadOnlyReplay, pgTransactionReplay } from './pg-read-only-replay.js';
 import { MAX_QUERY_BYTES, sessionEffect, splitStatements, type SessionEffect } from './pg-sql.js';
 
 export interface PgContinueOptions {
@@ -64,6 +64,8 @@ interface Request {
   effects: SessionEffect[];
   ops: Op[];
   flush: boolean;
+  /** It made or dropped a prepared statement, or discarded the session (not transactional). */
+  sessionChange: boolean;
   /** From the reply: CommandComplete tags (and '' for EmptyQuery/PortalSuspended), ParseComplete and CloseComplete counts, an ErrorResponse. */
   tags: string[];
   parses: number;
@@ -74,7 +76,7 @@ interface Request {
 type Prepared = { kind: 'parse'; bytes: Buffer } | { kind: 'sql'; text: string };
 
 function newRequest(kind: Request['kind'], end = 0): Request {
-  return { kind, end, effects: [], ops: [], flush: false, tags: [], parses: 0, closes: 0, error: false };
+  return { kind, end, effects: [], ops: [], flush: false, sessionChange: false, tags: [], parses: 0, closes: 0, error: false };
 }
 
 const KEEP_CLIENT: Record<string, number> = { '': 10_000, Q: MAX_QUERY_BYTES, P: MAX_QUERY_BYTES, B: 256, E: 256, C: 256 };
@@ -107,6 +109,12 @@ class PgTracker implements ExchangeTracker {
   /** Statement texts by name ('' the unnamed one) and the statement each portal was bound to: what an Execute runs. */
   private statementText = new Map<string, string>();
   private portalStatement = new Map<string, string>();
+  /**
+   * The open transaction (ReadyForQuery 'T'): the client stream offset where the request that
+   * began it starts (its bytes are kept from there: retainClientFrom), and why it cannot be
+   * rebuilt on a new upstream, once a reason is known.
+   */
+  private tx: { start: number; notRebuilt: string | null } | null = null;
 
   constructor(private readonly options: PgContinueOptions) {}
 
@@ -184,6 +192,18 @@ class PgTracker implements ExchangeTracker {
 
   readOnlyReplay(replay: Buffer): ReadOnlyReplay | string {
     return pgReadOnlyReplay(replay, this.settings.keys());
+  }
+
+  transactionReplay(requests: (from: number) => Buffer | null): ReadOnlyReplay | string {
+    if (this.status !== 'T' || !this.tx) return `not inside a transaction (ReadyForQuery '${this.status}')`;
+    if (this.tx.notRebuilt) return this.tx.notRebuilt;
+    const bytes = requests(this.tx.start);
+    if (!bytes) return 'its requests were not retained';
+    return pgTransactionReplay(bytes, this.settings.keys());
+  }
+
+  retainClientFrom(): number {
+    return this.tx && !this.tx.notRebuilt ? this.tx.start : this.answered;
   }
 
   private onStartup(m: PgMessage): void {
@@ -399,6 +419,7 @@ class PgTracker implements ExchangeTracker {
       this.pending = this.pending.slice(this.head);
       this.head = 0;
     }
+    const start = this.answered;
     this.answered = r.end;
     this.complete = this.serverBase + m.end;
     const status = m.body.length === 1 ? String.fromCharCode(m.body[0]!) : '?';
@@ -406,13 +427,20 @@ class PgTracker implements ExchangeTracker {
     if (r.kind === 'login') this.loggedIn = true;
     else if (r.kind === 'query') {
       // One CommandComplete per statement that ran; after an error nothing else runs.
-      for (let i = 0; i < r.effects.length && i < r.tags.length; i++) this.apply(r.effects[i]!, r.tags[i]!);
+      for (let i = 0; i < r.effects.length && i < r.tags.length; i++) this.apply(r.effects[i]!, r.tags[i]!, r);
     } else this.applyExtended(r);
     if (status === 'I') {
       // The transaction (explicit or the implicit one of this request) ended: committed unless it failed.
       if (!r.error) for (const e of this.txEffects) this.commit(e);
       this.txEffects = [];
     }
+    if (status === 'T') {
+      // A COMMIT or ROLLBACK inside the request ended the one before: the open one began in it.
+      if (this.status !== 'T' || r.tags.includes('COMMIT') || r.tags.includes('ROLLBACK')) this.tx = { start, notRebuilt: null };
+      const tx = this.tx!;
+      if (r.sessionChange) tx.notRebuilt ??= 'a prepared statement was made or dropped in it (not transactional: a rebuild would make it twice)';
+      if (this.answered - tx.start > MAX_QUERY_BYTES) tx.notRebuilt ??= `its requests passed ${MAX_QUERY_BYTES} bytes`;
+    } else this.tx = null;
     this.status = status;
   }
 
@@ -425,19 +453,26 @@ class PgTracker implements ExchangeTracker {
       if (this.sticky) return;
       if (op.op === 'parse') {
         if (parses++ >= r.parses) return;
-        if (op.bytes) this.keepPrepared(op.name, { kind: 'parse', bytes: op.bytes });
+        if (op.bytes) {
+          this.keepPrepared(op.name, { kind: 'parse', bytes: op.bytes });
+          r.sessionChange = true;
+        }
       } else if (op.op === 'close') {
         if (closes++ >= r.closes) return;
-        if (op.statement) this.dropPrepared(op.name);
+        if (op.statement) {
+          this.dropPrepared(op.name);
+          r.sessionChange = true;
+        }
       } else if (op.op === 'execute') {
         if (executes >= r.tags.length) return;
-        this.apply(op.effect, r.tags[executes++]!);
+        this.apply(op.effect, r.tags[executes++]!, r);
       }
     }
   }
 
-  /** A statement that ran, with its CommandComplete tag. */
-  private apply(e: SessionEffect, tag: string): void {
+  /** A statement that ran, with its CommandComplete tag, as part of request r. */
+  private apply(e: SessionEffect, tag: string, r: Request): void {
+    if (e.kind === 'discard-all' || e.kind === 'prepare' || e.kind === 'deallocate' || e.kind === 'deallocate-all') r.sessionChange = true;
     switch (e.kind) {
       case 'set':
       case 'reset':

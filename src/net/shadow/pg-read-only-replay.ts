@@ -19,6 +19,10 @@ export const MAX_HELD_BYTES = 64 << 20;
 const query = (sql: string) => pgMessage('Q', sql, Buffer.from([0]));
 const BEFORE = query('SET default_transaction_read_only = on');
 const AFTER = query('RESET default_transaction_read_only');
+const ISOLATION = query("SELECT current_setting('transaction_isolation')");
+const ROLLBACK = query('ROLLBACK');
+/** Levels under which each statement takes its own snapshot (PostgreSQL runs READ UNCOMMITTED as READ COMMITTED). */
+const PER_STATEMENT_SNAPSHOT = new Set(['read committed', 'read uncommitted']);
 
 /**
  * What in a statement (lowercased, literals and comments blanked: SqlStatement.code) could lift
@@ -44,6 +48,29 @@ const REPLAYABLE = new Set(['Q', 'P', 'B', 'E', 'D', 'C', 'S']);
  * (ESCAPES), or the session set the mode itself (`sessionKeys`: the settings it SET, lowercased).
  */
 export function pgReadOnlyReplay(replay: Buffer, sessionKeys: Iterable<string>): ReadOnlyReplay | string {
+  const requests = readOnlyRequests(replay, sessionKeys);
+  if (typeof requests === 'string') return requests;
+  return { before: BEFORE, createJudge: () => new PgReadOnlyJudge(requests) };
+}
+
+/**
+ * How to rebuild an open transaction on a new upstream (ExchangeTracker.transactionReplay):
+ * `requests` (the client's, from the one that began it) run first read-only, then the isolation
+ * level is read, ROLLBACK, RESET, and they run again for real, every reply dropped. The judge
+ * passes only when no request failed (a 25006 is a write: the dead server's transaction had
+ * written, and that work is gone), the level is READ COMMITTED (each statement takes a new
+ * snapshot there anyway; a REPEATABLE READ or SERIALIZABLE client would see another snapshot),
+ * and the transaction is open at the end; otherwise the session gets its goodbye. Why not, as
+ * for pgReadOnlyReplay.
+ */
+export function pgTransactionReplay(requests: Buffer, sessionKeys: Iterable<string>): ReadOnlyReplay | string {
+  const n = readOnlyRequests(requests, sessionKeys);
+  if (typeof n === 'string') return n;
+  return { before: Buffer.concat([BEFORE, requests, ISOLATION, ROLLBACK, AFTER, requests]), createJudge: () => new PgTransactionJudge(n) };
+}
+
+/** The number of requests (Query and Sync messages) in `replay` if it can run read-only; why not otherwise. */
+function readOnlyRequests(replay: Buffer, sessionKeys: Iterable<string>): number | string {
   for (const key of sessionKeys) {
     if (key.includes('read_only') || key === 'session characteristics') return `the session set its own read-only mode (${key})`;
   }
@@ -67,7 +94,7 @@ export function pgReadOnlyReplay(replay: Buffer, sessionKeys: Iterable<string>):
       for (const [re, what] of ESCAPES) if (re.test(s.code)) return `a statement could lift the read-only mode (${what}): ${s.text.slice(0, 80)}`;
     }
   }
-  return { before: BEFORE, createJudge: () => new PgReadOnlyJudge(requests) };
+  return requests;
 }
 
 /** A simple Query's or a Parse's SQL text; null for other messages. */
@@ -153,3 +180,62 @@ class PgReadOnlyJudge implements ReadOnlyJudge {
 
 const failed = (reason: string): Step => ({ kind: 'failed', reason });
 const tooMuch = () => failed(`the replies to the read-only replay passed ${MAX_HELD_BYTES} bytes before they ended (they are held until the last)`);
+
+/**
+ * Reads the replies to a pgTransactionReplay, all dropped, by their ReadyForQuery: the SET's (1),
+ * the read-only run's (n, the last 'T'), the isolation level's (1, its DataRow), ROLLBACK's,
+ * RESET's, and the real run's (n, the last 'T'). Any ErrorResponse fails it.
+ */
+class PgTransactionJudge implements ReadOnlyJudge {
+  private readonly framer = new PgMessageFramer({ typed: true, keep: (t) => (t === 'E' ? 4096 : t === 'Z' ? 1 : t === 'D' ? 64 : 0) });
+  private ready = 0;
+  private isolation: string | null = null;
+
+  constructor(private readonly requests: number) {}
+
+  /** What the replies being read answer, by how many ReadyForQuery came before them. */
+  private part(): string {
+    const n = this.requests;
+    const k = this.ready;
+    if (k === 0) return 'SET default_transaction_read_only';
+    if (k <= n) return 'the transaction\'s requests run read-only';
+    if (k === n + 1) return 'the isolation level\'s query';
+    if (k === n + 2) return 'ROLLBACK';
+    if (k === n + 3) return 'RESET default_transaction_read_only';
+    return 'the transaction\'s requests';
+  }
+
+  push(chunk: Uint8Array): Step {
+    const base = this.framer.offset;
+    const messages = this.framer.push(chunk);
+    if (this.framer.broken) return failed(`the new upstream's replies cannot be read: ${this.framer.broken}`);
+    const n = this.requests;
+    for (const m of messages) {
+      if (m.type === 'E') {
+        const f = pgErrorFields(m.body);
+        const inRun = this.ready >= 1 && this.ready < 1 + n;
+        if (inRun && f.get('C') === READ_ONLY_SQL_TRANSACTION) return failed(`it had written (${f.get('M') ?? 'SQLSTATE 25006'}): the dead server's work in it is gone`);
+        return failed(`${this.part()} failed on the new upstream (${f.get('C') ?? '?'}: ${f.get('M') ?? ''})`);
+      }
+      if (m.type === 'D' && this.ready === n + 1) {
+        this.isolation = dataRowText(m.body);
+        continue;
+      }
+      if (m.type !== 'Z') continue;
+      const status = String.fromCharCode(m.body[0] ?? 0);
+      this.ready++;
+      if ((this.ready === 1 + n || this.ready === 4 + 2 * n) && status !== 'T') return failed(`${this.part()} left no transaction open (ReadyForQuery '${status}')`);
+      if (this.ready === 2 + n && !PER_STATEMENT_SNAPSHOT.has(this.isolation ?? '')) return failed(`its isolation level is ${this.isolation ?? 'unknown'}: rebuilt, it would see another snapshot`);
+      if (this.ready === 4 + 2 * n) return { kind: 'done', rest: Buffer.from(chunk.subarray(m.end - base)) };
+    }
+    return { kind: 'more' };
+  }
+}
+
+/** The first column of a DataRow as text (null: SQL NULL or malformed). */
+function dataRowText(body: Buffer): string | null {
+  if (body.length < 6 || body.readInt16BE(0) < 1) return null;
+  const len = body.readInt32BE(2);
+  if (len < 0 || 6 + len > body.length) return null;
+  return body.toString('utf8', 6, 6 + len);
+}

@@ -47,6 +47,13 @@ interface SenderState {
   lastSeenMs: number;
 }
 
+/** A transaction a restored session was inside, to rebuild on the new upstream (ContinuePlan.transaction). */
+export interface RestoreTransaction {
+  replay: ReadOnlyReplay;
+  /** Said instead when the rebuild fails (its reason: why the session was inside a transaction). */
+  goodbye: ProtocolGoodbye;
+}
+
 /** How the backup rebuilds a connection, or why it resets it instead. */
 export type ContinuePlan =
   | {
@@ -94,6 +101,12 @@ export type ContinuePlan =
        * dead server ran the requests: a read may still be replayed.
        */
       readOnlyReplay?: ReadOnlyReplay | string;
+      /**
+       * The session was inside a transaction (the plugin's goodbye) that the new upstream can
+       * rebuild: the relay sends `replay.before` after the preamble and the promotion, and says
+       * `goodbye` instead of relaying when its judge fails. `replay` (the bytes) is empty.
+       */
+      transaction?: RestoreTransaction;
       /** When a segment of it was last seen (ms since the epoch): the most active go first. */
       lastSeenMs: number;
       /**
@@ -319,10 +332,21 @@ export class ShadowConnection {
     if (partial > 0 && !resumeReply && !expectReply) {
       return blocked(`the server was in the middle of a reply (${partial} bytes of it sent) that was not followed${typeof resume === 'string' ? `, nor can it be resumed: ${resume}` : ''}`);
     }
-    const goodbye = this.tracker.goodbye?.() ?? null;
+    let goodbye = this.tracker.goodbye?.() ?? null;
     if (goodbye && partial > 0) return blocked(`${goodbye.reason}, and the server was in the middle of a reply (no goodbye can follow it)`);
     const refill = this.toClient.bytes(clientAcked, this.toClient.next);
     const answered = this.tracker.answeredClientBytes();
+    // Inside a transaction with nothing unanswered: rebuilt on the new upstream if it can be
+    // proven to have written nothing; the goodbye is said otherwise (then, or when that fails).
+    let transaction: RestoreTransaction | undefined;
+    if (goodbye && answered === this.toServer.next && this.tracker.transactionReplay) {
+      const t = this.tracker.transactionReplay((from) => this.toServer!.bytes(from, answered));
+      if (typeof t === 'string') goodbye = { ...goodbye, reason: `${goodbye.reason}; not rebuilt: ${t}` };
+      else {
+        transaction = { replay: t, goodbye };
+        goodbye = null;
+      }
+    }
     const unanswered = goodbye ? Buffer.alloc(0) : this.toServer.bytes(answered, this.toServer.next);
     if (!refill) return blocked('server bytes the client has not acknowledged were not retained');
     if (!unanswered) return blocked('client requests not yet answered were not retained');
@@ -338,7 +362,7 @@ export class ShadowConnection {
     return {
       kind: 'restore', server: this.server, client: this.client, state, replay, preamble: this.tracker.sessionPreamble(), lastSeenMs: this.lastSeenMs,
       ...(expectReply ? { expectReply } : {}), ...(resumeReply ? { resumeReply } : {}), ...(since ? { unansweredSince: since } : {}),
-      ...(readOnlyReplay !== undefined ? { readOnlyReplay } : {}), ...halfClosed, ...proof,
+      ...(readOnlyReplay !== undefined ? { readOnlyReplay } : {}), ...(transaction ? { transaction } : {}), ...halfClosed, ...proof,
     };
   }
 
@@ -487,7 +511,7 @@ export class ShadowConnection {
    * unanswered ones are replayed), server bytes the client acknowledged (only the rest is refilled).
    */
   private letGo(): void {
-    if (this.toServer) this.toServer.release(Math.min(this.tracker.answeredClientBytes(), this.toServer.next));
+    if (this.toServer) this.toServer.release(Math.min(this.tracker.retainClientFrom?.() ?? Infinity, this.tracker.answeredClientBytes(), this.toServer.next));
     if (this.toClient && this.client0.ack !== undefined) {
       this.toClient.release(Math.min(this.toClient.offsetOf(this.client0.ack), this.toClient.next));
     }
