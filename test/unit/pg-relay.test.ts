@@ -293,8 +293,8 @@ describe('pgContinue relay with a real PostgreSQL', () => {
       expect(end.reason).toMatch(/its isolation level is repeatable read/);
     });
 
-    it('not rebuilt: a prepared statement made inside it, a read-write BEGIN', async () => {
-      for (const [steps, why] of [[['BEGIN', 'PREPARE p1 AS SELECT 1'], /a prepared statement was made or dropped in it/], [['BEGIN READ WRITE'], /READ WRITE/]] as const) {
+    it('not rebuilt: a prepared statement made inside it, a read-write BEGIN, requests past 64 KiB', async () => {
+      for (const [steps, why] of [[['BEGIN', 'PREPARE p1 AS SELECT 1'], /a prepared statement was made or dropped in it/], [['BEGIN READ WRITE'], /READ WRITE/], [['BEGIN', `SELECT '${'x'.repeat(70_000)}' AS big`], /its requests passed 65536 bytes/]] as const) {
         const tap = new Tap({});
         const client = await connect(tap);
         for (const q of steps) await client.query(q);

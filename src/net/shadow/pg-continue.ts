@@ -35,6 +35,11 @@ export interface PgContinueOptions {
 
 /** Requests waiting for a reply beyond this many block the connection (memory bound). */
 export const MAX_PENDING = 10_000;
+/**
+ * An open transaction's requests kept for its rebuild (bytes): past it, the session gets the goodbye.
+ * Kept per connection in the shadow, so small: a typical OLTP transaction is far smaller.
+ */
+export const MAX_TX_REBUILD_BYTES = 64 << 10;
 /** Session state kept for the preamble: settings, prepared statements, their bytes in all. */
 const MAX_SETTINGS = 1000;
 const MAX_PREPARED = 10_000;
@@ -439,7 +444,7 @@ class PgTracker implements ExchangeTracker {
       if (this.status !== 'T' || r.tags.includes('COMMIT') || r.tags.includes('ROLLBACK')) this.tx = { start, notRebuilt: null };
       const tx = this.tx!;
       if (r.sessionChange) tx.notRebuilt ??= 'a prepared statement was made or dropped in it (not transactional: a rebuild would make it twice)';
-      if (this.answered - tx.start > MAX_QUERY_BYTES) tx.notRebuilt ??= `its requests passed ${MAX_QUERY_BYTES} bytes`;
+      if (this.answered - tx.start > MAX_TX_REBUILD_BYTES) tx.notRebuilt ??= `its requests passed ${MAX_TX_REBUILD_BYTES} bytes`;
     } else this.tx = null;
     this.status = status;
   }
