@@ -426,9 +426,11 @@ export function relayConnection(options: RelayOptions): Relay {
   }
 
   /**
-   * What follows the read-only replay's replies in data (the client's); null while the judge holds
-   * or drops them, or when the relay ended (a write refused: the client is reset). Passed: the
-   * replies go to the client, the judge's `send` (RESET) to the upstream, then the client's bytes.
+   * What follows the judged replies in data (the client's); null while the judge holds or drops
+   * them, or when the relay ended (a read-only replay's write refused: the client is reset; a
+   * transaction not rebuilt: its goodbye). Passed (a read-only replay): the replies go to the
+   * client, the judge's `send` (RESET) to the upstream, then the client's bytes. Done after a
+   * transaction's rebuild: the replay, then the client's bytes.
    */
   function judged(data: Buffer): Buffer | null {
     const step = judge!.push(data);
@@ -452,9 +454,7 @@ export function relayConnection(options: RelayOptions): Relay {
       // Rebuilt: now the replay (or its answer), and the client's bytes.
       transaction = undefined;
       judging = false;
-      stats.swallowedBytes += data.length - step.rest.length;
       release();
-      return step.rest;
     }
     return step.rest;
   }
