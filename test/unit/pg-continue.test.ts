@@ -425,6 +425,27 @@ describe('pgContinue in a ShadowTable plan', () => {
     expect(p.preamble.replies).toBe(2);
   });
 
+  it('inside a transaction with nothing unanswered: a restore that rebuilds it from the request that began it (a COMMIT inside a request moves that start)', () => {
+    const { t, seg } = conversation();
+    const rfq = (tag: string, status: 'I' | 'T') => Buffer.concat([complete(tag), ready(status)]);
+    t.segments([seg(false, Q('SELECT 0')), seg(true, rfq('SELECT 1', 'I')), seg(false, Q('BEGIN')), seg(true, rfq('BEGIN', 'T')), seg(false, Q('SELECT 1')), seg(true, rfq('SELECT 1', 'T'))], 1_000_000);
+    let p = t.plans(1_000_010)[0]!;
+    if (p.kind !== 'restore') throw new Error(p.reason);
+    expect(p.goodbye).toBeUndefined();
+    expect(p.transaction?.goodbye.reason).toMatch(/inside a transaction/);
+    const requests = Buffer.concat([Q('BEGIN'), Q('SELECT 1')]);
+    const before = p.transaction!.replay.before;
+    expect(before.includes(Buffer.concat([requests, Q("SELECT current_setting('transaction_isolation')")]))).toBe(true);
+    expect(before.subarray(before.length - requests.length).equals(requests)).toBe(true);
+    expect(p.replay.length).toBe(0);
+    // One request that commits and begins again: the open transaction began in it.
+    t.segments([seg(false, Q('COMMIT; BEGIN')), seg(true, Buffer.concat([complete('COMMIT'), complete('BEGIN'), ready('T')]))], 1_000_020);
+    p = t.plans(1_000_030)[0]!;
+    if (p.kind !== 'restore') throw new Error(p.reason);
+    expect(p.transaction!.replay.before.subarray(p.transaction!.replay.before.length - Q('COMMIT; BEGIN').length).equals(Q('COMMIT; BEGIN'))).toBe(true);
+    expect(p.transaction!.replay.before.includes(Q('SELECT 1'))).toBe(false);
+  });
+
   it('inside a transaction: a restore with the 57P01 goodbye, nothing replayed; mid-reply: reset', () => {
     const { t, seg } = conversation();
     t.segments([seg(false, Q('BEGIN')), seg(true, Buffer.concat([complete('BEGIN'), ready('T')])), seg(false, Q('UPDATE t SET a = 1'))], 1_000_000);
