@@ -69,8 +69,12 @@ async function lockPort(port: number): Promise<() => Promise<void>> {
 }
 
 /** `ss`'s line for the loopback connection from local port `port` (its state first). */
-function ssState(port: number): string {
-  return execFileSync('ss', ['-tanH', 'sport', `= :${port}`], { encoding: 'utf8' }).trim();
+/**
+ * The state of the socket from local port `port` to `peerPort` (both: a client port the kernel
+ * handed out again may still have an earlier connection in TIME-WAIT to another server port).
+ */
+function ssState(port: number, peerPort: number): string {
+  return execFileSync('ss', ['-tanH', 'sport', `= :${port}`, 'and', 'dport', `= :${peerPort}`], { encoding: 'utf8' }).trim();
 }
 
 /** Every RST on loopback to or from `port` from now on (the capture closed after the test). */
@@ -224,7 +228,7 @@ describe('same host: dump, close silently, restore, adopt', () => {
     await until(() => clientEnded, 10_000, () => `the client's end (got ${JSON.stringify(clientGot.bytes().toString())})`);
     expect(clientGot.bytes().toString()).toBe('ANSWER\n');
     expect(clientErrors).toEqual([]);
-    await until(() => ssState(clientPort).startsWith(finalState), 5000, () => `the client's ${finalState} (ss: ${ssState(clientPort)})`);
+    await until(() => ssState(clientPort, port).startsWith(finalState), 5000, () => `the client's ${finalState} (ss: ${ssState(clientPort, port)})`);
     await new Promise((r) => setTimeout(r, 20));
     expect(rsts).toEqual([]);
   });
