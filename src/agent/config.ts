@@ -101,21 +101,27 @@ const takeover = z.strictObject({
        * replayed, make sure the dead primary cannot have committed it in WAL the promoted standby
        * holds: this host captures its standby's replication connection to `primary` (its
        * address and port as primary_conninfo names them) on `interface` (default any), and a
-       * request that arrived after the last WAL did is replayed; any other is replayed
-       * read-only when `readOnlyReplay` (default true: a read is answered, a write refused by the
-       * promoted standby and its connection reset) and reset otherwise (the replay could apply it
-       * twice). `readOnlyReplay: false` for a service whose functions catch errors around their
-       * writes (EXCEPTION WHEN OTHERS): such a function answers read-only without having
-       * written. See docs/CONTINUE.md.
+       * request that arrived after the last WAL did is replayed as it was; any other is
+       * unproven (see `unproven`). See docs/CONTINUE.md.
        */
-      walCheck: z
-        .strictObject({ primary: z.strictObject({ host: ip, port: port.default(5432) }), interface: ifname.default('any'), readOnlyReplay: z.boolean().default(true) })
-        .optional(),
+      walCheck: z.strictObject({ primary: z.strictObject({ host: ip, port: port.default(5432) }), interface: ifname.default('any') }).optional(),
+      /**
+       * protocol postgres: what becomes of a session's unanswered request that the dead primary
+       * may have committed (with walCheck: WAL arrived after it; without: every one).
+       * `read-only` (the default): replayed with default_transaction_read_only on, a read
+       * answered, a write refused by the promoted standby and its session reset. `reset`: reset
+       * (for a service whose functions catch errors around their writes, EXCEPTION WHEN OTHERS:
+       * such a function answers read-only without having written). `as-sent`: replayed as it
+       * was, on a guess (it may be applied twice; not with walCheck).
+       */
+      unproven: z.enum(['read-only', 'reset', 'as-sent']).optional(),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })
     .refine((c) => c.matchWrites === undefined || c.protocol === 'resp', { message: 'matchWrites is for protocol resp (it reads the writes back from Redis\'s replication stream)', path: ['matchWrites'] })
     .refine((c) => c.walCheck === undefined || c.protocol === 'postgres', { message: 'walCheck is for protocol postgres (it reads the WAL a PostgreSQL standby receives)', path: ['walCheck'] })
+    .refine((c) => c.unproven === undefined || c.protocol === 'postgres', { message: 'unproven is for protocol postgres (a read-only replay is PostgreSQL\'s default_transaction_read_only)', path: ['unproven'] })
+    .refine((c) => c.unproven !== 'as-sent' || c.walCheck === undefined, { message: 'unproven: as-sent replays what walCheck could not rule out as it was: drop one of them', path: ['unproven'] })
     .refine((c) => c.walCheck === undefined || c.mirror !== undefined, { message: 'walCheck needs a mirror, not a stream (it orders the mirror\'s requests against the WAL this host receives, on this host\'s clock; a stream\'s times are the primary\'s)', path: ['walCheck'] })
     .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
@@ -559,7 +565,7 @@ function continueWarnings(c: AgentConfig): string[] {
       if (k?.protocol !== 'postgres') return;
       const at = `peers[${i}].takeover${p.takeover.length > 1 ? `[${j}]` : ''}.continue`;
       if (k.promote === undefined) out.push(`${at}: no promote: a standby upstream stays read-only at a takeover, and every replayed write fails there`);
-      if (k.mirror !== undefined && k.walCheck === undefined) out.push(`${at}: a mirror without walCheck: a session's unanswered request is replayed without knowing whether the dead primary committed it (it may be applied twice); see docs/CONTINUE.md`);
+      if (k.unproven === 'as-sent') out.push(`${at}: unproven: as-sent: a session's unanswered request is replayed without knowing whether the dead primary committed it (it may be applied twice); see docs/CONTINUE.md`);
     }),
   );
   return out;

@@ -20,7 +20,7 @@ import { ProbeCaptureTimes } from '../net/shadow/probe-capture-times.js';
 import { RequestLog } from '../net/shadow/request-log.js';
 import { WalArrivals, type WalWatchEvent } from '../net/shadow/wal-arrivals.js';
 import { FlowTracker } from '../net/flow-tracker.js';
-import { pgWalReplayCheck } from './pg-replay-check.js';
+import { pgUnprovenReplayCheck, pgWalReplayCheck } from './pg-replay-check.js';
 
 type ContinueConfig = NonNullable<TakeoverConfig['continue']>;
 
@@ -49,8 +49,19 @@ export function continueSetup(c: ContinueConfig, service: Endpoint, self: Stream
   const openShadow = (): Shadow => {
     if (c.matchWrites) return matchedShadow(c, service, plugin, self, c.matchWrites);
     if (c.walCheck) return walCheckedShadow(c, service, plugin, c.walCheck, self.onWalWatch);
-    if (c.stream) return streamShadow(c.stream, self, { services: [service], plugin });
-    return new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
+    const shadow: Shadow = c.stream ? streamShadow(c.stream, self, { services: [service], plugin }) : new ShadowCapture({ interface: c.mirror!, services: [service], plugin });
+    if (c.protocol !== 'postgres' || c.unproven === 'as-sent') return shadow;
+    // Nothing tells whether the dead primary committed an unanswered request: `unproven` decides.
+    const unproven = c.unproven ?? 'read-only';
+    return {
+      plans: (address) => shadow.plans(address),
+      close: () => shadow.close(),
+      stats: () => shadow.stats(),
+      ...(shadow.ready ? { ready: shadow.ready } : {}),
+      ...(shadow.table ? { table: shadow.table } : {}),
+      ...(shadow.clientDataSince ? { clientDataSince: shadow.clientDataSince.bind(shadow) } : {}),
+      checkReplays: (promoted) => pgUnprovenReplayCheck(promoted, unproven),
+    };
   };
   const p = c.promote;
   // The { resp } form: a simple or bulk string reply (respCommand rejects on anything else, naming the command, the upstream and the reply).
@@ -182,7 +193,7 @@ function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: Continue
       tracker.close();
       return capture.close();
     },
-    checkReplays: (promoted) => pgWalReplayCheck(wal, noteLosses, promoted, { readOnlyReplay: w.readOnlyReplay }),
+    checkReplays: (promoted) => pgWalReplayCheck(wal, noteLosses, promoted, { unproven: c.unproven === 'reset' ? 'reset' : 'read-only' }),
   };
 }
 

@@ -5,7 +5,9 @@
 // replica with their session state (a SET, a named prepared statement); one inside a transaction
 // that had only read is rebuilt there (its reads rerun read-only, then for real) and goes on to
 // write and commit; the one inside a transaction that had written gets a clean FATAL 57P01 (its
-// work is gone with a), not a RST.
+// work is gone with a), not a RST. Two requests are in flight when a dies (no walCheck: nothing
+// tells whether a committed them): a read is replayed read-only and answered by b; a write is
+// refused there (25006), its session reset, its row never on b.
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { run } from '../../src/lab/exec.js';
@@ -15,7 +17,7 @@ import { until } from './replication-cluster.js';
 
 const fixture = fileURLToPath(new URL('fixtures/pg-sessions.ts', import.meta.url));
 
-it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming replica; a transaction that only read goes on; one that wrote gets 57P01', async () => {
+it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming replica; a transaction that only read goes on; one that wrote gets 57P01; an in-flight read is answered, an in-flight write reset', async () => {
   const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-continue-pg-');
   const { lab, vip } = m;
   const primary = await startPostgres(lab, 'a');
@@ -34,13 +36,19 @@ it('the backup\'s agent continues PostgreSQL sessions on the promoted streaming 
     const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port });
     // The committed row reaches the replica before a dies (the test is about sessions, not commit durability).
     await until('the commit on the replica', async () => ((await psql('b', replica.port, 'SELECT count(*) FROM t')).stdout.trim() === '1' ? true : undefined), 10_000);
+    const inflight = await clients.request({ cmd: 'inflight', host: vip, port: primary.port });
+    await new Promise((r) => setTimeout(r, 300));
 
     await lab.killSilently('a');
     const taken = await until('the takeover in b\'s log', async () => log().find((e) => e.msg === 'peer taken over'), 20_000);
     console.log(`continue postgres: ${JSON.stringify(taken.continued)}; continueError ${taken.continueError ?? 'none'}`);
     expect(taken.continueError).toBeUndefined();
     // Both transactions are to be rebuilt; the one that wrote says its goodbye once that is found.
-    expect(taken.continued).toMatchObject({ connections: 4, goodbyes: 0, transactions: 2, reset: 0 });
+    // Both in-flight requests are replayed read-only; the write is reset once refused.
+    expect(taken.continued).toMatchObject({ connections: 6, goodbyes: 0, transactions: 2, reset: 0, replayCheck: { replays: 2, refused: 0, readOnly: 2 } });
+    expect(await clients.request({ cmd: 'inflightResults' }, 20_000)).toEqual({ read: [{ r: 'read', n: 1, standby: false }], write: { error: 'ECONNRESET' } });
+    const resets = await until('the refused write in b\'s log', async () => log().find((e) => e.msg === 'continued connections reset'), 5000);
+    expect(resets.first).toEqual([{ peer: 'a', client: expect.stringMatching(new RegExp(`:${inflight.slowWrite}$`)), reason: expect.stringMatching(/^the replayed request writes \(cannot execute INSERT in a read-only transaction\).*; not run as it was: nothing here tells whether the dead primary committed it \(no walCheck\)$/) }]);
     const after = await clients.request({ cmd: 'after' });
     console.log(`continue postgres: sessions after ${JSON.stringify(after)} (ports ${JSON.stringify(ports)})`);
     expect(after.got).toEqual({ idle: { workMem: '7MB', n: 42 }, between: { workMem: '7MB', n: 42 }, readTx: { workMem: '7MB', n: 42 } });

@@ -278,20 +278,23 @@ services:
     });
     it('checks PostgreSQL replays against the WAL the standby received (walCheck): postgres with a mirror only', () => {
       const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))));
-      expect(c.peers[0]!.takeover[0]!.continue!.walCheck).toEqual({ primary: { host: '10.0.0.1', port: 5432 }, interface: 'any', readOnlyReplay: true });
-      const off = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' }, readOnlyReplay: false } }))));
-      expect(off.peers[0]!.takeover[0]!.continue!.walCheck!.readOnlyReplay).toBe(false);
-      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' }, readOnlyReplay: 'yes' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck\.readOnlyReplay/);
+      expect(c.peers[0]!.takeover[0]!.continue!.walCheck).toEqual({ primary: { host: '10.0.0.1', port: 5432 }, interface: 'any' });
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck is for protocol postgres \(it reads/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck needs a mirror, not a stream/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: 'db1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck\.primary\.host/);
     });
-    it('warns of a PostgreSQL continue without promote, or from a mirror without walCheck', () => {
-      const bare = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 } }))));
+    it('warns of a PostgreSQL continue without promote, or replaying unproven requests as sent', () => {
+      const bare = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, unproven: 'as-sent' }))));
       expect(configWarnings(bare).filter((w) => w.startsWith('peers[0].takeover.continue'))).toEqual([
         'peers[0].takeover.continue: no promote: a standby upstream stays read-only at a takeover, and every replayed write fails there',
-        expect.stringMatching(/^peers\[0\]\.takeover\.continue: a mirror without walCheck: a session's unanswered request is replayed without knowing whether the dead primary committed it/),
+        expect.stringMatching(/^peers\[0\]\.takeover\.continue: unproven: as-sent: a session's unanswered request is replayed without knowing whether the dead primary committed it/),
       ]);
+      // A mirror alone replays unproven requests read-only by default: nothing to warn of.
+      const mirror = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, promote: ['pg_ctl', 'promote'] }))));
+      expect(configWarnings(mirror).filter((w) => w.startsWith('peers[0]'))).toEqual([]);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, unproven: 'as-sent', walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.unproven: .*drop one of them/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', mirror: 'mir0', upstream: { port: 6380 }, unproven: 'reset' }))))).toMatch(/^peers\[0\]\.takeover\.continue\.unproven: .*for protocol postgres/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, unproven: 'maybe' }))))).toMatch(/^peers\[0\]\.takeover\.continue\.unproven/);
       const full = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, promote: ['pg_ctl', 'promote'], walCheck: { primary: { host: '10.0.0.1' } } }))));
       expect(configWarnings(full).filter((w) => w.startsWith('peers[0]'))).toEqual([]);
     });

@@ -6,7 +6,7 @@
 import type { ParsedSegment } from '../../src/native.js';
 import { TCP_ACK, TCP_PSH } from '../../src/native.js';
 import { describe, expect, it } from 'vitest';
-import { pgWalReplayCheck } from '../../src/agent/pg-replay-check.js';
+import { pgUnprovenReplayCheck, pgWalReplayCheck } from '../../src/agent/pg-replay-check.js';
 import { ArrivalTimes } from '../../src/net/shadow/arrival-times.js';
 import { pgContinue } from '../../src/net/shadow/pg-continue.js';
 import { isKeepalive, WAL_SEEN_WITHIN_MS, WalArrivals } from '../../src/net/shadow/wal-arrivals.js';
@@ -128,9 +128,9 @@ describe('pgWalReplayCheck over a takeover\'s plans', () => {
     return wal;
   };
 
-  it('readOnlyReplay off: a session whose unanswered INSERT arrived after the last WAL is replayed; one before it is refused, saying why', async () => {
+  it('unproven reset: a session whose unanswered INSERT arrived after the last WAL is replayed; one before it is refused, saying why', async () => {
     const plans = plansOf([[1500, 'INSERT INTO t VALUES (1)'], [2500, 'INSERT INTO t VALUES (2)']]);
-    const result = await pgWalReplayCheck(walAt2000(), () => undefined, Promise.resolve(), { readOnlyReplay: false, nowMs: () => 3000 })(plans);
+    const result = await pgWalReplayCheck(walAt2000(), () => undefined, Promise.resolve(), { unproven: 'reset', nowMs: () => 3000 })(plans);
     expect([...result.refused.keys()]).toEqual(['198.18.7.20|40000']);
     expect(result.refused.get('198.18.7.20|40000')).toMatch(/^not replayed: the primary sent WAL to the standby 500\.0 ms after/);
     expect(result.readOnly?.size).toBe(0);
@@ -145,5 +145,16 @@ describe('pgWalReplayCheck over a takeover\'s plans', () => {
     expect([...result.refused.keys()]).toEqual(['198.18.7.20|40001']);
     expect(result.refused.get('198.18.7.20|40001')).toMatch(/^not replayed: the primary sent WAL .*; nor read-only: a statement could lift the read-only mode \(a read-only setting\)/);
     expect(result.counts).toMatchObject({ replays: 3, refused: 1, readOnly: 1 });
+  });
+
+  it('without walCheck every unanswered request is unproven: read-only where it can be, reset where not or when told so', async () => {
+    const plans = plansOf([[1500, 'SELECT v FROM t'], [2500, 'RESET ALL; INSERT INTO t VALUES (2)']]);
+    const readOnly = await pgUnprovenReplayCheck(Promise.resolve(), 'read-only')(plans);
+    expect([...readOnly.readOnly!.keys()]).toEqual(['198.18.7.20|40000']);
+    expect(readOnly.readOnly!.get('198.18.7.20|40000')).toMatch(/nothing here tells whether the dead primary committed it \(no walCheck\)/);
+    expect(readOnly.refused.get('198.18.7.20|40001')).toMatch(/^not replayed: nothing here tells.*; nor read-only: .*RESET ALL/);
+    const reset = await pgUnprovenReplayCheck(Promise.resolve(), 'reset')(plans);
+    expect([...reset.refused.keys()]).toEqual(['198.18.7.20|40000', '198.18.7.20|40001']);
+    expect(reset.counts).toMatchObject({ replays: 2, refused: 2, readOnly: 0 });
   });
 });

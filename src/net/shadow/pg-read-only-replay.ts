@@ -1,4 +1,4 @@
-// A PostgreSQL replay that cannot write (issue 12, config `continue.walCheck.readOnlyReplay`).
+// A PostgreSQL replay that cannot write (issue 12, config `continue.unproven: read-only`).
 // When the takeover cannot tell whether the dead primary committed a session's unanswered
 // request (WAL arrived after it), the request is replayed with default_transaction_read_only on:
 // a read is answered as the dead primary would have answered it, and a write is refused by the
