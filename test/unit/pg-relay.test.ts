@@ -233,11 +233,24 @@ describe('pgContinue relay with a real PostgreSQL', () => {
 
   describe('a session inside a transaction, rebuilt when it wrote nothing (transactionReplay)', () => {
     const counter = async () => Number(await server!.psql('SELECT n FROM counter WHERE id = 1'));
-
-    it('BEGIN and reads: the transaction goes on on the new backend and commits there', async () => {
+    /** A session through a tap that rebuilds transactions. */
+    const rebuilding = async () => {
       const tap = new Tap({});
       tap.rebuild = true;
-      const client = await connect(tap);
+      return { tap, client: await connect(tap) };
+    };
+    /** Takes over a session the rebuild fails for: its errors once node-postgres saw the end, and the relay's end. */
+    const takenOverToGoodbye = async (tap: Tap, client: pg.Client) => {
+      const errors: (Error & { code?: string })[] = [];
+      client.on('error', (e) => errors.push(e));
+      const ended = new Promise<void>((r) => client.once('end', () => r()));
+      const relay = tap.takeOver();
+      await ended;
+      return { errors, end: await relay.done };
+    };
+
+    it('BEGIN and reads: the transaction goes on on the new backend and commits there', async () => {
+      const { tap, client } = await rebuilding();
       await client.query("SET work_mem = '6MB'");
       await client.query('BEGIN');
       await client.query("SET LOCAL statement_timeout = '9s'");
@@ -260,35 +273,23 @@ describe('pgContinue relay with a real PostgreSQL', () => {
     });
 
     it('a transaction that wrote gets 57P01 after all (found read-only), and nothing of it is applied', async () => {
-      const tap = new Tap({});
-      tap.rebuild = true;
-      const client = await connect(tap);
+      const { tap, client } = await rebuilding();
       const n = await counter();
       await client.query('BEGIN');
       await client.query('UPDATE counter SET n = n + 100 WHERE id = 1');
-      const errors: (Error & { code?: string })[] = [];
-      client.on('error', (e) => errors.push(e));
-      const ended = new Promise<void>((r) => client.once('end', () => r()));
-      const relay = tap.takeOver();
-      await ended;
+      const { errors, end } = await takenOverToGoodbye(tap, client);
       expect(errors.map((e) => e.code)).toContain('57P01');
-      const end = await relay.done;
       expect(end.saidGoodbye).toBe(true);
       expect(end.reason).toMatch(/^said goodbye: the transaction was not rebuilt: it had written \(cannot execute UPDATE in a read-only transaction\)/);
       expect(await counter()).toBe(n);
     });
 
     it('REPEATABLE READ: 57P01 (rebuilt, it would read another snapshot)', async () => {
-      const tap = new Tap({});
-      tap.rebuild = true;
-      const client = await connect(tap);
+      const { tap, client } = await rebuilding();
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
       await client.query('SELECT n FROM counter');
-      client.on('error', () => undefined);
-      const ended = new Promise<void>((r) => client.once('end', () => r()));
-      const relay = tap.takeOver();
-      await ended;
-      const end = await relay.done;
+      const { errors, end } = await takenOverToGoodbye(tap, client);
+      expect(errors.map((e) => e.code)).toContain('57P01');
       expect(end.saidGoodbye).toBe(true);
       expect(end.reason).toMatch(/its isolation level is repeatable read/);
     });
