@@ -1,12 +1,15 @@
-// A PostgreSQL replay that cannot write (issue 12, config `continue.unproven: read-only`).
-// When the takeover cannot tell whether the dead primary committed a session's unanswered
-// request (WAL arrived after it), the request is replayed with default_transaction_read_only on:
-// a read is answered as the dead primary would have answered it, and a write is refused by the
-// new upstream itself (SQLSTATE 25006, read_only_sql_transaction) before it changes anything, so
-// its connection is reset, as it was before this existed, and the write is never applied twice.
-// The replies are held until the last one shows no refusal; then the session gets its own mode
-// back (RESET) before the client's next bytes. A statement that could lift the mode itself is
-// not replayed this way (the list below), nor is a session that set the mode.
+// PostgreSQL requests run so that they cannot write (issue 12), for two uses.
+// - An unanswered request the dead primary may have committed (config `continue.unproven:
+//   read-only`: with walCheck, WAL arrived after it; without, every one) is replayed with
+//   default_transaction_read_only on: a read is answered as the dead primary would have answered
+//   it, a write is refused by the new upstream itself (SQLSTATE 25006, read_only_sql_transaction)
+//   before it changes anything, so its connection is reset and the write is never applied twice.
+//   The replies are held until the last one shows no refusal; then the session gets its own mode
+//   back (RESET) before the client's next bytes.
+// - A transaction a session was inside is rebuilt on the new upstream when its requests, run
+//   read-only first, prove it had written nothing (pgTransactionReplay).
+// A statement that could lift the mode itself is not run this way (ESCAPES), nor is a session
+// that set the mode.
 import { PgMessageFramer, pgErrorFields, pgMessage, type PgMessage } from '../pg-framer.js';
 import type { ReadOnlyJudge, ReadOnlyReplay } from './exchange-tracker.js';
 import { MAX_QUERY_BYTES, splitStatements } from './pg-sql.js';
