@@ -272,6 +272,20 @@ describe('pgContinue relay with a real PostgreSQL', () => {
       expect(end.clientReset).toBe(false);
     });
 
+    it('after a password login (SCRAM): the rebuild follows the login dialog', async () => {
+      const u = USERS[0]!;
+      const tap = new Tap({ password: u.password });
+      tap.rebuild = true;
+      const client = await connect(tap, u.name, u.password);
+      await client.query('BEGIN');
+      await client.query("SELECT 'read' AS r");
+      const relay = tap.takeOver();
+      expect((await client.query('SELECT current_user AS u, now() = statement_timestamp() AS fresh')).rows[0]).toEqual({ u: u.name, fresh: false });
+      await client.query('COMMIT');
+      await client.end();
+      expect((await relay.done).saidGoodbye).toBe(false);
+    });
+
     it('a transaction that wrote gets 57P01 after all (found read-only), and nothing of it is applied', async () => {
       const { tap, client } = await rebuilding();
       const n = await counter();
