@@ -157,10 +157,10 @@ export { SegmentFrameReader, decodeSegmentFrame, encodeSegmentFrame } from './ne
 export type { SegmentFrame, SegmentMessage, SegmentReadResult, SegmentRejection, WelcomeRefusal } from './net/shadow/segment-wire.js';
 export { ShadowTable } from './net/shadow/shadow-table.js';
 export type { ShadowStats, ShadowTableOptions } from './net/shadow/shadow-table.js';
-export type { ContinuePlan, LateClientData } from './net/shadow/shadow-connection.js';
+export type { ContinuePlan, LateClientData, RestoreTransaction } from './net/shadow/shadow-connection.js';
 export type { LateClientSource } from './net/shadow/late-client-data.js';
 export type { ReplyFingerprint } from './net/shadow/reply-digest.js';
-export type { ContinuePlugin, ExchangeTracker, PreambleDialog, ProtocolGoodbye, ReplyCounter, ReplyFilter, ReplyResume, SessionPreamble } from './net/shadow/exchange-tracker.js';
+export type { ContinuePlugin, ExchangeTracker, PreambleDialog, ProtocolGoodbye, ReadOnlyJudge, ReadOnlyReplay, ReplyCounter, ReplyFilter, ReplyResume, SessionPreamble } from './net/shadow/exchange-tracker.js';
 export { respContinue } from './net/shadow/resp-continue.js';
 export { pgContinue } from './net/shadow/pg-continue.js';
 export { httpContinue, IDEMPOTENT_METHODS } from './net/shadow/http-continue.js';
@@ -170,3 +170,4 @@ export { prepareUpstream, relayConnection } from './net/shadow/connection-relay.
 export type { PreparedUpstream, Relay, RelayEnd, RelayOptions, RelayStats } from './net/shadow/connection-relay.js';
 export { continueConnections } from './net/shadow/continue-connections.js';
 export type { ContinueOptions, ContinueReport, ContinuedConnection, ReplayCheckResult, ResetConnection, RestorePlan } from './net/shadow/continue-connections.js';
+export { pgUnprovenReplayCheck, type Unproven } from './agent/pg-replay-check.js';
