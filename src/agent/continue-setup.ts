@@ -176,7 +176,7 @@ function walCheckedShadow(c: ContinueConfig, service: Endpoint, plugin: Continue
   tracker.start();
   // Requests seen before the capture runs cannot be ordered (WalArrivals.verdict says so).
   tracker.ready.then(() => wal.started(Date.now()), () => undefined);
-  // A watch gone unseen resets every unanswered request at a takeover: said when it happens, not
+  // A watch gone unseen makes every unanswered request unproven at a takeover: said when it happens, not
   // only in status.
   const watching = setInterval(() => {
     const e = wal.watchChange(Date.now());

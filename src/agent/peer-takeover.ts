@@ -101,7 +101,7 @@ export type ShadowHealth = ShadowStats & {
    * With walCheck: the capture of this node's standby's replication connection (times in ms since
    * the epoch, null: not yet): when its ring was set up, when the connection and WAL were last seen;
    * `unseen`: nothing of the connection for more than WAL_SEEN_WITHIN_MS (30 s) since it started
-   * or was last seen (a wrong walCheck.primary, say): a takeover then resets every unanswered request.
+   * or was last seen (a wrong walCheck.primary, say): a takeover then replays no unanswered request as it was (each is unproven: continue.unproven).
    */
   walWatch?: { startedMs: number | null; lastSeenMs: number | null; lastWalMs: number | null; unseen: boolean };
   /**

@@ -139,7 +139,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   agent.on('wal-watch', (e) => {
     const { type, peer, primary, ...rest } = e;
     const where = `${primary.address}:${primary.port}`;
-    if (type === 'wal-unseen') log.warn({ peer, primary: where, ...rest }, `WAL watch for ${peer}'s takeover: nothing of the standby's replication connection to ${where} captured for ${WAL_SEEN_WITHIN_MS / 1000} s: a takeover now resets every unanswered PostgreSQL request instead of replaying it (walCheck.primary must be the address and port the standby connects to, on walCheck.interface)`);
+    if (type === 'wal-unseen') log.warn({ peer, primary: where, ...rest }, `WAL watch for ${peer}'s takeover: nothing of the standby's replication connection to ${where} captured for ${WAL_SEEN_WITHIN_MS / 1000} s: a takeover now replays no unanswered PostgreSQL request as it was, each is unproven (continue.unproven; walCheck.primary must be the address and port the standby connects to, on walCheck.interface)`);
     else log.info({ peer, primary: where, ...rest }, `WAL watch for ${peer}'s takeover: the standby's replication connection to ${where} is seen again`);
   });
   agent.on('switchover-started', (s) => log.info(s, `switchover of ${s.peer}'s ${s.address}:${s.port} to this node: started`));

@@ -61,12 +61,12 @@ export async function statusCommand(opts: { control?: string; config?: string; j
     // With matchWrites, whether the probe of the peer's replication stream runs (without it, unanswered writes are reset).
     const probe = (x: AgentStatus['shadows'][number]) =>
       !x.streamProbe ? '' : x.streamProbe.connected ? `, stream probe up (${x.streamProbe.probes} probes)` : `, stream probe DOWN${x.streamProbe.lastError ? ` (${x.streamProbe.lastError})` : ''}`;
-    // With walCheck, whether the standby's replication connection is seen (unseen: every unanswered PostgreSQL request is reset).
+    // With walCheck, whether the standby's replication connection is seen (unseen: every unanswered PostgreSQL request is unproven).
     const walWatch = (x: AgentStatus['shadows'][number]) => {
       const w = x.walWatch;
       if (!w) return '';
       if (w.startedMs === null) return ', WAL watch STARTING';
-      if (w.unseen) return `, WAL watch: replication connection NOT SEEN for ${Math.round((now - (w.lastSeenMs ?? w.startedMs)) / 1000)} s (check walCheck.primary; a takeover resets every unanswered request)`;
+      if (w.unseen) return `, WAL watch: replication connection NOT SEEN for ${Math.round((now - (w.lastSeenMs ?? w.startedMs)) / 1000)} s (check walCheck.primary; a takeover replays no unanswered request as it was)`;
       if (w.lastSeenMs === null) return ', WAL watch: waiting to see the replication connection';
       return `, WAL watch: replication connection seen ${Math.max(0, Math.round(now - w.lastSeenMs))} ms ago`;
     };

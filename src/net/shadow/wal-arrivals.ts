@@ -36,7 +36,7 @@ export function isKeepalive(payload: Uint8Array, payloadLength: number): boolean
 
 /**
  * The watch of the replication connection turned unseen (nothing of it for WAL_SEEN_WITHIN_MS:
- * every unanswered request is reset from then on, not replayed) or seen again. Times in ms since
+ * every unanswered request is unproven from then on, not replayed as it was) or seen again. Times in ms since
  * the epoch; `lastSeenMs` null: never seen since the capture started at `startedMs` (null: a
  * segment came before the capture reported itself started).
  */
