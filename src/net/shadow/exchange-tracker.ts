@@ -167,11 +167,13 @@ export interface ReadOnlyReplay {
 /** Reads the replies to a ReadOnlyReplay for one relay. */
 export interface ReadOnlyJudge {
   /**
-   * The upstream's bytes, in order. `more`: nothing for the client yet. `passed`: the replay's
+   * The upstream's bytes, in order. `more`: nothing for the client yet. `passed` (a replay): its
    * replies show no write: `replies` go to the client, then `send` to the upstream (it gives the
-   * session its own mode back; the client's bytes follow it). `done`: `send`'s replies were read,
-   * `rest` (the chunk's remaining bytes) belongs to the client. `failed`: a write was refused,
-   * a transaction was left open, the stream cannot be read: the client is reset with `reason`.
+   * session its own mode back; the client's bytes follow it). `done`: the last reply asked for
+   * was read (`send`'s; a transaction rebuild's all, none passed), `rest` (the chunk's remaining
+   * bytes) belongs to the client. `failed`: a write was refused, a transaction was left open or
+   * not rebuilt, the stream cannot be read: the relay resets the client (a replay) or says the
+   * session's goodbye (a rebuild), with `reason`.
    */
   push(chunk: Uint8Array): { kind: 'more' } | { kind: 'passed'; replies: Buffer; send: Buffer } | { kind: 'done'; rest: Buffer } | { kind: 'failed'; reason: string };
 }
