@@ -207,7 +207,9 @@ function endpointOf(connection: string): Endpoint {
 function pluginOf(c: ContinueConfig): ContinuePlugin {
   if (c.protocol === 'resp') return respContinue;
   if (c.protocol === 'http') return httpContinue;
-  if (c.passwordFile === undefined) return pgContinue();
+  // A service whose functions may catch the read-only refusal (unproven: reset) gets no rebuilt transactions either.
+  const rebuildTransactions = c.unproven !== 'reset';
+  if (c.passwordFile === undefined) return pgContinue({ rebuildTransactions });
   let text: string;
   try {
     text = readFileSync(c.passwordFile, 'utf8');
@@ -215,7 +217,7 @@ function pluginOf(c: ContinueConfig): ContinuePlugin {
     throw new Error(`continue.passwordFile ${c.passwordFile} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   // The file's bytes without one final line ending, as the cluster key's keyFile.
-  return pgContinue({ password: text.replace(/\r?\n$/, '') });
+  return pgContinue({ password: text.replace(/\r?\n$/, ''), rebuildTransactions });
 }
 
 /**

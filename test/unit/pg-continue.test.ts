@@ -446,6 +446,15 @@ describe('pgContinue in a ShadowTable plan', () => {
     expect(p.transaction!.replay.before.includes(Q('SELECT 1'))).toBe(false);
   });
 
+  it('rebuildTransactions false: inside a transaction, the goodbye at once, saying why', () => {
+    const { t, seg } = shadowConversation(pgContinue({ rebuildTransactions: false }), SERVER, (s) => [s(false, LOGIN_C), s(true, LOGIN_S)]);
+    t.segments([seg(false, Q('BEGIN')), seg(true, Buffer.concat([complete('BEGIN'), ready('T')]))], 1_000_000);
+    const p = t.plans(1_000_010)[0]!;
+    if (p.kind !== 'restore') throw new Error(p.reason);
+    expect(p.transaction).toBeUndefined();
+    expect(p.goodbye?.reason).toMatch(/inside a transaction.*; not rebuilt: transactions are not rebuilt here \(rebuildTransactions: false\)/);
+  });
+
   it('inside a transaction: a restore with the 57P01 goodbye, nothing replayed; mid-reply: reset', () => {
     const { t, seg } = conversation();
     t.segments([seg(false, Q('BEGIN')), seg(true, Buffer.concat([complete('BEGIN'), ready('T')])), seg(false, Q('UPDATE t SET a = 1'))], 1_000_000);

@@ -31,6 +31,13 @@ export interface PgContinueOptions {
    * answers cannot be replayed: salts and nonces differ per login.
    */
   password?: string | ((login: { user: string; database: string }) => string | undefined);
+  /**
+   * Rebuild a transaction a session was inside when its requests, run read-only, prove it had
+   * written nothing (default true); false: such a session always gets the 57P01 goodbye. The
+   * proof trusts the server's read-only refusal: a function that catches it (EXCEPTION WHEN
+   * OTHERS around a write) passes for a read (the agent's `unproven: reset` turns this off too).
+   */
+  rebuildTransactions?: boolean;
 }
 
 /** Requests waiting for a reply beyond this many block the connection (memory bound). */
@@ -200,6 +207,7 @@ class PgTracker implements ExchangeTracker {
   }
 
   transactionReplay(requests: (from: number) => Buffer | null): ReadOnlyReplay | string {
+    if (this.options.rebuildTransactions === false) return 'transactions are not rebuilt here (rebuildTransactions: false)';
     if (this.status !== 'T' || !this.tx) return `not inside a transaction (ReadyForQuery '${this.status}')`;
     if (this.tx.notRebuilt) return this.tx.notRebuilt;
     const bytes = requests(this.tx.start);
@@ -208,7 +216,7 @@ class PgTracker implements ExchangeTracker {
   }
 
   retainClientFrom(): number {
-    return this.tx && !this.tx.notRebuilt ? this.tx.start : this.answered;
+    return this.tx && !this.tx.notRebuilt && this.options.rebuildTransactions !== false ? this.tx.start : this.answered;
   }
 
   private onStartup(m: PgMessage): void {
