@@ -109,10 +109,11 @@ const takeover = z.strictObject({
        * protocol postgres: what becomes of a session's unanswered request that the dead primary
        * may have committed (with walCheck: WAL arrived after it; without: every one).
        * `read-only` (the default): replayed with default_transaction_read_only on, a read
-       * answered, a write refused by the promoted standby and its session reset. `reset`: reset
-       * (for a service whose functions catch errors around their writes, EXCEPTION WHEN OTHERS:
-       * such a function answers read-only without having written). `as-sent`: replayed as it
-       * was, on a guess (it may be applied twice; not with walCheck).
+       * answered, a write refused by the promoted standby and its session reset. `reset`: reset,
+       * and no transaction is rebuilt (for a service whose functions catch errors around their
+       * writes, EXCEPTION WHEN OTHERS: such a function answers read-only without having
+       * written). `as-sent`: replayed as it was, on a guess (it may be applied twice; not with
+       * walCheck).
        */
       unproven: z.enum(['read-only', 'reset', 'as-sent']).optional(),
     })
