@@ -77,8 +77,8 @@ describe.concurrent.each([
     const s = addressSampler(lab, ['a', 'b'], address);
     try {
       expect(await s.now()).toBe('a');
-      const decidedAt = Date.now() - 2000 - kernelExpirySlackMs(2) - LEASE_MARGIN_MS; // a 2 s lease, its deadline just passed
-      const { reqId, result } = command({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAt, seconds: 2 });
+      const decidedAgoMs = 2000 + kernelExpirySlackMs(2) + LEASE_MARGIN_MS; // a 2 s lease, its deadline just passed
+      const { reqId, result } = command({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAgoMs, seconds: 2 });
       const held = await taker.waitFor('held', 2000, (e) => e.reqId === reqId);
       expect(held).toMatchObject({ peer: 'a', address, mac: lab.host('a').mac, kind });
       await sleep(600);
@@ -102,7 +102,7 @@ describe.concurrent.each([
 
   it.sequential('(b) nobody holds it: added once one window has passed without an answer', async () => {
     const asked = Date.now();
-    const r = await op({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAt: asked - 10_000, seconds: 2 });
+    const r = await op({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAgoMs: 10_000, seconds: 2 });
     expect(r).toMatchObject({ ok: true, value: { outcome: { kind: 'gone', probes: 1 } } });
     const v = r.value as { outcome: { ms: number; held?: unknown }; addedAt: number };
     expect(v.outcome.held).toBeUndefined();
@@ -118,8 +118,7 @@ describe.concurrent.each([
     const s = addressSampler(lab, ['a', 'b'], address);
     try {
       // The lease ran out 3 s before the taker asks (by its reckoning); a lets go 1.5 s later.
-      const decidedAt = Date.now() - 2000 - 3000;
-      const { reqId, result } = command({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAt, seconds: 2 });
+      const { reqId, result } = command({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAgoMs: 2000 + 3000, seconds: 2 });
       const held = await taker.waitFor('held', 2000, (e) => e.reqId === reqId);
       expect(held.pastLeaseMs).toBeGreaterThanOrEqual(3000);
       expect(held.pastLeaseMs).toBeLessThan(3500);
@@ -137,7 +136,7 @@ describe.concurrent.each([
       // a never lets go: the taker gives up after its bound (1.5 s here), naming a's MAC.
       await add('a');
       const asked = Date.now();
-      const failed = await op({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAt: asked - 5000, seconds: 2, giveUpMs: 1500 });
+      const failed = await op({ cmd: 'take', ifname: 'eth0', address, prefixLength: prefix, decidedAgoMs: 5000, seconds: 2, giveUpMs: 1500 });
       expect(failed).toMatchObject({ ok: false, code: 'ERR_ADDRESS_HELD', message: expect.stringContaining(`answered by ${lab.host('a').mac}`) });
       expect(Date.now() - asked).toBeGreaterThanOrEqual(1500);
       expect(Date.now() - asked).toBeLessThan(3000);
