@@ -109,7 +109,6 @@ export async function checkHost(c: AgentConfig, file = 'config'): Promise<HostCh
     if (inst.command) checks.push([`instances[${i}].command`, () => program(inst.command![0]!)]);
     const probe = inst.health?.probe;
     if (probe?.kind === 'exec') checks.push([`instances[${i}].health.probe.command`, () => program(probe.command[0]!)]);
-    if (probe?.kind === 'postgres') checks.push([`instances[${i}].health.probe`, pgInstalled]);
   });
   const passed: HostCheck[] = [];
   for (const [field, check] of checks) {
@@ -225,17 +224,6 @@ async function liveProcess(pid: number): Promise<string> {
     if (code(err) !== 'EPERM') throw new Problem(`no process ${pid} on this host`);
   }
   return `process ${pid} exists`;
-}
-
-/**
- * The postgres probe loads node-postgres (an optional peer dependency) when it runs: without it
- * every probe fails, and the instance would be declared hung and its connections closed.
- */
-async function pgInstalled(): Promise<string> {
-  await import('pg').catch(() => {
-    throw new Problem('the postgres probe needs the pg package, which is not installed here (npm install pg)');
-  });
-  return 'the pg package is installed';
 }
 
 /** A program as spawn() finds it: a path, or a name looked up in PATH; executable either way. */

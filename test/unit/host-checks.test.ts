@@ -66,12 +66,6 @@ describe('host-specific checks', () => {
     expect(checked.find((h) => h.field === 'peers[0].takeover.capture')).toEqual({ field: 'peers[0].takeover.capture', found: 'lo exists' });
   });
 
-  it('a postgres probe: the pg package it loads is installed', async () => {
-    const c = base() as any;
-    c.instances[0].health.probe = { kind: 'postgres', connectionString: 'postgresql://postgres@127.0.0.1:5432/postgres' };
-    expect((await checkHost(validateConfig(c))).find((h) => h.field === 'instances[0].health.probe')).toEqual({ field: 'instances[0].health.probe', found: 'the pg package is installed' });
-  });
-
   it('wildcard addresses have nothing to check', async () => {
     const c = base() as any;
     c.heartbeat.links[0].address = '0.0.0.0';
