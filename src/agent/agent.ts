@@ -40,7 +40,8 @@ import { InstanceMonitor, type InstanceEvent, type InstanceInfo, type LastExit }
 import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions } from './planned-change.js';
 import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
-import { continueSetup } from './continue-setup.js';
+import { continueSetup, pgPassword } from './continue-setup.js';
+import { pgCatchUp } from './pg-catch-up.js';
 import { redisCatchUp, redisSessions } from './redis-catch-up.js';
 import { SwitchoverError, type SwitchoverReport } from './switchover-backup.js';
 import { servePrimarySwitchover, type PrimarySwitchoverEvent } from './switchover-primary.js';
@@ -954,7 +955,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     const c = t.continue;
     if (!c) return fail(`the takeover of ${peer}'s ${address}:${t.port} has no continue section: nothing here follows its connections`);
     if (!c.stream) return fail(`the takeover of ${peer}'s ${address}:${t.port} follows a mirror: a switchover talks to ${peer}'s agent over its connection stream (continue.stream)`);
-    if (c.protocol !== 'resp') return fail(`a switchover of protocol ${c.protocol} is not supported yet: only resp has a catch-up check (the replica's offset against the primary's)`);
+    if (c.protocol === 'http') return fail('a switchover of protocol http is not supported: nothing tells that the new upstream holds what the old one served');
+    const pgSwitchover = c.switchover;
+    if (c.protocol === 'postgres' && !pgSwitchover) return fail(`the takeover of ${peer}'s ${address}:${t.port} has no continue.switchover section: a PostgreSQL switchover needs the primary's own address and a login to check that the standby replayed its commits`);
     const plan = this.takeovers.find((p) => p.peer === peer && canonicalAddress(p.service.address) === address && p.service.port === t.port);
     if (!plan) return fail(`the takeover of ${peer}'s ${address}:${t.port} is not running`);
     this.emit('switchover-started', { peer, address, port: t.port });
@@ -963,13 +966,25 @@ export class Agent extends EventEmitter<AgentEvents> {
         node: this.config.node,
         key: this.key,
         primary: c.stream,
-        barrier: 'resp-ping',
-        catchUp: async () => {
-          const u = await redisCatchUp(c.upstream);
-          // The sessions from the locked primary itself (CLIENT LIST): exact, see redis-catch-up.ts.
-          const sessions = await redisSessions(u.primary, { address, port: t.port });
-          return { detail: `replica offset ${u.replicaOffset} reached the primary's ${u.primaryOffset}; ${sessions.size} sessions from its CLIENT LIST`, sessions };
-        },
+        ...(pgSwitchover
+          ? {
+              // PostgreSQL shows no session's settings to another: the sessions come from the shadow.
+              barrier: 'pg-idle' as const,
+              catchUp: async () => {
+                const password = pgPassword(c);
+                const u = await pgCatchUp({ primary: pgSwitchover.primary, standby: c.upstream, user: pgSwitchover.user, database: pgSwitchover.database ?? pgSwitchover.user, ...(password !== undefined ? { password } : {}) });
+                return { detail: `the standby replayed to ${u.replayed}, the locked primary's WAL insert position ${u.target}` };
+              },
+            }
+          : {
+              barrier: 'resp-ping' as const,
+              catchUp: async () => {
+                const u = await redisCatchUp(c.upstream);
+                // The sessions from the locked primary itself (CLIENT LIST): exact, see redis-catch-up.ts.
+                const sessions = await redisSessions(u.primary, { address, port: t.port });
+                return { detail: `replica offset ${u.replicaOffset} reached the primary's ${u.primaryOffset}; ${sessions.size} sessions from its CLIENT LIST`, sessions };
+              },
+            }),
         ...(req.quietWaitMs !== undefined ? { quietWaitMs: req.quietWaitMs } : {}),
       });
       this.addresses.tookOver(peer, t.address);

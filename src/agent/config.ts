@@ -116,6 +116,16 @@ const takeover = z.strictObject({
        * walCheck).
        */
       unproven: z.enum(['read-only', 'reset', 'as-sent']).optional(),
+      /**
+       * protocol postgres: what a planned switchover (`takeover switchover`) needs to check that
+       * the standby (`upstream`) replayed every commit of the locked primary: the primary at its
+       * own address (not the service address, which the lock closes), and a login both servers
+       * accept (`user`, `database`, default the user's name; the password from passwordFile, or
+       * none: trust). The positions need no privilege. See docs/AGENT.md.
+       */
+      switchover: z
+        .strictObject({ primary: z.strictObject({ host: ip, port: port.default(5432) }), user: z.string().min(1).max(63), database: z.string().min(1).max(63).optional() })
+        .optional(),
     })
     .refine((c) => (c.mirror === undefined) !== (c.stream === undefined), { message: 'needs exactly one source: mirror (an interface) or stream ({ host, port } of the peer agent\'s connectionStream)' })
     .refine((c) => Array.isArray(c.promote) || c.promote === undefined || c.protocol === 'resp', { message: 'promote { resp } sends a Redis command: for protocol resp only (give a command otherwise)', path: ['promote'] })
@@ -124,6 +134,8 @@ const takeover = z.strictObject({
     .refine((c) => c.unproven === undefined || c.protocol === 'postgres', { message: 'unproven is for protocol postgres (a read-only replay is PostgreSQL\'s default_transaction_read_only)', path: ['unproven'] })
     .refine((c) => c.unproven !== 'as-sent' || c.walCheck === undefined, { message: 'unproven: as-sent replays what walCheck could not rule out as it was: drop one of them', path: ['unproven'] })
     .refine((c) => c.walCheck === undefined || c.mirror !== undefined, { message: 'walCheck needs a mirror, not a stream (it orders the mirror\'s requests against the WAL this host receives, on this host\'s clock; a stream\'s times are the primary\'s)', path: ['walCheck'] })
+    .refine((c) => c.switchover === undefined || c.protocol === 'postgres', { message: 'switchover is for protocol postgres (a Redis switchover reads the replication offsets from the replica itself)', path: ['switchover'] })
+    .refine((c) => c.switchover === undefined || c.stream !== undefined, { message: 'switchover needs a stream, not a mirror (a switchover talks to the peer\'s agent over its connection stream)', path: ['switchover'] })
     .refine((c) => c.passwordFile === undefined || c.protocol === 'postgres', { message: 'passwordFile is for protocol postgres (a Redis login is replayed as the client sent it; HTTP/1.1 has no session)', path: ['passwordFile'] })
     .optional(),
 });

@@ -209,15 +209,22 @@ function pluginOf(c: ContinueConfig): ContinuePlugin {
   if (c.protocol === 'http') return httpContinue;
   // A service whose functions may catch the read-only refusal (unproven: reset) gets no rebuilt transactions either.
   const rebuildTransactions = c.unproven !== 'reset';
-  if (c.passwordFile === undefined) return pgContinue({ rebuildTransactions });
-  let text: string;
+  const password = pgPassword(c);
+  return pgContinue({ ...(password !== undefined ? { password } : {}), rebuildTransactions });
+}
+
+/**
+ * The PostgreSQL password of a continue section (passwordFile's bytes without one final line
+ * ending, as the cluster key's keyFile), or undefined without one. Throws, naming the file,
+ * when it cannot be read.
+ */
+export function pgPassword(c: Pick<ContinueConfig, 'passwordFile'>): string | undefined {
+  if (c.passwordFile === undefined) return undefined;
   try {
-    text = readFileSync(c.passwordFile, 'utf8');
+    return readFileSync(c.passwordFile, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
     throw new Error(`continue.passwordFile ${c.passwordFile} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  // The file's bytes without one final line ending, as the cluster key's keyFile.
-  return pgContinue({ password: text.replace(/\r?\n$/, ''), rebuildTransactions });
 }
 
 /**

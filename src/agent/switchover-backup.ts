@@ -149,7 +149,8 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
       const pl0 = performance.now();
       let shadowPlans: Awaited<ReturnType<Shadow['plans']>> = [];
       if (needShadow) {
-        await shadowReaches(o.shadow, dumped.lockedAtMs, 2000).catch((err: Error) => {
+        // Past the dump: a lock that lets replies out (PostgreSQL's) shows them until then.
+        await shadowReaches(o.shadow, dumped.lockedAtMs + dumped.quietMs + dumped.dumpMs, 2000).catch((err: Error) => {
           if (!caught.sessions) throw err;
         });
         shadowPlans = await o.shadow.plans(o.service.address);
@@ -222,11 +223,12 @@ async function expect<T extends SwitchoverMessage['type']>(channel: SwitchoverCh
 }
 
 /**
- * A stream's copy lags the wire: waits (up to waitMs) until its last mark is past the lock, so
- * every session command the clients sent before it is in the shadow. A mirror's copy has no
+ * A stream's copy lags the wire: waits (up to waitMs) until its last mark is past `atMs` (the
+ * dump's end), so every session command the clients sent before the lock, and every reply the
+ * server wrote before the dump that left the host, is in the shadow. A mirror's copy has no
  * marks: it lags by the capture's block timeout at most, waited once (50 ms).
  */
-async function shadowReaches(shadow: Shadow, lockedAtMs: number, waitMs: number): Promise<void> {
+async function shadowReaches(shadow: Shadow, atMs: number, waitMs: number): Promise<void> {
   const t0 = performance.now();
   if (shadow.stats().lastMarkMs === undefined) {
     await new Promise((r) => setTimeout(r, 50));
@@ -234,8 +236,8 @@ async function shadowReaches(shadow: Shadow, lockedAtMs: number, waitMs: number)
   }
   for (let i = 0; i < 10_000; i++) {
     const s = shadow.stats();
-    if ((s.lastMarkMs ?? 0) >= lockedAtMs) return;
-    if (performance.now() - t0 > waitMs) throw new Error(`the shadow's stream did not reach the lock in ${waitMs} ms (${s.connected === false ? 'the stream is down' : `last mark ${Math.round(lockedAtMs - (s.lastMarkMs ?? 0))} ms before it`})`);
+    if ((s.lastMarkMs ?? 0) >= atMs) return;
+    if (performance.now() - t0 > waitMs) throw new Error(`the shadow's stream did not reach the dump in ${waitMs} ms (${s.connected === false ? 'the stream is down' : `last mark ${Math.round(atMs - (s.lastMarkMs ?? 0))} ms before it`})`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }

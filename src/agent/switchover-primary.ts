@@ -6,7 +6,8 @@
 //   2. the lock (net/network-lock.ts): the service's traffic dropped both ways;
 //   3. quiet: the server reads what arrived and writes its replies; the switchover waits until
 //      every locked connection's receive queue is read and its send queue stopped growing
-//      (/proc/net/tcp, two samples QUIET_SAMPLE_MS apart), within the backup's quietWaitMs;
+//      (/proc/net/tcp, two samples QUIET_SAMPLE_MS apart), or the barrier the backup asked for
+//      holds (a PING to Redis answered; every PostgreSQL backend idle), within its quietWaitMs;
 //   4. each connection's socket borrowed from the process holding it (pidfd_getfd) and dumped,
 //      left in repair mode: frozen, it sends nothing more, not even a FIN or RST when closed;
 //   5. QUIET (the backup may read the server meanwhile), the states sent (STATES, then DUMPED);
@@ -17,6 +18,7 @@
 // The frozen sockets stay with the server process: its next read or write on one fails and it
 // drops the client (silently: the socket is in repair mode). Demoting the server (making it a
 // replica of the new primary) is the operator's step.
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Slices, yieldToLoop } from '../event-loop.js';
@@ -24,8 +26,9 @@ import { BorrowedSocket } from '../net/borrowed-socket.js';
 import { canonicalAddress } from '../net/endpoint.js';
 import { removeAddress } from '../net/address.js';
 import { NetworkLock } from '../net/network-lock.js';
+import { pgBackendActivity } from '../net/pg-backend-title.js';
 import { quietVerdict, readProcNetTcp, type ProcTcpSocket, type QueueSample } from '../net/proc-net-tcp.js';
-import { socketOwners } from '../net/sockdiag.js';
+import { socketOwners, type SocketHolder } from '../net/sockdiag.js';
 import { SwitchoverFrameReader, SwitchoverFrameWriter, packStates, type SwitchoverBarrier } from '../net/switchover-wire.js';
 import { respCommand } from './redis-catch-up.js';
 import { dumpConnection } from '../net/tcp-repair.js';
@@ -120,7 +123,8 @@ interface Hand {
 
 async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<PrimarySwitchoverEvent> {
   const l0 = performance.now();
-  const lock = await NetworkLock.install(h.address, h.port);
+  // PostgreSQL's sessions are known from the backup's shadow only: its replies must reach it.
+  const lock = await NetworkLock.install(h.address, h.port, { outbound: h.barrier !== 'pg-idle' });
   const lockInstallMs = Math.round(performance.now() - l0);
   const lockedAtMs = performance.timeOrigin + lock.lockedAt;
   let frozen: Frozen[] = [];
@@ -152,10 +156,16 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
         return await abort(`the server's barrier (a PING over loopback) failed: ${(err as Error).message}`, true);
       }
     }
+    let owners: Map<number, SocketHolder> | undefined;
+    if (h.barrier === 'pg-idle') {
+      owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
+      const idle = await waitPgIdle(owners, Math.max(200, h.quietWaitMs - lock.heldMs()));
+      if (idle) return await abort(`the server's barrier (every PostgreSQL backend idle) failed: ${idle}`, true);
+    }
     const quietMs = Math.round(lock.heldMs());
     channel.send({ type: 'quiet', quietMs });
     const t = performance.now();
-    const owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
+    owners ??= await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
     // In slices: a thousand dumps hold the loop ~100-170 ms, and this agent's heartbeats must go on
     // (the backup would declare this node dead). The connections are locked and quiet meanwhile.
     const slices = new Slices();
@@ -213,6 +223,38 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
   } catch (err) {
     return await abort((err as Error).message, true);
   }
+}
+
+/**
+ * Waits (up to waitMs) until every process holding a locked connection is a PostgreSQL backend
+ * whose title says it waits for its client (net/pg-backend-title.ts), then checks once more
+ * QUIET_SAMPLE_MS later (the title is set just before the ReadyForQuery is written). Resolves
+ * undefined, or why not: a backend still at work (its activity), a process that is not a
+ * backend (another server, or `update_process_title` off).
+ */
+async function waitPgIdle(owners: ReadonlyMap<number, SocketHolder>, waitMs: number): Promise<string | undefined> {
+  const started = performance.now();
+  const pids = [...new Set([...owners.values()].map((o) => o.pid))];
+  let confirmed = false;
+  for (let i = 0; i < 100_000; i++) {
+    let why: string | undefined;
+    let busy = 0;
+    for (const pid of pids) {
+      const title = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+      if (!title) continue; // gone: its sockets were closed with it, and are not dumped
+      const a = pgBackendActivity(title);
+      if (a.kind === 'unknown') return `process ${pid} holds a locked connection but its title is not a PostgreSQL backend's (${JSON.stringify(a.title)}; update_process_title must be on)`;
+      if (a.kind === 'busy') {
+        busy++;
+        why ??= `process ${pid}: ${a.activity}`;
+      }
+    }
+    if (busy === 0 && confirmed) return undefined;
+    confirmed = busy === 0;
+    if (busy > 0 && performance.now() - started > waitMs) return `${busy} of ${pids.length} backends still at work after ${Math.round(performance.now() - started)} ms (${why})`;
+    await new Promise((r) => setTimeout(r, QUIET_SAMPLE_MS));
+  }
+  return 'the idle check ran out of rounds';
 }
 
 type Quiet = { ok: true; sockets: ProcTcpSocket[]; rounds: number; readMs: number } | { ok: false; why: string };

@@ -8,14 +8,18 @@
 // (Redis: CLIENT LIST, taken under the lock): exact, and it also shows what the server holds that
 // no dump sees (part of a request read, part of a reply not written), which makes a connection
 // unmovable. Otherwise from this node's shadow, which followed the connections from their
-// handshakes (a capture loss can leave it unable to follow a busy one). A connection whose
-// session is unknown or cannot be rebuilt (pub/sub, MULTI, blocked...) is reset exactly after
-// its restore, with the reason.
+// handshakes (a capture loss can leave it unable to follow a busy one; PostgreSQL's case, whose
+// primary is locked inbound only so that every reply reaches the shadow): the shadow must have
+// seen every byte the server wrote (up to the dumped send queue's end) and every request the
+// server read must be answered in it, else its view of the session may lag the server's. A
+// session inside a transaction keeps the shadow's plan for it (rebuilt, or its goodbye). A
+// connection whose session is unknown or cannot be rebuilt (pub/sub, MULTI, blocked...) is reset
+// exactly after its restore, with the reason.
 import { canonicalAddress, type Endpoint } from './endpoint.js';
-import { seqAdd } from './seq.js';
+import { seqAdd, seqDiff } from './seq.js';
 import type { SessionPreamble } from './shadow/exchange-tracker.js';
 import { encodeCommand } from './shadow/resp-continue.js';
-import type { ContinuePlan } from './shadow/shadow-connection.js';
+import type { ContinuePlan, RestoreTransaction } from './shadow/shadow-connection.js';
 import type { TcpRepairState } from './tcp-repair-state.js';
 
 /**
@@ -52,6 +56,7 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
     const shadow = byKey.get(key(client, server));
     const reset = (reason: string): ContinuePlan => ({ kind: 'reset', server, client, reason, dead: { local: server, peer: client } });
     let preamble: SessionPreamble;
+    let transaction: RestoreTransaction | undefined;
     // When it was last active: the most active are restored (and relayed) first.
     let lastSeenMs = shadow?.kind === 'restore' ? shadow.lastSeenMs : 0;
     if (sessions) {
@@ -67,8 +72,11 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
     } else {
       if (!shadow) return reset('not shadowed here (opened before the shadow started, or its handshake was not seen): its session is unknown');
       if (shadow.kind === 'reset') return reset(`its session cannot be rebuilt: ${shadow.reason}`);
-      if (shadow.goodbye) return reset(`its session cannot be rebuilt: ${shadow.goodbye.reason}`);
+      const lag = shadowLag(state, shadow);
+      if (lag) return reset(`the shadow's view of its session may lag the server's: ${lag}`);
+      if (shadow.goodbye && !shadow.transaction) return reset(`its session cannot be rebuilt: ${shadow.goodbye.reason}`);
       preamble = shadow.preamble;
+      if (shadow.transaction) transaction = shadow.transaction;
     }
     const q = state.recv.queue;
     return {
@@ -78,9 +86,30 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
       state: { ...state, recv: { seq: seqAdd(state.recv.seq, q.length), queue: Buffer.alloc(0) } },
       replay: Buffer.from(q),
       preamble,
+      ...(transaction ? { transaction } : {}),
       lastSeenMs: lastSeenMs || nowMs,
     };
   });
+}
+
+/**
+ * Why the shadow's plan may not know the session as the server left it, or undefined (pure):
+ * the server wrote bytes past what the shadow saw (its send queue's end, SND.NXT of the write
+ * side, beyond the shadow's last server byte), or the shadow holds unanswered requests that
+ * begin before what the server had read (RCV.NXT less the unread queue): a request read whose
+ * reply the shadow has not seen whole.
+ */
+export function shadowLag(state: TcpRepairState, shadow: Extract<ContinuePlan, { kind: 'restore' }>): string | undefined {
+  const written = seqAdd(state.send.seq, state.send.queue.length);
+  const seen = seqAdd(shadow.state.send.seq, shadow.state.send.queue.length);
+  const unseen = seqDiff(seen, written);
+  if (unseen > 0) return `the server wrote ${unseen} bytes the shadow has not seen`;
+  const read = seqAdd(state.recv.seq, -state.recv.queue.length);
+  // The client bytes the shadow holds past what the server read (sent after the lock, or unread).
+  const pastRead = Math.max(0, seqDiff(read, shadow.state.recv.seq));
+  const pending = shadow.replay.length;
+  if (pending > pastRead) return `the server read ${pending - pastRead} bytes of requests whose replies the shadow has not seen`;
+  return undefined;
 }
 
 function key(client: Endpoint, server: Endpoint): string {

@@ -25,7 +25,8 @@
 // Bodies (text: u8 length + UTF-8):
 //   1 REQUEST   (B -> P, first) B's node (text 1..64) | address (text 2..45) | port (u16 1..)
 //               | quietWaitMs (u32: how long P may wait for its server to go quiet)
-//               | barrier (u8: 0 none, 1 a RESP PING answered by the server once it is quiet)
+//               | barrier (u8: 0 none, 1 a RESP PING answered by the server once it is quiet,
+//                 2 every PostgreSQL backend of the locked connections idle, replies let out)
 //   2 CHALLENGE (P -> B, first) P's node (text 1..64)
 //   3 GO        (B -> P) empty: lock and dump now
 //   4 STATES    (P -> B) count (u16, 1..) | count x (u32 length | a TcpRepairState as JSON,
@@ -64,10 +65,14 @@ export const STATES_FRAME_BODY_BYTES = 256 * 1024;
  * What proves the server finished what it read, once its queues are still: 'resp-ping', a PING
  * on a connection of the primary's own (over loopback) answered after every earlier request's
  * reply was written (Redis handles its clients in turns of one loop, and writes a turn's replies
- * before the next turn reads); 'none', the queues alone.
+ * before the next turn reads); 'pg-idle', every PostgreSQL backend holding a locked connection
+ * shows itself waiting for its client (its process title: `idle`, `idle in transaction`), and
+ * the lock drops only what comes in, so the replies go out and the backup's shadow sees them
+ * (its sessions come from there: PostgreSQL shows no session's settings to another); 'none',
+ * the queues alone.
  */
-export type SwitchoverBarrier = 'none' | 'resp-ping';
-const BARRIERS: readonly SwitchoverBarrier[] = ['none', 'resp-ping'];
+export type SwitchoverBarrier = 'none' | 'resp-ping' | 'pg-idle';
+const BARRIERS: readonly SwitchoverBarrier[] = ['none', 'resp-ping', 'pg-idle'];
 
 export type SwitchoverMessageType = 'request' | 'challenge' | 'go' | 'states' | 'dumped' | 'refused' | 'release' | 'released' | 'abort' | 'done' | 'unlocked' | 'quiet';
 const CODES: Record<SwitchoverMessageType, number> = { request: 1, challenge: 2, go: 3, states: 4, dumped: 5, refused: 6, release: 7, released: 8, abort: 9, done: 10, unlocked: 11, quiet: 12 };

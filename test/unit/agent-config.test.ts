@@ -283,6 +283,14 @@ services:
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, walCheck: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck: .*walCheck needs a mirror, not a stream/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, walCheck: { primary: { host: 'db1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.walCheck\.primary\.host/);
     });
+    it('takes a PostgreSQL switchover\'s catch-up login (switchover): postgres with a stream only', () => {
+      const c = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' }, user: 'takeover' } }))));
+      expect(c.peers[0]!.takeover[0]!.continue!.switchover).toEqual({ primary: { host: '10.0.0.1', port: 5432 }, user: 'takeover' });
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 6380 }, switchover: { primary: { host: '10.0.0.1' }, user: 'x' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover: .*switchover is for protocol postgres/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' }, user: 'x' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover: .*needs a stream, not a mirror/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover\.user/);
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' }, user: 'x', password: 'y' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover/);
+    });
     it('warns of a PostgreSQL continue without promote, or replaying unproven requests as sent', () => {
       const bare = validateConfig(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, unproven: 'as-sent' }))));
       expect(configWarnings(bare).filter((w) => w.startsWith('peers[0].takeover.continue'))).toEqual([

@@ -32,13 +32,14 @@ function state(port: number, recv = ''): TcpRepairState {
 function shadow(port: number, over: Partial<Extract<ContinuePlan, { kind: 'restore' }>> = {}): ContinuePlan {
   const client = { address: '198.18.7.3', port };
   const server = { address: VIP, port: 6379 };
-  return { kind: 'restore', client, server, state: state(port), replay: Buffer.from('stale view'), preamble: { bytes: Buffer.from('*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n'), replies: 1 }, lastSeenMs: 500 + port, ...over };
+  return { kind: 'restore', client, server, state: state(port), replay: Buffer.alloc(0), preamble: { bytes: Buffer.from('*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n'), replies: 1 }, lastSeenMs: 500 + port, ...over };
 }
 
 describe('switchoverPlans', () => {
   it('restores the exact state, the unread requests replayed (RCV.NXT kept), the shadow\'s session as preamble', () => {
     const incr = '*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n';
-    const p = switchoverPlans([state(40000, incr)], [shadow(40000)], VIP, 9999)[0]!;
+    // The shadow saw the unread INCR too (unanswered, its replay): what the server read is answered.
+    const p = switchoverPlans([state(40000, incr)], [shadow(40000, { replay: Buffer.from('stale view') })], VIP, 9999)[0]!;
     expect(p).toMatchObject({ kind: 'restore', client: { port: 40000 }, lastSeenMs: 40500 });
     if (p.kind !== 'restore') throw new Error('not a restore');
     expect(p.replay.toString()).toBe(incr); // the primary's view, not the shadow's
@@ -58,6 +59,34 @@ describe('switchoverPlans', () => {
     expect(plans.map((p) => p.kind)).toEqual(['restore', 'reset', 'reset', 'reset']);
     expect(plans.map((p) => (p.kind === 'reset' ? p.reason : ''))).toEqual(['', 'its session cannot be rebuilt: pub/sub', expect.stringMatching(/^not shadowed here/), 'its session cannot be rebuilt: inside a transaction']);
     expect(plans[2]).toMatchObject({ dead: { local: { address: VIP, port: 6379 }, peer: { address: '198.18.7.3', port: 3 } } });
+  });
+
+  it('resets a session whose shadow may lag the server (replies it did not see, a request read but not answered in it); keeps a transaction\'s rebuild', () => {
+    const ahead = state(7);
+    // The server wrote 4 bytes more than the shadow saw (a reply still in its send queue, never sent).
+    const lagging = { ...ahead, send: { ...ahead.send, queue: Buffer.concat([ahead.send.queue, Buffer.from('more')]) } };
+    const transaction = { replay: { before: Buffer.from('B'), createJudge: () => ({ feed: () => ({ kind: 'more' as const }) }) }, goodbye: { bytes: Buffer.from('57P01'), reason: 'inside a transaction' } } as unknown as NonNullable<Extract<ContinuePlan, { kind: 'restore' }>['transaction']>;
+    const plans = switchoverPlans(
+      [lagging, state(8), state(9, 'Q'), state(10)],
+      [
+        shadow(7),
+        // 3 bytes of a request the server read (its receive queue is empty) and the shadow saw no reply to.
+        shadow(8, { replay: Buffer.from('abc') }),
+        // The unread request, and 2 bytes the client sent after the lock (dropped there, seen by the shadow).
+        shadow(9, { replay: Buffer.from('Qxy'), state: { ...state(9), recv: { seq: (4294967290 + 2) % 2 ** 32, queue: Buffer.alloc(0) } } }),
+        shadow(10, { goodbye: transaction.goodbye, transaction }),
+      ],
+      VIP,
+      7,
+    );
+    expect(plans.map((p) => (p.kind === 'reset' ? p.reason : 'restore'))).toEqual([
+      "the shadow's view of its session may lag the server's: the server wrote 4 bytes the shadow has not seen",
+      "the shadow's view of its session may lag the server's: the server read 3 bytes of requests whose replies the shadow has not seen",
+      'restore',
+      'restore',
+    ]);
+    expect(plans[3]).toMatchObject({ kind: 'restore', transaction: { goodbye: { reason: 'inside a transaction' } } });
+    expect(plans[2]).not.toHaveProperty('transaction');
   });
 
   it('refuses a state of another address', () => {
@@ -139,6 +168,10 @@ describe('the lock', () => {
       ['table inet t {', '  chain in {', '    type filter hook input priority -10; policy accept;', `    iifname != "lo" ip daddr ${VIP} tcp dport 6379 drop`, '  }', '  chain out {', '    type filter hook output priority -10; policy accept;', `    oifname != "lo" ip saddr ${VIP} tcp sport 6379 drop`, '  }', '}'].join('\n'),
     );
     expect(lockRuleset('t', '2001:db8::1', 5432)).toContain('ip6 daddr 2001:db8::1 tcp dport 5432 drop');
+    // Inbound only (a PostgreSQL switchover's: the replies must reach the backup's shadow).
+    const inbound = lockRuleset('t', VIP, 5432, { outbound: false });
+    expect(inbound).toContain(`ip daddr ${VIP} tcp dport 5432 drop`);
+    expect(inbound).not.toContain('hook output');
     expect(() => lockRuleset('t', VIP, 0)).toThrow(RangeError);
   });
 });

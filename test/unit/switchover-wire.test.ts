@@ -70,6 +70,12 @@ describe('switchover wire', () => {
     expect(got.map((r) => r.ok && r.frame.message)).toEqual(backupMessages);
     expect(got.map((r) => r.ok && r.frame.primaryNonce)).toEqual([0n, P, P, P]);
     expect(p.session).toEqual({ backupNonce: B, primaryNonce: P });
+    // Each barrier round-trips (PostgreSQL's: every backend idle).
+    for (const barrier of ['none', 'pg-idle'] as const) {
+      const m: SwitchoverMessage = { ...(backupMessages[0] as Extract<SwitchoverMessage, { type: 'request' }>), barrier };
+      const r = primaryReader().push(new SwitchoverFrameWriter(KEY, B, P).frame(m));
+      expect(r.map((x) => x.ok && x.frame.message)).toEqual([m]);
+    }
     const b = backupReader();
     const back = b.push(Buffer.concat(primaryStream()));
     expect(back.every((r) => r.ok)).toBe(true);

@@ -1,0 +1,101 @@
+// A planned switchover of PostgreSQL (issue 12) through the agents as processes, as operators
+// run it: a serves PostgreSQL on the service address and streams its connections
+// (`connectionStream`); b runs a streaming standby and follows a's service (`continue.stream`,
+// `continue.switchover` for the catch-up); a learning bridge, no mirror. Clients on c: an idle
+// session and one between transactions (each with a SET and a named prepared statement), one
+// inside a transaction that only read, one inside a transaction that wrote, a slow read and a slow
+// write in flight (pg_sleep 1.5 s), and a busy session inserting 1, 2, 3... On b,
+// `takeover switchover VIP:PORT --to b`: a's agent locks the service inbound only, waits until
+// every backend is idle (the slow statements finish and their replies go out), dumps and hands
+// the connections over; b's agent checks the standby replayed a's WAL up to its insert position,
+// promotes it, takes the address and continues every session: nothing lost, nothing doubled, the
+// writing transaction's session told 57P01 (its work is gone with a's backend).
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import { run } from '../../src/lab/exec.js';
+import { runCli } from '../cli-process.js';
+import { agentsLab, startContinueAgents } from './agents-lab.js';
+import { startPostgres, startPostgresReplica } from './postgres.js';
+import { until } from './replication-cluster.js';
+
+const fixture = fileURLToPath(new URL('fixtures/pg-sessions.ts', import.meta.url));
+const STREAM_PORT = 7403;
+// A planned switchover needs no fast detection (see switchover.test.ts).
+const HEARTBEAT = { intervalMs: 100, misses: 20 };
+
+it('a planned switchover moves live PostgreSQL sessions to the promoted standby: settings, prepared statements and a reading transaction go on, in-flight statements answered, no insert lost or doubled; a writing transaction gets 57P01', async () => {
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-switchover-pg-');
+  const { lab, dir, vip } = m;
+  const primary = await startPostgres(lab, 'a');
+  const psql = (host: string, port: number, sql: string) => run('ip', ['netns', 'exec', lab.host(host).ns, 'psql', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-At', '-c', sql]);
+  await psql('a', primary.port, 'CREATE TABLE t (v int); CREATE TABLE busy (v int)');
+  const aAddress = lab.host('a').ipv4;
+  const replica = await startPostgresReplica(lab, 'b', primary, aAddress, 5433);
+  try {
+    await until('the replica streaming', async () => ((await psql('a', primary.port, 'SELECT count(*) FROM pg_stat_replication')).stdout.trim() === '1' ? true : undefined), 20_000);
+    const { log: logOf } = startContinueAgents(
+      m,
+      primary.port,
+      { protocol: 'postgres', stream: { host: aAddress, port: STREAM_PORT }, upstream: { port: replica.port }, promote: replica.promoteCommand, promoteTimeoutMs: 15_000, switchover: { primary: { host: aAddress, port: primary.port }, user: 'postgres' } },
+      { connectionStream: { address: aAddress, port: STREAM_PORT } },
+      HEARTBEAT,
+    );
+    await until('b follows a\'s stream', async () => (logOf('b').some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
+    const clients = lab.spawn('c', fixture);
+    await clients.waitFor('ready');
+    const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port });
+    await clients.request({ cmd: 'busy', host: vip, port: primary.port });
+    await new Promise((r) => setTimeout(r, 500));
+    const cli = (quietWaitMs: number) => runCli(['switchover', `${vip}:${primary.port}`, '--to', 'b', '--quiet-wait-ms', String(quietWaitMs), '--json', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns });
+
+    // A statement running longer than the switchover may wait: aborted, a unlocks, every session
+    // goes on there (the statements end on a, the busy session's inserts under the lock arrive late).
+    await clients.request({ cmd: 'inflight', host: vip, port: primary.port, sleepS: 3 });
+    await new Promise((r) => setTimeout(r, 200));
+    const early = await cli(1000);
+    console.log(`postgres switchover, a statement running: exit ${early.code}; ${early.stderr.trim()}`);
+    expect(early.code).toBe(2);
+    expect(early.stderr).toMatch(/^switchover: the primary refused: the server's barrier \(every PostgreSQL backend idle\) failed: 2 of 7 backends still at work after \d+ ms \(process \d+: SELECT\)/);
+    expect(await clients.request({ cmd: 'inflightResults' }, 20_000)).toEqual({ read: [{ r: 'read', n: 1, standby: false }], write: { ok: true } });
+    expect((await psql('b', replica.port, 'SELECT pg_is_in_recovery()')).stdout.trim()).toBe('t');
+
+    await clients.request({ cmd: 'inflight', host: vip, port: primary.port });
+    await new Promise((r) => setTimeout(r, 200));
+
+    const run_ = await cli(4000);
+    console.log(`postgres switchover: exit ${run_.code}; ${run_.stderr.trim()}; report ${run_.stdout.trim()}`);
+    if (run_.code !== 0) for (const n of ['a', 'b'] as const) console.log(`${n}'s log: ${logOf(n).filter((e) => e.msg !== 'published').map((e) => `${e.time ?? ''} ${e.msg} ${e.reason ?? e.error ?? ''}`).join('\n')}`);
+    expect(run_.code, `${run_.stderr} ${run_.stdout}`).toBe(0);
+    const report = JSON.parse(run_.stdout) as { connections: number; moved: number; reset: number; resetBy: Record<string, number>; catchUp: string };
+    // idle, between, inTx, readTx, busy, the two slow reads and the two slow writes (the first pair idle by now).
+    expect(report, JSON.stringify(report)).toMatchObject({ connections: 9, moved: 9, reset: 0 });
+    expect(report.catchUp).toMatch(/^the standby replayed to [0-9A-F]+\/[0-9A-F]+, the locked primary's WAL insert position [0-9A-F]+\/[0-9A-F]+$/);
+    expect((await psql('b', replica.port, 'SELECT pg_is_in_recovery()')).stdout.trim()).toBe('f');
+
+    // The slow statements ran to their end on a, and their replies reached the clients (the read
+    // counts between's row and the first slow write's).
+    expect(await clients.request({ cmd: 'inflightResults' }, 20_000)).toEqual({ read: [{ r: 'read', n: 2, standby: false }], write: { ok: true } });
+    const after = await clients.request({ cmd: 'after' });
+    console.log(`postgres switchover: sessions after ${JSON.stringify(after)} (ports ${JSON.stringify(ports)})`);
+    expect(after.got).toEqual({ idle: { workMem: '7MB', n: 42 }, between: { workMem: '7MB', n: 42 }, readTx: { workMem: '7MB', n: 42 } });
+    expect(after.errors).toMatchObject({ idle: [], between: [], readTx: [] });
+    expect(after.errors.inTx[0]).toBe('57P01');
+    expect(after.ended).toEqual({ idle: false, between: false, inTx: true, readTx: false });
+    await new Promise((r) => setTimeout(r, 300));
+    const busy = await clients.request({ cmd: 'busyStop' });
+    console.log(`postgres switchover: the busy session ${JSON.stringify(busy)}`);
+    expect(busy).toMatchObject({ errors: [], ended: false });
+    expect(busy.acked).toBeGreaterThan(20);
+    // Every acknowledged insert on b once, nothing else: none lost under the lock, none run twice.
+    const rows = (await psql('b', replica.port, 'SELECT count(*), count(DISTINCT v), max(v) FROM busy')).stdout.trim();
+    expect(rows).toBe(`${busy.acked}|${busy.acked}|${busy.acked}`);
+    // between's committed 1, the slow writes' 9s, the three INSERTs after (readTx's committed on b); inTx's 2 never.
+    expect((await psql('b', replica.port, 'SELECT v FROM t ORDER BY v')).stdout.trim().split('\n')).toEqual(['1', '3', '3', '4', '9', '9']);
+    const given = await until('a\'s log of the switchover', async () => logOf('a').find((e) => e.switchover?.type === 'switchover-given'), 5000);
+    console.log(`postgres switchover: a gave ${JSON.stringify(given)}`);
+  } finally {
+    await replica.stop();
+    await primary.stop();
+  }
+}, 120_000);
