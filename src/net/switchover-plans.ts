@@ -74,7 +74,9 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
       if (shadow.kind === 'reset') return reset(`its session cannot be rebuilt: ${shadow.reason}`);
       const lag = shadowLag(state, shadow);
       if (lag) return reset(`the shadow's view of its session may lag the server's: ${lag}`);
-      if (shadow.goodbye && !shadow.transaction) return reset(`its session cannot be rebuilt: ${shadow.goodbye.reason}`);
+      // Its goodbye (PostgreSQL's 57P01 for a transaction it cannot rebuild), said after the
+      // replies the client lacks; what the server never read is dropped with the session.
+      if (shadow.goodbye && !shadow.transaction) return { kind: 'restore', server, client, state: { ...state, recv: { seq: seqAdd(state.recv.seq, state.recv.queue.length), queue: Buffer.alloc(0) } }, replay: Buffer.alloc(0), preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye: shadow.goodbye, lastSeenMs: lastSeenMs || nowMs };
       preamble = shadow.preamble;
       if (shadow.transaction) transaction = shadow.transaction;
     }

@@ -49,16 +49,19 @@ describe('switchoverPlans', () => {
     expect(p.state.send.queue.toString()).toBe(':41\r\n');
   });
 
-  it('resets, with the reason, what the shadow does not know or cannot rebuild', () => {
+  it('resets, with the reason, what the shadow does not know or cannot rebuild; says a goodbye it has', () => {
     const plans = switchoverPlans(
       [state(1), state(2), state(3), state(4)],
       [shadow(1), { kind: 'reset', client: { address: '198.18.7.3', port: 2 }, server: { address: VIP, port: 6379 }, reason: 'pub/sub', dead: { local: { address: VIP, port: 6379 }, peer: { address: '198.18.7.3', port: 2 } } }, shadow(4, { goodbye: { bytes: Buffer.from('x'), reason: 'inside a transaction' } })],
       VIP,
       7,
     );
-    expect(plans.map((p) => p.kind)).toEqual(['restore', 'reset', 'reset', 'reset']);
-    expect(plans.map((p) => (p.kind === 'reset' ? p.reason : ''))).toEqual(['', 'its session cannot be rebuilt: pub/sub', expect.stringMatching(/^not shadowed here/), 'its session cannot be rebuilt: inside a transaction']);
+    expect(plans.map((p) => p.kind)).toEqual(['restore', 'reset', 'reset', 'restore']);
+    expect(plans.map((p) => (p.kind === 'reset' ? p.reason : ''))).toEqual(['', 'its session cannot be rebuilt: pub/sub', expect.stringMatching(/^not shadowed here/), '']);
     expect(plans[2]).toMatchObject({ dead: { local: { address: VIP, port: 6379 }, peer: { address: '198.18.7.3', port: 3 } } });
+    // A goodbye (PostgreSQL's 57P01) is said after the replies the client lacks; nothing is replayed.
+    expect(plans[3]).toMatchObject({ kind: 'restore', goodbye: { reason: 'inside a transaction' }, replay: Buffer.alloc(0), preamble: { replies: 0 } });
+    if (plans[3]!.kind === 'restore') expect(plans[3]!.state.send.queue.toString()).toBe(':41\r\n');
   });
 
   it('resets a session whose shadow may lag the server (replies it did not see, a request read but not answered in it); keeps a transaction\'s rebuild', () => {
