@@ -973,7 +973,7 @@ export class Agent extends EventEmitter<AgentEvents> {
               catchUp: async () => {
                 const password = pgPassword(c);
                 const u = await pgCatchUp({ primary: pgSwitchover.primary, standby: c.upstream, user: pgSwitchover.user, database: pgSwitchover.database ?? pgSwitchover.user, ...(password !== undefined ? { password } : {}) });
-                return { detail: `the standby replayed to ${u.replayed}, the locked primary's WAL insert position ${u.target}` };
+                return { detail: `the standby replayed to ${u.replayed}, reaching the locked primary's WAL insert position ${u.insert}${u.target !== u.insert ? ` (less its page header: ${u.target})` : ''}` };
               },
             }
           : {

@@ -435,6 +435,10 @@ export const configSchema = z
         else if (first !== j && (p.takeover[first]!.interface !== t.interface || p.takeover[first]!.prefixLength !== t.prefixLength)) {
           issue(where, `${t.address} is taken over on ${p.takeover[first]!.interface}/${p.takeover[first]!.prefixLength} by an earlier entry: one address, one interface and prefix length`);
         }
+        const sw = t.continue?.switchover;
+        if (sw && canonicalAddress(sw.primary.host) === canonicalAddress(t.address)) {
+          issue([...where, 'continue', 'switchover', 'primary', 'host'], `is the service address ${t.address}, which a switchover's lock closes: give the primary's own address`);
+        }
       });
     });
     const instances = new Set<string>();

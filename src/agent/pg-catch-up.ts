@@ -44,7 +44,7 @@ export interface PgCatchUpOptions {
   user: string;
   database: string;
   password?: string;
-  /** How long the standby may take to replay up to the target, ms (default 5000). */
+  /** The whole catch-up's bound (logins, queries, the wait for the replay), ms (default 5000): the lock holds meanwhile. */
   timeoutMs?: number;
 }
 
@@ -60,22 +60,27 @@ export interface PgCatchUp {
 /**
  * Resolves once the standby replayed the locked primary's WAL up to its insert position;
  * rejects naming the server and why (cannot log in, the primary is itself in recovery, the
- * standby is not one, the standby did not reach the target in timeoutMs).
+ * standby is not one, or not of this primary: another system identifier; the standby did not
+ * reach the target), all within timeoutMs.
  */
 export async function pgCatchUp(o: PgCatchUpOptions): Promise<PgCatchUp> {
   const t0 = performance.now();
   const timeoutMs = o.timeoutMs ?? 5000;
+  const left = () => Math.max(1, Math.round(timeoutMs - (performance.now() - t0)));
   // Loaded when used: node-postgres takes ~70 ms to load, which most agents' starts need not pay.
   const { default: driver } = await import('pg');
-  const [primary, standby] = await Promise.all([connect(driver, o, o.primary, 'primary'), connect(driver, o, o.standby, 'standby')]);
+  const clients: pg.Client[] = [];
+  const open = (at: { host: string; port: number }, role: string) => connect(driver, o, at, role, left(), clients);
   try {
-    const p = (await query(primary, 'primary', "SELECT pg_is_in_recovery() AS recovery, pg_current_wal_insert_lsn()::text AS insert, current_setting('wal_block_size') AS block")) as { recovery: boolean; insert: string | null; block: string };
+    const [primary, standby] = await Promise.all([open(o.primary, 'primary'), open(o.standby, 'standby')]);
+    const p = (await query(primary, 'primary', "SELECT pg_is_in_recovery() AS recovery, pg_current_wal_insert_lsn()::text AS insert, current_setting('wal_block_size') AS block, (SELECT system_identifier FROM pg_control_system())::text AS system", left())) as { recovery: boolean; insert: string | null; block: string; system: string };
     if (p.recovery || p.insert === null) throw new Error(`the primary ${o.primary.host}:${o.primary.port} is in recovery itself: it is not the primary`);
     const insert = parseLsn(p.insert);
     const target = catchUpTarget(insert, Number(p.block));
     for (let i = 0; i < 100_000; i++) {
-      const s = (await query(standby, 'standby', 'SELECT pg_is_in_recovery() AS recovery, pg_last_wal_replay_lsn()::text AS replayed')) as { recovery: boolean; replayed: string | null };
+      const s = (await query(standby, 'standby', 'SELECT pg_is_in_recovery() AS recovery, pg_last_wal_replay_lsn()::text AS replayed, (SELECT system_identifier FROM pg_control_system())::text AS system', left())) as { recovery: boolean; replayed: string | null; system: string };
       if (!s.recovery || s.replayed === null) throw new Error(`the upstream ${o.standby.host}:${o.standby.port} is not a standby: nothing tells that it holds the primary's commits`);
+      if (s.system !== p.system) throw new Error(`the upstream ${o.standby.host}:${o.standby.port} is not a standby of the primary ${o.primary.host}:${o.primary.port} (system identifier ${s.system}, the primary's ${p.system})`);
       const replayed = parseLsn(s.replayed);
       if (replayed >= target) return { insert: p.insert, target: formatLsn(target), replayed: s.replayed, waitedMs: Math.round(performance.now() - t0) };
       if (performance.now() - t0 > timeoutMs) throw new Error(`the standby did not catch up in ${timeoutMs} ms (replayed ${s.replayed} of the primary's ${formatLsn(target)})`);
@@ -83,27 +88,34 @@ export async function pgCatchUp(o: PgCatchUpOptions): Promise<PgCatchUp> {
     }
     throw new Error('the catch-up ran out of rounds');
   } finally {
-    await Promise.all([primary.end().catch(() => undefined), standby.end().catch(() => undefined)]);
+    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }
 }
 
-async function connect(driver: typeof pg, o: PgCatchUpOptions, at: { host: string; port: number }, role: string): Promise<pg.Client> {
-  const client = new driver.Client({ host: at.host, port: at.port, user: o.user, database: o.database, ...(o.password !== undefined ? { password: o.password } : {}), connectionTimeoutMillis: 3000, statement_timeout: 3000 });
+async function connect(driver: typeof pg, o: PgCatchUpOptions, at: { host: string; port: number }, role: string, timeoutMs: number, clients: pg.Client[]): Promise<pg.Client> {
+  const client = new driver.Client({ host: at.host, port: at.port, user: o.user, database: o.database, ...(o.password !== undefined ? { password: o.password } : {}), connectionTimeoutMillis: timeoutMs });
+  clients.push(client);
   // An error after the connect (the server going away) must not be an uncaught 'error' event.
   client.on('error', () => undefined);
   try {
     await client.connect();
     return client;
   } catch (err) {
-    await client.end().catch(() => undefined);
     throw new Error(`the ${role} ${at.host}:${at.port} (user ${o.user}, database ${o.database}): ${(err as Error).message}`);
   }
 }
 
-async function query(client: pg.Client, role: string, sql: string): Promise<Record<string, unknown>> {
+async function query(client: pg.Client, role: string, sql: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer in ${timeoutMs} ms`)), timeoutMs);
+  });
   try {
-    return (await client.query(sql)).rows[0] as Record<string, unknown>;
+    // The query itself goes on when late: the caller ends the client.
+    return (await Promise.race([client.query(sql), late])).rows[0] as Record<string, unknown>;
   } catch (err) {
     throw new Error(`the ${role}: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
   }
 }

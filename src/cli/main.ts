@@ -139,10 +139,12 @@ controlOptions(
       'after',
       `
 Run on the node that takes over; its agent must follow the peer's service (a takeover with
-continue.stream, protocol resp). The peer's agent locks the service's connections (nftables
-drops them both ways), waits for its server to go quiet, dumps each connection frozen
-(TCP_REPAIR) and hands the states over. This agent waits for its replica to reach the primary's
-replication offset, promotes it, asks the peer to give the address up, restores every
+continue.stream, protocol resp, or postgres with continue.switchover). The peer's agent locks
+the service's connections (nftables drops them both ways; for PostgreSQL only what comes in),
+waits for its server to go quiet (Redis: a PING answered; PostgreSQL: every backend idle),
+dumps each connection frozen (TCP_REPAIR) and hands the states over. This agent waits for its
+replica to catch up (Redis: the primary's replication offset; PostgreSQL: its WAL insert
+position replayed), promotes it, asks the peer to give the address up, restores every
 connection and relays it to the promoted replica (its session rebuilt, requests the old server
 never read replayed); then the peer unlocks. Until the address moves, any failure undoes
 everything on the peer (exit 2, the reason on stderr): its clients go on there.

@@ -21,12 +21,17 @@ export interface PgServer {
   stop(): Promise<void>;
 }
 
+/** max_connections (default 20; a standby needs at least its primary's). */
+export interface PgOptions {
+  maxConnections?: number;
+}
+
 /** initdb + postgres as the `postgres` user inside the host's namespace, listening on all its addresses. */
-export async function startPostgres(lab: Lab, host: string, port = 5432): Promise<PgServer> {
+export async function startPostgres(lab: Lab, host: string, port = 5432, options: PgOptions = {}): Promise<PgServer> {
   const { dataDir } = await initdbCopy('tko-pg-');
   // initdb trusts only loopback; the lab's clients (and standbys' replication) come from the lab's own addresses.
   appendFileSync(path.join(dataDir, 'pg_hba.conf'), 'host all all 198.18.0.0/15 trust\nhost all all fd7a:6b00::/32 trust\nhost replication all 198.18.0.0/15 trust\n');
-  return runPostgres(lab, host, dataDir, port);
+  return runPostgres(lab, host, dataDir, port, options);
 }
 
 /**
@@ -34,22 +39,22 @@ export async function startPostgres(lab: Lab, host: string, port = 5432): Promis
  * (standby.signal and primary_conninfo written), then postgres on it, a hot standby (read-only
  * queries). Its promoteCommand makes it a primary.
  */
-export async function startPostgresReplica(lab: Lab, host: string, primary: PgServer, primaryAddress: string, port = 5432): Promise<PgServer> {
+export async function startPostgresReplica(lab: Lab, host: string, primary: PgServer, primaryAddress: string, port = 5432, options: PgOptions = {}): Promise<PgServer> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tko-pg-replica-'));
   chownSync(dataDir, Number((await run('id', ['-u', 'postgres'])).stdout), Number((await run('id', ['-g', 'postgres'])).stdout));
   await run('ip', ['netns', 'exec', lab.host(host).ns, 'runuser', '-u', 'postgres', '--', path.join(binDir(), 'pg_basebackup'),
     '-h', primaryAddress, '-p', String(primary.port), '-U', 'postgres', '-D', dataDir, '-R', '-X', 'stream', '--no-sync']);
-  return runPostgres(lab, host, dataDir, port);
+  return runPostgres(lab, host, dataDir, port, options);
 }
 
 /** postgres on dataDir as the postgres user in the host's namespace, waited for (pg_isready). */
-async function runPostgres(lab: Lab, host: string, dataDir: string, port: number): Promise<PgServer> {
+async function runPostgres(lab: Lab, host: string, dataDir: string, port: number, options: PgOptions): Promise<PgServer> {
   const bin = binDir();
   const ns = lab.host(host).ns;
   const child = spawn(
     'ip',
     ['netns', 'exec', ns, 'runuser', '-u', 'postgres', '--', path.join(bin, 'postgres'), '-D', dataDir, '-p', String(port),
-      '-k', dataDir, '-c', 'listen_addresses=*', '-c', 'fsync=off', '-c', 'shared_buffers=16MB', '-c', 'max_connections=20'],
+      '-k', dataDir, '-c', 'listen_addresses=*', '-c', 'fsync=off', '-c', 'shared_buffers=16MB', '-c', `max_connections=${options.maxConnections ?? 20}`],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';

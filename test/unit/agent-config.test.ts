@@ -289,6 +289,9 @@ services:
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'resp', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 6380 }, switchover: { primary: { host: '10.0.0.1' }, user: 'x' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover: .*switchover is for protocol postgres/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', mirror: 'mir0', upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' }, user: 'x' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover: .*needs a stream, not a mirror/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' } } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover\.user/);
+      // The lock closes the service address: the catch-up must reach the primary at its own.
+      const service = t().address;
+      expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, switchover: { primary: { host: service }, user: 'x' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover\.primary\.host: .*is the service address 10.0.0.100, which a switchover's lock closes: give the primary's own address/);
       expect(fieldOf(edit((x) => (x.peers[0].takeover = t({ protocol: 'postgres', stream: { host: '10.0.0.1', port: 7402 }, upstream: { port: 5433 }, switchover: { primary: { host: '10.0.0.1' }, user: 'x', password: 'y' } }))))).toMatch(/^peers\[0\]\.takeover\.continue\.switchover/);
     });
     it('warns of a PostgreSQL continue without promote, or replaying unproven requests as sent', () => {
