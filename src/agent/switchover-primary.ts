@@ -3,7 +3,8 @@
 // connections. In order:
 //   1. REQUEST: the backup must be a configured peer and the address must be on this host;
 //      CHALLENGE with a fresh nonce; nothing happens before the backup's GO, which covers it;
-//   2. the lock (net/network-lock.ts): the service's traffic dropped both ways;
+//   2. the lock (net/network-lock.ts): the service's traffic dropped both ways (PostgreSQL: only
+//      what comes in, the clients' pure ACKs let in until the barrier holds);
 //   3. quiet: the server reads what arrived and writes its replies; the switchover waits until
 //      every locked connection's receive queue is read and its send queue stopped growing
 //      (/proc/net/tcp, two samples QUIET_SAMPLE_MS apart), or the barrier the backup asked for
@@ -123,8 +124,11 @@ interface Hand {
 
 async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<PrimarySwitchoverEvent> {
   const l0 = performance.now();
-  // PostgreSQL's sessions are known from the backup's shadow only: its replies must reach it.
-  const lock = await NetworkLock.install(h.address, h.port, { outbound: h.barrier !== 'pg-idle' });
+  // PostgreSQL's sessions are known from the backup's shadow only: its replies must reach it,
+  // and a reply larger than a send buffer must drain (the client's ACKs let in) for its backend
+  // to finish and go idle.
+  const pg = h.barrier === 'pg-idle';
+  const lock = await NetworkLock.install(h.address, h.port, { outbound: !pg, acks: pg });
   const lockInstallMs = Math.round(performance.now() - l0);
   const lockedAtMs = performance.timeOrigin + lock.lockedAt;
   let frozen: Frozen[] = [];
@@ -161,6 +165,11 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
       owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
       const idle = await waitPgIdle(owners, Math.max(200, h.quietWaitMs - lock.heldMs()));
       if (idle) return await abort(`the server's barrier (every PostgreSQL backend idle) failed: ${idle}`, true);
+      // The dump must see queues nothing changes: the ACKs dropped too, those already let in
+      // processed (they reach the socket within the softirq that let them in, or at its next
+      // release) before the first dump, QUIET_SAMPLE_MS later.
+      await lock.tighten();
+      await new Promise((r) => setTimeout(r, QUIET_SAMPLE_MS));
     }
     const quietMs = Math.round(lock.heldMs());
     channel.send({ type: 'quiet', quietMs });

@@ -10,6 +10,11 @@
 // server's replies leave: the client's ACKs are still dropped, so nothing leaves a send queue
 // and the dump is as exact, but a copy of the traffic (the backup's shadow) sees every reply
 // the server wrote before the dump, which a PostgreSQL switchover needs to know the sessions.
+// With `acks` it also lets in the client's pure ACKs (no payload, no SYN, FIN or RST), so a
+// reply larger than the server's send buffer drains while the server finishes it (no request
+// can arrive, and an ACK never moves RCV.NXT); `tighten()` drops them too before the dump, which
+// must see queues nothing changes. IPv4 with IP options or IPv6 with extension headers is not
+// recognised as a pure ACK: dropped, as before.
 //
 // The table is named as the RST guards are (guard-owner.ts), so a lock whose process was killed
 // before it could remove it is swept by the next guard install or agent start.
@@ -21,6 +26,25 @@ import { guardTableName, selfIdentity } from './guard-owner.js';
 export interface LockOptions {
   /** Drop what the service sends too (default true); false: only what comes in. */
   outbound?: boolean;
+  /** Let the client's pure ACKs in until tighten() (default false). */
+  acks?: boolean;
+}
+
+/** TCP data offsets a header can have, 32-bit words (RFC 9293 §3.1). */
+const DATA_OFFSETS = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/**
+ * The input chain's rules (pure): accept the client's pure ACKs (`acks`: a segment with only the
+ * ACK flag of SYN/FIN/RST/ACK whose IP length is its headers' alone, for each data offset), then
+ * drop the rest of what comes to the service.
+ */
+function inboundRules(address: string, port: number, acks: boolean): string[] {
+  const v4 = familyOf(address) === 4;
+  const to = `iifname != "lo" ${v4 ? 'ip' : 'ip6'} daddr ${address} tcp dport ${port}`;
+  const pureAck = acks
+    ? DATA_OFFSETS.map((d) => `    ${to} tcp flags & (fin | syn | rst | ack) == ack tcp doff ${d} ${v4 ? `ip hdrlength 5 ip length ${20 + 4 * d}` : `ip6 nexthdr tcp ip6 length ${4 * d}`} accept`)
+    : [];
+  return [...pureAck, `    ${to} drop`];
 }
 
 /** The nftables ruleset of a lock table (pure; exported for its unit test). */
@@ -31,7 +55,7 @@ export function lockRuleset(table: string, address: string, port: number, option
     `table inet ${table} {`,
     '  chain in {',
     '    type filter hook input priority -10; policy accept;',
-    `    iifname != "lo" ${ip} daddr ${address} tcp dport ${port} drop`,
+    ...inboundRules(address, port, options.acks ?? false),
     '  }',
     ...(options.outbound ?? true
       ? ['  chain out {', '    type filter hook output priority -10; policy accept;', `    oifname != "lo" ${ip} saddr ${address} tcp sport ${port} drop`, '  }']
@@ -40,19 +64,31 @@ export function lockRuleset(table: string, address: string, port: number, option
   ].join('\n');
 }
 
+/** The transaction that makes a lock's input chain drop everything again (pure; exported for its unit test). */
+export function tightenRuleset(table: string, address: string, port: number): string {
+  return [`flush chain inet ${table} in`, ...inboundRules(address, port, false).map((r) => `add rule inet ${table} in ${r.trim()}`)].join('\n');
+}
+
 export class NetworkLock {
   private removed = false;
   private constructor(
     readonly table: string,
     /** When the lock was in place (performance.now() ms). */
     readonly lockedAt: number,
+    private readonly address: string,
+    private readonly port: number,
   ) {}
 
   /** Drops the service's traffic both ways, or only what comes in (not on loopback). Throws with nft's message. */
   static async install(address: string, port: number, options: LockOptions = {}): Promise<NetworkLock> {
     const table = guardTableName(await selfIdentity(), randomBytes(4).toString('hex'));
     await run('nft', ['-f', '-'], lockRuleset(table, address, port, options));
-    return new NetworkLock(table, performance.now());
+    return new NetworkLock(table, performance.now(), address, port);
+  }
+
+  /** Drops the client's pure ACKs too (a lock installed with `acks`), in one nft transaction. Throws with nft's message. */
+  async tighten(): Promise<void> {
+    await run('nft', ['-f', '-'], tightenRuleset(this.table, this.address, this.port));
   }
 
   /** ms since the lock was in place. */

@@ -68,7 +68,8 @@ export const STATES_FRAME_BODY_BYTES = 256 * 1024;
  * before the next turn reads); 'pg-idle', every PostgreSQL backend holding a locked connection
  * shows itself waiting for its client (its process title: `idle`, `idle in transaction`), and
  * the lock drops only what comes in, so the replies go out and the backup's shadow sees them
- * (its sessions come from there: PostgreSQL shows no session's settings to another); 'none',
+ * (its sessions come from there: PostgreSQL shows no session's settings to another), with the
+ * clients' pure ACKs let in until the barrier holds (a large reply drains); 'none',
  * the queues alone.
  */
 export type SwitchoverBarrier = 'none' | 'resp-ping' | 'pg-idle';

@@ -4,9 +4,11 @@
 // `continue.switchover` for the catch-up); a learning bridge, no mirror. Clients on c: an idle
 // session and one between transactions (each with a SET and a named prepared statement), one
 // inside a transaction that only read, one inside a transaction that wrote, a slow read and a slow
-// write in flight (pg_sleep 1.5 s), and a busy session inserting 1, 2, 3... On b,
-// `takeover switchover VIP:PORT --to b`: a's agent locks the service inbound only, waits until
-// every backend is idle (the slow statements finish and their replies go out), dumps and hands
+// write in flight (pg_sleep 1.5 s), a 30 MB result streaming, and 40 busy sessions inserting
+// 1, 2, 3... On b,
+// `takeover switchover VIP:PORT --to b`: a's agent locks the service inbound only (the clients'
+// pure ACKs let in), waits until every backend is idle (the slow statements finish and their
+// replies go out, the big result drains), drops the ACKs too, dumps and hands
 // the connections over; b's agent checks the standby replayed a's WAL up to its insert position,
 // promotes it, takes the address and continues every session: nothing lost, nothing doubled, the
 // writing transaction's session told 57P01 (its work is gone with a's backend).
@@ -63,15 +65,19 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
     expect((await psql('b', replica.port, 'SELECT pg_is_in_recovery()')).stdout.trim()).toBe('t');
 
     await clients.request({ cmd: 'inflight', host: vip, port: primary.port });
+    // 30 MB streaming for ~1.5 s: more than a send buffer holds, so its backend can finish and go
+    // idle under the lock only because the client's ACKs are let in.
+    await clients.request({ cmd: 'bigRead', host: vip, port: primary.port, rows: 300, rowBytes: 100_000 });
     await new Promise((r) => setTimeout(r, 200));
 
-    const run_ = await cli(4000);
+    const run_ = await cli(6000);
     console.log(`postgres switchover: exit ${run_.code}; ${run_.stderr.trim()}; report ${run_.stdout.trim()}`);
     if (run_.code !== 0) for (const n of ['a', 'b'] as const) console.log(`${n}'s log: ${logOf(n).filter((e) => e.msg !== 'published').map((e) => `${e.time ?? ''} ${e.msg} ${e.reason ?? e.error ?? ''}`).join('\n')}`);
     expect(run_.code, `${run_.stderr} ${run_.stdout}`).toBe(0);
     const report = JSON.parse(run_.stdout) as { connections: number; moved: number; reset: number; resetBy: Record<string, number>; catchUp: string };
-    // idle, between, inTx, readTx, the busy ones, the two slow reads and the two slow writes (the first pair idle by now).
-    expect(report, JSON.stringify(report)).toMatchObject({ connections: 8 + BUSY, moved: 8 + BUSY, reset: 0 });
+    // idle, between, inTx, readTx, the busy ones, the two slow reads and the two slow writes (the first pair idle by now), the big read.
+    expect(report, JSON.stringify(report)).toMatchObject({ connections: 9 + BUSY, moved: 9 + BUSY, reset: 0 });
+    expect(await clients.request({ cmd: 'bigReadResult' }, 20_000)).toEqual({ rows: 300, bytes: 30_000_000, whole: true, standby: false });
     expect(report.catchUp).toMatch(/^the standby replayed to [0-9A-F]+\/[0-9A-F]+, reaching the locked primary's WAL insert position [0-9A-F]+\/[0-9A-F]+( \(less its page header: [0-9A-F]+\/[0-9A-F]+\))?$/);
     expect((await psql('b', replica.port, 'SELECT pg_is_in_recovery()')).stdout.trim()).toBe('f');
 

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseClientList, parseInfo, serverSessionOf } from '../../src/agent/redis-catch-up.js';
 import { parseServiceArg } from '../../src/cli/switchover.js';
-import { lockRuleset } from '../../src/net/network-lock.js';
+import { lockRuleset, tightenRuleset } from '../../src/net/network-lock.js';
 import { seededRandom } from './mirror-helpers.js';
 import type { ContinuePlan } from '../../src/net/shadow/shadow-connection.js';
 import { switchoverPlans } from '../../src/net/switchover-plans.js';
@@ -175,6 +175,13 @@ describe('the lock', () => {
     const inbound = lockRuleset('t', VIP, 5432, { outbound: false });
     expect(inbound).toContain(`ip daddr ${VIP} tcp dport 5432 drop`);
     expect(inbound).not.toContain('hook output');
+    // The clients' pure ACKs let in first (a segment of headers only, one rule per data offset), then dropped again.
+    const acks = lockRuleset('t', VIP, 5432, { outbound: false, acks: true }).split('\n');
+    expect(acks.filter((l) => l.endsWith(' accept'))).toHaveLength(11);
+    expect(acks).toContain(`    iifname != "lo" ip daddr ${VIP} tcp dport 5432 tcp flags & (fin | syn | rst | ack) == ack tcp doff 8 ip hdrlength 5 ip length 52 accept`);
+    expect(acks.indexOf(`    iifname != "lo" ip daddr ${VIP} tcp dport 5432 drop`)).toBe(acks.length - 3);
+    expect(lockRuleset('t', '2001:db8::1', 5432, { outbound: false, acks: true })).toContain('tcp doff 5 ip6 nexthdr tcp ip6 length 20 accept');
+    expect(tightenRuleset('t', VIP, 5432)).toBe(`flush chain inet t in\nadd rule inet t in iifname != "lo" ip daddr ${VIP} tcp dport 5432 drop`);
     expect(() => lockRuleset('t', VIP, 0)).toThrow(RangeError);
   });
 });
