@@ -42,6 +42,7 @@ import { NodeEventPublisher } from './node-events.js';
 import { NodeFencing, type FenceDone } from './node-fencing.js';
 import { continueSetup, pgPassword } from './continue-setup.js';
 import { pgCatchUp } from './pg-catch-up.js';
+import { pgTerminateGoodbye } from '../net/shadow/pg-continue.js';
 import { redisCatchUp, redisSessions } from './redis-catch-up.js';
 import { SwitchoverError, type SwitchoverReport } from './switchover-backup.js';
 import { servePrimarySwitchover, type PrimarySwitchoverEvent } from './switchover-primary.js';
@@ -970,6 +971,8 @@ export class Agent extends EventEmitter<AgentEvents> {
           ? {
               // PostgreSQL shows no session's settings to another: the sessions come from the shadow.
               barrier: 'pg-idle' as const,
+              // Every backend waits for its client: a session that cannot be moved gets 57P01, not a reset.
+              goodbye: pgTerminateGoodbye,
               catchUp: async () => {
                 const password = pgPassword(c);
                 const u = await pgCatchUp({ primary: pgSwitchover.primary, standby: c.upstream, user: pgSwitchover.user, database: pgSwitchover.database ?? pgSwitchover.user, ...(password !== undefined ? { password } : {}) });

@@ -361,7 +361,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
    * the peer serves on) when there is no `continue`, no shadow, a takeover running, or the
    * switchover failed. The relays live with this plan, as a takeover's.
    */
-  async switchover(s: Pick<BackupSwitchoverOptions, 'node' | 'key' | 'primary' | 'catchUp' | 'quietWaitMs' | 'barrier'>): Promise<SwitchoverReport> {
+  async switchover(s: Pick<BackupSwitchoverOptions, 'node' | 'key' | 'primary' | 'catchUp' | 'quietWaitMs' | 'barrier' | 'goodbye'>): Promise<SwitchoverReport> {
     const c = this.options.continue;
     if (!c) throw new SwitchoverError(`the takeover of ${this.options.peer} has no continue section: nothing could carry its connections`, 'refused');
     if (this.running) throw new SwitchoverError(`a takeover or switchover of ${this.options.peer}'s service is running`, 'refused');

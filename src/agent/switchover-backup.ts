@@ -17,7 +17,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { continueConnections, type ContinueReport } from '../net/shadow/continue-connections.js';
-import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
+import type { ContinuePlugin, ProtocolGoodbye } from '../net/shadow/exchange-tracker.js';
 import { switchoverPlans, type ServerSession } from '../net/switchover-plans.js';
 import { SwitchoverFrameReader, SwitchoverFrameWriter, type SwitchoverBarrier, type SwitchoverMessage } from '../net/switchover-wire.js';
 import type { TcpRepairState } from '../net/tcp-repair-state.js';
@@ -46,6 +46,8 @@ export interface BackupSwitchoverOptions {
   upstreamAccepts: () => Promise<void>;
   /** What proves the primary's server answered what it read (net/switchover-wire.ts SwitchoverBarrier; default none). */
   barrier?: SwitchoverBarrier;
+  /** What a connection that cannot be moved is told instead of a reset (switchoverPlans; PostgreSQL's 57P01 with the pg-idle barrier). */
+  goodbye?: (reason: string) => ProtocolGoodbye;
   /** How long the primary's server may take to go quiet once locked (default 2000 ms). */
   quietWaitMs?: number;
   /** false: the caller has the RST guard in place. */
@@ -54,9 +56,11 @@ export interface BackupSwitchoverOptions {
 
 export interface SwitchoverReport {
   service: string;
-  /** Connections the primary handed over; of them continued here and reset (with the reasons, counted). */
+  /** Connections the primary handed over; of them continued here, told the protocol's goodbye instead (PostgreSQL's 57P01) and reset (with the reasons, counted). */
   connections: number;
   moved: number;
+  goodbyes: number;
+  goodbyeBy: Record<string, number>;
   reset: number;
   resetBy: Record<string, number>;
   /** The primary's: lock to quiet, the dump; the lock's whole time (until DONE reached it). */
@@ -155,7 +159,7 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
         });
         shadowPlans = await o.shadow.plans(o.service.address);
       }
-      plans = switchoverPlans(states, shadowPlans, o.service.address, Date.now(), caught.sessions);
+      plans = switchoverPlans(states, shadowPlans, o.service.address, Date.now(), caught.sessions, o.goodbye);
       plansMs = Math.round(performance.now() - pl0);
       const p0 = performance.now();
       try {
@@ -193,7 +197,12 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
     });
     const resetBy: Record<string, number> = {};
     for (const x of r.reset) resetBy[x.reason] = (resetBy[x.reason] ?? 0) + 1;
-    channel.send({ type: 'done', moved: r.continued.length, reset: r.reset.length });
+    const goodbyeBy: Record<string, number> = {};
+    for (const x of r.continued) if (x.goodbye !== undefined) goodbyeBy[x.goodbye] = (goodbyeBy[x.goodbye] ?? 0) + 1;
+    const goodbyes = r.continued.filter((x) => x.goodbye !== undefined).length;
+    const moved = r.continued.length - goodbyes;
+    // The primary's count of what was not moved holds the goodbyes with the resets.
+    channel.send({ type: 'done', moved, reset: r.reset.length + goodbyes });
     const totalMs = since();
     let lockHeldMs: number | undefined;
     let releasedAfterMs: number | undefined;
@@ -201,7 +210,7 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
     if (un?.type === 'unlocked') ({ lockHeldMs, releasedAfterMs } = un);
     return {
       report: {
-        service, connections: states.length, moved: r.continued.length, reset: r.reset.length, resetBy,
+        service, connections: states.length, moved, goodbyes, goodbyeBy, reset: r.reset.length, resetBy,
         quietMs: dumped.quietMs, dumpMs: dumped.dumpMs, ...(lockHeldMs !== undefined ? { lockHeldMs } : {}), ...(releasedAfterMs !== undefined ? { releasedAfterMs } : {}),
         handedOverMs, statesMs, plansMs, catchUp, catchUpMs, promoteMs, releasedMs, timings: r.timings, totalMs,
       },

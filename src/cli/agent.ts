@@ -143,10 +143,10 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     else log.info({ peer, primary: where, ...rest }, `WAL watch for ${peer}'s takeover: the standby's replication connection to ${where} is seen again`);
   });
   agent.on('switchover-started', (s) => log.info(s, `switchover of ${s.peer}'s ${s.address}:${s.port} to this node: started`));
-  agent.on('switchover', (r) => log[r.reset > 0 ? 'warn' : 'info']({ switchover: r }, `switchover of ${r.peer}'s ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.reset} reset, address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms`));
+  agent.on('switchover', (r) => log[r.reset > 0 || r.goodbyes > 0 ? 'warn' : 'info']({ switchover: r }, `switchover of ${r.peer}'s ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.goodbyes > 0 ? `${r.goodbyes} told goodbye, ` : ''}${r.reset} reset, address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms`));
   agent.on('switchover-failed', (f) => log.error(f, `switchover of ${f.address} failed: ${f.error}`));
   agent.on('switchover-primary', (e) => {
-    if (e.type === 'switchover-given') log.info({ switchover: e }, `gave ${e.address}:${e.port} to ${e.backup} (planned switchover): ${e.connections} connections handed over (${e.moved} moved, ${e.reset} reset there), address removed ${e.releasedAfterMs} ms after the lock, lock held ${e.lockHeldMs} ms`);
+    if (e.type === 'switchover-given') log.info({ switchover: e }, `gave ${e.address}:${e.port} to ${e.backup} (planned switchover): ${e.connections} connections handed over (${e.moved} moved, ${e.reset} reset or told goodbye there), address removed ${e.releasedAfterMs} ms after the lock, lock held ${e.lockHeldMs} ms`);
     else log.warn({ switchover: e }, `planned switchover of ${e.address}:${e.port} to ${e.backup} ${e.type === 'switchover-refused' ? 'refused' : 'aborted'}: ${e.reason}`);
   });
   agent.on('connection-stream', (e) => {

@@ -148,8 +148,8 @@ position replayed), promotes it, asks the peer to give the address up, restores 
 connection and relays it to the promoted replica (its session rebuilt, requests the old server
 never read replayed); then the peer unlocks. Until the address moves, any failure undoes
 everything on the peer (exit 2, the reason on stderr): its clients go on there.
-Exit 0: every connection moved; 1: some were reset (the reasons are printed) or it failed after
-the address moved.`,
+Exit 0: every connection moved; 1: some were reset or told the protocol's goodbye (PostgreSQL's
+57P01; the reasons are printed) or it failed after the address moved.`,
     ),
 ).action(async (service: string, opts) => {
   process.exitCode = await (await import('./switchover.js')).switchoverCommand(service, opts);

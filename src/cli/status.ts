@@ -96,13 +96,13 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   const sw = s.switchovers;
   if (sw?.took) {
     const t = sw.took;
-    out.push(`switchover: took ${t.peer}'s ${t.service} at ${t.at}: ${t.moved} of ${t.connections} connection(s) moved, ${t.reset} reset; address moved ${t.releasedAfterMs ?? '?'} ms after ${t.peer}'s lock, which held ${t.lockHeldMs ?? '?'} ms (quiet ${t.quietMs} ms, dump ${t.dumpMs} ms), catch-up ${t.catchUpMs} ms, promote ${t.promoteMs} ms, all relaying ${t.totalMs} ms after the request`, '');
+    out.push(`switchover: took ${t.peer}'s ${t.service} at ${t.at}: ${t.moved} of ${t.connections} connection(s) moved, ${t.goodbyes ? `${t.goodbyes} told goodbye, ` : ''}${t.reset} reset; address moved ${t.releasedAfterMs ?? '?'} ms after ${t.peer}'s lock, which held ${t.lockHeldMs ?? '?'} ms (quiet ${t.quietMs} ms, dump ${t.dumpMs} ms), catch-up ${t.catchUpMs} ms, promote ${t.promoteMs} ms, all relaying ${t.totalMs} ms after the request`, '');
   }
   if (sw?.gave) {
     const g = sw.gave;
     out.push(
       g.type === 'switchover-given'
-        ? `switchover: gave ${g.address}:${g.port} to ${g.backup} at ${g.at}: ${g.connections} connection(s) handed over (${g.moved} moved there, ${g.reset} reset), address removed ${g.releasedAfterMs} ms after the lock, lock held ${g.lockHeldMs} ms`
+        ? `switchover: gave ${g.address}:${g.port} to ${g.backup} at ${g.at}: ${g.connections} connection(s) handed over (${g.moved} moved there, ${g.reset} reset or told goodbye), address removed ${g.releasedAfterMs} ms after the lock, lock held ${g.lockHeldMs} ms`
         : `switchover: ${g.type === 'switchover-refused' ? 'refused' : 'aborted'} ${g.backup}'s switchover of ${g.address}:${g.port} at ${g.at}: ${g.reason}${g.type === 'switchover-aborted' ? ` (${g.connections} connection(s) thawed, ${g.thawFailures} failed; lock held ${g.lockHeldMs} ms)` : ''}`,
       '',
     );

@@ -2,8 +2,9 @@
 // NODE, this node (agent/switchover-backup.ts): the peer's connections move here exactly, with no
 // error for their clients. Run on NODE, whose agent follows the service (a takeover with
 // `continue.stream`). Prints what happened with its numbers (stderr), the report with --json
-// (stdout). Exit 0 when done; 2 when refused or aborted (the peer serves on, nothing moved); 1
-// when it failed after the address moved (see the message).
+// (stdout). Exit 0 when every connection moved; 2 when refused or aborted (the peer serves on,
+// nothing moved); 1 when some were reset or told the protocol's goodbye, or it failed after the
+// address moved (see the message).
 import net from 'node:net';
 import { controlRequest } from '../agent/control.js';
 import type { SwitchoverReport } from '../agent/switchover-backup.js';
@@ -41,7 +42,8 @@ export async function switchoverCommand(service: string, opts: SwitchoverOptions
   }
   const r = reply as unknown as SwitchoverReport;
   if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-  process.stderr.write(`switchover of ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.reset} reset; address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms (quiet after ${r.quietMs} ms, dump ${r.dumpMs} ms, catch-up ${r.catchUpMs} ms, promote ${r.promoteMs} ms); all relaying ${r.totalMs} ms after the request\n`);
+  process.stderr.write(`switchover of ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.goodbyes > 0 ? `${r.goodbyes} told goodbye, ` : ''}${r.reset} reset; address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms (quiet after ${r.quietMs} ms, dump ${r.dumpMs} ms, catch-up ${r.catchUpMs} ms, promote ${r.promoteMs} ms); all relaying ${r.totalMs} ms after the request\n`);
+  for (const [reason, n] of Object.entries(r.goodbyeBy)) process.stderr.write(`  told goodbye ${n}: ${reason}\n`);
   for (const [reason, n] of Object.entries(r.resetBy)) process.stderr.write(`  reset ${n}: ${reason}\n`);
-  return r.reset > 0 ? EXIT_INCOMPLETE : EXIT_OK;
+  return r.reset > 0 || r.goodbyes > 0 ? EXIT_INCOMPLETE : EXIT_OK;
 }

@@ -14,10 +14,12 @@
 // server read must be answered in it, else its view of the session may lag the server's. A
 // session inside a transaction keeps the shadow's plan for it (rebuilt, or its goodbye). A
 // connection whose session is unknown or cannot be rebuilt (pub/sub, MULTI, blocked...) is reset
-// exactly after its restore, with the reason.
+// exactly after its restore, with the reason; or, given a protocol goodbye (PostgreSQL's 57P01,
+// once the barrier showed every backend waiting for its client: the streams are at message
+// boundaries), told so after the replies it lacks.
 import { canonicalAddress, type Endpoint } from './endpoint.js';
 import { seqAdd, seqDiff } from './seq.js';
-import type { SessionPreamble } from './shadow/exchange-tracker.js';
+import type { ProtocolGoodbye, SessionPreamble } from './shadow/exchange-tracker.js';
 import { encodeCommand } from './shadow/resp-continue.js';
 import type { ContinuePlan, RestoreTransaction } from './shadow/shadow-connection.js';
 import type { TcpRepairState } from './tcp-repair-state.js';
@@ -44,9 +46,10 @@ function preambleOf(commands: string[][]): SessionPreamble {
  * own account of each client's session (keyed "address|port" of the client), used instead of the
  * shadow's when given (the shadow then only lends a login's AUTH). lastSeenMs (the busiest are
  * restored first): `nowMs` less the server's idle time, else the shadow's, else `nowMs`.
- * Throws RangeError when a state is not of `address`.
+ * `goodbye` (without `sessions`): what a connection that cannot be moved is told instead of a
+ * reset, given why. Throws RangeError when a state is not of `address`.
  */
-export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: readonly ContinuePlan[], address: string, nowMs: number, sessions?: ReadonlyMap<string, ServerSession>): ContinuePlan[] {
+export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: readonly ContinuePlan[], address: string, nowMs: number, sessions?: ReadonlyMap<string, ServerSession>, goodbye?: (reason: string) => ProtocolGoodbye): ContinuePlan[] {
   const want = canonicalAddress(address);
   const byKey = new Map(shadowPlans.map((p) => [key(p.client, p.server), p]));
   return states.map((state): ContinuePlan => {
@@ -54,11 +57,13 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
     const client = { address: canonicalAddress(state.remote.address), port: state.remote.port };
     if (server.address !== want) throw new RangeError(`a state of ${server.address} was handed over for ${want}`);
     const shadow = byKey.get(key(client, server));
-    const reset = (reason: string): ContinuePlan => ({ kind: 'reset', server, client, reason, dead: { local: server, peer: client } });
-    let preamble: SessionPreamble;
-    let transaction: RestoreTransaction | undefined;
     // When it was last active: the most active are restored (and relayed) first.
     let lastSeenMs = shadow?.kind === 'restore' ? shadow.lastSeenMs : 0;
+    // Its goodbye, said after the replies the client lacks; what the server never read is dropped with the session.
+    const sayGoodbye = (bye: ProtocolGoodbye): ContinuePlan => ({ kind: 'restore', server, client, state: { ...state, recv: { seq: seqAdd(state.recv.seq, state.recv.queue.length), queue: Buffer.alloc(0) } }, replay: Buffer.alloc(0), preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye: bye, lastSeenMs: lastSeenMs || nowMs });
+    const reset = (reason: string): ContinuePlan => (goodbye && !sessions ? sayGoodbye(goodbye(reason)) : { kind: 'reset', server, client, reason, dead: { local: server, peer: client } });
+    let preamble: SessionPreamble;
+    let transaction: RestoreTransaction | undefined;
     if (sessions) {
       // The server's own account wins: exact, and it sees what no copy of the traffic can.
       const s = sessions.get(`${client.address}|${client.port}`);
@@ -74,9 +79,8 @@ export function switchoverPlans(states: readonly TcpRepairState[], shadowPlans: 
       if (shadow.kind === 'reset') return reset(`its session cannot be rebuilt: ${shadow.reason}`);
       const lag = shadowLag(state, shadow);
       if (lag) return reset(`the shadow's view of its session may lag the server's: ${lag}`);
-      // Its goodbye (PostgreSQL's 57P01 for a transaction it cannot rebuild), said after the
-      // replies the client lacks; what the server never read is dropped with the session.
-      if (shadow.goodbye && !shadow.transaction) return { kind: 'restore', server, client, state: { ...state, recv: { seq: seqAdd(state.recv.seq, state.recv.queue.length), queue: Buffer.alloc(0) } }, replay: Buffer.alloc(0), preamble: { bytes: Buffer.alloc(0), replies: 0 }, goodbye: shadow.goodbye, lastSeenMs: lastSeenMs || nowMs };
+      // Its own goodbye: PostgreSQL's 57P01 for a transaction it cannot rebuild.
+      if (shadow.goodbye && !shadow.transaction) return sayGoodbye(shadow.goodbye);
       preamble = shadow.preamble;
       if (shadow.transaction) transaction = shadow.transaction;
     }

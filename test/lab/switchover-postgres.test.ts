@@ -4,14 +4,15 @@
 // `continue.switchover` for the catch-up); a learning bridge, no mirror. Clients on c: an idle
 // session and one between transactions (each with a SET and a named prepared statement), one
 // inside a transaction that only read, one inside a transaction that wrote, a slow read and a slow
-// write in flight (pg_sleep 1.5 s), a 30 MB result streaming, and 40 busy sessions inserting
-// 1, 2, 3... On b,
+// write in flight (pg_sleep 1.5 s), a 30 MB result streaming, 40 busy sessions inserting
+// 1, 2, 3..., and one session opened before b's agent followed a (its session unknown there). On b,
 // `takeover switchover VIP:PORT --to b`: a's agent locks the service inbound only (the clients'
 // pure ACKs let in), waits until every backend is idle (the slow statements finish and their
 // replies go out, the big result drains), drops the ACKs too, dumps and hands
 // the connections over; b's agent checks the standby replayed a's WAL up to its insert position,
 // promotes it, takes the address and continues every session: nothing lost, nothing doubled, the
-// writing transaction's session told 57P01 (its work is gone with a's backend).
+// writing transaction's session told 57P01 (its work is gone with a's backend), and the session
+// b cannot rebuild told 57P01 too, not reset.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
@@ -38,6 +39,10 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
   const replica = await startPostgresReplica(lab, 'b', primary, aAddress, 5433, { maxConnections: 80 });
   try {
     await until('the replica streaming', async () => ((await psql('a', primary.port, 'SELECT count(*) FROM pg_stat_replication')).stdout.trim() === '1' ? true : undefined), 20_000);
+    // A session opened before b's agent follows a: its session is unknown there.
+    const clients = lab.spawn('c', fixture);
+    await clients.waitFor('ready');
+    await clients.request({ cmd: 'early', host: vip, port: primary.port });
     const { log: logOf } = startContinueAgents(
       m,
       primary.port,
@@ -46,8 +51,6 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
       HEARTBEAT,
     );
     await until('b follows a\'s stream', async () => (logOf('b').some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
-    const clients = lab.spawn('c', fixture);
-    await clients.waitFor('ready');
     const ports = await clients.request({ cmd: 'open', host: vip, port: primary.port });
     await clients.request({ cmd: 'busy', host: vip, port: primary.port, sessions: BUSY, thinkMs: 20 });
     await new Promise((r) => setTimeout(r, 500));
@@ -57,10 +60,10 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
     // goes on there (the statements end on a, the busy session's inserts under the lock arrive late).
     await clients.request({ cmd: 'inflight', host: vip, port: primary.port, sleepS: 3 });
     await new Promise((r) => setTimeout(r, 200));
-    const early = await cli(1000);
-    console.log(`postgres switchover, a statement running: exit ${early.code}; ${early.stderr.trim()}`);
-    expect(early.code).toBe(2);
-    expect(early.stderr).toMatch(new RegExp(`^switchover: the primary refused: the server's barrier \\(every PostgreSQL backend idle\\) failed: 2 of ${6 + BUSY} backends still at work after \\d+ ms \\(process \\d+: SELECT\\)`));
+    const aborted = await cli(1000);
+    console.log(`postgres switchover, a statement running: exit ${aborted.code}; ${aborted.stderr.trim()}`);
+    expect(aborted.code).toBe(2);
+    expect(aborted.stderr).toMatch(new RegExp(`^switchover: the primary refused: the server's barrier \\(every PostgreSQL backend idle\\) failed: 2 of ${7 + BUSY} backends still at work after \\d+ ms \\(process \\d+: SELECT\\)`));
     expect(await clients.request({ cmd: 'inflightResults' }, 20_000)).toEqual({ read: [{ r: 'read', n: 1, standby: false }], write: { ok: true } });
     expect((await psql('b', replica.port, 'SELECT pg_is_in_recovery()')).stdout.trim()).toBe('t');
 
@@ -72,11 +75,18 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
 
     const run_ = await cli(6000);
     console.log(`postgres switchover: exit ${run_.code}; ${run_.stderr.trim()}; report ${run_.stdout.trim()}`);
-    if (run_.code !== 0) for (const n of ['a', 'b'] as const) console.log(`${n}'s log: ${logOf(n).filter((e) => e.msg !== 'published').map((e) => `${e.time ?? ''} ${e.msg} ${e.reason ?? e.error ?? ''}`).join('\n')}`);
-    expect(run_.code, `${run_.stderr} ${run_.stdout}`).toBe(0);
-    const report = JSON.parse(run_.stdout) as { connections: number; moved: number; reset: number; resetBy: Record<string, number>; catchUp: string };
-    // idle, between, inTx, readTx, the busy ones, the two slow reads and the two slow writes (the first pair idle by now), the big read.
-    expect(report, JSON.stringify(report)).toMatchObject({ connections: 9 + BUSY, moved: 9 + BUSY, reset: 0 });
+    if (run_.code !== 1) for (const n of ['a', 'b'] as const) console.log(`${n}'s log: ${logOf(n).filter((e) => e.msg !== 'published').map((e) => `${e.time ?? ''} ${e.msg} ${e.reason ?? e.error ?? ''}`).join('\n')}`);
+    // Exit 1: the early session was told goodbye, not moved.
+    expect(run_.code, `${run_.stderr} ${run_.stdout}`).toBe(1);
+    expect(run_.stderr).toMatch(/^  told goodbye 1: not shadowed here \(opened before the shadow started, or its handshake was not seen\): its session is unknown$/m);
+    const report = JSON.parse(run_.stdout) as { connections: number; moved: number; goodbyes: number; reset: number; resetBy: Record<string, number>; catchUp: string };
+    // idle, between, inTx, readTx, the busy ones, the two slow reads and the two slow writes (the first pair idle by now), the big read; the early one.
+    expect(report, JSON.stringify(report)).toMatchObject({ connections: 10 + BUSY, moved: 9 + BUSY, goodbyes: 1, reset: 0 });
+    // It got PostgreSQL's own goodbye (as from pg_terminate_backend), not a reset.
+    // (node-postgres reports the FATAL 57P01, then the end, as after pg_terminate_backend on a live server.)
+    const earlyAfter = await clients.request({ cmd: 'earlyAfter' });
+    expect(earlyAfter.errors[0]).toBe('57P01');
+    expect(earlyAfter.ended).toBe(true);
     expect(await clients.request({ cmd: 'bigReadResult' }, 20_000)).toEqual({ rows: 300, bytes: 30_000_000, whole: true, standby: false });
     expect(report.catchUp).toMatch(/^the standby replayed to [0-9A-F]+\/[0-9A-F]+, reaching the locked primary's WAL insert position [0-9A-F]+\/[0-9A-F]+( \(less its page header: [0-9A-F]+\/[0-9A-F]+\))?$/);
     expect((await psql('b', replica.port, 'SELECT pg_is_in_recovery()')).stdout.trim()).toBe('f');

@@ -88,7 +88,7 @@ it('a planned switchover moves 1,000 live Redis connections to the backup: 0 err
     const bStatus = (await runCli(['status', '--control', path.join(dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
     expect(bStatus).toMatch(new RegExp(`switchover: took a's ${vip.replaceAll('.', '\\.')}:${master.port} at [^:]+:[^ ]+ ${BUSY + IDLE} of ${BUSY + IDLE} connection\\(s\\) moved, 0 reset; address moved \\d+ ms after a's lock, which held \\d+ ms`));
     const aStatus = (await runCli(['status', '--control', path.join(dir, 'a.sock')], { netns: lab.host('a').ns })).stdout;
-    expect(aStatus).toMatch(new RegExp(`switchover: gave ${vip.replaceAll('.', '\\.')}:${master.port} to b at \\S+: ${BUSY + IDLE} connection\\(s\\) handed over \\(${BUSY + IDLE} moved there, 0 reset\\), address removed \\d+ ms after the lock, lock held \\d+ ms`));
+    expect(aStatus).toMatch(new RegExp(`switchover: gave ${vip.replaceAll('.', '\\.')}:${master.port} to b at \\S+: ${BUSY + IDLE} connection\\(s\\) handed over \\(${BUSY + IDLE} moved there, 0 reset or told goodbye\\), address removed \\d+ ms after the lock, lock held \\d+ ms`));
     // No lock left on a, no RST guard on b (b's service answers as any service now); a new
     // client reaches the promoted replica on b at the service address.
     expect((await lab.exec('a', 'nft', ['list', 'tables'])).stdout).not.toMatch(/takeover_guard_/);

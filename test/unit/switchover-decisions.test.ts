@@ -92,6 +92,26 @@ describe('switchoverPlans', () => {
     expect(plans[2]).not.toHaveProperty('transaction');
   });
 
+  it('tells what it cannot move the protocol\'s goodbye instead, given one (PostgreSQL at its barrier)', () => {
+    const bye = (reason: string) => ({ reason, bytes: Buffer.from('57P01') });
+    const plans = switchoverPlans([state(20), state(21, 'Q'), state(22)], [shadow(22, { replay: Buffer.from('abc') })], VIP, 7, undefined, bye);
+    expect(plans.map((p) => p.kind)).toEqual(['restore', 'restore', 'restore']);
+    expect(plans.map((p) => (p.kind === 'restore' ? p.goodbye?.reason : ''))).toEqual([
+      expect.stringMatching(/^not shadowed here/),
+      expect.stringMatching(/^not shadowed here/),
+      expect.stringMatching(/^the shadow's view of its session may lag the server's: the server read 3 bytes/),
+    ]);
+    // After the replies the client lacks; what the server never read is dropped (RCV.NXT past it), nothing replayed.
+    const p1 = plans[1]!;
+    if (p1.kind !== 'restore') throw new Error('not a restore');
+    expect(p1.state.send.queue.toString()).toBe(':41\r\n');
+    expect(p1.state.recv).toEqual({ seq: (4294967290 + 1) % 2 ** 32, queue: Buffer.alloc(0) });
+    expect(p1.replay.length).toBe(0);
+    // With the server's own sessions (Redis), a connection it cannot move is still reset.
+    const withSessions = switchoverPlans([state(20)], [], VIP, 7, new Map(), bye);
+    expect(withSessions[0]).toMatchObject({ kind: 'reset' });
+  });
+
   it('refuses a state of another address', () => {
     expect(() => switchoverPlans([state(1)], [], '198.18.7.201', 0)).toThrow(RangeError);
   });

@@ -62,6 +62,15 @@ const CANCEL_REQUEST = 80877102;
 /** The message a terminated backend sends (pg_terminate_backend, a fast shutdown). */
 const GOODBYE = postgresErrorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' });
 
+/**
+ * PostgreSQL's goodbye for a session that cannot be carried on (FATAL 57P01, what
+ * pg_terminate_backend sends), with why: to be said only where the server's stream is at a
+ * message boundary (a backend waiting for its client: a planned switchover's barrier).
+ */
+export function pgTerminateGoodbye(reason: string): ProtocolGoodbye {
+  return { reason, bytes: GOODBYE };
+}
+
 type Op =
   | { op: 'parse'; name: string; bytes: Buffer | null }
   | { op: 'close'; statement: boolean; name: string }
