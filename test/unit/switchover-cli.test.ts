@@ -34,7 +34,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const report = { service: '198.18.7.200:6379', connections: 3, moved: 3, reset: 0, resetBy: {}, quietMs: 1, dumpMs: 1, lockHeldMs: 9, releasedAfterMs: 4, handedOverMs: 2, statesMs: 2, plansMs: 0, catchUp: 'ok', catchUpMs: 1, promoteMs: 1, releasedMs: 3, timings: { plannedMs: 0, addressMs: 1, firstRelayingMs: 1, relayingMs: 1, doneMs: 1 }, totalMs: 5 };
+const report = { service: '198.18.7.200:6379', connections: 3, moved: 3, goodbyes: 0, goodbyeBy: {}, reset: 0, resetBy: {}, quietMs: 1, dumpMs: 1, lockHeldMs: 9, releasedAfterMs: 4, handedOverMs: 2, statesMs: 2, plansMs: 0, catchUp: 'ok', catchUpMs: 1, promoteMs: 1, releasedMs: 3, timings: { plannedMs: 0, addressMs: 1, firstRelayingMs: 1, relayingMs: 1, doneMs: 1 }, totalMs: 5 };
 
 describe('takeover switchover', () => {
   it('sends the service, the node and the quiet wait; exit 0 when every connection moved', async () => {
@@ -44,6 +44,12 @@ describe('takeover switchover', () => {
     answer = { ...report, reset: 1, moved: 2, resetBy: { 'it cannot be moved exactly: pub/sub': 1 } };
     expect(await switchoverCommand('198.18.7.200', { control: file, to: 'b' })).toBe(1);
     expect(seen[1]).toEqual({ cmd: 'switchover', address: '198.18.7.200', to: 'b' });
+    // A session told the protocol's goodbye (PostgreSQL's 57P01) was not moved either: exit 1, the reason printed.
+    const err = vi.mocked(process.stderr.write);
+    err.mockClear();
+    answer = { ...report, goodbyes: 1, moved: 2, goodbyeBy: { 'not shadowed here': 1 } };
+    expect(await switchoverCommand('198.18.7.200', { control: file, to: 'b' })).toBe(1);
+    expect(err.mock.calls.map((c) => String(c[0])).join('')).toMatch(/2 of 3 connections moved, 1 told goodbye, 0 reset;[^]*\n  told goodbye 1: not shadowed here\n/);
   });
 
   it('refused or aborted: exit 2; failed after the address moved: exit 1', async () => {
