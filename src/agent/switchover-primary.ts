@@ -19,7 +19,7 @@
 // The frozen sockets stay with the server process: its next read or write on one fails and it
 // drops the client (silently: the socket is in repair mode). Demoting the server (making it a
 // replica of the new primary) is the operator's step.
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Slices, yieldToLoop } from '../event-loop.js';
@@ -59,7 +59,11 @@ export interface PrimarySwitchoverOptions {
 export type PrimarySwitchoverEvent =
   | { type: 'switchover-refused'; backup: string; address: string; port: number; reason: string }
   | { type: 'switchover-aborted'; backup: string; address: string; port: number; reason: string; connections: number; lockHeldMs: number; thawFailures: number }
-  | { type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number; quietRounds: number; quietReadMs: number; releasedAfterMs: number };
+  | {
+      type: 'switchover-given'; backup: string; address: string; port: number; connections: number; moved: number; reset: number; quietMs: number; dumpMs: number; lockHeldMs: number; lockInstallMs: number; sendMs: number; quietRounds: number; quietReadMs: number; releasedAfterMs: number;
+      /** PostgreSQL: client sessions of the same server the lock did not hold (loopback, a Unix socket, this host's own address) at the barrier. */
+      unlockedSessions?: number;
+    };
 
 interface Frozen {
   socket: BorrowedSocket;
@@ -161,9 +165,13 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
       }
     }
     let owners: Map<number, SocketHolder> | undefined;
+    let unlocked: number | undefined;
     if (h.barrier === 'pg-idle') {
       owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
-      const idle = await waitPgIdle(owners, Math.max(200, h.quietWaitMs - lock.heldMs()));
+      // Beside the barrier, on the thread pool: the server's other client sessions, which the
+      // lock does not hold (the backup's catch-up logins come only after QUIET).
+      const [idle, others] = await Promise.all([waitPgIdle(owners, Math.max(200, h.quietWaitMs - lock.heldMs())), unlockedPgSessions(owners).catch(() => undefined)]);
+      unlocked = others;
       if (idle) return await abort(`the server's barrier (every PostgreSQL backend idle) failed: ${idle}`, true);
       // The dump must see queues nothing changes: the ACKs dropped too, those already let in
       // processed (they reach the socket within the softirq that let them in, or at its next
@@ -228,7 +236,7 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     const lockHeldMs = Math.round(lock.heldMs());
     channel.send({ type: 'unlocked', lockHeldMs, releasedAfterMs });
     channel.close();
-    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs, releasedAfterMs };
+    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs, releasedAfterMs, ...(unlocked !== undefined ? { unlockedSessions: unlocked } : {}) };
   } catch (err) {
     return await abort((err as Error).message, true);
   }
@@ -253,6 +261,7 @@ async function waitPgIdle(owners: ReadonlyMap<number, SocketHolder>, waitMs: num
       if (!title) continue; // gone: its sockets were closed with it, and are not dumped
       const a = pgBackendActivity(title);
       if (a.kind === 'unknown') return `process ${pid} holds a locked connection but its title is not a PostgreSQL backend's (${JSON.stringify(a.title)}; update_process_title must be on)`;
+      if (a.kind === 'walsender') return `process ${pid} is a WAL sender on a locked connection (${a.activity}): a standby must replicate from the primary's own address, which the lock leaves open, not through the service address`;
       if (a.kind === 'busy') {
         busy++;
         why ??= `process ${pid}: ${a.activity}`;
@@ -264,6 +273,35 @@ async function waitPgIdle(owners: ReadonlyMap<number, SocketHolder>, waitMs: num
     await new Promise((r) => setTimeout(r, QUIET_SAMPLE_MS));
   }
   return 'the idle check ran out of rounds';
+}
+
+/**
+ * How many client sessions of the PostgreSQL server holding the locked connections are not among
+ * them (read from /proc, each read on the thread pool): the postmaster's other children whose
+ * title is a client backend's (idle or at work; not a WAL sender, nor a background process).
+ * Rejects when no locked connection's process is left to find the postmaster by.
+ */
+async function unlockedPgSessions(owners: ReadonlyMap<number, SocketHolder>): Promise<number> {
+  const locked = new Set([...owners.values()].map((o) => o.pid));
+  const first = locked.values().next().value;
+  if (first === undefined) return 0;
+  const postmaster = parentOf(await readFile(`/proc/${first}/stat`, 'latin1'));
+  let count = 0;
+  for (const name of await readdir('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || locked.has(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => undefined);
+    if (!stat || parentOf(stat) !== postmaster) continue;
+    const title = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+    const kind = title ? pgBackendActivity(title).kind : 'unknown';
+    if (kind === 'idle' || kind === 'busy') count++;
+  }
+  return count;
+}
+
+/** The parent pid in a /proc/PID/stat line (the field after the state, after the last ')': the name may hold any byte). */
+function parentOf(stat: string): number {
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
 type Quiet = { ok: true; sockets: ProcTcpSocket[]; rounds: number; readMs: number } | { ok: false; why: string };

@@ -146,7 +146,10 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   agent.on('switchover', (r) => log[r.reset > 0 || r.goodbyes > 0 ? 'warn' : 'info']({ switchover: r }, `switchover of ${r.peer}'s ${r.service}: ${r.moved} of ${r.connections} connections moved, ${r.goodbyes > 0 ? `${r.goodbyes} told goodbye, ` : ''}${r.reset} reset, address moved ${r.releasedAfterMs ?? '?'} ms after the lock, lock held ${r.lockHeldMs ?? '?'} ms`));
   agent.on('switchover-failed', (f) => log.error(f, `switchover of ${f.address} failed: ${f.error}`));
   agent.on('switchover-primary', (e) => {
-    if (e.type === 'switchover-given') log.info({ switchover: e }, `gave ${e.address}:${e.port} to ${e.backup} (planned switchover): ${e.connections} connections handed over (${e.moved} moved, ${e.reset} reset or told goodbye there), address removed ${e.releasedAfterMs} ms after the lock, lock held ${e.lockHeldMs} ms`);
+    if (e.type === 'switchover-given') {
+      log.info({ switchover: e }, `gave ${e.address}:${e.port} to ${e.backup} (planned switchover): ${e.connections} connections handed over (${e.moved} moved, ${e.reset} reset or told goodbye there), address removed ${e.releasedAfterMs} ms after the lock, lock held ${e.lockHeldMs} ms`);
+      if (e.unlockedSessions) log.warn({ unlockedSessions: e.unlockedSessions }, `${e.unlockedSessions} other client session(s) of this PostgreSQL were not locked nor moved (over loopback, a Unix socket or this host's own address): what they committed after the lock may not be on ${e.backup}; stop them before a switchover`);
+    }
     else log.warn({ switchover: e }, `planned switchover of ${e.address}:${e.port} to ${e.backup} ${e.type === 'switchover-refused' ? 'refused' : 'aborted'}: ${e.reason}`);
   });
   agent.on('connection-stream', (e) => {

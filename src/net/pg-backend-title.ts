@@ -13,10 +13,14 @@
 export type PgBackendActivity =
   | { kind: 'idle'; activity: string }
   | { kind: 'busy'; activity: string }
+  /** A WAL sender: a standby's (or a base backup's) replication connection, not a client session. */
+  | { kind: 'walsender'; activity: string }
   /** The process is not a PostgreSQL backend (another server holds the socket), or its title says nothing. */
   | { kind: 'unknown'; title: string };
 
 const IDLE = /^idle(?: in transaction(?: \(aborted\))?)?$/;
+/** A WAL sender's title: `postgres: [CLUSTER: ]walsender USER [DATABASE ]HOST(PORT) STATE`. */
+const WALSENDER = /^postgres: (?:.*?: )?walsender (.*)$/s;
 /** A client backend's title: `postgres: `, an optional cluster name, user, database, then `host(port) ` or `[local] `. */
 const BACKEND = /^postgres: (?:.*?: )?\S+ \S+ (?:\S+\(\d+\)|\[local\])(?: (.*))?$/s;
 
@@ -25,6 +29,8 @@ export function pgBackendActivity(cmdline: Buffer | string): PgBackendActivity {
   const raw = typeof cmdline === 'string' ? cmdline : cmdline.toString('utf8');
   const nul = raw.indexOf('\0');
   const title = (nul < 0 ? raw : raw.slice(0, nul)).trimEnd();
+  const w = WALSENDER.exec(title);
+  if (w) return { kind: 'walsender', activity: w[1]!.slice(0, 120) };
   const m = BACKEND.exec(title);
   const activity = m?.[1]?.trim();
   if (!m || !activity) return { kind: 'unknown', title: title.slice(0, 120) };

@@ -43,6 +43,10 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
     const clients = lab.spawn('c', fixture);
     await clients.waitFor('ready');
     await clients.request({ cmd: 'early', host: vip, port: primary.port });
+    // A client on a itself, over loopback: the lock does not hold it, and a's agent says so.
+    const local = lab.spawn('a', fixture);
+    await local.waitFor('ready');
+    await local.request({ cmd: 'early', host: '127.0.0.1', port: primary.port });
     const { log: logOf } = startContinueAgents(
       m,
       primary.port,
@@ -112,6 +116,8 @@ it('a planned switchover moves live PostgreSQL sessions to the promoted standby:
     expect((await psql('b', replica.port, 'SELECT v FROM t ORDER BY v')).stdout.trim().split('\n')).toEqual(['1', '3', '3', '4', '9', '9']);
     const given = await until('a\'s log of the switchover', async () => logOf('a').find((e) => e.switchover?.type === 'switchover-given'), 5000);
     console.log(`postgres switchover: a gave ${JSON.stringify(given)}`);
+    expect(given.switchover.unlockedSessions).toBe(1);
+    expect(logOf('a').find((e) => e.unlockedSessions === 1)?.msg).toMatch(/^1 other client session\(s\) of this PostgreSQL were not locked nor moved \(over loopback, a Unix socket or this host's own address\)/);
   } finally {
     await replica.stop();
     await primary.stop();

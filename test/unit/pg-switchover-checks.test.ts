@@ -20,6 +20,11 @@ describe('pgBackendActivity', () => {
     expect(pgBackendActivity(title('postgres: app shop 198.18.7.3(40112) authentication'))).toEqual({ kind: 'busy', activity: 'authentication' });
   });
 
+  it('tells a WAL sender (a standby\'s replication connection) from a client session', () => {
+    expect(pgBackendActivity(title('postgres: walsender postgres 198.18.7.2(40112) streaming 0/3004C90'))).toEqual({ kind: 'walsender', activity: 'postgres 198.18.7.2(40112) streaming 0/3004C90' });
+    expect(pgBackendActivity(title('postgres: main: walsender rep 198.18.7.2(40112) idle')).kind).toBe('walsender');
+  });
+
   it('says unknown for what is not a client backend\'s title, or one that never changes', () => {
     expect(pgBackendActivity(title('/usr/bin/pgbouncer\0/etc/pgbouncer.ini')).kind).toBe('unknown');
     expect(pgBackendActivity(title('postgres: checkpointer ')).kind).toBe('unknown');
