@@ -165,13 +165,13 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
       }
     }
     let owners: Map<number, SocketHolder> | undefined;
-    let unlocked: number | undefined;
+    let unlocked: Promise<number | undefined> | undefined;
     if (h.barrier === 'pg-idle') {
       owners = await socketOwners({ inodes: quiet.sockets.map((s) => s.inode) });
-      // Beside the barrier, on the thread pool: the server's other client sessions, which the
-      // lock does not hold (the backup's catch-up logins come only after QUIET).
-      const [idle, others] = await Promise.all([waitPgIdle(owners, Math.max(200, h.quietWaitMs - lock.heldMs())), unlockedPgSessions(owners).catch(() => undefined)]);
-      unlocked = others;
+      // In the background, on the thread pool: the server's other client sessions, which the
+      // lock does not hold (those open now: the backup's catch-up logins come later).
+      unlocked = unlockedPgSessions(owners).catch(() => undefined);
+      const idle = await waitPgIdle(owners, Math.max(200, h.quietWaitMs - lock.heldMs()));
       if (idle) return await abort(`the server's barrier (every PostgreSQL backend idle) failed: ${idle}`, true);
       // The dump must see queues nothing changes: the ACKs dropped too, those already let in
       // processed (they reach the socket within the softirq that let them in, or at its next
@@ -236,7 +236,8 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
     const lockHeldMs = Math.round(lock.heldMs());
     channel.send({ type: 'unlocked', lockHeldMs, releasedAfterMs });
     channel.close();
-    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs, releasedAfterMs, ...(unlocked !== undefined ? { unlockedSessions: unlocked } : {}) };
+    const unlockedSessions = await unlocked;
+    return { type: 'switchover-given', backup: h.backup, address: h.address, port: h.port, connections, moved, reset, quietMs, dumpMs, lockHeldMs, lockInstallMs, sendMs, quietRounds: quiet.rounds, quietReadMs: quiet.readMs, releasedAfterMs, ...(unlockedSessions !== undefined ? { unlockedSessions } : {}) };
   } catch (err) {
     return await abort((err as Error).message, true);
   }
@@ -277,31 +278,44 @@ async function waitPgIdle(owners: ReadonlyMap<number, SocketHolder>, waitMs: num
 
 /**
  * How many client sessions of the PostgreSQL server holding the locked connections are not among
- * them (read from /proc, each read on the thread pool): the postmaster's other children whose
- * title is a client backend's (idle or at work; not a WAL sender, nor a background process).
- * Rejects when no locked connection's process is left to find the postmaster by.
+ * them and were open when called (read from /proc, 64 reads at a time on the thread pool): the
+ * postmaster's other children whose title is a client backend's (idle or at work; not a WAL
+ * sender, nor a background process), started at least a clock tick before the call (a process
+ * forked later, such as the backup's catch-up login, is not counted). Rejects when no locked
+ * connection's process is left to find the postmaster by.
  */
 async function unlockedPgSessions(owners: ReadonlyMap<number, SocketHolder>): Promise<number> {
+  const before = Math.floor(Number((await readFile('/proc/uptime', 'latin1')).split(' ')[0]) * CLOCK_TICKS_PER_S) - 1;
   const locked = new Set([...owners.values()].map((o) => o.pid));
   const first = locked.values().next().value;
   if (first === undefined) return 0;
-  const postmaster = parentOf(await readFile(`/proc/${first}/stat`, 'latin1'));
+  const postmaster = statFields(await readFile(`/proc/${first}/stat`, 'latin1')).ppid;
+  const pids = (await readdir('/proc')).map(Number).filter((pid) => Number.isInteger(pid) && !locked.has(pid));
   let count = 0;
-  for (const name of await readdir('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || locked.has(pid)) continue;
-    const stat = await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => undefined);
-    if (!stat || parentOf(stat) !== postmaster) continue;
-    const title = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
-    const kind = title ? pgBackendActivity(title).kind : 'unknown';
-    if (kind === 'idle' || kind === 'busy') count++;
+  for (let i = 0; i < pids.length; i += 64) {
+    const kinds = await Promise.all(
+      pids.slice(i, i + 64).map(async (pid) => {
+        const stat = await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => undefined);
+        if (!stat) return 'gone';
+        const f = statFields(stat);
+        if (f.ppid !== postmaster || f.startTicks > before) return 'other';
+        const title = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+        return title ? pgBackendActivity(title).kind : 'gone';
+      }),
+    );
+    count += kinds.filter((k) => k === 'idle' || k === 'busy').length;
   }
   return count;
 }
 
-/** The parent pid in a /proc/PID/stat line (the field after the state, after the last ')': the name may hold any byte). */
-function parentOf(stat: string): number {
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+/** USER_HZ: /proc's clock ticks per second (100 on every Linux architecture Node runs on). */
+const CLOCK_TICKS_PER_S = 100;
+
+/** A /proc/PID/stat line's parent pid and start time (clock ticks since boot), read after the last ')': the name may hold any byte. */
+function statFields(stat: string): { ppid: number; startTicks: number } {
+  // From the state (field 3) on: ppid is field 4, starttime field 22.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { ppid: Number(rest[1]), startTicks: Number(rest[19]) };
 }
 
 type Quiet = { ok: true; sockets: ProcTcpSocket[]; rounds: number; readMs: number } | { ok: false; why: string };
