@@ -959,6 +959,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (c.protocol === 'http') return fail('a switchover of protocol http is not supported: nothing tells that the new upstream holds what the old one served');
     const pgSwitchover = c.switchover;
     if (c.protocol === 'postgres' && !pgSwitchover) return fail(`the takeover of ${peer}'s ${address}:${t.port} has no continue.switchover section: a PostgreSQL switchover needs the primary's own address and a login to check that the standby replayed its commits`);
+    if (c.protocol === 'postgres' && !c.promote) return fail(`the takeover of ${peer}'s ${address}:${t.port} has no continue.promote: a PostgreSQL switchover would move the sessions onto a standby that stays read-only`);
     const plan = this.takeovers.find((p) => p.peer === peer && canonicalAddress(p.service.address) === address && p.service.port === t.port);
     if (!plan) return fail(`the takeover of ${peer}'s ${address}:${t.port} is not running`);
     this.emit('switchover-started', { peer, address, port: t.port });

@@ -133,7 +133,7 @@ controlOptions(
     .description('planned switchover: take a peer\'s service over here, with its live connections, exactly')
     .argument('<service>', 'ADDRESS[:PORT]: the service address of a takeover here (the port when it has several)')
     .option('--to <node>', 'the node that takes the service over: this one (required)')
-    .option('--quiet-wait-ms <ms>', 'how long the peer\'s server may take to go quiet once locked (default 2000)')
+    .option('--quiet-wait-ms <ms>', 'how long the peer\'s server may take to go quiet once locked (default 2000, at most 10000; PostgreSQL\'s idle check gets at least 200)')
     .option('--json', 'print the report as JSON')
     .addHelpText(
       'after',
@@ -147,7 +147,8 @@ replica to catch up (Redis: the primary's replication offset; PostgreSQL: its WA
 position replayed), promotes it, asks the peer to give the address up, restores every
 connection and relays it to the promoted replica (its session rebuilt, requests the old server
 never read replayed); then the peer unlocks. Until the address moves, any failure undoes
-everything on the peer (exit 2, the reason on stderr): its clients go on there.
+everything on the peer (exit 2, the reason on stderr): its clients go on there (a replica
+already promoted here stays promoted: the message says so).
 Exit 0: every connection moved; 1: some were reset or told the protocol's goodbye (PostgreSQL's
 57P01; the reasons are printed) or it failed after the address moved.`,
     ),
