@@ -28,6 +28,7 @@ import { canonicalAddress } from '../net/endpoint.js';
 import { removeAddress } from '../net/address.js';
 import { NetworkLock } from '../net/network-lock.js';
 import { pgBackendActivity } from '../net/pg-backend-title.js';
+import { parseProcStat } from '../monitor/process-identity.js';
 import { quietVerdict, readProcNetTcp, type ProcTcpSocket, type QueueSample } from '../net/proc-net-tcp.js';
 import { socketOwners, type SocketHolder } from '../net/sockdiag.js';
 import { SwitchoverFrameReader, SwitchoverFrameWriter, packStates, type SwitchoverBarrier } from '../net/switchover-wire.js';
@@ -289,7 +290,7 @@ async function unlockedPgSessions(owners: ReadonlyMap<number, SocketHolder>): Pr
   const locked = new Set([...owners.values()].map((o) => o.pid));
   const first = locked.values().next().value;
   if (first === undefined) return 0;
-  const postmaster = statFields(await readFile(`/proc/${first}/stat`, 'latin1')).ppid;
+  const postmaster = parseProcStat(await readFile(`/proc/${first}/stat`, 'latin1')).ppid;
   const pids = (await readdir('/proc')).map(Number).filter((pid) => Number.isInteger(pid) && !locked.has(pid));
   let count = 0;
   for (let i = 0; i < pids.length; i += 64) {
@@ -297,8 +298,8 @@ async function unlockedPgSessions(owners: ReadonlyMap<number, SocketHolder>): Pr
       pids.slice(i, i + 64).map(async (pid) => {
         const stat = await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => undefined);
         if (!stat) return 'gone';
-        const f = statFields(stat);
-        if (f.ppid !== postmaster || f.startTicks > before) return 'other';
+        const f = parseProcStat(stat);
+        if (f.ppid !== postmaster || Number(f.startTime) > before) return 'other';
         const title = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
         return title ? pgBackendActivity(title).kind : 'gone';
       }),
@@ -310,13 +311,6 @@ async function unlockedPgSessions(owners: ReadonlyMap<number, SocketHolder>): Pr
 
 /** USER_HZ: /proc's clock ticks per second (100 on every Linux architecture Node runs on). */
 const CLOCK_TICKS_PER_S = 100;
-
-/** A /proc/PID/stat line's parent pid and start time (clock ticks since boot), read after the last ')': the name may hold any byte. */
-function statFields(stat: string): { ppid: number; startTicks: number } {
-  // From the state (field 3) on: ppid is field 4, starttime field 22.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { ppid: Number(rest[1]), startTicks: Number(rest[19]) };
-}
 
 type Quiet = { ok: true; sockets: ProcTcpSocket[]; rounds: number; readMs: number } | { ok: false; why: string };
 

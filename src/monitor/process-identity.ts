@@ -38,18 +38,19 @@ export async function processCommandLine(pid: number): Promise<string[] | undefi
 }
 
 /**
- * State, process group and start time from the text of /proc/PID/stat. The command name (field
- * 2) is in parentheses and may itself hold spaces and ')': the fields are counted after the last ')'.
+ * State, parent, process group and start time from the text of /proc/PID/stat. The command name
+ * (field 2) is in parentheses and may itself hold spaces and ')': the fields are counted after the last ')'.
  */
-export function parseProcStat(text: string): { state: string; pgid: number; startTime: string } {
+export function parseProcStat(text: string): { state: string; ppid: number; pgid: number; startTime: string } {
   const close = text.lastIndexOf(')');
   if (close < 0) throw new Error('/proc/PID/stat: no command name');
   const f = text.slice(close + 1).trim().split(/\s+/); // f[0] is field 3 (state)
   const state = f[0];
+  const ppid = Number(f[4 - 3]);
   const pgid = Number(f[5 - 3]);
   const startTime = f[22 - 3];
-  if (state === undefined || !Number.isInteger(pgid) || startTime === undefined || !/^\d+$/.test(startTime)) throw new Error('/proc/PID/stat: too few fields');
-  return { state, pgid, startTime };
+  if (state === undefined || !Number.isInteger(ppid) || !Number.isInteger(pgid) || startTime === undefined || !/^\d+$/.test(startTime)) throw new Error('/proc/PID/stat: too few fields');
+  return { state, ppid, pgid, startTime };
 }
 
 /**

@@ -35,7 +35,7 @@ it('refuses a switchover it cannot carry out, naming what is missing', async () 
   const agent = await Agent.create(config);
   const ask = async (port: number) => {
     const got: Array<Record<string, unknown>> = [];
-    await controlRequest(config.control, { cmd: 'switchover', address: '198.18.250.10', port, to: 'n1' }, (m) => got.push(m));
+    await controlRequest(path.join(dir, 'n1.sock'), { cmd: 'switchover', address: '198.18.250.10', port, to: 'n1' }, (m) => got.push(m));
     return got[0]?.error;
   };
   try {

@@ -25,7 +25,7 @@ describe('process identity', () => {
   it('parses /proc/PID/stat past a command name holding spaces and parentheses', () => {
     const fields = Array.from({ length: 50 }, (_, i) => String(i + 3)); // field n holds "n"
     fields[0] = 'S';
-    expect(parseProcStat(`42 (a) b (c)) ${fields.join(' ')}\n`)).toEqual({ state: 'S', pgid: 5, startTime: '22' });
+    expect(parseProcStat(`42 (a) b (c)) ${fields.join(' ')}\n`)).toEqual({ state: 'S', ppid: 4, pgid: 5, startTime: '22' });
     expect(() => parseProcStat('42 (x) S 1 2')).toThrow(/too few fields/);
   });
 
