@@ -2,6 +2,7 @@
 // another process with borrowFd), plus a TCP_REPAIR peek at a socket's sequence numbers.
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -58,6 +59,16 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (close(FdArg(info, 0)) != 0 && errno != EINTR) ThrowErrno(env, "close", errno);
   return env.Undefined();
+}
+
+// dupFd(fd): a new fd for the same open socket (close-on-exec), owned by the caller, who must
+// closeFd it. For handing a socket to another process (the relay keeper takes it with
+// pidfd_getfd) after the stream that watched the original has closed it.
+Napi::Value DupFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = fcntl(FdArg(info, 0), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(env, "fcntl", errno);
+  return Napi::Number::New(env, fd);
 }
 
 void SetInt(Napi::Env env, int fd, int level, int name, int value) {
@@ -117,6 +128,7 @@ void InitSocketOps(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
   exports.Set("shutdownRead", Napi::Function::New(env, ShutdownRead, "shutdownRead"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("tcpRepairSeq", Napi::Function::New(env, TcpRepairSeq, "tcpRepairSeq"));
   exports.Set("tcpRepairClose", Napi::Function::New(env, TcpRepairClose, "tcpRepairClose"));
 }

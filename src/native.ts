@@ -361,6 +361,8 @@ export interface NativeBindings {
   /** shutdown(fd, SHUT_RD): reads see end-of-file from now on; TCP sends nothing. */
   shutdownRead(fd: number): void;
   closeFd(fd: number): void;
+  /** fcntl(F_DUPFD_CLOEXEC): a new fd for the same open file, the caller's to closeFd. Throws (syscall 'fcntl') EBADF, EMFILE. */
+  dupFd(fd: number): number;
   /** TCP_REPAIR peek of a local socket's kernel sequence numbers (CAP_NET_ADMIN). */
   tcpRepairSeq(fd: number): RepairSeq;
   /**

@@ -36,6 +36,8 @@ import { subscriptions } from './replication/subscriptions.js';
 import { CalloutRunner, type CalloutResult } from './callouts.js';
 import { configKey, type AgentConfig, type InstanceConfig, type TakeoverConfig } from './config.js';
 import { ControlServer, defaultControlPath, type ControlRequest } from './control.js';
+import { relayKeeperSocket, stateDirOf } from './config-checks.js';
+import { RelayKeeperClient } from '../net/relay-keeper/keeper-client.js';
 import { InstanceMonitor, type InstanceEvent, type InstanceInfo, type LastExit } from './instance-monitor.js';
 import { PlannedChanges, type ChangeReport, type StartOptions, type StopOptions } from './planned-change.js';
 import { NodeEventPublisher } from './node-events.js';
@@ -47,7 +49,7 @@ import { redisCatchUp, redisSessions } from './redis-catch-up.js';
 import { SwitchoverError, type SwitchoverReport } from './switchover-backup.js';
 import { servePrimarySwitchover, type PrimarySwitchoverEvent } from './switchover-primary.js';
 import { isSwitchoverFrameStart } from '../net/switchover-wire.js';
-import { PeerTakeover, type ContinuedEnded, type ShadowHealth, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
+import { PeerTakeover, type ContinuedEnded, type PeerTakeoverOptions, type ShadowHealth, type TakeoverAbandoned, type TakeoverDone, type TakeoverHeld, type TakeoverWaiting } from './peer-takeover.js';
 import { stateSnapshot } from './state-snapshot.js';
 import type { DeviceReport, ReservationDevice } from '../fence/fencer.js';
 import { formatKey } from '../fence/fence-keys.js';
@@ -96,6 +98,13 @@ export type AgentEvents = {
   'takeover-held': [TakeoverHeld];
   /** A connection continued here ended (its relay): clientReset when the relay reset it for a reason of its own (RelayEnd). */
   'continued-ended': [ContinuedEnded & { peer: string }];
+  /**
+   * The relay keeper (config `relayKeeper`): found at start holding relays of a previous life
+   * (`attached`), started by this agent (`started`), left holding relays at this agent's stop
+   * (`left`), lost (its connection ended: the relays it held are gone with it), or a relay of a
+   * previous life ended (`ended`).
+   */
+  'relay-keeper': [RelayKeeperEvent];
   /** A takeover's shadow started: the peer's connections to the service are followed (source: `mirror IF` or `stream HOST:PORT`). */
   shadowing: [{ peer: string; address: string; port: number; source: string }];
   /** A shadow's stream from the peer's agent: connected, refused, broken, resumed. */
@@ -183,6 +192,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** When 'heartbeat-held' was last said (ms since the epoch). */
   private heldSaidAt = -Infinity;
   private readonly takeovers: PeerTakeover[] = [];
+  /** With `relayKeeper`: the connection to the process that holds continued connections' relays. */
+  private readonly keeper: { socket: string; client: RelayKeeperClient } | undefined;
   /** Failure plans of this node's instances still running (stop() lets them finish). */
   private readonly plans = new Set<Promise<void>>();
   private readonly trackers: FlowTracker[] = [];
@@ -271,7 +282,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       sent: () => this.leases?.renew(),
     });
     this.heartbeat.on('event', (e) => this.onDetector(e));
-    this.stateDir = config.stateDir ?? path.join(path.dirname(config.control ?? defaultControlPath(config.node)), config.node);
+    this.stateDir = stateDirOf(config);
+    const keeperSocket = relayKeeperSocket(config);
+    this.keeper = keeperSocket === undefined ? undefined : { socket: keeperSocket, client: new RelayKeeperClient({ socket: keeperSocket, logFile: path.join(this.stateDir, 'relay-keeper.log') }) };
     this.addresses = new AddressHolding({
       takeovers: config.peers.flatMap((p) => p.takeover.map((t) => ({ peer: p.node, address: t.address }))),
       heartbeat: this.heartbeat,
@@ -374,6 +387,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.metrics) this.metricsPort = await this.metrics.listen();
       if (this.config.fencing) await this.startFencing(this.config.fencing);
       await this.sweepGuards();
+      await this.attachKeeper();
       const stream = this.config.connectionStream;
       if (stream) {
         const commit = stream.outputCommit;
@@ -427,6 +441,30 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /**
+   * Connects to a relay keeper that answers (one a previous life started keeps its relays) and
+   * follows it; starts none: the first handover does.
+   */
+  private async attachKeeper(): Promise<void> {
+    if (!this.keeper) return;
+    const { socket, client } = this.keeper;
+    await mkdir(path.dirname(socket), { recursive: true, mode: 0o700 });
+    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+    client.on('started', (e) => this.emit('relay-keeper', { kind: 'started', socket, ...e }));
+    client.on('lost', (e) => this.emit('relay-keeper', { kind: 'lost', socket, ...e }));
+    client.on('ended', (e) => {
+      // This life's own relays end through their PeerTakeover ('continued-ended').
+      if (!e.mine) this.emit('relay-keeper', { kind: 'ended', socket, client: e.client, peer: e.peer, service: e.service, reason: e.reason, clientBytes: e.clientBytes, upstreamBytes: e.upstreamBytes });
+    });
+    if (await client.attach()) this.emit('relay-keeper', { kind: 'attached', socket, pid: client.held!.pid, connections: client.held!.relays.length });
+  }
+
+  /** A takeover's continue setup with its relays going to the relay keeper (config `relayKeeper`). */
+  private withKeeper(c: NonNullable<PeerTakeoverOptions['continue']>): NonNullable<PeerTakeoverOptions['continue']> {
+    const keeper = this.keeper?.client;
+    return keeper ? { ...c, keeper: (r) => keeper.handOff(r) } : c;
+  }
+
+  /**
    * A previous life of this agent killed with SIGKILL (or any process of this project killed
    * during a close) left its RST guard: while it stays, this host drops its own RSTs from that
    * address for good. Removed before this life installs its own, whatever the config says now.
@@ -460,7 +498,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const service = { address: t.address, port: t.port };
     const plan = new PeerTakeover({
       heartbeat: this.nodeEvents, peer, service, tracker, ...(answers ? { answers } : {}), interface: t.interface, prefixLength: t.prefixLength, method: t.method,
-      ...(t.continue ? { continue: continueSetup(t.continue, service, { node: this.config.node, key: this.key, onEvent: (e) => this.emit('shadow-stream', { ...e, peer }), onWalWatch: (e) => this.emit('wal-watch', { ...e, peer }) }) } : {}),
+      ...(t.continue ? { continue: this.withKeeper(continueSetup(t.continue, service, { node: this.config.node, key: this.key, onEvent: (e) => this.emit('shadow-stream', { ...e, peer }), onWalWatch: (e) => this.emit('wal-watch', { ...e, peer }) })) } : {}),
       known: () => this.replication.replicas.connections(peer, service),
       ...(fencing ? { before: (down) => fencing.fenced(down.node) } : {}),
       leases: this.peerLeases,
@@ -529,6 +567,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.quorum.close();
     this.witnessed?.close();
     for (const t of this.takeovers) await t.close();
+    // After the takeovers: a handover still waiting for the keeper's answer ends with the relay.
+    const held = this.keeper?.client.held;
+    if (held && held.relays.length > 0) this.emit('relay-keeper', { kind: 'left', socket: this.keeper!.socket, pid: held.pid, connections: held.relays.length });
+    this.keeper?.client.close();
     for (const t of this.trackers) t.close();
     await this.connectionStream?.close();
     await this.heldTraffic?.close();
@@ -646,6 +688,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
       }),
       ...relayingNow(this.takeovers),
+      ...(this.keeper ? { keeper: keeperStatus(this.keeper.socket, this.keeper.client) } : {}),
       ...(this.openFilesLimit !== undefined ? { openFilesLimit: this.openFilesLimit } : {}),
       nice: niceOf(),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
@@ -1106,6 +1149,12 @@ export interface AgentStatus {
    * when there are none.
    */
   relaying?: Array<{ peer: string; address: string; port: number; connections: number }>;
+  /**
+   * With `relayKeeper`: the continued connections the relay keeper holds (they outlive this
+   * agent), by peer and service (ADDRESS:PORT), as last known; `pid` absent while no keeper is
+   * connected (none runs yet: one is started at the first handover).
+   */
+  keeper?: { socket: string; pid?: number; connections: number; services: Array<{ peer: string; service: string; connections: number }> };
   /** This process's open-files limit (fd-limit.ts), read at start; absent when unknown. Each continued connection holds two. */
   openFilesLimit?: number;
   /** The agent's nice value now (its main thread's; config `nice` once started), -20..19. */
@@ -1131,6 +1180,27 @@ async function boundedWait(p: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
   clearTimeout(timer);
+}
+
+export type RelayKeeperEvent =
+  | { kind: 'attached'; socket: string; pid: number; connections: number }
+  | { kind: 'started'; socket: string; pid: number; logFile: string; insideUnit: boolean }
+  | { kind: 'left'; socket: string; pid: number; connections: number }
+  | { kind: 'lost'; socket: string; reason: string; held: number }
+  | { kind: 'ended'; socket: string; client: string; peer: string; service: string; reason: string; clientBytes: number; upstreamBytes: number };
+
+/** status' `keeper`: the relay keeper's relays by peer and service, as last known. */
+function keeperStatus(socket: string, keeper: RelayKeeperClient): NonNullable<AgentStatus['keeper']> {
+  const held = keeper.held;
+  if (!held) return { socket, connections: 0, services: [] };
+  const by = new Map<string, { peer: string; service: string; connections: number }>();
+  for (const r of held.relays) {
+    const k = `${r.peer} ${r.service}`;
+    const e = by.get(k) ?? { peer: r.peer, service: r.service, connections: 0 };
+    e.connections++;
+    by.set(k, e);
+  }
+  return { socket, pid: held.pid, connections: held.relays.length, services: [...by.values()] };
 }
 
 /** status' `relaying`: the takeovers whose continued connections are relayed now (absent: none). */

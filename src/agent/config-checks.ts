@@ -31,6 +31,8 @@ export interface CheckedConfig {
   notify: { host: string };
   addressLease?: { seconds: number; addresses: Array<{ address: string; interface: string; prefixLength: number }> } | undefined;
   control?: string | undefined;
+  stateDir?: string | undefined;
+  relayKeeper?: { socket?: string | undefined } | undefined;
   instances: Array<{
     name: string;
     node: string;
@@ -273,10 +275,23 @@ function checkPaths(c: CheckedConfig, issue: Issue): void {
   c.instances.forEach((inst, i) => {
     if (inst.node === c.node) absolute(['instances', i, 'pidFile'], inst.pidFile);
   });
-  const control = c.control ?? defaultControlPath(c.node);
-  const bytes = Buffer.byteLength(control);
-  if (bytes > MAX_SOCKET_PATH_BYTES) {
-    const what = c.control === undefined ? `the default control socket ${control}` : control;
-    issue(['control'], `${what} is ${bytes} bytes: a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} (a longer one is cut short)`);
-  }
+  absolute(['relayKeeper', 'socket'], c.relayKeeper?.socket);
+  const socketFits = (at: Path, given: string | undefined, used: string, what: string) => {
+    const bytes = Buffer.byteLength(used);
+    if (bytes > MAX_SOCKET_PATH_BYTES) issue(at, `${given === undefined ? `the default ${what} ${used}` : used} is ${bytes} bytes: a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} (a longer one is cut short)`);
+  };
+  socketFits(['control'], c.control, c.control ?? defaultControlPath(c.node), 'control socket');
+  const keeper = relayKeeperSocket(c);
+  if (keeper !== undefined) socketFits(['relayKeeper', 'socket'], c.relayKeeper?.socket, keeper, 'relay keeper socket');
+}
+
+/** Where the agent keeps its runtime state: `stateDir`, or the control socket's directory + /NODE. */
+export function stateDirOf(c: { stateDir?: string | undefined; control?: string | undefined; node: string }): string {
+  return c.stateDir ?? path.join(path.dirname(c.control ?? defaultControlPath(c.node)), c.node);
+}
+
+/** The relay keeper's socket: `relayKeeper.socket`, or stateDir/relay-keeper.sock; undefined without `relayKeeper`. */
+export function relayKeeperSocket(c: { relayKeeper?: { socket?: string | undefined } | undefined; stateDir?: string | undefined; control?: string | undefined; node: string }): string | undefined {
+  if (c.relayKeeper === undefined) return undefined;
+  return c.relayKeeper.socket ?? path.join(stateDirOf(c), 'relay-keeper.sock');
 }

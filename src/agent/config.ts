@@ -338,6 +338,14 @@ export const configSchema = z
         addresses: z.array(leasedAddress).min(1).max(8),
       })
       .optional(),
+    /**
+     * Continued connections (a `continue` takeover, a switchover) are relayed, once the agent no
+     * longer looks at their bytes, by `takeover relay-keeper`, a process apart, so that they
+     * outlive the agent's restart, crash or stop. `socket`: where it listens (default
+     * stateDir/relay-keeper.sock); the agent starts it there when none answers. Off unless given:
+     * the agent relays them itself, and its stop resets them.
+     */
+    relayKeeper: z.strictObject({ socket: z.string().min(1).optional() }).optional(),
     /** Prometheus metrics on HTTP (`GET /metrics`); off unless given. */
     metrics: z
       .strictObject({

@@ -2,9 +2,10 @@
 // `status`, `service stop|start`, `instance cleanup`, `events`, `flows --peer` and `switchover`. One JSON request line in; JSON lines out: one
 // reply, or for a follow request a stream until either side closes.
 import { once } from 'node:events';
-import { chmod, lstat, rm } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
+import { removeStaleSocket } from '../unix-socket.js';
 
 export type ControlRequest =
   | { cmd: 'status' }
@@ -67,7 +68,7 @@ export class ControlServer {
    * cut that agent off from the CLI; and (code EEXIST) if something other than a socket is there.
    */
   async listen(): Promise<void> {
-    await removeStaleSocket(this.path);
+    await removeStaleSocket(this.path, 'control', () => new AgentRunningError(this.path));
     this.server.listen(this.path);
     await once(this.server, 'listening'); // rejects with the listen error
     this.listening = true;
@@ -90,22 +91,6 @@ export class AgentRunningError extends Error {
   constructor(readonly path: string) {
     super(`another agent is running for this node: its control socket ${path} answers (stop it first, or give this one another node name and control path)`);
   }
-}
-
-async function removeStaleSocket(file: string): Promise<void> {
-  const there = await lstat(file).catch(() => undefined);
-  if (!there) return;
-  if (!there.isSocket()) throw Object.assign(new Error(`control: ${file} exists and is not a socket: not deleting it`), { code: 'EEXIST' });
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(file);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false)); // ECONNREFUSED: nobody listens, a stale socket
-  });
-  if (live) throw new AgentRunningError(file);
-  await rm(file, { force: true });
 }
 
 function parseRequest(line: string): ControlRequest {

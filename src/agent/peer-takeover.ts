@@ -20,6 +20,7 @@ import { parseCloseMethod, type CloseMethod } from '../net/close-method.js';
 import type { FlowTracker } from '../net/flow-tracker.js';
 import { RstGuard } from '../net/rst-guard.js';
 import { continueConnections, type ContinuedConnection, type ContinueOptions, type ContinueReport } from '../net/shadow/continue-connections.js';
+import type { RelayHandOff } from '../net/relay-keeper/keeper-client.js';
 import type { Relay, RelayEnd } from '../net/shadow/connection-relay.js';
 import type { ContinuePlugin } from '../net/shadow/exchange-tracker.js';
 import type { PeerShadowStats } from '../net/shadow/peer-shadow.js';
@@ -81,6 +82,11 @@ export interface PeerTakeoverOptions {
     upstream: { host: string; port: number };
     plugin: ContinuePlugin;
     promote?: () => Promise<void>;
+    /**
+     * The relay keeper's handOff (RelayKeeperClient.handOff): the continued connections' relays go
+     * to it once in their steady state, and outlive this agent (ContinueOptions.keeper).
+     */
+    keeper?: (relay: { client: string; service: string; upstream: string; peer: string }) => RelayHandOff;
   };
 }
 
@@ -327,9 +333,11 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     return { ...health, unfollowed };
   }
 
-  /** Connections continued here whose relays run now (they live in this process: its stop resets them). */
+  /** Connections continued here whose relays run in this process now (not yet, or never, handed to the relay keeper): its stop resets them. */
   get relaying(): number {
-    return this.relays.size;
+    let n = 0;
+    for (const r of this.relays.values()) if (!r.stats.kept) n++;
+    return n;
   }
 
   /** Resolves when no takeover is running (the agent's stop lets a running one finish). */
@@ -347,7 +355,8 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     clearTimeout(this.reopening?.timer);
     this.reopening?.spent?.close();
     this.reopening = undefined;
-    for (const r of this.relays.values()) r.close('the agent stopped');
+    // Those the relay keeper holds outlive the agent; the rest end with it.
+    for (const r of this.relays.values()) if (!r.stats.kept) r.close('the agent stopped');
     this.relays.clear();
     const guard = this.guard;
     this.guard = undefined;
@@ -380,6 +389,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
         ...(c.promote ? { promote: c.promote } : {}),
         upstreamAccepts: () => upstreamAccepts(c.upstream),
         guard: this.guard === undefined,
+        ...this.keeperOption(c),
       });
     })();
     this.running = run;
@@ -400,6 +410,12 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     await this.dropGuard();
     this.keepRelays(result!.continued);
     return result!.report;
+  }
+
+  /** ContinueOptions.keeper for this peer's connections, when the agent has a relay keeper. */
+  private keeperOption(c: NonNullable<PeerTakeoverOptions['continue']>): Pick<ContinueOptions, 'keeper'> {
+    const keeper = c.keeper;
+    return keeper ? { keeper: (r) => keeper({ ...r, peer: this.options.peer }) } : {};
   }
 
   /** Holds the relays of connections continued here until each ends. */
@@ -533,6 +549,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       ...(shadow.checkReplays ? { checkReplays: shadow.checkReplays(promoted) } : {}),
       // A mirror's copy goes on after the plans: what clients sent the dead server meanwhile.
       ...(shadow.clientDataSince ? { lateClientData: shadow.clientDataSince.bind(shadow) } : {}),
+      ...this.keeperOption(c),
     });
     this.keepRelays(r.continued);
     const results = r.reset.flatMap((x) => (x.close ? [x.close] : []));

@@ -16,7 +16,7 @@
 //   6. DONE; the primary unlocks (UNLOCKED, with how long the lock held).
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { continueConnections, type ContinueReport } from '../net/shadow/continue-connections.js';
+import { continueConnections, type ContinueOptions, type ContinueReport } from '../net/shadow/continue-connections.js';
 import type { ContinuePlugin, ProtocolGoodbye } from '../net/shadow/exchange-tracker.js';
 import { switchoverPlans, type ServerSession } from '../net/switchover-plans.js';
 import { SwitchoverFrameReader, SwitchoverFrameWriter, type SwitchoverBarrier, type SwitchoverMessage } from '../net/switchover-wire.js';
@@ -52,6 +52,8 @@ export interface BackupSwitchoverOptions {
   quietWaitMs?: number;
   /** false: the caller has the RST guard in place. */
   guard?: boolean;
+  /** The moved connections' relays go to the relay keeper (ContinueOptions.keeper). */
+  keeper?: ContinueOptions['keeper'];
 }
 
 export interface SwitchoverReport {
@@ -194,6 +196,7 @@ export async function runSwitchover(o: BackupSwitchoverOptions): Promise<{ repor
       upstream: o.upstream,
       plugin: o.plugin,
       guard: o.guard ?? true,
+      ...(o.keeper ? { keeper: o.keeper } : {}),
     });
     const resetBy: Record<string, number> = {};
     for (const x of r.reset) resetBy[x.reason] = (resetBy[x.reason] ?? 0) + 1;

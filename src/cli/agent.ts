@@ -113,6 +113,14 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   // by reason as in `peer taken over`. A PostgreSQL transaction that could not be rebuilt after
   // all ends with its goodbye (57P01), as it would have at the takeover: the same, at info level.
   const batches = { reset: [] as Array<{ peer: string; client: string; reason: string }>, goodbye: [] as Array<{ peer: string; client: string; reason: string }> };
+  agent.on('relay-keeper', (e) => {
+    if (e.kind === 'attached') log.info(e, `relay keeper (pid ${e.pid}) on ${e.socket} holds ${e.connections} continued connection(s)`);
+    else if (e.kind === 'started' && e.insideUnit) log.warn(e, `relay keeper started (pid ${e.pid}) on ${e.socket} inside this agent's systemd unit: a stop or restart of the unit kills it and the connections it holds; run it as its own unit (docs/examples/takeover-relay-keeper.service); its log: ${e.logFile}`);
+    else if (e.kind === 'started') log.info(e, `relay keeper started (pid ${e.pid}) on ${e.socket}; its log: ${e.logFile}`);
+    else if (e.kind === 'left') log.info(e, `${e.connections} continued connection(s) stay with the relay keeper (pid ${e.pid})`);
+    else if (e.kind === 'lost') log[e.held > 0 ? 'warn' : 'info'](e, `relay keeper on ${e.socket} lost (${e.reason})${e.held > 0 ? `: the ${e.held} continued connection(s) it held are gone with it` : ''}`);
+    else log.debug(e, 'continued connection ended');
+  });
   agent.on('continued-ended', (e) => {
     const kind = e.clientReset ? 'reset' : e.saidGoodbye ? 'goodbye' : undefined;
     if (!kind) return log.debug(e, 'continued connection ended');

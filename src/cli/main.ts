@@ -84,6 +84,16 @@ program
     process.exitCode = await (await import('./agent.js')).agentCommand(opts);
   });
 
+program
+  .command('relay-keeper')
+  .description('hold continued connections\' relays apart from the agent, so that they outlive its restart (started by the agent with `relayKeeper`, or as its own service)')
+  .requiredOption('--socket <path>', 'the Unix socket the agent hands relays over on (the agent\'s relayKeeper.socket)')
+  .option('--idle-exit-ms <ms>', 'exit once no relay is held and no agent has been connected for this long (0: never, as a service of its own)', '10000')
+  .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent', 'info')
+  .action(async (opts) => {
+    process.exitCode = await (await import('./relay-keeper.js')).relayKeeperCommand(opts);
+  });
+
 const controlOptions = (c: Command) =>
   c.option('--control <path>', 'the agent\'s control socket (default: from --config, or the only one under /run/takeover)').option('--config <file>', 'the agent configuration naming the control socket');
 

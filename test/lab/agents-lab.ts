@@ -58,7 +58,7 @@ export async function agentsLab(options: Parameters<typeof Lab.create>[0], prefi
  * The continue tests' pair (issue 12): `takeover agent` processes on a (the primary) and b, b's
  * takeover of a's service port on the service address with `continue` as given, two nodes
  * without fencing (quorum.twoNode: the silenced a is what fencing would make it). `aExtra` goes
- * into a's config (e.g. its connectionStream); `heartbeat` replaces the 100 ms x 3 misses (a
+ * into a's config (e.g. its connectionStream), `bExtra` into b's (e.g. relayKeeper); `heartbeat` replaces the 100 ms x 3 misses (a
  * test that needs no fast detection on a loaded machine). Returns each agent's log as parsed JSON lines, and its process.
  */
 export function startContinueAgents(
@@ -67,6 +67,7 @@ export function startContinueAgents(
   continueSection: Record<string, unknown>,
   aExtra: Record<string, unknown> = {},
   heartbeat: { intervalMs: number; misses: number } = { intervalMs: 100, misses: 3 },
+  bExtra: Record<string, unknown> = {},
 ): { log: (node: 'a' | 'b') => Array<Record<string, any>>; agent: (node: 'a' | 'b') => CliProcess } {
   const { lab, dir, agents, vip, links } = m;
   const started = new Map<'a' | 'b', CliProcess>();
@@ -77,7 +78,7 @@ export function startContinueAgents(
       heartbeat: { ...heartbeat, links: links(n) }, notify: { port: 0 },
       peers: [n === 'a' ? { node: 'b', links: links('b') } : { node: 'a', links: links('a'), takeover }],
       quorum: { twoNode: true },
-      ...(n === 'a' ? aExtra : {}),
+      ...(n === 'a' ? aExtra : bExtra),
     };
     writeFileSync(path.join(dir, `${n}.json`), JSON.stringify(config));
     // b at debug: a line per continued connection, for a test following one client.

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_STOP_GRACE_MS as STOP_GRACE_MS } from '../../src/agent/config.js';
 import { CLI } from '../cli-process.js';
-import { UNIT_FILE, unitPrivileges, unitSettings } from '../systemd-unit.js';
+import { readFileSync } from 'node:fs';
+import { KEEPER_UNIT_FILE, UNIT_FILE, unitPrivileges, unitSettings } from '../systemd-unit.js';
 
 const INSTALLED = '/usr/local/bin/takeover'; // where the README's install steps put the command
 
@@ -84,6 +85,31 @@ describe('the systemd unit', () => {
     const caps = unitSettings().get('CapabilityBoundingSet')![0]!.split(/\s+/);
     expect(caps).toEqual(expect.arrayContaining(['CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_SYS_PTRACE', 'CAP_DAC_READ_SEARCH']));
     const r = spawnSync('setpriv', [...unitPrivileges(), 'true'], { encoding: 'utf8' });
+    expect([r.status, r.stderr]).toEqual([0, '']);
+  });
+});
+
+describe('the relay keeper\'s unit', () => {
+  const settings = () => unitSettings(readFileSync(KEEPER_UNIT_FILE, 'utf8'));
+
+  it('systemd-analyze verify reads it without a warning; its ExecStart is a keeper that never idles out, on its own runtime directory', () => {
+    const r = withInstalledCommand(['systemd-analyze', 'verify', KEEPER_UNIT_FILE]);
+    expect({ status: r.status, out: `${r.stdout}${r.stderr}` }).toEqual({ status: 0, out: '' });
+    const s = settings();
+    expect(s.get('ExecStart')![0]).toBe(`${INSTALLED} relay-keeper --socket /run/takeover-relay-keeper/keeper.sock --idle-exit-ms 0`);
+    // Not the agent's /run/takeover, which a stop of the agent's unit removes.
+    expect(s.get('RuntimeDirectory')).toEqual(['takeover-relay-keeper']);
+    expect(unitSettings().get('RuntimeDirectory')).not.toEqual(s.get('RuntimeDirectory'));
+    // The CLI takes ExecStart's arguments (a bad one would be exit 2: usage).
+    const help = withInstalledCommand([INSTALLED, 'relay-keeper', '--help']);
+    expect([help.status, help.stdout]).toEqual([0, expect.stringMatching(/--idle-exit-ms <ms>/)]);
+    const bad = withInstalledCommand([INSTALLED, 'relay-keeper', '--socket', '/x', '--idle-exit-ms', '5']);
+    expect([bad.status, bad.stderr]).toEqual([2, expect.stringMatching(/--idle-exit-ms: must be 0 \(never\) or an integer number of ms, 100-86400000, got "5"/)]);
+  });
+
+  it('its one capability is known to the kernel (setpriv refuses an unknown name)', () => {
+    expect(settings().get('CapabilityBoundingSet')).toEqual(['CAP_SYS_PTRACE']);
+    const r = spawnSync('setpriv', [...unitPrivileges(KEEPER_UNIT_FILE), 'true'], { encoding: 'utf8' });
     expect([r.status, r.stderr]).toEqual([0, '']);
   });
 });

@@ -23,6 +23,7 @@ import net from 'node:net';
 import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
 import type { PreambleDialog, ReadOnlyJudge, ReadOnlyReplay, ReplyCounter, ReplyFilter, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
+import type { KeeperError, RelayHandOff } from '../relay-keeper/keeper-client.js';
 
 export interface RelayOptions {
   /** The client's socket; the relay owns it from here (destroys it at the end). */
@@ -87,6 +88,13 @@ export interface RelayOptions {
    * userspace (for comparison). `pipeBytes`: the size of pipes made for it (default 256 KiB).
    */
   splice?: boolean | { pipeBytes?: number };
+  /**
+   * Hands the steady state to the relay keeper, another process (RelayKeeperClient.handOff),
+   * instead of splicing it here: the connection then outlives this process (stats.kept). When
+   * the keeper refuses it, it is spliced here as without this option; when the keeper is lost
+   * before it answers, the relay ends (nobody can tell whether the keeper took it).
+   */
+  keeper?: RelayHandOff;
 }
 
 export interface RelayStats {
@@ -105,6 +113,8 @@ export interface RelayStats {
   answeredBytes: number;
   /** Whether the steady state was handed to the kernel (SpliceRelay); counted in the bytes above. */
   spliced: boolean;
+  /** Whether the relay keeper holds it (RelayOptions.keeper): the bytes above count to the handover, and at the end all of them. */
+  kept: boolean;
   /** The replay ran read-only (the hold's `readOnly`) and its replies, counted in upstreamBytes, showed no write. */
   readOnlyPassed: boolean;
 }
@@ -172,7 +182,7 @@ export function prepareUpstream(upstream: { host: string; port: number }, preamb
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false, readOnlyPassed: false };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false, kept: false, readOnlyPassed: false };
   if (options.goodbye) {
     options.prepared?.close();
     return sayGoodbye(client, options.goodbye, stats);
@@ -188,8 +198,11 @@ export function relayConnection(options: RelayOptions): Relay {
   // restored socket's first retransmission, 1 s later (its RTO has no RTT sample yet).
   client.setNoDelay(true);
   let reason: string | null = null;
-  /** The kernel relay once the steady state is handed over; the net.Sockets are destroyed then. */
-  let pump: NativeSpliceRelay | undefined;
+  /**
+   * The kernel relay once the steady state is handed over (here, or the keeper's: its close asks
+   * the keeper); the net.Sockets are destroyed then.
+   */
+  let pump: { close(): unknown } | undefined;
   let spliceOn = options.splice !== false;
   const pipeBytes = typeof options.splice === 'object' ? options.splice.pipeBytes : undefined;
   let finish!: (end: RelayEnd) => void;
@@ -378,36 +391,79 @@ export function relayConnection(options: RelayOptions): Relay {
       spliceOn = false;
       return;
     }
-    let p: NativeSpliceRelay;
+    // The keeper takes duplicates (the net.Sockets close their own fds below); a local
+    // SpliceRelay dups by itself.
+    let fds: [number, number] | undefined;
+    let p: NativeSpliceRelay | undefined;
     try {
-      p = new native.SpliceRelay(clientFd, upstreamFd, pipeBytes);
+      if (options.keeper) fds = duplicates(clientFd, upstreamFd);
+      else p = new native.SpliceRelay(clientFd, upstreamFd, pipeBytes);
     } catch {
       spliceOn = false; // (EMFILE, say): the userspace relay goes on
       return;
     }
-    // From here to start(), synchronous: libuv reads nothing meanwhile. Set first: read() below
+    // From here to the start, synchronous: libuv reads nothing meanwhile. Set first: read() below
     // emits 'data', which the handlers above now ignore.
-    pump = p;
-    const toUpstream = takeBuffered(client);
-    const toClient = takeBuffered(upstream);
-    const clientEof = eofRead(client);
-    const upstreamEof = eofRead(upstream);
-    const base = { client: stats.clientBytes, upstream: stats.upstreamBytes };
-    Object.defineProperty(stats, 'clientBytes', { get: () => base.client + p.bytes().aToB, enumerable: true, configurable: true });
-    Object.defineProperty(stats, 'upstreamBytes', { get: () => base.upstream + p.bytes().bToA, enumerable: true, configurable: true });
+    let closeWanted = false;
+    pump = p ?? { close: () => (closeWanted = true) };
+    const init = { aToB: takeBuffered(client), bToA: takeBuffered(upstream), aEof: eofRead(client), bEof: eofRead(upstream) };
+    const base = { clientBytes: stats.clientBytes, upstreamBytes: stats.upstreamBytes };
     stats.spliced = true;
     client.destroy();
     upstream.destroy();
+    if (p) return startSplice(p, init, base);
+    options.keeper!({ clientFd: fds![0], upstreamFd: fds![1], toUpstream: init.aToB, toClient: init.bToA, clientEof: init.aEof, upstreamEof: init.bEof, before: base }).then(
+      (kept) => {
+        closeFds(fds!);
+        stats.kept = true;
+        pump = { close: () => kept.close(reason ?? 'closed') };
+        if (closeWanted) kept.close(reason ?? 'closed');
+        void kept.ended.then(keptEnded);
+      },
+      (err: KeeperError) => {
+        if (err.code !== 'EKEEPERREFUSED' || closeWanted) {
+          // Maybe the keeper's now, maybe not: closing ours ends it here if it is not.
+          closeFds(fds!);
+          reason ??= err.message;
+          return finish(result());
+        }
+        // Nothing taken: spliced here instead, on the duplicates.
+        let local: NativeSpliceRelay;
+        try {
+          local = new native.SpliceRelay(fds![0], fds![1], pipeBytes);
+        } catch (e) {
+          reason ??= `splice relay error: ${(e as Error).message}`;
+          return finish(result());
+        } finally {
+          closeFds(fds!);
+        }
+        pump = local;
+        startSplice(local, init, base);
+      },
+    );
+  }
+
+  /** Runs the local kernel relay; the stats' byte counts follow it from `base`. */
+  function startSplice(p: NativeSpliceRelay, init: { aToB: Buffer; bToA: Buffer; aEof: boolean; bEof: boolean }, base: { clientBytes: number; upstreamBytes: number }): void {
+    Object.defineProperty(stats, 'clientBytes', { get: () => base.clientBytes + p.bytes().aToB, enumerable: true, configurable: true });
+    Object.defineProperty(stats, 'upstreamBytes', { get: () => base.upstreamBytes + p.bytes().bToA, enumerable: true, configurable: true });
     try {
-      p.start({ aToB: toUpstream, bToA: toClient, aEof: clientEof, bEof: upstreamEof }, (err: NativeError | null, end: SpliceEnd) => {
-        if (err) reason ??= `${end.side === 'b' ? 'upstream' : 'client'} error: ${err.message}`;
-        else reason ??= end.firstEof === 'b' ? 'upstream ended' : 'client ended';
+      p.start(init, (err: NativeError | null, end: SpliceEnd) => {
+        reason ??= spliceEndReason(err, end);
         finish(result());
       });
     } catch (err) {
       // (uv_poll_init refused: no way back, the net.Sockets are gone.)
       close(`splice relay error: ${(err as Error).message}`);
     }
+  }
+
+  /** The keeper's relay ended: its counts are the relay's. */
+  function keptEnded(end: { reason: string; clientBytes: number; upstreamBytes: number }): void {
+    stats.clientBytes = end.clientBytes;
+    stats.upstreamBytes = end.upstreamBytes;
+    reason ??= end.reason;
+    finish(result());
   }
 
   /** The part of data after the expected reply start; null when the relay ended (they differed). */
@@ -543,6 +599,21 @@ function fdOf(s: net.Socket): number | undefined {
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }
 
+/** Duplicates of both fds (closed again when the second fails). */
+function duplicates(a: number, b: number): [number, number] {
+  const da = native.dupFd(a);
+  try {
+    return [da, native.dupFd(b)];
+  } catch (err) {
+    native.closeFd(da);
+    throw err;
+  }
+}
+
+function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) native.closeFd(fd);
+}
+
 /** The bytes Node has read from the socket but not delivered (paused, or backpressure), in order. */
 function takeBuffered(s: net.Socket): Buffer {
   const chunks: Buffer[] = [];
@@ -558,6 +629,12 @@ function takeBuffered(s: net.Socket): Buffer {
 /** Whether the socket's EOF has been read (pushed into the stream, 'end' not necessarily emitted). */
 function eofRead(s: net.Socket): boolean {
   return (s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
+}
+
+/** A kernel relay's end as a relay's end reason (the client is side a, the upstream b). */
+export function spliceEndReason(err: NativeError | null, end: SpliceEnd): string {
+  if (err) return `${end.side === 'b' ? 'upstream' : 'client'} error: ${err.message}`;
+  return end.firstEof === 'b' ? 'upstream ended' : 'client ended';
 }
 
 /** The relay that only says goodbye: the bytes to the client, FIN, then its socket closes. */

@@ -29,11 +29,12 @@ import { adoptSocket } from '../adopt-socket.js';
 import type { DeadConnection } from '../close-engine.js';
 import type { CloseResult } from '../close-result.js';
 import { closePeers } from '../close-peers.js';
-import { canonicalAddress, type Endpoint } from '../endpoint.js';
+import { canonicalAddress, formatEndpoint, type Endpoint } from '../endpoint.js';
 import { RstGuard } from '../rst-guard.js';
 import { restoreConnections, type RestoredConnection, type RestoreOutcome } from '../tcp-repair.js';
 import { seqAdd } from '../seq.js';
 import { restoredRcvNxt, type TcpRepairState } from '../tcp-repair-state.js';
+import type { RelayHandOff } from '../relay-keeper/keeper-client.js';
 import { prepareUpstream, relayConnection, type PreparedUpstream, type Relay } from './connection-relay.js';
 import type { ContinuePlugin } from './exchange-tracker.js';
 import { LateClientDelivery, type LateClientSource } from './late-client-data.js';
@@ -100,6 +101,11 @@ export interface ContinueOptions {
    * retransmission. Absent (a stream's copy ends with the primary): nothing is delivered.
    */
   lateClientData?: LateClientSource;
+  /**
+   * Each relay's steady state goes to the relay keeper (RelayOptions.keeper), so that the
+   * continued connections outlive this process; called once per relay with what it relays.
+   */
+  keeper?: (relay: { client: string; service: string; upstream: string }) => RelayHandOff;
 }
 
 /** What a replay check decided. */
@@ -431,6 +437,9 @@ function relayRestored(
     ...(plan.expectReply ? { expectReply: plan.expectReply } : {}),
     ...(plan.resumeReply ? { replyFilter: plan.resumeReply.createFilter() } : {}),
     ...(plan.goodbye ? { goodbye: plan.goodbye.bytes } : {}),
+    ...(options.keeper
+      ? { keeper: options.keeper({ client: formatEndpoint(plan.client), service: formatEndpoint(plan.server), upstream: formatEndpoint({ address: options.upstream.host, port: options.upstream.port }) }) }
+      : {}),
   });
   // A goodbye reads nothing it is sent: nothing to deliver.
   if (!plan.goodbye) late?.watch(plan.client, plan.server, plan.state);

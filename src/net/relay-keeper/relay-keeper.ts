@@ -1,0 +1,188 @@
+// The relay keeper (`takeover relay-keeper`): a process apart from the agent that holds the
+// continued connections' steady-state relays (the addon's SpliceRelay: client socket <-> upstream
+// socket in the kernel), so that they outlive the agent: its restart (an upgrade, a config
+// change), its crash, its planned stop. The agent relays a continued connection itself while it
+// still looks at its bytes (the preamble's replies, the first reply's check), then hands both
+// sockets over (keeper-client.ts): the keeper copies them out of the agent with pidfd_getfd,
+// starts the kernel relay, answers `taken`, and the agent closes its copies.
+//
+// It listens on a Unix socket (mode 0600) in the agent's state directory; one keeper per path
+// (a second one exits, naming the first). It exits by itself once it holds no relay and no agent
+// has been connected for `idleExitMs`, and on SIGTERM/SIGINT closes every relay it holds (each
+// socket's close: FIN, or RST with bytes unread) and exits: stopping it ends those connections.
+import { once } from 'node:events';
+import { chmod, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { createInterface } from 'node:readline';
+import type { Logger } from 'pino';
+import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
+import { spliceEndReason } from '../shadow/connection-relay.js';
+import { removeStaleSocket } from '../../unix-socket.js';
+import { keeperLine, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
+
+export interface RelayKeeperOptions {
+  /** The Unix socket to listen on. */
+  socket: string;
+  log: Logger;
+  /** Exit once no relay is held and no agent connected for this long (ms, default 10000; 0: never). */
+  idleExitMs?: number;
+}
+
+interface Held {
+  relay: NativeSpliceRelay;
+  meta: RelayMeta;
+  before: { clientBytes: number; upstreamBytes: number };
+}
+
+/** Another keeper answers on the path (code EKEEPERRUNNING). */
+export class KeeperRunningError extends Error {
+  override readonly name = 'KeeperRunningError';
+  readonly code = 'EKEEPERRUNNING';
+  constructor(readonly path: string) {
+    super(`another relay keeper answers on ${path}`);
+  }
+}
+
+export class RelayKeeper {
+  private readonly held = new Map<string, Held>();
+  private readonly agents = new Set<net.Socket>();
+  private readonly server: net.Server;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private resolveStopped!: (why: string) => void;
+  /** Resolves with the reason once the keeper has stopped (idle, or stop()). */
+  readonly stopped = new Promise<string>((r) => (this.resolveStopped = r));
+
+  private constructor(private readonly options: RelayKeeperOptions) {
+    this.server = net.createServer((sock) => this.accept(sock));
+  }
+
+  /**
+   * Listens on options.socket, replacing a stale socket file. Throws KeeperRunningError when a
+   * keeper answers there, and (code EEXIST) when the path is not a socket.
+   */
+  static async start(options: RelayKeeperOptions): Promise<RelayKeeper> {
+    const k = new RelayKeeper(options);
+    await removeStaleSocket(options.socket, 'relay keeper', () => new KeeperRunningError(options.socket));
+    k.server.listen(options.socket);
+    await once(k.server, 'listening');
+    await chmod(options.socket, 0o600);
+    k.armIdle();
+    options.log.info({ socket: options.socket, pid: process.pid }, `relay keeper listening on ${options.socket}`);
+    return k;
+  }
+
+  /** The relays held now. */
+  list(): KeptRelayInfo[] {
+    return [...this.held].map(([id, h]) => ({ id, ...h.meta, ...this.counts(h) }));
+  }
+
+  /** Closes every relay (their sockets' close: FIN, or RST with unread bytes) and the listener. Idempotent. */
+  async stop(why: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearTimeout(this.idleTimer);
+    const n = this.held.size;
+    for (const [id, h] of this.held) {
+      h.relay.close();
+      this.ended(id, h, `relay keeper stopped (${why})`);
+    }
+    for (const a of this.agents) a.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    await rm(this.options.socket, { force: true });
+    this.options.log.info({ closed: n }, `relay keeper stopped (${why}): ${n} connection(s) closed`);
+    this.resolveStopped(why);
+  }
+
+  private accept(sock: net.Socket): void {
+    if (this.stopping) return void sock.destroy();
+    this.agents.add(sock);
+    clearTimeout(this.idleTimer);
+    sock.on('error', () => {});
+    sock.once('close', () => {
+      this.agents.delete(sock);
+      this.armIdle();
+    });
+    const reply = (msg: KeeperReply) => void (sock.destroyed || sock.write(keeperLine(msg)));
+    const rl = createInterface({ input: sock, crlfDelay: Infinity });
+    rl.on('error', () => {});
+    rl.on('line', (line) => {
+      let req;
+      try {
+        req = parseKeeperRequest(line);
+      } catch (err) {
+        this.options.log.warn({ err: (err as Error).message }, `relay keeper: request refused: ${(err as Error).message}`);
+        return reply({ op: 'error', reason: (err as Error).message.slice(0, 500) });
+      }
+      if (req.op === 'list') return reply({ op: 'relays', pid: process.pid, relays: this.list() });
+      if (req.op === 'close') {
+        for (const id of req.ids) {
+          const h = this.held.get(id);
+          if (!h) continue;
+          h.relay.close();
+          this.ended(id, h, req.reason);
+        }
+        return;
+      }
+      reply(this.take(req));
+    });
+  }
+
+  /** Copies both fds out of the agent and starts the kernel relay; nothing is read before `taken`. */
+  private take(req: TakeRequest): KeeperReply {
+    if (this.stopping) return { op: 'refused', id: req.id, reason: 'the relay keeper is stopping' };
+    if (this.held.has(req.id)) return { op: 'refused', id: req.id, reason: `relay ${req.id} is held already` };
+    const borrowed: number[] = [];
+    let relay: NativeSpliceRelay;
+    try {
+      borrowed.push(native.borrowFd(req.pid, req.clientFd));
+      borrowed.push(native.borrowFd(req.pid, req.upstreamFd));
+      relay = new native.SpliceRelay(borrowed[0]!, borrowed[1]!);
+    } catch (err) {
+      return { op: 'refused', id: req.id, reason: (err as Error).message.slice(0, 500) };
+    } finally {
+      // SpliceRelay holds its own duplicates.
+      for (const fd of borrowed) native.closeFd(fd);
+    }
+    const h: Held = { relay, meta: req.meta, before: req.before };
+    try {
+      relay.start(
+        {
+          aToB: Buffer.from(req.toUpstream, 'base64'),
+          bToA: Buffer.from(req.toClient, 'base64'),
+          aEof: req.clientEof,
+          bEof: req.upstreamEof,
+        },
+        (err: NativeError | null, end: SpliceEnd) => this.ended(req.id, h, spliceEndReason(err, end)),
+      );
+    } catch (err) {
+      relay.close();
+      return { op: 'refused', id: req.id, reason: (err as Error).message.slice(0, 500) };
+    }
+    this.held.set(req.id, h);
+    this.options.log.info({ id: req.id, ...req.meta }, `relay kept: ${req.meta.client} -> ${req.meta.upstream} (continued from ${req.meta.peer})`);
+    return { op: 'taken', id: req.id };
+  }
+
+  private counts(h: Held): { clientBytes: number; upstreamBytes: number } {
+    const b = h.relay.bytes();
+    return { clientBytes: h.before.clientBytes + b.aToB, upstreamBytes: h.before.upstreamBytes + b.bToA };
+  }
+
+  private ended(id: string, h: Held, reason: string): void {
+    if (this.held.get(id) !== h) return;
+    this.held.delete(id);
+    const msg: KeeperReply = { op: 'ended', id, reason: reason.slice(0, 500), ...this.counts(h) };
+    this.options.log.info({ id, client: h.meta.client, reason, clientBytes: msg.clientBytes, upstreamBytes: msg.upstreamBytes }, `kept relay ended: ${h.meta.client}: ${reason}`);
+    for (const a of this.agents) if (!a.destroyed) a.write(keeperLine(msg));
+    this.armIdle();
+  }
+
+  private armIdle(): void {
+    clearTimeout(this.idleTimer);
+    if (this.stopping || this.held.size > 0 || this.agents.size > 0) return;
+    const ms = this.options.idleExitMs ?? 10_000;
+    if (ms === 0) return;
+    this.idleTimer = setTimeout(() => void this.stop(`idle: no connection and no agent for ${ms} ms`), ms);
+  }
+}

@@ -1,0 +1,289 @@
+// The relay keeper (`takeover relay-keeper`, a process of its own, started from dist/ by the
+// client as the agent starts it): a relay handed over in its steady state goes on after the
+// handing process has closed everything of its own (its copies of both sockets, its connection
+// to the keeper), as after an agent's restart; a new client finds it listed, hears its end, and
+// SIGTERM closes what the keeper holds. The wire refuses bad lines with a reason and changes
+// nothing. Real redis-server on loopback as the upstream.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayConnection } from '../../src/net/shadow/connection-relay.js';
+import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
+import { KeeperMessageError, keeperLine, parseKeeperReply, parseKeeperRequest, type KeeperRequest } from '../../src/net/relay-keeper/keeper-wire.js';
+import { RelayKeeperClient } from '../../src/net/relay-keeper/keeper-client.js';
+import { freePort } from '../free-port.js';
+import { CLI } from '../cli-process.js';
+import { KEEPER_UNIT_FILE, unitPrivileges } from '../systemd-unit.js';
+
+const cmd = (...w: string[]) => encodeCommand(w);
+let redis: ChildProcess | undefined;
+let port = 0;
+let dir = '';
+
+const take: KeeperRequest = {
+  op: 'take', id: '1.x.0', pid: 4242, clientFd: 20, upstreamFd: 21, toUpstream: Buffer.from('PING\r\n').toString('base64'), toClient: '', clientEof: false, upstreamEof: false,
+  meta: { client: '198.18.0.3:50000', service: '198.18.0.100:6379', upstream: '127.0.0.1:6380', peer: 'a', since: 1 }, before: { clientBytes: 10, upstreamBytes: 20 },
+};
+
+describe('the relay keeper\'s wire', () => {
+  it('takes valid lines and refuses bad ones naming the field', () => {
+    expect(parseKeeperRequest(keeperLine(take).trim())).toEqual(take);
+    expect(parseKeeperRequest('{"op":"list"}')).toEqual({ op: 'list' });
+    expect(parseKeeperReply('{"op":"taken","id":"1.x.0"}')).toEqual({ op: 'taken', id: '1.x.0' });
+    const bad: Array<[unknown, RegExp]> = [
+      ['not json', /not JSON/],
+      [{ op: 'nope' }, /op/],
+      [{ ...take, clientFd: -1 }, /clientFd/],
+      [{ ...take, toUpstream: 'not base64!' }, /toUpstream must be base64/],
+      [{ ...take, pid: 1 }, /pid/],
+      [{ ...take, extra: 1 }, /extra|Unrecognized/i],
+      [{ ...take, meta: { ...take.meta, since: undefined } }, /meta\.since/],
+      [{ op: 'close', ids: ['a b'], reason: 'x' }, /ids\[0\]/],
+    ];
+    for (const [line, why] of bad) {
+      const text = typeof line === 'string' ? line : JSON.stringify(line);
+      expect(() => parseKeeperRequest(text), text).toThrow(why);
+      expect(() => parseKeeperRequest(text)).toThrow(KeeperMessageError);
+    }
+  });
+
+  it('a seeded fuzz of mutated lines: a message or KeeperMessageError, nothing else', () => {
+    let seed = 12345;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    const base = keeperLine(take).trim();
+    for (let i = 0; i < 5000; i++) {
+      const chars = [...base];
+      for (let k = 0, m = 1 + rand(4); k < m; k++) {
+        const at = rand(chars.length);
+        const op = rand(3);
+        if (op === 0) chars.splice(at, 1);
+        else if (op === 1) chars.splice(at, 0, String.fromCharCode(rand(128)));
+        else chars[at] = String.fromCharCode(rand(128));
+      }
+      try {
+        const msg = parseKeeperRequest(chars.join(''));
+        expect(['take', 'list', 'close']).toContain(msg.op);
+      } catch (err) {
+        expect(err).toBeInstanceOf(KeeperMessageError);
+      }
+    }
+  });
+});
+
+async function ask(s: net.Socket, bytes: Buffer, replies: number): Promise<string> {
+  const counter = respContinue.createReplyCounter();
+  let n = 0;
+  let out = '';
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${replies} replies in 5 s: ${JSON.stringify(out)}`)), 5000);
+    const onData = (d: Buffer) => {
+      out += d.toString('latin1');
+      n += counter.push(d).length;
+      if (n >= replies) {
+        clearTimeout(timer);
+        s.off('data', onData);
+        resolve(out);
+      }
+    };
+    s.on('data', onData);
+    s.write(bytes);
+  });
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'tko-keeper-'));
+  port = await freePort();
+  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const s = net.connect(port, '127.0.0.1');
+    const ok = await new Promise<boolean>((r) => s.once('connect', () => r(true)).once('error', () => r(false)));
+    s.destroy();
+    if (ok) break;
+    if (redis.exitCode !== null || Date.now() > deadline) throw new Error(`redis-server did not start on port ${port} (Debian package redis-server)`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+afterAll(async () => {
+  redis?.kill('SIGKILL');
+  if (redis && redis.exitCode === null) await new Promise((r) => redis!.once('exit', r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A loopback pair: `restored` goes to the relay, `app` plays the client application. */
+async function socketPair(): Promise<{ restored: net.Socket; app: net.Socket }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const app = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const restored = await accepted;
+  server.close();
+  return { restored, app };
+}
+
+const until = async <T,>(what: string, f: () => T | undefined, ms = 5000): Promise<T> => {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`not in ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+const processGone = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+};
+
+describe('a relay handed to the keeper', () => {
+  it('outlives the process that handed it over; a new client lists it and hears its end; bad requests change nothing', async () => {
+    const socket = path.join(dir, 'keeper.sock');
+    const logFile = path.join(dir, 'keeper.log');
+    const first = new RelayKeeperClient({ socket, logFile, idleExitMs: 500 });
+    const started: number[] = [];
+    first.on('started', (e) => started.push(e.pid));
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '3'), replies: 1 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
+      keeper: first.handOff({ client: 'app', service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+    });
+    expect(await ask(app, cmd('SET', 'k', 'v1'), 1)).toBe('+OK\r\n');
+    await until('the handover', () => (relay.stats.kept ? true : undefined));
+    expect(started).toHaveLength(1);
+    const keeperPid = started[0]!;
+    expect(first.held).toMatchObject({ pid: keeperPid, relays: [{ client: 'app', peer: 'a' }] });
+
+    // The handing side goes away: its connection to the keeper closed, its fds closed long ago.
+    first.close();
+    await new Promise((r) => setTimeout(r, 100));
+    // Database 3 still (the preamble's SELECT is the session's), answered through the keeper.
+    expect(await ask(app, cmd('GET', 'k'), 1)).toBe('$2\r\nv1\r\n');
+    expect(await ask(app, Buffer.concat([cmd('SELECT', '0'), cmd('GET', 'k')]), 2)).toBe('+OK\r\n$-1\r\n');
+
+    // A new life attaches: the relay is listed, with its counts.
+    const second = new RelayKeeperClient({ socket, logFile });
+    expect(await second.attach()).toBe(true);
+    expect(second.held!.pid).toBe(keeperPid);
+    expect(second.held!.relays).toMatchObject([{ client: 'app', service: '198.18.0.100:6379', peer: 'a' }]);
+
+    // Bad requests on a raw connection: an error or a refusal each, the relay untouched.
+    const raw = net.connect(socket);
+    const lines: string[] = [];
+    createInterface({ input: raw }).on('line', (l) => lines.push(l));
+    raw.write('{"op":"take"}\n');
+    raw.write(keeperLine({ ...take, id: 'bad.pid', pid: 0x3ffffff0 } as KeeperRequest));
+    await until('two answers', () => (lines.length >= 2 ? true : undefined));
+    expect(JSON.parse(lines[0]!)).toMatchObject({ op: 'error', reason: expect.stringMatching(/^relay keeper request: /) });
+    expect(JSON.parse(lines[1]!)).toMatchObject({ op: 'refused', id: 'bad.pid', reason: expect.stringMatching(/pidfd_open/) });
+    raw.destroy();
+    expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
+
+    // The client ends: the keeper's relay ends, and the attached life hears of it (not its own).
+    const ended = new Promise<{ reason: string; mine: boolean; clientBytes: number }>((r) => second.once('ended', r));
+    app.end();
+    const end = await ended;
+    expect(end).toMatchObject({ mine: false, reason: 'client ended' });
+    expect(end.clientBytes).toBeGreaterThan(0);
+    expect(second.held!.relays).toEqual([]);
+    second.close();
+    // Idle (no relay, no client): it exits by itself after its idle time (500 ms here).
+    await until('the idle keeper gone', () => (processGone(keeperPid) ? true : undefined));
+    expect(readFileSync(logFile, 'utf8')).toMatch(/relay keeper stopped \(idle/);
+  }, 30_000);
+
+  it('SIGTERM closes what it holds and ends it', async () => {
+    const socket = path.join(dir, 'keeper2.sock');
+    const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'keeper2.log') });
+    const { restored, app } = await socketPair();
+    const relay = relayConnection({
+      client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
+      keeper: client.handOff({ client: 'app2', service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+    });
+    expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
+    await until('the handover', () => (relay.stats.kept ? true : undefined));
+    const pid = client.held!.pid;
+    const appEnded = new Promise<void>((r) => app.once('close', () => r()).once('end', () => r()));
+    app.on('error', () => {});
+    process.kill(pid, 'SIGTERM');
+    const end = await relay.done;
+    expect(end.reason).toMatch(/relay keeper stopped \(SIGTERM\)/);
+    expect(end.stats.kept).toBe(true);
+    await appEnded;
+    await until('the keeper gone', () => (processGone(pid) ? true : undefined));
+    client.close();
+  }, 20_000);
+
+  it('a keeper killed with SIGKILL: the relays it held end with "relay keeper lost", the client says how many, the next handover starts a new keeper', async () => {
+    const socket = path.join(dir, 'keeper3.sock');
+    const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'keeper3.log'), idleExitMs: 500 });
+    const lost: Array<{ held: number }> = [];
+    client.on('lost', (e) => lost.push(e));
+    const relayed = async (name: string) => {
+      const { restored, app } = await socketPair();
+      app.on('error', () => {});
+      const relay = relayConnection({
+        client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
+        keeper: client.handOff({ client: name, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+      });
+      expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
+      await until('the handover', () => (relay.stats.kept ? true : undefined));
+      return { relay, app };
+    };
+    const one = await relayed('one');
+    const pid = client.held!.pid;
+    process.kill(pid, 'SIGKILL');
+    const end = await one.relay.done;
+    expect(end.reason).toMatch(/^relay keeper lost/);
+    expect(lost).toEqual([expect.objectContaining({ held: 1 })]);
+    await new Promise<void>((r) => (one.app.closed ? r() : one.app.once('close', () => r())));
+    const two = await relayed('two');
+    expect(client.held!.pid).not.toBe(pid);
+    two.app.destroy();
+    await two.relay.done;
+    client.close();
+  }, 20_000);
+
+  it('its unit\'s one capability is enough to take a relay; without CAP_SYS_PTRACE it refuses, and the relay is spliced where it is', async () => {
+    const run = async (privileges: string[], name: string) => {
+      const socket = path.join(dir, `${name}.sock`);
+      // Started as its unit starts it (setpriv gives it the unit's capabilities), not by the client.
+      const keeper = spawn('setpriv', [...privileges, process.execPath, CLI, 'relay-keeper', '--socket', socket, '--idle-exit-ms', '0'], { stdio: 'ignore' });
+      try {
+        const client = new RelayKeeperClient({ socket, logFile: path.join(dir, `${name}.log`) });
+        const deadline = Date.now() + 5000;
+        while (!(await client.attach())) {
+          if (Date.now() > deadline || keeper.exitCode !== null) throw new Error(`the keeper under setpriv did not come up (${keeper.exitCode})`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const { restored, app } = await socketPair();
+        const relay = relayConnection({
+          client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
+          keeper: client.handOff({ client: name, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+        });
+        expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
+        await until('the handover', () => (relay.stats.spliced ? true : undefined));
+        await new Promise((r) => setTimeout(r, 100));
+        expect(await ask(app, cmd('ECHO', name), 1)).toBe(`$${name.length}\r\n${name}\r\n`);
+        const kept = relay.stats.kept;
+        app.destroy();
+        await relay.done;
+        client.close();
+        return kept;
+      } finally {
+        keeper.kill('SIGKILL');
+      }
+    };
+    expect(await run(unitPrivileges(KEEPER_UNIT_FILE), 'unit')).toBe(true);
+    expect(await run(['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all'], 'nocaps')).toBe(false);
+  }, 20_000);
+});
