@@ -168,6 +168,8 @@ export { Http1Framer, type Http1Event, type Http1Head, type Http1Message } from 
 export type { PgContinueOptions } from './net/shadow/pg-continue.js';
 export { prepareUpstream, relayConnection } from './net/shadow/connection-relay.js';
 export type { PreparedUpstream, Relay, RelayEnd, RelayOptions, RelayStats } from './net/shadow/connection-relay.js';
+export { KeeperError, RelayKeeperClient } from './net/relay-keeper/keeper-client.js';
+export type { HandOff, KeeperClientOptions, KeptEnd, KeptRelay, RelayHandOff } from './net/relay-keeper/keeper-client.js';
 export { continueConnections } from './net/shadow/continue-connections.js';
 export type { ContinueOptions, ContinueReport, ContinuedConnection, ReplayCheckResult, ResetConnection, RestorePlan } from './net/shadow/continue-connections.js';
 export { pgUnprovenReplayCheck, type Unproven } from './agent/pg-replay-check.js';

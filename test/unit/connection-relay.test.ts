@@ -13,6 +13,7 @@ import { RangeResumeFilter } from '../../src/net/shadow/http-range-resume.js';
 import { ReplyDigest } from '../../src/net/shadow/reply-digest.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { freePort } from '../free-port.js';
+import { socketPair } from '../socket-pair.js';
 
 const cmd = (...w: string[]) => encodeCommand(w);
 let redis: ChildProcess | undefined;
@@ -65,20 +66,6 @@ afterAll(async () => {
     await new Promise((r) => redis!.once('exit', r));
   }
 });
-
-/**
- * A connected loopback pair: `restored` goes to the relay, `app` plays the application.
- * `unread`: `restored` reads nothing before the relay starts (as a socket adopted just now).
- */
-async function socketPair(unread = false): Promise<{ restored: net.Socket; app: net.Socket }> {
-  const server = net.createServer(unread ? { pauseOnConnect: true } : {});
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const app = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  const restored = await accepted;
-  server.close();
-  return { restored, app };
-}
 
 /** Reads from the app socket until `replies` complete replies arrived (5 s bound). */
 function readReplies(app: net.Socket, replies: number): Promise<string> {

@@ -3,8 +3,8 @@
 // handing process has closed everything of its own (its copies of both sockets, its connection
 // to the keeper), as after an agent's restart; a new client finds it listed, hears its end, and
 // SIGTERM closes what the keeper holds. The wire refuses bad lines with a reason and changes
-// nothing. Real redis-server on loopback as the upstream.
-import { spawn, type ChildProcess } from 'node:child_process';
+// nothing. Real redis-server on loopback as the upstream (test/redis-local.ts).
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,12 +15,13 @@ import { relayConnection } from '../../src/net/shadow/connection-relay.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { KeeperMessageError, keeperLine, parseKeeperReply, parseKeeperRequest, type KeeperRequest } from '../../src/net/relay-keeper/keeper-wire.js';
 import { RelayKeeperClient } from '../../src/net/relay-keeper/keeper-client.js';
-import { freePort } from '../free-port.js';
 import { CLI } from '../cli-process.js';
+import { startLocalRedis, type LocalRedis } from '../redis-local.js';
+import { socketPair } from '../socket-pair.js';
 import { KEEPER_UNIT_FILE, unitPrivileges } from '../systemd-unit.js';
 
 const cmd = (...w: string[]) => encodeCommand(w);
-let redis: ChildProcess | undefined;
+let redis: LocalRedis | undefined;
 let port = 0;
 let dir = '';
 
@@ -96,35 +97,14 @@ async function ask(s: net.Socket, bytes: Buffer, replies: number): Promise<strin
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'tko-keeper-'));
-  port = await freePort();
-  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const s = net.connect(port, '127.0.0.1');
-    const ok = await new Promise<boolean>((r) => s.once('connect', () => r(true)).once('error', () => r(false)));
-    s.destroy();
-    if (ok) break;
-    if (redis.exitCode !== null || Date.now() > deadline) throw new Error(`redis-server did not start on port ${port} (Debian package redis-server)`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  redis = await startLocalRedis();
+  port = redis.port;
 });
 
 afterAll(async () => {
-  redis?.kill('SIGKILL');
-  if (redis && redis.exitCode === null) await new Promise((r) => redis!.once('exit', r));
+  await redis?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** A loopback pair: `restored` goes to the relay, `app` plays the client application. */
-async function socketPair(): Promise<{ restored: net.Socket; app: net.Socket }> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const app = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  const restored = await accepted;
-  server.close();
-  return { restored, app };
-}
 
 const until = async <T,>(what: string, f: () => T | undefined, ms = 5000): Promise<T> => {
   const deadline = Date.now() + ms;
