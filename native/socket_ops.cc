@@ -3,6 +3,7 @@
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "errors.h"
 #include "modules.h"
 #include "repair_mode_exit.h"
+#include "segment_object.h"
 
 namespace takeover {
 namespace {
@@ -69,6 +71,28 @@ Napi::Value DupFd(const Napi::CallbackInfo& info) {
   int fd = fcntl(FdArg(info, 0), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, "fcntl", errno);
   return Napi::Number::New(env, fd);
+}
+
+// socketPeer(fd): { address, port } of a connected IPv4/IPv6 socket's peer (getpeername). The
+// relay keeper checks that the fds it copied by number are the connection it was told of.
+Napi::Value SocketPeer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getpeername(FdArg(info, 0), reinterpret_cast<sockaddr*>(&ss), &len) != 0) ThrowErrno(env, "getpeername", errno);
+  Napi::Object out = Napi::Object::New(env);
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    out.Set("address", AddressText(4, reinterpret_cast<const uint8_t*>(&a->sin_addr)));
+    out.Set("port", Napi::Number::New(env, ntohs(a->sin_port)));
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    out.Set("address", AddressText(6, reinterpret_cast<const uint8_t*>(&a->sin6_addr)));
+    out.Set("port", Napi::Number::New(env, ntohs(a->sin6_port)));
+  } else {
+    ThrowInvalidArg(env, "socketPeer needs an IPv4 or IPv6 socket");
+  }
+  return out;
 }
 
 void SetInt(Napi::Env env, int fd, int level, int name, int value) {
@@ -129,6 +153,7 @@ void InitSocketOps(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdownRead", Napi::Function::New(env, ShutdownRead, "shutdownRead"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
+  exports.Set("socketPeer", Napi::Function::New(env, SocketPeer, "socketPeer"));
   exports.Set("tcpRepairSeq", Napi::Function::New(env, TcpRepairSeq, "tcpRepairSeq"));
   exports.Set("tcpRepairClose", Napi::Function::New(env, TcpRepairClose, "tcpRepairClose"));
 }

@@ -363,6 +363,8 @@ export interface NativeBindings {
   closeFd(fd: number): void;
   /** fcntl(F_DUPFD_CLOEXEC): a new fd for the same open file, the caller's to closeFd. Throws (syscall 'fcntl') EBADF, EMFILE. */
   dupFd(fd: number): number;
+  /** getpeername(2) of a connected IPv4/IPv6 socket. Throws (syscall 'getpeername') ENOTCONN, ENOTSOCK, EBADF; ERR_INVALID_ARG_VALUE for another family. */
+  socketPeer(fd: number): { address: string; port: number };
   /** TCP_REPAIR peek of a local socket's kernel sequence numbers (CAP_NET_ADMIN). */
   tcpRepairSeq(fd: number): RepairSeq;
   /**

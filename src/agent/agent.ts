@@ -20,7 +20,7 @@ import { PersistentReservations } from '../scsi/reservations.js';
 import { DeviceTransport, ReservationConflictError, ScsiDevice } from '../scsi/transport.js';
 import { closePeers, type ClosePeersReport } from '../net/close-peers.js';
 import { parseCloseMethod } from '../net/close-method.js';
-import { canonicalAddress, formatEndpoint } from '../net/endpoint.js';
+import { canonicalAddress, formatEndpoint, wireAddress } from '../net/endpoint.js';
 import { captureHears } from '../net/answer-sources.js';
 import { FlowTracker } from '../net/flow-tracker.js';
 import type { PeerShadowEvent } from '../net/shadow/peer-shadow.js';
@@ -101,8 +101,9 @@ export type AgentEvents = {
   /**
    * The relay keeper (config `relayKeeper`): found at start holding relays of a previous life
    * (`attached`), started by this agent (`started`), left holding relays at this agent's stop
-   * (`left`), lost (its connection ended: the relays it held are gone with it), or a relay of a
-   * previous life ended (`ended`).
+   * (`left`), lost (its connection ended: the relays it held are gone with it), a handover it
+   * refused or that could not be made (`refused`: that relay stays in this process), or a relay
+   * of a previous life ended (`ended`).
    */
   'relay-keeper': [RelayKeeperEvent];
   /** A takeover's shadow started: the peer's connections to the service are followed (source: `mirror IF` or `stream HOST:PORT`). */
@@ -284,7 +285,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.heartbeat.on('event', (e) => this.onDetector(e));
     this.stateDir = stateDirOf(config);
     const keeperSocket = relayKeeperSocket(config);
-    this.keeper = keeperSocket === undefined ? undefined : { socket: keeperSocket, client: new RelayKeeperClient({ socket: keeperSocket, logFile: path.join(this.stateDir, 'relay-keeper.log') }) };
+    this.keeper = keeperSocket === undefined ? undefined : { socket: keeperSocket, client: new RelayKeeperClient({ socket: keeperSocket, logFile: path.join(this.stateDir, 'relay-keeper.log'), start: config.relayKeeper!.start }) };
     this.addresses = new AddressHolding({
       takeovers: config.peers.flatMap((p) => p.takeover.map((t) => ({ peer: p.node, address: t.address }))),
       heartbeat: this.heartbeat,
@@ -451,6 +452,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     client.on('started', (e) => this.emit('relay-keeper', { kind: 'started', socket, ...e }));
     client.on('lost', (e) => this.emit('relay-keeper', { kind: 'lost', socket, ...e }));
+    client.on('refused', (e) => this.emit('relay-keeper', { kind: 'refused', socket, ...e }));
     client.on('ended', (e) => {
       // This life's own relays end through their PeerTakeover ('continued-ended').
       if (!e.mine) this.emit('relay-keeper', { kind: 'ended', socket, client: e.client, peer: e.peer, service: e.service, reason: e.reason, clientBytes: e.clientBytes, upstreamBytes: e.upstreamBytes });
@@ -461,7 +463,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** A takeover's continue setup with its relays going to the relay keeper (config `relayKeeper`). */
   private withKeeper(c: NonNullable<PeerTakeoverOptions['continue']>): NonNullable<PeerTakeoverOptions['continue']> {
     const keeper = this.keeper?.client;
-    return keeper ? { ...c, keeper: (r) => keeper.handOff(r) } : c;
+    return keeper ? { ...c, keeper: (r) => keeper.handOff(r), kept: (e) => keeper.holds(formatEndpoint({ address: wireAddress(e.address), port: e.port })) } : c;
   }
 
   /**
@@ -567,7 +569,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.quorum.close();
     this.witnessed?.close();
     for (const t of this.takeovers) await t.close();
-    // After the takeovers: a handover still waiting for the keeper's answer ends with the relay.
+    // After the takeovers. A handover whose answer has not come: the keeper relays it on if it
+    // took it (listed for the next life), else it ends with this process.
     const held = this.keeper?.client.held;
     if (held && held.relays.length > 0) this.emit('relay-keeper', { kind: 'left', socket: this.keeper!.socket, pid: held.pid, connections: held.relays.length });
     this.keeper?.client.close();
@@ -1187,6 +1190,7 @@ export type RelayKeeperEvent =
   | { kind: 'started'; socket: string; pid: number; logFile: string; insideUnit: boolean }
   | { kind: 'left'; socket: string; pid: number; connections: number }
   | { kind: 'lost'; socket: string; reason: string; held: number }
+  | { kind: 'refused'; socket: string; client: string; reason: string }
   | { kind: 'ended'; socket: string; client: string; peer: string; service: string; reason: string; clientBytes: number; upstreamBytes: number };
 
 /** status' `keeper`: the relay keeper's relays by peer and service, as last known. */

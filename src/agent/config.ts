@@ -342,10 +342,11 @@ export const configSchema = z
      * Continued connections (a `continue` takeover, a switchover) are relayed, once the agent no
      * longer looks at their bytes, by `takeover relay-keeper`, a process apart, so that they
      * outlive the agent's restart, crash or stop. `socket`: where it listens (default
-     * stateDir/relay-keeper.sock); the agent starts it there when none answers. Off unless given:
-     * the agent relays them itself, and its stop resets them.
+     * stateDir/relay-keeper.sock); `start` (true): the agent starts one there when none answers
+     * (false: a keeper run as its own service; when none answers, the agent relays them itself
+     * and warns). Off unless given: the agent relays them itself, and its stop resets them.
      */
-    relayKeeper: z.strictObject({ socket: z.string().min(1).optional() }).optional(),
+    relayKeeper: z.strictObject({ socket: z.string().min(1).optional(), start: z.boolean().default(true) }).optional(),
     /** Prometheus metrics on HTTP (`GET /metrics`); off unless given. */
     metrics: z
       .strictObject({

@@ -87,6 +87,11 @@ export interface PeerTakeoverOptions {
      * to it once in their steady state, and outlive this agent (ContinueOptions.keeper).
      */
     keeper?: (relay: { client: string; service: string; upstream: string; peer: string }) => RelayHandOff;
+    /**
+     * Whether the relay keeper holds this client's connection (one continued here, by this life
+     * of the agent or an earlier one): like this agent's own relays, not the peer's to lose.
+     */
+    kept?: (client: Endpoint) => boolean;
   };
 }
 
@@ -327,7 +332,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     let unfollowed = 0;
     for (const k of known) {
       if (k.local.port !== port || canonicalAddress(k.local.address) !== here) continue;
-      if (this.relays.has(clientKey(k.peer)) || shadow.ownClient?.(k.peer) || shadow.table.follows(k.peer, k.local)) continue;
+      if (this.relaysHere(k.peer) || shadow.ownClient?.(k.peer) || shadow.table.follows(k.peer, k.local)) continue;
       unfollowed++;
     }
     return { ...health, unfollowed };
@@ -412,6 +417,11 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     return result!.report;
   }
 
+  /** Whether this node relays the client's connection: in this process, or in the relay keeper. */
+  private relaysHere(client: Endpoint): boolean {
+    return this.relays.has(clientKey(client)) || this.options.continue?.kept?.(client) === true;
+  }
+
   /** ContinueOptions.keeper for this peer's connections, when the agent has a relay keeper. */
   private keeperOption(c: NonNullable<PeerTakeoverOptions['continue']>): Pick<ContinueOptions, 'keeper'> {
     const keeper = c.keeper;
@@ -477,7 +487,7 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
       // takeover would reset every client this node serves.
       // Nor is the shadow's own probe of the service (a client the peer's table lists too).
       const own = this.shadow?.ownClient;
-      const known = (this.options.known?.() ?? []).filter((k) => !this.relays.has(clientKey(k.peer)) && !own?.(k.peer));
+      const known = (this.options.known?.() ?? []).filter((k) => !this.relaysHere(k.peer) && !own?.(k.peer));
       const c = this.options.continue;
       const shadow = this.shadow;
       if (c && !shadow) {

@@ -113,7 +113,17 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   // by reason as in `peer taken over`. A PostgreSQL transaction that could not be rebuilt after
   // all ends with its goodbye (57P01), as it would have at the takeover: the same, at info level.
   const batches = { reset: [] as Array<{ peer: string; client: string; reason: string }>, goodbye: [] as Array<{ peer: string; client: string; reason: string }> };
+  // A keeper that refuses refuses every relay of a takeover: one warning per 10 s, with the count.
+  const refusals = { count: 0, saidAt: -Infinity };
   agent.on('relay-keeper', (e) => {
+    if (e.kind === 'refused') {
+      refusals.count++;
+      if (performance.now() - refusals.saidAt < 10_000) return log.debug(e, 'relay keeper refused a relay');
+      log.warn({ ...e, count: refusals.count }, `continued connection(s) relayed by this agent, not the relay keeper (${e.reason}): ${refusals.count} since the last such warning; they end with the agent`);
+      refusals.saidAt = performance.now();
+      refusals.count = 0;
+      return;
+    }
     if (e.kind === 'attached') log.info(e, `relay keeper (pid ${e.pid}) on ${e.socket} holds ${e.connections} continued connection(s)`);
     else if (e.kind === 'started' && e.insideUnit) log.warn(e, `relay keeper started (pid ${e.pid}) on ${e.socket} inside this agent's systemd unit: a stop or restart of the unit kills it and the connections it holds; run it as its own unit (docs/examples/takeover-relay-keeper.service); its log: ${e.logFile}`);
     else if (e.kind === 'started') log.info(e, `relay keeper started (pid ${e.pid}) on ${e.socket}; its log: ${e.logFile}`);

@@ -135,13 +135,13 @@ describe('a relay handed to the keeper', () => {
     const { restored, app } = await socketPair();
     const relay = relayConnection({
       client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '3'), replies: 1 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-      keeper: first.handOff({ client: 'app', service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+      keeper: first.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
     });
     expect(await ask(app, cmd('SET', 'k', 'v1'), 1)).toBe('+OK\r\n');
     await until('the handover', () => (relay.stats.kept ? true : undefined));
     expect(started).toHaveLength(1);
     const keeperPid = started[0]!;
-    expect(first.held).toMatchObject({ pid: keeperPid, relays: [{ client: 'app', peer: 'a' }] });
+    expect(first.held).toMatchObject({ pid: keeperPid, relays: [{ client: `127.0.0.1:${app.localPort}`, peer: 'a' }] });
 
     // The handing side goes away: its connection to the keeper closed, its fds closed long ago.
     first.close();
@@ -154,7 +154,7 @@ describe('a relay handed to the keeper', () => {
     const second = new RelayKeeperClient({ socket, logFile });
     expect(await second.attach()).toBe(true);
     expect(second.held!.pid).toBe(keeperPid);
-    expect(second.held!.relays).toMatchObject([{ client: 'app', service: '198.18.0.100:6379', peer: 'a' }]);
+    expect(second.held!.relays).toMatchObject([{ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', peer: 'a' }]);
 
     // Bad requests on a raw connection: an error or a refusal each, the relay untouched.
     const raw = net.connect(socket);
@@ -187,7 +187,7 @@ describe('a relay handed to the keeper', () => {
     const { restored, app } = await socketPair();
     const relay = relayConnection({
       client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-      keeper: client.handOff({ client: 'app2', service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+      keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
     });
     expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
     await until('the handover', () => (relay.stats.kept ? true : undefined));
@@ -213,7 +213,7 @@ describe('a relay handed to the keeper', () => {
       app.on('error', () => {});
       const relay = relayConnection({
         client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-        keeper: client.handOff({ client: name, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+        keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
       });
       expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
       await until('the handover', () => (relay.stats.kept ? true : undefined));
@@ -248,7 +248,7 @@ describe('a relay handed to the keeper', () => {
         const { restored, app } = await socketPair();
         const relay = relayConnection({
           client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-          keeper: client.handOff({ client: name, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+          keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
         });
         expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
         await until('the handover', () => (relay.stats.spliced ? true : undefined));
@@ -266,4 +266,122 @@ describe('a relay handed to the keeper', () => {
     expect(await run(unitPrivileges(KEEPER_UNIT_FILE), 'unit')).toBe(true);
     expect(await run(['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all'], 'nocaps')).toBe(false);
   }, 20_000);
+
+  it('the keeper refuses fds that are not the named connection, and a take it cannot parse with its id; nothing taken', async () => {
+    const socket = path.join(dir, 'keeper4.sock');
+    const keeper = spawn(process.execPath, [CLI, 'relay-keeper', '--socket', socket, '--idle-exit-ms', '0'], { stdio: 'ignore' });
+    try {
+      const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'keeper4.log'), start: false });
+      while (!(await client.attach())) await new Promise((r) => setTimeout(r, 50));
+      client.close();
+      const { restored, app } = await socketPair();
+      const raw = net.connect(socket);
+      const lines: string[] = [];
+      createInterface({ input: raw }).on('line', (l) => lines.push(l));
+      const fd = (restored as unknown as { _handle: { fd: number } })._handle.fd;
+      // The restored socket's peer is the app's port, not 198.18.0.3:50000.
+      raw.write(keeperLine({ ...take, id: 'wrong.peer', pid: process.pid, clientFd: fd, upstreamFd: fd }));
+      raw.write(keeperLine({ ...take, id: 'bad.bytes', toClient: '!!' } as KeeperRequest));
+      await until('two answers', () => (lines.length >= 2 ? true : undefined));
+      expect(JSON.parse(lines[0]!)).toEqual({ op: 'refused', id: 'wrong.peer', reason: `fd ${fd} of pid ${process.pid} is not the client socket: its peer is 127.0.0.1:${app.localPort}, not 198.18.0.3:50000` });
+      expect(JSON.parse(lines[1]!)).toEqual({ op: 'error', id: 'bad.bytes', reason: 'relay keeper request: toClient must be base64' });
+      raw.destroy();
+      // Still the test's own socket, working.
+      restored.write('still here');
+      await new Promise((r) => app.once('data', r));
+      app.destroy();
+      restored.destroy();
+    } finally {
+      keeper.kill('SIGKILL');
+    }
+  }, 20_000);
+});
+
+describe('the agent\'s end when no keeper can take a relay', () => {
+  /** A relay of a fresh loopback pair with `client`'s handOff; resolves once it is spliced (here or in the keeper). */
+  const relayWith = async (client: RelayKeeperClient, answered = true) => {
+    const { restored, app } = await socketPair();
+    app.on('error', () => {});
+    const relay = relayConnection({
+      client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
+      keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+    });
+    if (answered) expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
+    else app.write(cmd('PING'));
+    return { relay, app };
+  };
+
+  /** A fake keeper on `socket`: answers each line with answer(line) (nothing when undefined). */
+  const fakeKeeper = async (socket: string, answer: (line: string) => string | undefined) => {
+    const seen: string[] = [];
+    const server = net.createServer((s) => createInterface({ input: s }).on('line', (l) => {
+      seen.push(l);
+      const a = answer(l);
+      if (a !== undefined) s.write(`${a}\n`);
+    }));
+    await new Promise<void>((r) => server.listen(socket, () => r()));
+    return { seen, close: () => new Promise<void>((r) => server.close(() => r())) };
+  };
+
+  it('start: false and nobody listening: the relay is spliced in this process, the refusal said', async () => {
+    const client = new RelayKeeperClient({ socket: path.join(dir, 'nobody.sock'), logFile: path.join(dir, 'nobody.log'), start: false });
+    const refused: string[] = [];
+    client.on('refused', (e) => refused.push(e.reason));
+    const { relay, app } = await relayWith(client);
+    await until('spliced here', () => (relay.stats.spliced ? true : undefined));
+    expect(await ask(app, cmd('ECHO', 'here'), 1)).toBe('$4\r\nhere\r\n');
+    expect(relay.stats.kept).toBe(false);
+    expect(refused).toEqual([expect.stringMatching(/no relay keeper answers on .*nobody\.sock: .*ENOENT.*\(relayKeeper\.start is false: the agent starts none\)/)]);
+    app.destroy();
+    await relay.done;
+  });
+
+  it('a keeper that cannot be started is not tried again for every relay (5 s back-off)', async () => {
+    // Its socket's directory is missing: the keeper started exits at once (listen ENOENT).
+    const client = new RelayKeeperClient({ socket: path.join(dir, 'no-such-dir', 'k.sock'), logFile: path.join(dir, 'k.log') });
+    const started: unknown[] = [];
+    client.on('started', (e) => started.push(e));
+    const h = client.handOff({ client: '127.0.0.1:1', service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' });
+    const first = await h.connect().catch((e: Error) => e);
+    expect(first).toMatchObject({ code: 'EKEEPERSTART' });
+    expect((first as Error).message).toMatch(/the relay keeper did not come up on .*k\.sock \(exited 1; its log: /);
+    expect(readFileSync(path.join(dir, 'k.log'), 'utf8')).toContain('no-such-dir (the directory of --socket');
+    const again = await h.connect().catch((e: Error) => e);
+    expect(again).toMatchObject({ code: 'EKEEPERSTART' });
+    expect((again as Error).message).toBe((first as Error).message);
+    // One keeper started, not two.
+    expect(started).toHaveLength(1);
+  });
+
+  it('a keeper of another wire version is not used; one that never lists is given up on; one that never answers a take: the relay ends and the keeper is told to close it', async () => {
+    const other = await fakeKeeper(path.join(dir, 'v2.sock'), () => JSON.stringify({ op: 'relays', version: 2, pid: 77, relays: [], more: false }));
+    const v2 = new RelayKeeperClient({ socket: path.join(dir, 'v2.sock'), logFile: path.join(dir, 'v2.log'), answerTimeoutMs: 300 });
+    expect(await v2.attach()).toBe(false);
+    const refused: string[] = [];
+    v2.on('refused', (e) => refused.push(e.reason));
+    const a = await relayWith(v2);
+    await until('spliced here', () => (a.relay.stats.spliced ? true : undefined));
+    expect(a.relay.stats.kept).toBe(false);
+    expect(refused[0]).toMatch(/speaks version 2 of the wire, this process 1/);
+    a.app.destroy();
+    await other.close();
+
+    const silent = await fakeKeeper(path.join(dir, 'silent.sock'), () => undefined);
+    const started = Date.now();
+    expect(await new RelayKeeperClient({ socket: path.join(dir, 'silent.sock'), logFile: path.join(dir, 's.log'), answerTimeoutMs: 300 }).attach()).toBe(false);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await silent.close();
+
+    const mute = await fakeKeeper(path.join(dir, 'mute.sock'), (l) => (l.includes('"list"') ? JSON.stringify({ op: 'relays', version: 1, pid: 78, relays: [], more: false }) : undefined));
+    const m = new RelayKeeperClient({ socket: path.join(dir, 'mute.sock'), logFile: path.join(dir, 'm.log'), answerTimeoutMs: 300 });
+    // (Its PING may be answered or not: the handover, which nobody answers, can come first.)
+    const b = await relayWith(m, false);
+    const end = await b.relay.done;
+    expect(end.reason).toBe('the relay keeper did not answer in 300 ms');
+    const take = JSON.parse(mute.seen.find((l) => l.includes('"take"'))!) as { id: string };
+    await until('the close', () => (mute.seen.some((l) => l.includes('"close"') && l.includes(take.id)) ? true : undefined));
+    expect(m.held!.relays).toEqual([]);
+    m.close();
+    await mute.close();
+  });
 });

@@ -10,13 +10,15 @@
 // connection is the keeper's) or `refused` (nothing taken: the agent relays it itself). When the
 // keeper is lost before it answers, nobody can tell whether it took them: the relay ends
 // (EKEEPERLOST), and closing the agent's duplicates closes the connection if the keeper did not.
+// The keeper checks that the fds it copies by number are connected to the peers the take names,
+// so a number this process closed and reused since is refused, never relayed.
 import { spawn } from 'node:child_process';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { keeperLine, parseKeeperReply, type KeeperRequest, type KeptRelayInfo, type RelayMeta } from './keeper-wire.js';
+import { KEEPER_WIRE_VERSION, keeperLine, parseKeeperReply, type KeeperRequest, type KeptRelayInfo, type RelayMeta } from './keeper-wire.js';
 
 /** What a relay hands over: its sockets' fds (duplicates the keeper copies) and its unsent bytes. */
 export interface HandOff {
@@ -49,12 +51,22 @@ export interface KeptRelay {
 }
 
 /** relayConnection's `keeper` option: hands one relay's steady state to the keeper. */
-export type RelayHandOff = (h: HandOff) => Promise<KeptRelay>;
+export interface RelayHandOff {
+  /** Whether a keeper is connected now: a handover would not wait for one to start. */
+  readonly ready: boolean;
+  /** Connects, starting a keeper when none answers (~0.3 s); rejects with a KeeperError (EKEEPERSTART). */
+  connect(): Promise<void>;
+  /** Hands the relay over; rejects with a KeeperError (EKEEPERREFUSED: nothing taken, or EKEEPERLOST). */
+  take(h: HandOff): Promise<KeptRelay>;
+}
 
 /**
- * A handover or a start that failed (code): EKEEPERREFUSED (the keeper took nothing: the caller's
- * fds are as they were), EKEEPERLOST (the connection to the keeper ended before its answer),
- * EKEEPERSTART (no keeper answers and the one started did not come up).
+ * A handover or a start that failed (code): EKEEPERREFUSED (the keeper took nothing: it refused,
+ * or the request was never sent; the caller's fds are as they were), EKEEPERLOST (the connection
+ * to the keeper ended, or the keeper did not answer in time, after the request was sent: the
+ * keeper is asked to close it should it have taken it), EKEEPERSTART (no keeper could be
+ * reached: none answers and `start` is false, the one started did not come up, or it speaks
+ * another version of the wire).
  */
 export class KeeperError extends Error {
   override readonly name = 'KeeperError';
@@ -71,8 +83,12 @@ export interface KeeperClientOptions {
   socket: string;
   /** Where a keeper this client starts writes its log (appended). */
   logFile: string;
+  /** Start a keeper when none answers (default true); false: a handover then fails with EKEEPERSTART, and the relay stays in this process. */
+  start?: boolean;
   /** How long a started keeper may take to answer (ms, default 5000). */
   startTimeoutMs?: number;
+  /** How long the keeper may take to list its relays, and to answer a take (ms, default 3000). */
+  answerTimeoutMs?: number;
   /** A started keeper's `--idle-exit-ms` (default: the keeper's own, 10000; 0: never). */
   idleExitMs?: number;
 }
@@ -80,6 +96,7 @@ export interface KeeperClientOptions {
 interface Pending {
   resolve: (kept: KeptRelay) => void;
   reject: (err: KeeperError) => void;
+  timer: NodeJS.Timeout;
 }
 
 export interface RelayKeeperClientEvents {
@@ -87,7 +104,8 @@ export interface RelayKeeperClientEvents {
   ended: [KeptRelayInfo & { reason: string; mine: boolean }];
   /** The connection to the keeper ended; `held` relays it was known to hold are counted lost. */
   lost: [{ reason: string; held: number }];
-  /** This client started a keeper (pid). */
+  /** A handover the keeper refused, or could not be made (the relay stays in this process): why. */
+  refused: [{ client: string; reason: string }];
   /**
    * This client started a keeper (pid). insideUnit: this process runs under systemd, so the
    * keeper is in its unit's cgroup, and a stop or restart of the unit kills it (KillMode=mixed).
@@ -95,19 +113,26 @@ export interface RelayKeeperClientEvents {
   started: [{ pid: number; logFile: string; insideUnit: boolean }];
 }
 
+type Listed = { version: number; pid: number; relays: KeptRelayInfo[] };
+
 export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
   private sock: net.Socket | undefined;
   private connecting: Promise<net.Socket> | undefined;
   private readonly pending = new Map<string, Pending>();
-  private readonly listWaiters: Array<(r: { pid: number; relays: KeptRelayInfo[] }) => void> = [];
+  /** The connection being opened: the `relays` pages so far, and who waits for the last one. */
+  private listing: { relays: KeptRelayInfo[]; done: (r: Listed) => void } | undefined;
   /** The keeper's relays as last known, by id. */
   private readonly known = new Map<string, KeptRelayInfo>();
+  /** known's clients (RelayMeta.client), counted: holds(). */
+  private readonly clients = new Map<string, number>();
   private readonly endings = new Map<string, (end: KeptEnd) => void>();
   /** The ids of the relays this client handed over (the keeper took them). */
   private readonly mine = new Set<string>();
   private next = 0;
   private keeperPid: number | undefined;
   private closed = false;
+  /** The last failure to reach a keeper, and when: relays asking within START_BACKOFF_MS get it at once (no spawn storm). */
+  private failed: { at: number; error: Error } | undefined;
 
   constructor(private readonly options: KeeperClientOptions) {
     super();
@@ -115,12 +140,18 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
 
   /** The keeper's pid and the relays it holds, as last known (absent: not connected). */
   get held(): { pid: number; relays: KeptRelayInfo[] } | undefined {
-    return this.sock && this.keeperPid !== undefined ? { pid: this.keeperPid, relays: [...this.known.values()] } : undefined;
+    return this.connected ? { pid: this.keeperPid!, relays: [...this.known.values()] } : undefined;
+  }
+
+  /** Whether the keeper is known to hold a relay of this client (ADDRESS:PORT, as in RelayMeta.client). */
+  holds(client: string): boolean {
+    return this.clients.has(client);
   }
 
   /**
    * Connects when a keeper answers (a previous life's: its relays become known); starts none.
-   * Resolves false when none answers.
+   * Resolves false when none answers, or it speaks another version, or it did not list its
+   * relays within answerTimeoutMs.
    */
   async attach(): Promise<boolean> {
     try {
@@ -133,7 +164,22 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
 
   /** A handOff for relays described by `meta` (relayConnection's `keeper` option). */
   handOff(meta: Omit<RelayMeta, 'since'>): RelayHandOff {
-    return (h) => this.take(h, { ...meta, since: Date.now() });
+    const connected = () => this.connected;
+    return {
+      get ready() {
+        return connected();
+      },
+      connect: async () => {
+        try {
+          await this.connection(this.options.start ?? true);
+        } catch (err) {
+          const e = err instanceof KeeperError ? err : new KeeperError('EKEEPERSTART', `no relay keeper answers on ${this.options.socket}: ${(err as Error).message}${this.options.start === false ? ' (relayKeeper.start is false: the agent starts none)' : ''}`);
+          this.emit('refused', { client: meta.client, reason: e.message });
+          throw e;
+        }
+      },
+      take: (h) => this.take(h, { ...meta, since: Date.now() }),
+    };
   }
 
   /** Disconnects (the keeper keeps its relays); pending handovers fail with EKEEPERLOST. Idempotent. */
@@ -142,8 +188,13 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     this.sock?.destroy();
   }
 
-  private async take(h: HandOff, meta: RelayMeta): Promise<KeptRelay> {
-    const sock = await this.connection(true);
+  private get connected(): boolean {
+    return this.keeperPid !== undefined && this.sock !== undefined && !this.sock.destroyed;
+  }
+
+  private take(h: HandOff, meta: RelayMeta): Promise<KeptRelay> {
+    const sock = this.sock;
+    if (!this.connected || !sock) return Promise.reject(new KeeperError('EKEEPERREFUSED', 'no relay keeper connected: nothing was sent'));
     const id = `${process.pid}.${Date.now().toString(36)}.${this.next++}`;
     const req: KeeperRequest = {
       op: 'take',
@@ -158,20 +209,61 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
       meta,
       before: h.before,
     };
-    const kept = new Promise<KeptRelay>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const ms = this.options.answerTimeoutMs ?? 3000;
+    const kept = new Promise<KeptRelay>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (!this.pending.delete(id)) return;
+        // It may take it yet (a keeper held up): then it closes it, as the relay here ends.
+        sock.write(keeperLine({ op: 'close', ids: [id], reason: `the agent gave up waiting after ${ms} ms` }));
+        this.forget(id);
+        reject(new KeeperError('EKEEPERLOST', `the relay keeper did not answer in ${ms} ms`));
+      }, ms);
+      this.pending.set(id, { resolve, reject, timer });
+    });
     sock.write(keeperLine(req));
     // Known from the take on, so that an `ended` right after `taken` finds it.
-    this.known.set(id, { id, ...meta, ...h.before });
-    return kept.catch((err: unknown) => {
-      this.known.delete(id);
+    this.remember({ id, ...meta, ...h.before });
+    return kept.catch((err: KeeperError) => {
+      this.forget(id);
+      if (err.code === 'EKEEPERREFUSED') this.emit('refused', { client: meta.client, reason: err.message });
       throw err;
     });
   }
 
+  private remember(r: KeptRelayInfo): void {
+    if (this.known.has(r.id)) return;
+    this.known.set(r.id, r);
+    this.clients.set(r.client, (this.clients.get(r.client) ?? 0) + 1);
+  }
+
+  /** Drops a relay from what is known; returns what was known of it. */
+  private forget(id: string): KeptRelayInfo | undefined {
+    const r = this.known.get(id);
+    if (!r) return undefined;
+    this.known.delete(id);
+    const n = (this.clients.get(r.client) ?? 1) - 1;
+    if (n > 0) this.clients.set(r.client, n);
+    else this.clients.delete(r.client);
+    return r;
+  }
+
   private connection(start: boolean): Promise<net.Socket> {
     if (this.closed) return Promise.reject(new KeeperError('EKEEPERLOST', 'the relay keeper client is closed'));
-    if (this.sock && !this.sock.destroyed) return Promise.resolve(this.sock);
-    this.connecting ??= this.open(start).finally(() => (this.connecting = undefined));
+    if (this.sock && !this.sock.destroyed && this.keeperPid !== undefined) return Promise.resolve(this.sock);
+    if (start && this.failed && performance.now() - this.failed.at < START_BACKOFF_MS) return Promise.reject(this.failed.error);
+    this.connecting ??= this.open(start)
+      .then(
+        (sock) => {
+          this.failed = undefined;
+          return sock;
+        },
+        (err: Error) => {
+          // (attach()'s look, which starts nothing, is no reason to hold back a start.)
+          if (start) this.failed = { at: performance.now(), error: err };
+          throw err;
+        },
+      )
+      .finally(() => (this.connecting = undefined));
     return this.connecting;
   }
 
@@ -187,16 +279,30 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
       .on('error', () => {})
       .on('line', (line) => this.onLine(line));
     sock.once('close', () => this.onClose(sock));
-    // The keeper's relays (a previous life's among them) and its pid.
-    const listed = new Promise<{ pid: number; relays: KeptRelayInfo[] }>((r) => this.listWaiters.push(r));
-    sock.write(keeperLine({ op: 'list' }));
-    const gone = once(sock, 'close').then(() => {
-      throw new KeeperError('EKEEPERLOST', `the relay keeper on ${this.options.socket} closed the connection before it listed its relays`);
-    });
-    gone.catch(() => undefined); // (the race below takes it; later, a close is onClose's)
-    const { pid, relays } = await Promise.race([listed, gone]);
-    this.keeperPid = pid;
-    for (const r of relays) if (!this.known.has(r.id)) this.known.set(r.id, r);
+    // The keeper's version, pid and relays (a previous life's among them), within the bound.
+    const ms = this.options.answerTimeoutMs ?? 3000;
+    let timer: NodeJS.Timeout | undefined;
+    let listed: Listed;
+    try {
+      listed = await new Promise<Listed>((resolve, reject) => {
+        this.listing = { relays: [], done: resolve };
+        timer = setTimeout(() => reject(new KeeperError('EKEEPERSTART', `the relay keeper on ${this.options.socket} did not list its relays in ${ms} ms`)), ms);
+        sock.once('close', () => reject(new KeeperError('EKEEPERLOST', `the relay keeper on ${this.options.socket} closed the connection before it listed its relays`)));
+        sock.write(keeperLine({ op: 'list' }));
+      });
+    } catch (err) {
+      sock.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.listing = undefined;
+    }
+    if (listed.version !== KEEPER_WIRE_VERSION) {
+      sock.destroy();
+      throw new KeeperError('EKEEPERSTART', `the relay keeper on ${this.options.socket} (pid ${listed.pid}) speaks version ${listed.version} of the wire, this process ${KEEPER_WIRE_VERSION}: relays stay here until it is replaced (stopping it closes the connections it holds)`);
+    }
+    this.keeperPid = listed.pid;
+    for (const r of listed.relays) this.remember(r);
     return sock;
   }
 
@@ -205,8 +311,8 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     const log = openSync(logFile, 'a', 0o600);
     let exited: string | undefined;
     try {
-      // Its own session: a signal meant for the agent's process group (a Ctrl-C) does not reach it.
       const idle = this.options.idleExitMs === undefined ? [] : ['--idle-exit-ms', String(this.options.idleExitMs)];
+      // Its own session: a signal meant for the agent's process group (a Ctrl-C) does not reach it.
       const child = spawn(process.execPath, [cliMain(), 'relay-keeper', '--socket', socket, ...idle], { detached: true, stdio: ['ignore', log, log] });
       child.once('error', (err) => (exited = err.message));
       child.once('exit', (code, signal) => (exited = `exited ${signal ?? code}`));
@@ -232,22 +338,28 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     try {
       msg = parseKeeperReply(line);
     } catch {
-      return; // not the keeper's (it is validated on its side); nothing to act on
+      return; // not a line of this version (the keeper validates what it is sent; the list's version is checked)
     }
-    if (msg.op === 'relays') return this.listWaiters.shift()?.(msg);
-    if (msg.op === 'taken' || msg.op === 'refused') {
-      const p = this.pending.get(msg.id);
+    if (msg.op === 'relays') {
+      const l = this.listing;
+      if (!l) return;
+      l.relays.push(...msg.relays);
+      if (!msg.more) l.done({ version: msg.version, pid: msg.pid, relays: l.relays });
+      return;
+    }
+    if (msg.op === 'taken' || msg.op === 'refused' || (msg.op === 'error' && msg.id !== undefined)) {
+      const id = msg.id!;
+      const p = this.pending.get(id);
       if (!p) return;
-      this.pending.delete(msg.id);
-      if (msg.op === 'refused') return p.reject(new KeeperError('EKEEPERREFUSED', `the relay keeper refused the relay: ${msg.reason}`));
-      const id = msg.id;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      if (msg.op !== 'taken') return p.reject(new KeeperError('EKEEPERREFUSED', `the relay keeper refused the relay: ${msg.reason}`));
       this.mine.add(id);
       const ended = new Promise<KeptEnd>((r) => this.endings.set(id, r));
       return p.resolve({ id, ended, close: (reason) => void this.sock?.write(keeperLine({ op: 'close', ids: [id], reason: reason.slice(0, 500) })) });
     }
     if (msg.op === 'ended') {
-      const info = this.known.get(msg.id);
-      this.known.delete(msg.id);
+      const info = this.forget(msg.id);
       const end = { reason: msg.reason, clientBytes: msg.clientBytes, upstreamBytes: msg.upstreamBytes };
       this.endings.get(msg.id)?.(end);
       this.endings.delete(msg.id);
@@ -258,19 +370,27 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
   private onClose(sock: net.Socket): void {
     if (this.sock !== sock) return;
     this.sock = undefined;
+    this.keeperPid = undefined;
     const reason = this.closed ? 'the agent closed its connection to the relay keeper' : 'relay keeper lost: its connection closed';
-    for (const p of this.pending.values()) p.reject(new KeeperError('EKEEPERLOST', reason));
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new KeeperError('EKEEPERLOST', reason));
+    }
     this.pending.clear();
     const held = this.known.size;
     if (!this.closed) {
       for (const [id, end] of this.endings) end({ reason, ...counts(this.known.get(id)) });
       this.endings.clear();
       this.known.clear();
+      this.clients.clear();
       this.mine.clear();
       this.emit('lost', { reason, held });
     }
   }
 }
+
+/** After a failure to reach a keeper, how long handovers fail at once before one tries again (ms). */
+const START_BACKOFF_MS = 5000;
 
 function counts(r: KeptRelayInfo | undefined): { clientBytes: number; upstreamBytes: number } {
   return { clientBytes: r?.clientBytes ?? 0, upstreamBytes: r?.upstreamBytes ?? 0 };

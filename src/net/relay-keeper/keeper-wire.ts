@@ -11,6 +11,13 @@ import { firstIssue } from '../../schema-fields.js';
 
 /** The longest line either side accepts, bytes: a take carries the bytes both streams had read but not delivered. */
 export const MAX_KEEPER_LINE_BYTES = 8 * 1024 * 1024;
+/**
+ * The wire's version, in the keeper's `relays` answer: an agent and a keeper of another version
+ * do not hand relays over (the agent relays them itself, and says why).
+ */
+export const KEEPER_WIRE_VERSION = 1;
+/** Relays per `relays` answer: a list longer than this comes in several (`more`). */
+export const KEEPER_LIST_PAGE = 1000;
 
 const id = z.string().regex(/^[A-Za-z0-9_.:@\[\]-]{1,128}$/, 'must be 1-128 of A-Z a-z 0-9 _.:@[]-');
 const fd = z.number().int().min(0).max(0x7fffffff);
@@ -76,9 +83,10 @@ const replies = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('refused'), id, reason: text }),
   /** A kept relay ended: both sockets closed. `error`: the syscall error that ended it. */
   z.strictObject({ op: z.literal('ended'), id, reason: text, ...relayCounts.shape }),
-  z.strictObject({ op: z.literal('relays'), pid: z.number().int().positive(), relays: z.array(keptRelay) }),
-  /** A request line refused as a whole. */
-  z.strictObject({ op: z.literal('error'), reason: text }),
+  /** The answer to `list`, in pages of KEEPER_LIST_PAGE relays; `more`: another page follows. */
+  z.strictObject({ op: z.literal('relays'), version: z.number().int().positive(), pid: z.number().int().positive(), relays: z.array(keptRelay).max(KEEPER_LIST_PAGE), more: z.boolean() }),
+  /** A request line refused as a whole; `id` when the line named one (a take: nothing taken). */
+  z.strictObject({ op: z.literal('error'), id: id.optional(), reason: text }),
 ]);
 export type KeeperReply = z.infer<typeof replies>;
 
@@ -112,6 +120,16 @@ export function parseKeeperRequest(line: string): KeeperRequest {
 /** One reply line (the keeper's); throws KeeperMessageError. */
 export function parseKeeperReply(line: string): KeeperReply {
   return parseLine(replies, line, 'relay keeper reply');
+}
+
+/** The `id` a line that failed validation names, when it names one (for the error's answer). */
+export function lineId(line: string): string | undefined {
+  try {
+    const o = JSON.parse(line) as { id?: unknown };
+    return typeof o.id === 'string' && id.safeParse(o.id).success ? o.id : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A message as its line (newline included). */

@@ -1,24 +1,27 @@
 // The relay keeper (`takeover relay-keeper`): a process apart from the agent that holds the
 // continued connections' steady-state relays (the addon's SpliceRelay: client socket <-> upstream
-// socket in the kernel), so that they outlive the agent: its restart (an upgrade, a config
-// change), its crash, its planned stop. The agent relays a continued connection itself while it
-// still looks at its bytes (the preamble's replies, the first reply's check), then hands both
-// sockets over (keeper-client.ts): the keeper copies them out of the agent with pidfd_getfd,
-// starts the kernel relay, answers `taken`, and the agent closes its copies.
+// socket in the kernel), so that they outlive the agent: its restart (an upgrade of the agent, a
+// config change), its crash, its planned stop. (Upgrading the keeper itself means stopping it.)
+// The agent relays a continued connection itself while it still looks at its bytes (the
+// preamble's replies, the first reply's check), then hands both sockets over (keeper-client.ts):
+// the keeper copies them out of the agent with pidfd_getfd, checks that each is connected to the
+// peer the agent named, starts the kernel relay, answers `taken`, and the agent closes its copies.
 //
 // It listens on a Unix socket (mode 0600) in the agent's state directory; one keeper per path
 // (a second one exits, naming the first). It exits by itself once it holds no relay and no agent
 // has been connected for `idleExitMs`, and on SIGTERM/SIGINT closes every relay it holds (each
 // socket's close: FIN, or RST with bytes unread) and exits: stopping it ends those connections.
 import { once } from 'node:events';
-import { chmod, rm } from 'node:fs/promises';
+import { chmod, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Logger } from 'pino';
 import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
 import { spliceEndReason } from '../shadow/connection-relay.js';
 import { removeStaleSocket } from '../../unix-socket.js';
-import { keeperLine, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
+import { formatEndpoint, parseEndpoint, wireAddress } from '../endpoint.js';
+import { KEEPER_LIST_PAGE, KEEPER_WIRE_VERSION, keeperLine, lineId, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
 
 export interface RelayKeeperOptions {
   /** The Unix socket to listen on. */
@@ -59,10 +62,15 @@ export class RelayKeeper {
 
   /**
    * Listens on options.socket, replacing a stale socket file. Throws KeeperRunningError when a
-   * keeper answers there, and (code EEXIST) when the path is not a socket.
+   * keeper answers there, (code EEXIST) when the path is not a socket, (code ENOENT) when its
+   * directory does not exist.
    */
   static async start(options: RelayKeeperOptions): Promise<RelayKeeper> {
     const k = new RelayKeeper(options);
+    const dir = path.dirname(options.socket);
+    if (!(await stat(dir).then((st) => st.isDirectory(), () => false))) {
+      throw Object.assign(new Error(`relay keeper: ${dir} (the directory of --socket ${options.socket}) does not exist or is not a directory`), { code: 'ENOENT' });
+    }
     await removeStaleSocket(options.socket, 'relay keeper', () => new KeeperRunningError(options.socket));
     k.server.listen(options.socket);
     await once(k.server, 'listening');
@@ -87,8 +95,14 @@ export class RelayKeeper {
       h.relay.close();
       this.ended(id, h, `relay keeper stopped (${why})`);
     }
-    for (const a of this.agents) a.destroy();
+    // end(), not destroy(): the `ended` lines above reach the agents first. A request they sent
+    // meanwhile is never read: its take was not made, and the agent's copies stay its own.
+    for (const a of this.agents) a.end();
+    const cut = setTimeout(() => {
+      for (const a of this.agents) a.destroy();
+    }, 1000);
     await new Promise<void>((r) => this.server.close(() => r()));
+    clearTimeout(cut);
     await rm(this.options.socket, { force: true });
     this.options.log.info({ closed: n }, `relay keeper stopped (${why}): ${n} connection(s) closed`);
     this.resolveStopped(why);
@@ -111,10 +125,17 @@ export class RelayKeeper {
       try {
         req = parseKeeperRequest(line);
       } catch (err) {
-        this.options.log.warn({ err: (err as Error).message }, `relay keeper: request refused: ${(err as Error).message}`);
-        return reply({ op: 'error', reason: (err as Error).message.slice(0, 500) });
+        const id = lineId(line);
+        this.options.log.warn({ err: (err as Error).message, ...(id ? { id } : {}) }, `relay keeper: request refused: ${(err as Error).message}`);
+        return reply({ op: 'error', ...(id ? { id } : {}), reason: (err as Error).message.slice(0, 500) });
       }
-      if (req.op === 'list') return reply({ op: 'relays', pid: process.pid, relays: this.list() });
+      if (req.op === 'list') {
+        const all = this.list();
+        for (let i = 0; i === 0 || i < all.length; i += KEEPER_LIST_PAGE) {
+          reply({ op: 'relays', version: KEEPER_WIRE_VERSION, pid: process.pid, relays: all.slice(i, i + KEEPER_LIST_PAGE), more: i + KEEPER_LIST_PAGE < all.length });
+        }
+        return;
+      }
       if (req.op === 'close') {
         for (const id of req.ids) {
           const h = this.held.get(id);
@@ -128,18 +149,28 @@ export class RelayKeeper {
     });
   }
 
-  /** Copies both fds out of the agent and starts the kernel relay; nothing is read before `taken`. */
+  /**
+   * Copies both fds out of the agent and starts the kernel relay; nothing is read before `taken`.
+   * The fds are numbers in another process: each copy must be connected to the peer the agent
+   * named (a number the agent closed and reused since would be another socket), or nothing is taken.
+   */
   private take(req: TakeRequest): KeeperReply {
-    if (this.stopping) return { op: 'refused', id: req.id, reason: 'the relay keeper is stopping' };
-    if (this.held.has(req.id)) return { op: 'refused', id: req.id, reason: `relay ${req.id} is held already` };
+    const refused = (reason: string): KeeperReply => {
+      this.options.log.warn({ id: req.id, client: req.meta.client, reason }, `relay keeper: relay of ${req.meta.client} refused: ${reason}`);
+      return { op: 'refused', id: req.id, reason: reason.slice(0, 500) };
+    };
+    if (this.stopping) return refused('the relay keeper is stopping');
+    if (this.held.has(req.id)) return refused(`relay ${req.id} is held already`);
     const borrowed: number[] = [];
     let relay: NativeSpliceRelay;
     try {
       borrowed.push(native.borrowFd(req.pid, req.clientFd));
       borrowed.push(native.borrowFd(req.pid, req.upstreamFd));
+      const wrong = wrongPeer(borrowed[0]!, req.meta.client, 'client') ?? wrongPeer(borrowed[1]!, req.meta.upstream, 'upstream');
+      if (wrong) return refused(`fd ${wrong.which === 'client' ? req.clientFd : req.upstreamFd} of pid ${req.pid} is not the ${wrong.which} socket: ${wrong.why}`);
       relay = new native.SpliceRelay(borrowed[0]!, borrowed[1]!);
     } catch (err) {
-      return { op: 'refused', id: req.id, reason: (err as Error).message.slice(0, 500) };
+      return refused((err as Error).message);
     } finally {
       // SpliceRelay holds its own duplicates.
       for (const fd of borrowed) native.closeFd(fd);
@@ -157,7 +188,7 @@ export class RelayKeeper {
       );
     } catch (err) {
       relay.close();
-      return { op: 'refused', id: req.id, reason: (err as Error).message.slice(0, 500) };
+      return refused((err as Error).message);
     }
     this.held.set(req.id, h);
     this.options.log.info({ id: req.id, ...req.meta }, `relay kept: ${req.meta.client} -> ${req.meta.upstream} (continued from ${req.meta.peer})`);
@@ -185,4 +216,24 @@ export class RelayKeeper {
     if (ms === 0) return;
     this.idleTimer = setTimeout(() => void this.stop(`idle: no connection and no agent for ${ms} ms`), ms);
   }
+}
+
+/** Why `fd` is not connected to `expected` (ADDRESS:PORT), or undefined when it is. */
+function wrongPeer(fd: number, expected: string, which: 'client' | 'upstream'): { which: 'client' | 'upstream'; why: string } | undefined {
+  let want;
+  try {
+    want = parseEndpoint(expected);
+  } catch {
+    return { which, why: `its ${which} ${expected} is not ADDRESS:PORT` };
+  }
+  let peer;
+  try {
+    peer = native.socketPeer(fd);
+  } catch (err) {
+    return { which, why: (err as Error).message };
+  }
+  // (An upstream named by host name: its port only.)
+  const sameAddress = net.isIP(want.address) === 0 || wireAddress(peer.address) === wireAddress(want.address);
+  const same = sameAddress && peer.port === want.port;
+  return same ? undefined : { which, why: `its peer is ${formatEndpoint({ address: wireAddress(peer.address), port: peer.port })}, not ${expected}` };
 }

@@ -90,9 +90,10 @@ export interface RelayOptions {
   splice?: boolean | { pipeBytes?: number };
   /**
    * Hands the steady state to the relay keeper, another process (RelayKeeperClient.handOff),
-   * instead of splicing it here: the connection then outlives this process (stats.kept). When
-   * the keeper refuses it, it is spliced here as without this option; when the keeper is lost
-   * before it answers, the relay ends (nobody can tell whether the keeper took it).
+   * instead of splicing it here: the connection then outlives this process (stats.kept). Until
+   * a keeper is connected (one being started) the relay goes on in userspace; when none comes
+   * up, or the keeper refuses it, it is spliced here as without this option; when the keeper is
+   * lost before it answers, the relay ends (nobody can tell whether the keeper took it).
    */
   keeper?: RelayHandOff;
 }
@@ -204,6 +205,9 @@ export function relayConnection(options: RelayOptions): Relay {
    */
   let pump: { close(): unknown } | undefined;
   let spliceOn = options.splice !== false;
+  /** The keeper is asked to connect once; off when none came up (spliced here instead). */
+  let keeperOn = options.keeper !== undefined;
+  let keeperAsked = false;
   const pipeBytes = typeof options.splice === 'object' ? options.splice.pipeBytes : undefined;
   let finish!: (end: RelayEnd) => void;
   const done = new Promise<RelayEnd>((resolve) => (finish = resolve)).then((end) => {
@@ -385,6 +389,18 @@ export function relayConnection(options: RelayOptions): Relay {
       }
       return;
     }
+    const keeper = keeperOn ? options.keeper : undefined;
+    if (keeper && !keeper.ready) {
+      // Nothing waits for a keeper to start: the userspace relay goes on meanwhile.
+      if (!keeperAsked) {
+        keeperAsked = true;
+        keeper.connect().then(tryHandOver, () => {
+          keeperOn = false;
+          tryHandOver();
+        });
+      }
+      return;
+    }
     const clientFd = fdOf(client);
     const upstreamFd = fdOf(upstream);
     if (clientFd === undefined || upstreamFd === undefined) {
@@ -396,7 +412,7 @@ export function relayConnection(options: RelayOptions): Relay {
     let fds: [number, number] | undefined;
     let p: NativeSpliceRelay | undefined;
     try {
-      if (options.keeper) fds = duplicates(clientFd, upstreamFd);
+      if (keeper) fds = duplicates(clientFd, upstreamFd);
       else p = new native.SpliceRelay(clientFd, upstreamFd, pipeBytes);
     } catch {
       spliceOn = false; // (EMFILE, say): the userspace relay goes on
@@ -412,7 +428,7 @@ export function relayConnection(options: RelayOptions): Relay {
     client.destroy();
     upstream.destroy();
     if (p) return startSplice(p, init, base);
-    options.keeper!({ clientFd: fds![0], upstreamFd: fds![1], toUpstream: init.aToB, toClient: init.bToA, clientEof: init.aEof, upstreamEof: init.bEof, before: base }).then(
+    keeper!.take({ clientFd: fds![0], upstreamFd: fds![1], toUpstream: init.aToB, toClient: init.bToA, clientEof: init.aEof, upstreamEof: init.bEof, before: base }).then(
       (kept) => {
         closeFds(fds!);
         stats.kept = true;
