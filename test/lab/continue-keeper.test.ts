@@ -126,3 +126,64 @@ it('continued connections outlive the backup agent\'s SIGKILL, restart and plann
     await stop();
   }
 }, 90_000);
+
+// A switchover's moved connections, kept by the keeper, across a restart of b's agent, and then
+// the old primary's death. a's kernel still holds the moved sockets (frozen) and its agent's
+// replicated table still lists them; b's new life has none of the relays in its own process, so
+// only the keeper's list tells it that b serves those clients itself: its takeover of a must not
+// reset them (as switchover.test.ts checks for a b that never restarted).
+it('a switchover\'s moved connections stay with the keeper across b\'s restart, and b\'s later takeover of a resets none of them', async () => {
+  const m = await agentsLab({ hosts: ['a', 'b', 'c'] }, 'tko-keeper-switch-');
+  const { lab, dir, vip } = m;
+  const { master, replica, stop } = await startRedisPair(lab, { maxClients: 300 });
+  try {
+    const aAddress = lab.host('a').ipv4;
+    const continueSection = { protocol: 'resp', stream: { host: aAddress, port: 7402 }, upstream: { port: replica.port }, promote: ['redis-cli', '-p', String(replica.port), 'REPLICAOF', 'NO', 'ONE'] };
+    const { log: logOf, agent } = startContinueAgents(m, master.port, continueSection, { connectionStream: { address: aAddress, port: 7402 } }, { intervalMs: 100, misses: 20 }, { relayKeeper: {} });
+    const bNs = lab.host('b').ns;
+    const control = path.join(dir, 'b.sock');
+    await until('b follows a\'s stream', async () => (logOf('b').some((e) => e.msg === 'a\'s connection stream is up') ? true : undefined), 15_000);
+    const clients = lab.spawn('c', clientFixture);
+    await clients.waitFor('ready');
+    await clients.request({ cmd: 'start', address: vip, port: master.port, connections: BUSY, idle: IDLE, prefix: 'moved', thinkMs: THINK_MS });
+    await new Promise((r) => setTimeout(r, 500));
+
+    const run = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--json', '--control', control], { netns: bNs });
+    expect(run.code, `${run.stderr} ${run.stdout}`).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ connections: BUSY + IDLE, moved: BUSY + IDLE, reset: 0 });
+    const status = async (): Promise<Status & { replication?: { peers: Array<{ node: string; connections: number }> }; shadows?: Array<{ unfollowed?: number }> } | undefined> => {
+      const out = await runCli(['status', '--json', '--control', control], { netns: bNs });
+      return out.code === 0 ? JSON.parse(out.stdout) : undefined;
+    };
+    await until('the moved connections with the keeper', async () => ((await status())?.keeper?.connections === BUSY + IDLE ? true : undefined), 10_000);
+
+    // b's agent dies and comes back; it hears a again, with a's table listing the moved sockets.
+    agent('b').child.kill('SIGKILL');
+    await exited(agent('b').child);
+    const b2 = startCli(['agent', '--config', path.join(dir, 'b.json')], { netns: bNs });
+    m.agents.push(b2);
+    const b2log = () => b2.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    await until('b\'s new life attached to the keeper', async () => b2log().find((e) => String(e.msg).startsWith('relay keeper (pid')), 15_000);
+    const listed = await until('a\'s table on b lists the moved sockets', async () => {
+      const s = await status();
+      const a = s?.replication?.peers.find((p) => p.node === 'a');
+      return a && a.connections >= BUSY + IDLE && s?.shadows?.[0]?.unfollowed !== undefined ? s : undefined;
+    }, 15_000);
+    // Not counted as connections a takeover would reset: b relays them (in its keeper).
+    expect(listed.shadows![0]!.unfollowed).toBe(0);
+
+    await lab.killSilently('a');
+    const taken = await until('b takes a over', async () => b2log().find((e) => e.msg === 'peer taken over') as Record<string, any> | undefined, 15_000);
+    console.log(`switchover with a relay keeper, b restarted, then a dies: ${JSON.stringify({ replicated: taken.replicated, continued: taken.continued, closed: taken.closed })}`);
+    expect(taken.continued?.reset ?? 0, JSON.stringify(taken)).toBe(0);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await clients.request({ cmd: 'poke' })).toMatchObject({ idle: IDLE, answered: IDLE, failed: 0, wrong: 0 });
+    const after = (await clients.request({ cmd: 'stop' })) as CounterReport[];
+    for (const c of after) {
+      expect(c, c.key).toMatchObject({ errors: [], ended: false, closed: false });
+      expect(incrSteps(c.values), c.key).toMatchObject({ other: [], doubled: 0, lost: 0 });
+    }
+  } finally {
+    await stop();
+  }
+}, 90_000);
