@@ -102,8 +102,10 @@ export type AgentEvents = {
    * The relay keeper (config `relayKeeper`): found at start holding relays of a previous life
    * (`attached`), started by this agent (`started`), left holding relays at this agent's stop
    * (`left`), lost (its connection ended: the relays it held are gone with it), a handover it
-   * refused or that could not be made (`refused`: that relay stays in this process), or a relay
-   * of a previous life ended (`ended`).
+   * refused or that could not be made (`refused`: that relay stays in this process), a handover
+   * whose answer never came (`dropped`: that connection ended), a keeper found that cannot be used
+   * (`unusable`), one that would be started inside this agent's systemd unit (`start-in-unit`),
+   * or a relay of a previous life ended (`ended`).
    */
   'relay-keeper': [RelayKeeperEvent];
   /** A takeover's shadow started: the peer's connections to the service are followed (source: `mirror IF` or `stream HOST:PORT`). */
@@ -195,6 +197,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly takeovers: PeerTakeover[] = [];
   /** With `relayKeeper`: the connection to the process that holds continued connections' relays. */
   private readonly keeper: { socket: string; client: RelayKeeperClient } | undefined;
+  /** Looks for the keeper again while none is connected (attachKeeper). */
+  private keeperWatch: NodeJS.Timeout | undefined;
   /** Failure plans of this node's instances still running (stop() lets them finish). */
   private readonly plans = new Set<Promise<void>>();
   private readonly trackers: FlowTracker[] = [];
@@ -453,11 +457,23 @@ export class Agent extends EventEmitter<AgentEvents> {
     client.on('started', (e) => this.emit('relay-keeper', { kind: 'started', socket, ...e }));
     client.on('lost', (e) => this.emit('relay-keeper', { kind: 'lost', socket, ...e }));
     client.on('refused', (e) => this.emit('relay-keeper', { kind: 'refused', socket, ...e }));
+    client.on('dropped', (e) => this.emit('relay-keeper', { kind: 'dropped', socket, ...e }));
+    client.on('unusable', (e) => this.emit('relay-keeper', { kind: 'unusable', socket, ...e }));
+    // A keeper the agent would start is in the agent's unit under systemd (INVOCATION_ID is set
+    // for a unit's processes), and dies with it: said at start, not only at the first handover.
+    if (this.config.relayKeeper!.start && process.env.INVOCATION_ID !== undefined) this.emit('relay-keeper', { kind: 'start-in-unit', socket });
     client.on('ended', (e) => {
       // This life's own relays end through their PeerTakeover ('continued-ended').
       if (!e.mine) this.emit('relay-keeper', { kind: 'ended', socket, client: e.client, peer: e.peer, service: e.service, reason: e.reason, clientBytes: e.clientBytes, upstreamBytes: e.upstreamBytes });
     });
-    if (await client.attach()) this.emit('relay-keeper', { kind: 'attached', socket, pid: client.held!.pid, connections: client.held!.relays.length });
+    const attach = async () => {
+      if (await client.attach()) this.emit('relay-keeper', { kind: 'attached', socket, pid: client.held!.pid, connections: client.held!.relays.length });
+    };
+    await attach();
+    // Looked for again while none is connected (a keeper unit restarting, one lost): its
+    // relays must be known, for status and for a takeover's exclusion of what this node relays.
+    this.keeperWatch = setInterval(() => void (client.held || attach()), KEEPER_REATTACH_MS);
+    this.keeperWatch.unref();
   }
 
   /** A takeover's continue setup with its relays going to the relay keeper (config `relayKeeper`). */
@@ -571,6 +587,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const t of this.takeovers) await t.close();
     // After the takeovers. A handover whose answer has not come: the keeper relays it on if it
     // took it (listed for the next life), else it ends with this process.
+    clearInterval(this.keeperWatch);
     const held = this.keeper?.client.held;
     if (held && held.relays.length > 0) this.emit('relay-keeper', { kind: 'left', socket: this.keeper!.socket, pid: held.pid, connections: held.relays.length });
     this.keeper?.client.close();
@@ -691,7 +708,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         return health ? [{ peer: t.peer, ...t.service, ...health }] : [];
       }),
       ...relayingNow(this.takeovers),
-      ...(this.keeper ? { keeper: keeperStatus(this.keeper.socket, this.keeper.client) } : {}),
+      ...(this.keeper ? { keeper: keeperStatus(this.keeper.socket, this.config.relayKeeper!.start, this.keeper.client) } : {}),
       ...(this.openFilesLimit !== undefined ? { openFilesLimit: this.openFilesLimit } : {}),
       nice: niceOf(),
       ...(this.connectionStream ? { connectionStream: this.connectionStream.stats() } : {}),
@@ -1157,7 +1174,7 @@ export interface AgentStatus {
    * agent), by peer and service (ADDRESS:PORT), as last known; `pid` absent while no keeper is
    * connected (none runs yet: one is started at the first handover).
    */
-  keeper?: { socket: string; pid?: number; connections: number; services: Array<{ peer: string; service: string; connections: number }> };
+  keeper?: { socket: string; start: boolean; pid?: number; connections: number; services: Array<{ peer: string; service: string; connections: number }> };
   /** This process's open-files limit (fd-limit.ts), read at start; absent when unknown. Each continued connection holds two. */
   openFilesLimit?: number;
   /** The agent's nice value now (its main thread's; config `nice` once started), -20..19. */
@@ -1191,12 +1208,18 @@ export type RelayKeeperEvent =
   | { kind: 'left'; socket: string; pid: number; connections: number }
   | { kind: 'lost'; socket: string; reason: string; held: number }
   | { kind: 'refused'; socket: string; client: string; reason: string }
+  | { kind: 'dropped'; socket: string; client: string; reason: string }
+  | { kind: 'unusable'; socket: string; reason: string }
+  | { kind: 'start-in-unit'; socket: string }
   | { kind: 'ended'; socket: string; client: string; peer: string; service: string; reason: string; clientBytes: number; upstreamBytes: number };
 
+/** How often the agent looks for a relay keeper while none is connected, ms. */
+const KEEPER_REATTACH_MS = 5000;
+
 /** status' `keeper`: the relay keeper's relays by peer and service, as last known. */
-function keeperStatus(socket: string, keeper: RelayKeeperClient): NonNullable<AgentStatus['keeper']> {
+function keeperStatus(socket: string, start: boolean, keeper: RelayKeeperClient): NonNullable<AgentStatus['keeper']> {
   const held = keeper.held;
-  if (!held) return { socket, connections: 0, services: [] };
+  if (!held) return { socket, start, connections: 0, services: [] };
   const by = new Map<string, { peer: string; service: string; connections: number }>();
   for (const r of held.relays) {
     const k = `${r.peer} ${r.service}`;
@@ -1204,7 +1227,7 @@ function keeperStatus(socket: string, keeper: RelayKeeperClient): NonNullable<Ag
     e.connections++;
     by.set(k, e);
   }
-  return { socket, pid: held.pid, connections: held.relays.length, services: [...by.values()] };
+  return { socket, start, pid: held.pid, connections: held.relays.length, services: [...by.values()] };
 }
 
 /** status' `relaying`: the takeovers whose continued connections are relayed now (absent: none). */

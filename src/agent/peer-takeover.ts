@@ -360,8 +360,9 @@ export class PeerTakeover extends EventEmitter<{ done: [TakeoverDone]; failed: [
     clearTimeout(this.reopening?.timer);
     this.reopening?.spent?.close();
     this.reopening = undefined;
-    // Those the relay keeper holds outlive the agent; the rest end with it.
-    for (const r of this.relays.values()) if (!r.stats.kept) r.close('the agent stopped');
+    // Those the relay keeper holds outlive the agent, and so may those handed to it whose answer
+    // has not come (the keeper relays them on if it took them); the rest end with it.
+    for (const r of this.relays.values()) if (!r.stats.kept && !r.stats.handingOver) r.close('the agent stopped');
     this.relays.clear();
     const guard = this.guard;
     this.guard = undefined;

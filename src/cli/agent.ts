@@ -113,17 +113,35 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
   // by reason as in `peer taken over`. A PostgreSQL transaction that could not be rebuilt after
   // all ends with its goodbye (57P01), as it would have at the takeover: the same, at info level.
   const batches = { reset: [] as Array<{ peer: string; client: string; reason: string }>, goodbye: [] as Array<{ peer: string; client: string; reason: string }> };
-  // A keeper that refuses refuses every relay of a takeover: one warning per 10 s, with the count.
-  const refusals = { count: 0, saidAt: -Infinity };
+  // A keeper that refuses refuses every relay of a takeover: one warning per 10 s per kind, with
+  // the count, and the count of the rest when those 10 s are over.
+  const batched = (kind: 'refused' | 'dropped' | 'unusable', text: (e: Record<string, unknown>, count: number) => string) => {
+    const b = { count: 0, saidAt: -Infinity, last: {} as Record<string, unknown>, timer: undefined as NodeJS.Timeout | undefined };
+    const say = () => {
+      log.warn({ ...b.last, count: b.count }, text(b.last, b.count));
+      b.saidAt = performance.now();
+      b.count = 0;
+    };
+    return (e: Record<string, unknown>) => {
+      b.count++;
+      b.last = e;
+      log.debug(e, `relay keeper: ${kind}`);
+      if (performance.now() - b.saidAt >= 10_000) return say();
+      b.timer ??= setTimeout(() => {
+        b.timer = undefined;
+        if (b.count > 0) say();
+      }, 10_000 - (performance.now() - b.saidAt));
+      b.timer.unref();
+    };
+  };
+  const keeperWarnings = {
+    refused: batched('refused', (e, n) => `${n} continued connection(s) relayed by this agent, not the relay keeper (${String(e.reason)}): they end with the agent`),
+    dropped: batched('dropped', (e, n) => `${n} continued connection(s) ended at their handover to the relay keeper (${String(e.reason)})`),
+    unusable: batched('unusable', (e) => `relay keeper on ${String(e.socket)} not used (${String(e.reason)}): the connections it holds are not known here, and a takeover of their peer would reset them`),
+  };
   agent.on('relay-keeper', (e) => {
-    if (e.kind === 'refused') {
-      refusals.count++;
-      if (performance.now() - refusals.saidAt < 10_000) return log.debug(e, 'relay keeper refused a relay');
-      log.warn({ ...e, count: refusals.count }, `continued connection(s) relayed by this agent, not the relay keeper (${e.reason}): ${refusals.count} since the last such warning; they end with the agent`);
-      refusals.saidAt = performance.now();
-      refusals.count = 0;
-      return;
-    }
+    if (e.kind === 'refused' || e.kind === 'dropped' || e.kind === 'unusable') return keeperWarnings[e.kind](e);
+    if (e.kind === 'start-in-unit') return log.warn(e, `relayKeeper.start is true under systemd: a keeper this agent starts would be in its unit, and a stop or restart of the unit would end the connections it holds; run takeover-relay-keeper.service and set relayKeeper.start: false`);
     if (e.kind === 'attached') log.info(e, `relay keeper (pid ${e.pid}) on ${e.socket} holds ${e.connections} continued connection(s)`);
     else if (e.kind === 'started' && e.insideUnit) log.warn(e, `relay keeper started (pid ${e.pid}) on ${e.socket} inside this agent's systemd unit: a stop or restart of the unit kills it and the connections it holds; run it as its own unit (docs/examples/takeover-relay-keeper.service); its log: ${e.logFile}`);
     else if (e.kind === 'started') log.info(e, `relay keeper started (pid ${e.pid}) on ${e.socket}; its log: ${e.logFile}`);

@@ -92,7 +92,10 @@ export async function statusCommand(opts: { control?: string; config?: string; j
   if (k && k.connections > 0) {
     out.push(table([['KEPT FOR PEER', 'SERVICE', 'CONNECTIONS'], ...k.services.map((x) => [x.peer, x.service, String(x.connections)])]));
     out.push(`${k.connections} continued connection(s) are relayed by the relay keeper (pid ${k.pid}, ${k.socket}): they outlive this agent's restart`, '');
-  } else if (k) out.push(`relay keeper: ${k.pid !== undefined ? `pid ${k.pid}, no continued connection held` : 'none connected (one is looked for, or started, at the next continued connection)'} (${k.socket})`, '');
+  } else if (k) {
+    const none = k.start ? 'none connected (looked for every 5 s, started at the next continued connection)' : 'none connected (looked for every 5 s; relayKeeper.start is false: the agent starts none, and relays what no keeper takes itself)';
+    out.push(`relay keeper: ${k.pid !== undefined ? `pid ${k.pid}, no continued connection held` : none} (${k.socket})`, '');
+  }
   const cs = s.connectionStream;
   if (cs) {
     const rows = cs.subscriptions.map((x) => [x.backup, x.remote, x.live ? 'yes' : 'not yet', `${Math.round(x.lagMs)} ms`, String(x.unackedBytes)]);

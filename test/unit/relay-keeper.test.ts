@@ -15,6 +15,9 @@ import { relayConnection } from '../../src/net/shadow/connection-relay.js';
 import { encodeCommand, respContinue } from '../../src/net/shadow/resp-continue.js';
 import { KeeperMessageError, keeperLine, parseKeeperReply, parseKeeperRequest, type KeeperRequest } from '../../src/net/relay-keeper/keeper-wire.js';
 import { RelayKeeperClient } from '../../src/net/relay-keeper/keeper-client.js';
+import { RelayKeeper } from '../../src/net/relay-keeper/relay-keeper.js';
+import { pino } from 'pino';
+import { once } from 'node:events';
 import { CLI } from '../cli-process.js';
 import { startLocalRedis, type LocalRedis } from '../redis-local.js';
 import { socketPair } from '../socket-pair.js';
@@ -297,6 +300,24 @@ describe('a relay handed to the keeper', () => {
   }, 20_000);
 });
 
+describe('a stopping keeper', () => {
+  it('refuses a take already on its way (the agent then relays it itself) before it ends the connection', async () => {
+    const socket = path.join(dir, 'grace.sock');
+    const keeper = await RelayKeeper.start({ socket, log: pino({ level: 'silent' }), idleExitMs: 0 });
+    const raw = net.connect(socket);
+    await once(raw, 'connect');
+    const lines: string[] = [];
+    createInterface({ input: raw }).on('line', (l) => lines.push(l));
+    const ended = once(raw, 'end');
+    const stopped = keeper.stop('test');
+    raw.write(keeperLine({ ...take, id: 'late.take' }));
+    await stopped;
+    await ended;
+    expect(lines.map((l) => JSON.parse(l))).toEqual([{ op: 'refused', id: 'late.take', reason: 'the relay keeper is stopping' }]);
+    raw.destroy();
+  });
+});
+
 describe('the agent\'s end when no keeper can take a relay', () => {
   /** A relay of a fresh loopback pair with `client`'s handOff; resolves once it is spliced (here or in the keeper). */
   const relayWith = async (client: RelayKeeperClient, answered = true) => {
@@ -354,9 +375,17 @@ describe('the agent\'s end when no keeper can take a relay', () => {
   });
 
   it('a keeper of another wire version is not used; one that never lists is given up on; one that never answers a take: the relay ends and the keeper is told to close it', async () => {
-    const other = await fakeKeeper(path.join(dir, 'v2.sock'), () => JSON.stringify({ op: 'relays', version: 2, pid: 77, relays: [], more: false }));
+    // (A field this version does not know: its version is read leniently all the same.)
+    const other = await fakeKeeper(path.join(dir, 'v2.sock'), () => JSON.stringify({ op: 'relays', version: 2, pid: 77, relays: [], more: false, shards: 4 }));
     const v2 = new RelayKeeperClient({ socket: path.join(dir, 'v2.sock'), logFile: path.join(dir, 'v2.log'), answerTimeoutMs: 300 });
+    const unusable: string[] = [];
+    v2.on('unusable', (e) => unusable.push(e.reason));
+    const lost: unknown[] = [];
+    v2.on('lost', (e) => lost.push(e));
     expect(await v2.attach()).toBe(false);
+    expect(unusable).toEqual([expect.stringMatching(/\(pid 77\) speaks version 2 of the wire, this process 1/)]);
+    // It never was this client's keeper: no loss to report.
+    expect(lost).toEqual([]);
     const refused: string[] = [];
     v2.on('refused', (e) => refused.push(e.reason));
     const a = await relayWith(v2);

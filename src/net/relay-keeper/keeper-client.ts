@@ -106,6 +106,10 @@ export interface RelayKeeperClientEvents {
   lost: [{ reason: string; held: number }];
   /** A handover the keeper refused, or could not be made (the relay stays in this process): why. */
   refused: [{ client: string; reason: string }];
+  /** A handover sent whose answer never came (the keeper lost, or silent): that connection ends. */
+  dropped: [{ client: string; reason: string }];
+  /** attach() found a keeper it could not use (another version, no list in time): why. */
+  unusable: [{ reason: string }];
   /**
    * This client started a keeper (pid). insideUnit: this process runs under systemd, so the
    * keeper is in its unit's cgroup, and a stop or restart of the unit kills it (KillMode=mixed).
@@ -113,14 +117,14 @@ export interface RelayKeeperClientEvents {
   started: [{ pid: number; logFile: string; insideUnit: boolean }];
 }
 
-type Listed = { version: number; pid: number; relays: KeptRelayInfo[] };
+type Listed = { version: number; pid: number };
 
 export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
   private sock: net.Socket | undefined;
   private connecting: Promise<net.Socket> | undefined;
   private readonly pending = new Map<string, Pending>();
-  /** The connection being opened: the `relays` pages so far, and who waits for the last one. */
-  private listing: { relays: KeptRelayInfo[]; done: (r: Listed) => void } | undefined;
+  /** The connection being opened, and who waits for its last `relays` page. */
+  private listing: { sock: net.Socket; done: (r: Listed) => void } | undefined;
   /** The keeper's relays as last known, by id. */
   private readonly known = new Map<string, KeptRelayInfo>();
   /** known's clients (RelayMeta.client), counted: holds(). */
@@ -157,7 +161,10 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     try {
       await this.connection(false);
       return true;
-    } catch {
+    } catch (err) {
+      // None there is the usual case; one there that cannot be used is worth saying.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') this.emit('unusable', { reason: (err as Error).message });
       return false;
     }
   }
@@ -211,13 +218,15 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     };
     const ms = this.options.answerTimeoutMs ?? 3000;
     const kept = new Promise<KeptRelay>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      // Decided after the loop's next poll: after a stall of this process, the answer may be
+      // waiting in the socket when the timer runs (timers run before the poll).
+      const timer = setTimeout(() => setImmediate(() => {
         if (!this.pending.delete(id)) return;
         // It may take it yet (a keeper held up): then it closes it, as the relay here ends.
         sock.write(keeperLine({ op: 'close', ids: [id], reason: `the agent gave up waiting after ${ms} ms` }));
         this.forget(id);
         reject(new KeeperError('EKEEPERLOST', `the relay keeper did not answer in ${ms} ms`));
-      }, ms);
+      }), ms);
       this.pending.set(id, { resolve, reject, timer });
     });
     sock.write(keeperLine(req));
@@ -226,6 +235,7 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     return kept.catch((err: KeeperError) => {
       this.forget(id);
       if (err.code === 'EKEEPERREFUSED') this.emit('refused', { client: meta.client, reason: err.message });
+      else if (!this.closed) this.emit('dropped', { client: meta.client, reason: err.message });
       throw err;
     });
   }
@@ -273,11 +283,12 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
       return undefined;
     });
     sock ??= await this.startKeeper();
-    this.sock = sock;
+    // It becomes this.sock once it has listed its relays in this version: until then a close
+    // is only open()'s failure, not the loss of a keeper (no `lost`).
     sock.on('error', () => {});
     createInterface({ input: sock, crlfDelay: Infinity })
       .on('error', () => {})
-      .on('line', (line) => this.onLine(line));
+      .on('line', (line) => this.onLine(line, sock));
     sock.once('close', () => this.onClose(sock));
     // The keeper's version, pid and relays (a previous life's among them), within the bound.
     const ms = this.options.answerTimeoutMs ?? 3000;
@@ -285,24 +296,26 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     let listed: Listed;
     try {
       listed = await new Promise<Listed>((resolve, reject) => {
-        this.listing = { relays: [], done: resolve };
+        this.listing = { sock, done: resolve };
         timer = setTimeout(() => reject(new KeeperError('EKEEPERSTART', `the relay keeper on ${this.options.socket} did not list its relays in ${ms} ms`)), ms);
         sock.once('close', () => reject(new KeeperError('EKEEPERLOST', `the relay keeper on ${this.options.socket} closed the connection before it listed its relays`)));
         sock.write(keeperLine({ op: 'list' }));
       });
+      if (listed.version !== KEEPER_WIRE_VERSION) {
+        throw new KeeperError('EKEEPERSTART', `the relay keeper on ${this.options.socket} (pid ${listed.pid}) speaks version ${listed.version} of the wire, this process ${KEEPER_WIRE_VERSION}: relays stay here until it is replaced (stopping it closes the connections it holds)`);
+      }
     } catch (err) {
       sock.destroy();
+      // What its pages had listed (onLine records them as they come).
+      this.known.clear();
+      this.clients.clear();
       throw err;
     } finally {
       clearTimeout(timer);
       this.listing = undefined;
     }
-    if (listed.version !== KEEPER_WIRE_VERSION) {
-      sock.destroy();
-      throw new KeeperError('EKEEPERSTART', `the relay keeper on ${this.options.socket} (pid ${listed.pid}) speaks version ${listed.version} of the wire, this process ${KEEPER_WIRE_VERSION}: relays stay here until it is replaced (stopping it closes the connections it holds)`);
-    }
+    this.sock = sock;
     this.keeperPid = listed.pid;
-    for (const r of listed.relays) this.remember(r);
     return sock;
   }
 
@@ -333,18 +346,23 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     }
   }
 
-  private onLine(line: string): void {
+  private onLine(line: string, sock: net.Socket): void {
+    const l = this.listing?.sock === sock ? this.listing : undefined;
+    if (!l && sock !== this.sock) return; // (a connection given up on)
     let msg;
     try {
       msg = parseKeeperReply(line);
     } catch {
-      return; // not a line of this version (the keeper validates what it is sent; the list's version is checked)
+      // A keeper of another version may list in another shape: its version is read leniently.
+      const other = otherVersion(line);
+      if (l && other) l.done(other);
+      return;
     }
     if (msg.op === 'relays') {
-      const l = this.listing;
       if (!l) return;
-      l.relays.push(...msg.relays);
-      if (!msg.more) l.done({ version: msg.version, pid: msg.pid, relays: l.relays });
+      // Recorded as they come: an `ended` right after the last page then finds its relay.
+      if (msg.version === KEEPER_WIRE_VERSION) for (const r of msg.relays) this.remember(r);
+      if (!msg.more || msg.version !== KEEPER_WIRE_VERSION) l.done({ version: msg.version, pid: msg.pid });
       return;
     }
     if (msg.op === 'taken' || msg.op === 'refused' || (msg.op === 'error' && msg.id !== undefined)) {
@@ -391,6 +409,17 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
 
 /** After a failure to reach a keeper, how long handovers fail at once before one tries again (ms). */
 const START_BACKOFF_MS = 5000;
+
+/** A `relays` answer of another wire version, read leniently (its version and pid). */
+function otherVersion(line: string): Listed | undefined {
+  try {
+    const o = JSON.parse(line) as { op?: unknown; version?: unknown; pid?: unknown };
+    if (o.op !== 'relays' || typeof o.version !== 'number' || o.version === KEEPER_WIRE_VERSION) return undefined;
+    return { version: o.version, pid: typeof o.pid === 'number' ? o.pid : 0 };
+  } catch {
+    return undefined;
+  }
+}
 
 function counts(r: KeptRelayInfo | undefined): { clientBytes: number; upstreamBytes: number } {
   return { clientBytes: r?.clientBytes ?? 0, upstreamBytes: r?.upstreamBytes ?? 0 };

@@ -23,6 +23,9 @@ import { removeStaleSocket } from '../../unix-socket.js';
 import { formatEndpoint, parseEndpoint, wireAddress } from '../endpoint.js';
 import { KEEPER_LIST_PAGE, KEEPER_WIRE_VERSION, keeperLine, lineId, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
 
+/** How long a stopping keeper still reads (and refuses) takes before it ends its agents' connections, ms. */
+const STOP_GRACE_MS = 200;
+
 export interface RelayKeeperOptions {
   /** The Unix socket to listen on. */
   socket: string;
@@ -95,13 +98,16 @@ export class RelayKeeper {
       h.relay.close();
       this.ended(id, h, `relay keeper stopped (${why})`);
     }
-    // end(), not destroy(): the `ended` lines above reach the agents first. A request they sent
-    // meanwhile is never read: its take was not made, and the agent's copies stay its own.
+    // No new agent; those connected get STOP_GRACE_MS in which a take already on its way is read
+    // and refused (the agent then relays that connection itself), then end(), not destroy(): the
+    // `ended` lines above and the refusals reach them first.
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    await new Promise((r) => setTimeout(r, STOP_GRACE_MS));
     for (const a of this.agents) a.end();
     const cut = setTimeout(() => {
       for (const a of this.agents) a.destroy();
     }, 1000);
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await closed;
     clearTimeout(cut);
     await rm(this.options.socket, { force: true });
     this.options.log.info({ closed: n }, `relay keeper stopped (${why}): ${n} connection(s) closed`);

@@ -116,6 +116,8 @@ export interface RelayStats {
   spliced: boolean;
   /** Whether the relay keeper holds it (RelayOptions.keeper): the bytes above count to the handover, and at the end all of them. */
   kept: boolean;
+  /** Handed to the relay keeper, its answer not come yet (then `kept`, or spliced here, or ended). */
+  handingOver: boolean;
   /** The replay ran read-only (the hold's `readOnly`) and its replies, counted in upstreamBytes, showed no write. */
   readOnlyPassed: boolean;
 }
@@ -183,7 +185,7 @@ export function prepareUpstream(upstream: { host: string; port: number }, preamb
 /** Starts relaying at once. Never throws; failures end up in `done`'s reason. */
 export function relayConnection(options: RelayOptions): Relay {
   const { client, preamble, replyCounter } = options;
-  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false, kept: false, readOnlyPassed: false };
+  const stats: RelayStats = { clientBytes: 0, upstreamBytes: 0, swallowedReplies: 0, swallowedBytes: 0, verifiedBytes: 0, filteredBytes: 0, answeredBytes: 0, spliced: false, kept: false, handingOver: false, readOnlyPassed: false };
   if (options.goodbye) {
     options.prepared?.close();
     return sayGoodbye(client, options.goodbye, stats);
@@ -428,15 +430,18 @@ export function relayConnection(options: RelayOptions): Relay {
     client.destroy();
     upstream.destroy();
     if (p) return startSplice(p, init, base);
+    stats.handingOver = true;
     keeper!.take({ clientFd: fds![0], upstreamFd: fds![1], toUpstream: init.aToB, toClient: init.bToA, clientEof: init.aEof, upstreamEof: init.bEof, before: base }).then(
       (kept) => {
         closeFds(fds!);
+        stats.handingOver = false;
         stats.kept = true;
         pump = { close: () => kept.close(reason ?? 'closed') };
         if (closeWanted) kept.close(reason ?? 'closed');
         void kept.ended.then(keptEnded);
       },
       (err: KeeperError) => {
+        stats.handingOver = false;
         if (err.code !== 'EKEEPERREFUSED' || closeWanted) {
           // Maybe the keeper's now, maybe not: closing ours ends it here if it is not.
           closeFds(fds!);
