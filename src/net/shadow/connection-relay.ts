@@ -396,10 +396,16 @@ export function relayConnection(options: RelayOptions): Relay {
       // Nothing waits for a keeper to start: the userspace relay goes on meanwhile.
       if (!keeperAsked) {
         keeperAsked = true;
-        keeper.connect().then(tryHandOver, () => {
-          keeperOn = false;
-          tryHandOver();
-        });
+        keeper.connect().then(
+          () => {
+            keeperAsked = false; // (lost again meanwhile: asked again)
+            tryHandOver();
+          },
+          () => {
+            keeperOn = false;
+            tryHandOver();
+          },
+        );
       }
       return;
     }
