@@ -289,7 +289,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.heartbeat.on('event', (e) => this.onDetector(e));
     this.stateDir = stateDirOf(config);
     const keeperSocket = relayKeeperSocket(config);
-    this.keeper = keeperSocket === undefined ? undefined : { socket: keeperSocket, client: new RelayKeeperClient({ socket: keeperSocket, logFile: path.join(this.stateDir, 'relay-keeper.log'), start: config.relayKeeper!.start }) };
+    this.keeper = keeperSocket === undefined ? undefined : { socket: keeperSocket, client: new RelayKeeperClient({ socket: keeperSocket, logFile: path.join(this.stateDir, 'relay-keeper.log'), start: config.relayKeeper!.start, nice: this.startedNice }) };
     this.addresses = new AddressHolding({
       takeovers: config.peers.flatMap((p) => p.takeover.map((t) => ({ peer: p.node, address: t.address }))),
       heartbeat: this.heartbeat,

@@ -16,6 +16,7 @@ import { incrSteps } from './incr-steps.js';
 import { startRedisPair } from './redis.js';
 import type { CounterReport } from './fixtures/resp-counter-client.js';
 import { until } from './replication-cluster.js';
+import { niceOf, threadNices } from '../../src/monitor/cpu-priority.js';
 
 const clientFixture = fileURLToPath(new URL('fixtures/resp-counter-client.ts', import.meta.url));
 /** Busy connections (INCR every THINK_MS) and idle ones (one INCR, then one per poke). */
@@ -65,6 +66,8 @@ it('continued connections outlive the backup agent\'s SIGKILL, restart and plann
     const started = logOf('b').find((e) => String(e.msg).startsWith('relay keeper started'));
     expect(started, 'b started a relay keeper').toBeDefined();
     const keeperPid = started!.pid as number;
+    // At the nice the agent was started with (the test's, 0), as its instances: not the agent's -10.
+    expect(new Set(threadNices(keeperPid).values())).toEqual(new Set([niceOf()]));
     // Every relay reaches its steady state and goes to the keeper: none is left in the agent.
     const kept = await until('every continued connection with the keeper', async () => {
       const s = await status();

@@ -109,6 +109,20 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * A relay of a fresh loopback pair (socketPair: `app` plays the client) to the test's Redis, its
+ * steady state for `client`'s keeper; `preamble`: the session's (none by default).
+ */
+async function keptRelay(client: RelayKeeperClient, preamble: { bytes: Buffer; replies: number } = { bytes: Buffer.alloc(0), replies: 0 }) {
+  const { restored, app } = await socketPair();
+  app.on('error', () => {});
+  const relay = relayConnection({
+    client: restored, upstream: { host: '127.0.0.1', port }, preamble, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
+    keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
+  });
+  return { relay, app };
+}
+
 const until = async <T,>(what: string, f: () => T | undefined, ms = 5000): Promise<T> => {
   const deadline = Date.now() + ms;
   for (;;) {
@@ -135,11 +149,7 @@ describe('a relay handed to the keeper', () => {
     const first = new RelayKeeperClient({ socket, logFile, idleExitMs: 500 });
     const started: number[] = [];
     first.on('started', (e) => started.push(e.pid));
-    const { restored, app } = await socketPair();
-    const relay = relayConnection({
-      client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: cmd('SELECT', '3'), replies: 1 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-      keeper: first.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
-    });
+    const { relay, app } = await keptRelay(first, { bytes: cmd('SELECT', '3'), replies: 1 });
     expect(await ask(app, cmd('SET', 'k', 'v1'), 1)).toBe('+OK\r\n');
     await until('the handover', () => (relay.stats.kept ? true : undefined));
     expect(started).toHaveLength(1);
@@ -187,16 +197,11 @@ describe('a relay handed to the keeper', () => {
   it('SIGTERM closes what it holds and ends it', async () => {
     const socket = path.join(dir, 'keeper2.sock');
     const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'keeper2.log') });
-    const { restored, app } = await socketPair();
-    const relay = relayConnection({
-      client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-      keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
-    });
+    const { relay, app } = await keptRelay(client);
     expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
     await until('the handover', () => (relay.stats.kept ? true : undefined));
     const pid = client.held!.pid;
     const appEnded = new Promise<void>((r) => app.once('close', () => r()).once('end', () => r()));
-    app.on('error', () => {});
     process.kill(pid, 'SIGTERM');
     const end = await relay.done;
     expect(end.reason).toMatch(/relay keeper stopped \(SIGTERM\)/);
@@ -211,25 +216,20 @@ describe('a relay handed to the keeper', () => {
     const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'keeper3.log'), idleExitMs: 500 });
     const lost: Array<{ held: number }> = [];
     client.on('lost', (e) => lost.push(e));
-    const relayed = async (name: string) => {
-      const { restored, app } = await socketPair();
-      app.on('error', () => {});
-      const relay = relayConnection({
-        client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-        keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
-      });
+    const relayed = async () => {
+      const { relay, app } = await keptRelay(client);
       expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
       await until('the handover', () => (relay.stats.kept ? true : undefined));
       return { relay, app };
     };
-    const one = await relayed('one');
+    const one = await relayed();
     const pid = client.held!.pid;
     process.kill(pid, 'SIGKILL');
     const end = await one.relay.done;
     expect(end.reason).toMatch(/^relay keeper lost/);
     expect(lost).toEqual([expect.objectContaining({ held: 1 })]);
     await new Promise<void>((r) => (one.app.closed ? r() : one.app.once('close', () => r())));
-    const two = await relayed('two');
+    const two = await relayed();
     expect(client.held!.pid).not.toBe(pid);
     two.app.destroy();
     await two.relay.done;
@@ -248,11 +248,7 @@ describe('a relay handed to the keeper', () => {
           if (Date.now() > deadline || keeper.exitCode !== null) throw new Error(`the keeper under setpriv did not come up (${keeper.exitCode})`);
           await new Promise((r) => setTimeout(r, 50));
         }
-        const { restored, app } = await socketPair();
-        const relay = relayConnection({
-          client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-          keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
-        });
+        const { relay, app } = await keptRelay(client);
         expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
         await until('the handover', () => (relay.stats.spliced ? true : undefined));
         await new Promise((r) => setTimeout(r, 100));
@@ -319,14 +315,9 @@ describe('a stopping keeper', () => {
 });
 
 describe('the agent\'s end when no keeper can take a relay', () => {
-  /** A relay of a fresh loopback pair with `client`'s handOff; resolves once it is spliced (here or in the keeper). */
+  /** keptRelay, its client's PING answered first (only sent when `answered` is false: a handover nobody answers may hold it). */
   const relayWith = async (client: RelayKeeperClient, answered = true) => {
-    const { restored, app } = await socketPair();
-    app.on('error', () => {});
-    const relay = relayConnection({
-      client: restored, upstream: { host: '127.0.0.1', port }, preamble: { bytes: Buffer.alloc(0), replies: 0 }, replay: new Uint8Array(), replyCounter: respContinue.createReplyCounter(),
-      keeper: client.handOff({ client: `127.0.0.1:${app.localPort}`, service: '198.18.0.100:6379', upstream: `127.0.0.1:${port}`, peer: 'a' }),
-    });
+    const { relay, app } = await keptRelay(client);
     if (answered) expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
     else app.write(cmd('PING'));
     return { relay, app };

@@ -14,10 +14,12 @@
 // so a number this process closed and reused since is refused, never relayed.
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { atNice } from '../../monitor/cpu-priority.js';
 import { KEEPER_WIRE_VERSION, keeperLine, parseKeeperReply, type KeeperRequest, type KeptRelayInfo, type RelayMeta } from './keeper-wire.js';
 
 /** What a relay hands over: its sockets' fds (duplicates the keeper copies) and its unsent bytes. */
@@ -91,6 +93,8 @@ export interface KeeperClientOptions {
   answerTimeoutMs?: number;
   /** A started keeper's `--idle-exit-ms` (default: the keeper's own, 10000; 0: never). */
   idleExitMs?: number;
+  /** The nice value a started keeper runs at (atNice; default this thread's): the agent's start nice, as its instances. */
+  nice?: number;
 }
 
 interface Pending {
@@ -321,19 +325,19 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
 
   private async startKeeper(): Promise<net.Socket> {
     const { socket, logFile } = this.options;
-    const log = openSync(logFile, 'a', 0o600);
+    const log = await open(logFile, 'a', 0o600);
     let exited: string | undefined;
     try {
       const idle = this.options.idleExitMs === undefined ? [] : ['--idle-exit-ms', String(this.options.idleExitMs)];
       // Its own session: a signal meant for the agent's process group (a Ctrl-C) does not reach it.
-      const child = spawn(process.execPath, [cliMain(), 'relay-keeper', '--socket', socket, ...idle], { detached: true, stdio: ['ignore', log, log] });
+      const child = atNice(this.options.nice, () => spawn(process.execPath, [cliMain(), 'relay-keeper', '--socket', socket, ...idle], { detached: true, stdio: ['ignore', log.fd, log.fd] }));
       child.once('error', (err) => (exited = err.message));
       child.once('exit', (code, signal) => (exited = `exited ${signal ?? code}`));
       child.unref();
       // Under systemd (INVOCATION_ID is set for a unit's processes) it lands in this unit's cgroup.
       if (child.pid !== undefined) this.emit('started', { pid: child.pid, logFile, insideUnit: process.env.INVOCATION_ID !== undefined });
     } finally {
-      closeSync(log);
+      await log.close();
     }
     const deadline = Date.now() + (this.options.startTimeoutMs ?? 5000);
     for (;;) {
