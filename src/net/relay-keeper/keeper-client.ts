@@ -146,9 +146,14 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     super();
   }
 
-  /** The keeper's pid and the relays it holds, as last known (absent: not connected). */
+  /**
+   * The keeper's pid and the relays it holds, as last known (absent: not connected). Not the
+   * handovers still waiting for `taken`: until then the connection is the agent's, and ends with
+   * it.
+   */
   get held(): { pid: number; relays: KeptRelayInfo[] } | undefined {
-    return this.connected ? { pid: this.keeperPid!, relays: [...this.known.values()] } : undefined;
+    if (!this.connected) return undefined;
+    return { pid: this.keeperPid!, relays: [...this.known.values()].filter((r) => !this.pending.has(r.id)) };
   }
 
   /** Whether the keeper is known to hold a relay of this client (ADDRESS:PORT, as in RelayMeta.client). */
@@ -394,12 +399,13 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     this.sock = undefined;
     this.keeperPid = undefined;
     const reason = this.closed ? 'the agent closed its connection to the relay keeper' : 'relay keeper lost: its connection closed';
+    // (The handovers not yet answered are reported as dropped, each, by take().)
+    const held = this.known.size - this.pending.size;
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(new KeeperError('EKEEPERLOST', reason));
     }
     this.pending.clear();
-    const held = this.known.size;
     if (!this.closed) {
       for (const [id, end] of this.endings) end({ reason, ...counts(this.known.get(id)) });
       this.endings.clear();
