@@ -17,7 +17,7 @@ import { parseFan } from '../../src/events/fan-line.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { processIdentity } from '../../src/monitor/process-identity.js';
 import { CLI, runCli, startCli } from '../cli-process.js';
-import { freePort } from '../free-port.js';
+import { freePort, testPort } from '../free-port.js';
 
 const SERVER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'http-instance.mjs');
 
@@ -63,7 +63,7 @@ async function setup(instance: Record<string, unknown> = {}, serverArgs: string[
   const file = path.join(dir, 'agent.json');
   const config = {
     cluster: 'c', node: 'n1', database: 'db', key: '0123456789abcdef', control: sock, stateDir: path.join(dir, 'state'),
-    heartbeat: { links: [{ id: 0, address: '127.0.0.1', port: 20_000 + Math.floor(Math.random() * 20_000) }] },
+    heartbeat: { links: [{ id: 0, address: '127.0.0.1', port: testPort() }] },
     notify: { host: '127.0.0.1', port: 0 },
     instances: [{
       name: 'web1', node: 'n1', ports: [port], drainMs: 10_000, stopGraceMs: 2000,

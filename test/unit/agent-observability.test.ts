@@ -22,6 +22,7 @@ import { processAlive } from '../../src/lab/lab.js';
 import { CLI, runCli } from '../cli-process.js';
 import { parseExposition } from '../metrics-scrape.js';
 import { ModelLun } from './pr-model.js';
+import { testPort } from '../free-port.js';
 
 const KEY = 'a key of sixteen+ bytes';
 let dir: string;
@@ -41,7 +42,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const randomPort = () => 20_000 + Math.floor(Math.random() * 20_000);
+const randomPort = () => testPort(2);
 
 async function until<T>(what: string, cond: () => T | undefined | false | Promise<T | undefined | false>, ms = 10_000): Promise<T> {
   const end = Date.now() + ms;

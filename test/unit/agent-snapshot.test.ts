@@ -16,6 +16,7 @@ import { decodeEventJson, type ServiceEvent } from '../../src/events/service-eve
 import { subscribe } from '../../src/events/subscribe.js';
 import { startCli } from '../cli-process.js';
 import { eventPicture, statusPicture } from '../state-picture.js';
+import { testPort } from '../free-port.js';
 
 let dir: string;
 const agents: Agent[] = [];
@@ -27,7 +28,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+const port = () => testPort();
 
 function config(self: string, hb: number, peers: Array<{ node: string; port: number }> = [], over: Record<string, unknown> = {}) {
   return validateConfig({

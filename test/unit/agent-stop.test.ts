@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_STOP_GRACE_MS as STOP_GRACE_MS } from '../../src/agent/config.js';
 import { CLI } from '../cli-process.js';
+import { testPort } from '../free-port.js';
 
 const FAST_MS = 500;
 
@@ -65,7 +66,7 @@ async function runAgent(instances: Array<Record<string, unknown>>) {
   writeFileSync(file, JSON.stringify({
     cluster: 'c', node: 'solo', database: 'd', key: 'a key of sixteen bytes',
     control: path.join(dir, 'solo.sock'),
-    heartbeat: { links: [{ id: 0, address: '127.0.0.1', port: 20_000 + Math.floor(Math.random() * 20_000) }] },
+    heartbeat: { links: [{ id: 0, address: '127.0.0.1', port: testPort() }] },
     notify: { host: '127.0.0.1', port: 0 },
     instances,
     services: instances.length ? [{ name: 's', members: instances.map((i) => i.name) }] : [],

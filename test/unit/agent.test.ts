@@ -18,6 +18,7 @@ import { subscribe } from '../../src/events/subscribe.js';
 import { PR_TYPE } from '../../src/fence/fencer.js';
 import { ModelLun, ReservationConflict } from './pr-model.js';
 import { processAlive as alive } from '../../src/lab/lab.js';
+import { testPort } from '../free-port.js';
 
 
 
@@ -41,7 +42,7 @@ function config(instance: Record<string, unknown>) {
     database: 'db',
     key: 'a key of sixteen+ bytes',
     control: path.join(dir, 'a.sock'),
-    heartbeat: { intervalMs: 100, links: [{ id: 0, address: '127.0.0.1', port: 20_000 + Math.floor(Math.random() * 20_000) }] },
+    heartbeat: { intervalMs: 100, links: [{ id: 0, address: '127.0.0.1', port: testPort(2) }] },
     notify: { host: '127.0.0.1', port: 0 },
     instances: [{ name: 'i1', node: 'a', ...instance }],
     services: [{ name: 'sales', members: ['i1'] }, { name: 'hr', members: ['i1'] }],
@@ -271,7 +272,7 @@ describe('agent', () => {
   });
 
   it('with a witness, a peer whose heartbeats stop is dead only once the witness agrees', async () => {
-    const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+    const port = () => testPort(2);
     const [pa, pb] = [port(), port() + 1];
     const node = (self: string, me: number, peer: string, them: number) =>
       validateConfig({
@@ -305,7 +306,7 @@ describe('agent', () => {
   });
 
   it('fencing: a peer that only looks dead is fenced off the shared disk; it notices, stops the instance it runs, and publishes its DOWN', async () => {
-    const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+    const port = () => testPort(2);
     const [pa, pb] = [port(), port() + 1];
     const lun = new ModelLun();
     const node = (self: string, me: number, peer: string, them: number, extra: Record<string, unknown> = {}) =>
@@ -354,7 +355,7 @@ describe('agent', () => {
   it('fencing: a node that cannot join a device does not start; a config cannot use the disk heartbeat LUN for fencing', async () => {
     const c = validateConfig({
       cluster: 'unit', node: 'a', database: 'db', key: 'a key of sixteen+ bytes', control: path.join(dir, 'a.sock'),
-      heartbeat: { intervalMs: 50, links: [{ id: 0, address: '127.0.0.1', port: 20_000 + Math.floor(Math.random() * 20_000) }] },
+      heartbeat: { intervalMs: 50, links: [{ id: 0, address: '127.0.0.1', port: testPort(2) }] },
       notify: { host: '127.0.0.1', port: 0 }, fencing: { devices: ['/dev/x', '/dev/y'] },
     });
     const lun = new ModelLun();
@@ -368,7 +369,7 @@ describe('agent', () => {
 
   it('takeover agent --config runs until SIGTERM, logs JSON lines, and stops what it started', async () => {
     const file = path.join(dir, 'agent.yaml');
-    const hb = 20_000 + Math.floor(Math.random() * 20_000);
+    const hb = testPort(2);
     writeFileSync(file, [
       'cluster: c', 'node: solo', 'database: d', 'key: 0123456789abcdef',
       `control: ${path.join(dir, 'solo.sock')}`,

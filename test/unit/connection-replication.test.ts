@@ -11,6 +11,7 @@ import { decodeReplication, encodeReplication, type Envelope } from '../../src/a
 import { HeartbeatAgent } from '../../src/monitor/heartbeat-agent.js';
 import { TCP_ACK, TCP_SYN } from '../../src/native.js';
 import { FakeCapture } from './fake-capture.js';
+import { testPort } from '../free-port.js';
 
 const KEY = Buffer.from('replication key of the unit test');
 const SERVICE = { address: '127.0.0.1', port: 6390 };
@@ -55,7 +56,7 @@ function node(name: 'a' | 'b', port: number, peerPort: number, incarnation: bigi
 
 describe('ConnectionReplication over UDP', () => {
   it('B subscribes when it hears A and gets A\'s connections; refused datagrams are counted and change nothing', async () => {
-    const base = 36000 + Math.floor(Math.random() * 1000) * 2;
+    const base = testPort(2);
     const capture = new FakeCapture();
     const a = node('a', base, base + 1, 1000n, capture);
     const b = node('b', base + 1, base, 2000n);
@@ -109,7 +110,7 @@ describe('ConnectionReplication over UDP', () => {
   });
 
   it('subscriptions change at run time: B asks A for a service it did not ask at start, then for none; a bad list is refused and changes nothing', async () => {
-    const base = 38000 + Math.floor(Math.random() * 1000) * 2;
+    const base = testPort(2);
     const capture = new FakeCapture();
     const a = node('a', base, base + 1, 1000n, capture);
     const b = node('b', base + 1, base, 2000n, undefined, false);

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_SKEW_MS, type DetectorEvent } from '../../src/monitor/failure-detector.js';
 import { HeartbeatAgent, type HeartbeatHeld } from '../../src/monitor/heartbeat-agent.js';
 import { decodeHeartbeat, encodeHeartbeat } from '../../src/monitor/heartbeat-packet.js';
+import { testPort } from '../free-port.js';
 
 const KEY = Buffer.from('heartbeat key of the unit test..');
 const cleanups: Array<() => void> = [];
@@ -36,7 +37,7 @@ async function fakePeer(): Promise<{ socket: dgram.Socket; port: number; heard: 
 
 /** The agent under test, 'b', with its peer 'a' at peerPort on each of `links` links (ports port, port + 1). */
 async function agent(peerPort: number, intervalMs: number, misses: number, links = 1): Promise<{ agent: HeartbeatAgent; port: number; events: DetectorEvent[] }> {
-  const port = 37000 + Math.floor(Math.random() * 1000) * 2;
+  const port = testPort(4);
   const ids = Array.from({ length: links }, (_, id) => id);
   const a = new HeartbeatAgent({
     node: 'b', incarnation: 1n, key: KEY, intervalMs, misses,
@@ -135,7 +136,7 @@ describe('HeartbeatAgent timing', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate', 'performance'] });
     cleanups.push(() => vi.useRealTimers());
     const peer = await fakePeer();
-    const port = 38000 + Math.floor(Math.random() * 500) * 2;
+    const port = testPort(2);
     const b = new HeartbeatAgent({
       node: 'b', incarnation: 1n, key: KEY, intervalMs: 100, misses: 3,
       links: [0, 1].map((id) => ({ id, address: '127.0.0.1', port: port + id })),
@@ -267,7 +268,7 @@ describe('HeartbeatAgent timing', () => {
 describe('HeartbeatAgent and the address lease', () => {
   it('`sent` follows each regular heartbeat once it is with the kernel, after that heartbeat read its claims; none after leave()', async () => {
     const peer = await fakePeer();
-    const port = 39000 + Math.floor(Math.random() * 500) * 2;
+    const port = testPort(2);
     const order: string[] = [];
     const a = new HeartbeatAgent({
       node: 'b', incarnation: 1n, key: KEY, intervalMs: 20, misses: 3,

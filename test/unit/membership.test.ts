@@ -17,6 +17,7 @@ import { ReloadRefusedError } from '../../src/agent/reload.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
 import { CLI, runCli } from '../cli-process.js';
 import { eventually } from '../lab/eventually.js';
+import { testPort } from '../free-port.js';
 
 let dir: string;
 const running: Agent[] = [];
@@ -28,7 +29,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const base = 20_000 + Math.floor(Math.random() * 30_000);
+const base = testPort(100);
 let next = 0;
 const freePort = () => base + next++ * 7;
 

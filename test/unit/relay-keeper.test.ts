@@ -123,6 +123,12 @@ async function keptRelay(client: RelayKeeperClient, preamble: { bytes: Buffer; r
   return { relay, app };
 }
 
+/**
+ * A handover that starts a keeper: the client's bounds (startTimeoutMs 5 s for the keeper to come
+ * up, answerTimeoutMs 3 s for its list), and a margin for a loaded machine.
+ */
+const HANDOVER_MS = 10_000;
+
 const until = async <T,>(what: string, f: () => T | undefined, ms = 5000): Promise<T> => {
   const deadline = Date.now() + ms;
   for (;;) {
@@ -151,7 +157,7 @@ describe('a relay handed to the keeper', () => {
     first.on('started', (e) => started.push(e.pid));
     const { relay, app } = await keptRelay(first, { bytes: cmd('SELECT', '3'), replies: 1 });
     expect(await ask(app, cmd('SET', 'k', 'v1'), 1)).toBe('+OK\r\n');
-    await until('the handover', () => (relay.stats.kept ? true : undefined));
+    await until('the handover', () => (relay.stats.kept ? true : undefined), HANDOVER_MS);
     expect(started).toHaveLength(1);
     const keeperPid = started[0]!;
     expect(first.held).toMatchObject({ pid: keeperPid, relays: [{ client: `127.0.0.1:${app.localPort}`, peer: 'a' }] });
@@ -199,7 +205,7 @@ describe('a relay handed to the keeper', () => {
     const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'keeper2.log') });
     const { relay, app } = await keptRelay(client);
     expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
-    await until('the handover', () => (relay.stats.kept ? true : undefined));
+    await until('the handover', () => (relay.stats.kept ? true : undefined), HANDOVER_MS);
     const pid = client.held!.pid;
     const appEnded = new Promise<void>((r) => app.once('close', () => r()).once('end', () => r()));
     process.kill(pid, 'SIGTERM');
@@ -219,7 +225,7 @@ describe('a relay handed to the keeper', () => {
     const relayed = async () => {
       const { relay, app } = await keptRelay(client);
       expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
-      await until('the handover', () => (relay.stats.kept ? true : undefined));
+      await until('the handover', () => (relay.stats.kept ? true : undefined), HANDOVER_MS);
       return { relay, app };
     };
     const one = await relayed();
@@ -234,7 +240,7 @@ describe('a relay handed to the keeper', () => {
     two.app.destroy();
     await two.relay.done;
     client.close();
-  }, 20_000);
+  }, 30_000);
 
   it('its unit\'s one capability is enough to take a relay; without CAP_SYS_PTRACE it refuses, and the relay is spliced where it is', async () => {
     const run = async (privileges: string[], name: string) => {
@@ -250,7 +256,7 @@ describe('a relay handed to the keeper', () => {
         }
         const { relay, app } = await keptRelay(client);
         expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
-        await until('the handover', () => (relay.stats.spliced ? true : undefined));
+        await until('the handover', () => (relay.stats.spliced ? true : undefined), HANDOVER_MS);
         await new Promise((r) => setTimeout(r, 100));
         expect(await ask(app, cmd('ECHO', name), 1)).toBe(`$${name.length}\r\n${name}\r\n`);
         const kept = relay.stats.kept;
