@@ -28,6 +28,7 @@ import type { ShadowCapture } from '../net/shadow/shadow-capture.js';
 import type { ShadowStats } from '../net/shadow/shadow-table.js';
 import { runSwitchover, SwitchoverError, type BackupSwitchoverOptions, type SwitchoverReport } from './switchover-backup.js';
 import type { LeaseHeld, LeaseProbeOutcome, LeaseProbeRequest, LeaseVerdict, PeerLeases } from './address-lease.js';
+import { resetIfSelfConnected, selfConnectError } from '../net/self-connect.js';
 
 export interface PeerTakeoverOptions {
   /** The heartbeat agent, or a WitnessedNodeEvents in front of it. */
@@ -608,6 +609,7 @@ function upstreamAccepts(upstream: { host: string; port: number }): Promise<void
       reject(new Error(`the upstream ${formatEndpoint({ address: upstream.host, port: upstream.port })} does not accept connections (${why})`));
     };
     socket.once('connect', () => {
+      if (resetIfSelfConnected(socket)) return fail(selfConnectError(upstream.host, upstream.port).message);
       socket.destroy();
       resolve();
     });

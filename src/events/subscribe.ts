@@ -8,6 +8,7 @@ import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { IncarnationFilter } from './incarnation-filter.js';
 import { EventError, validateEvent, type ServiceEvent } from './service-event.js';
+import { resetIfSelfConnected, selfConnectError } from '../net/self-connect.js';
 
 export interface EventFilter {
   service?: string;
@@ -67,6 +68,10 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Serv
     let connected = false;
     let reason: string | undefined;
     sock.on('connect', () => {
+      if (resetIfSelfConnected(sock)) {
+        reason = selfConnectError(agent.host, agent.port).message;
+        return;
+      }
       connected = true;
       unreachable.delete(name);
       report({ agent: name, state: 'connected' });

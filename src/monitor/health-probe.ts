@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { runSpawned } from './spawned-command.js';
+import { resetIfSelfConnected, selfConnectError } from '../net/self-connect.js';
 
 /** Resolves when healthy; rejects (or never settles: the monitor times it out) when not. */
 export type Probe = (signal: AbortSignal) => Promise<void>;
@@ -16,6 +17,7 @@ export function tcpConnectProbe(host: string, port: number): Probe {
     new Promise((resolve, reject) => {
       const s = net.connect({ host, port, signal });
       s.once('connect', () => {
+        if (resetIfSelfConnected(s)) return reject(selfConnectError(host, port));
         s.destroy();
         resolve();
       });
@@ -27,7 +29,10 @@ export function tcpConnectProbe(host: string, port: number): Probe {
 export function requestProbe(host: string, port: number, request: Buffer, isHealthy: (reply: Buffer) => boolean): Probe {
   return (signal) =>
     new Promise((resolve, reject) => {
-      const s = net.connect({ host, port, signal }, () => s.write(request));
+      const s = net.connect({ host, port, signal }, () => {
+        if (resetIfSelfConnected(s)) reject(selfConnectError(host, port));
+        else s.write(request);
+      });
       let reply = Buffer.alloc(0);
       s.on('data', (d) => {
         reply = Buffer.concat([reply, d]);

@@ -5,6 +5,7 @@
 // logged; the server counts one client ID more (`clientId`, fixed per probe).
 import net from 'node:net';
 import { CLIENT_ACCEPTS, ReliableFrameReader, encodeReliable } from './reliable-wire.js';
+import { resetIfSelfConnected } from '../net/self-connect.js';
 
 export interface GreetingProbeOptions {
   host: string;
@@ -37,7 +38,7 @@ export function greetingProbe(options: GreetingProbeOptions): () => Promise<bool
         resolve(answer);
       };
       const timer = setTimeout(() => end(false), options.timeoutMs ?? 200);
-      socket.on('connect', () => socket.write(hello));
+      socket.on('connect', () => (resetIfSelfConnected(socket) ? end(false) : socket.write(hello)));
       socket.on('error', () => end(false));
       socket.on('close', () => end(false));
       socket.on('data', (chunk: Buffer) => {

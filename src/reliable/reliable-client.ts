@@ -14,6 +14,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { CLIENT_ACCEPTS, ReliableFrameReader, checkClientId, encodeReliable, type ReliableMessage } from './reliable-wire.js';
+import { resetIfSelfConnected, selfConnectError } from '../net/self-connect.js';
 
 export interface ReliableClientOptions {
   /** The servers in the order to try them: the primary's address, then the backup's. */
@@ -235,7 +236,10 @@ export class ReliableClient extends EventEmitter<ReliableClientEvents> {
     this.lostWhy = null;
     this.dialledAt = performance.now();
     let why = 'closed';
-    socket.on('connect', () => socket.write(encodeReliable({ type: 'hello', clientId: this.clientId })));
+    socket.on('connect', () => {
+      if (resetIfSelfConnected(socket)) why = selfConnectError(host, port).message;
+      else socket.write(encodeReliable({ type: 'hello', clientId: this.clientId }));
+    });
     socket.on('error', (err) => (why = err.message));
     socket.on('data', (chunk: Buffer) => {
       for (const r of reader.push(chunk)) {

@@ -24,6 +24,7 @@ import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from
 import type { PreambleDialog, ReadOnlyJudge, ReadOnlyReplay, ReplyCounter, ReplyFilter, SessionPreamble } from './exchange-tracker.js';
 import { ReplyDigest, type ReplyFingerprint } from './reply-digest.js';
 import type { KeeperError, RelayHandOff } from '../relay-keeper/keeper-client.js';
+import { resetIfSelfConnected, selfConnectError } from '../self-connect.js';
 
 export interface RelayOptions {
   /** The client's socket; the relay owns it from here (destroys it at the end). */
@@ -176,6 +177,9 @@ export function prepareUpstream(upstream: { host: string; port: number }, preamb
   // Until a relay listens: an error must not be unhandled (the relay reads it from here).
   const onError = (e: Error) => void (error ??= e);
   socket.on('error', onError);
+  socket.once('connect', () => {
+    if (resetIfSelfConnected(socket)) error ??= selfConnectError(upstream.host, upstream.port);
+  });
   const dialog = preamble.dialog?.();
   if (dialog) socket.write(dialog.start());
   else if (preamble.bytes.length > 0) socket.write(preamble.bytes);
@@ -250,6 +254,10 @@ export function relayConnection(options: RelayOptions): Relay {
   if (upstream.connecting) {
     upstream.once('connect', () => {
       clearTimeout(connectTimer);
+      // Connected to itself: its own request would come back as the upstream's reply (a prepared
+      // upstream's own check ran first, and left its error).
+      const self = resetIfSelfConnected(upstream) ? selfConnectError(options.upstream.host, options.upstream.port) : prepared?.error();
+      if (self) return close(`upstream error: ${self.message}`);
       tryHandOver();
     });
   } else clearTimeout(connectTimer);
