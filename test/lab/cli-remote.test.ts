@@ -4,7 +4,7 @@
 // `--peers` ends the connections of the dead server from the backup's eth0, and the exit code
 // says whether all were closed. Only the --from-flows case needs the mirror: --peers learns the
 // numbers by probing, whose answers come to the taken-over address on eth0.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCli } from '../cli-process.js';
@@ -69,6 +69,7 @@ describe('takeover CLI, remote side', () => {
     expect(doc).toMatchObject({ connections: 1, failed: 0, takeovers: [{ address: s.server, added: true }] });
     expect(doc.results[0]).toMatchObject({ peer: { port: clientPort }, outcome: 'reset', seqSource: 'tracked', verified: true });
     expect(await readEnding(client)).toMatchObject({ event: 'error', code: 'ECONNRESET' });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('close-peers --peers --method fin: an untracked connection learned by probing gets EOF; the table is printed', async () => {

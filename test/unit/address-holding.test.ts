@@ -2,14 +2,17 @@
 // over the claims their heartbeats carry (no network: a fake host and heartbeat source).
 import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { AddressHolding, type AddressReleased } from '../../src/agent/address-holding.js';
 import type { AddressClaim } from '../../src/monitor/heartbeat-packet.js';
 import { decodeHeartbeat, encodeHeartbeat, MAX_CLAIMS } from '../../src/monitor/heartbeat-packet.js';
 import { prng } from './frame-builder.js';
+
+const scratch = mkdtempSync(path.join(tmpdir(), 'tko-hold-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 function node(opts: { takeovers?: Array<{ peer: string; address: string }>; have: string[]; fenced?: boolean; stateFile?: string }) {
   const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }] }>();
@@ -20,7 +23,7 @@ function node(opts: { takeovers?: Array<{ peer: string; address: string }>; have
     heartbeat: hb,
     isFenced: () => opts.fenced ?? false,
     freshMs: 1000,
-    stateFile: opts.stateFile ?? path.join(mkdtempSync(path.join(tmpdir(), 'hold-')), 'taken.json'),
+    stateFile: opts.stateFile ?? path.join(mkdtempSync(path.join(scratch, 'hold-')), 'taken.json'),
     find: (a) => (have.has(a) ? { ifname: 'eth0', prefixLength: 24 } : undefined),
     remove: (_i, a) => {
       removed.push(a);
@@ -34,7 +37,7 @@ function node(opts: { takeovers?: Array<{ peer: string; address: string }>; have
 
 describe('AddressHolding', () => {
   it('the taker gives a taken address back when the node it took it from claims it: one exchange, one holder', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'hold-'));
+    const dir = mkdtempSync(path.join(scratch, 'hold-'));
     const b = node({ takeovers: [{ peer: 'a', address: '10.0.0.100' }], have: ['10.0.0.100'], stateFile: path.join(dir, 'b.json') });
     const a = node({ have: ['10.0.0.100'] });
     b.h.tookOver('a', '10.0.0.100');
@@ -56,7 +59,7 @@ describe('AddressHolding', () => {
     const hb = new EventEmitter<{ heard: [{ node: string; claims: AddressClaim[] }] }>();
     const a = new AddressHolding({
       takeovers: [], heartbeat: hb, isFenced: () => false, freshMs: 1000,
-      stateFile: path.join(mkdtempSync(path.join(tmpdir(), 'hold-')), 'taken.json'),
+      stateFile: path.join(mkdtempSync(path.join(scratch, 'hold-')), 'taken.json'),
       find: (x) => (x === '10.0.0.100' ? { ifname: 'eth0', prefixLength: 24 } : undefined),
       remove: () => undefined,
       announce: async (ifname, address) => void announced.push(`${ifname} ${address}`),
@@ -92,7 +95,7 @@ describe('AddressHolding', () => {
   });
 
   it('a restarted taker still knows which addresses it took (persisted), if they are still on the host', async () => {
-    const stateFile = path.join(mkdtempSync(path.join(tmpdir(), 'hold-')), 'taken.json');
+    const stateFile = path.join(mkdtempSync(path.join(scratch, 'hold-')), 'taken.json');
     const first = node({ takeovers: [{ peer: 'a', address: '10.0.0.100' }], have: ['10.0.0.100'], stateFile });
     first.h.tookOver('a', '10.0.0.100');
     await new Promise((r) => setTimeout(r, 50));
