@@ -203,7 +203,7 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "SpliceRelay",
                        {InstanceMethod<&SpliceRelay::Start>("start"), InstanceMethod<&SpliceRelay::Bytes>("bytes"),
-                        InstanceMethod<&SpliceRelay::Close>("close")});
+                        InstanceMethod<&SpliceRelay::Close>("close"), InstanceMethod<&SpliceRelay::Detach>("detach")});
   }
 
   // new SpliceRelay(fdA, fdB, pipeBytes?): duplicates both fds; pipes come from the pool.
@@ -376,6 +376,50 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     ended_ = true;
     Release();
     return CountsObject(env);
+  }
+
+  // detach(): stops relaying without closing anything and gives both sockets back, for another
+  // relay to go on where this one stopped (a relay keeper handing its relays to its replacement):
+  // {fdA, fdB, aToB, bToA, aEof, bEof, bytes}. fdA/fdB are the caller's now (it closes them);
+  // aToB/bToA: bytes read from one socket and not yet written to the other (the leftover still
+  // unsent, then what the pipe holds: read out of it, in order); aEof/bEof: that socket's EOF was
+  // read (relayed already or not: a second shutdown(SHUT_WR) is harmless). onEnd is not called.
+  // Throws (syscall 'read') when a pipe cannot be read out: the relay is closed then (the bytes in
+  // it are lost with it).
+  Napi::Value Detach(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!started_ || ended_ || !a_) ThrowInvalidArg(env, "SpliceRelay.detach: not relaying");
+    pollA_.Stop();
+    pollB_.Stop();
+    Napi::Object out = Napi::Object::New(env);
+    for (Direction* d : {&ab_, &ba_}) {
+      std::vector<uint8_t> bytes(d->leftover.begin() + static_cast<std::ptrdiff_t>(d->leftoverAt), d->leftover.end());
+      size_t at = bytes.size();
+      bytes.resize(at + d->inPipe);
+      while (at < bytes.size()) {
+        ssize_t n = read(d->pipe.r.get(), bytes.data() + at, bytes.size() - at);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          int err = n < 0 ? errno : EIO;
+          Close(info);
+          ThrowErrno(env, "read", err);
+        }
+        at += static_cast<size_t>(n);
+      }
+      d->inPipe = 0;
+      out.Set(d == &ab_ ? "aToB" : "bToA", Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size()));
+    }
+    out.Set("aEof", ab_.srcEof);
+    out.Set("bEof", ba_.srcEof);
+    out.Set("bytes", CountsObject(env));
+    out.Set("fdA", Napi::Number::New(env, a_.release()));
+    out.Set("fdB", Napi::Number::New(env, b_.release()));
+    ended_ = true;
+    callback_.Reset();
+    asyncContext_.reset();
+    Release();
+    Unref();
+    return out;
   }
 
   UniqueFd a_;

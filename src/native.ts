@@ -481,6 +481,15 @@ export interface NativeSpliceRelay {
   bytes(): SpliceBytes;
   /** Closes both sockets and the pipes now (FIN, or RST with unread bytes); onEnd is not called. Idempotent. */
   close(): SpliceBytes;
+  /**
+   * Stops relaying without closing anything, for another relay to go on where this one stopped
+   * (a relay keeper handing its relays to its replacement). fdA/fdB are the caller's now (it
+   * closes them); aToB/bToA: bytes read from one socket and not yet written to the other (what
+   * the pipes held included), to give the next relay as its leftovers, with aEof/bEof; `bytes`:
+   * written so far. onEnd is not called. Throws when not relaying (started, not ended), and
+   * (syscall 'read') when a pipe cannot be read out: the relay is closed then.
+   */
+  detach(): { fdA: number; fdB: number; aToB: Buffer; bToA: Buffer; aEof: boolean; bEof: boolean; bytes: SpliceBytes };
 }
 
 /** native/address_probe.cc: an ARP probe (RFC 5227 2.1.1) or DAD solicitation (RFC 4862 5.4.2) and the answers. */

@@ -362,6 +362,27 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
     attempt(() => c.relay.start({}, () => {}));
     c.left.destroy();
     c.right.destroy();
+    // detach() with bytes in the pipe (a reader that reads nothing), then a relay on what it gave back.
+    for (let i = 0; i < 3; i++) {
+      const e = await joined({});
+      e.right.pause();
+      let got = 0;
+      e.right.on('data', (d) => (got += d.length));
+      e.left.on('data', () => {});
+      e.left.end(Buffer.alloc(4 << 20, 4));
+      await new Promise((r) => setTimeout(r, 50));
+      const d = e.relay.detach();
+      attempt(() => e.relay.detach());
+      const again = new addon.SpliceRelay(d.fdA, d.fdB);
+      addon.closeFd(d.fdA);
+      addon.closeFd(d.fdB);
+      const ended = new Promise((r) => again.start({ aToB: d.aToB, bToA: d.bToA, aEof: d.aEof, bEof: d.bEof }, (err, end) => r({ err, end })));
+      e.right.resume();
+      e.right.end();
+      const f = await ended;
+      if (f.err || d.bytes.aToB + f.end.aToB !== 4 << 20) throw new Error(`splice relay detach: ${f.err ? f.err.message : JSON.stringify([d.bytes, f.end])}`);
+      spliced += d.bytes.aToB + f.end.aToB;
+    }
     const [p, q] = await pair();
     new addon.SpliceRelay(p._handle.fd, q._handle.fd).close();
     attempt(() => new addon.SpliceRelay(p._handle.fd, p._handle.fd));

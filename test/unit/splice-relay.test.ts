@@ -126,6 +126,43 @@ describe('SpliceRelay', () => {
     await rightClosed;
   });
 
+  it('detach() mid-transfer gives back the sockets and the bytes in flight (the pipe\'s): a relay on them goes on byte-exact; the first never ends', async () => {
+    const p1 = await tcpPair('127.0.0.1');
+    const p2 = await tcpPair('127.0.0.1');
+    pairs.push(p1, p2);
+    const before = openFdCount();
+    const { client: left } = p1;
+    const { client: right } = p2;
+    const relay = new native.SpliceRelay(fdOf(p1.accepted), fdOf(p2.accepted));
+    p1.accepted.destroy();
+    p2.accepted.destroy();
+    let firstEnded = false;
+    relay.start({}, () => (firstEnded = true));
+    const toRight = pattern(8 << 20, 3);
+    right.pause(); // reads nothing: the relay's pipe fills, and the socket buffers
+    const atRight = readAll(right);
+    left.allowHalfOpen = true;
+    left.end(toRight);
+    await new Promise((r) => setTimeout(r, 200));
+    const d = relay.detach();
+    expect(d.aToB.length).toBeGreaterThan(0);
+    expect(d.bToA.length).toBe(0);
+    expect(d.bytes.aToB).toBeLessThan(toRight.length);
+    expect(() => relay.detach()).toThrow(/not relaying/);
+    const again = new native.SpliceRelay(d.fdA, d.fdB);
+    native.closeFd(d.fdA);
+    native.closeFd(d.fdB);
+    const ended = new Promise<{ err: NativeError | null; end: SpliceEnd }>((resolve) => again.start({ aToB: d.aToB, bToA: d.bToA, aEof: d.aEof, bEof: d.bEof }, (err, end) => resolve({ err, end })));
+    right.resume();
+    right.end();
+    expect(sha(await atRight)).toBe(sha(toRight));
+    const { err, end } = await ended;
+    expect(err).toBeNull();
+    expect(d.bytes.aToB + end.aToB).toBe(toRight.length);
+    expect(firstEnded).toBe(false);
+    expect(openFdCount()).toBeLessThanOrEqual(before);
+  });
+
   it('close() closes both sockets at once and never calls onEnd', async () => {
     const { left, right, relay, ended } = await joined();
     let called = false;
