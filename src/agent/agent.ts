@@ -456,6 +456,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     client.on('started', (e) => this.emit('relay-keeper', { kind: 'started', socket, ...e }));
     client.on('lost', (e) => this.emit('relay-keeper', { kind: 'lost', socket, ...e }));
+    client.on('replaced', (e) => this.emit('relay-keeper', { kind: 'replaced', socket, ...e }));
     client.on('refused', (e) => this.emit('relay-keeper', { kind: 'refused', socket, ...e }));
     client.on('dropped', (e) => this.emit('relay-keeper', { kind: 'dropped', socket, ...e }));
     client.on('unusable', (e) => this.emit('relay-keeper', { kind: 'unusable', socket, ...e }));
@@ -1207,6 +1208,7 @@ export type RelayKeeperEvent =
   | { kind: 'started'; socket: string; pid: number; logFile: string; insideUnit: boolean }
   | { kind: 'left'; socket: string; pid: number; connections: number }
   | { kind: 'lost'; socket: string; reason: string; held: number }
+  | { kind: 'replaced'; socket: string; from: number; pid: number; relays: number }
   | { kind: 'refused'; socket: string; client: string; reason: string }
   | { kind: 'dropped'; socket: string; client: string; reason: string }
   | { kind: 'unusable'; socket: string; reason: string }

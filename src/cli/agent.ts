@@ -143,6 +143,7 @@ export async function agentCommand(opts: { config: string; check?: boolean; logL
     if (e.kind === 'refused' || e.kind === 'dropped' || e.kind === 'unusable') return keeperWarnings[e.kind](e);
     if (e.kind === 'start-in-unit') return log.warn(e, `relayKeeper.start is true under systemd: a keeper this agent starts would be in its unit, and a stop or restart of the unit would end the connections it holds; run takeover-relay-keeper.service and set relayKeeper.start: false`);
     if (e.kind === 'attached') log.info(e, `relay keeper (pid ${e.pid}) on ${e.socket} holds ${e.connections} continued connection(s)`);
+    else if (e.kind === 'replaced') log.info(e, `relay keeper (pid ${e.from}) on ${e.socket} was replaced by pid ${e.pid}, which holds ${e.relays} continued connection(s)`);
     else if (e.kind === 'started' && e.insideUnit) log.warn(e, `relay keeper started (pid ${e.pid}) on ${e.socket} inside this agent's systemd unit: a stop or restart of the unit kills it and the connections it holds; run it as its own unit (docs/examples/takeover-relay-keeper.service); its log: ${e.logFile}`);
     else if (e.kind === 'started') log.info(e, `relay keeper started (pid ${e.pid}) on ${e.socket}; its log: ${e.logFile}`);
     else if (e.kind === 'left') log.info(e, `${e.connections} continued connection(s) stay with the relay keeper (pid ${e.pid})`);

@@ -89,6 +89,7 @@ program
   .description('hold continued connections\' relays apart from the agent, so that they outlive its restart (started by the agent with `relayKeeper`, or as its own service)')
   .requiredOption('--socket <path>', 'the Unix socket the agent hands relays over on (the agent\'s relayKeeper.socket)')
   .option('--idle-exit-ms <ms>', 'exit once no relay is held and no agent has been connected for this long (0: never, as a service of its own)', '10000')
+  .option('--replace', 'take every relay over from the keeper running on --socket, which then exits (an upgrade that ends no connection)')
   .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent', 'info')
   .action(async (opts) => {
     process.exitCode = await (await import('./relay-keeper.js')).relayKeeperCommand(opts);

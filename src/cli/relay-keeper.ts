@@ -4,22 +4,24 @@
 // systemd it runs as its own unit (docs/examples/takeover-relay-keeper.service), which a restart
 // of the agent's unit leaves alone. Logs JSON lines (pino) on stdout; SIGTERM/SIGINT close every
 // relay it holds and end it; it also ends by itself once idle (no relay, no agent connected).
+// `--replace` takes every relay over from the keeper running on the socket, which exits: the way
+// to upgrade the keeper without ending its connections.
 import { pino } from 'pino';
 import { LOG_LEVELS, type LogLevel } from '../agent/config.js';
 import { KeeperRunningError, RelayKeeper } from '../net/relay-keeper/relay-keeper.js';
 import { UsageError } from './errors.js';
 
-export async function relayKeeperCommand(opts: { socket: string; idleExitMs: string; logLevel: string }): Promise<number> {
+export async function relayKeeperCommand(opts: { socket: string; idleExitMs: string; logLevel: string; replace?: boolean }): Promise<number> {
   if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got "${opts.logLevel}"`);
   const idleExitMs = Number(opts.idleExitMs);
   if (!Number.isInteger(idleExitMs) || (idleExitMs !== 0 && idleExitMs < 100) || idleExitMs > 86_400_000) throw new UsageError(`--idle-exit-ms: must be 0 (never) or an integer number of ms, 100-86400000, got "${opts.idleExitMs}"`);
   const log = pino({ base: { role: 'relay-keeper' }, level: opts.logLevel as LogLevel });
   let keeper: RelayKeeper;
   try {
-    keeper = await RelayKeeper.start({ socket: opts.socket, log, idleExitMs });
+    keeper = opts.replace ? (await RelayKeeper.replace({ socket: opts.socket, log, idleExitMs })).keeper : await RelayKeeper.start({ socket: opts.socket, log, idleExitMs });
   } catch (err) {
-    if (err instanceof KeeperRunningError) {
-      process.stderr.write(`takeover: ${err.message}\n`);
+    if (err instanceof KeeperRunningError || (err as NodeJS.ErrnoException).code === 'EKEEPERREPLACE') {
+      process.stderr.write(`takeover: ${(err as Error).message}\n`);
       return 1;
     }
     throw err;

@@ -38,6 +38,9 @@ describe('the relay keeper\'s wire', () => {
     expect(parseKeeperRequest(keeperLine(take).trim())).toEqual(take);
     expect(parseKeeperRequest('{"op":"list"}')).toEqual({ op: 'list' });
     expect(parseKeeperReply('{"op":"taken","id":"1.x.0"}')).toEqual({ op: 'taken', id: '1.x.0' });
+    expect(parseKeeperRequest('{"op":"replace","pid":77}')).toEqual({ op: 'replace', pid: 77 });
+    expect(parseKeeperReply('{"op":"handed","relays":3,"closed":0}')).toEqual({ op: 'handed', relays: 3, closed: 0 });
+    expect(parseKeeperReply('{"op":"replaced","pid":78}')).toEqual({ op: 'replaced', pid: 78 });
     const bad: Array<[unknown, RegExp]> = [
       ['not json', /not JSON/],
       [{ op: 'nope' }, /op/],
@@ -47,6 +50,7 @@ describe('the relay keeper\'s wire', () => {
       [{ ...take, extra: 1 }, /extra|Unrecognized/i],
       [{ ...take, meta: { ...take.meta, since: undefined } }, /meta\.since/],
       [{ op: 'close', ids: ['a b'], reason: 'x' }, /ids\[0\]/],
+      [{ op: 'replace', pid: 'me' }, /pid/],
     ];
     for (const [line, why] of bad) {
       const text = typeof line === 'string' ? line : JSON.stringify(line);
@@ -70,7 +74,7 @@ describe('the relay keeper\'s wire', () => {
       }
       try {
         const msg = parseKeeperRequest(chars.join(''));
-        expect(['take', 'list', 'close']).toContain(msg.op);
+        expect(['take', 'list', 'close', 'replace']).toContain(msg.op);
       } catch (err) {
         expect(err).toBeInstanceOf(KeeperMessageError);
       }
@@ -300,6 +304,112 @@ describe('a relay handed to the keeper', () => {
       keeper.kill('SIGKILL');
     }
   }, 20_000);
+});
+
+describe('a keeper replaced by a new one (--replace)', () => {
+  /** `takeover relay-keeper --replace` as a process (its own unit's capabilities or fewer: `privileges`, setpriv's). */
+  const replacing = (socket: string, privileges: string[] = []) => {
+    const argv = [process.execPath, CLI, 'relay-keeper', '--socket', socket, '--replace', '--idle-exit-ms', '0'];
+    const child = spawn(privileges.length > 0 ? 'setpriv' : argv[0]!, privileges.length > 0 ? [...privileges, ...argv] : argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    return { child, exited, stderr: () => stderr };
+  };
+
+  it('takes every relay over, the bytes in flight included; the old keeper exits; the agent follows, nothing lost or ended', async () => {
+    const socket = path.join(dir, 'replace.sock');
+    const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace.log'), idleExitMs: 500 });
+    const lost: unknown[] = [];
+    const replaced: Array<{ from: number; pid: number; relays: number }> = [];
+    const ended: unknown[] = [];
+    client.on('lost', (e) => lost.push(e));
+    client.on('replaced', (e) => replaced.push(e));
+    client.on('ended', (e) => ended.push(e));
+    // A value big enough to fill the socket buffers and a pipe of the relay to a client that does not read.
+    const big = Buffer.alloc(8 << 20);
+    for (let i = 0; i < big.length; i++) big[i] = 97 + ((i * 7 + (i >> 13)) % 26);
+    await redis!.command(['SET', 'replace:big', big.toString('latin1')]);
+    const one = await keptRelay(client, { bytes: cmd('SELECT', '5'), replies: 1 });
+    const two = await keptRelay(client);
+    for (const r of [one, two]) {
+      expect(await ask(r.app, cmd('PING'), 1)).toBe('+PONG\r\n');
+      await until('the handover', () => (r.relay.stats.kept ? true : undefined), HANDOVER_MS);
+    }
+    const oldPid = client.held!.pid;
+    // The reply to `two`'s GET goes into the keeper's relay while its client reads nothing.
+    const chunks: Buffer[] = [];
+    two.app.pause();
+    two.app.on('data', (d: Buffer) => chunks.push(d));
+    two.app.write(cmd('GET', 'replace:big'));
+    await new Promise((r) => setTimeout(r, 300));
+
+    const next = replacing(socket);
+    try {
+      await until('the agent follows the new keeper', () => (replaced.length > 0 ? true : undefined), HANDOVER_MS);
+      expect(replaced).toEqual([{ from: oldPid, pid: next.child.pid, relays: 2 }]);
+      expect(client.held!.pid).toBe(next.child.pid);
+      expect(client.held!.relays.map((r) => r.client).sort()).toEqual([`127.0.0.1:${one.app.localPort}`, `127.0.0.1:${two.app.localPort}`].sort());
+      await until('the old keeper gone', () => (processGone(oldPid) ? true : undefined));
+      const oldLog = readFileSync(path.join(dir, 'replace.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; carried?: number });
+      expect(oldLog.at(-1)!.msg).toMatch(/^relay keeper stopped \(replaced by pid \d+\): 0 connection\(s\) closed/);
+      // Bytes were in the old keeper's pipe (a relay to a client that reads nothing holds one full).
+      expect(oldLog.find((e) => e.carried !== undefined)!.carried).toBeGreaterThan(0);
+      // The whole value, in order: what the old keeper's pipe and socket buffers held went on.
+      const want = Buffer.concat([Buffer.from(`$${big.length}\r\n`), big, Buffer.from('\r\n')]);
+      two.app.resume();
+      await until('the whole reply', () => (chunks.reduce((n, c) => n + c.length, 0) >= want.length ? true : undefined), 10_000);
+      expect(Buffer.concat(chunks).equals(want)).toBe(true);
+      two.app.removeAllListeners('data');
+      // Database 5 still (the session's SELECT), through the new keeper; the other relay too.
+      expect(await ask(one.app, Buffer.concat([cmd('SET', 'replace:k', 'v'), cmd('SELECT', '0'), cmd('EXISTS', 'replace:k')]), 3)).toBe('+OK\r\n+OK\r\n:0\r\n');
+      expect(await ask(two.app, cmd('PING'), 1)).toBe('+PONG\r\n');
+      expect(lost).toEqual([]);
+      expect(ended).toEqual([]);
+      expect(one.relay.stats.kept && two.relay.stats.kept).toBe(true);
+      // Its end still reaches the relay that handed it over (the same id in the new keeper), its
+      // bytes counted across both keepers.
+      two.app.end();
+      const end = await two.relay.done;
+      expect(end.reason).toBe('client ended');
+      expect(end.stats.clientBytes).toBe(2 * cmd('PING').length + cmd('GET', 'replace:big').length);
+      expect(end.stats.upstreamBytes).toBe(2 * '+PONG\r\n'.length + want.length);
+      one.app.destroy();
+      await one.relay.done;
+    } finally {
+      next.child.kill('SIGKILL');
+      client.close();
+    }
+  }, 40_000);
+
+  it('refuses, changing nothing: no keeper on the socket; no CAP_SYS_PTRACE to copy its sockets', async () => {
+    const socket = path.join(dir, 'replace2.sock');
+    const none = replacing(socket);
+    expect(await none.exited).toBe(1);
+    expect(none.stderr()).toMatch(/^takeover: relay keeper: cannot replace the keeper on .*replace2\.sock: no keeper answers \(ENOENT\)/);
+
+    const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace2.log'), idleExitMs: 500 });
+    const events: unknown[] = [];
+    for (const e of ['lost', 'replaced', 'ended'] as const) client.on(e, (x: unknown) => events.push([e, x]));
+    const { relay, app } = await keptRelay(client);
+    expect(await ask(app, cmd('PING'), 1)).toBe('+PONG\r\n');
+    await until('the handover', () => (relay.stats.kept ? true : undefined), HANDOVER_MS);
+    const pid = client.held!.pid;
+    const weak = replacing(socket, ['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all']);
+    expect(await weak.exited).toBe(1);
+    expect(weak.stderr()).toMatch(/cannot replace the keeper on .*: .*EPERM.*\(copying its sockets out needs CAP_SYS_PTRACE\)/);
+    // The old keeper holds its relay as before, on its socket; nothing was said to the agent.
+    expect(await ask(app, cmd('ECHO', 'still'), 1)).toBe('$5\r\nstill\r\n');
+    const again = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace2.log'), start: false });
+    expect(await again.attach()).toBe(true);
+    expect(again.held).toMatchObject({ pid, relays: [{ client: `127.0.0.1:${app.localPort}` }] });
+    again.close();
+    expect(events).toEqual([]);
+    app.destroy();
+    await relay.done;
+    client.close();
+    process.kill(pid, 'SIGTERM');
+  }, 30_000);
 });
 
 describe('a stopping keeper', () => {

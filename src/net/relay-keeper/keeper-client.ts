@@ -112,6 +112,11 @@ export interface RelayKeeperClientEvents {
   refused: [{ client: string; reason: string }];
   /** A handover sent whose answer never came (the keeper lost, or silent): that connection ends. */
   dropped: [{ client: string; reason: string }];
+  /**
+   * The keeper was replaced (`takeover relay-keeper --replace`): this client follows its
+   * relays to the new keeper `pid`, which lists `relays`.
+   */
+  replaced: [{ from: number; pid: number; relays: number }];
   /** attach() found a keeper it could not use (another version, no list in time): why. */
   unusable: [{ reason: string }];
   /**
@@ -138,6 +143,10 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
   private readonly mine = new Set<string>();
   private next = 0;
   private keeperPid: number | undefined;
+  /** The keeper's last `replaced`: the pid of its replacement, which its connection's close then leads to. */
+  private replacedBy: number | undefined;
+  /** The ids the keeper listed when this client last connected. */
+  private listed = new Set<string>();
   private closed = false;
   /** The last failure to reach a keeper, and when: relays asking within START_BACKOFF_MS get it at once (no spawn storm). */
   private failed: { at: number; error: Error } | undefined;
@@ -305,6 +314,7 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     let listed: Listed;
     try {
       listed = await new Promise<Listed>((resolve, reject) => {
+        this.listed = new Set();
         this.listing = { sock, done: resolve };
         timer = setTimeout(() => reject(new KeeperError('EKEEPERSTART', `the relay keeper on ${this.options.socket} did not list its relays in ${ms} ms`)), ms);
         sock.once('close', () => reject(new KeeperError('EKEEPERLOST', `the relay keeper on ${this.options.socket} closed the connection before it listed its relays`)));
@@ -367,10 +377,19 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
       if (l && other) l.done(other);
       return;
     }
+    if (msg.op === 'replaced') {
+      if (sock === this.sock) this.replacedBy = msg.pid;
+      return;
+    }
     if (msg.op === 'relays') {
       if (!l) return;
       // Recorded as they come: an `ended` right after the last page then finds its relay.
-      if (msg.version === KEEPER_WIRE_VERSION) for (const r of msg.relays) this.remember(r);
+      if (msg.version === KEEPER_WIRE_VERSION) {
+        for (const r of msg.relays) {
+          this.remember(r);
+          this.listed.add(r.id);
+        }
+      }
       if (!msg.more || msg.version !== KEEPER_WIRE_VERSION) l.done({ version: msg.version, pid: msg.pid });
       return;
     }
@@ -396,8 +415,11 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
 
   private onClose(sock: net.Socket): void {
     if (this.sock !== sock) return;
+    const from = this.keeperPid!;
+    const by = this.replacedBy;
     this.sock = undefined;
     this.keeperPid = undefined;
+    this.replacedBy = undefined;
     const reason = this.closed ? 'the agent closed its connection to the relay keeper' : 'relay keeper lost: its connection closed';
     // (The handovers not yet answered are reported as dropped, each, by take().)
     const held = this.known.size - this.pending.size;
@@ -406,16 +428,55 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
       p.reject(new KeeperError('EKEEPERLOST', reason));
     }
     this.pending.clear();
-    if (!this.closed) {
-      for (const [id, end] of this.endings) end({ reason, ...counts(this.known.get(id)) });
-      this.endings.clear();
-      this.known.clear();
-      this.clients.clear();
-      this.mine.clear();
-      this.emit('lost', { reason, held });
+    if (this.closed) return;
+    if (by !== undefined) void this.follow(from, by, held);
+    else this.loseAll(reason, held);
+  }
+
+  /** The keeper is gone, and with it every relay it held: each ends with `reason`. */
+  private loseAll(reason: string, held: number): void {
+    for (const [id, end] of this.endings) end({ reason, ...counts(this.known.get(id)) });
+    this.endings.clear();
+    this.known.clear();
+    this.clients.clear();
+    this.mine.clear();
+    this.emit('lost', { reason, held });
+  }
+
+  /**
+   * The keeper said it was replaced (`replaced`) by `by`, which listens on the same socket and
+   * holds its relays under the same ids: this client connects to it and lists them. A relay it
+   * does not list ended; `lost` when it does not answer.
+   */
+  private async follow(from: number, by: number, held: number): Promise<void> {
+    const before = new Map(this.known);
+    // The new keeper takes the socket path once the old one has let it go: tried again until then.
+    const deadline = performance.now() + FOLLOW_MS;
+    for (;;) {
+      try {
+        await this.connection(false);
+        break;
+      } catch (err) {
+        for (const r of before.values()) this.remember(r); // (a failed listing forgets them)
+        if (this.closed) return;
+        if (performance.now() > deadline) return this.loseAll(`relay keeper lost: it was replaced by pid ${by}, which did not answer in ${FOLLOW_MS} ms: ${(err as Error).message}`, held);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
+    for (const [id, r] of before) {
+      if (this.listed.has(id)) continue;
+      this.forget(id);
+      const end = { reason: `relay keeper replaced: the new keeper (pid ${this.keeperPid}) does not hold it`, ...counts(r) };
+      this.endings.get(id)?.(end);
+      this.endings.delete(id);
+      this.emit('ended', { ...r, ...end, mine: this.mine.delete(id) });
+    }
+    this.emit('replaced', { from, pid: this.keeperPid!, relays: this.known.size });
   }
 }
+
+/** How long a client tries to reach the keeper that replaced the one it was connected to (ms): the replacement's own wait for the old one's exit (5 s), and a margin. */
+const FOLLOW_MS = 6000;
 
 /** After a failure to reach a keeper, how long handovers fail at once before one tries again (ms). */
 const START_BACKOFF_MS = 5000;

@@ -69,6 +69,12 @@ const requests = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('list') }),
   /** Closes the named relays (FIN, or RST with unread bytes). */
   z.strictObject({ op: z.literal('close'), ids: z.array(id).max(100_000), reason: text }),
+  /**
+   * From a keeper that replaces this one (`takeover relay-keeper --replace`): hand it every relay.
+   * The answer comes as `take` requests on the same connection, one per relay (this keeper's
+   * pid, its fds: the replacement copies them), then `handed`.
+   */
+  z.strictObject({ op: z.literal('replace'), pid: z.number().int().min(2).max(0x3fffffff) }),
 ]);
 export type KeeperRequest = z.infer<typeof requests>;
 export type TakeRequest = Extract<KeeperRequest, { op: 'take' }>;
@@ -85,6 +91,13 @@ const replies = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('ended'), id, reason: text, ...relayCounts.shape }),
   /** The answer to `list`, in pages of KEEPER_LIST_PAGE relays; `more`: another page follows. */
   z.strictObject({ op: z.literal('relays'), version: z.number().int().positive(), pid: z.number().int().positive(), relays: z.array(keptRelay).max(KEEPER_LIST_PAGE), more: z.boolean() }),
+  /** To the replacement: every relay was offered (a `take` each); `closed`: those that could not be (ended here). */
+  z.strictObject({ op: z.literal('handed'), relays: count, closed: count }),
+  /**
+   * To the agents: this keeper was replaced by the keeper `pid`, which now listens on the same
+   * socket and holds the relays (same ids); this connection ends next.
+   */
+  z.strictObject({ op: z.literal('replaced'), pid: z.number().int().positive() }),
   /** A request line refused as a whole; `id` when the line named one (a take: nothing taken). */
   z.strictObject({ op: z.literal('error'), id: id.optional(), reason: text }),
 ]);

@@ -1,7 +1,8 @@
 // The relay keeper (`takeover relay-keeper`): a process apart from the agent that holds the
 // continued connections' steady-state relays (the addon's SpliceRelay: client socket <-> upstream
 // socket in the kernel), so that they outlive the agent: its restart (an upgrade of the agent, a
-// config change), its crash, its planned stop. (Upgrading the keeper itself means stopping it.)
+// config change), its crash, its planned stop. A new keeper (an upgrade of the keeper itself)
+// takes them over from the running one (`--replace`, replace() below) without ending them.
 // The agent relays a continued connection itself while it still looks at its bytes (the
 // preamble's replies, the first reply's check), then hands both sockets over (keeper-client.ts):
 // the keeper copies them out of the agent with pidfd_getfd, checks that each is connected to the
@@ -12,7 +13,7 @@
 // has been connected for `idleExitMs`, and on SIGTERM/SIGINT closes every relay it holds (each
 // socket's close: FIN, or RST with bytes unread) and exits: stopping it ends those connections.
 import { once } from 'node:events';
-import { chmod, rm, stat } from 'node:fs/promises';
+import { chmod, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
@@ -21,7 +22,10 @@ import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from
 import { spliceEndReason } from '../shadow/connection-relay.js';
 import { removeStaleSocket } from '../../unix-socket.js';
 import { formatEndpoint, parseEndpoint, wireAddress } from '../endpoint.js';
-import { KEEPER_LIST_PAGE, KEEPER_WIRE_VERSION, keeperLine, lineId, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
+import { KEEPER_LIST_PAGE, KEEPER_WIRE_VERSION, keeperLine, lineId, parseKeeperReply, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
+
+/** How long a replacement waits for the keeper it replaced to exit before it takes the socket path anyway, ms. */
+const REPLACED_EXIT_MS = 5000;
 
 /** How long a stopping keeper still reads (and refuses) takes before it ends its agents' connections, ms. */
 const STOP_GRACE_MS = 200;
@@ -49,8 +53,17 @@ export class KeeperRunningError extends Error {
   }
 }
 
+/** A relay detached from this keeper and offered to its replacement, until it answers. */
+interface Offered {
+  meta: RelayMeta;
+  counts: { clientBytes: number; upstreamBytes: number };
+  fds: [number, number];
+}
+
 export class RelayKeeper {
   private readonly held = new Map<string, Held>();
+  /** Once a replacement asked (`replace`): its connection, its pid, what it has not answered yet. */
+  private replacing: { sock: net.Socket; pid: number; offered: Map<string, Offered>; closed: number; handed: boolean } | undefined;
   private readonly agents = new Set<net.Socket>();
   private readonly server: net.Server;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -70,17 +83,107 @@ export class RelayKeeper {
    */
   static async start(options: RelayKeeperOptions): Promise<RelayKeeper> {
     const k = new RelayKeeper(options);
-    const dir = path.dirname(options.socket);
-    if (!(await stat(dir).then((st) => st.isDirectory(), () => false))) {
-      throw Object.assign(new Error(`relay keeper: ${dir} (the directory of --socket ${options.socket}) does not exist or is not a directory`), { code: 'ENOENT' });
-    }
-    await removeStaleSocket(options.socket, 'relay keeper', () => new KeeperRunningError(options.socket));
-    k.server.listen(options.socket);
-    await once(k.server, 'listening');
-    await chmod(options.socket, 0o600);
+    await k.listen(options.socket);
     k.armIdle();
     options.log.info({ socket: options.socket, pid: process.pid }, `relay keeper listening on ${options.socket}`);
     return k;
+  }
+
+  /**
+   * Starts a keeper that takes every relay over from the keeper answering on options.socket (an
+   * upgrade of the keeper that ends no connection). It listens on `SOCKET.next` meanwhile, asks
+   * the old keeper to `replace`, takes each relay it offers as it takes an agent's (copies the
+   * fds out of it, checks their peers), and once the old keeper has `handed` all, renames its
+   * socket over options.socket; the old keeper then tells its agents (`replaced`: they reconnect
+   * to the same path) and exits. Resolves with the keeper and the counts. Throws (code
+   * EKEEPERREPLACE) when no keeper answers there, or it speaks another wire version, or it does
+   * not know `replace` (an older one), or this process cannot copy fds out of it (no
+   * CAP_SYS_PTRACE): nothing changed then, the old keeper holds its relays; KeeperRunningError
+   * when another replacement is under way.
+   */
+  static async replace(options: RelayKeeperOptions): Promise<{ keeper: RelayKeeper; from: number; taken: number; closed: number }> {
+    const k = new RelayKeeper(options);
+    const next = `${options.socket}.next`;
+    await k.listen(next);
+    let old: net.Socket | undefined;
+    try {
+      const fail = (why: string) => Object.assign(new Error(`relay keeper: cannot replace the keeper on ${options.socket}: ${why}`), { code: 'EKEEPERREPLACE' });
+      old = await new Promise<net.Socket>((resolve, reject) => {
+        const c = net.connect(options.socket, () => resolve(c));
+        c.once('error', (err: NodeJS.ErrnoException) => reject(fail(`no keeper answers (${err.code ?? err.message})`)));
+      });
+      old.on('error', () => {});
+      const lines = createInterface({ input: old, crlfDelay: Infinity });
+      lines.on('error', () => {});
+      const sock = old;
+      const from = await new Promise<number>((resolve, reject) => {
+        sock.once('close', () => reject(fail('it closed the connection before it listed its relays')));
+        lines.once('line', (line) => {
+          const o = tryParse(parseKeeperReply, line);
+          if (o?.op !== 'relays' || o.version !== KEEPER_WIRE_VERSION) return reject(fail(`it answered ${line.slice(0, 200)} (another version of the wire: this one speaks ${KEEPER_WIRE_VERSION})`));
+          resolve(o.pid);
+        });
+        sock.write(keeperLine({ op: 'list' }));
+      });
+      // Asked before anything moves: can this process copy fds out of it?
+      const probe = (await readdir(`/proc/${from}/fd`))[0];
+      try {
+        if (probe !== undefined) native.closeFd(native.borrowFd(from, Number(probe)));
+      } catch (err) {
+        throw fail(`${(err as Error).message} (copying its sockets out needs CAP_SYS_PTRACE)`);
+      }
+      options.log.info({ from, socket: options.socket }, `relay keeper: replacing the keeper (pid ${from}) on ${options.socket}`);
+      const counts = await new Promise<{ taken: number; closed: number }>((resolve, reject) => {
+        let taken = 0;
+        let refusedHere = 0;
+        lines.removeAllListeners('line');
+        lines.on('line', (line) => {
+          const req = tryParse(parseKeeperRequest, line);
+          if (req?.op === 'take') {
+            const answer = k.take(req);
+            if (answer.op === 'taken') taken++;
+            else refusedHere++;
+            return void sock.write(keeperLine(answer));
+          }
+          // (Else the rest of a long list's pages.)
+          const msg = tryParse(parseKeeperReply, line);
+          if (msg?.op === 'handed') resolve({ taken, closed: msg.closed });
+          else if (msg?.op === 'error' && taken + refusedHere === 0) reject(fail(`it answered: ${msg.reason} (an older keeper, which cannot hand its relays over?)`));
+        });
+        // Gone before `handed`: what was taken is this keeper's; the old one has closed the rest.
+        sock.once('close', () => resolve({ taken, closed: refusedHere }));
+        sock.write(keeperLine({ op: 'replace', pid: process.pid }));
+      });
+      // The old keeper exits next, and its exit removes the socket path (libuv unlinks a Unix
+      // socket's path when its listener closes, at exit too): the rename comes after it. The
+      // agents meanwhile find no keeper, and try again (keeper-client's follow()).
+      old.end();
+      await gone(from, options.socket, REPLACED_EXIT_MS);
+      await rename(next, options.socket);
+      k.armIdle();
+      options.log.info({ from, ...counts, socket: options.socket, pid: process.pid }, `relay keeper listening on ${options.socket}, in place of the keeper pid ${from}: ${counts.taken} relay(s) taken, ${counts.closed} closed`);
+      return { keeper: k, from, ...counts };
+    } catch (err) {
+      old?.destroy();
+      await k.stop('the replacement failed', true);
+      await rm(next, { force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Listens on `socket`, replacing a stale socket file. Throws KeeperRunningError when a keeper
+   * answers there, (code ENOENT) when its directory does not exist.
+   */
+  private async listen(socket: string): Promise<void> {
+    const dir = path.dirname(socket);
+    if (!(await stat(dir).then((st) => st.isDirectory(), () => false))) {
+      throw Object.assign(new Error(`relay keeper: ${dir} (the directory of --socket ${socket}) does not exist or is not a directory`), { code: 'ENOENT' });
+    }
+    await removeStaleSocket(socket, 'relay keeper', () => new KeeperRunningError(socket));
+    this.server.listen(socket);
+    await once(this.server, 'listening');
+    await chmod(socket, 0o600);
   }
 
   /** The relays held now. */
@@ -88,8 +191,13 @@ export class RelayKeeper {
     return [...this.held].map(([id, h]) => ({ id, ...h.meta, ...this.counts(h) }));
   }
 
-  /** Closes every relay (their sockets' close: FIN, or RST with unread bytes) and the listener. Idempotent. */
-  async stop(why: string): Promise<void> {
+  /**
+   * Closes every relay (their sockets' close: FIN, or RST with unread bytes) and the listener.
+   * Idempotent. `keepSocketFile`: options.socket is, or is about to be, another keeper's (this
+   * keeper's replacement takes it once the listener's close has removed it; a failed
+   * replacement leaves it to the keeper it was to replace), and the end does not remove it.
+   */
+  async stop(why: string, keepSocketFile = false): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearTimeout(this.idleTimer);
@@ -109,7 +217,7 @@ export class RelayKeeper {
     }, 1000);
     await closed;
     clearTimeout(cut);
-    await rm(this.options.socket, { force: true });
+    if (!keepSocketFile) await rm(this.options.socket, { force: true });
     this.options.log.info({ closed: n }, `relay keeper stopped (${why}): ${n} connection(s) closed`);
     this.resolveStopped(why);
   }
@@ -121,12 +229,14 @@ export class RelayKeeper {
     sock.on('error', () => {});
     sock.once('close', () => {
       this.agents.delete(sock);
+      if (this.replacing?.sock === sock) return void this.replacementGone();
       this.armIdle();
     });
     const reply = (msg: KeeperReply) => void (sock.destroyed || sock.write(keeperLine(msg)));
     const rl = createInterface({ input: sock, crlfDelay: Infinity });
     rl.on('error', () => {});
     rl.on('line', (line) => {
+      if (this.replacing?.sock === sock) return this.onReplacementAnswer(line);
       let req;
       try {
         req = parseKeeperRequest(line);
@@ -142,6 +252,7 @@ export class RelayKeeper {
         }
         return;
       }
+      if (req.op === 'replace') return this.handOverAll(sock, req.pid, reply);
       if (req.op === 'close') {
         for (const id of req.ids) {
           const h = this.held.get(id);
@@ -166,6 +277,7 @@ export class RelayKeeper {
       return { op: 'refused', id: req.id, reason: reason.slice(0, 500) };
     };
     if (this.stopping) return refused('the relay keeper is stopping');
+    if (this.replacing) return refused(`the relay keeper is being replaced (by pid ${this.replacing.pid})`);
     if (this.held.has(req.id)) return refused(`relay ${req.id} is held already`);
     const borrowed: number[] = [];
     let relay: NativeSpliceRelay;
@@ -209,10 +321,98 @@ export class RelayKeeper {
   private ended(id: string, h: Held, reason: string): void {
     if (this.held.get(id) !== h) return;
     this.held.delete(id);
-    const msg: KeeperReply = { op: 'ended', id, reason: reason.slice(0, 500), ...this.counts(h) };
-    this.options.log.info({ id, client: h.meta.client, reason, clientBytes: msg.clientBytes, upstreamBytes: msg.upstreamBytes }, `kept relay ended: ${h.meta.client}: ${reason}`);
-    for (const a of this.agents) if (!a.destroyed) a.write(keeperLine(msg));
+    this.announceEnd(id, h.meta, this.counts(h), reason);
     this.armIdle();
+  }
+
+  /** Logs a relay's end and tells every agent (`ended`). */
+  private announceEnd(id: string, meta: RelayMeta, counts: { clientBytes: number; upstreamBytes: number }, reason: string): void {
+    const msg: KeeperReply = { op: 'ended', id, reason: reason.slice(0, 500), ...counts };
+    this.options.log.info({ id, client: meta.client, reason, ...counts }, `kept relay ended: ${meta.client}: ${reason}`);
+    for (const a of this.agents) if (!a.destroyed && a !== this.replacing?.sock) a.write(keeperLine(msg));
+  }
+
+  /**
+   * A replacement asked for every relay: each is detached (its fds and the bytes in its pipes
+   * kept as they are) and offered as a `take`; the replacement copies the fds out of this
+   * process, as this keeper did out of the agent's. New takes are refused from here on (the
+   * agents relay those themselves). Answered `taken`: closed here; refused: closed (that
+   * connection ends, said to the agents). Then `handed`; once the replacement has the socket
+   * path (it closes this connection), the agents hear `replaced` and this keeper exits.
+   */
+  private handOverAll(sock: net.Socket, pid: number, reply: (msg: KeeperReply) => void): void {
+    if (this.stopping || this.replacing) return reply({ op: 'error', reason: this.stopping ? 'the relay keeper is stopping' : `the relay keeper is being replaced already (by pid ${this.replacing!.pid})` });
+    this.replacing = { sock, pid, offered: new Map(), closed: 0, handed: false };
+    clearTimeout(this.idleTimer);
+    const relays = this.held.size;
+    let carried = 0;
+    for (const [id, h] of [...this.held]) {
+      let d;
+      try {
+        d = h.relay.detach();
+      } catch (err) {
+        // (Closed by detach.)
+        this.replacing.closed++;
+        this.ended(id, h, `relay keeper: it could not be handed to its replacement: ${(err as Error).message}`);
+        continue;
+      }
+      this.held.delete(id);
+      const counts = { clientBytes: h.before.clientBytes + d.bytes.aToB, upstreamBytes: h.before.upstreamBytes + d.bytes.bToA };
+      this.replacing.offered.set(id, { meta: h.meta, counts, fds: [d.fdA, d.fdB] });
+      carried += d.aToB.length + d.bToA.length;
+      const take: TakeRequest = {
+        op: 'take', id, pid: process.pid, clientFd: d.fdA, upstreamFd: d.fdB,
+        toUpstream: d.aToB.toString('base64'), toClient: d.bToA.toString('base64'), clientEof: d.aEof, upstreamEof: d.bEof,
+        meta: h.meta, before: counts,
+      };
+      sock.write(keeperLine(take));
+    }
+    this.options.log.info({ by: pid, relays, carried }, `relay keeper: ${relays} relay(s) offered to its replacement (pid ${pid}), with the ${carried} byte(s) they had read and not yet written`);
+    this.handedIfDone();
+  }
+
+  /** The replacement's answer to one offered relay. */
+  private onReplacementAnswer(line: string): void {
+    const r = this.replacing!;
+    let msg;
+    try {
+      msg = parseKeeperReply(line);
+    } catch (err) {
+      return this.options.log.warn({ err: (err as Error).message }, `relay keeper: its replacement's answer ignored: ${(err as Error).message}`);
+    }
+    if ((msg.op !== 'taken' && msg.op !== 'refused' && msg.op !== 'error') || msg.id === undefined) return;
+    const o = r.offered.get(msg.id);
+    if (!o) return;
+    r.offered.delete(msg.id);
+    closeFds(o.fds);
+    if (msg.op !== 'taken') {
+      r.closed++;
+      this.announceEnd(msg.id, o.meta, o.counts, `relay keeper: its replacement (pid ${r.pid}) refused it: ${msg.reason}`);
+    }
+    this.handedIfDone();
+  }
+
+  private handedIfDone(): void {
+    const r = this.replacing!;
+    if (r.handed || r.offered.size > 0) return;
+    r.handed = true;
+    r.sock.write(keeperLine({ op: 'handed', relays: this.held.size + r.closed, closed: r.closed }));
+  }
+
+  /**
+   * The replacement's connection closed: after `handed`, the replacement listens on the socket
+   * path now; before, it is gone, and so is what it did not answer (closed here). Either way the
+   * agents are told (`replaced`, or each relay's end) and this keeper exits.
+   */
+  private async replacementGone(): Promise<void> {
+    const r = this.replacing!;
+    for (const [id, o] of r.offered) {
+      closeFds(o.fds);
+      this.announceEnd(id, o.meta, o.counts, `relay keeper: its replacement (pid ${r.pid}) left before it answered`);
+    }
+    r.offered.clear();
+    if (r.handed) for (const a of this.agents) if (!a.destroyed) a.write(keeperLine({ op: 'replaced', pid: r.pid }));
+    await this.stop(r.handed ? `replaced by pid ${r.pid}` : `its replacement (pid ${r.pid}) left before it had every relay`, r.handed);
   }
 
   private armIdle(): void {
@@ -242,4 +442,33 @@ function wrongPeer(fd: number, expected: string, which: 'client' | 'upstream'): 
   const sameAddress = net.isIP(want.address) === 0 || wireAddress(peer.address) === wireAddress(want.address);
   const same = sameAddress && peer.port === want.port;
   return same ? undefined : { which, why: `its peer is ${formatEndpoint({ address: wireAddress(peer.address), port: peer.port })}, not ${expected}` };
+}
+
+function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      native.closeFd(fd);
+    } catch {
+      // (EBADF: closed already)
+    }
+  }
+}
+
+function tryParse<T>(parse: (line: string) => T, line: string): T | undefined {
+  try {
+    return parse(line);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resolves once the process `pid` is gone (or a zombie), or the socket path is, or after `ms`. */
+async function gone(pid: number, socket: string, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const state = await readFile(`/proc/${pid}/stat`, 'latin1').then((t) => t.slice(t.lastIndexOf(')') + 2, t.lastIndexOf(')') + 3), () => 'gone');
+    if (state === 'gone' || state === 'Z') return;
+    if (!(await stat(socket).then(() => true, () => false))) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
