@@ -65,7 +65,7 @@ it('continued connections outlive the backup agent\'s SIGKILL, restart and plann
     const pokeAgain = { idle: IDLE, answered: IDLE - idleFailed, failed: idleFailed, wrong: 0 };
     const started = logOf('b').find((e) => String(e.msg).startsWith('relay keeper started'));
     expect(started, 'b started a relay keeper').toBeDefined();
-    const keeperPid = started!.pid as number;
+    let keeperPid = started!.pid as number;
     // At the nice the agent was started with (the test's, 0), as its instances: not the agent's -10.
     expect(new Set(threadNices(keeperPid).values())).toEqual(new Set([niceOf()]));
     // Every relay reaches its steady state and goes to the keeper: none is left in the agent.
@@ -92,6 +92,28 @@ it('continued connections outlive the backup agent\'s SIGKILL, restart and plann
     const text = await runCli(['status', '--control', control], { netns: bNs });
     expect(text.stdout).toMatch(new RegExp(`KEPT FOR PEER +SERVICE +CONNECTIONS\\na +${vip.replaceAll('.', '\\.')}:${master.port} +${continued}\\n`));
     expect(text.stdout).toContain(`${continued} continued connection(s) are relayed by the relay keeper (pid ${keeperPid}`);
+
+    // The keeper upgraded in place (a new `takeover` installed), as AGENT.md says: --replace on its
+    // socket. The connections go on; b's agent follows to the new keeper.
+    const next = startCli(['relay-keeper', '--socket', started!.socket as string, '--replace', '--idle-exit-ms', '0'], { netns: bNs });
+    m.agents.push(next);
+    const followed = await until('b follows the new keeper', async () => b2log().find((e) => String(e.msg).includes('was replaced by pid')), 15_000);
+    expect(followed).toMatchObject({ from: keeperPid, pid: next.child.pid, relays: continued });
+    const oldKeeper = keeperPid;
+    keeperPid = next.child.pid!;
+    await until('the old keeper gone', async () => {
+      try {
+        process.kill(oldKeeper, 0);
+        return undefined;
+      } catch {
+        return true;
+      }
+    }, 10_000);
+    expect((await status())?.keeper).toMatchObject({ pid: keeperPid, connections: continued });
+    expect(await clients.request({ cmd: 'poke' })).toMatchObject(pokeAgain);
+    const replacedLine = next.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>).find((e) => e.handedMs !== undefined)!;
+    expect(replacedLine).toMatchObject({ taken: continued, closed: 0 });
+    console.log(`relay keeper replaced: ${continued} connections taken over in ${replacedLine.handedMs} ms`);
 
     // A planned stop: the agent leaves, the connections stay.
     b2.child.kill('SIGTERM');

@@ -99,9 +99,10 @@ export class RelayKeeper {
    * EKEEPERREPLACE) when no keeper answers there, or it speaks another wire version, or it does
    * not know `replace` (an older one), or this process cannot copy fds out of it (no
    * CAP_SYS_PTRACE): nothing changed then, the old keeper holds its relays; KeeperRunningError
-   * when another replacement is under way.
+   * when another replacement is under way. `handedMs`: from the request to the last relay
+   * running here (what their bytes waited at most).
    */
-  static async replace(options: RelayKeeperOptions): Promise<{ keeper: RelayKeeper; from: number; taken: number; closed: number }> {
+  static async replace(options: RelayKeeperOptions): Promise<{ keeper: RelayKeeper; from: number; taken: number; closed: number; handedMs: number }> {
     const k = new RelayKeeper(options);
     const next = `${options.socket}.next`;
     await k.listen(next);
@@ -133,6 +134,7 @@ export class RelayKeeper {
         throw fail(`${(err as Error).message} (copying its sockets out needs CAP_SYS_PTRACE)`);
       }
       options.log.info({ from, socket: options.socket }, `relay keeper: replacing the keeper (pid ${from}) on ${options.socket}`);
+      const askedAt = performance.now();
       const counts = await new Promise<{ taken: number; closed: number }>((resolve, reject) => {
         let taken = 0;
         let refusedHere = 0;
@@ -154,6 +156,8 @@ export class RelayKeeper {
         sock.once('close', () => resolve({ taken, closed: refusedHere }));
         sock.write(keeperLine({ op: 'replace', pid: process.pid }));
       });
+      // From the request to the last relay running here: how long their bytes waited.
+      const handedMs = Math.round((performance.now() - askedAt) * 10) / 10;
       // The old keeper exits next, and its exit removes the socket path (libuv unlinks a Unix
       // socket's path when its listener closes, at exit too): the rename comes after it. The
       // agents meanwhile find no keeper, and try again (keeper-client's follow()).
@@ -161,8 +165,8 @@ export class RelayKeeper {
       await gone(from, options.socket, REPLACED_EXIT_MS);
       await rename(next, options.socket);
       k.armIdle();
-      options.log.info({ from, ...counts, socket: options.socket, pid: process.pid }, `relay keeper listening on ${options.socket}, in place of the keeper pid ${from}: ${counts.taken} relay(s) taken, ${counts.closed} closed`);
-      return { keeper: k, from, ...counts };
+      options.log.info({ from, ...counts, handedMs, socket: options.socket, pid: process.pid }, `relay keeper listening on ${options.socket}, in place of the keeper pid ${from}: ${counts.taken} relay(s) taken in ${handedMs} ms, ${counts.closed} closed`);
+      return { keeper: k, from, ...counts, handedMs };
     } catch (err) {
       old?.destroy();
       await k.stop('the replacement failed', true);
