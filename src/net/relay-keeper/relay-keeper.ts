@@ -63,7 +63,7 @@ interface Offered {
 export class RelayKeeper {
   private readonly held = new Map<string, Held>();
   /** Once a replacement asked (`replace`): its connection, its pid, what it has not answered yet. */
-  private replacing: { sock: net.Socket; pid: number; offered: Map<string, Offered>; closed: number; handed: boolean } | undefined;
+  private replacing: { sock: net.Socket; pid: number; relays: number; offered: Map<string, Offered>; closed: number; handed: boolean } | undefined;
   private readonly agents = new Set<net.Socket>();
   private readonly server: net.Server;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -346,9 +346,9 @@ export class RelayKeeper {
    */
   private handOverAll(sock: net.Socket, pid: number, reply: (msg: KeeperReply) => void): void {
     if (this.stopping || this.replacing) return reply({ op: 'error', reason: this.stopping ? 'the relay keeper is stopping' : `the relay keeper is being replaced already (by pid ${this.replacing!.pid})` });
-    this.replacing = { sock, pid, offered: new Map(), closed: 0, handed: false };
-    clearTimeout(this.idleTimer);
     const relays = this.held.size;
+    this.replacing = { sock, pid, relays, offered: new Map(), closed: 0, handed: false };
+    clearTimeout(this.idleTimer);
     let carried = 0;
     for (const [id, h] of [...this.held]) {
       let d;
@@ -400,7 +400,7 @@ export class RelayKeeper {
     const r = this.replacing!;
     if (r.handed || r.offered.size > 0) return;
     r.handed = true;
-    r.sock.write(keeperLine({ op: 'handed', relays: this.held.size + r.closed, closed: r.closed }));
+    r.sock.write(keeperLine({ op: 'handed', relays: r.relays, closed: r.closed }));
   }
 
   /**
