@@ -412,8 +412,11 @@ class SpliceRelay : public Napi::ObjectWrap<SpliceRelay> {
     out.Set("aEof", ab_.srcEof);
     out.Set("bEof", ba_.srcEof);
     out.Set("bytes", CountsObject(env));
-    out.Set("fdA", Napi::Number::New(env, a_.release()));
-    out.Set("fdB", Napi::Number::New(env, b_.release()));
+    out.Set("fdA", Napi::Number::New(env, a_.get()));
+    out.Set("fdB", Napi::Number::New(env, b_.get()));
+    // Given away only once nothing can throw any more (until then the UniqueFds close them).
+    a_.release();
+    b_.release();
     ended_ = true;
     callback_.Reset();
     asyncContext_.reset();

@@ -1,4 +1,4 @@
-// Run by test/unit/self-connect.test.ts inside a network namespace whose ephemeral range is
+// Run by test/lab/self-connect.test.ts inside a network namespace whose ephemeral range is
 // PORT..PORT+1 (PORT even: connect() prefers even source ports): a connect() to 127.0.0.1:PORT,
 // where nobody listens, then connects to itself every time. Prints one JSON line of what each
 // client of a local port did there.

@@ -17,6 +17,15 @@ export async function relayKeeperCommand(opts: { socket: string; idleExitMs: str
   if (!Number.isInteger(idleExitMs) || (idleExitMs !== 0 && idleExitMs < 100) || idleExitMs > 86_400_000) throw new UsageError(`--idle-exit-ms: must be 0 (never) or an integer number of ms, 100-86400000, got "${opts.idleExitMs}"`);
   const log = pino({ base: { role: 'relay-keeper' }, level: opts.logLevel as LogLevel });
   let keeper: RelayKeeper;
+  // A signal during a replacement is answered once it is over (the relays it took are this
+  // process's then: stopping closes them, as it would any keeper's), not by dying midway.
+  let signalled: NodeJS.Signals | undefined;
+  const early = (signal: NodeJS.Signals) => {
+    signalled = signal;
+    log.warn(`${signal} during the replacement: the keeper stops once it is over`);
+  };
+  process.on('SIGTERM', early);
+  process.on('SIGINT', early);
   try {
     keeper = opts.replace ? (await RelayKeeper.replace({ socket: opts.socket, log, idleExitMs })).keeper : await RelayKeeper.start({ socket: opts.socket, log, idleExitMs });
   } catch (err) {
@@ -25,10 +34,14 @@ export async function relayKeeperCommand(opts: { socket: string; idleExitMs: str
       return 1;
     }
     throw err;
+  } finally {
+    process.off('SIGTERM', early);
+    process.off('SIGINT', early);
   }
   const onSignal = (signal: NodeJS.Signals) => void keeper.stop(signal);
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  if (signalled) onSignal(signalled);
   // Its own session (the agent starts it detached): a hangup of the agent's terminal is not its end.
   process.on('SIGHUP', () => log.info('SIGHUP ignored (the relay keeper has no configuration to reload)'));
   await keeper.stopped;

@@ -345,6 +345,7 @@ describe('a keeper replaced by a new one (--replace)', () => {
     await new Promise((r) => setTimeout(r, 300));
 
     const next = replacing(socket);
+    let third: ReturnType<typeof replacing> | undefined;
     try {
       await until('the agent follows the new keeper', () => (replaced.length > 0 ? true : undefined), HANDOVER_MS);
       expect(replaced).toEqual([{ from: oldPid, pid: next.child.pid, relays: 2 }]);
@@ -367,6 +368,13 @@ describe('a keeper replaced by a new one (--replace)', () => {
       expect(lost).toEqual([]);
       expect(ended).toEqual([]);
       expect(one.relay.stats.kept && two.relay.stats.kept).toBe(true);
+      // Replaced again (each replacement listens on a name of its own until it renames it into
+      // place: the keeper it replaces, itself once a replacement, unlinks only its own name).
+      third = replacing(socket);
+      await until('the agent follows the third keeper', () => (replaced.length > 1 ? true : undefined), HANDOVER_MS);
+      expect(replaced[1]).toEqual({ from: next.child.pid, pid: third.child.pid, relays: 2 });
+      await until('the second keeper gone', () => (processGone(next.child.pid!) ? true : undefined));
+      expect(await ask(one.app, cmd('PING'), 1)).toBe('+PONG\r\n');
       // Its end still reaches the relay that handed it over (the same id in the new keeper), its
       // bytes counted across both keepers.
       two.app.end();
@@ -378,9 +386,55 @@ describe('a keeper replaced by a new one (--replace)', () => {
       await one.relay.done;
     } finally {
       next.child.kill('SIGKILL');
+      third?.child.kill('SIGKILL');
       client.close();
     }
-  }, 40_000);
+  }, 60_000);
+
+  it('a replacement that refuses a relay (it ends), then leaves before it answered for the other: that one runs in the old keeper again, from where it stopped', async () => {
+    const socket = path.join(dir, 'replace3.sock');
+    const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace3.log'), idleExitMs: 500 });
+    const events: unknown[] = [];
+    for (const e of ['lost', 'replaced', 'ended'] as const) client.on(e, (x: unknown) => events.push([e, x]));
+    const one = await keptRelay(client);
+    const two = await keptRelay(client);
+    for (const r of [one, two]) {
+      expect(await ask(r.app, cmd('PING'), 1)).toBe('+PONG\r\n');
+      await until('the handover', () => (r.relay.stats.kept ? true : undefined), HANDOVER_MS);
+    }
+    const pid = client.held!.pid;
+    const onePeer = `127.0.0.1:${one.app.localPort}`;
+    // A fake replacement on the wire: it asks, refuses the first take, and goes away.
+    const fake = net.connect(socket);
+    const lines: string[] = [];
+    createInterface({ input: fake }).on('line', (l) => lines.push(l));
+    fake.write(keeperLine({ op: 'list' }));
+    await until('the list', () => (lines.length > 0 ? true : undefined));
+    fake.write(keeperLine({ op: 'replace', pid: process.pid }));
+    await until('two takes', () => (lines.filter((l) => JSON.parse(l).op === 'take').length === 2 ? true : undefined));
+    const takes = lines.map((l) => JSON.parse(l) as { op: string; id: string }).filter((m) => m.op === 'take');
+    fake.write(keeperLine({ op: 'refused', id: takes[0]!.id, reason: 'a test refusal' }));
+    await new Promise((r) => setTimeout(r, 100));
+    fake.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    // The refused one ended, said to the agent; the other is relayed by the old keeper again,
+    // which still listens, lists it, and ends it as before.
+    const refusedEnd = await one.relay.done;
+    expect(refusedEnd.reason).toBe(`relay keeper: its replacement (pid ${process.pid}) refused it: a test refusal`);
+    expect(await ask(two.app, cmd('ECHO', 'two'), 1)).toBe('$3\r\ntwo\r\n');
+    const again = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace3.log'), start: false });
+    expect(await again.attach()).toBe(true);
+    expect(again.held!.pid).toBe(pid);
+    expect(again.held!.relays.map((r) => r.client)).toEqual([`127.0.0.1:${two.app.localPort}`]);
+    again.close();
+    expect(events).toEqual([['ended', expect.objectContaining({ client: onePeer, mine: true, reason: refusedEnd.reason })]]);
+    expect(readFileSync(path.join(dir, 'replace3.log'), 'utf8')).toMatch(/relayed here again: its replacement \(pid \d+\) left before it answered/);
+    two.app.end();
+    expect((await two.relay.done).reason).toBe('client ended');
+    one.app.destroy();
+    client.close();
+    process.kill(pid, 'SIGTERM');
+  }, 30_000);
 
   it('refuses, changing nothing: no keeper on the socket; no CAP_SYS_PTRACE to copy its sockets', async () => {
     const socket = path.join(dir, 'replace2.sock');
@@ -409,6 +463,23 @@ describe('a keeper replaced by a new one (--replace)', () => {
     await relay.done;
     client.close();
     process.kill(pid, 'SIGTERM');
+
+    // A keeper systemd started (INVOCATION_ID in its environment): not replaced from outside its unit.
+    const unitSocket = path.join(dir, 'replace-unit.sock');
+    const inUnit = spawn(process.execPath, [CLI, 'relay-keeper', '--socket', unitSocket, '--idle-exit-ms', '0'], { stdio: 'ignore', env: { ...process.env, INVOCATION_ID: '0123456789abcdef' } });
+    try {
+      const probe = new RelayKeeperClient({ socket: unitSocket, logFile: path.join(dir, 'replace-unit.log'), start: false });
+      for (const deadline = Date.now() + 5000; !(await probe.attach()); await new Promise((r) => setTimeout(r, 50))) {
+        if (Date.now() > deadline) throw new Error('the keeper did not come up');
+      }
+      probe.close();
+      const refused = replacing(unitSocket);
+      expect(await refused.exited).toBe(1);
+      expect(refused.stderr()).toMatch(/cannot replace the keeper on .*: it runs under systemd \(.*\); a replacement started outside its unit would die with it/);
+      expect(inUnit.exitCode).toBeNull();
+    } finally {
+      inUnit.kill('SIGKILL');
+    }
   }, 30_000);
 });
 

@@ -145,6 +145,8 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
   private keeperPid: number | undefined;
   /** The keeper's last `replaced`: the pid of its replacement, which its connection's close then leads to. */
   private replacedBy: number | undefined;
+  /** While follow() looks for a replaced keeper's replacement: nothing starts a keeper. */
+  private following = false;
   /** The ids the keeper listed when this client last connected. */
   private listed = new Set<string>();
   private closed = false;
@@ -277,6 +279,9 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
 
   private connection(start: boolean): Promise<net.Socket> {
     if (this.closed) return Promise.reject(new KeeperError('EKEEPERLOST', 'the relay keeper client is closed'));
+    // Following a replaced keeper: its replacement takes the socket path in a moment; a keeper
+    // started meanwhile would be a second one.
+    if (this.following) start = false;
     if (this.sock && !this.sock.destroyed && this.keeperPid !== undefined) return Promise.resolve(this.sock);
     if (start && this.failed && performance.now() - this.failed.at < START_BACKOFF_MS) return Promise.reject(this.failed.error);
     this.connecting ??= this.open(start)
@@ -452,16 +457,21 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     const before = new Map(this.known);
     // The new keeper takes the socket path once the old one has let it go: tried again until then.
     const deadline = performance.now() + FOLLOW_MS;
-    for (;;) {
-      try {
-        await this.connection(false);
-        break;
-      } catch (err) {
-        for (const r of before.values()) this.remember(r); // (a failed listing forgets them)
-        if (this.closed) return;
-        if (performance.now() > deadline) return this.loseAll(`relay keeper lost: it was replaced by pid ${by}, which did not answer in ${FOLLOW_MS} ms: ${(err as Error).message}`, held);
-        await new Promise((r) => setTimeout(r, 50));
+    this.following = true;
+    try {
+      for (;;) {
+        try {
+          await this.connection(false);
+          break;
+        } catch (err) {
+          for (const r of before.values()) this.remember(r); // (a failed listing forgets them)
+          if (this.closed) return;
+          if (performance.now() > deadline) return this.loseAll(`relay keeper lost: it was replaced by pid ${by}, which did not answer in ${FOLLOW_MS} ms: ${(err as Error).message}`, held);
+          await new Promise((r) => setTimeout(r, 50));
+        }
       }
+    } finally {
+      this.following = false;
     }
     for (const [id, r] of before) {
       if (this.listed.has(id)) continue;
@@ -475,8 +485,12 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
   }
 }
 
-/** How long a client tries to reach the keeper that replaced the one it was connected to (ms): the replacement's own wait for the old one's exit (5 s), and a margin. */
-const FOLLOW_MS = 6000;
+/**
+ * How long a client tries to reach the keeper that replaced the one it was connected to (ms):
+ * the replacement renames its socket into place as the old one exits, about 0.2 s after it said
+ * `replaced` (its stop's grace), or once that exit is overdue (30 s).
+ */
+const FOLLOW_MS = 35_000;
 
 /** After a failure to reach a keeper, how long handovers fail at once before one tries again (ms). */
 const START_BACKOFF_MS = 5000;

@@ -25,7 +25,7 @@ import { formatEndpoint, parseEndpoint, wireAddress } from '../endpoint.js';
 import { KEEPER_LIST_PAGE, KEEPER_WIRE_VERSION, keeperLine, lineId, parseKeeperReply, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
 
 /** How long a replacement waits for the keeper it replaced to exit before it takes the socket path anyway, ms. */
-const REPLACED_EXIT_MS = 5000;
+const REPLACED_EXIT_MS = 30_000;
 
 /** How long a stopping keeper still reads (and refuses) takes before it ends its agents' connections, ms. */
 const STOP_GRACE_MS = 200;
@@ -58,6 +58,8 @@ interface Offered {
   meta: RelayMeta;
   counts: { clientBytes: number; upstreamBytes: number };
   fds: [number, number];
+  /** What detach() gave back: the next relay's start (here again, if the replacement does not take it). */
+  init: { aToB: Buffer; bToA: Buffer; aEof: boolean; bEof: boolean };
 }
 
 export class RelayKeeper {
@@ -104,7 +106,9 @@ export class RelayKeeper {
    */
   static async replace(options: RelayKeeperOptions): Promise<{ keeper: RelayKeeper; from: number; taken: number; closed: number; handedMs: number }> {
     const k = new RelayKeeper(options);
-    const next = `${options.socket}.next`;
+    // Its own name (libuv unlinks the name a listener was bound to when it closes: a later
+    // replacement of this keeper must not lose its socket to that).
+    const next = `${options.socket}.next-${process.pid}`;
     await k.listen(next);
     let old: net.Socket | undefined;
     try {
@@ -119,13 +123,19 @@ export class RelayKeeper {
       const sock = old;
       const from = await new Promise<number>((resolve, reject) => {
         sock.once('close', () => reject(fail('it closed the connection before it listed its relays')));
-        lines.once('line', (line) => {
+        lines.on('line', (line) => {
           const o = tryParse(parseKeeperReply, line);
+          if (o?.op === 'ended') return; // (one of its relays ended: said to every connection)
           if (o?.op !== 'relays' || o.version !== KEEPER_WIRE_VERSION) return reject(fail(`it answered ${line.slice(0, 200)} (another version of the wire: this one speaks ${KEEPER_WIRE_VERSION})`));
           resolve(o.pid);
         });
         sock.write(keeperLine({ op: 'list' }));
       });
+      // A keeper systemd started (its unit's, or in the agent's unit) cannot be replaced by a
+      // process outside its unit: the unit's end (it exits once replaced) would kill the
+      // replacement or remove its socket's directory (RuntimeDirectory=).
+      const unit = await systemdUnitOf(from);
+      if (unit !== undefined) throw fail(`it runs under systemd (${unit}); a replacement started outside its unit would die with it, or lose its socket: restart the unit instead (that ends its connections)`);
       // Asked before anything moves: can this process copy fds out of it?
       const probe = (await readdir(`/proc/${from}/fd`))[0];
       try {
@@ -150,7 +160,7 @@ export class RelayKeeper {
           // (Else the rest of a long list's pages.)
           const msg = tryParse(parseKeeperReply, line);
           if (msg?.op === 'handed') resolve({ taken, closed: msg.closed });
-          else if (msg?.op === 'error' && taken + refusedHere === 0) reject(fail(`it answered: ${msg.reason} (an older keeper, which cannot hand its relays over?)`));
+          else if (msg?.op === 'error' && taken + refusedHere === 0) reject(fail(`it answered: ${msg.reason}${/request: /.test(msg.reason) ? ' (an older keeper, which cannot hand its relays over)' : ''}`));
         });
         // Gone before `handed`: what was taken is this keeper's; the old one has closed the rest.
         sock.once('close', () => resolve({ taken, closed: refusedHere }));
@@ -205,6 +215,16 @@ export class RelayKeeper {
     if (this.stopping) return;
     this.stopping = true;
     clearTimeout(this.idleTimer);
+    // Stopped while a replacement takes its relays: what it has not answered for is closed here
+    // (ended, unless it took them); after `handed` the socket path is the replacement's.
+    if (this.replacing) {
+      for (const [id, o] of this.replacing.offered) {
+        closeFds(o.fds);
+        this.announceEnd(id, o.meta, o.counts, `relay keeper stopped (${why}) while its replacement was taking it over`);
+      }
+      this.replacing.offered.clear();
+      keepSocketFile ||= this.replacing.handed;
+    }
     const n = this.held.size;
     for (const [id, h] of this.held) {
       h.relay.close();
@@ -341,8 +361,9 @@ export class RelayKeeper {
    * kept as they are) and offered as a `take`; the replacement copies the fds out of this
    * process, as this keeper did out of the agent's. New takes are refused from here on (the
    * agents relay those themselves). Answered `taken`: closed here; refused: closed (that
-   * connection ends, said to the agents). Then `handed`; once the replacement has the socket
-   * path (it closes this connection), the agents hear `replaced` and this keeper exits.
+   * connection ends, said to the agents). Then `handed`; once the replacement closes this
+   * connection, the agents hear `replaced` and this keeper exits (which lets the socket path go
+   * to the replacement). A replacement gone before `handed`: replacementGone().
    */
   private handOverAll(sock: net.Socket, pid: number, reply: (msg: KeeperReply) => void): void {
     if (this.stopping || this.replacing) return reply({ op: 'error', reason: this.stopping ? 'the relay keeper is stopping' : `the relay keeper is being replaced already (by pid ${this.replacing!.pid})` });
@@ -362,7 +383,7 @@ export class RelayKeeper {
       }
       this.held.delete(id);
       const counts = { clientBytes: h.before.clientBytes + d.bytes.aToB, upstreamBytes: h.before.upstreamBytes + d.bytes.bToA };
-      this.replacing.offered.set(id, { meta: h.meta, counts, fds: [d.fdA, d.fdB] });
+      this.replacing.offered.set(id, { meta: h.meta, counts, fds: [d.fdA, d.fdB], init: { aToB: d.aToB, bToA: d.bToA, aEof: d.aEof, bEof: d.bEof } });
       carried += d.aToB.length + d.bToA.length;
       const take: TakeRequest = {
         op: 'take', id, pid: process.pid, clientFd: d.fdA, upstreamFd: d.fdB,
@@ -389,6 +410,7 @@ export class RelayKeeper {
     if (!o) return;
     r.offered.delete(msg.id);
     closeFds(o.fds);
+    // Refused: it ends (this keeper exits once the rest are handed).
     if (msg.op !== 'taken') {
       r.closed++;
       this.announceEnd(msg.id, o.meta, o.counts, `relay keeper: its replacement (pid ${r.pid}) refused it: ${msg.reason}`);
@@ -410,13 +432,39 @@ export class RelayKeeper {
    */
   private async replacementGone(): Promise<void> {
     const r = this.replacing!;
-    for (const [id, o] of r.offered) {
-      closeFds(o.fds);
-      this.announceEnd(id, o.meta, o.counts, `relay keeper: its replacement (pid ${r.pid}) left before it answered`);
+    if (r.handed) {
+      for (const a of this.agents) if (!a.destroyed) a.write(keeperLine({ op: 'replaced', pid: r.pid }));
+      return this.stop(`replaced by pid ${r.pid}`, true);
     }
+    // Gone before `handed` (it died, or gave up): what it did not answer runs here again (its
+    // copies are closed, or it closes them: a socket ends only with its last fd); what it took is
+    // its own. This keeper goes on.
+    for (const [id, o] of r.offered) this.resume(id, o, `its replacement (pid ${r.pid}) left before it answered`);
+    this.options.log.warn({ by: r.pid, resumed: r.offered.size }, `relay keeper: its replacement (pid ${r.pid}) left before it had every relay; ${r.offered.size} relay(s) it had not answered for run here again`);
     r.offered.clear();
-    if (r.handed) for (const a of this.agents) if (!a.destroyed) a.write(keeperLine({ op: 'replaced', pid: r.pid }));
-    await this.stop(r.handed ? `replaced by pid ${r.pid}` : `its replacement (pid ${r.pid}) left before it had every relay`, r.handed);
+    this.replacing = undefined;
+    this.armIdle();
+  }
+
+  /**
+   * Runs an offered relay here again (its replacement left before answering for it), from where
+   * detach() stopped it. When it cannot, the connection ends, said to the agents.
+   */
+  private resume(id: string, o: Offered, why: string): void {
+    let relay: NativeSpliceRelay | undefined;
+    try {
+      relay = new native.SpliceRelay(o.fds[0], o.fds[1]);
+      const h: Held = { relay, meta: o.meta, before: o.counts };
+      relay.start(o.init, (err: NativeError | null, end: SpliceEnd) => this.ended(id, h, spliceEndReason(err, end)));
+      this.held.set(id, h);
+      this.options.log.warn({ id, client: o.meta.client, why }, `relay keeper: ${o.meta.client} relayed here again: ${why}`);
+    } catch (err) {
+      relay?.close();
+      this.announceEnd(id, o.meta, o.counts, `relay keeper: ${why}, and it could not be relayed here again: ${(err as Error).message}`);
+    } finally {
+      // (SpliceRelay holds its own duplicates.)
+      closeFds(o.fds);
+    }
   }
 
   private armIdle(): void {
@@ -475,4 +523,12 @@ async function gone(pid: number, socket: string, ms: number): Promise<void> {
     if (!(await stat(socket).then(() => true, () => false))) return;
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** The systemd unit a process runs in (its cgroup's last part), when systemd started it (INVOCATION_ID in its environment); undefined otherwise. */
+async function systemdUnitOf(pid: number): Promise<string | undefined> {
+  const environ = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '');
+  if (!environ.split('\0').some((v) => v.startsWith('INVOCATION_ID='))) return undefined;
+  const cgroup = await readFile(`/proc/${pid}/cgroup`, 'latin1').catch(() => '');
+  return cgroup.trim().split('\n').at(-1)?.split('/').at(-1) || 'a unit';
 }
