@@ -391,7 +391,7 @@ describe('a keeper replaced by a new one (--replace)', () => {
     }
   }, 60_000);
 
-  it('a replacement that refuses a relay (it ends), then leaves before it answered for the other: that one runs in the old keeper again, from where it stopped', async () => {
+  it('a replacement gets the agent\'s close of a relay on its way, refuses that relay (it ends), then leaves before it answered for the other: that one runs in the old keeper again, from where it stopped', async () => {
     const socket = path.join(dir, 'replace3.sock');
     const client = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace3.log'), idleExitMs: 500 });
     const events: unknown[] = [];
@@ -413,14 +413,18 @@ describe('a keeper replaced by a new one (--replace)', () => {
     fake.write(keeperLine({ op: 'replace', pid: process.pid }));
     await until('two takes', () => (lines.filter((l) => JSON.parse(l).op === 'take').length === 2 ? true : undefined));
     const takes = lines.map((l) => JSON.parse(l) as { op: string; id: string }).filter((m) => m.op === 'take');
+    // The agent closes a relay on its way: the old keeper passes the close on to the replacement.
+    one.relay.close('closed by the agent');
+    await until('the close passed on', () => lines.map((l) => JSON.parse(l) as { op: string; ids?: string[] }).find((m) => m.op === 'close'));
+    expect(JSON.parse(lines.at(-1)!)).toEqual({ op: 'close', ids: [takes[0]!.id], reason: 'closed by the agent' });
     fake.write(keeperLine({ op: 'refused', id: takes[0]!.id, reason: 'a test refusal' }));
     await new Promise((r) => setTimeout(r, 100));
     fake.destroy();
     await new Promise((r) => setTimeout(r, 200));
     // The refused one ended, said to the agent; the other is relayed by the old keeper again,
     // which still listens, lists it, and ends it as before.
-    const refusedEnd = await one.relay.done;
-    expect(refusedEnd.reason).toBe(`relay keeper: its replacement (pid ${process.pid}) refused it: a test refusal`);
+    expect((await one.relay.done).reason).toBe('closed by the agent');
+    const refusedEnd = { reason: `relay keeper: its replacement (pid ${process.pid}) refused it: a test refusal` };
     expect(await ask(two.app, cmd('ECHO', 'two'), 1)).toBe('$3\r\ntwo\r\n');
     const again = new RelayKeeperClient({ socket, logFile: path.join(dir, 'replace3.log'), start: false });
     expect(await again.attach()).toBe(true);

@@ -476,7 +476,7 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     for (const [id, r] of before) {
       if (this.listed.has(id)) continue;
       this.forget(id);
-      const end = { reason: `relay keeper replaced: the new keeper (pid ${this.keeperPid}) does not hold it`, ...counts(r) };
+      const end = { reason: `relay keeper replaced: not held by the new keeper (pid ${this.keeperPid}) when this agent connected to it (it ended meanwhile, or was not taken)`, ...counts(r) };
       this.endings.get(id)?.(end);
       this.endings.delete(id);
       this.emit('ended', { ...r, ...end, mine: this.mine.delete(id) });

@@ -65,7 +65,7 @@ interface Offered {
 export class RelayKeeper {
   private readonly held = new Map<string, Held>();
   /** Once a replacement asked (`replace`): its connection, its pid, what it has not answered yet. */
-  private replacing: { sock: net.Socket; pid: number; relays: number; offered: Map<string, Offered>; closed: number; handed: boolean } | undefined;
+  private replacing: { sock: net.Socket; pid: number; relays: number; offered: Map<string, Offered>; taken: Set<string>; closed: number; handed: boolean } | undefined;
   private readonly agents = new Set<net.Socket>();
   private readonly server: net.Server;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -157,6 +157,8 @@ export class RelayKeeper {
             else refusedHere++;
             return void sock.write(keeperLine(answer));
           }
+          // (An agent's close of a relay on its way here, passed on by the old keeper.)
+          if (req?.op === 'close') return k.close(req.ids, req.reason);
           // (Else the rest of a long list's pages.)
           const msg = tryParse(parseKeeperReply, line);
           if (msg?.op === 'handed') resolve({ taken, closed: msg.closed });
@@ -277,15 +279,7 @@ export class RelayKeeper {
         return;
       }
       if (req.op === 'replace') return this.handOverAll(sock, req.pid, reply);
-      if (req.op === 'close') {
-        for (const id of req.ids) {
-          const h = this.held.get(id);
-          if (!h) continue;
-          h.relay.close();
-          this.ended(id, h, req.reason);
-        }
-        return;
-      }
+      if (req.op === 'close') return this.close(req.ids, req.reason);
       reply(this.take(req));
     });
   }
@@ -368,7 +362,7 @@ export class RelayKeeper {
   private handOverAll(sock: net.Socket, pid: number, reply: (msg: KeeperReply) => void): void {
     if (this.stopping || this.replacing) return reply({ op: 'error', reason: this.stopping ? 'the relay keeper is stopping' : `the relay keeper is being replaced already (by pid ${this.replacing!.pid})` });
     const relays = this.held.size;
-    this.replacing = { sock, pid, relays, offered: new Map(), closed: 0, handed: false };
+    this.replacing = { sock, pid, relays, offered: new Map(), taken: new Set(), closed: 0, handed: false };
     clearTimeout(this.idleTimer);
     let carried = 0;
     for (const [id, h] of [...this.held]) {
@@ -396,6 +390,22 @@ export class RelayKeeper {
     this.handedIfDone();
   }
 
+  /**
+   * Closes the relays named (an agent's `close`). During a replacement, one offered or handed to
+   * the replacement is closed there: the request goes on to it, behind its take.
+   */
+  private close(ids: readonly string[], reason: string): void {
+    const onward: string[] = [];
+    for (const id of ids) {
+      const h = this.held.get(id);
+      if (h) {
+        h.relay.close();
+        this.ended(id, h, reason);
+      } else if (this.replacing?.offered.has(id) || this.replacing?.taken.has(id)) onward.push(id);
+    }
+    if (onward.length > 0) this.replacing!.sock.write(keeperLine({ op: 'close', ids: onward, reason }));
+  }
+
   /** The replacement's answer to one offered relay. */
   private onReplacementAnswer(line: string): void {
     const r = this.replacing!;
@@ -410,8 +420,9 @@ export class RelayKeeper {
     if (!o) return;
     r.offered.delete(msg.id);
     closeFds(o.fds);
+    if (msg.op === 'taken') r.taken.add(msg.id);
     // Refused: it ends (this keeper exits once the rest are handed).
-    if (msg.op !== 'taken') {
+    else {
       r.closed++;
       this.announceEnd(msg.id, o.meta, o.counts, `relay keeper: its replacement (pid ${r.pid}) refused it: ${msg.reason}`);
     }
