@@ -109,7 +109,7 @@ export class RelayKeeper {
     // Its own name (libuv unlinks the name a listener was bound to when it closes: a later
     // replacement of this keeper must not lose its socket to that).
     const next = `${options.socket}.next-${process.pid}`;
-    await k.listen(next);
+    await k.listen(next, options.socket);
     let old: net.Socket | undefined;
     try {
       const fail = (why: string) => Object.assign(new Error(`relay keeper: cannot replace the keeper on ${options.socket}: ${why}`), { code: 'EKEEPERREPLACE' });
@@ -181,7 +181,7 @@ export class RelayKeeper {
       return { keeper: k, from, ...counts, handedMs };
     } catch (err) {
       old?.destroy();
-      await k.stop('the replacement failed', true);
+      await k.stop(`this replacement (pid ${process.pid}) gave up; the keeper it was to replace goes on`, true);
       await rm(next, { force: true });
       throw err;
     }
@@ -189,12 +189,13 @@ export class RelayKeeper {
 
   /**
    * Listens on `socket`, replacing a stale socket file. Throws KeeperRunningError when a keeper
-   * answers there, (code ENOENT) when its directory does not exist.
+   * answers there, (code ENOENT) when its directory does not exist (naming `named`, the path the
+   * operator gave).
    */
-  private async listen(socket: string): Promise<void> {
+  private async listen(socket: string, named = socket): Promise<void> {
     const dir = path.dirname(socket);
     if (!(await stat(dir).then((st) => st.isDirectory(), () => false))) {
-      throw Object.assign(new Error(`relay keeper: ${dir} (the directory of --socket ${socket}) does not exist or is not a directory`), { code: 'ENOENT' });
+      throw Object.assign(new Error(`relay keeper: ${dir} (the directory of --socket ${named}) does not exist or is not a directory`), { code: 'ENOENT' });
     }
     await removeStaleSocket(socket, 'relay keeper', () => new KeeperRunningError(socket));
     this.server.listen(socket);
