@@ -285,6 +285,9 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     if (this.sock && !this.sock.destroyed && this.keeperPid !== undefined) return Promise.resolve(this.sock);
     if (start && this.failed && performance.now() - this.failed.at < START_BACKOFF_MS) return Promise.reject(this.failed.error);
     this.connecting ??= this.open(start)
+      // A keeper that closed before it listed is one dying (its listener still there a moment
+      // after its connections closed: a SIGKILL's exit): looked for once more, and started if gone.
+      .catch((err: KeeperError) => (start && err.code === 'EKEEPERLOST' ? new Promise((r) => setTimeout(r, DYING_KEEPER_MS)).then(() => this.open(start)) : Promise.reject(err)))
       .then(
         (sock) => {
           this.failed = undefined;
@@ -491,6 +494,9 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
  * `replaced` (its stop's grace), or once that exit is overdue (30 s).
  */
 const FOLLOW_MS = 35_000;
+
+/** How long after a keeper closed a connection before listing it is looked for again (ms). */
+const DYING_KEEPER_MS = 100;
 
 /** After a failure to reach a keeper, how long handovers fail at once before one tries again (ms). */
 const START_BACKOFF_MS = 5000;
