@@ -431,13 +431,14 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
     const reason = this.closed ? 'the agent closed its connection to the relay keeper' : 'relay keeper lost: its connection closed';
     // (The handovers not yet answered are reported as dropped, each, by take().)
     const held = this.known.size - this.pending.size;
+    const unanswered = new Set(this.pending.keys());
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(new KeeperError('EKEEPERLOST', reason));
     }
     this.pending.clear();
     if (this.closed) return;
-    if (by !== undefined) void this.follow(from, by, held);
+    if (by !== undefined) void this.follow(from, by, held, unanswered);
     else this.loseAll(reason, held);
   }
 
@@ -456,8 +457,8 @@ export class RelayKeeperClient extends EventEmitter<RelayKeeperClientEvents> {
    * holds its relays under the same ids: this client connects to it and lists them. A relay it
    * does not list ended; `lost` when it does not answer.
    */
-  private async follow(from: number, by: number, held: number): Promise<void> {
-    const before = new Map(this.known);
+  private async follow(from: number, by: number, held: number, unanswered: ReadonlySet<string>): Promise<void> {
+    const before = new Map([...this.known].filter(([id]) => !unanswered.has(id)));
     // The new keeper takes the socket path once the old one has let it go: tried again until then.
     const deadline = performance.now() + FOLLOW_MS;
     this.following = true;
