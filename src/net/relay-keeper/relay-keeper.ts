@@ -19,7 +19,8 @@ import net from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Logger } from 'pino';
 import { native, type NativeError, type NativeSpliceRelay, type SpliceEnd } from '../../native.js';
-import { spliceEndReason } from '../shadow/connection-relay.js';
+import { closeFds, spliceEndReason } from '../shadow/connection-relay.js';
+import { parseProcStat } from '../../monitor/process-identity.js';
 import { removeStaleSocket } from '../../unix-socket.js';
 import { formatEndpoint, parseEndpoint, wireAddress } from '../endpoint.js';
 import { KEEPER_LIST_PAGE, KEEPER_WIRE_VERSION, keeperLine, lineId, parseKeeperReply, parseKeeperRequest, type KeeperReply, type KeptRelayInfo, type RelayMeta, type TakeRequest } from './keeper-wire.js';
@@ -299,37 +300,36 @@ export class RelayKeeper {
     if (this.replacing) return refused(`the relay keeper is being replaced (by pid ${this.replacing.pid})`);
     if (this.held.has(req.id)) return refused(`relay ${req.id} is held already`);
     const borrowed: number[] = [];
-    let relay: NativeSpliceRelay;
     try {
       borrowed.push(native.borrowFd(req.pid, req.clientFd));
       borrowed.push(native.borrowFd(req.pid, req.upstreamFd));
       const wrong = wrongPeer(borrowed[0]!, req.meta.client, 'client') ?? wrongPeer(borrowed[1]!, req.meta.upstream, 'upstream');
       if (wrong) return refused(`fd ${wrong.which === 'client' ? req.clientFd : req.upstreamFd} of pid ${req.pid} is not the ${wrong.which} socket: ${wrong.why}`);
-      relay = new native.SpliceRelay(borrowed[0]!, borrowed[1]!);
+      const init = { aToB: Buffer.from(req.toUpstream, 'base64'), bToA: Buffer.from(req.toClient, 'base64'), aEof: req.clientEof, bEof: req.upstreamEof };
+      this.run(req.id, [borrowed[0]!, borrowed[1]!], init, req.meta, req.before);
     } catch (err) {
       return refused((err as Error).message);
     } finally {
-      // SpliceRelay holds its own duplicates.
-      for (const fd of borrowed) native.closeFd(fd);
+      closeFds(borrowed);
     }
-    const h: Held = { relay, meta: req.meta, before: req.before };
-    try {
-      relay.start(
-        {
-          aToB: Buffer.from(req.toUpstream, 'base64'),
-          bToA: Buffer.from(req.toClient, 'base64'),
-          aEof: req.clientEof,
-          bEof: req.upstreamEof,
-        },
-        (err: NativeError | null, end: SpliceEnd) => this.ended(req.id, h, spliceEndReason(err, end)),
-      );
-    } catch (err) {
-      relay.close();
-      return refused((err as Error).message);
-    }
-    this.held.set(req.id, h);
     this.options.log.info({ id: req.id, ...req.meta }, `relay kept: ${req.meta.client} -> ${req.meta.upstream} (continued from ${req.meta.peer})`);
     return { op: 'taken', id: req.id };
+  }
+
+  /**
+   * Starts the kernel relay of `fds` (duplicated: the caller closes its own) from `init`, held as
+   * `id`. Throws what SpliceRelay throws; nothing is held then.
+   */
+  private run(id: string, fds: readonly [number, number], init: Offered['init'], meta: RelayMeta, before: Held['before']): void {
+    const relay = new native.SpliceRelay(fds[0], fds[1]);
+    const h: Held = { relay, meta, before };
+    try {
+      relay.start(init, (err: NativeError | null, end: SpliceEnd) => this.ended(id, h, spliceEndReason(err, end)));
+    } catch (err) {
+      relay.close();
+      throw err;
+    }
+    this.held.set(id, h);
   }
 
   private counts(h: Held): { clientBytes: number; upstreamBytes: number } {
@@ -463,18 +463,12 @@ export class RelayKeeper {
    * detach() stopped it. When it cannot, the connection ends, said to the agents.
    */
   private resume(id: string, o: Offered, why: string): void {
-    let relay: NativeSpliceRelay | undefined;
     try {
-      relay = new native.SpliceRelay(o.fds[0], o.fds[1]);
-      const h: Held = { relay, meta: o.meta, before: o.counts };
-      relay.start(o.init, (err: NativeError | null, end: SpliceEnd) => this.ended(id, h, spliceEndReason(err, end)));
-      this.held.set(id, h);
+      this.run(id, o.fds, o.init, o.meta, o.counts);
       this.options.log.warn({ id, client: o.meta.client, why }, `relay keeper: ${o.meta.client} relayed here again: ${why}`);
     } catch (err) {
-      relay?.close();
       this.announceEnd(id, o.meta, o.counts, `relay keeper: ${why}, and it could not be relayed here again: ${(err as Error).message}`);
     } finally {
-      // (SpliceRelay holds its own duplicates.)
       closeFds(o.fds);
     }
   }
@@ -508,16 +502,6 @@ function wrongPeer(fd: number, expected: string, which: 'client' | 'upstream'): 
   return same ? undefined : { which, why: `its peer is ${formatEndpoint({ address: wireAddress(peer.address), port: peer.port })}, not ${expected}` };
 }
 
-function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.closeFd(fd);
-    } catch {
-      // (EBADF: closed already)
-    }
-  }
-}
-
 function tryParse<T>(parse: (line: string) => T, line: string): T | undefined {
   try {
     return parse(line);
@@ -530,7 +514,7 @@ function tryParse<T>(parse: (line: string) => T, line: string): T | undefined {
 async function gone(pid: number, socket: string, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    const state = await readFile(`/proc/${pid}/stat`, 'latin1').then((t) => t.slice(t.lastIndexOf(')') + 2, t.lastIndexOf(')') + 3), () => 'gone');
+    const state = await readFile(`/proc/${pid}/stat`, 'latin1').then((t) => parseProcStat(t).state).catch(() => 'gone');
     if (state === 'gone' || state === 'Z') return;
     if (!(await stat(socket).then(() => true, () => false))) return;
     await new Promise((r) => setTimeout(r, 10));

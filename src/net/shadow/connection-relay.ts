@@ -645,8 +645,15 @@ function duplicates(a: number, b: number): [number, number] {
   }
 }
 
-function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) native.closeFd(fd);
+/** Closes fds this process owns; never throws (an fd closed already is gone either way). */
+export function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      native.closeFd(fd);
+    } catch {
+      // (EBADF)
+    }
+  }
 }
 
 /** The bytes Node has read from the socket but not delivered (paused, or backpressure), in order. */
