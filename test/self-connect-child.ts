@@ -67,11 +67,27 @@ out.relayThenListen = await canListen();
     for await (const _ of subscribe({ agents: [{ host, port }], signal: ac.signal, retryMs: 20, onAgent: (c) => changes.push(c) }));
   })();
   await new Promise((r) => setTimeout(r, 300));
+  // The agent's listen retries as a restarting server does: the subscriber's attempt holds the
+  // port from its connect() until its 'connect' callback resets it (here the same event loop, so
+  // a listen between the two fails once); a TIME_WAIT left by a close would hold it for 60 s.
   const server = net.createServer((s) => s.on('error', () => {}));
-  out.agentRestart = await new Promise<string>((resolve) => {
-    server.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-    server.listen(port, host, () => resolve('listening'));
-  });
+  const listenOnce = () =>
+    new Promise<string>((resolve) => {
+      const onError = (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message);
+      server.once('error', onError);
+      server.listen(port, host, () => {
+        server.off('error', onError);
+        resolve('listening');
+      });
+    });
+  let tries = 0;
+  let result = '';
+  while (tries < 50 && result !== 'listening') {
+    if (tries++ > 0) await new Promise((r) => setTimeout(r, 5));
+    result = await listenOnce();
+  }
+  out.agentRestart = result;
+  out.agentRestartTries = tries;
   const deadline = Date.now() + 3000;
   while (!changes.some((c) => c.state === 'connected') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   out.subscriber = changes.map((c) => (c.state === 'connected' ? c.state : `${c.state}: ${c.reason}`));
