@@ -165,6 +165,8 @@ Napi::Object SocketObject(Napi::Env env, const inet_diag_msg& m) {
   o.Set("ifindex", m.id.idiag_if);
   o.Set("inode", static_cast<double>(m.idiag_inode));
   o.Set("uid", static_cast<double>(m.idiag_uid));
+  o.Set("rqueue", static_cast<double>(m.idiag_rqueue));
+  o.Set("wqueue", static_cast<double>(m.idiag_wqueue));
   // The kernel splits the 64-bit cookie low word first (sock_diag_save_cookie); a JS number
   // cannot hold 64 bits, so it travels as decimal text.
   uint64_t cookie = m.id.idiag_cookie[0] | (static_cast<uint64_t>(m.id.idiag_cookie[1]) << 32);
@@ -194,7 +196,7 @@ Napi::Value TcpSockets(const Napi::CallbackInfo& info) {
   return SocketArray(env, sockets);
 }
 
-constexpr size_t kSocketFields = 9;
+constexpr size_t kSocketFields = 11;
 
 class DumpWorker : public Napi::AsyncWorker {
  public:
@@ -208,7 +210,8 @@ class DumpWorker : public Napi::AsyncWorker {
 
   // Flat, as the flow table travels: building thousands of objects property by property
   // through Node-API holds the event loop ~3 us a socket; src/net/sockdiag.ts builds them in JS.
-  // numbers per socket: family, state, sport, dport, ifindex, inode, uid, cookie low, cookie high.
+  // numbers per socket: family, state, sport, dport, ifindex, inode, uid, cookie low, cookie high,
+  // rqueue, wqueue.
   void OnOK() override {
     Napi::Env env = Env();
     if (!status_.ok()) {
@@ -230,6 +233,8 @@ class DumpWorker : public Napi::AsyncWorker {
       o[6] = static_cast<double>(m.idiag_uid);
       o[7] = m.id.idiag_cookie[0];
       o[8] = m.id.idiag_cookie[1];
+      o[9] = m.idiag_rqueue;
+      o[10] = m.idiag_wqueue;
       addresses.Set(static_cast<uint32_t>(2 * i), AddressText(m.idiag_family, m.id.idiag_src));
       addresses.Set(static_cast<uint32_t>(2 * i + 1), AddressText(m.idiag_family, m.id.idiag_dst));
     }

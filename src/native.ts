@@ -213,11 +213,21 @@ export interface DiagSocket {
   uid: number;
   /** sock cookie as a decimal string (64-bit). */
   cookie: string;
+  /**
+   * Bytes received and not read by the process (RCV.NXT - copied_seq; for a listener, the
+   * accept queue's length): idiag_rqueue, as /proc/net/tcp's rx_queue. 0 for TIME_WAIT.
+   */
+  rqueue: number;
+  /**
+   * Bytes written and not acknowledged (write_seq - SND.UNA; for a listener, its backlog):
+   * idiag_wqueue, as /proc/net/tcp's tx_queue. 0 for TIME_WAIT.
+   */
+  wqueue: number;
 }
 
 /**
- * A dump as the addon hands it over: per socket 9 numbers (family, state, sport, dport,
- * ifindex, inode, uid, cookie low and high 32 bits) and 2 addresses (src, dst).
+ * A dump as the addon hands it over: per socket 11 numbers (family, state, sport, dport,
+ * ifindex, inode, uid, cookie low and high 32 bits, rqueue, wqueue) and 2 addresses (src, dst).
  */
 export interface RawSockets {
   count: number;

@@ -7,7 +7,7 @@
 //      what comes in, the clients' pure ACKs let in until the barrier holds);
 //   3. quiet: the server reads what arrived and writes its replies; the switchover waits until
 //      every locked connection's receive queue is read and its send queue stopped growing
-//      (/proc/net/tcp, two samples QUIET_SAMPLE_MS apart), or the barrier the backup asked for
+//      (sock_diag, two samples QUIET_SAMPLE_MS apart), or the barrier the backup asked for
 //      holds (a PING to Redis answered; every PostgreSQL backend idle), within its quietWaitMs;
 //   4. each connection's socket borrowed from the process holding it (pidfd_getfd) and dumped,
 //      left in repair mode: frozen, it sends nothing more, not even a FIN or RST when closed;
@@ -29,14 +29,14 @@ import { removeAddress } from '../net/address.js';
 import { NetworkLock } from '../net/network-lock.js';
 import { pgBackendActivity } from '../net/pg-backend-title.js';
 import { parseProcStat } from '../monitor/process-identity.js';
-import { quietVerdict, readProcNetTcp, type ProcTcpSocket, type QueueSample } from '../net/proc-net-tcp.js';
-import { socketOwners, type SocketHolder } from '../net/sockdiag.js';
+import { listTcpSocketsAsync, socketOwners, TCP_ESTABLISHED, type DiagSocket, type SocketHolder } from '../net/sockdiag.js';
 import { SwitchoverFrameReader, SwitchoverFrameWriter, packStates, type SwitchoverBarrier } from '../net/switchover-wire.js';
 import { respCommand } from './redis-catch-up.js';
 import { dumpConnection } from '../net/tcp-repair.js';
 import type { TcpRepairState } from '../net/tcp-repair-state.js';
 import { findOnHost, type HostAddress } from './address-holding.js';
 import { SwitchoverChannel } from './switchover-channel.js';
+import { quietVerdict, type QueueSample } from './switchover-quiet.js';
 
 /** Between the two samples of the quiet check, ms. */
 export const QUIET_SAMPLE_MS = 10;
@@ -196,7 +196,7 @@ async function lockAndHand(channel: SwitchoverChannel, h: Hand): Promise<Primary
         frozen.push({ socket, state: dumpConnection(socket.fd, { leaveInRepair: true }) });
       } catch (err) {
         socket.close();
-        return await abort(`the dump of ${s.remote.address}:${s.remote.port} failed: ${(err as Error).message}`, true);
+        return await abort(`the dump of ${s.dst}:${s.dport} failed: ${(err as Error).message}`, true);
       }
     }
     const dumpMs = Math.round(performance.now() - t);
@@ -312,14 +312,15 @@ async function unlockedPgSessions(owners: ReadonlyMap<number, SocketHolder>): Pr
 /** USER_HZ: /proc's clock ticks per second (100 on every Linux architecture Node runs on). */
 const CLOCK_TICKS_PER_S = 100;
 
-type Quiet = { ok: true; sockets: ProcTcpSocket[]; rounds: number; readMs: number } | { ok: false; why: string };
+type Quiet = { ok: true; sockets: DiagSocket[]; rounds: number; readMs: number } | { ok: false; why: string };
 
 /**
  * The service's established client connections (not from this host), once quiet. `stableTx`:
  * every receive queue read AND every send queue unchanged between two samples (the proof without
  * a barrier); without it one sample with every receive queue read is enough, the barrier that
- * follows proves the replies written (each read of /proc/net/tcp took up to 61 ms in the lab:
- * the kernel walks every namespace's sockets).
+ * follows proves the replies written. Each sample is a sock_diag dump on a libuv worker, of the
+ * established sockets only (filtered in the kernel) and of the service's port: /proc/net/tcp,
+ * read before, took 53-92 ms a read in the lab (the kernel formats every namespace's sockets).
  */
 async function waitQuiet(address: string, port: number, waitMs: number, stableTx: boolean): Promise<Quiet> {
   const started = performance.now();
@@ -327,8 +328,8 @@ async function waitQuiet(address: string, port: number, waitMs: number, stableTx
   const sample = async () => {
     const r0 = performance.now();
     // Clients on this host (over loopback, or to an address of its own: the barrier's PING) stay.
-    const all = (await readProcNetTcp()).filter((s) => s.state === 1 && s.local.port === port && canonicalAddress(s.local.address) === address && !isLoopback(s.remote.address) && !findOnHost(canonicalAddress(s.remote.address)));
-    const queues: QueueSample = new Map(all.map((s) => [`${s.remote.address}|${s.remote.port}`, [s.txQueue, s.rxQueue] as const]));
+    const all = (await listTcpSocketsAsync({ states: [TCP_ESTABLISHED], localPorts: [port] })).filter((s) => canonicalAddress(s.src) === address && !isLoopback(s.dst) && !findOnHost(canonicalAddress(s.dst)));
+    const queues: QueueSample = new Map(all.map((s) => [`${s.dst}|${s.dport}`, [s.wqueue, s.rqueue] as const]));
     readMs = Math.max(readMs, performance.now() - r0);
     return { all, queues };
   };

@@ -71,7 +71,7 @@ export async function listTcpSocketsAsync(options: AsyncListOptions = {}): Promi
   return out;
 }
 
-const SOCKET_FIELDS = 9;
+const SOCKET_FIELDS = 11;
 
 /**
  * DiagSocket objects from the addon's flat dump (built here, far cheaper than through
@@ -96,6 +96,8 @@ async function decodeSockets(raw: RawSockets): Promise<DiagSocket[]> {
       uid: n[o + 6]!,
       // The kernel's 64-bit cookie, low word first (as tcpSockets reports it: decimal text).
       cookie: n[o + 8] === 0 ? String(n[o + 7]) : (BigInt(n[o + 7]!) | (BigInt(n[o + 8]!) << 32n)).toString(),
+      rqueue: n[o + 9]!,
+      wqueue: n[o + 10]!,
     };
   }
   return out;

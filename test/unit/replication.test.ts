@@ -35,7 +35,7 @@ function flow(port: number, at: number, server: Partial<FlowSide>, peer: Partial
 const synAck = (port: number, isn = 1000) => ({ src: SERVICE.address, sport: SERVICE.port, dst: client(port).address, dport: port, flags: TCP_SYN | TCP_ACK, seq: isn });
 
 function diag(port: number): DiagSocket {
-  return { family: 4, state: 1, src: SERVICE.address, sport: SERVICE.port, dst: client(port).address, dport: port, ifindex: 0, inode: port, uid: 0, cookie: String(port) };
+  return { family: 4, state: 1, src: SERVICE.address, sport: SERVICE.port, dst: client(port).address, dport: port, ifindex: 0, inode: port, uid: 0, cookie: String(port), rqueue: 0, wqueue: 0 };
 }
 
 /** Node A (serving, publisher) and node B (its backup, replicas), one clock, a wire between them. */

@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { native, type NativeError } from '../../src/native.js';
 import {
   destroySocket,
@@ -88,6 +89,52 @@ describe('tcpSockets', () => {
     expect(clientEnds).toHaveLength(400);
     expect(serverEnds).toHaveLength(400);
     expect(new Set(clientEnds.map((s) => s.sport))).toEqual(new Set(clients.map((c) => c.localPort)));
+  });
+
+  it('reports each end\'s queues: bytes not read (rqueue) and not acknowledged (wqueue), as /proc/net/tcp does', async () => {
+    const { port, client, accepted } = await pair('127.0.0.1');
+    accepted.pause(); // the server reads nothing: its receive queue fills, then the client's send queue
+    const total = 8 * 1024 * 1024;
+    client.write(Buffer.alloc(total, 7));
+    // /proc/net/tcp's tx_queue and rx_queue (hex) of the connection's two ends, as the oracle.
+    const proc = async () => {
+      const lines = (await readFile('/proc/net/tcp', 'utf8')).split('\n');
+      const hex = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
+      const queues = (from: number, to: number) => {
+        const line = lines.find((l) => l.includes(`0100007F:${hex(from)} 0100007F:${hex(to)} 01 `));
+        const m = line && / 01 ([0-9A-F]{8}):([0-9A-F]{8}) /.exec(line);
+        return m ? { wqueue: Number.parseInt(m[1]!, 16), rqueue: Number.parseInt(m[2]!, 16) } : undefined;
+      };
+      return { client: queues(client.localPort!, port), server: queues(port, client.localPort!) };
+    };
+    const dump = async () => {
+      const list = await listTcpSocketsAsync({ family: 4, states: [TCP_ESTABLISHED], localPorts: [port, client.localPort!] });
+      const q = (s: DiagSocket | undefined) => s && { wqueue: s.wqueue, rqueue: s.rqueue };
+      return { client: q(find(list, client.localPort!, port)), server: q(find(list, port, client.localPort!)) };
+    };
+    // Until both queues stopped moving (the receive window closed) and the two sources agree.
+    let seen: Awaited<ReturnType<typeof dump>> | undefined;
+    let oracle: Awaited<ReturnType<typeof proc>> | undefined;
+    for (let i = 0; i < 100; i++) {
+      const before = await dump();
+      oracle = await proc();
+      seen = await dump();
+      if (JSON.stringify(before) === JSON.stringify(seen) && JSON.stringify(seen) === JSON.stringify(oracle) && seen.client!.wqueue > 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(seen).toEqual(oracle);
+    expect(seen!.server!.rqueue).toBeGreaterThan(0);
+    expect(seen!.client!.wqueue).toBeGreaterThan(0);
+    expect(seen!.client!.rqueue + seen!.server!.wqueue).toBe(0);
+    // The synchronous form reports the same.
+    expect(find(native.tcpSockets(4), port, client.localPort!)).toMatchObject(seen!.server!);
+    // Read out, both queues empty.
+    let got = 0;
+    accepted.on('data', (d: Buffer) => (got += d.length));
+    accepted.resume();
+    for (let i = 0; i < 200 && got < total; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(got).toBe(total);
+    expect(await dump()).toEqual({ client: { wqueue: 0, rqueue: 0 }, server: { wqueue: 0, rqueue: 0 } });
   });
 
   it('names states', () => {
