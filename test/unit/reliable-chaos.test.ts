@@ -117,6 +117,25 @@ describe('reliable pair under repeated failures', () => {
       open.push(client);
       clients.push(client);
     }
+    // The events below fire at seeded counts of replies; at full speed the load would outrun them
+    // (a death and its node's return take ~1.5 s, the load ~10,000 orders a second), and the
+    // later ones would hit an idle pair. So sends stop LEAD orders past the point of the event
+    // the test waits for: the load runs on through each takeover until that gate, and resumes
+    // once the next event is awaited; every event meets orders in flight (asserted).
+    const total = CLIENTS * PER_CLIENT;
+    const stride = total / (EVENTS + 1);
+    const points = Array.from({ length: EVENTS }, (_, i) => Math.floor(stride * (i + 0.5 + rnd())));
+    const LEAD = Math.floor(stride / 2);
+    let sent = 0;
+    let gate = points[0]! + LEAD;
+    let openGate = () => {};
+    let gateMoved = new Promise<void>((r) => (openGate = r));
+    const moveGate = (to: number) => {
+      gate = to;
+      const open = openGate;
+      gateMoved = new Promise<void>((r) => (openGate = r));
+      open();
+    };
     let answered = 0;
     const got = new Map<string, Buffer>();
     const replies = new Map<string, number>();
@@ -125,7 +144,10 @@ describe('reliable pair under repeated failures', () => {
       await Promise.all(
         Array.from({ length: WINDOW }, async () => {
           while (next < PER_CLIENT) {
+            while (sent >= gate) await gateMoved;
+            if (next >= PER_CLIENT) break;
             next++;
+            sent++;
             const msgId = client.nextMsgId;
             const reply = await client.request(encodeOrder({ side: int(2) ? 'buy' : 'sell', price: 95 + int(11), qty: 1 + int(20) }));
             const k = `${client.clientId}/${msgId}`;
@@ -144,18 +166,20 @@ describe('reliable pair under repeated failures', () => {
       const j = int(i + 1);
       [kinds[i], kinds[j]] = [kinds[j]!, kinds[i]!];
     }
-    const total = CLIENTS * PER_CLIENT;
-    const stride = total / (EVENTS + 1);
     const lines: string[] = [];
+    /** Orders sent and not answered when each event struck. */
+    const inFlight: number[] = [];
     // Per death: where the new primary forked, what the returning node held and what each side
     // decided at its HELLO; printed with the timings, and in the message if the logs end unequal.
     const decisions: string[] = [];
     let cutRecords = 0;
     for (let i = 0; i < EVENTS; i++) {
-      const at = Math.floor(stride * (i + 0.5 + rnd()));
+      const at = points[i]!;
+      moveGate(at + LEAD);
       await until(() => answered >= at, 60_000, () => `${at} replies before event ${i} (${answered} so far; primary ${primary.name}: ${primary.stderr} ${JSON.stringify(errorsOf(primary))})`);
       const kind = kinds[i]!;
       const t0 = performance.now();
+      inFlight.push(sent - answered);
       if (kind === 'link-cut') {
         links[backup.name].silence(true);
         await until(() => primary.state === 'primary-only', 5000, `event ${i}: ${primary.name} primary-only after the link cut`);
@@ -190,8 +214,12 @@ describe('reliable pair under repeated failures', () => {
       primary = newPrimary;
       backup = returning;
     }
+    moveGate(Number.POSITIVE_INFINITY);
     await Promise.race([Promise.all(loads), sleep(120_000).then(() => Promise.reject(new Error(`the load did not finish: ${answered} of ${total}`)))]);
     for (const l of [...lines, ...decisions]) console.log(l);
+    console.log(`orders in flight at each event: ${inFlight.join(', ')}`);
+    // Every event struck a pair under load, not an idle one.
+    expect(inFlight.every((n) => n > 0), inFlight.join(', ')).toBe(true);
     console.log(`${total} orders, ${clients.reduce((n, c) => n + c.stats.resent, 0)} resent, ${clients.reduce((n, c) => n + c.stats.recoveredSignals, 0)} recovery signals, ${cutRecords} records cut from returning primaries`);
 
     // Exactly one reply per message, to every client.
