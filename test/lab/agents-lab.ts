@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, type TestContext } from 'vitest';
+import { controlRequest } from '../../src/agent/control.js';
 import { Lab } from '../../src/lab/lab.js';
 import { runCli, startCli } from '../cli-process.js';
 import { until } from './replication-cluster.js';
@@ -90,6 +91,24 @@ export function startContinueAgents(
 }
 
 /**
+ * `host`'s agent's status, as `takeover status --json` prints it (the same control request, from
+ * this process: the control socket is a file, reachable from outside the namespace; ~1 s less
+ * than a CLI process for each poll of a wait); undefined when the agent does not answer. Tests
+ * that check what the CLI prints run the CLI.
+ */
+export async function agentStatus<T = Record<string, unknown>>(m: AgentsLab, host: string): Promise<T | undefined> {
+  let status: T | undefined;
+  try {
+    await controlRequest(path.join(m.dir, `${host}.sock`), { cmd: 'status' }, (msg) => {
+      if (typeof msg.error !== 'string') status = msg as T;
+    });
+  } catch {
+    return undefined;
+  }
+  return status;
+}
+
+/**
  * Resolves once `host`'s agent follows its peer's connections, as `takeover status --json` says
  * (every shadow's mirror capture set up, or its stream connected): a connection opened before
  * is not followed, and a takeover resets it (a loaded CI machine took longer than the 500 ms the
@@ -97,9 +116,7 @@ export function startContinueAgents(
  */
 export async function shadowFollowing(m: AgentsLab, host: string, ms = 15_000): Promise<void> {
   await until(`${host}'s shadow capturing`, async () => {
-    const out = await runCli(['status', '--json', '--control', path.join(m.dir, `${host}.sock`)], { netns: m.lab.host(host).ns });
-    if (out.code !== 0) return undefined;
-    const shadows = (JSON.parse(out.stdout) as { shadows?: Array<{ capturing?: boolean; connected?: boolean }> }).shadows ?? [];
+    const shadows = (await agentStatus<{ shadows?: Array<{ capturing?: boolean; connected?: boolean }> }>(m, host))?.shadows ?? [];
     return shadows.length > 0 && shadows.every((s) => s.capturing === true || s.connected === true) ? true : undefined;
   }, ms);
 }

@@ -42,8 +42,10 @@ it('with walCheck, a write the dead primary committed in WAL the replica holds i
     const log = () => logOf('b');
     await until('b hears a', async () => (log().some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
     await shadowFollowing(m, 'b');
-    // b's status shows the WAL watch following its standby's replication connection.
-    // (An idle standby reports every 10 s: wal_receiver_status_interval.)
+    // b's status shows the WAL watch following its standby's replication connection. An idle
+    // standby reports every 10 s (wal_receiver_status_interval); a write on a, before any client
+    // request, sends WAL down the connection at once.
+    await psql('a', primary.port, 'CREATE TABLE wal_nudge ()');
     const status = async () => (await runCli(['status', '--control', path.join(m.dir, 'b.sock')], { netns: lab.host('b').ns })).stdout;
     expect(await status()).toMatch(/WAL watch: (waiting to see the replication connection|replication connection seen \d+ ms ago)/);
     await until('the WAL watch seeing the replication connection', async () => (/WAL watch: replication connection seen \d+ ms ago/.test(await status()) ? true : undefined), 15_000);
