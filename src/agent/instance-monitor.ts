@@ -18,6 +18,7 @@ import { ProcessExitWatch } from '../monitor/process-exit.js';
 import { StderrFile } from '../monitor/stderr-file.js';
 import { Supervisor, signal, terminate, type ProcessExit, type SupervisorEvent } from '../monitor/supervisor.js';
 import { DEFAULT_STOP_GRACE_MS, type HealthConfig, type InstanceConfig } from './config.js';
+import { describeExit } from './exit-description.js';
 import { openRecorded, readRecord, recordPath, removeRecord, writeRecord } from './instance-record.js';
 
 export type InstanceState = 'starting' | 'up' | 'down' | 'hung' | 'not-restarting' | 'stopped';
@@ -368,14 +369,6 @@ export class InstanceMonitor extends EventEmitter<{ event: [InstanceEvent] }> {
     this.since = now();
     if (event) this.emit('event', event);
   }
-}
-
-/** "exit code 1", "killed by SIGKILL", or "process exited" when the status is not ours to know. */
-export function describeExit(e: Pick<ProcessExit, 'code' | 'signal' | 'error'>): string {
-  if (e.error) return `could not start: ${e.error}`;
-  if (e.signal !== null) return `killed by ${e.signal}`;
-  if (e.code !== null) return `exit code ${e.code}`;
-  return 'process exited';
 }
 
 /** The probe a health config describes. */

@@ -17,7 +17,8 @@
 import type { EventStatus, ServiceEvent } from '../events/service-event.js';
 import type { AgentConfig } from './config.js';
 import { drain, type DrainResult } from './drain.js';
-import { describeExit, type InstanceMonitor, type LastExit } from './instance-monitor.js';
+import { describeExit } from './exit-description.js';
+import type { InstanceMonitor, LastExit } from './instance-monitor.js';
 
 /** What the agent lends the planned changes. */
 export interface PlannedHost {

@@ -1,13 +1,14 @@
 // Which agent a control command talks to: --control PATH, or the control socket named by
 // --config FILE, or the only agent socket under /run/takeover.
 import { readdir } from 'node:fs/promises';
-import { ConfigError, loadConfig } from '../agent/config.js';
 import { DEFAULT_CONTROL_DIR, defaultControlPath } from '../agent/control.js';
 import { UsageError } from './errors.js';
 
 export async function controlPath(opts: { control?: string; config?: string }): Promise<string> {
   if (opts.control) return opts.control;
   if (opts.config) {
+    // Loaded only here: the config's schemas are most of a control command's start (~0.25 s).
+    const { ConfigError, loadConfig } = await import('../agent/config.js');
     try {
       const c = await loadConfig(opts.config);
       return c.control ?? defaultControlPath(c.node);

@@ -7,7 +7,8 @@ import { printFan } from '../events/fan-line.js';
 import { controlPath } from './control-path.js';
 import { formatAge, peerLines } from './status-history.js';
 import { table } from './output.js';
-import { describeExit, type InstanceInfo } from '../agent/instance-monitor.js';
+import { describeExit } from '../agent/exit-description.js';
+import type { InstanceInfo } from '../agent/instance-monitor.js';
 import { fdLimitWarning } from '../agent/fd-limit.js';
 
 export async function statusCommand(opts: { control?: string; config?: string; json?: boolean }): Promise<number> {
