@@ -14,12 +14,11 @@ const TIMED = /performance\.now\(\)|Date\.now\(\)|elapsed|Ms\)\.toBeLessThan|toB
 // fake timers (Date.now() of vi's clock), simulated or injected clocks (close-engine,
 // address-probe, replication: their `elapsed` and bounds are in the fake time), a sleep in
 // another program's text (goodbye: pg_sleep in SQL bytes; socket-ops: a python child that only
-// holds a socket), polls bounded at 1 s for what the kernel does at once (sockdiag: bytes on
-// loopback in the receive and send queues; borrowed-socket: a SIGSTOPped process's state). They run with
-// the parallel ones.
+// holds a socket), polls bounded at 1 s for what the kernel does at once (borrowed-socket: a
+// SIGSTOPped process's state). They run with the parallel ones.
 const CLOCK_WITHOUT_TIMING = new Set([
   'address-lease.test.ts', 'etcd-credentials.test.ts', 'instance-record.test.ts', 'tcp-repair-state.test.ts',
-  'close-engine.test.ts', 'address-probe.test.ts', 'replication.test.ts', 'goodbye.test.ts', 'socket-ops.test.ts', 'sockdiag.test.ts', 'borrowed-socket.test.ts',
+  'close-engine.test.ts', 'address-probe.test.ts', 'replication.test.ts', 'goodbye.test.ts', 'socket-ops.test.ts', 'borrowed-socket.test.ts',
 ]);
 const unitDir = new URL('test/unit/', import.meta.url);
 const timedUnit = readdirSync(unitDir)

@@ -104,7 +104,7 @@ function attempt(f) { try { return f(); } catch (e) { return e; } }
   attempt(() => addon.tcpSocketsAsync(4, { states: 0 }));
   const victims = [];
   for (let i = 0; i < flat.count && victims.length < 3; i++) {
-    const o = i * 9;
+    const o = i * 11;
     victims.push({ family: 4, src: flat.addresses[2 * i], sport: flat.numbers[o + 2], dst: flat.addresses[2 * i + 1], dport: flat.numbers[o + 3], cookie: String(flat.numbers[o + 7]) });
   }
   await addon.destroySocketsAsync(victims);

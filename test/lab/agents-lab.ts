@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterEach, type TestContext } from 'vitest';
 import { controlRequest } from '../../src/agent/control.js';
 import { Lab } from '../../src/lab/lab.js';
-import { runCli, startCli } from '../cli-process.js';
+import { startCli } from '../cli-process.js';
 import { until } from './replication-cluster.js';
 
 type CliProcess = ReturnType<typeof startCli>;
@@ -96,7 +96,7 @@ export function startContinueAgents(
  * than a CLI process for each poll of a wait); undefined when the agent does not answer. Tests
  * that check what the CLI prints run the CLI.
  */
-export async function agentStatus<T = Record<string, unknown>>(m: AgentsLab, host: string): Promise<T | undefined> {
+export async function controlStatus<T = Record<string, unknown>>(m: AgentsLab, host: string): Promise<T | undefined> {
   let status: T | undefined;
   try {
     await controlRequest(path.join(m.dir, `${host}.sock`), { cmd: 'status' }, (msg) => {
@@ -116,7 +116,7 @@ export async function agentStatus<T = Record<string, unknown>>(m: AgentsLab, hos
  */
 export async function shadowFollowing(m: AgentsLab, host: string, ms = 15_000): Promise<void> {
   await until(`${host}'s shadow capturing`, async () => {
-    const shadows = (await agentStatus<{ shadows?: Array<{ capturing?: boolean; connected?: boolean }> }>(m, host))?.shadows ?? [];
+    const shadows = (await controlStatus<{ shadows?: Array<{ capturing?: boolean; connected?: boolean }> }>(m, host))?.shadows ?? [];
     return shadows.length > 0 && shadows.every((s) => s.capturing === true || s.connected === true) ? true : undefined;
   }, ms);
 }

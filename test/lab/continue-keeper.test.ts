@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { exited } from '../../src/lab/exec.js';
 import { runCli, startCli } from '../cli-process.js';
-import { agentStatus, agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
+import { controlStatus, agentsLab, shadowFollowing, startContinueAgents } from './agents-lab.js';
 import { incrSteps } from './incr-steps.js';
 import { startRedisPair } from './redis.js';
 import type { CounterReport } from './fixtures/resp-counter-client.js';
@@ -36,7 +36,7 @@ it('continued connections outlive the backup agent\'s SIGKILL, restart and plann
     const { log: logOf, agent } = startContinueAgents(m, master.port, continueSection, {}, undefined, { relayKeeper: {} });
     const bNs = lab.host('b').ns;
     const control = path.join(dir, 'b.sock');
-    const status = () => agentStatus<Status>(m, 'b');
+    const status = () => controlStatus<Status>(m, 'b');
     await until('b hears a', async () => (logOf('b').some((e) => e.msg === 'node-up') ? true : undefined), 15_000);
     await shadowFollowing(m, 'b');
     expect((await status())?.keeper).toMatchObject({ connections: 0, services: [] });
@@ -173,7 +173,7 @@ it('a switchover\'s moved connections stay with the keeper across b\'s restart, 
     const run = await runCli(['switchover', `${vip}:${master.port}`, '--to', 'b', '--json', '--control', control], { netns: bNs });
     expect(run.code, `${run.stderr} ${run.stdout}`).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ connections: BUSY + IDLE, moved: BUSY + IDLE, reset: 0 });
-    const status = () => agentStatus<Status & { replication?: { peers: Array<{ node: string; connections: number }> }; shadows?: Array<{ unfollowed?: number }> }>(m, 'b');
+    const status = () => controlStatus<Status & { replication?: { peers: Array<{ node: string; connections: number }> }; shadows?: Array<{ unfollowed?: number }> }>(m, 'b');
     await until('the moved connections with the keeper', async () => ((await status())?.keeper?.connections === BUSY + IDLE ? true : undefined), 10_000);
 
     // b's agent dies and comes back; it hears a again, with a's table listing the moved sockets.
