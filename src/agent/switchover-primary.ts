@@ -321,7 +321,7 @@ type Quiet = { ok: true; sockets: DiagSocket[]; rounds: number; readMs: number }
  * follows proves the replies written. Each sample is a sock_diag dump on a libuv worker, of the
  * established sockets only (filtered in the kernel) and of the service's port: a read of
  * /proc/net/tcp, used before, took 53 ms in the lab's 1,000-connection switchover, the dump
- * 31-42 ms (the kernel formats every namespace's sockets for the file).
+ * 31-46 ms (the kernel formats every namespace's sockets for the file).
  */
 async function waitQuiet(address: string, port: number, waitMs: number, stableTx: boolean): Promise<Quiet> {
   const started = performance.now();
