@@ -3,6 +3,7 @@
 // where nobody listens, then connects to itself every time. Prints one JSON line of what each
 // client of a local port did there.
 import net from 'node:net';
+import { NotificationServer } from '../src/events/notification-server.js';
 import { subscribe, type AgentConnection } from '../src/events/subscribe.js';
 import { requestProbe, tcpConnectProbe } from '../src/monitor/health-probe.js';
 import { relayConnection } from '../src/net/shadow/connection-relay.js';
@@ -67,33 +68,18 @@ out.relayThenListen = await canListen();
     for await (const _ of subscribe({ agents: [{ host, port }], signal: ac.signal, retryMs: 20, onAgent: (c) => changes.push(c) }));
   })();
   await new Promise((r) => setTimeout(r, 300));
-  // The agent's listen retries as a restarting server does: the subscriber's attempt holds the
-  // port from its connect() until its 'connect' callback resets it (here the same event loop, so
-  // a listen between the two fails once); a TIME_WAIT left by a close would hold it for 60 s.
-  const server = net.createServer((s) => s.on('error', () => {}));
-  const listenOnce = () =>
-    new Promise<string>((resolve) => {
-      const onError = (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message);
-      server.once('error', onError);
-      server.listen(port, host, () => {
-        server.off('error', onError);
-        resolve('listening');
-      });
-    });
-  let tries = 0;
-  let result = '';
-  while (tries < 50 && result !== 'listening') {
-    if (tries++ > 0) await new Promise((r) => setTimeout(r, 5));
-    result = await listenOnce();
-  }
-  out.agentRestart = result;
-  out.agentRestartTries = tries;
+  // The agent's notification listener, as the agent starts it: the subscriber's attempt holds
+  // the port from its connect() until its 'connect' callback resets it (here the same event
+  // loop), and the listener tries again then (LISTEN_BUSY_MS); a TIME_WAIT left by a close would
+  // hold it for 60 s.
+  const server = new NotificationServer({ host, port });
+  out.agentRestart = await server.listen().then(() => 'listening', (e: NodeJS.ErrnoException) => e.code ?? e.message);
   const deadline = Date.now() + 3000;
   while (!changes.some((c) => c.state === 'connected') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   out.subscriber = changes.map((c) => (c.state === 'connected' ? c.state : `${c.state}: ${c.reason}`));
   ac.abort();
   await reading;
-  server.close();
+  await server.close();
 }
 
 process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -17,6 +17,11 @@ import { encodeEventJson, type ServiceEvent } from './service-event.js';
 
 export type WireFormat = 'json' | 'fan' | 'oracle';
 
+/** How long listen() keeps trying a port in use, ms. */
+export const LISTEN_BUSY_MS = 1000;
+/** Between its tries, ms. */
+export const LISTEN_RETRY_MS = 20;
+
 export interface NotificationServerOptions {
   host: string;
   port: number; // 0: any free port
@@ -57,10 +62,24 @@ export class NotificationServer extends EventEmitter<{ dropped: [{ remote: strin
     });
   }
 
+  /**
+   * Listens; resolves with the port. A port in use is tried again every LISTEN_RETRY_MS for
+   * LISTEN_BUSY_MS: a local subscriber's connect attempt can hold it for a moment (one that
+   * reached itself, from its connect() to its reset: src/net/self-connect.ts). Rejects with the
+   * listen error (code EADDRINUSE once a holder kept it that long).
+   */
   async listen(): Promise<number> {
-    this.server.listen(this.options.port, this.options.host);
-    await once(this.server, 'listening'); // rejects with the listen error
-    return (this.server.address() as net.AddressInfo).port;
+    const started = Date.now();
+    for (;;) {
+      try {
+        this.server.listen(this.options.port, this.options.host);
+        await once(this.server, 'listening'); // rejects with the listen error
+        return (this.server.address() as net.AddressInfo).port;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || Date.now() - started >= LISTEN_BUSY_MS) throw err;
+        await new Promise((r) => setTimeout(r, LISTEN_RETRY_MS));
+      }
+    }
   }
 
   get subscriberCount(): number {

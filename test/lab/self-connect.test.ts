@@ -2,10 +2,10 @@
 // ephemeral range (src/net/self-connect.ts): one attempt in ~28,000 on a real machine (a CI run
 // saw it: a subscriber retrying a restarting agent's port held it, and the agent's restart failed
 // with EADDRINUSE). Here a namespace whose ephemeral range is two ports makes it happen every
-// time, and each client of a local port must take it as refused and leave the port free. What
-// is left: an attempt holds the port from its connect() to its 'connect' callback, and a listen
-// in that moment fails (the child's server retries; the agent's notification listener listens
-// once, so an agent would fail to start then, as on any port held by another).
+// time, and each client of a local port must take it as refused and leave the port free. An
+// attempt still holds the port from its connect() to its 'connect' callback: the agent's
+// notification listener tries a port in use again for a second (a CI run's single listen met
+// that moment).
 import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,8 +40,6 @@ it('a connect that reaches itself is refused, reset, and leaves the port to the 
     expect(out.relay).toEqual({ reason: `upstream error: ${refused}`, clientGot: '' });
     expect(out.relayThenListen).toBe('listening');
     expect(out.agentRestart).toBe('listening');
-    // At most one listen meets an attempt in flight per retry of the subscriber (every 20 ms).
-    expect(out.agentRestartTries).toBeLessThanOrEqual(3);
     expect(out.subscriber).toEqual([`unreachable: ${refused}`, 'connected']);
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);

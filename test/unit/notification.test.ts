@@ -3,7 +3,7 @@
 // subscriber that stops reading is cut off without ever blocking the agent.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { NotificationServer } from '../../src/events/notification-server.js';
+import { LISTEN_BUSY_MS, NotificationServer } from '../../src/events/notification-server.js';
 import { parseFan } from '../../src/events/fan-line.js';
 import { subscribe } from '../../src/events/subscribe.js';
 import type { ServiceEvent } from '../../src/events/service-event.js';
@@ -120,5 +120,37 @@ describe('notification endpoint and subscribe()', () => {
     expect(i).toBeLessThan(50_000);
     expect(elapsed).toBeLessThan(5000);
     slow.destroy();
+  });
+});
+
+describe('listen on a port in use', () => {
+  const holdPort = async () => {
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+    return { holder, port: (holder.address() as net.AddressInfo).port };
+  };
+
+  it('tries again while it is held for a moment, and listens once it is free', async () => {
+    const { holder, port } = await holdPort();
+    const s = new NotificationServer({ host: '127.0.0.1', port });
+    servers.push(s);
+    const t0 = performance.now();
+    setTimeout(() => holder.close(), 200);
+    expect(await s.listen()).toBe(port);
+    const ms = performance.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(190);
+    expect(ms).toBeLessThan(LISTEN_BUSY_MS);
+  });
+
+  it('fails with EADDRINUSE once the port stayed held for LISTEN_BUSY_MS', async () => {
+    const { holder, port } = await holdPort();
+    try {
+      const s = new NotificationServer({ host: '127.0.0.1', port });
+      const t0 = performance.now();
+      await expect(s.listen()).rejects.toMatchObject({ code: 'EADDRINUSE', syscall: 'listen' });
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(LISTEN_BUSY_MS - 5);
+    } finally {
+      holder.close();
+    }
   });
 });
