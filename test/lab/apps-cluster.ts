@@ -107,6 +107,19 @@ export async function cluster(prefix: string, appOf: (l: AgentsLab) => Record<st
   return c;
 }
 
+/**
+ * Until every running agent of another node has heard `n` (its `node-up`): a backup that never
+ * heard a HOST does not fail it over (corosync's wait_for_all, app-manager's alive()), so a test
+ * that kills `n` to see it failed over must not kill it sooner.
+ */
+export async function heardByPeers(c: Cluster, n: string): Promise<void> {
+  await until(`${n} heard by the other agents`, async () => {
+    const logs = c.agents.filter((a) => a.child.exitCode === null && a.child.signalCode === null).map(logOf);
+    const others = logs.filter((log) => log.find((l) => typeof l.node === 'string')?.node !== n);
+    return others.length > 0 && others.every((log) => log.some((l) => l.msg === 'node-up' && (l.detector as { node?: string } | undefined)?.node === n)) ? true : undefined;
+  }, 10_000);
+}
+
 export const hostState = async (c: Cluster, host: string, state = 'up') => {
   const [app] = await c.apps();
   return app?.host === host && app.state === state ? app : undefined;
@@ -132,6 +145,7 @@ export async function crashHostUnderBlockedClient(c: Cluster, b: Cli): Promise<{
   const client = c.lab.spawn('c', PG_CLIENT, ['--host', c.vip, '--port', '5432']);
   await client.waitFor('query-started', 15_000);
   await new Promise((r) => setTimeout(r, 500));
+  await heardByPeers(c, 'a');
   const t0 = Date.now();
   await c.kill('a');
   const error = (await client.waitFor('query-error', 15_000)) as { code?: string; message?: string };

@@ -6,7 +6,7 @@
 // two servers while both reach etcd: one HOST, nothing moves.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentsLab } from './agents-lab.js';
-import { cluster, hostState, LEASE_MS, logOf, published, tcpApp } from './apps-cluster.js';
+import { cluster, heardByPeers, hostState, LEASE_MS, logOf, published, tcpApp } from './apps-cluster.js';
 import { type EtcdCluster, startEtcdCluster } from './etcd-cluster.js';
 import { until } from './replication-cluster.js';
 
@@ -30,6 +30,7 @@ describe('cluster manager on etcd', () => {
     await c.start('a');
     const b = await c.start('b');
     await until('web up on a', () => hostState(c, 'a'), 30_000);
+    await heardByPeers(c, 'a');
     await etcd!.member('m1').kill();
     const t0 = Date.now();
     await c.kill('a');
@@ -48,6 +49,7 @@ describe('cluster manager on etcd', () => {
     await c.start('a');
     const b = await c.start('b');
     await until('web up on a', () => hostState(c, 'a'), 30_000);
+    await heardByPeers(c, 'a');
     await etcd!.member('m1').kill();
     await etcd!.member('m2').kill();
     await c.kill('a');
@@ -70,6 +72,7 @@ describe('cluster manager on etcd', () => {
     await c.start('a');
     const b = await c.start('b');
     await until('web up on a', () => hostState(c, 'a'), 30_000);
+    await heardByPeers(c, 'a'); // b must have heard a to see it go silent
     await c.lab.cutBetween('a', 'b'); // at the switch: a and b still reach e1-e3 and c
     try {
       await until('b saw a silent', async () => (logOf(b).some((x) => x.msg === 'node-down') ? true : undefined), 5000);

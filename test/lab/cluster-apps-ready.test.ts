@@ -7,7 +7,7 @@
 // moment the store says `up` is served, one that connected while it was loading was refused.
 import { describe, expect, it } from 'vitest';
 import { fixturePath } from '../../src/lab/node-child.js';
-import { cluster, hostState, logOf, published, tcpApp } from './apps-cluster.js';
+import { cluster, heardByPeers, hostState, logOf, published, tcpApp } from './apps-cluster.js';
 import { until } from './replication-cluster.js';
 
 const LISTEN_AFTER_MS = 2500;
@@ -89,6 +89,7 @@ describe('cluster manager: readiness', () => {
     expect(history.find((h) => h.by === 'a' && h.to.state === 'up')?.why).toMatch(new RegExp(`^loaded and ready: tcp ${c.vip.replace(/\./g, '\\.')}:7000 passed \\d+ ms after its start$`));
 
     // a dies: b claims it, loads it, and says up only once it answers.
+    await heardByPeers(c, 'a');
     const t0 = Date.now();
     await c.kill('a');
     await until('web loading on b', () => hostState(c, 'b', 'loading'), 20_000);

@@ -7,7 +7,7 @@
 // and load. And a link cut between a and b while both reach the store: one HOST, no failover.
 import { describe, expect, it } from 'vitest';
 import type { AgentsLab } from './agents-lab.js';
-import { cluster, crashHostUnderBlockedClient, tcpApp, hostState, INTERVAL, LEASE_MS, logOf, pgApp, pgData, published } from './apps-cluster.js';
+import { cluster, crashHostUnderBlockedClient, heardByPeers, tcpApp, hostState, INTERVAL, LEASE_MS, logOf, pgApp, pgData, published } from './apps-cluster.js';
 import { until } from './replication-cluster.js';
 
 describe('cluster manager: PostgreSQL on the embedded store', () => {
@@ -60,6 +60,7 @@ describe('cluster manager: PostgreSQL on the embedded store', () => {
     await c.start('a');
     const b = await c.start('b');
     await until('pg up on a', () => hostState(c, 'a'), 30_000);
+    await heardByPeers(c, 'a'); // b must have heard a to see it go silent
     await c.lab.killSilently('a', 'nft'); // a and b no longer hear each other; both still reach the store
     await until('b saw a silent', async () => (logOf(b).some((x) => x.msg === 'node-down') ? true : undefined), 5000);
     await new Promise((res) => setTimeout(res, 3 * LEASE_MS));
@@ -119,6 +120,7 @@ describe('cluster manager: failback by hand, and both servers failing', () => {
     await c.start('a');
     await c.start('b');
     await until('web up on a', () => hostState(c, 'a'), 30_000);
+    await heardByPeers(c, 'a');
     await c.kill('a');
     await until('web up on b', () => hostState(c, 'b'), 20_000);
     await c.lab.heal('a');
